@@ -1,0 +1,76 @@
+"""The FastAPI application: REST API under /v1, webhook docs at /docs and /redoc (served offline)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from herald import __version__
+from herald.api.errors import install_error_handlers
+from herald.api.middleware import BodySizeLimit
+from herald.api.routes import (
+    deliveries,
+    event_types,
+    events,
+    health,
+    subscriptions,
+    tenants,
+)
+from herald.catalog import catalog
+from herald.models import ErrorResponse
+from herald.services import Services
+from herald.settings import get_settings
+
+DESCRIPTION = """
+Herald delivers your events to your customers' webhook endpoints: signed
+([Standard Webhooks](https://www.standardwebhooks.com/)), retried for more than a day, logged.
+
+**Authentication**: `Authorization: Bearer <key>`. The operator uses the admin key (from the
+deployment's secret); each tenant uses an API key the operator issued to it.
+
+**Webhooks**: the *Webhooks* section below lists every event type Herald sends, with the exact body
+your endpoint receives and the signature headers to verify.
+"""
+
+TAGS = [
+    {"name": "tenants", "description": "The operator's customers (operator only)."},
+    {
+        "name": "subscriptions",
+        "description": "Where a tenant wants to be notified (tenant keys).",
+    },
+    {
+        "name": "deliveries",
+        "description": "What was sent to a subscription, and every attempt (tenant keys).",
+    },
+    {"name": "events", "description": "Publishing events (operator only)."},
+    {"name": "event-types", "description": "The event catalog (any key)."},
+]
+
+
+def create_app(services: Services | None = None) -> FastAPI:
+    """Build the app. ``services`` is injected in tests; otherwise it is built on the first request."""
+    settings = services.settings if services else get_settings()
+    app = FastAPIOffline(
+        title="Herald",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        webhooks=catalog.webhooks_router(),
+        responses={
+            401: {
+                "model": ErrorResponse,
+                "description": "Missing or invalid credentials.",
+            },
+            422: {
+                "model": ErrorResponse,
+                "description": "The request does not fit (validation errors).",
+            },
+        },
+    )
+    if services is not None:
+        app.state.services = services
+    install_error_handlers(app)
+    for module in (health, tenants, subscriptions, deliveries, events, event_types):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app

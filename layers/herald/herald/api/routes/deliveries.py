@@ -1,0 +1,96 @@
+"""What was sent to a subscription, and every attempt (tenant keys)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from herald import ids
+from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.api.routes.subscriptions import subscription_or_404
+from herald.errors import NotFoundError
+from herald.messages import DeliveryMessage
+from herald.models import (
+    AttemptOut,
+    Delivery,
+    DeliveryOut,
+    DeliveryStatus,
+    Page,
+    Trigger,
+)
+from herald.services import Services
+
+router = APIRouter(prefix="/v1/subscriptions/{subscription_id}/deliveries", tags=["deliveries"])
+
+
+def delivery_or_404(services: Services, tenant_id: str, subscription_id: str, delivery_id: str) -> Delivery:
+    subscription_or_404(services, tenant_id, subscription_id)
+    delivery = services.store.get_delivery(delivery_id) if ids.is_id(delivery_id, ids.DELIVERY) else None
+    if delivery is None or delivery.subscription_id != subscription_id or delivery.tenant_id != tenant_id:
+        raise NotFoundError(f"delivery {delivery_id} not found")
+    return delivery
+
+
+@router.get("", summary="List the deliveries of a subscription, newest first")
+async def list_deliveries(
+    subscription_id: str,
+    services: ServicesDep,
+    tenant_id: TenantDep,
+    status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
+    limit: LimitQuery = 50,
+    iterator: IteratorQuery = None,
+) -> Page[DeliveryOut]:
+    subscription_or_404(services, tenant_id, subscription_id)
+    page = services.store.list_deliveries(subscription_id, status=status, limit=limit, cursor=iterator)
+    return Page(
+        data=[DeliveryOut.of(d) for d in page.items],
+        iterator=page.cursor,
+        done=page.cursor is None,
+    )
+
+
+@router.get("/{delivery_id}", summary="Get a delivery")
+async def get_delivery(
+    subscription_id: str, delivery_id: str, services: ServicesDep, tenant_id: TenantDep
+) -> DeliveryOut:
+    return DeliveryOut.of(delivery_or_404(services, tenant_id, subscription_id, delivery_id))
+
+
+@router.get("/{delivery_id}/attempts", summary="List the attempts of a delivery, oldest first")
+async def list_attempts(
+    subscription_id: str,
+    delivery_id: str,
+    services: ServicesDep,
+    tenant_id: TenantDep,
+    limit: LimitQuery = 50,
+    iterator: IteratorQuery = None,
+) -> Page[AttemptOut]:
+    delivery_or_404(services, tenant_id, subscription_id, delivery_id)
+    page = services.store.list_attempts(delivery_id, limit=limit, cursor=iterator)
+    return Page(
+        data=[AttemptOut.of(a) for a in page.items],
+        iterator=page.cursor,
+        done=page.cursor is None,
+    )
+
+
+@router.post(
+    "/{delivery_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Send a delivery again now",
+)
+async def retry_delivery(
+    subscription_id: str, delivery_id: str, services: ServicesDep, tenant_id: TenantDep
+) -> DeliveryOut:
+    """One more attempt, right away (a manual attempt in the log), whatever the delivery's state."""
+    delivery = delivery_or_404(services, tenant_id, subscription_id, delivery_id)
+    services.queue.send(
+        DeliveryMessage(
+            event_id=delivery.event_id,
+            tenant_id=tenant_id,
+            subscription_id=subscription_id,
+            trigger=Trigger.MANUAL,
+        )
+    )
+    return DeliveryOut.of(delivery)

@@ -1,0 +1,188 @@
+"""A tenant's subscriptions: where and for what it wants to be notified (tenant keys)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Body, Response, status
+
+from herald import ids
+from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.catalog import catalog
+from herald.errors import NotFoundError, UnknownEventTypeError
+from herald.models import (
+    WILDCARD,
+    Page,
+    SecretOut,
+    SecretRotateIn,
+    SigningSecret,
+    Subscription,
+    SubscriptionCreated,
+    SubscriptionIn,
+    SubscriptionOut,
+    SubscriptionUpdate,
+    TestDeliveryOut,
+    utcnow,
+)
+from herald.publishing import send_test
+from herald.services import Services
+from herald.urls import check_url
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+
+
+def subscription_or_404(services: Services, tenant_id: str, sub_id: str) -> Subscription:
+    """The tenant's subscription; another tenant's is as absent as a missing one."""
+    sub = services.store.get_subscription(tenant_id, sub_id) if ids.is_id(sub_id, ids.SUBSCRIPTION) else None
+    if sub is None:
+        raise NotFoundError(f"subscription {sub_id} not found")
+    return sub
+
+
+def _check_types(event_types: list[str]) -> list[str]:
+    unknown = [name for name in event_types if name != WILDCARD and name not in catalog]
+    if unknown:
+        raise UnknownEventTypeError(
+            f"unknown event types: {', '.join(unknown)}; known: {', '.join(catalog.names())} (or '*')",
+            details=[
+                {
+                    "loc": ["body", "event_types"],
+                    "msg": f"{name!r} is not in the event catalog",
+                    "type": "unknown_event_type",
+                }
+                for name in unknown
+            ],
+        )
+    return event_types
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Subscribe a URL to event types")
+async def create_subscription(body: SubscriptionIn, services: ServicesDep, tenant_id: TenantDep) -> SubscriptionCreated:
+    """Answers with the subscription's `whsec_` signing secret: verify every delivery with it."""
+    url = check_url(str(body.url), allow_private=services.settings.allow_private_urls)
+    now = utcnow()
+    sub = Subscription(
+        id=ids.new_id(ids.SUBSCRIPTION),
+        tenant_id=tenant_id,
+        url=url,
+        event_types=_check_types(body.event_types),
+        description=body.description,
+        metadata=body.metadata,
+        secrets=[SigningSecret(secret=ids.new_signing_secret(), created_at=now)],
+        created_at=now,
+        updated_at=now,
+    )
+    services.store.create_subscription(sub)
+    return SubscriptionCreated(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
+
+
+@router.get("", summary="List subscriptions")
+async def list_subscriptions(
+    services: ServicesDep,
+    tenant_id: TenantDep,
+    limit: LimitQuery = 50,
+    iterator: IteratorQuery = None,
+) -> Page[SubscriptionOut]:
+    page = services.store.list_subscriptions(tenant_id, limit=limit, cursor=iterator)
+    return Page(
+        data=[SubscriptionOut.of(s) for s in page.items],
+        iterator=page.cursor,
+        done=page.cursor is None,
+    )
+
+
+@router.get("/{subscription_id}", summary="Get a subscription")
+async def get_subscription(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> SubscriptionOut:
+    return SubscriptionOut.of(subscription_or_404(services, tenant_id, subscription_id))
+
+
+@router.patch("/{subscription_id}", summary="Update a subscription")
+async def update_subscription(
+    subscription_id: str,
+    body: SubscriptionUpdate,
+    services: ServicesDep,
+    tenant_id: TenantDep,
+) -> SubscriptionOut:
+    """Change its URL, event types, description or metadata, or disable / re-enable it (`enabled`)."""
+    old = subscription_or_404(services, tenant_id, subscription_id)
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("url") is not None:
+        changes["url"] = check_url(str(body.url), allow_private=services.settings.allow_private_urls)
+    if changes.get("event_types") is not None:
+        _check_types(changes["event_types"])
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if changes.get("enabled") is True:
+        changes["disabled_reason"] = None
+    elif changes.get("enabled") is False and old.enabled:
+        changes["disabled_reason"] = "disabled by the tenant"
+    new = old.model_copy(update={**changes, "version": old.version + 1, "updated_at": utcnow()})
+    services.store.replace_subscription(old, new)
+    return SubscriptionOut.of(new)
+
+
+@router.delete(
+    "/{subscription_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a subscription",
+)
+async def delete_subscription(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> Response:
+    services.store.delete_subscription(subscription_or_404(services, tenant_id, subscription_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _secret_out(sub: Subscription) -> SecretOut:
+    previous = [s.expires_at for s in sub.secrets[1:] if s.expires_at and s.expires_at > utcnow()]
+    return SecretOut(
+        secret=sub.current_secret,
+        previous_valid_until=max(previous) if previous else None,
+    )
+
+
+@router.get("/{subscription_id}/secret", summary="Get the signing secret")
+async def get_secret(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> SecretOut:
+    return _secret_out(subscription_or_404(services, tenant_id, subscription_id))
+
+
+@router.post("/{subscription_id}/secret/rotate", summary="Rotate the signing secret")
+async def rotate_secret(
+    subscription_id: str,
+    services: ServicesDep,
+    tenant_id: TenantDep,
+    body: SecretRotateIn | None = Body(None),
+) -> SecretOut:
+    """A new secret signs from now on; the old one keeps signing too for a grace period (default 24 h),
+    so deliveries carry both signatures while receivers switch over."""
+    old = subscription_or_404(services, tenant_id, subscription_id)
+    now = utcnow()
+    grace = body.grace_hours if body and body.grace_hours is not None else services.settings.secret_rotation_grace_hours
+    kept = [
+        SigningSecret(
+            secret=s.secret,
+            created_at=s.created_at,
+            expires_at=min(
+                s.expires_at or now + timedelta(hours=grace),
+                now + timedelta(hours=grace),
+            ),
+        )
+        for s in old.secrets
+        if s.expires_at is None or s.expires_at > now
+    ]
+    secrets = [
+        SigningSecret(secret=ids.new_signing_secret(), created_at=now),
+        *[s for s in kept if s.expires_at and s.expires_at > now],
+    ]
+    new = old.model_copy(update={"secrets": secrets[:5], "version": old.version + 1, "updated_at": now})
+    services.store.replace_subscription(old, new)
+    return _secret_out(new)
+
+
+@router.post(
+    "/{subscription_id}/test",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Send a test event to the subscription",
+)
+async def send_test_event(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> TestDeliveryOut:
+    """Sends the `herald.ping` event through the real delivery path (signed, retried, logged)."""
+    sub = subscription_or_404(services, tenant_id, subscription_id)
+    event, delivery_id = send_test(services, sub)
+    return TestDeliveryOut(event_id=event.id, delivery_id=delivery_id)

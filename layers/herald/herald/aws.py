@@ -1,0 +1,46 @@
+"""boto3 clients, created lazily (never at import time) with settings fit for Lambda.
+
+Endpoints come from the standard ``AWS_ENDPOINT_URL`` variables, so the same code talks to AWS or moto.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+
+#: Enough pooled connections for a whole SQS batch worked concurrently; short timeouts so a stuck
+#: call fails inside the Lambda's time budget and is retried by the standard retry mode.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4},
+    max_pool_connections=64,
+    connect_timeout=3,
+    read_timeout=10,
+)
+
+
+def _client(service: str, session: boto3.session.Session | None) -> Any:
+    return (session or boto3.session.Session()).client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+
+
+def dynamodb_client(session: boto3.session.Session | None = None) -> DynamoDBClient:
+    client: DynamoDBClient = _client("dynamodb", session)
+    return client
+
+
+def sqs_client(session: boto3.session.Session | None = None) -> SQSClient:
+    client: SQSClient = _client("sqs", session)
+    return client
+
+
+def secretsmanager_client(
+    session: boto3.session.Session | None = None,
+) -> SecretsManagerClient:
+    client: SecretsManagerClient = _client("secretsmanager", session)
+    return client

@@ -1,0 +1,275 @@
+"""The event catalog: every event type Herald can send, declared once as a pydantic model.
+
+This is the module an operator edits. Each event type is one model whose docstring documents it,
+registered with ``@catalog.event("dotted.name", example={...})``. That single declaration drives:
+
+- validation of published payloads (``POST /v1/events``),
+- the catalog listing (``GET /v1/event-types``),
+- the OpenAPI 3.1 ``webhooks`` section shown in ``/docs`` and ``/redoc``, with the full delivered
+  body (the Standard Webhooks envelope ``type``, ``timestamp``, ``data``) and the signature headers.
+
+Adding an event type is adding one model below.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+#: Event type names: lower-case dotted words, e.g. ``invoice.paid``.
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+#: The built-in test event, sent by ``POST /v1/subscriptions/{id}/test``.
+PING_EVENT_TYPE = "herald.ping"
+
+_SIGNATURE_DOC = (
+    "Every delivery is signed following [Standard Webhooks](https://www.standardwebhooks.com/): "
+    "verify `webhook-signature` against `{webhook-id}.{webhook-timestamp}.{raw body}` with your "
+    "subscription's `whsec_` secret (HMAC-SHA256), reject timestamps older than 5 minutes, and use "
+    "`webhook-id` to drop duplicates."
+)
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "2XX": {"description": "Any 2xx answer within the timeout acknowledges the delivery."},
+    410: {"description": "Gone: Herald disables the subscription and stops retrying."},
+    "default": {
+        "description": "Anything else (3xx included: redirects are never followed) is retried on the "
+        "schedule, for more than a day."
+    },
+}
+
+
+class EventData(BaseModel):
+    """Base of every event payload: unknown fields are refused, so typos never reach subscribers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One entry of the catalog."""
+
+    name: str
+    model: type[EventData]
+    example: dict[str, Any]
+    envelope: type[BaseModel] = field(repr=False)
+
+    @property
+    def description(self) -> str:
+        return inspect.cleandoc(self.model.__doc__ or "")
+
+    @property
+    def summary(self) -> str:
+        return self.description.split("\n", 1)[0].strip() or self.name
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()
+
+    def validate(self, data: Any) -> dict[str, Any]:
+        """The payload as it will be delivered; raises ``pydantic.ValidationError`` if it does not fit."""
+        return self.model.model_validate(data).model_dump(mode="json")
+
+
+class EventCatalog:
+    """The registry of event types; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, EventType] = {}
+
+    def event[M: EventData](self, name: str, *, example: dict[str, Any]) -> Callable[[type[M]], type[M]]:
+        """Register the decorated model as event type ``name``, with an example payload."""
+        if not EVENT_TYPE_PATTERN.match(name):
+            raise ValueError(f"event type {name!r} must be lower-case dotted words, e.g. 'invoice.paid'")
+
+        def register(model: type[M]) -> type[M]:
+            if name in self._types:
+                raise ValueError(f"event type {name!r} is declared twice")
+            model.model_validate(example)  # a wrong example is a bug in the catalog: fail at import
+            self._types[name] = EventType(name, model, example, _envelope(name, model, example))
+            return model
+
+        return register
+
+    def get(self, name: str) -> EventType | None:
+        return self._types.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def __iter__(self) -> Iterator[EventType]:
+        return iter(self._types[name] for name in self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def webhooks_router(self) -> APIRouter:
+        """An ``APIRouter`` for ``FastAPI(webhooks=...)``: one documented webhook per event type."""
+        router = APIRouter()
+        for event_type in self:
+            router.add_api_route(
+                event_type.name,
+                _webhook_endpoint(event_type),
+                methods=["POST"],
+                summary=event_type.summary,
+                description=f"{event_type.description}\n\n{_SIGNATURE_DOC}",
+                operation_id=f"webhook_{event_type.name.replace('.', '_')}",
+                responses=_RESPONSES,
+                tags=[event_type.name.split(".", 1)[0]],
+            )
+        return router
+
+
+def _envelope(name: str, model: type[EventData], example: dict[str, Any]) -> type[BaseModel]:
+    """The delivered body of one event type: ``{"type", "timestamp", "data"}``."""
+    title = "".join(part.capitalize() for part in re.split(r"[._]", name)) + "Webhook"
+    return create_model(
+        title,
+        __config__=ConfigDict(
+            json_schema_extra={"examples": [{"type": name, "timestamp": "2026-01-01T12:00:00Z", "data": example}]}
+        ),
+        __doc__=f"The body delivered for `{name}` events.",
+        type=(Literal[name], Field(description="The event type.")),  # type: ignore[valid-type]
+        timestamp=(
+            datetime,
+            Field(description="When the event happened (ISO 8601, UTC)."),
+        ),
+        data=(
+            model,
+            Field(description=model.__doc__ and inspect.cleandoc(model.__doc__).split("\n")[0]),
+        ),
+    )
+
+
+def _webhook_endpoint(event_type: EventType) -> Callable[..., None]:
+    """A documentation-only endpoint whose signature is the webhook's body and headers."""
+
+    def endpoint(
+        **_: Any,
+    ) -> None:  # pragma: no cover - webhooks are documented, never served
+        return None
+
+    headers = {
+        "webhook_id": "Unique id of the message; the same on every retry. Use it to drop duplicates.",
+        "webhook_timestamp": "Unix time (seconds) of this attempt. Reject if too far from your clock.",
+        "webhook_signature": "Space-separated `v1,<base64 HMAC-SHA256>` signatures, one per valid secret.",
+    }
+    parameters = [
+        inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=event_type.envelope),
+        *(
+            inspect.Parameter(
+                header,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Annotated[str, Header(description=description)],
+            )
+            for header, description in headers.items()
+        ),
+    ]
+    endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    endpoint.__name__ = f"webhook_{event_type.name.replace('.', '_')}"
+    return endpoint
+
+
+catalog = EventCatalog()
+
+
+# --- The example catalog: edit below. One model per event type. ----------------------------------
+
+
+@catalog.event(
+    "subscription.created",
+    example={
+        "username": "ada",
+        "monthly_fee": 9.99,
+        "start_date": "2026-01-01T00:00:00Z",
+    },
+)
+class SubscriptionCreated(EventData):
+    """A user subscribed to a paid plan.
+
+    Sent when a new user subscribes to your service: the username, the monthly fee they will be
+    billed and when the subscription starts (the example from FastAPI's webhook documentation).
+    """
+
+    username: str = Field(min_length=1, max_length=200)
+    monthly_fee: float = Field(ge=0, description="Monthly fee in the account's currency.")
+    start_date: datetime
+
+
+@catalog.event(
+    "invoice.paid",
+    example={
+        "invoice_id": "in_1001",
+        "customer_id": "cus_42",
+        "amount_cents": 4900,
+        "currency": "EUR",
+        "paid_at": "2026-01-31T09:30:00Z",
+    },
+)
+class InvoicePaid(EventData):
+    """An invoice was paid in full.
+
+    The amount is in the smallest unit of the currency (cents for EUR and USD).
+    """
+
+    invoice_id: str = Field(min_length=1, max_length=100)
+    customer_id: str = Field(min_length=1, max_length=100)
+    amount_cents: int = Field(ge=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.")
+    paid_at: datetime
+
+
+class ShippedItem(BaseModel):
+    """One line of a shipment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sku: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(ge=1)
+
+
+@catalog.event(
+    "order.shipped",
+    example={
+        "order_id": "ord_7",
+        "carrier": "DHL",
+        "tracking_number": "JD014600003828",
+        "items": [{"sku": "mug-blue", "quantity": 2}],
+        "estimated_delivery": "2026-02-03",
+    },
+)
+class OrderShipped(EventData):
+    """An order left the warehouse.
+
+    Carries the carrier and tracking number, the shipped items and the estimated delivery date.
+    """
+
+    order_id: str = Field(min_length=1, max_length=100)
+    carrier: str = Field(min_length=1, max_length=100)
+    tracking_number: str = Field(min_length=1, max_length=100)
+    items: list[ShippedItem] = Field(min_length=1, max_length=500)
+    estimated_delivery: date | None = None
+
+
+@catalog.event(
+    PING_EVENT_TYPE,
+    example={
+        "message": "Hello from Herald: this is a test delivery.",
+        "subscription_id": "sub_01jb0000000000000000000000",
+    },
+)
+class Ping(EventData):
+    """A test event.
+
+    Sent on demand by `POST /v1/subscriptions/{id}/test` to check that an endpoint receives and
+    verifies deliveries. It needs no handling beyond a 2xx answer.
+    """
+
+    message: str = Field(max_length=1000)
+    subscription_id: str | None = None

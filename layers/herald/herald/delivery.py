@@ -1,0 +1,566 @@
+"""The delivery worker: the SQS consumer behind the DeliveryFunction.
+
+Each work message is one of: a fan-out page (find the subscriptions an event goes to, queue one
+delivery message for each), a delivery (one event to one subscription), or a tenant purge.
+
+A delivery message stays on the queue until its delivery is settled: after a failed attempt the
+worker hides it for the retry delay (``ChangeMessageVisibility``, at most 12 h a step) and reports
+it as a batch item failure, so SQS brings it back when the next attempt is due. No sleeping in
+Lambda. The delivery's state lives in DynamoDB, and each attempt is made under a lease taken with a
+conditional write, so a duplicated or re-shown message never sends the same attempt twice while
+another worker is at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import threading
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
+
+from herald import __version__, ids
+from herald.errors import UrlNotAllowedError
+from herald.messages import DeliveryMessage, FanoutMessage, PoisonMessageError, PurgeTenantMessage, parse_message
+from herald.models import (
+    WILDCARD,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    ErrorKind,
+    Subscription,
+    Trigger,
+)
+from herald.queue import MAX_DELAY_SECONDS, MAX_VISIBILITY_SECONDS
+from herald.retry import parse_retry_after
+from herald.signing import signature_header
+from herald.store import ConflictError, event_of
+from herald.urls import check_resolved
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from herald.services import Services
+
+logger = Logger(service="herald", child=True)
+
+#: Response bodies are kept up to this many bytes in the attempt log.
+RESPONSE_MAX_BYTES = 20_000
+USER_AGENT = f"Herald/{__version__}"
+#: An attempt is only started if the invocation has this much time left beyond the HTTP timeout.
+START_MARGIN_SECONDS = 5.0
+#: When an attempt cannot start now (no time left, lease busy), the message comes back after this.
+SHORT_RETRY_SECONDS = 10
+#: Subscriptions handled by one fan-out message before it hands over to a continuation message.
+FANOUT_MAX_PER_MESSAGE = 5_000
+#: A fan-out message stops reading pages when its invocation has less time left than this.
+FANOUT_MIN_SECONDS_LEFT = 15.0
+#: Refresh a long-lived delivery message (new copy, this one deleted) before SQS's 14-day retention
+#: or the queue's maxReceiveCount could end it.
+MESSAGE_MAX_AGE_SECONDS = 12 * 24 * 3600
+EVENT_CACHE_SIZE = 512
+IO_THREADS = 32
+
+
+class RetryLaterError(Exception):
+    """The record is put back on the queue on purpose (a retry is scheduled, or it cannot run now)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one HTTP attempt gave."""
+
+    status_code: int | None
+    error_kind: ErrorKind | None
+    error_message: str | None
+    body: str | None
+    retry_after: float | None
+    started: datetime
+    finished: datetime
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def throttled(self) -> bool:
+        return self.error_kind is ErrorKind.TIMEOUT or self.status_code == 429
+
+
+_HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def http_client(timeout: float) -> httpx.AsyncClient:
+    """The process's HTTP client (one per event loop; Lambda keeps one loop, so it is reused across warm
+    invocations with its connection pool). Redirects are never followed."""
+    loop = asyncio.get_running_loop()
+    client = _HTTP_CLIENTS.get(loop)
+    if client is None:
+        client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30),
+            headers={"user-agent": USER_AGENT},
+            trust_env=False,
+        )
+        _HTTP_CLIENTS[loop] = client
+    return client
+
+
+def classify(exc: BaseException) -> tuple[ErrorKind, str]:
+    """One error kind per transport failure; see ``ErrorKind``."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return ErrorKind.TIMEOUT, f"no complete answer within the timeout ({type(exc).__name__})"
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    if any(isinstance(item, ssl.SSLError) for item in chain) or "SSL" in text or "certificate" in text.lower():
+        return ErrorKind.TLS, text
+    lowered = " ".join(str(item) for item in chain).lower()
+    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
+        return ErrorKind.DNS, text
+    if any(type(item).__name__ == "gaierror" for item in chain):
+        return ErrorKind.DNS, text
+    return ErrorKind.CONNECTION, text
+
+
+async def send_attempt(
+    url: str, *, body: bytes, headers: dict[str, str], timeout: float, allow_private: bool
+) -> Outcome:
+    """POST ``body`` to ``url`` once; never raises for a delivery failure."""
+    started = datetime.now(UTC)
+    status_code: int | None = None
+    kind: ErrorKind | None = None
+    message: str | None = None
+    text: str | None = None
+    retry_after: float | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            await check_resolved(url, allow_private=allow_private)
+            client = http_client(timeout)
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                status_code = response.status_code
+                retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+                chunks = bytearray()
+                async for chunk in response.aiter_raw():
+                    chunks += chunk
+                    if len(chunks) >= RESPONSE_MAX_BYTES:
+                        break
+                text = bytes(chunks[:RESPONSE_MAX_BYTES]).decode("utf-8", errors="replace")
+        if not 200 <= status_code < 300:
+            kind = ErrorKind.HTTP_STATUS
+            message = f"the endpoint answered {status_code}"
+            if 300 <= status_code < 400:
+                message += " (redirects are not followed)"
+    except UrlNotAllowedError as exc:
+        status_code, kind, message = None, ErrorKind.REFUSED_BY_POLICY, exc.message
+    except OSError as exc:
+        if type(exc).__name__ == "gaierror":
+            status_code, kind, message = None, ErrorKind.DNS, str(exc)
+        else:
+            status_code = None
+            kind, message = classify(exc)
+    except (httpx.HTTPError, TimeoutError, ssl.SSLError) as exc:
+        status_code = None
+        kind, message = classify(exc)
+    return Outcome(status_code, kind, message, text, retry_after, started, datetime.now(UTC))
+
+
+class _Processor(AsyncBatchProcessor):
+    """Powertools' async batch processor on a loop that outlives the invocation, so the HTTP client's
+    pooled connections stay usable across warm invocations (and in the local emulator)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        self._loop = loop
+
+    def async_process(self) -> list[tuple[Any, ...]]:
+        async def process_all() -> list[tuple[Any, ...]]:
+            return list(await asyncio.gather(*(self._async_process_record(record) for record in self.records)))
+
+        return self._loop.run_until_complete(process_all())
+
+
+class Worker:
+    """Processes SQS batches of work messages; everything it touches is injectable."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+        self.queue = services.queue
+        self.policy = services.retry_policy
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.loop = asyncio.new_event_loop()
+        self.executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="herald-io")
+        self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._events_lock = threading.Lock()
+
+    # --- entry point ------------------------------------------------------------------------------
+
+    def handle(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        """The Lambda handler body: returns ``{"batchItemFailures": [...]}``."""
+        remaining_ms = context.get_remaining_time_in_millis() if context is not None else 60_000
+        deadline = self.clock() + remaining_ms / 1000
+
+        async def record_handler(record: SQSRecord) -> None:
+            await self.process(record, deadline)
+
+        processor = _Processor(self.loop)
+        return dict(async_process_partial_response(event, record_handler, processor, context))
+
+    async def process(self, record: SQSRecord, deadline: float) -> None:
+        """Process one record; raising puts it back on the queue (a batch item failure)."""
+        try:
+            message = parse_message(record.body)
+        except PoisonMessageError as exc:
+            # Never loop on a message that cannot be read: park it in the DLQ with the reason.
+            await self._io(self.queue.dead_letter, record.body, str(exc))
+            return
+        if isinstance(message, DeliveryMessage):
+            await self.deliver(message, record, deadline)
+        elif isinstance(message, FanoutMessage):
+            await self.fanout(message, deadline)
+        else:
+            await self.purge(message)
+
+    async def _io[T](self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking AWS call off the event loop."""
+        return await self.loop.run_in_executor(self.executor, lambda: function(*args, **kwargs))
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # --- fan-out ------------------------------------------------------------------------------------
+
+    async def fanout(self, message: FanoutMessage, deadline: float) -> None:
+        item = await self._io(self.store.get_event_item, message.event_id)
+        if item is None:
+            logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
+            return
+        if message.tenant_id is None:
+            await self._fanout_tenants(message)
+            return
+        event = event_of(item)
+        routes = [event.type, WILDCARD]
+        route = message.route if message.route in routes else routes[0]
+        page_token = message.cursor
+        handled = 0
+        while True:
+            sub_ids, next_token = await self._io(
+                self.store.query_routes,
+                message.tenant_id,
+                route,
+                limit=self.settings.fanout_page_size,
+                cursor=page_token,
+            )
+            deliveries = [
+                DeliveryMessage(event_id=event.id, tenant_id=message.tenant_id, subscription_id=sub_id)
+                for sub_id in sub_ids
+            ]
+            await self._send_concurrently(deliveries)
+            await self._io(self.store.count_event, event.id, matched=len(deliveries))
+            handled += len(deliveries)
+            if next_token is None:
+                index = routes.index(route)
+                if index + 1 == len(routes):
+                    await self._io(self.store.count_event, event.id, fanout_open=-1)
+                    logger.info("fan-out finished", extra={"event_id": event.id, "tenant_id": message.tenant_id})
+                    return
+                route, page_token = routes[index + 1], None
+            else:
+                page_token = next_token
+            if handled >= FANOUT_MAX_PER_MESSAGE or deadline - self.clock() < FANOUT_MIN_SECONDS_LEFT:
+                # Hand over to a continuation message, well before the invocation's timeout.
+                continuation = FanoutMessage(
+                    event_id=event.id, tenant_id=message.tenant_id, route=route, cursor=page_token
+                )
+                await self._io(self.queue.send, continuation)
+                return
+
+    async def _fanout_tenants(self, message: FanoutMessage) -> None:
+        """A broadcast: one fan-out message per tenant, a page of tenants at a time."""
+        page = await self._io(self.store.list_tenants, limit=100, cursor=message.cursor)
+        per_tenant = [FanoutMessage(event_id=message.event_id, tenant_id=tenant.id) for tenant in page.items]
+        await self._io(self.store.count_event, message.event_id, fanout_open=len(per_tenant))
+        await self._send_concurrently(per_tenant)
+        if page.cursor is not None:
+            await self._io(self.queue.send, message.model_copy(update={"cursor": page.cursor}))
+        else:
+            await self._io(self.store.count_event, message.event_id, fanout_open=-1)
+
+    async def _send_concurrently(self, messages: list[DeliveryMessage] | list[FanoutMessage]) -> None:
+        chunks = [messages[start : start + 10] for start in range(0, len(messages), 10)]
+        await asyncio.gather(*(self._io(self.queue.send_batch, chunk) for chunk in chunks))
+
+    # --- purge ----------------------------------------------------------------------------------------
+
+    async def purge(self, message: PurgeTenantMessage) -> None:
+        done = await self._io(self.store.purge_tenant_page, message.tenant_id)
+        if not done:
+            await self._io(self.queue.send, message)
+
+    # --- one delivery -------------------------------------------------------------------------------
+
+    def _event_item(self, event_id: str) -> dict[str, Any] | None:
+        """Events never change once published: keep the recent ones in memory across a fan-out's deliveries."""
+        with self._events_lock:
+            item = self._events.get(event_id)
+            if item is not None:
+                self._events.move_to_end(event_id)
+                return item
+        item = self.store.get_event_item(event_id)
+        if item is not None:
+            with self._events_lock:
+                self._events[event_id] = item
+                while len(self._events) > EVENT_CACHE_SIZE:
+                    self._events.popitem(last=False)
+        return item
+
+    async def deliver(self, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
+        delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
+        log = {"delivery_id": delivery_id, "event_id": message.event_id, "subscription_id": message.subscription_id}
+        item = await self._io(self._event_item, message.event_id)
+        if item is None:
+            logger.warning("delivery of an event that no longer exists: dropped", extra=log)
+            return
+        previous = await self._io(self.store.get_delivery, delivery_id)
+        single_shot = message.trigger is Trigger.MANUAL and previous is not None
+        if previous is not None and not single_shot:
+            if previous.status is not DeliveryStatus.PENDING:
+                return  # settled: this message's work is done
+            due = previous.next_attempt_at.timestamp() if previous.next_attempt_at else 0
+            if due > self.clock() + 1:
+                await self._hold(message, record, due - self.clock())
+                return
+        if deadline - self.clock() < self.settings.delivery_timeout_seconds + START_MARGIN_SECONDS:
+            await self._hold(message, record, SHORT_RETRY_SECONDS)  # not enough time left to send safely
+            return
+
+        event = event_of(item)
+        now = self._now()
+        expires_at = int((now + timedelta(days=self.settings.attempt_ttl_days)).timestamp())
+        delivery = (
+            previous
+            or Delivery(
+                id=delivery_id,
+                event_id=event.id,
+                subscription_id=message.subscription_id,
+                tenant_id=message.tenant_id,
+                event_type=event.type,
+                status=DeliveryStatus.PENDING,
+                created_at=now,
+                updated_at=now,
+            )
+        ).model_copy(update={"status": DeliveryStatus.PENDING, "updated_at": now})
+        token = uuid.uuid4().hex
+        claimed = await self._io(
+            self.store.claim_delivery,
+            delivery,
+            previous=previous,
+            token=token,
+            until=deadline + 5,
+            expires_at=expires_at,
+        )
+        if not claimed:
+            if single_shot:
+                await self._hold(message, record, SHORT_RETRY_SECONDS)  # someone is at it: try again shortly
+                return
+            logger.info("delivery is already being handled by another message: dropped", extra=log)
+            return
+
+        sub = await self._io(self.store.get_subscription, message.tenant_id, message.subscription_id)
+        if sub is None or (not sub.enabled and not single_shot):
+            reason = "the subscription was deleted" if sub is None else "the subscription is disabled"
+            settled = delivery.model_copy(
+                update={
+                    "status": DeliveryStatus.FAILED,
+                    "last_error_kind": ErrorKind.SUBSCRIPTION_GONE,
+                    "next_attempt_at": None,
+                }
+            )
+            if await self._io(self.store.record_attempt, settled, None, token=token, expires_at=expires_at):
+                await self._count(event.id, previous, settled)
+            logger.info(f"delivery cancelled: {reason}", extra=log)
+            return
+
+        attempt_number = delivery.attempts + 1
+        outcome = await self._attempt(sub, event.id, event.payload)
+        next_at, status = self._next_step(outcome, attempt_number, previous, single_shot)
+        attempt = Attempt(
+            id=ids.new_id(ids.ATTEMPT),
+            delivery_id=delivery_id,
+            event_id=event.id,
+            subscription_id=sub.id,
+            tenant_id=sub.tenant_id,
+            attempt_number=attempt_number,
+            trigger=message.trigger,
+            url=sub.url,
+            started_at=outcome.started,
+            finished_at=outcome.finished,
+            duration_ms=int((outcome.finished - outcome.started).total_seconds() * 1000),
+            succeeded=outcome.succeeded,
+            status_code=outcome.status_code,
+            error_kind=outcome.error_kind,
+            error_message=outcome.error_message and outcome.error_message[:1000],
+            response_body=outcome.body,
+            next_attempt_at=next_at,
+        )
+        settled = delivery.model_copy(
+            update={
+                "status": status,
+                "attempts": attempt_number,
+                "next_attempt_at": next_at,
+                "last_attempt_at": outcome.started,
+                "last_status_code": outcome.status_code,
+                "last_error_kind": outcome.error_kind,
+                "updated_at": outcome.finished,
+            }
+        )
+        if not await self._io(self.store.record_attempt, settled, attempt, token=token, expires_at=expires_at):
+            logger.warning("lease lost while attempting; another message carries the delivery on", extra=log)
+            return
+        await self._count(event.id, previous, settled)
+        logger.info(
+            "attempt made",
+            extra={
+                **log,
+                "attempt": attempt_number,
+                "status_code": outcome.status_code,
+                "error_kind": outcome.error_kind,
+                "status": status,
+            },
+        )
+        if outcome.status_code == 410:
+            await self._io(self._disable, sub, f"the endpoint answered 410 Gone on {outcome.finished.isoformat()}")
+        if status is DeliveryStatus.PENDING and not single_shot and next_at is not None:
+            await self._hold(message, record, next_at.timestamp() - self.clock())
+
+    def _next_step(
+        self, outcome: Outcome, attempt_number: int, previous: Delivery | None, single_shot: bool
+    ) -> tuple[datetime | None, DeliveryStatus]:
+        if outcome.succeeded:
+            return None, DeliveryStatus.SUCCEEDED
+        if single_shot and previous is not None:
+            # A manual attempt does not change the schedule: a pending delivery keeps its next attempt.
+            return previous.next_attempt_at, previous.status
+        if outcome.status_code == 410:
+            return None, DeliveryStatus.FAILED
+        delay = self.policy.delay_after(
+            attempt_number, throttled=outcome.throttled, retry_after=outcome.retry_after, rng=self.rng
+        )
+        if delay is None:
+            return None, DeliveryStatus.FAILED  # exhausted: recorded, never silently dropped
+        return outcome.finished + timedelta(seconds=delay), DeliveryStatus.PENDING
+
+    async def _attempt(self, sub: Subscription, msg_id: str, payload: str) -> Outcome:
+        body = payload.encode()
+        timestamp = int(self.clock())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(sub.signing_secrets(self._now()), msg_id, timestamp, body),
+        }
+        return await send_attempt(
+            sub.url,
+            body=body,
+            headers=headers,
+            timeout=self.settings.delivery_timeout_seconds,
+            allow_private=self.settings.allow_private_urls,
+        )
+
+    async def _count(self, event_id: str, previous: Delivery | None, settled: Delivery) -> None:
+        before = previous.status if previous is not None else DeliveryStatus.PENDING
+        if before is settled.status:
+            return
+        deltas = dict.fromkeys(("succeeded", "failed"), 0)
+        if before is not DeliveryStatus.PENDING:
+            deltas[before.value] -= 1
+        if settled.status is not DeliveryStatus.PENDING:
+            deltas[settled.status.value] += 1
+        await self._io(self.store.count_event, event_id, **deltas)
+
+    def _disable(self, sub: Subscription, reason: str) -> None:
+        for _ in range(3):
+            current = self.store.get_subscription(sub.tenant_id, sub.id)
+            if current is None or not current.enabled:
+                return
+            disabled = current.model_copy(
+                update={
+                    "enabled": False,
+                    "disabled_reason": reason,
+                    "version": current.version + 1,
+                    "updated_at": self._now(),
+                }
+            )
+            try:
+                self.store.replace_subscription(current, disabled)
+            except ConflictError:
+                continue
+            logger.warning("subscription disabled", extra={"subscription_id": sub.id, "reason": reason})
+            return
+
+    async def _hold(self, message: DeliveryMessage, record: SQSRecord, seconds: float) -> None:
+        """Bring this message back in ``seconds``: hide it and raise ``RetryLaterError``, so the record is
+        reported as a batch item failure and SQS shows it again when the time comes.
+
+        A message that has lived long or been received often is replaced by a fresh copy instead (and
+        this returns, so the old one is deleted): neither the 14-day retention nor maxReceiveCount
+        ends a healthy retry sequence. Callers return right after.
+        """
+        seconds = max(0.0, seconds)
+        receives = int(record.attributes.approximate_receive_count or 1)
+        sent_ms = int(record.attributes.sent_timestamp or 0)
+        age = self.clock() - sent_ms / 1000 if sent_ms else 0
+        if receives >= self.settings.max_receive_count - 2 or age > MESSAGE_MAX_AGE_SECONDS:
+            await self._io(self.queue.send, message, delay_seconds=min(int(seconds), MAX_DELAY_SECONDS))
+            return  # the copy carries on; this message is deleted
+        await self._io(self.queue.change_visibility, record.receipt_handle, min(seconds, MAX_VISIBILITY_SECONDS))
+        raise RetryLaterError(f"next attempt in {seconds:.0f} s")
+
+
+_WORKER: Worker | None = None
+
+
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The DeliveryFunction's handler (re-exported by ``functions/delivery``)."""
+    global _WORKER  # noqa: PLW0603 - one worker per Lambda container, built on the first invocation
+    if _WORKER is None:
+        from herald.services import Services
+
+        _WORKER = Worker(Services.create())
+    return _WORKER.handle(event, context)
+
+
+def settle_all(workers: Iterable[Worker]) -> None:
+    """Close the workers' loops and thread pools (tests and the local stack)."""
+    for worker in workers:
+        worker.executor.shutdown(wait=False)
+        client = _HTTP_CLIENTS.pop(worker.loop, None)
+        if client is not None:
+            worker.loop.run_until_complete(client.aclose())
+        worker.loop.close()

@@ -1,0 +1,82 @@
+"""Herald's domain errors. Adapters raise them; only the HTTP edge maps them to status codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HeraldError(Exception):
+    """Base of every error Herald raises on purpose."""
+
+    code = "herald_error"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFoundError(HeraldError):
+    """The resource does not exist, or belongs to someone else."""
+
+    code = "not_found"
+
+
+class ConflictError(HeraldError):
+    """The request conflicts with the current state of the resource."""
+
+    code = "conflict"
+
+
+class IdempotencyConflictError(ConflictError):
+    """An idempotency key or event id was reused with a different request."""
+
+    code = "idempotency_key_reused"
+
+
+class InvalidInputError(HeraldError):
+    """The request is well-formed but its content is not acceptable."""
+
+    code = "invalid_input"
+
+
+class InvalidCursorError(InvalidInputError):
+    """A pagination cursor was not issued by Herald for this listing."""
+
+    code = "invalid_cursor"
+
+
+class UnknownEventTypeError(InvalidInputError):
+    """An event type is not in the catalog."""
+
+    code = "unknown_event_type"
+
+
+class UrlNotAllowedError(InvalidInputError):
+    """A subscriber URL is refused by the delivery policy."""
+
+    code = "url_not_allowed"
+
+
+class PayloadTooLargeError(HeraldError):
+    """A request body or event payload is over its size limit."""
+
+    code = "payload_too_large"
+
+
+class AuthenticationError(HeraldError):
+    """Credentials are missing or not valid."""
+
+    code = "unauthorized"
+
+
+class PermissionDeniedError(HeraldError):
+    """The caller is authenticated but its role may not do this."""
+
+    code = "forbidden"
+
+
+class ServiceUnavailableError(HeraldError):
+    """A dependency (DynamoDB, SQS, Secrets Manager) could not be reached; the request can be retried."""
+
+    code = "service_unavailable"

@@ -1,0 +1,68 @@
+"""Prefixed, time-ordered identifiers (``tnt_``, ``sub_``, ``evt_``, ...) and random secrets.
+
+Ids are ULIDs (48 bits of milliseconds, 80 random bits) in lower-case Crockford base32 behind a
+prefix that names the kind, so they sort by creation time and read well in logs and tickets.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+import time
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+TENANT = "tnt"
+SUBSCRIPTION = "sub"
+EVENT = "evt"
+DELIVERY = "dlv"
+ATTEMPT = "atm"
+API_KEY = "key"
+
+#: What a caller may use as its own event id (the id doubles as the idempotency key).
+EVENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+_ID_PATTERN = re.compile(r"^[a-z]{3}_[0-9a-hjkmnp-tv-z]{26}$")
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, index = divmod(value, 32)
+        chars.append(_CROCKFORD[index])
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str, *, now_ms: int | None = None) -> str:
+    """A new ``<prefix>_<ulid>`` id; ids made later sort after ids made earlier."""
+    millis = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (millis << 80) | secrets.randbits(80)
+    return f"{prefix}_{_encode(value, 26)}"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` looks like an id of the given kind (cheap check before any lookup)."""
+    return value.startswith(prefix + "_") and _ID_PATTERN.match(value) is not None
+
+
+def delivery_id(event_id: str, subscription_id: str) -> str:
+    """The one delivery id of an (event, subscription) pair: deterministic, so a fan-out page that
+    runs twice names the same deliveries and they are not sent twice."""
+    digest = hashlib.sha256(f"{event_id}\x1f{subscription_id}".encode()).digest()
+    return f"{DELIVERY}_{_encode(int.from_bytes(digest[:17]) >> 6, 26)}"
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks signing secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_api_key() -> str:
+    """A tenant API key: ``hrk_`` + 43 url-safe characters (256 random bits)."""
+    return "hrk_" + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    """API keys are stored only as this SHA-256 digest (they have 256 bits of entropy; no salt needed)."""
+    return hashlib.sha256(key.encode()).hexdigest()

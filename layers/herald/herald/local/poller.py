@@ -1,0 +1,154 @@
+"""The SQS event source mapping, emulated: what Lambda does between the work queue and the
+DeliveryFunction, for the local stack and the tests.
+
+It receives up to ``batch_size`` messages (waiting at most the batching window), calls the handler
+with the same SQS event Lambda would build, deletes the messages the handler did not report in
+``batchItemFailures`` and leaves the others to reappear after their visibility timeout. A handler
+that raises fails the whole batch, as on Lambda.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
+class LambdaContext:
+    """The parts of Lambda's context object Herald uses."""
+
+    function_name: str
+    timeout_seconds: float
+    started: float
+    aws_request_id: str = ""
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.started + self.timeout_seconds - time.time()) * 1000))
+
+
+def sqs_event(messages: list[MessageTypeDef], queue_arn: str, region: str = "us-east-1") -> dict[str, Any]:
+    """The event Lambda hands to a function for these received messages."""
+    records = []
+    for message in messages:
+        attributes = message.get("Attributes", {})
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": {
+                    "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
+                    "SentTimestamp": attributes.get("SentTimestamp", str(int(time.time() * 1000))),
+                    "SenderId": attributes.get("SenderId", "AIDAEXAMPLE"),
+                    "ApproximateFirstReceiveTimestamp": attributes.get(
+                        "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
+                    ),
+                },
+                "messageAttributes": {},
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+        )
+    return {"Records": records}
+
+
+@dataclass
+class BatchResult:
+    received: int
+    deleted: int
+    failed: int
+
+
+class SqsPoller:
+    """One poller is one concurrent Lambda invocation at a time; run several for more."""
+
+    def __init__(
+        self,
+        client: SQSClient,
+        queue_url: str,
+        handler: Handler,
+        *,
+        batch_size: int = 10,
+        batching_window_seconds: float = 0,
+        function_timeout_seconds: float = 60,
+        function_name: str = "DeliveryFunction",
+    ) -> None:
+        self.client = client
+        self.queue_url = queue_url
+        self.handler = handler
+        self.batch_size = batch_size
+        self.window = batching_window_seconds
+        self.timeout = function_timeout_seconds
+        self.function_name = function_name
+        self.queue_arn = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+
+    def receive_batch(self, wait_seconds: int = 0) -> list[MessageTypeDef]:
+        """Up to ``batch_size`` messages: keep receiving until the batch is full or the window closes."""
+        batch: list[MessageTypeDef] = []
+        closes = time.monotonic() + self.window
+        while len(batch) < self.batch_size:
+            response = self.client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(10, self.batch_size - len(batch)),
+                WaitTimeSeconds=wait_seconds if not batch else 0,
+                AttributeNames=["All"],
+            )
+            messages = response.get("Messages", [])
+            batch.extend(messages)
+            if not messages and (not batch or time.monotonic() >= closes):
+                break
+            if time.monotonic() >= closes and batch:
+                break
+        return batch
+
+    def poll_once(self, wait_seconds: int = 0) -> BatchResult:
+        messages = self.receive_batch(wait_seconds)
+        if not messages:
+            return BatchResult(0, 0, 0)
+        return self.invoke(messages)
+
+    def invoke(self, messages: list[MessageTypeDef]) -> BatchResult:
+        """Call the handler with these messages and settle them as Lambda would."""
+        context = LambdaContext(self.function_name, self.timeout, time.time(), aws_request_id=str(uuid.uuid4()))
+        try:
+            response = self.handler(sqs_event(messages, self.queue_arn), context)
+        except Exception:
+            logger.exception("the function failed the whole batch; its messages will reappear")
+            return BatchResult(len(messages), 0, len(messages))
+        failures = {item["itemIdentifier"] for item in (response or {}).get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failures]
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            self.client.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+        return BatchResult(len(messages), len(done), len(failures))
+
+    def run(self, stop: threading.Event, *, wait_seconds: int = 1) -> None:
+        """Poll until ``stop`` is set (the local stack runs this in a thread)."""
+        while not stop.is_set():
+            try:
+                self.poll_once(wait_seconds)
+            except Exception:
+                logger.exception("polling the work queue failed; retrying")
+                stop.wait(1)

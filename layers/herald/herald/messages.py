@@ -1,0 +1,67 @@
+"""Messages on the work queue. Each carries ids only, a ``kind`` and a version ``v``, so the format
+can evolve while old messages drain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from herald.models import Trigger
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+
+
+class FanoutMessage(_Message):
+    """Find the subscriptions an event goes to, one page at a time, and queue a delivery for each.
+
+    ``tenant_id`` None is a broadcast: the page is over tenants and queues one fan-out per tenant.
+    ``route`` is the subscription index being read (the event's type, then ``*``); ``cursor`` is
+    where the previous page stopped.
+    """
+
+    kind: Literal["fanout"] = "fanout"
+    event_id: str
+    tenant_id: str | None
+    route: str | None = None
+    cursor: str | None = Field(None, max_length=4096)
+
+
+class DeliveryMessage(_Message):
+    """Deliver one event to one subscription. Retries reuse the message (its visibility is the backoff)."""
+
+    kind: Literal["delivery"] = "delivery"
+    event_id: str
+    tenant_id: str
+    subscription_id: str
+    trigger: Trigger = Trigger.SCHEDULED
+
+
+class PurgeTenantMessage(_Message):
+    """Delete what remains of a deleted tenant (its subscriptions and their routing entries)."""
+
+    kind: Literal["purge_tenant"] = "purge_tenant"
+    tenant_id: str
+
+
+QueueMessage = Annotated[FanoutMessage | DeliveryMessage | PurgeTenantMessage, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[FanoutMessage | DeliveryMessage | PurgeTenantMessage] = TypeAdapter(QueueMessage)
+
+
+class PoisonMessageError(Exception):
+    """A queue message that can never be processed (not JSON, unknown kind or version, bad fields)."""
+
+
+def parse_message(body: str) -> FanoutMessage | DeliveryMessage | PurgeTenantMessage:
+    try:
+        return _ADAPTER.validate_json(body)
+    except ValidationError as exc:
+        raise PoisonMessageError(f"unreadable work message: {exc.errors(include_url=False)[:3]}") from exc
+
+
+def dump_message(message: FanoutMessage | DeliveryMessage | PurgeTenantMessage) -> str:
+    return message.model_dump_json(exclude_none=True)

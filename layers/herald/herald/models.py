@@ -1,0 +1,409 @@
+"""Herald's records and the API's request/response models (``XIn`` / ``XUpdate`` / ``XOut``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from herald.ids import EVENT_ID_PATTERN
+
+MAX_EVENT_TYPES_PER_SUBSCRIPTION = 50
+WILDCARD = "*"
+
+Metadata = dict[str, str]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Strict(BaseModel):
+    """Request bodies: unknown fields are a 422, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_metadata(value: Metadata) -> Metadata:
+    if len(value) > 50:
+        raise ValueError("at most 50 metadata entries")
+    for key, item in value.items():
+        if not 1 <= len(key) <= 64 or len(item) > 512:
+            raise ValueError("metadata keys are 1-64 characters and values at most 512")
+    return value
+
+
+# --- Errors and pages --------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(default_factory=list, description="Where in the request the problem is.")
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape."""
+
+    code: str = Field(
+        description="Stable, machine-readable error code, e.g. `not_found`.",
+        examples=["not_found"],
+    )
+    message: str = Field(description="What went wrong, for humans.")
+    details: list[ErrorDetail] | None = Field(None, description="Field-level problems, for validation errors.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Page[T](BaseModel):
+    """One page of a listing. Pass ``iterator`` back to get the next page; ``done`` is true on the last."""
+
+    data: list[T]
+    iterator: str | None = Field(None, description="Opaque cursor of the next page.")
+    done: bool
+
+
+# --- Tenants and API keys ------------------------------------------------------------------------
+
+
+class TenantIn(_Strict):
+    name: str = Field(min_length=1, max_length=200, examples=["Acme Corp"])
+    metadata: Metadata = Field(default_factory=dict)
+
+    _metadata = field_validator("metadata")(_check_metadata)
+
+
+class Tenant(BaseModel):
+    id: str
+    name: str
+    metadata: Metadata = Field(default_factory=dict)
+    created_at: datetime
+
+
+class TenantOut(Tenant):
+    pass
+
+
+class ApiKeyIn(_Strict):
+    revoke_existing: bool = Field(False, description="Revoke every other key of the tenant once this one exists.")
+
+
+class ApiKey(BaseModel):
+    id: str
+    tenant_id: str
+    prefix: str = Field(description="The first characters of the key, to recognise it.")
+    created_at: datetime
+
+
+class ApiKeyOut(ApiKey):
+    pass
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The API key. Shown once: Herald stores only its hash.")
+
+
+class TenantCreated(TenantOut):
+    api_key: ApiKeyCreated
+
+
+# --- Subscriptions -----------------------------------------------------------------------------
+
+
+def _check_event_types(value: list[str]) -> list[str]:
+    unique = sorted(set(value))
+    if WILDCARD in unique:
+        return [WILDCARD]
+    return unique
+
+
+class SubscriptionIn(_Strict):
+    url: AnyHttpUrl = Field(
+        description="Where deliveries are POSTed (http or https).",
+        examples=["https://example.com/webhooks"],
+    )
+    event_types: list[str] = Field(
+        min_length=1,
+        max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION,
+        description='Event type names from the catalog, or `["*"]` for all of them.',
+        examples=[["invoice.paid"]],
+    )
+    description: str = Field("", max_length=500)
+    metadata: Metadata = Field(default_factory=dict)
+
+    _event_types = field_validator("event_types")(_check_event_types)
+    _metadata = field_validator("metadata")(_check_metadata)
+
+
+class SubscriptionUpdate(_Strict):
+    """Only the fields given change."""
+
+    url: AnyHttpUrl | None = None
+    event_types: list[str] | None = Field(None, min_length=1, max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION)
+    description: str | None = Field(None, max_length=500)
+    metadata: Metadata | None = None
+    enabled: bool | None = None
+
+    @field_validator("event_types")
+    @classmethod
+    def _types(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_event_types(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _meta(cls, value: Metadata | None) -> Metadata | None:
+        return None if value is None else _check_metadata(value)
+
+
+class SigningSecret(BaseModel):
+    secret: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class Subscription(BaseModel):
+    id: str
+    tenant_id: str
+    url: str
+    event_types: list[str]
+    description: str = ""
+    metadata: Metadata = Field(default_factory=dict)
+    enabled: bool = True
+    disabled_reason: str | None = None
+    secrets: list[SigningSecret]
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets that sign a delivery now: the current one first, then those still in their grace period."""
+        return [s.secret for s in self.secrets if s.expires_at is None or s.expires_at > now]
+
+    @property
+    def current_secret(self) -> str:
+        return self.secrets[0].secret
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    description: str
+    metadata: Metadata
+    enabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, sub: Subscription) -> Self:
+        return cls.model_validate(sub.model_dump())
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str = Field(description="The `whsec_` signing secret (Standard Webhooks format).")
+
+
+class SecretOut(BaseModel):
+    secret: str = Field(description="The current `whsec_` signing secret.")
+    previous_valid_until: datetime | None = Field(
+        None,
+        description="Until when the previous secret also signs deliveries (after a rotation).",
+    )
+
+
+class SecretRotateIn(_Strict):
+    grace_hours: int | None = Field(
+        None,
+        ge=0,
+        le=168,
+        description="How long the old secret keeps signing (default: the deployment's setting).",
+    )
+
+
+# --- Events ------------------------------------------------------------------------------------
+
+
+class EventIn(_Strict):
+    type: str = Field(description="An event type from the catalog.", examples=["invoice.paid"])
+    data: dict[str, Any] = Field(description="The payload, validated against the event type's schema.")
+    tenant_id: str | None = Field(None, description="The tenant the event is addressed to.")
+    broadcast: bool = Field(False, description="Send to the matching subscriptions of every tenant instead.")
+    id: str | None = Field(
+        None,
+        description="Your own id for the event. Publishing the same id twice returns the original event.",
+        max_length=128,
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str | None) -> str | None:
+        if value is not None and not EVENT_ID_PATTERN.match(value):
+            raise ValueError("event ids are 1-128 characters: letters, digits and _ . : -")
+        return value
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> Self:
+        if self.broadcast == (self.tenant_id is not None):
+            raise ValueError("give exactly one of `tenant_id` or `broadcast: true`")
+        return self
+
+
+class DeliveryCounts(BaseModel):
+    matched: int = Field(description="Deliveries the fan-out has queued so far.")
+    pending: int
+    succeeded: int
+    failed: int
+    fanout_complete: bool
+
+
+class Event(BaseModel):
+    id: str
+    type: str
+    tenant_id: str | None
+    broadcast: bool = False
+    timestamp: datetime
+    data: dict[str, Any]
+    payload: str = Field(repr=False, description="The exact JSON body delivered and signed.")
+    idempotency_key: str | None = None
+    created_at: datetime
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    tenant_id: str | None
+    broadcast: bool
+    timestamp: datetime
+    data: dict[str, Any]
+    created_at: datetime
+    deliveries: DeliveryCounts
+
+
+# --- Deliveries and attempts ------------------------------------------------------------------
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Trigger(StrEnum):
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    TEST = "test"
+
+
+class ErrorKind(StrEnum):
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    TLS = "tls"
+    DNS = "dns"
+    HTTP_STATUS = "http_status"
+    REFUSED_BY_POLICY = "refused_by_policy"
+    SUBSCRIPTION_GONE = "subscription_gone"
+
+
+class Delivery(BaseModel):
+    id: str
+    event_id: str
+    subscription_id: str
+    tenant_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error_kind: ErrorKind | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    event_id: str
+    subscription_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error_kind: ErrorKind | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> Self:
+        return cls.model_validate(delivery.model_dump())
+
+
+class Attempt(BaseModel):
+    id: str
+    delivery_id: str
+    event_id: str
+    subscription_id: str
+    tenant_id: str
+    attempt_number: int
+    trigger: Trigger
+    url: str
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+    succeeded: bool
+    status_code: int | None = None
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    response_body: str | None = Field(None, description="The response body, cut to 20,000 bytes.")
+    next_attempt_at: datetime | None = None
+
+
+class AttemptOut(BaseModel):
+    id: str
+    delivery_id: str
+    event_id: str
+    subscription_id: str
+    attempt_number: int
+    trigger: Trigger
+    url: str
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+    succeeded: bool
+    status_code: int | None
+    error_kind: ErrorKind | None
+    error_message: str | None
+    response_body: str | None
+    next_attempt_at: datetime | None
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> Self:
+        return cls.model_validate(attempt.model_dump())
+
+
+class TestDeliveryOut(BaseModel):
+    event_id: str
+    delivery_id: str
+
+
+class EventTypeOut(BaseModel):
+    name: str
+    summary: str
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    example: dict[str, Any]
+
+    model_config = ConfigDict(populate_by_name=True)

@@ -1,0 +1,108 @@
+"""The work queue (SQS): the producer side used by the API and the worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from herald.aws import sqs_client
+from herald.errors import ServiceUnavailableError
+from herald.messages import (
+    DeliveryMessage,
+    FanoutMessage,
+    PurgeTenantMessage,
+    dump_message,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+logger = logging.getLogger(__name__)
+
+#: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility.
+BATCH_SIZE = 10
+MAX_DELAY_SECONDS = 900
+MAX_VISIBILITY_SECONDS = 12 * 3600
+
+Message = FanoutMessage | DeliveryMessage | PurgeTenantMessage
+
+
+class WorkQueue:
+    """Sends work messages; the client is injectable (tests pass a moto-backed one)."""
+
+    def __init__(
+        self,
+        queue_url: str,
+        dead_letter_queue_url: str = "",
+        *,
+        client: SQSClient | None = None,
+    ) -> None:
+        self.queue_url = queue_url
+        self.dead_letter_queue_url = dead_letter_queue_url
+        self._client = client
+
+    @property
+    def client(self) -> SQSClient:
+        if self._client is None:
+            self._client = sqs_client()
+        return self._client
+
+    def send(self, message: Message, *, delay_seconds: int = 0) -> None:
+        try:
+            self.client.send_message(
+                QueueUrl=self.queue_url,
+                MessageBody=dump_message(message),
+                DelaySeconds=max(0, min(int(delay_seconds), MAX_DELAY_SECONDS)),
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailableError("the work queue could not be reached") from exc
+
+    def send_batch(self, messages: Sequence[Message]) -> int:
+        """Send messages 10 per call; entries SQS refuses are sent again once, then raise. Returns the call count."""
+        calls = 0
+        for start in range(0, len(messages), BATCH_SIZE):
+            chunk = messages[start : start + BATCH_SIZE]
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(index), "MessageBody": dump_message(message)} for index, message in enumerate(chunk)
+            ]
+            for _ in range(3):
+                calls += 1
+                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                failed = {item["Id"] for item in response.get("Failed", [])}
+                if not failed:
+                    break
+                entries = [entry for entry in entries if entry["Id"] in failed]
+            else:
+                raise ServiceUnavailableError(f"SQS refused {len(entries)} messages of a batch three times")
+        return calls
+
+    def change_visibility(self, receipt_handle: str, seconds: float) -> None:
+        """Hide a received message for ``seconds`` (at most 12 h): SQS's per-message backoff."""
+        self.client.change_message_visibility(
+            QueueUrl=self.queue_url,
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=max(0, min(int(seconds), MAX_VISIBILITY_SECONDS)),
+        )
+
+    def dead_letter(self, body: str, reason: str) -> None:
+        """Put an unprocessable message straight into the dead-letter queue, with the reason attached."""
+        if not self.dead_letter_queue_url:
+            raise ServiceUnavailableError("no dead-letter queue is configured")
+        self.client.send_message(
+            QueueUrl=self.dead_letter_queue_url,
+            MessageBody=body,
+            MessageAttributes={"herald_error": {"DataType": "String", "StringValue": reason[:1000]}},
+        )
+        logger.error(
+            "work message sent to the dead-letter queue",
+            extra={"reason": reason, "body": body[:500]},
+        )
+
+
+def describe(message: Message) -> str:
+    return json.dumps(message.model_dump(mode="json", exclude_none=True))

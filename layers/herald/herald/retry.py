@@ -1,0 +1,76 @@
+"""The retry policy: when the next attempt of a failed delivery happens, if ever.
+
+The schedule is configuration (``HERALD_RETRY_SCHEDULE``); this module only applies it, with
+jitter, a floor after timeouts and 429s, and ``Retry-After`` clamped to [1x, 2x] the scheduled delay.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from herald.settings import Settings
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``schedule[i]`` is the wait before attempt ``i + 1``; ``schedule[0]`` is the first attempt's."""
+
+    schedule: tuple[int, ...]
+    jitter: float = 0.2
+    throttle_min_delay: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            settings.retry_schedule,
+            settings.retry_jitter,
+            settings.throttle_min_delay_seconds,
+        )
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.schedule)
+
+    def delay_after(
+        self,
+        attempt: int,
+        *,
+        throttled: bool = False,
+        retry_after: float | None = None,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """Seconds to wait after attempt number ``attempt`` (1-based) failed, or None when it was the last.
+
+        ``throttled`` is a timeout or a 429 (at least ``throttle_min_delay``); ``retry_after`` is the
+        receiver's ``Retry-After`` in seconds, honoured within [1x, 2x] the scheduled delay.
+        """
+        if attempt >= self.max_attempts:
+            return None
+        spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
+        delay = self.schedule[attempt] * spread
+        if throttled:
+            delay = max(delay, self.throttle_min_delay)
+        if retry_after is not None:
+            delay = min(max(retry_after, delay), 2 * delay)
+        return delay
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds from ``now``: delta-seconds or an HTTP date; None if absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())

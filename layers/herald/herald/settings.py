@@ -1,0 +1,113 @@
+"""Deployment settings: one documented set of ``HERALD_*`` environment variables.
+
+Settings are read lazily through :func:`get_settings`, so importing any Herald module never fails
+for a missing variable. AWS endpoints are not configured here: boto3 reads the standard
+``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``), so the same code talks to AWS or moto.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Svix's schedule: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 27.6 hours).
+DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+class Settings(BaseSettings):
+    """Everything a deployment can tune. Each field is read from ``HERALD_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", frozen=True)
+
+    table_name: str = Field(
+        "",
+        description="DynamoDB table holding tenants, subscriptions, events and deliveries.",
+    )
+    queue_url: str = Field("", description="URL of the SQS work queue read by the delivery function.")
+    dead_letter_queue_url: str = Field("", description="URL of the work queue's dead-letter queue.")
+    admin_key: str = Field(
+        "",
+        description="The operator's admin API key, given directly (local runs). Deployments use admin_key_secret_arn.",
+    )
+    admin_key_secret_arn: str = Field("", description="Secrets Manager secret holding the operator's admin API key.")
+    admin_key_cache_seconds: int = Field(
+        300,
+        ge=0,
+        description="How long a fetched admin key is cached in a warm Lambda.",
+    )
+
+    event_ttl_days: int = Field(30, ge=1, le=365, description="How long events are kept.")
+    attempt_ttl_days: int = Field(
+        30,
+        ge=1,
+        le=365,
+        description="How long deliveries and their attempt log are kept.",
+    )
+    max_event_data_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=350 * 1024,
+        description="Largest accepted event `data`, as serialized JSON (413 above).",
+    )
+    max_request_bytes: int = Field(
+        512 * 1024,
+        ge=4096,
+        description="Largest accepted request body of any kind (413 above).",
+    )
+    allow_private_urls: bool = Field(
+        False,
+        description="Allow subscriber URLs on loopback and private networks (a developer's box, never production).",
+    )
+
+    delivery_timeout_seconds: float = Field(
+        15.0, gt=0, le=30, description="Total time allowed for one delivery attempt."
+    )
+    retry_schedule: Annotated[tuple[int, ...], NoDecode] = Field(
+        DEFAULT_RETRY_SCHEDULE,
+        description="Seconds to wait before each attempt, the first one included; comma-separated. Steps may exceed 12 h.",
+    )
+    retry_jitter: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Random spread applied to each retry delay (0.2 = +/-20 %).",
+    )
+    throttle_min_delay_seconds: int = Field(60, ge=0, description="Least wait after a timeout or a 429.")
+    max_receive_count: int = Field(
+        10,
+        ge=3,
+        description="The work queue's RedrivePolicy maxReceiveCount (kept in step with template.yaml).",
+    )
+    fanout_page_size: int = Field(250, ge=10, le=1000, description="Subscriptions read per fan-out query page.")
+    secret_rotation_grace_hours: int = Field(
+        24,
+        ge=0,
+        le=168,
+        description="How long a rotated-out signing secret keeps signing deliveries.",
+    )
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
+            return tuple(int(part) for part in parts)
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("the retry schedule needs at least one attempt")
+        if any(step < 0 for step in value):
+            raise ValueError("retry delays cannot be negative")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

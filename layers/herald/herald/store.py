@@ -1,0 +1,714 @@
+"""DynamoDB storage: one table, every read a GetItem or a Query.
+
+Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
+
+    tenant        TENANT#<tnt>        #TENANT           gsi1: TENANTS / <tnt>
+    api key       APIKEY#<sha256>     #APIKEY           gsi1: TENANT#<tnt>#KEYS / <key id>
+    subscription  TENANT#<tnt>        SUB#<sub>
+    route         ROUTE#<tnt>#<type>  SUB#<sub>         one per enabled subscription and event type ("*" too)
+    event         EVENT#<evt>         #EVENT
+    idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
+    delivery      DELIVERY#<dlv>      #DELIVERY         gsi1: SUB#<sub> / <created>#<dlv>;  gsi2: SUB#<sub>#<status> / same
+    attempt       DELIVERY#<dlv>      ATTEMPT#<atm>
+
+Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute). TTL deletion is
+lazy, so expired items are also filtered out on every read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from herald.aws import dynamodb_client
+from herald.errors import (
+    ConflictError,
+    IdempotencyConflictError,
+    InvalidCursorError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from herald.models import (
+    ApiKey,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Subscription,
+    Tenant,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+_KEY_ATTRIBUTES = (
+    "pk",
+    "sk",
+    "gsi1pk",
+    "gsi1sk",
+    "gsi2pk",
+    "gsi2sk",
+    "expires_at",
+    "lease_token",
+    "lease_until",
+)
+_NOT_EXPIRED = "(attribute_not_exists(expires_at) OR expires_at > :now)"
+
+
+@dataclass(frozen=True)
+class PageResult[T]:
+    items: list[T]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to make one attempt of a delivery, until ``until`` (epoch seconds)."""
+
+    token: str
+    until: float
+    previous: Delivery | None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    cleaned = {key: value for key, value in values.items() if value is not None}
+    return {key: _SERIALIZER.serialize(_dynamo_safe(value)) for key, value in cleaned.items()}
+
+
+def _dynamo_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, list):
+        return [_dynamo_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _dynamo_safe(item) for key, item in value.items()}
+    return value
+
+
+def _from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _plain(_DESERIALIZER.deserialize(value)) for key, value in item.items()}
+
+
+def _values(**values: Any) -> dict[str, Any]:
+    return {f":{key}": _SERIALIZER.serialize(_dynamo_safe(value)) for key, value in values.items()}
+
+
+def _record(model: Any) -> dict[str, Any]:
+    return cast(dict[str, Any], model.model_dump(mode="json"))
+
+
+def _strip(item: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in item.items() if key not in _KEY_ATTRIBUTES}
+
+
+def _encode_cursor(key: Mapping[str, Any] | None) -> str | None:
+    if not key:
+        return None
+    plain = _from_item(key)
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _conditional_failure(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = exc.response.get("CancellationReasons", [])
+        return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
+    return False
+
+
+def event_of(item: Mapping[str, Any]) -> Event:
+    return Event.model_validate(_strip(dict(item)))
+
+
+class Store:
+    """Herald's DynamoDB adapter. AWS errors become domain errors here, HTTP statuses at the edge."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: DynamoDBClient | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.table_name = table_name
+        self._client = client
+        self._clock = clock
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            self._client = dynamodb_client()
+        return self._client
+
+    # --- low-level helpers ----------------------------------------------------------------------
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, operation)(TableName=self.table_name, **kwargs)
+        except ClientError as exc:
+            if _conditional_failure(exc):
+                raise
+            raise ServiceUnavailableError(f"DynamoDB {operation} failed: {exc.response['Error'].get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailableError(f"DynamoDB {operation} failed") from exc
+
+    def _transact(self, actions: list[dict[str, Any]]) -> None:
+        for action in actions:
+            next(iter(action.values()))["TableName"] = self.table_name
+        try:
+            self.client.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if _conditional_failure(exc):
+                raise
+            raise ServiceUnavailableError(f"DynamoDB transaction failed: {exc.response['Error'].get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailableError("DynamoDB transaction failed") from exc
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        response = self._call("get_item", Key=_to_item({"pk": pk, "sk": sk}), ConsistentRead=True)
+        item = response.get("Item")
+        if not item:
+            return None
+        plain = _from_item(item)
+        expires = plain.get("expires_at")
+        if expires is not None and expires <= self._clock():
+            return None
+        return plain
+
+    def _query(
+        self,
+        *,
+        key: Mapping[str, str],
+        prefix: str | None = None,
+        index: str | None = None,
+        limit: int,
+        cursor: str | None,
+        newest_first: bool = False,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a Query. ``key`` names the partition attribute and value; the cursor must belong to it."""
+        ((partition_attr, partition_value),) = key.items()
+        sort_attr = "sk" if partition_attr == "pk" else partition_attr.replace("pk", "sk")
+        condition = "#p = :p"
+        names = {"#p": partition_attr}
+        values = _values(p=partition_value, now=int(self._clock()))
+        if prefix is not None:
+            condition += " AND begins_with(#s, :prefix)"
+            names["#s"] = sort_attr
+            values.update(_values(prefix=prefix))
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": condition,
+            "FilterExpression": _NOT_EXPIRED,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "Limit": limit,
+            "ScanIndexForward": not newest_first,
+        }
+        if index is not None:
+            kwargs["IndexName"] = index
+        if cursor:
+            kwargs["ExclusiveStartKey"] = self._decode_cursor(
+                cursor, partition_attr, partition_value, sort_attr, prefix
+            )
+        items: list[dict[str, Any]] = []
+        while True:
+            response = self._call("query", **kwargs)
+            items.extend(_from_item(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            # Expired items are filtered after the limit applies: keep reading until the page is full.
+            if not last or len(items) >= limit:
+                return items[:limit], _encode_cursor(last) if last else None
+            kwargs["ExclusiveStartKey"] = last
+            kwargs["Limit"] = limit - len(items)
+
+    @staticmethod
+    def _decode_cursor(
+        cursor: str,
+        partition_attr: str,
+        partition_value: str,
+        sort_attr: str,
+        prefix: str | None,
+    ) -> dict[str, Any]:
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+            raise InvalidCursorError("the iterator is not one this listing issued") from exc
+        if (
+            not isinstance(raw, dict)
+            or raw.get(partition_attr) != partition_value
+            or not all(isinstance(value, str) for value in raw.values())
+            or not set(raw) <= {"pk", "sk", partition_attr, sort_attr}
+            or not isinstance(raw.get(sort_attr), str)
+            or (prefix is not None and not raw[sort_attr].startswith(prefix))
+        ):
+            raise InvalidCursorError("the iterator is not one this listing issued")
+        return _to_item(raw)
+
+    # --- tenants and API keys -------------------------------------------------------------------
+
+    def create_tenant(self, tenant: Tenant, key: ApiKey, key_hash: str) -> None:
+        self._transact(
+            [
+                {
+                    "Put": {
+                        "Item": self._tenant_item(tenant),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "Item": self._key_item(key, key_hash),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
+        )
+
+    @staticmethod
+    def _tenant_item(tenant: Tenant) -> dict[str, Any]:
+        return _to_item(
+            {
+                "pk": f"TENANT#{tenant.id}",
+                "sk": "#TENANT",
+                "gsi1pk": "TENANTS",
+                "gsi1sk": tenant.id,
+                **_record(tenant),
+            }
+        )
+
+    @staticmethod
+    def _key_item(key: ApiKey, key_hash: str) -> dict[str, Any]:
+        return _to_item(
+            {
+                "pk": f"APIKEY#{key_hash}",
+                "sk": "#APIKEY",
+                "gsi1pk": f"TENANT#{key.tenant_id}#KEYS",
+                "gsi1sk": key.id,
+                **_record(key),
+            }
+        )
+
+    def get_tenant(self, tenant_id: str) -> Tenant | None:
+        item = self._get(f"TENANT#{tenant_id}", "#TENANT")
+        return Tenant.model_validate(_strip(item)) if item else None
+
+    def list_tenants(self, *, limit: int, cursor: str | None) -> PageResult[Tenant]:
+        items, next_cursor = self._query(key={"gsi1pk": "TENANTS"}, index="gsi1", limit=limit, cursor=cursor)
+        return PageResult([Tenant.model_validate(_strip(item)) for item in items], next_cursor)
+
+    def delete_tenant(self, tenant_id: str) -> None:
+        """Delete the tenant and its API keys at once (it is locked out); its subscriptions are purged after."""
+        try:
+            self._call(
+                "delete_item",
+                Key=_to_item({"pk": f"TENANT#{tenant_id}", "sk": "#TENANT"}),
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ClientError as exc:
+            raise NotFoundError(f"tenant {tenant_id} not found") from exc
+        for key in self.iter_api_keys(tenant_id):
+            self._call("delete_item", Key=_to_item({"pk": key["pk"], "sk": "#APIKEY"}))
+
+    def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        self._call(
+            "put_item",
+            Item=self._key_item(key, key_hash),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def iter_api_keys(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            items, cursor = self._query(
+                key={"gsi1pk": f"TENANT#{tenant_id}#KEYS"},
+                index="gsi1",
+                limit=100,
+                cursor=cursor,
+            )
+            yield from items
+            if cursor is None:
+                return
+
+    def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        return [ApiKey.model_validate(_strip(item)) for item in self.iter_api_keys(tenant_id)]
+
+    def delete_api_key(self, tenant_id: str, key_id: str) -> None:
+        for item in self.iter_api_keys(tenant_id):
+            if item["id"] == key_id:
+                self._call("delete_item", Key=_to_item({"pk": item["pk"], "sk": "#APIKEY"}))
+                return
+        raise NotFoundError(f"API key {key_id} not found")
+
+    def get_api_key(self, key_hash: str) -> ApiKey | None:
+        item = self._get(f"APIKEY#{key_hash}", "#APIKEY")
+        return ApiKey.model_validate(_strip(item)) if item else None
+
+    # --- subscriptions and their routing entries ------------------------------------------------
+
+    @staticmethod
+    def _sub_item(sub: Subscription) -> dict[str, Any]:
+        return _to_item({"pk": f"TENANT#{sub.tenant_id}", "sk": f"SUB#{sub.id}", **_record(sub)})
+
+    @staticmethod
+    def _route_key(tenant_id: str, event_type: str, sub_id: str) -> dict[str, Any]:
+        return _to_item({"pk": f"ROUTE#{tenant_id}#{event_type}", "sk": f"SUB#{sub_id}"})
+
+    @classmethod
+    def _routes(cls, sub: Subscription) -> set[str]:
+        return set(sub.event_types) if sub.enabled else set()
+
+    def create_subscription(self, sub: Subscription) -> None:
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "Item": self._sub_item(sub),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+        ]
+        for event_type in sorted(self._routes(sub)):
+            item = {
+                **self._route_key(sub.tenant_id, event_type, sub.id),
+                **_to_item({"subscription_id": sub.id}),
+            }
+            actions.append({"Put": {"Item": item}})
+        self._transact(actions)
+
+    def get_subscription(self, tenant_id: str, sub_id: str) -> Subscription | None:
+        item = self._get(f"TENANT#{tenant_id}", f"SUB#{sub_id}")
+        return Subscription.model_validate(_strip(item)) if item else None
+
+    def list_subscriptions(self, tenant_id: str, *, limit: int, cursor: str | None) -> PageResult[Subscription]:
+        items, next_cursor = self._query(key={"pk": f"TENANT#{tenant_id}"}, prefix="SUB#", limit=limit, cursor=cursor)
+        return PageResult([Subscription.model_validate(_strip(item)) for item in items], next_cursor)
+
+    def replace_subscription(self, old: Subscription, new: Subscription) -> None:
+        """Write ``new`` over ``old`` (optimistic: fails with ConflictError if it changed meanwhile)."""
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "Item": self._sub_item(new),
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": _values(v=old.version),
+                }
+            }
+        ]
+        before, after = self._routes(old), self._routes(new)
+        for event_type in sorted(before - after):
+            actions.append({"Delete": {"Key": self._route_key(old.tenant_id, event_type, old.id)}})
+        for event_type in sorted(after - before):
+            item = {
+                **self._route_key(new.tenant_id, event_type, new.id),
+                **_to_item({"subscription_id": new.id}),
+            }
+            actions.append({"Put": {"Item": item}})
+        try:
+            self._transact(actions)
+        except ClientError as exc:
+            raise ConflictError("the subscription changed meanwhile; read it again and retry") from exc
+
+    def delete_subscription(self, sub: Subscription) -> None:
+        actions: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "Key": _to_item({"pk": f"TENANT#{sub.tenant_id}", "sk": f"SUB#{sub.id}"}),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            }
+        ]
+        actions += [{"Delete": {"Key": self._route_key(sub.tenant_id, t, sub.id)}} for t in sorted(self._routes(sub))]
+        try:
+            self._transact(actions)
+        except ClientError as exc:
+            raise NotFoundError(f"subscription {sub.id} not found") from exc
+
+    def query_routes(
+        self, tenant_id: str, route: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[str], str | None]:
+        """One page of the subscription ids routed for ``route`` (an event type, or ``*``)."""
+        items, next_cursor = self._query(key={"pk": f"ROUTE#{tenant_id}#{route}"}, limit=limit, cursor=cursor)
+        return [item["subscription_id"] for item in items], next_cursor
+
+    def purge_tenant_page(self, tenant_id: str, *, limit: int = 100) -> bool:
+        """Delete up to ``limit`` subscriptions of a deleted tenant with their routes; True when none remain."""
+        page = self.list_subscriptions(tenant_id, limit=limit, cursor=None)
+        keys: list[dict[str, Any]] = []
+        for sub in page.items:
+            keys.append(_to_item({"pk": f"TENANT#{tenant_id}", "sk": f"SUB#{sub.id}"}))
+            keys += [self._route_key(tenant_id, t, sub.id) for t in sorted(self._routes(sub))]
+        for start in range(0, len(keys), 25):
+            self._batch_delete(keys[start : start + 25])
+        return page.cursor is None
+
+    def _batch_delete(self, keys: Sequence[dict[str, Any]]) -> None:
+        requests: list[Any] = [{"DeleteRequest": {"Key": key}} for key in keys]
+        for _ in range(5):
+            try:
+                response = self.client.batch_write_item(RequestItems={self.table_name: requests})
+            except (ClientError, BotoCoreError) as exc:
+                raise ServiceUnavailableError("DynamoDB batch write failed") from exc
+            requests = list(response.get("UnprocessedItems", {}).get(self.table_name, []))
+            if not requests:
+                return
+            time.sleep(0.1)
+        raise ServiceUnavailableError("DynamoDB kept items of a batch unprocessed")
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def create_event(
+        self, event: Event, *, fingerprint: str, expires_at: int, **counters: Any
+    ) -> dict[str, Any] | None:
+        """Store a new event; returns None, or the existing event's item if its id or idempotency key was
+        used before (raises IdempotencyConflictError if that was for a different request)."""
+        item = {
+            "pk": f"EVENT#{event.id}",
+            "sk": "#EVENT",
+            "expires_at": expires_at,
+            "fingerprint": fingerprint,
+            "enqueued": False,
+            "matched": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "fanout_open": 1,
+            **_record(event),
+            **counters,
+        }
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "Item": _to_item(item),
+                    "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+                    "ExpressionAttributeValues": _values(now=int(self._clock())),
+                }
+            }
+        ]
+        if event.idempotency_key:
+            idem = {
+                "pk": f"IDEMPOTENCY#{event.idempotency_key}",
+                "sk": "#IDEMPOTENCY",
+                "event_id": event.id,
+                "fingerprint": fingerprint,
+                "expires_at": expires_at,
+            }
+            actions.append(
+                {
+                    "Put": {
+                        "Item": _to_item(idem),
+                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+                        "ExpressionAttributeValues": _values(now=int(self._clock())),
+                    }
+                }
+            )
+        try:
+            self._transact(actions)
+            return None
+        except ClientError:
+            pass
+        existing_id = event.id
+        if event.idempotency_key:
+            idem_item = self._get(f"IDEMPOTENCY#{event.idempotency_key}", "#IDEMPOTENCY")
+            if idem_item is not None:
+                existing_id = idem_item["event_id"]
+                if idem_item["fingerprint"] != fingerprint:
+                    return self._mismatch(existing_id)
+        existing = self.get_event_item(existing_id)
+        if existing is None:
+            raise ConflictError("a concurrent request is publishing this event; retry")
+        if existing["fingerprint"] != fingerprint:
+            return self._mismatch(existing_id)
+        return existing
+
+    @staticmethod
+    def _mismatch(event_id: str) -> dict[str, Any]:
+        raise IdempotencyConflictError(
+            f"event {event_id} was already published with a different body under this id or idempotency key"
+        )
+
+    def get_event_item(self, event_id: str) -> dict[str, Any] | None:
+        return self._get(f"EVENT#{event_id}", "#EVENT")
+
+    def get_event(self, event_id: str) -> Event | None:
+        item = self.get_event_item(event_id)
+        return event_of(item) if item else None
+
+    def mark_event(self, event_id: str, **values: Any) -> None:
+        """Set flags on an event (``enqueued``, ``fanout_complete``)."""
+        names = {f"#{key}": key for key in values}
+        self._call(
+            "update_item",
+            Key=_to_item({"pk": f"EVENT#{event_id}", "sk": "#EVENT"}),
+            UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in values),
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=_values(**values),
+        )
+
+    def count_event(self, event_id: str, **deltas: int) -> None:
+        """Add to an event's counters: ``matched``, ``succeeded``, ``failed`` deliveries, and
+        ``fanout_open``, the fan-out messages still at work (the fan-out is complete at 0)."""
+        deltas = {key: value for key, value in deltas.items() if value}
+        if not deltas:
+            return
+        try:
+            self._call(
+                "update_item",
+                Key=_to_item({"pk": f"EVENT#{event_id}", "sk": "#EVENT"}),
+                UpdateExpression="ADD " + ", ".join(f"#{key} :{key}" for key in deltas),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={f"#{key}": key for key in deltas},
+                ExpressionAttributeValues=_values(**deltas),
+            )
+        except ClientError:
+            pass  # the event expired meanwhile: nothing left to count
+
+    # --- deliveries and attempts ----------------------------------------------------------------
+
+    @staticmethod
+    def _delivery_keys(delivery: Delivery) -> dict[str, Any]:
+        sort = f"{delivery.created_at.isoformat()}#{delivery.id}"
+        return {
+            "gsi1pk": f"SUB#{delivery.subscription_id}",
+            "gsi1sk": sort,
+            "gsi2pk": f"SUB#{delivery.subscription_id}#{delivery.status.value}",
+            "gsi2sk": sort,
+        }
+
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
+        item = self._get(f"DELIVERY#{delivery_id}", "#DELIVERY")
+        return Delivery.model_validate(_strip(item)) if item else None
+
+    def claim_delivery(
+        self,
+        delivery: Delivery,
+        *,
+        previous: Delivery | None,
+        token: str,
+        until: float,
+        expires_at: int,
+    ) -> bool:
+        """Take the lease on ``delivery`` for one attempt. False if another worker holds it, or the
+        delivery moved on since ``previous`` was read (a duplicate message)."""
+        now = self._clock()
+        item = {
+            "pk": f"DELIVERY#{delivery.id}",
+            "sk": "#DELIVERY",
+            **self._delivery_keys(delivery),
+            **_record(delivery),
+            "lease_token": token,
+            "lease_until": until,
+            "expires_at": expires_at,
+        }
+        if previous is None:
+            condition, values = "attribute_not_exists(pk)", None
+        else:
+            condition = "attempts = :attempts AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+            values = _values(attempts=previous.attempts, now=now)
+        kwargs: dict[str, Any] = {
+            "Item": _to_item(item),
+            "ConditionExpression": condition,
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            self._call("put_item", **kwargs)
+        except ClientError:
+            return False
+        return True
+
+    def release_delivery(self, delivery_id: str, token: str) -> None:
+        """Give a lease back without an attempt (the invocation ran out of time before sending)."""
+        try:
+            self._call(
+                "update_item",
+                Key=_to_item({"pk": f"DELIVERY#{delivery_id}", "sk": "#DELIVERY"}),
+                UpdateExpression="REMOVE lease_token, lease_until",
+                ConditionExpression="lease_token = :token",
+                ExpressionAttributeValues=_values(token=token),
+            )
+        except ClientError:
+            pass
+
+    def record_attempt(self, delivery: Delivery, attempt: Attempt | None, *, token: str, expires_at: int) -> bool:
+        """Store an attempt (if one was made) and the delivery's new state together, releasing the lease;
+        False if the lease was lost meanwhile."""
+        delivery_item = {
+            "pk": f"DELIVERY#{delivery.id}",
+            "sk": "#DELIVERY",
+            **self._delivery_keys(delivery),
+            **_record(delivery),
+            "expires_at": expires_at,
+        }
+        attempt_item = attempt and {
+            "pk": f"DELIVERY#{delivery.id}",
+            "sk": f"ATTEMPT#{attempt.id}",
+            **_record(attempt),
+            "expires_at": expires_at,
+        }
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "Item": _to_item(delivery_item),
+                    "ConditionExpression": "lease_token = :token",
+                    "ExpressionAttributeValues": _values(token=token),
+                }
+            }
+        ]
+        if attempt is not None:
+            actions.append({"Put": {"Item": _to_item(attempt_item)}})
+        try:
+            self._transact(actions)
+        except ClientError:
+            return False
+        return True
+
+    def list_deliveries(
+        self,
+        sub_id: str,
+        *,
+        status: DeliveryStatus | None,
+        limit: int,
+        cursor: str | None,
+    ) -> PageResult[Delivery]:
+        if status is None:
+            key, index = {"gsi1pk": f"SUB#{sub_id}"}, "gsi1"
+        else:
+            key, index = {"gsi2pk": f"SUB#{sub_id}#{status.value}"}, "gsi2"
+        items, next_cursor = self._query(key=key, index=index, limit=limit, cursor=cursor, newest_first=True)
+        return PageResult([Delivery.model_validate(_strip(item)) for item in items], next_cursor)
+
+    def list_attempts(self, delivery_id: str, *, limit: int, cursor: str | None) -> PageResult[Attempt]:
+        items, next_cursor = self._query(
+            key={"pk": f"DELIVERY#{delivery_id}"},
+            prefix="ATTEMPT#",
+            limit=limit,
+            cursor=cursor,
+        )
+        return PageResult([Attempt.model_validate(_strip(item)) for item in items], next_cursor)

@@ -1,0 +1,238 @@
+"""Shared fixtures: an embedded AWS (moto) built from template.yaml, the app, tenants, the worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from fastapi.testclient import TestClient
+from moto import mock_aws
+
+from herald.api import create_app
+from herald.delivery import Worker, settle_all
+from herald.local.poller import BatchResult, SqsPoller
+from herald.local.resources import LocalResources, create_local_resources
+from herald.services import Services
+from herald.settings import Settings, get_settings
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+
+
+@pytest.fixture(autouse=True)
+def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fake credentials and a region; never a real AWS account."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def aws() -> Iterator[boto3.session.Session]:
+    with mock_aws():
+        yield boto3.session.Session(region_name="us-east-1")
+
+
+@pytest.fixture
+def resources(aws: boto3.session.Session) -> LocalResources:
+    return create_local_resources(admin_key=ADMIN_KEY, session=aws)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Tests override settings by redefining this fixture or mutating the dict before ``services``."""
+    return {}
+
+
+@pytest.fixture
+def settings(resources: LocalResources, settings_overrides: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {
+        "table_name": resources.table_name,
+        "queue_url": resources.queue_url,
+        "dead_letter_queue_url": resources.dead_letter_queue_url,
+        "admin_key_secret_arn": resources.admin_key_secret_arn,
+        "max_receive_count": resources.max_receive_count,
+        "allow_private_urls": True,
+        "delivery_timeout_seconds": 5.0,
+        **settings_overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+def services(settings: Settings, aws: boto3.session.Session) -> Services:
+    return Services.create(settings, session=aws)
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@dataclass
+class TenantInfo:
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def make_tenant(client: TestClient) -> Callable[[str], TenantInfo]:
+    def make(name: str = "Acme") -> TenantInfo:
+        response = client.post("/v1/tenants", json={"name": name}, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return TenantInfo(body["id"], body["api_key"]["key"])
+
+    return make
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[[str], TenantInfo]) -> TenantInfo:
+    return make_tenant("Acme")
+
+
+class Clock:
+    """A controllable clock for the worker: starts at real time, moves only when told."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def worker(services: Services) -> Iterator[Worker]:
+    instance = Worker(services)
+    yield instance
+    settle_all([instance])
+
+
+@pytest.fixture
+def poller(services: Services, worker: Worker, aws: boto3.session.Session) -> SqsPoller:
+    return SqsPoller(
+        aws.client("sqs"),
+        services.settings.queue_url,
+        worker.handle,
+        batch_size=100,
+        batching_window_seconds=0,
+        function_timeout_seconds=60,
+    )
+
+
+def drain(poller: SqsPoller, *, max_batches: int = 1000) -> list[BatchResult]:
+    """Run the poller until the queue shows no message (hidden ones stay hidden)."""
+    results = []
+    for _ in range(max_batches):
+        result = poller.poll_once()
+        if result.received == 0:
+            return results
+        results.append(result)
+    raise AssertionError("the queue never drained")
+
+
+# --- a real HTTP receiver on 127.0.0.1 -----------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 whose answers a test scripts: ``responses`` is consumed in order,
+    then ``default`` applies. Each answer is (status, headers, body, delay_seconds)."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.responses: list[tuple[int, dict[str, str], bytes, float]] = []
+        self.default: tuple[int, dict[str, str], bytes, float] = (200, {}, b"ok", 0.0)
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                with outer.lock:
+                    outer.received.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    )
+                    status, headers, payload, delay = outer.responses.pop(0) if outer.responses else outer.default
+                if delay:
+                    threading.Event().wait(delay)
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def make_receiver() -> Iterator[Callable[[], Receiver]]:
+    servers: list[Receiver] = []
+
+    def make() -> Receiver:
+        servers.append(Receiver())
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
