@@ -27,8 +27,8 @@ venv: $(STAMP) ## Create .venv and install Herald with its dev tools
 run: $(STAMP) ## Run the whole stack locally (API + delivery worker + embedded AWS)
 	$(BIN)/python -m herald.local
 
-receiver: $(STAMP) ## Run the sample subscriber that verifies signatures (SECRET=whsec_... PORT=9000)
-	$(BIN)/python -m herald.local.receiver --port $${PORT:-9000} $${SECRET:+--secret $$SECRET}
+receiver: $(STAMP) ## Run the sample subscriber that verifies signatures (SECRET=whsec_... PORT=9000 FAIL_FIRST=0)
+	$(BIN)/python -m herald.local.receiver --port $${PORT:-9000} --fail-first $${FAIL_FIRST:-0} $${SECRET:+--secret "$$SECRET"}
 
 test: $(STAMP) lint ## Lint, then run the whole test suite
 	$(BIN)/python -m pytest

@@ -1,0 +1,185 @@
+"""``make run``: the whole Herald stack on this machine.
+
+An embedded AWS (a moto server) with the table, queues and secret created from template.yaml, the
+API served by uvicorn, and the delivery worker fed by an emulated SQS event source mapping: the
+same code that runs in Lambda.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+from contextlib import closing
+from dataclasses import dataclass
+
+import boto3
+import uvicorn
+from moto.server import ThreadedMotoServer
+
+from herald.local.poller import SqsPoller
+from herald.local.resources import LocalResources, create_local_resources, delivery_event_source, load_template
+
+logger = logging.getLogger("herald.local")
+
+#: Emulated concurrent invocations of the DeliveryFunction (Lambda would scale out further).
+DEFAULT_WORKERS = 2
+
+
+def free_port(host: str) -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass
+class LocalStack:
+    """A running local stack; ``stop()`` ends the worker threads and the moto server."""
+
+    moto: ThreadedMotoServer
+    endpoint: str
+    resources: LocalResources
+    admin_key: str
+    stop_event: threading.Event
+    threads: list[threading.Thread]
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        self.moto.stop()
+
+
+def start_aws(host: str, port: int | None, admin_key: str) -> tuple[ThreadedMotoServer, str, LocalResources]:
+    """Start the moto server, point this process's AWS SDK at it and create the template's resources."""
+    port = port or free_port(host)
+    if port_in_use(host, port):
+        raise SystemExit(f"port {port} on {host} is taken: set HERALD_LOCAL_AWS_PORT to a free one")
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    endpoint = f"http://{host}:{port}"
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        }
+    )
+    os.environ.pop("AWS_PROFILE", None)
+    resources = create_local_resources(admin_key=admin_key, session=boto3.session.Session())
+    # The same settings the template gives the functions, pointing at the local resources. Private
+    # and loopback subscriber URLs are allowed: this is a developer's machine.
+    os.environ.update(resources.environment())
+    os.environ["HERALD_ALLOW_PRIVATE_URLS"] = "true"
+    return server, endpoint, resources
+
+
+def start_workers(count: int, stop: threading.Event) -> list[threading.Thread]:
+    """Poll the work queue like Lambda's event source mapping does, with the template's batch settings."""
+    from herald.delivery import Worker
+    from herald.services import Services
+
+    source = delivery_event_source(load_template())
+    services = Services.create()
+    threads = []
+    for index in range(count):
+        worker = Worker(services)
+        poller = SqsPoller(
+            boto3.session.Session().client("sqs"),
+            services.settings.queue_url,
+            worker.handle,
+            batch_size=source.batch_size,
+            batching_window_seconds=source.maximum_batching_window_seconds,
+            function_timeout_seconds=source.function_timeout_seconds,
+        )
+        thread = threading.Thread(target=poller.run, args=(stop,), name=f"delivery-worker-{index}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    return threads
+
+
+def banner(base_url: str, admin_key: str, aws_endpoint: str) -> str:
+    return f"""
+Herald is running locally.
+
+  API and docs   {base_url}/docs   (ReDoc: {base_url}/redoc, spec: {base_url}/openapi.json)
+  Admin key      {admin_key}
+  Embedded AWS   {aws_endpoint}   (moto: table, queues and secret from template.yaml)
+  Delivery       worker polling the work queue like Lambda's SQS trigger
+
+Try it (in another terminal):
+
+  export HERALD={base_url} ADMIN_KEY={admin_key}
+  # 1. the operator creates a tenant; keep its API key
+  curl -s -X POST $HERALD/v1/tenants -H "Authorization: Bearer $ADMIN_KEY" \\
+       -H 'content-type: application/json' -d '{{"name": "Acme"}}'
+  # 2. the tenant subscribes a URL (here: the sample receiver, `make receiver`)
+  curl -s -X POST $HERALD/v1/subscriptions -H "Authorization: Bearer $TENANT_KEY" \\
+       -H 'content-type: application/json' \\
+       -d '{{"url": "http://127.0.0.1:9000/webhooks", "event_types": ["subscription.created"]}}'
+  # 3. the operator publishes an event to the tenant
+  curl -s -X POST $HERALD/v1/events -H "Authorization: Bearer $ADMIN_KEY" \\
+       -H 'content-type: application/json' \\
+       -d '{{"type": "subscription.created", "tenant_id": "'$TENANT_ID'",
+            "data": {{"username": "ada", "monthly_fee": 9.99, "start_date": "2026-01-01T00:00:00Z"}}}}'
+
+The README walks through it step by step. Ctrl-C stops everything.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m herald.local", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("HERALD_LOCAL_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("HERALD_LOCAL_PORT", "8000")))
+    parser.add_argument(
+        "--aws-port",
+        type=int,
+        default=int(os.environ.get("HERALD_LOCAL_AWS_PORT", "0")) or None,
+        help="port of the embedded AWS (default: a free one)",
+    )
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="concurrent delivery pollers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the embedded AWS logs every call otherwise
+    if port_in_use(args.host, args.port):
+        print(f"port {args.port} on {args.host} is taken: set HERALD_LOCAL_PORT (e.g. HERALD_LOCAL_PORT=8001 make run)")
+        return 2
+
+    admin_key = os.environ.get("HERALD_ADMIN_KEY") or secrets.token_urlsafe(32)
+    os.environ.pop("HERALD_ADMIN_KEY", None)  # the app reads it from the secret, as in a deployment
+    moto, endpoint, resources = start_aws(args.host, args.aws_port, admin_key)
+    stop = threading.Event()
+    stack = LocalStack(moto, endpoint, resources, admin_key, stop, start_workers(args.workers, stop))
+
+    from herald.api import create_app
+
+    base_url = f"http://{args.host}:{args.port}"
+    config = uvicorn.Config(create_app(), host=args.host, port=args.port, log_level="info", lifespan="off")
+    server = uvicorn.Server(config)
+    original_startup = server.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original_startup(sockets)
+        print(banner(base_url, admin_key, endpoint), flush=True)
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        print("stopping the delivery workers and the embedded AWS...", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""herald.local.resources: the local stack's table, queues and secret are the ones template.yaml describes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from herald.local.resources import (
+    TEMPLATE_PATH_ENV,
+    EventSourceSettings,
+    LocalResources,
+    TemplateTranslationError,
+    create_local_resources,
+    default_template_path,
+    delivery_event_source,
+    load_template,
+)
+from herald.settings import Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ADMIN_KEY = "local-admin-key-0123456789abcdefghijklmnopqrstuv"
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and a region, and no endpoint or template override leaking in from the shell."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", TEMPLATE_PATH_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def aws(aws_env: None) -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(REPO_ROOT / "template.yaml")
+
+
+@pytest.fixture
+def resources(aws: None, template: dict[str, Any]) -> LocalResources:
+    return create_local_resources(admin_key=ADMIN_KEY, template=template)
+
+
+def _properties(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    properties: dict[str, Any] = template["Resources"][logical_id]["Properties"]
+    return properties
+
+
+def _queue_attributes(url: str) -> dict[str, str]:
+    attributes = boto3.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return {str(name): value for name, value in attributes.items()}
+
+
+# ---------------------------------------------------------------------------------------------- table
+
+
+def test_table_matches_the_template(resources: LocalResources, template: dict[str, Any]) -> None:
+    # GIVEN the template's table WHEN the local resources exist
+    expected = _properties(template, "Table")
+    table = boto3.client("dynamodb").describe_table(TableName=resources.table_name)["Table"]
+
+    # THEN keys, attributes, indexes, billing and encryption are the template's
+    assert table["KeySchema"] == expected["KeySchema"]
+    assert table["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(expected["AttributeDefinitions"], key=str)
+    indexes = {index["IndexName"]: index for index in table["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {index["IndexName"] for index in expected["GlobalSecondaryIndexes"]} == {"gsi1", "gsi2"}
+    for index in expected["GlobalSecondaryIndexes"]:
+        assert indexes[index["IndexName"]]["KeySchema"] == index["KeySchema"]
+        assert indexes[index["IndexName"]]["Projection"] == index["Projection"] == {"ProjectionType": "ALL"}
+    assert table["BillingModeSummary"]["BillingMode"] == expected["BillingMode"] == "PAY_PER_REQUEST"
+    assert expected["SSESpecification"]["SSEEnabled"] is True
+    assert table["SSEDescription"]["Status"] == "ENABLED"
+
+
+def test_table_has_the_templates_ttl_and_point_in_time_recovery(
+    resources: LocalResources, template: dict[str, Any]
+) -> None:
+    expected = _properties(template, "Table")
+    client = boto3.client("dynamodb")
+
+    ttl = client.describe_time_to_live(TableName=resources.table_name)["TimeToLiveDescription"]
+    backups = client.describe_continuous_backups(TableName=resources.table_name)["ContinuousBackupsDescription"]
+
+    assert ttl["AttributeName"] == expected["TimeToLiveSpecification"]["AttributeName"] == "expires_at"
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
+    assert expected["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
+
+
+# ---------------------------------------------------------------------------------------------- queues
+
+
+@pytest.mark.parametrize("queue", ["WorkQueue", "DeadLetterQueue"])
+def test_queue_attributes_match_the_template(resources: LocalResources, template: dict[str, Any], queue: str) -> None:
+    url = {"WorkQueue": resources.queue_url, "DeadLetterQueue": resources.dead_letter_queue_url}[queue]
+    expected = _properties(template, queue)
+
+    attributes = _queue_attributes(url)
+
+    assert int(attributes["MessageRetentionPeriod"]) == expected["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert int(attributes["MaximumMessageSize"]) == expected["MaximumMessageSize"]
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    assert url.endswith(f"herald-local-{queue}")
+
+
+def test_work_queue_visibility_timeout_covers_six_delivery_timeouts(
+    resources: LocalResources, template: dict[str, Any]
+) -> None:
+    attributes = _queue_attributes(resources.queue_url)
+
+    visibility = int(attributes["VisibilityTimeout"])
+    assert visibility == _properties(template, "WorkQueue")["VisibilityTimeout"]
+    assert visibility >= 6 * delivery_event_source(template).function_timeout_seconds
+    assert visibility >= 6 * 60
+
+
+def test_work_queue_redrives_to_the_dead_letter_queue(resources: LocalResources, template: dict[str, Any]) -> None:
+    # GIVEN the parameter default behind the template's maxReceiveCount
+    parameter = _properties(template, "WorkQueue")["RedrivePolicy"]["maxReceiveCount"]["Ref"]
+    default = template["Parameters"][parameter]["Default"]
+
+    # WHEN the queues exist
+    redrive = json.loads(_queue_attributes(resources.queue_url)["RedrivePolicy"])
+    dead_letter_arn = _queue_attributes(resources.dead_letter_queue_url)["QueueArn"]
+
+    # THEN the work queue moves messages to the real DLQ after the parameter's count
+    assert redrive["deadLetterTargetArn"] == dead_letter_arn
+    assert int(redrive["maxReceiveCount"]) == default == resources.max_receive_count
+    assert resources.max_receive_count >= 3
+
+
+def test_a_changed_template_changes_the_local_queue(aws: None, template: dict[str, Any]) -> None:
+    # GIVEN a template whose work queue and parameter differ from the committed one
+    changed = copy.deepcopy(template)
+    changed["Resources"]["WorkQueue"]["Properties"]["VisibilityTimeout"] = 777
+    changed["Parameters"]["MaxReceiveCount"]["Default"] = 4
+
+    # WHEN the local resources are created from it
+    resources = create_local_resources(admin_key=ADMIN_KEY, template=changed)
+
+    # THEN the local queue follows the template, not a hard-coded copy of it
+    attributes = _queue_attributes(resources.queue_url)
+    assert attributes["VisibilityTimeout"] == "777"
+    assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] in (4, "4")
+    assert resources.max_receive_count == 4
+
+
+# ---------------------------------------------------------------------------------------------- secret, settings
+
+
+def test_admin_key_secret_holds_the_admin_key(resources: LocalResources) -> None:
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=resources.admin_key_secret_arn)
+    assert secret["SecretString"] == ADMIN_KEY
+
+
+def test_environment_configures_herald_settings(resources: LocalResources, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN the environment the local stack hands to the application
+    environment = resources.environment()
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    # WHEN Herald reads its settings THEN they point at the local resources
+    settings = Settings()
+    assert set(environment) == {
+        "HERALD_TABLE_NAME",
+        "HERALD_QUEUE_URL",
+        "HERALD_DEAD_LETTER_QUEUE_URL",
+        "HERALD_ADMIN_KEY_SECRET_ARN",
+        "HERALD_MAX_RECEIVE_COUNT",
+    }
+    assert settings.table_name == resources.table_name
+    assert settings.queue_url == resources.queue_url
+    assert settings.dead_letter_queue_url == resources.dead_letter_queue_url
+    assert settings.admin_key_secret_arn == resources.admin_key_secret_arn
+    assert settings.max_receive_count == resources.max_receive_count
+
+
+# ---------------------------------------------------------------------------------------------- idempotency
+
+
+def test_creating_twice_reuses_the_resources(resources: LocalResources, template: dict[str, Any]) -> None:
+    # WHEN the local resources are created a second time against the same AWS
+    again = create_local_resources(admin_key=ADMIN_KEY, template=template)
+
+    # THEN nothing is duplicated and the same resources come back
+    assert again == resources
+    assert boto3.client("dynamodb").list_tables()["TableNames"] == [resources.table_name]
+    assert sorted(boto3.client("sqs").list_queues()["QueueUrls"]) == sorted(
+        [resources.queue_url, resources.dead_letter_queue_url]
+    )
+    assert len(boto3.client("secretsmanager").list_secrets()["SecretList"]) == 1
+
+
+def test_creating_again_with_another_admin_key_updates_the_secret(
+    resources: LocalResources, template: dict[str, Any]
+) -> None:
+    again = create_local_resources(admin_key="another-key", template=template)
+
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=again.admin_key_secret_arn)
+    assert again.admin_key_secret_arn == resources.admin_key_secret_arn
+    assert secret["SecretString"] == "another-key"
+
+
+def test_prefix_names_the_resources(aws: None, template: dict[str, Any]) -> None:
+    resources = create_local_resources(admin_key=ADMIN_KEY, template=template, prefix="t1")
+
+    assert resources.table_name == "t1-Table"
+    assert resources.queue_url.endswith("/t1-WorkQueue")
+    assert resources.dead_letter_queue_url.endswith("/t1-DeadLetterQueue")
+    assert ":secret:t1-AdminKeySecret" in resources.admin_key_secret_arn
+
+
+def test_untranslatable_property_is_refused(aws: None, template: dict[str, Any]) -> None:
+    changed = copy.deepcopy(template)
+    changed["Resources"]["Table"]["Properties"]["SomethingNew"] = True
+
+    with pytest.raises(TemplateTranslationError, match="SomethingNew"):
+        create_local_resources(admin_key=ADMIN_KEY, template=changed)
+
+
+# ---------------------------------------------------------------------------------------------- event source
+
+
+def test_delivery_event_source_reads_the_template(template: dict[str, Any]) -> None:
+    function = _properties(template, "DeliveryFunction")
+    (event,) = [event["Properties"] for event in function["Events"].values() if event["Type"] == "SQS"]
+
+    settings = delivery_event_source(template)
+
+    assert settings == EventSourceSettings(
+        batch_size=event["BatchSize"],
+        maximum_batching_window_seconds=event["MaximumBatchingWindowInSeconds"],
+        function_timeout_seconds=function["Timeout"],
+        report_batch_item_failures="ReportBatchItemFailures" in event["FunctionResponseTypes"],
+    )
+    assert settings == EventSourceSettings(100, 1, 60, True)
+
+
+def test_delivery_timeout_falls_back_to_globals_then_to_the_lambda_default(template: dict[str, Any]) -> None:
+    changed = copy.deepcopy(template)
+    del changed["Resources"]["DeliveryFunction"]["Properties"]["Timeout"]
+    changed["Globals"]["Function"]["Timeout"] = 42
+    assert delivery_event_source(changed).function_timeout_seconds == 42
+
+    del changed["Globals"]["Function"]["Timeout"]
+    assert delivery_event_source(changed).function_timeout_seconds == 3
+
+
+# ---------------------------------------------------------------------------------------------- loader
+
+
+def test_loader_reads_short_form_intrinsics(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        "Resources:\n"
+        "  R:\n"
+        "    Type: Custom\n"
+        "    Properties:\n"
+        "      A: !Ref P\n"
+        "      B: !GetAtt Q.Arn\n"
+        "      C: !Sub ${Q.Arn}/index/*\n"
+        "      D: !If [Cond, !Ref AWS::NoValue, x]\n"
+        "      E: !Join ['-', [a, !Ref P]]\n"
+        "      F: !GetAtt [Q, QueueName]\n"
+        "      G: 2012-10-17\n",
+        encoding="utf-8",
+    )
+
+    properties = load_template(path)["Resources"]["R"]["Properties"]
+
+    assert properties == {
+        "A": {"Ref": "P"},
+        "B": {"Fn::GetAtt": ["Q", "Arn"]},
+        "C": {"Fn::Sub": "${Q.Arn}/index/*"},
+        "D": {"Fn::If": ["Cond", {"Ref": "AWS::NoValue"}, "x"]},
+        "E": {"Fn::Join": ["-", ["a", {"Ref": "P"}]]},
+        "F": {"Fn::GetAtt": ["Q", "QueueName"]},
+        "G": "2012-10-17",
+    }
+
+
+def test_template_path_defaults_to_the_repository_and_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TEMPLATE_PATH_ENV, raising=False)
+    assert default_template_path() == REPO_ROOT / "template.yaml"
+    assert "HeraldLayer" in load_template()["Resources"]
+
+    other = tmp_path / "other.yaml"
+    other.write_text("Resources:\n  Only:\n    Type: Custom\n", encoding="utf-8")
+    monkeypatch.setenv(TEMPLATE_PATH_ENV, str(other))
+    assert load_template()["Resources"] == {"Only": {"Type": "Custom"}}
