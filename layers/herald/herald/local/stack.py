@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     server.startup = startup  # type: ignore[method-assign]
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn shut down gracefully, then re-raised Ctrl-C: that is the normal way out
     finally:
         print("stopping the delivery workers and the embedded AWS...", flush=True)
         stack.stop()
