@@ -1,0 +1,63 @@
+"""The sample receiver (`make receiver`): verifies signatures, refuses bad or stale ones, drops duplicates."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from herald.local.receiver import SampleReceiver
+
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+BODY = json.dumps({"type": "invoice.paid", "timestamp": "2026-01-01T00:00:00Z", "data": {"invoice_id": "in_1"}})
+
+
+@pytest.fixture
+def sample_receiver() -> Iterator[SampleReceiver]:
+    server = SampleReceiver(("127.0.0.1", 0), SECRET, fail_first=1, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def post(server: SampleReceiver, msg_id: str, when: datetime, secret: str = SECRET, body: str = BODY) -> httpx.Response:
+    signature = Webhook(secret).sign(msg_id, when, body)
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(when.timestamp())), "webhook-signature": signature}
+    return httpx.post(f"http://127.0.0.1:{server.server_address[1]}/webhooks", content=body, headers=headers)
+
+
+def test_receiver_verifies_refuses_and_deduplicates(sample_receiver: SampleReceiver) -> None:
+    now = datetime.now(UTC)
+    other_secret = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    second_body = BODY.replace("in_1", "in_2")
+    # GIVEN a receiver that answers 503 to its first verified delivery, on purpose
+    # WHEN deliveries arrive: a wrong signature, a stale timestamp, then a good message three times, then another
+    statuses = [
+        post(sample_receiver, "msg_a", now, secret=other_secret).status_code,
+        post(sample_receiver, "msg_a", now - timedelta(minutes=10)).status_code,
+        post(sample_receiver, "msg_a", now).status_code,
+        post(sample_receiver, "msg_a", now).status_code,
+        post(sample_receiver, "msg_a", now).status_code,
+        post(sample_receiver, "msg_b", now, body=second_body).status_code,
+    ]
+    # THEN bad signatures get 401, the first verified one 503, the retry 200, the duplicate 200 without reprocessing
+    assert statuses == [401, 401, 503, 200, 200, 200]
+    assert [payload["data"]["invoice_id"] for payload in sample_receiver.verified] == ["in_1", "in_2"]
+
+
+def test_receiver_rejects_a_tampered_body(sample_receiver: SampleReceiver) -> None:
+    now = datetime.now(UTC)
+    signature = Webhook(SECRET).sign("msg_9", now, BODY)
+    headers = {"webhook-id": "msg_9", "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
+    tampered = BODY.replace("in_1", "in_666")
+    response = httpx.post(f"http://127.0.0.1:{sample_receiver.server_address[1]}/x", content=tampered, headers=headers)
+    assert response.status_code == 401
+    assert sample_receiver.verified == []
