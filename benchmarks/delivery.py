@@ -1,0 +1,213 @@
+"""Concurrent delivery: one worker invocation with a batch of deliveries to a receiver that takes
+``latency`` to answer. If the batch is worked concurrently it takes about one latency, not ``batch``
+latencies.
+
+Each round publishes an event to a tenant with ``batch`` subscriptions, runs its fan-out through the
+worker, receives the ``batch`` delivery messages and hands them to ``Worker.handle`` in one SQS event,
+through ``SqsPoller.invoke`` (which then deletes them, as Lambda would). Rounds alternate between an
+instant receiver (the engine's own cost, moto included) and the slow one; the receiver runs in its
+own process, and so does moto by default, so the worker's wall and CPU time are its own.
+
+Under moto the AWS calls (about four per delivery) are served one at a time, so the batch time is
+bound by moto; what shows whether the deliveries overlap is the time the receiver's latency adds to
+a batch (slow minus instant, about one latency if they do) and how many requests the receiver held
+at once. The worker's CPU time for the batch is reported too: on Lambda, CPU scales with MemorySize.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.core import (
+    AwsCallLog,
+    BenchmarkError,
+    Stack,
+    event_in,
+    local_stack,
+    make_subscriptions,
+    make_tenant,
+    measure_receiver_latency,
+    median,
+    receive_exactly,
+)
+from benchmarks.receiver import ReceiverProcess
+from benchmarks.results import Ratio, Result
+from herald.delivery import Worker, settle_all
+from herald.local.poller import SqsPoller
+from herald.local.resources import delivery_event_source
+from herald.publishing import publish
+
+
+@dataclass
+class Round:
+    delay: float
+    handle_s: float
+    aws_busy_s: float
+    aws_calls: Counter[str]
+    aws_described: str
+    cpu_s: float
+    receiver: dict[str, float]
+
+
+class _Bench:
+    def __init__(self, stack: Stack, receiver: ReceiverProcess, batch: int) -> None:
+        self.stack = stack
+        self.receiver = receiver
+        self.batch = batch
+        self.services = stack.services
+        self.sqs = stack.sqs()
+        self.worker = Worker(self.services)
+        self.calls = AwsCallLog()
+        self.calls.instrument(self.services.store.client, self.services.queue.client)
+        self.handle_times: list[tuple[float, float]] = []
+        self.cpu_times: list[float] = []
+        source = delivery_event_source()
+        self.poller = SqsPoller(
+            self.sqs,
+            self.services.settings.queue_url,
+            self._timed_handle,
+            batch_size=source.batch_size,
+            function_timeout_seconds=source.function_timeout_seconds,
+        )
+        self.tenant = make_tenant(self.services)
+        self.subscriptions = make_subscriptions(self.services, self.tenant.id, batch, receiver.url)
+
+    def _timed_handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        cpu = time.process_time()
+        started = time.perf_counter()
+        try:
+            return self.worker.handle(event, context)
+        finally:
+            self.handle_times.append((started, time.perf_counter()))
+            self.cpu_times.append(time.process_time() - cpu)
+
+    def round(self, delay: float) -> Round:
+        queue_url = self.services.settings.queue_url
+        publish(self.services, event_in(self.tenant.id), idempotency_key=None)
+        fanout = self.poller.invoke(receive_exactly(self.sqs, queue_url, 1))
+        if fanout.deleted != 1:
+            raise BenchmarkError(f"the fan-out message was not settled: {fanout}")
+        messages = receive_exactly(self.sqs, queue_url, self.batch)
+        self.receiver.reset(delay)
+        self.handle_times.clear()
+        self.calls.reset()
+        result = self.poller.invoke(messages)
+        (started, finished) = self.handle_times[-1]
+        stats = self.receiver.stats()
+        if result.deleted != self.batch or stats["count"] != self.batch:
+            raise BenchmarkError(
+                f"expected {self.batch} successful deliveries; the worker settled {result.deleted}, "
+                f"reported {result.failed} failures, and the receiver answered {stats['count']}"
+            )
+        return Round(
+            delay=delay,
+            handle_s=finished - started,
+            aws_busy_s=self.calls.busy_seconds(started, finished),
+            aws_calls=self.calls.counts(started, finished),
+            aws_described=self.calls.describe(started, finished),
+            cpu_s=self.cpu_times[-1],
+            receiver=stats,
+        )
+
+    def client_cpu_per_call(self, calls: int = 100) -> float:
+        """CPU this process spends on one DynamoDB GetItem (boto3's side only when moto is a server)."""
+        sub = self.subscriptions[0]
+        started = time.process_time()
+        for _ in range(calls):
+            self.services.store.get_subscription(sub.tenant_id, sub.id)
+        return (time.process_time() - started) / calls
+
+    def close(self) -> None:
+        settle_all([self.worker])
+
+
+def run(
+    *,
+    batch: int = 100,
+    latency: float = 0.2,
+    rounds: int = 3,
+    moto: str = "server",
+    moto_deepcopy: bool = False,
+    out: Any = print,
+) -> Result:
+    result = Result("delivery", f"Concurrent delivery: one invocation with {batch} deliveries (moto {moto})")
+    with local_stack(moto=moto, moto_deepcopy=moto_deepcopy) as stack, ReceiverProcess(latency) as receiver:
+        bench = _Bench(stack, receiver, batch)
+        try:
+            measured_latency = measure_receiver_latency(receiver.url)
+            receiver.reset(0.0)
+            cold = bench.round(0.0)  # the first invocation pays for the HTTP client, threads, caches
+            instant: list[Round] = []
+            slow: list[Round] = []
+            for _ in range(rounds):
+                instant.append(bench.round(0.0))
+                slow.append(bench.round(latency))
+            client_cpu = bench.client_cpu_per_call()
+        finally:
+            bench.close()
+
+    def mid(rounds_: list[Round]) -> Round:
+        return sorted(rounds_, key=lambda item: item.handle_s)[len(rounds_) // 2]
+
+    fast, typical = mid(instant), mid(slow)
+    batch_s = typical.handle_s
+    latency_added = median([pair[1].handle_s - pair[0].handle_s for pair in zip(instant, slow, strict=True)])
+    aws_calls = sum(typical.aws_calls.values())
+    peak = typical.receiver["peak_in_flight"]
+    where = "Herald, boto3 and httpx only" if moto == "server" else "moto included"
+    result.measured.update(
+        {
+            "batch_size_count": batch,
+            "rounds_count": rounds,
+            "receiver_latency_s": measured_latency,
+            "batch_s": batch_s,
+            "batch_min_s": min(item.handle_s for item in slow),
+            "batch_instant_receiver_s": fast.handle_s,
+            "batch_first_cold_s": cold.handle_s,
+            "latency_added_s": latency_added,
+            "worker_cpu_s": typical.cpu_s,
+            "worker_cpu_per_delivery_s": typical.cpu_s / batch,
+            "aws_client_cpu_per_call_s": client_cpu,
+            "aws_busy_s": typical.aws_busy_s,
+            "aws_calls_count": aws_calls,
+            "receiver_peak_in_flight_count": peak,
+            "receiver_arrival_spread_s": typical.receiver["arrival_spread_s"],
+            "receiver_span_s": typical.receiver["span_s"],
+        }
+    )
+    out(f"  receiver latency (one POST, median of 5)   {measured_latency * 1000:7.0f} ms")
+    out(f"  batch, slow receiver (median)              {batch_s * 1000:7.0f} ms   (runs: {_list(slow)} ms)")
+    out(f"  batch, instant receiver (median)           {fast.handle_s * 1000:7.0f} ms   (runs: {_list(instant)} ms)")
+    out(f"  first batch of a new worker (instant)      {cold.handle_s * 1000:7.0f} ms")
+    out(f"  latency added (slow - instant, median)     {latency_added * 1000:7.0f} ms")
+    out(
+        f"  worker CPU in the slow batch ({where}): {typical.cpu_s * 1000:.0f} ms, "
+        f"{typical.cpu_s / batch * 1000:.1f} ms per delivery, of which ~{client_cpu * aws_calls / batch * 1000:.1f} ms "
+        f"in boto3 ({aws_calls / batch:.1f} calls x {client_cpu * 1000:.2f} ms CPU, from 100 serial GetItem calls)"
+    )
+    out(f"  AWS calls: {typical.aws_busy_s * 1000:.0f} ms with >= 1 in flight; {typical.aws_described}")
+    out(
+        f"  receiver: at most {peak:.0f} requests in flight, arrivals spread over "
+        f"{typical.receiver['arrival_spread_s'] * 1000:.0f} ms, first arrival to last answer "
+        f"{typical.receiver['span_s'] * 1000:.0f} ms"
+    )
+    result.ratios += [
+        Ratio("batch time / receiver latency", batch_s, measured_latency, "s", "~1 (not 100)"),
+        Ratio(f"batch time / serial ({batch} x latency)", batch_s, batch * measured_latency, "s", f"~1/{batch}"),
+        Ratio("latency added / receiver latency", latency_added, measured_latency, "s", "<= 1 (100 if serial)"),
+        Ratio("receiver peak in flight / batch size", peak, batch, "", "1"),
+        Ratio("worker CPU for the batch / receiver latency", typical.cpu_s, measured_latency, "s", "< 1 (I/O-bound)"),
+    ]
+    result.notes.append(
+        f"the batch made {aws_calls} AWS calls ({aws_calls / batch:.1f} per delivery); moto serves them one at a time "
+        f"({typical.aws_busy_s * 1000:.0f} ms of the {batch_s * 1000:.0f} ms had one in flight), so under moto the "
+        "batch time is bound by moto, and the latency-added ratio is the measure of concurrency"
+    )
+    return result
+
+
+def _list(rounds: list[Round]) -> str:
+    return ", ".join(f"{item.handle_s * 1000:.0f}" for item in rounds)

@@ -1,0 +1,193 @@
+"""Fan-out: one event to N subscriptions.
+
+The subscriptions are written straight through ``Store.create_subscription`` (no HTTP). The event is
+published through the API's Mangum handler, and the API's latency is compared with publishing to a
+tenant with one subscription: fan-out is off the request path, so the two should match. Then the
+fan-out message, and every continuation it hands over to, goes through ``Worker.handle`` as its own
+invocation (one-record SQS events built here, as Lambda would deliver them), while a botocore hook
+on the services' SQS client counts SendMessageBatch calls and catches the continuations. The
+delivery messages it queues are counted, not delivered.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from benchmarks.core import (
+    ADMIN_HEADERS,
+    UNUSED_URL,
+    ApiGateway,
+    AwsCallLog,
+    BenchmarkError,
+    event_in,
+    local_stack,
+    make_subscriptions,
+    make_tenant,
+    median,
+)
+from benchmarks.results import Ratio, Result
+from herald.delivery import Worker, settle_all
+from herald.local.poller import LambdaContext, sqs_event
+from herald.local.resources import delivery_event_source
+from herald.messages import DeliveryMessage, FanoutMessage, parse_message
+
+
+class _QueueWatch:
+    """Counts SendMessageBatch calls and their entries, and keeps every SendMessage body."""
+
+    def __init__(self, client: Any) -> None:
+        self.batch_calls = 0
+        self.batch_entries: list[str] = []
+        self.sent: list[str] = []
+        events = client.meta.events
+        events.register("before-parameter-build.sqs.SendMessageBatch", self._batch)
+        events.register("before-parameter-build.sqs.SendMessage", self._single)
+
+    def _batch(self, params: dict[str, Any], **_: Any) -> None:
+        self.batch_calls += 1
+        self.batch_entries += [entry["MessageBody"] for entry in params.get("Entries", [])]
+
+    def _single(self, params: dict[str, Any], **_: Any) -> None:
+        self.sent.append(params["MessageBody"])
+
+    def reset(self) -> None:
+        self.batch_calls = 0
+        self.batch_entries = []
+        self.sent = []
+
+
+def _publish(api: ApiGateway, tenant_id: str) -> tuple[float, str]:
+    body = event_in(tenant_id).model_dump(mode="json", exclude_none=True)
+    started = time.perf_counter()
+    status, payload = api.request("POST", "/v1/events", body=body, headers=ADMIN_HEADERS)
+    elapsed = time.perf_counter() - started
+    if status != 202:
+        raise BenchmarkError(f"publishing answered {status}: {payload}")
+    return elapsed, str(payload["id"])
+
+
+def run(
+    *,
+    subscriptions: int = 10_000,
+    publish_samples: int = 15,
+    moto: str = "inprocess",
+    moto_deepcopy: bool = False,
+    out: Any = print,
+) -> Result:
+    result = Result("fanout", f"Fan-out: one event to {subscriptions:,} subscriptions (moto {moto})")
+    source = delivery_event_source()
+    with local_stack(moto=moto, moto_deepcopy=moto_deepcopy) as stack:
+        services = stack.services
+        attributes = stack.sqs().get_queue_attributes(QueueUrl=services.settings.queue_url, AttributeNames=["QueueArn"])
+        queue_arn = attributes["Attributes"]["QueueArn"]
+        big, small = make_tenant(services, "Big"), make_tenant(services, "Small")
+        started = time.perf_counter()
+        make_subscriptions(services, big.id, subscriptions, UNUSED_URL)
+        create_s = time.perf_counter() - started
+        out(f"  created {subscriptions:,} subscriptions in {create_s:.1f} s ({subscriptions / create_s:.0f}/s)")
+        make_subscriptions(services, small.id, 1, UNUSED_URL)
+
+        watch = _QueueWatch(services.queue.client)
+        calls = AwsCallLog()
+        calls.instrument(services.store.client, services.queue.client)
+        api = ApiGateway(services)
+        _publish(api, small.id)  # warm the API (first request builds what it caches)
+        big_times: list[float] = []
+        small_times: list[float] = []
+        fanout_body: str | None = None
+        for _ in range(publish_samples):
+            watch.reset()
+            elapsed, event_id = _publish(api, big.id)
+            big_times.append(elapsed)
+            if fanout_body is None:
+                fanout_body = next(body for body in watch.sent if isinstance(parse_message(body), FanoutMessage))
+                fanned_event = event_id
+            small_times.append(_publish(api, small.id)[0])
+        assert fanout_body is not None
+
+        worker = Worker(services)
+        watch.reset()
+        calls.reset()
+        invocations: list[float] = []
+        pending = [fanout_body]
+        fanout_started = time.perf_counter()
+        try:
+            while pending:
+                body = pending.pop(0)
+                before = len(watch.sent)
+                message: Any = {
+                    "MessageId": str(uuid.uuid4()),
+                    "ReceiptHandle": uuid.uuid4().hex,
+                    "Body": body,
+                    "Attributes": {"ApproximateReceiveCount": "1"},
+                }
+                context: Any = LambdaContext("DeliveryFunction", source.function_timeout_seconds, time.time())
+                began = time.perf_counter()
+                response = worker.handle(sqs_event([message], queue_arn), context)
+                invocations.append(time.perf_counter() - began)
+                if response.get("batchItemFailures"):
+                    raise BenchmarkError(f"a fan-out invocation failed: {response}")
+                pending += [sent for sent in watch.sent[before:] if isinstance(parse_message(sent), FanoutMessage)]
+        finally:
+            settle_all([worker])
+        fanout_s = time.perf_counter() - fanout_started
+        aws_s = calls.busy_seconds(fanout_started, fanout_started + fanout_s)
+        aws_calls = calls.describe(fanout_started, fanout_started + fanout_s)
+
+        deliveries = [body for body in watch.batch_entries if isinstance(parse_message(body), DeliveryMessage)]
+        distinct = {parse_message(body).subscription_id for body in deliveries}  # type: ignore[union-attr]
+        status, event = api.request("GET", f"/v1/events/{fanned_event}", headers=ADMIN_HEADERS)
+        counts = event["deliveries"] if status == 200 else {}
+        if (
+            len(distinct) != subscriptions
+            or counts.get("matched") != subscriptions
+            or not counts.get("fanout_complete")
+        ):
+            raise BenchmarkError(
+                f"fan-out queued {len(deliveries)} deliveries to {len(distinct)} subscriptions of {subscriptions}; "
+                f"the event reports {counts}"
+            )
+
+    batch_calls = watch.batch_calls
+    per_ten = batch_calls / (len(deliveries) / 10)
+    longest = max(invocations)
+    big_ms, small_ms = median(big_times), median(small_times)
+    result.measured.update(
+        {
+            "subscriptions_count": subscriptions,
+            "create_subscriptions_s": create_s,
+            "delivery_messages_count": len(deliveries),
+            "send_message_batch_calls_count": batch_calls,
+            "send_message_batch_calls_per_10_deliveries": per_ten,
+            "fanout_invocations_count": len(invocations),
+            "continuations_count": len(invocations) - 1,
+            "fanout_total_s": fanout_s,
+            "fanout_longest_invocation_s": longest,
+            "function_timeout_s": source.function_timeout_seconds,
+            "fanout_aws_busy_s": aws_s,
+            "publish_big_median_s": big_ms,
+            "publish_small_median_s": small_ms,
+        }
+    )
+    out(f"  fan-out: {len(invocations)} invocations ({len(invocations) - 1} continuations), {fanout_s:.1f} s in all")
+    out("  invocations: " + ", ".join(f"{value:.1f} s" for value in invocations))
+    out(
+        f"  SendMessageBatch: {batch_calls} calls for {len(deliveries):,} delivery messages "
+        f"({per_ten:.2f} per 10 deliveries)"
+    )
+    out(
+        f"  API publish (median of {publish_samples}): {big_ms * 1000:.1f} ms to {subscriptions:,} subscriptions, "
+        f"{small_ms * 1000:.1f} ms to 1"
+    )
+    result.ratios += [
+        Ratio("SendMessageBatch calls / (deliveries / 10)", batch_calls, len(deliveries) / 10, "", "~1.0"),
+        Ratio("longest fan-out invocation / function timeout", longest, source.function_timeout_seconds, "s", "< 0.5"),
+        Ratio(f"publish latency, {subscriptions:,} subs / 1 sub", big_ms, small_ms, "s", "~1"),
+    ]
+    result.notes.append(
+        f"fan-out under moto {moto}: {aws_s:.1f} s of {fanout_s:.1f} s with an AWS call in flight; "
+        f"calls (count x mean): {aws_calls}"
+    )
+    return result

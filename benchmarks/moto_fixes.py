@@ -1,0 +1,155 @@
+"""Fixes to moto 5 so the benchmarks measure Herald rather than the emulator.
+
+1. DynamoDB requests are serialized. moto's tables are plain dicts; the worker calls DynamoDB from
+   up to 32 threads, and moto's ``TransactWriteItems`` deep-copies a table while another thread
+   writes it, which raises ``RuntimeError: dictionary changed size during iteration`` inside the
+   call (the delivery then fails as a batch item). Real DynamoDB is linearizable per item; one lock
+   gives that. Throughput is unchanged: moto runs under one GIL anyway.
+2. ``TransactWriteItems`` snapshots only what it may have to roll back (unless
+   ``deepcopy_transactions``). moto (``moto/dynamodb/models/__init__.py``,
+   ``DynamoDBBackend.transact_write_items``) deep-copies every table a transaction touches, once per
+   action: O(table size) per call; 1,500 subscriptions already take minutes to create. The snapshot
+   here copies the table's item containers and deep-copies only the items an ``Update`` action
+   changes in place (Put and Delete replace or remove items), so the rollback is the same.
+3. ``SendMessage`` / ``SendMessageBatch`` stop scanning the queue. ``SQSBackend.send_message``
+   (``moto/sqs/models.py``) reads ``queue.attributes`` for one flag, and that property computes
+   ApproximateNumberOf* over every message in the queue: O(queue depth) per message sent, so the
+   10,000 messages of a fan-out take hours. While a message is sent, ``attributes`` is a mapping that
+   computes only the attribute asked for, with the value the full property would give.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+_STATE = threading.local()
+_DYNAMODB_LOCK = threading.RLock()
+
+
+def _snapshot(table: Any, updated: list[Any]) -> Any:
+    """A copy of ``table`` with new item containers; the items in ``updated`` are deep-copied."""
+    clone = copy.copy(table)
+    items: defaultdict[Any, Any] = defaultdict(dict)
+    ranged = table.range_key_attr is not None
+    for hash_key, value in table.items.items():
+        items[hash_key] = dict(value) if ranged else value
+    for item in updated:
+        if ranged and item.range_key in items.get(item.hash_key, {}):
+            items[item.hash_key][item.range_key] = copy.deepcopy(item)
+        elif not ranged and item.hash_key in items:
+            items[item.hash_key] = copy.deepcopy(item)
+    clone.items = items
+    return clone
+
+
+class _LazyQueueAttributes(Mapping[str, Any]):
+    """``Queue.attributes``, each value computed when it is read (same keys and values)."""
+
+    def __init__(self, queue: Any, to_snake: Any) -> None:
+        self._queue = queue
+        self._to_snake = to_snake
+        names = list(queue.BASE_ATTRIBUTES)
+        if queue.fifo_queue:
+            names += queue.FIFO_ATTRIBUTES
+        if queue.kms_master_key_id:
+            names += queue.KMS_ATTRIBUTES
+        if queue.policy:
+            names.append("Policy")
+        if queue.redrive_policy:
+            names.append("RedrivePolicy")
+        self._names = names
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        if name == "Policy":
+            return self._queue.policy
+        if name == "RedrivePolicy":
+            return json.dumps(self._queue.redrive_policy)
+        value = getattr(self._queue, self._to_snake(name))
+        return str(value).lower() if isinstance(value, bool) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+@contextmanager
+def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
+    """Patch moto for the duration (process-wide: every thread sees it)."""
+    from moto.core.utils import camelcase_to_underscores
+    from moto.dynamodb import models as dynamodb_models
+    from moto.dynamodb import responses as dynamodb_responses
+    from moto.dynamodb.models.table import Table
+    from moto.sqs import models as sqs_models
+
+    handler_class = dynamodb_responses.DynamoHandler
+    backend_class = dynamodb_models.DynamoDBBackend
+    queue_class = sqs_models.Queue
+    sqs_backend_class = sqs_models.SQSBackend
+    original_call_action = handler_class.call_action
+    original_transact = backend_class.transact_write_items
+    namespace = vars(dynamodb_models)  # the module's ``copy`` (the stdlib module it imported)
+    original_copy = namespace["copy"]
+    original_attributes = queue_class.__dict__["attributes"]
+    original_send = sqs_backend_class.send_message
+
+    def call_action(self: Any) -> Any:
+        with _DYNAMODB_LOCK:
+            return original_call_action(self)
+
+    def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
+        updated = getattr(_STATE, "updated", None)
+        if isinstance(value, Table) and updated is not None:
+            return _snapshot(value, [item for table_name, item in updated if table_name == value.name])
+        return copy.deepcopy(value, memo)
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        updated = []
+        for action in transact_items:
+            for kind, operation in action.items():
+                if kind == "Update":
+                    current = self.get_item(operation["TableName"], operation["Key"])
+                    if current is not None:
+                        updated.append((operation["TableName"], current))
+        _STATE.updated = updated
+        try:
+            original_transact(self, transact_items)
+        finally:
+            _STATE.updated = None
+
+    def attributes(self: Any) -> Any:
+        if getattr(_STATE, "sending", False):
+            return _LazyQueueAttributes(self, camelcase_to_underscores)
+        return original_attributes.fget(self)
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _STATE.sending = True
+        try:
+            return original_send(self, *args, **kwargs)
+        finally:
+            _STATE.sending = False
+
+    handler_class.call_action = call_action  # type: ignore[method-assign]
+    queue_class.attributes = property(attributes)  # type: ignore[assignment,method-assign]
+    sqs_backend_class.send_message = send_message  # type: ignore[method-assign]
+    if not deepcopy_transactions:
+        namespace["copy"] = SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)
+        backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        handler_class.call_action = original_call_action  # type: ignore[method-assign]
+        queue_class.attributes = original_attributes  # type: ignore[method-assign]
+        sqs_backend_class.send_message = original_send  # type: ignore[method-assign]
+        backend_class.transact_write_items = original_transact  # type: ignore[method-assign]
+        namespace["copy"] = original_copy
