@@ -145,7 +145,7 @@ def poller(services: Services, worker: Worker, aws: boto3.session.Session) -> Sq
 
 def drain(poller: SqsPoller, *, max_batches: int = 1000) -> list[BatchResult]:
     """Run the poller until the queue shows no message (hidden ones stay hidden)."""
-    results = []
+    results: list[BatchResult] = []
     for _ in range(max_batches):
         result = poller.poll_once()
         if result.received == 0:

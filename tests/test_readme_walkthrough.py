@@ -132,6 +132,7 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, i
         # AND Ctrl-C stops the stack cleanly
         code = stop(stack)
     log = (tmp_path / "stack.log").read_text()
-    assert code in (0, 130), log
+    # make exits through SIGINT like any program stopped with Ctrl-C; the stack itself must stop cleanly
+    assert code in (0, 130, -signal.SIGINT), log
     assert "stopping the delivery workers" in log
     assert "Traceback" not in log, log

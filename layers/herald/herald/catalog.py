@@ -37,7 +37,7 @@ _SIGNATURE_DOC = (
 )
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    "2XX": {"description": "Any 2xx answer within the timeout acknowledges the delivery."},
+    200: {"description": "Any 2xx answer within the timeout acknowledges the delivery."},
     410: {"description": "Gone: Herald disables the subscription and stops retrying."},
     "default": {
         "description": "Anything else (3xx included: redirects are never followed) is retried on the "
@@ -121,6 +121,7 @@ class EventCatalog:
                 description=f"{event_type.description}\n\n{_SIGNATURE_DOC}",
                 operation_id=f"webhook_{event_type.name.replace('.', '_')}",
                 responses=_RESPONSES,
+                response_description=str(_RESPONSES[200]["description"]),
                 tags=[event_type.name.split(".", 1)[0]],
             )
         return router
@@ -135,7 +136,7 @@ def _envelope(name: str, model: type[EventData], example: dict[str, Any]) -> typ
             json_schema_extra={"examples": [{"type": name, "timestamp": "2026-01-01T12:00:00Z", "data": example}]}
         ),
         __doc__=f"The body delivered for `{name}` events.",
-        type=(Literal[name], Field(description="The event type.")),  # type: ignore[valid-type]
+        type=(Literal[name], Field(description="The event type.")),
         timestamp=(
             datetime,
             Field(description="When the event happened (ISO 8601, UTC)."),

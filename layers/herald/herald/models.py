@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -269,15 +270,26 @@ class DeliveryCounts(BaseModel):
 
 
 class Event(BaseModel):
+    """A published event. ``data`` is not dumped (so not stored): the stored ``payload`` already holds it,
+    and storing it twice would double the item (DynamoDB items are limited to 400 KB, event data to 256 KiB),
+    and a DynamoDB map cannot hold every JSON number (more than 38 digits, beyond 1E+125)."""
+
     id: str
     type: str
-    tenant_id: str | None
+    tenant_id: str | None = None  # None for a broadcast (and then absent from the stored item)
     broadcast: bool = False
     timestamp: datetime
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(exclude=True)
     payload: str = Field(repr=False, description="The exact JSON body delivered and signed.")
     idempotency_key: str | None = None
     created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_from_payload(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "data" not in values and isinstance(values.get("payload"), str):
+            return {**values, "data": json.loads(values["payload"])["data"]}
+        return values
 
 
 class EventOut(BaseModel):

@@ -54,7 +54,13 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
                 }
             ],
         )
-    size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+    try:
+        size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
+    except ValueError as exc:  # NaN and Infinity: Python's JSON parser accepts them, JSON does not
+        raise InvalidInputError(
+            "data holds NaN or Infinity, which JSON cannot carry",
+            details=[{"loc": ["body", "data"], "msg": "not valid JSON numbers", "type": "finite_number"}],
+        ) from exc
     if size > max_bytes:
         raise PayloadTooLargeError(f"event data is {size} bytes; the limit is {max_bytes}")
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald.auth import Principal, Role, authenticate
 from herald.errors import PermissionDeniedError
@@ -14,7 +15,15 @@ from herald.services import Services
 _LOCK = threading.Lock()
 
 
-def get_services(request: Request) -> Services:
+#: Documents the scheme (and gives /docs its Authorize button); the header itself is parsed by ``authenticate``.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="`Authorization: Bearer <key>`: the operator's admin key, or a tenant's API key.",
+)
+
+
+async def get_services(request: Request) -> Services:
     """The app's services, built on first use (never at import time: Lambda's init stays cheap)."""
     state = request.app.state
     services: Services | None = getattr(state, "services", None)
@@ -29,8 +38,9 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_principal(
+async def get_principal(
     services: ServicesDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     return authenticate(authorization, admin_keys=services.admin_keys, store=services.store)
@@ -39,13 +49,13 @@ def get_principal(
 CallerDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_operator(principal: CallerDep) -> Principal:
+async def require_operator(principal: CallerDep) -> Principal:
     if principal.role is not Role.OPERATOR:
         raise PermissionDeniedError("this endpoint is for the operator's admin key")
     return principal
 
 
-def require_tenant(principal: CallerDep) -> str:
+async def require_tenant(principal: CallerDep) -> str:
     if principal.role is not Role.TENANT or principal.tenant_id is None:
         raise PermissionDeniedError("this endpoint is for a tenant's API key")
     return principal.tenant_id

@@ -9,12 +9,13 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
-    """Answers 413 ``payload_too_large`` for a body over ``max_bytes`` (declared or streamed)."""
+    """Answers 413 ``payload_too_large`` for a body over ``max_bytes`` (declared or streamed).
+
+    The body is read here, up to the limit, before the app sees it: an app that hit the limit while
+    reading would turn the error into its own answer (FastAPI makes any failure to read the body a 400).
+    Bodies are small (the limit is well under a megabyte) and the app buffers them anyway.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -33,29 +34,33 @@ class BodySizeLimit:
                 if declared < 0 or declared > self.max_bytes:
                     await self._reject(send, declared)
                     return
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        first: Message | None = None
+        while first is None:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                first = message  # the client went away: let the app see it
+                break
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.max_bytes:
                 await self._reject(send, seen)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        replayed = False
+
+        async def buffered_receive() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                assert first is not None
+                return first
+            return await receive()
+
+        await self.app(scope, buffered_receive, send)
 
     async def _reject(self, send: Send, size: int) -> None:
         message = (

@@ -35,6 +35,7 @@ def delivery_or_404(services: Services, tenant_id: str, subscription_id: str, de
 @router.get("", summary="List the deliveries of a subscription, newest first")
 async def list_deliveries(
     subscription_id: str,
+    *,
     services: ServicesDep,
     tenant_id: TenantDep,
     status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
@@ -61,6 +62,7 @@ async def get_delivery(
 async def list_attempts(
     subscription_id: str,
     delivery_id: str,
+    *,
     services: ServicesDep,
     tenant_id: TenantDep,
     limit: LimitQuery = 50,

@@ -18,7 +18,7 @@ async def list_event_types(_: CallerDep) -> Page[EventTypeOut]:
             name=event_type.name,
             summary=event_type.summary,
             description=event_type.description,
-            schema=event_type.json_schema(),
+            schema_=event_type.json_schema(),
             example=event_type.example,
         )
         for event_type in catalog

@@ -26,7 +26,7 @@ def event_out(item: dict[str, Any]) -> EventOut:
         failed=failed,
         fanout_complete=int(item.get("fanout_open", 0)) <= 0,
     )
-    return EventOut(**event.model_dump(exclude={"payload", "idempotency_key"}), deliveries=counts)
+    return EventOut(**event.model_dump(exclude={"payload", "idempotency_key"}), data=event.data, deliveries=counts)
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Publish an event")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Response, status
 
@@ -148,7 +149,7 @@ async def rotate_secret(
     subscription_id: str,
     services: ServicesDep,
     tenant_id: TenantDep,
-    body: SecretRotateIn | None = Body(None),
+    body: Annotated[SecretRotateIn | None, Body()] = None,
 ) -> SecretOut:
     """A new secret signs from now on; the old one keeps signing too for a grace period (default 24 h),
     so deliveries carry both signatures while receivers switch over."""

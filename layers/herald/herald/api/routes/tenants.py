@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Body, Response, status
 
 from herald import ids
@@ -98,7 +100,7 @@ async def create_api_key(
     tenant_id: str,
     services: ServicesDep,
     _: OperatorDep,
-    body: ApiKeyIn | None = Body(None),
+    body: Annotated[ApiKeyIn | None, Body()] = None,
 ) -> ApiKeyCreated:
     tenant_or_404(services, tenant_id)
     key, secret = _new_key(tenant_id)

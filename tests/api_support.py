@@ -1,0 +1,58 @@
+"""Helpers for the REST API tests: the error shape, sample payloads, a look at the work queue."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+    from mypy_boto3_sqs import SQSClient
+
+INVOICE = {
+    "invoice_id": "in_1001",
+    "customer_id": "cus_42",
+    "amount_cents": 4900,
+    "currency": "EUR",
+    "paid_at": "2026-01-31T09:30:00Z",
+}
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response is ``status`` with the one error shape ``{"error": {"code", "message"[, "details"]}}``."""
+    assert response.status_code == status, f"{response.status_code} != {status}: {response.text[:500]}"
+    return assert_error_shape(response, code)
+
+
+def assert_error_shape(response: httpx.Response, code: str | None = None) -> dict[str, Any]:
+    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error, dict), body
+    assert set(error) <= {"code", "message", "details"}, error
+    assert isinstance(error["code"], str), error
+    assert error["code"], error
+    assert isinstance(error["message"], str), error
+    assert error["message"], error
+    if "details" in error:
+        assert isinstance(error["details"], list), error
+    if code is not None:
+        assert error["code"] == code, error
+    return dict(error)
+
+
+def queue_messages(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
+    """Every visible message body on the queue, parsed; the messages are made visible again afterwards."""
+    bodies: list[dict[str, Any]] = []
+    handles: list[str] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+        if not got:
+            break
+        for message in got:
+            bodies.append(json.loads(message["Body"]))
+            handles.append(message["ReceiptHandle"])
+    for handle in handles:
+        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
+    return bodies

@@ -1,0 +1,456 @@
+"""Publishing events (operator only), the event catalog listing and the OpenAPI document with its webhooks."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pydantic import Field
+from standardwebhooks import Webhook
+
+from herald.catalog import EventData, EventType, _envelope, catalog
+from tests.api_support import INVOICE, assert_error, queue_messages
+from tests.conftest import ADMIN, drain
+
+
+def publish(client, *, headers=None, **body):
+    return client.post("/v1/events", json=body, headers={**ADMIN, **(headers or {})})
+
+
+def fanouts(aws, services) -> list[dict[str, Any]]:
+    return [m for m in queue_messages(aws.client("sqs"), services.settings.queue_url) if m["kind"] == "fanout"]
+
+
+# --- publishing ---------------------------------------------------------------------------------------
+
+
+def test_publish_accepts_stores_and_queues_one_fanout(client, tenant, services, aws) -> None:
+    # GIVEN a tenant
+    # WHEN the operator publishes an invoice.paid event to it
+    response = publish(client, type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    # THEN it is accepted (202) with the stored event, not yet delivered
+    assert response.status_code == 202, response.text
+    assert "idempotent-replayed" not in response.headers
+    event = response.json()
+    assert event["id"].startswith("evt_")
+    assert event["type"] == "invoice.paid"
+    assert event["tenant_id"] == tenant.id
+    assert event["broadcast"] is False
+    assert event["data"] == INVOICE
+    assert abs(datetime.fromisoformat(event["timestamp"]).timestamp() - time.time()) < 300
+    assert event["deliveries"] == {"matched": 0, "pending": 0, "succeeded": 0, "failed": 0, "fanout_complete": False}
+    # ... exactly one fan-out message for it is on the work queue
+    assert fanouts(aws, services) == [{"v": 1, "kind": "fanout", "event_id": event["id"], "tenant_id": tenant.id}]
+    # ... and the operator can read it back
+    got = client.get(f"/v1/events/{event['id']}", headers=ADMIN)
+    assert got.status_code == 200
+    assert got.json() == event
+
+
+def test_published_events_are_stored_with_the_tables_ttl(client, tenant, services, aws) -> None:
+    # GIVEN the table's TTL attribute
+    dynamodb = aws.client("dynamodb")
+    ttl = dynamodb.describe_time_to_live(TableName=services.settings.table_name)["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] in ("ENABLED", "ENABLING")
+    # WHEN an event is published
+    event = publish(client, type="invoice.paid", data=INVOICE, tenant_id=tenant.id).json()
+    # THEN its item carries that attribute, about event_ttl_days from now
+    item = dynamodb.get_item(
+        TableName=services.settings.table_name, Key={"pk": {"S": f"EVENT#{event['id']}"}, "sk": {"S": "#EVENT"}}
+    )["Item"]
+    expected = time.time() + services.settings.event_ttl_days * 86400
+    assert abs(int(item[ttl["AttributeName"]]["N"]) - expected) < 600
+
+
+def test_idempotency_key_replays_the_original_event(client, tenant, services, aws) -> None:
+    # GIVEN an event published with an Idempotency-Key
+    key = {"Idempotency-Key": "order-7-paid"}
+    first = publish(client, headers=key, type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    assert first.status_code == 202
+    assert "idempotent-replayed" not in first.headers
+    # WHEN the same request is sent again (twice)
+    replays = [publish(client, headers=key, type="invoice.paid", data=INVOICE, tenant_id=tenant.id) for _ in range(2)]
+    # THEN each answer is the original event, marked as a replay
+    for replay in replays:
+        assert replay.status_code == 202
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["id"] == first.json()["id"]
+        assert replay.json()["timestamp"] == first.json()["timestamp"]
+    # ... and only ONE fan-out was ever queued
+    assert fanouts(aws, services) == [
+        {"v": 1, "kind": "fanout", "event_id": first.json()["id"], "tenant_id": tenant.id}
+    ]
+
+
+def test_idempotency_key_with_a_different_body_is_409(client, make_tenant, services, aws) -> None:
+    # GIVEN an event published with an Idempotency-Key
+    tenant, other = make_tenant("A"), make_tenant("B")
+    key = {"Idempotency-Key": "k-1"}
+    original = publish(client, headers=key, type="invoice.paid", data=INVOICE, tenant_id=tenant.id).json()
+    # WHEN the key is reused with a different body (data, type, audience)
+    for body in [
+        {"type": "invoice.paid", "data": {**INVOICE, "amount_cents": 1}, "tenant_id": tenant.id},
+        {"type": "invoice.paid", "data": INVOICE, "tenant_id": other.id},
+        {"type": "invoice.paid", "data": INVOICE, "broadcast": True},
+    ]:
+        response = publish(client, headers=key, **body)
+        # THEN it is refused, naming the original event; nothing more is queued
+        error = assert_error(response, 409, "idempotency_key_reused")
+        assert original["id"] in error["message"]
+    assert len(fanouts(aws, services)) == 1
+
+
+def test_caller_supplied_id_makes_a_retry_safe(client, tenant, services, aws) -> None:
+    # GIVEN an event published with the caller's own id
+    first = publish(client, id="invoice-in_1001-paid", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    assert first.status_code == 202, first.text
+    assert first.json()["id"] == "invoice-in_1001-paid"
+    # WHEN it is published again with the same id and body
+    again = publish(client, id="invoice-in_1001-paid", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    # THEN the original comes back, and one fan-out was queued in all
+    assert again.status_code == 202
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert len(fanouts(aws, services)) == 1
+    # ... the same id with another body is a conflict
+    other = publish(
+        client, id="invoice-in_1001-paid", type="invoice.paid", data={**INVOICE, "currency": "USD"}, tenant_id=tenant.id
+    )
+    assert_error(other, 409, "idempotency_key_reused")
+    # ... and the event is readable under the caller's id
+    assert client.get("/v1/events/invoice-in_1001-paid", headers=ADMIN).json()["data"] == INVOICE
+
+
+def test_idempotency_key_and_caller_id_together(client, tenant, services, aws) -> None:
+    key = {"Idempotency-Key": "both-1"}
+    first = publish(client, headers=key, id="evt-both-1", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    again = publish(client, headers=key, id="evt-both-1", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"] == "evt-both-1"
+    assert len(fanouts(aws, services)) == 1
+
+
+@pytest.mark.parametrize("key", ["has space", "é", "x" * 256, "", "tab\there"])
+def test_malformed_idempotency_keys_are_refused(client, tenant, services, aws, key) -> None:
+    response = client.post(
+        "/v1/events",
+        json={"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id},
+        headers={**ADMIN, "Idempotency-Key": key.encode()},
+    )
+    assert 400 <= response.status_code < 500
+    if key:  # an empty header is as good as none
+        assert_error(response, 422, "validation_error")
+        assert fanouts(aws, services) == []
+
+
+def test_data_is_validated_against_the_catalog(client, tenant, services, aws) -> None:
+    # GIVEN data that breaks the invoice.paid schema in three places
+    data = {**INVOICE, "amount_cents": -5, "currency": "euro", "surprise": True}
+    # WHEN it is published
+    response = publish(client, type="invoice.paid", data=data, tenant_id=tenant.id)
+    # THEN it is a 422 that lists each problem where it is, and nothing is queued
+    error = assert_error(response, 422, "invalid_input")
+    assert "invoice.paid" in error["message"]
+    locations = {tuple(detail["loc"]): detail["type"] for detail in error["details"]}
+    assert locations == {
+        ("body", "data", "amount_cents"): "greater_than_equal",
+        ("body", "data", "currency"): "string_pattern_mismatch",
+        ("body", "data", "surprise"): "extra_forbidden",
+    }
+    assert fanouts(aws, services) == []
+
+
+def test_missing_fields_and_nested_errors_are_detailed(client, tenant) -> None:
+    data = {"order_id": "o1", "carrier": "DHL", "tracking_number": "t", "items": [{"sku": "a", "quantity": 0}]}
+    error = assert_error(publish(client, type="order.shipped", data=data, tenant_id=tenant.id), 422, "invalid_input")
+    assert [detail["loc"] for detail in error["details"]] == [["body", "data", "items", 0, "quantity"]]
+    error = assert_error(publish(client, type="invoice.paid", data={}, tenant_id=tenant.id), 422, "invalid_input")
+    assert {detail["loc"][-1] for detail in error["details"]} == set(INVOICE)
+
+
+def test_unknown_event_type_is_422(client, tenant) -> None:
+    error = assert_error(
+        publish(client, type="invoice.refunded", data={}, tenant_id=tenant.id), 422, "unknown_event_type"
+    )
+    assert error["details"][0]["loc"] == ["body", "type"]
+
+
+def test_oversized_data_is_413(client, tenant, services, aws) -> None:
+    # GIVEN data over max_event_data_bytes (256 KiB) in a request under max_request_bytes
+    data = {**INVOICE, "invoice_id": "x" * (services.settings.max_event_data_bytes + 10)}
+    # WHEN it is published
+    response = publish(client, type="invoice.paid", data=data, tenant_id=tenant.id)
+    # THEN it is a 413, and nothing is queued
+    error = assert_error(response, 413, "payload_too_large")
+    assert str(services.settings.max_event_data_bytes) in error["message"]
+    assert fanouts(aws, services) == []
+
+
+class _Note(EventData):
+    """A free-form note (registered by a test only)."""
+
+    text: str = Field(max_length=400_000)
+
+
+@pytest.fixture
+def note_type(monkeypatch: pytest.MonkeyPatch) -> str:
+    """An event type that can carry data up to the limit (the example catalog's fields are all short)."""
+    example = {"text": "hello"}
+    monkeypatch.setitem(
+        catalog._types, "test.note", EventType("test.note", _Note, example, _envelope("test.note", _Note, example))
+    )
+    return "test.note"
+
+
+def test_data_just_under_the_limit_is_stored_and_delivered(
+    client, tenant, services, poller, receiver, note_type
+) -> None:
+    # GIVEN a subscriber, and data just under the 256 KiB limit, in non-ASCII text
+    sub = client.post(
+        "/v1/subscriptions", json={"url": receiver.url, "event_types": [note_type]}, headers=tenant.headers
+    ).json()
+    text = "é" * ((services.settings.max_event_data_bytes - 100) // 2)
+    # WHEN it is published (the event item must stay under DynamoDB's 400 KB)
+    response = publish(client, type=note_type, data={"text": text}, tenant_id=tenant.id)
+    # THEN it is accepted, readable and delivered intact
+    assert response.status_code == 202, response.text[:300]
+    assert client.get(f"/v1/events/{response.json()['id']}", headers=ADMIN).json()["data"]["text"] == text
+    drain(poller)
+    assert len(receiver.received) == 1
+    assert Webhook(sub["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)["data"] == {
+        "text": text
+    }
+
+
+def test_numbers_beyond_dynamodb_precision_are_kept_exactly(client, tenant, poller, receiver) -> None:
+    # GIVEN an amount JSON can carry but a DynamoDB number cannot (over 38 digits)
+    sub = client.post(
+        "/v1/subscriptions", json={"url": receiver.url, "event_types": ["invoice.paid"]}, headers=tenant.headers
+    ).json()
+    data = {**INVOICE, "amount_cents": 10**40 + 1}
+    # WHEN it is published
+    response = publish(client, type="invoice.paid", data=data, tenant_id=tenant.id)
+    # THEN it is accepted (not a 500) and delivered digit for digit
+    assert response.status_code == 202, response.text
+    assert client.get(f"/v1/events/{response.json()['id']}", headers=ADMIN).json()["data"]["amount_cents"] == 10**40 + 1
+    drain(poller)
+    body = receiver.received[0].body
+    Webhook(sub["secret"]).verify(body, receiver.received[0].headers)
+    assert json.loads(body)["data"]["amount_cents"] == 10**40 + 1
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_non_finite_numbers_are_refused(client, tenant, services, aws, note_type, number) -> None:
+    # GIVEN a body Python's JSON parser reads but JSON does not allow (NaN, Infinity, overflowing floats)
+    body = (
+        b'{"type": "order.shipped", "tenant_id": "%s", "data": {"order_id": "o", "carrier": "c", '
+        b'"tracking_number": "t", "items": [{"sku": "s", "quantity": %s}]}}' % (tenant.id.encode(), number)
+    )
+    # WHEN it is published
+    response = client.post("/v1/events", content=body, headers={**ADMIN, "content-type": "application/json"})
+    # THEN it is a 422 and nothing is queued
+    assert_error(response, 422)
+    assert fanouts(aws, services) == []
+
+
+@pytest.mark.parametrize(
+    "audience",
+    [
+        {},
+        {"broadcast": False},
+        {"broadcast": True, "tenant_id": "tnt_01jb0000000000000000000000"},
+        {"tenant_id": None},
+        {"tenant_id": None, "broadcast": False},
+    ],
+)
+def test_exactly_one_of_tenant_id_or_broadcast(client, services, aws, audience) -> None:
+    # GIVEN a body with neither or both audiences
+    # WHEN it is published
+    response = publish(client, type="invoice.paid", data=INVOICE, **audience)
+    # THEN it is a 422 that says so, and nothing goes to everyone by default
+    error = assert_error(response, 422, "validation_error")
+    assert "exactly one of `tenant_id` or `broadcast: true`" in json.dumps(error)
+    assert fanouts(aws, services) == []
+
+
+def test_broadcast_reaches_every_tenant(client, make_tenant, services, aws, poller, make_receiver) -> None:
+    # GIVEN two tenants, each with a subscription
+    receivers, secrets = [], []
+    for name in ("A", "B"):
+        tenant = make_tenant(name)
+        receivers.append(make_receiver())
+        secrets.append(
+            client.post(
+                "/v1/subscriptions", json={"url": receivers[-1].url, "event_types": ["*"]}, headers=tenant.headers
+            ).json()["secret"]
+        )
+    # WHEN the operator broadcasts
+    response = publish(client, type="invoice.paid", data=INVOICE, broadcast=True)
+    # THEN it is one broadcast event, fanned out per tenant
+    assert response.status_code == 202, response.text
+    assert response.json()["tenant_id"] is None
+    assert response.json()["broadcast"] is True
+    assert fanouts(aws, services) == [{"v": 1, "kind": "fanout", "event_id": response.json()["id"]}]
+    drain(poller)
+    for receiver, secret in zip(receivers, secrets, strict=True):
+        assert len(receiver.received) == 1
+        assert Webhook(secret).verify(receiver.received[0].body, receiver.received[0].headers)["type"] == "invoice.paid"
+
+
+@pytest.mark.parametrize("tenant_id", ["tnt_01jb0000000000000000000000", "nope", "☃", "x" * 1000])
+def test_publishing_to_an_unknown_tenant_is_404(client, services, aws, tenant_id) -> None:
+    assert_error(publish(client, type="invoice.paid", data=INVOICE, tenant_id=tenant_id), 404, "not_found")
+    assert fanouts(aws, services) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "invoice.paid", "data": INVOICE, "priority": "high"},
+        {"type": "invoice.paid", "data": [INVOICE]},
+        {"type": "invoice.paid", "data": "x"},
+        {"type": "invoice.paid", "data": None},
+        {"type": 5, "data": INVOICE},
+        {"data": INVOICE},
+        {"type": "invoice.paid", "data": INVOICE, "id": "has space"},
+        {"type": "invoice.paid", "data": INVOICE, "id": "x" * 129},
+        {"type": "invoice.paid", "data": INVOICE, "id": ""},
+        {"type": "invoice.paid", "data": INVOICE, "broadcast": "maybe"},
+    ],
+)
+def test_event_body_shape_is_validated(client, tenant, services, aws, body) -> None:
+    body = {"tenant_id": tenant.id, **body}
+    assert_error(client.post("/v1/events", json=body, headers=ADMIN), 422)
+    assert fanouts(aws, services) == []
+
+
+def test_events_are_for_the_operator_only(client, tenant, services, aws) -> None:
+    # GIVEN a published event
+    event = publish(client, type="invoice.paid", data=INVOICE, tenant_id=tenant.id).json()
+    # WHEN a tenant key publishes or reads events (its own included)
+    forbidden = [
+        client.post(
+            "/v1/events", json={"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}, headers=tenant.headers
+        ),
+        client.get(f"/v1/events/{event['id']}", headers=tenant.headers),
+    ]
+    # THEN it is a 403, and nothing more is queued; without a key it is a 401
+    for response in forbidden:
+        assert_error(response, 403, "forbidden")
+    assert_error(client.get(f"/v1/events/{event['id']}"), 401, "unauthorized")
+    assert len(fanouts(aws, services)) == 1
+
+
+@pytest.mark.parametrize("event_id", ["evt_01jb0000000000000000000000", "nope", "x" * 5000, "%E2%98%83", "%00"])
+def test_unknown_event_is_404(client, event_id) -> None:
+    assert_error(client.get(f"/v1/events/{event_id}", headers=ADMIN), 404, "not_found")
+
+
+def test_event_reports_its_deliveries(client, tenant, poller, make_receiver) -> None:
+    # GIVEN two subscriptions, one answering 200 and one 410 (gone)
+    ok, gone = make_receiver(), make_receiver()
+    gone.default = (410, {}, b"gone", 0.0)
+    for receiver in (ok, gone):
+        client.post(
+            "/v1/subscriptions", json={"url": receiver.url, "event_types": ["invoice.paid"]}, headers=tenant.headers
+        )
+    # WHEN an event is published and the worker has run
+    event = publish(client, type="invoice.paid", data=INVOICE, tenant_id=tenant.id).json()
+    drain(poller)
+    # THEN the event's counts say so
+    got = client.get(f"/v1/events/{event['id']}", headers=ADMIN).json()
+    assert got["deliveries"] == {"matched": 2, "pending": 0, "succeeded": 1, "failed": 1, "fanout_complete": True}
+
+
+# --- the catalog -----------------------------------------------------------------------------------------
+
+
+def test_event_types_are_listed_for_any_caller(client, tenant) -> None:
+    # GIVEN the operator and a tenant
+    for headers in (ADMIN, tenant.headers):
+        # WHEN either lists the event types
+        response = client.get("/v1/event-types", headers=headers)
+        # THEN every catalog type is there with its schema and a valid example
+        assert response.status_code == 200
+        body = response.json()
+        assert body["done"] is True
+        assert [item["name"] for item in body["data"]] == catalog.names()
+        for item in body["data"]:
+            entry = catalog.get(item["name"])
+            assert entry is not None
+            assert item["schema"] == entry.json_schema()
+            assert item["summary"]
+            entry.validate(item["example"])
+    assert_error(client.get("/v1/event-types"), 401, "unauthorized")
+
+
+# --- OpenAPI -----------------------------------------------------------------------------------------------
+
+
+def test_openapi_is_3_1_and_documents_every_webhook(client) -> None:
+    # GIVEN / WHEN the OpenAPI document is fetched (no key needed)
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    # THEN it is OpenAPI 3.1 with one webhook per catalog type
+    assert spec["openapi"].startswith("3.1.")
+    assert sorted(spec["webhooks"]) == catalog.names()
+    schemas = spec["components"]["schemas"]
+    for name in catalog.names():
+        operation = spec["webhooks"][name]["post"]
+        # ... whose body is the envelope: type (this name), timestamp, data (the type's model)
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        envelope = schemas[ref.rsplit("/", 1)[1]]
+        assert set(envelope["required"]) == {"type", "timestamp", "data"}
+        assert envelope["properties"]["type"]["const"] == name
+        assert envelope["properties"]["timestamp"]["format"] == "date-time"
+        data_ref = envelope["properties"]["data"]["$ref"].rsplit("/", 1)[1]
+        entry = catalog.get(name)
+        assert entry is not None
+        assert schemas[data_ref]["properties"].keys() == entry.json_schema()["properties"].keys()
+        assert envelope["examples"][0]["type"] == name
+        # ... with the three Standard Webhooks headers, required
+        headers = {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
+        assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert all(p["required"] for p in headers.values())
+        assert "410" in operation["responses"]
+
+
+def test_openapi_documents_the_routes_and_the_error_shape(client) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path, methods in {
+        "/v1/tenants": {"get", "post"},
+        "/v1/tenants/{tenant_id}": {"get", "delete"},
+        "/v1/tenants/{tenant_id}/api-keys": {"get", "post"},
+        "/v1/subscriptions": {"get", "post"},
+        "/v1/subscriptions/{subscription_id}": {"get", "patch", "delete"},
+        "/v1/subscriptions/{subscription_id}/secret": {"get"},
+        "/v1/subscriptions/{subscription_id}/secret/rotate": {"post"},
+        "/v1/subscriptions/{subscription_id}/test": {"post"},
+        "/v1/subscriptions/{subscription_id}/deliveries": {"get"},
+        "/v1/events": {"post"},
+        "/v1/events/{event_id}": {"get"},
+        "/v1/event-types": {"get"},
+    }.items():
+        assert methods <= set(paths[path]), path
+    assert "/health" not in paths
+    error = spec["components"]["schemas"]["ErrorResponse"]
+    assert error["required"] == ["error"]
+    assert paths["/v1/events"]["post"]["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorResponse"
+    )
+    publish_params = {p["name"] for p in paths["/v1/events"]["post"]["parameters"]}
+    assert "idempotency-key" in publish_params
+
+
+def test_docs_are_served_offline(client) -> None:
+    for path in ("/docs", "/redoc"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/html")
+        assert "/openapi.json" in response.text
+        assert "cdn.jsdelivr.net" not in response.text

@@ -1,0 +1,544 @@
+"""Subscriptions (tenant keys): CRUD, routing, pagination, isolation, signing secrets, test sends, delivery listings."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from standardwebhooks import Webhook
+
+from herald.catalog import catalog
+from tests.api_support import INVOICE, assert_error, queue_messages
+from tests.conftest import ADMIN, drain
+
+URL = "https://example.com/webhooks"
+
+
+def create(client, tenant, **fields):
+    body = {"url": URL, "event_types": ["invoice.paid"], **fields}
+    response = client.post("/v1/subscriptions", json=body, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def routes(services, tenant_id: str, route: str) -> list[str]:
+    ids, cursor = services.store.query_routes(tenant_id, route, limit=100, cursor=None)
+    assert cursor is None
+    return list(ids)
+
+
+# --- create, read, list ------------------------------------------------------------------------------
+
+
+def test_create_subscription(client, tenant, services) -> None:
+    # GIVEN a tenant
+    # WHEN it subscribes a URL to two event types, with a description and metadata
+    response = client.post(
+        "/v1/subscriptions",
+        json={
+            "url": URL,
+            "event_types": ["order.shipped", "invoice.paid", "invoice.paid"],
+            "description": "Billing hooks",
+            "metadata": {"team": "billing"},
+        },
+        headers=tenant.headers,
+    )
+    # THEN it gets the subscription, enabled, with a Standard Webhooks secret of at least 24 random bytes
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["id"].startswith("sub_")
+    assert body["url"] == URL
+    assert body["event_types"] == ["invoice.paid", "order.shipped"]
+    assert body["description"] == "Billing hooks"
+    assert body["metadata"] == {"team": "billing"}
+    assert body["enabled"] is True
+    assert body["disabled_reason"] is None
+    assert abs(datetime.fromisoformat(body["created_at"]) - datetime.now(UTC)) < timedelta(minutes=5)
+    secret = body["secret"]
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) >= 24
+    # ... the secret is a usable Standard Webhooks secret
+    Webhook(secret).sign("msg_1", datetime.now(UTC), "{}")
+    # ... it is readable, without the secret in the plain read
+    got = client.get(f"/v1/subscriptions/{body['id']}", headers=tenant.headers)
+    assert got.status_code == 200
+    assert got.json() == {key: value for key, value in body.items() if key != "secret"}
+    # ... and routed for both types
+    assert routes(services, tenant.id, "invoice.paid") == [body["id"]]
+    assert routes(services, tenant.id, "order.shipped") == [body["id"]]
+
+
+def test_every_subscription_gets_its_own_secret(client, tenant) -> None:
+    secrets = {create(client, tenant)["secret"] for _ in range(3)}
+    assert len(secrets) == 3
+
+
+def test_wildcard_subscription(client, tenant, services) -> None:
+    # GIVEN / WHEN a subscription to "*" (mixed with a named type)
+    sub = create(client, tenant, event_types=["invoice.paid", "*"])
+    # THEN it is stored as ["*"] and routed on the wildcard route only
+    assert sub["event_types"] == ["*"]
+    assert routes(services, tenant.id, "*") == [sub["id"]]
+    assert routes(services, tenant.id, "invoice.paid") == []
+
+
+def test_wildcard_subscription_receives_every_type(client, tenant, poller, receiver) -> None:
+    # GIVEN a "*" subscription pointing at a receiver
+    sub = create(client, tenant, url=receiver.url, event_types=["*"])
+    # WHEN two events of different types are published
+    for event_type, data in [
+        ("invoice.paid", INVOICE),
+        ("subscription.created", {"username": "ada", "monthly_fee": 1.5, "start_date": "2026-01-01T00:00:00Z"}),
+    ]:
+        response = client.post(
+            "/v1/events", json={"type": event_type, "data": data, "tenant_id": tenant.id}, headers=ADMIN
+        )
+        assert response.status_code == 202, response.text
+    drain(poller)
+    # THEN it received both, signed with its secret
+    types = sorted(Webhook(sub["secret"]).verify(got.body, got.headers)["type"] for got in receiver.received)
+    assert types == ["invoice.paid", "subscription.created"]
+
+
+def test_unknown_event_types_are_422(client, tenant, services) -> None:
+    # GIVEN a body naming types that are not in the catalog
+    response = client.post(
+        "/v1/subscriptions",
+        json={"url": URL, "event_types": ["invoice.paid", "invoice.refunded", "nope"]},
+        headers=tenant.headers,
+    )
+    # THEN it is refused with one detail per unknown type, and nothing is stored
+    error = assert_error(response, 422, "unknown_event_type")
+    assert sorted(detail["msg"] for detail in error["details"]) == [
+        "'invoice.refunded' is not in the event catalog",
+        "'nope' is not in the event catalog",
+    ]
+    for name in catalog.names():
+        assert name in error["message"]
+    assert client.get("/v1/subscriptions", headers=tenant.headers).json()["data"] == []
+    assert routes(services, tenant.id, "invoice.paid") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"event_types": ["invoice.paid"]}, "validation_error"),
+        ({"url": URL}, "validation_error"),
+        ({"url": URL, "event_types": []}, "validation_error"),
+        ({"url": URL, "event_types": "invoice.paid"}, "validation_error"),
+        ({"url": URL, "event_types": [1]}, "validation_error"),
+        ({"url": URL, "event_types": ["invoice.paid"] * 51}, "validation_error"),
+        ({"url": "not a url", "event_types": ["invoice.paid"]}, "validation_error"),
+        ({"url": "ftp://example.com/x", "event_types": ["invoice.paid"]}, "validation_error"),
+        ({"url": "https://user:pw@example.com/x", "event_types": ["invoice.paid"]}, "url_not_allowed"),
+        ({"url": "https://example.com/" + "a" * 2100, "event_types": ["invoice.paid"]}, "url_not_allowed"),
+        ({"url": URL, "event_types": ["invoice.paid"], "description": "d" * 501}, "validation_error"),
+        ({"url": URL, "event_types": ["invoice.paid"], "metadata": {"k": 5}}, "validation_error"),
+        ({"url": URL, "event_types": ["invoice.paid"], "secret": "whsec_mine"}, "validation_error"),
+        ({"url": URL, "event_types": ["invoice.paid"], "enabled": False}, "validation_error"),
+    ],
+)
+def test_create_subscription_validation(client, tenant, body, code) -> None:
+    assert_error(client.post("/v1/subscriptions", json=body, headers=tenant.headers), 422, code)
+    assert client.get("/v1/subscriptions", headers=tenant.headers).json()["data"] == []
+
+
+@pytest.mark.parametrize("settings_overrides", [{"allow_private_urls": False}])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",
+        "http://10.0.0.8/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://intranet/hook",
+    ],
+)
+def test_private_urls_are_refused_in_a_deployment(client, tenant, url) -> None:
+    # GIVEN a deployment that only allows public URLs
+    # WHEN a tenant subscribes a private address (create or update)
+    assert_error(
+        client.post("/v1/subscriptions", json={"url": url, "event_types": ["*"]}, headers=tenant.headers),
+        422,
+        "url_not_allowed",
+    )
+    sub = create(client, tenant)
+    assert_error(
+        client.patch(f"/v1/subscriptions/{sub['id']}", json={"url": url}, headers=tenant.headers),
+        422,
+        "url_not_allowed",
+    )
+    # THEN it is refused and the subscription keeps its URL
+    assert client.get(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers).json()["url"] == URL
+
+
+def collect(client, tenant, limit: int) -> tuple[list[str], int]:
+    seen: list[str] = []
+    pages = 0
+    iterator = None
+    while True:
+        params = {"limit": limit, **({"iterator": iterator} if iterator else {})}
+        response = client.get("/v1/subscriptions", params=params, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages += 1
+        assert len(body["data"]) <= limit
+        seen += [item["id"] for item in body["data"]]
+        if body["done"]:
+            assert body["iterator"] is None
+            return seen, pages
+        assert isinstance(body["iterator"], str)
+        iterator = body["iterator"]
+        assert pages < 20, "the listing never ended"
+
+
+@pytest.mark.parametrize("count", [7, 6])
+def test_pagination_lists_each_subscription_once(client, make_tenant, count) -> None:
+    # GIVEN a tenant with `count` subscriptions, and another tenant with its own
+    tenant, other = make_tenant("A"), make_tenant("B")
+    created = [create(client, tenant, description=str(index))["id"] for index in range(count)]
+    create(client, other)
+    # WHEN it pages through them three at a time
+    seen, pages = collect(client, tenant, 3)
+    # THEN each of its subscriptions shows up exactly once, in creation order, and nothing else
+    assert seen == created
+    assert pages in (count // 3 + (count % 3 > 0), count // 3 + 1)
+    # ... the default page holds them all at once
+    body = client.get("/v1/subscriptions", headers=tenant.headers).json()
+    assert [item["id"] for item in body["data"]] == created
+    assert body["done"] is True
+
+
+def test_foreign_or_bogus_iterators_are_invalid_cursor(client, make_tenant) -> None:
+    # GIVEN two tenants with several subscriptions each, and a tenant listing's iterator
+    alice, bob = make_tenant("Alice"), make_tenant("Bob")
+    for _ in range(3):
+        create(client, alice)
+        create(client, bob)
+    alice_iterator = client.get("/v1/subscriptions?limit=1", headers=alice.headers).json()["iterator"]
+    tenants_iterator = client.get("/v1/tenants?limit=1", headers=ADMIN).json()["iterator"]
+    assert alice_iterator
+    assert tenants_iterator
+    bogus = [
+        alice_iterator,  # another tenant's listing
+        tenants_iterator,  # another listing altogether
+        "garbage",
+        "eyJway",  # base64 of a broken JSON
+        "bnVsbA",  # base64 of `null`
+        "W10",  # base64 of `[]`
+        base64.urlsafe_b64encode(b'{"pk": "TENANT#%s", "sk": 5}' % bob.id.encode()).decode(),
+        base64.urlsafe_b64encode(b'{"pk": "TENANT#%s", "sk": "ROUTE#x"}' % bob.id.encode()).decode(),
+        base64.urlsafe_b64encode(b'{"pk": "TENANT#%s", "sk": "SUB#", "gsi9": "x"}' % bob.id.encode()).decode(),
+        "%FF%FE",
+        "☃☃☃",
+    ]
+    # WHEN Bob passes each of them
+    for iterator in bogus:
+        response = client.get("/v1/subscriptions", params={"iterator": iterator}, headers=bob.headers)
+        # THEN it is a 422 invalid_cursor, never a 500 and never Alice's data
+        assert_error(response, 422, "invalid_cursor")
+    too_long = client.get("/v1/subscriptions", params={"iterator": "a" * 5000}, headers=bob.headers)
+    assert_error(too_long, 422, "validation_error")
+
+
+@pytest.mark.parametrize("limit", ["0", "251", "-1", "abc", "1.5", "99999999999999999999999"])
+def test_limit_is_validated(client, tenant, limit) -> None:
+    error = assert_error(client.get(f"/v1/subscriptions?limit={limit}", headers=tenant.headers), 422)
+    assert error["details"][0]["loc"] == ["query", "limit"]
+
+
+def test_limit_250_is_allowed(client, tenant) -> None:
+    assert client.get("/v1/subscriptions?limit=250", headers=tenant.headers).status_code == 200
+
+
+# --- update and delete ----------------------------------------------------------------------------
+
+
+def test_patch_changes_only_the_given_fields(client, tenant, services) -> None:
+    # GIVEN a subscription
+    sub = create(client, tenant, description="old", metadata={"a": "1"})
+    # WHEN the tenant changes its URL, types and description
+    response = client.patch(
+        f"/v1/subscriptions/{sub['id']}",
+        json={"url": "https://hooks.example.org/new", "event_types": ["order.shipped"], "description": "new"},
+        headers=tenant.headers,
+    )
+    # THEN those change, the rest stays, and the routing follows the new types
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["url"] == "https://hooks.example.org/new"
+    assert body["event_types"] == ["order.shipped"]
+    assert body["description"] == "new"
+    assert body["metadata"] == {"a": "1"}
+    assert body["enabled"] is True
+    assert body["updated_at"] > sub["updated_at"]
+    assert body["created_at"] == sub["created_at"]
+    assert client.get(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers).json() == body
+    assert routes(services, tenant.id, "invoice.paid") == []
+    assert routes(services, tenant.id, "order.shipped") == [sub["id"]]
+    # ... and the secret did not change
+    assert client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=tenant.headers).json()["secret"] == sub["secret"]
+
+
+def test_disabling_removes_routing_and_enabling_restores_it(client, tenant, services) -> None:
+    # GIVEN a subscription to two types and a wildcard one
+    sub = create(client, tenant, event_types=["invoice.paid", "order.shipped"])
+    wildcard = create(client, tenant, event_types=["*"])
+    # WHEN the tenant disables the first
+    disabled = client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": False}, headers=tenant.headers)
+    # THEN it is disabled with a reason and no longer routed; the other one still is
+    assert disabled.status_code == 200, disabled.text
+    assert disabled.json()["enabled"] is False
+    assert disabled.json()["disabled_reason"] == "disabled by the tenant"
+    assert routes(services, tenant.id, "invoice.paid") == []
+    assert routes(services, tenant.id, "order.shipped") == []
+    assert routes(services, tenant.id, "*") == [wildcard["id"]]
+    # ... disabling twice changes nothing
+    again = client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": False}, headers=tenant.headers)
+    assert again.status_code == 200
+    assert again.json()["disabled_reason"] == "disabled by the tenant"
+    # WHEN it is enabled again
+    enabled = client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": True}, headers=tenant.headers)
+    # THEN the reason is cleared and both routes are back
+    assert enabled.status_code == 200
+    assert enabled.json()["enabled"] is True
+    assert enabled.json()["disabled_reason"] is None
+    assert routes(services, tenant.id, "invoice.paid") == [sub["id"]]
+    assert routes(services, tenant.id, "order.shipped") == [sub["id"]]
+
+
+def test_changing_types_while_disabled_routes_the_new_types_once_enabled(client, tenant, services) -> None:
+    sub = create(client, tenant, event_types=["invoice.paid"])
+    client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": False}, headers=tenant.headers)
+    client.patch(f"/v1/subscriptions/{sub['id']}", json={"event_types": ["order.shipped"]}, headers=tenant.headers)
+    assert routes(services, tenant.id, "order.shipped") == []
+    client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": True}, headers=tenant.headers)
+    assert routes(services, tenant.id, "order.shipped") == [sub["id"]]
+    assert routes(services, tenant.id, "invoice.paid") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"event_types": ["nope.never"]}, "unknown_event_type"),
+        ({"event_types": []}, "validation_error"),
+        ({"enabled": "maybe"}, "validation_error"),
+        ({"url": "nope"}, "validation_error"),
+        ({"secret": "whsec_x"}, "validation_error"),
+        ({"id": "sub_01jb0000000000000000000000"}, "validation_error"),
+        ({"tenant_id": "tnt_01jb0000000000000000000000"}, "validation_error"),
+        ({"metadata": {"k": ["v"]}}, "validation_error"),
+    ],
+)
+def test_patch_validation(client, tenant, services, body, code) -> None:
+    sub = create(client, tenant)
+    assert_error(client.patch(f"/v1/subscriptions/{sub['id']}", json=body, headers=tenant.headers), 422, code)
+    after = client.get(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers).json()
+    assert after == {key: value for key, value in sub.items() if key != "secret"}
+    assert routes(services, tenant.id, "invoice.paid") == [sub["id"]]
+
+
+def test_delete_subscription(client, tenant, services) -> None:
+    # GIVEN two subscriptions
+    sub, kept = create(client, tenant), create(client, tenant)
+    # WHEN the first is deleted
+    response = client.delete(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers)
+    # THEN it is gone (404 everywhere, not routed, not listed) and deleting again is a 404
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_error(client.get(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers), 404, "not_found")
+    assert_error(client.delete(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers), 404, "not_found")
+    assert routes(services, tenant.id, "invoice.paid") == [kept["id"]]
+    listed = client.get("/v1/subscriptions", headers=tenant.headers).json()["data"]
+    assert [item["id"] for item in listed] == [kept["id"]]
+
+
+# --- roles and isolation --------------------------------------------------------------------------
+
+
+def tenant_routes(sub_id: str, delivery_id: str) -> list[tuple[str, str, object]]:
+    base = f"/v1/subscriptions/{sub_id}"
+    return [
+        ("GET", base, None),
+        ("PATCH", base, {"enabled": False}),
+        ("DELETE", base, None),
+        ("GET", f"{base}/secret", None),
+        ("POST", f"{base}/secret/rotate", {"grace_hours": 0}),
+        ("POST", f"{base}/test", None),
+        ("GET", f"{base}/deliveries", None),
+        ("GET", f"{base}/deliveries/{delivery_id}", None),
+        ("GET", f"{base}/deliveries/{delivery_id}/attempts", None),
+        ("POST", f"{base}/deliveries/{delivery_id}/retry", None),
+    ]
+
+
+def test_another_tenants_subscription_is_404_everywhere(client, make_tenant, services, aws, poller, receiver) -> None:
+    # GIVEN Alice's subscription with one delivered test event
+    alice, bob = make_tenant("Alice"), make_tenant("Bob")
+    sub = create(client, alice, url=receiver.url)
+    test = client.post(f"/v1/subscriptions/{sub['id']}/test", headers=alice.headers).json()
+    drain(poller)
+    assert len(receiver.received) == 1
+    before = client.get(f"/v1/subscriptions/{sub['id']}", headers=alice.headers).json()
+    sqs = aws.client("sqs")
+    # WHEN Bob uses Alice's ids on every subscription route
+    for method, path, body in tenant_routes(sub["id"], test["delivery_id"]):
+        response = client.request(method, path, json=body, headers=bob.headers)
+        # THEN each answer is the same 404 as for a missing subscription
+        error = assert_error(response, 404, "not_found")
+        assert alice.id not in error["message"]
+    # ... and nothing changed for Alice: same subscription, same secret, no new message queued
+    assert client.get(f"/v1/subscriptions/{sub['id']}", headers=alice.headers).json() == before
+    assert client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=alice.headers).json()["secret"] == sub["secret"]
+    assert queue_messages(sqs, services.settings.queue_url) == []
+    assert routes(services, alice.id, "invoice.paid") == [sub["id"]]
+    assert client.get("/v1/subscriptions", headers=bob.headers).json()["data"] == []
+
+
+def test_missing_subscription_is_404_everywhere(client, tenant) -> None:
+    for sub_id in ("sub_01jb0000000000000000000000", "sub_x", "x" * 3000, "%E2%98%83"):
+        for method, path, body in tenant_routes(sub_id, "dlv_01jb0000000000000000000000"):
+            assert_error(client.request(method, path, json=body, headers=tenant.headers), 404, "not_found")
+
+
+def test_subscription_routes_are_for_tenants_only(client, tenant) -> None:
+    # GIVEN a subscription of the tenant
+    sub = create(client, tenant)
+    # WHEN the operator's admin key is used on the tenant routes
+    for method, path, body in [
+        ("POST", "/v1/subscriptions", {"url": URL, "event_types": ["*"]}),
+        ("GET", "/v1/subscriptions", None),
+        *tenant_routes(sub["id"], "dlv_01jb0000000000000000000000"),
+    ]:
+        # THEN it is a 403: the operator acts through the tenant routes of no tenant
+        assert_error(client.request(method, path, json=body, headers=ADMIN), 403, "forbidden")
+    assert client.get(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers).json()["enabled"] is True
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+
+def test_get_secret(client, tenant) -> None:
+    sub = create(client, tenant)
+    response = client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=tenant.headers)
+    assert response.status_code == 200
+    assert response.json() == {"secret": sub["secret"], "previous_valid_until": None}
+
+
+def test_rotate_secret_keeps_the_old_one_for_the_grace_period(client, tenant, services) -> None:
+    # GIVEN a subscription and its first secret
+    sub = create(client, tenant)
+    # WHEN the tenant rotates the secret (default grace period)
+    before = datetime.now(UTC)
+    response = client.post(f"/v1/subscriptions/{sub['id']}/secret/rotate", headers=tenant.headers)
+    # THEN a new secret is answered, and the old one stays valid for the configured 24 hours
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["secret"].startswith("whsec_")
+    assert body["secret"] != sub["secret"]
+    valid_until = datetime.fromisoformat(body["previous_valid_until"])
+    grace = timedelta(hours=services.settings.secret_rotation_grace_hours)
+    assert before + grace - timedelta(minutes=1) <= valid_until <= datetime.now(UTC) + grace
+    assert client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=tenant.headers).json() == body
+    # ... deliveries are signed with both meanwhile (new first)
+    stored = services.store.get_subscription(tenant.id, sub["id"])
+    assert stored.signing_secrets(datetime.now(UTC)) == [body["secret"], sub["secret"]]
+    assert stored.signing_secrets(valid_until + timedelta(seconds=1)) == [body["secret"]]
+
+
+def test_rotate_with_a_custom_or_no_grace_period(client, tenant, services) -> None:
+    sub = create(client, tenant)
+    short = client.post(
+        f"/v1/subscriptions/{sub['id']}/secret/rotate", json={"grace_hours": 2}, headers=tenant.headers
+    ).json()
+    valid_until = datetime.fromisoformat(short["previous_valid_until"])
+    assert timedelta(hours=1, minutes=59) <= valid_until - datetime.now(UTC) <= timedelta(hours=2)
+    # ... rotating again with no grace drops every older secret at once
+    now = client.post(
+        f"/v1/subscriptions/{sub['id']}/secret/rotate", json={"grace_hours": 0}, headers=tenant.headers
+    ).json()
+    assert now["previous_valid_until"] is None
+    assert len({sub["secret"], short["secret"], now["secret"]}) == 3
+    stored = services.store.get_subscription(tenant.id, sub["id"])
+    assert stored.signing_secrets(datetime.now(UTC)) == [now["secret"]]
+
+
+@pytest.mark.parametrize("body", [{"grace_hours": -1}, {"grace_hours": 169}, {"grace_hours": "x"}, {"secret": "s"}, []])
+def test_rotate_body_is_validated(client, tenant, body) -> None:
+    sub = create(client, tenant)
+    assert_error(client.post(f"/v1/subscriptions/{sub['id']}/secret/rotate", json=body, headers=tenant.headers), 422)
+    assert client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=tenant.headers).json()["secret"] == sub["secret"]
+
+
+# --- test sends and delivery listings -----------------------------------------------------------------
+
+
+def test_send_test_event(client, tenant, services, aws, poller, receiver) -> None:
+    # GIVEN a subscription pointing at a receiver
+    sub = create(client, tenant, url=receiver.url)
+    # WHEN the tenant asks for a test delivery
+    response = client.post(f"/v1/subscriptions/{sub['id']}/test", headers=tenant.headers)
+    # THEN it is accepted with the ids to follow it, and one delivery message is queued
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["event_id"].startswith("evt_")
+    assert body["delivery_id"].startswith("dlv_")
+    assert queue_messages(aws.client("sqs"), services.settings.queue_url) == [
+        {
+            "v": 1,
+            "kind": "delivery",
+            "event_id": body["event_id"],
+            "tenant_id": tenant.id,
+            "subscription_id": sub["id"],
+            "trigger": "test",
+        }
+    ]
+    # ... once delivered, the receiver got a signed herald.ping and the delivery is listed
+    drain(poller)
+    assert len(receiver.received) == 1
+    payload = Webhook(sub["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)
+    assert payload["type"] == "herald.ping"
+    assert payload["data"]["subscription_id"] == sub["id"]
+    listed = client.get(f"/v1/subscriptions/{sub['id']}/deliveries", headers=tenant.headers)
+    assert listed.status_code == 200
+    assert [item["id"] for item in listed.json()["data"]] == [body["delivery_id"]]
+    delivery = client.get(f"/v1/subscriptions/{sub['id']}/deliveries/{body['delivery_id']}", headers=tenant.headers)
+    assert delivery.status_code == 200
+    assert delivery.json()["status"] == "succeeded"
+    assert delivery.json()["event_id"] == body["event_id"]
+    attempts = client.get(
+        f"/v1/subscriptions/{sub['id']}/deliveries/{body['delivery_id']}/attempts", headers=tenant.headers
+    )
+    assert attempts.status_code == 200
+    assert [(a["attempt_number"], a["trigger"], a["status_code"]) for a in attempts.json()["data"]] == [
+        (1, "test", 200)
+    ]
+    succeeded = client.get(f"/v1/subscriptions/{sub['id']}/deliveries?status=succeeded", headers=tenant.headers)
+    assert [item["id"] for item in succeeded.json()["data"]] == [body["delivery_id"]]
+    failed = client.get(f"/v1/subscriptions/{sub['id']}/deliveries?status=failed", headers=tenant.headers)
+    assert failed.json()["data"] == []
+
+
+def test_a_delivery_is_only_found_under_its_own_subscription(client, tenant, poller, receiver) -> None:
+    # GIVEN two subscriptions of the same tenant, one with a delivery
+    sub, other = create(client, tenant, url=receiver.url), create(client, tenant)
+    delivery_id = client.post(f"/v1/subscriptions/{sub['id']}/test", headers=tenant.headers).json()["delivery_id"]
+    drain(poller)
+    # WHEN the delivery is looked up under the other subscription
+    # THEN it is a 404
+    for suffix in ("", "/attempts"):
+        path = f"/v1/subscriptions/{other['id']}/deliveries/{delivery_id}{suffix}"
+        assert_error(client.get(path, headers=tenant.headers), 404, "not_found")
+    assert_error(
+        client.post(f"/v1/subscriptions/{other['id']}/deliveries/{delivery_id}/retry", headers=tenant.headers),
+        404,
+        "not_found",
+    )
+
+
+@pytest.mark.parametrize("query", ["status=exploded", "limit=0", "iterator=garbage", "limit=x"])
+def test_delivery_listing_parameters_are_validated(client, tenant, query) -> None:
+    sub = create(client, tenant)
+    assert_error(client.get(f"/v1/subscriptions/{sub['id']}/deliveries?{query}", headers=tenant.headers), 422)

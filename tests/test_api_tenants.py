@@ -1,0 +1,251 @@
+"""Tenants and their API keys (operator only): lifecycle, roles, keys stored only as hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.api_support import assert_error, queue_messages
+from tests.conftest import ADMIN, drain
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_create_tenant_returns_its_first_key_once(client) -> None:
+    # GIVEN the operator
+    # WHEN it creates a tenant
+    response = client.post("/v1/tenants", json={"name": "Acme Corp", "metadata": {"plan": "pro"}}, headers=ADMIN)
+    # THEN the tenant comes back with a new random API key, shown in full this once
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["id"].startswith("tnt_")
+    assert body["name"] == "Acme Corp"
+    assert body["metadata"] == {"plan": "pro"}
+    assert abs(datetime.fromisoformat(body["created_at"]) - datetime.now(UTC)) < timedelta(minutes=5)
+    key = body["api_key"]
+    assert key["id"].startswith("key_")
+    assert key["tenant_id"] == body["id"]
+    assert key["key"].startswith("hrk_")
+    assert len(key["key"]) >= 40
+    assert key["prefix"] == key["key"][:10]
+    # ... the key works at once, and no later answer shows it again
+    assert client.get("/v1/subscriptions", headers=bearer(key["key"])).status_code == 200
+    got = client.get(f"/v1/tenants/{body['id']}", headers=ADMIN)
+    assert got.status_code == 200
+    assert "api_key" not in got.json()
+    listed = client.get(f"/v1/tenants/{body['id']}/api-keys", headers=ADMIN).json()["data"]
+    assert [item["id"] for item in listed] == [key["id"]]
+    assert "key" not in listed[0]
+    assert key["key"] not in json.dumps(listed)
+
+
+def test_two_tenants_get_different_keys(client, make_tenant) -> None:
+    # GIVEN / WHEN two tenants are created
+    first, second = make_tenant("A"), make_tenant("B")
+    # THEN their ids and keys differ
+    assert first.id != second.id
+    assert first.key != second.key
+
+
+def test_api_keys_are_stored_only_as_hashes(client, make_tenant, services, aws) -> None:
+    # GIVEN a tenant created with a key, and a second key issued later
+    tenant = make_tenant("Acme")
+    second = client.post(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN)
+    assert second.status_code == 201, second.text
+    keys = [tenant.key, second.json()["key"]]
+    # WHEN the whole table is read
+    dynamodb = aws.client("dynamodb")
+    items = []
+    for page in dynamodb.get_paginator("scan").paginate(TableName=services.settings.table_name):
+        items.extend(page["Items"])
+    dump = json.dumps(items)
+    # THEN no key appears in it, not even its random part; only the SHA-256 digests do
+    for key in keys:
+        assert key not in dump
+        assert key.removeprefix("hrk_") not in dump
+        assert key[10:30] not in dump
+        assert hashlib.sha256(key.encode()).hexdigest() in dump
+
+
+def test_list_get_and_paginate_tenants(client, make_tenant) -> None:
+    # GIVEN five tenants
+    created = [make_tenant(f"Tenant {index}").id for index in range(5)]
+    # WHEN the operator lists them two at a time
+    seen: list[str] = []
+    iterator = None
+    for _ in range(10):
+        params = {"limit": 2, **({"iterator": iterator} if iterator else {})}
+        page = client.get("/v1/tenants", params=params, headers=ADMIN)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert len(body["data"]) <= 2
+        seen += [item["id"] for item in body["data"]]
+        if body["done"]:
+            assert body["iterator"] is None
+            break
+        iterator = body["iterator"]
+    # THEN every tenant is listed exactly once, in creation order
+    assert seen == created
+    # ... and each can be read by id
+    got = client.get(f"/v1/tenants/{created[3]}", headers=ADMIN)
+    assert got.status_code == 200
+    assert got.json()["name"] == "Tenant 3"
+
+
+@pytest.mark.parametrize("tenant_id", ["tnt_01jb0000000000000000000000", "tnt_nope", "x" * 3000, "☃"])
+def test_unknown_tenant_is_404(client, tenant_id) -> None:
+    # GIVEN a tenant id that does not exist (or cannot exist)
+    # WHEN the operator uses it on every tenant route
+    # THEN each answer is a 404 not_found
+    for method, path in [
+        ("GET", f"/v1/tenants/{tenant_id}"),
+        ("DELETE", f"/v1/tenants/{tenant_id}"),
+        ("POST", f"/v1/tenants/{tenant_id}/api-keys"),
+        ("GET", f"/v1/tenants/{tenant_id}/api-keys"),
+        ("DELETE", f"/v1/tenants/{tenant_id}/api-keys/key_01jb0000000000000000000000"),
+    ]:
+        assert_error(client.request(method, path, headers=ADMIN), 404, "not_found")
+
+
+def test_tenant_routes_are_for_the_operator_only(client, tenant) -> None:
+    # GIVEN a tenant's key
+    # WHEN it calls the operator's tenant routes (its own tenant included)
+    # THEN each answer is a 403 forbidden, and nothing changed
+    for method, path, body in [
+        ("POST", "/v1/tenants", {"name": "Evil"}),
+        ("GET", "/v1/tenants", None),
+        ("GET", f"/v1/tenants/{tenant.id}", None),
+        ("DELETE", f"/v1/tenants/{tenant.id}", None),
+        ("POST", f"/v1/tenants/{tenant.id}/api-keys", {"revoke_existing": True}),
+        ("GET", f"/v1/tenants/{tenant.id}/api-keys", None),
+        ("DELETE", f"/v1/tenants/{tenant.id}/api-keys/key_01jb0000000000000000000000", None),
+    ]:
+        assert_error(client.request(method, path, json=body, headers=tenant.headers), 403, "forbidden")
+    assert [t["id"] for t in client.get("/v1/tenants", headers=ADMIN).json()["data"]] == [tenant.id]
+    assert len(client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]) == 1
+
+
+def test_tenant_routes_need_credentials(client, tenant) -> None:
+    for method, path in [("GET", "/v1/tenants"), ("POST", "/v1/tenants"), ("GET", f"/v1/tenants/{tenant.id}")]:
+        response = client.request(method, path)
+        assert_error(response, 401, "unauthorized")
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_new_key_works_alongside_the_old_one(client, tenant) -> None:
+    # GIVEN a tenant with its first key
+    # WHEN the operator issues a second key without revoking
+    response = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    new_key = response.json()["key"]
+    # THEN both keys work
+    assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 200
+    assert client.get("/v1/subscriptions", headers=bearer(new_key)).status_code == 200
+    assert len(client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]) == 2
+
+
+def test_revoke_existing_revokes_every_other_key(client, tenant) -> None:
+    # GIVEN a tenant with two keys
+    second = client.post(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()
+    # WHEN the operator issues a third with revoke_existing
+    third = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    assert third.status_code == 201, third.text
+    # THEN only the new key works; the old ones are refused as invalid
+    assert client.get("/v1/subscriptions", headers=bearer(third.json()["key"])).status_code == 200
+    for old in (tenant.key, second["key"]):
+        assert_error(client.get("/v1/subscriptions", headers=bearer(old)), 401, "unauthorized")
+    listed = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]
+    assert [item["id"] for item in listed] == [third.json()["id"]]
+
+
+def test_revoke_one_key(client, tenant) -> None:
+    # GIVEN a tenant with two keys
+    second = client.post(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()
+    first_id = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"][0]["id"]
+    # WHEN the operator revokes the first one
+    response = client.delete(f"/v1/tenants/{tenant.id}/api-keys/{first_id}", headers=ADMIN)
+    # THEN it is refused from now on and the second still works; revoking it again is a 404
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_error(client.get("/v1/subscriptions", headers=tenant.headers), 401, "unauthorized")
+    assert client.get("/v1/subscriptions", headers=bearer(second["key"])).status_code == 200
+    assert_error(client.delete(f"/v1/tenants/{tenant.id}/api-keys/{first_id}", headers=ADMIN), 404, "not_found")
+
+
+def test_a_key_cannot_be_revoked_through_another_tenant(client, make_tenant) -> None:
+    # GIVEN two tenants
+    alice, bob = make_tenant("Alice"), make_tenant("Bob")
+    alice_key_id = client.get(f"/v1/tenants/{alice.id}/api-keys", headers=ADMIN).json()["data"][0]["id"]
+    # WHEN the operator tries to revoke Alice's key under Bob's path
+    response = client.delete(f"/v1/tenants/{bob.id}/api-keys/{alice_key_id}", headers=ADMIN)
+    # THEN it is a 404 and Alice's key still works
+    assert_error(response, 404, "not_found")
+    assert client.get("/v1/subscriptions", headers=alice.headers).status_code == 200
+
+
+def test_deleted_tenant_is_locked_out_and_purged(client, make_tenant, services, aws, poller) -> None:
+    # GIVEN a tenant with two keys and a subscription, and another tenant
+    doomed, other = make_tenant("Doomed"), make_tenant("Other")
+    second_key = client.post(f"/v1/tenants/{doomed.id}/api-keys", headers=ADMIN).json()["key"]
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/hook", "event_types": ["invoice.paid"]},
+        headers=doomed.headers,
+    ).json()
+    # WHEN the operator deletes it
+    response = client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN)
+    # THEN it is gone at once: 404 for the operator, 401 for both of its keys
+    assert response.status_code == 204
+    assert_error(client.get(f"/v1/tenants/{doomed.id}", headers=ADMIN), 404, "not_found")
+    assert_error(client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN), 404, "not_found")
+    for key in (doomed.key, second_key):
+        assert_error(client.get("/v1/subscriptions", headers=bearer(key)), 401, "unauthorized")
+    assert_error(
+        client.post("/v1/events", json={"type": "invoice.paid", "data": {}, "tenant_id": doomed.id}, headers=ADMIN),
+        404,
+        "not_found",
+    )
+    # ... a purge is queued, and once the worker ran, its subscription and routes are gone too
+    assert {"v": 1, "kind": "purge_tenant", "tenant_id": doomed.id} in queue_messages(
+        aws.client("sqs"), services.settings.queue_url
+    )
+    drain(poller)
+    assert services.store.get_subscription(doomed.id, sub["id"]) is None
+    assert services.store.query_routes(doomed.id, "invoice.paid", limit=10, cursor=None) == ([], None)
+    # ... and the other tenant is untouched
+    assert client.get("/v1/subscriptions", headers=other.headers).status_code == 200
+    assert [t["id"] for t in client.get("/v1/tenants", headers=ADMIN).json()["data"]] == [other.id]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"name": 42}, "name"),
+        ({"name": "Acme", "metadata": {"k": 1}}, "metadata"),
+        ({"name": "Acme", "metadata": {str(i): "v" for i in range(51)}}, "metadata"),
+        ({"name": "Acme", "metadata": {"k" * 65: "v"}}, "metadata"),
+        ({"name": "Acme", "api_key": "hrk_mine"}, "api_key"),
+        ({"name": "Acme", "id": "tnt_01jb0000000000000000000000"}, "id"),
+    ],
+)
+def test_create_tenant_validation(client, body, field) -> None:
+    # GIVEN a tenant body that does not fit
+    # WHEN the operator posts it
+    error = assert_error(client.post("/v1/tenants", json=body, headers=ADMIN), 422, "validation_error")
+    # THEN the details point at the field, and no tenant was created
+    assert any(field in detail["loc"] for detail in error["details"]), error
+    assert client.get("/v1/tenants", headers=ADMIN).json()["data"] == []
+
+
+def test_api_key_body_is_validated(client, tenant) -> None:
+    for body in ({"revoke_existing": "maybe"}, {"scopes": ["all"]}, [True]):
+        assert_error(client.post(f"/v1/tenants/{tenant.id}/api-keys", json=body, headers=ADMIN), 422)
+    assert len(client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]) == 1

@@ -1,0 +1,377 @@
+"""`sam local invoke` without Docker: every function of template.yaml, invoked with its sample events.
+
+For each ``AWS::Serverless::Function`` the test does what SAM's local runtime does: take ``CodeUri`` and
+``Handler`` from the template, load ``<CodeUri>/<module>.py`` as Lambda does (by file, under a module
+name of its own, no ``sys.path`` edits; the layer's ``herald`` package is installed), give it the
+function's environment from the template (its ``!Ref``s resolved to the moto resources) and call the
+handler with every file of ``events/`` named with the function's prefix (``api_`` -> ApiFunction,
+``delivery_`` -> DeliveryFunction). The placeholders of those files are described in events/README.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+import herald.delivery
+from herald.catalog import catalog
+from herald.local.poller import LambdaContext, SqsPoller
+from herald.local.resources import LocalResources, function_properties, load_template
+from herald.settings import get_settings
+from tests.api_support import INVOICE, queue_messages
+from tests.conftest import ADMIN, ADMIN_KEY, EVENTS_DIR, Receiver
+
+REPO = Path(__file__).resolve().parents[1]
+EVENT_ID = "local-example-invoice-1001"
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+# --- what `sam local invoke` does ----------------------------------------------------------------------
+
+
+def functions(template: dict[str, Any]) -> list[str]:
+    return sorted(
+        logical_id
+        for logical_id, resource in template["Resources"].items()
+        if resource.get("Type") == "AWS::Serverless::Function"
+    )
+
+
+def prefix_of(logical_id: str) -> str:
+    """ApiFunction -> ``api_``, DeliveryFunction -> ``delivery_``."""
+    return logical_id.removesuffix("Function").lower() + "_"
+
+
+def event_files(logical_id: str) -> list[str]:
+    return sorted(path.name for path in EVENTS_DIR.glob(f"{prefix_of(logical_id)}*.json"))
+
+
+def load_handler(template: dict[str, Any], logical_id: str) -> Handler:
+    """Import the function's handler module from its file, as the Lambda runtime does."""
+    properties = function_properties(template, logical_id)
+    module_name, _, attribute = str(properties["Handler"]).rpartition(".")
+    source = REPO / str(properties["CodeUri"]) / f"{module_name}.py"
+    spec = importlib.util.spec_from_file_location(f"lambda_{logical_id}_{uuid.uuid4().hex}", source)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler: Handler = getattr(module, attribute)
+    assert callable(handler)
+    return handler
+
+
+def function_environment(template: dict[str, Any], logical_id: str, resources: LocalResources) -> dict[str, str]:
+    """The function's environment variables (Globals merged), resolved as `sam local invoke` does for a stack
+    deployed with default parameters: ``!Ref`` of a parameter is its Default, ``!Ref`` of a resource is the
+    local resource (``LocalResources.environment()`` knows where each variable points)."""
+    variables = function_properties(template, logical_id).get("Environment", {}).get("Variables", {})
+    parameters = template.get("Parameters", {})
+    local = resources.environment()
+    environment: dict[str, str] = {}
+    for name, value in variables.items():
+        if isinstance(value, bool):
+            environment[name] = str(value).lower()
+        elif isinstance(value, str | int | float):
+            environment[name] = str(value)
+        elif isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
+            environment[name] = str(parameters[value["Ref"]]["Default"])
+        else:  # a resource (!Ref Table, ...): the local stack knows where it is
+            assert name in local, f"{logical_id}: {name} = {value} has no local value"
+            environment[name] = local[name]
+    return environment
+
+
+@pytest.fixture
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture
+def use_environment(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], None]:
+    """Replace every HERALD_* variable with the function's, as a fresh Lambda container would see them."""
+
+    def use(environment: dict[str, str]) -> None:
+        for name in list(__import__("os").environ):
+            if name.startswith("HERALD_"):
+                monkeypatch.delenv(name)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    return use
+
+
+def context(function_name: str, timeout: float) -> LambdaContext:
+    return LambdaContext(function_name, timeout, time.time(), aws_request_id=str(uuid.uuid4()))
+
+
+def fill(name: str, values: dict[str, str]) -> dict[str, Any]:
+    """Read an event file and replace its placeholders; keep content-length / md5OfBody true to the new bodies."""
+    text = (EVENTS_DIR / name).read_text()
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    event: dict[str, Any] = json.loads(text)
+    if isinstance(event.get("body"), str) and "content-length" in event.get("headers", {}):
+        event["headers"]["content-length"] = str(len(event["body"].encode()))
+    for record in event.get("Records", []):
+        record["md5OfBody"] = hashlib.md5(record["body"].encode()).hexdigest()
+    return event
+
+
+def assert_v2_response(response: dict[str, Any]) -> None:
+    """What Mangum answers for a payload 2.0 event, as API Gateway expects it."""
+    assert set(response) <= {"statusCode", "headers", "body", "isBase64Encoded", "cookies"}, response
+    assert isinstance(response["statusCode"], int)
+    assert isinstance(response["headers"], dict)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in response["headers"].items())
+    assert isinstance(response["body"], str)
+    assert response["isBase64Encoded"] is False
+
+
+def json_body(response: dict[str, Any]) -> Any:
+    assert response["headers"]["content-type"] == "application/json"
+    return json.loads(response["body"])
+
+
+# --- the event files belong to functions ------------------------------------------------------------------
+
+
+def test_every_event_file_belongs_to_a_function(template) -> None:
+    # GIVEN the template's functions and the event files
+    names = functions(template)
+    assert names == ["ApiFunction", "DeliveryFunction"]
+    files = sorted(path.name for path in EVENTS_DIR.glob("*.json"))
+    # THEN each file is named for one function, and each function has sample events
+    assert files
+    for name in files:
+        assert [f for f in names if name.startswith(prefix_of(f))], f"{name} is for no function"
+    for function in names:
+        assert event_files(function), f"{function} has no sample event"
+
+
+def test_http_events_are_payload_2_on_the_default_route(template) -> None:
+    for name in event_files("ApiFunction"):
+        event = json.loads((EVENTS_DIR / name).read_text())
+        assert event["version"] == "2.0", name
+        assert event["routeKey"] == "$default", name
+        assert event["requestContext"]["stage"] == "$default", name
+        assert event["requestContext"]["routeKey"] == "$default", name
+        http = event["requestContext"]["http"]
+        assert http["path"] == event["rawPath"], name
+        assert http["method"] in ("GET", "POST", "PATCH", "DELETE"), name
+        assert isinstance(event["isBase64Encoded"], bool), name
+        assert all(key == key.lower() for key in event["headers"]), f"{name}: HTTP API lower-cases header names"
+        if "body" in event:
+            json.loads(event["body"])
+            assert event["headers"]["content-length"] == str(len(event["body"].encode())), name
+
+
+def test_sqs_event_bodies_are_work_messages(template) -> None:
+    from herald.messages import DeliveryMessage, FanoutMessage, parse_message
+
+    for name in event_files("DeliveryFunction"):
+        records = json.loads((EVENTS_DIR / name).read_text())["Records"]
+        messages = [parse_message(record["body"]) for record in records]
+        assert isinstance(messages[0], FanoutMessage), name
+        assert isinstance(messages[1], DeliveryMessage), name
+        assert len(messages) == 2, name
+        for record in records:
+            assert record["eventSource"] == "aws:sqs"
+            assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
+
+
+# --- ApiFunction ------------------------------------------------------------------------------------------
+
+
+def test_environment_resolves_every_variable(template, resources) -> None:
+    environment = function_environment(template, "ApiFunction", resources)
+    assert environment["HERALD_TABLE_NAME"] == resources.table_name
+    assert environment["HERALD_QUEUE_URL"] == resources.queue_url
+    assert environment["HERALD_ADMIN_KEY_SECRET_ARN"] == resources.admin_key_secret_arn
+    assert environment["HERALD_ALLOW_PRIVATE_URLS"] == "false"
+    assert "HERALD_ADMIN_KEY" not in environment  # the deployed key comes from Secrets Manager
+
+
+def test_api_function_answers_its_sample_events(template, resources, aws, use_environment) -> None:
+    # GIVEN the ApiFunction loaded from template.yaml with its environment (admin key from the moto secret)
+    use_environment(function_environment(template, "ApiFunction", resources))
+    handler = load_handler(template, "ApiFunction")
+    timeout = float(function_properties(template, "ApiFunction")["Timeout"])
+    values = {"local-admin-key": ADMIN_KEY}
+    sqs = aws.client("sqs")
+
+    def invoke(name: str) -> dict[str, Any]:
+        response = handler(fill(name, values), context("ApiFunction", timeout))
+        assert_v2_response(response)
+        return response
+
+    checks: dict[str, Callable[[dict[str, Any]], None]] = {}
+
+    def check(name: str) -> Callable[[Callable[[dict[str, Any]], None]], Callable[[dict[str, Any]], None]]:
+        def register(function: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+            checks[name] = function
+            return function
+
+        return register
+
+    @check("api_create_tenant.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 201, response["body"]
+        tenant = json_body(response)
+        assert tenant["name"] == "Acme Corp"
+        values["local-tenant-key"] = tenant["api_key"]["key"]
+        values["local-tenant-id"] = tenant["id"]
+
+    @check("api_list_event_types.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 200, response["body"]
+        assert [item["name"] for item in json_body(response)["data"]] == catalog.names()
+
+    @check("api_create_subscription.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 201, response["body"]
+        sub = json_body(response)
+        assert sub["url"] == "https://example.com/webhooks/herald"
+        assert sub["event_types"] == ["invoice.paid", "order.shipped"]
+        assert sub["secret"].startswith("whsec_")
+        values["local-subscription-id"] = sub["id"]
+
+    @check("api_list_subscriptions.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 200, response["body"]
+        assert [item["id"] for item in json_body(response)["data"]] == [values["local-subscription-id"]]
+
+    @check("api_publish_event.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 202, response["body"]
+        event = json_body(response)
+        assert event["id"] == EVENT_ID
+        assert event["tenant_id"] == values["local-tenant-id"]
+        assert event["data"] == INVOICE
+        assert "idempotent-replayed" not in response["headers"]
+        # ... a retry of the same file (same Idempotency-Key) answers the same event and publishes nothing more
+        again = invoke("api_publish_event.json")
+        assert again["statusCode"] == 202
+        assert again["headers"]["idempotent-replayed"] == "true"
+        assert json_body(again)["id"] == EVENT_ID
+        assert queue_messages(sqs, resources.queue_url) == [
+            {"v": 1, "kind": "fanout", "event_id": EVENT_ID, "tenant_id": values["local-tenant-id"]}
+        ]
+
+    @check("api_get_event.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 200, response["body"]
+        event = json_body(response)
+        assert event["id"] == EVENT_ID
+        assert event["deliveries"]["fanout_complete"] is False
+
+    @check("api_openapi.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 200
+        spec = json_body(response)
+        assert spec["openapi"].startswith("3.1.")
+        assert sorted(spec["webhooks"]) == catalog.names()
+
+    @check("api_docs.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 200
+        assert response["headers"]["content-type"].startswith("text/html")
+        assert "/openapi.json" in response["body"]
+
+    @check("api_unauthorized.json")
+    def _(response: dict[str, Any]) -> None:
+        assert response["statusCode"] == 401
+        assert response["headers"]["www-authenticate"] == "Bearer"
+        assert json_body(response)["error"]["code"] == "unauthorized"
+
+    # THEN the test knows every api_ file (a new file needs its expected outcome here)
+    assert sorted(checks) == event_files("ApiFunction")
+    # WHEN each file is invoked in order, THEN each answer is the expected one
+    for name, verify in checks.items():
+        verify(invoke(name))
+
+
+# --- DeliveryFunction -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_delivery_container() -> Iterator[None]:
+    """The delivery handler keeps one worker per container: start with none, close the one made here."""
+    previous = herald.delivery._WORKER
+    herald.delivery._WORKER = None
+    yield
+    made = herald.delivery._WORKER
+    herald.delivery._WORKER = previous
+    if made is not None:
+        herald.delivery.settle_all([made])
+
+
+def test_delivery_function_processes_its_sample_batch(
+    template, resources, aws, client, make_tenant, receiver: Receiver, use_environment, fresh_delivery_container
+) -> None:
+    # GIVEN a tenant whose subscription points at a receiver on 127.0.0.1, and the event of the sample batch
+    tenant = make_tenant("Acme")
+    sub = client.post(
+        "/v1/subscriptions", json={"url": receiver.url, "event_types": ["invoice.paid"]}, headers=tenant.headers
+    ).json()
+    published = client.post(
+        "/v1/events",
+        json={"id": EVENT_ID, "type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id},
+        headers=ADMIN,
+    )
+    assert published.status_code == 202, published.text
+    queue_url = resources.queue_url
+    sqs = aws.client("sqs")
+    queued_by_publish = queue_messages(sqs, queue_url)
+    assert [m["kind"] for m in queued_by_publish] == ["fanout"]
+    # ... and the DeliveryFunction loaded from template.yaml, private URLs allowed as `--env-vars` would
+    environment = function_environment(template, "DeliveryFunction", resources)
+    use_environment({**environment, "HERALD_ALLOW_PRIVATE_URLS": "true"})
+    handler = load_handler(template, "DeliveryFunction")
+    timeout = float(function_properties(template, "DeliveryFunction")["Timeout"])
+    values = {"local-tenant-id": tenant.id, "local-subscription-id": sub["id"]}
+    assert event_files("DeliveryFunction") == ["delivery_sqs_batch.json"]
+
+    # WHEN it is invoked with the sample batch (a fan-out message and a delivery message)
+    response = handler(fill("delivery_sqs_batch.json", values), context("DeliveryFunction", timeout))
+
+    # THEN no record failed
+    assert response == {"batchItemFailures": []}
+    # ... the delivery message reached the receiver once, signed for the subscription's secret
+    assert len(receiver.received) == 1
+    got = receiver.received[0]
+    assert got.headers["webhook-id"] == EVENT_ID
+    payload = Webhook(sub["secret"]).verify(got.body, got.headers)
+    assert payload["type"] == "invoice.paid"
+    assert payload["data"] == INVOICE
+    # ... the fan-out message queued the delivery of the event to the subscription
+    assert {"v": 1, "kind": "delivery", "event_id": EVENT_ID, "tenant_id": tenant.id, "subscription_id": sub["id"]} in [
+        {key: value for key, value in message.items() if key != "trigger"} for message in queue_messages(sqs, queue_url)
+    ]
+    # ... and the delivery is recorded as succeeded, with one attempt
+    deliveries = client.get(f"/v1/subscriptions/{sub['id']}/deliveries", headers=tenant.headers).json()["data"]
+    assert [(d["status"], d["attempts"], d["last_status_code"]) for d in deliveries] == [("succeeded", 1, 200)]
+    event = client.get(f"/v1/events/{EVENT_ID}", headers=ADMIN).json()
+    assert event["deliveries"]["succeeded"] == 1
+    assert event["deliveries"]["failed"] == 0
+
+    # WHEN the real queue is drained through the same handler (the publish's fan-out and the queued delivery)
+    poller = SqsPoller(sqs, queue_url, handler, batch_size=10, function_timeout_seconds=timeout)
+    for _ in range(20):
+        if poller.poll_once().received == 0:
+            break
+    # THEN the subscriber still got the event once: the duplicate delivery is recognised
+    assert len(receiver.received) == 1
+    assert re.fullmatch(r"\d+", got.headers["webhook-timestamp"])
