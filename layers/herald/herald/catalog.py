@@ -13,10 +13,12 @@ Adding an event type is adding one model below.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -69,8 +71,13 @@ class EventType:
     def summary(self) -> str:
         return self.description.split("\n", 1)[0].strip() or self.name
 
-    def json_schema(self) -> dict[str, Any]:
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        """The payload's JSON Schema (built once: models do not change at run time)."""
         return self.model.model_json_schema()
+
+    def json_schema(self) -> dict[str, Any]:
+        return copy.deepcopy(self.schema)
 
     def validate(self, data: Any) -> dict[str, Any]:
         """The payload as it will be delivered; raises ``pydantic.ValidationError`` if it does not fit."""

@@ -110,7 +110,8 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
     existing = services.store.create_event(event, fingerprint=_fingerprint(body), expires_at=expires_at)
     if existing is None:
         _enqueue(services, event)
-        item = services.store.get_event_item(event.id) or {}
+        # What was just stored, without reading it back: no delivery has been counted yet.
+        item = {**event.model_dump(mode="json"), "matched": 0, "succeeded": 0, "failed": 0, "fanout_open": 1}
         return Published(event, item, replayed=False)
     stored = event_of(existing)
     if not existing.get("enqueued"):
