@@ -185,9 +185,7 @@ class Receiver:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
                 with outer.lock:
-                    outer.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                    )
+                    outer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     status, headers, payload, delay = outer.responses.pop(0) if outer.responses else outer.default
                 if delay:
                     threading.Event().wait(delay)

@@ -15,8 +15,16 @@ def test_published_event_reaches_subscriber_signed(client, tenant, poller, recei
     assert sub.status_code == 201, sub.text
     secret = sub.json()["secret"]
     # WHEN the operator publishes an invoice.paid event to the tenant
-    data = {"invoice_id": "in_1", "customer_id": "c_1", "amount_cents": 100, "currency": "EUR", "paid_at": "2026-01-01T00:00:00Z"}
-    published = client.post("/v1/events", json={"type": "invoice.paid", "data": data, "tenant_id": tenant.id}, headers=ADMIN)
+    data = {
+        "invoice_id": "in_1",
+        "customer_id": "c_1",
+        "amount_cents": 100,
+        "currency": "EUR",
+        "paid_at": "2026-01-01T00:00:00Z",
+    }
+    published = client.post(
+        "/v1/events", json={"type": "invoice.paid", "data": data, "tenant_id": tenant.id}, headers=ADMIN
+    )
     assert published.status_code == 202, published.text
     drain(poller)
     # THEN the receiver got exactly one delivery, verified by the standardwebhooks library

@@ -18,8 +18,8 @@ import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import date, datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header

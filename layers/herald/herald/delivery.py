@@ -4,16 +4,22 @@ Each work message is one of: a fan-out page (find the subscriptions an event goe
 delivery message for each), a delivery (one event to one subscription), or a tenant purge.
 
 A delivery message stays on the queue until its delivery is settled: after a failed attempt the
-worker hides it for the retry delay (``ChangeMessageVisibility``, at most 12 h a step) and reports
-it as a batch item failure, so SQS brings it back when the next attempt is due. No sleeping in
-Lambda. The delivery's state lives in DynamoDB, and each attempt is made under a lease taken with a
-conditional write, so a duplicated or re-shown message never sends the same attempt twice while
-another worker is at it.
+worker hides it for the retry delay (``ChangeMessageVisibility``, in hops of less than 12 h) and
+reports it as a batch item failure, so SQS brings it back when the next attempt is due. No sleeping
+in Lambda. The delivery's state lives in DynamoDB, and each attempt is made under a lease taken with
+a conditional write, so a duplicated or re-shown message never sends the same attempt twice while
+another worker is at it. A message is only let go (deleted) once its delivery is settled, or when a
+fresh copy carries it on: a message that finds the lease taken comes back when the lease ends, since
+the worker holding it may have died.
+
+Event counters (``succeeded`` / ``failed``) change in the same transaction as the delivery they
+count; a fan-out page is counted once (``matched``) however often its message runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
 import threading
@@ -32,7 +38,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 
 from herald import __version__, ids
-from herald.errors import UrlNotAllowedError
+from herald.errors import ConflictError, UrlNotAllowedError
 from herald.messages import DeliveryMessage, FanoutMessage, PoisonMessageError, PurgeTenantMessage, parse_message
 from herald.models import (
     WILDCARD,
@@ -40,13 +46,14 @@ from herald.models import (
     Delivery,
     DeliveryStatus,
     ErrorKind,
+    Event,
     Subscription,
     Trigger,
 )
-from herald.queue import MAX_DELAY_SECONDS, MAX_VISIBILITY_SECONDS
+from herald.queue import MAX_VISIBILITY_SECONDS, QueueVisibilityLimitError
 from herald.retry import parse_retry_after
 from herald.signing import signature_header
-from herald.store import ConflictError, event_of
+from herald.store import DeliveryState, event_of
 from herald.urls import check_resolved
 
 if TYPE_CHECKING:
@@ -71,6 +78,10 @@ FANOUT_MIN_SECONDS_LEFT = 15.0
 #: Refresh a long-lived delivery message (new copy, this one deleted) before SQS's 14-day retention
 #: or the queue's maxReceiveCount could end it.
 MESSAGE_MAX_AGE_SECONDS = 12 * 24 * 3600
+#: The longest one hop of a hold. SQS keeps a message hidden at most 12 h after it was *received*, and
+#: the record was received before the invocation started (batching window, earlier records), so a hop
+#: stays well below the cap; a longer wait is made of several hops.
+MAX_HOLD_SECONDS = MAX_VISIBILITY_SECONDS - 15 * 60
 EVENT_CACHE_SIZE = 512
 IO_THREADS = 32
 
@@ -99,13 +110,18 @@ class Outcome:
     def throttled(self) -> bool:
         return self.error_kind is ErrorKind.TIMEOUT or self.status_code == 429
 
+    @property
+    def duration_ms(self) -> int:
+        return int((self.finished - self.started).total_seconds() * 1000)
+
 
 _HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
 
 
 def http_client(timeout: float) -> httpx.AsyncClient:
     """The process's HTTP client (one per event loop; Lambda keeps one loop, so it is reused across warm
-    invocations with its connection pool). Redirects are never followed."""
+    invocations with its connection pool). Redirects are never followed. Responses are asked for
+    uncompressed, so the stored body is readable text and no decompression can balloon."""
     loop = asyncio.get_running_loop()
     client = _HTTP_CLIENTS.get(loop)
     if client is None:
@@ -113,11 +129,21 @@ def http_client(timeout: float) -> httpx.AsyncClient:
             follow_redirects=False,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30),
-            headers={"user-agent": USER_AGENT},
+            headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
             trust_env=False,
         )
         _HTTP_CLIENTS[loop] = client
     return client
+
+
+_DNS_FAILURES = (
+    "name or service not known",
+    "nodename nor servname",
+    "getaddrinfo",
+    "temporary failure in name resolution",
+    "no address associated with hostname",
+    "name resolution",
+)
 
 
 def classify(exc: BaseException) -> tuple[ErrorKind, str]:
@@ -125,6 +151,8 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return ErrorKind.TIMEOUT, f"no complete answer within the timeout ({type(exc).__name__})"
+    if isinstance(exc, UrlNotAllowedError):
+        return ErrorKind.REFUSED_BY_POLICY, exc.message
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and len(chain) < 10:
@@ -132,54 +160,80 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
         current = current.__cause__ or current.__context__
     if any(isinstance(item, ssl.SSLError) for item in chain) or "SSL" in text or "certificate" in text.lower():
         return ErrorKind.TLS, text
-    lowered = " ".join(str(item) for item in chain).lower()
-    if "name or service not known" in lowered or "nodename nor servname" in lowered or "getaddrinfo" in lowered:
-        return ErrorKind.DNS, text
     if any(type(item).__name__ == "gaierror" for item in chain):
+        return ErrorKind.DNS, text
+    lowered = " ".join(str(item) for item in chain).lower()
+    if any(marker in lowered for marker in _DNS_FAILURES):
         return ErrorKind.DNS, text
     return ErrorKind.CONNECTION, text
 
 
+def cut_body(data: bytes, limit: int = RESPONSE_MAX_BYTES) -> str:
+    """A response body as text of at most ``limit`` UTF-8 bytes (a character cut in two is dropped)."""
+    text = data[:limit].decode("utf-8", errors="replace")
+    while len(text.encode()) > limit:
+        text = text[:-1]
+    return text
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 async def send_attempt(
-    url: str, *, body: bytes, headers: dict[str, str], timeout: float, allow_private: bool
+    url: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_seconds: float,
+    allow_private: bool,
+    now: Callable[[], datetime] = _utcnow,
 ) -> Outcome:
-    """POST ``body`` to ``url`` once; never raises for a delivery failure."""
-    started = datetime.now(UTC)
+    """POST ``body`` to ``url`` once; never raises for a delivery failure. ``now`` dates the attempt; its
+    duration is measured on the monotonic clock."""
+    started = now()
+    began = time.perf_counter()
     status_code: int | None = None
     kind: ErrorKind | None = None
     message: str | None = None
     text: str | None = None
     retry_after: float | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout_seconds):
             await check_resolved(url, allow_private=allow_private)
-            client = http_client(timeout)
+            client = http_client(timeout_seconds)
             async with client.stream("POST", url, content=body, headers=headers) as response:
                 status_code = response.status_code
-                retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+                retry_after = parse_retry_after(response.headers.get("retry-after"), now())
                 chunks = bytearray()
                 async for chunk in response.aiter_raw():
                     chunks += chunk
                     if len(chunks) >= RESPONSE_MAX_BYTES:
                         break
-                text = bytes(chunks[:RESPONSE_MAX_BYTES]).decode("utf-8", errors="replace")
+                text = cut_body(bytes(chunks))
         if not 200 <= status_code < 300:
             kind = ErrorKind.HTTP_STATUS
             message = f"the endpoint answered {status_code}"
             if 300 <= status_code < 400:
                 message += " (redirects are not followed)"
-    except UrlNotAllowedError as exc:
-        status_code, kind, message = None, ErrorKind.REFUSED_BY_POLICY, exc.message
-    except OSError as exc:
-        if type(exc).__name__ == "gaierror":
-            status_code, kind, message = None, ErrorKind.DNS, str(exc)
-        else:
-            status_code = None
-            kind, message = classify(exc)
-    except (httpx.HTTPError, TimeoutError, ssl.SSLError) as exc:
+    except (UrlNotAllowedError, OSError, httpx.HTTPError, TimeoutError, ssl.SSLError) as exc:
         status_code = None
         kind, message = classify(exc)
-    return Outcome(status_code, kind, message, text, retry_after, started, datetime.now(UTC))
+    except Exception as exc:
+        # Whatever else a strange endpoint provokes (an unparseable answer, an odd header) is this
+        # attempt's failure, logged like any other; raising would re-send without a record.
+        logger.exception("unexpected error while delivering", extra={"url": url})
+        status_code = None
+        kind, message = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
+    return Outcome(
+        status_code,
+        kind,
+        message,
+        text,
+        retry_after,
+        started,
+        started + timedelta(seconds=time.perf_counter() - began),
+    )
 
 
 class _Processor(AsyncBatchProcessor):
@@ -195,6 +249,50 @@ class _Processor(AsyncBatchProcessor):
             return list(await asyncio.gather(*(self._async_process_record(record) for record in self.records)))
 
         return self._loop.run_until_complete(process_all())
+
+
+@dataclass
+class _Job:
+    """One delivery message being worked on, and what it found."""
+
+    message: DeliveryMessage
+    record: SQSRecord
+    log: dict[str, str]
+    event: Event
+    event_item: dict[str, Any]
+    state: DeliveryState | None
+    single_shot: bool
+    now: datetime
+
+    @property
+    def previous(self) -> Delivery | None:
+        return self.state.delivery if self.state is not None else None
+
+    @property
+    def scheduled(self) -> int:
+        """Scheduled attempts made so far: the position in the retry schedule."""
+        return self.state.scheduled_attempts if self.state is not None else 0
+
+    @property
+    def event_expires_at(self) -> int | None:
+        value = self.event_item.get("expires_at")
+        return int(value) if value is not None else None
+
+    @property
+    def delivery(self) -> Delivery:
+        """The delivery as claimed. The claim keeps its status: a manual attempt on a settled delivery
+        that dies midway leaves it settled, not pending with no message to carry it."""
+        base = self.previous or Delivery(
+            id=self.log["delivery_id"],
+            event_id=self.event.id,
+            subscription_id=self.message.subscription_id,
+            tenant_id=self.message.tenant_id,
+            event_type=self.event.type,
+            status=DeliveryStatus.PENDING,
+            created_at=self.now,
+            updated_at=self.now,
+        )
+        return base.model_copy(update={"updated_at": self.now})
 
 
 class Worker:
@@ -270,6 +368,7 @@ class Worker:
         page_token = message.cursor
         handled = 0
         while True:
+            marker = f"{message.tenant_id}|{route}|{page_token or ''}"
             sub_ids, next_token = await self._io(
                 self.store.query_routes,
                 message.tenant_id,
@@ -277,20 +376,25 @@ class Worker:
                 limit=self.settings.fanout_page_size,
                 cursor=page_token,
             )
+            last = next_token is None and route == routes[-1]
             deliveries = [
                 DeliveryMessage(event_id=event.id, tenant_id=message.tenant_id, subscription_id=sub_id)
                 for sub_id in sub_ids
             ]
+            # Count the page first, once however often this message runs; then queue it. A crash in
+            # between runs the page again: its deliveries are queued again (the same delivery ids, so
+            # nothing is sent twice) but not counted again.
+            if deliveries or last:
+                await self._io(
+                    self.store.count_fanout, event.id, marker, matched=len(deliveries), fanout_open=-1 if last else 0
+                )
             await self._send_concurrently(deliveries)
-            await self._io(self.store.count_event, event.id, matched=len(deliveries))
             handled += len(deliveries)
+            if last:
+                logger.info("fan-out finished", extra={"event_id": event.id, "tenant_id": message.tenant_id})
+                return
             if next_token is None:
-                index = routes.index(route)
-                if index + 1 == len(routes):
-                    await self._io(self.store.count_event, event.id, fanout_open=-1)
-                    logger.info("fan-out finished", extra={"event_id": event.id, "tenant_id": message.tenant_id})
-                    return
-                route, page_token = routes[index + 1], None
+                route, page_token = routes[routes.index(route) + 1], None
             else:
                 page_token = next_token
             if handled >= FANOUT_MAX_PER_MESSAGE or deadline - self.clock() < FANOUT_MIN_SECONDS_LEFT:
@@ -305,12 +409,17 @@ class Worker:
         """A broadcast: one fan-out message per tenant, a page of tenants at a time."""
         page = await self._io(self.store.list_tenants, limit=100, cursor=message.cursor)
         per_tenant = [FanoutMessage(event_id=message.event_id, tenant_id=tenant.id) for tenant in page.items]
-        await self._io(self.store.count_event, message.event_id, fanout_open=len(per_tenant))
+        last = page.cursor is None
+        # Opened before they are queued, so the fan-out never looks complete while tenants remain.
+        await self._io(
+            self.store.count_fanout,
+            message.event_id,
+            f"tenants|{message.cursor or ''}",
+            fanout_open=len(per_tenant) - (1 if last else 0),
+        )
         await self._send_concurrently(per_tenant)
-        if page.cursor is not None:
+        if not last:
             await self._io(self.queue.send, message.model_copy(update={"cursor": page.cursor}))
-        else:
-            await self._io(self.store.count_event, message.event_id, fanout_open=-1)
 
     async def _send_concurrently(self, messages: list[DeliveryMessage] | list[FanoutMessage]) -> None:
         chunks = [messages[start : start + 10] for start in range(0, len(messages), 10)]
@@ -341,87 +450,121 @@ class Worker:
         return item
 
     async def deliver(self, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
+        """One attempt of one delivery, if one is due; then settle the delivery or hold the message until
+        the next attempt. A manual message (``single_shot`` on an existing delivery) makes exactly one
+        attempt and leaves the schedule, and the message that carries it, alone."""
         delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
         log = {"delivery_id": delivery_id, "event_id": message.event_id, "subscription_id": message.subscription_id}
         item = await self._io(self._event_item, message.event_id)
         if item is None:
             logger.warning("delivery of an event that no longer exists: dropped", extra=log)
             return
-        previous = await self._io(self.store.get_delivery, delivery_id)
-        single_shot = message.trigger is Trigger.MANUAL and previous is not None
-        if previous is not None and not single_shot:
-            if previous.status is not DeliveryStatus.PENDING:
-                return  # settled: this message's work is done
-            due = previous.next_attempt_at.timestamp() if previous.next_attempt_at else 0
-            if due > self.clock() + 1:
-                await self._hold(message, record, due - self.clock())
-                return
-        if deadline - self.clock() < self.settings.delivery_timeout_seconds + START_MARGIN_SECONDS:
-            await self._hold(message, record, SHORT_RETRY_SECONDS)  # not enough time left to send safely
+        state: DeliveryState | None = await self._io(self.store.get_delivery_state, delivery_id)
+        single_shot = message.trigger is Trigger.MANUAL and state is not None
+        if not await self._due(message, record, state, single_shot, deadline):
             return
 
-        event = event_of(item)
-        now = self._now()
-        expires_at = int((now + timedelta(days=self.settings.attempt_ttl_days)).timestamp())
-        delivery = (
-            previous
-            or Delivery(
-                id=delivery_id,
-                event_id=event.id,
-                subscription_id=message.subscription_id,
-                tenant_id=message.tenant_id,
-                event_type=event.type,
-                status=DeliveryStatus.PENDING,
-                created_at=now,
-                updated_at=now,
-            )
-        ).model_copy(update={"status": DeliveryStatus.PENDING, "updated_at": now})
+        job = _Job(message, record, log, event_of(item), item, state, single_shot, self._now())
         token = uuid.uuid4().hex
         claimed = await self._io(
             self.store.claim_delivery,
-            delivery,
-            previous=previous,
+            job.delivery,
+            previous=job.previous,
+            scheduled_attempts=job.scheduled,
             token=token,
             until=deadline + 5,
-            expires_at=expires_at,
+            now=self.clock(),
+            expires_at=self._expires_at(job),
         )
         if not claimed:
-            if single_shot:
-                await self._hold(message, record, SHORT_RETRY_SECONDS)  # someone is at it: try again shortly
-                return
-            logger.info("delivery is already being handled by another message: dropped", extra=log)
+            # Another message got there between our read and our claim: look again shortly.
+            logger.info("delivery claimed by another message meanwhile", extra=log)
+            await self._hold(message, record, SHORT_RETRY_SECONDS)
             return
+        try:
+            sub = await self._io(self.store.get_subscription, message.tenant_id, message.subscription_id)
+        except Exception:
+            # Nothing was sent: give the lease back, so the message's next receive need not wait it out.
+            with contextlib.suppress(Exception):
+                await self._io(self.store.release_delivery, delivery_id, token)
+            raise
+        if sub is None and single_shot:
+            await self._io(self.store.release_delivery, delivery_id, token)
+            logger.info("manual attempt cancelled: the subscription was deleted", extra=log)
+        elif sub is None or (not sub.enabled and not single_shot):
+            await self._cancel(job, token, "the subscription was deleted" if sub is None else "it is disabled")
+        else:
+            await self._attempt_and_record(job, sub, token)
 
-        sub = await self._io(self.store.get_subscription, message.tenant_id, message.subscription_id)
-        if sub is None or (not sub.enabled and not single_shot):
-            reason = "the subscription was deleted" if sub is None else "the subscription is disabled"
-            settled = delivery.model_copy(
-                update={
-                    "status": DeliveryStatus.FAILED,
-                    "last_error_kind": ErrorKind.SUBSCRIPTION_GONE,
-                    "next_attempt_at": None,
-                }
-            )
-            if await self._io(self.store.record_attempt, settled, None, token=token, expires_at=expires_at):
-                await self._count(event.id, previous, settled)
-            logger.info(f"delivery cancelled: {reason}", extra=log)
-            return
+    async def _due(
+        self,
+        message: DeliveryMessage,
+        record: SQSRecord,
+        state: DeliveryState | None,
+        single_shot: bool,
+        deadline: float,
+    ) -> bool:
+        """Whether an attempt can be made now. If not, the message is held (``_hold`` raises, or hands
+        over to a fresh copy) or, for a settled delivery, done; either way this returns False."""
+        now = self.clock()
+        if state is not None:
+            if not single_shot and state.delivery.status is not DeliveryStatus.PENDING:
+                return False  # settled: this message's work is done
+            if state.lease_until > now:
+                # A worker is at it, or died at it: look again when its lease is over. Never let go here,
+                # as this may be the very message whose worker died.
+                await self._hold(message, record, state.lease_until - now + 1)
+                return False
+            due = state.delivery.next_attempt_at.timestamp() if state.delivery.next_attempt_at else 0
+            if not single_shot and due > now + 1:
+                await self._hold(message, record, due - now)
+                return False
+        if deadline - now < self.settings.delivery_timeout_seconds + START_MARGIN_SECONDS:
+            await self._hold(message, record, SHORT_RETRY_SECONDS)  # not enough time left to send safely
+            return False
+        return True
 
-        attempt_number = delivery.attempts + 1
-        outcome = await self._attempt(sub, event.id, event.payload)
-        next_at, status = self._next_step(outcome, attempt_number, previous, single_shot)
+    def _expires_at(self, job: _Job) -> int:
+        return int((job.now + timedelta(days=self.settings.attempt_ttl_days)).timestamp())
+
+    async def _cancel(self, job: _Job, token: str, reason: str) -> None:
+        """The subscription is gone or disabled: the delivery fails without an attempt."""
+        settled = job.delivery.model_copy(
+            update={
+                "status": DeliveryStatus.FAILED,
+                "last_error_kind": ErrorKind.SUBSCRIPTION_GONE,
+                "next_attempt_at": None,
+            }
+        )
+        await self._io(
+            self.store.record_attempt,
+            settled,
+            None,
+            token=token,
+            scheduled_attempts=job.scheduled,
+            expires_at=self._expires_at(job),
+            event_counts=self._count_changes(job.previous, settled),
+            event_expires_at=job.event_expires_at,
+        )
+        logger.info(f"delivery cancelled: {reason}", extra=job.log)
+
+    async def _attempt_and_record(self, job: _Job, sub: Subscription, token: str) -> None:
+        attempt_number = job.delivery.attempts + 1
+        scheduled = job.scheduled if job.single_shot else job.scheduled + 1
+        outcome = await self._attempt(sub, job.event.id, job.event.payload)
+        next_at, status = self._next_step(outcome, scheduled, job.previous, job.single_shot)
         attempt = Attempt(
             id=ids.new_id(ids.ATTEMPT),
-            delivery_id=delivery_id,
-            event_id=event.id,
+            delivery_id=job.delivery.id,
+            event_id=job.event.id,
             subscription_id=sub.id,
             tenant_id=sub.tenant_id,
             attempt_number=attempt_number,
-            trigger=message.trigger,
+            trigger=job.message.trigger,
             url=sub.url,
             started_at=outcome.started,
             finished_at=outcome.finished,
-            duration_ms=int((outcome.finished - outcome.started).total_seconds() * 1000),
+            duration_ms=outcome.duration_ms,
             succeeded=outcome.succeeded,
             status_code=outcome.status_code,
             error_kind=outcome.error_kind,
@@ -429,7 +572,7 @@ class Worker:
             response_body=outcome.body,
             next_attempt_at=next_at,
         )
-        settled = delivery.model_copy(
+        settled = job.delivery.model_copy(
             update={
                 "status": status,
                 "attempts": attempt_number,
@@ -440,14 +583,26 @@ class Worker:
                 "updated_at": outcome.finished,
             }
         )
-        if not await self._io(self.store.record_attempt, settled, attempt, token=token, expires_at=expires_at):
-            logger.warning("lease lost while attempting; another message carries the delivery on", extra=log)
+        recorded = await self._io(
+            self.store.record_attempt,
+            settled,
+            attempt,
+            token=token,
+            scheduled_attempts=scheduled,
+            expires_at=self._expires_at(job),
+            event_counts=self._count_changes(job.previous, settled),
+            event_expires_at=job.event_expires_at,
+        )
+        if not recorded:
+            # Only if this invocation outlived its own lease (it should not: the lease ends after the
+            # deadline). The message comes back and the next claim carries the delivery on.
+            logger.warning("lease lost while attempting; the attempt is not recorded", extra=job.log)
+            await self._hold(job.message, job.record, SHORT_RETRY_SECONDS)
             return
-        await self._count(event.id, previous, settled)
         logger.info(
             "attempt made",
             extra={
-                **log,
+                **job.log,
                 "attempt": attempt_number,
                 "status_code": outcome.status_code,
                 "error_kind": outcome.error_kind,
@@ -456,12 +611,14 @@ class Worker:
         )
         if outcome.status_code == 410:
             await self._io(self._disable, sub, f"the endpoint answered 410 Gone on {outcome.finished.isoformat()}")
-        if status is DeliveryStatus.PENDING and not single_shot and next_at is not None:
-            await self._hold(message, record, next_at.timestamp() - self.clock())
+        if status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
+            await self._hold(job.message, job.record, next_at.timestamp() - self.clock())
 
     def _next_step(
-        self, outcome: Outcome, attempt_number: int, previous: Delivery | None, single_shot: bool
+        self, outcome: Outcome, scheduled: int, previous: Delivery | None, single_shot: bool
     ) -> tuple[datetime | None, DeliveryStatus]:
+        """The delivery's next attempt and status. ``scheduled`` counts the scheduled attempts made so
+        far, this one included: the position in the retry schedule."""
         if outcome.succeeded:
             return None, DeliveryStatus.SUCCEEDED
         if single_shot and previous is not None:
@@ -470,7 +627,7 @@ class Worker:
         if outcome.status_code == 410:
             return None, DeliveryStatus.FAILED
         delay = self.policy.delay_after(
-            attempt_number, throttled=outcome.throttled, retry_after=outcome.retry_after, rng=self.rng
+            scheduled, throttled=outcome.throttled, retry_after=outcome.retry_after, rng=self.rng
         )
         if delay is None:
             return None, DeliveryStatus.FAILED  # exhausted: recorded, never silently dropped
@@ -489,20 +646,23 @@ class Worker:
             sub.url,
             body=body,
             headers=headers,
-            timeout=self.settings.delivery_timeout_seconds,
+            timeout_seconds=self.settings.delivery_timeout_seconds,
             allow_private=self.settings.allow_private_urls,
+            now=self._now,
         )
 
-    async def _count(self, event_id: str, previous: Delivery | None, settled: Delivery) -> None:
+    @staticmethod
+    def _count_changes(previous: Delivery | None, settled: Delivery) -> dict[str, int]:
+        """The event counters' deltas when a delivery goes from ``previous`` to ``settled``."""
         before = previous.status if previous is not None else DeliveryStatus.PENDING
+        deltas = dict.fromkeys((DeliveryStatus.SUCCEEDED.value, DeliveryStatus.FAILED.value), 0)
         if before is settled.status:
-            return
-        deltas = dict.fromkeys(("succeeded", "failed"), 0)
+            return deltas
         if before is not DeliveryStatus.PENDING:
             deltas[before.value] -= 1
         if settled.status is not DeliveryStatus.PENDING:
             deltas[settled.status.value] += 1
-        await self._io(self.store.count_event, event_id, **deltas)
+        return deltas
 
     def _disable(self, sub: Subscription, reason: str) -> None:
         for _ in range(3):
@@ -526,21 +686,29 @@ class Worker:
 
     async def _hold(self, message: DeliveryMessage, record: SQSRecord, seconds: float) -> None:
         """Bring this message back in ``seconds``: hide it and raise ``RetryLaterError``, so the record is
-        reported as a batch item failure and SQS shows it again when the time comes.
+        reported as a batch item failure and SQS shows it again when the time comes. A wait longer than
+        ``MAX_HOLD_SECONDS`` is one hop of it: the message comes back early, finds its attempt not yet
+        due and is held again.
 
         A message that has lived long or been received often is replaced by a fresh copy instead (and
         this returns, so the old one is deleted): neither the 14-day retention nor maxReceiveCount
-        ends a healthy retry sequence. Callers return right after.
+        ends a healthy retry sequence. So is one that SQS refuses to hide any longer. The copy is
+        visible at once: its first receive hides it for the time left (one extra receive, and no
+        15-minute ``DelaySeconds`` step in the middle of a long wait). Callers return right after.
         """
         seconds = max(0.0, seconds)
         receives = int(record.attributes.approximate_receive_count or 1)
         sent_ms = int(record.attributes.sent_timestamp or 0)
         age = self.clock() - sent_ms / 1000 if sent_ms else 0
         if receives >= self.settings.max_receive_count - 2 or age > MESSAGE_MAX_AGE_SECONDS:
-            await self._io(self.queue.send, message, delay_seconds=min(int(seconds), MAX_DELAY_SECONDS))
+            await self._io(self.queue.send, message)
             return  # the copy carries on; this message is deleted
-        await self._io(self.queue.change_visibility, record.receipt_handle, min(seconds, MAX_VISIBILITY_SECONDS))
-        raise RetryLaterError(f"next attempt in {seconds:.0f} s")
+        try:
+            await self._io(self.queue.change_visibility, record.receipt_handle, min(seconds, MAX_HOLD_SECONDS))
+        except QueueVisibilityLimitError:
+            await self._io(self.queue.send, message)
+            return
+        raise RetryLaterError(f"next look in {seconds:.0f} s")
 
 
 _WORKER: Worker | None = None

@@ -26,7 +26,7 @@ class FanoutMessage(_Message):
 
     kind: Literal["fanout"] = "fanout"
     event_id: str
-    tenant_id: str | None
+    tenant_id: str | None = None  # a default, not just optional: dump_message leaves None out
     route: str | None = None
     cursor: str | None = Field(None, max_length=4096)
 

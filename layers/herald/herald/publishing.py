@@ -146,7 +146,7 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
         expires_at=expires_at,
         enqueued=True,
         matched=1,
-        fanout_complete=True,
+        fanout_open=0,
     )
     services.queue.send(
         DeliveryMessage(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,10 @@ MAX_DELAY_SECONDS = 900
 MAX_VISIBILITY_SECONDS = 12 * 3600
 
 Message = FanoutMessage | DeliveryMessage | PurgeTenantMessage
+
+
+class QueueVisibilityLimitError(Exception):
+    """SQS refused to hide a message that long: a message stays hidden at most 12 h after it was received."""
 
 
 class WorkQueue:
@@ -72,7 +77,10 @@ class WorkQueue:
             ]
             for _ in range(3):
                 calls += 1
-                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                try:
+                    response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                except (BotoCoreError, ClientError) as exc:
+                    raise ServiceUnavailableError("the work queue could not be reached") from exc
                 failed = {item["Id"] for item in response.get("Failed", [])}
                 if not failed:
                     break
@@ -82,22 +90,36 @@ class WorkQueue:
         return calls
 
     def change_visibility(self, receipt_handle: str, seconds: float) -> None:
-        """Hide a received message for ``seconds`` (at most 12 h): SQS's per-message backoff."""
-        self.client.change_message_visibility(
-            QueueUrl=self.queue_url,
-            ReceiptHandle=receipt_handle,
-            VisibilityTimeout=max(0, min(int(seconds), MAX_VISIBILITY_SECONDS)),
-        )
+        """Hide a received message for ``seconds``, rounded up (it never comes back before it is due), at most
+        12 h: SQS's per-message backoff.
+
+        Raises ``QueueVisibilityLimitError`` when SQS refuses because the message would stay hidden more
+        than 12 h after it was received."""
+        try:
+            self.client.change_message_visibility(
+                QueueUrl=self.queue_url,
+                ReceiptHandle=receipt_handle,
+                VisibilityTimeout=max(0, min(math.ceil(seconds), MAX_VISIBILITY_SECONDS)),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidParameterValue":
+                raise QueueVisibilityLimitError(str(exc)) from exc
+            raise ServiceUnavailableError("the work queue refused to change a message's visibility") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailableError("the work queue could not be reached") from exc
 
     def dead_letter(self, body: str, reason: str) -> None:
         """Put an unprocessable message straight into the dead-letter queue, with the reason attached."""
         if not self.dead_letter_queue_url:
             raise ServiceUnavailableError("no dead-letter queue is configured")
-        self.client.send_message(
-            QueueUrl=self.dead_letter_queue_url,
-            MessageBody=body,
-            MessageAttributes={"herald_error": {"DataType": "String", "StringValue": reason[:1000]}},
-        )
+        try:
+            self.client.send_message(
+                QueueUrl=self.dead_letter_queue_url,
+                MessageBody=body,
+                MessageAttributes={"herald_error": {"DataType": "String", "StringValue": reason[:1000]}},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailableError("the dead-letter queue could not be reached") from exc
         logger.error(
             "work message sent to the dead-letter queue",
             extra={"reason": reason, "body": body[:500]},

@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     )
     retry_schedule: Annotated[tuple[int, ...], NoDecode] = Field(
         DEFAULT_RETRY_SCHEDULE,
-        description="Seconds to wait before each attempt, the first one included; comma-separated. Steps may exceed 12 h.",
+        description=(
+            "Seconds to wait before each attempt, the first one included; comma-separated. Steps may exceed 12 h."
+        ),
     )
     retry_jitter: float = Field(
         0.2,

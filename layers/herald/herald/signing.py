@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 
 
 def secret_bytes(secret: str) -> bytes:

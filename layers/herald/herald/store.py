@@ -8,17 +8,24 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     route         ROUTE#<tnt>#<type>  SUB#<sub>         one per enabled subscription and event type ("*" too)
     event         EVENT#<evt>         #EVENT
     idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
-    delivery      DELIVERY#<dlv>      #DELIVERY         gsi1: SUB#<sub> / <created>#<dlv>;  gsi2: SUB#<sub>#<status> / same
+    delivery      DELIVERY#<dlv>      #DELIVERY         gsi1: SUB#<sub> / <created>#<dlv>
+                                                        gsi2: SUB#<sub>#<status> / <created>#<dlv>
     attempt       DELIVERY#<dlv>      ATTEMPT#<atm>
 
 Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute). TTL deletion is
 lazy, so expired items are also filtered out on every read.
+
+Bookkeeping beside the records: an event's counters (``matched``, ``succeeded``, ``failed``,
+``fanout_open``) and ``fanout_pages``, digests of the fan-out pages already counted; a delivery's
+lease (``lease_token``, ``lease_until``) and ``scheduled_attempts``, its place in the retry schedule.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -63,6 +70,8 @@ _KEY_ATTRIBUTES = (
     "expires_at",
     "lease_token",
     "lease_until",
+    "scheduled_attempts",
+    "fanout_pages",
 )
 _NOT_EXPIRED = "(attribute_not_exists(expires_at) OR expires_at > :now)"
 
@@ -74,12 +83,14 @@ class PageResult[T]:
 
 
 @dataclass(frozen=True)
-class Claim:
-    """The right to make one attempt of a delivery, until ``until`` (epoch seconds)."""
+class DeliveryState:
+    """A delivery as the worker sees it: the record, how many of its attempts were scheduled ones (the
+    position in the retry schedule; manual attempts do not move it), and until when a worker holds its
+    lease (epoch seconds, 0 when free)."""
 
-    token: str
-    until: float
-    previous: Delivery | None
+    delivery: Delivery
+    scheduled_attempts: int
+    lease_until: float
 
 
 def _plain(value: Any) -> Any:
@@ -384,6 +395,13 @@ class Store:
     def _routes(cls, sub: Subscription) -> set[str]:
         return set(sub.event_types) if sub.enabled else set()
 
+    @classmethod
+    def _route_items(cls, sub: Subscription) -> list[dict[str, Any]]:
+        return [
+            {**cls._route_key(sub.tenant_id, event_type, sub.id), **_to_item({"subscription_id": sub.id})}
+            for event_type in sorted(cls._routes(sub))
+        ]
+
     def create_subscription(self, sub: Subscription) -> None:
         actions: list[dict[str, Any]] = [
             {
@@ -393,13 +411,17 @@ class Store:
                 }
             }
         ]
-        for event_type in sorted(self._routes(sub)):
-            item = {
-                **self._route_key(sub.tenant_id, event_type, sub.id),
-                **_to_item({"subscription_id": sub.id}),
-            }
-            actions.append({"Put": {"Item": item}})
+        actions += [{"Put": {"Item": item}} for item in self._route_items(sub)]
         self._transact(actions)
+
+    def import_subscriptions(self, subs: Sequence[Subscription]) -> None:
+        """Write many new subscriptions with their routing entries, 25 items per BatchWriteItem (bulk
+        imports, load tests). Unlike ``create_subscription`` it does not check that the ids are new."""
+        items: list[dict[str, Any]] = []
+        for sub in subs:
+            items += [self._sub_item(sub), *self._route_items(sub)]
+        for start in range(0, len(items), 25):
+            self._batch_write([{"PutRequest": {"Item": item}} for item in items[start : start + 25]])
 
     def get_subscription(self, tenant_id: str, sub_id: str) -> Subscription | None:
         item = self._get(f"TENANT#{tenant_id}", f"SUB#{sub_id}")
@@ -465,11 +487,10 @@ class Store:
             keys.append(_to_item({"pk": f"TENANT#{tenant_id}", "sk": f"SUB#{sub.id}"}))
             keys += [self._route_key(tenant_id, t, sub.id) for t in sorted(self._routes(sub))]
         for start in range(0, len(keys), 25):
-            self._batch_delete(keys[start : start + 25])
+            self._batch_write([{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]])
         return page.cursor is None
 
-    def _batch_delete(self, keys: Sequence[dict[str, Any]]) -> None:
-        requests: list[Any] = [{"DeleteRequest": {"Key": key}} for key in keys]
+    def _batch_write(self, requests: list[Any]) -> None:
         for _ in range(5):
             try:
                 response = self.client.batch_write_item(RequestItems={self.table_name: requests})
@@ -560,7 +581,7 @@ class Store:
         return event_of(item) if item else None
 
     def mark_event(self, event_id: str, **values: Any) -> None:
-        """Set flags on an event (``enqueued``, ``fanout_complete``)."""
+        """Set flags on an event (``enqueued``)."""
         names = {f"#{key}": key for key in values}
         self._call(
             "update_item",
@@ -571,23 +592,27 @@ class Store:
             ExpressionAttributeValues=_values(**values),
         )
 
-    def count_event(self, event_id: str, **deltas: int) -> None:
-        """Add to an event's counters: ``matched``, ``succeeded``, ``failed`` deliveries, and
-        ``fanout_open``, the fan-out messages still at work (the fan-out is complete at 0)."""
+    def count_fanout(self, event_id: str, marker: str, **deltas: int) -> bool:
+        """Add to an event's counters for one fan-out page, once: ``marker`` names the page, and a page
+        already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
+        again. True if counted now; False if it was before, or the event is gone."""
         deltas = {key: value for key, value in deltas.items() if value}
-        if not deltas:
-            return
+        digest = base64.b64encode(hashlib.sha256(marker.encode()).digest()[:12]).decode()
+        names = {f"#{key}": key for key in deltas} | {"#pages": "fanout_pages"}
+        values = _values(**deltas) | {":page": {"S": digest}, ":pages": {"SS": [digest]}}
+        update = "ADD " + ", ".join([*(f"#{key} :{key}" for key in deltas), "#pages :pages"])
         try:
             self._call(
                 "update_item",
                 Key=_to_item({"pk": f"EVENT#{event_id}", "sk": "#EVENT"}),
-                UpdateExpression="ADD " + ", ".join(f"#{key} :{key}" for key in deltas),
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={f"#{key}": key for key in deltas},
-                ExpressionAttributeValues=_values(**deltas),
+                UpdateExpression=update,
+                ConditionExpression="attribute_exists(pk) AND NOT contains(#pages, :page)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except ClientError:
-            pass  # the event expired meanwhile: nothing left to count
+            return False
+        return True
 
     # --- deliveries and attempts ----------------------------------------------------------------
 
@@ -605,26 +630,46 @@ class Store:
         item = self._get(f"DELIVERY#{delivery_id}", "#DELIVERY")
         return Delivery.model_validate(_strip(item)) if item else None
 
+    def get_delivery_state(self, delivery_id: str) -> DeliveryState | None:
+        """The delivery with what only the worker needs: its place in the retry schedule and its lease."""
+        item = self._get(f"DELIVERY#{delivery_id}", "#DELIVERY")
+        if item is None:
+            return None
+        delivery = Delivery.model_validate(_strip(item))
+        return DeliveryState(
+            delivery,
+            scheduled_attempts=int(item.get("scheduled_attempts", delivery.attempts)),
+            lease_until=float(item.get("lease_until", 0)),
+        )
+
+    def _delivery_item(self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int) -> dict[str, Any]:
+        return {
+            "pk": f"DELIVERY#{delivery.id}",
+            "sk": "#DELIVERY",
+            **self._delivery_keys(delivery),
+            **_record(delivery),
+            "scheduled_attempts": scheduled_attempts,
+            "expires_at": expires_at,
+        }
+
     def claim_delivery(
         self,
         delivery: Delivery,
         *,
         previous: Delivery | None,
+        scheduled_attempts: int,
         token: str,
         until: float,
+        now: float,
         expires_at: int,
     ) -> bool:
-        """Take the lease on ``delivery`` for one attempt. False if another worker holds it, or the
-        delivery moved on since ``previous`` was read (a duplicate message)."""
-        now = self._clock()
+        """Take the lease on ``delivery`` for one attempt, until ``until`` (epoch seconds; ``now`` is the
+        worker's clock). False if another worker holds it, or the delivery moved on since ``previous``
+        was read (a duplicate message)."""
         item = {
-            "pk": f"DELIVERY#{delivery.id}",
-            "sk": "#DELIVERY",
-            **self._delivery_keys(delivery),
-            **_record(delivery),
+            **self._delivery_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at),
             "lease_token": token,
             "lease_until": until,
-            "expires_at": expires_at,
         }
         if previous is None:
             condition, values = "attribute_not_exists(pk)", None
@@ -644,8 +689,8 @@ class Store:
         return True
 
     def release_delivery(self, delivery_id: str, token: str) -> None:
-        """Give a lease back without an attempt (the invocation ran out of time before sending)."""
-        try:
+        """Give a lease back without an attempt."""
+        with contextlib.suppress(ClientError):  # not ours any more: nothing to give back
             self._call(
                 "update_item",
                 Key=_to_item({"pk": f"DELIVERY#{delivery_id}", "sk": "#DELIVERY"}),
@@ -653,36 +698,55 @@ class Store:
                 ConditionExpression="lease_token = :token",
                 ExpressionAttributeValues=_values(token=token),
             )
-        except ClientError:
-            pass
 
-    def record_attempt(self, delivery: Delivery, attempt: Attempt | None, *, token: str, expires_at: int) -> bool:
-        """Store an attempt (if one was made) and the delivery's new state together, releasing the lease;
-        False if the lease was lost meanwhile."""
-        delivery_item = {
-            "pk": f"DELIVERY#{delivery.id}",
-            "sk": "#DELIVERY",
-            **self._delivery_keys(delivery),
-            **_record(delivery),
-            "expires_at": expires_at,
-        }
-        attempt_item = attempt and {
-            "pk": f"DELIVERY#{delivery.id}",
-            "sk": f"ATTEMPT#{attempt.id}",
-            **_record(attempt),
-            "expires_at": expires_at,
-        }
+    def record_attempt(
+        self,
+        delivery: Delivery,
+        attempt: Attempt | None,
+        *,
+        token: str,
+        scheduled_attempts: int,
+        expires_at: int,
+        event_counts: Mapping[str, int] | None = None,
+        event_expires_at: int | None = None,
+    ) -> bool:
+        """Store an attempt (if one was made) and the delivery's new state, releasing the lease, and add
+        ``event_counts`` (``succeeded`` / ``failed`` deltas) to the event, all in one transaction: a crash
+        never leaves the counters out of step with the deliveries. False if the lease was lost meanwhile."""
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
-                    "Item": _to_item(delivery_item),
+                    "Item": _to_item(
+                        self._delivery_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)
+                    ),
                     "ConditionExpression": "lease_token = :token",
                     "ExpressionAttributeValues": _values(token=token),
                 }
             }
         ]
         if attempt is not None:
+            attempt_item = {
+                "pk": f"DELIVERY#{delivery.id}",
+                "sk": f"ATTEMPT#{attempt.id}",
+                **_record(attempt),
+                "expires_at": expires_at,
+            }
             actions.append({"Put": {"Item": _to_item(attempt_item)}})
+        deltas = {key: value for key, value in (event_counts or {}).items() if value}
+        if deltas:
+            # No existence condition (an expired event must not block the delivery's record); should the
+            # event be gone, the stub this writes carries the event's own, past, expiry and stays invisible.
+            actions.append(
+                {
+                    "Update": {
+                        "Key": _to_item({"pk": f"EVENT#{delivery.event_id}", "sk": "#EVENT"}),
+                        "UpdateExpression": "SET #exp = if_not_exists(#exp, :exp) ADD "
+                        + ", ".join(f"#{key} :{key}" for key in deltas),
+                        "ExpressionAttributeNames": {"#exp": "expires_at"} | {f"#{key}": key for key in deltas},
+                        "ExpressionAttributeValues": _values(exp=event_expires_at or expires_at, **deltas),
+                    }
+                }
+            )
         try:
             self._transact(actions)
         except ClientError:

@@ -1,0 +1,458 @@
+"""Helpers for the delivery engine's tests: misbehaving servers on 127.0.0.1, a recorder of the AWS calls
+the worker makes, a worker on a controllable clock, verification with the independent libraries, and
+bulk data written straight through the Store.
+
+Nothing here replaces a component: the servers are real sockets, the recorder only reads what botocore
+is about to send (or has received), and the worker is Herald's own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from standardwebhooks import Webhook as StandardWebhook
+from svix.webhooks import Webhook as SvixWebhook
+
+from herald import ids
+from herald.delivery import Worker, settle_all
+from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
+from herald.models import SigningSecret, Subscription
+
+if TYPE_CHECKING:
+    import boto3
+    from fastapi.testclient import TestClient
+
+    from herald.services import Services
+    from herald.store import Store
+    from tests.conftest import Received, TenantInfo
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+INVOICE = {
+    "invoice_id": "in_1",
+    "customer_id": "cus_1",
+    "amount_cents": 4900,
+    "currency": "EUR",
+    "paid_at": "2026-01-31T09:30:00Z",
+}
+ORDER = {
+    "order_id": "ord_7",
+    "carrier": "DHL",
+    "tracking_number": "JD014600003828",
+    "items": [{"sku": "mug-blue", "quantity": 2}],
+    "estimated_delivery": "2026-02-03",
+}
+
+
+# --- the API, briefly ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sub:
+    id: str
+    secret: str
+
+
+def subscribe(client: TestClient, tenant: TenantInfo, url: str, event_types: Iterable[str] = ("invoice.paid",)) -> Sub:
+    response = client.post(
+        "/v1/subscriptions", json={"url": url, "event_types": list(event_types)}, headers=tenant.headers
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Sub(body["id"], body["secret"])
+
+
+def publish(
+    client: TestClient,
+    tenant_id: str | None,
+    event_type: str = "invoice.paid",
+    data: dict[str, Any] | None = None,
+) -> str:
+    body: dict[str, Any] = {"type": event_type, "data": data or (INVOICE if event_type == "invoice.paid" else ORDER)}
+    body |= {"tenant_id": tenant_id} if tenant_id else {"broadcast": True}
+    response = client.post("/v1/events", json=body, headers=ADMIN)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def event_counts(client: TestClient, event_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/events/{event_id}", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return dict(response.json()["deliveries"])
+
+
+def deliveries(client: TestClient, tenant: TenantInfo, sub_id: str, **params: Any) -> list[dict[str, Any]]:
+    response = client.get(f"/v1/subscriptions/{sub_id}/deliveries", params=params, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+def only_delivery(client: TestClient, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
+    found = deliveries(client, tenant, sub_id)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def attempts(client: TestClient, tenant: TenantInfo, sub_id: str, delivery_id: str) -> list[dict[str, Any]]:
+    response = client.get(f"/v1/subscriptions/{sub_id}/deliveries/{delivery_id}/attempts", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+def when(value: str | None) -> float:
+    """An API timestamp as epoch seconds."""
+    assert value is not None
+    return datetime.fromisoformat(value).timestamp()
+
+
+# --- verification with the independent libraries ---------------------------------------------------------
+
+
+def verify(secret: str, received: Received) -> dict[str, Any]:
+    """Verify a delivery with both ``standardwebhooks`` and ``svix``; the decoded payload."""
+    SvixWebhook(secret).verify(received.body, dict(received.headers))
+    payload: dict[str, Any] = StandardWebhook(secret).verify(received.body, dict(received.headers))
+    return payload
+
+
+def signature_of(secret: str, received: Received) -> str:
+    """The ``v1`` signature ``secret`` gives this delivery, computed here with hmac (not Herald's code):
+    for deliveries whose timestamp a simulated clock moved beyond the libraries' 5-minute tolerance."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{received.headers['webhook-id']}.{received.headers['webhook-timestamp']}.".encode() + received.body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+# --- recording the AWS calls the worker makes ----------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    operation: str
+    params: dict[str, Any]
+    response: dict[str, Any] | None = None
+
+
+class CallRecorder:
+    """Records the parameters of API calls a boto3 client makes, and the parsed responses of some, through
+    botocore's event system. It records only: it never alters, stubs or blocks a call."""
+
+    def __init__(self, client: Any, operations: Iterable[str], *, responses: Iterable[str] = ()) -> None:
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+        self._hooks: list[tuple[str, Callable[..., None]]] = []
+        service = client.meta.service_model.service_name
+        self._events = client.meta.events
+        for operation in operations:
+            self._register(f"provide-client-params.{service}.{operation}", self._record_params)
+        for operation in responses:
+            self._register(f"after-call.{service}.{operation}", self._record_response)
+
+    def _register(self, name: str, hook: Callable[..., None]) -> None:
+        self._events.register(name, hook)
+        self._hooks.append((name, hook))
+
+    def _record_params(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        with self._lock:
+            self.calls.append(Call(model.name, dict(params)))
+
+    def _record_response(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        with self._lock:
+            self.calls.append(Call(model.name, {}, parsed))
+
+    def of(self, operation: str) -> list[Call]:
+        with self._lock:
+            return [call for call in self.calls if call.operation == operation]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def close(self) -> None:
+        for name, hook in self._hooks:
+            self._events.unregister(name, hook)
+
+
+# --- a worker on a controllable clock ------------------------------------------------------------------------
+
+
+@dataclass
+class Harness:
+    """A worker (with its own clock and seeded jitter) fed by the Lambda poller emulation. ``sqs`` is a
+    separate client for the test's own look at the queues; ``queue_calls`` records what the worker asked
+    of SQS (visibility changes, sends, batches)."""
+
+    services: Services
+    worker: Worker
+    poller: SqsPoller
+    sqs: Any
+    clock: Callable[[], float]
+    queue_calls: CallRecorder
+    table_calls: CallRecorder
+    receives: CallRecorder
+    results: list[BatchResult] = field(default_factory=list)
+
+    @property
+    def holds(self) -> list[int]:
+        """Every VisibilityTimeout the worker set, in order."""
+        return [int(call.params["VisibilityTimeout"]) for call in self.queue_calls.of("ChangeMessageVisibility")]
+
+    def drain(self, max_batches: int = 100) -> list[BatchResult]:
+        """Run invocations until the queue shows no message (hidden ones stay hidden)."""
+        done: list[BatchResult] = []
+        for _ in range(max_batches):
+            result = self.poller.poll_once()
+            if result.received == 0:
+                self.results += done
+                return done
+            done.append(result)
+        raise AssertionError("the queue never drained")
+
+    def reveal(self) -> int:
+        """Make every message the worker received and did not delete visible again now (visibility 0 with
+        the receipt handles the poller got), whether the worker hid it or it failed. Handles of messages
+        deleted since are skipped. Returns how many were revealed."""
+        revealed = 0
+        handles = {call.params["ReceiptHandle"] for call in self.queue_calls.of("ChangeMessageVisibility")}
+        handles |= {
+            message["ReceiptHandle"]
+            for call in self.receives.of("ReceiveMessage")
+            for message in (call.response or {}).get("Messages", [])
+        }
+        for handle in handles:
+            try:
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.services.settings.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
+                )
+                revealed += 1
+            except ClientError:
+                continue
+        return revealed
+
+    def counts(self, queue_url: str | None = None) -> tuple[int, int]:
+        """(visible, hidden) messages on a queue (the work queue by default)."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=queue_url or self.services.settings.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def received_counts(self) -> list[int]:
+        """The ApproximateReceiveCount of every message the poller received, in order."""
+        return [
+            int(message["Attributes"]["ApproximateReceiveCount"])
+            for call in self.receives.of("ReceiveMessage")
+            for message in (call.response or {}).get("Messages", [])
+            if "ApproximateReceiveCount" in message.get("Attributes", {})
+        ]
+
+    def close(self) -> None:
+        self.queue_calls.close()
+        self.table_calls.close()
+        self.receives.close()
+        settle_all([self.worker])
+
+
+def make_harness(
+    services: Services,
+    session: boto3.session.Session,
+    *,
+    clock: Callable[[], float] = time.time,
+    seed: int = 7,
+    batch_size: int = 100,
+    function_timeout_seconds: float = 60,
+) -> Harness:
+    worker = Worker(services, clock=clock, rng=random.Random(seed))
+    sqs = session.client("sqs")
+    poller = SqsPoller(
+        sqs,
+        services.settings.queue_url,
+        worker.handle,
+        batch_size=batch_size,
+        batching_window_seconds=0,
+        function_timeout_seconds=function_timeout_seconds,
+    )
+    queue_calls = CallRecorder(
+        services.queue.client,
+        ["ChangeMessageVisibility", "SendMessage", "SendMessageBatch"],
+    )
+    table_calls = CallRecorder(services.store.client, ["Scan", "Query", "GetItem", "TransactWriteItems"])
+    receives = CallRecorder(sqs, [], responses=["ReceiveMessage"])
+    return Harness(services, worker, poller, sqs, clock, queue_calls, table_calls, receives)
+
+
+def invoke_bodies(harness: Harness, bodies: list[str], *, timeout_seconds: float = 60) -> dict[str, Any]:
+    """Call the worker's handler with records carrying these bodies, as Lambda would after receiving them.
+    For fan-out messages taken from what the worker sent (the recorder), which never need a receipt."""
+    messages: list[Any] = [
+        {
+            "MessageId": f"m-{index}-{ids.new_id('msg')}",
+            "ReceiptHandle": f"not-received-{index}",
+            "Body": body,
+            "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+        }
+        for index, body in enumerate(bodies)
+    ]
+    context: Any = LambdaContext("DeliveryFunction", timeout_seconds, time.time())
+    return harness.worker.handle(sqs_event(messages, harness.poller.queue_arn), context)
+
+
+# --- servers that misbehave on purpose -------------------------------------------------------------------------
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that never speaks HTTP. ``"silent"`` accepts connections and never
+    answers; ``"close"`` closes each connection as soon as it is accepted."""
+
+    def __init__(self, mode: str) -> None:
+        assert mode in ("silent", "close")
+        self.mode = mode
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}/webhook"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            if self.mode == "close":
+                conn.close()
+            else:
+                self._held.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
+
+
+def closed_port_url() -> str:
+    """A URL on a 127.0.0.1 port nobody listens on (the connection is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/webhook"
+
+
+class ConcurrencyProbe:
+    """An HTTP server on 127.0.0.1 that answers 200 only once ``expected`` requests are in flight at the
+    same time (500 if they never are within ``patience`` seconds): proof that a batch is sent
+    concurrently, without timing anything."""
+
+    def __init__(self, expected: int, patience: float = 4.0) -> None:
+        self.expected = expected
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.paths: list[str] = []
+        self._all_in = threading.Event()
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                with outer._lock:
+                    outer.paths.append(self.path)
+                    outer.in_flight += 1
+                    outer.most_in_flight = max(outer.most_in_flight, outer.in_flight)
+                    if outer.in_flight >= outer.expected:
+                        outer._all_in.set()
+                ok = outer._all_in.wait(patience)
+                with outer._lock:
+                    outer.in_flight -= 1
+                self.send_response(200 if ok else 500)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- bulk data straight through the Store ----------------------------------------------------------------------
+
+
+def bulk_subscriptions(
+    store: Store, tenant_id: str, url: str, count: int, event_types: Iterable[str] = ("invoice.paid",)
+) -> list[Subscription]:
+    now = datetime.now(UTC)
+    subs = [
+        Subscription(
+            id=ids.new_id(ids.SUBSCRIPTION),
+            tenant_id=tenant_id,
+            url=url,
+            event_types=list(event_types),
+            secrets=[SigningSecret(secret=ids.new_signing_secret(), created_at=now)],
+            created_at=now,
+            updated_at=now,
+        )
+        for _ in range(count)
+    ]
+    store.import_subscriptions(subs)
+    return subs
+
+
+# --- a worker process to kill ------------------------------------------------------------------------------------
+
+
+def worker_process_main() -> None:
+    """Poll the work queue forever, like one Lambda container (run in a child process by the crash test;
+    it reads the same HERALD_* and AWS_* environment a deployed function does)."""
+    from herald.services import Services
+
+    services = Services.create()
+    worker = Worker(services)
+    import boto3
+
+    poller = SqsPoller(
+        boto3.session.Session().client("sqs"),
+        services.settings.queue_url,
+        worker.handle,
+        batch_size=int(os.environ.get("TEST_BATCH_SIZE", "10")),
+        batching_window_seconds=0,
+        function_timeout_seconds=float(os.environ.get("TEST_FUNCTION_TIMEOUT", "60")),
+    )
+    while True:
+        poller.poll_once(wait_seconds=1)

@@ -1,0 +1,335 @@
+"""Whole SQS batches: a bad record never takes the others down, duplicates never send twice, and a worker
+killed in the middle of a batch loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from fastapi.testclient import TestClient
+from moto.server import ThreadedMotoServer
+
+from herald import ids
+from herald.api import create_app
+from herald.delivery import Worker, settle_all
+from herald.local.poller import SqsPoller
+from herald.local.resources import create_local_resources
+from herald.messages import DeliveryMessage
+from herald.services import Services
+from herald.settings import Settings
+from tests.conftest import Clock, Receiver, TenantInfo
+from tests.delivery_support import (
+    ADMIN,
+    ADMIN_KEY,
+    Harness,
+    attempts,
+    event_counts,
+    make_harness,
+    only_delivery,
+    publish,
+    subscribe,
+    verify,
+)
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(time.time())
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
+    made = make_harness(services, aws, clock=clock)
+    yield made
+    made.close()
+
+
+def test_a_poison_message_goes_to_the_dlq_without_blocking_its_batch(
+    client, tenant, harness: Harness, make_receiver
+) -> None:
+    # GIVEN two deliveries on the queue, and two messages no worker can read beside them
+    receivers = [make_receiver(), make_receiver()]
+    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    publish(client, tenant.id)
+    harness.poller.poll_once()  # the fan-out queues the two deliveries
+    queue_url = harness.services.settings.queue_url
+    poison = ["this is not json", json.dumps({"v": 2, "kind": "delivery", "event_id": "evt_1"})]
+    for body in poison:
+        harness.sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    # WHEN one invocation receives all four
+    result = harness.poller.poll_once()
+    # THEN all four left the queue: the deliveries were made, the poison went to the dead-letter queue
+    assert (result.received, result.deleted, result.failed) == (4, 4, 0)
+    for receiver, sub in zip(receivers, subs, strict=True):
+        (got,) = receiver.received
+        verify(sub.secret, got)
+    dlq = harness.sqs.receive_message(
+        QueueUrl=harness.services.settings.dead_letter_queue_url,
+        MaxNumberOfMessages=10,
+        MessageAttributeNames=["All"],
+    )["Messages"]
+    assert sorted(m["Body"] for m in dlq) == sorted(poison)
+    assert all("unreadable work message" in m["MessageAttributes"]["herald_error"]["StringValue"] for m in dlq)
+    assert harness.counts() == (0, 0)
+
+
+def test_a_record_that_raises_fails_alone_and_ends_in_the_dlq(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN two good deliveries, and one whose event item is corrupt (its reading raises)
+    receivers = [make_receiver(), make_receiver()]
+    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    publish(client, tenant.id)
+    harness.poller.poll_once()
+    store = harness.services.store
+    store.client.put_item(
+        TableName=store.table_name,
+        Item={"pk": {"S": "EVENT#evt_corrupt"}, "sk": {"S": "#EVENT"}, "id": {"S": "evt_corrupt"}},
+    )
+    bad = DeliveryMessage(event_id="evt_corrupt", tenant_id=tenant.id, subscription_id=subs[0].id)
+    harness.services.queue.send(bad)
+    # WHEN one invocation receives the three
+    result = harness.poller.poll_once()
+    # THEN only the bad record is reported as a batch item failure; the good ones were delivered
+    assert (result.received, result.deleted, result.failed) == (3, 2, 1)
+    assert [len(r.received) for r in receivers] == [1, 1]
+    # AND the bad record does not loop forever: each time it comes back it fails again, until SQS's
+    # maxReceiveCount moves it to the dead-letter queue
+    for _ in range(harness.services.settings.max_receive_count + 1):
+        harness.reveal()
+        harness.drain()
+    assert harness.counts() == (0, 0)
+    dlq = harness.sqs.receive_message(QueueUrl=harness.services.settings.dead_letter_queue_url)["Messages"]
+    assert [json.loads(m["Body"])["event_id"] for m in dlq] == ["evt_corrupt"]
+    assert [len(r.received) for r in receivers] == [1, 1]
+    assert max(harness.received_counts()) == harness.services.settings.max_receive_count
+
+
+def test_a_failing_aws_call_for_one_record_does_not_fail_the_others(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    # GIVEN three deliveries, and DynamoDB unreachable for the subscription of one of them
+    receivers = [make_receiver() for _ in range(3)]
+    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    event_id = publish(client, tenant.id)
+    harness.poller.poll_once()
+    unlucky = f"SUB#{subs[1].id}"
+
+    def unreachable(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key", {}).get("sk", {}).get("S") == unlucky:
+            raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
+
+    events = harness.services.store.client.meta.events
+    events.register("provide-client-params.dynamodb.GetItem", unreachable)
+    try:
+        # WHEN one invocation receives the three
+        result = harness.poller.poll_once()
+    finally:
+        events.unregister("provide-client-params.dynamodb.GetItem", unreachable)
+    # THEN the two others were delivered and settled; the unlucky one failed alone and will come back
+    assert (result.received, result.deleted, result.failed) == (3, 2, 1)
+    assert [len(r.received) for r in receivers] == [1, 0, 1]
+    assert event_counts(client, event_id)["succeeded"] == 2
+    # AND once DynamoDB answers again it is delivered too, when the message comes back
+    harness.reveal()
+    harness.drain()
+    assert [len(r.received) for r in receivers] == [1, 1, 1]
+    assert event_counts(client, event_id)["succeeded"] == 3
+
+
+def test_duplicate_messages_of_one_delivery_send_it_once(client, tenant, harness: Harness, clock, receiver) -> None:
+    # GIVEN the same delivery message three times on the queue (SQS delivers at least once)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.poller.poll_once()
+    duplicate = DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id)
+    harness.services.queue.send(duplicate)
+    harness.services.queue.send(duplicate)
+    # WHEN one invocation receives all three, and later the held copies come back
+    first = harness.poller.poll_once()
+    step_clock = 30
+    clock.advance(step_clock)
+    harness.reveal()
+    harness.drain()
+    # THEN the receiver got one request, one attempt was recorded, and every copy is gone
+    assert first.received == 3
+    assert len(receiver.received) == 1
+    delivery = only_delivery(client, tenant, sub.id)
+    assert len(attempts(client, tenant, sub.id, delivery["id"])) == 1
+    assert event_counts(client, event_id)["succeeded"] == 1
+    assert harness.counts() == (0, 0)
+
+
+def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
+    client, tenant, harness: Harness, clock: Clock, receiver
+) -> None:
+    # GIVEN a delivery whose lease a worker took just before it died (its lease runs 50 s more)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.poller.poll_once()
+    store = harness.services.store
+    from herald.models import Delivery
+
+    now = harness.worker._now()
+    dead = Delivery(
+        id=ids.delivery_id(event_id, sub.id),
+        event_id=event_id,
+        subscription_id=sub.id,
+        tenant_id=tenant.id,
+        event_type="invoice.paid",
+        status="pending",
+        created_at=now,
+        updated_at=now,
+    )
+    assert store.claim_delivery(
+        dead,
+        previous=None,
+        scheduled_attempts=0,
+        token="dead-worker",
+        until=clock() + 50,
+        now=clock(),
+        expires_at=int(clock()) + 86400,
+    )
+    # WHEN the delivery's message is received while the lease runs
+    result = harness.poller.poll_once()
+    # THEN nothing is sent, and the message is kept, hidden until the lease is over
+    assert (result.received, result.failed) == (1, 1)
+    assert receiver.received == []
+    assert harness.holds == [51]
+    assert harness.counts() == (0, 1)
+    # WHEN the lease has run out and the message is back
+    clock.advance(52)
+    harness.reveal()
+    harness.drain()
+    # THEN the delivery is made and recorded as its first attempt
+    (got,) = receiver.received
+    verify(sub.secret, got)
+    delivery = only_delivery(client, tenant, sub.id)
+    assert delivery["status"] == "succeeded"
+    assert [a["attempt_number"] for a in attempts(client, tenant, sub.id, delivery["id"])] == [1]
+    assert event_counts(client, event_id)["succeeded"] == 1
+    assert harness.counts() == (0, 0)
+
+
+# --- a worker killed in the middle of a batch ------------------------------------------------------------------
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A moto server on 127.0.0.1 that this process and a child process both talk to."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    yield endpoint
+    server.stop()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Receiver) -> None:
+    # GIVEN the template's resources on a moto server, with a short queue visibility for the test
+    resources = create_local_resources(admin_key=ADMIN_KEY, session=boto3.session.Session(), prefix="crash")
+    sqs = boto3.session.Session().client("sqs")
+    sqs.set_queue_attributes(QueueUrl=resources.queue_url, Attributes={"VisibilityTimeout": "3"})
+    environment = {
+        **resources.environment(),
+        "HERALD_ALLOW_PRIVATE_URLS": "true",
+        "HERALD_DELIVERY_TIMEOUT_SECONDS": "3",
+    }
+    values: dict[str, Any] = {key.removeprefix("HERALD_").lower(): value for key, value in environment.items()}
+    settings = Settings(**values)
+    services = Services.create(settings)
+    # AND eight subscribers behind one receiver: the first four requests are answered at once, the next
+    # four after 2.5 s (within the 3 s timeout), so the second batch of four is in flight for a while
+    headers: dict[str, str] = {}
+    receiver.responses = [(200, headers, b"ok", 0.0)] * 4 + [(200, headers, b"ok", 2.5)] * 4
+    with TestClient(create_app(services)) as client:
+        created = client.post("/v1/tenants", json={"name": "Crash"}, headers=ADMIN).json()
+        tenant = TenantInfo(created["id"], created["api_key"]["key"])
+        subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(8)}
+        event_id = publish(client, tenant.id)
+
+        # WHEN a worker process (batches of four, 9 s invocations) runs until six requests reached the
+        # receiver, and is then killed with SIGKILL: the second batch's requests are in flight, unrecorded
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from tests.delivery_support import worker_process_main; worker_process_main()"],
+            cwd=REPO,
+            env={**os.environ, **environment, "TEST_BATCH_SIZE": "4", "TEST_FUNCTION_TIMEOUT": "9"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while len(receiver.received) < 6:
+                assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
+                assert time.monotonic() < deadline, "the worker process never reached the receiver"
+                time.sleep(0.02)
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
+        at_kill = len(receiver.received)
+        recorded_at_kill = sum(
+            len(attempts(client, tenant, sub.id, ids.delivery_id(event_id, sub.id))) for sub in subs.values()
+        )
+        assert child.returncode == -signal.SIGKILL
+        assert recorded_at_kill < at_kill  # some requests were made but never recorded
+
+        # AND a fresh worker takes over: messages reappear (short visibility), leases of the dead worker
+        # run out, and the work is finished
+        worker = Worker(services)
+        poller = SqsPoller(sqs, resources.queue_url, worker.handle, batch_size=10, function_timeout_seconds=60)
+        try:
+            deadline = time.monotonic() + 90
+            while event_counts(client, event_id)["succeeded"] < len(subs):
+                assert time.monotonic() < deadline, event_counts(client, event_id)
+                poller.poll_once(wait_seconds=1)
+        finally:
+            settle_all([worker])
+
+        # THEN every subscriber has at least one verified delivery, and repeats carry the same webhook-id
+        by_path = Counter(r.path for r in receiver.received)
+        assert set(by_path) == set(subs)
+        for got in receiver.received:
+            verify(subs[got.path].secret, got)
+            assert got.headers["webhook-id"] == event_id
+        # AND the attempt log is consistent: per delivery, attempts numbered 1..n, the last one the only
+        # success, never more recorded attempts than requests received
+        for path, sub in subs.items():
+            delivery = only_delivery(client, tenant, sub.id)
+            log = attempts(client, tenant, sub.id, delivery["id"])
+            assert delivery["status"] == "succeeded"
+            assert [a["attempt_number"] for a in log] == list(range(1, len(log) + 1))
+            assert [a["succeeded"] for a in log] == [False] * (len(log) - 1) + [True]
+            assert delivery["attempts"] == len(log) <= by_path[path]
+        # AND the event's counts add up, and nothing is left on the queues
+        assert event_counts(client, event_id) == {
+            "matched": 8,
+            "pending": 0,
+            "succeeded": 8,
+            "failed": 0,
+            "fanout_complete": True,
+        }
+        for url in (resources.queue_url, resources.dead_letter_queue_url):
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            )["Attributes"]
+            assert attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}

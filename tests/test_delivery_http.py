@@ -1,0 +1,472 @@
+"""One delivery over real HTTP: what is sent, and how each kind of answer (or silence) is taken.
+
+Every receiver is a real server on 127.0.0.1; deliveries are verified with ``standardwebhooks`` and
+``svix``. The worker runs on the real clock here; retry timing is in test_delivery_retries.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+
+from herald import __version__, ids
+from herald.delivery import RESPONSE_MAX_BYTES
+from tests.conftest import Receiver, TenantInfo
+from tests.delivery_support import (
+    ADMIN,
+    ConcurrencyProbe,
+    Harness,
+    RawServer,
+    attempts,
+    bulk_subscriptions,
+    closed_port_url,
+    deliveries,
+    event_counts,
+    make_harness,
+    only_delivery,
+    publish,
+    subscribe,
+    verify,
+    when,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any) -> Iterator[Harness]:
+    made = make_harness(services, aws)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def raw_servers() -> Iterator[Callable[[str], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(mode: str) -> RawServer:
+        servers.append(RawServer(mode))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def _one_failed_attempt(client: Any, tenant: TenantInfo, sub_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    delivery = only_delivery(client, tenant, sub_id)
+    (attempt,) = attempts(client, tenant, sub_id, delivery["id"])
+    assert attempt["succeeded"] is False
+    return delivery, attempt
+
+
+# --- the happy path --------------------------------------------------------------------------------------------
+
+
+def test_every_matching_subscriber_gets_exactly_one_verified_delivery(
+    client, tenant, make_tenant, harness: Harness, make_receiver
+) -> None:
+    # GIVEN three subscribers to invoice.paid, one to everything, one to another type, one disabled,
+    # and a subscriber of another tenant
+    receivers = [make_receiver() for _ in range(7)]
+    subs = [subscribe(client, tenant, r.url) for r in receivers[:3]]
+    wildcard = subscribe(client, tenant, receivers[3].url, ["*"])
+    subscribe(client, tenant, receivers[4].url, ["order.shipped"])
+    disabled = subscribe(client, tenant, receivers[5].url)
+    assert client.patch(f"/v1/subscriptions/{disabled.id}", json={"enabled": False}, headers=tenant.headers).is_success
+    other = make_tenant("Other")
+    subscribe(client, other, receivers[6].url)
+
+    # WHEN an invoice.paid event is published to the tenant and the worker drains the queue
+    event_id = publish(client, tenant.id)
+    harness.drain()
+
+    # THEN each matching subscriber received it exactly once, verified by both libraries, and the others nothing
+    stored = harness.services.store.get_event(event_id)
+    assert stored is not None
+    for receiver, sub in zip(receivers[:4], [*subs, wildcard], strict=True):
+        assert len(receiver.received) == 1, receiver.received
+        got = receiver.received[0]
+        payload = verify(sub.secret, got)
+        assert payload == {"type": "invoice.paid", "timestamp": payload["timestamp"], "data": payload["data"]}
+        assert payload["data"]["invoice_id"] == "in_1"
+        assert got.body == stored.payload.encode()  # the exact bytes that were signed
+        assert got.headers["webhook-id"] == event_id
+        assert got.headers["content-type"] == "application/json"
+        assert got.headers["user-agent"] == f"Herald/{__version__}"
+        assert abs(int(got.headers["webhook-timestamp"]) - datetime.now(UTC).timestamp()) < 60
+        assert got.headers["webhook-signature"].startswith("v1,")
+        assert len(got.headers["webhook-signature"].split(" ")) == 1
+    assert [len(r.received) for r in receivers[4:]] == [0, 0, 0]
+    # AND the delivery log and the event's counts agree
+    for sub in [*subs, wildcard]:
+        delivery = only_delivery(client, tenant, sub.id)
+        assert delivery["id"] == ids.delivery_id(event_id, sub.id)
+        assert delivery["status"] == "succeeded"
+        assert delivery["attempts"] == 1
+        (attempt,) = attempts(client, tenant, sub.id, delivery["id"])
+        assert attempt["attempt_number"] == 1
+        assert attempt["trigger"] == "scheduled"
+        assert attempt["status_code"] == 200
+        assert attempt["response_body"] == "ok"
+        assert attempt["next_attempt_at"] is None
+    assert deliveries(client, tenant, disabled.id) == []
+    assert event_counts(client, event_id) == {
+        "matched": 4,
+        "pending": 0,
+        "succeeded": 4,
+        "failed": 0,
+        "fanout_complete": True,
+    }
+    # AND nothing is left on the queues
+    assert harness.counts() == (0, 0)
+    assert harness.counts(harness.services.settings.dead_letter_queue_url) == (0, 0)
+
+
+def test_a_whole_batch_is_sent_concurrently(client, tenant, harness: Harness) -> None:
+    # GIVEN six subscribers behind a server that answers only once all six requests are in flight together
+    probe = ConcurrencyProbe(expected=6)
+    try:
+        subs = [subscribe(client, tenant, probe.url(f"s{index}")) for index in range(6)]
+        event_id = publish(client, tenant.id)
+        # WHEN the fan-out runs, then its six deliveries arrive in one batch
+        harness.drain()
+        # THEN all six were in flight at the same time and all succeeded
+        assert probe.most_in_flight == 6
+        assert sorted(probe.paths) == [f"/s{index}" for index in range(6)]
+        assert [r.deleted for r in harness.results] == [1, 6]
+        for sub in subs:
+            assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+        assert event_counts(client, event_id)["succeeded"] == 6
+    finally:
+        probe.close()
+
+
+def test_an_answer_slower_than_usual_but_within_the_timeout_succeeds(client, tenant, harness, receiver) -> None:
+    # GIVEN a receiver that takes 1.5 s to answer (the timeout is 5 s)
+    receiver.default = (204, {}, b"", 1.5)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN it succeeded, and the attempt's duration shows the wait
+    delivery = only_delivery(client, tenant, sub.id)
+    assert delivery["status"] == "succeeded"
+    assert delivery["last_status_code"] == 204
+    (attempt,) = attempts(client, tenant, sub.id, delivery["id"])
+    assert attempt["duration_ms"] >= 1400
+    assert attempt["response_body"] == ""
+
+
+# --- failures ----------------------------------------------------------------------------------------------------
+
+
+def test_a_500_is_a_failed_attempt_retried_after_the_second_step(client, tenant, harness, receiver) -> None:
+    # GIVEN a receiver that answers 500 with a body
+    receiver.default = (500, {}, b"database down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN one attempt was made and recorded as an HTTP failure with the response body
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert len(receiver.received) == 1
+    assert attempt["status_code"] == 500
+    assert attempt["error_kind"] == "http_status"
+    assert attempt["response_body"] == "database down"
+    # AND the delivery stays pending, due 5 s +/- 20 % later, and its message is hidden until then
+    assert delivery["status"] == "pending"
+    assert delivery["attempts"] == 1
+    delay = when(delivery["next_attempt_at"]) - when(attempt["finished_at"])
+    assert 4.0 <= delay <= 6.0
+    assert attempt["next_attempt_at"] == delivery["next_attempt_at"]
+    (hold,) = harness.holds
+    assert abs(hold - delay) <= 1
+    assert harness.counts() == (0, 1)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": 1.0}])
+def test_a_receiver_that_never_answers_times_out(client, tenant, harness, raw_servers) -> None:
+    # GIVEN a server that accepts the connection and never answers (the timeout is 1 s: see the parametrize)
+    server = raw_servers("silent")
+    sub = subscribe(client, tenant, server.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the attempt timed out, and the next one waits at least 60 s (instead of the 5 s step)
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert server.accepted == 1
+    assert attempt["error_kind"] == "timeout"
+    assert attempt["status_code"] is None
+    assert 900 <= attempt["duration_ms"] < 5000
+    assert when(delivery["next_attempt_at"]) - when(attempt["finished_at"]) == pytest.approx(60, abs=0.01)
+    assert harness.holds == [pytest.approx(60, abs=1)]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": 1.0}])
+def test_an_answer_slower_than_the_timeout_is_a_timeout(client, tenant, harness, receiver) -> None:
+    # GIVEN a receiver that answers after 3 s, with a 1 s timeout
+    receiver.default = (200, {}, b"late", 3.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the request arrived but the attempt is a timeout: a late 200 is not a success
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert len(receiver.received) == 1
+    assert attempt["error_kind"] == "timeout"
+    assert delivery["status"] == "pending"
+
+
+def test_a_refused_connection_is_a_connection_error(client, tenant, harness) -> None:
+    # GIVEN a subscription to a port nobody listens on
+    sub = subscribe(client, tenant, closed_port_url())
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the attempt failed with a connection error and no status, and a retry is scheduled
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert attempt["error_kind"] == "connection"
+    assert attempt["status_code"] is None
+    assert attempt["error_message"]
+    assert delivery["status"] == "pending"
+    assert delivery["next_attempt_at"] is not None
+
+
+def test_a_connection_closed_without_an_answer_is_a_connection_error(client, tenant, harness, raw_servers) -> None:
+    # GIVEN a server that closes every connection as soon as it accepts it
+    server = raw_servers("close")
+    sub = subscribe(client, tenant, server.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the attempt failed with a connection error
+    _, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert server.accepted >= 1
+    assert attempt["error_kind"] == "connection"
+    assert attempt["status_code"] is None
+
+
+def test_https_to_a_server_that_speaks_plain_http_is_a_tls_error(client, tenant, harness, receiver) -> None:
+    # GIVEN a subscription with an https URL to a server that only speaks plain HTTP
+    sub = subscribe(client, tenant, receiver.url.replace("http://", "https://"))
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the TLS handshake failed: a tls error, no status, and nothing was received as a request
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert attempt["error_kind"] == "tls"
+    assert attempt["status_code"] is None
+    assert receiver.received == []
+    assert delivery["status"] == "pending"
+
+
+def test_a_redirect_is_a_failure_and_never_followed(client, tenant, harness, make_receiver) -> None:
+    # GIVEN a receiver that redirects to another one
+    redirecting, target = make_receiver(), make_receiver()
+    redirecting.default = (302, {"location": target.url}, b"", 0.0)
+    sub = subscribe(client, tenant, redirecting.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the 302 is a failed attempt, and the redirect target never received anything
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert attempt["status_code"] == 302
+    assert attempt["error_kind"] == "http_status"
+    assert "redirect" in attempt["error_message"]
+    assert delivery["status"] == "pending"
+    assert len(redirecting.received) == 1
+    assert target.received == []
+
+
+def test_a_410_disables_the_subscription_and_stops_its_retries(client, tenant, harness, receiver) -> None:
+    # GIVEN a receiver that answers 410 Gone
+    receiver.default = (410, {}, b"gone", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    # THEN the delivery failed at once, with no next attempt and no message left to retry it
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert delivery["status"] == "failed"
+    assert delivery["next_attempt_at"] is None
+    assert attempt["status_code"] == 410
+    assert attempt["next_attempt_at"] is None
+    assert harness.counts() == (0, 0)
+    assert harness.holds == []
+    assert event_counts(client, event_id) == {
+        "matched": 1,
+        "pending": 0,
+        "succeeded": 0,
+        "failed": 1,
+        "fanout_complete": True,
+    }
+    # AND the subscription is disabled with the reason recorded
+    body = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert body["enabled"] is False
+    assert "410" in body["disabled_reason"]
+    # AND later events no longer go to it
+    publish(client, tenant.id)
+    harness.drain()
+    assert len(receiver.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        ("100", 100.0),  # within [1x, 2x] of the 60 s floor: honoured
+        ("1000", 120.0),  # clamped to 2x
+        ("3", 60.0),  # clamped to 1x
+        ("http-date+100", 100.0),  # an HTTP date 100 s ahead
+        ("soon", 60.0),  # unreadable: ignored
+    ],
+)
+def test_a_429_waits_at_least_60s_and_honours_retry_after_within_bounds(
+    client, tenant, harness, receiver, retry_after: str, expected: float
+) -> None:
+    # GIVEN a receiver that answers 429 with a Retry-After header
+    if retry_after.startswith("http-date"):
+        retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=100), usegmt=True)
+    receiver.default = (429, {"retry-after": retry_after}, b"slow down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the next attempt is scheduled at the Retry-After, clamped to [60 s, 120 s]
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert attempt["status_code"] == 429
+    delay = when(delivery["next_attempt_at"]) - when(attempt["finished_at"])
+    assert delay == pytest.approx(expected, abs=1.5)
+    (hold,) = harness.holds
+    assert hold == pytest.approx(expected, abs=2)
+
+
+def test_the_response_body_is_kept_up_to_20000_bytes(client, tenant, harness, receiver) -> None:
+    # GIVEN a receiver that answers 500 with 60,000 bytes of two-byte characters
+    receiver.default = (500, {"content-type": "text/plain; charset=utf-8"}, "é".encode() * 30_000, 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the attempt log keeps the first 20,000 bytes, whole characters only
+    _, attempt = _one_failed_attempt(client, tenant, sub.id)
+    kept = attempt["response_body"].encode()
+    assert len(kept) == RESPONSE_MAX_BYTES
+    assert set(attempt["response_body"]) == {"é"}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"allow_private_urls": False}])
+def test_a_url_the_policy_refuses_is_never_called(client, tenant, harness, receiver) -> None:
+    # GIVEN a deployment that refuses private addresses, and a loopback subscription written around the API
+    (sub,) = bulk_subscriptions(harness.services.store, tenant.id, receiver.url, 1)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the attempt is refused by policy and the receiver got nothing
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert attempt["error_kind"] == "refused_by_policy"
+    assert attempt["status_code"] is None
+    assert "not a public address" in attempt["error_message"]
+    assert receiver.received == []
+    assert delivery["status"] == "pending"
+
+
+# --- rotation and the test endpoint -----------------------------------------------------------------------------
+
+
+def test_after_a_rotation_both_secrets_verify_a_delivery(client, tenant, harness, receiver) -> None:
+    # GIVEN a subscription whose secret was rotated (the old one keeps signing for the grace period)
+    sub = subscribe(client, tenant, receiver.url)
+    rotated = client.post(f"/v1/subscriptions/{sub.id}/secret/rotate", headers=tenant.headers)
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["secret"]
+    assert new_secret != sub.secret
+    assert rotated.json()["previous_valid_until"] is not None
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the signature header carries two v1 signatures, and each secret alone verifies the delivery
+    (got,) = receiver.received
+    signatures = got.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2
+    assert all(s.startswith("v1,") for s in signatures)
+    assert verify(new_secret, got) == verify(sub.secret, got)
+
+
+def test_the_test_endpoint_sends_the_ping_through_the_real_path(client, tenant, harness, receiver) -> None:
+    # GIVEN a subscription
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN the tenant asks for a test delivery
+    response = client.post(f"/v1/subscriptions/{sub.id}/test", headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    sent = response.json()
+    harness.drain()
+    # THEN the receiver got a signed herald.ping, logged as a "test" attempt of the named delivery
+    (got,) = receiver.received
+    payload = verify(sub.secret, got)
+    assert payload["type"] == "herald.ping"
+    assert payload["data"]["subscription_id"] == sub.id
+    assert got.headers["webhook-id"] == sent["event_id"]
+    delivery = only_delivery(client, tenant, sub.id)
+    assert delivery["id"] == sent["delivery_id"]
+    assert delivery["status"] == "succeeded"
+    (attempt,) = attempts(client, tenant, sub.id, delivery["id"])
+    assert attempt["trigger"] == "test"
+    counts = event_counts(client, sent["event_id"])
+    assert (counts["matched"], counts["pending"], counts["succeeded"]) == (1, 0, 1)
+
+
+def test_a_test_event_reports_its_fanout_complete(client, tenant, harness, receiver) -> None:
+    # GIVEN a test delivery sent and delivered
+    sub = subscribe(client, tenant, receiver.url)
+    sent = client.post(f"/v1/subscriptions/{sub.id}/test", headers=tenant.headers).json()
+    harness.drain()
+    # THEN its event says the fan-out is complete (there is none: it goes to one subscription)
+    assert event_counts(client, sent["event_id"])["fanout_complete"] is True
+
+
+def test_a_delivery_body_is_the_events_stored_envelope(client, tenant, harness, receiver) -> None:
+    # GIVEN a subscription to order.shipped
+    sub = subscribe(client, tenant, receiver.url, ["order.shipped"])
+    # WHEN an order.shipped event is published
+    event_id = publish(client, tenant.id, "order.shipped")
+    harness.drain()
+    # THEN the body is {"type", "timestamp", "data"} with the event's data and creation time
+    (got,) = receiver.received
+    verify(sub.secret, got)
+    body = json.loads(got.body)
+    assert list(body) == ["type", "timestamp", "data"]
+    assert body["type"] == "order.shipped"
+    assert body["data"]["order_id"] == "ord_7"
+    event = client.get(f"/v1/events/{event_id}", headers=ADMIN).json()
+    assert when(body["timestamp"].replace("Z", "+00:00")) == pytest.approx(when(event["timestamp"]), abs=0.001)
+
+
+def test_deliveries_list_filters_by_status_and_pages(client, tenant, harness, receiver: Receiver) -> None:
+    # GIVEN three events to one subscription, the second of which fails
+    receiver.responses = [(200, {}, b"", 0.0), (500, {}, b"", 0.0), (200, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    for _ in range(3):
+        publish(client, tenant.id)
+        harness.drain()
+    # WHEN the tenant lists the subscription's deliveries, by status and two at a time
+    pending = deliveries(client, tenant, sub.id, status="pending")
+    succeeded = deliveries(client, tenant, sub.id, status="succeeded")
+    first = client.get(f"/v1/subscriptions/{sub.id}/deliveries", params={"limit": 2}, headers=tenant.headers).json()
+    second = client.get(
+        f"/v1/subscriptions/{sub.id}/deliveries",
+        params={"limit": 2, "iterator": first["iterator"]},
+        headers=tenant.headers,
+    ).json()
+    # THEN the filter and the cursor give each delivery once
+    assert len(pending) == 1
+    assert len(succeeded) == 2
+    assert first["done"] is False
+    assert second["done"] is True
+    listed = [d["id"] for d in first["data"] + second["data"]]
+    assert sorted(listed) == sorted(d["id"] for d in pending + succeeded)

@@ -1,0 +1,187 @@
+"""Pure unit tests: the retry policy (schedule, jitter, throttle floor, Retry-After), the error kinds of
+transport failures, and the cut of response bodies. No AWS, no network."""
+
+from __future__ import annotations
+
+import random
+import socket
+import ssl
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from herald.delivery import RESPONSE_MAX_BYTES, Outcome, classify, cut_body
+from herald.errors import UrlNotAllowedError
+from herald.models import ErrorKind
+from herald.retry import RetryPolicy, parse_retry_after
+from herald.settings import DEFAULT_RETRY_SCHEDULE, Settings
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+STEADY = RetryPolicy(DEFAULT_RETRY_SCHEDULE, jitter=0.0)
+
+
+# --- the schedule ------------------------------------------------------------------------------------------------
+
+
+def test_the_default_schedule_is_immediately_then_5s_5min_30min_2h_5h_10h_10h() -> None:
+    assert DEFAULT_RETRY_SCHEDULE == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert Settings().retry_schedule == DEFAULT_RETRY_SCHEDULE
+    assert STEADY.max_attempts == 8
+
+
+def test_each_failed_attempt_waits_the_next_step_and_the_last_one_ends_the_delivery() -> None:
+    # GIVEN no jitter, WHEN attempts 1..8 fail, THEN the waits are the schedule's steps 2..8, then none
+    assert [STEADY.delay_after(n) for n in range(1, 9)] == [5, 300, 1800, 7200, 18000, 36000, 36000, None]
+    assert STEADY.delay_after(9) is None
+
+
+def test_the_schedule_is_configuration_and_may_have_steps_longer_than_12h() -> None:
+    settings = Settings(retry_schedule="0, 1; 100000")
+    assert settings.retry_schedule == (0, 1, 100000)
+    policy = RetryPolicy.from_settings(settings.model_copy(update={"retry_jitter": 0.0}))
+    assert [policy.delay_after(n) for n in (1, 2, 3)] == [1, 100000, None]
+
+
+@pytest.mark.parametrize("schedule", ["", "5,-1", "a,b"])
+def test_a_schedule_that_makes_no_sense_is_refused(schedule: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(retry_schedule=schedule)
+
+
+def test_jitter_stays_within_20_percent_and_is_reproducible_with_a_seed() -> None:
+    # GIVEN the default +/-20 % jitter
+    policy = RetryPolicy(DEFAULT_RETRY_SCHEDULE)
+    rng = random.Random(1234)
+    # WHEN many delays are drawn for the 5-minute step
+    delays = [policy.delay_after(2, rng=rng) for _ in range(2000)]
+    # THEN all are within [240, 360], they really spread, and the same seed draws the same ones
+    assert all(d is not None and 240 <= d <= 360 for d in delays)
+    values = [d for d in delays if d is not None]
+    assert min(values) < 250
+    assert max(values) > 350
+    again = random.Random(1234)
+    assert [policy.delay_after(2, rng=again) for _ in range(2000)] == delays
+
+
+def test_a_zero_step_stays_zero_with_jitter() -> None:
+    assert RetryPolicy((0, 0, 10)).delay_after(1, rng=random.Random(5)) == 0
+
+
+# --- throttling and Retry-After ------------------------------------------------------------------------------------
+
+
+def test_after_a_timeout_or_429_the_wait_is_at_least_60s() -> None:
+    policy = RetryPolicy(DEFAULT_RETRY_SCHEDULE)
+    rng = random.Random(9)
+    assert policy.delay_after(1, throttled=True, rng=rng) == 60  # the 5 s step is raised to 60 s
+    longer = policy.delay_after(2, throttled=True, rng=rng)  # the 5 min step is already longer
+    assert longer is not None
+    assert 240 <= longer <= 360
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [(100.0, 100.0), (30.0, 60.0), (1000.0, 120.0), (120.0, 120.0), (0.0, 60.0)],
+)
+def test_retry_after_is_honoured_within_1x_to_2x_the_scheduled_delay(retry_after: float, expected: float) -> None:
+    # GIVEN a throttled failure after the first attempt (scheduled 5 s, raised to the 60 s floor)
+    # THEN Retry-After is clamped to [60, 120]
+    assert STEADY.delay_after(1, throttled=True, retry_after=retry_after) == expected
+
+
+def test_retry_after_clamps_to_the_jittered_delay_of_a_long_step() -> None:
+    # 30 min +/- 20 %: whatever the jitter, a Retry-After of 10 h is cut to twice the drawn delay
+    rng = random.Random(3)
+    drawn = RetryPolicy(DEFAULT_RETRY_SCHEDULE).delay_after(3, rng=random.Random(3))
+    assert drawn is not None
+    assert RetryPolicy(DEFAULT_RETRY_SCHEDULE).delay_after(3, retry_after=36000, rng=rng) == pytest.approx(2 * drawn)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        (format_datetime(NOW + timedelta(seconds=90), usegmt=True), 90.0),
+        ("Sun, 01 Mar 2026 12:02:00 -0000", 120.0),  # a date without a zone is UTC
+        (format_datetime(NOW - timedelta(hours=1), usegmt=True), 0.0),  # a past date: now
+        ("soon", None),
+        ("1.5", None),
+        ("-3", None),
+        ("²", None),  # a digit to str.isdigit, not to float()
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_an_http_date(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header, NOW) == expected
+
+
+# --- error kinds ---------------------------------------------------------------------------------------------------
+
+
+def _chained(outer: BaseException, inner: BaseException) -> BaseException:
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise outer from exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (httpx.ReadTimeout("timed out"), ErrorKind.TIMEOUT),
+        (httpx.ConnectTimeout("timed out"), ErrorKind.TIMEOUT),
+        (TimeoutError(), ErrorKind.TIMEOUT),
+        (httpx.ConnectError("[Errno 111] Connection refused"), ErrorKind.CONNECTION),
+        (httpx.RemoteProtocolError("Server disconnected without sending a response."), ErrorKind.CONNECTION),
+        (httpx.ReadError("connection reset"), ErrorKind.CONNECTION),
+        (_chained(httpx.ConnectError("failed"), socket.gaierror(-2, "Name or service not known")), ErrorKind.DNS),
+        (httpx.ConnectError("[Errno -3] Temporary failure in name resolution"), ErrorKind.DNS),
+        (_chained(httpx.ConnectError("failed"), ssl.SSLCertVerificationError(1, "bad cert")), ErrorKind.TLS),
+        (httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number"), ErrorKind.TLS),
+        (UrlNotAllowedError("127.0.0.1 is not a public address"), ErrorKind.REFUSED_BY_POLICY),
+    ],
+)
+def test_each_transport_failure_has_one_error_kind(exc: BaseException, kind: ErrorKind) -> None:
+    found, message = classify(exc)
+    assert found is kind
+    assert message
+
+
+# --- outcomes and response bodies ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "succeeded", "throttled"),
+    [
+        (200, None, True, False),
+        (299, None, True, False),
+        (302, ErrorKind.HTTP_STATUS, False, False),
+        (429, ErrorKind.HTTP_STATUS, False, True),
+        (500, ErrorKind.HTTP_STATUS, False, False),
+        (None, ErrorKind.TIMEOUT, False, True),
+        (None, ErrorKind.CONNECTION, False, False),
+    ],
+)
+def test_only_a_2xx_succeeds_and_only_timeouts_and_429s_throttle(
+    status: int | None, kind: ErrorKind | None, succeeded: bool, throttled: bool
+) -> None:
+    outcome = Outcome(status, kind, None, None, None, NOW, NOW + timedelta(milliseconds=1500))
+    assert (outcome.succeeded, outcome.throttled, outcome.duration_ms) == (succeeded, throttled, 1500)
+
+
+def test_a_response_body_is_cut_to_20000_bytes_of_whole_characters() -> None:
+    assert cut_body(b"short") == "short"
+    assert cut_body(b"x" * 50_000) == "x" * RESPONSE_MAX_BYTES
+    cut = cut_body("€".encode() * 10_000)  # 3 bytes each: 20,000 is not a multiple of 3
+    assert set(cut) == {"€"}
+    assert len(cut.encode()) == 19_998
+    assert cut_body(b"\xff\xfeok") == "\ufffd\ufffdok"

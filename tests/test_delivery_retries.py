@@ -1,0 +1,330 @@
+"""Retries over real HTTP, timed with a controllable clock instead of waiting.
+
+The worker runs on ``Clock``; a message it hides comes back when the test reveals it (visibility 0 with
+the receipt handle the worker used) after moving the clock. What the worker asked of SQS is read from
+botocore's event hooks (recorded, not altered).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from herald import ids
+from herald.delivery import MAX_HOLD_SECONDS
+from herald.queue import MAX_VISIBILITY_SECONDS
+from tests.conftest import Clock, Receiver
+from tests.delivery_support import (
+    Harness,
+    attempts,
+    deliveries,
+    event_counts,
+    make_harness,
+    only_delivery,
+    publish,
+    signature_of,
+    subscribe,
+    verify,
+    when,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(time.time())
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
+    made = make_harness(services, aws, clock=clock)
+    yield made
+    made.close()
+
+
+def step(harness: Harness, clock: Clock, seconds: float) -> None:
+    """Let ``seconds`` pass: move the clock, bring back what the worker hid, and run the worker."""
+    clock.advance(seconds)
+    harness.reveal()
+    harness.drain()
+
+
+def test_a_receiver_that_succeeds_on_its_third_attempt(client, tenant, harness, clock: Clock, receiver) -> None:
+    # GIVEN a receiver that fails twice, then answers 200
+    receiver.responses = [(500, {}, b"", 0.0), (503, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    # WHEN the first attempt is made
+    harness.drain()
+    first = only_delivery(client, tenant, sub.id)
+    delay = when(first["next_attempt_at"]) - clock()
+    # THEN the next one is due 5 s +/- 20 % later, and the message is hidden for that long
+    assert 4.0 <= delay <= 6.0
+    assert harness.holds == [math.ceil(delay)]
+    # WHEN the message shows up again before it is due
+    harness.reveal()
+    harness.drain()
+    # THEN nothing is sent; it is hidden again for the time left
+    assert len(receiver.received) == 1
+    assert len(harness.holds) == 2
+    assert harness.holds[1] <= harness.holds[0]
+    # WHEN the second and third attempts come due
+    step(harness, clock, delay + 1)
+    second = only_delivery(client, tenant, sub.id)
+    assert second["attempts"] == 2
+    second_delay = when(second["next_attempt_at"]) - clock()
+    assert 240 <= second_delay <= 360  # 5 min +/- 20 %
+    step(harness, clock, second_delay + 1)
+    # THEN the receiver got three requests with the same webhook-id, each signed for its own timestamp
+    assert len(receiver.received) == 3
+    assert {r.headers["webhook-id"] for r in receiver.received} == {event_id}
+    stamps = [int(r.headers["webhook-timestamp"]) for r in receiver.received]
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == 3
+    verify(sub.secret, receiver.received[0])  # the first is within the libraries' 5-minute tolerance
+    for got in receiver.received:
+        assert got.headers["webhook-signature"] == signature_of(sub.secret, got)
+    # AND the attempt log shows attempts 1..3 with their next attempt times
+    delivery = only_delivery(client, tenant, sub.id)
+    assert delivery["status"] == "succeeded"
+    assert delivery["next_attempt_at"] is None
+    log = attempts(client, tenant, sub.id, delivery["id"])
+    assert [a["attempt_number"] for a in log] == [1, 2, 3]
+    assert [a["status_code"] for a in log] == [500, 503, 200]
+    assert [a["trigger"] for a in log] == ["scheduled"] * 3
+    assert [a["next_attempt_at"] for a in log] == [first["next_attempt_at"], second["next_attempt_at"], None]
+    assert [a["delivery_id"] for a in log] == [ids.delivery_id(event_id, sub.id)] * 3
+    assert event_counts(client, event_id)["succeeded"] == 1
+    assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,1,1"}])
+def test_the_last_failed_attempt_marks_the_delivery_failed(client, tenant, harness, clock, receiver) -> None:
+    # GIVEN a three-attempt schedule and a receiver that always fails
+    receiver.default = (500, {}, b"no", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    # WHEN every scheduled attempt has been made
+    harness.drain()
+    step(harness, clock, 2)
+    assert only_delivery(client, tenant, sub.id)["status"] == "pending"
+    step(harness, clock, 2)
+    # THEN exactly three requests were sent, and the delivery is failed (exhausted), with no next attempt
+    assert len(receiver.received) == 3
+    delivery = only_delivery(client, tenant, sub.id)
+    assert delivery["status"] == "failed"
+    assert delivery["attempts"] == 3
+    assert delivery["next_attempt_at"] is None
+    log = attempts(client, tenant, sub.id, delivery["id"])
+    assert [a["attempt_number"] for a in log] == [1, 2, 3]
+    assert log[-1]["next_attempt_at"] is None
+    assert all(a["next_attempt_at"] for a in log[:2])
+    assert [d["id"] for d in deliveries(client, tenant, sub.id, status="failed")] == [delivery["id"]]
+    # AND the event counts it, and no message is left to retry it (nor in the dead-letter queue)
+    assert event_counts(client, event_id) == {
+        "matched": 1,
+        "pending": 0,
+        "succeeded": 0,
+        "failed": 1,
+        "fanout_complete": True,
+    }
+    assert harness.counts() == (0, 0)
+    assert harness.counts(harness.services.settings.dead_letter_queue_url) == (0, 0)
+    # AND time passing changes nothing
+    step(harness, clock, 3600)
+    assert len(receiver.received) == 3
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,1,1,1"}])
+def test_a_failing_subscriber_never_causes_a_redelivery_to_a_healthy_one(
+    client, tenant, harness, clock, make_receiver
+) -> None:
+    # GIVEN one failing and one healthy subscriber to the same event
+    failing, healthy = make_receiver(), make_receiver()
+    failing.default = (500, {}, b"", 0.0)
+    bad = subscribe(client, tenant, failing.url)
+    good = subscribe(client, tenant, healthy.url)
+    event_id = publish(client, tenant.id)
+    # WHEN the failing one is retried until its schedule is exhausted
+    harness.drain()
+    for _ in range(3):
+        step(harness, clock, 2)
+    # THEN it was tried four times, and the healthy one received the event exactly once
+    assert len(failing.received) == 4
+    assert len(healthy.received) == 1
+    verify(good.secret, healthy.received[0])
+    assert only_delivery(client, tenant, good.id)["attempts"] == 1
+    assert only_delivery(client, tenant, bad.id)["status"] == "failed"
+    counts = event_counts(client, event_id)
+    assert (counts["succeeded"], counts["failed"], counts["pending"]) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,100000"}])
+def test_a_step_longer_than_12h_is_waited_out_in_hops(client, tenant, harness, clock, receiver) -> None:
+    # GIVEN a schedule whose second step (~28 h) is longer than SQS's 12 h visibility cap
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    due = when(only_delivery(client, tenant, sub.id)["next_attempt_at"])
+    assert due - clock() > MAX_VISIBILITY_SECONDS
+    # WHEN each hop runs out and the message comes back
+    hops = 0
+    while len(receiver.received) == 1:
+        hops += 1
+        assert hops < 10, harness.holds
+        step(harness, clock, harness.holds[-1])
+        if len(receiver.received) == 1:
+            assert clock() < due  # it came back early: no attempt before it is due
+    # THEN every hold stayed under the cap, they added up to the step, and the attempt came when due
+    assert all(0 < hold <= MAX_HOLD_SECONDS < MAX_VISIBILITY_SECONDS for hold in harness.holds)
+    assert hops == len(harness.holds) == 3
+    assert sum(harness.holds) == pytest.approx(due - (clock() - sum(harness.holds)), abs=3)
+    assert clock() >= due - 1
+    delivery = only_delivery(client, tenant, sub.id)
+    assert delivery["status"] == "succeeded"
+    assert delivery["attempts"] == 2
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,400000", "max_receive_count": 4}])
+def test_a_message_received_many_times_is_refreshed_before_max_receive_count(
+    client, tenant, harness, clock, receiver
+) -> None:
+    # GIVEN a queue that dead-letters a message on its 5th receive, and a step of ~4.6 days (10 hops)
+    sqs = harness.sqs
+    dlq_url = harness.services.settings.dead_letter_queue_url
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(
+        QueueUrl=harness.services.settings.queue_url,
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 4})},
+    )
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    due = when(only_delivery(client, tenant, sub.id)["next_attempt_at"])
+    # WHEN the message comes back hop after hop until the attempt is due
+    for _ in range(40):
+        if len(receiver.received) == 2:
+            break
+        step(harness, clock, max(1, min(harness.holds[-1], due - clock() + 1)))
+    # THEN the attempt happened, nothing reached the dead-letter queue, and no message was received
+    # more than maxReceiveCount - 2 times: the worker sent fresh copies instead
+    assert len(receiver.received) == 2
+    assert clock() >= due - 1
+    assert harness.counts(dlq_url) == (0, 0)
+    assert max(harness.received_counts()) <= 2
+    sent = [json.loads(c.params["MessageBody"]) for c in harness.queue_calls.of("SendMessage")]
+    copies = [body for body in sent if body["kind"] == "delivery"]
+    assert len(copies) >= 4
+    assert all(copy["subscription_id"] == sub.id for copy in copies)
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+    assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60,60,60"}])
+def test_a_manual_retry_is_one_extra_attempt_and_leaves_the_schedule_alone(
+    client, tenant, harness, clock, receiver: Receiver
+) -> None:
+    # GIVEN a delivery whose first scheduled attempt failed (four scheduled attempts in all)
+    receiver.default = (500, {}, b"", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    before = only_delivery(client, tenant, sub.id)
+    # WHEN the tenant asks for a retry
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{before['id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    harness.drain()
+    # THEN one manual attempt was made at once, and the next scheduled attempt did not move
+    assert len(receiver.received) == 2
+    after = only_delivery(client, tenant, sub.id)
+    assert after["status"] == "pending"
+    assert after["attempts"] == 2
+    assert after["next_attempt_at"] == before["next_attempt_at"]
+    manual = attempts(client, tenant, sub.id, after["id"])[-1]
+    assert manual["trigger"] == "manual"
+    assert manual["attempt_number"] == 2
+    assert manual["next_attempt_at"] == before["next_attempt_at"]
+    assert harness.counts() == (0, 1)  # only the scheduled message remains, still hidden
+    # WHEN the schedule runs its course
+    for _ in range(3):
+        step(harness, clock, 75)
+    # THEN all four scheduled attempts were made (the manual one did not use one of them), then it failed
+    log = attempts(client, tenant, sub.id, after["id"])
+    assert [a["trigger"] for a in log] == ["scheduled", "manual", "scheduled", "scheduled", "scheduled"]
+    assert [a["attempt_number"] for a in log] == [1, 2, 3, 4, 5]
+    assert only_delivery(client, tenant, sub.id)["status"] == "failed"
+    assert event_counts(client, event_id)["failed"] == 1
+    # WHEN the receiver is fixed and the failed delivery is retried by hand
+    receiver.default = (200, {}, b"", 0.0)
+    client.post(f"/v1/subscriptions/{sub.id}/deliveries/{before['id']}/retry", headers=tenant.headers)
+    harness.drain()
+    # THEN it succeeded, and the event's counts moved from failed to succeeded
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+    counts = event_counts(client, event_id)
+    assert (counts["succeeded"], counts["failed"], counts["pending"]) == (1, 0, 0)
+    # WHEN a succeeded delivery is retried by hand, one more request goes out and nothing else changes
+    client.post(f"/v1/subscriptions/{sub.id}/deliveries/{before['id']}/retry", headers=tenant.headers)
+    harness.drain()
+    assert len(receiver.received) == 7
+    assert only_delivery(client, tenant, sub.id)["attempts"] == 7
+    assert event_counts(client, event_id) == counts
+    assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("how", ["deleted", "disabled"])
+def test_a_subscription_removed_mid_retry_ends_its_delivery(client, tenant, harness, clock, receiver, how: str) -> None:
+    # GIVEN a delivery waiting for its second attempt
+    receiver.default = (500, {}, b"", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    delivery_id = ids.delivery_id(event_id, sub.id)
+    # WHEN the subscription is deleted (or disabled) before the attempt is due
+    if how == "deleted":
+        assert client.delete(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).status_code == 204
+    else:
+        patched = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": False}, headers=tenant.headers)
+        assert patched.status_code == 200
+    step(harness, clock, 10)
+    # THEN no further request is sent, and the delivery is failed for that reason, and counted
+    assert len(receiver.received) == 1
+    delivery = harness.services.store.get_delivery(delivery_id)
+    assert delivery is not None
+    assert delivery.status == "failed"
+    assert delivery.last_error_kind == "subscription_gone"
+    assert delivery.attempts == 1
+    assert event_counts(client, event_id)["failed"] == 1
+    assert harness.counts() == (0, 0)
+
+
+def test_an_invocation_without_enough_time_left_sends_nothing_and_comes_back(
+    client, tenant, services, aws, receiver
+) -> None:
+    # GIVEN a worker invoked with less time left than a delivery may take (5 s timeout + 5 s margin)
+    short = make_harness(services, aws, function_timeout_seconds=8)
+    try:
+        subscribe(client, tenant, receiver.url)
+        publish(client, tenant.id)
+        short.poller.poll_once()  # the fan-out needs no such margin
+        # WHEN it receives the delivery
+        result = short.poller.poll_once()
+        # THEN it sends nothing and hides the message for a short while instead
+        assert result.failed == 1
+        assert receiver.received == []
+        assert short.holds == [10]
+        # AND a worker with time enough delivers it
+        short.reveal()
+        long = make_harness(services, aws)
+        long.drain()
+        long.close()
+        assert len(receiver.received) == 1
+    finally:
+        short.close()
