@@ -220,6 +220,10 @@ def test_docs_and_their_assets_through_mangum(invoke) -> None:
 
 IMPORT_PROBE = """
 import importlib.util, json, os, socket, sys, time
+from types import SimpleNamespace
+
+CONTEXT = SimpleNamespace(function_name="ApiFunction", memory_limit_in_mb=512, aws_request_id="r",
+                          invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:ApiFunction")
 
 import botocore.session
 
@@ -245,7 +249,7 @@ def get(path):
                                          "sourceIp": "203.0.113.7", "userAgent": "probe"},
                                 "stage": "$default", "routeKey": "$default", "requestId": "r"},
              "isBase64Encoded": False}
-    return module.handler(event, None)
+    return module.handler(event, CONTEXT)
 
 health, openapi = get("/health"), get("/openapi.json")
 print(json.dumps({

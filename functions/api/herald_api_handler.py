@@ -1,10 +1,22 @@
 """ApiFunction entry point: the FastAPI app behind API Gateway (HTTP API, payload v2)."""
 
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from mangum import Mangum
 
 from herald.api import create_app
 
+#: The parent of Herald's loggers: structured JSON logs with the invocation's request id.
+logger = Logger(service="herald")
 app = create_app()
-handler = Mangum(app, lifespan="off")
+_mangum = Mangum(app, lifespan="off")
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return dict(_mangum(event, context))
+
 
 __all__ = ["app", "handler"]
