@@ -3,7 +3,6 @@
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from mangum import Mangum
 
 from herald.api import create_app
@@ -15,7 +14,7 @@ _mangum = Mangum(app, lifespan="off")
 
 
 @logger.inject_lambda_context
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return dict(_mangum(event, context))
 
 
