@@ -141,12 +141,12 @@ def local_stack(*, moto: str = "inprocess", moto_deepcopy: bool = False, **setti
 
     ``moto="inprocess"`` is ``mock_aws`` in this process; ``"server"`` is a moto server in its own
     process (AWS as a remote service: its work takes neither this process's GIL nor its memory).
-    Either way moto is fixed as ``benchmarks.moto_fixes`` explains.
+    Either way moto is fixed as ``herald.local.moto_fixes`` explains.
     """
     import boto3
 
-    from benchmarks.moto_fixes import moto_fixes
     from benchmarks.moto_server import MotoServerProcess
+    from herald.local.moto_fixes import moto_fixes
     from herald.local.resources import create_local_resources
     from herald.services import Services
 

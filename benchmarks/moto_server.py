@@ -54,7 +54,7 @@ def main(moto_deepcopy: bool) -> None:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    from benchmarks.moto_fixes import moto_fixes
+    from herald.local.moto_fixes import moto_fixes
 
     with moto_fixes(deepcopy_transactions=moto_deepcopy):
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -17,6 +17,7 @@ from moto import mock_aws
 
 from herald.api import create_app
 from herald.delivery import Worker, settle_all
+from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import BatchResult, SqsPoller
 from herald.local.resources import LocalResources, create_local_resources
 from herald.services import Services
@@ -41,7 +42,9 @@ def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def aws() -> Iterator[boto3.session.Session]:
-    with mock_aws():
+    # moto_fixes: moto's DynamoDB is not thread-safe (the worker calls it from many threads) and some of its
+    # calls are O(table or queue size); see herald.local.moto_fixes.
+    with mock_aws(), moto_fixes():
         yield boto3.session.Session(region_name="us-east-1")
 
 

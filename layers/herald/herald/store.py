@@ -27,6 +27,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from herald.models import (
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+logger = logging.getLogger(__name__)
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 _KEY_ATTRIBUTES = (
@@ -710,9 +712,14 @@ class Store:
         event_counts: Mapping[str, int] | None = None,
         event_expires_at: int | None = None,
     ) -> bool:
-        """Store an attempt (if one was made) and the delivery's new state, releasing the lease, and add
-        ``event_counts`` (``succeeded`` / ``failed`` deltas) to the event, all in one transaction: a crash
-        never leaves the counters out of step with the deliveries. False if the lease was lost meanwhile."""
+        """Store an attempt (if one was made) and the delivery's new state, releasing the lease, in one
+        transaction; then add ``event_counts`` (``succeeded`` / ``failed`` deltas) to the event. False if the
+        lease was lost meanwhile.
+
+        The counters are a separate, plain update on purpose: every delivery of an event adds to the same
+        item, and concurrent transactions on one item cancel each other (TransactionConflict), which would
+        fail, and later repeat, deliveries that did succeed. A crash between the two writes can leave a
+        counter one short; the deliveries themselves, which are what is sent and listed, stay exact."""
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
@@ -732,25 +739,25 @@ class Store:
                 "expires_at": expires_at,
             }
             actions.append({"Put": {"Item": _to_item(attempt_item)}})
-        deltas = {key: value for key, value in (event_counts or {}).items() if value}
-        if deltas:
-            # No existence condition (an expired event must not block the delivery's record); should the
-            # event be gone, the stub this writes carries the event's own, past, expiry and stays invisible.
-            actions.append(
-                {
-                    "Update": {
-                        "Key": _to_item({"pk": f"EVENT#{delivery.event_id}", "sk": "#EVENT"}),
-                        "UpdateExpression": "SET #exp = if_not_exists(#exp, :exp) ADD "
-                        + ", ".join(f"#{key} :{key}" for key in deltas),
-                        "ExpressionAttributeNames": {"#exp": "expires_at"} | {f"#{key}": key for key in deltas},
-                        "ExpressionAttributeValues": _values(exp=event_expires_at or expires_at, **deltas),
-                    }
-                }
-            )
         try:
             self._transact(actions)
         except ClientError:
             return False
+        deltas = {key: value for key, value in (event_counts or {}).items() if value}
+        if deltas:
+            # No existence condition (an expired event must not fail the delivery); should the event be
+            # gone, the stub this writes carries the event's own, past, expiry and stays invisible.
+            try:
+                self._call(
+                    "update_item",
+                    Key=_to_item({"pk": f"EVENT#{delivery.event_id}", "sk": "#EVENT"}),
+                    UpdateExpression="SET #exp = if_not_exists(#exp, :exp) ADD "
+                    + ", ".join(f"#{key} :{key}" for key in deltas),
+                    ExpressionAttributeNames={"#exp": "expires_at"} | {f"#{key}": key for key in deltas},
+                    ExpressionAttributeValues=_values(exp=event_expires_at or expires_at, **deltas),
+                )
+            except (ClientError, ServiceUnavailableError):
+                logger.warning("event counters not updated", extra={"event_id": delivery.event_id, **deltas})
         return True
 
     def list_deliveries(

@@ -21,6 +21,7 @@ import boto3
 import uvicorn
 from moto.server import ThreadedMotoServer
 
+from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
 from herald.local.resources import LocalResources, create_local_resources, delivery_event_source, load_template
 
@@ -155,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"port {args.port} on {args.host} is taken: set HERALD_LOCAL_PORT (e.g. HERALD_LOCAL_PORT=8001 make run)")
         return 2
 
+    with moto_fixes():
+        return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
     admin_key = os.environ.get("HERALD_ADMIN_KEY") or secrets.token_urlsafe(32)
     os.environ.pop("HERALD_ADMIN_KEY", None)  # the app reads it from the secret, as in a deployment
     moto, endpoint, resources = start_aws(args.host, args.aws_port, admin_key)

@@ -1,4 +1,4 @@
-"""Fixes to moto 5 so the benchmarks measure Herald rather than the emulator.
+"""Fixes to moto 5 so that the local stack, the tests and the benchmarks exercise Herald rather than the emulator.
 
 1. DynamoDB requests are serialized. moto's tables are plain dicts; the worker calls DynamoDB from
    up to 32 threads, and moto's ``TransactWriteItems`` deep-copies a table while another thread
@@ -84,7 +84,7 @@ class _LazyQueueAttributes(Mapping[str, Any]):
 
 
 @contextmanager
-def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
+def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noqa: PLR0915 - one patch set, kept together
     """Patch moto for the duration (process-wide: every thread sees it)."""
     from moto.core.utils import camelcase_to_underscores
     from moto.dynamodb import models as dynamodb_models
