@@ -119,7 +119,7 @@ def test_work_queue_redrives_to_dead_letter_queue(template: dict[str, Any]) -> N
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
     parameter = template["Parameters"][redrive["maxReceiveCount"]["Ref"]]
     assert parameter["Type"] == "Number"
-    assert parameter["MinValue"] >= 3
+    assert parameter["MinValue"] >= 5
     assert parameter["Default"] >= parameter["MinValue"]
 
 

@@ -359,8 +359,9 @@ class Worker:
         if item is None:
             logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
             return
+        expires_at = int(item["expires_at"])
         if message.tenant_id is None:
-            await self._fanout_tenants(message)
+            await self._fanout_tenants(message, expires_at)
             return
         event = event_of(item)
         routes = [event.type, WILDCARD]
@@ -386,7 +387,12 @@ class Worker:
             # nothing is sent twice) but not counted again.
             if deliveries or last:
                 await self._io(
-                    self.store.count_fanout, event.id, marker, matched=len(deliveries), fanout_open=-1 if last else 0
+                    self.store.count_fanout,
+                    event.id,
+                    marker,
+                    expires_at=expires_at,
+                    matched=len(deliveries),
+                    fanout_open=-1 if last else 0,
                 )
             await self._send_concurrently(deliveries)
             handled += len(deliveries)
@@ -405,7 +411,7 @@ class Worker:
                 await self._io(self.queue.send, continuation)
                 return
 
-    async def _fanout_tenants(self, message: FanoutMessage) -> None:
+    async def _fanout_tenants(self, message: FanoutMessage, expires_at: int) -> None:
         """A broadcast: one fan-out message per tenant, a page of tenants at a time."""
         page = await self._io(self.store.list_tenants, limit=100, cursor=message.cursor)
         per_tenant = [FanoutMessage(event_id=message.event_id, tenant_id=tenant.id) for tenant in page.items]
@@ -415,6 +421,7 @@ class Worker:
             self.store.count_fanout,
             message.event_id,
             f"tenants|{message.cursor or ''}",
+            expires_at=expires_at,
             fanout_open=len(per_tenant) - (1 if last else 0),
         )
         await self._send_concurrently(per_tenant)

@@ -106,7 +106,7 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
         idempotency_key=idempotency_key,
         created_at=now,
     )
-    expires_at = int((now + timedelta(days=services.settings.event_ttl_days)).timestamp())
+    expires_at = event_expiry(services, now)
     existing = services.store.create_event(event, fingerprint=_fingerprint(body), expires_at=expires_at)
     if existing is None:
         _enqueue(services, event)
@@ -117,6 +117,14 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
     if not existing.get("enqueued"):
         _enqueue(services, stored)
     return Published(stored, existing, replayed=True)
+
+
+def event_expiry(services: Services, now: datetime) -> int:
+    """When an event expires: after the retention period, and never before its last retry can happen
+    plus a day (a delivery whose event is gone could not be sent)."""
+    retention = timedelta(days=services.settings.event_ttl_days)
+    retries = timedelta(seconds=services.retry_policy.longest_span_seconds) + timedelta(days=1)
+    return int((now + max(retention, retries)).timestamp())
 
 
 def _enqueue(services: Services, event: Event) -> None:
@@ -139,7 +147,7 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
         payload=envelope(PING_EVENT_TYPE, now, data),
         created_at=now,
     )
-    expires_at = int((now + timedelta(days=services.settings.event_ttl_days)).timestamp())
+    expires_at = event_expiry(services, now)
     services.store.create_event(
         event,
         fingerprint=event.id,

@@ -36,6 +36,12 @@ class RetryPolicy:
     def max_attempts(self) -> int:
         return len(self.schedule)
 
+    @property
+    def longest_span_seconds(self) -> float:
+        """The longest a delivery can stay pending: every step at its maximum (jitter, throttle floor,
+        ``Retry-After`` at 2x)."""
+        return sum(2 * max(step * (1 + self.jitter), self.throttle_min_delay) for step in self.schedule[1:])
+
     def delay_after(
         self,
         attempt: int,

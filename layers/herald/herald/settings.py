@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     throttle_min_delay_seconds: int = Field(60, ge=0, description="Least wait after a timeout or a 429.")
     max_receive_count: int = Field(
         10,
-        ge=3,
+        ge=5,
         description="The work queue's RedrivePolicy maxReceiveCount (kept in step with template.yaml).",
     )
     fanout_page_size: int = Field(250, ge=10, le=1000, description="Subscriptions read per fan-out query page.")

@@ -277,8 +277,10 @@ class Store:
             not isinstance(raw, dict)
             or raw.get(partition_attr) != partition_value
             or not all(isinstance(value, str) for value in raw.values())
-            or not set(raw) <= {"pk", "sk", partition_attr, sort_attr}
-            or not isinstance(raw.get(sort_attr), str)
+            # Exactly the keys DynamoDB returned, none empty or oversized: real DynamoDB rejects any other
+            # ExclusiveStartKey with a ValidationException (moto accepts them), which would be a 503.
+            or set(raw) != {"pk", "sk", partition_attr, sort_attr}
+            or any(not value or len(value.encode()) > 1024 for value in raw.values())
             or (prefix is not None and not raw[sort_attr].startswith(prefix))
         ):
             raise InvalidCursorError("the iterator is not one this listing issued")
@@ -594,26 +596,39 @@ class Store:
             ExpressionAttributeValues=_values(**values),
         )
 
-    def count_fanout(self, event_id: str, marker: str, **deltas: int) -> bool:
-        """Add to an event's counters for one fan-out page, once: ``marker`` names the page, and a page
-        already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
-        again. True if counted now; False if it was before, or the event is gone."""
+    def count_event(self, event_id: str, **deltas: int) -> None:
+        """Add to an event's counters (``matched``, ``fanout_open``: the fan-out messages still at work)."""
         deltas = {key: value for key, value in deltas.items() if value}
-        digest = base64.b64encode(hashlib.sha256(marker.encode()).digest()[:12]).decode()
-        names = {f"#{key}": key for key in deltas} | {"#pages": "fanout_pages"}
-        values = _values(**deltas) | {":page": {"S": digest}, ":pages": {"SS": [digest]}}
-        update = "ADD " + ", ".join([*(f"#{key} :{key}" for key in deltas), "#pages :pages"])
-        try:
+        if not deltas:
+            return
+        with contextlib.suppress(ClientError):  # the event expired meanwhile: nothing left to count
             self._call(
                 "update_item",
                 Key=_to_item({"pk": f"EVENT#{event_id}", "sk": "#EVENT"}),
-                UpdateExpression=update,
-                ConditionExpression="attribute_exists(pk) AND NOT contains(#pages, :page)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+                UpdateExpression="ADD " + ", ".join(f"#{key} :{key}" for key in deltas),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={f"#{key}": key for key in deltas},
+                ExpressionAttributeValues=_values(**deltas),
+            )
+
+    def count_fanout(self, event_id: str, marker: str, *, expires_at: int, **deltas: int) -> bool:
+        """Add to an event's counters for one fan-out page, once: ``marker`` names the page, and a page
+        already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
+        again. True if counted now; False if it was before, or the event is gone.
+
+        Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it), so
+        a fan-out of any size never grows the event item itself. A crash between the marker and the
+        counters leaves the counters one page short; the deliveries themselves are all queued."""
+        digest = base64.urlsafe_b64encode(hashlib.sha256(marker.encode()).digest()[:12]).decode()
+        try:
+            self._call(
+                "put_item",
+                Item=_to_item({"pk": f"EVENT#{event_id}", "sk": f"FANOUT#{digest}", "expires_at": expires_at}),
+                ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError:
-            return False
+            return False  # this page was counted before
+        self.count_event(event_id, **deltas)
         return True
 
     # --- deliveries and attempts ----------------------------------------------------------------
@@ -676,14 +691,20 @@ class Store:
         if previous is None:
             condition, values = "attribute_not_exists(pk)", None
         else:
-            condition = "attempts = :attempts AND (attribute_not_exists(lease_until) OR lease_until < :now)"
-            values = _values(attempts=previous.attempts, now=now)
+            # The status too: a duplicate message that read the delivery before it was settled or cancelled
+            # (which leaves ``attempts`` as it was) must not reopen it.
+            condition = (
+                "attempts = :attempts AND #status = :status"
+                " AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+            )
+            values = _values(attempts=previous.attempts, status=previous.status.value, now=now)
         kwargs: dict[str, Any] = {
             "Item": _to_item(item),
             "ConditionExpression": condition,
         }
         if values:
             kwargs["ExpressionAttributeValues"] = values
+            kwargs["ExpressionAttributeNames"] = {"#status": "status"}
         try:
             self._call("put_item", **kwargs)
         except ClientError:

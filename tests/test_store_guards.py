@@ -1,0 +1,114 @@
+"""Guards in the storage layer that real AWS needs and moto would not enforce on its own."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from herald import ids
+from herald.models import Delivery, DeliveryStatus
+from herald.publishing import event_expiry
+from tests.conftest import ADMIN, drain
+from tests.delivery_support import bulk_subscriptions, publish
+
+
+def _cursor(raw: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"fanout_page_size": 10}])
+def test_a_long_fanout_never_grows_the_event_item(client, tenant, services, poller, receiver) -> None:
+    # GIVEN 45 subscriptions, read 10 per fan-out page
+    bulk_subscriptions(services.store, tenant.id, receiver.url, 45)
+    # WHEN an event fans out to them
+    event_id = publish(client, tenant.id)
+    drain(poller)
+    # THEN every page was counted once, with a marker item of its own beside the event
+    event = client.get(f"/v1/events/{event_id}", headers=ADMIN).json()
+    assert event["deliveries"]["matched"] == 45
+    assert event["deliveries"]["fanout_complete"] is True
+    dynamodb = services.store.client
+    items = dynamodb.query(
+        TableName=services.store.table_name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"EVENT#{event_id}"}},
+    )["Items"]
+    markers = [item for item in items if item["sk"]["S"].startswith("FANOUT#")]
+    assert len(markers) >= 5  # 45 subscriptions in pages of 10, plus the "*" route
+    (event_item,) = [item for item in items if item["sk"]["S"] == "#EVENT"]
+    assert "fanout_pages" not in event_item
+    assert len(json.dumps(event_item)) < 4000
+
+
+def test_a_cursor_without_the_table_keys_is_refused(client, tenant) -> None:
+    # GIVEN a cursor for the deliveries index that lacks the table's own keys (real DynamoDB rejects it)
+    sub = client.post(
+        "/v1/subscriptions", json={"url": "http://127.0.0.1:9/x", "event_types": ["*"]}, headers=tenant.headers
+    ).json()
+    forged = _cursor({"gsi1pk": f"SUB#{sub['id']}", "gsi1sk": "2026-01-01T00:00:00Z#dlv_x"})
+    empty = _cursor({"gsi1pk": f"SUB#{sub['id']}", "gsi1sk": "", "pk": "DELIVERY#x", "sk": "#DELIVERY"})
+    for cursor in (forged, empty):
+        # WHEN it is used
+        response = client.get(
+            f"/v1/subscriptions/{sub['id']}/deliveries", params={"iterator": cursor}, headers=tenant.headers
+        )
+        # THEN it is a 422 invalid_cursor, never a call that AWS would fail with a 5xx
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
+    store = services.store
+    now = datetime.now(UTC)
+    delivery = Delivery(
+        id=ids.delivery_id("evt_1", "sub_1"),
+        event_id="evt_1",
+        subscription_id="sub_1",
+        tenant_id="tnt_1",
+        event_type="invoice.paid",
+        status=DeliveryStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+    )
+    expires = int(time.time()) + 3600
+    # GIVEN a delivery claimed, then settled (cancelled) without an attempt: its attempt count is unchanged
+    assert store.claim_delivery(
+        delivery,
+        previous=None,
+        scheduled_attempts=0,
+        token="a",
+        until=time.time() + 60,
+        now=time.time(),
+        expires_at=expires,
+    )
+    settled = delivery.model_copy(update={"status": DeliveryStatus.FAILED})
+    assert store.record_attempt(settled, None, token="a", scheduled_attempts=0, expires_at=expires)
+    # WHEN a duplicate message that read it while pending tries to claim it
+    stale = store.claim_delivery(
+        delivery,
+        previous=delivery,
+        scheduled_attempts=0,
+        token="b",
+        until=time.time() + 60,
+        now=time.time(),
+        expires_at=expires,
+    )
+    # THEN the claim is refused and the delivery stays settled
+    assert stale is False
+    assert store.get_delivery(delivery.id).status is DeliveryStatus.FAILED
+
+
+@pytest.mark.parametrize("settings_overrides", [{"event_ttl_days": 1}])
+def test_an_event_outlives_its_last_possible_retry(services) -> None:
+    # GIVEN a one-day retention but a retry schedule of ~27.6 hours (up to twice that with Retry-After)
+    now = datetime.now(UTC)
+    # WHEN an event's expiry is set
+    expires = event_expiry(services, now)
+    # THEN it is after the last retry could happen, plus a day
+    span = services.retry_policy.longest_span_seconds
+    assert span > 24 * 3600
+    assert expires >= now.timestamp() + span + 24 * 3600 - 1
