@@ -1,0 +1,34 @@
+"""What one delivery costs in AWS calls on the happy path (the batch is bound by them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import Receiver, drain
+from tests.delivery_support import publish, subscribe
+
+
+def test_a_first_delivery_claims_without_reading_its_state_first(
+    client, tenant, services, poller, receiver: Receiver
+) -> None:
+    # GIVEN a subscription, and every DynamoDB call the worker makes recorded
+    sub = subscribe(client, tenant, receiver.url)
+    calls: list[tuple[str, str]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        key = params.get("Key") or params.get("Item") or {}
+        calls.append((model.name, key.get("pk", {}).get("S", "")))
+
+    # WHEN an event is published, then fanned out and delivered by the worker
+    publish(client, tenant.id)
+    services.store.client.meta.events.register("before-parameter-build.dynamodb", record)
+    drain(poller)
+    # THEN the delivery arrived, and the worker never read the delivery before claiming it:
+    # one conditional put claims it, one transaction records the attempt
+    (got,) = receiver.received
+    Webhook(sub.secret).verify(got.body, got.headers)
+    delivery_calls = [name for name, pk in calls if pk.startswith("DELIVERY#")]
+    assert delivery_calls == ["PutItem"]
+    assert [name for name, _ in calls].count("TransactWriteItems") == 1
