@@ -32,3 +32,22 @@ def test_a_first_delivery_claims_without_reading_its_state_first(
     delivery_calls = [name for name, pk in calls if pk.startswith("DELIVERY#")]
     assert delivery_calls == ["PutItem"]
     assert [name for name, _ in calls].count("TransactWriteItems") == 1
+
+
+def test_a_batch_reads_its_event_once(client, tenant, services, poller, make_receiver) -> None:
+    # GIVEN five subscriptions to the same event type
+    receivers = [make_receiver() for _ in range(5)]
+    for server in receivers:
+        subscribe(client, tenant, server.url)
+    event_id = publish(client, tenant.id)
+    reads: list[str] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        reads.append(params["Key"]["pk"]["S"])
+
+    services.store.client.meta.events.register("before-parameter-build.dynamodb.GetItem", record)
+    # WHEN the fan-out runs, then its five deliveries run together in one batch
+    drain(poller)
+    # THEN each delivery arrived, and the event was read once for the fan-out and once for the whole batch
+    assert [len(server.received) for server in receivers] == [1] * 5
+    assert reads.count(f"EVENT#{event_id}") == 2

@@ -319,6 +319,7 @@ class Worker:
         self.loop = asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="herald-io")
         self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._event_reads: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self._events_lock = threading.Lock()
 
     # --- entry point ------------------------------------------------------------------------------
@@ -460,13 +461,21 @@ class Worker:
                     self._events.popitem(last=False)
         return item
 
+    async def _event(self, event_id: str) -> dict[str, Any] | None:
+        """The event, read once however many deliveries of a batch ask for it at the same time."""
+        read = self._event_reads.get(event_id)
+        if read is None:
+            read = self._event_reads[event_id] = asyncio.ensure_future(self._io(self._event_item, event_id))
+            read.add_done_callback(lambda _: self._event_reads.pop(event_id, None))
+        return await asyncio.shield(read)
+
     async def deliver(self, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
         """One attempt of one delivery, if one is due; then settle the delivery or hold the message until
         the next attempt. A manual message (``single_shot`` on an existing delivery) makes exactly one
         attempt and leaves the schedule, and the message that carries it, alone."""
         delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
         log = {"delivery_id": delivery_id, "event_id": message.event_id, "subscription_id": message.subscription_id}
-        item = await self._io(self._event_item, message.event_id)
+        item = await self._event(message.event_id)
         if item is None:
             logger.warning("delivery of an event that no longer exists: dropped", extra=log)
             return
