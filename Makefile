@@ -1,4 +1,4 @@
-# Herald: every target sets itself up (a .venv with the project and its dev tools).
+# Herald: every target sets itself up (a .venv with the project, and the dev tools where needed).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -6,7 +6,10 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml layers/herald/requirements.txt 2>/dev/null | sha1sum | cut -c1-12)
+HASH := $(shell cat pyproject.toml layers/herald/requirements.txt 2>/dev/null | sha1sum | cut -c1-12)
+# `make run` needs the local stack only; the tools for tests, lint and build come with `make test`.
+LOCAL_STAMP := $(VENV)/.installed-local-$(HASH)
+DEV_STAMP := $(VENV)/.installed-dev-$(HASH)
 # sam rejects pyenv shims: put the virtualenv's real 3.13 interpreter first on PATH.
 SAM_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
@@ -15,35 +18,41 @@ SAM_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP):
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 13) else "Herald needs Python 3.13+: found " + sys.version.split()[0])'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(LOCAL_STAMP): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[local]'
+	@rm -f $(VENV)/.installed-local-* && touch $@
+
+$(DEV_STAMP): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@rm -f $(VENV)/.installed-* && touch $@
+	@rm -f $(VENV)/.installed-* && touch $@ $(LOCAL_STAMP)
 
-venv: $(STAMP) ## Create .venv and install Herald with its dev tools
+venv: $(DEV_STAMP) ## Create .venv and install Herald with its dev tools
 
-run: $(STAMP) ## Run the whole stack locally (API + delivery worker + embedded AWS)
+run: $(LOCAL_STAMP) ## Run the whole stack locally (API + delivery worker + embedded AWS)
 	$(BIN)/python -m herald.local
 
-receiver: $(STAMP) ## Run the sample subscriber that verifies signatures (SECRET=whsec_... PORT=9000 FAIL_FIRST=0)
+receiver: $(LOCAL_STAMP) ## Run the sample subscriber that verifies signatures (SECRET=whsec_... PORT=9000 FAIL_FIRST=0)
 	$(BIN)/python -m herald.local.receiver --port $${PORT:-9000} --fail-first $${FAIL_FIRST:-0} $${SECRET:+--secret "$$SECRET"}
 
-test: $(STAMP) lint ## Lint, then run the whole test suite
+test: $(DEV_STAMP) lint ## Lint, then run the whole test suite
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) ## ruff, mypy, sam validate --lint, cfn-lint with the serverless rules
+lint: $(DEV_STAMP) ## ruff, mypy, sam validate --lint, cfn-lint with the serverless rules
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(SAM_ENV) $(BIN)/sam validate --lint
 	$(BIN)/cfn-lint template.yaml -a cfn_lint_serverless.rules
 
-build: $(STAMP) ## sam build (no Docker needed)
+build: $(DEV_STAMP) ## sam build (no Docker needed)
 	$(SAM_ENV) $(BIN)/sam build
 
-bench: $(STAMP) ## Benchmarks, reported as ratios measured in one run
+bench: $(DEV_STAMP) ## Benchmarks, reported as ratios measured in one run
 	$(BIN)/python -m benchmarks
 
 clean: ## Remove build output and caches
