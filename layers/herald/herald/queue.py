@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -124,7 +123,3 @@ class WorkQueue:
             "work message sent to the dead-letter queue",
             extra={"reason": reason, "body": body[:500]},
         )
-
-
-def describe(message: Message) -> str:
-    return json.dumps(message.model_dump(mode="json", exclude_none=True))

@@ -10,14 +10,15 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
     delivery      DELIVERY#<dlv>      #DELIVERY         gsi1: SUB#<sub> / <created>#<dlv>
                                                         gsi2: SUB#<sub>#<status> / <created>#<dlv>
+    fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out page as counted
     attempt       DELIVERY#<dlv>      ATTEMPT#<atm>
 
 Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute). TTL deletion is
 lazy, so expired items are also filtered out on every read.
 
 Bookkeeping beside the records: an event's counters (``matched``, ``succeeded``, ``failed``,
-``fanout_open``) and ``fanout_pages``, digests of the fan-out pages already counted; a delivery's
-lease (``lease_token``, ``lease_until``) and ``scheduled_attempts``, its place in the retry schedule.
+``fanout_open``); a delivery's lease (``lease_token``, ``lease_until``) and ``scheduled_attempts``,
+its place in the retry schedule.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ _KEY_ATTRIBUTES = (
     "lease_token",
     "lease_until",
     "scheduled_attempts",
-    "fanout_pages",
 )
 _NOT_EXPIRED = "(attribute_not_exists(expires_at) OR expires_at > :now)"
 
