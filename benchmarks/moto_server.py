@@ -1,4 +1,4 @@
-"""moto as a server in its own process, with the fixes of ``benchmarks.moto_fixes``.
+"""moto as a server in its own process, with the fixes of ``herald.local.moto_fixes``.
 
 Out of process, AWS behaves as it does for a Lambda function: a remote service whose work does not
 take the measured process's GIL or memory. ``python -m benchmarks.moto_server`` prints
@@ -8,44 +8,17 @@ take the measured process's GIL or memory. ``python -m benchmarks.moto_server`` 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.child import ChildProcess
 
 
-class MotoServerProcess:
+class MotoServerProcess(ChildProcess):
     """Starts ``python -m benchmarks.moto_server`` and says where it listens."""
 
     def __init__(self, *, moto_deepcopy: bool = False) -> None:
-        command = [sys.executable, "-m", "benchmarks.moto_server"]
-        if moto_deepcopy:
-            command.append("--moto-deepcopy")
-        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            self.close()
-            raise RuntimeError("the moto server process did not start")
-        self.endpoint_url = f"http://127.0.0.1:{json.loads(line)['port']}"
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def __enter__(self) -> MotoServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__("benchmarks.moto_server", *(["--moto-deepcopy"] if moto_deepcopy else []))
+        self.endpoint_url = f"http://127.0.0.1:{self.hello['port']}"
 
 
 def main(moto_deepcopy: bool) -> None:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.child import ChildProcess
 
 
 class _State:
@@ -115,23 +113,12 @@ async def _main(delay: float) -> None:
     server.close()
 
 
-class ReceiverProcess:
+class ReceiverProcess(ChildProcess):
     """Starts ``python -m benchmarks.receiver`` and talks to its control endpoints."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.receiver", "--delay", str(delay)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            self.close()
-            raise RuntimeError("the receiver process did not start")
-        self.port = int(json.loads(line)["port"])
+        super().__init__("benchmarks.receiver", "--delay", str(delay))
+        self.port = int(self.hello["port"])
 
     @property
     def url(self) -> str:
@@ -148,23 +135,6 @@ class ReceiverProcess:
     def stats(self) -> dict[str, float]:
         result: dict[str, float] = self._call("GET", "/_stats")
         return result
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-    def __enter__(self) -> ReceiverProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 if __name__ == "__main__":
