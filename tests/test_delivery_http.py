@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from herald import __version__, ids
-from herald.delivery import RESPONSE_MAX_BYTES
+from herald.sender import RESPONSE_MAX_BYTES
 from tests.conftest import Receiver, TenantInfo
 from tests.delivery_support import (
     ADMIN,
@@ -373,7 +373,9 @@ def test_a_url_the_policy_refuses_is_never_called(client, tenant, harness, recei
     assert attempt["status_code"] is None
     assert "not a public address" in attempt["error_message"]
     assert receiver.received == []
-    assert delivery["status"] == "pending"
+    # AND the delivery failed for good: knocking on the same door again would be refused again
+    assert delivery["status"] == "failed"
+    assert delivery["next_attempt_at"] is None
 
 
 # --- rotation and the test endpoint -----------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from herald.delivery import RESPONSE_MAX_BYTES, Outcome, classify, cut_body
 from herald.errors import UrlNotAllowedError
 from herald.models import ErrorKind
 from herald.retry import RetryPolicy, parse_retry_after
+from herald.sender import RESPONSE_MAX_BYTES, Outcome, classify, cut_body
 from herald.settings import DEFAULT_RETRY_SCHEDULE, Settings
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
