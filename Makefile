@@ -52,7 +52,7 @@ lint: $(DEV_STAMP) ## ruff, mypy, sam validate --lint, cfn-lint with the serverl
 build: $(DEV_STAMP) ## sam build (no Docker needed)
 	$(SAM_ENV) $(BIN)/sam build
 
-bench: $(DEV_STAMP) ## Benchmarks, reported as ratios measured in one run
+bench: $(DEV_STAMP) build ## Performance figures from the sam build output: table, bench/results.json, bench/performance.png
 	$(BIN)/python -m benchmarks
 
 clean: ## Remove build output and caches

@@ -1,13 +1,18 @@
-"""``python -m benchmarks`` (``make bench``): run the benchmarks and print ratios measured in one run.
+"""``python -m benchmarks`` (``make bench``): the performance figures, each against a baseline measured in
+the same run, printed as a table and written to ``bench/results.json`` with a chart (``bench/*.png``).
 
-Each benchmark compares what it measures with a baseline taken in the same run (the machine is
-shared and noisy: absolute numbers move, ratios much less). ``--json`` puts the results on stdout as
-JSON and the report on stderr.
+Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts from the ``sam build`` output),
+``batch`` (one SQS batch of 100 deliveries to a receiver answering after 200 ms), ``fanout`` (one event to
+10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
+``size`` (unzipped package sizes). Extra studies, run only when named: ``import`` (import with and without
+bytecode) and ``api`` (warm request latency).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -15,14 +20,16 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
-from benchmarks.results import Result, summary_table
+from benchmarks.results import Figure, Result, figures_table, summary_table
 
-NAMES = ("delivery", "fanout", "import", "api", "memory")
-#: Where moto runs when ``--moto auto``: the delivery worker must be alone in its process (its
-#: concurrency and CPU are measured); elsewhere moto's in-process speed is what counts.
-AUTO_MOTO = {"delivery": "server", "fanout": "inprocess", "api": "inprocess"}
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size")
+EXTRAS = ("import", "api")
+NAMES = FIGURES + EXTRAS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,63 +39,70 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME",
-        help=f"run only these benchmarks (repeat or comma-separate): {', '.join(NAMES)}",
+        help=f"run only these (repeat or comma-separate): {', '.join(NAMES)}",
     )
-    parser.add_argument("--batch-size", type=int, default=100, help="deliveries in one invocation (delivery, memory)")
-    parser.add_argument("--latency-ms", type=float, default=200.0, help="the receiver's answer delay")
-    parser.add_argument("--rounds", type=int, default=3, help="slow/instant batch pairs (delivery)")
+    parser.add_argument("--cold-runs", type=int, default=5, help="fresh processes per cold start (median)")
+    parser.add_argument("--batch-size", type=int, default=100, help="deliveries in one invocation (batch, memory)")
+    parser.add_argument("--latency-ms", type=float, default=200.0, help="the receiver's answer delay (batch)")
+    parser.add_argument("--rounds", type=int, default=3, help="slow/instant batch pairs (batch)")
     parser.add_argument("--subscriptions", type=int, default=10_000, help="subscriptions of the fanned-out event")
-    parser.add_argument("--publish-samples", type=int, default=15, help="API publishes per tenant (fanout)")
+    parser.add_argument("--publish-samples", type=int, default=5, help="API publishes per tenant (fanout)")
+    parser.add_argument("--cost-events", type=int, default=20, help="events published per cost case")
     parser.add_argument("--import-repeats", type=int, default=5, help="fresh interpreters per tree (import)")
     parser.add_argument("--api-requests", type=int, default=200, help="requests per route (api)")
-    parser.add_argument(
-        "--moto",
-        choices=("auto", "inprocess", "server"),
-        default="auto",
-        help="where moto runs: in this process (mock_aws) or as a server process; auto: "
-        + ", ".join(f"{name} {mode}" for name, mode in AUTO_MOTO.items()),
-    )
-    parser.add_argument(
-        "--moto-deepcopy",
-        action="store_true",
-        help="keep moto's O(table size) transaction snapshots (see benchmarks/moto_fixes.py; very slow)",
-    )
-    parser.add_argument("--json", action="store_true", help="results as JSON on stdout, the report on stderr")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench", help="where results.json and the chart go")
+    parser.add_argument("--no-chart", action="store_true", help="write no PNG")
+    parser.add_argument("--json", action="store_true", help="results.json's document on stdout, the report on stderr")
     args = parser.parse_args(argv)
     selected = [name.strip() for value in args.only for name in value.split(",") if name.strip()]
     unknown = sorted(set(selected) - set(NAMES))
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(NAMES)}")
-    args.selected = [name for name in NAMES if name in selected] if selected else list(NAMES)
+    args.selected = [name for name in NAMES if name in selected] if selected else list(FIGURES)
     return args
 
 
-def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Callable[[], Result]]:
-    from benchmarks import api, cold_import, delivery, fanout, memory
+Runner = Callable[[], "list[Figure] | Result"]
 
-    def moto(name: str) -> str:
-        return str(AUTO_MOTO[name] if args.moto == "auto" else args.moto)
+
+def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Runner]:
+    from benchmarks import figures
 
     latency = args.latency_ms / 1000
+
+    def batch() -> list[Figure]:
+        from benchmarks import delivery
+
+        result = delivery.run(batch=args.batch_size, latency=latency, rounds=args.rounds, moto="server", out=out)
+        return figures.batch_concurrency(result)
+
+    def fanout() -> list[Figure]:
+        from benchmarks import fanout as fanout_module
+
+        result = fanout_module.run(
+            subscriptions=args.subscriptions, publish_samples=args.publish_samples, moto="inprocess", out=out
+        )
+        return figures.fanout(result)
+
+    def extra_import() -> Result:
+        from benchmarks import cold_import
+
+        return cold_import.run(repeats=args.import_repeats, out=out)
+
+    def extra_api() -> Result:
+        from benchmarks import api
+
+        return api.run(requests=args.api_requests, moto="inprocess", out=out)
+
     return {
-        "delivery": lambda: delivery.run(
-            batch=args.batch_size,
-            latency=latency,
-            rounds=args.rounds,
-            moto=moto("delivery"),
-            moto_deepcopy=args.moto_deepcopy,
-            out=out,
-        ),
-        "fanout": lambda: fanout.run(
-            subscriptions=args.subscriptions,
-            publish_samples=args.publish_samples,
-            moto=moto("fanout"),
-            moto_deepcopy=args.moto_deepcopy,
-            out=out,
-        ),
-        "import": lambda: cold_import.run(repeats=args.import_repeats, out=out),
-        "api": lambda: api.run(requests=args.api_requests, moto=moto("api"), moto_deepcopy=args.moto_deepcopy, out=out),
-        "memory": lambda: memory.run(batch=args.batch_size, latency=latency, out=out),
+        "coldstart": lambda: figures.cold_starts(runs=args.cold_runs, out=out),
+        "batch": batch,
+        "fanout": fanout,
+        "cost": lambda: figures.cost(events=args.cost_events, out=out),
+        "memory": lambda: figures.memory(batch=args.batch_size, latency=latency, out=out),
+        "size": lambda: figures.package_size(out=out),
+        "import": extra_import,
+        "api": extra_api,
     }
 
 
@@ -105,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Herald benchmarks: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"load average {load_before[0]:.1f} (the machine is shared: read the ratios)"
     )
-    results: list[Result] = []
+    found: list[Figure] = []
+    studies: list[Result] = []
     failures: dict[str, str] = {}
     seconds: dict[str, float] = {}
     for name, runner in runners(args, out).items():
@@ -114,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         out(f"\n[{name}]")
         began = time.perf_counter()
         try:
-            result = runner()
+            # What the functions print (JSON logs, EMF metrics) is not the report.
+            with contextlib.redirect_stdout(io.StringIO()):
+                outcome = runner()
         except Exception as exc:
             failures[name] = f"{type(exc).__name__}: {exc}"
             out(f"  FAILED: {failures[name]}")
@@ -122,26 +139,47 @@ def main(argv: list[str] | None = None) -> int:
             continue
         finally:
             seconds[name] = time.perf_counter() - began
-        out(f"  ({result.title}; {seconds[name]:.0f} s)")
-        for note in result.notes:
-            out(f"  note: {note}")
-        results.append(result)
+        out(f"  ({seconds[name]:.0f} s)")
+        if isinstance(outcome, Result):
+            studies.append(outcome)
+            for note in outcome.notes:
+                out(f"  note: {note}")
+        else:
+            found.extend(outcome)
+            for figure in outcome:
+                if figure.note:
+                    out(f"  note ({figure.name}): {figure.note}")
 
     total = time.perf_counter() - started
     out(f"\nSummary ({total:.0f} s, load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}):")
-    out(summary_table(results) if results else "  (no results)")
+    if found:
+        out(figures_table(found))
+    if studies:
+        out(summary_table(studies))
     for name, failure in failures.items():
         out(f"FAILED {name}: {failure}")
+    document: dict[str, Any] = {
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
+        "seconds": {"total": total, **seconds},
+        "figures": [figure.to_dict() for figure in found],
+        "studies": [result.to_dict() for result in studies],
+        "failures": failures,
+    }
+    if found or studies:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "results.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+        out(f"\nwrote {args.output / 'results.json'}")
+        if not args.no_chart:
+            from benchmarks.chart import write_chart
+
+            chart = write_chart(found, args.output / "performance.png")
+            if chart is not None:
+                out(f"wrote {chart}")
     if args.json:
-        document: dict[str, Any] = {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
-            "seconds": {"total": total, **seconds},
-            "arguments": {key: value for key, value in vars(args).items() if key != "selected"},
-            "benchmarks": [result.to_dict() for result in results],
-            "failures": failures,
-        }
         print(json.dumps(document, indent=2, default=str))
     return 1 if failures else 0
 

@@ -109,6 +109,7 @@ def fake_aws_environment(**extra: str) -> Iterator[None]:
 
 def bench_settings(resources: LocalResources, **overrides: Any) -> Settings:
     from herald.settings import Settings
+    from herald.urls import LOCAL_NETWORKS
 
     values: dict[str, Any] = {
         "table_name": resources.table_name,
@@ -116,7 +117,8 @@ def bench_settings(resources: LocalResources, **overrides: Any) -> Settings:
         "dead_letter_queue_url": resources.dead_letter_queue_url,
         "admin_key_secret_arn": resources.admin_key_secret_arn,
         "max_receive_count": resources.max_receive_count,
-        "allow_private_urls": True,
+        "allowed_target_networks": LOCAL_NETWORKS,
+        "allow_http_urls": True,
         **overrides,
     }
     return Settings(**values)
@@ -181,11 +183,11 @@ def make_tenant(services: Services, name: str = "Bench") -> Tenant:
 
 
 def make_subscriptions(services: Services, tenant_id: str, count: int, url: str) -> list[Subscription]:
-    """``count`` subscriptions to ``EVENT_TYPE`` through ``Store.create_subscription`` (no HTTP)."""
+    """``count`` subscriptions to ``EVENT_TYPE``: one through ``Store.create_subscription``, many through
+    ``Store.import_subscriptions`` (BatchWriteItem, as a bulk import does; no HTTP)."""
     now = utcnow()
-    subs = []
-    for index in range(count):
-        sub = Subscription(
+    subs = [
+        Subscription(
             id=ids.new_id(ids.SUBSCRIPTION),
             tenant_id=tenant_id,
             url=f"{url}/{index}" if url != UNUSED_URL else url,
@@ -194,8 +196,12 @@ def make_subscriptions(services: Services, tenant_id: str, count: int, url: str)
             created_at=now,
             updated_at=now,
         )
-        services.store.create_subscription(sub)
-        subs.append(sub)
+        for index in range(count)
+    ]
+    if count == 1:
+        services.store.create_subscription(subs[0])
+    else:
+        services.store.import_subscriptions(subs)
     return subs
 
 
@@ -314,38 +320,7 @@ class ApiGateway:
     def request(
         self, method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        raw = json.dumps(body) if body is not None else None
-        now = datetime.now(UTC)
-        all_headers = {"host": "api.example.com", "user-agent": "herald-bench", **(headers or {})}
-        if raw is not None:
-            all_headers.update({"content-type": "application/json", "content-length": str(len(raw))})
-        event = {
-            "version": "2.0",
-            "routeKey": "$default",
-            "rawPath": path,
-            "rawQueryString": "",
-            "headers": all_headers,
-            "requestContext": {
-                "accountId": "123456789012",
-                "apiId": "bench",
-                "domainName": "api.example.com",
-                "domainPrefix": "api",
-                "http": {
-                    "method": method,
-                    "path": path,
-                    "protocol": "HTTP/1.1",
-                    "sourceIp": "127.0.0.1",
-                    "userAgent": "herald-bench",
-                },
-                "requestId": uuid.uuid4().hex,
-                "routeKey": "$default",
-                "stage": "$default",
-                "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-                "timeEpoch": int(now.timestamp() * 1000),
-            },
-            "body": raw,
-            "isBase64Encoded": False,
-        }
+        event = api_gateway_event(method, path, body=body, headers=headers)
         response = self.handler(event, self.context)
         text = response.get("body") or ""
         try:
@@ -353,6 +328,44 @@ class ApiGateway:
         except ValueError:
             payload = text
         return int(response["statusCode"]), payload
+
+
+def api_gateway_event(
+    method: str, path: str, *, body: Any = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An API Gateway HTTP API event (payload format 2.0, ``$default`` stage and route)."""
+    raw = json.dumps(body) if body is not None else None
+    now = datetime.now(UTC)
+    all_headers = {"host": "api.example.com", "user-agent": "herald-bench", **(headers or {})}
+    if raw is not None:
+        all_headers.update({"content-type": "application/json", "content-length": str(len(raw))})
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": all_headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "bench",
+            "domainName": "api.example.com",
+            "domainPrefix": "api",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "herald-bench",
+            },
+            "requestId": uuid.uuid4().hex,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "body": raw,
+        "isBase64Encoded": False,
+    }
 
 
 @dataclass

@@ -11,6 +11,7 @@ delivery messages it queues are counted, not delivered.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any
@@ -96,15 +97,21 @@ def run(
         _publish(api, small.id)  # warm the API (first request builds what it caches)
         big_times: list[float] = []
         small_times: list[float] = []
+        big_calls: list[int] = []
+        small_calls: list[int] = []
         fanout_body: str | None = None
         for _ in range(publish_samples):
             watch.reset()
+            began = time.perf_counter()
             elapsed, event_id = _publish(api, big.id)
             big_times.append(elapsed)
+            big_calls.append(sum(calls.counts(began, time.perf_counter()).values()))
             if fanout_body is None:
                 fanout_body = next(body for body in watch.sent if isinstance(parse_message(body), FanoutMessage))
                 fanned_event = event_id
+            began = time.perf_counter()
             small_times.append(_publish(api, small.id)[0])
+            small_calls.append(sum(calls.counts(began, time.perf_counter()).values()))
         assert fanout_body is not None
 
         worker = Worker(services)
@@ -135,6 +142,8 @@ def run(
         fanout_s = time.perf_counter() - fanout_started
         aws_s = calls.busy_seconds(fanout_started, fanout_started + fanout_s)
         aws_calls = calls.describe(fanout_started, fanout_started + fanout_s)
+        fanout_counts = calls.counts(fanout_started, fanout_started + fanout_s)
+        page_size = services.settings.fanout_page_size
 
         deliveries = [body for body in watch.batch_entries if isinstance(parse_message(body), DeliveryMessage)]
         distinct = {parse_message(body).subscription_id for body in deliveries}  # type: ignore[union-attr]
@@ -169,6 +178,14 @@ def run(
             "fanout_aws_busy_s": aws_s,
             "publish_big_median_s": big_ms,
             "publish_small_median_s": small_ms,
+            "fanout_page_size_count": page_size,
+            "fanout_pages_count": math.ceil(subscriptions / page_size),
+            "fanout_dynamodb_reads_count": sum(
+                fanout_counts[name] for name in ("GetItem", "Query", "BatchGetItem", "Scan")
+            ),
+            "fanout_dynamodb_queries_count": fanout_counts["Query"],
+            "publish_big_aws_calls_count": max(big_calls),
+            "publish_small_aws_calls_count": max(small_calls),
         }
     )
     out(f"  fan-out: {len(invocations)} invocations ({len(invocations) - 1} continuations), {fanout_s:.1f} s in all")

@@ -87,3 +87,70 @@ def summary_table(results: list[Result]) -> str:
         if number == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+@dataclass
+class Figure:
+    """One figure of ``bench/results.json``: a value, the baseline it is compared with (measured in the
+    same run unless ``baseline_label`` says otherwise), their ratio, the target, and whether it is met."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: float
+    baseline_label: str
+    target: str
+    met: bool
+    details: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": round(self.value, 4),
+            "unit": self.unit,
+            "baseline": round(self.baseline, 4),
+            "baseline_label": self.baseline_label,
+            "ratio": round(self.ratio, 4),
+            "target": self.target,
+            "met": self.met,
+            "note": self.note,
+            "details": self.details,
+        }
+
+
+def _short(value: float, unit: str) -> str:
+    if unit == "$":
+        return f"${value:.3f}"
+    if abs(value) >= 100 or value == int(value):
+        return f"{value:,.0f} {unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def figures_table(figures: list[Figure], *, markdown: bool = False) -> str:
+    """The figures as a table (plain text, or Markdown for the README)."""
+    header = ("figure", "value", "baseline", "ratio", "target", "met")
+    rows = [
+        (
+            figure.name,
+            _short(figure.value, figure.unit),
+            f"{_short(figure.baseline, figure.unit)} ({figure.baseline_label})",
+            f"{figure.ratio:.3g}",
+            figure.target,
+            "yes" if figure.met else "NO",
+        )
+        for figure in figures
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(row[index]) for row in [header, *rows]) for index in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)

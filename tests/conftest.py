@@ -22,6 +22,7 @@ from herald.local.poller import BatchResult, SqsPoller
 from herald.local.resources import LocalResources, create_local_resources
 from herald.services import Services
 from herald.settings import Settings, get_settings
+from herald.urls import LOCAL_NETWORKS
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
@@ -67,7 +68,9 @@ def settings(resources: LocalResources, settings_overrides: dict[str, Any]) -> S
         "dead_letter_queue_url": resources.dead_letter_queue_url,
         "admin_key_secret_arn": resources.admin_key_secret_arn,
         "max_receive_count": resources.max_receive_count,
-        "allow_private_urls": True,
+        # Local tests deliver to receivers on 127.0.0.1 over http, as `make run` allows.
+        "allowed_target_networks": LOCAL_NETWORKS,
+        "allow_http_urls": True,
         "delivery_timeout_seconds": 5.0,
         **settings_overrides,
     }

@@ -144,16 +144,17 @@ def test_create_subscription_validation(client, tenant, body, code) -> None:
     assert client.get("/v1/subscriptions", headers=tenant.headers).json()["data"] == []
 
 
-@pytest.mark.parametrize("settings_overrides", [{"allow_private_urls": False}])
+@pytest.mark.parametrize("settings_overrides", [{"allowed_target_networks": "", "allow_http_urls": False}])
 @pytest.mark.parametrize(
     "url",
     [
-        "http://127.0.0.1:8080/hook",
-        "http://localhost/hook",
-        "http://10.0.0.8/hook",
-        "http://169.254.169.254/latest/meta-data",
-        "http://[::1]/hook",
-        "http://intranet/hook",
+        "https://127.0.0.1:8080/hook",
+        "https://localhost/hook",
+        "https://10.0.0.8/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/hook",
+        "https://intranet/hook",
+        "http://example.com/hook",
     ],
 )
 def test_private_urls_are_refused_in_a_deployment(client, tenant, url) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -86,27 +87,17 @@ def test_cold_import_benchmark_imports_both_trees() -> None:
         assert int(result.measured[f"{variant}_modules_count"]) > 100
 
 
-def test_memory_benchmark_measures_a_worker_process() -> None:
-    from benchmarks import memory
-
-    # GIVEN / WHEN batches of 1 and 3 deliveries in a worker process of their own
-    result = memory.run(batch=3, latency=0.01, out=lambda _: None)
-    # THEN the process's memory and the traced peaks are reported
-    _check_structure(result, "memory", 2)
-    assert result.measured["worker_rss_peak_mib"] >= result.measured["worker_rss_before_batch_mib"] > 0
-    assert result.measured["traced_peak_batch_mib"] > 0
-
-
-def test_command_line_prints_json_and_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    # GIVEN the command line with one quick benchmark
+def test_command_line_prints_json_and_a_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # GIVEN the command line with one quick study
     # WHEN it runs with --json
-    status = main(["--only", "api", "--api-requests", "2", "--json"])
-    # THEN the results are JSON on stdout and the report (with its summary table) on stderr
+    status = main(["--only", "api", "--api-requests", "2", "--json", "--output", str(tmp_path)])
+    # THEN the results are JSON on stdout (and in results.json) and the report (with its summary table) on stderr
     captured = capsys.readouterr()
     assert status == 0
     document = json.loads(captured.out)
-    assert [entry["name"] for entry in document["benchmarks"]] == ["api"]
+    assert [entry["name"] for entry in document["studies"]] == ["api"]
     assert document["failures"] == {}
+    assert json.loads((tmp_path / "results.json").read_text())["studies"][0]["name"] == "api"
     assert "Summary" in captured.err
     assert "GET /v1/event-types / GET /health" in captured.err
 
@@ -116,12 +107,93 @@ def test_command_line_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit):
         parse_args(["--only", "nope"])
     # THEN the error names the benchmarks there are
-    assert "delivery" in capsys.readouterr().err
+    assert "coldstart" in capsys.readouterr().err
     # AND known names may be comma-separated, and run in the default order
-    assert parse_args(["--only", "memory,delivery"]).selected == ["delivery", "memory"]
+    assert parse_args(["--only", "memory,batch"]).selected == ["batch", "memory"]
+    # AND without --only, the figures run (the extra studies do not)
+    assert parse_args([]).selected == ["coldstart", "batch", "fanout", "cost", "memory", "size"]
 
 
 def test_ratio_divides_measured_by_baseline() -> None:
     ratio = Ratio("x", measured=3.0, baseline=1.5, unit="s", target="~2")
     assert ratio.value == 2.0
     assert ratio.to_dict()["value"] == 2.0
+
+
+def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
+    from benchmarks import cost
+
+    # GIVEN / WHEN two events to two subscriptions each, and two events to one, on the happy path
+    lines: list[str] = []
+    typical, pessimistic = cost.run(events=2, fanout=2, out=lines.append)
+    # THEN each case has a priced breakdown of the requests the real code path made
+    assert typical.name == "cost_per_million_fanout_2"
+    assert pessimistic.name == "cost_per_million_fanout_1"
+    for figure in (typical, pessimistic):
+        breakdown = figure.details["breakdown_per_million"]
+        assert figure.value == pytest.approx(sum(breakdown.values()), rel=1e-3)
+        usage = figure.details["per_delivery"]
+        assert usage["wru"] >= 1  # at least the delivery's own record is written
+        assert usage["sqs_requests"] > 0
+        assert usage["log_bytes"] > 0
+        assert breakdown["API Gateway HTTP API requests"] > 0
+    # AND one API request per event: it costs a whole request per webhook when an event has one subscriber
+    assert pessimistic.details["breakdown_per_million"]["API Gateway HTTP API requests"] == pytest.approx(1.0)
+    assert any("total" in line for line in lines)
+
+
+def test_item_sizes_follow_dynamodb_rules() -> None:
+    from benchmarks.cost import item_size
+
+    # GIVEN items of known size (the DynamoDB developer guide's rules: names + values)
+    # THEN strings count their UTF-8 bytes, numbers about one byte per two digits plus one
+    assert item_size({"pk": {"S": "abc"}}) == 2 + 3
+    assert item_size({"n": {"N": "12345"}}) == 1 + 4
+    assert item_size({"flag": {"BOOL": True}}) == 4 + 1
+    assert item_size({"m": {"M": {"a": {"S": "é"}}}}) == 1 + 3 + 1 + 1 + 2
+
+
+def test_figures_table_and_chart(tmp_path: Path) -> None:
+    from benchmarks.chart import write_chart
+    from benchmarks.results import Figure, figures_table
+
+    # GIVEN two figures, one met and one missed
+    figures = [
+        Figure("api_cold_start", 600.0, "ms", 500.0, "minimal app", "ratio <= 1.3", met=True),
+        Figure("cost_per_million_fanout_10", 2.5, "$", 1.2, "EventBridge", "<= $1.00", met=False, note="why"),
+    ]
+    # WHEN they are tabulated and charted
+    table = figures_table(figures)
+    markdown = figures_table(figures, markdown=True)
+    chart = write_chart(figures, tmp_path / "chart.png")
+    # THEN the table says which target is met, and the chart is a PNG
+    assert "1.2" in table
+    assert "NO" in table
+    assert markdown.startswith("| figure |")
+    assert chart is not None
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figures[1].to_dict()["ratio"] == pytest.approx(2.5 / 1.2, rel=1e-3)
+
+
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[1] / ".aws-sam" / "build" / "HeraldLayer").exists(),
+    reason="needs the sam build output (make build; make bench runs it)",
+)
+def test_cold_start_runs_the_built_handlers() -> None:
+    from benchmarks import coldstart
+    from benchmarks.core import local_stack
+
+    # GIVEN the build output and moto in its own process
+    with local_stack(moto="server") as stack:
+        # WHEN each function starts once, cold, beside its baseline, and the delivery function works a batch
+        api = coldstart.api_cold_start(stack, runs=1, out=lambda _: None)
+        delivery = coldstart.delivery_cold_start(stack, runs=1, out=lambda _: None)
+        # THEN both served their first request (the benchmark raises otherwise) and were timed against a baseline
+        memory = coldstart.delivery_memory(stack, batch=3, latency=0.01, out=lambda _: None)
+    for figure in (api, delivery):
+        assert figure.value > figure.details["import_ms"] > 0
+        assert figure.baseline > 0
+        assert figure.details["modules"] > figure.details["baseline_modules"] > 0
+    # AND the delivery function's peak memory during a batch is measured against its MemorySize
+    assert memory.value >= memory.details["rss_warm_mib"] > 0
+    assert memory.baseline >= 128

@@ -249,7 +249,8 @@ def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Rec
     sqs.set_queue_attributes(QueueUrl=resources.queue_url, Attributes={"VisibilityTimeout": "3"})
     environment = {
         **resources.environment(),
-        "HERALD_ALLOW_PRIVATE_URLS": "true",
+        "HERALD_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+        "HERALD_ALLOW_HTTP_URLS": "true",
         "HERALD_DELIVERY_TIMEOUT_SECONDS": "3",
     }
     values: dict[str, Any] = {key.removeprefix("HERALD_").lower(): value for key, value in environment.items()}

@@ -24,7 +24,7 @@ import pytest
 from standardwebhooks import Webhook
 
 import herald.delivery
-from herald.catalog import catalog
+from herald.catalog import catalog, operational_catalog
 from herald.local.poller import LambdaContext, SqsPoller
 from herald.local.resources import LocalResources, function_properties, load_template
 from herald.settings import get_settings
@@ -200,7 +200,8 @@ def test_environment_resolves_every_variable(template, resources) -> None:
     assert environment["HERALD_TABLE_NAME"] == resources.table_name
     assert environment["HERALD_QUEUE_URL"] == resources.queue_url
     assert environment["HERALD_ADMIN_KEY_SECRET_ARN"] == resources.admin_key_secret_arn
-    assert environment["HERALD_ALLOW_PRIVATE_URLS"] == "false"
+    assert environment["HERALD_ALLOWED_TARGET_NETWORKS"] == ""
+    assert environment["HERALD_ALLOW_HTTP_URLS"] == "false"
     assert "HERALD_ADMIN_KEY" not in environment  # the deployed key comes from Secrets Manager
 
 
@@ -282,7 +283,7 @@ def test_api_function_answers_its_sample_events(template, resources, aws, use_en
         assert response["statusCode"] == 200
         spec = json_body(response)
         assert spec["openapi"].startswith("3.1.")
-        assert sorted(spec["webhooks"]) == catalog.names()
+        assert sorted(spec["webhooks"]) == sorted([*catalog.names(), *operational_catalog.names()])
 
     @check("api_docs.json")
     def _(response: dict[str, Any]) -> None:
@@ -336,9 +337,9 @@ def test_delivery_function_processes_its_sample_batch(
     sqs = aws.client("sqs")
     queued_by_publish = queue_messages(sqs, queue_url)
     assert [m["kind"] for m in queued_by_publish] == ["fanout"]
-    # ... and the DeliveryFunction loaded from template.yaml, private URLs allowed as `--env-vars` would
+    # ... and the DeliveryFunction loaded from template.yaml, loopback over http allowed as `--env-vars` would
     environment = function_environment(template, "DeliveryFunction", resources)
-    use_environment({**environment, "HERALD_ALLOW_PRIVATE_URLS": "true"})
+    use_environment({**environment, "HERALD_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8", "HERALD_ALLOW_HTTP_URLS": "true"})
     handler = load_handler(template, "DeliveryFunction")
     timeout = float(function_properties(template, "DeliveryFunction")["Timeout"])
     values = {"local-tenant-id": tenant.id, "local-subscription-id": sub["id"]}

@@ -208,7 +208,8 @@ def test_creating_twice_reuses_the_resources(resources: LocalResources, template
     assert sorted(boto3.client("sqs").list_queues()["QueueUrls"]) == sorted(
         [resources.queue_url, resources.dead_letter_queue_url]
     )
-    assert len(boto3.client("secretsmanager").list_secrets()["SecretList"]) == 1
+    # the admin key and the material it is generated from
+    assert len(boto3.client("secretsmanager").list_secrets()["SecretList"]) == 2
 
 
 def test_creating_again_with_another_admin_key_updates_the_secret(

@@ -201,7 +201,12 @@ def test_only_the_api_function_reads_the_admin_key(template: dict[str, Any]) -> 
 
 
 def test_admin_key_secret_is_a_plain_string(template: dict[str, Any]) -> None:
-    generate = _properties(template, "AdminKeySecret")["GenerateSecretString"]
+    # The secret's value is the key itself (prefixed, so a leaked key is recognisable), built from a
+    # generated secret: Secrets Manager cannot generate a value with a fixed prefix.
+    assert _properties(template, "AdminKeySecret")["SecretString"] == {
+        "Fn::Sub": "hra_{{resolve:secretsmanager:${AdminKeyMaterial}}}"
+    }
+    generate = _properties(template, "AdminKeyMaterial")["GenerateSecretString"]
     assert "SecretStringTemplate" not in generate
     assert generate["PasswordLength"] >= 32
 
@@ -278,3 +283,151 @@ def test_layer_makefile_precompiles_unchecked_hash_bytecode(tmp_path: Path) -> N
         compiled = source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc"
         header = compiled.read_bytes()[:8]
         assert int.from_bytes(header[4:8], "little") == 0b01, compiled
+
+
+# ---------------------------------------------------------------------------------------------- alarms and logs
+
+ALARM_TOPIC_ACTION = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def _math_metrics(alarm: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A metric-math alarm's queries by id."""
+    return {query["Id"]: query for query in alarm["Metrics"]}
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_function_logs_to_a_log_group_with_retention(template: dict[str, Any], function: str) -> None:
+    # GIVEN the log groups of the template
+    resources = template["Resources"].values()
+    groups = [resource["Properties"] for resource in resources if resource["Type"] == "AWS::Logs::LogGroup"]
+    # THEN the function's own group (the name Lambda writes to) exists and keeps logs LogRetentionInDays
+    named = [group for group in groups if group.get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}]
+    assert len(named) == 1, function
+    assert named[0]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    # ... and every log group of the stack (the API's access logs too) has a retention
+    assert all(group["RetentionInDays"] == {"Ref": "LogRetentionInDays"} for group in groups)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
+def test_each_function_has_errors_and_throttles_alarms(template: dict[str, Any], function: str, metric: str) -> None:
+    matching = [
+        alarm
+        for alarm in _alarms(template).values()
+        if alarm.get("Namespace") == "AWS/Lambda"
+        and alarm.get("MetricName") == metric
+        and alarm.get("Dimensions") == [{"Name": "FunctionName", "Value": {"Ref": function}}]
+    ]
+    assert len(matching) == 1, f"{function}: no single {metric} alarm"
+    (alarm,) = matching
+    # any crash, timeout or throttle in 5 minutes
+    assert alarm["Statistic"] == "Sum"
+    assert alarm["Threshold"] == 0
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_dead_letter_queue_alarm_fires_on_any_message(template: dict[str, Any]) -> None:
+    alarm = _alarms(template)["DeadLetterQueueAlarm"]
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
+    assert alarm["Threshold"] == 0
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_work_queue_age_alarm_judges_the_oldest_message_only_while_messages_wait(template: dict[str, Any]) -> None:
+    # GIVEN the work queue's age alarm (metric math)
+    alarm = _alarms(template)["WorkQueueAgeAlarm"]
+    queries = _math_metrics(alarm)
+    work_queue = [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}]
+
+    # THEN it reads the age of the oldest message and the visible (waiting) count of the work queue
+    age = queries["age"]["MetricStat"]
+    assert age["Metric"] == {
+        "Namespace": "AWS/SQS",
+        "MetricName": "ApproximateAgeOfOldestMessage",
+        "Dimensions": work_queue,
+    }
+    assert age["Stat"] == "Maximum"
+    waiting = queries["waiting"]["MetricStat"]
+    assert waiting["Metric"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert waiting["Metric"]["Dimensions"] == work_queue
+    assert waiting["Stat"] == "Minimum"
+    # ... the age counts only when messages waited the whole period (a hidden retry alone never sets it off)
+    returned = [query for query in alarm["Metrics"] if query.get("ReturnData", True)]
+    assert [query["Expression"] for query in returned] == ["IF(waiting > 0, age, 0)"]
+    # ... against a threshold the operator sets, far above the retry schedule's first two waits (5 s + 5 min)
+    parameter = template["Parameters"][alarm["Threshold"]["Ref"]]
+    assert parameter["Type"] == "Number"
+    schedule = [int(step) for step in template["Parameters"]["RetrySchedule"]["Default"].split(",")]
+    assert parameter["Default"] > schedule[1] + schedule[2]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_delivery_failure_rate_alarm_reads_the_delivery_functions_metrics(template: dict[str, Any]) -> None:
+    from herald.metrics import SERVICE, Metric
+    from herald.settings import Settings
+
+    # GIVEN the failure-rate alarm (metric math on the EMF metrics)
+    alarm = _alarms(template)["DeliveryFailureRateAlarm"]
+    queries = _math_metrics(alarm)
+
+    # THEN it reads DeliveryFailed and DeliverySucceeded in the functions' namespace, with the EMF dimension
+    for query_id, metric in (("failed", Metric.FAILED), ("succeeded", Metric.SUCCEEDED)):
+        stat = queries[query_id]["MetricStat"]
+        assert stat["Metric"] == {
+            "Namespace": {"Ref": "MetricsNamespace"},
+            "MetricName": metric.value,
+            "Dimensions": [{"Name": "service", "Value": SERVICE}],
+        }
+        assert stat["Stat"] == "Sum"
+    for function in FUNCTIONS:
+        variables = function_properties(template, function)["Environment"]["Variables"]
+        assert variables["HERALD_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+    assert template["Parameters"]["MetricsNamespace"]["Default"] == Settings.model_fields["metrics_namespace"].default
+    # ... and alarms on failed / (failed + succeeded), in percent, above a minimum volume
+    (returned,) = [query for query in alarm["Metrics"] if query.get("ReturnData", True)]
+    expression = " ".join(returned["Expression"]["Fn::Sub"].split())
+    assert "100 * FILL(failed, 0) / (FILL(failed, 0) + FILL(succeeded, 0))" in expression
+    assert "${DeliveryFailureRateMinAttempts}" in expression
+    assert alarm["Threshold"] == {"Ref": "DeliveryFailureRateAlarmPercent"}
+    assert template["Parameters"]["DeliveryFailureRateAlarmPercent"]["MaxValue"] == 100
+
+
+def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> None:
+    alarms = _alarms(template)
+    assert set(alarms) >= {
+        "DeadLetterQueueAlarm",
+        "WorkQueueAgeAlarm",
+        "DeliveryFailureRateAlarm",
+        "ApiFunctionErrorsAlarm",
+        "ApiFunctionThrottlesAlarm",
+        "DeliveryFunctionErrorsAlarm",
+        "DeliveryFunctionThrottlesAlarm",
+    }
+    assert template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+    for logical_id, alarm in alarms.items():
+        assert alarm["AlarmActions"] == ALARM_TOPIC_ACTION, logical_id
+        assert alarm["OKActions"] == ALARM_TOPIC_ACTION, logical_id
+        # no data (an idle stack) is not an alarm
+        assert alarm["TreatMissingData"] == "notBreaching", logical_id
+
+
+def test_layer_makefile_does_not_ship_the_cli(tmp_path: Path) -> None:
+    # GIVEN the source tree has the operator's CLI
+    assert (LAYER_DIR / "herald" / "cli" / "__init__.py").is_file()
+    # WHEN the layer's copy step runs
+    result = _make("layer-herald", tmp_path)
+    # THEN the functions' code is there, the CLI is not
+    assert result.returncode == 0, result.stderr
+    shipped = tmp_path / "python" / "herald"
+    assert (shipped / "delivery.py").is_file()
+    assert not (shipped / "cli").exists()

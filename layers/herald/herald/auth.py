@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -13,13 +14,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import secretsmanager_client
 from herald.errors import AuthenticationError, ServiceUnavailableError
-from herald.ids import hash_api_key
+from herald.ids import hash_api_key, looks_like_tenant_key
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
     from herald.settings import Settings
     from herald.store import Store
+
+logger = logging.getLogger(__name__)
 
 #: Longest credential looked at; anything longer is refused before any lookup.
 MAX_KEY_LENGTH = 512
@@ -38,34 +43,77 @@ class Principal:
 
 
 class AdminKeyProvider:
-    """The operator's key: ``HERALD_ADMIN_KEY`` if set, else the secret, cached for a few minutes
-    (so a rotated secret is picked up without a redeploy)."""
+    """The operator's key: ``HERALD_ADMIN_KEY`` if set, else the Secrets Manager secret's value, cached per
+    container for ``admin_key_cache_seconds``.
 
-    def __init__(self, settings: Settings, *, client: SecretsManagerClient | None = None) -> None:
+    A rotated secret is picked up without waiting for the cache to expire: a presented key that is not the
+    cached admin key (nor shaped like a tenant key) makes the provider read the secret again, at most once
+    per ``admin_key_refresh_seconds``, so a flood of wrong keys costs at most one Secrets Manager call in
+    that time. A failed re-read keeps the cached key (the caller gets a 401, not a 503).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: SecretsManagerClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._client = client
+        self._clock = clock
         self._cached: tuple[str, float] | None = None
         self._lock = threading.Lock()
 
     def get(self) -> str:
         if self._settings.admin_key:
             return self._settings.admin_key
+        self._check_configured()
+        with self._lock:
+            now = self._clock()
+            if self._cached and now - self._cached[1] < self._settings.admin_key_cache_seconds:
+                return self._cached[0]
+            return self._fetch(now)
+
+    def matches(self, token: str) -> bool:
+        """Whether ``token`` is the admin key (constant-time compare), re-reading a rotated secret if due."""
+        if _same(token, self.get()):
+            return True
+        if self._settings.admin_key or looks_like_tenant_key(token):
+            return False
+        with self._lock:
+            now = self._clock()
+            if self._cached is not None and now - self._cached[1] < self._settings.admin_key_refresh_seconds:
+                return False
+            try:
+                current = self._fetch(now)
+            except ServiceUnavailableError:
+                logger.warning("the admin key secret could not be re-read; keeping the cached key")
+                if self._cached is not None:  # do not try again before the refresh floor
+                    self._cached = (self._cached[0], now)
+                return False
+        return _same(token, current)
+
+    def _check_configured(self) -> None:
         if not self._settings.admin_key_secret_arn:
             raise ServiceUnavailableError(
                 "no admin key is configured (HERALD_ADMIN_KEY or HERALD_ADMIN_KEY_SECRET_ARN)"
             )
-        with self._lock:
-            now = time.monotonic()
-            if self._cached and now - self._cached[1] < self._settings.admin_key_cache_seconds:
-                return self._cached[0]
-            if self._client is None:
-                self._client = secretsmanager_client()
-            try:
-                value = self._client.get_secret_value(SecretId=self._settings.admin_key_secret_arn)["SecretString"]
-            except (BotoCoreError, ClientError, KeyError) as exc:
-                raise ServiceUnavailableError("the admin key secret could not be read") from exc
-            self._cached = (value.strip(), now)
-            return self._cached[0]
+
+    def _fetch(self, now: float) -> str:
+        """Read the secret (the caller holds the lock)."""
+        if self._client is None:
+            self._client = secretsmanager_client()
+        try:
+            value = self._client.get_secret_value(SecretId=self._settings.admin_key_secret_arn)["SecretString"]
+        except (BotoCoreError, ClientError, KeyError) as exc:
+            raise ServiceUnavailableError("the admin key secret could not be read") from exc
+        self._cached = (value.strip(), now)
+        return self._cached[0]
+
+
+def _same(presented: str, expected: str) -> bool:
+    return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -79,9 +127,14 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def authenticate(authorization: str | None, *, admin_keys: AdminKeyProvider, store: Store) -> Principal:
+    """The caller behind an ``Authorization`` header. Keys are compared in constant time (the admin key) or
+    looked up by their SHA-256 (tenant keys); a token that has not the shape of a tenant key is refused
+    without a lookup."""
     token = bearer_token(authorization)
-    if hmac.compare_digest(token.encode(), admin_keys.get().encode()):
+    if admin_keys.matches(token):
         return Principal(Role.OPERATOR)
+    if not looks_like_tenant_key(token):
+        raise AuthenticationError("invalid API key")
     key = store.get_api_key(hash_api_key(token))
     if key is None:
         raise AuthenticationError("invalid API key")

@@ -9,6 +9,11 @@ registered with ``@catalog.event("dotted.name", example={...})``. That single de
   body (the Standard Webhooks envelope ``type``, ``timestamp``, ``data``) and the signature headers.
 
 Adding an event type is adding one model below.
+
+Operational events (``operational_catalog``) are a second, fixed catalog: Herald itself sends them to
+the operator's endpoints (``/v1/operator/webhooks``) when a subscription is disabled or recovers and
+when a delivery is failing or exhausted. They are documented in the same ``webhooks`` section, but
+tenants can neither publish nor subscribe to them: they are not in ``catalog``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
@@ -87,8 +92,10 @@ class EventType:
 class EventCatalog:
     """The registry of event types; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tag: str | None = None) -> None:
         self._types: dict[str, EventType] = {}
+        #: The documentation tag of all its webhooks (default: each type's first word).
+        self.tag = tag
 
     def event[M: EventData](self, name: str, *, example: dict[str, Any]) -> Callable[[type[M]], type[M]]:
         """Register the decorated model as event type ``name``, with an example payload."""
@@ -116,10 +123,16 @@ class EventCatalog:
     def __contains__(self, name: object) -> bool:
         return name in self._types
 
-    def webhooks_router(self) -> APIRouter:
-        """An ``APIRouter`` for ``FastAPI(webhooks=...)``: one documented webhook per event type."""
+    def webhooks_router(self, *, include: Sequence[EventCatalog] = ()) -> APIRouter:
+        """An ``APIRouter`` for ``FastAPI(webhooks=...)``: one documented webhook per event type, of this
+        catalog and of the ``include``d ones (event type names must not repeat across them)."""
         router = APIRouter()
-        for event_type in self:
+        entries = [(self, event_type) for event_type in self]
+        entries += [(other, event_type) for other in include for event_type in other]
+        names = [event_type.name for _, event_type in entries]
+        if len(set(names)) != len(names):
+            raise ValueError("an event type name is declared in two catalogs")
+        for owner, event_type in entries:
             router.add_api_route(
                 event_type.name,
                 _webhook_endpoint(event_type),
@@ -129,7 +142,7 @@ class EventCatalog:
                 operation_id=f"webhook_{event_type.name.replace('.', '_')}",
                 responses=_RESPONSES,
                 response_description=str(_RESPONSES[200]["description"]),
-                tags=[event_type.name.split(".", 1)[0]],
+                tags=[owner.tag or event_type.name.split(".", 1)[0]],
             )
         return router
 
@@ -185,6 +198,118 @@ def _webhook_endpoint(event_type: EventType) -> Callable[..., None]:
 
 
 catalog = EventCatalog()
+operational_catalog = EventCatalog(tag="operational")
+
+
+# --- Operational events: Herald's own, to the operator. ----------------------------------------------
+
+OPERATIONAL_EXAMPLE_IDS = {
+    "tenant_id": "tnt_01jb0000000000000000000000",
+    "subscription_id": "sub_01jb0000000000000000000000",
+    "url": "https://example.com/webhooks",
+}
+
+
+class _SubscriptionRef(EventData):
+    tenant_id: str = Field(description="The tenant the subscription belongs to.")
+    subscription_id: str
+    url: str = Field(description="The subscription's URL.")
+
+
+class _DeliveryRef(_SubscriptionRef):
+    event_id: str
+    event_type: str
+    delivery_id: str
+    attempts: int = Field(description="Attempts made so far.")
+    last_status_code: int | None = Field(None, description="HTTP status of the latest attempt, if it got one.")
+    last_error_kind: str | None = Field(None, description="Why the latest attempt failed, e.g. `timeout`.")
+
+
+@operational_catalog.event(
+    "subscription.disabled",
+    example={
+        **OPERATIONAL_EXAMPLE_IDS,
+        "reason": "the endpoint answered 410 Gone",
+        "disabled_at": "2026-01-06T12:00:00Z",
+        "failing_since": None,
+        "last_status_code": 410,
+    },
+)
+class SubscriptionDisabled(_SubscriptionRef):
+    """Herald disabled a tenant's subscription.
+
+    Sent when an endpoint answered 410 Gone, or kept failing for the whole failing window (5 days by
+    default). It receives nothing more until the tenant re-enables it (`PATCH` with `enabled: true`).
+    """
+
+    reason: str
+    disabled_at: datetime
+    failing_since: datetime | None = Field(None, description="Since when it had been failing continuously.")
+    last_status_code: int | None = None
+
+
+@operational_catalog.event(
+    "delivery.failing",
+    example={
+        **OPERATIONAL_EXAMPLE_IDS,
+        "event_id": "evt_01jb0000000000000000000000",
+        "event_type": "invoice.paid",
+        "delivery_id": "dlv_01jb0000000000000000000000",
+        "attempts": 4,
+        "last_status_code": 503,
+        "last_error_kind": "http_status",
+        "next_attempt_at": "2026-01-01T14:35:05Z",
+    },
+)
+class DeliveryFailing(_DeliveryRef):
+    """A delivery failed its 4th attempt.
+
+    Sent once per delivery; it is still being retried on the schedule.
+    """
+
+    next_attempt_at: datetime | None = Field(None, description="When the next attempt is due.")
+
+
+@operational_catalog.event(
+    "delivery.exhausted",
+    example={
+        **OPERATIONAL_EXAMPLE_IDS,
+        "event_id": "evt_01jb0000000000000000000000",
+        "event_type": "invoice.paid",
+        "delivery_id": "dlv_01jb0000000000000000000000",
+        "attempts": 8,
+        "last_status_code": 500,
+        "last_error_kind": "http_status",
+        "reason": "every scheduled attempt failed",
+    },
+)
+class DeliveryExhausted(_DeliveryRef):
+    """A delivery failed for good.
+
+    Sent when no further attempt is scheduled: every attempt of the schedule failed, the endpoint
+    answered 410 Gone, or the URL is one Herald refuses to call. A manual retry can still send it.
+    """
+
+    reason: str
+
+
+@operational_catalog.event(
+    "subscription.recovered",
+    example={
+        **OPERATIONAL_EXAMPLE_IDS,
+        "failing_since": "2026-01-01T12:00:00Z",
+        "recovered_at": "2026-01-02T08:00:00Z",
+    },
+)
+class SubscriptionRecovered(_SubscriptionRef):
+    """A failing subscription delivered successfully again.
+
+    Sent on the first successful attempt after a subscription counted as failing (several attempts in
+    a row failed).
+    """
+
+    failing_since: datetime = Field(description="Since when it had been failing.")
+    recovered_at: datetime
 
 
 # --- The example catalog: edit below. One model per event type. ----------------------------------

@@ -14,6 +14,18 @@ the worker holding it may have died.
 
 Event counters (``succeeded`` / ``failed``) change in the same transaction as the delivery they
 count; a fan-out page is counted once (``matched``) however often its message runs.
+
+A subscription's rate limit is taken right before each attempt (``Store.take_rate_slot``, shared by
+every invocation). A delivery over the rate waits its slot in the worker for a few seconds, the
+deliveries of one subscription in a batch in line behind one another (one DynamoDB call per slot, not
+per waiting delivery); past that it is postponed through the queue: its lease is given back and its
+message held until about its slot. Neither counts as an attempt nor moves the retry schedule, and a
+message postponed many times is refreshed by ``_hold`` like any long wait, never dead-lettered.
+
+After each attempt the subscription's stats and failure streak are updated (``Store.count_subscription
+_attempt``): a 410, or a streak failing for the whole window, disables the subscription; operational
+events (``herald.operational``) tell the operator. Every log line of a delivery carries its event,
+delivery, subscription and tenant ids (and the attempt number once known); never a secret or a payload.
 """
 
 from __future__ import annotations
@@ -34,9 +46,18 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 
-from herald import ids
+from herald import ids, recovery
 from herald.errors import ConflictError
-from herald.messages import DeliveryMessage, FanoutMessage, PoisonMessageError, PurgeTenantMessage, parse_message
+from herald.messages import (
+    DeliveryMessage,
+    FanoutMessage,
+    PoisonMessageError,
+    PurgeTenantMessage,
+    RecoverMessage,
+    RedeliverMessage,
+    parse_message,
+)
+from herald.metrics import DeliveryMetrics, Metric
 from herald.models import (
     WILDCARD,
     Attempt,
@@ -47,10 +68,11 @@ from herald.models import (
     Subscription,
     Trigger,
 )
+from herald.operational import OPERATOR_TENANT_ID, emit
 from herald.queue import MAX_VISIBILITY_SECONDS, QueueVisibilityLimitError
 from herald.sender import Outcome, close_http_client, send_attempt
 from herald.signing import signature_header
-from herald.store import DeliveryState, event_of
+from herald.store import DeliveryState, SubscriptionHealth, event_of
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -77,6 +99,12 @@ MESSAGE_MAX_AGE_SECONDS = 12 * 24 * 3600
 MAX_HOLD_SECONDS = MAX_VISIBILITY_SECONDS - 15 * 60
 EVENT_CACHE_SIZE = 512
 IO_THREADS = 32
+#: Triggers of one extra attempt on an existing delivery, outside its retry schedule.
+SINGLE_SHOT_TRIGGERS = frozenset({Trigger.MANUAL, Trigger.RECOVER})
+#: The failed attempt after which the operator hears that a delivery is failing (Svix: the 4th).
+FAILING_NOTICE_ATTEMPT = 4
+#: Random spread added to a rate-limit postponement (seconds), so postponed messages do not all return at once.
+POSTPONE_JITTER_SECONDS = 1.0
 
 
 class RetryLaterError(Exception):
@@ -99,17 +127,28 @@ class _Processor(AsyncBatchProcessor):
 
 
 @dataclass
+class _Pace:
+    """This worker's line of deliveries waiting for one subscription's rate-limit slots."""
+
+    lock: asyncio.Lock
+    users: int = 0
+    #: Deliveries postponed through the queue are spread from here on, one slot apart (epoch seconds).
+    backlog_until: float = 0.0
+
+
+@dataclass
 class _Job:
     """One delivery message being worked on, and what it found."""
 
     message: DeliveryMessage
     record: SQSRecord
-    log: dict[str, str]
+    log: dict[str, Any]
     event: Event
     event_item: dict[str, Any]
     state: DeliveryState | None
     single_shot: bool
     now: datetime
+    deadline: float = 0.0
 
     @property
     def previous(self) -> Delivery | None:
@@ -168,6 +207,8 @@ class Worker:
         self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._event_reads: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self._events_lock = threading.Lock()
+        self._paces: dict[str, _Pace] = {}
+        self.metrics = DeliveryMetrics(self.settings.metrics_namespace)
 
     # --- entry point ------------------------------------------------------------------------------
 
@@ -180,7 +221,10 @@ class Worker:
             await self.process(record, deadline)
 
         processor = _Processor(self.loop)
-        return dict(async_process_partial_response(event, record_handler, processor, context))
+        try:
+            return dict(async_process_partial_response(event, record_handler, processor, context))
+        finally:
+            self.metrics.flush()  # one EMF document per invocation
 
     async def process(self, record: SQSRecord, deadline: float) -> None:
         """Process one record; raising puts it back on the queue (a batch item failure)."""
@@ -191,9 +235,19 @@ class Worker:
             await self._io(self.queue.dead_letter, record.body, str(exc))
             return
         if isinstance(message, DeliveryMessage):
-            await self.deliver(message, record, deadline)
+            sent_ms = record.attributes.sent_timestamp
+            if _receive_count(record) == 1 and sent_ms:
+                self.metrics.add(Metric.QUEUE_AGE, max(0.0, self.clock() - int(sent_ms) / 1000))
+            if message.recovery_id is not None:
+                await recovery.deliver(self, message, record, deadline)  # checks the job's ticket first
+            else:
+                await self.deliver(message, record, deadline)
         elif isinstance(message, FanoutMessage):
             await self.fanout(message, deadline)
+        elif isinstance(message, RecoverMessage):
+            await recovery.run_recovery(self, message, deadline)
+        elif isinstance(message, RedeliverMessage):
+            await recovery.run_redelivery(self, message, deadline)
         else:
             await self.purge(message)
 
@@ -249,6 +303,7 @@ class Worker:
             await self._send_concurrently(deliveries)
             handled += len(deliveries)
             if last:
+                self.metrics.add(Metric.FANOUT_SIZE, handled)
                 logger.info("fan-out finished", extra={"event_id": event.id, "tenant_id": message.tenant_id})
                 return
             if next_token is None:
@@ -261,6 +316,7 @@ class Worker:
                     event_id=event.id, tenant_id=message.tenant_id, route=route, cursor=page_token
                 )
                 await self._io(self.queue.send, continuation)
+                self.metrics.add(Metric.FANOUT_SIZE, handled)
                 return
 
     async def _fanout_tenants(self, message: FanoutMessage, expires_at: int) -> None:
@@ -321,7 +377,12 @@ class Worker:
         the next attempt. A manual message (``single_shot`` on an existing delivery) makes exactly one
         attempt and leaves the schedule, and the message that carries it, alone."""
         delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
-        log = {"delivery_id": delivery_id, "event_id": message.event_id, "subscription_id": message.subscription_id}
+        log: dict[str, Any] = {
+            "delivery_id": delivery_id,
+            "event_id": message.event_id,
+            "subscription_id": message.subscription_id,
+            "tenant_id": message.tenant_id,
+        }
         item = await self._event(message.event_id)
         if item is None:
             logger.warning("delivery of an event that no longer exists: dropped", extra=log)
@@ -329,15 +390,15 @@ class Worker:
         # A delivery message received for the first time almost always starts a new delivery: claim it
         # straight away (the claim only succeeds if the delivery does not exist yet) and read its state
         # only if it does exist (a duplicate message, a refreshed copy). One AWS call less per delivery.
-        optimistic = message.trigger is not Trigger.MANUAL and _receive_count(record) == 1
+        optimistic = message.trigger not in SINGLE_SHOT_TRIGGERS and _receive_count(record) == 1
         state: DeliveryState | None = None
         for read_state in (not optimistic, True):
             if read_state:
                 state = await self._io(self.store.get_delivery_state, delivery_id)
-            single_shot = message.trigger is Trigger.MANUAL and state is not None
+            single_shot = message.trigger in SINGLE_SHOT_TRIGGERS and state is not None
             if not await self._due(message, record, state, single_shot, deadline):
                 return
-            job = _Job(message, record, log, event_of(item), item, state, single_shot, self._now())
+            job = _Job(message, record, log, event_of(item), item, state, single_shot, self._now(), deadline)
             token = uuid.uuid4().hex
             claimed = await self._io(
                 self.store.claim_delivery,
@@ -348,6 +409,7 @@ class Worker:
                 until=deadline + 5,
                 now=self.clock(),
                 expires_at=self._expires_at(job),
+                recovery_id=message.recovery_id,
             )
             if claimed or read_state:
                 break
@@ -425,7 +487,17 @@ class Worker:
 
     async def _attempt_and_record(self, job: _Job, sub: Subscription, token: str) -> None:
         attempt_number = job.delivery.attempts + 1
+        job.log["attempt"] = attempt_number
         scheduled = job.scheduled if job.single_shot else job.scheduled + 1
+        if sub.rate_limit is not None:
+            postpone = await self._rate_slot(job, sub.id, sub.rate_limit)
+            if postpone > 0:
+                # Over the rate: no attempt, no step of the schedule; the message comes back for its slot.
+                await self._io(self.store.release_delivery, job.delivery.id, token)
+                self.metrics.add(Metric.POSTPONED)
+                logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
+                await self._hold(job.message, job.record, postpone)
+                return
         outcome = await self._attempt(sub, job.event.id, job.event.payload)
         next_at, status = self._next_step(outcome, scheduled, job.previous, job.single_shot)
         attempt = Attempt(
@@ -467,6 +539,7 @@ class Worker:
             expires_at=self._expires_at(job),
             event_counts=self._count_changes(job.previous, settled),
             event_expires_at=job.event_expires_at,
+            recovery_id=job.message.recovery_id,
         )
         if not recorded:
             # Only if this invocation outlived its own lease (it should not: the lease ends after the
@@ -484,10 +557,127 @@ class Worker:
                 "status": status,
             },
         )
-        if outcome.status_code == 410:
-            await self._io(self._disable, sub, f"the endpoint answered 410 Gone on {outcome.finished.isoformat()}")
+        self._count(outcome, settled, job.previous)
+        await self._after_attempt(job, sub, outcome, settled)
         if status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
             await self._hold(job.message, job.record, next_at.timestamp() - self.clock())
+
+    # --- rate limits --------------------------------------------------------------------------------
+
+    async def _rate_slot(self, job: _Job, sub_id: str, rate: int) -> float:
+        """Take a slot of the subscription's rate for this attempt: 0 when it may start now, else the
+        seconds to postpone it by. The deliveries of one subscription in this worker take slots one at a
+        time (a line behind an asyncio lock), each waiting here while its slot is near; once one has to
+        be postponed, those behind it are spread over the following slots without asking DynamoDB."""
+        interval = 1.0 / rate
+        pace = self._paces.get(sub_id)
+        if pace is None:
+            pace = self._paces[sub_id] = _Pace(asyncio.Lock())
+        pace.users += 1
+        started = time.monotonic()  # the local wait is real time, whatever clock the worker runs on
+        latest_start = job.deadline - self.settings.delivery_timeout_seconds - START_MARGIN_SECONDS
+        try:
+            async with pace.lock:
+                while True:
+                    now = self.clock()
+                    wait = 0.0
+                    if pace.backlog_until <= now:
+                        wait = await self._io(self.store.take_rate_slot, sub_id, interval=interval, now=now)
+                        if wait <= 0:
+                            return 0.0
+                        waited = time.monotonic() - started
+                        if waited + wait <= self.settings.rate_limit_local_wait_seconds and now + wait <= latest_start:
+                            await asyncio.sleep(wait)
+                            continue
+                    # Postpone: behind the slot DynamoDB named and behind the deliveries postponed before.
+                    slot = max(pace.backlog_until, now + wait)
+                    pace.backlog_until = slot + interval
+                    return slot - now + self.rng.uniform(0, POSTPONE_JITTER_SECONDS)
+        finally:
+            pace.users -= 1
+            if pace.users == 0:
+                self._paces.pop(sub_id, None)
+
+    # --- after an attempt: metrics, stats, health, operational events --------------------------------
+
+    def _count(self, outcome: Outcome, settled: Delivery, previous: Delivery | None) -> None:
+        if outcome.error_kind is ErrorKind.REFUSED_BY_POLICY:
+            self.metrics.add(Metric.REFUSED)
+        else:
+            self.metrics.add(Metric.SUCCEEDED if outcome.succeeded else Metric.FAILED)
+            self.metrics.add(Metric.LATENCY, outcome.duration_ms)
+        if not outcome.succeeded and settled.status is DeliveryStatus.PENDING and settled.next_attempt_at is not None:
+            self.metrics.add(Metric.RETRIED)
+        if _exhausted(previous, settled):
+            self.metrics.add(Metric.EXHAUSTED)
+
+    async def _after_attempt(self, job: _Job, sub: Subscription, outcome: Outcome, settled: Delivery) -> None:
+        """The subscription's stats and health after a recorded attempt, and what the operator hears of it.
+        The attempt is recorded already: a failure here is logged, never turned into a repeated attempt."""
+        try:
+            health = await self._io(
+                self.store.count_subscription_attempt,
+                sub.id,
+                succeeded=outcome.succeeded,
+                status_code=outcome.status_code,
+                at=outcome.finished,
+                failing_after=self.settings.failing_after_failures,
+                expires_at=self._expires_at(job),
+            )
+        except Exception:
+            logger.exception("subscription stats not updated", extra=job.log)
+            health = SubscriptionHealth(0, None)
+        reason = self._disable_reason(outcome, health)
+        disabled = await self._io(self._disable, sub, reason) if reason else None
+        if sub.tenant_id == OPERATOR_TENANT_ID:
+            return  # the operator's own endpoints: never report on them to themselves (no loops)
+        reports: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+        ref = {"tenant_id": sub.tenant_id, "subscription_id": sub.id, "url": sub.url}
+        if disabled is not None and disabled.disabled_at is not None:
+            data = {
+                **ref,
+                "reason": disabled.disabled_reason or "",
+                "disabled_at": disabled.disabled_at,
+                "failing_since": health.failing_since,
+                "last_status_code": outcome.status_code,
+            }
+            reports.append(("subscription.disabled", data, (sub.id, disabled.disabled_at.isoformat())))
+        if health.recovered_from is not None:
+            data = {**ref, "failing_since": health.recovered_from, "recovered_at": outcome.finished}
+            reports.append(("subscription.recovered", data, (sub.id, health.recovered_from.isoformat())))
+        delivery_ref = {
+            **ref,
+            "event_id": job.event.id,
+            "event_type": job.event.type,
+            "delivery_id": settled.id,
+            "attempts": settled.attempts,
+            "last_status_code": outcome.status_code,
+            "last_error_kind": outcome.error_kind and outcome.error_kind.value,
+        }
+        if not outcome.succeeded and settled.attempts == FAILING_NOTICE_ATTEMPT:
+            data = {**delivery_ref, "next_attempt_at": settled.next_attempt_at}
+            reports.append(("delivery.failing", data, (settled.id,)))
+        if _exhausted(job.previous, settled):
+            data = {**delivery_ref, "reason": _exhaustion_reason(outcome)}
+            reports.append(("delivery.exhausted", data, (settled.id,)))
+        for event_type, data, key in reports:
+            try:
+                await self._io(emit, self.services, event_type, data, key=key)
+            except Exception:
+                logger.exception("operational event not published", extra={**job.log, "event_type": event_type})
+
+    def _disable_reason(self, outcome: Outcome, health: SubscriptionHealth) -> str | None:
+        if outcome.status_code == 410:
+            return f"the endpoint answered 410 Gone on {outcome.finished.isoformat()}"
+        if outcome.succeeded or health.failing_since is None:
+            return None
+        window = timedelta(hours=self.settings.disable_after_failing_hours)
+        if outcome.finished - health.failing_since < window:
+            return None
+        return (
+            f"failing continuously since {health.failing_since.isoformat()} "
+            f"({health.consecutive_failures} failed attempts in a row)"
+        )
 
     def _next_step(
         self, outcome: Outcome, scheduled: int, previous: Delivery | None, single_shot: bool
@@ -526,7 +716,7 @@ class Worker:
             body=body,
             headers=headers,
             timeout_seconds=self.settings.delivery_timeout_seconds,
-            allow_private=self.settings.allow_private_urls,
+            policy=self.services.url_policy,
             now=self._now,
         )
 
@@ -543,25 +733,33 @@ class Worker:
             deltas[settled.status.value] += 1
         return deltas
 
-    def _disable(self, sub: Subscription, reason: str) -> None:
+    def _disable(self, sub: Subscription, reason: str) -> Subscription | None:
+        """Disable the subscription (its routes go: it receives nothing more and costs nothing at fan-out).
+        The disabled subscription if this call disabled it; None if it was already disabled or gone."""
         for _ in range(3):
             current = self.store.get_subscription(sub.tenant_id, sub.id)
             if current is None or not current.enabled:
-                return
+                return None
+            now = self._now()
             disabled = current.model_copy(
                 update={
                     "enabled": False,
                     "disabled_reason": reason,
+                    "disabled_at": now,
                     "version": current.version + 1,
-                    "updated_at": self._now(),
+                    "updated_at": now,
                 }
             )
             try:
                 self.store.replace_subscription(current, disabled)
             except ConflictError:
                 continue
-            logger.warning("subscription disabled", extra={"subscription_id": sub.id, "reason": reason})
-            return
+            logger.warning(
+                "subscription disabled",
+                extra={"subscription_id": sub.id, "tenant_id": sub.tenant_id, "reason": reason},
+            )
+            return disabled
+        return None
 
     async def _hold(self, message: DeliveryMessage, record: SQSRecord, seconds: float) -> None:
         """Bring this message back in ``seconds``: hide it and raise ``RetryLaterError``, so the record is
@@ -588,6 +786,20 @@ class Worker:
             await self._io(self.queue.send, message)
             return
         raise RetryLaterError(f"next look in {seconds:.0f} s")
+
+
+def _exhausted(previous: Delivery | None, settled: Delivery) -> bool:
+    """Whether this attempt failed the delivery for good (a manual attempt on a failed one does not)."""
+    before = previous.status if previous is not None else DeliveryStatus.PENDING
+    return before is DeliveryStatus.PENDING and settled.status is DeliveryStatus.FAILED
+
+
+def _exhaustion_reason(outcome: Outcome) -> str:
+    if outcome.status_code == 410:
+        return "the endpoint answered 410 Gone"
+    if outcome.error_kind is ErrorKind.REFUSED_BY_POLICY:
+        return "the URL policy refused the endpoint's address"
+    return "every scheduled attempt failed"
 
 
 _WORKER: Worker | None = None

@@ -2,6 +2,10 @@
 
 Ids are ULIDs (48 bits of milliseconds, 80 random bits) in lower-case Crockford base32 behind a
 prefix that names the kind, so they sort by creation time and read well in logs and tickets.
+
+Credentials carry a prefix that names their kind too, so a leaked one is recognisable (by a person, or a
+secret scanner matching ``\\b(hrk|hra)_[A-Za-z0-9_-]{43,}``): ``hrk_`` for a tenant's API key, ``hra_`` for
+the operator's admin key, ``whsec_`` for a subscription's signing secret (the Standard Webhooks format).
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ EVENT = "evt"
 DELIVERY = "dlv"
 ATTEMPT = "atm"
 API_KEY = "key"
+
+#: Prefixes of the two kinds of API key.
+TENANT_KEY_PREFIX = "hrk_"
+ADMIN_KEY_PREFIX = "hra_"
+#: Random bytes behind every generated API key.
+API_KEY_BYTES = 32
+_TENANT_KEY_PATTERN = re.compile(r"^hrk_[A-Za-z0-9_-]{43}$")
 
 #: What a caller may use as its own event id (the id doubles as the idempotency key).
 EVENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
@@ -60,7 +71,18 @@ def new_signing_secret() -> str:
 
 def new_api_key() -> str:
     """A tenant API key: ``hrk_`` + 43 url-safe characters (256 random bits)."""
-    return "hrk_" + secrets.token_urlsafe(32)
+    return TENANT_KEY_PREFIX + secrets.token_urlsafe(API_KEY_BYTES)
+
+
+def new_admin_key() -> str:
+    """An operator admin key: ``hra_`` + 43 url-safe characters (256 random bits). The deployed stack
+    generates its own (see ``AdminKeySecret`` in template.yaml); this one is for local runs and rotations."""
+    return ADMIN_KEY_PREFIX + secrets.token_urlsafe(API_KEY_BYTES)
+
+
+def looks_like_tenant_key(token: str) -> bool:
+    """Whether ``token`` has the shape of a tenant API key (checked before any lookup)."""
+    return _TENANT_KEY_PATTERN.match(token) is not None
 
 
 def hash_api_key(key: str) -> str:

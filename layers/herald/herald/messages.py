@@ -39,6 +39,8 @@ class DeliveryMessage(_Message):
     tenant_id: str
     subscription_id: str
     trigger: Trigger = Trigger.SCHEDULED
+    #: A recovery or redelivery job's ticket: the one extra attempt this message may make (see herald.recovery).
+    recovery_id: str | None = None
 
 
 class PurgeTenantMessage(_Message):
@@ -48,20 +50,42 @@ class PurgeTenantMessage(_Message):
     tenant_id: str
 
 
-QueueMessage = Annotated[FanoutMessage | DeliveryMessage | PurgeTenantMessage, Field(discriminator="kind")]
-_ADAPTER: TypeAdapter[FanoutMessage | DeliveryMessage | PurgeTenantMessage] = TypeAdapter(QueueMessage)
+class RecoverMessage(_Message):
+    """A recovery job (``rcv_``): re-send a subscription's failed deliveries of a window, a page at a time;
+    ``cursor`` is where the previous page stopped."""
+
+    kind: Literal["recover"] = "recover"
+    job_id: str
+    cursor: str | None = Field(None, max_length=4096)
+
+
+class RedeliverMessage(_Message):
+    """A redelivery job (``rdl_``): one more attempt of an event to each subscription it goes to, a page at
+    a time. ``tenant_id`` None is a broadcast's page of tenants; ``route`` and ``cursor`` as for a fan-out."""
+
+    kind: Literal["redeliver"] = "redeliver"
+    job_id: str
+    event_id: str
+    tenant_id: str | None = None
+    route: str | None = None
+    cursor: str | None = Field(None, max_length=4096)
+
+
+WorkMessage = FanoutMessage | DeliveryMessage | PurgeTenantMessage | RecoverMessage | RedeliverMessage
+QueueMessage = Annotated[WorkMessage, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[WorkMessage] = TypeAdapter(QueueMessage)
 
 
 class PoisonMessageError(Exception):
     """A queue message that can never be processed (not JSON, unknown kind or version, bad fields)."""
 
 
-def parse_message(body: str) -> FanoutMessage | DeliveryMessage | PurgeTenantMessage:
+def parse_message(body: str) -> WorkMessage:
     try:
         return _ADAPTER.validate_json(body)
     except ValidationError as exc:
         raise PoisonMessageError(f"unreadable work message: {exc.errors(include_url=False)[:3]}") from exc
 
 
-def dump_message(message: FanoutMessage | DeliveryMessage | PurgeTenantMessage) -> str:
+def dump_message(message: WorkMessage) -> str:
     return message.model_dump_json(exclude_none=True)

@@ -9,6 +9,7 @@ from typing import Any, Self
 
 from pydantic import (
     AnyHttpUrl,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +20,8 @@ from pydantic import (
 from herald.ids import EVENT_ID_PATTERN
 
 MAX_EVENT_TYPES_PER_SUBSCRIPTION = 50
+#: The highest per-subscription delivery rate one can set (deliveries per second).
+MAX_RATE_LIMIT = 1000
 WILDCARD = "*"
 
 Metadata = dict[str, str]
@@ -137,11 +140,22 @@ class SubscriptionIn(_Strict):
     event_types: list[str] = Field(
         min_length=1,
         max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION,
-        description='Event type names from the catalog, or `["*"]` for all of them.',
+        description='Event type names from the catalog, or `["*"]` for all of them. At most 50; a deployment may '
+        "set fewer (`limit_exceeded`).",
         examples=[["invoice.paid"]],
     )
-    description: str = Field("", max_length=500)
-    metadata: Metadata = Field(default_factory=dict)
+    description: str = Field("", max_length=500, description="At most 500 characters; a deployment may set fewer.")
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description="Up to 50 string entries (keys 1-64, values up to 512 characters), at most 8 KiB as JSON by "
+        "default (`limit_exceeded` above the deployment's limit).",
+    )
+    rate_limit: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description="At most this many deliveries per second to this URL; more are postponed, never dropped.",
+    )
 
     _event_types = field_validator("event_types")(_check_event_types)
     _metadata = field_validator("metadata")(_check_metadata)
@@ -155,6 +169,9 @@ class SubscriptionUpdate(_Strict):
     description: str | None = Field(None, max_length=500)
     metadata: Metadata | None = None
     enabled: bool | None = None
+    rate_limit: int | None = Field(
+        None, ge=1, le=MAX_RATE_LIMIT, description="Deliveries per second at most; `null` removes the limit."
+    )
 
     @field_validator("event_types")
     @classmethod
@@ -182,6 +199,8 @@ class Subscription(BaseModel):
     metadata: Metadata = Field(default_factory=dict)
     enabled: bool = True
     disabled_reason: str | None = None
+    disabled_at: datetime | None = None
+    rate_limit: int | None = None
     secrets: list[SigningSecret]
     version: int = 1
     created_at: datetime
@@ -204,12 +223,32 @@ class SubscriptionOut(BaseModel):
     metadata: Metadata
     enabled: bool
     disabled_reason: str | None
+    disabled_at: datetime | None = Field(None, description="When Herald or the tenant disabled it.")
+    rate_limit: int | None = Field(None, description="Deliveries per second at most (none: no limit).")
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, sub: Subscription) -> Self:
         return cls.model_validate(sub.model_dump())
+
+
+class SubscriptionStats(BaseModel):
+    """A subscription's delivery health, kept up to date by every attempt."""
+
+    attempts: int = Field(0, description="Attempts made (retries included).")
+    succeeded: int = Field(0, description="Attempts answered with a 2xx.")
+    failed: int = Field(0, description="Attempts that failed (any other answer, or none).")
+    success_rate: float | None = Field(None, description="succeeded / attempts, none before the first attempt.")
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+    last_status_code: int | None = Field(None, description="HTTP status of the latest attempt, if it got one.")
+    consecutive_failures: int = Field(0, description="Failed attempts since the latest success.")
+    failing_since: datetime | None = Field(
+        None,
+        description="Since when it has been failing continuously; it is disabled once that lasts the "
+        "deployment's window (5 days by default).",
+    )
 
 
 class SubscriptionCreated(SubscriptionOut):
@@ -316,6 +355,7 @@ class Trigger(StrEnum):
     SCHEDULED = "scheduled"
     MANUAL = "manual"
     TEST = "test"
+    RECOVER = "recover"
 
 
 class ErrorKind(StrEnum):
@@ -419,3 +459,99 @@ class EventTypeOut(BaseModel):
     example: dict[str, Any]
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+# --- Recovery, redelivery and the dead-letter queue ---------------------------------------------
+
+
+class RecoveryIn(_Strict):
+    since: AwareDatetime = Field(
+        description="Re-send the subscription's failed deliveries created at or after this time (with a time zone).",
+        examples=["2026-01-30T08:00:00Z"],
+    )
+    until: AwareDatetime | None = Field(None, description="... and before this time (default: now).")
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.until is not None and self.until <= self.since:
+            raise ValueError("`until` must be after `since`")
+        return self
+
+
+class RecoveryStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class RecoveryJob(BaseModel):
+    """A recovery of one subscription's failed deliveries in a window; its counts are read from its tickets."""
+
+    id: str
+    tenant_id: str
+    subscription_id: str
+    since: datetime
+    until: datetime
+    status: RecoveryStatus
+    queued: int = 0
+    sent: int = 0
+    failed: int = 0
+    created_at: datetime
+    updated_at: datetime
+
+
+class RecoveryJobOut(BaseModel):
+    id: str
+    subscription_id: str
+    since: datetime
+    until: datetime
+    status: RecoveryStatus = Field(
+        description="`queued`, then `running` while deliveries are found and re-sent, `done` once each has settled."
+    )
+    queued: int = Field(description="Failed deliveries found in the window and queued for one more attempt.")
+    sent: int = Field(description="Of those, re-sent with success.")
+    failed: int = Field(description="Of those, whose extra attempt failed too (they stay failed).")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: RecoveryJob) -> Self:
+        return cls.model_validate(job.model_dump())
+
+
+class RedeliveryOut(BaseModel):
+    id: str = Field(description="The redelivery job.")
+    event_id: str
+    status: RecoveryStatus
+
+
+class DeadLetterOut(BaseModel):
+    message_id: str
+    kind: str | None = Field(description="The work message's kind (`delivery`, `fanout`, ...), none if unreadable.")
+    reason: str = Field(description="Why it is in the dead-letter queue.")
+    poison: bool = Field(description="Never processable: a redrive leaves it where it is.")
+    event_id: str | None = None
+    subscription_id: str | None = None
+    delivery_id: str | None = None
+    sent_at: datetime | None = Field(None, description="When the message was first sent to the work queue.")
+    receive_count: int = Field(description="How often SQS handed it out.")
+    redrives: int = Field(0, description="How often it was redriven to the work queue already.")
+    body: str = Field(description="The message body, cut to 1,000 characters.")
+
+
+class DeadLettersOut(BaseModel):
+    count: int = Field(description="Messages in the dead-letter queue (SQS's ApproximateNumberOfMessages).")
+    in_flight: int = Field(description="Messages being looked at or redriven right now (not visible).")
+    oldest_sent_at: datetime | None = Field(None, description="The oldest `sent_at` among the messages looked at.")
+    oldest_age_seconds: int | None = None
+    sample: list[DeadLetterOut]
+
+
+class RedriveIn(_Strict):
+    limit: int = Field(100, ge=1, le=10_000, description="Move at most this many messages.")
+
+
+class RedriveOut(BaseModel):
+    moved: int = Field(description="Messages sent back to the work queue, where they are processed normally.")
+    kept: int = Field(description="Poison messages looked at and left in the dead-letter queue.")
+    remaining: int = Field(description="Messages still in the dead-letter queue (approximate).")

@@ -11,12 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import sqs_client
 from herald.errors import ServiceUnavailableError
-from herald.messages import (
-    DeliveryMessage,
-    FanoutMessage,
-    PurgeTenantMessage,
-    dump_message,
-)
+from herald.messages import WorkMessage, dump_message
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -29,7 +24,7 @@ BATCH_SIZE = 10
 MAX_DELAY_SECONDS = 900
 MAX_VISIBILITY_SECONDS = 12 * 3600
 
-Message = FanoutMessage | DeliveryMessage | PurgeTenantMessage
+Message = WorkMessage
 
 
 class QueueVisibilityLimitError(Exception):

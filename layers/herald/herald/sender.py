@@ -10,10 +10,11 @@ import asyncio
 import ssl
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import httpcore
 import httpx
 from aws_lambda_powertools import Logger
 
@@ -21,7 +22,7 @@ from herald import __version__
 from herald.errors import UrlNotAllowedError
 from herald.models import ErrorKind
 from herald.retry import parse_retry_after
-from herald.urls import check_resolved
+from herald.urls import UrlPolicy
 
 logger = Logger(service="herald", child=True)
 
@@ -55,31 +56,112 @@ class Outcome:
         return int((self.finished - self.started).total_seconds() * 1000)
 
 
-_HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend with Herald's resolver in front: ``connect_tcp`` resolves the host once,
+    checks every answer against the URL policy and connects to a checked address only (the next one when a
+    connection fails). httpcore then starts TLS with the original host name, so SNI and the certificate
+    check use the name, and the Host header is untouched."""
+
+    def __init__(self, policy: UrlPolicy, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self.policy = policy
+        self.inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            async with asyncio.timeout(timeout):
+                addresses = await self.policy.connectable(host, port)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout} s") from exc
+        except OSError as exc:  # socket.gaierror and friends: the name did not resolve
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            try:
+                return await self.inner.connect_tcp(
+                    str(address), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        raise failure or httpcore.ConnectError(f"no address to connect to for {host}")
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise UrlNotAllowedError("Herald does not deliver to Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
 
 
-def http_client(timeout: float) -> httpx.AsyncClient:
-    """The process's HTTP client (one per event loop; Lambda keeps one loop, so it is reused across warm
-    invocations with its connection pool). Redirects are never followed. Responses are asked for
-    uncompressed, so the stored body is readable text and no decompression can balloon."""
-    loop = asyncio.get_running_loop()
-    client = _HTTP_CLIENTS.get(loop)
-    if client is None:
-        client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30),
-            headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
-            trust_env=False,
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's HTTP transport over a connection pool whose network backend is a :class:`PinnedBackend`.
+
+    httpx 0.28 takes no network backend itself, so the transport's pool is rebuilt with one: same TLS
+    context and limits as httpx would use, HTTP/1.1 only, no proxy, no retries."""
+
+    def __init__(self, policy: UrlPolicy, *, limits: httpx.Limits, verify: ssl.SSLContext | bool = True) -> None:
+        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)  # loaded once, shared below
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
+        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
+            raise RuntimeError(
+                "this httpx version lays out AsyncHTTPTransport differently; PinnedTransport needs review"
+            )
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=PinnedBackend(policy),
         )
-        _HTTP_CLIENTS[loop] = client
+
+
+def pinned_client(policy: UrlPolicy, timeout: float, *, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """A new HTTP client that connects only where ``policy`` allows. Redirects are never followed. Responses
+    are asked for uncompressed, so the stored body is readable text and no decompression can balloon.
+    ``verify`` is for tests that trust their own certificate authority."""
+    return httpx.AsyncClient(
+        transport=PinnedTransport(
+            policy,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30),
+            verify=verify,
+        ),
+        follow_redirects=False,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
+        trust_env=False,
+    )
+
+
+_HTTP_CLIENTS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[UrlPolicy, float], httpx.AsyncClient]
+] = weakref.WeakKeyDictionary()
+
+
+def http_client(timeout: float, policy: UrlPolicy) -> httpx.AsyncClient:
+    """The process's HTTP client for ``policy`` (one per event loop; Lambda keeps one loop, so it is reused
+    across warm invocations with its connection pool)."""
+    clients = _HTTP_CLIENTS.setdefault(asyncio.get_running_loop(), {})
+    client = clients.get((policy, timeout))
+    if client is None:
+        client = clients[(policy, timeout)] = pinned_client(policy, timeout)
     return client
 
 
 async def close_http_client(loop: asyncio.AbstractEventLoop) -> None:
-    """Close the client ``loop`` has, if any (tests and the local stack, when they close a worker)."""
-    client = _HTTP_CLIENTS.pop(loop, None)
-    if client is not None:
+    """Close the clients ``loop`` has, if any (tests and the local stack, when they close a worker)."""
+    for client in _HTTP_CLIENTS.pop(loop, {}).values():
         await client.aclose()
 
 
@@ -133,11 +215,12 @@ async def send_attempt(
     body: bytes,
     headers: dict[str, str],
     timeout_seconds: float,
-    allow_private: bool,
+    policy: UrlPolicy,
     now: Callable[[], datetime] = _utcnow,
 ) -> Outcome:
-    """POST ``body`` to ``url`` once; never raises for a delivery failure. ``now`` dates the attempt; its
-    duration is measured on the monotonic clock."""
+    """POST ``body`` to ``url`` once; never raises for a delivery failure. ``policy`` decides where it may
+    connect: the URL's form and a literal host are checked before any network I/O, the addresses a name
+    resolves to when connecting. ``now`` dates the attempt; its duration is measured on the monotonic clock."""
     started = now()
     began = time.perf_counter()
     status_code: int | None = None
@@ -147,8 +230,8 @@ async def send_attempt(
     retry_after: float | None = None
     try:
         async with asyncio.timeout(timeout_seconds):
-            await check_resolved(url, allow_private=allow_private)
-            client = http_client(timeout_seconds)
+            policy.check_url(url)
+            client = http_client(timeout_seconds, policy)
             async with client.stream("POST", url, content=body, headers=headers) as response:
                 status_code = response.status_code
                 retry_after = parse_retry_after(response.headers.get("retry-after"), now())

@@ -10,6 +10,7 @@ from herald.queue import WorkQueue
 from herald.retry import RetryPolicy
 from herald.settings import Settings, get_settings
 from herald.store import Store
+from herald.urls import UrlPolicy
 
 if TYPE_CHECKING:
     import boto3
@@ -22,9 +23,11 @@ class Services:
     queue: WorkQueue
     admin_keys: AdminKeyProvider
     retry_policy: RetryPolicy = field(init=False)
+    url_policy: UrlPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         self.retry_policy = RetryPolicy.from_settings(self.settings)
+        self.url_policy = UrlPolicy.from_settings(self.settings)
 
     @classmethod
     def create(

@@ -8,10 +8,13 @@ for a missing variable. AWS endpoints are not configured here: boto3 reads the s
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from herald.urls import parse_networks
 
 #: Svix's schedule: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 27.6 hours).
 DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -57,9 +60,25 @@ class Settings(BaseSettings):
         ge=4096,
         description="Largest accepted request body of any kind (413 above).",
     )
-    allow_private_urls: bool = Field(
+    allowed_target_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        (),
+        description=(
+            "Networks Herald may deliver to besides public addresses (self-hosted targets): comma-separated CIDRs, "
+            "empty or `none` for none (a deployment's default). Loopback, link-local (the metadata service "
+            "169.254.169.254) and multicast open only to an entry inside them, never to a wider one."
+        ),
+    )
+    allow_http_urls: bool = Field(
         False,
-        description="Allow subscriber URLs on loopback and private networks (a developer's box, never production).",
+        description="Accept plain `http` subscriber URLs (the local stack); a deployment calls `https` only.",
+    )
+    allow_non_default_ports: bool = Field(
+        True,
+        description=(
+            "Accept subscriber URLs with an explicit port (such as :8443). On by default, as in Svix: only public "
+            "addresses are reachable, so a port reaches nothing internal, and receivers often listen on 8443 or "
+            "similar. Turn it off to hold every URL to 443 (and 80 when http is allowed)."
+        ),
     )
 
     delivery_timeout_seconds: float = Field(
@@ -89,6 +108,70 @@ class Settings(BaseSettings):
         ge=0,
         le=168,
         description="How long a rotated-out signing secret keeps signing deliveries.",
+    )
+
+    # --- endpoint health, throttling and telemetry -------------------------------------------------
+    failing_after_failures: int = Field(
+        3,
+        ge=1,
+        description="Consecutive failed attempts after which a subscription counts as failing (its clock starts).",
+    )
+    disable_after_failing_hours: float = Field(
+        120,
+        gt=0,
+        description="A subscription failing continuously this long is disabled (default 5 days).",
+    )
+    rate_limit_local_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=30,
+        description="How long a delivery over its subscription's rate waits in the worker before it is postponed "
+        "through the queue instead.",
+    )
+    metrics_namespace: str = Field("Herald", min_length=1, description="CloudWatch namespace of Herald's metrics.")
+
+    # --- API keys and tenant limits (the ceilings are the OpenAPI schema's; herald.limits enforces these) --
+    admin_key_refresh_seconds: int = Field(
+        30,
+        ge=1,
+        description="Least time between two re-reads of the admin key secret prompted by a key that is not the "
+        "cached one: a rotated admin key works within this time, and a flood of wrong keys costs one read per period.",
+    )
+    max_subscriptions_per_tenant: int = Field(1000, ge=1, description="Most subscriptions one tenant may have.")
+    max_event_types_per_subscription: int = Field(
+        50, ge=1, le=50, description="Most event types one subscription may list (`*` counts as one)."
+    )
+    max_url_length: int = Field(2048, ge=64, le=2048, description="Longest subscriber URL, in characters.")
+    max_description_length: int = Field(
+        500, ge=0, le=500, description="Longest subscription description, in characters."
+    )
+    max_metadata_bytes: int = Field(
+        8192,
+        ge=64,
+        le=65536,
+        description="Largest tenant or subscription metadata, as compact JSON (besides at most 50 entries, "
+        "keys of 1-64 and values of at most 512 characters).",
+    )
+
+    @field_validator("allowed_target_networks", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        if isinstance(value, str | list | tuple):
+            return parse_networks(value)
+        return value
+
+    # --- recovery and the dead-letter queue ----------------------------------------------------------
+    recovery_max_days: int = Field(
+        14,
+        ge=1,
+        le=30,
+        description="How far back a subscription's recovery may reach (`since` at most this many days ago).",
+    )
+    recovery_job_ttl_days: int = Field(7, ge=1, le=30, description="How long a recovery job's progress is kept.")
+    dead_letter_max_redrives: int = Field(
+        3,
+        ge=1,
+        description="A message back in the dead-letter queue after this many redrives counts as poison and stays.",
     )
 
     @field_validator("retry_schedule", mode="before")

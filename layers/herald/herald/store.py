@@ -12,13 +12,23 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
                                                         gsi2: SUB#<sub>#<status> / <created>#<dlv>
     fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out page as counted
     attempt       DELIVERY#<dlv>      ATTEMPT#<atm>
+    recovery lock DELIVERY#<dlv>      RECOVERY          ``job_id``: the job whose extra attempt of it is queued
+    recovery job  RECOVERY#<rcv>      #RECOVERY         a subscription's recovery (``status``, ``listed``)
+    job ticket    RECOVERY#<job>      DLV#<dlv>         ``state``: open, sent or failed; a job's counts
+    window lock   RECOVERYWINDOW#<sub>#<digest> #LOCK   the job recovering that window, found by a repeat
+    sub stats     STATS#<sub>         #STATS            counters and failure streak of a subscription
+    rate slot     RATE#<sub>          #RATE             ``tat``: when the subscription's next delivery may start
 
 Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute). TTL deletion is
 lazy, so expired items are also filtered out on every read.
 
 Bookkeeping beside the records: an event's counters (``matched``, ``succeeded``, ``failed``,
 ``fanout_open``); a delivery's lease (``lease_token``, ``lease_until``) and ``scheduled_attempts``,
-its place in the retry schedule.
+its place in the retry schedule; a subscription's stats (``attempts``, ``succeeded``, ``failed``,
+``last_success_at``, ``last_failure_at``, ``last_status_code``, ``consecutive_failures``,
+``failing_since``), which expire ``attempt_ttl_days`` after its latest attempt.
+A tenant's ``subscription_count`` is kept by the same transactions that create and delete its subscriptions
+(``max_subscriptions_per_tenant`` is checked against it).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,12 +58,14 @@ from herald.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from herald.limits import too_many_subscriptions
 from herald.models import (
     ApiKey,
     Attempt,
     Delivery,
     DeliveryStatus,
     Event,
+    RecoveryJob,
     Subscription,
     Tenant,
 )
@@ -82,6 +95,17 @@ _NOT_EXPIRED = "(attribute_not_exists(expires_at) OR expires_at > :now)"
 class PageResult[T]:
     items: list[T]
     cursor: str | None
+
+
+@dataclass(frozen=True)
+class SubscriptionHealth:
+    """A subscription's failure streak right after an attempt was counted: how many attempts in a row
+    failed, since when it counts as failing (None if it does not), and, when this attempt ended a
+    failing streak, since when it had been failing."""
+
+    consecutive_failures: int
+    failing_since: datetime | None
+    recovered_from: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -406,17 +430,27 @@ class Store:
             for event_type in sorted(cls._routes(sub))
         ]
 
-    def create_subscription(self, sub: Subscription) -> None:
+    def create_subscription(self, sub: Subscription, *, max_subscriptions: int | None = None) -> None:
+        """Store a new subscription and count it on its tenant, refusing it (LimitExceededError) if the
+        tenant already has ``max_subscriptions``, or (NotFoundError) if the tenant is gone."""
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
                     "Item": self._sub_item(sub),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
-            }
+            },
+            self._count_subscriptions(sub.tenant_id, 1, below=max_subscriptions),
         ]
         actions += [{"Put": {"Item": item}} for item in self._route_items(sub)]
-        self._transact(actions)
+        try:
+            self._transact_retrying(actions)
+        except ClientError as exc:
+            if self.get_tenant(sub.tenant_id) is None:
+                raise NotFoundError(f"tenant {sub.tenant_id} not found") from exc
+            if max_subscriptions is not None and self.subscription_count(sub.tenant_id) >= max_subscriptions:
+                raise too_many_subscriptions(max_subscriptions) from exc
+            raise ConflictError(f"subscription {sub.id} already exists") from exc
 
     def import_subscriptions(self, subs: Sequence[Subscription]) -> None:
         """Write many new subscriptions with their routing entries, 25 items per BatchWriteItem (bulk
@@ -426,6 +460,9 @@ class Store:
             items += [self._sub_item(sub), *self._route_items(sub)]
         for start in range(0, len(items), 25):
             self._batch_write([{"PutRequest": {"Item": item}} for item in items[start : start + 25]])
+        for tenant_id, count in Counter(sub.tenant_id for sub in subs).items():
+            with contextlib.suppress(ClientError):  # no such tenant: nothing to count
+                self._call("update_item", **self._count_subscriptions(tenant_id, count)["Update"])
 
     def get_subscription(self, tenant_id: str, sub_id: str) -> Subscription | None:
         item = self._get(f"TENANT#{tenant_id}", f"SUB#{sub_id}")
@@ -468,11 +505,12 @@ class Store:
                     "Key": _to_item({"pk": f"TENANT#{sub.tenant_id}", "sk": f"SUB#{sub.id}"}),
                     "ConditionExpression": "attribute_exists(pk)",
                 }
-            }
+            },
+            self._count_subscriptions(sub.tenant_id, -1),
         ]
         actions += [{"Delete": {"Key": self._route_key(sub.tenant_id, t, sub.id)}} for t in sorted(self._routes(sub))]
         try:
-            self._transact(actions)
+            self._transact_retrying(actions)
         except ClientError as exc:
             raise NotFoundError(f"subscription {sub.id} not found") from exc
 
@@ -679,10 +717,12 @@ class Store:
         until: float,
         now: float,
         expires_at: int,
+        recovery_id: str | None = None,
     ) -> bool:
         """Take the lease on ``delivery`` for one attempt, until ``until`` (epoch seconds; ``now`` is the
         worker's clock). False if another worker holds it, or the delivery moved on since ``previous``
-        was read (a duplicate message)."""
+        was read (a duplicate message), or, with ``recovery_id``, that job no longer holds the delivery's
+        recovery lock (its one extra attempt was made already)."""
         item = {
             **self._delivery_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at),
             "lease_token": token,
@@ -706,7 +746,10 @@ class Store:
             kwargs["ExpressionAttributeValues"] = values
             kwargs["ExpressionAttributeNames"] = {"#status": "status"}
         try:
-            self._call("put_item", **kwargs)
+            if recovery_id is None:
+                self._call("put_item", **kwargs)
+            else:
+                self._transact([{"Put": kwargs}, self._recovery_lock_check(delivery.id, recovery_id)])
         except ClientError:
             return False
         return True
@@ -732,10 +775,12 @@ class Store:
         expires_at: int,
         event_counts: Mapping[str, int] | None = None,
         event_expires_at: int | None = None,
+        recovery_id: str | None = None,
     ) -> bool:
         """Store an attempt (if one was made) and the delivery's new state, releasing the lease, in one
         transaction; then add ``event_counts`` (``succeeded`` / ``failed`` deltas) to the event. False if the
-        lease was lost meanwhile.
+        lease was lost meanwhile. With ``recovery_id``, the same transaction uses up that job's ticket for
+        the delivery (its one extra attempt) and frees the delivery's recovery lock.
 
         The counters are a separate, plain update on purpose: every delivery of an event adds to the same
         item, and concurrent transactions on one item cancel each other (TransactionConflict), which would
@@ -760,6 +805,9 @@ class Store:
                 "expires_at": expires_at,
             }
             actions.append({"Put": {"Item": _to_item(attempt_item)}})
+        if recovery_id is not None:
+            succeeded = attempt is not None and attempt.succeeded
+            actions += self._recovery_consume(delivery.id, recovery_id, "sent" if succeeded else "failed")
         try:
             self._transact(actions)
         except ClientError:
@@ -804,3 +852,390 @@ class Store:
             cursor=cursor,
         )
         return PageResult([Attempt.model_validate(_strip(item)) for item in items], next_cursor)
+
+    # --- recovery and redelivery jobs (herald.recovery) ---------------------------------------------
+
+    @staticmethod
+    def _recovery_lock_key(delivery_id: str) -> dict[str, Any]:
+        return _to_item({"pk": f"DELIVERY#{delivery_id}", "sk": "RECOVERY"})
+
+    @staticmethod
+    def _recovery_ticket_key(job_id: str, delivery_id: str) -> dict[str, Any]:
+        return _to_item({"pk": f"RECOVERY#{job_id}", "sk": f"DLV#{delivery_id}"})
+
+    def _recovery_lock_check(self, delivery_id: str, job_id: str) -> dict[str, Any]:
+        return {
+            "ConditionCheck": {
+                "Key": self._recovery_lock_key(delivery_id),
+                "ConditionExpression": "job_id = :job AND expires_at > :now",
+                "ExpressionAttributeValues": _values(job=job_id, now=int(self._clock())),
+            }
+        }
+
+    def _recovery_consume(self, delivery_id: str, job_id: str, outcome: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "Delete": {
+                    "Key": self._recovery_lock_key(delivery_id),
+                    "ConditionExpression": "job_id = :job",
+                    "ExpressionAttributeValues": _values(job=job_id),
+                }
+            },
+            {
+                "Update": {
+                    "Key": self._recovery_ticket_key(job_id, delivery_id),
+                    "UpdateExpression": "SET #state = :outcome",
+                    "ConditionExpression": "#state = :open",
+                    "ExpressionAttributeNames": {"#state": "state"},
+                    "ExpressionAttributeValues": _values(outcome=outcome, open="open"),
+                }
+            },
+        ]
+
+    @staticmethod
+    def _recovery_job_item(job: RecoveryJob, *, expires_at: int, listed: bool) -> dict[str, Any]:
+        record = _record(job)
+        for counted in ("queued", "sent", "failed"):  # read from the tickets, never stored
+            record.pop(counted, None)
+        return {"pk": f"RECOVERY#{job.id}", "sk": "#RECOVERY", **record, "listed": listed, "expires_at": expires_at}
+
+    def create_recovery_job(
+        self, job: RecoveryJob, *, window: str, replaces: str | None, lock_expires_at: int, expires_at: int
+    ) -> str | None:
+        """Store a new recovery job with the lock of its ``window`` (subscription, since, until), so that an
+        identical request finds it. None if stored; otherwise the id of the job holding the window. With
+        ``replaces``, that (finished) job's lock is taken over."""
+        condition = "attribute_not_exists(pk) OR expires_at <= :now"
+        values: dict[str, Any] = {"now": int(self._clock())}
+        if replaces is not None:
+            condition += " OR job_id = :old"
+            values["old"] = replaces
+        lock = {"pk": f"RECOVERYWINDOW#{window}", "sk": "#LOCK", "job_id": job.id, "expires_at": lock_expires_at}
+        try:
+            self._transact(
+                [
+                    {
+                        "Put": {
+                            "Item": _to_item(self._recovery_job_item(job, expires_at=expires_at, listed=False)),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "Item": _to_item(lock),
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeValues": _values(**values),
+                        }
+                    },
+                ]
+            )
+            return None
+        except ClientError:
+            pass
+        held = self._get(f"RECOVERYWINDOW#{window}", "#LOCK")
+        if held is None:
+            raise ConflictError("a concurrent request is starting this recovery; retry")
+        return str(held["job_id"])
+
+    def get_recovery_job(self, job_id: str) -> tuple[RecoveryJob, bool] | None:
+        """The job as stored (its counts still zero) and whether all its deliveries have been listed."""
+        item = self._get(f"RECOVERY#{job_id}", "#RECOVERY")
+        if item is None:
+            return None
+        return RecoveryJob.model_validate(_strip(item)), bool(item.get("listed"))
+
+    def update_recovery_job(self, job_id: str, *, updated_at: datetime, **values: Any) -> None:
+        """Set fields of a job (``status``, ``listed``)."""
+        values = {**values, "updated_at": updated_at.isoformat()}
+        with contextlib.suppress(ClientError):  # the job expired meanwhile: nothing left to update
+            self._call(
+                "update_item",
+                Key=_to_item({"pk": f"RECOVERY#{job_id}", "sk": "#RECOVERY"}),
+                UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in values),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={f"#{key}": key for key in values},
+                ExpressionAttributeValues=_values(**values),
+            )
+
+    def recovery_ticket_counts(self, job_id: str) -> dict[str, int]:
+        """How many of a job's tickets are ``open`` (queued, not yet attempted), ``sent`` and ``failed``."""
+        counts = {"open": 0, "sent": 0, "failed": 0}
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :prefix)",
+            "ProjectionExpression": "#state",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": _values(p=f"RECOVERY#{job_id}", prefix="DLV#"),
+        }
+        while True:
+            response = self._call("query", **kwargs)
+            for item in response.get("Items", []):
+                state = item.get("state", {}).get("S", "open")
+                counts[state] = counts.get(state, 0) + 1
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return counts
+            kwargs["ExclusiveStartKey"] = last
+
+    def take_recovery_ticket(self, job_id: str, delivery_id: str, *, lock_seconds: int, ticket_seconds: int) -> bool:
+        """Reserve a delivery's one extra attempt for a job: the delivery's recovery lock (no other job may
+        re-send it meanwhile; it lasts ``lock_seconds`` should the attempt never be made) and the job's
+        ticket for it (kept ``ticket_seconds``), in one transaction. True if reserved now, or by this job
+        before and not used yet (a page read again); False if another job holds the lock, or this job has
+        made its attempt already."""
+        now = int(self._clock())
+        lock = {
+            "pk": f"DELIVERY#{delivery_id}",
+            "sk": "RECOVERY",
+            "job_id": job_id,
+            "expires_at": now + lock_seconds,
+        }
+        ticket = {
+            "pk": f"RECOVERY#{job_id}",
+            "sk": f"DLV#{delivery_id}",
+            "delivery_id": delivery_id,
+            "state": "open",
+            "expires_at": now + ticket_seconds,
+        }
+        try:
+            self._transact(
+                [
+                    {
+                        "Put": {
+                            "Item": _to_item(lock),
+                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now OR job_id = :job",
+                            "ExpressionAttributeValues": _values(now=now, job=job_id),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "Item": _to_item(ticket),
+                            "ConditionExpression": "attribute_not_exists(pk) OR #state = :open",
+                            "ExpressionAttributeNames": {"#state": "state"},
+                            "ExpressionAttributeValues": _values(open="open"),
+                        }
+                    },
+                ]
+            )
+        except ClientError:
+            return False
+        return True
+
+    def get_recovery_ticket(self, job_id: str, delivery_id: str) -> tuple[str | None, str | None]:
+        """(the ticket's state, the job holding the delivery's recovery lock), either None if absent."""
+        ticket = self._get(f"RECOVERY#{job_id}", f"DLV#{delivery_id}")
+        lock = self._get(f"DELIVERY#{delivery_id}", "RECOVERY")
+        return (ticket["state"] if ticket else None), (lock["job_id"] if lock else None)
+
+    def close_recovery_ticket(self, job_id: str, delivery_id: str, outcome: str) -> None:
+        """Settle a job's ticket without an attempt (nothing could be sent), freeing the lock if the job holds it."""
+        with contextlib.suppress(ClientError):
+            self._call(
+                "delete_item",
+                Key=self._recovery_lock_key(delivery_id),
+                ConditionExpression="job_id = :job",
+                ExpressionAttributeValues=_values(job=job_id),
+            )
+        with contextlib.suppress(ClientError):  # settled already
+            self._call(
+                "update_item",
+                Key=self._recovery_ticket_key(job_id, delivery_id),
+                UpdateExpression="SET #state = :outcome",
+                ConditionExpression="#state = :open",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=_values(outcome=outcome, open="open"),
+            )
+
+    def query_deliveries_between(
+        self,
+        sub_id: str,
+        status: DeliveryStatus,
+        *,
+        since: datetime,
+        until: datetime,
+        limit: int,
+        cursor: str | None,
+    ) -> PageResult[Delivery]:
+        """One page of a subscription's deliveries in ``status`` created in [since, until) (UTC times),
+        oldest first. The index's sort key starts with the creation time in ISO 8601, so the window is a
+        key condition; a page may hold fewer than ``limit`` (expired items are filtered out)."""
+        partition = f"SUB#{sub_id}#{status.value}"
+        kwargs: dict[str, Any] = {
+            "IndexName": "gsi2",
+            "KeyConditionExpression": "gsi2pk = :p AND gsi2sk BETWEEN :low AND :high",
+            "FilterExpression": _NOT_EXPIRED,
+            "ExpressionAttributeValues": _values(
+                p=partition, low=since.isoformat(), high=until.isoformat(), now=int(self._clock())
+            ),
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = self._decode_cursor(cursor, "gsi2pk", partition, "gsi2sk", None)
+        response = self._call("query", **kwargs)
+        items = [_from_item(item) for item in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return PageResult([Delivery.model_validate(_strip(item)) for item in items], _encode_cursor(last))
+
+    # --- subscription stats and health ------------------------------------------------------------
+
+    @staticmethod
+    def _stats_key(sub_id: str) -> dict[str, Any]:
+        return _to_item({"pk": f"STATS#{sub_id}", "sk": "#STATS"})
+
+    def count_subscription_attempt(
+        self,
+        sub_id: str,
+        *,
+        succeeded: bool,
+        status_code: int | None,
+        at: datetime,
+        failing_after: int,
+        expires_at: int,
+    ) -> SubscriptionHealth:
+        """Count one attempt in the subscription's stats and follow its failure streak: one UpdateItem
+        per attempt, plus one conditional write when a streak reaches ``failing_after`` failures in a
+        row (the failing clock starts then, once per streak).
+
+        A separate item on purpose, not the subscription: the subscription is versioned and rewritten
+        whole by the API, and not in the delivery's transaction either: every delivery of a
+        subscription adds to this one item, and concurrent transactions on one item cancel each other."""
+        stamp = at.isoformat()
+        values: dict[str, Any] = {"one": 1, "at": stamp, "exp": expires_at}
+        status = "last_status_code = :code" if status_code is not None else None
+        if status_code is not None:
+            values["code"] = status_code
+        if succeeded:
+            sets = ["last_success_at = :at", "consecutive_failures = :zero", "expires_at = :exp"]
+            values["zero"] = 0
+            expression = "ADD attempts :one, succeeded :one SET " + ", ".join([*sets, *filter(None, [status])])
+            expression += " REMOVE failing_since" + ("" if status_code is not None else ", last_status_code")
+            old = self._call(
+                "update_item",
+                Key=self._stats_key(sub_id),
+                UpdateExpression=expression,
+                ExpressionAttributeValues=_values(**values),
+                ReturnValues="ALL_OLD",
+            ).get("Attributes", {})
+            before = _from_item(old).get("failing_since")
+            return SubscriptionHealth(0, None, datetime.fromisoformat(before) if before else None)
+        sets = ["last_failure_at = :at", "expires_at = :exp"]
+        expression = "ADD attempts :one, failed :one, consecutive_failures :one SET " + ", ".join(
+            [*sets, *filter(None, [status])]
+        )
+        if status_code is None:
+            expression += " REMOVE last_status_code"
+        new = _from_item(
+            self._call(
+                "update_item",
+                Key=self._stats_key(sub_id),
+                UpdateExpression=expression,
+                ExpressionAttributeValues=_values(**values),
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        )
+        streak = int(new.get("consecutive_failures", 0))
+        since = new.get("failing_since")
+        if since is None and streak >= failing_after:
+            try:
+                self._call(
+                    "update_item",
+                    Key=self._stats_key(sub_id),
+                    UpdateExpression="SET failing_since = :at",
+                    ConditionExpression="attribute_not_exists(failing_since) AND consecutive_failures >= :n",
+                    ExpressionAttributeValues=_values(at=stamp, n=failing_after),
+                )
+                since = stamp
+            except ClientError:
+                # Started by a concurrent attempt, or a success ended the streak meanwhile: read which.
+                since = (self._get(f"STATS#{sub_id}", "#STATS") or {}).get("failing_since")
+        return SubscriptionHealth(streak, datetime.fromisoformat(since) if since else None)
+
+    def get_subscription_stats(self, sub_id: str) -> dict[str, Any]:
+        """The subscription's stats item as plain values (empty before its first attempt)."""
+        item = self._get(f"STATS#{sub_id}", "#STATS")
+        return {key: value for key, value in (item or {}).items() if key not in _KEY_ATTRIBUTES}
+
+    def reset_failing_streak(self, sub_id: str) -> None:
+        """A re-enabled subscription starts afresh: no failure streak, no failing clock (the tenant says it
+        is fixed; if it is not, the clock starts again after ``failing_after`` failures, a whole window)."""
+        with contextlib.suppress(ClientError):  # no stats yet: nothing to reset
+            self._call(
+                "update_item",
+                Key=self._stats_key(sub_id),
+                UpdateExpression="SET consecutive_failures = :zero REMOVE failing_since",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_values(zero=0),
+            )
+
+    # --- rate limits ------------------------------------------------------------------------------
+
+    def take_rate_slot(self, sub_id: str, *, interval: float, now: float) -> float:
+        """Take the subscription's next delivery slot if it is free at ``now`` (epoch seconds): 0.0 when
+        taken, else the seconds until it frees up. Slots are ``interval`` seconds apart (1 / rate).
+
+        One conditional UpdateItem on a per-subscription item, shared by every worker: the item holds
+        the theoretical arrival time ``tat`` of the next allowed delivery (GCRA with no burst allowance),
+        so two deliveries never start less than ``interval`` apart, and no window of one second ever holds
+        more than ``rate + 1`` starts (a fixed per-second counter would let ``2 x rate`` through across a
+        window boundary). A refused take writes nothing, and returns the slot's time with the refusal."""
+        try:
+            self._call(
+                "update_item",
+                Key=_to_item({"pk": f"RATE#{sub_id}", "sk": "#RATE"}),
+                UpdateExpression="SET tat = :next, expires_at = :exp",
+                ConditionExpression="attribute_not_exists(tat) OR tat <= :now",
+                ExpressionAttributeValues=_values(now=now, next=now + interval, exp=int(now) + 86_400),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            old = cast(dict[str, Any] | None, exc.response.get("Item"))  # with ReturnValuesOnConditionCheckFailure
+            tat = float(_from_item(old)["tat"]) if old and "tat" in old else None
+            if tat is None:
+                item = self._get(f"RATE#{sub_id}", "#RATE")
+                tat = float(item["tat"]) if item and "tat" in item else now + interval
+            return max(tat - now, 0.001)
+        return 0.0
+
+    # --- the subscription count of a tenant ---------------------------------------------------------
+
+    def _count_subscriptions(self, tenant_id: str, delta: int, *, below: int | None = None) -> dict[str, Any]:
+        """An Update of the tenant's ``subscription_count`` by ``delta``, for a transaction: the tenant must
+        exist, and with ``below`` the count must be under it before the update."""
+        condition = "attribute_exists(pk)"
+        values: dict[str, Any] = {"delta": delta}
+        if below is not None:
+            condition += " AND (attribute_not_exists(subscription_count) OR subscription_count < :below)"
+            values["below"] = below
+        return {
+            "Update": {
+                "Key": _to_item({"pk": f"TENANT#{tenant_id}", "sk": "#TENANT"}),
+                "UpdateExpression": "ADD subscription_count :delta",
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": _values(**values),
+            }
+        }
+
+    def subscription_count(self, tenant_id: str) -> int:
+        """How many subscriptions the tenant has (kept by create, delete and import)."""
+        item = self._get(f"TENANT#{tenant_id}", "#TENANT")
+        return int(item.get("subscription_count", 0)) if item else 0
+
+    def _transact_retrying(self, actions: list[dict[str, Any]], *, attempts: int = 4) -> None:
+        """``_transact``, tried again when DynamoDB cancelled it for a conflict with a concurrent transaction
+        on the same item (two subscriptions of one tenant created at once both update the tenant's count)."""
+        for attempt in range(attempts):
+            try:
+                self._transact(actions)
+                return
+            except ServiceUnavailableError as exc:
+                cause = exc.__cause__
+                reasons = cause.response.get("CancellationReasons", []) if isinstance(cause, ClientError) else []
+                if attempt == attempts - 1 or not any(r.get("Code") == "TransactionConflict" for r in reasons):
+                    raise
+                time.sleep(0.02 * 2**attempt)
+
+    def create_unlisted_tenant(self, tenant: Tenant) -> None:
+        """Store a tenant record that no tenant listing or broadcast sees (no ``gsi1`` entry), unless it
+        exists: the operator's reserved tenant, which holds the operator's own webhook endpoints."""
+        item = {"pk": f"TENANT#{tenant.id}", "sk": "#TENANT", **_record(tenant)}
+        with contextlib.suppress(ClientError):  # there already
+            self._call("put_item", Item=_to_item(item), ConditionExpression="attribute_not_exists(pk)")

@@ -9,14 +9,17 @@ from herald import __version__
 from herald.api.errors import install_error_handlers
 from herald.api.middleware import BodySizeLimit
 from herald.api.routes import (
+    admin,
     deliveries,
     event_types,
     events,
     health,
+    operator,
+    recovery,
     subscriptions,
     tenants,
 )
-from herald.catalog import catalog
+from herald.catalog import catalog, operational_catalog
 from herald.models import ErrorResponse
 from herald.services import Services
 from herald.settings import get_settings
@@ -44,6 +47,8 @@ TAGS = [
     },
     {"name": "events", "description": "Publishing events (operator only)."},
     {"name": "event-types", "description": "The event catalog (any key)."},
+    {"name": "operator", "description": "The operator's endpoints for operational events (operator only)."},
+    {"name": "operations", "description": "The dead-letter queue: look and redrive (operator only)."},
 ]
 
 
@@ -55,7 +60,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=TAGS,
-        webhooks=catalog.webhooks_router(),
+        webhooks=catalog.webhooks_router(include=[operational_catalog]),
         responses={
             401: {
                 "model": ErrorResponse,
@@ -70,7 +75,8 @@ def create_app(services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    for module in (health, tenants, subscriptions, deliveries, events, event_types):
+    for module in (health, tenants, subscriptions, deliveries, events, event_types, operator, recovery, admin):
         app.include_router(module.router)
+    app.include_router(recovery.events_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

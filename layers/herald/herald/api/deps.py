@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald.auth import Principal, Role, authenticate
-from herald.errors import PermissionDeniedError
+from herald.errors import NotFoundError, PermissionDeniedError
 from herald.services import Services
 
 _LOCK = threading.Lock()
@@ -55,14 +55,39 @@ async def require_operator(principal: CallerDep) -> Principal:
     return principal
 
 
-async def require_tenant(principal: CallerDep) -> str:
-    if principal.role is not Role.TENANT or principal.tenant_id is None:
-        raise PermissionDeniedError("this endpoint is for a tenant's API key")
-    return principal.tenant_id
+async def require_tenant(
+    principal: CallerDep,
+    services: ServicesDep,
+    tenant_id: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description=(
+                "Operator only: the tenant to act for (a tenant's own key always acts for its tenant). "
+                "Lets the operator list, disable or recover a tenant's subscriptions with the admin key."
+            ),
+        ),
+    ] = None,
+) -> str:
+    """The tenant a tenant-scoped route works on: the caller's own tenant, or, for the operator, the
+    tenant it names. A tenant naming another tenant gets the same 404 as a tenant that does not exist."""
+    if principal.role is Role.TENANT and principal.tenant_id is not None:
+        if tenant_id is not None and tenant_id != principal.tenant_id:
+            raise NotFoundError(f"tenant {tenant_id} not found")
+        return principal.tenant_id
+    if principal.role is Role.OPERATOR and tenant_id is not None:
+        # Only tenants with a record: the operator's own endpoints (a reserved tenant without one) are
+        # managed through /v1/operator/webhooks, never through tenant routes.
+        if services.store.get_tenant(tenant_id) is None:
+            raise NotFoundError(f"tenant {tenant_id} not found")
+        return tenant_id
+    raise PermissionDeniedError(
+        "this endpoint is for a tenant's API key, or for the operator's admin key with ?tenant_id=<tenant>"
+    )
 
 
 OperatorDep = Annotated[Principal, Depends(require_operator)]
-#: The id of the calling tenant.
+#: The id of the tenant the call works on (the calling tenant, or the one the operator names).
 TenantDep = Annotated[str, Depends(require_tenant)]
 
 LimitQuery = Annotated[int, Query(ge=1, le=250, description="Items per page (default 50, at most 250).")]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import socket
 import sys
 import threading
@@ -21,6 +20,7 @@ import boto3
 import uvicorn
 from moto.server import ThreadedMotoServer
 
+from herald import ids
 from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
 from herald.local.resources import LocalResources, create_local_resources, delivery_event_source, load_template
@@ -78,11 +78,27 @@ def start_aws(host: str, port: int | None, admin_key: str) -> tuple[ThreadedMoto
     )
     os.environ.pop("AWS_PROFILE", None)
     resources = create_local_resources(admin_key=admin_key, session=boto3.session.Session())
-    # The same settings the template gives the functions, pointing at the local resources. Private
-    # and loopback subscriber URLs are allowed: this is a developer's machine.
+    # The same settings the template gives the functions, pointing at the local resources.
     os.environ.update(resources.environment())
-    os.environ["HERALD_ALLOW_PRIVATE_URLS"] = "true"
+    print(allow_local_targets(), flush=True)
     return server, endpoint, resources
+
+
+def allow_local_targets() -> str:
+    """Let subscribers on this machine and its private networks be called over http, unless
+    ``HERALD_ALLOWED_TARGET_NETWORKS`` is already set (``none``: exactly a deployment's networks)."""
+    from herald.urls import LOCAL_NETWORKS
+
+    os.environ.setdefault("HERALD_ALLOW_HTTP_URLS", "true")
+    scheme = "http and https" if os.environ["HERALD_ALLOW_HTTP_URLS"].lower() in ("1", "true", "yes", "on") else "https"
+    if "HERALD_ALLOWED_TARGET_NETWORKS" in os.environ:
+        networks = os.environ["HERALD_ALLOWED_TARGET_NETWORKS"].strip() or "none"
+        return f"subscriber URLs: {scheme}; networks allowed besides public addresses: {networks} (as set)"
+    os.environ["HERALD_ALLOWED_TARGET_NETWORKS"] = LOCAL_NETWORKS
+    return (
+        f"subscriber URLs: {scheme}; loopback and private networks are allowed ({LOCAL_NETWORKS}). "
+        "HERALD_ALLOWED_TARGET_NETWORKS=none make run gives a deployment's address protection."
+    )
 
 
 def start_workers(count: int, stop: threading.Event) -> list[threading.Thread]:
@@ -161,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    admin_key = os.environ.get("HERALD_ADMIN_KEY") or secrets.token_urlsafe(32)
+    admin_key = os.environ.get("HERALD_ADMIN_KEY") or ids.new_admin_key()
     os.environ.pop("HERALD_ADMIN_KEY", None)  # the app reads it from the secret, as in a deployment
     moto, endpoint, resources = start_aws(args.host, args.aws_port, admin_key)
     stop = threading.Event()

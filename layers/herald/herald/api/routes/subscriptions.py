@@ -11,6 +11,7 @@ from herald import ids
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
 from herald.catalog import catalog
 from herald.errors import NotFoundError, UnknownEventTypeError
+from herald.limits import check_subscription
 from herald.models import (
     WILDCARD,
     Page,
@@ -21,13 +22,13 @@ from herald.models import (
     SubscriptionCreated,
     SubscriptionIn,
     SubscriptionOut,
+    SubscriptionStats,
     SubscriptionUpdate,
     TestDeliveryOut,
     utcnow,
 )
 from herald.publishing import send_test
 from herald.services import Services
-from herald.urls import check_url
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -60,7 +61,14 @@ def _check_types(event_types: list[str]) -> list[str]:
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Subscribe a URL to event types")
 async def create_subscription(body: SubscriptionIn, services: ServicesDep, tenant_id: TenantDep) -> SubscriptionCreated:
     """Answers with the subscription's `whsec_` signing secret: verify every delivery with it."""
-    url = check_url(str(body.url), allow_private=services.settings.allow_private_urls)
+    url = await services.url_policy.check_new_url(str(body.url))
+    check_subscription(
+        services.settings,
+        url=url,
+        event_types=body.event_types,
+        description=body.description,
+        metadata=body.metadata,
+    )
     now = utcnow()
     sub = Subscription(
         id=ids.new_id(ids.SUBSCRIPTION),
@@ -69,11 +77,12 @@ async def create_subscription(body: SubscriptionIn, services: ServicesDep, tenan
         event_types=_check_types(body.event_types),
         description=body.description,
         metadata=body.metadata,
+        rate_limit=body.rate_limit,
         secrets=[SigningSecret(secret=ids.new_signing_secret(), created_at=now)],
         created_at=now,
         updated_at=now,
     )
-    services.store.create_subscription(sub)
+    services.store.create_subscription(sub, max_subscriptions=services.settings.max_subscriptions_per_tenant)
     return SubscriptionCreated(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
 
 
@@ -108,16 +117,30 @@ async def update_subscription(
     old = subscription_or_404(services, tenant_id, subscription_id)
     changes = body.model_dump(exclude_unset=True)
     if changes.get("url") is not None:
-        changes["url"] = check_url(str(body.url), allow_private=services.settings.allow_private_urls)
+        changes["url"] = await services.url_policy.check_new_url(str(body.url))
     if changes.get("event_types") is not None:
         _check_types(changes["event_types"])
+    check_subscription(
+        services.settings,
+        url=changes.get("url"),
+        event_types=changes.get("event_types"),
+        description=changes.get("description"),
+        metadata=changes.get("metadata"),
+    )
     changes = {key: value for key, value in changes.items() if value is not None}
+    if "rate_limit" in body.model_fields_set:
+        changes["rate_limit"] = body.rate_limit  # null removes the limit
     if changes.get("enabled") is True:
         changes["disabled_reason"] = None
+        changes["disabled_at"] = None
     elif changes.get("enabled") is False and old.enabled:
         changes["disabled_reason"] = "disabled by the tenant"
+        changes["disabled_at"] = utcnow()
     new = old.model_copy(update={**changes, "version": old.version + 1, "updated_at": utcnow()})
     services.store.replace_subscription(old, new)
+    if new.enabled and not old.enabled:
+        # Re-enabled: a subscription disabled for failing gets a whole failing window again.
+        services.store.reset_failing_streak(new.id)
     return SubscriptionOut.of(new)
 
 
@@ -187,3 +210,16 @@ async def send_test_event(subscription_id: str, services: ServicesDep, tenant_id
     sub = subscription_or_404(services, tenant_id, subscription_id)
     event, delivery_id = send_test(services, sub)
     return TestDeliveryOut(event_id=event.id, delivery_id=delivery_id)
+
+
+@router.get("/{subscription_id}/stats", summary="Get a subscription's delivery stats")
+async def get_subscription_stats(
+    subscription_id: str, services: ServicesDep, tenant_id: TenantDep
+) -> SubscriptionStats:
+    """Attempts, successes and failures so far, the latest success and failure, and whether it is failing
+    (several attempts in a row failed). Kept while it gets attempts; they expire with the delivery log."""
+    sub = subscription_or_404(services, tenant_id, subscription_id)
+    stats = SubscriptionStats.model_validate(services.store.get_subscription_stats(sub.id))
+    if stats.attempts:
+        stats.success_rate = round(stats.succeeded / stats.attempts, 4)
+    return stats

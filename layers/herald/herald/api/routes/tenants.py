@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Response, status
 from herald import ids
 from herald.api.deps import IteratorQuery, LimitQuery, OperatorDep, ServicesDep
 from herald.errors import NotFoundError
+from herald.limits import check_tenant
 from herald.messages import PurgeTenantMessage
 from herald.models import (
     ApiKey,
@@ -35,6 +36,8 @@ def tenant_or_404(services: Services, tenant_id: str) -> Tenant:
 
 
 def _new_key(tenant_id: str) -> tuple[ApiKey, str]:
+    """A new key and its value (``hrk_`` + 256 random bits). The record keeps the kind prefix and six
+    characters to recognise the key by; only the value's hash is stored."""
     secret = ids.new_api_key()
     key = ApiKey(
         id=ids.new_id(ids.API_KEY),
@@ -51,6 +54,8 @@ def _new_key(tenant_id: str) -> tuple[ApiKey, str]:
     summary="Create a tenant and its first API key",
 )
 async def create_tenant(body: TenantIn, services: ServicesDep, _: OperatorDep) -> TenantCreated:
+    """The API key in the answer is shown once: Herald keeps only its SHA-256."""
+    check_tenant(services.settings, metadata=body.metadata)
     tenant = Tenant(
         id=ids.new_id(ids.TENANT),
         name=body.name,
@@ -126,5 +131,7 @@ async def list_api_keys(tenant_id: str, services: ServicesDep, _: OperatorDep) -
 )
 async def revoke_api_key(tenant_id: str, key_id: str, services: ServicesDep, _: OperatorDep) -> Response:
     tenant_or_404(services, tenant_id)
+    if not ids.is_id(key_id, ids.API_KEY):
+        raise NotFoundError(f"API key {key_id} not found")
     services.store.delete_api_key(tenant_id, key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,365 @@
+"""Cold starts of the two functions from the ``sam build`` output, each against a baseline built and
+measured the same way.
+
+A cold start here is a fresh ``python -S`` process with Lambda's ``sys.path`` (function code, layer,
+runtime boto3; see ``benchmarks.lambda_build``) that imports the handler module and serves its first
+invocation. AWS is a moto server in its own process (as AWS is a remote service) and the subscriber a
+local receiver. The figure is the import plus the first invocation, timed in the process; the
+interpreter's own start (the same for both) is reported beside it.
+
+* API: Herald's ApiFunction serves ``GET /v1/subscriptions`` for a tenant API key (Secrets Manager
+  for the admin key, then DynamoDB, as on every cold start). Baseline: a minimal FastAPI + Mangum app
+  whose one async route does one DynamoDB GetItem, on FastAPI, Mangum and pydantic at the layer's versions.
+* Delivery: Herald's DeliveryFunction handles an SQS batch of one delivery (real fan-out, real
+  message). Baseline: a bare handler that creates an httpx client and a boto3 SQS client at import and
+  sends one POST.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Self
+
+from benchmarks.core import BenchmarkError, Stack, event_in, median, receive_exactly
+from benchmarks.lambda_build import LambdaTree, bare_stack, baseline_tree, lambda_tree
+from benchmarks.results import Figure
+
+CHILD = Path(__file__).resolve().with_name("lambda_child.py")
+
+BASELINE_API = '''"""Baseline: a minimal FastAPI + Mangum app whose one async route does one DynamoDB GetItem."""
+import os
+
+import boto3
+from fastapi import FastAPI
+from mangum import Mangum
+
+app = FastAPI()
+dynamodb = boto3.client("dynamodb")
+
+
+@app.get("/items/{key}")
+async def read_item(key: str) -> dict:
+    item = dynamodb.get_item(TableName=os.environ["HERALD_TABLE_NAME"], Key={"pk": {"S": key}, "sk": {"S": "#TENANT"}})
+    return {"found": "Item" in item}
+
+
+handler = Mangum(app, lifespan="off")
+'''
+
+BASELINE_DELIVERY = '''"""Baseline: a bare handler with an httpx client and a boto3 SQS client that sends one POST."""
+import boto3
+import httpx
+
+sqs = boto3.client("sqs")
+http = httpx.Client(timeout=15)
+
+
+def handler(event, context):
+    response = http.post(event["url"], content=b'{"type":"ping"}', headers={"content-type": "application/json"})
+    return {"status": response.status_code}
+'''
+
+
+class LambdaProcess:
+    """One fresh Lambda-like process (``benchmarks/lambda_child.py``) on ``tree``."""
+
+    def __init__(self, tree: LambdaTree, environment: dict[str, str], *, log_path: str = os.devnull) -> None:
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "HERALD_", "AWS_"))}
+        env.update(environment)
+        env.update({"PYTHONPATH": tree.python_path, "PYTHONDONTWRITEBYTECODE": "1"})
+        self.spawned = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-S", "-P", str(CHILD), log_path],
+            cwd=tree.function_dir,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.ready = self._read()
+        self.interpreter_s = time.perf_counter() - self.spawned
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            stderr = self.process.stderr.read() if self.process.stderr else ""
+            raise BenchmarkError(f"the Lambda-like process failed:\n{stderr[-3000:]}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise BenchmarkError(answer["error"])
+        return answer
+
+    def send(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def import_handler(self, module: str) -> dict[str, Any]:
+        return self.send({"op": "import", "module": module})
+
+    def invoke(self, event: dict[str, Any], context: dict[str, Any], *, reset_peak: bool = False) -> dict[str, Any]:
+        return self.send({"op": "invoke", "event": event, "context": context, "reset_peak": reset_peak})
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(15)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def function_environment(stack: Stack) -> dict[str, str]:
+    """What the template gives the functions, pointed at the moto server (fake credentials)."""
+    assert stack.endpoint_url is not None
+    return {
+        **stack.resources.environment(),
+        # The receiver is on 127.0.0.1 (older builds read HERALD_ALLOW_PRIVATE_URLS; unknown names are ignored).
+        "HERALD_ALLOW_PRIVATE_URLS": "true",
+        "HERALD_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+        "HERALD_ALLOW_HTTP_URLS": "true",
+        "POWERTOOLS_SERVICE_NAME": "herald",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": stack.endpoint_url,
+    }
+
+
+def cold_start(
+    tree: LambdaTree, environment: dict[str, str], module: str, event: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
+    """One fresh process: import ``module`` and serve ``event``; the times and the response."""
+    with LambdaProcess(tree, environment) as process:
+        imported = process.import_handler(module)
+        invoked = process.invoke(event, context)
+        total = time.perf_counter() - process.spawned
+    return {
+        "import_s": imported["seconds"],
+        "first_s": invoked["seconds"],
+        "cold_s": imported["seconds"] + invoked["seconds"],
+        "process_s": total,
+        "interpreter_s": process.interpreter_s,
+        "modules": invoked["modules"],
+        "fastapi_imported": invoked["fastapi_imported"],
+        "response": invoked["response"],
+    }
+
+
+def _figure(
+    name: str, runs: list[dict[str, Any]], baselines: list[dict[str, Any]], target: float, baseline_label: str
+) -> Figure:
+    value, base = median([run["cold_s"] for run in runs]) * 1000, median([run["cold_s"] for run in baselines]) * 1000
+    return Figure(
+        name=name,
+        value=value,
+        unit="ms",
+        baseline=base,
+        baseline_label=baseline_label,
+        target=f"ratio <= {target}",
+        met=value / base <= target,
+        details={
+            "runs": len(runs),
+            "import_ms": median([run["import_s"] for run in runs]) * 1000,
+            "first_invocation_ms": median([run["first_s"] for run in runs]) * 1000,
+            "process_to_response_ms": median([run["process_s"] for run in runs]) * 1000,
+            "interpreter_start_ms": median([run["interpreter_s"] for run in runs]) * 1000,
+            "modules": runs[-1]["modules"],
+            "baseline_import_ms": median([run["import_s"] for run in baselines]) * 1000,
+            "baseline_first_invocation_ms": median([run["first_s"] for run in baselines]) * 1000,
+            "baseline_process_to_response_ms": median([run["process_s"] for run in baselines]) * 1000,
+            "baseline_modules": baselines[-1]["modules"],
+        },
+    )
+
+
+def api_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
+    from herald import ids
+    from herald.models import ApiKey, Tenant, utcnow
+
+    services = stack.services
+    tenant = Tenant(id=ids.new_id(ids.TENANT), name="Cold", created_at=utcnow())
+    api_key = ids.new_api_key()
+    key = ApiKey(id=ids.new_id(ids.API_KEY), tenant_id=tenant.id, prefix=api_key[:8], created_at=utcnow())
+    services.store.create_tenant(tenant, key, ids.hash_api_key(api_key))
+    from benchmarks.core import UNUSED_URL, api_gateway_event, make_subscriptions
+
+    make_subscriptions(services, tenant.id, 3, UNUSED_URL)
+    environment = function_environment(stack)
+    herald_tree = lambda_tree("ApiFunction")
+    base_tree = baseline_tree(BASELINE_API, "baseline_api_handler", site=bare_stack())
+    context = {"function_name": "ApiFunction", "memory_limit_in_mb": 512, "timeout_seconds": 29}
+    herald_event = api_gateway_event("GET", "/v1/subscriptions", headers={"authorization": f"Bearer {api_key}"})
+    base_event = api_gateway_event("GET", f"/items/TENANT%23{tenant.id}")
+    base_event["rawPath"] = base_event["requestContext"]["http"]["path"] = f"/items/TENANT#{tenant.id}"
+    herald_runs, base_runs = [], []
+    for _ in range(runs):  # interleaved, so noise hits both alike
+        run = cold_start(herald_tree, environment, "herald_api_handler", herald_event, context)
+        if run["response"]["statusCode"] != 200 or len(json.loads(run["response"]["body"])["data"]) != 3:
+            raise BenchmarkError(f"the API's first request failed: {run['response']}")
+        herald_runs.append(run)
+        base = cold_start(base_tree, environment, "baseline_api_handler", base_event, context)
+        if base["response"]["statusCode"] != 200 or json.loads(base["response"]["body"]) != {"found": True}:
+            raise BenchmarkError(f"the baseline's request failed: {base['response']}")
+        base_runs.append(base)
+    figure = _figure("api_cold_start", herald_runs, base_runs, 1.3, "minimal FastAPI + Mangum app, one GetItem")
+    d = figure.details
+    out(
+        f"  API cold start (median of {runs}): Herald {figure.value:.0f} ms (import {d['import_ms']:.0f} + "
+        f"first request {d['first_invocation_ms']:.0f}), baseline {figure.baseline:.0f} ms (import "
+        f"{d['baseline_import_ms']:.0f} + {d['baseline_first_invocation_ms']:.0f}); interpreter start "
+        f"{d['interpreter_start_ms']:.0f} ms on top of both"
+    )
+    return figure
+
+
+def delivery_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
+    from benchmarks.core import make_subscriptions, make_tenant
+    from benchmarks.receiver import ReceiverProcess
+    from herald.delivery import Worker, settle_all
+    from herald.local.poller import SqsPoller, sqs_event
+    from herald.publishing import publish
+
+    services = stack.services
+    sqs = stack.sqs()
+    queue_url = services.settings.queue_url
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    environment = function_environment(stack)
+    herald_tree = lambda_tree("DeliveryFunction")
+    base_tree = baseline_tree(BASELINE_DELIVERY, "baseline_delivery_handler", site=bare_stack())
+    context = {"function_name": "DeliveryFunction", "memory_limit_in_mb": 1769, "timeout_seconds": 60}
+    herald_runs, base_runs = [], []
+    fanout_worker = Worker(services)
+    poller = SqsPoller(sqs, queue_url, fanout_worker.handle)
+    try:
+        with ReceiverProcess(0.0) as receiver:
+            tenant = make_tenant(services, "Cold")
+            make_subscriptions(services, tenant.id, 1, receiver.url)
+            for _ in range(runs):
+                publish(services, event_in(tenant.id), idempotency_key=None)
+                if poller.invoke(receive_exactly(sqs, queue_url, 1)).deleted != 1:
+                    raise BenchmarkError("the fan-out message was not settled")
+                messages = receive_exactly(sqs, queue_url, 1)
+                receiver.reset(0.0)
+                run = cold_start(
+                    herald_tree, environment, "herald_delivery_handler", sqs_event(messages, queue_arn), context
+                )
+                answered = receiver.stats()["count"]
+                if run["response"].get("batchItemFailures") or answered != 1:
+                    raise BenchmarkError(
+                        f"the cold delivery failed: {run['response']}, the receiver answered {answered} requests "
+                        "(is .aws-sam/build current? make bench runs make build)"
+                    )
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=messages[0]["ReceiptHandle"])
+                herald_runs.append(run)
+                receiver.reset(0.0)
+                base = cold_start(base_tree, environment, "baseline_delivery_handler", {"url": receiver.url}, context)
+                if base["response"] != {"status": 200} or receiver.stats()["count"] != 1:
+                    raise BenchmarkError(f"the baseline's POST failed: {base['response']}")
+                base_runs.append(base)
+    finally:
+        settle_all([fanout_worker])
+    figure = _figure(
+        "delivery_cold_start", herald_runs, base_runs, 1.3, "bare handler: httpx + boto3 SQS client, one POST"
+    )
+    d = figure.details
+    d["fastapi_imported"] = any(run["fastapi_imported"] for run in herald_runs)
+    if d["fastapi_imported"]:
+        figure.met = False
+        figure.note = "the delivery function imported FastAPI (it must not): python -X importtime shows by which path"
+    out(
+        f"  delivery cold start (median of {runs}): Herald {figure.value:.0f} ms (import {d['import_ms']:.0f} + "
+        f"batch of one {d['first_invocation_ms']:.0f}), baseline {figure.baseline:.0f} ms (import "
+        f"{d['baseline_import_ms']:.0f} + POST {d['baseline_first_invocation_ms']:.0f}); "
+        f"FastAPI {'IMPORTED' if d['fastapi_imported'] else 'not imported'}"
+    )
+    return figure
+
+
+def log_file() -> str:
+    handle, path = tempfile.mkstemp(prefix="herald-bench-log-", suffix=".log")
+    os.close(handle)
+    return path
+
+
+def delivery_memory(stack: Stack, *, batch: int, latency: float, out: Any) -> Figure:
+    """Peak RSS of the DeliveryFunction's process (build output, Lambda's sys.path) handling a batch of
+    ``batch`` deliveries to a receiver answering after ``latency``, after a warm-up batch of one."""
+    from benchmarks.core import make_subscriptions, make_tenant
+    from benchmarks.receiver import ReceiverProcess
+    from herald.delivery import Worker, settle_all
+    from herald.local.poller import SqsPoller, sqs_event
+    from herald.local.resources import DELIVERY_FUNCTION_ID, function_properties, load_template
+    from herald.publishing import publish
+
+    memory_size = int(function_properties(load_template(), DELIVERY_FUNCTION_ID).get("MemorySize", 128))
+    services = stack.services
+    sqs = stack.sqs()
+    queue_url = services.settings.queue_url
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    context = {"function_name": "DeliveryFunction", "memory_limit_in_mb": memory_size, "timeout_seconds": 60}
+    fanout_worker = Worker(services)
+    poller = SqsPoller(sqs, queue_url, fanout_worker.handle)
+    reports = []
+    try:
+        with (
+            ReceiverProcess(latency) as receiver,
+            LambdaProcess(lambda_tree("DeliveryFunction"), function_environment(stack)) as process,
+        ):
+            process.import_handler("herald_delivery_handler")
+            one, many = make_tenant(services, "One"), make_tenant(services, "Many")
+            make_subscriptions(services, one.id, 1, receiver.url)
+            make_subscriptions(services, many.id, batch, receiver.url)
+            for tenant, count in ((one, 1), (many, batch)):
+                publish(services, event_in(tenant.id), idempotency_key=None)
+                if poller.invoke(receive_exactly(sqs, queue_url, 1)).deleted != 1:
+                    raise BenchmarkError("the fan-out message was not settled")
+                messages = receive_exactly(sqs, queue_url, count)
+                report = process.invoke(sqs_event(messages, queue_arn), context, reset_peak=True)
+                if report["response"].get("batchItemFailures"):
+                    raise BenchmarkError(f"the batch of {count} reported failures: {report['response']}")
+                reports.append(report)
+    finally:
+        settle_all([fanout_worker])
+    warm, full = reports
+    mib = 1024 * 1024
+    peak = full["rss_peak"] / mib
+    out(
+        f"  delivery function RSS: {warm['rss_before'] / mib:.1f} MiB warm, peak {peak:.1f} MiB during a batch of "
+        f"{batch} ({warm['rss_peak'] / mib:.1f} MiB for a batch of 1); MemorySize {memory_size} MB"
+    )
+    return Figure(
+        name="delivery_peak_rss",
+        value=peak,
+        unit="MiB",
+        baseline=memory_size,
+        baseline_label="DeliveryFunction MemorySize",
+        target="ratio < 0.5 (headroom x2)",
+        met=peak / memory_size < 0.5,
+        details={
+            "rss_warm_mib": warm["rss_before"] / mib,
+            "rss_peak_batch_of_one_mib": warm["rss_peak"] / mib,
+            "batch_seconds": full["seconds"],
+        },
+    )

@@ -1,0 +1,552 @@
+"""Cost per million delivered webhooks on the happy path, from what the real code path does.
+
+Events are published through the ApiFunction's Mangum handler with the operator's key; the work queue
+is then worked as Lambda's SQS event source would (batches of up to the template's BatchSize, settled
+with DeleteMessageBatch) by ``Worker.handle``; every delivery goes over HTTP to a receiver that
+answers 200 after 100 ms. AWS is a moto server in its own process.
+
+Botocore hooks on every client (the API's and the worker's DynamoDB, SQS and Secrets Manager clients,
+and the event source's SQS client) count each request. DynamoDB capacity is computed from item sizes
+as DynamoDB bills it: a write is 1 WRU per started KB of the larger of the item's old and new images
+(x2 inside a transaction), plus one write per global secondary index whose entry is written (2 when
+its key changes); a read is 1 RRU per started 4 KB (half when eventually consistent), a Query per 4 KB
+of the items it returned. The before/after images are read with a separate, uncounted client.
+Lambda GB-seconds are the measured handler durations (rounded up to the ms) times the template's
+MemorySize; CloudWatch Logs bytes are what the functions' loggers wrote, plus Lambda's START/END/REPORT
+lines per invocation and the API's access log line per request.
+
+Two cases: one event to 10 subscriptions (typical: the target holds for it) and one event to one
+subscription (pessimistic: every webhook pays a whole API request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.core import (
+    ADMIN_HEADERS,
+    BenchmarkError,
+    Stack,
+    api_gateway_event,
+    event_in,
+    local_stack,
+    make_subscriptions,
+    make_tenant,
+)
+from benchmarks.results import Figure
+
+# --------------------------------------------------------------------------------------------- prices
+#: Public on-demand prices, us-east-1, as published on aws.amazon.com/<service>/pricing (read 2025-11;
+#: DynamoDB's on-demand throughput prices are those after the 50 % cut of 2024-11-01). Free tiers ignored.
+PRICES_DATE = "2025-11 (us-east-1, public pricing pages; free tiers ignored)"
+LAMBDA_ARM_GB_SECOND = 0.0000133334
+LAMBDA_REQUEST = 0.20 / 1e6
+SQS_REQUEST = 0.40 / 1e6  # standard queue, per 64 KB chunk
+DYNAMODB_WRU = 0.625 / 1e6
+DYNAMODB_RRU = 0.125 / 1e6
+API_GATEWAY_HTTP_REQUEST = 1.00 / 1e6  # HTTP API, first 300 M a month, per 512 KB
+CLOUDWATCH_LOGS_GB = 0.50  # standard ingestion
+SECRETS_MANAGER_CALL = 0.05 / 10_000
+DYNAMODB_STORAGE_GB_MONTH = 0.25
+#: EventBridge API destinations, the comparison: $1.00 per million events + $0.20 per million invocations.
+EVENTBRIDGE_PER_EVENT = 1.00 / 1e6
+EVENTBRIDGE_PER_INVOCATION = 0.20 / 1e6
+#: What Lambda itself writes to the function's log group per invocation (START, END, REPORT lines).
+LAMBDA_PLATFORM_LOG_BYTES = 330
+TARGET_PER_MILLION = 1.00
+EVENTBRIDGE_PER_MILLION_ONE_TO_ONE = 1.20
+SUBSCRIBER_LATENCY = 0.1
+
+
+# --------------------------------------------------------------------------------------------- item sizes
+
+
+def _number_size(text: str) -> int:
+    digits = len(text.lstrip("-").replace(".", "").strip("0")) or 1
+    return (digits + 1) // 2 + 1
+
+
+def attribute_size(value: dict[str, Any]) -> int:
+    """Bytes of one DynamoDB attribute value (the rules of the DynamoDB developer guide, "Item sizes")."""
+    (kind, inner), *_ = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        return _number_size(inner)
+    if kind == "B":
+        return len(inner) if isinstance(inner, bytes) else len(str(inner))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(item.encode()) for item in inner)
+    if kind == "NS":
+        return sum(_number_size(item) for item in inner)
+    if kind == "L":
+        return 3 + sum(1 + attribute_size(item) for item in inner)
+    if kind == "M":
+        return 3 + sum(1 + len(key.encode()) + attribute_size(item) for key, item in inner.items())
+    return len(json.dumps(inner))
+
+
+def item_size(item: dict[str, Any] | None) -> int:
+    if not item:
+        return 0
+    return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())
+
+
+def _kb(size: int, unit: int = 1024) -> int:
+    return max(1, math.ceil(size / unit))
+
+
+# --------------------------------------------------------------------------------------------- metering
+
+
+@dataclass
+class Meter:
+    """AWS requests and DynamoDB capacity, counted from botocore events on the instrumented clients."""
+
+    raw: Any  # an uncounted DynamoDB client, for before/after images
+    indexes: dict[str, tuple[str, str]]  # GSI name -> (hash attribute, range attribute)
+    requests: Counter[str] = field(default_factory=Counter)
+    wru: float = 0.0
+    rru: float = 0.0
+    written: dict[str, float] = field(default_factory=dict)  # WRU by operation
+    received_messages: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _clients: list[Any] = field(default_factory=list)
+
+    def instrument(self, client: Any) -> None:
+        service = client.meta.service_model.service_name
+        self._clients.append(client)
+        client.meta.events.register(f"before-parameter-build.{service}", self._parameters)
+        client.meta.events.register(f"before-call.{service}", self._before)
+        client.meta.events.register(f"after-call.{service}", self._after)
+
+    def detach(self) -> None:
+        for client in self._clients:
+            service = client.meta.service_model.service_name
+            client.meta.events.unregister(f"before-parameter-build.{service}", self._parameters)
+            client.meta.events.unregister(f"before-call.{service}", self._before)
+            client.meta.events.unregister(f"after-call.{service}", self._after)
+        self._clients.clear()
+
+    def snapshot(self) -> tuple[Counter[str], float, float, int]:
+        with self.lock:
+            return Counter(self.requests), self.wru, self.rru, self.received_messages
+
+    # images ------------------------------------------------------------------------------------------
+
+    def _image(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        item: dict[str, Any] | None = self.raw.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+        return item
+
+    def _key(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"pk": item["pk"], "sk": item["sk"]}
+
+    def _writes(
+        self, params: dict[str, Any], operation: str
+    ) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+        """(table, key, new item if known) for each item the request writes."""
+        if operation == "PutItem":
+            return [(params["TableName"], self._key(params["Item"]), params["Item"])]
+        if operation in ("UpdateItem", "DeleteItem"):
+            return [(params["TableName"], params["Key"], None)]
+        if operation == "TransactWriteItems":
+            writes = []
+            for action in params["TransactItems"]:
+                (kind, body), *_ = action.items()
+                if kind == "Put":
+                    writes.append((body["TableName"], self._key(body["Item"]), body["Item"]))
+                elif kind in ("Update", "Delete"):
+                    writes.append((body["TableName"], body["Key"], None))
+            return writes
+        if operation == "BatchWriteItem":
+            writes = []
+            for table, entries in params["RequestItems"].items():
+                for entry in entries:
+                    if "PutRequest" in entry:
+                        item = entry["PutRequest"]["Item"]
+                        writes.append((table, self._key(item), item))
+                    else:
+                        writes.append((table, entry["DeleteRequest"]["Key"], None))
+            return writes
+        return []
+
+    def _index_writes(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> float:
+        units = 0.0
+        for hash_key, range_key in self.indexes.values():
+            old = (before or {}).get(hash_key), (before or {}).get(range_key)
+            new = (after or {}).get(hash_key), (after or {}).get(range_key)
+            old_in, new_in = old[0] is not None and old[1] is not None, new[0] is not None and new[1] is not None
+            if old_in and new_in and old != new:
+                units += _kb(item_size(before)) + _kb(item_size(after))  # the entry moves: delete + put
+            elif new_in and before != after:
+                units += _kb(item_size(after))
+            elif old_in and not new_in:
+                units += _kb(item_size(before))
+        return units
+
+    # hooks -------------------------------------------------------------------------------------------
+
+    def _before(self, model: Any, **_: Any) -> None:
+        with self.lock:
+            self.requests[f"{model.service_model.service_name}.{model.name}"] += 1
+
+    def _parameters(self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        operation = model.name
+        if model.service_model.service_name == "dynamodb":
+            context["meter_consistent"] = bool(params.get("ConsistentRead"))
+            writes = self._writes(params, operation)
+            context["meter_writes"] = [(table, key, new, self._image(table, key)) for table, key, new in writes]
+
+    def _after(self, model: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        service, operation = model.service_model.service_name, model.name
+        if service == "sqs" and operation == "ReceiveMessage":
+            with self.lock:
+                self.received_messages += len(parsed.get("Messages", []))
+                if not parsed.get("Messages"):
+                    # Lambda's pollers long-poll all the time, whatever the traffic: an empty receive is a
+                    # fixed cost of the queue, not of a delivery.
+                    self.requests["sqs.ReceiveMessage"] -= 1
+                    self.requests["(not priced) sqs.ReceiveMessage, empty"] += 1
+            return
+        if service != "dynamodb":
+            return
+        failed = "Error" in parsed
+        wru = rru = 0.0
+        transactional = operation == "TransactWriteItems"
+        for table, key, new, before in context.pop("meter_writes", []):
+            after = before if failed else (new if new is not None else self._image(table, key))
+            if operation == "DeleteItem" or (new is None and after is None):
+                after = None
+            units = _kb(max(item_size(before), item_size(after), 1))
+            wru += units * (2 if transactional else 1)
+            if not failed:
+                wru += self._index_writes(before, after)
+        if operation == "GetItem":
+            units = _kb(item_size(parsed.get("Item")), 4096)
+            rru += units if context.get("meter_consistent") else units / 2
+        elif operation == "Query":
+            size = sum(item_size(item) for item in parsed.get("Items", []))
+            units = _kb(size, 4096)
+            rru += units if context.get("meter_consistent") else units / 2
+        elif operation == "BatchGetItem":
+            for items in parsed.get("Responses", {}).values():
+                rru += sum(_kb(item_size(item), 4096) for item in items)
+        with self.lock:
+            self.wru += wru
+            self.rru += rru
+            self.written[operation] = self.written.get(operation, 0.0) + wru
+
+
+class _CountingStream(io.TextIOBase):
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.lines = 0
+
+    def write(self, text: str) -> int:
+        self.bytes += len(text.encode())
+        self.lines += text.count("\n")
+        return len(text)
+
+
+def access_log_bytes(template: dict[str, Any]) -> int:
+    """One API Gateway access log line, as the template's format renders it with typical values."""
+    fmt = template["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"]
+    typical = {
+        "requestId": "AbCdEfGhIjKlMnO=",
+        "identity.sourceIp": "203.0.113.10",
+        "requestTime": "12/Nov/2025:10:15:30 +0000",
+        "httpMethod": "POST",
+        "routeKey": "$default",
+        "path": "/v1/events",
+        "status": "202",
+        "protocol": "HTTP/1.1",
+        "responseLength": "420",
+        "responseLatency": "35",
+        "integrationLatency": "31",
+        "integrationErrorMessage": "-",
+    }
+    line = re.sub(r"\$context\.([A-Za-z.]+)", lambda match: typical.get(match.group(1), "-"), fmt)
+    return len(line.replace("\n", "").encode()) + 1
+
+
+# --------------------------------------------------------------------------------------------- one case
+
+
+@dataclass
+class CaseResult:
+    fanout: int
+    deliveries: int
+    breakdown: dict[str, float]  # $ per million delivered webhooks, by item
+    usage: dict[str, float]  # per delivery
+    invocations: dict[str, int]
+    notes: list[str]
+
+    @property
+    def total(self) -> float:
+        return sum(self.breakdown.values())
+
+
+def _run_case(stack: Stack, *, fanout: int, events: int, receiver_url: str, template: dict[str, Any]) -> CaseResult:
+    """Publish ``events`` events to ``fanout`` subscriptions each, and work the queue dry, twice: once
+    metered (requests and capacity; the meter's own image reads slow the calls down), once plain (the
+    durations and the log bytes)."""
+    metered = _pass(stack, fanout=fanout, events=events, receiver_url=receiver_url, template=template, meter=True)
+    plain = _pass(stack, fanout=fanout, events=events, receiver_url=receiver_url, template=template, meter=False)
+    return _price(metered, plain, fanout=fanout, events=events, template=template)
+
+
+@dataclass
+class _Pass:
+    counts: Counter[str]
+    api_counts: Counter[str]
+    wru: float
+    rru: float
+    written: dict[str, float]
+    api_seconds: list[float]
+    durations: list[float]
+    log_bytes: int
+    batch_size: int
+
+
+def _pass(stack: Stack, *, fanout: int, events: int, receiver_url: str, template: dict[str, Any], meter: bool) -> _Pass:
+    import boto3
+
+    from benchmarks.core import ApiGateway
+    from herald.delivery import Worker, settle_all
+    from herald.local.poller import SqsPoller
+    from herald.local.resources import delivery_event_source
+
+    services = stack.services
+    table = template["Resources"]["Table"]["Properties"]
+    indexes = {
+        index["IndexName"]: (index["KeySchema"][0]["AttributeName"], index["KeySchema"][1]["AttributeName"])
+        for index in table.get("GlobalSecondaryIndexes", [])
+    }
+    raw = boto3.session.Session(region_name="us-east-1").client("dynamodb", endpoint_url=stack.endpoint_url)
+    tenant = make_tenant(services, f"Cost{fanout}")
+    make_subscriptions(services, tenant.id, fanout, receiver_url)
+
+    metering = Meter(raw, indexes)
+    sqs = stack.sqs()
+    api = ApiGateway(services)
+    if meter:
+        for client in (services.store.client, services.queue.client, sqs, services.admin_keys._client):
+            if client is not None:
+                metering.instrument(client)
+    herald_logger = logging.getLogger("herald")
+    handlers = [handler for handler in herald_logger.handlers if isinstance(handler, logging.StreamHandler)]
+    if not handlers:
+        raise BenchmarkError("the API handler module did not set up the herald logger")
+    stream = _CountingStream()
+    saved = [handler.setStream(stream) for handler in handlers]
+    redirect = contextlib.redirect_stdout(stream)  # EMF metrics are printed
+    redirect.__enter__()
+
+    source = delivery_event_source(template)
+    worker = Worker(services)
+    durations: list[float] = []
+
+    def timed(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            return worker.handle(event, context)
+        finally:
+            durations.append(time.perf_counter() - started)
+
+    poller = SqsPoller(
+        sqs,
+        services.settings.queue_url,
+        timed,
+        batch_size=source.batch_size,
+        function_timeout_seconds=source.function_timeout_seconds,
+        batching_window_seconds=source.maximum_batching_window_seconds,
+    )
+    headers = ADMIN_HEADERS  # publishing is the operator's (the producing application's) call
+    body = event_in(tenant.id).model_dump(mode="json", exclude_none=True)
+    try:
+        # Warm both functions first: cold starts are rare on a busy queue and are not counted.
+        status, payload = api.request("POST", "/v1/events", body=body, headers=headers)
+        if status != 202:
+            raise BenchmarkError(f"publishing answered {status}: {payload}")
+        while poller.poll_once().received:
+            pass
+        durations.clear()
+        requests0, wru0, rru0, _ = metering.snapshot()
+        logs0 = stream.bytes
+        api_seconds: list[float] = []
+        for _ in range(events):
+            event = api_gateway_event("POST", "/v1/events", body=body, headers=headers)
+            started = time.perf_counter()
+            response = api.handler(event, api.context)
+            api_seconds.append(time.perf_counter() - started)
+            if response["statusCode"] != 202:
+                raise BenchmarkError(f"publishing answered {response['statusCode']}: {response.get('body')}")
+        api_requests, _, _, _ = metering.snapshot()
+        api_logs = stream.bytes - logs0
+        received = 0
+        while True:
+            result = poller.poll_once()
+            if not result.received:
+                break
+            received += result.received
+            if result.failed:
+                raise BenchmarkError(f"a batch reported {result.failed} failures on the happy path")
+        requests1, wru1, rru1, _ = metering.snapshot()
+        worker_logs = stream.bytes - logs0 - api_logs
+    finally:
+        redirect.__exit__(None, None, None)
+        for handler, previous in zip(handlers, saved, strict=True):
+            handler.setStream(previous)
+        settle_all([worker])
+        if meter:
+            metering.detach()
+
+    deliveries = events * fanout
+    if received != events + deliveries:
+        raise BenchmarkError(f"expected {events} fan-out and {deliveries} delivery messages, the queue gave {received}")
+    return _Pass(
+        counts=requests1 - requests0,
+        api_counts=api_requests - requests0,
+        wru=wru1 - wru0,
+        rru=rru1 - rru0,
+        written=dict(metering.written),
+        api_seconds=api_seconds,
+        durations=list(durations),
+        log_bytes=api_logs + worker_logs,
+        batch_size=source.batch_size,
+    )
+
+
+def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: dict[str, Any]) -> CaseResult:
+    from herald.local.resources import DELIVERY_FUNCTION_ID, function_properties
+
+    api_memory = int(function_properties(template, "ApiFunction").get("MemorySize", 128))
+    delivery_memory = int(function_properties(template, DELIVERY_FUNCTION_ID).get("MemorySize", 128))
+    deliveries = events * fanout
+    all_counts = metered.counts
+    api_counts = metered.api_counts
+    worker_counts = all_counts - api_counts
+    sqs_requests = sum(count for name, count in all_counts.items() if name.startswith("sqs."))
+    all_counts = Counter({name: count for name, count in all_counts.items() if not name.startswith("(")})
+    ddb_requests = sum(count for name, count in all_counts.items() if name.startswith("dynamodb."))
+    secrets = sum(count for name, count in all_counts.items() if name.startswith("secretsmanager."))
+    wru, rru = metered.wru, metered.rru
+    api_seconds, durations = plain.api_seconds, plain.durations
+    api_gb_s = sum(math.ceil(seconds * 1000) / 1000 * api_memory / 1024 for seconds in api_seconds)
+    worker_gb_s = sum(math.ceil(seconds * 1000) / 1000 * delivery_memory / 1024 for seconds in durations)
+    log_bytes = (
+        plain.log_bytes + LAMBDA_PLATFORM_LOG_BYTES * (events + len(durations)) + access_log_bytes(template) * events
+    )
+    per = 1e6 / deliveries
+    breakdown = {
+        "API Gateway HTTP API requests": events * API_GATEWAY_HTTP_REQUEST * per,
+        "Lambda requests": (events + len(durations)) * LAMBDA_REQUEST * per,
+        "Lambda GB-s (API)": api_gb_s * LAMBDA_ARM_GB_SECOND * per,
+        "Lambda GB-s (delivery)": worker_gb_s * LAMBDA_ARM_GB_SECOND * per,
+        "SQS requests": sqs_requests * SQS_REQUEST * per,
+        "DynamoDB writes": wru * DYNAMODB_WRU * per,
+        "DynamoDB reads": rru * DYNAMODB_RRU * per,
+        "CloudWatch Logs ingestion": log_bytes / 1e9 * CLOUDWATCH_LOGS_GB * per,
+        "Secrets Manager": secrets * SECRETS_MANAGER_CALL * per,
+    }
+    usage = {
+        "sqs_requests": sqs_requests / deliveries,
+        "dynamodb_requests": ddb_requests / deliveries,
+        "wru": wru / deliveries,
+        "rru": rru / deliveries,
+        "log_bytes": log_bytes / deliveries,
+        "api_gb_s": api_gb_s / deliveries,
+        "delivery_gb_s": worker_gb_s / deliveries,
+        "api_request_ms": sorted(api_seconds)[len(api_seconds) // 2] * 1000,
+        "delivery_invocation_ms": sorted(durations)[len(durations) // 2] * 1000,
+        "api_aws_calls_per_event": sum(api_counts.values()) / events,
+        "worker_aws_calls_per_delivery": sum(worker_counts.values()) / deliveries,
+    }
+    notes = [
+        f"1 event -> {fanout} subscriptions: {events} events, {deliveries} deliveries, "
+        f"{len(durations)} delivery-function invocations (batch size {plain.batch_size}, the template's batching "
+        "window), "
+        f"API {api_memory} MB, delivery {delivery_memory} MB",
+        "AWS requests per delivery: "
+        + ", ".join(f"{name} {count / deliveries:.2f}" for name, count in sorted(all_counts.items())),
+        "DynamoDB WRU per delivery by operation: "
+        + ", ".join(f"{name} {units / deliveries:.2f}" for name, units in sorted(metered.written.items()) if units),
+    ]
+    return CaseResult(fanout, deliveries, breakdown, usage, {"api": events, "delivery": len(durations)}, notes)
+
+
+def _cost_note(case: CaseResult) -> str:
+    """What the figure is made of and, if it misses $1.00, where the money goes."""
+    top = sorted(case.breakdown.items(), key=lambda entry: -entry[1])[:3]
+    usage = case.usage
+    text = (
+        f"largest items: {', '.join(f'{name} ${value:.2f}' for name, value in top)}; per delivery "
+        f"{usage['wru']:.1f} WRU, {usage['rru']:.1f} RRU, {usage['sqs_requests']:.2f} SQS requests, "
+        f"{usage['log_bytes']:.0f} log bytes, {usage['delivery_gb_s'] * 1000:.1f} mGB-s of delivery function; "
+        f"EventBridge at the same fan-out would be ${eventbridge_per_million(case.fanout):.2f}"
+    )
+    return text
+
+
+def eventbridge_per_million(fanout: int) -> float:
+    """EventBridge API destinations per million webhooks: one event per ``fanout`` webhooks, one
+    invocation per webhook."""
+    return (EVENTBRIDGE_PER_EVENT / fanout + EVENTBRIDGE_PER_INVOCATION) * 1e6
+
+
+def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]:
+    from benchmarks.receiver import ReceiverProcess
+    from herald.local.resources import load_template
+
+    template = load_template()
+    cases: list[CaseResult] = []
+    for case_fanout, case_events in ((fanout, events), (1, max(10, events))):
+        with local_stack(moto="server") as stack, ReceiverProcess(SUBSCRIBER_LATENCY) as receiver:
+            case = _run_case(
+                stack, fanout=case_fanout, events=case_events, receiver_url=receiver.url, template=template
+            )
+            cases.append(case)
+    figures = []
+    for case in cases:
+        out(f"  cost per million webhooks, 1 event -> {case.fanout} subscription(s), subscriber answering in 100 ms:")
+        for item, dollars in sorted(case.breakdown.items(), key=lambda entry: -entry[1]):
+            out(f"    {item:32s} ${dollars:7.3f}")
+        eventbridge = eventbridge_per_million(case.fanout)
+        out(f"    {'total':32s} ${case.total:7.3f}   (EventBridge API destinations: ${eventbridge:.2f})")
+        for note in case.notes:
+            out(f"    {note}")
+        typical = case.fanout > 1
+        target = TARGET_PER_MILLION if typical else EVENTBRIDGE_PER_MILLION_ONE_TO_ONE
+        figures.append(
+            Figure(
+                name=f"cost_per_million_fanout_{case.fanout}",
+                value=case.total,
+                unit="$",
+                baseline=EVENTBRIDGE_PER_MILLION_ONE_TO_ONE,
+                baseline_label="EventBridge API destinations, 1 event per webhook",
+                target=f"<= ${target:.2f}" + ("" if typical else " (pessimistic case: EventBridge's own price)"),
+                met=case.total <= target,
+                note=_cost_note(case),
+                details={
+                    "prices": PRICES_DATE,
+                    "breakdown_per_million": {key: round(value, 4) for key, value in case.breakdown.items()},
+                    "per_delivery": {key: round(value, 6) for key, value in case.usage.items()},
+                    "invocations": case.invocations,
+                    "eventbridge_same_fanout_per_million": eventbridge_per_million(case.fanout),
+                    "notes": case.notes,
+                },
+            )
+        )
+    return figures

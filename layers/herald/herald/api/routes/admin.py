@@ -1,0 +1,46 @@
+"""Operations (operator only): the dead-letter queue of the work queue."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, status
+
+from herald.api.deps import OperatorDep, ServicesDep
+from herald.dlq import MAX_SAMPLE, DeadLetterQueue
+from herald.models import DeadLettersOut, RedriveIn, RedriveOut
+from herald.services import Services
+
+router = APIRouter(prefix="/v1/admin", tags=["operations"])
+
+
+def dead_letter_queue(services: Services) -> DeadLetterQueue:
+    return DeadLetterQueue(
+        services.queue.client,
+        services.settings.dead_letter_queue_url,
+        services.settings.queue_url,
+        max_redrives=services.settings.dead_letter_max_redrives,
+    )
+
+
+@router.get("/dead-letters", summary="What is in the dead-letter queue")
+def get_dead_letters(
+    services: ServicesDep,
+    _: OperatorDep,
+    sample: Annotated[int, Query(ge=0, le=MAX_SAMPLE, description="How many messages to show (none consumed).")] = 10,
+) -> DeadLettersOut:
+    """The number of messages, the oldest among those looked at, and a sample with why each is there.
+    `poison` messages can never be processed and stay; the others can be redriven."""
+    return dead_letter_queue(services).peek(sample)
+
+
+@router.post("/dead-letters/redrive", status_code=status.HTTP_202_ACCEPTED, summary="Redrive the dead-letter queue")
+def redrive_dead_letters(
+    services: ServicesDep,
+    _: OperatorDep,
+    body: Annotated[RedriveIn | None, Body()] = None,
+) -> RedriveOut:
+    """Send up to `limit` messages back to the work queue, where they are processed normally. Poison
+    messages (unreadable, or back after several redrives) stay in the dead-letter queue. A call works
+    for at most about 15 seconds: call again while it moves messages."""
+    return dead_letter_queue(services).redrive((body or RedriveIn()).limit)

@@ -1,0 +1,58 @@
+"""Replay after an outage: recover a subscription's failed deliveries (tenant keys), redeliver an event
+to every subscription it goes to (operator)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from herald import ids, recovery
+from herald.api.deps import OperatorDep, ServicesDep, TenantDep
+from herald.api.routes.subscriptions import subscription_or_404
+from herald.errors import NotFoundError
+from herald.ids import EVENT_ID_PATTERN
+from herald.models import RecoveryIn, RecoveryJobOut, RedeliveryOut
+
+router = APIRouter(prefix="/v1/subscriptions/{subscription_id}", tags=["deliveries"])
+events_router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+@router.post(
+    "/recover",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Re-send the failed deliveries of a time window",
+)
+async def recover(
+    subscription_id: str, body: RecoveryIn, services: ServicesDep, tenant_id: TenantDep
+) -> RecoveryJobOut:
+    """Every delivery of this subscription that failed (its retries exhausted) and was created in
+    [`since`, `until`) is sent once more, as a background job; read its progress with the returned id.
+    `since` may be at most 14 days ago (the deployment's setting). Each delivery is re-sent once per
+    job, and a repeat of the same request while the job runs returns the same job. A delivery whose
+    extra attempt fails stays failed."""
+    sub = subscription_or_404(services, tenant_id, subscription_id)
+    return RecoveryJobOut.of(recovery.start_recovery(services, sub, body))
+
+
+@router.get("/recoveries/{job_id}", summary="Get the progress of a recovery")
+async def get_recovery(
+    subscription_id: str, job_id: str, services: ServicesDep, tenant_id: TenantDep
+) -> RecoveryJobOut:
+    subscription_or_404(services, tenant_id, subscription_id)
+    job = recovery.read_recovery(services, job_id) if ids.is_id(job_id, recovery.RECOVERY) else None
+    if job is None or job.subscription_id != subscription_id or job.tenant_id != tenant_id:
+        raise NotFoundError(f"recovery {job_id} not found")
+    return RecoveryJobOut.of(job)
+
+
+@events_router.post(
+    "/{event_id}/redeliver",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Send an event once more to every subscription it goes to",
+)
+async def redeliver(event_id: str, services: ServicesDep, _: OperatorDep) -> RedeliveryOut:
+    """One more attempt to each subscription the event matches now, whatever its delivery's state (a
+    manual attempt in its log; the retry schedule is left alone). A subscription created after the
+    event gets it as a regular first delivery, with retries."""
+    if not EVENT_ID_PATTERN.match(event_id):
+        raise NotFoundError(f"event {event_id} not found")
+    return recovery.start_redelivery(services, event_id)

@@ -1,0 +1,9 @@
+"""``python -m herald.cli``: the same as the ``herald`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from herald.cli.commands import main
+
+sys.exit(main())

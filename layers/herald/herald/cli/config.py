@@ -1,0 +1,109 @@
+"""Where the API is and which key to use: flags, then environment, then the SAM stack's outputs.
+
+``HERALD_API_URL`` / ``HERALD_ADMIN_KEY`` (or ``--api-url`` / ``--key``) win; whatever is missing is read
+from the CloudFormation stack (``--stack-name``, default ``$HERALD_STACK_NAME`` or ``herald``): its
+``ApiUrl`` output, and the admin key from the Secrets Manager secret its ``AdminKeySecretArn`` output names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from herald.cli.errors import CliConfigError
+
+if TYPE_CHECKING:
+    import boto3
+
+API_URL_ENV = "HERALD_API_URL"
+ADMIN_KEY_ENV = "HERALD_ADMIN_KEY"
+STACK_NAME_ENV = "HERALD_STACK_NAME"
+DEFAULT_STACK_NAME = "herald"
+#: Output names in template.yaml.
+API_URL_OUTPUT = "ApiUrl"
+ADMIN_KEY_SECRET_OUTPUT = "AdminKeySecretArn"  # noqa: S105 - an output name, not a secret
+
+
+@dataclass(frozen=True)
+class CliConfig:
+    api_url: str
+    key: str
+
+
+def stack_outputs(session: boto3.session.Session, stack_name: str) -> dict[str, str]:
+    """The stack's outputs by key (``describe_stacks``)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        stacks = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        raise CliConfigError(f"could not read the outputs of stack {stack_name!r}: {message}") from exc
+    except BotoCoreError as exc:
+        raise CliConfigError(f"could not read the outputs of stack {stack_name!r}: {exc}") from exc
+    if not stacks:
+        raise CliConfigError(f"stack {stack_name!r} not found")
+    return {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
+
+
+def read_secret(session: boto3.session.Session, secret_id: str) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        value = session.client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString")
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        raise CliConfigError(f"could not read the admin key secret: {message}") from exc
+    except BotoCoreError as exc:
+        raise CliConfigError(f"could not read the admin key secret: {exc}") from exc
+    if not value:
+        raise CliConfigError("the admin key secret has no string value")
+    return value.strip()
+
+
+def resolve_config(
+    *,
+    api_url: str | None,
+    key: str | None,
+    stack_name: str | None,
+    region: str | None,
+    profile: str | None,
+    environ: Mapping[str, str],
+    session: boto3.session.Session | None = None,
+) -> CliConfig:
+    """Flags first, then the environment; the stack is only asked for what is still missing."""
+    api_url = api_url or environ.get(API_URL_ENV) or None
+    key = key or environ.get(ADMIN_KEY_ENV) or None
+    if api_url is None or key is None:
+        name = stack_name or environ.get(STACK_NAME_ENV) or DEFAULT_STACK_NAME
+        if session is None:
+            session = _session(region=region, profile=profile)
+        outputs = stack_outputs(session, name)
+        if api_url is None:
+            api_url = outputs.get(API_URL_OUTPUT)
+            if not api_url:
+                raise CliConfigError(f"stack {name!r} has no {API_URL_OUTPUT} output; set {API_URL_ENV}")
+        if key is None:
+            secret_id = outputs.get(ADMIN_KEY_SECRET_OUTPUT)
+            if not secret_id:
+                raise CliConfigError(f"stack {name!r} has no {ADMIN_KEY_SECRET_OUTPUT} output; set {ADMIN_KEY_ENV}")
+            key = read_secret(session, secret_id)
+    return CliConfig(api_url=api_url.rstrip("/") + "/", key=key)
+
+
+def _session(*, region: str | None, profile: str | None) -> boto3.session.Session:
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError
+    except ImportError as exc:  # pragma: no cover - boto3 is a dependency of the project
+        raise CliConfigError(f"set {API_URL_ENV} and {ADMIN_KEY_ENV} (boto3 is needed to read the stack)") from exc
+    options: dict[str, Any] = {}
+    if region:
+        options["region_name"] = region
+    if profile:
+        options["profile_name"] = profile
+    try:
+        return boto3.session.Session(**options)
+    except BotoCoreError as exc:
+        raise CliConfigError(f"no AWS session: {exc}") from exc

@@ -1,0 +1,79 @@
+"""Plain-text tables for people, the API's JSON for scripts (``--json``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+#: Longest cell shown in a table; longer values end with an ellipsis (``--json`` has them whole).
+MAX_CELL_WIDTH = 48
+ELLIPSIS = "…"
+EMPTY = "-"
+
+
+def cell(value: Any, width: int = MAX_CELL_WIDTH) -> str:
+    """One value as table text: ``-`` for nothing, lists joined by commas, objects as compact JSON."""
+    if value is None or value == "":
+        text = EMPTY
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list):
+        text = ",".join(cell(item, width=10**6) for item in value) or EMPTY
+    elif isinstance(value, dict):
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value else EMPTY
+    else:
+        text = str(value)
+    text = " ".join(text.split())  # one line per row, whatever the value holds
+    if len(text) > width:
+        text = text[: max(width - 1, 0)] + ELLIPSIS
+    return text
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """An aligned table with an upper-case header; columns are keys of the rows (dotted for nested ones)."""
+    header = [column.upper() for column in columns]
+    body = [[cell(lookup(row, column)) for column in columns] for row in rows]
+    widths = [max([len(title), *(len(line[index]) for line in body)]) for index, title in enumerate(header)]
+    lines = [header, *body]
+    return "\n".join(
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def record(item: Mapping[str, Any], fields: Sequence[str] | None = None) -> str:
+    """One object as a two-column FIELD / VALUE table; nested objects are flattened to dotted names."""
+    flat = dict(flatten(item))
+    names = [name for name in fields if name in flat] if fields else list(flat)
+    return table([{"field": name, "value": flat[name]} for name in names], ["field", "value"])
+
+
+def flatten(item: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """Top-level fields, with the fields of a nested object one level down as ``parent.child``."""
+    for key, value in item.items():
+        if isinstance(value, Mapping) and value:
+            for inner, inner_value in value.items():
+                yield f"{key}.{inner}", inner_value
+        else:
+            yield key, value
+
+
+def lookup(row: Mapping[str, Any], column: str) -> Any:
+    value: Any = row
+    for part in column.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def columns_of(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str]) -> list[str]:
+    """The preferred columns the rows have; if they have none of them, every scalar key of the first row."""
+    present = [column for column in preferred if any(lookup(row, column) is not None for row in rows)]
+    if present or not rows:
+        return present or list(preferred)
+    return [key for key, value in rows[0].items() if not isinstance(value, Mapping | list)]
+
+
+def write_json(out: TextIO, value: Any) -> None:
+    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")

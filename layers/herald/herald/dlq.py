@@ -1,0 +1,240 @@
+"""The work queue's dead-letter queue: what is in it, and sending the healthy messages back.
+
+Two kinds of message end up there. *Poison*: a message the worker cannot read (not JSON, unknown kind
+or version), parked at once by the worker with its reason in the ``herald_error`` message attribute.
+*Retired*: a readable message that SQS moved after ``maxReceiveCount`` receives, because processing it
+kept failing (a worker crashing, a dependency down for long). A redrive sends retired messages back
+to the work queue, where they are processed normally; poison stays parked, out of the way. So does a
+message that came back to the dead-letter queue after ``dead_letter_max_redrives`` redrives: each
+redrive stamps ``herald_redrives`` on the message, and SQS keeps message attributes when it moves a
+message to the dead-letter queue.
+
+Looking never consumes: messages are received with a short visibility timeout and made visible again
+at once. A redrive is bounded (a limit and a time budget within API Gateway's 29 s): call it again
+to move more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from herald import ids
+from herald.errors import ServiceUnavailableError
+from herald.messages import DeliveryMessage, PoisonMessageError, parse_message
+from herald.models import DeadLetterOut, DeadLettersOut, RedriveOut
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef, SendMessageBatchRequestEntryTypeDef
+
+logger = logging.getLogger(__name__)
+
+#: The attribute the worker parks a poison message with (see ``WorkQueue.dead_letter``).
+ERROR_ATTRIBUTE = "herald_error"
+#: The attribute counting a message's redrives.
+REDRIVES_ATTRIBUTE = "herald_redrives"
+#: How long a looked-at message stays hidden if the look is cut short (it is made visible at once otherwise).
+PEEK_VISIBILITY_SECONDS = 15
+#: How long a message being redriven stays hidden: longer than a whole redrive call.
+REDRIVE_VISIBILITY_SECONDS = 60
+#: A redrive stops receiving after this long, well within API Gateway's 29 s.
+REDRIVE_BUDGET_SECONDS = 15.0
+MAX_SAMPLE = 50
+BODY_PREVIEW = 1000
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Letter:
+    message: MessageTypeDef
+    out: DeadLetterOut
+
+
+class DeadLetterQueue:
+    """Looks into and redrives the dead-letter queue; the SQS client is injectable."""
+
+    def __init__(
+        self,
+        client: SQSClient,
+        dead_letter_queue_url: str,
+        work_queue_url: str,
+        *,
+        max_redrives: int = 3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.url = dead_letter_queue_url
+        self.work_queue_url = work_queue_url
+        self.max_redrives = max_redrives
+        self.clock = clock
+
+    def _sqs(self, operation: str, **kwargs: Any) -> Any:
+        if not self.url:
+            raise ServiceUnavailableError("no dead-letter queue is configured")
+        try:
+            return getattr(self.client, operation)(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailableError(f"SQS {operation} failed on the dead-letter queue") from exc
+
+    def _counts(self) -> tuple[int, int]:
+        attributes = self._sqs(
+            "get_queue_attributes",
+            QueueUrl=self.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def _receive(self, count: int, visibility: int, wait: int) -> list[_Letter]:
+        messages = self._sqs(
+            "receive_message",
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max(1, min(count, 10)),
+            VisibilityTimeout=visibility,
+            WaitTimeSeconds=wait,
+            MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        return [_Letter(message, self.describe(message)) for message in messages]
+
+    def _reveal(self, letters: list[_Letter]) -> None:
+        for start in range(0, len(letters), 10):
+            chunk = letters[start : start + 10]
+            self._sqs(
+                "change_message_visibility_batch",
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(index), "ReceiptHandle": letter.message["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for index, letter in enumerate(chunk)
+                ],
+            )
+
+    def describe(self, message: MessageTypeDef) -> DeadLetterOut:
+        """What a dead-letter message is and why it is there."""
+        body = message.get("Body", "")
+        attributes: dict[str, Any] = dict(message.get("MessageAttributes", {}))
+        system: dict[str, str] = {str(key): value for key, value in message.get("Attributes", {}).items()}
+        error = attributes.get(ERROR_ATTRIBUTE, {}).get("StringValue")
+        redrives = int(attributes.get(REDRIVES_ATTRIBUTE, {}).get("StringValue", "0") or 0)
+        receive_count = int(system.get("ApproximateReceiveCount", "0"))
+        kind: str | None = None
+        event_id = subscription_id = delivery_id = None
+        try:
+            parsed = parse_message(body)
+        except PoisonMessageError as exc:
+            error = error or str(exc)
+            try:
+                raw = json.loads(body)
+                kind = str(raw["kind"]) if isinstance(raw, dict) and "kind" in raw else None
+            except ValueError:
+                kind = None
+        else:
+            kind = parsed.kind
+            event_id = getattr(parsed, "event_id", None)
+            if isinstance(parsed, DeliveryMessage):
+                subscription_id = parsed.subscription_id
+                delivery_id = ids.delivery_id(parsed.event_id, parsed.subscription_id)
+        if error is not None:
+            poison, reason = True, f"poison: {error}"
+        elif redrives >= self.max_redrives:
+            poison, reason = True, f"failed again after {redrives} redrives"
+        else:
+            poison, reason = False, "processing failed on every receive (the work queue's maxReceiveCount)"
+        sent_ms = system.get("SentTimestamp")
+        return DeadLetterOut(
+            message_id=message.get("MessageId", ""),
+            kind=kind,
+            reason=reason,
+            poison=poison,
+            event_id=event_id,
+            subscription_id=subscription_id,
+            delivery_id=delivery_id,
+            sent_at=datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else None,
+            receive_count=receive_count,
+            redrives=redrives,
+            body=body[:BODY_PREVIEW],
+        )
+
+    def peek(self, sample_size: int = 10) -> DeadLettersOut:
+        """The queue's size and a sample of its messages, none consumed."""
+        visible, in_flight = self._counts()
+        sample: list[_Letter] = []
+        received: list[_Letter] = []
+        if visible and sample_size > 0:
+            try:
+                # A few receives at most: SQS returns up to 10 messages per call, sometimes fewer.
+                for _ in range(-(-sample_size // 10) + 2):
+                    got = self._receive(sample_size - len(sample), PEEK_VISIBILITY_SECONDS, 0)
+                    received += got
+                    seen = {letter.out.message_id for letter in sample}
+                    sample += [letter for letter in got if letter.out.message_id not in seen]
+                    if not got or len(sample) >= sample_size:
+                        break
+            finally:
+                self._reveal(received)
+        sent = [letter.out.sent_at for letter in sample if letter.out.sent_at is not None]
+        oldest = min(sent) if sent else None
+        return DeadLettersOut(
+            count=visible,
+            in_flight=in_flight,
+            oldest_sent_at=oldest,
+            oldest_age_seconds=int(self.clock() - oldest.timestamp()) if oldest else None,
+            sample=sorted((letter.out for letter in sample), key=lambda out: out.sent_at or _LATEST),
+        )
+
+    def redrive(self, limit: int) -> RedriveOut:
+        """Send up to ``limit`` healthy messages back to the work queue (and delete them here); poison stays."""
+        moved = 0
+        kept: list[_Letter] = []
+        started = self.clock()
+        try:
+            while moved < limit and self.clock() - started < REDRIVE_BUDGET_SECONDS:
+                letters = self._receive(min(10, limit - moved), REDRIVE_VISIBILITY_SECONDS, 1)
+                if not letters:
+                    break
+                healthy = [letter for letter in letters if not letter.out.poison]
+                kept += [letter for letter in letters if letter.out.poison]
+                moved += self._move(healthy)
+        finally:
+            self._reveal(kept)
+        if moved or kept:
+            logger.info("dead-letter queue redriven", extra={"moved": moved, "kept": len(kept)})
+        return RedriveOut(moved=moved, kept=len(kept), remaining=self._counts()[0])
+
+    def _move(self, letters: list[_Letter]) -> int:
+        if not letters:
+            return 0
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {
+                "Id": str(index),
+                "MessageBody": letter.message["Body"],
+                "MessageAttributes": {
+                    REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": str(letter.out.redrives + 1)}
+                },
+            }
+            for index, letter in enumerate(letters)
+        ]
+        try:
+            response = self.client.send_message_batch(QueueUrl=self.work_queue_url, Entries=entries)
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailableError("the work queue could not be reached") from exc
+        sent = {int(item["Id"]) for item in response.get("Successful", [])}
+        done = [letter for index, letter in enumerate(letters) if index in sent]
+        if done:
+            # A crash before this delete leaves a copy on both queues: the worker processes duplicates safely.
+            self._sqs(
+                "delete_message_batch",
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(index), "ReceiptHandle": letter.message["ReceiptHandle"]}
+                    for index, letter in enumerate(done)
+                ],
+            )
+        return len(done)

@@ -1,0 +1,50 @@
+"""The delivery worker's metrics, in CloudWatch Embedded Metric Format (Powertools Metrics).
+
+One EMF document per invocation (``flush`` at its end; Powertools also flushes on its own when a
+metric reaches 100 values). CloudWatch turns the log lines into metrics: no PutMetricData call, no
+extra latency. The only dimension is the service: a subscription or tenant dimension would make one
+billed metric per customer; per-subscription numbers are in the stats the API serves instead.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+SERVICE = "herald"
+
+
+class Metric(StrEnum):
+    SUCCEEDED = "DeliverySucceeded"  # attempts answered with a 2xx
+    FAILED = "DeliveryFailed"  # attempts made that failed (any other answer, or none)
+    RETRIED = "DeliveryRetried"  # failed attempts after which another one is scheduled
+    EXHAUSTED = "DeliveryExhausted"  # deliveries that failed for good
+    REFUSED = "DeliveryRefused"  # attempts not made: the URL policy refused the address
+    POSTPONED = "DeliveryPostponed"  # attempts put off by the subscription's rate limit
+    LATENCY = "DeliveryLatency"  # milliseconds of one attempt
+    FANOUT_SIZE = "FanoutSize"  # deliveries queued by one fan-out message
+    QUEUE_AGE = "QueueAgeAtPickup"  # seconds between a delivery message's sending and its first pickup
+
+
+_UNITS = {
+    Metric.LATENCY: MetricUnit.Milliseconds,
+    Metric.QUEUE_AGE: MetricUnit.Seconds,
+}
+
+
+class DeliveryMetrics:
+    """Each worker has its own metric set (Powertools' ``Metrics`` class shares one per process, which
+    two workers on two threads, as in the local stack and tests, would interleave)."""
+
+    def __init__(self, namespace: str) -> None:
+        self._provider = AmazonCloudWatchEMFProvider(namespace=namespace, service=SERVICE)
+
+    def add(self, metric: Metric, value: float = 1) -> None:
+        self._provider.add_metric(name=metric.value, unit=_UNITS.get(metric, MetricUnit.Count), value=value)
+
+    def flush(self) -> None:
+        """Print the EMF document of what was added since the last flush (nothing if nothing was)."""
+        if self._provider.metric_set:
+            self._provider.flush_metrics()

@@ -1,0 +1,82 @@
+"""Operational events: Herald tells the operator about its subscriptions' health.
+
+The operator registers endpoints with the admin key (``/v1/operator/webhooks``). They are ordinary
+subscriptions of a reserved tenant that has no record and no API key, so tenants can neither see
+them nor act for it; Herald publishes operational events (``catalog.operational_catalog``) to that
+tenant through the normal path (stored event, fan-out, signed and retried deliveries, attempt log).
+
+Each operational event has an id derived from what it reports (``subscription.disabled`` of this
+subscription at this time, ``delivery.failing`` of this delivery, ...), so a worker that reports the
+same thing twice (a message shown twice, a crash and a retry) publishes it once. Nothing is stored
+or queued when the operator has no endpoint for the event type: one Query decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from herald import ids
+from herald.catalog import operational_catalog
+from herald.messages import FanoutMessage
+from herald.models import WILDCARD, Event, utcnow
+from herald.publishing import envelope, event_expiry
+from herald.store import event_of
+
+if TYPE_CHECKING:
+    from herald.services import Services
+
+logger = logging.getLogger(__name__)
+
+#: The reserved tenant whose subscriptions are the operator's endpoints. It never has a tenant record
+#: (so broadcasts and tenant listings skip it) nor API keys (so only the admin key reaches them).
+OPERATOR_TENANT_ID = f"{ids.TENANT}_{'0' * 26}"
+
+
+class OperationalEventError(Exception):
+    """An operational event that the catalog does not declare, or whose data does not fit it."""
+
+
+def operational_event_id(event_type: str, *key: str) -> str:
+    """The id of the operational event reporting ``event_type`` about ``key``: the same report, the same id."""
+    digest = hashlib.sha256("\x1f".join((event_type, *key)).encode()).hexdigest()
+    return f"{ids.EVENT}_op_{digest[:32]}"
+
+
+def has_listeners(services: Services, event_type: str) -> bool:
+    """Whether any enabled operator endpoint takes ``event_type``."""
+    for route in (event_type, WILDCARD):
+        sub_ids, _ = services.store.query_routes(OPERATOR_TENANT_ID, route, limit=1, cursor=None)
+        if sub_ids:
+            return True
+    return False
+
+
+def emit(services: Services, event_type: str, data: dict[str, Any], *, key: tuple[str, ...]) -> str | None:
+    """Publish an operational event to the operator's endpoints, once per ``key``. Returns its id, or
+    None when no endpoint takes it (nothing is stored then)."""
+    entry = operational_catalog.get(event_type)
+    if entry is None:
+        raise OperationalEventError(f"{event_type!r} is not an operational event type")
+    if not has_listeners(services, event_type):
+        return None
+    payload = entry.validate(data)
+    now = utcnow()
+    event = Event(
+        id=operational_event_id(event_type, *key),
+        type=event_type,
+        tenant_id=OPERATOR_TENANT_ID,
+        timestamp=now,
+        data=payload,
+        payload=envelope(event_type, now, payload),
+        created_at=now,
+    )
+    existing = services.store.create_event(event, fingerprint=event.id, expires_at=event_expiry(services, now))
+    if existing is not None and existing.get("enqueued"):
+        return event.id  # reported before
+    stored = event if existing is None else event_of(existing)
+    services.queue.send(FanoutMessage(event_id=stored.id, tenant_id=OPERATOR_TENANT_ID))
+    services.store.mark_event(stored.id, enqueued=True)
+    logger.info("operational event published", extra={"event_id": stored.id, "event_type": event_type})
+    return stored.id

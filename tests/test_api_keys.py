@@ -1,0 +1,186 @@
+"""API keys: prefixed by kind, 256 random bits, shown once, stored as hashes, revocable; the operator's key
+comes from Secrets Manager, cached per container and picked up again after a rotation."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+
+from herald import ids
+from herald.auth import AdminKeyProvider
+from herald.local.resources import load_template
+from tests.api_support import assert_error
+from tests.conftest import ADMIN, ADMIN_KEY, Clock
+
+TENANT_KEY = re.compile(r"^hrk_[A-Za-z0-9_-]{43}$")
+
+
+def test_generated_keys_carry_their_kind_and_32_random_bytes() -> None:
+    # WHEN keys of both kinds are generated
+    tenant_keys = {ids.new_api_key() for _ in range(200)}
+    admin_key = ids.new_admin_key()
+    # THEN each names its kind, carries 32 random bytes, and no two are alike
+    assert len(tenant_keys) == 200
+    for key in tenant_keys:
+        assert TENANT_KEY.match(key), key
+        assert len(base64.urlsafe_b64decode(key.removeprefix("hrk_") + "=")) == 32
+        assert ids.looks_like_tenant_key(key)
+    assert admin_key.startswith("hra_")
+    assert len(base64.urlsafe_b64decode(admin_key.removeprefix("hra_") + "=")) == 32
+    assert not ids.looks_like_tenant_key(admin_key)
+    # ... and a secret of the third kind, the signing secret, is recognisable too
+    assert ids.new_signing_secret().startswith("whsec_")
+
+
+def test_the_deployed_admin_key_is_prefixed_and_long() -> None:
+    # GIVEN the template
+    resources = load_template()["Resources"]
+    # THEN the admin key secret is `hra_` + the generated material, which is at least 32 characters
+    secret = resources["AdminKeySecret"]["Properties"]
+    assert secret["SecretString"] == {"Fn::Sub": "hra_{{resolve:secretsmanager:${AdminKeyMaterial}}}"}
+    material = resources["AdminKeyMaterial"]["Properties"]["GenerateSecretString"]
+    assert material["PasswordLength"] >= 43
+    assert "SecretStringTemplate" not in material
+    assert material["ExcludePunctuation"] is True  # the key stays one token in a header
+
+
+def test_a_new_key_is_shown_once_and_listed_without_its_value(client, tenant) -> None:
+    # WHEN the operator issues a second key
+    created = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    key = created.json()
+    # THEN the answer carries the key once, with a recognisable prefix
+    assert TENANT_KEY.match(key["key"])
+    assert key["prefix"] == key["key"][:10]
+    # ... and the listing names the keys without their values
+    listed = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN)
+    assert listed.status_code == 200
+    assert {item["id"] for item in listed.json()["data"]} >= {key["id"]}
+    assert key["key"] not in listed.text
+    assert tenant.key not in listed.text
+    assert "key" not in listed.json()["data"][0]
+
+
+def test_a_revoked_key_stops_working_at_once(client, tenant) -> None:
+    # GIVEN a second key that works
+    second = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN).json()
+    headers = {"Authorization": f"Bearer {second['key']}"}
+    assert client.get("/v1/subscriptions", headers=headers).status_code == 200
+    # WHEN it is revoked
+    assert client.delete(f"/v1/tenants/{tenant.id}/api-keys/{second['id']}", headers=ADMIN).status_code == 204
+    # THEN it is refused, and the tenant's first key still works
+    assert_error(client.get("/v1/subscriptions", headers=headers), 401, "unauthorized")
+    assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 200
+    # ... and revoking it again, or a key id of another shape, is a 404
+    assert_error(client.delete(f"/v1/tenants/{tenant.id}/api-keys/{second['id']}", headers=ADMIN), 404, "not_found")
+    assert_error(client.delete(f"/v1/tenants/{tenant.id}/api-keys/KEY#1", headers=ADMIN), 404, "not_found")
+
+
+def test_a_token_of_no_known_shape_is_refused_without_a_lookup(client, tenant, services, monkeypatch) -> None:
+    # GIVEN a count of the API key lookups
+    lookups: list[str] = []
+    real = services.store.get_api_key
+
+    def counting(key_hash: str) -> Any:
+        lookups.append(key_hash)
+        return real(key_hash)
+
+    monkeypatch.setattr(services.store, "get_api_key", counting)
+    # WHEN tokens that are not tenant keys are presented
+    for token in ("whsec_" + "a" * 44, "hra_" + "b" * 43, tenant.key.upper(), tenant.key + "x", "x" * 47):
+        assert_error(client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {token}"}), 401)
+    # THEN none reached the table; a key of the right shape does
+    assert lookups == []
+    assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 200
+    assert lookups == [ids.hash_api_key(tenant.key)]
+
+
+# --- the admin key from Secrets Manager ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def rotation(services, resources, aws):
+    """The app's admin key provider on a controllable clock, and a count of the secret reads."""
+    clock = Clock(1000.0)
+    secrets = aws.client("secretsmanager")
+    reads: list[str] = []
+    secrets.meta.events.register(
+        "provide-client-params.secrets-manager.GetSecretValue", lambda params, **_: reads.append(params["SecretId"])
+    )
+    services.admin_keys = AdminKeyProvider(services.settings, client=secrets, clock=clock)
+    return clock, secrets, reads
+
+
+def test_a_rotated_admin_key_is_picked_up_without_a_redeploy(client, services, resources, rotation) -> None:
+    clock, secrets, reads = rotation
+    # GIVEN the admin key works, so the provider has cached it
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    assert len(reads) == 1
+    # WHEN the secret is rotated to a new key
+    new_key = ids.new_admin_key()
+    secrets.put_secret_value(SecretId=resources.admin_key_secret_arn, SecretString=new_key)
+    new = {"Authorization": f"Bearer {new_key}"}
+    # THEN the new key works once the refresh floor has passed (well before the cache expires) ...
+    clock.advance(services.settings.admin_key_refresh_seconds)
+    assert clock.now - 1000.0 < services.settings.admin_key_cache_seconds
+    assert client.get("/v1/tenants", headers=new).status_code == 200
+    assert len(reads) == 2
+    # ... and the old key stops working
+    assert_error(client.get("/v1/tenants", headers=ADMIN), 401, "unauthorized")
+
+
+def test_a_flood_of_wrong_keys_reads_the_secret_once_per_floor(client, services, rotation) -> None:
+    clock, _, reads = rotation
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    # WHEN many wrong keys arrive within the refresh floor
+    for index in range(50):
+        response = client.get("/v1/tenants", headers={"Authorization": f"Bearer hra_wrong{index}"})
+        assert_error(response, 401, "unauthorized")
+        clock.advance(0.1)
+    # THEN the secret was not read again ...
+    assert len(reads) == 1
+    # ... and once per floor after that
+    clock.advance(services.settings.admin_key_refresh_seconds)
+    for index in range(50):
+        assert client.get("/v1/tenants", headers={"Authorization": f"Bearer hra_x{index}"}).status_code == 401
+    assert len(reads) == 2
+    # ... while tenant-shaped keys never make it read the secret
+    clock.advance(services.settings.admin_key_refresh_seconds)
+    assert client.get("/v1/tenants", headers={"Authorization": f"Bearer hrk_{'a' * 43}"}).status_code == 401
+    assert len(reads) == 2
+
+
+def test_an_unreadable_secret_on_refresh_keeps_the_cached_key(client, services, resources, rotation) -> None:
+    clock, secrets, reads = rotation
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    # GIVEN the secret can no longer be read
+    secrets.delete_secret(SecretId=resources.admin_key_secret_arn, ForceDeleteWithoutRecovery=True)
+    clock.advance(services.settings.admin_key_refresh_seconds)
+    # WHEN a wrong key prompts a re-read
+    response = client.get("/v1/tenants", headers={"Authorization": "Bearer hra_not-the-key"})
+    # THEN the caller gets a 401 (not a 503), and the cached key still works
+    assert_error(response, 401, "unauthorized")
+    assert len(reads) == 2
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    # ... and the failed read is not retried before the floor again
+    assert client.get("/v1/tenants", headers={"Authorization": "Bearer hra_other"}).status_code == 401
+    assert len(reads) == 2
+
+
+def test_the_cache_still_expires(client, services, resources, rotation) -> None:
+    clock, secrets, reads = rotation
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    secrets.put_secret_value(SecretId=resources.admin_key_secret_arn, SecretString=ids.new_admin_key())
+    # WHEN the cache expires and the old key is presented
+    clock.advance(services.settings.admin_key_cache_seconds)
+    # THEN the secret was read again and the old key is refused
+    assert_error(client.get("/v1/tenants", headers=ADMIN), 401, "unauthorized")
+    assert len(reads) == 2
+
+
+def test_the_admin_key_value_is_used_as_it_is(services) -> None:
+    # The value in the secret is the key itself (prefixed in a deployment, any string in a local run)
+    assert services.admin_keys.get() == ADMIN_KEY

@@ -1,0 +1,135 @@
+"""A subscription failing continuously for the whole window is disabled, the tenant sees why and when, and a
+PATCH re-enables it with a fresh window. Timed with a controllable clock; deliveries over real HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Clock, Receiver, TenantInfo
+from tests.delivery_support import ADMIN, Harness, make_harness, only_delivery, publish, signature_of, subscribe
+
+pytestmark = pytest.mark.e2e
+
+HOUR = 3600
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    # Three quick attempts, then one an hour; failing after 3 failures in a row; disabled after 2 h of it.
+    return {
+        "retry_schedule": (0, 0, 0, HOUR, HOUR, HOUR, HOUR),
+        "retry_jitter": 0.0,
+        "failing_after_failures": 3,
+        "disable_after_failing_hours": 2,
+    }
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(time.time())
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
+    made = make_harness(services, aws, clock=clock)
+    yield made
+    made.close()
+
+
+def step(harness: Harness, clock: Clock, seconds: float) -> None:
+    clock.advance(seconds)
+    harness.reveal()
+    harness.drain()
+
+
+def first_attempts(harness: Harness, clock: Clock) -> None:
+    """The attempts that come back at once: each retry is hidden for the second its attempt took, rounded up."""
+    harness.drain()
+    for _ in range(3):
+        step(harness, clock, 2)
+
+
+def stats(client: Any, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_a_subscription_failing_for_the_whole_window_is_disabled_and_re_enabled_by_a_patch(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    # GIVEN an operator endpoint for disabled subscriptions, and a tenant endpoint that answers 500
+    ops, broken = make_receiver(), make_receiver()
+    broken.default = (500, {}, b"", 0.0)
+    operator = client.post(
+        "/v1/operator/webhooks", json={"url": ops.url, "event_types": ["subscription.disabled"]}, headers=ADMIN
+    ).json()
+    sub = subscribe(client, tenant, broken.url)
+    # WHEN its first three attempts fail
+    publish(client, tenant.id)
+    first_attempts(harness, clock)
+    # THEN it counts as failing from its third failure, and is still enabled
+    assert len(broken.received) == 3
+    first = stats(client, tenant, sub.id)
+    assert (first["attempts"], first["failed"], first["consecutive_failures"]) == (3, 3, 3)
+    assert first["failing_since"] is not None
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+    # WHEN it keeps failing one hour later (inside the 2 h window)
+    step(harness, clock, HOUR + 1)
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+    # AND once more when the window has passed
+    step(harness, clock, HOUR + 1)
+    # THEN it is disabled, with the reason and time shown to the tenant
+    shown = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert shown["enabled"] is False
+    assert shown["disabled_reason"].startswith("failing continuously since")
+    assert shown["disabled_at"] is not None
+    # AND the operator got a signed report of it (its timestamp is the worker's clock, hours ahead: the
+    # signature is checked with hmac rather than with the libraries' 5-minute tolerance)
+    (report,) = ops.received
+    assert signature_of(operator["secret"], report) in report.headers["webhook-signature"].split(" ")
+    assert report.json()["data"]["failing_since"] is not None
+    # AND its pending delivery is cancelled when it comes due, with nothing sent
+    step(harness, clock, HOUR + 1)
+    assert len(broken.received) == 5
+    assert only_delivery(client, tenant, sub.id)["status"] == "failed"
+    # WHEN the tenant re-enables it
+    enabled = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": True}, headers=tenant.headers).json()
+    # THEN the reason and time are cleared, and the failing window starts again (a new failure does not disable it)
+    assert (enabled["enabled"], enabled["disabled_reason"], enabled["disabled_at"]) == (True, None, None)
+    publish(client, tenant.id)
+    first_attempts(harness, clock)
+    assert len(broken.received) == 8
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+
+
+def test_stats_count_attempts_successes_and_failures(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose endpoint fails once, then works
+    receiver.responses = [(502, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN nothing was sent yet, THEN its stats are empty
+    empty = stats(client, tenant, sub.id)
+    assert (empty["attempts"], empty["success_rate"], empty["last_success_at"]) == (0, None, None)
+    # WHEN two events are delivered (one of them at its second attempt)
+    publish(client, tenant.id)
+    publish(client, tenant.id)
+    first_attempts(harness, clock)
+    # THEN the stats count three attempts, two of them successful
+    counted = stats(client, tenant, sub.id)
+    assert (counted["attempts"], counted["succeeded"], counted["failed"]) == (3, 2, 1)
+    assert counted["success_rate"] == pytest.approx(2 / 3, abs=1e-3)
+    assert counted["last_status_code"] == 200
+    assert counted["last_success_at"] is not None
+    assert counted["last_failure_at"] is not None
+    assert (counted["consecutive_failures"], counted["failing_since"]) == (0, None)
+    # AND another tenant cannot read them
+    other = client.post("/v1/tenants", json={"name": "Other"}, headers=ADMIN).json()["api_key"]["key"]
+    assert (
+        client.get(f"/v1/subscriptions/{sub.id}/stats", headers={"Authorization": f"Bearer {other}"}).status_code == 404
+    )

@@ -1,0 +1,175 @@
+"""The dead-letter queue through the API: what is in it and why, and a redrive that brings healthy messages
+back to work while poison stays parked. Messages travel through moto's SQS (its RedrivePolicy moves a
+message after maxReceiveCount receives) and deliveries over real HTTP to 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from herald import ids
+from herald.dlq import REDRIVES_ATTRIBUTE
+from tests.api_support import assert_error
+from tests.conftest import Receiver, TenantInfo
+from tests.delivery_support import ADMIN, Harness, make_harness, only_delivery, publish, subscribe
+
+pytestmark = pytest.mark.e2e
+
+DEAD_LETTERS = "/v1/admin/dead-letters"
+REDRIVE = "/v1/admin/dead-letters/redrive"
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any) -> Iterator[Harness]:
+    made = make_harness(services, aws)
+    yield made
+    made.close()
+
+
+def dead_letters(client: Any, **params: Any) -> dict[str, Any]:
+    response = client.get(DEAD_LETTERS, params=params, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def redrive(client: Any, **body: Any) -> dict[str, Any]:
+    response = client.post(REDRIVE, json=body or None, headers=ADMIN)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def retire(harness: Harness) -> dict[str, Any]:
+    """A worker that dies on every receive of the one message on the work queue: receive it (never deleting
+    it) until SQS's RedrivePolicy moves it to the dead-letter queue. Returns its body."""
+    url = harness.services.settings.queue_url
+    body: dict[str, Any] | None = None
+    for _ in range(harness.services.settings.max_receive_count + 1):
+        got = harness.sqs.receive_message(QueueUrl=url, VisibilityTimeout=0).get("Messages", [])
+        if got:
+            body = json.loads(got[0]["Body"])
+    assert body is not None
+    assert harness.counts() == (0, 0)
+    return body
+
+
+def test_a_poison_message_is_shown_with_its_reason_and_stays_parked(client, harness: Harness) -> None:
+    # GIVEN a message no worker can read, sent to the work queue
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody='{"kind": "teleport"}')
+    # WHEN the worker meets it
+    harness.drain()
+    # THEN it is in the dead-letter queue, shown with why, and looking at it does not consume it
+    for _ in range(2):
+        seen = dead_letters(client)
+        assert (seen["count"], seen["in_flight"]) == (1, 0)
+        (letter,) = seen["sample"]
+        assert letter["poison"] is True
+        assert letter["reason"].startswith("poison: unreadable work message")
+        assert letter["kind"] == "teleport"
+        assert letter["body"] == '{"kind": "teleport"}'
+        assert letter["event_id"] is None
+        assert seen["oldest_sent_at"] == letter["sent_at"]
+        assert seen["oldest_age_seconds"] >= 0
+    # WHEN the operator redrives the queue
+    moved = redrive(client)
+    # THEN the poison stays where it is, and nothing reached the work queue
+    assert (moved["moved"], moved["kept"], moved["remaining"]) == (0, 1, 1)
+    assert harness.counts() == (0, 0)
+    assert dead_letters(client)["count"] == 1
+
+
+def test_a_retired_message_is_redriven_and_delivered_while_poison_stays(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a delivery message retired to the dead-letter queue by SQS (its worker died on every receive)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.poller.poll_once()  # the fan-out queues the delivery message
+    body = retire(harness)
+    assert body["kind"] == "delivery"
+    # AND a poison message beside it
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody="not json at all")
+    harness.drain()
+    assert receiver.received == []
+    # WHEN the operator looks
+    seen = dead_letters(client)
+    # THEN both are there, each with what it is and why
+    assert seen["count"] == 2
+    by_poison = {letter["poison"]: letter for letter in seen["sample"]}
+    retired, poison = by_poison[False], by_poison[True]
+    assert retired["kind"] == "delivery"
+    assert retired["event_id"] == event_id
+    assert retired["subscription_id"] == sub.id
+    assert retired["delivery_id"] == ids.delivery_id(event_id, sub.id)
+    assert "maxReceiveCount" in retired["reason"]
+    assert retired["receive_count"] >= harness.services.settings.max_receive_count
+    assert poison["kind"] is None
+    assert poison["reason"].startswith("poison: ")
+    # WHEN the operator redrives
+    moved = redrive(client)
+    # THEN the retired message went back and was processed normally: delivered, verifiable, once
+    assert (moved["moved"], moved["kept"], moved["remaining"]) == (1, 1, 1)
+    harness.drain()
+    (got,) = receiver.received
+    assert Webhook(sub.secret).verify(got.body, dict(got.headers))["type"] == "invoice.paid"
+    assert got.headers["webhook-id"] == event_id
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+    # AND the poison is still parked, out of the way
+    (left,) = dead_letters(client)["sample"]
+    assert left["poison"] is True
+    assert harness.counts() == (0, 0)
+
+
+def test_a_message_back_after_too_many_redrives_counts_as_poison(client, tenant: TenantInfo, harness: Harness) -> None:
+    # GIVEN a readable message that already came back to the dead-letter queue after three redrives
+    body = json.dumps({"v": 1, "kind": "fanout", "event_id": "evt_gone"})
+    harness.sqs.send_message(
+        QueueUrl=harness.services.settings.dead_letter_queue_url,
+        MessageBody=body,
+        MessageAttributes={REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": "3"}},
+    )
+    # WHEN the operator looks and redrives
+    (letter,) = dead_letters(client)["sample"]
+    moved = redrive(client)
+    # THEN it is shown as poison, with the reason, and stays
+    assert letter["poison"] is True
+    assert letter["redrives"] == 3
+    assert letter["reason"] == "failed again after 3 redrives"
+    assert (moved["moved"], moved["kept"]) == (0, 1)
+    assert harness.counts() == (0, 0)
+
+
+def test_a_redrive_stamps_its_count_and_respects_its_limit(client, tenant: TenantInfo, harness: Harness) -> None:
+    # GIVEN three readable messages in the dead-letter queue, one redriven before
+    dlq = harness.services.settings.dead_letter_queue_url
+    for index in range(3):
+        attributes = {REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": "1"}} if index == 0 else {}
+        harness.sqs.send_message(
+            QueueUrl=dlq,
+            MessageBody=json.dumps({"v": 1, "kind": "purge_tenant", "tenant_id": f"tnt_{index}"}),
+            MessageAttributes=attributes,
+        )
+    # WHEN the operator redrives two of them
+    moved = redrive(client, limit=2)
+    # THEN two moved and one remains
+    assert (moved["moved"], moved["kept"], moved["remaining"]) == (2, 0, 1)
+    # AND the moved ones carry their redrive count onto the work queue
+    got = harness.sqs.receive_message(
+        QueueUrl=harness.services.settings.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert len(got) == 2
+    counts = sorted(int(m["MessageAttributes"][REDRIVES_ATTRIBUTE]["StringValue"]) for m in got)
+    assert counts in ([1, 1], [1, 2])
+    # AND a limit out of range is a 422
+    assert_error(client.post(REDRIVE, json={"limit": 0}, headers=ADMIN), 422)
+
+
+def test_the_dead_letter_queue_is_for_the_operator_only(client, tenant: TenantInfo) -> None:
+    assert_error(client.get(DEAD_LETTERS, headers=tenant.headers), 403, "forbidden")
+    assert_error(client.post(REDRIVE, headers=tenant.headers), 403, "forbidden")
+    assert_error(client.get(DEAD_LETTERS), 401)
+    empty = dead_letters(client)
+    assert (empty["count"], empty["sample"], empty["oldest_sent_at"]) == (0, [], None)

@@ -1,0 +1,106 @@
+"""Metrics in CloudWatch Embedded Metric Format and correlated, secret-free logs, for a delivery that
+succeeds, one that is retried and one that is exhausted. Over real HTTP, on a controllable clock."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Clock, TenantInfo
+from tests.delivery_support import ADMIN, INVOICE, Harness, make_harness, subscribe
+
+pytestmark = pytest.mark.e2e
+
+MARKER = "in_payload_marker_7f3a"
+CORRELATION = ("event_id", "delivery_id", "subscription_id", "tenant_id", "attempt")
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"retry_schedule": (0, 0), "retry_jitter": 0.0, "metrics_namespace": "HeraldTest"}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(time.time())
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
+    made = make_harness(services, aws, clock=clock)
+    yield made
+    made.close()
+
+
+def emf_documents(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
+
+
+def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, capsys, caplog
+) -> None:
+    caplog.set_level(logging.INFO)
+    # GIVEN two subscriptions to one event: one answers 200, the other 500 (two attempts, then it is exhausted)
+    ok, broken = make_receiver(), make_receiver()
+    broken.default = (500, {}, b"", 0.0)
+    ok_sub = subscribe(client, tenant, ok.url)
+    broken_sub = subscribe(client, tenant, broken.url)
+    # WHEN an event whose payload carries a marker is published and both deliveries run their course
+    body = {"type": "invoice.paid", "data": {**INVOICE, "invoice_id": MARKER}, "tenant_id": tenant.id}
+    published = client.post("/v1/events", json=body, headers=ADMIN)
+    assert published.status_code == 202
+    capsys.readouterr()
+    harness.drain()
+    clock.advance(2)
+    harness.reveal()
+    harness.drain()
+    assert (len(ok.received), len(broken.received)) == (1, 2)
+    output = capsys.readouterr().out
+    # THEN the invocations printed EMF documents in the configured namespace, with the service as only dimension
+    documents = emf_documents(output)
+    assert documents
+    values: dict[str, list[float]] = defaultdict(list)
+    units: dict[str, str] = {}
+    for document in documents:
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "HeraldTest"
+        assert directive["Dimensions"] == [["service"]]
+        for metric in directive["Metrics"]:
+            units[metric["Name"]] = metric["Unit"]
+            value = document[metric["Name"]]
+            values[metric["Name"]] += value if isinstance(value, list) else [value]
+    # AND they count one success, two failures, one retry and one exhaustion
+    assert sum(values["DeliverySucceeded"]) == 1
+    assert sum(values["DeliveryFailed"]) == 2
+    assert sum(values["DeliveryRetried"]) == 1
+    assert sum(values["DeliveryExhausted"]) == 1
+    assert "DeliveryRefused" not in values
+    # AND a latency per attempt, the fan-out's size, and the queue age of each delivery message when first picked up
+    assert len(values["DeliveryLatency"]) == 3
+    assert units["DeliveryLatency"] == "Milliseconds"
+    assert values["FanoutSize"] == [2.0]
+    assert len(values["QueueAgeAtPickup"]) == 2
+    assert all(0 <= age < 60 for age in values["QueueAgeAtPickup"])
+    # AND every log line about an attempt carries the event, delivery, subscription, tenant and attempt number
+    attempts = [record for record in caplog.records if record.getMessage() == "attempt made"]
+    assert len(attempts) == 3
+    for record in attempts:
+        fields = record.__dict__
+        assert all(fields.get(name) for name in CORRELATION), fields
+        assert fields["tenant_id"] == tenant.id
+        assert fields["event_id"] == published.json()["id"]
+    assert sorted((r.__dict__["subscription_id"], r.__dict__["attempt"]) for r in attempts) == sorted(
+        [(ok_sub.id, 1), (broken_sub.id, 1), (broken_sub.id, 2)]
+    )
+    # AND no log line or metric holds a signing secret or the payload
+    logged = output + "\n".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
+    for secret in (ok_sub.secret, broken_sub.secret):
+        assert secret not in logged
+        assert secret.removeprefix("whsec_") not in logged
+    assert MARKER not in logged

@@ -1,0 +1,235 @@
+"""Operational webhooks: the operator hears, on its own signed endpoints, when a subscription is disabled or
+recovers and when a delivery is failing or exhausted. Over real HTTP, verified with ``standardwebhooks``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from tests.conftest import Receiver, TenantInfo
+from tests.delivery_support import ADMIN, Harness, make_harness, publish, subscribe
+
+pytestmark = pytest.mark.e2e
+
+OPERATIONAL = {"subscription.disabled", "delivery.exhausted", "delivery.failing", "subscription.recovered"}
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    # Five attempts back to back (no waiting), no jitter: a whole retry sequence runs in one drain.
+    return {"retry_schedule": (0, 0, 0, 0, 0), "retry_jitter": 0.0, "failing_after_failures": 3}
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any) -> Iterator[Harness]:
+    made = make_harness(services, aws)
+    yield made
+    made.close()
+
+
+def register(client: Any, url: str, event_types: list[str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"url": url} | ({"event_types": event_types} if event_types else {})
+    response = client.post("/v1/operator/webhooks", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def drain_until(harness: Harness, done: Callable[[], bool], seconds: float = 30) -> None:
+    """Drain until ``done()``: a retry comes back a second or so after its attempt (visibility is whole seconds)."""
+    give_up = time.monotonic() + seconds
+    while True:
+        harness.drain()
+        if done() or time.monotonic() > give_up:
+            return
+        time.sleep(0.2)
+
+
+def operational(secret: str, receiver: Receiver) -> list[dict[str, Any]]:
+    """Every delivery the operator's endpoint got, verified with standardwebhooks (raises if one is not)."""
+    return [Webhook(secret).verify(got.body, got.headers) for got in receiver.received]
+
+
+def test_a_410_disables_the_subscription_and_the_operator_gets_a_signed_webhook(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint for every operational event, and a tenant endpoint that answers 410 Gone
+    ops, gone = make_receiver(), make_receiver()
+    gone.default = (410, {}, b"gone", 0.0)
+    endpoint = register(client, ops.url)
+    assert endpoint["secret"].startswith("whsec_")
+    sub = subscribe(client, tenant, gone.url)
+    # WHEN an event is delivered to it
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    # THEN the subscription is disabled, with the reason and time shown to the tenant
+    shown = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert shown["enabled"] is False
+    assert "410" in shown["disabled_reason"]
+    assert shown["disabled_at"] is not None
+    # AND the operator received, signed, that it was disabled and that the delivery failed for good
+    payloads = {payload["type"]: payload["data"] for payload in operational(endpoint["secret"], ops)}
+    assert set(payloads) == {"subscription.disabled", "delivery.exhausted"}
+    disabled = payloads["subscription.disabled"]
+    assert (disabled["tenant_id"], disabled["subscription_id"], disabled["url"]) == (tenant.id, sub.id, gone.url)
+    assert "410" in disabled["reason"]
+    assert disabled["last_status_code"] == 410
+    exhausted = payloads["delivery.exhausted"]
+    assert (exhausted["event_id"], exhausted["attempts"], exhausted["last_status_code"]) == (event_id, 1, 410)
+    # AND no operational event reaches the tenant's endpoint
+    assert len(gone.received) == 1
+    # AND a PATCH re-enables it, clearing the reason and time
+    enabled = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": True}, headers=tenant.headers).json()
+    assert (enabled["enabled"], enabled["disabled_reason"], enabled["disabled_at"]) == (True, None, None)
+    gone.default = (200, {}, b"ok", 0.0)
+    publish(client, tenant.id)
+    harness.drain()
+    assert len(gone.received) == 2
+
+
+def test_a_failing_delivery_is_reported_once_after_its_4th_attempt_and_once_exhausted(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint for delivery events only, and a tenant endpoint that always answers 500
+    ops, broken = make_receiver(), make_receiver()
+    broken.default = (500, {}, b"down", 0.0)
+    endpoint = register(client, ops.url, ["delivery.failing", "delivery.exhausted"])
+    sub = subscribe(client, tenant, broken.url)
+    # WHEN an event runs through its five attempts
+    event_id = publish(client, tenant.id)
+    drain_until(harness, lambda: len(broken.received) == 5 and len(ops.received) == 2)
+    time.sleep(1.5)
+    harness.drain()  # a later look at everything changes nothing
+    assert len(broken.received) == 5
+    # THEN the operator heard once that it was failing (after the 4th attempt) and once that it was exhausted
+    payloads = operational(endpoint["secret"], ops)
+    assert sorted(payload["type"] for payload in payloads) == ["delivery.exhausted", "delivery.failing"]
+    by_type = {payload["type"]: payload["data"] for payload in payloads}
+    assert by_type["delivery.failing"]["attempts"] == 4
+    assert by_type["delivery.failing"]["next_attempt_at"] is not None
+    assert by_type["delivery.exhausted"]["attempts"] == 5
+    assert by_type["delivery.exhausted"]["reason"] == "every scheduled attempt failed"
+    assert {data["event_id"] for data in by_type.values()} == {event_id}
+    assert {data["subscription_id"] for data in by_type.values()} == {sub.id}
+    # AND the subscription is failing but not disabled: its window (5 days) has not passed
+    stats = client.get(f"/v1/subscriptions/{sub.id}/stats", headers=tenant.headers).json()
+    assert stats["consecutive_failures"] == 5
+    assert stats["failing_since"] is not None
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+
+
+def test_a_failing_subscription_that_succeeds_again_is_reported_recovered(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint, and a tenant endpoint that fails three times (failing from then on) then works
+    ops, flaky = make_receiver(), make_receiver()
+    flaky.responses = [(503, {}, b"", 0.0)] * 3
+    endpoint = register(client, ops.url, ["subscription.recovered"])
+    sub = subscribe(client, tenant, flaky.url)
+    # WHEN an event is delivered at its 4th attempt
+    publish(client, tenant.id)
+    drain_until(harness, lambda: len(ops.received) == 1)
+    # THEN the operator heard that the subscription recovered, and since when it had been failing
+    (payload,) = operational(endpoint["secret"], ops)
+    assert payload["type"] == "subscription.recovered"
+    assert payload["data"]["subscription_id"] == sub.id
+    assert payload["data"]["failing_since"] <= payload["data"]["recovered_at"]
+    # AND the stats show the streak over
+    stats = client.get(f"/v1/subscriptions/{sub.id}/stats", headers=tenant.headers).json()
+    assert (stats["consecutive_failures"], stats["failing_since"]) == (0, None)
+
+
+def test_the_operators_own_endpoint_is_never_reported_to_itself(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint that answers 410 Gone, and a tenant endpoint that does too
+    ops, gone = make_receiver(), make_receiver()
+    ops.default = gone.default = (410, {}, b"gone", 0.0)
+    endpoint = register(client, ops.url)
+    sub = subscribe(client, tenant, gone.url)
+    # WHEN a delivery to the tenant disables its subscription, and the reports of it disable the operator's
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the operator's endpoint got the two reports about the tenant's subscription, none about itself (no loop)
+    reports = [got.json() for got in ops.received]
+    assert sorted(report["type"] for report in reports) == ["delivery.exhausted", "subscription.disabled"]
+    assert {report["data"]["subscription_id"] for report in reports} == {sub.id}
+    shown = client.get(f"/v1/operator/webhooks/{endpoint['id']}", headers=ADMIN).json()
+    assert shown["enabled"] is False
+    # AND the operator can re-enable it
+    patched = client.patch(f"/v1/operator/webhooks/{endpoint['id']}", json={"enabled": True}, headers=ADMIN)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["enabled"] is True
+
+
+def test_without_operator_endpoints_nothing_is_published(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN no operator endpoint, and a tenant endpoint that answers 410
+    receiver.default = (410, {}, b"gone", 0.0)
+    subscribe(client, tenant, receiver.url)
+    # WHEN its subscription is disabled
+    publish(client, tenant.id)
+    harness.queue_calls.clear()  # what the API sent; the worker's own sends from here on
+    harness.drain()
+    # THEN no operational event was stored or queued: the worker sent no message beyond the fan-out's delivery
+    sent = harness.queue_calls.of("SendMessage") + harness.queue_calls.of("SendMessageBatch")
+    assert [call.operation for call in sent] == ["SendMessageBatch"]
+
+
+def test_operational_event_types_are_neither_publishable_nor_subscribable(client, tenant: TenantInfo) -> None:
+    # WHEN the operator publishes an operational event type through the events API
+    data = {"tenant_id": tenant.id, "subscription_id": "sub_x", "url": "https://x.test/", "reason": "r"}
+    published = client.post(
+        "/v1/events", json={"type": "subscription.disabled", "data": data, "tenant_id": tenant.id}, headers=ADMIN
+    )
+    # THEN it is refused: only Herald emits them
+    assert published.status_code == 422
+    assert published.json()["error"]["code"] == "unknown_event_type"
+    # AND a tenant cannot subscribe to one
+    subscribed = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/h", "event_types": ["delivery.failing"]},
+        headers=tenant.headers,
+    )
+    assert subscribed.status_code == 422
+    # AND a tenant cannot reach the operator's endpoints; unknown types are refused there too
+    assert client.get("/v1/operator/webhooks", headers=tenant.headers).status_code == 403
+    refused = client.post(
+        "/v1/operator/webhooks", json={"url": "https://example.com/h", "event_types": ["invoice.paid"]}, headers=ADMIN
+    )
+    assert refused.status_code == 422
+
+
+def test_operator_endpoints_are_listed_and_deleted(client) -> None:
+    # GIVEN two operator endpoints
+    first = register(client, "https://ops.example.com/a")
+    register(client, "https://ops.example.com/b", ["subscription.disabled"])
+    # WHEN they are listed, THEN both show, without their secrets
+    listed = client.get("/v1/operator/webhooks", headers=ADMIN).json()
+    assert sorted(item["url"] for item in listed["data"]) == ["https://ops.example.com/a", "https://ops.example.com/b"]
+    assert all("secret" not in item for item in listed["data"])
+    # AND one can be deleted
+    assert client.delete(f"/v1/operator/webhooks/{first['id']}", headers=ADMIN).status_code == 204
+    assert client.get(f"/v1/operator/webhooks/{first['id']}", headers=ADMIN).status_code == 404
+    # AND the operator's reserved tenant is not among the tenants
+    tenants = client.get("/v1/tenants", headers=ADMIN).json()["data"]
+    assert all(item["name"] != "operator" for item in tenants)
+
+
+def test_operational_events_are_documented_as_webhooks(client) -> None:
+    # WHEN the OpenAPI document is read
+    webhooks = client.get("/openapi.json").json()["webhooks"]
+    # THEN each operational event is there with its body, tagged as operational, beside the tenants' types
+    assert set(webhooks) >= OPERATIONAL
+    assert "invoice.paid" in webhooks
+    for name in OPERATIONAL:
+        assert webhooks[name]["post"]["tags"] == ["operational"]
+    # AND each documents the delivered body and the signature headers
+    for name in OPERATIONAL:
+        operation = webhooks[name]["post"]
+        assert "application/json" in operation["requestBody"]["content"]
+        assert {"webhook-signature", "webhook-id", "webhook-timestamp"} <= {p["name"] for p in operation["parameters"]}

@@ -1,0 +1,195 @@
+"""A subscription's rate limit holds across concurrent workers: over the rate, deliveries are postponed,
+never failed nor dropped.
+
+The burst test runs two workers (two emulated Lambda invocations at a time, each with its own AWS
+clients) on the real clock against a real receiver on 127.0.0.1 that notes when each delivery arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from herald.delivery import Worker, settle_all
+from herald.local.poller import SqsPoller
+from herald.services import Services
+from tests.conftest import TenantInfo
+from tests.delivery_support import ADMIN, INVOICE, deliveries
+
+pytestmark = pytest.mark.e2e
+
+BURST = 200
+RATE = 10
+#: The limiter lets deliveries start at least 1/RATE s apart, so a 1-second window holds at most RATE + 1
+#: starts; one more for the jitter between a start and its arrival at the receiver.
+MOST_PER_SECOND = RATE + 2
+
+
+class TimedReceiver:
+    """A real HTTP server that notes the arrival time (monotonic) and headers of every POST, and answers 200."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                arrived = time.monotonic()
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                with outer.lock:
+                    outer.arrivals.append((arrived, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.arrivals)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def timed_receiver() -> Iterator[TimedReceiver]:
+    server = TimedReceiver()
+    yield server
+    server.close()
+
+
+def _most_in_one_second(times: list[float]) -> int:
+    """The largest number of arrivals in any window of one second (sliding, not aligned to seconds)."""
+    times = sorted(times)
+    most, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def test_a_burst_to_a_rate_limited_subscription_arrives_within_the_rate_and_in_full(
+    client, tenant: TenantInfo, services: Services, settings, aws, timed_receiver: TimedReceiver
+) -> None:
+    # GIVEN a subscription limited to 10 deliveries a second
+    created = client.post(
+        "/v1/subscriptions",
+        json={"url": timed_receiver.url, "event_types": ["invoice.paid"], "rate_limit": RATE},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["rate_limit"] == RATE
+    sub_id, secret = created.json()["id"], created.json()["secret"]
+    # AND a burst of 200 events published to its tenant
+    for index in range(BURST):
+        body = {"type": "invoice.paid", "data": {**INVOICE, "invoice_id": f"in_{index}"}, "tenant_id": tenant.id}
+        assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
+    # WHEN two workers drain the queue at the same time, each as one Lambda invocation after another
+    workers = [Worker(services), Worker(Services.create(settings, session=aws))]
+    pollers = [
+        SqsPoller(
+            aws.client("sqs"),
+            settings.queue_url,
+            worker.handle,
+            batch_size=100,
+            batching_window_seconds=0,
+            function_timeout_seconds=60,
+        )
+        for worker in workers
+    ]
+    stop = threading.Event()
+
+    def run(poller: SqsPoller) -> None:
+        while not stop.is_set():
+            if poller.poll_once().received == 0:
+                stop.wait(0.2)
+
+    try:
+        with ThreadPoolExecutor(len(pollers)) as pool:
+            running = [pool.submit(run, poller) for poller in pollers]
+            give_up = time.monotonic() + 240
+            while timed_receiver.count() < BURST and time.monotonic() < give_up:
+                time.sleep(0.5)
+            time.sleep(2)  # any duplicate would show up now
+            stop.set()
+            for future in running:
+                future.result()
+    finally:
+        stop.set()
+        settle_all(workers)
+    # THEN every event arrived exactly once, signed
+    ids = [headers["webhook-id"] for _, headers, _ in timed_receiver.arrivals]
+    assert len(ids) == BURST, f"{len(ids)} deliveries arrived"
+    assert len(set(ids)) == BURST
+    for _, headers, raw in timed_receiver.arrivals[:5]:
+        assert Webhook(secret).verify(raw, headers)["type"] == "invoice.paid"
+    # AND no window of one second saw more than the rate (plus one: see MOST_PER_SECOND)
+    most = _most_in_one_second([arrived for arrived, _, _ in timed_receiver.arrivals])
+    assert most <= MOST_PER_SECOND, f"{most} deliveries arrived within one second"
+    # AND none was dead-lettered, however often it was postponed
+    dlq = aws.client("sqs").get_queue_attributes(
+        QueueUrl=settings.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
+    # AND the postponements were not attempts: each delivery succeeded at its first and only attempt
+    listed = deliveries(client, tenant, sub_id, limit=250)
+    assert len(listed) == BURST
+    assert {(item["status"], item["attempts"]) for item in listed} == {("succeeded", 1)}
+
+
+def test_concurrent_takes_of_one_slot_grant_it_once(services: Services) -> None:
+    # GIVEN a subscription's rate of 5 a second, and 20 workers asking for a slot at the same moment
+    now = time.time()
+    with ThreadPoolExecutor(20) as pool:
+        waits = list(pool.map(lambda _: services.store.take_rate_slot("sub_x", interval=0.2, now=now), range(20)))
+    # THEN exactly one got it; the others are told to wait until the next slot, 0.2 s later
+    assert sorted(waits)[0] == 0.0
+    assert waits.count(0.0) == 1
+    assert all(wait == pytest.approx(0.2, abs=1e-6) for wait in waits if wait)
+    # AND that slot is free once its time has come, and not before
+    assert services.store.take_rate_slot("sub_x", interval=0.2, now=now + 0.1) == pytest.approx(0.1, abs=1e-6)
+    assert services.store.take_rate_slot("sub_x", interval=0.2, now=now + 0.2) == 0.0
+
+
+def test_rate_limit_is_validated_and_can_be_changed_or_removed(client, tenant: TenantInfo) -> None:
+    # GIVEN a subscription without a limit
+    created = client.post(
+        "/v1/subscriptions", json={"url": "http://127.0.0.1:9/h", "event_types": ["*"]}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    assert created.json()["rate_limit"] is None
+    # WHEN a limit is set, THEN it shows; a zero or negative one is refused
+    assert (
+        client.patch(f"/v1/subscriptions/{sub_id}", json={"rate_limit": 0}, headers=tenant.headers).status_code == 422
+    )
+    patched = client.patch(f"/v1/subscriptions/{sub_id}", json={"rate_limit": 25}, headers=tenant.headers)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["rate_limit"] == 25
+    # AND another change leaves it as it was, while null removes it
+    kept = client.patch(f"/v1/subscriptions/{sub_id}", json={"description": "x"}, headers=tenant.headers)
+    assert kept.json()["rate_limit"] == 25
+    removed = client.patch(f"/v1/subscriptions/{sub_id}", json={"rate_limit": None}, headers=tenant.headers)
+    assert removed.json()["rate_limit"] is None

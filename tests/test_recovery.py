@@ -1,0 +1,329 @@
+"""Replay after an outage: a subscription's recovery, an event's redelivery, and the manual retry's place
+beside them. Deliveries go over real HTTP to 127.0.0.1 and are verified with ``standardwebhooks``; time
+is simulated with the worker's ``Clock`` (see test_delivery_retries.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from tests.api_support import assert_error, queue_messages
+from tests.conftest import Clock, Receiver, TenantInfo
+from tests.delivery_support import (
+    ADMIN,
+    Harness,
+    attempts,
+    deliveries,
+    event_counts,
+    make_harness,
+    only_delivery,
+    publish,
+    subscribe,
+)
+
+pytestmark = pytest.mark.e2e
+
+#: Three attempts over about 11 hours (jitter +/-20 %): a subscriber down for a day exhausts them all.
+SCHEDULE = {"retry_schedule": "0,3600,36000"}
+HOUR = 3600.0
+
+
+@pytest.fixture
+def clock() -> Clock:
+    # The outage is simulated in the past, so that the recovery runs at the real time (and the deliveries it
+    # makes pass the 5-minute tolerance of the verifying library).
+    return Clock(time.time() - 30 * HOUR)
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
+    made = make_harness(services, aws, clock=clock)
+    yield made
+    made.close()
+
+
+def step(harness: Harness, clock: Clock, seconds: float) -> None:
+    """Let ``seconds`` pass: move the clock, bring back what the worker hid, and run the worker."""
+    clock.advance(seconds)
+    harness.reveal()
+    harness.drain()
+
+
+def at(clock: Clock) -> str:
+    return datetime.fromtimestamp(clock(), UTC).isoformat()
+
+
+def recover(client: Any, tenant: TenantInfo, sub_id: str, **window: str) -> dict[str, Any]:
+    response = client.post(f"/v1/subscriptions/{sub_id}/recover", json=window, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def progress(client: Any, tenant: TenantInfo, sub_id: str, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/subscriptions/{sub_id}/recoveries/{job_id}", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def outage(client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver) -> dict[str, Any]:
+    """A subscriber down for a simulated day: one event before the window, three in it, all exhausted."""
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    before = publish(client, tenant.id)
+    harness.drain()
+    step(harness, clock, 2 * HOUR)
+    since = at(clock)
+    step(harness, clock, 60)
+    missed = [publish(client, tenant.id) for _ in range(3)]
+    harness.drain()
+    for _ in range(24):
+        step(harness, clock, HOUR)
+    return {"sub": sub, "before": before, "missed": missed, "since": since}
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_brings_every_missed_event_exactly_once_more(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber that was down for a day: four events exhausted their three attempts, three of
+    # them after `since`
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    assert len(receiver.received) == 12
+    assert {d["status"] for d in deliveries(client, tenant, sub.id)} == {"failed"}
+    assert Counter(r.headers["webhook-id"] for r in receiver.received) == dict.fromkeys(
+        [seen["before"], *seen["missed"]], 3
+    )
+    # WHEN the subscriber is back and the tenant asks for a recovery since `since`, twice
+    receiver.default = (200, {}, b"ok", 0.0)
+    clock.now = time.time()
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    again = recover(client, tenant, sub.id, since=seen["since"])
+    # THEN the job is queued, and the repeat is the same job
+    assert job["id"].startswith("rcv_")
+    assert (job["status"], job["queued"], job["sent"], job["failed"]) == ("queued", 0, 0, 0)
+    assert job["subscription_id"] == sub.id
+    assert again["id"] == job["id"]
+    # WHEN the worker runs
+    harness.drain()
+    # THEN each missed event arrived exactly once more, signed so the independent library accepts it
+    extra = receiver.received[12:]
+    assert sorted(r.headers["webhook-id"] for r in extra) == sorted(seen["missed"])
+    for got in extra:
+        payload = Webhook(sub.secret).verify(got.body, dict(got.headers))
+        assert payload["type"] == "invoice.paid"
+    # AND the event before the window was not sent again
+    assert seen["before"] not in {r.headers["webhook-id"] for r in extra}
+    # AND the job's progress reads queued = sent = 3, failed = 0, done
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 3, 0)
+    # AND each recovered delivery succeeded with one `recover` attempt after its three scheduled ones,
+    # and its event counts it as succeeded
+    recovered = {d["event_id"]: d for d in deliveries(client, tenant, sub.id, status="succeeded")}
+    assert set(recovered) == set(seen["missed"])
+    for event_id, delivery in recovered.items():
+        log = attempts(client, tenant, sub.id, delivery["id"])
+        assert [a["trigger"] for a in log] == ["scheduled", "scheduled", "scheduled", "recover"]
+        assert [a["succeeded"] for a in log] == [False, False, False, True]
+        counts = event_counts(client, event_id)
+        assert (counts["succeeded"], counts["failed"]) == (1, 0)
+    assert [d["event_id"] for d in deliveries(client, tenant, sub.id, status="failed")] == [seen["before"]]
+    # WHEN the same recovery is asked for once more, after the first one finished
+    third = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    # THEN it is a new job that found nothing left to re-send: nothing was sent twice
+    assert third["id"] != job["id"]
+    assert progress(client, tenant, sub.id, third["id"])["status"] == "done"
+    assert progress(client, tenant, sub.id, third["id"])["queued"] == 0
+    assert len(receiver.received) == 15
+    step(harness, clock, HOUR)
+    assert len(receiver.received) == 15
+    assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_overlapping_recoveries_and_duplicated_messages_never_send_twice(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN three exhausted deliveries after an outage, and a subscriber back up
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    received_before = len(receiver.received)
+    receiver.default = (200, {}, b"ok", 0.0)
+    clock.now = time.time()
+    # WHEN two recoveries over overlapping windows are asked for at once
+    first = recover(client, tenant, sub.id, since=seen["since"])
+    wider = (datetime.fromisoformat(seen["since"]) - timedelta(minutes=30)).isoformat()
+    second = recover(client, tenant, sub.id, since=wider)
+    assert first["id"] != second["id"]
+    # AND their job messages run, and every delivery message they queued is duplicated (as SQS may)
+    harness.poller.poll_once()
+    queued = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    assert queued
+    assert all(body["kind"] == "delivery" and body["trigger"] == "recover" for body in queued)
+    for body in queued:
+        harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=json.dumps(body))
+    harness.drain()
+    # THEN each missed event arrived exactly once more
+    extra = receiver.received[received_before:]
+    assert sorted(r.headers["webhook-id"] for r in extra) == sorted(seen["missed"])
+    # AND the two jobs together re-sent each delivery once, and both are done
+    jobs = [progress(client, tenant, sub.id, job["id"]) for job in (first, second)]
+    assert [job["status"] for job in jobs] == ["done", "done"]
+    assert sum(job["queued"] for job in jobs) == 3
+    assert sum(job["sent"] for job in jobs) == 3
+    # AND the duplicates a worker was busy with when they came go away without sending anything
+    step(harness, clock, 60)
+    assert len(receiver.received) == received_before + 3
+    assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_attempt_that_fails_leaves_the_delivery_failed_without_new_retries(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN exhausted deliveries, and a subscriber still down
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    clock.now = time.time()
+    # WHEN the tenant recovers them
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    # THEN each got one more attempt, which failed: the job counts them failed, the deliveries stay failed
+    assert len(receiver.received) == 15
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 0, 3)
+    for delivery in deliveries(client, tenant, sub.id):
+        assert delivery["status"] == "failed"
+        assert delivery["next_attempt_at"] is None
+    # AND no retry was scheduled: a day later nothing more was sent
+    assert harness.counts() == (0, 0)
+    step(harness, clock, 24 * HOUR)
+    assert len(receiver.received) == 15
+
+
+def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -> None:
+    # GIVEN a subscription
+    sub = subscribe(client, tenant, receiver.url)
+    url = f"/v1/subscriptions/{sub.id}/recover"
+    now = datetime.now(UTC)
+    # WHEN `since` is more than 14 days ago, THEN 422
+    too_old = {"since": (now - timedelta(days=14, minutes=1)).isoformat()}
+    error = assert_error(client.post(url, json=too_old, headers=tenant.headers), 422, "invalid_input")
+    assert "14 days" in error["message"]
+    # WHEN `until` is not after `since`, or `since` is in the future, or has no time zone, THEN 422
+    for window in (
+        {"since": (now - timedelta(hours=1)).isoformat(), "until": (now - timedelta(hours=2)).isoformat()},
+        {"since": (now + timedelta(hours=1)).isoformat()},
+        {"since": "2026-01-01T00:00:00"},
+        {"since": "0001-01-01T00:00:00+01:00"},
+        {"since": (now - timedelta(hours=1)).isoformat(), "until": "9999-12-31T23:59:59-14:00"},
+        {"since": (now - timedelta(hours=1)).isoformat(), "extra": 1},
+    ):
+        assert_error(client.post(url, json=window, headers=tenant.headers), 422)
+    # AND 14 days minus a minute is accepted
+    ok = client.post(url, json={"since": (now - timedelta(days=13, hours=23)).isoformat()}, headers=tenant.headers)
+    assert ok.status_code == 202, ok.text
+
+
+@pytest.mark.parametrize("settings_overrides", [{"recovery_max_days": 2}])
+def test_the_reach_of_a_recovery_is_a_setting(client, tenant: TenantInfo, receiver: Receiver) -> None:
+    sub = subscribe(client, tenant, receiver.url)
+    since = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    response = client.post(f"/v1/subscriptions/{sub.id}/recover", json={"since": since}, headers=tenant.headers)
+    assert_error(response, 422, "invalid_input")
+
+
+def test_a_tenant_cannot_recover_or_read_another_tenants_subscription(client, make_tenant, receiver: Receiver) -> None:
+    # GIVEN tenant A's subscription and recovery
+    a, b = make_tenant("A"), make_tenant("B")
+    sub = subscribe(client, a, receiver.url)
+    window = {"since": (datetime.now(UTC) - timedelta(hours=1)).isoformat()}
+    job = recover(client, a, sub.id, **window)
+    # WHEN tenant B asks for a recovery of it, or its progress, THEN 404, as if neither existed
+    assert_error(client.post(f"/v1/subscriptions/{sub.id}/recover", json=window, headers=b.headers), 404, "not_found")
+    own = subscribe(client, b, receiver.url)
+    for path in (
+        f"/v1/subscriptions/{sub.id}/recoveries/{job['id']}",
+        f"/v1/subscriptions/{own.id}/recoveries/{job['id']}",
+    ):
+        assert_error(client.get(path, headers=b.headers), 404, "not_found")
+    # AND an unknown job is a 404, and the operator's key is not a tenant's
+    assert_error(client.get(f"/v1/subscriptions/{sub.id}/recoveries/rcv_nope", headers=a.headers), 404, "not_found")
+    assert_error(client.post(f"/v1/subscriptions/{sub.id}/recover", json=window, headers=ADMIN), 403, "forbidden")
+
+
+def test_a_redelivery_sends_an_event_once_more_to_every_subscription(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    clock.now = time.time()  # no outage here: the worker runs at the real time
+    # GIVEN an event delivered to one subscription, and a second subscription created after it
+    early, late = make_receiver(), make_receiver()
+    first = subscribe(client, tenant, early.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    assert len(early.received) == 1
+    second = subscribe(client, tenant, late.url)
+    # WHEN the operator redelivers the event, and its job message runs twice (as SQS may)
+    response = client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN)
+    assert response.status_code == 202, response.text
+    assert response.json()["event_id"] == event_id
+    assert response.json()["id"].startswith("rdl_")
+    (job_message,) = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    assert job_message["kind"] == "redeliver"
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=json.dumps(job_message))
+    harness.drain()
+    # THEN the first subscription got the event exactly once more (a manual attempt, the same webhook-id),
+    # and the second got it for the first time, exactly once
+    assert [r.headers["webhook-id"] for r in early.received] == [event_id, event_id]
+    assert [r.headers["webhook-id"] for r in late.received] == [event_id]
+    Webhook(first.secret).verify(early.received[1].body, dict(early.received[1].headers))
+    Webhook(second.secret).verify(late.received[0].body, dict(late.received[0].headers))
+    again = only_delivery(client, tenant, first.id)
+    assert [a["trigger"] for a in attempts(client, tenant, first.id, again["id"])] == ["scheduled", "manual"]
+    assert again["status"] == "succeeded"
+    new = only_delivery(client, tenant, second.id)
+    assert [a["trigger"] for a in attempts(client, tenant, second.id, new["id"])] == ["scheduled"]
+    # AND the event counts the new delivery once
+    counts = event_counts(client, event_id)
+    assert (counts["matched"], counts["succeeded"], counts["failed"]) == (2, 2, 0)
+    # AND the duplicated messages, once back, send nothing more
+    step(harness, clock, 60)
+    assert (len(early.received), len(late.received)) == (2, 1)
+    assert harness.counts() == (0, 0)
+
+
+def test_only_the_operator_redelivers(client, tenant: TenantInfo, receiver: Receiver) -> None:
+    subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    assert_error(client.post(f"/v1/events/{event_id}/redeliver", headers=tenant.headers), 403, "forbidden")
+    assert_error(client.post("/v1/events/evt_missing/redeliver", headers=ADMIN), 404, "not_found")
+
+
+def test_a_broadcast_event_is_redelivered_to_every_tenant(
+    client, make_tenant, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    clock.now = time.time()
+    # GIVEN a broadcast delivered to a subscription of each of two tenants
+    tenants = [make_tenant("A"), make_tenant("B")]
+    receivers = [make_receiver(), make_receiver()]
+    subs = [subscribe(client, t, r.url) for t, r in zip(tenants, receivers, strict=True)]
+    event_id = publish(client, None)
+    harness.drain()
+    assert [len(r.received) for r in receivers] == [1, 1]
+    # WHEN the operator redelivers it
+    response = client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN)
+    assert response.status_code == 202, response.text
+    harness.drain()
+    # THEN each subscription got it exactly once more
+    assert [len(r.received) for r in receivers] == [2, 2]
+    for sub, got in zip(subs, receivers, strict=True):
+        assert Webhook(sub.secret).verify(got.received[1].body, dict(got.received[1].headers))
+        assert got.received[1].headers["webhook-id"] == event_id
