@@ -153,6 +153,19 @@ def test_a_flood_of_wrong_keys_reads_the_secret_once_per_floor(client, services,
     assert len(reads) == 2
 
 
+def test_a_tenant_call_never_reads_the_admin_key(client, services, tenant, rotation) -> None:
+    _, _, reads = rotation
+    # GIVEN a fresh provider that has not read the admin key yet (a cold container)
+    # WHEN a tenant calls, with a valid key and with a revoked-looking one
+    assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 200
+    assert_error(client.get("/v1/subscriptions", headers={"Authorization": f"Bearer hrk_{'z' * 43}"}), 401)
+    # THEN the secret was never read: tenant requests do not wait on Secrets Manager
+    assert reads == []
+    # AND the operator's first call reads it once
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    assert len(reads) == 1
+
+
 def test_an_unreadable_secret_on_refresh_keeps_the_cached_key(client, services, resources, rotation) -> None:
     clock, secrets, reads = rotation
     assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
@@ -184,3 +197,16 @@ def test_the_cache_still_expires(client, services, resources, rotation) -> None:
 def test_the_admin_key_value_is_used_as_it_is(services) -> None:
     # The value in the secret is the key itself (prefixed in a deployment, any string in a local run)
     assert services.admin_keys.get() == ADMIN_KEY
+
+
+def test_a_tenant_shaped_admin_key_is_refused_at_startup() -> None:
+    # GIVEN an operator who configures an admin key that looks like a tenant key
+    # WHEN the settings are read
+    # THEN they are refused with a clear message (such a key would always be taken for a tenant key)
+    from pydantic import ValidationError
+
+    from herald.ids import new_api_key
+    from herald.settings import Settings
+
+    with pytest.raises(ValidationError, match="shape of a tenant key"):
+        Settings(admin_key=new_api_key())

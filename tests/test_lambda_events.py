@@ -13,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -376,3 +379,33 @@ def test_delivery_function_processes_its_sample_batch(
     # THEN the subscriber still got the event once: the duplicate delivery is recognised
     assert len(receiver.received) == 1
     assert re.fullmatch(r"\d+", got.headers["webhook-timestamp"])
+
+
+@pytest.mark.parametrize(
+    ("function", "absent"),
+    [
+        # The delivery function never serves HTTP: no web framework, no ASGI adapter at init.
+        ("DeliveryFunction", ("fastapi", "starlette", "mangum", "fastapi_offline")),
+        # The API function's init stays free of what only deliveries need.
+        ("ApiFunction", ("aws_lambda_powertools.utilities.batch",)),
+    ],
+)
+def test_each_handler_imports_only_what_its_function_needs(template, function: str, absent: tuple[str, ...]) -> None:
+    # GIVEN a fresh interpreter, with the function's code directory and the package on the path like Lambda
+    properties = function_properties(template, function)
+    code_dir = REPO / str(properties["CodeUri"])
+    module = str(properties["Handler"]).rsplit(".", 1)[0]
+    script = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    # WHEN it imports the handler module (Lambda's init phase)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=code_dir,
+        env={**os.environ, "PYTHONPATH": str(code_dir)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    loaded = set(json.loads(result.stdout))
+    # THEN none of the modules it does not need were loaded
+    assert {name for name in loaded if name.split(".")[0] in absent or name in absent} == set()

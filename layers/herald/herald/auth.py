@@ -129,13 +129,14 @@ def bearer_token(authorization: str | None) -> str:
 def authenticate(authorization: str | None, *, admin_keys: AdminKeyProvider, store: Store) -> Principal:
     """The caller behind an ``Authorization`` header. Keys are compared in constant time (the admin key) or
     looked up by their SHA-256 (tenant keys); a token that has not the shape of a tenant key is refused
-    without a lookup."""
+    without a lookup. A token shaped like a tenant key is only ever a tenant key, so tenant calls never
+    wait for the admin key (whose first read in a container is a Secrets Manager call)."""
     token = bearer_token(authorization)
+    if looks_like_tenant_key(token):
+        key = store.get_api_key(hash_api_key(token))
+        if key is None:
+            raise AuthenticationError("invalid API key")
+        return Principal(Role.TENANT, tenant_id=key.tenant_id, key_id=key.id)
     if admin_keys.matches(token):
         return Principal(Role.OPERATOR)
-    if not looks_like_tenant_key(token):
-        raise AuthenticationError("invalid API key")
-    key = store.get_api_key(hash_api_key(token))
-    if key is None:
-        raise AuthenticationError("invalid API key")
-    return Principal(Role.TENANT, tenant_id=key.tenant_id, key_id=key.id)
+    raise AuthenticationError("invalid API key")

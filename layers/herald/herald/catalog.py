@@ -25,10 +25,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field, create_model
+
+if TYPE_CHECKING:
+    # FastAPI is imported only where the docs are built: the delivery function validates and sends
+    # events from this catalog but never serves HTTP, and must not pay for importing FastAPI.
+    from fastapi import APIRouter
 
 #: Event type names: lower-case dotted words, e.g. ``invoice.paid``.
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -126,6 +130,8 @@ class EventCatalog:
     def webhooks_router(self, *, include: Sequence[EventCatalog] = ()) -> APIRouter:
         """An ``APIRouter`` for ``FastAPI(webhooks=...)``: one documented webhook per event type, of this
         catalog and of the ``include``d ones (event type names must not repeat across them)."""
+        from fastapi import APIRouter
+
         router = APIRouter()
         entries = [(self, event_type) for event_type in self]
         entries += [(other, event_type) for other in include for event_type in other]
@@ -170,6 +176,7 @@ def _envelope(name: str, model: type[EventData], example: dict[str, Any]) -> typ
 
 def _webhook_endpoint(event_type: EventType) -> Callable[..., None]:
     """A documentation-only endpoint whose signature is the webhook's body and headers."""
+    from fastapi import Header
 
     def endpoint(
         **_: Any,

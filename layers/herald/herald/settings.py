@@ -174,6 +174,15 @@ class Settings(BaseSettings):
         description="A message back in the dead-letter queue after this many redrives counts as poison and stays.",
     )
 
+    @field_validator("admin_key")
+    @classmethod
+    def _check_admin_key(cls, value: str) -> str:
+        from herald.ids import looks_like_tenant_key
+
+        if looks_like_tenant_key(value):
+            raise ValueError("the admin key must not have the shape of a tenant key (hrk_...); use hra_...")
+        return value
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _parse_schedule(cls, value: object) -> object:
