@@ -12,8 +12,14 @@ another worker is at it. A message is only let go (deleted) once its delivery is
 fresh copy carries it on: a message that finds the lease taken comes back when the lease ends, since
 the worker holding it may have died.
 
-Event counters (``succeeded`` / ``failed``) change in the same transaction as the delivery they
-count; a fan-out page is counted once (``matched``) however often its message runs.
+A fan-out page is counted on its event once (``matched``) however often its message runs. The
+event's ``succeeded`` / ``failed`` counters are not written per delivery: the worker adds up the
+changes of the deliveries a batch settles, per event, and writes each event's sum once when the batch
+is done (``Worker.handle``), on a small counts item beside the event (a write costs by the size of the
+whole item, and the event item carries the payload). The counters are bookkeeping, not the record: if
+an invocation dies after settling deliveries and before its batch is done, the counters miss those
+deliveries (their messages come back, find them settled and count nothing), while the deliveries
+themselves, which are what is sent and listed, stay exact.
 
 A subscription's rate limit is taken right before each attempt (``Store.take_rate_slot``, shared by
 every invocation). A delivery over the rate waits its slot in the worker for a few seconds, the
@@ -22,10 +28,15 @@ per waiting delivery); past that it is postponed through the queue: its lease is
 message held until about its slot. Neither counts as an attempt nor moves the retry schedule, and a
 message postponed many times is refreshed by ``_hold`` like any long wait, never dead-lettered.
 
-After each attempt the subscription's stats and failure streak are updated (``Store.count_subscription
-_attempt``): a 410, or a streak failing for the whole window, disables the subscription; operational
-events (``herald.operational``) tell the operator. Every log line of a delivery carries its event,
-delivery, subscription and tenant ids (and the attempt number once known); never a secret or a payload.
+The attempts a batch makes to a subscription are counted in its stats and failure streak when the
+batch is done, in the order they finished, with one write per subscription (``Store.count_subscription
+_attempts``): a 410, or a streak failing for the whole window, disables the subscription; operational
+events (``herald.operational``) tell the operator (what an attempt did to its delivery right after it,
+what the batch did to the subscription at its end). Like the event counters, the stats of a batch
+whose invocation dies are lost; the attempts themselves are recorded.
+
+Every log line of a delivery carries its event, delivery, subscription and tenant ids (and the attempt
+number once known); never a secret or a payload.
 """
 
 from __future__ import annotations
@@ -36,10 +47,10 @@ import random
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +83,7 @@ from herald.operational import OPERATOR_TENANT_ID, emit
 from herald.queue import MAX_VISIBILITY_SECONDS, QueueVisibilityLimitError
 from herald.sender import Outcome, close_http_client, send_attempt
 from herald.signing import signature_header
-from herald.store import DeliveryState, SubscriptionHealth, event_of
+from herald.store import AttemptTally, DeliveryState, SubscriptionHealth, event_of
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -181,6 +192,16 @@ class _Job:
         return base.model_copy(update={"updated_at": self.now})
 
 
+@dataclass
+class _Tally:
+    """The attempts made to one subscription in this batch."""
+
+    sub: Subscription
+    expires_at: int
+    log: dict[str, Any]
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
 def _receive_count(record: SQSRecord) -> int:
     return int(record.attributes.approximate_receive_count or 1)
 
@@ -208,6 +229,10 @@ class Worker:
         self._event_reads: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
         self._events_lock = threading.Lock()
         self._paces: dict[str, _Pace] = {}
+        #: Event counter changes of the deliveries settled in this batch: event id -> (expiry, deltas).
+        self._event_counts: dict[str, tuple[int, Counter[str]]] = {}
+        #: The attempts made in this batch, per subscription, for its stats and health.
+        self._tallies: dict[str, _Tally] = {}
         self.metrics = DeliveryMetrics(self.settings.metrics_namespace)
 
     # --- entry point ------------------------------------------------------------------------------
@@ -224,7 +249,36 @@ class Worker:
         try:
             return dict(async_process_partial_response(event, record_handler, processor, context))
         finally:
+            # Before returning, so before SQS deletes the batch's messages.
+            self.loop.run_until_complete(self._settle_subscriptions())
+            self._flush_event_counts()
             self.metrics.flush()  # one EMF document per invocation
+
+    def _flush_event_counts(self) -> None:
+        """Write the batch's event counter changes: one UpdateItem per event, all at once."""
+        pending, self._event_counts = self._event_counts, {}
+        if not pending:
+            return
+
+        def write(event_id: str, expires_at: int, deltas: Counter[str]) -> None:
+            try:
+                self.store.count_event(event_id, expires_at=expires_at, **deltas)
+            except Exception:
+                logger.warning("event counters not updated", extra={"event_id": event_id, **deltas})
+
+        async def write_all() -> None:
+            await asyncio.gather(*(self._io(write, key, *value) for key, value in pending.items()))
+
+        self.loop.run_until_complete(write_all())
+
+    def _count_event(self, job: _Job, settled: Delivery) -> None:
+        """Add a settled delivery's change to its event's counters, to be written when the batch is done."""
+        deltas = {key: value for key, value in self._count_changes(job.previous, settled).items() if value}
+        if not deltas:
+            return
+        expires_at = job.event_expires_at or self._expires_at(job)
+        _, counts = self._event_counts.setdefault(job.event.id, (expires_at, Counter()))
+        counts.update(deltas)
 
     async def process(self, record: SQSRecord, deadline: float) -> None:
         """Process one record; raising puts it back on the queue (a batch item failure)."""
@@ -261,7 +315,7 @@ class Worker:
     # --- fan-out ------------------------------------------------------------------------------------
 
     async def fanout(self, message: FanoutMessage, deadline: float) -> None:
-        item = await self._io(self.store.get_event_item, message.event_id)
+        item = await self._io(self.store.get_event_record, message.event_id)
         if item is None:
             logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
             return
@@ -356,7 +410,7 @@ class Worker:
             if item is not None:
                 self._events.move_to_end(event_id)
                 return item
-        item = self.store.get_event_item(event_id)
+        item = self.store.get_event_record(event_id)
         if item is not None:
             with self._events_lock:
                 self._events[event_id] = item
@@ -423,10 +477,10 @@ class Worker:
         except Exception:
             # Nothing was sent: give the lease back, so the message's next receive need not wait it out.
             with contextlib.suppress(Exception):
-                await self._io(self.store.release_delivery, delivery_id, token)
+                await self._io(self.store.release_delivery, job.delivery, token)
             raise
         if sub is None and single_shot:
-            await self._io(self.store.release_delivery, delivery_id, token)
+            await self._io(self.store.release_delivery, job.delivery, token)
             logger.info("manual attempt cancelled: the subscription was deleted", extra=log)
         elif sub is None or (not sub.enabled and not single_shot):
             await self._cancel(job, token, "the subscription was deleted" if sub is None else "it is disabled")
@@ -473,16 +527,16 @@ class Worker:
                 "next_attempt_at": None,
             }
         )
-        await self._io(
+        recorded = await self._io(
             self.store.record_attempt,
             settled,
             None,
             token=token,
             scheduled_attempts=job.scheduled,
             expires_at=self._expires_at(job),
-            event_counts=self._count_changes(job.previous, settled),
-            event_expires_at=job.event_expires_at,
         )
+        if recorded:
+            self._count_event(job, settled)
         logger.info(f"delivery cancelled: {reason}", extra=job.log)
 
     async def _attempt_and_record(self, job: _Job, sub: Subscription, token: str) -> None:
@@ -493,7 +547,7 @@ class Worker:
             postpone = await self._rate_slot(job, sub.id, sub.rate_limit)
             if postpone > 0:
                 # Over the rate: no attempt, no step of the schedule; the message comes back for its slot.
-                await self._io(self.store.release_delivery, job.delivery.id, token)
+                await self._io(self.store.release_delivery, job.delivery, token)
                 self.metrics.add(Metric.POSTPONED)
                 logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
                 await self._hold(job.message, job.record, postpone)
@@ -537,8 +591,6 @@ class Worker:
             token=token,
             scheduled_attempts=scheduled,
             expires_at=self._expires_at(job),
-            event_counts=self._count_changes(job.previous, settled),
-            event_expires_at=job.event_expires_at,
             recovery_id=job.message.recovery_id,
         )
         if not recorded:
@@ -547,6 +599,7 @@ class Worker:
             logger.warning("lease lost while attempting; the attempt is not recorded", extra=job.log)
             await self._hold(job.message, job.record, SHORT_RETRY_SECONDS)
             return
+        self._count_event(job, settled)
         logger.info(
             "attempt made",
             extra={
@@ -612,41 +665,23 @@ class Worker:
             self.metrics.add(Metric.EXHAUSTED)
 
     async def _after_attempt(self, job: _Job, sub: Subscription, outcome: Outcome, settled: Delivery) -> None:
-        """The subscription's stats and health after a recorded attempt, and what the operator hears of it.
-        The attempt is recorded already: a failure here is logged, never turned into a repeated attempt."""
-        try:
-            health = await self._io(
-                self.store.count_subscription_attempt,
-                sub.id,
-                succeeded=outcome.succeeded,
-                status_code=outcome.status_code,
-                at=outcome.finished,
-                failing_after=self.settings.failing_after_failures,
-                expires_at=self._expires_at(job),
-            )
-        except Exception:
-            logger.exception("subscription stats not updated", extra=job.log)
-            health = SubscriptionHealth(0, None)
-        reason = self._disable_reason(outcome, health)
-        disabled = await self._io(self._disable, sub, reason) if reason else None
+        """What follows a recorded attempt: the attempt joins the subscription's tally for this batch (its
+        stats and health are settled when the batch is done, ``_settle_subscriptions``), and the operator
+        hears what this attempt did to its delivery. The attempt is recorded already: a failure here is
+        logged, never turned into a repeated attempt."""
+        tally = self._tallies.get(sub.id)
+        if tally is None:
+            log = {"subscription_id": sub.id, "tenant_id": sub.tenant_id}
+            tally = self._tallies[sub.id] = _Tally(sub, self._expires_at(job), log)
+        tally.outcomes.append(outcome)
+        tally.expires_at = max(tally.expires_at, self._expires_at(job))
         if sub.tenant_id == OPERATOR_TENANT_ID:
             return  # the operator's own endpoints: never report on them to themselves (no loops)
         reports: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
-        ref = {"tenant_id": sub.tenant_id, "subscription_id": sub.id, "url": sub.url}
-        if disabled is not None and disabled.disabled_at is not None:
-            data = {
-                **ref,
-                "reason": disabled.disabled_reason or "",
-                "disabled_at": disabled.disabled_at,
-                "failing_since": health.failing_since,
-                "last_status_code": outcome.status_code,
-            }
-            reports.append(("subscription.disabled", data, (sub.id, disabled.disabled_at.isoformat())))
-        if health.recovered_from is not None:
-            data = {**ref, "failing_since": health.recovered_from, "recovered_at": outcome.finished}
-            reports.append(("subscription.recovered", data, (sub.id, health.recovered_from.isoformat())))
         delivery_ref = {
-            **ref,
+            "tenant_id": sub.tenant_id,
+            "subscription_id": sub.id,
+            "url": sub.url,
             "event_id": job.event.id,
             "event_type": job.event.type,
             "delivery_id": settled.id,
@@ -660,21 +695,74 @@ class Worker:
         if _exhausted(job.previous, settled):
             data = {**delivery_ref, "reason": _exhaustion_reason(outcome)}
             reports.append(("delivery.exhausted", data, (settled.id,)))
+        await self._report(reports, job.log)
+
+    async def _report(self, reports: list[tuple[str, dict[str, Any], tuple[str, ...]]], log: dict[str, Any]) -> None:
         for event_type, data, key in reports:
             try:
                 await self._io(emit, self.services, event_type, data, key=key)
             except Exception:
-                logger.exception("operational event not published", extra={**job.log, "event_type": event_type})
+                logger.exception("operational event not published", extra={**log, "event_type": event_type})
 
-    def _disable_reason(self, outcome: Outcome, health: SubscriptionHealth) -> str | None:
-        if outcome.status_code == 410:
-            return f"the endpoint answered 410 Gone on {outcome.finished.isoformat()}"
-        if outcome.succeeded or health.failing_since is None:
-            return None
+    async def _settle_subscriptions(self) -> None:
+        """The batch is done: count each subscription's attempts in its stats (one write per subscription,
+        not per attempt), then disable those that answered 410 or have been failing for the whole window,
+        and tell the operator."""
+        tallies, self._tallies = self._tallies, {}
+        settled = await asyncio.gather(
+            *(self._settle_subscription(tally) for tally in tallies.values()), return_exceptions=True
+        )
+        for tally, result in zip(tallies.values(), settled, strict=True):
+            if isinstance(result, BaseException):
+                # The attempts are recorded: a failure here is logged, never turned into a repeated attempt.
+                logger.error("subscription health not settled", extra=tally.log, exc_info=result)
+
+    async def _settle_subscription(self, tally: _Tally) -> None:
+        sub, outcomes = tally.sub, sorted(tally.outcomes, key=lambda outcome: outcome.finished)
+        try:
+            health = await self._io(
+                self.store.count_subscription_attempts,
+                sub.id,
+                [AttemptTally(outcome.succeeded, outcome.status_code, outcome.finished) for outcome in outcomes],
+                failing_after=self.settings.failing_after_failures,
+                expires_at=tally.expires_at,
+            )
+        except Exception:
+            logger.exception("subscription stats not updated", extra=tally.log)
+            health = SubscriptionHealth(0, None)
+        deciding, reason = self._disable_reason(outcomes, health)
+        disabled = await self._io(self._disable, sub, reason) if reason else None
+        if sub.tenant_id == OPERATOR_TENANT_ID:
+            return  # the operator's own endpoints: never report on them to themselves (no loops)
+        reports: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+        ref = {"tenant_id": sub.tenant_id, "subscription_id": sub.id, "url": sub.url}
+        if disabled is not None and disabled.disabled_at is not None:
+            data = {
+                **ref,
+                "reason": disabled.disabled_reason or "",
+                "disabled_at": disabled.disabled_at,
+                "failing_since": health.failing_since,
+                "last_status_code": deciding.status_code,
+            }
+            reports.append(("subscription.disabled", data, (sub.id, disabled.disabled_at.isoformat())))
+        for failing_since, recovered_at in health.recoveries:
+            data = {**ref, "failing_since": failing_since, "recovered_at": recovered_at}
+            reports.append(("subscription.recovered", data, (sub.id, failing_since.isoformat())))
+        await self._report(reports, tally.log)
+
+    def _disable_reason(self, outcomes: list[Outcome], health: SubscriptionHealth) -> tuple[Outcome, str | None]:
+        """Why to disable a subscription after these attempts (in the order they finished), and the attempt
+        that decided it: a 410 Gone, or a streak still failing at the end that has lasted the whole window."""
+        gone = next((outcome for outcome in outcomes if outcome.status_code == 410), None)
+        if gone is not None:
+            return gone, f"the endpoint answered 410 Gone on {gone.finished.isoformat()}"
+        last = outcomes[-1]
+        if last.succeeded or health.failing_since is None:
+            return last, None
         window = timedelta(hours=self.settings.disable_after_failing_hours)
-        if outcome.finished - health.failing_since < window:
-            return None
-        return (
+        if last.finished - health.failing_since < window:
+            return last, None
+        return last, (
             f"failing continuously since {health.failing_since.isoformat()} "
             f"({health.consecutive_failures} failed attempts in a row)"
         )

@@ -72,11 +72,14 @@ def emit(services: Services, event_type: str, data: dict[str, Any], *, key: tupl
         payload=envelope(event_type, now, payload),
         created_at=now,
     )
-    existing = services.store.create_event(event, fingerprint=event.id, expires_at=event_expiry(services, now))
+    expires_at = event_expiry(services, now)
+    existing = services.store.create_event(event, fingerprint=event.id, expires_at=expires_at)
     if existing is not None and existing.get("enqueued"):
         return event.id  # reported before
     stored = event if existing is None else event_of(existing)
+    if existing is not None:
+        expires_at = int(existing["expires_at"])
     services.queue.send(FanoutMessage(event_id=stored.id, tenant_id=OPERATOR_TENANT_ID))
-    services.store.mark_event(stored.id, enqueued=True)
+    services.store.mark_enqueued(stored.id, expires_at=expires_at)
     logger.info("operational event published", extra={"event_id": stored.id, "event_type": event_type})
     return stored.id

@@ -109,13 +109,13 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
     expires_at = event_expiry(services, now)
     existing = services.store.create_event(event, fingerprint=_fingerprint(body), expires_at=expires_at)
     if existing is None:
-        _enqueue(services, event)
+        _enqueue(services, event, expires_at)
         # What was just stored, without reading it back: no delivery has been counted yet.
         item = {**event.model_dump(mode="json"), "matched": 0, "succeeded": 0, "failed": 0, "fanout_open": 1}
         return Published(event, item, replayed=False)
     stored = event_of(existing)
     if not existing.get("enqueued"):
-        _enqueue(services, stored)
+        _enqueue(services, stored, int(existing["expires_at"]))
     return Published(stored, existing, replayed=True)
 
 
@@ -127,9 +127,9 @@ def event_expiry(services: Services, now: datetime) -> int:
     return int((now + max(retention, retries)).timestamp())
 
 
-def _enqueue(services: Services, event: Event) -> None:
+def _enqueue(services: Services, event: Event, expires_at: int) -> None:
     services.queue.send(FanoutMessage(event_id=event.id, tenant_id=event.tenant_id))
-    services.store.mark_event(event.id, enqueued=True)
+    services.store.mark_enqueued(event.id, expires_at=expires_at)
 
 
 def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:

@@ -6,10 +6,12 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     api key       APIKEY#<sha256>     #APIKEY           gsi1: TENANT#<tnt>#KEYS / <key id>
     subscription  TENANT#<tnt>        SUB#<sub>
     route         ROUTE#<tnt>#<type>  SUB#<sub>         one per enabled subscription and event type ("*" too)
-    event         EVENT#<evt>         #EVENT
+    event         EVENT#<evt>         #EVENT            written once; its counters' starting values
+    event counts  EVENT#<evt>         #COUNTS           what the counters gained since, and ``enqueued``
     idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
     delivery      DELIVERY#<dlv>      #DELIVERY         gsi1: SUB#<sub> / <created>#<dlv>
-                                                        gsi2: SUB#<sub>#<status> / <created>#<dlv>
+                                                        gsi2: SUB#<sub>#<status> / <created>#<dlv> (not once succeeded)
+                                                        (both from its first recorded attempt or release)
     fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out page as counted
     attempt       DELIVERY#<dlv>      ATTEMPT#<atm>
     recovery lock DELIVERY#<dlv>      RECOVERY          ``job_id``: the job whose extra attempt of it is queued
@@ -23,10 +25,14 @@ Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute
 lazy, so expired items are also filtered out on every read.
 
 Bookkeeping beside the records: an event's counters (``matched``, ``succeeded``, ``failed``,
-``fanout_open``); a delivery's lease (``lease_token``, ``lease_until``) and ``scheduled_attempts``,
-its place in the retry schedule; a subscription's stats (``attempts``, ``succeeded``, ``failed``,
-``last_success_at``, ``last_failure_at``, ``last_status_code``, ``consecutive_failures``,
-``failing_since``), which expire ``attempt_ttl_days`` after its latest attempt.
+``fanout_open``: the event item's starting values plus what its counts item adds, read together by
+one Query; an item of their own because a write costs by the size of the whole item, and the event's
+carries the payload; written per fan-out page and, for deliveries, once per event per worker batch, so
+an invocation that dies midway can leave them short); a delivery's lease (``lease_token``,
+``lease_until``) and ``scheduled_attempts``, its place in the retry schedule; a subscription's stats
+(``attempts``, ``succeeded``, ``failed``, ``last_success_at``, ``last_failure_at``, ``last_status_code``,
+``consecutive_failures``, ``failing_since``), which expire ``attempt_ttl_days`` after its latest
+attempt and, like the event's delivery counters, are written once per worker batch.
 A tenant's ``subscription_count`` is kept by the same transactions that create and delete its subscriptions
 (``max_subscriptions_per_tenant`` is checked against it).
 """
@@ -89,6 +95,8 @@ _KEY_ATTRIBUTES = (
     "scheduled_attempts",
 )
 _NOT_EXPIRED = "(attribute_not_exists(expires_at) OR expires_at > :now)"
+#: An event's delivery counters: the event item holds their starting values, its counts item the rest.
+EVENT_COUNTERS = ("matched", "succeeded", "failed", "fanout_open")
 
 
 @dataclass(frozen=True)
@@ -99,13 +107,22 @@ class PageResult[T]:
 
 @dataclass(frozen=True)
 class SubscriptionHealth:
-    """A subscription's failure streak right after an attempt was counted: how many attempts in a row
-    failed, since when it counts as failing (None if it does not), and, when this attempt ended a
-    failing streak, since when it had been failing."""
+    """A subscription's failure streak right after attempts were counted: how many attempts in a row
+    failed, since when it counts as failing (None if it does not), and each failing streak these
+    attempts ended, as (failing since, recovered at)."""
 
     consecutive_failures: int
     failing_since: datetime | None
-    recovered_from: datetime | None = None
+    recoveries: tuple[tuple[datetime, datetime], ...] = ()
+
+
+@dataclass(frozen=True)
+class AttemptTally:
+    """What a subscription's stats keep of one attempt."""
+
+    succeeded: bool
+    status_code: int | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -181,6 +198,63 @@ def _conditional_failure(exc: ClientError) -> bool:
     return False
 
 
+def _stats_update(
+    ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int
+) -> tuple[str, dict[str, Any]]:
+    """The UpdateExpression (and its values) that counts ``ordered`` attempts in a subscription's stats."""
+    succeeded = [tally for tally in ordered if tally.succeeded]
+    failed = [tally for tally in ordered if not tally.succeeded]
+    values: dict[str, Any] = {"n": len(ordered), "exp": expires_at}
+    adds, sets, removes = ["attempts :n"], ["expires_at = :exp"], []
+    if succeeded:
+        adds.append("succeeded :ok")
+        sets.append("last_success_at = :success_at")
+        values.update(ok=len(succeeded), success_at=succeeded[-1].at.isoformat())
+    if failed:
+        adds.append("failed :failed")
+        sets.append("last_failure_at = :failure_at")
+        values.update(failed=len(failed), failure_at=failed[-1].at.isoformat())
+    if ordered[-1].status_code is not None:
+        sets.append("last_status_code = :code")
+        values["code"] = ordered[-1].status_code
+    else:
+        removes.append("last_status_code")
+    if succeeded:
+        # The streak after the last success does not depend on what was stored before: set it.
+        last_success = max(index for index, tally in enumerate(ordered) if tally.succeeded)
+        trailing = ordered[last_success + 1 :]
+        sets.append("consecutive_failures = :streak")
+        values["streak"] = len(trailing)
+        if len(trailing) >= failing_after:
+            sets.append("failing_since = :since")
+            values["since"] = trailing[failing_after - 1].at.isoformat()
+        else:
+            removes.append("failing_since")
+    else:
+        adds.append("consecutive_failures :failed")
+    expression = "ADD " + ", ".join(adds) + " SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    return expression, values
+
+
+def _follow_streak(
+    streak: int, since: datetime | None, ordered: Sequence[AttemptTally], *, failing_after: int
+) -> SubscriptionHealth:
+    """A failure streak (its length, since when it counts as failing) after ``ordered`` attempts, one by one."""
+    recoveries: list[tuple[datetime, datetime]] = []
+    for tally in ordered:
+        if tally.succeeded:
+            if since is not None:
+                recoveries.append((since, tally.at))
+            streak, since = 0, None
+        else:
+            streak += 1
+            if since is None and streak >= failing_after:
+                since = tally.at
+    return SubscriptionHealth(streak, since, tuple(recoveries))
+
+
 def event_of(item: Mapping[str, Any]) -> Event:
     return Event.model_validate(_strip(dict(item)))
 
@@ -249,8 +323,10 @@ class Store:
         limit: int,
         cursor: str | None,
         newest_first: bool = False,
+        where: Mapping[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of a Query. ``key`` names the partition attribute and value; the cursor must belong to it."""
+        """One page of a Query. ``key`` names the partition attribute and value; the cursor must belong to it.
+        ``where`` keeps only the items whose attributes have these values."""
         ((partition_attr, partition_value),) = key.items()
         sort_attr = "sk" if partition_attr == "pk" else partition_attr.replace("pk", "sk")
         condition = "#p = :p"
@@ -260,9 +336,14 @@ class Store:
             condition += " AND begins_with(#s, :prefix)"
             names["#s"] = sort_attr
             values.update(_values(prefix=prefix))
+        query_filter = _NOT_EXPIRED
+        for number, (attribute, value) in enumerate((where or {}).items()):
+            names[f"#w{number}"] = attribute
+            values.update(_values(**{f"w{number}": value}))
+            query_filter = f"{query_filter} AND #w{number} = :w{number}"
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": condition,
-            "FilterExpression": _NOT_EXPIRED,
+            "FilterExpression": query_filter,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
             "Limit": limit,
@@ -549,31 +630,30 @@ class Store:
     def create_event(
         self, event: Event, *, fingerprint: str, expires_at: int, **counters: Any
     ) -> dict[str, Any] | None:
-        """Store a new event; returns None, or the existing event's item if its id or idempotency key was
-        used before (raises IdempotencyConflictError if that was for a different request)."""
+        """Store a new event; returns None, or the existing event's item (with its counters, as
+        ``get_event_item`` reads it) if its id or idempotency key was used before (raises
+        IdempotencyConflictError if that was for a different request). ``counters`` are the event's
+        starting counters and flags (a test event is matched and enqueued from the start)."""
         item = {
             "pk": f"EVENT#{event.id}",
             "sk": "#EVENT",
             "expires_at": expires_at,
             "fingerprint": fingerprint,
             "enqueued": False,
-            "matched": 0,
-            "succeeded": 0,
-            "failed": 0,
+            **dict.fromkeys(EVENT_COUNTERS, 0),
             "fanout_open": 1,
             **_record(event),
             **counters,
         }
-        actions: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "Item": _to_item(item),
-                    "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
-                    "ExpressionAttributeValues": _values(now=int(self._clock())),
-                }
-            }
-        ]
-        if event.idempotency_key:
+        put: dict[str, Any] = {
+            "Item": _to_item(item),
+            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+            "ExpressionAttributeValues": _values(now=int(self._clock())),
+        }
+        try:
+            if not event.idempotency_key:
+                self._call("put_item", **put)  # a transaction of one write would bill it twice
+                return None
             idem = {
                 "pk": f"IDEMPOTENCY#{event.idempotency_key}",
                 "sk": "#IDEMPOTENCY",
@@ -581,17 +661,18 @@ class Store:
                 "fingerprint": fingerprint,
                 "expires_at": expires_at,
             }
-            actions.append(
-                {
-                    "Put": {
-                        "Item": _to_item(idem),
-                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
-                        "ExpressionAttributeValues": _values(now=int(self._clock())),
-                    }
-                }
+            self._transact(
+                [
+                    {"Put": put},
+                    {
+                        "Put": {
+                            "Item": _to_item(idem),
+                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+                            "ExpressionAttributeValues": _values(now=int(self._clock())),
+                        }
+                    },
+                ]
             )
-        try:
-            self._transact(actions)
             return None
         except ClientError:
             pass
@@ -615,39 +696,87 @@ class Store:
             f"event {event_id} was already published with a different body under this id or idempotency key"
         )
 
-    def get_event_item(self, event_id: str) -> dict[str, Any] | None:
+    def get_event_record(self, event_id: str) -> dict[str, Any] | None:
+        """The event item alone, as published (it never changes): what delivering it needs."""
         return self._get(f"EVENT#{event_id}", "#EVENT")
 
+    def get_event_item(self, event_id: str) -> dict[str, Any] | None:
+        """The event item with its current counters and ``enqueued`` flag: the starting values it was
+        stored with plus what its counts item (``#COUNTS``) has added since. One strongly consistent
+        Query reads both (they are the partition's only sort keys starting with ``#``)."""
+        response = self._call(
+            "query",
+            KeyConditionExpression="pk = :p AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=_values(p=f"EVENT#{event_id}", prefix="#"),
+            ConsistentRead=True,
+        )
+        now = self._clock()
+        found = {
+            plain["sk"]: plain
+            for plain in map(_from_item, response.get("Items", []))
+            if plain.get("expires_at") is None or plain["expires_at"] > now
+        }
+        item = found.get("#EVENT")
+        if item is None:
+            return None
+        counts = found.get("#COUNTS", {})
+        for key in EVENT_COUNTERS:
+            item[key] = int(item.get(key, 0)) + int(counts.get(key, 0))
+        item["enqueued"] = bool(item.get("enqueued")) or bool(counts.get("enqueued"))
+        return item
+
     def get_event(self, event_id: str) -> Event | None:
-        item = self.get_event_item(event_id)
+        item = self.get_event_record(event_id)
         return event_of(item) if item else None
 
-    def mark_event(self, event_id: str, **values: Any) -> None:
-        """Set flags on an event (``enqueued``)."""
-        names = {f"#{key}": key for key in values}
-        self._call(
-            "update_item",
-            Key=_to_item({"pk": f"EVENT#{event_id}", "sk": "#EVENT"}),
-            UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in values),
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=_values(**values),
-        )
+    def mark_enqueued(self, event_id: str, *, expires_at: int) -> None:
+        """Note that the event's fan-out is queued (a retried publish then queues nothing more)."""
+        self._update_counts(event_id, expires_at=expires_at, deltas={}, flags={"enqueued": True})
 
-    def count_event(self, event_id: str, **deltas: int) -> None:
-        """Add to an event's counters (``matched``, ``fanout_open``: the fan-out messages still at work)."""
+    def count_event(self, event_id: str, *, expires_at: int, **deltas: int) -> None:
+        """Add to an event's counters (``matched``, ``succeeded``, ``failed``, ``fanout_open``: the fan-out
+        messages still at work). ``expires_at`` is the event's: the counts item expires with it."""
         deltas = {key: value for key, value in deltas.items() if value}
-        if not deltas:
-            return
-        with contextlib.suppress(ClientError):  # the event expired meanwhile: nothing left to count
-            self._call(
-                "update_item",
-                Key=_to_item({"pk": f"EVENT#{event_id}", "sk": "#EVENT"}),
-                UpdateExpression="ADD " + ", ".join(f"#{key} :{key}" for key in deltas),
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={f"#{key}": key for key in deltas},
-                ExpressionAttributeValues=_values(**deltas),
-            )
+        if deltas:
+            self._update_counts(event_id, expires_at=expires_at, deltas=deltas)
+
+    def _update_counts(
+        self, event_id: str, *, expires_at: int, deltas: Mapping[str, int], flags: Mapping[str, Any] | None = None
+    ) -> None:
+        """One UpdateItem of the event's counts item: a small item beside the event, so that what changes
+        as deliveries settle never rewrites the payload (a write costs by the size of the whole item).
+        Created by its first update; one left over from an expired event of the same id is replaced."""
+        now = int(self._clock())
+        if expires_at <= now:
+            return  # the event is gone: nothing left to count
+        flags = dict(flags or {})
+        sets = ", ".join(["#exp = :exp", *(f"#{key} = :{key}" for key in flags)])
+        expression = f"SET {sets}" + (" ADD " + ", ".join(f"#{key} :{key}" for key in deltas) if deltas else "")
+        key = _to_item({"pk": f"EVENT#{event_id}", "sk": "#COUNTS"})
+        for attempt in range(2):
+            try:
+                self._call(
+                    "update_item",
+                    Key=key,
+                    UpdateExpression=expression,
+                    ConditionExpression="attribute_not_exists(#exp) OR #exp > :now",
+                    ExpressionAttributeNames={"#exp": "expires_at"} | {f"#{name}": name for name in [*flags, *deltas]},
+                    ExpressionAttributeValues=_values(exp=expires_at, now=now, **flags, **deltas),
+                )
+                return
+            except ClientError:
+                if attempt:
+                    logger.warning("event counters not updated", extra={"event_id": event_id, **deltas, **flags})
+                    return
+            # Counts of an earlier, expired event with this id, not yet removed by TTL: start afresh.
+            with contextlib.suppress(ClientError):
+                self._call(
+                    "delete_item",
+                    Key=key,
+                    ConditionExpression="#exp <= :now",
+                    ExpressionAttributeNames={"#exp": "expires_at"},
+                    ExpressionAttributeValues=_values(now=now),
+                )
 
     def count_fanout(self, event_id: str, marker: str, *, expires_at: int, **deltas: int) -> bool:
         """Add to an event's counters for one fan-out page, once: ``marker`` names the page, and a page
@@ -655,8 +784,8 @@ class Store:
         again. True if counted now; False if it was before, or the event is gone.
 
         Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it), so
-        a fan-out of any size never grows the event item itself. A crash between the marker and the
-        counters leaves the counters one page short; the deliveries themselves are all queued."""
+        a fan-out of any size never grows an item that is written often. A crash between the marker and
+        the counters leaves the counters one page short; the deliveries themselves are all queued."""
         digest = base64.urlsafe_b64encode(hashlib.sha256(marker.encode()).digest()[:12]).decode()
         try:
             self._call(
@@ -666,20 +795,21 @@ class Store:
             )
         except ClientError:
             return False  # this page was counted before
-        self.count_event(event_id, **deltas)
+        self.count_event(event_id, expires_at=expires_at, **deltas)
         return True
 
     # --- deliveries and attempts ----------------------------------------------------------------
 
     @staticmethod
     def _delivery_keys(delivery: Delivery) -> dict[str, Any]:
+        """The delivery's index entries. The status index (gsi2) lists what needs attention (pending and
+        failed deliveries): a delivery that succeeded leaves it, so the common case, a first attempt that
+        succeeds, writes one index entry, not two; succeeded deliveries are listed from gsi1."""
         sort = f"{delivery.created_at.isoformat()}#{delivery.id}"
-        return {
-            "gsi1pk": f"SUB#{delivery.subscription_id}",
-            "gsi1sk": sort,
-            "gsi2pk": f"SUB#{delivery.subscription_id}#{delivery.status.value}",
-            "gsi2sk": sort,
-        }
+        keys = {"gsi1pk": f"SUB#{delivery.subscription_id}", "gsi1sk": sort}
+        if delivery.status is not DeliveryStatus.SUCCEEDED:
+            keys |= {"gsi2pk": f"SUB#{delivery.subscription_id}#{delivery.status.value}", "gsi2sk": sort}
+        return keys
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         item = self._get(f"DELIVERY#{delivery_id}", "#DELIVERY")
@@ -697,11 +827,13 @@ class Store:
             lease_until=float(item.get("lease_until", 0)),
         )
 
-    def _delivery_item(self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int) -> dict[str, Any]:
+    def _delivery_item(
+        self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int, listed: bool = True
+    ) -> dict[str, Any]:
         return {
             "pk": f"DELIVERY#{delivery.id}",
             "sk": "#DELIVERY",
-            **self._delivery_keys(delivery),
+            **(self._delivery_keys(delivery) if listed else {}),
             **_record(delivery),
             "scheduled_attempts": scheduled_attempts,
             "expires_at": expires_at,
@@ -722,9 +854,17 @@ class Store:
         """Take the lease on ``delivery`` for one attempt, until ``until`` (epoch seconds; ``now`` is the
         worker's clock). False if another worker holds it, or the delivery moved on since ``previous``
         was read (a duplicate message), or, with ``recovery_id``, that job no longer holds the delivery's
-        recovery lock (its one extra attempt was made already)."""
+        recovery lock (its one extra attempt was made already).
+
+        A new delivery is stored without its index entries: ``record_attempt`` (or ``release_delivery``)
+        adds them, so a delivery settled at its first attempt writes each index once instead of three
+        times (put at the claim, rewritten and moved to its new status at the record). Until then it is
+        found by its id, not yet in the subscription's listings: while its first attempt is in flight,
+        or, should the worker die during it, until its message comes back and the delivery is carried on."""
         item = {
-            **self._delivery_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at),
+            **self._delivery_item(
+                delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at, listed=previous is not None
+            ),
             "lease_token": token,
             "lease_until": until,
         }
@@ -754,15 +894,18 @@ class Store:
             return False
         return True
 
-    def release_delivery(self, delivery_id: str, token: str) -> None:
-        """Give a lease back without an attempt."""
+    def release_delivery(self, delivery: Delivery, token: str) -> None:
+        """Give a lease back without an attempt (``delivery`` as claimed). The delivery gets its index
+        entries if its claim left them out: it waits, listed as what it is, for its next look."""
+        keys = self._delivery_keys(delivery)
+        listed = ", ".join(f"{key} = :{key}" for key in keys)
         with contextlib.suppress(ClientError):  # not ours any more: nothing to give back
             self._call(
                 "update_item",
-                Key=_to_item({"pk": f"DELIVERY#{delivery_id}", "sk": "#DELIVERY"}),
-                UpdateExpression="REMOVE lease_token, lease_until",
+                Key=_to_item({"pk": f"DELIVERY#{delivery.id}", "sk": "#DELIVERY"}),
+                UpdateExpression=f"SET {listed} REMOVE lease_token, lease_until",
                 ConditionExpression="lease_token = :token",
-                ExpressionAttributeValues=_values(token=token),
+                ExpressionAttributeValues=_values(token=token, **keys),
             )
 
     def record_attempt(
@@ -773,19 +916,15 @@ class Store:
         token: str,
         scheduled_attempts: int,
         expires_at: int,
-        event_counts: Mapping[str, int] | None = None,
-        event_expires_at: int | None = None,
         recovery_id: str | None = None,
     ) -> bool:
-        """Store an attempt (if one was made) and the delivery's new state, releasing the lease, in one
-        transaction; then add ``event_counts`` (``succeeded`` / ``failed`` deltas) to the event. False if the
-        lease was lost meanwhile. With ``recovery_id``, the same transaction uses up that job's ticket for
-        the delivery (its one extra attempt) and frees the delivery's recovery lock.
+        """Store an attempt (if one was made) and the delivery's new state with its index entries, releasing
+        the lease, in one transaction. False if the lease was lost meanwhile. With ``recovery_id``, the same
+        transaction uses up that job's ticket for the delivery (its one extra attempt) and frees the
+        delivery's recovery lock.
 
-        The counters are a separate, plain update on purpose: every delivery of an event adds to the same
-        item, and concurrent transactions on one item cancel each other (TransactionConflict), which would
-        fail, and later repeat, deliveries that did succeed. A crash between the two writes can leave a
-        counter one short; the deliveries themselves, which are what is sent and listed, stay exact."""
+        The event's counters are not touched here: the worker adds up a batch's changes per event and
+        writes them once (``count_event``) when the batch is done."""
         actions: list[dict[str, Any]] = [
             {
                 "Put": {
@@ -812,21 +951,6 @@ class Store:
             self._transact(actions)
         except ClientError:
             return False
-        deltas = {key: value for key, value in (event_counts or {}).items() if value}
-        if deltas:
-            # No existence condition (an expired event must not fail the delivery); should the event be
-            # gone, the stub this writes carries the event's own, past, expiry and stays invisible.
-            try:
-                self._call(
-                    "update_item",
-                    Key=_to_item({"pk": f"EVENT#{delivery.event_id}", "sk": "#EVENT"}),
-                    UpdateExpression="SET #exp = if_not_exists(#exp, :exp) ADD "
-                    + ", ".join(f"#{key} :{key}" for key in deltas),
-                    ExpressionAttributeNames={"#exp": "expires_at"} | {f"#{key}": key for key in deltas},
-                    ExpressionAttributeValues=_values(exp=event_expires_at or expires_at, **deltas),
-                )
-            except (ClientError, ServiceUnavailableError):
-                logger.warning("event counters not updated", extra={"event_id": delivery.event_id, **deltas})
         return True
 
     def list_deliveries(
@@ -837,11 +961,18 @@ class Store:
         limit: int,
         cursor: str | None,
     ) -> PageResult[Delivery]:
+        where: dict[str, str] | None = None
         if status is None:
             key, index = {"gsi1pk": f"SUB#{sub_id}"}, "gsi1"
+        elif status is DeliveryStatus.SUCCEEDED:
+            # Succeeded deliveries have no status-index entry (see ``_delivery_keys``): read the
+            # subscription's deliveries and keep those. Pages stay full (``_query`` reads on).
+            key, index, where = {"gsi1pk": f"SUB#{sub_id}"}, "gsi1", {"status": status.value}
         else:
             key, index = {"gsi2pk": f"SUB#{sub_id}#{status.value}"}, "gsi2"
-        items, next_cursor = self._query(key=key, index=index, limit=limit, cursor=cursor, newest_first=True)
+        items, next_cursor = self._query(
+            key=key, index=index, limit=limit, cursor=cursor, newest_first=True, where=where
+        )
         return PageResult([Delivery.model_validate(_strip(item)) for item in items], next_cursor)
 
     def list_attempts(self, delivery_id: str, *, limit: int, cursor: str | None) -> PageResult[Attempt]:
@@ -1081,73 +1212,58 @@ class Store:
     def _stats_key(sub_id: str) -> dict[str, Any]:
         return _to_item({"pk": f"STATS#{sub_id}", "sk": "#STATS"})
 
-    def count_subscription_attempt(
+    def count_subscription_attempts(
         self,
         sub_id: str,
+        attempts: Sequence[AttemptTally],
         *,
-        succeeded: bool,
-        status_code: int | None,
-        at: datetime,
         failing_after: int,
         expires_at: int,
     ) -> SubscriptionHealth:
-        """Count one attempt in the subscription's stats and follow its failure streak: one UpdateItem
-        per attempt, plus one conditional write when a streak reaches ``failing_after`` failures in a
-        row (the failing clock starts then, once per streak).
+        """Count attempts of a subscription (a worker's batch of them) in its stats and follow its failure
+        streak, as if counted one by one in the order they finished: one UpdateItem, plus one conditional
+        write when failures alone take a streak to ``failing_after`` in a row (the failing clock starts
+        then, at the failure that reached it, once per streak).
 
         A separate item on purpose, not the subscription: the subscription is versioned and rewritten
         whole by the API, and not in the delivery's transaction either: every delivery of a
         subscription adds to this one item, and concurrent transactions on one item cancel each other."""
-        stamp = at.isoformat()
-        values: dict[str, Any] = {"one": 1, "at": stamp, "exp": expires_at}
-        status = "last_status_code = :code" if status_code is not None else None
-        if status_code is not None:
-            values["code"] = status_code
-        if succeeded:
-            sets = ["last_success_at = :at", "consecutive_failures = :zero", "expires_at = :exp"]
-            values["zero"] = 0
-            expression = "ADD attempts :one, succeeded :one SET " + ", ".join([*sets, *filter(None, [status])])
-            expression += " REMOVE failing_since" + ("" if status_code is not None else ", last_status_code")
-            old = self._call(
+        ordered = sorted(attempts, key=lambda tally: tally.at)
+        if not ordered:
+            return SubscriptionHealth(0, None)
+        expression, values = _stats_update(ordered, failing_after=failing_after, expires_at=expires_at)
+        old = _from_item(
+            self._call(
                 "update_item",
                 Key=self._stats_key(sub_id),
                 UpdateExpression=expression,
                 ExpressionAttributeValues=_values(**values),
                 ReturnValues="ALL_OLD",
             ).get("Attributes", {})
-            before = _from_item(old).get("failing_since")
-            return SubscriptionHealth(0, None, datetime.fromisoformat(before) if before else None)
-        sets = ["last_failure_at = :at", "expires_at = :exp"]
-        expression = "ADD attempts :one, failed :one, consecutive_failures :one SET " + ", ".join(
-            [*sets, *filter(None, [status])]
         )
-        if status_code is None:
-            expression += " REMOVE last_status_code"
-        new = _from_item(
+        before = old.get("failing_since")
+        health = _follow_streak(
+            int(old.get("consecutive_failures", 0)),
+            datetime.fromisoformat(before) if before else None,
+            ordered,
+            failing_after=failing_after,
+        )
+        since = health.failing_since
+        if any(tally.succeeded for tally in ordered) or before is not None or since is None:
+            return health
+        try:
             self._call(
                 "update_item",
                 Key=self._stats_key(sub_id),
-                UpdateExpression=expression,
-                ExpressionAttributeValues=_values(**values),
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        )
-        streak = int(new.get("consecutive_failures", 0))
-        since = new.get("failing_since")
-        if since is None and streak >= failing_after:
-            try:
-                self._call(
-                    "update_item",
-                    Key=self._stats_key(sub_id),
-                    UpdateExpression="SET failing_since = :at",
-                    ConditionExpression="attribute_not_exists(failing_since) AND consecutive_failures >= :n",
-                    ExpressionAttributeValues=_values(at=stamp, n=failing_after),
-                )
-                since = stamp
-            except ClientError:
-                # Started by a concurrent attempt, or a success ended the streak meanwhile: read which.
-                since = (self._get(f"STATS#{sub_id}", "#STATS") or {}).get("failing_since")
-        return SubscriptionHealth(streak, datetime.fromisoformat(since) if since else None)
+                UpdateExpression="SET failing_since = :at",
+                ConditionExpression="attribute_not_exists(failing_since) AND consecutive_failures >= :n",
+                ExpressionAttributeValues=_values(at=since.isoformat(), n=failing_after),
+            )
+        except ClientError:
+            # Started by a concurrent attempt, or a success ended the streak meanwhile: read which.
+            stored = (self._get(f"STATS#{sub_id}", "#STATS") or {}).get("failing_since")
+            since = datetime.fromisoformat(stored) if stored else None
+        return SubscriptionHealth(health.consecutive_failures, since)
 
     def get_subscription_stats(self, sub_id: str) -> dict[str, Any]:
         """The subscription's stats item as plain values (empty before its first attempt)."""

@@ -1,0 +1,178 @@
+"""Bookkeeping written per worker batch instead of per delivery: an event's counters on a small counts item
+beside it, a subscription's stats and failure streak, and a new delivery's index entries only once it is
+recorded. Deliveries over real HTTP, verified with standardwebhooks."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from herald import ids
+from herald.models import Delivery, DeliveryStatus, Event
+from herald.store import AttemptTally, Store
+from tests.conftest import ADMIN, Receiver, TenantInfo, drain
+from tests.delivery_support import publish, subscribe, verify
+
+
+class WriteLog:
+    """The UpdateItem calls a DynamoDB client makes, by the kind of item (the key's ``sk``) and expression."""
+
+    def __init__(self, client: Any) -> None:
+        self.updates: list[tuple[str, str, str]] = []
+        client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", self._record)
+
+    def _record(self, params: dict[str, Any], **_: Any) -> None:
+        key = params["Key"]
+        self.updates.append((key["pk"]["S"], key["sk"]["S"], params["UpdateExpression"]))
+
+    def on(self, pk: str, sk: str, word: str = "") -> int:
+        return sum(1 for p, s, expression in self.updates if (p, s) == (pk, sk) and word in expression)
+
+
+def test_a_batch_writes_an_events_counters_and_a_subscriptions_stats_once(
+    client, tenant: TenantInfo, services, poller, receiver: Receiver
+) -> None:
+    # GIVEN three subscriptions, one of which takes two event types
+    subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)}
+    both = subscribe(client, tenant, f"{receiver.url}?n=both", ("invoice.paid", "order.shipped"))
+    subs["/webhook?n=both"] = both
+    log = WriteLog(services.store.client)
+    # WHEN two events are published, fanned out in one batch and delivered in the next
+    first = publish(client, tenant.id)
+    second = publish(client, tenant.id, "order.shipped")
+    results = drain(poller)
+    # THEN every delivery arrived, signed, in one batch of four
+    assert [result.received for result in results] == [2, 4]
+    assert len(receiver.received) == 4
+    for got in receiver.received:
+        verify(subs[got.path].secret, got)
+    # AND each event's counts are exact
+    for event_id, matched in ((first, 3), (second, 1)):
+        counts = client.get(f"/v1/events/{event_id}", headers=ADMIN).json()["deliveries"]
+        assert counts == {"matched": matched, "pending": 0, "succeeded": matched, "failed": 0, "fanout_complete": True}
+        # AND the deliveries' counters were one write per event, on the counts item, never on the event item
+        assert log.on(f"EVENT#{event_id}", "#COUNTS", "succeeded") == 1
+        assert log.on(f"EVENT#{event_id}", "#EVENT") == 0
+    # AND the subscription that got both events had its two attempts counted in one write
+    assert log.on(f"STATS#{both.id}", "#STATS") == 1
+    stats = client.get(f"/v1/subscriptions/{both.id}/stats", headers=tenant.headers).json()
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (2, 2, 0)
+
+
+def _tally(at: datetime, seconds: int, succeeded: bool, code: int) -> AttemptTally:
+    return AttemptTally(succeeded, code, at + timedelta(seconds=seconds))
+
+
+def test_a_batch_of_attempts_follows_the_failure_streak_in_the_order_they_finished(services) -> None:
+    store = services.store
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(time.time()) + 3600
+    # GIVEN a batch in which three failures (failing from the third) end with a success, then one more fails,
+    # handed over in another order than they finished
+    batch = [
+        _tally(at, 5, False, 502),
+        _tally(at, 1, False, 500),
+        _tally(at, 4, True, 200),
+        _tally(at, 3, False, 503),
+        _tally(at, 2, False, 500),
+    ]
+    # WHEN it is counted
+    health = store.count_subscription_attempts("sub_a", batch, failing_after=3, expires_at=expires)
+    # THEN the streak is the one failure after the success, and the failing streak it ended is reported
+    assert (health.consecutive_failures, health.failing_since) == (1, None)
+    assert health.recoveries == ((at + timedelta(seconds=3), at + timedelta(seconds=4)),)
+    stats = store.get_subscription_stats("sub_a")
+    assert (stats["attempts"], stats["succeeded"], stats["failed"], stats["consecutive_failures"]) == (5, 1, 4, 1)
+    assert stats["last_status_code"] == 502
+    assert "failing_since" not in stats
+    # WHEN the next batch holds two more failures
+    health = store.count_subscription_attempts(
+        "sub_a", [_tally(at, 7, False, 500), _tally(at, 6, False, 500)], failing_after=3, expires_at=expires
+    )
+    # THEN the streak reaches three at the later one, which starts the failing clock
+    assert (health.consecutive_failures, health.failing_since) == (3, at + timedelta(seconds=7))
+    assert store.get_subscription_stats("sub_a")["failing_since"] == (at + timedelta(seconds=7)).isoformat()
+    assert health.recoveries == ()
+
+
+def test_counts_left_by_an_expired_event_are_not_added_to_a_new_one_with_its_id(services) -> None:
+    now = [time.time()]
+    store = Store(services.settings.table_name, client=services.store.client, clock=lambda: now[0])
+    moment = datetime.now(UTC)
+    event = Event(
+        id="evt_reused",
+        type="invoice.paid",
+        tenant_id="tnt_1",
+        timestamp=moment,
+        data={},
+        payload='{"data":{}}',
+        created_at=moment,
+    )
+    # GIVEN an event whose deliveries were counted, and which then expired (TTL has not removed it yet)
+    assert store.create_event(event, fingerprint="a", expires_at=int(now[0]) + 60) is None
+    store.count_event(event.id, expires_at=int(now[0]) + 60, matched=5, succeeded=5)
+    now[0] += 120
+    assert store.get_event_item(event.id) is None
+    # WHEN an event with the same id is published and one delivery of it counted
+    assert store.create_event(event, fingerprint="b", expires_at=int(now[0]) + 60) is None
+    store.count_event(event.id, expires_at=int(now[0]) + 60, matched=1)
+    # THEN its counters start from its own values, not the old event's
+    item = store.get_event_item(event.id)
+    assert item is not None
+    assert Counter({key: item[key] for key in ("matched", "succeeded", "failed", "fanout_open")}) == Counter(
+        matched=1, succeeded=0, failed=0, fanout_open=1
+    )
+
+
+def _delivery(now: datetime) -> Delivery:
+    return Delivery(
+        id=ids.delivery_id("evt_listed", "sub_listed"),
+        event_id="evt_listed",
+        subscription_id="sub_listed",
+        tenant_id="tnt_1",
+        event_type="invoice.paid",
+        status=DeliveryStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _listed(store: Store, status: DeliveryStatus | None = None) -> list[str]:
+    return [d.id for d in store.list_deliveries("sub_listed", status=status, limit=10, cursor=None).items]
+
+
+@pytest.mark.parametrize("outcome", ["recorded", "released"])
+def test_a_new_delivery_is_listed_once_recorded_or_released(services, outcome: str) -> None:
+    store = services.store
+    delivery = _delivery(datetime.now(UTC))
+    expires = int(time.time()) + 3600
+    # GIVEN a new delivery claimed for its first attempt
+    assert store.claim_delivery(
+        delivery,
+        previous=None,
+        scheduled_attempts=0,
+        token="t",
+        until=time.time() + 60,
+        now=time.time(),
+        expires_at=expires,
+    )
+    # THEN it is found by its id, but no listing shows it while the attempt is in flight
+    assert store.get_delivery(delivery.id) == delivery
+    assert _listed(store) == []
+    # WHEN it is recorded as succeeded, or given back without an attempt (postponed by the rate limit)
+    if outcome == "recorded":
+        settled = delivery.model_copy(update={"status": DeliveryStatus.SUCCEEDED, "attempts": 1})
+        assert store.record_attempt(settled, None, token="t", scheduled_attempts=1, expires_at=expires)
+        status = DeliveryStatus.SUCCEEDED
+    else:
+        store.release_delivery(delivery, "t")
+        status = DeliveryStatus.PENDING
+    # THEN both listings show it, under its status only
+    assert _listed(store) == [delivery.id]
+    assert _listed(store, status) == [delivery.id]
+    others = [other for other in DeliveryStatus if other is not status]
+    assert all(_listed(store, other) == [] for other in others)

@@ -1,0 +1,88 @@
+"""Listing a subscription's deliveries by status: pending and failed come from the status index, succeeded
+ones (which leave that index, so a first attempt that succeeds writes one index entry) from the
+subscription's listing, in full pages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import Clock, Receiver, TenantInfo
+from tests.delivery_support import Harness, make_harness, publish, subscribe
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(time.time())
+
+
+@pytest.fixture
+def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
+    made = make_harness(services, aws, clock=clock)
+    yield made
+    made.close()
+
+
+def _ids(client: Any, tenant: TenantInfo, sub_id: str, status: str, limit: int = 50) -> list[list[str]]:
+    """Every page of the subscription's deliveries with ``status``, as lists of ids."""
+    pages: list[list[str]] = []
+    params: dict[str, Any] = {"status": status, "limit": limit}
+    while True:
+        response = client.get(f"/v1/subscriptions/{sub_id}/deliveries", params=params, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append([item["id"] for item in body["data"]])
+        if body["done"]:
+            return pages
+        params["iterator"] = body["iterator"]
+
+
+def test_a_delivery_moves_from_pending_to_succeeded(
+    client, tenant, services, harness, clock, receiver: Receiver
+) -> None:
+    # GIVEN a receiver that fails once, then answers 200
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    # WHEN the first attempt fails
+    harness.drain()
+    (pending,) = _ids(client, tenant, sub.id, "pending")
+    # THEN the delivery is listed as pending, not as succeeded
+    assert len(pending) == 1
+    assert _ids(client, tenant, sub.id, "succeeded") == [[]]
+    # WHEN its retry succeeds
+    clock.advance(10)
+    harness.reveal()
+    harness.drain()
+    # THEN it is listed as succeeded and no longer as pending or failed
+    assert _ids(client, tenant, sub.id, "succeeded") == [pending]
+    assert _ids(client, tenant, sub.id, "pending") == [[]]
+    assert _ids(client, tenant, sub.id, "failed") == [[]]
+    # AND the stored delivery has left the status index (one index entry to write, not two)
+    item = services.store.client.get_item(
+        TableName=services.settings.table_name, Key={"pk": {"S": f"DELIVERY#{pending[0]}"}, "sk": {"S": "#DELIVERY"}}
+    )["Item"]
+    assert "gsi1pk" in item
+    assert "gsi2pk" not in item
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0"}])
+def test_succeeded_deliveries_page_in_full_among_failed_ones(client, tenant, harness, receiver: Receiver) -> None:
+    # GIVEN seven deliveries to one subscription, alternately succeeded and failed (one attempt each)
+    receiver.responses = [((200 if n % 2 == 0 else 500), {}, b"", 0.0) for n in range(7)]
+    sub = subscribe(client, tenant, receiver.url)
+    for _ in range(7):
+        publish(client, tenant.id)
+        harness.drain()
+    # WHEN the succeeded ones are listed two per page
+    pages = _ids(client, tenant, sub.id, "succeeded", limit=2)
+    # THEN every page but the last is full, newest first, and each of the four appears once
+    assert [len(page) for page in pages if page] == [2, 2]
+    listed = [delivery_id for page in pages for delivery_id in page]
+    everything = [delivery_id for page in _ids(client, tenant, sub.id, "failed") for delivery_id in page]
+    assert len(listed) == len(set(listed)) == 4
+    assert len(everything) == 3
+    assert set(listed).isdisjoint(everything)
