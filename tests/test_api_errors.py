@@ -566,3 +566,30 @@ def test_errors_of_every_kind_share_one_shape(client, world) -> None:
     ]
     codes = [assert_error(response, response.status_code)["code"] for response in answers]
     assert codes == ["unauthorized", "forbidden", "not_found", "method_not_allowed", "invalid_json", "validation_error"]
+
+
+# --- no silent coercion of JSON types -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "body"),
+    [
+        ("admin", "POST", "/v1/tenants/{tenant}/api-keys", {"revoke_existing": "true"}),
+        ("admin", "POST", "/v1/tenants/{tenant}/api-keys", {"revoke_existing": 1}),
+        ("admin", "POST", "/v1/events", {"type": "invoice.paid", "data": INVOICE, "broadcast": "yes"}),
+        ("tenant", "PATCH", "/v1/subscriptions/{sub}", {"enabled": "false"}),
+        ("tenant", "PATCH", "/v1/subscriptions/{sub}", {"enabled": 0}),
+        ("tenant", "PATCH", "/v1/subscriptions/{sub}", {"rate_limit": "10"}),
+        ("tenant", "PATCH", "/v1/subscriptions/{sub}", {"rate_limit": True}),
+        ("tenant", "PATCH", "/v1/subscriptions/{sub}", {"rate_limit": 2.5}),
+        ("tenant", "POST", "/v1/subscriptions/{sub}/secret/rotate", {"grace_hours": "1"}),
+        ("tenant", "POST", "/v1/subscriptions/{sub}/secret/rotate", {"grace_hours": True}),
+        ("admin", "POST", "/v1/admin/dead-letters/redrive", {"limit": "5"}),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_refused_not_coerced(client, world, role, method, path, body) -> None:
+    # WHEN a field gets a value of another JSON type that could be read as the right one ("1", true, 0)
+    response = client.request(method, world.fill(path), json=body, headers=world.auth(role))
+    # THEN it is a validation error naming the field
+    error = assert_error(response, 422, "validation_error")
+    assert [detail["loc"][-1] for detail in error["details"]] == list(body)[-1:]

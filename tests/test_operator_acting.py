@@ -56,9 +56,17 @@ def test_the_operator_must_name_an_existing_tenant(client: TestClient, tenant: T
     assert "tenant_id" in assert_error(missing, 403, "forbidden")["message"]
     # AND a tenant that does not exist is a 404
     assert_error(client.get("/v1/subscriptions", params={"tenant_id": "tnt_nope"}, headers=ADMIN), 404, "not_found")
-    # AND the reserved tenant holding the operator's own endpoints is not reachable this way
-    reserved = client.get("/v1/subscriptions", params={"tenant_id": OPERATOR_TENANT_ID}, headers=ADMIN)
-    assert_error(reserved, 404, "not_found")
+    # AND the reserved tenant holding the operator's own endpoints (it has a record once one exists) is
+    # reachable neither through tenant routes nor as a tenant
+    endpoint = client.post("/v1/operator/webhooks", json={"url": "http://127.0.0.1:9/ops"}, headers=ADMIN)
+    assert endpoint.status_code == 201, endpoint.text
+    reserved = {"tenant_id": OPERATOR_TENANT_ID}
+    assert_error(client.get("/v1/subscriptions", params=reserved, headers=ADMIN), 404, "not_found")
+    secret = client.get(f"/v1/subscriptions/{endpoint.json()['id']}/secret", params=reserved, headers=ADMIN)
+    assert_error(secret, 404, "not_found")
+    assert_error(client.get(f"/v1/tenants/{OPERATOR_TENANT_ID}", headers=ADMIN), 404, "not_found")
+    assert_error(client.delete(f"/v1/tenants/{OPERATOR_TENANT_ID}", headers=ADMIN), 404, "not_found")
+    assert client.get(f"/v1/operator/webhooks/{endpoint.json()['id']}", headers=ADMIN).status_code == 200
 
 
 def test_a_tenant_cannot_act_for_another_tenant(client: TestClient, make_tenant: Callable[[str], TenantInfo]) -> None:

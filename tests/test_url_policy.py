@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from herald.errors import UrlNotAllowedError
 from herald.settings import Settings
-from herald.urls import LOCAL_NETWORKS, UrlPolicy, literal_address, parse_networks
+from herald.urls import LOCAL_NETWORKS, UrlPolicy, literal_address, parse_networks, system_resolve
 from tests.dns_support import FakeDns, use_dns
 
 DEPLOYMENT = UrlPolicy()
@@ -478,3 +478,41 @@ def test_an_operator_can_hold_urls_to_the_default_port(client, tenant) -> None:
     )
     assert response.status_code == 422
     assert "default port" in response.json()["error"]["message"]
+
+
+MALFORMED_NAMES = [
+    "a" * 64 + ".com",  # a label over 63 characters
+    ("a" * 60 + ".") * 5 + "com",  # over 253 characters in all
+    "a..b.com",  # an empty label
+    "a.com..",
+    ".a.com",
+    "a.b\u3002\u3002c.com",  # ideographic dots make an empty label too
+]
+
+
+@pytest.mark.parametrize("settings_overrides", [DEPLOYMENT_SETTINGS])
+@pytest.mark.parametrize("host", MALFORMED_NAMES)
+def test_a_name_no_dns_can_spell_is_a_422_not_a_crash(client, tenant, host: str) -> None:
+    # GIVEN the system resolver (as in a deployment) and a subscription to change
+    body = {"url": "https://hooks.example.com/h", "event_types": ["*"]}
+    existing = client.post("/v1/subscriptions", json=body, headers=tenant.headers)
+    assert existing.status_code == 201, existing.text
+    # WHEN a URL whose host is no valid DNS name is subscribed, or set on the subscription
+    url = f"https://{host}/hook"
+    created = client.post("/v1/subscriptions", json={"url": url, "event_types": ["*"]}, headers=tenant.headers)
+    updated = client.patch(f"/v1/subscriptions/{existing.json()['id']}", json={"url": url}, headers=tenant.headers)
+    # THEN each is a 422 saying why (never a 500), or pydantic's validation error if it is no URL at all
+    for response in (created, updated):
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] in {"url_not_allowed", "validation_error"}, error
+        if error["code"] == "url_not_allowed":
+            assert "not a valid host name" in error["message"]
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".com", "a..b.com"])
+def test_the_system_resolver_refuses_a_name_no_dns_can_spell(host: str) -> None:
+    # WHEN the delivery-time resolver is asked for a name the IDNA codec refuses
+    # THEN it is a refusal by policy (no retry loop), not an unexpected error
+    with pytest.raises(UrlNotAllowedError, match="not a valid host name"):
+        asyncio.run(system_resolve(host, 443))

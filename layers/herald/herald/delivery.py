@@ -595,8 +595,9 @@ class Worker:
         )
         if not recorded:
             # Only if this invocation outlived its own lease (it should not: the lease ends after the
-            # deadline). The message comes back and the next claim carries the delivery on.
-            logger.warning("lease lost while attempting; the attempt is not recorded", extra=job.log)
+            # deadline). The message comes back and the next claim carries the delivery on, making this
+            # attempt again under the same number (its record then replaces this one's).
+            logger.warning("lease lost while attempting; the delivery's state is not updated", extra=job.log)
             await self._hold(job.message, job.record, SHORT_RETRY_SECONDS)
             return
         self._count_event(job, settled)

@@ -100,7 +100,9 @@ class TenantOut(Tenant):
 
 
 class ApiKeyIn(_Strict):
-    revoke_existing: bool = Field(False, description="Revoke every other key of the tenant once this one exists.")
+    revoke_existing: bool = Field(
+        False, strict=True, description="Revoke every other key of the tenant once this one exists."
+    )
 
 
 class ApiKey(BaseModel):
@@ -152,6 +154,7 @@ class SubscriptionIn(_Strict):
     )
     rate_limit: int | None = Field(
         None,
+        strict=True,
         ge=1,
         le=MAX_RATE_LIMIT,
         description="At most this many deliveries per second to this URL; more are postponed, never dropped.",
@@ -168,9 +171,13 @@ class SubscriptionUpdate(_Strict):
     event_types: list[str] | None = Field(None, min_length=1, max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION)
     description: str | None = Field(None, max_length=500)
     metadata: Metadata | None = None
-    enabled: bool | None = None
+    enabled: bool | None = Field(None, strict=True)
     rate_limit: int | None = Field(
-        None, ge=1, le=MAX_RATE_LIMIT, description="Deliveries per second at most; `null` removes the limit."
+        None,
+        strict=True,
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description="Deliveries per second at most; `null` removes the limit.",
     )
 
     @field_validator("event_types")
@@ -266,6 +273,7 @@ class SecretOut(BaseModel):
 class SecretRotateIn(_Strict):
     grace_hours: int | None = Field(
         None,
+        strict=True,
         ge=0,
         le=168,
         description="How long the old secret keeps signing (default: the deployment's setting).",
@@ -279,7 +287,9 @@ class EventIn(_Strict):
     type: str = Field(description="An event type from the catalog.", examples=["invoice.paid"])
     data: dict[str, Any] = Field(description="The payload, validated against the event type's schema.")
     tenant_id: str | None = Field(None, description="The tenant the event is addressed to.")
-    broadcast: bool = Field(False, description="Send to the matching subscriptions of every tenant instead.")
+    broadcast: bool = Field(
+        False, strict=True, description="Send to the matching subscriptions of every tenant instead."
+    )
     id: str | None = Field(
         None,
         description="Your own id for the event. Publishing the same id twice returns the original event.",
@@ -548,7 +558,7 @@ class DeadLettersOut(BaseModel):
 
 
 class RedriveIn(_Strict):
-    limit: int = Field(100, ge=1, le=10_000, description="Move at most this many messages.")
+    limit: int = Field(100, strict=True, ge=1, le=10_000, description="Move at most this many messages.")
 
 
 class RedriveOut(BaseModel):

@@ -13,7 +13,7 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
                                                         gsi2: SUB#<sub>#<status> / <created>#<dlv> (not once succeeded)
                                                         (both from its first recorded attempt or release)
     fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out page as counted
-    attempt       DELIVERY#<dlv>      ATTEMPT#<atm>
+    attempt       DELIVERY#<dlv>      ATTEMPT#<nnnnn>     its attempt number, zero-padded (one item per number)
     recovery lock DELIVERY#<dlv>      RECOVERY          ``job_id``: the job whose extra attempt of it is queued
     recovery job  RECOVERY#<rcv>      #RECOVERY         a subscription's recovery (``status``, ``listed``)
     job ticket    RECOVERY#<job>      DLV#<dlv>         ``state``: open, sent or failed; a job's counts
@@ -918,35 +918,48 @@ class Store:
         expires_at: int,
         recovery_id: str | None = None,
     ) -> bool:
-        """Store an attempt (if one was made) and the delivery's new state with its index entries, releasing
-        the lease, in one transaction. False if the lease was lost meanwhile. With ``recovery_id``, the same
-        transaction uses up that job's ticket for the delivery (its one extra attempt) and frees the
-        delivery's recovery lock.
+        """Store an attempt (if one was made), then the delivery's new state with its index entries,
+        releasing the lease. False if the lease was lost meanwhile.
+
+        Two plain writes, not a transaction (which bills every item twice): the attempt first, under its
+        number, then the delivery on the condition that the lease is still this one. If the second write
+        does not happen (a crash, a lost lease), the delivery still shows the attempt as not made, so the
+        next claim makes attempt ``n`` again and its record replaces this one: the log keeps one record per
+        number, and a delivery never counts an attempt that has no record. With ``recovery_id`` both go in
+        one transaction with the job's ticket for the delivery (its one extra attempt, used up exactly
+        once) and the release of the delivery's recovery lock.
 
         The event's counters are not touched here: the worker adds up a batch's changes per event and
         writes them once (``count_event``) when the batch is done."""
-        actions: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "Item": _to_item(
-                        self._delivery_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)
-                    ),
-                    "ConditionExpression": "lease_token = :token",
-                    "ExpressionAttributeValues": _values(token=token),
-                }
-            }
-        ]
+        delivery_put = {
+            "Item": _to_item(
+                self._delivery_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)
+            ),
+            "ConditionExpression": "lease_token = :token",
+            "ExpressionAttributeValues": _values(token=token),
+        }
+        attempt_put: dict[str, Any] | None = None
         if attempt is not None:
             attempt_item = {
                 "pk": f"DELIVERY#{delivery.id}",
-                "sk": f"ATTEMPT#{attempt.id}",
+                "sk": f"ATTEMPT#{attempt.attempt_number:05d}",
                 **_record(attempt),
                 "expires_at": expires_at,
             }
-            actions.append({"Put": {"Item": _to_item(attempt_item)}})
-        if recovery_id is not None:
-            succeeded = attempt is not None and attempt.succeeded
-            actions += self._recovery_consume(delivery.id, recovery_id, "sent" if succeeded else "failed")
+            attempt_put = {"Item": _to_item(attempt_item)}
+        if recovery_id is None:
+            try:
+                if attempt_put is not None:
+                    self._call("put_item", **attempt_put)
+                self._call("put_item", **delivery_put)
+            except ClientError:
+                return False
+            return True
+        actions: list[dict[str, Any]] = [{"Put": delivery_put}]
+        if attempt_put is not None:
+            actions.append({"Put": attempt_put})
+        succeeded = attempt is not None and attempt.succeeded
+        actions += self._recovery_consume(delivery.id, recovery_id, "sent" if succeeded else "failed")
         try:
             self._transact(actions)
         except ClientError:

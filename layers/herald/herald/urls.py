@@ -260,11 +260,20 @@ def _inside(network: Network, outer: Network) -> bool:
 async def system_resolve(host: str, port: int) -> list[str]:
     """The system resolver (``getaddrinfo``), without blocking the event loop."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except UnicodeError:
+        # The IDNA codec refuses the name (an empty label, a label over 63 characters): no DNS name
+        # can be spelled so, whatever the URL parser accepted.
+        raise UrlNotAllowedError(f"{host} is not a valid host name") from None
     return [str(info[4][0]) for info in infos]
 
 
 # --- the policy ------------------------------------------------------------------------------------------
+
+
+#: The longest DNS name, in its ASCII form (RFC 1035, without the final dot).
+MAX_HOST_NAME_LENGTH = 253
 
 
 @dataclass(frozen=True)
@@ -337,6 +346,14 @@ class UrlPolicy:
             raise UrlNotAllowedError("the URL has no host")
         if ":" in name or "%" in name:
             raise UrlNotAllowedError(f"{host} is neither an address nor a host name")
+        try:
+            encoded = name.encode("idna")
+        except UnicodeError:
+            encoded = b""
+        if not encoded or len(encoded) > MAX_HOST_NAME_LENGTH:
+            raise UrlNotAllowedError(
+                f"{host} is not a valid host name (labels of 1 to 63 characters, at most 253 in all)"
+            )
         if name == "localhost" or name.endswith(".localhost"):
             reason = self.refusal(IPv4Address("127.0.0.1"))
             if reason is not None:

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald.auth import Principal, Role, authenticate
 from herald.errors import NotFoundError, PermissionDeniedError
+from herald.operational import OPERATOR_TENANT_ID
 from herald.services import Services
 
 _LOCK = threading.Lock()
@@ -76,9 +77,9 @@ async def require_tenant(
             raise NotFoundError(f"tenant {tenant_id} not found")
         return principal.tenant_id
     if principal.role is Role.OPERATOR and tenant_id is not None:
-        # Only tenants with a record: the operator's own endpoints (a reserved tenant without one) are
-        # managed through /v1/operator/webhooks, never through tenant routes.
-        if services.store.get_tenant(tenant_id) is None:
+        # The operator's own endpoints (subscriptions of a reserved tenant) are managed through
+        # /v1/operator/webhooks, never through tenant routes.
+        if tenant_id == OPERATOR_TENANT_ID or services.store.get_tenant(tenant_id) is None:
             raise NotFoundError(f"tenant {tenant_id} not found")
         return tenant_id
     raise PermissionDeniedError(

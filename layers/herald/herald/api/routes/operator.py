@@ -52,7 +52,7 @@ class OperatorWebhookIn(BaseModel):
 class OperatorWebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(description="Re-enable an endpoint Herald disabled (or disable one).")
+    enabled: bool = Field(strict=True, description="Re-enable an endpoint Herald disabled (or disable one).")
 
 
 def _check_types(event_types: list[str]) -> list[str]:

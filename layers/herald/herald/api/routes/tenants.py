@@ -23,13 +23,17 @@ from herald.models import (
     TenantOut,
     utcnow,
 )
+from herald.operational import OPERATOR_TENANT_ID
 from herald.services import Services
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 
 def tenant_or_404(services: Services, tenant_id: str) -> Tenant:
-    tenant = services.store.get_tenant(tenant_id) if ids.is_id(tenant_id, ids.TENANT) else None
+    """A tenant by id. The reserved tenant holding the operator's own endpoints is not one: it is managed
+    through /v1/operator/webhooks only."""
+    usable = ids.is_id(tenant_id, ids.TENANT) and tenant_id != OPERATOR_TENANT_ID
+    tenant = services.store.get_tenant(tenant_id) if usable else None
     if tenant is None:
         raise NotFoundError(f"tenant {tenant_id} not found")
     return tenant
