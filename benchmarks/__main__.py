@@ -44,7 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold-runs", type=int, default=5, help="fresh processes per cold start (median)")
     parser.add_argument("--batch-size", type=int, default=100, help="deliveries in one invocation (batch, memory)")
     parser.add_argument("--latency-ms", type=float, default=200.0, help="the receiver's answer delay (batch)")
-    parser.add_argument("--rounds", type=int, default=3, help="slow/instant batch pairs (batch)")
+    parser.add_argument(
+        "--rounds", type=int, default=7, help="slow/instant batch pairs (batch; each is noisy on a shared machine)"
+    )
     parser.add_argument("--subscriptions", type=int, default=10_000, help="subscriptions of the fanned-out event")
     parser.add_argument("--publish-samples", type=int, default=5, help="API publishes per tenant (fanout)")
     parser.add_argument("--cost-events", type=int, default=20, help="events published per cost case")
