@@ -39,7 +39,7 @@ run: $(LOCAL_STAMP) ## Run the whole stack locally (API + delivery worker + embe
 receiver: $(LOCAL_STAMP) ## Run the sample subscriber that verifies signatures (SECRET=whsec_... PORT=9000 FAIL_FIRST=0)
 	$(BIN)/python -m herald.local.receiver --port $${PORT:-9000} --fail-first $${FAIL_FIRST:-0} $${SECRET:+--secret "$$SECRET"}
 
-test: $(DEV_STAMP) lint ## Lint, then run the whole test suite
+test: $(DEV_STAMP) lint build ## Lint, build (sam build: the cold-start tests run the build output), then the whole test suite
 	$(BIN)/python -m pytest
 
 lint: $(DEV_STAMP) ## ruff, mypy, sam validate --lint, cfn-lint with the serverless rules
