@@ -466,6 +466,28 @@ def test_rotate_with_a_custom_or_no_grace_period(client, tenant, services) -> No
     assert stored.signing_secrets(datetime.now(UTC)) == [now["secret"]]
 
 
+def test_a_rotation_never_cuts_a_secret_short_of_its_grace(client, tenant, services) -> None:
+    # GIVEN a subscription whose secret was rotated four times within the grace period: five secrets sign
+    sub = create(client, tenant)
+    rotate = f"/v1/subscriptions/{sub['id']}/secret/rotate"
+    answers = [client.post(rotate, headers=tenant.headers) for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [200] * 4
+    signing = services.store.get_subscription(tenant.id, sub["id"]).signing_secrets(datetime.now(UTC))
+    assert signing == [answer.json()["secret"] for answer in reversed(answers)] + [sub["secret"]]
+    # WHEN a fifth rotation would make six
+    refused = client.post(rotate, headers=tenant.headers)
+    # THEN it is refused, saying when to try again or how to retire the old secrets, and nothing changed
+    message = assert_error(refused, 409, "conflict")["message"]
+    assert "grace_hours 0" in message
+    stored = services.store.get_subscription(tenant.id, sub["id"])
+    assert stored.signing_secrets(datetime.now(UTC)) == signing
+    # ... while a rotation that retires the previous secrets at once goes through
+    now = client.post(rotate, json={"grace_hours": 0}, headers=tenant.headers)
+    assert now.status_code == 200, now.text
+    stored = services.store.get_subscription(tenant.id, sub["id"])
+    assert stored.signing_secrets(datetime.now(UTC)) == [now.json()["secret"]]
+
+
 @pytest.mark.parametrize("body", [{"grace_hours": -1}, {"grace_hours": 169}, {"grace_hours": "x"}, {"secret": "s"}, []])
 def test_rotate_body_is_validated(client, tenant, body) -> None:
     sub = create(client, tenant)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Response, status
 from herald import ids
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
 from herald.catalog import catalog
-from herald.errors import NotFoundError, UnknownEventTypeError
+from herald.errors import ConflictError, NotFoundError, UnknownEventTypeError
 from herald.limits import check_subscription
 from herald.models import (
     WILDCARD,
@@ -29,6 +29,9 @@ from herald.models import (
 )
 from herald.publishing import send_test
 from herald.services import Services
+
+#: Secrets signing at once (each adds a signature to every delivery): the new one and those in their grace.
+MAX_SIGNING_SECRETS = 5
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
@@ -195,7 +198,14 @@ async def rotate_secret(
         SigningSecret(secret=ids.new_signing_secret(), created_at=now),
         *[s for s in kept if s.expires_at and s.expires_at > now],
     ]
-    new = old.model_copy(update={"secrets": secrets[:5], "version": old.version + 1, "updated_at": now})
+    if len(secrets) > MAX_SIGNING_SECRETS:
+        # Dropping a secret before its grace ends would break receivers still using it: say so instead.
+        oldest = min(s.expires_at for s in kept if s.expires_at is not None)
+        raise ConflictError(
+            f"{len(kept)} secrets are still signing (at most {MAX_SIGNING_SECRETS} at once, the new one included): "
+            f"rotate again after {oldest.isoformat()}, or with grace_hours 0 to retire the previous secrets now"
+        )
+    new = old.model_copy(update={"secrets": secrets, "version": old.version + 1, "updated_at": now})
     services.store.replace_subscription(old, new)
     return _secret_out(new)
 
