@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ from herald.local.resources import LocalResources, create_local_resources
 from herald.services import Services
 from herald.settings import Settings, get_settings
 from herald.urls import LOCAL_NETWORKS
+from tests.delivery_support import Harness, make_harness
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
@@ -128,6 +130,21 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The worker's clock for ``harness``: starts at real time and moves only when told. A module that
+    wants the worker on real time overrides it with ``time.time``."""
+    return Clock(time.time())
+
+
+@pytest.fixture
+def harness(services: Services, aws: boto3.session.Session, clock: Callable[[], float]) -> Iterator[Harness]:
+    """A worker on ``clock`` fed by the Lambda poller emulation (see ``tests.delivery_support.Harness``)."""
+    made = make_harness(services, aws, clock=clock)
+    yield made
+    made.close()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from herald.services import Services
     from herald.store import Store
-    from tests.conftest import Received, TenantInfo
+    from tests.conftest import Clock, Received, TenantInfo
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -264,6 +264,13 @@ class Harness:
         self.table_calls.close()
         self.receives.close()
         settle_all([self.worker])
+
+
+def step(harness: Harness, clock: Clock, seconds: float) -> None:
+    """Let ``seconds`` pass: move the clock, bring back what the worker hid, and run the worker."""
+    clock.advance(seconds)
+    harness.reveal()
+    harness.drain()
 
 
 def make_harness(

@@ -3,14 +3,12 @@ PATCH re-enables it with a fresh window. Timed with a controllable clock; delive
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import Clock, Receiver, TenantInfo
-from tests.delivery_support import ADMIN, Harness, make_harness, only_delivery, publish, signature_of, subscribe
+from tests.delivery_support import ADMIN, Harness, only_delivery, publish, signature_of, step, subscribe
 
 pytestmark = pytest.mark.e2e
 
@@ -26,24 +24,6 @@ def settings_overrides() -> dict[str, Any]:
         "failing_after_failures": 3,
         "disable_after_failing_hours": 2,
     }
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(time.time())
-
-
-@pytest.fixture
-def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
-    made = make_harness(services, aws, clock=clock)
-    yield made
-    made.close()
-
-
-def step(harness: Harness, clock: Clock, seconds: float) -> None:
-    clock.advance(seconds)
-    harness.reveal()
-    harness.drain()
 
 
 def first_attempts(harness: Harness, clock: Clock) -> None:

@@ -36,7 +36,6 @@ from tests.delivery_support import (
     Harness,
     attempts,
     event_counts,
-    make_harness,
     only_delivery,
     publish,
     subscribe,
@@ -45,18 +44,6 @@ from tests.delivery_support import (
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(time.time())
-
-
-@pytest.fixture
-def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
-    made = make_harness(services, aws, clock=clock)
-    yield made
-    made.close()
 
 
 def test_a_poison_message_goes_to_the_dlq_without_blocking_its_batch(

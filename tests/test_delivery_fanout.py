@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,10 +30,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def harness(services: Any, aws: Any) -> Iterator[Harness]:
-    made = make_harness(services, aws)
-    yield made
-    made.close()
+def clock() -> Callable[[], float]:
+    """The worker runs on the real clock here (the shared ``harness`` takes it)."""
+    return time.time
 
 
 def _take_fanout_message(harness: Harness) -> str:

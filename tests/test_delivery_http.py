@@ -29,7 +29,6 @@ from tests.delivery_support import (
     closed_port_url,
     deliveries,
     event_counts,
-    make_harness,
     only_delivery,
     publish,
     subscribe,
@@ -41,10 +40,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def harness(services: Any, aws: Any) -> Iterator[Harness]:
-    made = make_harness(services, aws)
-    yield made
-    made.close()
+def clock() -> Callable[[], float]:
+    """The worker runs on the real clock here (the shared ``harness`` takes it)."""
+    return time.time
 
 
 @pytest.fixture

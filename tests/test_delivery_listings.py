@@ -4,26 +4,12 @@ subscription's listing, in full pages."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import Clock, Receiver, TenantInfo
-from tests.delivery_support import Harness, make_harness, publish, subscribe
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(time.time())
-
-
-@pytest.fixture
-def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
-    made = make_harness(services, aws, clock=clock)
-    yield made
-    made.close()
+from tests.conftest import Receiver, TenantInfo
+from tests.delivery_support import publish, subscribe
 
 
 def _ids(client: Any, tenant: TenantInfo, sub_id: str, status: str, limit: int = 50) -> list[list[str]]:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -20,7 +17,6 @@ from herald.delivery import MAX_HOLD_SECONDS
 from herald.queue import MAX_VISIBILITY_SECONDS
 from tests.conftest import Clock, Receiver
 from tests.delivery_support import (
-    Harness,
     attempts,
     deliveries,
     event_counts,
@@ -28,31 +24,13 @@ from tests.delivery_support import (
     only_delivery,
     publish,
     signature_of,
+    step,
     subscribe,
     verify,
     when,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(time.time())
-
-
-@pytest.fixture
-def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
-    made = make_harness(services, aws, clock=clock)
-    yield made
-    made.close()
-
-
-def step(harness: Harness, clock: Clock, seconds: float) -> None:
-    """Let ``seconds`` pass: move the clock, bring back what the worker hid, and run the worker."""
-    clock.advance(seconds)
-    harness.reveal()
-    harness.drain()
 
 
 def test_a_receiver_that_succeeds_on_its_third_attempt(client, tenant, harness, clock: Clock, receiver) -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import Clock, TenantInfo
-from tests.delivery_support import ADMIN, INVOICE, Harness, make_harness, subscribe
+from tests.delivery_support import ADMIN, INVOICE, Harness, subscribe
 
 pytestmark = pytest.mark.e2e
 
@@ -24,18 +22,6 @@ CORRELATION = ("event_id", "delivery_id", "subscription_id", "tenant_id", "attem
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"retry_schedule": (0, 0), "retry_jitter": 0.0, "metrics_namespace": "HeraldTest"}
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(time.time())
-
-
-@pytest.fixture
-def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
-    made = make_harness(services, aws, clock=clock)
-    yield made
-    made.close()
 
 
 def emf_documents(output: str) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,9 +21,9 @@ from tests.delivery_support import (
     attempts,
     deliveries,
     event_counts,
-    make_harness,
     only_delivery,
     publish,
+    step,
     subscribe,
 )
 
@@ -40,20 +39,6 @@ def clock() -> Clock:
     # The outage is simulated in the past, so that the recovery runs at the real time (and the deliveries it
     # makes pass the 5-minute tolerance of the verifying library).
     return Clock(time.time() - 30 * HOUR)
-
-
-@pytest.fixture
-def harness(services: Any, aws: Any, clock: Clock) -> Iterator[Harness]:
-    made = make_harness(services, aws, clock=clock)
-    yield made
-    made.close()
-
-
-def step(harness: Harness, clock: Clock, seconds: float) -> None:
-    """Let ``seconds`` pass: move the clock, bring back what the worker hid, and run the worker."""
-    clock.advance(seconds)
-    harness.reveal()
-    harness.drain()
 
 
 def at(clock: Clock) -> str:
