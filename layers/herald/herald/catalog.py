@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from herald.errors import UnknownEventTypeError
+from herald.models import WILDCARD
+
 if TYPE_CHECKING:
     # FastAPI is imported only where the docs are built: the delivery function validates and sends
     # events from this catalog but never serves HTTP, and must not pay for importing FastAPI.
@@ -126,6 +129,20 @@ class EventCatalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
+
+    def check_subscribed(self, event_types: list[str], *, refused: str, absent: str, known_also: str = "") -> list[str]:
+        """``event_types`` if each is ``*`` or a type of this catalog, else ``UnknownEventTypeError`` naming the
+        others: "``refused``: a, b; known: ...``known_also``", and per name "'a' ``absent``"."""
+        unknown = [name for name in event_types if name != WILDCARD and name not in self]
+        if unknown:
+            raise UnknownEventTypeError(
+                f"{refused}: {', '.join(unknown)}; known: {', '.join(self.names())}{known_also}",
+                details=[
+                    {"loc": ["body", "event_types"], "msg": f"{name!r} {absent}", "type": "unknown_event_type"}
+                    for name in unknown
+                ],
+            )
+        return event_types
 
     def webhooks_router(self, *, include: Sequence[EventCatalog] = ()) -> APIRouter:
         """An ``APIRouter`` for ``FastAPI(webhooks=...)``: one documented webhook per event type, of this

@@ -12,7 +12,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from herald import ids
 from herald.api.deps import IteratorQuery, LimitQuery, OperatorDep, ServicesDep
 from herald.catalog import operational_catalog
-from herald.errors import NotFoundError, UnknownEventTypeError
+from herald.errors import NotFoundError
 from herald.models import (
     WILDCARD,
     Page,
@@ -56,20 +56,9 @@ class OperatorWebhookUpdate(BaseModel):
 
 
 def _check_types(event_types: list[str]) -> list[str]:
-    unknown = [name for name in event_types if name != WILDCARD and name not in operational_catalog]
-    if unknown:
-        raise UnknownEventTypeError(
-            f"not operational event types: {', '.join(unknown)}; known: {', '.join(operational_catalog.names())}",
-            details=[
-                {
-                    "loc": ["body", "event_types"],
-                    "msg": f"{name!r} is not an operational event type",
-                    "type": "unknown_event_type",
-                }
-                for name in unknown
-            ],
-        )
-    return event_types
+    return operational_catalog.check_subscribed(
+        event_types, refused="not operational event types", absent="is not an operational event type"
+    )
 
 
 def _webhook_or_404(services: Services, webhook_id: str) -> Subscription:

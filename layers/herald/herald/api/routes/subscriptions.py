@@ -10,10 +10,9 @@ from fastapi import APIRouter, Body, Response, status
 from herald import ids
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
 from herald.catalog import catalog
-from herald.errors import ConflictError, NotFoundError, UnknownEventTypeError
+from herald.errors import ConflictError, NotFoundError
 from herald.limits import check_subscription
 from herald.models import (
-    WILDCARD,
     Page,
     SecretOut,
     SecretRotateIn,
@@ -45,20 +44,9 @@ def subscription_or_404(services: Services, tenant_id: str, sub_id: str) -> Subs
 
 
 def _check_types(event_types: list[str]) -> list[str]:
-    unknown = [name for name in event_types if name != WILDCARD and name not in catalog]
-    if unknown:
-        raise UnknownEventTypeError(
-            f"unknown event types: {', '.join(unknown)}; known: {', '.join(catalog.names())} (or '*')",
-            details=[
-                {
-                    "loc": ["body", "event_types"],
-                    "msg": f"{name!r} is not in the event catalog",
-                    "type": "unknown_event_type",
-                }
-                for name in unknown
-            ],
-        )
-    return event_types
+    return catalog.check_subscribed(
+        event_types, refused="unknown event types", absent="is not in the event catalog", known_also=" (or '*')"
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Subscribe a URL to event types")
