@@ -196,13 +196,13 @@ def _figure(
 
 def api_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
     from herald import ids
-    from herald.models import ApiKey, Tenant, utcnow
+    from herald.records import ApiKey, Tenant, utcnow
 
     services = stack.services
     tenant = Tenant(id=ids.new_id(ids.TENANT), name="Cold", created_at=utcnow())
     api_key = ids.new_api_key()
     key = ApiKey(id=ids.new_id(ids.API_KEY), tenant_id=tenant.id, prefix=api_key[:8], created_at=utcnow())
-    services.store.create_tenant(tenant, key, ids.hash_api_key(api_key))
+    services.store.tenants.create(tenant, key, ids.hash_api_key(api_key))
     from benchmarks.core import UNUSED_URL, api_gateway_event, make_subscriptions
 
     make_subscriptions(services, tenant.id, 3, UNUSED_URL)
@@ -238,8 +238,8 @@ def delivery_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
     from benchmarks.core import make_subscriptions, make_tenant
     from benchmarks.receiver import ReceiverProcess
     from herald.delivery import Worker, settle_all
+    from herald.domain.publishing import publish
     from herald.local.poller import SqsPoller, sqs_event
-    from herald.publishing import publish
 
     services = stack.services
     sqs = stack.sqs()
@@ -309,9 +309,9 @@ def delivery_memory(stack: Stack, *, batch: int, latency: float, out: Any) -> Fi
     from benchmarks.core import make_subscriptions, make_tenant
     from benchmarks.receiver import ReceiverProcess
     from herald.delivery import Worker, settle_all
+    from herald.domain.publishing import publish
     from herald.local.poller import SqsPoller, sqs_event
     from herald.local.resources import DELIVERY_FUNCTION_ID, function_properties, load_template
-    from herald.publishing import publish
 
     memory_size = int(function_properties(load_template(), DELIVERY_FUNCTION_ID).get("MemorySize", 128))
     services = stack.services

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from herald import ids
 from herald.catalog import catalog
-from herald.models import ApiKey, EventIn, SigningSecret, Subscription, Tenant, utcnow
+from herald.records import ApiKey, SigningSecret, Subscription, Tenant, utcnow
+from herald.schemas import EventIn
 
 if TYPE_CHECKING:
     import boto3
@@ -178,7 +179,7 @@ def make_tenant(services: Services, name: str = "Bench") -> Tenant:
     """A tenant with an API key, written straight through the store (the key itself is not needed)."""
     tenant = Tenant(id=ids.new_id(ids.TENANT), name=name, created_at=utcnow())
     key = ApiKey(id=ids.new_id(ids.API_KEY), tenant_id=tenant.id, prefix="hrk_bench", created_at=utcnow())
-    services.store.create_tenant(tenant, key, ids.hash_api_key(ids.new_api_key()))
+    services.store.tenants.create(tenant, key, ids.hash_api_key(ids.new_api_key()))
     return tenant
 
 
@@ -199,9 +200,9 @@ def make_subscriptions(services: Services, tenant_id: str, count: int, url: str)
         for index in range(count)
     ]
     if count == 1:
-        services.store.create_subscription(subs[0])
+        services.store.subscriptions.create(subs[0])
     else:
-        services.store.import_subscriptions(subs)
+        services.store.subscriptions.import_many(subs)
     return subs
 
 

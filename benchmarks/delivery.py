@@ -36,9 +36,9 @@ from benchmarks.core import (
 from benchmarks.receiver import ReceiverProcess
 from benchmarks.results import Ratio, Result
 from herald.delivery import Worker, settle_all
+from herald.domain.publishing import publish
 from herald.local.poller import SqsPoller
 from herald.local.resources import delivery_event_source
-from herald.publishing import publish
 
 
 @dataclass
@@ -117,7 +117,7 @@ class _Bench:
         sub = self.subscriptions[0]
         started = time.process_time()
         for _ in range(calls):
-            self.services.store.get_subscription(sub.tenant_id, sub.id)
+            self.services.store.subscriptions.get(sub.tenant_id, sub.id)
         return (time.process_time() - started) / calls
 
     def close(self) -> None:

@@ -29,14 +29,14 @@ from svix.webhooks import Webhook as SvixWebhook
 from herald import ids
 from herald.delivery import Worker, settle_all
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
-from herald.models import SigningSecret, Subscription
+from herald.records import SigningSecret, Subscription
 
 if TYPE_CHECKING:
     import boto3
     from fastapi.testclient import TestClient
 
     from herald.services import Services
-    from herald.store import Store
+    from herald.storage import Store
     from tests.conftest import Clock, Received, TenantInfo
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
@@ -437,7 +437,7 @@ def bulk_subscriptions(
         )
         for _ in range(count)
     ]
-    store.import_subscriptions(subs)
+    store.subscriptions.import_many(subs)
     return subs
 
 

@@ -82,13 +82,13 @@ def test_a_revoked_key_stops_working_at_once(client, tenant) -> None:
 def test_a_token_of_no_known_shape_is_refused_without_a_lookup(client, tenant, services, monkeypatch) -> None:
     # GIVEN a count of the API key lookups
     lookups: list[str] = []
-    real = services.store.get_api_key
+    real = services.store.tenants.get_key
 
     def counting(key_hash: str) -> Any:
         lookups.append(key_hash)
         return real(key_hash)
 
-    monkeypatch.setattr(services.store, "get_api_key", counting)
+    monkeypatch.setattr(services.store.tenants, "get_key", counting)
     # WHEN tokens that are not tenant keys are presented
     for token in ("whsec_" + "a" * 44, "hra_" + "b" * 43, tenant.key.upper(), tenant.key + "x", "x" * 47):
         assert_error(client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {token}"}), 401)

@@ -23,7 +23,7 @@ def create(client, tenant, **fields):
 
 
 def routes(services, tenant_id: str, route: str) -> list[str]:
-    ids, cursor = services.store.query_routes(tenant_id, route, limit=100, cursor=None)
+    ids, cursor = services.store.subscriptions.routed(tenant_id, route, limit=100, cursor=None)
     assert cursor is None
     return list(ids)
 
@@ -444,7 +444,7 @@ def test_rotate_secret_keeps_the_old_one_for_the_grace_period(client, tenant, se
     assert before + grace - timedelta(minutes=1) <= valid_until <= datetime.now(UTC) + grace
     assert client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=tenant.headers).json() == body
     # ... deliveries are signed with both meanwhile (new first)
-    stored = services.store.get_subscription(tenant.id, sub["id"])
+    stored = services.store.subscriptions.get(tenant.id, sub["id"])
     assert stored.signing_secrets(datetime.now(UTC)) == [body["secret"], sub["secret"]]
     assert stored.signing_secrets(valid_until + timedelta(seconds=1)) == [body["secret"]]
 
@@ -462,7 +462,7 @@ def test_rotate_with_a_custom_or_no_grace_period(client, tenant, services) -> No
     ).json()
     assert now["previous_valid_until"] is None
     assert len({sub["secret"], short["secret"], now["secret"]}) == 3
-    stored = services.store.get_subscription(tenant.id, sub["id"])
+    stored = services.store.subscriptions.get(tenant.id, sub["id"])
     assert stored.signing_secrets(datetime.now(UTC)) == [now["secret"]]
 
 
@@ -472,19 +472,19 @@ def test_a_rotation_never_cuts_a_secret_short_of_its_grace(client, tenant, servi
     rotate = f"/v1/subscriptions/{sub['id']}/secret/rotate"
     answers = [client.post(rotate, headers=tenant.headers) for _ in range(4)]
     assert [answer.status_code for answer in answers] == [200] * 4
-    signing = services.store.get_subscription(tenant.id, sub["id"]).signing_secrets(datetime.now(UTC))
+    signing = services.store.subscriptions.get(tenant.id, sub["id"]).signing_secrets(datetime.now(UTC))
     assert signing == [answer.json()["secret"] for answer in reversed(answers)] + [sub["secret"]]
     # WHEN a fifth rotation would make six
     refused = client.post(rotate, headers=tenant.headers)
     # THEN it is refused, saying when to try again or how to retire the old secrets, and nothing changed
     message = assert_error(refused, 409, "conflict")["message"]
     assert "grace_hours 0" in message
-    stored = services.store.get_subscription(tenant.id, sub["id"])
+    stored = services.store.subscriptions.get(tenant.id, sub["id"])
     assert stored.signing_secrets(datetime.now(UTC)) == signing
     # ... while a rotation that retires the previous secrets at once goes through
     now = client.post(rotate, json={"grace_hours": 0}, headers=tenant.headers)
     assert now.status_code == 200, now.text
-    stored = services.store.get_subscription(tenant.id, sub["id"])
+    stored = services.store.subscriptions.get(tenant.id, sub["id"])
     assert stored.signing_secrets(datetime.now(UTC)) == [now.json()["secret"]]
 
 

@@ -215,8 +215,8 @@ def test_deleted_tenant_is_locked_out_and_purged(client, make_tenant, services, 
         aws.client("sqs"), services.settings.queue_url
     )
     drain(poller)
-    assert services.store.get_subscription(doomed.id, sub["id"]) is None
-    assert services.store.query_routes(doomed.id, "invoice.paid", limit=10, cursor=None) == ([], None)
+    assert services.store.subscriptions.get(doomed.id, sub["id"]) is None
+    assert services.store.subscriptions.routed(doomed.id, "invoice.paid", limit=10, cursor=None) == ([], None)
     # ... and the other tenant is untouched
     assert client.get("/v1/subscriptions", headers=other.headers).status_code == 200
     assert [t["id"] for t in client.get("/v1/tenants", headers=ADMIN).json()["data"]] == [other.id]

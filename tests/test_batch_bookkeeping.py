@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from herald import ids
-from herald.models import Delivery, DeliveryStatus, Event
-from herald.store import AttemptTally, Store
+from herald.records import Delivery, DeliveryStatus, Event
+from herald.storage import AttemptTally, Store
 from tests.conftest import ADMIN, Receiver, TenantInfo, drain
 from tests.delivery_support import publish, subscribe, verify
 
@@ -81,21 +81,21 @@ def test_a_batch_of_attempts_follows_the_failure_streak_in_the_order_they_finish
         _tally(at, 2, False, 500),
     ]
     # WHEN it is counted
-    health = store.count_subscription_attempts("sub_a", batch, failing_after=3, expires_at=expires)
+    health = store.health.count_attempts("sub_a", batch, failing_after=3, expires_at=expires)
     # THEN the streak is the one failure after the success, and the failing streak it ended is reported
     assert (health.consecutive_failures, health.failing_since) == (1, None)
     assert health.recoveries == ((at + timedelta(seconds=3), at + timedelta(seconds=4)),)
-    stats = store.get_subscription_stats("sub_a")
+    stats = store.health.get_stats("sub_a")
     assert (stats["attempts"], stats["succeeded"], stats["failed"], stats["consecutive_failures"]) == (5, 1, 4, 1)
     assert stats["last_status_code"] == 502
     assert "failing_since" not in stats
     # WHEN the next batch holds two more failures
-    health = store.count_subscription_attempts(
+    health = store.health.count_attempts(
         "sub_a", [_tally(at, 7, False, 500), _tally(at, 6, False, 500)], failing_after=3, expires_at=expires
     )
     # THEN the streak reaches three at the later one, which starts the failing clock
     assert (health.consecutive_failures, health.failing_since) == (3, at + timedelta(seconds=7))
-    assert store.get_subscription_stats("sub_a")["failing_since"] == (at + timedelta(seconds=7)).isoformat()
+    assert store.health.get_stats("sub_a")["failing_since"] == (at + timedelta(seconds=7)).isoformat()
     assert health.recoveries == ()
 
 
@@ -113,17 +113,17 @@ def test_counts_left_by_an_expired_event_are_not_added_to_a_new_one_with_its_id(
         created_at=moment,
     )
     # GIVEN an event whose deliveries were counted, and which then expired (TTL has not removed it yet)
-    assert store.create_event(event, fingerprint="a", expires_at=int(now[0]) + 60) is None
-    store.count_event(event.id, expires_at=int(now[0]) + 60, matched=5, succeeded=5)
+    assert store.events.create(event, fingerprint="a", expires_at=int(now[0]) + 60).fingerprint == "a"
+    store.events.count(event.id, expires_at=int(now[0]) + 60, matched=5, succeeded=5)
     now[0] += 120
-    assert store.get_event_item(event.id) is None
+    assert store.events.get_with_counts(event.id) is None
     # WHEN an event with the same id is published and one delivery of it counted
-    assert store.create_event(event, fingerprint="b", expires_at=int(now[0]) + 60) is None
-    store.count_event(event.id, expires_at=int(now[0]) + 60, matched=1)
+    assert store.events.create(event, fingerprint="b", expires_at=int(now[0]) + 60).fingerprint == "b"
+    store.events.count(event.id, expires_at=int(now[0]) + 60, matched=1)
     # THEN its counters start from its own values, not the old event's
-    item = store.get_event_item(event.id)
+    item = store.events.get_with_counts(event.id)
     assert item is not None
-    assert Counter({key: item[key] for key in ("matched", "succeeded", "failed", "fanout_open")}) == Counter(
+    assert Counter({key: getattr(item, key) for key in ("matched", "succeeded", "failed", "fanout_open")}) == Counter(
         matched=1, succeeded=0, failed=0, fanout_open=1
     )
 
@@ -142,7 +142,7 @@ def _delivery(now: datetime) -> Delivery:
 
 
 def _listed(store: Store, status: DeliveryStatus | None = None) -> list[str]:
-    return [d.id for d in store.list_deliveries("sub_listed", status=status, limit=10, cursor=None).items]
+    return [d.id for d in store.deliveries.list("sub_listed", status=status, limit=10, cursor=None).items]
 
 
 @pytest.mark.parametrize("outcome", ["recorded", "released"])
@@ -151,7 +151,7 @@ def test_a_new_delivery_is_listed_once_recorded_or_released(services, outcome: s
     delivery = _delivery(datetime.now(UTC))
     expires = int(time.time()) + 3600
     # GIVEN a new delivery claimed for its first attempt
-    assert store.claim_delivery(
+    assert store.deliveries.claim(
         delivery,
         previous=None,
         scheduled_attempts=0,
@@ -161,15 +161,15 @@ def test_a_new_delivery_is_listed_once_recorded_or_released(services, outcome: s
         expires_at=expires,
     )
     # THEN it is found by its id, but no listing shows it while the attempt is in flight
-    assert store.get_delivery(delivery.id) == delivery
+    assert store.deliveries.get(delivery.id) == delivery
     assert _listed(store) == []
     # WHEN it is recorded as succeeded, or given back without an attempt (postponed by the rate limit)
     if outcome == "recorded":
         settled = delivery.model_copy(update={"status": DeliveryStatus.SUCCEEDED, "attempts": 1})
-        assert store.record_attempt(settled, None, token="t", scheduled_attempts=1, expires_at=expires)
+        assert store.deliveries.record(settled, None, token="t", scheduled_attempts=1, expires_at=expires)
         status = DeliveryStatus.SUCCEEDED
     else:
-        store.release_delivery(delivery, "t")
+        store.deliveries.release(delivery, "t")
         status = DeliveryStatus.PENDING
     # THEN both listings show it, under its status only
     assert _listed(store) == [delivery.id]

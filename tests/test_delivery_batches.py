@@ -170,7 +170,7 @@ def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
     event_id = publish(client, tenant.id)
     harness.poller.poll_once()
     store = harness.services.store
-    from herald.models import Delivery
+    from herald.records import Delivery
 
     now = harness.worker._now()
     dead = Delivery(
@@ -183,7 +183,7 @@ def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
         created_at=now,
         updated_at=now,
     )
-    assert store.claim_delivery(
+    assert store.deliveries.claim(
         dead,
         previous=None,
         scheduled_attempts=0,

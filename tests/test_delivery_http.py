@@ -87,7 +87,7 @@ def test_every_matching_subscriber_gets_exactly_one_verified_delivery(
     harness.drain()
 
     # THEN each matching subscriber received it exactly once, verified by both libraries, and the others nothing
-    stored = harness.services.store.get_event(event_id)
+    stored = harness.services.store.events.get(event_id)
     assert stored is not None
     for receiver, sub in zip(receivers[:4], [*subs, wildcard], strict=True):
         assert len(receiver.received) == 1, receiver.received
@@ -95,7 +95,7 @@ def test_every_matching_subscriber_gets_exactly_one_verified_delivery(
         payload = verify(sub.secret, got)
         assert payload == {"type": "invoice.paid", "timestamp": payload["timestamp"], "data": payload["data"]}
         assert payload["data"]["invoice_id"] == "in_1"
-        assert got.body == stored.payload.encode()  # the exact bytes that were signed
+        assert got.body == stored.event.payload.encode()  # the exact bytes that were signed
         assert got.headers["webhook-id"] == event_id
         assert got.headers["content-type"] == "application/json"
         assert got.headers["user-agent"] == f"Herald/{__version__}"

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from herald.errors import UrlNotAllowedError
-from herald.models import ErrorKind
+from herald.records import ErrorKind
 from herald.retry import RetryPolicy, parse_retry_after
 from herald.sender import RESPONSE_MAX_BYTES, Outcome, classify, cut_body
 from herald.settings import DEFAULT_RETRY_SCHEDULE, Settings

@@ -274,7 +274,7 @@ def test_a_subscription_removed_mid_retry_ends_its_delivery(client, tenant, harn
     step(harness, clock, 10)
     # THEN no further request is sent, and the delivery is failed for that reason, and counted
     assert len(receiver.received) == 1
-    delivery = harness.services.store.get_delivery(delivery_id)
+    delivery = harness.services.store.deliveries.get(delivery_id)
     assert delivery is not None
     assert delivery.status == "failed"
     assert delivery.last_error_kind == "subscription_gone"

@@ -14,7 +14,8 @@ from herald import ids
 from herald.errors import HeraldError
 from herald.limits import LimitExceededError
 from herald.local.resources import load_template
-from herald.models import SigningSecret, Subscription, SubscriptionIn, SubscriptionUpdate, utcnow
+from herald.records import SigningSecret, Subscription, utcnow
+from herald.schemas import SubscriptionIn, SubscriptionUpdate
 from herald.settings import Settings
 from tests.api_support import INVOICE, assert_error
 from tests.conftest import ADMIN
@@ -56,7 +57,7 @@ def test_subscriptions_per_tenant_are_capped(client, tenant, make_tenant, servic
     # GIVEN a tenant at its limit of 3 subscriptions
     created = [subscribe(client, tenant) for _ in range(3)]
     assert [response.status_code for response in created] == [201, 201, 201]
-    assert services.store.subscription_count(tenant.id) == 3
+    assert services.store.subscriptions.count(tenant.id) == 3
     # WHEN it subscribes once more
     response = subscribe(client, tenant)
     # THEN it is refused with the limit named, and nothing was stored
@@ -68,7 +69,7 @@ def test_subscriptions_per_tenant_are_capped(client, tenant, make_tenant, servic
     # ... and deleting one makes room again
     sub_id = created[0].json()["id"]
     assert client.delete(f"/v1/subscriptions/{sub_id}", headers=tenant.headers).status_code == 204
-    assert services.store.subscription_count(tenant.id) == 2
+    assert services.store.subscriptions.count(tenant.id) == 2
     assert subscribe(client, tenant).status_code == 201
     assert_error(subscribe(client, tenant), 422, "limit_exceeded")
 
@@ -90,7 +91,7 @@ def test_concurrent_creates_never_pass_the_limit(tenant, services) -> None:
             updated_at=now,
         )
         try:
-            services.store.create_subscription(sub, max_subscriptions=3)
+            services.store.subscriptions.create(sub, max_subscriptions=3)
             outcome = "created"
         except LimitExceededError:
             outcome = "limit"
@@ -106,13 +107,13 @@ def test_concurrent_creates_never_pass_the_limit(tenant, services) -> None:
         thread.join()
     # THEN exactly three exist, the others were refused for the limit, and the count agrees
     assert sorted(outcomes) == ["created"] * 3 + ["limit"] * 7
-    assert len(services.store.list_subscriptions(tenant.id, limit=50, cursor=None).items) == 3
-    assert services.store.subscription_count(tenant.id) == 3
+    assert len(services.store.subscriptions.list(tenant.id, limit=50, cursor=None).items) == 3
+    assert services.store.subscriptions.count(tenant.id) == 3
 
 
 def test_a_subscription_of_a_deleted_tenant_is_refused(tenant, services) -> None:
     # GIVEN a tenant deleted while one of its requests was in flight
-    services.store.delete_tenant(tenant.id)
+    services.store.tenants.delete(tenant.id)
     now = utcnow()
     sub = Subscription(
         id=ids.new_id(ids.SUBSCRIPTION),
@@ -125,9 +126,9 @@ def test_a_subscription_of_a_deleted_tenant_is_refused(tenant, services) -> None
     )
     # WHEN the request stores its subscription, THEN it is refused and no tenant item is brought back
     with pytest.raises(HeraldError) as caught:
-        services.store.create_subscription(sub, max_subscriptions=3)
+        services.store.subscriptions.create(sub, max_subscriptions=3)
     assert caught.value.code == "not_found"
-    assert services.store.get_tenant(tenant.id) is None
+    assert services.store.tenants.get(tenant.id) is None
 
 
 def test_imported_subscriptions_are_counted(tenant, services) -> None:
@@ -144,8 +145,8 @@ def test_imported_subscriptions_are_counted(tenant, services) -> None:
         )
         for _ in range(2)
     ]
-    services.store.import_subscriptions(subs)
-    assert services.store.subscription_count(tenant.id) == 2
+    services.store.subscriptions.import_many(subs)
+    assert services.store.subscriptions.count(tenant.id) == 2
 
 
 # --- fields of a subscription and a tenant -----------------------------------------------------------------

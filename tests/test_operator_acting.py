@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from herald.operational import OPERATOR_TENANT_ID
+from herald.domain.operational import OPERATOR_TENANT_ID
 from tests.api_support import assert_error
 from tests.conftest import ADMIN
 

@@ -163,14 +163,16 @@ def test_concurrent_takes_of_one_slot_grant_it_once(services: Services) -> None:
     # GIVEN a subscription's rate of 5 a second, and 20 workers asking for a slot at the same moment
     now = time.time()
     with ThreadPoolExecutor(20) as pool:
-        waits = list(pool.map(lambda _: services.store.take_rate_slot("sub_x", interval=0.2, now=now), range(20)))
+        waits = list(
+            pool.map(lambda _: services.store.health.take_rate_slot("sub_x", interval=0.2, now=now), range(20))
+        )
     # THEN exactly one got it; the others are told to wait until the next slot, 0.2 s later
     assert sorted(waits)[0] == 0.0
     assert waits.count(0.0) == 1
     assert all(wait == pytest.approx(0.2, abs=1e-6) for wait in waits if wait)
     # AND that slot is free once its time has come, and not before
-    assert services.store.take_rate_slot("sub_x", interval=0.2, now=now + 0.1) == pytest.approx(0.1, abs=1e-6)
-    assert services.store.take_rate_slot("sub_x", interval=0.2, now=now + 0.2) == 0.0
+    assert services.store.health.take_rate_slot("sub_x", interval=0.2, now=now + 0.1) == pytest.approx(0.1, abs=1e-6)
+    assert services.store.health.take_rate_slot("sub_x", interval=0.2, now=now + 0.2) == 0.0
 
 
 def test_rate_limit_is_validated_and_can_be_changed_or_removed(client, tenant: TenantInfo) -> None:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from herald.models import ErrorKind
+from herald.records import ErrorKind
 from herald.sender import pinned_client, send_attempt
 from herald.urls import LOCAL_NETWORKS, UrlPolicy, literal_address, parse_networks
 from tests.conftest import Receiver, TenantInfo

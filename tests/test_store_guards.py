@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from herald import ids
-from herald.models import Delivery, DeliveryStatus
-from herald.publishing import event_expiry
+from herald.domain.publishing import event_expiry
+from herald.records import Delivery, DeliveryStatus
 from tests.conftest import ADMIN, drain
 from tests.delivery_support import bulk_subscriptions, publish
 
@@ -76,7 +76,7 @@ def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
     )
     expires = int(time.time()) + 3600
     # GIVEN a delivery claimed, then settled (cancelled) without an attempt: its attempt count is unchanged
-    assert store.claim_delivery(
+    assert store.deliveries.claim(
         delivery,
         previous=None,
         scheduled_attempts=0,
@@ -86,9 +86,9 @@ def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
         expires_at=expires,
     )
     settled = delivery.model_copy(update={"status": DeliveryStatus.FAILED})
-    assert store.record_attempt(settled, None, token="a", scheduled_attempts=0, expires_at=expires)
+    assert store.deliveries.record(settled, None, token="a", scheduled_attempts=0, expires_at=expires)
     # WHEN a duplicate message that read it while pending tries to claim it
-    stale = store.claim_delivery(
+    stale = store.deliveries.claim(
         delivery,
         previous=delivery,
         scheduled_attempts=0,
@@ -99,7 +99,7 @@ def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
     )
     # THEN the claim is refused and the delivery stays settled
     assert stale is False
-    assert store.get_delivery(delivery.id).status is DeliveryStatus.FAILED
+    assert store.deliveries.get(delivery.id).status is DeliveryStatus.FAILED
 
 
 @pytest.mark.parametrize("settings_overrides", [{"event_ttl_days": 1}])

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
     from herald.settings import Settings
-    from herald.store import Store
+    from herald.storage import Store
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def authenticate(authorization: str | None, *, admin_keys: AdminKeyProvider, sto
     wait for the admin key (whose first read in a container is a Secrets Manager call)."""
     token = bearer_token(authorization)
     if looks_like_tenant_key(token):
-        key = store.get_api_key(hash_api_key(token))
+        key = store.tenants.get_key(hash_api_key(token))
         if key is None:
             raise AuthenticationError("invalid API key")
         return Principal(Role.TENANT, tenant_id=key.tenant_id, key_id=key.id)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from herald.errors import UnknownEventTypeError
-from herald.models import WILDCARD
+from herald.records import WILDCARD
 
 if TYPE_CHECKING:
     # FastAPI is imported only where the docs are built: the delivery function validates and sends

@@ -31,7 +31,7 @@ message postponed many times is refreshed by ``_hold`` like any long wait, never
 The attempts a batch makes to a subscription are counted in its stats and failure streak when the
 batch is done, in the order they finished, with one write per subscription (``Store.count_subscription
 _attempts``): a 410, or a streak failing for the whole window, disables the subscription; operational
-events (``herald.operational``) tell the operator (what an attempt did to its delivery right after it,
+events (``herald.domain.operational``) tell the operator (what an attempt did to its delivery right after it,
 what the batch did to the subscription at its end). Like the event counters, the stats of a batch
 whose invocation dies are lost; the attempts themselves are recorded.
 
@@ -58,7 +58,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 
 from herald import ids, recovery
-from herald.errors import ConflictError
+from herald.domain import subscriptions
+from herald.domain.operational import OPERATOR_TENANT_ID, emit
 from herald.messages import (
     DeliveryMessage,
     FanoutMessage,
@@ -69,21 +70,11 @@ from herald.messages import (
     parse_message,
 )
 from herald.metrics import DeliveryMetrics, Metric
-from herald.models import (
-    WILDCARD,
-    Attempt,
-    Delivery,
-    DeliveryStatus,
-    ErrorKind,
-    Event,
-    Subscription,
-    Trigger,
-)
-from herald.operational import OPERATOR_TENANT_ID, emit
 from herald.queue import MAX_VISIBILITY_SECONDS, QueueVisibilityLimitError
+from herald.records import WILDCARD, Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, close_http_client, send_attempt
 from herald.signing import signature_header
-from herald.store import AttemptTally, DeliveryState, SubscriptionHealth, event_of
+from herald.storage import AttemptTally, DeliveryState, StoredEvent, SubscriptionHealth
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -154,8 +145,7 @@ class _Job:
     message: DeliveryMessage
     record: SQSRecord
     log: dict[str, Any]
-    event: Event
-    event_item: dict[str, Any]
+    stored: StoredEvent
     state: DeliveryState | None
     single_shot: bool
     now: datetime
@@ -171,9 +161,12 @@ class _Job:
         return self.state.scheduled_attempts if self.state is not None else 0
 
     @property
-    def event_expires_at(self) -> int | None:
-        value = self.event_item.get("expires_at")
-        return int(value) if value is not None else None
+    def event(self) -> Event:
+        return self.stored.event
+
+    @property
+    def event_expires_at(self) -> int:
+        return self.stored.expires_at
 
     @property
     def delivery(self) -> Delivery:
@@ -225,8 +218,8 @@ class Worker:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.loop = asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="herald-io")
-        self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._event_reads: dict[str, asyncio.Future[dict[str, Any] | None]] = {}
+        self._events: OrderedDict[str, StoredEvent] = OrderedDict()
+        self._event_reads: dict[str, asyncio.Future[StoredEvent | None]] = {}
         self._events_lock = threading.Lock()
         self._paces: dict[str, _Pace] = {}
         #: Event counter changes of the deliveries settled in this batch: event id -> (expiry, deltas).
@@ -262,7 +255,7 @@ class Worker:
 
         def write(event_id: str, expires_at: int, deltas: Counter[str]) -> None:
             try:
-                self.store.count_event(event_id, expires_at=expires_at, **deltas)
+                self.store.events.count(event_id, expires_at=expires_at, **deltas)
             except Exception:
                 logger.warning("event counters not updated", extra={"event_id": event_id, **deltas})
 
@@ -292,7 +285,7 @@ class Worker:
             sent_ms = record.attributes.sent_timestamp
             if _receive_count(record) == 1 and sent_ms:
                 self.metrics.add(Metric.QUEUE_AGE, max(0.0, self.clock() - int(sent_ms) / 1000))
-            if message.recovery_id is not None:
+            if message.job_id is not None:
                 await recovery.deliver(self, message, record, deadline)  # checks the job's ticket first
             else:
                 await self.deliver(message, record, deadline)
@@ -315,15 +308,15 @@ class Worker:
     # --- fan-out ------------------------------------------------------------------------------------
 
     async def fanout(self, message: FanoutMessage, deadline: float) -> None:
-        item = await self._io(self.store.get_event_record, message.event_id)
-        if item is None:
+        stored = await self._io(self.store.events.get, message.event_id)
+        if stored is None:
             logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
             return
-        expires_at = int(item["expires_at"])
+        expires_at = stored.expires_at
         if message.tenant_id is None:
             await self._fanout_tenants(message, expires_at)
             return
-        event = event_of(item)
+        event = stored.event
         routes = [event.type, WILDCARD]
         route = message.route if message.route in routes else routes[0]
         page_token = message.cursor
@@ -331,7 +324,7 @@ class Worker:
         while True:
             marker = f"{message.tenant_id}|{route}|{page_token or ''}"
             sub_ids, next_token = await self._io(
-                self.store.query_routes,
+                self.store.subscriptions.routed,
                 message.tenant_id,
                 route,
                 limit=self.settings.fanout_page_size,
@@ -347,7 +340,7 @@ class Worker:
             # nothing is sent twice) but not counted again.
             if deliveries or last:
                 await self._io(
-                    self.store.count_fanout,
+                    self.store.events.count_fanout_page,
                     event.id,
                     marker,
                     expires_at=expires_at,
@@ -375,12 +368,12 @@ class Worker:
 
     async def _fanout_tenants(self, message: FanoutMessage, expires_at: int) -> None:
         """A broadcast: one fan-out message per tenant, a page of tenants at a time."""
-        page = await self._io(self.store.list_tenants, limit=100, cursor=message.cursor)
+        page = await self._io(self.store.tenants.list, limit=100, cursor=message.cursor)
         per_tenant = [FanoutMessage(event_id=message.event_id, tenant_id=tenant.id) for tenant in page.items]
         last = page.cursor is None
         # Opened before they are queued, so the fan-out never looks complete while tenants remain.
         await self._io(
-            self.store.count_fanout,
+            self.store.events.count_fanout_page,
             message.event_id,
             f"tenants|{message.cursor or ''}",
             expires_at=expires_at,
@@ -397,20 +390,20 @@ class Worker:
     # --- purge ----------------------------------------------------------------------------------------
 
     async def purge(self, message: PurgeTenantMessage) -> None:
-        done = await self._io(self.store.purge_tenant_page, message.tenant_id)
+        done = await self._io(self.store.subscriptions.purge_page, message.tenant_id)
         if not done:
             await self._io(self.queue.send, message)
 
     # --- one delivery -------------------------------------------------------------------------------
 
-    def _event_item(self, event_id: str) -> dict[str, Any] | None:
+    def _event_item(self, event_id: str) -> StoredEvent | None:
         """Events never change once published: keep the recent ones in memory across a fan-out's deliveries."""
         with self._events_lock:
             item = self._events.get(event_id)
             if item is not None:
                 self._events.move_to_end(event_id)
                 return item
-        item = self.store.get_event_record(event_id)
+        item = self.store.events.get(event_id)
         if item is not None:
             with self._events_lock:
                 self._events[event_id] = item
@@ -418,7 +411,7 @@ class Worker:
                     self._events.popitem(last=False)
         return item
 
-    async def _event(self, event_id: str) -> dict[str, Any] | None:
+    async def _event(self, event_id: str) -> StoredEvent | None:
         """The event, read once however many deliveries of a batch ask for it at the same time."""
         read = self._event_reads.get(event_id)
         if read is None:
@@ -448,14 +441,14 @@ class Worker:
         state: DeliveryState | None = None
         for read_state in (not optimistic, True):
             if read_state:
-                state = await self._io(self.store.get_delivery_state, delivery_id)
+                state = await self._io(self.store.deliveries.get_state, delivery_id)
             single_shot = message.trigger in SINGLE_SHOT_TRIGGERS and state is not None
             if not await self._due(message, record, state, single_shot, deadline):
                 return
-            job = _Job(message, record, log, event_of(item), item, state, single_shot, self._now(), deadline)
+            job = _Job(message, record, log, item, state, single_shot, self._now(), deadline)
             token = uuid.uuid4().hex
             claimed = await self._io(
-                self.store.claim_delivery,
+                self.store.deliveries.claim,
                 job.delivery,
                 previous=job.previous,
                 scheduled_attempts=job.scheduled,
@@ -463,7 +456,7 @@ class Worker:
                 until=deadline + 5,
                 now=self.clock(),
                 expires_at=self._expires_at(job),
-                recovery_id=message.recovery_id,
+                job_id=message.job_id,
             )
             if claimed or read_state:
                 break
@@ -473,14 +466,14 @@ class Worker:
             await self._hold(message, record, SHORT_RETRY_SECONDS)
             return
         try:
-            sub = await self._io(self.store.get_subscription, message.tenant_id, message.subscription_id)
+            sub = await self._io(self.store.subscriptions.get, message.tenant_id, message.subscription_id)
         except Exception:
             # Nothing was sent: give the lease back, so the message's next receive need not wait it out.
             with contextlib.suppress(Exception):
-                await self._io(self.store.release_delivery, job.delivery, token)
+                await self._io(self.store.deliveries.release, job.delivery, token)
             raise
         if sub is None and single_shot:
-            await self._io(self.store.release_delivery, job.delivery, token)
+            await self._io(self.store.deliveries.release, job.delivery, token)
             logger.info("manual attempt cancelled: the subscription was deleted", extra=log)
         elif sub is None or (not sub.enabled and not single_shot):
             await self._cancel(job, token, "the subscription was deleted" if sub is None else "it is disabled")
@@ -528,7 +521,7 @@ class Worker:
             }
         )
         recorded = await self._io(
-            self.store.record_attempt,
+            self.store.deliveries.record,
             settled,
             None,
             token=token,
@@ -547,7 +540,7 @@ class Worker:
             postpone = await self._rate_slot(job, sub.id, sub.rate_limit)
             if postpone > 0:
                 # Over the rate: no attempt, no step of the schedule; the message comes back for its slot.
-                await self._io(self.store.release_delivery, job.delivery, token)
+                await self._io(self.store.deliveries.release, job.delivery, token)
                 self.metrics.add(Metric.POSTPONED)
                 logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
                 await self._hold(job.message, job.record, postpone)
@@ -585,13 +578,13 @@ class Worker:
             }
         )
         recorded = await self._io(
-            self.store.record_attempt,
+            self.store.deliveries.record,
             settled,
             attempt,
             token=token,
             scheduled_attempts=scheduled,
             expires_at=self._expires_at(job),
-            recovery_id=job.message.recovery_id,
+            job_id=job.message.job_id,
         )
         if not recorded:
             # Only if this invocation outlived its own lease (it should not: the lease ends after the
@@ -636,7 +629,7 @@ class Worker:
                     now = self.clock()
                     wait = 0.0
                     if pace.backlog_until <= now:
-                        wait = await self._io(self.store.take_rate_slot, sub_id, interval=interval, now=now)
+                        wait = await self._io(self.store.health.take_rate_slot, sub_id, interval=interval, now=now)
                         if wait <= 0:
                             return 0.0
                         waited = time.monotonic() - started
@@ -722,7 +715,7 @@ class Worker:
         sub, outcomes = tally.sub, sorted(tally.outcomes, key=lambda outcome: outcome.finished)
         try:
             health = await self._io(
-                self.store.count_subscription_attempts,
+                self.store.health.count_attempts,
                 sub.id,
                 [AttemptTally(outcome.succeeded, outcome.status_code, outcome.finished) for outcome in outcomes],
                 failing_after=self.settings.failing_after_failures,
@@ -823,32 +816,7 @@ class Worker:
         return deltas
 
     def _disable(self, sub: Subscription, reason: str) -> Subscription | None:
-        """Disable the subscription (its routes go: it receives nothing more and costs nothing at fan-out).
-        The disabled subscription if this call disabled it; None if it was already disabled or gone."""
-        for _ in range(3):
-            current = self.store.get_subscription(sub.tenant_id, sub.id)
-            if current is None or not current.enabled:
-                return None
-            now = self._now()
-            disabled = current.model_copy(
-                update={
-                    "enabled": False,
-                    "disabled_reason": reason,
-                    "disabled_at": now,
-                    "version": current.version + 1,
-                    "updated_at": now,
-                }
-            )
-            try:
-                self.store.replace_subscription(current, disabled)
-            except ConflictError:
-                continue
-            logger.warning(
-                "subscription disabled",
-                extra={"subscription_id": sub.id, "tenant_id": sub.tenant_id, "reason": reason},
-            )
-            return disabled
-        return None
+        return subscriptions.disable_for_failing(self.store, sub, reason, self._now())
 
     async def _hold(self, message: DeliveryMessage, record: SQSRecord, seconds: float) -> None:
         """Bring this message back in ``seconds``: hide it and raise ``RetryLaterError``, so the record is

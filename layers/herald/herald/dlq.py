@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from herald import ids
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, PoisonMessageError, parse_message
-from herald.models import DeadLetterOut, DeadLettersOut, RedriveOut
+from herald.schemas import DeadLetterOut, DeadLettersOut, RedriveOut
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from herald.models import Trigger
+from herald.records import Trigger
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
 
     v: Literal[1] = 1
 
@@ -39,8 +39,9 @@ class DeliveryMessage(_Message):
     tenant_id: str
     subscription_id: str
     trigger: Trigger = Trigger.SCHEDULED
-    #: A recovery or redelivery job's ticket: the one extra attempt this message may make (see herald.recovery).
-    recovery_id: str | None = None
+    #: The recovery or redelivery job whose ticket this message carries: the one extra attempt it may make
+    #: (see herald.recovery). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
+    job_id: str | None = Field(None, alias="recovery_id")
 
 
 class PurgeTenantMessage(_Message):
@@ -88,4 +89,4 @@ def parse_message(body: str) -> WorkMessage:
 
 
 def dump_message(message: WorkMessage) -> str:
-    return message.model_dump_json(exclude_none=True)
+    return message.model_dump_json(exclude_none=True, by_alias=True)

@@ -24,40 +24,22 @@ listed and each one's attempt was made.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from herald import ids
-from herald.errors import ConflictError, InvalidInputError, NotFoundError
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
-from herald.models import (
-    WILDCARD,
-    DeliveryStatus,
-    RecoveryIn,
-    RecoveryJob,
-    RecoveryStatus,
-    RedeliveryOut,
-    Trigger,
-    utcnow,
-)
-from herald.store import event_of
+from herald.records import WILDCARD, DeliveryStatus, RecoveryStatus, Trigger
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
     from herald.delivery import Worker
-    from herald.messages import WorkMessage
-    from herald.models import Subscription
-    from herald.queue import WorkQueue
-    from herald.services import Services
 
 logger = logging.getLogger(__name__)
 
-RECOVERY = "rcv"
-REDELIVERY = "rdl"
 #: Deliveries read per query page of a recovery.
 PAGE_SIZE = 100
 #: Deliveries handled by one job message before it hands over to a continuation message.
@@ -66,120 +48,11 @@ MAX_PER_MESSAGE = 2_000
 MIN_SECONDS_LEFT = 15.0
 #: How long a delivery's recovery lock lasts if its message never runs (the job's attempt is then given up).
 LOCK_SECONDS = 24 * 3600
-#: How long an identical recovery request finds a job that has not finished.
-WINDOW_LOCK_SECONDS = 24 * 3600
-
-
-def _enqueue(queue: WorkQueue, message: WorkMessage) -> None:
-    queue.send(message)
 
 
 async def _io[T](worker: Worker, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a blocking AWS call on the worker's thread pool."""
     return await worker.loop.run_in_executor(worker.executor, lambda: function(*args, **kwargs))
-
-
-def _utc(moment: datetime, field: str) -> datetime:
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as exc:  # a time at the very edge of the calendar, with no UTC value
-        raise InvalidInputError(
-            f"`{field}` is out of range",
-            details=[{"loc": ["body", field], "msg": "no UTC value", "type": "out_of_range"}],
-        ) from exc
-
-
-# --- the API side ------------------------------------------------------------------------------------
-
-
-def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> RecoveryJob:
-    """Queue a recovery of ``sub``'s failed deliveries in the window, or return the job already at work on
-    the same window (an identical request while it runs)."""
-    now = utcnow()
-    oldest = now - timedelta(days=services.settings.recovery_max_days)
-    since = _utc(body.since, "since")
-    until = _utc(body.until, "until") if body.until is not None else now
-    if since < oldest:
-        raise InvalidInputError(
-            f"`since` may be at most {services.settings.recovery_max_days} days ago",
-            details=[{"loc": ["body", "since"], "msg": f"before {oldest.isoformat()}", "type": "too_old"}],
-        )
-    if since >= until:
-        raise InvalidInputError(
-            "`since` must be before `until` (and before now when `until` is left out)",
-            details=[{"loc": ["body", "since"], "msg": "not before `until`", "type": "empty_window"}],
-        )
-    request = f"{sub.id}|{since.isoformat()}|{until.isoformat() if body.until is not None else 'now'}"
-    window = f"{sub.id}#{hashlib.sha256(request.encode()).hexdigest()[:32]}"
-    store = services.store
-    replaces: str | None = None
-    for _ in range(3):
-        job = RecoveryJob(
-            id=ids.new_id(RECOVERY),
-            tenant_id=sub.tenant_id,
-            subscription_id=sub.id,
-            since=since,
-            until=until,
-            status=RecoveryStatus.QUEUED,
-            created_at=now,
-            updated_at=now,
-        )
-        held = store.create_recovery_job(
-            job,
-            window=window,
-            replaces=replaces,
-            lock_expires_at=int(now.timestamp()) + WINDOW_LOCK_SECONDS,
-            expires_at=_job_expiry(services, now),
-        )
-        if held is None:
-            _enqueue(services.queue, RecoverMessage(job_id=job.id))
-            logger.info("recovery queued", extra={"job_id": job.id, "subscription_id": sub.id})
-            return job
-        existing = read_recovery(services, held)
-        if existing is not None and existing.status is not RecoveryStatus.DONE:
-            if existing.status is RecoveryStatus.QUEUED:
-                # Not started yet: its message may never have been sent (the first request failed midway, and
-                # this is the caller's retry). Send it again; a job message that runs twice sends nothing twice.
-                _enqueue(services.queue, RecoverMessage(job_id=existing.id))
-            return existing
-        replaces = held  # that one is finished: a new run over the same window
-    raise ConflictError("the recovery could not be started: concurrent requests; retry")
-
-
-def read_recovery(services: Services, job_id: str) -> RecoveryJob | None:
-    """A job with its counts, read from its tickets, and its status."""
-    found = services.store.get_recovery_job(job_id)
-    if found is None:
-        return None
-    job, listed = found
-    counts = services.store.recovery_ticket_counts(job.id)
-    status = job.status
-    if listed and counts["open"] == 0:
-        status = RecoveryStatus.DONE
-    return job.model_copy(
-        update={
-            "status": status,
-            "queued": sum(counts.values()),
-            "sent": counts["sent"],
-            "failed": counts["failed"],
-        }
-    )
-
-
-def start_redelivery(services: Services, event_id: str) -> RedeliveryOut:
-    """Queue one more attempt of an event to every subscription it goes to (operator)."""
-    item = services.store.get_event_item(event_id)
-    if item is None:
-        raise NotFoundError(f"event {event_id} not found")
-    event = event_of(item)
-    job_id = ids.new_id(REDELIVERY)
-    _enqueue(services.queue, RedeliverMessage(job_id=job_id, event_id=event.id, tenant_id=event.tenant_id))
-    logger.info("redelivery queued", extra={"job_id": job_id, "event_id": event.id})
-    return RedeliveryOut(id=job_id, event_id=event.id, status=RecoveryStatus.QUEUED)
-
-
-def _job_expiry(services: Services, now: datetime) -> int:
-    return int((now + timedelta(days=services.settings.recovery_job_ttl_days)).timestamp())
 
 
 # --- the worker side ------------------------------------------------------------------------------------
@@ -192,7 +65,7 @@ def _now(worker: Worker) -> datetime:
 async def _take(worker: Worker, job_id: str, delivery_id: str) -> bool:
     return await _io(
         worker,
-        worker.store.take_recovery_ticket,
+        worker.store.jobs.take_ticket,
         job_id,
         delivery_id,
         lock_seconds=LOCK_SECONDS,
@@ -208,7 +81,7 @@ async def _send(worker: Worker, messages: list[DeliveryMessage]) -> None:
 async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float) -> None:
     """Pages of the subscription's failed deliveries in the window: take a ticket for each and queue its attempt."""
     store = worker.store
-    found = await _io(worker, store.get_recovery_job, message.job_id)
+    found = await _io(worker, store.jobs.get, message.job_id)
     if found is None:
         logger.warning("recovery job no longer exists", extra={"job_id": message.job_id})
         return
@@ -217,13 +90,13 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
         return  # a duplicate of a message whose job listed everything already
     log = {"job_id": job.id, "subscription_id": job.subscription_id}
     if job.status is RecoveryStatus.QUEUED:
-        await _io(worker, store.update_recovery_job, job.id, updated_at=_now(worker), status=RecoveryStatus.RUNNING)
+        await _io(worker, store.jobs.update, job.id, updated_at=_now(worker), status=RecoveryStatus.RUNNING)
     cursor = message.cursor
     handled = 0
     while True:
         page = await _io(
             worker,
-            store.query_deliveries_between,
+            store.deliveries.between,
             job.subscription_id,
             DeliveryStatus.FAILED,
             since=job.since,
@@ -241,7 +114,7 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
                     tenant_id=d.tenant_id,
                     subscription_id=d.subscription_id,
                     trigger=Trigger.RECOVER,
-                    recovery_id=job.id,
+                    job_id=job.id,
                 )
                 for d, ok in zip(deliveries, taken, strict=True)
                 if ok
@@ -249,12 +122,12 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
         )
         handled += len(page.items)
         if page.cursor is None:
-            await _io(worker, store.update_recovery_job, job.id, updated_at=_now(worker), listed=True)
+            await _io(worker, store.jobs.update, job.id, updated_at=_now(worker), listed=True)
             logger.info("recovery listed every delivery", extra=log)
             return
         cursor = page.cursor
         if handled >= MAX_PER_MESSAGE or deadline - worker.clock() < MIN_SECONDS_LEFT:
-            await _io(worker, _enqueue, worker.queue, RecoverMessage(job_id=job.id, cursor=cursor))
+            await _io(worker, worker.queue.send, RecoverMessage(job_id=job.id, cursor=cursor))
             return
 
 
@@ -262,18 +135,18 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     """Pages of the subscriptions an event goes to: a ticketed single attempt for each existing delivery,
     a regular first delivery for a subscription that never had the event."""
     store = worker.store
-    item = await _io(worker, store.get_event_item, message.event_id)
-    if item is None:
+    stored = await _io(worker, store.events.get, message.event_id)
+    if stored is None:
         logger.warning("redelivery of an event that no longer exists", extra={"event_id": message.event_id})
         return
-    event = event_of(item)
+    event = stored.event
     if message.tenant_id is None:
         # A broadcast: one redelivery message per tenant, a page of tenants at a time.
-        page = await _io(worker, store.list_tenants, limit=100, cursor=message.cursor)
+        page = await _io(worker, store.tenants.list, limit=100, cursor=message.cursor)
         for tenant in page.items:
-            await _io(worker, _enqueue, worker.queue, message.model_copy(update={"tenant_id": tenant.id}))
+            await _io(worker, worker.queue.send, message.model_copy(update={"tenant_id": tenant.id}))
         if page.cursor is not None:
-            await _io(worker, _enqueue, worker.queue, message.model_copy(update={"cursor": page.cursor}))
+            await _io(worker, worker.queue.send, message.model_copy(update={"cursor": page.cursor}))
         return
     tenant_id = message.tenant_id
     routes = [event.type, WILDCARD]
@@ -283,10 +156,10 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     while True:
         marker = f"redeliver|{message.job_id}|{tenant_id}|{route}|{cursor or ''}"
         sub_ids, next_cursor = await _io(
-            worker, store.query_routes, tenant_id, route, limit=worker.settings.fanout_page_size, cursor=cursor
+            worker, store.subscriptions.routed, tenant_id, route, limit=worker.settings.fanout_page_size, cursor=cursor
         )
         delivery_ids = [ids.delivery_id(event.id, sub_id) for sub_id in sub_ids]
-        existing = await asyncio.gather(*(_io(worker, store.get_delivery, d) for d in delivery_ids))
+        existing = await asyncio.gather(*(_io(worker, store.deliveries.get, d) for d in delivery_ids))
         again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
         first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
         taken = await asyncio.gather(*(_take(worker, message.job_id, ids.delivery_id(event.id, sub)) for sub in again))
@@ -296,7 +169,7 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
                 tenant_id=tenant_id,
                 subscription_id=sub,
                 trigger=Trigger.MANUAL,
-                recovery_id=message.job_id,
+                job_id=message.job_id,
             )
             for sub, ok in zip(again, taken, strict=True)
             if ok
@@ -305,7 +178,12 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         if first:
             # Deliveries the original fan-out never made: the event counts them, once however often this runs.
             await _io(
-                worker, store.count_fanout, event.id, marker, expires_at=int(item["expires_at"]), matched=len(first)
+                worker,
+                store.events.count_fanout_page,
+                event.id,
+                marker,
+                expires_at=stored.expires_at,
+                matched=len(first),
             )
         await _send(worker, messages)
         handled += len(sub_ids)
@@ -318,18 +196,18 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
             cursor = next_cursor
         if handled >= MAX_PER_MESSAGE or deadline - worker.clock() < MIN_SECONDS_LEFT:
             continuation = message.model_copy(update={"route": route, "cursor": cursor})
-            await _io(worker, _enqueue, worker.queue, continuation)
+            await _io(worker, worker.queue.send, continuation)
             return
 
 
 async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
     """A job's delivery message: make its one attempt if the job's ticket is still open, else let it go."""
-    job_id = message.recovery_id
+    job_id = message.job_id
     assert job_id is not None
     store = worker.store
     delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
     log = {"job_id": job_id, "delivery_id": delivery_id, "event_id": message.event_id}
-    state, holder = await _io(worker, store.get_recovery_ticket, job_id, delivery_id)
+    state, holder = await _io(worker, store.jobs.get_ticket, job_id, delivery_id)
     if state != "open":
         # Used up already (a duplicate message, or one whose attempt was recorded before a crash), or never
         # taken: nothing to send.
@@ -337,15 +215,15 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         return
     if holder != job_id:
         logger.warning("the job's recovery lock expired before its attempt: given up", extra=log)
-        await _io(worker, store.close_recovery_ticket, job_id, delivery_id, "failed")
+        await _io(worker, store.jobs.close_ticket, job_id, delivery_id, "failed")
         return
     delivery, event, sub = await asyncio.gather(
-        _io(worker, store.get_delivery, delivery_id),
-        _io(worker, store.get_event_item, message.event_id),
-        _io(worker, store.get_subscription, message.tenant_id, message.subscription_id),
+        _io(worker, store.deliveries.get, delivery_id),
+        _io(worker, store.events.get, message.event_id),
+        _io(worker, store.subscriptions.get, message.tenant_id, message.subscription_id),
     )
     if delivery is None or event is None or sub is None:
         logger.info("job delivery cannot be attempted: its delivery, event or subscription is gone", extra=log)
-        await _io(worker, store.close_recovery_ticket, job_id, delivery_id, "failed")
+        await _io(worker, store.jobs.close_ticket, job_id, delivery_id, "failed")
         return
     await worker.deliver(message, record, deadline)

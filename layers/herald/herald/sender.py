@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 
 from herald import __version__
 from herald.errors import UrlNotAllowedError
-from herald.models import ErrorKind
+from herald.records import ErrorKind
 from herald.retry import parse_retry_after
 from herald.urls import UrlPolicy
 

@@ -9,7 +9,7 @@ from herald.auth import AdminKeyProvider
 from herald.queue import WorkQueue
 from herald.retry import RetryPolicy
 from herald.settings import Settings, get_settings
-from herald.store import Store
+from herald.storage import Store
 from herald.urls import UrlPolicy
 
 if TYPE_CHECKING:

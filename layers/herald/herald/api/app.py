@@ -20,7 +20,7 @@ from herald.api.routes import (
     tenants,
 )
 from herald.catalog import catalog, operational_catalog
-from herald.models import ErrorResponse
+from herald.schemas import ErrorResponse
 from herald.services import Services
 from herald.settings import get_settings
 

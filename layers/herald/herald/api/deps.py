@@ -9,8 +9,8 @@ from fastapi import Depends, Header, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald.auth import Principal, Role, authenticate
+from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import NotFoundError, PermissionDeniedError
-from herald.operational import OPERATOR_TENANT_ID
 from herald.services import Services
 
 _LOCK = threading.Lock()
@@ -79,7 +79,7 @@ async def require_tenant(
     if principal.role is Role.OPERATOR and tenant_id is not None:
         # The operator's own endpoints (subscriptions of a reserved tenant) are managed through
         # /v1/operator/webhooks, never through tenant routes.
-        if tenant_id == OPERATOR_TENANT_ID or services.store.get_tenant(tenant_id) is None:
+        if tenant_id == OPERATOR_TENANT_ID or services.store.tenants.get(tenant_id) is None:
             raise NotFoundError(f"tenant {tenant_id} not found")
         return tenant_id
     raise PermissionDeniedError(

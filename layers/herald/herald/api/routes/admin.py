@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, status
 
 from herald.api.deps import OperatorDep, ServicesDep
 from herald.dlq import MAX_SAMPLE, DeadLetterQueue
-from herald.models import DeadLettersOut, RedriveIn, RedriveOut
+from herald.schemas import DeadLettersOut, RedriveIn, RedriveOut
 from herald.services import Services
 
 router = APIRouter(prefix="/v1/admin", tags=["operations"])

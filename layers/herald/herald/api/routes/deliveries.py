@@ -8,25 +8,19 @@ from fastapi import APIRouter, Query, status
 
 from herald import ids
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
-from herald.api.routes.subscriptions import subscription_or_404
+from herald.domain import subscriptions
 from herald.errors import NotFoundError
 from herald.messages import DeliveryMessage
-from herald.models import (
-    AttemptOut,
-    Delivery,
-    DeliveryOut,
-    DeliveryStatus,
-    Page,
-    Trigger,
-)
+from herald.records import Delivery, DeliveryStatus, Trigger
+from herald.schemas import AttemptOut, DeliveryOut, Page
 from herald.services import Services
 
 router = APIRouter(prefix="/v1/subscriptions/{subscription_id}/deliveries", tags=["deliveries"])
 
 
 def delivery_or_404(services: Services, tenant_id: str, subscription_id: str, delivery_id: str) -> Delivery:
-    subscription_or_404(services, tenant_id, subscription_id)
-    delivery = services.store.get_delivery(delivery_id) if ids.is_id(delivery_id, ids.DELIVERY) else None
+    subscriptions.find(services, tenant_id, subscription_id)
+    delivery = services.store.deliveries.get(delivery_id) if ids.is_id(delivery_id, ids.DELIVERY) else None
     if delivery is None or delivery.subscription_id != subscription_id or delivery.tenant_id != tenant_id:
         raise NotFoundError(f"delivery {delivery_id} not found")
     return delivery
@@ -42,8 +36,8 @@ async def list_deliveries(
     limit: LimitQuery = 50,
     iterator: IteratorQuery = None,
 ) -> Page[DeliveryOut]:
-    subscription_or_404(services, tenant_id, subscription_id)
-    page = services.store.list_deliveries(subscription_id, status=status, limit=limit, cursor=iterator)
+    subscriptions.find(services, tenant_id, subscription_id)
+    page = services.store.deliveries.list(subscription_id, status=status, limit=limit, cursor=iterator)
     return Page(
         data=[DeliveryOut.of(d) for d in page.items],
         iterator=page.cursor,
@@ -69,7 +63,7 @@ async def list_attempts(
     iterator: IteratorQuery = None,
 ) -> Page[AttemptOut]:
     delivery_or_404(services, tenant_id, subscription_id, delivery_id)
-    page = services.store.list_attempts(delivery_id, limit=limit, cursor=iterator)
+    page = services.store.deliveries.list_attempts(delivery_id, limit=limit, cursor=iterator)
     return Page(
         data=[AttemptOut.of(a) for a in page.items],
         iterator=page.cursor,

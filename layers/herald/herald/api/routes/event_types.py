@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from herald.api.deps import CallerDep
 from herald.catalog import catalog
-from herald.models import EventTypeOut, Page
+from herald.schemas import EventTypeOut, Page
 
 router = APIRouter(prefix="/v1/event-types", tags=["event-types"])
 

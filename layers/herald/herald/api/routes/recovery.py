@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from herald import ids, recovery
+from herald import ids
 from herald.api.deps import OperatorDep, ServicesDep, TenantDep
-from herald.api.routes.subscriptions import subscription_or_404
+from herald.domain import jobs, subscriptions
 from herald.errors import NotFoundError
 from herald.ids import EVENT_ID_PATTERN
-from herald.models import RecoveryIn, RecoveryJobOut, RedeliveryOut
+from herald.schemas import RecoveryIn, RecoveryJobOut, RedeliveryOut
 
 router = APIRouter(prefix="/v1/subscriptions/{subscription_id}", tags=["deliveries"])
 events_router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -29,16 +29,16 @@ async def recover(
     `since` may be at most 14 days ago (the deployment's setting). Each delivery is re-sent once per
     job, and a repeat of the same request while the job runs returns the same job. A delivery whose
     extra attempt fails stays failed."""
-    sub = subscription_or_404(services, tenant_id, subscription_id)
-    return RecoveryJobOut.of(recovery.start_recovery(services, sub, body))
+    sub = subscriptions.find(services, tenant_id, subscription_id)
+    return RecoveryJobOut.of(jobs.start_recovery(services, sub, body))
 
 
 @router.get("/recoveries/{job_id}", summary="Get the progress of a recovery")
 async def get_recovery(
     subscription_id: str, job_id: str, services: ServicesDep, tenant_id: TenantDep
 ) -> RecoveryJobOut:
-    subscription_or_404(services, tenant_id, subscription_id)
-    job = recovery.read_recovery(services, job_id) if ids.is_id(job_id, recovery.RECOVERY) else None
+    subscriptions.find(services, tenant_id, subscription_id)
+    job = jobs.read_recovery(services, job_id) if ids.is_id(job_id, jobs.RECOVERY) else None
     if job is None or job.subscription_id != subscription_id or job.tenant_id != tenant_id:
         raise NotFoundError(f"recovery {job_id} not found")
     return RecoveryJobOut.of(job)
@@ -55,4 +55,4 @@ async def redeliver(event_id: str, services: ServicesDep, _: OperatorDep) -> Red
     event gets it as a regular first delivery, with retries."""
     if not EVENT_ID_PATTERN.match(event_id):
         raise NotFoundError(f"event {event_id} not found")
-    return recovery.start_redelivery(services, event_id)
+    return jobs.start_redelivery(services, event_id)

@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from herald import ids
 from herald.catalog import operational_catalog
-from herald.messages import FanoutMessage
-from herald.models import WILDCARD, Event, utcnow
-from herald.publishing import envelope, event_expiry
-from herald.store import event_of
+from herald.domain.publishing import new_event, store_and_queue
+from herald.records import WILDCARD
 
 if TYPE_CHECKING:
     from herald.services import Services
@@ -47,7 +45,7 @@ def operational_event_id(event_type: str, *key: str) -> str:
 def has_listeners(services: Services, event_type: str) -> bool:
     """Whether any enabled operator endpoint takes ``event_type``."""
     for route in (event_type, WILDCARD):
-        sub_ids, _ = services.store.query_routes(OPERATOR_TENANT_ID, route, limit=1, cursor=None)
+        sub_ids, _ = services.store.subscriptions.routed(OPERATOR_TENANT_ID, route, limit=1, cursor=None)
         if sub_ids:
             return True
     return False
@@ -62,24 +60,10 @@ def emit(services: Services, event_type: str, data: dict[str, Any], *, key: tupl
     if not has_listeners(services, event_type):
         return None
     payload = entry.validate(data)
-    now = utcnow()
-    event = Event(
-        id=operational_event_id(event_type, *key),
-        type=event_type,
-        tenant_id=OPERATOR_TENANT_ID,
-        timestamp=now,
-        data=payload,
-        payload=envelope(event_type, now, payload),
-        created_at=now,
+    event = new_event(
+        event_type, payload, tenant_id=OPERATOR_TENANT_ID, event_id=operational_event_id(event_type, *key)
     )
-    expires_at = event_expiry(services, now)
-    existing = services.store.create_event(event, fingerprint=event.id, expires_at=expires_at)
-    if existing is not None and existing.get("enqueued"):
-        return event.id  # reported before
-    stored = event if existing is None else event_of(existing)
-    if existing is not None:
-        expires_at = int(existing["expires_at"])
-    services.queue.send(FanoutMessage(event_id=stored.id, tenant_id=OPERATOR_TENANT_ID))
-    services.store.mark_enqueued(stored.id, expires_at=expires_at)
-    logger.info("operational event published", extra={"event_id": stored.id, "event_type": event_type})
-    return stored.id
+    stored = store_and_queue(services, event, fingerprint=event.id)
+    if stored.queued:
+        logger.info("operational event published", extra={"event_id": stored.stored.event.id, "event_type": event_type})
+    return stored.stored.event.id

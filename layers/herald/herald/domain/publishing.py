@@ -14,21 +14,26 @@ from herald import ids
 from herald.catalog import PING_EVENT_TYPE, catalog
 from herald.errors import InvalidInputError, PayloadTooLargeError, UnknownEventTypeError
 from herald.messages import DeliveryMessage, FanoutMessage
-from herald.models import Event, Trigger, utcnow
-from herald.store import event_of
+from herald.records import Event, Trigger, utcnow
+from herald.storage import EventExistsError
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from herald.models import EventIn, Subscription
+    from herald.records import Subscription
+    from herald.schemas import EventIn
     from herald.services import Services
+    from herald.storage import StoredEvent
 
 
 @dataclass(frozen=True)
 class Published:
-    event: Event
-    item: dict[str, Any]
+    """What publishing did: the event as stored (the earlier one for a repeat), whether it was a repeat,
+    and whether this call queued its fan-out."""
+
+    stored: StoredEvent
     replayed: bool
+    queued: bool
 
 
 def envelope(event_type: str, timestamp: datetime, data: dict[str, Any]) -> str:
@@ -87,6 +92,30 @@ def _fingerprint(body: EventIn) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def new_event(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    tenant_id: str | None,
+    event_id: str | None = None,
+    broadcast: bool = False,
+    idempotency_key: str | None = None,
+) -> Event:
+    """An event record published now, with its exact delivered body (``payload``)."""
+    now = utcnow()
+    return Event(
+        id=event_id or ids.new_id(ids.EVENT),
+        type=event_type,
+        tenant_id=tenant_id,
+        broadcast=broadcast,
+        timestamp=now,
+        data=data,
+        payload=envelope(event_type, now, data),
+        idempotency_key=idempotency_key,
+        created_at=now,
+    )
+
+
 def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -> Published:
     """Store the event (once per id and idempotency key) and queue its fan-out.
 
@@ -94,29 +123,32 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
     but failed to queue it, the retry queues it: an accepted event is never left undelivered.
     """
     data = validate_data(body.type, body.data, max_bytes=services.settings.max_event_data_bytes)
-    now = utcnow()
-    event = Event(
-        id=body.id or ids.new_id(ids.EVENT),
-        type=body.type,
+    event = new_event(
+        body.type,
+        data,
         tenant_id=body.tenant_id,
+        event_id=body.id,
         broadcast=body.broadcast,
-        timestamp=now,
-        data=data,
-        payload=envelope(body.type, now, data),
         idempotency_key=idempotency_key,
-        created_at=now,
     )
-    expires_at = event_expiry(services, now)
-    existing = services.store.create_event(event, fingerprint=_fingerprint(body), expires_at=expires_at)
-    if existing is None:
-        _enqueue(services, event, expires_at)
-        # What was just stored, without reading it back: no delivery has been counted yet.
-        item = {**event.model_dump(mode="json"), "matched": 0, "succeeded": 0, "failed": 0, "fanout_open": 1}
-        return Published(event, item, replayed=False)
-    stored = event_of(existing)
-    if not existing.get("enqueued"):
-        _enqueue(services, stored, int(existing["expires_at"]))
-    return Published(stored, existing, replayed=True)
+    return store_and_queue(services, event, fingerprint=_fingerprint(body))
+
+
+def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Published:
+    """The one way an event enters the system: store it once (by id and idempotency key), then queue
+    its fan-out and mark it queued. A repeat of an event that was stored but never queued (the first
+    call failed in between) queues it now; one already queued is left alone."""
+    expires_at = event_expiry(services, event.created_at)
+    try:
+        stored = services.store.events.create(event, fingerprint=fingerprint, expires_at=expires_at)
+    except EventExistsError as exists:
+        earlier = exists.stored
+        if earlier.enqueued:
+            return Published(earlier, replayed=True, queued=False)
+        _enqueue(services, earlier.event, earlier.expires_at)
+        return Published(earlier, replayed=True, queued=True)
+    _enqueue(services, event, expires_at)
+    return Published(stored, replayed=False, queued=True)
 
 
 def event_expiry(services: Services, now: datetime) -> int:
@@ -129,39 +161,25 @@ def event_expiry(services: Services, now: datetime) -> int:
 
 def _enqueue(services: Services, event: Event, expires_at: int) -> None:
     services.queue.send(FanoutMessage(event_id=event.id, tenant_id=event.tenant_id))
-    services.store.mark_enqueued(event.id, expires_at=expires_at)
+    services.store.events.mark_enqueued(event.id, expires_at=expires_at)
 
 
 def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
-    """Send the built-in ping event to one subscription, through the real delivery path."""
+    """Send the built-in ping event to one subscription, through the real delivery path. It skips the
+    fan-out: stored as matched and queued, with its one delivery message queued directly."""
     data = catalog.get(PING_EVENT_TYPE).validate(  # type: ignore[union-attr]
         {"message": "Test delivery from Herald.", "subscription_id": sub.id}
     )
-    now = utcnow()
-    event = Event(
-        id=ids.new_id(ids.EVENT),
-        type=PING_EVENT_TYPE,
-        tenant_id=sub.tenant_id,
-        timestamp=now,
-        data=data,
-        payload=envelope(PING_EVENT_TYPE, now, data),
-        created_at=now,
-    )
-    expires_at = event_expiry(services, now)
-    services.store.create_event(
+    event = new_event(PING_EVENT_TYPE, data, tenant_id=sub.tenant_id)
+    services.store.events.create(
         event,
         fingerprint=event.id,
-        expires_at=expires_at,
+        expires_at=event_expiry(services, event.created_at),
         enqueued=True,
         matched=1,
         fanout_open=0,
     )
     services.queue.send(
-        DeliveryMessage(
-            event_id=event.id,
-            tenant_id=sub.tenant_id,
-            subscription_id=sub.id,
-            trigger=Trigger.TEST,
-        )
+        DeliveryMessage(event_id=event.id, tenant_id=sub.tenant_id, subscription_id=sub.id, trigger=Trigger.TEST)
     )
     return event, ids.delivery_id(event.id, sub.id)

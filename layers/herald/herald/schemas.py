@@ -1,10 +1,8 @@
-"""Herald's records and the API's request/response models (``XIn`` / ``XUpdate`` / ``XOut``)."""
+"""The API's request and response models (``XIn`` / ``XUpdate`` / ``XOut``): the HTTP contract."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from typing import Any, Self
 
 from pydantic import (
@@ -18,17 +16,26 @@ from pydantic import (
 )
 
 from herald.ids import EVENT_ID_PATTERN
+from herald.records import (
+    WILDCARD,
+    ApiKey,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    ErrorKind,
+    Metadata,
+    RecoveryJob,
+    RecoveryStatus,
+    Subscription,
+    Tenant,
+    Trigger,
+)
 
 MAX_EVENT_TYPES_PER_SUBSCRIPTION = 50
+
+
 #: The highest per-subscription delivery rate one can set (deliveries per second).
 MAX_RATE_LIMIT = 1000
-WILDCARD = "*"
-
-Metadata = dict[str, str]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Strict(BaseModel):
@@ -44,9 +51,6 @@ def _check_metadata(value: Metadata) -> Metadata:
         if not 1 <= len(key) <= 64 or len(item) > 512:
             raise ValueError("metadata keys are 1-64 characters and values at most 512")
     return value
-
-
-# --- Errors and pages --------------------------------------------------------------------------
 
 
 class ErrorDetail(BaseModel):
@@ -78,21 +82,11 @@ class Page[T](BaseModel):
     done: bool
 
 
-# --- Tenants and API keys ------------------------------------------------------------------------
-
-
 class TenantIn(_Strict):
     name: str = Field(min_length=1, max_length=200, examples=["Acme Corp"])
     metadata: Metadata = Field(default_factory=dict)
 
     _metadata = field_validator("metadata")(_check_metadata)
-
-
-class Tenant(BaseModel):
-    id: str
-    name: str
-    metadata: Metadata = Field(default_factory=dict)
-    created_at: datetime
 
 
 class TenantOut(Tenant):
@@ -105,13 +99,6 @@ class ApiKeyIn(_Strict):
     )
 
 
-class ApiKey(BaseModel):
-    id: str
-    tenant_id: str
-    prefix: str = Field(description="The first characters of the key, to recognise it.")
-    created_at: datetime
-
-
 class ApiKeyOut(ApiKey):
     pass
 
@@ -122,9 +109,6 @@ class ApiKeyCreated(ApiKeyOut):
 
 class TenantCreated(TenantOut):
     api_key: ApiKeyCreated
-
-
-# --- Subscriptions -----------------------------------------------------------------------------
 
 
 def _check_event_types(value: list[str]) -> list[str]:
@@ -191,37 +175,6 @@ class SubscriptionUpdate(_Strict):
         return None if value is None else _check_metadata(value)
 
 
-class SigningSecret(BaseModel):
-    secret: str
-    created_at: datetime
-    expires_at: datetime | None = None
-
-
-class Subscription(BaseModel):
-    id: str
-    tenant_id: str
-    url: str
-    event_types: list[str]
-    description: str = ""
-    metadata: Metadata = Field(default_factory=dict)
-    enabled: bool = True
-    disabled_reason: str | None = None
-    disabled_at: datetime | None = None
-    rate_limit: int | None = None
-    secrets: list[SigningSecret]
-    version: int = 1
-    created_at: datetime
-    updated_at: datetime
-
-    def signing_secrets(self, now: datetime) -> list[str]:
-        """The secrets that sign a delivery now: the current one first, then those still in their grace period."""
-        return [s.secret for s in self.secrets if s.expires_at is None or s.expires_at > now]
-
-    @property
-    def current_secret(self) -> str:
-        return self.secrets[0].secret
-
-
 class SubscriptionOut(BaseModel):
     id: str
     url: str
@@ -280,9 +233,6 @@ class SecretRotateIn(_Strict):
     )
 
 
-# --- Events ------------------------------------------------------------------------------------
-
-
 class EventIn(_Strict):
     type: str = Field(description="An event type from the catalog.", examples=["invoice.paid"])
     data: dict[str, Any] = Field(description="The payload, validated against the event type's schema.")
@@ -318,29 +268,6 @@ class DeliveryCounts(BaseModel):
     fanout_complete: bool
 
 
-class Event(BaseModel):
-    """A published event. ``data`` is not dumped (so not stored): the stored ``payload`` already holds it,
-    and storing it twice would double the item (DynamoDB items are limited to 400 KB, event data to 256 KiB),
-    and a DynamoDB map cannot hold every JSON number (more than 38 digits, beyond 1E+125)."""
-
-    id: str
-    type: str
-    tenant_id: str | None = None  # None for a broadcast (and then absent from the stored item)
-    broadcast: bool = False
-    timestamp: datetime
-    data: dict[str, Any] = Field(exclude=True)
-    payload: str = Field(repr=False, description="The exact JSON body delivered and signed.")
-    idempotency_key: str | None = None
-    created_at: datetime
-
-    @model_validator(mode="before")
-    @classmethod
-    def _data_from_payload(cls, values: Any) -> Any:
-        if isinstance(values, dict) and "data" not in values and isinstance(values.get("payload"), str):
-            return {**values, "data": json.loads(values["payload"])["data"]}
-        return values
-
-
 class EventOut(BaseModel):
     id: str
     type: str
@@ -350,48 +277,6 @@ class EventOut(BaseModel):
     data: dict[str, Any]
     created_at: datetime
     deliveries: DeliveryCounts
-
-
-# --- Deliveries and attempts ------------------------------------------------------------------
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-class Trigger(StrEnum):
-    SCHEDULED = "scheduled"
-    MANUAL = "manual"
-    TEST = "test"
-    RECOVER = "recover"
-
-
-class ErrorKind(StrEnum):
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    TLS = "tls"
-    DNS = "dns"
-    HTTP_STATUS = "http_status"
-    REFUSED_BY_POLICY = "refused_by_policy"
-    SUBSCRIPTION_GONE = "subscription_gone"
-
-
-class Delivery(BaseModel):
-    id: str
-    event_id: str
-    subscription_id: str
-    tenant_id: str
-    event_type: str
-    status: DeliveryStatus
-    attempts: int = 0
-    next_attempt_at: datetime | None = None
-    last_attempt_at: datetime | None = None
-    last_status_code: int | None = None
-    last_error_kind: ErrorKind | None = None
-    created_at: datetime
-    updated_at: datetime
 
 
 class DeliveryOut(BaseModel):
@@ -411,26 +296,6 @@ class DeliveryOut(BaseModel):
     @classmethod
     def of(cls, delivery: Delivery) -> Self:
         return cls.model_validate(delivery.model_dump())
-
-
-class Attempt(BaseModel):
-    id: str
-    delivery_id: str
-    event_id: str
-    subscription_id: str
-    tenant_id: str
-    attempt_number: int
-    trigger: Trigger
-    url: str
-    started_at: datetime
-    finished_at: datetime
-    duration_ms: int
-    succeeded: bool
-    status_code: int | None = None
-    error_kind: ErrorKind | None = None
-    error_message: str | None = None
-    response_body: str | None = Field(None, description="The response body, cut to 20,000 bytes.")
-    next_attempt_at: datetime | None = None
 
 
 class AttemptOut(BaseModel):
@@ -471,9 +336,6 @@ class EventTypeOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-# --- Recovery, redelivery and the dead-letter queue ---------------------------------------------
-
-
 class RecoveryIn(_Strict):
     since: AwareDatetime = Field(
         description="Re-send the subscription's failed deliveries created at or after this time (with a time zone).",
@@ -486,28 +348,6 @@ class RecoveryIn(_Strict):
         if self.until is not None and self.until <= self.since:
             raise ValueError("`until` must be after `since`")
         return self
-
-
-class RecoveryStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-
-
-class RecoveryJob(BaseModel):
-    """A recovery of one subscription's failed deliveries in a window; its counts are read from its tickets."""
-
-    id: str
-    tenant_id: str
-    subscription_id: str
-    since: datetime
-    until: datetime
-    status: RecoveryStatus
-    queued: int = 0
-    sent: int = 0
-    failed: int = 0
-    created_at: datetime
-    updated_at: datetime
 
 
 class RecoveryJobOut(BaseModel):

@@ -1,0 +1,132 @@
+"""Recovery and redelivery jobs, as the API starts and reads them (the worker runs them: ``herald.recovery``).
+
+A recovery re-sends the failed deliveries of one subscription in a time window; an identical request
+while its job runs finds that job (a window lock), so a caller's retry never starts a second one. A
+job's counts are read from its tickets (one per delivery it queued), so they are exact however often
+its messages ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from herald import ids
+from herald.errors import ConflictError, InvalidInputError, NotFoundError
+from herald.messages import RecoverMessage, RedeliverMessage
+from herald.records import RecoveryJob, RecoveryStatus, utcnow
+from herald.schemas import RedeliveryOut
+
+if TYPE_CHECKING:
+    from herald.records import Subscription
+    from herald.schemas import RecoveryIn
+    from herald.services import Services
+
+logger = logging.getLogger(__name__)
+
+RECOVERY = "rcv"
+REDELIVERY = "rdl"
+#: How long an identical recovery request finds a job that has not finished.
+WINDOW_LOCK_SECONDS = 24 * 3600
+
+
+def _utc(moment: datetime, field: str) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # a time at the very edge of the calendar, with no UTC value
+        raise InvalidInputError(
+            f"`{field}` is out of range",
+            details=[{"loc": ["body", field], "msg": "no UTC value", "type": "out_of_range"}],
+        ) from exc
+
+
+def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> RecoveryJob:
+    """Queue a recovery of ``sub``'s failed deliveries in the window, or return the job already at work on
+    the same window (an identical request while it runs)."""
+    now = utcnow()
+    oldest = now - timedelta(days=services.settings.recovery_max_days)
+    since = _utc(body.since, "since")
+    until = _utc(body.until, "until") if body.until is not None else now
+    if since < oldest:
+        raise InvalidInputError(
+            f"`since` may be at most {services.settings.recovery_max_days} days ago",
+            details=[{"loc": ["body", "since"], "msg": f"before {oldest.isoformat()}", "type": "too_old"}],
+        )
+    if since >= until:
+        raise InvalidInputError(
+            "`since` must be before `until` (and before now when `until` is left out)",
+            details=[{"loc": ["body", "since"], "msg": "not before `until`", "type": "empty_window"}],
+        )
+    request = f"{sub.id}|{since.isoformat()}|{until.isoformat() if body.until is not None else 'now'}"
+    window = f"{sub.id}#{hashlib.sha256(request.encode()).hexdigest()[:32]}"
+    store = services.store
+    replaces: str | None = None
+    for _ in range(3):
+        job = RecoveryJob(
+            id=ids.new_id(RECOVERY),
+            tenant_id=sub.tenant_id,
+            subscription_id=sub.id,
+            since=since,
+            until=until,
+            status=RecoveryStatus.QUEUED,
+            created_at=now,
+            updated_at=now,
+        )
+        held = store.jobs.create(
+            job,
+            window=window,
+            replaces=replaces,
+            lock_expires_at=int(now.timestamp()) + WINDOW_LOCK_SECONDS,
+            expires_at=_job_expiry(services, now),
+        )
+        if held is None:
+            services.queue.send(RecoverMessage(job_id=job.id))
+            logger.info("recovery queued", extra={"job_id": job.id, "subscription_id": sub.id})
+            return job
+        existing = read_recovery(services, held)
+        if existing is not None and existing.status is not RecoveryStatus.DONE:
+            if existing.status is RecoveryStatus.QUEUED:
+                # Not started yet: its message may never have been sent (the first request failed midway, and
+                # this is the caller's retry). Send it again; a job message that runs twice sends nothing twice.
+                services.queue.send(RecoverMessage(job_id=existing.id))
+            return existing
+        replaces = held  # that one is finished: a new run over the same window
+    raise ConflictError("the recovery could not be started: concurrent requests; retry")
+
+
+def read_recovery(services: Services, job_id: str) -> RecoveryJob | None:
+    """A job with its counts, read from its tickets, and its status."""
+    found = services.store.jobs.get(job_id)
+    if found is None:
+        return None
+    job, listed = found
+    counts = services.store.jobs.ticket_counts(job.id)
+    status = job.status
+    if listed and counts["open"] == 0:
+        status = RecoveryStatus.DONE
+    return job.model_copy(
+        update={
+            "status": status,
+            "queued": sum(counts.values()),
+            "sent": counts["sent"],
+            "failed": counts["failed"],
+        }
+    )
+
+
+def start_redelivery(services: Services, event_id: str) -> RedeliveryOut:
+    """Queue one more attempt of an event to every subscription it goes to (operator)."""
+    stored = services.store.events.get(event_id)
+    if stored is None:
+        raise NotFoundError(f"event {event_id} not found")
+    event = stored.event
+    job_id = ids.new_id(REDELIVERY)
+    services.queue.send(RedeliverMessage(job_id=job_id, event_id=event.id, tenant_id=event.tenant_id))
+    logger.info("redelivery queued", extra={"job_id": job_id, "event_id": event.id})
+    return RedeliveryOut(id=job_id, event_id=event.id, status=RecoveryStatus.QUEUED)
+
+
+def _job_expiry(services: Services, now: datetime) -> int:
+    return int((now + timedelta(days=services.settings.recovery_job_ttl_days)).timestamp())

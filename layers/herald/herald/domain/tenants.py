@@ -1,0 +1,70 @@
+"""Tenants and their API keys: creating them, issuing and revoking keys, deleting a tenant."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from herald import ids
+from herald.domain.operational import OPERATOR_TENANT_ID
+from herald.errors import NotFoundError
+from herald.limits import check_tenant
+from herald.messages import PurgeTenantMessage
+from herald.records import ApiKey, Tenant, utcnow
+
+if TYPE_CHECKING:
+    from herald.records import Metadata
+    from herald.services import Services
+
+
+def find(services: Services, tenant_id: str) -> Tenant:
+    """A tenant by id (``NotFoundError`` if none). The reserved tenant holding the operator's own endpoints is
+    not one: it is managed through /v1/operator/webhooks only."""
+    usable = ids.is_id(tenant_id, ids.TENANT) and tenant_id != OPERATOR_TENANT_ID
+    tenant = services.store.tenants.get(tenant_id) if usable else None
+    if tenant is None:
+        raise NotFoundError(f"tenant {tenant_id} not found")
+    return tenant
+
+
+def _new_key(tenant_id: str) -> tuple[ApiKey, str]:
+    """A new key and its value (``hrk_`` + 256 random bits). The record keeps the kind prefix and six
+    characters to recognise the key by; only the value's hash is stored."""
+    secret = ids.new_api_key()
+    key = ApiKey(id=ids.new_id(ids.API_KEY), tenant_id=tenant_id, prefix=secret[:10], created_at=utcnow())
+    return key, secret
+
+
+def create(services: Services, name: str, metadata: Metadata) -> tuple[Tenant, ApiKey, str]:
+    """A new tenant with its first API key: the tenant, the key's record and the key (shown once)."""
+    check_tenant(services.settings, metadata=metadata)
+    tenant = Tenant(id=ids.new_id(ids.TENANT), name=name, metadata=metadata, created_at=utcnow())
+    key, secret = _new_key(tenant.id)
+    services.store.tenants.create(tenant, key, ids.hash_api_key(secret))
+    return tenant, key, secret
+
+
+def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> tuple[ApiKey, str]:
+    """A new API key for the tenant (its record and the key, shown once); the others stay valid unless
+    ``revoke_existing``, in which case they are revoked once the new one exists."""
+    find(services, tenant_id)
+    key, secret = _new_key(tenant_id)
+    services.store.tenants.add_key(key, ids.hash_api_key(secret))
+    if revoke_existing:
+        for old in services.store.tenants.list_keys(tenant_id):
+            if old.id != key.id:
+                services.store.tenants.delete_key(tenant_id, old.id)
+    return key, secret
+
+
+def revoke_key(services: Services, tenant_id: str, key_id: str) -> None:
+    find(services, tenant_id)
+    if not ids.is_id(key_id, ids.API_KEY):
+        raise NotFoundError(f"API key {key_id} not found")
+    services.store.tenants.delete_key(tenant_id, key_id)
+
+
+def delete(services: Services, tenant_id: str) -> None:
+    """Its API keys stop working at once; its subscriptions are removed in the background (a purge message)."""
+    find(services, tenant_id)
+    services.store.tenants.delete(tenant_id)
+    services.queue.send(PurgeTenantMessage(tenant_id=tenant_id))

@@ -1,0 +1,172 @@
+"""Herald's records: what is stored, as the storage layer hands it over (never an API answer)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    Field,
+    model_validator,
+)
+
+WILDCARD = "*"
+
+
+Metadata = dict[str, str]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Tenant(BaseModel):
+    id: str
+    name: str
+    metadata: Metadata = Field(default_factory=dict)
+    created_at: datetime
+
+
+class ApiKey(BaseModel):
+    id: str
+    tenant_id: str
+    prefix: str = Field(description="The first characters of the key, to recognise it.")
+    created_at: datetime
+
+
+class SigningSecret(BaseModel):
+    secret: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class Subscription(BaseModel):
+    id: str
+    tenant_id: str
+    url: str
+    event_types: list[str]
+    description: str = ""
+    metadata: Metadata = Field(default_factory=dict)
+    enabled: bool = True
+    disabled_reason: str | None = None
+    disabled_at: datetime | None = None
+    rate_limit: int | None = None
+    secrets: list[SigningSecret]
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets that sign a delivery now: the current one first, then those still in their grace period."""
+        return [s.secret for s in self.secrets if s.expires_at is None or s.expires_at > now]
+
+    @property
+    def current_secret(self) -> str:
+        return self.secrets[0].secret
+
+
+class Event(BaseModel):
+    """A published event. ``data`` is not dumped (so not stored): the stored ``payload`` already holds it,
+    and storing it twice would double the item (DynamoDB items are limited to 400 KB, event data to 256 KiB),
+    and a DynamoDB map cannot hold every JSON number (more than 38 digits, beyond 1E+125)."""
+
+    id: str
+    type: str
+    tenant_id: str | None = None  # None for a broadcast (and then absent from the stored item)
+    broadcast: bool = False
+    timestamp: datetime
+    data: dict[str, Any] = Field(exclude=True)
+    payload: str = Field(repr=False, description="The exact JSON body delivered and signed.")
+    idempotency_key: str | None = None
+    created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_from_payload(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "data" not in values and isinstance(values.get("payload"), str):
+            return {**values, "data": json.loads(values["payload"])["data"]}
+        return values
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Trigger(StrEnum):
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+    TEST = "test"
+    RECOVER = "recover"
+
+
+class ErrorKind(StrEnum):
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    TLS = "tls"
+    DNS = "dns"
+    HTTP_STATUS = "http_status"
+    REFUSED_BY_POLICY = "refused_by_policy"
+    SUBSCRIPTION_GONE = "subscription_gone"
+
+
+class Delivery(BaseModel):
+    id: str
+    event_id: str
+    subscription_id: str
+    tenant_id: str
+    event_type: str
+    status: DeliveryStatus
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error_kind: ErrorKind | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Attempt(BaseModel):
+    id: str
+    delivery_id: str
+    event_id: str
+    subscription_id: str
+    tenant_id: str
+    attempt_number: int
+    trigger: Trigger
+    url: str
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+    succeeded: bool
+    status_code: int | None = None
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    response_body: str | None = Field(None, description="The response body, cut to 20,000 bytes.")
+    next_attempt_at: datetime | None = None
+
+
+class RecoveryStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class RecoveryJob(BaseModel):
+    """A recovery of one subscription's failed deliveries in a window; its counts are read from its tickets."""
+
+    id: str
+    tenant_id: str
+    subscription_id: str
+    since: datetime
+    until: datetime
+    status: RecoveryStatus
+    queued: int = 0
+    sent: int = 0
+    failed: int = 0
+    created_at: datetime
+    updated_at: datetime

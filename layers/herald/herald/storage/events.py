@@ -1,0 +1,226 @@
+"""Events: stored once (by id and idempotency key), read by the worker and the API with their counters.
+
+An event's counters (``matched``, ``succeeded``, ``failed``, ``fanout_open``) are the event item's
+starting values plus what its counts item adds, read together by one Query. The counts item is a small
+item of its own because a write costs by the size of the whole item and the event's carries the payload;
+it is written per fan-out page and, for deliveries, once per event per worker batch, so an invocation that
+dies midway can leave the counters short (never a delivery).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from herald.errors import ConflictError, IdempotencyConflictError
+from herald.records import Event
+from herald.storage import keys
+from herald.storage.table import from_item, record, strip, to_item, values
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from herald.storage.table import Table
+
+logger = logging.getLogger(__name__)
+
+#: An event's delivery counters: the event item holds their starting values, its counts item the rest.
+EVENT_COUNTERS = ("matched", "succeeded", "failed", "fanout_open")
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored: the record, when it expires, and (when read with them) its counters and whether
+    its fan-out was queued."""
+
+    event: Event
+    expires_at: int
+    fingerprint: str
+    enqueued: bool = False
+    matched: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    fanout_open: int = 1
+
+    @classmethod
+    def of(cls, item: Mapping[str, Any]) -> StoredEvent:
+        return cls(
+            event=Event.model_validate(strip(dict(item))),
+            expires_at=int(item["expires_at"]),
+            fingerprint=str(item.get("fingerprint", "")),
+            enqueued=bool(item.get("enqueued")),
+            **{counter: int(item.get(counter, 0)) for counter in EVENT_COUNTERS},
+        )
+
+
+class EventExistsError(ConflictError):
+    """An event with this id or idempotency key was stored before, for the same request: ``stored`` is it."""
+
+    def __init__(self, stored: StoredEvent) -> None:
+        super().__init__(f"event {stored.event.id} exists")
+        self.stored = stored
+
+
+class EventRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def create(self, event: Event, *, fingerprint: str, expires_at: int, **counters: Any) -> StoredEvent:
+        """Store a new event and return it as stored. If its id or idempotency key was used before: for the
+        same request (``fingerprint``) EventExistsError carrying the earlier event with its counters, for
+        another IdempotencyConflictError. ``counters`` are the event's starting counters and flags (a test
+        event is matched and enqueued from the start)."""
+        item = {
+            **keys.event(event.id),
+            "expires_at": expires_at,
+            "fingerprint": fingerprint,
+            "enqueued": False,
+            **dict.fromkeys(EVENT_COUNTERS, 0),
+            "fanout_open": 1,
+            **record(event),
+            **counters,
+        }
+        fresh = {
+            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+            "ExpressionAttributeValues": values(now=self._table.now()),
+        }
+        put: dict[str, Any] = {"Item": to_item(item), **fresh}
+        try:
+            if not event.idempotency_key:
+                self._table.call("put_item", **put)  # a transaction of one write would bill it twice
+            else:
+                idem = {
+                    **keys.idempotency(event.idempotency_key),
+                    "event_id": event.id,
+                    "fingerprint": fingerprint,
+                    "expires_at": expires_at,
+                }
+                self._table.transact([{"Put": put}, {"Put": {"Item": to_item(idem), **fresh}}])
+            return StoredEvent.of(item)
+        except ClientError:
+            pass
+        raise EventExistsError(self._existing(event, fingerprint))
+
+    def _existing(self, event: Event, fingerprint: str) -> StoredEvent:
+        existing_id = event.id
+        if event.idempotency_key:
+            idem_item = self._table.get(keys.idempotency(event.idempotency_key))
+            if idem_item is not None:
+                existing_id = idem_item["event_id"]
+                if idem_item["fingerprint"] != fingerprint:
+                    raise _mismatch(existing_id)
+        existing = self.get_with_counts(existing_id)
+        if existing is None:
+            raise ConflictError("a concurrent request is publishing this event; retry")
+        if existing.fingerprint != fingerprint:
+            raise _mismatch(existing_id)
+        return existing
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        """The event item alone, as published (it never changes): what delivering it needs. Its counters are
+        their starting values."""
+        item = self._table.get(keys.event(event_id))
+        return StoredEvent.of(item) if item else None
+
+    def get_with_counts(self, event_id: str) -> StoredEvent | None:
+        """The event with its current counters and ``enqueued`` flag: the starting values it was stored with
+        plus what its counts item has added since. One strongly consistent Query reads both (they are the
+        partition's only sort keys starting with ``#``)."""
+        response = self._table.call(
+            "query",
+            KeyConditionExpression="pk = :p AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues=values(p=keys.event_partition(event_id), prefix=keys.EVENT_ITEMS_PREFIX),
+            ConsistentRead=True,
+        )
+        now = self._table.clock()
+        found = {
+            item["sk"]: item
+            for item in map(from_item, response.get("Items", []))
+            if item.get("expires_at") is None or item["expires_at"] > now
+        }
+        item = found.get(keys.event(event_id)["sk"])
+        if item is None:
+            return None
+        counts = found.get(keys.event_counts(event_id)["sk"], {})
+        for counter in EVENT_COUNTERS:
+            item[counter] = int(item.get(counter, 0)) + int(counts.get(counter, 0))
+        item["enqueued"] = bool(item.get("enqueued")) or bool(counts.get("enqueued"))
+        return StoredEvent.of(item)
+
+    def mark_enqueued(self, event_id: str, *, expires_at: int) -> None:
+        """Note that the event's fan-out is queued (a retried publish then queues nothing more)."""
+        self._update_counts(event_id, expires_at=expires_at, deltas={}, flags={"enqueued": True})
+
+    def count(self, event_id: str, *, expires_at: int, **deltas: int) -> None:
+        """Add to an event's counters (``matched``, ``succeeded``, ``failed``, ``fanout_open``: the fan-out
+        messages still at work). ``expires_at`` is the event's: the counts item expires with it."""
+        deltas = {key: value for key, value in deltas.items() if value}
+        if deltas:
+            self._update_counts(event_id, expires_at=expires_at, deltas=deltas)
+
+    def _update_counts(
+        self, event_id: str, *, expires_at: int, deltas: Mapping[str, int], flags: Mapping[str, Any] | None = None
+    ) -> None:
+        """One UpdateItem of the event's counts item: a small item beside the event, so that what changes
+        as deliveries settle never rewrites the payload (a write costs by the size of the whole item).
+        Created by its first update; one left over from an expired event of the same id is replaced."""
+        now = self._table.now()
+        if expires_at <= now:
+            return  # the event is gone: nothing left to count
+        flags = dict(flags or {})
+        sets = ", ".join(["#exp = :exp", *(f"#{key} = :{key}" for key in flags)])
+        expression = f"SET {sets}" + (" ADD " + ", ".join(f"#{key} :{key}" for key in deltas) if deltas else "")
+        key = to_item(keys.event_counts(event_id))
+        for attempt in range(2):
+            try:
+                self._table.call(
+                    "update_item",
+                    Key=key,
+                    UpdateExpression=expression,
+                    ConditionExpression="attribute_not_exists(#exp) OR #exp > :now",
+                    ExpressionAttributeNames={"#exp": "expires_at"} | {f"#{name}": name for name in [*flags, *deltas]},
+                    ExpressionAttributeValues=values(exp=expires_at, now=now, **flags, **deltas),
+                )
+                return
+            except ClientError:
+                if attempt:
+                    logger.warning("event counters not updated", extra={"event_id": event_id, **deltas, **flags})
+                    return
+            # Counts of an earlier, expired event with this id, not yet removed by TTL: start afresh.
+            with contextlib.suppress(ClientError):
+                self._table.call(
+                    "delete_item",
+                    Key=key,
+                    ConditionExpression="#exp <= :now",
+                    ExpressionAttributeNames={"#exp": "expires_at"},
+                    ExpressionAttributeValues=values(now=now),
+                )
+
+    def count_fanout_page(self, event_id: str, marker: str, *, expires_at: int, **deltas: int) -> bool:
+        """Add to an event's counters for one fan-out page, once: ``marker`` names the page, and a page
+        already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
+        again. True if counted now; False if it was before, or the event is gone.
+
+        Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it), so
+        a fan-out of any size never grows an item that is written often. A crash between the marker and
+        the counters leaves the counters one page short; the deliveries themselves are all queued."""
+        try:
+            self._table.call(
+                "put_item",
+                Item=to_item({**keys.fanout_page(event_id, marker), "expires_at": expires_at}),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError:
+            return False  # this page was counted before
+        self.count(event_id, expires_at=expires_at, **deltas)
+        return True
+
+
+def _mismatch(event_id: str) -> IdempotencyConflictError:
+    return IdempotencyConflictError(
+        f"event {event_id} was already published with a different body under this id or idempotency key"
+    )

@@ -1,0 +1,203 @@
+"""A subscription's health: its delivery stats and failure streak, and its rate-limit slot.
+
+A subscription's stats (``attempts``, ``succeeded``, ``failed``, ``last_success_at``, ``last_failure_at``,
+``last_status_code``, ``consecutive_failures``, ``failing_since``) are an item of their own, which expires
+``attempt_ttl_days`` after its latest attempt and, like an event's delivery counters, is written once per
+worker batch. The rate slot holds when the subscription's next delivery may start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from botocore.exceptions import ClientError
+
+from herald.storage import keys
+from herald.storage.table import from_item, strip, to_item, values
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from herald.storage.table import Table
+
+
+@dataclass(frozen=True)
+class SubscriptionHealth:
+    """A subscription's failure streak right after attempts were counted: how many attempts in a row
+    failed, since when it counts as failing (None if it does not), and each failing streak these
+    attempts ended, as (failing since, recovered at)."""
+
+    consecutive_failures: int
+    failing_since: datetime | None
+    recoveries: tuple[tuple[datetime, datetime], ...] = ()
+
+
+@dataclass(frozen=True)
+class AttemptTally:
+    """What a subscription's stats keep of one attempt."""
+
+    succeeded: bool
+    status_code: int | None
+    at: datetime
+
+
+def _stats_update(
+    ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int
+) -> tuple[str, dict[str, Any]]:
+    """The UpdateExpression (and its values) that counts ``ordered`` attempts in a subscription's stats."""
+    succeeded = [tally for tally in ordered if tally.succeeded]
+    failed = [tally for tally in ordered if not tally.succeeded]
+    values: dict[str, Any] = {"n": len(ordered), "exp": expires_at}
+    adds, sets, removes = ["attempts :n"], ["expires_at = :exp"], []
+    if succeeded:
+        adds.append("succeeded :ok")
+        sets.append("last_success_at = :success_at")
+        values.update(ok=len(succeeded), success_at=succeeded[-1].at.isoformat())
+    if failed:
+        adds.append("failed :failed")
+        sets.append("last_failure_at = :failure_at")
+        values.update(failed=len(failed), failure_at=failed[-1].at.isoformat())
+    if ordered[-1].status_code is not None:
+        sets.append("last_status_code = :code")
+        values["code"] = ordered[-1].status_code
+    else:
+        removes.append("last_status_code")
+    if succeeded:
+        # The streak after the last success does not depend on what was stored before: set it.
+        last_success = max(index for index, tally in enumerate(ordered) if tally.succeeded)
+        trailing = ordered[last_success + 1 :]
+        sets.append("consecutive_failures = :streak")
+        values["streak"] = len(trailing)
+        if len(trailing) >= failing_after:
+            sets.append("failing_since = :since")
+            values["since"] = trailing[failing_after - 1].at.isoformat()
+        else:
+            removes.append("failing_since")
+    else:
+        adds.append("consecutive_failures :failed")
+    expression = "ADD " + ", ".join(adds) + " SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    return expression, values
+
+
+def _follow_streak(
+    streak: int, since: datetime | None, ordered: Sequence[AttemptTally], *, failing_after: int
+) -> SubscriptionHealth:
+    """A failure streak (its length, since when it counts as failing) after ``ordered`` attempts, one by one."""
+    recoveries: list[tuple[datetime, datetime]] = []
+    for tally in ordered:
+        if tally.succeeded:
+            if since is not None:
+                recoveries.append((since, tally.at))
+            streak, since = 0, None
+        else:
+            streak += 1
+            if since is None and streak >= failing_after:
+                since = tally.at
+    return SubscriptionHealth(streak, since, tuple(recoveries))
+
+
+class HealthRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def count_attempts(
+        self,
+        sub_id: str,
+        attempts: Sequence[AttemptTally],
+        *,
+        failing_after: int,
+        expires_at: int,
+    ) -> SubscriptionHealth:
+        """Count attempts of a subscription (a worker's batch of them) in its stats and follow its failure
+        streak, as if counted one by one in the order they finished: one UpdateItem, plus one conditional
+        write when failures alone take a streak to ``failing_after`` in a row (the failing clock starts
+        then, at the failure that reached it, once per streak).
+
+        A separate item on purpose, not the subscription: the subscription is versioned and rewritten
+        whole by the API, and not in the delivery's transaction either: every delivery of a
+        subscription adds to this one item, and concurrent transactions on one item cancel each other."""
+        ordered = sorted(attempts, key=lambda tally: tally.at)
+        if not ordered:
+            return SubscriptionHealth(0, None)
+        expression, placeholders = _stats_update(ordered, failing_after=failing_after, expires_at=expires_at)
+        old = from_item(
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription_stats(sub_id)),
+                UpdateExpression=expression,
+                ExpressionAttributeValues=values(**placeholders),
+                ReturnValues="ALL_OLD",
+            ).get("Attributes", {})
+        )
+        before = old.get("failing_since")
+        health = _follow_streak(
+            int(old.get("consecutive_failures", 0)),
+            datetime.fromisoformat(before) if before else None,
+            ordered,
+            failing_after=failing_after,
+        )
+        since = health.failing_since
+        if any(tally.succeeded for tally in ordered) or before is not None or since is None:
+            return health
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription_stats(sub_id)),
+                UpdateExpression="SET failing_since = :at",
+                ConditionExpression="attribute_not_exists(failing_since) AND consecutive_failures >= :n",
+                ExpressionAttributeValues=values(at=since.isoformat(), n=failing_after),
+            )
+        except ClientError:
+            # Started by a concurrent attempt, or a success ended the streak meanwhile: read which.
+            stored = (self._table.get(keys.subscription_stats(sub_id)) or {}).get("failing_since")
+            since = datetime.fromisoformat(stored) if stored else None
+        return SubscriptionHealth(health.consecutive_failures, since)
+
+    def get_stats(self, sub_id: str) -> dict[str, Any]:
+        """The subscription's stats item as plain values (empty before its first attempt)."""
+        item = self._table.get(keys.subscription_stats(sub_id))
+        return strip(item or {})
+
+    def reset_failing_streak(self, sub_id: str) -> None:
+        """A re-enabled subscription starts afresh: no failure streak, no failing clock (the tenant says it
+        is fixed; if it is not, the clock starts again after ``failing_after`` failures, a whole window)."""
+        with contextlib.suppress(ClientError):  # no stats yet: nothing to reset
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription_stats(sub_id)),
+                UpdateExpression="SET consecutive_failures = :zero REMOVE failing_since",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=values(zero=0),
+            )
+
+    def take_rate_slot(self, sub_id: str, *, interval: float, now: float) -> float:
+        """Take the subscription's next delivery slot if it is free at ``now`` (epoch seconds): 0.0 when
+        taken, else the seconds until it frees up. Slots are ``interval`` seconds apart (1 / rate).
+
+        One conditional UpdateItem on a per-subscription item, shared by every worker: the item holds
+        the theoretical arrival time ``tat`` of the next allowed delivery (GCRA with no burst allowance),
+        so two deliveries never start less than ``interval`` apart, and no window of one second ever holds
+        more than ``rate + 1`` starts (a fixed per-second counter would let ``2 x rate`` through across a
+        window boundary). A refused take writes nothing, and returns the slot's time with the refusal."""
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.rate_slot(sub_id)),
+                UpdateExpression="SET tat = :next, expires_at = :exp",
+                ConditionExpression="attribute_not_exists(tat) OR tat <= :now",
+                ExpressionAttributeValues=values(now=now, next=now + interval, exp=int(now) + 86_400),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            old = cast(dict[str, Any] | None, exc.response.get("Item"))  # with ReturnValuesOnConditionCheckFailure
+            tat = float(from_item(old)["tat"]) if old and "tat" in old else None
+            if tat is None:
+                item = self._table.get(keys.rate_slot(sub_id))
+                tat = float(item["tat"]) if item and "tat" in item else now + interval
+            return max(tat - now, 0.001)
+        return 0.0

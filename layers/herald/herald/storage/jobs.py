@@ -1,0 +1,199 @@
+"""Recovery and redelivery jobs: the job records, the window locks that find a running job again, and
+per delivery a job's ticket and the delivery's recovery lock (its one extra attempt, reserved and used
+up exactly once: see ``herald.recovery``)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from herald.errors import ConflictError
+from herald.records import RecoveryJob
+from herald.storage import keys
+from herald.storage.table import record, strip, to_item, values
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from herald.storage.table import Table
+
+#: A job ticket's states: reserved and not yet used, used with a delivered attempt, used with a failed one.
+OPEN, SENT, FAILED = "open", "sent", "failed"
+
+
+def lock_check(delivery_id: str, job_id: str, *, now: int) -> dict[str, Any]:
+    """A transaction's check that ``job_id`` holds the delivery's recovery lock (claiming its extra attempt)."""
+    return {
+        "ConditionCheck": {
+            "Key": to_item(keys.recovery_lock(delivery_id)),
+            "ConditionExpression": "job_id = :job AND expires_at > :now",
+            "ExpressionAttributeValues": values(job=job_id, now=now),
+        }
+    }
+
+
+def _free_lock(delivery_id: str, job_id: str) -> dict[str, Any]:
+    return {
+        "Key": to_item(keys.recovery_lock(delivery_id)),
+        "ConditionExpression": "job_id = :job",
+        "ExpressionAttributeValues": values(job=job_id),
+    }
+
+
+def _settle_ticket(job_id: str, delivery_id: str, outcome: str) -> dict[str, Any]:
+    return {
+        "Key": to_item(keys.job_ticket(job_id, delivery_id)),
+        "UpdateExpression": "SET #state = :outcome",
+        "ConditionExpression": "#state = :open",
+        "ExpressionAttributeNames": {"#state": "state"},
+        "ExpressionAttributeValues": values(outcome=outcome, open=OPEN),
+    }
+
+
+def use_ticket(delivery_id: str, job_id: str, outcome: str) -> list[dict[str, Any]]:
+    """A transaction's actions that use up the job's ticket for the delivery (``outcome``: sent or failed)
+    and free the delivery's recovery lock: with the attempt's record, exactly once."""
+    return [{"Delete": _free_lock(delivery_id, job_id)}, {"Update": _settle_ticket(job_id, delivery_id, outcome)}]
+
+
+def _job_item(job: RecoveryJob, *, expires_at: int, listed: bool) -> dict[str, Any]:
+    fields = record(job)
+    for counted in ("queued", "sent", "failed"):  # read from the tickets, never stored
+        fields.pop(counted, None)
+    return to_item({**keys.recovery_job(job.id), **fields, "listed": listed, "expires_at": expires_at})
+
+
+class JobRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def create(
+        self, job: RecoveryJob, *, window: str, replaces: str | None, lock_expires_at: int, expires_at: int
+    ) -> str | None:
+        """Store a new recovery job with the lock of its ``window`` (subscription, since, until), so that an
+        identical request finds it. Returns the id of the job holding the window: None if this one was
+        stored and holds it now, else the other job's id. With ``replaces``, that (finished) job's lock is
+        taken over."""
+        condition = "attribute_not_exists(pk) OR expires_at <= :now"
+        placeholders: dict[str, Any] = {"now": self._table.now()}
+        if replaces is not None:
+            condition += " OR job_id = :old"
+            placeholders["old"] = replaces
+        lock = {**keys.recovery_window(window), "job_id": job.id, "expires_at": lock_expires_at}
+        try:
+            self._table.transact(
+                [
+                    {
+                        "Put": {
+                            "Item": _job_item(job, expires_at=expires_at, listed=False),
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Put": {
+                            "Item": to_item(lock),
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeValues": values(**placeholders),
+                        }
+                    },
+                ]
+            )
+            return None
+        except ClientError:
+            pass
+        held = self._table.get(keys.recovery_window(window))
+        if held is None:
+            raise ConflictError("a concurrent request is starting this recovery; retry")
+        return str(held["job_id"])
+
+    def get(self, job_id: str) -> tuple[RecoveryJob, bool] | None:
+        """The job as stored (its counts still zero) and whether all its deliveries have been listed."""
+        item = self._table.get(keys.recovery_job(job_id))
+        if item is None:
+            return None
+        return RecoveryJob.model_validate(strip(item)), bool(item.get("listed"))
+
+    def update(self, job_id: str, *, updated_at: datetime, **fields: Any) -> None:
+        """Set fields of a job (``status``, ``listed``)."""
+        fields = {**fields, "updated_at": updated_at.isoformat()}
+        with contextlib.suppress(ClientError):  # the job expired meanwhile: nothing left to update
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.recovery_job(job_id)),
+                UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in fields),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={f"#{key}": key for key in fields},
+                ExpressionAttributeValues=values(**fields),
+            )
+
+    def ticket_counts(self, job_id: str) -> dict[str, int]:
+        """How many of a job's tickets are ``open`` (queued, not yet attempted), ``sent`` and ``failed``."""
+        counts = {OPEN: 0, SENT: 0, FAILED: 0}
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :prefix)",
+            "ProjectionExpression": "#state",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": values(p=keys.job_tickets_partition(job_id), prefix=keys.TICKET_PREFIX),
+        }
+        while True:
+            response = self._table.call("query", **kwargs)
+            for item in response.get("Items", []):
+                state = item.get("state", {}).get("S", OPEN)
+                counts[state] = counts.get(state, 0) + 1
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return counts
+            kwargs["ExclusiveStartKey"] = last
+
+    def take_ticket(self, job_id: str, delivery_id: str, *, lock_seconds: int, ticket_seconds: int) -> bool:
+        """Reserve a delivery's one extra attempt for a job: the delivery's recovery lock (no other job may
+        re-send it meanwhile; it lasts ``lock_seconds`` should the attempt never be made) and the job's
+        ticket for it (kept ``ticket_seconds``), in one transaction. True if reserved now, or by this job
+        before and not used yet (a page read again); False if another job holds the lock, or this job has
+        made its attempt already."""
+        now = self._table.now()
+        lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + lock_seconds}
+        ticket = {
+            **keys.job_ticket(job_id, delivery_id),
+            "delivery_id": delivery_id,
+            "state": OPEN,
+            "expires_at": now + ticket_seconds,
+        }
+        try:
+            self._table.transact(
+                [
+                    {
+                        "Put": {
+                            "Item": to_item(lock),
+                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now OR job_id = :job",
+                            "ExpressionAttributeValues": values(now=now, job=job_id),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "Item": to_item(ticket),
+                            "ConditionExpression": "attribute_not_exists(pk) OR #state = :open",
+                            "ExpressionAttributeNames": {"#state": "state"},
+                            "ExpressionAttributeValues": values(open=OPEN),
+                        }
+                    },
+                ]
+            )
+        except ClientError:
+            return False
+        return True
+
+    def get_ticket(self, job_id: str, delivery_id: str) -> tuple[str | None, str | None]:
+        """(the ticket's state, the job holding the delivery's recovery lock), either None if absent."""
+        ticket = self._table.get(keys.job_ticket(job_id, delivery_id))
+        lock = self._table.get(keys.recovery_lock(delivery_id))
+        return (ticket["state"] if ticket else None), (lock["job_id"] if lock else None)
+
+    def close_ticket(self, job_id: str, delivery_id: str, outcome: str) -> None:
+        """Settle a job's ticket without an attempt (nothing could be sent), freeing the lock if the job holds it."""
+        with contextlib.suppress(ClientError):
+            self._table.call("delete_item", **_free_lock(delivery_id, job_id))
+        with contextlib.suppress(ClientError):  # settled already
+            self._table.call("update_item", **_settle_ticket(job_id, delivery_id, outcome))

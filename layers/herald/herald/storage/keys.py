@@ -1,0 +1,179 @@
+"""Every key of Herald's one DynamoDB table, in one place: the layout, and a function per item kind.
+
+Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
+
+    tenant        TENANT#<tnt>        #TENANT           gsi1: TENANTS / <tnt>
+    api key       APIKEY#<sha256>     #APIKEY           gsi1: TENANT#<tnt>#KEYS / <key id>
+    subscription  TENANT#<tnt>        SUB#<sub>
+    route         ROUTE#<tnt>#<type>  SUB#<sub>         one per enabled subscription and event type ("*" too)
+    event         EVENT#<evt>         #EVENT            written once; its counters' starting values
+    event counts  EVENT#<evt>         #COUNTS           what the counters gained since, and ``enqueued``
+    idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
+    delivery      DELIVERY#<dlv>      #DELIVERY         gsi1: SUB#<sub> / <created>#<dlv>
+                                                        gsi2: SUB#<sub>#<status> / <created>#<dlv> (not once succeeded)
+                                                        (both from its first recorded attempt or release)
+    fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out page as counted
+    attempt       DELIVERY#<dlv>      ATTEMPT#<nnnnn>   its attempt number, zero-padded (one item per number)
+    recovery lock DELIVERY#<dlv>      RECOVERY          ``job_id``: the job whose extra attempt of it is queued
+    recovery job  RECOVERY#<rcv>      #RECOVERY         a subscription's recovery (``status``, ``listed``)
+    job ticket    RECOVERY#<job>      DLV#<dlv>         ``state``: open, sent or failed; a job's counts
+    window lock   RECOVERYWINDOW#<sub>#<digest> #LOCK   the job recovering that window, found by a repeat
+    sub stats     STATS#<sub>         #STATS            counters and failure streak of a subscription
+    rate slot     RATE#<sub>          #RATE             ``tat``: when the subscription's next delivery may start
+
+Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute). TTL deletion is
+lazy, so expired items are also filtered out on every read.
+
+Each function returns the plain ``{"pk": ..., "sk": ...}`` of one item (``table.key`` serializes it);
+index attributes are built here too, so no other module spells a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+#: Attributes that are the storage's own, never part of a record.
+STORAGE_ATTRIBUTES = frozenset(
+    {
+        "pk",
+        "sk",
+        "gsi1pk",
+        "gsi1sk",
+        "gsi2pk",
+        "gsi2sk",
+        "expires_at",
+        "lease_token",
+        "lease_until",
+        "scheduled_attempts",
+    }
+)
+#: The tenant listing's partition in gsi1.
+TENANTS_PARTITION = "TENANTS"
+
+type Key = dict[str, str]
+
+
+def tenant(tenant_id: str) -> Key:
+    return {"pk": f"TENANT#{tenant_id}", "sk": "#TENANT"}
+
+
+def api_key(key_hash: str) -> Key:
+    return {"pk": f"APIKEY#{key_hash}", "sk": "#APIKEY"}
+
+
+def tenant_keys_partition(tenant_id: str) -> str:
+    """gsi1 partition listing a tenant's API keys."""
+    return f"TENANT#{tenant_id}#KEYS"
+
+
+def tenant_partition(tenant_id: str) -> str:
+    """The partition holding a tenant's record and its subscriptions (``SUB#`` sort keys)."""
+    return f"TENANT#{tenant_id}"
+
+
+SUBSCRIPTION_PREFIX = "SUB#"
+
+
+def subscription(tenant_id: str, sub_id: str) -> Key:
+    return {"pk": tenant_partition(tenant_id), "sk": f"{SUBSCRIPTION_PREFIX}{sub_id}"}
+
+
+def route_partition(tenant_id: str, event_type: str) -> str:
+    """The partition listing the subscriptions routed for an event type (or ``*``) of a tenant."""
+    return f"ROUTE#{tenant_id}#{event_type}"
+
+
+def route(tenant_id: str, event_type: str, sub_id: str) -> Key:
+    return {"pk": route_partition(tenant_id, event_type), "sk": f"{SUBSCRIPTION_PREFIX}{sub_id}"}
+
+
+def event_partition(event_id: str) -> str:
+    return f"EVENT#{event_id}"
+
+
+def event(event_id: str) -> Key:
+    return {"pk": event_partition(event_id), "sk": "#EVENT"}
+
+
+def event_counts(event_id: str) -> Key:
+    return {"pk": event_partition(event_id), "sk": "#COUNTS"}
+
+
+#: The sort keys of an event's record and counts start with this (and no other item of its partition's).
+EVENT_ITEMS_PREFIX = "#"
+
+
+def fanout_page(event_id: str, marker: str) -> Key:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(marker.encode()).digest()[:12]).decode()
+    return {"pk": event_partition(event_id), "sk": f"FANOUT#{digest}"}
+
+
+def idempotency(idempotency_key: str) -> Key:
+    return {"pk": f"IDEMPOTENCY#{idempotency_key}", "sk": "#IDEMPOTENCY"}
+
+
+def delivery_partition(delivery_id: str) -> str:
+    return f"DELIVERY#{delivery_id}"
+
+
+def delivery(delivery_id: str) -> Key:
+    return {"pk": delivery_partition(delivery_id), "sk": "#DELIVERY"}
+
+
+ATTEMPT_PREFIX = "ATTEMPT#"
+
+
+def attempt(delivery_id: str, number: int) -> Key:
+    return {"pk": delivery_partition(delivery_id), "sk": f"{ATTEMPT_PREFIX}{number:05d}"}
+
+
+def delivery_index(sub_id: str, created_at: str, delivery_id: str, status: str | None) -> dict[str, str]:
+    """A delivery's index entries: gsi1 lists a subscription's deliveries, gsi2 those in ``status`` (None:
+    no gsi2 entry, for succeeded deliveries). Both sort by creation time, newest last."""
+    sort = f"{created_at}#{delivery_id}"
+    entries = {"gsi1pk": f"SUB#{sub_id}", "gsi1sk": sort}
+    if status is not None:
+        entries |= {"gsi2pk": delivery_status_partition(sub_id, status), "gsi2sk": sort}
+    return entries
+
+
+def deliveries_partition(sub_id: str) -> str:
+    """gsi1 partition listing a subscription's deliveries."""
+    return f"SUB#{sub_id}"
+
+
+def delivery_status_partition(sub_id: str, status: str) -> str:
+    """gsi2 partition listing a subscription's deliveries in one status."""
+    return f"SUB#{sub_id}#{status}"
+
+
+def recovery_lock(delivery_id: str) -> Key:
+    return {"pk": delivery_partition(delivery_id), "sk": "RECOVERY"}
+
+
+def recovery_job(job_id: str) -> Key:
+    return {"pk": f"RECOVERY#{job_id}", "sk": "#RECOVERY"}
+
+
+TICKET_PREFIX = "DLV#"
+
+
+def job_ticket(job_id: str, delivery_id: str) -> Key:
+    return {"pk": f"RECOVERY#{job_id}", "sk": f"{TICKET_PREFIX}{delivery_id}"}
+
+
+def job_tickets_partition(job_id: str) -> str:
+    return f"RECOVERY#{job_id}"
+
+
+def recovery_window(window: str) -> Key:
+    return {"pk": f"RECOVERYWINDOW#{window}", "sk": "#LOCK"}
+
+
+def subscription_stats(sub_id: str) -> Key:
+    return {"pk": f"STATS#{sub_id}", "sk": "#STATS"}
+
+
+def rate_slot(sub_id: str) -> Key:
+    return {"pk": f"RATE#{sub_id}", "sk": "#RATE"}

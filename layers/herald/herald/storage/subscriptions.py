@@ -1,0 +1,175 @@
+"""Subscriptions, their routing items (what fan-out reads) and the subscription count of their tenant.
+
+A subscription is one item under its tenant's partition; each enabled subscription also has one routing
+item per event type it takes (``*`` included), written in the same transaction, so fan-out finds the
+subscriptions of an event type with one Query and never reads a disabled one. A tenant's
+``subscription_count`` is kept by the same transactions that create and delete its subscriptions
+(``max_subscriptions_per_tenant`` is checked against it).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from herald.errors import ConflictError, NotFoundError
+from herald.limits import LimitExceededError, too_many_subscriptions
+from herald.records import Subscription
+from herald.storage import keys
+from herald.storage.table import MAX_TRANSACTION_ACTIONS, PageResult, record, strip, to_item, values
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from herald.storage.table import Table
+
+
+def _item(sub: Subscription) -> dict[str, Any]:
+    return to_item({**keys.subscription(sub.tenant_id, sub.id), **record(sub)})
+
+
+def _routes(sub: Subscription) -> set[str]:
+    return set(sub.event_types) if sub.enabled else set()
+
+
+def _route_item(sub: Subscription, event_type: str) -> dict[str, Any]:
+    return to_item({**keys.route(sub.tenant_id, event_type, sub.id), "subscription_id": sub.id})
+
+
+def _count(tenant_id: str, delta: int, *, below: int | None = None) -> dict[str, Any]:
+    """An Update of the tenant's ``subscription_count`` by ``delta``, for a transaction: the tenant must
+    exist, and with ``below`` the count must be under it before the update."""
+    condition = "attribute_exists(pk)"
+    placeholders: dict[str, Any] = {"delta": delta}
+    if below is not None:
+        condition += " AND (attribute_not_exists(subscription_count) OR subscription_count < :below)"
+        placeholders["below"] = below
+    return {
+        "Update": {
+            "Key": to_item(keys.tenant(tenant_id)),
+            "UpdateExpression": "ADD subscription_count :delta",
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values(**placeholders),
+        }
+    }
+
+
+#: Routing changes one replace may make: the subscription's own write leaves room for this many.
+MAX_ROUTE_CHANGES = MAX_TRANSACTION_ACTIONS - 1
+
+
+class SubscriptionRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def create(self, sub: Subscription, *, max_subscriptions: int | None = None) -> None:
+        """Store a new subscription and count it on its tenant, refusing it (LimitExceededError) if the
+        tenant already has ``max_subscriptions``, or (NotFoundError) if the tenant is gone."""
+        actions: list[dict[str, Any]] = [
+            {"Put": {"Item": _item(sub), "ConditionExpression": "attribute_not_exists(pk)"}},
+            _count(sub.tenant_id, 1, below=max_subscriptions),
+        ]
+        actions += [{"Put": {"Item": _route_item(sub, event_type)}} for event_type in sorted(_routes(sub))]
+        try:
+            self._table.transact(actions, conflict_attempts=4)
+        except ClientError as exc:
+            if self._table.get(keys.tenant(sub.tenant_id)) is None:
+                raise NotFoundError(f"tenant {sub.tenant_id} not found") from exc
+            if max_subscriptions is not None and self.count(sub.tenant_id) >= max_subscriptions:
+                raise too_many_subscriptions(max_subscriptions) from exc
+            raise ConflictError(f"subscription {sub.id} already exists") from exc
+
+    def import_many(self, subs: Sequence[Subscription]) -> None:
+        """Write many new subscriptions with their routing items by BatchWriteItem (bulk imports, load
+        tests). Unlike ``create`` it does not check that the ids are new."""
+        items: list[dict[str, Any]] = []
+        for sub in subs:
+            items += [_item(sub), *(_route_item(sub, event_type) for event_type in sorted(_routes(sub)))]
+        self._table.batch_write([{"PutRequest": {"Item": item}} for item in items])
+        for tenant_id, count in Counter(sub.tenant_id for sub in subs).items():
+            with contextlib.suppress(ClientError):  # no such tenant: nothing to count
+                self._table.call("update_item", **_count(tenant_id, count)["Update"])
+
+    def get(self, tenant_id: str, sub_id: str) -> Subscription | None:
+        item = self._table.get(keys.subscription(tenant_id, sub_id))
+        return Subscription.model_validate(strip(item)) if item else None
+
+    def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> PageResult[Subscription]:
+        items, next_cursor = self._table.query(
+            key={"pk": keys.tenant_partition(tenant_id)}, prefix=keys.SUBSCRIPTION_PREFIX, limit=limit, cursor=cursor
+        )
+        return PageResult([Subscription.model_validate(strip(item)) for item in items], next_cursor)
+
+    def replace(self, old: Subscription, new: Subscription) -> None:
+        """Write ``new`` over ``old`` (optimistic: ConflictError if it changed meanwhile), moving its routing
+        items in the same transaction. A change of more than ``MAX_ROUTE_CHANGES`` routes at once (possible
+        only above DynamoDB's transaction size, e.g. 50 event types swapped for 50 others) is refused with a
+        LimitExceededError: it could not be written atomically."""
+        before, after = _routes(old), _routes(new)
+        removed, added = sorted(before - after), sorted(after - before)
+        if len(removed) + len(added) > MAX_ROUTE_CHANGES:
+            raise LimitExceededError(
+                f"this change moves {len(removed) + len(added)} event type routes at once; at most "
+                f"{MAX_ROUTE_CHANGES} can change in one update: change the event types in two steps",
+                details=[{"loc": ["body", "event_types"], "msg": "too many changes at once", "type": "max_changes"}],
+            )
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "Item": _item(new),
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": values(v=old.version),
+                }
+            }
+        ]
+        actions += [{"Delete": {"Key": to_item(keys.route(old.tenant_id, t, old.id))}} for t in removed]
+        actions += [{"Put": {"Item": _route_item(new, t)}} for t in added]
+        try:
+            self._table.transact(actions)
+        except ClientError as exc:
+            raise ConflictError("the subscription changed meanwhile; read it again and retry") from exc
+
+    def delete(self, sub: Subscription) -> None:
+        actions: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "Key": to_item(keys.subscription(sub.tenant_id, sub.id)),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+            _count(sub.tenant_id, -1),
+        ]
+        actions += [{"Delete": {"Key": to_item(keys.route(sub.tenant_id, t, sub.id))}} for t in sorted(_routes(sub))]
+        try:
+            self._table.transact(actions, conflict_attempts=4)
+        except ClientError as exc:
+            raise NotFoundError(f"subscription {sub.id} not found") from exc
+
+    def routed(
+        self, tenant_id: str, route: str, *, limit: int, cursor: str | None
+    ) -> tuple[builtins.list[str], str | None]:
+        """One page of the subscription ids routed for ``route`` (an event type, or ``*``)."""
+        items, next_cursor = self._table.query(
+            key={"pk": keys.route_partition(tenant_id, route)}, limit=limit, cursor=cursor
+        )
+        return [item["subscription_id"] for item in items], next_cursor
+
+    def purge_page(self, tenant_id: str, *, limit: int = 100) -> bool:
+        """Delete up to ``limit`` subscriptions of a deleted tenant with their routes; True when none remain."""
+        page = self.list(tenant_id, limit=limit, cursor=None)
+        doomed: list[dict[str, Any]] = []
+        for sub in page.items:
+            doomed.append(to_item(keys.subscription(tenant_id, sub.id)))
+            doomed += [to_item(keys.route(tenant_id, t, sub.id)) for t in sorted(_routes(sub))]
+        self._table.batch_write([{"DeleteRequest": {"Key": key}} for key in doomed])
+        return page.cursor is None
+
+    def count(self, tenant_id: str) -> int:
+        """How many subscriptions the tenant has (kept by create, delete and import)."""
+        item = self._table.get(keys.tenant(tenant_id))
+        return int(item.get("subscription_count", 0)) if item else 0

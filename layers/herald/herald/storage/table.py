@@ -1,0 +1,283 @@
+"""Herald's one DynamoDB table: calls, transactions, batches, pages and cursors, and (de)serialization.
+
+Every repository goes through ``Table``: it maps DynamoDB's errors to Herald's (a failed condition is
+raised as botocore's ``ClientError`` for the repository to turn into a domain error; anything else,
+throttling included, is a ``ServiceUnavailableError``, a 503 at the API), filters out items whose TTL has
+passed (DynamoDB deletes them lazily) and gives every transaction an idempotency token, so a transaction
+that botocore retries after a lost answer is not applied twice nor refused by its own conditions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from herald.aws import dynamodb_client
+from herald.errors import InvalidCursorError, ServiceUnavailableError
+from herald.storage.keys import STORAGE_ATTRIBUTES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+NOT_EXPIRED = "(attribute_not_exists(expires_at) OR expires_at > :now)"
+#: DynamoDB's limits: actions in one TransactWriteItems, items in one BatchWriteItem.
+MAX_TRANSACTION_ACTIONS = 100
+MAX_BATCH_WRITE = 25
+
+
+@dataclass(frozen=True)
+class PageResult[T]:
+    items: list[T]
+    cursor: str | None
+
+
+# --- (de)serialization ---------------------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A deserialized DynamoDB value as plain JSON-like Python (Decimals become int or float)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
+
+
+def _dynamo_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, list):
+        return [_dynamo_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _dynamo_safe(item) for key, item in value.items()}
+    return value
+
+
+def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain values as a DynamoDB item (None values are left out)."""
+    cleaned = {key: value for key, value in values.items() if value is not None}
+    return {key: _SERIALIZER.serialize(_dynamo_safe(value)) for key, value in cleaned.items()}
+
+
+def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: plain(_DESERIALIZER.deserialize(value)) for key, value in item.items()}
+
+
+def values(**named: Any) -> dict[str, Any]:
+    """``ExpressionAttributeValues`` for ``:name`` placeholders."""
+    return {f":{key}": _SERIALIZER.serialize(_dynamo_safe(value)) for key, value in named.items()}
+
+
+def record(model: Any) -> dict[str, Any]:
+    """A record's fields as stored (pydantic's JSON mode: datetimes as ISO 8601 strings)."""
+    return cast(dict[str, Any], model.model_dump(mode="json"))
+
+
+def strip(item: dict[str, Any]) -> dict[str, Any]:
+    """An item without the storage's own attributes: the record's fields."""
+    return {key: value for key, value in item.items() if key not in STORAGE_ATTRIBUTES}
+
+
+def conditional_failure(exc: ClientError) -> bool:
+    """Whether DynamoDB refused the write for a condition (ours to decode), not for a fault."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = exc.response.get("CancellationReasons", [])
+        return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
+    return False
+
+
+def _conflicted(exc: ServiceUnavailableError) -> bool:
+    cause = exc.__cause__
+    reasons = cause.response.get("CancellationReasons", []) if isinstance(cause, ClientError) else []
+    return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
+
+
+def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
+    if not key:
+        return None
+    raw = json.dumps(from_item(key), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, partition_attr: str, partition_value: str, sort_attr: str, prefix: str | None) -> Any:
+    """The ExclusiveStartKey of an ``iterator``, which must be one this listing issued (InvalidCursorError)."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursorError("the iterator is not one this listing issued") from exc
+    if (
+        not isinstance(raw, dict)
+        or raw.get(partition_attr) != partition_value
+        or not all(isinstance(value, str) for value in raw.values())
+        # Exactly the keys DynamoDB returned, none empty or oversized: real DynamoDB rejects any other
+        # ExclusiveStartKey with a ValidationException (moto accepts them), which would be a 503.
+        or set(raw) != {"pk", "sk", partition_attr, sort_attr}
+        or any(not value or len(value.encode()) > 1024 for value in raw.values())
+        or (prefix is not None and not raw[sort_attr].startswith(prefix))
+    ):
+        raise InvalidCursorError("the iterator is not one this listing issued")
+    return to_item(raw)
+
+
+# --- the table ------------------------------------------------------------------------------------------
+
+
+class Table:
+    """The table's calls for the repositories. ``clock`` (epoch seconds) decides what has expired."""
+
+    def __init__(
+        self, name: str, *, client: DynamoDBClient | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.name = name
+        self._client = client
+        self.clock = clock
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            self._client = dynamodb_client()
+        return self._client
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def call(self, operation: str, **kwargs: Any) -> Any:
+        """One call on the table. A failed condition is raised as is (``ClientError``); any other failure
+        (throttling, an outage) as ``ServiceUnavailableError``."""
+        try:
+            return getattr(self.client, operation)(TableName=self.name, **kwargs)
+        except ClientError as exc:
+            if conditional_failure(exc):
+                raise
+            raise ServiceUnavailableError(f"DynamoDB {operation} failed: {exc.response['Error'].get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailableError(f"DynamoDB {operation} failed") from exc
+
+    def transact(self, actions: list[dict[str, Any]], *, conflict_attempts: int = 1) -> None:
+        """One TransactWriteItems (at most ``MAX_TRANSACTION_ACTIONS``), with an idempotency token: botocore
+        retries a call whose answer was lost, and without the token that retry would fail its own
+        conditions although the first try committed. ``conflict_attempts`` > 1 tries again (with a new
+        token) when DynamoDB cancelled it for a concurrent transaction on the same item."""
+        if len(actions) > MAX_TRANSACTION_ACTIONS:
+            raise ValueError(f"a transaction holds at most {MAX_TRANSACTION_ACTIONS} actions, not {len(actions)}")
+        for action in actions:
+            next(iter(action.values()))["TableName"] = self.name
+        for attempt in range(conflict_attempts):
+            try:
+                self._transact_once(actions)
+                return
+            except ServiceUnavailableError as exc:
+                if attempt == conflict_attempts - 1 or not _conflicted(exc):
+                    raise
+                time.sleep(0.02 * 2**attempt)
+
+    def _transact_once(self, actions: list[dict[str, Any]]) -> None:
+        try:
+            self.client.transact_write_items(
+                TransactItems=actions,  # type: ignore[arg-type]
+                ClientRequestToken=uuid.uuid4().hex,
+            )
+        except ClientError as exc:
+            if conditional_failure(exc):
+                raise
+            raise ServiceUnavailableError(f"DynamoDB transaction failed: {exc.response['Error'].get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailableError("DynamoDB transaction failed") from exc
+
+    def get(self, key: Mapping[str, str], *, consistent: bool = True) -> dict[str, Any] | None:
+        """The item at ``key`` as plain values, None if absent or expired."""
+        response = self.call("get_item", Key=to_item(key), ConsistentRead=consistent)
+        item = response.get("Item")
+        if not item:
+            return None
+        found = from_item(item)
+        expires = found.get("expires_at")
+        if expires is not None and expires <= self.clock():
+            return None
+        return found
+
+    def query(
+        self,
+        *,
+        key: Mapping[str, str],
+        prefix: str | None = None,
+        index: str | None = None,
+        limit: int,
+        cursor: str | None,
+        newest_first: bool = False,
+        where: Mapping[str, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a Query. ``key`` names the partition attribute and value; the cursor must belong to it.
+        ``where`` keeps only the items whose attributes have these values."""
+        ((partition_attr, partition_value),) = key.items()
+        sort_attr = "sk" if partition_attr == "pk" else partition_attr.replace("pk", "sk")
+        condition = "#p = :p"
+        names = {"#p": partition_attr}
+        placeholders = values(p=partition_value, now=self.now())
+        if prefix is not None:
+            condition += " AND begins_with(#s, :prefix)"
+            names["#s"] = sort_attr
+            placeholders.update(values(prefix=prefix))
+        query_filter = NOT_EXPIRED
+        for number, (attribute, value) in enumerate((where or {}).items()):
+            names[f"#w{number}"] = attribute
+            placeholders.update(values(**{f"w{number}": value}))
+            query_filter = f"{query_filter} AND #w{number} = :w{number}"
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": condition,
+            "FilterExpression": query_filter,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": placeholders,
+            "Limit": limit,
+            "ScanIndexForward": not newest_first,
+        }
+        if index is not None:
+            kwargs["IndexName"] = index
+        if cursor:
+            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, partition_attr, partition_value, sort_attr, prefix)
+        items: list[dict[str, Any]] = []
+        while True:
+            response = self.call("query", **kwargs)
+            items.extend(from_item(item) for item in response.get("Items", []))
+            last = response.get("LastEvaluatedKey")
+            # Expired items are filtered after the limit applies: keep reading until the page is full.
+            if not last or len(items) >= limit:
+                return items[:limit], encode_cursor(last) if last else None
+            kwargs["ExclusiveStartKey"] = last
+            kwargs["Limit"] = limit - len(items)
+
+    def batch_write(self, requests: list[Any]) -> None:
+        """Put or delete requests, ``MAX_BATCH_WRITE`` a call, retrying what DynamoDB leaves unprocessed."""
+        for start in range(0, len(requests), MAX_BATCH_WRITE):
+            self._batch_write_once(requests[start : start + MAX_BATCH_WRITE])
+
+    def _batch_write_once(self, requests: list[Any]) -> None:
+        for attempt in range(5):
+            try:
+                response = self.client.batch_write_item(RequestItems={self.name: requests})
+            except (ClientError, BotoCoreError) as exc:
+                raise ServiceUnavailableError("DynamoDB batch write failed") from exc
+            requests = list(response.get("UnprocessedItems", {}).get(self.name, []))
+            if not requests:
+                return
+            time.sleep(0.05 * 2**attempt)
+        raise ServiceUnavailableError("DynamoDB kept items of a batch unprocessed")

@@ -1,0 +1,102 @@
+"""Tenants and their API keys (stored as the SHA-256 of the key, never the key)."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from herald.errors import NotFoundError
+from herald.records import ApiKey, Tenant
+from herald.storage import keys
+from herald.storage.table import PageResult, record, strip, to_item
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from herald.storage.table import Table
+
+
+def tenant_item(tenant: Tenant, *, listed: bool = True) -> dict[str, Any]:
+    """A tenant's item; ``listed`` puts it in the tenant listing (gsi1), which broadcasts page through."""
+    index = {"gsi1pk": keys.TENANTS_PARTITION, "gsi1sk": tenant.id} if listed else {}
+    return to_item({**keys.tenant(tenant.id), **index, **record(tenant)})
+
+
+def _key_item(key: ApiKey, key_hash: str) -> dict[str, Any]:
+    index = {"gsi1pk": keys.tenant_keys_partition(key.tenant_id), "gsi1sk": key.id}
+    return to_item({**keys.api_key(key_hash), **index, **record(key)})
+
+
+class TenantRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def create(self, tenant: Tenant, key: ApiKey, key_hash: str) -> None:
+        """A new tenant with its first API key, in one transaction."""
+        new = "attribute_not_exists(pk)"
+        self._table.transact(
+            [
+                {"Put": {"Item": tenant_item(tenant), "ConditionExpression": new}},
+                {"Put": {"Item": _key_item(key, key_hash), "ConditionExpression": new}},
+            ]
+        )
+
+    def create_unlisted(self, tenant: Tenant) -> None:
+        """Store a tenant record that no tenant listing or broadcast sees (no ``gsi1`` entry), unless it
+        exists: the operator's reserved tenant, which holds the operator's own webhook endpoints."""
+        with contextlib.suppress(ClientError):  # there already
+            self._table.call(
+                "put_item", Item=tenant_item(tenant, listed=False), ConditionExpression="attribute_not_exists(pk)"
+            )
+
+    def get(self, tenant_id: str) -> Tenant | None:
+        item = self._table.get(keys.tenant(tenant_id))
+        return Tenant.model_validate(strip(item)) if item else None
+
+    def list(self, *, limit: int, cursor: str | None) -> PageResult[Tenant]:
+        items, next_cursor = self._table.query(
+            key={"gsi1pk": keys.TENANTS_PARTITION}, index="gsi1", limit=limit, cursor=cursor
+        )
+        return PageResult([Tenant.model_validate(strip(item)) for item in items], next_cursor)
+
+    def delete(self, tenant_id: str) -> None:
+        """Delete the tenant and its API keys at once (it is locked out); its subscriptions are purged after."""
+        try:
+            self._table.call(
+                "delete_item", Key=to_item(keys.tenant(tenant_id)), ConditionExpression="attribute_exists(pk)"
+            )
+        except ClientError as exc:
+            raise NotFoundError(f"tenant {tenant_id} not found") from exc
+        for item in self._key_items(tenant_id):
+            self._table.call("delete_item", Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
+
+    def add_key(self, key: ApiKey, key_hash: str) -> None:
+        self._table.call("put_item", Item=_key_item(key, key_hash), ConditionExpression="attribute_not_exists(pk)")
+
+    def _key_items(self, tenant_id: str) -> Iterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            items, cursor = self._table.query(
+                key={"gsi1pk": keys.tenant_keys_partition(tenant_id)}, index="gsi1", limit=100, cursor=cursor
+            )
+            yield from items
+            if cursor is None:
+                return
+
+    def list_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
+        return [ApiKey.model_validate(strip(item)) for item in self._key_items(tenant_id)]
+
+    def delete_key(self, tenant_id: str, key_id: str) -> None:
+        for item in self._key_items(tenant_id):
+            if item["id"] == key_id:
+                self._table.call("delete_item", Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
+                return
+        raise NotFoundError(f"API key {key_id} not found")
+
+    def get_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash (strongly consistent: a revoked key stops working at once)."""
+        item = self._table.get(keys.api_key(key_hash))
+        return ApiKey.model_validate(strip(item)) if item else None
