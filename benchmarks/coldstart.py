@@ -237,9 +237,9 @@ def api_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
 def delivery_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
     from benchmarks.core import make_subscriptions, make_tenant
     from benchmarks.receiver import ReceiverProcess
-    from herald.delivery import Worker, settle_all
     from herald.domain.publishing import publish
     from herald.local.poller import SqsPoller, sqs_event
+    from herald.worker import Worker, settle_all
 
     services = stack.services
     sqs = stack.sqs()
@@ -308,10 +308,10 @@ def delivery_memory(stack: Stack, *, batch: int, latency: float, out: Any) -> Fi
     ``batch`` deliveries to a receiver answering after ``latency``, after a warm-up batch of one."""
     from benchmarks.core import make_subscriptions, make_tenant
     from benchmarks.receiver import ReceiverProcess
-    from herald.delivery import Worker, settle_all
     from herald.domain.publishing import publish
     from herald.local.poller import SqsPoller, sqs_event
     from herald.local.resources import DELIVERY_FUNCTION_ID, function_properties, load_template
+    from herald.worker import Worker, settle_all
 
     memory_size = int(function_properties(load_template(), DELIVERY_FUNCTION_ID).get("MemorySize", 128))
     services = stack.services

@@ -29,10 +29,10 @@ from benchmarks.core import (
     median,
 )
 from benchmarks.results import Ratio, Result
-from herald.delivery import Worker, settle_all
 from herald.local.poller import LambdaContext, sqs_event
 from herald.local.resources import delivery_event_source
 from herald.messages import DeliveryMessage, FanoutMessage, parse_message
+from herald.worker import Worker, settle_all
 
 
 class _QueueWatch:

@@ -17,13 +17,13 @@ from fastapi.testclient import TestClient
 from moto import mock_aws
 
 from herald.api import create_app
-from herald.delivery import Worker, settle_all
 from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import BatchResult, SqsPoller
 from herald.local.resources import LocalResources, create_local_resources
 from herald.services import Services
 from herald.settings import Settings, get_settings
 from herald.urls import LOCAL_NETWORKS
+from herald.worker import Worker, settle_all
 from tests.delivery_support import Harness, make_harness
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"

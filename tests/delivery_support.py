@@ -27,9 +27,9 @@ from standardwebhooks import Webhook as StandardWebhook
 from svix.webhooks import Webhook as SvixWebhook
 
 from herald import ids
-from herald.delivery import Worker, settle_all
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
 from herald.records import SigningSecret, Subscription
+from herald.worker import Worker, settle_all
 
 if TYPE_CHECKING:
     import boto3

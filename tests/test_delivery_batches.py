@@ -23,12 +23,12 @@ from moto.server import ThreadedMotoServer
 
 from herald import ids
 from herald.api import create_app
-from herald.delivery import Worker, settle_all
 from herald.local.poller import SqsPoller
 from herald.local.resources import create_local_resources
 from herald.messages import DeliveryMessage
 from herald.services import Services
 from herald.settings import Settings
+from herald.worker import Worker, settle_all
 from tests.conftest import Clock, Receiver, TenantInfo
 from tests.delivery_support import (
     ADMIN,
@@ -172,7 +172,7 @@ def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
     store = harness.services.store
     from herald.records import Delivery
 
-    now = harness.worker._now()
+    now = harness.worker.now()
     dead = Delivery(
         id=ids.delivery_id(event_id, sub.id),
         event_id=event_id,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from herald.delivery import FANOUT_MIN_SECONDS_LEFT
+from herald.worker.fanout import FANOUT_MIN_SECONDS_LEFT
 from tests.conftest import Clock
 from tests.delivery_support import (
     Harness,

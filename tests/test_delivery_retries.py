@@ -13,8 +13,8 @@ import math
 import pytest
 
 from herald import ids
-from herald.delivery import MAX_HOLD_SECONDS
 from herald.queue import MAX_VISIBILITY_SECONDS
+from herald.worker.schedule import MAX_HOLD_SECONDS
 from tests.conftest import Clock, Receiver
 from tests.delivery_support import (
     attempts,

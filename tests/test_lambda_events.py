@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-import herald.delivery
+import herald.worker.runtime
 from herald.catalog import catalog, operational_catalog
 from herald.local.poller import LambdaContext, SqsPoller
 from herald.local.resources import LocalResources, function_properties, load_template
@@ -313,13 +313,13 @@ def test_api_function_answers_its_sample_events(template, resources, aws, use_en
 @pytest.fixture
 def fresh_delivery_container() -> Iterator[None]:
     """The delivery handler keeps one worker per container: start with none, close the one made here."""
-    previous = herald.delivery._WORKER
-    herald.delivery._WORKER = None
+    previous = herald.worker.runtime._WORKER
+    herald.worker.runtime._WORKER = None
     yield
-    made = herald.delivery._WORKER
-    herald.delivery._WORKER = previous
+    made = herald.worker.runtime._WORKER
+    herald.worker.runtime._WORKER = previous
     if made is not None:
-        herald.delivery.settle_all([made])
+        herald.worker.runtime.settle_all([made])
 
 
 def test_delivery_function_processes_its_sample_batch(

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from herald.delivery import Worker, settle_all
 from herald.local.poller import SqsPoller
 from herald.services import Services
+from herald.worker import Worker, settle_all
 from tests.conftest import TenantInfo
 from tests.delivery_support import ADMIN, INVOICE, deliveries
 

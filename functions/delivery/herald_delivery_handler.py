@@ -1,11 +1,11 @@
-"""DeliveryFunction entry point: consumes the work queue (see ``herald.delivery``)."""
+"""DeliveryFunction entry point: consumes the work queue (see ``herald.worker``)."""
 
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from herald.delivery import lambda_handler
+from herald.worker import lambda_handler
 
 #: The parent of Herald's loggers: structured JSON logs with the invocation's request id.
 logger = Logger(service="herald")

@@ -40,7 +40,7 @@ class DeliveryMessage(_Message):
     subscription_id: str
     trigger: Trigger = Trigger.SCHEDULED
     #: The recovery or redelivery job whose ticket this message carries: the one extra attempt it may make
-    #: (see herald.recovery). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
+    #: (see herald.worker.jobs). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
     job_id: str | None = Field(None, alias="recovery_id")
 
 

@@ -1,4 +1,4 @@
-"""Recovery and redelivery jobs, as the API starts and reads them (the worker runs them: ``herald.recovery``).
+"""Recovery and redelivery jobs, as the API starts and reads them (``herald.worker.jobs`` runs them).
 
 A recovery re-sends the failed deliveries of one subscription in a time window; an identical request
 while its job runs finds that job (a window lock), so a caller's retry never starts a second one. A

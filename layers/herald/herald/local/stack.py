@@ -103,8 +103,8 @@ def allow_local_targets() -> str:
 
 def start_workers(count: int, stop: threading.Event) -> list[threading.Thread]:
     """Poll the work queue like Lambda's event source mapping does, with the template's batch settings."""
-    from herald.delivery import Worker
     from herald.services import Services
+    from herald.worker import Worker
 
     source = delivery_event_source(load_template())
     services = Services.create()

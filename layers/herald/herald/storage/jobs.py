@@ -1,6 +1,6 @@
 """Recovery and redelivery jobs: the job records, the window locks that find a running job again, and
 per delivery a job's ticket and the delivery's recovery lock (its one extra attempt, reserved and used
-up exactly once: see ``herald.recovery``)."""
+up exactly once: see ``herald.worker.jobs``)."""
 
 from __future__ import annotations
 

@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import WILDCARD, DeliveryStatus, RecoveryStatus, Trigger
+from herald.worker import dispatch
+from herald.worker.fanout import send_concurrently
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-    from herald.delivery import Worker
+    from herald.worker.runtime import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +50,8 @@ MIN_SECONDS_LEFT = 15.0
 LOCK_SECONDS = 24 * 3600
 
 
-async def _io[T](worker: Worker, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking AWS call on the worker's thread pool."""
-    return await worker.loop.run_in_executor(worker.executor, lambda: function(*args, **kwargs))
-
-
-# --- the worker side ------------------------------------------------------------------------------------
-
-
-def _now(worker: Worker) -> datetime:
-    return datetime.fromtimestamp(worker.clock(), UTC)
-
-
 async def _take(worker: Worker, job_id: str, delivery_id: str) -> bool:
-    return await _io(
-        worker,
+    return await worker.io(
         worker.store.jobs.take_ticket,
         job_id,
         delivery_id,
@@ -73,15 +60,10 @@ async def _take(worker: Worker, job_id: str, delivery_id: str) -> bool:
     )
 
 
-async def _send(worker: Worker, messages: list[DeliveryMessage]) -> None:
-    chunks = [messages[start : start + 10] for start in range(0, len(messages), 10)]
-    await asyncio.gather(*(_io(worker, worker.queue.send_batch, chunk) for chunk in chunks))
-
-
 async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float) -> None:
     """Pages of the subscription's failed deliveries in the window: take a ticket for each and queue its attempt."""
     store = worker.store
-    found = await _io(worker, store.jobs.get, message.job_id)
+    found = await worker.io(store.jobs.get, message.job_id)
     if found is None:
         logger.warning("recovery job no longer exists", extra={"job_id": message.job_id})
         return
@@ -90,12 +72,11 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
         return  # a duplicate of a message whose job listed everything already
     log = {"job_id": job.id, "subscription_id": job.subscription_id}
     if job.status is RecoveryStatus.QUEUED:
-        await _io(worker, store.jobs.update, job.id, updated_at=_now(worker), status=RecoveryStatus.RUNNING)
+        await worker.io(store.jobs.update, job.id, updated_at=worker.now(), status=RecoveryStatus.RUNNING)
     cursor = message.cursor
     handled = 0
     while True:
-        page = await _io(
-            worker,
+        page = await worker.io(
             store.deliveries.between,
             job.subscription_id,
             DeliveryStatus.FAILED,
@@ -106,7 +87,7 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
         )
         deliveries = [d for d in page.items if d.tenant_id == job.tenant_id]
         taken = await asyncio.gather(*(_take(worker, job.id, d.id) for d in deliveries))
-        await _send(
+        await send_concurrently(
             worker,
             [
                 DeliveryMessage(
@@ -122,12 +103,12 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
         )
         handled += len(page.items)
         if page.cursor is None:
-            await _io(worker, store.jobs.update, job.id, updated_at=_now(worker), listed=True)
+            await worker.io(store.jobs.update, job.id, updated_at=worker.now(), listed=True)
             logger.info("recovery listed every delivery", extra=log)
             return
         cursor = page.cursor
         if handled >= MAX_PER_MESSAGE or deadline - worker.clock() < MIN_SECONDS_LEFT:
-            await _io(worker, worker.queue.send, RecoverMessage(job_id=job.id, cursor=cursor))
+            await worker.io(worker.queue.send, RecoverMessage(job_id=job.id, cursor=cursor))
             return
 
 
@@ -135,18 +116,18 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     """Pages of the subscriptions an event goes to: a ticketed single attempt for each existing delivery,
     a regular first delivery for a subscription that never had the event."""
     store = worker.store
-    stored = await _io(worker, store.events.get, message.event_id)
+    stored = await worker.io(store.events.get, message.event_id)
     if stored is None:
         logger.warning("redelivery of an event that no longer exists", extra={"event_id": message.event_id})
         return
     event = stored.event
     if message.tenant_id is None:
         # A broadcast: one redelivery message per tenant, a page of tenants at a time.
-        page = await _io(worker, store.tenants.list, limit=100, cursor=message.cursor)
+        page = await worker.io(store.tenants.list, limit=100, cursor=message.cursor)
         for tenant in page.items:
-            await _io(worker, worker.queue.send, message.model_copy(update={"tenant_id": tenant.id}))
+            await worker.io(worker.queue.send, message.model_copy(update={"tenant_id": tenant.id}))
         if page.cursor is not None:
-            await _io(worker, worker.queue.send, message.model_copy(update={"cursor": page.cursor}))
+            await worker.io(worker.queue.send, message.model_copy(update={"cursor": page.cursor}))
         return
     tenant_id = message.tenant_id
     routes = [event.type, WILDCARD]
@@ -155,11 +136,11 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     handled = 0
     while True:
         marker = f"redeliver|{message.job_id}|{tenant_id}|{route}|{cursor or ''}"
-        sub_ids, next_cursor = await _io(
-            worker, store.subscriptions.routed, tenant_id, route, limit=worker.settings.fanout_page_size, cursor=cursor
+        sub_ids, next_cursor = await worker.io(
+            store.subscriptions.routed, tenant_id, route, limit=worker.settings.fanout_page_size, cursor=cursor
         )
         delivery_ids = [ids.delivery_id(event.id, sub_id) for sub_id in sub_ids]
-        existing = await asyncio.gather(*(_io(worker, store.deliveries.get, d) for d in delivery_ids))
+        existing = await asyncio.gather(*(worker.io(store.deliveries.get, d) for d in delivery_ids))
         again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
         first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
         taken = await asyncio.gather(*(_take(worker, message.job_id, ids.delivery_id(event.id, sub)) for sub in again))
@@ -177,15 +158,14 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         messages += [DeliveryMessage(event_id=event.id, tenant_id=tenant_id, subscription_id=sub) for sub in first]
         if first:
             # Deliveries the original fan-out never made: the event counts them, once however often this runs.
-            await _io(
-                worker,
+            await worker.io(
                 store.events.count_fanout_page,
                 event.id,
                 marker,
                 expires_at=stored.expires_at,
                 matched=len(first),
             )
-        await _send(worker, messages)
+        await send_concurrently(worker, messages)
         handled += len(sub_ids)
         if next_cursor is None and route == routes[-1]:
             logger.info("redelivery queued every subscription", extra={"job_id": message.job_id, "event_id": event.id})
@@ -196,7 +176,7 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
             cursor = next_cursor
         if handled >= MAX_PER_MESSAGE or deadline - worker.clock() < MIN_SECONDS_LEFT:
             continuation = message.model_copy(update={"route": route, "cursor": cursor})
-            await _io(worker, worker.queue.send, continuation)
+            await worker.io(worker.queue.send, continuation)
             return
 
 
@@ -207,7 +187,7 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     store = worker.store
     delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
     log = {"job_id": job_id, "delivery_id": delivery_id, "event_id": message.event_id}
-    state, holder = await _io(worker, store.jobs.get_ticket, job_id, delivery_id)
+    state, holder = await worker.io(store.jobs.get_ticket, job_id, delivery_id)
     if state != "open":
         # Used up already (a duplicate message, or one whose attempt was recorded before a crash), or never
         # taken: nothing to send.
@@ -215,15 +195,15 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         return
     if holder != job_id:
         logger.warning("the job's recovery lock expired before its attempt: given up", extra=log)
-        await _io(worker, store.jobs.close_ticket, job_id, delivery_id, "failed")
+        await worker.io(store.jobs.close_ticket, job_id, delivery_id, "failed")
         return
     delivery, event, sub = await asyncio.gather(
-        _io(worker, store.deliveries.get, delivery_id),
-        _io(worker, store.events.get, message.event_id),
-        _io(worker, store.subscriptions.get, message.tenant_id, message.subscription_id),
+        worker.io(store.deliveries.get, delivery_id),
+        worker.io(store.events.get, message.event_id),
+        worker.io(store.subscriptions.get, message.tenant_id, message.subscription_id),
     )
     if delivery is None or event is None or sub is None:
         logger.info("job delivery cannot be attempted: its delivery, event or subscription is gone", extra=log)
-        await _io(worker, store.jobs.close_ticket, job_id, delivery_id, "failed")
+        await worker.io(store.jobs.close_ticket, job_id, delivery_id, "failed")
         return
-    await worker.deliver(message, record, deadline)
+    await dispatch.deliver(worker, message, record, deadline)

@@ -1,0 +1,244 @@
+"""What a batch leaves besides its deliveries: event counters, subscription stats and health (auto-disable),
+metrics and operational events, written once per batch rather than once per attempt.
+
+An event's ``succeeded`` / ``failed`` counters are not written per delivery: the worker adds up the changes
+of the deliveries a batch settles, per event, and writes each event's sum once when the batch is done, on a
+small counts item beside the event. The attempts a batch makes to a subscription are counted in its stats
+and failure streak when the batch is done, in the order they finished, with one write per subscription: a
+410, or a streak failing for the whole window, disables the subscription; operational events
+(``herald.domain.operational``) tell the operator (what an attempt did to its delivery right after it, what
+the batch did to the subscription at its end). Both are bookkeeping, not the record: if an invocation dies
+after settling deliveries and before its batch is done, they miss those deliveries, while the deliveries
+and their attempts, which are what is sent and listed, stay exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from herald.domain import subscriptions
+from herald.domain.operational import OPERATOR_TENANT_ID, emit
+from herald.metrics import Metric
+from herald.records import DeliveryStatus, ErrorKind
+from herald.storage import AttemptTally, SubscriptionHealth
+
+if TYPE_CHECKING:
+    from herald.records import Delivery, Event, Subscription
+    from herald.sender import Outcome
+    from herald.worker.runtime import Worker
+
+logger = Logger(service="herald", child=True)
+
+#: The failed attempt after which the operator hears that a delivery is failing (Svix: the 4th).
+FAILING_NOTICE_ATTEMPT = 4
+
+type Report = tuple[str, dict[str, Any], tuple[str, ...]]
+
+
+@dataclass
+class _Tally:
+    """The attempts made to one subscription in this batch."""
+
+    sub: Subscription
+    expires_at: int
+    log: dict[str, Any]
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
+    """Whether this attempt failed the delivery for good (a manual attempt on a failed one does not)."""
+    before = previous.status if previous is not None else DeliveryStatus.PENDING
+    return before is DeliveryStatus.PENDING and settled.status is DeliveryStatus.FAILED
+
+
+def _exhaustion_reason(outcome: Outcome) -> str:
+    if outcome.status_code == 410:
+        return "the endpoint answered 410 Gone"
+    if outcome.error_kind is ErrorKind.REFUSED_BY_POLICY:
+        return "the URL policy refused the endpoint's address"
+    return "every scheduled attempt failed"
+
+
+def _count_changes(previous: Delivery | None, settled: Delivery) -> dict[str, int]:
+    """The event counters' deltas when a delivery goes from ``previous`` to ``settled``."""
+    before = previous.status if previous is not None else DeliveryStatus.PENDING
+    deltas = dict.fromkeys((DeliveryStatus.SUCCEEDED.value, DeliveryStatus.FAILED.value), 0)
+    if before is settled.status:
+        return deltas
+    if before is not DeliveryStatus.PENDING:
+        deltas[before.value] -= 1
+    if settled.status is not DeliveryStatus.PENDING:
+        deltas[settled.status.value] += 1
+    return deltas
+
+
+class Bookkeeping:
+    """One worker's bookkeeping of the batch at hand; ``finish`` writes it when the batch is done."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        #: Event counter changes of the deliveries settled in this batch: event id -> (expiry, deltas).
+        self._event_counts: dict[str, tuple[int, Counter[str]]] = {}
+        #: The attempts made in this batch, per subscription, for its stats and health.
+        self._tallies: dict[str, _Tally] = {}
+
+    # --- per delivery -----------------------------------------------------------------------------------
+
+    def settled(self, event_id: str, expires_at: int, previous: Delivery | None, settled: Delivery) -> None:
+        """Add a settled delivery's change to its event's counters, to be written when the batch is done."""
+        deltas = {key: value for key, value in _count_changes(previous, settled).items() if value}
+        if deltas:
+            _, counts = self._event_counts.setdefault(event_id, (expires_at, Counter()))
+            counts.update(deltas)
+
+    def measure(self, outcome: Outcome, settled: Delivery, previous: Delivery | None) -> None:
+        metrics = self._worker.metrics
+        if outcome.error_kind is ErrorKind.REFUSED_BY_POLICY:
+            metrics.add(Metric.REFUSED)
+        else:
+            metrics.add(Metric.SUCCEEDED if outcome.succeeded else Metric.FAILED)
+            metrics.add(Metric.LATENCY, outcome.duration_ms)
+        if not outcome.succeeded and settled.status is DeliveryStatus.PENDING and settled.next_attempt_at is not None:
+            metrics.add(Metric.RETRIED)
+        if exhausted(previous, settled):
+            metrics.add(Metric.EXHAUSTED)
+
+    async def attempted(
+        self,
+        event: Event,
+        sub: Subscription,
+        outcome: Outcome,
+        settled: Delivery,
+        previous: Delivery | None,
+        *,
+        expires_at: int,
+        log: dict[str, Any],
+    ) -> None:
+        """What follows a recorded attempt: it joins the subscription's tally for this batch, and the operator
+        hears what it did to its delivery. The attempt is recorded already: a failure here is logged, never
+        turned into a repeated attempt."""
+        tally = self._tallies.get(sub.id)
+        if tally is None:
+            tally_log = {"subscription_id": sub.id, "tenant_id": sub.tenant_id}
+            tally = self._tallies[sub.id] = _Tally(sub, expires_at, tally_log)
+        tally.outcomes.append(outcome)
+        tally.expires_at = max(tally.expires_at, expires_at)
+        if sub.tenant_id == OPERATOR_TENANT_ID:
+            return  # the operator's own endpoints: never report on them to themselves (no loops)
+        reports: list[Report] = []
+        delivery_ref = {
+            "tenant_id": sub.tenant_id,
+            "subscription_id": sub.id,
+            "url": sub.url,
+            "event_id": event.id,
+            "event_type": event.type,
+            "delivery_id": settled.id,
+            "attempts": settled.attempts,
+            "last_status_code": outcome.status_code,
+            "last_error_kind": outcome.error_kind and outcome.error_kind.value,
+        }
+        if not outcome.succeeded and settled.attempts == FAILING_NOTICE_ATTEMPT:
+            data = {**delivery_ref, "next_attempt_at": settled.next_attempt_at}
+            reports.append(("delivery.failing", data, (settled.id,)))
+        if exhausted(previous, settled):
+            data = {**delivery_ref, "reason": _exhaustion_reason(outcome)}
+            reports.append(("delivery.exhausted", data, (settled.id,)))
+        await self._report(reports, log)
+
+    # --- when the batch is done -------------------------------------------------------------------------
+
+    async def finish(self) -> None:
+        """Settle the subscriptions' stats and health, then write the event counters."""
+        await self._settle_subscriptions()
+        await self._flush_event_counts()
+
+    async def _flush_event_counts(self) -> None:
+        """Write the batch's event counter changes: one UpdateItem per event, all at once."""
+        pending, self._event_counts = self._event_counts, {}
+        worker = self._worker
+
+        def write(event_id: str, expires_at: int, deltas: Counter[str]) -> None:
+            try:
+                worker.store.events.count(event_id, expires_at=expires_at, **deltas)
+            except Exception:
+                logger.warning("event counters not updated", extra={"event_id": event_id, **deltas})
+
+        await asyncio.gather(*(worker.io(write, key, *value) for key, value in pending.items()))
+
+    async def _settle_subscriptions(self) -> None:
+        """Count each subscription's attempts in its stats (one write per subscription, not per attempt),
+        then disable those that answered 410 or have been failing for the whole window, and tell the
+        operator."""
+        tallies, self._tallies = self._tallies, {}
+        results = await asyncio.gather(
+            *(self._settle_subscription(tally) for tally in tallies.values()), return_exceptions=True
+        )
+        for tally, result in zip(tallies.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                # The attempts are recorded: a failure here is logged, never turned into a repeated attempt.
+                logger.error("subscription health not settled", extra=tally.log, exc_info=result)
+
+    async def _settle_subscription(self, tally: _Tally) -> None:
+        worker = self._worker
+        sub, outcomes = tally.sub, sorted(tally.outcomes, key=lambda outcome: outcome.finished)
+        try:
+            health = await worker.io(
+                worker.store.health.count_attempts,
+                sub.id,
+                [AttemptTally(outcome.succeeded, outcome.status_code, outcome.finished) for outcome in outcomes],
+                failing_after=worker.settings.failing_after_failures,
+                expires_at=tally.expires_at,
+            )
+        except Exception:
+            logger.exception("subscription stats not updated", extra=tally.log)
+            health = SubscriptionHealth(0, None)
+        deciding, reason = self._disable_reason(outcomes, health)
+        disable = subscriptions.disable_for_failing
+        disabled = await worker.io(disable, worker.store, sub, reason, worker.now()) if reason else None
+        if sub.tenant_id == OPERATOR_TENANT_ID:
+            return  # the operator's own endpoints: never report on them to themselves (no loops)
+        reports: list[Report] = []
+        ref = {"tenant_id": sub.tenant_id, "subscription_id": sub.id, "url": sub.url}
+        if disabled is not None and disabled.disabled_at is not None:
+            data = {
+                **ref,
+                "reason": disabled.disabled_reason or "",
+                "disabled_at": disabled.disabled_at,
+                "failing_since": health.failing_since,
+                "last_status_code": deciding.status_code,
+            }
+            reports.append(("subscription.disabled", data, (sub.id, disabled.disabled_at.isoformat())))
+        for failing_since, recovered_at in health.recoveries:
+            data = {**ref, "failing_since": failing_since, "recovered_at": recovered_at}
+            reports.append(("subscription.recovered", data, (sub.id, failing_since.isoformat())))
+        await self._report(reports, tally.log)
+
+    def _disable_reason(self, outcomes: list[Outcome], health: SubscriptionHealth) -> tuple[Outcome, str | None]:
+        """Why to disable a subscription after these attempts (in the order they finished), and the attempt
+        that decided it: a 410 Gone, or a streak still failing at the end that has lasted the whole window."""
+        gone = next((outcome for outcome in outcomes if outcome.status_code == 410), None)
+        if gone is not None:
+            return gone, f"the endpoint answered 410 Gone on {gone.finished.isoformat()}"
+        last = outcomes[-1]
+        if last.succeeded or health.failing_since is None:
+            return last, None
+        window = timedelta(hours=self._worker.settings.disable_after_failing_hours)
+        if last.finished - health.failing_since < window:
+            return last, None
+        return last, (
+            f"failing continuously since {health.failing_since.isoformat()} "
+            f"({health.consecutive_failures} failed attempts in a row)"
+        )
+
+    async def _report(self, reports: list[Report], log: dict[str, Any]) -> None:
+        for event_type, data, key in reports:
+            try:
+                await self._worker.io(emit, self._worker.services, event_type, data, key=key)
+            except Exception:
+                logger.exception("operational event not published", extra={**log, "event_type": event_type})

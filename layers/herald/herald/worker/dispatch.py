@@ -1,0 +1,325 @@
+"""One delivery: is an attempt due -> claim the lease -> sign and send -> record -> next step.
+
+The delivery's state lives in DynamoDB, and each attempt is made under a lease taken with a conditional
+write, so a duplicated or re-shown message never sends the same attempt twice while another worker is at
+it. A message is only let go (deleted) once its delivery is settled, or when a fresh copy carries it on:
+a message that finds the lease taken comes back when the lease ends, since the worker holding it may
+have died. Every log line of a delivery carries its event, delivery, subscription and tenant ids (and
+the attempt number once known); never a secret or a payload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from herald import ids
+from herald.metrics import Metric
+from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
+from herald.sender import Outcome, send_attempt
+from herald.signing import signature_header
+from herald.worker.pacing import START_MARGIN_SECONDS
+from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, next_step, receive_count
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from herald.messages import DeliveryMessage
+    from herald.storage import DeliveryState, StoredEvent
+    from herald.worker.runtime import Worker
+
+logger = Logger(service="herald", child=True)
+
+#: Triggers of one extra attempt on an existing delivery, outside its retry schedule.
+SINGLE_SHOT_TRIGGERS = frozenset({Trigger.MANUAL, Trigger.RECOVER})
+
+
+@dataclass
+class _Job:
+    """One delivery message being worked on, and what it found."""
+
+    message: DeliveryMessage
+    record: SQSRecord
+    log: dict[str, Any]
+    stored: StoredEvent
+    state: DeliveryState | None
+    single_shot: bool
+    now: datetime
+    deadline: float = 0.0
+
+    @property
+    def event(self) -> Event:
+        return self.stored.event
+
+    @property
+    def previous(self) -> Delivery | None:
+        return self.state.delivery if self.state is not None else None
+
+    @property
+    def scheduled(self) -> int:
+        """Scheduled attempts made so far: the position in the retry schedule."""
+        return self.state.scheduled_attempts if self.state is not None else 0
+
+    @property
+    def delivery(self) -> Delivery:
+        """The delivery as claimed. The claim keeps its status: a manual attempt on a settled delivery
+        that dies midway leaves it settled, not pending with no message to carry it."""
+        base = self.previous or Delivery(
+            id=self.log["delivery_id"],
+            event_id=self.event.id,
+            subscription_id=self.message.subscription_id,
+            tenant_id=self.message.tenant_id,
+            event_type=self.event.type,
+            status=DeliveryStatus.PENDING,
+            created_at=self.now,
+            updated_at=self.now,
+        )
+        return base.model_copy(update={"updated_at": self.now})
+
+
+async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
+    """One attempt of one delivery, if one is due; then settle the delivery or hold the message until
+    the next attempt. A manual message (``single_shot`` on an existing delivery) makes exactly one
+    attempt and leaves the schedule, and the message that carries it, alone."""
+    delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
+    log: dict[str, Any] = {
+        "delivery_id": delivery_id,
+        "event_id": message.event_id,
+        "subscription_id": message.subscription_id,
+        "tenant_id": message.tenant_id,
+    }
+    stored = await worker.events.get(message.event_id)
+    if stored is None:
+        logger.warning("delivery of an event that no longer exists: dropped", extra=log)
+        return
+    claimed = await _claim(worker, message, record, deadline, stored, log)
+    if claimed is None:
+        return
+    job, token = claimed
+    try:
+        sub = await worker.io(worker.store.subscriptions.get, message.tenant_id, message.subscription_id)
+    except Exception:
+        # Nothing was sent: give the lease back, so the message's next receive need not wait it out.
+        with contextlib.suppress(Exception):
+            await worker.io(worker.store.deliveries.release, job.delivery, token)
+        raise
+    if sub is None and job.single_shot:
+        await worker.io(worker.store.deliveries.release, job.delivery, token)
+        logger.info("manual attempt cancelled: the subscription was deleted", extra=log)
+    elif sub is None or (not sub.enabled and not job.single_shot):
+        await _cancel(worker, job, token, "the subscription was deleted" if sub is None else "it is disabled")
+    else:
+        await _attempt_and_record(worker, job, sub, token)
+
+
+async def _claim(  # noqa: PLR0917 - the message's context, passed along as the caller has it
+    worker: Worker,
+    message: DeliveryMessage,
+    record: SQSRecord,
+    deadline: float,
+    stored: StoredEvent,
+    log: dict[str, Any],
+) -> tuple[_Job, str] | None:
+    """The lease on the delivery for one attempt (the job and the lease's token), or None when no attempt
+    is to be made now (the message is then held, or done with).
+
+    A delivery message received for the first time almost always starts a new delivery: claim it straight
+    away (the claim only succeeds if the delivery does not exist yet) and read its state only if it does
+    exist (a duplicate message, a refreshed copy). One AWS call less per delivery."""
+    optimistic = message.trigger not in SINGLE_SHOT_TRIGGERS and receive_count(record) == 1
+    state: DeliveryState | None = None
+    for read_state in (not optimistic, True):
+        if read_state:
+            state = await worker.io(worker.store.deliveries.get_state, log["delivery_id"])
+        single_shot = message.trigger in SINGLE_SHOT_TRIGGERS and state is not None
+        if not await _due(worker, message, record, state, single_shot, deadline):
+            return None
+        job = _Job(message, record, log, stored, state, single_shot, worker.now(), deadline)
+        token = uuid.uuid4().hex
+        claimed = await worker.io(
+            worker.store.deliveries.claim,
+            job.delivery,
+            previous=job.previous,
+            scheduled_attempts=job.scheduled,
+            token=token,
+            until=deadline + 5,
+            now=worker.clock(),
+            expires_at=worker.attempt_expiry(job.now),
+            job_id=message.job_id,
+        )
+        if claimed:
+            return job, token
+        if read_state:
+            break
+    # Another message got there between our read and our claim: look again shortly.
+    logger.info("delivery claimed by another message meanwhile", extra=log)
+    await hold(worker, message, record, SHORT_RETRY_SECONDS)
+    return None
+
+
+async def _due(  # noqa: PLR0917 - the message's context, passed along as the caller has it
+    worker: Worker,
+    message: DeliveryMessage,
+    record: SQSRecord,
+    state: DeliveryState | None,
+    single_shot: bool,
+    deadline: float,
+) -> bool:
+    """Whether an attempt can be made now. If not, the message is held (``hold`` raises, or hands over
+    to a fresh copy) or, for a settled delivery, done; either way this returns False."""
+    now = worker.clock()
+    if state is not None:
+        if not single_shot and state.delivery.status is not DeliveryStatus.PENDING:
+            return False  # settled: this message's work is done
+        if state.lease_until > now:
+            # A worker is at it, or died at it: look again when its lease is over. Never let go here,
+            # as this may be the very message whose worker died.
+            await hold(worker, message, record, state.lease_until - now + 1)
+            return False
+        due = state.delivery.next_attempt_at.timestamp() if state.delivery.next_attempt_at else 0
+        if not single_shot and due > now + 1:
+            await hold(worker, message, record, due - now)
+            return False
+    if deadline - now < worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS:
+        await hold(worker, message, record, SHORT_RETRY_SECONDS)  # not enough time left to send safely
+        return False
+    return True
+
+
+async def _cancel(worker: Worker, job: _Job, token: str, reason: str) -> None:
+    """The subscription is gone or disabled: the delivery fails without an attempt."""
+    settled = job.delivery.model_copy(
+        update={
+            "status": DeliveryStatus.FAILED,
+            "last_error_kind": ErrorKind.SUBSCRIPTION_GONE,
+            "next_attempt_at": None,
+        }
+    )
+    recorded = await worker.io(
+        worker.store.deliveries.record,
+        settled,
+        None,
+        token=token,
+        scheduled_attempts=job.scheduled,
+        expires_at=worker.attempt_expiry(job.now),
+    )
+    if recorded:
+        _count_event(worker, job, settled)
+    logger.info(f"delivery cancelled: {reason}", extra=job.log)
+
+
+def _count_event(worker: Worker, job: _Job, settled: Delivery) -> None:
+    expires_at = job.stored.expires_at or worker.attempt_expiry(job.now)
+    worker.books.settled(job.event.id, expires_at, job.previous, settled)
+
+
+async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str) -> None:
+    attempt_number = job.delivery.attempts + 1
+    job.log["attempt"] = attempt_number
+    scheduled = job.scheduled if job.single_shot else job.scheduled + 1
+    if sub.rate_limit is not None:
+        postpone = await worker.pacer.slot(sub.id, sub.rate_limit, deadline=job.deadline)
+        if postpone > 0:
+            # Over the rate: no attempt, no step of the schedule; the message comes back for its slot.
+            await worker.io(worker.store.deliveries.release, job.delivery, token)
+            worker.metrics.add(Metric.POSTPONED)
+            logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
+            await hold(worker, job.message, job.record, postpone)
+            return
+    outcome = await sign_and_send(worker, sub, job.event.id, job.event.payload)
+    next_at, status = next_step(outcome, scheduled, job.previous, job.single_shot, policy=worker.policy, rng=worker.rng)
+    attempt = _attempt_record(job, sub, outcome, attempt_number, next_at)
+    settled = job.delivery.model_copy(
+        update={
+            "status": status,
+            "attempts": attempt_number,
+            "next_attempt_at": next_at,
+            "last_attempt_at": outcome.started,
+            "last_status_code": outcome.status_code,
+            "last_error_kind": outcome.error_kind,
+            "updated_at": outcome.finished,
+        }
+    )
+    recorded = await worker.io(
+        worker.store.deliveries.record,
+        settled,
+        attempt,
+        token=token,
+        scheduled_attempts=scheduled,
+        expires_at=worker.attempt_expiry(job.now),
+        job_id=job.message.job_id,
+    )
+    if not recorded:
+        # Only if this invocation outlived its own lease (it should not: the lease ends after the
+        # deadline). The message comes back and the next claim carries the delivery on, making this
+        # attempt again under the same number (its record then replaces this one's).
+        logger.warning("lease lost while attempting; the delivery's state is not updated", extra=job.log)
+        await hold(worker, job.message, job.record, SHORT_RETRY_SECONDS)
+        return
+    _count_event(worker, job, settled)
+    logger.info(
+        "attempt made",
+        extra={
+            **job.log,
+            "attempt": attempt_number,
+            "status_code": outcome.status_code,
+            "error_kind": outcome.error_kind,
+            "status": status,
+        },
+    )
+    worker.books.measure(outcome, settled, job.previous)
+    await worker.books.attempted(
+        job.event, sub, outcome, settled, job.previous, expires_at=worker.attempt_expiry(job.now), log=job.log
+    )
+    if status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
+        await hold(worker, job.message, job.record, next_at.timestamp() - worker.clock())
+
+
+def _attempt_record(
+    job: _Job, sub: Subscription, outcome: Outcome, attempt_number: int, next_at: datetime | None
+) -> Attempt:
+    return Attempt(
+        id=ids.new_id(ids.ATTEMPT),
+        delivery_id=job.delivery.id,
+        event_id=job.event.id,
+        subscription_id=sub.id,
+        tenant_id=sub.tenant_id,
+        attempt_number=attempt_number,
+        trigger=job.message.trigger,
+        url=sub.url,
+        started_at=outcome.started,
+        finished_at=outcome.finished,
+        duration_ms=outcome.duration_ms,
+        succeeded=outcome.succeeded,
+        status_code=outcome.status_code,
+        error_kind=outcome.error_kind,
+        error_message=outcome.error_message and outcome.error_message[:1000],
+        response_body=outcome.body,
+        next_attempt_at=next_at,
+    )
+
+
+async def sign_and_send(worker: Worker, sub: Subscription, msg_id: str, payload: str) -> Outcome:
+    """One HTTP attempt: the body signed (Standard Webhooks) with every secret of the subscription that
+    signs now (the current one and those in their rotation grace), sent under the URL policy."""
+    body = payload.encode()
+    timestamp = int(worker.clock())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(sub.signing_secrets(worker.now()), msg_id, timestamp, body),
+    }
+    return await send_attempt(
+        sub.url,
+        body=body,
+        headers=headers,
+        timeout_seconds=worker.settings.delivery_timeout_seconds,
+        policy=worker.services.url_policy,
+        now=worker.now,
+    )

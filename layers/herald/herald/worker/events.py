@@ -1,0 +1,45 @@
+"""The events a worker delivers, read once: events never change once published, so a worker keeps the
+recent ones in memory across a fan-out's deliveries, and a batch's deliveries of one event share one read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from herald.storage import StoredEvent
+    from herald.worker.runtime import Worker
+
+EVENT_CACHE_SIZE = 512
+
+
+class EventCache:
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._events: OrderedDict[str, StoredEvent] = OrderedDict()
+        self._reads: dict[str, asyncio.Future[StoredEvent | None]] = {}
+        self._lock = threading.Lock()
+
+    async def get(self, event_id: str) -> StoredEvent | None:
+        """The event, read once however many deliveries of a batch ask for it at the same time."""
+        read = self._reads.get(event_id)
+        if read is None:
+            read = self._reads[event_id] = asyncio.ensure_future(self._worker.io(self._read, event_id))
+            read.add_done_callback(lambda _: self._reads.pop(event_id, None))
+        return await asyncio.shield(read)
+
+    def _read(self, event_id: str) -> StoredEvent | None:
+        with self._lock:
+            stored = self._events.get(event_id)
+            if stored is not None:
+                self._events.move_to_end(event_id)
+                return stored
+        stored = self._worker.store.events.get(event_id)
+        if stored is not None:
+            with self._lock:
+                self._events[event_id] = stored
+                while len(self._events) > EVENT_CACHE_SIZE:
+                    self._events.popitem(last=False)
+        return stored

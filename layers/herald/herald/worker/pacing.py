@@ -1,0 +1,79 @@
+"""Per-subscription rate limits, as one worker paces the deliveries of a batch.
+
+A subscription's rate limit is taken right before each attempt (``HealthRepository.take_rate_slot``,
+shared by every invocation). A delivery over the rate waits its slot in the worker for a few seconds, the
+deliveries of one subscription in a batch in line behind one another (one DynamoDB call per slot, not per
+waiting delivery); past that it is postponed through the queue: its lease is given back and its message
+held until about its slot. Neither counts as an attempt nor moves the retry schedule, and a message
+postponed many times is refreshed by ``schedule.hold`` like any long wait, never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from herald.worker.runtime import Worker
+
+#: An attempt is only started if the invocation has this much time left beyond the HTTP timeout.
+START_MARGIN_SECONDS = 5.0
+#: Random spread added to a rate-limit postponement (seconds), so postponed messages do not all return at once.
+POSTPONE_JITTER_SECONDS = 1.0
+
+
+@dataclass
+class _Line:
+    """This worker's line of deliveries waiting for one subscription's rate-limit slots."""
+
+    lock: asyncio.Lock
+    users: int = 0
+    #: Deliveries postponed through the queue are spread from here on, one slot apart (epoch seconds).
+    backlog_until: float = 0.0
+
+
+class Pacer:
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._lines: dict[str, _Line] = {}
+
+    async def slot(self, sub_id: str, rate: int, *, deadline: float) -> float:
+        """Take a slot of the subscription's rate for one attempt: 0 when it may start now, else the
+        seconds to postpone it by. The deliveries of one subscription in this worker take slots one at a
+        time (a line behind an asyncio lock), each waiting here while its slot is near; once one has to
+        be postponed, those behind it are spread over the following slots without asking DynamoDB."""
+        worker = self._worker
+        interval = 1.0 / rate
+        line = self._lines.get(sub_id)
+        if line is None:
+            line = self._lines[sub_id] = _Line(asyncio.Lock())
+        line.users += 1
+        started = time.monotonic()  # the local wait is real time, whatever clock the worker runs on
+        latest_start = deadline - worker.settings.delivery_timeout_seconds - START_MARGIN_SECONDS
+        try:
+            async with line.lock:
+                while True:
+                    now = worker.clock()
+                    wait = 0.0
+                    if line.backlog_until <= now:
+                        take = worker.store.health.take_rate_slot
+                        wait = await worker.io(take, sub_id, interval=interval, now=now)
+                        if wait <= 0:
+                            return 0.0
+                        waited = time.monotonic() - started
+                        if (
+                            waited + wait <= worker.settings.rate_limit_local_wait_seconds
+                            and now + wait <= latest_start
+                        ):
+                            await asyncio.sleep(wait)
+                            continue
+                    # Postpone: behind the slot DynamoDB named and behind the deliveries postponed before.
+                    slot = max(line.backlog_until, now + wait)
+                    line.backlog_until = slot + interval
+                    return slot - now + worker.rng.uniform(0, POSTPONE_JITTER_SECONDS)
+        finally:
+            line.users -= 1
+            if line.users == 0:
+                self._lines.pop(sub_id, None)

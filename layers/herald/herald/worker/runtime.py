@@ -1,0 +1,162 @@
+"""The delivery worker: the SQS consumer behind the DeliveryFunction, and what its stages share.
+
+Each work message is one of: a fan-out page (``fanout``), a delivery (``dispatch``), a recovery or
+redelivery job (``jobs``), or a tenant purge. The stages are plain functions of a ``Worker``, which
+holds what they share: the services, the clock and random source, the event loop and the thread pool
+for blocking AWS calls, the event cache (``events``), the rate-limit pacer (``pacing``), the batch's
+bookkeeping (``bookkeeping``) and its metrics. Retries wait on the queue, never in the worker
+(``schedule``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
+
+from herald.messages import (
+    DeliveryMessage,
+    FanoutMessage,
+    PoisonMessageError,
+    RecoverMessage,
+    RedeliverMessage,
+    parse_message,
+)
+from herald.metrics import DeliveryMetrics, Metric
+from herald.sender import close_http_client
+from herald.worker import dispatch, fanout, jobs
+from herald.worker.bookkeeping import Bookkeeping
+from herald.worker.events import EventCache
+from herald.worker.pacing import Pacer
+from herald.worker.schedule import receive_count
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from herald.services import Services
+
+IO_THREADS = 32
+
+
+class _Processor(AsyncBatchProcessor):
+    """Powertools' async batch processor on a loop that outlives the invocation, so the HTTP client's
+    pooled connections stay usable across warm invocations (and in the local emulator)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        self._loop = loop
+
+    def async_process(self) -> list[tuple[Any, ...]]:
+        async def process_all() -> list[tuple[Any, ...]]:
+            return list(await asyncio.gather(*(self._async_process_record(record) for record in self.records)))
+
+        return self._loop.run_until_complete(process_all())
+
+
+class Worker:
+    """Processes SQS batches of work messages; everything it touches is injectable."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+        self.queue = services.queue
+        self.policy = services.retry_policy
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.loop = asyncio.new_event_loop()
+        self.executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="herald-io")
+        self.metrics = DeliveryMetrics(self.settings.metrics_namespace)
+        self.events = EventCache(self)
+        self.pacer = Pacer(self)
+        self.books = Bookkeeping(self)
+
+    def handle(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        """The Lambda handler body: returns ``{"batchItemFailures": [...]}``."""
+        remaining_ms = context.get_remaining_time_in_millis() if context is not None else 60_000
+        deadline = self.clock() + remaining_ms / 1000
+
+        async def record_handler(record: SQSRecord) -> None:
+            await self.process(record, deadline)
+
+        processor = _Processor(self.loop)
+        try:
+            return dict(async_process_partial_response(event, record_handler, processor, context))
+        finally:
+            # Before returning, so before SQS deletes the batch's messages.
+            self.loop.run_until_complete(self.books.finish())
+            self.metrics.flush()  # one EMF document per invocation
+
+    async def process(self, record: SQSRecord, deadline: float) -> None:
+        """Process one record; raising puts it back on the queue (a batch item failure)."""
+        try:
+            message = parse_message(record.body)
+        except PoisonMessageError as exc:
+            # Never loop on a message that cannot be read: park it in the DLQ with the reason.
+            await self.io(self.queue.dead_letter, record.body, str(exc))
+            return
+        if isinstance(message, DeliveryMessage):
+            sent_ms = record.attributes.sent_timestamp
+            if receive_count(record) == 1 and sent_ms:
+                self.metrics.add(Metric.QUEUE_AGE, max(0.0, self.clock() - int(sent_ms) / 1000))
+            if message.job_id is not None:
+                await jobs.deliver(self, message, record, deadline)  # checks the job's ticket first
+            else:
+                await dispatch.deliver(self, message, record, deadline)
+        elif isinstance(message, FanoutMessage):
+            await fanout.fanout(self, message, deadline)
+        elif isinstance(message, RecoverMessage):
+            await jobs.run_recovery(self, message, deadline)
+        elif isinstance(message, RedeliverMessage):
+            await jobs.run_redelivery(self, message, deadline)
+        else:
+            await fanout.purge(self, message)
+
+    async def deliver(self, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
+        """One delivery message (``dispatch.deliver``)."""
+        await dispatch.deliver(self, message, record, deadline)
+
+    async def io[T](self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking AWS call on the thread pool, off the event loop."""
+        return await self.loop.run_in_executor(self.executor, lambda: function(*args, **kwargs))
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def attempt_expiry(self, now: datetime) -> int:
+        """When a delivery and its attempts written at ``now`` expire (epoch seconds)."""
+        return int((now + timedelta(days=self.settings.attempt_ttl_days)).timestamp())
+
+
+_WORKER: Worker | None = None
+
+
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The DeliveryFunction's handler (re-exported by ``functions/delivery``)."""
+    global _WORKER  # noqa: PLW0603 - one worker per Lambda container, built on the first invocation
+    if _WORKER is None:
+        from herald.services import Services
+
+        _WORKER = Worker(Services.create())
+    return _WORKER.handle(event, context)
+
+
+def settle_all(workers: Iterable[Worker]) -> None:
+    """Close the workers' loops and thread pools (tests and the local stack)."""
+    for worker in workers:
+        worker.executor.shutdown(wait=False)
+        worker.loop.run_until_complete(close_http_client(worker.loop))
+        worker.loop.close()
