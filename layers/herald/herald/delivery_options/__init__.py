@@ -7,13 +7,24 @@ form (:func:`filter_from_stored`, cached by its JSON), and the sender merges hea
 per attempt.
 
 - :mod:`.headers`: validation, masking of sensitive values, the merge into an attempt's request headers.
-- :mod:`.filters` (with :mod:`.filter_schema`): a MongoDB-style filter over ``data`` and the event type,
-  compiled into closures.
+- :mod:`.filters` (with :mod:`.filter_eval` and :mod:`.filter_schema`): a MongoDB-style filter over ``data``
+  and the event type, compiled into closures.
 - :mod:`.transforms`: a bounded JMESPath expression from the envelope to the body sent.
 """
 
 from __future__ import annotations
 
+from herald.delivery_options.filter_schema import check_filter, event_schemas
+from herald.delivery_options.filters import (
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    MAX_FILTER_BYTES,
+    MAX_IN,
+    CompiledFilter,
+    InvalidFilterError,
+    compile_filter,
+    filter_from_stored,
+)
 from herald.delivery_options.headers import (
     MAX_HEADERS,
     MAX_HEADERS_BYTES,
@@ -34,8 +45,13 @@ from herald.delivery_options.headers import (
 )
 
 __all__ = [
+    "MAX_CONDITIONS",
+    "MAX_DEPTH",
+    "MAX_FILTER_BYTES",
     "MAX_HEADERS",
     "MAX_HEADERS_BYTES",
+    "MAX_IN",
+    "CompiledFilter",
     "CustomHeader",
     "CustomHeaders",
     "HeaderIn",
@@ -44,9 +60,14 @@ __all__ = [
     "HeadersIn",
     "HeadersOut",
     "HeadersPatch",
+    "InvalidFilterError",
     "InvalidHeadersError",
     "apply_patch",
+    "check_filter",
     "check_headers",
+    "compile_filter",
+    "event_schemas",
+    "filter_from_stored",
     "is_sensitive_name",
     "request_headers",
     "reserved_reason",
