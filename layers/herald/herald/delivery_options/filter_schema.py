@@ -1,0 +1,186 @@
+"""A filter checked against the subscribed event types' JSON Schemas, when a subscription is created or changed.
+
+:func:`check_filter` compiles the filter (shape, bounds, contradictions: :mod:`.filters`), then refuses, all in one
+``InvalidFilterError`` whose ``details`` say where:
+
+- a path that none of the subscribed types' schemas can have (``filter_unknown_path``); a path that some of them
+  have is fine, a condition on it simply sees a missing field in the others;
+- an operand of a type that none of those schemas allow at that path (``filter_type_mismatch``): ``"1000"`` for
+  an integer, ``true`` for a string. ``null`` is always accepted (``$eq: null`` matches a missing field), integers
+  and floats are both numbers, an array path accepts operands of its elements' type (MongoDB's array matching);
+- an ``$eq``/``$in`` operand outside a field's ``enum``/``const``, and a ``$type`` that is not subscribed: they can
+  never match (``filter_contradiction``, ``filter_unknown_event_type``).
+
+The schemas are those pydantic writes (``EventType.schema`` in :mod:`herald.catalog`): ``properties``,
+``additionalProperties``, ``items``, local ``$ref`` to ``$defs``, ``anyOf``/``oneOf``/``allOf`` (read as "any of
+these"). A schema without ``type`` accepts anything. Paths are checked against the union of the subscribed types,
+not narrowed by a ``$type`` condition beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from herald.delivery_options.filters import (
+    CompiledFilter,
+    Condition,
+    InvalidFilterError,
+    Json,
+    Loc,
+    compile_filter,
+)
+
+if TYPE_CHECKING:
+    from herald.catalog import EventCatalog
+
+type Schema = Mapping[str, Any]
+
+_MAX_REF_DEPTH = 32
+_TYPED_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
+
+
+def event_schemas(catalog: EventCatalog, event_types: Iterable[str]) -> dict[str, Schema]:
+    """The payload schema of each subscribed type (every type of the catalog for ``*``), by name."""
+    names = set(event_types)
+    chosen = catalog.names() if "*" in names else sorted(name for name in names if name in catalog)
+    return {name: entry.schema for name in chosen if (entry := catalog.get(name)) is not None}
+
+
+def _branches(schema: Schema, root: Schema, depth: int = 0) -> list[Schema]:
+    """The concrete alternatives of ``schema``: local ``$ref`` followed, ``anyOf``/``oneOf``/``allOf`` unfolded."""
+    if depth > _MAX_REF_DEPTH:
+        return [{}]
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        target: Any = root
+        if ref.startswith("#/"):
+            for part in ref[2:].split("/"):
+                target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return _branches(target if isinstance(target, Mapping) else {}, root, depth + 1)
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list):
+            return [branch for option in options for branch in _branches(option, root, depth + 1)]
+    return [schema]
+
+
+def _types(schema: Schema) -> set[str]:
+    declared = schema.get("type")
+    if isinstance(declared, str):
+        return {declared}
+    if isinstance(declared, list):
+        return {str(item) for item in declared}
+    if "properties" in schema:
+        return {"object"}
+    if "items" in schema:
+        return {"array"}
+    return {"any"}
+
+
+def _step(schema: Schema, root: Schema, part: str) -> list[Schema]:
+    """The schemas a value one path segment further can have (none if it cannot exist)."""
+    found: list[Schema] = []
+    for branch in _branches(schema, root):
+        types = _types(branch)
+        if "any" in types:
+            found.append({})
+        if "object" in types:
+            properties = branch.get("properties", {})
+            extra = branch.get("additionalProperties", True)
+            if part in properties:
+                found.append(properties[part])
+            elif isinstance(extra, Mapping):
+                found.append(extra)
+            elif extra is not False:
+                found.append({})
+        if "array" in types:
+            items = branch.get("items", {})
+            items = items if isinstance(items, Mapping) else {}
+            found += [items] if part.isdigit() else _step(items, root, part)
+    return found
+
+
+def _leaves(schema: Schema, path: tuple[str, ...]) -> list[Schema]:
+    current: list[Schema] = [schema]
+    for part in path:
+        current = [found for node in current for found in _step(node, schema, part)]
+    return [branch for node in current for branch in _branches(node, schema)]
+
+
+def _value_kinds(leaves: list[Schema], root: Schema) -> tuple[set[str], list[Any] | None]:
+    """The JSON kinds a condition can meet at the leaves (array elements included), and the values an ``enum`` or
+    ``const`` limits them to (None when unlimited)."""
+    kinds: set[str] = set()
+    allowed: list[Any] | None = []
+    for leaf in leaves:
+        if "array" in _types(leaf):
+            items = leaf.get("items", {})
+            inner = _branches(items, root) if isinstance(items, Mapping) else [{}]
+            kinds |= {kind for branch in inner for kind in _types(branch)}
+            allowed = None
+        kinds |= _types(leaf)
+        values = [leaf["const"]] if "const" in leaf else leaf.get("enum")
+        if allowed is not None and isinstance(values, list):
+            allowed += values
+        else:
+            allowed = None
+    return kinds, allowed
+
+
+def _fits(operand: Json, kinds: set[str]) -> bool:
+    if operand is None or "any" in kinds:
+        return True
+    if isinstance(operand, bool):
+        return "boolean" in kinds
+    if isinstance(operand, int | float):
+        return bool(kinds & {"number", "integer"})
+    if isinstance(operand, str):
+        return "string" in kinds
+    return False
+
+
+def _condition_problems(condition: Condition, schemas: Mapping[str, Schema]) -> list[dict[str, Any]]:
+    dotted = ".".join(condition.path)
+    found = {name: _leaves(schema, condition.path) for name, schema in schemas.items()}
+    having = [name for name, leaves in found.items() if leaves]
+    if not having:
+        message = f"no subscribed event type ({', '.join(schemas)}) has a field {dotted!r}"
+        return [{"loc": list(condition.loc), "msg": message, "type": "filter_unknown_path"}]
+    if condition.operator not in _TYPED_OPERATORS:
+        return []
+    kinds: set[str] = set()
+    allowed: list[Any] | None = []
+    for name in having:
+        more, values = _value_kinds(found[name], schemas[name])
+        kinds |= more
+        allowed = None if allowed is None or values is None else allowed + values
+    listed = condition.operator in ("$in", "$nin")
+    operands = list(enumerate(condition.operand)) if listed else [(None, condition.operand)]
+    problems = []
+    for index, operand in operands:
+        loc = [*condition.loc, index] if index is not None else list(condition.loc)
+        if not _fits(operand, kinds):
+            message = f"{dotted!r} holds {' or '.join(sorted(kinds))}, never {type(operand).__name__} {operand!r}"
+            problems.append({"loc": loc, "msg": message, "type": "filter_type_mismatch"})
+    never = allowed is not None and not any(operand is None or operand in allowed for _, operand in operands)
+    if never and condition.operator in ("$eq", "$in") and not problems:
+        message = f"{dotted!r} is one of {allowed!r}: this condition never matches"
+        problems.append({"loc": list(condition.loc), "msg": message, "type": "filter_contradiction"})
+    return problems
+
+
+def check_filter(raw: Json, schemas: Mapping[str, Schema], *, loc: Loc = ("body", "filter")) -> CompiledFilter:
+    """``raw`` compiled, once it fits the subscribed types' payload ``schemas`` (from :func:`event_schemas`);
+    ``InvalidFilterError`` listing every problem otherwise."""
+    compiled = compile_filter(raw, loc=loc)
+    problems: list[dict[str, Any]] = []
+    for at, name in compiled.event_types:
+        if name not in schemas:
+            message = f"{name!r} is not one of the subscribed event types ({', '.join(schemas)})"
+            problems.append({"loc": list(at), "msg": message, "type": "filter_unknown_event_type"})
+    for condition in compiled.conditions:
+        problems += _condition_problems(condition, schemas)
+    if problems:
+        raise InvalidFilterError("; ".join(problem["msg"] for problem in problems), details=problems)
+    return compiled

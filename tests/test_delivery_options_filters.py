@@ -1,0 +1,309 @@
+"""Payload filters: MongoDB-like semantics on data and type, refusals that say where (shape, bounds, contradictions,
+the subscribed types' schemas), hostile filters bounded, and the stored form that fan-out rebuilds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from herald.catalog import catalog
+from herald.delivery_options.filter_schema import check_filter, event_schemas
+from herald.delivery_options.filters import (
+    MAX_CONDITIONS,
+    MAX_IN,
+    InvalidFilterError,
+    compile_filter,
+    filter_from_stored,
+)
+
+INVOICE = {"invoice_id": "in_1", "customer_id": "cus_1", "amount_cents": 4900, "currency": "EUR", "paid_at": "2026"}
+ORDER = {
+    "order_id": "ord_7",
+    "carrier": "DHL",
+    "items": [{"sku": "mug", "quantity": 2}, {"sku": "cup", "quantity": 5}],
+    "tags": ["gift", "eu"],
+    "customer": {"country": "DE", "vip": True, "score": 1},
+    "note": None,
+}
+
+MATCHES: list[tuple[dict[str, Any], dict[str, Any], bool]] = [
+    # implicit $eq, and the issue's examples
+    ({"currency": "EUR"}, INVOICE, True),
+    ({"currency": "USD"}, INVOICE, False),
+    ({"amount_cents": {"$gte": 1000}, "currency": {"$in": ["EUR", "USD"]}}, INVOICE, True),
+    ({"amount_cents": {"$gte": 5000}, "currency": {"$in": ["EUR", "USD"]}}, INVOICE, False),
+    ({"amount_cents": {"$gt": 4900}}, INVOICE, False),
+    ({"amount_cents": {"$lte": 4900}}, INVOICE, True),
+    ({"amount_cents": {"$lt": 4900.5}}, INVOICE, True),
+    ({"amount_cents": {"$gt": 10**400}}, INVOICE, False),
+    ({"amount_cents": 4900.0}, INVOICE, True),
+    ({"amount_cents": {"$ne": 4900}}, INVOICE, False),
+    ({"amount_cents": {"$nin": [1, 2]}}, INVOICE, True),
+    # strings compare by code point; a number never compares with a string
+    ({"paid_at": {"$gte": "2025"}}, INVOICE, True),
+    ({"paid_at": {"$gte": 2025}}, INVOICE, False),
+    ({"amount_cents": {"$gte": "1000"}}, INVOICE, False),
+    # dotted paths, arrays (any element), numeric index
+    ({"customer.country": "DE"}, ORDER, True),
+    ({"customer.country": {"$in": ["FR", "IT"]}}, ORDER, False),
+    ({"items.sku": "cup"}, ORDER, True),
+    ({"items.quantity": {"$gt": 4}}, ORDER, True),
+    ({"items.quantity": {"$gt": 5}}, ORDER, False),
+    ({"items.0.sku": "cup"}, ORDER, False),
+    ({"items.1.sku": "cup"}, ORDER, True),
+    ({"items.9.sku": "cup"}, ORDER, False),
+    ({"tags": "eu"}, ORDER, True),
+    ({"tags": {"$in": ["x", "gift"]}}, ORDER, True),
+    ({"tags": {"$ne": "eu"}}, ORDER, False),
+    ({"tags": {"$nin": ["x"]}}, ORDER, True),
+    ({"carrier.name": "DHL"}, ORDER, False),
+    # true is not 1, 1 is not true
+    ({"customer.vip": 1}, ORDER, False),
+    ({"customer.vip": True}, ORDER, True),
+    ({"customer.score": True}, ORDER, False),
+    ({"customer.score": {"$in": [True]}}, ORDER, False),
+    ({"customer.vip": {"$in": [1]}}, ORDER, False),
+    ({"customer.vip": {"$gt": 0}}, ORDER, False),
+    # missing fields and null
+    ({"missing": None}, ORDER, True),
+    ({"note": None}, ORDER, True),
+    ({"missing": {"$ne": None}}, ORDER, False),
+    ({"note": {"$exists": True}}, ORDER, True),
+    ({"missing": {"$exists": False}}, ORDER, True),
+    ({"missing": {"$ne": 3}}, ORDER, True),
+    ({"missing": {"$nin": [3]}}, ORDER, True),
+    ({"missing": {"$in": [3, None]}}, ORDER, True),
+    ({"missing": {"$gt": 3}}, ORDER, False),
+    ({"missing.deeper": 3}, ORDER, False),
+    ({"customer": "DE"}, ORDER, False),
+    # logical operators
+    ({"$or": [{"currency": "USD"}, {"amount_cents": 4900}]}, INVOICE, True),
+    ({"$or": [{"currency": "USD"}, {"amount_cents": 1}]}, INVOICE, False),
+    ({"$and": [{"currency": "EUR"}, {"amount_cents": 4900}]}, INVOICE, True),
+    ({"$not": {"currency": "EUR"}}, INVOICE, False),
+    ({"amount_cents": {"$not": {"$gt": 5000}}}, INVOICE, True),
+    ({"missing": {"$not": {"$gt": 5}}}, INVOICE, True),
+    ({}, INVOICE, True),
+    ({"$and": [{}, {"currency": "EUR"}]}, INVOICE, True),
+]
+
+
+@pytest.mark.parametrize(("raw", "data", "expected"), MATCHES)
+def test_filters_match_like_mongodb(raw: dict[str, Any], data: dict[str, Any], expected: bool) -> None:
+    # GIVEN a compiled filter, WHEN it sees the event, THEN it matches as MongoDB's operators would
+    assert compile_filter(raw).matches("invoice.paid", data) is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "event_type", "expected"),
+    [
+        ({"$type": "invoice.paid"}, "invoice.paid", True),
+        ({"$type": "invoice.paid"}, "order.shipped", False),
+        ({"$type": {"$in": ["order.shipped", "invoice.paid"]}}, "invoice.paid", True),
+        ({"$type": {"$nin": ["invoice.paid"]}}, "invoice.paid", False),
+        ({"$type": {"$ne": "invoice.paid"}}, "order.shipped", True),
+        # each type its own condition
+        (
+            {"$or": [{"$type": "invoice.paid", "amount_cents": {"$gte": 1000}}, {"$type": "order.shipped"}]},
+            "order.shipped",
+            True,
+        ),
+    ],
+)
+def test_type_conditions(raw: dict[str, Any], event_type: str, expected: bool) -> None:
+    assert compile_filter(raw).matches(event_type, INVOICE) is expected
+
+
+def _deep_and(levels: int) -> dict[str, Any]:
+    raw: dict[str, Any] = {"currency": "EUR"}
+    for _ in range(levels):
+        raw = {"$and": [raw]}
+    return raw
+
+
+def _deep_list(levels: int) -> Any:
+    raw: Any = 1
+    for _ in range(levels):
+        raw = [raw]
+    return {"currency": {"$in": raw}}
+
+
+REFUSED: list[tuple[Any, str, list[str | int]]] = [
+    ([], "filter_invalid", []),
+    ("currency = EUR", "filter_invalid", []),
+    ({"currency": {"$regex": "^E"}}, "filter_unknown_operator", ["currency", "$regex"]),
+    ({"$nor": [{"currency": "EUR"}]}, "filter_unknown_operator", ["$nor"]),
+    ({"$and": []}, "filter_invalid", ["$and"]),
+    ({"$or": {"currency": "EUR"}}, "filter_invalid", ["$or"]),
+    ({"$or": [{"currency": "EUR"}, 3]}, "filter_invalid", ["$or", 1]),
+    ({"currency": {"$eq": "EUR", "code": 1}}, "filter_invalid", ["currency"]),
+    ({"currency": {"$in": "EUR"}}, "filter_invalid", ["currency", "$in"]),
+    ({"currency": {"$in": [["EUR"]]}}, "filter_invalid", ["currency", "$in"]),
+    ({"currency": {"$eq": {"a": 1}}}, "filter_invalid", ["currency", "$eq"]),
+    ({"currency": ["EUR"]}, "filter_invalid", ["currency"]),
+    ({"amount_cents": {"$gt": None}}, "filter_invalid", ["amount_cents", "$gt"]),
+    ({"amount_cents": {"$gt": True}}, "filter_invalid", ["amount_cents", "$gt"]),
+    ({"amount_cents": {"$exists": 1}}, "filter_invalid", ["amount_cents", "$exists"]),
+    ({"amount_cents": {"$not": 5}}, "filter_invalid", ["amount_cents", "$not"]),
+    ({"amount_cents": {"$gt": float("nan")}}, "filter_invalid", []),
+    ({"a..b": 1}, "filter_invalid", ["a..b"]),
+    ({".".join(["a"] * 17): 1}, "filter_invalid", [".".join(["a"] * 17)]),
+    ({"$type": 3}, "filter_invalid", ["$type"]),
+    ({"$type": {"$gt": "a"}}, "filter_invalid", ["$type", "$gt"]),
+    # contradictions found without any schema
+    ({"currency": {"$in": []}}, "filter_contradiction", ["currency", "$in"]),
+    ({"amount_cents": {"$gt": 5, "$lt": 3}}, "filter_contradiction", ["amount_cents"]),
+    ({"amount_cents": {"$gt": 5, "$lte": 5}}, "filter_contradiction", ["amount_cents"]),
+    ({"currency": {"$gte": "F", "$lt": "E"}}, "filter_contradiction", ["currency"]),
+    ({"currency": {"$exists": False, "$eq": "EUR"}}, "filter_contradiction", ["currency"]),
+    # hostile sizes: 100 levels of $and, a 10,000-element $in, too many values or conditions
+    (_deep_and(100), "filter_too_deep", []),
+    (_deep_list(100_000), "filter_too_deep", []),
+    ({"currency": {"$in": [f"C{i:04d}" for i in range(10_000)]}}, "filter_too_large", []),
+    ({"amount_cents": {"$in": list(range(MAX_IN + 1))}}, "filter_in_too_long", ["amount_cents", "$in"]),
+    ({f"f{i}": i for i in range(MAX_CONDITIONS + 1)}, "filter_too_many_conditions", [f"f{MAX_CONDITIONS}"]),
+]
+
+
+@pytest.mark.parametrize(("raw", "kind", "where"), REFUSED)
+def test_bad_filters_are_refused_saying_where(raw: Any, kind: str, where: list[str | int]) -> None:
+    with pytest.raises(InvalidFilterError) as caught:
+        compile_filter(raw)
+    assert caught.value.code == "invalid_filter"
+    assert caught.value.details == [{"loc": ["body", "filter", *where], "msg": caught.value.message, "type": kind}]
+
+
+def test_the_bounds_leave_room_for_real_filters() -> None:
+    # GIVEN the largest $in allowed, and a filter nested as deep as real ones go
+    compile_filter({"amount_cents": {"$in": list(range(MAX_IN))}})
+    nested = {"$or": [{"$and": [{"items.sku": {"$not": {"$in": ["mug"]}}}, {"$not": {"currency": "EUR"}}]}]}
+    assert compile_filter(nested).matches("order.shipped", ORDER) is False
+
+
+SCHEMAS = event_schemas(catalog, ["invoice.paid", "order.shipped"])
+
+SCHEMA_REFUSED: list[tuple[dict[str, Any], str, list[str | int]]] = [
+    ({"amount": {"$gte": 1000}}, "filter_unknown_path", ["amount", "$gte"]),
+    ({"items.sku.name": "x"}, "filter_unknown_path", ["items.sku.name"]),
+    ({"currency.code": "EUR"}, "filter_unknown_path", ["currency.code"]),
+    ({"amount_cents": "1000"}, "filter_type_mismatch", ["amount_cents"]),
+    ({"amount_cents": {"$gte": "1000"}}, "filter_type_mismatch", ["amount_cents", "$gte"]),
+    ({"currency": {"$in": ["EUR", 3]}}, "filter_type_mismatch", ["currency", "$in", 1]),
+    ({"items.quantity": {"$gt": "many"}}, "filter_type_mismatch", ["items.quantity", "$gt"]),
+    ({"items.0.quantity": True}, "filter_type_mismatch", ["items.0.quantity"]),
+    ({"$type": "subscription.created"}, "filter_unknown_event_type", ["$type"]),
+    ({"$type": {"$in": ["invoice.paid", "nope.nope"]}}, "filter_unknown_event_type", ["$type", "$in", 1]),
+]
+
+
+@pytest.mark.parametrize(("raw", "kind", "where"), SCHEMA_REFUSED)
+def test_filters_are_checked_against_the_subscribed_types(raw: dict[str, Any], kind: str, where: list[Any]) -> None:
+    with pytest.raises(InvalidFilterError) as caught:
+        check_filter(raw, SCHEMAS)
+    assert [(detail["loc"], detail["type"]) for detail in caught.value.details or []] == [
+        (["body", "filter", *where], kind)
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"amount_cents": {"$gte": 1000}, "currency": {"$in": ["EUR", "USD"]}},
+        {"items.sku": "mug", "estimated_delivery": None},
+        {"items.quantity": {"$gte": 2.5}},
+        {"estimated_delivery": {"$gte": "2026-02-01"}},
+        {"$or": [{"$type": "invoice.paid", "amount_cents": {"$gte": 1}}, {"$type": "order.shipped"}]},
+        {"tracking_number": {"$exists": True}},
+    ],
+)
+def test_filters_that_fit_a_subscribed_type_are_accepted(raw: dict[str, Any]) -> None:
+    assert check_filter(raw, SCHEMAS).to_stored() == compile_filter(raw).to_stored()
+
+
+def test_every_schema_problem_is_reported_at_once() -> None:
+    with pytest.raises(InvalidFilterError) as caught:
+        check_filter({"amount": 1, "currency": 3, "$type": "x.y"}, SCHEMAS)
+    assert sorted(detail["type"] for detail in caught.value.details or []) == [
+        "filter_type_mismatch",
+        "filter_unknown_event_type",
+        "filter_unknown_path",
+    ]
+
+
+def test_enum_values_and_open_objects() -> None:
+    # GIVEN a type whose status is an enum and whose attributes are free-form
+    schema = {
+        "type": "object",
+        "properties": {
+            "status": {"enum": ["open", "closed"], "type": "string"},
+            "attributes": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "extra": {},
+        },
+    }
+    schemas = {"ticket.changed": schema}
+    # THEN values outside the enum never match, keys of an open object may be anything of its value type
+    with pytest.raises(InvalidFilterError) as caught:
+        check_filter({"status": {"$in": ["pending"]}}, schemas)
+    assert (caught.value.details or [])[0]["type"] == "filter_contradiction"
+    check_filter({"status": "open", "attributes.priority": {"$gt": 2}, "extra.any.thing": "x"}, schemas)
+    with pytest.raises(InvalidFilterError):
+        check_filter({"attributes.priority": "high"}, schemas)
+
+
+def test_wildcard_subscriptions_check_against_every_type() -> None:
+    assert set(event_schemas(catalog, ["*"])) == set(catalog.names())
+    check_filter({"username": "ada"}, event_schemas(catalog, ["*"]))
+
+
+def test_the_stored_form_is_canonical_and_rebuilt_from_a_cache() -> None:
+    # GIVEN the same filter written with its keys in two orders
+    first = compile_filter({"currency": "EUR", "amount_cents": {"$lt": 10, "$gt": 1}})
+    second = compile_filter({"amount_cents": {"$gt": 1, "$lt": 10}, "currency": "EUR"})
+    assert first.to_stored() == second.to_stored()
+    # WHEN fan-out rebuilds it from the routing item's JSON
+    rebuilt = filter_from_stored(first.to_stored())
+    # THEN it is compiled once and behaves the same
+    assert filter_from_stored(json.dumps(json.loads(first.to_stored()), separators=(",", ":"))) is rebuilt
+    for amount, expected in [(5, True), (1, False), (10, False)]:
+        assert rebuilt.matches("invoice.paid", {**INVOICE, "amount_cents": amount}) is expected
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from("abc0"), children, max_size=4),
+    max_leaves=20,
+)
+_SCALAR = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["a", "b", ""])
+_OPERATORS = st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"])
+
+
+@settings(max_examples=300)
+@given(
+    data=st.dictionaries(st.sampled_from("abc"), _JSON, max_size=4),
+    path=st.sampled_from(["a", "b.c", "a.0", "a.b.c", "c.0.a"]),
+    op=_OPERATORS,
+    operand=_SCALAR,
+    values=st.lists(_SCALAR, min_size=1, max_size=4),
+)
+def test_evaluation_never_raises_and_negations_are_complements(
+    data: dict[str, Any], path: str, op: str, operand: Any, values: list[Any]
+) -> None:
+    # GIVEN any JSON payload and conditions on any path
+    if op in ("$gt", "$gte", "$lt", "$lte") and (operand is None or isinstance(operand, bool)):
+        operand = 0
+    conditions: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
+        ({path: {op: operand}}, None),
+        ({path: {"$in": values}}, {path: {"$nin": values}}),
+    ]
+    conditions.append(({path: {"$eq": operand}}, {path: {"$ne": operand}}))
+    conditions.append(({path: {"$exists": True}}, {path: {"$exists": False}}))
+    for positive, negative in conditions:
+        # THEN evaluation gives a bool without raising, and $ne/$nin/$exists:false are exact complements
+        matched = compile_filter(positive).matches("t.t", data)
+        assert compile_filter({"$not": positive}).matches("t.t", data) is not matched
+        if negative is not None:
+            assert compile_filter(negative).matches("t.t", data) is not matched

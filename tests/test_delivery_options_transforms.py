@@ -1,0 +1,173 @@
+"""Body transforms: checked when set against the catalog's examples, applied per delivery as the bytes to sign,
+and hostile expressions over a 256 KiB event stopped by a bound (never by time: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jmespath
+import pytest
+
+from herald.catalog import catalog
+from herald.delivery_options.transforms import (
+    MAX_BODY_BYTES,
+    MAX_EXPRESSION_LENGTH,
+    InvalidTransformError,
+    TransformError,
+    check_transform,
+    compile_transform,
+    dry_run,
+    example_envelopes,
+    transform_from_stored,
+)
+
+ENVELOPES = example_envelopes(catalog, ["invoice.paid", "order.shipped"])
+INVOICE = ENVELOPES["invoice.paid"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("{id: data.invoice_id, cents: data.amount_cents, kind: type}", {"id": "in_1001", "cents": 4900}),
+        ("[type, data.currency]", ["invoice.paid", "EUR"]),
+        ("data", INVOICE["data"]),
+        ("{event: @}", {"event": INVOICE}),
+        ("merge(data, {source: 'herald'})", {**INVOICE["data"], "source": "herald"}),
+        ("{c: to_string(data.amount_cents), j: join('-', [data.currency, type])}", {"c": "4900"}),
+    ],
+)
+def test_a_transform_gives_the_body_sent(expression: str, expected: Any) -> None:
+    # GIVEN a transform accepted for invoice.paid
+    compiled = check_transform(expression, {"invoice.paid": INVOICE})
+    # WHEN applied to an event, as the sender does with the body Herald would have sent
+    body = compiled.apply_to_body(json.dumps(INVOICE))
+    # THEN the body is the expression's JSON result (compact), what jmespath itself gives
+    sent = json.loads(body)
+    assert sent == jmespath.search(expression, INVOICE)
+    if isinstance(expected, dict):
+        assert expected.items() <= sent.items()
+    else:
+        assert sent == expected
+    assert body == json.dumps(sent, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_dry_run_shows_each_types_example() -> None:
+    compiled = compile_transform("{kind: type, first: data.items[0].sku || data.invoice_id}")
+    assert dry_run(compiled, ENVELOPES) == {
+        "invoice.paid": {"kind": "invoice.paid", "first": "in_1001"},
+        "order.shipped": {"kind": "order.shipped", "first": "mug-blue"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("expression", "kinds"),
+    [
+        ("data.", ["transform_syntax"]),
+        ("{a: }", ["transform_syntax"]),
+        ("   ", ["transform_syntax"]),
+        ("x" * (MAX_EXPRESSION_LENGTH + 1), ["transform_too_large"]),
+        ("{" + ",".join(f"k{i}: data.a{i}" for i in range(60)) + "}", ["transform_too_large"]),
+        ("|".join(["[@,@]"] * 25), ["transform_too_large"]),
+        ("eval(data)", ["transform_unknown_function"]),
+        # wrong result on the examples: each type named
+        ("data.amount_cents", ["transform_result_not_object", "transform_result_not_object"]),
+        ("type", ["transform_result_not_object", "transform_result_not_object"]),
+        ("data.items", ["transform_result_not_object"]),
+        ("sort(data)", ["transform_failed", "transform_failed"]),
+        ("abs(data.order_id)", ["transform_failed", "transform_failed"]),
+        ("|".join(["[@,@]"] * 12), ["transform_result_too_large", "transform_result_too_large"]),
+    ],
+)
+def test_bad_transforms_are_refused_when_set(expression: str, kinds: list[str]) -> None:
+    with pytest.raises(InvalidTransformError) as caught:
+        check_transform(expression, ENVELOPES)
+    assert caught.value.code == "invalid_transform"
+    details = caught.value.details or []
+    assert [detail["type"] for detail in details] == kinds
+    assert all(detail["loc"] == ["body", "transform"] for detail in details)
+
+
+def test_refusals_on_examples_name_the_type() -> None:
+    with pytest.raises(InvalidTransformError) as caught:
+        check_transform("data.items", ENVELOPES)
+    assert "invoice.paid" in caught.value.message
+    assert "order.shipped" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("expression", "data", "reason"),
+    [
+        ("data.items", {"items": None}, "not_object"),
+        ("data.items[0]", {"items": ["a"]}, "not_object"),
+        ("sort(data.items)", {"items": [1, "a"]}, "failed"),
+        ("[to_number(data.n)]", {"n": "NaN"}, "failed"),
+        ("[data.a < data.b]", {"a": "x", "b": 1}, "failed"),
+    ],
+)
+def test_a_transform_failing_on_a_real_event_is_a_transform_error(
+    expression: str, data: dict[str, Any], reason: str
+) -> None:
+    compiled = compile_transform(expression)
+    with pytest.raises(TransformError) as caught:
+        compiled.apply({"type": "x.y", "timestamp": "2026-01-01T00:00:00Z", "data": data})
+    assert caught.value.error_kind == "transform"
+    assert caught.value.reason == reason
+
+
+def _large_event() -> dict[str, Any]:
+    """An event of about 256 KiB: 1,900 items of ~100 bytes, a 40 KB string, 3,000 short strings."""
+    items = [{"sku": f"sku-{index:05d}", "quantity": index, "note": "x" * 60} for index in range(1900)]
+    data = {"items": items, "big": "y" * 40_000, "words": [f"w{index}" for index in range(3000)]}
+    return {"type": "order.shipped", "timestamp": "2026-01-01T12:00:00Z", "data": data}
+
+
+def _replicated(stages: int) -> str:
+    return "(" + "|".join(["[@,@]"] * stages) + ")"
+
+
+HOSTILE = [
+    ("|".join(["[@,@]"] * 10), "too_large"),  # 2^10 references to the whole event
+    ("[to_string(" + "|".join(["[@,@]"] * 8) + ")]", "too_large"),
+    ("data.items" + "| [@,@][]" * 14, "too_costly"),  # a real list doubled 14 times
+    ("[join(data.big, data.words)]", "too_large"),  # quadratic: 3,000 x 40 KB
+    ("[" + ",".join(["@"] * 30) + "][*].[" + ",".join(["to_string(@)"] * 20) + "]", "too_costly"),
+    ("data.items[?" + _replicated(6) + " == " + _replicated(6) + "]", "too_costly"),
+    ("{" + ",".join(f"k{i}: data" for i in range(40)) + "}", "too_large"),
+    ("map(&map(&to_string(@), [@,@,@,@,@,@,@,@]), data.items)", "too_large"),
+    ("map(&map(&[@,@], [@,@,@,@]), data.items)", "too_large"),
+]
+
+
+@pytest.mark.parametrize(("expression", "reason"), HOSTILE)
+def test_hostile_transforms_over_a_large_event_stop_at_a_bound(expression: str, reason: str) -> None:
+    # GIVEN an expression built to be slow or to blow up, small enough to pass the syntax and size checks
+    compiled = compile_transform(expression)
+    # WHEN applied to a 256 KiB event
+    with pytest.raises(TransformError) as caught:
+        compiled.apply(_large_event())
+    # THEN a bound stops it, with a reason the attempt log can record
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "@",
+        "data.items[*].to_string(@)",
+        "sort_by(data.items, &to_string(@))",
+        "{kind: type, items: data.items[*].{s: sku, q: quantity}}",
+    ],
+)
+def test_heavy_but_honest_transforms_of_a_large_event_still_work(expression: str) -> None:
+    event = _large_event()
+    body = check_transform(expression, {"order.shipped": event}).apply(event)
+    assert json.loads(body) == jmespath.search(expression, event)
+    assert len(body) <= MAX_BODY_BYTES
+
+
+def test_stored_expressions_are_compiled_once() -> None:
+    expression = "{id: data.invoice_id}"
+    assert transform_from_stored(expression) is transform_from_stored(expression)
+    assert transform_from_stored(expression).to_stored() == expression
+    assert example_envelopes(catalog, ["*"]).keys() == set(catalog.names())
