@@ -9,14 +9,6 @@ if TYPE_CHECKING:
     import httpx
     from mypy_boto3_sqs import SQSClient
 
-INVOICE = {
-    "invoice_id": "in_1001",
-    "customer_id": "cus_42",
-    "amount_cents": 4900,
-    "currency": "EUR",
-    "paid_at": "2026-01-31T09:30:00Z",
-}
-
 
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
     """The response is ``status`` with the one error shape ``{"error": {"code", "message"[, "details"]}}``."""

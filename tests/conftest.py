@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,16 +13,14 @@ from moto import mock_aws
 
 from herald.api import create_app
 from herald.local.moto_fixes import moto_fixes
-from herald.local.poller import BatchResult, SqsPoller
+from herald.local.poller import SqsPoller
 from herald.local.resources import LocalResources, create_local_resources
 from herald.services import Services
 from herald.settings import Settings, get_settings
 from herald.urls import LOCAL_NETWORKS
 from herald.worker import Worker, settle_all
 from tests.delivery_support import Harness, make_harness
-
-ADMIN_KEY = "test-admin-key-0123456789abcdef"
-EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+from tests.support import ADMIN, ADMIN_KEY, Clock, Receiver, TenantInfo
 
 
 @pytest.fixture(autouse=True)
@@ -90,19 +83,6 @@ def client(services: Services) -> Iterator[TestClient]:
         yield test_client
 
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-@dataclass
-class TenantInfo:
-    id: str
-    key: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
 @pytest.fixture
 def make_tenant(client: TestClient) -> Callable[[str], TenantInfo]:
     def make(name: str = "Acme") -> TenantInfo:
@@ -117,19 +97,6 @@ def make_tenant(client: TestClient) -> Callable[[str], TenantInfo]:
 @pytest.fixture
 def tenant(make_tenant: Callable[[str], TenantInfo]) -> TenantInfo:
     return make_tenant("Acme")
-
-
-class Clock:
-    """A controllable clock for the worker: starts at real time, moves only when told."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -166,77 +133,7 @@ def poller(services: Services, worker: Worker, aws: boto3.session.Session) -> Sq
     )
 
 
-def drain(poller: SqsPoller, *, max_batches: int = 1000) -> list[BatchResult]:
-    """Run the poller until the queue shows no message (hidden ones stay hidden)."""
-    results: list[BatchResult] = []
-    for _ in range(max_batches):
-        result = poller.poll_once()
-        if result.received == 0:
-            return results
-        results.append(result)
-    raise AssertionError("the queue never drained")
-
-
 # --- a real HTTP receiver on 127.0.0.1 -----------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 whose answers a test scripts: ``responses`` is consumed in order,
-    then ``default`` applies. Each answer is (status, headers, body, delay_seconds)."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.responses: list[tuple[int, dict[str, str], bytes, float]] = []
-        self.default: tuple[int, dict[str, str], bytes, float] = (200, {}, b"ok", 0.0)
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                body = self.rfile.read(length)
-                with outer.lock:
-                    outer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                    status, headers, payload, delay = outer.responses.pop(0) if outer.responses else outer.default
-                if delay:
-                    threading.Event().wait(delay)
-                try:
-                    self.send_response(status)
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.send_header("content-length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

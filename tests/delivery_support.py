@@ -30,6 +30,7 @@ from herald import ids
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
 from herald.records import SigningSecret, Subscription
 from herald.worker import Worker, settle_all
+from tests.support import ADMIN, INVOICE, ORDER
 
 if TYPE_CHECKING:
     import boto3
@@ -37,24 +38,7 @@ if TYPE_CHECKING:
 
     from herald.services import Services
     from herald.storage import Store
-    from tests.conftest import Clock, Received, TenantInfo
-
-ADMIN_KEY = "test-admin-key-0123456789abcdef"
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-INVOICE = {
-    "invoice_id": "in_1",
-    "customer_id": "cus_1",
-    "amount_cents": 4900,
-    "currency": "EUR",
-    "paid_at": "2026-01-31T09:30:00Z",
-}
-ORDER = {
-    "order_id": "ord_7",
-    "carrier": "DHL",
-    "tracking_number": "JD014600003828",
-    "items": [{"sku": "mug-blue", "quantity": 2}],
-    "estimated_delivery": "2026-02-03",
-}
+    from tests.support import Clock, Received, TenantInfo
 
 
 # --- the API, briefly ------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.api_support import INVOICE, assert_error, assert_error_shape
-from tests.conftest import ADMIN, TenantInfo
+from tests.api_support import assert_error, assert_error_shape
+from tests.support import ADMIN, INVOICE, TenantInfo
 
 MIB = 1024 * 1024
 

@@ -12,8 +12,8 @@ from pydantic import Field
 from standardwebhooks import Webhook
 
 from herald.catalog import EventData, EventType, _envelope, catalog, operational_catalog
-from tests.api_support import INVOICE, assert_error, queue_messages
-from tests.conftest import ADMIN, drain
+from tests.api_support import assert_error, queue_messages
+from tests.support import ADMIN, INVOICE, drain
 
 
 def publish(client, *, headers=None, **body):

@@ -13,7 +13,7 @@ from herald import ids
 from herald.auth import AdminKeyProvider
 from herald.local.resources import load_template
 from tests.api_support import assert_error
-from tests.conftest import ADMIN, ADMIN_KEY, Clock
+from tests.support import ADMIN, ADMIN_KEY, Clock
 
 TENANT_KEY = re.compile(r"^hrk_[A-Za-z0-9_-]{43}$")
 

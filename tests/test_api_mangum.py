@@ -17,8 +17,7 @@ from mangum import Mangum
 
 from herald.api import create_app
 from herald.local.poller import LambdaContext
-from tests.api_support import INVOICE
-from tests.conftest import ADMIN_KEY
+from tests.support import ADMIN_KEY, INVOICE
 
 HANDLER_FILE = Path(__file__).resolve().parents[1] / "functions" / "api" / "herald_api_handler.py"
 

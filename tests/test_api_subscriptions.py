@@ -9,8 +9,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from herald.catalog import catalog
-from tests.api_support import INVOICE, assert_error, queue_messages
-from tests.conftest import ADMIN, drain
+from tests.api_support import assert_error, queue_messages
+from tests.support import ADMIN, INVOICE, drain
 
 URL = "https://example.com/webhooks"
 

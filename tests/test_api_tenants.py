@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.api_support import assert_error, queue_messages
-from tests.conftest import ADMIN, drain
+from tests.support import ADMIN, drain
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Clock, Receiver, TenantInfo
-from tests.delivery_support import ADMIN, Harness, only_delivery, publish, signature_of, step, subscribe
+from tests.delivery_support import Harness, only_delivery, publish, signature_of, step, subscribe
+from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ import pytest
 from herald import ids
 from herald.records import Delivery, DeliveryStatus, Event
 from herald.storage import AttemptTally, Store
-from tests.conftest import ADMIN, Receiver, TenantInfo, drain
 from tests.delivery_support import publish, subscribe, verify
+from tests.support import ADMIN, Receiver, TenantInfo, drain
 
 
 class WriteLog:

@@ -31,8 +31,7 @@ from herald.local.resources import LocalResources
 from herald.local.stack import free_port
 from herald.messages import DeliveryMessage
 from herald.services import Services
-from tests.api_support import INVOICE
-from tests.conftest import ADMIN_KEY, Receiver, TenantInfo, drain
+from tests.support import ADMIN_KEY, INVOICE, Receiver, TenantInfo, drain
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ from standardwebhooks import Webhook
 from herald import ids
 from herald.dlq import REDRIVES_ATTRIBUTE
 from tests.api_support import assert_error
-from tests.conftest import Receiver, TenantInfo
-from tests.delivery_support import ADMIN, Harness, make_harness, only_delivery, publish, subscribe
+from tests.delivery_support import Harness, make_harness, only_delivery, publish, subscribe
+from tests.support import ADMIN, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 

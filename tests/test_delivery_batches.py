@@ -29,18 +29,8 @@ from herald.messages import DeliveryMessage
 from herald.services import Services
 from herald.settings import Settings
 from herald.worker import Worker, settle_all
-from tests.conftest import Clock, Receiver, TenantInfo
-from tests.delivery_support import (
-    ADMIN,
-    ADMIN_KEY,
-    Harness,
-    attempts,
-    event_counts,
-    only_delivery,
-    publish,
-    subscribe,
-    verify,
-)
+from tests.delivery_support import Harness, attempts, event_counts, only_delivery, publish, subscribe, verify
+from tests.support import ADMIN, ADMIN_KEY, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import Receiver, drain
 from tests.delivery_support import publish, subscribe
+from tests.support import Receiver, drain
 
 
 def test_a_first_delivery_claims_without_reading_its_state_first(

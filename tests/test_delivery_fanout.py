@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from herald.worker.fanout import FANOUT_MIN_SECONDS_LEFT
-from tests.conftest import Clock
 from tests.delivery_support import (
     Harness,
     bulk_subscriptions,
@@ -25,6 +24,7 @@ from tests.delivery_support import (
     subscribe,
     verify,
 )
+from tests.support import Clock
 
 pytestmark = pytest.mark.e2e
 

@@ -18,9 +18,7 @@ import pytest
 
 from herald import __version__, ids
 from herald.sender import RESPONSE_MAX_BYTES
-from tests.conftest import Receiver, TenantInfo
 from tests.delivery_support import (
-    ADMIN,
     ConcurrencyProbe,
     Harness,
     RawServer,
@@ -35,6 +33,7 @@ from tests.delivery_support import (
     verify,
     when,
 )
+from tests.support import ADMIN, INVOICE, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +93,7 @@ def test_every_matching_subscriber_gets_exactly_one_verified_delivery(
         got = receiver.received[0]
         payload = verify(sub.secret, got)
         assert payload == {"type": "invoice.paid", "timestamp": payload["timestamp"], "data": payload["data"]}
-        assert payload["data"]["invoice_id"] == "in_1"
+        assert payload["data"]["invoice_id"] == INVOICE["invoice_id"]
         assert got.body == stored.event.payload.encode()  # the exact bytes that were signed
         assert got.headers["webhook-id"] == event_id
         assert got.headers["content-type"] == "application/json"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Receiver, TenantInfo
 from tests.delivery_support import publish, subscribe
+from tests.support import Receiver, TenantInfo
 
 
 def _ids(client: Any, tenant: TenantInfo, sub_id: str, status: str, limit: int = 50) -> list[list[str]]:

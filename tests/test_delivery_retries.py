@@ -15,7 +15,6 @@ import pytest
 from herald import ids
 from herald.queue import MAX_VISIBILITY_SECONDS
 from herald.worker.schedule import MAX_HOLD_SECONDS
-from tests.conftest import Clock, Receiver
 from tests.delivery_support import (
     attempts,
     deliveries,
@@ -29,6 +28,7 @@ from tests.delivery_support import (
     verify,
     when,
 )
+from tests.support import Clock, Receiver
 
 pytestmark = pytest.mark.e2e
 

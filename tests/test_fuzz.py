@@ -17,8 +17,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from herald.api import create_app
-from tests.api_support import INVOICE
-from tests.conftest import ADMIN
+from tests.support import ADMIN, INVOICE
 
 #: Tags of the operations called with the operator's key; the others get a tenant's key.
 OPERATOR_TAGS = {"tenants", "events", "operator", "operations", "event-types"}

@@ -31,8 +31,8 @@ from herald.catalog import catalog, operational_catalog
 from herald.local.poller import LambdaContext, SqsPoller
 from herald.local.resources import LocalResources, function_properties, load_template
 from herald.settings import get_settings
-from tests.api_support import INVOICE, queue_messages
-from tests.conftest import ADMIN, ADMIN_KEY, EVENTS_DIR, Receiver
+from tests.api_support import queue_messages
+from tests.support import ADMIN, ADMIN_KEY, EVENTS_DIR, INVOICE, Receiver
 
 REPO = Path(__file__).resolve().parents[1]
 EVENT_ID = "local-example-invoice-1001"

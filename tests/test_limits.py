@@ -17,8 +17,8 @@ from herald.local.resources import load_template
 from herald.records import SigningSecret, Subscription, utcnow
 from herald.schemas import SubscriptionIn, SubscriptionUpdate
 from herald.settings import Settings
-from tests.api_support import INVOICE, assert_error
-from tests.conftest import ADMIN
+from tests.api_support import assert_error
+from tests.support import ADMIN, INVOICE
 
 LIMITS = {
     "max_subscriptions_per_tenant": 3,

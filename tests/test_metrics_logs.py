@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Clock, TenantInfo
-from tests.delivery_support import ADMIN, INVOICE, Harness, subscribe
+from tests.delivery_support import Harness, subscribe
+from tests.support import ADMIN, INVOICE, Clock, TenantInfo
 
 pytestmark = pytest.mark.e2e
 

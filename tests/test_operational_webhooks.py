@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from tests.conftest import Receiver, TenantInfo
-from tests.delivery_support import ADMIN, Harness, publish, subscribe
+from tests.delivery_support import Harness, publish, subscribe
+from tests.support import ADMIN, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 

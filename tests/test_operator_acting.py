@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING
 
 from herald.domain.operational import OPERATOR_TENANT_ID
 from tests.api_support import assert_error
-from tests.conftest import ADMIN
+from tests.support import ADMIN
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from fastapi.testclient import TestClient
 
-    from tests.conftest import TenantInfo
+    from tests.support import TenantInfo
 
 
 def _subscribe(client: TestClient, tenant: TenantInfo) -> str:

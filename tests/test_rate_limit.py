@@ -20,8 +20,8 @@ from standardwebhooks import Webhook
 from herald.local.poller import SqsPoller
 from herald.services import Services
 from herald.worker import Worker, settle_all
-from tests.conftest import TenantInfo
-from tests.delivery_support import ADMIN, INVOICE, deliveries
+from tests.delivery_support import deliveries
+from tests.support import ADMIN, INVOICE, TenantInfo
 
 pytestmark = pytest.mark.e2e
 

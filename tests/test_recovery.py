@@ -14,18 +14,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.api_support import assert_error, queue_messages
-from tests.conftest import Clock, Receiver, TenantInfo
-from tests.delivery_support import (
-    ADMIN,
-    Harness,
-    attempts,
-    deliveries,
-    event_counts,
-    only_delivery,
-    publish,
-    step,
-    subscribe,
-)
+from tests.delivery_support import Harness, attempts, deliveries, event_counts, only_delivery, publish, step, subscribe
+from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
 from herald import ids
-from tests.api_support import INVOICE
-from tests.conftest import ADMIN, ADMIN_KEY, Receiver, TenantInfo, drain
+from tests.support import ADMIN, ADMIN_KEY, INVOICE, Receiver, TenantInfo, drain
 
 #: Paths that answer without a key: the liveness probe and the documentation (none of them in the OpenAPI paths).
 PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/static-offline-docs"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from standardwebhooks import Webhook
 
-from tests.conftest import ADMIN, Receiver, drain
+from tests.support import ADMIN, Receiver, drain
 
 
 def test_published_event_reaches_subscriber_signed(client, tenant, poller, receiver: Receiver) -> None:

@@ -28,17 +28,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from herald.records import ErrorKind
 from herald.sender import pinned_client, send_attempt
 from herald.urls import LOCAL_NETWORKS, UrlPolicy, literal_address, parse_networks
-from tests.conftest import Receiver, TenantInfo
-from tests.delivery_support import (
-    Harness,
-    attempts,
-    bulk_subscriptions,
-    only_delivery,
-    publish,
-    subscribe,
-    verify,
-)
+from tests.delivery_support import Harness, attempts, bulk_subscriptions, only_delivery, publish, subscribe, verify
 from tests.dns_support import FakeDns, use_dns
+from tests.support import Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ import pytest
 from herald import ids
 from herald.domain.publishing import event_expiry
 from herald.records import Delivery, DeliveryStatus
-from tests.conftest import ADMIN, drain
 from tests.delivery_support import bulk_subscriptions, publish
+from tests.support import ADMIN, drain
 
 
 def _cursor(raw: dict[str, str]) -> str:

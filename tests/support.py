@@ -1,0 +1,134 @@
+"""What the tests share besides fixtures: the admin key, sample payloads, a controllable clock, the tenant
+a test works as, draining the local queue, and a scriptable HTTP receiver on 127.0.0.1.
+
+Fixtures live in ``conftest.py`` only; helpers for one area in ``api_support.py`` (error shapes, queue
+reads), ``delivery_support.py`` (the delivery harness) and ``dns_support.py`` (a resolver to script).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from herald.local.poller import BatchResult, SqsPoller
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+
+INVOICE = {
+    "invoice_id": "in_1001",
+    "customer_id": "cus_42",
+    "amount_cents": 4900,
+    "currency": "EUR",
+    "paid_at": "2026-01-31T09:30:00Z",
+}
+
+ORDER = {
+    "order_id": "ord_7",
+    "carrier": "DHL",
+    "tracking_number": "JD014600003828",
+    "items": [{"sku": "mug-blue", "quantity": 2}],
+    "estimated_delivery": "2026-02-03",
+}
+
+
+@dataclass
+class TenantInfo:
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+class Clock:
+    """A controllable clock for the worker: starts at real time, moves only when told."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def drain(poller: SqsPoller, *, max_batches: int = 1000) -> list[BatchResult]:
+    """Run the poller until the queue shows no message (hidden ones stay hidden)."""
+    results: list[BatchResult] = []
+    for _ in range(max_batches):
+        result = poller.poll_once()
+        if result.received == 0:
+            return results
+        results.append(result)
+    raise AssertionError("the queue never drained")
+
+
+# --- a real HTTP receiver on 127.0.0.1 -----------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 whose answers a test scripts: ``responses`` is consumed in order,
+    then ``default`` applies. Each answer is (status, headers, body, delay_seconds)."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.responses: list[tuple[int, dict[str, str], bytes, float]] = []
+        self.default: tuple[int, dict[str, str], bytes, float] = (200, {}, b"ok", 0.0)
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                with outer.lock:
+                    outer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    status, headers, payload, delay = outer.responses.pop(0) if outer.responses else outer.default
+                if delay:
+                    threading.Event().wait(delay)
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
