@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import os
 import random
 import socket
@@ -123,11 +124,16 @@ def signature_of(secret: str, received: Received) -> str:
 # --- recording the AWS calls the worker makes ----------------------------------------------------------------
 
 
+_SEQUENCE = itertools.count()
+
+
 @dataclass
 class Call:
     operation: str
     params: dict[str, Any]
     response: dict[str, Any] | None = None
+    #: The order of calls across every recorder.
+    seq: int = field(default_factory=lambda: next(_SEQUENCE))
 
 
 class CallRecorder:
@@ -191,8 +197,17 @@ class Harness:
 
     @property
     def holds(self) -> list[int]:
-        """Every VisibilityTimeout the worker set, in order."""
-        return [int(call.params["VisibilityTimeout"]) for call in self.queue_calls.of("ChangeMessageVisibility")]
+        """Every wait the worker scheduled for a delivery message, in order (seconds): the DelaySeconds of a
+        copy sent to the queue, or, for a copy scheduled in DynamoDB, the time until it is due."""
+        waits: list[tuple[int, int]] = []
+        for call in self.queue_calls.of("SendMessage"):
+            if '"resumed":true' in call.params.get("MessageBody", ""):
+                waits.append((call.seq, int(call.params.get("DelaySeconds", 0))))
+        for call in self.table_calls.of("PutItem"):
+            item = call.params.get("Item", {})
+            if item.get("pk", {}).get("S", "").startswith("DUE#"):
+                waits.append((call.seq, round(float(item["due"]["N"]) - float(item["scheduled_at"]["N"]))))
+        return [wait for _, wait in sorted(waits)]
 
     def drain(self, max_batches: int = 100) -> list[BatchResult]:
         """Run invocations until the queue shows no message (hidden ones stay hidden)."""
@@ -206,12 +221,13 @@ class Harness:
         raise AssertionError("the queue never drained")
 
     def reveal(self) -> int:
-        """Make every message the worker received and did not delete visible again now (visibility 0 with
-        the receipt handles the poller got), whether the worker hid it or it failed. Handles of messages
-        deleted since are skipped. Returns how many were revealed."""
-        revealed = 0
-        handles = {call.params["ReceiptHandle"] for call in self.queue_calls.of("ChangeMessageVisibility")}
-        handles |= {
+        """Let the waits the worker scheduled pass on the test's clock: run the sweeper (as the schedule would,
+        now that the clock has moved), let every delayed message on the work queue be delivered now (the
+        worker holds those not due yet again), and make visible again every message the worker received and
+        did not delete (a failed batch, a crash). Returns how many messages were let out early."""
+        self.worker.sweep()
+        revealed = release_delays(self.services.settings.queue_url)
+        handles = {
             message["ReceiptHandle"]
             for call in self.receives.of("ReceiveMessage")
             for message in (call.response or {}).get("Messages", [])
@@ -227,12 +243,44 @@ class Harness:
         return revealed
 
     def counts(self, queue_url: str | None = None) -> tuple[int, int]:
-        """(visible, hidden) messages on a queue (the work queue by default)."""
+        """(visible, waiting) messages on a queue (the work queue by default): waiting are those in flight
+        (received, not deleted) and those delayed."""
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=queue_url or self.services.settings.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
         )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+        waiting = int(attributes["ApproximateNumberOfMessagesNotVisible"]) + int(
+            attributes["ApproximateNumberOfMessagesDelayed"]
+        )
+        return int(attributes["ApproximateNumberOfMessages"]), waiting
+
+    def in_flight(self) -> int:
+        """Messages of the work queue received and not deleted (SQS's in-flight set, capped at ~120,000)."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.services.settings.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def delayed(self) -> int:
+        """Messages on the work queue waiting out a DelaySeconds."""
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.services.settings.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+    def scheduled(self) -> int:
+        """Work messages waiting in the schedule (DynamoDB) for their due time."""
+        table = self.services.store.table
+        response = table.client.scan(
+            TableName=table.name,
+            FilterExpression="begins_with(pk, :due)",
+            ExpressionAttributeValues={":due": {"S": "DUE#"}},
+        )
+        return len(response.get("Items", []))
 
     def received_counts(self) -> list[int]:
         """The ApproximateReceiveCount of every message the poller received, in order."""
@@ -248,6 +296,23 @@ class Harness:
         self.table_calls.close()
         self.receives.close()
         settle_all([self.worker])
+
+
+def release_delays(queue_url: str) -> int:
+    """Make every delayed message of an in-process (moto) queue deliverable now: the test's clock has moved
+    past the delays, SQS's own clock has not. Returns how many were delayed."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    name = queue_url.rsplit("/", 1)[-1]
+    released = 0
+    for backend in sqs_backends[DEFAULT_ACCOUNT_ID].values():
+        queue = backend.queues.get(name)
+        for message in getattr(queue, "_messages", []):
+            if message.delayed_until:
+                message.delayed_until = 0.0
+                released += 1
+    return released
 
 
 def step(harness: Harness, clock: Clock, seconds: float) -> None:
@@ -280,8 +345,9 @@ def make_harness(
         services.queue.client,
         ["ChangeMessageVisibility", "SendMessage", "SendMessageBatch"],
     )
-    table_calls = CallRecorder(services.store.client, ["Scan", "Query", "GetItem", "TransactWriteItems"])
+    table_calls = CallRecorder(services.store.client, ["Scan", "Query", "GetItem", "TransactWriteItems", "PutItem"])
     receives = CallRecorder(sqs, [], responses=["ReceiveMessage"])
+    worker.sweep()  # the schedule runs from the moment the function exists (it sets the sweep's cursor)
     return Harness(services, worker, poller, sqs, clock, queue_calls, table_calls, receives)
 
 

@@ -20,7 +20,13 @@ from herald.delivery_options.filters import (
     filter_from_stored,
 )
 
-INVOICE_DATA = {"invoice_id": "in_1", "customer_id": "cus_1", "amount_cents": 4900, "currency": "EUR", "paid_at": "2026"}
+PAID = {
+    "invoice_id": "in_1",
+    "customer_id": "cus_1",
+    "amount_cents": 4900,
+    "currency": "EUR",
+    "paid_at": "2026",
+}
 ORDER = {
     "order_id": "ord_7",
     "carrier": "DHL",
@@ -32,21 +38,21 @@ ORDER = {
 
 MATCHES: list[tuple[dict[str, Any], dict[str, Any], bool]] = [
     # implicit $eq, and the examples
-    ({"currency": "EUR"}, INVOICE_DATA, True),
-    ({"currency": "USD"}, INVOICE_DATA, False),
-    ({"amount_cents": {"$gte": 1000}, "currency": {"$in": ["EUR", "USD"]}}, INVOICE_DATA, True),
-    ({"amount_cents": {"$gte": 5000}, "currency": {"$in": ["EUR", "USD"]}}, INVOICE_DATA, False),
-    ({"amount_cents": {"$gt": 4900}}, INVOICE_DATA, False),
-    ({"amount_cents": {"$lte": 4900}}, INVOICE_DATA, True),
-    ({"amount_cents": {"$lt": 4900.5}}, INVOICE_DATA, True),
-    ({"amount_cents": {"$gt": 10**400}}, INVOICE_DATA, False),
-    ({"amount_cents": 4900.0}, INVOICE_DATA, True),
-    ({"amount_cents": {"$ne": 4900}}, INVOICE_DATA, False),
-    ({"amount_cents": {"$nin": [1, 2]}}, INVOICE_DATA, True),
+    ({"currency": "EUR"}, PAID, True),
+    ({"currency": "USD"}, PAID, False),
+    ({"amount_cents": {"$gte": 1000}, "currency": {"$in": ["EUR", "USD"]}}, PAID, True),
+    ({"amount_cents": {"$gte": 5000}, "currency": {"$in": ["EUR", "USD"]}}, PAID, False),
+    ({"amount_cents": {"$gt": 4900}}, PAID, False),
+    ({"amount_cents": {"$lte": 4900}}, PAID, True),
+    ({"amount_cents": {"$lt": 4900.5}}, PAID, True),
+    ({"amount_cents": {"$gt": 10**400}}, PAID, False),
+    ({"amount_cents": 4900.0}, PAID, True),
+    ({"amount_cents": {"$ne": 4900}}, PAID, False),
+    ({"amount_cents": {"$nin": [1, 2]}}, PAID, True),
     # strings compare by code point; a number never compares with a string
-    ({"paid_at": {"$gte": "2025"}}, INVOICE_DATA, True),
-    ({"paid_at": {"$gte": 2025}}, INVOICE_DATA, False),
-    ({"amount_cents": {"$gte": "1000"}}, INVOICE_DATA, False),
+    ({"paid_at": {"$gte": "2025"}}, PAID, True),
+    ({"paid_at": {"$gte": 2025}}, PAID, False),
+    ({"amount_cents": {"$gte": "1000"}}, PAID, False),
     # dotted paths, arrays (any element), numeric index
     ({"customer.country": "DE"}, ORDER, True),
     ({"customer.country": {"$in": ["FR", "IT"]}}, ORDER, False),
@@ -81,14 +87,14 @@ MATCHES: list[tuple[dict[str, Any], dict[str, Any], bool]] = [
     ({"missing.deeper": 3}, ORDER, False),
     ({"customer": "DE"}, ORDER, False),
     # logical operators
-    ({"$or": [{"currency": "USD"}, {"amount_cents": 4900}]}, INVOICE_DATA, True),
-    ({"$or": [{"currency": "USD"}, {"amount_cents": 1}]}, INVOICE_DATA, False),
-    ({"$and": [{"currency": "EUR"}, {"amount_cents": 4900}]}, INVOICE_DATA, True),
-    ({"$not": {"currency": "EUR"}}, INVOICE_DATA, False),
-    ({"amount_cents": {"$not": {"$gt": 5000}}}, INVOICE_DATA, True),
-    ({"missing": {"$not": {"$gt": 5}}}, INVOICE_DATA, True),
-    ({}, INVOICE_DATA, True),
-    ({"$and": [{}, {"currency": "EUR"}]}, INVOICE_DATA, True),
+    ({"$or": [{"currency": "USD"}, {"amount_cents": 4900}]}, PAID, True),
+    ({"$or": [{"currency": "USD"}, {"amount_cents": 1}]}, PAID, False),
+    ({"$and": [{"currency": "EUR"}, {"amount_cents": 4900}]}, PAID, True),
+    ({"$not": {"currency": "EUR"}}, PAID, False),
+    ({"amount_cents": {"$not": {"$gt": 5000}}}, PAID, True),
+    ({"missing": {"$not": {"$gt": 5}}}, PAID, True),
+    ({}, PAID, True),
+    ({"$and": [{}, {"currency": "EUR"}]}, PAID, True),
 ]
 
 
@@ -115,7 +121,7 @@ def test_filters_match_like_mongodb(raw: dict[str, Any], data: dict[str, Any], e
     ],
 )
 def test_type_conditions(raw: dict[str, Any], event_type: str, expected: bool) -> None:
-    assert compile_filter(raw).matches(event_type, INVOICE_DATA) is expected
+    assert compile_filter(raw).matches(event_type, PAID) is expected
 
 
 def _deep_and(levels: int) -> dict[str, Any]:
@@ -269,7 +275,7 @@ def test_the_stored_form_is_canonical_and_rebuilt_from_a_cache() -> None:
     # THEN it is compiled once and behaves the same
     assert filter_from_stored(json.dumps(json.loads(first.to_stored()), separators=(",", ":"))) is rebuilt
     for amount, expected in [(5, True), (1, False), (10, False)]:
-        assert rebuilt.matches("invoice.paid", {**INVOICE_DATA, "amount_cents": amount}) is expected
+        assert rebuilt.matches("invoice.paid", {**PAID, "amount_cents": amount}) is expected
 
 
 _JSON = st.recursive(

@@ -1,7 +1,8 @@
 """Retries over real HTTP, timed with a controllable clock instead of waiting.
 
-The worker runs on ``Clock``; a message it hides comes back when the test reveals it (visibility 0 with
-the receipt handle the worker used) after moving the clock. What the worker asked of SQS is read from
+The worker runs on ``Clock``; a wait it schedules (a delayed copy of the message, or an item in the schedule
+for a wait beyond SQS's 15 minutes) passes when the test moves the clock and reveals: the sweeper runs and
+delayed messages are let out. What the worker asked of SQS is read from
 botocore's event hooks (recorded, not altered).
 """
 
@@ -13,8 +14,7 @@ import math
 import pytest
 
 from herald import ids
-from herald.queue import MAX_VISIBILITY_SECONDS
-from herald.worker.schedule import MAX_HOLD_SECONDS
+from herald.queue import MAX_DELAY_SECONDS
 from tests.delivery_support import (
     attempts,
     deliveries,
@@ -42,13 +42,13 @@ def test_a_receiver_that_succeeds_on_its_third_attempt(client, tenant, harness, 
     harness.drain()
     first = only_delivery(client, tenant, sub.id)
     delay = when(first["next_attempt_at"]) - clock()
-    # THEN the next one is due 5 s +/- 20 % later, and the message is hidden for that long
+    # THEN the next one is due 5 s +/- 20 % later, and a copy of the message is delayed that long
     assert 4.0 <= delay <= 6.0
     assert harness.holds == [math.ceil(delay)]
     # WHEN the message shows up again before it is due
     harness.reveal()
     harness.drain()
-    # THEN nothing is sent; it is hidden again for the time left
+    # THEN nothing is sent; it is delayed again for the time left
     assert len(receiver.received) == 1
     assert len(harness.holds) == 2
     assert harness.holds[1] <= harness.holds[0]
@@ -144,37 +144,36 @@ def test_a_failing_subscriber_never_causes_a_redelivery_to_a_healthy_one(
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,100000"}])
-def test_a_step_longer_than_12h_is_waited_out_in_hops(client, tenant, harness, clock, receiver) -> None:
-    # GIVEN a schedule whose second step (~28 h) is longer than SQS's 12 h visibility cap
+def test_a_step_longer_than_sqs_can_delay_waits_in_the_schedule_not_in_flight(client, tenant, harness, clock, receiver):
+    # GIVEN a schedule whose second step (~28 h) is longer than SQS can delay a message (15 min)
     receiver.responses = [(500, {}, b"", 0.0)]
     sub = subscribe(client, tenant, receiver.url)
     publish(client, tenant.id)
     harness.drain()
     due = when(only_delivery(client, tenant, sub.id)["next_attempt_at"])
-    assert due - clock() > MAX_VISIBILITY_SECONDS
-    # WHEN each hop runs out and the message comes back
-    hops = 0
-    while len(receiver.received) == 1:
-        hops += 1
-        assert hops < 10, harness.holds
-        step(harness, clock, harness.holds[-1])
-        if len(receiver.received) == 1:
-            assert clock() < due  # it came back early: no attempt before it is due
-    # THEN every hold stayed under the cap, they added up to the step, and the attempt came when due
-    assert all(0 < hold <= MAX_HOLD_SECONDS < MAX_VISIBILITY_SECONDS for hold in harness.holds)
-    assert hops == len(harness.holds) == 3
-    assert sum(harness.holds) == pytest.approx(due - (clock() - sum(harness.holds)), abs=3)
-    assert clock() >= due - 1
+    assert due - clock() > MAX_DELAY_SECONDS
+    # THEN the wait is one scheduled item: nothing waits on the queue, visible, delayed or in flight
+    assert harness.holds == [pytest.approx(due - clock(), abs=2)]
+    assert harness.counts() == (0, 0)
+    assert harness.delayed() == 0
+    # WHEN the clock comes to two minutes before it is due
+    step(harness, clock, due - clock() - 120)
+    # THEN the sweeper has not queued it yet, and nothing was sent
+    assert len(receiver.received) == 1
+    assert harness.delayed() == 0
+    # WHEN it is due
+    step(harness, clock, 121)
+    # THEN the attempt was made once, and the schedule is empty
+    assert len(receiver.received) == 2
     delivery = only_delivery(client, tenant, sub.id)
-    assert delivery["status"] == "succeeded"
-    assert delivery["attempts"] == 2
+    assert (delivery["status"], delivery["attempts"]) == ("succeeded", 2)
+    assert harness.scheduled() == 0
+    assert harness.counts() == (0, 0)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,400000", "max_receive_count": 5}])
-def test_a_message_received_many_times_is_refreshed_before_max_receive_count(
-    client, tenant, harness, clock, receiver
-) -> None:
-    # GIVEN a queue that dead-letters a message on its 6th receive, and a step of ~4.6 days (10 hops)
+def test_a_long_wait_never_brings_a_message_near_max_receive_count(client, tenant, harness, clock, receiver) -> None:
+    # GIVEN a queue that dead-letters a message on its 6th receive, and a step of ~4.6 days
     sqs = harness.sqs
     dlq_url = harness.services.settings.dead_letter_queue_url
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -187,21 +186,14 @@ def test_a_message_received_many_times_is_refreshed_before_max_receive_count(
     publish(client, tenant.id)
     harness.drain()
     due = when(only_delivery(client, tenant, sub.id)["next_attempt_at"])
-    # WHEN the message comes back hop after hop until the attempt is due
-    for _ in range(40):
-        if len(receiver.received) == 2:
-            break
-        step(harness, clock, max(1, min(harness.holds[-1], due - clock() + 1)))
-    # THEN the attempt happened, nothing reached the dead-letter queue, and no message was received
-    # more than maxReceiveCount - 2 times: the worker sent fresh copies instead
+    # WHEN the sweeper runs every hour of the wait, and once more when it is due
+    while clock() < due:
+        step(harness, clock, min(3600, due - clock() + 1))
+    # THEN the attempt happened once, nothing reached the dead-letter queue, and every message was
+    # received once: the wait was a fresh copy, never the same message shown again
     assert len(receiver.received) == 2
-    assert clock() >= due - 1
     assert harness.counts(dlq_url) == (0, 0)
-    assert max(harness.received_counts()) <= harness.services.settings.max_receive_count - 2
-    sent = [json.loads(c.params["MessageBody"]) for c in harness.queue_calls.of("SendMessage")]
-    copies = [body for body in sent if body["kind"] == "delivery"]
-    assert len(copies) >= 3
-    assert all(copy["subscription_id"] == sub.id for copy in copies)
+    assert max(harness.received_counts()) == 1
     assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
     assert harness.counts() == (0, 0)
 
@@ -294,8 +286,8 @@ def test_an_invocation_without_enough_time_left_sends_nothing_and_comes_back(
         short.poller.poll_once()  # the fan-out needs no such margin
         # WHEN it receives the delivery
         result = short.poller.poll_once()
-        # THEN it sends nothing and hides the message for a short while instead
-        assert result.failed == 1
+        # THEN it sends nothing and a copy of the message waits a short while instead
+        assert result.failed == 0
         assert receiver.received == []
         assert short.holds == [10]
         # AND a worker with time enough delivers it

@@ -42,6 +42,9 @@ class DeliveryMessage(_Message):
     #: The recovery or redelivery job whose ticket this message carries: the one extra attempt it may make
     #: (see herald.worker.jobs). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
     job_id: str | None = Field(None, alias="recovery_id")
+    #: A copy that carries on an existing delivery (a retry, a postponement): its delivery is read before it
+    #: is claimed. Left out of the JSON when false.
+    resumed: bool | None = None
 
 
 class PurgeTenantMessage(_Message):

@@ -83,6 +83,26 @@ class WorkQueue:
                 raise ServiceUnavailableError(f"SQS refused {len(entries)} messages of a batch three times")
         return calls
 
+    def send_bodies(self, entries: Sequence[tuple[str, int]]) -> None:
+        """Send message bodies as they are (scheduled work), each with its ``DelaySeconds``, 10 per call;
+        entries SQS refuses are sent again up to twice, then raise."""
+        for start in range(0, len(entries), BATCH_SIZE):
+            pending: list[SendMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(index), "MessageBody": body, "DelaySeconds": max(0, min(delay, MAX_DELAY_SECONDS))}
+                for index, (body, delay) in enumerate(entries[start : start + BATCH_SIZE])
+            ]
+            for _ in range(3):
+                try:
+                    response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=pending)
+                except (BotoCoreError, ClientError) as exc:
+                    raise ServiceUnavailableError("the work queue could not be reached") from exc
+                failed = {item["Id"] for item in response.get("Failed", [])}
+                pending = [entry for entry in pending if entry["Id"] in failed]
+                if not pending:
+                    break
+            else:
+                raise ServiceUnavailableError(f"SQS refused {len(pending)} scheduled messages three times")
+
     def change_visibility(self, receipt_handle: str, seconds: float) -> None:
         """Hide a received message for ``seconds``, rounded up (it never comes back before it is due), at most
         12 h: SQS's per-message backoff.

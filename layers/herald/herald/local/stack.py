@@ -24,6 +24,7 @@ from herald import ids
 from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
 from herald.local.resources import LocalResources, create_local_resources, delivery_event_source, load_template
+from herald.local.schedule import delivery_schedule, run_schedule
 
 logger = logging.getLogger("herald.local")
 
@@ -102,7 +103,8 @@ def allow_local_targets() -> str:
 
 
 def start_workers(count: int, stop: threading.Event) -> list[threading.Thread]:
-    """Poll the work queue like Lambda's event source mapping does, with the template's batch settings."""
+    """Poll the work queue like Lambda's event source mapping does, with the template's batch settings, and
+    invoke the sweep on the template's schedule."""
     from herald.services import Services
     from herald.worker import Worker
 
@@ -122,6 +124,11 @@ def start_workers(count: int, stop: threading.Event) -> list[threading.Thread]:
         thread = threading.Thread(target=poller.run, args=(stop,), name=f"delivery-worker-{index}", daemon=True)
         thread.start()
         threads.append(thread)
+    # The schedule that sweeps scheduled work onto the queue, as EventBridge Scheduler runs it.
+    sweeper = Worker(services)
+    args = (stop, delivery_schedule(), sweeper.invoke)
+    threads.append(threading.Thread(target=run_schedule, args=args, name="delivery-schedule", daemon=True))
+    threads[-1].start()
     return threads
 
 

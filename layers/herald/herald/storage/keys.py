@@ -20,6 +20,8 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     window lock   RECOVERYWINDOW#<sub>#<digest> #LOCK   the job recovering that window, found by a repeat
     sub stats     STATS#<sub>         #STATS            counters and failure streak of a subscription
     rate slot     RATE#<sub>          #RATE             ``tat``: when the subscription's next delivery may start
+    scheduled     DUE#<hour>#<shard>  <due ms>#<name>   a work message due later than SQS can delay one (15 min)
+    sweep cursor  SWEEP               #CURSOR           ``until_ms``: scheduled work due before it is queued
 
 Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute). TTL deletion is
 lazy, so expired items are also filtered out on every read.
@@ -177,3 +179,18 @@ def subscription_stats(sub_id: str) -> Key:
 
 def rate_slot(sub_id: str) -> Key:
     return {"pk": f"RATE#{sub_id}", "sk": "#RATE"}
+
+
+def due_partition(hour: int, shard: int) -> str:
+    """The partition of the scheduled work due in one hour (epoch hours), one of several shards."""
+    return f"DUE#{hour}#{shard}"
+
+
+def due(hour: int, shard: int, due_ms: int, name: str) -> Key:
+    """A scheduled work message, sorted by when it is due (epoch milliseconds, zero-padded)."""
+    return {"pk": due_partition(hour, shard), "sk": f"{due_ms:013d}#{name}"}
+
+
+def sweep_cursor() -> Key:
+    """Until when the scheduled work has been moved to the queue."""
+    return {"pk": "SWEEP", "sk": "#CURSOR"}

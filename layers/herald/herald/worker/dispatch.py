@@ -131,7 +131,7 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
     A delivery message received for the first time almost always starts a new delivery: claim it straight
     away (the claim only succeeds if the delivery does not exist yet) and read its state only if it does
     exist (a duplicate message, a refreshed copy). One AWS call less per delivery."""
-    optimistic = message.trigger not in SINGLE_SHOT_TRIGGERS and receive_count(record) == 1
+    optimistic = message.trigger not in SINGLE_SHOT_TRIGGERS and not message.resumed and receive_count(record) == 1
     state: DeliveryState | None = None
     for read_state in (not optimistic, True):
         if read_state:

@@ -23,12 +23,14 @@ class EventCache:
         self._lock = threading.Lock()
 
     async def get(self, event_id: str) -> StoredEvent | None:
-        """The event, read once however many deliveries of a batch ask for it at the same time."""
+        """The event, read once however many deliveries of a batch ask for it at the same time; None once it
+        has expired (a cached event too: its retention is over, whatever the cache still holds)."""
         read = self._reads.get(event_id)
         if read is None:
             read = self._reads[event_id] = asyncio.ensure_future(self._worker.io(self._read, event_id))
             read.add_done_callback(lambda _: self._reads.pop(event_id, None))
-        return await asyncio.shield(read)
+        stored = await asyncio.shield(read)
+        return stored if stored is not None and stored.expires_at > self._worker.clock() else None
 
     def _read(self, event_id: str) -> StoredEvent | None:
         with self._lock:

@@ -1,7 +1,8 @@
 """The delivery worker: the SQS consumer behind the DeliveryFunction, and what its stages share.
 
 Each work message is one of: a fan-out page (``fanout``), a delivery (``dispatch``), a recovery or
-redelivery job (``jobs``), or a tenant purge. The stages are plain functions of a ``Worker``, which
+redelivery job (``jobs``), or a tenant purge. Once a minute the same function is invoked to sweep the
+scheduled work falling due onto the queue (``sweeper``). The stages are plain functions of a ``Worker``, which
 holds what they share: the services, the clock and random source, the event loop and the thread pool
 for blocking AWS calls, the event cache (``events``), the rate-limit pacer (``pacing``), the batch's
 bookkeeping (``bookkeeping``) and its metrics. Retries wait on the queue, never in the worker
@@ -30,7 +31,7 @@ from herald.messages import (
 )
 from herald.metrics import DeliveryMetrics, Metric
 from herald.sender import close_http_client
-from herald.worker import dispatch, fanout, jobs
+from herald.worker import dispatch, fanout, jobs, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
 from herald.worker.pacing import Pacer
@@ -84,6 +85,13 @@ class Worker:
         self.pacer = Pacer(self)
         self.books = Bookkeeping(self)
 
+    def invoke(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        """One invocation of the DeliveryFunction: the schedule's sweep (``{"herald": "sweep"}``, once a
+        minute), or a batch of the work queue."""
+        if event.get("herald") == "sweep":
+            return self.sweep(context)
+        return self.handle(event, context)
+
     def handle(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         """The Lambda handler body: returns ``{"batchItemFailures": [...]}``."""
         remaining_ms = context.get_remaining_time_in_millis() if context is not None else 60_000
@@ -110,7 +118,7 @@ class Worker:
             return
         if isinstance(message, DeliveryMessage):
             sent_ms = record.attributes.sent_timestamp
-            if receive_count(record) == 1 and sent_ms:
+            if receive_count(record) == 1 and sent_ms and not message.resumed:
                 self.metrics.add(Metric.QUEUE_AGE, max(0.0, self.clock() - int(sent_ms) / 1000))
             if message.job_id is not None:
                 await jobs.deliver(self, message, record, deadline)  # checks the job's ticket first
@@ -124,6 +132,12 @@ class Worker:
             await jobs.run_redelivery(self, message, deadline)
         else:
             await fanout.purge(self, message)
+
+    def sweep(self, context: LambdaContext | None = None) -> dict[str, Any]:
+        """The scheduled invocation: queue the scheduled work falling due (``sweeper``)."""
+        remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 60.0
+        result = sweeper.sweep(self, deadline=time.monotonic() + remaining)
+        return {"queued": result.queued, "complete": result.complete}
 
     async def deliver(self, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
         """One delivery message (``dispatch.deliver``)."""
@@ -151,7 +165,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         from herald.services import Services
 
         _WORKER = Worker(Services.create())
-    return _WORKER.handle(event, context)
+    return _WORKER.invoke(event, context)
 
 
 def settle_all(workers: Iterable[Worker]) -> None:

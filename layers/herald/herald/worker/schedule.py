@@ -1,16 +1,22 @@
-"""When a delivery is tried next, and how its message waits for it on the work queue.
+"""When a delivery is tried next, and how its message waits for it without occupying the work queue.
 
-A delivery message stays on the queue until its delivery is settled: after a failed attempt the worker
-hides it for the retry delay (``ChangeMessageVisibility``, in hops of less than 12 h) and reports it as a
-batch item failure, so SQS brings it back when the next attempt is due. No sleeping in Lambda.
+A waiting message is never held in the queue's in-flight set (SQS caps a standard queue at about 120,000
+messages in flight, and past it every consumer stalls). Instead the message is let go and a copy of it is
+scheduled: with ``DelaySeconds`` for a wait up to SQS's 15 minutes (a delayed message is not in flight),
+and in DynamoDB (``storage.schedule``) for a longer one, which the sweeper (``herald.worker.sweeper``)
+queues shortly before it is due. The copy is marked ``resumed``: its delivery exists, and is read before
+it is claimed. If the invocation dies after scheduling the copy and before SQS deletes the original, both
+come back; the delivery's lease and attempt count make the second a no-op.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from herald.queue import MAX_VISIBILITY_SECONDS, QueueVisibilityLimitError
+from herald.messages import dump_message
+from herald.queue import MAX_DELAY_SECONDS
 from herald.records import Delivery, DeliveryStatus, ErrorKind
 
 if TYPE_CHECKING:
@@ -25,17 +31,6 @@ if TYPE_CHECKING:
 
 #: When an attempt cannot start now (no time left, lease busy), the message comes back after this.
 SHORT_RETRY_SECONDS = 10
-#: Refresh a long-lived delivery message (new copy, this one deleted) before SQS's 14-day retention
-#: or the queue's maxReceiveCount could end it.
-MESSAGE_MAX_AGE_SECONDS = 12 * 24 * 3600
-#: The longest one hop of a hold. SQS keeps a message hidden at most 12 h after it was *received*, and
-#: the record was received before the invocation started (batching window, earlier records), so a hop
-#: stays well below the cap; a longer wait is made of several hops.
-MAX_HOLD_SECONDS = MAX_VISIBILITY_SECONDS - 15 * 60
-
-
-class RetryLaterError(Exception):
-    """The record is put back on the queue on purpose (a retry is scheduled, or it cannot run now)."""
 
 
 def receive_count(record: SQSRecord) -> int:
@@ -71,26 +66,16 @@ def next_step(
 
 
 async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, seconds: float) -> None:
-    """Bring this message back in ``seconds``: hide it and raise ``RetryLaterError``, so the record is
-    reported as a batch item failure and SQS shows it again when the time comes. A wait longer than
-    ``MAX_HOLD_SECONDS`` is one hop of it: the message comes back early, finds its attempt not yet
-    due and is held again.
-
-    A message that has lived long or been received often is replaced by a fresh copy instead (and
-    this returns, so the old one is deleted): neither the 14-day retention nor maxReceiveCount
-    ends a healthy retry sequence. So is one that SQS refuses to hide any longer. The copy is
-    visible at once: its first receive hides it for the time left (one extra receive, and no
-    15-minute ``DelaySeconds`` step in the middle of a long wait). Callers return right after.
-    """
-    seconds = max(0.0, seconds)
-    sent_ms = int(record.attributes.sent_timestamp or 0)
-    age = worker.clock() - sent_ms / 1000 if sent_ms else 0
-    if receive_count(record) >= worker.settings.max_receive_count - 2 or age > MESSAGE_MAX_AGE_SECONDS:
-        await worker.io(worker.queue.send, message)
-        return  # the copy carries on; this message is deleted
-    try:
-        await worker.io(worker.queue.change_visibility, record.receipt_handle, min(seconds, MAX_HOLD_SECONDS))
-    except QueueVisibilityLimitError:
-        await worker.io(worker.queue.send, message)
+    """Bring this message's work back in ``seconds`` (rounded up: never before it is due), out of the
+    queue's in-flight set: a copy delayed by SQS for up to 15 minutes, scheduled in DynamoDB beyond. This
+    message is then done (SQS deletes it); callers return right after. ``record`` is the message as
+    received (its receive count and age are in the logs of the caller)."""
+    del record  # the copy replaces it whatever its history: receive counts and retention start afresh
+    wait = max(0, math.ceil(seconds))
+    copy = message.model_copy(update={"resumed": True})
+    if wait <= MAX_DELAY_SECONDS:
+        await worker.io(worker.queue.send, copy, delay_seconds=wait)
         return
-    raise RetryLaterError(f"next look in {seconds:.0f} s")
+    name = f"{message.event_id}|{message.subscription_id}|{message.job_id or ''}"
+    now = worker.clock()
+    await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=now + wait, now=now)

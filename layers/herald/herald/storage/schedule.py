@@ -1,0 +1,105 @@
+"""Work scheduled for later than SQS can delay a message (15 minutes): the retries and postponements that
+must not wait in the work queue's in-flight set.
+
+A scheduled message is an item under the hour it is due in and one of ``SHARDS`` shards (by its name), sorted
+by its due time, so scheduling spreads over partitions and the sweeper (``herald.worker.sweeper``) reads what
+falls due with one Query per shard and hour, however long it was since its last run. Items carry the message
+body; the sweeper sends each one to the queue shortly before it is due (SQS delays it the rest of the way)
+and deletes it. The sweeper's cursor says until when everything due has been sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from herald.storage import keys
+from herald.storage.table import from_item, to_item, values
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from herald.storage.table import Table
+
+#: Partitions per hour of scheduled work: spreads a burst of retries (a subscriber down for many
+#: deliveries schedules them all within moments) over several partitions.
+SHARDS = 8
+#: Scheduled items outlive their due time by this much, should the sweeper be stopped (they are deleted once sent).
+KEEP_SECONDS = 14 * 86_400
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A scheduled work message: its body, when it is due (epoch seconds) and its item's key."""
+
+    body: str
+    due: float
+    key: dict[str, str]
+
+
+def _shard(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:2], "big") % SHARDS
+
+
+class ScheduleRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def put(self, body: str, *, name: str, due: float, now: float) -> None:
+        """Schedule ``body`` to be queued at ``due``. ``name`` identifies the work (a delivery id): the same work
+        scheduled twice for the same moment is one item."""
+        due_ms = int(due * 1000)
+        key = keys.due(due_ms // 3_600_000, _shard(name), due_ms, name)
+        item = {**key, "body": body, "due": due, "scheduled_at": now, "expires_at": int(due) + KEEP_SECONDS}
+        self._table.call("put_item", Item=to_item(item))
+
+    def falling_due(self, since: float, until: float) -> Iterator[Scheduled]:
+        """Every scheduled message due in [since, until), hour by hour and shard by shard."""
+        low, high = int(since * 1000), int(until * 1000)
+        for hour in range(low // 3_600_000, (high - 1) // 3_600_000 + 1):
+            for shard in range(SHARDS):
+                yield from self._page_all(keys.due_partition(hour, shard), low, high)
+
+    def _page_all(self, partition: str, low: int, high: int) -> Iterator[Scheduled]:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :p AND sk BETWEEN :low AND :high",
+            "ExpressionAttributeValues": values(p=partition, low=f"{low:013d}", high=f"{high - 1:013d}~"),
+        }
+        while True:
+            response = self._table.call("query", **kwargs)
+            for raw in response.get("Items", []):
+                item = from_item(raw)
+                yield Scheduled(str(item["body"]), float(item["due"]), {"pk": item["pk"], "sk": item["sk"]})
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return
+            kwargs["ExclusiveStartKey"] = last
+
+    def remove(self, sent: list[Scheduled]) -> None:
+        """Delete scheduled items once their messages are on the queue."""
+        self._table.batch_write([{"DeleteRequest": {"Key": to_item(item.key)}} for item in sent])
+
+    def cursor(self) -> float | None:
+        """Until when (epoch seconds) the scheduled work has been queued; None before the first sweep."""
+        item = self._table.get(keys.sweep_cursor())
+        return float(item["until"]) if item else None
+
+    def advance(self, previous: float | None, until: float) -> bool:
+        """Move the cursor from ``previous`` to ``until``; False if another sweep moved it meanwhile."""
+        condition = "attribute_not_exists(pk)" if previous is None else "#until = :previous"
+        placeholders = values(until=until) | ({} if previous is None else values(previous=previous))
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.sweep_cursor()),
+                UpdateExpression="SET #until = :until",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#until": "until"},
+                ExpressionAttributeValues=placeholders,
+            )
+        except ClientError:
+            return False
+        return True

@@ -1,0 +1,157 @@
+"""Waiting retries outside the work queue's in-flight set: delayed copies for waits up to 15 minutes, the
+schedule in DynamoDB and its sweeper beyond, over real HTTP on a controllable clock.
+
+SQS caps a standard queue at about 120,000 messages in flight, and past it every consumer stalls; moto has
+no cap, so these tests count what is in flight instead of hitting it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from herald import ids
+from herald.storage import keys
+from herald.storage.table import to_item
+from herald.worker.events import EventCache
+from tests.delivery_support import Harness, deliveries, only_delivery, publish, step, subscribe, when
+from tests.support import Clock, Receiver, TenantInfo
+
+pytestmark = pytest.mark.e2e
+
+#: Immediately, then 5 s, 5 min, 30 min, 2 h: waits on each side of SQS's 15-minute delay.
+SCHEDULE = {"retry_schedule": "0,5,300,1800,7200"}
+
+
+def _attempts_per_event(receiver: Receiver) -> Counter[str]:
+    return Counter(got.headers["webhook-id"] for got in receiver.received)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_hundred_failing_deliveries_wait_without_holding_messages_in_flight(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber that fails everything, and 100 events to it
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    events = [publish(client, tenant.id) for _ in range(100)]
+    # WHEN each step of the schedule runs: 5 s and 5 min (delayed copies), 30 min and 2 h (the schedule)
+    harness.drain()
+    seen: list[tuple[int, int, int]] = [(harness.in_flight(), harness.delayed(), harness.scheduled())]
+    for wait in (5, 300, 1800, 7200):
+        step(harness, clock, wait * 1.25)
+        seen.append((harness.in_flight(), harness.delayed(), harness.scheduled()))
+    # THEN no waiting delivery ever held a message in flight (the issue's bar: at most 5 of 100)
+    assert [in_flight for in_flight, _, _ in seen] == [0, 0, 0, 0, 0]
+    # AND the short waits were delayed copies, the long ones scheduled items, and then nothing was left
+    assert [(delayed, scheduled) for _, delayed, scheduled in seen] == [(100, 0), (100, 0), (0, 100), (0, 100), (0, 0)]
+    # AND every event got exactly its five attempts, then failed for good
+    assert _attempts_per_event(receiver) == Counter(dict.fromkeys(events, 5))
+    assert {d["status"] for d in deliveries(client, tenant, sub.id, limit=250)} == {"failed"}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_sweep_that_dies_midway_loses_nothing_and_sends_nothing_twice(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN 25 deliveries waiting an hour in the schedule
+    receiver.responses = [(500, {}, b"", 0.0)] * 25
+    sub = subscribe(client, tenant, receiver.url)
+    events = [publish(client, tenant.id) for _ in range(25)]
+    harness.drain()
+    assert harness.scheduled() == 25
+    due = max(when(d["next_attempt_at"]) for d in deliveries(client, tenant, sub.id, limit=250))
+    # WHEN the sweep dies after queueing its first batch of 10 (SQS answers the second batch with an error)
+    clock.advance(due - clock() + 1)
+    batches = []
+
+    def second_batch_fails(params: dict[str, Any], **_: Any) -> None:
+        batches.append(len(params["Entries"]))
+        if len(batches) == 2:
+            raise ConnectionResetError("the invocation died")
+
+    events_hook = harness.services.queue.client.meta.events
+    events_hook.register("provide-client-params.sqs.SendMessageBatch", second_batch_fails)
+    try:
+        with pytest.raises(Exception, match=r"died|reached"):
+            harness.worker.sweep()
+    finally:
+        events_hook.unregister("provide-client-params.sqs.SendMessageBatch", second_batch_fails)
+    # THEN what it queued left the schedule, the rest stayed, and its cursor did not move
+    assert harness.scheduled() == 15
+    # WHEN the next sweep runs and the queue is worked
+    step(harness, clock, 60)
+    # THEN every delivery got its second attempt exactly once, and nothing waits any more
+    assert _attempts_per_event(receiver) == Counter(dict.fromkeys(events, 2))
+    assert {d["status"] for d in deliveries(client, tenant, sub.id, limit=250)} == {"succeeded"}
+    assert (harness.scheduled(), harness.counts()) == (0, (0, 0))
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_work_scheduled_twice_is_attempted_once(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a delivery waiting in the schedule, and a second copy of its work scheduled (a duplicated message
+    # that was held twice)
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    (item,) = _scheduled_items(harness)
+    store = harness.services.store
+    store.schedule.put(item["body"], name="a-second-copy", due=float(item["due"]) + 5, now=clock())
+    assert harness.scheduled() == 2
+    # WHEN both come due, and two sweeps overlap
+    clock.advance(float(item["due"]) - clock() + 10)
+    harness.worker.sweep()
+    harness.worker.sweep()
+    harness.reveal()
+    harness.drain()
+    # AND the copy that met the first one's lease comes back after it
+    step(harness, clock, 120)
+    # THEN the receiver got the second attempt once, and nothing is left waiting
+    assert _attempts_per_event(receiver) == Counter({event_id: 2})
+    assert only_delivery(client, tenant, sub.id)["attempts"] == 2
+    assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_scheduled_retry_of_an_event_gone_meanwhile_is_dropped_quietly(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a delivery waiting in the schedule, whose event expires before its retry is due (its item is
+    # still there: TTL deletion is lazy)
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    store = harness.services.store
+    store.client.update_item(
+        TableName=store.table_name,
+        Key=to_item(keys.event(event_id)),
+        UpdateExpression="SET expires_at = :soon",
+        ExpressionAttributeValues={":soon": {"N": str(int(clock()) + 60)}},
+    )
+    harness.worker.events = EventCache(harness.worker)  # the retry runs in another container
+    # WHEN its retry comes due
+    due = when(only_delivery(client, tenant, sub.id)["next_attempt_at"])
+    step(harness, clock, due - clock() + 1)
+    # THEN nothing is sent, nothing fails, nothing is left waiting or dead-lettered
+    assert len(receiver.received) == 1
+    assert harness.counts() == (0, 0)
+    assert harness.counts(harness.services.settings.dead_letter_queue_url) == (0, 0)
+    assert harness.scheduled() == 0
+    assert ids.is_id(only_delivery(client, tenant, sub.id)["id"], ids.DELIVERY)
+
+
+def _scheduled_items(harness: Harness) -> list[dict[str, Any]]:
+    table = harness.services.store.table
+    response = table.client.scan(
+        TableName=table.name,
+        FilterExpression="begins_with(pk, :due)",
+        ExpressionAttributeValues={":due": {"S": "DUE#"}},
+    )
+    return [{"body": item["body"]["S"], "due": item["due"]["N"]} for item in response.get("Items", [])]
