@@ -429,5 +429,5 @@ def test_layer_makefile_does_not_ship_the_cli(tmp_path: Path) -> None:
     # THEN the functions' code is there, the CLI is not
     assert result.returncode == 0, result.stderr
     shipped = tmp_path / "python" / "herald"
-    assert (shipped / "delivery.py").is_file()
+    assert (shipped / "worker" / "runtime.py").is_file()
     assert not (shipped / "cli").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -22,13 +21,8 @@ logger = logging.getLogger(__name__)
 #: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility.
 BATCH_SIZE = 10
 MAX_DELAY_SECONDS = 900
-MAX_VISIBILITY_SECONDS = 12 * 3600
 
 Message = WorkMessage
-
-
-class QueueVisibilityLimitError(Exception):
-    """SQS refused to hide a message that long: a message stays hidden at most 12 h after it was received."""
 
 
 class WorkQueue:
@@ -102,25 +96,6 @@ class WorkQueue:
                     break
             else:
                 raise ServiceUnavailableError(f"SQS refused {len(pending)} scheduled messages three times")
-
-    def change_visibility(self, receipt_handle: str, seconds: float) -> None:
-        """Hide a received message for ``seconds``, rounded up (it never comes back before it is due), at most
-        12 h: SQS's per-message backoff.
-
-        Raises ``QueueVisibilityLimitError`` when SQS refuses because the message would stay hidden more
-        than 12 h after it was received."""
-        try:
-            self.client.change_message_visibility(
-                QueueUrl=self.queue_url,
-                ReceiptHandle=receipt_handle,
-                VisibilityTimeout=max(0, min(math.ceil(seconds), MAX_VISIBILITY_SECONDS)),
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidParameterValue":
-                raise QueueVisibilityLimitError(str(exc)) from exc
-            raise ServiceUnavailableError("the work queue refused to change a message's visibility") from exc
-        except BotoCoreError as exc:
-            raise ServiceUnavailableError("the work queue could not be reached") from exc
 
     def dead_letter(self, body: str, reason: str) -> None:
         """Put an unprocessable message straight into the dead-letter queue, with the reason attached."""
