@@ -502,3 +502,38 @@ def test_a_missing_stack_is_a_configuration_error(
     # THEN the error says which stack it looked for
     assert run.code == 1
     assert run.err.startswith("error: not_configured: could not read the outputs of stack 'herald'")
+
+
+def test_publish_batch_answers_each_event(
+    cli_env: str, herald: Callable[..., Run], receiver: Receiver, poller: SqsPoller, tmp_path: Path
+) -> None:
+    # GIVEN a tenant subscribed to invoice.paid, and a file of three events, one of an unknown type
+    tenant = make_tenant_via_cli(herald)
+    sub = subscribe(cli_env, tenant, receiver.url)
+    events = [
+        {
+            "type": "invoice.paid",
+            "tenant_id": tenant.id,
+            "id": f"batch-{n}",
+            "data": {**INVOICE, "invoice_id": f"in_{n}"},
+        }
+        for n in (1, 2)
+    ]
+    events.append({"type": "invoice.unheard_of", "tenant_id": tenant.id, "data": {}})
+    batch = tmp_path / "batch.json"
+    batch.write_text(json.dumps({"events": events}))
+    # WHEN the operator publishes the file
+    shown = herald("events", "publish-batch", f"@{batch}")
+    drain(poller)
+    # THEN one row per event says what became of it, and the two good ones arrived, signed
+    assert shown.code == 0, shown.err
+    rows = table_rows(shown.out)
+    assert rows[0] == ["INDEX", "STATUS", "ID", "REPLAYED", "ERROR"]
+    assert [row[:3] for row in rows[1:3]] == [["0", "202", "batch-1"], ["1", "202", "batch-2"]]
+    assert rows[3][1] == "422"
+    assert "1 of 3 refused" in shown.err + shown.out
+    webhook = Webhook(sub["secret"])
+    assert sorted(webhook.verify(got.body, got.headers)["data"]["invoice_id"] for got in receiver.received) == [
+        "in_1",
+        "in_2",
+    ]

@@ -279,6 +279,33 @@ class EventOut(BaseModel):
     deliveries: DeliveryCounts
 
 
+#: Events one batch may publish.
+MAX_BATCH_EVENTS = 100
+
+
+class EventBatchIn(_Strict):
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_EVENTS,
+        description="Up to 100 events, each shaped as the body of `POST /v1/events` (`EventIn`) and validated on "
+        "its own: one that is refused does not stop the others. Give each an `id` to make retrying the batch safe.",
+        examples=[[{"type": "invoice.paid", "tenant_id": "tnt_01j9z3k8m2", "id": "inv-1001-paid", "data": {}}]],
+    )
+
+
+class EventBatchItem(BaseModel):
+    """What became of one event of a batch, in the batch's order."""
+
+    status: int = Field(description="202 published (or replayed), else the status a single publish would answer.")
+    replayed: bool = Field(False, description="The event's `id` was published before: this is the original event.")
+    event: EventOut | None = Field(None, description="The event, when published.")
+    error: ErrorBody | None = Field(None, description="Why it was refused, when it was.")
+
+
+class EventBatchOut(BaseModel):
+    data: list[EventBatchItem]
+
+
 class DeliveryOut(BaseModel):
     id: str
     event_id: str

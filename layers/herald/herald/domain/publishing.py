@@ -12,12 +12,13 @@ from pydantic import ValidationError
 
 from herald import ids
 from herald.catalog import PING_EVENT_TYPE, catalog
-from herald.errors import InvalidInputError, PayloadTooLargeError, UnknownEventTypeError
+from herald.errors import HeraldError, InvalidInputError, PayloadTooLargeError, UnknownEventTypeError
 from herald.messages import DeliveryMessage, FanoutMessage
 from herald.records import Event, Trigger, utcnow
 from herald.storage import EventExistsError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from herald.records import Subscription
@@ -149,6 +150,40 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
         return Published(earlier, replayed=True, queued=True)
     _enqueue(services, event, expires_at)
     return Published(stored, replayed=False, queued=True)
+
+
+def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) -> list[Published | HeraldError]:
+    """Publish a batch of events, each on its own: an item that is an error (it did not parse), or whose data
+    does not validate, is answered with its error while the others are published. Each event is stored as
+    ``publish`` stores it (once per id); their fan-out messages go ten to a SendMessageBatch. A failure to
+    queue them raises for the whole batch, and a retry of it queues what was stored (items with ids are
+    idempotent; without an id, a retried item is a new event)."""
+    results: list[Published | HeraldError] = []
+    to_queue: list[StoredEvent] = []
+    for body in bodies:
+        if isinstance(body, HeraldError):
+            results.append(body)
+            continue
+        try:
+            data = validate_data(body.type, body.data, max_bytes=services.settings.max_event_data_bytes)
+            event = new_event(body.type, data, tenant_id=body.tenant_id, event_id=body.id, broadcast=body.broadcast)
+            expires_at = event_expiry(services, event.created_at)
+            stored = services.store.events.create(event, fingerprint=_fingerprint(body), expires_at=expires_at)
+        except EventExistsError as exists:
+            earlier = exists.stored
+            results.append(Published(earlier, replayed=True, queued=not earlier.enqueued))
+            if not earlier.enqueued:
+                to_queue.append(earlier)
+            continue
+        except HeraldError as error:
+            results.append(error)
+            continue
+        results.append(Published(stored, replayed=False, queued=True))
+        to_queue.append(stored)
+    services.queue.send_batch([FanoutMessage(event_id=s.event.id, tenant_id=s.event.tenant_id) for s in to_queue])
+    for stored in to_queue:
+        services.store.events.mark_enqueued(stored.event.id, expires_at=stored.expires_at)
+    return results
 
 
 def event_expiry(services: Services, now: datetime) -> int:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response, status
+from pydantic import ValidationError
 
 from herald.api.deps import OperatorDep, ServicesDep
+from herald.api.errors import status_of
 from herald.domain import tenants
-from herald.domain.publishing import publish
-from herald.errors import NotFoundError
+from herald.domain.publishing import Published, publish, publish_many
+from herald.errors import HeraldError, InvalidInputError, NotFoundError
 from herald.ids import EVENT_ID_PATTERN
-from herald.schemas import DeliveryCounts, EventIn, EventOut
+from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
 from herald.storage import StoredEvent
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -53,6 +55,44 @@ async def publish_event(
     if published.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return event_out(published.stored)
+
+
+@router.post("/batch", summary="Publish up to 100 events in one call")
+async def publish_batch(body: EventBatchIn, services: ServicesDep, _: OperatorDep) -> EventBatchOut:
+    """Each event is validated and published on its own, as `POST /v1/events` would: the answer holds one
+    item per event, in order, with the status that call would have answered (202 when published) and the
+    event or the error. An event with an `id` that was published before is answered with the original
+    (`replayed`), so a batch whose answer was lost can be sent again safely when every event has an `id`."""
+    parsed = [_parse(index, raw) for index, raw in enumerate(body.events)]
+    audiences: dict[str, HeraldError | None] = {}
+    for index, item in enumerate(parsed):
+        if isinstance(item, EventIn) and item.tenant_id is not None:
+            if item.tenant_id not in audiences:
+                try:
+                    tenants.find(services, item.tenant_id)
+                    audiences[item.tenant_id] = None
+                except NotFoundError as missing:
+                    audiences[item.tenant_id] = missing
+            parsed[index] = audiences[item.tenant_id] or item
+    return EventBatchOut(data=[_batch_item(result) for result in publish_many(services, parsed)])
+
+
+def _parse(index: int, raw: dict[str, Any]) -> EventIn | HeraldError:
+    try:
+        return EventIn.model_validate(raw)
+    except ValidationError as exc:
+        details = [
+            {"loc": ["body", "events", index, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors(include_url=False)
+        ]
+        return InvalidInputError(f"event {index} does not match the shape of an event", details=details)
+
+
+def _batch_item(result: Published | HeraldError) -> EventBatchItem:
+    if isinstance(result, HeraldError):
+        error = ErrorBody(code=result.code, message=result.message, details=result.details)
+        return EventBatchItem(status=status_of(result), error=error)
+    return EventBatchItem(status=202, replayed=result.replayed, event=event_out(result.stored))
 
 
 @router.get("/{event_id}", summary="Get an event and the status of its deliveries")
