@@ -58,7 +58,7 @@ def test_a_batch_publishes_each_event_on_its_own_and_answers_each(
     # WHEN the delivery function runs
     drain(poller)
     # THEN each published event reached its tenant's subscriber once, signed
-    got = Counter()
+    got: Counter[tuple[str, str]] = Counter()
     for received in receiver.received:
         payload = None
         for tenant_id, sub in subs.items():
