@@ -390,3 +390,50 @@ def test_layer_makefile_does_not_ship_the_cli(tmp_path: Path) -> None:
     shipped = tmp_path / "python" / "herald"
     assert (shipped / "delivery.py").is_file()
     assert not (shipped / "cli").exists()
+
+
+# ---------------------------------------------------------------------------------------------- samconfig
+
+
+def _samconfig() -> dict[str, Any]:
+    return tomllib.loads((REPO_ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+
+
+def _sam_options(command: str) -> set[str]:
+    """The options `sam <command>` takes, as samconfig.toml keys (its click parameters)."""
+    import importlib
+
+    module = "validate.validate" if command == "validate" else f"{command}.command"
+    cli = importlib.import_module(f"samcli.commands.{module}").cli
+    return {str(param.name) for param in cli.params if param.name}
+
+
+@pytest.mark.parametrize("environment", ["default", "ci"])
+def test_samconfig_environments_use_only_options_sam_knows(environment: str) -> None:
+    config = _samconfig()[environment]
+    assert set(config) <= {"global", "build", "validate", "deploy"}
+    every = _sam_options("build") | _sam_options("validate") | _sam_options("deploy")
+    for command, section in config.items():
+        options = every if command == "global" else _sam_options(command)
+        assert set(section["parameters"]) <= options, (environment, command)
+
+
+def test_the_ci_environment_deploys_without_a_prompt(template: dict[str, Any]) -> None:
+    config = _samconfig()
+    ci = config["ci"]["global"]["parameters"] | config["ci"]["deploy"]["parameters"]
+    # a region of its own, no change set to confirm, no failure when nothing changed, nothing guided
+    assert ci["region"]
+    assert ci["confirm_changeset"] is False
+    assert ci["fail_on_empty_changeset"] is False
+    assert ci["resolve_s3"] is True
+    assert "guided" not in ci
+    # ... and the person's default still confirms every change set
+    assert config["default"]["deploy"]["parameters"]["confirm_changeset"] is True
+    # the IAM capability granted is enough: the template's IAM resources have no names of their own
+    for environment in ("default", "ci"):
+        assert config[environment]["deploy"]["parameters"]["capabilities"] == "CAPABILITY_IAM"
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"].startswith("AWS::IAM::"):
+            assert not {"RoleName", "ManagedPolicyName", "UserName", "GroupName"} & set(resource["Properties"]), (
+                logical_id
+            )
