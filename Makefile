@@ -65,12 +65,15 @@ bench: $(DEV_STAMP) build ## Performance figures from the sam build output: tabl
 
 # uv resolves for the layer's target (any platform, Python 3.13) without that interpreter, and records the
 # hashes of every wheel of each pinned version. It first resolves the whole development environment, so the
-# layer's pins also fit the tools installed beside them (sam, moto...). Existing pins are kept unless UPGRADE=1.
+# layer's pins also fit the tools installed beside them (sam, moto...). Both steps keep what is installed and
+# pinned now wherever it still fits (uv prefers the versions already in its output file), unless UPGRADE=1.
+LOCK_ENVIRONMENT := $(VENV)/lock-environment.txt
 lock: | $(BIN)/python ## Pin the layer's dependencies (requirements.txt -> requirements.lock; UPGRADE=1 to move pins)
 	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
+	$(BIN)/python -m pip freeze --quiet --exclude-editable > $(LOCK_ENVIRONMENT)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python $(BIN)/python --quiet --no-header --no-annotate \
-		--output-file $(VENV)/lock-environment.txt $(if $(UPGRADE),--upgrade)
-	cd layers/herald && $(CURDIR)/$(BIN)/uv pip compile requirements.txt --constraint $(CURDIR)/$(VENV)/lock-environment.txt \
+		--output-file $(LOCK_ENVIRONMENT) $(if $(UPGRADE),--upgrade)
+	cd layers/herald && $(CURDIR)/$(BIN)/uv pip compile requirements.txt --constraint $(CURDIR)/$(LOCK_ENVIRONMENT) \
 		--quiet --universal --python-version 3.13 --generate-hashes --custom-compile-command 'make lock' \
 		--output-file requirements.lock $(if $(UPGRADE),--upgrade)
 
