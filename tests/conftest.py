@@ -26,6 +26,8 @@ from herald.settings import Settings, get_settings
 from herald.urls import LOCAL_NETWORKS
 from tests.delivery_support import Harness, make_harness
 
+pytest_plugins = ["tests.process_guard"]
+
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 
