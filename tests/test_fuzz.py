@@ -120,16 +120,19 @@ def test_stateful_sequences_get_documented_answers(services, make_tenant) -> Non
             case.validate_response(response, checks=CHECKS)
 
     # WHEN sequences of calls run, each answer's ids feeding later calls
-    Machine.run(
-        settings=settings(
-            max_examples=STATEFUL_EXAMPLES,
-            stateful_step_count=STATEFUL_STEPS,
-            derandomize=True,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
+    run_settings = settings(
+        max_examples=STATEFUL_EXAMPLES,
+        stateful_step_count=STATEFUL_STEPS,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
     )
+    try:
+        Machine.run(settings=run_settings)
+    except BaseException as exc:
+        # name the calls that led to the finding (schemathesis' own report is an exception group)
+        raise AssertionError("stateful finding after:\n" + "\n".join(calls[-STATEFUL_STEPS:])) from exc
     # THEN every answer was documented (a failed check raises above), and calls chained past creation
     assert len(calls) >= STATEFUL_EXAMPLES
     assert any(" 2" in call and "{" in call for call in calls), calls[:20]
