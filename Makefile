@@ -6,14 +6,19 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.13 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-HASH := $(shell cat pyproject.toml layers/herald/requirements.txt 2>/dev/null | sha1sum | cut -c1-12)
+# The layer's pinned dependencies (`make lock`): the layer installs them, and the virtualenv is held to them
+# (pip -c, hashes stripped: pip takes no hashes in a constraints file). A change to any of these files
+# changes HASH, so the next target re-installs.
+LOCK := layers/herald/requirements.lock
+CONSTRAINTS := $(VENV)/constraints.txt
+HASH := $(shell cat pyproject.toml layers/herald/requirements.txt $(LOCK) 2>/dev/null | sha1sum | cut -c1-12)
 # `make run` needs the local stack only; the tools for tests, lint and build come with `make test`.
 LOCAL_STAMP := $(VENV)/.installed-local-$(HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(HASH)
 # sam rejects pyenv shims: put the virtualenv's real 3.13 interpreter first on PATH.
 SAM_ENV := PATH="$(CURDIR)/$(BIN):$$PATH" SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
 
-.PHONY: help venv run test lint build bench receiver clean
+.PHONY: help venv run test lint build bench receiver clean lock
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,12 +28,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(LOCAL_STAMP): | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[local]'
+$(CONSTRAINTS): $(LOCK) | $(BIN)/python
+	sed -e '/^ *--hash=/d' -e 's/ *\\$$//' $(LOCK) > $@
+
+$(LOCAL_STAMP): $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[local]'
 	@rm -f $(VENV)/.installed-local-* && touch $@
 
-$(DEV_STAMP): | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(DEV_STAMP): $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@ $(LOCAL_STAMP)
 
 venv: $(DEV_STAMP) ## Create .venv and install Herald with its dev tools
@@ -54,6 +62,20 @@ build: $(DEV_STAMP) ## sam build (no Docker needed)
 
 bench: $(DEV_STAMP) build ## Performance figures from the sam build output: table, bench/results.json, bench/performance.png
 	$(BIN)/python -m benchmarks
+
+# uv resolves for the layer's target (any platform, Python 3.13) without that interpreter, and records the
+# hashes of every wheel of each pinned version. It first resolves the whole development environment, so the
+# layer's pins also fit the tools installed beside them (sam, moto...). Both steps keep what is installed and
+# pinned now wherever it still fits (uv prefers the versions already in its output file), unless UPGRADE=1.
+LOCK_ENVIRONMENT := $(VENV)/lock-environment.txt
+lock: | $(BIN)/python ## Pin the layer's dependencies (requirements.txt -> requirements.lock; UPGRADE=1 to move pins)
+	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
+	$(BIN)/python -m pip freeze --quiet --exclude-editable > $(LOCK_ENVIRONMENT)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python $(BIN)/python --quiet --no-header --no-annotate \
+		--output-file $(LOCK_ENVIRONMENT) $(if $(UPGRADE),--upgrade)
+	cd layers/herald && $(CURDIR)/$(BIN)/uv pip compile requirements.txt --constraint $(CURDIR)/$(LOCK_ENVIRONMENT) \
+		--quiet --universal --python-version 3.13 --generate-hashes --custom-compile-command 'make lock' \
+		--output-file requirements.lock $(if $(UPGRADE),--upgrade)
 
 clean: ## Remove build output and caches
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,8 @@ from herald.worker import Worker, settle_all
 from tests.delivery_support import Harness, make_harness
 from tests.support import ADMIN, ADMIN_KEY, Clock, Receiver, TenantInfo
 
+pytest_plugins = ["tests.process_guard"]
+
 
 @pytest.fixture(autouse=True)
 def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

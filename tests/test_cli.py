@@ -51,7 +51,14 @@ def settings_overrides() -> dict[str, Any]:
 def api_url(services: Services) -> Iterator[str]:
     """The app served by uvicorn in a thread (moto's in-process AWS is shared with the test)."""
     port = free_port("127.0.0.1")
-    config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        create_app(services),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=2,  # open keep-alive connections never hold the teardown
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="herald-api", daemon=True)
     thread.start()
@@ -60,9 +67,12 @@ def api_url(services: Services) -> Iterator[str]:
         assert thread.is_alive(), "uvicorn stopped"
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 @pytest.fixture

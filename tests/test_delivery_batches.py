@@ -30,6 +30,7 @@ from herald.services import Services
 from herald.settings import Settings
 from herald.worker import Worker, settle_all
 from tests.delivery_support import Harness, attempts, event_counts, only_delivery, publish, subscribe, verify
+from tests.process_guard import Processes, stop_group
 from tests.support import ADMIN, ADMIN_KEY, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
@@ -219,7 +220,7 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Receiver) -> None:
+def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Receiver, processes: Processes) -> None:
     # GIVEN the template's resources on a moto server, with a short queue visibility for the test
     resources = create_local_resources(admin_key=ADMIN_KEY, session=boto3.session.Session(), prefix="crash")
     sqs = boto3.session.Session().client("sqs")
@@ -245,7 +246,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Rec
 
         # WHEN a worker process (batches of four, 9 s invocations) runs until six requests reached the
         # receiver, and is then killed with SIGKILL: the second batch's requests are in flight, unrecorded
-        child = subprocess.Popen(
+        child = processes.start(
             [sys.executable, "-c", "from tests.delivery_support import worker_process_main; worker_process_main()"],
             cwd=REPO,
             env={**os.environ, **environment, "TEST_BATCH_SIZE": "4", "TEST_FUNCTION_TIMEOUT": "9"},
@@ -258,12 +259,9 @@ def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Rec
                 assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
                 assert time.monotonic() < deadline, "the worker process never reached the receiver"
                 time.sleep(0.02)
-            child.send_signal(signal.SIGKILL)
-            child.wait(timeout=10)
+            stop_group(child, signal.SIGKILL)
         finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait(timeout=10)
+            stop_group(child, signal.SIGKILL)
         at_kill = len(receiver.received)
         recorded_at_kill = sum(
             len(attempts(client, tenant, sub.id, ids.delivery_id(event_id, sub.id))) for sub in subs.values()

@@ -293,8 +293,10 @@ def test_an_invocation_without_enough_time_left_sends_nothing_and_comes_back(
         # AND a worker with time enough delivers it
         short.reveal()
         long = make_harness(services, aws)
-        long.drain()
-        long.close()
+        try:
+            long.drain()
+        finally:
+            long.close()
         assert len(receiver.received) == 1
     finally:
         short.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from herald.api import create_app
 from herald.catalog import catalog
 from herald.local.stack import free_port
 from herald.services import Services
+from tests.process_guard import run_group
 
 pytestmark = pytest.mark.browser
 
@@ -28,16 +28,22 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture
 def served_app(services: Services) -> Iterator[str]:
     port = free_port("127.0.0.1")
-    server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(
+        create_app(services), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "the app did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "uvicorn did not stop"
 
 
 def render(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
@@ -63,9 +69,12 @@ def render(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
         "--window-size=1280,4000",
     ]
     if screenshot is not None:
-        subprocess.run([*flags, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=120)
-    result = subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, timeout=120, text=True)
-    return result.stdout
+        shot = run_group([*flags, f"--screenshot={screenshot}", url], timeout=120, capture_output=True)
+        assert shot.returncode == 0, shot.stderr
+    # Chromium starts children of its own (zygote, renderer, GPU): run_group stops the whole group
+    result = run_group([*flags, "--dump-dom", url], timeout=120, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return str(result.stdout)
 
 
 def test_swagger_ui_renders_the_webhooks_section_offline(served_app: str, tmp_path: Path) -> None:

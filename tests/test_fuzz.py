@@ -1,8 +1,10 @@
 """Schemathesis against the app's own OpenAPI document: for generated requests to every operation, with the
-right role's key (and moto behind the app), no 5xx and every documented response matches its schema.
+right role's key (and moto behind the app), no 5xx, and every answer is one the document lists for that
+operation (status code, content type, headers, body schema). Then the stateful phase: sequences of calls that
+feed one answer's ids into the next call (links schemathesis infers from the document), with the same checks.
 
-Bounded and deterministic so it stays fast in CI: a fixed number of examples per operation, derandomized,
-no example database. Every operation is fuzzed and the failures are reported together.
+Bounded and deterministic so it stays fast in CI: a fixed number of examples per operation and of stateful
+steps, derandomized, no example database. Every operation is fuzzed and the failures are reported together.
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from herald.api import create_app
 from tests.support import ADMIN, INVOICE
@@ -22,7 +29,20 @@ from tests.support import ADMIN, INVOICE
 #: Tags of the operations called with the operator's key; the others get a tenant's key.
 OPERATOR_TAGS = {"tenants", "events", "operator", "operations", "event-types"}
 EXAMPLES_PER_OPERATION = 12
-CHECKS = [not_a_server_error, response_schema_conformance]
+#: Stateful scenarios, and the calls in each (bounded for CI).
+STATEFUL_EXAMPLES = 25
+STATEFUL_STEPS = 8
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+
+
+def role_headers(operation: Any, tenant_headers: dict[str, str]) -> dict[str, str]:
+    return dict(ADMIN) if OPERATOR_TAGS & set(operation.tags or []) else dict(tenant_headers)
 
 
 def fuzz(operation: Any, headers: dict[str, str], real_ids: dict[str, str]) -> int:
@@ -69,7 +89,7 @@ def test_generated_requests_get_no_5xx_and_documented_answers(services, make_ten
     # WHEN every operation gets its generated requests with its role's key
     for result in schema.get_all_operations():
         operation = result.ok()  # type: ignore[union-attr]
-        headers = dict(ADMIN) if OPERATOR_TAGS & set(operation.tags or []) else dict(tenant.headers)
+        headers = role_headers(operation, tenant.headers)
         operations += 1
         try:
             cases += fuzz(operation, headers, real_ids)
@@ -80,3 +100,39 @@ def test_generated_requests_get_no_5xx_and_documented_answers(services, make_ten
     assert operations >= 20
     assert cases >= operations
     print(f"schemathesis: {operations} operations, {cases} generated requests")
+
+
+@pytest.mark.slow
+def test_stateful_sequences_get_documented_answers(services, make_tenant) -> None:
+    # GIVEN the app on moto, a tenant, and a state machine built from the document's (inferred) links
+    tenant = make_tenant("Stateful")
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(services))
+    base = schema.as_state_machine()
+    calls: list[str] = []
+
+    class Machine(base):  # type: ignore[misc,valid-type]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": role_headers(case.operation, tenant.headers)}
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            calls.append(f"{case.operation.label} -> {response.status_code}")
+            case.validate_response(response, checks=CHECKS)
+
+    # WHEN sequences of calls run, each answer's ids feeding later calls
+    run_settings = settings(
+        max_examples=STATEFUL_EXAMPLES,
+        stateful_step_count=STATEFUL_STEPS,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    try:
+        Machine.run(settings=run_settings)
+    except BaseException as exc:
+        # name the calls that led to the finding (schemathesis' own report is an exception group)
+        raise AssertionError("stateful finding after:\n" + "\n".join(calls[-STATEFUL_STEPS:])) from exc
+    # THEN every answer was documented (a failed check raises above), and calls chained past creation
+    assert len(calls) >= STATEFUL_EXAMPLES
+    assert any(" 2" in call and "{" in call for call in calls), calls[:20]
+    print(f"schemathesis stateful: {len(calls)} calls")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +17,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from herald.local.receiver import SampleReceiver
+from herald.local.stack import free_port
+from tests.process_guard import Processes, stop_group
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 BODY = json.dumps({"type": "invoice.paid", "timestamp": "2026-01-01T00:00:00Z", "data": {"invoice_id": "in_1"}})
@@ -61,3 +67,42 @@ def test_receiver_rejects_a_tampered_body(sample_receiver: SampleReceiver) -> No
     response = httpx.post(f"http://127.0.0.1:{sample_receiver.server_address[1]}/x", content=tampered, headers=headers)
     assert response.status_code == 401
     assert sample_receiver.verified == []
+
+
+def test_ctrl_c_stops_the_receiver_while_a_client_keeps_its_connection_open(
+    processes: Processes, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN `make receiver`'s program serving, and a client (like Herald's delivery pool) that made a
+    # request and keeps its keep-alive connection open
+    port = free_port("127.0.0.1")
+    log = tmp_path / "receiver.log"
+    receiver = processes.start(
+        [sys.executable, "-m", "herald.local.receiver", "--port", str(port), "--secret", SECRET],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        while True:
+            try:
+                connection.connect()
+                break
+            except ConnectionRefusedError:
+                assert receiver.poll() is None, log.read_text()
+                threading.Event().wait(0.05)
+        now = datetime.now(UTC)
+        headers = {
+            "webhook-id": "msg_k",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(SECRET).sign("msg_k", now, BODY),
+            "content-type": "application/json",
+        }
+        connection.request("POST", "/webhooks", body=BODY, headers=headers)
+        assert connection.getresponse().read() == b'{"received": "msg_k"}'
+        # WHEN Ctrl-C arrives (SIGINT to the process group), the connection still open
+        code = stop_group(receiver, signal.SIGINT)
+    finally:
+        connection.close()
+    # THEN it stopped on that signal (stop_group raises if it had to kill it) and cleanly
+    assert code == 0, log.read_text()
+    assert "Traceback" not in log.read_text()

@@ -88,8 +88,27 @@ def test_table_matches_the_template(resources: LocalResources, template: dict[st
         assert indexes[index["IndexName"]]["KeySchema"] == index["KeySchema"]
         assert indexes[index["IndexName"]]["Projection"] == index["Projection"] == {"ProjectionType": "ALL"}
     assert table["BillingModeSummary"]["BillingMode"] == expected["BillingMode"] == "PAY_PER_REQUEST"
-    assert expected["SSESpecification"]["SSEEnabled"] is True
+    # ... and, with no TableKmsKeyArn, encryption with the AWS owned key (DynamoDB reports no SSE description)
+    assert template["Parameters"]["TableKmsKeyArn"]["Default"] == ""
+    assert "SSEDescription" not in table
+
+
+def test_table_is_encrypted_with_the_customer_managed_key_given_as_parameter(
+    aws: None, template: dict[str, Any]
+) -> None:
+    # GIVEN a customer-managed KMS key, passed as the TableKmsKeyArn parameter
+    key_arn = boto3.client("kms").create_key(Description="herald table")["KeyMetadata"]["Arn"]
+    with_key = copy.deepcopy(template)
+    with_key["Parameters"]["TableKmsKeyArn"]["Default"] = key_arn
+
+    # WHEN the stack's resources are created
+    created = create_local_resources(admin_key=ADMIN_KEY, template=with_key)
+
+    # THEN the table is encrypted with that key
+    table = boto3.client("dynamodb").describe_table(TableName=created.table_name)["Table"]
     assert table["SSEDescription"]["Status"] == "ENABLED"
+    assert table["SSEDescription"]["SSEType"] == "KMS"
+    assert table["SSEDescription"]["KMSMasterKeyArn"] == key_arn
 
 
 def test_table_has_the_templates_ttl_and_point_in_time_recovery(

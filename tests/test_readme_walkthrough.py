@@ -13,10 +13,13 @@ import httpx
 import pytest
 
 from herald.local.stack import free_port
+from tests.process_guard import Processes, stop_group
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
+#: How long each terminal gets to stop after Ctrl-C.
+STOP_SECONDS = 30
 
 
 def walkthrough_blocks() -> dict[str, list[str]]:
@@ -30,28 +33,9 @@ def walkthrough_blocks() -> dict[str, list[str]]:
     return blocks
 
 
-def start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["bash", "-c", command],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> int:
-    """Ctrl-C, as a person would: SIGINT to the whole process group."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            return process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
-    return process.returncode
+def start(processes: Processes, command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A terminal's command, in its own process group (stopped at teardown whatever happens)."""
+    return processes.start(["bash", "-c", command], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 @pytest.fixture
@@ -59,7 +43,7 @@ def ports() -> tuple[int, int]:
     return free_port("127.0.0.1"), free_port("127.0.0.1")
 
 
-def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, int]) -> None:
+def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, int], processes: Processes) -> None:
     api_port, receiver_port = ports
     blocks = walkthrough_blocks()
     assert set(blocks) == {"terminal 1", "terminal 2", "terminal 3"}, blocks.keys()
@@ -75,7 +59,7 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, i
     }
 
     # GIVEN the stack started as the README says (terminal 1)
-    stack = start(blocks["terminal 1"][0], env, tmp_path / "stack.log")
+    stack = start(processes, blocks["terminal 1"][0], env, tmp_path / "stack.log")
     receiver = None
     try:
         deadline = time.monotonic() + 120
@@ -111,7 +95,7 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, i
 
         # ... terminal 3 starts the sample receiver with the secret
         receiver_command = blocks["terminal 3"][0].replace("SECRET=whsec_...", f"SECRET='{secret}'")
-        receiver = start(receiver_command, env, tmp_path / "receiver.log")
+        receiver = start(processes, receiver_command, env, tmp_path / "receiver.log")
         deadline = time.monotonic() + 60
         while "listening" not in (tmp_path / "receiver.log").read_text():
             assert time.monotonic() < deadline, (tmp_path / "receiver.log").read_text()
@@ -144,10 +128,13 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, i
         assert [a["attempt_number"] for a in attempts] == [1, 2]
         assert [a["status_code"] for a in attempts] == [503, 200]
     finally:
-        if receiver is not None:
-            stop(receiver)
-        # AND Ctrl-C stops the stack cleanly
-        code = stop(stack)
+        # AND Ctrl-C (SIGINT to each terminal's process group) stops the receiver, then the stack; a group
+        # that does not stop is killed and fails the test (the fixture stops whatever is left in any case)
+        try:
+            if receiver is not None:
+                stop_group(receiver, signal.SIGINT, grace=STOP_SECONDS)
+        finally:
+            code = stop_group(stack, signal.SIGINT, grace=STOP_SECONDS)
     log = (tmp_path / "stack.log").read_text()
     # make exits through SIGINT like any program stopped with Ctrl-C; the stack itself must stop cleanly
     assert code in (0, 130, -signal.SIGINT), log

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
+
+from tests.test_dependency_lock import locked
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +53,14 @@ def test_sam_build_makes_a_precompiled_layer_without_boto3(tmp_path: Path) -> No
     assert any(path.name.endswith("aarch64-linux-gnu.so") for path in (layer / "pydantic_core").iterdir())
     for package in ("fastapi", "mangum", "httpx", "pydantic_settings", "aws_lambda_powertools", "fastapi_offline"):
         assert (layer / package).is_dir(), package
+    # ... exactly the versions of requirements.lock, nothing else
+    shipped = {
+        canonicalize_name(path.name.removesuffix(".dist-info").rsplit("-", 1)[0]): path.name.removesuffix(
+            ".dist-info"
+        ).rsplit("-", 1)[1]
+        for path in layer.glob("*.dist-info")
+    }
+    assert shipped == {name: pin for name, (pin, _) in locked().items()}
     # ... and each function is its thin entry module
     assert (build_dir / "ApiFunction" / "herald_api_handler.py").is_file()
     assert (build_dir / "DeliveryFunction" / "herald_delivery_handler.py").is_file()

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import tomllib
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ from packaging.utils import canonicalize_name
 from herald.local.resources import function_properties, load_template
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAYER_DIR = REPO_ROOT / "layers" / "herald"
@@ -41,26 +40,6 @@ def _properties(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
 def _requirements(lines: list[str]) -> dict[str, Requirement]:
     requirements = [Requirement(line) for line in lines]
     return {canonicalize_name(requirement.name): requirement for requirement in requirements}
-
-
-def _policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for logical_id, resource in template["Resources"].items():
-        properties = resource.get("Properties", {})
-        if resource["Type"] == "AWS::Serverless::Function":
-            documents = [policy for policy in properties.get("Policies", []) if isinstance(policy, dict)]
-        elif resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-            documents = [properties["PolicyDocument"]]
-        elif resource["Type"] == "AWS::IAM::Role":
-            documents = [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
-        else:
-            continue
-        for document in documents:
-            for statement in document.get("Statement", []):
-                yield logical_id, statement
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 def _make(target: str, artifacts_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -120,7 +99,9 @@ def test_work_queue_redrives_to_dead_letter_queue(template: dict[str, Any]) -> N
     parameter = template["Parameters"][redrive["maxReceiveCount"]["Ref"]]
     assert parameter["Type"] == "Number"
     assert parameter["MinValue"] >= 5
-    assert parameter["Default"] >= parameter["MinValue"]
+    # SQS accepts a maxReceiveCount of 1 to 1000: a larger value is refused when the stack is deployed, not later
+    assert parameter["MaxValue"] == 1000
+    assert parameter["MinValue"] <= parameter["Default"] <= parameter["MaxValue"]
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -168,29 +149,7 @@ def test_api_function_fits_the_api_gateway_timeout(template: dict[str, Any]) -> 
     assert function_properties(template, "ApiFunction")["Timeout"] <= 29
 
 
-# ---------------------------------------------------------------------------------------------- IAM
-
-
-def test_no_policy_grants_dynamodb_scan(template: dict[str, Any]) -> None:
-    statements = list(_policy_statements(template))
-    assert statements
-    for logical_id, statement in statements:
-        for action in _as_list(statement.get("Action", [])):
-            # IAM action names are case-insensitive; "dynamodb:*" and "*" grant Scan too.
-            assert not fnmatchcase("dynamodb:scan", action.lower()), f"{logical_id} grants {action}"
-
-
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_functions_use_explicit_statements_without_wildcard_actions(template: dict[str, Any], function: str) -> None:
-    policies = function_properties(template, function)["Policies"]
-    assert policies
-    for policy in policies:
-        assert isinstance(policy, dict), f"{function}: {policy!r} is not an explicit policy document"
-        for statement in policy["Statement"]:
-            assert all("*" not in action for action in _as_list(statement["Action"]))
-            resources = _as_list(statement.get("Resource", []))
-            assert resources
-            assert "*" not in resources
+# -------------------------------------------------------------------------------- IAM (roles: test_template_iam)
 
 
 def test_only_the_api_function_reads_the_admin_key(template: dict[str, Any]) -> None:
@@ -304,16 +263,16 @@ def _math_metrics(alarm: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_every_function_logs_to_a_log_group_with_retention(template: dict[str, Any], function: str) -> None:
+def test_every_function_logs_to_its_own_log_group_with_retention(template: dict[str, Any], function: str) -> None:
     # GIVEN the log groups of the template
-    resources = template["Resources"].values()
-    groups = [resource["Properties"] for resource in resources if resource["Type"] == "AWS::Logs::LogGroup"]
-    # THEN the function's own group (the name Lambda writes to) exists and keeps logs LogRetentionInDays
-    named = [group for group in groups if group.get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}]
-    assert len(named) == 1, function
-    assert named[0]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    resources = template["Resources"]
+    groups = {key: value["Properties"] for key, value in resources.items() if value["Type"] == "AWS::Logs::LogGroup"}
+    # THEN the function names its own group (so the group is created first, never by Lambda on an early call)
+    logical_id = function_properties(template, function)["LoggingConfig"]["LogGroup"]["Ref"]
+    assert groups[logical_id]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    assert groups[logical_id]["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{function}"}
     # ... and every log group of the stack (the API's access logs too) has a retention
-    assert all(group["RetentionInDays"] == {"Ref": "LogRetentionInDays"} for group in groups)
+    assert all(group["RetentionInDays"] == {"Ref": "LogRetentionInDays"} for group in groups.values())
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -431,3 +390,50 @@ def test_layer_makefile_does_not_ship_the_cli(tmp_path: Path) -> None:
     shipped = tmp_path / "python" / "herald"
     assert (shipped / "worker" / "runtime.py").is_file()
     assert not (shipped / "cli").exists()
+
+
+# ---------------------------------------------------------------------------------------------- samconfig
+
+
+def _samconfig() -> dict[str, Any]:
+    return tomllib.loads((REPO_ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+
+
+def _sam_options(command: str) -> set[str]:
+    """The options `sam <command>` takes, as samconfig.toml keys (its click parameters)."""
+    import importlib
+
+    module = "validate.validate" if command == "validate" else f"{command}.command"
+    cli = importlib.import_module(f"samcli.commands.{module}").cli
+    return {str(param.name) for param in cli.params if param.name}
+
+
+@pytest.mark.parametrize("environment", ["default", "ci"])
+def test_samconfig_environments_use_only_options_sam_knows(environment: str) -> None:
+    config = _samconfig()[environment]
+    assert set(config) <= {"global", "build", "validate", "deploy"}
+    every = _sam_options("build") | _sam_options("validate") | _sam_options("deploy")
+    for command, section in config.items():
+        options = every if command == "global" else _sam_options(command)
+        assert set(section["parameters"]) <= options, (environment, command)
+
+
+def test_the_ci_environment_deploys_without_a_prompt(template: dict[str, Any]) -> None:
+    config = _samconfig()
+    ci = config["ci"]["global"]["parameters"] | config["ci"]["deploy"]["parameters"]
+    # a region of its own, no change set to confirm, no failure when nothing changed, nothing guided
+    assert ci["region"]
+    assert ci["confirm_changeset"] is False
+    assert ci["fail_on_empty_changeset"] is False
+    assert ci["resolve_s3"] is True
+    assert "guided" not in ci
+    # ... and the person's default still confirms every change set
+    assert config["default"]["deploy"]["parameters"]["confirm_changeset"] is True
+    # the IAM capability granted is enough: the template's IAM resources have no names of their own
+    for environment in ("default", "ci"):
+        assert config[environment]["deploy"]["parameters"]["capabilities"] == "CAPABILITY_IAM"
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"].startswith("AWS::IAM::"):
+            assert not {"RoleName", "ManagedPolicyName", "UserName", "GroupName"} & set(resource["Properties"]), (
+                logical_id
+            )

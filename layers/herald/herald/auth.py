@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Longest credential looked at; anything longer is refused before any lookup.
 MAX_KEY_LENGTH = 512
+#: The only version of the admin key secret the API reads (and its role allows: template.yaml).
+CURRENT_VERSION_STAGE = "AWSCURRENT"
 
 
 class Role(StrEnum):
@@ -49,7 +51,13 @@ class AdminKeyProvider:
     A rotated secret is picked up without waiting for the cache to expire: a presented key that is not the
     cached admin key (nor shaped like a tenant key) makes the provider read the secret again, at most once
     per ``admin_key_refresh_seconds``, so a flood of wrong keys costs at most one Secrets Manager call in
-    that time. A failed re-read keeps the cached key (the caller gets a 401, not a 503).
+    that time. A failed re-read keeps the cached key (the caller gets a 401, not a 503). So after a rotation
+    the old key is refused at once by a container that has seen the new one, and by every container within
+    ``admin_key_cache_seconds``.
+
+    The secret is always read as its ``AWSCURRENT`` version, named in the request: the function's role may
+    read that version only (an IAM condition on ``secretsmanager:VersionStage``, which is only set when the
+    request names a stage), so a rotated-out key is never readable by the function.
     """
 
     def __init__(
@@ -105,7 +113,9 @@ class AdminKeyProvider:
         if self._client is None:
             self._client = secretsmanager_client()
         try:
-            value = self._client.get_secret_value(SecretId=self._settings.admin_key_secret_arn)["SecretString"]
+            value = self._client.get_secret_value(
+                SecretId=self._settings.admin_key_secret_arn, VersionStage=CURRENT_VERSION_STAGE
+            )["SecretString"]
         except (BotoCoreError, ClientError, KeyError) as exc:
             raise ServiceUnavailableError("the admin key secret could not be read") from exc
         self._cached = (value.strip(), now)

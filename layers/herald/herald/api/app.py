@@ -8,6 +8,7 @@ from fastapi_offline import FastAPIOffline
 from herald import __version__
 from herald.api.errors import install_error_handlers
 from herald.api.middleware import BodySizeLimit
+from herald.api.responses import document_responses
 from herald.api.routes import (
     admin,
     deliveries,
@@ -75,8 +76,13 @@ def create_app(services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    for module in (health, tenants, subscriptions, deliveries, events, event_types, operator, recovery, admin):
-        app.include_router(module.router)
-    app.include_router(recovery.events_router)
+    routers = [
+        module.router
+        for module in (health, tenants, subscriptions, deliveries, events, event_types, operator, recovery, admin)
+    ]
+    routers.append(recovery.events_router)
+    for router in routers:
+        app.include_router(router)
+    document_responses(app, routers)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

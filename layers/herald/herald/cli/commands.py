@@ -15,20 +15,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
 from herald import __version__
+from herald.cli.admin_key import rotate_admin_key
 from herald.cli.client import ApiClient
 from herald.cli.config import (
     ADMIN_KEY_ENV,
     API_URL_ENV,
     DEFAULT_STACK_NAME,
     STACK_NAME_ENV,
+    aws_session,
     resolve_config,
 )
 from herald.cli.errors import CliApiError, CliError
 from herald.cli.output import columns_of, record, table, write_json
+
+if TYPE_CHECKING:
+    import boto3
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -80,6 +85,8 @@ class Shown:
 
 
 Handler = Callable[[ApiClient, argparse.Namespace], Shown]
+#: A command that works on the stack's AWS resources rather than through the API.
+AwsHandler = Callable[["boto3.session.Session", argparse.Namespace], Shown]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -352,6 +359,20 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
     return _record(client.post("/v1/admin/dead-letters/redrive", body=body))
 
 
+# ---------------------------------------------------------------------------------------------- admin key
+
+
+def admin_key_rotate(session: boto3.session.Session, args: argparse.Namespace) -> Shown:
+    stack_name = getattr(args, "stack_name", None) or os.environ.get(STACK_NAME_ENV) or DEFAULT_STACK_NAME
+    rotation = rotate_admin_key(session, stack_name)
+    note = (
+        "the API accepts the new key within 30 s of its first use and refuses the old one everywhere within "
+        "5 minutes; read it with: aws secretsmanager get-secret-value --secret-id "
+        f"{rotation.secret_arn} --query SecretString --output text"
+    )
+    return _record(rotation.as_dict(), note=note)
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -563,6 +584,12 @@ class _ParserBuilder:
         cmd = self.command(group, "redrive", dlq_redrive, "move dead-lettered messages back to the work queue")
         cmd.add_argument("--limit", type=_positive_int, help="at most this many messages")
 
+    def admin_key(self) -> None:
+        group = self.area("admin-key", "the operator's admin key (AWS credentials for the stack needed)")
+        text = "write a new admin key to the stack's secrets; the old one stops working"
+        sub = group.add_parser("rotate", help=text, description=text, parents=[self.common])
+        sub.set_defaults(aws_handler=admin_key_rotate)
+
 
 def build_parser() -> argparse.ArgumentParser:
     builder = _ParserBuilder()
@@ -571,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     builder.events()
     builder.deliveries()
     builder.dlq()
+    builder.admin_key()
     return builder.parser
 
 
@@ -593,16 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     out, err = sys.stdout, sys.stderr
     try:
-        config = resolve_config(
-            api_url=getattr(args, "api_url", None),
-            key=getattr(args, "key", None),
-            stack_name=getattr(args, "stack_name", None),
-            region=getattr(args, "region", None),
-            profile=getattr(args, "profile", None),
-            environ=os.environ,
-        )
-        with ApiClient(config.api_url, config.key) as client:
-            shown: Shown = args.handler(client, args)
+        shown = _run(args)
     except CliError as exc:
         report(exc, err)
         return EXIT_ERROR
@@ -616,3 +635,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shown.note:
             err.write(f"{shown.note}\n")
     return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> Shown:
+    """Run the command: through the API, or on the stack's AWS resources (``admin-key``)."""
+    region, profile = getattr(args, "region", None), getattr(args, "profile", None)
+    aws_handler: AwsHandler | None = getattr(args, "aws_handler", None)
+    if aws_handler is not None:
+        return aws_handler(aws_session(region=region, profile=profile), args)
+    config = resolve_config(
+        api_url=getattr(args, "api_url", None),
+        key=getattr(args, "key", None),
+        stack_name=getattr(args, "stack_name", None),
+        region=region,
+        profile=profile,
+        environ=os.environ,
+    )
+    with ApiClient(config.api_url, config.key) as client:
+        shown: Shown = args.handler(client, args)
+    return shown

@@ -78,7 +78,7 @@ def resolve_config(
     if api_url is None or key is None:
         name = stack_name or environ.get(STACK_NAME_ENV) or DEFAULT_STACK_NAME
         if session is None:
-            session = _session(region=region, profile=profile)
+            session = aws_session(region=region, profile=profile)
         outputs = stack_outputs(session, name)
         if api_url is None:
             api_url = outputs.get(API_URL_OUTPUT)
@@ -92,7 +92,7 @@ def resolve_config(
     return CliConfig(api_url=api_url.rstrip("/") + "/", key=key)
 
 
-def _session(*, region: str | None, profile: str | None) -> boto3.session.Session:
+def aws_session(*, region: str | None, profile: str | None) -> boto3.session.Session:
     try:
         import boto3
         from botocore.exceptions import BotoCoreError

@@ -184,7 +184,7 @@ def delete(services: Services, sub: Subscription) -> None:
     services.store.subscriptions.delete(sub)
 
 
-def rotate_secret(services: Services, old: Subscription, grace_hours: int | None) -> Subscription:
+def rotate_signing_secret(services: Services, old: Subscription, grace_hours: int | None) -> Subscription:
     """A new secret signs from now on; the previous ones keep signing for ``grace_hours`` (the deployment's
     default when None), never longer than they already would. More than ``MAX_SIGNING_SECRETS`` at once
     would mean cutting one short, which breaks receivers still using it: a ``ConflictError`` says when to

@@ -245,6 +245,7 @@ class _Resolver:
         account_id: Callable[[], str] | None = None,
     ) -> None:
         self._parameters: dict[str, Any] = template.get("Parameters", {}) or {}
+        self._conditions: dict[str, Any] = template.get("Conditions", {}) or {}
         self._pseudo = pseudo or {}
         self._account_id = account_id
         self.refs: dict[str, str] = {}
@@ -317,7 +318,38 @@ class _Resolver:
         if key == "Fn::Join":
             delimiter, items = argument
             return str(delimiter).join(str(item) for item in self.resolve(items))
+        if key == "Fn::If":
+            name, when_true, when_false = argument
+            return self.resolve(when_true if self.condition(str(name)) else when_false)
+        if key in _CONDITION_FUNCTIONS:
+            return self._evaluate({key: argument})
         raise TemplateTranslationError(f"{key} is not supported by the local stack")
+
+    def condition(self, name: str) -> bool:
+        """A named condition of the template, evaluated with the parameters' defaults."""
+        if name not in self._conditions:
+            raise TemplateTranslationError(f"condition {name!r} is not defined")
+        return self._evaluate(self._conditions[name])
+
+    def _evaluate(self, expression: Any) -> bool:
+        if not isinstance(expression, dict) or len(expression) != 1:
+            raise TemplateTranslationError(f"not a condition: {expression!r}")
+        ((key, argument),) = expression.items()
+        if key == "Condition":
+            return self.condition(str(argument))
+        if key == "Fn::Equals":
+            left, right = (self.resolve(item) for item in argument)
+            return str(left) == str(right)
+        if key == "Fn::Not":
+            return not self._evaluate(argument[0])
+        if key == "Fn::And":
+            return all(self._evaluate(item) for item in argument)
+        if key == "Fn::Or":
+            return any(self._evaluate(item) for item in argument)
+        raise TemplateTranslationError(f"{key} is not a condition function")
+
+
+_CONDITION_FUNCTIONS = frozenset({"Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or"})
 
 
 def _references(value: Any) -> Iterator[str]:

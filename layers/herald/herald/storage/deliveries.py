@@ -69,12 +69,12 @@ class DeliveryRepository:
         self._table = table
 
     def get(self, delivery_id: str) -> Delivery | None:
-        item = self._table.get(keys.delivery(delivery_id))
+        item = self._table.read(keys.delivery(delivery_id))
         return Delivery.model_validate(strip(item)) if item else None
 
     def get_state(self, delivery_id: str) -> DeliveryState | None:
         """The delivery with what only the worker needs: its place in the retry schedule and its lease."""
-        item = self._table.get(keys.delivery(delivery_id))
+        item = self._table.read(keys.delivery(delivery_id))
         if item is None:
             return None
         delivery = Delivery.model_validate(strip(item))

@@ -108,7 +108,7 @@ class EventRepository:
     def _existing(self, event: Event, fingerprint: str) -> StoredEvent:
         existing_id = event.id
         if event.idempotency_key:
-            idem_item = self._table.get(keys.idempotency(event.idempotency_key))
+            idem_item = self._table.read(keys.idempotency(event.idempotency_key))
             if idem_item is not None:
                 existing_id = idem_item["event_id"]
                 if idem_item["fingerprint"] != fingerprint:
@@ -123,7 +123,7 @@ class EventRepository:
     def get(self, event_id: str) -> StoredEvent | None:
         """The event item alone, as published (it never changes): what delivering it needs. Its counters are
         their starting values."""
-        item = self._table.get(keys.event(event_id))
+        item = self._table.read(keys.event(event_id))
         return StoredEvent.of(item) if item else None
 
     def get_with_counts(self, event_id: str) -> StoredEvent | None:

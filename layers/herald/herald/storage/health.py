@@ -154,13 +154,13 @@ class HealthRepository:
             )
         except ClientError:
             # Started by a concurrent attempt, or a success ended the streak meanwhile: read which.
-            stored = (self._table.get(keys.subscription_stats(sub_id)) or {}).get("failing_since")
+            stored = (self._table.read(keys.subscription_stats(sub_id)) or {}).get("failing_since")
             since = datetime.fromisoformat(stored) if stored else None
         return SubscriptionHealth(health.consecutive_failures, since)
 
     def get_stats(self, sub_id: str) -> dict[str, Any]:
         """The subscription's stats item as plain values (empty before its first attempt)."""
-        item = self._table.get(keys.subscription_stats(sub_id))
+        item = self._table.read(keys.subscription_stats(sub_id))
         return strip(item or {})
 
     def reset_failing_streak(self, sub_id: str) -> None:
@@ -197,7 +197,7 @@ class HealthRepository:
             old = cast(dict[str, Any] | None, exc.response.get("Item"))  # with ReturnValuesOnConditionCheckFailure
             tat = float(from_item(old)["tat"]) if old and "tat" in old else None
             if tat is None:
-                item = self._table.get(keys.rate_slot(sub_id))
+                item = self._table.read(keys.rate_slot(sub_id))
                 tat = float(item["tat"]) if item and "tat" in item else now + interval
             return max(tat - now, 0.001)
         return 0.0

@@ -103,14 +103,14 @@ class JobRepository:
             return None
         except ClientError:
             pass
-        held = self._table.get(keys.recovery_window(window))
+        held = self._table.read(keys.recovery_window(window))
         if held is None:
             raise ConflictError("a concurrent request is starting this recovery; retry")
         return str(held["job_id"])
 
     def get(self, job_id: str) -> tuple[RecoveryJob, bool] | None:
         """The job as stored (its counts still zero) and whether all its deliveries have been listed."""
-        item = self._table.get(keys.recovery_job(job_id))
+        item = self._table.read(keys.recovery_job(job_id))
         if item is None:
             return None
         return RecoveryJob.model_validate(strip(item)), bool(item.get("listed"))
@@ -187,8 +187,8 @@ class JobRepository:
 
     def get_ticket(self, job_id: str, delivery_id: str) -> tuple[str | None, str | None]:
         """(the ticket's state, the job holding the delivery's recovery lock), either None if absent."""
-        ticket = self._table.get(keys.job_ticket(job_id, delivery_id))
-        lock = self._table.get(keys.recovery_lock(delivery_id))
+        ticket = self._table.read(keys.job_ticket(job_id, delivery_id))
+        lock = self._table.read(keys.recovery_lock(delivery_id))
         return (ticket["state"] if ticket else None), (lock["job_id"] if lock else None)
 
     def close_ticket(self, job_id: str, delivery_id: str, outcome: str) -> None:

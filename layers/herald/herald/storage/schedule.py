@@ -84,7 +84,7 @@ class ScheduleRepository:
 
     def cursor(self) -> float | None:
         """Until when (epoch seconds) the scheduled work has been queued; None before the first sweep."""
-        item = self._table.get(keys.sweep_cursor())
+        item = self._table.read(keys.sweep_cursor())
         return float(item["until"]) if item else None
 
     def advance(self, previous: float | None, until: float) -> bool:

@@ -77,7 +77,7 @@ class SubscriptionRepository:
         try:
             self._table.transact(actions, conflict_attempts=4)
         except ClientError as exc:
-            if self._table.get(keys.tenant(sub.tenant_id)) is None:
+            if self._table.read(keys.tenant(sub.tenant_id)) is None:
                 raise NotFoundError(f"tenant {sub.tenant_id} not found") from exc
             if max_subscriptions is not None and self.count(sub.tenant_id) >= max_subscriptions:
                 raise too_many_subscriptions(max_subscriptions) from exc
@@ -95,7 +95,7 @@ class SubscriptionRepository:
                 self._table.call("update_item", **_count(tenant_id, count)["Update"])
 
     def get(self, tenant_id: str, sub_id: str) -> Subscription | None:
-        item = self._table.get(keys.subscription(tenant_id, sub_id))
+        item = self._table.read(keys.subscription(tenant_id, sub_id))
         return Subscription.model_validate(strip(item)) if item else None
 
     def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> PageResult[Subscription]:
@@ -171,5 +171,5 @@ class SubscriptionRepository:
 
     def count(self, tenant_id: str) -> int:
         """How many subscriptions the tenant has (kept by create, delete and import)."""
-        item = self._table.get(keys.tenant(tenant_id))
+        item = self._table.read(keys.tenant(tenant_id))
         return int(item.get("subscription_count", 0)) if item else 0

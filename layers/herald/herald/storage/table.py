@@ -203,7 +203,7 @@ class Table:
         except BotoCoreError as exc:
             raise ServiceUnavailableError("DynamoDB transaction failed") from exc
 
-    def get(self, key: Mapping[str, str], *, consistent: bool = True) -> dict[str, Any] | None:
+    def read(self, key: Mapping[str, str], *, consistent: bool = True) -> dict[str, Any] | None:
         """The item at ``key`` as plain values, None if absent or expired."""
         response = self.call("get_item", Key=to_item(key), ConsistentRead=consistent)
         item = response.get("Item")

@@ -53,7 +53,7 @@ class TenantRepository:
             )
 
     def get(self, tenant_id: str) -> Tenant | None:
-        item = self._table.get(keys.tenant(tenant_id))
+        item = self._table.read(keys.tenant(tenant_id))
         return Tenant.model_validate(strip(item)) if item else None
 
     def list(self, *, limit: int, cursor: str | None) -> PageResult[Tenant]:
@@ -98,5 +98,5 @@ class TenantRepository:
 
     def get_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash (strongly consistent: a revoked key stops working at once)."""
-        item = self._table.get(keys.api_key(key_hash))
+        item = self._table.read(keys.api_key(key_hash))
         return ApiKey.model_validate(strip(item)) if item else None

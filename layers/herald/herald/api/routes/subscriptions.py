@@ -94,7 +94,7 @@ async def rotate_secret(
     """A new secret signs from now on; the old one keeps signing too for a grace period (default 24 h),
     so deliveries carry both signatures while receivers switch over."""
     old = subscriptions.find(services, tenant_id, subscription_id)
-    new = subscriptions.rotate_secret(services, old, body.grace_hours if body else None)
+    new = subscriptions.rotate_signing_secret(services, old, body.grace_hours if body else None)
     return _secret_out(new)
 
 

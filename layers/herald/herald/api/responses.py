@@ -1,0 +1,137 @@
+"""Every answer an operation can give, added to its OpenAPI description from what the operation is.
+
+Routes declare their success answer; the failures follow from the operation's shape, in one place:
+
+- every operation: 400 (a body that is not JSON, a malformed ``Content-Length``), 422 (parameters or body
+  that do not fit), 429 (API Gateway's throttling, in front of the app), 503 with ``Retry-After`` (AWS
+  did not answer: retry);
+- authenticated (depends on the caller): 401 with ``WWW-Authenticate``;
+- for one role (operator only, or a tenant's routes): 403 for the other role;
+- with ids in the path, or acting for a tenant (``?tenant_id=``): 404;
+- changing state (POST, PUT, PATCH, DELETE): 409 (a conflicting state or a limit of the current state);
+- with a body: 413 (over the request size limit).
+
+Errors use the one error schema (``ErrorResponse``), except 429, which API Gateway answers itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
+
+from herald.api.deps import get_principal, require_operator, require_tenant
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+    from fastapi.dependencies.models import Dependant
+
+ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorResponse"}
+THROTTLED_SCHEMA = {"$ref": "#/components/schemas/GatewayThrottled"}
+WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "The scheme to authenticate with: `Bearer`.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+DESCRIPTIONS = {
+    400: "The request is malformed: a body that is not valid JSON, or an invalid `Content-Length`.",
+    401: "Missing or invalid credentials.",
+    403: "The key is valid but not for this operation (the operator's key on a tenant route without "
+    "`?tenant_id=`, or a tenant's key on an operator route).",
+    404: "Not found: an id in the path, or the tenant named by `?tenant_id=`, does not exist for this caller.",
+    409: "Conflicts with the current state (already exists, already running, or a limit of the current state).",
+    413: "The request body (or the event's data) is larger than the limit.",
+    422: "The request does not fit (validation errors, or a limit).",
+    429: "Throttled by API Gateway (the deployment's ApiThrottlingRateLimit / ApiThrottlingBurstLimit): "
+    "retry with backoff.",
+    503: "A service Herald depends on did not answer: retry after `Retry-After` seconds.",
+}
+
+
+class GatewayThrottled(BaseModel):
+    """API Gateway's own answer when it throttles a request (the app never sees the request)."""
+
+    message: str = Field(examples=["Too Many Requests"])
+
+
+def _dependency_calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    for dependency in dependant.dependencies:
+        if dependency.call is not None:
+            yield dependency.call
+        yield from _dependency_calls(dependency)
+
+
+def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
+    """The failures ``route`` can answer, with their OpenAPI response objects."""
+    calls = set(_dependency_calls(route.dependant))
+    has_body = route.body_field is not None
+    has_path_ids = bool(route.dependant.path_params)
+    answers = {400, 422, 429, 503}
+    if get_principal in calls:
+        answers.add(401)
+    if calls & {require_operator, require_tenant}:
+        answers.add(403)
+    if has_path_ids or require_tenant in calls:
+        answers.add(404)
+    if {method.lower() for method in route.methods or ()} & WRITE_METHODS:
+        answers.add(409)
+    if has_body:
+        answers.add(413)
+    documented: dict[int, dict[str, Any]] = {}
+    for status in sorted(answers):
+        schema = THROTTLED_SCHEMA if status == 429 else ERROR_SCHEMA
+        response: dict[str, Any] = {
+            "description": DESCRIPTIONS[status],
+            "content": {"application/json": {"schema": schema}},
+        }
+        if status == 401:
+            response["headers"] = WWW_AUTHENTICATE
+        if status == 503:
+            response["headers"] = RETRY_AFTER
+        documented[status] = response
+    return documented
+
+
+def _routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and route.include_in_schema:
+                yield route
+
+
+def document_responses(app: FastAPI, routers: Iterable[APIRouter]) -> None:
+    """Make ``app.openapi()`` list every failure of every operation of ``routers`` (the app's routers)."""
+    routes = list(_routes(routers))
+    build = app.openapi  # FastAPI's own, bound before it is replaced below
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["GatewayThrottled"] = GatewayThrottled.model_json_schema()
+            for route in routes:
+                operations = schema["paths"].get(route.path_format, {})
+                for method in route.methods or ():
+                    operation = operations.get(method.lower())
+                    if operation is not None:
+                        operation.setdefault("responses", {}).update(
+                            {str(status): response for status, response in statuses(route).items()}
+                        )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,288 @@
+"""Which AWS calls a Lambda handler's code can make, read from the source: the IAM actions its role needs.
+
+The walk starts at the handler module, follows its ``herald`` imports (not those under ``TYPE_CHECKING``)
+through the whole package, wherever a module lives, and collects the functions reachable from the handler:
+module and class bodies run at import, decorated functions are registered (routes, validators, handlers),
+and a function reaches every function, method or class it names. A method named through ``self``/``cls``
+is looked up in its own class first; a method whose name is also a method of a built-in type (``get``,
+``update``, ``pop``...) is only followed through ``self``/``cls``, since ``x.get(...)`` is nearly always a
+dict. Names are matched, not types, so the result may include more than a run makes, never less: every
+boto3 operation named in reachable code (``client.put_item(...)`` or ``"put_item"`` passed to a wrapper) and
+every transaction item kind (``{"ConditionCheck": ...}``) counts.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import botocore.session
+from botocore import xform_name
+
+import herald
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+PACKAGE = "herald"
+PACKAGE_ROOT = Path(herald.__file__).resolve().parents[1]
+#: The services whose clients Herald's functions use.
+SERVICES = ("dynamodb", "sqs", "secretsmanager")
+#: TransactWriteItems has no IAM action of its own: each item is authorised as the single-item write it is.
+TRANSACTION_ITEMS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+#: Calls authorised by other actions (SQS batch calls by their single-message action; DynamoDB transactions
+#: per item, see TRANSACTION_ITEMS).
+AUTHORISED_BY: dict[str, frozenset[str]] = {
+    "dynamodb:TransactWriteItems": frozenset(),
+    "dynamodb:TransactGetItems": frozenset({"dynamodb:GetItem"}),
+    "sqs:SendMessageBatch": frozenset({"sqs:SendMessage"}),
+    "sqs:DeleteMessageBatch": frozenset({"sqs:DeleteMessage"}),
+    "sqs:ChangeMessageVisibilityBatch": frozenset({"sqs:ChangeMessageVisibility"}),
+}
+#: Decorators that do not register a function anywhere (the function is reached when it is named).
+PLAIN_DECORATORS = frozenset(
+    {"property", "staticmethod", "classmethod", "cache", "lru_cache", "cached_property", "setter", "override"}
+)
+#: Method names of built-in types: ``x.<name>`` is not followed unless ``x`` is ``self`` or ``cls``.
+BUILTIN_METHODS = frozenset(
+    name
+    for kind in (dict, list, set, frozenset, str, bytes, tuple, int, float)
+    for name in dir(kind)
+    if not name.startswith("__")
+)
+
+
+@cache
+def operation_index() -> dict[str, str]:
+    """boto3 method name -> IAM action (``put_item`` -> ``dynamodb:PutItem``) for SERVICES, from botocore's
+    service models. A method name two of the services share is left out (it would be ambiguous)."""
+    session = botocore.session.get_session()
+    seen: dict[str, set[str]] = {}
+    for service in SERVICES:
+        model = session.get_service_model(service)
+        prefix = model.signing_name or service
+        for operation in model.operation_names:
+            seen.setdefault(xform_name(operation), set()).add(f"{prefix}:{operation}")
+    return {method: next(iter(actions)) for method, actions in seen.items() if len(actions) == 1}
+
+
+def iam_actions(calls: Iterable[str]) -> set[str]:
+    """The IAM actions that authorise ``calls`` (as ``operation_index`` and TRANSACTION_ITEMS name them)."""
+    actions: set[str] = set()
+    for call in calls:
+        actions |= AUTHORISED_BY.get(call, frozenset({call}))
+    return actions
+
+
+# ---------------------------------------------------------------------------------------------- modules
+
+
+def module_file(name: str) -> Path | None:
+    """The source of module ``name`` of the package (a package's ``__init__``), or None."""
+    base = PACKAGE_ROOT.joinpath(*name.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _executed(node: ast.AST) -> Iterator[ast.AST]:
+    """Every node below ``node``, without the bodies of ``if TYPE_CHECKING:`` blocks."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child):
+            for statement in child.orelse:
+                yield statement
+                yield from _executed(statement)
+            continue
+        yield child
+        yield from _executed(child)
+
+
+def _imported_modules(tree: ast.Module, name: str, is_package: bool) -> set[str]:
+    found: set[str] = set()
+    for node in _executed(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = name.split(".")
+                anchor = parts if is_package else parts[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    modules: set[str] = set()
+    for module in found:
+        parts = module.split(".")
+        if parts[0] == PACKAGE:
+            modules |= {".".join(parts[:end]) for end in range(1, len(parts) + 1)}
+    return {module for module in modules if module_file(module) is not None}
+
+
+def import_graph(entry: Path) -> dict[str, ast.Module]:
+    """The entry module and every package module it imports, directly or not, parsed."""
+    trees: dict[str, ast.Module] = {}
+    pending: list[tuple[str, Path]] = [("__entry__", entry)]
+    while pending:
+        name, path = pending.pop()
+        if name in trees:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        trees[name] = tree
+        for module in _imported_modules(tree, name, path.name == "__init__.py"):
+            source = module_file(module)
+            if module not in trees and source is not None:
+                pending.append((module, source))
+    return trees
+
+
+# ---------------------------------------------------------------------------------------------- reachability
+
+
+@dataclass
+class _Function:
+    module: str
+    owner: str | None  # the enclosing class
+    node: ast.FunctionDef | ast.AsyncFunctionDef
+
+
+@dataclass
+class Reach:
+    """What the walk found: the reachable functions (``module:qualname``) and the AWS calls they make."""
+
+    functions: set[str] = field(default_factory=set)
+    calls: set[str] = field(default_factory=set)
+    #: call -> the first reachable function found making it (for messages)
+    where: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def actions(self) -> set[str]:
+        return iam_actions(self.calls)
+
+
+def _base_name(base: ast.expr) -> str:
+    target = base.value if isinstance(base, ast.Subscript) else base
+    return target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+
+
+def _registers(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+        if name not in PLAIN_DECORATORS:
+            return True
+    return False
+
+
+class _Walker:
+    def __init__(self, trees: dict[str, ast.Module]) -> None:
+        self.functions: dict[str, list[_Function]] = {}
+        self.classes: dict[str, list[tuple[str, ast.ClassDef]]] = {}
+        self.reach = Reach()
+        self._done: set[int] = set()
+        self._pending: list[_Function] = []
+        for module, tree in trees.items():
+            self._index(module, tree, owner=None)
+
+    def _index(self, module: str, node: ast.AST, owner: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                self.functions.setdefault(child.name, []).append(_Function(module, owner, child))
+            elif isinstance(child, ast.ClassDef):
+                self.classes.setdefault(child.name, []).append((module, child))
+                self._index(module, child, owner=child.name)
+            else:
+                self._index(module, child, owner)
+
+    def run(self, trees: dict[str, ast.Module], handler: str) -> Reach:
+        for module, tree in trees.items():
+            self._visit(tree, module, owner=None, skip_defs=True)
+        for candidates in self.functions.values():
+            self._pending += [function for function in candidates if _registers(function.node)]
+        self._pending += [f for f in self.functions.get(handler, []) if f.module == "__entry__" and f.owner is None]
+        while self._pending:
+            function = self._pending.pop()
+            if id(function.node) in self._done:
+                continue
+            self._done.add(id(function.node))
+            qualname = ".".join(part for part in (function.owner, function.node.name) if part)
+            self.reach.functions.add(f"{function.module}:{qualname}")
+            self._visit(function.node, function.module, function.owner, skip_defs=False)
+        return self.reach
+
+    def _visit(self, root: ast.AST, module: str, owner: str | None, *, skip_defs: bool) -> None:
+        """Record the calls made in ``root`` and queue the functions it names. With ``skip_defs`` (a module
+        body), function bodies are left out: they run when reached, their decorators and defaults now. In a
+        function, nested functions (closures, callbacks) count as part of it."""
+        nodes: list[ast.AST] = [root]
+        where = f"{module}:{getattr(root, 'name', '<module>')}"
+        while nodes:
+            node = nodes.pop()
+            if skip_defs and node is not root and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                nodes += node.decorator_list + [d for d in (*node.args.defaults, *node.args.kw_defaults) if d]
+                continue
+            if isinstance(node, ast.If) and _is_type_checking(node):
+                nodes += node.orelse
+                continue
+            self._note(node, owner, where)
+            nodes += ast.iter_child_nodes(node)
+
+    def _note(self, node: ast.AST, owner: str | None, where: str) -> None:
+        operations = operation_index()
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            call = operations.get(node.value) or TRANSACTION_ITEMS.get(node.value)
+            if call:
+                self._record(call, where)
+        elif isinstance(node, ast.Name):
+            self._follow_name(node.id)
+        elif isinstance(node, ast.Attribute):
+            if node.attr in operations:
+                self._record(operations[node.attr], where)
+            receiver = node.value.id if isinstance(node.value, ast.Name) else None
+            if receiver in ("self", "cls") and owner is not None:
+                own = [f for f in self.functions.get(node.attr, []) if f.owner == owner]
+                if own:
+                    self._pending += own
+                    return
+            if node.attr not in BUILTIN_METHODS:
+                self._pending += self.functions.get(node.attr, [])
+
+    def _follow_name(self, name: str) -> None:
+        """A function named is reached; a class named is built: its dunder methods are reached, and all its
+        methods when it extends a class from outside the package (the library calls its overrides)."""
+        self._pending += [function for function in self.functions.get(name, []) if function.owner is None]
+        for _, cls in self.classes.get(name, []):
+            external = any(_base_name(base) not in self.classes for base in cls.bases)
+            for candidates in self.functions.values():
+                self._pending += [
+                    function
+                    for function in candidates
+                    if function.owner == cls.name and (external or function.node.name.startswith("__"))
+                ]
+
+    def _record(self, call: str, where: str) -> None:
+        self.reach.calls.add(call)
+        self.reach.where.setdefault(call, where)
+
+
+def reachable_calls(entry: Path, handler: str = "handler") -> Reach:
+    """The AWS calls the code reachable from function ``handler`` of module ``entry`` (the Lambda runtime
+    calls it) and from the modules it imports can make."""
+    trees = import_graph(entry)
+    return _Walker(trees).run(trees, handler)

@@ -1,0 +1,70 @@
+"""The OpenAPI document lists every answer of every operation (herald.api.responses), with the error schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from herald.api import create_app
+from tests.support import ADMIN, TenantInfo
+
+OPERATOR_TAGS = {"tenants", "events", "operator", "operations"}
+TENANT_TAGS = {"subscriptions", "deliveries"}
+
+
+@pytest.fixture
+def document() -> dict[str, Any]:
+    return create_app().openapi()
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method, path, op) for path, ops in document["paths"].items() for method, op in ops.items()]
+
+
+def test_every_operation_lists_the_failures_its_shape_allows(document: dict[str, Any]) -> None:
+    operations = _operations(document)
+    assert len(operations) >= 30
+    for method, path, operation in operations:
+        listed = {int(status) for status in operation["responses"]}
+        expected = {400, 401, 422, 429, 503}
+        if OPERATOR_TAGS & set(operation["tags"]) or TENANT_TAGS & set(operation["tags"]):
+            expected.add(403)
+        if "{" in path or TENANT_TAGS & set(operation["tags"]):
+            expected.add(404)
+        if method in ("post", "put", "patch", "delete"):
+            expected.add(409)
+        if "requestBody" in operation:
+            expected.add(413)
+        assert expected <= listed, f"{method.upper()} {path} misses {sorted(expected - listed)}"
+        assert listed - expected <= {200, 201, 202, 204}, f"{method.upper()} {path}"
+
+
+def test_failures_use_the_one_error_schema_and_their_headers(document: dict[str, Any]) -> None:
+    for method, path, operation in _operations(document):
+        for status, response in operation["responses"].items():
+            if int(status) < 400:
+                continue
+            schema = response["content"]["application/json"]["schema"]
+            expected = "GatewayThrottled" if status == "429" else "ErrorResponse"
+            assert schema == {"$ref": f"#/components/schemas/{expected}"}, (method, path, status)
+        assert operation["responses"]["503"]["headers"]["Retry-After"]["required"] is True
+        assert operation["responses"]["401"]["headers"]["WWW-Authenticate"]["required"] is True
+    assert document["components"]["schemas"]["GatewayThrottled"]["required"] == ["message"]
+
+
+def test_documented_failures_are_answered_as_documented(client: TestClient, tenant: TenantInfo, services, aws) -> None:
+    # 400: a Content-Length that is not a size, on an operation without a body
+    bad_length = client.get("/v1/event-types", headers={**tenant.headers, "content-length": "x"})
+    assert bad_length.status_code == 400
+    assert bad_length.json()["error"]["code"] == "bad_request"
+    # 403: a tenant's key on an operator operation
+    assert client.get("/v1/tenants", headers=tenant.headers).status_code == 403
+
+    # 503 with Retry-After: the table is gone (DynamoDB answers ResourceNotFoundException)
+    aws.client("dynamodb").delete_table(TableName=services.settings.table_name)
+    answer = client.get(f"/v1/tenants/{tenant.id}", headers=ADMIN)
+    assert answer.status_code == 503
+    assert int(answer.headers["retry-after"]) >= 0
+    assert answer.json()["error"]["code"]

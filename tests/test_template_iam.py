@@ -1,0 +1,315 @@
+"""IAM as deployed: the SAM-transformed template (what CloudFormation creates) gives each function a role with
+exactly the calls its code makes (tests/aws_calls.py reads them from the source), on Herald's resources only."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from samcli.lib.translate.sam_template_validator import SamTemplateValidator
+from samtranslator.yaml_helper import yaml_parse
+
+from tests.aws_calls import Reach, iam_actions, reachable_calls
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Lambda's event source mapping polls the queue with the function's role (AWS Lambda developer guide,
+#: "Execution role permissions" for SQS), the managed AWSLambdaSQSQueueExecutionRole's three actions.
+SQS_POLLER_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+#: What Lambda needs to write the function's logs to a log group that already exists.
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+KMS_ACTIONS = {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"}
+
+
+class _NoManagedPolicies:
+    """sam's managed policy loader; Herald's template names no managed policy, so it is never asked."""
+
+    def load(self) -> dict[str, str]:
+        raise AssertionError("the template refers to an AWS managed policy by name")
+
+
+def sam_transform(template: dict[str, Any]) -> dict[str, Any]:
+    """The template after the AWS::Serverless transform, as `sam validate` runs it (local code URIs replaced)."""
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    validator = SamTemplateValidator(copy.deepcopy(template), _NoManagedPolicies(), region="us-east-1")
+    transformed: dict[str, Any] = yaml_parse(validator.get_translated_template_if_valid())
+    return transformed
+
+
+@pytest.fixture(scope="module")
+def source() -> dict[str, Any]:
+    parsed: dict[str, Any] = yaml_parse((REPO_ROOT / "template.yaml").read_text(encoding="utf-8"))
+    return parsed
+
+
+@pytest.fixture(scope="module")
+def transformed(source: dict[str, Any]) -> dict[str, Any]:
+    return sam_transform(source)
+
+
+def _with_conditions(value: Any, conditions: dict[str, bool]) -> Any:
+    """``value`` with every ``Fn::If`` decided by ``conditions`` and ``AWS::NoValue`` dropped."""
+    if isinstance(value, list):
+        items = [_with_conditions(item, conditions) for item in value]
+        return [item for item in items if item != {"Ref": "AWS::NoValue"}]
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, when_true, when_false = value["Fn::If"]
+            return _with_conditions(when_true if conditions[name] else when_false, conditions)
+        return {key: _with_conditions(item, conditions) for key, item in value.items()}
+    return value
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource["Properties"]
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+
+
+def _role_of(template: dict[str, Any], function: str) -> tuple[str, dict[str, Any]]:
+    role = _functions(template)[function]["Role"]
+    assert set(role) == {"Fn::GetAtt"}, f"{function}: role {role} is not a role of the stack"
+    logical_id, attribute = role["Fn::GetAtt"]
+    assert attribute == "Arn"
+    resource = template["Resources"][logical_id]
+    assert resource["Type"] == "AWS::IAM::Role"
+    return logical_id, resource["Properties"]
+
+
+def _statements(template: dict[str, Any], function: str, *, kms_key: bool = False) -> list[dict[str, Any]]:
+    """Every statement the function's role has: inline, and from policies attached to it elsewhere."""
+    role_id, role = _role_of(template, function)
+    documents = [policy["PolicyDocument"] for policy in role.get("Policies", [])]
+    for resource in template["Resources"].values():
+        attached = resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+        if attached and {"Ref": role_id} in resource["Properties"].get("Roles", []):
+            documents.append(resource["Properties"]["PolicyDocument"])
+    documents = _with_conditions(documents, {"HasTableKmsKey": kms_key})
+    return [statement for document in documents for statement in document["Statement"]]
+
+
+def _granted(statements: list[dict[str, Any]]) -> set[str]:
+    assert all(statement["Effect"] == "Allow" for statement in statements)
+    return {action for statement in statements for action in _as_list(statement["Action"])}
+
+
+def _reach(source: dict[str, Any], function: str) -> Reach:
+    """The AWS calls reachable from the function's handler (``Handler`` in ``CodeUri``), read from the code."""
+    properties = source["Resources"][function]["Properties"]
+    module, _, name = str(properties["Handler"]).rpartition(".")
+    return reachable_calls(REPO_ROOT / str(properties["CodeUri"]) / f"{module}.py", name)
+
+
+def _polled_queues(template: dict[str, Any], function: str) -> list[Any]:
+    return [
+        resource["Properties"]["EventSourceArn"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping"
+        and resource["Properties"]["FunctionName"] == {"Ref": function}
+    ]
+
+
+FUNCTIONS = ("ApiFunction", "DeliveryFunction")
+
+
+# ---------------------------------------------------------------------------------------------- roles
+
+
+def test_every_function_of_the_transformed_template_is_one_of_ours(transformed: dict[str, Any]) -> None:
+    assert set(_functions(transformed)) == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_has_its_own_role_without_managed_policies(
+    transformed: dict[str, Any], source: dict[str, Any], function: str
+) -> None:
+    # GIVEN the function as CloudFormation sees it
+    role_id, role = _role_of(transformed, function)
+    # THEN its role is written in template.yaml (not generated by SAM), used by no other function,
+    assert source["Resources"][role_id]["Type"] == "AWS::IAM::Role"
+    others = [_role_of(transformed, other)[0] for other in FUNCTIONS if other != function]
+    assert role_id not in others
+    # ... trusted by Lambda only, and carries no managed policy (AWSLambdaSQSQueueExecutionRole: every queue)
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]
+    assert not role.get("ManagedPolicyArns")
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("kms_key", [False, True])
+def test_no_statement_grants_a_wildcard(transformed: dict[str, Any], function: str, kms_key: bool) -> None:
+    for statement in _statements(transformed, function, kms_key=kms_key):
+        for action in _as_list(statement["Action"]):
+            name = action.partition(":")[2]
+            # only KMS's documented families (GenerateDataKey*, ReEncrypt*) end in a wildcard
+            assert "*" not in name or action in KMS_ACTIONS, f"{function}: {action}"
+        for resource in _as_list(statement["Resource"]):
+            assert resource != "*", f"{function}: {statement}"
+            if isinstance(resource, str):
+                pytest.fail(f"{function}: hard-coded resource {resource}")
+            # a resource of the stack, or the parameter naming the table's key
+            assert set(resource) <= {"Ref", "Fn::GetAtt", "Fn::Sub"}, resource
+
+
+def test_no_role_grants_dynamodb_scan(transformed: dict[str, Any]) -> None:
+    for function in FUNCTIONS:
+        assert not {action.lower() for action in _granted(_statements(transformed, function))} & {
+            "dynamodb:scan",
+            "dynamodb:*",
+            "*",
+        }
+
+
+# ---------------------------------------------------------------------------------------------- derived from code
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_role_grants_exactly_what_the_functions_code_calls(
+    transformed: dict[str, Any], source: dict[str, Any], function: str
+) -> None:
+    # GIVEN the AWS calls reachable from the function's handler, read from the code
+    reach = _reach(source, function)
+    needed = set(reach.actions) | LOG_ACTIONS
+    if _polled_queues(transformed, function):
+        needed |= SQS_POLLER_ACTIONS
+    # WHEN the role is read from the transformed template (default parameters: no KMS key of our own)
+    granted = _granted(_statements(transformed, function))
+    # THEN it grants every call the code makes, and nothing the code never calls
+    assert granted - needed == set(), f"{function} is granted what no code path of it calls"
+    missing = {action: reach.where.get(action) for action in needed - granted}
+    assert missing == {}, f"{function} calls what its role does not grant"
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_indexes_are_only_queried(transformed: dict[str, Any], function: str) -> None:
+    statements = _statements(transformed, function)
+    on_indexes = [s for s in statements if any("/index/" in str(r) for r in _as_list(s["Resource"]))]
+    assert on_indexes
+    for statement in on_indexes:
+        assert _as_list(statement["Action"]) == ["dynamodb:Query"]
+        assert _as_list(statement["Resource"]) == [{"Fn::Sub": "${Table.Arn}/index/*"}]
+
+
+def test_the_derivation_follows_the_code_wherever_it_lives(tmp_path: Path) -> None:
+    # GIVEN handler modules that reach storage code through the package (a method, a nested callback)
+    bulk = tmp_path / "bulk_handler.py"
+    bulk.write_text(
+        "from herald.storage import Store\n\n"
+        "def handler(event, context):\n"
+        "    def later():\n"
+        "        Store('t').subscriptions.import_many([])\n"
+        "    return later\n"
+    )
+    idle = tmp_path / "idle_handler.py"
+    idle.write_text("import herald.ids\n\ndef handler(event, context):\n    return {'a': 1}.get('a')\n")
+    # THEN the bulk import's BatchWriteItem is found, and a handler calling nothing needs nothing
+    assert "dynamodb:BatchWriteItem" in reachable_calls(bulk).actions
+    assert reachable_calls(idle).actions == set()
+    # ... and the batch and transaction calls map to the actions IAM checks
+    assert iam_actions({"sqs:SendMessageBatch", "dynamodb:TransactWriteItems"}) == {"sqs:SendMessage"}
+
+
+def test_every_route_of_the_api_is_reached(source: dict[str, Any]) -> None:
+    # Routes are registered by decorators, never called by name: the walk must still reach each of them.
+    import herald.api.routes
+
+    reach = _reach(source, "ApiFunction")
+    endpoints = set()
+    for info in pkgutil.iter_modules(herald.api.routes.__path__, "herald.api.routes."):
+        module = importlib.import_module(info.name)
+        for router in vars(module).values():
+            if isinstance(router, APIRouter):
+                endpoints |= {
+                    f"{route.endpoint.__module__}:{route.endpoint.__qualname__}"
+                    for route in router.routes
+                    if isinstance(route, APIRoute)
+                }
+    assert len(endpoints) >= 20
+    assert endpoints <= reach.functions
+
+
+# ---------------------------------------------------------------------------------------------- resources
+
+
+def test_the_delivery_function_consumes_only_the_work_queue(transformed: dict[str, Any]) -> None:
+    work_queue = {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    # GIVEN the one event source mapping of the delivery function
+    assert _polled_queues(transformed, "DeliveryFunction") == [work_queue]
+    assert _polled_queues(transformed, "ApiFunction") == []
+    # THEN the poller's actions are granted on the work queue and nowhere else
+    for statement in _statements(transformed, "DeliveryFunction"):
+        if SQS_POLLER_ACTIONS & set(_as_list(statement["Action"])):
+            assert _as_list(statement["Resource"]) == [work_queue], statement
+    # ... and the dead-letter queue only ever gets messages from it
+    dead_letter = [
+        s
+        for s in _statements(transformed, "DeliveryFunction")
+        if {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]} in _as_list(s["Resource"])
+    ]
+    assert [_as_list(s["Action"]) for s in dead_letter] == [["sqs:SendMessage"]]
+
+
+def test_the_api_reads_only_the_current_admin_key(transformed: dict[str, Any]) -> None:
+    # GIVEN the statements naming a secret
+    for function in FUNCTIONS:
+        for statement in _statements(transformed, function):
+            actions = [action for action in _as_list(statement["Action"]) if action.startswith("secretsmanager:")]
+            if not actions:
+                continue
+            # THEN only the API reads the admin key secret, only its AWSCURRENT version, never the material
+            assert function == "ApiFunction"
+            assert actions == ["secretsmanager:GetSecretValue"]
+            assert _as_list(statement["Resource"]) == [{"Ref": "AdminKeySecret"}]
+            assert statement["Condition"] == {"StringEquals": {"secretsmanager:VersionStage": "AWSCURRENT"}}
+        assert "AdminKeyMaterial" not in str(_statements(transformed, function))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_a_customer_managed_table_key_is_usable_through_dynamodb_only(
+    transformed: dict[str, Any], function: str
+) -> None:
+    without = _statements(transformed, function, kms_key=False)
+    with_key = _statements(transformed, function, kms_key=True)
+    assert not any(action.startswith("kms:") for action in _granted(without))
+    added = [statement for statement in with_key if statement not in without]
+    assert len(added) == 1
+    (statement,) = added
+    assert set(statement["Action"]) == KMS_ACTIONS
+    assert statement["Resource"] == {"Ref": "TableKmsKeyArn"}
+    assert statement["Condition"] == {
+        "StringEquals": {"kms:ViaService": {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}}
+    }
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_function_writes_to_the_log_group_it_names(transformed: dict[str, Any], function: str) -> None:
+    # GIVEN the function's LoggingConfig (the group exists before the function: the function refers to it)
+    logging = _functions(transformed)[function]["LoggingConfig"]
+    group_ref = logging["LogGroup"]
+    assert set(group_ref) == {"Ref"}
+    group = transformed["Resources"][group_ref["Ref"]]
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    # THEN the group keeps logs LogRetentionInDays, its name does not depend on the function (no cycle)
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    name = str(group["Properties"]["LogGroupName"])
+    assert f"${{{function}" not in name
+    assert f"'Ref': '{function}'" not in name
+    assert "DependsOn" not in group
+    # ... and the role may write to that group only
+    log_statements = [s for s in _statements(transformed, function) if LOG_ACTIONS & set(_as_list(s["Action"]))]
+    assert len(log_statements) == 1
+    assert set(log_statements[0]["Action"]) == LOG_ACTIONS
+    assert log_statements[0]["Resource"] == {"Fn::GetAtt": [group_ref["Ref"], "Arn"]}
