@@ -113,14 +113,14 @@ class FaultSpec:
         return bool(self.rules)
 
 
-def _span(text: str, kind: type[int] | type[float]) -> tuple[Any, Any]:
+def _span(text: str, kind: type[int] | type[float], part: str) -> tuple[Any, Any]:
     low, _, high = text.partition("-")
     try:
         start, end = kind(low), kind(high or low)
     except ValueError as exc:
-        raise FaultSpecError(f"not a range: {text!r}") from exc
+        raise FaultSpecError(f"not a range A-B: {part!r}") from exc
     if start < 0 or end < start:
-        raise FaultSpecError(f"not a range: {text!r}")
+        raise FaultSpecError(f"not a range A-B: {part!r}")
     return start, end
 
 
@@ -148,9 +148,9 @@ def parse_spec(text: str) -> FaultSpec:
         stage = "call" if fault in CALL_ONLY else found["stage"] or "send"
         values: dict[str, Any] = {}
         if when.startswith("calls:"):
-            values["calls"] = _span(when.removeprefix("calls:"), int)
+            values["calls"] = _span(when.removeprefix("calls:"), int, part)
         elif when.startswith("secs:"):
-            values["seconds"] = _span(when.removeprefix("secs:"), float)
+            values["seconds"] = _span(when.removeprefix("secs:"), float, part)
         else:
             try:
                 values["probability"] = float(when)
@@ -166,8 +166,11 @@ def parse_spec(text: str) -> FaultSpec:
 # --- the answers AWS gives -------------------------------------------------------------------------------
 
 
-def _error_body(service: str, operation: str, fault: str, rng: random.Random) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of the error AWS answers for ``fault`` (JSON protocols, all three)."""
+def _error_body(
+    service: str, operation: str, fault: str, rng: random.Random, actions: int = 1
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of the error AWS answers for ``fault`` (JSON protocols, all three); a
+    cancelled transaction of ``actions`` actions has one reason per action, one of them the conflict."""
     headers = {"x-amzn-requestid": str(uuid.UUID(int=rng.getrandbits(128)))}
     body: dict[str, Any]
     if service == "dynamodb":
@@ -190,15 +193,18 @@ def _error_body(service: str, operation: str, fault: str, rng: random.Random) ->
                 },
             )
         elif fault == "conflict" and operation == "TransactWriteItems":
+            reasons: list[dict[str, str]] = [{"Code": "None"} for _ in range(actions)]
+            reasons[rng.randrange(actions)] = {
+                "Code": "TransactionConflict",
+                "Message": "Transaction is ongoing for the item",
+            }
             status, body = (
                 400,
                 {
                     "__type": _DDB + "TransactionCanceledException",
                     "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons "
-                    "[TransactionConflict]",
-                    "CancellationReasons": [
-                        {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
-                    ],
+                    f"[{', '.join(reason['Code'] for reason in reasons)}]",
+                    "CancellationReasons": reasons,
                 },
             )
         elif fault == "conflict":
@@ -278,7 +284,7 @@ class Injected:
 
 
 _SUSPENDED = threading.Event()
-_INJECTORS: weakref.WeakSet[FaultInjector] = weakref.WeakSet()
+_INJECTORS: weakref.WeakKeyDictionary[Any, FaultInjector] = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
@@ -291,9 +297,9 @@ def suspended() -> Iterator[None]:
         _SUSPENDED.clear()
 
 
-def installed() -> list[FaultInjector]:
-    """Every injector of this process that is still alive."""
-    return list(_INJECTORS)
+def injector_of(client: Any) -> FaultInjector | None:
+    """The injector on this client, if it has one."""
+    return _INJECTORS.get(client)
 
 
 @dataclass(eq=False)
@@ -345,29 +351,39 @@ class FaultInjector:
         call = getattr(self._local, "call", None)
         return list(call[1]) if call else []
 
+    def _actions(self) -> int:
+        """How many actions the current call's transaction has (one cancellation reason each)."""
+        call = getattr(self._local, "call", None)
+        return int(call[2]) if call else 1
+
     # --- hooks ---------------------------------------------------------------------------------------
 
     def before_parameter_build(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         """Remember the call (for the send stage, which sees only the request) and drop a partial batch's entries."""
-        self._local.call = (model.name, _keys_of(params))
+        self._local.call = (model.name, _keys_of(params), max(1, len(params.get("TransactItems", []))))
         for rule in self._draw(model.name, "call"):
             context.setdefault("herald_faults", []).append(rule)
         for rule in [rule for rule in context.get("herald_faults", []) if rule.fault == "partial"]:
             self._drop_entries(model.name, params, rule, context)
 
     def _drop_entries(self, operation: str, params: dict[str, Any], rule: Rule, context: dict[str, Any]) -> None:
+        """Send only some entries of a batch (new lists: the caller's own stay as they are)."""
         if operation == "SendMessageBatch":
-            entries = params.get("Entries", [])
+            entries = list(params.get("Entries", []))
         else:
-            ((context["herald_table"], entries),) = params.get("RequestItems", {}).items()
+            ((table, requests),) = params.get("RequestItems", {}).items()
+            context["herald_table"], entries = table, list(requests)
         if len(entries) < 2:
             return  # a batch of one fails whole or not at all
         with self._lock:
             dropped = [entry for entry in entries if self._rng.random() < 0.5] or [self._rng.choice(entries)]
         if len(dropped) == len(entries):
             dropped = dropped[1:]  # a partial failure keeps at least one entry
-        for entry in dropped:
-            entries.remove(entry)
+        kept = [entry for entry in entries if entry not in dropped]
+        if operation == "SendMessageBatch":
+            params["Entries"] = kept
+        else:
+            params["RequestItems"] = {context["herald_table"]: kept}
         context["herald_dropped"] = dropped
         self._note(operation, rule, _keys_of({"x": dropped}))
 
@@ -383,18 +399,24 @@ class FaultInjector:
                 raise ReadTimeoutError(endpoint_url=_NOWHERE)
             elif rule.fault not in CALL_ONLY:
                 self._note(model.name, rule, keys)
-                with self._lock:
-                    status, headers, body = _error_body(self.service, model.name, rule.fault, self._rng)
-                http = _response(_NOWHERE, status, headers, body)
-                parser = create_parser(model.metadata["protocol"])
-                parsed = parser.parse(
-                    {"status_code": status, "headers": http.headers, "body": body}, model.output_shape
-                )
-                parsed.setdefault("ResponseMetadata", {}).update(
-                    HTTPStatusCode=status, HTTPHeaders=dict(http.headers), RetryAttempts=0
-                )
-                return http, parsed
+                return self._parsed_error(model, rule.fault)
         return None
+
+    def _parsed_error(self, model: Any, fault: str) -> tuple[AWSResponse, dict[str, Any]]:
+        """The error as botocore's endpoint hands it over after parsing (its modeled fields included)."""
+        with self._lock:
+            status, headers, body = _error_body(self.service, model.name, fault, self._rng, self._actions())
+        http = _response(_NOWHERE, status, headers, body)
+        raw = {"status_code": status, "headers": http.headers, "body": body}
+        parser = create_parser(model.metadata["protocol"])
+        parsed: dict[str, Any] = parser.parse(raw, model.output_shape)
+        error_shape = model.service_model.shape_for_error_code(parsed["Error"]["Code"])
+        if error_shape is not None:
+            parsed.update(parser.parse(raw, error_shape))
+        parsed.setdefault("ResponseMetadata", {}).update(
+            HTTPStatusCode=status, HTTPHeaders=dict(http.headers), RetryAttempts=0
+        )
+        return http, parsed
 
     def before_send(self, request: Any, event_name: str, **_: Any) -> AWSResponse | None:
         """Send-level faults: one HTTP attempt's answer, seen by botocore's retry handler."""
@@ -409,7 +431,7 @@ class FaultInjector:
             if rule.fault == "timeout":
                 raise ReadTimeoutError(endpoint_url=_NOWHERE)
             with self._lock:
-                status, headers, body = _error_body(self.service, operation, rule.fault, self._rng)
+                status, headers, body = _error_body(self.service, operation, rule.fault, self._rng, self._actions())
             return _response(_NOWHERE, status, headers, body)
         return None
 
@@ -447,5 +469,5 @@ def install(client: Any, spec: FaultSpec | str, *, sleep: Callable[[float], None
     events.register_first(f"before-call.{service_id}", injector.before_call)
     events.register_first(f"before-send.{service_id}", injector.before_send)
     events.register_first(f"after-call.{service_id}", injector.after_call)
-    _INJECTORS.add(injector)
+    _INJECTORS[client] = injector
     return injector
