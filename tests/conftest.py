@@ -63,9 +63,7 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(
-    resources: LocalResources, settings_overrides: dict[str, Any], request: pytest.FixtureRequest
-) -> Settings:
+def settings(resources: LocalResources, settings_overrides: dict[str, Any], request: pytest.FixtureRequest) -> Settings:
     marker = request.node.get_closest_marker("faults")
     values: dict[str, Any] = {
         "table_name": resources.table_name,
