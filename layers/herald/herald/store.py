@@ -787,15 +787,23 @@ class Store:
         a fan-out of any size never grows an item that is written often. A crash between the marker and
         the counters leaves the counters one page short; the deliveries themselves are all queued."""
         digest = base64.urlsafe_b64encode(hashlib.sha256(marker.encode()).digest()[:12]).decode()
+        key = {"pk": f"EVENT#{event_id}", "sk": f"FANOUT#{digest}"}
         try:
             self._call(
                 "put_item",
-                Item=_to_item({"pk": f"EVENT#{event_id}", "sk": f"FANOUT#{digest}", "expires_at": expires_at}),
+                Item=_to_item({**key, "expires_at": expires_at}),
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError:
             return False  # this page was counted before
-        self.count_event(event_id, expires_at=expires_at, **deltas)
+        try:
+            self.count_event(event_id, expires_at=expires_at, **deltas)
+        except ServiceUnavailableError:
+            # Not counted (DynamoDB refused after retries): take the marker back, so that the page is
+            # counted when its message runs again, instead of never.
+            with contextlib.suppress(ClientError, ServiceUnavailableError):
+                self._call("delete_item", Key=_to_item(key))
+            raise
         return True
 
     # --- deliveries and attempts ----------------------------------------------------------------
