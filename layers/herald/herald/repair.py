@@ -1,0 +1,107 @@
+"""Recount bookkeeping from the records: the repair path for counters a lost write left wrong.
+
+An event's ``succeeded`` / ``failed`` counters and a subscription's stats are written once per worker
+batch (herald.delivery), after the deliveries themselves are recorded. A batch whose invocation dies, or
+whose counter write fails after botocore's retries (a throttle, a timeout), leaves them short for good;
+a counter write whose answer was lost and that botocore retried counts twice. The deliveries and their
+attempt log are the record and stay exact, so the counters can be recounted from them:
+
+- ``recount_event``: the deliveries of the event to its tenant's subscriptions (every tenant's for a
+  broadcast), read by their ids, give ``succeeded`` and ``failed``; ``matched`` is raised to the number
+  found, never lowered (deliveries still queued are not found yet).
+- ``recount_subscription``: the subscription's deliveries and their attempts give its stats' ``attempts``,
+  ``succeeded`` and ``failed``.
+
+Run them once the work is done (nothing queued for that event or subscription): a recount while
+deliveries settle races with the worker's own batch writes. Deliveries to subscriptions deleted since
+are not found, and their share leaves the event's counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from herald import ids
+from herald.models import DeliveryStatus, Subscription, Tenant
+
+if TYPE_CHECKING:
+    from herald.store import Store
+
+PAGE = 100
+
+
+def _subscriptions(store: Store, tenant_id: str | None) -> Iterator[Subscription]:
+    tenants = [tenant_id] if tenant_id else [tenant.id for tenant in _all_tenants(store)]
+    for tenant in tenants:
+        cursor = None
+        while True:
+            page = store.list_subscriptions(tenant, limit=PAGE, cursor=cursor)
+            yield from page.items
+            if (cursor := page.cursor) is None:
+                break
+
+
+def _all_tenants(store: Store) -> Iterator[Tenant]:
+    cursor = None
+    while True:
+        page = store.list_tenants(limit=PAGE, cursor=cursor)
+        yield from page.items
+        if (cursor := page.cursor) is None:
+            return
+
+
+def recount_event(store: Store, event_id: str) -> dict[str, int]:
+    """Set the event's delivery counters to what its deliveries say; returns the changes made."""
+    item = store.get_event_item(event_id)
+    if item is None:
+        return {}
+    found: Counter[str] = Counter()
+    for sub in _subscriptions(store, item.get("tenant_id")):
+        delivery = store.get_delivery(ids.delivery_id(event_id, sub.id))
+        if delivery is not None and delivery.event_id == event_id:
+            found[delivery.status.value] += 1
+            found["matched"] += 1
+    changes = {
+        "succeeded": found[DeliveryStatus.SUCCEEDED.value] - int(item.get("succeeded", 0)),
+        "failed": found[DeliveryStatus.FAILED.value] - int(item.get("failed", 0)),
+        "matched": max(0, found["matched"] - int(item.get("matched", 0))),
+    }
+    changes = {key: value for key, value in changes.items() if value}
+    store.count_event(event_id, expires_at=int(item["expires_at"]), **changes)
+    return changes
+
+
+def recount_subscription(store: Store, sub_id: str, *, ttl_days: int = 30) -> dict[str, int]:
+    """Set the subscription's ``attempts`` / ``succeeded`` / ``failed`` stats to what its attempt log says
+    (kept ``ttl_days`` from now, as after an attempt); returns the counts written."""
+    counts = {"attempts": 0, "succeeded": 0, "failed": 0}
+    cursor = None
+    while True:
+        page = store.list_deliveries(sub_id, status=None, limit=PAGE, cursor=cursor)
+        for delivery in page.items:
+            attempts_cursor = None
+            while True:
+                attempts = store.list_attempts(delivery.id, limit=PAGE, cursor=attempts_cursor)
+                for attempt in attempts.items:
+                    counts["attempts"] += 1
+                    counts["succeeded" if attempt.succeeded else "failed"] += 1
+                if (attempts_cursor := attempts.cursor) is None:
+                    break
+        if (cursor := page.cursor) is None:
+            break
+    # The stats item's layout is the Store's (STATS#<sub>); only these three numbers and its expiry change.
+    store.client.update_item(
+        TableName=store.table_name,
+        Key={"pk": {"S": f"STATS#{sub_id}"}, "sk": {"S": "#STATS"}},
+        UpdateExpression="SET attempts = :a, succeeded = :s, failed = :f, expires_at = :exp",
+        ExpressionAttributeValues={
+            ":a": {"N": str(counts["attempts"])},
+            ":s": {"N": str(counts["succeeded"])},
+            ":f": {"N": str(counts["failed"])},
+            ":exp": {"N": str(int(time.time()) + ttl_days * 86_400)},
+        },
+    )
+    return counts
