@@ -9,6 +9,10 @@ a lost batch write left short); the API answers 503 with Retry-After, never a 50
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,13 +23,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from herald import faults, ids
+from herald.api import create_app
+from herald.delivery import Worker, settle_all
 from herald.faults import install
+from herald.local.poller import SqsPoller
+from herald.local.resources import create_local_resources
 from herald.repair import recount_event, recount_subscription
 from herald.services import Services
 from herald.settings import Settings
+from tests import test_delivery_batches as batches
 from tests import test_route_isolation as isolation
 from tests.chaos_support import CHAOS_MIX, Answers, call_until_done, serve, verify_signature
-from tests.conftest import Clock, Receiver, TenantInfo
+from tests.conftest import ADMIN_KEY, Clock, Receiver, TenantInfo
 from tests.delivery_support import ADMIN, INVOICE, Harness, event_counts, publish, step, subscribe
 from tests.test_route_isolation import OPERATOR_TAGS, TenantA, body_for, fill, operations
 
@@ -299,3 +308,89 @@ def test_counters_a_lost_batch_write_left_short_are_recounted_from_the_records(
         assert recount_event(services.store, event_id) == {}
         stats = client.get(f"/v1/subscriptions/{subs[0].id}/stats", headers=tenant.headers).json()
         assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (1, 1, 0)
+
+
+# --- a worker killed in the middle of a batch, under the fault mix -------------------------------------------------
+
+moto_server = batches.moto_server
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server: str, receiver: Receiver) -> None:
+    # GIVEN the template's resources on a moto server (short queue visibility), and the fault mix in every
+    # Herald client: the worker process's (HERALD_FAULTS, as in `make run`) and this process's
+    resources = create_local_resources(admin_key=ADMIN_KEY, session=boto3.session.Session(), prefix="chaos")
+    sqs = boto3.session.Session().client("sqs")
+    sqs.set_queue_attributes(QueueUrl=resources.queue_url, Attributes={"VisibilityTimeout": "3"})
+    environment = {
+        **resources.environment(),
+        "HERALD_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8",
+        "HERALD_ALLOW_HTTP_URLS": "true",
+        "HERALD_DELIVERY_TIMEOUT_SECONDS": "3",
+        "HERALD_FAULTS": CHAOS_MIX + ", seed=5",
+    }
+    settings = Settings(**{key.removeprefix("HERALD_").lower(): value for key, value in environment.items()})
+    services = Services.create(settings)
+    # AND eight subscribers: the first four answered at once, the next four after 2.5 s (in flight at the kill)
+    receiver.responses = [(200, {}, b"ok", 0.0)] * 4 + [(200, {}, b"ok", 2.5)] * 4
+    with faults.suspended(), TestClient(create_app(services)) as client:
+        created = client.post("/v1/tenants", json={"name": "Chaos"}, headers=ADMIN).json()
+        tenant = TenantInfo(created["id"], created["api_key"]["key"])
+        subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(8)}
+        event_id = publish(client, tenant.id)
+    # WHEN a worker process (batches of four) is killed with SIGKILL once six requests reached the receiver
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from tests.delivery_support import worker_process_main; worker_process_main()"],
+        cwd=batches.REPO,
+        env={**os.environ, **environment, "TEST_BATCH_SIZE": "4", "TEST_FUNCTION_TIMEOUT": "9"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while len(receiver.received) < 6:
+            assert child.poll() is None, "the worker process died by itself"
+            assert time.monotonic() < deadline, "the worker process never reached the receiver"
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    # AND a fresh worker, faults and all, takes over until nothing is left on the queue (its invocations as
+    # short as the killed one's: a delivery whose record a fault refused waits out its lease, which ends
+    # with the invocation that took it)
+    worker = Worker(services)
+    poller = SqsPoller(sqs, resources.queue_url, worker.handle, batch_size=10, function_timeout_seconds=9)
+    expected = set(subs)
+    try:
+        deadline = time.monotonic() + 120
+        while not ({got.path for got in receiver.received} >= expected and _queue_empty(sqs, resources.queue_url)):
+            assert time.monotonic() < deadline, Counter(got.path for got in receiver.received)
+            poller.poll_once(wait_seconds=1)
+    finally:
+        settle_all([worker])
+    with faults.suspended(), TestClient(create_app(services)) as client:
+        # THEN every subscriber got it, signed; repeats carry the same webhook-id
+        for got in receiver.received:
+            assert verify_signature(subs[got.path].secret, got)["type"] == "invoice.paid"
+            assert got.headers["webhook-id"] == event_id
+        # AND every delivery is recorded as succeeded, and the counts are right once recounted if need be
+        for sub in subs.values():
+            delivery = services.store.get_delivery(ids.delivery_id(event_id, sub.id))
+            assert delivery is not None
+            assert delivery.status.value == "succeeded"
+        recount_event(services.store, event_id)
+        assert event_counts(client, event_id) == {
+            "matched": 8,
+            "pending": 0,
+            "succeeded": 8,
+            "failed": 0,
+            "fanout_complete": True,
+        }
+        assert _queue_empty(sqs, resources.dead_letter_queue_url)
+
+
+def _queue_empty(sqs: Any, url: str) -> bool:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
