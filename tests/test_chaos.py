@@ -329,10 +329,12 @@ def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server
         "HERALD_DELIVERY_TIMEOUT_SECONDS": "3",
         "HERALD_FAULTS": CHAOS_MIX + ", seed=5",
     }
-    settings = Settings(**{key.removeprefix("HERALD_").lower(): value for key, value in environment.items()})
+    values: dict[str, Any] = {key.removeprefix("HERALD_").lower(): value for key, value in environment.items()}
+    settings = Settings(**values)
     services = Services.create(settings)
     # AND eight subscribers: the first four answered at once, the next four after 2.5 s (in flight at the kill)
-    receiver.responses = [(200, {}, b"ok", 0.0)] * 4 + [(200, {}, b"ok", 2.5)] * 4
+    no_headers: dict[str, str] = {}
+    receiver.responses = [(200, no_headers, b"ok", 0.0)] * 4 + [(200, no_headers, b"ok", 2.5)] * 4
     with faults.suspended(), TestClient(create_app(services)) as client:
         created = client.post("/v1/tenants", json={"name": "Chaos"}, headers=ADMIN).json()
         tenant = TenantInfo(created["id"], created["api_key"]["key"])
@@ -393,4 +395,4 @@ def _queue_empty(sqs: Any, url: str) -> bool:
     attributes = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
-    return attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    return bool(attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"})
