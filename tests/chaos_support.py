@@ -1,10 +1,5 @@
-"""Helpers for the chaos tests: the app over real HTTP, a publisher that retries as a client must, the
-check of what receivers got, and the fault mix.
-
-The mix, per ``HERALD_FAULTS`` rule: 5 % of DynamoDB attempts throttled (botocore retries them) and 1 %
-of calls throttled after the retries, conflicts on 0.5 % of writes, 2 % of SQS sends failed whole
-after the retries and 2 % of SendMessageBatch calls failed in part, 2 % of SQS attempts throttled.
-"""
+"""Helpers for the chaos tests: the app over real HTTP, a publisher that retries as a client must, and
+the check of what receivers got. The fault mix is ``herald.faults.CHAOS_MIX``."""
 
 from __future__ import annotations
 
@@ -27,11 +22,6 @@ from herald.local.stack import free_port
 if TYPE_CHECKING:
     from herald.services import Services
     from tests.conftest import Received
-
-CHAOS_MIX = (
-    "dynamodb:throttle=0.05, dynamodb:throttle@call=0.01, dynamodb:conflict@call=0.005, "
-    "sqs.Send*:5xx@call=0.02, sqs.SendMessageBatch:partial=0.02, sqs:throttle=0.02"
-)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from herald import faults, ids
 from herald.api import create_app
 from herald.delivery import Worker, settle_all
-from herald.faults import install
+from herald.faults import CHAOS_MIX, install
 from herald.local.poller import SqsPoller
 from herald.local.resources import create_local_resources
 from herald.repair import recount_event, recount_subscription
@@ -33,7 +33,7 @@ from herald.services import Services
 from herald.settings import Settings
 from tests import test_delivery_batches as batches
 from tests import test_route_isolation as isolation
-from tests.chaos_support import CHAOS_MIX, Answers, call_until_done, serve, verify_signature
+from tests.chaos_support import Answers, call_until_done, serve, verify_signature
 from tests.conftest import ADMIN_KEY, Clock, Receiver, TenantInfo
 from tests.delivery_support import ADMIN, INVOICE, Harness, event_counts, publish, step, subscribe
 from tests.test_route_isolation import OPERATOR_TAGS, TenantA, body_for, fill, operations
