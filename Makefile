@@ -52,8 +52,9 @@ lint: $(DEV_STAMP) ## ruff, mypy, sam validate --lint, cfn-lint with the serverl
 build: $(DEV_STAMP) ## sam build (no Docker needed)
 	$(SAM_ENV) $(BIN)/sam build
 
-bench: $(DEV_STAMP) build ## Performance figures from the sam build output: table, bench/results.json, bench/performance.png
+bench: $(DEV_STAMP) build ## Figures from the sam build output: benchmarks/results/ (results.json, chart) and the README's table
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.readme
 
 clean: ## Remove build output and caches
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
