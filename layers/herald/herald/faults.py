@@ -45,23 +45,21 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import random
 import re
 import threading
 import time
-import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from io import BytesIO
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
-from botocore.compat import HTTPHeaders
 from botocore.exceptions import ReadTimeoutError
 from botocore.parsers import create_parser
+
+from herald.fault_responses import error_body, response
 
 #: The chaos tests' and benchmark's mix: 5 % of DynamoDB attempts throttled (botocore retries them) and 1 %
 #: of calls throttled after the retries, conflicts on 0.5 % of writes, 2 % of SQS sends failed whole after
@@ -80,7 +78,6 @@ _RULE = re.compile(
     r"^(?P<service>[a-z*]+)(?:\.(?P<operation>[A-Za-z*]+))?:(?P<fault>[a-z0-9]+)"
     r"(?:\+(?P<ms>\d+)ms)?(?:@(?P<stage>send|call))?=(?P<when>.+)$"
 )
-_DDB = "com.amazonaws.dynamodb.v20120810#"
 _DDB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
 
 
@@ -168,93 +165,6 @@ def parse_spec(text: str) -> FaultSpec:
         operation = found["operation"] or "*"
         rules.append(Rule(service, operation, fault, stage, latency_ms=int(found["ms"] or 0), **values))
     return FaultSpec(tuple(rules), seed)
-
-
-# --- the answers AWS gives -------------------------------------------------------------------------------
-
-
-def _error_body(
-    service: str, operation: str, fault: str, rng: random.Random, actions: int = 1
-) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of the error AWS answers for ``fault`` (JSON protocols, all three); a
-    cancelled transaction of ``actions`` actions has one reason per action, one of them the conflict."""
-    headers = {"x-amzn-requestid": str(uuid.UUID(int=rng.getrandbits(128)))}
-    body: dict[str, Any]
-    if service == "dynamodb":
-        headers["content-type"] = "application/x-amz-json-1.0"
-        if fault == "throttle" and rng.random() < 0.5:
-            status, body = (
-                400,
-                {
-                    "__type": "com.amazon.coral.availability#ThrottlingException",
-                    "message": "Rate of requests exceeds the allowed throughput.",
-                },
-            )
-        elif fault == "throttle":
-            status, body = (
-                400,
-                {
-                    "__type": _DDB + "ProvisionedThroughputExceededException",
-                    "message": "Throughput exceeds the current capacity of your table or index. DynamoDB is "
-                    "automatically scaling your table or index so please try again shortly.",
-                },
-            )
-        elif fault == "conflict" and operation == "TransactWriteItems":
-            reasons: list[dict[str, str]] = [{"Code": "None"} for _ in range(actions)]
-            reasons[rng.randrange(actions)] = {
-                "Code": "TransactionConflict",
-                "Message": "Transaction is ongoing for the item",
-            }
-            status, body = (
-                400,
-                {
-                    "__type": _DDB + "TransactionCanceledException",
-                    "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons "
-                    f"[{', '.join(reason['Code'] for reason in reasons)}]",
-                    "CancellationReasons": reasons,
-                },
-            )
-        elif fault == "conflict":
-            status, body = (
-                400,
-                {
-                    "__type": _DDB + "TransactionConflictException",
-                    "message": "Operation was rejected because there is an ongoing transaction for the item.",
-                },
-            )
-        else:
-            status, body = 500, {"__type": _DDB + "InternalServerError", "message": "Internal server error"}
-    elif service == "sqs":
-        headers["content-type"] = "application/x-amz-json-1.0"
-        if fault == "throttle":
-            status, code, kind = 400, "RequestThrottled", "Sender"
-            message = "Request is throttled."
-        else:
-            status, code, kind = 500, "InternalFailure", "Receiver"
-            message = "The request processing has failed because of an unknown error, exception or failure."
-        headers["x-amzn-query-error"] = f"{code};{kind}"
-        body = {"__type": f"com.amazonaws.sqs#{code}", "message": message}
-    else:
-        headers["content-type"] = "application/x-amz-json-1.1"
-        if fault == "throttle":
-            status, body = 400, {"__type": "ThrottlingException", "Message": "Rate exceeded"}
-        else:
-            status, body = 500, {"__type": "InternalServiceError", "Message": "An error occurred on the server side."}
-    return status, headers, json.dumps(body).encode()
-
-
-def _response(url: str, status: int, headers: dict[str, str], body: bytes) -> AWSResponse:
-    raw: Any = _Raw(body)
-    return AWSResponse(url, status, HTTPHeaders.from_dict(headers), raw)
-
-
-class _Raw(BytesIO):
-    """A response body botocore can read or stream, as urllib3's."""
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        contents = self.read()
-        if contents:
-            yield contents
 
 
 def _keys_of(params: dict[str, Any]) -> list[str]:
@@ -412,8 +322,8 @@ class FaultInjector:
     def _parsed_error(self, model: Any, fault: str) -> tuple[AWSResponse, dict[str, Any]]:
         """The error as botocore's endpoint hands it over after parsing (its modeled fields included)."""
         with self._lock:
-            status, headers, body = _error_body(self.service, model.name, fault, self._rng, self._actions())
-        http = _response(_NOWHERE, status, headers, body)
+            status, headers, body = error_body(self.service, model.name, fault, self._rng, self._actions())
+        http = response(_NOWHERE, status, headers, body)
         raw = {"status_code": status, "headers": http.headers, "body": body}
         parser = create_parser(model.metadata["protocol"])
         parsed: dict[str, Any] = parser.parse(raw, model.output_shape)
@@ -438,8 +348,8 @@ class FaultInjector:
             if rule.fault == "timeout":
                 raise ReadTimeoutError(endpoint_url=_NOWHERE)
             with self._lock:
-                status, headers, body = _error_body(self.service, operation, rule.fault, self._rng, self._actions())
-            return _response(_NOWHERE, status, headers, body)
+                status, headers, body = error_body(self.service, operation, rule.fault, self._rng, self._actions())
+            return response(_NOWHERE, status, headers, body)
         return None
 
     def after_call(
