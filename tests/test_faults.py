@@ -303,3 +303,24 @@ def test_a_subscription_is_created_through_a_transaction_conflict(
     assert injector.count("conflict") == 1
     with faults.suspended():
         assert services.store.subscription_count(tenant.id) == 1
+
+
+def test_the_local_stack_turns_it_on_from_the_setting(
+    monkeypatch: pytest.MonkeyPatch, aws: boto3.session.Session
+) -> None:
+    from herald.local.stack import faults_notice
+    from herald.settings import get_settings
+
+    # GIVEN HERALD_FAULTS in the environment, as `make run` gets it
+    monkeypatch.setenv("HERALD_FAULTS", faults.CHAOS_MIX)
+    get_settings.cache_clear()
+    # WHEN the services are built the way the local stack builds them (from the environment)
+    services = Services.create()
+    # THEN each of Herald's clients carries the injector, and make run says which rules are on
+    for client in (services.store.client, services.queue.client):
+        assert faults.injector_of(client) is not None
+    notice = faults_notice(faults.CHAOS_MIX)
+    assert notice.startswith("FAULT INJECTION ON (HERALD_FAULTS): 6 rules")
+    assert "sqs.SendMessageBatch partial@call" in notice
+    with pytest.raises(FaultSpecError):
+        faults_notice("dynamodb:explode=1")
