@@ -89,16 +89,31 @@ def summary_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def judge(
+    met: bool, ratio: float, low: float, high: float, noise: float | None, signal: float | None, unit: str
+) -> tuple[bool, str]:
+    """Whether a figure is counted as met, and why: its target's own test (``met``), within its bounds,
+    with a signal above the noise."""
+    if ratio < low:
+        return False, f"below its lower bound {low:.3g}: a wrong sign or a broken measurement"
+    if noise is not None and signal is not None and abs(signal) <= noise:
+        return False, f"inside the noise: signal {signal:.3g} {unit}, noise +/-{noise:.3g}"
+    if ratio > high:
+        return False, "missed"
+    return met, "met" if met else "missed"
+
+
 @dataclass
 class Figure:
     """One figure of ``benchmarks/results/results.json``: a value, the baseline it is compared with (measured in
     the same run unless ``baseline_label`` says otherwise), their ratio, the target, and whether it is met.
 
-    Every figure has a lower and an upper bound on its ratio (``low``, ``high``): a ratio outside them is a
-    wrong sign or a broken measurement, never a success. ``noise`` is the run-to-run noise of the value (the
-    spread of the baseline's repeated runs, same unit) and ``signal`` what the figure claims (the value
-    minus what it is compared with): a signal inside the noise is said so and not counted as met. ``met``
-    as given is the target's own test; after construction it holds the verdict's."""
+    Every figure has a lower and an upper bound on its ratio (``low``, ``high``): below the lower one is a
+    wrong sign or a broken measurement, never a success; above the upper one the target is missed.
+    ``noise`` is the run-to-run noise of the value (the spread of the baseline's repeated runs, same unit)
+    and ``signal`` what the figure claims (the value minus what it is compared with): a signal inside the
+    noise is said so and not counted as met. ``met`` as given is the target's own test; after
+    construction it holds the verdict's."""
 
     name: str
     value: float
@@ -116,14 +131,7 @@ class Figure:
     verdict: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        if not self.low <= self.ratio <= self.high:
-            self.verdict = f"out of bounds [{self.low:.3g}, {self.high:.3g}]: a wrong sign or a broken measurement"
-            self.met = False
-        elif self.noise is not None and self.signal is not None and abs(self.signal) <= self.noise:
-            self.verdict = f"inside the noise: signal {self.signal:.3g} {self.unit}, noise +/-{self.noise:.3g}"
-            self.met = False
-        else:
-            self.verdict = "met" if self.met else "missed"
+        self.met, self.verdict = judge(self.met, self.ratio, self.low, self.high, self.noise, self.signal, self.unit)
 
     @property
     def ratio(self) -> float:

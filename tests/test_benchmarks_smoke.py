@@ -231,7 +231,7 @@ def test_a_figure_out_of_its_bounds_or_inside_the_noise_is_not_met() -> None:
         signal=190.0,
     )
     # THEN a wrong sign is out of bounds and a signal inside the noise says so: neither is met
-    assert (negative.met, negative.verdict.startswith("out of bounds")) == (False, True)
+    assert (negative.met, negative.verdict.startswith("below its lower bound")) == (False, True)
     assert (noisy.met, noisy.verdict.startswith("inside the noise")) == (False, True)
     assert (clear.met, clear.verdict) == (True, "met")
     assert noisy.to_dict()["verdict"] == noisy.verdict
