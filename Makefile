@@ -60,8 +60,9 @@ lint: $(DEV_STAMP) ## ruff, mypy, sam validate --lint, cfn-lint with the serverl
 build: $(DEV_STAMP) ## sam build (no Docker needed)
 	$(SAM_ENV) $(BIN)/sam build
 
-bench: $(DEV_STAMP) build ## Performance figures from the sam build output: table, bench/results.json, bench/performance.png
+bench: $(DEV_STAMP) build ## Figures from the sam build output: benchmarks/results/ (results.json, chart) and the README's table
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.readme
 
 # uv resolves for the layer's target (any platform, Python 3.13) without that interpreter, and records the
 # hashes of every wheel of each pinned version. It first resolves the whole development environment, so the

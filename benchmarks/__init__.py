@@ -5,7 +5,7 @@ Modules: ``coldstart`` (both functions' cold starts from the ``sam build`` outpu
 function's peak memory), ``delivery`` (one invocation with a batch of deliveries to a slow receiver),
 ``fanout`` (one event to many subscriptions), ``cost`` (per million delivered webhooks), ``package_size``,
 and two extra studies, ``cold_import`` (import with and without bytecode) and ``api`` (warm requests).
-``figures`` turns their measurements into the figures of ``bench/results.json``; ``lambda_build`` lays the
+``figures`` turns their measurements into the figures of ``benchmarks/results/results.json``; ``lambda_build`` lays the
 build output out as Lambda runs it, ``lambda_child`` is the Lambda-like process; ``core``, ``receiver`` and
 ``moto_server`` are what they share (moto is patched by herald.local.moto_fixes).
 This package imports nothing heavy at import time.

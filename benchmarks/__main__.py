@@ -1,11 +1,12 @@
 """``python -m benchmarks`` (``make bench``): the performance figures, each against a baseline measured in
-the same run, printed as a table and written to ``bench/results.json`` with a chart (``bench/*.png``).
+the same run, printed as a table and written to ``benchmarks/results/results.json`` with a chart
+(``benchmarks/results/performance.png``); ``python -m benchmarks.readme`` then writes the README's table from it.
 
 Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts from the ``sam build`` output),
 ``batch`` (one SQS batch of 100 deliveries to a receiver answering after 200 ms), ``fanout`` (one event to
 10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
-``size`` (unzipped package sizes). Extra studies, run only when named: ``import`` (import with and without
-bytecode) and ``api`` (warm request latency).
+``size`` (unzipped package sizes), ``chaos`` (deliveries lost and duplicated under the fault mix). Extra
+studies, run only when named: ``import`` (import with and without bytecode) and ``api`` (warm request latency).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, TextIO
 from benchmarks.results import Figure, Result, figures_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size")
+FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "chaos")
 EXTRAS = ("import", "api")
 NAMES = FIGURES + EXTRAS
 
@@ -52,7 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cost-events", type=int, default=20, help="events published per cost case")
     parser.add_argument("--import-repeats", type=int, default=5, help="fresh interpreters per tree (import)")
     parser.add_argument("--api-requests", type=int, default=200, help="requests per route (api)")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench", help="where results.json and the chart go")
+    parser.add_argument("--chaos-events", type=int, default=20, help="events published under the fault mix (chaos)")
+    parser.add_argument("--chaos-subscriptions", type=int, default=25, help="subscriptions each event goes to (chaos)")
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "benchmarks" / "results", help="where results.json and the chart go"
+    )
     parser.add_argument("--no-chart", action="store_true", help="write no PNG")
     parser.add_argument("--json", action="store_true", help="results.json's document on stdout, the report on stderr")
     args = parser.parse_args(argv)
@@ -86,6 +91,11 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         )
         return figures.fanout(result)
 
+    def chaos() -> list[Figure]:
+        from benchmarks import chaos as chaos_module
+
+        return chaos_module.run(events=args.chaos_events, subscriptions=args.chaos_subscriptions, out=out)
+
     def extra_import() -> Result:
         from benchmarks import cold_import
 
@@ -103,6 +113,7 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         "cost": lambda: figures.cost(events=args.cost_events, out=out),
         "memory": lambda: figures.memory(batch=args.batch_size, latency=latency, out=out),
         "size": lambda: figures.package_size(out=out),
+        "chaos": chaos,
         "import": extra_import,
         "api": extra_api,
     }

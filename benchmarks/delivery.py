@@ -166,6 +166,8 @@ def run(
             "batch_s": batch_s,
             "batch_min_s": min(item.handle_s for item in slow),
             "batch_instant_receiver_s": fast.handle_s,
+            # Run-to-run noise: the spread of the same batch (instant receiver) run `rounds` times.
+            "batch_instant_spread_s": max(item.handle_s for item in instant) - min(item.handle_s for item in instant),
             "batch_first_cold_s": cold.handle_s,
             "latency_added_s": latency_added,
             "worker_cpu_s": typical.cpu_s,

@@ -89,10 +89,31 @@ def summary_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def judge(
+    met: bool, ratio: float, low: float, high: float, noise: float | None, signal: float | None, unit: str
+) -> tuple[bool, str]:
+    """Whether a figure is counted as met, and why: its target's own test (``met``), within its bounds,
+    with a signal above the noise."""
+    if ratio < low:
+        return False, f"below its lower bound {low:.3g}: a wrong sign or a broken measurement"
+    if noise is not None and signal is not None and abs(signal) <= noise:
+        return False, f"inside the noise: signal {signal:.3g} {unit}, noise +/-{noise:.3g}"
+    if ratio > high:
+        return False, "missed"
+    return met, "met" if met else "missed"
+
+
 @dataclass
 class Figure:
-    """One figure of ``bench/results.json``: a value, the baseline it is compared with (measured in the
-    same run unless ``baseline_label`` says otherwise), their ratio, the target, and whether it is met."""
+    """One figure of ``benchmarks/results/results.json``: a value, the baseline it is compared with (measured in
+    the same run unless ``baseline_label`` says otherwise), their ratio, the target, and whether it is met.
+
+    Every figure has a lower and an upper bound on its ratio (``low``, ``high``): below the lower one is a
+    wrong sign or a broken measurement, never a success; above the upper one the target is missed.
+    ``noise`` is the run-to-run noise of the value (the spread of the baseline's repeated runs, same unit)
+    and ``signal`` what the figure claims (the value minus what it is compared with): a signal inside the
+    noise is said so and not counted as met. ``met`` as given is the target's own test; after
+    construction it holds the verdict's."""
 
     name: str
     value: float
@@ -103,10 +124,20 @@ class Figure:
     met: bool
     details: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    low: float = 0.0
+    high: float = math.inf
+    noise: float | None = None
+    signal: float | None = None
+    verdict: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.met, self.verdict = judge(self.met, self.ratio, self.low, self.high, self.noise, self.signal, self.unit)
 
     @property
     def ratio(self) -> float:
-        return self.value / self.baseline if self.baseline else math.inf
+        if self.baseline:
+            return self.value / self.baseline
+        return 0.0 if self.value == 0 else math.inf
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,8 +147,13 @@ class Figure:
             "baseline": round(self.baseline, 4),
             "baseline_label": self.baseline_label,
             "ratio": round(self.ratio, 4),
+            "low": self.low,
+            "high": self.high if math.isfinite(self.high) else None,
+            "noise": None if self.noise is None else round(self.noise, 4),
+            "signal": None if self.signal is None else round(self.signal, 4),
             "target": self.target,
             "met": self.met,
+            "verdict": self.verdict,
             "note": self.note,
             "details": self.details,
         }
@@ -131,24 +167,27 @@ def _short(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}".rstrip()
 
 
-def figures_table(figures: list[Figure], *, markdown: bool = False) -> str:
-    """The figures as a table (plain text, or Markdown for the README)."""
-    header = ("figure", "value", "baseline", "ratio", "target", "met")
+def bounds_text(low: float, high: float | None) -> str:
+    """A figure's ratio bounds, as ``[low, high]``."""
+    upper = "inf" if high is None or not math.isfinite(high) else f"{high:.3g}"
+    return f"[{low:.3g}, {upper}]"
+
+
+def figures_table(figures: list[Figure]) -> str:
+    """The figures as a plain-text table (the README's is written from results.json by benchmarks.readme)."""
+    header = ("figure", "value", "baseline", "ratio", "bounds", "target", "verdict")
     rows = [
         (
             figure.name,
             _short(figure.value, figure.unit),
             f"{_short(figure.baseline, figure.unit)} ({figure.baseline_label})",
             f"{figure.ratio:.3g}",
+            bounds_text(figure.low, figure.high),
             figure.target,
-            "yes" if figure.met else "NO",
+            figure.verdict if figure.met else f"NO: {figure.verdict}",
         )
         for figure in figures
     ]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
     widths = [max(len(row[index]) for row in [header, *rows]) for index in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * width for width in widths))

@@ -58,7 +58,8 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-def settings(resources: LocalResources, settings_overrides: dict[str, Any]) -> Settings:
+def settings(resources: LocalResources, settings_overrides: dict[str, Any], request: pytest.FixtureRequest) -> Settings:
+    marker = request.node.get_closest_marker("faults")
     values: dict[str, Any] = {
         "table_name": resources.table_name,
         "queue_url": resources.queue_url,
@@ -69,6 +70,8 @@ def settings(resources: LocalResources, settings_overrides: dict[str, Any]) -> S
         "allowed_target_networks": LOCAL_NETWORKS,
         "allow_http_urls": True,
         "delivery_timeout_seconds": 5.0,
+        # Off unless the test is marked @pytest.mark.faults(spec) (herald.faults); never from the environment.
+        "faults": marker.args[0] if marker else "",
         **settings_overrides,
     }
     return Settings(**values)

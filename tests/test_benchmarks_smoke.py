@@ -111,7 +111,7 @@ def test_command_line_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture[s
     # AND known names may be comma-separated, and run in the default order
     assert parse_args(["--only", "memory,batch"]).selected == ["batch", "memory"]
     # AND without --only, the figures run (the extra studies do not)
-    assert parse_args([]).selected == ["coldstart", "batch", "fanout", "cost", "memory", "size"]
+    assert parse_args([]).selected == ["coldstart", "batch", "fanout", "cost", "memory", "size", "chaos"]
 
 
 def test_ratio_divides_measured_by_baseline() -> None:
@@ -159,17 +159,17 @@ def test_figures_table_and_chart(tmp_path: Path) -> None:
 
     # GIVEN two figures, one met and one missed
     figures = [
-        Figure("api_cold_start", 600.0, "ms", 500.0, "minimal app", "ratio <= 1.3", met=True),
-        Figure("cost_per_million_fanout_10", 2.5, "$", 1.2, "EventBridge", "<= $1.00", met=False, note="why"),
+        Figure("api_cold_start", 600.0, "ms", 500.0, "minimal app", "ratio <= 1.3", met=True, low=0.8, high=1.3),
+        Figure("cost_per_million_fanout_10", 2.5, "$", 1.2, "EventBridge", "ratio <= 1", met=False, high=1.0),
     ]
     # WHEN they are tabulated and charted
     table = figures_table(figures)
-    markdown = figures_table(figures, markdown=True)
     chart = write_chart(figures, tmp_path / "chart.png")
-    # THEN the table says which target is met, and the chart is a PNG
+    # THEN the table says which target is met, with the bounds, and the chart is a PNG
     assert "1.2" in table
+    assert "[0.8, 1.3]" in table
     assert "NO" in table
-    assert markdown.startswith("| figure |")
+    assert [figure.met for figure in figures] == [True, False]
     assert chart is not None
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert figures[1].to_dict()["ratio"] == pytest.approx(2.5 / 1.2, rel=1e-3)
@@ -197,3 +197,55 @@ def test_cold_start_runs_the_built_handlers() -> None:
     # AND the delivery function's peak memory during a batch is measured against its MemorySize
     assert memory.value >= memory.details["rss_warm_mib"] > 0
     assert memory.baseline >= 128
+
+
+def test_a_figure_out_of_its_bounds_or_inside_the_noise_is_not_met() -> None:
+    from benchmarks.results import Figure
+
+    # GIVEN figures whose target test passes
+    negative = Figure("batch_latency_added", -43.0, "ms", 200.0, "latency", "ratio <= 1.5", met=True, low=0.5, high=1.5)
+    noisy = Figure(
+        "batch_latency_added",
+        126.0,
+        "ms",
+        200.0,
+        "latency",
+        "ratio <= 1.5",
+        met=True,
+        low=0.5,
+        high=1.5,
+        noise=150.0,
+        signal=126.0,
+    )
+    clear = Figure(
+        "batch_latency_added",
+        190.0,
+        "ms",
+        200.0,
+        "latency",
+        "ratio <= 1.5",
+        met=True,
+        low=0.5,
+        high=1.5,
+        noise=40.0,
+        signal=190.0,
+    )
+    # THEN a wrong sign is out of bounds and a signal inside the noise says so: neither is met
+    assert (negative.met, negative.verdict.startswith("below its lower bound")) == (False, True)
+    assert (noisy.met, noisy.verdict.startswith("inside the noise")) == (False, True)
+    assert (clear.met, clear.verdict) == (True, "met")
+    assert noisy.to_dict()["verdict"] == noisy.verdict
+
+
+def test_chaos_benchmark_counts_lost_and_duplicated_deliveries() -> None:
+    from benchmarks import chaos
+
+    # GIVEN / WHEN four events to four subscriptions under the fault mix
+    lost, duplicates = chaos.run(events=4, subscriptions=4, out=lambda _: None)
+    # THEN nothing was lost, and duplicates stayed within what at-least-once allows
+    assert lost.name == "chaos_lost_per_10k"
+    assert lost.details["deliveries"] == 16
+    assert lost.value == 0
+    assert lost.met
+    assert duplicates.value <= duplicates.baseline
+    assert duplicates.met

@@ -1,6 +1,9 @@
 """A subscription's rate limit holds across concurrent workers: over the rate, deliveries are postponed,
 never failed nor dropped.
 
+The postponement test runs a worker on a simulated clock that never waits for a slot itself, so every
+delivery over the rate goes back to the queue and comes back for its slot.
+
 The burst test runs two workers (two emulated Lambda invocations at a time, each with its own AWS
 clients) on the real clock against a real receiver on 127.0.0.1 that notes when each delivery arrives.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,8 +24,9 @@ from standardwebhooks import Webhook
 from herald.local.poller import SqsPoller
 from herald.services import Services
 from herald.worker import Worker, settle_all
-from tests.delivery_support import deliveries
-from tests.support import ADMIN, INVOICE, TenantInfo
+from tests.chaos_support import verify_signature
+from tests.delivery_support import deliveries, make_harness, step
+from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -198,3 +203,47 @@ def test_rate_limit_is_validated_and_can_be_changed_or_removed(client, tenant: T
     assert kept.json()["rate_limit"] == 25
     removed = client.patch(f"/v1/subscriptions/{sub_id}", json={"rate_limit": None}, headers=tenant.headers)
     assert removed.json()["rate_limit"] is None
+
+
+def test_deliveries_over_the_rate_are_postponed_through_the_queue_and_all_arrive_once(
+    client, tenant: TenantInfo, settings, aws, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a worker on a simulated clock that never waits for a slot itself (every delivery over the rate is
+    # postponed through the queue), and a subscription limited to 2 deliveries a second
+    services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 0}), session=aws)
+    harness = make_harness(services, aws, clock=clock)
+    created = client.post(
+        "/v1/subscriptions",
+        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 2},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    sub_id, secret = created.json()["id"], created.json()["secret"]
+    # AND six events published at once
+    for index in range(6):
+        body = {"type": "invoice.paid", "data": {**INVOICE, "invoice_id": f"in_{index}"}, "tenant_id": tenant.id}
+        assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
+    try:
+        # WHEN the worker runs, and runs again as each second passes
+        harness.drain()
+        first_round = len(receiver.received)
+        for _ in range(20):
+            if len(receiver.received) == 6 and harness.counts() == (0, 0):
+                break
+            step(harness, clock, 1.0)
+    finally:
+        harness.close()
+    # THEN only one went at once: the others were postponed through the queue (hidden, then shown again)
+    assert first_round == 1
+    assert len(harness.holds) >= 5
+    assert all(1 <= hold <= 4 for hold in harness.holds)
+    # AND every event arrived exactly once, signed, never more than 2 in one second of the clock
+    ids = [got.headers["webhook-id"] for got in receiver.received]
+    assert len(ids) == len(set(ids)) == 6
+    for got in receiver.received:
+        assert verify_signature(secret, got)["type"] == "invoice.paid"
+    assert max(Counter(int(got.headers["webhook-timestamp"]) for got in receiver.received).values()) <= 2
+    # AND a postponement is not an attempt, and nothing was dead-lettered
+    listed = deliveries(client, tenant, sub_id)
+    assert {(item["status"], item["attempts"]) for item in listed} == {("succeeded", 1)}
+    assert harness.counts(settings.dead_letter_queue_url) == (0, 0)

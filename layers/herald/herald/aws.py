@@ -1,6 +1,7 @@
 """boto3 clients, created lazily (never at import time) with settings fit for Lambda.
 
 Endpoints come from the standard ``AWS_ENDPOINT_URL`` variables, so the same code talks to AWS or moto.
+With ``HERALD_FAULTS`` set (tests, the local stack), each client gets the fault injector (herald.faults).
 """
 
 from __future__ import annotations
@@ -25,22 +26,32 @@ CLIENT_CONFIG = Config(
 )
 
 
-def _client(service: str, session: boto3.session.Session | None) -> Any:
-    return (session or boto3.session.Session()).client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+def _client(service: str, session: boto3.session.Session | None, faults: str | None) -> Any:
+    """A client; with the fault injector on it when ``faults`` (by default the ``HERALD_FAULTS`` setting) says so."""
+    client = (session or boto3.session.Session()).client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    if faults is None:
+        from herald.settings import get_settings
 
+        faults = get_settings().faults
+    if faults:
+        from herald.faults import install
 
-def dynamodb_client(session: boto3.session.Session | None = None) -> DynamoDBClient:
-    client: DynamoDBClient = _client("dynamodb", session)
+        install(client, faults)
     return client
 
 
-def sqs_client(session: boto3.session.Session | None = None) -> SQSClient:
-    client: SQSClient = _client("sqs", session)
+def dynamodb_client(session: boto3.session.Session | None = None, *, faults: str | None = None) -> DynamoDBClient:
+    client: DynamoDBClient = _client("dynamodb", session, faults)
+    return client
+
+
+def sqs_client(session: boto3.session.Session | None = None, *, faults: str | None = None) -> SQSClient:
+    client: SQSClient = _client("sqs", session, faults)
     return client
 
 
 def secretsmanager_client(
-    session: boto3.session.Session | None = None,
+    session: boto3.session.Session | None = None, *, faults: str | None = None
 ) -> SecretsManagerClient:
-    client: SecretsManagerClient = _client("secretsmanager", session)
+    client: SecretsManagerClient = _client("secretsmanager", session, faults)
     return client

@@ -39,16 +39,19 @@ class Services:
         from herald.aws import dynamodb_client, secretsmanager_client, sqs_client
 
         settings = settings or get_settings()
+        faults = settings.faults
         return cls(
             settings=settings,
             store=Store(
                 settings.table_name,
-                client=dynamodb_client(session) if session else None,
+                client=dynamodb_client(session, faults=faults) if session or faults else None,
             ),
             queue=WorkQueue(
                 settings.queue_url,
                 settings.dead_letter_queue_url,
-                client=sqs_client(session) if session else None,
+                client=sqs_client(session, faults=faults) if session or faults else None,
             ),
-            admin_keys=AdminKeyProvider(settings, client=secretsmanager_client(session) if session else None),
+            admin_keys=AdminKeyProvider(
+                settings, client=secretsmanager_client(session, faults=faults) if session or faults else None
+            ),
         )

@@ -174,6 +174,22 @@ class Settings(BaseSettings):
         description="A message back in the dead-letter queue after this many redrives counts as poison and stays.",
     )
 
+    # --- tests and the local stack ---------------------------------------------------------------------
+    faults: str = Field(
+        "",
+        description="Faults injected into Herald's AWS clients on purpose (tests, `make run`; never a deployment): "
+        "a spec such as `dynamodb:throttle=0.05, sqs.SendMessageBatch:partial=0.02, seed=7` (herald.faults). "
+        "Empty: none.",
+    )
+
+    @field_validator("faults")
+    @classmethod
+    def _check_faults(cls, value: str) -> str:
+        from herald.faults import parse_spec
+
+        parse_spec(value)  # a FaultSpecError (a ValueError) names the part that cannot be read
+        return value
+
     @field_validator("admin_key")
     @classmethod
     def _check_admin_key(cls, value: str) -> str:

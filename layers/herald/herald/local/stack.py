@@ -82,7 +82,18 @@ def start_aws(host: str, port: int | None, admin_key: str) -> tuple[ThreadedMoto
     # The same settings the template gives the functions, pointing at the local resources.
     os.environ.update(resources.environment())
     print(allow_local_targets(), flush=True)
+    if os.environ.get("HERALD_FAULTS", "").strip():
+        print(faults_notice(os.environ["HERALD_FAULTS"]), flush=True)
     return server, endpoint, resources
+
+
+def faults_notice(spec: str) -> str:
+    """What ``HERALD_FAULTS`` turns on (read here, so a spec that cannot be read stops ``make run`` at once)."""
+    from herald.faults import parse_spec
+
+    rules = parse_spec(spec).rules
+    listed = "; ".join(f"{rule.service}.{rule.operation} {rule.fault}@{rule.stage}" for rule in rules)
+    return f"FAULT INJECTION ON (HERALD_FAULTS): {len(rules)} rules: {listed}"
 
 
 def allow_local_targets() -> str:

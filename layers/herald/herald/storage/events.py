@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from herald.errors import ConflictError, IdempotencyConflictError
+from herald.errors import ConflictError, IdempotencyConflictError, ServiceUnavailableError
 from herald.records import Event
 from herald.storage import keys
 from herald.storage.table import from_item, record, strip, to_item, values
@@ -208,15 +208,23 @@ class EventRepository:
         Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it), so
         a fan-out of any size never grows an item that is written often. A crash between the marker and
         the counters leaves the counters one page short; the deliveries themselves are all queued."""
+        key = keys.fanout_page(event_id, marker)
         try:
             self._table.call(
                 "put_item",
-                Item=to_item({**keys.fanout_page(event_id, marker), "expires_at": expires_at}),
+                Item=to_item({**key, "expires_at": expires_at}),
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError:
             return False  # this page was counted before
-        self.count(event_id, expires_at=expires_at, **deltas)
+        try:
+            self.count(event_id, expires_at=expires_at, **deltas)
+        except ServiceUnavailableError:
+            # Not counted (DynamoDB refused after retries): take the marker back, so that the page is counted
+            # when its message runs again, instead of never.
+            with contextlib.suppress(ClientError, ServiceUnavailableError):
+                self._table.call("delete_item", Key=to_item(key))
+            raise
         return True
 
 

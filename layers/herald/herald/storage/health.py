@@ -201,3 +201,14 @@ class HealthRepository:
                 tat = float(item["tat"]) if item and "tat" in item else now + interval
             return max(tat - now, 0.001)
         return 0.0
+
+    def set_counts(self, sub_id: str, counts: dict[str, int], *, expires_at: int) -> None:
+        """Set the subscription's ``attempts``, ``succeeded`` and ``failed`` (a recount from the attempt log)."""
+        self._table.call(
+            "update_item",
+            Key=to_item(keys.subscription_stats(sub_id)),
+            UpdateExpression="SET attempts = :a, succeeded = :s, failed = :f, expires_at = :exp",
+            ExpressionAttributeValues=values(
+                a=counts["attempts"], s=counts["succeeded"], f=counts["failed"], exp=expires_at
+            ),
+        )

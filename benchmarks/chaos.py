@@ -1,0 +1,222 @@
+"""Chaos figures: a stream of events under the fault mix (``herald.faults.CHAOS_MIX``), counted at real
+receivers. ``chaos_lost_per_10k``: deliveries that never arrived with a valid signature (must be 0);
+``chaos_duplicates_per_10k``: arrivals beyond the first, against what at-least-once allows (deliveries
+whose attempt record drew a fault after their send).
+
+Events are published through the app (a 503 is published again with the same Idempotency-Key, as a
+client must); the worker runs on a simulated clock, and everything it put back on the queue is shown
+again at each step (as time passing would), until the queue is empty. moto runs in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from benchmarks.core import ADMIN_HEADERS, BenchmarkError, local_stack
+from benchmarks.results import Figure
+
+PER = 10_000
+STEP_SECONDS = 70.0
+
+
+@dataclass
+class _Receiver:
+    """Real HTTP on 127.0.0.1: notes (path, webhook-id, verified) of each POST and answers 200."""
+
+    secrets: dict[str, str] = field(default_factory=dict)
+    arrivals: list[tuple[str, str, bool]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from standardwebhooks import Webhook
+
+        outer = self
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                msg_id, stamp = self.headers["webhook-id"], int(self.headers["webhook-timestamp"])
+                expected = Webhook(outer.secrets[self.path]).sign(
+                    msg_id, datetime.fromtimestamp(stamp, UTC), body.decode()
+                )
+                with lock:
+                    outer.arrivals.append((self.path, msg_id, expected in self.headers["webhook-signature"].split(" ")))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str], None] = print) -> list[Figure]:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from herald import faults, ids
+    from herald.api import create_app
+    from herald.local.poller import SqsPoller
+    from herald.worker import Worker, settle_all
+
+    receiver = _Receiver()
+    clock = _Clock(time.time())
+    with local_stack(moto="inprocess", faults=f"{faults.CHAOS_MIX}, seed={seed}") as stack:
+        services = stack.services
+        worker = Worker(services, clock=clock)
+        sqs = stack.session.client("sqs")
+        poller = SqsPoller(sqs, services.settings.queue_url, worker.handle, batch_size=100, function_timeout_seconds=60)
+        handles: list[str] = []
+        receive = poller.receive_batch
+
+        def noting(wait_seconds: int = 0) -> Any:
+            batch = receive(wait_seconds)
+            handles.extend(message["ReceiptHandle"] for message in batch)
+            return batch
+
+        poller.receive_batch = noting  # type: ignore[method-assign]
+
+        def drain() -> None:
+            while poller.poll_once().received:
+                pass
+
+        def reveal() -> None:
+            for handle in handles:
+                try:
+                    sqs.change_message_visibility(
+                        QueueUrl=services.settings.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
+                    )
+                except ClientError:  # deleted since: nothing to show again
+                    continue
+            handles.clear()
+
+        statuses: Counter[int] = Counter()
+        try:
+            with TestClient(create_app(services)) as client:
+                with faults.suspended():
+                    tenant = client.post("/v1/tenants", json={"name": "Chaos"}, headers=ADMIN_HEADERS).json()
+                    headers = {"Authorization": f"Bearer {tenant['api_key']['key']}"}
+                    subs: dict[str, str] = {}
+                    for n in range(subscriptions):
+                        sub_body = {"url": receiver.url(f"s{n}"), "event_types": ["invoice.paid"]}
+                        created = client.post("/v1/subscriptions", json=sub_body, headers=headers).json()
+                        receiver.secrets[f"/s{n}"] = created["secret"]
+                        subs[f"/s{n}"] = created["id"]
+                event_ids = []
+                for n in range(events):
+                    data = {
+                        "invoice_id": f"in_{n}",
+                        "customer_id": "cus_1",
+                        "amount_cents": 100,
+                        "currency": "EUR",
+                        "paid_at": "2026-01-31T09:30:00Z",
+                    }
+                    body: dict[str, Any] = {"type": "invoice.paid", "data": data, "tenant_id": tenant["id"]}
+                    for _ in range(20):
+                        answer = client.post(
+                            "/v1/events", json=body, headers={**ADMIN_HEADERS, "Idempotency-Key": f"c{n}"}
+                        )
+                        statuses[answer.status_code] += 1
+                        if answer.status_code == 202:
+                            event_ids.append(answer.json()["id"])
+                            break
+                    else:
+                        raise BenchmarkError(f"event {n} was never accepted: {dict(statuses)}")
+                    if n % 10 == 9:
+                        drain()
+                expected = {(path, event_id) for path in subs for event_id in event_ids}
+                for _ in range(60):
+                    clock.now += STEP_SECONDS
+                    reveal()
+                    drain()
+                    with faults.suspended():
+                        attributes = sqs.get_queue_attributes(
+                            QueueUrl=services.settings.queue_url,
+                            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                        )["Attributes"]
+                    if {(path, msg) for path, msg, _ in receiver.arrivals} >= expected and set(attributes.values()) == {
+                        "0"
+                    }:
+                        break
+        finally:
+            settle_all([worker])
+            receiver.close()
+        injector = faults.injector_of(services.store.client)
+        hit = {key for fault in (injector.injected if injector else []) if fault.stage == "call" for key in fault.keys}
+    verified = Counter((path, msg) for path, msg, good in receiver.arrivals if good)
+    lost = len(expected - set(verified))
+    duplicates = sum(count - 1 for count in verified.values())
+    allowed = sum(1 for path, event_id in expected if f"DELIVERY#{ids.delivery_id(event_id, subs[path])}" in hit)
+    bad = sum(1 for _, _, good in receiver.arrivals if not good)
+    out(
+        f"  {len(expected)} deliveries ({events} events x {subscriptions} subscriptions) under {faults.CHAOS_MIX}: "
+        f"{lost} lost, {duplicates} duplicates, {allowed} deliveries whose record drew a fault, {bad} bad signatures; "
+        f"publish answers {dict(statuses)}"
+    )
+    scale = PER / len(expected)
+    details = {
+        "deliveries": len(expected),
+        "lost": lost,
+        "duplicates": duplicates,
+        "record_faults": allowed,
+        "bad_signatures": bad,
+        "publish_answers": dict(statuses),
+        "faults": faults.CHAOS_MIX,
+        "seed": seed,
+    }
+    return [
+        Figure(
+            name="chaos_lost_per_10k",
+            value=lost * scale,
+            unit="deliveries",
+            baseline=PER,
+            baseline_label="every delivery of 10,000",
+            target="= 0",
+            met=lost == 0 and bad == 0,
+            low=0.0,
+            high=0.0,
+            details=details,
+            note="a delivery counts as arrived only with a signature standardwebhooks computes the same",
+        ),
+        Figure(
+            name="chaos_duplicates_per_10k",
+            value=duplicates * scale,
+            unit="deliveries",
+            baseline=allowed * scale,
+            baseline_label="record writes a fault hit after the send (at-least-once's allowance)",
+            target="ratio <= 1",
+            met=duplicates <= allowed,
+            low=0.0,
+            high=1.0,
+            details=details,
+        ),
+    ]
