@@ -37,6 +37,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/subscriptions/{subscription_id}"): {"description": "taken over"},
     ("POST", "/v1/subscriptions/{subscription_id}/secret/rotate"): {"grace_hours": 0},
     ("POST", "/v1/events"): {"type": "invoice.paid", "data": INVOICE, "broadcast": True},
+    ("POST", "/v1/events/batch"): {"events": [{"type": "invoice.paid", "data": INVOICE, "broadcast": True}]},
     ("POST", "/v1/subscriptions/{subscription_id}/recover"): {"since": "2020-01-01T00:00:00Z"},
 }
 

@@ -11,7 +11,7 @@ from herald.api.deps import OperatorDep, ServicesDep
 from herald.api.errors import status_of
 from herald.domain import tenants
 from herald.domain.publishing import Published, publish, publish_many
-from herald.errors import HeraldError, InvalidInputError, NotFoundError
+from herald.errors import HeraldError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from herald.ids import EVENT_ID_PATTERN
 from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
 from herald.storage import StoredEvent
@@ -62,7 +62,9 @@ async def publish_batch(body: EventBatchIn, services: ServicesDep, _: OperatorDe
     """Each event is validated and published on its own, as `POST /v1/events` would: the answer holds one
     item per event, in order, with the status that call would have answered (202 when published) and the
     event or the error. An event with an `id` that was published before is answered with the original
-    (`replayed`), so a batch whose answer was lost can be sent again safely when every event has an `id`."""
+    (`replayed`), so a batch whose answer was lost can be sent again safely when every event has an `id`.
+    When storage is unavailable for some events, those items are 503 and the others are published; when
+    nothing could be published, the whole call is a 503 with `Retry-After`."""
     parsed = [_parse(index, raw) for index, raw in enumerate(body.events)]
     audiences: dict[str, HeraldError | None] = {}
     for index, item in enumerate(parsed):
@@ -74,7 +76,11 @@ async def publish_batch(body: EventBatchIn, services: ServicesDep, _: OperatorDe
                 except NotFoundError as missing:
                     audiences[item.tenant_id] = missing
             parsed[index] = audiences[item.tenant_id] or item
-    return EventBatchOut(data=[_batch_item(result) for result in publish_many(services, parsed)])
+    results = publish_many(services, parsed)
+    unavailable = [r for r in results if isinstance(r, ServiceUnavailableError)]
+    if unavailable and all(isinstance(r, HeraldError) for r in results):
+        raise unavailable[0]  # nothing was published: the whole batch is a 503, to be sent again as it is
+    return EventBatchOut(data=[_batch_item(result) for result in results])
 
 
 def _parse(index: int, raw: dict[str, Any]) -> EventIn | HeraldError:
