@@ -20,6 +20,8 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     window lock   RECOVERYWINDOW#<sub>#<digest> #LOCK   the job recovering that window, found by a repeat
     sub stats     STATS#<sub>         #STATS            counters and failure streak of a subscription
     rate slot     RATE#<sub>          #RATE             ``tat``: when the subscription's next delivery may start
+    portal grant  PORTAL#<sha256>     #PORTAL           gsi1: TENANT#<tnt>#PORTAL / <kind>#<sha256>; a portal link's
+                                                        token (single use) or a portal session, by its SHA-256
 
 Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute). TTL deletion is
 lazy, so expired items are also filtered out on every read.
@@ -177,3 +179,13 @@ def subscription_stats(sub_id: str) -> Key:
 
 def rate_slot(sub_id: str) -> Key:
     return {"pk": f"RATE#{sub_id}", "sk": "#RATE"}
+
+
+def portal_grant(grant_hash: str) -> Key:
+    """A portal link token or session, found by the SHA-256 of the secret the browser holds."""
+    return {"pk": f"PORTAL#{grant_hash}", "sk": "#PORTAL"}
+
+
+def tenant_portal_partition(tenant_id: str) -> str:
+    """gsi1 partition listing a tenant's portal links and sessions (to revoke them all)."""
+    return f"TENANT#{tenant_id}#PORTAL"
