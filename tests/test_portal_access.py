@@ -68,7 +68,7 @@ def test_a_link_opens_a_session_with_strict_cookie_and_headers(browser: Browser,
     assert "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert page.headers["x-frame-options"] == "DENY"
 
 

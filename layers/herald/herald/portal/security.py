@@ -103,7 +103,9 @@ def cookie_attributes(settings: Settings) -> dict[str, object]:
 
 class SecurityHeaders:
     """CSP (no inline script or style; only this origin), framing, sniffing, referrer and caching headers on
-    every portal answer."""
+    every portal answer. The referrer stays on this origin (``same-origin``, not ``no-referrer``: with that,
+    browsers send ``Origin: null`` on the portal's own form posts, and the Origin check could not tell them
+    from another site's)."""
 
     def __init__(self, app: ASGIApp, frame_ancestors: str) -> None:
         self.app = app
@@ -114,7 +116,7 @@ class SecurityHeaders:
         self.headers = [
             (b"content-security-policy", csp.encode()),
             (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
+            (b"referrer-policy", b"same-origin"),
             (b"cross-origin-opener-policy", b"same-origin"),
         ]
         if frame_ancestors.strip() == "'none'":
