@@ -4,6 +4,8 @@ verified with ``standardwebhooks``; each page checked with axe-core in the brows
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -14,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import axe_selenium_python
 import httpx
 import pytest
 import uvicorn
@@ -34,7 +35,11 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-AXE = Path(axe_selenium_python.__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
+#: axe-core as the axe-selenium-python package ships it (from npm), read from its files: nothing is downloaded.
+_AXE_PACKAGE = importlib.util.find_spec("axe_selenium_python")
+assert _AXE_PACKAGE is not None, "pip install -e .[dev] installs axe-selenium-python"
+assert _AXE_PACKAGE.origin is not None
+AXE = Path(_AXE_PACKAGE.origin).parent / "node_modules" / "axe-core" / "axe.min.js"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 WAIT = int(
     os.environ.get("HERALD_BROWSER_WAIT", "60")
@@ -100,11 +105,9 @@ def driver(tmp_path: Path) -> Iterator[WebDriver]:
         yield browser
     finally:
         if browser is not None:
-            try:
+            with contextlib.suppress(Exception):  # the process group is killed next anyway
                 browser.quit()
-            except Exception:
-                pass
-        with __import__("contextlib").suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 
