@@ -38,7 +38,7 @@ def _back(sub_id: str, note: str = "") -> Response:
 async def list_endpoints(request: Request) -> Response:
     guest = _guest(request)
     subs = guest.services.store.subscriptions.list(guest.tenant_id, limit=250, cursor=None).items
-    rows = [(sub, deliveries.stats(guest.services, sub)) for sub in subs]
+    rows = list(zip(subs, deliveries.stats_of_many(guest.services, subs), strict=True))
     return page(request, "endpoints.html", guest, rows=rows)
 
 
