@@ -265,3 +265,11 @@ def test_a_tenant_manages_an_endpoint_in_the_portal(
     open_page(driver, f"{base}/portal/endpoints")
     shoot(driver, "endpoints")
     assert "Billing" in driver.page_source
+
+    # AND at phone width the pages fit the screen (wide tables scroll inside their own box)
+    driver.set_window_size(390, 844)
+    for path in ("/portal/endpoints", f"/portal/endpoints/{sub_id}", "/portal/catalog"):
+        open_page(driver, base + path)
+        assert driver.execute_script("return window.innerWidth;") <= 400
+        overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth;")
+        assert overflow <= 0, f"{path} is {overflow} px wider than a phone"
