@@ -252,3 +252,32 @@ def test_api_calls_do_not_import_the_portal() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_endpoint_is_created_and_edited_through_the_domains_rules(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    url = "http://127.0.0.1:9/hook"
+    form = {
+        "csrf_token": csrf,
+        "url": url,
+        "event_types": ["invoice.paid", "order.shipped"],
+        "metadata": "team=billing",
+    }
+    created = me.post("/portal/endpoints", data=form, follow_redirects=False)
+    assert created.status_code == 303
+    (sub,) = _subscriptions(me, tenant)
+    assert sub["event_types"] == ["invoice.paid", "order.shipped"]
+    assert sub["metadata"] == {"team": "billing"}
+    unknown = me.post(f"/portal/endpoints/{sub['id']}/edit", data={**form, "event_types": "invoice.lost"})
+    assert unknown.status_code == 422
+    assert "invoice.lost" in unknown.text
+    edited = me.post(
+        f"/portal/endpoints/{sub['id']}/edit",
+        data={**form, "event_types": "order.shipped", "rate_limit": "5", "metadata": ""},
+        follow_redirects=False,
+    )
+    assert edited.status_code == 303
+    (after,) = _subscriptions(me, tenant)
+    assert after["event_types"] == ["order.shipped"]
+    assert after["rate_limit"] == 5

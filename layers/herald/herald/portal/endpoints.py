@@ -49,6 +49,12 @@ def _form_values(form: dict[str, str]) -> dict[str, Any]:
         "event_types": fields_list(form, "event_types"),
         "description": form.get("description", "").strip(),
     }
+    metadata: dict[str, str] = {}
+    for line in form.get("metadata", "").splitlines():
+        if line.strip():
+            key, _, value = line.partition("=")
+            metadata[key.strip()] = value.strip()
+    values["metadata"] = metadata
     rate = form.get("rate_limit", "").strip()
     values["rate_limit"] = int(rate) if rate.isdigit() else (rate or None)
     return values
@@ -62,13 +68,23 @@ def _errors(exc: Exception) -> list[str]:
 
 
 def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **context: Any) -> Response:
-    return page(request, "endpoint_form.html", guest, values=values, event_types=list(catalog), **context)
+    return page(
+        request,
+        "endpoint_form.html",
+        guest,
+        values=values,
+        metadata_text=_metadata_text(values),
+        event_types=list(catalog),
+        **context,
+    )
 
 
 @router.get("/new")
 async def new_endpoint(request: Request) -> Response:
     guest = _guest(request)
-    return _form_page(request, guest, {"url": "", "event_types": [], "description": "", "rate_limit": None})
+    return _form_page(
+        request, guest, {"url": "", "event_types": [], "description": "", "rate_limit": None, "metadata": {}}
+    )
 
 
 @router.post("")
@@ -112,6 +128,10 @@ async def edit_endpoint(request: Request, sub_id: str) -> Response:
     guest = _guest(request)
     sub = _find(guest, sub_id)
     return _form_page(request, guest, sub.model_dump(), sub=sub)
+
+
+def _metadata_text(values: dict[str, Any]) -> str:
+    return "\n".join(f"{key}={value}" for key, value in (values.get("metadata") or {}).items())
 
 
 @router.post("/{sub_id}/edit")
