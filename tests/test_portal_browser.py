@@ -220,6 +220,16 @@ def test_a_tenant_manages_an_endpoint_in_the_portal(
     assert "500" in driver.page_source
     shoot(driver, "delivery")
 
+    # AND the log filters by status and event type
+    def listed(query: str) -> list[str]:
+        open_page(driver, f"{base}/portal/endpoints/{sub_id}?{query}")
+        return [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#deliveries tbody td:nth-child(2)")]
+
+    assert listed("status=pending&event_type=herald.ping") == ["pending"]  # failed once, a retry is due
+    assert listed("status=succeeded") == ["succeeded"]
+    assert listed("event_type=invoice.paid") == []
+    newest_delivery(driver, base, sub_id)
+
     # WHEN it retries after the receiver is back, THEN the manual attempt succeeds
     receiver.default = (200, {}, b"ok", 0.0)
     submitted(driver, "#retry", "retried")

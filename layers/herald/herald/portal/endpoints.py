@@ -103,11 +103,16 @@ def _find(guest: Visitor, sub_id: str) -> Subscription:
 
 
 @router.get("/{sub_id}")
-async def show_endpoint(request: Request, sub_id: str, status: str = "", note: str = "") -> Response:
+async def show_endpoint(
+    request: Request, sub_id: str, status: str = "", event_type: str = "", note: str = ""
+) -> Response:
     guest = _guest(request)
     sub = _find(guest, sub_id)
     wanted = DeliveryStatus(status) if status in DeliveryStatus else None
-    listed = guest.services.store.deliveries.list(sub.id, status=wanted, limit=50, cursor=None).items
+    of_type = event_type if event_type in catalog else None
+    listed = guest.services.store.deliveries.list(
+        sub.id, status=wanted, limit=50, cursor=None, event_type=of_type
+    ).items
     return page(
         request,
         "endpoint.html",
@@ -116,6 +121,8 @@ async def show_endpoint(request: Request, sub_id: str, status: str = "", note: s
         stats=deliveries.stats(guest.services, sub),
         deliveries=listed,
         status=status,
+        event_type=of_type or "",
+        event_types=catalog.names(),
         statuses=[s.value for s in DeliveryStatus],
         note=note,
         previous_until=subscriptions.previous_valid_until(sub, utcnow()),
