@@ -281,3 +281,20 @@ def test_an_endpoint_is_created_and_edited_through_the_domains_rules(browser: Br
     (after,) = _subscriptions(me, tenant)
     assert after["event_types"] == ["order.shipped"]
     assert after["rate_limit"] == 5
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"portal_frame_ancestors": "https://app.example.com", "portal_accent_color": "#0a7f3c"}]
+)
+def test_embedding_allows_the_named_ancestors_and_a_partitioned_cookie(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    link = mint(me, tenant.id)
+    response = me.get(link["path"])
+    cookie = response.headers["set-cookie"].lower()
+    assert "samesite=none" in cookie
+    assert "partitioned" in cookie
+    assert "secure" in cookie
+    page = me.get("/portal/endpoints")
+    assert "frame-ancestors https://app.example.com" in page.headers["content-security-policy"]
+    assert "x-frame-options" not in page.headers
+    assert "#0a7f3c" in me.get("/portal/static/theme.css").text

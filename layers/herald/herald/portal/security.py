@@ -15,6 +15,7 @@ from herald.records import PortalCapability, PortalGrant
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
+    from starlette.responses import Response
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from herald.services import Services
@@ -88,17 +89,24 @@ def fields_list(form: dict[str, str], name: str) -> list[str]:
     return [value for value in form.get(name, "").split("\n") if value]
 
 
-def cookie_attributes(settings: Settings) -> dict[str, object]:
-    """Strict same-site by default. Embedded in the operator's dashboard (another site), the cookie must be
-    ``SameSite=None`` (and partitioned to that embedding) or the browser would never send it in the iframe."""
+def set_cookie(response: Response, settings: Settings, value: str, max_age: int) -> None:
+    """The session cookie: ``HttpOnly``, ``Secure``, ``Path=/portal``, ``SameSite=Strict``. Embedded in the
+    operator's dashboard (another site), it must be ``SameSite=None`` or the browser would never send it in
+    the iframe, and ``Partitioned`` (CHIPS: kept for that embedding only). Starlette writes ``Partitioned``
+    only on Python 3.14, so it is added to the header here."""
     embedded = settings.portal_frame_ancestors.strip() != "'none'"
-    return {
-        "httponly": True,
-        "secure": True,
-        "samesite": "none" if embedded else "strict",
-        "path": "/portal",
-        "partitioned": embedded,
-    }
+    response.set_cookie(
+        COOKIE,
+        value,
+        max_age=max_age,
+        httponly=True,
+        secure=True,
+        samesite="none" if embedded else "strict",
+        path="/portal",
+    )
+    if embedded:
+        name, header = response.raw_headers[-1]
+        response.raw_headers[-1] = (name, header + b"; Partitioned")
 
 
 class SecurityHeaders:

@@ -11,7 +11,7 @@ from herald.api.deps import services_of
 from herald.catalog import catalog
 from herald.domain import portal
 from herald.portal.render import HERE, error_page, page
-from herald.portal.security import COOKIE, change_form, cookie_attributes, visitor
+from herald.portal.security import change_form, set_cookie, visitor
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,7 +38,7 @@ async def login(request: Request, token: Annotated[str, Query(max_length=200)] =
     # by a redirect is not sent on the redirected request; this page's same-site navigation sends it.
     response = page(request, "signed_in.html", None)
     max_age = int((session.expires_at - session.created_at).total_seconds())
-    response.set_cookie(COOKIE, session_id, max_age=max_age, **cookie_attributes(services.settings))  # type: ignore[arg-type]
+    set_cookie(response, services.settings, session_id, max_age)
     return response
 
 
@@ -48,7 +48,7 @@ async def logout(request: Request) -> Response:
     await change_form(request, guest, needs_manage=False)
     portal.end_session(guest.services, guest.session_id)
     response = error_page(request, 200, "Signed out", "You are signed out of the portal.")
-    response.delete_cookie(COOKIE, **cookie_attributes(guest.services.settings))  # type: ignore[arg-type]
+    set_cookie(response, guest.services.settings, "", 0)
     return response
 
 
