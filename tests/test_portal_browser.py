@@ -169,10 +169,8 @@ def newest_delivery(browser: WebDriver, base: str, sub_id: str) -> None:
     accessible(browser)
 
 
-def test_a_tenant_manages_an_endpoint_in_the_portal(
-    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver, harness: Harness
-) -> None:
-    base = served_app
+def sign_in_and_create(driver: WebDriver, base: str, tenant: TenantInfo, receiver: Receiver) -> str:
+    """The operator mints a link, the browser opens it and creates an endpoint; its id."""
     # GIVEN a link the operator minted
     minted = httpx.post(f"{base}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
     assert minted.status_code == 201, minted.text
@@ -194,6 +192,11 @@ def test_a_tenant_manages_an_endpoint_in_the_portal(
     accessible(driver)
     shoot(driver, "endpoint")
 
+    return sub_id
+
+
+def deliver_fail_and_retry(driver: WebDriver, base: str, sub_id: str, receiver: Receiver, harness: Harness) -> str:
+    """Test events delivered, failed, filtered in the log and retried; the endpoint's secret."""
     # THEN its secret shows on click
     click(driver, "#reveal")
     secret = text_of(driver, "#secret-value")
@@ -238,6 +241,13 @@ def test_a_tenant_manages_an_endpoint_in_the_portal(
     assert "Attempt 2: succeeded" in text_of(driver, "#attempt-2")
     assert "manual" in text_of(driver, "#attempt-2 ~ dl")
 
+    return secret
+
+
+def rotate_switch_and_recover(
+    driver: WebDriver, base: str, sub_id: str, secret: str, receiver: Receiver, harness: Harness
+) -> None:
+    """Rotation, disabling and re-enabling, recovering a window; the other pages, at phone width too."""
     # WHEN it rotates the secret, THEN the next delivery is signed with the new one (and the old one)
     open_page(driver, f"{base}/portal/endpoints/{sub_id}")
     submitted(driver, "#rotate", "rotated")
@@ -283,3 +293,11 @@ def test_a_tenant_manages_an_endpoint_in_the_portal(
         assert driver.execute_script("return window.innerWidth;") <= 400
         overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth;")
         assert overflow <= 0, f"{path} is {overflow} px wider than a phone"
+
+
+def test_a_tenant_manages_an_endpoint_in_the_portal(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver, harness: Harness
+) -> None:
+    sub_id = sign_in_and_create(driver, served_app, tenant, receiver)
+    secret = deliver_fail_and_retry(driver, served_app, sub_id, receiver, harness)
+    rotate_switch_and_recover(driver, served_app, sub_id, secret, receiver, harness)
