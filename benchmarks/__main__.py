@@ -6,7 +6,8 @@ Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts fro
 ``batch`` (one SQS batch of 100 deliveries to a receiver answering after 200 ms), ``fanout`` (one event to
 10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
 ``size`` (unzipped package sizes), ``chaos`` (deliveries lost and duplicated under the fault mix). Extra
-studies, run only when named: ``import`` (import with and without bytecode) and ``api`` (warm request latency).
+studies, run only when named: ``import`` (import with and without bytecode), ``api`` (warm request latency) and
+``portal`` (the portal's endpoints page against the API).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from benchmarks.results import Figure, Result, figures_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "chaos")
-EXTRAS = ("import", "api")
+EXTRAS = ("import", "api", "portal")
 NAMES = FIGURES + EXTRAS
 
 
@@ -106,6 +107,11 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
 
         return api.run(requests=args.api_requests, moto="inprocess", out=out)
 
+    def extra_portal() -> Result:
+        from benchmarks import portal
+
+        return portal.run(requests=args.api_requests // 2, out=out)
+
     return {
         "coldstart": lambda: figures.cold_starts(runs=args.cold_runs, out=out),
         "batch": batch,
@@ -116,6 +122,7 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         "chaos": chaos,
         "import": extra_import,
         "api": extra_api,
+        "portal": extra_portal,
     }
 
 

@@ -340,11 +340,12 @@ def api_gateway_event(
     all_headers = {"host": "api.example.com", "user-agent": "herald-bench", **(headers or {})}
     if raw is not None:
         all_headers.update({"content-type": "application/json", "content-length": str(len(raw))})
+    path, _, query = path.partition("?")
     return {
         "version": "2.0",
         "routeKey": "$default",
         "rawPath": path,
-        "rawQueryString": "",
+        "rawQueryString": query,
         "headers": all_headers,
         "requestContext": {
             "accountId": "123456789012",

@@ -213,6 +213,23 @@ def test_tenants_create_list_and_issue_key(cli_env: str, herald: Callable[..., R
         assert http.get("/v1/subscriptions").status_code == 401
 
 
+def test_tenants_portal_link_mints_a_one_time_link(cli_env: str, herald: Callable[..., Run]) -> None:
+    # GIVEN a tenant
+    acme = make_tenant_via_cli(herald, "Acme")
+    # WHEN the operator mints a read-only portal link for it
+    minted = herald("--json", "tenants", "portal-link", acme.id, "--capability", "read", "--expires-in", "5")
+    # THEN the link is the API's answer, and it opens the tenant's portal once
+    assert minted.code == 0, minted.err
+    link = minted.json()
+    assert link["capability"] == "read"
+    assert link["path"].startswith("/portal/login?token=")
+    with api(cli_env, ADMIN_KEY) as http:
+        assert http.get(link["path"]).status_code == 200
+        assert http.get(link["path"]).status_code == 403
+    # AND a minute count out of bounds is the API's 422
+    assert herald("tenants", "portal-link", acme.id, "--expires-in", "61").code != 0
+
+
 def test_tenants_list_pages_with_iterator_and_all(cli_env: str, herald: Callable[..., Run]) -> None:
     # GIVEN three tenants
     ids = {make_tenant_via_cli(herald, f"T{index}").id for index in range(3)}

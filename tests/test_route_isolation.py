@@ -21,8 +21,9 @@ from starlette.routing import Mount, Route
 from herald import ids
 from tests.support import ADMIN, ADMIN_KEY, INVOICE, Receiver, TenantInfo, drain
 
-#: Paths that answer without a key: the liveness probe and the documentation (none of them in the OpenAPI paths).
-PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/static-offline-docs"}
+#: Paths that answer without a key: the liveness probe and the documentation (none of them in the OpenAPI paths),
+#: and the subscriber portal, which has its own guard (a session cookie; tests/test_portal_access.py walks it).
+PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/static-offline-docs", "/portal"}
 #: Operations any valid key may call; they must not show tenant data.
 ANY_KEY = {("GET", "/v1/event-types")}
 #: Tags of the operator's routes (the tenant's key gets a 403); every other route is a tenant's (another tenant's

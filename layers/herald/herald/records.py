@@ -170,3 +170,21 @@ class RecoveryJob(BaseModel):
     failed: int = 0
     created_at: datetime
     updated_at: datetime
+
+
+class PortalCapability(StrEnum):
+    MANAGE = "manage"
+    READ = "read"
+
+
+class PortalGrant(BaseModel):
+    """A portal link's token (``kind`` "link") or a portal session ("session"), for one tenant. The secret the
+    browser holds is never stored, only its SHA-256 (the storage key); ``csrf_token`` is a session's."""
+
+    kind: str
+    tenant_id: str
+    capability: PortalCapability
+    created_at: datetime
+    expires_at: datetime
+    session_minutes: int = 0
+    csrf_token: str = ""

@@ -190,6 +190,29 @@ class Settings(BaseSettings):
         parse_spec(value)  # a FaultSpecError (a ValueError) names the part that cannot be read
         return value
 
+    # --- the subscriber portal (/portal) ----------------------------------------------------------------
+    portal_session_minutes: int = Field(
+        60,
+        ge=5,
+        le=720,
+        description="How long a portal session lasts once its link is opened (the link itself lasts what the "
+        "operator asked, at most 60 minutes).",
+    )
+    portal_frame_ancestors: str = Field(
+        "'none'",
+        pattern=r"^[A-Za-z0-9 :/.*'_-]{1,500}$",
+        description="The portal's CSP `frame-ancestors`: `'none'` (no embedding) or the origins of the "
+        "operator's dashboard allowed to show it in an iframe, space-separated (e.g. `https://app.example.com`).",
+    )
+    portal_product_name: str = Field(
+        "Herald", min_length=1, max_length=60, description="The product name shown in the portal's header and title."
+    )
+    portal_accent_color: str = Field(
+        "#4f46e5",
+        pattern=r"^#[0-9a-fA-F]{6}$",
+        description="The portal's accent colour (buttons and links), as `#rrggbb`.",
+    )
+
     @field_validator("admin_key")
     @classmethod
     def _check_admin_key(cls, value: str) -> str:

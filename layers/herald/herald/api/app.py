@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -16,6 +18,7 @@ from herald.api.routes import (
     events,
     health,
     operator,
+    portal_sessions,
     recovery,
     subscriptions,
     tenants,
@@ -24,6 +27,9 @@ from herald.catalog import catalog, operational_catalog
 from herald.schemas import ErrorResponse
 from herald.services import Services
 from herald.settings import get_settings
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 DESCRIPTION = """
 Herald delivers your events to your customers' webhook endpoints: signed
@@ -78,11 +84,39 @@ def create_app(services: Services | None = None) -> FastAPI:
     install_error_handlers(app)
     routers = [
         module.router
-        for module in (health, tenants, subscriptions, deliveries, events, event_types, operator, recovery, admin)
+        for module in (
+            health,
+            tenants,
+            portal_sessions,
+            subscriptions,
+            deliveries,
+            events,
+            event_types,
+            operator,
+            recovery,
+            admin,
+        )
     ]
     routers.append(recovery.events_router)
     for router in routers:
         app.include_router(router)
     document_responses(app, routers)
+    app.mount("/portal", LazyPortal(app), name="portal")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app
+
+
+class LazyPortal:
+    """The subscriber portal (``herald.portal``), imported and built on its first request: API calls never
+    pay for its templates and pages (Lambda cold starts stay as they are)."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is None:
+            from herald.portal import create_portal
+
+            self.app = create_portal(self.api)
+        await self.app(scope, receive, send)

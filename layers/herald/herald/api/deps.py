@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request, Security
+from fastapi import Depends, FastAPI, Header, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from herald.auth import Principal, Role, authenticate
@@ -24,9 +24,9 @@ _BEARER = HTTPBearer(
 )
 
 
-async def get_services(request: Request) -> Services:
+def services_of(app: FastAPI) -> Services:
     """The app's services, built on first use (never at import time: Lambda's init stays cheap)."""
-    state = request.app.state
+    state = app.state
     services: Services | None = getattr(state, "services", None)
     if services is None:
         with _LOCK:
@@ -34,6 +34,10 @@ async def get_services(request: Request) -> Services:
             if services is None:
                 services = state.services = Services.create()
     return services
+
+
+async def get_services(request: Request) -> Services:
+    return services_of(request.app)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

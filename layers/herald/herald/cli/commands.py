@@ -186,6 +186,13 @@ def tenants_issue_key(client: ApiClient, args: argparse.Namespace) -> Shown:
     return _record(key, ["id", "tenant_id", "prefix", "created_at", "key"], note=note)
 
 
+def tenants_portal_link(client: ApiClient, args: argparse.Namespace) -> Shown:
+    body = {"capability": args.capability, "expires_in_minutes": args.expires_in}
+    link = client.post(_path("/v1/tenants", args.tenant_id, "portal-sessions"), body=body)
+    fields = ["url", "tenant_id", "capability", "expires_at", "session_minutes"]
+    return _record(link, fields, note="the link works once, until expires_at: send it to the tenant now")
+
+
 # ---------------------------------------------------------------------------------------------- subscriptions
 
 
@@ -506,6 +513,10 @@ class _ParserBuilder:
         cmd = self.command(group, "issue-key", tenants_issue_key, "issue a new API key to a tenant (shown once)")
         cmd.add_argument("tenant_id")
         cmd.add_argument("--revoke-existing", action="store_true", help="revoke the tenant's other keys")
+        cmd = self.command(group, "portal-link", tenants_portal_link, "mint a one-time link to a tenant's portal")
+        cmd.add_argument("tenant_id")
+        cmd.add_argument("--capability", choices=["manage", "read"], default="manage")
+        cmd.add_argument("--expires-in", type=int, default=15, metavar="MINUTES", help="1 to 60 (default 15)")
 
     def subscriptions(self) -> None:
         group = self.area("subscriptions", "where tenants are notified")

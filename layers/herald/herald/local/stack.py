@@ -143,12 +143,25 @@ def start_workers(count: int, stop: threading.Event) -> list[threading.Thread]:
     return threads
 
 
-def banner(base_url: str, admin_key: str, aws_endpoint: str) -> str:
+def demo_portal_link(base_url: str) -> str:
+    """Create the demo tenant and a one-time link (60 minutes, ``manage``) to its subscriber portal."""
+    from herald.domain import portal, tenants
+    from herald.records import PortalCapability
+    from herald.services import Services
+
+    services = Services.create()
+    tenant, _, _ = tenants.create(services, "Demo", {})
+    token, _ = portal.mint_link(services, tenant.id, PortalCapability.MANAGE, 60)
+    return f"{base_url}{portal.LOGIN_PATH}?token={token}   (demo tenant {tenant.id}; works once, for 60 min)"
+
+
+def banner(base_url: str, admin_key: str, aws_endpoint: str, portal_link: str = "") -> str:
     return f"""
 Herald is running locally.
 
   API and docs   {base_url}/docs   (ReDoc: {base_url}/redoc, spec: {base_url}/openapi.json)
   Admin key      {admin_key}
+  Portal link    {portal_link}
   Embedded AWS   {aws_endpoint}   (moto: table, queues and secret from template.yaml)
   Delivery       worker polling the work queue like Lambda's SQS trigger
 
@@ -210,7 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def startup(sockets: list[socket.socket] | None = None) -> None:
         await original_startup(sockets)
-        print(banner(base_url, admin_key, endpoint), flush=True)
+        print(banner(base_url, admin_key, endpoint, demo_portal_link(base_url)), flush=True)
 
     server.startup = startup  # type: ignore[method-assign]
     try:

@@ -13,6 +13,7 @@ from herald.storage.deliveries import DeliveryRepository, DeliveryState
 from herald.storage.events import EventExistsError, EventRepository, StoredEvent
 from herald.storage.health import AttemptTally, HealthRepository, SubscriptionHealth
 from herald.storage.jobs import JobRepository
+from herald.storage.portal import PortalRepository
 from herald.storage.schedule import ScheduleRepository
 from herald.storage.subscriptions import SubscriptionRepository
 from herald.storage.table import PageResult, Table
@@ -38,7 +39,7 @@ __all__ = [
 class Store:
     """The repositories over one table: ``tenants`` (and API keys), ``subscriptions`` (and routing),
     ``events``, ``deliveries`` (and attempts), ``jobs`` (recovery and redelivery), ``health`` (stats and
-    rate slots), ``schedule`` (work due later than SQS can delay it)."""
+    rate slots), ``schedule`` (work due later than SQS can delay it), ``portal`` (portal links and sessions)."""
 
     def __init__(
         self, table_name: str, *, client: DynamoDBClient | None = None, clock: Callable[[], float] = time.time
@@ -51,6 +52,7 @@ class Store:
         self.jobs = JobRepository(self.table)
         self.health = HealthRepository(self.table)
         self.schedule = ScheduleRepository(self.table)
+        self.portal = PortalRepository(self.table)
 
     @property
     def client(self) -> DynamoDBClient:

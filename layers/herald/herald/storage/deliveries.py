@@ -197,9 +197,15 @@ class DeliveryRepository:
         return True
 
     def list(
-        self, sub_id: str, *, status: DeliveryStatus | None, limit: int, cursor: str | None
+        self,
+        sub_id: str,
+        *,
+        status: DeliveryStatus | None,
+        limit: int,
+        cursor: str | None,
+        event_type: str | None = None,
     ) -> PageResult[Delivery]:
-        """A subscription's deliveries, newest first, all or those in ``status``."""
+        """A subscription's deliveries, newest first, all or those in ``status`` (and of ``event_type``)."""
         where: dict[str, str] | None = None
         if status is None:
             key, index = {"gsi1pk": keys.deliveries_partition(sub_id)}, "gsi1"
@@ -209,6 +215,8 @@ class DeliveryRepository:
             key, index, where = {"gsi1pk": keys.deliveries_partition(sub_id)}, "gsi1", {"status": status.value}
         else:
             key, index = {"gsi2pk": keys.delivery_status_partition(sub_id, status.value)}, "gsi2"
+        if event_type is not None:
+            where = {**(where or {}), "event_type": event_type}
         items, next_cursor = self._table.query(
             key=key, index=index, limit=limit, cursor=cursor, newest_first=True, where=where
         )

@@ -163,6 +163,12 @@ class HealthRepository:
         item = self._table.read(keys.subscription_stats(sub_id))
         return strip(item or {})
 
+    def get_stats_many(self, sub_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stats items of several subscriptions, by subscription id (absent before a first attempt)."""
+        by_key = {keys.subscription_stats(sub_id)["pk"]: sub_id for sub_id in sub_ids}
+        items = self._table.batch_get([keys.subscription_stats(sub_id) for sub_id in sub_ids])
+        return {by_key[item["pk"]]: strip(item) for item in items}
+
     def reset_failing_streak(self, sub_id: str) -> None:
         """A re-enabled subscription starts afresh: no failure streak, no failing clock (the tenant says it
         is fixed; if it is not, the clock starts again after ``failing_after`` failures, a whole window)."""

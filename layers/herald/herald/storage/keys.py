@@ -22,6 +22,8 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     rate slot     RATE#<sub>          #RATE             ``tat``: when the subscription's next delivery may start
     scheduled     DUE#<hour>#<shard>  <due ms>#<name>   a work message due later than SQS can delay one (15 min)
     sweep cursor  SWEEP               #CURSOR           ``until_ms``: scheduled work due before it is queued
+    portal grant  PORTAL#<sha256>     #PORTAL           gsi1: TENANT#<tnt>#PORTAL / <kind>#<sha256>; a portal link's
+                                                        token (single use) or a portal session, by its SHA-256
 
 Items that expire carry ``expires_at`` (epoch seconds, the table's TTL attribute). TTL deletion is
 lazy, so expired items are also filtered out on every read.
@@ -194,3 +196,13 @@ def due(hour: int, shard: int, due_ms: int, name: str) -> Key:
 def sweep_cursor() -> Key:
     """Until when the scheduled work has been moved to the queue."""
     return {"pk": "SWEEP", "sk": "#CURSOR"}
+
+
+def portal_grant(grant_hash: str) -> Key:
+    """A portal link token or session, found by the SHA-256 of the secret the browser holds."""
+    return {"pk": f"PORTAL#{grant_hash}", "sk": "#PORTAL"}
+
+
+def tenant_portal_partition(tenant_id: str) -> str:
+    """gsi1 partition listing a tenant's portal links and sessions (to revoke them all)."""
+    return f"TENANT#{tenant_id}#PORTAL"

@@ -265,6 +265,30 @@ class Table:
             kwargs["ExclusiveStartKey"] = last
             kwargs["Limit"] = limit - len(items)
 
+    def batch_get(self, item_keys: list[Mapping[str, str]]) -> list[dict[str, Any]]:
+        """The unexpired items at these keys (strongly consistent), 100 a call, retrying unprocessed keys."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(item_keys), 100):
+            pending: list[Any] = [to_item(key) for key in item_keys[start : start + 100]]
+            for attempt in range(5):
+                try:
+                    response = self.client.batch_get_item(
+                        RequestItems={self.name: {"Keys": pending, "ConsistentRead": True}}
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    raise ServiceUnavailableError("DynamoDB batch get failed") from exc
+                answered: dict[str, Any] = dict(response.get("Responses", {}))
+                found += [from_item(item) for item in answered.get(self.name, [])]
+                unprocessed: dict[str, Any] = dict(response.get("UnprocessedKeys", {}))
+                pending = list(unprocessed.get(self.name, {}).get("Keys", []))
+                if not pending:
+                    break
+                time.sleep(0.05 * 2**attempt)
+            else:
+                raise ServiceUnavailableError("DynamoDB kept keys of a batch get unprocessed")
+        now = self.clock()
+        return [item for item in found if item.get("expires_at") is None or item["expires_at"] > now]
+
     def batch_write(self, requests: list[Any]) -> None:
         """Put or delete requests, ``MAX_BATCH_WRITE`` a call, retrying what DynamoDB leaves unprocessed."""
         for start in range(0, len(requests), MAX_BATCH_WRITE):

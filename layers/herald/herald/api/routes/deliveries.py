@@ -6,12 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from herald import ids
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
-from herald.domain import subscriptions
-from herald.errors import NotFoundError
-from herald.messages import DeliveryMessage
-from herald.records import Delivery, DeliveryStatus, Trigger
+from herald.domain import deliveries, subscriptions
+from herald.records import Delivery, DeliveryStatus
 from herald.schemas import AttemptOut, DeliveryOut, Page
 from herald.services import Services
 
@@ -19,11 +16,7 @@ router = APIRouter(prefix="/v1/subscriptions/{subscription_id}/deliveries", tags
 
 
 def delivery_or_404(services: Services, tenant_id: str, subscription_id: str, delivery_id: str) -> Delivery:
-    subscriptions.find(services, tenant_id, subscription_id)
-    delivery = services.store.deliveries.get(delivery_id) if ids.is_id(delivery_id, ids.DELIVERY) else None
-    if delivery is None or delivery.subscription_id != subscription_id or delivery.tenant_id != tenant_id:
-        raise NotFoundError(f"delivery {delivery_id} not found")
-    return delivery
+    return deliveries.find(services, tenant_id, subscription_id, delivery_id)
 
 
 @router.get("", summary="List the deliveries of a subscription, newest first")
@@ -81,12 +74,5 @@ async def retry_delivery(
 ) -> DeliveryOut:
     """One more attempt, right away (a manual attempt in the log), whatever the delivery's state."""
     delivery = delivery_or_404(services, tenant_id, subscription_id, delivery_id)
-    services.queue.send(
-        DeliveryMessage(
-            event_id=delivery.event_id,
-            tenant_id=tenant_id,
-            subscription_id=subscription_id,
-            trigger=Trigger.MANUAL,
-        )
-    )
+    deliveries.retry(services, delivery)
     return DeliveryOut.of(delivery)

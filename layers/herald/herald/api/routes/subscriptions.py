@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response, status
 
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
-from herald.domain import subscriptions
+from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
 from herald.records import Subscription, utcnow
 from herald.schemas import (
@@ -116,8 +116,4 @@ async def get_subscription_stats(
 ) -> SubscriptionStats:
     """Attempts, successes and failures so far, the latest success and failure, and whether it is failing
     (several attempts in a row failed). Kept while it gets attempts; they expire with the delivery log."""
-    sub = subscriptions.find(services, tenant_id, subscription_id)
-    stats = SubscriptionStats.model_validate(services.store.health.get_stats(sub.id))
-    if stats.attempts:
-        stats.success_rate = round(stats.succeeded / stats.attempts, 4)
-    return stats
+    return deliveries.stats(services, subscriptions.find(services, tenant_id, subscription_id))

@@ -1,0 +1,55 @@
+"""A tenant's deliveries: finding one of its subscription's, retrying it, and the subscription's stats."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from herald import ids
+from herald.domain import subscriptions
+from herald.errors import NotFoundError
+from herald.messages import DeliveryMessage
+from herald.records import Delivery, Trigger
+from herald.schemas import SubscriptionStats
+
+if TYPE_CHECKING:
+    from herald.records import Subscription
+    from herald.services import Services
+
+
+def find(services: Services, tenant_id: str, subscription_id: str, delivery_id: str) -> Delivery:
+    """The delivery of the tenant's subscription; any other is as absent as a missing one (``NotFoundError``)."""
+    subscriptions.find(services, tenant_id, subscription_id)
+    delivery = services.store.deliveries.get(delivery_id) if ids.is_id(delivery_id, ids.DELIVERY) else None
+    if delivery is None or delivery.subscription_id != subscription_id or delivery.tenant_id != tenant_id:
+        raise NotFoundError(f"delivery {delivery_id} not found")
+    return delivery
+
+
+def retry(services: Services, delivery: Delivery) -> None:
+    """One more attempt, right away (a manual attempt in the log), whatever the delivery's state."""
+    services.queue.send(
+        DeliveryMessage(
+            event_id=delivery.event_id,
+            tenant_id=delivery.tenant_id,
+            subscription_id=delivery.subscription_id,
+            trigger=Trigger.MANUAL,
+        )
+    )
+
+
+def stats(services: Services, sub: Subscription) -> SubscriptionStats:
+    """The subscription's delivery stats, with its success rate once it had an attempt."""
+    return _stats(services.store.health.get_stats(sub.id))
+
+
+def stats_of_many(services: Services, subs: list[Subscription]) -> list[SubscriptionStats]:
+    """The stats of several subscriptions (one batch read), in their order."""
+    found = services.store.health.get_stats_many([sub.id for sub in subs]) if subs else {}
+    return [_stats(found.get(sub.id, {})) for sub in subs]
+
+
+def _stats(raw: dict[str, Any]) -> SubscriptionStats:
+    found = SubscriptionStats.model_validate(raw)
+    if found.attempts:
+        found.success_rate = round(found.succeeded / found.attempts, 4)
+    return found

@@ -1,0 +1,91 @@
+"""The subscriber portal's access: one-time links minted by the operator, exchanged for sessions bound
+to one tenant and one capability (``manage`` or ``read``). Only SHA-256 digests of the secrets are stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from herald.domain import tenants
+from herald.records import PortalCapability, PortalGrant, utcnow
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from herald.services import Services
+
+LINK = "link"
+SESSION = "session"
+#: Where a link's token is exchanged for a session.
+LOGIN_PATH = "/portal/login"
+
+
+def digest(secret: str) -> str:
+    """The stored form of a token or session id (256 random bits each: no salt needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def mint_link(
+    services: Services, tenant_id: str, capability: PortalCapability, expires_in_minutes: int
+) -> tuple[str, datetime]:
+    """A one-time link token for a tenant's portal (``NotFoundError`` for an unknown tenant) and its expiry."""
+    tenants.find(services, tenant_id)
+    token = "hpl_" + secrets.token_urlsafe(32)
+    now = utcnow()
+    grant = PortalGrant(
+        kind=LINK,
+        tenant_id=tenant_id,
+        capability=capability,
+        created_at=now,
+        expires_at=now + timedelta(minutes=expires_in_minutes),
+        session_minutes=services.settings.portal_session_minutes,
+    )
+    services.store.portal.put(digest(token), grant)
+    return token, grant.expires_at
+
+
+def open_session(services: Services, token: str) -> tuple[str, PortalGrant] | None:
+    """Redeem a link token (once) for a new session: its id (the cookie's value) and record. None when
+    the token is unknown, expired, already used or revoked, or its tenant is gone."""
+    if not token.startswith("hpl_") or len(token) > 100:
+        return None
+    link = services.store.portal.take(digest(token), LINK)
+    if link is None or services.store.tenants.get(link.tenant_id) is None:
+        return None
+    session_id = "hps_" + secrets.token_urlsafe(32)
+    now = utcnow()
+    session = PortalGrant(
+        kind=SESSION,
+        tenant_id=link.tenant_id,
+        capability=link.capability,
+        created_at=now,
+        expires_at=now + timedelta(minutes=link.session_minutes or services.settings.portal_session_minutes),
+        csrf_token=secrets.token_urlsafe(32),
+    )
+    services.store.portal.put(digest(session_id), session)
+    return session_id, session
+
+
+def find_session(services: Services, session_id: str | None) -> PortalGrant | None:
+    """The live session with this id; None if unknown, expired, revoked, or its tenant was deleted."""
+    if not session_id or not session_id.startswith("hps_") or len(session_id) > 100:
+        return None
+    session = services.store.portal.get(digest(session_id))
+    if session is None or session.kind != SESSION or session.expires_at <= utcnow():
+        return None
+    if services.store.tenants.get(session.tenant_id) is None:
+        return None
+    return session
+
+
+def end_session(services: Services, session_id: str) -> None:
+    """Log out: the session is gone at once."""
+    services.store.portal.take(digest(session_id), SESSION)
+
+
+def revoke_all(services: Services, tenant_id: str) -> int:
+    """End every session and unused link of a tenant; how many there were."""
+    tenants.find(services, tenant_id)
+    return services.store.portal.revoke_all(tenant_id)

@@ -1,0 +1,206 @@
+"""Endpoint pages: list, create, edit, enable and disable, delete, the signing secret, a test event.
+Every change goes through ``herald.domain`` (the same rules and messages as the API)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from herald.catalog import catalog
+from herald.domain import deliveries, subscriptions
+from herald.domain.publishing import send_test
+from herald.errors import InvalidInputError
+from herald.portal.render import page
+from herald.portal.security import change_form, fields_list, visitor
+from herald.records import DeliveryStatus, utcnow
+from herald.schemas import SubscriptionIn, SubscriptionUpdate
+
+if TYPE_CHECKING:
+    from herald.portal.security import Visitor
+    from herald.records import Subscription
+
+router = APIRouter(prefix="/endpoints", include_in_schema=False)
+
+
+def _guest(request: Request) -> Visitor:
+    return visitor(request, request.app.state.api)
+
+
+def _back(sub_id: str, note: str = "") -> Response:
+    suffix = f"?note={note}" if note else ""
+    return RedirectResponse(f"/portal/endpoints/{sub_id}{suffix}", status_code=303)
+
+
+@router.get("")
+async def list_endpoints(request: Request) -> Response:
+    guest = _guest(request)
+    subs = guest.services.store.subscriptions.list(guest.tenant_id, limit=250, cursor=None).items
+    rows = list(zip(subs, deliveries.stats_of_many(guest.services, subs), strict=True))
+    return page(request, "endpoints.html", guest, rows=rows)
+
+
+def _form_values(form: dict[str, str]) -> dict[str, Any]:
+    """The form as an API body: blank optional fields are left out, so the domain's defaults apply."""
+    values: dict[str, Any] = {
+        "url": form.get("url", "").strip(),
+        "event_types": fields_list(form, "event_types"),
+        "description": form.get("description", "").strip(),
+    }
+    metadata: dict[str, str] = {}
+    for line in form.get("metadata", "").splitlines():
+        if line.strip():
+            key, _, value = line.partition("=")
+            metadata[key.strip()] = value.strip()
+    values["metadata"] = metadata
+    rate = form.get("rate_limit", "").strip()
+    values["rate_limit"] = int(rate) if rate.isdigit() else (rate or None)
+    return values
+
+
+def _errors(exc: Exception) -> list[str]:
+    if isinstance(exc, ValidationError):
+        return [f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()]
+    assert isinstance(exc, InvalidInputError)
+    return [exc.message, *(str(d.get("msg", "")) for d in exc.details or [] if d.get("msg"))]
+
+
+def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **context: Any) -> Response:
+    return page(
+        request,
+        "endpoint_form.html",
+        guest,
+        values=values,
+        metadata_text=_metadata_text(values),
+        event_types=list(catalog),
+        **context,
+    )
+
+
+@router.get("/new")
+async def new_endpoint(request: Request) -> Response:
+    guest = _guest(request)
+    return _form_page(
+        request, guest, {"url": "", "event_types": [], "description": "", "rate_limit": None, "metadata": {}}
+    )
+
+
+@router.post("")
+async def create_endpoint(request: Request) -> Response:
+    guest = _guest(request)
+    values = _form_values(await change_form(request, guest))
+    try:
+        sub = await subscriptions.create(guest.services, guest.tenant_id, SubscriptionIn.model_validate(values))
+    except (ValidationError, InvalidInputError) as exc:
+        return _form_page(request, guest, values, errors=_errors(exc), status_code=422)
+    return _back(sub.id, "created")
+
+
+def _find(guest: Visitor, sub_id: str) -> Subscription:
+    return subscriptions.find(guest.services, guest.tenant_id, sub_id, what="endpoint")
+
+
+@router.get("/{sub_id}")
+async def show_endpoint(
+    request: Request, sub_id: str, status: str = "", event_type: str = "", note: str = ""
+) -> Response:
+    guest = _guest(request)
+    sub = _find(guest, sub_id)
+    wanted = DeliveryStatus(status) if status in DeliveryStatus else None
+    of_type = event_type if event_type in catalog else None
+    listed = guest.services.store.deliveries.list(
+        sub.id, status=wanted, limit=50, cursor=None, event_type=of_type
+    ).items
+    return page(
+        request,
+        "endpoint.html",
+        guest,
+        sub=sub,
+        stats=deliveries.stats(guest.services, sub),
+        deliveries=listed,
+        status=status,
+        event_type=of_type or "",
+        event_types=catalog.names(),
+        statuses=[s.value for s in DeliveryStatus],
+        note=note,
+        previous_until=subscriptions.previous_valid_until(sub, utcnow()),
+        grace_hours=guest.services.settings.secret_rotation_grace_hours,
+    )
+
+
+@router.get("/{sub_id}/edit")
+async def edit_endpoint(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    sub = _find(guest, sub_id)
+    return _form_page(request, guest, sub.model_dump(), sub=sub)
+
+
+def _metadata_text(values: dict[str, Any]) -> str:
+    return "\n".join(f"{key}={value}" for key, value in (values.get("metadata") or {}).items())
+
+
+@router.post("/{sub_id}/edit")
+async def update_endpoint(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    form = await change_form(request, guest)
+    sub = _find(guest, sub_id)
+    values = _form_values(form)
+    try:
+        await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(values))
+    except (ValidationError, InvalidInputError) as exc:
+        return _form_page(request, guest, values, sub=sub, errors=_errors(exc), status_code=422)
+    return _back(sub.id, "saved")
+
+
+@router.post("/{sub_id}/enabled")
+async def switch_endpoint(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    form = await change_form(request, guest)
+    sub = _find(guest, sub_id)
+    enabled = form.get("enabled") == "true"
+    subscriptions.set_enabled(guest.services, sub, enabled=enabled, reason="disabled by the tenant")
+    return _back(sub.id, "enabled" if enabled else "disabled")
+
+
+@router.get("/{sub_id}/delete")
+async def confirm_delete(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    return page(request, "delete.html", guest, sub=_find(guest, sub_id))
+
+
+@router.post("/{sub_id}/delete")
+async def delete_endpoint(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    await change_form(request, guest)
+    subscriptions.delete(guest.services, _find(guest, sub_id))
+    return RedirectResponse("/portal/endpoints?note=deleted", status_code=303)
+
+
+@router.get("/{sub_id}/secret")
+async def reveal_secret(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    sub = _find(guest, sub_id)
+    fragment = request.headers.get("hx-request") == "true"
+    return page(request, "secret_value.html" if fragment else "secret.html", guest, sub=sub)
+
+
+@router.post("/{sub_id}/rotate")
+async def rotate_secret(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    form = await change_form(request, guest)
+    sub = _find(guest, sub_id)
+    grace = form.get("grace_hours", "").strip()
+    if grace and (not grace.isdigit() or int(grace) > 168):
+        raise InvalidInputError("the grace period is a whole number of hours from 0 to 168")
+    subscriptions.rotate_secret(guest.services, sub, int(grace) if grace else None)
+    return _back(sub.id, "rotated")
+
+
+@router.post("/{sub_id}/test")
+async def test_endpoint(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    await change_form(request, guest)
+    send_test(guest.services, _find(guest, sub_id))
+    return _back(sub_id, "test-sent")

@@ -1,0 +1,83 @@
+"""Delivery pages: one delivery with its payload and every attempt, retrying it, recovering a time window
+of failed deliveries and following the job's progress."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from herald.domain import deliveries, jobs, subscriptions
+from herald.errors import InvalidInputError, NotFoundError
+from herald.portal.render import page
+from herald.portal.security import change_form, visitor
+from herald.schemas import RecoveryIn
+
+if TYPE_CHECKING:
+    from herald.portal.security import Visitor
+
+router = APIRouter(prefix="/endpoints/{sub_id}", include_in_schema=False)
+
+
+def _guest(request: Request) -> Visitor:
+    return visitor(request, request.app.state.api)
+
+
+@router.get("/deliveries/{delivery_id}")
+async def show_delivery(request: Request, sub_id: str, delivery_id: str, note: str = "") -> Response:
+    guest = _guest(request)
+    delivery = deliveries.find(guest.services, guest.tenant_id, sub_id, delivery_id)
+    stored = guest.services.store.events.get(delivery.event_id)
+    attempts = guest.services.store.deliveries.list_attempts(delivery.id, limit=250, cursor=None).items
+    return page(
+        request,
+        "delivery.html",
+        guest,
+        sub_id=sub_id,
+        delivery=delivery,
+        payload=stored.event.payload if stored else None,
+        attempts=attempts,
+        note=note,
+    )
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+async def retry_delivery(request: Request, sub_id: str, delivery_id: str) -> Response:
+    guest = _guest(request)
+    await change_form(request, guest)
+    deliveries.retry(guest.services, deliveries.find(guest.services, guest.tenant_id, sub_id, delivery_id))
+    return RedirectResponse(f"/portal/endpoints/{sub_id}/deliveries/{delivery_id}?note=retried", status_code=303)
+
+
+def _moment(value: str, field: str) -> datetime | None:
+    """A ``datetime-local`` form value, read as UTC (the page says so)."""
+    if not value.strip():
+        return None
+    try:
+        return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise InvalidInputError(f"`{field}` is not a date and time") from exc
+
+
+@router.post("/recover")
+async def recover(request: Request, sub_id: str) -> Response:
+    guest = _guest(request)
+    form = await change_form(request, guest)
+    sub = subscriptions.find(guest.services, guest.tenant_id, sub_id, what="endpoint")
+    since = _moment(form.get("since", ""), "since") or datetime.now(UTC) - timedelta(hours=1)
+    job = jobs.start_recovery(
+        guest.services, sub, RecoveryIn(since=since, until=_moment(form.get("until", ""), "until"))
+    )
+    return RedirectResponse(f"/portal/endpoints/{sub_id}/recoveries/{job.id}", status_code=303)
+
+
+@router.get("/recoveries/{job_id}")
+async def show_recovery(request: Request, sub_id: str, job_id: str) -> Response:
+    guest = _guest(request)
+    subscriptions.find(guest.services, guest.tenant_id, sub_id, what="endpoint")
+    job = jobs.read_recovery(guest.services, job_id) if len(job_id) <= 64 else None
+    if job is None or job.tenant_id != guest.tenant_id or job.subscription_id != sub_id:
+        raise NotFoundError(f"recovery {job_id} not found")
+    return page(request, "recovery.html", guest, sub_id=sub_id, job=job)

@@ -1,0 +1,80 @@
+"""Rendering portal pages (Jinja2 templates) and the error pages every refusal shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from herald.api.deps import services_of
+from herald.api.errors import status_of
+from herald.errors import HeraldError
+from herald.portal.security import CSRF_FIELD, NotSignedInError, Visitor
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+templates.env.filters["fromjson"] = json.loads
+
+
+def page(request: Request, template: str, guest: Visitor | None, status_code: int = 200, **context: Any) -> Response:
+    settings = services_of(request.app.state.api).settings
+    return templates.TemplateResponse(
+        request,
+        template,
+        {
+            "product": settings.portal_product_name,
+            "guest": guest,
+            "csrf_field": CSRF_FIELD,
+            "csrf": guest.session.csrf_token if guest else "",
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
+    return page(request, "error.html", None, status_code, title=title, message=message)
+
+
+_TITLES = {
+    401: "Signed out",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Not now",
+    422: "Not accepted",
+    503: "Try again",
+}
+
+
+async def _herald_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HeraldError)
+    status = status_of(exc)
+    return error_page(request, status, _TITLES.get(status, "Error"), exc.message)
+
+
+async def _not_signed_in(request: Request, _: Exception) -> Response:
+    return error_page(
+        request,
+        401,
+        "Signed out",
+        "Your portal session has ended or was revoked. Ask for a new link to the portal.",
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_page(request, exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc.detail))
+
+
+def install_error_pages(app: FastAPI) -> None:
+    app.add_exception_handler(HeraldError, _herald_error)
+    app.add_exception_handler(NotSignedInError, _not_signed_in)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

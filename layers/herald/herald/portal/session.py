@@ -1,0 +1,76 @@
+"""Signing in with a one-time link, signing out, and the portal's static files."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from herald.api.deps import services_of
+from herald.catalog import catalog
+from herald.domain import portal
+from herald.portal.render import HERE, error_page, page
+from herald.portal.security import change_form, set_cookie, visitor
+
+router = APIRouter(include_in_schema=False)
+
+STATIC = {
+    "htmx.min.js": "text/javascript",
+    "portal.css": "text/css",
+}
+
+
+@router.get("/login")
+async def login(request: Request, token: Annotated[str, Query(max_length=200)] = "") -> Response:
+    services = services_of(request.app.state.api)
+    opened = portal.open_session(services, token)
+    if opened is None:
+        return error_page(
+            request,
+            403,
+            "This link does not work",
+            "A portal link works once and for a short time: this one has expired, was already used, or was "
+            "revoked. Ask for a new link.",
+        )
+    session_id, session = opened
+    # A page, not a redirect: after a link followed from another site (an e-mail), a SameSite=Strict cookie set
+    # by a redirect is not sent on the redirected request; this page's same-site navigation sends it.
+    response = page(request, "signed_in.html", None)
+    max_age = int((session.expires_at - session.created_at).total_seconds())
+    set_cookie(response, services.settings, session_id, max_age)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    guest = visitor(request, request.app.state.api)
+    await change_form(request, guest, needs_manage=False)
+    portal.end_session(guest.services, guest.session_id)
+    response = error_page(request, 200, "Signed out", "You are signed out of the portal.")
+    set_cookie(response, guest.services.settings, "", 0)
+    return response
+
+
+@router.get("/catalog")
+async def event_catalog(request: Request) -> Response:
+    guest = visitor(request, request.app.state.api)
+    return page(request, "catalog.html", guest, event_types=list(catalog))
+
+
+@router.get("/static/theme.css")
+async def theme(request: Request) -> Response:
+    accent = services_of(request.app.state.api).settings.portal_accent_color
+    return Response(f":root {{ --accent: {accent}; }}\n", media_type="text/css")
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    if name not in STATIC:
+        return Response(status_code=404)
+    return FileResponse(HERE / "static" / name, media_type=STATIC[name], headers={"cache-control": "max-age=3600"})
+
+
+@router.get("/")
+async def home() -> Response:
+    return RedirectResponse("/portal/endpoints", status_code=303)

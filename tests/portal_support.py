@@ -1,0 +1,34 @@
+"""Helpers for the subscriber portal tests: minting a link as the operator, signing in, reading a page's
+CSRF token."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from tests.support import ADMIN
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def mint(client: httpx.Client, tenant_id: str, capability: str = "manage", **body: Any) -> dict[str, Any]:
+    response = client.post(
+        f"/v1/tenants/{tenant_id}/portal-sessions", json={"capability": capability, **body}, headers=ADMIN
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def sign_in(client: httpx.Client, tenant_id: str, capability: str = "manage") -> str:
+    """Open a fresh link with ``client`` (its cookie jar keeps the session); the session's CSRF token."""
+    link = mint(client, tenant_id, capability)
+    response = client.get(link["path"])
+    assert response.status_code == 200, response.text
+    return csrf_of(client.get("/portal/endpoints").text)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page carries a CSRF token"
+    return found.group(1)

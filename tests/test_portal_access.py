@@ -1,0 +1,300 @@
+"""The subscriber portal's access rules over HTTP against the real app: one-time links, sessions bound to one
+tenant and one capability, CSRF and Origin checks, security headers, and no way from a portal cookie to
+another tenant or to an operator route."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+
+from herald.api import create_app
+from herald.services import Services
+from herald.storage import keys
+from tests.delivery_support import subscribe
+from tests.portal_support import csrf_of, mint, sign_in
+from tests.support import ADMIN, Receiver, TenantInfo
+
+Browser = Callable[[], TestClient]
+
+
+@pytest.fixture
+def browser(services: Services) -> Iterator[Browser]:
+    """Separate cookie jars (browsers) on the same app, over https (the cookie is Secure)."""
+    opened: list[TestClient] = []
+
+    def make() -> TestClient:
+        client = TestClient(create_app(services), base_url="https://testserver", raise_server_exceptions=False)
+        opened.append(client.__enter__())
+        return opened[-1]
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def receiver_url(receiver: Receiver) -> str:
+    return receiver.url
+
+
+def _subscriptions(client: TestClient, tenant: TenantInfo) -> list[dict[str, object]]:
+    response = client.get("/v1/subscriptions", headers=tenant.headers)
+    assert response.status_code == 200
+    return list(response.json()["data"])
+
+
+def test_a_link_opens_a_session_with_strict_cookie_and_headers(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    link = mint(me, tenant.id, "manage", expires_in_minutes=5)
+    assert link["path"].startswith("/portal/login?token=hpl_")
+    assert link["url"] == "https://testserver" + link["path"]
+    response = me.get(link["path"])
+    assert response.status_code == 200
+    cookie = response.headers["set-cookie"].lower()
+    for attribute in ("httponly", "secure", "samesite=strict", "path=/portal"):
+        assert attribute in cookie, cookie
+    page = me.get("/portal/endpoints")
+    assert page.status_code == 200
+    assert "<h1>Endpoints</h1>" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "same-origin"
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_only_the_tokens_digest_is_stored(browser: Browser, tenant: TenantInfo, services: Services) -> None:
+    link = mint(browser(), tenant.id)
+    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    assert services.store.table.read(keys.portal_grant(digest)) is not None
+    scan = services.store.client.scan(TableName=services.store.table_name)["Items"]
+    assert token not in repr(scan)
+
+
+def test_a_link_works_once(browser: Browser, tenant: TenantInfo) -> None:
+    link = mint(browser(), tenant.id)
+    assert browser().get(link["path"]).status_code == 200
+    other = browser()
+    again = other.get(link["path"])
+    assert again.status_code == 403
+    assert "does not work" in again.text
+    assert other.get("/portal/endpoints").status_code == 401
+
+
+def test_an_expired_link_is_refused(browser: Browser, tenant: TenantInfo, services: Services) -> None:
+    me = browser()
+    link = mint(me, tenant.id, expires_in_minutes=1)
+    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
+    hashlib.sha256(token.encode()).hexdigest()
+    # A minute passes: the item's expiry is now in the past (DynamoDB's TTL has not removed it yet).
+    services.store.client.update_item(
+        TableName=services.store.table_name,
+        Key={
+            name: {"S": value} for name, value in keys.portal_grant(hashlib.sha256(token.encode()).hexdigest()).items()
+        },
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    response = me.get(link["path"])
+    assert response.status_code == 403
+    assert "expired" in response.text
+    assert me.get("/portal/endpoints").status_code == 401
+
+
+def test_minting_is_the_operators_and_for_a_real_tenant(browser: Browser, tenant: TenantInfo) -> None:
+    client = browser()
+    by_tenant = client.post(f"/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=tenant.headers)
+    assert by_tenant.status_code == 403
+    unknown = client.post("/v1/tenants/tnt_0000000000000000000000000/portal-sessions", json={}, headers=ADMIN)
+    assert unknown.status_code == 404
+    too_long = client.post(f"/v1/tenants/{tenant.id}/portal-sessions", json={"expires_in_minutes": 61}, headers=ADMIN)
+    assert too_long.status_code == 422
+    wrong = client.post(f"/v1/tenants/{tenant.id}/portal-sessions", json={"capability": "admin"}, headers=ADMIN)
+    assert wrong.status_code == 422
+
+
+def test_a_read_session_cannot_change_anything(browser: Browser, tenant: TenantInfo, receiver_url: str) -> None:
+    me = browser()
+    sub = subscribe(me, tenant, receiver_url)
+    csrf = sign_in(me, tenant.id, "read")
+    page = me.get(f"/portal/endpoints/{sub.id}")
+    assert page.status_code == 200
+    assert "Rotate the secret" not in page.text
+    create = me.post(
+        "/portal/endpoints",
+        data={"csrf_token": csrf, "url": receiver_url, "event_types": "invoice.paid"},
+    )
+    assert create.status_code == 403
+    assert "read-only" in create.text
+    disable = me.post(f"/portal/endpoints/{sub.id}/enabled", data={"csrf_token": csrf, "enabled": "false"})
+    assert disable.status_code == 403
+    subs = _subscriptions(me, tenant)
+    assert [s["id"] for s in subs] == [sub.id]
+    assert subs[0]["enabled"] is True
+
+
+def test_a_session_never_reaches_another_tenant(
+    browser: Browser, make_tenant: Callable[[str], TenantInfo], receiver_url: str
+) -> None:
+    tenant_a, tenant_b = make_tenant("A"), make_tenant("B")
+    me = browser()
+    theirs = subscribe(me, tenant_b, receiver_url)
+    csrf = sign_in(me, tenant_a.id)
+    assert theirs.id not in me.get("/portal/endpoints").text
+    for path in (f"/portal/endpoints/{theirs.id}", f"/portal/endpoints/{theirs.id}/secret"):
+        response = me.get(path)
+        assert response.status_code == 404, path
+        assert theirs.secret not in response.text
+    switched = me.post(f"/portal/endpoints/{theirs.id}/enabled", data={"csrf_token": csrf, "enabled": "false"})
+    assert switched.status_code == 404
+    assert _subscriptions(me, tenant_b)[0]["enabled"] is True
+
+
+def test_a_change_without_the_csrf_token_or_from_another_site_is_refused(
+    browser: Browser, tenant: TenantInfo, receiver_url: str
+) -> None:
+    me = browser()
+    sub = subscribe(me, tenant, receiver_url)
+    csrf = sign_in(me, tenant.id)
+    path = f"/portal/endpoints/{sub.id}/enabled"
+    assert me.post(path, data={"enabled": "false"}).status_code == 403
+    assert me.post(path, data={"csrf_token": "forged", "enabled": "false"}).status_code == 403
+    cross = me.post(path, data={"csrf_token": csrf, "enabled": "false"}, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403
+    fetched = me.post(path, data={"csrf_token": csrf, "enabled": "false"}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert fetched.status_code == 403
+    assert _subscriptions(me, tenant)[0]["enabled"] is True
+    # The same change from the portal's own page goes through.
+    done = me.post(
+        path,
+        data={"csrf_token": csrf, "enabled": "false"},
+        headers={"Origin": "https://testserver"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert _subscriptions(me, tenant)[0]["enabled"] is False
+
+
+def test_a_portal_cookie_opens_no_api_route(browser: Browser, tenant: TenantInfo, receiver_url: str) -> None:
+    me = browser()
+    sub = subscribe(me, tenant, receiver_url)
+    sign_in(me, tenant.id)
+    assert me.cookies.get("herald_portal")
+    params = collections.defaultdict(lambda: "x", tenant_id=tenant.id, subscription_id=sub.id)
+    operations = [
+        (method.upper(), template.format_map(params))
+        for template, item in me.get("/openapi.json").json()["paths"].items()
+        for method in item
+        if template != "/health"
+    ]
+    assert len(operations) > 20
+    for method, path in operations:
+        # Every operation asks for a key; the cookie is not one.
+        assert me.request(method, path, json={}).status_code == 401, (method, path)
+
+
+def test_revoking_ends_the_tenants_sessions(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    unused = mint(me, tenant.id)
+    assert me.delete(f"/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN).status_code == 204
+    assert me.get("/portal/endpoints").status_code == 401
+    assert browser().get(unused["path"]).status_code == 403
+    assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 401
+
+
+def test_signing_out_ends_the_session(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 200
+    assert me.get("/portal/endpoints").status_code == 401
+
+
+def test_form_errors_are_shown_in_the_form(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    response = me.post(
+        "/portal/endpoints",
+        data={"csrf_token": csrf, "url": "http://169.254.169.254/latest", "event_types": "invoice.paid"},
+    )
+    assert response.status_code == 422
+    assert "The endpoint was not saved" in response.text
+    assert 'value="http://169.254.169.254/latest"' in response.text
+    assert _subscriptions(me, tenant) == []
+    assert csrf_of(response.text) == csrf
+
+
+def test_the_openapi_document_has_the_portal_sessions_operation_and_no_page(browser: Browser) -> None:
+    document = browser().get("/openapi.json").json()
+    assert not [path for path in document["paths"] if path.startswith("/portal")]
+    operation = document["paths"]["/v1/tenants/{tenant_id}/portal-sessions"]
+    assert {"201", "401", "403", "404", "422", "503"} <= set(operation["post"]["responses"])
+    assert {"204", "401", "403", "404", "503"} <= set(operation["delete"]["responses"])
+
+
+def test_api_calls_do_not_import_the_portal() -> None:
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from herald.api import create_app\n"
+        "assert TestClient(create_app()).get('/health').status_code == 200\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('herald.portal', 'jinja2'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_endpoint_is_created_and_edited_through_the_domains_rules(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    url = "http://127.0.0.1:9/hook"
+    form = {
+        "csrf_token": csrf,
+        "url": url,
+        "event_types": ["invoice.paid", "order.shipped"],
+        "metadata": "team=billing",
+    }
+    created = me.post("/portal/endpoints", data=form, follow_redirects=False)
+    assert created.status_code == 303
+    (sub,) = _subscriptions(me, tenant)
+    assert sub["event_types"] == ["invoice.paid", "order.shipped"]
+    assert sub["metadata"] == {"team": "billing"}
+    unknown = me.post(f"/portal/endpoints/{sub['id']}/edit", data={**form, "event_types": "invoice.lost"})
+    assert unknown.status_code == 422
+    assert "invoice.lost" in unknown.text
+    edited = me.post(
+        f"/portal/endpoints/{sub['id']}/edit",
+        data={**form, "event_types": "order.shipped", "rate_limit": "5", "metadata": ""},
+        follow_redirects=False,
+    )
+    assert edited.status_code == 303
+    (after,) = _subscriptions(me, tenant)
+    assert after["event_types"] == ["order.shipped"]
+    assert after["rate_limit"] == 5
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"portal_frame_ancestors": "https://app.example.com", "portal_accent_color": "#0a7f3c"}]
+)
+def test_embedding_allows_the_named_ancestors_and_a_partitioned_cookie(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    link = mint(me, tenant.id)
+    response = me.get(link["path"])
+    cookie = response.headers["set-cookie"].lower()
+    assert "samesite=none" in cookie
+    assert "partitioned" in cookie
+    assert "secure" in cookie
+    page = me.get("/portal/endpoints")
+    assert "frame-ancestors https://app.example.com" in page.headers["content-security-policy"]
+    assert "x-frame-options" not in page.headers
+    assert "#0a7f3c" in me.get("/portal/static/theme.css").text

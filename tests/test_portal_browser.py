@@ -1,0 +1,303 @@
+"""The subscriber portal as a person uses it: headless Chromium driven by Selenium (Debian's chromium and
+chromium-driver) on the real app over HTTP, deliveries made by the worker to a real receiver on 127.0.0.1 and
+verified with ``standardwebhooks``; each page checked with axe-core in the browser."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from herald.api import create_app
+from herald.local.stack import free_port
+from herald.services import Services
+from tests.delivery_support import Harness, verify
+from tests.support import ADMIN, Receiver, TenantInfo
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+#: axe-core as the axe-selenium-python package ships it (from npm), read from its files: nothing is downloaded.
+_AXE_PACKAGE = importlib.util.find_spec("axe_selenium_python")
+assert _AXE_PACKAGE is not None, "pip install -e .[dev] installs axe-selenium-python"
+assert _AXE_PACKAGE.origin is not None
+AXE = Path(_AXE_PACKAGE.origin).parent / "node_modules" / "axe-core" / "axe.min.js"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+WAIT = int(
+    os.environ.get("HERALD_BROWSER_WAIT", "60")
+)  # seconds: a ceiling for conditions on a busy machine, never a pause
+
+
+@pytest.fixture
+def clock() -> Callable[[], float]:
+    """The worker on real time: the deliveries the page lists newest first are made one after another."""
+    return time.time
+
+
+@pytest.fixture
+def served_app(services: Services) -> Iterator[str]:
+    port = free_port("127.0.0.1")
+    server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT
+    while not server.started and time.monotonic() < deadline:
+        threading.Event().wait(0.05)
+    assert server.started, "the app did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> Iterator[WebDriver]:
+    """chromedriver (and the Chromium it starts) in their own process group, killed whatever happens."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are required in CI (.ci/run installs them)")
+        pytest.skip("chromium or chromium-driver is not installed (apt-get install chromium chromium-driver)")
+    port = free_port("127.0.0.1")
+    process = subprocess.Popen(
+        [CHROMEDRIVER, f"--port={port}"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    browser: WebDriver | None = None
+    try:
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1100,900",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            # Anything not on 127.0.0.1 fails to resolve: the portal must not need a CDN.
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        ):
+            options.add_argument(flag)
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/status", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "chromedriver did not start"
+                threading.Event().wait(0.05)
+        browser = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}", options=options)
+        yield browser
+    finally:
+        if browser is not None:
+            with contextlib.suppress(Exception):  # the process group is killed next anyway
+                browser.quit()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def wait_for(browser: WebDriver, css: str) -> Any:
+    message = f"{css} never showed; at {browser.current_url}"
+    try:
+        return WebDriverWait(browser, WAIT).until(lambda b: b.find_element(By.CSS_SELECTOR, css))
+    except TimeoutException:
+        pytest.fail(f"{message}: {browser.find_element(By.TAG_NAME, 'main').text[:2000]}")
+
+
+def submitted(browser: WebDriver, css: str, note: str) -> None:
+    """Click a form's button and wait for the page the change leads to (its ``note``)."""
+    click(browser, css)
+    WebDriverWait(browser, WAIT).until(lambda b: f"note={note}" in b.current_url)
+    wait_for(browser, ".flash")
+
+
+def text_of(browser: WebDriver, css: str) -> str:
+    return str(wait_for(browser, css).text)
+
+
+def click(browser: WebDriver, css: str) -> None:
+    wait_for(browser, css).click()
+
+
+def accessible(browser: WebDriver) -> None:
+    """axe-core in the page: no serious or critical finding."""
+    browser.execute_script(AXE.read_text(encoding="utf-8"))
+    result = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1]; axe.run(document).then(r => done(r.violations));"
+    )
+    bad = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+        for v in result
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert bad == [], f"{browser.current_url}: {bad}"
+
+
+def shoot(browser: WebDriver, name: str) -> None:
+    """Screenshots for the README, when asked for (HERALD_PORTAL_SCREENSHOTS=1)."""
+    if os.environ.get("HERALD_PORTAL_SCREENSHOTS"):
+        DOCS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(DOCS / f"portal-{name}.png"))
+
+
+def open_page(browser: WebDriver, url: str) -> None:
+    browser.get(url)
+    wait_for(browser, "h1")
+    accessible(browser)
+
+
+def newest_delivery(browser: WebDriver, base: str, sub_id: str) -> None:
+    open_page(browser, f"{base}/portal/endpoints/{sub_id}")
+    click(browser, "#deliveries tbody tr:first-child a")
+    wait_for(browser, "#delivery-status")
+    accessible(browser)
+
+
+def sign_in_and_create(driver: WebDriver, base: str, tenant: TenantInfo, receiver: Receiver) -> str:
+    """The operator mints a link, the browser opens it and creates an endpoint; its id."""
+    # GIVEN a link the operator minted
+    minted = httpx.post(f"{base}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
+    assert minted.status_code == 201, minted.text
+    # WHEN the browser opens it, it lands on the tenant's endpoints
+    driver.get(minted.json()["url"])
+    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+    assert text_of(driver, "h1") == "Endpoints"
+    accessible(driver)
+
+    # WHEN it creates an endpoint at the receiver
+    click(driver, "a.button[href='/portal/endpoints/new']")
+    wait_for(driver, "#url").send_keys(receiver.url)
+    accessible(driver)
+    click(driver, "input[value='invoice.paid']")
+    wait_for(driver, "#description").send_keys("Billing")
+    submitted(driver, "#save", "created")
+    assert text_of(driver, ".flash") == "Endpoint created."
+    sub_id = driver.current_url.split("/endpoints/")[1].split("?")[0]
+    accessible(driver)
+    shoot(driver, "endpoint")
+
+    return sub_id
+
+
+def deliver_fail_and_retry(driver: WebDriver, base: str, sub_id: str, receiver: Receiver, harness: Harness) -> str:
+    """Test events delivered, failed, filtered in the log and retried; the endpoint's secret."""
+    # THEN its secret shows on click
+    click(driver, "#reveal")
+    secret = text_of(driver, "#secret-value")
+    assert secret.startswith("whsec_")
+
+    # WHEN it sends a test event, THEN the delivery is in the log with its attempt, verified at the receiver
+    submitted(driver, "#send-test", "test-sent")
+    harness.drain()
+    assert len(receiver.received) == 1
+    assert verify(secret, receiver.received[0])["type"] == "herald.ping"
+    newest_delivery(driver, base, sub_id)
+    assert text_of(driver, "#delivery-status") == "succeeded"
+    assert "Attempt 1: succeeded" in text_of(driver, "#attempt-1")
+    assert "herald.ping" in text_of(driver, ".payload")
+
+    # WHEN the receiver fails, THEN the failed attempt shows with its response body
+    receiver.default = (500, {}, b"receiver says no", 0.0)
+    open_page(driver, f"{base}/portal/endpoints/{sub_id}")
+    submitted(driver, "#send-test", "test-sent")
+    harness.drain()
+    newest_delivery(driver, base, sub_id)
+    assert "Attempt 1: failed" in text_of(driver, "#attempt-1")
+    assert text_of(driver, "pre.response") == "receiver says no"
+    assert "500" in driver.page_source
+    shoot(driver, "delivery")
+
+    # AND the log filters by status and event type
+    def listed(query: str) -> list[str]:
+        open_page(driver, f"{base}/portal/endpoints/{sub_id}?{query}")
+        return [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#deliveries tbody td:nth-child(2)")]
+
+    assert listed("status=pending&event_type=herald.ping") == ["pending"]  # failed once, a retry is due
+    assert listed("status=succeeded") == ["succeeded"]
+    assert listed("event_type=invoice.paid") == []
+    newest_delivery(driver, base, sub_id)
+
+    # WHEN it retries after the receiver is back, THEN the manual attempt succeeds
+    receiver.default = (200, {}, b"ok", 0.0)
+    submitted(driver, "#retry", "retried")
+    harness.drain()
+    driver.refresh()
+    assert "Attempt 2: succeeded" in text_of(driver, "#attempt-2")
+    assert "manual" in text_of(driver, "#attempt-2 ~ dl")
+
+    return secret
+
+
+def rotate_switch_and_recover(
+    driver: WebDriver, base: str, sub_id: str, secret: str, receiver: Receiver, harness: Harness
+) -> None:
+    """Rotation, disabling and re-enabling, recovering a window; the other pages, at phone width too."""
+    # WHEN it rotates the secret, THEN the next delivery is signed with the new one (and the old one)
+    open_page(driver, f"{base}/portal/endpoints/{sub_id}")
+    submitted(driver, "#rotate", "rotated")
+    assert text_of(driver, ".flash") == "Signing secret rotated."
+    click(driver, "#reveal")
+    new_secret = text_of(driver, "#secret-value")
+    assert new_secret.startswith("whsec_")
+    assert new_secret != secret
+    submitted(driver, "#send-test", "test-sent")
+    harness.drain()
+    assert verify(new_secret, receiver.received[-1])["type"] == "herald.ping"
+    assert verify(secret, receiver.received[-1])["type"] == "herald.ping"
+
+    # WHEN it disables and re-enables the endpoint
+    submitted(driver, "#switch", "disabled")
+    assert text_of(driver, ".flash") == "Endpoint disabled."
+    assert text_of(driver, "#state").startswith("Disabled: disabled by the tenant")
+    submitted(driver, "#switch", "enabled")
+    assert text_of(driver, ".flash") == "Endpoint enabled."
+    assert text_of(driver, "#state") == "Enabled"
+
+    # WHEN it recovers the last hour, THEN the job's progress page shows it done
+    since = driver.find_element(By.ID, "since")
+    driver.execute_script(
+        "arguments[0].value = arguments[1];", since, time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
+    )
+    click(driver, "#recover")
+    wait_for(driver, "#job-status")
+    accessible(driver)
+    harness.drain()
+    WebDriverWait(driver, WAIT).until(lambda b: b.find_element(By.ID, "job-status").text == "done")
+
+    # AND the catalog and list pages pass the accessibility check too
+    open_page(driver, f"{base}/portal/catalog")
+    open_page(driver, f"{base}/portal/endpoints")
+    shoot(driver, "endpoints")
+    assert "Billing" in driver.page_source
+
+    # AND at phone width the pages fit the screen (wide tables scroll inside their own box)
+    driver.set_window_size(390, 844)
+    for path in ("/portal/endpoints", f"/portal/endpoints/{sub_id}", "/portal/catalog"):
+        open_page(driver, base + path)
+        assert driver.execute_script("return window.innerWidth;") <= 400
+        overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth;")
+        assert overflow <= 0, f"{path} is {overflow} px wider than a phone"
+
+
+def test_a_tenant_manages_an_endpoint_in_the_portal(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver, harness: Harness
+) -> None:
+    sub_id = sign_in_and_create(driver, served_app, tenant, receiver)
+    secret = deliver_fail_and_retry(driver, served_app, sub_id, receiver, harness)
+    rotate_switch_and_recover(driver, served_app, sub_id, secret, receiver, harness)
