@@ -194,7 +194,7 @@ async def rotate_secret(request: Request, sub_id: str) -> Response:
     grace = form.get("grace_hours", "").strip()
     if grace and (not grace.isdigit() or int(grace) > 168):
         raise InvalidInputError("the grace period is a whole number of hours from 0 to 168")
-    subscriptions.rotate_secret(guest.services, sub, int(grace) if grace else None)
+    subscriptions.rotate_signing_secret(guest.services, sub, int(grace) if grace else None)
     return _back(sub.id, "rotated")
 
 
