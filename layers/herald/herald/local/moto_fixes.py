@@ -16,13 +16,19 @@
    ApproximateNumberOf* over every message in the queue: O(queue depth) per message sent, so the
    10,000 messages of a fan-out take hours. While a message is sent, ``attributes`` is a mapping that
    computes only the attribute asked for, with the value the full property would give.
+4. ``TransactWriteItems`` honours ``ClientRequestToken`` as DynamoDB does (moto ignores it): within 10
+   minutes, a request repeating a token that committed succeeds again without writing anything (the
+   retry of a call whose answer was lost), and one repeating it with other items is refused with
+   ``IdempotentParameterMismatchException``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +37,8 @@ from typing import Any
 
 _STATE = threading.local()
 _DYNAMODB_LOCK = threading.RLock()
+#: How long DynamoDB remembers a transaction's ClientRequestToken.
+TOKEN_SECONDS = 600
 
 
 def _snapshot(table: Any, updated: list[Any]) -> Any:
@@ -47,6 +55,19 @@ def _snapshot(table: Any, updated: list[Any]) -> Any:
             items[item.hash_key] = copy.deepcopy(item)
     clone.items = items
     return clone
+
+
+def _mismatch_error() -> type[Exception]:
+    from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
+
+    class IdempotentParameterMismatch(DynamodbException):
+        def __init__(self) -> None:
+            super().__init__(
+                ERROR_TYPE_PREFIX + "IdempotentParameterMismatchException",
+                message="The request uses the same client token as a previous, but non-identical request.",
+            )
+
+    return IdempotentParameterMismatch
 
 
 class _LazyQueueAttributes(Mapping[str, Any]):
@@ -86,6 +107,7 @@ class _LazyQueueAttributes(Mapping[str, Any]):
 @contextmanager
 def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noqa: PLR0915 - one patch set, kept together
     """Patch moto for the duration (process-wide: every thread sees it)."""
+    from moto.core.responses import ActionResult
     from moto.core.utils import camelcase_to_underscores
     from moto.dynamodb import models as dynamodb_models
     from moto.dynamodb import responses as dynamodb_responses
@@ -98,6 +120,9 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noq
     sqs_backend_class = sqs_models.SQSBackend
     original_call_action = handler_class.call_action
     original_transact = backend_class.transact_write_items
+    original_transact_handler = handler_class.transact_write_items
+    tokens: dict[str, tuple[str, float]] = {}
+    mismatch = _mismatch_error()
     namespace = vars(dynamodb_models)  # the module's ``copy`` (the stdlib module it imported)
     original_copy = namespace["copy"]
     original_attributes = queue_class.__dict__["attributes"]
@@ -127,6 +152,21 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noq
         finally:
             _STATE.updated = None
 
+    def transact_write_items_handler(self: Any) -> Any:
+        token = self.body.get("ClientRequestToken")
+        if not token:
+            return original_transact_handler(self)
+        digest = hashlib.sha256(json.dumps(self.body["TransactItems"], sort_keys=True).encode()).hexdigest()
+        now = time.monotonic()
+        seen = tokens.get(token)
+        if seen is not None and now - seen[1] < TOKEN_SECONDS:
+            if seen[0] != digest:
+                raise mismatch()
+            return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
+        result = original_transact_handler(self)
+        tokens[token] = (digest, now)
+        return result
+
     def attributes(self: Any) -> Any:
         if getattr(_STATE, "sending", False):
             return _LazyQueueAttributes(self, camelcase_to_underscores)
@@ -140,6 +180,7 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noq
             _STATE.sending = False
 
     handler_class.call_action = call_action  # type: ignore[method-assign]
+    handler_class.transact_write_items = transact_write_items_handler  # type: ignore[method-assign]
     queue_class.attributes = property(attributes)  # type: ignore[assignment,method-assign]
     sqs_backend_class.send_message = send_message  # type: ignore[method-assign]
     if not deepcopy_transactions:
@@ -149,6 +190,7 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noq
         yield
     finally:
         handler_class.call_action = original_call_action  # type: ignore[method-assign]
+        handler_class.transact_write_items = original_transact_handler  # type: ignore[method-assign]
         queue_class.attributes = original_attributes  # type: ignore[method-assign]
         sqs_backend_class.send_message = original_send  # type: ignore[method-assign]
         backend_class.transact_write_items = original_transact  # type: ignore[method-assign]
