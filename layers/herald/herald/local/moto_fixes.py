@@ -30,7 +30,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
@@ -104,33 +104,40 @@ class _LazyQueueAttributes(Mapping[str, Any]):
         return len(self._names)
 
 
-@contextmanager
-def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noqa: PLR0915 - one patch set, kept together
-    """Patch moto for the duration (process-wide: every thread sees it)."""
-    from moto.core.responses import ActionResult
-    from moto.core.utils import camelcase_to_underscores
-    from moto.dynamodb import models as dynamodb_models
-    from moto.dynamodb import responses as dynamodb_responses
-    from moto.dynamodb.models.table import Table
-    from moto.sqs import models as sqs_models
+type Undo = Callable[[], None]
 
-    handler_class = dynamodb_responses.DynamoHandler
-    backend_class = dynamodb_models.DynamoDBBackend
-    queue_class = sqs_models.Queue
-    sqs_backend_class = sqs_models.SQSBackend
-    original_call_action = handler_class.call_action
-    original_transact = backend_class.transact_write_items
-    original_transact_handler = handler_class.transact_write_items
-    tokens: dict[str, tuple[str, float]] = {}
-    mismatch = _mismatch_error()
-    namespace = vars(dynamodb_models)  # the module's ``copy`` (the stdlib module it imported)
-    original_copy = namespace["copy"]
-    original_attributes = queue_class.__dict__["attributes"]
-    original_send = sqs_backend_class.send_message
+
+def _patch(owner: Any, name: str, value: Any) -> Undo:
+    """Set ``owner.name`` (a class attribute, or a module namespace's key) and return how to put it back."""
+    if isinstance(owner, dict):
+        original = owner[name]
+        owner[name] = value
+        return lambda: owner.__setitem__(name, original)
+    original = owner.__dict__[name]
+    setattr(owner, name, value)
+    return lambda: setattr(owner, name, original)
+
+
+def _serialize_dynamodb() -> list[Undo]:
+    """Fix 1: one DynamoDB request at a time."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
 
     def call_action(self: Any) -> Any:
         with _DYNAMODB_LOCK:
-            return original_call_action(self)
+            return original(self)
+
+    return [_patch(DynamoHandler, "call_action", call_action)]
+
+
+def _cheap_transaction_snapshots() -> list[Undo]:
+    """Fix 2: a transaction snapshots only what it may roll back."""
+    from moto.dynamodb import models as dynamodb_models
+    from moto.dynamodb.models.table import Table
+
+    backend = dynamodb_models.DynamoDBBackend
+    original = backend.transact_write_items
 
     def deepcopy(value: Any, memo: dict[int, Any] | None = None) -> Any:
         updated = getattr(_STATE, "updated", None)
@@ -148,14 +155,31 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noq
                         updated.append((operation["TableName"], current))
         _STATE.updated = updated
         try:
-            original_transact(self, transact_items)
+            original(self, transact_items)
         finally:
             _STATE.updated = None
 
-    def transact_write_items_handler(self: Any) -> Any:
+    # The module's ``copy`` is the stdlib module it imported: its deepcopy becomes the cheap snapshot.
+    namespace = vars(dynamodb_models)
+    return [
+        _patch(namespace, "copy", SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)),
+        _patch(backend, "transact_write_items", transact_write_items),
+    ]
+
+
+def _honour_request_tokens() -> list[Undo]:
+    """Fix 4: ``ClientRequestToken`` makes a repeated transaction succeed once, without writing again."""
+    from moto.core.responses import ActionResult
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.transact_write_items
+    tokens: dict[str, tuple[str, float]] = {}
+    mismatch = _mismatch_error()
+
+    def transact_write_items(self: Any) -> Any:
         token = self.body.get("ClientRequestToken")
         if not token:
-            return original_transact_handler(self)
+            return original(self)
         digest = hashlib.sha256(json.dumps(self.body["TransactItems"], sort_keys=True).encode()).hexdigest()
         now = time.monotonic()
         seen = tokens.get(token)
@@ -163,9 +187,20 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noq
             if seen[0] != digest:
                 raise mismatch()
             return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
-        result = original_transact_handler(self)
+        result = original(self)
         tokens[token] = (digest, now)
         return result
+
+    return [_patch(DynamoHandler, "transact_write_items", transact_write_items)]
+
+
+def _cheap_sends() -> list[Undo]:
+    """Fix 3: sending a message reads only the queue attribute it needs."""
+    from moto.core.utils import camelcase_to_underscores
+    from moto.sqs import models as sqs_models
+
+    original_attributes = sqs_models.Queue.__dict__["attributes"]
+    original_send = sqs_models.SQSBackend.send_message
 
     def attributes(self: Any) -> Any:
         if getattr(_STATE, "sending", False):
@@ -179,19 +214,20 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:  # noq
         finally:
             _STATE.sending = False
 
-    handler_class.call_action = call_action  # type: ignore[method-assign]
-    handler_class.transact_write_items = transact_write_items_handler  # type: ignore[method-assign]
-    queue_class.attributes = property(attributes)  # type: ignore[assignment,method-assign]
-    sqs_backend_class.send_message = send_message  # type: ignore[method-assign]
+    return [
+        _patch(sqs_models.Queue, "attributes", property(attributes)),
+        _patch(sqs_models.SQSBackend, "send_message", send_message),
+    ]
+
+
+@contextmanager
+def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
+    """Patch moto for the duration (process-wide: every thread sees it)."""
+    undo = _serialize_dynamodb() + _honour_request_tokens() + _cheap_sends()
     if not deepcopy_transactions:
-        namespace["copy"] = SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)
-        backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]
+        undo += _cheap_transaction_snapshots()
     try:
         yield
     finally:
-        handler_class.call_action = original_call_action  # type: ignore[method-assign]
-        handler_class.transact_write_items = original_transact_handler  # type: ignore[method-assign]
-        queue_class.attributes = original_attributes  # type: ignore[method-assign]
-        sqs_backend_class.send_message = original_send  # type: ignore[method-assign]
-        backend_class.transact_write_items = original_transact  # type: ignore[method-assign]
-        namespace["copy"] = original_copy
+        for step in reversed(undo):
+            step()
