@@ -26,51 +26,9 @@ def error_body(
     """Status, headers and body of the error AWS answers for ``fault`` (JSON protocols, all three); a
     cancelled transaction of ``actions`` actions has one reason per action, one of them the conflict."""
     headers = {"x-amzn-requestid": str(uuid.UUID(int=rng.getrandbits(128)))}
-    body: dict[str, Any]
     if service == "dynamodb":
         headers["content-type"] = "application/x-amz-json-1.0"
-        if fault == "throttle" and rng.random() < 0.5:
-            status, body = (
-                400,
-                {
-                    "__type": "com.amazon.coral.availability#ThrottlingException",
-                    "message": "Rate of requests exceeds the allowed throughput.",
-                },
-            )
-        elif fault == "throttle":
-            status, body = (
-                400,
-                {
-                    "__type": _DDB + "ProvisionedThroughputExceededException",
-                    "message": "Throughput exceeds the current capacity of your table or index. DynamoDB is "
-                    "automatically scaling your table or index so please try again shortly.",
-                },
-            )
-        elif fault == "conflict" and operation == "TransactWriteItems":
-            reasons: list[dict[str, str]] = [{"Code": "None"} for _ in range(actions)]
-            reasons[rng.randrange(actions)] = {
-                "Code": "TransactionConflict",
-                "Message": "Transaction is ongoing for the item",
-            }
-            status, body = (
-                400,
-                {
-                    "__type": _DDB + "TransactionCanceledException",
-                    "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons "
-                    f"[{', '.join(reason['Code'] for reason in reasons)}]",
-                    "CancellationReasons": reasons,
-                },
-            )
-        elif fault == "conflict":
-            status, body = (
-                400,
-                {
-                    "__type": _DDB + "TransactionConflictException",
-                    "message": "Operation was rejected because there is an ongoing transaction for the item.",
-                },
-            )
-        else:
-            status, body = 500, {"__type": _DDB + "InternalServerError", "message": "Internal server error"}
+        status, body = _dynamodb_error(operation, fault, rng, actions)
     elif service == "sqs":
         headers["content-type"] = "application/x-amz-json-1.0"
         if fault == "throttle":
@@ -88,6 +46,36 @@ def error_body(
         else:
             status, body = 500, {"__type": "InternalServiceError", "Message": "An error occurred on the server side."}
     return status, headers, json.dumps(body).encode()
+
+
+def _dynamodb_error(operation: str, fault: str, rng: random.Random, actions: int) -> tuple[int, dict[str, Any]]:
+    """DynamoDB's answer for ``fault``: either of its two throttling errors, a transaction cancelled for a
+    conflict (or a single write refused for one), or an internal error."""
+    if fault == "throttle" and rng.random() < 0.5:
+        message = "Rate of requests exceeds the allowed throughput."
+        return 400, {"__type": "com.amazon.coral.availability#ThrottlingException", "message": message}
+    if fault == "throttle":
+        message = (
+            "Throughput exceeds the current capacity of your table or index. DynamoDB is automatically scaling "
+            "your table or index so please try again shortly."
+        )
+        return 400, {"__type": _DDB + "ProvisionedThroughputExceededException", "message": message}
+    if fault == "conflict" and operation == "TransactWriteItems":
+        reasons: list[dict[str, str]] = [{"Code": "None"} for _ in range(actions)]
+        reasons[rng.randrange(actions)] = {
+            "Code": "TransactionConflict",
+            "Message": "Transaction is ongoing for the item",
+        }
+        codes = ", ".join(reason["Code"] for reason in reasons)
+        return 400, {
+            "__type": _DDB + "TransactionCanceledException",
+            "Message": f"Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]",
+            "CancellationReasons": reasons,
+        }
+    if fault == "conflict":
+        message = "Operation was rejected because there is an ongoing transaction for the item."
+        return 400, {"__type": _DDB + "TransactionConflictException", "message": message}
+    return 500, {"__type": _DDB + "InternalServerError", "message": "Internal server error"}
 
 
 def response(url: str, status: int, headers: dict[str, str], body: bytes) -> AWSResponse:
