@@ -5,7 +5,8 @@ the same run, printed as a table and written to ``benchmarks/results/results.jso
 Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts from the ``sam build`` output),
 ``batch`` (one SQS batch of 100 deliveries to a receiver answering after 200 ms), ``fanout`` (one event to
 10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
-``size`` (unzipped package sizes), ``chaos`` (deliveries lost and duplicated under the fault mix). Extra
+``size`` (unzipped package sizes), ``chaos`` (deliveries lost and duplicated under the fault mix),
+``inflight`` (messages in flight per waiting retry). Extra
 studies, run only when named: ``import`` (import with and without bytecode), ``api`` (warm request latency) and
 ``portal`` (the portal's endpoints page against the API).
 """
@@ -29,7 +30,7 @@ from typing import Any, TextIO
 from benchmarks.results import Figure, Result, figures_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "chaos")
+FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "chaos", "inflight")
 EXTRAS = ("import", "api", "portal")
 NAMES = FIGURES + EXTRAS
 
@@ -97,6 +98,11 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
 
         return chaos_module.run(events=args.chaos_events, subscriptions=args.chaos_subscriptions, out=out)
 
+    def inflight() -> list[Figure]:
+        from benchmarks import inflight as inflight_module
+
+        return inflight_module.run(out=out)
+
     def extra_import() -> Result:
         from benchmarks import cold_import
 
@@ -120,6 +126,7 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         "memory": lambda: figures.memory(batch=args.batch_size, latency=latency, out=out),
         "size": lambda: figures.package_size(out=out),
         "chaos": chaos,
+        "inflight": inflight,
         "import": extra_import,
         "api": extra_api,
         "portal": extra_portal,

@@ -4,8 +4,9 @@ receivers. ``chaos_lost_per_10k``: deliveries that never arrived with a valid si
 whose attempt record drew a fault after their send).
 
 Events are published through the app (a 503 is published again with the same Idempotency-Key, as a
-client must); the worker runs on a simulated clock, and everything it put back on the queue is shown
-again at each step (as time passing would), until the queue is empty. moto runs in this process.
+client must); the worker runs on a simulated clock, and everything it put back on the queue (delayed
+copies, the schedule) comes back at each step (as time passing would), until the queue is empty. moto
+runs in this process.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
 
     from herald import faults, ids
     from herald.api import create_app
+    from herald.local.moto_fixes import release_delays
     from herald.local.poller import SqsPoller
     from herald.worker import Worker, settle_all
 
@@ -110,6 +112,8 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
                 pass
 
         def reveal() -> None:
+            worker.sweep()  # the schedule's sweep, as the clock has moved on
+            release_delays(services.settings.queue_url)  # SQS delays pass with the simulated clock too
             for handle in handles:
                 try:
                     sqs.change_message_visibility(
@@ -161,7 +165,11 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
                     with faults.suspended():
                         attributes = sqs.get_queue_attributes(
                             QueueUrl=services.settings.queue_url,
-                            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                            AttributeNames=[
+                                "ApproximateNumberOfMessages",
+                                "ApproximateNumberOfMessagesNotVisible",
+                                "ApproximateNumberOfMessagesDelayed",
+                            ],
                         )["Attributes"]
                     if {(path, msg) for path, msg, _ in receiver.arrivals} >= expected and set(attributes.values()) == {
                         "0"

@@ -28,6 +28,7 @@ from standardwebhooks import Webhook as StandardWebhook
 from svix.webhooks import Webhook as SvixWebhook
 
 from herald import ids
+from herald.local.moto_fixes import release_delays
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
 from herald.records import SigningSecret, Subscription
 from herald.worker import Worker, settle_all
@@ -296,23 +297,6 @@ class Harness:
         self.table_calls.close()
         self.receives.close()
         settle_all([self.worker])
-
-
-def release_delays(queue_url: str) -> int:
-    """Make every delayed message of an in-process (moto) queue deliverable now: the test's clock has moved
-    past the delays, SQS's own clock has not. Returns how many were delayed."""
-    from moto.core.models import DEFAULT_ACCOUNT_ID
-    from moto.sqs.models import sqs_backends
-
-    name = queue_url.rsplit("/", 1)[-1]
-    released = 0
-    for backend in sqs_backends[DEFAULT_ACCOUNT_ID].values():
-        queue = backend.queues.get(name)
-        for message in getattr(queue, "_messages", []):
-            if message.delayed_until:
-                message.delayed_until = 0.0
-                released += 1
-    return released
 
 
 def step(harness: Harness, clock: Clock, seconds: float) -> None:
