@@ -13,7 +13,7 @@ from herald.storage.deliveries import DeliveryRepository, DeliveryState
 from herald.storage.events import EventExistsError, EventRepository, StoredEvent
 from herald.storage.health import AttemptTally, HealthRepository, SubscriptionHealth
 from herald.storage.jobs import JobRepository
-from herald.storage.subscriptions import SubscriptionRepository
+from herald.storage.subscriptions import Route, SubscriptionRepository
 from herald.storage.table import PageResult, Table
 from herald.storage.tenants import TenantRepository
 
@@ -27,6 +27,7 @@ __all__ = [
     "DeliveryState",
     "EventExistsError",
     "PageResult",
+    "Route",
     "Store",
     "StoredEvent",
     "SubscriptionHealth",
