@@ -4,14 +4,16 @@ the same run, printed as a table and written to ``bench/results.json`` with a ch
 Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts from the ``sam build`` output),
 ``batch`` (one SQS batch of 100 deliveries to a receiver answering after 200 ms), ``fanout`` (one event to
 10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
-``size`` (unzipped package sizes). Extra studies, run only when named: ``import`` (import with and without
-bytecode) and ``api`` (warm request latency).
+``size`` (unzipped package sizes), ``filters`` (payload filter evaluation per subscription at fan-out),
+``transforms`` (body transform cost per delivery; hostile expressions over a 256 KiB event). Extra studies,
+run only when named: ``import`` (import with and without bytecode) and ``api`` (warm request latency).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -27,7 +29,7 @@ from typing import Any, TextIO
 from benchmarks.results import Figure, Result, figures_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size")
+FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "filters", "transforms")
 EXTRAS = ("import", "api")
 NAMES = FIGURES + EXTRAS
 
@@ -103,6 +105,8 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         "cost": lambda: figures.cost(events=args.cost_events, out=out),
         "memory": lambda: figures.memory(batch=args.batch_size, latency=latency, out=out),
         "size": lambda: figures.package_size(out=out),
+        "filters": lambda: importlib.import_module("benchmarks.filters").run(out=out),
+        "transforms": lambda: importlib.import_module("benchmarks.transforms").run(out=out),
         "import": extra_import,
         "api": extra_api,
     }
