@@ -20,7 +20,13 @@ from herald.delivery_options.filters import (
     filter_from_stored,
 )
 
-INVOICE_DATA = {"invoice_id": "in_1", "customer_id": "cus_1", "amount_cents": 4900, "currency": "EUR", "paid_at": "2026"}
+INVOICE_DATA = {
+    "invoice_id": "in_1",
+    "customer_id": "cus_1",
+    "amount_cents": 4900,
+    "currency": "EUR",
+    "paid_at": "2026",
+}
 ORDER = {
     "order_id": "ord_7",
     "carrier": "DHL",
