@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from herald import ids
+from herald.records import SigningSecret, Subscription
 from tests.delivery_support import (
     Harness,
     Sub,
     attempts,
     deliveries,
     event_counts,
+    invoke_bodies,
     only_delivery,
     publish,
     subscribe,
@@ -133,6 +138,49 @@ def test_a_filter_lets_only_matching_events_through_and_the_event_counts_the_ski
     assert (other["matched"], other["filtered"]) == (1, 2)
     # AND nothing is left on the queue
     assert harness.counts() == (0, 0)
+
+
+def test_filters_cost_no_extra_read_and_no_message_at_fan_out(client, tenant, services, harness: Harness) -> None:
+    # GIVEN 100 subscriptions to invoice.paid: 40 without a filter, 40 whose filter skips EUR invoices and 20 whose
+    # filter takes them, written straight through the Store
+    now = datetime.now(UTC)
+    filters = [None] * 40 + ['{"currency":"GBP"}'] * 40 + ['{"currency":"EUR"}'] * 20
+    subs = [
+        Subscription(
+            id=ids.new_id(ids.SUBSCRIPTION),
+            tenant_id=tenant.id,
+            url="http://127.0.0.1:9/unused",
+            event_types=["invoice.paid"],
+            filter=stored,
+            secrets=[SigningSecret(secret=ids.new_signing_secret(), created_at=now)],
+            created_at=now,
+            updated_at=now,
+        )
+        for stored in filters
+    ]
+    services.store.subscriptions.import_many(subs)
+    # WHEN an EUR invoice is published and its fan-out message is processed
+    event_id = publish(client, tenant.id)
+    (message,) = harness.sqs.receive_message(QueueUrl=services.settings.queue_url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=services.settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    harness.queue_calls.clear()
+    harness.table_calls.clear()
+    assert invoke_bodies(harness, [message["Body"]]) == {"batchItemFailures": []}
+    # THEN the 60 matches were queued, ten to a SendMessageBatch, and none of the 40 others
+    batches = harness.queue_calls.of("SendMessageBatch")
+    queued = [
+        json.loads(entry["MessageBody"])["subscription_id"] for call in batches for entry in call.params["Entries"]
+    ]
+    assert sorted(queued) == sorted(sub.id for sub, stored in zip(subs, filters, strict=True) if stored != filters[40])
+    assert len(batches) == math.ceil(60 / 10)
+    # AND DynamoDB was read only for the event and the routing pages: no subscription was read to filter it
+    page = services.settings.fanout_page_size
+    assert len(harness.table_calls.of("Query")) <= math.ceil(100 / page) + 2
+    assert [call.params["Key"]["pk"]["S"] for call in harness.table_calls.of("GetItem")] == [f"EVENT#{event_id}"]
+    assert harness.table_calls.of("BatchGetItem") == []
+    # AND the event counts what the filters skipped
+    counts = event_counts(client, event_id)
+    assert (counts["matched"], counts["filtered"], counts["fanout_complete"]) == (60, 40, True)
 
 
 def test_a_changed_filter_applies_to_the_next_event_and_to_a_redelivery(
