@@ -30,7 +30,7 @@ _ANSWERS = {
     404: "No such subscription (another tenant's is just as absent).",
     409: "The subscription changed meanwhile (read it again and retry).",
     422: "The request does not fit: `details` say where (`loc`) and what (`type`), e.g. `invalid_headers`, "
-    "`invalid_filter`, `invalid_transform`, `url_not_allowed`, `limit_exceeded`.",
+    "`invalid_filter`, `invalid_transform`, `url_not_allowed`, `limit_exceeded`, `invalid_cursor`.",
     503: "The store could not be reached; retry.",
 }
 
@@ -56,7 +56,7 @@ async def create_subscription(body: SubscriptionIn, services: ServicesDep, tenan
     return SubscriptionCreated(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
 
 
-@router.get("", summary="List subscriptions")
+@router.get("", summary="List subscriptions", responses=_answers(422, 503))
 async def list_subscriptions(
     services: ServicesDep,
     tenant_id: TenantDep,
@@ -71,7 +71,7 @@ async def list_subscriptions(
     )
 
 
-@router.get("/{subscription_id}", summary="Get a subscription", responses=_answers(404))
+@router.get("/{subscription_id}", summary="Get a subscription", responses=_answers(404, 503))
 async def get_subscription(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> SubscriptionOut:
     return SubscriptionOut.of(subscriptions.find(services, tenant_id, subscription_id))
 
@@ -93,7 +93,7 @@ async def update_subscription(
 @router.post(
     "/{subscription_id}/transform/dry-run",
     summary="Show what a transform makes of each subscribed type's example",
-    responses=_answers(404, 422),
+    responses=_answers(404, 422, 503),
 )
 async def dry_run_transform(
     subscription_id: str,
@@ -123,7 +123,7 @@ def _secret_out(sub: Subscription) -> SecretOut:
     return SecretOut(secret=sub.current_secret, previous_valid_until=subscriptions.previous_valid_until(sub, utcnow()))
 
 
-@router.get("/{subscription_id}/secret", summary="Get the signing secret", responses=_answers(404))
+@router.get("/{subscription_id}/secret", summary="Get the signing secret", responses=_answers(404, 503))
 async def get_secret(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> SecretOut:
     return _secret_out(subscriptions.find(services, tenant_id, subscription_id))
 
@@ -156,7 +156,7 @@ async def send_test_event(subscription_id: str, services: ServicesDep, tenant_id
     return TestDeliveryOut(event_id=event.id, delivery_id=delivery_id)
 
 
-@router.get("/{subscription_id}/stats", summary="Get a subscription's delivery stats", responses=_answers(404))
+@router.get("/{subscription_id}/stats", summary="Get a subscription's delivery stats", responses=_answers(404, 503))
 async def get_subscription_stats(
     subscription_id: str, services: ServicesDep, tenant_id: TenantDep
 ) -> SubscriptionStats:
