@@ -246,11 +246,19 @@ def test_a_test_event_gets_the_transform_but_not_the_filter(
     assert verify(sub.secret, got) == {"kind": "herald.ping", "subscription": sub.id}
 
 
-def test_a_transform_failing_on_an_event_fails_the_delivery_at_once_without_a_request(
+def test_a_transform_failing_on_an_event_fails_the_delivery_at_once_and_a_recovery_sends_it_once_fixed(
     client, tenant, harness: Harness, receiver: Receiver
 ) -> None:
-    # GIVEN a transform that gives an object for the catalog example but `false` for invoices of 1,000.00 or more
-    sub = subscribe_with(client, tenant, receiver.url, transform="data.amount_cents < `100000` && data")
+    # GIVEN a transform that gives an object for the catalog example but `false` for invoices of 1,000.00 or more,
+    # on a subscription with a sensitive custom header
+    since = datetime.now(UTC).isoformat()
+    sub = subscribe_with(
+        client,
+        tenant,
+        receiver.url,
+        transform="data.amount_cents < `100000` && data",
+        headers={"X-Api-Key": {"value": API_KEY}},
+    )
     # WHEN such an invoice is published, and a small one
     large_id = publish(client, tenant.id, data={**INVOICE, "amount_cents": 250_000})
     small_id = publish(client, tenant.id)
@@ -272,3 +280,16 @@ def test_a_transform_failing_on_an_event_fails_the_delivery_at_once_without_a_re
     assert (counts["failed"], counts["pending"]) == (1, 0)
     # AND no message waits for a retry
     assert harness.counts() == (0, 0)
+    # WHEN the tenant fixes the transform and recovers the failed deliveries
+    fixed = client.patch(f"/v1/subscriptions/{sub.id}", json={"transform": "data"}, headers=tenant.headers)
+    assert fixed.status_code == 200, fixed.text
+    recovery = client.post(f"/v1/subscriptions/{sub.id}/recover", json={"since": since}, headers=tenant.headers)
+    assert recovery.status_code == 202, recovery.text
+    harness.drain()
+    # THEN the large invoice arrives once, transformed by the fixed expression, with the custom header
+    assert len(receiver.received) == 2
+    recovered = receiver.received[1]
+    assert verify(sub.secret, recovered)["amount_cents"] == 250_000
+    assert recovered.headers["x-api-key"] == API_KEY
+    log = attempts(client, tenant, sub.id, failed["id"])
+    assert [(a["trigger"], a["error_kind"]) for a in log] == [("scheduled", "transform"), ("recover", None)]
