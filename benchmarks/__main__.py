@@ -6,7 +6,8 @@ Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts fro
 ``batch`` (one SQS batch of 100 deliveries to a receiver answering after 200 ms), ``fanout`` (one event to
 10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
 ``size`` (unzipped package sizes), ``chaos`` (deliveries lost and duplicated under the fault mix),
-``inflight`` (messages in flight per waiting retry). Extra
+``inflight`` (messages in flight per waiting retry), ``filters`` (payload filter evaluation per subscription at
+fan-out), ``transforms`` (body transform cost per delivery; hostile expressions over a 256 KiB event). Extra
 studies, run only when named: ``import`` (import with and without bytecode), ``api`` (warm request latency) and
 ``portal`` (the portal's endpoints page against the API).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -30,7 +32,7 @@ from typing import Any, TextIO
 from benchmarks.results import Figure, Result, figures_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "chaos", "inflight")
+FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "chaos", "inflight", "filters", "transforms")
 EXTRAS = ("import", "api", "portal")
 NAMES = FIGURES + EXTRAS
 
@@ -127,6 +129,8 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         "size": lambda: figures.package_size(out=out),
         "chaos": chaos,
         "inflight": inflight,
+        "filters": lambda: importlib.import_module("benchmarks.filters").run(out=out),
+        "transforms": lambda: importlib.import_module("benchmarks.transforms").run(out=out),
         "import": extra_import,
         "api": extra_api,
         "portal": extra_portal,

@@ -41,7 +41,14 @@ def test_publish_accepts_stores_and_queues_one_fanout(client, tenant, services, 
     assert event["broadcast"] is False
     assert event["data"] == INVOICE
     assert abs(datetime.fromisoformat(event["timestamp"]).timestamp() - time.time()) < 300
-    assert event["deliveries"] == {"matched": 0, "pending": 0, "succeeded": 0, "failed": 0, "fanout_complete": False}
+    assert event["deliveries"] == {
+        "matched": 0,
+        "pending": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "filtered": 0,
+        "fanout_complete": False,
+    }
     # ... exactly one fan-out message for it is on the work queue
     assert fanouts(aws, services) == [{"v": 1, "kind": "fanout", "event_id": event["id"], "tenant_id": tenant.id}]
     # ... and the operator can read it back
@@ -362,7 +369,14 @@ def test_event_reports_its_deliveries(client, tenant, poller, make_receiver) -> 
     drain(poller)
     # THEN the event's counts say so
     got = client.get(f"/v1/events/{event['id']}", headers=ADMIN).json()
-    assert got["deliveries"] == {"matched": 2, "pending": 0, "succeeded": 1, "failed": 1, "fanout_complete": True}
+    assert got["deliveries"] == {
+        "matched": 2,
+        "pending": 0,
+        "succeeded": 1,
+        "failed": 1,
+        "filtered": 0,
+        "fanout_complete": True,
+    }
 
 
 # --- the catalog -----------------------------------------------------------------------------------------

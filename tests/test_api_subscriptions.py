@@ -23,9 +23,9 @@ def create(client, tenant, **fields):
 
 
 def routes(services, tenant_id: str, route: str) -> list[str]:
-    ids, cursor = services.store.subscriptions.routed(tenant_id, route, limit=100, cursor=None)
+    routed, cursor = services.store.subscriptions.routed(tenant_id, route, limit=100, cursor=None)
     assert cursor is None
-    return list(ids)
+    return [item.subscription_id for item in routed]
 
 
 # --- create, read, list ------------------------------------------------------------------------------

@@ -53,7 +53,14 @@ def test_a_batch_writes_an_events_counters_and_a_subscriptions_stats_once(
     # AND each event's counts are exact
     for event_id, matched in ((first, 3), (second, 1)):
         counts = client.get(f"/v1/events/{event_id}", headers=ADMIN).json()["deliveries"]
-        assert counts == {"matched": matched, "pending": 0, "succeeded": matched, "failed": 0, "fanout_complete": True}
+        assert counts == {
+            "matched": matched,
+            "pending": 0,
+            "succeeded": matched,
+            "failed": 0,
+            "filtered": 0,
+            "fanout_complete": True,
+        }
         # AND the deliveries' counters were one write per event, on the counts item, never on the event item
         assert log.on(f"EVENT#{event_id}", "#COUNTS", "succeeded") == 1
         assert log.on(f"EVENT#{event_id}", "#EVENT") == 0

@@ -111,7 +111,18 @@ def test_command_line_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture[s
     # AND known names may be comma-separated, and run in the default order
     assert parse_args(["--only", "memory,batch"]).selected == ["batch", "memory"]
     # AND without --only, the figures run (the extra studies do not)
-    assert parse_args([]).selected == ["coldstart", "batch", "fanout", "cost", "memory", "size", "chaos"]
+    assert parse_args([]).selected == [
+        "coldstart",
+        "batch",
+        "fanout",
+        "cost",
+        "memory",
+        "size",
+        "chaos",
+        "inflight",
+        "filters",
+        "transforms",
+    ]
 
 
 def test_ratio_divides_measured_by_baseline() -> None:
@@ -249,3 +260,25 @@ def test_chaos_benchmark_counts_lost_and_duplicated_deliveries() -> None:
     assert lost.met
     assert duplicates.value <= duplicates.baseline
     assert duplicates.met
+
+
+def test_filter_and_transform_benchmarks_report_their_figures() -> None:
+    from benchmarks import filters, transforms
+
+    # GIVEN / WHEN the two delivery-option benchmarks run with few loops
+    lines: list[str] = []
+    (filter_figure,) = filters.run(loops=20, rounds=2, out=lines.append)
+    (transform_figure,) = transforms.run(loops=5, rounds=2, out=lines.append)
+    # THEN each reports its figure against a baseline measured in the same run, with its details
+    assert filter_figure.name == "filter_eval_us"
+    assert filter_figure.baseline > 0
+    assert math.isfinite(filter_figure.value)
+    assert set(filter_figure.details) >= {"typical_us", "in_stored_bytes"}
+    assert transform_figure.name == "transform_per_delivery_us"
+    assert transform_figure.baseline > 0
+    assert math.isfinite(transform_figure.value)
+    # AND the doubling expressions over the large event were stopped by a bound
+    hostile = transform_figure.details["hostile_256kib"]
+    stopped = {name for name, entry in hostile.items() if entry["outcome"] in {"too_costly", "too_large"}}
+    assert stopped >= {"doubling pipe", "doubling flatten"}, hostile
+    assert any("filter per subscription" in line for line in lines)

@@ -279,6 +279,35 @@ def test_subscriptions_list_disable_enable_with_a_tenant_key(
     assert after_enable["enabled"] is True
 
 
+def test_subscriptions_show_has_the_delivery_options_with_sensitive_values_masked(
+    cli_env: str, herald: Callable[..., Run], receiver: Receiver
+) -> None:
+    # GIVEN a subscription with a sensitive header, a plain one, a filter and a transform
+    tenant = make_tenant_via_cli(herald)
+    options = {
+        "headers": {"X-Api-Key": {"value": "ak-cli-0123456789"}, "X-Route": {"value": "eu-1"}},
+        "filter": {"currency": "EUR"},
+        "transform": "{id: data.invoice_id}",
+    }
+    with api(cli_env, tenant.key) as http:
+        response = http.post(
+            "/v1/subscriptions", json={"url": receiver.url, "event_types": ["invoice.paid"], **options}
+        )
+    assert response.status_code == 201, response.text
+    sub_id = response.json()["id"]
+    # WHEN the operator shows it, as a table and as JSON
+    shown = herald("subscriptions", "show", sub_id, "--tenant", tenant.id)
+    as_json = herald("--json", "subscriptions", "show", sub_id, "--tenant", tenant.id)
+    # THEN both have the options, and neither the sensitive value
+    assert shown.code == 0, shown.err
+    rows = dict((row[0], row[-1]) for row in table_rows(shown.out)[1:])
+    assert rows["headers.X-Api-Key"] == '{"value":null,"sensitive":true}'
+    assert rows["headers.X-Route"] == '{"value":"eu-1","sensitive":false}'
+    assert (rows["filter.currency"], rows["transform"]) == ("EUR", "{id: data.invoice_id}")
+    assert as_json.json()["filter"] == {"currency": "EUR"}
+    assert "ak-cli-0123456789" not in shown.out + as_json.out
+
+
 def test_operator_lists_a_tenants_subscriptions(cli_env: str, herald: Callable[..., Run], receiver: Receiver) -> None:
     # GIVEN a tenant with a subscription
     tenant = make_tenant_via_cli(herald)

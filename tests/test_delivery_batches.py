@@ -302,6 +302,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Rec
             "pending": 0,
             "succeeded": 8,
             "failed": 0,
+            "filtered": 0,
             "fanout_complete": True,
         }
         for url in (resources.queue_url, resources.dead_letter_queue_url):

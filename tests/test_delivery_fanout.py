@@ -98,6 +98,7 @@ def test_an_event_goes_to_enabled_subscriptions_of_its_type_or_wildcard_found_by
         "pending": 0,
         "succeeded": 3,
         "failed": 0,
+        "filtered": 0,
         "fanout_complete": True,
     }
 
@@ -122,6 +123,7 @@ def test_a_broadcast_reaches_the_matching_subscriptions_of_every_tenant(
         "pending": 0,
         "succeeded": 3,
         "failed": 0,
+        "filtered": 0,
         "fanout_complete": True,
     }
 
@@ -151,6 +153,7 @@ def test_a_fanout_message_that_runs_twice_queues_again_but_counts_once(
         "pending": 0,
         "succeeded": 4,
         "failed": 0,
+        "filtered": 0,
         "fanout_complete": True,
     }
 

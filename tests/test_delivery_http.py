@@ -120,6 +120,7 @@ def test_every_matching_subscriber_gets_exactly_one_verified_delivery(
         "pending": 0,
         "succeeded": 4,
         "failed": 0,
+        "filtered": 0,
         "fanout_complete": True,
     }
     # AND nothing is left on the queues
@@ -303,6 +304,7 @@ def test_a_410_disables_the_subscription_and_stops_its_retries(client, tenant, h
         "pending": 0,
         "succeeded": 0,
         "failed": 1,
+        "filtered": 0,
         "fanout_complete": True,
     }
     # AND the subscription is disabled with the reason recorded

@@ -110,6 +110,7 @@ def test_the_last_failed_attempt_marks_the_delivery_failed(client, tenant, harne
         "pending": 0,
         "succeeded": 0,
         "failed": 1,
+        "filtered": 0,
         "fanout_complete": True,
     }
     assert harness.counts() == (0, 0)

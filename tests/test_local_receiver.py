@@ -106,3 +106,29 @@ def test_ctrl_c_stops_the_receiver_while_a_client_keeps_its_connection_open(
     # THEN it stopped on that signal (stop_group raises if it had to kill it) and cleanly
     assert code == 0, log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+def test_receiver_prints_the_custom_headers_it_gets(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a receiver that prints what it receives
+    server = SampleReceiver(("127.0.0.1", 0), SECRET)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        now = datetime.now(UTC)
+        signature = Webhook(SECRET).sign("msg_h", now, BODY)
+        headers = {
+            "webhook-id": "msg_h",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+            "X-Route": "eu-1",
+        }
+        # WHEN a delivery with a custom header arrives
+        response = httpx.post(f"http://127.0.0.1:{server.server_address[1]}/", content=BODY, headers=headers)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # THEN it is verified and the custom header (only it) is printed with the payload
+    assert response.status_code == 200
+    out = capsys.readouterr().out
+    assert 'custom headers: {"x-route": "eu-1"}' in out
+    assert "webhook-signature" not in out.split("custom headers:")[1].splitlines()[0]

@@ -123,7 +123,10 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, i
         assert '"username": "ada"' in received
         # ... the operator sees one succeeded delivery, the tenant two attempts
         lines = out.stdout.strip().splitlines()
-        assert "'matched': 1, 'pending': 0, 'succeeded': 1, 'failed': 0, 'fanout_complete': True" in lines[0]
+        assert (
+            "'matched': 1, 'pending': 0, 'succeeded': 1, 'failed': 0, 'filtered': 0, 'fanout_complete': True"
+            in lines[0]
+        )
         attempts = eval(lines[1])
         assert [a["attempt_number"] for a in attempts] == [1, 2]
         assert [a["status_code"] for a in attempts] == [503, 200]

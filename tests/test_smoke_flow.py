@@ -34,4 +34,11 @@ def test_published_event_reaches_subscriber_signed(client, tenant, poller, recei
     assert payload["type"] == "invoice.paid"
     assert payload["data"]["invoice_id"] == "in_1"
     event = client.get(f"/v1/events/{published.json()['id']}", headers=ADMIN).json()
-    assert event["deliveries"] == {"matched": 1, "pending": 0, "succeeded": 1, "failed": 0, "fanout_complete": True}
+    assert event["deliveries"] == {
+        "matched": 1,
+        "pending": 0,
+        "succeeded": 1,
+        "failed": 0,
+        "filtered": 0,
+        "fanout_complete": True,
+    }

@@ -55,6 +55,13 @@ class Subscription(BaseModel):
     disabled_at: datetime | None = None
     rate_limit: int | None = None
     secrets: list[SigningSecret]
+    #: Custom request headers as ``CustomHeaders.to_stored`` keeps them (values in clear, like the secrets:
+    #: never shown in a repr, never logged).
+    headers: list[dict[str, Any]] = Field(default_factory=list, repr=False)
+    #: The payload filter as canonical compact JSON (``CompiledFilter.to_stored``), copied onto every routing item.
+    filter: str | None = None
+    #: The JMESPath body transform.
+    transform: str | None = None
     version: int = 1
     created_at: datetime
     updated_at: datetime
@@ -112,6 +119,8 @@ class ErrorKind(StrEnum):
     HTTP_STATUS = "http_status"
     REFUSED_BY_POLICY = "refused_by_policy"
     SUBSCRIPTION_GONE = "subscription_gone"
+    #: The subscription's transform failed on this event: no request was made, and it is not retried.
+    TRANSFORM = "transform"
 
 
 class Delivery(BaseModel):

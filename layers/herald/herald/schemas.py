@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Self
 
@@ -15,6 +16,15 @@ from pydantic import (
     model_validator,
 )
 
+from herald.delivery_options import CustomHeaders, HeadersIn, HeadersOut, HeadersPatch
+from herald.delivery_options.openapi import (
+    FILTER_DESCRIPTION,
+    FILTER_EXAMPLE,
+    SUBSCRIPTION_EXAMPLE,
+    TRANSFORM_DESCRIPTION,
+    TRANSFORM_EXAMPLE,
+    UPDATE_EXAMPLES,
+)
 from herald.ids import EVENT_ID_PATTERN
 from herald.records import (
     WILDCARD,
@@ -119,6 +129,8 @@ def _check_event_types(value: list[str]) -> list[str]:
 
 
 class SubscriptionIn(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SUBSCRIPTION_EXAMPLE]})
+
     url: AnyHttpUrl = Field(
         description="Where deliveries are POSTed (http or https).",
         examples=["https://example.com/webhooks"],
@@ -143,13 +155,20 @@ class SubscriptionIn(_Strict):
         le=MAX_RATE_LIMIT,
         description="At most this many deliveries per second to this URL; more are postponed, never dropped.",
     )
+    headers: HeadersIn = Field(default_factory=dict)
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION, examples=[FILTER_EXAMPLE])
+    transform: str | None = Field(None, description=TRANSFORM_DESCRIPTION, examples=[TRANSFORM_EXAMPLE])
 
     _event_types = field_validator("event_types")(_check_event_types)
     _metadata = field_validator("metadata")(_check_metadata)
 
 
 class SubscriptionUpdate(_Strict):
-    """Only the fields given change."""
+    """Only the fields given change. ``headers`` is a merge patch: a header mapped to `null` goes, one mapped to an
+    object is set (without `value` it keeps its stored value); `null` for `headers`, `filter` or `transform`
+    removes them all."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": UPDATE_EXAMPLES})
 
     url: AnyHttpUrl | None = None
     event_types: list[str] | None = Field(None, min_length=1, max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION)
@@ -163,6 +182,13 @@ class SubscriptionUpdate(_Strict):
         le=MAX_RATE_LIMIT,
         description="Deliveries per second at most; `null` removes the limit.",
     )
+    headers: HeadersPatch | None = Field(
+        None,
+        description='Changes to the custom headers (JSON merge patch): `{"X-Route": null}` removes one, an object '
+        "sets one, an object without `value` keeps the stored value; `null` removes every custom header.",
+    )
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION + " `null` removes it.")
+    transform: str | None = Field(None, description=TRANSFORM_DESCRIPTION + " `null` removes it.")
 
     @field_validator("event_types")
     @classmethod
@@ -185,12 +211,26 @@ class SubscriptionOut(BaseModel):
     disabled_reason: str | None
     disabled_at: datetime | None = Field(None, description="When Herald or the tenant disabled it.")
     rate_limit: int | None = Field(None, description="Deliveries per second at most (none: no limit).")
+    headers: HeadersOut = Field(
+        default_factory=dict,
+        description='Custom request headers; a sensitive one is shown as `{"value": null, "sensitive": true}`.',
+    )
+    filter: dict[str, Any] | None = Field(None, description="The payload filter, if any.")
+    transform: str | None = Field(None, description="The JMESPath body transform, if any.")
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, sub: Subscription) -> Self:
-        return cls.model_validate(sub.model_dump())
+        """The subscription as the API shows it: sensitive header values masked."""
+        shown = sub.model_dump(exclude={"headers", "filter", "secrets"})
+        return cls.model_validate(
+            {
+                **shown,
+                "headers": CustomHeaders.from_stored(sub.headers).out(),
+                "filter": json.loads(sub.filter) if sub.filter else None,
+            }
+        )
 
 
 class SubscriptionStats(BaseModel):
@@ -265,6 +305,9 @@ class DeliveryCounts(BaseModel):
     pending: int
     succeeded: int
     failed: int
+    filtered: int = Field(
+        0, description="Subscriptions to the event's type whose payload filter skipped it (a count, not a list)."
+    )
     fanout_complete: bool
 
 

@@ -206,6 +206,11 @@ def subscriptions_list(client: ApiClient, args: argparse.Namespace) -> Shown:
     return _listing(page, SUBSCRIPTION_COLUMNS, "no subscriptions")
 
 
+def subscriptions_show(client: ApiClient, args: argparse.Namespace) -> Shown:
+    """One subscription, its delivery options included (the API masks sensitive header values)."""
+    return _record(client.get(_path("/v1/subscriptions", args.subscription_id), params=_tenant_param(args)))
+
+
 def _set_enabled(client: ApiClient, args: argparse.Namespace, enabled: bool) -> Shown:
     updated = client.request(
         "PATCH",
@@ -237,6 +242,7 @@ EVENT_FIELDS = (
     "deliveries.pending",
     "deliveries.succeeded",
     "deliveries.failed",
+    "deliveries.filtered",
     "deliveries.fanout_complete",
 )
 
@@ -524,6 +530,7 @@ class _ParserBuilder:
         _tenant_option(cmd)
         _paging(cmd)
         for name, handler, text in (
+            ("show", subscriptions_show, "show a subscription: its headers (sensitive ones masked), filter, transform"),
             ("disable", subscriptions_disable, "stop deliveries to a subscription"),
             ("enable", subscriptions_enable, "resume deliveries to a subscription"),
         ):

@@ -1,14 +1,33 @@
-"""Subscriptions: creating, changing, enabling and disabling them, rotating their signing secrets."""
+"""Subscriptions: creating, changing, enabling and disabling them, rotating their signing secrets.
+
+Their delivery options are checked here, when they are set and whenever the event types change: custom
+``headers`` (validated, kept with sensitive values masked in every answer), a payload ``filter`` (against the
+subscribed types' schemas) and a body ``transform`` (run on each subscribed type's catalog example). A problem
+is a 422 whose ``details`` say where (``herald.delivery_options``).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from herald import ids
 from herald.catalog import catalog, operational_catalog
-from herald.errors import ConflictError, NotFoundError
+from herald.delivery_options import (
+    CustomHeaders,
+    apply_patch,
+    check_filter,
+    check_headers,
+    check_transform,
+    compile_transform,
+    dry_run,
+    event_schemas,
+    example_envelopes,
+)
+from herald.errors import ConflictError, InvalidInputError, NotFoundError
 from herald.limits import check_subscription
 from herald.records import SigningSecret, Subscription, Tenant, utcnow
 
@@ -40,8 +59,10 @@ def new_subscription(
     description: str = "",
     metadata: Metadata | None = None,
     rate_limit: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Subscription:
-    """A new subscription record with a fresh signing secret (not stored yet)."""
+    """A new subscription record with a fresh signing secret (not stored yet); ``options`` are its checked
+    delivery options in their stored form (``headers``, ``filter``, ``transform``)."""
     now = utcnow()
     return Subscription(
         id=ids.new_id(ids.SUBSCRIPTION),
@@ -54,6 +75,7 @@ def new_subscription(
         secrets=[SigningSecret(secret=ids.new_signing_secret(), created_at=now)],
         created_at=now,
         updated_at=now,
+        **(options or {}),
     )
 
 
@@ -77,13 +99,20 @@ async def create(services: Services, tenant_id: str, body: SubscriptionIn) -> Su
     check_subscription(
         services.settings, url=url, event_types=body.event_types, description=body.description, metadata=body.metadata
     )
+    event_types = check_event_types(body.event_types)
+    options = {
+        "headers": check_headers(body.headers).to_stored(),
+        "filter": checked_filter(body.filter, event_types),
+        "transform": checked_transform(body.transform, event_types),
+    }
     sub = new_subscription(
         tenant_id,
         url,
-        check_event_types(body.event_types),
+        event_types,
         description=body.description,
         metadata=body.metadata,
         rate_limit=body.rate_limit,
+        options=options,
     )
     services.store.subscriptions.create(sub, max_subscriptions=services.settings.max_subscriptions_per_tenant)
     return sub
@@ -106,7 +135,7 @@ async def create_operator_endpoint(
 
 async def update(services: Services, old: Subscription, body: SubscriptionUpdate) -> Subscription:
     """Change the fields given in ``body``; ``enabled`` goes through the one enable/disable rule."""
-    changes = body.model_dump(exclude_unset=True)
+    changes = body.model_dump(exclude_unset=True, exclude={"headers", "filter", "transform"})
     if changes.get("url") is not None:
         changes["url"] = await services.url_policy.check_new_url(str(body.url))
     if changes.get("event_types") is not None:
@@ -121,12 +150,88 @@ async def update(services: Services, old: Subscription, body: SubscriptionUpdate
     changes = {key: value for key, value in changes.items() if value is not None}
     if "rate_limit" in body.model_fields_set:
         changes["rate_limit"] = body.rate_limit  # null removes the limit
+    changes |= _changed_options(old, body, changes.get("event_types", old.event_types))
     now = utcnow()
     enabled = changes.pop("enabled", None)
     base = old if enabled is None else switched(old, enabled=enabled, reason="disabled by the tenant", now=now)
     new = base.model_copy(update={**changes, "version": old.version + 1, "updated_at": now})
     _replace(services.store, old, new)
     return new
+
+
+# --- delivery options ----------------------------------------------------------------------------------------
+
+
+def checked_filter(
+    raw: dict[str, Any] | None, event_types: list[str], *, loc: tuple[str, ...] = ("body", "filter")
+) -> str | None:
+    """A filter's stored JSON once it fits the subscribed types (``InvalidFilterError`` otherwise); an empty
+    filter matches everything and is kept as none."""
+    if not raw:
+        return None
+    return check_filter(raw, event_schemas(catalog, event_types), loc=loc).to_stored()
+
+
+def checked_transform(
+    expression: str | None, event_types: list[str], *, loc: tuple[str, ...] = ("body", "transform")
+) -> str | None:
+    """A transform once it gives a JSON object or array on each subscribed type's example
+    (``InvalidTransformError`` otherwise)."""
+    if expression is None:
+        return None
+    return check_transform(expression, example_envelopes(catalog, event_types), loc=loc).to_stored()
+
+
+def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: list[str]) -> dict[str, Any]:
+    """The stored form of the options an update changes: those given (``null`` removes one), and the filter and
+    transform kept when the event types change, checked again against the new ones."""
+    given = body.model_fields_set
+    changed: dict[str, Any] = {}
+    if "headers" in given:
+        current = CustomHeaders.from_stored(old.headers)
+        changed["headers"] = [] if body.headers is None else apply_patch(current, body.headers).to_stored()
+    retyped = event_types != old.event_types
+    if "filter" in given:
+        changed["filter"] = checked_filter(body.filter, event_types)
+    elif retyped and old.filter:
+        changed["filter"] = _kept(checked_filter, "filter", json.loads(old.filter), event_types)
+    if "transform" in given:
+        changed["transform"] = checked_transform(body.transform, event_types)
+    elif retyped and old.transform:
+        changed["transform"] = _kept(checked_transform, "transform", old.transform, event_types)
+    return changed
+
+
+def _kept(check: Callable[..., str | None], name: str, stored: Any, event_types: list[str]) -> str | None:
+    """A stored option checked against new event types; its problems point at ``event_types``, since that is
+    what the request changed."""
+    try:
+        return check(stored, event_types, loc=())
+    except InvalidInputError as exc:
+        details = [
+            {
+                "loc": ["body", "event_types"],
+                "msg": f"the subscription's {name} (at {'.'.join(map(str, d['loc'])) or 'its top'}): {d['msg']}",
+                "type": d["type"],
+            }
+            for d in exc.details or ()
+        ]
+        message = (
+            f"the new event types do not fit the subscription's {name}; change or remove it in the same "
+            f"request: {exc.message}"
+        )
+        raise type(exc)(message, details=details) from None
+
+
+def dry_run_transform(sub: Subscription, expression: str | None) -> tuple[str | None, dict[str, Any]]:
+    """The expression run (``expression``, else the subscription's own, else none) and the body each subscribed
+    type's catalog example would be delivered as; ``InvalidTransformError`` if it fails on one."""
+    envelopes = example_envelopes(catalog, sub.event_types)
+    chosen = expression if expression is not None else sub.transform
+    if chosen is None:
+        return None, dict(envelopes)
+    loc: tuple[str, ...] = ("body", "transform") if expression is not None else ("transform",)
+    return chosen, dry_run(compile_transform(chosen, loc=loc), envelopes, loc=loc)
 
 
 def switched(sub: Subscription, *, enabled: bool, reason: str, now: datetime) -> Subscription:

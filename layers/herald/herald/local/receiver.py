@@ -18,6 +18,12 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+#: Headers every delivery has; the others are the subscription's custom headers, printed as received.
+_STANDARD_HEADERS = frozenset(
+    {"host", "content-type", "content-length", "user-agent", "accept-encoding", "accept", "connection"}
+    | {"webhook-id", "webhook-timestamp", "webhook-signature"}
+)
+
 
 class SampleReceiver(ThreadingHTTPServer):
     daemon_threads = True
@@ -64,8 +70,10 @@ class _Handler(BaseHTTPRequestHandler):
         if duplicate:
             self.server.say(f"duplicate {msg_id} (already processed): acknowledged")
         else:
+            custom = {name: value for name, value in headers.items() if name not in _STANDARD_HEADERS}
             self.server.say(
                 f"VERIFIED {msg_id} attempt-timestamp={headers.get('webhook-timestamp')}\n"
+                + (f"custom headers: {json.dumps(custom, sort_keys=True)}\n" if custom else "")
                 + json.dumps(payload, indent=2, sort_keys=True)
             )
         self._answer(200, {"received": msg_id})

@@ -15,7 +15,7 @@ from herald.storage.health import AttemptTally, HealthRepository, SubscriptionHe
 from herald.storage.jobs import JobRepository
 from herald.storage.portal import PortalRepository
 from herald.storage.schedule import ScheduleRepository
-from herald.storage.subscriptions import SubscriptionRepository
+from herald.storage.subscriptions import Route, SubscriptionRepository
 from herald.storage.table import PageResult, Table
 from herald.storage.tenants import TenantRepository
 
@@ -29,6 +29,7 @@ __all__ = [
     "DeliveryState",
     "EventExistsError",
     "PageResult",
+    "Route",
     "Store",
     "StoredEvent",
     "SubscriptionHealth",

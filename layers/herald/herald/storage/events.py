@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: An event's delivery counters: the event item holds their starting values, its counts item the rest.
-EVENT_COUNTERS = ("matched", "succeeded", "failed", "fanout_open")
+#: ``filtered`` counts the subscriptions whose payload filter skipped the event at fan-out.
+EVENT_COUNTERS = ("matched", "succeeded", "failed", "fanout_open", "filtered")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class StoredEvent:
     succeeded: int = 0
     failed: int = 0
     fanout_open: int = 1
+    filtered: int = 0
 
     @classmethod
     def of(cls, item: Mapping[str, Any]) -> StoredEvent:
@@ -157,7 +159,8 @@ class EventRepository:
 
     def count(self, event_id: str, *, expires_at: int, **deltas: int) -> None:
         """Add to an event's counters (``matched``, ``succeeded``, ``failed``, ``fanout_open``: the fan-out
-        messages still at work). ``expires_at`` is the event's: the counts item expires with it."""
+        messages still at work, ``filtered``: subscriptions whose filter skipped it). ``expires_at`` is the
+        event's: the counts item expires with it."""
         deltas = {key: value for key, value in deltas.items() if value}
         if deltas:
             self._update_counts(event_id, expires_at=expires_at, deltas=deltas)

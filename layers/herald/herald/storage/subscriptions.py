@@ -2,7 +2,9 @@
 
 A subscription is one item under its tenant's partition; each enabled subscription also has one routing
 item per event type it takes (``*`` included), written in the same transaction, so fan-out finds the
-subscriptions of an event type with one Query and never reads a disabled one. A tenant's
+subscriptions of an event type with one Query and never reads a disabled one. A routing item carries the
+subscription's id and its payload filter (canonical JSON, at most 4 KiB), so fan-out evaluates the filter with
+no extra read; it is rewritten whenever the filter changes. A tenant's
 ``subscription_count`` is kept by the same transactions that create and delete its subscriptions
 (``max_subscriptions_per_tenant`` is checked against it).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -28,6 +30,13 @@ if TYPE_CHECKING:
     from herald.storage.table import Table
 
 
+class Route(NamedTuple):
+    """One routing item as fan-out reads it: the subscription and its filter's stored JSON (None: no filter)."""
+
+    subscription_id: str
+    filter: str | None = None
+
+
 def _item(sub: Subscription) -> dict[str, Any]:
     return to_item({**keys.subscription(sub.tenant_id, sub.id), **record(sub)})
 
@@ -37,7 +46,7 @@ def _routes(sub: Subscription) -> set[str]:
 
 
 def _route_item(sub: Subscription, event_type: str) -> dict[str, Any]:
-    return to_item({**keys.route(sub.tenant_id, event_type, sub.id), "subscription_id": sub.id})
+    return to_item({**keys.route(sub.tenant_id, event_type, sub.id), "subscription_id": sub.id, "filter": sub.filter})
 
 
 def _count(tenant_id: str, delta: int, *, below: int | None = None) -> dict[str, Any]:
@@ -106,14 +115,18 @@ class SubscriptionRepository:
 
     def replace(self, old: Subscription, new: Subscription) -> None:
         """Write ``new`` over ``old`` (optimistic: ConflictError if it changed meanwhile), moving its routing
-        items in the same transaction. A change of more than ``MAX_ROUTE_CHANGES`` routes at once (possible
-        only above DynamoDB's transaction size, e.g. 50 event types swapped for 50 others) is refused with a
-        LimitExceededError: it could not be written atomically."""
+        items in the same transaction, and rewriting the routes it keeps when its filter changed (each carries
+        the filter). A change of more than ``MAX_ROUTE_CHANGES`` routes at once (possible only above DynamoDB's
+        transaction size, e.g. 50 event types swapped for 50 others) is refused with a LimitExceededError: it
+        could not be written atomically."""
         before, after = _routes(old), _routes(new)
         removed, added = sorted(before - after), sorted(after - before)
-        if len(removed) + len(added) > MAX_ROUTE_CHANGES:
+        if old.filter != new.filter:
+            added = sorted(after)  # the kept routes carry the old filter: write them again
+        changes = len(removed) + len(added)
+        if changes > MAX_ROUTE_CHANGES:
             raise LimitExceededError(
-                f"this change moves {len(removed) + len(added)} event type routes at once; at most "
+                f"this change writes {changes} event type routes at once; at most "
                 f"{MAX_ROUTE_CHANGES} can change in one update: change the event types in two steps",
                 details=[{"loc": ["body", "event_types"], "msg": "too many changes at once", "type": "max_changes"}],
             )
@@ -152,12 +165,12 @@ class SubscriptionRepository:
 
     def routed(
         self, tenant_id: str, route: str, *, limit: int, cursor: str | None
-    ) -> tuple[builtins.list[str], str | None]:
-        """One page of the subscription ids routed for ``route`` (an event type, or ``*``)."""
+    ) -> tuple[builtins.list[Route], str | None]:
+        """One page of the subscriptions routed for ``route`` (an event type, or ``*``), each with its filter."""
         items, next_cursor = self._table.query(
             key={"pk": keys.route_partition(tenant_id, route)}, limit=limit, cursor=cursor
         )
-        return [item["subscription_id"] for item in items], next_cursor
+        return [Route(item["subscription_id"], item.get("filter")) for item in items], next_cursor
 
     def purge_page(self, tenant_id: str, *, limit: int = 100) -> bool:
         """Delete up to ``limit`` subscriptions of a deleted tenant with their routes; True when none remain."""

@@ -62,6 +62,8 @@ def _exhaustion_reason(outcome: Outcome) -> str:
         return "the endpoint answered 410 Gone"
     if outcome.error_kind is ErrorKind.REFUSED_BY_POLICY:
         return "the URL policy refused the endpoint's address"
+    if outcome.error_kind is ErrorKind.TRANSFORM:
+        return "the subscription's transform failed on this event"
     return "every scheduled attempt failed"
 
 

@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from herald import ids
+from herald.delivery_options import (
+    CustomHeaders,
+    InvalidTransformError,
+    TransformError,
+    request_headers,
+    transform_from_stored,
+)
 from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, send_attempt
@@ -305,11 +312,20 @@ def _attempt_record(
 
 
 async def sign_and_send(worker: Worker, sub: Subscription, msg_id: str, payload: str) -> Outcome:
-    """One HTTP attempt: the body signed (Standard Webhooks) with every secret of the subscription that
-    signs now (the current one and those in their rotation grace), sent under the URL policy."""
+    """One HTTP attempt: the body (the event's envelope, or what the subscription's transform makes of it)
+    signed (Standard Webhooks) with every secret of the subscription that signs now (the current one and those
+    in their rotation grace), sent with the subscription's custom headers under Herald's own, under the URL
+    policy. A transform that fails on this event makes no request: the outcome says ``transform``."""
     body = payload.encode()
+    if sub.transform:
+        try:
+            # Off the event loop: a costly expression (bounded, up to a few hundred ms) must not hold up the
+            # batch's other deliveries.
+            body = await worker.io(lambda: transform_from_stored(sub.transform or "").apply_to_body(payload))
+        except (TransformError, InvalidTransformError, ValueError) as exc:
+            return _transform_failed(exc, worker.now())
     timestamp = int(worker.clock())
-    headers = {
+    herald_headers = {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
@@ -318,8 +334,25 @@ async def sign_and_send(worker: Worker, sub: Subscription, msg_id: str, payload:
     return await send_attempt(
         sub.url,
         body=body,
-        headers=headers,
+        headers=request_headers(CustomHeaders.from_stored(sub.headers), herald_headers),
         timeout_seconds=worker.settings.delivery_timeout_seconds,
         policy=worker.services.url_policy,
         now=worker.now,
+    )
+
+
+def _transform_failed(exc: Exception, now: datetime) -> Outcome:
+    """The outcome of an attempt whose transform failed on its event: no request made, not retried."""
+    if isinstance(exc, TransformError):
+        message = f"the transform failed on this event ({exc.reason}): {exc.message}"
+    else:  # a stored expression that no longer compiles under today's bounds
+        message = f"the transform cannot be applied: {exc}"
+    return Outcome(
+        status_code=None,
+        error_kind=ErrorKind.TRANSFORM,
+        error_message=message,
+        body=None,
+        retry_after=None,
+        started=now,
+        finished=now,
     )

@@ -19,6 +19,9 @@ redelivery): it does not reopen the retry schedule. If it fails, the delivery st
 job counts it as failed; a later recovery can try again. A job's counts are read from its tickets,
 so they are exact however often its messages ran; it is ``done`` once every delivery it found was
 listed and each one's attempt was made.
+
+A redelivery respects payload filters as the fan-out does (the filter each routing item carries, as it is
+now); a recovery re-sends deliveries that exist, so their event passed the filter when it was fanned out.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from herald import ids
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import WILDCARD, DeliveryStatus, RecoveryStatus, Trigger
 from herald.worker import dispatch
-from herald.worker.fanout import send_concurrently
+from herald.worker.fanout import matching, send_concurrently
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -136,9 +139,12 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     handled = 0
     while True:
         marker = f"redeliver|{message.job_id}|{tenant_id}|{route}|{cursor or ''}"
-        sub_ids, next_cursor = await worker.io(
+        routed, next_cursor = await worker.io(
             store.subscriptions.routed, tenant_id, route, limit=worker.settings.fanout_page_size, cursor=cursor
         )
+        # Filters hold as at fan-out: a subscription whose filter skips the event gets nothing (not counted
+        # again: the event's ``filtered`` is what its fan-out skipped).
+        sub_ids, _ = matching(event, routed)
         delivery_ids = [ids.delivery_id(event.id, sub_id) for sub_id in sub_ids]
         existing = await asyncio.gather(*(worker.io(store.deliveries.get, d) for d in delivery_ids))
         again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
@@ -166,7 +172,7 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
                 matched=len(first),
             )
         await send_concurrently(worker, messages)
-        handled += len(sub_ids)
+        handled += len(routed)
         if next_cursor is None and route == routes[-1]:
             logger.info("redelivery queued every subscription", extra={"job_id": message.job_id, "event_id": event.id})
             return

@@ -55,9 +55,10 @@ def next_step(
         return previous.next_attempt_at, previous.status
     if outcome.status_code == 410:
         return None, DeliveryStatus.FAILED
-    if outcome.error_kind is ErrorKind.REFUSED_BY_POLICY:
-        # The URL (or what its name resolves to) is one Herald must not call: retrying would only
-        # knock on the same door. A manual retry tries again once the subscriber has fixed it.
+    if outcome.error_kind in (ErrorKind.REFUSED_BY_POLICY, ErrorKind.TRANSFORM):
+        # The URL (or what its name resolves to) is one Herald must not call, or the subscription's transform
+        # fails on this event: retrying would only knock on the same door. A manual retry tries again once the
+        # subscriber has fixed it.
         return None, DeliveryStatus.FAILED
     delay = policy.delay_after(scheduled, throttled=outcome.throttled, retry_after=outcome.retry_after, rng=rng)
     if delay is None:

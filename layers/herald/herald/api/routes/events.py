@@ -27,6 +27,7 @@ def event_out(stored: StoredEvent) -> EventOut:
         pending=max(matched - succeeded - failed, 0),
         succeeded=succeeded,
         failed=failed,
+        filtered=stored.filtered,
         fanout_complete=stored.fanout_open <= 0,
     )
     return EventOut(**event.model_dump(exclude={"payload", "idempotency_key"}), data=event.data, deliveries=counts)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response, status
 
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.delivery_options.openapi import TransformDryRunIn, TransformDryRunOut
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
 from herald.records import Subscription, utcnow
 from herald.schemas import (
+    ErrorResponse,
     Page,
     SecretOut,
     SecretRotateIn,
@@ -24,15 +26,37 @@ from herald.schemas import (
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
+_ANSWERS = {
+    404: "No such subscription (another tenant's is just as absent).",
+    409: "The subscription changed meanwhile (read it again and retry).",
+    422: "The request does not fit: `details` say where (`loc`) and what (`type`), e.g. `invalid_headers`, "
+    "`invalid_filter`, `invalid_transform`, `url_not_allowed`, `limit_exceeded`, `invalid_cursor`.",
+    503: "The store could not be reached; retry.",
+}
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Subscribe a URL to event types")
+
+def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation can give, documented with the one error shape."""
+    return {code: {"model": ErrorResponse, "description": _ANSWERS[code]} for code in codes}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Subscribe a URL to event types",
+    responses=_answers(404, 409, 422, 503),
+)
 async def create_subscription(body: SubscriptionIn, services: ServicesDep, tenant_id: TenantDep) -> SubscriptionCreated:
-    """Answers with the subscription's `whsec_` signing secret: verify every delivery with it."""
+    """Answers with the subscription's `whsec_` signing secret: verify every delivery with it.
+
+    Optional delivery options: `headers` (extra request headers; `sensitive` ones are never shown back),
+    `filter` (only the events whose payload matches) and `transform` (a JMESPath expression giving the body
+    sent). Each is checked here; a problem is a 422 saying where."""
     sub = await subscriptions.create(services, tenant_id, body)
     return SubscriptionCreated(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
 
 
-@router.get("", summary="List subscriptions")
+@router.get("", summary="List subscriptions", responses=_answers(422, 503))
 async def list_subscriptions(
     services: ServicesDep,
     tenant_id: TenantDep,
@@ -47,28 +71,48 @@ async def list_subscriptions(
     )
 
 
-@router.get("/{subscription_id}", summary="Get a subscription")
+@router.get("/{subscription_id}", summary="Get a subscription", responses=_answers(404, 503))
 async def get_subscription(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> SubscriptionOut:
     return SubscriptionOut.of(subscriptions.find(services, tenant_id, subscription_id))
 
 
-@router.patch("/{subscription_id}", summary="Update a subscription")
+@router.patch("/{subscription_id}", summary="Update a subscription", responses=_answers(404, 409, 422, 503))
 async def update_subscription(
     subscription_id: str,
     body: SubscriptionUpdate,
     services: ServicesDep,
     tenant_id: TenantDep,
 ) -> SubscriptionOut:
-    """Change its URL, event types, description or metadata, or disable / re-enable it (`enabled`)."""
+    """Change its URL, event types, description, metadata or delivery options, or disable / re-enable it
+    (`enabled`). New event types are checked against the filter and transform it keeps."""
     old = subscriptions.find(services, tenant_id, subscription_id)
     new = await subscriptions.update(services, old, body)
     return SubscriptionOut.of(new)
+
+
+@router.post(
+    "/{subscription_id}/transform/dry-run",
+    summary="Show what a transform makes of each subscribed type's example",
+    responses=_answers(404, 422, 503),
+)
+async def dry_run_transform(
+    subscription_id: str,
+    services: ServicesDep,
+    tenant_id: TenantDep,
+    body: Annotated[TransformDryRunIn | None, Body()] = None,
+) -> TransformDryRunOut:
+    """Runs `transform` (or, without one, the subscription's own) on the catalog example of each event type the
+    subscription takes, and answers the body each would be delivered as. Nothing is stored or sent."""
+    sub = subscriptions.find(services, tenant_id, subscription_id)
+    expression, results = subscriptions.dry_run_transform(sub, body.transform if body else None)
+    return TransformDryRunOut(transform=expression, results=results)
 
 
 @router.delete(
     "/{subscription_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a subscription",
+    responses=_answers(404, 503),
 )
 async def delete_subscription(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> Response:
     subscriptions.delete(services, subscriptions.find(services, tenant_id, subscription_id))
@@ -79,12 +123,12 @@ def _secret_out(sub: Subscription) -> SecretOut:
     return SecretOut(secret=sub.current_secret, previous_valid_until=subscriptions.previous_valid_until(sub, utcnow()))
 
 
-@router.get("/{subscription_id}/secret", summary="Get the signing secret")
+@router.get("/{subscription_id}/secret", summary="Get the signing secret", responses=_answers(404, 503))
 async def get_secret(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> SecretOut:
     return _secret_out(subscriptions.find(services, tenant_id, subscription_id))
 
 
-@router.post("/{subscription_id}/secret/rotate", summary="Rotate the signing secret")
+@router.post("/{subscription_id}/secret/rotate", summary="Rotate the signing secret", responses=_answers(404, 409, 503))
 async def rotate_secret(
     subscription_id: str,
     services: ServicesDep,
@@ -102,15 +146,17 @@ async def rotate_secret(
     "/{subscription_id}/test",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Send a test event to the subscription",
+    responses=_answers(404, 503),
 )
 async def send_test_event(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> TestDeliveryOut:
-    """Sends the `herald.ping` event through the real delivery path (signed, retried, logged)."""
+    """Sends the `herald.ping` event through the real delivery path (signed, retried, logged), with the
+    subscription's custom headers and transform (as a real event would be); its filter does not apply."""
     sub = subscriptions.find(services, tenant_id, subscription_id)
     event, delivery_id = send_test(services, sub)
     return TestDeliveryOut(event_id=event.id, delivery_id=delivery_id)
 
 
-@router.get("/{subscription_id}/stats", summary="Get a subscription's delivery stats")
+@router.get("/{subscription_id}/stats", summary="Get a subscription's delivery stats", responses=_answers(404, 503))
 async def get_subscription_stats(
     subscription_id: str, services: ServicesDep, tenant_id: TenantDep
 ) -> SubscriptionStats:
