@@ -252,7 +252,10 @@ class _Walker:
         elif isinstance(node, ast.Name):
             self._follow_name(node.id)
         elif isinstance(node, ast.Attribute):
-            if node.attr in operations:
+            # ``self.client.send_message``: a boto3 call. A method of the same name on something else (pydantic's
+            # ``SecretStr.get_secret_value``, the store's ``Table.query``) is not one; what such a method calls
+            # is followed below like any other function.
+            if node.attr in operations and "client" in ast.unparse(node.value).lower():
                 self._record(operations[node.attr], where)
             receiver = node.value.id if isinstance(node.value, ast.Name) else None
             if receiver in ("self", "cls") and owner is not None:

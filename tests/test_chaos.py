@@ -46,6 +46,7 @@ SUBSCRIPTIONS = 8
 EVENTS = 25
 ALL_DELIVERED = {
     "matched": SUBSCRIPTIONS,
+    "filtered": 0,
     "pending": 0,
     "succeeded": SUBSCRIPTIONS,
     "failed": 0,

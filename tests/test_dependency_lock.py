@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -75,8 +76,16 @@ def test_the_layer_build_installs_exactly_the_lock() -> None:
 
 
 def _make(cwd: Path, *args: str) -> str:
+    # A make of its own, not a sub-make of `make test` (which would print "Entering directory").
+    environment = {key: value for key, value in os.environ.items() if key not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     result = subprocess.run(
-        ["make", *args, "PYTHON=python3"], cwd=cwd, capture_output=True, text=True, check=True, timeout=60
+        ["make", *args, "PYTHON=python3"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env=environment,
     )
     return result.stdout
 

@@ -46,7 +46,7 @@ def test_sam_build_makes_a_precompiled_layer_without_boto3(tmp_path: Path) -> No
     # THEN the layer holds the herald package, precompiled, with its dependencies for arm64, and nothing local
     layer = build_dir / "HeraldLayer" / "python"
     assert (layer / "herald" / "api" / "app.py").is_file()
-    assert list((layer / "herald" / "__pycache__").glob("delivery.cpython-313.pyc"))
+    assert list((layer / "herald" / "worker" / "__pycache__").glob("runtime.cpython-313.pyc"))
     assert not (layer / "herald" / "local").exists()
     assert not (layer / "boto3").exists()
     assert not (layer / "botocore").exists()

@@ -83,7 +83,7 @@ class AdminKeyProvider:
                 return self._cached[0]
             return self._fetch(now)
 
-    def matches(self, token: str) -> bool:
+    def is_admin_key(self, token: str) -> bool:
         """Whether ``token`` is the admin key (constant-time compare), re-reading a rotated secret if due."""
         if _same(token, self.get()):
             return True
@@ -147,6 +147,6 @@ def authenticate(authorization: str | None, *, admin_keys: AdminKeyProvider, sto
         if key is None:
             raise AuthenticationError("invalid API key")
         return Principal(Role.TENANT, tenant_id=key.tenant_id, key_id=key.id)
-    if admin_keys.matches(token):
+    if admin_keys.is_admin_key(token):
         return Principal(Role.OPERATOR)
     raise AuthenticationError("invalid API key")

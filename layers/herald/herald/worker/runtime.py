@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 
+from herald.errors import ServiceUnavailableError
 from herald.messages import (
     DeliveryMessage,
     FanoutMessage,
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from herald.services import Services
 
 IO_THREADS = 32
+
+logger = Logger(service="herald", child=True)
 
 
 class _Processor(AsyncBatchProcessor):
@@ -136,7 +140,14 @@ class Worker:
     def sweep(self, context: LambdaContext | None = None) -> dict[str, Any]:
         """The scheduled invocation: queue the scheduled work falling due (``sweeper``)."""
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 60.0
-        result = sweeper.sweep(self, deadline=time.monotonic() + remaining)
+        try:
+            result = sweeper.sweep(self, deadline=time.monotonic() + remaining)
+        except ServiceUnavailableError:
+            # DynamoDB or SQS refused (throttled) after botocore's retries: what this sweep queued is out of
+            # the schedule, the rest stays there, and the cursor did not move: the next sweep, a minute on,
+            # reads the same window again.
+            logger.warning("sweep cut short by a storage or queue fault; the next one carries on", exc_info=True)
+            return {"queued": 0, "complete": False}
         return {"queued": result.queued, "complete": result.complete}
 
     async def deliver(self, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
