@@ -5,10 +5,9 @@ tenant's subscriptions are purged a page at a time.
 A fan-out page is counted on its event once (``matched``) however often its message runs, and a message
 hands over to a continuation long before its invocation's timeout.
 
-Payload filters: each routing item carries its subscription's filter (stored JSON), evaluated here against the
-event's type and data with no extra read; only the matches are queued, and the page counts the others on the
-event (``filtered``). A stored filter that no longer compiles (a rule tightened since it was set) lets the event
-through: a filter only ever holds back deliveries the subscriber asked not to get.
+Payload filters: each routing item carries its subscription's filter (stored JSON), evaluated against the
+event's type and data with no extra read (``herald.routing``); only the matches are queued, and the page counts
+the others on the event (``filtered``).
 """
 
 from __future__ import annotations
@@ -18,15 +17,13 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from herald.delivery_options import InvalidFilterError, filter_from_stored
 from herald.messages import DeliveryMessage, FanoutMessage
 from herald.metrics import Metric
 from herald.records import WILDCARD
+from herald.routing import matching
 
 if TYPE_CHECKING:
     from herald.messages import PurgeTenantMessage
-    from herald.records import Event
-    from herald.storage import Route
     from herald.worker.runtime import Worker
 
 logger = Logger(service="herald", child=True)
@@ -96,24 +93,6 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
             await worker.io(worker.queue.send, continuation)
             worker.metrics.add(Metric.FANOUT_SIZE, queued)
             return
-
-
-def matching(event: Event, routed: list[Route]) -> tuple[list[str], int]:
-    """The routed subscriptions whose filter takes ``event`` (those without one take every event), and how
-    many filters skipped it."""
-    matched: list[str] = []
-    for route in routed:
-        if route.filter is None or _passes(route.filter, event):
-            matched.append(route.subscription_id)
-    return matched, len(routed) - len(matched)
-
-
-def _passes(stored: str, event: Event) -> bool:
-    try:
-        return filter_from_stored(stored).matches(event.type, event.data)
-    except (InvalidFilterError, ValueError):
-        logger.warning("a stored filter does not compile: the event goes through", extra={"event_id": event.id})
-        return True
 
 
 async def _fanout_tenants(worker: Worker, message: FanoutMessage, expires_at: int) -> None:

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING
 from herald import ids
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import WILDCARD, DeliveryStatus, RecoveryStatus, Trigger
+from herald.routing import matching
 from herald.worker import dispatch
-from herald.worker.fanout import matching, send_concurrently
+from herald.worker.fanout import send_concurrently
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
