@@ -19,6 +19,7 @@ from herald.local.resources import (
     create_local_resources,
     default_template_path,
     delivery_event_source,
+    delivery_event_sources,
     load_template,
 )
 from herald.settings import Settings
@@ -187,12 +188,14 @@ def test_environment_configures_herald_settings(resources: LocalResources, monke
         "HERALD_DEAD_LETTER_QUEUE_URL",
         "HERALD_ADMIN_KEY_SECRET_ARN",
         "HERALD_MAX_RECEIVE_COUNT",
+        "HERALD_SLOW_QUEUE_URL",
     }
     assert settings.table_name == resources.table_name
     assert settings.queue_url == resources.queue_url
     assert settings.dead_letter_queue_url == resources.dead_letter_queue_url
     assert settings.admin_key_secret_arn == resources.admin_key_secret_arn
     assert settings.max_receive_count == resources.max_receive_count
+    assert settings.slow_queue_url == resources.slow_queue_url
 
 
 # ---------------------------------------------------------------------------------------------- idempotency
@@ -206,7 +209,7 @@ def test_creating_twice_reuses_the_resources(resources: LocalResources, template
     assert again == resources
     assert boto3.client("dynamodb").list_tables()["TableNames"] == [resources.table_name]
     assert sorted(boto3.client("sqs").list_queues()["QueueUrls"]) == sorted(
-        [resources.queue_url, resources.dead_letter_queue_url]
+        [resources.queue_url, resources.slow_queue_url, resources.dead_letter_queue_url]
     )
     # the admin key and the material it is generated from
     assert len(boto3.client("secretsmanager").list_secrets()["SecretList"]) == 2
@@ -244,17 +247,30 @@ def test_untranslatable_property_is_refused(aws: None, template: dict[str, Any])
 
 def test_delivery_event_source_reads_the_template(template: dict[str, Any]) -> None:
     function = _properties(template, "DeliveryFunction")
-    (event,) = [event["Properties"] for event in function["Events"].values() if event["Type"] == "SQS"]
+    events = {
+        event["Properties"]["Queue"]["Fn::GetAtt"][0]: event["Properties"]
+        for event in function["Events"].values()
+        if event["Type"] == "SQS"
+    }
+    parameters = template["Parameters"]
 
-    settings = delivery_event_source(template)
+    sources = delivery_event_sources(template)
 
-    assert settings == EventSourceSettings(
-        batch_size=event["BatchSize"],
-        maximum_batching_window_seconds=event["MaximumBatchingWindowInSeconds"],
-        function_timeout_seconds=function["Timeout"],
-        report_batch_item_failures="ReportBatchItemFailures" in event["FunctionResponseTypes"],
-    )
-    assert settings == EventSourceSettings(100, 1, 60, True)
+    # THEN each SQS event of the function is read with its own queue and settings, the work queue's first
+    assert [source.queue_id for source in sources] == ["WorkQueue", "SlowQueue"]
+    for source in sources:
+        event = events[source.queue_id]
+        concurrency = parameters[event["ScalingConfig"]["MaximumConcurrency"]["Ref"]]["Default"]
+        assert source == EventSourceSettings(
+            batch_size=event["BatchSize"],
+            maximum_batching_window_seconds=event["MaximumBatchingWindowInSeconds"],
+            function_timeout_seconds=function["Timeout"],
+            report_batch_item_failures="ReportBatchItemFailures" in event["FunctionResponseTypes"],
+            queue_id=source.queue_id,
+            maximum_concurrency=concurrency,
+        )
+    assert delivery_event_source(template) == sources[0] == EventSourceSettings(100, 1, 60, True, "WorkQueue", 20)
+    assert sources[1] == EventSourceSettings(100, 1, 60, True, "SlowQueue", 5)
 
 
 def test_delivery_timeout_falls_back_to_globals_then_to_the_lambda_default(template: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ class Services:
             queue=WorkQueue(
                 settings.queue_url,
                 settings.dead_letter_queue_url,
+                slow_queue_url=settings.slow_queue_url,
                 client=sqs_client(session) if session else None,
             ),
             admin_keys=AdminKeyProvider(settings, client=secretsmanager_client(session) if session else None),
