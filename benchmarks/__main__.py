@@ -4,7 +4,8 @@ the same run, printed as a table and written to ``bench/results.json`` with a ch
 Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts from the ``sam build`` output),
 ``batch`` (one SQS batch of 100 deliveries to a receiver answering after 200 ms), ``fanout`` (one event to
 10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
-``size`` (unzipped package sizes). Extra studies, run only when named: ``import`` (import with and without
+``size`` (unzipped package sizes), ``latency`` (publish to arrival at rest, and beside a hanging subscriber,
+through the emulated event sources). Extra studies, run only when named: ``import`` (import with and without
 bytecode) and ``api`` (warm request latency).
 """
 
@@ -27,7 +28,7 @@ from typing import Any, TextIO
 from benchmarks.results import Figure, Result, figures_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size")
+FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "latency")
 EXTRAS = ("import", "api")
 NAMES = FIGURES + EXTRAS
 
@@ -52,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cost-events", type=int, default=20, help="events published per cost case")
     parser.add_argument("--import-repeats", type=int, default=5, help="fresh interpreters per tree (import)")
     parser.add_argument("--api-requests", type=int, default=200, help="requests per route (api)")
+    parser.add_argument("--at-rest", type=int, default=12, help="events published one at a time (latency)")
+    parser.add_argument(
+        "--latency-events", type=int, default=30, help="events per run, healthy alone or beside (latency)"
+    )
+    parser.add_argument("--latency-rate", type=float, default=2.0, help="events per second in those runs (latency)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench", help="where results.json and the chart go")
     parser.add_argument("--no-chart", action="store_true", help="write no PNG")
     parser.add_argument("--json", action="store_true", help="results.json's document on stdout, the report on stderr")
@@ -86,6 +92,11 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         )
         return figures.fanout(result)
 
+    def latency_figures() -> list[Figure]:
+        from benchmarks import latency as latency_module
+
+        return latency_module.run(at_rest=args.at_rest, events=args.latency_events, rate=args.latency_rate, out=out)
+
     def extra_import() -> Result:
         from benchmarks import cold_import
 
@@ -103,6 +114,7 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         "cost": lambda: figures.cost(events=args.cost_events, out=out),
         "memory": lambda: figures.memory(batch=args.batch_size, latency=latency, out=out),
         "size": lambda: figures.package_size(out=out),
+        "latency": latency_figures,
         "import": extra_import,
         "api": extra_api,
     }

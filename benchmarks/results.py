@@ -89,10 +89,31 @@ def summary_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def judge(
+    met: bool, ratio: float, low: float, high: float, noise: float | None, signal: float | None, unit: str
+) -> tuple[bool, str]:
+    """Whether a figure is counted as met, and why: its target's own test (``met``), within its bounds,
+    with a signal above the noise."""
+    if ratio < low:
+        return False, f"below its lower bound {low:.3g}: a wrong sign or a broken measurement"
+    if noise is not None and signal is not None and abs(signal) <= noise:
+        return False, f"inside the noise: signal {signal:.3g} {unit}, noise +/-{noise:.3g}"
+    if ratio > high:
+        return False, "missed"
+    return met, "met" if met else "missed"
+
+
 @dataclass
 class Figure:
-    """One figure of ``bench/results.json``: a value, the baseline it is compared with (measured in the
-    same run unless ``baseline_label`` says otherwise), their ratio, the target, and whether it is met."""
+    """One figure of ``benchmarks/results/results.json``: a value, the baseline it is compared with (measured in
+    the same run unless ``baseline_label`` says otherwise), their ratio, the target, and whether it is met.
+
+    Every figure has a lower and an upper bound on its ratio (``low``, ``high``): below the lower one is a
+    wrong sign or a broken measurement, never a success; above the upper one the target is missed.
+    ``noise`` is the run-to-run noise of the value (the spread of the baseline's repeated runs, same unit)
+    and ``signal`` what the figure claims (the value minus what it is compared with): a signal inside the
+    noise is said so and not counted as met. ``met`` as given is the target's own test; after
+    construction it holds the verdict's."""
 
     name: str
     value: float
@@ -103,10 +124,20 @@ class Figure:
     met: bool
     details: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    low: float = 0.0
+    high: float = math.inf
+    noise: float | None = None
+    signal: float | None = None
+    verdict: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.met, self.verdict = judge(self.met, self.ratio, self.low, self.high, self.noise, self.signal, self.unit)
 
     @property
     def ratio(self) -> float:
-        return self.value / self.baseline if self.baseline else math.inf
+        if self.baseline:
+            return self.value / self.baseline
+        return 0.0 if self.value == 0 else math.inf
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,8 +147,13 @@ class Figure:
             "baseline": round(self.baseline, 4),
             "baseline_label": self.baseline_label,
             "ratio": round(self.ratio, 4),
+            "low": self.low,
+            "high": self.high if math.isfinite(self.high) else None,
+            "noise": None if self.noise is None else round(self.noise, 4),
+            "signal": None if self.signal is None else round(self.signal, 4),
             "target": self.target,
             "met": self.met,
+            "verdict": self.verdict,
             "note": self.note,
             "details": self.details,
         }

@@ -111,7 +111,7 @@ def test_command_line_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture[s
     # AND known names may be comma-separated, and run in the default order
     assert parse_args(["--only", "memory,batch"]).selected == ["batch", "memory"]
     # AND without --only, the figures run (the extra studies do not)
-    assert parse_args([]).selected == ["coldstart", "batch", "fanout", "cost", "memory", "size"]
+    assert parse_args([]).selected == ["coldstart", "batch", "fanout", "cost", "memory", "size", "latency"]
 
 
 def test_ratio_divides_measured_by_baseline() -> None:

@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         "through the queue instead.",
     )
     slow_lane_after_seconds: float = Field(
-        5.0,
+        2.0,
         gt=0,
         le=30,
         description="An attempt still unanswered after this long (or timed out) sends its subscription's deliveries "

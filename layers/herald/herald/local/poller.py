@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
+#: While a batching window is open, an empty receive is tried again after this long (not in a tight loop).
+WINDOW_POLL_SECONDS = 0.05
+
 
 @dataclass
 class LambdaContext:
@@ -118,6 +121,8 @@ class SqsPoller:
                 break
             if time.monotonic() >= closes and batch:
                 break
+            if not messages:
+                time.sleep(min(WINDOW_POLL_SECONDS, max(0.0, closes - time.monotonic())))
         return batch
 
     def poll_once(self, wait_seconds: int = 0) -> BatchResult:

@@ -37,11 +37,14 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
     from herald.services import Services
+    from herald.worker import Worker
 
 logger = logging.getLogger("herald.local")
 
-#: Emulated concurrent invocations of the DeliveryFunction (Lambda would scale out further).
-DEFAULT_WORKERS = 2
+#: Emulated concurrent invocations of the DeliveryFunction per SQS event source, at most the source's
+#: MaximumConcurrency (Lambda scales out to it: 20 on the work queue, 5 on the slow lane by default). More than
+#: one or two: as on AWS, a few invocations waiting on a hanging endpoint must not stop the others.
+DEFAULT_WORKERS = 8
 
 
 def free_port(host: str) -> int:
@@ -123,7 +126,7 @@ def start_workers(count: int, stop: threading.Event, resources: LocalResources) 
 
     services = Services.create()
     threads: list[threading.Thread] = []
-    for source, poller in event_source_pollers(resources, services, count):
+    for source, _, poller in event_source_pollers(resources, services, count):
         name = f"delivery-{source.queue_id}-{len(threads)}"
         thread = threading.Thread(target=poller.run, args=(stop,), name=name, daemon=True)
         thread.start()
@@ -138,13 +141,13 @@ def start_workers(count: int, stop: threading.Event, resources: LocalResources) 
 
 def event_source_pollers(
     resources: LocalResources, services: Services, count: int, *, client: SQSClient | None = None
-) -> list[tuple[EventSourceSettings, SqsPoller]]:
+) -> list[tuple[EventSourceSettings, Worker, SqsPoller]]:
     """One poller per concurrent invocation of each of the DeliveryFunction's SQS event sources (template.yaml):
     ``min(count, MaximumConcurrency)`` per source, each with its own worker, as separate Lambda containers."""
     from herald.worker import Worker
 
     sqs = client or boto3.session.Session().client("sqs")
-    pollers: list[tuple[EventSourceSettings, SqsPoller]] = []
+    pollers: list[tuple[EventSourceSettings, Worker, SqsPoller]] = []
     for source in delivery_event_sources(load_template()):
         for _ in range(min(count, source.maximum_concurrency or count)):
             worker = Worker(services)
@@ -156,7 +159,7 @@ def event_source_pollers(
                 batching_window_seconds=source.maximum_batching_window_seconds,
                 function_timeout_seconds=source.function_timeout_seconds,
             )
-            pollers.append((source, poller))
+            pollers.append((source, worker, poller))
     return pollers
 
 

@@ -25,6 +25,7 @@ its lease back first, like a rate-limit postponement.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -48,6 +49,8 @@ logger = Logger(service="herald", child=True)
 
 #: Held deliveries come back spread over this share of their wait (at least a second), not all at once.
 HOLD_SPREAD = 0.1
+#: What each worker marked slow itself, and until when: the attempts of one batch to one slow endpoint write once.
+_MARKED: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 def on_slow_lane(worker: Worker, record: SQSRecord) -> bool:
@@ -107,12 +110,16 @@ async def watch(worker: Worker, sub: Subscription, sending: Awaitable[Outcome], 
     after = settings.slow_lane_after_seconds
     if not settings.slow_queue_url or after >= settings.delivery_timeout_seconds:
         return await task  # no slow lane, or the timeout itself says it (``learn``)
-    if sub.isolation.slow_until > worker.clock() + settings.slow_lane_seconds / 2:
+    marked = _MARKED.setdefault(worker, {})
+    if max(sub.isolation.slow_until, marked.get(sub.id, 0.0)) > worker.clock() + settings.slow_lane_seconds / 2:
         return await task  # on the slow lane for long enough already: no write
     try:
         return await asyncio.wait_for(asyncio.shield(task), after)
     except TimeoutError:
         until = worker.clock() + settings.slow_lane_seconds
+        if marked.get(sub.id, 0.0) > until - settings.slow_lane_seconds / 2:
+            return await task  # another attempt of this batch marked it a moment ago
+        marked[sub.id] = until
         try:
             if await worker.io(worker.store.isolation.mark_slow, sub.tenant_id, sub.id, until=until):
                 worker.metrics.add(Metric.MARKED_SLOW)
