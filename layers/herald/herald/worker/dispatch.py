@@ -228,9 +228,8 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         await worker.io(worker.store.deliveries.release, job.delivery, token)
 
     # Isolation: a slow subscription's delivery goes to the slow lane, an open breaker holds it (no attempt).
-    single_shot = job.single_shot
     if await lanes.diverted(
-        worker, job.message, job.record, sub, single_shot=single_shot, release=release, log=job.log
+        worker, job.message, job.record, sub, single_shot=job.single_shot, release=release, log=job.log
     ):
         return
     if sub.rate_limit is not None:
@@ -242,7 +241,8 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
             await hold(worker, job.message, job.record, postpone)
             return
-    outcome = await lanes.watch(worker, sub, sign_and_send(worker, sub, job.event.id, job.event.payload), job.log)
+    sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
+    outcome = await lanes.watch(worker, sub, sending, job.log)  # an attempt slow to answer: slow lane at once
     next_at, status = next_step(outcome, scheduled, job.previous, job.single_shot, policy=worker.policy, rng=worker.rng)
     attempt = _attempt_record(job, sub, outcome, attempt_number, next_at)
     settled = job.delivery.model_copy(
