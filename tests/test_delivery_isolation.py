@@ -256,3 +256,34 @@ def test_latency_percentiles_keep_the_latest_deliveries_only(client, tenant, har
     assert answer["latency_samples"] == len(kept)
     assert answer["latency_p50_ms"] == kept[(len(kept) + 1) // 2 - 1]
     assert answer["attempts"] == total
+
+
+def test_what_is_learned_survives_the_apis_rewrites_and_a_new_url_starts_afresh(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose breaker the worker opened (its writes do not bump the subscription's version)
+    sub = subscribe(client, tenant, receiver.url)
+    version = harness.services.store.subscriptions.get(tenant.id, sub.id)
+    assert version is not None
+    now = harness.worker.clock()
+    counted = harness.services.store.isolation.count_timeout(
+        tenant.id, sub.id, now=now, slow_until=now + 900, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert counted is not None
+    assert counted[1]
+    stored = harness.services.store.subscriptions.get(tenant.id, sub.id)
+    assert stored is not None
+    assert stored.version == version.version
+    # WHEN the tenant changes its description, then its URL
+    described = client.patch(f"/v1/subscriptions/{sub.id}", json={"description": "billing"}, headers=tenant.headers)
+    assert described.status_code == 200, described.text
+    kept = stats(client, tenant, sub.id)
+    moved = client.patch(f"/v1/subscriptions/{sub.id}", json={"url": receiver.url + "/v2"}, headers=tenant.headers)
+    assert moved.status_code == 200, moved.text
+    fresh = stats(client, tenant, sub.id)
+    # THEN the description's rewrite kept the breaker and the slow lane, and the new endpoint starts afresh
+    assert (kept["breaker"], kept["lane"], kept["consecutive_timeouts"]) == ("open", "slow", 1)
+    assert (fresh["breaker"], fresh["lane"], fresh["consecutive_timeouts"]) == ("closed", "fast", 0)
+    # AND neither the subscription's answer nor its listing shows what the worker learned
+    assert "breaker_until" not in moved.json()
+    assert "isolation" not in moved.json()
