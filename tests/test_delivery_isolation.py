@@ -287,3 +287,25 @@ def test_what_is_learned_survives_the_apis_rewrites_and_a_new_url_starts_afresh(
     # AND neither the subscription's answer nor its listing shows what the worker learned
     assert "breaker_until" not in moved.json()
     assert "isolation" not in moved.json()
+
+
+def test_a_test_event_goes_through_an_open_breaker_and_its_answer_closes_it(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose breaker is open, and an event held by it
+    sub = subscribe(client, tenant, receiver.url)
+    now = harness.worker.clock()
+    harness.services.store.isolation.count_timeout(
+        tenant.id, sub.id, now=now, slow_until=0, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    held = publish(client, tenant.id)
+    harness.drain()
+    assert receiver.received == []
+    assert [(d["event_id"], d["attempts"]) for d in deliveries(client, tenant, sub.id)] == [(held, 0)]
+    # WHEN the tenant sends a test event
+    sent = client.post(f"/v1/subscriptions/{sub.id}/test", headers=tenant.headers)
+    assert sent.status_code == 202, sent.text
+    harness.drain()
+    # THEN it was delivered at once, as a probe, and its answer closed the breaker
+    assert [r.headers["webhook-id"] for r in receiver.received] == [sent.json()["event_id"]]
+    assert stats(client, tenant, sub.id)["breaker"] == "closed"

@@ -17,8 +17,8 @@ both learned from the subscription's own attempts and kept on its item (``Isolat
   half-open: one delivery takes the probe (a conditional write), the others wait for the probe's outcome.
   Any answer that is not a timeout closes it; a timeout opens it again, for longer.
 
-A manual or recovery attempt (single shot) is not held by the breaker: the tenant asked for it, and it
-serves as a probe. Everything here runs after the delivery's lease is taken; a delivery diverted gives
+An attempt someone asked for (a manual retry, a recovery, a redelivery, a test event) is not held by the
+breaker: it serves as a probe. Everything here runs after the delivery's lease is taken; a delivery diverted gives
 its lease back first, like a rate-limit postponement.
 """
 
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from herald.metrics import Metric
-from herald.records import ErrorKind
+from herald.records import ErrorKind, Trigger
 from herald.worker.pacing import START_MARGIN_SECONDS
 from herald.worker.schedule import hold
 
@@ -81,8 +81,8 @@ async def diverted(
         logger.info("delivery forwarded to the slow lane", extra=log)
         await hold(worker, message.model_copy(update={"lane": "slow"}), record, 0)
         return True
-    if single_shot or learned.breaker_until <= 0:
-        return False
+    if single_shot or message.trigger is not Trigger.SCHEDULED or learned.breaker_until <= 0:
+        return False  # asked for (a manual retry, a recovery, a redelivery, a test): it probes the endpoint
     if learned.breaker_until > now:
         wait = learned.breaker_until - now
     else:
