@@ -7,9 +7,10 @@ Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts fro
 10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
 ``size`` (unzipped package sizes), ``chaos`` (deliveries lost and duplicated under the fault mix),
 ``inflight`` (messages in flight per waiting retry), ``filters`` (payload filter evaluation per subscription at
-fan-out), ``transforms`` (body transform cost per delivery; hostile expressions over a 256 KiB event). Extra
-studies, run only when named: ``import`` (import with and without bytecode), ``api`` (warm request latency) and
-``portal`` (the portal's endpoints page against the API).
+fan-out), ``transforms`` (body transform cost per delivery; hostile expressions over a 256 KiB event),
+``latency`` (publish to arrival at rest, and beside a hanging subscriber, through the emulated event sources).
+Extra studies, run only when named: ``import`` (import with and without bytecode), ``api`` (warm request
+latency) and ``portal`` (the portal's endpoints page against the API).
 """
 
 from __future__ import annotations
@@ -32,7 +33,19 @@ from typing import Any, TextIO
 from benchmarks.results import Figure, Result, figures_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("coldstart", "batch", "fanout", "cost", "memory", "size", "chaos", "inflight", "filters", "transforms")
+FIGURES = (
+    "coldstart",
+    "batch",
+    "fanout",
+    "cost",
+    "memory",
+    "size",
+    "chaos",
+    "inflight",
+    "filters",
+    "transforms",
+    "latency",
+)
 EXTRAS = ("import", "api", "portal")
 NAMES = FIGURES + EXTRAS
 
@@ -59,6 +72,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-requests", type=int, default=200, help="requests per route (api)")
     parser.add_argument("--chaos-events", type=int, default=20, help="events published under the fault mix (chaos)")
     parser.add_argument("--chaos-subscriptions", type=int, default=25, help="subscriptions each event goes to (chaos)")
+    parser.add_argument("--at-rest", type=int, default=12, help="events published one at a time (latency)")
+    parser.add_argument(
+        "--latency-events", type=int, default=30, help="events per run, healthy alone or beside (latency)"
+    )
+    parser.add_argument("--latency-rate", type=float, default=2.0, help="events per second in those runs (latency)")
     parser.add_argument(
         "--output", type=Path, default=ROOT / "benchmarks" / "results", help="where results.json and the chart go"
     )
@@ -105,6 +123,11 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
 
         return inflight_module.run(out=out)
 
+    def latency_figures() -> list[Figure]:
+        from benchmarks import latency as latency_module
+
+        return latency_module.run(at_rest=args.at_rest, events=args.latency_events, rate=args.latency_rate, out=out)
+
     def extra_import() -> Result:
         from benchmarks import cold_import
 
@@ -131,6 +154,7 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         "inflight": inflight,
         "filters": lambda: importlib.import_module("benchmarks.filters").run(out=out),
         "transforms": lambda: importlib.import_module("benchmarks.transforms").run(out=out),
+        "latency": latency_figures,
         "import": extra_import,
         "api": extra_api,
         "portal": extra_portal,

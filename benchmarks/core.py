@@ -116,6 +116,7 @@ def bench_settings(resources: LocalResources, **overrides: Any) -> Settings:
         "table_name": resources.table_name,
         "queue_url": resources.queue_url,
         "dead_letter_queue_url": resources.dead_letter_queue_url,
+        "slow_queue_url": resources.slow_queue_url,
         "admin_key_secret_arn": resources.admin_key_secret_arn,
         "max_receive_count": resources.max_receive_count,
         "allowed_target_networks": LOCAL_NETWORKS,

@@ -4,8 +4,9 @@ It runs on asyncio with a listen backlog of 1024, so it holds any number of conc
 in its own process, so the measured worker's threads never slow its clock or its answers. Control:
 ``POST /_reset?delay=<seconds>`` forgets what it saw and sets the delay; ``GET /_stats`` says how many
 requests it answered since, how many it held at once, and how long from the first arrival to the
-last answer. Stdlib only (``python -m benchmarks.receiver`` prints ``{"port": ...}`` and serves until
-its stdin closes).
+last answer; ``GET /_arrivals`` lists each POST since (path, ``webhook-id``, arrival as epoch
+seconds). A POST to a path under ``/hang`` is never answered (a subscriber that hangs past any timeout).
+Stdlib only (``python -m benchmarks.receiver`` prints ``{"port": ...}`` and serves until its stdin closes).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ class _State:
         self.requests: list[tuple[float, float]] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.arrivals: list[tuple[str, str, float]] = []
 
     def reset(self, delay: float) -> None:
         self.delay = delay
         self.requests = []
+        self.arrivals = []
         self.peak_in_flight = self.in_flight
 
     def stats(self) -> dict[str, float]:
@@ -61,10 +64,13 @@ async def _serve(state: _State, reader: asyncio.StreamReader, writer: asyncio.St
             lines = head.split(b"\r\n")
             method, target = lines[0].split(b" ")[:2]
             length = 0
+            webhook_id = ""
             for line in lines[1:]:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value.strip())
+                elif name.strip().lower() == b"webhook-id":
+                    webhook_id = value.strip().decode()
             if length:
                 await reader.readexactly(length)
             path = urlsplit(target.decode())
@@ -73,9 +79,17 @@ async def _serve(state: _State, reader: asyncio.StreamReader, writer: asyncio.St
                 writer.write(_response("200 OK", b"{}", "application/json"))
             elif path.path == "/_stats":
                 writer.write(_response("200 OK", json.dumps(state.stats()).encode(), "application/json"))
+            elif path.path == "/_arrivals":
+                writer.write(_response("200 OK", json.dumps(state.arrivals).encode(), "application/json"))
             elif method != b"POST":
                 writer.write(_response("405 Method Not Allowed", b""))
+            elif path.path.startswith("/hang"):
+                state.arrivals.append((path.path, webhook_id, time.time()))
+                while await reader.read(1 << 16):  # never answered: until the client's timeout closes it
+                    pass
+                return
             else:
+                state.arrivals.append((path.path, webhook_id, time.time()))
                 arrived = time.monotonic()
                 state.in_flight += 1
                 state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
@@ -135,6 +149,10 @@ class ReceiverProcess(ChildProcess):
     def stats(self) -> dict[str, float]:
         result: dict[str, float] = self._call("GET", "/_stats")
         return result
+
+    def arrivals(self) -> list[tuple[str, str, float]]:
+        """Each POST since the last reset: (path, webhook-id, arrival as epoch seconds)."""
+        return [(str(path), str(webhook_id), float(at)) for path, webhook_id, at in self._call("GET", "/_arrivals")]
 
 
 if __name__ == "__main__":

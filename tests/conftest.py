@@ -64,6 +64,7 @@ def settings(resources: LocalResources, settings_overrides: dict[str, Any], requ
         "table_name": resources.table_name,
         "queue_url": resources.queue_url,
         "dead_letter_queue_url": resources.dead_letter_queue_url,
+        "slow_queue_url": resources.slow_queue_url,
         "admin_key_secret_arn": resources.admin_key_secret_arn,
         "max_receive_count": resources.max_receive_count,
         # Local tests deliver to receivers on 127.0.0.1 over http, as `make run` allows.

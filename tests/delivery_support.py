@@ -30,6 +30,7 @@ from svix.webhooks import Webhook as SvixWebhook
 from herald import ids
 from herald.local.moto_fixes import release_delays
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
+from herald.local.resources import SLOW_QUEUE_ID, WORK_QUEUE_ID, delivery_event_sources
 from herald.records import SigningSecret, Subscription
 from herald.worker import Worker, settle_all
 from tests.support import ADMIN, INVOICE, ORDER
@@ -195,6 +196,19 @@ class Harness:
     table_calls: CallRecorder
     receives: CallRecorder
     results: list[BatchResult] = field(default_factory=list)
+    #: The pollers of the function's other SQS event sources (the slow lane's), from the template like ``poller``.
+    others: list[SqsPoller] = field(default_factory=list)
+    #: Each batch the pollers ran, with the queue it came from (``poller.queue_url``), in order.
+    batches: list[tuple[str, BatchResult]] = field(default_factory=list)
+
+    @property
+    def pollers(self) -> list[SqsPoller]:
+        """Every event source's poller: the work queue's first."""
+        return [self.poller, *self.others]
+
+    @property
+    def queue_urls(self) -> list[str]:
+        return [poller.queue_url for poller in self.pollers]
 
     @property
     def holds(self) -> list[int]:
@@ -214,11 +228,16 @@ class Harness:
         """Run invocations until the queue shows no message (hidden ones stay hidden)."""
         done: list[BatchResult] = []
         for _ in range(max_batches):
-            result = self.poller.poll_once()
-            if result.received == 0:
+            received = 0
+            for poller in self.pollers:  # one invocation per event source in turn, as if side by side
+                result = poller.poll_once()
+                if result.received:
+                    received += result.received
+                    done.append(result)
+                    self.batches.append((poller.queue_url, result))
+            if received == 0:
                 self.results += done
                 return done
-            done.append(result)
         raise AssertionError("the queue never drained")
 
     def reveal(self) -> int:
@@ -227,20 +246,20 @@ class Harness:
         worker holds those not due yet again), and make visible again every message the worker received and
         did not delete (a failed batch, a crash). Returns how many messages were let out early."""
         self.worker.sweep()
-        revealed = release_delays(self.services.settings.queue_url)
+        revealed = sum(release_delays(url) for url in self.queue_urls)
         handles = {
             message["ReceiptHandle"]
             for call in self.receives.of("ReceiveMessage")
             for message in (call.response or {}).get("Messages", [])
         }
         for handle in handles:
-            try:
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.services.settings.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
-                )
+            for url in self.queue_urls:  # a receipt is valid on the queue it came from only
+                try:
+                    self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+                except ClientError:
+                    continue
                 revealed += 1
-            except ClientError:
-                continue
+                break
         return revealed
 
     def counts(self, queue_url: str | None = None) -> tuple[int, int]:
@@ -317,14 +336,21 @@ def make_harness(
 ) -> Harness:
     worker = Worker(services, clock=clock, rng=random.Random(seed))
     sqs = session.client("sqs")
-    poller = SqsPoller(
-        sqs,
-        services.settings.queue_url,
-        worker.handle,
-        batch_size=batch_size,
-        batching_window_seconds=0,
-        function_timeout_seconds=function_timeout_seconds,
-    )
+    # Each SQS event source of the function in template.yaml (the work queue's, the slow lane's), polled by one
+    # worker; the harness's batch size, timeout and no batching window apply to every source alike.
+    urls = {WORK_QUEUE_ID: services.settings.queue_url, SLOW_QUEUE_ID: services.settings.slow_queue_url}
+    poller, *others = [
+        SqsPoller(
+            sqs,
+            urls[source.queue_id],
+            worker.handle,
+            batch_size=batch_size,
+            batching_window_seconds=0,
+            function_timeout_seconds=function_timeout_seconds,
+        )
+        for source in delivery_event_sources()
+        if urls.get(source.queue_id)
+    ]
     queue_calls = CallRecorder(
         services.queue.client,
         ["ChangeMessageVisibility", "SendMessage", "SendMessageBatch"],
@@ -332,7 +358,7 @@ def make_harness(
     table_calls = CallRecorder(services.store.client, ["Scan", "Query", "GetItem", "TransactWriteItems", "PutItem"])
     receives = CallRecorder(sqs, [], responses=["ReceiveMessage"])
     worker.sweep()  # the schedule runs from the moment the function exists (it sets the sweep's cursor)
-    return Harness(services, worker, poller, sqs, clock, queue_calls, table_calls, receives)
+    return Harness(services, worker, poller, sqs, clock, queue_calls, table_calls, receives, others=others)
 
 
 def invoke_bodies(harness: Harness, bodies: list[str], *, timeout_seconds: float = 60) -> dict[str, Any]:

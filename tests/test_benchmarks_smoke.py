@@ -122,6 +122,7 @@ def test_command_line_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture[s
         "inflight",
         "filters",
         "transforms",
+        "latency",
     ]
 
 
@@ -282,3 +283,22 @@ def test_filter_and_transform_benchmarks_report_their_figures() -> None:
     stopped = {name for name, entry in hostile.items() if entry["outcome"] in {"too_costly", "too_large"}}
     assert stopped >= {"doubling pipe", "doubling flatten"}, hostile
     assert any("filter per subscription" in line for line in lines)
+
+
+def test_latency_benchmark_measures_publish_to_arrival_through_both_event_sources() -> None:
+    from benchmarks import latency
+
+    # GIVEN / WHEN the latency benchmark runs at a toy size (three events at rest, four per stream)
+    at_rest, noisy = latency.run(at_rest=3, events=4, rate=4.0, workers=3, out=lambda _: None)
+    # THEN every event reached the healthy subscriber (the benchmark raises otherwise), through pollers on both
+    # event sources, and each figure has its baseline, bounds and noise
+    assert at_rest.name == "latency_p50_at_rest"
+    assert at_rest.details["samples"] == 3
+    assert at_rest.value >= at_rest.details["receiver_round_trip_ms"] > 0
+    assert (at_rest.baseline, at_rest.high) == (1000.0, 1.0)
+    assert at_rest.noise is not None
+    assert noisy.name == "noisy_neighbour_p95_ratio"
+    assert noisy.details["events_per_run"] == 4
+    assert noisy.details["pollers"] == {"WorkQueue": 3, "SlowQueue": 3}
+    assert (noisy.low, noisy.high) == (0.5, 1.5)
+    assert noisy.verdict

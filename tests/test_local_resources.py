@@ -19,6 +19,7 @@ from herald.local.resources import (
     create_local_resources,
     default_template_path,
     delivery_event_source,
+    delivery_event_sources,
     load_template,
 )
 from herald.settings import Settings
@@ -129,9 +130,10 @@ def test_table_has_the_templates_ttl_and_point_in_time_recovery(
 # ---------------------------------------------------------------------------------------------- queues
 
 
-@pytest.mark.parametrize("queue", ["WorkQueue", "DeadLetterQueue"])
+@pytest.mark.parametrize("queue", ["WorkQueue", "SlowQueue", "DeadLetterQueue"])
 def test_queue_attributes_match_the_template(resources: LocalResources, template: dict[str, Any], queue: str) -> None:
-    url = {"WorkQueue": resources.queue_url, "DeadLetterQueue": resources.dead_letter_queue_url}[queue]
+    urls = {"SlowQueue": resources.slow_queue_url, "DeadLetterQueue": resources.dead_letter_queue_url}
+    url = urls.get(queue, resources.queue_url)
     expected = _properties(template, queue)
 
     attributes = _queue_attributes(url)
@@ -206,12 +208,14 @@ def test_environment_configures_herald_settings(resources: LocalResources, monke
         "HERALD_DEAD_LETTER_QUEUE_URL",
         "HERALD_ADMIN_KEY_SECRET_ARN",
         "HERALD_MAX_RECEIVE_COUNT",
+        "HERALD_SLOW_QUEUE_URL",
     }
     assert settings.table_name == resources.table_name
     assert settings.queue_url == resources.queue_url
     assert settings.dead_letter_queue_url == resources.dead_letter_queue_url
     assert settings.admin_key_secret_arn == resources.admin_key_secret_arn
     assert settings.max_receive_count == resources.max_receive_count
+    assert settings.slow_queue_url == resources.slow_queue_url
 
 
 # ---------------------------------------------------------------------------------------------- idempotency
@@ -225,7 +229,7 @@ def test_creating_twice_reuses_the_resources(resources: LocalResources, template
     assert again == resources
     assert boto3.client("dynamodb").list_tables()["TableNames"] == [resources.table_name]
     assert sorted(boto3.client("sqs").list_queues()["QueueUrls"]) == sorted(
-        [resources.queue_url, resources.dead_letter_queue_url]
+        [resources.queue_url, resources.slow_queue_url, resources.dead_letter_queue_url]
     )
     # the admin key and the material it is generated from
     assert len(boto3.client("secretsmanager").list_secrets()["SecretList"]) == 2
@@ -263,17 +267,64 @@ def test_untranslatable_property_is_refused(aws: None, template: dict[str, Any])
 
 def test_delivery_event_source_reads_the_template(template: dict[str, Any]) -> None:
     function = _properties(template, "DeliveryFunction")
-    (event,) = [event["Properties"] for event in function["Events"].values() if event["Type"] == "SQS"]
+    events = {
+        event["Properties"]["Queue"]["Fn::GetAtt"][0]: event["Properties"]
+        for event in function["Events"].values()
+        if event["Type"] == "SQS"
+    }
+    parameters = template["Parameters"]
 
-    settings = delivery_event_source(template)
+    sources = delivery_event_sources(template)
 
-    assert settings == EventSourceSettings(
-        batch_size=event["BatchSize"],
-        maximum_batching_window_seconds=event["MaximumBatchingWindowInSeconds"],
-        function_timeout_seconds=function["Timeout"],
-        report_batch_item_failures="ReportBatchItemFailures" in event["FunctionResponseTypes"],
-    )
-    assert settings == EventSourceSettings(100, 1, 60, True)
+    # THEN each SQS event of the function is read with its own queue and settings, the work queue's first
+    assert [source.queue_id for source in sources] == ["WorkQueue", "SlowQueue"]
+    for source in sources:
+        event = events[source.queue_id]
+        concurrency = parameters[event["ScalingConfig"]["MaximumConcurrency"]["Ref"]]["Default"]
+        assert source == EventSourceSettings(
+            batch_size=event["BatchSize"],
+            maximum_batching_window_seconds=event["MaximumBatchingWindowInSeconds"],
+            function_timeout_seconds=function["Timeout"],
+            report_batch_item_failures="ReportBatchItemFailures" in event["FunctionResponseTypes"],
+            queue_id=source.queue_id,
+            maximum_concurrency=concurrency,
+        )
+    assert delivery_event_source(template) == sources[0] == EventSourceSettings(100, 1, 60, True, "WorkQueue", 20)
+    assert sources[1] == EventSourceSettings(100, 1, 60, True, "SlowQueue", 5)
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"), [(3, {"WorkQueue": 3, "SlowQueue": 3}), (8, {"WorkQueue": 8, "SlowQueue": 5})]
+)
+def test_the_local_stack_polls_every_event_source_of_the_template(
+    resources: LocalResources, monkeypatch: pytest.MonkeyPatch, count: int, expected: dict[str, int]
+) -> None:
+    from herald.local.stack import event_source_pollers
+    from herald.services import Services
+    from herald.worker import settle_all
+
+    # GIVEN the local stack's services on the template's resources
+    for name, value in resources.environment().items():
+        monkeypatch.setenv(name, value)
+    services = Services.create(Settings())
+    sources = {source.queue_id: source for source in delivery_event_sources()}
+    # WHEN it starts its pollers with at most `count` invocations per event source
+    pollers = event_source_pollers(resources, services, count)
+    try:
+        # THEN each queue's event source gets min(count, its MaximumConcurrency) pollers, each with its own
+        # worker, reading that queue with that source's batch size, window and function timeout
+        assert {queue: sum(1 for s, _, _ in pollers if s.queue_id == queue) for queue in sources} == expected
+        assert len({id(worker) for _, worker, _ in pollers}) == len(pollers)
+        for source, worker, poller in pollers:
+            assert poller.queue_url == resources.queue_url_of(source.queue_id)
+            assert poller.handler == worker.handle
+            assert (poller.batch_size, poller.window, poller.timeout) == (
+                sources[source.queue_id].batch_size,
+                sources[source.queue_id].maximum_batching_window_seconds,
+                sources[source.queue_id].function_timeout_seconds,
+            )
+    finally:
+        settle_all(worker for _, worker, _ in pollers)
 
 
 def test_delivery_timeout_falls_back_to_globals_then_to_the_lambda_default(template: dict[str, Any]) -> None:

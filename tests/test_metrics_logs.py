@@ -70,6 +70,10 @@ def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
     # AND a latency per attempt, the fan-out's size, and the queue age of each delivery message when first picked up
     assert len(values["DeliveryLatency"]) == 3
     assert units["DeliveryLatency"] == "Milliseconds"
+    # AND the time from the event's publication to each attempt's response: the retry's includes its wait
+    assert len(values["PublishToDeliveryLatency"]) == 3
+    assert units["PublishToDeliveryLatency"] == "Milliseconds"
+    assert max(values["PublishToDeliveryLatency"]) >= 1000 > min(values["PublishToDeliveryLatency"])
     assert values["FanoutSize"] == [2.0]
     assert len(values["QueueAgeAtPickup"]) == 2
     assert all(0 <= age < 60 for age in values["QueueAgeAtPickup"])

@@ -117,13 +117,41 @@ def test_functions_read_the_redrive_max_receive_count(template: dict[str, Any], 
 
 def test_delivery_function_reports_batch_item_failures_from_the_work_queue(template: dict[str, Any]) -> None:
     events = function_properties(template, "DeliveryFunction")["Events"]
-    sqs_events = [event["Properties"] for event in events.values() if event["Type"] == "SQS"]
-    assert len(sqs_events) == 1
-    (event,) = sqs_events
-    assert event["Queue"] == {"Fn::GetAtt": ["WorkQueue", "Arn"]}
-    assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
-    assert event["BatchSize"] == 100
-    assert event["MaximumBatchingWindowInSeconds"] >= 1  # batches above 10 need a batching window
+    sqs_events = {
+        event["Properties"]["Queue"]["Fn::GetAtt"][0]: event["Properties"]
+        for event in events.values()
+        if event["Type"] == "SQS"
+    }
+    # GIVEN the work queue's event source and the slow lane's, and nothing else
+    assert set(sqs_events) == {"WorkQueue", "SlowQueue"}
+    for queue, event in sqs_events.items():
+        assert event["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
+        assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
+        assert event["BatchSize"] == 100
+        assert event["MaximumBatchingWindowInSeconds"] >= 1  # batches above 10 need a batching window
+    # THEN each has a concurrency of its own: the slow lane never takes the work queue's invocations
+    work, slow = sqs_events["WorkQueue"]["ScalingConfig"], sqs_events["SlowQueue"]["ScalingConfig"]
+    assert work["MaximumConcurrency"] == {"Ref": "DeliveryMaximumConcurrency"}
+    assert slow["MaximumConcurrency"] == {"Ref": "SlowLaneMaximumConcurrency"}
+    parameter = template["Parameters"]["SlowLaneMaximumConcurrency"]
+    assert 2 <= parameter["MinValue"] <= parameter["Default"] <= parameter["MaxValue"] <= 1000
+
+
+def test_the_slow_lane_queue_is_a_work_queue_like_the_first(template: dict[str, Any]) -> None:
+    # GIVEN the slow lane's queue and the work queue
+    work, slow = _properties(template, "WorkQueue"), _properties(template, "SlowQueue")
+    # THEN it hides a message as long, keeps it as long, and dead-letters it the same way
+    for name in ("VisibilityTimeout", "MessageRetentionPeriod", "MaximumMessageSize", "RedrivePolicy"):
+        assert slow[name] == work[name], name
+    # AND the delivery function sends to it (forwarding, holding) and knows where it is
+    variables = function_properties(template, "DeliveryFunction")["Environment"]["Variables"]
+    assert variables["HERALD_SLOW_QUEUE_URL"] == {"Ref": "SlowQueue"}
+    statements = [
+        statement
+        for statement in _properties(template, "DeliveryFunction")["Policies"][0]["Statement"]
+        if statement["Action"] == "sqs:SendMessage"
+    ]
+    assert any({"Fn::GetAtt": ["SlowQueue", "Arn"]} in statement["Resource"] for statement in statements)
 
 
 # ---------------------------------------------------------------------------------------------- API

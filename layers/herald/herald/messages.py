@@ -45,6 +45,8 @@ class DeliveryMessage(_Message):
     #: A copy that carries on an existing delivery (a retry, a postponement): its delivery is read before it
     #: is claimed. Left out of the JSON when false.
     resumed: bool | None = None
+    #: ``slow``: the message goes to the slow lane's queue (``herald.worker.lanes``). Left out when none.
+    lane: Literal["slow"] | None = None
 
 
 class PurgeTenantMessage(_Message):

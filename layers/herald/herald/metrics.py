@@ -24,12 +24,18 @@ class Metric(StrEnum):
     REFUSED = "DeliveryRefused"  # attempts not made: the URL policy refused the address
     POSTPONED = "DeliveryPostponed"  # attempts put off by the subscription's rate limit
     LATENCY = "DeliveryLatency"  # milliseconds of one attempt
+    PUBLISH_LATENCY = "PublishToDeliveryLatency"  # milliseconds from the event's creation to an attempt's response
+    TO_SLOW_LANE = "DeliveryToSlowLane"  # delivery messages forwarded to the slow lane before any attempt
+    MARKED_SLOW = "SubscriptionMarkedSlow"  # subscriptions put on the slow lane by a slow or timed-out attempt
+    BREAKER_OPENED = "BreakerOpened"  # circuit breakers opened after timeouts in a row
+    BREAKER_HELD = "DeliveryHeldByBreaker"  # deliveries rescheduled, without an attempt, while a breaker is open
     FANOUT_SIZE = "FanoutSize"  # deliveries queued by one fan-out message
     QUEUE_AGE = "QueueAgeAtPickup"  # seconds between a delivery message's sending and its first pickup
 
 
 _UNITS = {
     Metric.LATENCY: MetricUnit.Milliseconds,
+    Metric.PUBLISH_LATENCY: MetricUnit.Milliseconds,
     Metric.QUEUE_AGE: MetricUnit.Seconds,
 }
 

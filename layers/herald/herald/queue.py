@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import sqs_client
 from herald.errors import ServiceUnavailableError
-from herald.messages import WorkMessage, dump_message
+from herald.messages import DeliveryMessage, WorkMessage, dump_message
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -26,18 +26,27 @@ Message = WorkMessage
 
 
 class WorkQueue:
-    """Sends work messages; the client is injectable (tests pass a moto-backed one)."""
+    """Sends work messages; the client is injectable (tests pass a moto-backed one). A delivery message for
+    the slow lane goes to the slow lane's queue when there is one."""
 
     def __init__(
         self,
         queue_url: str,
         dead_letter_queue_url: str = "",
         *,
+        slow_queue_url: str = "",
         client: SQSClient | None = None,
     ) -> None:
         self.queue_url = queue_url
         self.dead_letter_queue_url = dead_letter_queue_url
+        self.slow_queue_url = slow_queue_url
         self._client = client
+
+    def url_for(self, message: Message) -> str:
+        """The queue a message goes to: the slow lane's for a delivery marked ``slow``, else the work queue."""
+        if self.slow_queue_url and isinstance(message, DeliveryMessage) and message.lane == "slow":
+            return self.slow_queue_url
+        return self.queue_url
 
     @property
     def client(self) -> SQSClient:
@@ -48,7 +57,7 @@ class WorkQueue:
     def send(self, message: Message, *, delay_seconds: int = 0) -> None:
         try:
             self.client.send_message(
-                QueueUrl=self.queue_url,
+                QueueUrl=self.url_for(message),
                 MessageBody=dump_message(message),
                 DelaySeconds=max(0, min(int(delay_seconds), MAX_DELAY_SECONDS)),
             )

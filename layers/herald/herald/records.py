@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -43,6 +43,29 @@ class SigningSecret(BaseModel):
     expires_at: datetime | None = None
 
 
+class Isolation(BaseModel):
+    """What the delivery worker has learned about a subscription's endpoint, kept on the subscription's item
+    beside its fields but never part of what the API answers or writes (``herald.worker.lanes``): until when
+    its deliveries go through the slow lane, its timeouts in a row, and its circuit breaker (open until when,
+    how many times in a row it opened, until when a half-open probe is out). Times are epoch seconds, 0 for
+    never."""
+
+    slow_until: float = 0.0
+    timeouts: int = 0
+    breaker_until: float = 0.0
+    breaker_openings: int = 0
+    probe_until: float = 0.0
+
+    #: The stored attribute of each field (the same names, on the subscription's item).
+    ATTRIBUTES: ClassVar[tuple[str, ...]] = (
+        "slow_until",
+        "timeouts",
+        "breaker_until",
+        "breaker_openings",
+        "probe_until",
+    )
+
+
 class Subscription(BaseModel):
     id: str
     tenant_id: str
@@ -65,6 +88,8 @@ class Subscription(BaseModel):
     version: int = 1
     created_at: datetime
     updated_at: datetime
+    #: Learned by the worker, stored beside the record's fields (not dumped: the API never writes or shows it).
+    isolation: Isolation = Field(default_factory=Isolation, exclude=True)
 
     def signing_secrets(self, now: datetime) -> list[str]:
         """The secrets that sign a delivery now: the current one first, then those still in their grace period."""
@@ -157,6 +182,8 @@ class Attempt(BaseModel):
     error_message: str | None = None
     response_body: str | None = Field(None, description="The response body, cut to 20,000 bytes.")
     next_attempt_at: datetime | None = None
+    #: From the event's creation (its publication) to this attempt's response; None in attempts logged before.
+    latency_ms: int | None = None
 
 
 class RecoveryStatus(StrEnum):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any, Self
+import math
+from datetime import UTC, datetime
+from typing import Any, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
@@ -249,6 +250,51 @@ class SubscriptionStats(BaseModel):
         description="Since when it has been failing continuously; it is disabled once that lasts the "
         "deployment's window (5 days by default).",
     )
+    latency_p50_ms: int | None = Field(
+        None,
+        description="Median time from an event's publication to its successful delivery, over the latest "
+        "64 to 128 successful attempts (retries included: their wait counts); none before the first success.",
+    )
+    latency_p95_ms: int | None = Field(None, description="95th percentile of the same latencies.")
+    latency_samples: int = Field(0, description="How many successful attempts the latency percentiles are over.")
+    lane: Literal["fast", "slow"] = Field(
+        "fast",
+        description="`slow` while its deliveries go through the slow lane (an attempt timed out or was slow to "
+        "answer recently), so that they never hold back other subscribers'.",
+    )
+    slow_until: datetime | None = Field(None, description="Until when it stays on the slow lane.")
+    breaker: Literal["closed", "open", "half_open"] = Field(
+        "closed",
+        description="The circuit breaker: `open` after several timeouts in a row (deliveries wait, without "
+        "spending attempts), `half_open` once that time is over (one delivery probes the endpoint).",
+    )
+    breaker_open_until: datetime | None = Field(None, description="Until when the breaker holds deliveries.")
+    consecutive_timeouts: int = Field(0, description="Attempts in a row that timed out.")
+
+    @classmethod
+    def of(cls, stats: dict[str, Any], sub: Subscription, now: float) -> Self:
+        """The answer from the stats item and what the worker learned of the endpoint (``sub.isolation``)."""
+        answer = cls.model_validate(stats)
+        if answer.attempts:
+            answer.success_rate = round(answer.succeeded / answer.attempts, 4)
+        latencies = sorted(int(value) for value in stats.get("recent_latency_ms", []))
+        if latencies:
+            answer.latency_p50_ms = _nearest_rank(latencies, 0.5)
+            answer.latency_p95_ms = _nearest_rank(latencies, 0.95)
+            answer.latency_samples = len(latencies)
+        learned = sub.isolation
+        answer.consecutive_timeouts = learned.timeouts
+        if learned.slow_until > now:
+            answer.lane, answer.slow_until = "slow", datetime.fromtimestamp(learned.slow_until, UTC)
+        if learned.breaker_until > now:
+            answer.breaker, answer.breaker_open_until = "open", datetime.fromtimestamp(learned.breaker_until, UTC)
+        elif learned.breaker_until > 0:
+            answer.breaker = "half_open"
+        return answer
+
+
+def _nearest_rank(ordered: list[int], fraction: float) -> int:
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 class SubscriptionCreated(SubscriptionOut):
@@ -385,6 +431,11 @@ class AttemptOut(BaseModel):
     error_message: str | None
     response_body: str | None
     next_attempt_at: datetime | None
+    latency_ms: int | None = Field(
+        None,
+        description="From the event's publication to this attempt's response, in milliseconds (for a retry, the "
+        "waits before it included); none for attempts logged before Herald recorded it.",
+    )
 
     @classmethod
     def of(cls, attempt: Attempt) -> Self:

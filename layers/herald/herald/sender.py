@@ -55,6 +55,10 @@ class Outcome:
     def duration_ms(self) -> int:
         return int((self.finished - self.started).total_seconds() * 1000)
 
+    def latency_ms(self, published: datetime) -> int:
+        """From ``published`` (the event's creation) to this attempt's response, in milliseconds."""
+        return max(0, int((self.finished - published).total_seconds() * 1000))
+
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend with Herald's resolver in front: ``connect_tcp`` resolves the host once,

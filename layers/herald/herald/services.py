@@ -49,6 +49,7 @@ class Services:
             queue=WorkQueue(
                 settings.queue_url,
                 settings.dead_letter_queue_url,
+                slow_queue_url=settings.slow_queue_url,
                 client=sqs_client(session, faults=faults) if session or faults else None,
             ),
             admin_keys=AdminKeyProvider(

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     )
     queue_url: str = Field("", description="URL of the SQS work queue read by the delivery function.")
     dead_letter_queue_url: str = Field("", description="URL of the work queue's dead-letter queue.")
+    slow_queue_url: str = Field(
+        "",
+        description="URL of the slow lane's queue (its own event source on the delivery function); empty: none.",
+    )
     admin_key: str = Field(
         "",
         description="The operator's admin API key, given directly (local runs). Deployments use admin_key_secret_arn.",
@@ -128,6 +132,23 @@ class Settings(BaseSettings):
         description="How long a delivery over its subscription's rate waits in the worker before it is postponed "
         "through the queue instead.",
     )
+    slow_lane_after_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="An attempt still unanswered after this long (or timed out) sends its subscription's deliveries "
+        "through the slow lane.",
+    )
+    slow_lane_seconds: int = Field(
+        900, ge=0, description="How long a subscription stays on the slow lane after its latest slow attempt."
+    )
+    breaker_timeouts: int = Field(
+        5, ge=1, description="Timeouts in a row after which a subscription's circuit breaker opens."
+    )
+    breaker_open_seconds: float = Field(
+        60.0, gt=0, description="How long the breaker stays open the first time; doubled each time it opens again."
+    )
+    breaker_max_open_seconds: float = Field(3600.0, gt=0, description="The longest the breaker stays open at once.")
     metrics_namespace: str = Field("Herald", min_length=1, description="CloudWatch namespace of Herald's metrics.")
 
     # --- API keys and tenant limits (the ceilings are the OpenAPI schema's; herald.limits enforces these) --

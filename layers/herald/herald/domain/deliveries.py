@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.domain import subscriptions
@@ -38,18 +39,12 @@ def retry(services: Services, delivery: Delivery) -> None:
 
 
 def stats(services: Services, sub: Subscription) -> SubscriptionStats:
-    """The subscription's delivery stats, with its success rate once it had an attempt."""
-    return _stats(services.store.health.get_stats(sub.id))
+    """The subscription's delivery stats: success rate, latency percentiles, its lane and breaker."""
+    return SubscriptionStats.of(services.store.health.get_stats(sub.id), sub, time.time())
 
 
 def stats_of_many(services: Services, subs: list[Subscription]) -> list[SubscriptionStats]:
     """The stats of several subscriptions (one batch read), in their order."""
     found = services.store.health.get_stats_many([sub.id for sub in subs]) if subs else {}
-    return [_stats(found.get(sub.id, {})) for sub in subs]
-
-
-def _stats(raw: dict[str, Any]) -> SubscriptionStats:
-    found = SubscriptionStats.model_validate(raw)
-    if found.attempts:
-        found.success_rate = round(found.succeeded / found.attempts, 4)
-    return found
+    now = time.time()
+    return [SubscriptionStats.of(found.get(sub.id, {}), sub, now) for sub in subs]

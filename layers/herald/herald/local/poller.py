@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
+#: While a batching window is open, an empty receive is tried again after this long (not in a tight loop).
+WINDOW_POLL_SECONDS = 0.05
+
 
 @dataclass
 class LambdaContext:
@@ -102,9 +105,10 @@ class SqsPoller:
         ]
 
     def receive_batch(self, wait_seconds: int = 0) -> list[MessageTypeDef]:
-        """Up to ``batch_size`` messages: keep receiving until the batch is full or the window closes."""
+        """Up to ``batch_size`` messages: keep receiving until the batch is full or the window closes. The
+        window opens with the first message received, as Lambda's: at rest a message waits the whole window."""
         batch: list[MessageTypeDef] = []
-        closes = time.monotonic() + self.window
+        closes = 0.0
         while len(batch) < self.batch_size:
             response = self.client.receive_message(
                 QueueUrl=self.queue_url,
@@ -113,11 +117,13 @@ class SqsPoller:
                 AttributeNames=["All"],
             )
             messages = response.get("Messages", [])
+            if messages and not batch:
+                closes = time.monotonic() + self.window
             batch.extend(messages)
-            if not messages and (not batch or time.monotonic() >= closes):
+            if not batch or time.monotonic() >= closes:
                 break
-            if time.monotonic() >= closes and batch:
-                break
+            if not messages:
+                time.sleep(min(WINDOW_POLL_SECONDS, max(0.0, closes - time.monotonic())))
         return batch
 
     def poll_once(self, wait_seconds: int = 0) -> BatchResult:

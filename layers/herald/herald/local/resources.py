@@ -41,6 +41,7 @@ __all__ = [
     "ADMIN_KEY_SECRET_ID",
     "DEAD_LETTER_QUEUE_ID",
     "DELIVERY_FUNCTION_ID",
+    "SLOW_QUEUE_ID",
     "TABLE_ID",
     "TEMPLATE_PATH_ENV",
     "WORK_QUEUE_ID",
@@ -53,6 +54,7 @@ __all__ = [
     "create_local_resources",
     "default_template_path",
     "delivery_event_source",
+    "delivery_event_sources",
     "function_properties",
     "load_template",
 ]
@@ -64,6 +66,7 @@ TEMPLATE_PATH_ENV = "HERALD_TEMPLATE_PATH"
 TABLE_ID = "Table"
 WORK_QUEUE_ID = "WorkQueue"
 DEAD_LETTER_QUEUE_ID = "DeadLetterQueue"
+SLOW_QUEUE_ID = "SlowQueue"
 ADMIN_KEY_SECRET_ID = "AdminKeySecret"  # noqa: S105 - a logical id, not a secret
 DELIVERY_FUNCTION_ID = "DeliveryFunction"
 
@@ -385,6 +388,8 @@ class LocalResources:
     dead_letter_queue_url: str
     admin_key_secret_arn: str
     max_receive_count: int
+    #: The slow lane's queue (empty if the template has none).
+    slow_queue_url: str = ""
 
     def environment(self) -> dict[str, str]:
         """The ``HERALD_*`` environment variables pointing the application at these resources."""
@@ -394,45 +399,71 @@ class LocalResources:
             "HERALD_DEAD_LETTER_QUEUE_URL": self.dead_letter_queue_url,
             "HERALD_ADMIN_KEY_SECRET_ARN": self.admin_key_secret_arn,
             "HERALD_MAX_RECEIVE_COUNT": str(self.max_receive_count),
+            **({"HERALD_SLOW_QUEUE_URL": self.slow_queue_url} if self.slow_queue_url else {}),
         }
+
+    def queue_url_of(self, logical_id: str) -> str:
+        """The URL of the template's queue ``logical_id`` (the work queue or the slow lane's)."""
+        urls = {WORK_QUEUE_ID: self.queue_url, SLOW_QUEUE_ID: self.slow_queue_url}
+        if not urls.get(logical_id):
+            raise TemplateResourceNotFoundError(f"no local queue for {logical_id}")
+        return urls[logical_id]
 
 
 @dataclass(frozen=True)
 class EventSourceSettings:
-    """How Lambda would feed the delivery function from the work queue (the local poller mimics it)."""
+    """How Lambda would feed the delivery function from one of its queues (the local poller mimics it)."""
 
     batch_size: int
     maximum_batching_window_seconds: int
     function_timeout_seconds: int
     report_batch_item_failures: bool
+    #: The template's logical id of the queue this event source reads.
+    queue_id: str = WORK_QUEUE_ID
+    #: ``ScalingConfig.MaximumConcurrency``: most invocations at once (None: no cap of its own).
+    maximum_concurrency: int | None = None
 
 
-def delivery_event_source(
-    template: dict[str, Any] | None = None,
-) -> EventSourceSettings:
-    """The SQS event of the delivery function (on the work queue), with Globals and AWS defaults applied."""
+def delivery_event_sources(template: dict[str, Any] | None = None) -> list[EventSourceSettings]:
+    """Every SQS event of the delivery function (the work queue's, then the others in template order), with
+    Globals and AWS defaults applied: the local stack and the tests poll each queue with its own settings."""
     template = template if template is not None else load_template()
     resolver = _Resolver(template)
     properties = function_properties(template, DELIVERY_FUNCTION_ID)
-    events = [
-        event.get("Properties", {})
-        for event in (properties.get("Events") or {}).values()
-        if isinstance(event, dict) and event.get("Type") == "SQS"
-    ]
-    on_work_queue = [event for event in events if WORK_QUEUE_ID in set(_references(event.get("Queue")))]
-    candidates = on_work_queue or events
-    if len(candidates) != 1:
-        raise TemplateResourceNotFoundError(
-            f"{DELIVERY_FUNCTION_ID} needs exactly one SQS event on {WORK_QUEUE_ID}, found {len(candidates)}"
+    timeout = int(resolver.resolve(properties.get("Timeout", LAMBDA_DEFAULT_TIMEOUT_SECONDS)))
+    sources: list[EventSourceSettings] = []
+    for event in (properties.get("Events") or {}).values():
+        if not isinstance(event, dict) or event.get("Type") != "SQS":
+            continue
+        spec = event.get("Properties", {})
+        queues = [ref for ref in _references(spec.get("Queue")) if ref in template.get("Resources", {})]
+        if len(queues) != 1:
+            raise TemplateResourceNotFoundError(
+                f"an SQS event of {DELIVERY_FUNCTION_ID} names no queue of the template"
+            )
+        concurrency = (spec.get("ScalingConfig") or {}).get("MaximumConcurrency")
+        sources.append(
+            EventSourceSettings(
+                batch_size=int(resolver.resolve(spec.get("BatchSize", SQS_EVENT_DEFAULT_BATCH_SIZE))),
+                maximum_batching_window_seconds=int(resolver.resolve(spec.get("MaximumBatchingWindowInSeconds", 0))),
+                function_timeout_seconds=timeout,
+                report_batch_item_failures="ReportBatchItemFailures"
+                in resolver.resolve(spec.get("FunctionResponseTypes", [])),
+                queue_id=queues[0],
+                maximum_concurrency=None if concurrency is None else int(resolver.resolve(concurrency)),
+            )
         )
-    event = candidates[0]
-    response_types = resolver.resolve(event.get("FunctionResponseTypes", []))
-    return EventSourceSettings(
-        batch_size=int(resolver.resolve(event.get("BatchSize", SQS_EVENT_DEFAULT_BATCH_SIZE))),
-        maximum_batching_window_seconds=int(resolver.resolve(event.get("MaximumBatchingWindowInSeconds", 0))),
-        function_timeout_seconds=int(resolver.resolve(properties.get("Timeout", LAMBDA_DEFAULT_TIMEOUT_SECONDS))),
-        report_batch_item_failures="ReportBatchItemFailures" in response_types,
-    )
+    sources.sort(key=lambda source: source.queue_id != WORK_QUEUE_ID)
+    if not sources or sources[0].queue_id != WORK_QUEUE_ID or len({s.queue_id for s in sources}) != len(sources):
+        raise TemplateResourceNotFoundError(
+            f"{DELIVERY_FUNCTION_ID} needs exactly one SQS event on {WORK_QUEUE_ID} (and at most one per other queue)"
+        )
+    return sources
+
+
+def delivery_event_source(template: dict[str, Any] | None = None) -> EventSourceSettings:
+    """The delivery function's SQS event on the work queue (``delivery_event_sources``' first)."""
+    return delivery_event_sources(template)[0]
 
 
 # ---------------------------------------------------------------------------------------------- translation
@@ -699,4 +730,5 @@ def create_local_resources(
         dead_letter_queue_url=resolver.refs[DEAD_LETTER_QUEUE_ID],
         admin_key_secret_arn=resolver.refs[ADMIN_KEY_SECRET_ID],
         max_receive_count=int(redrive["maxReceiveCount"]),
+        slow_queue_url=resolver.refs.get(SLOW_QUEUE_ID, ""),
     )

@@ -15,6 +15,7 @@ import sys
 import threading
 from contextlib import closing
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import boto3
 import uvicorn
@@ -23,13 +24,27 @@ from moto.server import ThreadedMotoServer
 from herald import ids
 from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
-from herald.local.resources import LocalResources, create_local_resources, delivery_event_source, load_template
+from herald.local.resources import (
+    EventSourceSettings,
+    LocalResources,
+    create_local_resources,
+    delivery_event_sources,
+    load_template,
+)
 from herald.local.schedule import delivery_schedule, run_schedule
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+    from herald.services import Services
+    from herald.worker import Worker
 
 logger = logging.getLogger("herald.local")
 
-#: Emulated concurrent invocations of the DeliveryFunction (Lambda would scale out further).
-DEFAULT_WORKERS = 2
+#: Emulated concurrent invocations of the DeliveryFunction per SQS event source, at most the source's
+#: MaximumConcurrency (Lambda scales out to it: 20 on the work queue, 5 on the slow lane by default). More than
+#: one or two: as on AWS, a few invocations waiting on a hanging endpoint must not stop the others.
+DEFAULT_WORKERS = 8
 
 
 def free_port(host: str) -> int:
@@ -113,26 +128,18 @@ def allow_local_targets() -> str:
     )
 
 
-def start_workers(count: int, stop: threading.Event) -> list[threading.Thread]:
-    """Poll the work queue like Lambda's event source mapping does, with the template's batch settings, and
-    invoke the sweep on the template's schedule."""
+def start_workers(count: int, stop: threading.Event, resources: LocalResources) -> list[threading.Thread]:
+    """Poll each queue the DeliveryFunction reads (the work queue, the slow lane's) like Lambda's event source
+    mappings do, each with its own batch settings from the template and at most ``count`` concurrent
+    invocations (or its ``MaximumConcurrency``, if lower), and invoke the sweep on the template's schedule."""
     from herald.services import Services
     from herald.worker import Worker
 
-    source = delivery_event_source(load_template())
     services = Services.create()
-    threads = []
-    for index in range(count):
-        worker = Worker(services)
-        poller = SqsPoller(
-            boto3.session.Session().client("sqs"),
-            services.settings.queue_url,
-            worker.handle,
-            batch_size=source.batch_size,
-            batching_window_seconds=source.maximum_batching_window_seconds,
-            function_timeout_seconds=source.function_timeout_seconds,
-        )
-        thread = threading.Thread(target=poller.run, args=(stop,), name=f"delivery-worker-{index}", daemon=True)
+    threads: list[threading.Thread] = []
+    for source, _, poller in event_source_pollers(resources, services, count):
+        name = f"delivery-{source.queue_id}-{len(threads)}"
+        thread = threading.Thread(target=poller.run, args=(stop,), name=name, daemon=True)
         thread.start()
         threads.append(thread)
     # The schedule that sweeps scheduled work onto the queue, as EventBridge Scheduler runs it.
@@ -155,6 +162,30 @@ def demo_portal_link(base_url: str) -> str:
     return f"{base_url}{portal.LOGIN_PATH}?token={token}   (demo tenant {tenant.id}; works once, for 60 min)"
 
 
+def event_source_pollers(
+    resources: LocalResources, services: Services, count: int, *, client: SQSClient | None = None
+) -> list[tuple[EventSourceSettings, Worker, SqsPoller]]:
+    """One poller per concurrent invocation of each of the DeliveryFunction's SQS event sources (template.yaml):
+    ``min(count, MaximumConcurrency)`` per source, each with its own worker, as separate Lambda containers."""
+    from herald.worker import Worker
+
+    sqs = client or boto3.session.Session().client("sqs")
+    pollers: list[tuple[EventSourceSettings, Worker, SqsPoller]] = []
+    for source in delivery_event_sources(load_template()):
+        for _ in range(min(count, source.maximum_concurrency or count)):
+            worker = Worker(services)
+            poller = SqsPoller(
+                sqs,
+                resources.queue_url_of(source.queue_id),
+                worker.handle,
+                batch_size=source.batch_size,
+                batching_window_seconds=source.maximum_batching_window_seconds,
+                function_timeout_seconds=source.function_timeout_seconds,
+            )
+            pollers.append((source, worker, poller))
+    return pollers
+
+
 def banner(base_url: str, admin_key: str, aws_endpoint: str, portal_link: str = "") -> str:
     return f"""
 Herald is running locally.
@@ -163,7 +194,7 @@ Herald is running locally.
   Admin key      {admin_key}
   Portal link    {portal_link}
   Embedded AWS   {aws_endpoint}   (moto: table, queues and secret from template.yaml)
-  Delivery       worker polling the work queue like Lambda's SQS trigger
+  Delivery       workers polling the work queue and the slow lane's like Lambda's SQS triggers
 
 Try it (in another terminal):
 
@@ -195,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("HERALD_LOCAL_AWS_PORT", "0")) or None,
         help="port of the embedded AWS (default: a free one)",
     )
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="concurrent delivery pollers")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="concurrent delivery pollers per queue")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the embedded AWS logs every call otherwise
@@ -212,7 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.pop("HERALD_ADMIN_KEY", None)  # the app reads it from the secret, as in a deployment
     moto, endpoint, resources = start_aws(args.host, args.aws_port, admin_key)
     stop = threading.Event()
-    stack = LocalStack(moto, endpoint, resources, admin_key, stop, start_workers(args.workers, stop))
+    stack = LocalStack(moto, endpoint, resources, admin_key, stop, start_workers(args.workers, stop, resources))
 
     from herald.api import create_app
 

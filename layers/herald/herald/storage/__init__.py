@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from herald.storage.deliveries import DeliveryRepository, DeliveryState
 from herald.storage.events import EventExistsError, EventRepository, StoredEvent
 from herald.storage.health import AttemptTally, HealthRepository, SubscriptionHealth
+from herald.storage.isolation import IsolationRepository
 from herald.storage.jobs import JobRepository
 from herald.storage.portal import PortalRepository
 from herald.storage.schedule import ScheduleRepository
@@ -40,7 +41,8 @@ __all__ = [
 class Store:
     """The repositories over one table: ``tenants`` (and API keys), ``subscriptions`` (and routing),
     ``events``, ``deliveries`` (and attempts), ``jobs`` (recovery and redelivery), ``health`` (stats and
-    rate slots), ``schedule`` (work due later than SQS can delay it), ``portal`` (portal links and sessions)."""
+    rate slots), ``isolation`` (slow lane and circuit breaker), ``schedule`` (work due later than SQS can delay
+    it), ``portal`` (portal links and sessions)."""
 
     def __init__(
         self, table_name: str, *, client: DynamoDBClient | None = None, clock: Callable[[], float] = time.time
@@ -52,6 +54,7 @@ class Store:
         self.deliveries = DeliveryRepository(self.table)
         self.jobs = JobRepository(self.table)
         self.health = HealthRepository(self.table)
+        self.isolation = IsolationRepository(self.table)
         self.schedule = ScheduleRepository(self.table)
         self.portal = PortalRepository(self.table)
 

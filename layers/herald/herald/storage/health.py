@@ -42,6 +42,14 @@ class AttemptTally:
     succeeded: bool
     status_code: int | None
     at: datetime
+    #: Publish-to-response latency in milliseconds (successful attempts' are kept for the stats' percentiles).
+    latency_ms: int | None = None
+
+
+#: The stats keep the latencies of the latest successful attempts: at least this many, at most twice as many
+#: (a list on the stats item, trimmed by one extra write every LATENCY_SAMPLES deliveries; the item stays
+#: under 1 KB, one write unit).
+LATENCY_SAMPLES = 64
 
 
 def _stats_update(
@@ -60,6 +68,10 @@ def _stats_update(
         adds.append("failed :failed")
         sets.append("last_failure_at = :failure_at")
         values.update(failed=len(failed), failure_at=failed[-1].at.isoformat())
+    latencies = [tally.latency_ms for tally in succeeded if tally.latency_ms is not None]
+    if latencies:
+        sets.append("recent_latency_ms = list_append(if_not_exists(recent_latency_ms, :no_latency), :latencies)")
+        values.update(no_latency=[], latencies=latencies)
     if ordered[-1].status_code is not None:
         sets.append("last_status_code = :code")
         values["code"] = ordered[-1].status_code
@@ -134,6 +146,7 @@ class HealthRepository:
                 ReturnValues="ALL_OLD",
             ).get("Attributes", {})
         )
+        self._trim_latencies(sub_id, old, ordered)
         before = old.get("failing_since")
         health = _follow_streak(
             int(old.get("consecutive_failures", 0)),
@@ -157,6 +170,23 @@ class HealthRepository:
             stored = (self._table.read(keys.subscription_stats(sub_id)) or {}).get("failing_since")
             since = datetime.fromisoformat(stored) if stored else None
         return SubscriptionHealth(health.consecutive_failures, since)
+
+    def _trim_latencies(self, sub_id: str, old: dict[str, Any], ordered: Sequence[AttemptTally]) -> None:
+        """Drop the oldest latencies once the list has grown to twice ``LATENCY_SAMPLES`` (appends go to the
+        end, so the front is always the oldest, whatever other workers appended meanwhile)."""
+        added = sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None)
+        length = len(old.get("recent_latency_ms", [])) + added
+        if length < 2 * LATENCY_SAMPLES:
+            return
+        doomed = ", ".join(f"recent_latency_ms[{index}]" for index in range(length - LATENCY_SAMPLES))
+        with contextlib.suppress(ClientError):
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription_stats(sub_id)),
+                UpdateExpression=f"REMOVE {doomed}",
+                ConditionExpression="size(recent_latency_ms) >= :length",
+                ExpressionAttributeValues=values(length=length),
+            )
 
     def get_stats(self, sub_id: str) -> dict[str, Any]:
         """The subscription's stats item as plain values (empty before its first attempt)."""

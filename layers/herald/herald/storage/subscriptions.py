@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from herald.errors import ConflictError, NotFoundError
 from herald.limits import LimitExceededError, too_many_subscriptions
-from herald.records import Subscription
+from herald.records import Isolation, Subscription
 from herald.storage import keys
 from herald.storage.table import MAX_TRANSACTION_ACTIONS, PageResult, record, strip, to_item, values
 
@@ -38,7 +38,17 @@ class Route(NamedTuple):
 
 
 def _item(sub: Subscription) -> dict[str, Any]:
-    return to_item({**keys.subscription(sub.tenant_id, sub.id), **record(sub)})
+    """The subscription's item: its record, and what the worker learned of its endpoint (``Isolation``), kept
+    across the API's rewrites of the record (set only where it is not the default)."""
+    learned = {name: value for name, value in sub.isolation.model_dump().items() if value}
+    return to_item({**keys.subscription(sub.tenant_id, sub.id), **record(sub), **learned})
+
+
+def _subscription(item: dict[str, Any]) -> Subscription:
+    fields = strip(item)
+    sub = Subscription.model_validate(fields)
+    sub.isolation = Isolation.model_validate({name: fields[name] for name in Isolation.ATTRIBUTES if name in fields})
+    return sub
 
 
 def _routes(sub: Subscription) -> set[str]:
@@ -105,13 +115,13 @@ class SubscriptionRepository:
 
     def get(self, tenant_id: str, sub_id: str) -> Subscription | None:
         item = self._table.read(keys.subscription(tenant_id, sub_id))
-        return Subscription.model_validate(strip(item)) if item else None
+        return _subscription(item) if item else None
 
     def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> PageResult[Subscription]:
         items, next_cursor = self._table.query(
             key={"pk": keys.tenant_partition(tenant_id)}, prefix=keys.SUBSCRIPTION_PREFIX, limit=limit, cursor=cursor
         )
-        return PageResult([Subscription.model_validate(strip(item)) for item in items], next_cursor)
+        return PageResult([_subscription(item) for item in items], next_cursor)
 
     def replace(self, old: Subscription, new: Subscription) -> None:
         """Write ``new`` over ``old`` (optimistic: ConflictError if it changed meanwhile), moving its routing
@@ -119,6 +129,8 @@ class SubscriptionRepository:
         the filter). A change of more than ``MAX_ROUTE_CHANGES`` routes at once (possible only above DynamoDB's
         transaction size, e.g. 50 event types swapped for 50 others) is refused with a LimitExceededError: it
         could not be written atomically."""
+        if new.url != old.url:
+            new = new.model_copy(update={"isolation": Isolation()})  # another endpoint: nothing learned of it yet
         before, after = _routes(old), _routes(new)
         removed, added = sorted(before - after), sorted(after - before)
         if old.filter != new.filter:

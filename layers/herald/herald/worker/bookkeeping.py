@@ -49,6 +49,8 @@ class _Tally:
     expires_at: int
     log: dict[str, Any]
     outcomes: list[Outcome] = field(default_factory=list)
+    #: Each outcome's publish-to-response latency (ms), in the same order.
+    latencies: list[int] = field(default_factory=list)
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
@@ -129,7 +131,10 @@ class Bookkeeping:
         if tally is None:
             tally_log = {"subscription_id": sub.id, "tenant_id": sub.tenant_id}
             tally = self._tallies[sub.id] = _Tally(sub, expires_at, tally_log)
+        latency = outcome.latency_ms(event.created_at)
+        self._worker.metrics.add(Metric.PUBLISH_LATENCY, latency)
         tally.outcomes.append(outcome)
+        tally.latencies.append(latency)
         tally.expires_at = max(tally.expires_at, expires_at)
         if sub.tenant_id == OPERATOR_TENANT_ID:
             return  # the operator's own endpoints: never report on them to themselves (no loops)
@@ -188,12 +193,17 @@ class Bookkeeping:
 
     async def _settle_subscription(self, tally: _Tally) -> None:
         worker = self._worker
-        sub, outcomes = tally.sub, sorted(tally.outcomes, key=lambda outcome: outcome.finished)
+        sub = tally.sub
+        ordered = sorted(zip(tally.outcomes, tally.latencies, strict=True), key=lambda pair: pair[0].finished)
+        outcomes = [outcome for outcome, _ in ordered]
         try:
             health = await worker.io(
                 worker.store.health.count_attempts,
                 sub.id,
-                [AttemptTally(outcome.succeeded, outcome.status_code, outcome.finished) for outcome in outcomes],
+                [
+                    AttemptTally(outcome.succeeded, outcome.status_code, outcome.finished, latency)
+                    for outcome, latency in ordered
+                ],
                 failing_after=worker.settings.failing_after_failures,
                 expires_at=tally.expires_at,
             )

@@ -30,6 +30,7 @@ from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, send_attempt
 from herald.signing import signature_header
+from herald.worker import lanes
 from herald.worker.pacing import START_MARGIN_SECONDS
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, next_step, receive_count
 
@@ -229,6 +230,15 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
     attempt_number = job.delivery.attempts + 1
     job.log["attempt"] = attempt_number
     scheduled = job.scheduled if job.single_shot else job.scheduled + 1
+
+    async def release() -> None:
+        await worker.io(worker.store.deliveries.release, job.delivery, token)
+
+    # Isolation: a slow subscription's delivery goes to the slow lane, an open breaker holds it (no attempt).
+    if await lanes.diverted(
+        worker, job.message, job.record, sub, single_shot=job.single_shot, release=release, log=job.log
+    ):
+        return
     if sub.rate_limit is not None:
         postpone = await worker.pacer.slot(sub.id, sub.rate_limit, deadline=job.deadline)
         if postpone > 0:
@@ -238,7 +248,8 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
             await hold(worker, job.message, job.record, postpone)
             return
-    outcome = await sign_and_send(worker, sub, job.event.id, job.event.payload)
+    sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
+    outcome = await lanes.watch(worker, sub, sending, job.log)  # an attempt slow to answer: slow lane at once
     next_at, status = next_step(outcome, scheduled, job.previous, job.single_shot, policy=worker.policy, rng=worker.rng)
     attempt = _attempt_record(job, sub, outcome, attempt_number, next_at)
     settled = job.delivery.model_copy(
@@ -269,6 +280,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         await hold(worker, job.message, job.record, SHORT_RETRY_SECONDS)
         return
     _count_event(worker, job, settled)
+    await lanes.learn(worker, sub, outcome, job.log)
     logger.info(
         "attempt made",
         extra={
@@ -308,6 +320,7 @@ def _attempt_record(
         error_message=outcome.error_message and outcome.error_message[:1000],
         response_body=outcome.body,
         next_attempt_at=next_at,
+        latency_ms=outcome.latency_ms(job.event.created_at),
     )
 
 

@@ -160,6 +160,8 @@ async def send_test_event(subscription_id: str, services: ServicesDep, tenant_id
 async def get_subscription_stats(
     subscription_id: str, services: ServicesDep, tenant_id: TenantDep
 ) -> SubscriptionStats:
-    """Attempts, successes and failures so far, the latest success and failure, and whether it is failing
-    (several attempts in a row failed). Kept while it gets attempts; they expire with the delivery log."""
+    """Attempts, successes and failures so far, the latest success and failure, whether it is failing
+    (several attempts in a row failed), the latency from publication to delivery (p50, p95 of the latest
+    successes), and whether it is on the slow lane or held by its circuit breaker. Kept while it gets
+    attempts; they expire with the delivery log."""
     return deliveries.stats(services, subscriptions.find(services, tenant_id, subscription_id))

@@ -1,0 +1,116 @@
+"""What the delivery worker learns about a subscription's endpoint (``Isolation``): the slow lane and the
+circuit breaker, written on the subscription's own item.
+
+On the subscription's item so that the read every delivery makes already carries it (no extra call), but
+never through the record: these are UpdateItem calls on a few attributes of their own, conditional on the
+subscription still existing, and they do not bump its ``version`` (the API's optimistic writes are not
+disturbed, and an API rewrite carries them over: ``SubscriptionRepository.replace``). Every write here is
+rare: on a timeout, on a slow answer, when a breaker opens, closes or lets a probe through; a healthy
+endpoint's deliveries write nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from herald.records import Isolation
+from herald.storage import keys
+from herald.storage.table import Table, from_item, to_item, values
+
+_EXISTS = "attribute_exists(pk)"
+
+
+class IsolationRepository:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def _update(self, tenant_id: str, sub_id: str, **request: Any) -> dict[str, Any] | None:
+        """One UpdateItem on the subscription's item; None if its condition failed (deleted, or moved on)."""
+        try:
+            response = self._table.call(
+                "update_item", Key=to_item(keys.subscription(tenant_id, sub_id)), ReturnValues="ALL_NEW", **request
+            )
+        except ClientError:
+            return None
+        return from_item(response.get("Attributes", {}))
+
+    def mark_slow(self, tenant_id: str, sub_id: str, *, until: float) -> bool:
+        """Send the subscription's deliveries through the slow lane until ``until`` (never shortened)."""
+        done = self._update(
+            tenant_id,
+            sub_id,
+            UpdateExpression="SET slow_until = :until",
+            ConditionExpression=f"{_EXISTS} AND (attribute_not_exists(slow_until) OR slow_until < :until)",
+            ExpressionAttributeValues=values(until=until),
+        )
+        return done is not None
+
+    def count_timeout(
+        self,
+        tenant_id: str,
+        sub_id: str,
+        *,
+        now: float,
+        slow_until: float,
+        threshold: int,
+        open_seconds: float,
+        max_open_seconds: float,
+    ) -> tuple[Isolation, bool] | None:
+        """Count an attempt that timed out: one more timeout in a row, the slow lane until ``slow_until``, and,
+        at ``threshold`` timeouts in a row, the breaker opened (unless it is open already) for ``open_seconds``
+        doubled for each opening in a row, at most ``max_open_seconds``. Returns the subscription's isolation
+        afterwards and whether this call opened the breaker; None if the subscription is gone."""
+        item = self._update(
+            tenant_id,
+            sub_id,
+            UpdateExpression="ADD timeouts :one SET slow_until = :slow",
+            ConditionExpression=_EXISTS,
+            ExpressionAttributeValues=values(one=1, slow=slow_until),
+        )
+        if item is None:
+            return None
+        learned = _isolation(item)
+        if learned.timeouts < threshold or learned.breaker_until > now:
+            return learned, False
+        until = now + min(max_open_seconds, open_seconds * 2 ** min(learned.breaker_openings, 32))
+        # Once per opening: concurrent timeouts all reach the threshold, only the first opens (and counts) it.
+        opened = self._update(
+            tenant_id,
+            sub_id,
+            UpdateExpression="SET breaker_until = :until ADD breaker_openings :one REMOVE probe_until",
+            ConditionExpression=(
+                f"{_EXISTS} AND timeouts >= :n AND (attribute_not_exists(breaker_until) OR breaker_until <= :now)"
+            ),
+            ExpressionAttributeValues=values(until=until, one=1, n=threshold, now=now),
+        )
+        return (_isolation(opened), True) if opened is not None else (learned, False)
+
+    def take_probe(self, tenant_id: str, sub_id: str, *, now: float, until: float) -> bool:
+        """Half-open: let one attempt through once the breaker's time is over. True for the one caller that
+        takes the probe (until ``until``, when another may take it if this one never reported back)."""
+        done = self._update(
+            tenant_id,
+            sub_id,
+            UpdateExpression="SET probe_until = :until",
+            ConditionExpression=(
+                f"{_EXISTS} AND breaker_until <= :now AND (attribute_not_exists(probe_until) OR probe_until <= :now)"
+            ),
+            ExpressionAttributeValues=values(until=until, now=now),
+        )
+        return done is not None
+
+    def reset(self, tenant_id: str, sub_id: str) -> None:
+        """The endpoint answered (any answer but a timeout): no timeouts in a row, the breaker closed."""
+        self._update(
+            tenant_id,
+            sub_id,
+            UpdateExpression="SET timeouts = :zero, breaker_openings = :zero REMOVE breaker_until, probe_until",
+            ConditionExpression=_EXISTS,
+            ExpressionAttributeValues=values(zero=0),
+        )
+
+
+def _isolation(item: dict[str, Any]) -> Isolation:
+    return Isolation.model_validate({name: item[name] for name in Isolation.ATTRIBUTES if name in item})

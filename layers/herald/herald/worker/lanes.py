@@ -1,0 +1,164 @@
+"""Isolation of slow endpoints: the slow lane and the per-subscription circuit breaker.
+
+A batch ends when its slowest send ends, and a worker stuck on an endpoint that hangs takes no other work:
+without isolation one hanging subscriber delays every tenant's webhooks. Two mechanisms keep it apart,
+both learned from the subscription's own attempts and kept on its item (``Isolation``, written by
+``storage.isolation`` without touching the record's version):
+
+- **The slow lane.** An attempt still unanswered after ``slow_lane_after_seconds``, or one that timed out,
+  puts its subscription on the slow lane for ``slow_lane_seconds``: a second queue with its own event source
+  (its own ``MaximumConcurrency``) on the same function. A delivery message of a slow subscription received
+  from the work queue is forwarded there before any attempt (no attempt, no step of its retry schedule), so
+  the work queue's invocations only ever wait for endpoints that answer.
+- **The circuit breaker.** After ``breaker_timeouts`` timeouts in a row the breaker opens for
+  ``breaker_open_seconds``, doubled each time it opens again without an answer in between (at most
+  ``breaker_max_open_seconds``). Deliveries arriving meanwhile are held (``schedule.hold``) until it closes,
+  without an attempt and without a step of their retry schedule; none is lost. Once its time is over it is
+  half-open: one delivery takes the probe (a conditional write), the others wait for the probe's outcome.
+  Any answer that is not a timeout closes it; a timeout opens it again, for longer.
+
+An attempt someone asked for (a manual retry, a recovery, a redelivery, a test event) is not held by the
+breaker: it serves as a probe. Everything here runs after the delivery's lease is taken; a delivery diverted gives
+its lease back first, like a rate-limit postponement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from herald.metrics import Metric
+from herald.records import ErrorKind, Trigger
+from herald.worker.pacing import START_MARGIN_SECONDS
+from herald.worker.schedule import hold
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+    from herald.messages import DeliveryMessage
+    from herald.records import Subscription
+    from herald.sender import Outcome
+    from herald.worker.runtime import Worker
+
+logger = Logger(service="herald", child=True)
+
+#: Held deliveries come back spread over this share of their wait (at least a second), not all at once.
+HOLD_SPREAD = 0.1
+#: What each worker marked slow itself, and until when: the attempts of one batch to one slow endpoint write once.
+_MARKED: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+def on_slow_lane(worker: Worker, record: SQSRecord) -> bool:
+    """Whether this record was received from the slow lane's queue (its event source's ARN names it)."""
+    slow_url = worker.settings.slow_queue_url
+    source = record.event_source_arn or ""
+    return bool(slow_url) and source.rsplit(":", 1)[-1] == slow_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+async def diverted(
+    worker: Worker,
+    message: DeliveryMessage,
+    record: SQSRecord,
+    sub: Subscription,
+    *,
+    single_shot: bool,
+    release: Callable[[], Awaitable[Any]],
+    log: dict[str, Any],
+) -> bool:
+    """Before an attempt: forward a slow subscription's delivery to the slow lane, or hold it while its
+    breaker is open (or while another delivery probes it). True when the delivery was diverted: its lease
+    is given back and its message carried on by a copy; no attempt is made here."""
+    now = worker.clock()
+    learned = sub.isolation
+    if learned.slow_until > now and worker.settings.slow_queue_url and not on_slow_lane(worker, record):
+        await release()
+        worker.metrics.add(Metric.TO_SLOW_LANE)
+        logger.info("delivery forwarded to the slow lane", extra=log)
+        await hold(worker, message.model_copy(update={"lane": "slow"}), record, 0)
+        return True
+    if single_shot or message.trigger is not Trigger.SCHEDULED or learned.breaker_until <= 0:
+        return False  # asked for (a manual retry, a recovery, a redelivery, a test): it probes the endpoint
+    if learned.breaker_until > now:
+        wait = learned.breaker_until - now
+    else:
+        # Half-open: one probe at a time, until it reports back (or could have: its attempt's whole time).
+        probe_until = now + worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
+        take = worker.store.isolation.take_probe
+        if await worker.io(take, sub.tenant_id, sub.id, now=now, until=probe_until):
+            logger.info("circuit breaker half-open: this delivery probes the endpoint", extra=log)
+            return False
+        wait = probe_until - now
+    await release()
+    worker.metrics.add(Metric.BREAKER_HELD)
+    wait += worker.rng.uniform(0, max(1.0, wait * HOLD_SPREAD))
+    logger.info("delivery held by the circuit breaker", extra={**log, "held_seconds": round(wait, 1)})
+    await hold(worker, message, record, wait)
+    return True
+
+
+async def watch(worker: Worker, sub: Subscription, sending: Awaitable[Outcome], log: dict[str, Any]) -> Outcome:
+    """The attempt, watched: once it has been unanswered for ``slow_lane_after_seconds`` (shorter than the
+    timeout), its subscription goes to the slow lane at once, while the attempt carries on, so that its next
+    deliveries are forwarded even before this one ends."""
+    settings = worker.settings
+    task = asyncio.ensure_future(sending)
+    after = settings.slow_lane_after_seconds
+    if not settings.slow_queue_url or after >= settings.delivery_timeout_seconds:
+        return await task  # no slow lane, or the timeout itself says it (``learn``)
+    marked = _MARKED.setdefault(worker, {})
+    if max(sub.isolation.slow_until, marked.get(sub.id, 0.0)) > worker.clock() + settings.slow_lane_seconds / 2:
+        return await task  # on the slow lane for long enough already: no write
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), after)
+    except TimeoutError:
+        until = worker.clock() + settings.slow_lane_seconds
+        if marked.get(sub.id, 0.0) > until - settings.slow_lane_seconds / 2:
+            return await task  # another attempt of this batch marked it a moment ago
+        marked[sub.id] = until
+        try:
+            if await worker.io(worker.store.isolation.mark_slow, sub.tenant_id, sub.id, until=until):
+                worker.metrics.add(Metric.MARKED_SLOW)
+                logger.info("subscription on the slow lane: an attempt is slow to answer", extra=log)
+        except Exception:
+            logger.exception("subscription not put on the slow lane", extra=log)
+        return await task
+
+
+async def learn(worker: Worker, sub: Subscription, outcome: Outcome, log: dict[str, Any]) -> None:
+    """After a recorded attempt: a timeout counts towards the breaker (and puts the subscription on the slow
+    lane); any other outcome closes the breaker and ends the timeout streak. Writes only when something
+    changes; a failure here is logged, never turned into a repeated attempt."""
+    settings, store, now = worker.settings, worker.store, worker.clock()
+    learned = sub.isolation
+    try:
+        if outcome.error_kind is ErrorKind.TIMEOUT:
+            counted = await worker.io(
+                store.isolation.count_timeout,
+                sub.tenant_id,
+                sub.id,
+                now=now,
+                slow_until=now + settings.slow_lane_seconds,
+                threshold=settings.breaker_timeouts,
+                open_seconds=settings.breaker_open_seconds,
+                max_open_seconds=settings.breaker_max_open_seconds,
+            )
+            if learned.slow_until <= now:
+                worker.metrics.add(Metric.MARKED_SLOW)
+            if counted is not None and counted[1]:
+                worker.metrics.add(Metric.BREAKER_OPENED)
+                until = counted[0].breaker_until
+                logger.warning(
+                    "circuit breaker opened: the endpoint keeps timing out",
+                    extra={**log, "timeouts": counted[0].timeouts, "open_seconds": round(until - now)},
+                )
+        elif learned.timeouts or learned.breaker_until or learned.probe_until:
+            await worker.io(store.isolation.reset, sub.tenant_id, sub.id)
+            if learned.breaker_until:
+                logger.info("circuit breaker closed: the endpoint answered", extra=log)
+    except Exception:
+        logger.exception("what the attempt says of the endpoint is not recorded", extra=log)

@@ -1,0 +1,311 @@
+"""Isolation of slow endpoints over real HTTP: the slow lane, the circuit breaker, and the latency from
+publication to delivery.
+
+Every receiver is a real server on 127.0.0.1 (a hanging one never answers, or answers after the timeout);
+the worker runs on the test's clock (``step`` moves it) and is fed by one poller per SQS event source of the
+template (the work queue's and the slow lane's), so which queue an attempt came from is counted batch by
+batch, never timed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from herald import ids
+from herald.storage.health import LATENCY_SAMPLES, AttemptTally
+from tests.delivery_support import (
+    Harness,
+    RawServer,
+    attempts,
+    deliveries,
+    only_delivery,
+    publish,
+    step,
+    subscribe,
+    verify,
+    when,
+)
+from tests.support import ADMIN, Clock, Receiver, TenantInfo
+
+pytestmark = pytest.mark.e2e
+
+#: Short timeouts keep the hanging attempts short in real time; the breaker opens after three in a row.
+FAST = {"delivery_timeout_seconds": 1.0, "breaker_timeouts": 3, "breaker_open_seconds": 60.0}
+
+
+@pytest.fixture
+def silent() -> Iterator[RawServer]:
+    server = RawServer("silent")
+    yield server
+    server.close()
+
+
+@dataclass
+class Batch:
+    """One invocation of the worker: the queue it read, and which endpoints it called meanwhile."""
+
+    lane: str
+    received: int
+    healthy_calls: int
+    hanging_calls: int
+
+
+def drain_by_lane(harness: Harness, healthy: Receiver, hanging: Callable[[], int]) -> list[Batch]:
+    """Run every event source's poller until no queue shows a message, noting for each invocation the lane it
+    served and the calls it made to each endpoint (``hanging`` counts the hanging endpoint's connections)."""
+    lanes = {harness.poller.queue_url: "work", **{poller.queue_url: "slow" for poller in harness.others}}
+    batches: list[Batch] = []
+    for _ in range(100):
+        received = 0
+        for poller in harness.pollers:
+            before = (len(healthy.received), hanging())
+            result = poller.poll_once()
+            if result.received:
+                received += result.received
+                after = (len(healthy.received), hanging())
+                lane = lanes[poller.queue_url]
+                batches.append(Batch(lane, result.received, after[0] - before[0], after[1] - before[1]))
+        if received == 0:
+            return batches
+    raise AssertionError("the queues never drained")
+
+
+def stats(client: Any, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+@pytest.mark.parametrize("settings_overrides", [FAST])
+def test_a_hanging_endpoint_moves_to_the_slow_lane_and_never_holds_back_a_healthy_one(
+    client, tenant, harness: Harness, receiver: Receiver, silent: RawServer
+) -> None:
+    # GIVEN a healthy subscriber and one that never answers (1 s timeout), on the same events
+    healthy = subscribe(client, tenant, receiver.url)
+    hanging = subscribe(client, tenant, silent.url)
+
+    # WHEN a first event is delivered: nothing is known of the hanging endpoint yet
+    first = publish(client, tenant.id)
+    learning = drain_by_lane(harness, receiver, lambda: silent.accepted)
+    # THEN both were called from the work queue, and the timeout put the hanging one on the slow lane
+    assert [(b.lane, b.healthy_calls, b.hanging_calls) for b in learning] == [("work", 0, 0), ("work", 1, 1)]
+    assert stats(client, tenant, hanging.id)["lane"] == "slow"
+    assert stats(client, tenant, healthy.id)["lane"] == "fast"
+
+    # WHEN four more events are published
+    later = [publish(client, tenant.id) for _ in range(4)]
+    batches = drain_by_lane(harness, receiver, lambda: silent.accepted)
+
+    # THEN no invocation of the work queue called the hanging endpoint: its deliveries were forwarded to the
+    # slow lane before any attempt, and only slow-lane invocations waited for it
+    work = [batch for batch in batches if batch.lane == "work"]
+    slow = [batch for batch in batches if batch.lane == "slow"]
+    assert sum(batch.hanging_calls for batch in work) == 0
+    assert sum(batch.healthy_calls for batch in work) == 4
+    assert sum(batch.healthy_calls for batch in slow) == 0
+    assert sum(batch.hanging_calls for batch in slow) >= 1
+    # AND the healthy subscriber got every event exactly once, verified, at its first attempt
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted([first, *later])
+    for got in receiver.received:
+        verify(healthy.secret, got)
+    for event_id in [first, *later]:
+        delivery = harness.services.store.deliveries.get_state(ids.delivery_id(event_id, healthy.id))
+        assert delivery is not None
+        assert (delivery.delivery.status.value, delivery.delivery.attempts) == ("succeeded", 1)
+    # AND none of the hanging subscriber's deliveries is lost: each is pending, its attempts are exactly the
+    # connections the endpoint saw (forwarding and holding spend none), and each waits on a queue
+    pending = deliveries(client, tenant, hanging.id)
+    assert sorted(d["event_id"] for d in pending) == sorted([first, *later])
+    assert {d["status"] for d in pending} == {"pending"}
+    assert sum(d["attempts"] for d in pending) == silent.accepted
+    waiting = sum(harness.counts(url)[1] for url in harness.queue_urls) + harness.scheduled()
+    assert waiting == len(pending)
+
+
+@pytest.mark.parametrize("settings_overrides", [{**FAST, "breaker_timeouts": 2}])
+def test_the_breaker_holds_deliveries_without_spending_attempts_then_probes_once(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber that answers only after the 1 s timeout
+    receiver.default = (200, {}, b"late", 2.0)
+    sub = subscribe(client, tenant, receiver.url)
+    events = [publish(client, tenant.id) for _ in range(2)]
+    harness.drain()
+    # WHEN two attempts in a row time out, the breaker opens
+    assert len(receiver.received) == 2
+    opened = stats(client, tenant, sub.id)
+    assert (opened["breaker"], opened["consecutive_timeouts"]) == ("open", 2)
+    assert when(opened["breaker_open_until"]) - clock() == pytest.approx(60, abs=2)
+
+    # WHEN three more events arrive while it is open
+    events += [publish(client, tenant.id) for _ in range(3)]
+    holds_before = len(harness.holds)
+    harness.drain()
+    # THEN nothing is sent: each delivery waits for the breaker, with no attempt spent and no retry step taken
+    assert len(receiver.received) == 2
+    held = [d for d in deliveries(client, tenant, sub.id) if d["event_id"] in events[2:]]
+    assert [(d["status"], d["attempts"], d["next_attempt_at"]) for d in held] == [("pending", 0, None)] * 3
+    breaker_waits = [wait for wait in harness.holds[holds_before:] if wait >= 50]
+    assert len(breaker_waits) == 3
+    assert all(60 <= wait <= 60 + 60 * 0.1 + 2 for wait in breaker_waits)
+
+    # WHEN its time is over (the endpoint still hangs)
+    step(harness, clock, 75)
+    # THEN exactly one delivery probed it, and the breaker opened again, for twice as long
+    assert len(receiver.received) == 3
+    reopened = stats(client, tenant, sub.id)
+    assert reopened["breaker"] == "open"
+    assert when(reopened["breaker_open_until"]) - clock() == pytest.approx(120, abs=2)
+
+    # WHEN the endpoint recovers and the breaker's time is over again
+    receiver.default = (200, {}, b"ok", 0.0)
+    for _ in range(4):
+        step(harness, clock, 130)
+    # THEN the probe closed the breaker and every delivery went through, none lost
+    closed = stats(client, tenant, sub.id)
+    assert (closed["breaker"], closed["consecutive_timeouts"]) == ("closed", 0)
+    final = deliveries(client, tenant, sub.id)
+    assert sorted(d["event_id"] for d in final) == sorted(events)
+    assert {d["status"] for d in final} == {"succeeded"}
+    # AND every attempt is a request the endpoint saw: the waits behind the breaker spent none
+    assert sum(d["attempts"] for d in final) == len(receiver.received)
+    answered = [r.headers["webhook-id"] for r in receiver.received[-len(events) :]]
+    assert sorted(answered) == sorted(events)
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.3}],
+)
+def test_a_slow_but_successful_endpoint_gets_each_delivery_once_through_the_slow_lane(
+    client, tenant, harness: Harness, receiver: Receiver, make_receiver
+) -> None:
+    # GIVEN a subscriber that answers 200 after 1 s (slow, within the 5 s timeout), and a fast one
+    receiver.default = (200, {}, b"ok", 1.0)
+    slow_sub = subscribe(client, tenant, receiver.url)
+    fast = make_receiver()
+    fast_sub = subscribe(client, tenant, fast.url)
+    # WHEN a first event is delivered, then three more
+    first = publish(client, tenant.id)
+    first_batches = drain_by_lane(harness, fast, lambda: len(receiver.received))
+    later = [publish(client, tenant.id) for _ in range(3)]
+    batches = drain_by_lane(harness, fast, lambda: len(receiver.received))
+    # THEN the first attempt, still unanswered after 0.3 s, put the subscription on the slow lane while it ran
+    assert [(b.lane, b.hanging_calls) for b in first_batches] == [("work", 0), ("work", 1)]
+    assert stats(client, tenant, slow_sub.id)["lane"] == "slow"
+    # AND the later deliveries were sent from the slow lane only, the fast subscriber's from the work queue
+    assert sum(b.hanging_calls for b in batches if b.lane == "work") == 0
+    assert sum(b.hanging_calls for b in batches if b.lane == "slow") == 3
+    assert sum(b.healthy_calls for b in batches if b.lane == "work") == 3
+    # AND each subscriber got each event exactly once, verified, at its first attempt (no duplicates)
+    for server, sub in ((receiver, slow_sub), (fast, fast_sub)):
+        assert sorted(r.headers["webhook-id"] for r in server.received) == sorted([first, *later])
+        for got in server.received:
+            verify(sub.secret, got)
+        assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}
+
+
+def test_latency_from_publication_is_recorded_per_attempt_and_in_the_stats(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber that refuses the first delivery, then accepts
+    receiver.responses = [(503, {}, b"busy", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    created = when(client.get(f"/v1/events/{event_id}", headers=ADMIN).json()["created_at"])
+    # WHEN it is delivered, and retried 6 s later on the worker's clock
+    harness.drain()
+    step(harness, clock, 6)
+    # THEN each attempt logs the time from the event's creation to its response, the wait included
+    delivery = only_delivery(client, tenant, sub.id)
+    assert delivery["status"] == "succeeded"
+    first, second = attempts(client, tenant, sub.id, delivery["id"])
+    for attempt in (first, second):
+        expected = max(0, (when(attempt["finished_at"]) - created) * 1000)
+        assert attempt["latency_ms"] == pytest.approx(expected, abs=1)
+    assert second["latency_ms"] >= first["latency_ms"] + 5000
+    # AND the stats give the percentiles of the successful attempts' latencies
+    answer = stats(client, tenant, sub.id)
+    assert answer["latency_samples"] == 1
+    assert answer["latency_p50_ms"] == answer["latency_p95_ms"] == second["latency_ms"]
+
+
+def test_latency_percentiles_keep_the_latest_deliveries_only(client, tenant, harness: Harness, receiver) -> None:
+    # GIVEN a subscription whose stats have counted many successful attempts (written as a worker's batches
+    # would), with latencies 1..N ms in order
+    sub = subscribe(client, tenant, receiver.url)
+    health = harness.services.store.health
+    start = datetime.now(UTC)
+    total = 3 * LATENCY_SAMPLES
+    for chunk in range(0, total, 16):
+        tallies = [
+            AttemptTally(True, 200, start + timedelta(milliseconds=n), latency_ms=n + 1)
+            for n in range(chunk, min(total, chunk + 16))
+        ]
+        health.count_attempts(sub.id, tallies, failing_after=3, expires_at=2_000_000_000)
+    # THEN the list stays bounded, its oldest entries dropped, and the percentiles are the latest ones'
+    kept = health.get_stats(sub.id)["recent_latency_ms"]
+    assert LATENCY_SAMPLES <= len(kept) < 2 * LATENCY_SAMPLES
+    assert kept == list(range(total - len(kept) + 1, total + 1))
+    answer = stats(client, tenant, sub.id)
+    assert answer["latency_samples"] == len(kept)
+    assert answer["latency_p50_ms"] == kept[(len(kept) + 1) // 2 - 1]
+    assert answer["attempts"] == total
+
+
+def test_what_is_learned_survives_the_apis_rewrites_and_a_new_url_starts_afresh(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose breaker the worker opened (its writes do not bump the subscription's version)
+    sub = subscribe(client, tenant, receiver.url)
+    version = harness.services.store.subscriptions.get(tenant.id, sub.id)
+    assert version is not None
+    now = harness.worker.clock()
+    counted = harness.services.store.isolation.count_timeout(
+        tenant.id, sub.id, now=now, slow_until=now + 900, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert counted is not None
+    assert counted[1]
+    stored = harness.services.store.subscriptions.get(tenant.id, sub.id)
+    assert stored is not None
+    assert stored.version == version.version
+    # WHEN the tenant changes its description, then its URL
+    described = client.patch(f"/v1/subscriptions/{sub.id}", json={"description": "billing"}, headers=tenant.headers)
+    assert described.status_code == 200, described.text
+    kept = stats(client, tenant, sub.id)
+    moved = client.patch(f"/v1/subscriptions/{sub.id}", json={"url": receiver.url + "/v2"}, headers=tenant.headers)
+    assert moved.status_code == 200, moved.text
+    fresh = stats(client, tenant, sub.id)
+    # THEN the description's rewrite kept the breaker and the slow lane, and the new endpoint starts afresh
+    assert (kept["breaker"], kept["lane"], kept["consecutive_timeouts"]) == ("open", "slow", 1)
+    assert (fresh["breaker"], fresh["lane"], fresh["consecutive_timeouts"]) == ("closed", "fast", 0)
+    # AND neither the subscription's answer nor its listing shows what the worker learned
+    assert "breaker_until" not in moved.json()
+    assert "isolation" not in moved.json()
+
+
+def test_a_test_event_goes_through_an_open_breaker_and_its_answer_closes_it(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose breaker is open, and an event held by it
+    sub = subscribe(client, tenant, receiver.url)
+    now = harness.worker.clock()
+    harness.services.store.isolation.count_timeout(
+        tenant.id, sub.id, now=now, slow_until=0, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    held = publish(client, tenant.id)
+    harness.drain()
+    assert receiver.received == []
+    assert [(d["event_id"], d["attempts"]) for d in deliveries(client, tenant, sub.id)] == [(held, 0)]
+    # WHEN the tenant sends a test event
+    sent = client.post(f"/v1/subscriptions/{sub.id}/test", headers=tenant.headers)
+    assert sent.status_code == 202, sent.text
+    harness.drain()
+    # THEN it was delivered at once, as a probe, and its answer closed the breaker
+    assert [r.headers["webhook-id"] for r in receiver.received] == [sent.json()["event_id"]]
+    assert stats(client, tenant, sub.id)["breaker"] == "closed"
