@@ -148,8 +148,9 @@ def test_the_slow_lane_queue_is_a_work_queue_like_the_first(template: dict[str, 
     assert variables["HERALD_SLOW_QUEUE_URL"] == {"Ref": "SlowQueue"}
     statements = [
         statement
-        for statement in _properties(template, "DeliveryFunction")["Policies"][0]["Statement"]
-        if statement["Action"] == "sqs:SendMessage"
+        for policy in _properties(template, "DeliveryFunctionRole")["Policies"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if isinstance(statement, dict) and "sqs:SendMessage" in statement.get("Action", [])
     ]
     assert any({"Fn::GetAtt": ["SlowQueue", "Arn"]} in statement["Resource"] for statement in statements)
 

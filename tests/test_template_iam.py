@@ -244,15 +244,16 @@ def test_every_route_of_the_api_is_reached(source: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- resources
 
 
-def test_the_delivery_function_consumes_only_the_work_queue(transformed: dict[str, Any]) -> None:
-    work_queue = {"Fn::GetAtt": ["WorkQueue", "Arn"]}
-    # GIVEN the one event source mapping of the delivery function
-    assert _polled_queues(transformed, "DeliveryFunction") == [work_queue]
+def test_the_delivery_function_consumes_only_its_two_queues(transformed: dict[str, Any]) -> None:
+    queues = [{"Fn::GetAtt": ["WorkQueue", "Arn"]}, {"Fn::GetAtt": ["SlowQueue", "Arn"]}]
+    # GIVEN the event source mappings of the delivery function: the work queue and the slow lane
+    key = str
+    assert sorted(_polled_queues(transformed, "DeliveryFunction"), key=key) == sorted(queues, key=key)
     assert _polled_queues(transformed, "ApiFunction") == []
-    # THEN the poller's actions are granted on the work queue and nowhere else
+    # THEN the poller's actions are granted on those two queues and nowhere else
     for statement in _statements(transformed, "DeliveryFunction"):
         if SQS_POLLER_ACTIONS & set(_as_list(statement["Action"])):
-            assert _as_list(statement["Resource"]) == [work_queue], statement
+            assert sorted(_as_list(statement["Resource"]), key=key) == sorted(queues, key=key), statement
     # ... and the dead-letter queue only ever gets messages from it
     dead_letter = [
         s
