@@ -59,7 +59,7 @@ def port_in_use(host: str, port: int) -> bool:
 
 
 @dataclass
-class LocalStack:
+class EmbeddedStack:
     """A running local stack; ``stop()`` ends the worker threads and the moto server."""
 
     moto: ThreadedMotoServer
@@ -243,7 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.pop("HERALD_ADMIN_KEY", None)  # the app reads it from the secret, as in a deployment
     moto, endpoint, resources = start_aws(args.host, args.aws_port, admin_key)
     stop = threading.Event()
-    stack = LocalStack(moto, endpoint, resources, admin_key, stop, start_workers(args.workers, stop, resources))
+    stack = EmbeddedStack(moto, endpoint, resources, admin_key, stop, start_workers(args.workers, stop, resources))
 
     from herald.api import create_app
 

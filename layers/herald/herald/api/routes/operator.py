@@ -13,7 +13,7 @@ from herald.api.deps import IteratorQuery, LimitQuery, OperatorDep, ServicesDep
 from herald.domain import subscriptions
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.records import WILDCARD, Subscription
-from herald.schemas import Page, SubscriptionCreated, SubscriptionOut
+from herald.schemas import Page, SubscriptionOut, SubscriptionWithSecret
 from herald.services import Services
 
 router = APIRouter(prefix="/v1/operator/webhooks", tags=["operator"])
@@ -52,13 +52,13 @@ def _webhook_or_404(services: Services, webhook_id: str) -> Subscription:
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Register an endpoint for operational events")
 async def create_operator_webhook(
     body: OperatorWebhookIn, services: ServicesDep, _: OperatorDep
-) -> SubscriptionCreated:
+) -> SubscriptionWithSecret:
     """Herald POSTs operational events here (`subscription.disabled`, `delivery.exhausted`, `delivery.failing`,
     `subscription.recovered`), signed with the `whsec_` secret in the answer. It is shown only once: keep it."""
     sub = await subscriptions.create_operator_endpoint(
         services, str(body.url), body.event_types, description=body.description
     )
-    return SubscriptionCreated(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
+    return SubscriptionWithSecret(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
 
 
 @router.get("", summary="List the operational endpoints")

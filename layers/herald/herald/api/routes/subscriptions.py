@@ -16,11 +16,11 @@ from herald.schemas import (
     Page,
     SecretOut,
     SecretRotateIn,
-    SubscriptionCreated,
     SubscriptionIn,
     SubscriptionOut,
     SubscriptionStats,
     SubscriptionUpdate,
+    SubscriptionWithSecret,
     TestDeliveryOut,
 )
 
@@ -46,14 +46,16 @@ def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     summary="Subscribe a URL to event types",
     responses=_answers(404, 409, 422, 503),
 )
-async def create_subscription(body: SubscriptionIn, services: ServicesDep, tenant_id: TenantDep) -> SubscriptionCreated:
+async def create_subscription(
+    body: SubscriptionIn, services: ServicesDep, tenant_id: TenantDep
+) -> SubscriptionWithSecret:
     """Answers with the subscription's `whsec_` signing secret: verify every delivery with it.
 
     Optional delivery options: `headers` (extra request headers; `sensitive` ones are never shown back),
     `filter` (only the events whose payload matches) and `transform` (a JMESPath expression giving the body
     sent). Each is checked here; a problem is a 422 saying where."""
     sub = await subscriptions.create(services, tenant_id, body)
-    return SubscriptionCreated(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
+    return SubscriptionWithSecret(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
 
 
 @router.get("", summary="List subscriptions", responses=_answers(422, 503))

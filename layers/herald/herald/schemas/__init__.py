@@ -1,0 +1,91 @@
+"""The API's request and response models (``XIn`` / ``XUpdate`` / ``XOut``): the HTTP contract, one module per
+resource. Stored records are ``herald.records``; no model here is stored or sent as an event payload."""
+
+from __future__ import annotations
+
+from herald.schemas.common import (
+    MAX_EVENT_TYPES_PER_SUBSCRIPTION,
+    MAX_RATE_LIMIT,
+    ErrorBody,
+    ErrorDetail,
+    ErrorResponse,
+    Page,
+    StrictModel,
+    check_metadata,
+)
+from herald.schemas.events import (
+    MAX_BATCH_EVENTS,
+    AttemptOut,
+    DeliveryCounts,
+    DeliveryOut,
+    EventBatchIn,
+    EventBatchItem,
+    EventBatchOut,
+    EventIn,
+    EventOut,
+    EventTypeOut,
+)
+from herald.schemas.jobs import (
+    DeadLetterOut,
+    DeadLettersOut,
+    RecoveryIn,
+    RecoveryJobOut,
+    RedeliveryOut,
+    RedriveIn,
+    RedriveOut,
+)
+from herald.schemas.subscriptions import (
+    SecretOut,
+    SecretRotateIn,
+    SubscriptionIn,
+    SubscriptionOut,
+    SubscriptionStats,
+    SubscriptionUpdate,
+    SubscriptionWithSecret,
+    TestDeliveryOut,
+    check_event_types,
+)
+from herald.schemas.tenants import ApiKeyCreated, ApiKeyIn, ApiKeyOut, TenantCreated, TenantIn, TenantOut
+
+__all__ = [
+    "MAX_BATCH_EVENTS",
+    "MAX_EVENT_TYPES_PER_SUBSCRIPTION",
+    "MAX_RATE_LIMIT",
+    "ApiKeyCreated",
+    "ApiKeyIn",
+    "ApiKeyOut",
+    "AttemptOut",
+    "DeadLetterOut",
+    "DeadLettersOut",
+    "DeliveryCounts",
+    "DeliveryOut",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorResponse",
+    "EventBatchIn",
+    "EventBatchItem",
+    "EventBatchOut",
+    "EventIn",
+    "EventOut",
+    "EventTypeOut",
+    "Page",
+    "RecoveryIn",
+    "RecoveryJobOut",
+    "RedeliveryOut",
+    "RedriveIn",
+    "RedriveOut",
+    "SecretOut",
+    "SecretRotateIn",
+    "StrictModel",
+    "SubscriptionIn",
+    "SubscriptionOut",
+    "SubscriptionStats",
+    "SubscriptionUpdate",
+    "SubscriptionWithSecret",
+    "TenantCreated",
+    "TenantIn",
+    "TenantOut",
+    "TestDeliveryOut",
+    "check_event_types",
+    "check_metadata",
+]

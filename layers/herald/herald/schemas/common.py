@@ -1,0 +1,63 @@
+"""The API's shared shapes: the one error answer, pages, strict request bodies, the limits bodies state."""
+
+from __future__ import annotations
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+)
+
+from herald.records import (
+    Metadata,
+)
+
+MAX_EVENT_TYPES_PER_SUBSCRIPTION = 50
+
+
+#: The highest per-subscription delivery rate one can set (deliveries per second).
+MAX_RATE_LIMIT = 1000
+
+
+class StrictModel(BaseModel):
+    """Request bodies: unknown fields are a 422, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def check_metadata(value: Metadata) -> Metadata:
+    if len(value) > 50:
+        raise ValueError("at most 50 metadata entries")
+    for key, item in value.items():
+        if not 1 <= len(key) <= 64 or len(item) > 512:
+            raise ValueError("metadata keys are 1-64 characters and values at most 512")
+    return value
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(default_factory=list, description="Where in the request the problem is.")
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape."""
+
+    code: str = Field(
+        description="Stable, machine-readable error code, e.g. `not_found`.",
+        examples=["not_found"],
+    )
+    message: str = Field(description="What went wrong, for humans.")
+    details: list[ErrorDetail] | None = Field(None, description="Field-level problems, for validation errors.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Page[T](BaseModel):
+    """One page of a listing. Pass ``iterator`` back to get the next page; ``done`` is true on the last."""
+
+    data: list[T]
+    iterator: str | None = Field(None, description="Opaque cursor of the next page.")
+    done: bool

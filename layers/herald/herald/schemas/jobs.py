@@ -1,0 +1,90 @@
+"""Recovery and redelivery jobs and the dead-letter queue, as the API takes and answers them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    Field,
+    model_validator,
+)
+
+from herald.records import (
+    RecoveryJob,
+    RecoveryStatus,
+)
+from herald.schemas.common import StrictModel
+
+
+class RecoveryIn(StrictModel):
+    since: AwareDatetime = Field(
+        description="Re-send the subscription's failed deliveries created at or after this time (with a time zone).",
+        examples=["2026-01-30T08:00:00Z"],
+    )
+    until: AwareDatetime | None = Field(None, description="... and before this time (default: now).")
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.until is not None and self.until <= self.since:
+            raise ValueError("`until` must be after `since`")
+        return self
+
+
+class RecoveryJobOut(BaseModel):
+    id: str
+    subscription_id: str
+    since: datetime
+    until: datetime
+    status: RecoveryStatus = Field(
+        description="`queued`, then `running` while deliveries are found and re-sent, `done` once each has settled."
+    )
+    queued: int = Field(description="Failed deliveries found in the window and queued for one more attempt.")
+    sent: int = Field(description="Of those, re-sent with success.")
+    failed: int = Field(description="Of those, whose extra attempt failed too (they stay failed).")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: RecoveryJob) -> Self:
+        return cls.model_validate(job.model_dump())
+
+
+class RedeliveryOut(BaseModel):
+    id: str = Field(description="The redelivery job.")
+    event_id: str
+    status: RecoveryStatus
+
+
+class DeadLetterOut(BaseModel):
+    message_id: str
+    kind: str | None = Field(description="The work message's kind (`delivery`, `fanout`, ...), none if unreadable.")
+    reason: str = Field(description="Why it is in the dead-letter queue.")
+    poison: bool = Field(description="Never processable: a redrive leaves it where it is.")
+    event_id: str | None = None
+    subscription_id: str | None = None
+    delivery_id: str | None = None
+    sent_at: datetime | None = Field(None, description="When the message was first sent to the work queue.")
+    receive_count: int = Field(description="How often SQS handed it out.")
+    redrives: int = Field(0, description="How often it was redriven to the work queue already.")
+    body: str = Field(description="The message body, cut to 1,000 characters.")
+
+
+class DeadLettersOut(BaseModel):
+    count: int = Field(description="Messages in the dead-letter queue (SQS's ApproximateNumberOfMessages).")
+    in_flight: int = Field(description="Messages being looked at or redriven right now (not visible).")
+    oldest_sent_at: datetime | None = Field(None, description="The oldest `sent_at` among the messages looked at.")
+    oldest_age_seconds: int | None = None
+    sample: list[DeadLetterOut]
+
+
+class RedriveIn(StrictModel):
+    limit: int = Field(100, strict=True, ge=1, le=10_000, description="Move at most this many messages.")
+
+
+class RedriveOut(BaseModel):
+    moved: int = Field(description="Messages sent back to the work queue, where they are processed normally.")
+    kept: int = Field(description="Poison messages looked at and left in the dead-letter queue.")
+    remaining: int = Field(description="Messages still in the dead-letter queue (approximate).")

@@ -1,0 +1,234 @@
+"""Subscriptions, their signing secrets and their stats, as the API takes and answers them."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any, Literal, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+
+from herald.delivery_options import CustomHeaders, HeadersIn, HeadersOut, HeadersPatch
+from herald.delivery_options.openapi import (
+    FILTER_DESCRIPTION,
+    FILTER_EXAMPLE,
+    SUBSCRIPTION_EXAMPLE,
+    TRANSFORM_DESCRIPTION,
+    TRANSFORM_EXAMPLE,
+    UPDATE_EXAMPLES,
+)
+from herald.records import (
+    WILDCARD,
+    Metadata,
+    Subscription,
+)
+from herald.schemas.common import MAX_EVENT_TYPES_PER_SUBSCRIPTION, MAX_RATE_LIMIT, StrictModel, check_metadata
+
+
+def check_event_types(value: list[str]) -> list[str]:
+    unique = sorted(set(value))
+    if WILDCARD in unique:
+        return [WILDCARD]
+    return unique
+
+
+class SubscriptionIn(StrictModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SUBSCRIPTION_EXAMPLE]})
+
+    url: AnyHttpUrl = Field(
+        description="Where deliveries are POSTed (http or https).",
+        examples=["https://example.com/webhooks"],
+    )
+    event_types: list[str] = Field(
+        min_length=1,
+        max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION,
+        description='Event type names from the catalog, or `["*"]` for all of them. At most 50; a deployment may '
+        "set fewer (`limit_exceeded`).",
+        examples=[["invoice.paid"]],
+    )
+    description: str = Field("", max_length=500, description="At most 500 characters; a deployment may set fewer.")
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description="Up to 50 string entries (keys 1-64, values up to 512 characters), at most 8 KiB as JSON by "
+        "default (`limit_exceeded` above the deployment's limit).",
+    )
+    rate_limit: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description="At most this many deliveries per second to this URL; more are postponed, never dropped.",
+    )
+    headers: HeadersIn = Field(default_factory=dict)
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION, examples=[FILTER_EXAMPLE])
+    transform: str | None = Field(None, description=TRANSFORM_DESCRIPTION, examples=[TRANSFORM_EXAMPLE])
+
+    _event_types = field_validator("event_types")(check_event_types)
+    _metadata = field_validator("metadata")(check_metadata)
+
+
+class SubscriptionUpdate(StrictModel):
+    """Only the fields given change. ``headers`` is a merge patch: a header mapped to `null` goes, one mapped to an
+    object is set (without `value` it keeps its stored value); `null` for `headers`, `filter` or `transform`
+    removes them all."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": UPDATE_EXAMPLES})
+
+    url: AnyHttpUrl | None = None
+    event_types: list[str] | None = Field(None, min_length=1, max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION)
+    description: str | None = Field(None, max_length=500)
+    metadata: Metadata | None = None
+    enabled: bool | None = Field(None, strict=True)
+    rate_limit: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description="Deliveries per second at most; `null` removes the limit.",
+    )
+    headers: HeadersPatch | None = Field(
+        None,
+        description='Changes to the custom headers (JSON merge patch): `{"X-Route": null}` removes one, an object '
+        "sets one, an object without `value` keeps the stored value; `null` removes every custom header.",
+    )
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION + " `null` removes it.")
+    transform: str | None = Field(None, description=TRANSFORM_DESCRIPTION + " `null` removes it.")
+
+    @field_validator("event_types")
+    @classmethod
+    def _types(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_event_types(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _meta(cls, value: Metadata | None) -> Metadata | None:
+        return None if value is None else check_metadata(value)
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    url: str
+    event_types: list[str]
+    description: str
+    metadata: Metadata
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None = Field(None, description="When Herald or the tenant disabled it.")
+    rate_limit: int | None = Field(None, description="Deliveries per second at most (none: no limit).")
+    headers: HeadersOut = Field(
+        default_factory=dict,
+        description='Custom request headers; a sensitive one is shown as `{"value": null, "sensitive": true}`.',
+    )
+    filter: dict[str, Any] | None = Field(None, description="The payload filter, if any.")
+    transform: str | None = Field(None, description="The JMESPath body transform, if any.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, sub: Subscription) -> Self:
+        """The subscription as the API shows it: sensitive header values masked."""
+        shown = sub.model_dump(exclude={"headers", "filter", "secrets"})
+        return cls.model_validate(
+            {
+                **shown,
+                "headers": CustomHeaders.from_stored(sub.headers).out(),
+                "filter": json.loads(sub.filter) if sub.filter else None,
+            }
+        )
+
+
+class SubscriptionStats(BaseModel):
+    """A subscription's delivery health, kept up to date by every attempt."""
+
+    attempts: int = Field(0, description="Attempts made (retries included).")
+    succeeded: int = Field(0, description="Attempts answered with a 2xx.")
+    failed: int = Field(0, description="Attempts that failed (any other answer, or none).")
+    success_rate: float | None = Field(None, description="succeeded / attempts, none before the first attempt.")
+    last_success_at: datetime | None = None
+    last_failure_at: datetime | None = None
+    last_status_code: int | None = Field(None, description="HTTP status of the latest attempt, if it got one.")
+    consecutive_failures: int = Field(0, description="Failed attempts since the latest success.")
+    failing_since: datetime | None = Field(
+        None,
+        description="Since when it has been failing continuously; it is disabled once that lasts the "
+        "deployment's window (5 days by default).",
+    )
+    latency_p50_ms: int | None = Field(
+        None,
+        description="Median time from an event's publication to its successful delivery, over the latest "
+        "64 to 128 successful attempts (retries included: their wait counts); none before the first success.",
+    )
+    latency_p95_ms: int | None = Field(None, description="95th percentile of the same latencies.")
+    latency_samples: int = Field(0, description="How many successful attempts the latency percentiles are over.")
+    lane: Literal["fast", "slow"] = Field(
+        "fast",
+        description="`slow` while its deliveries go through the slow lane (an attempt timed out or was slow to "
+        "answer recently), so that they never hold back other subscribers'.",
+    )
+    slow_until: datetime | None = Field(None, description="Until when it stays on the slow lane.")
+    breaker: Literal["closed", "open", "half_open"] = Field(
+        "closed",
+        description="The circuit breaker: `open` after several timeouts in a row (deliveries wait, without "
+        "spending attempts), `half_open` once that time is over (one delivery probes the endpoint).",
+    )
+    breaker_open_until: datetime | None = Field(None, description="Until when the breaker holds deliveries.")
+    consecutive_timeouts: int = Field(0, description="Attempts in a row that timed out.")
+
+    @classmethod
+    def of(cls, stats: dict[str, Any], sub: Subscription, now: float) -> Self:
+        """The answer from the stats item and what the worker learned of the endpoint (``sub.isolation``)."""
+        answer = cls.model_validate(stats)
+        if answer.attempts:
+            answer.success_rate = round(answer.succeeded / answer.attempts, 4)
+        latencies = sorted(int(value) for value in stats.get("recent_latency_ms", []))
+        if latencies:
+            answer.latency_p50_ms = _nearest_rank(latencies, 0.5)
+            answer.latency_p95_ms = _nearest_rank(latencies, 0.95)
+            answer.latency_samples = len(latencies)
+        learned = sub.isolation
+        answer.consecutive_timeouts = learned.timeouts
+        if learned.slow_until > now:
+            answer.lane, answer.slow_until = "slow", datetime.fromtimestamp(learned.slow_until, UTC)
+        if learned.breaker_until > now:
+            answer.breaker, answer.breaker_open_until = "open", datetime.fromtimestamp(learned.breaker_until, UTC)
+        elif learned.breaker_until > 0:
+            answer.breaker = "half_open"
+        return answer
+
+
+def _nearest_rank(ordered: list[int], fraction: float) -> int:
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+class SubscriptionWithSecret(SubscriptionOut):
+    secret: str = Field(description="The `whsec_` signing secret (Standard Webhooks format).")
+
+
+class SecretOut(BaseModel):
+    secret: str = Field(description="The current `whsec_` signing secret.")
+    previous_valid_until: datetime | None = Field(
+        None,
+        description="Until when the previous secret also signs deliveries (after a rotation).",
+    )
+
+
+class SecretRotateIn(StrictModel):
+    grace_hours: int | None = Field(
+        None,
+        strict=True,
+        ge=0,
+        le=168,
+        description="How long the old secret keeps signing (default: the deployment's setting).",
+    )
+
+
+class TestDeliveryOut(BaseModel):
+    event_id: str
+    delivery_id: str
