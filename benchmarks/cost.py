@@ -342,8 +342,8 @@ def _pass(stack: Stack, *, fanout: int, events: int, receiver_url: str, template
     import boto3
 
     from benchmarks.core import ApiGateway
+    from herald.local.event_sources import delivery_event_source
     from herald.local.poller import SqsPoller
-    from herald.local.resources import delivery_event_source
     from herald.worker import Worker, settle_all
 
     services = stack.services

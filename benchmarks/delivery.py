@@ -36,8 +36,8 @@ from benchmarks.core import (
 from benchmarks.receiver import ReceiverProcess
 from benchmarks.results import Ratio, Result
 from herald.domain.publishing import publish
+from herald.local.event_sources import delivery_event_source
 from herald.local.poller import SqsPoller
-from herald.local.resources import delivery_event_source
 from herald.worker import Worker, settle_all
 
 

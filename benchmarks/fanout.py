@@ -29,8 +29,8 @@ from benchmarks.core import (
     median,
 )
 from benchmarks.results import Ratio, Result
+from herald.local.event_sources import delivery_event_source
 from herald.local.poller import LambdaContext, sqs_event
-from herald.local.resources import delivery_event_source
 from herald.messages import DeliveryMessage, FanoutMessage, parse_message
 from herald.worker import Worker, settle_all
 

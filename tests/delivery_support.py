@@ -28,9 +28,10 @@ from standardwebhooks import Webhook as StandardWebhook
 from svix.webhooks import Webhook as SvixWebhook
 
 from herald import ids
+from herald.local.event_sources import delivery_event_sources
 from herald.local.moto_fixes import release_delays
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
-from herald.local.resources import SLOW_QUEUE_ID, WORK_QUEUE_ID, delivery_event_sources
+from herald.local.resources import SLOW_QUEUE_ID, WORK_QUEUE_ID
 from herald.records import SigningSecret, Subscription
 from herald.worker import Worker, settle_all
 from tests.support import ADMIN, INVOICE, ORDER

@@ -11,15 +11,13 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from herald.local.event_sources import EventSourceSettings, delivery_event_source, delivery_event_sources
 from herald.local.resources import (
     TEMPLATE_PATH_ENV,
-    EventSourceSettings,
     LocalResources,
     TemplateTranslationError,
     create_local_resources,
     default_template_path,
-    delivery_event_source,
-    delivery_event_sources,
     load_template,
 )
 from herald.settings import Settings

@@ -22,16 +22,10 @@ import uvicorn
 from moto.server import ThreadedMotoServer
 
 from herald import ids
+from herald.local.event_sources import EventSourceSettings, delivery_event_sources, delivery_schedule, run_schedule
 from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
-from herald.local.resources import (
-    EventSourceSettings,
-    LocalResources,
-    create_local_resources,
-    delivery_event_sources,
-    load_template,
-)
-from herald.local.schedule import delivery_schedule, run_schedule
+from herald.local.resources import LocalResources, create_local_resources, load_template
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

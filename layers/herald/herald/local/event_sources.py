@@ -1,0 +1,123 @@
+"""The DeliveryFunction's events, emulated as Lambda and EventBridge would deliver them, from ``template.yaml``:
+its SQS event sources (``poller`` polls each with these settings) and its ``ScheduleV2`` schedule (the sweep)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from herald.local.resources import (
+    DELIVERY_FUNCTION_ID,
+    LAMBDA_DEFAULT_TIMEOUT_SECONDS,
+    SQS_EVENT_DEFAULT_BATCH_SIZE,
+    WORK_QUEUE_ID,
+)
+from herald.local.template import (
+    Resolver,
+    TemplateResourceNotFoundError,
+    function_properties,
+    load_template,
+    references,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EventSourceSettings:
+    """How Lambda would feed the delivery function from one of its queues (the local poller mimics it)."""
+
+    batch_size: int
+    maximum_batching_window_seconds: int
+    function_timeout_seconds: int
+    report_batch_item_failures: bool
+    #: The template's logical id of the queue this event source reads.
+    queue_id: str = WORK_QUEUE_ID
+    #: ``ScalingConfig.MaximumConcurrency``: most invocations at once (None: no cap of its own).
+    maximum_concurrency: int | None = None
+
+
+def delivery_event_sources(template: dict[str, Any] | None = None) -> list[EventSourceSettings]:
+    """Every SQS event of the delivery function (the work queue's, then the others in template order), with
+    Globals and AWS defaults applied: the local stack and the tests poll each queue with its own settings."""
+    template = template if template is not None else load_template()
+    resolver = Resolver(template)
+    properties = function_properties(template, DELIVERY_FUNCTION_ID)
+    timeout = int(resolver.resolve(properties.get("Timeout", LAMBDA_DEFAULT_TIMEOUT_SECONDS)))
+    sources: list[EventSourceSettings] = []
+    for event in (properties.get("Events") or {}).values():
+        if not isinstance(event, dict) or event.get("Type") != "SQS":
+            continue
+        spec = event.get("Properties", {})
+        queues = [ref for ref in references(spec.get("Queue")) if ref in template.get("Resources", {})]
+        if len(queues) != 1:
+            raise TemplateResourceNotFoundError(
+                f"an SQS event of {DELIVERY_FUNCTION_ID} names no queue of the template"
+            )
+        concurrency = (spec.get("ScalingConfig") or {}).get("MaximumConcurrency")
+        sources.append(
+            EventSourceSettings(
+                batch_size=int(resolver.resolve(spec.get("BatchSize", SQS_EVENT_DEFAULT_BATCH_SIZE))),
+                maximum_batching_window_seconds=int(resolver.resolve(spec.get("MaximumBatchingWindowInSeconds", 0))),
+                function_timeout_seconds=timeout,
+                report_batch_item_failures="ReportBatchItemFailures"
+                in resolver.resolve(spec.get("FunctionResponseTypes", [])),
+                queue_id=queues[0],
+                maximum_concurrency=None if concurrency is None else int(resolver.resolve(concurrency)),
+            )
+        )
+    sources.sort(key=lambda source: source.queue_id != WORK_QUEUE_ID)
+    if not sources or sources[0].queue_id != WORK_QUEUE_ID or len({s.queue_id for s in sources}) != len(sources):
+        raise TemplateResourceNotFoundError(
+            f"{DELIVERY_FUNCTION_ID} needs exactly one SQS event on {WORK_QUEUE_ID} (and at most one per other queue)"
+        )
+    return sources
+
+
+def delivery_event_source(template: dict[str, Any] | None = None) -> EventSourceSettings:
+    """The delivery function's SQS event on the work queue (``delivery_event_sources``' first)."""
+    return delivery_event_sources(template)[0]
+
+
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours)\)$")
+_UNIT_SECONDS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600}
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    interval_seconds: int
+    input: dict[str, Any]
+
+
+def delivery_schedule(template: dict[str, Any] | None = None) -> ScheduleSettings:
+    """The DeliveryFunction's one ScheduleV2 event: how often it runs and with which input."""
+    template = template if template is not None else load_template()
+    events = [
+        event.get("Properties", {})
+        for event in (function_properties(template, DELIVERY_FUNCTION_ID).get("Events") or {}).values()
+        if isinstance(event, dict) and event.get("Type") == "ScheduleV2"
+    ]
+    if len(events) != 1:
+        raise TemplateResourceNotFoundError(f"{DELIVERY_FUNCTION_ID} needs one ScheduleV2 event, found {len(events)}")
+    match = _RATE.match(str(events[0].get("ScheduleExpression", "")))
+    if match is None:
+        raise TemplateResourceNotFoundError("the local stack emulates rate(N minutes|hours) schedules only")
+    return ScheduleSettings(int(match[1]) * _UNIT_SECONDS[match[2]], json.loads(events[0].get("Input", "{}")))
+
+
+def run_schedule(
+    stop: threading.Event, schedule: ScheduleSettings, handler: Callable[[dict[str, Any], Any], Any]
+) -> None:
+    """Invoke ``handler`` with the schedule's input every interval until ``stop`` is set."""
+    while not stop.wait(schedule.interval_seconds):
+        try:
+            handler(schedule.input, None)
+        except Exception:
+            logger.exception("the scheduled invocation failed; the next one runs on time")
