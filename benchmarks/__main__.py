@@ -95,6 +95,7 @@ Runner = Callable[[], "list[Figure] | Result"]
 
 
 def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Runner]:
+    # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks import figures
 
     latency = args.latency_ms / 1000
@@ -162,6 +163,7 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     args = parse_args(argv)
     stream: TextIO = sys.stderr if args.json else sys.stdout
 

@@ -80,6 +80,7 @@ class _Clock:
 
 
 def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str], None] = print) -> list[Figure]:
+    # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     import time
 
     from fastapi.testclient import TestClient

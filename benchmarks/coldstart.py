@@ -242,6 +242,7 @@ def api_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
 
 
 def delivery_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
+    # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks.core import make_subscriptions, make_tenant
     from benchmarks.receiver import ReceiverProcess
     from herald.domain.publishing import publish
@@ -313,6 +314,7 @@ def log_file() -> str:
 def delivery_memory(stack: Stack, *, batch: int, latency: float, out: Any) -> Figure:
     """Peak RSS of the DeliveryFunction's process (build output, Lambda's sys.path) handling a batch of
     ``batch`` deliveries to a receiver answering after ``latency``, after a warm-up batch of one."""
+    # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks.core import make_subscriptions, make_tenant
     from benchmarks.receiver import ReceiverProcess
     from herald.domain.publishing import publish

@@ -133,6 +133,7 @@ def run(
     moto_deepcopy: bool = False,
     out: Any = print,
 ) -> Result:
+    # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     result = Result("delivery", f"Concurrent delivery: one invocation with {batch} deliveries (moto {moto})")
     with local_stack(moto=moto, moto_deepcopy=moto_deepcopy) as stack, ReceiverProcess(latency) as receiver:
         bench = _Bench(stack, receiver, batch)

@@ -77,6 +77,7 @@ def run(
     moto_deepcopy: bool = False,
     out: Any = print,
 ) -> Result:
+    # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     result = Result("fanout", f"Fan-out: one event to {subscriptions:,} subscriptions (moto {moto})")
     source = delivery_event_source()
     with local_stack(moto=moto, moto_deepcopy=moto_deepcopy) as stack:

@@ -6,6 +6,9 @@ Nothing here replaces a component: the servers are real sockets, the recorder on
 is about to send (or has received), and the worker is Herald's own.
 """
 
+# Over 400 lines on purpose: the delivery harness, its recorders and the servers that misbehave on purpose, which every
+# delivery test shares; split, each part would import the others.
+
 from __future__ import annotations
 
 import base64

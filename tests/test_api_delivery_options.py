@@ -2,6 +2,9 @@
 when the event types change, dry-run, stored on the routing items; and hostile input refused with a located
 4xx that never repeats a sensitive value."""
 
+# Over 400 lines on purpose: one module per area of behaviour, whose tests share its fixtures and helpers and read
+# in order as that area's specification.
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,8 @@
 """Publishing events (operator only), the event catalog listing and the OpenAPI document with its webhooks."""
 
+# Over 400 lines on purpose: one module per area of behaviour, whose tests share its fixtures and helpers and read
+# in order as that area's specification.
+
 from __future__ import annotations
 
 import json

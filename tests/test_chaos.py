@@ -7,6 +7,9 @@ delivery's write), and the repeats are counted; no counter stays wrong (``herald
 a lost batch write left short); the API answers 503 with Retry-After, never a 500.
 """
 
+# Over 400 lines on purpose: one module per area of behaviour, whose tests share its fixtures and helpers and read
+# in order as that area's specification.
+
 from __future__ import annotations
 
 import os
@@ -86,6 +89,7 @@ def test_a_stream_under_the_fault_mix_arrives_whole_signed_and_counted(
     receiver: Receiver,
 ) -> None:
     # GIVEN the API over real HTTP and the worker, each with its own AWS clients drawing the fault mix
+    # Long on purpose: one GIVEN / WHEN / THEN story, read from start to end.
     api_services = Services.create(settings, session=aws)
     with serve(api_services) as base, httpx.Client(base_url=base, timeout=30) as http:
         tenant, subs = _setup(http, receiver)
@@ -320,6 +324,7 @@ moto_server = batches.moto_server
 def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server: str, receiver: Receiver) -> None:
     # GIVEN the template's resources on a moto server (short queue visibility), and the fault mix in every
     # Herald client: the worker process's (HERALD_FAULTS, as in `make run`) and this process's
+    # Long on purpose: one GIVEN / WHEN / THEN story, read from start to end.
     resources = create_local_resources(admin_key=ADMIN_KEY, session=boto3.session.Session(), prefix="chaos")
     sqs = boto3.session.Session().client("sqs")
     sqs.set_queue_attributes(QueueUrl=resources.queue_url, Attributes={"VisibilityTimeout": "3"})

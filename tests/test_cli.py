@@ -4,6 +4,9 @@ The CLI runs in-process (``herald.cli.main``) and once as the installed console 
 real app on moto-backed AWS; deliveries go to a real receiver and are verified with ``standardwebhooks``.
 """
 
+# Over 400 lines on purpose: one module per area of behaviour, whose tests share its fixtures and helpers and read
+# in order as that area's specification.
+
 from __future__ import annotations
 
 import json

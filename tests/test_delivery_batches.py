@@ -222,6 +222,7 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 @pytest.mark.slow
 def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Receiver, processes: Processes) -> None:
     # GIVEN the template's resources on a moto server, with a short queue visibility for the test
+    # Long on purpose: one GIVEN / WHEN / THEN story, read from start to end.
     resources = create_local_resources(admin_key=ADMIN_KEY, session=boto3.session.Session(), prefix="crash")
     sqs = boto3.session.Session().client("sqs")
     sqs.set_queue_attributes(QueueUrl=resources.queue_url, Attributes={"VisibilityTimeout": "3"})

@@ -4,6 +4,9 @@ Every receiver is a real server on 127.0.0.1; deliveries are verified with ``sta
 ``svix``. The worker runs on the real clock here; retry timing is in test_delivery_retries.py.
 """
 
+# Over 400 lines on purpose: one module per area of behaviour, whose tests share its fixtures and helpers and read
+# in order as that area's specification.
+
 from __future__ import annotations
 
 import json

@@ -8,6 +8,9 @@ handler with every file of ``events/`` named with the function's prefix (``api_`
 ``delivery_`` -> DeliveryFunction). The placeholders of those files are described in events/README.md.
 """
 
+# Over 400 lines on purpose: one module per area of behaviour, whose tests share its fixtures and helpers and read
+# in order as that area's specification.
+
 from __future__ import annotations
 
 import hashlib
@@ -210,6 +213,7 @@ def test_environment_resolves_every_variable(template, resources) -> None:
 
 def test_api_function_answers_its_sample_events(template, resources, aws, use_environment) -> None:
     # GIVEN the ApiFunction loaded from template.yaml with its environment (admin key from the moto secret)
+    # Long on purpose: one GIVEN / WHEN / THEN story, read from start to end.
     use_environment(function_environment(template, "ApiFunction", resources))
     handler = load_handler(template, "ApiFunction")
     timeout = float(function_properties(template, "ApiFunction")["Timeout"])

@@ -31,6 +31,7 @@ def emf_documents(output: str) -> list[dict[str, Any]]:
 def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, capsys, caplog
 ) -> None:
+    # Long on purpose: one GIVEN / WHEN / THEN story, read from start to end.
     caplog.set_level(logging.INFO)
     # GIVEN two subscriptions to one event: one answers 200, the other 500 (two attempts, then it is exhausted)
     ok, broken = make_receiver(), make_receiver()

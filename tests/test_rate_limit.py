@@ -99,6 +99,7 @@ def test_a_burst_to_a_rate_limited_subscription_arrives_within_the_rate_and_in_f
     client, tenant: TenantInfo, services: Services, settings, aws, timed_receiver: TimedReceiver
 ) -> None:
     # GIVEN a subscription limited to 10 deliveries a second
+    # Long on purpose: one GIVEN / WHEN / THEN story, read from start to end.
     created = client.post(
         "/v1/subscriptions",
         json={"url": timed_receiver.url, "event_types": ["invoice.paid"], "rate_limit": RATE},

@@ -44,6 +44,7 @@ def ports() -> tuple[int, int]:
 
 
 def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, int], processes: Processes) -> None:
+    # Long on purpose: one GIVEN / WHEN / THEN story, read from start to end.
     api_port, receiver_port = ports
     blocks = walkthrough_blocks()
     assert set(blocks) == {"terminal 1", "terminal 2", "terminal 3"}, blocks.keys()

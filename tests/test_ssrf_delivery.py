@@ -5,6 +5,9 @@ pre-check, the one lookup per connection, the check of every answer, the connect
 TLS with the original name. A "target" that must not be reached is a real server that counts what reaches it.
 """
 
+# Over 400 lines on purpose: one module per area of behaviour, whose tests share its fixtures and helpers and read
+# in order as that area's specification.
+
 from __future__ import annotations
 
 import asyncio

@@ -1,5 +1,8 @@
 """template.yaml, the layer's Makefile and requirements.txt: the invariants the design depends on."""
 
+# Over 400 lines on purpose: one module per area of behaviour, whose tests share its fixtures and helpers and read
+# in order as that area's specification.
+
 from __future__ import annotations
 
 import os

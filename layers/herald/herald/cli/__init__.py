@@ -5,6 +5,6 @@ Installed with the project (``[project.scripts]``); never shipped in the Lambda 
 
 from __future__ import annotations
 
-from herald.cli.commands import main
+from herald.cli.main import main
 
 __all__ = ["main"]

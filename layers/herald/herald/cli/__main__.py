@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from herald.cli.commands import main
+from herald.cli.main import main
 
 sys.exit(main())

@@ -12,6 +12,8 @@ Intrinsics are resolved the way CloudFormation would for a stack deployed with d
 ``!Ref`` of a parameter gives its ``Default``, ``!Ref``/``!GetAtt`` of a resource give the local resource's
 name, URL or ARN. Physical names are ``f"{prefix}-{logical_id}"``; calling :func:`create_local_resources`
 again against the same endpoint reuses what exists.
+
+(A little over 400 lines: the translation of each resource type and the builder that applies it read together.)
 """
 
 from __future__ import annotations

@@ -226,10 +226,9 @@ def _count_event(worker: Worker, job: _Job, settled: Delivery) -> None:
     worker.books.settled(job.event.id, expires_at, job.previous, settled)
 
 
-async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str) -> None:
-    attempt_number = job.delivery.attempts + 1
-    job.log["attempt"] = attempt_number
-    scheduled = job.scheduled if job.single_shot else job.scheduled + 1
+async def _held_back(worker: Worker, job: _Job, sub: Subscription, token: str) -> bool:
+    """Whether the attempt waits instead of being made now, its lease given back: the subscription's slow
+    lane or open breaker (``lanes``), or its rate limit. Neither is an attempt nor a step of the schedule."""
 
     async def release() -> None:
         await worker.io(worker.store.deliveries.release, job.delivery, token)
@@ -238,16 +237,25 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
     if await lanes.diverted(
         worker, job.message, job.record, sub, single_shot=job.single_shot, release=release, log=job.log
     ):
-        return
+        return True
     if sub.rate_limit is not None:
         postpone = await worker.pacer.slot(sub.id, sub.rate_limit, deadline=job.deadline)
         if postpone > 0:
             # Over the rate: no attempt, no step of the schedule; the message comes back for its slot.
-            await worker.io(worker.store.deliveries.release, job.delivery, token)
+            await release()
             worker.metrics.add(Metric.POSTPONED)
             logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
             await hold(worker, job.message, job.record, postpone)
-            return
+            return True
+    return False
+
+
+async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str) -> None:
+    attempt_number = job.delivery.attempts + 1
+    job.log["attempt"] = attempt_number
+    scheduled = job.scheduled if job.single_shot else job.scheduled + 1
+    if await _held_back(worker, job, sub, token):
+        return
     sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
     outcome = await lanes.watch(worker, sub, sending, job.log)  # an attempt slow to answer: slow lane at once
     next_at, status = next_step(outcome, scheduled, job.previous, job.single_shot, policy=worker.policy, rng=worker.rng)

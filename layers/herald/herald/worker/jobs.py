@@ -146,32 +146,11 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         # Filters hold as at fan-out: a subscription whose filter skips the event gets nothing (not counted
         # again: the event's ``filtered`` is what its fan-out skipped).
         sub_ids, _ = matching(event, routed)
-        delivery_ids = [ids.delivery_id(event.id, sub_id) for sub_id in sub_ids]
-        existing = await asyncio.gather(*(worker.io(store.deliveries.get, d) for d in delivery_ids))
-        again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
-        first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
-        taken = await asyncio.gather(*(_take(worker, message.job_id, ids.delivery_id(event.id, sub)) for sub in again))
-        messages = [
-            DeliveryMessage(
-                event_id=event.id,
-                tenant_id=tenant_id,
-                subscription_id=sub,
-                trigger=Trigger.MANUAL,
-                job_id=message.job_id,
-            )
-            for sub, ok in zip(again, taken, strict=True)
-            if ok
-        ]
-        messages += [DeliveryMessage(event_id=event.id, tenant_id=tenant_id, subscription_id=sub) for sub in first]
+        messages, first = await _redelivery_messages(worker, message, event.id, tenant_id, sub_ids)
         if first:
             # Deliveries the original fan-out never made: the event counts them, once however often this runs.
-            await worker.io(
-                store.events.count_fanout_page,
-                event.id,
-                marker,
-                expires_at=stored.expires_at,
-                matched=len(first),
-            )
+            count = store.events.count_fanout_page
+            await worker.io(count, event.id, marker, expires_at=stored.expires_at, matched=first)
         await send_concurrently(worker, messages)
         handled += len(routed)
         if next_cursor is None and route == routes[-1]:
@@ -185,6 +164,28 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
             continuation = message.model_copy(update={"route": route, "cursor": cursor})
             await worker.io(worker.queue.send, continuation)
             return
+
+
+async def _redelivery_messages(
+    worker: Worker, message: RedeliverMessage, event_id: str, tenant_id: str, sub_ids: list[str]
+) -> tuple[list[DeliveryMessage], int]:
+    """The messages of a page of a redelivery, and how many of them are first deliveries: a ticketed single
+    attempt (``manual``) for each existing delivery whose ticket this job takes, a regular first delivery for
+    each subscription that never had the event."""
+    delivery_ids = [ids.delivery_id(event_id, sub_id) for sub_id in sub_ids]
+    existing = await asyncio.gather(*(worker.io(worker.store.deliveries.get, d) for d in delivery_ids))
+    again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
+    first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
+    taken = await asyncio.gather(*(_take(worker, message.job_id, ids.delivery_id(event_id, sub)) for sub in again))
+    messages = [
+        DeliveryMessage(
+            event_id=event_id, tenant_id=tenant_id, subscription_id=sub, trigger=Trigger.MANUAL, job_id=message.job_id
+        )
+        for sub, ok in zip(again, taken, strict=True)
+        if ok
+    ]
+    messages += [DeliveryMessage(event_id=event_id, tenant_id=tenant_id, subscription_id=sub) for sub in first]
+    return messages, len(first)
 
 
 async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:

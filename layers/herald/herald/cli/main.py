@@ -1,0 +1,81 @@
+"""The ``herald`` command: parse, call the API (or AWS for the admin key), print the answer or the error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from herald.cli.client import ApiClient
+from herald.cli.config import (
+    aws_session,
+    resolve_config,
+)
+from herald.cli.errors import CliError
+from herald.cli.output import write_json
+
+if TYPE_CHECKING:
+    pass
+
+from herald.cli.commands import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    AwsHandler,
+    Shown,
+)
+from herald.cli.parser import build_parser
+
+
+def report(error: CliError, err: TextIO) -> None:
+    err.write(f"error: {error.code}: {error.message}\n")
+    for detail in getattr(error, "details", []):
+        if isinstance(detail, Mapping):
+            where = ".".join(str(part) for part in detail.get("loc", []))
+            err.write(f"  {where or '-'}: {detail.get('msg', '')}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    out, err = sys.stdout, sys.stderr
+    try:
+        shown = _run(args)
+    except CliError as exc:
+        report(exc, err)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    if getattr(args, "json", False):
+        write_json(out, shown.value)
+    else:
+        out.write(shown.text + "\n")
+        if shown.note:
+            err.write(f"{shown.note}\n")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> Shown:
+    """Run the command: through the API, or on the stack's AWS resources (``admin-key``)."""
+    region, profile = getattr(args, "region", None), getattr(args, "profile", None)
+    aws_handler: AwsHandler | None = getattr(args, "aws_handler", None)
+    if aws_handler is not None:
+        return aws_handler(aws_session(region=region, profile=profile), args)
+    config = resolve_config(
+        api_url=getattr(args, "api_url", None),
+        key=getattr(args, "key", None),
+        stack_name=getattr(args, "stack_name", None),
+        region=region,
+        profile=profile,
+        environ=os.environ,
+    )
+    with ApiClient(config.api_url, config.key) as client:
+        shown: Shown = args.handler(client, args)
+    return shown
