@@ -233,6 +233,13 @@ class Settings(BaseSettings):
         pattern=r"^#[0-9a-fA-F]{6}$",
         description="The portal's accent colour (buttons and links), as `#rrggbb`.",
     )
+    portal_logo_url: str = Field(
+        "",
+        max_length=65_536,
+        pattern=r"^$|^https://[A-Za-z0-9.-]+(:[0-9]+)?/[^\s'\"<>]*$|^data:image/(png|jpeg|webp|gif);base64,[A-Za-z0-9+/=]+$",
+        description="A logo shown beside the product name in the portal's header: an `https://` URL (its origin is "
+        "added to the portal's CSP `img-src`) or a `data:image/...;base64,` URI (no request at all). Empty: none.",
+    )
 
     @field_validator("admin_key")
     @classmethod

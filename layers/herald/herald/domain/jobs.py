@@ -32,7 +32,7 @@ REDELIVERY = "rdl"
 WINDOW_LOCK_SECONDS = 24 * 3600
 
 
-def _utc(moment: datetime, field: str) -> datetime:
+def as_utc(moment: datetime, field: str) -> datetime:
     try:
         return moment.astimezone(UTC)
     except OverflowError as exc:  # a time at the very edge of the calendar, with no UTC value
@@ -47,8 +47,8 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
     the same window (an identical request while it runs)."""
     now = utcnow()
     oldest = now - timedelta(days=services.settings.recovery_max_days)
-    since = _utc(body.since, "since")
-    until = _utc(body.until, "until") if body.until is not None else now
+    since = as_utc(body.since, "since")
+    until = as_utc(body.until, "until") if body.until is not None else now
     if since < oldest:
         raise InvalidInputError(
             f"`since` may be at most {services.settings.recovery_max_days} days ago",

@@ -25,4 +25,4 @@ def create_portal(api: FastAPI) -> ASGIApp:
     for module in (session, endpoints, logs):
         portal.include_router(module.router)
     settings = services_of(api).settings
-    return SecurityHeaders(portal, settings.portal_frame_ancestors)
+    return SecurityHeaders(portal, settings.portal_frame_ancestors, settings.portal_logo_url)

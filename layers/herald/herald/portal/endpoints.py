@@ -3,6 +3,8 @@ Every change goes through ``herald.domain`` (the same rules and messages as the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
@@ -10,12 +12,13 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from herald.catalog import catalog
+from herald.delivery_options import CustomHeaders
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
 from herald.errors import InvalidInputError
-from herald.portal.render import page
+from herald.portal.render import moment, page
 from herald.portal.security import change_form, fields_list, visitor
-from herald.records import DeliveryStatus, utcnow
+from herald.records import Delivery, DeliveryStatus, utcnow
 from herald.schemas import SubscriptionIn, SubscriptionUpdate
 
 if TYPE_CHECKING:
@@ -103,31 +106,82 @@ def _find(guest: Visitor, sub_id: str) -> Subscription:
 
 
 @router.get("/{sub_id}")
-async def show_endpoint(
-    request: Request, sub_id: str, status: str = "", event_type: str = "", note: str = ""
+async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the query string names them
+    request: Request,
+    sub_id: str,
+    status: str = "",
+    event_type: str = "",
+    since: str = "",
+    until: str = "",
+    note: str = "",
 ) -> Response:
     guest = _guest(request)
     sub = _find(guest, sub_id)
     wanted = DeliveryStatus(status) if status in DeliveryStatus else None
     of_type = event_type if event_type in catalog else None
     listed = guest.services.store.deliveries.list(
-        sub.id, status=wanted, limit=50, cursor=None, event_type=of_type
+        sub.id,
+        status=wanted,
+        limit=50,
+        cursor=None,
+        event_type=of_type,
+        since=moment(since, "since"),
+        until=moment(until, "until"),
     ).items
+    recent = guest.services.store.deliveries.list(sub.id, status=None, limit=100, cursor=None).items
     return page(
         request,
         "endpoint.html",
         guest,
         sub=sub,
+        chart=recent_attempts(recent, utcnow()),
         stats=deliveries.stats(guest.services, sub),
         deliveries=listed,
         status=status,
         event_type=of_type or "",
+        since=since,
+        until=until,
+        options=CustomHeaders.from_stored(sub.headers).out(),
         event_types=catalog.names(),
         statuses=[s.value for s in DeliveryStatus],
         note=note,
         previous_until=subscriptions.previous_valid_until(sub, utcnow()),
         grace_hours=guest.services.settings.secret_rotation_grace_hours,
     )
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of the chart of recent attempts: a two-hour slot, how many deliveries' latest attempt in it
+    succeeded and failed, and the bar's heights (of 50)."""
+
+    start: datetime
+    succeeded: int
+    failed: int
+    ok_height: float
+    bad_height: float
+
+
+CHART_SLOTS = 12
+CHART_SLOT = timedelta(hours=2)
+
+
+def recent_attempts(recent: list[Delivery], now: datetime) -> list[Bar]:
+    """The latest attempt of each of the newest deliveries, in two-hour slots over the last 24 hours: what the
+    endpoint's page draws (successes over failures, oldest slot first)."""
+    first = now - CHART_SLOT * CHART_SLOTS
+    counts = [[0, 0] for _ in range(CHART_SLOTS)]
+    for delivery in recent:
+        at = delivery.last_attempt_at
+        if at is None or at < first or at > now:
+            continue
+        slot = min(CHART_SLOTS - 1, int((at - first) / CHART_SLOT))
+        counts[slot][0 if delivery.status is DeliveryStatus.SUCCEEDED else 1] += 1
+    tallest = max([ok + bad for ok, bad in counts] + [1])
+    return [
+        Bar(first + CHART_SLOT * index, ok, bad, 50 * ok / tallest, 50 * bad / tallest)
+        for index, (ok, bad) in enumerate(counts)
+    ]
 
 
 @router.get("/{sub_id}/edit")

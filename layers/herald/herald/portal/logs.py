@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from herald.domain import deliveries, jobs, subscriptions
-from herald.errors import InvalidInputError, NotFoundError
-from herald.portal.render import page
+from herald.errors import NotFoundError
+from herald.portal.render import moment, page
 from herald.portal.security import change_form, visitor
 from herald.schemas import RecoveryIn
 
@@ -51,24 +51,14 @@ async def retry_delivery(request: Request, sub_id: str, delivery_id: str) -> Res
     return RedirectResponse(f"/portal/endpoints/{sub_id}/deliveries/{delivery_id}?note=retried", status_code=303)
 
 
-def _moment(value: str, field: str) -> datetime | None:
-    """A ``datetime-local`` form value, read as UTC (the page says so)."""
-    if not value.strip():
-        return None
-    try:
-        return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
-    except ValueError as exc:
-        raise InvalidInputError(f"`{field}` is not a date and time") from exc
-
-
 @router.post("/recover")
 async def recover(request: Request, sub_id: str) -> Response:
     guest = _guest(request)
     form = await change_form(request, guest)
     sub = subscriptions.find(guest.services, guest.tenant_id, sub_id, what="endpoint")
-    since = _moment(form.get("since", ""), "since") or datetime.now(UTC) - timedelta(hours=1)
+    since = moment(form.get("since", ""), "since") or datetime.now(UTC) - timedelta(hours=1)
     job = jobs.start_recovery(
-        guest.services, sub, RecoveryIn(since=since, until=_moment(form.get("until", ""), "until"))
+        guest.services, sub, RecoveryIn(since=since, until=moment(form.get("until", ""), "until"))
     )
     return RedirectResponse(f"/portal/endpoints/{sub_id}/recoveries/{job.id}", status_code=303)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from herald.api.deps import services_of
 from herald.api.errors import status_of
-from herald.errors import HeraldError
+from herald.errors import HeraldError, InvalidInputError
 from herald.portal.security import CSRF_FIELD, NotSignedInError, Visitor
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
         template,
         {
             "product": settings.portal_product_name,
+            "logo": settings.portal_logo_url,
             "guest": guest,
             "csrf_field": CSRF_FIELD,
             "csrf": guest.session.csrf_token if guest else "",
@@ -78,3 +80,13 @@ def install_error_pages(app: FastAPI) -> None:
     app.add_exception_handler(HeraldError, _herald_error)
     app.add_exception_handler(NotSignedInError, _not_signed_in)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+def moment(value: str, field: str) -> datetime | None:
+    """A ``datetime-local`` form value, read as UTC (the page says so)."""
+    if not value.strip():
+        return None
+    try:
+        return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise InvalidInputError(f"`{field}` is not a date and time") from exc

@@ -115,10 +115,14 @@ class SecurityHeaders:
     browsers send ``Origin: null`` on the portal's own form posts, and the Origin check could not tell them
     from another site's)."""
 
-    def __init__(self, app: ASGIApp, frame_ancestors: str) -> None:
+    def __init__(self, app: ASGIApp, frame_ancestors: str, logo_url: str = "") -> None:
         self.app = app
+        images = "'self' data:"
+        if logo_url.startswith("https://"):
+            parts = urlsplit(logo_url)
+            images += f" {parts.scheme}://{parts.netloc}"  # the operator's logo, from its own origin
         csp = (
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+            f"default-src 'none'; script-src 'self'; style-src 'self'; img-src {images}; connect-src 'self'; "
             f"form-action 'self'; base-uri 'none'; frame-ancestors {frame_ancestors}"
         )
         self.headers = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -204,8 +204,11 @@ class DeliveryRepository:
         limit: int,
         cursor: str | None,
         event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> PageResult[Delivery]:
-        """A subscription's deliveries, newest first, all or those in ``status`` (and of ``event_type``)."""
+        """A subscription's deliveries, newest first, all or those in ``status`` (and of ``event_type``, and
+        created in [``since``, ``until``]: the index sorts by creation time, so the window is a key condition)."""
         where: dict[str, str] | None = None
         if status is None:
             key, index = {"gsi1pk": keys.deliveries_partition(sub_id)}, "gsi1"
@@ -217,8 +220,14 @@ class DeliveryRepository:
             key, index = {"gsi2pk": keys.delivery_status_partition(sub_id, status.value)}, "gsi2"
         if event_type is not None:
             where = {**(where or {}), "event_type": event_type}
+        window = None
+        if since is not None or until is not None:
+            # Sort keys are "<created_at ISO 8601 in UTC>#<delivery id>": "~" sorts after every such suffix.
+            low = since.astimezone(UTC).isoformat() if since is not None else "0"
+            high = until.astimezone(UTC).isoformat() + "~" if until is not None else "9"
+            window = (low, high)
         items, next_cursor = self._table.query(
-            key=key, index=index, limit=limit, cursor=cursor, newest_first=True, where=where
+            key=key, index=index, limit=limit, cursor=cursor, newest_first=True, where=where, between=window
         )
         return PageResult([Delivery.model_validate(strip(item)) for item in items], next_cursor)
 

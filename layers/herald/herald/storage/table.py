@@ -225,9 +225,11 @@ class Table:
         cursor: str | None,
         newest_first: bool = False,
         where: Mapping[str, str] | None = None,
+        between: tuple[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a Query. ``key`` names the partition attribute and value; the cursor must belong to it.
-        ``where`` keeps only the items whose attributes have these values."""
+        ``where`` keeps only the items whose attributes have these values; ``between`` only the sort keys in
+        that range (both ends included)."""
         ((partition_attr, partition_value),) = key.items()
         sort_attr = "sk" if partition_attr == "pk" else partition_attr.replace("pk", "sk")
         condition = "#p = :p"
@@ -237,6 +239,10 @@ class Table:
             condition += " AND begins_with(#s, :prefix)"
             names["#s"] = sort_attr
             placeholders.update(values(prefix=prefix))
+        elif between is not None:
+            condition += " AND #s BETWEEN :low AND :high"
+            names["#s"] = sort_attr
+            placeholders.update(values(low=between[0], high=between[1]))
         query_filter = NOT_EXPIRED
         for number, (attribute, value) in enumerate((where or {}).items()):
             names[f"#w{number}"] = attribute

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from pydantic import AwareDatetime
 
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
 from herald.domain import deliveries, subscriptions
+from herald.domain.jobs import as_utc
 from herald.records import Delivery, DeliveryStatus
 from herald.schemas import AttemptOut, DeliveryOut, Page
 from herald.services import Services
@@ -26,11 +28,20 @@ async def list_deliveries(
     services: ServicesDep,
     tenant_id: TenantDep,
     status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="Only deliveries created at or after this time.")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Only deliveries created at or before this time.")] = None,
     limit: LimitQuery = 50,
     iterator: IteratorQuery = None,
 ) -> Page[DeliveryOut]:
     subscriptions.find(services, tenant_id, subscription_id)
-    page = services.store.deliveries.list(subscription_id, status=status, limit=limit, cursor=iterator)
+    page = services.store.deliveries.list(
+        subscription_id,
+        status=status,
+        limit=limit,
+        cursor=iterator,
+        since=as_utc(since, "since") if since is not None else None,
+        until=as_utc(until, "until") if until is not None else None,
+    )
     return Page(
         data=[DeliveryOut.of(d) for d in page.items],
         iterator=page.cursor,

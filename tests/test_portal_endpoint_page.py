@@ -1,0 +1,156 @@
+"""The portal's endpoint page over HTTP against the real app: the chart of recent attempts, the delivery log's
+time window (the API's listing has the same), the subscription's delivery options, and the operator's logo."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from herald.api import create_app
+from herald.portal.endpoints import CHART_SLOTS, recent_attempts
+from herald.records import Delivery, DeliveryStatus
+from herald.services import Services
+from tests.delivery_support import publish, subscribe
+from tests.portal_support import sign_in
+from tests.support import Receiver, TenantInfo, drain
+
+Browser = Callable[[], TestClient]
+LOGO = "https://cdn.example.com/brand/logo.png"
+
+
+@pytest.fixture
+def browser(services: Services) -> Iterator[Browser]:
+    opened: list[TestClient] = []
+
+    def make() -> TestClient:
+        client = TestClient(create_app(services), base_url="https://testserver", raise_server_exceptions=False)
+        opened.append(client.__enter__())
+        return opened[-1]
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+def _delivery(status: DeliveryStatus, at: datetime | None) -> Delivery:
+    return Delivery(
+        id="dlv_x",
+        event_id="evt_x",
+        subscription_id="sub_x",
+        tenant_id="tnt_x",
+        event_type="invoice.paid",
+        status=status,
+        attempts=1 if at else 0,
+        last_attempt_at=at,
+        created_at=at or datetime.now(UTC),
+        updated_at=at or datetime.now(UTC),
+    )
+
+
+def test_the_chart_counts_latest_attempts_in_two_hour_slots_over_a_day() -> None:
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    recent = [
+        _delivery(DeliveryStatus.SUCCEEDED, now - timedelta(minutes=10)),
+        _delivery(DeliveryStatus.SUCCEEDED, now - timedelta(minutes=50)),
+        _delivery(DeliveryStatus.FAILED, now - timedelta(minutes=30)),
+        _delivery(DeliveryStatus.PENDING, now - timedelta(hours=23)),
+        _delivery(DeliveryStatus.SUCCEEDED, now - timedelta(hours=30)),  # older than a day: left out
+        _delivery(DeliveryStatus.PENDING, None),  # never attempted: left out
+    ]
+    bars = recent_attempts(recent, now)
+    assert len(bars) == CHART_SLOTS
+    assert [(bar.succeeded, bar.failed) for bar in bars] == [(0, 1)] + [(0, 0)] * 10 + [(2, 1)]
+    tallest = max(bar.ok_height + bar.bad_height for bar in bars)
+    assert tallest == pytest.approx(50)
+    assert bars[-1].ok_height == pytest.approx(2 * bars[0].bad_height)
+
+
+def test_the_endpoint_page_draws_the_chart_and_shows_the_options(
+    browser: Browser, client: Any, tenant: TenantInfo, poller: Any, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint with a custom header (one of them sensitive), a filter and a transform, and deliveries
+    sub = subscribe(client, tenant, receiver.url)
+    options = {
+        "headers": {"X-Route": {"value": "eu-1"}, "Authorization": {"value": "Bearer s3cr3t", "sensitive": True}},
+        "filter": {"amount_cents": {"$gte": 1}},
+        "transform": "{kind: type, invoice: data.invoice_id}",
+    }
+    response = client.patch(f"/v1/subscriptions/{sub.id}", json=options, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    receiver.responses = [(500, {}, b"no", 0.0)]
+    publish(client, tenant.id)
+    publish(client, tenant.id)
+    drain(poller)
+    # WHEN the tenant opens the endpoint's page
+    me = browser()
+    sign_in(me, tenant.id)
+    page = me.get(f"/portal/endpoints/{sub.id}")
+    # THEN the chart says what it draws: one success and one failure in the last day
+    assert page.status_code == 200
+    assert re.search(r"in two-hour slots: 1 succeeded, 1 failed", page.text)
+    assert page.text.count('class="ok"') >= CHART_SLOTS
+    # AND the options are shown, the sensitive value never
+    assert "X-Route: eu-1" in page.text
+    assert "Authorization: (sensitive, set)" in page.text
+    assert "s3cr3t" not in page.text
+    assert "amount_cents" in page.text
+    assert "invoice: data.invoice_id" in page.text
+
+
+def test_the_delivery_log_and_the_listing_take_a_time_window(
+    browser: Browser, client: Any, tenant: TenantInfo, poller: Any, receiver: Receiver
+) -> None:
+    # GIVEN three deliveries to one endpoint
+    sub = subscribe(client, tenant, receiver.url)
+    for _ in range(3):
+        publish(client, tenant.id)
+    drain(poller)
+    listed = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
+    created = sorted(datetime.fromisoformat(d["created_at"]) for d in listed)
+    assert len(created) == 3
+    # WHEN the listing is asked for a window that holds only the newest, or none
+    since = (created[-1] - timedelta(microseconds=1)).isoformat()
+    newest = client.get(f"/v1/subscriptions/{sub.id}/deliveries", params={"since": since}, headers=tenant.headers)
+    until = (created[0] - timedelta(seconds=1)).isoformat()
+    older = client.get(f"/v1/subscriptions/{sub.id}/deliveries", params={"until": until}, headers=tenant.headers)
+    # THEN the API lists exactly what the window holds
+    assert [datetime.fromisoformat(d["created_at"]) for d in newest.json()["data"]] == [created[-1]]
+    assert older.json()["data"] == []
+    params = {"since": "2026-01-01T00:00:00"}  # no offset: which time is it?
+    naive = client.get(f"/v1/subscriptions/{sub.id}/deliveries", params=params, headers=tenant.headers)
+    assert naive.status_code == 422
+    # AND so does the portal's log, read as UTC
+    me = browser()
+    sign_in(me, tenant.id)
+    window = {"since": (created[0] + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")}
+    empty = me.get(f"/portal/endpoints/{sub.id}", params=window)
+    full = me.get(f"/portal/endpoints/{sub.id}", params={"since": "2020-01-01T00:00"})
+    assert empty.status_code == 200
+    assert "No delivery matching the filter yet." in empty.text
+    assert full.text.count("/deliveries/dlv_") == 3
+    bad = me.get(f"/portal/endpoints/{sub.id}", params={"since": "yesterday"})
+    assert bad.status_code == 422
+
+
+@pytest.mark.parametrize("settings_overrides", [{"portal_logo_url": LOGO}])
+def test_the_operators_logo_is_shown_and_allowed_by_the_csp(browser: Browser, tenant: TenantInfo) -> None:
+    me = browser()
+    sign_in(me, tenant.id)
+    page = me.get("/portal/endpoints")
+    assert f'<img class="logo" src="{LOGO}"' in page.text
+    assert "img-src 'self' data: https://cdn.example.com;" in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("logo", ["javascript:alert(1)", "http://cdn.example.com/logo.png", 'https://x/"onerror=1'])
+def test_a_logo_that_is_not_an_https_url_or_an_image_is_refused(logo: str) -> None:
+    from pydantic import ValidationError
+
+    from herald.settings import Settings
+
+    with pytest.raises(ValidationError):
+        Settings(table_name="t", queue_url="q", portal_logo_url=logo)
