@@ -13,7 +13,7 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,9 +184,12 @@ def make_tenant(services: Services, name: str = "Bench") -> Tenant:
     return tenant
 
 
-def make_subscriptions(services: Services, tenant_id: str, count: int, url: str) -> list[Subscription]:
-    """``count`` subscriptions to ``EVENT_TYPE``: one through ``Store.create_subscription``, many through
-    ``Store.import_subscriptions`` (BatchWriteItem, as a bulk import does; no HTTP)."""
+def make_subscriptions(
+    services: Services, tenant_id: str, count: int, url: str, filters: Sequence[str | None] = ()
+) -> list[Subscription]:
+    """``count`` subscriptions to ``EVENT_TYPE``: one through ``store.subscriptions.create``, many through
+    ``store.subscriptions.import_many`` (BatchWriteItem, as a bulk import does; no HTTP). The first
+    ``len(filters)`` carry those payload filters (stored form, ``CompiledFilter.to_stored``)."""
     now = utcnow()
     subs = [
         Subscription(
@@ -194,6 +197,7 @@ def make_subscriptions(services: Services, tenant_id: str, count: int, url: str)
             tenant_id=tenant_id,
             url=f"{url}/{index}" if url != UNUSED_URL else url,
             event_types=[EVENT_TYPE],
+            filter=filters[index] if index < len(filters) else None,
             secrets=[SigningSecret(secret=ids.new_signing_secret(), created_at=now)],
             created_at=now,
             updated_at=now,

@@ -29,6 +29,7 @@ from benchmarks.core import (
     median,
 )
 from benchmarks.results import Ratio, Result
+from herald.delivery_options import compile_filter
 from herald.local.event_sources import delivery_event_source
 from herald.local.poller import LambdaContext, sqs_event
 from herald.messages import DeliveryMessage, FanoutMessage, parse_message
@@ -73,6 +74,7 @@ def run(
     *,
     subscriptions: int = 10_000,
     publish_samples: int = 15,
+    filtered_share: float = 0.5,
     moto: str = "inprocess",
     moto_deepcopy: bool = False,
     out: Any = print,
@@ -85,8 +87,14 @@ def run(
         attributes = stack.sqs().get_queue_attributes(QueueUrl=services.settings.queue_url, AttributeNames=["QueueArn"])
         queue_arn = attributes["Attributes"]["QueueArn"]
         big, small = make_tenant(services, "Big"), make_tenant(services, "Small")
+        # Of the filtered share, half take the event and half skip it (the "half of them have filters").
+        with_filter = int(subscriptions * filtered_share)
+        skipping = with_filter // 2
+        takes, skips = compile_filter({"amount_cents": {"$gte": 0}}), compile_filter({"amount_cents": {"$lt": 0}})
+        filters = [skips.to_stored()] * skipping + [takes.to_stored()] * (with_filter - skipping)
+        matched = subscriptions - skipping
         started = time.perf_counter()
-        make_subscriptions(services, big.id, subscriptions, UNUSED_URL)
+        make_subscriptions(services, big.id, subscriptions, UNUSED_URL, filters)
         create_s = time.perf_counter() - started
         out(f"  created {subscriptions:,} subscriptions in {create_s:.1f} s ({subscriptions / create_s:.0f}/s)")
         make_subscriptions(services, small.id, 1, UNUSED_URL)
@@ -151,13 +159,14 @@ def run(
         status, event = api.request("GET", f"/v1/events/{fanned_event}", headers=ADMIN_HEADERS)
         counts = event["deliveries"] if status == 200 else {}
         if (
-            len(distinct) != subscriptions
-            or counts.get("matched") != subscriptions
+            len(distinct) != matched
+            or counts.get("matched") != matched
+            or counts.get("filtered") != skipping
             or not counts.get("fanout_complete")
         ):
             raise BenchmarkError(
-                f"fan-out queued {len(deliveries)} deliveries to {len(distinct)} subscriptions of {subscriptions}; "
-                f"the event reports {counts}"
+                f"fan-out queued {len(deliveries)} deliveries to {len(distinct)} subscriptions of {matched} matched "
+                f"({skipping} skipped by their filter); the event reports {counts}"
             )
 
     batch_calls = watch.batch_calls
@@ -167,6 +176,8 @@ def run(
     result.measured.update(
         {
             "subscriptions_count": subscriptions,
+            "filtered_subscriptions_count": with_filter,
+            "skipped_by_filter_count": skipping,
             "create_subscriptions_s": create_s,
             "delivery_messages_count": len(deliveries),
             "send_message_batch_calls_count": batch_calls,
@@ -189,6 +200,7 @@ def run(
             "publish_small_aws_calls_count": max(small_calls),
         }
     )
+    out(f"  filters: {with_filter:,} of {subscriptions:,} subscriptions have one; {skipping:,} skip the event")
     out(f"  fan-out: {len(invocations)} invocations ({len(invocations) - 1} continuations), {fanout_s:.1f} s in all")
     out("  invocations: " + ", ".join(f"{value:.1f} s" for value in invocations))
     out(

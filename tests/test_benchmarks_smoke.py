@@ -50,13 +50,14 @@ def test_delivery_benchmark_runs_a_small_batch() -> None:
 def test_fanout_benchmark_counts_batches_and_continuations() -> None:
     from benchmarks import fanout
 
-    # GIVEN an event for a tenant with 25 subscriptions
+    # GIVEN an event for a tenant with 24 subscriptions, half of them with a filter (6 take it, 6 skip it)
     # WHEN the fan-out benchmark publishes it through the API and runs the fan-out through the worker
-    result = fanout.run(subscriptions=25, publish_samples=2, moto="inprocess", out=lambda _: None)
-    # THEN it queued one delivery per subscription, 10 per SendMessageBatch call at most
+    result = fanout.run(subscriptions=24, publish_samples=2, moto="inprocess", out=lambda _: None)
+    # THEN it queued one delivery per matching subscription, 10 per SendMessageBatch call at most
     _check_structure(result, "fanout", 3)
-    assert result.measured["delivery_messages_count"] == 25
-    assert result.measured["send_message_batch_calls_count"] >= 3
+    assert result.measured["skipped_by_filter_count"] == 6
+    assert result.measured["delivery_messages_count"] == 18
+    assert result.measured["send_message_batch_calls_count"] >= 2
     assert result.measured["fanout_invocations_count"] == result.measured["continuations_count"] + 1
     assert result.measured["function_timeout_s"] > 0
 
