@@ -20,6 +20,7 @@ from herald.settings import Settings, get_settings
 from herald.urls import LOCAL_NETWORKS
 from herald.worker import Worker, settle_all
 from tests.delivery_support import Harness, make_harness
+from tests.portal_support import Browser
 from tests.support import ADMIN, ADMIN_KEY, Clock, Receiver, TenantInfo
 
 pytest_plugins = ["tests.process_guard"]
@@ -160,3 +161,18 @@ def make_receiver() -> Iterator[Callable[[], Receiver]]:
     yield make
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def browser(services: Services) -> Iterator[Browser]:
+    """Separate cookie jars (browsers) on the same app, over https (the portal's cookie is Secure)."""
+    opened: list[TestClient] = []
+
+    def make() -> TestClient:
+        client = TestClient(create_app(services), base_url="https://testserver", raise_server_exceptions=False)
+        opened.append(client.__enter__())
+        return opened[-1]
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)

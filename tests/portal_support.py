@@ -4,12 +4,18 @@ CSRF token."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from fastapi.testclient import TestClient
 
 from tests.support import ADMIN
 
 if TYPE_CHECKING:
     import httpx
+
+#: Opens a browser: a client with a cookie jar of its own on the app, over https (the portal's cookie is Secure).
+type Browser = Callable[[], TestClient]
 
 
 def mint(client: httpx.Client, tenant_id: str, capability: str = "manage", **body: Any) -> dict[str, Any]:

@@ -8,35 +8,17 @@ import collections
 import hashlib
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 
-from herald.api import create_app
 from herald.services import Services
 from herald.storage import keys
 from tests.delivery_support import subscribe
-from tests.portal_support import csrf_of, mint, sign_in
+from tests.portal_support import Browser, csrf_of, mint, sign_in
 from tests.support import ADMIN, Receiver, TenantInfo
-
-Browser = Callable[[], TestClient]
-
-
-@pytest.fixture
-def browser(services: Services) -> Iterator[Browser]:
-    """Separate cookie jars (browsers) on the same app, over https (the cookie is Secure)."""
-    opened: list[TestClient] = []
-
-    def make() -> TestClient:
-        client = TestClient(create_app(services), base_url="https://testserver", raise_server_exceptions=False)
-        opened.append(client.__enter__())
-        return opened[-1]
-
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
 
 
 @pytest.fixture

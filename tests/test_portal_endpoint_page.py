@@ -4,37 +4,18 @@ time window (the API's listing has the same), the subscription's delivery option
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from herald.api import create_app
 from herald.portal.endpoints import CHART_SLOTS, recent_attempts
 from herald.records import Delivery, DeliveryStatus
-from herald.services import Services
 from tests.delivery_support import publish, subscribe
-from tests.portal_support import sign_in
+from tests.portal_support import Browser, sign_in
 from tests.support import Receiver, TenantInfo, drain
 
-Browser = Callable[[], TestClient]
 LOGO = "https://cdn.example.com/brand/logo.png"
-
-
-@pytest.fixture
-def browser(services: Services) -> Iterator[Browser]:
-    opened: list[TestClient] = []
-
-    def make() -> TestClient:
-        client = TestClient(create_app(services), base_url="https://testserver", raise_server_exceptions=False)
-        opened.append(client.__enter__())
-        return opened[-1]
-
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
 
 
 def _delivery(status: DeliveryStatus, at: datetime | None) -> Delivery:

@@ -13,6 +13,7 @@ the others on the event (``filtered``).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
@@ -23,7 +24,10 @@ from herald.records import WILDCARD
 from herald.routing import matching
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from herald.messages import PurgeTenantMessage
+    from herald.storage import Route
     from herald.worker.runtime import Worker
 
 logger = Logger(service="herald", child=True)
@@ -44,21 +48,10 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
         await _fanout_tenants(worker, message, expires_at)
         return
     event = stored.event
-    routes = [event.type, WILDCARD]
-    route = message.route if message.route in routes else routes[0]
-    page_token = message.cursor
     handled = queued = 0  # routing items read, deliveries queued
-    while True:
-        marker = f"{message.tenant_id}|{route}|{page_token or ''}"
-        routed, next_token = await worker.io(
-            worker.store.subscriptions.routed,
-            message.tenant_id,
-            route,
-            limit=worker.settings.fanout_page_size,
-            cursor=page_token,
-        )
-        last = next_token is None and route == routes[-1]
-        sub_ids, filtered = matching(event, routed)
+    async for page in route_pages(worker, message.tenant_id, event.type, message.route, message.cursor):
+        marker = f"{message.tenant_id}|{page.route}|{page.cursor or ''}"
+        sub_ids, filtered = matching(event, page.routed)
         deliveries = [
             DeliveryMessage(event_id=event.id, tenant_id=message.tenant_id, subscription_id=sub_id)
             for sub_id in sub_ids
@@ -66,7 +59,7 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
         # Count the page first, once however often this message runs; then queue it. A crash in
         # between runs the page again: its deliveries are queued again (the same delivery ids, so
         # nothing is sent twice) but not counted again.
-        if deliveries or filtered or last:
+        if deliveries or filtered or page.last:
             await worker.io(
                 worker.store.events.count_fanout_page,
                 event.id,
@@ -74,25 +67,55 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
                 expires_at=expires_at,
                 matched=len(deliveries),
                 filtered=filtered,
-                fanout_open=-1 if last else 0,
+                fanout_open=-1 if page.last else 0,
             )
         await send_concurrently(worker, deliveries)
-        handled += len(routed)
+        handled += len(page.routed)
         queued += len(deliveries)
-        if last:
+        if page.last:
             worker.metrics.add(Metric.FANOUT_SIZE, queued)
             logger.info("fan-out finished", extra={"event_id": event.id, "tenant_id": message.tenant_id})
             return
-        if next_token is None:
-            route, page_token = routes[routes.index(route) + 1], None
-        else:
-            page_token = next_token
         if handled >= FANOUT_MAX_PER_MESSAGE or deadline - worker.clock() < FANOUT_MIN_SECONDS_LEFT:
             # Hand over to a continuation message, well before the invocation's timeout.
-            continuation = FanoutMessage(event_id=event.id, tenant_id=message.tenant_id, route=route, cursor=page_token)
+            continuation = FanoutMessage(
+                event_id=event.id, tenant_id=message.tenant_id, route=page.next_route, cursor=page.next_cursor
+            )
             await worker.io(worker.queue.send, continuation)
             worker.metrics.add(Metric.FANOUT_SIZE, queued)
             return
+
+
+@dataclass(frozen=True)
+class RoutePage:
+    """One page of an event's routing items: where it starts (``route``, ``cursor``), its items, whether it is
+    the last, and where the next one starts (what a continuation message carries)."""
+
+    route: str
+    cursor: str | None
+    routed: list[Route]
+    last: bool
+    next_route: str
+    next_cursor: str | None
+
+
+async def route_pages(
+    worker: Worker, tenant_id: str, event_type: str, route: str | None, cursor: str | None
+) -> AsyncIterator[RoutePage]:
+    """The routing items of an event's type, then of ``*``, a page at a time, from ``route`` and ``cursor`` (a
+    continuation's) on: the one walk the fan-out and redelivery make."""
+    routes = [event_type, WILDCARD]
+    current = route if route in routes else routes[0]
+    while True:
+        routed, next_cursor = await worker.io(
+            worker.store.subscriptions.routed, tenant_id, current, limit=worker.settings.fanout_page_size, cursor=cursor
+        )
+        last = next_cursor is None and current == routes[-1]
+        following = routes[routes.index(current) + 1] if next_cursor is None and not last else current
+        yield RoutePage(current, cursor, routed, last, following, next_cursor)
+        if last:
+            return
+        current, cursor = following, next_cursor
 
 
 async def _fanout_tenants(worker: Worker, message: FanoutMessage, expires_at: int) -> None:

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
-from herald.records import WILDCARD, DeliveryStatus, RecoveryStatus, Trigger
+from herald.records import DeliveryStatus, RecoveryStatus, Trigger
 from herald.routing import matching
 from herald.worker import dispatch
-from herald.worker.fanout import send_concurrently
+from herald.worker.fanout import route_pages, send_concurrently
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -134,34 +134,24 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
             await worker.io(worker.queue.send, message.model_copy(update={"cursor": page.cursor}))
         return
     tenant_id = message.tenant_id
-    routes = [event.type, WILDCARD]
-    route = message.route if message.route in routes else routes[0]
-    cursor = message.cursor
     handled = 0
-    while True:
-        marker = f"redeliver|{message.job_id}|{tenant_id}|{route}|{cursor or ''}"
-        routed, next_cursor = await worker.io(
-            store.subscriptions.routed, tenant_id, route, limit=worker.settings.fanout_page_size, cursor=cursor
-        )
+    async for found in route_pages(worker, tenant_id, event.type, message.route, message.cursor):
+        marker = f"redeliver|{message.job_id}|{tenant_id}|{found.route}|{found.cursor or ''}"
         # Filters hold as at fan-out: a subscription whose filter skips the event gets nothing (not counted
         # again: the event's ``filtered`` is what its fan-out skipped).
-        sub_ids, _ = matching(event, routed)
+        sub_ids, _ = matching(event, found.routed)
         messages, first = await _redelivery_messages(worker, message, event.id, tenant_id, sub_ids)
         if first:
             # Deliveries the original fan-out never made: the event counts them, once however often this runs.
             count = store.events.count_fanout_page
             await worker.io(count, event.id, marker, expires_at=stored.expires_at, matched=first)
         await send_concurrently(worker, messages)
-        handled += len(routed)
-        if next_cursor is None and route == routes[-1]:
+        handled += len(found.routed)
+        if found.last:
             logger.info("redelivery queued every subscription", extra={"job_id": message.job_id, "event_id": event.id})
             return
-        if next_cursor is None:
-            route, cursor = routes[routes.index(route) + 1], None
-        else:
-            cursor = next_cursor
         if handled >= MAX_PER_MESSAGE or deadline - worker.clock() < MIN_SECONDS_LEFT:
-            continuation = message.model_copy(update={"route": route, "cursor": cursor})
+            continuation = message.model_copy(update={"route": found.next_route, "cursor": found.next_cursor})
             await worker.io(worker.queue.send, continuation)
             return
 
