@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from herald.api import create_app
-from tests.support import ADMIN, TenantInfo
+from tests.support import ADMIN, INVOICE, TenantInfo
 
 OPERATOR_TAGS = {"tenants", "events", "operator", "operations"}
 TENANT_TAGS = {"subscriptions", "deliveries"}
@@ -31,8 +31,8 @@ def test_every_operation_lists_the_failures_its_shape_allows(document: dict[str,
         expected = {400, 401, 422, 429, 503}
         if OPERATOR_TAGS & set(operation["tags"]) or TENANT_TAGS & set(operation["tags"]):
             expected.add(403)
-        if "{" in path or TENANT_TAGS & set(operation["tags"]):
-            expected.add(404)
+        if "{" in path or TENANT_TAGS & set(operation["tags"]) or (method, path) == ("post", "/v1/events"):
+            expected.add(404)  # an id in the path, the tenant acted for, or the tenant an event is addressed to
         if method in ("post", "put", "patch", "delete"):
             expected.add(409)
         if "requestBody" in operation:
@@ -68,3 +68,15 @@ def test_documented_failures_are_answered_as_documented(client: TestClient, tena
     assert answer.status_code == 503
     assert int(answer.headers["retry-after"]) >= 0
     assert answer.json()["error"]["code"]
+
+
+def test_publishing_to_a_tenant_that_does_not_exist_is_a_documented_404(client) -> None:
+    # GIVEN an event addressed to a tenant id nobody has
+    body = {"type": "invoice.paid", "data": INVOICE, "tenant_id": "tnt_00000000000000000000000000"}
+    # WHEN the operator publishes it
+    response = client.post("/v1/events", json=body, headers=ADMIN)
+    # THEN it is a 404 in the one error shape, and the operation's description lists it
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    answers = client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["responses"]
+    assert "404" in answers

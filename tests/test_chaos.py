@@ -174,6 +174,7 @@ def test_a_fanout_page_whose_count_failed_is_counted_when_its_message_comes_back
     assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
     assert event_counts(client, event_id) == {
         "matched": 2,
+        "filtered": 0,
         "pending": 0,
         "succeeded": 2,
         "failed": 0,
@@ -305,6 +306,7 @@ def test_counters_a_lost_batch_write_left_short_are_recounted_from_the_records(
         # THEN the counters are the records' again, and a second recount changes nothing
         assert event_counts(client, event_id) == {
             "matched": 2,
+            "filtered": 0,
             "pending": 0,
             "succeeded": 2,
             "failed": 0,
@@ -389,6 +391,7 @@ def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server
         recount_event(services.store, event_id)
         assert event_counts(client, event_id) == {
             "matched": 8,
+            "filtered": 0,
             "pending": 0,
             "succeeded": 8,
             "failed": 0,

@@ -7,7 +7,8 @@ Routes declare their success answer; the failures follow from the operation's sh
   did not answer: retry);
 - authenticated (depends on the caller): 401 with ``WWW-Authenticate``;
 - for one role (operator only, or a tenant's routes): 403 for the other role;
-- with ids in the path, or acting for a tenant (``?tenant_id=``): 404;
+- with ids in the path, acting for a tenant (``?tenant_id=``), or naming one in its body (an event's
+  ``tenant_id``): 404;
 - changing state (POST, PUT, PATCH, DELETE): 409 (a conflicting state or a limit of the current state);
 - with a body: 413 (over the request size limit).
 
@@ -52,7 +53,8 @@ DESCRIPTIONS = {
     401: "Missing or invalid credentials.",
     403: "The key is valid but not for this operation (the operator's key on a tenant route without "
     "`?tenant_id=`, or a tenant's key on an operator route).",
-    404: "Not found: an id in the path, or the tenant named by `?tenant_id=`, does not exist for this caller.",
+    404: "Not found: an id in the path, or the tenant named by `?tenant_id=` or in the body, does not exist for "
+    "this caller.",
     409: "Conflicts with the current state (already exists, already running, or a limit of the current state).",
     413: "The request body (or the event's data) is larger than the limit.",
     422: "The request does not fit (validation errors, or a limit).",
@@ -75,6 +77,12 @@ def _dependency_calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         yield from _dependency_calls(dependency)
 
 
+def _body_names_a_tenant(route: APIRoute) -> bool:
+    """Whether the operation's body has a ``tenant_id`` (a tenant that may not exist: 404)."""
+    annotation = getattr(getattr(route.body_field, "field_info", None), "annotation", None)
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel) and "tenant_id" in annotation.model_fields
+
+
 def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
     """The failures ``route`` can answer, with their OpenAPI response objects."""
     calls = set(_dependency_calls(route.dependant))
@@ -85,7 +93,7 @@ def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
         answers.add(401)
     if calls & {require_operator, require_tenant}:
         answers.add(403)
-    if has_path_ids or require_tenant in calls:
+    if has_path_ids or require_tenant in calls or _body_names_a_tenant(route):
         answers.add(404)
     if {method.lower() for method in route.methods or ()} & WRITE_METHODS:
         answers.add(409)
