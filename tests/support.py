@@ -102,6 +102,11 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died mid-body (a worker killed during its POST): a real server never hands an
+                    # incomplete request to its application, so it is not recorded as received.
+                    self.close_connection = True
+                    return
                 with outer.lock:
                     outer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     status, headers, payload, delay = outer.responses.pop(0) if outer.responses else outer.default
