@@ -96,11 +96,12 @@ async def _serve(state: _State, reader: asyncio.StreamReader, writer: asyncio.St
                 try:
                     if state.delay:
                         await asyncio.sleep(state.delay)
-                    writer.write(_response("200 OK", b"ok"))
-                    await writer.drain()
                 finally:
+                    # Counted before the answer is written: once the client has its answer, /_stats includes it.
                     state.in_flight -= 1
                     state.requests.append((arrived, time.monotonic()))
+                writer.write(_response("200 OK", b"ok"))
+                await writer.drain()
                 continue
             await writer.drain()
     except ConnectionError:
