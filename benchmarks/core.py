@@ -289,6 +289,17 @@ class AwsCallLog:
 # ---------------------------------------------------------------------------------------------- receiver
 
 
+def per_call_us(call: Callable[[], object], *, loops: int, rounds: int) -> float:
+    """Median over ``rounds`` of the mean time of one call in a loop of ``loops`` (µs)."""
+    samples = []
+    for _ in range(rounds):
+        began = time.perf_counter_ns()
+        for _ in range(loops):
+            call()
+        samples.append((time.perf_counter_ns() - began) / loops / 1000)
+    return statistics.median(samples)
+
+
 def measure_receiver_latency(url: str, *, samples: int = 5) -> float:
     """Median round trip of one POST to ``url`` from this process (the baseline of the batch ratios)."""
     import httpx

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from benchmarks.core import per_call_us
 from benchmarks.results import Figure
 from herald.delivery_options.filter_eval import member
 from herald.delivery_options.filters import MAX_IN, compile_filter, filter_from_stored
@@ -41,17 +41,6 @@ TYPICAL: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
 ]
 
 
-def _per_call_us(call: Callable[[], object], *, loops: int, rounds: int) -> float:
-    """Median over ``rounds`` of the mean time of one call in a loop of ``loops`` (µs)."""
-    samples = []
-    for _ in range(rounds):
-        began = time.perf_counter_ns()
-        for _ in range(loops):
-            call()
-        samples.append((time.perf_counter_ns() - began) / loops / 1000)
-    return statistics.median(samples)
-
-
 def _per_subscription(event_type: str, data: dict[str, Any], raw: dict[str, Any]) -> Callable[[], object]:
     """What fan-out does per routing item: the stored JSON arrives as a new string (a fresh hash for the cache),
     then the cached filter is evaluated."""
@@ -65,11 +54,11 @@ def _per_subscription(event_type: str, data: dict[str, Any], raw: dict[str, Any]
 
 
 def run(*, loops: int = 2000, rounds: int = 15, out: Callable[[str], None] = print) -> list[Figure]:
-    typical = [_per_call_us(_per_subscription(*case), loops=loops, rounds=rounds) for case in TYPICAL]
-    empty = _per_call_us(_per_subscription("invoice.paid", INVOICE, {}), loops=loops, rounds=rounds)
+    typical = [per_call_us(_per_subscription(*case), loops=loops, rounds=rounds) for case in TYPICAL]
+    empty = per_call_us(_per_subscription("invoice.paid", INVOICE, {}), loops=loops, rounds=rounds)
     median = statistics.median(typical)
     rebuild = [
-        _per_call_us(partial(compile_filter, json.loads(json.dumps(raw))), loops=loops // 10, rounds=rounds)
+        per_call_us(partial(compile_filter, json.loads(json.dumps(raw))), loops=loops // 10, rounds=rounds)
         for _, _, raw in TYPICAL
     ]
     sizes = {}
@@ -77,7 +66,7 @@ def run(*, loops: int = 2000, rounds: int = 15, out: Callable[[str], None] = pri
     for length in (5, MAX_IN, 10_000):
         values = [f"C{index:05d}" for index in range(length)]
         test = member(values)
-        lookups[length] = _per_call_us(partial(test, "C99999"), loops=loops, rounds=rounds)
+        lookups[length] = per_call_us(partial(test, "C99999"), loops=loops, rounds=rounds)
         sizes[length] = len(json.dumps({"country": {"$in": values}}, separators=(",", ":")))
     out(
         f"  filter per subscription (stored JSON -> cached filter -> match): median {median:.2f} µs over "

@@ -5,11 +5,11 @@ bound (their times are reported, not targets)."""
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.core import per_call_us
 from benchmarks.results import Figure
 from herald.catalog import catalog
 from herald.delivery_options.transforms import TransformError, example_envelopes, transform_from_stored
@@ -34,16 +34,6 @@ def large_event() -> dict[str, Any]:
     return {"type": "order.shipped", "timestamp": "2026-01-01T12:00:00Z", "data": data}
 
 
-def _median_us(call: Callable[[], object], *, loops: int, rounds: int) -> float:
-    samples = []
-    for _ in range(rounds):
-        began = time.perf_counter_ns()
-        for _ in range(loops):
-            call()
-        samples.append((time.perf_counter_ns() - began) / loops / 1000)
-    return statistics.median(samples)
-
-
 def _worst_ms(expression: str, event: dict[str, Any]) -> tuple[float, str]:
     transform = transform_from_stored(expression)
     times = []
@@ -62,8 +52,10 @@ def run(*, loops: int = 2000, rounds: int = 15, out: Callable[[str], None] = pri
     envelope = example_envelopes(catalog, ["invoice.paid"])["invoice.paid"]
     body = json.dumps(envelope, separators=(",", ":"))
     transform = transform_from_stored(TYPICAL)
-    transformed = _median_us(lambda: transform.apply_to_body(body), loops=loops, rounds=rounds)
-    plain = _median_us(lambda: json.dumps(json.loads(body), separators=(",", ":")).encode(), loops=loops, rounds=rounds)
+    transformed = per_call_us(lambda: transform.apply_to_body(body), loops=loops, rounds=rounds)
+    plain = per_call_us(
+        lambda: json.dumps(json.loads(body), separators=(",", ":")).encode(), loops=loops, rounds=rounds
+    )
     out(f"  typical transform per delivery: {transformed:.1f} µs; untransformed body: {plain:.1f} µs")
     event = large_event()
     out(f"  hostile expressions over a {len(json.dumps(event, separators=(',', ':'))) // 1024} KiB event (best of 3):")
