@@ -20,6 +20,7 @@ from herald.local.resources import (
     default_template_path,
     load_template,
 )
+from herald.local.template import Resolver
 from herald.settings import Settings
 
 if TYPE_CHECKING:
@@ -271,6 +272,7 @@ def test_delivery_event_source_reads_the_template(template: dict[str, Any]) -> N
         if event["Type"] == "SQS"
     }
     parameters = template["Parameters"]
+    resolver = Resolver(template)
 
     sources = delivery_event_sources(template)
 
@@ -280,14 +282,18 @@ def test_delivery_event_source_reads_the_template(template: dict[str, Any]) -> N
         event = events[source.queue_id]
         concurrency = parameters[event["ScalingConfig"]["MaximumConcurrency"]["Ref"]]["Default"]
         assert source == EventSourceSettings(
-            batch_size=event["BatchSize"],
-            maximum_batching_window_seconds=event["MaximumBatchingWindowInSeconds"],
+            batch_size=resolver.resolve(event["BatchSize"]),
+            maximum_batching_window_seconds=resolver.resolve(event["MaximumBatchingWindowInSeconds"]),
             function_timeout_seconds=function["Timeout"],
             report_batch_item_failures="ReportBatchItemFailures" in event["FunctionResponseTypes"],
             queue_id=source.queue_id,
             maximum_concurrency=concurrency,
         )
-    assert delivery_event_source(template) == sources[0] == EventSourceSettings(100, 1, 60, True, "WorkQueue", 20)
+    assert delivery_event_source(template) == sources[0] == EventSourceSettings(10, 0, 60, True, "WorkQueue", 20)
+    # AND the operator's other choice of batching is what the local stack then emulates
+    throughput = copy.deepcopy(template)
+    throughput["Parameters"]["DeliveryBatching"]["Default"] = "throughput"
+    assert delivery_event_source(throughput) == EventSourceSettings(100, 1, 60, True, "WorkQueue", 20)
     assert sources[1] == EventSourceSettings(100, 1, 60, True, "SlowQueue", 5)
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from herald.local.resources import function_properties, load_template
+from herald.local.template import Resolver
 
 if TYPE_CHECKING:
     pass
@@ -130,8 +132,25 @@ def test_delivery_function_reports_batch_item_failures_from_the_work_queue(templ
     for queue, event in sqs_events.items():
         assert event["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
         assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
-        assert event["BatchSize"] == 100
-        assert event["MaximumBatchingWindowInSeconds"] >= 1  # batches above 10 need a batching window
+    # AND Lambda's rule holds whichever batching the operator picks: a batch size above 10 needs a batching
+    # window of at least 1 s; for latency (the default) the work queue hands each message over at once, for
+    # throughput it gathers 100 for up to a second; the slow lane always gathers batches of 100
+    batching = {}
+    for choice in template["Parameters"]["DeliveryBatching"]["AllowedValues"]:
+        chosen = copy.deepcopy(template)
+        chosen["Parameters"]["DeliveryBatching"]["Default"] = choice
+        resolver = Resolver(chosen)
+        for queue, event in sqs_events.items():
+            size, window = (resolver.resolve(event[key]) for key in ("BatchSize", "MaximumBatchingWindowInSeconds"))
+            assert 1 <= size <= 10 or window >= 1
+            batching[choice, queue] = (size, window)
+    assert template["Parameters"]["DeliveryBatching"]["Default"] == "latency"
+    assert batching == {
+        ("latency", "WorkQueue"): (10, 0),
+        ("throughput", "WorkQueue"): (100, 1),
+        ("latency", "SlowQueue"): (100, 1),
+        ("throughput", "SlowQueue"): (100, 1),
+    }
     # THEN each has a concurrency of its own: the slow lane never takes the work queue's invocations
     work, slow = sqs_events["WorkQueue"]["ScalingConfig"], sqs_events["SlowQueue"]["ScalingConfig"]
     assert work["MaximumConcurrency"] == {"Ref": "DeliveryMaximumConcurrency"}
