@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
-from benchmarks.core import BenchmarkError, Stack, event_in, median, receive_exactly
+from benchmarks.core import BenchmarkError, Stack, median, published_deliveries
 from benchmarks.lambda_build import LambdaTree, bare_stack, baseline_tree, lambda_tree
 from benchmarks.results import Figure
 
@@ -245,7 +245,6 @@ def delivery_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
     # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks.core import make_subscriptions, make_tenant
     from benchmarks.receiver import ReceiverProcess
-    from herald.domain.publishing import publish
     from herald.local.poller import SqsPoller, sqs_event
     from herald.worker import Worker, settle_all
 
@@ -265,10 +264,7 @@ def delivery_cold_start(stack: Stack, *, runs: int, out: Any) -> Figure:
             tenant = make_tenant(services, "Cold")
             make_subscriptions(services, tenant.id, 1, receiver.url)
             for _ in range(runs):
-                publish(services, event_in(tenant.id), idempotency_key=None)
-                if poller.invoke(receive_exactly(sqs, queue_url, 1)).deleted != 1:
-                    raise BenchmarkError("the fan-out message was not settled")
-                messages = receive_exactly(sqs, queue_url, 1)
+                messages = published_deliveries(services, poller, tenant.id, 1)
                 receiver.reset(0.0)
                 run = cold_start(
                     herald_tree, environment, "herald_delivery_handler", sqs_event(messages, queue_arn), context
@@ -317,7 +313,6 @@ def delivery_memory(stack: Stack, *, batch: int, latency: float, out: Any) -> Fi
     # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks.core import make_subscriptions, make_tenant
     from benchmarks.receiver import ReceiverProcess
-    from herald.domain.publishing import publish
     from herald.local.poller import SqsPoller, sqs_event
     from herald.local.resources import DELIVERY_FUNCTION_ID, function_properties, load_template
     from herald.worker import Worker, settle_all
@@ -341,10 +336,7 @@ def delivery_memory(stack: Stack, *, batch: int, latency: float, out: Any) -> Fi
             make_subscriptions(services, one.id, 1, receiver.url)
             make_subscriptions(services, many.id, batch, receiver.url)
             for tenant, count in ((one, 1), (many, batch)):
-                publish(services, event_in(tenant.id), idempotency_key=None)
-                if poller.invoke(receive_exactly(sqs, queue_url, 1)).deleted != 1:
-                    raise BenchmarkError("the fan-out message was not settled")
-                messages = receive_exactly(sqs, queue_url, count)
+                messages = published_deliveries(services, poller, tenant.id, count)
                 report = process.invoke(sqs_event(messages, queue_arn), context, reset_peak=True)
                 if report["response"].get("batchItemFailures"):
                     raise BenchmarkError(f"the batch of {count} reported failures: {report['response']}")

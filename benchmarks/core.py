@@ -27,6 +27,7 @@ from herald.schemas import EventIn
 if TYPE_CHECKING:
     import boto3
 
+    from herald.local.poller import SqsPoller
     from herald.local.resources import LocalResources
     from herald.services import Services
     from herald.settings import Settings
@@ -215,6 +216,19 @@ def event_in(tenant_id: str) -> EventIn:
     entry = catalog.get(EVENT_TYPE)
     assert entry is not None
     return EventIn(type=EVENT_TYPE, data=dict(entry.example), tenant_id=tenant_id)
+
+
+def published_deliveries(services: Services, poller: SqsPoller, tenant_id: str, count: int) -> list[Any]:
+    """Publish an event to a tenant with ``count`` subscriptions (one route each) and receive its ``count``
+    delivery messages off the work queue, unsettled: queued by publishing itself when the routes fit its direct
+    path, else by the fan-out message, which ``poller`` runs first."""
+    from herald.domain.publishing import publish
+
+    sqs, queue_url = poller.client, services.settings.queue_url
+    publish(services, event_in(tenant_id), idempotency_key=None)
+    if count > services.settings.direct_fanout_max and poller.invoke(receive_exactly(sqs, queue_url, 1)).deleted != 1:
+        raise BenchmarkError("the fan-out message was not settled")
+    return receive_exactly(sqs, queue_url, count)
 
 
 def receive_exactly(sqs: Any, queue_url: str, count: int, *, timeout: float = 60.0) -> list[Any]:

@@ -3,8 +3,9 @@
 latencies.
 
 Each round publishes an event to a tenant with ``batch`` subscriptions, runs its fan-out through the
-worker, receives the ``batch`` delivery messages and hands them to ``Worker.handle`` in one SQS event,
-through ``SqsPoller.invoke`` (which then deletes them, as Lambda would). Rounds alternate between an
+worker (when there are more than publishing queues itself), receives the ``batch`` delivery messages and
+hands them to ``Worker.handle`` in one SQS event, through ``SqsPoller.invoke`` (which then deletes them, as
+Lambda would). Rounds alternate between an
 instant receiver (the engine's own cost, moto included) and the slow one; the receiver runs in its
 own process, and so does moto by default, so the worker's wall and CPU time are its own.
 
@@ -26,17 +27,15 @@ from benchmarks.core import (
     AwsCallLog,
     BenchmarkError,
     Stack,
-    event_in,
     local_stack,
     make_subscriptions,
     make_tenant,
     measure_receiver_latency,
     median,
-    receive_exactly,
+    published_deliveries,
 )
 from benchmarks.receiver import ReceiverProcess
 from benchmarks.results import Ratio, Result
-from herald.domain.publishing import publish
 from herald.local.event_sources import delivery_event_source
 from herald.local.poller import SqsPoller
 from herald.worker import Worker, settle_all
@@ -92,12 +91,7 @@ class _Bench:
             self.cpu_times.append(time.process_time() - cpu)
 
     def round(self, delay: float) -> Round:
-        queue_url = self.services.settings.queue_url
-        publish(self.services, event_in(self.tenant.id), idempotency_key=None)
-        fanout = self.poller.invoke(receive_exactly(self.sqs, queue_url, 1))
-        if fanout.deleted != 1:
-            raise BenchmarkError(f"the fan-out message was not settled: {fanout}")
-        messages = receive_exactly(self.sqs, queue_url, self.batch)
+        messages = published_deliveries(self.services, self.poller, self.tenant.id, self.batch)
         self.receiver.reset(delay)
         self.handle_times.clear()
         self.calls.reset()

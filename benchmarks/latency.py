@@ -172,8 +172,8 @@ def _at_rest_figure(rest: list[float], rtt: float) -> Figure:
         target="ratio <= 1 (<= 1.0 s)",
         met=value <= target,
         note="publish call to the receiver's arrival, one subscriber, through the emulated event sources with the "
-        "template's batching windows (two queue hops: the fan-out message, then the delivery message); the noise "
-        "is the spread of three rounds' medians",
+        "template's batching (one queue hop: publishing queues the delivery message of an event with few routes "
+        "itself); the noise is the spread of three rounds' medians",
         low=rtt * 1000 / target,  # never faster than one POST to the receiver
         high=1.0,
         noise=(max(rounds) - min(rounds)) * 1000,

@@ -19,6 +19,13 @@ from tests.api_support import assert_error, queue_messages
 from tests.support import ADMIN, INVOICE, drain
 
 
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    # Publishing is pinned here through its fan-out message (how every fan-out beyond a few routes is queued): the
+    # direct path is off in this module (tests/test_direct_fanout.py covers it).
+    return {"direct_fanout_max": 0}
+
+
 def publish(client, *, headers=None, **body):
     return client.post("/v1/events", json=body, headers={**ADMIN, **(headers or {})})
 

@@ -287,10 +287,9 @@ def test_secrets_manager_down_on_a_cold_container_is_a_503_for_the_operator_only
 def test_counters_a_lost_batch_write_left_short_are_recounted_from_the_records(
     client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, receiver: Receiver
 ) -> None:
-    # GIVEN an event to two subscriptions, fanned out
+    # GIVEN an event to two subscriptions, its two deliveries queued (by publishing: two routes)
     subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
     event_id = publish(client, tenant.id)
-    assert harness.poller.poll_once().received == 1
     # AND DynamoDB refusing every update after botocore's retries while the deliveries are made: the batch's
     # event counters and subscription stats are not written (the deliveries themselves are)
     install(services.store.client, "dynamodb.UpdateItem:throttle@call=1")

@@ -43,8 +43,7 @@ def test_a_poison_message_goes_to_the_dlq_without_blocking_its_batch(
     # GIVEN two deliveries on the queue, and two messages no worker can read beside them
     receivers = [make_receiver(), make_receiver()]
     subs = [subscribe(client, tenant, r.url) for r in receivers]
-    publish(client, tenant.id)
-    harness.poller.poll_once()  # the fan-out queues the two deliveries
+    publish(client, tenant.id)  # two routes: publishing queues the two deliveries itself
     queue_url = harness.services.settings.queue_url
     poison = ["this is not json", json.dumps({"v": 2, "kind": "delivery", "event_id": "evt_1"})]
     for body in poison:
@@ -73,7 +72,6 @@ def test_a_record_that_raises_fails_alone_and_ends_in_the_dlq(
     receivers = [make_receiver(), make_receiver()]
     subs = [subscribe(client, tenant, r.url) for r in receivers]
     publish(client, tenant.id)
-    harness.poller.poll_once()
     store = harness.services.store
     store.client.put_item(
         TableName=store.table_name,
@@ -105,7 +103,6 @@ def test_a_failing_aws_call_for_one_record_does_not_fail_the_others(
     receivers = [make_receiver() for _ in range(3)]
     subs = [subscribe(client, tenant, r.url) for r in receivers]
     event_id = publish(client, tenant.id)
-    harness.poller.poll_once()
     unlucky = f"SUB#{subs[1].id}"
 
     def unreachable(params: dict[str, Any], **_: Any) -> None:
@@ -134,7 +131,6 @@ def test_duplicate_messages_of_one_delivery_send_it_once(client, tenant, harness
     # GIVEN the same delivery message three times on the queue (SQS delivers at least once)
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    harness.poller.poll_once()
     duplicate = DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id)
     harness.services.queue.send(duplicate)
     harness.services.queue.send(duplicate)
@@ -159,7 +155,6 @@ def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
     # GIVEN a delivery whose lease a worker took just before it died (its lease runs 50 s more)
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    harness.poller.poll_once()
     store = harness.services.store
     from herald.records import Delivery
 

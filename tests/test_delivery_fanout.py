@@ -28,6 +28,15 @@ from tests.support import Clock
 
 pytestmark = pytest.mark.e2e
 
+#: These tests pin the fan-out message, which queues every fan-out larger than publishing's direct path takes:
+#: the direct path is off here (tests/test_direct_fanout.py covers it).
+FANOUT_MESSAGES = {"direct_fanout_max": 0}
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return dict(FANOUT_MESSAGES)
+
 
 @pytest.fixture
 def clock() -> Callable[[], float]:
@@ -158,7 +167,7 @@ def test_a_fanout_message_that_runs_twice_queues_again_but_counts_once(
     }
 
 
-@pytest.mark.parametrize("settings_overrides", [{"fanout_page_size": 10}])
+@pytest.mark.parametrize("settings_overrides", [{**FANOUT_MESSAGES, "fanout_page_size": 10}])
 def test_a_long_fanout_pages_and_hands_over_before_the_deadline(
     client, tenant, services, aws, settings_overrides
 ) -> None:

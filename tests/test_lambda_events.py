@@ -274,8 +274,16 @@ def test_api_function_answers_its_sample_events(template, resources, aws, use_en
         assert again["statusCode"] == 202
         assert again["headers"]["idempotent-replayed"] == "true"
         assert json_body(again)["id"] == EVENT_ID
+        # (the event's one route: publishing queued its delivery itself, once)
         assert queue_messages(sqs, resources.queue_url) == [
-            {"v": 1, "kind": "fanout", "event_id": EVENT_ID, "tenant_id": values["local-tenant-id"]}
+            {
+                "v": 1,
+                "kind": "delivery",
+                "event_id": EVENT_ID,
+                "tenant_id": values["local-tenant-id"],
+                "subscription_id": values["local-subscription-id"],
+                "trigger": "scheduled",
+            }
         ]
 
     @check("api_get_event.json")
@@ -283,7 +291,9 @@ def test_api_function_answers_its_sample_events(template, resources, aws, use_en
         assert response["statusCode"] == 200, response["body"]
         event = json_body(response)
         assert event["id"] == EVENT_ID
-        assert event["deliveries"]["fanout_complete"] is False
+        # publishing queued and counted its one delivery: fanned out already, not yet delivered
+        assert event["deliveries"]["fanout_complete"] is True
+        assert (event["deliveries"]["matched"], event["deliveries"]["pending"]) == (1, 1)
 
     @check("api_openapi.json")
     def _(response: dict[str, Any]) -> None:
@@ -343,7 +353,7 @@ def test_delivery_function_processes_its_sample_batch(
     queue_url = resources.queue_url
     sqs = aws.client("sqs")
     queued_by_publish = queue_messages(sqs, queue_url)
-    assert [m["kind"] for m in queued_by_publish] == ["fanout"]
+    assert [m["kind"] for m in queued_by_publish] == ["delivery"]  # one route: publishing queued it itself
     # ... and the DeliveryFunction loaded from template.yaml, loopback over http allowed as `--env-vars` would
     environment = function_environment(template, "DeliveryFunction", resources)
     use_environment({**environment, "HERALD_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8", "HERALD_ALLOW_HTTP_URLS": "true"})
@@ -375,7 +385,7 @@ def test_delivery_function_processes_its_sample_batch(
     assert event["deliveries"]["succeeded"] == 1
     assert event["deliveries"]["failed"] == 0
 
-    # WHEN the real queue is drained through the same handler (the publish's fan-out and the queued delivery)
+    # WHEN the real queue is drained through the same handler (the publish's delivery and the sample fan-out's)
     poller = SqsPoller(sqs, queue_url, handler, batch_size=10, function_timeout_seconds=timeout)
     for _ in range(20):
         if poller.poll_once().received == 0:

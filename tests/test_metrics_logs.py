@@ -28,6 +28,29 @@ def emf_documents(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
 
 
+@pytest.mark.parametrize("settings_overrides", [{"metrics_namespace": "HeraldTest", "direct_fanout_max": 0}])
+def test_a_fanout_message_measures_how_many_deliveries_it_queued(
+    client, tenant: TenantInfo, harness: Harness, make_receiver, capsys
+) -> None:
+    # GIVEN two subscriptions, and publishing that always hands the fan-out to a fan-out message
+    receivers = [make_receiver(), make_receiver()]
+    for receiver in receivers:
+        subscribe(client, tenant, receiver.url)
+    # WHEN an event is published and delivered
+    assert (
+        client.post(
+            "/v1/events", json={"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}, headers=ADMIN
+        ).status_code
+        == 202
+    )
+    capsys.readouterr()
+    harness.drain()
+    assert [len(receiver.received) for receiver in receivers] == [1, 1]
+    # THEN the fan-out message's invocation measured the two deliveries it queued
+    sizes = [document["FanoutSize"] for document in emf_documents(capsys.readouterr().out) if "FanoutSize" in document]
+    assert sizes == [[2.0]]  # one document, holding the one fan-out size
+
+
 def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, capsys, caplog
 ) -> None:
@@ -75,7 +98,7 @@ def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
     assert len(values["PublishToDeliveryLatency"]) == 3
     assert units["PublishToDeliveryLatency"] == "Milliseconds"
     assert max(values["PublishToDeliveryLatency"]) >= 1000 > min(values["PublishToDeliveryLatency"])
-    assert values["FanoutSize"] == [2.0]
+    assert "FanoutSize" not in values  # publishing queued this event's two deliveries itself: no fan-out message ran
     assert len(values["QueueAgeAtPickup"]) == 2
     assert all(0 <= age < 60 for age in values["QueueAgeAtPickup"])
     # AND every log line about an attempt carries the event, delivery, subscription, tenant and attempt number

@@ -174,9 +174,10 @@ def test_without_operator_endpoints_nothing_is_published(
     publish(client, tenant.id)
     harness.queue_calls.clear()  # what the API sent; the worker's own sends from here on
     harness.drain()
-    # THEN no operational event was stored or queued: the worker sent no message beyond the fan-out's delivery
+    # THEN no operational event was stored or queued: the worker sent no message at all (publishing queued the
+    # one delivery itself)
     sent = harness.queue_calls.of("SendMessage") + harness.queue_calls.of("SendMessageBatch")
-    assert [call.operation for call in sent] == ["SendMessageBatch"]
+    assert [call.operation for call in sent] == []
 
 
 def test_operational_event_types_are_neither_publishable_nor_subscribable(client, tenant: TenantInfo) -> None:

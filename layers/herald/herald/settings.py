@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         description="The work queue's RedrivePolicy maxReceiveCount (kept in step with template.yaml).",
     )
     fanout_page_size: int = Field(250, ge=10, le=1000, description="Subscriptions read per fan-out query page.")
+    direct_fanout_max: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="Publishing queues the deliveries itself (no fan-out message, one queue hop less) when the "
+        "event's routes number at most this many; 0 always queues a fan-out message.",
+    )
     secret_rotation_grace_hours: int = Field(
         24,
         ge=0,

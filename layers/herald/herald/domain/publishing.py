@@ -1,4 +1,10 @@
-"""Publishing an event: validate it against the catalog, store it once, hand it to the work queue."""
+"""Publishing an event: validate it against the catalog, store it once, hand it to the work queue.
+
+An event with few routes (``direct_fanout_max``) skips the fan-out message: publishing reads its routes (two
+small Queries, one page each), queues its delivery messages and counts that one page itself, so the webhook
+is one queue hop from its subscribers. Larger fan-outs, and broadcasts, go through a fan-out message, whose
+worker reads the routes a page at a time: publishing's own work stays bounded whatever the subscribers.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from herald import ids
 from herald.catalog import PING_EVENT_TYPE, catalog
 from herald.errors import HeraldError, InvalidInputError, PayloadTooLargeError, UnknownEventTypeError
 from herald.messages import DeliveryMessage, FanoutMessage
-from herald.records import Event, Trigger, utcnow
+from herald.records import WILDCARD, Event, Trigger, utcnow
+from herald.routing import matching
 from herald.storage import EventExistsError
 
 if TYPE_CHECKING:
@@ -24,7 +31,7 @@ if TYPE_CHECKING:
     from herald.records import Subscription
     from herald.schemas import EventIn
     from herald.services import Services
-    from herald.storage import StoredEvent
+    from herald.storage import Route, StoredEvent
 
 
 @dataclass(frozen=True)
@@ -194,9 +201,55 @@ def event_expiry(services: Services, now: datetime) -> int:
     return int((now + max(retention, retries)).timestamp())
 
 
+#: The fan-out page marker of a direct fan-out (publishing's): counted once however often the publish is retried.
+DIRECT_PAGE = "direct"
+
+
 def _enqueue(services: Services, event: Event, expires_at: int) -> None:
+    if _queue_deliveries(services, event, expires_at):
+        return
     services.queue.send(FanoutMessage(event_id=event.id, tenant_id=event.tenant_id))
     services.store.events.mark_enqueued(event.id, expires_at=expires_at)
+
+
+def _queue_deliveries(services: Services, event: Event, expires_at: int) -> bool:
+    """The direct fan-out: when the event's routes (its type's and ``*``'s) fit in ``direct_fanout_max``, queue
+    its delivery messages now and count them, marking the event queued in the same write. False (nothing
+    queued) when there are more routes, or for a broadcast: the fan-out message does it.
+
+    The deliveries are queued before the event is marked: a crash in between leaves it unmarked, and the
+    publisher's retry queues them again (the same delivery ids: nothing is sent twice), counted once."""
+    limit = services.settings.direct_fanout_max
+    if limit <= 0 or event.tenant_id is None:
+        return False
+    routed: list[Route] = []
+    for route in dict.fromkeys([event.type, WILDCARD]):
+        # One more than the routes left to take: a full page means too many (DynamoDB hands back a cursor
+        # whenever a page is full, more items or not).
+        budget = limit - len(routed) + 1
+        page, cursor = services.store.subscriptions.routed(event.tenant_id, route, limit=budget, cursor=None)
+        routed += page
+        if len(page) >= budget or cursor is not None:
+            return False
+    sub_ids, filtered = matching(event, routed)
+    services.queue.send_batch(
+        [
+            DeliveryMessage(event_id=event.id, tenant_id=event.tenant_id, subscription_id=sub_id)
+            for sub_id in dict.fromkeys(sub_ids)
+        ]
+    )
+    counted = services.store.events.count_fanout_page(
+        event.id,
+        f"{event.tenant_id}|{DIRECT_PAGE}",
+        expires_at=expires_at,
+        enqueued=True,
+        matched=len(set(sub_ids)),
+        filtered=filtered,
+        fanout_open=-1,
+    )
+    if not counted:  # counted by an earlier try of this publish, which failed before it could mark the event
+        services.store.events.mark_enqueued(event.id, expires_at=expires_at)
+    return True
 
 
 def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:

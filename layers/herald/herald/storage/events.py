@@ -203,10 +203,13 @@ class EventRepository:
                     ExpressionAttributeValues=values(now=now),
                 )
 
-    def count_fanout_page(self, event_id: str, marker: str, *, expires_at: int, **deltas: int) -> bool:
+    def count_fanout_page(
+        self, event_id: str, marker: str, *, expires_at: int, enqueued: bool = False, **deltas: int
+    ) -> bool:
         """Add to an event's counters for one fan-out page, once: ``marker`` names the page, and a page
         already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
-        again. True if counted now; False if it was before, or the event is gone.
+        again. True if counted now; False if it was before, or the event is gone. ``enqueued`` marks the
+        event queued in the same write (publishing's direct fan-out, whose one page is its whole fan-out).
 
         Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it), so
         a fan-out of any size never grows an item that is written often. A crash between the marker and
@@ -221,7 +224,10 @@ class EventRepository:
         except ClientError:
             return False  # this page was counted before
         try:
-            self.count(event_id, expires_at=expires_at, **deltas)
+            changes = {key: value for key, value in deltas.items() if value}
+            if changes or enqueued:
+                flags = {"enqueued": True} if enqueued else None
+                self._update_counts(event_id, expires_at=expires_at, deltas=changes, flags=flags)
         except ServiceUnavailableError:
             # Not counted (DynamoDB refused after retries): take the marker back, so that the page is counted
             # when its message runs again, instead of never.

@@ -1,0 +1,220 @@
+"""Publishing's direct fan-out: an event with few routes (``direct_fanout_max``) has its delivery messages queued
+by the publish call itself, one queue hop from its subscribers; more routes, and broadcasts, go through a fan-out
+message. Counted once, queued again by a retried publish (never sent twice), bounded whatever the subscribers.
+Deliveries go over real HTTP and are verified with ``standardwebhooks``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from herald.faults import install
+from tests.api_support import queue_messages
+from tests.delivery_support import Harness, bulk_subscriptions, event_counts, subscribe, verify
+from tests.support import ADMIN, INVOICE
+
+pytestmark = pytest.mark.e2e
+
+
+def _publish(client, tenant_id: str | None, **extra: Any):
+    body = {"type": "invoice.paid", "data": INVOICE, **({"tenant_id": tenant_id} if tenant_id else {"broadcast": True})}
+    return client.post("/v1/events", json={**body, **extra}, headers=ADMIN)
+
+
+def _queued(harness: Harness) -> Counter[str]:
+    """The kinds of the work messages waiting on the work queue (left there)."""
+    return Counter(body["kind"] for body in queue_messages(harness.sqs, harness.services.settings.queue_url))
+
+
+def test_a_few_routes_are_queued_by_publishing_itself(client, tenant, make_tenant, harness: Harness, receiver) -> None:
+    # GIVEN subscriptions to the type and to everything, one to another type and one of another tenant
+    typed = subscribe(client, tenant, f"{receiver.url}?s=typed")
+    wildcard = subscribe(client, tenant, f"{receiver.url}?s=wildcard", ["*"])
+    subscribe(client, tenant, f"{receiver.url}?s=other-type", ["order.shipped"])
+    subscribe(client, make_tenant("Other"), f"{receiver.url}?s=other-tenant")
+    # WHEN an event is published
+    response = _publish(client, tenant.id)
+    assert response.status_code == 202, response.text
+    event_id = response.json()["id"]
+    # THEN the publish call queued its two delivery messages itself, and no fan-out message
+    assert _queued(harness) == {"delivery": 2}
+    # AND the event is counted as fully fanned out already
+    assert event_counts(client, event_id) == {
+        "matched": 2,
+        "filtered": 0,
+        "pending": 2,
+        "succeeded": 0,
+        "failed": 0,
+        "fanout_complete": True,
+    }
+    # WHEN the worker runs
+    batches = harness.drain()
+    # THEN each subscriber received it once, signed, in one invocation (no fan-out hop before it)
+    assert len(batches) == 1
+    assert Counter(got.path for got in receiver.received) == {"/webhook?s=typed": 1, "/webhook?s=wildcard": 1}
+    secrets = {"/webhook?s=typed": typed.secret, "/webhook?s=wildcard": wildcard.secret}
+    for got in receiver.received:
+        assert verify(secrets[got.path], got)["type"] == "invoice.paid"
+    assert event_counts(client, event_id)["succeeded"] == 2
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 3}])
+def test_exactly_as_many_routes_as_the_direct_path_takes_are_queued_directly(
+    client, tenant, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions to the type and one to everything: three routes, as many as publishing takes
+    for n in range(2):
+        subscribe(client, tenant, f"{receiver.url}?n={n}")
+    subscribe(client, tenant, f"{receiver.url}?n=all", ["*"])
+    # WHEN an event is published
+    _publish(client, tenant.id)
+    # THEN its three deliveries were queued by publishing, and arrive once each
+    assert _queued(harness) == {"delivery": 3}
+    harness.drain()
+    assert Counter(got.path for got in receiver.received) == {"/webhook?n=0": 1, "/webhook?n=1": 1, "/webhook?n=all": 1}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 3}])
+def test_more_routes_than_the_direct_path_takes_go_through_a_fanout_message(
+    client, tenant, harness: Harness, receiver
+) -> None:
+    # GIVEN four subscriptions to the type, one more than publishing queues itself
+    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(4)]
+    # WHEN an event is published
+    event_id = _publish(client, tenant.id).json()["id"]
+    # THEN publishing queued one fan-out message and no delivery
+    assert _queued(harness) == {"fanout": 1}
+    # AND the worker's fan-out delivers to all four once
+    harness.drain()
+    assert Counter(got.path for got in receiver.received) == {f"/webhook?n={n}": 1 for n in range(4)}
+    for got in receiver.received:
+        verify(subs[int(got.path.rsplit("=", 1)[1])].secret, got)
+    assert event_counts(client, event_id)["matched"] == 4
+
+
+def test_a_broadcast_goes_through_fanout_messages(client, tenant, harness: Harness, receiver) -> None:
+    # GIVEN one subscription
+    subscribe(client, tenant, receiver.url)
+    # WHEN a broadcast is published
+    assert _publish(client, None).status_code == 202
+    # THEN it is queued as a fan-out message (per tenant, by the worker), never by publishing
+    assert _queued(harness) == {"fanout": 1}
+    harness.drain()
+    assert len(receiver.received) == 1
+
+
+def test_a_retried_publish_queues_nothing_more(client, tenant, harness: Harness, receiver) -> None:
+    # GIVEN two subscriptions and an event published with an id
+    for n in range(2):
+        subscribe(client, tenant, f"{receiver.url}?n={n}")
+    first = _publish(client, tenant.id, id="inv-1001-paid")
+    # WHEN the publisher sends it again
+    again = _publish(client, tenant.id, id="inv-1001-paid")
+    # THEN the original is answered, its two deliveries were queued once and counted once
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert _queued(harness) == {"delivery": 2}
+    assert event_counts(client, "inv-1001-paid")["matched"] == 2
+    harness.drain()
+    assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
+
+
+def test_a_publish_that_failed_after_queueing_is_queued_again_and_sent_once(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions, and DynamoDB refusing (after botocore's retries) the publish's count of its
+    # deliveries, after they were queued
+    for n in range(2):
+        subscribe(client, tenant, f"{receiver.url}?n={n}")
+    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    # WHEN the publish fails, and the publisher retries it
+    failed = _publish(client, tenant.id, id="inv-1002-paid")
+    assert failed.status_code == 503, failed.text
+    assert failed.headers["retry-after"]
+    retried = _publish(client, tenant.id, id="inv-1002-paid")
+    assert retried.status_code == 202, retried.text
+    # THEN the deliveries were queued twice (the same delivery ids), but counted once
+    assert _queued(harness) == {"delivery": 4}
+    assert event_counts(client, "inv-1002-paid")["matched"] == 2
+    # AND each subscriber receives the event once: the second copy of each delivery finds it done
+    harness.drain()
+    assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
+    assert event_counts(client, "inv-1002-paid") == {
+        "matched": 2,
+        "filtered": 0,
+        "pending": 0,
+        "succeeded": 2,
+        "failed": 0,
+        "fanout_complete": True,
+    }
+
+
+def test_a_publish_that_died_between_marker_and_count_is_marked_queued_by_its_retry(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions, and a publish whose count fails after its page's marker was written, the marker
+    # left behind (as when the container dies in between: the marker's removal fails too)
+    for n in range(2):
+        subscribe(client, tenant, f"{receiver.url}?n={n}")
+    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1, dynamodb.DeleteItem:5xx@call=calls:1")
+    assert _publish(client, tenant.id, id="inv-1003-paid").status_code == 503
+    # WHEN the publisher retries it, then once more
+    retried = _publish(client, tenant.id, id="inv-1003-paid")
+    again = _publish(client, tenant.id, id="inv-1003-paid")
+    # THEN the retry queued the deliveries again and marked the event queued (its page was counted before, so
+    # the count stays short, never the deliveries); the last publish queued nothing more
+    assert (retried.status_code, again.status_code) == (202, 202)
+    assert _queued(harness) == {"delivery": 4}
+    harness.drain()
+    assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
+    assert _queued(harness) == {}
+
+
+def test_filters_are_applied_and_counted_on_the_direct_path(client, tenant, harness: Harness, receiver) -> None:
+    # GIVEN a subscription whose filter skips the event and one without a filter
+    skipped = client.post(
+        "/v1/subscriptions",
+        json={
+            "url": f"{receiver.url}?s=big",
+            "event_types": ["invoice.paid"],
+            "filter": {"amount_cents": {"$gte": 10**9}},
+        },
+        headers=tenant.headers,
+    )
+    assert skipped.status_code == 201, skipped.text
+    subscribe(client, tenant, f"{receiver.url}?s=all")
+    # WHEN the event is published and delivered
+    event_id = _publish(client, tenant.id).json()["id"]
+    assert _queued(harness) == {"delivery": 1}
+    harness.drain()
+    # THEN only the unfiltered subscription received it, and the skip is counted
+    assert [got.path for got in receiver.received] == ["/webhook?s=all"]
+    counts = event_counts(client, event_id)
+    assert (counts["matched"], counts["filtered"], counts["succeeded"]) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 10}])
+def test_publishing_does_the_same_calls_whatever_the_subscribers_beyond_the_direct_page(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    def published_calls() -> list[str]:
+        harness.table_calls.clear()
+        harness.queue_calls.clear()
+        assert _publish(client, tenant.id).status_code == 202
+        return [call.operation for call in [*harness.table_calls.calls, *harness.queue_calls.calls]]
+
+    # GIVEN eleven subscriptions (one more than the direct path takes), then three hundred
+    bulk_subscriptions(services.store, tenant.id, receiver.url, 11)
+    few = published_calls()
+    bulk_subscriptions(services.store, tenant.id, receiver.url, 289)
+    many = published_calls()
+    # THEN publishing made the same calls both times: one page of routes read (eleven at most: one more than it
+    # takes), then a fan-out message
+    assert few == many
+    queries = [call for call in harness.table_calls.of("Query") if call.params["Limit"] == 11]
+    assert len(queries) == 1
+    assert many.count("SendMessage") == 1
+    assert "SendMessageBatch" not in many
