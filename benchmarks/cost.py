@@ -226,7 +226,8 @@ class Meter:
     def _parameters(self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         operation = model.name
         if model.service_model.service_name == "dynamodb":
-            context["meter_consistent"] = bool(params.get("ConsistentRead"))
+            requested = params.get("RequestItems", {}).values() if operation == "BatchGetItem" else [params]
+            context["meter_consistent"] = any(bool(request.get("ConsistentRead")) for request in requested)
             writes = self._writes(params, operation)
             context["meter_writes"] = [(table, key, new, self._image(table, key)) for table, key, new in writes]
 
@@ -261,9 +262,10 @@ class Meter:
             size = sum(item_size(item) for item in parsed.get("Items", []))
             units = _kb(size, 4096)
             rru += units if context.get("meter_consistent") else units / 2
-        elif operation == "BatchGetItem":
+        elif operation == "BatchGetItem":  # each item read is billed on its own, half when eventually consistent
             for items in parsed.get("Responses", {}).values():
-                rru += sum(_kb(item_size(item), 4096) for item in items)
+                units = sum(_kb(item_size(item), 4096) for item in items)
+                rru += units if context.get("meter_consistent") else units / 2
         with self.lock:
             self.wru += wru
             self.rru += rru

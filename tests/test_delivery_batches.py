@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,16 @@ from herald.messages import DeliveryMessage
 from herald.services import Services
 from herald.settings import Settings
 from herald.worker import Worker, settle_all
-from tests.delivery_support import Harness, attempts, event_counts, only_delivery, publish, subscribe, verify
+from tests.delivery_support import (
+    Harness,
+    attempts,
+    event_counts,
+    make_harness,
+    only_delivery,
+    publish,
+    subscribe,
+    verify,
+)
 from tests.process_guard import Processes, stop_group
 from tests.support import ADMIN, ADMIN_KEY, Clock, Receiver, TenantInfo
 
@@ -99,23 +109,26 @@ def test_a_record_that_raises_fails_alone_and_ends_in_the_dlq(
 def test_a_failing_aws_call_for_one_record_does_not_fail_the_others(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
 ) -> None:
-    # GIVEN three deliveries, and DynamoDB unreachable for the subscription of one of them
+    # GIVEN three deliveries, and DynamoDB unreachable for the batch's read, then for the subscription of one
+    # of them when each delivery reads for itself
     receivers = [make_receiver() for _ in range(3)]
     subs = [subscribe(client, tenant, r.url) for r in receivers]
     event_id = publish(client, tenant.id)
     unlucky = f"SUB#{subs[1].id}"
 
     def unreachable(params: dict[str, Any], **_: Any) -> None:
-        if params.get("Key", {}).get("sk", {}).get("S") == unlucky:
+        if "RequestItems" in params or params.get("Key", {}).get("sk", {}).get("S") == unlucky:
             raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
 
     events = harness.services.store.client.meta.events
-    events.register("provide-client-params.dynamodb.GetItem", unreachable)
+    for operation in ("GetItem", "BatchGetItem"):
+        events.register(f"provide-client-params.dynamodb.{operation}", unreachable)
     try:
         # WHEN one invocation receives the three
         result = harness.poller.poll_once()
     finally:
-        events.unregister("provide-client-params.dynamodb.GetItem", unreachable)
+        for operation in ("GetItem", "BatchGetItem"):
+            events.unregister(f"provide-client-params.dynamodb.{operation}", unreachable)
     # THEN the two others were delivered and settled; the unlucky one failed alone and will come back
     assert (result.received, result.deleted, result.failed) == (3, 2, 1)
     assert [len(r.received) for r in receivers] == [1, 0, 1]
@@ -147,6 +160,44 @@ def test_duplicate_messages_of_one_delivery_send_it_once(client, tenant, harness
     assert len(attempts(client, tenant, sub.id, delivery["id"])) == 1
     assert event_counts(client, event_id)["succeeded"] == 1
     assert harness.counts() == (0, 0)
+
+
+def test_two_copies_of_a_first_receive_worked_at_once_send_twice_and_are_counted(
+    client, tenant, services, aws, clock, receiver, capsys
+) -> None:
+    # GIVEN a delivery message on the queue twice (SQS delivers at least once), a subscriber slow enough to answer
+    # (0.5 s) that both copies are in flight together, and two workers (two invocations) taking one message each
+    receiver.default = (200, {}, b"ok", 0.5)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)  # one route: publishing queues the delivery message itself
+    services.queue.send(DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id))
+    workers = [make_harness(services, aws, clock=clock, batch_size=1) for _ in range(2)]
+    try:
+        capsys.readouterr()
+        # WHEN both invocations run at the same time
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda harness: harness.poller.poll_once(), workers))
+        output = capsys.readouterr().out
+    finally:
+        for harness in workers:
+            harness.close()
+    # THEN each took one copy, and neither could see the other's delivery: both sent it (the duplicate the
+    # design allows, with the same webhook-id for the receiver to drop)
+    assert [(r.received, r.deleted, r.failed) for r in results] == [(1, 1, 0), (1, 1, 0)]
+    assert [got.headers["webhook-id"] for got in receiver.received] == [event_id, event_id]
+    for got in receiver.received:
+        verify(sub.secret, got)
+    # AND one of them recorded the delivery and its one attempt, and the other counted its send as a duplicate
+    delivery = only_delivery(client, tenant, sub.id)
+    assert (delivery["status"], delivery["attempts"]) == ("succeeded", 1)
+    assert len(attempts(client, tenant, sub.id, delivery["id"])) == 1
+    assert event_counts(client, event_id)["succeeded"] == 1
+    duplicates = [
+        document["DuplicateSends"]
+        for line in output.splitlines()
+        if line.startswith('{"_aws"') and "DuplicateSends" in (document := json.loads(line))
+    ]
+    assert duplicates == [[1.0]]
 
 
 def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
@@ -259,9 +310,16 @@ def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Rec
         finally:
             stop_group(child, signal.SIGKILL)
         at_kill = len(receiver.received)
-        recorded_at_kill = sum(
-            len(attempts(client, tenant, sub.id, ids.delivery_id(event_id, sub.id))) for sub in subs.values()
-        )
+
+        def recorded(sub_id: str) -> int:
+            """The attempts recorded for the delivery (none while its first attempt was in flight: a first receive
+            writes the delivery only with its attempt)."""
+            path = f"/v1/subscriptions/{sub_id}/deliveries/{ids.delivery_id(event_id, sub_id)}/attempts"
+            response = client.get(path, headers=tenant.headers)
+            assert response.status_code in {200, 404}, response.text
+            return len(response.json()["data"]) if response.status_code == 200 else 0
+
+        recorded_at_kill = sum(recorded(sub.id) for sub in subs.values())
         assert child.returncode == -signal.SIGKILL
         assert recorded_at_kill < at_kill  # some requests were made but never recorded
 

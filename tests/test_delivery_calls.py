@@ -6,32 +6,41 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from herald import ids
 from tests.delivery_support import publish, subscribe
 from tests.support import Receiver, drain
 
 
-def test_a_first_delivery_claims_without_reading_its_state_first(
+def test_a_first_delivery_writes_no_lease_and_reads_with_its_batch(
     client, tenant, services, poller, receiver: Receiver
 ) -> None:
     # GIVEN a subscription, and every DynamoDB call the worker makes recorded
     sub = subscribe(client, tenant, receiver.url)
     calls: list[tuple[str, str]] = []
+    batch_reads: list[dict[str, Any]] = []
 
     def record(params: dict[str, Any], model: Any, **_: Any) -> None:
         key = params.get("Key") or params.get("Item") or {}
         calls.append((model.name, key.get("pk", {}).get("S", "")))
+        if model.name == "BatchGetItem":
+            batch_reads.append(params["RequestItems"][services.store.table_name])
 
     # WHEN an event is published, then fanned out and delivered by the worker
-    publish(client, tenant.id)
+    event_id = publish(client, tenant.id)
     services.store.client.meta.events.register("before-parameter-build.dynamodb", record)
     drain(poller)
-    # THEN the delivery arrived, and the worker never read the delivery before claiming it:
-    # one conditional put claims it, then the attempt and the settled delivery are two plain puts
-    # (no transaction: it would bill each item twice)
     (got,) = receiver.received
     Webhook(sub.secret).verify(got.body, got.headers)
-    delivery_calls = [name for name, pk in calls if pk.startswith("DELIVERY#")]
-    assert delivery_calls == ["PutItem", "PutItem", "PutItem"]
+    # THEN the delivery's batch read its subscription and the delivery's state in one eventually consistent
+    # BatchGetItem, and nothing read either of them one by one
+    delivery_pk = f"DELIVERY#{ids.delivery_id(event_id, sub.id)}"
+    (read,) = [r for r in batch_reads if any(key["pk"]["S"] == delivery_pk for key in r["Keys"])]
+    assert read["ConsistentRead"] is False
+    assert sorted(key["pk"]["S"] for key in read["Keys"]) == sorted([delivery_pk, f"TENANT#{tenant.id}"])
+    assert not [call for call in calls if call[0] == "GetItem" and call[1] in (delivery_pk, f"TENANT#{tenant.id}")]
+    # AND no lease was written before the attempt (SQS's visibility is a first receive's lease): the attempt and
+    # the settled delivery are two puts, each only if nothing is there yet (no transaction: it bills each item twice)
+    assert [name for name, pk in calls if pk == delivery_pk] == ["PutItem", "PutItem"]
     assert "TransactWriteItems" not in [name for name, _ in calls]
 
 

@@ -31,6 +31,7 @@ class Metric(StrEnum):
     BREAKER_HELD = "DeliveryHeldByBreaker"  # deliveries rescheduled, without an attempt, while a breaker is open
     FANOUT_SIZE = "FanoutSize"  # deliveries queued by one fan-out message
     QUEUE_AGE = "QueueAgeAtPickup"  # seconds between a delivery message's sending and its first pickup
+    DUPLICATE_SENDS = "DuplicateSends"  # first attempts sent by two copies of one message at once (one recorded)
 
 
 _UNITS = {

@@ -7,26 +7,31 @@ of item, each returning typed records and raising ``herald.errors`` errors.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from herald.storage.deliveries import DeliveryRepository, DeliveryState
+from herald.storage import keys
+from herald.storage.deliveries import DeliveryRepository, DeliveryState, state_of
 from herald.storage.events import EventExistsError, EventRepository, StoredEvent
 from herald.storage.health import AttemptTally, HealthRepository, SubscriptionHealth
 from herald.storage.isolation import IsolationRepository
 from herald.storage.jobs import JobRepository
 from herald.storage.portal import PortalRepository
 from herald.storage.schedule import ScheduleRepository
-from herald.storage.subscriptions import Route, SubscriptionRepository
+from herald.storage.subscriptions import Route, SubscriptionRepository, subscription_of
 from herald.storage.table import PageResult, Table
 from herald.storage.tenants import TenantRepository
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from herald.records import Subscription
+
 __all__ = [
     "AttemptTally",
+    "BatchRead",
     "DeliveryState",
     "EventExistsError",
     "PageResult",
@@ -36,6 +41,15 @@ __all__ = [
     "SubscriptionHealth",
     "Table",
 ]
+
+
+@dataclass(frozen=True)
+class BatchRead:
+    """Subscriptions (by tenant and id) and delivery states (by delivery id) read together; what is absent was
+    not found (or has expired)."""
+
+    subscriptions: dict[tuple[str, str], Subscription]
+    states: dict[str, DeliveryState]
 
 
 class Store:
@@ -57,6 +71,24 @@ class Store:
         self.isolation = IsolationRepository(self.table)
         self.schedule = ScheduleRepository(self.table)
         self.portal = PortalRepository(self.table)
+
+    def batch_read(self, subscriptions: Iterable[tuple[str, str]], deliveries: Iterable[str]) -> BatchRead:
+        """Subscriptions and delivery states in one BatchGetItem (100 keys a call), eventually consistent (half
+        the price of a strong read; a write of the last second may not show yet): what a worker's batch reads
+        before it sends."""
+        wanted = [keys.subscription(tenant_id, sub_id) for tenant_id, sub_id in dict.fromkeys(subscriptions)]
+        sub_keys = {(key["pk"], key["sk"]) for key in wanted}
+        wanted += [keys.delivery(delivery_id) for delivery_id in dict.fromkeys(deliveries)]
+        subs: dict[tuple[str, str], Subscription] = {}
+        states: dict[str, DeliveryState] = {}
+        for item in self.table.batch_get(wanted, consistent=False) if wanted else []:
+            if item["sk"] == keys.DELIVERY_SORT:
+                state = state_of(item)
+                states[state.delivery.id] = state
+            elif (item["pk"], item["sk"]) in sub_keys:
+                sub = subscription_of(item)
+                subs[sub.tenant_id, sub.id] = sub
+        return BatchRead(subs, states)
 
     @property
     def client(self) -> DynamoDBClient:

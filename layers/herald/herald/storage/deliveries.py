@@ -46,6 +46,16 @@ class DeliveryState:
     lease_until: float
 
 
+def state_of(item: dict[str, Any]) -> DeliveryState:
+    """A delivery item, as read, with its place in the retry schedule and its lease."""
+    delivery = Delivery.model_validate(strip(dict(item)))
+    return DeliveryState(
+        delivery,
+        scheduled_attempts=int(item.get("scheduled_attempts", delivery.attempts)),
+        lease_until=float(item.get("lease_until", 0)),
+    )
+
+
 def _index(delivery: Delivery) -> dict[str, str]:
     """The delivery's index entries. The status index (gsi2) lists what needs attention (pending and
     failed deliveries): a delivery that succeeded leaves it, so the common case, a first attempt that
@@ -75,14 +85,7 @@ class DeliveryRepository:
     def get_state(self, delivery_id: str) -> DeliveryState | None:
         """The delivery with what only the worker needs: its place in the retry schedule and its lease."""
         item = self._table.read(keys.delivery(delivery_id))
-        if item is None:
-            return None
-        delivery = Delivery.model_validate(strip(item))
-        return DeliveryState(
-            delivery,
-            scheduled_attempts=int(item.get("scheduled_attempts", delivery.attempts)),
-            lease_until=float(item.get("lease_until", 0)),
-        )
+        return None if item is None else state_of(item)
 
     def claim(
         self,
@@ -148,18 +151,30 @@ class DeliveryRepository:
                 ExpressionAttributeValues=values(token=token, **entries),
             )
 
+    def list_new(self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int) -> None:
+        """Store a new delivery that waits without an attempt (its first receive made none: the slow lane, an
+        open breaker or a rate limit holds it back), listed as pending, unless it exists already."""
+        with contextlib.suppress(ClientError):  # written meanwhile by another copy of its message: that one counts
+            self._table.call(
+                "put_item",
+                Item=to_item(_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+
     def record(
         self,
         delivery: Delivery,
         attempt: Attempt | None,
         *,
-        token: str,
+        token: str | None,
         scheduled_attempts: int,
         expires_at: int,
         job_id: str | None = None,
     ) -> bool:
         """Store an attempt (if one was made), then the delivery's new state with its index entries,
-        releasing the lease. False if the lease was lost meanwhile.
+        releasing the lease. False if the lease was lost meanwhile. Without a ``token`` (a first receive,
+        leased by SQS's visibility: nothing was written before the attempt) both writes are made only if
+        nothing is there yet; False if another copy of the message wrote them first.
 
         Two plain writes, not a transaction (which bills every item twice): the attempt first, under its
         number, then the delivery on the condition that the lease is still this one. If the second write
@@ -171,15 +186,23 @@ class DeliveryRepository:
 
         The event's counters are not touched here: the worker adds up a batch's changes per event and
         writes them once (``EventRepository.count``) when the batch is done."""
-        delivery_put = {
-            "Item": to_item(_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)),
-            "ConditionExpression": "lease_token = :token",
-            "ExpressionAttributeValues": values(token=token),
+        delivery_put: dict[str, Any] = {
+            "Item": to_item(_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at))
         }
+        fresh = {"ConditionExpression": "attribute_not_exists(pk)"}
+        if token is None:
+            delivery_put |= fresh
+        else:
+            delivery_put |= {
+                "ConditionExpression": "lease_token = :token",
+                "ExpressionAttributeValues": values(token=token),
+            }
         attempt_put: dict[str, Any] | None = None
         if attempt is not None:
             attempt_item = {**keys.attempt(delivery.id, attempt.attempt_number), **record(attempt)}
-            attempt_put = {"Item": to_item({**attempt_item, "expires_at": expires_at})}
+            attempt_put = {"Item": to_item({**attempt_item, "expires_at": expires_at})} | (
+                fresh if token is None else {}
+            )
         try:
             if job_id is None:
                 if attempt_put is not None:

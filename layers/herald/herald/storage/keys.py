@@ -121,8 +121,11 @@ def delivery_partition(delivery_id: str) -> str:
     return f"DELIVERY#{delivery_id}"
 
 
+DELIVERY_SORT = "#DELIVERY"
+
+
 def delivery(delivery_id: str) -> Key:
-    return {"pk": delivery_partition(delivery_id), "sk": "#DELIVERY"}
+    return {"pk": delivery_partition(delivery_id), "sk": DELIVERY_SORT}
 
 
 ATTEMPT_PREFIX = "ATTEMPT#"

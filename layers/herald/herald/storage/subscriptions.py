@@ -44,7 +44,8 @@ def _item(sub: Subscription) -> dict[str, Any]:
     return to_item({**keys.subscription(sub.tenant_id, sub.id), **record(sub), **learned})
 
 
-def _subscription(item: dict[str, Any]) -> Subscription:
+def subscription_of(item: dict[str, Any]) -> Subscription:
+    """A subscription item, as read, with its isolation state."""
     fields = strip(item)
     sub = Subscription.model_validate(fields)
     sub.isolation = Isolation.model_validate({name: fields[name] for name in Isolation.ATTRIBUTES if name in fields})
@@ -115,13 +116,13 @@ class SubscriptionRepository:
 
     def get(self, tenant_id: str, sub_id: str) -> Subscription | None:
         item = self._table.read(keys.subscription(tenant_id, sub_id))
-        return _subscription(item) if item else None
+        return subscription_of(item) if item else None
 
     def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> PageResult[Subscription]:
         items, next_cursor = self._table.query(
             key={"pk": keys.tenant_partition(tenant_id)}, prefix=keys.SUBSCRIPTION_PREFIX, limit=limit, cursor=cursor
         )
-        return PageResult([_subscription(item) for item in items], next_cursor)
+        return PageResult([subscription_of(item) for item in items], next_cursor)
 
     def replace(self, old: Subscription, new: Subscription) -> None:
         """Write ``new`` over ``old`` (optimistic: ConflictError if it changed meanwhile), moving its routing

@@ -1,11 +1,13 @@
 """One delivery: is an attempt due -> claim the lease -> sign and send -> record -> next step.
 
-The delivery's state lives in DynamoDB, and each attempt is made under a lease taken with a conditional
-write, so a duplicated or re-shown message never sends the same attempt twice while another worker is at
-it. A message is only let go (deleted) once its delivery is settled, or when a fresh copy carries it on:
-a message that finds the lease taken comes back when the lease ends, since the worker holding it may
-have died. Every log line of a delivery carries its event, delivery, subscription and tenant ids (and
-the attempt number once known); never a secret or a payload.
+The delivery's state lives in DynamoDB. A first receive of a new delivery (what the batch's read found,
+``reads``) is leased by SQS's visibility timeout and writes the delivery once, with its attempt, when it is
+done. Every other attempt is made under a lease taken with a conditional write, so a duplicated or re-shown
+message never sends the same attempt twice while another worker is at it. A message is only let go (deleted)
+once its delivery is settled, or when a fresh copy carries it on: a message that finds the lease taken comes
+back when the lease ends, since the worker holding it may have died. Every log line of a delivery carries
+its event, delivery, subscription and tenant ids (and the attempt number once known); never a secret or a
+payload.
 """
 
 from __future__ import annotations
@@ -110,19 +112,28 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         return
     job, token = claimed
     try:
-        sub = await worker.io(worker.store.subscriptions.get, message.tenant_id, message.subscription_id)
+        sub = await _subscription(worker, message)
     except Exception:
         # Nothing was sent: give the lease back, so the message's next receive need not wait it out.
-        with contextlib.suppress(Exception):
-            await worker.io(worker.store.deliveries.release, job.delivery, token)
+        if token is not None:
+            with contextlib.suppress(Exception):
+                await worker.io(worker.store.deliveries.release, job.delivery, token)
         raise
     if sub is None and job.single_shot:
-        await worker.io(worker.store.deliveries.release, job.delivery, token)
+        if token is not None:
+            await worker.io(worker.store.deliveries.release, job.delivery, token)
         logger.info("manual attempt cancelled: the subscription was deleted", extra=log)
     elif sub is None or (not sub.enabled and not job.single_shot):
         await _cancel(worker, job, token, "the subscription was deleted" if sub is None else "it is disabled")
     else:
         await _attempt_and_record(worker, job, sub, token)
+
+
+async def _subscription(worker: Worker, message: DeliveryMessage) -> Subscription | None:
+    """The delivery's subscription: as the batch read it, or read now if the batch's read did not look for it."""
+    if worker.reads.knows_subscription(message.tenant_id, message.subscription_id):
+        return worker.reads.subscription(message.tenant_id, message.subscription_id)
+    return await worker.io(worker.store.subscriptions.get, message.tenant_id, message.subscription_id)
 
 
 async def _claim(  # noqa: PLR0917 - the message's context, passed along as the caller has it
@@ -132,16 +143,21 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
     deadline: float,
     stored: StoredEvent,
     log: dict[str, Any],
-) -> tuple[_Job, str] | None:
-    """The lease on the delivery for one attempt (the job and the lease's token), or None when no attempt
-    is to be made now (the message is then held, or done with).
+) -> tuple[_Job, str | None] | None:
+    """The lease on the delivery for one attempt (the job and the lease's token: None when SQS's visibility
+    is the lease), or None when no attempt is to be made now (the message is then held, or done with).
 
-    A delivery message received for the first time almost always starts a new delivery: claim it straight
-    away (the claim only succeeds if the delivery does not exist yet) and read its state only if it does
-    exist (a duplicate message, a refreshed copy). One AWS call less per delivery."""
+    A delivery message received for the first time almost always starts a new delivery. When the batch's read
+    found no such delivery, and the batch holds this one message of it, no lease is written (see ``reads``).
+    Without that read, claim it straight away (the claim only succeeds if the delivery does not exist yet) and
+    read its state only if it does exist (a duplicate message, a refreshed copy)."""
     optimistic = message.trigger not in SINGLE_SHOT_TRIGGERS and not message.resumed and receive_count(record) == 1
+    if optimistic and worker.reads.is_new(log["delivery_id"]):
+        if not await _due(worker, message, record, None, False, deadline):
+            return None
+        return _Job(message, record, log, stored, None, False, worker.now(), deadline), None
     state: DeliveryState | None = None
-    for read_state in (not optimistic, True):
+    for read_state in (not optimistic or log["delivery_id"] in worker.reads.read_once, True):
         if read_state:
             state = await worker.io(worker.store.deliveries.get_state, log["delivery_id"])
         single_shot = message.trigger in SINGLE_SHOT_TRIGGERS and state is not None
@@ -199,7 +215,7 @@ async def _due(  # noqa: PLR0917 - the message's context, passed along as the ca
     return True
 
 
-async def _cancel(worker: Worker, job: _Job, token: str, reason: str) -> None:
+async def _cancel(worker: Worker, job: _Job, token: str | None, reason: str) -> None:
     """The subscription is gone or disabled: the delivery fails without an attempt."""
     settled = job.delivery.model_copy(
         update={
@@ -226,12 +242,20 @@ def _count_event(worker: Worker, job: _Job, settled: Delivery) -> None:
     worker.books.settled(job.event.id, expires_at, job.previous, settled)
 
 
-async def _held_back(worker: Worker, job: _Job, sub: Subscription, token: str) -> bool:
+async def _held_back(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
     """Whether the attempt waits instead of being made now, its lease given back: the subscription's slow
     lane or open breaker (``lanes``), or its rate limit. Neither is an attempt nor a step of the schedule."""
 
     async def release() -> None:
-        await worker.io(worker.store.deliveries.release, job.delivery, token)
+        if token is not None:
+            await worker.io(worker.store.deliveries.release, job.delivery, token)
+        else:  # a new delivery, not written yet: it waits listed as pending, as a released one does
+            await worker.io(
+                worker.store.deliveries.list_new,
+                job.delivery,
+                scheduled_attempts=job.scheduled,
+                expires_at=worker.attempt_expiry(job.now),
+            )
 
     # Isolation: a slow subscription's delivery goes to the slow lane, an open breaker holds it (no attempt).
     if await lanes.diverted(
@@ -250,7 +274,7 @@ async def _held_back(worker: Worker, job: _Job, sub: Subscription, token: str) -
     return False
 
 
-async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str) -> None:
+async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> None:
     attempt_number = job.delivery.attempts + 1
     job.log["attempt"] = attempt_number
     scheduled = job.scheduled if job.single_shot else job.scheduled + 1
@@ -280,6 +304,13 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         expires_at=worker.attempt_expiry(job.now),
         job_id=job.message.job_id,
     )
+    if not recorded and token is None:
+        # Another copy of this message (SQS's at-least-once, or one shown again) made and recorded this first
+        # attempt meanwhile: this send was a duplicate (receivers drop it by its webhook-id). That copy carries
+        # the delivery on; this one is done.
+        worker.metrics.add(Metric.DUPLICATE_SENDS)
+        logger.warning("duplicate send: another copy of the message recorded this attempt first", extra=job.log)
+        return
     if not recorded:
         # Only if this invocation outlived its own lease (it should not: the lease ends after the
         # deadline). The message comes back and the next claim carries the delivery on, making this

@@ -4,9 +4,9 @@ Each work message is one of: a fan-out page (``fanout``), a delivery (``dispatch
 redelivery job (``jobs``), or a tenant purge. Once a minute the same function is invoked to sweep the
 scheduled work falling due onto the queue (``sweeper``). The stages are plain functions of a ``Worker``, which
 holds what they share: the services, the clock and random source, the event loop and the thread pool
-for blocking AWS calls, the event cache (``events``), the rate-limit pacer (``pacing``), the batch's
-bookkeeping (``bookkeeping``) and its metrics. Retries wait on the queue, never in the worker
-(``schedule``).
+for blocking AWS calls, the event cache (``events``), what the batch read before it began (``reads``), the
+rate-limit pacer (``pacing``), the batch's bookkeeping (``bookkeeping``) and its metrics. Retries wait on
+the queue, never in the worker (``schedule``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from herald.worker import dispatch, fanout, jobs, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
 from herald.worker.pacing import Pacer
+from herald.worker.reads import BatchReads, read_batch
 from herald.worker.schedule import receive_count
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class Worker:
         self.events = EventCache(self)
         self.pacer = Pacer(self)
         self.books = Bookkeeping(self)
+        self.reads = BatchReads()
 
     def invoke(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         """One invocation of the DeliveryFunction: the schedule's sweep (``{"herald": "sweep"}``, once a
@@ -106,8 +108,11 @@ class Worker:
 
         processor = _Processor(self.loop)
         try:
+            bodies = [str(record.get("body", "")) for record in event.get("Records", [])]
+            self.reads = self.loop.run_until_complete(read_batch(self, bodies))
             return dict(async_process_partial_response(event, record_handler, processor, context))
         finally:
+            self.reads = BatchReads()
             # Before returning, so before SQS deletes the batch's messages.
             self.loop.run_until_complete(self.books.finish())
             self.metrics.flush()  # one EMF document per invocation

@@ -1,0 +1,93 @@
+"""What a batch reads before it sends: the subscriptions of its delivery messages and the states of their
+deliveries, in one BatchGetItem (100 keys a call, eventually consistent) instead of two reads per delivery.
+
+The states say which deliveries are new. A delivery message received for the first time almost always starts
+a new delivery, and then no lease is written: SQS's visibility timeout is the lease of a first receive (the
+message stays hidden from every other worker until this invocation is over), and the delivery is written once,
+with its attempt, when the attempt is done (``DeliveryRepository.record`` without a token: only if no one else
+wrote it). A message whose delivery exists already (a duplicate, a fan-out page run twice), one the batch holds
+more than once, a later receive or a manual attempt takes the lease in DynamoDB as before, so that it never
+sends an attempt another worker is making. A duplicate send stays possible only where the read cannot see the
+other copy's work: two copies of one message in two invocations at the same time (SQS's at-least-once, or a
+message shown again after a crash): receivers drop it by its ``webhook-id``, and the worker counts it
+(``DuplicateSends``).
+
+If the read fails (DynamoDB refused after botocore's retries), the batch goes on without it: each delivery
+reads what it needs and takes its lease, as a later receive does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools import Logger
+
+from herald import ids
+from herald.errors import ServiceUnavailableError
+from herald.messages import DeliveryMessage, PoisonMessageError, parse_message
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from herald.records import Subscription
+    from herald.storage import DeliveryState
+    from herald.worker.runtime import Worker
+
+logger = Logger(service="herald", child=True)
+
+
+@dataclass(frozen=True)
+class BatchReads:
+    """What the batch read before it began (nothing, when it could not: each delivery then reads for itself)."""
+
+    subscriptions: dict[tuple[str, str], Subscription] = field(default_factory=dict)
+    states: dict[str, DeliveryState] = field(default_factory=dict)
+    #: The delivery ids whose state was read, each held once by the batch.
+    read_once: frozenset[str] = frozenset()
+    #: The subscriptions that were looked for (found or not).
+    looked_up: frozenset[tuple[str, str]] = frozenset()
+
+    def is_new(self, delivery_id: str) -> bool:
+        """Whether the batch read that this delivery does not exist yet, and holds one message of it."""
+        return delivery_id in self.read_once and delivery_id not in self.states
+
+    def knows_subscription(self, tenant_id: str, sub_id: str) -> bool:
+        return (tenant_id, sub_id) in self.looked_up
+
+    def subscription(self, tenant_id: str, sub_id: str) -> Subscription | None:
+        return self.subscriptions.get((tenant_id, sub_id))
+
+
+def _messages(bodies: Iterable[str]) -> list[DeliveryMessage]:
+    """The batch's plain delivery messages (not a recovery's); what does not parse is left to the stage."""
+    found: list[DeliveryMessage] = []
+    for body in bodies:
+        try:
+            message = parse_message(body)
+        except PoisonMessageError:
+            continue
+        if isinstance(message, DeliveryMessage) and message.job_id is None:
+            found.append(message)
+    return found
+
+
+async def read_batch(worker: Worker, bodies: Iterable[str]) -> BatchReads:
+    """One read for the batch's delivery messages: their subscriptions and their deliveries' states."""
+    messages = _messages(bodies)
+    if not messages:
+        return BatchReads()
+    subscriptions = list(dict.fromkeys((m.tenant_id, m.subscription_id) for m in messages))
+    held = Counter(ids.delivery_id(m.event_id, m.subscription_id) for m in messages)
+    try:
+        read = await worker.io(worker.store.batch_read, subscriptions, list(held))
+    except ServiceUnavailableError:
+        logger.warning("the batch's read failed; each delivery reads for itself", exc_info=True)
+        return BatchReads()
+    return BatchReads(
+        read.subscriptions,
+        read.states,
+        read_once=frozenset(delivery_id for delivery_id, count in held.items() if count == 1),
+        looked_up=frozenset(subscriptions),
+    )
