@@ -325,13 +325,18 @@ def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Rec
 
         # AND a fresh worker takes over: messages reappear (short visibility), leases of the dead worker
         # run out, and the work is finished
+        # (both event sources, as on Lambda: an attempt answered after 2.5 s is handed to the slow lane)
         worker = Worker(services)
-        poller = SqsPoller(sqs, resources.queue_url, worker.handle, batch_size=10, function_timeout_seconds=60)
+        pollers = [
+            SqsPoller(sqs, url, worker.handle, batch_size=10, function_timeout_seconds=60)
+            for url in (resources.queue_url, resources.slow_queue_url)
+        ]
         try:
             deadline = time.monotonic() + 90
             while event_counts(client, event_id)["succeeded"] < len(subs):
                 assert time.monotonic() < deadline, event_counts(client, event_id)
-                poller.poll_once(wait_seconds=1)
+                for poller in pollers:
+                    poller.poll_once(wait_seconds=1)
         finally:
             settle_all([worker])
 

@@ -195,19 +195,98 @@ def test_a_slow_but_successful_endpoint_gets_each_delivery_once_through_the_slow
     first_batches = drain_by_lane(harness, fast, lambda: len(receiver.received))
     later = [publish(client, tenant.id) for _ in range(3)]
     batches = drain_by_lane(harness, fast, lambda: len(receiver.received))
-    # THEN the first attempt, still unanswered after 0.3 s, put the subscription on the slow lane while it ran
-    assert [(b.lane, b.hanging_calls) for b in first_batches] == [("work", 1)]
+    # THEN the first attempt, still unanswered after 0.3 s, put the subscription on the slow lane and was cut
+    # short there: the slow lane tried the delivery again at once, and its answer came back
+    assert [(b.lane, b.hanging_calls) for b in first_batches] == [("work", 1), ("slow", 1)]
     assert stats(client, tenant, slow_sub.id)["lane"] == "slow"
+    first_delivery = ids.delivery_id(first, slow_sub.id)
+    log = attempts(client, tenant, slow_sub.id, first_delivery)
+    assert [(a["attempt_number"], a["error_kind"], a["succeeded"]) for a in log] == [
+        (1, "timeout", False),
+        (2, None, True),
+    ]
+    assert "handed to the slow lane" in log[0]["error_message"]
+    state = harness.services.store.deliveries.get_state(first_delivery)
+    assert state is not None
+    assert state.scheduled_attempts == 1  # the cut attempt was no step of the retry schedule
     # AND the later deliveries were sent from the slow lane only, the fast subscriber's from the work queue
     assert sum(b.hanging_calls for b in batches if b.lane == "work") == 0
     assert sum(b.hanging_calls for b in batches if b.lane == "slow") == 3
     assert sum(b.healthy_calls for b in batches if b.lane == "work") == 3
-    # AND each subscriber got each event exactly once, verified, at its first attempt (no duplicates)
+    # AND each subscriber got each event, verified: the fast one once each at its first attempt, the slow one
+    # once each but for the first event, sent twice with the same webhook-id (the cut request, then the slow
+    # lane's), which the receiver drops by that id
+    assert sorted(r.headers["webhook-id"] for r in fast.received) == sorted([first, *later])
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted([first, first, *later])
     for server, sub in ((receiver, slow_sub), (fast, fast_sub)):
-        assert sorted(r.headers["webhook-id"] for r in server.received) == sorted([first, *later])
         for got in server.received:
             verify(sub.secret, got)
-        assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}
+    assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, fast_sub.id)} == {("succeeded", 1)}
+    assert sorted((d["event_id"] == first, d["attempts"]) for d in deliveries(client, tenant, slow_sub.id)) == [
+        (False, 1),
+        (False, 1),
+        (False, 1),
+        (True, 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.3, "breaker_timeouts": 3}],
+)
+def test_attempts_under_way_when_an_endpoint_starts_hanging_are_handed_to_the_slow_lane(
+    client, tenant, harness: Harness, receiver: Receiver, silent: RawServer
+) -> None:
+    # GIVEN a healthy subscriber and one that starts hanging (5 s timeout), and three events published at once:
+    # nothing is known of the hanging endpoint, so its three deliveries start beside the healthy ones
+    healthy = subscribe(client, tenant, receiver.url)
+    hanging = subscribe(client, tenant, silent.url)
+    events = [publish(client, tenant.id) for _ in range(3)]
+    # WHEN the queues are worked
+    batches = drain_by_lane(harness, receiver, lambda: silent.accepted)
+    # THEN one work-queue invocation made all six requests, and did not wait out the hanging ones: each was cut
+    # short, unanswered after 0.3 s, and handed to the slow lane (three timeouts: the breaker opened, so the slow
+    # lane holds them instead of calling again)
+    assert [(b.lane, b.healthy_calls, b.hanging_calls) for b in batches] == [("work", 3, 3), ("slow", 0, 0)]
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(events)
+    for got in receiver.received:
+        verify(healthy.secret, got)
+    for event_id in events:
+        (attempt,) = attempts(client, tenant, hanging.id, ids.delivery_id(event_id, hanging.id))
+        assert (attempt["error_kind"], attempt["succeeded"]) == ("timeout", False)
+        assert "handed to the slow lane" in attempt["error_message"]
+        state = harness.services.store.deliveries.get_state(ids.delivery_id(event_id, hanging.id))
+        assert state is not None
+        assert (state.delivery.status.value, state.scheduled_attempts) == ("pending", 0)
+    learned = stats(client, tenant, hanging.id)
+    assert learned["lane"] == "slow"
+    assert learned["breaker"] == "open"
+    # AND none is lost: each waits on a queue or in the schedule
+    waiting = sum(harness.counts(url)[1] for url in harness.queue_urls) + harness.scheduled()
+    assert waiting == 3
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.3, "slow_lane_hand_over": False}],
+)
+def test_without_hand_over_a_slow_endpoint_gets_each_delivery_once(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber that answers 200 after 1 s, and attempts on the work queue never cut short
+    receiver.default = (200, {}, b"ok", 1.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN two events are delivered, one after the other
+    first = publish(client, tenant.id)
+    first_batches = drain_by_lane(harness, receiver, lambda: 0)
+    second = publish(client, tenant.id)
+    second_batches = drain_by_lane(harness, receiver, lambda: 0)
+    # THEN the first waited for its answer on the work queue (and put the subscription on the slow lane), the
+    # second was sent from the slow lane: each once, at its first attempt
+    assert [(b.lane, b.healthy_calls) for b in first_batches] == [("work", 1)]
+    assert [(b.lane, b.healthy_calls) for b in second_batches] == [("work", 0), ("slow", 1)]
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted([first, second])
+    assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}
 
 
 def test_latency_from_publication_is_recorded_per_attempt_and_in_the_stats(

@@ -26,6 +26,7 @@ class Metric(StrEnum):
     LATENCY = "DeliveryLatency"  # milliseconds of one attempt
     PUBLISH_LATENCY = "PublishToDeliveryLatency"  # milliseconds from the event's creation to an attempt's response
     TO_SLOW_LANE = "DeliveryToSlowLane"  # delivery messages forwarded to the slow lane before any attempt
+    HANDED_OVER = "AttemptHandedToSlowLane"  # attempts cut short on the work queue and tried again on the slow lane
     MARKED_SLOW = "SubscriptionMarkedSlow"  # subscriptions put on the slow lane by a slow or timed-out attempt
     BREAKER_OPENED = "BreakerOpened"  # circuit breakers opened after timeouts in a row
     BREAKER_HELD = "DeliveryHeldByBreaker"  # deliveries rescheduled, without an attempt, while a breaker is open

@@ -42,6 +42,8 @@ class Outcome:
     retry_after: float | None
     started: datetime
     finished: datetime
+    #: Cut short on the work queue, unanswered after ``slow_lane_after_seconds``, and handed to the slow lane.
+    handed_over: bool = False
 
     @property
     def succeeded(self) -> bool:

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         description="An attempt still unanswered after this long (or timed out) sends its subscription's deliveries "
         "through the slow lane.",
     )
+    slow_lane_hand_over: bool = Field(
+        True,
+        description="A scheduled attempt from the work queue still unanswered after slow_lane_after_seconds is cut "
+        "short and tried again at once from the slow lane (with the whole timeout), so that no work-queue "
+        "invocation waits longer for an endpoint that starts hanging.",
+    )
     slow_lane_seconds: int = Field(
         900, ge=0, description="How long a subscription stays on the slow lane after its latest slow attempt."
     )

@@ -281,8 +281,23 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
     if await _held_back(worker, job, sub, token):
         return
     sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
-    outcome = await lanes.watch(worker, sub, sending, job.log)  # an attempt slow to answer: slow lane at once
-    next_at, status = next_step(outcome, scheduled, job.previous, job.single_shot, policy=worker.policy, rng=worker.rng)
+    # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
+    # queue is then cut short and handed over to the slow lane (``lanes``).
+    hand_over = (
+        job.message.trigger is Trigger.SCHEDULED
+        and not job.single_shot
+        and job.message.job_id is None
+        and not lanes.on_slow_lane(worker, job.record)
+    )
+    outcome = await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over)
+    next_at: datetime | None
+    if outcome.handed_over:
+        # Not a step of the retry schedule: the slow lane tries again at once, with the whole timeout.
+        scheduled, next_at, status = job.scheduled, outcome.finished, DeliveryStatus.PENDING
+    else:
+        next_at, status = next_step(
+            outcome, scheduled, job.previous, job.single_shot, policy=worker.policy, rng=worker.rng
+        )
     attempt = _attempt_record(job, sub, outcome, attempt_number, next_at)
     settled = job.delivery.model_copy(
         update={
@@ -334,7 +349,9 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
     await worker.books.attempted(
         job.event, sub, outcome, settled, job.previous, expires_at=worker.attempt_expiry(job.now), log=job.log
     )
-    if status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
+    if outcome.handed_over:
+        await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, 0)
+    elif status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
         await hold(worker, job.message, job.record, next_at.timestamp() - worker.clock())
 
 

@@ -9,7 +9,11 @@ both learned from the subscription's own attempts and kept on its item (``Isolat
   puts its subscription on the slow lane for ``slow_lane_seconds``: a second queue with its own event source
   (its own ``MaximumConcurrency``) on the same function. A delivery message of a slow subscription received
   from the work queue is forwarded there before any attempt (no attempt, no step of its retry schedule), so
-  the work queue's invocations only ever wait for endpoints that answer.
+  the work queue's invocations only ever wait for endpoints that answer. A scheduled attempt made from the
+  work queue before its subscription was known to be slow is cut short at ``slow_lane_after_seconds`` and
+  handed over: it is logged as a timeout that does not move the retry schedule, and the delivery is tried
+  again at once from the slow lane, with the whole timeout. So an endpoint that starts hanging holds a work
+  queue invocation for ``slow_lane_after_seconds`` at most, however many of its deliveries were under way.
 - **The circuit breaker.** After ``breaker_timeouts`` timeouts in a row the breaker opens for
   ``breaker_open_seconds``, doubled each time it opens again without an answer in between (at most
   ``breaker_max_open_seconds``). Deliveries arriving meanwhile are held (``schedule.hold``) until it closes,
@@ -25,6 +29,7 @@ its lease back first, like a rate-limit postponement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +37,7 @@ from aws_lambda_powertools import Logger
 
 from herald.metrics import Metric
 from herald.records import ErrorKind, Trigger
+from herald.sender import Outcome
 from herald.worker.pacing import START_MARGIN_SECONDS
 from herald.worker.schedule import hold
 
@@ -42,7 +48,6 @@ if TYPE_CHECKING:
 
     from herald.messages import DeliveryMessage
     from herald.records import Subscription
-    from herald.sender import Outcome
     from herald.worker.runtime import Worker
 
 logger = Logger(service="herald", child=True)
@@ -101,32 +106,56 @@ async def diverted(
     return True
 
 
-async def watch(worker: Worker, sub: Subscription, sending: Awaitable[Outcome], log: dict[str, Any]) -> Outcome:
+async def watch(
+    worker: Worker, sub: Subscription, sending: Awaitable[Outcome], log: dict[str, Any], *, hand_over: bool = False
+) -> Outcome:
     """The attempt, watched: once it has been unanswered for ``slow_lane_after_seconds`` (shorter than the
-    timeout), its subscription goes to the slow lane at once, while the attempt carries on, so that its next
-    deliveries are forwarded even before this one ends."""
+    timeout), its subscription goes to the slow lane at once, so that its next deliveries are forwarded even
+    before this one ends. With ``hand_over`` (a scheduled attempt from the work queue) the attempt is then cut
+    short: its outcome says ``handed_over``, and the caller carries the delivery on from the slow lane."""
     settings = worker.settings
     task = asyncio.ensure_future(sending)
     after = settings.slow_lane_after_seconds
     if not settings.slow_queue_url or after >= settings.delivery_timeout_seconds:
         return await task  # no slow lane, or the timeout itself says it (``learn``)
+    hand_over = hand_over and settings.slow_lane_hand_over
     marked = _MARKED.setdefault(worker, {})
-    if max(sub.isolation.slow_until, marked.get(sub.id, 0.0)) > worker.clock() + settings.slow_lane_seconds / 2:
+    marked_lately = (
+        max(sub.isolation.slow_until, marked.get(sub.id, 0.0)) > worker.clock() + settings.slow_lane_seconds / 2
+    )
+    if marked_lately and not hand_over:
         return await task  # on the slow lane for long enough already: no write
+    started = worker.now()
     try:
         return await asyncio.wait_for(asyncio.shield(task), after)
     except TimeoutError:
         until = worker.clock() + settings.slow_lane_seconds
-        if marked.get(sub.id, 0.0) > until - settings.slow_lane_seconds / 2:
-            return await task  # another attempt of this batch marked it a moment ago
-        marked[sub.id] = until
-        try:
-            if await worker.io(worker.store.isolation.mark_slow, sub.tenant_id, sub.id, until=until):
-                worker.metrics.add(Metric.MARKED_SLOW)
-                logger.info("subscription on the slow lane: an attempt is slow to answer", extra=log)
-        except Exception:
-            logger.exception("subscription not put on the slow lane", extra=log)
-        return await task
+        if not marked_lately and marked.get(sub.id, 0.0) <= until - settings.slow_lane_seconds / 2:
+            marked[sub.id] = until
+            try:
+                if await worker.io(worker.store.isolation.mark_slow, sub.tenant_id, sub.id, until=until):
+                    worker.metrics.add(Metric.MARKED_SLOW)
+                    logger.info("subscription on the slow lane: an attempt is slow to answer", extra=log)
+            except Exception:
+                logger.exception("subscription not put on the slow lane", extra=log)
+        if not hand_over or task.done():
+            return await task
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        worker.metrics.add(Metric.HANDED_OVER)
+        logger.info("attempt cut short on the work queue and handed to the slow lane", extra=log)
+        return Outcome(
+            status_code=None,
+            error_kind=ErrorKind.TIMEOUT,
+            error_message=f"no answer within {after:g} s on the work queue: handed to the slow lane, which tries "
+            "again at once with the whole timeout",
+            body=None,
+            retry_after=None,
+            started=started,
+            finished=worker.now(),
+            handed_over=True,
+        )
 
 
 async def learn(worker: Worker, sub: Subscription, outcome: Outcome, log: dict[str, Any]) -> None:
