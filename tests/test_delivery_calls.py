@@ -38,10 +38,17 @@ def test_a_first_delivery_writes_no_lease_and_reads_with_its_batch(
     assert read["ConsistentRead"] is False
     assert sorted(key["pk"]["S"] for key in read["Keys"]) == sorted([delivery_pk, f"TENANT#{tenant.id}"])
     assert not [call for call in calls if call[0] == "GetItem" and call[1] in (delivery_pk, f"TENANT#{tenant.id}")]
-    # AND no lease was written before the attempt (SQS's visibility is a first receive's lease): the attempt and
-    # the settled delivery are two puts, each only if nothing is there yet (no transaction: it bills each item twice)
-    assert [name for name, pk in calls if pk == delivery_pk] == ["PutItem", "PutItem"]
+    # AND no lease was written before the attempt (SQS's visibility is a first receive's lease), and the settled
+    # delivery was one put, only if nothing is there yet, holding its attempt
+    assert [name for name, pk in calls if pk == delivery_pk] == ["PutItem"]
     assert "TransactWriteItems" not in [name for name, _ in calls]
+    # AND the attempt log shows that attempt, as any other
+    delivery_id = ids.delivery_id(event_id, sub.id)
+    listed = client.get(f"/v1/subscriptions/{sub.id}/deliveries/{delivery_id}/attempts", headers=tenant.headers).json()
+    assert [(a["attempt_number"], a["status_code"], a["succeeded"], a["delivery_id"]) for a in listed["data"]] == [
+        (1, 200, True, delivery_id)
+    ]
+    assert listed["done"] is True
 
 
 def test_a_batch_reads_its_event_once(client, tenant, services, poller, make_receiver) -> None:
@@ -61,3 +68,38 @@ def test_a_batch_reads_its_event_once(client, tenant, services, poller, make_rec
     # THEN each delivery arrived, and the event was read once for the whole batch
     assert [len(server.received) for server in receivers] == [1] * 5
     assert reads.count(f"EVENT#{event_id}") == 1
+
+
+def test_a_first_attempt_kept_inside_its_delivery_stays_first_in_the_log_after_a_manual_retry(
+    client, tenant, services, poller, receiver: Receiver
+) -> None:
+    # GIVEN a delivery settled by its first attempt (kept inside the delivery's item)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    drain(poller)
+    delivery_id = ids.delivery_id(event_id, sub.id)
+    item = services.store.table.read({"pk": f"DELIVERY#{delivery_id}", "sk": "#DELIVERY"})
+    assert item is not None
+    assert item["first_attempt"]["attempt_number"] == 1
+    # WHEN the tenant retries it by hand, and it is delivered again
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery_id}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    drain(poller)
+    assert len(receiver.received) == 2
+    # THEN the attempt log holds both, in order, a page of one at a time: the kept first attempt was carried over
+    # by the delivery's rewrites, and the manual one is an item of its own
+    path = f"/v1/subscriptions/{sub.id}/deliveries/{delivery_id}/attempts"
+    pages, iterator = [], None
+    for _ in range(4):
+        params = {"limit": 1, **({"iterator": iterator} if iterator else {})}
+        page = client.get(path, params=params, headers=tenant.headers).json()
+        pages.append([(a["attempt_number"], a["trigger"], a["succeeded"]) for a in page["data"]])
+        iterator = page["iterator"]
+        if page["done"]:
+            break
+    assert [entry for page in pages for entry in page] == [(1, "scheduled", True), (2, "manual", True)]
+    whole = client.get(path, headers=tenant.headers).json()["data"]
+    assert [(a["attempt_number"], a["delivery_id"], a["event_id"]) for a in whole] == [
+        (1, delivery_id, event_id),
+        (2, delivery_id, event_id),
+    ]

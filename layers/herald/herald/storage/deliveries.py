@@ -4,13 +4,16 @@ A delivery carries, beside its record, what only the worker needs: its lease (``
 ``lease_until``: one worker makes an attempt at a time) and ``scheduled_attempts``, its place in the
 retry schedule (manual attempts do not move it). Its index entries list it under its subscription
 (gsi1) and, while pending or failed, under its subscription and status (gsi2). Attempts are items of
-their own under the delivery, one per attempt number.
+their own under the delivery, one per attempt number, but for the common case: a first attempt that
+settles a new delivery (it succeeded, or failed for good) is kept inside the delivery's item
+(``first_attempt``), so that such a delivery is one write. Every later write of the delivery carries it
+over, and the attempt log reads it first.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,15 +38,23 @@ if TYPE_CHECKING:
     from herald.storage.table import Table
 
 
+#: The attribute of a delivery item that holds its first attempt, when that attempt settled a new delivery.
+FIRST_ATTEMPT = "first_attempt"
+#: An attempt's fields that its delivery holds already: left out of an attempt kept inside the delivery.
+_OF_THE_DELIVERY = ("delivery_id", "event_id", "subscription_id", "tenant_id")
+
+
 @dataclass(frozen=True)
 class DeliveryState:
     """A delivery as the worker sees it: the record, how many of its attempts were scheduled ones (the
-    position in the retry schedule; manual attempts do not move it), and until when a worker holds its
-    lease (epoch seconds, 0 when free)."""
+    position in the retry schedule; manual attempts do not move it), until when a worker holds its lease
+    (epoch seconds, 0 when free), and what each rewrite of its item must carry over (``carried``: the first
+    attempt kept inside it)."""
 
     delivery: Delivery
     scheduled_attempts: int
     lease_until: float
+    carried: dict[str, Any] = field(default_factory=dict)
 
 
 def state_of(item: dict[str, Any]) -> DeliveryState:
@@ -53,6 +64,28 @@ def state_of(item: dict[str, Any]) -> DeliveryState:
         delivery,
         scheduled_attempts=int(item.get("scheduled_attempts", delivery.attempts)),
         lease_until=float(item.get("lease_until", 0)),
+        carried={FIRST_ATTEMPT: item[FIRST_ATTEMPT]} if FIRST_ATTEMPT in item else {},
+    )
+
+
+def _kept_attempt(attempt: Attempt) -> dict[str, Any]:
+    """The attempt as kept inside its delivery's item: without the fields the delivery holds."""
+    fields = record(attempt)
+    return {key: value for key, value in fields.items() if key not in _OF_THE_DELIVERY}
+
+
+def _first_attempt_of(item: dict[str, Any]) -> Attempt | None:
+    kept = item.get(FIRST_ATTEMPT)
+    if not kept:
+        return None
+    return Attempt.model_validate(
+        {
+            **kept,
+            "delivery_id": item["id"],
+            "event_id": item["event_id"],
+            "subscription_id": item["subscription_id"],
+            "tenant_id": item["tenant_id"],
+        }
     )
 
 
@@ -98,6 +131,7 @@ class DeliveryRepository:
         now: float,
         expires_at: int,
         job_id: str | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> bool:
         """Take the lease on ``delivery`` for one attempt, until ``until`` (epoch seconds; ``now`` is the
         worker's clock). False if another worker holds it, or the delivery moved on since ``previous``
@@ -115,6 +149,7 @@ class DeliveryRepository:
             ),
             "lease_token": token,
             "lease_until": until,
+            **(carried or {}),
         }
         put: dict[str, Any] = {"Item": to_item(item)}
         if previous is None:
@@ -170,6 +205,7 @@ class DeliveryRepository:
         scheduled_attempts: int,
         expires_at: int,
         job_id: str | None = None,
+        carried: dict[str, Any] | None = None,
     ) -> bool:
         """Store an attempt (if one was made), then the delivery's new state with its index entries,
         releasing the lease. False if the lease was lost meanwhile. Without a ``token`` (a first receive,
@@ -186,9 +222,13 @@ class DeliveryRepository:
 
         The event's counters are not touched here: the worker adds up a batch's changes per event and
         writes them once (``EventRepository.count``) when the batch is done."""
-        delivery_put: dict[str, Any] = {
-            "Item": to_item(_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at))
-        }
+        item = {**_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at), **(carried or {})}
+        settled_at_once = delivery.status is not DeliveryStatus.PENDING and job_id is None
+        if token is None and attempt is not None and attempt.attempt_number == 1 and settled_at_once:
+            # A new delivery settled by its first attempt: one write, the attempt inside the delivery.
+            item[FIRST_ATTEMPT] = _kept_attempt(attempt)
+            attempt = None
+        delivery_put: dict[str, Any] = {"Item": to_item(item)}
         fresh = {"ConditionExpression": "attribute_not_exists(pk)"}
         if token is None:
             delivery_put |= fresh
@@ -255,10 +295,24 @@ class DeliveryRepository:
         return PageResult([Delivery.model_validate(strip(item)) for item in items], next_cursor)
 
     def list_attempts(self, delivery_id: str, *, limit: int, cursor: str | None) -> PageResult[Attempt]:
+        """A delivery's attempts, oldest first: the first one from inside the delivery's item when it is kept
+        there, then the attempt items."""
+        kept: list[Attempt] = []
+        if cursor is None:
+            item = self._table.read(keys.delivery(delivery_id))
+            first = _first_attempt_of(item) if item is not None else None
+            kept = [first] if first is not None else []
+            if kept and limit == 1:
+                return PageResult(kept, encode_cursor(to_item(keys.attempt(delivery_id, 1))))
         items, next_cursor = self._table.query(
-            key={"pk": keys.delivery_partition(delivery_id)}, prefix=keys.ATTEMPT_PREFIX, limit=limit, cursor=cursor
+            key={"pk": keys.delivery_partition(delivery_id)},
+            prefix=keys.ATTEMPT_PREFIX,
+            limit=limit - len(kept),
+            cursor=cursor,
         )
-        return PageResult([Attempt.model_validate(strip(item)) for item in items], next_cursor)
+        numbers = {attempt.attempt_number for attempt in kept}
+        later = [Attempt.model_validate(strip(item)) for item in items]
+        return PageResult(kept + [a for a in later if a.attempt_number not in numbers], next_cursor)
 
     def between(
         self,

@@ -50,6 +50,8 @@ STORAGE_ATTRIBUTES = frozenset(
         "lease_token",
         "lease_until",
         "scheduled_attempts",
+        # A delivery's first attempt, kept inside its item (``storage.deliveries``): read as an attempt.
+        "first_attempt",
     }
 )
 #: The tenant listing's partition in gsi1.

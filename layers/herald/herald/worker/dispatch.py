@@ -71,6 +71,11 @@ class _Job:
         return self.state.delivery if self.state is not None else None
 
     @property
+    def carried(self) -> dict[str, Any]:
+        """What each rewrite of the delivery's item carries over (its first attempt, kept inside it)."""
+        return self.state.carried if self.state is not None else {}
+
+    @property
     def scheduled(self) -> int:
         """Scheduled attempts made so far: the position in the retry schedule."""
         return self.state.scheduled_attempts if self.state is not None else 0
@@ -175,6 +180,7 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
             now=worker.clock(),
             expires_at=worker.attempt_expiry(job.now),
             job_id=message.job_id,
+            carried=state.carried if state is not None else None,
         )
         if claimed:
             return job, token
@@ -231,6 +237,7 @@ async def _cancel(worker: Worker, job: _Job, token: str | None, reason: str) -> 
         token=token,
         scheduled_attempts=job.scheduled,
         expires_at=worker.attempt_expiry(job.now),
+        carried=job.carried,
     )
     if recorded:
         _count_event(worker, job, settled)
@@ -318,6 +325,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         scheduled_attempts=scheduled,
         expires_at=worker.attempt_expiry(job.now),
         job_id=job.message.job_id,
+        carried=job.carried,
     )
     if not recorded and token is None:
         # Another copy of this message (SQS's at-least-once, or one shown again) made and recorded this first
