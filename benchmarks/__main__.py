@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chaos-subscriptions", type=int, default=25, help="subscriptions each event goes to (chaos)")
     parser.add_argument("--at-rest", type=int, default=12, help="events published one at a time (latency)")
     parser.add_argument(
-        "--latency-events", type=int, default=30, help="events per run, healthy alone or beside (latency)"
+        "--latency-events", type=int, default=80, help="events per run, healthy alone or beside (latency)"
     )
     parser.add_argument("--latency-rate", type=float, default=2.0, help="events per second in those runs (latency)")
     parser.add_argument(

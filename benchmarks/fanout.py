@@ -97,7 +97,10 @@ def run(
         make_subscriptions(services, big.id, subscriptions, UNUSED_URL, filters)
         create_s = time.perf_counter() - started
         out(f"  created {subscriptions:,} subscriptions in {create_s:.1f} s ({subscriptions / create_s:.0f}/s)")
-        make_subscriptions(services, small.id, 1, UNUSED_URL)
+        # The small tenant has one subscription more than publishing queues itself: both publishes then hand the
+        # fan-out to a fan-out message, and the figure shows what stays constant beyond that page.
+        small_count = services.settings.direct_fanout_max + 1
+        make_subscriptions(services, small.id, small_count, UNUSED_URL)
 
         watch = _QueueWatch(services.queue.client)
         calls = AwsCallLog()
@@ -198,6 +201,7 @@ def run(
             "fanout_dynamodb_queries_count": fanout_counts["Query"],
             "publish_big_aws_calls_count": max(big_calls),
             "publish_small_aws_calls_count": max(small_calls),
+            "publish_small_subscriptions_count": small_count,
         }
     )
     out(f"  filters: {with_filter:,} of {subscriptions:,} subscriptions have one; {skipping:,} skip the event")
@@ -209,12 +213,12 @@ def run(
     )
     out(
         f"  API publish (median of {publish_samples}): {big_ms * 1000:.1f} ms to {subscriptions:,} subscriptions, "
-        f"{small_ms * 1000:.1f} ms to 1"
+        f"{small_ms * 1000:.1f} ms to {small_count}"
     )
     result.ratios += [
         Ratio("SendMessageBatch calls / (deliveries / 10)", batch_calls, len(deliveries) / 10, "", "~1.0"),
         Ratio("longest fan-out invocation / function timeout", longest, source.function_timeout_seconds, "s", "< 0.5"),
-        Ratio(f"publish latency, {subscriptions:,} subs / 1 sub", big_ms, small_ms, "s", "~1"),
+        Ratio(f"publish latency, {subscriptions:,} subs / {small_count} subs", big_ms, small_ms, "s", "~1"),
     ]
     result.notes.append(
         f"fan-out under moto {moto}: {aws_s:.1f} s of {fanout_s:.1f} s with an AWS call in flight; "
