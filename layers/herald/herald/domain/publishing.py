@@ -231,19 +231,17 @@ def _queue_deliveries(services: Services, event: Event, expires_at: int) -> bool
         routed += page
         if len(page) >= budget or cursor is not None:
             return False
-    sub_ids, filtered = matching(event, routed)
+    matched, filtered = matching(event, routed)
+    sub_ids = list(dict.fromkeys(matched))  # a subscription routed under its type and under "*" is sent once
     services.queue.send_batch(
-        [
-            DeliveryMessage(event_id=event.id, tenant_id=event.tenant_id, subscription_id=sub_id)
-            for sub_id in dict.fromkeys(sub_ids)
-        ]
+        [DeliveryMessage(event_id=event.id, tenant_id=event.tenant_id, subscription_id=sub_id) for sub_id in sub_ids]
     )
     counted = services.store.events.count_fanout_page(
         event.id,
         f"{event.tenant_id}|{DIRECT_PAGE}",
         expires_at=expires_at,
         enqueued=True,
-        matched=len(set(sub_ids)),
+        matched=len(sub_ids),
         filtered=filtered,
         fanout_open=-1,
     )

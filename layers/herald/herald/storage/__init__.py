@@ -77,15 +77,14 @@ class Store:
         the price of a strong read; a write of the last second may not show yet): what a worker's batch reads
         before it sends."""
         wanted = [keys.subscription(tenant_id, sub_id) for tenant_id, sub_id in dict.fromkeys(subscriptions)]
-        sub_keys = {(key["pk"], key["sk"]) for key in wanted}
         wanted += [keys.delivery(delivery_id) for delivery_id in dict.fromkeys(deliveries)]
         subs: dict[tuple[str, str], Subscription] = {}
         states: dict[str, DeliveryState] = {}
         for item in self.table.batch_get(wanted, consistent=False) if wanted else []:
-            if item["sk"] == keys.DELIVERY_SORT:
+            if item["sk"] == keys.DELIVERY_SORT:  # a delivery; anything else asked for is a subscription
                 state = state_of(item)
                 states[state.delivery.id] = state
-            elif (item["pk"], item["sk"]) in sub_keys:
+            else:
                 sub = subscription_of(item)
                 subs[sub.tenant_id, sub.id] = sub
         return BatchRead(subs, states)
