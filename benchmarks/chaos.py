@@ -1,7 +1,9 @@
 """Chaos figures: a stream of events under the fault mix (``herald.faults.CHAOS_MIX``), counted at real
 receivers. ``chaos_lost_per_10k``: deliveries that never arrived with a valid signature (must be 0);
-``chaos_duplicates_per_10k``: arrivals beyond the first, against what at-least-once allows (deliveries
-whose attempt record drew a fault after their send).
+``chaos_duplicates_per_10k``: arrivals beyond the first, against what at-least-once allows: one more arrival
+per write of a delivery's items that failed after botocore's retries (the write that records a send may be
+one: the send is then made again). Each delivery that came more than once is listed in the
+details with the faults that touched it.
 
 Events are published through the app (a 503 is published again with the same Idempotency-Key, as a
 client must); the worker runs on a simulated clock, and everything it put back on the queue (delayed
@@ -25,6 +27,8 @@ from benchmarks.core import ADMIN_HEADERS, BenchmarkError, local_stack
 from benchmarks.results import Figure
 
 PER = 10_000
+#: The DynamoDB operations that write a delivery's items (its claim, its attempts, its record).
+_WRITES = frozenset({"PutItem", "UpdateItem", "TransactWriteItems", "BatchWriteItem"})
 STEP_SECONDS = 70.0
 
 
@@ -180,16 +184,36 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
             settle_all([worker])
             receiver.close()
         injector = faults.injector_of(services.store.client)
-        hit = {key for fault in (injector.injected if injector else []) if fault.stage == "call" for key in fault.keys}
+        injected = injector.injected if injector else []
+    # A write of a delivery's items that failed as the worker saw it (a fault at the call stage: after
+    # botocore's retries) may be the record of a send: the send is then made again. Each such failed write
+    # allows its delivery one more arrival (a delivery that fails twice may come three times).
+    failed_writes: Counter[str] = Counter(
+        key
+        for fault in injected
+        if fault.stage == "call" and fault.operation in _WRITES
+        for key in dict.fromkeys(fault.keys)
+    )
     verified = Counter((path, msg) for path, msg, good in receiver.arrivals if good)
     lost = len(expected - set(verified))
     duplicates = sum(count - 1 for count in verified.values())
-    allowed = sum(1 for path, event_id in expected if f"DELIVERY#{ids.delivery_id(event_id, subs[path])}" in hit)
+    allowed = sum(failed_writes[f"DELIVERY#{ids.delivery_id(event_id, subs[path])}"] for path, event_id in expected)
     bad = sum(1 for _, _, good in receiver.arrivals if not good)
+    # Each delivery that came more than once, with the faults that touched it: where a duplicate came from.
+    duplicated = {}
+    for (path, event_id), count in verified.items():
+        if count > 1:
+            delivery_id = ids.delivery_id(event_id, subs[path])
+            touched = [
+                f"{fault.operation}:{fault.fault}@{fault.stage}"
+                for fault in injected
+                if any(delivery_id in key or (event_id in key and subs[path] in key) for key in fault.keys)
+            ]
+            duplicated[delivery_id] = {"arrivals": count, "faults": touched}
     out(
         f"  {len(expected)} deliveries ({events} events x {subscriptions} subscriptions) under {faults.CHAOS_MIX}: "
-        f"{lost} lost, {duplicates} duplicates, {allowed} deliveries whose record drew a fault, {bad} bad signatures; "
-        f"publish answers {dict(statuses)}"
+        f"{lost} lost, {duplicates} duplicates, {allowed} failed writes of deliveries, "
+        f"{bad} bad signatures; publish answers {dict(statuses)}; came more than once: {duplicated or 'none'}"
     )
     scale = PER / len(expected)
     details = {
@@ -198,6 +222,7 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
         "duplicates": duplicates,
         "record_faults": allowed,
         "bad_signatures": bad,
+        "duplicated": duplicated,
         "publish_answers": dict(statuses),
         "faults": faults.CHAOS_MIX,
         "seed": seed,
@@ -221,7 +246,7 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
             value=duplicates * scale,
             unit="deliveries",
             baseline=allowed * scale,
-            baseline_label="record writes a fault hit after the send (at-least-once's allowance)",
+            baseline_label="writes of deliveries that failed (at-least-once's allowance)",
             target="ratio <= 1",
             met=duplicates <= allowed,
             low=0.0,
