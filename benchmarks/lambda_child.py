@@ -7,8 +7,11 @@ everything the function itself prints (its logs) goes to ``--log`` instead (its 
 CloudWatch Logs would ingest). Commands:
 
 * ``{"op": "import", "module": m}``: import the handler module, timed;
-* ``{"op": "invoke", "event": e, "context": c, "reset_peak": bool}``: call ``m.handler(e, context)``,
-  timed, with the process's RSS before and its peak RSS during the call (``VmHWM``, reset first if asked).
+* ``{"op": "invoke", "event": e, "context": c, "reset_peak": bool, "record_calls": bool}``: call
+  ``m.handler(e, context)``, timed, with the process's RSS before and its peak RSS during the call
+  (``VmHWM``, reset first if asked) and, if asked, the AWS calls it made (``[service, operation]`` each, in
+  order: noted by a wrapper on botocore's ``BaseClient._make_api_call`` when the handler has imported
+  botocore; nothing is imported for it).
 """
 
 from __future__ import annotations
@@ -49,6 +52,27 @@ def _status(name: str) -> int:
     return 0
 
 
+def _record_calls(calls: list[list[str]]) -> Any:
+    """Note each AWS call (service, operation) in ``calls``; returns what undoes it. Only if botocore is
+    imported already (the handler's import brought it in)."""
+    client_module = sys.modules.get("botocore.client")
+    if client_module is None:
+        return None
+    base = client_module.BaseClient
+    original = base._make_api_call
+
+    def noting(self: Any, operation_name: str, api_params: Any) -> Any:
+        calls.append([self.meta.service_model.service_name, operation_name])
+        return original(self, operation_name, api_params)
+
+    base._make_api_call = noting
+
+    def restore() -> None:
+        base._make_api_call = original
+
+    return restore
+
+
 def main(log_path: str) -> None:
     started = time.perf_counter()
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
@@ -81,9 +105,15 @@ def main(log_path: str) -> None:
                 with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
                     refs.write("5")  # VmHWM back to the current RSS
             rss_before = _status("VmRSS")
+            calls: list[list[str]] = []
+            restore = _record_calls(calls) if command.get("record_calls") else None
             began = time.perf_counter()
-            response = module.handler(command["event"], Context(command.get("context", {})))
-            seconds = time.perf_counter() - began
+            try:
+                response = module.handler(command["event"], Context(command.get("context", {})))
+            finally:
+                seconds = time.perf_counter() - began
+                if restore is not None:
+                    restore()
             sys.stdout.flush()
             answer(
                 {
@@ -94,6 +124,7 @@ def main(log_path: str) -> None:
                     "log_bytes": os.fstat(1).st_size,
                     "modules": len(sys.modules),
                     "fastapi_imported": "fastapi" in sys.modules,
+                    "aws_calls": calls,
                 }
             )
         else:

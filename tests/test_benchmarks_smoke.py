@@ -207,6 +207,9 @@ def test_cold_start_runs_the_built_handlers() -> None:
         assert figure.value > figure.details["import_ms"] > 0
         assert figure.baseline > 0
         assert figure.details["modules"] > figure.details["baseline_modules"] > 0
+    # AND each baseline made the AWS calls Herald's run made (the benchmark checks they are the same)
+    assert "dynamodb.Query" in api.details["aws_calls"]
+    assert {"dynamodb.BatchGetItem", "dynamodb.PutItem"} <= set(delivery.details["aws_calls"])
     # AND the delivery function's peak memory during a batch is measured against its MemorySize
     assert memory.value >= memory.details["rss_warm_mib"] > 0
     assert memory.baseline >= 128
