@@ -16,7 +16,7 @@ import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
 
@@ -155,16 +155,17 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
     A delivery message received for the first time almost always starts a new delivery. When the batch's read
     found no such delivery, and the batch holds this one message of it, no lease is written (see ``reads``).
     Without that read, claim it straight away (the claim only succeeds if the delivery does not exist yet) and
-    read its state only if it does exist (a duplicate message, a refreshed copy)."""
+    read its state only if it does exist (a duplicate message, a refreshed copy). Any other message starts from
+    the batch's read of its delivery when that shows an attempt due, else from a strong read
+    (``_state_sources``)."""
     optimistic = message.trigger not in SINGLE_SHOT_TRIGGERS and not message.resumed and receive_count(record) == 1
-    if optimistic and worker.reads.is_new(log["delivery_id"]):
+    delivery_id = log["delivery_id"]
+    if optimistic and worker.reads.is_new(delivery_id):
         if not await _due(worker, message, record, None, False, deadline):
             return None
         return _Job(message, record, log, stored, None, False, worker.now(), deadline), None
-    state: DeliveryState | None = None
-    for read_state in (not optimistic or log["delivery_id"] in worker.reads.read_once, True):
-        if read_state:
-            state = await worker.io(worker.store.deliveries.get_state, log["delivery_id"])
+    for source in _state_sources(worker, message, delivery_id, optimistic, deadline):
+        state = await _state_from(worker, source, delivery_id)
         single_shot = message.trigger in SINGLE_SHOT_TRIGGERS and state is not None
         if not await _due(worker, message, record, state, single_shot, deadline):
             return None
@@ -184,11 +185,59 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
         )
         if claimed:
             return job, token
-        if read_state:
-            break
     # Another message got there between our read and our claim: look again shortly.
     logger.info("delivery claimed by another message meanwhile", extra=log)
     await hold(worker, message, record, SHORT_RETRY_SECONDS)
+    return None
+
+
+type _Source = Literal["none", "batch", "read"]
+
+
+def _state_sources(
+    worker: Worker, message: DeliveryMessage, delivery_id: str, optimistic: bool, deadline: float
+) -> tuple[_Source, ...]:
+    """Where the state each claim try starts from comes from, in order: ``none`` (claim it as new: only if
+    it does not exist), ``batch`` (the batch's eventually consistent read) or ``read`` (a strong read).
+
+    A first receive the batch's read could not settle (it holds the message twice, or the read failed)
+    claims the delivery as new and reads only if it exists. Any other message whose delivery the batch read
+    starts from that state when it shows an attempt due now: a stale one (a write of the last second not
+    shown yet) fails the claim's conditions, and a strong read decides then. What holds a message (a lease, a
+    later attempt, a settled delivery) is only ever decided on a strong read."""
+    if optimistic and delivery_id not in worker.reads.read_once:
+        return ("none", "read")
+    known = worker.reads.states.get(delivery_id)
+    single_shot = message.trigger in SINGLE_SHOT_TRIGGERS
+    if known is not None and _not_due(worker, known, single_shot, deadline) is None:
+        return ("batch", "read")
+    return ("read",)
+
+
+async def _state_from(worker: Worker, source: _Source, delivery_id: str) -> DeliveryState | None:
+    if source == "none":
+        return None
+    if source == "batch":
+        return worker.reads.states[delivery_id]
+    return await worker.io(worker.store.deliveries.get_state, delivery_id)
+
+
+def _not_due(worker: Worker, state: DeliveryState | None, single_shot: bool, deadline: float) -> float | None:
+    """None if an attempt can be made now; otherwise how long to hold the message (seconds), or 0 when the
+    delivery is settled and the message's work is done."""
+    now = worker.clock()
+    if state is not None:
+        if not single_shot and state.delivery.status is not DeliveryStatus.PENDING:
+            return 0  # settled: this message's work is done
+        if state.lease_until > now:
+            # A worker is at it, or died at it: look again when its lease is over. Never let go here,
+            # as this may be the very message whose worker died.
+            return state.lease_until - now + 1
+        due = state.delivery.next_attempt_at.timestamp() if state.delivery.next_attempt_at else 0
+        if not single_shot and due > now + 1:
+            return due - now
+    if deadline - now < worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS:
+        return SHORT_RETRY_SECONDS  # not enough time left to send safely
     return None
 
 
@@ -202,23 +251,12 @@ async def _due(  # noqa: PLR0917 - the message's context, passed along as the ca
 ) -> bool:
     """Whether an attempt can be made now. If not, the message is held (``hold`` raises, or hands over
     to a fresh copy) or, for a settled delivery, done; either way this returns False."""
-    now = worker.clock()
-    if state is not None:
-        if not single_shot and state.delivery.status is not DeliveryStatus.PENDING:
-            return False  # settled: this message's work is done
-        if state.lease_until > now:
-            # A worker is at it, or died at it: look again when its lease is over. Never let go here,
-            # as this may be the very message whose worker died.
-            await hold(worker, message, record, state.lease_until - now + 1)
-            return False
-        due = state.delivery.next_attempt_at.timestamp() if state.delivery.next_attempt_at else 0
-        if not single_shot and due > now + 1:
-            await hold(worker, message, record, due - now)
-            return False
-    if deadline - now < worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS:
-        await hold(worker, message, record, SHORT_RETRY_SECONDS)  # not enough time left to send safely
-        return False
-    return True
+    wait = _not_due(worker, state, single_shot, deadline)
+    if wait is None:
+        return True
+    if wait > 0:
+        await hold(worker, message, record, wait)
+    return False
 
 
 async def _cancel(worker: Worker, job: _Job, token: str | None, reason: str) -> None:
