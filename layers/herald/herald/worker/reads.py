@@ -26,7 +26,7 @@ from aws_lambda_powertools import Logger
 
 from herald import ids
 from herald.errors import ServiceUnavailableError
-from herald.messages import DeliveryMessage, PoisonMessageError, parse_message
+from herald.messages import DeliveryMessage, PoisonMessageError, WorkMessage, parse_message
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -48,6 +48,14 @@ class BatchReads:
     read_once: frozenset[str] = frozenset()
     #: The subscriptions that were looked for (found or not).
     looked_up: frozenset[tuple[str, str]] = frozenset()
+    #: The batch's messages as parsed for this read, by body (what did not parse is not here).
+    parsed: dict[str, WorkMessage] = field(default_factory=dict)
+
+    def message(self, body: str) -> WorkMessage:
+        """The work message in ``body``: as parsed for the batch's read, or parsed now (raises
+        ``PoisonMessageError`` if it cannot be read)."""
+        found = self.parsed.get(body)
+        return found if found is not None else parse_message(body)
 
     def is_new(self, delivery_id: str) -> bool:
         """Whether the batch read that this delivery does not exist yet, and holds one message of it."""
@@ -60,34 +68,38 @@ class BatchReads:
         return self.subscriptions.get((tenant_id, sub_id))
 
 
-def _messages(bodies: Iterable[str]) -> list[DeliveryMessage]:
-    """The batch's plain delivery messages (not a recovery's); what does not parse is left to the stage."""
-    found: list[DeliveryMessage] = []
+def _parse(bodies: Iterable[str]) -> dict[str, WorkMessage]:
+    """The batch's messages that parse, by body; what does not is left to its stage (the DLQ)."""
+    parsed: dict[str, WorkMessage] = {}
     for body in bodies:
         try:
-            message = parse_message(body)
+            parsed[body] = parse_message(body)
         except PoisonMessageError:
             continue
-        if isinstance(message, DeliveryMessage) and message.job_id is None:
-            found.append(message)
-    return found
+    return parsed
 
 
 async def read_batch(worker: Worker, bodies: Iterable[str]) -> BatchReads:
-    """One read for the batch's delivery messages: their subscriptions and their deliveries' states."""
-    messages = _messages(bodies)
+    """One read for the batch's delivery messages (not a recovery's): their subscriptions and their
+    deliveries' states; and every message of the batch, parsed once."""
+    bodies = list(bodies)
+    parsed = _parse(bodies)
+    # One per message, not per distinct body: two copies of a message in the batch must count twice.
+    found = [parsed[body] for body in bodies if body in parsed]
+    messages = [m for m in found if isinstance(m, DeliveryMessage) and m.job_id is None]
     if not messages:
-        return BatchReads()
+        return BatchReads(parsed=parsed)
     subscriptions = list(dict.fromkeys((m.tenant_id, m.subscription_id) for m in messages))
     held = Counter(ids.delivery_id(m.event_id, m.subscription_id) for m in messages)
     try:
         read = await worker.io(worker.store.batch_read, subscriptions, list(held))
     except ServiceUnavailableError:
         logger.warning("the batch's read failed; each delivery reads for itself", exc_info=True)
-        return BatchReads()
+        return BatchReads(parsed=parsed)
     return BatchReads(
         read.subscriptions,
         read.states,
         read_once=frozenset(delivery_id for delivery_id, count in held.items() if count == 1),
         looked_up=frozenset(subscriptions),
+        parsed=parsed,
     )

@@ -29,7 +29,6 @@ from herald.messages import (
     PoisonMessageError,
     RecoverMessage,
     RedeliverMessage,
-    parse_message,
 )
 from herald.metrics import DeliveryMetrics, Metric
 from herald.sender import close_http_client
@@ -120,7 +119,7 @@ class Worker:
     async def process(self, record: SQSRecord, deadline: float) -> None:
         """Process one record; raising puts it back on the queue (a batch item failure)."""
         try:
-            message = parse_message(record.body)
+            message = self.reads.message(record.body)
         except PoisonMessageError as exc:
             # Never loop on a message that cannot be read: park it in the DLQ with the reason.
             await self.io(self.queue.dead_letter, record.body, str(exc))
