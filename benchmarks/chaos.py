@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from benchmarks.core import ADMIN_HEADERS, BenchmarkError, local_stack
 from benchmarks.results import Figure
+from herald.local.loopback import LoopbackServer, QuietHandler
 
 PER = 10_000
 #: The DynamoDB operations that write a delivery's items (its claim, its attempts, its record).
@@ -45,34 +45,24 @@ class _Receiver:
         outer = self
         lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                body = self.read_body()
                 msg_id, stamp = self.headers["webhook-id"], int(self.headers["webhook-timestamp"])
                 expected = Webhook(outer.secrets[self.path]).sign(
                     msg_id, datetime.fromtimestamp(stamp, UTC), body.decode()
                 )
                 with lock:
                     outer.arrivals.append((self.path, msg_id, expected in self.headers["webhook-signature"].split(" ")))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
+                self.answer(200)
 
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler)
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+        return self.http.url(f"/{name}")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 class _Clock:

@@ -10,13 +10,11 @@ what holding each waiting message (``ChangeMessageVisibility``) costs. moto runs
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from benchmarks.core import ADMIN_HEADERS, local_stack
 from benchmarks.results import Figure
+from herald.local.loopback import LoopbackServer, QuietHandler
 
 #: Immediately, then 5 s and 5 min (delayed copies), 30 min and 2 h (the schedule).
 SCHEDULE = "0,5,300,1800,7200"
@@ -26,29 +24,19 @@ class _Failing:
     """Real HTTP on 127.0.0.1 answering 500 to every POST."""
 
     def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
-                self.send_response(500)
-                self.send_header("content-length", "0")
-                self.end_headers()
+                self.read_body()
+                self.answer(500)
 
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return self.http.url("/hook")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 def run(*, deliveries: int = 100, out: Callable[[str], None] = print) -> list[Figure]:

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -32,6 +31,7 @@ from svix.webhooks import Webhook as SvixWebhook
 
 from herald import ids
 from herald.local.event_sources import delivery_event_sources
+from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.moto_fixes import release_delays
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
 from herald.local.resources import SLOW_QUEUE_ID, WORK_QUEUE_ID
@@ -449,11 +449,9 @@ class ConcurrencyProbe:
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.read_body()
                 with outer._lock:
                     outer.paths.append(self.path)
                     outer.in_flight += 1
@@ -463,23 +461,15 @@ class ConcurrencyProbe:
                 ok = outer._all_in.wait(patience)
                 with outer._lock:
                     outer.in_flight -= 1
-                self.send_response(200 if ok else 500)
-                self.send_header("content-length", "0")
-                self.end_headers()
+                self.answer(200 if ok else 500)
 
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler)
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+        return self.http.url(f"/{name}")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 # --- bulk data straight through the Store ----------------------------------------------------------------------

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import httpcore
 import httpx
 import pytest
 
+from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.sender import LinearPool, PinnedTransport, pinned_client
 from herald.urls import LOCAL_NETWORKS, UrlPolicy, parse_networks
 
@@ -53,9 +54,7 @@ class PoolServer:
         self._lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def setup(self) -> None:
                 super().setup()
                 with outer._lock:
@@ -69,7 +68,7 @@ class PoolServer:
                         outer.closed += 1
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.read_body()
                 with outer._lock:
                     outer.in_flight += 1
                     outer.most_in_flight = max(outer.most_in_flight, outer.in_flight)
@@ -80,25 +79,18 @@ class PoolServer:
                     answered = False
                 with outer._lock:
                     outer.in_flight -= 1
-                self.send_response(200 if answered else 503)
-                self.send_header("content-length", "0")
-                self.end_headers()
+                self.answer(200 if answered else 503)
                 if hang_up:
                     self.close_connection = True
 
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.http = LoopbackServer(Handler, server_class=_Server, poll_interval=0.05)
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return self.http.port
 
     def url(self, path: str = "/webhook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return self.http.url(path)
 
     @property
     def origin(self) -> httpcore.Origin:
@@ -111,8 +103,7 @@ class PoolServer:
     def close(self) -> None:
         self._barrier.abort()  # whatever is still held is answered (503) and its thread ends
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

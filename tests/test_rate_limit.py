@@ -15,12 +15,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
 
+from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.poller import SqsPoller
 from herald.services import Services
 from herald.worker import Worker, settle_all
@@ -45,36 +44,26 @@ class TimedReceiver:
         self.lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 arrived = time.monotonic()
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                body = self.read_body()
                 with outer.lock:
                     outer.arrivals.append((arrived, {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
+                self.answer(200)
 
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/webhook"
+        return self.http.url()
 
     def count(self) -> int:
         with self.lock:
             return len(self.arrivals)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

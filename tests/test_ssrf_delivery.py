@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.records import ErrorKind
 from herald.sender import pinned_client, send_attempt
 from herald.urls import LOCAL_NETWORKS, UrlPolicy, literal_address, parse_networks
@@ -348,19 +349,11 @@ class TlsReceiver:
         context.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.read_body()
                 outer.hosts.append(self.headers.get("host", ""))
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                return
+                self.answer(200, b"ok")
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -372,13 +365,11 @@ class TlsReceiver:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 return  # a refused handshake is the point of some tests
 
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LoopbackServer(Handler, server_class=Server)
+        self.port = self.http.port
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

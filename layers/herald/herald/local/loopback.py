@@ -1,0 +1,66 @@
+"""An HTTP server on 127.0.0.1 for local subscribers (the tests' and the benchmarks' receivers): a free port,
+served on a daemon thread, shut down by ``close`` (or at the end of a ``with`` block).
+
+``QuietHandler`` is the handler they start from: HTTP/1.1 (keep-alive, as a real endpoint), no access log.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1, no access log; helpers to read a request's body and answer one."""
+
+    protocol_version = "HTTP/1.1"
+
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("content-length", "0")))
+
+    def answer(self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class LoopbackServer:
+    """``handler`` served on 127.0.0.1 at a free port, on a daemon thread (one more per connection)."""
+
+    def __init__(
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.server = server_class(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(poll_interval,), daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def url(self, path: str = "/webhook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
