@@ -34,6 +34,9 @@ def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # botocore checks each request against the service's model (moto accepts some AWS refuses); subprocesses
+    # started by tests inherit it.
+    monkeypatch.setenv("HERALD_VALIDATE_AWS_REQUESTS", "true")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

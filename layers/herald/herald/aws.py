@@ -1,7 +1,8 @@
 """boto3 clients, created lazily (never at import time) with settings fit for Lambda.
 
 Endpoints come from the standard ``AWS_ENDPOINT_URL`` variables, so the same code talks to AWS or moto.
-With ``HERALD_FAULTS`` set (tests, the local stack), each client gets the fault injector (herald.faults).
+With ``HERALD_FAULTS`` set (tests, the local stack), each client gets the fault injector (herald.faults), and
+with ``HERALD_VALIDATE_AWS_REQUESTS`` (the same) botocore checks each request against the service's model.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ if TYPE_CHECKING:
 
 #: Enough pooled connections for a whole SQS batch worked concurrently; short timeouts so a stuck
 #: call fails inside the Lambda's time budget and is retried by the standard retry mode. No client-side
-#: validation of parameters: every call is typed against the services' models (mypy with boto3's stubs),
-#: the services validate on their side (a ``ValidationException``), and botocore's walk of each request
-#: against the model cost about a tenth of the worker's CPU per delivery.
+#: validation of parameters in a deployment: botocore's walk of each request against the service's model
+#: cost about a tenth of the worker's CPU per delivery, and the services validate on their side (a
+#: ``ValidationException``, which Herald's callers handle as any failed call). Tests and the local stack
+#: turn it on (``validate_aws_requests``): moto accepts some requests AWS would refuse, and most of Herald's
+#: DynamoDB calls go through ``Table.call``, whose keyword arguments mypy does not check against the model.
 CLIENT_CONFIG = Config(
     parameter_validation=False,
     retries={"mode": "standard", "max_attempts": 4},
@@ -32,11 +35,13 @@ CLIENT_CONFIG = Config(
 
 def _client(service: str, session: boto3.session.Session | None, faults: str | None) -> Any:
     """A client; with the fault injector on it when ``faults`` (by default the ``HERALD_FAULTS`` setting) says so."""
-    client = (session or boto3.session.Session()).client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
-    if faults is None:
-        from herald.settings import get_settings
+    from herald.settings import get_settings
 
-        faults = get_settings().faults
+    settings = get_settings()
+    config = CLIENT_CONFIG.merge(Config(parameter_validation=True)) if settings.validate_aws_requests else CLIENT_CONFIG
+    client = (session or boto3.session.Session()).client(service, config=config)  # type: ignore[call-overload]
+    if faults is None:
+        faults = settings.faults
     if faults:
         from herald.faults import install
 

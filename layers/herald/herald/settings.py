@@ -216,6 +216,13 @@ class Settings(BaseSettings):
         "Empty: none.",
     )
 
+    validate_aws_requests: bool = Field(
+        False,
+        description="botocore checks every AWS request against the service's model before sending it (tests and "
+        "`make run` turn it on: moto accepts some requests AWS refuses). Off in a deployment: the check costs "
+        "about a tenth of the delivery worker's CPU, and AWS validates each request itself.",
+    )
+
     @field_validator("faults")
     @classmethod
     def _check_faults(cls, value: str) -> str:

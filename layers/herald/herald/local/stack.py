@@ -90,6 +90,8 @@ def start_aws(host: str, port: int | None, admin_key: str) -> tuple[ThreadedMoto
     resources = create_local_resources(admin_key=admin_key, session=boto3.session.Session())
     # The same settings the template gives the functions, pointing at the local resources.
     os.environ.update(resources.environment())
+    # moto accepts some requests AWS refuses: botocore checks each against the service's model here.
+    os.environ.setdefault("HERALD_VALIDATE_AWS_REQUESTS", "true")
     print(allow_local_targets(), flush=True)
     if os.environ.get("HERALD_FAULTS", "").strip():
         print(faults_notice(os.environ["HERALD_FAULTS"]), flush=True)
