@@ -17,6 +17,7 @@ from typing import Any
 import httpcore
 import httpx
 import pytest
+from httpcore._async.connection_pool import AsyncPoolRequest
 
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.sender import LinearPool, PinnedTransport, pinned_client
@@ -401,3 +402,34 @@ def test_the_pool_s_bookkeeping_is_linear_in_the_requests(
     assert statuses == [200] * REQUESTS
     assert server.accepted == REQUESTS
     assert sum(calls.values()) < CALLS_PER_REQUEST * REQUESTS, calls
+
+
+def test_a_connection_made_for_a_request_cancelled_before_it_began_is_dropped(
+    servers: Callable[..., PoolServer],
+) -> None:
+    # GIVEN a client allowed one connection, and a request the pool gave a new connection to, then dropped before
+    # the request began (what handle_async_request does when a timeout or a cancel reaches a queued request)
+    server = servers()
+    client, pool = small_client(max_connections=1, max_keepalive_connections=1)
+
+    async def run() -> None:
+        async with client:
+            waiting = AsyncPoolRequest(httpcore.Request("POST", server.url()))
+            pool._requests.append(waiting)
+            assert pool._assign_requests_to_connections() == []
+            (made,) = pool.connections
+            assert waiting.connection is made
+            assert made.info() == "CONNECTING"
+            pool._requests.remove(waiting)
+            # WHEN the pool next assigns requests
+            closing = pool._assign_requests_to_connections()
+            # THEN that connection, which no request will use, is dropped (httpcore 1.0 kept it for good, and with
+            # it the one connection allowed: every later request would have waited forever)
+            assert closing == [made]
+            assert pool.connections == []
+            # AND the next request gets the connection it is allowed
+            response = await asyncio.wait_for(client.post(server.url(), content=b"{}"), PATIENCE)
+            assert response.status_code == 200
+            assert server.accepted == 1
+
+    asyncio.run(run())

@@ -118,10 +118,11 @@ class LinearPool(httpcore.AsyncConnectionPool):
     pass scans every connection once per queued request (and counts idle connections once per connection):
     with a batch of 100 deliveries in flight, the worker spent most of its CPU there (measured: 3.6 million
     ``is_idle`` calls for 300 deliveries). This pass walks the connections once, then the queued requests
-    once. It also gives an idle connection to one queued request at a time, and never closes or re-assigns a
-    connection a queued request was given but has not started on yet (both upstream's, fixed the same way in
-    encode/httpcore#1035 and pydantic/httpx2#974 and #1075), and keeps up to ``max_keepalive_connections``
-    idle connections (httpcore 1.0 compares the count of every connection against it)."""
+    once. It also gives an idle connection to one queued request at a time and never closes or re-assigns a
+    connection given to a request that has not started on it yet (both upstream's, fixed the same way in
+    encode/httpcore#1035 and pydantic/httpx2#974 and #1075), drops a new connection whose request was cancelled
+    before it began (httpcore 1.0 keeps those for good), and keeps up to ``max_keepalive_connections`` idle
+    connections (httpcore 1.0 compares the count of every connection against it)."""
 
     def __init__(self, **kwargs: Any) -> None:
         if kwargs.get("http2") or not hasattr(httpcore.AsyncConnectionPool, "_assign_requests_to_connections"):
@@ -148,6 +149,11 @@ class LinearPool(httpcore.AsyncConnectionPool):
                 continue
             # A request's connection was looked at when it was given (or is new): it is the request's to use.
             mine = id(connection) in spoken_for
+            if not mine and connection.info() == "CONNECTING":
+                # Made for a request that was cancelled (a timeout, a hand-over) before it began to connect: no
+                # request will ever use it, and httpcore 1.0 keeps it for good, one of max_connections lost.
+                closing.append(connection)
+                continue
             is_free = not mine and connection.is_idle()
             if not mine and (sweep or not is_free) and connection.has_expired():
                 closing.append(connection)
