@@ -189,17 +189,18 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
     duplicates = sum(count - 1 for count in verified.values())
     allowed = sum(failed_writes[f"DELIVERY#{ids.delivery_id(event_id, subs[path])}"] for path, event_id in expected)
     bad = sum(1 for _, _, good in receiver.arrivals if not good)
-    # Each delivery that came more than once, with the faults that touched it: where a duplicate came from.
+    # Each delivery that came more than once, with the DynamoDB faults that touched its items (SQS faults are not
+    # tied to a delivery here): where a duplicate came from. The allowance holds per delivery: a duplicate of a
+    # delivery no failed write touched is never covered by another delivery's.
     duplicated = {}
+    unexplained = 0
     for (path, event_id), count in verified.items():
         if count > 1:
             delivery_id = ids.delivery_id(event_id, subs[path])
-            touched = [
-                f"{fault.operation}:{fault.fault}@{fault.stage}"
-                for fault in injected
-                if any(delivery_id in key or (event_id in key and subs[path] in key) for key in fault.keys)
-            ]
+            key = f"DELIVERY#{delivery_id}"
+            touched = [f"{fault.operation}:{fault.fault}@{fault.stage}" for fault in injected if key in fault.keys]
             duplicated[delivery_id] = {"arrivals": count, "faults": touched}
+            unexplained += max(0, count - 1 - failed_writes[key])
     out(
         f"  {len(expected)} deliveries ({events} events x {subscriptions} subscriptions) under {faults.CHAOS_MIX}: "
         f"{lost} lost, {duplicates} duplicates, {allowed} failed writes of deliveries, "
@@ -210,7 +211,8 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
         "deliveries": len(expected),
         "lost": lost,
         "duplicates": duplicates,
-        "record_faults": allowed,
+        "failed_writes": allowed,
+        "duplicates_beyond_their_delivery_allowance": unexplained,
         "bad_signatures": bad,
         "duplicated": duplicated,
         "publish_answers": dict(statuses),
@@ -237,8 +239,8 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
             unit="deliveries",
             baseline=allowed * scale,
             baseline_label="writes of deliveries that failed (at-least-once's allowance)",
-            target="ratio <= 1",
-            met=duplicates <= allowed,
+            target="ratio <= 1, and per delivery",
+            met=unexplained == 0,
             low=0.0,
             high=1.0,
             details=details,

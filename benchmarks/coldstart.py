@@ -240,6 +240,10 @@ def cold_start(
 def same_calls(herald: dict[str, Any]) -> list[tuple[str, str]]:
     """The AWS calls of a cold run of Herald's, for its baseline to make again (all of them, or an error)."""
     calls: list[tuple[str, str]] = herald["aws_calls"]
+    if not calls:
+        # Either the handler made none (then the run failed its checks) or its calls were not noted (botocore
+        # was not imported when it was invoked): a baseline making none would flatter it.
+        raise BenchmarkError("no AWS call of Herald's cold start was noted: the baseline would make none")
     unknown = sorted(set(calls) - REPLAYABLE)
     if unknown:
         raise BenchmarkError(f"Herald's cold start made AWS calls the baseline cannot make again: {unknown}")
