@@ -433,3 +433,14 @@ def test_a_connection_made_for_a_request_cancelled_before_it_began_is_dropped(
             assert server.accepted == 1
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize(("version", "http2"), [("1.1.0", False), ("1.0.9", True)])
+def test_the_pool_refuses_what_it_was_not_written_for(
+    monkeypatch: pytest.MonkeyPatch, version: str, http2: bool
+) -> None:
+    # GIVEN another httpcore than the 1.0 whose private pass it replaces, or HTTP/2
+    monkeypatch.setattr(httpcore, "__version__", version)
+    # WHEN a pool is made THEN it refuses, rather than run over a pool it was not written for
+    with pytest.raises(RuntimeError, match=r"HTTP/1\.1 only, over httpcore 1\.0"):
+        LinearPool(http2=http2)
