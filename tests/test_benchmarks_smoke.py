@@ -166,6 +166,27 @@ def test_item_sizes_follow_dynamodb_rules() -> None:
     assert item_size({"m": {"M": {"a": {"S": "é"}}}}) == 1 + 3 + 1 + 1 + 2
 
 
+def test_stored_bytes_count_index_entries_and_the_deliveries_the_table_holds(services) -> None:
+    from benchmarks.cost import ITEM_OVERHEAD_BYTES, item_size, stored_bytes
+
+    # GIVEN a table holding two deliveries (one listed in gsi1, one in gsi1 and gsi2) and one other item
+    listed = {"pk": {"S": "DELIVERY#a"}, "sk": {"S": "#DELIVERY"}, "gsi1pk": {"S": "SUB#s"}, "gsi1sk": {"S": "1"}}
+    failing = {**listed, "pk": {"S": "DELIVERY#b"}, "gsi2pk": {"S": "SUB#s#failed"}, "gsi2sk": {"S": "1"}}
+    other = {"pk": {"S": "EVENT#e"}, "sk": {"S": "#EVENT"}}
+    for item in (listed, failing, other):
+        services.store.client.put_item(TableName=services.store.table_name, Item=item)
+    # WHEN its storage is measured
+    total, deliveries = stored_bytes(services.store.client, services.store.table_name)
+
+    # THEN every item and index entry counts with its overhead, and the deliveries held are counted (the figure's
+    # divisor: the table holds every pass's deliveries, not one pass's)
+    def billed(item: dict[str, dict[str, str]]) -> int:
+        return item_size(item) + ITEM_OVERHEAD_BYTES
+
+    assert total == 2 * billed(listed) + 3 * billed(failing) + billed(other)
+    assert deliveries == 2
+
+
 def test_figures_table_and_chart(tmp_path: Path) -> None:
     from benchmarks.chart import write_chart
     from benchmarks.results import Figure, figures_table
