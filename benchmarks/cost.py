@@ -25,6 +25,7 @@ subscription (pessimistic: every webhook pays a whole API request).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -53,6 +54,8 @@ from herald.storage.keys import DELIVERY_SORT
 #: Public on-demand prices, us-east-1, as published on aws.amazon.com/<service>/pricing (read 2025-11;
 #: DynamoDB's on-demand throughput prices are those after the 50 % cut of 2024-11-01). Free tiers ignored.
 PRICES_DATE = "2025-11 (us-east-1, public pricing pages; free tiers ignored)"
+#: The figure name's suffix for the same fan-out under ``DeliveryBatching: throughput``.
+THROUGHPUT_SUFFIX = "_throughput"
 LAMBDA_ARM_GB_SECOND = 0.0000133334
 LAMBDA_REQUEST = 0.20 / 1e6
 SQS_REQUEST = 0.40 / 1e6  # standard queue, per 64 KB chunk
@@ -573,17 +576,24 @@ def eventbridge_per_million(fanout: int) -> float:
     return (EVENTBRIDGE_PER_EVENT / fanout + EVENTBRIDGE_PER_INVOCATION) * 1e6
 
 
-def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]:
+def run(*, events: int = 20, fanout: int = 10, with_throughput: bool = True, out: Any = print) -> list[Figure]:
     # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks.receiver import ReceiverProcess
     from herald.local.resources import load_template
 
     template = load_template()
-    cases: list[CaseResult] = []
-    for case_fanout, case_events in ((fanout, events), (1, max(10, events))):
+    # The same fan-out with the template's other batching choice (DeliveryBatching: throughput, 100 a batch and a
+    # 1 s window): what a deployment that chose it pays.
+    throughput = copy.deepcopy(template)
+    throughput["Parameters"]["DeliveryBatching"]["Default"] = "throughput"
+    runs = [(fanout, events, template, ""), (1, max(10, events), template, "")]
+    if with_throughput:
+        runs.append((fanout, events, throughput, THROUGHPUT_SUFFIX))
+    cases: list[tuple[CaseResult, str]] = []
+    for case_fanout, case_events, case_template, suffix in runs:
         with local_stack(moto="server") as stack, ReceiverProcess(SUBSCRIBER_LATENCY) as receiver:
             case = _run_case(
-                stack, fanout=case_fanout, events=case_events, receiver_url=receiver.url, template=template
+                stack, fanout=case_fanout, events=case_events, receiver_url=receiver.url, template=case_template
             )
             # Over the deliveries the table holds: both passes' and their warm-up events', not one pass's.
             stored, stored_deliveries = stored_bytes(
@@ -594,17 +604,21 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
             case.breakdown["DynamoDB storage (retention)"] = (
                 per_delivery / 1e9 * DYNAMODB_STORAGE_GB_MONTH * RETENTION_MONTHS * 1e6
             )
-            case.breakdown.update(fixed_costs_per_million(template))
+            case.breakdown.update(fixed_costs_per_million(case_template))
             case.notes.append(
                 f"storage: {per_delivery:.0f} bytes per delivery (the table's bytes with index entries and "
                 f"overhead, over the {stored_deliveries} deliveries it holds), kept "
                 f"{RETENTION_MONTHS:.2f} months; empty receives and cold starts at {MONTHLY_WEBHOOKS:,} "
                 "webhooks a month"
             )
-            cases.append(case)
+            cases.append((case, suffix))
     figures = []
-    for case in cases:
-        out(f"  cost per million webhooks, 1 event -> {case.fanout} subscription(s), subscriber answering in 100 ms:")
+    for case, suffix in cases:
+        batching = " (DeliveryBatching: throughput)" if suffix else ""
+        out(
+            f"  cost per million webhooks, 1 event -> {case.fanout} subscription(s){batching}, subscriber answering "
+            "in 100 ms:"
+        )
         for item, dollars in sorted(case.breakdown.items(), key=lambda entry: -entry[1]):
             out(f"    {item:32s} ${dollars:7.3f}")
         eventbridge = eventbridge_per_million(case.fanout)
@@ -617,11 +631,11 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
             out(f"    {note}")
         figures.append(
             Figure(
-                name=f"cost_per_million_fanout_{case.fanout}",
+                name=f"cost_per_million_fanout_{case.fanout}{suffix}",
                 value=case.total,
                 unit="$",
                 baseline=eventbridge,
-                baseline_label=f"EventBridge API destinations, 1 event -> {case.fanout}",
+                baseline_label=f"EventBridge API destinations, 1 event -> {case.fanout}{batching}",
                 target="ratio <= 1 (the peer doing the same work)",
                 met=case.total <= eventbridge,
                 low=0.01,  # a cost near nothing means something was not metered

@@ -138,11 +138,12 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
 
     # GIVEN / WHEN two events to two subscriptions each, and two events to one, on the happy path
     lines: list[str] = []
-    typical, pessimistic = cost.run(events=2, fanout=2, out=lines.append)
+    typical, pessimistic, throughput = cost.run(events=2, fanout=2, out=lines.append)
     # THEN each case has a priced breakdown of the requests the real code path made
     assert typical.name == "cost_per_million_fanout_2"
     assert pessimistic.name == "cost_per_million_fanout_1"
-    for figure in (typical, pessimistic):
+    assert throughput.name == "cost_per_million_fanout_2_throughput"
+    for figure in (typical, pessimistic, throughput):
         breakdown = figure.details["breakdown_per_million"]
         assert figure.value == pytest.approx(sum(breakdown.values()), rel=1e-3)
         usage = figure.details["per_delivery"]
@@ -152,6 +153,9 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
         assert breakdown["API Gateway HTTP API requests"] > 0
     # AND one API request per event: it costs a whole request per webhook when an event has one subscriber
     assert pessimistic.details["breakdown_per_million"]["API Gateway HTTP API requests"] == pytest.approx(1.0)
+    # AND the same fan-out was also worked as DeliveryBatching: throughput has the event source do it (batches of 100)
+    assert "batch size 10," in typical.details["notes"][0]
+    assert "batch size 100," in throughput.details["notes"][0]
     assert any("total" in line for line in lines)
 
 
