@@ -150,12 +150,13 @@ class LinearPool(httpcore.AsyncConnectionPool):
                 continue
             # A request's connection was looked at when it was given (or is new): it is the request's to use.
             mine = id(connection) in spoken_for
-            if not mine and connection.info() == "CONNECTING":
+            is_free = not mine and connection.is_idle()
+            # (``info`` formats a string: asked only of the rare connection that is neither a request's nor idle.)
+            if not mine and not is_free and connection.info() == "CONNECTING":
                 # Made for a request that was cancelled (a timeout, a hand-over) before it began to connect: no
                 # request will ever use it, and httpcore 1.0 keeps it for good, one of max_connections lost.
                 closing.append(connection)
                 continue
-            is_free = not mine and connection.is_idle()
             if not mine and (sweep or not is_free) and connection.has_expired():
                 closing.append(connection)
                 continue
