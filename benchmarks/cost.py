@@ -576,7 +576,7 @@ def eventbridge_per_million(fanout: int) -> float:
     return (EVENTBRIDGE_PER_EVENT / fanout + EVENTBRIDGE_PER_INVOCATION) * 1e6
 
 
-def run(*, events: int = 20, fanout: int = 10, with_throughput: bool = True, out: Any = print) -> list[Figure]:
+def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]:
     # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks.receiver import ReceiverProcess
     from herald.local.resources import load_template
@@ -586,9 +586,11 @@ def run(*, events: int = 20, fanout: int = 10, with_throughput: bool = True, out
     # 1 s window): what a deployment that chose it pays.
     throughput = copy.deepcopy(template)
     throughput["Parameters"]["DeliveryBatching"]["Default"] = "throughput"
-    runs = [(fanout, events, template, ""), (1, max(10, events), template, "")]
-    if with_throughput:
-        runs.append((fanout, events, throughput, THROUGHPUT_SUFFIX))
+    runs = [
+        (fanout, events, template, ""),
+        (1, max(10, events), template, ""),
+        (fanout, events, throughput, THROUGHPUT_SUFFIX),
+    ]
     cases: list[tuple[CaseResult, str]] = []
     for case_fanout, case_events, case_template, suffix in runs:
         with local_stack(moto="server") as stack, ReceiverProcess(SUBSCRIBER_LATENCY) as receiver:
