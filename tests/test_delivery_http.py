@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks.cost import item_size
 from herald import __version__, ids
-from herald.sender import RESPONSE_MAX_BYTES
+from herald.sender import RESPONSE_MAX_BYTES, SUCCESS_RESPONSE_MAX_BYTES
 from tests.delivery_support import (
     ConcurrencyProbe,
     Harness,
@@ -370,6 +371,30 @@ def test_the_response_body_is_kept_up_to_20000_bytes(client, tenant, harness, re
     kept = attempt["response_body"].encode()
     assert len(kept) == RESPONSE_MAX_BYTES
     assert set(attempt["response_body"]) == {"é"}
+
+
+def test_a_successful_answer_is_kept_up_to_128_bytes_and_its_delivery_in_one_write_unit(
+    client, tenant, harness, receiver
+) -> None:
+    # GIVEN a receiver that answers 200 with a 5,000-byte page
+    receiver.default = (200, {"content-type": "text/html; charset=utf-8"}, b"<p>" + b"x" * 4_993 + b"</p>", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the successful attempt keeps the first 128 bytes of the answer
+    delivery = only_delivery(client, tenant, sub.id)
+    (attempt,) = attempts(client, tenant, sub.id, delivery["id"])
+    assert attempt["succeeded"] is True
+    assert attempt["response_body"] == "<p>" + "x" * (SUCCESS_RESPONSE_MAX_BYTES - 3)
+    # AND the delivery, written once with its attempt inside, stays within one write unit (1 KB, by DynamoDB's
+    # item size rules), so its listing index entry costs one more, not five
+    (written,) = [
+        call.params["Item"]
+        for call in harness.table_calls.of("PutItem")
+        if call.params["Item"]["pk"]["S"] == f"DELIVERY#{delivery['id']}"
+    ]
+    assert item_size(written) <= 1024
 
 
 @pytest.mark.parametrize("settings_overrides", [{"allowed_target_networks": "none"}])

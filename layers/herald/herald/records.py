@@ -180,7 +180,9 @@ class Attempt(BaseModel):
     status_code: int | None = None
     error_kind: ErrorKind | None = None
     error_message: str | None = None
-    response_body: str | None = Field(None, description="The response body, cut to 20,000 bytes.")
+    response_body: str | None = Field(
+        None, description="The response body, cut to 20,000 bytes (128 bytes when the attempt succeeded)."
+    )
     next_attempt_at: datetime | None = None
     #: From the event's creation (its publication) to this attempt's response; None in attempts logged before.
     latency_ms: int | None = None

@@ -69,9 +69,10 @@ def state_of(item: dict[str, Any]) -> DeliveryState:
 
 
 def _kept_attempt(attempt: Attempt) -> dict[str, Any]:
-    """The attempt as kept inside its delivery's item: without the fields the delivery holds."""
+    """The attempt as kept inside its delivery's item: without the fields the delivery holds, nor empty ones
+    (every byte of the item is written twice: the item and its listing index entry)."""
     fields = record(attempt)
-    return {key: value for key, value in fields.items() if key not in _OF_THE_DELIVERY}
+    return {key: value for key, value in fields.items() if key not in _OF_THE_DELIVERY and value is not None}
 
 
 def _first_attempt_of(item: dict[str, Any]) -> Attempt | None:
