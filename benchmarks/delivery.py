@@ -23,6 +23,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.aws_standin import LATENCY_S, AwsStandIn
 from benchmarks.core import (
     AwsCallLog,
     BenchmarkError,
@@ -37,7 +38,7 @@ from benchmarks.core import (
 from benchmarks.receiver import ReceiverProcess
 from benchmarks.results import Ratio, Result
 from herald.local.event_sources import delivery_event_source
-from herald.local.poller import SqsPoller
+from herald.local.poller import LambdaContext, SqsPoller, sqs_event
 from herald.worker import Worker, settle_all
 
 
@@ -50,6 +51,8 @@ class Round:
     aws_described: str
     cpu_s: float
     receiver: dict[str, float]
+    #: How long an AWS call took (median), from the worker's side.
+    call_median_s: float = 0.0
 
 
 class _Bench:
@@ -80,6 +83,8 @@ class _Bench:
         )
         self.tenant = make_tenant(self.services)
         self.subscriptions = make_subscriptions(self.services, self.tenant.id, batch, receiver.url)
+        self.standin = AwsStandIn([self.services.store.client, self.services.queue.client])
+        self.standin_peaks: list[int] = []
 
     def _timed_handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         cpu = time.process_time()
@@ -96,13 +101,47 @@ class _Bench:
         self.handle_times.clear()
         self.calls.reset()
         result = self.poller.invoke(messages)
+        self._check(result.deleted, result.failed)
+        return self._round(delay)
+
+    def standin_round(self, delay: float) -> Round:
+        """The batch as it runs against AWS (``benchmarks.aws_standin``): run on moto with its calls recorded,
+        then the same SQS event handled again with every call answered from the recording, concurrently."""
+        messages = published_deliveries(self.services, self.poller, self.tenant.id, self.batch)
+        self.receiver.reset(delay)
+        with self.standin.recording():
+            recorded = self.poller.invoke(messages)
+        self._check(recorded.deleted, recorded.failed)
+        self.receiver.reset(delay)
+        self.handle_times.clear()
+        self.calls.reset()
+        context = LambdaContext(self.poller.function_name, self.poller.timeout, time.time(), aws_request_id="standin")
+        with self.standin.answering():
+            response = self._timed_handle(sqs_event(messages, self.poller.queue_arn), context)
+        failed = len((response or {}).get("batchItemFailures", []))
+        stats = self.standin.stats()
+        if stats["misses"]:
+            raise BenchmarkError(
+                f"the AWS stand-in had no recorded answer for {len(stats['misses'])} calls, e.g. {stats['misses'][0]}"
+            )
+        made = sum(self.calls.counts(*self.handle_times[-1]).values())
+        if stats["answered"] != made:
+            raise BenchmarkError(f"the worker made {made} AWS calls and the stand-in answered {stats['answered']}")
+        self.standin_peaks.append(stats["peak_in_flight"])
+        self._check(self.batch - failed, failed)
+        return self._round(delay)
+
+    def _check(self, settled: int, failed: int) -> None:
+        answered = self.receiver.stats()["count"]
+        if settled != self.batch or answered != self.batch:
+            raise BenchmarkError(
+                f"expected {self.batch} successful deliveries; the worker settled {settled}, "
+                f"reported {failed} failures, and the receiver answered {answered}"
+            )
+
+    def _round(self, delay: float) -> Round:
         (started, finished) = self.handle_times[-1]
         stats = self.receiver.stats()
-        if result.deleted != self.batch or stats["count"] != self.batch:
-            raise BenchmarkError(
-                f"expected {self.batch} successful deliveries; the worker settled {result.deleted}, "
-                f"reported {result.failed} failures, and the receiver answered {stats['count']}"
-            )
         return Round(
             delay=delay,
             handle_s=finished - started,
@@ -111,6 +150,7 @@ class _Bench:
             aws_described=self.calls.describe(started, finished),
             cpu_s=self.cpu_times[-1],
             receiver=stats,
+            call_median_s=median([end - start for _, start, end in self.calls.between(started, finished)] or [0.0]),
         )
 
     def client_cpu_per_call(self, calls: int = 100) -> float:
@@ -123,6 +163,7 @@ class _Bench:
 
     def close(self) -> None:
         settle_all([self.worker])
+        self.standin.close()
 
 
 def run(
@@ -147,6 +188,7 @@ def run(
             for _ in range(rounds):
                 instant.append(bench.round(0.0))
                 slow.append(bench.round(latency))
+            standin = [bench.standin_round(latency) for _ in range(rounds)]
             client_cpu = bench.client_cpu_per_call()
         finally:
             bench.close()
@@ -154,7 +196,7 @@ def run(
     def mid(rounds_: list[Round]) -> Round:
         return sorted(rounds_, key=lambda item: item.handle_s)[len(rounds_) // 2]
 
-    fast, typical = mid(instant), mid(slow)
+    fast, typical, stood_in = mid(instant), mid(slow), mid(standin)
     batch_s = typical.handle_s
     latency_added = median([pair[1].handle_s - pair[0].handle_s for pair in zip(instant, slow, strict=True)])
     aws_calls = sum(typical.aws_calls.values())
@@ -180,12 +222,28 @@ def run(
             "receiver_peak_in_flight_count": peak,
             "receiver_arrival_spread_s": typical.receiver["arrival_spread_s"],
             "receiver_span_s": typical.receiver["span_s"],
+            # The same batch handled again with its AWS calls answered by the stand-in (benchmarks.aws_standin).
+            "standin_batch_s": stood_in.handle_s,
+            "standin_batch_min_s": min(item.handle_s for item in standin),
+            "standin_call_latency_s": LATENCY_S,
+            "standin_call_median_s": stood_in.call_median_s,
+            "standin_aws_calls_count": sum(stood_in.aws_calls.values()),
+            "standin_aws_busy_s": stood_in.aws_busy_s,
+            "standin_worker_cpu_s": stood_in.cpu_s,
+            "standin_worker_cpu_per_delivery_s": stood_in.cpu_s / batch,
+            "standin_receiver_peak_in_flight_count": stood_in.receiver["peak_in_flight"],
+            "standin_peak_aws_calls_in_flight_count": max(bench.standin_peaks),
         }
     )
     out(f"  receiver latency (one POST, median of 5)   {measured_latency * 1000:7.0f} ms")
     out(f"  batch, slow receiver (median)              {batch_s * 1000:7.0f} ms   (runs: {_list(slow)} ms)")
     out(f"  batch, instant receiver (median)           {fast.handle_s * 1000:7.0f} ms   (runs: {_list(instant)} ms)")
     out(f"  first batch of a new worker (instant)      {cold.handle_s * 1000:7.0f} ms")
+    out(
+        f"  batch, slow receiver, AWS stand-in (median) {stood_in.handle_s * 1000:6.0f} ms   "
+        f"(runs: {_list(standin)} ms; each call answered after {LATENCY_S * 1000:.0f} ms, concurrently; "
+        f"worker CPU {stood_in.cpu_s * 1000:.0f} ms; {stood_in.aws_described})"
+    )
     out(f"  latency added (slow - instant, median)     {latency_added * 1000:7.0f} ms")
     out(
         f"  worker CPU in the slow batch ({where}): {typical.cpu_s * 1000:.0f} ms, "
