@@ -9,7 +9,7 @@ from benchmarks.results import Figure
 CHARTED = {
     "api_cold_start": "API cold start (ms)",
     "delivery_cold_start": "Delivery cold start (ms)",
-    "batch_wall_time": "Batch of 100, 200 ms receiver (ms)",
+    "batch_wall_time": "Batch of 100, 200 ms receiver, AWS stand-in (ms)",
     "cost_per_million_fanout_10": "$ per million webhooks (1 event -> 10)",
 }
 

@@ -4,6 +4,7 @@ a log of AWS calls, the API behind its Mangum handler, and small statistics."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import json
 import os
@@ -412,3 +413,10 @@ class _ApiContext:
 
 
 ADMIN_HEADERS = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def with_delivery_batching(template: dict[str, Any], choice: str) -> dict[str, Any]:
+    """A copy of ``template`` deployed with ``DeliveryBatching: choice`` (``latency`` or ``throughput``)."""
+    changed = copy.deepcopy(template)
+    changed["Parameters"]["DeliveryBatching"]["Default"] = choice
+    return changed

@@ -25,7 +25,6 @@ subscription (pessimistic: every webhook pays a whole API request).
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
@@ -46,6 +45,7 @@ from benchmarks.core import (
     local_stack,
     make_subscriptions,
     make_tenant,
+    with_delivery_batching,
 )
 from benchmarks.results import Figure
 from herald.storage.keys import DELIVERY_SORT
@@ -584,8 +584,7 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
     template = load_template()
     # The same fan-out with the template's other batching choice (DeliveryBatching: throughput, 100 a batch and a
     # 1 s window): what a deployment that chose it pays.
-    throughput = copy.deepcopy(template)
-    throughput["Parameters"]["DeliveryBatching"]["Default"] = "throughput"
+    throughput = with_delivery_batching(template, "throughput")
     runs = [
         (fanout, events, template, ""),
         (1, max(10, events), template, ""),

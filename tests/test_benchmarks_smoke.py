@@ -322,7 +322,7 @@ def test_latency_benchmark_measures_publish_to_arrival_through_both_event_source
     from benchmarks import latency
 
     # GIVEN / WHEN the latency benchmark runs at a toy size (three events at rest, four per stream)
-    at_rest, noisy = latency.run(at_rest=3, events=4, rate=4.0, workers=3, out=lambda _: None)
+    at_rest, batched, noisy = latency.run(at_rest=3, events=4, rate=4.0, workers=3, out=lambda _: None)
     # THEN every event reached the healthy subscriber (the benchmark raises otherwise), through pollers on both
     # event sources, and each figure has its baseline, bounds and noise
     assert at_rest.name == "latency_p50_at_rest"
@@ -330,6 +330,12 @@ def test_latency_benchmark_measures_publish_to_arrival_through_both_event_source
     assert at_rest.value >= at_rest.details["receiver_round_trip_ms"] > 0
     assert (at_rest.baseline, at_rest.high) == (1000.0, 1.0)
     assert at_rest.noise is not None
+    # AND at rest with DeliveryBatching: throughput, each event waited out the 1 s batching window
+    assert batched.name == "latency_p50_at_rest_throughput"
+    assert batched.details["samples"] == 3
+    assert batched.details["batching_window_s"] == 1
+    assert batched.value >= 1000
+    assert batched.baseline == 2000.0
     assert noisy.name == "noisy_neighbour_p95_ratio"
     assert noisy.details["events_per_run"] == 4
     assert noisy.details["pollers"] == {"WorkQueue": 3, "SlowQueue": 3}

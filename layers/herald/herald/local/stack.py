@@ -15,7 +15,7 @@ import sys
 import threading
 from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import uvicorn
@@ -159,15 +159,21 @@ def demo_portal_link(base_url: str) -> str:
 
 
 def event_source_pollers(
-    resources: LocalResources, services: Services, count: int, *, client: SQSClient | None = None
+    resources: LocalResources,
+    services: Services,
+    count: int,
+    *,
+    client: SQSClient | None = None,
+    template: dict[str, Any] | None = None,
 ) -> list[tuple[EventSourceSettings, Worker, SqsPoller]]:
-    """One poller per concurrent invocation of each of the DeliveryFunction's SQS event sources (template.yaml):
-    ``min(count, MaximumConcurrency)`` per source, each with its own worker, as separate Lambda containers."""
+    """One poller per concurrent invocation of each of the DeliveryFunction's SQS event sources (template.yaml,
+    or ``template``): ``min(count, MaximumConcurrency)`` per source, each with its own worker, as separate Lambda
+    containers."""
     from herald.worker import Worker
 
     sqs = client or boto3.session.Session().client("sqs")
     pollers: list[tuple[EventSourceSettings, Worker, SqsPoller]] = []
-    for source in delivery_event_sources(load_template()):
+    for source in delivery_event_sources(template if template is not None else load_template()):
         for _ in range(min(count, source.maximum_concurrency or count)):
             worker = Worker(services)
             poller = SqsPoller(
