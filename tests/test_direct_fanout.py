@@ -6,14 +6,16 @@ Deliveries go over real HTTP and are verified with ``standardwebhooks``.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
 
+from herald.domain.publishing import new_event
 from herald.faults import install
 from tests.api_support import queue_messages
-from tests.delivery_support import Harness, bulk_subscriptions, event_counts, subscribe, verify
+from tests.delivery_support import CallRecorder, Harness, bulk_subscriptions, event_counts, subscribe, verify
 from tests.support import ADMIN, INVOICE
 
 pytestmark = pytest.mark.e2e
@@ -22,6 +24,10 @@ pytestmark = pytest.mark.e2e
 def _publish(client, tenant_id: str | None, **extra: Any):
     body = {"type": "invoice.paid", "data": INVOICE, **({"tenant_id": tenant_id} if tenant_id else {"broadcast": True})}
     return client.post("/v1/events", json={**body, **extra}, headers=ADMIN)
+
+
+#: DynamoDB's write operations.
+_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 
 
 def _queued(harness: Harness) -> Counter[str]:
@@ -152,25 +158,36 @@ def test_a_publish_that_failed_after_queueing_is_queued_again_and_sent_once(
     }
 
 
-def test_a_publish_that_died_between_marker_and_count_is_marked_queued_by_its_retry(
+def test_the_direct_count_and_the_queued_mark_are_one_write_made_once(
     client, tenant, services, harness: Harness, receiver
 ) -> None:
-    # GIVEN two subscriptions, and a publish whose count fails after its page's marker was written, the marker
-    # left behind (as when the container dies in between: the marker's removal fails too)
+    # GIVEN two subscriptions
     for n in range(2):
         subscribe(client, tenant, f"{receiver.url}?n={n}")
-    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1, dynamodb.DeleteItem:5xx@call=calls:1")
-    assert _publish(client, tenant.id, id="inv-1003-paid").status_code == 503
-    # WHEN the publisher retries it, then once more
-    retried = _publish(client, tenant.id, id="inv-1003-paid")
-    again = _publish(client, tenant.id, id="inv-1003-paid")
-    # THEN the retry queued the deliveries again and marked the event queued (its page was counted before, so
-    # the count stays short, never the deliveries); the last publish queued nothing more
-    assert (retried.status_code, again.status_code) == (202, 202)
-    assert _queued(harness) == {"delivery": 4}
-    harness.drain()
-    assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
-    assert _queued(harness) == {}
+    # WHEN an event is published
+    recorder = CallRecorder(services.store.client, sorted(_WRITES))
+    assert _publish(client, tenant.id, id="inv-1003-paid").status_code == 202
+    # THEN publishing wrote the event, then its counts and its queued mark in one update (no page marker item)
+    writes = recorder.calls
+    recorder.close()
+    assert [call.operation for call in writes] == ["PutItem", "UpdateItem"]
+    assert writes[1].params["Key"]["sk"]["S"] == "#COUNTS"
+    # WHEN a concurrent try of the same publish, which read the event before it was marked, counts it again
+    counted = services.store.events.count_direct_fanout(
+        "inv-1003-paid", expires_at=int(time.time()) + 3600, matched=2, fanout_open=-1
+    )
+    # THEN nothing is counted twice
+    assert counted is False
+    assert event_counts(client, "inv-1003-paid")["matched"] == 2
+    # AND an event whose direct page an earlier version counted (with a page marker item, marking the event queued
+    # in the same update) is not counted again either
+    expires_at = int(time.time()) + 3600
+    earlier = new_event("invoice.paid", INVOICE, tenant_id=tenant.id)
+    services.store.events.create(earlier, fingerprint="earlier", expires_at=expires_at)
+    events = services.store.events
+    assert events.count_fanout_page(earlier.id, f"{tenant.id}|direct", expires_at=expires_at, enqueued=True, matched=2)
+    assert events.count_direct_fanout(earlier.id, expires_at=expires_at, matched=2, fanout_open=-1) is False
+    assert event_counts(client, earlier.id)["matched"] == 2
 
 
 def test_filters_are_applied_and_counted_on_the_direct_path(client, tenant, harness: Harness, receiver) -> None:

@@ -201,10 +201,6 @@ def event_expiry(services: Services, now: datetime) -> int:
     return int((now + max(retention, retries)).timestamp())
 
 
-#: The fan-out page marker of a direct fan-out (publishing's): counted once however often the publish is retried.
-DIRECT_PAGE = "direct"
-
-
 def _enqueue(services: Services, event: Event, expires_at: int) -> None:
     if _queue_deliveries(services, event, expires_at):
         return
@@ -236,17 +232,10 @@ def _queue_deliveries(services: Services, event: Event, expires_at: int) -> bool
     services.queue.send_batch(
         [DeliveryMessage(event_id=event.id, tenant_id=event.tenant_id, subscription_id=sub_id) for sub_id in sub_ids]
     )
-    counted = services.store.events.count_fanout_page(
-        event.id,
-        f"{event.tenant_id}|{DIRECT_PAGE}",
-        expires_at=expires_at,
-        enqueued=True,
-        matched=len(sub_ids),
-        filtered=filtered,
-        fanout_open=-1,
+    # Counted and marked queued in one write, once: a retried publish whose earlier try got this far counts nothing.
+    services.store.events.count_direct_fanout(
+        event.id, expires_at=expires_at, matched=len(sub_ids), filtered=filtered, fanout_open=-1
     )
-    if not counted:  # counted by an earlier try of this publish, which failed before it could mark the event
-        services.store.events.mark_enqueued(event.id, expires_at=expires_at)
     return True
 
 

@@ -165,18 +165,40 @@ class EventRepository:
         if deltas:
             self._update_counts(event_id, expires_at=expires_at, deltas=deltas)
 
+    def count_direct_fanout(self, event_id: str, *, expires_at: int, **deltas: int) -> bool:
+        """Publishing's direct fan-out: add its counts and mark the event queued, in one conditional write of
+        the counts item, once. True if counted now; False if an earlier try of the same publish counted it (and
+        marked it in the same write), or the event is gone. Its one page needs no marker item: the ``enqueued``
+        flag, set by the same write, is the mark (an event counted by a marker, as before, carries it too)."""
+        changes = {key: value for key, value in deltas.items() if value}
+        return self._update_counts(
+            event_id, expires_at=expires_at, deltas=changes, flags={"enqueued": True}, unless_enqueued=True
+        )
+
     def _update_counts(
-        self, event_id: str, *, expires_at: int, deltas: Mapping[str, int], flags: Mapping[str, Any] | None = None
-    ) -> None:
+        self,
+        event_id: str,
+        *,
+        expires_at: int,
+        deltas: Mapping[str, int],
+        flags: Mapping[str, Any] | None = None,
+        unless_enqueued: bool = False,
+    ) -> bool:
         """One UpdateItem of the event's counts item: a small item beside the event, so that what changes
         as deliveries settle never rewrites the payload (a write costs by the size of the whole item).
-        Created by its first update; one left over from an expired event of the same id is replaced."""
+        Created by its first update; one left over from an expired event of the same id is replaced. With
+        ``unless_enqueued``, written only if the event is not marked queued yet. True if written."""
         now = self._table.now()
         if expires_at <= now:
-            return  # the event is gone: nothing left to count
+            return False  # the event is gone: nothing left to count
         flags = dict(flags or {})
         sets = ", ".join(["#exp = :exp", *(f"#{key} = :{key}" for key in flags)])
         expression = f"SET {sets}" + (" ADD " + ", ".join(f"#{key} :{key}" for key in deltas) if deltas else "")
+        condition = "(attribute_not_exists(#exp) OR #exp > :now)"
+        names = {"#exp": "expires_at"} | {f"#{name}": name for name in [*flags, *deltas]}
+        if unless_enqueued:
+            condition += " AND attribute_not_exists(#enqueued)"
+            names["#enqueued"] = "enqueued"
         key = to_item(keys.event_counts(event_id))
         for attempt in range(2):
             try:
@@ -184,15 +206,19 @@ class EventRepository:
                     "update_item",
                     Key=key,
                     UpdateExpression=expression,
-                    ConditionExpression="attribute_not_exists(#exp) OR #exp > :now",
-                    ExpressionAttributeNames={"#exp": "expires_at"} | {f"#{name}": name for name in [*flags, *deltas]},
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values(exp=expires_at, now=now, **flags, **deltas),
                 )
-                return
+                return True
             except ClientError:
+                if unless_enqueued:
+                    current = self._table.read(keys.event_counts(event_id))  # None when absent or expired
+                    if current is not None and current.get("enqueued"):
+                        return False  # marked queued already: counted by the write that marked it
                 if attempt:
                     logger.warning("event counters not updated", extra={"event_id": event_id, **deltas, **flags})
-                    return
+                    return False
             # Counts of an earlier, expired event with this id, not yet removed by TTL: start afresh.
             with contextlib.suppress(ClientError):
                 self._table.call(
@@ -202,6 +228,7 @@ class EventRepository:
                     ExpressionAttributeNames={"#exp": "expires_at"},
                     ExpressionAttributeValues=values(now=now),
                 )
+        return False
 
     def count_fanout_page(
         self, event_id: str, marker: str, *, expires_at: int, enqueued: bool = False, **deltas: int
