@@ -209,6 +209,45 @@ def test_conflicts_are_dynamodb_s_transaction_errors(aws: boto3.session.Session)
     assert _item(client, "u") is None
 
 
+def test_a_fault_notes_the_attribute_names_of_each_item_its_call_writes_whole(aws: boto3.session.Session) -> None:
+    # GIVEN a client whose every call fails after botocore's retries, and one whose batch writes fail in part
+    client = dynamodb_client(aws, faults="dynamodb:throttle@call=1")
+    batch = dynamodb_client(aws, faults="dynamodb.BatchWriteItem:partial=1")
+    with faults.suspended():
+        _table(batch)
+    calls = [
+        lambda: client.put_item(TableName=TABLE, Item={"pk": {"S": "a"}, "lease": {"S": "x"}}),
+        lambda: client.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": TABLE, "Item": {"pk": {"S": "b"}, "n": {"N": "1"}}}},
+                {"ConditionCheck": {"TableName": TABLE, "Key": {"pk": {"S": "c"}}, "ConditionExpression": "n = n"}},
+            ]
+        ),
+        lambda: client.update_item(TableName=TABLE, Key={"pk": {"S": "d"}}, UpdateExpression="REMOVE lease"),
+        lambda: client.get_item(TableName=TABLE, Key={"pk": {"S": "e"}}),
+    ]
+    # WHEN each call is made, and a batch of four puts
+    for call in calls:
+        with pytest.raises(ClientError):
+            call()
+    puts: list[Any] = [{"PutRequest": {"Item": {"pk": {"S": f"p{n}"}, f"a{n}": {"S": "x"}}}} for n in range(4)]
+    batch.batch_write_item(RequestItems={TABLE: puts})
+    # THEN each fault names, beside the keys, the items its call wrote whole by their attribute names (updates and
+    # reads none), a partial batch those of the entries it dropped
+    injector, batch_injector = faults.injector_of(client), faults.injector_of(batch)
+    assert injector is not None
+    assert batch_injector is not None
+    assert [(hit.operation, hit.keys, hit.written) for hit in injector.injected] == [
+        ("PutItem", ("a",), (frozenset({"pk", "lease"}),)),
+        ("TransactWriteItems", ("b", "c"), (frozenset({"pk", "n"}),)),
+        ("UpdateItem", ("d",), ()),
+        ("GetItem", ("e",), ()),
+    ]
+    (dropped,) = batch_injector.injected
+    assert dropped.keys
+    assert dropped.written == tuple(frozenset({"pk", f"a{key[1:]}"}) for key in dropped.keys)
+
+
 def test_latency_waits_before_each_attempt(aws: boto3.session.Session) -> None:
     waited: list[float] = []
     client = _one_attempt_client(aws, "sqs")

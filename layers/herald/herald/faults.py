@@ -35,10 +35,11 @@ sees it, before retries (an error after botocore gave up): what Herald's own cod
 ``partial`` and ``lost`` are always call-level (botocore never retries a partial batch, and a lost
 answer matters once the call is over).
 
-Every injected fault is counted (``FaultInjector.injected``) with the keys it touched, so a test can
-tie what it sees (a duplicate, a 503) to a fault. ``suspended()`` turns every injector off for a while
-(a test's own reads). Draws come from one seeded generator per client: the same calls in the same
-order give the same faults.
+Every injected fault is counted (``FaultInjector.injected``) with the keys it touched and the attribute
+names of each item its call wrote whole, so a test can tie what it sees (a duplicate, a 503) to a fault
+and tell one kind of write from another. ``suspended()`` turns every injector off for a while (a test's
+own reads). Draws come from one seeded generator per client: the same calls in the same order give the
+same faults.
 """
 
 from __future__ import annotations
@@ -189,15 +190,37 @@ def _keys_of(params: dict[str, Any]) -> list[str]:
     return found
 
 
+def _written_of(params: dict[str, Any]) -> list[frozenset[str]]:
+    """The attribute names of each item a call writes whole (an ``Item``: PutItem's, a transaction's ``Put``,
+    a batch's ``PutRequest``), for accounting; none for reads, updates and deletes."""
+    found: list[frozenset[str]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "Item" and isinstance(item, dict):
+                    found.append(frozenset(item))
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(params)
+    return found
+
+
 @dataclass(frozen=True)
 class Injected:
-    """One fault that was injected: where, what, and the keys of the call it hit."""
+    """One fault that was injected: where, what, the keys of the call it hit, and the attribute names of each
+    item that call wrote whole (``written``)."""
 
     service: str
     operation: str
     fault: str
     stage: str
     keys: tuple[str, ...]
+    written: tuple[frozenset[str], ...] = ()
 
 
 _SUSPENDED = threading.Event()
@@ -260,13 +283,17 @@ class FaultInjector:
                     fired.append(rule)
         return fired
 
-    def _note(self, operation: str, rule: Rule, keys: list[str]) -> None:
+    def _note(self, operation: str, rule: Rule, keys: list[str], written: list[frozenset[str]]) -> None:
         with self._lock:
-            self.injected.append(Injected(self.service, operation, rule.fault, rule.stage, tuple(keys)))
+            self.injected.append(Injected(self.service, operation, rule.fault, rule.stage, tuple(keys), tuple(written)))
 
     def _current_keys(self) -> list[str]:
         call = getattr(self._local, "call", None)
         return list(call[1]) if call else []
+
+    def _current_written(self) -> list[frozenset[str]]:
+        call = getattr(self._local, "call", None)
+        return list(call[3]) if call else []
 
     def _actions(self) -> int:
         """How many actions the current call's transaction has (one cancellation reason each)."""
@@ -277,7 +304,8 @@ class FaultInjector:
 
     def before_parameter_build(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         """Remember the call (for the send stage, which sees only the request) and drop a partial batch's entries."""
-        self._local.call = (model.name, _keys_of(params), max(1, len(params.get("TransactItems", []))))
+        actions = max(1, len(params.get("TransactItems", [])))
+        self._local.call = (model.name, _keys_of(params), actions, _written_of(params))
         for rule in self._draw(model.name, "call"):
             context.setdefault("herald_faults", []).append(rule)
         for rule in [rule for rule in context.get("herald_faults", []) if rule.fault == "partial"]:
@@ -302,20 +330,20 @@ class FaultInjector:
         else:
             params["RequestItems"] = {context["herald_table"]: kept}
         context["herald_dropped"] = dropped
-        self._note(operation, rule, _keys_of({"x": dropped}))
+        self._note(operation, rule, _keys_of({"x": dropped}), _written_of({"x": dropped}))
 
     def before_call(self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any) -> Any:
         """Call-level faults: an answer as if botocore had given up retrying."""
         for rule in context.get("herald_faults", []):
-            keys = self._current_keys()
+            keys, written = self._current_keys(), self._current_written()
             if rule.fault == "latency":
-                self._note(model.name, rule, keys)
+                self._note(model.name, rule, keys, written)
                 self.sleep(rule.latency_ms / 1000)
             elif rule.fault == "timeout":
-                self._note(model.name, rule, keys)
+                self._note(model.name, rule, keys, written)
                 raise ReadTimeoutError(endpoint_url=_NOWHERE)
             elif rule.fault not in CALL_ONLY:
-                self._note(model.name, rule, keys)
+                self._note(model.name, rule, keys, written)
                 return self._parsed_error(model, rule.fault)
         return None
 
@@ -338,9 +366,9 @@ class FaultInjector:
     def before_send(self, request: Any, event_name: str, **_: Any) -> AWSResponse | None:
         """Send-level faults: one HTTP attempt's answer, seen by botocore's retry handler."""
         operation = event_name.rsplit(".", 1)[-1]
-        keys = self._current_keys()
+        keys, written = self._current_keys(), self._current_written()
         for rule in self._draw(operation, "send"):
-            self._note(operation, rule, keys)
+            self._note(operation, rule, keys, written)
             if rule.fault == "latency":
                 self.sleep(rule.latency_ms / 1000)
                 continue
@@ -368,7 +396,7 @@ class FaultInjector:
             parsed.setdefault("UnprocessedItems", {}).setdefault(context["herald_table"], []).extend(dropped)
         for rule in context.get("herald_faults", []):
             if rule.fault == "lost":
-                self._note(model.name, rule, self._current_keys())
+                self._note(model.name, rule, self._current_keys(), self._current_written())
                 raise ReadTimeoutError(endpoint_url=_NOWHERE)
 
 
