@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
 from benchmarks import Ratio, Result, summary_table
 from benchmarks.__main__ import main, parse_args
+from herald.local.resources import LocalResources
 
 pytestmark = pytest.mark.slow
 
@@ -294,6 +299,89 @@ def test_chaos_benchmark_counts_lost_and_duplicated_deliveries() -> None:
     assert lost.met
     assert duplicates.value <= duplicates.baseline, duplicates.details["duplicated"]
     assert duplicates.met
+
+
+def test_chaos_allowance_counts_failed_records_of_sends_and_never_claims(
+    resources: LocalResources, aws: boto3.session.Session
+) -> None:
+    from benchmarks.chaos import records_a_send
+    from herald.aws import dynamodb_client
+    from herald.errors import ServiceUnavailableError
+    from herald.faults import injector_of
+    from herald.records import Attempt, Delivery, DeliveryStatus, Trigger
+    from herald.storage.deliveries import DeliveryRepository
+    from herald.storage.table import Table
+
+    now = datetime.now(UTC)
+    new = Delivery(
+        id="dlv_1",
+        event_id="evt_1",
+        subscription_id="sub_1",
+        tenant_id="tnt_1",
+        event_type="invoice.paid",
+        status=DeliveryStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+    )
+    tried = new.model_copy(update={"attempts": 1, "last_attempt_at": now})
+    sent = tried.model_copy(update={"status": DeliveryStatus.SUCCEEDED})
+    retried = tried.model_copy(update={"attempts": 2})
+    first, second = (
+        Attempt(
+            id=f"att_{n}",
+            delivery_id="dlv_1",
+            event_id="evt_1",
+            subscription_id="sub_1",
+            tenant_id="tnt_1",
+            attempt_number=n,
+            trigger=Trigger.SCHEDULED,
+            url="https://example.com/h",
+            started_at=now,
+            finished_at=now,
+            duration_ms=1,
+            succeeded=n == 2,
+        )
+        for n in (1, 2)
+    )
+    lease: dict[str, Any] = {"token": "t", "scheduled_attempts": 1, "expires_at": int(now.timestamp()) + 3600}
+    claim: dict[str, Any] = {**lease, "until": now.timestamp() + 60, "now": now.timestamp()}
+    writes: dict[str, tuple[str, Callable[[DeliveryRepository], object]]] = {
+        "claim of a new delivery": ("1", lambda store: store.claim(new, previous=None, **claim)),
+        "claim after an attempt": ("1", lambda store: store.claim(tried, previous=tried, **claim)),
+        "claim for a recovery": ("1", lambda store: store.claim(tried, previous=tried, job_id="job_1", **claim)),
+        "release": ("1", lambda store: store.release(tried, "t")),
+        "listing of a delivery held back": ("1", lambda store: store.list_new(new, scheduled_attempts=0, expires_at=1)),
+        "cancellation before any attempt": ("1", lambda store: store.record(new, None, **lease)),
+        "record of a first send": ("1", lambda store: store.record(sent, first, **{**lease, "token": None})),
+        "record of a send, its attempt": ("1", lambda store: store.record(retried, second, **lease)),
+        "record of a send, the delivery": ("calls:2", lambda store: store.record(retried, second, **lease)),
+        "record of a recovery's send": ("1", lambda store: store.record(sent, second, job_id="job_1", **lease)),
+    }
+    counted = {}
+    for name, (when, write) in writes.items():
+        # GIVEN the deliveries' storage on a client whose DynamoDB writes fail (after botocore's retries)
+        client = dynamodb_client(aws, faults=f"dynamodb:throttle@call={when}")
+        # WHEN the worker's write of a delivery fails
+        with pytest.raises(ServiceUnavailableError):
+            write(DeliveryRepository(Table(resources.table_name, client=client)))
+        injector = injector_of(client)
+        assert injector is not None
+        assert {fault.keys[0] for fault in injector.injected} == {"DELIVERY#dlv_1"}
+        counted[name] = [(fault.operation, records_a_send(fault)) for fault in injector.injected]
+    # THEN only the writes that record a send count for the chaos allowance: a claim, a release, a listing or a
+    # cancellation comes with no send, and failing sends nothing twice
+    assert counted == {
+        "claim of a new delivery": [("PutItem", False)],
+        "claim after an attempt": [("PutItem", False)],
+        "claim for a recovery": [("TransactWriteItems", False)],
+        "release": [("UpdateItem", False)],
+        "listing of a delivery held back": [("PutItem", False)],
+        "cancellation before any attempt": [("PutItem", False)],
+        "record of a first send": [("PutItem", True)],
+        "record of a send, its attempt": [("PutItem", True)],
+        "record of a send, the delivery": [("PutItem", True)],
+        "record of a recovery's send": [("TransactWriteItems", True)],
+    }
 
 
 def test_filter_and_transform_benchmarks_report_their_figures() -> None:
