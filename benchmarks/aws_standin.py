@@ -8,13 +8,15 @@ the same batch, the same SQS event, is handled again with every AWS call sent to
 HTTP/1.1 server in its own process (keep-alive, a thread per connection) that answers each call from the
 recording after ``latency`` seconds, any number in flight together. botocore still builds, signs and sends
 each request and reads and parses each answer over a kept-alive socket, so the worker's CPU is its own, as
-on Lambda (less TLS); the stand-in's own work is in another process.
+on Lambda, less TLS; the stand-in's own work is in another process. It answers every call in the same
+time, without AWS's slower tail.
 
-A call is matched to its recording by its operation and the item keys it names (``Key``, an ``Item``'s
-``pk``/``sk``, a batch's or a transaction's keys, a query's key values, a queue's URL); calls with the same
-match are answered in the order they were recorded. A call the recording has no answer for is answered
-500 and counted (``misses``), never with an invented answer: the benchmark reports a figure only when the
-second run asked nothing the first did not.
+A call is matched to its recording by its operation, the item keys it names (``Key``, an ``Item``'s
+``pk``/``sk``, a batch's or a transaction's keys, a query's key values, a queue's URL) and its update and
+condition expressions; calls with the same match are answered in the order they were recorded. A call the
+recording has no answer for is answered 500 and counted (``misses``), never with an invented answer: the
+benchmark reports a figure only when the second run asked exactly what the first asked (it checks that
+every recorded answer was used).
 
 ``python -m benchmarks.aws_standin [latency_s]`` prints ``{"port": ...}`` and serves until its stdin closes.
 """
@@ -78,12 +80,17 @@ def _keys(body: dict[str, Any]) -> list[str]:
     return sorted(_key(value) for value in found)
 
 
+#: What tells apart two calls on the same keys: two updates of one item that write different things.
+_EXPRESSIONS = ("UpdateExpression", "ConditionExpression", "ReturnValues")
+
+
 def match_of(target: str | bytes | None, body: str | bytes | None) -> Match:
     """What a request is matched on: its operation (the ``X-Amz-Target`` header of AWS's JSON protocols, which
-    DynamoDB and SQS speak) and the keys its body names."""
+    DynamoDB and SQS speak), the keys its body names, and its update and condition expressions."""
     operation = target.decode() if isinstance(target, bytes) else str(target or "")
     parsed = json.loads(body or b"{}")
-    return operation, tuple(_keys(parsed))
+    expressions = [f"{name}={parsed[name]}" for name in _EXPRESSIONS if name in parsed]
+    return operation, (*_keys(parsed), *expressions)
 
 
 # ---------------------------------------------------------------------------------------------- the client side

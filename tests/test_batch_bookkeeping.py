@@ -135,6 +135,33 @@ def test_counts_left_by_an_expired_event_are_not_added_to_a_new_one_with_its_id(
     )
 
 
+def test_a_direct_count_replaces_counts_left_marked_by_an_expired_event_with_its_id(services) -> None:
+    now = [time.time()]
+    store = Store(services.settings.table_name, client=services.store.client, clock=lambda: now[0])
+    moment = datetime.now(UTC)
+    event = Event(
+        id="evt_reused_direct",
+        type="invoice.paid",
+        tenant_id="tnt_1",
+        timestamp=moment,
+        data={},
+        payload='{"data":{}}',
+        created_at=moment,
+    )
+    # GIVEN an event whose direct fan-out was counted and marked queued, and which then expired (not yet removed)
+    store.events.create(event, fingerprint="a", expires_at=int(now[0]) + 60)
+    assert store.events.count_direct_fanout(event.id, expires_at=int(now[0]) + 60, matched=5, fanout_open=-1)
+    now[0] += 120
+    # WHEN an event with the same id is published and its direct fan-out counted
+    store.events.create(event, fingerprint="b", expires_at=int(now[0]) + 60)
+    counted = store.events.count_direct_fanout(event.id, expires_at=int(now[0]) + 60, matched=1, fanout_open=-1)
+    # THEN it is counted (the old mark belongs to the expired event), from its own values only, and marked queued
+    assert counted is True
+    item = store.events.get_with_counts(event.id)
+    assert item is not None
+    assert (item.matched, item.fanout_open, item.enqueued) == (1, 0, True)
+
+
 def _delivery(now: datetime) -> Delivery:
     return Delivery(
         id=ids.delivery_id("evt_listed", "sub_listed"),

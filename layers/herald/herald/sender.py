@@ -357,8 +357,8 @@ async def send_attempt(
                     chunks += chunk
                     if len(chunks) >= RESPONSE_MAX_BYTES:
                         break
-                # Read on to the failure limit even for a success: an answer read to its end keeps its
-                # connection for the next request.
+                # Read on to the failure limit even for a success: an answer read to its end (20,000 bytes
+                # at most) keeps its connection for the next request.
                 succeeded = 200 <= status_code < 300
                 text = cut_body(bytes(chunks), SUCCESS_RESPONSE_MAX_BYTES if succeeded else RESPONSE_MAX_BYTES)
         if not 200 <= status_code < 300:

@@ -135,7 +135,10 @@ class AttemptOut(BaseModel):
     status_code: int | None
     error_kind: ErrorKind | None
     error_message: str | None
-    response_body: str | None
+    response_body: str | None = Field(
+        description="The endpoint's response body: its first 20,000 bytes for a failed attempt, 128 for a "
+        "successful one."
+    )
     next_attempt_at: datetime | None
     latency_ms: int | None = Field(
         None,

@@ -168,8 +168,9 @@ class EventRepository:
     def count_direct_fanout(self, event_id: str, *, expires_at: int, **deltas: int) -> bool:
         """Publishing's direct fan-out: add its counts and mark the event queued, in one conditional write of
         the counts item, once. True if counted now; False if an earlier try of the same publish counted it (and
-        marked it in the same write), or the event is gone. Its one page needs no marker item: the ``enqueued``
-        flag, set by the same write, is the mark (an event counted by a marker, as before, carries it too)."""
+        marked it in the same write), the event is gone, or DynamoDB refused the write twice (logged). Its one
+        page needs no marker item: the ``enqueued`` flag, set by the same write, is the mark (an event whose
+        direct page an earlier version counted with a marker carries it too)."""
         changes = {key: value for key, value in deltas.items() if value}
         return self._update_counts(
             event_id, expires_at=expires_at, deltas=changes, flags={"enqueued": True}, unless_enqueued=True
@@ -230,13 +231,10 @@ class EventRepository:
                 )
         return False
 
-    def count_fanout_page(
-        self, event_id: str, marker: str, *, expires_at: int, enqueued: bool = False, **deltas: int
-    ) -> bool:
-        """Add to an event's counters for one fan-out page, once: ``marker`` names the page, and a page
-        already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
-        again. True if counted now; False if it was before, or the event is gone. ``enqueued`` marks the
-        event queued in the same write (publishing's direct fan-out, whose one page is its whole fan-out).
+    def count_fanout_page(self, event_id: str, marker: str, *, expires_at: int, **deltas: int) -> bool:
+        """Add to an event's counters for one page of a fan-out message, once: ``marker`` names the page, and
+        a page already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
+        again. True if counted now; False if it was before, or the event is gone.
 
         Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it), so
         a fan-out of any size never grows an item that is written often. A crash between the marker and
@@ -252,9 +250,8 @@ class EventRepository:
             return False  # this page was counted before
         try:
             changes = {key: value for key, value in deltas.items() if value}
-            if changes or enqueued:
-                flags = {"enqueued": True} if enqueued else None
-                self._update_counts(event_id, expires_at=expires_at, deltas=changes, flags=flags)
+            if changes:
+                self._update_counts(event_id, expires_at=expires_at, deltas=changes)
         except ServiceUnavailableError:
             # Not counted (DynamoDB refused after retries): take the marker back, so that the page is counted
             # when its message runs again, instead of never.
