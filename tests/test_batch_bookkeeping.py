@@ -106,12 +106,10 @@ def test_a_batch_of_attempts_follows_the_failure_streak_in_the_order_they_finish
     assert health.recoveries == ()
 
 
-def test_counts_left_by_an_expired_event_are_not_added_to_a_new_one_with_its_id(services) -> None:
-    now = [time.time()]
-    store = Store(services.settings.table_name, client=services.store.client, clock=lambda: now[0])
+def _event(event_id: str) -> Event:
     moment = datetime.now(UTC)
-    event = Event(
-        id="evt_reused",
+    return Event(
+        id=event_id,
         type="invoice.paid",
         tenant_id="tnt_1",
         timestamp=moment,
@@ -119,6 +117,12 @@ def test_counts_left_by_an_expired_event_are_not_added_to_a_new_one_with_its_id(
         payload='{"data":{}}',
         created_at=moment,
     )
+
+
+def test_counts_left_by_an_expired_event_are_not_added_to_a_new_one_with_its_id(services) -> None:
+    now = [time.time()]
+    store = Store(services.settings.table_name, client=services.store.client, clock=lambda: now[0])
+    event = _event("evt_reused")
     # GIVEN an event whose deliveries were counted, and which then expired (TTL has not removed it yet)
     assert store.events.create(event, fingerprint="a", expires_at=int(now[0]) + 60).fingerprint == "a"
     store.events.count(event.id, expires_at=int(now[0]) + 60, matched=5, succeeded=5)
@@ -138,16 +142,7 @@ def test_counts_left_by_an_expired_event_are_not_added_to_a_new_one_with_its_id(
 def test_a_direct_count_replaces_counts_left_marked_by_an_expired_event_with_its_id(services) -> None:
     now = [time.time()]
     store = Store(services.settings.table_name, client=services.store.client, clock=lambda: now[0])
-    moment = datetime.now(UTC)
-    event = Event(
-        id="evt_reused_direct",
-        type="invoice.paid",
-        tenant_id="tnt_1",
-        timestamp=moment,
-        data={},
-        payload='{"data":{}}',
-        created_at=moment,
-    )
+    event = _event("evt_reused_direct")
     # GIVEN an event whose direct fan-out was counted and marked queued, and which then expired (not yet removed)
     store.events.create(event, fingerprint="a", expires_at=int(now[0]) + 60)
     assert store.events.count_direct_fanout(event.id, expires_at=int(now[0]) + 60, matched=5, fanout_open=-1)
