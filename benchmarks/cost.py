@@ -655,4 +655,51 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
                 },
             )
         )
-    return figures
+    (default,) = [case for case, suffix in cases if not suffix and case.fanout == fanout]
+    (batched,) = [case for case, suffix in cases if suffix]
+    return figures + per_delivery_figures(default, batched)
+
+
+#: The issue's targets per delivered webhook on the happy path.
+WRU_TARGET = 1.5
+CALLS_TARGET = 0.3
+
+
+def per_delivery_figures(case: CaseResult, batched: CaseResult) -> list[Figure]:
+    """Write units and AWS requests per delivered webhook at 1 event -> ``case.fanout`` (the default batching),
+    from the same metered run as its cost; ``batched`` (DeliveryBatching: throughput) is in the notes."""
+    usage, other = case.usage, batched.usage
+    calls = usage["dynamodb_requests"] + usage["sqs_requests"]
+    other_calls = other["dynamodb_requests"] + other["sqs_requests"]
+    where = f"1 event -> {case.fanout}, DeliveryBatching: latency, on the happy path"
+    return [
+        Figure(
+            name="dynamodb_wru_per_delivery",
+            value=usage["wru"],
+            unit="WRU",
+            baseline=WRU_TARGET,
+            baseline_label="the issue's target, not measured",
+            target=f"ratio <= 1 (<= {WRU_TARGET} write units per delivered webhook)",
+            met=usage["wru"] <= WRU_TARGET,
+            note=f"{where}: {case.notes[2]}; with DeliveryBatching: throughput, {other['wru']:.2f}",
+            low=1 / WRU_TARGET,  # a delivered webhook is written at least once
+            high=1.0,
+            details={"throughput_wru": other["wru"]},
+        ),
+        Figure(
+            name="aws_calls_per_delivery",
+            value=calls,
+            unit="calls",
+            baseline=CALLS_TARGET,
+            baseline_label="the issue's target, not measured",
+            target=f"ratio <= 1 (<= {CALLS_TARGET} AWS requests per delivered webhook)",
+            met=calls <= CALLS_TARGET,
+            note=f"{where}, publishing's calls included ({usage['api_aws_calls_per_event']:.0f} per event; the "
+            f"worker's {usage['worker_aws_calls_per_delivery']:.2f} per delivery): {case.notes[1]}; with "
+            f"DeliveryBatching: throughput, {other_calls:.2f}",
+            # Fewer than one request per batch of deliveries would mean requests not counted.
+            low=1 / 100 / CALLS_TARGET,
+            high=1.0,
+            details={"worker_per_delivery": usage["worker_aws_calls_per_delivery"], "throughput": other_calls},
+        ),
+    ]

@@ -53,6 +53,13 @@ def test_delivery_benchmark_runs_a_small_batch() -> None:
     assert result.measured["standin_aws_calls_count"] > 0
     assert 1 <= result.measured["standin_receiver_peak_in_flight_count"] <= 5
     assert result.measured["standin_answered_count"] == result.measured["standin_aws_calls_count"]
+    # AND its figures: the stand-in batch's wall time and the worker's CPU per delivery in it
+    from benchmarks import figures
+
+    wall, cpu, _ = figures.batch_concurrency(result)
+    assert (wall.name, cpu.name) == ("batch_wall_time", "cpu_ms_per_delivery")
+    assert wall.value == pytest.approx(result.measured["standin_batch_s"] * 1000)
+    assert cpu.value == pytest.approx(result.measured["standin_worker_cpu_per_delivery_s"] * 1000)
     assert lines
 
 
@@ -147,7 +154,7 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
 
     # GIVEN / WHEN two events to two subscriptions each, and two events to one, on the happy path
     lines: list[str] = []
-    typical, pessimistic, throughput = cost.run(events=2, fanout=2, out=lines.append)
+    typical, pessimistic, throughput, wru, calls = cost.run(events=2, fanout=2, out=lines.append)
     # THEN each case has a priced breakdown of the requests the real code path made
     assert typical.name == "cost_per_million_fanout_2"
     assert pessimistic.name == "cost_per_million_fanout_1"
@@ -166,6 +173,12 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     assert "batch size 10," in typical.details["notes"][0]
     assert "batch size 100," in throughput.details["notes"][0]
     assert any("total" in line for line in lines)
+    # AND the default case's write units and AWS requests per delivered webhook are figures of their own
+    assert (wru.name, calls.name) == ("dynamodb_wru_per_delivery", "aws_calls_per_delivery")
+    assert wru.value == typical.details["per_delivery"]["wru"] >= 1
+    usage = typical.details["per_delivery"]
+    assert calls.value == pytest.approx(usage["dynamodb_requests"] + usage["sqs_requests"])
+    assert calls.details["throughput"] > 0
 
 
 def test_item_sizes_follow_dynamodb_rules() -> None:
