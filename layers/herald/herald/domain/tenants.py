@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     from herald.services import Services
 
 
-def find(services: Services, tenant_id: str) -> Tenant:
-    """A tenant by id (``NotFoundError`` if none). The reserved tenant holding the operator's own endpoints is
-    not one: it is managed through /v1/operator/webhooks only."""
+def find(services: Services, tenant_id: str, *, consistent: bool = True) -> Tenant:
+    """A tenant by id (``NotFoundError`` if none; ``consistent``: see ``TenantRepository.get``). The reserved
+    tenant holding the operator's own endpoints is not one: it is managed through /v1/operator/webhooks only."""
     usable = ids.is_id(tenant_id, ids.TENANT) and tenant_id != OPERATOR_TENANT_ID
-    tenant = services.store.tenants.get(tenant_id) if usable else None
+    tenant = services.store.tenants.get(tenant_id, consistent=consistent) if usable else None
     if tenant is None:
         raise NotFoundError(f"tenant {tenant_id} not found")
     return tenant

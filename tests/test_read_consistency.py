@@ -1,0 +1,56 @@
+"""Which reads are strongly consistent (twice the price of an eventually consistent one), and why: checked on the
+GetItem calls themselves, since moto answers every read consistently. Publishing reads its tenant eventually
+consistently and confirms a miss with a strong read (a tenant created a moment ago is found); an API key is read
+strongly, so that a revoked key stops working at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from herald import ids
+from tests.delivery_support import CallRecorder
+from tests.support import ADMIN, INVOICE
+
+pytestmark = pytest.mark.e2e
+
+
+def _reads_of(recorder: CallRecorder, key_prefix: str) -> list[bool]:
+    """The ConsistentRead flag of each GetItem of an item whose partition key starts with ``key_prefix``."""
+    return [
+        call.params.get("ConsistentRead", False)
+        for call in recorder.of("GetItem")
+        if call.params["Key"]["pk"]["S"].startswith(key_prefix)
+    ]
+
+
+def test_publishing_reads_its_tenant_at_half_the_price_and_confirms_a_miss(client, tenant, services) -> None:
+    recorder = CallRecorder(services.store.client, ["GetItem"])
+    try:
+        # WHEN the operator publishes to a tenant that exists, then to one that does not
+        event = {"type": "invoice.paid", "data": INVOICE}
+        found = client.post("/v1/events", json={**event, "tenant_id": tenant.id}, headers=ADMIN)
+        found_reads = _reads_of(recorder, "TENANT#")
+        recorder.clear()
+        unknown = ids.new_id(ids.TENANT)
+        missing = client.post("/v1/events", json={**event, "tenant_id": unknown}, headers=ADMIN)
+        missing_reads = _reads_of(recorder, "TENANT#")
+    finally:
+        recorder.close()
+    # THEN the existing tenant took one eventually consistent read, and the unknown one a strong read after it
+    assert found.status_code == 202, found.text
+    assert found_reads == [False]
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["error"]["code"] == "not_found"
+    assert missing_reads == [False, True]
+
+
+def test_an_api_key_is_read_strongly_so_a_revoked_key_stops_at_once(client, tenant, services) -> None:
+    recorder = CallRecorder(services.store.client, ["GetItem"])
+    try:
+        # WHEN a tenant calls the API with its key
+        response = client.get("/v1/subscriptions", headers={"authorization": f"Bearer {tenant.key}"})
+    finally:
+        recorder.close()
+    # THEN the key was read strongly
+    assert response.status_code == 200, response.text
+    assert _reads_of(recorder, "APIKEY#") == [True]
