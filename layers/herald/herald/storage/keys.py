@@ -7,12 +7,13 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     subscription  TENANT#<tnt>        SUB#<sub>
     route         ROUTE#<tnt>#<type>  SUB#<sub>         one per enabled subscription and event type ("*" too)
     event         EVENT#<evt>         #EVENT            written once; its counters' starting values
-    event counts  EVENT#<evt>         #COUNTS           what the counters gained since, and ``enqueued``
+    event counts  EVENT#<evt>         #COUNTS           what the counters gained since, and ``enqueued`` (which also
+                                                        marks publishing's direct fan-out as counted)
     idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
     delivery      DELIVERY#<dlv>      #DELIVERY         gsi1: SUB#<sub> / <created>#<dlv>
                                                         gsi2: SUB#<sub>#<status> / <created>#<dlv> (not once succeeded)
                                                         (both from its first recorded attempt or release)
-    fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out page as counted
+    fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out message's page as counted
     attempt       DELIVERY#<dlv>      ATTEMPT#<nnnnn>   its attempt number, zero-padded (one item per number)
     recovery lock DELIVERY#<dlv>      RECOVERY          ``job_id``: the job whose extra attempt of it is queued
     recovery job  RECOVERY#<rcv>      #RECOVERY         a subscription's recovery (``status``, ``listed``)
