@@ -361,7 +361,7 @@ async def send_attempt(
                 # at most) keeps its connection for the next request.
                 succeeded = 200 <= status_code < 300
                 text = cut_body(bytes(chunks), SUCCESS_RESPONSE_MAX_BYTES if succeeded else RESPONSE_MAX_BYTES)
-        if not 200 <= status_code < 300:
+        if not succeeded:
             kind = ErrorKind.HTTP_STATUS
             message = f"the endpoint answered {status_code}"
             if 300 <= status_code < 400:
