@@ -158,6 +158,8 @@ def test_a_stream_under_the_fault_mix_arrives_whole_signed_and_counted(
         )
 
 
+# A fan-out message, not publishing's direct path (which counts the event's deliveries itself, in the API).
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
 def test_a_fanout_page_whose_count_failed_is_counted_when_its_message_comes_back(
     client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:
@@ -166,9 +168,12 @@ def test_a_fanout_page_whose_count_failed_is_counted_when_its_message_comes_back
     for n in range(2):
         subscribe(client, tenant, f"{receiver.url}?n={n}")
     event_id = publish(client, tenant.id)
-    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    injector = install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    assert injector is not None
     # WHEN the worker runs, and again once the failed fan-out message is back
     harness.drain()
+    assert [hit.keys for hit in injector.injected] == [(f"EVENT#{event_id}",)]
+    assert sorted(got.path for got in receiver.received) == []  # the page queued nothing: its message failed
     step(harness, clock, 400)
     # THEN both deliveries arrived once and the page is counted: the event's counts are complete
     assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
@@ -367,14 +372,21 @@ def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server
     # AND a fresh worker, faults and all, takes over until nothing is left on the queue (its invocations as
     # short as the killed one's: a delivery whose record a fault refused waits out its lease, which ends
     # with the invocation that took it)
+    # Both of the function's queues: an attempt that outlasts the work queue's patience (a subscriber answering
+    # after 2.5 s) is handed to the slow lane, and carried on from there.
     worker = Worker(services)
-    poller = SqsPoller(sqs, resources.queue_url, worker.handle, batch_size=10, function_timeout_seconds=9)
+    queues = [resources.queue_url, resources.slow_queue_url]
+    pollers = [SqsPoller(sqs, url, worker.handle, batch_size=10, function_timeout_seconds=9) for url in queues]
     expected = set(subs)
     try:
         deadline = time.monotonic() + 120
-        while not ({got.path for got in receiver.received} >= expected and _queue_empty(sqs, resources.queue_url)):
+        while not (
+            {got.path for got in receiver.received} >= expected and all(_queue_empty(sqs, url) for url in queues)
+        ):
             assert time.monotonic() < deadline, Counter(got.path for got in receiver.received)
-            poller.poll_once(wait_seconds=1)
+            for poller in pollers:
+                poller.poll_once(wait_seconds=0)
+            time.sleep(0.05)
     finally:
         settle_all([worker])
     with faults.suspended(), TestClient(create_app(services)) as client:
