@@ -15,6 +15,7 @@ from herald.api import create_app
 from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
 from herald.local.resources import LocalResources, create_local_resources
+from herald.local.stream_poller import StreamPoller, table_stream_poller
 from herald.services import Services
 from herald.settings import Settings, get_settings
 from herald.urls import LOCAL_NETWORKS
@@ -140,6 +141,15 @@ def poller(services: Services, worker: Worker, aws: boto3.session.Session) -> Sq
         batch_size=100,
         batching_window_seconds=0,
         function_timeout_seconds=60,
+    )
+
+
+@pytest.fixture
+def stream(services: Services, worker: Worker, aws: boto3.session.Session) -> StreamPoller:
+    """The table's stream, read like the DeliveryFunction's stream event source (template.yaml): ``drain()``
+    hands over what it holds, as ``drain(poller)`` does a queue's messages."""
+    return table_stream_poller(
+        services.store.client, aws.client("dynamodbstreams"), services.store.table_name, worker.invoke
     )
 
 

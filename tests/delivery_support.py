@@ -35,6 +35,7 @@ from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.moto_fixes import release_delays
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
 from herald.local.resources import SLOW_QUEUE_ID, WORK_QUEUE_ID
+from herald.local.stream_poller import StreamPoller, table_stream_poller
 from herald.records import SigningSecret, Subscription
 from herald.worker import Worker, settle_all
 from tests.support import ADMIN, INVOICE, ORDER
@@ -204,6 +205,8 @@ class Harness:
     others: list[SqsPoller] = field(default_factory=list)
     #: Each batch the pollers ran, with the queue it came from (``poller.queue_url``), in order.
     batches: list[tuple[str, BatchResult]] = field(default_factory=list)
+    #: The table's stream, read like the function's stream event source (the stats of first-attempt successes).
+    stream: StreamPoller | None = None
 
     @property
     def pollers(self) -> list[SqsPoller]:
@@ -229,7 +232,8 @@ class Harness:
         return [wait for _, wait in sorted(waits)]
 
     def drain(self, max_batches: int = 100) -> list[BatchResult]:
-        """Run invocations until the queue shows no message (hidden ones stay hidden)."""
+        """Run invocations until the queue shows no message (hidden ones stay hidden), then hand the table's
+        stream over until it holds nothing new (without waiting out its batching window)."""
         done: list[BatchResult] = []
         for _ in range(max_batches):
             received = 0
@@ -241,6 +245,8 @@ class Harness:
                     self.batches.append((poller.queue_url, result))
             if received == 0:
                 self.results += done
+                if self.stream is not None:
+                    self.stream.drain()
                 return done
         raise AssertionError("the queue never drained")
 
@@ -361,8 +367,13 @@ def make_harness(
     )
     table_calls = CallRecorder(services.store.client, ["Scan", "Query", "GetItem", "TransactWriteItems", "PutItem"])
     receives = CallRecorder(sqs, [], responses=["ReceiveMessage"])
+    stream = table_stream_poller(
+        services.store.client, session.client("dynamodbstreams"), services.store.table_name, worker.invoke
+    )
     worker.sweep()  # the schedule runs from the moment the function exists (it sets the sweep's cursor)
-    return Harness(services, worker, poller, sqs, clock, queue_calls, table_calls, receives, others=others)
+    return Harness(
+        services, worker, poller, sqs, clock, queue_calls, table_calls, receives, others=others, stream=stream
+    )
 
 
 def invoke_bodies(harness: Harness, bodies: list[str], *, timeout_seconds: float = 60) -> dict[str, Any]:

@@ -31,12 +31,14 @@ def test_a_first_delivery_writes_no_lease_and_reads_with_its_batch(
     drain(poller)
     (got,) = receiver.received
     Webhook(sub.secret).verify(got.body, got.headers)
-    # THEN the delivery's batch read its subscription and the delivery's state in one eventually consistent
-    # BatchGetItem, and nothing read either of them one by one
+    # THEN the delivery's batch read its subscription (and its stats' failure streak) and the delivery's state in
+    # one eventually consistent BatchGetItem, and nothing read either of them one by one
     delivery_pk = f"DELIVERY#{ids.delivery_id(event_id, sub.id)}"
     (read,) = [r for r in batch_reads if any(key["pk"]["S"] == delivery_pk for key in r["Keys"])]
     assert read["ConsistentRead"] is False
-    assert sorted(key["pk"]["S"] for key in read["Keys"]) == sorted([delivery_pk, f"TENANT#{tenant.id}"])
+    assert sorted(key["pk"]["S"] for key in read["Keys"]) == sorted(
+        [delivery_pk, f"TENANT#{tenant.id}", f"STATS#{sub.id}"]
+    )
     assert not [call for call in calls if call[0] == "GetItem" and call[1] in (delivery_pk, f"TENANT#{tenant.id}")]
     # AND no lease was written before the attempt (SQS's visibility is a first receive's lease), and the settled
     # delivery was one put, only if nothing is there yet, holding its attempt

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.events.models import EventPattern
 from standardwebhooks import Webhook
 
 import herald.worker.runtime
 from herald.catalog import catalog, operational_catalog
+from herald.local.event_sources import delivery_stream_source
 from herald.local.poller import LambdaContext, SqsPoller
 from herald.local.resources import LocalResources, function_properties, load_template
 from herald.settings import get_settings
@@ -132,7 +134,8 @@ def fill(name: str, values: dict[str, str]) -> dict[str, Any]:
     if isinstance(event.get("body"), str) and "content-length" in event.get("headers", {}):
         event["headers"]["content-length"] = str(len(event["body"].encode()))
     for record in event.get("Records", []):
-        record["md5OfBody"] = hashlib.md5(record["body"].encode()).hexdigest()
+        if "body" in record:  # an SQS record (a stream record has none)
+            record["md5OfBody"] = hashlib.md5(record["body"].encode()).hexdigest()
     return event
 
 
@@ -187,7 +190,7 @@ def test_http_events_are_payload_2_on_the_default_route(template) -> None:
 def test_sqs_event_bodies_are_work_messages(template) -> None:
     from herald.messages import DeliveryMessage, FanoutMessage, parse_message
 
-    for name in event_files("DeliveryFunction"):
+    for name in [name for name in event_files("DeliveryFunction") if name.startswith("delivery_sqs_")]:
         records = json.loads((EVENTS_DIR / name).read_text())["Records"]
         messages = [parse_message(record["body"]) for record in records]
         assert isinstance(messages[0], FanoutMessage), name
@@ -360,7 +363,7 @@ def test_delivery_function_processes_its_sample_batch(
     handler = load_handler(template, "DeliveryFunction")
     timeout = float(function_properties(template, "DeliveryFunction")["Timeout"])
     values = {"local-tenant-id": tenant.id, "local-subscription-id": sub["id"]}
-    assert event_files("DeliveryFunction") == ["delivery_sqs_batch.json"]
+    assert event_files("DeliveryFunction") == ["delivery_sqs_batch.json", "delivery_stream_stats.json"]
 
     # WHEN it is invoked with the sample batch (a fan-out message and a delivery message)
     response = handler(fill("delivery_sqs_batch.json", values), context("DeliveryFunction", timeout))
@@ -393,6 +396,39 @@ def test_delivery_function_processes_its_sample_batch(
     # THEN the subscriber still got the event once: the duplicate delivery is recognised
     assert len(receiver.received) == 1
     assert re.fullmatch(r"\d+", got.headers["webhook-timestamp"])
+
+
+def test_delivery_function_counts_its_sample_stream_batch(
+    template, resources, client, make_tenant, use_environment, fresh_delivery_container
+) -> None:
+    # GIVEN a tenant's subscription with no attempt counted yet
+    tenant = make_tenant("Acme")
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/webhooks/herald", "event_types": ["invoice.paid"]},
+        headers=tenant.headers,
+    ).json()
+    stats_path = f"/v1/subscriptions/{sub['id']}/stats"
+    assert client.get(stats_path, headers=tenant.headers).json()["attempts"] == 0
+    # ... and the DeliveryFunction loaded from template.yaml, with its environment
+    use_environment(function_environment(template, "DeliveryFunction", resources))
+    handler = load_handler(template, "DeliveryFunction")
+    timeout = float(function_properties(template, "DeliveryFunction")["Timeout"])
+    values = {"local-tenant-id": tenant.id, "local-subscription-id": sub["id"]}
+    event = fill("delivery_stream_stats.json", values)
+    # ... the sample record passes the template's filter on the stream (as Lambda matches it)
+    (pattern,) = [EventPattern.load(p) for p in delivery_stream_source(template).patterns]
+    assert all(pattern.matches_event(record) for record in event["Records"])
+
+    # WHEN it is invoked with the sample stream batch (a new delivery whose first attempt succeeded)
+    response = handler(event, context("DeliveryFunction", timeout))
+
+    # THEN the success is counted in the subscription's stats, with its status and latency
+    assert response == {"counted": 1, "subscriptions": 1}
+    stats = client.get(stats_path, headers=tenant.headers).json()
+    assert (stats["attempts"], stats["succeeded"], stats["failed"], stats["last_status_code"]) == (1, 1, 0, 200)
+    assert (stats["latency_p50_ms"], stats["latency_samples"]) == (170, 1)
+    assert stats["last_success_at"].startswith("2026-11-30T10:00:00.182")
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Lambda's event source mapping polls the queue with the function's role (AWS Lambda developer guide,
 #: "Execution role permissions" for SQS), the managed AWSLambdaSQSQueueExecutionRole's three actions.
 SQS_POLLER_ACTIONS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+#: ... and reads a DynamoDB stream with it ("Execution role permissions" for DynamoDB Streams), the managed
+#: AWSLambdaDynamoDBExecutionRole's four stream actions.
+STREAM_POLLER_ACTIONS = {
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+}
 #: What Lambda needs to write the function's logs to a log group that already exists.
 LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 KMS_ACTIONS = {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"}
@@ -112,13 +120,23 @@ def _reach(source: dict[str, Any], function: str) -> Reach:
     return reachable_calls(REPO_ROOT / str(properties["CodeUri"]) / f"{module}.py", name)
 
 
-def _polled_queues(template: dict[str, Any], function: str) -> list[Any]:
+def _event_sources(template: dict[str, Any], function: str) -> list[Any]:
     return [
         resource["Properties"]["EventSourceArn"]
         for resource in template["Resources"].values()
         if resource["Type"] == "AWS::Lambda::EventSourceMapping"
         and resource["Properties"]["FunctionName"] == {"Ref": function}
     ]
+
+
+def _polled_queues(template: dict[str, Any], function: str) -> list[Any]:
+    """The queues the function's event source mappings poll (``!GetAtt <queue>.Arn``)."""
+    return [arn for arn in _event_sources(template, function) if arn["Fn::GetAtt"][1] == "Arn"]
+
+
+def _read_streams(template: dict[str, Any], function: str) -> list[Any]:
+    """The table streams the function's event source mappings read (``!GetAtt <table>.StreamArn``)."""
+    return [arn for arn in _event_sources(template, function) if arn["Fn::GetAtt"][1] == "StreamArn"]
 
 
 FUNCTIONS = ("ApiFunction", "DeliveryFunction")
@@ -185,6 +203,8 @@ def test_each_role_grants_exactly_what_the_functions_code_calls(
     needed = set(reach.actions) | LOG_ACTIONS
     if _polled_queues(transformed, function):
         needed |= SQS_POLLER_ACTIONS
+    if _read_streams(transformed, function):
+        needed |= STREAM_POLLER_ACTIONS
     # WHEN the role is read from the transformed template (default parameters: no KMS key of our own)
     granted = _granted(_statements(transformed, function))
     # THEN it grants every call the code makes, and nothing the code never calls
@@ -261,6 +281,24 @@ def test_the_delivery_function_consumes_only_its_two_queues(transformed: dict[st
         if {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]} in _as_list(s["Resource"])
     ]
     assert [_as_list(s["Action"]) for s in dead_letter] == [["sqs:SendMessage"]]
+
+
+def test_the_delivery_function_reads_only_its_tables_stream(transformed: dict[str, Any]) -> None:
+    # GIVEN the event source mappings reading a stream: the delivery function's, on the table's stream
+    assert _read_streams(transformed, "DeliveryFunction") == [{"Fn::GetAtt": ["Table", "StreamArn"]}]
+    assert _read_streams(transformed, "ApiFunction") == []
+    assert len(_event_sources(transformed, "DeliveryFunction")) == 3  # the two queues and the stream
+    # THEN the stream reader's actions are granted on the table's streams and nowhere else, to it alone
+    granted = [
+        statement
+        for statement in _statements(transformed, "DeliveryFunction")
+        if STREAM_POLLER_ACTIONS & set(_as_list(statement["Action"]))
+    ]
+    assert len(granted) == 1
+    assert set(_as_list(granted[0]["Action"])) == STREAM_POLLER_ACTIONS
+    assert _as_list(granted[0]["Resource"]) == [{"Fn::Sub": "${Table.Arn}/stream/*"}]
+    for statement in _statements(transformed, "ApiFunction"):
+        assert not STREAM_POLLER_ACTIONS & set(_as_list(statement["Action"])), statement
 
 
 def test_the_api_reads_only_the_current_admin_key(transformed: dict[str, Any]) -> None:

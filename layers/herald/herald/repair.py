@@ -1,9 +1,11 @@
 """Recount bookkeeping from the records: the repair path for counters a lost write left wrong.
 
 An event's ``succeeded`` / ``failed`` counters and a subscription's stats are written once per worker
-batch (herald.worker.bookkeeping), after the deliveries themselves are recorded. A batch whose invocation dies, or
-whose counter write fails after botocore's retries (a throttle, a timeout), leaves them short for good;
-a counter write whose answer was lost and that botocore retried counts twice. The deliveries and their
+batch (herald.worker.bookkeeping), after the deliveries themselves are recorded, and first attempts that
+succeeded are counted in the stats from the table's stream (herald.worker.streamed), a window at a time. A
+batch whose invocation dies, or whose counter write fails after botocore's retries (a throttle, a timeout),
+leaves them short for good; a counter write whose answer was lost and that botocore retried counts twice, and
+so does a stream batch handed over again after its invocation died halfway. The deliveries and their
 attempt log are the record and stay exact, so the counters can be recounted from them:
 
 - ``recount_event``: the deliveries of the event to its tenant's subscriptions (every tenant's for a
@@ -12,9 +14,9 @@ attempt log are the record and stay exact, so the counters can be recounted from
 - ``recount_subscription``: the subscription's deliveries and their attempts give its stats' ``attempts``,
   ``succeeded`` and ``failed``.
 
-Run them once the work is done (nothing queued for that event or subscription): a recount while
-deliveries settle races with the worker's own batch writes. Deliveries to subscriptions deleted since
-are not found, and their share leaves the event's counts.
+Run them once the work is done (nothing queued for that event or subscription, and the stream's window
+past): a recount while deliveries settle races with the worker's own batch writes and the stream's.
+Deliveries to subscriptions deleted since are not found, and their share leaves the event's counts.
 """
 
 from __future__ import annotations

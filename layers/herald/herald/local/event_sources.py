@@ -1,5 +1,6 @@
 """The DeliveryFunction's events, emulated as Lambda and EventBridge would deliver them, from ``template.yaml``:
-its SQS event sources (``poller`` polls each with these settings) and its ``ScheduleV2`` schedule (the sweep)."""
+its SQS event sources (``poller`` polls each with these settings), its DynamoDB stream event source
+(``stream_poller``) and its ``ScheduleV2`` schedule (the sweep)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from herald.local.resources import (
     DELIVERY_FUNCTION_ID,
     LAMBDA_DEFAULT_TIMEOUT_SECONDS,
     SQS_EVENT_DEFAULT_BATCH_SIZE,
+    TABLE_ID,
     WORK_QUEUE_ID,
 )
 from herald.local.template import (
@@ -84,6 +86,49 @@ def delivery_event_sources(template: dict[str, Any] | None = None) -> list[Event
 def delivery_event_source(template: dict[str, Any] | None = None) -> EventSourceSettings:
     """The delivery function's SQS event on the work queue (``delivery_event_sources``' first)."""
     return delivery_event_sources(template)[0]
+
+
+#: Lambda's defaults for a DynamoDB stream event source: 100 records a batch, retried until they expire (-1).
+STREAM_EVENT_DEFAULT_BATCH_SIZE = 100
+STREAM_EVENT_DEFAULT_RETRIES = -1
+
+
+@dataclass(frozen=True)
+class StreamSourceSettings:
+    """How Lambda would feed the delivery function from the table's stream (``StreamPoller`` mimics it)."""
+
+    batch_size: int
+    maximum_batching_window_seconds: int
+    #: ``TRIM_HORIZON`` (every record the stream holds) or ``LATEST`` (from when the mapping starts).
+    starting_position: str
+    #: How many times a batch the function failed is handed over again (-1: until its records expire).
+    maximum_retry_attempts: int
+    #: The filter criteria's patterns, as written: a record is handed over if any matches (none: every record).
+    patterns: tuple[str, ...]
+    #: The template's logical id of the table whose stream it reads.
+    table_id: str = TABLE_ID
+
+
+def delivery_stream_source(template: dict[str, Any] | None = None) -> StreamSourceSettings:
+    """The DeliveryFunction's one DynamoDB event, on the stream of the template's table."""
+    template = template if template is not None else load_template()
+    resolver = Resolver(template)
+    events = [
+        event.get("Properties", {})
+        for event in (function_properties(template, DELIVERY_FUNCTION_ID).get("Events") or {}).values()
+        if isinstance(event, dict) and event.get("Type") == "DynamoDB"
+    ]
+    if len(events) != 1 or list(references(events[0].get("Stream"))) != [TABLE_ID]:
+        raise TemplateResourceNotFoundError(f"{DELIVERY_FUNCTION_ID} needs one DynamoDB event, on {TABLE_ID}'s stream")
+    spec = events[0]
+    filters = (spec.get("FilterCriteria") or {}).get("Filters") or []
+    return StreamSourceSettings(
+        batch_size=int(resolver.resolve(spec.get("BatchSize", STREAM_EVENT_DEFAULT_BATCH_SIZE))),
+        maximum_batching_window_seconds=int(resolver.resolve(spec.get("MaximumBatchingWindowInSeconds", 0))),
+        starting_position=str(resolver.resolve(spec["StartingPosition"])),
+        maximum_retry_attempts=int(resolver.resolve(spec.get("MaximumRetryAttempts", STREAM_EVENT_DEFAULT_RETRIES))),
+        patterns=tuple(str(resolver.resolve(entry["Pattern"])) for entry in filters),
+    )
 
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours)\)$")

@@ -26,6 +26,7 @@ from herald.local.event_sources import EventSourceSettings, delivery_event_sourc
 from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
 from herald.local.resources import LocalResources, create_local_resources, load_template
+from herald.local.stream_poller import table_stream_poller
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -127,7 +128,8 @@ def allow_local_targets() -> str:
 def start_workers(count: int, stop: threading.Event, resources: LocalResources) -> list[threading.Thread]:
     """Poll each queue the DeliveryFunction reads (the work queue, the slow lane's) like Lambda's event source
     mappings do, each with its own batch settings from the template and at most ``count`` concurrent
-    invocations (or its ``MaximumConcurrency``, if lower), and invoke the sweep on the template's schedule."""
+    invocations (or its ``MaximumConcurrency``, if lower), read the table's stream as its mapping does, and
+    invoke the sweep on the template's schedule."""
     from herald.services import Services
     from herald.worker import Worker
 
@@ -138,6 +140,14 @@ def start_workers(count: int, stop: threading.Event, resources: LocalResources) 
         thread = threading.Thread(target=poller.run, args=(stop,), name=name, daemon=True)
         thread.start()
         threads.append(thread)
+    # The table's stream, read as its event source mapping does (one invocation at a time).
+    session = boto3.session.Session()
+    counter = Worker(services)
+    stream = table_stream_poller(
+        session.client("dynamodb"), session.client("dynamodbstreams"), resources.table_name, counter.invoke
+    )
+    threads.append(threading.Thread(target=stream.run, args=(stop,), name="delivery-stream", daemon=True))
+    threads[-1].start()
     # The schedule that sweeps scheduled work onto the queue, as EventBridge Scheduler runs it.
     sweeper = Worker(services)
     args = (stop, delivery_schedule(), sweeper.invoke)
@@ -196,7 +206,8 @@ Herald is running locally.
   Admin key      {admin_key}
   Portal link    {portal_link}
   Embedded AWS   {aws_endpoint}   (moto: table, queues and secret from template.yaml)
-  Delivery       workers polling the work queue and the slow lane's like Lambda's SQS triggers
+  Delivery       workers polling the work queue and the slow lane's like Lambda's SQS triggers,
+                 and the table's stream (subscription stats) like its DynamoDB trigger
 
 Try it (in another terminal):
 

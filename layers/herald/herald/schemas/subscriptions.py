@@ -145,7 +145,8 @@ class SubscriptionOut(BaseModel):
 
 
 class SubscriptionStats(BaseModel):
-    """A subscription's delivery health, kept up to date by every attempt."""
+    """A subscription's delivery health, kept up to date by every attempt: a failed one at once, a first attempt
+    that succeeded within seconds (counted from the table's stream, a window of them at a time)."""
 
     attempts: int = Field(0, description="Attempts made (retries included).")
     succeeded: int = Field(0, description="Attempts answered with a 2xx.")

@@ -50,6 +50,8 @@ class BatchRead:
 
     subscriptions: dict[tuple[str, str], Subscription]
     states: dict[str, DeliveryState]
+    #: Each subscription's failure streak (``consecutive_failures`` of its stats; 0 when it has none yet).
+    streaks: dict[str, int]
 
 
 class Store:
@@ -73,21 +75,26 @@ class Store:
         self.portal = PortalRepository(self.table)
 
     def batch_read(self, subscriptions: Iterable[tuple[str, str]], deliveries: Iterable[str]) -> BatchRead:
-        """Subscriptions and delivery states in one BatchGetItem (100 keys a call), eventually consistent (half
-        the price of a strong read; a write of the last second may not show yet): what a worker's batch reads
-        before it sends."""
-        wanted = [keys.subscription(tenant_id, sub_id) for tenant_id, sub_id in dict.fromkeys(subscriptions)]
+        """Subscriptions, their failure streaks and delivery states in one BatchGetItem (100 keys a call),
+        eventually consistent (half the price of a strong read; a write of the last second may not show yet):
+        what a worker's batch reads before it sends."""
+        pairs = list(dict.fromkeys(subscriptions))
+        wanted = [keys.subscription(tenant_id, sub_id) for tenant_id, sub_id in pairs]
+        wanted += [keys.subscription_stats(sub_id) for sub_id in dict.fromkeys(sub_id for _, sub_id in pairs)]
         wanted += [keys.delivery(delivery_id) for delivery_id in dict.fromkeys(deliveries)]
         subs: dict[tuple[str, str], Subscription] = {}
         states: dict[str, DeliveryState] = {}
+        streaks = dict.fromkeys((sub_id for _, sub_id in pairs), 0)
         for item in self.table.batch_get(wanted, consistent=False) if wanted else []:
-            if item["sk"] == keys.DELIVERY_SORT:  # a delivery; anything else asked for is a subscription
+            if item["sk"] == keys.DELIVERY_SORT:
                 state = state_of(item)
                 states[state.delivery.id] = state
-            else:
+            elif item["sk"] == keys.STATS_SORT:
+                streaks[item["pk"].removeprefix(keys.STATS_PREFIX)] = int(item.get("consecutive_failures", 0))
+            else:  # anything else asked for is a subscription
                 sub = subscription_of(item)
                 subs[sub.tenant_id, sub.id] = sub
-        return BatchRead(subs, states)
+        return BatchRead(subs, states, streaks)
 
     @property
     def client(self) -> DynamoDBClient:

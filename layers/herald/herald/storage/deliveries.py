@@ -8,6 +8,11 @@ their own under the delivery, one per attempt number, but for the common case: a
 settles a new delivery (it succeeded, or failed for good) is kept inside the delivery's item
 (``first_attempt``), so that such a delivery is one write. Every later write of the delivery carries it
 over, and the attempt log reads it first.
+
+When that first attempt succeeded, the item says so to the table's stream too (``stats_from_stream``): the
+subscription's stats count it from there (``herald.worker.streamed``, a window of them at a time), not
+with a write of the worker's. It is the one write that puts a delivery item both new and marked, which is
+what the stream's filter in template.yaml selects.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ if TYPE_CHECKING:
 
 #: The attribute of a delivery item that holds its first attempt, when that attempt settled a new delivery.
 FIRST_ATTEMPT = "first_attempt"
+#: The attribute that marks a new delivery whose first attempt the stats count from the table's stream.
+STATS_FROM_STREAM = "stats_from_stream"
 #: An attempt's fields that its delivery holds already: left out of an attempt kept inside the delivery.
 _OF_THE_DELIVERY = ("delivery_id", "event_id", "subscription_id", "tenant_id")
 
@@ -73,6 +80,24 @@ def _kept_attempt(attempt: Attempt) -> dict[str, Any]:
     (every byte of the item is written twice: the item and its listing index entry)."""
     fields = record(attempt)
     return {key: value for key, value in fields.items() if key not in _OF_THE_DELIVERY and value is not None}
+
+
+def kept_inside(delivery: Delivery, attempt: Attempt | None, *, token: str | None, job_id: str | None) -> bool:
+    """Whether ``record`` keeps ``attempt`` inside its delivery's item, the delivery written once: a first receive
+    (no lease ``token`` written) whose first attempt settled a new delivery (it succeeded, or failed for good)."""
+    return (
+        token is None
+        and job_id is None
+        and attempt is not None
+        and attempt.attempt_number == 1
+        and delivery.status is not DeliveryStatus.PENDING
+    )
+
+
+def stats_from_stream(delivery: Delivery, attempt: Attempt | None, *, token: str | None, job_id: str | None) -> bool:
+    """Whether the subscription's stats count ``attempt`` from the table's stream rather than from the worker:
+    a first attempt that succeeded, kept inside its new delivery (``record`` marks the item)."""
+    return kept_inside(delivery, attempt, token=token, job_id=job_id) and attempt is not None and attempt.succeeded
 
 
 def _first_attempt_of(item: dict[str, Any]) -> Attempt | None:
@@ -224,10 +249,11 @@ class DeliveryRepository:
         The event's counters are not touched here: the worker adds up a batch's changes per event and
         writes them once (``EventRepository.count``) when the batch is done."""
         item = {**_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at), **(carried or {})}
-        settled_at_once = delivery.status is not DeliveryStatus.PENDING and job_id is None
-        if token is None and attempt is not None and attempt.attempt_number == 1 and settled_at_once:
+        if attempt is not None and kept_inside(delivery, attempt, token=token, job_id=job_id):
             # A new delivery settled by its first attempt: one write, the attempt inside the delivery.
             item[FIRST_ATTEMPT] = _kept_attempt(attempt)
+            if attempt.succeeded:
+                item[STATS_FROM_STREAM] = True
             attempt = None
         delivery_put: dict[str, Any] = {"Item": to_item(item)}
         fresh = {"ConditionExpression": "attribute_not_exists(pk)"}

@@ -3,7 +3,10 @@
 A subscription's stats (``attempts``, ``succeeded``, ``failed``, ``last_success_at``, ``last_failure_at``,
 ``last_status_code``, ``consecutive_failures``, ``failing_since``) are an item of their own, which expires
 ``attempt_ttl_days`` after its latest attempt and, like an event's delivery counters, is written once per
-worker batch. The rate slot holds when the subscription's next delivery may start.
+worker batch. Two writers share it: a first attempt that succeeded is counted from the table's stream, a
+window of them in one write (``count_streamed``); the worker counts every other attempt and alone follows
+the failure streak (``count_attempts``), writing for a success only when it ends a streak. The rate slot
+holds when the subscription's next delivery may start.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class AttemptTally:
     at: datetime
     #: Publish-to-response latency in milliseconds (successful attempts' are kept for the stats' percentiles).
     latency_ms: int | None = None
+    #: Counted from the table's stream (``count_streamed``): the worker follows the streak past it, no more.
+    streamed: bool = False
 
 
 #: The stats keep the latencies of the latest successful attempts: at least this many, at most twice as many
@@ -55,20 +60,27 @@ LATENCY_SAMPLES = 64
 def _stats_update(
     ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int
 ) -> tuple[str, dict[str, Any]]:
-    """The UpdateExpression (and its values) that counts ``ordered`` attempts in a subscription's stats."""
+    """The UpdateExpression (and its values) that counts ``ordered`` attempts in a subscription's stats, but
+    for the ones counted from the stream, which only move the streak, the latest status and times."""
+    counted = [tally for tally in ordered if not tally.streamed]
     succeeded = [tally for tally in ordered if tally.succeeded]
     failed = [tally for tally in ordered if not tally.succeeded]
-    values: dict[str, Any] = {"n": len(ordered), "exp": expires_at}
-    adds, sets, removes = ["attempts :n"], ["expires_at = :exp"], []
-    if succeeded:
+    values: dict[str, Any] = {"exp": expires_at}
+    adds, sets, removes = [], ["expires_at = :exp"], []
+    if counted:
+        adds.append("attempts :n")
+        values["n"] = len(counted)
+    if ok := sum(1 for tally in counted if tally.succeeded):
         adds.append("succeeded :ok")
+        values["ok"] = ok
+    if succeeded:
         sets.append("last_success_at = :success_at")
-        values.update(ok=len(succeeded), success_at=succeeded[-1].at.isoformat())
+        values["success_at"] = succeeded[-1].at.isoformat()
     if failed:
         adds.append("failed :failed")
         sets.append("last_failure_at = :failure_at")
         values.update(failed=len(failed), failure_at=failed[-1].at.isoformat())
-    latencies = [tally.latency_ms for tally in succeeded if tally.latency_ms is not None]
+    latencies = [tally.latency_ms for tally in counted if tally.succeeded and tally.latency_ms is not None]
     if latencies:
         sets.append("recent_latency_ms = list_append(if_not_exists(recent_latency_ms, :no_latency), :latencies)")
         values.update(no_latency=[], latencies=latencies)
@@ -90,7 +102,7 @@ def _stats_update(
             removes.append("failing_since")
     else:
         adds.append("consecutive_failures :failed")
-    expression = "ADD " + ", ".join(adds) + " SET " + ", ".join(sets)
+    expression = ("ADD " + ", ".join(adds) + " " if adds else "") + "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
     return expression, values
@@ -171,10 +183,53 @@ class HealthRepository:
             since = datetime.fromisoformat(stored) if stored else None
         return SubscriptionHealth(health.consecutive_failures, since)
 
+    def count_streamed(self, sub_id: str, successes: Sequence[AttemptTally], *, expires_at: int) -> None:
+        """Count first attempts that succeeded, as the table's stream shows them (a window of them): one
+        UpdateItem that adds them up and makes the latest of them the stats' latest attempt, on the condition
+        that no later attempt is counted already (the worker writes failures at once; the stream comes seconds
+        behind). Failing that, a second write makes it the latest success only, and failing that too, a third
+        adds the counts alone. The failure streak is the worker's: untouched here."""
+        ordered = sorted(successes, key=lambda tally: tally.at)
+        if not ordered:
+            return
+        latest = ordered[-1]
+        latencies = [tally.latency_ms for tally in ordered if tally.latency_ms is not None]
+        placeholders: dict[str, Any] = {"n": len(ordered), "exp": expires_at, "at": latest.at.isoformat()}
+        sets = ["expires_at = :exp"]
+        if latencies:
+            sets.append("recent_latency_ms = list_append(if_not_exists(recent_latency_ms, :no_latency), :latencies)")
+            placeholders.update(no_latency=[], latencies=latencies)
+        newer_success = "(attribute_not_exists(last_success_at) OR last_success_at < :at)"
+        newer_failure = "(attribute_not_exists(last_failure_at) OR last_failure_at < :at)"
+        latest_attempt = ["last_success_at = :at"]
+        if latest.status_code is not None:
+            latest_attempt.append("last_status_code = :code")
+            placeholders["code"] = latest.status_code
+        tiers: list[tuple[list[str], str | None, set[str]]] = [
+            (latest_attempt, f"{newer_success} AND {newer_failure}", set()),
+            (["last_success_at = :at"], newer_success, {"code"}),
+            ([], None, {"code", "at"}),
+        ]
+        for latest_sets, condition, unused in tiers:
+            update: dict[str, Any] = {
+                "Key": to_item(keys.subscription_stats(sub_id)),
+                "UpdateExpression": "ADD attempts :n, succeeded :n SET " + ", ".join(sets + latest_sets),
+                "ExpressionAttributeValues": values(**{k: v for k, v in placeholders.items() if k not in unused}),
+                "ReturnValues": "ALL_OLD",
+            }
+            if condition is not None:
+                update["ConditionExpression"] = condition
+            try:
+                answer = self._table.call("update_item", **update)
+            except ClientError:  # the condition only (``Table.call`` raises anything else as unavailable)
+                continue
+            self._trim_latencies(sub_id, from_item(answer.get("Attributes", {})), ordered)
+            return
+
     def _trim_latencies(self, sub_id: str, old: dict[str, Any], ordered: Sequence[AttemptTally]) -> None:
         """Drop the oldest latencies once the list has grown to twice ``LATENCY_SAMPLES`` (appends go to the
         end, so the front is always the oldest, whatever other workers appended meanwhile)."""
-        added = sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None)
+        added = sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None and not tally.streamed)
         length = len(old.get("recent_latency_ms", [])) + added
         if length < 2 * LATENCY_SAMPLES:
             return

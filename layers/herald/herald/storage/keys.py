@@ -53,6 +53,8 @@ STORAGE_ATTRIBUTES = frozenset(
         "scheduled_attempts",
         # A delivery's first attempt, kept inside its item (``storage.deliveries``): read as an attempt.
         "first_attempt",
+        # A new delivery whose first attempt its stats count from the table's stream (``storage.deliveries``).
+        "stats_from_stream",
     }
 )
 #: The tenant listing's partition in gsi1.
@@ -181,8 +183,12 @@ def recovery_window(window: str) -> Key:
     return {"pk": f"RECOVERYWINDOW#{window}", "sk": "#LOCK"}
 
 
+STATS_PREFIX = "STATS#"
+STATS_SORT = "#STATS"
+
+
 def subscription_stats(sub_id: str) -> Key:
-    return {"pk": f"STATS#{sub_id}", "sk": "#STATS"}
+    return {"pk": f"{STATS_PREFIX}{sub_id}", "sk": STATS_SORT}
 
 
 def rate_slot(sub_id: str) -> Key:

@@ -4,8 +4,11 @@ metrics and operational events, written once per batch rather than once per atte
 An event's ``succeeded`` / ``failed`` counters are not written per delivery: the worker adds up the changes
 of the deliveries a batch settles, per event, and writes each event's sum once when the batch is done, on a
 small counts item beside the event. The attempts a batch makes to a subscription are counted in its stats
-and failure streak when the batch is done, in the order they finished, with one write per subscription: a
-410, or a streak failing for the whole window, disables the subscription; operational events
+and failure streak when the batch is done, in the order they finished, with one write per subscription, but
+for first attempts that succeeded: the table's stream counts those (``herald.worker.streamed``), and a
+subscription whose attempts in the batch are all such, with no failure streak to end, is not written at all
+(the common case: a delivered webhook is then one write, its delivery). A 410, or a streak failing for the
+whole window, disables the subscription; operational events
 (``herald.domain.operational``) tell the operator (what an attempt did to its delivery right after it, what
 the batch did to the subscription at its end). Both are bookkeeping, not the record: if an invocation dies
 after settling deliveries and before its batch is done, they miss those deliveries, while the deliveries
@@ -51,6 +54,8 @@ class _Tally:
     outcomes: list[Outcome] = field(default_factory=list)
     #: Each outcome's publish-to-response latency (ms), in the same order.
     latencies: list[int] = field(default_factory=list)
+    #: Whether each outcome is counted from the table's stream, in the same order.
+    streamed: list[bool] = field(default_factory=list)
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
@@ -123,10 +128,11 @@ class Bookkeeping:
         *,
         expires_at: int,
         log: dict[str, Any],
+        streamed: bool = False,
     ) -> None:
-        """What follows a recorded attempt: it joins the subscription's tally for this batch, and the operator
-        hears what it did to its delivery. The attempt is recorded already: a failure here is logged, never
-        turned into a repeated attempt."""
+        """What follows a recorded attempt: it joins the subscription's tally for this batch (``streamed``: its
+        stats count it from the table's stream), and the operator hears what it did to its delivery. The
+        attempt is recorded already: a failure here is logged, never turned into a repeated attempt."""
         tally = self._tallies.get(sub.id)
         if tally is None:
             tally_log = {"subscription_id": sub.id, "tenant_id": sub.tenant_id}
@@ -135,6 +141,7 @@ class Bookkeeping:
         self._worker.metrics.add(Metric.PUBLISH_LATENCY, latency)
         tally.outcomes.append(outcome)
         tally.latencies.append(latency)
+        tally.streamed.append(streamed)
         tally.expires_at = max(tally.expires_at, expires_at)
         if sub.tenant_id == OPERATOR_TENANT_ID:
             return  # the operator's own endpoints: never report on them to themselves (no loops)
@@ -194,15 +201,19 @@ class Bookkeeping:
     async def _settle_subscription(self, tally: _Tally) -> None:
         worker = self._worker
         sub = tally.sub
-        ordered = sorted(zip(tally.outcomes, tally.latencies, strict=True), key=lambda pair: pair[0].finished)
-        outcomes = [outcome for outcome, _ in ordered]
+        ordered = sorted(
+            zip(tally.outcomes, tally.latencies, tally.streamed, strict=True), key=lambda entry: entry[0].finished
+        )
+        outcomes = [outcome for outcome, _, _ in ordered]
+        if all(tally.streamed) and worker.reads.without_streak(sub.id):
+            return  # successes the stream counts, and no streak for them to end: nothing to write or report
         try:
             health = await worker.io(
                 worker.store.health.count_attempts,
                 sub.id,
                 [
-                    AttemptTally(outcome.succeeded, outcome.status_code, outcome.finished, latency)
-                    for outcome, latency in ordered
+                    AttemptTally(outcome.succeeded, outcome.status_code, outcome.finished, latency, streamed)
+                    for outcome, latency, streamed in ordered
                 ],
                 failing_after=worker.settings.failing_after_failures,
                 expires_at=tally.expires_at,

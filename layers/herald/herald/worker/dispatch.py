@@ -32,6 +32,7 @@ from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, send_attempt
 from herald.signing import signature_header
+from herald.storage.deliveries import stats_from_stream
 from herald.worker import lanes
 from herald.worker.pacing import START_MARGIN_SECONDS
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, next_step, receive_count
@@ -393,7 +394,14 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
     )
     worker.books.measure(outcome, settled, job.previous)
     await worker.books.attempted(
-        job.event, sub, outcome, settled, job.previous, expires_at=worker.attempt_expiry(job.now), log=job.log
+        job.event,
+        sub,
+        outcome,
+        settled,
+        job.previous,
+        expires_at=worker.attempt_expiry(job.now),
+        log=job.log,
+        streamed=stats_from_stream(settled, attempt, token=token, job_id=job.message.job_id),
     )
     if outcome.handed_over:
         await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, 0)

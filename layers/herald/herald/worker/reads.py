@@ -1,5 +1,9 @@
-"""What a batch reads before it sends: the subscriptions of its delivery messages and the states of their
-deliveries, in one BatchGetItem (100 keys a call, eventually consistent) instead of two reads per delivery.
+"""What a batch reads before it sends: the subscriptions of its delivery messages, their failure streaks and the
+states of their deliveries, in one BatchGetItem (100 keys a call, eventually consistent) instead of two reads per
+delivery.
+
+The streaks say whose stats the batch need not write: a subscription with no failure streak whose attempts in
+the batch are all first attempts that succeeded leaves its stats to the table's stream (``bookkeeping``).
 
 The states say which deliveries are new. A delivery message received for the first time almost always starts
 a new delivery, and then no lease is written: SQS's visibility timeout is the lease of a first receive (the
@@ -48,6 +52,8 @@ class BatchReads:
     read_once: frozenset[str] = frozenset()
     #: The subscriptions that were looked for (found or not).
     looked_up: frozenset[tuple[str, str]] = frozenset()
+    #: The failure streak of each subscription looked for (0 without stats yet).
+    streaks: dict[str, int] = field(default_factory=dict)
     #: The batch's messages as parsed for this read, by body (what did not parse is not here).
     parsed: dict[str, WorkMessage] = field(default_factory=dict)
 
@@ -66,6 +72,10 @@ class BatchReads:
 
     def subscription(self, tenant_id: str, sub_id: str) -> Subscription | None:
         return self.subscriptions.get((tenant_id, sub_id))
+
+    def without_streak(self, sub_id: str) -> bool:
+        """Whether the batch read that this subscription has no failure streak (nothing for a success to end)."""
+        return self.streaks.get(sub_id) == 0
 
 
 def _parse(bodies: Iterable[str]) -> dict[str, WorkMessage]:
@@ -101,5 +111,6 @@ async def read_batch(worker: Worker, bodies: Iterable[str]) -> BatchReads:
         read.states,
         read_once=frozenset(delivery_id for delivery_id, count in held.items() if count == 1),
         looked_up=frozenset(subscriptions),
+        streaks=read.streaks,
         parsed=parsed,
     )

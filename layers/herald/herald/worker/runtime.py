@@ -2,7 +2,8 @@
 
 Each work message is one of: a fan-out page (``fanout``), a delivery (``dispatch``), a recovery or
 redelivery job (``jobs``), or a tenant purge. Once a minute the same function is invoked to sweep the
-scheduled work falling due onto the queue (``sweeper``). The stages are plain functions of a ``Worker``, which
+scheduled work falling due onto the queue (``sweeper``), and the table's stream hands it the first attempts
+that succeeded, for their subscriptions' stats (``streamed``). The stages are plain functions of a ``Worker``, which
 holds what they share: the services, the clock and random source, the event loop and the thread pool
 for blocking AWS calls, the event cache (``events``), what the batch read before it began (``reads``), the
 rate-limit pacer (``pacing``), the batch's bookkeeping (``bookkeeping``) and its metrics. Retries wait on
@@ -32,7 +33,7 @@ from herald.messages import (
 )
 from herald.metrics import DeliveryMetrics, Metric
 from herald.sender import close_http_client
-from herald.worker import dispatch, fanout, jobs, sweeper
+from herald.worker import dispatch, fanout, jobs, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
 from herald.worker.pacing import Pacer
@@ -92,9 +93,11 @@ class Worker:
 
     def invoke(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         """One invocation of the DeliveryFunction: the schedule's sweep (``{"herald": "sweep"}``, once a
-        minute), or a batch of the work queue."""
+        minute), a batch of the table's stream (``streamed``), or a batch of a work queue."""
         if event.get("herald") == "sweep":
             return self.sweep(context)
+        if streamed.is_stream_event(event):
+            return self.loop.run_until_complete(streamed.count(self, event["Records"]))
         return self.handle(event, context)
 
     def handle(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
@@ -111,9 +114,9 @@ class Worker:
             self.reads = self.loop.run_until_complete(read_batch(self, bodies))
             return dict(async_process_partial_response(event, record_handler, processor, context))
         finally:
-            self.reads = BatchReads()
             # Before returning, so before SQS deletes the batch's messages.
             self.loop.run_until_complete(self.books.finish())
+            self.reads = BatchReads()
             self.metrics.flush()  # one EMF document per invocation
 
     async def process(self, record: SQSRecord, deadline: float) -> None:

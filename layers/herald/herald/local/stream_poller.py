@@ -1,0 +1,190 @@
+"""The DynamoDB stream event source mapping, emulated: what Lambda does between the table's stream and the
+DeliveryFunction, for the local stack and the tests (the stream itself is moto's).
+
+It reads every shard of the stream from the mapping's starting position, keeps the records its filter
+criteria match (Lambda filters before it batches, and drops what no pattern matches; the patterns are
+matched by moto's EventBridge pattern matcher, the same pattern language), and calls the handler with up to
+``batch_size`` of them, gathered for up to the batching window, in the event Lambda would build. A handler
+that raises gets the same batch again, up to ``maximum_retry_attempts`` times (-1: until it succeeds), and
+the records are then skipped, as Lambda does without an on-failure destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+from moto.events.models import EventPattern
+
+from herald.local.event_sources import delivery_event_source, delivery_stream_source
+from herald.local.poller import WINDOW_POLL_SECONDS, Handler, LambdaContext
+from herald.local.template import TemplateResourceNotFoundError
+
+if TYPE_CHECKING:
+    from moto.events.utils import EventMessageType
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
+
+    from herald.local.event_sources import StreamSourceSettings
+
+logger = logging.getLogger(__name__)
+
+
+def lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
+    """A record as GetRecords gives it (parsed by boto3), as Lambda hands it to a function: JSON, with the
+    stream's ARN, and the creation time in epoch seconds."""
+    dynamodb = dict(record.get("dynamodb", {}))
+    created = dynamodb.get("ApproximateCreationDateTime")
+    if isinstance(created, datetime):
+        dynamodb["ApproximateCreationDateTime"] = created.timestamp()
+    return {
+        **record,
+        "dynamodb": dynamodb,
+        "eventSource": "aws:dynamodb",
+        "eventSourceARN": stream_arn,
+        "awsRegion": record.get("awsRegion", region),
+    }
+
+
+class StreamPoller:
+    """One poller reads the whole stream, one invocation at a time (Lambda: one per shard)."""
+
+    def __init__(
+        self,
+        client: DynamoDBStreamsClient,
+        stream_arn: str,
+        handler: Handler,
+        settings: StreamSourceSettings,
+        *,
+        function_timeout_seconds: float = 60,
+        function_name: str = "DeliveryFunction",
+        region: str = "us-east-1",
+    ) -> None:
+        self.client = client
+        self.stream_arn = stream_arn
+        self.handler = handler
+        self.settings = settings
+        self.timeout = function_timeout_seconds
+        self.function_name = function_name
+        self.region = region
+        self.patterns = [EventPattern.load(pattern) for pattern in settings.patterns]
+        #: The next read of each shard (None once a closed shard is read to its end).
+        self._iterators: dict[str, str | None] = {}
+        #: Matching records read and not handed over yet.
+        self._pending: list[dict[str, Any]] = []
+        #: Records the filter dropped and batches handed over, as counts (what a test or benchmark looks at).
+        self.filtered_out = 0
+        self.invocations = 0
+
+    def _shards(self) -> None:
+        """Start reading the shards the stream has gained since the last look."""
+        description = self.client.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
+        for shard in description.get("Shards", []):
+            shard_id = shard["ShardId"]
+            if shard_id not in self._iterators:
+                self._iterators[shard_id] = self.client.get_shard_iterator(
+                    StreamArn=self.stream_arn,
+                    ShardId=shard_id,
+                    ShardIteratorType=self.settings.starting_position,  # type: ignore[arg-type]
+                )["ShardIterator"]
+
+    def _matches(self, record: dict[str, Any]) -> bool:
+        # moto types its matcher for EventBridge events; it matches any JSON object.
+        return not self.patterns or any(
+            pattern.matches_event(cast("EventMessageType", record)) for pattern in self.patterns
+        )
+
+    def _read(self) -> int:
+        """Read what every shard holds now; keep the records the filter passes. Returns how many were read."""
+        self._shards()
+        read = 0
+        for shard_id, iterator in self._iterators.items():
+            if iterator is None:
+                continue
+            response = self.client.get_records(ShardIterator=iterator)
+            self._iterators[shard_id] = response.get("NextShardIterator")
+            for record in response.get("Records", []):
+                read += 1
+                event = lambda_record(dict(record), self.stream_arn, self.region)
+                if self._matches(event):
+                    self._pending.append(event)
+                else:
+                    self.filtered_out += 1
+        return read
+
+    def poll_once(self, *, window: bool = True) -> int:
+        """Hand over one batch, if the stream holds matching records: gather up to ``batch_size`` for up to the
+        batching window (opened by the first matching record; ``window=False``: what is there now). Returns how
+        many records were handed over."""
+        self._read()
+        if not self._pending:
+            return 0
+        closes = time.monotonic() + (self.settings.maximum_batching_window_seconds if window else 0)
+        while len(self._pending) < self.settings.batch_size and time.monotonic() < closes:
+            time.sleep(WINDOW_POLL_SECONDS)
+            self._read()
+        batch, self._pending = (
+            self._pending[: self.settings.batch_size],
+            self._pending[self.settings.batch_size :],
+        )
+        self._invoke(batch)
+        return len(batch)
+
+    def _invoke(self, batch: list[dict[str, Any]]) -> None:
+        retries = self.settings.maximum_retry_attempts
+        attempt = 0
+        while True:
+            context = LambdaContext(self.function_name, self.timeout, time.time(), aws_request_id=str(uuid.uuid4()))
+            self.invocations += 1
+            try:
+                self.handler({"Records": batch}, context)
+            except Exception:
+                if retries < 0 or attempt < retries:
+                    attempt += 1
+                    logger.exception("the function failed a batch of the stream; handing it over again")
+                    continue
+                logger.exception("the function failed a batch of the stream %d times; its records are skipped", attempt)
+            return
+
+    def drain(self, max_batches: int = 1000) -> int:
+        """Hand over every matching record the stream holds now, without waiting out windows. Returns how many."""
+        total = 0
+        for _ in range(max_batches):
+            handed = self.poll_once(window=False)
+            if handed == 0:
+                return total
+            total += handed
+        raise AssertionError("the stream never drained")
+
+    def run(self, stop: threading.Event, *, interval_seconds: float = 0.25) -> None:
+        """Poll until ``stop`` is set (the local stack runs this in a thread); Lambda polls a shard four times a
+        second."""
+        while not stop.is_set():
+            try:
+                if self.poll_once() == 0:
+                    stop.wait(interval_seconds)
+            except Exception:
+                logger.exception("polling the table's stream failed; retrying")
+                stop.wait(1)
+
+
+def table_stream_poller(
+    dynamodb: DynamoDBClient,
+    streams: DynamoDBStreamsClient,
+    table_name: str,
+    handler: Handler,
+    *,
+    template: dict[str, Any] | None = None,
+) -> StreamPoller:
+    """The poller of the DeliveryFunction's stream event source (template.yaml, or ``template``) on the table's
+    stream."""
+    settings = delivery_stream_source(template)
+    stream_arn = dynamodb.describe_table(TableName=table_name)["Table"].get("LatestStreamArn")
+    if not stream_arn:
+        raise TemplateResourceNotFoundError(f"the table {table_name} has no stream")
+    timeout = delivery_event_source(template).function_timeout_seconds
+    return StreamPoller(streams, stream_arn, handler, settings, function_timeout_seconds=timeout)

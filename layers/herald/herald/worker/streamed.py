@@ -1,0 +1,105 @@
+"""The table's stream, read by the DeliveryFunction: first attempts that succeeded, counted in their
+subscriptions' stats a window at a time.
+
+A delivered webhook's common case is one write: its new delivery item, with the first attempt inside, marked
+``stats_from_stream`` (``storage.deliveries``). The worker writes no stats for it (``bookkeeping``); the
+stream's event source (template.yaml, the ``Stats`` event) hands the function those items only (its filter:
+``INSERT`` of an item with ``stats_from_stream``; Lambda does not bill what a filter drops, and reading the
+stream is free to Lambda), up to 1,000 records gathered for up to 10 seconds, and each subscription they
+name gets one UpdateItem for all of its successes (``HealthRepository.count_streamed``). A subscription
+receiving a webhook a second pays one stats write every ten seconds instead of ten.
+
+What this costs the stats: they show a success up to the window (and Lambda's polling) late. Failures are
+still counted by the worker at once, since the failure streak, auto-disable and the operator's notices
+depend on them; a success made while a streak is open is counted by the worker too, as it ends the streak.
+
+Each subscription's write stands alone: one DynamoDB refuses (after botocore's retries) is logged with what
+it lost and the others go on. The batch is never failed for it, since Lambda would hand the whole batch over
+again and the subscriptions already written would count twice. An invocation that dies halfway is retried
+by Lambda (the template's ``MaximumRetryAttempts``), and the subscriptions written before count twice; the
+stats are bookkeeping, not the record (``herald.repair`` recounts a subscription from its attempt log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
+
+from herald.storage import AttemptTally, keys
+from herald.storage.deliveries import FIRST_ATTEMPT, STATS_FROM_STREAM
+from herald.storage.table import from_item
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from herald.worker.runtime import Worker
+
+logger = Logger(service="herald", child=True)
+
+#: The ``eventSource`` of a DynamoDB stream record in a Lambda event.
+STREAM_EVENT_SOURCE = "aws:dynamodb"
+
+
+@dataclass
+class _Successes:
+    """One subscription's first attempts that succeeded, as the batch of stream records holds them."""
+
+    expires_at: int = 0
+    tallies: list[AttemptTally] = field(default_factory=list)
+
+
+def is_stream_event(event: dict[str, Any]) -> bool:
+    """Whether a DeliveryFunction event is a batch of the table's stream records."""
+    records = event.get("Records") or []
+    return bool(records) and records[0].get("eventSource") == STREAM_EVENT_SOURCE
+
+
+def successes_of(records: Iterable[dict[str, Any]]) -> dict[str, _Successes]:
+    """The first attempts that succeeded in a batch of stream records, by subscription. The filter of the event
+    source selects these already; what it lets through otherwise (a record of another kind) is skipped here."""
+    found: dict[str, _Successes] = {}
+    for record in records:
+        image = record.get("dynamodb", {}).get("NewImage")
+        if record.get("eventName") != "INSERT" or not image:
+            continue
+        item = from_item(image)
+        kept = item.get(FIRST_ATTEMPT) or {}
+        if item.get("sk") != keys.DELIVERY_SORT or not item.get(STATS_FROM_STREAM) or not kept.get("succeeded"):
+            continue
+        successes = found.setdefault(str(item["subscription_id"]), _Successes())
+        successes.expires_at = max(successes.expires_at, int(item.get("expires_at", 0)))
+        latency = kept.get("latency_ms")
+        successes.tallies.append(
+            AttemptTally(
+                succeeded=True,
+                status_code=kept.get("status_code"),
+                at=datetime.fromisoformat(kept["finished_at"]),
+                latency_ms=None if latency is None else int(latency),
+            )
+        )
+    return found
+
+
+async def count(worker: Worker, records: list[dict[str, Any]]) -> dict[str, int]:
+    """Count a batch of stream records' successes in their subscriptions' stats, one write per subscription,
+    all at once. Returns how many successes and subscriptions were counted."""
+    found = successes_of(records)
+
+    async def write(sub_id: str, successes: _Successes) -> bool:
+        try:
+            await worker.io(
+                worker.store.health.count_streamed, sub_id, successes.tallies, expires_at=successes.expires_at
+            )
+        except Exception:
+            extra = {"subscription_id": sub_id, "successes": len(successes.tallies)}
+            logger.exception("subscription stats not updated from the stream", extra=extra)
+            return False
+        return True
+
+    written = await asyncio.gather(*(write(sub_id, successes) for sub_id, successes in found.items()))
+    counted = [successes for successes, done in zip(found.values(), written, strict=True) if done]
+    return {"counted": sum(len(s.tallies) for s in counted), "subscriptions": len(counted)}

@@ -1,0 +1,233 @@
+"""A subscription's stats from the table's stream: a first attempt that succeeded is one write (its delivery),
+and its stats are counted from the stream, one write per subscription for a window of them; the worker writes
+failures, and the successes that end a failure streak. Deliveries over real HTTP, verified with
+standardwebhooks; the stream is moto's, read as the template's stream event source would read it."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from herald.faults import install
+from herald.local.event_sources import delivery_stream_source
+from herald.storage import AttemptTally
+from herald.worker.streamed import successes_of
+from tests.delivery_support import publish, subscribe, verify
+from tests.support import Receiver, TenantInfo, drain
+
+
+class StatsWrites:
+    """The UpdateItem calls a DynamoDB client makes on subscriptions' stats items, by subscription id."""
+
+    def __init__(self, client: Any) -> None:
+        self.subs: list[str] = []
+        client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", self._record)
+
+    def _record(self, params: dict[str, Any], **_: Any) -> None:
+        pk = params["Key"]["pk"]["S"]
+        if pk.startswith("STATS#"):
+            self.subs.append(pk.removeprefix("STATS#"))
+
+    def take(self) -> list[str]:
+        taken, self.subs = self.subs, []
+        return sorted(taken)
+
+
+def _stats(client, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
+    answer = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
+    assert answer.status_code == 200
+    stats: dict[str, Any] = answer.json()
+    return stats
+
+
+def test_first_attempts_that_succeed_are_counted_from_the_stream_once_per_subscription(
+    client, tenant: TenantInfo, services, poller, stream, make_receiver
+) -> None:
+    # GIVEN two subscriptions on two receivers, and every stats write recorded
+    receivers = [make_receiver(), make_receiver()]
+    subs = [subscribe(client, tenant, server.url) for server in receivers]
+    writes = StatsWrites(services.store.client)
+    # WHEN three events are published and delivered
+    for _ in range(3):
+        publish(client, tenant.id)
+    drain(poller)
+    # THEN every webhook arrived, signed
+    for sub, server in zip(subs, receivers, strict=True):
+        assert len(server.received) == 3
+        for got in server.received:
+            verify(sub.secret, got)
+    # AND the worker wrote no stats: nothing is counted yet
+    assert writes.take() == []
+    assert _stats(client, tenant, subs[0].id)["attempts"] == 0
+    # WHEN the stream is handed over
+    handed = stream.drain()
+    # THEN it held the six successes, and each subscription's stats took one write for its three
+    assert handed == 6
+    assert writes.take() == sorted(sub.id for sub in subs)
+    for sub in subs:
+        stats = _stats(client, tenant, sub.id)
+        assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (3, 3, 0)
+        assert stats["last_status_code"] == 200
+        assert stats["consecutive_failures"] == 0
+        # AND the latest success is when the latest attempt the delivery log shows ended
+        listed = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
+        latest_start = max(datetime.fromisoformat(d["last_attempt_at"]) for d in listed)
+        assert datetime.fromisoformat(stats["last_success_at"]) >= latest_start
+        assert stats["latency_samples"] == 3
+    # AND handing the stream over again counts nothing twice
+    assert stream.drain() == 0
+    assert _stats(client, tenant, subs[0].id)["attempts"] == 3
+
+
+def test_the_streams_filter_passes_only_the_successes_the_worker_left_to_it(
+    client, tenant: TenantInfo, services, poller, stream, receiver: Receiver, make_receiver
+) -> None:
+    # GIVEN a subscription that answers 200 and one that answers 500
+    failing = make_receiver()
+    failing.default = (500, {}, b"down", 0.0)
+    ok = subscribe(client, tenant, receiver.url)
+    bad = subscribe(client, tenant, failing.url)
+    # WHEN two events are published and their first attempts made
+    for _ in range(2):
+        publish(client, tenant.id)
+    drain(poller)
+    assert (len(receiver.received), len(failing.received)) == (2, 2)
+    # THEN the stream hands over the two successes only (the template's filter criteria, matched as Lambda does):
+    # not the failed deliveries, nor the events, counts, stats or schedule items written meanwhile
+    assert stream.drain() == 2
+    assert stream.filtered_out > 0
+    # AND the failures were counted by the worker, at once, and the successes from the stream
+    assert (_stats(client, tenant, ok.id)["succeeded"], _stats(client, tenant, ok.id)["attempts"]) == (2, 2)
+    bad_stats = _stats(client, tenant, bad.id)
+    assert (bad_stats["attempts"], bad_stats["failed"], bad_stats["consecutive_failures"]) == (2, 2, 2)
+
+
+def test_a_success_that_ends_a_failure_streak_is_written_by_the_worker_and_counted_once(
+    client, tenant: TenantInfo, services, poller, stream, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose endpoint failed an event's first attempt (its failure streak is open)
+    sub = subscribe(client, tenant, receiver.url)
+    receiver.default = (500, {}, b"down", 0.0)
+    publish(client, tenant.id)
+    drain(poller)
+    stream.drain()
+    assert _stats(client, tenant, sub.id)["consecutive_failures"] == 1
+    writes = StatsWrites(services.store.client)
+    # WHEN the endpoint is back and the next event's first attempt succeeds
+    receiver.default = (200, {}, b"ok", 0.0)
+    publish(client, tenant.id)
+    drain(poller)
+    # THEN the worker wrote the stats in that batch (the streak is over) without counting the attempt
+    assert writes.take() == [sub.id]
+    stats = _stats(client, tenant, sub.id)
+    assert (stats["attempts"], stats["succeeded"], stats["consecutive_failures"]) == (1, 0, 0)
+    assert stats["last_status_code"] == 200
+    # AND the stream counts it, once, without making anything older the latest
+    assert stream.drain() == 1
+    stats = _stats(client, tenant, sub.id)
+    assert (stats["attempts"], stats["succeeded"], stats["failed"], stats["consecutive_failures"]) == (2, 1, 1, 0)
+    assert stats["last_status_code"] == 200
+
+
+def test_an_older_success_from_the_stream_never_hides_a_later_attempt(services) -> None:
+    health = services.store.health
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(time.time()) + 3600
+    # GIVEN stats whose latest attempt is a failure at t+10 (counted by the worker), after a success at t+5
+    health.count_attempts(
+        "sub_x", [AttemptTally(True, 200, at + timedelta(seconds=5), 40)], failing_after=5, expires_at=expires
+    )
+    health.count_attempts(
+        "sub_x", [AttemptTally(False, 503, at + timedelta(seconds=10))], failing_after=5, expires_at=expires
+    )
+    # WHEN the stream counts two successes that finished before the failure, one of them after the success
+    health.count_streamed(
+        "sub_x",
+        [
+            AttemptTally(True, 201, at + timedelta(seconds=1), 30),
+            AttemptTally(True, 202, at + timedelta(seconds=7), 50),
+        ],
+        expires_at=expires,
+    )
+    stats = health.get_stats("sub_x")
+    # THEN they are counted, the latest success moved to t+7, and the latest attempt is still the failure
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (4, 3, 1)
+    assert stats["last_success_at"] == (at + timedelta(seconds=7)).isoformat()
+    assert stats["last_status_code"] == 503
+    assert stats["consecutive_failures"] == 1
+    assert sorted(stats["recent_latency_ms"]) == [30, 40, 50]
+    # WHEN the stream counts a success older than every attempt counted
+    health.count_streamed("sub_x", [AttemptTally(True, 204, at, 10)], expires_at=expires)
+    stats = health.get_stats("sub_x")
+    # THEN it adds to the counts only
+    assert (stats["attempts"], stats["succeeded"], stats["last_status_code"]) == (5, 4, 503)
+    assert stats["last_success_at"] == (at + timedelta(seconds=7)).isoformat()
+    # WHEN the stream counts a success later than every attempt
+    health.count_streamed("sub_x", [AttemptTally(True, 200, at + timedelta(seconds=20), 60)], expires_at=expires)
+    stats = health.get_stats("sub_x")
+    # THEN it is the latest attempt; the streak stays the worker's to end
+    assert (stats["last_status_code"], stats["last_success_at"]) == (200, (at + timedelta(seconds=20)).isoformat())
+    assert stats["consecutive_failures"] == 1
+
+
+def test_a_stats_write_refused_is_logged_and_the_other_subscriptions_are_counted(
+    client, tenant: TenantInfo, services, worker, poller, stream, make_receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN two subscriptions whose first attempts succeeded, their successes on the stream
+    receivers = [make_receiver(), make_receiver()]
+    subs = [subscribe(client, tenant, server.url) for server in receivers]
+    publish(client, tenant.id)
+    drain(poller)
+    assert [len(server.received) for server in receivers] == [1, 1]
+    # AND DynamoDB refusing the next UpdateItem (after botocore's retries)
+    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    # WHEN the stream is handed over
+    assert stream.drain() == 2
+    # THEN the handler did not fail the batch (it would be handed over again and the other subscription counted
+    # twice): one subscription is counted, the other's loss logged with its count
+    counted = [_stats(client, tenant, sub.id)["succeeded"] for sub in subs]
+    assert sorted(counted) == [0, 1]
+    assert stream.invocations == 1
+    lost = [r for r in caplog.records if r.getMessage() == "subscription stats not updated from the stream"]
+    assert len(lost) == 1
+
+
+def test_stream_records_of_other_kinds_are_not_counted_whatever_the_filter_lets_through() -> None:
+    # GIVEN records Lambda's filter would drop, and one it passes
+    def record(event_name: str, **image: Any) -> dict[str, Any]:
+        fields = {"pk": {"S": "DELIVERY#dlv_x"}, "sk": {"S": "#DELIVERY"}, "subscription_id": {"S": "sub_a"}}
+        fields |= image
+        return {"eventName": event_name, "eventSource": "aws:dynamodb", "dynamodb": {"NewImage": fields}}
+
+    attempt = {"M": {"succeeded": {"BOOL": True}, "status_code": {"N": "200"}, "latency_ms": {"N": "12"}}}
+    attempt["M"]["finished_at"] = {"S": "2026-11-30T10:00:00+00:00"}
+    marked = {"stats_from_stream": {"BOOL": True}, "first_attempt": attempt, "expires_at": {"N": "99"}}
+    failed = {"M": {**attempt["M"], "succeeded": {"BOOL": False}}}
+    records = [
+        record("MODIFY", **marked),
+        record("INSERT", **{**marked, "sk": {"S": "#COUNTS"}}),
+        record("INSERT", first_attempt=attempt),
+        record("INSERT", **{**marked, "first_attempt": failed}),
+        record("INSERT", **marked),
+    ]
+    # WHEN they reach the handler
+    found = successes_of(records)
+    # THEN only the new, marked delivery whose first attempt succeeded is counted
+    assert list(found) == ["sub_a"]
+    assert [(t.status_code, t.latency_ms) for t in found["sub_a"].tallies] == [(200, 12)]
+    assert found["sub_a"].expires_at == 99
+
+
+def test_the_stream_event_source_is_read_from_the_template() -> None:
+    source = delivery_stream_source()
+    # One write per subscription per window: a window of seconds, batches large enough to hold one
+    assert 1 <= source.maximum_batching_window_seconds <= 60
+    assert source.batch_size >= 100
+    # A failed batch is not handed over forever (it would count the subscriptions written before again each time)
+    assert 0 <= source.maximum_retry_attempts <= 3
+    assert source.starting_position == "TRIM_HORIZON"
+    assert len(source.patterns) == 1
+    assert "stats_from_stream" in source.patterns[0]
