@@ -295,8 +295,9 @@ def test_counters_a_lost_batch_write_left_short_are_recounted_from_the_records(
     # GIVEN an event to two subscriptions, its two deliveries queued (by publishing: two routes)
     subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
     event_id = publish(client, tenant.id)
-    # AND DynamoDB refusing every update after botocore's retries while the deliveries are made: the batch's
-    # event counters and subscription stats are not written (the deliveries themselves are)
+    # AND DynamoDB refusing every update after botocore's retries while the deliveries are made and the stream
+    # handed over: the batch's event counters, and the subscription stats the stream counts, are not written
+    # (the deliveries themselves are)
     install(services.store.client, "dynamodb.UpdateItem:throttle@call=1")
     harness.drain()
     with faults.suspended():

@@ -5,6 +5,7 @@ standardwebhooks; the stream is moto's, read as the template's stream event sour
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from herald.faults import install
 from herald.local.event_sources import delivery_stream_source
 from herald.storage import AttemptTally
+from herald.storage.deliveries import STATS_FROM_STREAM
 from herald.worker.streamed import successes_of
 from tests.delivery_support import publish, subscribe, verify
 from tests.support import Receiver, TenantInfo, drain
@@ -74,8 +76,15 @@ def test_first_attempts_that_succeed_are_counted_from_the_stream_once_per_subscr
         assert stats["consecutive_failures"] == 0
         # AND the latest success is when the latest attempt the delivery log shows ended
         listed = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
-        latest_start = max(datetime.fromisoformat(d["last_attempt_at"]) for d in listed)
-        assert datetime.fromisoformat(stats["last_success_at"]) >= latest_start
+        finished = [
+            attempt["finished_at"]
+            for d in listed
+            for attempt in client.get(
+                f"/v1/subscriptions/{sub.id}/deliveries/{d['id']}/attempts", headers=tenant.headers
+            ).json()["data"]
+        ]
+        assert len(finished) == 3
+        assert datetime.fromisoformat(stats["last_success_at"]) == max(datetime.fromisoformat(f) for f in finished)
         assert stats["latency_samples"] == 3
     # AND handing the stream over again counts nothing twice
     assert stream.drain() == 0
@@ -165,12 +174,42 @@ def test_an_older_success_from_the_stream_never_hides_a_later_attempt(services) 
     # THEN it adds to the counts only
     assert (stats["attempts"], stats["succeeded"], stats["last_status_code"]) == (5, 4, 503)
     assert stats["last_success_at"] == (at + timedelta(seconds=7)).isoformat()
-    # WHEN the stream counts a success later than every attempt
-    health.count_streamed("sub_x", [AttemptTally(True, 200, at + timedelta(seconds=20), 60)], expires_at=expires)
+    # WHEN the stream counts a success later than every attempt (the worker's read had seen no streak)
+    ended = health.count_streamed(
+        "sub_x", [AttemptTally(True, 200, at + timedelta(seconds=20), 60)], expires_at=expires
+    )
     stats = health.get_stats("sub_x")
-    # THEN it is the latest attempt; the streak stays the worker's to end
+    # THEN it is the latest attempt, and it ends the streak (not yet failing: nothing to tell the operator)
     assert (stats["last_status_code"], stats["last_success_at"]) == (200, (at + timedelta(seconds=20)).isoformat())
-    assert stats["consecutive_failures"] == 1
+    assert (stats["consecutive_failures"], ended) == (0, None)
+    # WHEN the same window is counted again (Lambda handing a batch over again, botocore retrying a lost answer)
+    again = health.count_streamed(
+        "sub_x", [AttemptTally(True, 200, at + timedelta(seconds=20), 60)], expires_at=expires
+    )
+    # THEN it is recognised by its latest success, and nothing is counted twice
+    assert again is None
+    assert (health.get_stats("sub_x")["attempts"], health.get_stats("sub_x")["succeeded"]) == (6, 5)
+
+
+def test_a_streak_opened_after_the_batchs_read_is_ended_by_the_stream_and_the_operator_told(services) -> None:
+    health = services.store.health
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(time.time()) + 3600
+    # GIVEN a subscription failing (two failures in a row, failing after 2), counted by the worker
+    failures = [AttemptTally(False, 500, at + timedelta(seconds=n)) for n in (1, 2)]
+    health.count_attempts("sub_y", failures, failing_after=2, expires_at=expires)
+    assert health.get_stats("sub_y")["failing_since"] == (at + timedelta(seconds=2)).isoformat()
+    # WHEN the stream counts successes after them, whose batch had read no streak (it read before the failures)
+    ended = health.count_streamed(
+        "sub_y",
+        [AttemptTally(True, 200, at + timedelta(seconds=4), 20), AttemptTally(True, 200, at + timedelta(seconds=3))],
+        expires_at=expires,
+    )
+    # THEN the streak is over, and the failing streak it ended is returned with the success that ended it
+    stats = health.get_stats("sub_y")
+    assert (stats["consecutive_failures"], stats.get("failing_since")) == (0, None)
+    assert ended == (at + timedelta(seconds=2), at + timedelta(seconds=3))
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (4, 2, 2)
 
 
 def test_a_stats_write_refused_is_logged_and_the_other_subscriptions_are_counted(
@@ -199,6 +238,7 @@ def test_stream_records_of_other_kinds_are_not_counted_whatever_the_filter_lets_
     # GIVEN records Lambda's filter would drop, and one it passes
     def record(event_name: str, **image: Any) -> dict[str, Any]:
         fields = {"pk": {"S": "DELIVERY#dlv_x"}, "sk": {"S": "#DELIVERY"}, "subscription_id": {"S": "sub_a"}}
+        fields |= {"tenant_id": {"S": "tnt_a"}}
         fields |= image
         return {"eventName": event_name, "eventSource": "aws:dynamodb", "dynamodb": {"NewImage": fields}}
 
@@ -229,5 +269,7 @@ def test_the_stream_event_source_is_read_from_the_template() -> None:
     # A failed batch is not handed over forever (it would count the subscriptions written before again each time)
     assert 0 <= source.maximum_retry_attempts <= 3
     assert source.starting_position == "TRIM_HORIZON"
-    assert len(source.patterns) == 1
-    assert "stats_from_stream" in source.patterns[0]
+    # Only new items (not a rewrite of one) that the worker marked
+    assert [json.loads(pattern) for pattern in source.patterns] == [
+        {"eventName": ["INSERT"], "dynamodb": {"NewImage": {STATS_FROM_STREAM: {"BOOL": [True]}}}}
+    ]

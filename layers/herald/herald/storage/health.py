@@ -4,14 +4,16 @@ A subscription's stats (``attempts``, ``succeeded``, ``failed``, ``last_success_
 ``last_status_code``, ``consecutive_failures``, ``failing_since``) are an item of their own, which expires
 ``attempt_ttl_days`` after its latest attempt and, like an event's delivery counters, is written once per
 worker batch. Two writers share it: a first attempt that succeeded is counted from the table's stream, a
-window of them in one write (``count_streamed``); the worker counts every other attempt and alone follows
-the failure streak (``count_attempts``), writing for a success only when it ends a streak. The rate slot
+window of them in one write (``count_streamed``); the worker counts every other attempt and follows the
+failure streak (``count_attempts``), writing for a success only when it ends a streak it read. The stream's
+write ends a streak too when no later failure is counted: one opened after the worker's read. The rate slot
 holds when the subscription's next delivery may start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -51,6 +53,8 @@ class AttemptTally:
     streamed: bool = False
 
 
+#: A ``:name`` placeholder in an expression.
+_PLACEHOLDER = re.compile(r":(\w+)")
 #: The stats keep the latencies of the latest successful attempts: at least this many, at most twice as many
 #: (a list on the stats item, trimmed by one extra write every LATENCY_SAMPLES deliveries; the item stays
 #: under 1 KB, one write unit).
@@ -61,7 +65,7 @@ def _stats_update(
     ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int
 ) -> tuple[str, dict[str, Any]]:
     """The UpdateExpression (and its values) that counts ``ordered`` attempts in a subscription's stats, but
-    for the ones counted from the stream, which only move the streak, the latest status and times."""
+    for the ones counted from the stream, which only move the streak and the latest status."""
     counted = [tally for tally in ordered if not tally.streamed]
     succeeded = [tally for tally in ordered if tally.succeeded]
     failed = [tally for tally in ordered if not tally.succeeded]
@@ -70,12 +74,12 @@ def _stats_update(
     if counted:
         adds.append("attempts :n")
         values["n"] = len(counted)
-    if ok := sum(1 for tally in counted if tally.succeeded):
+    if counted_successes := [tally for tally in counted if tally.succeeded]:
+        # Only those counted here: the stream's write sets the latest success of its own, and tells by it
+        # whether a write of its was made already (``count_streamed``).
         adds.append("succeeded :ok")
-        values["ok"] = ok
-    if succeeded:
         sets.append("last_success_at = :success_at")
-        values["success_at"] = succeeded[-1].at.isoformat()
+        values.update(ok=len(counted_successes), success_at=counted_successes[-1].at.isoformat())
     if failed:
         adds.append("failed :failed")
         sets.append("last_failure_at = :failure_at")
@@ -183,48 +187,74 @@ class HealthRepository:
             since = datetime.fromisoformat(stored) if stored else None
         return SubscriptionHealth(health.consecutive_failures, since)
 
-    def count_streamed(self, sub_id: str, successes: Sequence[AttemptTally], *, expires_at: int) -> None:
-        """Count first attempts that succeeded, as the table's stream shows them (a window of them): one
-        UpdateItem that adds them up and makes the latest of them the stats' latest attempt, on the condition
-        that no later attempt is counted already (the worker writes failures at once; the stream comes seconds
-        behind). Failing that, a second write makes it the latest success only, and failing that too, a third
-        adds the counts alone. The failure streak is the worker's: untouched here."""
+    def count_streamed(
+        self, sub_id: str, successes: Sequence[AttemptTally], *, expires_at: int
+    ) -> tuple[datetime, datetime] | None:
+        """Count first attempts that succeeded, as the table's stream shows them (a window of them), in one
+        UpdateItem that adds them up and, if no later attempt is counted already (the worker writes failures at
+        once; the stream comes seconds behind), makes the latest of them the stats' latest attempt and ends any
+        failure streak: the worker leaves that to the stream when its batch read no streak, and a failure
+        counted since (by another batch, or past an eventually consistent read) would otherwise stay open.
+        Failing that condition, a second write adds the counts, and moves the latest success if these are
+        later. A write found made already (a call botocore retried after its answer was lost) is not made
+        again. Returns the failing streak these successes ended, as (failing since, recovered at), if they did."""
         ordered = sorted(successes, key=lambda tally: tally.at)
         if not ordered:
-            return
+            return None
         latest = ordered[-1]
+        at = latest.at.isoformat()
         latencies = [tally.latency_ms for tally in ordered if tally.latency_ms is not None]
-        placeholders: dict[str, Any] = {"n": len(ordered), "exp": expires_at, "at": latest.at.isoformat()}
-        sets = ["expires_at = :exp"]
+        placeholders: dict[str, Any] = {"n": len(ordered), "exp": expires_at, "at": at, "zero": 0}
+        counts = ["expires_at = :exp"]
         if latencies:
-            sets.append("recent_latency_ms = list_append(if_not_exists(recent_latency_ms, :no_latency), :latencies)")
+            counts.append("recent_latency_ms = list_append(if_not_exists(recent_latency_ms, :no_latency), :latencies)")
             placeholders.update(no_latency=[], latencies=latencies)
-        newer_success = "(attribute_not_exists(last_success_at) OR last_success_at < :at)"
-        newer_failure = "(attribute_not_exists(last_failure_at) OR last_failure_at < :at)"
-        latest_attempt = ["last_success_at = :at"]
+        latest_attempt = ["last_success_at = :at", "consecutive_failures = :zero"]
         if latest.status_code is not None:
             latest_attempt.append("last_status_code = :code")
             placeholders["code"] = latest.status_code
-        tiers: list[tuple[list[str], str | None, set[str]]] = [
-            (latest_attempt, f"{newer_success} AND {newer_failure}", set()),
-            (["last_success_at = :at"], newer_success, {"code"}),
-            ([], None, {"code", "at"}),
-        ]
-        for latest_sets, condition, unused in tiers:
-            update: dict[str, Any] = {
-                "Key": to_item(keys.subscription_stats(sub_id)),
-                "UpdateExpression": "ADD attempts :n, succeeded :n SET " + ", ".join(sets + latest_sets),
-                "ExpressionAttributeValues": values(**{k: v for k, v in placeholders.items() if k not in unused}),
+        newer_success = "(attribute_not_exists(last_success_at) OR last_success_at < :at)"
+        newer_failure = "(attribute_not_exists(last_failure_at) OR last_failure_at < :at)"
+        key = to_item(keys.subscription_stats(sub_id))
+
+        def update(sets: list[str], condition: str | None, *, remove: str = "") -> dict[str, Any] | None:
+            """The stats before the write, or None when its condition failed (``refused``: what they were)."""
+            expression = "ADD attempts :n, succeeded :n SET " + ", ".join(sets) + remove
+            used = set(_PLACEHOLDER.findall(expression + (condition or "")))
+            call: dict[str, Any] = {
+                "Key": key,
+                "UpdateExpression": expression,
+                "ExpressionAttributeValues": values(**{name: placeholders[name] for name in used}),
                 "ReturnValues": "ALL_OLD",
             }
             if condition is not None:
-                update["ConditionExpression"] = condition
+                call |= {"ConditionExpression": condition, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
             try:
-                answer = self._table.call("update_item", **update)
-            except ClientError:  # the condition only (``Table.call`` raises anything else as unavailable)
-                continue
-            self._trim_latencies(sub_id, from_item(answer.get("Attributes", {})), ordered)
-            return
+                return from_item(self._table.call("update_item", **call).get("Attributes", {}))
+            except ClientError as exc:  # the condition only (``Table.call`` raises anything else as unavailable)
+                refused.clear()
+                refused.update(from_item(cast(dict[str, Any], exc.response.get("Item") or {})))
+                return None
+
+        refused: dict[str, Any] = {}
+        old = update(counts + latest_attempt, f"{newer_success} AND {newer_failure}", remove=" REMOVE failing_since")
+        if old is None and refused.get("last_success_at") == at:
+            return None  # this window's write is there already: its answer was lost and botocore retried the call
+        if old is None:
+            # A later failure is counted already: add these, as the latest success if no later one is counted.
+            if str(refused.get("last_success_at", "")) < at:
+                old = update([*counts, "last_success_at = :at"], newer_success)
+            if old is None:
+                old = update(counts, None) or {}
+            self._trim_latencies(sub_id, old, ordered)
+            return None
+        self._trim_latencies(sub_id, old, ordered)
+        since = old.get("failing_since")
+        if not since:
+            return None
+        last_failure = str(old.get("last_failure_at", ""))
+        recovered = next(tally.at for tally in ordered if tally.at.isoformat() > last_failure)
+        return datetime.fromisoformat(since), recovered
 
     def _trim_latencies(self, sub_id: str, old: dict[str, Any], ordered: Sequence[AttemptTally]) -> None:
         """Drop the oldest latencies once the list has grown to twice ``LATENCY_SAMPLES`` (appends go to the

@@ -5,19 +5,25 @@ A delivered webhook's common case is one write: its new delivery item, with the 
 ``stats_from_stream`` (``storage.deliveries``). The worker writes no stats for it (``bookkeeping``); the
 stream's event source (template.yaml, the ``Stats`` event) hands the function those items only (its filter:
 ``INSERT`` of an item with ``stats_from_stream``; Lambda does not bill what a filter drops, and reading the
-stream is free to Lambda), up to 1,000 records gathered for up to 10 seconds, and each subscription they
-name gets one UpdateItem for all of its successes (``HealthRepository.count_streamed``). A subscription
-receiving a webhook a second pays one stats write every ten seconds instead of ten.
+stream is free to Lambda), up to 1,000 records of one shard gathered for up to 10 seconds, and each
+subscription they name gets one UpdateItem for all of its successes (``HealthRepository.count_streamed``).
+A subscription's deliveries are spread over the stream's shards (by their keys), so a subscription receiving
+many webhooks a second pays one stats write per shard every ten seconds instead of one per webhook.
 
 What this costs the stats: they show a success up to the window (and Lambda's polling) late. Failures are
 still counted by the worker at once, since the failure streak, auto-disable and the operator's notices
-depend on them; a success made while a streak is open is counted by the worker too, as it ends the streak.
+depend on them, and the worker ends a streak its batch read (the stream still counts the success). A streak
+opened after that read (a failure of another batch, or one the eventually consistent read missed) is ended
+by the stream's write when no failure later than the successes is counted; the operator then hears
+``subscription.recovered`` from here.
 
 Each subscription's write stands alone: one DynamoDB refuses (after botocore's retries) is logged with what
 it lost and the others go on. The batch is never failed for it, since Lambda would hand the whole batch over
 again and the subscriptions already written would count twice. An invocation that dies halfway is retried
-by Lambda (the template's ``MaximumRetryAttempts``), and the subscriptions written before count twice; the
-stats are bookkeeping, not the record (``herald.repair`` recounts a subscription from its attempt log).
+by Lambda (the template's ``MaximumRetryAttempts``: up to twice more): a subscription written before is
+recognised by its latest success, there already, and not counted again, unless a later attempt was counted
+in between (then it counts again; the stats are bookkeeping, not the record: ``herald.repair`` recounts a
+subscription from its attempt log).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
+from herald.domain.operational import OPERATOR_TENANT_ID, emit
 from herald.storage import AttemptTally, keys
 from herald.storage.deliveries import FIRST_ATTEMPT, STATS_FROM_STREAM
 from herald.storage.table import from_item
@@ -48,6 +55,8 @@ STREAM_EVENT_SOURCE = "aws:dynamodb"
 class _Successes:
     """One subscription's first attempts that succeeded, as the batch of stream records holds them."""
 
+    tenant_id: str
+    url: str
     expires_at: int = 0
     tallies: list[AttemptTally] = field(default_factory=list)
 
@@ -70,7 +79,9 @@ def successes_of(records: Iterable[dict[str, Any]]) -> dict[str, _Successes]:
         kept = item.get(FIRST_ATTEMPT) or {}
         if item.get("sk") != keys.DELIVERY_SORT or not item.get(STATS_FROM_STREAM) or not kept.get("succeeded"):
             continue
-        successes = found.setdefault(str(item["subscription_id"]), _Successes())
+        successes = found.setdefault(
+            str(item["subscription_id"]), _Successes(str(item["tenant_id"]), str(kept.get("url", "")))
+        )
         successes.expires_at = max(successes.expires_at, int(item.get("expires_at", 0)))
         latency = kept.get("latency_ms")
         successes.tallies.append(
@@ -90,14 +101,31 @@ async def count(worker: Worker, records: list[dict[str, Any]]) -> dict[str, int]
     found = successes_of(records)
 
     async def write(sub_id: str, successes: _Successes) -> bool:
+        extra = {"subscription_id": sub_id, "tenant_id": successes.tenant_id, "successes": len(successes.tallies)}
         try:
-            await worker.io(
+            ended = await worker.io(
                 worker.store.health.count_streamed, sub_id, successes.tallies, expires_at=successes.expires_at
             )
         except Exception:
-            extra = {"subscription_id": sub_id, "successes": len(successes.tallies)}
             logger.exception("subscription stats not updated from the stream", extra=extra)
             return False
+        if ended is not None and successes.tenant_id != OPERATOR_TENANT_ID:  # never report on the operator's own
+            failing_since, recovered_at = ended
+            data = {
+                "tenant_id": successes.tenant_id,
+                "subscription_id": sub_id,
+                "url": successes.url,
+                "failing_since": failing_since,
+                "recovered_at": recovered_at,
+            }
+            try:
+                await worker.io(
+                    emit, worker.services, "subscription.recovered", data, key=(sub_id, failing_since.isoformat())
+                )
+            except Exception:
+                logger.exception(
+                    "operational event not published", extra={**extra, "event_type": "subscription.recovered"}
+                )
         return True
 
     written = await asyncio.gather(*(write(sub_id, successes) for sub_id, successes in found.items()))
