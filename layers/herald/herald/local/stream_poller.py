@@ -74,14 +74,17 @@ class StreamPoller:
         self.patterns = [EventPattern.load(pattern) for pattern in settings.patterns]
         #: The next read of each shard (None once a closed shard is read to its end).
         self._iterators: dict[str, str | None] = {}
-        #: Matching records read and not handed over yet.
-        self._pending: list[dict[str, Any]] = []
+        #: Matching records read and not handed over yet, by shard (a batch holds one shard's records).
+        self._pending: dict[str, list[dict[str, Any]]] = {}
         #: Records the filter dropped and batches handed over, as counts (what a test or benchmark looks at).
         self.filtered_out = 0
         self.invocations = 0
+        self._shards(self.settings.starting_position)  # where the mapping starts: when it is created
 
-    def _shards(self) -> None:
-        """Start reading the shards the stream has gained since the last look."""
+    def _shards(self, position: str = "TRIM_HORIZON") -> None:
+        """Start reading the shards the stream has gained since the last look: those there when the mapping is
+        created from its starting position, a shard that appears later (a split) from its beginning, as
+        Lambda reads child shards."""
         description = self.client.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
         for shard in description.get("Shards", []):
             shard_id = shard["ShardId"]
@@ -89,7 +92,7 @@ class StreamPoller:
                 self._iterators[shard_id] = self.client.get_shard_iterator(
                     StreamArn=self.stream_arn,
                     ShardId=shard_id,
-                    ShardIteratorType=self.settings.starting_position,  # type: ignore[arg-type]
+                    ShardIteratorType=position,  # type: ignore[arg-type]
                 )["ShardIterator"]
 
     def _matches(self, record: dict[str, Any]) -> bool:
@@ -99,55 +102,63 @@ class StreamPoller:
         )
 
     def _read(self) -> int:
-        """Read what every shard holds now; keep the records the filter passes. Returns how many were read."""
+        """Read everything every shard holds now, page after page; keep the records the filter passes. Returns
+        how many were read."""
         self._shards()
         read = 0
-        for shard_id, iterator in self._iterators.items():
-            if iterator is None:
-                continue
-            response = self.client.get_records(ShardIterator=iterator)
-            self._iterators[shard_id] = response.get("NextShardIterator")
-            for record in response.get("Records", []):
-                read += 1
-                event = lambda_record(dict(record), self.stream_arn, self.region)
-                if self._matches(event):
-                    self._pending.append(event)
-                else:
-                    self.filtered_out += 1
+        for shard_id, start in list(self._iterators.items()):
+            iterator = start
+            while iterator is not None:
+                response = self.client.get_records(ShardIterator=iterator)
+                iterator = response.get("NextShardIterator")
+                records = response.get("Records", [])
+                for record in records:
+                    event = lambda_record(dict(record), self.stream_arn, self.region)
+                    if self._matches(event):
+                        self._pending.setdefault(shard_id, []).append(event)
+                    else:
+                        self.filtered_out += 1
+                read += len(records)
+                if not records:
+                    break
+            self._iterators[shard_id] = iterator
         return read
 
     def poll_once(self, *, window: bool = True) -> int:
-        """Hand over one batch, if the stream holds matching records: gather up to ``batch_size`` for up to the
-        batching window (opened by the first matching record; ``window=False``: what is there now). Returns how
-        many records were handed over."""
+        """Hand over one batch of a shard, if the stream holds matching records: gather up to ``batch_size`` for
+        up to the batching window (opened by the first matching record; ``window=False``: what is there now).
+        Returns how many records were handed over."""
         self._read()
-        if not self._pending:
+        shard_id = next((shard for shard, records in self._pending.items() if records), None)
+        if shard_id is None:
             return 0
+        pending = self._pending[shard_id]
         closes = time.monotonic() + (self.settings.maximum_batching_window_seconds if window else 0)
-        while len(self._pending) < self.settings.batch_size and time.monotonic() < closes:
+        while len(pending) < self.settings.batch_size and time.monotonic() < closes:
             time.sleep(WINDOW_POLL_SECONDS)
             self._read()
-        batch, self._pending = (
-            self._pending[: self.settings.batch_size],
-            self._pending[self.settings.batch_size :],
-        )
+        batch = pending[: self.settings.batch_size]
+        del pending[: self.settings.batch_size]
         self._invoke(batch)
         return len(batch)
 
     def _invoke(self, batch: list[dict[str, Any]]) -> None:
+        """Call the handler with one batch, handing it over again as long as it fails and retries are left."""
         retries = self.settings.maximum_retry_attempts
-        attempt = 0
+        failures = 0
         while True:
             context = LambdaContext(self.function_name, self.timeout, time.time(), aws_request_id=str(uuid.uuid4()))
             self.invocations += 1
             try:
                 self.handler({"Records": batch}, context)
             except Exception:
-                if retries < 0 or attempt < retries:
-                    attempt += 1
+                failures += 1
+                if retries < 0 or failures <= retries:
                     logger.exception("the function failed a batch of the stream; handing it over again")
                     continue
-                logger.exception("the function failed a batch of the stream %d times; its records are skipped", attempt)
+                logger.exception(
+                    "the function failed a batch of the stream %d times; its records are skipped", failures
+                )
             return
 
     def drain(self, max_batches: int = 1000) -> int:
