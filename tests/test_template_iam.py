@@ -175,7 +175,10 @@ def test_no_statement_grants_a_wildcard(transformed: dict[str, Any], function: s
             # only KMS's documented families (GenerateDataKey*, ReEncrypt*) end in a wildcard
             assert "*" not in name or action in KMS_ACTIONS, f"{function}: {action}"
         for resource in _as_list(statement["Resource"]):
-            assert resource != "*", f"{function}: {statement}"
+            if resource == "*":
+                # ListStreams alone, which IAM authorises on "*" only (test_the_delivery_function_reads_only_its_...)
+                assert _as_list(statement["Action"]) == ["dynamodb:ListStreams"], f"{function}: {statement}"
+                continue
             if isinstance(resource, str):
                 pytest.fail(f"{function}: hard-coded resource {resource}")
             # a resource of the stack, or the parameter naming the table's key
@@ -288,15 +291,23 @@ def test_the_delivery_function_reads_only_its_tables_stream(transformed: dict[st
     assert _read_streams(transformed, "DeliveryFunction") == [{"Fn::GetAtt": ["Table", "StreamArn"]}]
     assert _read_streams(transformed, "ApiFunction") == []
     assert len(_event_sources(transformed, "DeliveryFunction")) == 3  # the two queues and the stream
-    # THEN the stream reader's actions are granted on the table's streams and nowhere else, to it alone
-    granted = [
-        statement
+    # THEN the stream reader's actions are granted on the table's streams and nowhere else, to it alone, but
+    # ListStreams, which IAM authorises on "*" only (the Service Authorization Reference lists no resource
+    # type for it), alone in its statement
+    granted = {
+        action: _as_list(statement["Resource"])
         for statement in _statements(transformed, "DeliveryFunction")
-        if STREAM_POLLER_ACTIONS & set(_as_list(statement["Action"]))
-    ]
-    assert len(granted) == 1
-    assert set(_as_list(granted[0]["Action"])) == STREAM_POLLER_ACTIONS
-    assert _as_list(granted[0]["Resource"]) == [{"Fn::Sub": "${Table.Arn}/stream/*"}]
+        for action in _as_list(statement["Action"])
+        if action in STREAM_POLLER_ACTIONS
+    }
+    assert granted == {
+        "dynamodb:DescribeStream": [{"Fn::Sub": "${Table.Arn}/stream/*"}],
+        "dynamodb:GetRecords": [{"Fn::Sub": "${Table.Arn}/stream/*"}],
+        "dynamodb:GetShardIterator": [{"Fn::Sub": "${Table.Arn}/stream/*"}],
+        "dynamodb:ListStreams": ["*"],
+    }
+    (listing,) = [s for s in _statements(transformed, "DeliveryFunction") if "*" in _as_list(s["Resource"])]
+    assert _as_list(listing["Action"]) == ["dynamodb:ListStreams"]
     for statement in _statements(transformed, "ApiFunction"):
         assert not STREAM_POLLER_ACTIONS & set(_as_list(statement["Action"])), statement
 
