@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from herald.metrics import DeliveryMetrics, Metric
 from tests.delivery_support import Harness, subscribe
 from tests.support import ADMIN, INVOICE, Clock, TenantInfo
 
@@ -118,3 +119,39 @@ def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
         assert secret not in logged
         assert secret.removeprefix("whsec_") not in logged
     assert MARKER not in logged
+
+
+def test_a_metric_with_more_values_than_a_document_holds_is_printed_in_several(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a worker's metrics holding 250 latencies (EMF takes at most 100 values of a metric a document) and
+    # 3 successes
+    metrics = DeliveryMetrics("HeraldTest")
+    for value in range(250):
+        metrics.add(Metric.LATENCY, value)
+    for _ in range(3):
+        metrics.add(Metric.SUCCEEDED)
+    # WHEN they are flushed
+    capsys.readouterr()
+    metrics.flush()
+    documents = emf_documents(capsys.readouterr().out)
+    # THEN three documents carry every value once, in order, at most 100 a metric, each with its unit
+    assert [len(document["DeliveryLatency"]) for document in documents] == [100, 100, 50]
+    assert [value for document in documents for value in document["DeliveryLatency"]] == [float(v) for v in range(250)]
+    assert documents[0]["DeliverySucceeded"] == [1.0, 1.0, 1.0]
+    assert all("DeliverySucceeded" not in document for document in documents[1:])
+    for document in documents:
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "HeraldTest"
+        assert directive["Dimensions"] == [["service"]]
+        assert document["service"] == "herald"
+        units = {metric["Name"]: metric["Unit"] for metric in directive["Metrics"]}
+        assert units["DeliveryLatency"] == "Milliseconds"
+    # AND a second flush prints nothing: what was printed is gone
+    metrics.flush()
+    assert emf_documents(capsys.readouterr().out) == []
+    # AND with Powertools' switch for metrics off, nothing is printed
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    metrics.add(Metric.SUCCEEDED)
+    metrics.flush()
+    assert emf_documents(capsys.readouterr().out) == []
