@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricResolution, MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.constants import MAX_METRICS
 
 SERVICE = "herald"
-#: CloudWatch's standard (one-minute) storage resolution.
-STANDARD_RESOLUTION = 60
 
 
 class Metric(StrEnum):
@@ -72,7 +70,7 @@ class DeliveryMetrics:
             document = {
                 metric.value: {
                     "Unit": _UNITS.get(metric, MetricUnit.Count).value,
-                    "StorageResolution": STANDARD_RESOLUTION,
+                    "StorageResolution": MetricResolution.Standard.value,
                     "Value": values[:MAX_METRICS],
                 }
                 for metric, values in pending.items()

@@ -141,11 +141,9 @@ def start_workers(count: int, stop: threading.Event, resources: LocalResources) 
         thread.start()
         threads.append(thread)
     # The table's stream, read as its event source mapping does (one invocation at a time).
-    session = boto3.session.Session()
     counter = Worker(services)
-    stream = table_stream_poller(
-        session.client("dynamodb"), session.client("dynamodbstreams"), resources.table_name, counter.invoke
-    )
+    streams = boto3.session.Session().client("dynamodbstreams")
+    stream = table_stream_poller(services.store.client, streams, resources.table_name, counter.invoke)
     threads.append(threading.Thread(target=stream.run, args=(stop,), name="delivery-stream", daemon=True))
     threads[-1].start()
     # The schedule that sweeps scheduled work onto the queue, as EventBridge Scheduler runs it.

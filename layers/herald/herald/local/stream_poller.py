@@ -22,7 +22,7 @@ from moto.events.models import EventPattern
 
 from herald.local.event_sources import delivery_event_source, delivery_stream_source
 from herald.local.poller import WINDOW_POLL_SECONDS, Handler, LambdaContext
-from herald.local.template import TemplateResourceNotFoundError
+from herald.local.template import TemplateResourceNotFoundError, load_template
 
 if TYPE_CHECKING:
     from moto.events.utils import EventMessageType
@@ -193,6 +193,7 @@ def table_stream_poller(
 ) -> StreamPoller:
     """The poller of the DeliveryFunction's stream event source (template.yaml, or ``template``) on the table's
     stream."""
+    template = template if template is not None else load_template()
     settings = delivery_stream_source(template)
     stream_arn = dynamodb.describe_table(TableName=table_name)["Table"].get("LatestStreamArn")
     if not stream_arn:

@@ -79,12 +79,12 @@ class Store:
         eventually consistent (half the price of a strong read; a write of the last second may not show yet):
         what a worker's batch reads before it sends."""
         pairs = list(dict.fromkeys(subscriptions))
+        streaks = dict.fromkeys((sub_id for _, sub_id in pairs), 0)
         wanted = [keys.subscription(tenant_id, sub_id) for tenant_id, sub_id in pairs]
-        wanted += [keys.subscription_stats(sub_id) for sub_id in dict.fromkeys(sub_id for _, sub_id in pairs)]
+        wanted += [keys.subscription_stats(sub_id) for sub_id in streaks]
         wanted += [keys.delivery(delivery_id) for delivery_id in dict.fromkeys(deliveries)]
         subs: dict[tuple[str, str], Subscription] = {}
         states: dict[str, DeliveryState] = {}
-        streaks = dict.fromkeys((sub_id for _, sub_id in pairs), 0)
         for item in self.table.batch_get(wanted, consistent=False) if wanted else []:
             if item["sk"] == keys.DELIVERY_SORT:
                 state = state_of(item)

@@ -53,6 +53,8 @@ class AttemptTally:
     streamed: bool = False
 
 
+#: Appends ``:latencies`` to the stats' recent latencies (``:no_latency``: the empty list to start from).
+_APPEND_LATENCIES = "recent_latency_ms = list_append(if_not_exists(recent_latency_ms, :no_latency), :latencies)"
 #: A ``:name`` placeholder in an expression.
 _PLACEHOLDER = re.compile(r":(\w+)")
 #: The stats keep the latencies of the latest successful attempts: at least this many, at most twice as many
@@ -86,7 +88,7 @@ def _stats_update(
         values.update(failed=len(failed), failure_at=failed[-1].at.isoformat())
     latencies = [tally.latency_ms for tally in counted if tally.succeeded and tally.latency_ms is not None]
     if latencies:
-        sets.append("recent_latency_ms = list_append(if_not_exists(recent_latency_ms, :no_latency), :latencies)")
+        sets.append(_APPEND_LATENCIES)
         values.update(no_latency=[], latencies=latencies)
     if ordered[-1].status_code is not None:
         sets.append("last_status_code = :code")
@@ -207,7 +209,7 @@ class HealthRepository:
         placeholders: dict[str, Any] = {"n": len(ordered), "exp": expires_at, "at": at, "zero": 0}
         counts = ["expires_at = :exp"]
         if latencies:
-            counts.append("recent_latency_ms = list_append(if_not_exists(recent_latency_ms, :no_latency), :latencies)")
+            counts.append(_APPEND_LATENCIES)
             placeholders.update(no_latency=[], latencies=latencies)
         latest_attempt = ["last_success_at = :at", "consecutive_failures = :zero"]
         if latest.status_code is not None:

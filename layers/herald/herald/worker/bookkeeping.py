@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -56,6 +56,22 @@ class _Tally:
     latencies: list[int] = field(default_factory=list)
     #: Whether each outcome is counted from the table's stream, in the same order.
     streamed: list[bool] = field(default_factory=list)
+
+
+def recovered(ref: dict[str, Any], failing_since: datetime, recovered_at: datetime) -> Report:
+    """The operator's notice that a subscription's failing streak is over (``ref``: its tenant, id and URL); one
+    per streak, keyed by when it began."""
+    data = {**ref, "failing_since": failing_since, "recovered_at": recovered_at}
+    return "subscription.recovered", data, (ref["subscription_id"], failing_since.isoformat())
+
+
+async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> None:
+    """Publish operational events; one that fails is logged, never raised (what it reports is recorded)."""
+    for event_type, data, key in reports:
+        try:
+            await worker.io(emit, worker.services, event_type, data, key=key)
+        except Exception:
+            logger.exception("operational event not published", extra={**log, "event_type": event_type})
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
@@ -163,7 +179,7 @@ class Bookkeeping:
         if exhausted(previous, settled):
             data = {**delivery_ref, "reason": _exhaustion_reason(outcome)}
             reports.append(("delivery.exhausted", data, (settled.id,)))
-        await self._report(reports, log)
+        await report(self._worker, reports, log)
 
     # --- when the batch is done -------------------------------------------------------------------------
 
@@ -237,10 +253,8 @@ class Bookkeeping:
                 "last_status_code": deciding.status_code,
             }
             reports.append(("subscription.disabled", data, (sub.id, disabled.disabled_at.isoformat())))
-        for failing_since, recovered_at in health.recoveries:
-            data = {**ref, "failing_since": failing_since, "recovered_at": recovered_at}
-            reports.append(("subscription.recovered", data, (sub.id, failing_since.isoformat())))
-        await self._report(reports, tally.log)
+        reports += [recovered(ref, failing_since, recovered_at) for failing_since, recovered_at in health.recoveries]
+        await report(worker, reports, tally.log)
 
     def _disable_reason(self, outcomes: list[Outcome], health: SubscriptionHealth) -> tuple[Outcome, str | None]:
         """Why to disable a subscription after these attempts (in the order they finished), and the attempt
@@ -258,10 +272,3 @@ class Bookkeeping:
             f"failing continuously since {health.failing_since.isoformat()} "
             f"({health.consecutive_failures} failed attempts in a row)"
         )
-
-    async def _report(self, reports: list[Report], log: dict[str, Any]) -> None:
-        for event_type, data, key in reports:
-            try:
-                await self._worker.io(emit, self._worker.services, event_type, data, key=key)
-            except Exception:
-                logger.exception("operational event not published", extra={**log, "event_type": event_type})

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from herald.domain.operational import OPERATOR_TENANT_ID, emit
+from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.storage import AttemptTally, keys
 from herald.storage.deliveries import FIRST_ATTEMPT, STATS_FROM_STREAM
 from herald.storage.table import from_item
+from herald.worker.bookkeeping import recovered, report
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -110,22 +111,8 @@ async def count(worker: Worker, records: list[dict[str, Any]]) -> dict[str, int]
             logger.exception("subscription stats not updated from the stream", extra=extra)
             return False
         if ended is not None and successes.tenant_id != OPERATOR_TENANT_ID:  # never report on the operator's own
-            failing_since, recovered_at = ended
-            data = {
-                "tenant_id": successes.tenant_id,
-                "subscription_id": sub_id,
-                "url": successes.url,
-                "failing_since": failing_since,
-                "recovered_at": recovered_at,
-            }
-            try:
-                await worker.io(
-                    emit, worker.services, "subscription.recovered", data, key=(sub_id, failing_since.isoformat())
-                )
-            except Exception:
-                logger.exception(
-                    "operational event not published", extra={**extra, "event_type": "subscription.recovered"}
-                )
+            ref = {"tenant_id": successes.tenant_id, "subscription_id": sub_id, "url": successes.url}
+            await report(worker, [recovered(ref, *ended)], extra)
         return True
 
     written = await asyncio.gather(*(write(sub_id, successes) for sub_id, successes in found.items()))
