@@ -261,6 +261,45 @@ def test_stream_records_of_other_kinds_are_not_counted_whatever_the_filter_lets_
     assert found["sub_a"].expires_at == 99
 
 
+def test_a_stream_record_that_cannot_be_read_is_skipped_and_the_others_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN marked new deliveries: one without its tenant, one whose attempt has no end time, one whose end time
+    # is not a time, one whose latency is not a number, and two sound ones
+    attempt = {"succeeded": {"BOOL": True}, "status_code": {"N": "200"}, "finished_at": {"S": "2026-11-30T10:00:00Z"}}
+
+    def record(sub_id: str, *, drop: str = "", **changed: Any) -> dict[str, Any]:
+        kept = {key: value for key, value in {**attempt, **changed}.items() if key != drop}
+        image = {
+            "pk": {"S": f"DELIVERY#dlv_{sub_id}"},
+            "sk": {"S": "#DELIVERY"},
+            "subscription_id": {"S": sub_id},
+            "tenant_id": {"S": "tnt_a"},
+            "stats_from_stream": {"BOOL": True},
+            "first_attempt": {"M": kept},
+        }
+        if drop == "tenant_id":
+            del image["tenant_id"]
+        keys = {"pk": image["pk"], "sk": image["sk"]}
+        return {"eventName": "INSERT", "dynamodb": {"Keys": keys, "NewImage": image}}
+
+    records = [
+        record("sub_bad", drop="tenant_id"),
+        record("sub_bad", drop="finished_at"),
+        record("sub_bad", finished_at={"S": "yesterday"}),
+        record("sub_bad", latency_ms={"S": "fast"}),
+        record("sub_ok"),
+        record("sub_ok", latency_ms={"N": "7"}),
+    ]
+    # WHEN they reach the handler
+    found = successes_of(records)
+    # THEN the sound ones are counted, and each of the others is skipped with a warning
+    assert list(found) == ["sub_ok"]
+    assert [t.latency_ms for t in found["sub_ok"].tallies] == [None, 7]
+    skipped = [r for r in caplog.records if r.getMessage() == "a stream record that cannot be read is not counted"]
+    assert len(skipped) == 4
+
+
 def test_the_stream_event_source_is_read_from_the_template() -> None:
     source = delivery_stream_source()
     # One write per subscription per window: a window of seconds, batches large enough to hold one

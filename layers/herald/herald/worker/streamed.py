@@ -70,29 +70,35 @@ def is_stream_event(event: dict[str, Any]) -> bool:
 
 def successes_of(records: Iterable[dict[str, Any]]) -> dict[str, _Successes]:
     """The first attempts that succeeded in a batch of stream records, by subscription. The filter of the event
-    source selects these already; what it lets through otherwise (a record of another kind) is skipped here."""
+    source selects these already; what it lets through otherwise (a record of another kind) is skipped here, and
+    so is a record that cannot be read (logged): it must not fail the batch and the others' counts with it."""
     found: dict[str, _Successes] = {}
     for record in records:
         image = record.get("dynamodb", {}).get("NewImage")
         if record.get("eventName") != "INSERT" or not image:
             continue
-        item = from_item(image)
-        kept = item.get(FIRST_ATTEMPT) or {}
-        if item.get("sk") != keys.DELIVERY_SORT or not item.get(STATS_FROM_STREAM) or not kept.get("succeeded"):
-            continue
-        successes = found.setdefault(
-            str(item["subscription_id"]), _Successes(str(item["tenant_id"]), str(kept.get("url", "")))
-        )
-        successes.expires_at = max(successes.expires_at, int(item.get("expires_at", 0)))
-        latency = kept.get("latency_ms")
-        successes.tallies.append(
-            AttemptTally(
+        try:
+            item = from_item(image)
+            kept = item.get(FIRST_ATTEMPT) or {}
+            if item.get("sk") != keys.DELIVERY_SORT or not item.get(STATS_FROM_STREAM) or not kept.get("succeeded"):
+                continue
+            sub_id, tenant_id = str(item["subscription_id"]), str(item["tenant_id"])
+            latency = kept.get("latency_ms")
+            tally = AttemptTally(
                 succeeded=True,
                 status_code=kept.get("status_code"),
                 at=datetime.fromisoformat(kept["finished_at"]),
                 latency_ms=None if latency is None else int(latency),
             )
-        )
+            expires_at = int(item.get("expires_at", 0))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            logger.warning(
+                "a stream record that cannot be read is not counted", extra={"keys": record["dynamodb"].get("Keys")}
+            )
+            continue
+        successes = found.setdefault(sub_id, _Successes(tenant_id, str(kept.get("url", ""))))
+        successes.expires_at = max(successes.expires_at, expires_at)
+        successes.tallies.append(tally)
     return found
 
 
