@@ -18,14 +18,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from benchmarks.core import ADMIN_HEADERS, BenchmarkError, local_stack
 from benchmarks.results import Figure
-from herald.faults import Injected
+from herald.faults import Injected, key_label
 from herald.local.loopback import LoopbackServer, QuietHandler
+from herald.storage import keys
+from herald.storage.deliveries import delivery_key
+
+if TYPE_CHECKING:
+    from herald.storage import Store
 
 PER = 10_000
 STEP_SECONDS = 70.0
@@ -42,6 +47,16 @@ def records_a_send(fault: Injected) -> bool:
     twice. Releases write no whole item, nor do reads; a new delivery listed or cancelled without an attempt
     shows none (the cancellation of a delivery tried before does: rare, and only generous)."""
     return any(names & _OF_A_SEND for names in fault.written) and not any(_LEASE in names for names in fault.written)
+
+
+def _labels_of(store: Store, event_id: str, sub_id: str) -> tuple[str, str]:
+    """How the faults name (``Injected.keys``) a delivery's item and its attempts' partition."""
+    stored = store.events.get(event_id)
+    if stored is None:
+        raise BenchmarkError(f"event {event_id} is gone")
+    delivery_id = stored.delivery_id(sub_id)
+    item = delivery_key(sub_id, delivery_id, event_id)
+    return key_label(item["pk"], item["sk"]), key_label(keys.delivery_partition(delivery_id), "")
 
 
 @dataclass
@@ -91,7 +106,7 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
 
     from fastapi.testclient import TestClient
 
-    from herald import faults, ids
+    from herald import faults
     from herald.api import create_app
     from herald.local.moto_fixes import release_delays
     from herald.local.poller import SqsPoller
@@ -182,6 +197,8 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
                         "0"
                     }:
                         break
+                with faults.suspended():
+                    labels = {pair: _labels_of(services.store, pair[1], subs[pair[0]]) for pair in expected}
         finally:
             settle_all([worker])
             receiver.close()
@@ -199,7 +216,7 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
     verified = Counter((path, msg) for path, msg, good in receiver.arrivals if good)
     lost = len(expected - set(verified))
     duplicates = sum(count - 1 for count in verified.values())
-    allowed = sum(failed_writes[f"DELIVERY#{ids.delivery_id(event_id, subs[path])}"] for path, event_id in expected)
+    allowed = sum(failed_writes[label] for pair in expected for label in labels[pair])
     bad = sum(1 for _, _, good in receiver.arrivals if not good)
     # Each delivery that came more than once, with the DynamoDB faults that touched its items (SQS faults are not
     # tied to a delivery here): where a duplicate came from. The allowance holds per delivery: a duplicate of a
@@ -208,11 +225,14 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
     unexplained = 0
     for (path, event_id), count in verified.items():
         if count > 1:
-            delivery_id = ids.delivery_id(event_id, subs[path])
-            key = f"DELIVERY#{delivery_id}"
-            touched = [f"{fault.operation}:{fault.fault}@{fault.stage}" for fault in injected if key in fault.keys]
-            duplicated[delivery_id] = {"arrivals": count, "faults": touched}
-            unexplained += max(0, count - 1 - failed_writes[key])
+            item, attempts = labels[path, event_id]
+            touched = [
+                f"{fault.operation}:{fault.fault}@{fault.stage}"
+                for fault in injected
+                if item in fault.keys or attempts in fault.keys
+            ]
+            duplicated[item] = {"arrivals": count, "faults": touched}
+            unexplained += max(0, count - 1 - failed_writes[item] - failed_writes[attempts])
     out(
         f"  {len(expected)} deliveries ({events} events x {subscriptions} subscriptions) under {faults.CHAOS_MIX}: "
         f"{lost} lost, {duplicates} duplicates, {allowed} failed records of sends, "

@@ -48,7 +48,7 @@ from benchmarks.core import (
     with_delivery_batching,
 )
 from benchmarks.results import Figure
-from herald.storage.keys import DELIVERY_SORT
+from herald.storage.keys import is_delivery
 
 # --------------------------------------------------------------------------------------------- prices
 #: Public on-demand prices, us-east-1, as published on aws.amazon.com/<service>/pricing (read 2025-11;
@@ -561,7 +561,7 @@ def stored_bytes(client: Any, table: str) -> tuple[int, int]:
         for item in page.get("Items", []):
             size = item_size(item) + ITEM_OVERHEAD_BYTES
             total += size * (1 + ("gsi1pk" in item) + ("gsi2pk" in item))
-            deliveries += item["sk"]["S"] == DELIVERY_SORT
+            deliveries += is_delivery({"pk": item["pk"]["S"], "sk": item["sk"]["S"]})
         if "LastEvaluatedKey" not in page:
             return total, deliveries
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -30,6 +30,7 @@ from standardwebhooks import Webhook as StandardWebhook
 from svix.webhooks import Webhook as SvixWebhook
 
 from herald import ids
+from herald.faults import key_label
 from herald.local.event_sources import delivery_event_sources
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.moto_fixes import release_delays
@@ -37,6 +38,7 @@ from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
 from herald.local.resources import SLOW_QUEUE_ID, WORK_QUEUE_ID
 from herald.local.stream_poller import StreamPoller, table_stream_poller
 from herald.records import SigningSecret, Subscription
+from herald.storage.deliveries import delivery_key
 from herald.worker import Worker, settle_all
 from tests.support import ADMIN, INVOICE, ORDER
 
@@ -44,8 +46,9 @@ if TYPE_CHECKING:
     import boto3
     from fastapi.testclient import TestClient
 
+    from herald.records import Delivery
     from herald.services import Services
-    from herald.storage import Store
+    from herald.storage import DeliveryState, Store
     from tests.support import Clock, Received, TenantInfo
 
 
@@ -102,6 +105,34 @@ def attempts(client: TestClient, tenant: TenantInfo, sub_id: str, delivery_id: s
     response = client.get(f"/v1/subscriptions/{sub_id}/deliveries/{delivery_id}/attempts", headers=tenant.headers)
     assert response.status_code == 200, response.text
     return list(response.json()["data"])
+
+
+def delivery_id_of(store: Store, event_id: str, sub_id: str) -> str:
+    """The id of an event's delivery to a subscription, as its stored event names it."""
+    stored = store.events.get(event_id)
+    assert stored is not None, f"no event {event_id}"
+    return stored.delivery_id(sub_id)
+
+
+def delivery_key_of(store: Store, event_id: str, sub_id: str) -> dict[str, str]:
+    """The key of that delivery's item."""
+    return delivery_key(sub_id, delivery_id_of(store, event_id, sub_id), event_id)
+
+
+def delivery_of(store: Store, event_id: str, sub_id: str) -> Delivery | None:
+    """That delivery, as stored (None if there is none)."""
+    return store.deliveries.get(sub_id, delivery_id_of(store, event_id, sub_id), event_id=event_id)
+
+
+def delivery_state_of(store: Store, event_id: str, sub_id: str) -> DeliveryState | None:
+    """That delivery with its place in the retry schedule and its lease, as the worker reads it."""
+    return store.deliveries.get_state(sub_id, delivery_id_of(store, event_id, sub_id), event_id)
+
+
+def delivery_label_of(store: Store, event_id: str, sub_id: str) -> str:
+    """How that delivery's item is named among the keys a fault touched (``faults.Injected.keys``)."""
+    key = delivery_key_of(store, event_id, sub_id)
+    return key_label(key["pk"], key["sk"])
 
 
 def when(value: str | None) -> float:

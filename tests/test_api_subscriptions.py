@@ -518,6 +518,7 @@ def test_send_test_event(client, tenant, services, aws, poller, receiver) -> Non
             "event_id": body["event_id"],
             "tenant_id": tenant.id,
             "subscription_id": sub["id"],
+            "delivery_id": body["delivery_id"],
             "trigger": "test",
         }
     ]

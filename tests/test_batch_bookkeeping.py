@@ -160,9 +160,10 @@ def test_a_direct_count_replaces_counts_left_marked_by_an_expired_event_with_its
     assert (item.matched, item.fanout_open, item.enqueued) == (1, 0, True)
 
 
-def _delivery(now: datetime) -> Delivery:
+def _delivery(now: datetime, *, older_kind: bool = False) -> Delivery:
+    event_ms = None if older_kind else ids.epoch_ms(now)
     return Delivery(
-        id=ids.delivery_id("evt_listed", "sub_listed"),
+        id=ids.delivery_id("evt_listed", "sub_listed", event_ms),
         event_id="evt_listed",
         subscription_id="sub_listed",
         tenant_id="tnt_1",
@@ -177,10 +178,11 @@ def _listed(store: Store, status: DeliveryStatus | None = None) -> list[str]:
     return [d.id for d in store.deliveries.list("sub_listed", status=status, limit=10, cursor=None).items]
 
 
+@pytest.mark.parametrize("older_kind", [False, True], ids=["under-its-subscription", "older-kind"])
 @pytest.mark.parametrize("outcome", ["recorded", "released"])
-def test_a_new_delivery_is_listed_once_recorded_or_released(services, outcome: str) -> None:
+def test_a_new_delivery_is_listed_by_status_once_recorded_or_released(services, outcome: str, older_kind: bool) -> None:
     store = services.store
-    delivery = _delivery(datetime.now(UTC))
+    delivery = _delivery(datetime.now(UTC), older_kind=older_kind)
     expires = int(time.time()) + 3600
     # GIVEN a new delivery claimed for its first attempt
     assert store.deliveries.claim(
@@ -192,9 +194,11 @@ def test_a_new_delivery_is_listed_once_recorded_or_released(services, outcome: s
         now=time.time(),
         expires_at=expires,
     )
-    # THEN it is found by its id, but no listing shows it while the attempt is in flight
-    assert store.deliveries.get(delivery.id) == delivery
-    assert _listed(store) == []
+    # THEN it is found by its id, but no status listing shows it while the attempt is in flight (one stored
+    # under its subscription is in the subscription's listing of all its deliveries: its own key lists it)
+    assert store.deliveries.get("sub_listed", delivery.id) == delivery
+    assert _listed(store) == ([] if older_kind else [delivery.id])
+    assert all(_listed(store, status) == [] for status in DeliveryStatus)
     # WHEN it is recorded as succeeded, or given back without an attempt (postponed by the rate limit)
     if outcome == "recorded":
         settled = delivery.model_copy(update={"status": DeliveryStatus.SUCCEEDED, "attempts": 1})

@@ -195,11 +195,13 @@ def test_item_sizes_follow_dynamodb_rules() -> None:
 def test_stored_bytes_count_index_entries_and_the_deliveries_the_table_holds(services) -> None:
     from benchmarks.cost import ITEM_OVERHEAD_BYTES, item_size, stored_bytes
 
-    # GIVEN a table holding two deliveries (one listed in gsi1, one in gsi1 and gsi2) and one other item
+    # GIVEN a table holding three deliveries (two of the older kind: one listed in gsi1, one in gsi1 and gsi2; one
+    # under its subscription, listed by its own key) and one other item
     listed = {"pk": {"S": "DELIVERY#a"}, "sk": {"S": "#DELIVERY"}, "gsi1pk": {"S": "SUB#s"}, "gsi1sk": {"S": "1"}}
     failing = {**listed, "pk": {"S": "DELIVERY#b"}, "gsi2pk": {"S": "SUB#s#failed"}, "gsi2sk": {"S": "1"}}
+    keyed = {"pk": {"S": "DELIVERIES#s"}, "sk": {"S": "dlv_c"}, "status": {"S": "succeeded"}}
     other = {"pk": {"S": "EVENT#e"}, "sk": {"S": "#EVENT"}}
-    for item in (listed, failing, other):
+    for item in (listed, failing, keyed, other):
         services.store.client.put_item(TableName=services.store.table_name, Item=item)
     # WHEN its storage is measured
     total, deliveries = stored_bytes(services.store.client, services.store.table_name)
@@ -209,8 +211,8 @@ def test_stored_bytes_count_index_entries_and_the_deliveries_the_table_holds(ser
     def billed(item: dict[str, dict[str, str]]) -> int:
         return item_size(item) + ITEM_OVERHEAD_BYTES
 
-    assert total == 2 * billed(listed) + 3 * billed(failing) + billed(other)
-    assert deliveries == 2
+    assert total == 2 * billed(listed) + 3 * billed(failing) + billed(keyed) + billed(other)
+    assert deliveries == 3
 
 
 def test_figures_table_and_chart(tmp_path: Path) -> None:
@@ -379,7 +381,9 @@ def test_chaos_allowance_counts_failed_records_of_sends_and_never_claims(
             write(DeliveryRepository(Table(resources.table_name, client=client)))
         injector = injector_of(client)
         assert injector is not None
-        assert {fault.keys[0] for fault in injector.injected} == {"DELIVERY#dlv_1"}
+        # (the delivery's item is under its subscription; its attempts under its id)
+        assert {fault.keys[0] for fault in injector.injected} <= {"DELIVERIES#sub_1/dlv_1", "DELIVERY#dlv_1"}
+        assert injector.injected
         counted[name] = [(fault.operation, records_a_send(fault)) for fault in injector.injected]
     # THEN only the writes that record a send count for the chaos allowance: a claim, a release, a listing or a
     # cancellation comes with no send, and failing sends nothing twice

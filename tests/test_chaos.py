@@ -25,7 +25,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from herald import faults, ids
+from herald import faults
 from herald.api import create_app
 from herald.faults import CHAOS_MIX, install
 from herald.local.poller import SqsPoller
@@ -37,7 +37,15 @@ from herald.worker import Worker, settle_all
 from tests import test_delivery_batches as batches
 from tests import test_route_isolation as isolation
 from tests.chaos_support import Answers, call_until_done, serve, verify_signature
-from tests.delivery_support import Harness, event_counts, publish, step, subscribe
+from tests.delivery_support import (
+    Harness,
+    delivery_id_of,
+    delivery_label_of,
+    event_counts,
+    publish,
+    step,
+    subscribe,
+)
 from tests.support import ADMIN, ADMIN_KEY, INVOICE, Clock, Receiver, TenantInfo
 from tests.test_route_isolation import OPERATOR_TAGS, TenantA, body_for, fill, operations
 
@@ -121,11 +129,12 @@ def test_a_stream_under_the_fault_mix_arrives_whole_signed_and_counted(
             # AND a delivery arrived twice only where a fault hit the write recording its attempt
             repeated = {pair: count - 1 for pair, count in arrivals.items() if count > 1}
             for (path, event_id), _ in repeated.items():
-                delivery_id = ids.delivery_id(event_id, subs[path][0])
-                assert _injected_on(services, f"DELIVERY#{delivery_id}"), f"{delivery_id} repeated with no fault"
+                label = delivery_label_of(services.store, event_id, subs[path][0])
+                assert _injected_on(services, label), f"{label} repeated with no fault"
             # AND every delivery is recorded as succeeded, nothing is left on the queues
             for path, event_id in expected:
-                delivery = services.store.deliveries.get(ids.delivery_id(event_id, subs[path][0]))
+                sub_id = subs[path][0]
+                delivery = services.store.deliveries.get(sub_id, delivery_id_of(services.store, event_id, sub_id))
                 assert delivery is not None
                 assert delivery.status.value == "succeeded"
             assert harness.counts() == (0, 0)
@@ -397,7 +406,7 @@ def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server
             assert got.headers["webhook-id"] == event_id
         # AND every delivery is recorded as succeeded, and the counts are right once recounted if need be
         for sub in subs.values():
-            delivery = services.store.deliveries.get(ids.delivery_id(event_id, sub.id))
+            delivery = services.store.deliveries.get(sub.id, delivery_id_of(services.store, event_id, sub.id))
             assert delivery is not None
             assert delivery.status.value == "succeeded"
         recount_event(services.store, event_id)

@@ -12,19 +12,22 @@ from typing import Any
 
 import pytest
 
-from herald import ids
 from herald.storage import DeliveryState
 from herald.worker import runtime
 from herald.worker.reads import BatchReads, read_batch
-from tests.delivery_support import Harness, attempts, only_delivery, publish, step, subscribe, when
+from tests.delivery_support import Harness, attempts, delivery_key_of, only_delivery, publish, step, subscribe, when
 from tests.support import Clock, Receiver
 
 pytestmark = pytest.mark.e2e
 
 
-def _reads_of(harness: Harness, delivery_pk: str) -> int:
+def _is(key: dict[str, Any], delivery_key: dict[str, str]) -> bool:
+    return all(key[name]["S"] == value for name, value in delivery_key.items())
+
+
+def _reads_of(harness: Harness, delivery_key: dict[str, str]) -> int:
     """The GetItem calls the worker made on the delivery's item so far."""
-    return sum(1 for call in harness.table_calls.of("GetItem") if call.params["Key"]["pk"]["S"] == delivery_pk)
+    return sum(1 for call in harness.table_calls.of("GetItem") if _is(call.params["Key"], delivery_key))
 
 
 def test_a_due_retry_is_claimed_from_the_batch_read_and_a_retry_not_due_is_held_on_a_strong_read(
@@ -34,7 +37,7 @@ def test_a_due_retry_is_claimed_from_the_batch_read_and_a_retry_not_due_is_held_
     receiver.responses = [(500, {}, b"", 0.0)]
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    delivery_pk = f"DELIVERY#{ids.delivery_id(event_id, sub.id)}"
+    delivery_pk = delivery_key_of(harness.services.store, event_id, sub.id)
     harness.drain()
     delay = when(only_delivery(client, tenant, sub.id)["next_attempt_at"]) - clock()
     # WHEN the retry's message shows up before it is due
@@ -50,7 +53,7 @@ def test_a_due_retry_is_claimed_from_the_batch_read_and_a_retry_not_due_is_held_
     # THEN the second attempt was made from the batch's read of the delivery, with no read of its own
     assert len(receiver.received) == 2
     assert _reads_of(harness, delivery_pk) == before
-    log = attempts(client, tenant, sub.id, ids.delivery_id(event_id, sub.id))
+    log = attempts(client, tenant, sub.id, delivery_pk["sk"])
     assert [(a["attempt_number"], a["status_code"]) for a in log] == [(1, 500), (2, 200)]
     assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
 
@@ -62,9 +65,10 @@ def test_a_stale_batch_read_costs_a_failed_claim_and_a_strong_read_never_a_send_
     receiver.responses = [(500, {}, b"", 0.0), (500, {}, b"", 0.0)]
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    delivery_id = ids.delivery_id(event_id, sub.id)
+    key = delivery_key_of(harness.services.store, event_id, sub.id)
+    delivery_id = key["sk"]
     harness.drain()
-    after_first = harness.services.store.deliveries.get_state(delivery_id)
+    after_first = harness.services.store.deliveries.get_state(sub.id, delivery_id, event_id)
     assert after_first is not None
     assert after_first.delivery.attempts == 1
     step(harness, clock, when(only_delivery(client, tenant, sub.id)["next_attempt_at"]) - clock() + 1)
@@ -82,17 +86,17 @@ def test_a_stale_batch_read_costs_a_failed_claim_and_a_strong_read_never_a_send_
 
     monkeypatch.setattr(runtime, "read_batch", stale_read_batch)
     puts_before = len(harness.table_calls.of("PutItem"))
-    reads_before = _reads_of(harness, f"DELIVERY#{delivery_id}")
+    reads_before = _reads_of(harness, key)
     # WHEN the third attempt comes due
     step(harness, clock, when(only_delivery(client, tenant, sub.id)["next_attempt_at"]) - clock() + 1)
     # THEN the batch did start from the stale state, its claim failed, and a strong read carried the delivery on:
     # one third attempt, sent once
     assert stale
-    assert _reads_of(harness, f"DELIVERY#{delivery_id}") == reads_before + 1
+    assert _reads_of(harness, key) == reads_before + 1
     claims = [
         call
         for call in harness.table_calls.of("PutItem")[puts_before:]
-        if call.params["Item"]["pk"]["S"] == f"DELIVERY#{delivery_id}" and "lease_token" in call.params["Item"]
+        if _is(call.params["Item"], key) and "lease_token" in call.params["Item"]
     ]
     assert len(claims) == 2  # the stale one that failed, and the one that held
     assert len(receiver.received) == 3

@@ -439,7 +439,9 @@ def test_dlq_show_and_redrive(
     tenant = make_tenant_via_cli(herald)
     sqs = aws.client("sqs")
     for event_id in ("evt_1", "evt_2"):
-        message = DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id="sub_1")
+        message = DeliveryMessage(
+            event_id=event_id, tenant_id=tenant.id, subscription_id="sub_1", delivery_id=f"dlv_{event_id}"
+        )
         sqs.send_message(QueueUrl=resources.dead_letter_queue_url, MessageBody=message.model_dump_json())
 
     # WHEN the operator looks at the dead-letter queue, a sample of one

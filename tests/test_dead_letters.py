@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from herald import ids
 from herald.dlq import REDRIVES_ATTRIBUTE
 from tests.api_support import assert_error
-from tests.delivery_support import Harness, make_harness, only_delivery, publish, subscribe
+from tests.delivery_support import Harness, delivery_id_of, make_harness, only_delivery, publish, subscribe
 from tests.support import ADMIN, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
@@ -102,7 +101,7 @@ def test_a_retired_message_is_redriven_and_delivered_while_poison_stays(
     assert retired["kind"] == "delivery"
     assert retired["event_id"] == event_id
     assert retired["subscription_id"] == sub.id
-    assert retired["delivery_id"] == ids.delivery_id(event_id, sub.id)
+    assert retired["delivery_id"] == delivery_id_of(harness.services.store, event_id, sub.id)
     assert "maxReceiveCount" in retired["reason"]
     assert retired["receive_count"] >= harness.services.settings.max_receive_count
     assert poison["kind"] is None

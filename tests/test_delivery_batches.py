@@ -22,7 +22,6 @@ from botocore.exceptions import EndpointConnectionError
 from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 
-from herald import ids
 from herald.api import create_app
 from herald.local.poller import SqsPoller
 from herald.local.resources import create_local_resources
@@ -33,6 +32,7 @@ from herald.worker import Worker, settle_all
 from tests.delivery_support import (
     Harness,
     attempts,
+    delivery_id_of,
     event_counts,
     make_harness,
     only_delivery,
@@ -87,7 +87,9 @@ def test_a_record_that_raises_fails_alone_and_ends_in_the_dlq(
         TableName=store.table_name,
         Item={"pk": {"S": "EVENT#evt_corrupt"}, "sk": {"S": "#EVENT"}, "id": {"S": "evt_corrupt"}},
     )
-    bad = DeliveryMessage(event_id="evt_corrupt", tenant_id=tenant.id, subscription_id=subs[0].id)
+    bad = DeliveryMessage(
+        event_id="evt_corrupt", tenant_id=tenant.id, subscription_id=subs[0].id, delivery_id="dlv_corrupt"
+    )
     harness.services.queue.send(bad)
     # WHEN one invocation receives the three
     result = harness.poller.poll_once()
@@ -144,7 +146,8 @@ def test_duplicate_messages_of_one_delivery_send_it_once(client, tenant, harness
     # GIVEN the same delivery message three times on the queue (SQS delivers at least once)
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    duplicate = DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id)
+    delivery_id = delivery_id_of(harness.services.store, event_id, sub.id)
+    duplicate = DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=delivery_id)
     harness.services.queue.send(duplicate)
     harness.services.queue.send(duplicate)
     # WHEN one invocation receives all three, and later the held copies come back
@@ -170,7 +173,10 @@ def test_two_copies_of_a_first_receive_worked_at_once_send_twice_and_are_counted
     receiver.default = (200, {}, b"ok", 0.5)
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)  # one route: publishing queues the delivery message itself
-    services.queue.send(DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id))
+    delivery_id = delivery_id_of(services.store, event_id, sub.id)
+    services.queue.send(
+        DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=delivery_id)
+    )
     workers = [make_harness(services, aws, clock=clock, batch_size=1) for _ in range(2)]
     try:
         capsys.readouterr()
@@ -211,7 +217,7 @@ def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
 
     now = harness.worker.now()
     dead = Delivery(
-        id=ids.delivery_id(event_id, sub.id),
+        id=delivery_id_of(store, event_id, sub.id),
         event_id=event_id,
         subscription_id=sub.id,
         tenant_id=tenant.id,
@@ -314,7 +320,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(moto_server: str, receiver: Rec
         def recorded(sub_id: str) -> int:
             """The attempts recorded for the delivery (none while its first attempt was in flight: a first receive
             writes the delivery only with its attempt)."""
-            path = f"/v1/subscriptions/{sub_id}/deliveries/{ids.delivery_id(event_id, sub_id)}/attempts"
+            path = f"/v1/subscriptions/{sub_id}/deliveries/{delivery_id_of(services.store, event_id, sub_id)}/attempts"
             response = client.get(path, headers=tenant.headers)
             assert response.status_code in {200, 404}, response.text
             return len(response.json()["data"]) if response.status_code == 200 else 0

@@ -6,8 +6,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
-from herald import ids
-from tests.delivery_support import publish, subscribe
+from tests.delivery_support import delivery_key_of, publish, subscribe
 from tests.support import Receiver, drain
 
 
@@ -27,13 +26,14 @@ def test_a_first_delivery_writes_no_lease_and_reads_with_its_batch(
 
     # WHEN an event is published, then fanned out and delivered by the worker
     event_id = publish(client, tenant.id)
+    delivery_key = delivery_key_of(services.store, event_id, sub.id)
     services.store.client.meta.events.register("before-parameter-build.dynamodb", record)
     drain(poller)
     (got,) = receiver.received
     Webhook(sub.secret).verify(got.body, got.headers)
     # THEN the delivery's batch read its subscription (and its stats' failure streak) and the delivery's state in
     # one eventually consistent BatchGetItem, and nothing read either of them one by one
-    delivery_pk = f"DELIVERY#{ids.delivery_id(event_id, sub.id)}"
+    delivery_pk = delivery_key["pk"]  # the subscription's partition: this one delivery is all it holds
     (read,) = [r for r in batch_reads if any(key["pk"]["S"] == delivery_pk for key in r["Keys"])]
     assert read["ConsistentRead"] is False
     assert sorted(key["pk"]["S"] for key in read["Keys"]) == sorted(
@@ -45,7 +45,7 @@ def test_a_first_delivery_writes_no_lease_and_reads_with_its_batch(
     assert [name for name, pk in calls if pk == delivery_pk] == ["PutItem"]
     assert "TransactWriteItems" not in [name for name, _ in calls]
     # AND the attempt log shows that attempt, as any other
-    delivery_id = ids.delivery_id(event_id, sub.id)
+    delivery_id = delivery_key["sk"]
     listed = client.get(f"/v1/subscriptions/{sub.id}/deliveries/{delivery_id}/attempts", headers=tenant.headers).json()
     assert [(a["attempt_number"], a["status_code"], a["succeeded"], a["delivery_id"]) for a in listed["data"]] == [
         (1, 200, True, delivery_id)
@@ -79,8 +79,9 @@ def test_a_first_attempt_kept_inside_its_delivery_stays_first_in_the_log_after_a
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
     drain(poller)
-    delivery_id = ids.delivery_id(event_id, sub.id)
-    item = services.store.table.read({"pk": f"DELIVERY#{delivery_id}", "sk": "#DELIVERY"})
+    key = delivery_key_of(services.store, event_id, sub.id)
+    delivery_id = key["sk"]
+    item = services.store.table.read(key)
     assert item is not None
     assert item["first_attempt"]["attempt_number"] == 1
     # WHEN the tenant retries it by hand, and it is delivered again

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from herald import ids
 from herald.storage.health import LATENCY_SAMPLES, AttemptTally
 from tests.delivery_support import (
     Harness,
     RawServer,
     attempts,
     deliveries,
+    delivery_id_of,
+    delivery_state_of,
     only_delivery,
     publish,
     step,
@@ -114,7 +115,7 @@ def test_a_hanging_endpoint_moves_to_the_slow_lane_and_never_holds_back_a_health
     for got in receiver.received:
         verify(healthy.secret, got)
     for event_id in [first, *later]:
-        delivery = harness.services.store.deliveries.get_state(ids.delivery_id(event_id, healthy.id))
+        delivery = delivery_state_of(harness.services.store, event_id, healthy.id)
         assert delivery is not None
         assert (delivery.delivery.status.value, delivery.delivery.attempts) == ("succeeded", 1)
     # AND none of the hanging subscriber's deliveries is lost: each is pending, its attempts are exactly the
@@ -199,14 +200,14 @@ def test_a_slow_but_successful_endpoint_gets_each_delivery_once_through_the_slow
     # short there: the slow lane tried the delivery again at once, and its answer came back
     assert [(b.lane, b.hanging_calls) for b in first_batches] == [("work", 1), ("slow", 1)]
     assert stats(client, tenant, slow_sub.id)["lane"] == "slow"
-    first_delivery = ids.delivery_id(first, slow_sub.id)
+    first_delivery = delivery_id_of(harness.services.store, first, slow_sub.id)
     log = attempts(client, tenant, slow_sub.id, first_delivery)
     assert [(a["attempt_number"], a["error_kind"], a["succeeded"]) for a in log] == [
         (1, "timeout", False),
         (2, None, True),
     ]
     assert "handed to the slow lane" in log[0]["error_message"]
-    state = harness.services.store.deliveries.get_state(first_delivery)
+    state = harness.services.store.deliveries.get_state(slow_sub.id, first_delivery, first)
     assert state is not None
     assert state.scheduled_attempts == 1  # the cut attempt was no step of the retry schedule
     # AND the later deliveries were sent from the slow lane only, the fast subscriber's from the work queue
@@ -252,10 +253,10 @@ def test_attempts_under_way_when_an_endpoint_starts_hanging_are_handed_to_the_sl
     for got in receiver.received:
         verify(healthy.secret, got)
     for event_id in events:
-        (attempt,) = attempts(client, tenant, hanging.id, ids.delivery_id(event_id, hanging.id))
+        (attempt,) = attempts(client, tenant, hanging.id, delivery_id_of(harness.services.store, event_id, hanging.id))
         assert (attempt["error_kind"], attempt["succeeded"]) == ("timeout", False)
         assert "handed to the slow lane" in attempt["error_message"]
-        state = harness.services.store.deliveries.get_state(ids.delivery_id(event_id, hanging.id))
+        state = delivery_state_of(harness.services.store, event_id, hanging.id)
         assert state is not None
         assert (state.delivery.status.value, state.scheduled_attempts) == ("pending", 0)
     learned = stats(client, tenant, hanging.id)

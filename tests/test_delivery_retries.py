@@ -13,11 +13,11 @@ import math
 
 import pytest
 
-from herald import ids
 from herald.queue import MAX_DELAY_SECONDS
 from tests.delivery_support import (
     attempts,
     deliveries,
+    delivery_id_of,
     event_counts,
     make_harness,
     only_delivery,
@@ -77,7 +77,7 @@ def test_a_receiver_that_succeeds_on_its_third_attempt(client, tenant, harness, 
     assert [a["status_code"] for a in log] == [500, 503, 200]
     assert [a["trigger"] for a in log] == ["scheduled"] * 3
     assert [a["next_attempt_at"] for a in log] == [first["next_attempt_at"], second["next_attempt_at"], None]
-    assert [a["delivery_id"] for a in log] == [ids.delivery_id(event_id, sub.id)] * 3
+    assert [a["delivery_id"] for a in log] == [delivery_id_of(harness.services.store, event_id, sub.id)] * 3
     assert event_counts(client, event_id)["succeeded"] == 1
     assert harness.counts() == (0, 0)
 
@@ -257,7 +257,7 @@ def test_a_subscription_removed_mid_retry_ends_its_delivery(client, tenant, harn
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
     harness.drain()
-    delivery_id = ids.delivery_id(event_id, sub.id)
+    delivery_id = delivery_id_of(harness.services.store, event_id, sub.id)
     # WHEN the subscription is deleted (or disabled) before the attempt is due
     if how == "deleted":
         assert client.delete(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).status_code == 204
@@ -267,7 +267,7 @@ def test_a_subscription_removed_mid_retry_ends_its_delivery(client, tenant, harn
     step(harness, clock, 10)
     # THEN no further request is sent, and the delivery is failed for that reason, and counted
     assert len(receiver.received) == 1
-    delivery = harness.services.store.deliveries.get(delivery_id)
+    delivery = harness.services.store.deliveries.get(sub.id, delivery_id)
     assert delivery is not None
     assert delivery.status == "failed"
     assert delivery.last_error_kind == "subscription_gone"

@@ -31,6 +31,7 @@ from moto.events.models import EventPattern
 from standardwebhooks import Webhook
 
 import herald.worker.runtime
+from herald import ids
 from herald.catalog import catalog, operational_catalog
 from herald.local.event_sources import delivery_stream_source
 from herald.local.poller import LambdaContext, SqsPoller
@@ -277,17 +278,17 @@ def test_api_function_answers_its_sample_events(template, resources, aws, use_en
         assert again["statusCode"] == 202
         assert again["headers"]["idempotent-replayed"] == "true"
         assert json_body(again)["id"] == EVENT_ID
-        # (the event's one route: publishing queued its delivery itself, once)
-        assert queue_messages(sqs, resources.queue_url) == [
-            {
-                "v": 1,
-                "kind": "delivery",
-                "event_id": EVENT_ID,
-                "tenant_id": values["local-tenant-id"],
-                "subscription_id": values["local-subscription-id"],
-                "trigger": "scheduled",
-            }
-        ]
+        # (the event's one route: publishing queued its delivery itself, once, naming it)
+        (queued,) = queue_messages(sqs, resources.queue_url)
+        assert ids.is_id(queued.pop("delivery_id"), ids.DELIVERY)
+        assert queued == {
+            "v": 1,
+            "kind": "delivery",
+            "event_id": EVENT_ID,
+            "tenant_id": values["local-tenant-id"],
+            "subscription_id": values["local-subscription-id"],
+            "trigger": "scheduled",
+        }
 
     @check("api_get_event.json")
     def _(response: dict[str, Any]) -> None:
@@ -362,7 +363,11 @@ def test_delivery_function_processes_its_sample_batch(
     use_environment({**environment, "HERALD_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8", "HERALD_ALLOW_HTTP_URLS": "true"})
     handler = load_handler(template, "DeliveryFunction")
     timeout = float(function_properties(template, "DeliveryFunction")["Timeout"])
-    values = {"local-tenant-id": tenant.id, "local-subscription-id": sub["id"]}
+    values = {
+        "local-tenant-id": tenant.id,
+        "local-subscription-id": sub["id"],
+        "local-delivery-id": queued_by_publish[0]["delivery_id"],
+    }
     assert event_files("DeliveryFunction") == ["delivery_sqs_batch.json", "delivery_stream_stats.json"]
 
     # WHEN it is invoked with the sample batch (a fan-out message and a delivery message)
@@ -378,7 +383,8 @@ def test_delivery_function_processes_its_sample_batch(
     assert payload["type"] == "invoice.paid"
     assert payload["data"] == INVOICE
     # ... the fan-out message queued the delivery of the event to the subscription
-    assert {"v": 1, "kind": "delivery", "event_id": EVENT_ID, "tenant_id": tenant.id, "subscription_id": sub["id"]} in [
+    queued = {"v": 1, "kind": "delivery", "event_id": EVENT_ID, "tenant_id": tenant.id, "subscription_id": sub["id"]}
+    assert {**queued, "delivery_id": values["local-delivery-id"]} in [
         {key: value for key, value in message.items() if key != "trigger"} for message in queue_messages(sqs, queue_url)
     ]
     # ... and the delivery is recorded as succeeded, with one attempt

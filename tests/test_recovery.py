@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from herald.domain import publishing
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import Harness, attempts, deliveries, event_counts, only_delivery, publish, step, subscribe
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
@@ -29,6 +30,13 @@ def clock() -> Clock:
     # The outage is simulated in the past, so that the recovery runs at the real time (and the deliveries it
     # makes pass the 5-minute tolerance of the verifying library).
     return Clock(time.time() - 30 * HOUR)
+
+
+@pytest.fixture(autouse=True)
+def events_on_the_clock(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> None:
+    """Events are published on the worker's clock, as a deployment's API and worker read the same time: a
+    delivery is created when its event is, and a recovery's window is over that time."""
+    monkeypatch.setattr(publishing, "utcnow", lambda: datetime.fromtimestamp(clock(), UTC))
 
 
 def at(clock: Clock) -> str:

@@ -51,7 +51,10 @@ def test_a_cursor_without_the_table_keys_is_refused(client, tenant) -> None:
     ).json()
     forged = _cursor({"gsi1pk": f"SUB#{sub['id']}", "gsi1sk": "2026-01-01T00:00:00Z#dlv_x"})
     empty = _cursor({"gsi1pk": f"SUB#{sub['id']}", "gsi1sk": "", "pk": "DELIVERY#x", "sk": "#DELIVERY"})
-    for cursor in (forged, empty):
+    # AND cursors for the subscription's own partition: one with an empty sort key, one of another subscription's
+    empty_sort = _cursor({"pk": f"DELIVERIES#{sub['id']}", "sk": ""})
+    another = _cursor({"pk": "DELIVERIES#sub_other", "sk": "dlv_01hf7yat00shgtn2mr716bn31p"})
+    for cursor in (forged, empty, empty_sort, another):
         # WHEN it is used
         response = client.get(
             f"/v1/subscriptions/{sub['id']}/deliveries", params={"iterator": cursor}, headers=tenant.headers
@@ -65,7 +68,7 @@ def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
     store = services.store
     now = datetime.now(UTC)
     delivery = Delivery(
-        id=ids.delivery_id("evt_1", "sub_1"),
+        id=ids.delivery_id("evt_1", "sub_1", ids.epoch_ms(now)),
         event_id="evt_1",
         subscription_id="sub_1",
         tenant_id="tnt_1",
@@ -99,7 +102,7 @@ def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
     )
     # THEN the claim is refused and the delivery stays settled
     assert stale is False
-    assert store.deliveries.get(delivery.id).status is DeliveryStatus.FAILED
+    assert store.deliveries.get("sub_1", delivery.id).status is DeliveryStatus.FAILED
 
 
 @pytest.mark.parametrize("settings_overrides", [{"event_ttl_days": 1}])

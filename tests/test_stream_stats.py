@@ -271,8 +271,8 @@ def test_a_stream_record_that_cannot_be_read_is_skipped_and_the_others_counted(
     def record(sub_id: str, *, drop: str = "", **changed: Any) -> dict[str, Any]:
         kept = {key: value for key, value in {**attempt, **changed}.items() if key != drop}
         image = {
-            "pk": {"S": f"DELIVERY#dlv_{sub_id}"},
-            "sk": {"S": "#DELIVERY"},
+            "pk": {"S": f"DELIVERIES#{sub_id}"},
+            "sk": {"S": f"dlv_{sub_id}"},
             "subscription_id": {"S": sub_id},
             "tenant_id": {"S": "tnt_a"},
             "stats_from_stream": {"BOOL": True},

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from herald import ids
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, PoisonMessageError, parse_message
 from herald.schemas import DeadLetterOut, DeadLettersOut, RedriveOut
@@ -140,7 +139,7 @@ class DeadLetterQueue:
             event_id = getattr(parsed, "event_id", None)
             if isinstance(parsed, DeliveryMessage):
                 subscription_id = parsed.subscription_id
-                delivery_id = ids.delivery_id(parsed.event_id, parsed.subscription_id)
+                delivery_id = parsed.delivery_id
         if error is not None:
             poison, reason = True, f"poison: {error}"
         elif redrives >= self.max_redrives:

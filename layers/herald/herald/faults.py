@@ -168,15 +168,21 @@ def parse_spec(text: str) -> FaultSpec:
     return FaultSpec(tuple(rules), seed)
 
 
+def key_label(pk: str, sk: str) -> str:
+    """How an item's key is named in ``Injected.keys``: its ``pk``, but for an item of a partition that many
+    deliveries share (a subscription's), ``pk/sk``."""
+    return f"{pk}/{sk}" if pk.startswith("DELIVERIES#") else pk  # ``storage.keys.deliveries_partition``
+
+
 def _keys_of(params: dict[str, Any]) -> list[str]:
-    """The ``pk`` values (and queue message bodies' first 200 characters) a call touches, for accounting."""
+    """The keys a call touches (``key_label``; and queue message bodies' first 200 characters), for accounting."""
     found: list[str] = []
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
-            pk = value.get("pk")
+            pk, sk = value.get("pk"), value.get("sk")
             if isinstance(pk, dict) and isinstance(pk.get("S"), str):
-                found.append(pk["S"])
+                found.append(key_label(pk["S"], sk.get("S", "") if isinstance(sk, dict) else ""))
             for key, item in value.items():
                 if key == "MessageBody" and isinstance(item, str):
                     found.append(item[:200])

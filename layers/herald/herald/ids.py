@@ -15,7 +15,9 @@ import hashlib
 import re
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 TENANT = "tnt"
@@ -57,11 +59,33 @@ def is_id(value: str, prefix: str) -> bool:
     return value.startswith(prefix + "_") and _ID_PATTERN.match(value) is not None
 
 
-def delivery_id(event_id: str, subscription_id: str) -> str:
+def delivery_id(event_id: str, subscription_id: str, event_ms: int | None = None) -> str:
     """The one delivery id of an (event, subscription) pair: deterministic, so a fan-out page that
-    runs twice names the same deliveries and they are not sent twice."""
+    runs twice names the same deliveries and they are not sent twice.
+
+    With ``event_ms`` (the event's creation time, epoch milliseconds) the id is shaped as every other id:
+    those milliseconds, then 80 bits of the pair's digest, so a subscription's deliveries sort by their
+    events' time (they are stored under their subscription in that order: ``storage.deliveries``). Without
+    it, the id of a delivery made before deliveries were kept that way: the pair's digest alone."""
     digest = hashlib.sha256(f"{event_id}\x1f{subscription_id}".encode()).digest()
-    return f"{DELIVERY}_{_encode(int.from_bytes(digest[:17]) >> 6, 26)}"
+    if event_ms is None:
+        return f"{DELIVERY}_{_encode(int.from_bytes(digest[:17]) >> 6, 26)}"
+    return f"{DELIVERY}_{_encode((event_ms << 80) | int.from_bytes(digest[:10]), 26)}"
+
+
+def is_digest_delivery_id(candidate: str, event_id: str, subscription_id: str) -> bool:
+    """Whether ``candidate`` is the pair's delivery id of the older kind (its digest alone, no time)."""
+    return candidate == delivery_id(event_id, subscription_id)
+
+
+def id_bounds(prefix: str, millis: int) -> tuple[str, str]:
+    """The lowest and the highest id of a kind made in millisecond ``millis``."""
+    return f"{prefix}_{_encode(millis << 80, 26)}", f"{prefix}_{_encode((millis << 80) | ((1 << 80) - 1), 26)}"
+
+
+def epoch_ms(moment: datetime) -> int:
+    """A datetime as epoch milliseconds (what an id's time part holds)."""
+    return (moment.astimezone(UTC) - _EPOCH) // timedelta(milliseconds=1)
 
 
 def new_signing_secret() -> str:

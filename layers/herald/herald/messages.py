@@ -3,10 +3,11 @@ can evolve while old messages drain."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, model_validator
 
+from herald import ids
 from herald.records import Trigger
 
 
@@ -38,6 +39,9 @@ class DeliveryMessage(_Message):
     event_id: str
     tenant_id: str
     subscription_id: str
+    #: The delivery's id (``StoredEvent.delivery_id``). A message queued before messages named it carries on a
+    #: delivery of the older kind, whose id is the pair's digest: that id is filled in when it is read from JSON.
+    delivery_id: str
     trigger: Trigger = Trigger.SCHEDULED
     #: The recovery or redelivery job whose ticket this message carries: the one extra attempt it may make
     #: (see herald.worker.jobs). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
@@ -47,6 +51,15 @@ class DeliveryMessage(_Message):
     resumed: bool | None = None
     #: ``slow``: the message goes to the slow lane's queue (``herald.worker.lanes``). Left out when none.
     lane: Literal["slow"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _digest_id_of_older_messages(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.mode != "json" or not isinstance(data, dict):
+            return data  # made by this code, which names the delivery
+        if "delivery_id" not in data and {"event_id", "subscription_id"} <= data.keys():
+            data = {**data, "delivery_id": ids.delivery_id(str(data["event_id"]), str(data["subscription_id"]))}
+        return data
 
 
 class PurgeTenantMessage(_Message):

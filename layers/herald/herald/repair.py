@@ -26,7 +26,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from herald import ids
 from herald.records import DeliveryStatus, Subscription, Tenant
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ def recount_event(store: Store, event_id: str) -> dict[str, int]:
         return {}
     found: Counter[str] = Counter()
     for sub in _subscriptions(store, stored.event.tenant_id):
-        delivery = store.deliveries.get(ids.delivery_id(event_id, sub.id))
+        delivery = store.deliveries.get(sub.id, stored.delivery_id(sub.id), event_id=event_id)
         if delivery is not None and delivery.event_id == event_id:
             found[delivery.status.value] += 1
             found["matched"] += 1
@@ -86,7 +85,9 @@ def recount_subscription(store: Store, sub_id: str, *, ttl_days: int = 30) -> di
         for delivery in page.items:
             attempts_cursor = None
             while True:
-                attempts = store.deliveries.list_attempts(delivery.id, limit=PAGE, cursor=attempts_cursor)
+                attempts = store.deliveries.list_attempts(
+                    sub_id, delivery.id, limit=PAGE, cursor=attempts_cursor, event_id=delivery.event_id
+                )
                 for attempt in attempts.items:
                     counts["attempts"] += 1
                     counts["succeeded" if attempt.succeeded else "failed"] += 1

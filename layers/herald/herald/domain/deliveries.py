@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 def find(services: Services, tenant_id: str, subscription_id: str, delivery_id: str) -> Delivery:
     """The delivery of the tenant's subscription; any other is as absent as a missing one (``NotFoundError``)."""
     subscriptions.find(services, tenant_id, subscription_id)
-    delivery = services.store.deliveries.get(delivery_id) if ids.is_id(delivery_id, ids.DELIVERY) else None
+    found = ids.is_id(delivery_id, ids.DELIVERY)
+    delivery = services.store.deliveries.get(subscription_id, delivery_id) if found else None
     if delivery is None or delivery.subscription_id != subscription_id or delivery.tenant_id != tenant_id:
         raise NotFoundError(f"delivery {delivery_id} not found")
     return delivery
@@ -33,6 +34,7 @@ def retry(services: Services, delivery: Delivery) -> None:
             event_id=delivery.event_id,
             tenant_id=delivery.tenant_id,
             subscription_id=delivery.subscription_id,
+            delivery_id=delivery.id,
             trigger=Trigger.MANUAL,
         )
     )

@@ -109,8 +109,10 @@ def new_event(
     broadcast: bool = False,
     idempotency_key: str | None = None,
 ) -> Event:
-    """An event record published now, with its exact delivered body (``payload``)."""
+    """An event record published now, with its exact delivered body (``payload``). Its time is to the
+    millisecond: what its deliveries' ids hold (``ids.delivery_id``), so a window of them is exact."""
     now = utcnow()
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     return Event(
         id=event_id or ids.new_id(ids.EVENT),
         type=event_type,
@@ -153,9 +155,9 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
         earlier = exists.stored
         if earlier.enqueued:
             return Published(earlier, replayed=True, queued=False)
-        _enqueue(services, earlier.event, earlier.expires_at)
+        _enqueue(services, earlier)
         return Published(earlier, replayed=True, queued=True)
-    _enqueue(services, event, expires_at)
+    _enqueue(services, stored)
     return Published(stored, replayed=False, queued=True)
 
 
@@ -201,20 +203,22 @@ def event_expiry(services: Services, now: datetime) -> int:
     return int((now + max(retention, retries)).timestamp())
 
 
-def _enqueue(services: Services, event: Event, expires_at: int) -> None:
-    if _queue_deliveries(services, event, expires_at):
+def _enqueue(services: Services, stored: StoredEvent) -> None:
+    if _queue_deliveries(services, stored):
         return
+    event = stored.event
     services.queue.send(FanoutMessage(event_id=event.id, tenant_id=event.tenant_id))
-    services.store.events.mark_enqueued(event.id, expires_at=expires_at)
+    services.store.events.mark_enqueued(event.id, expires_at=stored.expires_at)
 
 
-def _queue_deliveries(services: Services, event: Event, expires_at: int) -> bool:
+def _queue_deliveries(services: Services, stored: StoredEvent) -> bool:
     """The direct fan-out: when the event's routes (its type's and ``*``'s) fit in ``direct_fanout_max``, queue
     its delivery messages now and count them, marking the event queued in the same write. False (nothing
     queued) when there are more routes, or for a broadcast: the fan-out message does it.
 
     The deliveries are queued before the event is marked: a crash in between leaves it unmarked, and the
     publisher's retry queues them again (the same delivery ids: nothing is sent twice), counted once."""
+    event, expires_at = stored.event, stored.expires_at
     limit = services.settings.direct_fanout_max
     if limit <= 0 or event.tenant_id is None:
         return False
@@ -230,7 +234,15 @@ def _queue_deliveries(services: Services, event: Event, expires_at: int) -> bool
     matched, filtered = matching(event, routed)
     sub_ids = list(dict.fromkeys(matched))  # a subscription routed under its type and under "*" is sent once
     services.queue.send_batch(
-        [DeliveryMessage(event_id=event.id, tenant_id=event.tenant_id, subscription_id=sub_id) for sub_id in sub_ids]
+        [
+            DeliveryMessage(
+                event_id=event.id,
+                tenant_id=event.tenant_id,
+                subscription_id=sub_id,
+                delivery_id=stored.delivery_id(sub_id),
+            )
+            for sub_id in sub_ids
+        ]
     )
     # Counted and marked queued in one write, once: a retried publish whose earlier try got this far counts nothing.
     services.store.events.count_direct_fanout(
@@ -246,7 +258,7 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
         {"message": "Test delivery from Herald.", "subscription_id": sub.id}
     )
     event = new_event(PING_EVENT_TYPE, data, tenant_id=sub.tenant_id)
-    services.store.events.create(
+    stored = services.store.events.create(
         event,
         fingerprint=event.id,
         expires_at=event_expiry(services, event.created_at),
@@ -255,6 +267,12 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
         fanout_open=0,
     )
     services.queue.send(
-        DeliveryMessage(event_id=event.id, tenant_id=sub.tenant_id, subscription_id=sub.id, trigger=Trigger.TEST)
+        DeliveryMessage(
+            event_id=event.id,
+            tenant_id=sub.tenant_id,
+            subscription_id=sub.id,
+            delivery_id=stored.delivery_id(sub.id),
+            trigger=Trigger.TEST,
+        )
     )
-    return event, ids.delivery_id(event.id, sub.id)
+    return event, stored.delivery_id(sub.id)

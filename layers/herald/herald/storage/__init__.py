@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from herald.storage import keys
-from herald.storage.deliveries import DeliveryRepository, DeliveryState, state_of
+from herald.storage.deliveries import DeliveryRepository, DeliveryState, delivery_key, state_of
 from herald.storage.events import EventExistsError, EventRepository, StoredEvent
 from herald.storage.health import AttemptTally, HealthRepository, SubscriptionHealth
 from herald.storage.isolation import IsolationRepository
@@ -74,19 +74,21 @@ class Store:
         self.schedule = ScheduleRepository(self.table)
         self.portal = PortalRepository(self.table)
 
-    def batch_read(self, subscriptions: Iterable[tuple[str, str]], deliveries: Iterable[str]) -> BatchRead:
-        """Subscriptions, their failure streaks and delivery states in one BatchGetItem (100 keys a call),
-        eventually consistent (half the price of a strong read; a write of the last second may not show yet):
-        what a worker's batch reads before it sends."""
+    def batch_read(
+        self, subscriptions: Iterable[tuple[str, str]], deliveries: Iterable[tuple[str, str, str]]
+    ) -> BatchRead:
+        """Subscriptions, their failure streaks and delivery states (``deliveries``: each one's subscription,
+        id and event) in one BatchGetItem (100 keys a call), eventually consistent (half the price of a strong
+        read; a write of the last second may not show yet): what a worker's batch reads before it sends."""
         pairs = list(dict.fromkeys(subscriptions))
         streaks = dict.fromkeys((sub_id for _, sub_id in pairs), 0)
         wanted = [keys.subscription(tenant_id, sub_id) for tenant_id, sub_id in pairs]
         wanted += [keys.subscription_stats(sub_id) for sub_id in streaks]
-        wanted += [keys.delivery(delivery_id) for delivery_id in dict.fromkeys(deliveries)]
+        wanted += [delivery_key(*delivery) for delivery in dict.fromkeys(deliveries)]
         subs: dict[tuple[str, str], Subscription] = {}
         states: dict[str, DeliveryState] = {}
         for item in self.table.batch_get(wanted, consistent=False) if wanted else []:
-            if item["sk"] == keys.DELIVERY_SORT:
+            if keys.is_delivery(item):
                 state = state_of(item)
                 states[state.delivery.id] = state
             elif item["sk"] == keys.STATS_SORT:

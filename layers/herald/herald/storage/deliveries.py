@@ -1,10 +1,18 @@
 """Deliveries (one per event and subscription) and their attempt log.
 
+A delivery is stored under its subscription: the partition ``DELIVERIES#<sub>``, its id as the sort key. The
+id starts with its event's creation time (``ids.delivery_id``), so the partition lists the subscription's
+deliveries in that order and no index entry is written for it: a delivery settled at its first attempt is one
+write of one item. While pending or failed, an index entry lists it under its subscription and status
+(gsi2). A delivery of an event stored before deliveries were kept this way (its id the pair's digest, with
+no time in it) stays where it was written: in a partition of its own, listed by gsi1; every read and write
+here finds either kind (``delivery_key``), and the listings read the older ones after the newer, until they
+expire.
+
 A delivery carries, beside its record, what only the worker needs: its lease (``lease_token``,
 ``lease_until``: one worker makes an attempt at a time) and ``scheduled_attempts``, its place in the
-retry schedule (manual attempts do not move it). Its index entries list it under its subscription
-(gsi1) and, while pending or failed, under its subscription and status (gsi2). Attempts are items of
-their own under the delivery, one per attempt number, but for the common case: a first attempt that
+retry schedule (manual attempts do not move it). Attempts are items of their own under the delivery's id,
+one per attempt number, but for the common case: a first attempt that
 settles a new delivery (it succeeded, or failed for good) is kept inside the delivery's item
 (``first_attempt``), so that such a delivery is one write. Every later write of the delivery carries it
 over, and the attempt log reads it first.
@@ -17,13 +25,17 @@ what the stream's filter in template.yaml selects.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from herald import ids
 from herald.records import Attempt, Delivery, DeliveryStatus
 from herald.storage import keys
 from herald.storage.jobs import lock_check, use_ticket
@@ -115,17 +127,31 @@ def _first_attempt_of(item: dict[str, Any]) -> Attempt | None:
     )
 
 
+def delivery_key(sub_id: str, delivery_id: str, event_id: str) -> keys.Key:
+    """The key of a delivery item: under its subscription, or, for a delivery of the older kind (its id is
+    the pair's digest), in a partition of its own."""
+    if ids.is_digest_delivery_id(delivery_id, event_id, sub_id):
+        return keys.digest_delivery(delivery_id)
+    return keys.delivery(sub_id, delivery_id)
+
+
+def _key(delivery: Delivery) -> keys.Key:
+    return delivery_key(delivery.subscription_id, delivery.id, delivery.event_id)
+
+
 def _index(delivery: Delivery) -> dict[str, str]:
     """The delivery's index entries. The status index (gsi2) lists what needs attention (pending and
     failed deliveries): a delivery that succeeded leaves it, so the common case, a first attempt that
-    succeeds, writes one index entry, not two; succeeded deliveries are listed from gsi1."""
+    succeeds, writes no index entry (a delivery of the older kind: one, its gsi1 listing)."""
     status = None if delivery.status is DeliveryStatus.SUCCEEDED else delivery.status.value
-    return keys.delivery_index(delivery.subscription_id, delivery.created_at.isoformat(), delivery.id, status)
+    listed = _key(delivery)["sk"] == keys.DELIVERY_SORT
+    created = delivery.created_at.isoformat()
+    return keys.delivery_index(delivery.subscription_id, created, delivery.id, status, listed=listed)
 
 
 def _item(delivery: Delivery, *, scheduled_attempts: int, expires_at: int, listed: bool = True) -> dict[str, Any]:
     return {
-        **keys.delivery(delivery.id),
+        **_key(delivery),
         **(_index(delivery) if listed else {}),
         **record(delivery),
         "scheduled_attempts": scheduled_attempts,
@@ -133,17 +159,65 @@ def _item(delivery: Delivery, *, scheduled_attempts: int, expires_at: int, liste
     }
 
 
+def _window(since: datetime | None, until: datetime | None) -> tuple[str, str] | None:
+    """The index sort keys ("<created_at ISO 8601 in UTC>#<delivery id>") of deliveries created in
+    [``since``, ``until``]: "~" sorts after every such suffix."""
+    if since is None and until is None:
+        return None
+    low = since.astimezone(UTC).isoformat() if since is not None else "0"
+    high = until.astimezone(UTC).isoformat() + "~" if until is not None else "9"
+    return low, high
+
+
+def _id_window(since: datetime | None, until: datetime | None) -> tuple[str, str] | None:
+    """The delivery ids of deliveries created in [``since``, ``until``]: their ids start with their events'
+    creation time, which is to the millisecond (a ``since`` within a millisecond starts at the next one)."""
+    if since is None and until is None:
+        return None
+    first_ms = ids.epoch_ms(since) + (since.microsecond % 1000 > 0) if since is not None else 0
+    low = ids.id_bounds(ids.DELIVERY, first_ms)[0] if since is not None else ids.DELIVERY
+    high = ids.id_bounds(ids.DELIVERY, ids.epoch_ms(until))[1] if until is not None else ids.DELIVERY + "~"
+    return low, high
+
+
+def _encode(raw: dict[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(raw, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _is_digest_listing_cursor(cursor: str | None) -> bool:
+    """Whether a listing's ``iterator`` is one of its second part: the deliveries of the older kind (gsi1)."""
+    if not cursor:
+        return False
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return False  # Table.query says it is not one of this listing's
+    return isinstance(raw, dict) and "gsi1pk" in raw
+
+
 class DeliveryRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def get(self, delivery_id: str) -> Delivery | None:
-        item = self._table.read(keys.delivery(delivery_id))
+    def _read(self, sub_id: str, delivery_id: str, event_id: str | None) -> dict[str, Any] | None:
+        """The delivery's item. Without its ``event_id`` (which says the kind), it is looked for under the
+        subscription, then as a delivery of the older kind (that of another subscription is none)."""
+        if event_id is not None:
+            return self._table.read(delivery_key(sub_id, delivery_id, event_id))
+        item = self._table.read(keys.delivery(sub_id, delivery_id))
+        if item is None:
+            item = self._table.read(keys.digest_delivery(delivery_id))
+            if item is not None and item.get("subscription_id") != sub_id:
+                return None
+        return item
+
+    def get(self, sub_id: str, delivery_id: str, *, event_id: str | None = None) -> Delivery | None:
+        item = self._read(sub_id, delivery_id, event_id)
         return Delivery.model_validate(strip(item)) if item else None
 
-    def get_state(self, delivery_id: str) -> DeliveryState | None:
+    def get_state(self, sub_id: str, delivery_id: str, event_id: str) -> DeliveryState | None:
         """The delivery with what only the worker needs: its place in the retry schedule and its lease."""
-        item = self._table.read(keys.delivery(delivery_id))
+        item = self._read(sub_id, delivery_id, event_id)
         return None if item is None else state_of(item)
 
     def claim(
@@ -165,10 +239,10 @@ class DeliveryRepository:
         delivery's recovery lock (its one extra attempt was made already).
 
         A new delivery is stored without its index entries: ``record`` (or ``release``) adds them, so a
-        delivery settled at its first attempt writes each index once instead of three times (put at the
-        claim, rewritten and moved to its new status at the record). Until then it is found by its id, not
-        yet in the subscription's listings: while its first attempt is in flight, or, should the worker
-        die during it, until its message comes back and the delivery is carried on."""
+        delivery settled at its first attempt writes each index once instead of twice (put at the claim,
+        then moved to its new status at the record). Until then the status listings do not show it: while
+        its first attempt is in flight, or, should the worker die during it, until its message comes back
+        and the delivery is carried on."""
         item = {
             **_item(
                 delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at, listed=previous is not None
@@ -202,12 +276,12 @@ class DeliveryRepository:
         """Give a lease back without an attempt (``delivery`` as claimed). The delivery gets its index
         entries if its claim left them out: it waits, listed as what it is, for its next look."""
         entries = _index(delivery)
-        listed = ", ".join(f"{key} = :{key}" for key in entries)
+        listed = f"SET {', '.join(f'{key} = :{key}' for key in entries)} " if entries else ""
         with contextlib.suppress(ClientError):  # not ours any more: nothing to give back
             self._table.call(
                 "update_item",
-                Key=to_item(keys.delivery(delivery.id)),
-                UpdateExpression=f"SET {listed} REMOVE lease_token, lease_until",
+                Key=to_item(_key(delivery)),
+                UpdateExpression=f"{listed}REMOVE lease_token, lease_until",
                 ConditionExpression="lease_token = :token",
                 ExpressionAttributeValues=values(token=token, **entries),
             )
@@ -298,35 +372,69 @@ class DeliveryRepository:
         until: datetime | None = None,
     ) -> PageResult[Delivery]:
         """A subscription's deliveries, newest first, all or those in ``status`` (and of ``event_type``, and
-        created in [``since``, ``until``]: the index sorts by creation time, so the window is a key condition)."""
-        where: dict[str, str] | None = None
-        if status is None:
-            key, index = {"gsi1pk": keys.deliveries_partition(sub_id)}, "gsi1"
-        elif status is DeliveryStatus.SUCCEEDED:
-            # Succeeded deliveries have no status-index entry (see ``_index``): read the subscription's
-            # deliveries and keep those. Pages stay full (``Table.query`` reads on).
-            key, index, where = {"gsi1pk": keys.deliveries_partition(sub_id)}, "gsi1", {"status": status.value}
-        else:
-            key, index = {"gsi2pk": keys.delivery_status_partition(sub_id, status.value)}, "gsi2"
-        if event_type is not None:
-            where = {**(where or {}), "event_type": event_type}
-        window = None
-        if since is not None or until is not None:
-            # Sort keys are "<created_at ISO 8601 in UTC>#<delivery id>": "~" sorts after every such suffix.
-            low = since.astimezone(UTC).isoformat() if since is not None else "0"
-            high = until.astimezone(UTC).isoformat() + "~" if until is not None else "9"
-            window = (low, high)
+        created in [``since``, ``until``]: both listings sort by creation time, so the window is a key condition).
+
+        Pending and failed ones are read from the status index (gsi2). All of them, or the succeeded ones
+        (which have no status-index entry), are read from the subscription's partition, then, until none is
+        left, from gsi1, which lists those of the older kind (all older than any in the partition): a page
+        that empties the partition goes on there, and the ``iterator`` says which of the two it stopped in."""
+        where: dict[str, str] = {"event_type": event_type} if event_type is not None else {}
+        if status is DeliveryStatus.SUCCEEDED:
+            where["status"] = status.value
+        elif status is not None:
+            partition = keys.delivery_status_partition(sub_id, status.value)
+            window = _window(since, until)
+            return self._page({"gsi2pk": partition}, "gsi2", limit=limit, cursor=cursor, where=where, window=window)
+        listing = keys.digest_deliveries_listing(sub_id)
+        page = PageResult[Delivery]([], None)
+        older_start = _encode({"gsi1pk": listing})
+        if not _is_digest_listing_cursor(cursor):
+            partition = keys.deliveries_partition(sub_id)
+            window = _id_window(since, until)
+            page = self._page({"pk": partition}, None, limit=limit, cursor=cursor, where=where, window=window)
+            if page.cursor is not None:
+                return page
+            cursor = None
+        elif cursor == older_start:
+            cursor = None
+        older_window = _window(since, until)
+        if len(page.items) >= limit:
+            # The partition is read to its end on a full page: the next one starts on the older kind, if any.
+            peek = self._page({"gsi1pk": listing}, "gsi1", limit=1, cursor=None, where=where, window=older_window)
+            return PageResult(page.items, older_start if peek.items else None)
+        older = self._page(
+            {"gsi1pk": listing},
+            "gsi1",
+            limit=limit - len(page.items),
+            cursor=cursor,
+            where=where,
+            window=older_window,
+        )
+        return PageResult(page.items + older.items, older.cursor)
+
+    def _page(
+        self,
+        key: dict[str, str],
+        index: str | None,
+        *,
+        limit: int,
+        cursor: str | None,
+        where: dict[str, str],
+        window: tuple[str, str] | None,
+    ) -> PageResult[Delivery]:
         items, next_cursor = self._table.query(
-            key=key, index=index, limit=limit, cursor=cursor, newest_first=True, where=where, between=window
+            key=key, index=index, limit=limit, cursor=cursor, newest_first=True, where=where or None, between=window
         )
         return PageResult([Delivery.model_validate(strip(item)) for item in items], next_cursor)
 
-    def list_attempts(self, delivery_id: str, *, limit: int, cursor: str | None) -> PageResult[Attempt]:
+    def list_attempts(
+        self, sub_id: str, delivery_id: str, *, limit: int, cursor: str | None, event_id: str | None = None
+    ) -> PageResult[Attempt]:
         """A delivery's attempts, oldest first: the first one from inside the delivery's item when it is kept
         there, then the attempt items."""
         kept: list[Attempt] = []
         if cursor is None:
-            item = self._table.read(keys.delivery(delivery_id))
+            item = self._read(sub_id, delivery_id, event_id)
             first = _first_attempt_of(item) if item is not None else None
             kept = [first] if first is not None else []
             if kept and limit == 1:

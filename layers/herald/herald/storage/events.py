@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from herald import ids
 from herald.errors import ConflictError, IdempotencyConflictError, ServiceUnavailableError
 from herald.records import Event
 from herald.storage import keys
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 #: An event's delivery counters: the event item holds their starting values, its counts item the rest.
 #: ``filtered`` counts the subscriptions whose payload filter skipped the event at fan-out.
 EVENT_COUNTERS = ("matched", "succeeded", "failed", "fanout_open", "filtered")
+#: Marks an event whose deliveries have time-ordered ids and are stored under their subscription
+#: (``storage.deliveries``): every event stored since; one stored before has digest ids, and keeps them.
+DELIVERIES_BY_SUBSCRIPTION = "deliveries_by_subscription"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,12 @@ class StoredEvent:
     failed: int = 0
     fanout_open: int = 1
     filtered: int = 0
+    deliveries_by_subscription: bool = False
+
+    def delivery_id(self, subscription_id: str) -> str:
+        """The id of this event's delivery to ``subscription_id`` (time-ordered unless the event predates it)."""
+        event_ms = ids.epoch_ms(self.event.created_at) if self.deliveries_by_subscription else None
+        return ids.delivery_id(self.event.id, subscription_id, event_ms)
 
     @classmethod
     def of(cls, item: Mapping[str, Any]) -> StoredEvent:
@@ -55,6 +65,7 @@ class StoredEvent:
             expires_at=int(item["expires_at"]),
             fingerprint=str(item.get("fingerprint", "")),
             enqueued=bool(item.get("enqueued")),
+            deliveries_by_subscription=bool(item.get(DELIVERIES_BY_SUBSCRIPTION)),
             **{counter: int(item.get(counter, 0)) for counter in EVENT_COUNTERS},
         )
 
@@ -81,6 +92,7 @@ class EventRepository:
             "expires_at": expires_at,
             "fingerprint": fingerprint,
             "enqueued": False,
+            DELIVERIES_BY_SUBSCRIPTION: True,
             **dict.fromkeys(EVENT_COUNTERS, 0),
             "fanout_open": 1,
             **record(event),

@@ -10,9 +10,12 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     event counts  EVENT#<evt>         #COUNTS           what the counters gained since, and ``enqueued`` (which also
                                                         marks publishing's direct fan-out as counted)
     idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
-    delivery      DELIVERY#<dlv>      #DELIVERY         gsi1: SUB#<sub> / <created>#<dlv>
+    delivery      DELIVERIES#<sub>    <dlv>             its id sorts by its event's time: the partition lists them
                                                         gsi2: SUB#<sub>#<status> / <created>#<dlv> (not once succeeded)
-                                                        (both from its first recorded attempt or release)
+                                                        (from its first recorded attempt or release)
+    older kind    DELIVERY#<dlv>      #DELIVERY         a delivery of an event stored before deliveries were kept
+                                                        under their subscription (its id the pair's digest alone):
+                                                        gsi1: SUB#<sub> / <created>#<dlv> lists it; gsi2 as above
     fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out message's page as counted
     attempt       DELIVERY#<dlv>      ATTEMPT#<nnnnn>   its attempt number, zero-padded (one item per number)
     recovery lock DELIVERY#<dlv>      RECOVERY          ``job_id``: the job whose extra attempt of it is queued
@@ -37,6 +40,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: Attributes that are the storage's own, never part of a record.
 STORAGE_ATTRIBUTES = frozenset(
@@ -123,14 +130,34 @@ def idempotency(idempotency_key: str) -> Key:
 
 
 def delivery_partition(delivery_id: str) -> str:
+    """The partition of a delivery's attempts and recovery lock (and of a delivery item of the older kind)."""
     return f"DELIVERY#{delivery_id}"
 
 
+DELIVERIES_PREFIX = "DELIVERIES#"
+
+
+def deliveries_partition(sub_id: str) -> str:
+    """The partition holding a subscription's deliveries, sorted by their ids (their events' time)."""
+    return f"{DELIVERIES_PREFIX}{sub_id}"
+
+
+def delivery(sub_id: str, delivery_id: str) -> Key:
+    return {"pk": deliveries_partition(sub_id), "sk": delivery_id}
+
+
+#: The sort key of a delivery item of the older kind.
 DELIVERY_SORT = "#DELIVERY"
 
 
-def delivery(delivery_id: str) -> Key:
+def digest_delivery(delivery_id: str) -> Key:
+    """A delivery item of the older kind: in a partition of its own, listed by gsi1."""
     return {"pk": delivery_partition(delivery_id), "sk": DELIVERY_SORT}
+
+
+def is_delivery(item_key: Mapping[str, Any]) -> bool:
+    """Whether an item (by its ``pk`` and ``sk``) is a delivery, of either kind."""
+    return item_key["sk"] == DELIVERY_SORT or str(item_key["pk"]).startswith(DELIVERIES_PREFIX)
 
 
 ATTEMPT_PREFIX = "ATTEMPT#"
@@ -140,18 +167,21 @@ def attempt(delivery_id: str, number: int) -> Key:
     return {"pk": delivery_partition(delivery_id), "sk": f"{ATTEMPT_PREFIX}{number:05d}"}
 
 
-def delivery_index(sub_id: str, created_at: str, delivery_id: str, status: str | None) -> dict[str, str]:
-    """A delivery's index entries: gsi1 lists a subscription's deliveries, gsi2 those in ``status`` (None:
-    no gsi2 entry, for succeeded deliveries). Both sort by creation time, newest last."""
+def delivery_index(
+    sub_id: str, created_at: str, delivery_id: str, status: str | None, *, listed: bool
+) -> dict[str, str]:
+    """A delivery's index entries: gsi2 lists a subscription's deliveries in ``status`` (None: no entry, for
+    succeeded deliveries), and, with ``listed`` (a delivery of the older kind), gsi1 lists all of them. Both
+    sort by creation time, newest last."""
     sort = f"{created_at}#{delivery_id}"
-    entries = {"gsi1pk": f"SUB#{sub_id}", "gsi1sk": sort}
+    entries = {"gsi1pk": digest_deliveries_listing(sub_id), "gsi1sk": sort} if listed else {}
     if status is not None:
         entries |= {"gsi2pk": delivery_status_partition(sub_id, status), "gsi2sk": sort}
     return entries
 
 
-def deliveries_partition(sub_id: str) -> str:
-    """gsi1 partition listing a subscription's deliveries."""
+def digest_deliveries_listing(sub_id: str) -> str:
+    """gsi1 partition listing a subscription's deliveries of the older kind."""
     return f"SUB#{sub_id}"
 
 

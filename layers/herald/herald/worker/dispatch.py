@@ -84,7 +84,9 @@ class _Job:
     @property
     def delivery(self) -> Delivery:
         """The delivery as claimed. The claim keeps its status: a manual attempt on a settled delivery
-        that dies midway leaves it settled, not pending with no message to carry it."""
+        that dies midway leaves it settled, not pending with no message to carry it. A new delivery is created
+        when its event was (the time its id starts with), but for one of the older kind (``storage.deliveries``)."""
+        created = self.now if not self.stored.deliveries_by_subscription else self.event.created_at
         base = self.previous or Delivery(
             id=self.log["delivery_id"],
             event_id=self.event.id,
@@ -92,7 +94,7 @@ class _Job:
             tenant_id=self.message.tenant_id,
             event_type=self.event.type,
             status=DeliveryStatus.PENDING,
-            created_at=self.now,
+            created_at=created,
             updated_at=self.now,
         )
         return base.model_copy(update={"updated_at": self.now})
@@ -102,9 +104,8 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     """One attempt of one delivery, if one is due; then settle the delivery or hold the message until
     the next attempt. A manual message (``single_shot`` on an existing delivery) makes exactly one
     attempt and leaves the schedule, and the message that carries it, alone."""
-    delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
     log: dict[str, Any] = {
-        "delivery_id": delivery_id,
+        "delivery_id": message.delivery_id,
         "event_id": message.event_id,
         "subscription_id": message.subscription_id,
         "tenant_id": message.tenant_id,
@@ -166,7 +167,7 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
             return None
         return _Job(message, record, log, stored, None, False, worker.now(), deadline), None
     for source in _state_sources(worker, message, delivery_id, optimistic, deadline):
-        state = await _state_from(worker, source, delivery_id)
+        state = await _state_from(worker, source, message)
         single_shot = message.trigger in SINGLE_SHOT_TRIGGERS and state is not None
         if not await _due(worker, message, record, state, single_shot, deadline):
             return None
@@ -215,12 +216,13 @@ def _state_sources(
     return ("read",)
 
 
-async def _state_from(worker: Worker, source: _Source, delivery_id: str) -> DeliveryState | None:
+async def _state_from(worker: Worker, source: _Source, message: DeliveryMessage) -> DeliveryState | None:
     if source == "none":
         return None
     if source == "batch":
-        return worker.reads.states[delivery_id]
-    return await worker.io(worker.store.deliveries.get_state, delivery_id)
+        return worker.reads.states[message.delivery_id]
+    read = worker.store.deliveries.get_state
+    return await worker.io(read, message.subscription_id, message.delivery_id, message.event_id)
 
 
 def _not_due(worker: Worker, state: DeliveryState | None, single_shot: bool, deadline: float) -> float | None:

@@ -53,7 +53,12 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
         marker = f"{message.tenant_id}|{page.route}|{page.cursor or ''}"
         sub_ids, filtered = matching(event, page.routed)
         deliveries = [
-            DeliveryMessage(event_id=event.id, tenant_id=message.tenant_id, subscription_id=sub_id)
+            DeliveryMessage(
+                event_id=event.id,
+                tenant_id=message.tenant_id,
+                subscription_id=sub_id,
+                delivery_id=stored.delivery_id(sub_id),
+            )
             for sub_id in sub_ids
         ]
         # Count the page first, once however often this message runs; then queue it. A crash in

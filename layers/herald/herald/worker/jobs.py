@@ -30,7 +30,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from herald import ids
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import DeliveryStatus, RecoveryStatus, Trigger
 from herald.routing import matching
@@ -40,6 +39,7 @@ from herald.worker.fanout import route_pages, send_concurrently
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+    from herald.storage import StoredEvent
     from herald.worker.runtime import Worker
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
                     event_id=d.event_id,
                     tenant_id=d.tenant_id,
                     subscription_id=d.subscription_id,
+                    delivery_id=d.id,
                     trigger=Trigger.RECOVER,
                     job_id=job.id,
                 )
@@ -140,7 +141,7 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         # Filters hold as at fan-out: a subscription whose filter skips the event gets nothing (not counted
         # again: the event's ``filtered`` is what its fan-out skipped).
         sub_ids, _ = matching(event, found.routed)
-        messages, first = await _redelivery_messages(worker, message, event.id, tenant_id, sub_ids)
+        messages, first = await _redelivery_messages(worker, message, stored, tenant_id, sub_ids)
         if first:
             # Deliveries the original fan-out never made: the event counts them, once however often this runs.
             count = store.events.count_fanout_page
@@ -157,24 +158,35 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
 
 
 async def _redelivery_messages(
-    worker: Worker, message: RedeliverMessage, event_id: str, tenant_id: str, sub_ids: list[str]
+    worker: Worker, message: RedeliverMessage, stored: StoredEvent, tenant_id: str, sub_ids: list[str]
 ) -> tuple[list[DeliveryMessage], int]:
     """The messages of a page of a redelivery, and how many of them are first deliveries: a ticketed single
     attempt (``manual``) for each existing delivery whose ticket this job takes, a regular first delivery for
     each subscription that never had the event."""
-    delivery_ids = [ids.delivery_id(event_id, sub_id) for sub_id in sub_ids]
-    existing = await asyncio.gather(*(worker.io(worker.store.deliveries.get, d) for d in delivery_ids))
+    event_id = stored.event.id
+    delivery_ids = {sub_id: stored.delivery_id(sub_id) for sub_id in sub_ids}
+    existing = await asyncio.gather(
+        *(worker.io(worker.store.deliveries.get, sub, delivery_ids[sub], event_id=event_id) for sub in sub_ids)
+    )
     again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
     first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
-    taken = await asyncio.gather(*(_take(worker, message.job_id, ids.delivery_id(event_id, sub)) for sub in again))
+    taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
     messages = [
         DeliveryMessage(
-            event_id=event_id, tenant_id=tenant_id, subscription_id=sub, trigger=Trigger.MANUAL, job_id=message.job_id
+            event_id=event_id,
+            tenant_id=tenant_id,
+            subscription_id=sub,
+            delivery_id=delivery_ids[sub],
+            trigger=Trigger.MANUAL,
+            job_id=message.job_id,
         )
         for sub, ok in zip(again, taken, strict=True)
         if ok
     ]
-    messages += [DeliveryMessage(event_id=event_id, tenant_id=tenant_id, subscription_id=sub) for sub in first]
+    messages += [
+        DeliveryMessage(event_id=event_id, tenant_id=tenant_id, subscription_id=sub, delivery_id=delivery_ids[sub])
+        for sub in first
+    ]
     return messages, len(first)
 
 
@@ -183,7 +195,7 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     job_id = message.job_id
     assert job_id is not None
     store = worker.store
-    delivery_id = ids.delivery_id(message.event_id, message.subscription_id)
+    delivery_id = message.delivery_id
     log = {"job_id": job_id, "delivery_id": delivery_id, "event_id": message.event_id}
     state, holder = await worker.io(store.jobs.get_ticket, job_id, delivery_id)
     if state != "open":
@@ -196,7 +208,7 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         await worker.io(store.jobs.close_ticket, job_id, delivery_id, "failed")
         return
     delivery, event, sub = await asyncio.gather(
-        worker.io(store.deliveries.get, delivery_id),
+        worker.io(store.deliveries.get, message.subscription_id, delivery_id, event_id=message.event_id),
         worker.io(store.events.get, message.event_id),
         worker.io(store.subscriptions.get, message.tenant_id, message.subscription_id),
     )

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from herald import ids
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, PoisonMessageError, WorkMessage, parse_message
 
@@ -100,9 +99,10 @@ async def read_batch(worker: Worker, bodies: Iterable[str]) -> BatchReads:
     if not messages:
         return BatchReads(parsed=parsed)
     subscriptions = list(dict.fromkeys((m.tenant_id, m.subscription_id) for m in messages))
-    held = Counter(ids.delivery_id(m.event_id, m.subscription_id) for m in messages)
+    held = Counter(m.delivery_id for m in messages)
+    deliveries = list(dict.fromkeys((m.subscription_id, m.delivery_id, m.event_id) for m in messages))
     try:
-        read = await worker.io(worker.store.batch_read, subscriptions, list(held))
+        read = await worker.io(worker.store.batch_read, subscriptions, deliveries)
     except ServiceUnavailableError:
         logger.warning("the batch's read failed; each delivery reads for itself", exc_info=True)
         return BatchReads(parsed=parsed)

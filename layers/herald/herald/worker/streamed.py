@@ -80,7 +80,7 @@ def successes_of(records: Iterable[dict[str, Any]]) -> dict[str, _Successes]:
         try:
             item = from_item(image)
             kept = item.get(FIRST_ATTEMPT) or {}
-            if item.get("sk") != keys.DELIVERY_SORT or not item.get(STATS_FROM_STREAM) or not kept.get("succeeded"):
+            if not keys.is_delivery(item) or not item.get(STATS_FROM_STREAM) or not kept.get("succeeded"):
                 continue
             sub_id, tenant_id = str(item["subscription_id"]), str(item["tenant_id"])
             latency = kept.get("latency_ms")

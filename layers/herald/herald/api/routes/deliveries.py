@@ -66,8 +66,10 @@ async def list_attempts(
     limit: LimitQuery = 50,
     iterator: IteratorQuery = None,
 ) -> Page[AttemptOut]:
-    delivery_or_404(services, tenant_id, subscription_id, delivery_id)
-    page = services.store.deliveries.list_attempts(delivery_id, limit=limit, cursor=iterator)
+    delivery = delivery_or_404(services, tenant_id, subscription_id, delivery_id)
+    page = services.store.deliveries.list_attempts(
+        subscription_id, delivery_id, limit=limit, cursor=iterator, event_id=delivery.event_id
+    )
     return Page(
         data=[AttemptOut.of(a) for a in page.items],
         iterator=page.cursor,
