@@ -207,16 +207,18 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
     # A write recording a send that failed as the worker saw it (a fault at the call stage: after botocore's
     # retries) has the send made again. Each such failed write allows its delivery one more arrival (a delivery
     # whose record fails twice may come three times).
-    failed_writes: Counter[str] = Counter(
-        key
-        for fault in injected
-        if fault.stage == "call" and records_a_send(fault)
-        for key in dict.fromkeys(fault.keys)
-    )
+    failed_records = [fault for fault in injected if fault.stage == "call" and records_a_send(fault)]
+
+    def failed_writes(pair: tuple[str, str]) -> int:
+        """The failed record writes that touched the delivery's item or its attempts (a write touching both,
+        a job's transaction, once)."""
+        item, attempts = labels[pair]
+        return sum(1 for fault in failed_records if item in fault.keys or attempts in fault.keys)
+
     verified = Counter((path, msg) for path, msg, good in receiver.arrivals if good)
     lost = len(expected - set(verified))
     duplicates = sum(count - 1 for count in verified.values())
-    allowed = sum(failed_writes[label] for pair in expected for label in labels[pair])
+    allowed = sum(failed_writes(pair) for pair in expected)
     bad = sum(1 for _, _, good in receiver.arrivals if not good)
     # Each delivery that came more than once, with the DynamoDB faults that touched its items (SQS faults are not
     # tied to a delivery here): where a duplicate came from. The allowance holds per delivery: a duplicate of a
@@ -232,7 +234,7 @@ def run(*, events: int, subscriptions: int, seed: int = 16, out: Callable[[str],
                 if item in fault.keys or attempts in fault.keys
             ]
             duplicated[item] = {"arrivals": count, "faults": touched}
-            unexplained += max(0, count - 1 - failed_writes[item] - failed_writes[attempts])
+            unexplained += max(0, count - 1 - failed_writes((path, event_id)))
     out(
         f"  {len(expected)} deliveries ({events} events x {subscriptions} subscriptions) under {faults.CHAOS_MIX}: "
         f"{lost} lost, {duplicates} duplicates, {allowed} failed records of sends, "

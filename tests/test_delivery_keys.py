@@ -161,3 +161,43 @@ def test_the_listing_window_is_exact_to_the_events_time(
     assert window(since=at + tick) == [listed[0]["id"]]
     assert window(until=at - tick) == [listed[2]["id"]]
     assert window(since=at - tick, until=at + tick) == [middle["id"]]
+
+
+def test_windows_before_1970_inverted_or_within_a_millisecond_and_cursors_outside_them_are_answered_well(
+    client: Any, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN three deliveries, their events a few milliseconds apart
+    sub = subscribe(client, tenant, receiver.url)
+    for _ in range(3):
+        publish(client, tenant.id)
+        time.sleep(0.002)
+    harness.drain()
+    listed = [d["id"] for d in deliveries(client, tenant, sub.id)]
+    path = f"/v1/subscriptions/{sub.id}/deliveries"
+
+    def get(**params: Any) -> Any:
+        return client.get(path, params=params, headers=tenant.headers)
+
+    # WHEN a window starts before 1970, or ends before it
+    # THEN the first holds them all, the second none (no id holds a time before 1970)
+    assert [d["id"] for d in get(since="1960-01-01T00:00:00Z").json()["data"]] == listed
+    assert get(until="1960-01-01T00:00:00Z").json()["data"] == []
+    # WHEN a window's `since` is after its `until`
+    inverted = get(since="2026-02-01T00:00:00Z", until="2026-01-01T00:00:00Z")
+    # THEN it is a 422 that says so
+    assert inverted.status_code == 422, inverted.text
+    assert inverted.json()["error"]["code"] == "invalid_input"
+    # WHEN a window lies within one millisecond, between two deliveries' times
+    at = datetime.fromisoformat(deliveries(client, tenant, sub.id)[1]["created_at"]) + timedelta(microseconds=1)
+    within = get(since=at.isoformat(), until=(at + timedelta(microseconds=998)).isoformat())
+    # THEN it holds nothing (and is no error)
+    assert within.status_code == 200, within.text
+    assert within.json()["data"] == []
+    # WHEN a listing's iterator is used with a window that does not hold where it stopped
+    first = get(limit=1)
+    assert first.json()["done"] is False
+    oldest = datetime.fromisoformat(deliveries(client, tenant, sub.id)[2]["created_at"])
+    moved = get(limit=1, iterator=first.json()["iterator"], until=oldest.isoformat())
+    # THEN it is refused as an iterator this listing did not issue, not a failure of the store
+    assert moved.status_code == 422, moved.text
+    assert moved.json()["error"]["code"] == "invalid_cursor"

@@ -174,9 +174,13 @@ def _id_window(since: datetime | None, until: datetime | None) -> tuple[str, str
     creation time, which is to the millisecond (a ``since`` within a millisecond starts at the next one)."""
     if since is None and until is None:
         return None
-    first_ms = ids.epoch_ms(since) + (since.microsecond % 1000 > 0) if since is not None else 0
-    low = ids.id_bounds(ids.DELIVERY, first_ms)[0] if since is not None else ids.DELIVERY
-    high = ids.id_bounds(ids.DELIVERY, ids.epoch_ms(until))[1] if until is not None else ids.DELIVERY + "~"
+    low, high = ids.DELIVERY, ids.DELIVERY + "~"  # below and above every id of the kind
+    if since is not None:
+        # No id holds a time before 1970: a window starting earlier starts there.
+        low = ids.id_bounds(ids.DELIVERY, max(0, ids.epoch_ms(since) + (since.microsecond % 1000 > 0)))[0]
+    if until is not None:
+        last_ms = ids.epoch_ms(until)
+        high = ids.id_bounds(ids.DELIVERY, last_ms)[1] if last_ms >= 0 else ids.DELIVERY  # before 1970: none
     return low, high
 
 
@@ -375,9 +379,11 @@ class DeliveryRepository:
         created in [``since``, ``until``]: both listings sort by creation time, so the window is a key condition).
 
         Pending and failed ones are read from the status index (gsi2). All of them, or the succeeded ones
-        (which have no status-index entry), are read from the subscription's partition, then, until none is
-        left, from gsi1, which lists those of the older kind (all older than any in the partition): a page
-        that empties the partition goes on there, and the ``iterator`` says which of the two it stopped in."""
+        (which have no status-index entry), are read from the subscription's partition, then, while any is
+        left, from gsi1, which lists those of the older kind (made before the update that moved deliveries
+        under their subscription, but for a redelivery of an event stored before it): a page that empties the
+        partition goes on there, and the ``iterator`` says which of the two it stopped in. A window whose
+        ``since`` is after its ``until`` holds nothing."""
         where: dict[str, str] = {"event_type": event_type} if event_type is not None else {}
         if status is DeliveryStatus.SUCCEEDED:
             where["status"] = status.value
@@ -422,6 +428,8 @@ class DeliveryRepository:
         where: dict[str, str],
         window: tuple[str, str] | None,
     ) -> PageResult[Delivery]:
+        if window is not None and window[0] > window[1]:
+            return PageResult([], None)  # an empty window (DynamoDB refuses BETWEEN with its ends inverted)
         items, next_cursor = self._table.query(
             key=key, index=index, limit=limit, cursor=cursor, newest_first=True, where=where or None, between=window
         )
@@ -473,7 +481,8 @@ class DeliveryRepository:
             "Limit": limit,
         }
         if cursor:
-            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, "gsi2pk", partition, "gsi2sk", None)
+            window = (since.isoformat(), until.isoformat())
+            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, "gsi2pk", partition, "gsi2sk", None, window)
         response = self._table.call("query", **kwargs)
         items = [from_item(item) for item in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")

@@ -118,8 +118,16 @@ def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, partition_attr: str, partition_value: str, sort_attr: str, prefix: str | None) -> Any:
-    """The ExclusiveStartKey of an ``iterator``, which must be one this listing issued (InvalidCursorError)."""
+def decode_cursor(  # noqa: PLR0917 - the listing's key, as the caller spells it
+    cursor: str,
+    partition_attr: str,
+    partition_value: str,
+    sort_attr: str,
+    prefix: str | None,
+    between: tuple[str, str] | None = None,
+) -> Any:
+    """The ExclusiveStartKey of an ``iterator``, which must be one this listing issued (InvalidCursorError),
+    within its sort key range if it has one (DynamoDB refuses a start key outside the key condition)."""
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
@@ -133,6 +141,7 @@ def decode_cursor(cursor: str, partition_attr: str, partition_value: str, sort_a
         or set(raw) != {"pk", "sk", partition_attr, sort_attr}
         or any(not value or len(value.encode()) > 1024 for value in raw.values())
         or (prefix is not None and not raw[sort_attr].startswith(prefix))
+        or (between is not None and not between[0] <= raw[sort_attr] <= between[1])
     ):
         raise InvalidCursorError("the iterator is not one this listing issued")
     return to_item(raw)
@@ -259,7 +268,9 @@ class Table:
         if index is not None:
             kwargs["IndexName"] = index
         if cursor:
-            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, partition_attr, partition_value, sort_attr, prefix)
+            kwargs["ExclusiveStartKey"] = decode_cursor(
+                cursor, partition_attr, partition_value, sort_attr, prefix, None if prefix is not None else between
+            )
         items: list[dict[str, Any]] = []
         while True:
             response = self.call("query", **kwargs)

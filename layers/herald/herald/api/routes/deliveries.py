@@ -10,6 +10,7 @@ from pydantic import AwareDatetime
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
 from herald.domain import deliveries, subscriptions
 from herald.domain.jobs import as_utc
+from herald.errors import InvalidInputError
 from herald.records import Delivery, DeliveryStatus
 from herald.schemas import AttemptOut, DeliveryOut, Page
 from herald.services import Services
@@ -34,13 +35,15 @@ async def list_deliveries(
     iterator: IteratorQuery = None,
 ) -> Page[DeliveryOut]:
     subscriptions.find(services, tenant_id, subscription_id)
+    since = as_utc(since, "since") if since is not None else None
+    until = as_utc(until, "until") if until is not None else None
+    if since is not None and until is not None and since > until:
+        raise InvalidInputError(
+            "`since` is after `until`",
+            details=[{"loc": ["query", "since"], "msg": "after `until`", "type": "inverted_window"}],
+        )
     page = services.store.deliveries.list(
-        subscription_id,
-        status=status,
-        limit=limit,
-        cursor=iterator,
-        since=as_utc(since, "since") if since is not None else None,
-        until=as_utc(until, "until") if until is not None else None,
+        subscription_id, status=status, limit=limit, cursor=iterator, since=since, until=until
     )
     return Page(
         data=[DeliveryOut.of(d) for d in page.items],
