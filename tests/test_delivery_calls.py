@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
+from herald.storage import Store
 from tests.delivery_support import delivery_key_of, publish, subscribe
 from tests.support import Receiver, drain
 
@@ -31,15 +33,16 @@ def test_a_first_delivery_writes_no_lease_and_reads_with_its_batch(
     drain(poller)
     (got,) = receiver.received
     Webhook(sub.secret).verify(got.body, got.headers)
-    # THEN the delivery's batch read its subscription (and its stats' failure streak) and the delivery's state in
-    # one eventually consistent BatchGetItem, and nothing read either of them one by one
+    # THEN the delivery's batch read its subscription (and its stats' failure streak), the delivery's state and the
+    # event in one eventually consistent BatchGetItem, and nothing read any of them one by one
     delivery_pk = delivery_key["pk"]  # the subscription's partition: this one delivery is all it holds
     (read,) = [r for r in batch_reads if any(key["pk"]["S"] == delivery_pk for key in r["Keys"])]
     assert read["ConsistentRead"] is False
     assert sorted(key["pk"]["S"] for key in read["Keys"]) == sorted(
-        [delivery_pk, f"TENANT#{tenant.id}", f"STATS#{sub.id}"]
+        [delivery_pk, f"TENANT#{tenant.id}", f"STATS#{sub.id}", f"EVENT#{event_id}"]
     )
-    assert not [call for call in calls if call[0] == "GetItem" and call[1] in (delivery_pk, f"TENANT#{tenant.id}")]
+    one_by_one = (delivery_pk, f"TENANT#{tenant.id}", f"EVENT#{event_id}")
+    assert not [call for call in calls if call[0] == "GetItem" and call[1] in one_by_one]
     # AND no lease was written before the attempt (SQS's visibility is a first receive's lease), and the settled
     # delivery was one put, only if nothing is there yet, holding its attempt
     assert [name for name, pk in calls if pk == delivery_pk] == ["PutItem"]
@@ -59,17 +62,49 @@ def test_a_batch_reads_its_event_once(client, tenant, services, poller, make_rec
     for server in receivers:
         subscribe(client, tenant, server.url)
     event_id = publish(client, tenant.id)
-    reads: list[str] = []
+    reads: list[tuple[str, str, bool]] = []
 
-    def record(params: dict[str, Any], **_: Any) -> None:
-        reads.append(params["Key"]["pk"]["S"])
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        if model.name == "GetItem":
+            reads.append(("GetItem", params["Key"]["pk"]["S"], params.get("ConsistentRead", False)))
+        elif model.name == "BatchGetItem":
+            (asked,) = params["RequestItems"].values()
+            reads.extend(("BatchGetItem", key["pk"]["S"], asked.get("ConsistentRead", False)) for key in asked["Keys"])
 
-    services.store.client.meta.events.register("before-parameter-build.dynamodb.GetItem", record)
+    services.store.client.meta.events.register("before-parameter-build.dynamodb", record)
     # WHEN its five deliveries (queued by publishing itself: five routes need no fan-out message) run in one batch
     drain(poller)
-    # THEN each delivery arrived, and the event was read once for the whole batch
+    # THEN each delivery arrived, and the event was read once for the whole batch, in the batch's read
+    # (eventually consistent: an event never changes once written), with no read of its own
     assert [len(server.received) for server in receivers] == [1] * 5
-    assert reads.count(f"EVENT#{event_id}") == 1
+    assert [read for read in reads if read[1] == f"EVENT#{event_id}"] == [("BatchGetItem", f"EVENT#{event_id}", False)]
+
+
+def test_an_event_the_batch_read_does_not_show_yet_is_read_strongly_then_held(
+    client, tenant, services, poller, receiver: Receiver, monkeypatch
+) -> None:
+    # GIVEN a subscription, and a batch read that does not show events yet (written a moment before: an
+    # eventually consistent read need not see them)
+    sub = subscribe(client, tenant, receiver.url)
+    real_batch_read = Store.batch_read
+
+    def stale_batch_read(store: Store, *args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(real_batch_read(store, *args, **kwargs), events={})
+
+    monkeypatch.setattr(Store, "batch_read", stale_batch_read)
+    reads: list[tuple[str, bool]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        reads.append((params["Key"]["pk"]["S"], params.get("ConsistentRead", False)))
+
+    services.store.client.meta.events.register("before-parameter-build.dynamodb.GetItem", record)
+    # WHEN an event is published and delivered
+    event_id = publish(client, tenant.id)
+    drain(poller)
+    # THEN the delivery read the event itself, strongly, and the webhook arrived
+    (got,) = receiver.received
+    Webhook(sub.secret).verify(got.body, got.headers)
+    assert reads.count((f"EVENT#{event_id}", True)) == 1
 
 
 def test_a_first_attempt_kept_inside_its_delivery_stays_first_in_the_log_after_a_manual_retry(

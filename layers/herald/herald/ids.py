@@ -11,6 +11,7 @@ the operator's admin key, ``whsec_`` for a subscription's signing secret (the St
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import secrets
@@ -73,6 +74,7 @@ def delivery_id(event_id: str, subscription_id: str, event_ms: int | None = None
     return f"{DELIVERY}_{_encode((event_ms << 80) | int.from_bytes(digest[:10]), 26)}"
 
 
+@functools.lru_cache(maxsize=4096)  # asked of each delivery several times as it is read and written
 def is_digest_delivery_id(candidate: str, event_id: str, subscription_id: str) -> bool:
     """Whether ``candidate`` is the pair's delivery id of the older kind (its digest alone, no time)."""
     return candidate == delivery_id(event_id, subscription_id)

@@ -7,7 +7,7 @@ of item, each returning typed records and raising ``herald.errors`` errors.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from herald.storage import keys
@@ -52,6 +52,9 @@ class BatchRead:
     states: dict[str, DeliveryState]
     #: Each subscription's failure streak (``consecutive_failures`` of its stats; 0 when it has none yet).
     streaks: dict[str, int]
+    #: The events found (by id); one not found may have been written a moment before (an eventually
+    #: consistent read need not show it yet): read it again, strongly.
+    events: dict[str, StoredEvent] = field(default_factory=dict)
 
 
 class Store:
@@ -75,28 +78,37 @@ class Store:
         self.portal = PortalRepository(self.table)
 
     def batch_read(
-        self, subscriptions: Iterable[tuple[str, str]], deliveries: Iterable[tuple[str, str, str]]
+        self,
+        subscriptions: Iterable[tuple[str, str]],
+        deliveries: Iterable[tuple[str, str, str]],
+        events: Iterable[str] = (),
     ) -> BatchRead:
-        """Subscriptions, their failure streaks and delivery states (``deliveries``: each one's subscription,
-        id and event) in one BatchGetItem (100 keys a call), eventually consistent (half the price of a strong
-        read; a write of the last second may not show yet): what a worker's batch reads before it sends."""
+        """Subscriptions, their failure streaks, delivery states (``deliveries``: each one's subscription, id and
+        event) and events in one BatchGetItem (100 keys a call), eventually consistent (half the price of a
+        strong read; a write of the last second may not show yet): what a worker's batch reads before it sends.
+        An event never changes once written, so such a read finds it as it is, or not yet."""
         pairs = list(dict.fromkeys(subscriptions))
         streaks = dict.fromkeys((sub_id for _, sub_id in pairs), 0)
         wanted = [keys.subscription(tenant_id, sub_id) for tenant_id, sub_id in pairs]
         wanted += [keys.subscription_stats(sub_id) for sub_id in streaks]
         wanted += [delivery_key(*delivery) for delivery in dict.fromkeys(deliveries)]
+        wanted += [keys.event(event_id) for event_id in dict.fromkeys(events)]
         subs: dict[tuple[str, str], Subscription] = {}
         states: dict[str, DeliveryState] = {}
+        found: dict[str, StoredEvent] = {}
         for item in self.table.batch_get(wanted, consistent=False) if wanted else []:
             if keys.is_delivery(item):
                 state = state_of(item)
                 states[state.delivery.id] = state
+            elif item["sk"] == keys.EVENT_SORT:
+                stored = StoredEvent.of(item)
+                found[stored.event.id] = stored
             elif item["sk"] == keys.STATS_SORT:
                 streaks[item["pk"].removeprefix(keys.STATS_PREFIX)] = int(item.get("consecutive_failures", 0))
             else:  # anything else asked for is a subscription
                 sub = subscription_of(item)
                 subs[sub.tenant_id, sub.id] = sub
-        return BatchRead(subs, states, streaks)
+        return BatchRead(subs, states, streaks, found)
 
     @property
     def client(self) -> DynamoDBClient:

@@ -108,8 +108,11 @@ def event_partition(event_id: str) -> str:
     return f"EVENT#{event_id}"
 
 
+EVENT_SORT = "#EVENT"
+
+
 def event(event_id: str) -> Key:
-    return {"pk": event_partition(event_id), "sk": "#EVENT"}
+    return {"pk": event_partition(event_id), "sk": EVENT_SORT}
 
 
 def event_counts(event_id: str) -> Key:

@@ -9,6 +9,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from herald.storage import StoredEvent
     from herald.worker.runtime import Worker
 
@@ -32,6 +34,23 @@ class EventCache:
         stored = await asyncio.shield(read)
         return stored if stored is not None and stored.expires_at > self._worker.clock() else None
 
+    def holds(self, event_id: str) -> bool:
+        """Whether the event is in memory already (a batch need not read it)."""
+        with self._lock:
+            return event_id in self._events
+
+    def keep(self, found: Iterable[StoredEvent]) -> None:
+        """Hold events read elsewhere (the batch's read), as if this cache had read them."""
+        for stored in found:
+            self._remember(stored)
+
+    def _remember(self, stored: StoredEvent) -> None:
+        with self._lock:
+            self._events[stored.event.id] = stored
+            self._events.move_to_end(stored.event.id)
+            while len(self._events) > EVENT_CACHE_SIZE:
+                self._events.popitem(last=False)
+
     def _read(self, event_id: str) -> StoredEvent | None:
         with self._lock:
             stored = self._events.get(event_id)
@@ -40,8 +59,5 @@ class EventCache:
                 return stored
         stored = self._worker.store.events.get(event_id)
         if stored is not None:
-            with self._lock:
-                self._events[event_id] = stored
-                while len(self._events) > EVENT_CACHE_SIZE:
-                    self._events.popitem(last=False)
+            self._remember(stored)
         return stored

@@ -1,6 +1,8 @@
-"""What a batch reads before it sends: the subscriptions of its delivery messages, their failure streaks and the
-states of their deliveries, in one BatchGetItem (100 keys a call, eventually consistent) instead of two reads per
-delivery.
+"""What a batch reads before it sends: the subscriptions of its delivery messages, their failure streaks, the
+states of their deliveries and the events the worker does not hold yet, in one BatchGetItem (100 keys a call,
+eventually consistent) instead of two reads per delivery and one per event. An event never changes once
+written: the read finds it as it is, or, written a moment before, not yet (its deliveries then read it
+strongly, ``EventCache``).
 
 The streaks say whose stats the batch need not write: a subscription with no failure streak whose attempts in
 the batch are all first attempts that succeeded leaves its stats to the table's stream (``bookkeeping``).
@@ -101,11 +103,13 @@ async def read_batch(worker: Worker, bodies: Iterable[str]) -> BatchReads:
     subscriptions = list(dict.fromkeys((m.tenant_id, m.subscription_id) for m in messages))
     held = Counter(m.delivery_id for m in messages)
     deliveries = list(dict.fromkeys((m.subscription_id, m.delivery_id, m.event_id) for m in messages))
+    events = [event_id for event_id in dict.fromkeys(m.event_id for m in messages) if not worker.events.holds(event_id)]
     try:
-        read = await worker.io(worker.store.batch_read, subscriptions, deliveries)
+        read = await worker.io(worker.store.batch_read, subscriptions, deliveries, events)
     except ServiceUnavailableError:
         logger.warning("the batch's read failed; each delivery reads for itself", exc_info=True)
         return BatchReads(parsed=parsed)
+    worker.events.keep(read.events.values())
     return BatchReads(
         read.subscriptions,
         read.states,
