@@ -6,9 +6,12 @@ of item, each returning typed records and raising ``herald.errors`` errors.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from herald.storage import keys
 from herald.storage.deliveries import DeliveryRepository, DeliveryState, delivery_key, state_of
@@ -21,6 +24,8 @@ from herald.storage.schedule import ScheduleRepository
 from herald.storage.subscriptions import Route, SubscriptionRepository, subscription_of
 from herald.storage.table import PageResult, Table
 from herald.storage.tenants import TenantRepository
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -101,7 +106,13 @@ class Store:
                 state = state_of(item)
                 states[state.delivery.id] = state
             elif item["sk"] == keys.EVENT_SORT:
-                stored = StoredEvent.of(item)
+                try:
+                    stored = StoredEvent.of(item)
+                except (ValidationError, KeyError, ValueError):
+                    # Left out: the deliveries of an event that cannot be read fail on their own read, not the
+                    # whole batch here.
+                    logger.warning("an event item that cannot be read", extra={"pk": item["pk"]})
+                    continue
                 found[stored.event.id] = stored
             elif item["sk"] == keys.STATS_SORT:
                 streaks[item["pk"].removeprefix(keys.STATS_PREFIX)] = int(item.get("consecutive_failures", 0))
