@@ -75,17 +75,38 @@ def test_a_poison_message_goes_to_the_dlq_without_blocking_its_batch(
     assert harness.counts() == (0, 0)
 
 
+#: Event items that cannot be read: fields missing (pydantic refuses), and a payload that is JSON but no object
+#: (the record's own validator raises a TypeError).
+CORRUPT_EVENTS = {
+    "fields missing": {},
+    "payload not an object": {
+        "type": {"S": "invoice.paid"},
+        "tenant_id": {"S": "tnt_x"},
+        "timestamp": {"S": "2026-01-01T00:00:00Z"},
+        "created_at": {"S": "2026-01-01T00:00:00Z"},
+        "payload": {"S": "[]"},
+        "expires_at": {"N": "9999999999"},
+    },
+}
+
+
+@pytest.mark.parametrize("corrupt", list(CORRUPT_EVENTS))
 def test_a_record_that_raises_fails_alone_and_ends_in_the_dlq(
-    client, tenant: TenantInfo, harness: Harness, make_receiver
+    client, tenant: TenantInfo, harness: Harness, make_receiver, corrupt: str
 ) -> None:
-    # GIVEN two good deliveries, and one whose event item is corrupt (its reading raises)
+    # GIVEN two good deliveries, and one whose event item is corrupt (its reading raises, in the batch's read too)
     receivers = [make_receiver(), make_receiver()]
     subs = [subscribe(client, tenant, r.url) for r in receivers]
     publish(client, tenant.id)
     store = harness.services.store
     store.client.put_item(
         TableName=store.table_name,
-        Item={"pk": {"S": "EVENT#evt_corrupt"}, "sk": {"S": "#EVENT"}, "id": {"S": "evt_corrupt"}},
+        Item={
+            "pk": {"S": "EVENT#evt_corrupt"},
+            "sk": {"S": "#EVENT"},
+            "id": {"S": "evt_corrupt"},
+            **CORRUPT_EVENTS[corrupt],
+        },
     )
     bad = DeliveryMessage(
         event_id="evt_corrupt", tenant_id=tenant.id, subscription_id=subs[0].id, delivery_id="dlv_corrupt"

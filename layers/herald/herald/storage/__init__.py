@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from herald.storage import keys
 from herald.storage.deliveries import DeliveryRepository, DeliveryState, delivery_key, state_of
 from herald.storage.events import EventExistsError, EventRepository, StoredEvent
@@ -108,7 +106,7 @@ class Store:
             elif item["sk"] == keys.EVENT_SORT:
                 try:
                     stored = StoredEvent.of(item)
-                except (ValidationError, KeyError, ValueError):
+                except Exception:
                     # Left out: the deliveries of an event that cannot be read fail on their own read, not the
                     # whole batch here.
                     logger.warning("an event item that cannot be read", extra={"pk": item["pk"]})

@@ -35,9 +35,10 @@ class EventCache:
         return stored if stored is not None and stored.expires_at > self._worker.clock() else None
 
     def holds(self, event_id: str) -> bool:
-        """Whether the event is in memory already (a batch need not read it)."""
+        """Whether the event is in memory already, and not expired (a batch need not read it)."""
         with self._lock:
-            return event_id in self._events
+            stored = self._events.get(event_id)
+        return stored is not None and stored.expires_at > self._worker.clock()
 
     def keep(self, found: Iterable[StoredEvent]) -> None:
         """Hold events read elsewhere (the batch's read), as if this cache had read them."""
@@ -54,9 +55,11 @@ class EventCache:
     def _read(self, event_id: str) -> StoredEvent | None:
         with self._lock:
             stored = self._events.get(event_id)
-            if stored is not None:
+            if stored is not None and stored.expires_at > self._worker.clock():
                 self._events.move_to_end(event_id)
                 return stored
+            # Expired (its id may have been published again since): read afresh.
+            self._events.pop(event_id, None)
         stored = self._worker.store.events.get(event_id)
         if stored is not None:
             self._remember(stored)

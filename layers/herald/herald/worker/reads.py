@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, PoisonMessageError, WorkMessage, parse_message
 
 if TYPE_CHECKING:
@@ -106,7 +105,8 @@ async def read_batch(worker: Worker, bodies: Iterable[str]) -> BatchReads:
     events = [event_id for event_id in dict.fromkeys(m.event_id for m in messages) if not worker.events.holds(event_id)]
     try:
         read = await worker.io(worker.store.batch_read, subscriptions, deliveries, events)
-    except ServiceUnavailableError:
+    except Exception:
+        # Each delivery then reads what it needs, and one whose item cannot be read fails alone.
         logger.warning("the batch's read failed; each delivery reads for itself", exc_info=True)
         return BatchReads(parsed=parsed)
     worker.events.keep(read.events.values())
