@@ -95,6 +95,19 @@ def deliveries(client: TestClient, tenant: TenantInfo, sub_id: str, **params: An
     return list(response.json()["data"])
 
 
+def delivery_pages(client: TestClient, tenant: TenantInfo, sub_id: str, **params: Any) -> list[list[str]]:
+    """Every page of the subscription's deliveries listing (``params``: its query), as lists of ids."""
+    pages: list[list[str]] = []
+    while True:
+        response = client.get(f"/v1/subscriptions/{sub_id}/deliveries", params=params, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append([item["id"] for item in body["data"]])
+        if body["done"]:
+            return pages
+        params["iterator"] = body["iterator"]
+
+
 def only_delivery(client: TestClient, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
     found = deliveries(client, tenant, sub_id)
     assert len(found) == 1, found

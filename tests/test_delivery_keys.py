@@ -18,9 +18,11 @@ from herald.storage.events import DELIVERIES_BY_SUBSCRIPTION
 from herald.storage.table import to_item
 from tests.delivery_support import (
     Harness,
+    Sub,
     attempts,
     deliveries,
     delivery_id_of,
+    delivery_pages,
     event_counts,
     publish,
     step,
@@ -48,16 +50,17 @@ def _older_event(harness: Harness, tenant_id: str) -> str:
     return event.id
 
 
-def _pages(client: Any, tenant: TenantInfo, sub_id: str, **params: Any) -> list[list[str]]:
-    pages: list[list[str]] = []
-    while True:
-        response = client.get(f"/v1/subscriptions/{sub_id}/deliveries", params=params, headers=tenant.headers)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        pages.append([item["id"] for item in body["data"]])
-        if body["done"]:
-            return pages
-        params["iterator"] = body["iterator"]
+_pages = delivery_pages
+
+
+def _three_deliveries(client: Any, tenant: TenantInfo, harness: Harness, receiver: Receiver) -> Sub:
+    """A subscription with three deliveries, their events a few milliseconds apart."""
+    sub = subscribe(client, tenant, receiver.url)
+    for _ in range(3):
+        publish(client, tenant.id)
+        time.sleep(0.002)
+    harness.drain()
+    return sub
 
 
 def test_a_delivery_id_starts_with_its_events_time_and_is_the_same_for_the_same_pair() -> None:
@@ -139,11 +142,7 @@ def test_the_listing_window_is_exact_to_the_events_time(
     client: Any, tenant: TenantInfo, harness: Harness, receiver: Receiver
 ) -> None:
     # GIVEN three deliveries, their events a few milliseconds apart
-    sub = subscribe(client, tenant, receiver.url)
-    for _ in range(3):
-        publish(client, tenant.id)
-        time.sleep(0.002)
-    harness.drain()
+    sub = _three_deliveries(client, tenant, harness, receiver)
     listed = deliveries(client, tenant, sub.id)
     times = [d["created_at"] for d in listed]
     assert len(set(times)) == 3
@@ -167,11 +166,7 @@ def test_windows_before_1970_inverted_or_within_a_millisecond_and_cursors_outsid
     client: Any, tenant: TenantInfo, harness: Harness, receiver: Receiver
 ) -> None:
     # GIVEN three deliveries, their events a few milliseconds apart
-    sub = subscribe(client, tenant, receiver.url)
-    for _ in range(3):
-        publish(client, tenant.id)
-        time.sleep(0.002)
-    harness.drain()
+    sub = _three_deliveries(client, tenant, harness, receiver)
     listed = [d["id"] for d in deliveries(client, tenant, sub.id)]
     path = f"/v1/subscriptions/{sub.id}/deliveries"
 

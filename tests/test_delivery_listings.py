@@ -8,22 +8,13 @@ from typing import Any
 
 import pytest
 
-from tests.delivery_support import publish, subscribe
+from tests.delivery_support import delivery_pages, publish, subscribe
 from tests.support import Receiver, TenantInfo
 
 
 def _ids(client: Any, tenant: TenantInfo, sub_id: str, status: str, limit: int = 50) -> list[list[str]]:
     """Every page of the subscription's deliveries with ``status``, as lists of ids."""
-    pages: list[list[str]] = []
-    params: dict[str, Any] = {"status": status, "limit": limit}
-    while True:
-        response = client.get(f"/v1/subscriptions/{sub_id}/deliveries", params=params, headers=tenant.headers)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        pages.append([item["id"] for item in body["data"]])
-        if body["done"]:
-            return pages
-        params["iterator"] = body["iterator"]
+    return delivery_pages(client, tenant, sub_id, status=status, limit=limit)
 
 
 def test_a_delivery_moves_from_pending_to_succeeded(
