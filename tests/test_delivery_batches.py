@@ -129,6 +129,30 @@ def test_a_record_that_raises_fails_alone_and_ends_in_the_dlq(
     assert max(harness.received_counts()) == harness.services.settings.max_receive_count
 
 
+def test_a_message_naming_another_tenants_event_delivers_nothing(
+    client, tenant: TenantInfo, make_tenant, harness: Harness, receiver
+) -> None:
+    # GIVEN an event of another tenant, and a delivery message that names it for this tenant's subscription (as
+    # a message that outlived its event would, its id published again since by someone else)
+    sub = subscribe(client, tenant, receiver.url)
+    other = make_tenant("Other")
+    event_id = publish(client, other.id)
+    harness.drain()
+    message = DeliveryMessage(
+        event_id=event_id,
+        tenant_id=tenant.id,
+        subscription_id=sub.id,
+        delivery_id=delivery_id_of(harness.services.store, event_id, sub.id),
+    )
+    harness.services.queue.send(message)
+    # WHEN the worker takes it
+    harness.drain()
+    # THEN nothing was sent, nothing was stored for the subscription, and the message is done with
+    assert receiver.received == []
+    assert client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"] == []
+    assert harness.counts() == (0, 0)
+
+
 def test_a_failing_aws_call_for_one_record_does_not_fail_the_others(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
 ) -> None:

@@ -114,6 +114,11 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     if stored is None:
         logger.warning("delivery of an event that no longer exists: dropped", extra=log)
         return
+    if not stored.event.broadcast and stored.event.tenant_id != message.tenant_id:
+        # Event ids are the publisher's to choose and one may be used again once its event expired: a message
+        # that outlived its event never carries another tenant's event to this tenant's subscriber.
+        logger.warning("delivery of another tenant's event: dropped", extra=log)
+        return
     claimed = await _claim(worker, message, record, deadline, stored, log)
     if claimed is None:
         return
