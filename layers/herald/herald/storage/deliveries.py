@@ -25,10 +25,7 @@ what the stream's filter in template.yaml selects.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,12 +33,14 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from herald import ids
+from herald.errors import InvalidCursorError
 from herald.records import Attempt, Delivery, DeliveryStatus
 from herald.storage import keys
 from herald.storage.jobs import lock_check, use_ticket
 from herald.storage.table import (
     NOT_EXPIRED,
     PageResult,
+    cursor_fields,
     decode_cursor,
     encode_cursor,
     from_item,
@@ -184,18 +183,14 @@ def _id_window(since: datetime | None, until: datetime | None) -> tuple[str, str
     return low, high
 
 
-def _encode(raw: dict[str, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(raw, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
 def _is_digest_listing_cursor(cursor: str | None) -> bool:
     """Whether a listing's ``iterator`` is one of its second part: the deliveries of the older kind (gsi1)."""
     if not cursor:
         return False
     try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return False  # Table.query says it is not one of this listing's
+        raw = cursor_fields(cursor)
+    except InvalidCursorError:
+        return False  # Table.query refuses it as not one of this listing's
     return isinstance(raw, dict) and "gsi1pk" in raw
 
 
@@ -393,7 +388,7 @@ class DeliveryRepository:
             return self._page({"gsi2pk": partition}, "gsi2", limit=limit, cursor=cursor, where=where, window=window)
         listing = keys.digest_deliveries_listing(sub_id)
         page = PageResult[Delivery]([], None)
-        older_start = _encode({"gsi1pk": listing})
+        older_start = encode_cursor(to_item({"gsi1pk": listing}))
         if not _is_digest_listing_cursor(cursor):
             partition = keys.deliveries_partition(sub_id)
             window = _id_window(since, until)
@@ -471,17 +466,15 @@ class DeliveryRepository:
         oldest first. The index's sort key starts with the creation time in ISO 8601, so the window is a
         key condition; a page may hold fewer than ``limit`` (expired items are filtered out)."""
         partition = keys.delivery_status_partition(sub_id, status.value)
+        window = (since.isoformat(), until.isoformat())
         kwargs: dict[str, Any] = {
             "IndexName": "gsi2",
             "KeyConditionExpression": "gsi2pk = :p AND gsi2sk BETWEEN :low AND :high",
             "FilterExpression": NOT_EXPIRED,
-            "ExpressionAttributeValues": values(
-                p=partition, low=since.isoformat(), high=until.isoformat(), now=self._table.now()
-            ),
+            "ExpressionAttributeValues": values(p=partition, low=window[0], high=window[1], now=self._table.now()),
             "Limit": limit,
         }
         if cursor:
-            window = (since.isoformat(), until.isoformat())
             kwargs["ExclusiveStartKey"] = decode_cursor(cursor, "gsi2pk", partition, "gsi2sk", None, window)
         response = self._table.call("query", **kwargs)
         items = [from_item(item) for item in response.get("Items", [])]

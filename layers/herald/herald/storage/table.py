@@ -118,6 +118,15 @@ def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def cursor_fields(cursor: str) -> Any:
+    """What an ``iterator`` holds (the JSON of a LastEvaluatedKey, base64url without padding), unchecked;
+    raises InvalidCursorError if it is not even that."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursorError("the iterator is not one this listing issued") from exc
+
+
 def decode_cursor(  # noqa: PLR0917 - the listing's key, as the caller spells it
     cursor: str,
     partition_attr: str,
@@ -128,10 +137,7 @@ def decode_cursor(  # noqa: PLR0917 - the listing's key, as the caller spells it
 ) -> Any:
     """The ExclusiveStartKey of an ``iterator``, which must be one this listing issued (InvalidCursorError),
     within its sort key range if it has one (DynamoDB refuses a start key outside the key condition)."""
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidCursorError("the iterator is not one this listing issued") from exc
+    raw = cursor_fields(cursor)
     if (
         not isinstance(raw, dict)
         or raw.get(partition_attr) != partition_value
