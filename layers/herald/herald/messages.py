@@ -3,12 +3,15 @@ can evolve while old messages drain."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, model_validator
 
 from herald import ids
 from herald.records import Trigger
+
+if TYPE_CHECKING:
+    from herald.storage import StoredEvent
 
 
 class _Message(BaseModel):
@@ -51,6 +54,26 @@ class DeliveryMessage(_Message):
     resumed: bool | None = None
     #: ``slow``: the message goes to the slow lane's queue (``herald.worker.lanes``). Left out when none.
     lane: Literal["slow"] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        stored: StoredEvent,
+        tenant_id: str,
+        subscription_id: str,
+        *,
+        trigger: Trigger = Trigger.SCHEDULED,
+        job_id: str | None = None,
+    ) -> DeliveryMessage:
+        """The message of ``stored``'s delivery to a subscription of ``tenant_id``, naming that delivery."""
+        return cls(
+            event_id=stored.event.id,
+            tenant_id=tenant_id,
+            subscription_id=subscription_id,
+            delivery_id=stored.delivery_id(subscription_id),
+            trigger=trigger,
+            job_id=job_id,
+        )
 
     @model_validator(mode="before")
     @classmethod

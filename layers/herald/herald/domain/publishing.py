@@ -233,17 +233,7 @@ def _queue_deliveries(services: Services, stored: StoredEvent) -> bool:
             return False
     matched, filtered = matching(event, routed)
     sub_ids = list(dict.fromkeys(matched))  # a subscription routed under its type and under "*" is sent once
-    services.queue.send_batch(
-        [
-            DeliveryMessage(
-                event_id=event.id,
-                tenant_id=event.tenant_id,
-                subscription_id=sub_id,
-                delivery_id=stored.delivery_id(sub_id),
-            )
-            for sub_id in sub_ids
-        ]
-    )
+    services.queue.send_batch([DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in sub_ids])
     # Counted and marked queued in one write, once: a retried publish whose earlier try got this far counts nothing.
     services.store.events.count_direct_fanout(
         event.id, expires_at=expires_at, matched=len(sub_ids), filtered=filtered, fanout_open=-1
@@ -266,13 +256,5 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
         matched=1,
         fanout_open=0,
     )
-    services.queue.send(
-        DeliveryMessage(
-            event_id=event.id,
-            tenant_id=sub.tenant_id,
-            subscription_id=sub.id,
-            delivery_id=stored.delivery_id(sub.id),
-            trigger=Trigger.TEST,
-        )
-    )
+    services.queue.send(DeliveryMessage.of(stored, sub.tenant_id, sub.id, trigger=Trigger.TEST))
     return event, stored.delivery_id(sub.id)

@@ -52,15 +52,7 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
     async for page in route_pages(worker, message.tenant_id, event.type, message.route, message.cursor):
         marker = f"{message.tenant_id}|{page.route}|{page.cursor or ''}"
         sub_ids, filtered = matching(event, page.routed)
-        deliveries = [
-            DeliveryMessage(
-                event_id=event.id,
-                tenant_id=message.tenant_id,
-                subscription_id=sub_id,
-                delivery_id=stored.delivery_id(sub_id),
-            )
-            for sub_id in sub_ids
-        ]
+        deliveries = [DeliveryMessage.of(stored, message.tenant_id, sub_id) for sub_id in sub_ids]
         # Count the page first, once however often this message runs; then queue it. A crash in
         # between runs the page again: its deliveries are queued again (the same delivery ids, so
         # nothing is sent twice) but not counted again.

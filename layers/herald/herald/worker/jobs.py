@@ -172,21 +172,11 @@ async def _redelivery_messages(
     first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
     taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
     messages = [
-        DeliveryMessage(
-            event_id=event_id,
-            tenant_id=tenant_id,
-            subscription_id=sub,
-            delivery_id=delivery_ids[sub],
-            trigger=Trigger.MANUAL,
-            job_id=message.job_id,
-        )
+        DeliveryMessage.of(stored, tenant_id, sub, trigger=Trigger.MANUAL, job_id=message.job_id)
         for sub, ok in zip(again, taken, strict=True)
         if ok
     ]
-    messages += [
-        DeliveryMessage(event_id=event_id, tenant_id=tenant_id, subscription_id=sub, delivery_id=delivery_ids[sub])
-        for sub in first
-    ]
+    messages += [DeliveryMessage.of(stored, tenant_id, sub) for sub in first]
     return messages, len(first)
 
 
