@@ -33,6 +33,14 @@ class QuietHandler(BaseHTTPRequestHandler):
         return
 
 
+class BackloggedServer(ThreadingHTTPServer):
+    """A threading HTTP server whose listen backlog holds a batch's connections made at once (the standard
+    library's is 5: the sixth connection of a burst is reset; servers in front of webhooks listen with
+    hundreds, nginx 511)."""
+
+    request_queue_size = 512
+
+
 class LoopbackServer:
     """``handler`` served on 127.0.0.1 at a free port, on a daemon thread (one more per connection)."""
 
@@ -40,7 +48,7 @@ class LoopbackServer:
         self,
         handler: type[BaseHTTPRequestHandler],
         *,
-        server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer,
+        server_class: type[ThreadingHTTPServer] = BackloggedServer,
         poll_interval: float = 0.5,
     ) -> None:
         self.server = server_class(("127.0.0.1", 0), handler)
