@@ -50,6 +50,7 @@ import boto3
 TABLE = os.environ["HERALD_TABLE_NAME"]
 KEY = {"pk": {"S": "BASELINE#cold"}, "sk": {"S": "#BASELINE"}}
 ITEM = {**KEY, "n": {"N": "1"}}
+INSERT = f"INSERT INTO \\"{TABLE}\\" VALUE {{'pk': ?, 'sk': ?}}"
 CALLS = {
     ("dynamodb", "GetItem"): lambda c: c.get_item(TableName=TABLE, Key=KEY, ConsistentRead=True),
     ("dynamodb", "BatchGetItem"): lambda c: c.batch_get_item(RequestItems={TABLE: {"Keys": [KEY]}}),
@@ -65,6 +66,9 @@ CALLS = {
     ),
     ("dynamodb", "BatchWriteItem"): lambda c: c.batch_write_item(
         RequestItems={TABLE: [{"PutRequest": {"Item": ITEM}}]}
+    ),
+    ("dynamodb", "BatchExecuteStatement"): lambda c: c.batch_execute_statement(
+        Statements=[{"Statement": INSERT, "Parameters": list(KEY.values())}]
     ),
     ("secretsmanager", "GetSecretValue"): lambda c: c.get_secret_value(
         SecretId=os.environ["HERALD_ADMIN_KEY_SECRET_ARN"]
@@ -127,6 +131,7 @@ REPLAYABLE = frozenset(
         ("dynamodb", "UpdateItem"),
         ("dynamodb", "TransactWriteItems"),
         ("dynamodb", "BatchWriteItem"),
+        ("dynamodb", "BatchExecuteStatement"),
         ("secretsmanager", "GetSecretValue"),
     }
 )

@@ -49,6 +49,7 @@ from benchmarks.core import (
 )
 from benchmarks.results import Figure
 from herald.storage.keys import is_delivery
+from herald.storage.table import inserted_item
 
 # --------------------------------------------------------------------------------------------- prices
 #: Public on-demand prices, us-east-1, as published on aws.amazon.com/<service>/pricing (read 2025-11;
@@ -195,6 +196,9 @@ class Meter:
                 elif kind in ("Update", "Delete"):
                     writes.append((body["TableName"], body["Key"], None))
             return writes
+        if operation == "BatchExecuteStatement":  # Herald's are INSERTs (``Table.insert_all``)
+            inserts = [inserted_item(statement) for statement in params["Statements"]]
+            return [(table, self._key(item), item) for table, item in (found for found in inserts if found)]
         if operation == "BatchWriteItem":
             writes = []
             for table, entries in params["RequestItems"].items():
@@ -249,15 +253,18 @@ class Meter:
         if service != "dynamodb":
             return
         failed = "Error" in parsed
+        # A statement of a PartiQL batch fails on its own (its key taken: billed as a failed conditional write).
+        statements = [("Error" in answer) for answer in parsed.get("Responses", [])] if not failed else []
         wru = rru = 0.0
         transactional = operation == "TransactWriteItems"
-        for table, key, new, before in context.pop("meter_writes", []):
-            after = before if failed else (new if new is not None else self._image(table, key))
+        for number, (table, key, new, before) in enumerate(context.pop("meter_writes", [])):
+            refused = failed or (operation == "BatchExecuteStatement" and statements[number])
+            after = before if refused else (new if new is not None else self._image(table, key))
             if operation == "DeleteItem" or (new is None and after is None):
                 after = None
             units = _kb(max(item_size(before), item_size(after), 1))
             wru += units * (2 if transactional else 1)
-            if not failed:
+            if not refused:
                 wru += self._index_writes(before, after)
         if operation == "GetItem":
             units = _kb(item_size(parsed.get("Item")), 4096)

@@ -39,9 +39,11 @@ TRANSACTION_ITEMS = {
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
 #: Calls authorised by other actions (SQS batch calls by their single-message action; DynamoDB transactions
-#: per item, see TRANSACTION_ITEMS).
+#: per item, see TRANSACTION_ITEMS; a PartiQL batch per statement: Herald's are INSERTs only, as
+#: ``Table.insert_all``, the one caller, writes them).
 AUTHORISED_BY: dict[str, frozenset[str]] = {
     "dynamodb:TransactWriteItems": frozenset(),
+    "dynamodb:BatchExecuteStatement": frozenset({"dynamodb:PartiQLInsert"}),
     "dynamodb:TransactGetItems": frozenset({"dynamodb:GetItem"}),
     "sqs:SendMessageBatch": frozenset({"sqs:SendMessage"}),
     "sqs:DeleteMessageBatch": frozenset({"sqs:DeleteMessage"}),

@@ -39,6 +39,7 @@ from herald.local.resources import SLOW_QUEUE_ID, WORK_QUEUE_ID
 from herald.local.stream_poller import StreamPoller, table_stream_poller
 from herald.records import SigningSecret, Subscription
 from herald.storage.deliveries import delivery_key
+from herald.storage.table import inserted_item
 from herald.worker import Worker, settle_all
 from tests.support import ADMIN, INVOICE, ORDER
 
@@ -217,6 +218,16 @@ class CallRecorder:
     def of(self, operation: str) -> list[Call]:
         with self._lock:
             return [call for call in self.calls if call.operation == operation]
+
+    def items_written(self) -> list[dict[str, Any]]:
+        """The items written whole, in order: by PutItem, or by a batch's INSERT (``Table.insert_all``)."""
+        items: list[dict[str, Any]] = []
+        for call in self.of("PutItem") + self.of("BatchExecuteStatement"):
+            if call.operation == "PutItem":
+                items.append(call.params["Item"])
+            else:
+                items += [inserted[1] for s in call.params["Statements"] if (inserted := inserted_item(s)) is not None]
+        return items
 
     def clear(self) -> None:
         with self._lock:
@@ -409,7 +420,9 @@ def make_harness(
         services.queue.client,
         ["ChangeMessageVisibility", "SendMessage", "SendMessageBatch"],
     )
-    table_calls = CallRecorder(services.store.client, ["Scan", "Query", "GetItem", "TransactWriteItems", "PutItem"])
+    table_calls = CallRecorder(
+        services.store.client, ["Scan", "Query", "GetItem", "TransactWriteItems", "PutItem", "BatchExecuteStatement"]
+    )
     receives = CallRecorder(sqs, [], responses=["ReceiveMessage"])
     stream = table_stream_poller(
         services.store.client, session.client("dynamodbstreams"), services.store.table_name, worker.invoke

@@ -258,7 +258,7 @@ def test_cold_start_runs_the_built_handlers() -> None:
         assert figure.details["modules"] > figure.details["baseline_modules"] > 0
     # AND each baseline made the AWS calls Herald's run made (the benchmark checks they are the same)
     assert "dynamodb.Query" in api.details["aws_calls"]
-    assert {"dynamodb.BatchGetItem", "dynamodb.PutItem"} <= set(delivery.details["aws_calls"])
+    assert {"dynamodb.BatchGetItem", "dynamodb.BatchExecuteStatement"} <= set(delivery.details["aws_calls"])
     # AND the delivery function's peak memory during a batch is measured against its MemorySize
     assert memory.value >= memory.details["rss_warm_mib"] > 0
     assert memory.baseline >= 128
@@ -367,7 +367,9 @@ def test_chaos_allowance_counts_failed_records_of_sends_and_never_claims(
         "release": ("1", lambda store: store.release(tried, "t")),
         "listing of a delivery held back": ("1", lambda store: store.list_new(new, scheduled_attempts=0, expires_at=1)),
         "cancellation before any attempt": ("1", lambda store: store.record(new, None, **lease)),
+        "cancellation at a first receive": ("1", lambda store: store.record(new, None, **{**lease, "token": None})),
         "record of a first send": ("1", lambda store: store.record(sent, first, **{**lease, "token": None})),
+        "record of a failed first send": ("1", lambda store: store.record(tried, first, **{**lease, "token": None})),
         "record of a send, its attempt": ("1", lambda store: store.record(retried, second, **lease)),
         "record of a send, the delivery": ("calls:2", lambda store: store.record(retried, second, **lease)),
         "record of a recovery's send": ("1", lambda store: store.record(sent, second, job_id="job_1", **lease)),
@@ -394,7 +396,9 @@ def test_chaos_allowance_counts_failed_records_of_sends_and_never_claims(
         "release": [("UpdateItem", False)],
         "listing of a delivery held back": [("PutItem", False)],
         "cancellation before any attempt": [("PutItem", False)],
-        "record of a first send": [("PutItem", True)],
+        "cancellation at a first receive": [("BatchExecuteStatement", False)],
+        "record of a first send": [("BatchExecuteStatement", True)],
+        "record of a failed first send": [("BatchExecuteStatement", True)],
         "record of a send, its attempt": [("PutItem", True)],
         "record of a send, the delivery": [("PutItem", True)],
         "record of a recovery's send": [("TransactWriteItems", True)],

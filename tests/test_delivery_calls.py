@@ -8,6 +8,7 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 from herald.storage import Store
+from herald.storage.table import inserted_item
 from tests.delivery_support import delivery_key_of, publish, subscribe
 from tests.support import Receiver, drain
 
@@ -21,8 +22,9 @@ def test_a_first_delivery_writes_no_lease_and_reads_with_its_batch(
     batch_reads: list[dict[str, Any]] = []
 
     def record(params: dict[str, Any], model: Any, **_: Any) -> None:
-        key = params.get("Key") or params.get("Item") or {}
-        calls.append((model.name, key.get("pk", {}).get("S", "")))
+        written = [inserted[1] for s in params.get("Statements", []) if (inserted := inserted_item(s)) is not None]
+        for key in written if written else [params.get("Key") or params.get("Item") or {}]:
+            calls.append((model.name, key.get("pk", {}).get("S", "")))
         if model.name == "BatchGetItem":
             batch_reads.append(params["RequestItems"][services.store.table_name])
 
@@ -44,8 +46,8 @@ def test_a_first_delivery_writes_no_lease_and_reads_with_its_batch(
     one_by_one = (delivery_pk, f"TENANT#{tenant.id}", f"EVENT#{event_id}")
     assert not [call for call in calls if call[0] == "GetItem" and call[1] in one_by_one]
     # AND no lease was written before the attempt (SQS's visibility is a first receive's lease), and the settled
-    # delivery was one put, only if nothing is there yet, holding its attempt
-    assert [name for name, pk in calls if pk == delivery_pk] == ["PutItem"]
+    # delivery was one insert (a put only if nothing is there yet) in a batch's call, holding its attempt
+    assert [name for name, pk in calls if pk == delivery_pk] == ["BatchExecuteStatement"]
     assert "TransactWriteItems" not in [name for name, _ in calls]
     # AND the attempt log shows that attempt, as any other
     delivery_id = delivery_key["sk"]

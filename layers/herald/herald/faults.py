@@ -22,9 +22,10 @@ parses it, retries it and raises it as it would from AWS:
 - ``conflict``: DynamoDB writes only; ``TransactionCanceledException`` with a ``TransactionConflict``
   reason for TransactWriteItems, ``TransactionConflictException`` for a single-item write. What moto
   never gives, since it runs one request at a time.
-- ``partial``: SendMessageBatch entries in ``Failed`` / BatchWriteItem requests in ``UnprocessedItems``
-  (when the rule fires, each entry of a batch of two or more fails with probability 1/2, at least one
-  failed and one kept): those entries are neither sent nor written.
+- ``partial``: SendMessageBatch entries in ``Failed`` / BatchWriteItem requests in ``UnprocessedItems`` /
+  BatchExecuteStatement statements answered ``ThrottlingError`` in their place in ``Responses`` (when the
+  rule fires, each entry of a batch of two or more fails with probability 1/2, at least one failed and one
+  kept): those entries are neither sent nor written nor run.
 - ``lost``: the request is carried out, then the caller gets a ``ReadTimeoutError`` (the answer was lost).
 - ``latency+<N>ms``: the call waits N ms longer.
 
@@ -80,6 +81,13 @@ _RULE = re.compile(
     r"(?:\+(?P<ms>\d+)ms)?(?:@(?P<stage>send|call))?=(?P<when>.+)$"
 )
 _DDB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
+#: The calls whose entries can fail one by one (``partial``).
+_BATCHES = ("SendMessageBatch", "BatchWriteItem", "BatchExecuteStatement")
+#: What DynamoDB answers in the place of a statement of a batch it throttled.
+_THROTTLED_STATEMENT = {
+    "Code": "ThrottlingError",
+    "Message": "Throughput exceeds the current capacity of your table or index.",
+}
 
 
 class FaultSpecError(ValueError):
@@ -104,7 +112,7 @@ class Rule:
             return False
         if self.fault == "conflict" and (service != "dynamodb" or operation not in _DDB_WRITES):
             return False
-        if self.fault == "partial" and operation not in ("SendMessageBatch", "BatchWriteItem"):
+        if self.fault == "partial" and operation not in _BATCHES:
             return False
         return fnmatch.fnmatchcase(operation, self.operation)
 
@@ -180,6 +188,9 @@ def _keys_of(params: dict[str, Any]) -> list[str]:
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
+            if "Statement" in value:
+                walk(_statement_item(value))
+                return
             pk, sk = value.get("pk"), value.get("sk")
             if isinstance(pk, dict) and isinstance(pk.get("S"), str):
                 found.append(key_label(pk["S"], sk.get("S", "") if isinstance(sk, dict) else ""))
@@ -203,6 +214,11 @@ def _written_of(params: dict[str, Any]) -> list[frozenset[str]]:
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
+            if "Statement" in value:
+                inserted = _statement_item(value)
+                if inserted:
+                    found.append(frozenset(inserted))
+                return
             for key, item in value.items():
                 if key == "Item" and isinstance(item, dict):
                     found.append(frozenset(item))
@@ -214,6 +230,14 @@ def _written_of(params: dict[str, Any]) -> list[frozenset[str]]:
 
     walk(params)
     return found
+
+
+def _statement_item(statement: dict[str, Any]) -> dict[str, Any]:
+    """The item a PartiQL INSERT of Herald's writes (``herald.storage.table.insert_statement``); {} for another."""
+    from herald.storage.table import inserted_item
+
+    inserted = inserted_item(statement)
+    return inserted[1] if inserted is not None else {}
 
 
 @dataclass(frozen=True)
@@ -321,18 +345,25 @@ class FaultInjector:
         """Send only some entries of a batch (new lists: the caller's own stay as they are)."""
         if operation == "SendMessageBatch":
             entries = list(params.get("Entries", []))
+        elif operation == "BatchExecuteStatement":
+            entries = list(params.get("Statements", []))
         else:
             ((table, requests),) = params.get("RequestItems", {}).items()
             context["herald_table"], entries = table, list(requests)
         if len(entries) < 2:
             return  # a batch of one fails whole or not at all
         with self._lock:
-            dropped = [entry for entry in entries if self._rng.random() < 0.5] or [self._rng.choice(entries)]
-        if len(dropped) == len(entries):
-            dropped = dropped[1:]  # a partial failure keeps at least one entry
-        kept = [entry for entry in entries if entry not in dropped]
+            positions = [index for index in range(len(entries)) if self._rng.random() < 0.5]
+        positions = positions or [self._rng.randrange(len(entries))]
+        if len(positions) == len(entries):
+            positions = positions[1:]  # a partial failure keeps at least one entry
+        dropped = [entries[index] for index in positions]
+        kept = [entry for index, entry in enumerate(entries) if index not in positions]
         if operation == "SendMessageBatch":
             params["Entries"] = kept
+        elif operation == "BatchExecuteStatement":
+            params["Statements"] = kept
+            context["herald_positions"] = (len(entries), positions)
         else:
             params["RequestItems"] = {context["herald_table"]: kept}
         context["herald_dropped"] = dropped
@@ -398,6 +429,13 @@ class FaultInjector:
                 {"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "Internal error"}
                 for entry in dropped
             )
+        elif dropped and model.name == "BatchExecuteStatement":
+            # Each statement's answer is in its place: the throttled ones go back where they were.
+            total, positions = context["herald_positions"]
+            answers = iter(parsed.get("Responses", []))
+            parsed["Responses"] = [
+                {"Error": dict(_THROTTLED_STATEMENT)} if index in positions else next(answers) for index in range(total)
+            ]
         elif dropped:
             parsed.setdefault("UnprocessedItems", {}).setdefault(context["herald_table"], []).extend(dropped)
         for rule in context.get("herald_faults", []):

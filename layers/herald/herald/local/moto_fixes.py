@@ -20,6 +20,12 @@
    minutes, a request repeating a token that committed succeeds again without writing anything (the
    retry of a call whose answer was lost), and one repeating it with other items is refused with
    ``IdempotentParameterMismatchException``.
+5. ``BatchExecuteStatement`` runs the PartiQL INSERTs Herald writes (``herald.storage.table.insert_statement``)
+   as DynamoDB does: an INSERT whose key is taken is refused with ``DuplicateItem`` (moto overwrites the item),
+   and nothing else is read or written. moto runs each statement by copying every item of every table into
+   its PartiQL engine (O(all tables) per statement); here an INSERT is the single conditional put it is, with
+   PutItem's validation and stream record. More than 25 statements are refused whole, as by DynamoDB. A batch
+   holding any other statement goes to moto's own engine.
 """
 
 from __future__ import annotations
@@ -220,10 +226,63 @@ def _cheap_sends() -> list[Undo]:
     ]
 
 
+def _conditional_inserts() -> list[Undo]:
+    """Fix 5: a batch of PartiQL INSERTs refuses each taken key, one conditional put per statement."""
+    from moto.dynamodb import models as dynamodb_models
+    from moto.dynamodb.exceptions import ConditionalCheckFailed, DynamodbException, MockValidationException
+    from moto.dynamodb.responses import (
+        validate_put_has_empty_attrs,
+        validate_put_has_empty_keys,
+        validate_put_has_gsi_keys_set_to_none,
+    )
+
+    from herald.storage.table import DUPLICATE_ITEM, MAX_BATCH_STATEMENTS, inserted_item
+
+    backend = dynamodb_models.DynamoDBBackend
+    original = backend.batch_execute_statement
+
+    def batch_execute_statement(self: Any, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if len(statements) > MAX_BATCH_STATEMENTS:
+            raise MockValidationException(
+                f"1 validation error detected: Value at 'statements' failed to satisfy constraint: Member must have "
+                f"length less than or equal to {MAX_BATCH_STATEMENTS}"
+            )
+        inserts = [inserted_item(statement) for statement in statements]
+        if not statements or None in inserts:
+            return original(self, statements)
+        responses: list[dict[str, Any]] = []
+        for table_name, item in (insert for insert in inserts if insert is not None):
+            table = self.tables.get(table_name)
+            if table is None:
+                responses.append({"Error": {"Code": "ResourceNotFound", "Message": "Requested resource not found"}})
+                continue
+            try:
+                validate_put_has_empty_keys(item, table)
+                validate_put_has_empty_attrs(item, table)
+                validate_put_has_gsi_keys_set_to_none(item, table)
+                table.put_item(
+                    item,
+                    condition_expression="attribute_not_exists(#key)",
+                    expression_attribute_names={"#key": table.hash_key_attr},
+                    overwrite=False,
+                )
+            except ConditionalCheckFailed:
+                responses.append(
+                    {"Error": {"Code": DUPLICATE_ITEM, "Message": "Duplicate primary key exists in table"}}
+                )
+            except DynamodbException as exc:
+                responses.append({"Error": {"Code": "ValidationError", "Message": str(exc.message)}})
+            else:
+                responses.append({"TableName": table_name})
+        return responses
+
+    return [_patch(backend, "batch_execute_statement", batch_execute_statement)]
+
+
 @contextmanager
 def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     """Patch moto for the duration (process-wide: every thread sees it)."""
-    undo = _serialize_dynamodb() + _honour_request_tokens() + _cheap_sends()
+    undo = _serialize_dynamodb() + _honour_request_tokens() + _cheap_sends() + _conditional_inserts()
     if not deepcopy_transactions:
         undo += _cheap_transaction_snapshots()
     try:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from herald import ids
-from herald.errors import InvalidCursorError
+from herald.errors import InvalidCursorError, ServiceUnavailableError
 from herald.records import Attempt, Delivery, DeliveryStatus
 from herald.storage import keys
 from herald.storage.jobs import lock_check, use_ticket
@@ -295,6 +295,37 @@ class DeliveryRepository:
                 ConditionExpression="attribute_not_exists(pk)",
             )
 
+    def new_items(
+        self,
+        delivery: Delivery,
+        attempt: Attempt | None,
+        *,
+        scheduled_attempts: int,
+        expires_at: int,
+        carried: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """What ``record`` writes for a first receive (no lease was written: SQS's visibility was the lease), in
+        the order written, each only if nothing is there yet (``insert``): the attempt under its number, unless
+        it settled the delivery (it is then kept inside it), then the delivery."""
+        item = {**_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at), **(carried or {})}
+        if attempt is not None and kept_inside(delivery, attempt, token=None, job_id=None):
+            # A new delivery settled by its first attempt: one write, the attempt inside the delivery.
+            item[FIRST_ATTEMPT] = _kept_attempt(attempt)
+            if attempt.succeeded:
+                item[STATS_FROM_STREAM] = True
+            return [item]
+        if attempt is None:
+            return [item]
+        return [
+            {**keys.attempt(delivery.id, attempt.attempt_number), **record(attempt), "expires_at": expires_at},
+            item,
+        ]
+
+    def insert(self, items: list[dict[str, Any]]) -> list[bool | ServiceUnavailableError]:
+        """Write new items (``new_items``, of any number of deliveries), each only if its key is free: one call per
+        ``MAX_BATCH_STATEMENTS``. One answer per item: written, taken (False), or the error that kept it out."""
+        return self._table.insert_all(items)
+
     def record(
         self,
         delivery: Delivery,
@@ -309,7 +340,8 @@ class DeliveryRepository:
         """Store an attempt (if one was made), then the delivery's new state with its index entries,
         releasing the lease. False if the lease was lost meanwhile. Without a ``token`` (a first receive,
         leased by SQS's visibility: nothing was written before the attempt) both writes are made only if
-        nothing is there yet; False if another copy of the message wrote them first.
+        nothing is there yet (``new_items``, the worker writes those of a batch together); False if another copy
+        of the message wrote them first.
 
         Two plain writes, not a transaction (which bills every item twice): the attempt first, under its
         number, then the delivery on the condition that the lease is still this one. If the second write
@@ -321,13 +353,17 @@ class DeliveryRepository:
 
         The event's counters are not touched here: the worker adds up a batch's changes per event and
         writes them once (``EventRepository.count``) when the batch is done."""
+        if token is None and job_id is None:
+            for item in self.new_items(
+                delivery, attempt, scheduled_attempts=scheduled_attempts, expires_at=expires_at, carried=carried
+            ):
+                (written,) = self.insert([item])
+                if isinstance(written, ServiceUnavailableError):
+                    raise written
+                if not written:
+                    return False
+            return True
         item = {**_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at), **(carried or {})}
-        if attempt is not None and kept_inside(delivery, attempt, token=token, job_id=job_id):
-            # A new delivery settled by its first attempt: one write, the attempt inside the delivery.
-            item[FIRST_ATTEMPT] = _kept_attempt(attempt)
-            if attempt.succeeded:
-                item[STATS_FROM_STREAM] = True
-            attempt = None
         delivery_put: dict[str, Any] = {"Item": to_item(item)}
         fresh = {"ConditionExpression": "attribute_not_exists(pk)"}
         if token is None:

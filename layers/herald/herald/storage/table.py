@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,9 +35,25 @@ if TYPE_CHECKING:
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 NOT_EXPIRED = "(attribute_not_exists(expires_at) OR expires_at > :now)"
-#: DynamoDB's limits: actions in one TransactWriteItems, items in one BatchWriteItem.
+#: DynamoDB's limits: actions in one TransactWriteItems, items in one BatchWriteItem, statements in one
+#: BatchExecuteStatement.
 MAX_TRANSACTION_ACTIONS = 100
 MAX_BATCH_WRITE = 25
+MAX_BATCH_STATEMENTS = 25
+#: A statement of a BatchExecuteStatement that failed for want of capacity or for a passing fault, to be run
+#: again (the call itself succeeded: botocore retries none of them). Any other code but a duplicate is final.
+RETRIED_STATEMENT_ERRORS = frozenset(
+    {
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "TransactionConflict",
+    }
+)
+#: The code of an INSERT whose item exists already.
+DUPLICATE_ITEM = "DuplicateItem"
+_INSERT = re.compile(r"""^INSERT INTO "(?P<table>[A-Za-z0-9_.-]+)" VALUE \{(?P<names>(?:'[^']+': \?(?:, )?)+)\}$""")
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,26 @@ def decode_cursor(  # noqa: PLR0917 - the listing's key, as the caller spells it
     ):
         raise InvalidCursorError("the iterator is not one this listing issued")
     return to_item(raw)
+
+
+def insert_statement(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A PartiQL INSERT of ``item`` (plain values) into ``table``, its values as parameters: refused with
+    ``DuplicateItem`` when an item with its key exists, the one conditional write a batch can carry."""
+    attributes = to_item(item)
+    names = ", ".join(f"'{name}': ?" for name in attributes)
+    return {"Statement": f'INSERT INTO "{table}" VALUE {{{names}}}', "Parameters": list(attributes.values())}
+
+
+def inserted_item(statement: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The table and item (as DynamoDB JSON) of a statement ``insert_statement`` made, or None for any other."""
+    found = _INSERT.match(str(statement.get("Statement", "")))
+    if found is None:
+        return None
+    names = re.findall(r"'([^']+)': \?", found["names"])
+    parameters = list(statement.get("Parameters", []))
+    if len(names) != len(parameters):
+        return None
+    return found["table"], dict(zip(names, parameters, strict=True))
 
 
 # --- the table ------------------------------------------------------------------------------------------
@@ -329,3 +366,49 @@ class Table:
                 return
             time.sleep(0.05 * 2**attempt)
         raise ServiceUnavailableError("DynamoDB kept items of a batch unprocessed")
+
+    def insert_all(self, items: Sequence[Mapping[str, Any]]) -> list[bool | ServiceUnavailableError]:
+        """Write new items, each only if no item has its key: one BatchExecuteStatement of PartiQL INSERTs per
+        ``MAX_BATCH_STATEMENTS`` items (BatchWriteItem would overwrite). One answer per item, in order: True if
+        written, False if its key was taken, or the error that kept it out (the call failed, or DynamoDB kept
+        refusing it); statements refused for capacity or a passing fault are run again, with a backoff. At most
+        one item of a key per call: give each key once."""
+        answers: list[bool | ServiceUnavailableError] = []
+        for start in range(0, len(items), MAX_BATCH_STATEMENTS):
+            answers += self._insert_once(items[start : start + MAX_BATCH_STATEMENTS])
+        return answers
+
+    def _insert_once(self, items: Sequence[Mapping[str, Any]]) -> list[bool | ServiceUnavailableError]:
+        answers: list[bool | ServiceUnavailableError | None] = [None] * len(items)
+        pending = list(range(len(items)))
+        statements = [insert_statement(self.name, item) for item in items]
+        for attempt in range(5):
+            try:
+                response = self.client.batch_execute_statement(
+                    Statements=[statements[index] for index in pending]  # type: ignore[misc]
+                )
+            except (ClientError, BotoCoreError) as exc:
+                failed = ServiceUnavailableError(f"DynamoDB batch insert failed: {_code_of(exc)}")
+                failed.__cause__ = exc
+                return [answer if answer is not None else failed for answer in answers]
+            retry = []
+            for index, answer in zip(pending, response.get("Responses", []), strict=True):
+                code = answer.get("Error", {}).get("Code")
+                if code is None:
+                    answers[index] = True
+                elif code == DUPLICATE_ITEM:
+                    answers[index] = False
+                elif code in RETRIED_STATEMENT_ERRORS:
+                    retry.append(index)
+                else:
+                    answers[index] = ServiceUnavailableError(f"DynamoDB refused an insert: {code}")
+            pending = retry
+            if not pending:
+                break
+            time.sleep(0.05 * 2**attempt)
+        refused = ServiceUnavailableError("DynamoDB kept refusing inserts of a batch")
+        return [answer if answer is not None else refused for answer in answers]
+
+
+def _code_of(exc: ClientError | BotoCoreError) -> str:
+    return str(exc.response["Error"].get("Code")) if isinstance(exc, ClientError) else type(exc).__name__

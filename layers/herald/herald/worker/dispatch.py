@@ -33,7 +33,7 @@ from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, 
 from herald.sender import Outcome, send_attempt
 from herald.signing import signature_header
 from herald.storage.deliveries import stats_from_stream
-from herald.worker import lanes
+from herald.worker import inserts, lanes
 from herald.worker.pacing import START_MARGIN_SECONDS
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, next_step, receive_count
 
@@ -276,15 +276,7 @@ async def _cancel(worker: Worker, job: _Job, token: str | None, reason: str) -> 
             "next_attempt_at": None,
         }
     )
-    recorded = await worker.io(
-        worker.store.deliveries.record,
-        settled,
-        None,
-        token=token,
-        scheduled_attempts=job.scheduled,
-        expires_at=worker.attempt_expiry(job.now),
-        carried=job.carried,
-    )
+    recorded = await _record(worker, job, settled, None, token=token, scheduled=job.scheduled)
     if recorded:
         _count_event(worker, job, settled)
     logger.info(f"delivery cancelled: {reason}", extra=job.log)
@@ -363,16 +355,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             "updated_at": outcome.finished,
         }
     )
-    recorded = await worker.io(
-        worker.store.deliveries.record,
-        settled,
-        attempt,
-        token=token,
-        scheduled_attempts=scheduled,
-        expires_at=worker.attempt_expiry(job.now),
-        job_id=job.message.job_id,
-        carried=job.carried,
-    )
+    recorded = await _record(worker, job, settled, attempt, token=token, scheduled=scheduled)
     if not recorded and token is None:
         # Another copy of this message (SQS's at-least-once, or one shown again) made and recorded this first
         # attempt meanwhile: this send was a duplicate (receivers drop it by its webhook-id). That copy carries
@@ -414,6 +397,28 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, 0)
     elif status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
         await hold(worker, job.message, job.record, next_at.timestamp() - worker.clock())
+
+
+async def _record(
+    worker: Worker, job: _Job, settled: Delivery, attempt: Attempt | None, *, token: str | None, scheduled: int
+) -> bool:
+    """Write the delivery's new state, and its attempt (``DeliveryRepository.record``). A first receive's writes
+    are made with the batch's others (``inserts``)."""
+    expires_at = worker.attempt_expiry(job.now)
+    if token is None and job.message.job_id is None:
+        return await inserts.record_new(
+            worker, settled, attempt, scheduled_attempts=scheduled, expires_at=expires_at, carried=job.carried
+        )
+    return await worker.io(
+        worker.store.deliveries.record,
+        settled,
+        attempt,
+        token=token,
+        scheduled_attempts=scheduled,
+        expires_at=expires_at,
+        job_id=job.message.job_id,
+        carried=job.carried,
+    )
 
 
 def _attempt_record(

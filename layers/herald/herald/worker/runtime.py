@@ -36,6 +36,7 @@ from herald.sender import close_http_client
 from herald.worker import dispatch, fanout, jobs, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
+from herald.worker.inserts import Inserts
 from herald.worker.pacing import Pacer
 from herald.worker.reads import BatchReads, read_batch
 from herald.worker.schedule import receive_count
@@ -90,6 +91,7 @@ class Worker:
         self.pacer = Pacer(self)
         self.books = Bookkeeping(self)
         self.reads = BatchReads()
+        self.inserts = Inserts(self)
 
     def invoke(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         """One invocation of the DeliveryFunction: the schedule's sweep (``{"herald": "sweep"}``, once a
@@ -121,6 +123,13 @@ class Worker:
 
     async def process(self, record: SQSRecord, deadline: float) -> None:
         """Process one record; raising puts it back on the queue (a batch item failure)."""
+        self.inserts.started()
+        try:
+            await self._process(record, deadline)
+        finally:
+            self.inserts.finished()
+
+    async def _process(self, record: SQSRecord, deadline: float) -> None:
         try:
             message = self.reads.message(record.body)
         except PoisonMessageError as exc:

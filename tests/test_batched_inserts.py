@@ -1,0 +1,238 @@
+"""A batch's first attempts are written together: PartiQL INSERTs, 25 to a call, each refused if its key is taken.
+
+The table side (``Table.insert_all``) against moto as ``herald.local.moto_fixes`` makes it behave as DynamoDB
+(a taken key is ``DuplicateItem``, never an overwrite), faults injected by ``herald.faults``; the worker side
+over real HTTP, signatures checked with ``standardwebhooks``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from herald.errors import ServiceUnavailableError
+from herald.faults import install
+from herald.messages import DeliveryMessage, dump_message
+from herald.records import Subscription
+from herald.storage.table import Table, insert_statement, inserted_item
+from tests.delivery_support import (
+    Harness,
+    attempts,
+    bulk_subscriptions,
+    delivery_id_of,
+    event_counts,
+    invoke_bodies,
+    publish,
+    verify,
+)
+from tests.support import Received, Receiver, TenantInfo
+
+pytestmark = pytest.mark.e2e
+
+
+def _table(services: Any) -> Table:
+    return Table(services.store.table_name, client=services.store.client)
+
+
+def _item(n: int, **more: Any) -> dict[str, Any]:
+    return {"pk": f"INSERTS#{n}", "sk": "#TEST", "n": n, **more}
+
+
+# --- the table ------------------------------------------------------------------------------------------
+
+
+def test_an_insert_writes_its_item_once_and_never_overwrites(services) -> None:
+    # GIVEN a table, and an item written by an insert (nested values and all)
+    table = _table(services)
+    first = _item(1, nested={"list": [1, "two", {"three": 3.5}]}, flag=True)
+    assert table.insert_all([first]) == [True]
+    # WHEN an insert of another item of the same key comes with a new one
+    answers = table.insert_all([_item(1, other="x"), _item(2)])
+    # THEN the taken key is refused and the first item stays as it was; the new one is written
+    assert answers == [False, True]
+    assert table.read({"pk": "INSERTS#1", "sk": "#TEST"}) == first
+    assert table.read({"pk": "INSERTS#2", "sk": "#TEST"}) == _item(2)
+
+
+def test_a_statement_round_trips_its_item(services) -> None:
+    # GIVEN an item, as DynamoDB JSON in an insert statement
+    statement = insert_statement("the-table", {"pk": "a", "sk": "b", "n": 1, "gone": None, "m": {"x": [1]}})
+    # THEN the statement names each attribute once, its values as parameters, and reads back as the item
+    assert statement["Statement"] == """INSERT INTO "the-table" VALUE {'pk': ?, 'sk': ?, 'n': ?, 'm': ?}"""
+    assert inserted_item(statement) == (
+        "the-table",
+        {"pk": {"S": "a"}, "sk": {"S": "b"}, "n": {"N": "1"}, "m": {"M": {"x": {"L": [{"N": "1"}]}}}},
+    )
+    # AND any other statement is not taken for one
+    assert inserted_item({"Statement": 'DELETE FROM "t" WHERE pk = ?', "Parameters": [{"S": "a"}]}) is None
+    assert inserted_item({"Statement": statement["Statement"], "Parameters": []}) is None
+
+
+def test_more_than_25_items_take_more_calls_and_dynamodb_refuses_26_statements(services) -> None:
+    # GIVEN 60 new items
+    table = _table(services)
+    calls: list[int] = []
+    hook = "before-parameter-build.dynamodb.BatchExecuteStatement"
+    services.store.client.meta.events.register(hook, lambda params, **_: calls.append(len(params["Statements"])))
+    # WHEN they are inserted
+    answers = table.insert_all([_item(n) for n in range(100, 160)])
+    # THEN in three calls, all written
+    assert calls == [25, 25, 10]
+    assert answers == [True] * 60
+    # AND a batch of 26 statements is refused whole, as DynamoDB refuses it
+    statements = [insert_statement(table.name, _item(n)) for n in range(200, 226)]
+    with pytest.raises(ClientError, match="less than or equal to 25"):
+        services.store.client.batch_execute_statement(Statements=statements)
+    assert table.read({"pk": "INSERTS#200", "sk": "#TEST"}) is None
+
+
+def test_statements_dynamodb_throttled_are_run_again_in_their_place(services) -> None:
+    # GIVEN DynamoDB throttling some statements of the first two batch calls (a partial failure: the call succeeds)
+    table = _table(services)
+    injector = install(services.store.client, "dynamodb.BatchExecuteStatement:partial=calls:1-2")
+    assert injector is not None
+    calls: list[list[str]] = []
+    services.store.client.meta.events.register(
+        "before-parameter-build.dynamodb.BatchExecuteStatement",
+        lambda params, **_: calls.append([str(inserted_item(s)[1]["pk"]["S"]) for s in params["Statements"]]),  # type: ignore[index]
+    )
+    taken = _item(300)
+    assert table.insert_all([taken]) == [True]  # the first faulted call, a batch of one: not partial
+    # WHEN ten items are inserted, one of them with a taken key
+    answers = table.insert_all([_item(n) for n in range(300, 310)])
+    # THEN the throttled ones were run again (and only they), and each answer is that of its own item
+    dropped = {label.split("/")[0] for hit in injector.injected for label in hit.keys}
+    assert dropped
+    assert len(calls) >= 3
+    assert set(calls[2]) <= dropped | {"INSERTS#300"}
+    assert answers == [False] + [True] * 9
+    for n in range(301, 310):
+        assert table.read({"pk": f"INSERTS#{n}", "sk": "#TEST"}) == _item(n)
+
+
+def test_a_failed_call_fails_each_of_its_items(services) -> None:
+    # GIVEN DynamoDB throttling a batch call after botocore's retries
+    table = _table(services)
+    install(services.store.client, "dynamodb.BatchExecuteStatement:throttle@call=calls:1")
+    # WHEN items are inserted
+    answers = table.insert_all([_item(400), _item(401)])
+    # THEN each answer is the failure, and nothing was written
+    assert [type(answer) for answer in answers] == [ServiceUnavailableError, ServiceUnavailableError]
+    assert table.read({"pk": "INSERTS#400", "sk": "#TEST"}) is None
+    # AND the next call writes them
+    assert table.insert_all([_item(400), _item(401)]) == [True, True]
+
+
+# --- the worker ---------------------------------------------------------------------------------------------
+
+
+def _subscriptions(harness: Harness, tenant: TenantInfo, url: str, count: int) -> list[Subscription]:
+    """``count`` subscriptions, each to its own path of ``url`` (``?n=<i>``)."""
+    store = harness.services.store
+    return [sub for n in range(count) for sub in bulk_subscriptions(store, tenant.id, f"{url}?n={n}", 1)]
+
+
+def _verified(received: list[Received], subs: list[Subscription]) -> list[str]:
+    """The paths of ``received``, each checked against its own subscription's secret."""
+    secrets = {f"/webhook?n={n}": sub.secrets[0].secret for n, sub in enumerate(subs)}
+    for got in received:
+        verify(secrets[got.path], got)
+    return sorted(got.path for got in received)
+
+
+def _bodies(harness: Harness, event_id: str, tenant_id: str, sub_ids: list[str]) -> list[str]:
+    stored = harness.services.store.events.get(event_id)
+    assert stored is not None
+    return [dump_message(DeliveryMessage.of(stored, tenant_id, sub_id)) for sub_id in sub_ids]
+
+
+def _kind(item: dict[str, Any]) -> str:
+    """An attempt is kept under its delivery's id, a delivery under its subscription (``storage.keys``)."""
+    return "attempt" if item["sk"]["S"].startswith("ATTEMPT#") else "delivery"
+
+
+def _inserted_per_call(harness: Harness) -> list[list[dict[str, Any]]]:
+    return [
+        [found[1] for statement in call.params["Statements"] if (found := inserted_item(statement))]
+        for call in harness.table_calls.of("BatchExecuteStatement")
+    ]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_a_batch_writes_its_first_attempts_25_to_a_call(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN 30 subscriptions to one event, and a worker that writes only when a call is full or nothing else can
+    # come (no time window: what a call holds is then the same on any machine)
+    subs = _subscriptions(harness, tenant, receiver.url, 30)
+    event_id = publish(client, tenant.id)
+    harness.worker.inserts.window = 3600
+    harness.table_calls.clear()
+    # WHEN one batch holds the 30 deliveries
+    result = invoke_bodies(harness, _bodies(harness, event_id, tenant.id, [sub.id for sub in subs]))
+    # THEN each was sent once, signed, and the batch wrote them in two calls: 25, then the 5 left
+    assert result["batchItemFailures"] == []
+    assert _verified(receiver.received, subs) == sorted(f"/webhook?n={n}" for n in range(30))
+    inserted = _inserted_per_call(harness)
+    assert [len(call) for call in inserted] == [25, 5]
+    written = sorted(item["sk"]["S"] for call in inserted for item in call)
+    assert written == sorted(delivery_id_of(harness.services.store, event_id, sub.id) for sub in subs)
+    assert not [call for call in harness.table_calls.of("PutItem") if call.params["Item"]["sk"]["S"] in written]
+    # AND each delivery holds its one attempt, and the event counts them all
+    harness.drain()  # the stream's stats; the fan-out's own messages find their deliveries settled
+    assert len(receiver.received) == 30
+    first = subs[0]
+    log = attempts(client, tenant, first.id, delivery_id_of(harness.services.store, event_id, first.id))
+    assert [(a["attempt_number"], a["status_code"]) for a in log] == [(1, 200)]
+    assert event_counts(client, event_id)["succeeded"] == 30
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_a_failed_first_attempt_writes_its_attempt_before_its_delivery(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN three subscribers that answer 500
+    failing = make_receiver()
+    failing.default = (500, {}, b"down", 0.0)
+    subs = _subscriptions(harness, tenant, failing.url, 3)
+    event_id = publish(client, tenant.id)
+    harness.worker.inserts.window = 3600
+    harness.table_calls.clear()
+    # WHEN one batch makes their first attempts
+    result = invoke_bodies(harness, _bodies(harness, event_id, tenant.id, [sub.id for sub in subs]))
+    # THEN the attempts were written in one call, then the deliveries, pending, in another
+    assert result["batchItemFailures"] == []
+    inserted = _inserted_per_call(harness)
+    assert [[_kind(item) for item in call] for call in inserted] == [["attempt"] * 3, ["delivery"] * 3]
+    assert {item["status"]["S"] for item in inserted[1]} == {"pending"}
+    for sub in subs:
+        log = attempts(client, tenant, sub.id, delivery_id_of(harness.services.store, event_id, sub.id))
+        assert [(a["attempt_number"], a["status_code"]) for a in log] == [(1, 500)]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_a_write_that_failed_after_its_send_loses_nothing(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN four deliveries, and DynamoDB throttling the batch's first write after botocore's retries
+    subs = _subscriptions(harness, tenant, receiver.url, 4)
+    event_id = publish(client, tenant.id)
+    harness.worker.inserts.window = 3600
+    install(harness.services.store.client, "dynamodb.BatchExecuteStatement:throttle@call=calls:1")
+    bodies = _bodies(harness, event_id, tenant.id, [sub.id for sub in subs])
+    # WHEN one batch sends them and its write fails
+    result = invoke_bodies(harness, bodies)
+    # THEN every record of that write failed (its message comes back to the queue), though each was sent
+    assert len(result["batchItemFailures"]) == 4
+    assert _verified(receiver.received, subs) == sorted(f"/webhook?n={n}" for n in range(4))
+    # WHEN the deliveries' messages come (the event's fan-out queues them, as SQS would show the failed ones again)
+    harness.drain()
+    # THEN each delivery was made again (a duplicate, of a send whose record was lost: one webhook-id) and
+    # recorded once; nothing is lost
+    assert _verified(receiver.received, subs) == sorted([f"/webhook?n={n}" for n in range(4)] * 2)
+    assert len({got.headers["webhook-id"] for got in receiver.received}) == 1
+    for sub in subs:
+        log = attempts(client, tenant, sub.id, delivery_id_of(harness.services.store, event_id, sub.id))
+        assert [(a["attempt_number"], a["status_code"]) for a in log] == [(1, 200)]
