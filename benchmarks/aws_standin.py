@@ -16,7 +16,9 @@ A call is matched to its recording by its operation, the item keys it names (``K
 condition expressions; calls with the same match are answered in the order they were recorded. A call the
 recording has no answer for is answered 500 and counted (``misses``), never with an invented answer: the
 benchmark reports a figure only when the second run asked exactly what the first asked (it checks that
-every recorded answer was used).
+every recorded answer was used). A BatchExecuteStatement (the worker's INSERTs of new deliveries) is recorded
+and answered statement by statement, each by its item's key: which deliveries share a call depends on when
+their sends finish, which differs from one run to the next; each statement's answer does not.
 
 ``python -m benchmarks.aws_standin [latency_s]`` prints ``{"port": ...}`` and serves until its stdin closes.
 """
@@ -37,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from benchmarks.child import ChildProcess
 from herald.local.loopback import LoopbackServer, QuietHandler
+from herald.storage.table import inserted_item
 
 #: What one AWS call takes to answer from inside the region: DynamoDB and SQS answer in single-digit
 #: milliseconds; the stand-in takes the top of that range.
@@ -70,6 +73,9 @@ def _keys(body: dict[str, Any]) -> list[str]:
             for request in requests:
                 put, delete = request.get("PutRequest"), request.get("DeleteRequest")
                 found.append(_item_key(put["Item"]) if put else delete["Key"])
+    for statement in body.get("Statements", []):  # BatchExecuteStatement: Herald's INSERTs
+        inserted = inserted_item(statement)
+        found.append(_item_key(inserted[1]) if inserted else statement.get("Statement"))
     for action in body.get("TransactItems", []):
         for operation in action.values():
             found.append(operation.get("Key") or _item_key(operation.get("Item", {})))
@@ -78,6 +84,22 @@ def _keys(body: dict[str, Any]) -> list[str]:
     if "QueueUrl" in body:
         found.append(body["QueueUrl"])
     return sorted(_key(value) for value in found)
+
+
+#: The operation whose statements are recorded and answered one by one, and how a statement is matched.
+_STATEMENTS = "DynamoDB_20120810.BatchExecuteStatement"
+_STATEMENT = "statement"
+_JSON = {"content-type": "application/x-amz-json-1.0"}
+
+
+def statement_matches(body: str | bytes | None) -> list[Match]:
+    """The match of each statement of a BatchExecuteStatement request, in order."""
+    matches: list[Match] = []
+    for statement in json.loads(body or b"{}").get("Statements", []):
+        inserted = inserted_item(statement)
+        key = _item_key(inserted[1]) if inserted else statement.get("Statement")
+        matches.append((_STATEMENT, (_key(key),)))
+    return matches
 
 
 #: What tells apart two calls on the same keys: two updates of one item that write different things.
@@ -142,8 +164,9 @@ class AwsStandIn:
             yield
 
     def stats(self) -> dict[str, Any]:
-        """What the stand-in did since its last recording: ``recorded`` (answers it holds), ``answered``,
-        ``misses`` (each a match) and ``peak_in_flight`` (calls it held at once)."""
+        """What the stand-in did since its last recording: ``recorded`` (answers it was given: a call's, or a
+        statement's), ``answered`` (calls answered whole), ``unused`` (answers never asked for), ``misses`` (each
+        a match) and ``peak_in_flight`` (calls it held at once)."""
         stats: dict[str, Any] = self._control("stats", None)
         return stats
 
@@ -154,12 +177,22 @@ class AwsStandIn:
 
     def _note_request(self, request: Any, **_: Any) -> None:
         self._pending.match = match_of(request.headers.get("X-Amz-Target"), request.body)
+        self._pending.body = request.body
 
     def _record(self, response_dict: dict[str, Any] | None, exception: Exception | None, **_: Any) -> None:
         match = getattr(self._pending, "match", None)
         self._pending.match = None
         if match is None or response_dict is None or exception is not None:
             return  # nothing answered (a connection error): nothing to answer with later
+        if match[0] == _STATEMENTS and int(response_dict["status_code"]) == 200:
+            answers = json.loads(response_dict["body"]).get("Responses", [])
+            entries = [
+                {"match": [kind, list(keys)], "statement": answer}
+                for (kind, keys), answer in zip(statement_matches(self._pending.body), answers, strict=True)
+            ]
+            with self._lock:
+                self._recorded += entries
+            return
         entry = {
             "match": [match[0], list(match[1])],
             "status": int(response_dict["status_code"]),
@@ -180,7 +213,7 @@ class AwsStandIn:
 class _Recording:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.answers: dict[Match, deque[tuple[int, dict[str, str], bytes]]] = defaultdict(deque)
+        self.answers: dict[Match, deque[Any]] = defaultdict(deque)
         self.recorded = 0
         self.answered = 0
         self.misses: list[Match] = []
@@ -194,18 +227,17 @@ class _Recording:
             self.recorded, self.answered, self.peak_in_flight = len(entries), 0, 0
             for entry in entries:
                 match = (entry["match"][0], tuple(entry["match"][1]))
-                self.answers[match].append((entry["status"], entry["headers"], base64.b64decode(entry["body"])))
+                if "statement" in entry:
+                    self.answers[match].append(entry["statement"])
+                else:
+                    self.answers[match].append((entry["status"], entry["headers"], base64.b64decode(entry["body"])))
 
     @contextlib.contextmanager
     def call(self, match: Match) -> Iterator[tuple[int, dict[str, str], bytes] | None]:
         """The recorded answer to one call (None: a miss), counted in flight while the block runs."""
         with self.lock:
-            answers = self.answers.get(match)
-            answer = answers.popleft() if answers else None
-            if answer is None:
-                self.misses.append(match)
-            else:
-                self.answered += 1
+            answer = self._take(match)
+            self.answered += answer is not None
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -214,11 +246,34 @@ class _Recording:
             with self.lock:
                 self.in_flight -= 1
 
+    @contextlib.contextmanager
+    def statements(self, matches: list[Match]) -> Iterator[list[Any]]:
+        """The recorded answers to a call's statements, in order (None for a miss), one call in flight while
+        the block runs."""
+        with self.lock:
+            answers = [self._take(match) for match in matches]
+            self.answered += None not in answers
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            yield answers
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _take(self, match: Match) -> Any:
+        answers = self.answers.get(match)
+        answer = answers.popleft() if answers else None
+        if answer is None:
+            self.misses.append(match)
+        return answer
+
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "recorded": self.recorded,
                 "answered": self.answered,
+                "unused": sum(len(answers) for answers in self.answers.values()),
                 "misses": list(self.misses),
                 "peak_in_flight": self.peak_in_flight,
             }
@@ -235,8 +290,16 @@ def serve(latency: float) -> LoopbackServer:
                     recording.load(json.loads(body))
                 self.answer(200, json.dumps(recording.stats()).encode(), {"content-type": "application/json"})
                 return
-            with recording.call(match_of(self.headers.get("X-Amz-Target"), body)) as answer:
-                time.sleep(latency)
+            if self.headers.get("X-Amz-Target") == _STATEMENTS:
+                with recording.statements(statement_matches(body)) as answers:
+                    time.sleep(latency)
+                if None not in answers:
+                    self.answer(200, json.dumps({"Responses": answers}).encode(), _JSON)
+                    return
+                answer = None
+            else:
+                with recording.call(match_of(self.headers.get("X-Amz-Target"), body)) as answer:
+                    time.sleep(latency)
             if answer is None:
                 miss = {"__type": "StandInMiss", "message": "no recorded answer for this call"}
                 self.answer(500, json.dumps(miss).encode(), {"content-type": "application/x-amz-json-1.0"})

@@ -18,6 +18,8 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from benchmarks.aws_standin import AwsStandIn
+from herald.local.moto_fixes import moto_fixes
+from herald.storage.table import insert_statement
 
 TABLE = "standin"
 
@@ -73,7 +75,7 @@ def test_a_recorded_call_is_answered_again_by_the_standin_not_the_service(dynamo
         again = _get(dynamodb, "a")
     # THEN botocore parsed moto's recorded answer: the item moto no longer holds
     assert again["Item"] == recorded["Item"] == {"pk": {"S": "a"}, "v": {"S": "one"}}
-    assert standin.stats() == {"recorded": 2, "answered": 1, "misses": [], "peak_in_flight": 1}
+    assert standin.stats() == {"recorded": 2, "answered": 1, "unused": 1, "misses": [], "peak_in_flight": 1}
     # AND outside the block, calls reach moto again
     assert "Item" not in _get(dynamodb, "a")
 
@@ -117,3 +119,27 @@ def test_the_standin_holds_many_calls_at_once(dynamodb: Any, standin: AwsStandIn
     stats = standin.stats()
     assert stats["answered"] == len(keys)
     assert stats["peak_in_flight"] >= 2
+
+
+def test_a_batch_of_inserts_is_answered_statement_by_statement(dynamodb: Any, standin: AwsStandIn) -> None:
+    # GIVEN an item, then a batch of three inserts recorded (moto as DynamoDB answers them: the taken key refused)
+    def inserts(*pks: str) -> list[dict[str, Any]]:
+        return [insert_statement(TABLE, {"pk": pk, "v": 1}) for pk in pks]
+
+    with moto_fixes():
+        dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "b"}})
+        with standin.recording():
+            recorded = dynamodb.batch_execute_statement(Statements=inserts("a", "b", "c"))["Responses"]
+    assert [answer.get("Error", {}).get("Code") for answer in recorded] == [None, "DuplicateItem", None]
+    # WHEN the same inserts are made again, grouped otherwise (which deliveries share a call depends on timing)
+    with standin.answering():
+        first = dynamodb.batch_execute_statement(Statements=inserts("c"))["Responses"]
+        second = dynamodb.batch_execute_statement(Statements=inserts("b", "a"))["Responses"]
+    # THEN each statement gets its own recorded answer, in its place, and every answer was used
+    assert first == [recorded[2]]
+    assert second == [recorded[1], recorded[0]]
+    stats = standin.stats()
+    assert (stats["recorded"], stats["answered"], stats["unused"], stats["misses"]) == (3, 2, 0, [])
+    # AND a statement never recorded is a miss: the whole call fails, with nothing invented
+    with standin.answering(), pytest.raises(ClientError, match="StandInMiss"):
+        dynamodb.batch_execute_statement(Statements=inserts("a", "z"))
