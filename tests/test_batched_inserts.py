@@ -236,3 +236,24 @@ def test_a_write_that_failed_after_its_send_loses_nothing(
     for sub in subs:
         log = attempts(client, tenant, sub.id, delivery_id_of(harness.services.store, event_id, sub.id))
         assert [(a["attempt_number"], a["status_code"]) for a in log] == [(1, 200)]
+
+
+def test_a_batch_read_of_many_keys_finds_each_item_once(services) -> None:
+    # GIVEN 250 items, one of them expired, and keys for them and for 5 items that do not exist
+    table = _table(services)
+    expired = int(table.clock()) - 1
+    assert (
+        table.insert_all([_item(n, **({"expires_at": expired} if n == 510 else {})) for n in range(500, 750)])
+        == [True] * 250
+    )
+    calls: list[int] = []
+    hook = "before-parameter-build.dynamodb.BatchGetItem"
+    services.store.client.meta.events.register(
+        hook, lambda params, **_: calls.append(len(next(iter(params["RequestItems"].values()))["Keys"]))
+    )
+    wanted = [{"pk": f"INSERTS#{n}", "sk": "#TEST"} for n in range(500, 755)]
+    # WHEN they are read in one batch read (its calls made side by side)
+    found = table.batch_get(wanted, consistent=False)
+    # THEN 100 keys went to a call, and each unexpired item came back once
+    assert sorted(calls) == [55, 100, 100]
+    assert sorted(item["n"] for item in found) == [n for n in range(500, 750) if n != 510]

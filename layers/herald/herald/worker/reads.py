@@ -1,8 +1,8 @@
 """What a batch reads before it sends: the subscriptions of its delivery messages, their failure streaks, the
-states of their deliveries and the events the worker does not hold yet, in one BatchGetItem (100 keys a call,
-eventually consistent) instead of two reads per delivery and one per event. An event never changes once
-written: the read finds it as it is, or, written a moment before, not yet (its deliveries then read it
-strongly, ``EventCache``).
+states of their deliveries and the events the worker does not hold yet, in one batch read (BatchGetItem calls of
+100 keys made side by side, eventually consistent) instead of two reads per delivery and one per event. An event
+never changes once written: the read finds it as it is, or, written a moment before, not yet (its deliveries then
+read it strongly, ``EventCache``).
 
 The streaks say whose stats the batch need not write: a subscription with no failure streak whose attempts in
 the batch are all first attempts that succeeded leaves its stats to the table's stream (``bookkeeping``).
