@@ -255,9 +255,13 @@ class Meter:
         failed = "Error" in parsed
         # A statement of a PartiQL batch fails on its own (its key taken: billed as a failed conditional write).
         statements = [("Error" in answer) for answer in parsed.get("Responses", [])] if not failed else []
+        writes = context.pop("meter_writes", [])
+        if operation == "BatchExecuteStatement" and not failed and len(statements) != len(writes):
+            # Statements dropped before the call (a partial fault) or not INSERTs: no write lines up with its answer.
+            raise ValueError("the cost meter prices a batch of statements only when each is an INSERT it saw sent")
         wru = rru = 0.0
         transactional = operation == "TransactWriteItems"
-        for number, (table, key, new, before) in enumerate(context.pop("meter_writes", [])):
+        for number, (table, key, new, before) in enumerate(writes):
             refused = failed or (operation == "BatchExecuteStatement" and statements[number])
             after = before if refused else (new if new is not None else self._image(table, key))
             if operation == "DeleteItem" or (new is None and after is None):

@@ -354,7 +354,7 @@ class FaultInjector:
             return  # a batch of one fails whole or not at all
         with self._lock:
             positions = [index for index in range(len(entries)) if self._rng.random() < 0.5]
-        positions = positions or [self._rng.randrange(len(entries))]
+            positions = positions or [self._rng.randrange(len(entries))]
         if len(positions) == len(entries):
             positions = positions[1:]  # a partial failure keeps at least one entry
         dropped = [entries[index] for index in positions]

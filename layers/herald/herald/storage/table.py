@@ -392,10 +392,24 @@ class Table:
         ``MAX_BATCH_STATEMENTS`` items (BatchWriteItem would overwrite). One answer per item, in order: True if
         written, False if its key was taken, or the error that kept it out (the call failed, or DynamoDB kept
         refusing it); statements refused for capacity or a passing fault are run again, with a backoff. At most
-        one item of a key per call: give each key once."""
+        one item of a key per call: give each key once.
+
+        A statement can be refused as a duplicate of its own write: run again after an ``InternalServerError``
+        that had written it, or in a call botocore sent again after losing its answer (a PartiQL batch has no
+        idempotency token). So a taken key is read (strongly): holding exactly this item, it was this write."""
         answers: list[bool | ServiceUnavailableError] = []
         for start in range(0, len(items), MAX_BATCH_STATEMENTS):
             answers += self._insert_once(items[start : start + MAX_BATCH_STATEMENTS])
+        taken = [index for index, answer in enumerate(answers) if answer is False]
+        if taken:
+            try:
+                pairs = dict.fromkeys((items[index]["pk"], items[index]["sk"]) for index in taken)
+                found = self.batch_get([{"pk": pk, "sk": sk} for pk, sk in pairs])
+            except ServiceUnavailableError as exc:
+                return [_failure(str(exc)) if index in taken else answer for index, answer in enumerate(answers)]
+            held = {(item["pk"], item["sk"]): item for item in found}
+            for index in taken:
+                answers[index] = held.get((items[index]["pk"], items[index]["sk"])) == from_item(to_item(items[index]))
         return answers
 
     def _insert_once(self, items: Sequence[Mapping[str, Any]]) -> list[bool | ServiceUnavailableError]:
@@ -403,17 +417,19 @@ class Table:
         pending = list(range(len(items)))
         statements = [insert_statement(self.name, item) for item in items]
         for attempt in range(5):
+            if attempt:
+                time.sleep(0.05 * 2 ** (attempt - 1))
             try:
                 response = self.client.batch_execute_statement(
                     Statements=[statements[index] for index in pending]  # type: ignore[misc]
                 )
             except (ClientError, BotoCoreError) as exc:
-                failed = ServiceUnavailableError(f"DynamoDB batch insert failed: {_code_of(exc)}")
-                failed.__cause__ = exc
-                return [answer if answer is not None else failed for answer in answers]
+                reason = f"DynamoDB batch insert failed: {_code_of(exc)}"
+                return [answer if answer is not None else _failure(reason, exc) for answer in answers]
             retry = []
-            for index, answer in zip(pending, response.get("Responses", []), strict=True):
-                code = answer.get("Error", {}).get("Code")
+            for position, index in enumerate(pending):
+                given = response.get("Responses", [])
+                code = given[position].get("Error", {}).get("Code") if position < len(given) else "Unanswered"
                 if code is None:
                     answers[index] = True
                 elif code == DUPLICATE_ITEM:
@@ -421,13 +437,18 @@ class Table:
                 elif code in RETRIED_STATEMENT_ERRORS:
                     retry.append(index)
                 else:
-                    answers[index] = ServiceUnavailableError(f"DynamoDB refused an insert: {code}")
+                    answers[index] = _failure(f"DynamoDB refused an insert: {code}")
             pending = retry
             if not pending:
                 break
-            time.sleep(0.05 * 2**attempt)
-        refused = ServiceUnavailableError("DynamoDB kept refusing inserts of a batch")
-        return [answer if answer is not None else refused for answer in answers]
+        return [answer if answer is not None else _failure("DynamoDB kept refusing an insert") for answer in answers]
+
+
+def _failure(reason: str, cause: BaseException | None = None) -> ServiceUnavailableError:
+    """One error per item (each record raises its own)."""
+    failure = ServiceUnavailableError(reason)
+    failure.__cause__ = cause
+    return failure
 
 
 def _code_of(exc: ClientError | BotoCoreError) -> str:

@@ -9,8 +9,9 @@ taken, the condition a plain PutItem would carry and BatchWriteItem cannot.
 Gathering waits for what is worth waiting for: a call is made as soon as 25 items wait, or every record of the
 batch still at work is waiting here for a write (nothing else can come), or ``WINDOW_SECONDS`` after the first
 item came (records still sending must not hold the others back for long). The record's own task awaits its answer, so a
-message is deleted only once its delivery is written, as before. Each key goes once to a call: a second item of
-the same key (a delivery's attempt waiting for its turn is another key) waits for the next call.
+message is deleted only once its delivery is written, as before. Each key goes once to a call (DynamoDB refuses a
+batch naming an item twice): a second item of the same key, which only two copies of one message in one batch
+could make, goes in a call of its own, and one of the two is refused as a duplicate.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from herald.errors import ServiceUnavailableError
 from herald.storage.table import MAX_BATCH_STATEMENTS
 
 if TYPE_CHECKING:
@@ -100,8 +102,8 @@ class Inserts:
     async def _write(self, call: list[_Waiting]) -> None:
         try:
             answers = await self.worker.io(self.worker.store.deliveries.insert, [waiting.item for waiting in call])
-        except Exception as exc:
-            answers = [exc] * len(call)  # type: ignore[list-item]
+        except Exception as exc:  # whatever failed, each record fails with an error of its own
+            answers = [ServiceUnavailableError(f"the batch's insert failed: {exc!r}") for _ in call]
         self.blocked -= len(call)  # answered: their records carry on
         for waiting, answer in zip(call, answers, strict=True):
             if waiting.answer.done():
