@@ -235,21 +235,13 @@ class _Recording:
     @contextlib.contextmanager
     def call(self, match: Match) -> Iterator[tuple[int, dict[str, str], bytes] | None]:
         """The recorded answer to one call (None: a miss), counted in flight while the block runs."""
-        with self.lock:
-            answer = self._take(match)
-            self.answered += answer is not None
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        try:
+        with self.statements([match]) as (answer,):
             yield answer
-        finally:
-            with self.lock:
-                self.in_flight -= 1
 
     @contextlib.contextmanager
     def statements(self, matches: list[Match]) -> Iterator[list[Any]]:
-        """The recorded answers to a call's statements, in order (None for a miss), one call in flight while
-        the block runs."""
+        """The recorded answers to a call (one match) or to its statements, in order (None for a miss), one call
+        in flight while the block runs."""
         with self.lock:
             answers = [self._take(match) for match in matches]
             self.answered += None not in answers

@@ -161,6 +161,19 @@ def _bodies(harness: Harness, event_id: str, tenant_id: str, sub_ids: list[str])
     return [dump_message(DeliveryMessage.of(stored, tenant_id, sub_id)) for sub_id in sub_ids]
 
 
+def _first_receives(
+    client: Any, harness: Harness, tenant: TenantInfo, url: str, count: int
+) -> tuple[list[Subscription], str, list[str]]:
+    """``count`` subscriptions of ``url`` (a path each), an event published to them, and the bodies of its
+    deliveries' messages; the worker writes only when a call is full or nothing else can come (no time window:
+    what a call holds is then the same on any machine), and the table's calls recorded from here."""
+    subs = _subscriptions(harness, tenant, url, count)
+    event_id = publish(client, tenant.id)
+    harness.worker.inserts.window = 3600
+    harness.table_calls.clear()
+    return subs, event_id, _bodies(harness, event_id, tenant.id, [sub.id for sub in subs])
+
+
 def _kind(item: dict[str, Any]) -> str:
     """An attempt is kept under its delivery's id, a delivery under its subscription (``storage.keys``)."""
     return "attempt" if item["sk"]["S"].startswith("ATTEMPT#") else "delivery"
@@ -178,13 +191,10 @@ def test_a_batch_writes_its_first_attempts_25_to_a_call(
     client, tenant: TenantInfo, harness: Harness, receiver: Receiver
 ) -> None:
     # GIVEN 30 subscriptions to one event, and a worker that writes only when a call is full or nothing else can
-    # come (no time window: what a call holds is then the same on any machine)
-    subs = _subscriptions(harness, tenant, receiver.url, 30)
-    event_id = publish(client, tenant.id)
-    harness.worker.inserts.window = 3600
-    harness.table_calls.clear()
+    # come
+    subs, event_id, bodies = _first_receives(client, harness, tenant, receiver.url, 30)
     # WHEN one batch holds the 30 deliveries
-    result = invoke_bodies(harness, _bodies(harness, event_id, tenant.id, [sub.id for sub in subs]))
+    result = invoke_bodies(harness, bodies)
     # THEN each was sent once, signed, and the batch wrote them in two calls: 25, then the 5 left
     assert result["batchItemFailures"] == []
     assert _verified(receiver.received, subs) == sorted(f"/webhook?n={n}" for n in range(30))
@@ -209,12 +219,9 @@ def test_a_failed_first_attempt_writes_its_attempt_before_its_delivery(
     # GIVEN three subscribers that answer 500
     failing = make_receiver()
     failing.default = (500, {}, b"down", 0.0)
-    subs = _subscriptions(harness, tenant, failing.url, 3)
-    event_id = publish(client, tenant.id)
-    harness.worker.inserts.window = 3600
-    harness.table_calls.clear()
+    subs, event_id, bodies = _first_receives(client, harness, tenant, failing.url, 3)
     # WHEN one batch makes their first attempts
-    result = invoke_bodies(harness, _bodies(harness, event_id, tenant.id, [sub.id for sub in subs]))
+    result = invoke_bodies(harness, bodies)
     # THEN the attempts were written in one call, then the deliveries, pending, in another
     assert result["batchItemFailures"] == []
     inserted = _inserted_per_call(harness)
@@ -230,11 +237,8 @@ def test_a_write_that_failed_after_its_send_loses_nothing(
     client, tenant: TenantInfo, harness: Harness, receiver: Receiver
 ) -> None:
     # GIVEN four deliveries, and DynamoDB throttling the batch's first write after botocore's retries
-    subs = _subscriptions(harness, tenant, receiver.url, 4)
-    event_id = publish(client, tenant.id)
-    harness.worker.inserts.window = 3600
+    subs, event_id, bodies = _first_receives(client, harness, tenant, receiver.url, 4)
     install(harness.services.store.client, "dynamodb.BatchExecuteStatement:throttle@call=calls:1")
-    bodies = _bodies(harness, event_id, tenant.id, [sub.id for sub in subs])
     # WHEN one batch sends them and its write fails
     result = invoke_bodies(harness, bodies)
     # THEN every record of that write failed (its message comes back to the queue), though each was sent
