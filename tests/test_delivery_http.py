@@ -168,6 +168,25 @@ def test_an_answer_slower_than_usual_but_within_the_timeout_succeeds(client, ten
     assert attempt["response_body"] == ""
 
 
+def test_a_cookie_an_endpoint_sets_is_never_sent_with_a_later_delivery(client, make_tenant, harness, receiver) -> None:
+    # GIVEN two tenants' subscriptions on one host (a shared webhook gateway), the first answering with a cookie
+    first, second = make_tenant("Acme"), make_tenant("Globex")
+    subscribe(client, first, f"{receiver.url}?tenant=acme")
+    subscribe(client, second, f"{receiver.url}?tenant=globex")
+    receiver.default = (200, {"set-cookie": "session=acme-secret; Path=/"}, b"ok", 0.0)
+    # WHEN the first tenant's event is delivered, then the second's, then the first's again, by the same worker
+    for tenant in (first, second, first):
+        publish(client, tenant.id)
+        harness.drain()
+    # THEN each was delivered, and none carried the cookie back: to its own endpoint or to another tenant's
+    assert [got.path for got in receiver.received] == [
+        "/webhook?tenant=acme",
+        "/webhook?tenant=globex",
+        "/webhook?tenant=acme",
+    ]
+    assert [got.headers.get("cookie") for got in receiver.received] == [None, None, None]
+
+
 # --- failures ----------------------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import http.cookiejar
 import ssl
 import time
 import weakref
@@ -266,11 +267,18 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that keeps none: an endpoint's ``Set-Cookie`` is never sent back with a later delivery, to it
+    or to another subscription (another tenant's, maybe) on the same host."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 def pinned_client(policy: UrlPolicy, timeout: float, *, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """A new HTTP client that connects only where ``policy`` allows. Redirects are never followed. Responses
-    are asked for uncompressed, so the stored body is readable text and no decompression can balloon.
-    ``verify`` is for tests that trust their own certificate authority."""
+    """A new HTTP client that connects only where ``policy`` allows. Redirects are never followed, and cookies
+    never kept. Responses are asked for uncompressed, so the stored body is readable text and no decompression
+    can balloon. ``verify`` is for tests that trust their own certificate authority."""
     return httpx.AsyncClient(
+        cookies=_no_cookies(),
         transport=PinnedTransport(
             policy,
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30),
