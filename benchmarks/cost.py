@@ -724,11 +724,16 @@ def per_delivery_figures(case: CaseResult, batched: CaseResult) -> list[Figure]:
             target=f"ratio <= 1 (<= {CALLS_TARGET} AWS requests per delivered webhook)",
             met=calls <= CALLS_TARGET,
             note=f"{where}, publishing's calls included ({usage['api_aws_calls_per_event']:.0f} per event; the "
-            f"worker's {usage['worker_aws_calls_per_delivery']:.2f} per delivery): {case.notes[1]}; with "
-            f"DeliveryBatching: throughput, {other_calls:.2f}",
+            f"worker's {usage['worker_aws_calls_per_delivery']:.2f} per delivery; SQS's "
+            f"{usage['sqs_requests']:.2f}, at one message per delivery: Lambda receives and deletes 10 a call, a send "
+            f"carries 10): {case.notes[1]}; with DeliveryBatching: throughput, {other_calls:.2f}",
             # Fewer than one request per batch of deliveries would mean requests not counted.
             low=1 / 100 / CALLS_TARGET,
             high=1.0,
-            details={"worker_per_delivery": usage["worker_aws_calls_per_delivery"], "throughput": other_calls},
+            details={
+                "worker_per_delivery": usage["worker_aws_calls_per_delivery"],
+                "sqs_per_delivery": usage["sqs_requests"],
+                "throughput": other_calls,
+            },
         ),
     ]
