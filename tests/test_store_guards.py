@@ -105,6 +105,35 @@ def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
     assert store.deliveries.get("sub_1", delivery.id).status is DeliveryStatus.FAILED
 
 
+def test_a_record_whose_answer_was_lost_is_its_own_and_a_lost_lease_is_not(services) -> None:
+    store = services.store
+    now = datetime.now(UTC)
+    delivery = Delivery(
+        id=ids.delivery_id("evt_2", "sub_2", ids.epoch_ms(now)),
+        event_id="evt_2",
+        subscription_id="sub_2",
+        tenant_id="tnt_1",
+        event_type="invoice.paid",
+        status=DeliveryStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+    )
+    expires = int(time.time()) + 3600
+    lease = {"previous": None, "scheduled_attempts": 0, "until": time.time() + 60, "now": time.time()}
+    # GIVEN a delivery claimed under lease "a", and its record written (which releases the lease)
+    assert store.deliveries.claim(delivery, token="a", expires_at=expires, **lease)
+    settled = delivery.model_copy(update={"status": DeliveryStatus.FAILED, "updated_at": datetime.now(UTC)})
+    record = {"token": "a", "scheduled_attempts": 0, "expires_at": expires}
+    assert store.deliveries.record(settled, None, **record)
+    # WHEN the same write is made again (botocore sends a call again when its answer was lost), it finds the lease
+    # it removed, and the item it wrote: THEN it is this write (the attempt is not made again)
+    assert store.deliveries.record(settled, None, **record)
+    # AND a record of another state under that lease, now gone, is refused
+    other = settled.model_copy(update={"status": DeliveryStatus.SUCCEEDED})
+    assert store.deliveries.record(other, None, **record) is False
+    assert store.deliveries.get("sub_2", delivery.id).status is DeliveryStatus.FAILED
+
+
 @pytest.mark.parametrize("settings_overrides", [{"event_ttl_days": 1}])
 def test_an_event_outlives_its_last_possible_retry(services) -> None:
     # GIVEN a one-day retention but a retry schedule of ~27.6 hours (up to twice that with Retry-After)

@@ -338,7 +338,8 @@ class DeliveryRepository:
         carried: dict[str, Any] | None = None,
     ) -> bool:
         """Store an attempt (if one was made), then the delivery's new state with its index entries,
-        releasing the lease. False if the lease was lost meanwhile. Without a ``token`` (a first receive,
+        releasing the lease. False if the lease was lost meanwhile (not if this very write was made already and
+        its answer lost: the item holds it). Without a ``token`` (a first receive,
         leased by SQS's visibility: nothing was written before the attempt) both writes are made only if
         nothing is there yet (``new_items``, the worker writes those of a batch together); False if another copy
         of the message wrote them first.
@@ -383,7 +384,12 @@ class DeliveryRepository:
             if job_id is None:
                 if attempt_put is not None:
                     self._table.call("put_item", **attempt_put)
-                self._table.call("put_item", **delivery_put)
+                try:
+                    self._table.call("put_item", **delivery_put)
+                except ClientError:
+                    # The lease is gone: another worker's, or this write's own, made once already (botocore sends a
+                    # call again when its answer was lost; the write then finds the lease it removed).
+                    return self._table.read(_key(delivery)) == from_item(delivery_put["Item"])
                 return True
             actions: list[dict[str, Any]] = [{"Put": delivery_put}]
             if attempt_put is not None:
