@@ -64,19 +64,24 @@ def test_a_cursor_without_the_table_keys_is_refused(client, tenant) -> None:
         assert response.json()["error"]["code"] == "invalid_cursor"
 
 
-def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
-    store = services.store
+def _new_delivery(event_id: str, sub_id: str) -> Delivery:
+    """A pending delivery, not written yet."""
     now = datetime.now(UTC)
-    delivery = Delivery(
-        id=ids.delivery_id("evt_1", "sub_1", ids.epoch_ms(now)),
-        event_id="evt_1",
-        subscription_id="sub_1",
+    return Delivery(
+        id=ids.delivery_id(event_id, sub_id, ids.epoch_ms(now)),
+        event_id=event_id,
+        subscription_id=sub_id,
         tenant_id="tnt_1",
         event_type="invoice.paid",
         status=DeliveryStatus.PENDING,
         created_at=now,
         updated_at=now,
     )
+
+
+def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
+    store = services.store
+    delivery = _new_delivery("evt_1", "sub_1")
     expires = int(time.time()) + 3600
     # GIVEN a delivery claimed, then settled (cancelled) without an attempt: its attempt count is unchanged
     assert store.deliveries.claim(
@@ -107,17 +112,7 @@ def test_a_stale_claim_cannot_reopen_a_settled_delivery(services) -> None:
 
 def test_a_record_whose_answer_was_lost_is_its_own_and_a_lost_lease_is_not(services) -> None:
     store = services.store
-    now = datetime.now(UTC)
-    delivery = Delivery(
-        id=ids.delivery_id("evt_2", "sub_2", ids.epoch_ms(now)),
-        event_id="evt_2",
-        subscription_id="sub_2",
-        tenant_id="tnt_1",
-        event_type="invoice.paid",
-        status=DeliveryStatus.PENDING,
-        created_at=now,
-        updated_at=now,
-    )
+    delivery = _new_delivery("evt_2", "sub_2")
     expires = int(time.time()) + 3600
     lease = {"previous": None, "scheduled_attempts": 0, "until": time.time() + 60, "now": time.time()}
     # GIVEN a delivery claimed under lease "a", and its record written (which releases the lease)
