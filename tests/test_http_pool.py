@@ -413,18 +413,22 @@ def test_a_pass_while_every_connection_is_a_request_s_looks_at_no_connection(
     client, pool = small_client(max_connections=4, max_keepalive_connections=1)
     calls: list[str] = []
 
+    def noting(name: str) -> Callable[..., Any]:
+        original = getattr(httpcore.AsyncHTTPConnection, name)
+
+        def method(self: httpcore.AsyncHTTPConnection, *args: Any) -> Any:
+            calls.append(name)
+            return original(self, *args)
+
+        return method
+
     async def run() -> list[int]:
         async with client:
             held = [asyncio.create_task(client.post(server.url("/held"), content=b"{}")) for _ in range(4)]
             await eventually(lambda: server.in_flight == 4, "four requests in flight")
             pool._next_sweep = float("inf")
             for name in (*BOOKKEEPING, "is_closed", "info"):
-                original = getattr(httpcore.AsyncHTTPConnection, name)
-                monkeypatch.setattr(
-                    httpcore.AsyncHTTPConnection,
-                    name,
-                    lambda self, *args, _name=name, _original=original: calls.append(_name) or _original(self, *args),
-                )
+                monkeypatch.setattr(httpcore.AsyncHTTPConnection, name, noting(name))
             # WHEN the pool runs its pass (as it does whenever a request starts or ends)
             closing = pool._assign_requests_to_connections()
             # THEN it had nothing to do, and asked no connection anything
