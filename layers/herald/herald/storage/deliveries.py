@@ -389,7 +389,8 @@ class DeliveryRepository:
                 except ClientError:
                     # The lease is gone: another worker's, or this write's own, made once already (botocore sends a
                     # call again when its answer was lost; the write then finds the lease it removed).
-                    return self._table.read(_key(delivery)) == from_item(delivery_put["Item"])
+                    (ours,) = self._table.holds([item])
+                    return ours
                 return True
             actions: list[dict[str, Any]] = [{"Put": delivery_put}]
             if attempt_put is not None:

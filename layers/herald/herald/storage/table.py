@@ -403,14 +403,19 @@ class Table:
         taken = [index for index, answer in enumerate(answers) if answer is False]
         if taken:
             try:
-                pairs = dict.fromkeys((items[index]["pk"], items[index]["sk"]) for index in taken)
-                found = self.batch_get([{"pk": pk, "sk": sk} for pk, sk in pairs])
+                ours = self.holds([items[index] for index in taken])
             except ServiceUnavailableError as exc:
                 return [_failure(str(exc)) if index in taken else answer for index, answer in enumerate(answers)]
-            held = {(item["pk"], item["sk"]): item for item in found}
-            for index in taken:
-                answers[index] = held.get((items[index]["pk"], items[index]["sk"])) == from_item(to_item(items[index]))
+            for index, held in zip(taken, ours, strict=True):
+                answers[index] = held
         return answers
+
+    def holds(self, items: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Whether the table holds exactly each of these items (plain values), read strongly: how a conditional
+        write refused after its answer was lost (botocore sent it again) knows it was its own."""
+        keys = list(dict.fromkeys((item["pk"], item["sk"]) for item in items))
+        found = {(item["pk"], item["sk"]): item for item in self.batch_get([{"pk": pk, "sk": sk} for pk, sk in keys])}
+        return [found.get((item["pk"], item["sk"])) == from_item(to_item(item)) for item in items]
 
     def _insert_once(self, items: Sequence[Mapping[str, Any]]) -> list[bool | ServiceUnavailableError]:
         answers: list[bool | ServiceUnavailableError | None] = [None] * len(items)
@@ -427,8 +432,8 @@ class Table:
                 reason = f"DynamoDB batch insert failed: {_code_of(exc)}"
                 return [answer if answer is not None else _failure(reason, exc) for answer in answers]
             retry = []
+            given = response.get("Responses", [])
             for position, index in enumerate(pending):
-                given = response.get("Responses", [])
                 code = given[position].get("Error", {}).get("Code") if position < len(given) else "Unanswered"
                 if code is None:
                     answers[index] = True
