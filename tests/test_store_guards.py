@@ -129,6 +129,22 @@ def test_a_record_whose_answer_was_lost_is_its_own_and_a_lost_lease_is_not(servi
     assert store.deliveries.get("sub_2", delivery.id).status is DeliveryStatus.FAILED
 
 
+def test_a_claim_whose_answer_was_lost_is_its_own_and_another_lease_is_not(services) -> None:
+    store = services.store
+    delivery = _new_delivery("evt_3", "sub_3")
+    expires = int(time.time()) + 3600
+    claim = {"previous": None, "scheduled_attempts": 0, "until": time.time() + 60, "now": time.time()}
+    # GIVEN a new delivery claimed under lease "a"
+    assert store.deliveries.claim(delivery, token="a", expires_at=expires, **claim)
+    # WHEN the same claim is made again (botocore sends a call again when its answer was lost), it finds the item
+    # it wrote: THEN it is this claim's (its message is not held back for the lease's length)
+    assert store.deliveries.claim(delivery, token="a", expires_at=expires, **claim)
+    # AND a claim under another token is another worker's: refused
+    assert store.deliveries.claim(delivery, token="b", expires_at=expires, **claim) is False
+    # AND the lease is still the first claim's
+    assert store.deliveries.get_state("sub_3", delivery.id, "evt_3").lease_until == claim["until"]
+
+
 @pytest.mark.parametrize("settings_overrides", [{"event_ttl_days": 1}])
 def test_an_event_outlives_its_last_possible_retry(services) -> None:
     # GIVEN a one-day retention but a retry schedule of ~27.6 hours (up to twice that with Retry-After)

@@ -264,7 +264,14 @@ class DeliveryRepository:
             put["ExpressionAttributeNames"] = {"#status": "status"}
         try:
             if job_id is None:
-                self._table.call("put_item", **put)
+                try:
+                    self._table.call("put_item", **put)
+                except ClientError:
+                    # Another worker's lease, or this claim's own, made once already (botocore sends a call
+                    # again when its answer was lost: the claim then finds the lease it took). Its token is
+                    # this claim's alone, so the item says which.
+                    (ours,) = self._table.holds([item])
+                    return ours
             else:
                 self._table.transact([{"Put": put}, lock_check(delivery.id, job_id, now=self._table.now())])
         except ClientError:
