@@ -1,6 +1,7 @@
 """Publishing's direct fan-out: an event with few routes (``direct_fanout_max``) has its delivery messages queued
 by the publish call itself, one queue hop from its subscribers; more routes, and broadcasts, go through a fan-out
-message. Counted once, queued again by a retried publish (never sent twice), bounded whatever the subscribers.
+message. Counted once, queued again by a retried publish (never sent twice), bounded whatever the subscribers; a
+batch publish takes the same paths, event by event.
 Deliveries go over real HTTP and are verified with ``standardwebhooks``.
 """
 
@@ -236,3 +237,103 @@ def test_publishing_does_the_same_calls_whatever_the_subscribers_beyond_the_dire
     assert len(queries) == 1
     assert many.count("SendMessage") == 1
     assert "SendMessageBatch" not in many
+
+
+def _batch(client, events: list[dict[str, Any]]):
+    response = client.post("/v1/events/batch", json={"events": events}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def _invoice(tenant_id: str | None, **extra: Any) -> dict[str, Any]:
+    audience = {"tenant_id": tenant_id} if tenant_id else {"broadcast": True}
+    return {"type": "invoice.paid", "data": INVOICE, **audience, **extra}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 3}])
+def test_a_batch_queues_its_small_events_deliveries_itself_reading_routes_once_per_tenant_and_type(
+    client, tenant, make_tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN a tenant with a subscription to the type and one to everything, a tenant with four (more routes than
+    # publishing takes), and one with a subscription
+    typed = subscribe(client, tenant, f"{receiver.url}?s=typed")
+    wildcard = subscribe(client, tenant, f"{receiver.url}?s=wildcard", ["*"])
+    crowded = make_tenant("Crowded")
+    many = [subscribe(client, crowded, f"{receiver.url}?s=many{n}") for n in range(4)]
+    small = make_tenant("Small")
+    single = subscribe(client, small, f"{receiver.url}?s=small")
+    # WHEN one batch publishes three events to the first tenant, one to each other tenant, and a broadcast
+    recorder = CallRecorder(services.store.client, ["Query"])
+    items = _batch(
+        client,
+        [_invoice(tenant.id), _invoice(tenant.id), _invoice(crowded.id), _invoice(tenant.id), _invoice(small.id)],
+    )
+    items += _batch(client, [_invoice(None)])
+    queries = recorder.of("Query")
+    recorder.close()
+    assert [item["status"] for item in items] == [202] * 6
+    # THEN the batch queued the small events' deliveries itself (three to two, one to one), and fan-out messages
+    # for the crowded tenant's event and the broadcast
+    assert _queued(harness) == {"delivery": 7, "fanout": 2}
+    # AND it read each tenant's routes of the type once for the batch, whatever its events: the type's, then "*"'s
+    # (not for the crowded tenant: its type's routes were too many already)
+    routes = Counter(call.params["ExpressionAttributeValues"][":p"]["S"] for call in queries)
+    expected = [f"ROUTE#{tenant.id}#invoice.paid", f"ROUTE#{tenant.id}#*", f"ROUTE#{crowded.id}#invoice.paid"]
+    assert routes == Counter([*expected, f"ROUTE#{small.id}#invoice.paid", f"ROUTE#{small.id}#*"])
+    # AND the directly queued events are counted as fanned out already
+    direct = [items[n]["event"]["id"] for n in (0, 1, 3, 4)]
+    for event_id in direct:
+        counts = event_counts(client, event_id)
+        assert counts["fanout_complete"] is True
+        assert counts["pending"] == counts["matched"]
+    # WHEN the worker runs
+    harness.drain()
+    # THEN every subscriber received each of its events once, signed (the broadcast too)
+    paths = Counter(got.path for got in receiver.received)
+    assert paths == {
+        "/webhook?s=typed": 4,
+        "/webhook?s=wildcard": 4,
+        **{f"/webhook?s=many{n}": 2 for n in range(4)},
+        "/webhook?s=small": 2,
+    }
+    secrets = {f"/webhook?s=many{n}": sub.secret for n, sub in enumerate(many)}
+    secrets |= {
+        "/webhook?s=typed": typed.secret,
+        "/webhook?s=wildcard": wildcard.secret,
+        "/webhook?s=small": single.secret,
+    }
+    for got in receiver.received:
+        assert verify(secrets[got.path], got)["type"] == "invoice.paid"
+    # AND no webhook (a subscriber and an event: the webhook id) arrived twice
+    assert len({(got.path, got.headers["webhook-id"]) for got in receiver.received}) == len(receiver.received)
+    for event_id in direct:
+        assert event_counts(client, event_id)["succeeded"] == event_counts(client, event_id)["matched"] > 0
+
+
+def test_a_batch_that_failed_after_queueing_is_queued_again_and_each_delivery_sent_once(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions, and DynamoDB refusing (after botocore's retries) the batch's first count of an event's
+    # deliveries, after the batch's messages were queued
+    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
+    batch = {"events": [_invoice(tenant.id, id="inv-2001-paid"), _invoice(tenant.id, id="inv-2002-paid")]}
+    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    # WHEN the batch fails, and the publisher sends it again
+    failed = client.post("/v1/events/batch", json=batch, headers=ADMIN)
+    assert failed.status_code == 503, failed.text
+    retried = client.post("/v1/events/batch", json=batch, headers=ADMIN)
+    assert retried.status_code == 200, retried.text
+    assert [(item["status"], item["replayed"]) for item in retried.json()["data"]] == [(202, True)] * 2
+    # THEN each event's deliveries were queued twice (the same delivery ids) but counted once
+    assert _queued(harness) == {"delivery": 8}
+    # AND each subscriber receives each event once, signed: the second copy of each delivery finds it done
+    harness.drain()
+    assert Counter(got.path for got in receiver.received) == {"/webhook?n=0": 2, "/webhook?n=1": 2}
+    assert Counter((got.path, got.headers["webhook-id"]) for got in receiver.received) == {
+        (f"/webhook?n={n}", event_id): 1 for n in range(2) for event_id in ("inv-2001-paid", "inv-2002-paid")
+    }
+    for got in receiver.received:
+        verify(subs[int(got.path.rsplit("=", 1)[1])].secret, got)
+    for event_id in ("inv-2001-paid", "inv-2002-paid"):
+        counts = event_counts(client, event_id)
+        assert (counts["matched"], counts["succeeded"], counts["pending"]) == (2, 2, 0)

@@ -3,7 +3,9 @@
 An event with few routes (``direct_fanout_max``) skips the fan-out message: publishing reads its routes (two
 small Queries, one page each), queues its delivery messages and counts that one page itself, so the webhook
 is one queue hop from its subscribers. Larger fan-outs, and broadcasts, go through a fan-out message, whose
-worker reads the routes a page at a time: publishing's own work stays bounded whatever the subscribers.
+worker reads the routes a page at a time: publishing's own work stays bounded whatever the subscribers. A batch
+(``publish_many``) takes the same paths, its events' messages sent together and each tenant's routes of a type
+read once for the batch.
 """
 
 from __future__ import annotations
@@ -164,9 +166,12 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
 def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) -> list[Published | HeraldError]:
     """Publish a batch of events, each on its own: an item that is an error (it did not parse), or whose data
     does not validate, is answered with its error while the others are published. Each event is stored as
-    ``publish`` stores it (once per id); their fan-out messages go ten to a SendMessageBatch. A failure to
-    queue them raises for the whole batch, and a retry of it queues what was stored (items with ids are
-    idempotent; without an id, a retried item is a new event)."""
+    ``publish`` stores it (once per id), and queued as ``publish`` queues it: an event with few routes has its
+    delivery messages queued here (the direct fan-out; the routes of a tenant and type are read once for the
+    batch), any other its fan-out message. The messages of the whole batch go ten to a SendMessageBatch, then
+    each event is counted and marked queued. A failure to queue them raises for the whole batch, and a retry of
+    it queues what was stored and not marked (items with ids are idempotent; without an id, a retried item is a
+    new event; a delivery queued twice has one id: it is sent once)."""
     results: list[Published | HeraldError] = []
     to_queue: list[StoredEvent] = []
     for body in bodies:
@@ -189,10 +194,39 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
             continue
         results.append(Published(stored, replayed=False, queued=True))
         to_queue.append(stored)
-    services.queue.send_batch([FanoutMessage(event_id=s.event.id, tenant_id=s.event.tenant_id) for s in to_queue])
-    for stored in to_queue:
-        services.store.events.mark_enqueued(stored.event.id, expires_at=stored.expires_at)
+    _enqueue_many(services, to_queue)
     return results
+
+
+def _enqueue_many(services: Services, to_queue: Sequence[StoredEvent]) -> None:
+    """``_enqueue`` for a batch of events, their messages sent together."""
+    routes: dict[tuple[str, str], list[Route] | None] = {}
+    messages: list[DeliveryMessage | FanoutMessage] = []
+    direct: list[tuple[StoredEvent, list[str], int]] = []
+    fanned: list[StoredEvent] = []
+    for stored in to_queue:
+        event = stored.event
+        routed = None
+        if event.tenant_id is not None:
+            key = (event.tenant_id, event.type)
+            if key not in routes:
+                routes[key] = _direct_routes(services, *key)
+            routed = routes[key]
+        if routed is None:
+            messages.append(FanoutMessage(event_id=event.id, tenant_id=event.tenant_id))
+            fanned.append(stored)
+            continue
+        assert event.tenant_id is not None  # routes are read for a tenant's event only
+        sub_ids, filtered = _matched(event, routed)
+        messages += [DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in sub_ids]
+        direct.append((stored, sub_ids, filtered))
+    services.queue.send_batch(messages)
+    for stored, sub_ids, filtered in direct:
+        services.store.events.count_direct_fanout(
+            stored.event.id, expires_at=stored.expires_at, matched=len(sub_ids), filtered=filtered, fanout_open=-1
+        )
+    for stored in fanned:
+        services.store.events.mark_enqueued(stored.event.id, expires_at=stored.expires_at)
 
 
 def event_expiry(services: Services, now: datetime) -> int:
@@ -219,26 +253,43 @@ def _queue_deliveries(services: Services, stored: StoredEvent) -> bool:
     The deliveries are queued before the event is marked: a crash in between leaves it unmarked, and the
     publisher's retry queues them again (the same delivery ids: nothing is sent twice), counted once."""
     event, expires_at = stored.event, stored.expires_at
-    limit = services.settings.direct_fanout_max
-    if limit <= 0 or event.tenant_id is None:
+    if event.tenant_id is None:
         return False
-    routed: list[Route] = []
-    for route in dict.fromkeys([event.type, WILDCARD]):
-        # One more than the routes left to take: a full page means too many (DynamoDB hands back a cursor
-        # whenever a page is full, more items or not).
-        budget = limit - len(routed) + 1
-        page, cursor = services.store.subscriptions.routed(event.tenant_id, route, limit=budget, cursor=None)
-        routed += page
-        if len(page) >= budget or cursor is not None:
-            return False
-    matched, filtered = matching(event, routed)
-    sub_ids = list(dict.fromkeys(matched))  # a subscription routed under its type and under "*" is sent once
+    routed = _direct_routes(services, event.tenant_id, event.type)
+    if routed is None:
+        return False
+    sub_ids, filtered = _matched(event, routed)
     services.queue.send_batch([DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in sub_ids])
     # Counted and marked queued in one write, once: a retried publish whose earlier try got this far counts nothing.
     services.store.events.count_direct_fanout(
         event.id, expires_at=expires_at, matched=len(sub_ids), filtered=filtered, fanout_open=-1
     )
     return True
+
+
+def _direct_routes(services: Services, tenant_id: str, event_type: str) -> list[Route] | None:
+    """The routes of a tenant's events of ``event_type`` (its type's and ``*``'s), when they fit in
+    ``direct_fanout_max``; None when there are more (or the direct fan-out is off)."""
+    limit = services.settings.direct_fanout_max
+    if limit <= 0:
+        return None
+    routed: list[Route] = []
+    for route in dict.fromkeys([event_type, WILDCARD]):
+        # One more than the routes left to take: a full page means too many (DynamoDB hands back a cursor
+        # whenever a page is full, more items or not).
+        budget = limit - len(routed) + 1
+        page, cursor = services.store.subscriptions.routed(tenant_id, route, limit=budget, cursor=None)
+        routed += page
+        if len(page) >= budget or cursor is not None:
+            return None
+    return routed
+
+
+def _matched(event: Event, routed: list[Route]) -> tuple[list[str], int]:
+    """The subscriptions ``event`` goes to among its routes (each once: one routed under the event's type and
+    under ``*`` is sent once), and how many routes its filters turned away."""
+    matched, filtered = matching(event, routed)
+    return list(dict.fromkeys(matched)), filtered
 
 
 def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
