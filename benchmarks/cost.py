@@ -48,6 +48,7 @@ from benchmarks.core import (
     with_delivery_batching,
 )
 from benchmarks.results import Figure
+from herald.schemas.events import MAX_BATCH_EVENTS
 from herald.storage.keys import is_delivery
 from herald.storage.table import inserted_item
 
@@ -57,6 +58,9 @@ from herald.storage.table import inserted_item
 PRICES_DATE = "2025-11 (us-east-1, public pricing pages; free tiers ignored)"
 #: The figure name's suffix for the same fan-out under ``DeliveryBatching: throughput``.
 THROUGHPUT_SUFFIX = "_throughput"
+#: The figure name's suffix for 1 event -> 1 published one event a request (the figure without it publishes in
+#: batches: ``POST /v1/events/batch``, as the issue prices it).
+SINGLE_PUBLISH_SUFFIX = "_single_publish"
 LAMBDA_ARM_GB_SECOND = 0.0000133334
 LAMBDA_REQUEST = 0.20 / 1e6
 SQS_REQUEST = 0.40 / 1e6  # standard queue, per 64 KB chunk
@@ -336,12 +340,25 @@ class CaseResult:
         return sum(self.breakdown.values())
 
 
-def _run_case(stack: Stack, *, fanout: int, events: int, receiver_url: str, template: dict[str, Any]) -> CaseResult:
-    """Publish ``events`` events to ``fanout`` subscriptions each, and work the queue dry, twice: once
-    metered (requests and capacity; the meter's own image reads slow the calls down), once plain (the
-    durations and the log bytes)."""
-    metered = _pass(stack, fanout=fanout, events=events, receiver_url=receiver_url, template=template, meter=True)
-    plain = _pass(stack, fanout=fanout, events=events, receiver_url=receiver_url, template=template, meter=False)
+def _run_case(
+    stack: Stack, *, fanout: int, events: int, receiver_url: str, template: dict[str, Any], per_request: int
+) -> CaseResult:
+    """Publish ``events`` events to ``fanout`` subscriptions each, ``per_request`` events an API request (one:
+    ``POST /v1/events``; more: ``POST /v1/events/batch``), and work the queue dry, twice: once metered (requests
+    and capacity; the meter's own image reads slow the calls down), once plain (the durations and the log bytes)."""
+    passes = [
+        _pass(
+            stack,
+            fanout=fanout,
+            events=events,
+            receiver_url=receiver_url,
+            template=template,
+            per_request=per_request,
+            meter=meter,
+        )
+        for meter in (True, False)
+    ]
+    metered, plain = passes
     return _price(metered, plain, fanout=fanout, events=events, template=template)
 
 
@@ -352,7 +369,7 @@ class _Pass:
     wru: float
     rru: float
     written: dict[str, float]
-    api_seconds: list[float]
+    api_seconds: list[float]  # one per API request
     durations: list[float]
     log_bytes: int
     batch_size: int
@@ -360,7 +377,16 @@ class _Pass:
     stream_invocations: int = 0
 
 
-def _pass(stack: Stack, *, fanout: int, events: int, receiver_url: str, template: dict[str, Any], meter: bool) -> _Pass:
+def _pass(
+    stack: Stack,
+    *,
+    fanout: int,
+    events: int,
+    receiver_url: str,
+    template: dict[str, Any],
+    per_request: int,
+    meter: bool,
+) -> _Pass:
     # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     import boto3
 
@@ -438,13 +464,22 @@ def _pass(stack: Stack, *, fanout: int, events: int, receiver_url: str, template
         requests0, wru0, rru0, _ = metering.snapshot()
         logs0 = stream.bytes
         api_seconds: list[float] = []
-        for _ in range(events):
-            event = api_gateway_event("POST", "/v1/events", body=body, headers=headers)
+        for first in range(0, events, per_request):
+            count = min(per_request, events - first)
+            if per_request == 1:
+                event, expected = api_gateway_event("POST", "/v1/events", body=body, headers=headers), 202
+            else:
+                batch = {"events": [body] * count}
+                event, expected = api_gateway_event("POST", "/v1/events/batch", body=batch, headers=headers), 200
             started = time.perf_counter()
             response = api.handler(event, api.context)
             api_seconds.append(time.perf_counter() - started)
-            if response["statusCode"] != 202:
+            if response["statusCode"] != expected:
                 raise BenchmarkError(f"publishing answered {response['statusCode']}: {response.get('body')}")
+            if per_request > 1:
+                statuses = [item["status"] for item in json.loads(response["body"])["data"]]
+                if statuses != [202] * count:
+                    raise BenchmarkError(f"a batch publish answered {statuses}")
         api_requests, _, _, _ = metering.snapshot()
         api_logs = stream.bytes - logs0
         received = 0
@@ -507,13 +542,16 @@ def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: 
     api_seconds, durations = plain.api_seconds, plain.durations
     api_gb_s = sum(math.ceil(seconds * 1000) / 1000 * api_memory / 1024 for seconds in api_seconds)
     worker_gb_s = sum(math.ceil(seconds * 1000) / 1000 * delivery_memory / 1024 for seconds in durations)
+    api_requests = len(api_seconds)
     log_bytes = (
-        plain.log_bytes + LAMBDA_PLATFORM_LOG_BYTES * (events + len(durations)) + access_log_bytes(template) * events
+        plain.log_bytes
+        + LAMBDA_PLATFORM_LOG_BYTES * (api_requests + len(durations))
+        + access_log_bytes(template) * api_requests
     )
     per = 1e6 / deliveries
     breakdown = {
-        "API Gateway HTTP API requests": events * API_GATEWAY_HTTP_REQUEST * per,
-        "Lambda requests": (events + len(durations)) * LAMBDA_REQUEST * per,
+        "API Gateway HTTP API requests": api_requests * API_GATEWAY_HTTP_REQUEST * per,
+        "Lambda requests": (api_requests + len(durations)) * LAMBDA_REQUEST * per,
         "Lambda GB-s (API)": api_gb_s * LAMBDA_ARM_GB_SECOND * per,
         "Lambda GB-s (delivery)": worker_gb_s * LAMBDA_ARM_GB_SECOND * per,
         "SQS requests": sqs_requests * SQS_REQUEST * per,
@@ -535,8 +573,13 @@ def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: 
         "api_aws_calls_per_event": sum(api_counts.values()) / events,
         "worker_aws_calls_per_delivery": sum(worker_counts.values()) / deliveries,
     }
+    published = (
+        "one a request (POST /v1/events)"
+        if api_requests == events
+        else (f"in {api_requests} request(s) of POST /v1/events/batch")
+    )
     notes = [
-        f"1 event -> {fanout} subscriptions: {events} events, {deliveries} deliveries, "
+        f"1 event -> {fanout} subscriptions: {events} events published {published}, {deliveries} deliveries, "
         f"{len(durations)} delivery-function invocations (batch size {plain.batch_size}, the template's batching "
         f"window; {plain.stream_invocations} of them by the table's stream, counting the successes in the stats), "
         f"API {api_memory} MB, delivery {delivery_memory} MB",
@@ -545,7 +588,7 @@ def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: 
         "DynamoDB WRU per delivery by operation: "
         + ", ".join(f"{name} {units / deliveries:.2f}" for name, units in sorted(metered.written.items()) if units),
     ]
-    return CaseResult(fanout, deliveries, breakdown, usage, {"api": events, "delivery": len(durations)}, notes)
+    return CaseResult(fanout, deliveries, breakdown, usage, {"api": api_requests, "delivery": len(durations)}, notes)
 
 
 def _cost_note(case: CaseResult) -> str:
@@ -614,16 +657,25 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
     # The same fan-out with the template's other batching choice (DeliveryBatching: throughput, 100 a batch and a
     # 1 s window): what a deployment that chose it pays.
     throughput = with_delivery_batching(template, "throughput")
+    # 1 event -> 1 is priced as the issue asks, its events published in batches (POST /v1/events/batch, all of
+    # the case's events in one: a batch of 20 where the API takes 100); one event a request beside it.
+    one_to_one = max(10, events)
     runs = [
-        (fanout, events, template, ""),
-        (1, max(10, events), template, ""),
-        (fanout, events, throughput, THROUGHPUT_SUFFIX),
+        (fanout, events, template, "", 1),
+        (1, one_to_one, template, "", MAX_BATCH_EVENTS),
+        (1, one_to_one, template, SINGLE_PUBLISH_SUFFIX, 1),
+        (fanout, events, throughput, THROUGHPUT_SUFFIX, 1),
     ]
     cases: list[tuple[CaseResult, str]] = []
-    for case_fanout, case_events, case_template, suffix in runs:
+    for case_fanout, case_events, case_template, suffix, per_request in runs:
         with local_stack(moto="server") as stack, ReceiverProcess(SUBSCRIBER_LATENCY) as receiver:
             case = _run_case(
-                stack, fanout=case_fanout, events=case_events, receiver_url=receiver.url, template=case_template
+                stack,
+                fanout=case_fanout,
+                events=case_events,
+                receiver_url=receiver.url,
+                template=case_template,
+                per_request=per_request,
             )
             # Over the deliveries the table holds: both passes' and their warm-up events', not one pass's.
             stored, stored_deliveries = stored_bytes(
@@ -644,7 +696,12 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
             cases.append((case, suffix))
     figures = []
     for case, suffix in cases:
-        batching = " (DeliveryBatching: throughput)" if suffix else ""
+        batching = {
+            THROUGHPUT_SUFFIX: " (DeliveryBatching: throughput)",
+            SINGLE_PUBLISH_SUFFIX: " (one event an API request)",
+        }.get(
+            suffix, " (events published in batches)" if case.invocations["api"] < case.deliveries / case.fanout else ""
+        )
         out(
             f"  cost per million webhooks, 1 event -> {case.fanout} subscription(s){batching}, subscriber answering "
             "in 100 ms:"
@@ -685,7 +742,7 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
             )
         )
     (default,) = [case for case, suffix in cases if not suffix and case.fanout == fanout]
-    (batched,) = [case for case, suffix in cases if suffix]
+    (batched,) = [case for case, suffix in cases if suffix == THROUGHPUT_SUFFIX]
     return figures + per_delivery_figures(default, batched)
 
 

@@ -152,14 +152,16 @@ def test_ratio_divides_measured_by_baseline() -> None:
 def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     from benchmarks import cost
 
-    # GIVEN / WHEN two events to two subscriptions each, and two events to one, on the happy path
+    # GIVEN / WHEN two events to two subscriptions each, and ten events to one (published in one batch, then one a
+    # request), on the happy path
     lines: list[str] = []
-    typical, pessimistic, throughput, wru, calls = cost.run(events=2, fanout=2, out=lines.append)
+    typical, pessimistic, single, throughput, wru, calls = cost.run(events=2, fanout=2, out=lines.append)
     # THEN each case has a priced breakdown of the requests the real code path made
     assert typical.name == "cost_per_million_fanout_2"
     assert pessimistic.name == "cost_per_million_fanout_1"
+    assert single.name == "cost_per_million_fanout_1_single_publish"
     assert throughput.name == "cost_per_million_fanout_2_throughput"
-    for figure in (typical, pessimistic, throughput):
+    for figure in (typical, pessimistic, single, throughput):
         breakdown = figure.details["breakdown_per_million"]
         assert figure.value == pytest.approx(sum(breakdown.values()), rel=1e-3)
         usage = figure.details["per_delivery"]
@@ -167,8 +169,13 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
         assert usage["sqs_requests"] > 0
         assert usage["log_bytes"] > 0
         assert breakdown["API Gateway HTTP API requests"] > 0
-    # AND one API request per event: it costs a whole request per webhook when an event has one subscriber
-    assert pessimistic.details["breakdown_per_million"]["API Gateway HTTP API requests"] == pytest.approx(1.0)
+    # AND one API request per event costs a whole request per webhook when an event has one subscriber; the ten
+    # events published in one batch request cost a tenth of that
+    assert single.details["breakdown_per_million"]["API Gateway HTTP API requests"] == pytest.approx(1.0)
+    assert pessimistic.details["breakdown_per_million"]["API Gateway HTTP API requests"] == pytest.approx(0.1)
+    assert pessimistic.details["invocations"]["api"] == 1
+    assert "published in 1 request(s) of POST /v1/events/batch" in pessimistic.details["notes"][0]
+    assert "published one a request" in single.details["notes"][0]
     # AND the same fan-out was also worked as DeliveryBatching: throughput has the event source do it (batches of 100)
     assert "batch size 10," in typical.details["notes"][0]
     assert "batch size 100," in throughput.details["notes"][0]
