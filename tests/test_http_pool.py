@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from httpcore._async.connection_pool import AsyncPoolRequest
 
 from herald.local.loopback import LoopbackServer, QuietHandler
-from herald.sender import LinearPool, PinnedTransport, pinned_client
+from herald.sender import LinearPool, PinnedTransport, WebhookClient, pinned_client
 from herald.urls import LOCAL_NETWORKS, UrlPolicy, parse_networks
 
 pytestmark = pytest.mark.e2e
@@ -121,30 +122,28 @@ def servers() -> Iterator[Callable[..., PoolServer]]:
         server.close()
 
 
-def small_client(*, max_connections: int, max_keepalive_connections: int) -> tuple[httpx.AsyncClient, LinearPool]:
-    """An HTTP client like Herald's, over a ``PinnedTransport`` with small limits, and its pool."""
+def small_client(*, max_connections: int, max_keepalive_connections: int) -> tuple[WebhookClient, LinearPool]:
+    """Herald's HTTP client over a ``PinnedTransport`` with small limits, and its pool."""
     transport = PinnedTransport(
         LOOPBACK_POLICY,
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_keepalive_connections, keepalive_expiry=60
         ),
     )
-    client = httpx.AsyncClient(transport=transport, timeout=PATIENCE, trust_env=False)
+    client = WebhookClient(transport, PATIENCE)
     return client, pool_of(client)
 
 
-def pool_of(client: httpx.AsyncClient) -> LinearPool:
-    transport = client._transport
-    assert isinstance(transport, PinnedTransport)
-    assert isinstance(transport._pool, LinearPool)
-    return transport._pool
+def pool_of(client: WebhookClient) -> LinearPool:
+    assert isinstance(client.transport._pool, LinearPool)
+    return client.transport._pool
 
 
 def idle(pool: httpcore.AsyncConnectionPool) -> int:
     return sum(connection.is_idle() for connection in pool.connections)
 
 
-async def post_all(client: httpx.AsyncClient, urls: list[str]) -> list[int]:
+async def post_all(client: WebhookClient, urls: list[str]) -> list[int]:
     """POST to every URL at once; the status codes, in order."""
     responses = await asyncio.gather(*(client.post(url, content=b"{}") for url in urls))
     return [response.status_code for response in responses]
@@ -355,15 +354,16 @@ def test_max_keepalive_connections_counts_the_idle_connections(servers: Callable
 # --- the cost of the bookkeeping --------------------------------------------------------------------------------
 
 #: The connection methods a pool's pass calls, per connection or per queued request, to decide who gets what.
-#: (``is_closed`` is left out: both pools call it once per connection per pass, so over a burst it grows with
-#: requests x connections: 14,320 calls with LinearPool for the burst below, 50,720 for a burst of 200; 12,016
-#: with httpcore's own pool.)
+#: (``is_closed`` is left out: a whole pass calls it once per connection, so over the passes a burst's last requests
+#: run as they end (closing the idle surplus) it grows with requests x connections: 2,970 calls with LinearPool for
+#: the burst below, 14,320 before its requests started without a whole pass; 12,016 with httpcore's own pool.)
 BOOKKEEPING = ("is_idle", "is_available", "can_handle_request", "has_expired")
 REQUESTS = 100
 #: Measured for this burst with LinearPool: 4,744 calls (is_idle 2,340, is_available 2,304, can_handle_request 100,
 #: each from the connection's own check of its request, has_expired 0: no sweep when the burst takes under
-#: ``SWEEP_SECONDS``, at most one call per idle connection per sweep otherwise); 8,904 before the pass was skipped
-#: while every connection is a request's (the first 64 requests to end run none). With httpcore 1.0.9's own pass
+#: ``SWEEP_SECONDS``, at most one call per idle connection per sweep otherwise), all from the whole passes of the
+#: last 36 requests to end (the first 64 to end run none, nor does any request as it starts: ``_quick_pass``);
+#: 8,904 before the first were skipped. With httpcore 1.0.9's own pass
 #: in its place (``LinearPool``'s
 #: ``_assign_requests_to_connections`` swapped for ``httpcore.AsyncConnectionPool``'s): 175,072 (is_idle 153,056,
 #: is_available 4,950, can_handle_request 5,050, has_expired 12,016), 11 times the bound. A pass calls is_idle
@@ -442,6 +442,58 @@ def test_a_pass_while_every_connection_is_a_request_s_looks_at_no_connection(
             return statuses
 
     assert asyncio.run(run()) == [200] * 4
+
+
+def test_a_warm_burst_s_requests_start_on_the_idle_connections_without_a_walk_of_the_pool(
+    servers: Callable[..., PoolServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN Herald's client after a burst of 100 requests: 64 idle connections kept, and no sweep due
+    server = servers()
+    calls: Counter[str] = Counter()
+
+    def noting(name: str) -> Callable[..., Any]:
+        original = getattr(httpcore.AsyncHTTPConnection, name)
+
+        def method(self: httpcore.AsyncHTTPConnection, *args: Any) -> Any:
+            calls[name] += 1
+            return original(self, *args)
+
+        return method
+
+    async def wave(client: WebhookClient) -> list[int]:
+        held = [asyncio.create_task(client.post(server.url("/held"), content=b"{}")) for _ in range(REQUESTS)]
+        await eventually(lambda: server.in_flight == REQUESTS, "the wave's requests all held")
+        return [response.status_code for response in await _released(server, held)]
+
+    async def run() -> None:
+        async with pinned_client(LOOPBACK_POLICY, PATIENCE) as client:
+            pool = pool_of(client)
+            assert await wave(client) == [200] * REQUESTS
+            assert (idle(pool), server.accepted) == (64, REQUESTS)
+            pool._next_sweep = float("inf")
+            for name in (*BOOKKEEPING, "is_closed", "info"):
+                monkeypatch.setattr(httpcore.AsyncHTTPConnection, name, noting(name))
+            # WHEN 100 more requests start
+            held = [asyncio.create_task(client.post(server.url("/held"), content=b"{}")) for _ in range(REQUESTS)]
+            await eventually(lambda: server.in_flight == REQUESTS, "the second wave's requests all held")
+            # THEN the first 64 took the idle connections (each looked at once before its reuse: has_expired) and
+            # the other 36 new ones, and no pass walked the pool's connections (no is_closed, is_idle, is_available)
+            assert server.accepted == REQUESTS + REQUESTS - 64
+            assert len(pool.connections) == REQUESTS
+            assert calls == {"has_expired": 64, "can_handle_request": 64 + REQUESTS}, calls
+            # AND all are answered
+            assert [response.status_code for response in await _released(server, held)] == [200] * REQUESTS
+
+    asyncio.run(run())
+
+
+async def _released(server: PoolServer, held: list[asyncio.Task[httpx.Response]]) -> list[httpx.Response]:
+    """Release ``server``'s held requests and wait for their answers; the server holds the next ones again."""
+    server.release.set()
+    try:
+        return await asyncio.gather(*held)
+    finally:
+        server.release.clear()
 
 
 def test_a_connection_made_for_a_request_cancelled_before_it_began_is_dropped(

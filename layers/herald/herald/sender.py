@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import http.cookiejar
+import contextlib
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 import httpcore
 import httpx
@@ -128,9 +128,9 @@ class LinearPool(httpcore.AsyncConnectionPool):
     connection given to a request that has not started on it yet (both upstream's, fixed the same way in
     encode/httpcore#1035 and pydantic/httpx2#974 and #1075), drops a new connection whose request was cancelled
     before it began (httpcore 1.0 keeps those for good), and keeps up to ``max_keepalive_connections`` idle
-    connections (httpcore 1.0 compares the count of every connection against it). Between sweeps it skips the pass
-    when it could do nothing: no request waits and every connection but the idle allowance is a request's (the
-    first 64 of a burst of 100 requests to end run none)."""
+    connections (httpcore 1.0 compares the count of every connection against it). Between sweeps, the passes a
+    burst runs as its requests start, and as they end while the idle allowance holds, do not walk the connections
+    (``_quick_pass``)."""
 
     def __init__(self, **kwargs: Any) -> None:
         # It replaces a private method of httpcore 1.0 (the layer pins 1.0.9): another version needs review.
@@ -138,6 +138,10 @@ class LinearPool(httpcore.AsyncConnectionPool):
             raise RuntimeError(f"LinearPool is HTTP/1.1 only, over httpcore 1.0's pool, not {httpcore.__version__}")
         super().__init__(**kwargs)
         self._next_sweep = 0.0
+        #: The idle connections the last whole pass left to no request, oldest first, and by origin as the quick
+        #: passes since have looked for one (each connection is in its own origin's deque only).
+        self._spare: list[httpcore.AsyncConnectionInterface] = []
+        self._spare_by_origin: dict[tuple[bytes, bytes, int], collections.deque[httpcore.AsyncConnectionInterface]] = {}
 
     #: How often the pass looks for idle connections the server closed (a socket poll each) among those it is
     #: not about to reuse: a connection is always looked at before it is reused.
@@ -145,9 +149,9 @@ class LinearPool(httpcore.AsyncConnectionPool):
 
     def _assign_requests_to_connections(self) -> list[httpcore.AsyncConnectionInterface]:
         sweep = self._sweep_due()
-        if not sweep and self._nothing_to_assign_or_close():
-            return []
         closing: list[httpcore.AsyncConnectionInterface] = []
+        if not sweep and self._quick_pass(closing):
+            return closing
         # A connection given to a request (in flight, or given and not started on yet) is that request's.
         spoken_for = {id(request.connection) for request in self._requests if request.connection is not None}
         kept: list[httpcore.AsyncConnectionInterface] = []
@@ -200,6 +204,8 @@ class LinearPool(httpcore.AsyncConnectionPool):
                 self._connections.append(connection)
             used.add(id(connection))
             pool_request.assign_to_connection(connection)
+        self._spare = [connection for connection in free if id(connection) not in used]
+        self._spare_by_origin = {}
         return closing
 
     def _sweep_due(self) -> bool:
@@ -210,18 +216,45 @@ class LinearPool(httpcore.AsyncConnectionPool):
         self._next_sweep = now + self.SWEEP_SECONDS
         return True
 
-    def _nothing_to_assign_or_close(self) -> bool:
-        """Whether a pass between sweeps would find nothing to do while requests are in flight: none waits for a
-        connection, and the connections no request holds are too few to exceed the idle allowance. A burst's
-        requests start and end one by one, each running the pass: this skips it while every connection is busy
-        (a connection the server closed, or one left by a request cancelled before it began, waits for the next
-        pass that runs: the next sweep, a request queued, or the pool's requests all done)."""
+    def _quick_pass(self, closing: list[httpcore.AsyncConnectionInterface]) -> bool:
+        """The pass between sweeps in the cases a burst of requests runs it in, done without walking the
+        connections; False when the whole pass must run (what this one did, if anything, stands).
+
+        * No request waits, and the connections no request holds are too few to exceed the idle allowance:
+          nothing to do. A burst's requests end one by one, each running the pass.
+        * Requests wait: each gets an idle connection to its origin that the last whole pass left to no request
+          (looked at before it is reused, as the whole pass does), else, while every connection is a request's
+          (none is idle) and there is room, a new one. A burst's requests start one by one, each running the pass.
+
+        The spare connections are those the last whole pass left: a connection freed since is not among them, so a
+        request that finds no spare one while some connection is no request's runs the whole pass, which finds
+        it (as does one that finds no room: the whole pass may close an idle connection to make room). A
+        connection that closed while a request held it (dropped from the pool by a pass) leaves the count of held
+        connections one over until that request ends: a new connection may then be made where an idle one could
+        have been reused, and the idle surplus is closed by a later whole pass."""
         if not self._requests:
             return False
-        for request in self._requests:
-            if request.connection is None:  # queued: it needs a connection
-                return False
-        return len(self._connections) - len(self._requests) <= self._max_keepalive_connections
+        queued = [request for request in self._requests if request.connection is None]
+        held = len(self._requests) - len(queued)
+        if not queued:
+            return len(self._connections) - held <= self._max_keepalive_connections
+        for pool_request in queued:
+            origin = pool_request.request.url.origin
+            key = (origin.scheme, origin.host, origin.port)  # an Origin is not hashable
+            spare = self._spare_by_origin.get(key)
+            if spare is None:
+                spare = self._spare_by_origin[key] = collections.deque(
+                    connection for connection in self._spare if connection.can_handle_request(origin)
+                )
+            connection = self._reusable(spare, set(), closing)
+            if connection is None:
+                if len(self._connections) != held or held >= self._max_connections:
+                    return False
+                connection = self.create_connection(origin)
+                self._connections.append(connection)
+            pool_request.assign_to_connection(connection)
+            held += 1
+        return True
 
     def _reusable(
         self,
@@ -267,36 +300,74 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def _no_cookies() -> http.cookiejar.CookieJar:
-    """A cookie jar that keeps none: an endpoint's ``Set-Cookie`` is never sent back with a later delivery, to it
-    or to another subscription (another tenant's, maybe) on the same host."""
-    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+#: The headers of every request, before the delivery's own: httpx's client defaults, with Herald's user agent and
+#: answers asked for uncompressed (the stored body is readable text, and no decompression can balloon).
+BASE_HEADERS = (
+    ("accept", "*/*"),
+    ("accept-encoding", "identity"),
+    ("connection", "keep-alive"),
+    ("user-agent", USER_AGENT),
+)
 
 
-def pinned_client(policy: UrlPolicy, timeout: float, *, verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    """A new HTTP client that connects only where ``policy`` allows. Redirects are never followed, and cookies
-    never kept. Responses are asked for uncompressed, so the stored body is readable text and no decompression
-    can balloon. ``verify`` is for tests that trust their own certificate authority."""
-    return httpx.AsyncClient(
-        cookies=_no_cookies(),
-        transport=PinnedTransport(
-            policy,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30),
-            verify=verify,
-        ),
-        follow_redirects=False,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-        headers={"user-agent": USER_AGENT, "accept-encoding": "identity"},
-        trust_env=False,
-    )
+class WebhookClient:
+    """Herald's HTTP client: POSTs over a :class:`PinnedTransport`, which connects only where its policy allows.
+
+    It hands each request to the transport itself, without httpx's client layer: a webhook send uses none of
+    what that layer does on every request (merging a base URL, cookies, auth, redirects, event hooks), and it
+    was a third of the CPU of a send. So redirects are never followed (a 3xx is the answer), and cookies are
+    never kept: an endpoint's ``Set-Cookie`` is never sent back with a later delivery, to it or to another
+    subscription (another tenant's, maybe) on the same host."""
+
+    def __init__(self, transport: PinnedTransport, timeout: float) -> None:
+        self.transport = transport
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0)).as_dict()
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``content`` to ``url`` with ``headers`` (each replacing a base header of its name, in any case): the
+        response, its body not read yet (closed on leaving)."""
+        merged = httpx.Headers(BASE_HEADERS)
+        merged.update(headers or {})
+        request = httpx.Request("POST", url, headers=merged, content=content, extensions={"timeout": self._timeout})
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def post(self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """POST ``content`` to ``url``: the response, read whole."""
+        async with self.stream(url, content=content, headers=headers) as response:
+            await response.aread()
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
-_HTTP_CLIENTS: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[UrlPolicy, float], httpx.AsyncClient]
-] = weakref.WeakKeyDictionary()
+def pinned_client(policy: UrlPolicy, timeout: float, *, verify: ssl.SSLContext | bool = True) -> WebhookClient:
+    """A new HTTP client that connects only where ``policy`` allows. ``verify`` is for tests that trust their own
+    certificate authority."""
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
+    return WebhookClient(PinnedTransport(policy, limits=limits, verify=verify), timeout)
 
 
-def http_client(timeout: float, policy: UrlPolicy) -> httpx.AsyncClient:
+_HTTP_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[UrlPolicy, float], WebhookClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def http_client(timeout: float, policy: UrlPolicy) -> WebhookClient:
     """The process's HTTP client for ``policy`` (one per event loop; Lambda keeps one loop, so it is reused
     across warm invocations with its connection pool)."""
     clients = _HTTP_CLIENTS.setdefault(asyncio.get_running_loop(), {})
@@ -379,7 +450,7 @@ async def send_attempt(
         async with asyncio.timeout(timeout_seconds):
             policy.check_url(url)
             client = http_client(timeout_seconds, policy)
-            async with client.stream("POST", url, content=body, headers=headers) as response:
+            async with client.stream(url, content=body, headers=headers) as response:
                 status_code = response.status_code
                 retry_after = parse_retry_after(response.headers.get("retry-after"), now())
                 chunks = bytearray()
