@@ -264,11 +264,8 @@ def test_a_batch_queues_its_small_events_deliveries_itself_reading_routes_once_p
     single = subscribe(client, small, f"{receiver.url}?s=small")
     # WHEN one batch publishes three events to the first tenant, one to each other tenant, and a broadcast
     recorder = CallRecorder(services.store.client, ["Query"])
-    items = _batch(
-        client,
-        [_invoice(tenant.id), _invoice(tenant.id), _invoice(crowded.id), _invoice(tenant.id), _invoice(small.id)],
-    )
-    items += _batch(client, [_invoice(None)])
+    events = [_invoice(tenant.id), _invoice(tenant.id), _invoice(crowded.id), _invoice(None), _invoice(tenant.id)]
+    items = _batch(client, [*events, _invoice(small.id)])
     queries = recorder.of("Query")
     recorder.close()
     assert [item["status"] for item in items] == [202] * 6
@@ -281,7 +278,7 @@ def test_a_batch_queues_its_small_events_deliveries_itself_reading_routes_once_p
     expected = [f"ROUTE#{tenant.id}#invoice.paid", f"ROUTE#{tenant.id}#*", f"ROUTE#{crowded.id}#invoice.paid"]
     assert routes == Counter([*expected, f"ROUTE#{small.id}#invoice.paid", f"ROUTE#{small.id}#*"])
     # AND the directly queued events are counted as fanned out already
-    direct = [items[n]["event"]["id"] for n in (0, 1, 3, 4)]
+    direct = [items[n]["event"]["id"] for n in (0, 1, 4, 5)]
     for event_id in direct:
         counts = event_counts(client, event_id)
         assert counts["fanout_complete"] is True
@@ -308,6 +305,26 @@ def test_a_batch_queues_its_small_events_deliveries_itself_reading_routes_once_p
     assert len({(got.path, got.headers["webhook-id"]) for got in receiver.received}) == len(receiver.received)
     for event_id in direct:
         assert event_counts(client, event_id)["succeeded"] == event_counts(client, event_id)["matched"] > 0
+
+
+def test_an_id_given_twice_in_one_batch_is_published_and_queued_once(
+    client, tenant, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions
+    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
+    # WHEN one batch carries the same event twice (its id given twice), and another event
+    twice = _invoice(tenant.id, id="inv-3001-paid")
+    items = _batch(client, [twice, twice, _invoice(tenant.id, id="inv-3002-paid")])
+    # THEN the second copy is answered as a replay of the first, and each event's deliveries are queued once
+    assert [(item["status"], item["replayed"]) for item in items] == [(202, False), (202, True), (202, False)]
+    assert _queued(harness) == {"delivery": 4}
+    harness.drain()
+    assert Counter((got.path, got.headers["webhook-id"]) for got in receiver.received) == {
+        (f"/webhook?n={n}", event_id): 1 for n in range(2) for event_id in ("inv-3001-paid", "inv-3002-paid")
+    }
+    for got in receiver.received:
+        verify(subs[int(got.path.rsplit("=", 1)[1])].secret, got)
+    assert event_counts(client, "inv-3001-paid")["matched"] == 2
 
 
 def test_a_batch_that_failed_after_queueing_is_queued_again_and_each_delivery_sent_once(

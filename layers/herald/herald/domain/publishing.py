@@ -171,9 +171,11 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     batch), any other its fan-out message. The messages of the whole batch go ten to a SendMessageBatch, then
     each event is counted and marked queued. A failure to queue them raises for the whole batch, and a retry of
     it queues what was stored and not marked (items with ids are idempotent; without an id, a retried item is a
-    new event; a delivery queued twice has one id: it is sent once)."""
+    new event). A delivery queued twice has one id: its second copy finds it done, unless both copies are worked
+    at the same moment (the README's Duplicates row). An id given twice in one batch is queued once."""
     results: list[Published | HeraldError] = []
     to_queue: list[StoredEvent] = []
+    queued_ids: set[str] = set()
     for body in bodies:
         if isinstance(body, HeraldError):
             results.append(body)
@@ -185,15 +187,18 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
             stored = services.store.events.create(event, fingerprint=_fingerprint(body), expires_at=expires_at)
         except EventExistsError as exists:
             earlier = exists.stored
-            results.append(Published(earlier, replayed=True, queued=not earlier.enqueued))
-            if not earlier.enqueued:
+            queue = not earlier.enqueued and earlier.event.id not in queued_ids  # not already by this batch
+            results.append(Published(earlier, replayed=True, queued=queue))
+            if queue:
                 to_queue.append(earlier)
+                queued_ids.add(earlier.event.id)
             continue
         except HeraldError as error:
             results.append(error)
             continue
         results.append(Published(stored, replayed=False, queued=True))
         to_queue.append(stored)
+        queued_ids.add(stored.event.id)
     _enqueue_many(services, to_queue)
     return results
 
