@@ -256,6 +256,11 @@ class LinearPool(httpcore.AsyncConnectionPool):
             held += 1
         return True
 
+    async def aclose(self) -> None:
+        """Close the pool; its spare connections, closed with it, are given to no later request."""
+        self._spare, self._spare_by_origin = [], {}
+        await super().aclose()
+
     def _reusable(
         self,
         candidates: collections.deque[httpcore.AsyncConnectionInterface],
