@@ -576,7 +576,10 @@ def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: 
     published = (
         "one a request (POST /v1/events)"
         if api_requests == events
-        else (f"in {api_requests} request(s) of POST /v1/events/batch")
+        else (
+            f"in {api_requests} request(s) of POST /v1/events/batch (one tenant and event type: the batch reads their "
+            "routes once; a batch spread over many tenants reads them once per tenant and type, two small queries each)"
+        )
     )
     notes = [
         f"1 event -> {fanout} subscriptions: {events} events published {published}, {deliveries} deliveries, "
