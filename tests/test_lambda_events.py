@@ -13,9 +13,12 @@ handler with every file of ``events/`` named with the function's prefix (``api_`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -124,6 +127,24 @@ def use_environment(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]
 
 def context(function_name: str, timeout: float) -> LambdaContext:
     return LambdaContext(function_name, timeout, time.time(), aws_request_id=str(uuid.uuid4()))
+
+
+@contextlib.contextmanager
+def logged_lines() -> Iterator[list[dict[str, Any]]]:
+    """The JSON lines Herald's loggers print meanwhile (Powertools' handlers, pointed at a buffer), parsed."""
+    handlers = [
+        handler for handler in logging.getLogger("herald").handlers if isinstance(handler, logging.StreamHandler)
+    ]
+    assert handlers, "a handler module sets up the herald logger"
+    buffer = io.StringIO()
+    previous = [handler.setStream(buffer) for handler in handlers]
+    lines: list[dict[str, Any]] = []
+    try:
+        yield lines
+    finally:
+        for handler, stream in zip(handlers, previous, strict=True):
+            handler.setStream(stream)
+        lines += [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
 
 
 def fill(name: str, values: dict[str, str]) -> dict[str, Any]:
@@ -371,7 +392,9 @@ def test_delivery_function_processes_its_sample_batch(
     assert event_files("DeliveryFunction") == ["delivery_sqs_batch.json", "delivery_stream_stats.json"]
 
     # WHEN it is invoked with the sample batch (a fan-out message and a delivery message)
-    response = handler(fill("delivery_sqs_batch.json", values), context("DeliveryFunction", timeout))
+    invocation = context("DeliveryFunction", timeout)
+    with logged_lines() as lines:
+        response = handler(fill("delivery_sqs_batch.json", values), invocation)
 
     # THEN no record failed
     assert response == {"batchItemFailures": []}
@@ -393,6 +416,13 @@ def test_delivery_function_processes_its_sample_batch(
     event = client.get(f"/v1/events/{EVENT_ID}", headers=ADMIN).json()
     assert event["deliveries"]["succeeded"] == 1
     assert event["deliveries"]["failed"] == 0
+    # ... and its attempt was logged in one JSON line with the invocation's request id and the delivery's ids, and
+    # none of the keys every line of the function's log group would repeat (its name, memory, ARN; the asyncio task)
+    (attempt,) = [line for line in lines if line.get("message") == "attempt made"]
+    assert attempt["function_request_id"] == invocation.aws_request_id
+    assert "cold_start" in attempt
+    assert (attempt["delivery_id"], attempt["status_code"]) == (values["local-delivery-id"], 200)
+    assert not {"function_name", "function_memory_size", "function_arn", "taskName"} & attempt.keys(), attempt
 
     # WHEN the real queue is drained through the same handler (the publish's delivery and the sample fan-out's)
     poller = SqsPoller(sqs, queue_url, handler, batch_size=10, function_timeout_seconds=timeout)

@@ -2,18 +2,18 @@
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from mangum import Mangum
 
 from herald.api import create_app
+from herald.logs import function_logger, logged
 
 #: The parent of Herald's loggers: structured JSON logs with the invocation's request id.
-logger = Logger(service="herald")
+logger = function_logger()
 app = create_app()
 _mangum = Mangum(app, lifespan="off")
 
 
-@logger.inject_lambda_context
+@logged(logger)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return dict(_mangum(event, context))
 
