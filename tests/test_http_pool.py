@@ -353,6 +353,25 @@ def test_max_keepalive_connections_counts_the_idle_connections(servers: Callable
 
 # --- the cost of the bookkeeping --------------------------------------------------------------------------------
 
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]) -> Counter[str]:
+    """Counts, from now on, the calls of these methods of every httpcore connection (the methods still run)."""
+    calls: Counter[str] = Counter()
+
+    def counting(name: str) -> Callable[..., Any]:
+        original = getattr(httpcore.AsyncHTTPConnection, name)
+
+        def method(self: httpcore.AsyncHTTPConnection, *args: Any) -> Any:
+            calls[name] += 1
+            return original(self, *args)
+
+        return method
+
+    for name in names:
+        monkeypatch.setattr(httpcore.AsyncHTTPConnection, name, counting(name))
+    return calls
+
+
 #: The connection methods a pool's pass calls, per connection or per queued request, to decide who gets what.
 #: (``is_closed`` is left out: a whole pass calls it once per connection, so over the passes a burst's last requests
 #: run as they end (closing the idle surplus) it grows with requests x connections: 2,970 calls with LinearPool for
@@ -378,19 +397,7 @@ def test_the_pool_s_bookkeeping_is_linear_in_the_requests(
 ) -> None:
     # GIVEN every call to a connection's state methods counted, and a server that holds each request until 100 are
     # in flight together (100 connections: the most a pass has to look at)
-    calls: dict[str, int] = dict.fromkeys(BOOKKEEPING, 0)
-
-    def counting(name: str) -> Callable[..., Any]:
-        original = getattr(httpcore.AsyncHTTPConnection, name)
-
-        def method(self: httpcore.AsyncHTTPConnection, *args: Any) -> Any:
-            calls[name] += 1
-            return original(self, *args)
-
-        return method
-
-    for name in BOOKKEEPING:
-        monkeypatch.setattr(httpcore.AsyncHTTPConnection, name, counting(name))
+    calls = count_calls(monkeypatch, BOOKKEEPING)
     server = servers(together=REQUESTS)
 
     async def run() -> list[int]:
@@ -411,29 +418,18 @@ def test_a_pass_while_every_connection_is_a_request_s_looks_at_no_connection(
     # GIVEN four requests in flight, each on its own connection, and no sweep due
     server = servers(together=4)
     client, pool = small_client(max_connections=4, max_keepalive_connections=1)
-    calls: list[str] = []
-
-    def noting(name: str) -> Callable[..., Any]:
-        original = getattr(httpcore.AsyncHTTPConnection, name)
-
-        def method(self: httpcore.AsyncHTTPConnection, *args: Any) -> Any:
-            calls.append(name)
-            return original(self, *args)
-
-        return method
 
     async def run() -> list[int]:
         async with client:
             held = [asyncio.create_task(client.post(server.url("/held"), content=b"{}")) for _ in range(4)]
             await eventually(lambda: server.in_flight == 4, "four requests in flight")
             pool._next_sweep = float("inf")
-            for name in (*BOOKKEEPING, "is_closed", "info"):
-                monkeypatch.setattr(httpcore.AsyncHTTPConnection, name, noting(name))
+            calls = count_calls(monkeypatch, (*BOOKKEEPING, "is_closed", "info"))
             # WHEN the pool runs its pass (as it does whenever a request starts or ends)
             closing = pool._assign_requests_to_connections()
             # THEN it had nothing to do, and asked no connection anything
             assert closing == []
-            assert calls == []
+            assert calls == {}
             # AND once the requests are done, the pass runs again: one idle connection kept, the surplus closed
             server.release.set()
             statuses = [response.status_code for response in await asyncio.gather(*held)]
@@ -449,16 +445,6 @@ def test_a_warm_burst_s_requests_start_on_the_idle_connections_without_a_walk_of
 ) -> None:
     # GIVEN Herald's client after a burst of 100 requests: 64 idle connections kept, and no sweep due
     server = servers()
-    calls: Counter[str] = Counter()
-
-    def noting(name: str) -> Callable[..., Any]:
-        original = getattr(httpcore.AsyncHTTPConnection, name)
-
-        def method(self: httpcore.AsyncHTTPConnection, *args: Any) -> Any:
-            calls[name] += 1
-            return original(self, *args)
-
-        return method
 
     async def wave(client: WebhookClient) -> list[int]:
         held = [asyncio.create_task(client.post(server.url("/held"), content=b"{}")) for _ in range(REQUESTS)]
@@ -471,8 +457,7 @@ def test_a_warm_burst_s_requests_start_on_the_idle_connections_without_a_walk_of
             assert await wave(client) == [200] * REQUESTS
             assert (idle(pool), server.accepted) == (64, REQUESTS)
             pool._next_sweep = float("inf")
-            for name in (*BOOKKEEPING, "is_closed", "info"):
-                monkeypatch.setattr(httpcore.AsyncHTTPConnection, name, noting(name))
+            calls = count_calls(monkeypatch, (*BOOKKEEPING, "is_closed", "info"))
             # WHEN 100 more requests start
             held = [asyncio.create_task(client.post(server.url("/held"), content=b"{}")) for _ in range(REQUESTS)]
             await eventually(lambda: server.in_flight == REQUESTS, "the second wave's requests all held")
