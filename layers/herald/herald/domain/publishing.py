@@ -204,34 +204,13 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
 
 
 def _enqueue_many(services: Services, to_queue: Sequence[StoredEvent]) -> None:
-    """``_enqueue`` for a batch of events, their messages sent together."""
+    """``_enqueue`` for a batch of events: each tenant's routes of a type read once, the messages of all sent
+    together, then each event marked queued."""
     routes: dict[tuple[str, str], list[Route] | None] = {}
-    messages: list[DeliveryMessage | FanoutMessage] = []
-    direct: list[tuple[StoredEvent, list[str], int]] = []
-    fanned: list[StoredEvent] = []
-    for stored in to_queue:
-        event = stored.event
-        routed = None
-        if event.tenant_id is not None:
-            key = (event.tenant_id, event.type)
-            if key not in routes:
-                routes[key] = _direct_routes(services, *key)
-            routed = routes[key]
-        if routed is None:
-            messages.append(FanoutMessage(event_id=event.id, tenant_id=event.tenant_id))
-            fanned.append(stored)
-            continue
-        assert event.tenant_id is not None  # routes are read for a tenant's event only
-        sub_ids, filtered = _matched(event, routed)
-        messages += [DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in sub_ids]
-        direct.append((stored, sub_ids, filtered))
-    services.queue.send_batch(messages)
-    for stored, sub_ids, filtered in direct:
-        services.store.events.count_direct_fanout(
-            stored.event.id, expires_at=stored.expires_at, matched=len(sub_ids), filtered=filtered, fanout_open=-1
-        )
-    for stored in fanned:
-        services.store.events.mark_enqueued(stored.event.id, expires_at=stored.expires_at)
+    plans = [_Queueing.of(services, stored, routes) for stored in to_queue]
+    services.queue.send_batch([message for plan in plans for message in plan.messages])
+    for plan in plans:
+        plan.mark(services)
 
 
 def event_expiry(services: Services, now: datetime) -> int:
@@ -243,33 +222,61 @@ def event_expiry(services: Services, now: datetime) -> int:
 
 
 def _enqueue(services: Services, stored: StoredEvent) -> None:
-    if _queue_deliveries(services, stored):
-        return
-    event = stored.event
-    services.queue.send(FanoutMessage(event_id=event.id, tenant_id=event.tenant_id))
-    services.store.events.mark_enqueued(event.id, expires_at=stored.expires_at)
+    plan = _Queueing.of(services, stored, routes={})
+    if plan.direct:
+        services.queue.send_batch(plan.messages)
+    else:
+        (fanout,) = plan.messages
+        services.queue.send(fanout)
+    plan.mark(services)
 
 
-def _queue_deliveries(services: Services, stored: StoredEvent) -> bool:
-    """The direct fan-out: when the event's routes (its type's and ``*``'s) fit in ``direct_fanout_max``, queue
-    its delivery messages now and count them, marking the event queued in the same write. False (nothing
-    queued) when there are more routes, or for a broadcast: the fan-out message does it.
+@dataclass(frozen=True)
+class _Queueing:
+    """How an event is queued: the direct fan-out when its routes (its type's and ``*``'s) fit in
+    ``direct_fanout_max`` (its delivery messages, then their count, which marks it queued in the same write),
+    else one fan-out message (then the mark): more routes, or a broadcast.
 
-    The deliveries are queued before the event is marked: a crash in between leaves it unmarked, and the
+    The messages are sent before the event is marked: a crash in between leaves it unmarked, and the
     publisher's retry queues them again (the same delivery ids: nothing is sent twice), counted once."""
-    event, expires_at = stored.event, stored.expires_at
-    if event.tenant_id is None:
-        return False
-    routed = _direct_routes(services, event.tenant_id, event.type)
-    if routed is None:
-        return False
-    sub_ids, filtered = _matched(event, routed)
-    services.queue.send_batch([DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in sub_ids])
-    # Counted and marked queued in one write, once: a retried publish whose earlier try got this far counts nothing.
-    services.store.events.count_direct_fanout(
-        event.id, expires_at=expires_at, matched=len(sub_ids), filtered=filtered, fanout_open=-1
-    )
-    return True
+
+    stored: StoredEvent
+    messages: list[DeliveryMessage | FanoutMessage]
+    direct: bool
+    matched: int = 0
+    filtered: int = 0
+
+    @classmethod
+    def of(
+        cls, services: Services, stored: StoredEvent, routes: dict[tuple[str, str], list[Route] | None]
+    ) -> _Queueing:
+        """``stored``'s queueing, its tenant's routes of its type read unless ``routes`` holds them (and kept
+        there)."""
+        event = stored.event
+        if event.tenant_id is None:
+            return cls(stored, [FanoutMessage(event_id=event.id, tenant_id=None)], direct=False)
+        key = (event.tenant_id, event.type)
+        if key not in routes:
+            routes[key] = _direct_routes(services, *key)
+        routed = routes[key]
+        if routed is None:
+            return cls(stored, [FanoutMessage(event_id=event.id, tenant_id=event.tenant_id)], direct=False)
+        sub_ids, filtered = _matched(event, routed)
+        messages: list[DeliveryMessage | FanoutMessage] = [
+            DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in sub_ids
+        ]
+        return cls(stored, messages, direct=True, matched=len(sub_ids), filtered=filtered)
+
+    def mark(self, services: Services) -> None:
+        """Mark the event queued, once its messages are sent: with the direct fan-out's count, in one write, once
+        (a retried publish whose earlier try got this far counts nothing)."""
+        event_id, expires_at = self.stored.event.id, self.stored.expires_at
+        if self.direct:
+            services.store.events.count_direct_fanout(
+                event_id, expires_at=expires_at, matched=self.matched, filtered=self.filtered, fanout_open=-1
+            )
+        else:
+            services.store.events.mark_enqueued(event_id, expires_at=expires_at)
 
 
 def _direct_routes(services: Services, tenant_id: str, event_type: str) -> list[Route] | None:
