@@ -3,12 +3,16 @@ real HTTP and verified with the independent standardwebhooks library."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
 
+from herald.domain.publishing import new_event
+from herald.storage import keys
+from herald.storage.table import inserted_item, to_item
 from tests.api_support import assert_error
 from tests.delivery_support import CallRecorder, subscribe
 from tests.support import ADMIN, INVOICE, Receiver, TenantInfo, drain
@@ -112,3 +116,69 @@ def test_only_the_operator_publishes_batches(client: Any, tenant: TenantInfo) ->
     body = {"events": [_event(tenant.id, 1)]}
     assert_error(client.post("/v1/events/batch", json=body, headers=tenant.headers), 403)
     assert_error(client.post("/v1/events/batch", json=body), 401)
+
+
+def test_a_batch_stores_its_new_events_25_to_a_call_and_an_expired_id_anew(
+    client: Any, tenant: TenantInfo, services: Any, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN a subscription, and an event published long ago whose retention is over, its item not yet removed by
+    # DynamoDB's TTL
+    sub = subscribe(client, tenant, receiver.url)
+    expired = new_event("invoice.paid", {**INVOICE, "invoice_id": "in_0"}, tenant_id=tenant.id, event_id="inv-0-paid")
+    services.store.events.create(expired, fingerprint="earlier", expires_at=int(time.time()) - 60)
+    writes = CallRecorder(services.store.client, ["PutItem", "BatchExecuteStatement", "TransactWriteItems"])
+    # WHEN a batch of 60 events is published: that id again with new data, and 59 new ids
+    batch = [{**_event(tenant.id, 0), "data": {**INVOICE, "invoice_id": "in_again"}}]
+    batch += [_event(tenant.id, number) for number in range(1, 60)]
+    response = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
+    # THEN each is a new event
+    assert response.status_code == 200, response.text
+    assert [(item["status"], item["replayed"]) for item in response.json()["data"]] == [(202, False)] * 60
+    # AND the events were written by three batches of INSERTs (25, 25 and 10 statements: the expired id's among them,
+    # refused) and one PutItem: the expired id's, which replaces the expired event
+    inserted = [
+        [inserted_item(statement) for statement in call.params["Statements"]]
+        for call in writes.of("BatchExecuteStatement")
+    ]
+    assert [len(statements) for statements in inserted] == [25, 25, 10]
+    written = [found[1] for call in inserted for found in call if found is not None]
+    assert [(item["pk"], item["sk"]) for item in written] == [
+        tuple(to_item(keys.event(event["id"])).values()) for event in batch
+    ]
+    assert [call.params["Item"]["pk"] for call in writes.of("PutItem")] == [to_item(keys.event("inv-0-paid"))["pk"]]
+    assert writes.of("TransactWriteItems") == []
+    writes.close()
+    # AND each event reaches the subscriber once, signed, the expired id's with its new data
+    harness.drain()
+    delivered = Counter(
+        Webhook(sub.secret).verify(got.body, got.headers)["data"]["invoice_id"] for got in receiver.received
+    )
+    assert delivered == Counter({"in_again": 1, **{f"in_{number}": 1 for number in range(1, 60)}})
+
+
+@pytest.mark.faults("dynamodb.BatchExecuteStatement:throttle@call=calls:1")
+def test_events_a_batch_could_not_store_are_answered_503_each_and_stored_by_its_retry(
+    client: Any, tenant: TenantInfo, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN a subscription, and DynamoDB refusing (after botocore's retries) the batch's first call of INSERTs
+    sub = subscribe(client, tenant, receiver.url)
+    batch = {"events": [_event(tenant.id, number) for number in range(30)]}
+    # WHEN a batch of 30 events is published
+    first = client.post("/v1/events/batch", json=batch, headers=ADMIN)
+    # THEN the first call's 25 events are answered 503 each, with a machine-readable error, the other 5 published
+    assert first.status_code == 200, first.text
+    items = first.json()["data"]
+    assert [item["status"] for item in items] == [503] * 25 + [202] * 5
+    assert {item["error"]["code"] for item in items[:25]} == {"service_unavailable"}
+    assert all(item["event"] is None for item in items[:25])
+    # WHEN the publisher sends the batch again
+    again = client.post("/v1/events/batch", json=batch, headers=ADMIN)
+    # THEN the 25 are published and the 5 replayed, and each of the 30 events reaches the subscriber once, signed
+    assert [(item["status"], item["replayed"]) for item in again.json()["data"]] == [(202, False)] * 25 + [
+        (202, True)
+    ] * 5
+    harness.drain()
+    delivered = Counter(
+        Webhook(sub.secret).verify(got.body, got.headers)["data"]["invoice_id"] for got in receiver.received
+    )
+    assert delivered == Counter({f"in_{number}": 1 for number in range(30)})

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from herald import ids
-from herald.errors import ConflictError, IdempotencyConflictError, ServiceUnavailableError
+from herald.errors import ConflictError, HeraldError, IdempotencyConflictError, ServiceUnavailableError
 from herald.records import Event
 from herald.storage import keys
 from herald.storage.table import from_item, record, strip, to_item, values
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from herald.storage.table import Table
 
@@ -78,6 +78,21 @@ class EventExistsError(ConflictError):
         self.stored = stored
 
 
+def _new_item(event: Event, *, fingerprint: str, expires_at: int, **counters: Any) -> dict[str, Any]:
+    """A new event's item (plain values): the record, its expiry and fingerprint, its starting counters."""
+    return {
+        **keys.event(event.id),
+        "expires_at": expires_at,
+        "fingerprint": fingerprint,
+        "enqueued": False,
+        DELIVERIES_BY_SUBSCRIPTION: True,
+        **dict.fromkeys(EVENT_COUNTERS, 0),
+        "fanout_open": 1,
+        **record(event),
+        **counters,
+    }
+
+
 class EventRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -87,17 +102,7 @@ class EventRepository:
         same request (``fingerprint``) EventExistsError carrying the earlier event with its counters, for
         another IdempotencyConflictError. ``counters`` are the event's starting counters and flags (a test
         event is matched and enqueued from the start)."""
-        item = {
-            **keys.event(event.id),
-            "expires_at": expires_at,
-            "fingerprint": fingerprint,
-            "enqueued": False,
-            DELIVERIES_BY_SUBSCRIPTION: True,
-            **dict.fromkeys(EVENT_COUNTERS, 0),
-            "fanout_open": 1,
-            **record(event),
-            **counters,
-        }
+        item = _new_item(event, fingerprint=fingerprint, expires_at=expires_at, **counters)
         fresh = {
             "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
             "ExpressionAttributeValues": values(now=self._table.now()),
@@ -118,6 +123,30 @@ class EventRepository:
         except ClientError:
             pass
         raise EventExistsError(self._existing(event, fingerprint))
+
+    def create_many(self, events: Sequence[tuple[Event, str, int]]) -> list[StoredEvent | HeraldError]:
+        """``create`` for events without idempotency keys, given as (event, fingerprint, expires_at): one answer
+        each, in order, the event as stored or the error ``create`` would raise. New ids are written 25 to a
+        call (``Table.insert_all``); an id whose item exists (a replay, an expired event's id used again, an id
+        given twice) goes through ``create``, which tells them apart."""
+        items: dict[str, dict[str, Any]] = {}
+        for event, fingerprint, expires_at in events:
+            assert not event.idempotency_key, "events with idempotency keys are created one by one"
+            items.setdefault(event.id, _new_item(event, fingerprint=fingerprint, expires_at=expires_at))
+        inserted = dict(zip(items, self._table.insert_all(list(items.values())), strict=True))
+        answers: list[StoredEvent | HeraldError] = []
+        for event, fingerprint, expires_at in events:
+            written = inserted.pop(event.id, False)  # an id's second copy finds the first one's item
+            if written is True:
+                answers.append(StoredEvent.of(items[event.id]))
+            elif isinstance(written, HeraldError):
+                answers.append(written)
+            else:
+                try:
+                    answers.append(self.create(event, fingerprint=fingerprint, expires_at=expires_at))
+                except HeraldError as error:
+                    answers.append(error)
+        return answers
 
     def _existing(self, event: Event, fingerprint: str) -> StoredEvent:
         existing_id = event.id
