@@ -118,7 +118,7 @@ def test_only_the_operator_publishes_batches(client: Any, tenant: TenantInfo) ->
     assert_error(client.post("/v1/events/batch", json=body), 401)
 
 
-def test_a_batch_stores_its_new_events_25_to_a_call_and_an_expired_id_anew(
+def test_a_batch_stores_and_marks_its_new_events_25_to_a_call_and_an_expired_id_anew(
     client: Any, tenant: TenantInfo, services: Any, harness: Any, receiver: Receiver
 ) -> None:
     # GIVEN a subscription, and an event published long ago whose retention is over, its item not yet removed by
@@ -126,7 +126,9 @@ def test_a_batch_stores_its_new_events_25_to_a_call_and_an_expired_id_anew(
     sub = subscribe(client, tenant, receiver.url)
     expired = new_event("invoice.paid", {**INVOICE, "invoice_id": "in_0"}, tenant_id=tenant.id, event_id="inv-0-paid")
     services.store.events.create(expired, fingerprint="earlier", expires_at=int(time.time()) - 60)
-    writes = CallRecorder(services.store.client, ["PutItem", "BatchExecuteStatement", "TransactWriteItems"])
+    writes = CallRecorder(
+        services.store.client, ["PutItem", "BatchExecuteStatement", "TransactWriteItems", "UpdateItem"]
+    )
     # WHEN a batch of 60 events is published: that id again with new data, and 59 new ids
     batch = [{**_event(tenant.id, 0), "data": {**INVOICE, "invoice_id": "in_again"}}]
     batch += [_event(tenant.id, number) for number in range(1, 60)]
@@ -135,18 +137,22 @@ def test_a_batch_stores_its_new_events_25_to_a_call_and_an_expired_id_anew(
     assert response.status_code == 200, response.text
     assert [(item["status"], item["replayed"]) for item in response.json()["data"]] == [(202, False)] * 60
     # AND the events were written by three batches of INSERTs (25, 25 and 10 statements: the expired id's among them,
-    # refused) and one PutItem: the expired id's, which replaces the expired event
+    # refused) and one PutItem: the expired id's, which replaces the expired event; then marked queued, with their
+    # counts, by three more
     inserted = [
-        [inserted_item(statement) for statement in call.params["Statements"]]
+        [found[1] for found in map(inserted_item, call.params["Statements"]) if found is not None]
         for call in writes.of("BatchExecuteStatement")
     ]
-    assert [len(statements) for statements in inserted] == [25, 25, 10]
-    written = [found[1] for call in inserted for found in call if found is not None]
-    assert [(item["pk"], item["sk"]) for item in written] == [
-        tuple(to_item(keys.event(event["id"])).values()) for event in batch
-    ]
+    assert [len(items) for items in inserted] == [25, 25, 10, 25, 25, 10]
+    keyed = [(item["pk"], item["sk"]) for items in inserted for item in items]
+    assert keyed[:60] == [tuple(to_item(keys.event(event["id"])).values()) for event in batch]
+    assert keyed[60:] == [tuple(to_item(keys.event_counts(event["id"])).values()) for event in batch]
+    assert {(item["enqueued"]["BOOL"], item["matched"]["N"]) for items in inserted[3:] for item in items} == {
+        (True, "1")
+    }
     assert [call.params["Item"]["pk"] for call in writes.of("PutItem")] == [to_item(keys.event("inv-0-paid"))["pk"]]
     assert writes.of("TransactWriteItems") == []
+    assert writes.of("UpdateItem") == []
     writes.close()
     # AND each event reaches the subscriber once, signed, the expired id's with its new data
     harness.drain()

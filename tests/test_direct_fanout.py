@@ -330,11 +330,15 @@ def test_an_id_given_twice_in_one_batch_is_published_and_queued_once(
 def test_a_batch_that_failed_after_queueing_is_queued_again_and_each_delivery_sent_once(
     client, tenant, services, harness: Harness, receiver
 ) -> None:
-    # GIVEN two subscriptions, and DynamoDB refusing (after botocore's retries) the batch's first count of an event's
-    # deliveries, after the batch's messages were queued
+    # GIVEN two subscriptions, and DynamoDB refusing (after botocore's retries) the batch's counts of its events'
+    # deliveries, after the batch's messages were queued: the call that writes them together (its second batch of
+    # INSERTs, after the events'), then the first that writes one alone
     subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
     batch = {"events": [_invoice(tenant.id, id="inv-2001-paid"), _invoice(tenant.id, id="inv-2002-paid")]}
-    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    install(
+        services.store.client,
+        "dynamodb.BatchExecuteStatement:throttle@call=calls:2, dynamodb.UpdateItem:throttle@call=calls:1",
+    )
     # WHEN the batch fails, and the publisher sends it again
     failed = client.post("/v1/events/batch", json=batch, headers=ADMIN)
     assert failed.status_code == 503, failed.text

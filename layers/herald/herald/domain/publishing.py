@@ -211,12 +211,15 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
 
 def _enqueue_many(services: Services, to_queue: Sequence[StoredEvent]) -> None:
     """``_enqueue`` for a batch of events: each tenant's routes of a type read once, the messages of all sent
-    together, then each event marked queued."""
+    together, then the events marked queued together (``EventRepository.mark_new``), one by one where that
+    could not (``_Queueing.mark``)."""
     routes: dict[tuple[str, str], list[Route] | None] = {}
     plans = [_Queueing.of(services, stored, routes) for stored in to_queue]
     services.queue.send_batch([message for plan in plans for message in plan.messages])
-    for plan in plans:
-        plan.mark(services)
+    marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts) for plan in plans]
+    for plan, marked in zip(plans, services.store.events.mark_new(marks), strict=True):
+        if not marked:
+            plan.mark(services)
 
 
 def event_expiry(services: Services, now: datetime) -> int:
@@ -273,14 +276,17 @@ class _Queueing:
         ]
         return cls(stored, messages, direct=True, matched=len(sub_ids), filtered=filtered)
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """What marking the event queued adds to its counters: the direct fan-out's page (its one page closed)."""
+        return {"matched": self.matched, "filtered": self.filtered, "fanout_open": -1} if self.direct else {}
+
     def mark(self, services: Services) -> None:
         """Mark the event queued, once its messages are sent: with the direct fan-out's count, in one write, once
         (a retried publish whose earlier try got this far counts nothing)."""
         event_id, expires_at = self.stored.event.id, self.stored.expires_at
         if self.direct:
-            services.store.events.count_direct_fanout(
-                event_id, expires_at=expires_at, matched=self.matched, filtered=self.filtered, fanout_open=-1
-            )
+            services.store.events.count_direct_fanout(event_id, expires_at=expires_at, **self.counts)
         else:
             services.store.events.mark_enqueued(event_id, expires_at=expires_at)
 

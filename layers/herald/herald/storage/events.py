@@ -206,6 +206,26 @@ class EventRepository:
         if deltas:
             self._update_counts(event_id, expires_at=expires_at, deltas=deltas)
 
+    def mark_new(self, marks: Sequence[tuple[str, int, Mapping[str, int]]]) -> list[bool]:
+        """Mark events queued, each with its counts (a direct fan-out's, or none), given as (event id, expires_at,
+        counts), by creating their counts items 25 to a call: a batch publish's usual case, as no delivery of
+        its events has settled yet. One answer each: True if marked; False if its counts item exists (an earlier
+        try marked it, a delivery settled first, an expired event of the same id left it), the event is gone, or
+        a failed call kept it out. ``count_direct_fanout`` or ``mark_enqueued`` then decides it alone."""
+        now = self._table.now()
+        items = {
+            event_id: {
+                **keys.event_counts(event_id),
+                "expires_at": expires_at,
+                "enqueued": True,
+                **{name: value for name, value in counts.items() if value},
+            }
+            for event_id, expires_at, counts in marks
+            if expires_at > now
+        }
+        written = dict(zip(items, self._table.insert_all(list(items.values())), strict=True))
+        return [written.get(event_id) is True for event_id, _, _ in marks]
+
     def count_direct_fanout(self, event_id: str, *, expires_at: int, **deltas: int) -> bool:
         """Publishing's direct fan-out: add its counts and mark the event queued, in one conditional write of
         the counts item, once. True if counted now; False if an earlier try of the same publish counted it (and
