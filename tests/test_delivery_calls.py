@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
 from standardwebhooks.webhooks import Webhook
 
-from herald.storage import Store
-from herald.storage.table import inserted_item
+from herald.storage import Store, keys
+from herald.storage.table import inserted_item, to_item
 from tests.delivery_support import delivery_key_of, publish, subscribe
 from tests.support import Receiver, drain
 
@@ -107,6 +108,38 @@ def test_an_event_the_batch_read_does_not_show_yet_is_read_strongly_then_held(
     (got,) = receiver.received
     Webhook(sub.secret).verify(got.body, got.headers)
     assert reads.count((f"EVENT#{event_id}", True)) == 1
+
+
+@pytest.mark.parametrize("stale", ["not shown yet", "shown disabled"])
+def test_a_subscription_the_batch_read_does_not_show_enabled_is_read_strongly_before_any_cancel(
+    client, tenant, services, poller, receiver: Receiver, monkeypatch, stale: str
+) -> None:
+    # GIVEN a subscription, and a batch read that shows it as it was a moment before (eventually consistent): not
+    # created yet, or still disabled (it was enabled since)
+    sub = subscribe(client, tenant, receiver.url)
+    real_batch_read = Store.batch_read
+
+    def stale_batch_read(store: Store, *args: Any, **kwargs: Any) -> Any:
+        read = real_batch_read(store, *args, **kwargs)
+        if stale == "not shown yet":
+            return dataclasses.replace(read, subscriptions={})
+        shown = {key: found.model_copy(update={"enabled": False}) for key, found in read.subscriptions.items()}
+        return dataclasses.replace(read, subscriptions=shown)
+
+    monkeypatch.setattr(Store, "batch_read", stale_batch_read)
+    reads: list[tuple[dict[str, Any], bool]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        reads.append((params["Key"], params.get("ConsistentRead", False)))
+
+    services.store.client.meta.events.register("before-parameter-build.dynamodb.GetItem", record)
+    # WHEN an event is published and delivered
+    publish(client, tenant.id)
+    drain(poller)
+    # THEN the delivery read its subscription itself, strongly, and the webhook arrived: it was not cancelled
+    (got,) = receiver.received
+    Webhook(sub.secret).verify(got.body, got.headers)
+    assert reads.count((to_item(keys.subscription(tenant.id, sub.id)), True)) == 1
 
 
 def test_a_first_attempt_kept_inside_its_delivery_stays_first_in_the_log_after_a_manual_retry(

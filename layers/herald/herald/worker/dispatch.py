@@ -142,9 +142,14 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
 
 
 async def _subscription(worker: Worker, message: DeliveryMessage) -> Subscription | None:
-    """The delivery's subscription: as the batch read it, or read now if the batch's read did not look for it."""
+    """The delivery's subscription: as the batch read it when that shows it enabled, else read now, strongly.
+    The batch's read is eventually consistent: a subscription created or enabled a moment ago (publishing's
+    direct fan-out queues its delivery at once) may not show in it yet, and its delivery must not be cancelled
+    on that read."""
     if worker.reads.knows_subscription(message.tenant_id, message.subscription_id):
-        return worker.reads.subscription(message.tenant_id, message.subscription_id)
+        found = worker.reads.subscription(message.tenant_id, message.subscription_id)
+        if found is not None and found.enabled:
+            return found
     return await worker.io(worker.store.subscriptions.get, message.tenant_id, message.subscription_id)
 
 
