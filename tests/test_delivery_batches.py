@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 
 from herald.api import create_app
+from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
 from herald.local.resources import create_local_resources
 from herald.messages import DeliveryMessage
@@ -306,14 +307,18 @@ def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
 
 @pytest.fixture
 def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A moto server on 127.0.0.1 that this process and a child process both talk to."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    yield endpoint
-    server.stop()
+    """A moto server on 127.0.0.1 that this process and a child process both talk to, fixed as the local stack's
+    (``herald.local.moto_fixes``: the worker's batched INSERTs among them)."""
+    with moto_fixes():
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        try:
+            host, port = server.get_host_and_port()
+            endpoint = f"http://{host}:{port}"
+            monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+            yield endpoint
+        finally:
+            server.stop()
 
 
 @pytest.mark.slow
