@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 import pytest
 
 from herald import ids
-from herald.domain.publishing import event_expiry
+from herald.domain.publishing import event_expiry, new_event
 from herald.records import Delivery, DeliveryStatus
+from herald.storage import keys
+from herald.storage.table import to_item
 from tests.delivery_support import bulk_subscriptions, publish
-from tests.support import ADMIN, drain
+from tests.support import ADMIN, INVOICE, drain
 
 
 def _cursor(raw: dict[str, str]) -> str:
@@ -143,6 +145,27 @@ def test_a_claim_whose_answer_was_lost_is_its_own_and_another_lease_is_not(servi
     assert store.deliveries.claim(delivery, token="b", expires_at=expires, **claim) is False
     # AND the lease is still the first claim's
     assert store.deliveries.get_state("sub_3", delivery.id, "evt_3").lease_until == claim["until"]
+
+
+def test_a_fanout_page_of_an_event_id_used_again_is_counted_despite_the_expired_events_marker(services) -> None:
+    events = services.store.events
+    now = int(time.time())
+    # GIVEN an event whose earlier use of its id expired, leaving a page marker that DynamoDB's TTL has not removed
+    # yet (the same page: same tenant, route and cursor)
+    marker = "tnt_1|invoice.paid|"
+    services.store.client.put_item(
+        TableName=services.store.table_name,
+        Item=to_item({**keys.fanout_page("evt_again", marker), "expires_at": now - 60}),
+    )
+    event = new_event("invoice.paid", INVOICE, tenant_id="tnt_1", event_id="evt_again")
+    events.create(event, fingerprint="f", expires_at=now + 3600)
+    # WHEN the new event's page is counted, then counted again (its message shown twice)
+    first = events.count_fanout_page("evt_again", marker, expires_at=now + 3600, matched=3, fanout_open=-1)
+    again = events.count_fanout_page("evt_again", marker, expires_at=now + 3600, matched=3, fanout_open=-1)
+    # THEN it is counted once: the expired event's marker is not this page's
+    assert (first, again) == (True, False)
+    stored = events.get_with_counts("evt_again")
+    assert (stored.matched, stored.fanout_open) == (3, 0)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"event_ttl_days": 1}])

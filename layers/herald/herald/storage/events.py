@@ -305,7 +305,9 @@ class EventRepository:
             self._table.call(
                 "put_item",
                 Item=to_item({**key, "expires_at": expires_at}),
-                ConditionExpression="attribute_not_exists(pk)",
+                # A marker left by an expired event of the same id (not yet removed by TTL) is not this page's.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues=values(now=self._table.now()),
             )
         except ClientError:
             return False  # this page was counted before
