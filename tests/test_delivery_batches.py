@@ -32,6 +32,7 @@ from herald.settings import Settings
 from herald.worker import Worker, settle_all
 from tests.delivery_support import (
     Harness,
+    Sub,
     attempts,
     delivery_id_of,
     event_counts,
@@ -250,6 +251,53 @@ def test_two_copies_of_a_first_receive_worked_at_once_send_twice_and_are_counted
         if line.startswith('{"_aws"') and "DuplicateSends" in (document := json.loads(line))
     ]
     assert duplicates == [[1.0]]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_local_wait_seconds": 0, "slow_lane_after_seconds": 10}])
+def test_a_copy_held_back_by_the_rate_limit_while_the_other_sent_leaves_one_send_and_its_record(
+    client, tenant, services, aws, clock, receiver
+) -> None:
+    # GIVEN a subscription limited to one delivery a second, whose subscriber answers slowly (2 s, not slow enough for
+    # the slow lane), and its delivery message on the queue twice (SQS delivers at least once); two workers (two
+    # invocations) taking one copy each
+    receiver.default = (200, {}, b"ok", 2.0)
+    created = client.post(
+        "/v1/subscriptions",
+        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 1},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    sub = Sub(created.json()["id"], created.json()["secret"])
+    event_id = publish(client, tenant.id)
+    delivery_id = delivery_id_of(services.store, event_id, sub.id)
+    services.queue.send(
+        DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=delivery_id)
+    )
+    workers = [make_harness(services, aws, clock=clock, batch_size=1) for _ in range(2)]
+    try:
+        # WHEN both invocations run at the same time: one takes the rate's slot and sends, the other is postponed
+        # (its delivery listed as waiting, its message held until the next slot)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda harness: harness.poller.poll_once(), workers))
+        # AND the postponed copy comes back once its slot is due
+        clock.advance(30)
+        workers[0].reveal()
+        workers[0].drain()
+    finally:
+        for harness in workers:
+            harness.close()
+    # THEN the subscriber got one request, signed
+    assert [(r.received, r.deleted, r.failed) for r in results] == [(1, 1, 0), (1, 1, 0)]
+    (got,) = receiver.received
+    verify(sub.secret, got)
+    # AND the send's record is the delivery's: succeeded at its one attempt, logged and counted; nothing left queued
+    delivery = only_delivery(client, tenant, sub.id)
+    assert (delivery["status"], delivery["attempts"]) == ("succeeded", 1)
+    assert len(attempts(client, tenant, sub.id, delivery["id"])) == 1
+    assert event_counts(client, event_id)["succeeded"] == 1
+    stats = client.get(f"/v1/subscriptions/{sub.id}/stats", headers=tenant.headers).json()
+    assert (stats["attempts"], stats["succeeded"]) == (1, 1)
+    assert workers[0].counts() == (0, 0)
 
 
 def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(

@@ -302,6 +302,38 @@ class DeliveryRepository:
                 ConditionExpression="attribute_not_exists(pk)",
             )
 
+    def record_over_waiting(
+        self,
+        delivery: Delivery,
+        attempt: Attempt | None,
+        *,
+        scheduled_attempts: int,
+        expires_at: int,
+        carried: dict[str, Any] | None = None,
+    ) -> bool:
+        """A first receive's record whose delivery item was refused (``new_items``), written over that item if it
+        is the delivery waiting without an attempt (``list_new``): another copy of its message was held back (a
+        rate limit, the slow lane, an open breaker) while this one sent, and a later claim would make the attempt
+        again. False if anything else is there (another copy's record, a claim's lease). Written without
+        ``STATS_FROM_STREAM``: the stream counts new items only, so the worker counts this attempt itself."""
+        *_, item = self.new_items(
+            delivery, attempt, scheduled_attempts=scheduled_attempts, expires_at=expires_at, carried=carried
+        )
+        item.pop(STATS_FROM_STREAM, None)
+        try:
+            self._table.call(
+                "put_item",
+                Item=to_item(item),
+                ConditionExpression="attempts = :none AND #status = :pending AND attribute_not_exists(lease_token)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values(none=0, pending=DeliveryStatus.PENDING.value),
+            )
+        except ClientError:
+            # Refused, or this write's own, made once already (botocore sends a call again when its answer was lost).
+            (ours,) = self._table.holds([item])
+            return ours
+        return True
+
     def new_items(
         self,
         delivery: Delivery,

@@ -361,6 +361,18 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         }
     )
     recorded = await _record(worker, job, settled, attempt, token=token, scheduled=scheduled)
+    streamed = stats_from_stream(settled, attempt, token=token, job_id=job.message.job_id)
+    if not recorded and token is None and job.message.job_id is None:
+        # Another copy of this message, held back while this one sent, may have listed the delivery as waiting.
+        recorded = await worker.io(
+            worker.store.deliveries.record_over_waiting,
+            settled,
+            attempt,
+            scheduled_attempts=scheduled,
+            expires_at=worker.attempt_expiry(job.now),
+            carried=job.carried,
+        )
+        streamed = False
     if not recorded and token is None:
         # Another copy of this message (SQS's at-least-once, or one shown again) made and recorded this first
         # attempt meanwhile: this send was a duplicate (receivers drop it by its webhook-id). That copy carries
@@ -396,7 +408,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         job.previous,
         expires_at=worker.attempt_expiry(job.now),
         log=job.log,
-        streamed=stats_from_stream(settled, attempt, token=token, job_id=job.message.job_id),
+        streamed=streamed,
     )
     if outcome.handed_over:
         await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, 0)
