@@ -212,12 +212,14 @@ def test_duplicate_messages_of_one_delivery_send_it_once(client, tenant, harness
     assert harness.counts() == (0, 0)
 
 
+@pytest.mark.parametrize("settings_overrides", [{"slow_lane_after_seconds": 10}])
 def test_two_copies_of_a_first_receive_worked_at_once_send_twice_and_are_counted(
     client, tenant, services, aws, clock, receiver, capsys
 ) -> None:
     # GIVEN a delivery message on the queue twice (SQS delivers at least once), a subscriber slow enough to answer
-    # (0.5 s) that both copies are in flight together, and two workers (two invocations) taking one message each
-    receiver.default = (200, {}, b"ok", 0.5)
+    # (3 s, not slow enough for the slow lane) that both copies are in flight together, and two workers (two
+    # invocations) taking one message each
+    receiver.default = (200, {}, b"ok", 3.0)
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)  # one route: publishing queues the delivery message itself
     delivery_id = delivery_id_of(services.store, event_id, sub.id)

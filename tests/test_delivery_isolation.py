@@ -181,13 +181,13 @@ def test_the_breaker_holds_deliveries_without_spending_attempts_then_probes_once
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.3}],
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 1.0}],
 )
 def test_a_slow_but_successful_endpoint_gets_each_delivery_once_through_the_slow_lane(
     client, tenant, harness: Harness, receiver: Receiver, make_receiver
 ) -> None:
-    # GIVEN a subscriber that answers 200 after 1 s (slow, within the 5 s timeout), and a fast one
-    receiver.default = (200, {}, b"ok", 1.0)
+    # GIVEN a subscriber that answers 200 after 3 s (slow, within the 5 s timeout), and a fast one
+    receiver.default = (200, {}, b"ok", 3.0)
     slow_sub = subscribe(client, tenant, receiver.url)
     fast = make_receiver()
     fast_sub = subscribe(client, tenant, fast.url)
@@ -196,7 +196,7 @@ def test_a_slow_but_successful_endpoint_gets_each_delivery_once_through_the_slow
     first_batches = drain_by_lane(harness, fast, lambda: len(receiver.received))
     later = [publish(client, tenant.id) for _ in range(3)]
     batches = drain_by_lane(harness, fast, lambda: len(receiver.received))
-    # THEN the first attempt, still unanswered after 0.3 s, put the subscription on the slow lane and was cut
+    # THEN the first attempt, still unanswered after 1 s, put the subscription on the slow lane and was cut
     # short there: the slow lane tried the delivery again at once, and its answer came back
     assert [(b.lane, b.hanging_calls) for b in first_batches] == [("work", 1), ("slow", 1)]
     assert stats(client, tenant, slow_sub.id)["lane"] == "slow"
@@ -233,7 +233,7 @@ def test_a_slow_but_successful_endpoint_gets_each_delivery_once_through_the_slow
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.3, "breaker_timeouts": 3}],
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 1.0, "breaker_timeouts": 3}],
 )
 def test_attempts_under_way_when_an_endpoint_starts_hanging_are_handed_to_the_slow_lane(
     client, tenant, harness: Harness, receiver: Receiver, silent: RawServer
@@ -246,7 +246,7 @@ def test_attempts_under_way_when_an_endpoint_starts_hanging_are_handed_to_the_sl
     # WHEN the queues are worked
     batches = drain_by_lane(harness, receiver, lambda: silent.accepted)
     # THEN one work-queue invocation made all six requests, and did not wait out the hanging ones: each was cut
-    # short, unanswered after 0.3 s, and handed to the slow lane (three timeouts: the breaker opened, so the slow
+    # short, unanswered after 1 s, and handed to the slow lane (three timeouts: the breaker opened, so the slow
     # lane holds them instead of calling again)
     assert [(b.lane, b.healthy_calls, b.hanging_calls) for b in batches] == [("work", 3, 3), ("slow", 0, 0)]
     assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(events)
@@ -269,13 +269,13 @@ def test_attempts_under_way_when_an_endpoint_starts_hanging_are_handed_to_the_sl
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.3, "slow_lane_hand_over": False}],
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 1.0, "slow_lane_hand_over": False}],
 )
 def test_without_hand_over_a_slow_endpoint_gets_each_delivery_once(
     client, tenant, harness: Harness, receiver: Receiver
 ) -> None:
-    # GIVEN a subscriber that answers 200 after 1 s, and attempts on the work queue never cut short
-    receiver.default = (200, {}, b"ok", 1.0)
+    # GIVEN a subscriber that answers 200 after 3 s, and attempts on the work queue never cut short
+    receiver.default = (200, {}, b"ok", 3.0)
     sub = subscribe(client, tenant, receiver.url)
     # WHEN two events are delivered, one after the other
     first = publish(client, tenant.id)

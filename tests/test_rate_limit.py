@@ -32,8 +32,10 @@ pytestmark = pytest.mark.e2e
 BURST = 200
 RATE = 10
 #: The limiter lets deliveries start at least 1/RATE s apart, so a 1-second window holds at most RATE + 1
-#: starts; one more for the jitter between a start and its arrival at the receiver.
-MOST_PER_SECOND = RATE + 2
+#: starts. Arrivals are what the receiver sees, a start plus the request's way through two workers' threads and
+#: the loopback, which a busy machine stretches unevenly: half the rate more is allowed for that jitter. A limiter
+#: that let deliveries through faster (twice the rate, or the 200 at once) still fails it.
+MOST_PER_SECOND = RATE + RATE // 2
 
 
 class TimedReceiver:
@@ -143,7 +145,7 @@ def test_a_burst_to_a_rate_limited_subscription_arrives_within_the_rate_and_in_f
     assert len(set(ids)) == BURST
     for _, headers, raw in timed_receiver.arrivals[:5]:
         assert Webhook(secret).verify(raw, headers)["type"] == "invoice.paid"
-    # AND no window of one second saw more than the rate (plus one: see MOST_PER_SECOND)
+    # AND no window of one second saw more than the rate (plus the jitter of arrivals: see MOST_PER_SECOND)
     most = _most_in_one_second([arrived for arrived, _, _ in timed_receiver.arrivals])
     assert most <= MOST_PER_SECOND, f"{most} deliveries arrived within one second"
     # AND none was dead-lettered, however often it was postponed
