@@ -12,7 +12,7 @@ import pytest
 from herald import ids
 from herald.domain.publishing import event_expiry, new_event
 from herald.records import Delivery, DeliveryStatus
-from herald.storage import keys
+from herald.storage import EventExistsError, keys
 from herald.storage.table import to_item
 from tests.delivery_support import bulk_subscriptions, publish
 from tests.support import ADMIN, INVOICE, drain
@@ -145,6 +145,22 @@ def test_a_claim_whose_answer_was_lost_is_its_own_and_another_lease_is_not(servi
     assert store.deliveries.claim(delivery, token="b", expires_at=expires, **claim) is False
     # AND the lease is still the first claim's
     assert store.deliveries.get_state("sub_3", delivery.id, "evt_3").lease_until == claim["until"]
+
+
+def test_an_event_whose_create_answer_was_lost_is_new_and_a_repeat_of_its_id_is_a_replay(services) -> None:
+    events = services.store.events
+    expires = int(time.time()) + 3600
+    event = new_event("invoice.paid", INVOICE, tenant_id="tnt_1", event_id="evt_lost")
+    # GIVEN an event stored
+    events.create(event, fingerprint="f", expires_at=expires)
+    # WHEN the same write is made again (botocore sends a call again when its answer was lost), it finds the item it
+    # wrote: THEN the event is new, not a replay of itself
+    assert events.create(event, fingerprint="f", expires_at=expires).event == event
+    # AND a later publish of the same id (another event made from the same request) is a replay of the first
+    again = new_event("invoice.paid", INVOICE, tenant_id="tnt_1", event_id="evt_lost")
+    with pytest.raises(EventExistsError) as replay:
+        events.create(again, fingerprint="f", expires_at=expires)
+    assert replay.value.stored.event == event
 
 
 def test_a_fanout_page_of_an_event_id_used_again_is_counted_despite_the_expired_events_marker(services) -> None:

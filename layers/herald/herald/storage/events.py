@@ -110,7 +110,16 @@ class EventRepository:
         put: dict[str, Any] = {"Item": to_item(item), **fresh}
         try:
             if not event.idempotency_key:
-                self._table.call("put_item", **put)  # a transaction of one write would bill it twice
+                try:
+                    self._table.call("put_item", **put)  # a transaction of one write would bill it twice
+                except ClientError:
+                    # This put's own item, written once already (botocore sends a call again when its answer was
+                    # lost): a new event, not a replay. Its creation time (to the millisecond) tells it from a repeat
+                    # of the request, but for one within the same millisecond: that one is answered as new too, and
+                    # queued again under the same delivery ids (sent once, counted once).
+                    (ours,) = self._table.holds([item])
+                    if not ours:
+                        raise
             else:
                 idem = {
                     **keys.idempotency(event.idempotency_key),
