@@ -35,6 +35,11 @@
    rebuilds the message list while ``SendMessage`` appends to it under another lock (a message sent during a
    delete could be dropped). Sends, deletes, visibility changes, purges and each pass of a receive over the
    queue take one lock; a long poll waits for messages outside it.
+7. A cancelled ``TransactWriteItems`` leaves nothing in the table's stream. moto rolls a transaction back by
+   putting back copies of its tables, but each action already added its record to the stream: a transaction
+   cancelled at its second action streamed the first one's INSERT of an item that never existed. (Copies made
+   by ``deepcopy_transactions`` even brought a new stream shard, which the iterators handed out before never
+   read.) The table put back keeps the stream shard it had, cut back to the records it held before.
 """
 
 from __future__ import annotations
@@ -181,6 +186,32 @@ def _cheap_transaction_snapshots() -> list[Undo]:
         _patch(namespace, "copy", SimpleNamespace(deepcopy=deepcopy, copy=copy.copy)),
         _patch(backend, "transact_write_items", transact_write_items),
     ]
+
+
+def _streams_roll_back() -> list[Undo]:
+    """Fix 7: a cancelled transaction's stream records are taken back with its writes."""
+    from moto.dynamodb import models as dynamodb_models
+
+    backend = dynamodb_models.DynamoDBBackend
+    original = backend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        names = {operation.get("TableName") for action in transact_items for operation in action.values()}
+        shards = {
+            name: (table.stream_shard, len(table.stream_shard.items))
+            for name, table in self.tables.items()
+            if name in names and table.stream_shard is not None
+        }
+        try:
+            original(self, transact_items)
+        except Exception:
+            for name, (shard, length) in shards.items():
+                del shard.items[length:]
+                table = self.tables[name]
+                table.stream_shard, shard.table = shard, table
+            raise
+
+    return [_patch(backend, "transact_write_items", transact_write_items)]
 
 
 def _honour_request_tokens() -> list[Undo]:
@@ -336,6 +367,7 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     undo += _serialize_sqs()
     if not deepcopy_transactions:
         undo += _cheap_transaction_snapshots()
+    undo += _streams_roll_back()
     try:
         yield
     finally:
