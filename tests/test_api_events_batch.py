@@ -188,3 +188,23 @@ def test_events_a_batch_could_not_store_are_answered_503_each_and_stored_by_its_
         Webhook(sub.secret).verify(got.body, got.headers)["data"]["invoice_id"] for got in receiver.received
     )
     assert delivered == Counter({f"in_{number}": 1 for number in range(30)})
+
+
+def test_an_id_given_twice_in_one_batch_with_other_data_is_a_conflict(
+    client: Any, tenant: TenantInfo, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN a subscription
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN one batch carries an event, then its id again with other data, then the first copy again
+    first = _event(tenant.id, 1)
+    other = {**first, "data": {**INVOICE, "invoice_id": "in_other"}}
+    response = client.post("/v1/events/batch", json={"events": [first, other, first]}, headers=ADMIN)
+    # THEN the first is published, the second refused as a conflict, the third a replay of the first
+    items = response.json()["data"]
+    assert [(item["status"], item["replayed"]) for item in items] == [(202, False), (409, False), (202, True)]
+    assert items[1]["error"]["code"] == "idempotency_key_reused"
+    # AND the event reaches the subscriber once, with the first copy's data
+    harness.drain()
+    assert [Webhook(sub.secret).verify(got.body, got.headers)["data"]["invoice_id"] for got in receiver.received] == [
+        "in_1"
+    ]

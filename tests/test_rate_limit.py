@@ -33,9 +33,9 @@ BURST = 200
 RATE = 10
 #: The limiter lets deliveries start at least 1/RATE s apart, so a 1-second window holds at most RATE + 1
 #: starts. Arrivals are what the receiver sees, a start plus the request's way through two workers' threads and
-#: the loopback, which a busy machine stretches unevenly: half the rate more is allowed for that jitter. A limiter
-#: that let deliveries through faster (twice the rate, or the 200 at once) still fails it.
-MOST_PER_SECOND = RATE + RATE // 2
+#: the loopback, which a busy machine stretches unevenly (by up to 0.2 s: two more starts in the window). A
+#: limiter letting deliveries through 40 % faster than the rate fails it.
+MOST_PER_SECOND = RATE + 3
 
 
 class TimedReceiver:

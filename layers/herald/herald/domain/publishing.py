@@ -169,11 +169,12 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     ``publish`` stores it (once per id; new ids 25 to a call, ``EventRepository.create_many``), and queued as
     ``publish`` queues it: an event with few routes has its delivery messages queued here (the direct fan-out;
     the routes of a tenant and type are read once for the batch), any other its fan-out message. The messages of
-    the whole batch go ten to a SendMessageBatch, then each event is counted and marked queued. A failure to
-    queue them raises for the whole batch, and a retry of it queues what was stored and not marked (items with
-    ids are idempotent; without an id, a retried item is a new event). A delivery queued twice has one id: its
-    second copy finds it done, unless both copies are worked at the same moment (the README's Duplicates row).
-    An id given twice in one batch is queued once."""
+    the whole batch go ten to a SendMessageBatch, then the events are counted and marked queued, 25 to a call
+    (one by one where that could not: ``_enqueue_many``). A failure to queue them raises for the whole batch,
+    and a retry of it queues what was stored and not marked (items with ids are idempotent; without an id, a
+    retried item is a new event). A delivery queued twice has one id: its second copy finds it done, unless both
+    copies are worked at the same moment (the README's Duplicates row). An id given twice in one batch is
+    queued once, its second copy answered as a replay of the first (or a conflict, with other data)."""
     results: list[Published | HeraldError | None] = []
     new: list[tuple[int, Event, str, int]] = []  # (position in results, event, fingerprint, expires_at)
     for body in bodies:
@@ -200,8 +201,8 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
             results[position] = outcome
             continue
         else:
-            earlier, queue = outcome, True
-            results[position] = Published(outcome, replayed=False, queued=True)
+            earlier, queue = outcome, outcome.event.id not in queued_ids
+            results[position] = Published(outcome, replayed=not queue, queued=queue)
         if queue:
             to_queue.append(earlier)
             queued_ids.add(earlier.event.id)

@@ -116,7 +116,8 @@ class EventRepository:
                     # This put's own item, written once already (botocore sends a call again when its answer was
                     # lost): a new event, not a replay. Its creation time (to the millisecond) tells it from a repeat
                     # of the request, but for one within the same millisecond: that one is answered as new too, and
-                    # queued again under the same delivery ids (sent once, counted once).
+                    # queued again under the same delivery ids (counted once; sent once unless both copies are
+                    # worked at the same moment, the README's Duplicates row).
                     (ours,) = self._table.holds([item])
                     if not ours:
                         raise
@@ -136,26 +137,48 @@ class EventRepository:
     def create_many(self, events: Sequence[tuple[Event, str, int]]) -> list[StoredEvent | HeraldError]:
         """``create`` for events without idempotency keys, given as (event, fingerprint, expires_at): one answer
         each, in order, the event as stored or the error ``create`` would raise. New ids are written 25 to a
-        call (``Table.insert_all``); an id whose item exists (a replay, an expired event's id used again, an id
-        given twice) goes through ``create``, which tells them apart."""
+        call (``Table.insert_all``); an id whose item exists (a replay, an expired event's id used again) goes
+        through ``create``, which tells them apart. A later copy of an id in the same batch is answered from the
+        first: a replay of it (or an idempotency conflict, with another body)."""
         items: dict[str, dict[str, Any]] = {}
         for event, fingerprint, expires_at in events:
             assert not event.idempotency_key, "events with idempotency keys are created one by one"
             items.setdefault(event.id, _new_item(event, fingerprint=fingerprint, expires_at=expires_at))
         inserted = dict(zip(items, self._table.insert_all(list(items.values())), strict=True))
+        first: dict[str, StoredEvent | HeraldError] = {}
         answers: list[StoredEvent | HeraldError] = []
         for event, fingerprint, expires_at in events:
-            written = inserted.pop(event.id, False)  # an id's second copy finds the first one's item
+            earlier = first.get(event.id)
+            if earlier is not None:
+                answers.append(self._repeated(earlier, event, fingerprint, expires_at))
+                continue
+            written = inserted[event.id]
+            answer: StoredEvent | HeraldError
             if written is True:
-                answers.append(StoredEvent.of(items[event.id]))
+                answer = StoredEvent.of(items[event.id])
             elif isinstance(written, HeraldError):
-                answers.append(written)
+                answer = written
             else:
                 try:
-                    answers.append(self.create(event, fingerprint=fingerprint, expires_at=expires_at))
+                    answer = self.create(event, fingerprint=fingerprint, expires_at=expires_at)
                 except HeraldError as error:
-                    answers.append(error)
+                    answer = error
+            first[event.id] = answer
+            answers.append(answer)
         return answers
+
+    def _repeated(
+        self, earlier: StoredEvent | HeraldError, event: Event, fingerprint: str, expires_at: int
+    ) -> StoredEvent | HeraldError:
+        """The answer to an id given again in one batch, after its first copy's answer ``earlier``. Not ``create``:
+        the two copies' items are alike to the millisecond, and ``create`` would take the first's for its own."""
+        stored = earlier.stored if isinstance(earlier, EventExistsError) else earlier
+        if isinstance(stored, StoredEvent):
+            return EventExistsError(stored) if stored.fingerprint == fingerprint else _mismatch(event.id)
+        try:  # the first copy failed: this one is tried on its own
+            return self.create(event, fingerprint=fingerprint, expires_at=expires_at)
+        except HeraldError as error:
+            return error
 
     def _existing(self, event: Event, fingerprint: str) -> StoredEvent:
         existing_id = event.id
