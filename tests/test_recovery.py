@@ -283,6 +283,37 @@ def test_a_redelivery_sends_an_event_once_more_to_every_subscription(
     assert harness.counts() == (0, 0)
 
 
+def test_a_redelivery_run_again_after_its_deliveries_were_made_sends_nothing_more(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    clock.now = time.time()
+    # GIVEN an event delivered to one subscription, a second subscription created after it, and a redelivery of
+    # the event whose deliveries were made: once more to the first, for the first time to the second
+    early, late = make_receiver(), make_receiver()
+    first = subscribe(client, tenant, early.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    second = subscribe(client, tenant, late.url)
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    (job_message,) = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    harness.drain()
+    assert (len(early.received), len(late.received)) == (2, 1)
+    # WHEN its job message runs again (SQS delivered it twice, or its first run failed after queueing)
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=json.dumps(job_message))
+    harness.drain()
+    step(harness, clock, 60)
+    # THEN nothing more is sent: each subscription got the event once from this job, signed
+    assert [r.headers["webhook-id"] for r in early.received] == [event_id, event_id]
+    assert [r.headers["webhook-id"] for r in late.received] == [event_id]
+    Webhook(first.secret).verify(early.received[1].body, dict(early.received[1].headers))
+    Webhook(second.secret).verify(late.received[0].body, dict(late.received[0].headers))
+    new = only_delivery(client, tenant, second.id)
+    assert [a["trigger"] for a in attempts(client, tenant, second.id, new["id"])] == ["scheduled"]
+    counts = event_counts(client, event_id)
+    assert (counts["matched"], counts["succeeded"], counts["failed"]) == (2, 2, 0)
+    assert harness.counts() == (0, 0)
+
+
 def test_only_the_operator_redelivers(client, tenant: TenantInfo, receiver: Receiver) -> None:
     subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)

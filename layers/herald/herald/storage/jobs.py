@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: A job ticket's states: reserved and not yet used, used with a delivered attempt, used with a failed one.
 OPEN, SENT, FAILED = "open", "sent", "failed"
+#: A redelivery's ticket for a subscription that never had the event: its first delivery, no extra attempt.
+FIRST = "first"
 
 
 def lock_check(delivery_id: str, job_id: str, *, now: int) -> dict[str, Any]:
@@ -184,6 +186,19 @@ class JobRepository:
         except ClientError:
             return False
         return True
+
+    def note_first(self, job_id: str, delivery_id: str, *, ticket_seconds: int) -> None:
+        """Note that a redelivery gives this delivery its first delivery (its subscription never had the event):
+        a ticket used from the start, so that the job's page, run again once that delivery exists, does not take
+        it for one more attempt (``take_ticket`` takes an absent or open ticket only)."""
+        ticket = {
+            **keys.job_ticket(job_id, delivery_id),
+            "delivery_id": delivery_id,
+            "state": FIRST,
+            "expires_at": self._table.now() + ticket_seconds,
+        }
+        with contextlib.suppress(ClientError):  # noted by an earlier run of the same page
+            self._table.call("put_item", Item=to_item(ticket), ConditionExpression="attribute_not_exists(pk)")
 
     def get_ticket(self, job_id: str, delivery_id: str) -> tuple[str | None, str | None]:
         """(the ticket's state, the job holding the delivery's recovery lock), either None if absent."""

@@ -162,7 +162,8 @@ async def _redelivery_messages(
 ) -> tuple[list[DeliveryMessage], int]:
     """The messages of a page of a redelivery, and how many of them are first deliveries: a ticketed single
     attempt (``manual``) for each existing delivery whose ticket this job takes, a regular first delivery for
-    each subscription that never had the event."""
+    each subscription that never had the event (noted in the job's tickets: the page run again later does not
+    take that delivery for one more attempt)."""
     event_id = stored.event.id
     delivery_ids = {sub_id: stored.delivery_id(sub_id) for sub_id in sub_ids}
     existing = await asyncio.gather(
@@ -170,6 +171,12 @@ async def _redelivery_messages(
     )
     again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
     first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
+    # Before their messages are sent: a run of this page after those deliveries exist makes no extra attempt of them.
+    ticket_seconds = worker.settings.recovery_job_ttl_days * 86_400
+    note = worker.store.jobs.note_first
+    await asyncio.gather(
+        *(worker.io(note, message.job_id, delivery_ids[sub], ticket_seconds=ticket_seconds) for sub in first)
+    )
     taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
     messages = [
         DeliveryMessage.of(stored, tenant_id, sub, trigger=Trigger.MANUAL, job_id=message.job_id)
