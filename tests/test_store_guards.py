@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -161,6 +162,29 @@ def test_an_event_whose_create_answer_was_lost_is_new_and_a_repeat_of_its_id_is_
     with pytest.raises(EventExistsError) as replay:
         events.create(again, fingerprint="f", expires_at=expires)
     assert replay.value.stored.event == event
+
+
+def test_a_fanout_page_whose_marker_answer_was_lost_is_counted_once(services, monkeypatch) -> None:
+    events, table = services.store.events, services.store.table
+    now = int(time.time())
+    event = new_event("invoice.paid", INVOICE, tenant_id="tnt_1", event_id="evt_marker")
+    events.create(event, fingerprint="f", expires_at=now + 3600)
+    # GIVEN DynamoDB answering each page marker's write, but the answer lost: botocore sends the same call again,
+    # which finds the marker written and is refused
+    real_call = table.call
+
+    def resent(operation: str, **params: Any) -> Any:
+        if operation == "put_item" and params["Item"]["sk"]["S"].startswith("FANOUT#"):
+            real_call(operation, **params)
+        return real_call(operation, **params)
+
+    monkeypatch.setattr(table, "call", resent)
+    # WHEN a page is counted, then counted again (its message shown twice)
+    first = events.count_fanout_page("evt_marker", "tnt_1|invoice.paid|", expires_at=now + 3600, matched=3)
+    again = events.count_fanout_page("evt_marker", "tnt_1|invoice.paid|", expires_at=now + 3600, matched=3)
+    # THEN the page is counted once: the first call's marker was its own
+    assert (first, again) == (True, False)
+    assert events.get_with_counts("evt_marker").matched == 3
 
 
 def test_a_fanout_page_of_an_event_id_used_again_is_counted_despite_the_expired_events_marker(services) -> None:

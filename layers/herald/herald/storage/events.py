@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -329,20 +330,26 @@ class EventRepository:
         a page already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
         again. True if counted now; False if it was before, or the event is gone.
 
-        Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it), so
-        a fan-out of any size never grows an item that is written often. A crash between the marker and
-        the counters leaves the counters one page short; the deliveries themselves are all queued."""
+        Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it, with the
+        token of the call that wrote it), so a fan-out of any size never grows an item that is written often. A
+        crash between the marker and the counters leaves the counters one page short; the deliveries themselves
+        are all queued."""
         key = keys.fanout_page(event_id, marker)
+        item = {**key, "expires_at": expires_at, "token": uuid.uuid4().hex}
         try:
             self._table.call(
                 "put_item",
-                Item=to_item({**key, "expires_at": expires_at}),
+                Item=to_item(item),
                 # A marker left by an expired event of the same id (not yet removed by TTL) is not this page's.
                 ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
                 ExpressionAttributeValues=values(now=self._table.now()),
             )
         except ClientError:
-            return False  # this page was counted before
+            # Counted before, unless the marker is this call's own, written once already (botocore sends a call
+            # again when its answer was lost): its token is this call's alone.
+            (ours,) = self._table.holds([item])
+            if not ours:
+                return False
         try:
             changes = {key: value for key, value in deltas.items() if value}
             if changes:
