@@ -218,3 +218,8 @@ def test_an_event_outlives_its_last_possible_retry(services) -> None:
     span = services.retry_policy.longest_span_seconds
     assert span > 24 * 3600
     assert expires >= now.timestamp() + span + 24 * 3600 - 1
+    # AND after the last a delivery held by an open breaker can wait (until its subscription, failing all along,
+    # is disabled: 5 days), plus a day
+    held = services.settings.disable_after_failing_hours * 3600
+    assert held > span
+    assert expires >= now.timestamp() + held + 24 * 3600 - 1

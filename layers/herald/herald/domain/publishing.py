@@ -224,11 +224,14 @@ def _enqueue_many(services: Services, to_queue: Sequence[StoredEvent]) -> None:
 
 
 def event_expiry(services: Services, now: datetime) -> int:
-    """When an event expires: after the retention period, and never before its last retry can happen
-    plus a day (a delivery whose event is gone could not be sent)."""
+    """When an event expires: after the retention period, and never before the last attempt of a delivery can
+    happen, plus a day (a delivery whose event is gone could not be sent). A delivery waits at most its retry
+    schedule or, held without an attempt by its subscription's open breaker, until the subscription has been
+    failing long enough to be disabled."""
     retention = timedelta(days=services.settings.event_ttl_days)
-    retries = timedelta(seconds=services.retry_policy.longest_span_seconds) + timedelta(days=1)
-    return int((now + max(retention, retries)).timestamp())
+    retries = timedelta(seconds=services.retry_policy.longest_span_seconds)
+    held = timedelta(hours=services.settings.disable_after_failing_hours)
+    return int((now + max(retention, max(retries, held) + timedelta(days=1))).timestamp())
 
 
 def _enqueue(services: Services, stored: StoredEvent) -> None:
