@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from herald import ids
+from herald.messages import DeliveryMessage, dump_message
 from herald.storage import keys
 from herald.storage.table import to_item
 from herald.worker.events import EventCache
+from tests.api_support import queue_messages
 from tests.delivery_support import Harness, deliveries, only_delivery, publish, step, subscribe, when
 from tests.support import Clock, Receiver, TenantInfo
 
@@ -155,3 +157,37 @@ def _scheduled_items(harness: Harness) -> list[dict[str, Any]]:
         ExpressionAttributeValues={":due": {"S": "DUE#"}},
     )
     return [{"body": item["body"]["S"], "due": item["due"]["N"]} for item in response.get("Items", [])]
+
+
+def test_scheduled_work_is_swept_back_to_its_own_lane(harness: Harness, clock: Clock) -> None:
+    # GIVEN two deliveries' work scheduled for later than SQS's 15-minute delay: one of the slow lane, one of the
+    # work queue, and a body that cannot be read
+    store, settings = harness.services.store, harness.services.settings
+    slow = DeliveryMessage(event_id="evt_s", tenant_id="tnt_s", subscription_id="sub_s", delivery_id="dlv_s")
+    work = DeliveryMessage(event_id="evt_w", tenant_id="tnt_w", subscription_id="sub_w", delivery_id="dlv_w")
+    due = clock() + 1800
+    store.schedule.put(dump_message(slow.model_copy(update={"lane": "slow"})), name="slow", due=due, now=clock())
+    store.schedule.put(dump_message(work), name="work", due=due, now=clock())
+    store.schedule.put("not a work message", name="poison", due=due, now=clock())
+    # WHEN they come due and the sweeper runs
+    clock.advance(1800)
+    harness.worker.sweep()
+    harness.reveal()
+    # THEN the slow lane's went back to the slow lane's queue, the others to the work queue
+    assert [body["delivery_id"] for body in queue_messages(harness.sqs, settings.slow_queue_url)] == ["dlv_s"]
+    work_queue = _bodies(harness.sqs, settings.queue_url)
+    assert sorted(work_queue) == sorted([dump_message(work), "not a work message"])
+    assert harness.scheduled() == 0
+
+
+def _bodies(sqs: Any, queue_url: str) -> list[str]:
+    """Every visible message body on the queue as sent (the messages made visible again afterwards)."""
+    bodies, handles = [], []
+    while got := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=60).get(
+        "Messages", []
+    ):
+        bodies += [message["Body"] for message in got]
+        handles += [message["ReceiptHandle"] for message in got]
+    for handle in handles:
+        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
+    return bodies

@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import sqs_client
 from herald.errors import ServiceUnavailableError
-from herald.messages import DeliveryMessage, WorkMessage, dump_message
+from herald.messages import DeliveryMessage, PoisonMessageError, WorkMessage, dump_message, parse_message
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -87,8 +87,22 @@ class WorkQueue:
         return calls
 
     def send_bodies(self, entries: Sequence[tuple[str, int]]) -> None:
-        """Send message bodies as they are (scheduled work), each with its ``DelaySeconds``, 10 per call;
-        entries SQS refuses are sent again up to twice, then raise."""
+        """Send message bodies as they are (scheduled work), each with its ``DelaySeconds`` to its queue (a
+        delivery of the slow lane to the slow lane's, ``url_for``), 10 per call; entries SQS refuses are sent
+        again up to twice, then raise."""
+        by_queue: dict[str, list[tuple[str, int]]] = {}
+        for body, delay in entries:
+            by_queue.setdefault(self._url_for_body(body), []).append((body, delay))
+        for url, queued in by_queue.items():
+            self._send_bodies(url, queued)
+
+    def _url_for_body(self, body: str) -> str:
+        try:
+            return self.url_for(parse_message(body))
+        except PoisonMessageError:
+            return self.queue_url  # the worker sends it on to the dead-letter queue
+
+    def _send_bodies(self, queue_url: str, entries: Sequence[tuple[str, int]]) -> None:
         for start in range(0, len(entries), BATCH_SIZE):
             pending: list[SendMessageBatchRequestEntryTypeDef] = [
                 {"Id": str(index), "MessageBody": body, "DelaySeconds": max(0, min(delay, MAX_DELAY_SECONDS))}
@@ -96,7 +110,7 @@ class WorkQueue:
             ]
             for _ in range(3):
                 try:
-                    response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=pending)
+                    response = self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
                 except (BotoCoreError, ClientError) as exc:
                     raise ServiceUnavailableError("the work queue could not be reached") from exc
                 failed = {item["Id"] for item in response.get("Failed", [])}
