@@ -5,6 +5,7 @@ is simulated with the worker's ``Clock`` (see test_delivery_retries.py)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from herald.domain import publishing
+from herald.storage import keys
+from herald.storage.table import to_item
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import Harness, attempts, deliveries, event_counts, only_delivery, publish, step, subscribe
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
@@ -190,6 +193,35 @@ def test_a_recovery_attempt_that_fails_leaves_the_delivery_failed_without_new_re
     assert harness.counts() == (0, 0)
     step(harness, clock, 24 * HOUR)
     assert len(receiver.received) == 15
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_whose_subscription_is_deleted_midway_is_done_with_its_attempts_failed(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, aws
+) -> None:
+    # GIVEN exhausted deliveries, recovered by the tenant
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    clock.now = time.time()
+    received = len(receiver.received)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    # AND the subscription deleted right after the job's first delivery message found it (before its attempt)
+    store = harness.services.store
+    key = to_item(keys.subscription(tenant.id, sub.id))
+    deleted = threading.Event()
+
+    def delete_after_read(parsed: dict[str, Any], params: dict[str, Any] | None = None, **_: Any) -> None:
+        if "Item" in parsed and parsed["Item"].get("sk") == key["sk"] and not deleted.is_set():
+            deleted.set()
+            aws.client("dynamodb").delete_item(TableName=store.table_name, Key=key)
+
+    store.client.meta.events.register("after-call.dynamodb.GetItem", delete_after_read)
+    # WHEN the job runs
+    harness.drain()
+    # THEN nothing was sent, and the job is done: each of its attempts failed, none left open
+    assert deleted.is_set()
+    assert len(receiver.received) == received
+    assert store.jobs.ticket_counts(job["id"]) == {"open": 0, "sent": 0, "failed": 3}
 
 
 def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -> None:

@@ -33,6 +33,7 @@ from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, 
 from herald.sender import Outcome, send_attempt
 from herald.signing import signature_header
 from herald.storage.deliveries import stats_from_stream
+from herald.storage.jobs import FAILED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import START_MARGIN_SECONDS
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, next_step, receive_count
@@ -134,6 +135,8 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     if sub is None and job.single_shot:
         if token is not None:
             await worker.io(worker.store.deliveries.release, job.delivery, token)
+        if message.job_id is not None:  # the job's ticket is settled: nothing will be sent for it
+            await worker.io(worker.store.jobs.close_ticket, message.job_id, message.delivery_id, FAILED)
         logger.info("manual attempt cancelled: the subscription was deleted", extra=log)
     elif sub is None or (not sub.enabled and not job.single_shot):
         await _cancel(worker, job, token, "the subscription was deleted" if sub is None else "it is disabled")
