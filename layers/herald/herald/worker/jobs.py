@@ -54,14 +54,23 @@ MIN_SECONDS_LEFT = 15.0
 LOCK_SECONDS = 24 * 3600
 
 
+def _ticket_seconds(worker: Worker) -> int:
+    """How long a job's tickets are kept: as long as the job."""
+    return worker.settings.recovery_job_ttl_days * 86_400
+
+
 async def _take(worker: Worker, job_id: str, delivery_id: str) -> bool:
     return await worker.io(
         worker.store.jobs.take_ticket,
         job_id,
         delivery_id,
         lock_seconds=LOCK_SECONDS,
-        ticket_seconds=worker.settings.recovery_job_ttl_days * 86_400,
+        ticket_seconds=_ticket_seconds(worker),
     )
+
+
+async def _note_first(worker: Worker, job_id: str, delivery_id: str) -> None:
+    await worker.io(worker.store.jobs.note_first, job_id, delivery_id, ticket_seconds=_ticket_seconds(worker))
 
 
 async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float) -> None:
@@ -172,11 +181,7 @@ async def _redelivery_messages(
     again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
     first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
     # Before their messages are sent: a run of this page after those deliveries exist makes no extra attempt of them.
-    ticket_seconds = worker.settings.recovery_job_ttl_days * 86_400
-    note = worker.store.jobs.note_first
-    await asyncio.gather(
-        *(worker.io(note, message.job_id, delivery_ids[sub], ticket_seconds=ticket_seconds) for sub in first)
-    )
+    await asyncio.gather(*(_note_first(worker, message.job_id, delivery_ids[sub]) for sub in first))
     taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
     messages = [
         DeliveryMessage.of(stored, tenant_id, sub, trigger=Trigger.MANUAL, job_id=message.job_id)
