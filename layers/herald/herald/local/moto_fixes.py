@@ -248,7 +248,6 @@ def _cheap_sends() -> list[Undo]:
 
     original_attributes = sqs_models.Queue.__dict__["attributes"]
     original_send = sqs_models.SQSBackend.send_message
-
     original_receive = sqs_models.SQSBackend.receive_message
 
     def attributes(self: Any) -> Any:
