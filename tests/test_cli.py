@@ -111,7 +111,7 @@ def herald(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
 
 
 def api(api_url: str, key: str) -> httpx.Client:
-    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
 def make_tenant_via_cli(herald: Callable[..., Run], name: str = "Acme") -> TenantInfo:
