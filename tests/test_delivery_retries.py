@@ -14,6 +14,8 @@ import math
 import pytest
 
 from herald.queue import MAX_DELAY_SECONDS
+from herald.storage import keys
+from herald.storage.table import to_item
 from tests.delivery_support import (
     attempts,
     deliveries,
@@ -301,3 +303,23 @@ def test_an_invocation_without_enough_time_left_sends_nothing_and_comes_back(
         assert len(receiver.received) == 1
     finally:
         short.close()
+
+
+def test_a_delivery_whose_event_expired_cannot_be_retried(client, tenant, harness, receiver) -> None:
+    # GIVEN a delivery made, whose event has since expired and been removed (its log outlives it)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    delivery = only_delivery(client, tenant, sub.id)
+    store = harness.services.store
+    store.client.delete_item(TableName=store.table_name, Key=to_item(keys.event(event_id)))
+    # WHEN the tenant retries it
+    response = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
+    # THEN it is refused with a machine-readable reason, and nothing is queued or sent
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "event_expired"
+    assert event_id in response.json()["error"]["message"]
+    harness.drain()
+    assert len(receiver.received) == 1
+    assert harness.counts() == (0, 0)
+    assert only_delivery(client, tenant, sub.id) == delivery

@@ -121,7 +121,7 @@ def test_work_scheduled_twice_is_attempted_once(
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
-def test_a_scheduled_retry_of_an_event_gone_meanwhile_is_dropped_quietly(
+def test_a_scheduled_retry_of_an_event_gone_meanwhile_fails_its_delivery_without_an_attempt(
     client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:
     # GIVEN a delivery waiting in the schedule, whose event expires before its retry is due (its item is
@@ -141,12 +141,26 @@ def test_a_scheduled_retry_of_an_event_gone_meanwhile_is_dropped_quietly(
     # WHEN its retry comes due
     due = when(only_delivery(client, tenant, sub.id)["next_attempt_at"])
     step(harness, clock, due - clock() + 1)
-    # THEN nothing is sent, nothing fails, nothing is left waiting or dead-lettered
+    # THEN nothing is sent; the delivery failed for that reason instead of staying pending; nothing is left
+    # waiting or dead-lettered
     assert len(receiver.received) == 1
+    delivery = only_delivery(client, tenant, sub.id)
+    assert (delivery["status"], delivery["last_error_kind"]) == ("failed", "event_expired")
+    assert (delivery["attempts"], delivery["next_attempt_at"]) == (1, None)
+    assert [d["id"] for d in deliveries(client, tenant, sub.id, status="failed")] == [delivery["id"]]
+    assert deliveries(client, tenant, sub.id, status="pending") == []
     assert harness.counts() == (0, 0)
     assert harness.counts(harness.services.settings.dead_letter_queue_url) == (0, 0)
     assert harness.scheduled() == 0
-    assert ids.is_id(only_delivery(client, tenant, sub.id)["id"], ids.DELIVERY)
+    assert ids.is_id(delivery["id"], ids.DELIVERY)
+    # ... and a copy of that retry's message coming again changes nothing
+    copy = DeliveryMessage(
+        event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=delivery["id"], resumed=True
+    )
+    harness.services.queue.send(copy)
+    harness.drain()
+    assert only_delivery(client, tenant, sub.id) == delivery
+    assert len(receiver.received) == 1
 
 
 def _scheduled_items(harness: Harness) -> list[dict[str, Any]]:

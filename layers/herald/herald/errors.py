@@ -34,6 +34,12 @@ class IdempotencyConflictError(ConflictError):
     code = "idempotency_key_reused"
 
 
+class EventExpiredError(ConflictError):
+    """The event is no longer kept (its retention ended): nothing is left to send."""
+
+    code = "event_expired"
+
+
 class InvalidInputError(HeraldError):
     """The request is well-formed but its content is not acceptable."""
 

@@ -144,6 +144,8 @@ class ErrorKind(StrEnum):
     HTTP_STATUS = "http_status"
     REFUSED_BY_POLICY = "refused_by_policy"
     SUBSCRIPTION_GONE = "subscription_gone"
+    #: The event expired (its retention ended) before the delivery's next attempt: nothing is left to send.
+    EVENT_EXPIRED = "event_expired"
     #: The subscription's transform failed on this event: no request was made, and it is not retried.
     TRANSFORM = "transform"
 

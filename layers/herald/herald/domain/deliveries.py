@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.domain import subscriptions
-from herald.errors import NotFoundError
+from herald.errors import EventExpiredError, NotFoundError
 from herald.messages import DeliveryMessage
 from herald.records import Delivery, Trigger
 from herald.schemas import SubscriptionStats
@@ -28,7 +28,12 @@ def find(services: Services, tenant_id: str, subscription_id: str, delivery_id: 
 
 
 def retry(services: Services, delivery: Delivery) -> None:
-    """One more attempt, right away (a manual attempt in the log), whatever the delivery's state."""
+    """One more attempt, right away (a manual attempt in the log), whatever the delivery's state, while its event is
+    kept (``EventExpiredError`` after: a delivery's log is kept longer than its event when attempts were made late)."""
+    if services.store.events.get(delivery.event_id) is None:
+        raise EventExpiredError(
+            f"the event {delivery.event_id} of delivery {delivery.id} has expired: it cannot be sent again"
+        )
     services.queue.send(
         DeliveryMessage(
             event_id=delivery.event_id,

@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from herald import ids
 from herald.errors import InvalidCursorError, ServiceUnavailableError
-from herald.records import Attempt, Delivery, DeliveryStatus
+from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind
 from herald.storage import keys
 from herald.storage.jobs import lock_check, use_ticket
 from herald.storage.table import (
@@ -277,6 +277,46 @@ class DeliveryRepository:
         except ClientError:
             return False
         return True
+
+    def fail_unsendable(
+        self, tenant_id: str, sub_id: str, delivery_id: str, event_id: str, *, now: datetime
+    ) -> Delivery | None:
+        """Fail a pending delivery, without an attempt, whose event expired before its next attempt (nothing is
+        left to send, so the attempt would never come). The delivery is returned as failed; None if there is no
+        such delivery of the tenant's, it is not pending, or a worker holds its lease (it moved on, or is moving on)."""
+        item = self._read(sub_id, delivery_id, event_id)
+        if item is None:
+            return None
+        state = state_of(item)
+        if state.delivery.tenant_id != tenant_id:
+            return None
+        if state.delivery.status is not DeliveryStatus.PENDING or state.lease_until >= now.timestamp():
+            return None
+        failed = state.delivery.model_copy(
+            update={
+                "status": DeliveryStatus.FAILED,
+                "last_error_kind": ErrorKind.EVENT_EXPIRED,
+                "next_attempt_at": None,
+                "updated_at": now,
+            }
+        )
+        kept = {key: value for key, value in item.items() if key not in {"lease_token", "lease_until"}}
+        try:
+            self._table.call(
+                "put_item",
+                Item=to_item({**kept, **_index(failed), **record(failed)}),
+                ConditionExpression=(
+                    "attempts = :attempts AND #status = :status"
+                    " AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values(
+                    attempts=state.delivery.attempts, status=DeliveryStatus.PENDING.value, now=now.timestamp()
+                ),
+            )
+        except ClientError:
+            return None  # settled, attempted or leased meanwhile
+        return failed
 
     def release(self, delivery: Delivery, token: str) -> None:
         """Give a lease back without an attempt (``delivery`` as claimed). The delivery gets its index

@@ -113,7 +113,7 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     }
     stored = await worker.events.get(message.event_id)
     if stored is None:
-        logger.warning("delivery of an event that no longer exists: dropped", extra=log)
+        await _event_gone(worker, message, log)
         return
     if not stored.event.broadcast and stored.event.tenant_id != message.tenant_id:
         # Event ids are the publisher's to choose and one may be used again once its event expired: a message
@@ -142,6 +142,25 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         await _cancel(worker, job, token, "the subscription was deleted" if sub is None else "it is disabled")
     else:
         await _attempt_and_record(worker, job, sub, token)
+
+
+async def _event_gone(worker: Worker, message: DeliveryMessage, log: dict[str, Any]) -> None:
+    """The message's event expired (its retention ended) or never was: nothing can be sent. A delivery waiting
+    for its next scheduled attempt fails without one, so it does not stay pending until its item expires; a
+    manual or recovery attempt leaves the delivery as it was (its own schedule, if any, ends it the same way)."""
+    if message.job_id is None and message.trigger not in SINGLE_SHOT_TRIGGERS:
+        failed = await worker.io(
+            worker.store.deliveries.fail_unsendable,
+            message.tenant_id,
+            message.subscription_id,
+            message.delivery_id,
+            message.event_id,
+            now=worker.now(),
+        )
+        if failed is not None:
+            logger.info("delivery failed without an attempt: its event expired", extra=log)
+            return
+    logger.warning("delivery of an event that no longer exists: dropped", extra=log)
 
 
 async def _subscription(worker: Worker, message: DeliveryMessage) -> Subscription | None:
