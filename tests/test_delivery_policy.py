@@ -45,7 +45,7 @@ def test_the_schedule_is_configuration_and_may_have_steps_longer_than_12h() -> N
     assert [policy.delay_after(n) for n in (1, 2, 3)] == [1, 100000, None]
 
 
-@pytest.mark.parametrize("schedule", ["", "5,-1", "a,b"])
+@pytest.mark.parametrize("schedule", ["", "5,-1", "a,b", "60,300"])
 def test_a_schedule_that_makes_no_sense_is_refused(schedule: str) -> None:
     with pytest.raises(ValidationError):
         Settings(retry_schedule=schedule)

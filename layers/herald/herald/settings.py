@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     retry_schedule: Annotated[tuple[int, ...], NoDecode] = Field(
         DEFAULT_RETRY_SCHEDULE,
         description=(
-            "Seconds to wait before each attempt, the first one included; comma-separated. Steps may exceed 12 h."
+            "Seconds to wait before each attempt, the first one included (0: the first attempt is made at once); "
+            "comma-separated. Steps may exceed 12 h."
         ),
     )
     retry_jitter: float = Field(
@@ -285,6 +286,8 @@ class Settings(BaseSettings):
             raise ValueError("the retry schedule needs at least one attempt")
         if any(step < 0 for step in value):
             raise ValueError("retry delays cannot be negative")
+        if value[0] != 0:
+            raise ValueError("the first attempt is made when the event is published: the schedule starts with 0")
         return value
 
 
