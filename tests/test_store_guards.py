@@ -12,6 +12,7 @@ import pytest
 
 from herald import ids
 from herald.domain.publishing import event_expiry, new_event
+from herald.errors import ServiceUnavailableError
 from herald.records import Delivery, DeliveryStatus
 from herald.storage import EventExistsError, keys
 from herald.storage.table import to_item
@@ -185,6 +186,58 @@ def test_a_fanout_page_whose_marker_answer_was_lost_is_counted_once(services, mo
     # THEN the page is counted once: the first call's marker was its own
     assert (first, again) == (True, False)
     assert events.get_with_counts("evt_marker").matched == 3
+
+
+def _counts_writes_resent(table: Any, monkeypatch: pytest.MonkeyPatch, *, answer: str = "refused") -> None:
+    """Each write of an event's counts item applied, its answer lost: botocore sends the same call again, which
+    DynamoDB answers (``answer="refused"``), or the retries run out (``"lost"``: ServiceUnavailableError)."""
+    real_call = table.call
+
+    def resent(operation: str, **params: Any) -> Any:
+        if operation == "update_item" and params["Key"]["sk"]["S"] == keys.event_counts("x")["sk"]:
+            real_call(operation, **params)
+            if answer == "lost":
+                raise ServiceUnavailableError("DynamoDB update_item failed")
+        return real_call(operation, **params)
+
+    monkeypatch.setattr(table, "call", resent)
+
+
+def test_a_count_whose_answer_was_lost_is_added_once(services, monkeypatch) -> None:
+    events, table = services.store.events, services.store.table
+    now = int(time.time())
+    event = new_event("invoice.paid", INVOICE, tenant_id="tnt_1", event_id="evt_counted")
+    events.create(event, fingerprint="f", expires_at=now + 3600)
+    events.count("evt_counted", expires_at=now + 3600, failed=1)
+    # GIVEN DynamoDB applying each counts update, but its answer lost, and the call sent again
+    _counts_writes_resent(table, monkeypatch)
+    # WHEN a batch's settled deliveries are counted, and the publish's direct fan-out is marked
+    events.count("evt_counted", expires_at=now + 3600, succeeded=2, failed=-1)
+    marked = events.count_direct_fanout("evt_counted", expires_at=now + 3600, matched=2, fanout_open=-1)
+    # THEN each is added once, and the mark knows it was its own
+    stored = events.get_with_counts("evt_counted")
+    assert (stored.succeeded, stored.failed, stored.matched, stored.fanout_open) == (2, 0, 2, 0)
+    assert marked is True
+
+
+@pytest.mark.parametrize("settings_overrides", [{"fanout_page_size": 10}])
+def test_a_fanout_page_whose_count_answer_never_came_is_counted_once(services, monkeypatch) -> None:
+    events, table = services.store.events, services.store.table
+    now = int(time.time())
+    event = new_event("invoice.paid", INVOICE, tenant_id="tnt_1", event_id="evt_page")
+    events.create(event, fingerprint="f", expires_at=now + 3600)
+    marker = "tnt_1|invoice.paid|"
+    # GIVEN DynamoDB applying a page's counts update, but no answer reaching the worker, however often botocore
+    # sends it
+    _counts_writes_resent(table, monkeypatch, answer="lost")
+    # WHEN the page is counted, then its message runs again (as after a failed invocation)
+    first = events.count_fanout_page("evt_page", marker, expires_at=now + 3600, matched=3, fanout_open=-1)
+    monkeypatch.undo()
+    again = events.count_fanout_page("evt_page", marker, expires_at=now + 3600, matched=3, fanout_open=-1)
+    # THEN the page is counted once: the first call found its update applied and kept its marker
+    assert (first, again) == (True, False)
+    stored = events.get_with_counts("evt_page")
+    assert (stored.matched, stored.fanout_open) == (3, 0)
 
 
 def test_a_fanout_page_of_an_event_id_used_again_is_counted_despite_the_expired_events_marker(services) -> None:

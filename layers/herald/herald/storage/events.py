@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 #: An event's delivery counters: the event item holds their starting values, its counts item the rest.
 #: ``filtered`` counts the subscriptions whose payload filter skipped the event at fan-out.
 EVENT_COUNTERS = ("matched", "succeeded", "failed", "fanout_open", "filtered")
+#: The counts item's attribute holding the token of the last update made to it (``_update_counts``).
+LAST_WRITE = "last_write"
 #: Marks an event whose deliveries have time-ordered ids and are stored under their subscription
 #: (``storage.deliveries``): every event stored since; one stored before has digest ids, and keeps them.
 DELIVERIES_BY_SUBSCRIPTION = "deliveries_by_subscription"
@@ -278,19 +280,27 @@ class EventRepository:
         deltas: Mapping[str, int],
         flags: Mapping[str, Any] | None = None,
         unless_enqueued: bool = False,
+        token: str | None = None,
     ) -> bool:
         """One UpdateItem of the event's counts item: a small item beside the event, so that what changes
         as deliveries settle never rewrites the payload (a write costs by the size of the whole item).
         Created by its first update; one left over from an expired event of the same id is replaced. With
-        ``unless_enqueued``, written only if the event is not marked queued yet. True if written."""
+        ``unless_enqueued``, written only if the event is not marked queued yet. True if written.
+
+        Each update leaves its ``token`` on the item (``LAST_WRITE``; a new one unless given) and is made only
+        if the item does not hold it already: ``ADD`` is not idempotent, and botocore sends a call again when
+        its answer was lost. The call sent again is then refused, and the token tells it was its own write.
+        (Should another update come between the two sends, the token is no longer there and the second send
+        adds again: the counts can be over by one batch's worth; ``herald.repair`` recounts them.)"""
         now = self._table.now()
         if expires_at <= now:
             return False  # the event is gone: nothing left to count
         flags = dict(flags or {})
-        sets = ", ".join(["#exp = :exp", *(f"#{key} = :{key}" for key in flags)])
+        token = token or uuid.uuid4().hex
+        sets = ", ".join(["#exp = :exp", "#wrote = :wrote", *(f"#{key} = :{key}" for key in flags)])
         expression = f"SET {sets}" + (" ADD " + ", ".join(f"#{key} :{key}" for key in deltas) if deltas else "")
-        condition = "(attribute_not_exists(#exp) OR #exp > :now)"
-        names = {"#exp": "expires_at"} | {f"#{name}": name for name in [*flags, *deltas]}
+        condition = "(attribute_not_exists(#exp) OR #exp > :now) AND (attribute_not_exists(#wrote) OR #wrote <> :wrote)"
+        names = {"#exp": "expires_at", "#wrote": LAST_WRITE} | {f"#{name}": name for name in [*flags, *deltas]}
         if unless_enqueued:
             condition += " AND attribute_not_exists(#enqueued)"
             names["#enqueued"] = "enqueued"
@@ -303,14 +313,15 @@ class EventRepository:
                     UpdateExpression=expression,
                     ConditionExpression=condition,
                     ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values(exp=expires_at, now=now, **flags, **deltas),
+                    ExpressionAttributeValues=values(exp=expires_at, now=now, wrote=token, **flags, **deltas),
                 )
                 return True
             except ClientError:
-                if unless_enqueued:
-                    current = self._table.read(keys.event_counts(event_id))  # None when absent or expired
-                    if current is not None and current.get("enqueued"):
-                        return False  # marked queued already: counted by the write that marked it
+                current = self._table.read(keys.event_counts(event_id))  # None when absent or expired
+                if current is not None and current.get(LAST_WRITE) == token:
+                    return True  # this update's own, made by a first send whose answer was lost
+                if unless_enqueued and current is not None and current.get("enqueued"):
+                    return False  # marked queued already: counted by the write that marked it
                 if attempt:
                     logger.warning("event counters not updated", extra={"event_id": event_id, **deltas, **flags})
                     return False
@@ -335,7 +346,8 @@ class EventRepository:
         crash between the marker and the counters leaves the counters one page short; the deliveries themselves
         are all queued."""
         key = keys.fanout_page(event_id, marker)
-        item = {**key, "expires_at": expires_at, "token": uuid.uuid4().hex}
+        token = uuid.uuid4().hex  # the marker's, and the counts update's (``_update_counts``)
+        item = {**key, "expires_at": expires_at, "token": token}
         try:
             self._table.call(
                 "put_item",
@@ -353,10 +365,15 @@ class EventRepository:
         try:
             changes = {key: value for key, value in deltas.items() if value}
             if changes:
-                self._update_counts(event_id, expires_at=expires_at, deltas=changes)
+                self._update_counts(event_id, expires_at=expires_at, deltas=changes, token=token)
         except ServiceUnavailableError:
-            # Not counted (DynamoDB refused after retries): take the marker back, so that the page is counted
-            # when its message runs again, instead of never.
+            # No answer after retries. Counted if the counts item holds this page's token (the answer was lost);
+            # else not counted: take the marker back, so that the page is counted when its message runs again,
+            # instead of never.
+            with contextlib.suppress(ClientError, ServiceUnavailableError):
+                current = self._table.read(keys.event_counts(event_id))
+                if current is not None and current.get(LAST_WRITE) == token:
+                    return True
             with contextlib.suppress(ClientError, ServiceUnavailableError):
                 self._table.call("delete_item", Key=to_item(key))
             raise
