@@ -20,6 +20,7 @@ from tests.delivery_support import (
     attempts,
     deliveries,
     delivery_id_of,
+    delivery_key_of,
     event_counts,
     make_harness,
     only_delivery,
@@ -323,3 +324,28 @@ def test_a_delivery_whose_event_expired_cannot_be_retried(client, tenant, harnes
     assert len(receiver.received) == 1
     assert harness.counts() == (0, 0)
     assert only_delivery(client, tenant, sub.id) == delivery
+
+
+@pytest.mark.parametrize("settings_overrides", [{"attempt_ttl_days": 1, "event_ttl_days": 30, "retry_schedule": "0,5"}])
+def test_a_delivery_is_kept_as_long_as_its_event_even_when_attempts_are_kept_less(
+    client, tenant, harness, clock, receiver
+) -> None:
+    # GIVEN attempts kept for a day and events for 30, and a delivery made at once, another after a retry
+    store = harness.services.store
+    sub = subscribe(client, tenant, receiver.url)
+    at_once = publish(client, tenant.id)
+    harness.drain()
+    receiver.responses = [(500, {}, b"", 0.0)]
+    retried = publish(client, tenant.id)
+    harness.drain()
+    step(harness, clock, 10)
+    assert [d["status"] for d in deliveries(client, tenant, sub.id)] == ["succeeded", "succeeded"]
+    # THEN each delivery's item expires no earlier than its event: while the event can be redelivered, its
+    # delivery is found (never made anew over an item DynamoDB's TTL has not removed yet)
+    for event_id in (at_once, retried):
+        stored = store.events.get(event_id)
+        assert stored is not None
+        item = store.client.get_item(
+            TableName=store.table_name, Key=to_item(delivery_key_of(store, event_id, sub.id)), ConsistentRead=True
+        )["Item"]
+        assert int(item["expires_at"]["N"]) >= stored.expires_at

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         30,
         ge=1,
         le=365,
-        description="How long deliveries and their attempt log are kept.",
+        description="How long deliveries and their attempt log are kept (never less long than their event).",
     )
     max_event_data_bytes: int = Field(
         256 * 1024,

@@ -68,6 +68,12 @@ class _Job:
     def event(self) -> Event:
         return self.stored.event
 
+    def expiry(self, worker: Worker) -> int:
+        """When the delivery's item and its attempts written now expire: after the attempt log's retention, and
+        never before the event (``HERALD_ATTEMPT_TTL_DAYS`` may be shorter than the event is kept): while the
+        event is there, its delivery is found, so a redelivery or a late copy of a message never makes it anew."""
+        return max(worker.attempt_expiry(self.now), self.stored.expires_at or 0)
+
     @property
     def previous(self) -> Delivery | None:
         return self.state.delivery if self.state is not None else None
@@ -213,7 +219,7 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
             token=token,
             until=deadline + 5,
             now=worker.clock(),
-            expires_at=worker.attempt_expiry(job.now),
+            expires_at=job.expiry(worker),
             job_id=message.job_id,
             carried=state.carried if state is not None else None,
         )
@@ -326,7 +332,7 @@ async def _held_back(worker: Worker, job: _Job, sub: Subscription, token: str | 
                 worker.store.deliveries.list_new,
                 job.delivery,
                 scheduled_attempts=job.scheduled,
-                expires_at=worker.attempt_expiry(job.now),
+                expires_at=job.expiry(worker),
             )
 
     # Isolation: a slow subscription's delivery goes to the slow lane, an open breaker holds it (no attempt).
@@ -391,7 +397,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             settled,
             attempt,
             scheduled_attempts=scheduled,
-            expires_at=worker.attempt_expiry(job.now),
+            expires_at=job.expiry(worker),
             carried=job.carried,
         )
         streamed = False
@@ -428,7 +434,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         outcome,
         settled,
         job.previous,
-        expires_at=worker.attempt_expiry(job.now),
+        expires_at=job.expiry(worker),
         log=job.log,
         streamed=streamed,
     )
@@ -443,7 +449,7 @@ async def _record(
 ) -> bool:
     """Write the delivery's new state, and its attempt (``DeliveryRepository.record``). A first receive's writes
     are made with the batch's others (``inserts``)."""
-    expires_at = worker.attempt_expiry(job.now)
+    expires_at = job.expiry(worker)
     if token is None and job.message.job_id is None:
         return await inserts.record_new(
             worker, settled, attempt, scheduled_attempts=scheduled, expires_at=expires_at, carried=job.carried
