@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.api_support import assert_error, assert_error_shape
+from tests.api_support import assert_error, assert_error_shape, queue_messages
 from tests.support import ADMIN, INVOICE, TenantInfo
 
 MIB = 1024 * 1024
@@ -122,6 +122,72 @@ def test_json_that_is_not_an_object_is_422(client, world, body) -> None:
         with at(f"{method} {path}"):
             response = _send(client, world, role, method, path, body, "application/json")
             assert_4xx(response, 422, "validation_error")
+
+
+#: Bodies whose JSON is well formed but holds an unpaired surrogate escape (not Unicode), each on a route that
+#: stores, echoes or evaluates the string: (role, method, path, body with ``LONE`` where the escape goes).
+LONE = "\\ud800"
+SURROGATE_CASES = {
+    "tenant-metadata": ("admin", "POST", "/v1/tenants", '{"name": "Acme", "metadata": {"k": "LONE"}}'),
+    "tenant-metadata-key": ("admin", "POST", "/v1/tenants", '{"name": "Acme", "metadata": {"LONE": "v"}}'),
+    "subscription-event-type": (
+        "tenant",
+        "POST",
+        "/v1/subscriptions",
+        '{"url": "https://example.com/h", "event_types": ["LONE"]}',
+    ),
+    "subscription-filter": ("tenant", "PATCH", "/v1/subscriptions/{sub}", '{"filter": {"currency": "LONE"}}'),
+    "subscription-metadata": ("tenant", "PATCH", "/v1/subscriptions/{sub}", '{"metadata": {"k": "LONE"}}'),
+    "header-name": ("tenant", "PATCH", "/v1/subscriptions/{sub}", '{"headers": {"X-LONE": {"value": "v"}}}'),
+    "transform": ("tenant", "PATCH", "/v1/subscriptions/{sub}", '{"transform": "\'LONE\'"}'),
+    "transform-dry-run": ("tenant", "POST", "/v1/subscriptions/{sub}/transform/dry-run", '{"transform": "\'LONE\'"}'),
+    "event-data": ("admin", "POST", "/v1/events", '{"type": "invoice.paid", "broadcast": true, "data": {"x": "LONE"}}'),
+    "event-tenant": ("admin", "POST", "/v1/events", '{"type": "invoice.paid", "tenant_id": "LONE", "data": {}}'),
+    "low-half-alone": ("admin", "POST", "/v1/tenants", '{"name": "\\udc00"}'),
+    "pair-reversed": ("admin", "POST", "/v1/tenants", '{"name": "\\ude00\\ud83d"}'),
+}
+
+
+@pytest.mark.parametrize("case", SURROGATE_CASES.values(), ids=SURROGATE_CASES.keys())
+def test_a_string_that_is_not_unicode_is_400_before_any_handler(client, world, case) -> None:
+    # GIVEN well-formed JSON whose string holds an escape of half a UTF-16 pair, which no UTF-8 text can hold
+    role, method, path, body = case
+    # WHEN it is sent where the string would be stored, evaluated or echoed in an error
+    response = _send(client, world, role, method, path, body.replace("LONE", LONE).encode(), "application/json")
+    # THEN it is refused as a body that is not valid JSON text, and the answer itself is plain ASCII
+    error = assert_4xx(response, 400, "invalid_json")
+    assert "surrogate" in error["message"]
+    assert response.content.isascii()
+    assert len(client.get("/v1/tenants", headers=ADMIN).json()["data"]) == 1
+
+
+def test_a_batch_with_one_string_that_is_not_unicode_publishes_none_of_it(client, world, services, aws) -> None:
+    # GIVEN a batch of a valid event and one whose data holds an unpaired surrogate escape
+    valid = {"type": "invoice.paid", "broadcast": True, "id": "inv-1", "data": INVOICE}
+    broken = {**valid, "id": "inv-2", "data": {**INVOICE, "invoice_id": "LONE"}}
+    body = json.dumps({"events": [valid, broken]}).replace("LONE", LONE)
+    # WHEN the operator publishes it
+    response = client.post("/v1/events/batch", content=body, headers={**ADMIN, "content-type": "application/json"})
+    # THEN the whole call is refused, nothing was queued, and the valid event published alone is new
+    assert_4xx(response, 400, "invalid_json")
+    assert queue_messages(aws.client("sqs"), services.settings.queue_url) == []
+    again = client.post("/v1/events/batch", json={"events": [valid]}, headers=ADMIN)
+    assert again.status_code == 200, again.text
+    assert again.json()["data"][0]["status"] == 202
+    assert again.json()["data"][0]["replayed"] is False
+
+
+def test_a_surrogate_pair_is_one_character_and_is_kept(client, world) -> None:
+    # GIVEN a name written with the escapes of a surrogate pair (one emoji) and a backslash that only looks
+    # like an escape
+    body = b'{"name": "Acme \\ud83d\\ude80", "metadata": {"path": "C:\\\\udder"}}'
+    # WHEN a tenant is created with it
+    response = client.post("/v1/tenants", content=body, headers={**ADMIN, "content-type": "application/json"})
+    # THEN it is accepted and stored as that character
+    assert response.status_code == 201, response.text
+    stored = client.get(f"/v1/tenants/{response.json()['id']}", headers=ADMIN).json()
+    assert stored["name"] == "Acme \U0001f680"
+    assert stored["metadata"] == {"path": "C:\\udder"}
 
 
 CONTENT_TYPES = [

@@ -9,7 +9,7 @@ from fastapi_offline import FastAPIOffline
 
 from herald import __version__
 from herald.api.errors import install_error_handlers
-from herald.api.middleware import BodySizeLimit
+from herald.api.middleware import BodyGuard
 from herald.api.responses import document_responses
 from herald.api.routes import (
     admin,
@@ -102,7 +102,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         app.include_router(router)
     document_responses(app, routers)
     app.mount("/portal", LazyPortal(app), name="portal")
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes)
     return app
 
 

@@ -1,16 +1,41 @@
-"""ASGI middleware: a hard cap on request body size, checked before any parsing."""
+"""ASGI middleware: the request body, read once and checked before any handler parses it."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodySizeLimit:
-    """Answers 413 ``payload_too_large`` for a body over ``max_bytes`` (declared or streamed).
+#: A JSON escape of a UTF-16 surrogate (``\uD800`` to ``\uDFFF``): the only way into a body for one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def unpaired_surrogate(body: bytes) -> bool:
+    """Whether ``body`` is JSON holding a string with an unpaired surrogate escape (``"\\ud800"``).
+
+    JSON's grammar accepts one and Python decodes it, but the string is not Unicode: it cannot be encoded
+    as UTF-8, so storing it, queueing it or echoing it in an error fails far from the request. A pair
+    (``"\\ud83d\\ude00"``) decodes to one character and passes. Only bodies with such an escape are parsed
+    here; a body that is not JSON is left to the app, which answers for it.
+    """
+    if not _SURROGATE_ESCAPE.search(body):
+        return False
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
+class BodyGuard:
+    """Answers 413 ``payload_too_large`` for a body over ``max_bytes`` (declared or streamed), and 400
+    ``invalid_json`` for JSON that is not valid Unicode (:func:`unpaired_surrogate`).
 
     The body is read here, up to the limit, before the app sees it: an app that hit the limit while
     reading would turn the error into its own answer (FastAPI makes any failure to read the body a 400).
@@ -50,6 +75,15 @@ class BodySizeLimit:
             chunks.append(body)
             if not message.get("more_body", False):
                 first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                if unpaired_surrogate(first["body"]):
+                    await self._answer(
+                        send,
+                        400,
+                        "invalid_json",
+                        "the request body is not valid Unicode: a string holds an unpaired surrogate escape "
+                        "(\\ud800 to \\udfff)",
+                    )
+                    return
         replayed = False
 
         async def buffered_receive() -> Message:
@@ -63,13 +97,14 @@ class BodySizeLimit:
         await self.app(scope, buffered_receive, send)
 
     async def _reject(self, send: Send, size: int) -> None:
-        message = (
-            f"the request body is larger than {self.max_bytes} bytes"
-            if size >= 0
-            else "the Content-Length header is not a valid size"
-        )
-        status = 413 if size >= 0 else 400
-        code = "payload_too_large" if size >= 0 else "bad_request"
+        if size >= 0:
+            message = f"the request body is larger than {self.max_bytes} bytes"
+            await self._answer(send, 413, "payload_too_large", message)
+        else:
+            await self._answer(send, 400, "bad_request", "the Content-Length header is not a valid size")
+
+    @staticmethod
+    async def _answer(send: Send, status: int, code: str, message: str) -> None:
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         await send(
             {

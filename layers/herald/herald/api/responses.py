@@ -2,15 +2,15 @@
 
 Routes declare their success answer; the failures follow from the operation's shape, in one place:
 
-- every operation: 400 (a body that is not JSON, a malformed ``Content-Length``), 422 (parameters or body
-  that do not fit), 429 (API Gateway's throttling, in front of the app), 503 with ``Retry-After`` (AWS
-  did not answer: retry);
+- every operation: 400 (a body that is not JSON or not valid Unicode, a malformed ``Content-Length``), 413
+  (a body over the request size limit: the limit is checked before the operation is known to take one),
+  422 (parameters or body that do not fit), 429 (API Gateway's throttling, in front of the app), 503 with
+  ``Retry-After`` (AWS did not answer: retry);
 - authenticated (depends on the caller): 401 with ``WWW-Authenticate``;
 - for one role (operator only, or a tenant's routes): 403 for the other role;
 - with ids in the path, acting for a tenant (``?tenant_id=``), or naming one in its body (an event's
   ``tenant_id``): 404;
-- changing state (POST, PUT, PATCH, DELETE): 409 (a conflicting state or a limit of the current state);
-- with a body: 413 (over the request size limit).
+- changing state (POST, PUT, PATCH, DELETE): 409 (a conflicting state or a limit of the current state).
 
 Errors use the one error schema (``ErrorResponse``), except 429, which API Gateway answers itself.
 """
@@ -49,14 +49,16 @@ WWW_AUTHENTICATE = {
 }
 
 DESCRIPTIONS = {
-    400: "The request is malformed: a body that is not valid JSON, or an invalid `Content-Length`.",
+    400: "The request is malformed: a body that is not valid JSON (or holds an unpaired surrogate escape such as "
+    "`\\ud800`, which is not Unicode), or an invalid `Content-Length`.",
     401: "Missing or invalid credentials.",
     403: "The key is valid but not for this operation (the operator's key on a tenant route without "
     "`?tenant_id=`, or a tenant's key on an operator route).",
     404: "Not found: an id in the path, or the tenant named by `?tenant_id=` or in the body, does not exist for "
     "this caller.",
     409: "Conflicts with the current state (already exists, already running, or a limit of the current state).",
-    413: "The request body (or the event's data) is larger than the limit.",
+    413: "The request body is larger than the request size limit (`HERALD_MAX_REQUEST_BYTES`), or an event's data is "
+    "larger than its limit.",
     422: "The request does not fit (validation errors, or a limit).",
     429: "Throttled by API Gateway (the deployment's ApiThrottlingRateLimit / ApiThrottlingBurstLimit): "
     "retry with backoff.",
@@ -86,9 +88,8 @@ def _body_names_a_tenant(route: APIRoute) -> bool:
 def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
     """The failures ``route`` can answer, with their OpenAPI response objects."""
     calls = set(_dependency_calls(route.dependant))
-    has_body = route.body_field is not None
     has_path_ids = bool(route.dependant.path_params)
-    answers = {400, 422, 429, 503}
+    answers = {400, 413, 422, 429, 503}
     if get_principal in calls:
         answers.add(401)
     if calls & {require_operator, require_tenant}:
@@ -97,8 +98,6 @@ def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
         answers.add(404)
     if {method.lower() for method in route.methods or ()} & WRITE_METHODS:
         answers.add(409)
-    if has_body:
-        answers.add(413)
     documented: dict[int, dict[str, Any]] = {}
     for status in sorted(answers):
         schema = THROTTLED_SCHEMA if status == 429 else ERROR_SCHEMA
