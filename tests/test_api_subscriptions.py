@@ -569,3 +569,13 @@ def test_a_delivery_is_only_found_under_its_own_subscription(client, tenant, pol
 def test_delivery_listing_parameters_are_validated(client, tenant, query) -> None:
     sub = create(client, tenant)
     assert_error(client.get(f"/v1/subscriptions/{sub['id']}/deliveries?{query}", headers=tenant.headers), 422)
+
+
+@pytest.mark.parametrize("name", ["since", "until"])
+def test_a_listing_time_with_no_utc_value_is_422_at_its_query_parameter(client, tenant, name) -> None:
+    # GIVEN a time at the first moment of the calendar in a zone east of UTC (no UTC value exists)
+    sub = create(client, tenant)
+    query = f"{name}=0001-01-01T00:00:00%2B01:00"
+    # WHEN deliveries are listed with it, THEN 422 names the query parameter, not a body field
+    error = assert_error(client.get(f"/v1/subscriptions/{sub['id']}/deliveries?{query}", headers=tenant.headers), 422)
+    assert error["details"][0]["loc"] == ["query", name]

@@ -32,13 +32,14 @@ REDELIVERY = "rdl"
 WINDOW_LOCK_SECONDS = 24 * 3600
 
 
-def as_utc(moment: datetime, field: str) -> datetime:
+def as_utc(moment: datetime, field: str, where: str = "body") -> datetime:
+    """``moment`` in UTC; a time with no UTC value is invalid input at ``(where, field)``."""
     try:
         return moment.astimezone(UTC)
     except OverflowError as exc:  # a time at the very edge of the calendar, with no UTC value
         raise InvalidInputError(
             f"`{field}` is out of range",
-            details=[{"loc": ["body", field], "msg": "no UTC value", "type": "out_of_range"}],
+            details=[{"loc": [where, field], "msg": "no UTC value", "type": "out_of_range"}],
         ) from exc
 
 

@@ -35,8 +35,8 @@ async def list_deliveries(
     iterator: IteratorQuery = None,
 ) -> Page[DeliveryOut]:
     subscriptions.find(services, tenant_id, subscription_id)
-    since = as_utc(since, "since") if since is not None else None
-    until = as_utc(until, "until") if until is not None else None
+    since = as_utc(since, "since", "query") if since is not None else None
+    until = as_utc(until, "until", "query") if until is not None else None
     if since is not None and until is not None and since > until:
         raise InvalidInputError(
             "`since` is after `until`",
