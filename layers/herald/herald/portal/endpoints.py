@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 router = APIRouter(prefix="/endpoints", include_in_schema=False)
 
+#: Endpoints listed per page (a tenant may have up to ``HERALD_MAX_SUBSCRIPTIONS_PER_TENANT``).
+ENDPOINTS_PER_PAGE = 50
+#: The longest page cursor taken (as the API's ``iterator``).
+MAX_CURSOR_LENGTH = 2048
+
 
 def _guest(request: Request) -> Visitor:
     return visitor(request, request.app.state.api)
@@ -38,11 +43,14 @@ def _back(sub_id: str, note: str = "") -> Response:
 
 
 @router.get("")
-async def list_endpoints(request: Request) -> Response:
+async def list_endpoints(request: Request, after: str | None = None) -> Response:
+    """A page of the tenant's endpoints; ``after`` is the previous page's cursor (a link on the page)."""
     guest = _guest(request)
-    subs = guest.services.store.subscriptions.list(guest.tenant_id, limit=250, cursor=None).items
-    rows = list(zip(subs, deliveries.stats_of_many(guest.services, subs), strict=True))
-    return page(request, "endpoints.html", guest, rows=rows)
+    if after is not None and not 0 < len(after) <= MAX_CURSOR_LENGTH:
+        raise InvalidInputError("this page of endpoints does not exist: start from the first")
+    listed = guest.services.store.subscriptions.list(guest.tenant_id, limit=ENDPOINTS_PER_PAGE, cursor=after)
+    rows = list(zip(listed.items, deliveries.stats_of_many(guest.services, listed.items), strict=True))
+    return page(request, "endpoints.html", guest, rows=rows, after=after, next_after=listed.cursor)
 
 
 def _form_values(form: dict[str, str]) -> dict[str, Any]:
@@ -59,7 +67,7 @@ def _form_values(form: dict[str, str]) -> dict[str, Any]:
             metadata[key.strip()] = value.strip()
     values["metadata"] = metadata
     rate = form.get("rate_limit", "").strip()
-    values["rate_limit"] = int(rate) if rate.isdigit() else (rate or None)
+    values["rate_limit"] = int(rate) if rate.isascii() and rate.isdigit() else (rate or None)
     return values
 
 
@@ -246,7 +254,7 @@ async def rotate_secret(request: Request, sub_id: str) -> Response:
     form = await change_form(request, guest)
     sub = _find(guest, sub_id)
     grace = form.get("grace_hours", "").strip()
-    if grace and (not grace.isdigit() or int(grace) > 168):
+    if grace and (not (grace.isascii() and grace.isdigit()) or int(grace) > 168):
         raise InvalidInputError("the grace period is a whole number of hours from 0 to 168")
     subscriptions.rotate_signing_secret(guest.services, sub, int(grace) if grace else None)
     return _back(sub.id, "rotated")

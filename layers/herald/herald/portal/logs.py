@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
 from herald.domain import deliveries, jobs, subscriptions
-from herald.errors import NotFoundError
+from herald.errors import InvalidInputError, NotFoundError
 from herald.portal.render import moment, page
 from herald.portal.security import change_form, visitor
 from herald.schemas import RecoveryIn
@@ -59,9 +60,13 @@ async def recover(request: Request, sub_id: str) -> Response:
     form = await change_form(request, guest)
     sub = subscriptions.find(guest.services, guest.tenant_id, sub_id, what="endpoint")
     since = moment(form.get("since", ""), "since") or datetime.now(UTC) - timedelta(hours=1)
-    job = jobs.start_recovery(
-        guest.services, sub, RecoveryIn(since=since, until=moment(form.get("until", ""), "until"))
-    )
+    until = moment(form.get("until", ""), "until")
+    try:
+        window = RecoveryIn(since=since, until=until)
+    except ValidationError as exc:  # the API's own rules for a window (`until` after `since`), as a page
+        reasons = [error["msg"].removeprefix("Value error, ") for error in exc.errors()]
+        raise InvalidInputError("; ".join(reasons)) from exc
+    job = jobs.start_recovery(guest.services, sub, window)
     return RedirectResponse(f"/portal/endpoints/{sub_id}/recoveries/{job.id}", status_code=303)
 
 
