@@ -194,6 +194,17 @@ def _is_digest_listing_cursor(cursor: str | None) -> bool:
     return isinstance(raw, dict) and "gsi1pk" in raw
 
 
+def _unchanged_and_unleased(read: Delivery, now: float) -> dict[str, Any]:
+    """The condition of a write over the delivery item as ``read``: the same number of attempts and status (no
+    attempt, settlement or cancellation since), and no worker holds a lease on it at ``now`` (epoch seconds)."""
+    return {
+        "ConditionExpression": "attempts = :attempts AND #status = :status"
+        " AND (attribute_not_exists(lease_until) OR lease_until < :now)",
+        "ExpressionAttributeNames": {"#status": "status"},
+        "ExpressionAttributeValues": values(attempts=read.attempts, status=read.status.value, now=now),
+    }
+
+
 class DeliveryRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -256,12 +267,7 @@ class DeliveryRepository:
         else:
             # The status too: a duplicate message that read the delivery before it was settled or cancelled
             # (which leaves ``attempts`` as it was) must not reopen it.
-            put["ConditionExpression"] = (
-                "attempts = :attempts AND #status = :status"
-                " AND (attribute_not_exists(lease_until) OR lease_until < :now)"
-            )
-            put["ExpressionAttributeValues"] = values(attempts=previous.attempts, status=previous.status.value, now=now)
-            put["ExpressionAttributeNames"] = {"#status": "status"}
+            put.update(_unchanged_and_unleased(previous, now))
         try:
             if job_id is None:
                 try:
@@ -305,14 +311,7 @@ class DeliveryRepository:
             self._table.call(
                 "put_item",
                 Item=to_item({**kept, **_index(failed), **record(failed)}),
-                ConditionExpression=(
-                    "attempts = :attempts AND #status = :status"
-                    " AND (attribute_not_exists(lease_until) OR lease_until < :now)"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=values(
-                    attempts=state.delivery.attempts, status=DeliveryStatus.PENDING.value, now=now.timestamp()
-                ),
+                **_unchanged_and_unleased(state.delivery, now.timestamp()),
             )
         except ClientError:
             return None  # settled, attempted or leased meanwhile
