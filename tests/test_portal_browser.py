@@ -301,3 +301,40 @@ def test_a_tenant_manages_an_endpoint_in_the_portal(
     sub_id = sign_in_and_create(driver, served_app, tenant, receiver)
     secret = deliver_fail_and_retry(driver, served_app, sub_id, receiver, harness)
     rotate_switch_and_recover(driver, served_app, sub_id, secret, receiver, harness)
+
+
+def test_a_tenant_pages_through_its_endpoints(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a tenant with three endpoints, two to a page
+    monkeypatch.setattr("herald.portal.endpoints.ENDPOINTS_PER_PAGE", 2)
+    urls = set()
+    for n in range(3):
+        url = f"{receiver.url}/{n}"
+        created = httpx.post(
+            f"{served_app}/v1/subscriptions", json={"url": url, "event_types": ["*"]}, headers=tenant.headers
+        )
+        assert created.status_code == 201, created.text
+        urls.add(url)
+    minted = httpx.post(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
+    driver.get(minted.json()["url"])
+    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+
+    def listed() -> list[str]:
+        wait_for(driver, "h1")
+        return [cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "tbody td:first-child a")]
+
+    # WHEN it reads the first page, then follows "Next page"
+    first = listed()
+    accessible(driver)
+    click(driver, "a[rel='next']")
+    WebDriverWait(driver, WAIT).until(lambda b: "after=" in b.current_url)
+    second = listed()
+    accessible(driver)
+    # THEN each endpoint showed once, the last page has no next link, and "First page" leads back
+    assert len(first) == 2
+    assert sorted(first + second) == sorted(urls)
+    assert driver.find_elements(By.CSS_SELECTOR, "a[rel='next']") == []
+    click(driver, "nav a[href='/portal/endpoints']")
+    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+    assert listed() == first
