@@ -246,25 +246,56 @@ def test_attempts_under_way_when_an_endpoint_starts_hanging_are_handed_to_the_sl
     # WHEN the queues are worked
     batches = drain_by_lane(harness, receiver, lambda: silent.accepted)
     # THEN one work-queue invocation made all six requests, and did not wait out the hanging ones: each was cut
-    # short, unanswered after 1 s, and handed to the slow lane (three timeouts: the breaker opened, so the slow
-    # lane holds them instead of calling again)
-    assert [(b.lane, b.healthy_calls, b.hanging_calls) for b in batches] == [("work", 3, 3), ("slow", 0, 0)]
+    # short, unanswered after 1 s, and handed to the slow lane, which tried each again with the whole timeout
+    assert [(b.lane, b.healthy_calls, b.hanging_calls) for b in batches] == [("work", 3, 3), ("slow", 0, 3)]
     assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted(events)
     for got in receiver.received:
         verify(healthy.secret, got)
     for event_id in events:
-        (attempt,) = attempts(client, tenant, hanging.id, delivery_id_of(harness.services.store, event_id, hanging.id))
-        assert (attempt["error_kind"], attempt["succeeded"]) == ("timeout", False)
-        assert "handed to the slow lane" in attempt["error_message"]
+        cut, timed_out = attempts(
+            client, tenant, hanging.id, delivery_id_of(harness.services.store, event_id, hanging.id)
+        )
+        assert (cut["error_kind"], cut["succeeded"]) == ("timeout", False)
+        assert "handed to the slow lane" in cut["error_message"]
+        assert (timed_out["error_kind"], timed_out["succeeded"]) == ("timeout", False)
+        assert "handed to the slow lane" not in timed_out["error_message"]
         state = delivery_state_of(harness.services.store, event_id, hanging.id)
         assert state is not None
-        assert (state.delivery.status.value, state.scheduled_attempts) == ("pending", 0)
+        assert (state.delivery.status.value, state.scheduled_attempts) == ("pending", 1)
+    # AND the breaker counted the slow lane's three timeouts, not the hand-overs, and opened
     learned = stats(client, tenant, hanging.id)
     assert learned["lane"] == "slow"
-    assert learned["breaker"] == "open"
+    assert (learned["breaker"], learned["consecutive_timeouts"]) == ("open", 3)
     # AND none is lost: each waits on a queue or in the schedule
     waiting = sum(harness.counts(url)[1] for url in harness.queue_urls) + harness.scheduled()
     assert waiting == 3
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 1.0, "breaker_timeouts": 2}],
+)
+def test_a_burst_to_a_slow_but_answering_endpoint_does_not_open_its_breaker(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber that answers 200 after 3 s (slow, within the 5 s timeout), a breaker that opens after two
+    # timeouts, and three events published at once: all three attempts start on the work queue
+    receiver.default = (200, {}, b"ok", 3.0)
+    sub = subscribe(client, tenant, receiver.url)
+    events = [publish(client, tenant.id) for _ in range(3)]
+    holds_before = len(harness.holds)
+    # WHEN the queues are worked
+    batches = drain_by_lane(harness, receiver, lambda: 0)
+    # THEN the three were cut short and handed to the slow lane, which delivered each at once: the hand-overs
+    # are no timeouts of the endpoint, so the breaker stayed closed and nothing was held
+    assert [(b.lane, b.received) for b in batches] == [("work", 3), ("slow", 3)]
+    assert harness.holds[holds_before:] == [0, 0, 0]  # the three copies handed to the slow lane, at once
+    learned = stats(client, tenant, sub.id)
+    assert (learned["lane"], learned["breaker"], learned["consecutive_timeouts"]) == ("slow", "closed", 0)
+    assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 2)}
+    assert sorted({r.headers["webhook-id"] for r in receiver.received}) == sorted(events)
+    for got in receiver.received:
+        verify(sub.secret, got)
 
 
 @pytest.mark.parametrize(

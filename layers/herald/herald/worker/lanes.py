@@ -11,9 +11,11 @@ both learned from the subscription's own attempts and kept on its item (``Isolat
   from the work queue is forwarded there before any attempt (no attempt, no step of its retry schedule), so
   the work queue's invocations only ever wait for endpoints that answer. A scheduled attempt made from the
   work queue before its subscription was known to be slow is cut short at ``slow_lane_after_seconds`` and
-  handed over: it is logged as a timeout that does not move the retry schedule, and the delivery is tried
-  again at once from the slow lane, with the whole timeout. So an endpoint that starts hanging holds a work
-  queue invocation for ``slow_lane_after_seconds`` at most, however many of its deliveries were under way.
+  handed over: it is logged as a timeout that neither moves the retry schedule nor counts towards the breaker
+  (the endpoint was not given its whole timeout: a slow endpoint that answers is no reason to hold its
+  deliveries), and the delivery is tried again at once from the slow lane, with the whole timeout. So an
+  endpoint that starts hanging holds a work queue invocation for ``slow_lane_after_seconds`` at most, however
+  many of its deliveries were under way.
 - **The circuit breaker.** After ``breaker_timeouts`` timeouts in a row the breaker opens for
   ``breaker_open_seconds``, doubled each time it opens again without an answer in between (at most
   ``breaker_max_open_seconds``). Deliveries arriving meanwhile are held (``schedule.hold``) until it closes,
@@ -160,8 +162,11 @@ async def watch(
 
 async def learn(worker: Worker, sub: Subscription, outcome: Outcome, log: dict[str, Any]) -> None:
     """After a recorded attempt: a timeout counts towards the breaker (and puts the subscription on the slow
-    lane); any other outcome closes the breaker and ends the timeout streak. Writes only when something
-    changes; a failure here is logged, never turned into a repeated attempt."""
+    lane); any other outcome closes the breaker and ends the timeout streak. An attempt cut short and handed
+    to the slow lane says neither: the slow lane's attempt, with the whole timeout, will. Writes only when
+    something changes; a failure here is logged, never turned into a repeated attempt."""
+    if outcome.handed_over:
+        return  # its subscription is on the slow lane already (``watch`` put it there)
     settings, store, now = worker.settings, worker.store, worker.clock()
     learned = sub.isolation
     try:
