@@ -7,6 +7,7 @@ no cap, so these tests count what is in flight instead of hitting it.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -205,3 +206,37 @@ def _bodies(sqs: Any, queue_url: str) -> list[str]:
     for handle in handles:
         sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
     return bodies
+
+
+class TickingClock(Clock):
+    """A clock that moves a little with every read, as a real one does between two reads (7 ms here)."""
+
+    def __call__(self) -> float:
+        self.now += 0.007
+        return self.now
+
+
+@pytest.mark.parametrize("clock", [TickingClock(time.time())])
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600,3600,3600"}])
+def test_two_copies_of_a_waiting_retry_become_one_at_its_next_long_wait(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a delivery to a failing subscriber waiting an hour in the schedule, and a second copy of its work (a
+    # sweep that died between its send and its delete leaves one), on a clock that moves between reads
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    (item,) = _scheduled_items(harness)
+    harness.services.store.schedule.put(item["body"], name="a-copy", due=float(item["due"]) + 5, now=clock())
+    # WHEN both come due: one makes the second attempt, the other finds it made (or its lease) and waits again
+    step(harness, clock, 3600 * 1.3)
+    step(harness, clock, 120)
+    # THEN both wait for the same moment, the delivery's next attempt, as one scheduled item
+    assert only_delivery(client, tenant, sub.id)["attempts"] == 2
+    assert len(_scheduled_items(harness)) == 1
+    # AND each later step sends once
+    step(harness, clock, 3600 * 1.3)
+    step(harness, clock, 120)
+    assert _attempts_per_event(receiver) == Counter({event_id: 3})
+    assert len(_scheduled_items(harness)) == 1

@@ -227,7 +227,7 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
             return job, token
     # Another message got there between our read and our claim: look again shortly.
     logger.info("delivery claimed by another message meanwhile", extra=log)
-    await hold(worker, message, record, SHORT_RETRY_SECONDS)
+    await hold(worker, message, record, worker.clock() + SHORT_RETRY_SECONDS)
     return None
 
 
@@ -264,8 +264,9 @@ async def _state_from(worker: Worker, source: _Source, message: DeliveryMessage)
 
 
 def _not_due(worker: Worker, state: DeliveryState | None, single_shot: bool, deadline: float) -> float | None:
-    """None if an attempt can be made now; otherwise how long to hold the message (seconds), or 0 when the
-    delivery is settled and the message's work is done."""
+    """None if an attempt can be made now; otherwise when to look again (epoch seconds: what the delivery's
+    state says, so that copies of its message agree), or 0 when the delivery is settled and the message's
+    work is done."""
     now = worker.clock()
     if state is not None:
         if not single_shot and state.delivery.status is not DeliveryStatus.PENDING:
@@ -273,12 +274,12 @@ def _not_due(worker: Worker, state: DeliveryState | None, single_shot: bool, dea
         if state.lease_until > now:
             # A worker is at it, or died at it: look again when its lease is over. Never let go here,
             # as this may be the very message whose worker died.
-            return state.lease_until - now + 1
+            return state.lease_until + 1
         due = state.delivery.next_attempt_at.timestamp() if state.delivery.next_attempt_at else 0
         if not single_shot and due > now + 1:
-            return due - now
+            return due
     if deadline - now < worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS:
-        return SHORT_RETRY_SECONDS  # not enough time left to send safely
+        return now + SHORT_RETRY_SECONDS  # not enough time left to send safely
     return None
 
 
@@ -292,11 +293,11 @@ async def _due(  # noqa: PLR0917 - the message's context, passed along as the ca
 ) -> bool:
     """Whether an attempt can be made now. If not, the message is held (``hold`` raises, or hands over
     to a fresh copy) or, for a settled delivery, done; either way this returns False."""
-    wait = _not_due(worker, state, single_shot, deadline)
-    if wait is None:
+    until = _not_due(worker, state, single_shot, deadline)
+    if until is None:
         return True
-    if wait > 0:
-        await hold(worker, message, record, wait)
+    if until > 0:
+        await hold(worker, message, record, until)
     return False
 
 
@@ -347,7 +348,7 @@ async def _held_back(worker: Worker, job: _Job, sub: Subscription, token: str | 
             await release()
             worker.metrics.add(Metric.POSTPONED)
             logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
-            await hold(worker, job.message, job.record, postpone)
+            await hold(worker, job.message, job.record, worker.clock() + postpone)
             return True
     return False
 
@@ -413,7 +414,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         # deadline). The message comes back and the next claim carries the delivery on, making this
         # attempt again under the same number (its record then replaces this one's).
         logger.warning("lease lost while attempting; the delivery's state is not updated", extra=job.log)
-        await hold(worker, job.message, job.record, SHORT_RETRY_SECONDS)
+        await hold(worker, job.message, job.record, worker.clock() + SHORT_RETRY_SECONDS)
         return
     _count_event(worker, job, settled)
     await lanes.learn(worker, sub, outcome, job.log)
@@ -439,9 +440,9 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         streamed=streamed,
     )
     if outcome.handed_over:
-        await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, 0)
+        await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
     elif status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
-        await hold(worker, job.message, job.record, next_at.timestamp() - worker.clock())
+        await hold(worker, job.message, job.record, next_at.timestamp())
 
 
 async def _record(

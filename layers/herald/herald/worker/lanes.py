@@ -86,7 +86,7 @@ async def diverted(
         await release()
         worker.metrics.add(Metric.TO_SLOW_LANE)
         logger.info("delivery forwarded to the slow lane", extra=log)
-        await hold(worker, message.model_copy(update={"lane": "slow"}), record, 0)
+        await hold(worker, message.model_copy(update={"lane": "slow"}), record, now)
         return True
     if single_shot or message.trigger is not Trigger.SCHEDULED or learned.breaker_until <= 0:
         return False  # asked for (a manual retry, a recovery, a redelivery, a test): it probes the endpoint
@@ -104,7 +104,7 @@ async def diverted(
     worker.metrics.add(Metric.BREAKER_HELD)
     wait += worker.rng.uniform(0, max(1.0, wait * HOLD_SPREAD))
     logger.info("delivery held by the circuit breaker", extra={**log, "held_seconds": round(wait, 1)})
-    await hold(worker, message, record, wait)
+    await hold(worker, message, record, now + wait)
     return True
 
 

@@ -6,7 +6,8 @@ scheduled: with ``DelaySeconds`` for a wait up to SQS's 15 minutes (a delayed me
 and in DynamoDB (``storage.schedule``) for a longer one, which the sweeper (``herald.worker.sweeper``)
 queues shortly before it is due. The copy is marked ``resumed``: its delivery exists, and is read before
 it is claimed. If the invocation dies after scheduling the copy and before SQS deletes the original, both
-come back; the delivery's lease and attempt count make the second a no-op.
+come back; the delivery's lease and attempt count keep the second from sending, and a copy that finds the
+delivery waiting again is held for the same moment as the first, where a long wait merges the two.
 """
 
 from __future__ import annotations
@@ -66,17 +67,21 @@ def next_step(
     return outcome.finished + timedelta(seconds=delay), DeliveryStatus.PENDING
 
 
-async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, seconds: float) -> None:
-    """Bring this message's work back in ``seconds`` (rounded up: never before it is due), out of the
-    queue's in-flight set: a copy delayed by SQS for up to 15 minutes, scheduled in DynamoDB beyond. This
-    message is then done (SQS deletes it); callers return right after. ``record`` is the message as
-    received (its receive count and age are in the logs of the caller)."""
+async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, until: float) -> None:
+    """Bring this message's work back at ``until`` (epoch seconds; never before it, rounded up to the second),
+    out of the queue's in-flight set: a copy delayed by SQS for up to 15 minutes, scheduled in DynamoDB beyond.
+    This message is then done (SQS deletes it); callers return right after. ``record`` is the message as
+    received (its receive count and age are in the logs of the caller).
+
+    The time is absolute so that copies of one message agree on it: two copies held for the same moment (the
+    delivery's next attempt, its lease's end) are one scheduled item (``ScheduleRepository.put`` keys the item
+    on its work and due time), not two that would each follow the delivery to its end."""
     del record  # the copy replaces it whatever its history: receive counts and retention start afresh
-    wait = max(0, math.ceil(seconds))
+    now = worker.clock()
+    wait = max(0, math.ceil(until - now))
     copy = message.model_copy(update={"resumed": True})
     if wait <= MAX_DELAY_SECONDS:
         await worker.io(worker.queue.send, copy, delay_seconds=wait)
         return
     name = f"{message.event_id}|{message.subscription_id}|{message.job_id or ''}"
-    now = worker.clock()
-    await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=now + wait, now=now)
+    await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=until, now=now)
