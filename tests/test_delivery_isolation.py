@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from herald.storage.health import LATENCY_SAMPLES, AttemptTally
+from tests.api_support import queue_messages
 from tests.delivery_support import (
     Harness,
     RawServer,
@@ -420,3 +421,30 @@ def test_a_test_event_goes_through_an_open_breaker_and_its_answer_closes_it(
     # THEN it was delivered at once, as a probe, and its answer closed the breaker
     assert [r.headers["webhook-id"] for r in receiver.received] == [sent.json()["event_id"]]
     assert stats(client, tenant, sub.id)["breaker"] == "closed"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
+def test_a_retry_leaves_the_slow_lane_once_its_subscription_is_no_longer_slow(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscription on the slow lane for 10 more seconds, a subscriber that fails once, and an event to it,
+    # which the work queue forwards to the slow lane
+    receiver.responses = [(500, {}, b"down", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    assert harness.services.store.isolation.mark_slow(tenant.id, sub.id, until=clock() + 10)
+    event_id = publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    settings = harness.services.settings
+    assert [m["lane"] for m in queue_messages(harness.sqs, settings.slow_queue_url)] == ["slow"]
+    # WHEN the slow lane makes its attempt 20 s later (the subscription no longer slow), and it fails
+    clock.advance(20)
+    (slow_lane,) = harness.others
+    assert slow_lane.poll_once().received == 1
+    # THEN its retry waits on the work queue, not on the slow lane's few invocations, and is made from there
+    copies = [call for call in harness.queue_calls.of("SendMessage") if '"resumed":true' in call.params["MessageBody"]]
+    retry = copies[-1]
+    assert retry.params["QueueUrl"] == settings.queue_url
+    assert '"lane"' not in retry.params["MessageBody"]
+    step(harness, clock, 75)
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id, event_id]
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"

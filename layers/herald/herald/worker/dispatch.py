@@ -348,7 +348,7 @@ async def _held_back(worker: Worker, job: _Job, sub: Subscription, token: str | 
             await release()
             worker.metrics.add(Metric.POSTPONED)
             logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
-            await hold(worker, job.message, job.record, worker.clock() + postpone)
+            await hold(worker, lanes.for_later(worker, job.message, sub), job.record, worker.clock() + postpone)
             return True
     return False
 
@@ -442,7 +442,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
     if outcome.handed_over:
         await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
     elif status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
-        await hold(worker, job.message, job.record, next_at.timestamp())
+        await hold(worker, lanes.for_later(worker, job.message, sub), job.record, next_at.timestamp())
 
 
 async def _record(

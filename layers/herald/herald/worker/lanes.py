@@ -104,8 +104,17 @@ async def diverted(
     worker.metrics.add(Metric.BREAKER_HELD)
     wait += worker.rng.uniform(0, max(1.0, wait * HOLD_SPREAD))
     logger.info("delivery held by the circuit breaker", extra={**log, "held_seconds": round(wait, 1)})
-    await hold(worker, message, record, now + wait)
+    await hold(worker, for_later(worker, message, sub), record, now + wait)
     return True
+
+
+def for_later(worker: Worker, message: DeliveryMessage, sub: Subscription) -> DeliveryMessage:
+    """The message to hold for a later attempt: it keeps the slow lane only while its subscription is on it (as
+    read for this attempt). A delivery forwarded once must not stay on the slow lane's few invocations for the
+    rest of its retries; should the subscription be slow again then, ``diverted`` forwards it again."""
+    if message.lane == "slow" and sub.isolation.slow_until <= worker.clock():
+        return message.model_copy(update={"lane": None})
+    return message
 
 
 async def watch(
