@@ -7,6 +7,7 @@ no cap, so these tests count what is in flight instead of hitting it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import Any
@@ -239,4 +240,70 @@ def test_two_copies_of_a_waiting_retry_become_one_at_its_next_long_wait(
     step(harness, clock, 3600 * 1.3)
     step(harness, clock, 120)
     assert _attempts_per_event(receiver) == Counter({event_id: 3})
+    assert len(_scheduled_items(harness)) == 1
+
+
+def test_a_sweep_delays_each_message_from_when_it_sends_it(harness: Harness, clock: Clock) -> None:
+    # GIVEN 30 deliveries' work scheduled for the same moment (more than 15 minutes ahead, as ``hold`` schedules
+    # it), now 30 s away, and a sweep whose pages take 20 s each
+    store = harness.services.store
+    due = clock() + 1000
+    for n in range(30):
+        body = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id=f"sub_{n}", delivery_id=f"dlv_{n}")
+        store.schedule.put(dump_message(body), name=f"w{n}", due=due, now=clock())
+    clock.advance(970)
+    remove = store.schedule.remove
+
+    def slow_remove(sent: Any) -> None:
+        remove(sent)
+        clock.advance(20)
+
+    harness.queue_calls.clear()
+    # WHEN the sweep runs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store.schedule, "remove", slow_remove)
+        harness.worker.sweep()
+    # THEN each page's messages are delayed until the work is due, counted from when that page was sent: the
+    # third page, sent 40 s in, is due at once, not 30 s late
+    delays = [
+        [entry["DelaySeconds"] for entry in call.params["Entries"]]
+        for call in harness.queue_calls.of("SendMessageBatch")
+    ]
+    assert delays == [[30] * 10, [10] * 10, [0] * 10]
+    assert harness.scheduled() == 0
+
+
+def test_a_sweep_far_behind_reads_back_no_further_than_work_is_kept_and_keeps_its_progress(
+    harness: Harness, clock: Clock
+) -> None:
+    # GIVEN a schedule whose sweeps stopped 30 days ago (its cursor is that old), work due 20 days ago (expired,
+    # TTL not yet run), work due 13 days ago, and a sweep with time for one hour of the schedule at most
+    store = harness.services.store
+    old = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id="sub_o", delivery_id="dlv_o")
+    kept = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id="sub_k", delivery_id="dlv_k")
+    store.schedule.put(dump_message(old), name="old", due=clock() - 20 * 86_400, now=clock())
+    store.schedule.put(dump_message(kept), name="kept", due=clock() - 13 * 86_400, now=clock())
+    previous = store.schedule.cursor()
+    assert previous is not None
+    assert store.schedule.advance(previous, clock() - 30 * 86_400)
+
+    def short_of_time(deadline: float | None) -> bool:
+        return True  # asked once an hour of the schedule is drained: no time for another
+
+    # WHEN a sweep short of time runs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("herald.worker.sweeper._short_of_time", short_of_time)
+        result = harness.worker.sweep()
+    # THEN it started 14 days back (what is older expired), drained that hour, moved the cursor past it, stopped
+    cursor = store.schedule.cursor()
+    assert cursor is not None
+    assert result["complete"] is False
+    assert cursor == (math.floor((clock() - 14 * 86_400) / 3600) + 1) * 3600
+    # WHEN the next sweep has time
+    assert harness.worker.sweep()["complete"] is True
+    harness.reveal()
+    # THEN the kept work was queued, the expired one was not read
+    assert [body["delivery_id"] for body in queue_messages(harness.sqs, harness.services.settings.queue_url)] == [
+        "dlv_k"
+    ]
     assert len(_scheduled_items(harness)) == 1

@@ -25,7 +25,7 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     sub stats     STATS#<sub>         #STATS            counters and failure streak of a subscription
     rate slot     RATE#<sub>          #RATE             ``tat``: when the subscription's next delivery may start
     scheduled     DUE#<hour>#<shard>  <due ms>#<name>   a work message due later than SQS can delay one (15 min)
-    sweep cursor  SWEEP               #CURSOR           ``until_ms``: scheduled work due before it is queued
+    sweep cursor  SWEEP               #CURSOR           ``until`` (epoch s): the scheduled work due before it is queued
     portal grant  PORTAL#<sha256>     #PORTAL           gsi1: TENANT#<tnt>#PORTAL / <kind>#<sha256>; a portal link's
                                                         token (single use) or a portal session, by its SHA-256
 

@@ -59,6 +59,8 @@ class ScheduleRepository:
     def falling_due(self, since: float, until: float) -> Iterator[Scheduled]:
         """Every scheduled message due in [since, until), hour by hour and shard by shard."""
         low, high = int(since * 1000), int(until * 1000)
+        if high <= low:
+            return  # an empty window (DynamoDB refuses a BETWEEN whose ends are reversed)
         for hour in range(low // 3_600_000, (high - 1) // 3_600_000 + 1):
             for shard in range(SHARDS):
                 yield from self._page_all(keys.due_partition(hour, shard), low, high)

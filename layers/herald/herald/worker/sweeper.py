@@ -1,13 +1,13 @@
 """The sweeper: once a minute (an EventBridge schedule invoking the DeliveryFunction with
-``{"herald": "sweep"}``), it queues the scheduled work falling due in the next minute, each message with
+``{"herald": "sweep"}``), it queues the scheduled work falling due in the next two minutes, each message with
 the ``DelaySeconds`` left until it is due, and deletes it from the schedule.
 
-A sweep reads from its cursor (until when everything due was queued) to a minute ahead, so a retry is
-queued at most a minute early and SQS delays it to the second. A sweep that dies midway leaves the cursor
-where it was: the next one reads the same window again and queues what is still there (the items it had
-queued were deleted after each batch; a batch queued but not deleted is queued twice, which the delivery's
-lease makes harmless). Two overlapping sweeps do the same at worst. A sweep that runs short of time stops
-and leaves the rest to the next one.
+A sweep reads from its cursor (until when everything due was queued) to two minutes ahead, so a retry is
+queued at most two minutes early and SQS delays it to the second, even when a sweep starts late. A sweep
+that dies midway leaves the cursor at the last hour of the schedule it drained: the next one reads the rest
+again and queues what is still there (the items it had queued were deleted after each batch; a batch queued
+but not deleted is queued twice, which the delivery's lease makes harmless). Two overlapping sweeps do the
+same at worst. A sweep that runs short of time stops and leaves the rest to the next one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 
 from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS
+from herald.storage.schedule import KEEP_SECONDS
 
 if TYPE_CHECKING:
     from herald.storage.schedule import Scheduled
@@ -27,13 +28,15 @@ if TYPE_CHECKING:
 
 logger = Logger(service="herald", child=True)
 
-#: How far ahead a sweep queues scheduled work (SQS delays each message the rest of the way). At least the
-#: sweep interval, so nothing is queued late; less than 15 minutes, SQS's longest delay.
-LOOKAHEAD_SECONDS = 60
+#: How far ahead a sweep queues scheduled work (SQS delays each message the rest of the way): twice the sweep
+#: interval, so a sweep that starts late still queues what falls due before the next one; far less than 15
+#: minutes, SQS's longest delay, and than the shortest wait ``hold`` schedules (over 15 minutes ahead).
+LOOKAHEAD_SECONDS = 120
 #: Where the first sweep of a deployment starts reading, back from now.
 FIRST_LOOKBACK_SECONDS = 3600
 #: A sweep stops when its invocation has less time left than this.
 MIN_SECONDS_LEFT = 10.0
+HOUR = 3600
 
 
 @dataclass(frozen=True)
@@ -43,33 +46,54 @@ class SweepResult:
 
 
 def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
-    """Queue the scheduled work due before a minute from now (``deadline``: stop by then, in monotonic time)."""
+    """Queue the scheduled work due before ``LOOKAHEAD_SECONDS`` from now (``deadline``: stop by then, in
+    monotonic time). The window is read an hour of the schedule at a time, the cursor moved past each hour
+    once it is drained: a sweep cut short keeps what it did, and one far behind (the schedule stopped for
+    days) catches up over several sweeps instead of reading the same empty hours again each time. Nothing
+    older than ``KEEP_SECONDS`` is read: it expired."""
     schedule = worker.store.schedule
     now = worker.clock()
-    previous = schedule.cursor()
-    since = previous if previous is not None else now - FIRST_LOOKBACK_SECONDS
+    cursor = schedule.cursor()
+    since = max(cursor if cursor is not None else now - FIRST_LOOKBACK_SECONDS, now - KEEP_SECONDS)
     until = max(since, now + LOOKAHEAD_SECONDS)
-    page: list[Scheduled] = []
     queued = 0
-    for item in schedule.falling_due(since, until):
-        page.append(item)
-        if len(page) == BATCH_SIZE:
-            queued += _queue(worker, page, now)
-            page = []
-            if deadline is not None and deadline - time.monotonic() < MIN_SECONDS_LEFT:
-                logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
-                return SweepResult(queued, complete=False)
-    queued += _queue(worker, page, now)
-    if not schedule.advance(previous, until):
-        logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
+    start = since
+    while True:
+        end = min(until, (math.floor(start / HOUR) + 1) * HOUR)
+        page: list[Scheduled] = []
+        for item in schedule.falling_due(start, end):
+            page.append(item)
+            if len(page) == BATCH_SIZE:
+                queued += _queue(worker, page)
+                page = []
+                if _short_of_time(deadline):
+                    logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
+                    return SweepResult(queued, complete=False)
+        queued += _queue(worker, page)
+        if not schedule.advance(cursor, end):
+            logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
+            return SweepResult(queued, complete=True)
+        cursor, start = end, end
+        if end >= until:
+            break
+        if _short_of_time(deadline):
+            logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
+            return SweepResult(queued, complete=False)
     if queued:
         logger.info("scheduled work queued", extra={"queued": queued})
     return SweepResult(queued, complete=True)
 
 
-def _queue(worker: Worker, page: list[Scheduled], now: float) -> int:
+def _short_of_time(deadline: float | None) -> bool:
+    return deadline is not None and deadline - time.monotonic() < MIN_SECONDS_LEFT
+
+
+def _queue(worker: Worker, page: list[Scheduled]) -> int:
+    """Send a page of scheduled work, each message delayed until it is due (from now, as it is sent: a sweep
+    may run for most of a minute), then delete it from the schedule."""
     if not page:
         return 0
+    now = worker.clock()
     entries = [(item.body, min(MAX_DELAY_SECONDS, max(0, math.ceil(item.due - now)))) for item in page]
     worker.queue.send_bodies(entries)
     worker.store.schedule.remove(page)
