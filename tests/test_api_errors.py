@@ -161,11 +161,38 @@ def test_a_string_that_is_not_unicode_is_400_before_any_handler(client, world, c
     assert len(client.get("/v1/tenants", headers=ADMIN).json()["data"]) == 1
 
 
-def test_a_batch_with_one_string_that_is_not_unicode_publishes_none_of_it(client, world, services, aws) -> None:
-    # GIVEN a batch of a valid event and one whose data holds an unpaired surrogate escape
+#: The same unpaired surrogate reaching the JSON parser other ways: as raw bytes (not valid UTF-8, which the
+#: parser decodes with ``surrogatepass``), or escaped in a body encoded as UTF-16 or UTF-32 (the parser detects
+#: the encoding).
+ENCODED_SURROGATES = {
+    "raw-utf8-bytes": b'{"name": "Acme", "metadata": {"k": "RAW"}}'.replace(b"RAW", b"\xed\xa0\x80"),
+    "escape-in-utf16-le": f'{{"name": "Acme", "metadata": {{"k": "{LONE}"}}}}'.encode("utf-16-le"),
+    "escape-in-utf16-with-bom": f'{{"name": "Acme", "metadata": {{"k": "{LONE}"}}}}'.encode("utf-16"),
+    "escape-in-utf32": f'{{"name": "Acme", "metadata": {{"k": "{LONE}"}}}}'.encode("utf-32"),
+    "half-pair-in-utf16": '{"name": "Acme", "metadata": {"k": "X"}}'.encode("utf-16-le").replace(
+        "X".encode("utf-16-le"), b"\x00\xd8"
+    ),
+}
+
+
+@pytest.mark.parametrize("body", ENCODED_SURROGATES.values(), ids=ENCODED_SURROGATES.keys())
+def test_a_surrogate_as_bytes_or_in_another_encoding_is_400_too(client, world, body) -> None:
+    response = client.post("/v1/tenants", content=body, headers={**ADMIN, "content-type": "application/json"})
+    assert_4xx(response, 400, "invalid_json")
+    assert len(client.get("/v1/tenants", headers=ADMIN).json()["data"]) == 1
+
+
+@pytest.mark.parametrize("encoding", ["escape", "raw-bytes"])
+def test_a_batch_with_one_string_that_is_not_unicode_publishes_none_of_it(
+    client, world, services, aws, encoding
+) -> None:
+    # GIVEN a batch of a valid event and one whose data holds an unpaired surrogate (escaped, or as raw bytes)
     valid = {"type": "invoice.paid", "broadcast": True, "id": "inv-1", "data": INVOICE}
     broken = {**valid, "id": "inv-2", "data": {**INVOICE, "invoice_id": "LONE"}}
-    body = json.dumps({"events": [valid, broken]}).replace("LONE", LONE)
+    text = json.dumps({"events": [valid, broken]})
+    body = (
+        text.replace("LONE", LONE).encode() if encoding == "escape" else text.encode().replace(b"LONE", b"\xed\xa0\x80")
+    )
     # WHEN the operator publishes it
     response = client.post("/v1/events/batch", content=body, headers={**ADMIN, "content-type": "application/json"})
     # THEN the whole call is refused, nothing was queued, and the valid event published alone is new

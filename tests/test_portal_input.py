@@ -3,6 +3,7 @@ domain refuses is a page saying why (never a 500), and every endpoint of a tenan
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -12,13 +13,16 @@ from tests.portal_support import Browser, sign_in
 from tests.support import Receiver, TenantInfo
 
 
-@pytest.mark.parametrize("number", ["²", "①"])
-def test_a_number_in_another_script_is_refused_in_the_form(browser: Browser, tenant: TenantInfo, number) -> None:
+@pytest.mark.parametrize("number", ["²", "①", "9" * 5000])
+def test_a_rate_limit_that_is_not_a_plain_whole_number_is_refused_in_the_form(
+    browser: Browser, tenant: TenantInfo, number
+) -> None:
     # GIVEN a signed-in tenant
     me = browser()
     csrf = sign_in(me, tenant.id)
     form = {"csrf_token": csrf, "url": "http://127.0.0.1:9/hook", "event_types": "invoice.paid"}
-    # WHEN an endpoint is created with a rate limit written in digits Python's str.isdigit() accepts
+    # WHEN an endpoint is created with a rate limit in digits str.isdigit() accepts and int() does not, or in
+    # more digits than int() reads
     response = me.post("/portal/endpoints", data={**form, "rate_limit": number})
     # THEN the form comes back with the reason, and nothing was created
     assert response.status_code == 422, response.text[:300]
@@ -27,8 +31,8 @@ def test_a_number_in_another_script_is_refused_in_the_form(browser: Browser, ten
     assert me.get("/portal/endpoints").text.count("127.0.0.1:9/hook") == 0
 
 
-@pytest.mark.parametrize("hours", ["²", "①"])
-def test_a_grace_period_in_another_script_is_refused(
+@pytest.mark.parametrize("hours", ["²", "①", "9" * 5000, "0" * 5000 + "1"])
+def test_a_grace_period_that_is_not_a_plain_whole_number_is_refused(
     browser: Browser, client, tenant: TenantInfo, receiver: Receiver, hours: str
 ) -> None:
     # GIVEN an endpoint and its secret
@@ -85,9 +89,47 @@ def test_every_endpoint_is_reachable_page_by_page(
     assert pages == 3
 
 
-@pytest.mark.parametrize("after", ["garbage", "x" * 3000, "eyJwayI6InRudF94In0"])
-def test_a_page_cursor_that_was_not_issued_is_refused(browser: Browser, tenant: TenantInfo, after: str) -> None:
+def _cursor(fields: str) -> str:
+    """An ``after``/``iterator`` as the listing writes one (base64url of the JSON of a key), of this JSON text."""
+    return base64.urlsafe_b64encode(fields.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "garbage",
+        "x" * 3000,
+        "eyJwayI6InRudF94In0",
+        # the tenant's own partition, a sort key holding an unpaired surrogate: escaped, or as its bytes
+        '{"pk": "TENANT#{tenant}", "sk": "SUB#\\ud800"}',
+        '{"pk": "TENANT#{tenant}", "sk": "SUB#\ud800"}',
+    ],
+    ids=["garbage", "too-long", "another-tenant", "surrogate-escape", "surrogate-bytes"],
+)
+def test_a_page_cursor_that_was_not_issued_is_refused(browser: Browser, client, tenant: TenantInfo, after: str) -> None:
+    if after.startswith("{"):
+        after = _cursor(after.replace("{tenant}", tenant.id))
     me = browser()
     sign_in(me, tenant.id)
     response = me.get("/portal/endpoints", params={"after": after})
     assert response.status_code == 422, response.text[:300]
+    # ... and the API's own listing refuses it as an iterator, in its error shape
+    listed = client.get("/v1/subscriptions", params={"iterator": after}, headers=tenant.headers)
+    assert listed.status_code == 422, listed.text[:300]
+    assert listed.json()["error"]["code"]
+
+
+def test_another_tenants_real_cursor_is_refused(browser: Browser, client, make_tenant, receiver: Receiver) -> None:
+    # GIVEN a cursor the API issued for another tenant's list of endpoints
+    other = make_tenant("Other")
+    for n in range(3):
+        subscribe(client, other, f"{receiver.url}/{n}")
+    page = client.get("/v1/subscriptions", params={"limit": 1}, headers=other.headers).json()
+    assert page["iterator"]
+    # WHEN a tenant's portal session asks for the page after it, THEN it is refused, nothing of the other shown
+    mine = make_tenant("Mine")
+    me = browser()
+    sign_in(me, mine.id)
+    response = me.get("/portal/endpoints", params={"after": page["iterator"]})
+    assert response.status_code == 422, response.text[:300]
+    assert receiver.url not in response.text

@@ -10,27 +10,45 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-#: A JSON escape of a UTF-16 surrogate (``\uD800`` to ``\uDFFF``): the only way into a body for one.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+#: A JSON escape of a UTF-16 surrogate (``\uD800`` to ``\uDFFF``).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+#: A surrogate itself: what bytes that are not valid UTF-8 (``\xed\xa0\x80``), or UTF-16 with half a pair,
+#: decode to with ``surrogatepass``, as the JSON parser decodes a body.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def unpaired_surrogate(body: bytes) -> bool:
-    """Whether ``body`` is JSON holding a string with an unpaired surrogate escape (``"\\ud800"``).
+    """Whether ``body`` is JSON holding a string with an unpaired surrogate (``"\\ud800"``, or its bytes).
 
-    JSON's grammar accepts one and Python decodes it, but the string is not Unicode: it cannot be encoded
-    as UTF-8, so storing it, queueing it or echoing it in an error fails far from the request. A pair
-    (``"\\ud83d\\ude00"``) decodes to one character and passes. Only bodies with such an escape are parsed
-    here; a body that is not JSON is left to the app, which answers for it.
+    JSON's grammar accepts the escape, and Python's parser decodes it, and raw surrogate bytes too (it decodes a
+    body as UTF-8, -16 or -32, whichever it finds, with ``surrogatepass``), but the string is not Unicode: it
+    cannot be encoded as UTF-8, so storing it, queueing it or echoing it in an error fails far from the request.
+    A pair (``"\\ud83d\\ude00"``) decodes to one character and passes. The body is decoded here as the parser
+    will decode it, and parsed only if it holds a surrogate or an escape of one; a body that is not JSON is left
+    to the app, which answers for it.
     """
-    if not _SURROGATE_ESCAPE.search(body):
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    except (UnicodeDecodeError, LookupError):
+        return False  # not text the parser reads: the app answers for it
+    if _SURROGATE.search(text):
+        return True  # a raw surrogate, in a string or not: never valid JSON text
+    if not _SURROGATE_ESCAPE.search(text):
         return False
     try:
-        json.dumps(json.loads(body), ensure_ascii=False).encode()
+        json.dumps(json.loads(text), ensure_ascii=False).encode()
     except UnicodeEncodeError:
         return True
     except (ValueError, RecursionError):
         return False
     return False
+
+
+def _is_json(content_type: bytes) -> bool:
+    """Whether a body of this content type is read as JSON (as FastAPI reads one: ``application/json`` or
+    ``application/<anything>+json``, whatever its parameters)."""
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
 
 
 class BodyGuard:
@@ -50,7 +68,10 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        json_body = False  # FastAPI reads a body as JSON only when its content type says so
         for name, value in scope.get("headers", []):
+            if name == b"content-type":
+                json_body = _is_json(value)
             if name == b"content-length":
                 try:
                     declared = int(value)
@@ -75,13 +96,13 @@ class BodyGuard:
             chunks.append(body)
             if not message.get("more_body", False):
                 first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-                if unpaired_surrogate(first["body"]):
+                if json_body and unpaired_surrogate(first["body"]):
                     await self._answer(
                         send,
                         400,
                         "invalid_json",
-                        "the request body is not valid Unicode: a string holds an unpaired surrogate escape "
-                        "(\\ud800 to \\udfff)",
+                        "the request body is not valid Unicode: it holds an unpaired surrogate (\\ud800 to \\udfff, "
+                        "escaped or as bytes)",
                     )
                     return
         replayed = False

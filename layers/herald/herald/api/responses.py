@@ -49,8 +49,8 @@ WWW_AUTHENTICATE = {
 }
 
 DESCRIPTIONS = {
-    400: "The request is malformed: a body that is not valid JSON (or holds an unpaired surrogate escape such as "
-    "`\\ud800`, which is not Unicode), or an invalid `Content-Length`.",
+    400: "The request is malformed: a body that is not valid JSON (or holds an unpaired surrogate such as "
+    "`\\ud800`, escaped or as bytes, which is not Unicode), or an invalid `Content-Length`.",
     401: "Missing or invalid credentials.",
     403: "The key is valid but not for this operation (the operator's key on a tenant route without "
     "`?tenant_id=`, or a tenant's key on an operator route).",

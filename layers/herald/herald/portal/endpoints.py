@@ -3,6 +3,7 @@ Every change goes through ``herald.domain`` (the same rules and messages as the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,9 @@ router = APIRouter(prefix="/endpoints", include_in_schema=False)
 ENDPOINTS_PER_PAGE = 50
 #: The longest page cursor taken (as the API's ``iterator``).
 MAX_CURSOR_LENGTH = 2048
+#: A form's whole number: ASCII digits, few enough for ``int`` (anything else goes to the domain's validation:
+#: "²" is a digit to ``str.isdigit`` but not to ``int``, and ``int`` refuses strings of over 4,300 digits).
+WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 def _guest(request: Request) -> Visitor:
@@ -67,7 +71,7 @@ def _form_values(form: dict[str, str]) -> dict[str, Any]:
             metadata[key.strip()] = value.strip()
     values["metadata"] = metadata
     rate = form.get("rate_limit", "").strip()
-    values["rate_limit"] = int(rate) if rate.isascii() and rate.isdigit() else (rate or None)
+    values["rate_limit"] = int(rate) if WHOLE_NUMBER.fullmatch(rate) else (rate or None)
     return values
 
 
@@ -254,7 +258,7 @@ async def rotate_secret(request: Request, sub_id: str) -> Response:
     form = await change_form(request, guest)
     sub = _find(guest, sub_id)
     grace = form.get("grace_hours", "").strip()
-    if grace and (not (grace.isascii() and grace.isdigit()) or int(grace) > 168):
+    if grace and (not WHOLE_NUMBER.fullmatch(grace) or int(grace) > 168):
         raise InvalidInputError("the grace period is a whole number of hours from 0 to 168")
     subscriptions.rotate_signing_secret(guest.services, sub, int(grace) if grace else None)
     return _back(sub.id, "rotated")

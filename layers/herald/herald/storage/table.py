@@ -144,9 +144,11 @@ def cursor_fields(cursor: str) -> Any:
     """What an ``iterator`` holds (the JSON of a LastEvaluatedKey, base64url without padding), unchecked;
     raises InvalidCursorError if it is not even that."""
     try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        json.dumps(raw, ensure_ascii=False).encode()  # no unpaired surrogate: a key DynamoDB issued is Unicode
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidCursorError("the iterator is not one this listing issued") from exc
+    return raw
 
 
 def decode_cursor(  # noqa: PLR0917 - the listing's key, as the caller spells it
