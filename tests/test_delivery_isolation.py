@@ -448,3 +448,30 @@ def test_a_retry_leaves_the_slow_lane_once_its_subscription_is_no_longer_slow(
     step(harness, clock, 75)
     assert [r.headers["webhook-id"] for r in receiver.received] == [event_id, event_id]
     assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
+def test_a_half_open_breakers_probe_is_made_from_the_slow_lane(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose breaker opened a minute ago and is half-open now, no longer on the slow lane
+    sub = subscribe(client, tenant, receiver.url)
+    isolation = harness.services.store.isolation
+    opened = isolation.count_timeout(
+        tenant.id, sub.id, now=clock(), slow_until=clock() - 1, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert opened is not None
+    assert opened[1]
+    clock.advance(61)
+    # WHEN an event is published to it and the work queue is worked
+    event_id = publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    # THEN the work queue sent nothing: it forwarded the delivery, whose probe the slow lane makes
+    assert receiver.received == []
+    settings = harness.services.settings
+    assert [m["lane"] for m in queue_messages(harness.sqs, settings.slow_queue_url)] == ["slow"]
+    (slow_lane,) = harness.others
+    assert slow_lane.poll_once().received == 1
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id]
+    # AND its answer closed the breaker
+    assert stats(client, tenant, sub.id)["breaker"] == "closed"
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"

@@ -20,7 +20,8 @@ both learned from the subscription's own attempts and kept on its item (``Isolat
   ``breaker_open_seconds``, doubled each time it opens again without an answer in between (at most
   ``breaker_max_open_seconds``). Deliveries arriving meanwhile are held (``schedule.hold``) until it closes,
   without an attempt and without a step of their retry schedule; none is lost. Once its time is over it is
-  half-open: one delivery takes the probe (a conditional write), the others wait for the probe's outcome.
+  half-open: one delivery takes the probe (a conditional write), made from the slow lane (a delivery received
+  from the work queue is forwarded there first), the others wait for the probe's outcome.
   Any answer that is not a timeout closes it; a timeout opens it again, for longer.
 
 An attempt someone asked for (a manual retry, a recovery, a redelivery, a test event) is not held by the
@@ -82,13 +83,17 @@ async def diverted(
     is given back and its message carried on by a copy; no attempt is made here."""
     now = worker.clock()
     learned = sub.isolation
-    if learned.slow_until > now and worker.settings.slow_queue_url and not on_slow_lane(worker, record):
+    scheduled = not single_shot and message.trigger is Trigger.SCHEDULED
+    # A half-open breaker's probe is made from the slow lane too, with the whole timeout: from the work queue it
+    # would be cut short and handed over, and the probe it took would hold every other delivery meanwhile.
+    half_open = scheduled and 0 < learned.breaker_until <= now
+    if (learned.slow_until > now or half_open) and worker.settings.slow_queue_url and not on_slow_lane(worker, record):
         await release()
         worker.metrics.add(Metric.TO_SLOW_LANE)
         logger.info("delivery forwarded to the slow lane", extra=log)
         await hold(worker, message.model_copy(update={"lane": "slow"}), record, now)
         return True
-    if single_shot or message.trigger is not Trigger.SCHEDULED or learned.breaker_until <= 0:
+    if not scheduled or learned.breaker_until <= 0:
         return False  # asked for (a manual retry, a recovery, a redelivery, a test): it probes the endpoint
     if learned.breaker_until > now:
         wait = learned.breaker_until - now
