@@ -8,6 +8,7 @@ no cap, so these tests count what is in flight instead of hitting it.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -68,13 +69,16 @@ def test_a_sweep_that_dies_midway_loses_nothing_and_sends_nothing_twice(
     harness.drain()
     assert harness.scheduled() == 25
     due = max(when(d["next_attempt_at"]) for d in deliveries(client, tenant, sub.id, limit=250))
-    # WHEN the sweep dies after queueing its first batch of 10 (SQS answers the second batch with an error)
+    # WHEN the sweep dies at its second batch (SQS answers it with an error; its pages go out several at once)
     clock.advance(due - clock() + 1)
-    batches = []
+    batches: list[int] = []
+    lock = threading.Lock()
 
     def second_batch_fails(params: dict[str, Any], **_: Any) -> None:
-        batches.append(len(params["Entries"]))
-        if len(batches) == 2:
+        with lock:
+            batches.append(len(params["Entries"]))
+            failing = len(batches) == 2
+        if failing:
             raise ConnectionResetError("the invocation died")
 
     events_hook = harness.services.queue.client.meta.events
@@ -84,8 +88,9 @@ def test_a_sweep_that_dies_midway_loses_nothing_and_sends_nothing_twice(
             harness.worker.sweep()
     finally:
         events_hook.unregister("provide-client-params.sqs.SendMessageBatch", second_batch_fails)
-    # THEN what it queued left the schedule, the rest stayed, and its cursor did not move
-    assert harness.scheduled() == 15
+    # THEN what it queued left the schedule, the batch that failed stayed, and its cursor did not move
+    assert sorted(batches) == [5, 10, 10]
+    assert harness.scheduled() == batches[1]
     # WHEN the next sweep runs and the queue is worked
     step(harness, clock, 60)
     # THEN every delivery got its second attempt exactly once, and nothing waits any more
@@ -259,9 +264,10 @@ def test_a_sweep_delays_each_message_from_when_it_sends_it(harness: Harness, clo
         clock.advance(20)
 
     harness.queue_calls.clear()
-    # WHEN the sweep runs
+    # WHEN the sweep runs, its pages one after another
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store.schedule, "remove", slow_remove)
+        patch.setattr("herald.worker.sweeper.SWEEP_THREADS", 1)
         harness.worker.sweep()
     # THEN each page's messages are delayed until the work is due, counted from when that page was sent: the
     # third page, sent 40 s in, is due at once, not 30 s late
@@ -307,3 +313,36 @@ def test_a_sweep_far_behind_reads_back_no_further_than_work_is_kept_and_keeps_it
         "dlv_k"
     ]
     assert len(_scheduled_items(harness)) == 1
+
+
+def test_a_sweep_sends_its_pages_several_at_once(harness: Harness, clock: Clock) -> None:
+    # GIVEN 80 deliveries' work falling due together (8 pages of 10)
+    store = harness.services.store
+    due = clock() + 1000
+    for n in range(80):
+        body = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id=f"sub_{n}", delivery_id=f"dlv_{n}")
+        store.schedule.put(dump_message(body), name=f"w{n}", due=due, now=clock())
+    clock.advance(990)
+    # WHEN the sweep runs, with SQS holding each of its first two calls until the other has come in too (a sweep
+    # that sent its pages one after another would never get the second call to the barrier, and fail)
+    together = threading.Barrier(2, timeout=60)
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def meet(params: dict[str, Any], **_: Any) -> None:
+        with lock:
+            calls.append(len(params["Entries"]))
+            first_two = len(calls) <= 2
+        if first_two:
+            together.wait()
+
+    events_hook = harness.services.queue.client.meta.events
+    events_hook.register("provide-client-params.sqs.SendMessageBatch", meet)
+    try:
+        result = harness.worker.sweep()
+    finally:
+        events_hook.unregister("provide-client-params.sqs.SendMessageBatch", meet)
+    # THEN two pages were under way at once, and every page was queued and left the schedule
+    assert result == {"queued": 80, "complete": True}
+    assert calls == [10] * 8
+    assert harness.scheduled() == 0

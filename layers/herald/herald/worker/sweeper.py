@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,8 @@ LOOKAHEAD_SECONDS = 120
 FIRST_LOOKBACK_SECONDS = 3600
 #: A sweep stops when its invocation has less time left than this.
 MIN_SECONDS_LEFT = 10.0
+#: Pages of scheduled work sent (SendMessageBatch) and deleted (BatchWriteItem) at once.
+SWEEP_THREADS = 8
 HOUR = 3600
 
 
@@ -50,7 +54,9 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
     monotonic time). The window is read an hour of the schedule at a time, the cursor moved past each hour
     once it is drained: a sweep cut short keeps what it did, and one far behind (the schedule stopped for
     days) catches up over several sweeps instead of reading the same empty hours again each time. Nothing
-    older than ``KEEP_SECONDS`` is read: it expired."""
+    older than ``KEEP_SECONDS`` is read: it expired. Pages are sent and deleted ``SWEEP_THREADS`` at a time
+    while the next ones are read: a page is two calls, and one after another they would bound the sweep to a
+    few hundred items a second."""
     schedule = worker.store.schedule
     now = worker.clock()
     cursor = schedule.cursor()
@@ -58,30 +64,60 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
     until = max(since, now + LOOKAHEAD_SECONDS)
     queued = 0
     start = since
-    while True:
-        end = min(until, (math.floor(start / HOUR) + 1) * HOUR)
-        page: list[Scheduled] = []
-        for item in schedule.falling_due(start, end):
-            page.append(item)
-            if len(page) == BATCH_SIZE:
-                queued += _queue(worker, page)
-                page = []
-                if _short_of_time(deadline):
-                    logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
-                    return SweepResult(queued, complete=False)
-        queued += _queue(worker, page)
-        if not schedule.advance(cursor, end):
-            logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
-            return SweepResult(queued, complete=True)
-        cursor, start = end, end
-        if end >= until:
-            break
-        if _short_of_time(deadline):
-            logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
-            return SweepResult(queued, complete=False)
+    with ThreadPoolExecutor(max_workers=SWEEP_THREADS, thread_name_prefix="herald-sweep") as pool:
+        while True:
+            end = min(until, (math.floor(start / HOUR) + 1) * HOUR)
+            sent, drained = _sweep_hour(worker, pool, start, end, deadline)
+            queued += sent
+            if not drained:
+                logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
+                return SweepResult(queued, complete=False)
+            if not schedule.advance(cursor, end):
+                logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
+                return SweepResult(queued, complete=True)
+            cursor, start = end, end
+            if end >= until:
+                break
+            if _short_of_time(deadline):
+                logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
+                return SweepResult(queued, complete=False)
     if queued:
         logger.info("scheduled work queued", extra={"queued": queued})
     return SweepResult(queued, complete=True)
+
+
+def _sweep_hour(
+    worker: Worker, pool: ThreadPoolExecutor, start: float, end: float, deadline: float | None
+) -> tuple[int, bool]:
+    """Queue what falls due in [start, end) (within one hour of the schedule), a page at a time on ``pool``, at
+    most ``2 * SWEEP_THREADS`` pages read ahead of their sends. Returns how many were queued and whether the
+    window was drained (False: short of time). A page that failed raises, once the pages under way are done:
+    what they queued left the schedule, the rest stays for the next sweep."""
+    pending: deque[Future[int]] = deque()
+    done = 0
+    page: list[Scheduled] = []
+    drained = True
+    for item in worker.store.schedule.falling_due(start, end):
+        page.append(item)
+        if len(page) == BATCH_SIZE:
+            pending.append(pool.submit(_queue, worker, page))
+            page = []
+            while len(pending) >= 2 * SWEEP_THREADS:
+                done += pending.popleft().result()
+            if _short_of_time(deadline):
+                drained = False
+                break
+    if page and drained:
+        pending.append(pool.submit(_queue, worker, page))
+    failure: BaseException | None = None
+    for future in pending:
+        try:
+            done += future.result()
+        except Exception as exc:  # the first failure is raised once every page under way is done
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return done, drained
 
 
 def _short_of_time(deadline: float | None) -> bool:
