@@ -88,9 +88,12 @@ def test_a_sweep_that_dies_midway_loses_nothing_and_sends_nothing_twice(
             harness.worker.sweep()
     finally:
         events_hook.unregister("provide-client-params.sqs.SendMessageBatch", second_batch_fails)
-    # THEN what it queued left the schedule, the batch that failed stayed, and its cursor did not move
-    assert sorted(batches) == [5, 10, 10]
-    assert harness.scheduled() == batches[1]
+    # THEN what it queued left the schedule and the rest stayed (the batch that failed, and whatever of the
+    # window it had not read yet: its pages stop at each hour of the schedule, which the retries' jitter may
+    # straddle), and its cursor did not move
+    queued = sum(batches) - batches[1]
+    assert queued >= 1
+    assert harness.scheduled() == 25 - queued
     # WHEN the next sweep runs and the queue is worked
     step(harness, clock, 60)
     # THEN every delivery got its second attempt exactly once, and nothing waits any more
