@@ -12,6 +12,7 @@ from herald.auth import Principal, Role, authenticate
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import NotFoundError, PermissionDeniedError
 from herald.services import Services
+from herald.storage.table import MAX_CURSOR_LENGTH
 
 _LOCK = threading.Lock()
 
@@ -99,7 +100,7 @@ LimitQuery = Annotated[int, Query(ge=1, le=250, description="Items per page (def
 IteratorQuery = Annotated[
     str | None,
     Query(
-        max_length=2048,
+        max_length=MAX_CURSOR_LENGTH,
         description="The `iterator` of the previous page, to get the next one.",
     ),
 ]

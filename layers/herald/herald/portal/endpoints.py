@@ -21,6 +21,7 @@ from herald.portal.render import moment, page
 from herald.portal.security import change_form, fields_list, visitor
 from herald.records import Delivery, DeliveryStatus, utcnow
 from herald.schemas import SubscriptionIn, SubscriptionUpdate
+from herald.storage.table import MAX_CURSOR_LENGTH
 
 if TYPE_CHECKING:
     from herald.portal.security import Visitor
@@ -30,8 +31,6 @@ router = APIRouter(prefix="/endpoints", include_in_schema=False)
 
 #: Endpoints listed per page (a tenant may have up to ``HERALD_MAX_SUBSCRIPTIONS_PER_TENANT``).
 ENDPOINTS_PER_PAGE = 50
-#: The longest page cursor taken (as the API's ``iterator``).
-MAX_CURSOR_LENGTH = 2048
 #: A form's whole number: ASCII digits, few enough for ``int`` (anything else goes to the domain's validation:
 #: "²" is a digit to ``str.isdigit`` but not to ``int``, and ``int`` refuses strings of over 4,300 digits).
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")

@@ -133,6 +133,11 @@ def _conflicted(exc: ServiceUnavailableError) -> bool:
     return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
 
 
+#: The longest listing cursor (``iterator``) taken from a caller: the API's query parameter and the portal's
+#: pages. One DynamoDB issues (a LastEvaluatedKey of a few short keys, as base64url JSON) is far shorter.
+MAX_CURSOR_LENGTH = 2048
+
+
 def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
     if not key:
         return None
