@@ -69,18 +69,15 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
             end = min(until, (math.floor(start / HOUR) + 1) * HOUR)
             sent, drained = _sweep_hour(worker, pool, start, end, deadline)
             queued += sent
-            if not drained:
-                logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
-                return SweepResult(queued, complete=False)
-            if not schedule.advance(cursor, end):
+            if drained and not schedule.advance(cursor, end):
                 logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
                 return SweepResult(queued, complete=True)
-            cursor, start = end, end
-            if end >= until:
+            if drained and end >= until:
                 break
-            if _short_of_time(deadline):
+            if not drained or _short_of_time(deadline):
                 logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
                 return SweepResult(queued, complete=False)
+            cursor = start = end
     if queued:
         logger.info("scheduled work queued", extra={"queued": queued})
     return SweepResult(queued, complete=True)
