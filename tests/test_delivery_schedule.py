@@ -251,14 +251,18 @@ def test_two_copies_of_a_waiting_retry_become_one_at_its_next_long_wait(
     assert len(_scheduled_items(harness)) == 1
 
 
+def _schedule_deliveries(harness: Harness, count: int, *, due: float) -> None:
+    """Schedule ``count`` deliveries' work for ``due``, as ``hold`` schedules a long wait."""
+    for n in range(count):
+        body = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id=f"sub_{n}", delivery_id=f"dlv_{n}")
+        harness.services.store.schedule.put(dump_message(body), name=f"w{n}", due=due, now=harness.clock())
+
+
 def test_a_sweep_delays_each_message_from_when_it_sends_it(harness: Harness, clock: Clock) -> None:
     # GIVEN 30 deliveries' work scheduled for the same moment (more than 15 minutes ahead, as ``hold`` schedules
     # it), now 30 s away, and a sweep whose pages take 20 s each
     store = harness.services.store
-    due = clock() + 1000
-    for n in range(30):
-        body = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id=f"sub_{n}", delivery_id=f"dlv_{n}")
-        store.schedule.put(dump_message(body), name=f"w{n}", due=due, now=clock())
+    _schedule_deliveries(harness, 30, due=clock() + 1000)
     clock.advance(970)
     remove = store.schedule.remove
 
@@ -320,11 +324,7 @@ def test_a_sweep_far_behind_reads_back_no_further_than_work_is_kept_and_keeps_it
 
 def test_a_sweep_sends_its_pages_several_at_once(harness: Harness, clock: Clock) -> None:
     # GIVEN 80 deliveries' work falling due together (8 pages of 10)
-    store = harness.services.store
-    due = clock() + 1000
-    for n in range(80):
-        body = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id=f"sub_{n}", delivery_id=f"dlv_{n}")
-        store.schedule.put(dump_message(body), name=f"w{n}", due=due, now=clock())
+    _schedule_deliveries(harness, 80, due=clock() + 1000)
     clock.advance(990)
     # WHEN the sweep runs, with SQS holding each of its first two calls until the other has come in too (a sweep
     # that sent its pages one after another would never get the second call to the barrier, and fail)
