@@ -7,6 +7,7 @@ import contextlib
 import copy
 import importlib.util
 import json
+import math
 import os
 import statistics
 import threading
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from herald import ids
 from herald.catalog import catalog
+from herald.messages import MAX_DELIVERIES_PER_MESSAGE
 from herald.records import ApiKey, SigningSecret, Subscription, Tenant, utcnow
 from herald.schemas import EventIn
 
@@ -220,16 +222,16 @@ def event_in(tenant_id: str) -> EventIn:
 
 
 def published_deliveries(services: Services, poller: SqsPoller, tenant_id: str, count: int) -> list[Any]:
-    """Publish an event to a tenant with ``count`` subscriptions (one route each) and receive its ``count``
-    delivery messages off the work queue, unsettled: queued by publishing itself when the routes fit its direct
-    path, else by the fan-out message, which ``poller`` runs first."""
+    """Publish an event to a tenant with ``count`` subscriptions (one route each) and receive the messages of its
+    ``count`` deliveries off the work queue (up to ten to a message), unsettled: queued by publishing itself when
+    the routes fit its direct path, else by the fan-out message, which ``poller`` runs first."""
     from herald.domain.publishing import publish
 
     sqs, queue_url = poller.client, services.settings.queue_url
     publish(services, event_in(tenant_id), idempotency_key=None)
     if count > services.settings.direct_fanout_max and poller.invoke(receive_exactly(sqs, queue_url, 1)).deleted != 1:
         raise BenchmarkError("the fan-out message was not settled")
-    return receive_exactly(sqs, queue_url, count)
+    return receive_exactly(sqs, queue_url, math.ceil(count / MAX_DELIVERIES_PER_MESSAGE))
 
 
 def receive_exactly(sqs: Any, queue_url: str, count: int, *, timeout: float = 60.0) -> list[Any]:

@@ -3,9 +3,9 @@
 latencies.
 
 Each round publishes an event to a tenant with ``batch`` subscriptions, runs its fan-out through the
-worker (when there are more than publishing queues itself), receives the ``batch`` delivery messages and
-hands them to ``Worker.handle`` in one SQS event, through ``SqsPoller.invoke`` (which then deletes them, as
-Lambda would). Rounds alternate between an
+worker (when there are more than publishing queues itself), receives the messages of the ``batch`` deliveries
+(ten to a message) and hands them to ``Worker.handle`` in one SQS event, through ``SqsPoller.invoke`` (which
+then deletes them, as Lambda would). Rounds alternate between an
 instant receiver (the engine's own cost, moto included) and the slow one; the receiver runs in its
 own process, and so does moto by default, so the worker's wall and CPU time are its own.
 
@@ -107,7 +107,7 @@ class _Bench:
         self.handle_times.clear()
         self.calls.reset()
         result = self.poller.invoke(messages)
-        self._check(result.deleted, result.failed)
+        self._check(len(messages), result.deleted, result.failed)
         return self._round(delay)
 
     def standin_round(self, delay: float) -> Round:
@@ -117,7 +117,7 @@ class _Bench:
         self.receiver.reset(delay)
         with self.standin.recording():
             recorded = self.poller.invoke(messages)
-        self._check(recorded.deleted, recorded.failed)
+        self._check(len(messages), recorded.deleted, recorded.failed)
         self.receiver.reset(delay)
         self.handle_times.clear()
         self.calls.reset()
@@ -141,15 +141,16 @@ class _Bench:
             )
         self.standin_peaks.append(stats["peak_in_flight"])
         self.standin_answered = stats["answered"]
-        self._check(self.batch - failed, failed)
+        self._check(len(messages), len(messages) - failed, failed)
         return self._round(delay)
 
-    def _check(self, settled: int, failed: int) -> None:
+    def _check(self, messages: int, settled: int, failed: int) -> None:
+        """Every message of the batch settled, and the receiver answered each of its deliveries once."""
         answered = self.receiver.stats()["count"]
-        if settled != self.batch or answered != self.batch:
+        if failed or settled != messages or answered != self.batch:
             raise BenchmarkError(
-                f"expected {self.batch} successful deliveries; the worker settled {settled}, "
-                f"reported {failed} failures, and the receiver answered {answered}"
+                f"expected {self.batch} successful deliveries in {messages} messages; the worker settled {settled} "
+                f"messages, reported {failed} failures, and the receiver answered {answered}"
             )
 
     def _round(self, delay: float) -> Round:

@@ -34,6 +34,21 @@ def assert_error_shape(response: httpx.Response, code: str | None = None) -> dic
     return dict(error)
 
 
+def each_delivery(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Work message bodies with each message of several deliveries (``deliveries``) in the place of the
+    ``delivery`` bodies it stands for, one per delivery it carries."""
+    spread: list[dict[str, Any]] = []
+    for body in bodies:
+        if body.get("kind") != "deliveries":
+            spread.append(body)
+            continue
+        spread += [
+            {"v": body["v"], "kind": "delivery", "tenant_id": body["tenant_id"], **planned}
+            for planned in body["deliveries"]
+        ]
+    return spread
+
+
 def queue_messages(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
     """Every visible message body on the queue, parsed; the messages are made visible again afterwards."""
     bodies: list[dict[str, Any]] = []

@@ -421,7 +421,8 @@ def make_harness(
         ["ChangeMessageVisibility", "SendMessage", "SendMessageBatch"],
     )
     table_calls = CallRecorder(
-        services.store.client, ["Scan", "Query", "GetItem", "TransactWriteItems", "PutItem", "BatchExecuteStatement"]
+        services.store.client,
+        ["Scan", "Query", "GetItem", "BatchGetItem", "TransactWriteItems", "PutItem", "BatchExecuteStatement"],
     )
     receives = CallRecorder(sqs, [], responses=["ReceiveMessage"])
     stream = table_stream_poller(

@@ -45,8 +45,8 @@ def test_a_batch_writes_an_events_counters_and_a_subscriptions_stats_once(
     first = publish(client, tenant.id)
     second = publish(client, tenant.id, "order.shipped")
     results = drain(poller)
-    # THEN every delivery arrived, signed, in one batch of four
-    assert [result.received for result in results] == [4]
+    # THEN every delivery arrived, signed, in one batch of four deliveries (the first event's three in one message)
+    assert [result.received for result in results] == [2]
     assert len(receiver.received) == 4
     for got in receiver.received:
         verify(subs[got.path].secret, got)

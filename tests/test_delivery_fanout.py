@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from herald.worker.fanout import FANOUT_MIN_SECONDS_LEFT
+from tests.api_support import each_delivery
 from tests.delivery_support import (
     Harness,
     bulk_subscriptions,
@@ -54,14 +55,15 @@ def _take_fanout_message(harness: Harness) -> str:
 
 
 def _sent_bodies(harness: Harness, kind: str, since: int = 0) -> list[dict[str, Any]]:
-    """Every work message of ``kind`` the worker sent (single or batched), from call number ``since`` on."""
+    """Every work message of ``kind`` the worker sent (single or batched), from call number ``since`` on; each
+    delivery a message of several carries as a ``delivery`` body of its own."""
     bodies: list[dict[str, Any]] = []
     for call in harness.queue_calls.calls[since:]:
         if call.operation == "SendMessage":
             bodies.append(json.loads(call.params["MessageBody"]))
         elif call.operation == "SendMessageBatch":
             bodies += [json.loads(entry["MessageBody"]) for entry in call.params["Entries"]]
-    return [body for body in bodies if body["kind"] == kind]
+    return [body for body in each_delivery(bodies) if body["kind"] == kind]
 
 
 def _route_queries(harness: Harness) -> list[tuple[str, int]]:
@@ -196,12 +198,13 @@ def test_a_long_fanout_pages_and_hands_over_before_the_deadline(
         # deadline less one page (a page is never cut in two)
         assert len(runs) >= 2
         assert all(had - used >= FANOUT_MIN_SECONDS_LEFT - 3 for had, used in runs), runs
-        # AND every subscription was queued exactly once, ten to a SendMessageBatch
+        # AND every subscription was queued exactly once, a page of ten in one message, one SendMessageBatch a page
         queued = Counter(b["subscription_id"] for b in _sent_bodies(harness, "delivery"))
         assert queued == Counter(s.id for s in typed + wildcard)
         batches = harness.queue_calls.of("SendMessageBatch")
         assert len(batches) == 30
-        assert all(len(call.params["Entries"]) == 10 for call in batches)
+        assert all(len(call.params["Entries"]) == 1 for call in batches)
+        assert all(len(json.loads(call.params["Entries"][0]["MessageBody"])["deliveries"]) == 10 for call in batches)
         # AND the routing entries were read in pages of 10, by Query
         queries = _route_queries(harness)
         assert {limit for _, limit in queries} == {10}
@@ -218,13 +221,13 @@ def test_two_thousand_subscriptions_fan_out_in_batches_and_continuations(client,
     # 2,000 and not 10,000: moto's SendMessage counts the whole queue on every message sent (O(depth)),
     # so 10,000 deliveries take ~10 minutes here. `python -m benchmarks` runs the 10,000 (with moto fixed).
     # GIVEN 2,000 subscriptions to the type, written straight through the Store, read 250 a page, and a
-    # clock on which each SendMessageBatch takes 0.25 s (200 of them cannot fit in one 60 s invocation)
+    # clock on which each SendMessageBatch takes 2.5 s (the 24 of them, 3 a page, cannot fit in one 60 s invocation)
     clock = Clock(time.time())
     harness = make_harness(services, aws, clock=clock)
     try:
         subs = bulk_subscriptions(services.store, tenant.id, "http://127.0.0.1:9/unused", 2_000)
         services.queue.client.meta.events.register(
-            "provide-client-params.sqs.SendMessageBatch", lambda **_: clock.advance(0.25)
+            "provide-client-params.sqs.SendMessageBatch", lambda **_: clock.advance(2.5)
         )
         event_id = publish(client, tenant.id)
         pending = [_take_fanout_message(harness)]
@@ -238,21 +241,24 @@ def test_two_thousand_subscriptions_fan_out_in_batches_and_continuations(client,
             runs.append(clock() - started)
             pending += [json.dumps(b) for b in _sent_bodies(harness, "fanout", before)]
         elapsed = time.perf_counter() - began
-        # THEN every subscription was queued exactly once, by one SendMessageBatch per ten deliveries
+        # THEN every subscription was queued exactly once, ten deliveries to a message and ten messages to a
+        # SendMessageBatch: a page of 250 in three calls (10, 10 and 5 messages)
         queued = Counter(b["subscription_id"] for b in _sent_bodies(harness, "delivery"))
         assert queued == Counter(s.id for s in subs)
         batches = harness.queue_calls.of("SendMessageBatch")
-        assert len(batches) == 200
-        assert all(len(call.params["Entries"]) == 10 for call in batches)
-        # AND the work was split into continuation messages, each stopping well before its deadline
+        assert sorted(len(call.params["Entries"]) for call in batches) == sorted([10, 10, 5] * 8)
+        messages = [json.loads(entry["MessageBody"]) for call in batches for entry in call.params["Entries"]]
+        assert {len(message["deliveries"]) for message in messages} == {10}
+        # AND the work was split into continuation messages, each stopping well before its deadline (less the
+        # sends of the page it was working on)
         assert len(runs) >= 2
-        assert all(60 - used >= FANOUT_MIN_SECONDS_LEFT - 250 * 0.25 / 10 for used in runs), runs
+        assert all(60 - used >= FANOUT_MIN_SECONDS_LEFT - 3 * 2.5 for used in runs), runs
         assert {limit for _, limit in _route_queries(harness)} == {250}
         assert harness.table_calls.of("Scan") == []
         counts = event_counts(client, event_id)
         assert (counts["matched"], counts["fanout_complete"]) == (2_000, True)
         visible, hidden = harness.counts()
-        assert visible + hidden == 2_000 + len(runs) - 1  # the deliveries, and the continuations run above
+        assert visible + hidden == 200 + len(runs) - 1  # the deliveries' messages, and the continuations run above
         print(f"\nfan-out of 2,000 under moto: {elapsed:.1f} s wall, {len(runs)} messages")
     finally:
         harness.close()

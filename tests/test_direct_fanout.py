@@ -15,7 +15,7 @@ import pytest
 
 from herald.domain.publishing import new_event
 from herald.faults import install
-from tests.api_support import queue_messages
+from tests.api_support import each_delivery, queue_messages
 from tests.delivery_support import CallRecorder, Harness, bulk_subscriptions, event_counts, subscribe, verify
 from tests.support import ADMIN, INVOICE
 
@@ -32,8 +32,10 @@ _WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWri
 
 
 def _queued(harness: Harness) -> Counter[str]:
-    """The kinds of the work messages waiting on the work queue (left there)."""
-    return Counter(body["kind"] for body in queue_messages(harness.sqs, harness.services.settings.queue_url))
+    """The kinds of the work waiting on the work queue (left there): each delivery a message of several carries
+    counts as one ``delivery``."""
+    bodies = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    return Counter(body["kind"] for body in each_delivery(bodies))
 
 
 def test_a_few_routes_are_queued_by_publishing_itself(client, tenant, make_tenant, harness: Harness, receiver) -> None:
@@ -46,8 +48,9 @@ def test_a_few_routes_are_queued_by_publishing_itself(client, tenant, make_tenan
     response = _publish(client, tenant.id)
     assert response.status_code == 202, response.text
     event_id = response.json()["id"]
-    # THEN the publish call queued its two delivery messages itself, and no fan-out message
+    # THEN the publish call queued its two deliveries itself, in one message, and no fan-out message
     assert _queued(harness) == {"delivery": 2}
+    assert [body["kind"] for body in queue_messages(harness.sqs, harness.services.settings.queue_url)] == ["deliveries"]
     # AND the event is counted as fully fanned out already
     assert event_counts(client, event_id) == {
         "matched": 2,
@@ -270,8 +273,11 @@ def test_a_batch_queues_its_small_events_deliveries_itself_reading_routes_once_p
     recorder.close()
     assert [item["status"] for item in items] == [202] * 6
     # THEN the batch queued the small events' deliveries itself (three to two, one to one), and fan-out messages
-    # for the crowded tenant's event and the broadcast
+    # for the crowded tenant's event and the broadcast; a tenant's deliveries share a message across its events
     assert _queued(harness) == {"delivery": 7, "fanout": 2}
+    bodies = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    packed = sorted((body["tenant_id"], body["kind"]) for body in bodies if body["kind"] != "fanout")
+    assert packed == sorted([(tenant.id, "deliveries"), (small.id, "delivery")])
     # AND it read each tenant's routes of the type once for the batch, whatever its events: the type's, then "*"'s
     # (not for the crowded tenant: its type's routes were too many already)
     routes = Counter(call.params["ExpressionAttributeValues"][":p"]["S"] for call in queries)

@@ -134,7 +134,8 @@ def test_delivery_function_reports_batch_item_failures_from_the_work_queue(templ
         assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
     # AND Lambda's rule holds whichever batching the operator picks: a batch size above 10 needs a batching
     # window of at least 1 s; for latency (the default) the work queue hands each message over at once, for
-    # throughput it gathers 100 for up to a second; the slow lane always gathers batches of 100
+    # throughput it gathers 25 messages (up to 250 deliveries) for up to a second; the slow lane, whose messages
+    # are single deliveries, always gathers batches of 100
     batching = {}
     for choice in template["Parameters"]["DeliveryBatching"]["AllowedValues"]:
         chosen = copy.deepcopy(template)
@@ -147,7 +148,7 @@ def test_delivery_function_reports_batch_item_failures_from_the_work_queue(templ
     assert template["Parameters"]["DeliveryBatching"]["Default"] == "latency"
     assert batching == {
         ("latency", "WorkQueue"): (10, 0),
-        ("throughput", "WorkQueue"): (100, 1),
+        ("throughput", "WorkQueue"): (25, 1),
         ("latency", "SlowQueue"): (100, 1),
         ("throughput", "SlowQueue"): (100, 1),
     }

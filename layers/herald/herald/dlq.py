@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.errors import ServiceUnavailableError
-from herald.messages import DeliveryMessage, PoisonMessageError, parse_message
+from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
 from herald.schemas import DeadLetterOut, DeadLettersOut, RedriveOut
 
 if TYPE_CHECKING:
@@ -137,6 +137,13 @@ class DeadLetterQueue:
         else:
             kind = parsed.kind
             event_id = getattr(parsed, "event_id", None)
+            if isinstance(parsed, DeliveriesMessage):
+                # Several deliveries: the ids all of them share, if any (the body lists each).
+                events = {planned.event_id for planned in parsed.deliveries}
+                event_id = events.pop() if len(events) == 1 else None
+                if len(parsed.deliveries) == 1:
+                    subscription_id = parsed.deliveries[0].subscription_id
+                    delivery_id = parsed.deliveries[0].delivery_id
             if isinstance(parsed, DeliveryMessage):
                 subscription_id = parsed.subscription_id
                 delivery_id = parsed.delivery_id

@@ -29,6 +29,9 @@ from herald.urls import UrlPolicy
 
 logger = Logger(service="herald", child=True)
 
+#: Connections the HTTP client holds at once: an invocation's deliveries stay within it (the template's BatchSize), so
+#: no attempt waits for a connection inside its timeout.
+MAX_CONNECTIONS = 256
 #: Response bodies are kept up to this many bytes in the attempt log: a failure's answer is what a subscriber
 #: debugs with.
 RESPONSE_MAX_BYTES = 20_000
@@ -363,7 +366,7 @@ class WebhookClient:
 def pinned_client(policy: UrlPolicy, timeout: float, *, verify: ssl.SSLContext | bool = True) -> WebhookClient:
     """A new HTTP client that connects only where ``policy`` allows. ``verify`` is for tests that trust their own
     certificate authority."""
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30)
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=64, keepalive_expiry=30)
     return WebhookClient(PinnedTransport(policy, limits=limits, verify=verify), timeout)
 
 

@@ -1,11 +1,11 @@
 """Publishing an event: validate it against the catalog, store it once, hand it to the work queue.
 
 An event with few routes (``direct_fanout_max``) skips the fan-out message: publishing reads its routes (two
-small Queries, one page each), queues its delivery messages and counts that one page itself, so the webhook
-is one queue hop from its subscribers. Larger fan-outs, and broadcasts, go through a fan-out message, whose
-worker reads the routes a page at a time: publishing's own work stays bounded whatever the subscribers. A batch
-(``publish_many``) takes the same paths, its events' messages sent together and each tenant's routes of a type
-read once for the batch.
+small Queries, one page each), queues its deliveries (up to ten to a message, ``messages.pack``) and counts
+that one page itself, so the webhook is one queue hop from its subscribers. Larger fan-outs, and broadcasts, go
+through a fan-out message, whose worker reads the routes a page at a time: publishing's own work stays bounded
+whatever the subscribers. A batch (``publish_many``) takes the same paths, its events' messages sent together,
+each tenant's routes of a type read once for the batch and its deliveries of several events packed together.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from herald import ids
 from herald.catalog import PING_EVENT_TYPE, catalog
 from herald.errors import HeraldError, InvalidInputError, PayloadTooLargeError, UnknownEventTypeError
-from herald.messages import DeliveryMessage, FanoutMessage
+from herald.messages import DeliveryMessage, FanoutMessage, pack
 from herald.records import WILDCARD, Event, Trigger, utcnow
 from herald.routing import matching
 from herald.storage import EventExistsError
@@ -169,7 +169,8 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     ``publish`` stores it (once per id; new ids 25 to a call, ``EventRepository.create_many``), and queued as
     ``publish`` queues it: an event with few routes has its delivery messages queued here (the direct fan-out;
     the routes of a tenant and type are read once for the batch), any other its fan-out message. The messages of
-    the whole batch go ten to a SendMessageBatch, then the events are counted and marked queued, 25 to a call
+    the whole batch (each tenant's deliveries packed up to ten to a message, across events) go ten to a
+    SendMessageBatch, then the events are counted and marked queued, 25 to a call
     (one by one where that could not: ``_enqueue_many``). A failure to queue them raises for the whole batch,
     and a retry of it queues what was stored and not marked (items with ids are idempotent; without an id, a
     retried item is a new event). A delivery queued twice has one id: its second copy finds it done, unless both
@@ -216,7 +217,7 @@ def _enqueue_many(services: Services, to_queue: Sequence[StoredEvent]) -> None:
     could not (``_Queueing.mark``)."""
     routes: dict[tuple[str, str], list[Route] | None] = {}
     plans = [_Queueing.of(services, stored, routes) for stored in to_queue]
-    services.queue.send_batch([message for plan in plans for message in plan.messages])
+    services.queue.send_batch(pack([message for plan in plans for message in plan.messages]))
     marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts) for plan in plans]
     for plan, marked in zip(plans, services.store.events.mark_new(marks), strict=True):
         if not marked:
@@ -237,7 +238,7 @@ def event_expiry(services: Services, now: datetime) -> int:
 def _enqueue(services: Services, stored: StoredEvent) -> None:
     plan = _Queueing.of(services, stored, routes={})
     if plan.direct:
-        services.queue.send_batch(plan.messages)
+        services.queue.send_batch(pack(plan.messages))
     else:
         (fanout,) = plan.messages
         services.queue.send(fanout)

@@ -60,7 +60,9 @@ class RedeliveryOut(BaseModel):
 
 class DeadLetterOut(BaseModel):
     message_id: str
-    kind: str | None = Field(description="The work message's kind (`delivery`, `fanout`, ...), none if unreadable.")
+    kind: str | None = Field(
+        description="The work message's kind (`delivery`, `deliveries`, `fanout`, ...), none if unreadable."
+    )
     reason: str = Field(description="Why it is in the dead-letter queue.")
     poison: bool = Field(description="Never processable: a redrive leaves it where it is.")
     event_id: str | None = None

@@ -1,6 +1,6 @@
-"""Fan-out: find the subscriptions an event goes to, a page at a time, and queue one delivery message for
-each (``SendMessageBatch``, 10 a call); a broadcast first fans out to one message per tenant; a deleted
-tenant's subscriptions are purged a page at a time.
+"""Fan-out: find the subscriptions an event goes to, a page at a time, and queue a delivery for each (up to
+ten to a message, ten messages to a ``SendMessageBatch``); a broadcast first fans out to one message per tenant;
+a deleted tenant's subscriptions are purged a page at a time.
 
 A fan-out page is counted on its event once (``matched``) however often its message runs, and a message
 hands over to a continuation long before its invocation's timeout.
@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from herald.messages import DeliveryMessage, FanoutMessage
+from herald.messages import DeliveryMessage, FanoutMessage, pack
 from herald.metrics import Metric
 from herald.records import WILDCARD
 from herald.routing import matching
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
-    from herald.messages import PurgeTenantMessage
+    from herald.messages import PurgeTenantMessage, WorkMessage
     from herald.storage import Route
     from herald.worker.runtime import Worker
 
@@ -133,8 +133,10 @@ async def _fanout_tenants(worker: Worker, message: FanoutMessage, expires_at: in
         await worker.io(worker.queue.send, message.model_copy(update={"cursor": page.cursor}))
 
 
-async def send_concurrently(worker: Worker, messages: list[DeliveryMessage] | list[FanoutMessage]) -> None:
-    """Queue messages ten a SendMessageBatch, the batches at once."""
+async def send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> None:
+    """Queue messages, plain first deliveries packed up to ten a message (``messages.pack``), ten messages a
+    SendMessageBatch, the batches at once."""
+    messages = pack(messages)
     chunks = [messages[start : start + 10] for start in range(0, len(messages), 10)]
     await asyncio.gather(*(worker.io(worker.queue.send_batch, chunk) for chunk in chunks))
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from herald.messages import DeliveryMessage, PoisonMessageError, WorkMessage, parse_message
+from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, WorkMessage, parse_message
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -90,13 +90,15 @@ def _parse(bodies: Iterable[str]) -> dict[str, WorkMessage]:
 
 
 async def read_batch(worker: Worker, bodies: Iterable[str]) -> BatchReads:
-    """One read for the batch's delivery messages (not a recovery's): their subscriptions and their
-    deliveries' states; and every message of the batch, parsed once."""
+    """One read for the batch's deliveries (those of its delivery messages, not a recovery's, and those its
+    messages of several carry): their subscriptions and their deliveries' states; and every message of the
+    batch, parsed once."""
     bodies = list(bodies)
     parsed = _parse(bodies)
     # One per message, not per distinct body: two copies of a message in the batch must count twice.
     found = [parsed[body] for body in bodies if body in parsed]
-    messages = [m for m in found if isinstance(m, DeliveryMessage) and m.job_id is None]
+    each = [d for m in found for d in (m.each() if isinstance(m, DeliveriesMessage) else [m])]
+    messages = [m for m in each if isinstance(m, DeliveryMessage) and m.job_id is None]
     if not messages:
         return BatchReads(parsed=parsed)
     subscriptions = list(dict.fromkeys((m.tenant_id, m.subscription_id) for m in messages))

@@ -1,7 +1,8 @@
 """The delivery worker: the SQS consumer behind the DeliveryFunction, and what its stages share.
 
-Each work message is one of: a fan-out page (``fanout``), a delivery (``dispatch``), a recovery or
-redelivery job (``jobs``), or a tenant purge. Once a minute the same function is invoked to sweep the
+Each work message is one of: a fan-out page (``fanout``), a delivery (``dispatch``) or several first
+deliveries (each worked as its own delivery message would be), a recovery or redelivery job (``jobs``), or a
+tenant purge. Once a minute the same function is invoked to sweep the
 scheduled work falling due onto the queue (``sweeper``), and the table's stream hands it the first attempts
 that succeeded, for their subscriptions' stats (``streamed``). The stages are plain functions of a ``Worker``, which
 holds what they share: the services, the clock and random source, the event loop and the thread pool
@@ -25,11 +26,14 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 
 from herald.errors import ServiceUnavailableError
 from herald.messages import (
+    DeliveriesMessage,
     DeliveryMessage,
     FanoutMessage,
     PoisonMessageError,
+    PurgeTenantMessage,
     RecoverMessage,
     RedeliverMessage,
+    WorkMessage,
 )
 from herald.metrics import DeliveryMetrics, Metric
 from herald.sender import close_http_client
@@ -123,27 +127,24 @@ class Worker:
 
     async def process(self, record: SQSRecord, deadline: float) -> None:
         """Process one record; raising puts it back on the queue (a batch item failure)."""
-        self.inserts.started()
-        try:
-            await self._process(record, deadline)
-        finally:
-            self.inserts.finished()
-
-    async def _process(self, record: SQSRecord, deadline: float) -> None:
         try:
             message = self.reads.message(record.body)
         except PoisonMessageError as exc:
             # Never loop on a message that cannot be read: park it in the DLQ with the reason.
             await self.io(self.queue.dead_letter, record.body, str(exc))
             return
+        if isinstance(message, DeliveriesMessage):
+            await self._deliver_each(message, record, deadline)
+            return
+        self.inserts.started()
+        try:
+            await self._process(message, record, deadline)
+        finally:
+            self.inserts.finished()
+
+    async def _process(self, message: WorkMessage, record: SQSRecord, deadline: float) -> None:
         if isinstance(message, DeliveryMessage):
-            sent_ms = record.attributes.sent_timestamp
-            if receive_count(record) == 1 and sent_ms and not message.resumed:
-                self.metrics.add(Metric.QUEUE_AGE, max(0.0, self.clock() - int(sent_ms) / 1000))
-            if message.job_id is not None:
-                await jobs.deliver(self, message, record, deadline)  # checks the job's ticket first
-            else:
-                await dispatch.deliver(self, message, record, deadline)
+            await self._deliver_one(message, record, deadline)
         elif isinstance(message, FanoutMessage):
             await fanout.fanout(self, message, deadline)
         elif isinstance(message, RecoverMessage):
@@ -151,7 +152,41 @@ class Worker:
         elif isinstance(message, RedeliverMessage):
             await jobs.run_redelivery(self, message, deadline)
         else:
+            assert isinstance(message, PurgeTenantMessage)
             await fanout.purge(self, message)
+
+    async def _deliver_one(self, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
+        sent_ms = record.attributes.sent_timestamp
+        if receive_count(record) == 1 and sent_ms and not message.resumed:
+            self.metrics.add(Metric.QUEUE_AGE, max(0.0, self.clock() - int(sent_ms) / 1000))
+        if message.job_id is not None:
+            await jobs.deliver(self, message, record, deadline)  # checks the job's ticket first
+        else:
+            await dispatch.deliver(self, message, record, deadline)
+
+    async def _deliver_each(self, message: DeliveriesMessage, record: SQSRecord, deadline: float) -> None:
+        """The first deliveries a message carries, side by side, each as its own delivery message would be. If
+        any raised, the message comes back whole once all are done: those settled find their delivery settled and
+        are done at once, those carried on by copies find it waiting and are held as those copies are, and the
+        message's receive count still leads it to the dead-letter queue if it keeps failing."""
+        each = message.each()
+        for _ in each:
+            self.inserts.started()  # all at once: none may think itself the batch's last while others start
+
+        async def one(delivery: DeliveryMessage) -> None:
+            try:
+                await self._deliver_one(delivery, record, deadline)
+            finally:
+                self.inserts.finished()
+
+        outcomes = await asyncio.gather(*(one(delivery) for delivery in each), return_exceptions=True)
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failed:
+            logger.warning(
+                "deliveries of a message failed; the message comes back",
+                extra={"failed": len(failed), "deliveries": len(each)},
+            )
+            raise failed[0]
 
     def sweep(self, context: LambdaContext | None = None) -> dict[str, Any]:
         """The scheduled invocation: queue the scheduled work falling due (``sweeper``)."""
