@@ -19,6 +19,8 @@ from packaging.utils import canonicalize_name
 
 from herald.local.resources import function_properties, load_template
 from herald.local.template import Resolver
+from herald.messages import MAX_DELIVERIES_PER_MESSAGE
+from herald.sender import MAX_CONNECTIONS
 
 if TYPE_CHECKING:
     pass
@@ -146,6 +148,11 @@ def test_delivery_function_reports_batch_item_failures_from_the_work_queue(templ
             assert 1 <= size <= 10 or window >= 1
             batching[choice, queue] = (size, window)
     assert template["Parameters"]["DeliveryBatching"]["Default"] == "latency"
+    # AND an invocation's deliveries never outnumber the HTTP client's connections, so no attempt waits for a
+    # connection inside its timeout: up to ten a message on the work queue, one a message on the slow lane (its
+    # messages are copies of single deliveries)
+    for (_, queue), (size, _) in batching.items():
+        assert size * (MAX_DELIVERIES_PER_MESSAGE if queue == "WorkQueue" else 1) <= MAX_CONNECTIONS
     assert batching == {
         ("latency", "WorkQueue"): (10, 0),
         ("throughput", "WorkQueue"): (25, 1),
