@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from herald.errors import ServiceUnavailableError
 from herald.faults import install
-from herald.messages import DeliveryMessage, dump_message
+from herald.messages import DeliveryMessage, WorkMessage, dump_message, pack
 from herald.records import Subscription
 from herald.storage.table import Table, insert_statement, inserted_item
 from tests.delivery_support import (
@@ -155,10 +155,12 @@ def _verified(received: list[Received], subs: list[Subscription]) -> list[str]:
     return sorted(got.path for got in received)
 
 
-def _bodies(harness: Harness, event_id: str, tenant_id: str, sub_ids: list[str]) -> list[str]:
+def _bodies(harness: Harness, event_id: str, tenant_id: str, sub_ids: list[str], *, packed: bool = False) -> list[str]:
+    """The deliveries' messages: one each, or ten to a message as publishing and the fan-out queue them."""
     stored = harness.services.store.events.get(event_id)
     assert stored is not None
-    return [dump_message(DeliveryMessage.of(stored, tenant_id, sub_id)) for sub_id in sub_ids]
+    messages: list[WorkMessage] = [DeliveryMessage.of(stored, tenant_id, sub_id) for sub_id in sub_ids]
+    return [dump_message(message) for message in (pack(messages) if packed else messages)]
 
 
 def _first_receives(
@@ -187,12 +189,16 @@ def _inserted_per_call(harness: Harness) -> list[list[dict[str, Any]]]:
 
 
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+@pytest.mark.parametrize("packed", [False, True], ids=["a message each", "ten to a message"])
 def test_a_batch_writes_its_first_attempts_25_to_a_call(
-    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver, packed: bool
 ) -> None:
     # GIVEN 30 subscriptions to one event, and a worker that writes only when a call is full or nothing else can
-    # come
+    # come (each delivery a message carries counts as one at work)
     subs, event_id, bodies = _first_receives(client, harness, tenant, receiver.url, 30)
+    if packed:
+        bodies = _bodies(harness, event_id, tenant.id, [sub.id for sub in subs], packed=True)
+        assert len(bodies) == 3
     # WHEN one batch holds the 30 deliveries
     result = invoke_bodies(harness, bodies)
     # THEN each was sent once, signed, and the batch wrote them in two calls: 25, then the 5 left
