@@ -121,6 +121,42 @@ def test_a_retired_message_is_redriven_and_delivered_while_poison_stays(
     assert harness.counts() == (0, 0)
 
 
+def test_a_message_an_older_worker_parked_as_unreadable_is_redriven_once_this_code_reads_it(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an event's two deliveries in one message, parked as unreadable as a worker that predates messages of
+    # several deliveries parks it (a deploy under way, a rollback), and a message no code reads beside it
+    receivers = [make_receiver(), make_receiver()]
+    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    event_id = publish(client, tenant.id)
+    url = harness.services.settings.queue_url
+    (message,) = harness.sqs.receive_message(QueueUrl=url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    assert json.loads(message["Body"])["kind"] == "deliveries"
+    unknown = "unreadable work message: [{'type': 'union_tag_invalid', 'loc': (), 'msg': \"'deliveries' unknown\"}]"
+    harness.services.queue.dead_letter(message["Body"], unknown)
+    harness.services.queue.dead_letter('{"kind": "teleport"}', "unreadable work message: kind teleport")
+    # WHEN the operator looks
+    seen = dead_letters(client)
+    # THEN the message this code reads is no longer poison, and says why it was parked; the other still is
+    by_poison = {letter["poison"]: letter for letter in seen["sample"]}
+    readable, poison = by_poison[False], by_poison[True]
+    assert (readable["kind"], readable["event_id"]) == ("deliveries", event_id)
+    assert readable["reason"].startswith("parked as unreadable by an older worker, readable now")
+    assert poison["kind"] == "teleport"
+    # WHEN the operator redrives
+    moved = redrive(client)
+    # THEN the message went back and each of its deliveries was made once, signed; the poison stays
+    assert (moved["moved"], moved["kept"], moved["remaining"]) == (1, 1, 1)
+    harness.drain()
+    for r, sub in zip(receivers, subs, strict=True):
+        (got,) = r.received
+        assert Webhook(sub.secret).verify(got.body, dict(got.headers))["type"] == "invoice.paid"
+    (left,) = dead_letters(client)["sample"]
+    assert left["poison"] is True
+    assert harness.counts() == (0, 0)
+
+
 def test_a_message_back_after_too_many_redrives_counts_as_poison(client, tenant: TenantInfo, harness: Harness) -> None:
     # GIVEN a readable message that already came back to the dead-letter queue after three redrives
     body = json.dumps({"v": 1, "kind": "fanout", "event_id": "evt_gone"})

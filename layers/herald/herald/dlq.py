@@ -1,7 +1,9 @@
 """The work queue's dead-letter queue: what is in it, and sending the healthy messages back.
 
 Two kinds of message end up there. *Poison*: a message the worker cannot read (not JSON, unknown kind
-or version), parked at once by the worker with its reason in the ``herald_error`` message attribute.
+or version), parked at once by the worker with its reason in the ``herald_error`` message attribute. A message
+parked so that this code reads (a kind or version the worker that parked it did not know yet: a deploy under way,
+a rollback) is not poison any more, and a redrive sends it back.
 *Retired*: a readable message that SQS moved after ``maxReceiveCount`` receives, because processing it
 kept failing (a worker crashing, a dependency down for long). A redrive sends retired messages back
 to the work queue, where they are processed normally; poison stays parked, out of the way. So does a
@@ -125,6 +127,7 @@ class DeadLetterQueue:
         receive_count = int(system.get("ApproximateReceiveCount", "0"))
         kind: str | None = None
         event_id = subscription_id = delivery_id = None
+        readable = False
         try:
             parsed = parse_message(body)
         except PoisonMessageError as exc:
@@ -135,6 +138,7 @@ class DeadLetterQueue:
             except ValueError:
                 kind = None
         else:
+            readable = True
             kind = parsed.kind
             event_id = getattr(parsed, "event_id", None)
             if isinstance(parsed, DeliveriesMessage):
@@ -147,10 +151,14 @@ class DeadLetterQueue:
             if isinstance(parsed, DeliveryMessage):
                 subscription_id = parsed.subscription_id
                 delivery_id = parsed.delivery_id
-        if error is not None:
+        if error is not None and not readable:
             poison, reason = True, f"poison: {error}"
         elif redrives >= self.max_redrives:
             poison, reason = True, f"failed again after {redrives} redrives"
+        elif error is not None:
+            # Parked as unreadable by a worker older than this code (a kind or version it did not know yet, while
+            # a deploy was under way or after a rollback): this code reads it, so a redrive sends it back.
+            poison, reason = False, f"parked as unreadable by an older worker, readable now ({error[:200]})"
         else:
             poison, reason = False, "processing failed on every receive (the work queue's maxReceiveCount)"
         sent_ms = system.get("SentTimestamp")
