@@ -12,6 +12,7 @@ deliveries it queues (up to ten to a message) are counted, not delivered.
 from __future__ import annotations
 
 import math
+import threading
 import time
 import uuid
 from typing import Any
@@ -32,32 +33,64 @@ from benchmarks.results import Ratio, Result
 from herald.delivery_options import compile_filter
 from herald.local.event_sources import delivery_event_source
 from herald.local.poller import LambdaContext, sqs_event
-from herald.messages import DeliveriesMessage, DeliveryMessage, FanoutMessage, parse_message
+from herald.messages import (
+    MAX_DELIVERIES_PER_MESSAGE,
+    DeliveriesMessage,
+    DeliveryMessage,
+    FanoutMessage,
+    parse_message,
+)
 from herald.worker import Worker, settle_all
 
 
 class _QueueWatch:
-    """Counts SendMessageBatch calls and their entries, and keeps every SendMessage body."""
+    """Counts SendMessageBatch calls and their entries, keeps every SendMessage body, and notes how many deliveries
+    each page of routes (each routing Query on ``table``) queued."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, table: Any) -> None:
         self.batch_calls = 0
         self.batch_entries: list[str] = []
         self.sent: list[str] = []
+        self.pages: list[int] = []  # deliveries queued after each routing Query
+        self.lock = threading.Lock()  # a page's batches are sent side by side
         events = client.meta.events
         events.register("before-parameter-build.sqs.SendMessageBatch", self._batch)
         events.register("before-parameter-build.sqs.SendMessage", self._single)
+        table.meta.events.register("before-parameter-build.dynamodb.Query", self._query)
 
     def _batch(self, params: dict[str, Any], **_: Any) -> None:
-        self.batch_calls += 1
-        self.batch_entries += [entry["MessageBody"] for entry in params.get("Entries", [])]
+        bodies = [entry["MessageBody"] for entry in params.get("Entries", [])]
+        deliveries = 0
+        for body in bodies:
+            message = parse_message(body)
+            if isinstance(message, DeliveriesMessage):
+                deliveries += len(message.deliveries)
+            elif isinstance(message, DeliveryMessage):
+                deliveries += 1
+        with self.lock:
+            self.batch_calls += 1
+            self.batch_entries += bodies
+            if self.pages:
+                self.pages[-1] += deliveries
 
     def _single(self, params: dict[str, Any], **_: Any) -> None:
         self.sent.append(params["MessageBody"])
+
+    def _query(self, params: dict[str, Any], **_: Any) -> None:
+        if str(params.get("ExpressionAttributeValues", {}).get(":p", {}).get("S", "")).startswith("ROUTE#"):
+            with self.lock:
+                self.pages.append(0)
+
+    def fewest_calls(self) -> int:
+        """The fewest SendMessageBatch calls that queue each page's deliveries once the page is read: ten
+        deliveries to a message, ten messages to a call."""
+        return sum(math.ceil(math.ceil(count / MAX_DELIVERIES_PER_MESSAGE) / 10) for count in self.pages)
 
     def reset(self) -> None:
         self.batch_calls = 0
         self.batch_entries = []
         self.sent = []
+        self.pages = []
 
 
 def _publish(api: ApiGateway, tenant_id: str) -> tuple[float, str]:
@@ -102,7 +135,7 @@ def run(
         small_count = services.settings.direct_fanout_max + 1
         make_subscriptions(services, small.id, small_count, UNUSED_URL)
 
-        watch = _QueueWatch(services.queue.client)
+        watch = _QueueWatch(services.queue.client, services.store.client)
         calls = AwsCallLog()
         calls.instrument(services.store.client, services.queue.client)
         api = ApiGateway(services)
@@ -187,6 +220,8 @@ def run(
             "deliveries_count": len(deliveries),
             "delivery_messages_count": len(packed) + len(deliveries) - sum(len(m.deliveries) for m in packed),
             "send_message_batch_calls_count": batch_calls,
+            "send_message_batch_calls_fewest_count": watch.fewest_calls(),
+            "route_pages_count": len(watch.pages),
             "send_message_batch_calls_per_100_deliveries": per_hundred,
             "fanout_invocations_count": len(invocations),
             "continuations_count": len(invocations) - 1,

@@ -75,6 +75,7 @@ def test_fanout_benchmark_counts_batches_and_continuations() -> None:
     assert result.measured["deliveries_count"] == 18
     assert result.measured["delivery_messages_count"] == 2
     assert result.measured["send_message_batch_calls_count"] == 1
+    assert result.measured["send_message_batch_calls_fewest_count"] == 1  # one page of routes, two messages
     assert result.measured["fanout_invocations_count"] == result.measured["continuations_count"] + 1
     assert result.measured["function_timeout_s"] > 0
 
