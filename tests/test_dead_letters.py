@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from herald.dlq import REDRIVES_ATTRIBUTE
+from herald.queue import REDRIVES_ATTRIBUTE
 from tests.api_support import assert_error
 from tests.delivery_support import Harness, delivery_id_of, make_harness, only_delivery, publish, subscribe
 from tests.support import ADMIN, Receiver, TenantInfo
@@ -142,7 +142,7 @@ def test_a_message_an_older_worker_parked_as_unreadable_is_redriven_once_this_co
     by_poison = {letter["poison"]: letter for letter in seen["sample"]}
     readable, poison = by_poison[False], by_poison[True]
     assert (readable["kind"], readable["event_id"]) == ("deliveries", event_id)
-    assert readable["reason"].startswith("parked as unreadable by an older worker, readable now")
+    assert readable["reason"].startswith("parked as unreadable by a worker running other code, readable now")
     assert poison["kind"] == "teleport"
     # WHEN the operator redrives
     moved = redrive(client)
@@ -154,6 +154,36 @@ def test_a_message_an_older_worker_parked_as_unreadable_is_redriven_once_this_co
         assert Webhook(sub.secret).verify(got.body, dict(got.headers))["type"] == "invoice.paid"
     (left,) = dead_letters(client)["sample"]
     assert left["poison"] is True
+    assert harness.counts() == (0, 0)
+
+
+def test_a_message_parked_again_keeps_its_redrives_and_stays_once_they_are_used_up(
+    client, tenant: TenantInfo, harness: Harness
+) -> None:
+    # GIVEN a message redriven twice already that this worker cannot read, on the work queue
+    url = harness.services.settings.queue_url
+    attributes = {REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": "2"}}
+    harness.sqs.send_message(QueueUrl=url, MessageBody='{"kind": "teleport"}', MessageAttributes=attributes)
+    # WHEN the worker parks it
+    harness.drain()
+    # THEN it is parked with its reason and its two redrives
+    dlq = harness.services.settings.dead_letter_queue_url
+    (parked,) = harness.sqs.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"])["Messages"]
+    harness.sqs.delete_message(QueueUrl=dlq, ReceiptHandle=parked["ReceiptHandle"])
+    assert parked["MessageAttributes"][REDRIVES_ATTRIBUTE]["StringValue"] == "2"
+    assert "unreadable work message" in parked["MessageAttributes"]["herald_error"]["StringValue"]
+    # AND a message this code reads, parked as unreadable by other code after as many redrives as allowed
+    limit = harness.services.settings.dead_letter_max_redrives
+    sub = subscribe(client, tenant, "https://example.com/webhook")
+    event_id = publish(client, tenant.id)
+    (message,) = harness.sqs.receive_message(QueueUrl=url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    harness.services.queue.dead_letter(message["Body"], "unreadable work message: other code", redrives=limit)
+    # THEN it counts as poison and a redrive leaves it: it cannot go round between the queues for good
+    (letter,) = dead_letters(client)["sample"]
+    assert (letter["poison"], letter["reason"]) == (True, f"failed again after {limit} redrives")
+    assert (letter["event_id"], letter["subscription_id"]) == (event_id, sub.id)
+    assert redrive(client)["moved"] == 0
     assert harness.counts() == (0, 0)
 
 

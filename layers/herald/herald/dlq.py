@@ -3,7 +3,8 @@
 Two kinds of message end up there. *Poison*: a message the worker cannot read (not JSON, unknown kind
 or version), parked at once by the worker with its reason in the ``herald_error`` message attribute. A message
 parked so that this code reads (a kind or version the worker that parked it did not know yet: a deploy under way,
-a rollback) is not poison any more, and a redrive sends it back.
+a rollback) is not poison any more, and a redrive sends it back; a worker that parks it again keeps its redrive
+count, so it stays parked once it has been redriven ``dead_letter_max_redrives`` times.
 *Retired*: a readable message that SQS moved after ``maxReceiveCount`` receives, because processing it
 kept failing (a worker crashing, a dependency down for long). A redrive sends retired messages back
 to the work queue, where they are processed normally; poison stays parked, out of the way. So does a
@@ -30,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
+from herald.queue import ERROR_ATTRIBUTE, REDRIVES_ATTRIBUTE
 from herald.schemas import DeadLetterOut, DeadLettersOut, RedriveOut
 
 if TYPE_CHECKING:
@@ -38,10 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The attribute the worker parks a poison message with (see ``WorkQueue.dead_letter``).
-ERROR_ATTRIBUTE = "herald_error"
-#: The attribute counting a message's redrives.
-REDRIVES_ATTRIBUTE = "herald_redrives"
 #: How long a looked-at message stays hidden if the look is cut short (it is made visible at once otherwise).
 PEEK_VISIBILITY_SECONDS = 15
 #: How long a message being redriven stays hidden: longer than a whole redrive call.
@@ -156,9 +154,10 @@ class DeadLetterQueue:
         elif redrives >= self.max_redrives:
             poison, reason = True, f"failed again after {redrives} redrives"
         elif error is not None:
-            # Parked as unreadable by a worker older than this code (a kind or version it did not know yet, while
-            # a deploy was under way or after a rollback): this code reads it, so a redrive sends it back.
-            poison, reason = False, f"parked as unreadable by an older worker, readable now ({error[:200]})"
+            # Parked as unreadable by a worker running other code (a kind or version it did not know yet, while a
+            # deploy was under way or after a rollback): this code reads it, so a redrive sends it back. Parked again,
+            # it keeps its redrive count (``WorkQueue.dead_letter``), so the limit above holds for it too.
+            poison, reason = False, f"parked as unreadable by a worker running other code, readable now ({error[:200]})"
         else:
             poison, reason = False, "processing failed on every receive (the work queue's maxReceiveCount)"
         sent_ms = system.get("SentTimestamp")

@@ -14,10 +14,14 @@ from herald.messages import DeliveryMessage, PoisonMessageError, WorkMessage, du
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, SendMessageBatchRequestEntryTypeDef
 
 logger = logging.getLogger(__name__)
 
+#: The attribute a message parked as unreadable carries its reason in (``dead_letter``).
+ERROR_ATTRIBUTE = "herald_error"
+#: The attribute counting a message's redrives from the dead-letter queue (``herald.dlq``).
+REDRIVES_ATTRIBUTE = "herald_redrives"
 #: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility.
 BATCH_SIZE = 10
 MAX_DELAY_SECONDS = 900
@@ -120,15 +124,19 @@ class WorkQueue:
             else:
                 raise ServiceUnavailableError(f"SQS refused {len(pending)} scheduled messages three times")
 
-    def dead_letter(self, body: str, reason: str) -> None:
-        """Put an unprocessable message straight into the dead-letter queue, with the reason attached."""
+    def dead_letter(self, body: str, reason: str, *, redrives: int = 0) -> None:
+        """Put an unprocessable message straight into the dead-letter queue, with the reason attached, and how
+        often it was redriven already (the message's own count, kept so a redrive's limit holds for it too)."""
         if not self.dead_letter_queue_url:
             raise ServiceUnavailableError("no dead-letter queue is configured")
+        attributes: dict[str, MessageAttributeValueTypeDef] = {
+            ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]}
+        }
+        if redrives > 0:
+            attributes[REDRIVES_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(redrives)}
         try:
             self.client.send_message(
-                QueueUrl=self.dead_letter_queue_url,
-                MessageBody=body,
-                MessageAttributes={"herald_error": {"DataType": "String", "StringValue": reason[:1000]}},
+                QueueUrl=self.dead_letter_queue_url, MessageBody=body, MessageAttributes=attributes
             )
         except (BotoCoreError, ClientError) as exc:
             raise ServiceUnavailableError("the dead-letter queue could not be reached") from exc

@@ -62,7 +62,15 @@ def sqs_event(messages: list[MessageTypeDef], queue_arn: str, region: str = "us-
                         "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
                     ),
                 },
-                "messageAttributes": {},
+                "messageAttributes": {
+                    name: {
+                        "stringValue": value.get("StringValue"),
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": value["DataType"],
+                    }
+                    for name, value in message.get("MessageAttributes", {}).items()
+                },
                 "md5OfBody": message.get("MD5OfBody", ""),
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
@@ -115,6 +123,7 @@ class SqsPoller:
                 MaxNumberOfMessages=min(10, self.batch_size - len(batch)),
                 WaitTimeSeconds=wait_seconds if not batch else 0,
                 AttributeNames=["All"],
+                MessageAttributeNames=["All"],
             )
             messages = response.get("Messages", [])
             if messages and not batch:

@@ -61,10 +61,14 @@ class RedeliveryOut(BaseModel):
 class DeadLetterOut(BaseModel):
     message_id: str
     kind: str | None = Field(
-        description="The work message's kind (`delivery`, `deliveries`, `fanout`, ...), none if unreadable."
+        description="The work message's kind (`delivery`, `deliveries`, `fanout`, ...); for an unreadable body, the "
+        "`kind` it names if it is a JSON object that names one, else none."
     )
     reason: str = Field(description="Why it is in the dead-letter queue.")
-    poison: bool = Field(description="Never processable: a redrive leaves it where it is.")
+    poison: bool = Field(
+        description="Not to be processed by the running code: unreadable to it, or back after the redrive limit. "
+        "A redrive leaves it where it is."
+    )
     event_id: str | None = None
     subscription_id: str | None = None
     delivery_id: str | None = None

@@ -36,6 +36,7 @@ from herald.messages import (
     WorkMessage,
 )
 from herald.metrics import DeliveryMetrics, Metric
+from herald.queue import REDRIVES_ATTRIBUTE
 from herald.sender import close_http_client
 from herald.worker import dispatch, fanout, jobs, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
@@ -130,8 +131,9 @@ class Worker:
         try:
             message = self.reads.message(record.body)
         except PoisonMessageError as exc:
-            # Never loop on a message that cannot be read: park it in the DLQ with the reason.
-            await self.io(self.queue.dead_letter, record.body, str(exc))
+            # Never loop on a message that cannot be read: park it in the DLQ with the reason (and the redrives it
+            # had, so that a redrive's limit holds for a message this code cannot read and other code can).
+            await self.io(self.queue.dead_letter, record.body, str(exc), redrives=_redrives(record))
             return
         if isinstance(message, DeliveriesMessage):
             await self._deliver_each(message, record, deadline)
@@ -215,6 +217,13 @@ class Worker:
     def attempt_expiry(self, now: datetime) -> int:
         """When a delivery and its attempts written at ``now`` expire (epoch seconds)."""
         return int((now + timedelta(days=self.settings.attempt_ttl_days)).timestamp())
+
+
+def _redrives(record: SQSRecord) -> int:
+    """How often the record's message was redriven from the dead-letter queue (its ``herald_redrives``)."""
+    attribute = record.message_attributes[REDRIVES_ATTRIBUTE]  # None if absent (Powertools' mapping)
+    value = attribute.string_value if attribute is not None else None
+    return int(value) if value and value.isdigit() else 0
 
 
 _WORKER: Worker | None = None
