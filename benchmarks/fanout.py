@@ -51,7 +51,7 @@ class _QueueWatch:
         self.batch_calls = 0
         self.batch_entries: list[str] = []
         self.sent: list[str] = []
-        self.pages: list[int] = []  # deliveries queued after each routing Query
+        self.pages: list[set[str]] = []  # the deliveries queued after each routing Query, by id
         self.lock = threading.Lock()  # a page's batches are sent side by side
         events = client.meta.events
         events.register("before-parameter-build.sqs.SendMessageBatch", self._batch)
@@ -60,18 +60,18 @@ class _QueueWatch:
 
     def _batch(self, params: dict[str, Any], **_: Any) -> None:
         bodies = [entry["MessageBody"] for entry in params.get("Entries", [])]
-        deliveries = 0
+        deliveries: set[str] = set()
         for body in bodies:
             message = parse_message(body)
             if isinstance(message, DeliveriesMessage):
-                deliveries += len(message.deliveries)
+                deliveries.update(planned.delivery_id for planned in message.deliveries)
             elif isinstance(message, DeliveryMessage):
-                deliveries += 1
+                deliveries.add(message.delivery_id)
         with self.lock:
             self.batch_calls += 1
             self.batch_entries += bodies
             if self.pages:
-                self.pages[-1] += deliveries
+                self.pages[-1] |= deliveries
 
     def _single(self, params: dict[str, Any], **_: Any) -> None:
         self.sent.append(params["MessageBody"])
@@ -79,12 +79,13 @@ class _QueueWatch:
     def _query(self, params: dict[str, Any], **_: Any) -> None:
         if str(params.get("ExpressionAttributeValues", {}).get(":p", {}).get("S", "")).startswith("ROUTE#"):
             with self.lock:
-                self.pages.append(0)
+                self.pages.append(set())
 
     def fewest_calls(self) -> int:
-        """The fewest SendMessageBatch calls that queue each page's deliveries once the page is read: ten
-        deliveries to a message, ten messages to a call."""
-        return sum(math.ceil(math.ceil(count / MAX_DELIVERIES_PER_MESSAGE) / 10) for count in self.pages)
+        """The fewest SendMessageBatch calls that queue each page's deliveries (each once) once the page is read:
+        ten deliveries to a message, ten messages to a call. A delivery queued twice, or a call resent, is then
+        an extra call, not a higher floor."""
+        return sum(math.ceil(math.ceil(len(ids) / MAX_DELIVERIES_PER_MESSAGE) / 10) for ids in self.pages)
 
     def reset(self) -> None:
         self.batch_calls = 0

@@ -127,7 +127,8 @@ def fanout(result: Result) -> list[Figure]:
             value=measured["send_message_batch_calls_count"],
             unit="calls",
             baseline=floor,
-            baseline_label=f"{deliveries:,.0f} deliveries, 100 a call, counted for each of {route_pages:.0f} pages",
+            baseline_label=f"{deliveries:,.0f} deliveries, 100 a call, counted for each of {route_pages:.0f} routing "
+            "queries",
             target=f"ratio <= {SEND_BATCH_TARGET}",
             met=measured["send_message_batch_calls_count"] <= SEND_BATCH_TARGET * floor,
             low=1.0,  # fewer calls than that would mean deliveries not queued
