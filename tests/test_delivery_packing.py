@@ -5,6 +5,7 @@ hand-over, a hold) is a message of its own."""
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +185,11 @@ def test_a_packed_delivery_that_fails_is_carried_on_by_a_message_of_its_own(
 
 
 def test_a_packed_message_whose_delivery_raises_comes_back_whole_and_sends_nothing_twice(
-    client: TestClient, tenant: TenantInfo, harness: Harness, make_receiver: Callable[[], Receiver]
+    client: TestClient,
+    tenant: TenantInfo,
+    harness: Harness,
+    make_receiver: Callable[[], Receiver],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # GIVEN three deliveries in one message, the subscription item of one of them unreadable (its reading raises,
     # in the batch's read too)
@@ -196,10 +201,16 @@ def test_a_packed_message_whose_delivery_raises_comes_back_whole_and_sends_nothi
     kept = store.client.get_item(TableName=store.table_name, Key=key)["Item"]
     store.client.put_item(TableName=store.table_name, Item={**key, "url": {"S": "not a subscription"}})
     # WHEN the worker takes it
+    caplog.set_level(logging.WARNING)
     first = harness.poller.poll_once()
-    # THEN the message failed (it comes back), after the two others were delivered
+    # THEN the message failed (it comes back), after the two others were delivered, and the log names the delivery
+    # that failed
     assert (first.received, first.deleted, first.failed) == (1, 0, 1)
     assert [len(r.received) for r in receivers] == [1, 0, 1]
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith("deliveries of a message failed")]
+    unlucky = delivery_id_of(store, event_id, subs[1].id)
+    assert logged.__dict__["failed"] == [{"delivery_id": unlucky, "event_id": event_id}]
+    assert (logged.__dict__["tenant_id"], logged.__dict__["deliveries"]) == (tenant.id, 3)
     # AND once the subscription reads again, the message's next receive makes only the missing delivery
     store.client.put_item(TableName=store.table_name, Item=kept)
     harness.reveal()

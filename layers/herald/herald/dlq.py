@@ -146,7 +146,7 @@ class DeadLetterQueue:
                 if len(parsed.deliveries) == 1:
                     subscription_id = parsed.deliveries[0].subscription_id
                     delivery_id = parsed.deliveries[0].delivery_id
-            if isinstance(parsed, DeliveryMessage):
+            elif isinstance(parsed, DeliveryMessage):
                 subscription_id = parsed.subscription_id
                 delivery_id = parsed.delivery_id
         if error is not None and not readable:

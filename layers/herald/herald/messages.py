@@ -104,8 +104,8 @@ MAX_DELIVERIES_PER_MESSAGE = 10
 class DeliveriesMessage(_Message):
     """First deliveries of one tenant's events, up to ``MAX_DELIVERIES_PER_MESSAGE``: what publishing and the
     fan-out queue, so that SQS's requests and the worker's per-batch reads and writes are paid once for several
-    webhooks. The worker works each as the ``DeliveryMessage`` it stands for (``deliveries``); anything that
-    follows a first attempt (a retry, a postponement, a hand-over to the slow lane) is a message of its own."""
+    webhooks. The worker works each as the ``DeliveryMessage`` it stands for (``each``); anything that follows a
+    first attempt (a retry, a postponement, a hand-over to the slow lane) is a message of its own."""
 
     kind: Literal["deliveries"] = "deliveries"
     tenant_id: str

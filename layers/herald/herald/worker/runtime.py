@@ -182,13 +182,17 @@ class Worker:
                 self.inserts.finished()
 
         outcomes = await asyncio.gather(*(one(delivery) for delivery in each), return_exceptions=True)
-        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        failed = [(d, outcome) for d, outcome in zip(each, outcomes, strict=True) if isinstance(outcome, BaseException)]
         if failed:
             logger.warning(
                 "deliveries of a message failed; the message comes back",
-                extra={"failed": len(failed), "deliveries": len(each)},
+                extra={
+                    "tenant_id": message.tenant_id,
+                    "failed": [{"delivery_id": d.delivery_id, "event_id": d.event_id} for d, _ in failed],
+                    "deliveries": len(each),
+                },
             )
-            raise failed[0]
+            raise failed[0][1]
 
     def sweep(self, context: LambdaContext | None = None) -> dict[str, Any]:
         """The scheduled invocation: queue the scheduled work falling due (``sweeper``)."""
