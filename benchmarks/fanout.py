@@ -33,13 +33,7 @@ from benchmarks.results import Ratio, Result
 from herald.delivery_options import compile_filter
 from herald.local.event_sources import delivery_event_source
 from herald.local.poller import LambdaContext, sqs_event
-from herald.messages import (
-    MAX_DELIVERIES_PER_MESSAGE,
-    DeliveriesMessage,
-    DeliveryMessage,
-    FanoutMessage,
-    parse_message,
-)
+from herald.messages import MAX_DELIVERIES_PER_MESSAGE, FanoutMessage, deliveries_of, parse_message
 from herald.worker import Worker, settle_all
 
 
@@ -60,13 +54,7 @@ class _QueueWatch:
 
     def _batch(self, params: dict[str, Any], **_: Any) -> None:
         bodies = [entry["MessageBody"] for entry in params.get("Entries", [])]
-        deliveries: set[str] = set()
-        for body in bodies:
-            message = parse_message(body)
-            if isinstance(message, DeliveriesMessage):
-                deliveries.update(planned.delivery_id for planned in message.deliveries)
-            elif isinstance(message, DeliveryMessage):
-                deliveries.add(message.delivery_id)
+        deliveries = {d.delivery_id for body in bodies for d in deliveries_of(parse_message(body))}
         with self.lock:
             self.batch_calls += 1
             self.batch_entries += bodies
@@ -192,8 +180,7 @@ def run(
         page_size = services.settings.fanout_page_size
 
         messages = [parse_message(body) for body in watch.batch_entries]
-        packed = [m for m in messages if isinstance(m, DeliveriesMessage)]
-        deliveries = [d for m in packed for d in m.each()] + [m for m in messages if isinstance(m, DeliveryMessage)]
+        deliveries = [d for m in messages for d in deliveries_of(m)]
         distinct = {delivery.subscription_id for delivery in deliveries}
         status, event = api.request("GET", f"/v1/events/{fanned_event}", headers=ADMIN_HEADERS)
         counts = event["deliveries"] if status == 200 else {}
@@ -219,7 +206,7 @@ def run(
             "skipped_by_filter_count": skipping,
             "create_subscriptions_s": create_s,
             "deliveries_count": len(deliveries),
-            "delivery_messages_count": len(packed) + len(deliveries) - sum(len(m.deliveries) for m in packed),
+            "delivery_messages_count": sum(1 for message in messages if deliveries_of(message)),
             "send_message_batch_calls_count": batch_calls,
             "send_message_batch_calls_fewest_count": watch.fewest_calls(),
             "route_pages_count": len(watch.pages),

@@ -174,6 +174,13 @@ def dump_message(message: WorkMessage) -> str:
     return message.model_dump_json(exclude_none=True, by_alias=True)
 
 
+def deliveries_of(message: WorkMessage) -> list[DeliveryMessage]:
+    """The deliveries a work message stands for: itself, those it carries, or none (not a delivery)."""
+    if isinstance(message, DeliveriesMessage):
+        return message.each()
+    return [message] if isinstance(message, DeliveryMessage) else []
+
+
 def _packable(message: DeliveryMessage) -> bool:
     """A plain first delivery: scheduled, of no job, not a copy carrying a delivery on, for the work queue."""
     return (

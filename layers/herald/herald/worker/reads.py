@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, WorkMessage, parse_message
+from herald.messages import PoisonMessageError, WorkMessage, deliveries_of, parse_message
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -97,8 +97,7 @@ async def read_batch(worker: Worker, bodies: Iterable[str]) -> BatchReads:
     parsed = _parse(bodies)
     # One per message, not per distinct body: two copies of a message in the batch must count twice.
     found = [parsed[body] for body in bodies if body in parsed]
-    each = [d for m in found for d in (m.each() if isinstance(m, DeliveriesMessage) else [m])]
-    messages = [m for m in each if isinstance(m, DeliveryMessage) and m.job_id is None]
+    messages = [d for m in found for d in deliveries_of(m) if d.job_id is None]
     if not messages:
         return BatchReads(parsed=parsed)
     subscriptions = list(dict.fromkeys((m.tenant_id, m.subscription_id) for m in messages))
