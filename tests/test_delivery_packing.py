@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from fastapi.testclient import TestClient
 
+    from herald.storage import Store
     from tests.support import Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
@@ -184,6 +185,15 @@ def test_a_packed_delivery_that_fails_is_carried_on_by_a_message_of_its_own(
     assert harness.counts() == (0, 0)
 
 
+def _make_unreadable(store: Store, tenant_id: str, sub_id: str) -> dict[str, Any]:
+    """Replace a subscription's item with one that does not read as a subscription (its reading raises, in the
+    batch's read too); returns the item as it was, to put back."""
+    key = {name: {"S": value} for name, value in subscription(tenant_id, sub_id).items()}
+    kept: dict[str, Any] = store.client.get_item(TableName=store.table_name, Key=key)["Item"]
+    store.client.put_item(TableName=store.table_name, Item={**key, "url": {"S": "not a subscription"}})
+    return kept
+
+
 def test_a_packed_message_whose_delivery_raises_comes_back_whole_and_sends_nothing_twice(
     client: TestClient,
     tenant: TenantInfo,
@@ -197,9 +207,7 @@ def test_a_packed_message_whose_delivery_raises_comes_back_whole_and_sends_nothi
     subs = [subscribe(client, tenant, r.url) for r in receivers]
     event_id = publish(client, tenant.id)
     store = harness.services.store
-    key = {name: {"S": value} for name, value in subscription(tenant.id, subs[1].id).items()}
-    kept = store.client.get_item(TableName=store.table_name, Key=key)["Item"]
-    store.client.put_item(TableName=store.table_name, Item={**key, "url": {"S": "not a subscription"}})
+    kept = _make_unreadable(store, tenant.id, subs[1].id)
     # WHEN the worker takes it
     caplog.set_level(logging.WARNING)
     first = harness.poller.poll_once()
@@ -229,9 +237,7 @@ def test_a_packed_message_that_keeps_failing_ends_in_the_dead_letter_queue_named
     receivers = [make_receiver() for _ in range(2)]
     subs = [subscribe(client, tenant, r.url) for r in receivers]
     event_id = publish(client, tenant.id)
-    store = harness.services.store
-    key = {name: {"S": value} for name, value in subscription(tenant.id, subs[0].id).items()}
-    store.client.put_item(TableName=store.table_name, Item={**key, "url": {"S": "not a subscription"}})
+    _make_unreadable(harness.services.store, tenant.id, subs[0].id)
     # WHEN it comes back until SQS's maxReceiveCount moves it to the dead-letter queue
     for _ in range(harness.services.settings.max_receive_count + 1):
         harness.drain()
