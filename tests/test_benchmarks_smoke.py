@@ -178,10 +178,10 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     assert pessimistic.details["invocations"]["api"] == 1
     assert "published in 1 request(s) of POST /v1/events/batch" in pessimistic.details["notes"][0]
     assert "published one a request" in single.details["notes"][0]
-    # AND the same fan-out was also worked as DeliveryBatching: throughput has the event source do it (batches of 25
+    # AND the same fan-out was also worked as DeliveryBatching: throughput has the event source do it (batches of 100
     # messages)
     assert "batch size 10," in typical.details["notes"][0]
-    assert "batch size 25," in throughput.details["notes"][0]
+    assert "batch size 100," in throughput.details["notes"][0]
     assert any("total" in line for line in lines)
     # AND the default case's write units and AWS requests per delivered webhook are figures of their own
     assert (wru.name, calls.name) == ("dynamodb_wru_per_delivery", "aws_calls_per_delivery")

@@ -293,7 +293,7 @@ def test_delivery_event_source_reads_the_template(template: dict[str, Any]) -> N
     # AND the operator's other choice of batching is what the local stack then emulates
     throughput = copy.deepcopy(template)
     throughput["Parameters"]["DeliveryBatching"]["Default"] = "throughput"
-    assert delivery_event_source(throughput) == EventSourceSettings(25, 1, 60, True, "WorkQueue", 20)
+    assert delivery_event_source(throughput) == EventSourceSettings(100, 1, 60, True, "WorkQueue", 20)
     assert sources[1] == EventSourceSettings(100, 1, 60, True, "SlowQueue", 5)
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from herald.local.resources import function_properties, load_template
 from herald.local.template import Resolver
 from herald.messages import MAX_DELIVERIES_PER_MESSAGE
 from herald.sender import MAX_CONNECTIONS
+from herald.settings import Settings
+from herald.worker.pacing import START_MARGIN_SECONDS
 
 if TYPE_CHECKING:
     pass
@@ -136,7 +139,7 @@ def test_delivery_function_reports_batch_item_failures_from_the_work_queue(templ
         assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
     # AND Lambda's rule holds whichever batching the operator picks: a batch size above 10 needs a batching
     # window of at least 1 s; for latency (the default) the work queue hands each message over at once, for
-    # throughput it gathers 25 messages (up to 250 deliveries) for up to a second; the slow lane, whose messages
+    # throughput it gathers 100 messages (up to 1,000 deliveries) for up to a second; the slow lane, whose messages
     # are single deliveries, always gathers batches of 100
     batching = {}
     for choice in template["Parameters"]["DeliveryBatching"]["AllowedValues"]:
@@ -148,14 +151,21 @@ def test_delivery_function_reports_batch_item_failures_from_the_work_queue(templ
             assert 1 <= size <= 10 or window >= 1
             batching[choice, queue] = (size, window)
     assert template["Parameters"]["DeliveryBatching"]["Default"] == "latency"
-    # AND an invocation's deliveries never outnumber the HTTP client's connections, so no attempt waits for a
-    # connection inside its timeout: up to ten a message on the work queue, one a message on the slow lane (its
-    # messages are copies of single deliveries)
+    # AND an invocation's attempts fit the function's time even when they outnumber the HTTP client's connections
+    # (each waits for one before its timeout starts): they go in waves of MAX_CONNECTIONS, up to ten deliveries a
+    # message on the work queue, whose scheduled attempts are handed to the slow lane once unanswered for
+    # slow_lane_after_seconds, one a message on the slow lane, whose attempts have the whole timeout (at its
+    # largest); the last wave starts with the timeout and the margin to record it still ahead
+    function_timeout = function_properties(template, "DeliveryFunction")["Timeout"]
+    attempt_timeout = template["Parameters"]["DeliveryTimeoutSeconds"]["MaxValue"]
+    hand_over = Settings.model_fields["slow_lane_after_seconds"].default
     for (_, queue), (size, _) in batching.items():
-        assert size * (MAX_DELIVERIES_PER_MESSAGE if queue == "WorkQueue" else 1) <= MAX_CONNECTIONS
+        per_message, wave = (MAX_DELIVERIES_PER_MESSAGE, hand_over) if queue == "WorkQueue" else (1, attempt_timeout)
+        waves = math.ceil(size * per_message / MAX_CONNECTIONS)
+        assert (waves - 1) * wave + attempt_timeout + START_MARGIN_SECONDS <= function_timeout
     assert batching == {
         ("latency", "WorkQueue"): (10, 0),
-        ("throughput", "WorkQueue"): (25, 1),
+        ("throughput", "WorkQueue"): (100, 1),
         ("latency", "SlowQueue"): (100, 1),
         ("throughput", "SlowQueue"): (100, 1),
     }

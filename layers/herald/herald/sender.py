@@ -29,8 +29,8 @@ from herald.urls import UrlPolicy
 
 logger = Logger(service="herald", child=True)
 
-#: Connections the HTTP client holds at once: an invocation's deliveries stay within it (the template's BatchSize), so
-#: no attempt waits for a connection inside its timeout.
+#: Connections the HTTP client holds at once. The worker's attempts take one each before their timeout starts
+#: (``Worker.connections``): an invocation's deliveries may outnumber them (the template's BatchSize).
 MAX_CONNECTIONS = 256
 #: Response bodies are kept up to this many bytes in the attempt log: a failure's answer is what a subscriber
 #: debugs with.

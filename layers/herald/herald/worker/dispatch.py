@@ -278,9 +278,14 @@ def _not_due(worker: Worker, state: DeliveryState | None, single_shot: bool, dea
         due = state.delivery.next_attempt_at.timestamp() if state.delivery.next_attempt_at else 0
         if not single_shot and due > now + 1:
             return due
-    if deadline - now < worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS:
+    if _too_little_time(worker, deadline):
         return now + SHORT_RETRY_SECONDS  # not enough time left to send safely
     return None
+
+
+def _too_little_time(worker: Worker, deadline: float) -> bool:
+    """Whether an attempt started now might outlive the invocation (its whole timeout, and a margin to record it)."""
+    return deadline - worker.clock() < worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
 
 
 async def _due(  # noqa: PLR0917 - the message's context, passed along as the caller has it
@@ -321,54 +326,83 @@ def _count_event(worker: Worker, job: _Job, settled: Delivery) -> None:
     worker.books.settled(job.event.id, expires_at, job.previous, settled)
 
 
-async def _held_back(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
-    """Whether the attempt waits instead of being made now, its lease given back: the subscription's slow
-    lane or open breaker (``lanes``), or its rate limit. Neither is an attempt nor a step of the schedule."""
+async def _release(worker: Worker, job: _Job, token: str | None) -> None:
+    """Give the delivery's lease back before it waits without an attempt."""
+    if token is not None:
+        await worker.io(worker.store.deliveries.release, job.delivery, token)
+    else:  # a new delivery, not written yet: it waits listed as pending, as a released one does
+        await worker.io(
+            worker.store.deliveries.list_new,
+            job.delivery,
+            scheduled_attempts=job.scheduled,
+            expires_at=job.expiry(worker),
+        )
 
-    async def release() -> None:
-        if token is not None:
-            await worker.io(worker.store.deliveries.release, job.delivery, token)
-        else:  # a new delivery, not written yet: it waits listed as pending, as a released one does
-            await worker.io(
-                worker.store.deliveries.list_new,
-                job.delivery,
-                scheduled_attempts=job.scheduled,
-                expires_at=job.expiry(worker),
-            )
 
-    # Isolation: a slow subscription's delivery goes to the slow lane, an open breaker holds it (no attempt).
-    if await lanes.diverted(
-        worker, job.message, job.record, sub, single_shot=job.single_shot, release=release, log=job.log
-    ):
-        return True
-    if sub.rate_limit is not None:
-        postpone = await worker.pacer.slot(sub.id, sub.rate_limit, deadline=job.deadline)
-        if postpone > 0:
-            # Over the rate: no attempt, no step of the schedule; the message comes back for its slot.
-            await release()
-            worker.metrics.add(Metric.POSTPONED)
-            logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
-            await hold(worker, lanes.for_later(worker, job.message, sub), job.record, worker.clock() + postpone)
-            return True
-    return False
+async def _diverted(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
+    """Whether the delivery goes to the slow lane, or waits for an open breaker (``lanes``), its lease given back:
+    neither is an attempt nor a step of the schedule."""
+    return await lanes.diverted(
+        worker,
+        job.message,
+        job.record,
+        sub,
+        single_shot=job.single_shot,
+        release=lambda: _release(worker, job, token),
+        log=job.log,
+    )
+
+
+async def _postponed(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
+    """Whether the attempt waits for the subscription's rate limit, its lease given back: neither an attempt nor a
+    step of the schedule."""
+    if sub.rate_limit is None:
+        return False
+    postpone = await worker.pacer.slot(sub.id, sub.rate_limit, deadline=job.deadline)
+    if postpone <= 0:
+        return False
+    # Over the rate: no attempt, no step of the schedule; the message comes back for its slot.
+    await _release(worker, job, token)
+    worker.metrics.add(Metric.POSTPONED)
+    logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
+    await hold(worker, lanes.for_later(worker, job.message, sub), job.record, worker.clock() + postpone)
+    return True
+
+
+async def _out_of_time(worker: Worker, job: _Job, token: str | None) -> bool:
+    """Whether the invocation has too little time left for the attempt's whole timeout, now that it may start (it
+    may have waited for a connection): then it is put off, its lease given back, and its message comes back
+    shortly, as when the claim finds too little time (``_not_due``)."""
+    if not _too_little_time(worker, job.deadline):
+        return False
+    await _release(worker, job, token)
+    logger.info("attempt put off: too little time left in this invocation", extra=job.log)
+    await hold(worker, job.message, job.record, worker.clock() + SHORT_RETRY_SECONDS)
+    return True
 
 
 async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> None:
     attempt_number = job.delivery.attempts + 1
     job.log["attempt"] = attempt_number
     scheduled = job.scheduled if job.single_shot else job.scheduled + 1
-    if await _held_back(worker, job, sub, token):
+    if await _diverted(worker, job, sub, token):
         return
-    sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
-    # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
-    # queue is then cut short and handed over to the slow lane (``lanes``).
-    hand_over = (
-        job.message.trigger is Trigger.SCHEDULED
-        and not job.single_shot
-        and job.message.job_id is None
-        and not lanes.on_slow_lane(worker, job.record)
-    )
-    outcome = await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over)
+    # An invocation may carry more deliveries than the HTTP client has connections: each attempt first waits for
+    # one (``Worker.connections``), so that its timeout, and the slow lane's watch, measure the endpoint only.
+    # The rate limit's slot is taken once the connection is held, so the attempt is sent at its slot.
+    async with worker.connections:
+        if await _postponed(worker, job, sub, token) or await _out_of_time(worker, job, token):
+            return
+        sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
+        # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
+        # queue is then cut short and handed over to the slow lane (``lanes``).
+        hand_over = (
+            job.message.trigger is Trigger.SCHEDULED
+            and not job.single_shot
+            and job.message.job_id is None
+            and not lanes.on_slow_lane(worker, job.record)
+        )
+        outcome = await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over)
     next_at: datetime | None
     if outcome.handed_over:
         # Not a step of the retry schedule: the slow lane tries again at once, with the whole timeout.

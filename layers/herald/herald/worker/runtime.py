@@ -37,7 +37,7 @@ from herald.messages import (
 )
 from herald.metrics import DeliveryMetrics, Metric
 from herald.queue import REDRIVES_ATTRIBUTE
-from herald.sender import close_http_client
+from herald.sender import MAX_CONNECTIONS, close_http_client
 from herald.worker import dispatch, fanout, jobs, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
@@ -97,6 +97,9 @@ class Worker:
         self.books = Bookkeeping(self)
         self.reads = BatchReads()
         self.inserts = Inserts(self)
+        #: One for each of the HTTP client's connections: an attempt holds one while it is made (``dispatch``), so
+        #: no attempt waits for a connection inside its timeout, however many deliveries a batch carries.
+        self.connections = asyncio.Semaphore(MAX_CONNECTIONS)
 
     def invoke(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         """One invocation of the DeliveryFunction: the schedule's sweep (``{"herald": "sweep"}``, once a

@@ -1,0 +1,125 @@
+"""An invocation may carry more deliveries than the HTTP client has connections: each attempt waits for one before
+its timeout starts, and an attempt that gets one too late in the invocation is put off, not started."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from herald import sender
+from herald.worker import runtime
+from tests.delivery_support import (
+    Harness,
+    deliveries,
+    delivery_id_of,
+    event_counts,
+    make_harness,
+    publish,
+    subscribe,
+    verify,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    import boto3
+    from fastapi.testclient import TestClient
+
+    from herald.services import Services
+    from tests.support import Clock, Receiver, TenantInfo
+
+pytestmark = pytest.mark.e2e
+
+#: The attempt's timeout, and how long each endpoint takes to answer: two answers in a row take longer than one
+#: timeout, one alone well within it. No slow lane's watch cuts an attempt short (it starts at the timeout).
+TIMEOUT = 4.0
+ANSWER_SECONDS = 2.5
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, float]:
+    return {"delivery_timeout_seconds": TIMEOUT, "slow_lane_after_seconds": TIMEOUT}
+
+
+@pytest.fixture
+def harness(
+    services: Services, aws: boto3.session.Session, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
+    """The worker's HTTP client holds one connection at a time (256 in Herald), so two deliveries of a batch
+    contend for it as 257 would."""
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(runtime, "MAX_CONNECTIONS", 1)
+    made = make_harness(services, aws, clock=clock)
+    yield made
+    made.close()
+
+
+def test_an_attempt_that_waits_for_a_connection_is_given_its_whole_timeout_once_it_has_one(
+    client: TestClient, tenant: TenantInfo, harness: Harness, make_receiver: Callable[[], Receiver]
+) -> None:
+    # GIVEN two subscriptions whose endpoints each take 2.5 s to answer, within the 4 s timeout
+    receivers = [make_receiver() for _ in range(2)]
+    for receiver in receivers:
+        receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
+    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    # WHEN an event's two deliveries (one message) are worked over the one connection
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    # THEN the second attempt, which waited 2.5 s for the connection, still had its 4 s: both succeeded at their
+    # first attempt, and each endpoint got its webhook once, signed
+    assert [result.received for result in harness.results] == [1]
+    for receiver, sub in zip(receivers, subs, strict=True):
+        (got,) = receiver.received
+        verify(sub.secret, got)
+    assert event_counts(client, event_id)["succeeded"] == 2
+    assert harness.counts() == (0, 0)
+
+
+def test_an_attempt_that_gets_its_connection_too_late_in_the_invocation_is_put_off_then_made(
+    client: TestClient, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver: Callable[[], Receiver]
+) -> None:
+    # GIVEN two subscriptions whose endpoints take 2.5 s to answer
+    receivers = [make_receiver() for _ in range(2)]
+    for receiver in receivers:
+        receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
+    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    event_id = publish(client, tenant.id)
+
+    # AND an invocation whose time runs short while its first attempt holds the one connection: once a request
+    # has arrived, its clock moves to 8 s before the deadline (less than the timeout and the 5 s margin)
+    def run_short() -> None:
+        while not any(r.received for r in receivers):
+            if done.wait(0.01):
+                return
+        clock.advance(60 - 8)
+
+    done = threading.Event()
+    watcher = threading.Thread(target=run_short, daemon=True)
+    watcher.start()
+    try:
+        # WHEN the batch is worked
+        (result,) = [harness.poller.poll_once()]
+    finally:
+        done.set()
+        watcher.join()
+    # THEN one attempt was made; the other delivery got the connection too late: it made no request and no
+    # attempt, and waits 10 s in a copy of its own message (the first is done with, nothing in flight)
+    assert (result.received, result.deleted, result.failed) == (1, 1, 0)
+    assert sorted(len(r.received) for r in receivers) == [0, 1]
+    first, put_off = sorted(range(2), key=lambda i: -len(receivers[i].received))
+    assert harness.holds == [10]
+    assert harness.in_flight() == 0
+    (waiting,) = deliveries(client, tenant, subs[put_off].id)
+    assert waiting["id"] == delivery_id_of(harness.services.store, event_id, subs[put_off].id)
+    assert (waiting["status"], waiting["attempts"]) == ("pending", 0)
+    # AND when its copy comes back, in a new invocation, the attempt is made once, signed
+    clock.advance(11)
+    harness.reveal()
+    harness.drain()
+    (got,) = receivers[put_off].received
+    verify(subs[put_off].secret, got)
+    assert len(receivers[first].received) == 1
+    assert event_counts(client, event_id)["succeeded"] == 2
+    assert harness.counts() == (0, 0)
