@@ -1,9 +1,11 @@
 """An invocation may carry more deliveries than the HTTP client has connections: each attempt waits for one before
-its timeout starts, and an attempt that gets one too late in the invocation is put off, not started."""
+its timeout starts, an attempt that gets none in time is put off, not started, and one whose subscription went on
+the slow lane while it waited is forwarded there."""
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,6 +22,7 @@ from tests.delivery_support import (
     subscribe,
     verify,
 )
+from tests.support import ADMIN, INVOICE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from herald.services import Services
     from tests.support import Clock, Receiver, TenantInfo
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 #: The attempt's timeout, and how long each endpoint takes to answer: two answers in a row take longer than one
 #: timeout, one alone well within it. No slow lane's watch cuts an attempt short (it starts at the timeout).
@@ -88,7 +91,7 @@ def test_an_attempt_that_gets_its_connection_too_late_in_the_invocation_is_put_o
     event_id = publish(client, tenant.id)
 
     # AND an invocation whose time runs short while its first attempt holds the one connection: once a request
-    # has arrived, its clock moves to 8 s before the deadline (less than the timeout and the 5 s margin)
+    # has arrived, its clock moves to 8 s before the deadline (less than the 4 s timeout and the 5 s margin)
     def run_short() -> None:
         while not any(r.received for r in receivers):
             if done.wait(0.01):
@@ -123,3 +126,33 @@ def test_an_attempt_that_gets_its_connection_too_late_in_the_invocation_is_put_o
     assert len(receivers[first].received) == 1
     assert event_counts(client, event_id)["succeeded"] == 2
     assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": TIMEOUT, "slow_lane_after_seconds": 1.0}])
+def test_an_attempt_whose_subscription_went_on_the_slow_lane_while_it_waited_is_forwarded_not_sent(
+    client: TestClient, tenant: TenantInfo, harness: Harness, make_receiver: Callable[[], Receiver]
+) -> None:
+    # GIVEN a subscription whose endpoint has started taking 2.5 s to answer (the work queue hands an attempt to
+    # the slow lane after 1 s), and two of its events published in one batch: one message of two deliveries
+    receiver = make_receiver()
+    receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
+    sub = subscribe(client, tenant, receiver.url)
+    events = [{"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id} for _ in range(2)]
+    response = client.post("/v1/events/batch", json={"events": events}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    event_ids = [item["event"]["id"] for item in response.json()["data"]]
+    # WHEN the work queue's batch is worked over the one connection
+    result = harness.poller.poll_once()
+    # THEN the first attempt was cut short after 1 s and handed to the slow lane, which put the subscription on
+    # it; the second delivery, which waited for the connection meanwhile, was forwarded there without a request
+    assert (result.received, result.deleted, result.failed) == (1, 1, 0)
+    assert len(receiver.received) == 1
+    # AND on the slow lane each delivery is made with the whole timeout and succeeds: the endpoint got the
+    # handed-over event twice (the cut attempt, then its retry) and the other once, all signed
+    harness.drain()
+    ids = Counter(verify(sub.secret, got) and got.headers["webhook-id"] for got in receiver.received)
+    assert set(ids) == set(event_ids)
+    assert sorted(ids.values()) == [1, 2]
+    assert [event_counts(client, event_id)["succeeded"] for event_id in event_ids] == [1, 1]
+    assert harness.counts() == (0, 0)
+    assert harness.counts(harness.services.settings.slow_queue_url) == (0, 0)

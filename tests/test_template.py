@@ -155,14 +155,16 @@ def test_delivery_function_reports_batch_item_failures_from_the_work_queue(templ
     # (each waits for one before its timeout starts): they go in waves of MAX_CONNECTIONS, up to ten deliveries a
     # message on the work queue, whose scheduled attempts are handed to the slow lane once unanswered for
     # slow_lane_after_seconds, one a message on the slow lane, whose attempts have the whole timeout (at its
-    # largest); the last wave starts with the timeout and the margin to record it still ahead
+    # largest); a connection may also wait out a rate limit's local wait first. The last wave starts with the
+    # timeout and the margin to record it still ahead (an attempt with no connection by then is put off)
     function_timeout = function_properties(template, "DeliveryFunction")["Timeout"]
     attempt_timeout = template["Parameters"]["DeliveryTimeoutSeconds"]["MaxValue"]
-    hand_over = Settings.model_fields["slow_lane_after_seconds"].default
+    defaults = {name: field.default for name, field in Settings.model_fields.items()}
+    hand_over, rate_wait = defaults["slow_lane_after_seconds"], defaults["rate_limit_local_wait_seconds"]
     for (_, queue), (size, _) in batching.items():
         per_message, wave = (MAX_DELIVERIES_PER_MESSAGE, hand_over) if queue == "WorkQueue" else (1, attempt_timeout)
         waves = math.ceil(size * per_message / MAX_CONNECTIONS)
-        assert (waves - 1) * wave + attempt_timeout + START_MARGIN_SECONDS <= function_timeout
+        assert (waves - 1) * (wave + rate_wait) + attempt_timeout + START_MARGIN_SECONDS <= function_timeout
     assert batching == {
         ("latency", "WorkQueue"): (10, 0),
         ("throughput", "WorkQueue"): (100, 1),

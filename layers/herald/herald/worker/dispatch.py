@@ -35,7 +35,7 @@ from herald.signing import signature_header
 from herald.storage.deliveries import stats_from_stream
 from herald.storage.jobs import FAILED
 from herald.worker import inserts, lanes
-from herald.worker.pacing import START_MARGIN_SECONDS
+from herald.worker.pacing import latest_start
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, next_step, receive_count
 
 if TYPE_CHECKING:
@@ -278,14 +278,9 @@ def _not_due(worker: Worker, state: DeliveryState | None, single_shot: bool, dea
         due = state.delivery.next_attempt_at.timestamp() if state.delivery.next_attempt_at else 0
         if not single_shot and due > now + 1:
             return due
-    if _too_little_time(worker, deadline):
+    if now > latest_start(worker, deadline):
         return now + SHORT_RETRY_SECONDS  # not enough time left to send safely
     return None
-
-
-def _too_little_time(worker: Worker, deadline: float) -> bool:
-    """Whether an attempt started now might outlive the invocation (its whole timeout, and a margin to record it)."""
-    return deadline - worker.clock() < worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
 
 
 async def _due(  # noqa: PLR0917 - the message's context, passed along as the caller has it
@@ -369,30 +364,30 @@ async def _postponed(worker: Worker, job: _Job, sub: Subscription, token: str | 
     return True
 
 
-async def _out_of_time(worker: Worker, job: _Job, token: str | None) -> bool:
-    """Whether the invocation has too little time left for the attempt's whole timeout, now that it may start (it
-    may have waited for a connection): then it is put off, its lease given back, and its message comes back
-    shortly, as when the claim finds too little time (``_not_due``)."""
-    if not _too_little_time(worker, job.deadline):
-        return False
+async def _put_off(worker: Worker, job: _Job, token: str | None) -> None:
+    """No connection came while the invocation still had time for the attempt's whole timeout: the attempt is put
+    off, its lease given back, and its message comes back shortly, as when the claim finds too little time
+    (``_not_due``). Not an attempt, nor a step of the schedule."""
     await _release(worker, job, token)
-    logger.info("attempt put off: too little time left in this invocation", extra=job.log)
+    logger.info("attempt put off: no connection came while this invocation had time for it", extra=job.log)
     await hold(worker, job.message, job.record, worker.clock() + SHORT_RETRY_SECONDS)
-    return True
 
 
-async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> None:
-    attempt_number = job.delivery.attempts + 1
-    job.log["attempt"] = attempt_number
-    scheduled = job.scheduled if job.single_shot else job.scheduled + 1
-    if await _diverted(worker, job, sub, token):
-        return
-    # An invocation may carry more deliveries than the HTTP client has connections: each attempt first waits for
-    # one (``Worker.connections``), so that its timeout, and the slow lane's watch, measure the endpoint only.
-    # The rate limit's slot is taken once the connection is held, so the attempt is sent at its slot.
-    async with worker.connections:
-        if await _postponed(worker, job, sub, token) or await _out_of_time(worker, job, token):
-            return
+async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> Outcome | None:
+    """The attempt, made once it holds one of the worker's connections (``Worker.take_connection``): a batch may
+    carry more deliveries than the HTTP client has connections, and the attempt's timeout, like the slow lane's
+    watch, measures the endpoint alone. None if no attempt was made: no connection came in time (put off), the
+    subscription went on the slow lane meanwhile (another of its attempts in this worker was slow to answer: the
+    delivery is forwarded, as ``_diverted`` would have), or the rate limit postpones it. The rate limit's slot is
+    taken with the connection held, so that the attempt goes out at its slot, never bunched up behind a wait."""
+    if not await worker.take_connection(job.deadline):
+        await _put_off(worker, job, token)
+        return None
+    try:
+        if await lanes.forwarded(
+            worker, job.message, job.record, sub, release=lambda: _release(worker, job, token), log=job.log
+        ) or await _postponed(worker, job, sub, token):
+            return None
         sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
         # queue is then cut short and handed over to the slow lane (``lanes``).
@@ -402,7 +397,20 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             and job.message.job_id is None
             and not lanes.on_slow_lane(worker, job.record)
         )
-        outcome = await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over)
+        return await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over)
+    finally:
+        worker.connections.release()
+
+
+async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> None:
+    attempt_number = job.delivery.attempts + 1
+    job.log["attempt"] = attempt_number
+    scheduled = job.scheduled if job.single_shot else job.scheduled + 1
+    if await _diverted(worker, job, sub, token):
+        return
+    outcome = await _attempt(worker, job, sub, token)
+    if outcome is None:
+        return
     next_at: datetime | None
     if outcome.handed_over:
         # Not a step of the retry schedule: the slow lane tries again at once, with the whole timeout.

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from herald.storage import StoredEvent
     from herald.worker.runtime import Worker
 
-EVENT_CACHE_SIZE = 512
+#: Events kept: at least a batch's worth (100 messages of up to ten deliveries, each maybe of an event of its own:
+#: a batch publish packs its events' deliveries together), so a batch's deliveries never read again what its
+#: batch read found.
+EVENT_CACHE_SIZE = 1024
 
 
 class EventCache:

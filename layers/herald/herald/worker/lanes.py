@@ -15,7 +15,8 @@ both learned from the subscription's own attempts and kept on its item (``Isolat
   (the endpoint was not given its whole timeout: a slow endpoint that answers is no reason to hold its
   deliveries), and the delivery is tried again at once from the slow lane, with the whole timeout. So an
   endpoint that starts hanging holds a work queue invocation for ``slow_lane_after_seconds`` at most, however
-  many of its deliveries were under way.
+  many of its deliveries were under way: those of the batch still waiting for a connection then are forwarded
+  (``forwarded``, which knows what this worker marked), not sent.
 - **The circuit breaker.** After ``breaker_timeouts`` timeouts in a row the breaker opens for
   ``breaker_open_seconds``, doubled each time it opens again without an answer in between (at most
   ``breaker_max_open_seconds``). Deliveries arriving meanwhile are held (``schedule.hold``) until it closes,
@@ -87,11 +88,7 @@ async def diverted(
     # A half-open breaker's probe is made from the slow lane too, with the whole timeout: from the work queue it
     # would be cut short and handed over, and the probe it took would hold every other delivery meanwhile.
     half_open = scheduled and 0 < learned.breaker_until <= now
-    if (learned.slow_until > now or half_open) and worker.settings.slow_queue_url and not on_slow_lane(worker, record):
-        await release()
-        worker.metrics.add(Metric.TO_SLOW_LANE)
-        logger.info("delivery forwarded to the slow lane", extra=log)
-        await hold(worker, message.model_copy(update={"lane": "slow"}), record, now)
+    if await forwarded(worker, message, record, sub, release=release, log=log, half_open=half_open):
         return True
     if not scheduled or learned.breaker_until <= 0:
         return False  # asked for (a manual retry, a recovery, a redelivery, a test): it probes the endpoint
@@ -110,6 +107,37 @@ async def diverted(
     wait += worker.rng.uniform(0, max(1.0, wait * HOLD_SPREAD))
     logger.info("delivery held by the circuit breaker", extra={**log, "held_seconds": round(wait, 1)})
     await hold(worker, for_later(worker, message, sub), record, now + wait)
+    return True
+
+
+def slow_until(worker: Worker, sub: Subscription) -> float:
+    """Until when the subscription is on the slow lane: as its item said when it was read, or as this worker
+    has marked it since (``watch``; an attempt of a batch may wait for a connection while another is slow)."""
+    return max(sub.isolation.slow_until, _MARKED.get(worker, {}).get(sub.id, 0.0))
+
+
+async def forwarded(
+    worker: Worker,
+    message: DeliveryMessage,
+    record: SQSRecord,
+    sub: Subscription,
+    *,
+    release: Callable[[], Awaitable[Any]],
+    log: dict[str, Any],
+    half_open: bool = False,
+) -> bool:
+    """Forward a delivery received from the work queue to the slow lane if its subscription is on it (or its breaker
+    is half-open: ``half_open``): its lease given back, its message carried on by a copy on the slow lane, no
+    attempt made here. True if forwarded."""
+    now = worker.clock()
+    if not (slow_until(worker, sub) > now or half_open) or not worker.settings.slow_queue_url:
+        return False
+    if on_slow_lane(worker, record):
+        return False
+    await release()
+    worker.metrics.add(Metric.TO_SLOW_LANE)
+    logger.info("delivery forwarded to the slow lane", extra=log)
+    await hold(worker, message.model_copy(update={"lane": "slow"}), record, now)
     return True
 
 

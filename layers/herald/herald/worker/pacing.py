@@ -24,6 +24,12 @@ START_MARGIN_SECONDS = 5.0
 POSTPONE_JITTER_SECONDS = 1.0
 
 
+def latest_start(worker: Worker, deadline: float) -> float:
+    """The latest an attempt may start in an invocation that ends at ``deadline``: its whole timeout and the margin
+    to record it still ahead."""
+    return deadline - worker.settings.delivery_timeout_seconds - START_MARGIN_SECONDS
+
+
 @dataclass
 class _Line:
     """This worker's line of deliveries waiting for one subscription's rate-limit slots."""
@@ -51,7 +57,7 @@ class Pacer:
             line = self._lines[sub_id] = _Line(asyncio.Lock())
         line.users += 1
         started = time.monotonic()  # the local wait is real time, whatever clock the worker runs on
-        latest_start = deadline - worker.settings.delivery_timeout_seconds - START_MARGIN_SECONDS
+        latest = latest_start(worker, deadline)
         try:
             async with line.lock:
                 while True:
@@ -63,10 +69,7 @@ class Pacer:
                         if wait <= 0:
                             return 0.0
                         waited = time.monotonic() - started
-                        if (
-                            waited + wait <= worker.settings.rate_limit_local_wait_seconds
-                            and now + wait <= latest_start
-                        ):
+                        if waited + wait <= worker.settings.rate_limit_local_wait_seconds and now + wait <= latest:
                             await asyncio.sleep(wait)
                             continue
                     # Postpone: behind the slot DynamoDB named and behind the deliveries postponed before.

@@ -42,7 +42,7 @@ from herald.worker import dispatch, fanout, jobs, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
 from herald.worker.inserts import Inserts
-from herald.worker.pacing import Pacer
+from herald.worker.pacing import Pacer, latest_start
 from herald.worker.reads import BatchReads, read_batch
 from herald.worker.schedule import receive_count
 
@@ -97,9 +97,24 @@ class Worker:
         self.books = Bookkeeping(self)
         self.reads = BatchReads()
         self.inserts = Inserts(self)
-        #: One for each of the HTTP client's connections: an attempt holds one while it is made (``dispatch``), so
-        #: no attempt waits for a connection inside its timeout, however many deliveries a batch carries.
+        #: One for each of the HTTP client's connections: an attempt holds one while it is made (``take_connection``),
+        #: so no attempt waits for a connection inside its timeout, however many deliveries a batch carries.
         self.connections = asyncio.Semaphore(MAX_CONNECTIONS)
+
+    async def take_connection(self, deadline: float) -> bool:
+        """Wait for one of ``connections`` for as long as an attempt started then still has its whole timeout and
+        the margin to record it before ``deadline``: True once one is held (the caller gives it back), False if
+        none came in time (none is held)."""
+        latest = latest_start(self, deadline)
+        try:
+            async with asyncio.timeout(max(0.0, latest - self.clock())):
+                await self.connections.acquire()
+        except TimeoutError:
+            return False
+        if self.clock() > latest:  # taken at once with no time left, or the clock moved meanwhile
+            self.connections.release()
+            return False
+        return True
 
     def invoke(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         """One invocation of the DeliveryFunction: the schedule's sweep (``{"herald": "sweep"}``, once a
