@@ -36,7 +36,7 @@ from herald.storage.deliveries import stats_from_stream
 from herald.storage.jobs import FAILED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import latest_start
-from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, next_step, receive_count
+from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -227,7 +227,7 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
             return job, token
     # Another message got there between our read and our claim: look again shortly.
     logger.info("delivery claimed by another message meanwhile", extra=log)
-    await hold(worker, message, record, worker.clock() + SHORT_RETRY_SECONDS)
+    await hold_shortly(worker, message, record)
     return None
 
 
@@ -370,7 +370,7 @@ async def _put_off(worker: Worker, job: _Job, token: str | None) -> None:
     (``_not_due``). Not an attempt, nor a step of the schedule."""
     await _release(worker, job, token)
     logger.info("attempt put off: no connection came while this invocation had time for it", extra=job.log)
-    await hold(worker, job.message, job.record, worker.clock() + SHORT_RETRY_SECONDS)
+    await hold_shortly(worker, job.message, job.record)
 
 
 async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> Outcome | None:
@@ -456,7 +456,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         # deadline). The message comes back and the next claim carries the delivery on, making this
         # attempt again under the same number (its record then replaces this one's).
         logger.warning("lease lost while attempting; the delivery's state is not updated", extra=job.log)
-        await hold(worker, job.message, job.record, worker.clock() + SHORT_RETRY_SECONDS)
+        await hold_shortly(worker, job.message, job.record)
         return
     _count_event(worker, job, settled)
     await lanes.learn(worker, sub, outcome, job.log)

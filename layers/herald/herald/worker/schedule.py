@@ -67,6 +67,12 @@ def next_step(
     return outcome.finished + timedelta(seconds=delay), DeliveryStatus.PENDING
 
 
+async def hold_shortly(worker: Worker, message: DeliveryMessage, record: SQSRecord) -> None:
+    """Bring this message's work back in ``SHORT_RETRY_SECONDS``: its attempt cannot start now, and nothing says when
+    it can (``hold``)."""
+    await hold(worker, message, record, worker.clock() + SHORT_RETRY_SECONDS)
+
+
 async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, until: float) -> None:
     """Bring this message's work back at ``until`` (epoch seconds; never before it, rounded up to the second),
     out of the queue's in-flight set: a copy delayed by SQS for up to 15 minutes, scheduled in DynamoDB beyond.
