@@ -293,14 +293,29 @@ class Meter:
 
 
 class _CountingStream(io.TextIOBase):
+    """The functions' log output, counted: all of it, and the lines of attempts that succeeded (those a deployment
+    with ``LogSuccessfulAttempts: false`` does not write)."""
+
     def __init__(self) -> None:
         self.bytes = 0
         self.lines = 0
+        self.success_bytes = 0
 
     def write(self, text: str) -> int:
         self.bytes += len(text.encode())
         self.lines += text.count("\n")
+        for line in text.splitlines(keepends=True):
+            if '"attempt made"' in line and _successful_attempt(line):
+                self.success_bytes += len(line.encode())
         return len(text)
+
+
+def _successful_attempt(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("message") == "attempt made" and record.get("status") == "succeeded"
 
 
 def access_log_bytes(template: dict[str, Any]) -> int:
@@ -374,6 +389,8 @@ class _Pass:
     durations: list[float]
     log_bytes: int
     batch_size: int
+    #: Of ``log_bytes``, the lines of attempts that succeeded.
+    success_log_bytes: int
     #: Invocations of the delivery function by the table's stream (among ``durations``).
     stream_invocations: int = 0
 
@@ -463,7 +480,7 @@ def _pass(
         durations.clear()
         stream_invocations0 = table_stream.invocations
         requests0, wru0, rru0, _ = metering.snapshot()
-        logs0 = stream.bytes
+        logs0, success0 = stream.bytes, stream.success_bytes
         api_seconds: list[float] = []
         for first in range(0, events, per_request):
             count = min(per_request, events - first)
@@ -527,6 +544,7 @@ def _pass(
         api_seconds=api_seconds,
         durations=list(durations),
         log_bytes=api_logs + worker_logs,
+        success_log_bytes=stream.success_bytes - success0,
         batch_size=source.batch_size,
         stream_invocations=table_stream.invocations - stream_invocations0,
     )
@@ -573,6 +591,9 @@ def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: 
         "wru": wru / deliveries,
         "rru": rru / deliveries,
         "log_bytes": log_bytes / deliveries,
+        "success_log_bytes": plain.success_log_bytes / deliveries,
+        # CloudWatch Logs ingestion with LogSuccessfulAttempts: false: the same bytes but the successes' lines.
+        "logs_failures_only_per_million": (log_bytes - plain.success_log_bytes) / 1e9 * CLOUDWATCH_LOGS_GB * per,
         "api_gb_s": api_gb_s / deliveries,
         "delivery_gb_s": worker_gb_s / deliveries,
         "api_request_ms": sorted(api_seconds)[len(api_seconds) // 2] * 1000,
@@ -611,6 +632,12 @@ def _cost_note(case: CaseResult) -> str:
         f"{usage['log_bytes']:.0f} log bytes, {usage['delivery_gb_s'] * 1000:.1f} mGB-s of delivery function; "
         f"EventBridge at the same fan-out would be ${eventbridge_per_million(case.fanout):.2f}, Svix's list price "
         f"${hosted_sender_per_million(case.fanout):.2f} (plan spread over {MONTHLY_WEBHOOKS:,} webhooks a month)"
+    )
+    logs, lean = case.breakdown["CloudWatch Logs ingestion"], usage["logs_failures_only_per_million"]
+    text += (
+        f"; with LogSuccessfulAttempts: false (no line for an attempt that succeeds, {usage['success_log_bytes']:.0f} "
+        f"of the {usage['log_bytes']:.0f} log bytes a delivery here), logs ${lean:.2f} instead of ${logs:.2f}: "
+        f"${case.total - logs + lean:.2f} in all"
     )
     return text
 

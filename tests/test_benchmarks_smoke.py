@@ -171,6 +171,10 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
         assert usage["sqs_requests"] > 0
         assert usage["log_bytes"] > 0
         assert breakdown["API Gateway HTTP API requests"] > 0
+        # AND what the lines of successful attempts cost is measured: a deployment that logs only failures pays less
+        assert 0 < usage["success_log_bytes"] < usage["log_bytes"]
+        assert 0 < usage["logs_failures_only_per_million"] < breakdown["CloudWatch Logs ingestion"]
+        assert "with LogSuccessfulAttempts: false" in figure.note
     # AND one API request per event costs a whole request per webhook when an event has one subscriber; the ten
     # events published in one batch request cost a tenth of that
     assert single.details["breakdown_per_million"]["API Gateway HTTP API requests"] == pytest.approx(1.0)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from herald.metrics import DeliveryMetrics, Metric
+from herald.worker import dispatch
 from tests.delivery_support import Harness, subscribe
 from tests.support import ADMIN, INVOICE, Clock, TenantInfo
 
@@ -123,6 +124,37 @@ def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
         assert secret not in logged
         assert secret.removeprefix("whsec_") not in logged
     assert MARKER not in logged
+
+
+@pytest.mark.parametrize("settings_overrides", [{"log_successful_attempts": False}])
+def test_a_deployment_that_logs_only_failures_logs_a_successful_attempt_at_debug(
+    client, tenant: TenantInfo, harness: Harness, make_receiver, caplog
+) -> None:
+    # GIVEN a deployment with HERALD_LOG_SUCCESSFUL_ATTEMPTS=false, a subscription that answers 200 and one that
+    # answers 500
+    caplog.set_level(logging.DEBUG, logger=dispatch.logger.name)  # what POWERTOOLS_LOG_LEVEL=DEBUG would show
+    ok, broken = make_receiver(), make_receiver()
+    broken.default = (500, {}, b"down", 0.0)
+    ok_sub, broken_sub = subscribe(client, tenant, ok.url), subscribe(client, tenant, broken.url)
+    # WHEN an event is delivered to both
+    published = client.post(
+        "/v1/events", json={"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}, headers=ADMIN
+    )
+    assert published.status_code == 202
+    harness.drain()
+    # THEN the failed attempt is logged as always, and the successful one only at DEBUG (which the template's
+    # POWERTOOLS_LOG_LEVEL, INFO, does not write), with the same fields
+    attempts = {
+        record.__dict__["subscription_id"]: record for record in caplog.records if record.getMessage() == "attempt made"
+    }
+    assert {sub_id: record.levelno for sub_id, record in attempts.items()} == {
+        ok_sub.id: logging.DEBUG,
+        broken_sub.id: logging.INFO,
+    }
+    assert all(attempts[ok_sub.id].__dict__.get(name) for name in CORRELATION)
+    # AND the delivery log still records the successful attempt
+    response = client.get(f"/v1/subscriptions/{ok_sub.id}/deliveries", headers=tenant.headers)
+    assert [(d["status"], d["attempts"]) for d in response.json()["data"]] == [("succeeded", 1)]
 
 
 def test_a_metric_with_more_values_than_a_document_holds_is_printed_in_several(

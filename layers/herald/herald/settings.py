@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     )
     breaker_max_open_seconds: float = Field(3600.0, gt=0, description="The longest the breaker stays open at once.")
     metrics_namespace: str = Field("Herald", min_length=1, description="CloudWatch namespace of Herald's metrics.")
+    log_successful_attempts: bool = Field(
+        True,
+        description="Log a line (INFO) for each attempt that succeeds, as for each that fails. False logs it at DEBUG "
+        "only: the delivery log (the API, the portal) still records every attempt, and the delivery function's "
+        "log ingestion, one line per delivered webhook, falls to its failures.",
+    )
 
     # --- API keys and tenant limits (the ceilings are the OpenAPI schema's; herald.limits enforces these) --
     admin_key_refresh_seconds: int = Field(

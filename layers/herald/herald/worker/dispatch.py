@@ -460,7 +460,10 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         return
     _count_event(worker, job, settled)
     await lanes.learn(worker, sub, outcome, job.log)
-    logger.info(
+    # A failed attempt is always logged; one that succeeded at DEBUG if the deployment logs only failures (the
+    # delivery's item records every attempt either way).
+    log_attempt = logger.info if worker.settings.log_successful_attempts or not outcome.succeeded else logger.debug
+    log_attempt(
         "attempt made",
         extra={
             **job.log,
