@@ -12,6 +12,7 @@ import pytest
 
 from herald import sender
 from herald.worker import runtime
+from herald.worker.pacing import START_MARGIN_SECONDS
 from tests.delivery_support import (
     Harness,
     deliveries,
@@ -128,12 +129,56 @@ def test_an_attempt_that_gets_its_connection_too_late_in_the_invocation_is_put_o
     assert harness.counts() == (0, 0)
 
 
-@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": TIMEOUT, "slow_lane_after_seconds": 1.0}])
+def test_an_attempt_with_no_connection_by_the_latest_start_is_put_off_without_waiting_for_one(
+    client: TestClient,
+    tenant: TenantInfo,
+    services: Services,
+    aws: boto3.session.Session,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    make_receiver: Callable[[], Receiver],
+) -> None:
+    # GIVEN an invocation of 10 s: an attempt (4 s, and 5 s to record it) may start in its first second only
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
+    monkeypatch.setattr(runtime, "MAX_CONNECTIONS", 1)
+    short = make_harness(services, aws, clock=clock, function_timeout_seconds=TIMEOUT + START_MARGIN_SECONDS + 1)
+    try:
+        # AND two subscriptions whose endpoints take 2.5 s to answer
+        receivers = [make_receiver() for _ in range(2)]
+        for receiver in receivers:
+            receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
+        subs = [subscribe(client, tenant, r.url) for r in receivers]
+        event_id = publish(client, tenant.id)
+        # WHEN the batch is worked over the one connection
+        result = short.poller.poll_once()
+        # THEN one attempt was made; the other delivery, with no connection by the end of that first second, was
+        # put off then (its copy sent before the first attempt's answer was recorded), not when the connection
+        # freed: it made no request, and waits 10 s in a copy of its own
+        assert (result.received, result.deleted, result.failed) == (1, 1, 0)
+        assert sorted(len(r.received) for r in receivers) == [0, 1]
+        assert short.holds == [10]
+        sent = short.queue_calls.of("SendMessage")
+        (put_off,) = [call.seq for call in sent if '"resumed":true' in call.params["MessageBody"]]
+        (recorded,) = [call.seq for call in short.table_calls.of("BatchExecuteStatement")]
+        assert put_off < recorded
+        # AND when its copy comes back, the attempt is made once
+        clock.advance(11)
+        short.reveal()
+        short.drain()
+        assert [len(r.received) for r in receivers] == [1, 1]
+        for receiver, sub in zip(receivers, subs, strict=True):
+            verify(sub.secret, receiver.received[0])
+        assert event_counts(client, event_id)["succeeded"] == 2
+    finally:
+        short.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": TIMEOUT, "slow_lane_after_seconds": 1.5}])
 def test_an_attempt_whose_subscription_went_on_the_slow_lane_while_it_waited_is_forwarded_not_sent(
     client: TestClient, tenant: TenantInfo, harness: Harness, make_receiver: Callable[[], Receiver]
 ) -> None:
     # GIVEN a subscription whose endpoint has started taking 2.5 s to answer (the work queue hands an attempt to
-    # the slow lane after 1 s), and two of its events published in one batch: one message of two deliveries
+    # the slow lane after 1.5 s), and two of its events published in one batch: one message of two deliveries
     receiver = make_receiver()
     receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
     sub = subscribe(client, tenant, receiver.url)
@@ -143,7 +188,7 @@ def test_an_attempt_whose_subscription_went_on_the_slow_lane_while_it_waited_is_
     event_ids = [item["event"]["id"] for item in response.json()["data"]]
     # WHEN the work queue's batch is worked over the one connection
     result = harness.poller.poll_once()
-    # THEN the first attempt was cut short after 1 s and handed to the slow lane, which put the subscription on
+    # THEN the first attempt was cut short after 1.5 s and handed to the slow lane, which put the subscription on
     # it; the second delivery, which waited for the connection meanwhile, was forwarded there without a request
     assert (result.received, result.deleted, result.failed) == (1, 1, 0)
     assert len(receiver.received) == 1
@@ -156,3 +201,34 @@ def test_an_attempt_whose_subscription_went_on_the_slow_lane_while_it_waited_is_
     assert [event_counts(client, event_id)["succeeded"] for event_id in event_ids] == [1, 1]
     assert harness.counts() == (0, 0)
     assert harness.counts(harness.services.settings.slow_queue_url) == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": TIMEOUT, "slow_lane_after_seconds": 1.5}])
+def test_what_a_batch_marked_slow_is_forgotten_with_it_so_a_new_url_starts_afresh(
+    client: TestClient, tenant: TenantInfo, harness: Harness, make_receiver: Callable[[], Receiver]
+) -> None:
+    # GIVEN a subscription whose endpoint takes 2.5 s to answer, which a batch put on the slow lane (its attempt
+    # cut short after 1.5 s and handed over)
+    slow, fast = make_receiver(), make_receiver()
+    slow.default = (200, {}, b"ok", ANSWER_SECONDS)
+    sub = subscribe(client, tenant, slow.url)
+    publish(client, tenant.id)
+    harness.poller.poll_once()
+    assert len(slow.received) == 1
+    assert _lane(client, tenant, sub.id) == "slow"
+    # WHEN the tenant moves the subscription to a new URL, which starts afresh, and an event is published
+    moved = client.patch(f"/v1/subscriptions/{sub.id}", json={"url": fast.url}, headers=tenant.headers)
+    assert moved.status_code == 200, moved.text
+    assert _lane(client, tenant, sub.id) == "fast"
+    publish(client, tenant.id)
+    # THEN the same worker's next batch attempts it from the work queue: the mark of the batch before is gone
+    result = harness.poller.poll_once()
+    assert (result.received, result.deleted, result.failed) == (1, 1, 0)
+    (got,) = fast.received
+    verify(sub.secret, got)
+
+
+def _lane(client: TestClient, tenant: TenantInfo, sub_id: str) -> str:
+    response = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["lane"])

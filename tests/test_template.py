@@ -402,6 +402,19 @@ def test_work_queue_age_alarm_judges_the_oldest_message_only_while_messages_wait
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
 
 
+def test_the_delivery_function_logs_successful_attempts_as_the_operator_chooses(template: dict[str, Any]) -> None:
+    # GIVEN the LogSuccessfulAttempts parameter
+    parameter = template["Parameters"]["LogSuccessfulAttempts"]
+    # THEN it is a choice of true or false, true by default as the setting's own default (a line for every attempt)
+    assert parameter["AllowedValues"] == ["true", "false"]
+    assert parameter["Default"] == "true"
+    assert Settings.model_fields["log_successful_attempts"].default is True
+    # AND the delivery function reads it (HERALD_LOG_SUCCESSFUL_ATTEMPTS), at the log level that drops DEBUG lines
+    variables = function_properties(template, "DeliveryFunction")["Environment"]["Variables"]
+    assert variables["HERALD_LOG_SUCCESSFUL_ATTEMPTS"] == {"Ref": "LogSuccessfulAttempts"}
+    assert variables["POWERTOOLS_LOG_LEVEL"] == "INFO"
+
+
 def test_delivery_failure_rate_alarm_reads_the_delivery_functions_metrics(template: dict[str, Any]) -> None:
     from herald.metrics import SERVICE, Metric
     from herald.settings import Settings

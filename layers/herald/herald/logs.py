@@ -1,10 +1,11 @@
 """The functions' log lines: Powertools' structured JSON, with what a line needs and no more.
 
 Each line is paid for at ingestion (CloudWatch Logs, $0.50 a GB), and the delivery function writes one per
-attempt: the line of a delivered webhook is its largest log cost. Powertools' ``inject_lambda_context`` puts the
-function's name, memory size and ARN on every line, which the log group (one per function) already says; they
-are left out, as is the asyncio task's name that Python 3.12 adds to every record. Each line keeps the
-invocation's request id and whether it was a cold start, beside its own fields.
+attempt: the line of a delivered webhook is its largest log cost (with ``LogSuccessfulAttempts: false`` a
+deployment writes only the failures' lines; the delivery log keeps every attempt). Powertools'
+``inject_lambda_context`` puts the function's name, memory size and ARN on every line, which the log group (one
+per function) already says; they are left out, as is the asyncio task's name that Python 3.12 adds to every
+record. Each line keeps the invocation's request id and whether it was a cold start, beside its own fields.
 """
 
 from __future__ import annotations

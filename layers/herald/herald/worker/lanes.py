@@ -58,8 +58,15 @@ logger = Logger(service="herald", child=True)
 
 #: Held deliveries come back spread over this share of their wait (at least a second), not all at once.
 HOLD_SPREAD = 0.1
-#: What each worker marked slow itself, and until when: the attempts of one batch to one slow endpoint write once.
+#: What each worker marked slow itself in its current batch, and until when: the attempts of one batch to one slow
+#: endpoint write once, and those still waiting for a connection are forwarded. Forgotten when the batch ends
+#: (``forget``): the next batch reads what was written, which a subscription's new URL resets.
 _MARKED: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+def forget(worker: Worker) -> None:
+    """The batch is over: what it marked slow is known from the subscriptions' items from now on."""
+    _MARKED.pop(worker, None)
 
 
 def on_slow_lane(worker: Worker, record: SQSRecord) -> bool:
@@ -111,8 +118,8 @@ async def diverted(
 
 
 def slow_until(worker: Worker, sub: Subscription) -> float:
-    """Until when the subscription is on the slow lane: as its item said when it was read, or as this worker
-    has marked it since (``watch``; an attempt of a batch may wait for a connection while another is slow)."""
+    """Until when the subscription is on the slow lane: as its item said when it was read, or as this worker has
+    marked it since, in this batch (``watch``; an attempt may wait for a connection while another is slow)."""
     return max(sub.isolation.slow_until, _MARKED.get(worker, {}).get(sub.id, 0.0))
 
 
@@ -143,9 +150,10 @@ async def forwarded(
 
 def for_later(worker: Worker, message: DeliveryMessage, sub: Subscription) -> DeliveryMessage:
     """The message to hold for a later attempt: it keeps the slow lane only while its subscription is on it (as
-    read for this attempt). A delivery forwarded once must not stay on the slow lane's few invocations for the
-    rest of its retries; should the subscription be slow again then, ``diverted`` forwards it again."""
-    if message.lane == "slow" and sub.isolation.slow_until <= worker.clock():
+    read for this attempt, or as this batch marked it: ``slow_until``). A delivery forwarded once must not stay
+    on the slow lane's few invocations for the rest of its retries; should the subscription be slow again then,
+    ``diverted`` forwards it again."""
+    if message.lane == "slow" and slow_until(worker, sub) <= worker.clock():
         return message.model_copy(update={"lane": None})
     return message
 
@@ -164,9 +172,7 @@ async def watch(
         return await task  # no slow lane, or the timeout itself says it (``learn``)
     hand_over = hand_over and settings.slow_lane_hand_over
     marked = _MARKED.setdefault(worker, {})
-    marked_lately = (
-        max(sub.isolation.slow_until, marked.get(sub.id, 0.0)) > worker.clock() + settings.slow_lane_seconds / 2
-    )
+    marked_lately = slow_until(worker, sub) > worker.clock() + settings.slow_lane_seconds / 2
     if marked_lately and not hand_over:
         return await task  # on the slow lane for long enough already: no write
     started = worker.now()

@@ -38,7 +38,7 @@ from herald.messages import (
 from herald.metrics import DeliveryMetrics, Metric
 from herald.queue import REDRIVES_ATTRIBUTE
 from herald.sender import MAX_CONNECTIONS, close_http_client
-from herald.worker import dispatch, fanout, jobs, streamed, sweeper
+from herald.worker import dispatch, fanout, jobs, lanes, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
 from herald.worker.inserts import Inserts
@@ -142,6 +142,7 @@ class Worker:
             # Before returning, so before SQS deletes the batch's messages.
             self.loop.run_until_complete(self.books.finish())
             self.reads = BatchReads()
+            lanes.forget(self)
             self.metrics.flush()  # one EMF document per invocation
 
     async def process(self, record: SQSRecord, deadline: float) -> None:
