@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from herald import sender
-from herald.worker import runtime
 from herald.worker.pacing import START_MARGIN_SECONDS
 from tests.delivery_support import (
     Harness,
+    Sub,
     deliveries,
     delivery_id_of,
     event_counts,
@@ -54,20 +54,26 @@ def harness(
     """The worker's HTTP client holds one connection at a time (256 in Herald), so two deliveries of a batch
     contend for it as 257 would."""
     monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
-    monkeypatch.setattr(runtime, "MAX_CONNECTIONS", 1)
     made = make_harness(services, aws, clock=clock)
     yield made
     made.close()
+
+
+def _slow_endpoints(
+    client: TestClient, tenant: TenantInfo, make_receiver: Callable[[], Receiver]
+) -> tuple[list[Receiver], list[Sub]]:
+    """Two endpoints that take ANSWER_SECONDS to answer, and a subscription of the tenant to each."""
+    receivers = [make_receiver() for _ in range(2)]
+    for receiver in receivers:
+        receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
+    return receivers, [subscribe(client, tenant, r.url) for r in receivers]
 
 
 def test_an_attempt_that_waits_for_a_connection_is_given_its_whole_timeout_once_it_has_one(
     client: TestClient, tenant: TenantInfo, harness: Harness, make_receiver: Callable[[], Receiver]
 ) -> None:
     # GIVEN two subscriptions whose endpoints each take 2.5 s to answer, within the 4 s timeout
-    receivers = [make_receiver() for _ in range(2)]
-    for receiver in receivers:
-        receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
-    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    receivers, subs = _slow_endpoints(client, tenant, make_receiver)
     # WHEN an event's two deliveries (one message) are worked over the one connection
     event_id = publish(client, tenant.id)
     harness.drain()
@@ -85,10 +91,7 @@ def test_an_attempt_that_gets_its_connection_too_late_in_the_invocation_is_put_o
     client: TestClient, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver: Callable[[], Receiver]
 ) -> None:
     # GIVEN two subscriptions whose endpoints take 2.5 s to answer
-    receivers = [make_receiver() for _ in range(2)]
-    for receiver in receivers:
-        receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
-    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    receivers, subs = _slow_endpoints(client, tenant, make_receiver)
     event_id = publish(client, tenant.id)
 
     # AND an invocation whose time runs short while its first attempt holds the one connection: once a request
@@ -140,14 +143,10 @@ def test_an_attempt_with_no_connection_by_the_latest_start_is_put_off_without_wa
 ) -> None:
     # GIVEN an invocation of 10 s: an attempt (4 s, and 5 s to record it) may start in its first second only
     monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
-    monkeypatch.setattr(runtime, "MAX_CONNECTIONS", 1)
     short = make_harness(services, aws, clock=clock, function_timeout_seconds=TIMEOUT + START_MARGIN_SECONDS + 1)
     try:
         # AND two subscriptions whose endpoints take 2.5 s to answer
-        receivers = [make_receiver() for _ in range(2)]
-        for receiver in receivers:
-            receiver.default = (200, {}, b"ok", ANSWER_SECONDS)
-        subs = [subscribe(client, tenant, r.url) for r in receivers]
+        receivers, subs = _slow_endpoints(client, tenant, make_receiver)
         event_id = publish(client, tenant.id)
         # WHEN the batch is worked over the one connection
         result = short.poller.poll_once()

@@ -15,7 +15,6 @@ from herald import sender
 from herald.local.event_sources import EventSourceSettings, delivery_event_source
 from herald.local.resources import load_template
 from herald.messages import MAX_DELIVERIES_PER_MESSAGE
-from herald.worker import runtime
 from tests.delivery_support import Harness, event_counts, make_harness, subscribe, verify
 from tests.support import ADMIN, INVOICE
 
@@ -57,7 +56,6 @@ def harness(
     """The worker polling the work queue as the throughput setting's event source does, under load (full
     batches), with fewer connections than a batch has deliveries."""
     monkeypatch.setattr(sender, "MAX_CONNECTIONS", CONNECTIONS)
-    monkeypatch.setattr(runtime, "MAX_CONNECTIONS", CONNECTIONS)
     source = _throughput_source()
     made = make_harness(services, aws, clock=clock, batch_size=source.batch_size)
     made.poller.window = source.maximum_batching_window_seconds  # a batch fills within it (the burst is queued)

@@ -159,8 +159,8 @@ def test_delivery_function_reports_batch_item_failures_from_the_work_queue(templ
     # timeout and the margin to record it still ahead (an attempt with no connection by then is put off)
     function_timeout = function_properties(template, "DeliveryFunction")["Timeout"]
     attempt_timeout = template["Parameters"]["DeliveryTimeoutSeconds"]["MaxValue"]
-    defaults = {name: field.default for name, field in Settings.model_fields.items()}
-    hand_over, rate_wait = defaults["slow_lane_after_seconds"], defaults["rate_limit_local_wait_seconds"]
+    hand_over = Settings.model_fields["slow_lane_after_seconds"].default
+    rate_wait = Settings.model_fields["rate_limit_local_wait_seconds"].default
     for (_, queue), (size, _) in batching.items():
         per_message, wave = (MAX_DELIVERIES_PER_MESSAGE, hand_over) if queue == "WorkQueue" else (1, attempt_timeout)
         waves = math.ceil(size * per_message / MAX_CONNECTIONS)

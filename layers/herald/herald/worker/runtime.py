@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 
+from herald import sender
 from herald.errors import ServiceUnavailableError
 from herald.messages import (
     DeliveriesMessage,
@@ -37,7 +38,7 @@ from herald.messages import (
 )
 from herald.metrics import DeliveryMetrics, Metric
 from herald.queue import REDRIVES_ATTRIBUTE
-from herald.sender import MAX_CONNECTIONS, close_http_client
+from herald.sender import close_http_client
 from herald.worker import dispatch, fanout, jobs, lanes, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
@@ -97,9 +98,10 @@ class Worker:
         self.books = Bookkeeping(self)
         self.reads = BatchReads()
         self.inserts = Inserts(self)
-        #: One for each of the HTTP client's connections: an attempt holds one while it is made (``take_connection``),
-        #: so no attempt waits for a connection inside its timeout, however many deliveries a batch carries.
-        self.connections = asyncio.Semaphore(MAX_CONNECTIONS)
+        #: One for each of the HTTP client's connections (``sender.MAX_CONNECTIONS``, read as the client is): an
+        #: attempt holds one while it is made (``take_connection``), so no attempt waits for a connection inside its
+        #: timeout, however many deliveries a batch carries.
+        self.connections = asyncio.Semaphore(sender.MAX_CONNECTIONS)
 
     async def take_connection(self, deadline: float) -> bool:
         """Wait for one of ``connections`` for as long as an attempt started then still has its whole timeout and
