@@ -206,6 +206,26 @@ def test_a_message_back_after_too_many_redrives_counts_as_poison(client, tenant:
     assert harness.counts() == (0, 0)
 
 
+@pytest.mark.parametrize("count", ["1.5", "-2", "1e3"])
+def test_a_redrive_count_herald_did_not_write_counts_as_none(client, harness: Harness, count: str) -> None:
+    # GIVEN a readable message sent to the dead-letter queue by hand, with a count SQS's Number type accepts but
+    # Herald never writes
+    harness.sqs.send_message(
+        QueueUrl=harness.services.settings.dead_letter_queue_url,
+        MessageBody=json.dumps({"v": 1, "kind": "purge_tenant", "tenant_id": "tnt_by_hand"}),
+        MessageAttributes={REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": count}},
+    )
+    # WHEN the operator looks and redrives
+    (letter,) = dead_letters(client)["sample"]
+    moved = redrive(client)
+    # THEN it is listed with no redrives and not as poison, and the redrive moves it with a count of one
+    assert (letter["redrives"], letter["poison"]) == (0, False)
+    assert (moved["moved"], moved["kept"]) == (1, 0)
+    url = harness.services.settings.queue_url
+    (back,) = harness.sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"])["Messages"]
+    assert back["MessageAttributes"][REDRIVES_ATTRIBUTE]["StringValue"] == "1"
+
+
 def test_a_redrive_stamps_its_count_and_respects_its_limit(client, tenant: TenantInfo, harness: Harness) -> None:
     # GIVEN three readable messages in the dead-letter queue, one redriven before
     dlq = harness.services.settings.dead_letter_queue_url

@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
-from herald.queue import ERROR_ATTRIBUTE, REDRIVES_ATTRIBUTE
+from herald.queue import ERROR_ATTRIBUTE, REDRIVES_ATTRIBUTE, redrive_count, redrives_attribute
 from herald.schemas import DeadLetterOut, DeadLettersOut, RedriveOut
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class DeadLetterQueue:
         attributes: dict[str, Any] = dict(message.get("MessageAttributes", {}))
         system: dict[str, str] = {str(key): value for key, value in message.get("Attributes", {}).items()}
         error = attributes.get(ERROR_ATTRIBUTE, {}).get("StringValue")
-        redrives = int(attributes.get(REDRIVES_ATTRIBUTE, {}).get("StringValue", "0") or 0)
+        redrives = redrive_count(attributes.get(REDRIVES_ATTRIBUTE, {}).get("StringValue"))
         receive_count = int(system.get("ApproximateReceiveCount", "0"))
         kind: str | None = None
         event_id = subscription_id = delivery_id = None
@@ -228,9 +228,7 @@ class DeadLetterQueue:
             {
                 "Id": str(index),
                 "MessageBody": letter.message["Body"],
-                "MessageAttributes": {
-                    REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": str(letter.out.redrives + 1)}
-                },
+                "MessageAttributes": {REDRIVES_ATTRIBUTE: redrives_attribute(letter.out.redrives + 1)},
             }
             for index, letter in enumerate(letters)
         ]

@@ -29,6 +29,18 @@ MAX_DELAY_SECONDS = 900
 Message = WorkMessage
 
 
+def redrive_count(value: str | None) -> int:
+    """A message's redrive count, read from its ``herald_redrives`` value. Herald writes whole numbers only; SQS's
+    Number type also takes ``1.5`` or ``-2`` from a message sent by hand, and such a value counts as 0, as does
+    none at all (the message starts its redrives afresh, it is never refused for its count)."""
+    return int(value) if value and value.isascii() and value.isdigit() else 0
+
+
+def redrives_attribute(count: int) -> MessageAttributeValueTypeDef:
+    """The ``herald_redrives`` attribute a message carries after ``count`` redrives."""
+    return {"DataType": "Number", "StringValue": str(count)}
+
+
 class WorkQueue:
     """Sends work messages; the client is injectable (tests pass a moto-backed one). A delivery message for
     the slow lane goes to the slow lane's queue when there is one."""
@@ -133,7 +145,7 @@ class WorkQueue:
             ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]}
         }
         if redrives > 0:
-            attributes[REDRIVES_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(redrives)}
+            attributes[REDRIVES_ATTRIBUTE] = redrives_attribute(redrives)
         try:
             self.client.send_message(
                 QueueUrl=self.dead_letter_queue_url, MessageBody=body, MessageAttributes=attributes

@@ -37,7 +37,7 @@ from herald.messages import (
     WorkMessage,
 )
 from herald.metrics import DeliveryMetrics, Metric
-from herald.queue import REDRIVES_ATTRIBUTE
+from herald.queue import REDRIVES_ATTRIBUTE, redrive_count
 from herald.sender import close_http_client
 from herald.worker import dispatch, fanout, jobs, lanes, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
@@ -247,8 +247,7 @@ class Worker:
 def _redrives(record: SQSRecord) -> int:
     """How often the record's message was redriven from the dead-letter queue (its ``herald_redrives``)."""
     attribute = record.message_attributes[REDRIVES_ATTRIBUTE]  # None if absent (Powertools' mapping)
-    value = attribute.string_value if attribute is not None else None
-    return int(value) if value and value.isdigit() else 0
+    return redrive_count(attribute.string_value if attribute is not None else None)
 
 
 _WORKER: Worker | None = None
