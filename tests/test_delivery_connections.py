@@ -231,3 +231,47 @@ def _lane(client: TestClient, tenant: TenantInfo, sub_id: str) -> str:
     response = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
     assert response.status_code == 200, response.text
     return str(response.json()["lane"])
+
+
+def test_a_rate_limited_subscription_waiting_for_its_slots_holds_one_connection_not_one_per_delivery(
+    client: TestClient,
+    tenant: TenantInfo,
+    services: Services,
+    aws: boto3.session.Session,
+    monkeypatch: pytest.MonkeyPatch,
+    receiver: Receiver,
+) -> None:
+    # GIVEN a worker whose HTTP client holds two connections, on the real clock
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 2)
+    harness = make_harness(services, aws)
+    try:
+        # AND a subscription limited to one delivery a second with four events for it, then one event for a
+        # subscription without a limit, all in one batch
+        created = client.post(
+            "/v1/subscriptions",
+            json={"url": receiver.http.url("/limited"), "event_types": ["invoice.paid"], "rate_limit": 1},
+            headers=tenant.headers,
+        )
+        assert created.status_code == 201, created.text
+        limited = Sub(created.json()["id"], created.json()["secret"])
+        free = subscribe(client, tenant, receiver.http.url("/free"), ["order.shipped"])
+        for _ in range(4):
+            publish(client, tenant.id)
+        publish(client, tenant.id, "order.shipped")
+        # WHEN the batch is worked
+        harness.drain()
+    finally:
+        harness.close()
+    assert [result.received for result in harness.results] == [5]
+    # THEN the free subscription's webhook went out on the connection the limited one's first send gave back, not
+    # behind its waits for slots, one second apart: it comes first or second. (Before, each waiting delivery held a
+    # connection, and the free one came fourth.) Third place at the latest leaves a second for a busy machine.
+    paths = [got.path for got in receiver.received]
+    assert sorted(paths) == ["/free"] + ["/limited"] * 4
+    assert paths.index("/free") < 3, paths
+    # AND every webhook arrived once, signed, at its first attempt: none was postponed
+    for got in receiver.received:
+        verify(free.secret if got.path == "/free" else limited.secret, got)
+    for sub in (limited, free):
+        assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}
+    assert harness.counts() == (0, 0)

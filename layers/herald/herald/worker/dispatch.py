@@ -348,20 +348,13 @@ async def _diverted(worker: Worker, job: _Job, sub: Subscription, token: str | N
     )
 
 
-async def _postponed(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
-    """Whether the attempt waits for the subscription's rate limit, its lease given back: neither an attempt nor a
-    step of the schedule."""
-    if sub.rate_limit is None:
-        return False
-    postpone = await worker.pacer.slot(sub.id, sub.rate_limit, deadline=job.deadline)
-    if postpone <= 0:
-        return False
-    # Over the rate: no attempt, no step of the schedule; the message comes back for its slot.
+async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | None, postpone: float) -> None:
+    """The attempt waits ``postpone`` seconds for the subscription's rate limit, its lease given back: neither an
+    attempt nor a step of the schedule; the message comes back for its slot."""
     await _release(worker, job, token)
     worker.metrics.add(Metric.POSTPONED)
     logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
     await hold(worker, lanes.for_later(worker, job.message, sub), job.record, worker.clock() + postpone)
-    return True
 
 
 async def _put_off(worker: Worker, job: _Job, token: str | None) -> None:
@@ -374,19 +367,17 @@ async def _put_off(worker: Worker, job: _Job, token: str | None) -> None:
 
 
 async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> Outcome | None:
-    """The attempt, made once it holds one of the worker's connections (``Worker.take_connection``): a batch may
-    carry more deliveries than the HTTP client has connections, and the attempt's timeout, like the slow lane's
-    watch, measures the endpoint alone. None if no attempt was made: no connection came in time (put off), the
-    subscription went on the slow lane meanwhile (another of its attempts in this worker was slow to answer: the
-    delivery is forwarded, as ``_diverted`` would have), or the rate limit postpones it. The rate limit's slot is
-    taken with the connection held, so that the attempt goes out at its slot, never bunched up behind a wait."""
-    if not await worker.take_connection(job.deadline):
-        await _put_off(worker, job, token)
+    """The attempt, made once it holds one of the worker's connections (``_connected``): a batch may carry more
+    deliveries than the HTTP client has connections, and the attempt's timeout, like the slow lane's watch,
+    measures the endpoint alone. None if no attempt was made: no connection came in time (put off), the rate limit
+    postpones it, or the subscription went on the slow lane meanwhile (another of its attempts in this worker was
+    slow to answer: the delivery is forwarded, as ``_diverted`` would have)."""
+    if not await _connected(worker, job, sub, token):
         return None
     try:
         if await lanes.forwarded(
             worker, job.message, job.record, sub, release=lambda: _release(worker, job, token), log=job.log
-        ) or await _postponed(worker, job, sub, token):
+        ):
             return None
         sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
@@ -400,6 +391,23 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         return await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over)
     finally:
         worker.connections.release()
+
+
+async def _connected(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
+    """Whether the attempt may start now, holding one of the worker's connections (``Worker.take_connection``) and,
+    for a rate-limited subscription, its slot (``Pacer.slot``: the slot is taken with the connection held, so the
+    attempt goes out at its slot). If not, the delivery is put off or postponed, and no connection is held."""
+    if sub.rate_limit is None:
+        postpone: float | None = 0.0 if await worker.take_connection(job.deadline) else None
+    else:
+        postpone = await worker.pacer.slot(sub.id, sub.rate_limit, deadline=job.deadline)
+    if postpone is None:
+        await _put_off(worker, job, token)
+        return False
+    if postpone > 0:
+        await _postpone(worker, job, sub, token, postpone)
+        return False
+    return True
 
 
 async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> None:

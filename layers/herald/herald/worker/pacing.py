@@ -6,6 +6,11 @@ deliveries of one subscription in a batch in line behind one another (one Dynamo
 waiting delivery); past that it is postponed through the queue: its lease is given back and its message
 held until about its slot. Neither counts as an attempt nor moves the retry schedule, and a message
 postponed many times is refreshed by ``schedule.hold`` like any long wait, never dead-lettered.
+
+The head of a line takes the connection its attempt goes out on (``Worker.take_connection``) before it asks for
+its slot, so the attempt starts at its slot, never bunched up with others behind a wait for a connection. Those
+behind it wait without one: a rate-limited subscription holds at most one of the worker's connections idle,
+however many of its deliveries a batch carries.
 """
 
 from __future__ import annotations
@@ -45,11 +50,13 @@ class Pacer:
         self._worker = worker
         self._lines: dict[str, _Line] = {}
 
-    async def slot(self, sub_id: str, rate: int, *, deadline: float) -> float:
-        """Take a slot of the subscription's rate for one attempt: 0 when it may start now, else the
-        seconds to postpone it by. The deliveries of one subscription in this worker take slots one at a
-        time (a line behind an asyncio lock), each waiting here while its slot is near; once one has to
-        be postponed, those behind it are spread over the following slots without asking DynamoDB."""
+    async def slot(self, sub_id: str, rate: int, *, deadline: float) -> float | None:
+        """Take a slot of the subscription's rate for one attempt, and a connection for it: 0 when it may start
+        now (the caller then holds one of the worker's connections, and gives it back), the seconds to postpone
+        it by, or None when no connection came while the invocation had time for the attempt (neither holds
+        one). The deliveries of one subscription in this worker take slots one at a time (a line behind an
+        asyncio lock), the head waiting here while its slot is near; once one has to be postponed, those behind
+        it are spread over the following slots without asking DynamoDB, or for a connection."""
         worker = self._worker
         interval = 1.0 / rate
         line = self._lines.get(sub_id)
@@ -58,15 +65,21 @@ class Pacer:
         line.users += 1
         started = time.monotonic()  # the local wait is real time, whatever clock the worker runs on
         latest = latest_start(worker, deadline)
+        connected = False
         try:
             async with line.lock:
                 while True:
                     now = worker.clock()
                     wait = 0.0
                     if line.backlog_until <= now:
+                        if not connected:
+                            if not await worker.take_connection(deadline):
+                                return None
+                            connected = True
                         take = worker.store.health.take_rate_slot
                         wait = await worker.io(take, sub_id, interval=interval, now=now)
                         if wait <= 0:
+                            connected = False  # the caller's now
                             return 0.0
                         waited = time.monotonic() - started
                         if waited + wait <= worker.settings.rate_limit_local_wait_seconds and now + wait <= latest:
@@ -77,6 +90,8 @@ class Pacer:
                     line.backlog_until = slot + interval
                     return slot - now + worker.rng.uniform(0, POSTPONE_JITTER_SECONDS)
         finally:
+            if connected:
+                worker.connections.release()
             line.users -= 1
             if line.users == 0:
                 self._lines.pop(sub_id, None)
