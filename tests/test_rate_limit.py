@@ -10,22 +10,32 @@ clients) on the real clock against a real receiver on 127.0.0.1 that notes when 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import pytest
 from standardwebhooks import Webhook
 
+from herald import sender
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.poller import SqsPoller
 from herald.services import Services
+from herald.storage import keys
 from herald.worker import Worker, settle_all
+from herald.worker.pacing import Skip
 from tests.chaos_support import verify_signature
 from tests.delivery_support import deliveries, make_harness, step
 from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
+
+if TYPE_CHECKING:
+    import boto3
+
+    from herald.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -173,6 +183,104 @@ def test_concurrent_takes_of_one_slot_grant_it_once(services: Services) -> None:
     # AND that slot is free once its time has come, and not before
     assert services.store.health.take_rate_slot("sub_x", interval=0.2, now=now + 0.1) == pytest.approx(0.1, abs=1e-6)
     assert services.store.health.take_rate_slot("sub_x", interval=0.2, now=now + 0.2) == 0.0
+
+
+async def _not_forwarded() -> bool:
+    return False
+
+
+def _slot_after_a_wait_for_the_connection(
+    worker: Worker, held: float, *, before_release: Callable[[], None] = lambda: None
+) -> tuple[float | Skip, float]:
+    """Ask the worker's pacer for a slot of ``sub_x`` (1 a second) while another attempt holds the worker's one
+    connection for ``held`` seconds; ``before_release`` runs just before it gives the connection back. Returns the
+    pacer's answer and when the connection was given back (epoch seconds); the slot's connection is given back."""
+
+    async def scenario() -> tuple[float | Skip, float]:
+        await worker.connections.acquire()
+        asking = asyncio.ensure_future(
+            worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=_not_forwarded)
+        )
+        await asyncio.sleep(held)
+        before_release()
+        released = time.time()
+        worker.connections.release()
+        turn = await asking
+        if turn == 0.0:
+            worker.connections.release()
+        return turn, released
+
+    return worker.loop.run_until_complete(scenario())
+
+
+def test_a_slot_taken_after_a_wait_for_the_connection_is_taken_at_the_time_it_is_taken(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a worker with one connection, held by another attempt for 1.5 s while a delivery of a subscription
+    # limited to 1 a second asks for its slot
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
+    worker = Worker(services)
+    try:
+        # WHEN it gets the connection, then its slot
+        turn, released = _slot_after_a_wait_for_the_connection(worker, 1.5)
+    finally:
+        settle_all([worker])
+    # THEN the next slot, for every worker, is a whole interval after the moment the slot was taken (after the
+    # connection came back), not after the moment the delivery began to wait: no two starts closer than 1 s
+    assert turn == 0.0
+    item = services.store.table.read(keys.rate_slot("sub_x"))
+    assert item is not None
+    assert float(item["tat"]) >= released + 1.0
+
+
+def test_the_wait_for_a_connection_does_not_count_against_the_local_wait_for_a_slot(
+    settings: Settings, aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a worker with one connection that waits up to 2 s for a slot, the connection held by another attempt
+    # for 1.5 s while a delivery of a subscription limited to 1 a second asks for its slot; meanwhile another
+    # worker takes the subscription's slot, so the next is free 1 s after the connection comes back
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
+    services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 2}), session=aws)
+    worker = Worker(services)
+
+    def another_worker_takes_the_slot() -> None:
+        assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == 0.0
+
+    try:
+        # WHEN it gets the connection
+        turn, _ = _slot_after_a_wait_for_the_connection(worker, 1.5, before_release=another_worker_takes_the_slot)
+    finally:
+        settle_all([worker])
+    # THEN it waits the second for its slot in the worker (1.5 s for the connection and 1 s for the slot would be
+    # over 2 s), not postponed through the queue
+    assert turn == 0.0
+
+
+def test_a_delivery_whose_subscription_went_on_the_slow_lane_is_forwarded_before_it_takes_a_slot(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a worker with one connection, and a delivery of a rate-limited subscription that the worker finds on
+    # the slow lane once it holds the connection
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
+    worker = Worker(services)
+    forwarded: list[str] = []
+
+    async def forward() -> bool:
+        forwarded.append("sub_x")
+        return True
+
+    async def scenario() -> float | Skip:
+        return await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=forward)
+
+    try:
+        # WHEN it asks for its slot
+        turn = worker.loop.run_until_complete(scenario())
+        # THEN it was forwarded, took no slot of the subscription's rate, and gave the connection back
+        assert (turn, forwarded) == (Skip.FORWARDED, ["sub_x"])
+        assert services.store.table.read(keys.rate_slot("sub_x")) is None
+        assert not worker.connections.locked()
+    finally:
+        settle_all([worker])
 
 
 def test_rate_limit_is_validated_and_can_be_changed_or_removed(client, tenant: TenantInfo) -> None:

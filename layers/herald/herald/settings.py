@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         ge=0,
         le=30,
         description="How long a delivery over its subscription's rate waits in the worker before it is postponed "
-        "through the queue instead.",
+        "through the queue instead (a wait for one of the worker's connections not counted).",
     )
     slow_lane_after_seconds: float = Field(
         2.0,

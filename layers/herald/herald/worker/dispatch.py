@@ -35,7 +35,7 @@ from herald.signing import signature_header
 from herald.storage.deliveries import stats_from_stream
 from herald.storage.jobs import FAILED
 from herald.worker import inserts, lanes
-from herald.worker.pacing import latest_start
+from herald.worker.pacing import Skip, latest_start
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count
 
 if TYPE_CHECKING:
@@ -370,14 +370,11 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
     """The attempt, made once it holds one of the worker's connections (``_connected``): a batch may carry more
     deliveries than the HTTP client has connections, and the attempt's timeout, like the slow lane's watch,
     measures the endpoint alone. None if no attempt was made: no connection came in time (put off), the rate limit
-    postpones it, or the subscription went on the slow lane meanwhile (another of its attempts in this worker was
-    slow to answer: the delivery is forwarded, as ``_diverted`` would have)."""
+    postpones it, or the subscription went on the slow lane meanwhile (``_forwarded``)."""
     if not await _connected(worker, job, sub, token):
         return None
     try:
-        if await lanes.forwarded(
-            worker, job.message, job.record, sub, release=lambda: _release(worker, job, token), log=job.log
-        ):
+        if await _forwarded(worker, job, sub, token):
             return None
         sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
@@ -396,18 +393,33 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
 async def _connected(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
     """Whether the attempt may start now, holding one of the worker's connections (``Worker.take_connection``) and,
     for a rate-limited subscription, its slot (``Pacer.slot``: the slot is taken with the connection held, so the
-    attempt goes out at its slot). If not, the delivery is put off or postponed, and no connection is held."""
+    attempt goes out at its slot). If not, the delivery is put off, postponed or forwarded, and no connection is
+    held."""
+    turn: float | Skip
     if sub.rate_limit is None:
-        postpone: float | None = 0.0 if await worker.take_connection(job.deadline) else None
+        turn = 0.0 if await worker.take_connection(job.deadline) else Skip.NO_CONNECTION
     else:
-        postpone = await worker.pacer.slot(sub.id, sub.rate_limit, deadline=job.deadline)
-    if postpone is None:
+        turn = await worker.pacer.slot(
+            sub.id, sub.rate_limit, deadline=job.deadline, forwarded=lambda: _forwarded(worker, job, sub, token)
+        )
+    if turn is Skip.NO_CONNECTION:
         await _put_off(worker, job, token)
         return False
-    if postpone > 0:
-        await _postpone(worker, job, sub, token, postpone)
+    if turn is Skip.FORWARDED:
+        return False
+    if turn > 0:
+        await _postpone(worker, job, sub, token, turn)
         return False
     return True
+
+
+async def _forwarded(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
+    """Whether the delivery was forwarded to the slow lane, its subscription having gone there while the attempt
+    waited for a connection or a slot (another of its attempts in this worker was slow to answer), as
+    ``_diverted`` would have forwarded it before."""
+    return await lanes.forwarded(
+        worker, job.message, job.record, sub, release=lambda: _release(worker, job, token), log=job.log
+    )
 
 
 async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> None:

@@ -18,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from herald.worker.runtime import Worker
 
 #: An attempt is only started if the invocation has this much time left beyond the HTTP timeout.
@@ -33,6 +36,15 @@ def latest_start(worker: Worker, deadline: float) -> float:
     """The latest an attempt may start in an invocation that ends at ``deadline``: its whole timeout and the margin
     to record it still ahead."""
     return deadline - worker.settings.delivery_timeout_seconds - START_MARGIN_SECONDS
+
+
+class Skip(Enum):
+    """Why ``Pacer.slot`` gives an attempt neither a slot nor a postponement."""
+
+    #: No connection came while the invocation had time for the attempt: it is put off.
+    NO_CONNECTION = "no connection"
+    #: Its subscription went on the slow lane meanwhile: the delivery was forwarded there.
+    FORWARDED = "forwarded"
 
 
 @dataclass
@@ -50,13 +62,19 @@ class Pacer:
         self._worker = worker
         self._lines: dict[str, _Line] = {}
 
-    async def slot(self, sub_id: str, rate: int, *, deadline: float) -> float | None:
+    async def slot(
+        self, sub_id: str, rate: int, *, deadline: float, forwarded: Callable[[], Awaitable[bool]]
+    ) -> float | Skip:
         """Take a slot of the subscription's rate for one attempt, and a connection for it: 0 when it may start
-        now (the caller then holds one of the worker's connections, and gives it back), the seconds to postpone
-        it by, or None when no connection came while the invocation had time for the attempt (neither holds
-        one). The deliveries of one subscription in this worker take slots one at a time (a line behind an
-        asyncio lock), the head waiting here while its slot is near; once one has to be postponed, those behind
-        it are spread over the following slots without asking DynamoDB, or for a connection."""
+        now (the caller then holds one of the worker's connections, and gives it back), or the seconds to postpone
+        it by, or why it is skipped (neither holds a connection): no connection came while the invocation had
+        time for the attempt, or ``forwarded``, awaited once the connection is held and before the slot is taken
+        (the subscription may have gone on the slow lane during the wait), forwarded the delivery.
+
+        The deliveries of one subscription in this worker take slots one at a time (a line behind an asyncio
+        lock), the head waiting here while its slot is near, up to the local wait (the wait for a connection
+        not counted); once one has to be postponed, those behind it are spread over the following slots without
+        asking DynamoDB, or for a connection."""
         worker = self._worker
         interval = 1.0 / rate
         line = self._lines.get(sub_id)
@@ -73,9 +91,14 @@ class Pacer:
                     wait = 0.0
                     if line.backlog_until <= now:
                         if not connected:
+                            asked = time.monotonic()
                             if not await worker.take_connection(deadline):
-                                return None
+                                return Skip.NO_CONNECTION
                             connected = True
+                            started += time.monotonic() - asked
+                            if await forwarded():
+                                return Skip.FORWARDED
+                            continue  # time went by: the slot is asked for at the clock's time
                         take = worker.store.health.take_rate_slot
                         wait = await worker.io(take, sub_id, interval=interval, now=now)
                         if wait <= 0:
