@@ -195,6 +195,13 @@ def nested_and(levels: int) -> dict[str, Any]:
 BAD_INPUT = [
     # (what, fields, code, type, loc)
     (
+        "one header named twice",
+        {"headers": {"X-Route": {"value": "a"}, "x-route": {"value": "b"}}},
+        "invalid_headers",
+        "duplicate_header",
+        ["body", "headers", "x-route"],
+    ),
+    (
         "CR LF in a value",
         {"headers": {"X-Key": {"value": "a\r\nX-Injected: 1"}}},
         "invalid_headers",

@@ -227,6 +227,10 @@ PatchCase = tuple[dict[str, Any], dict[str, tuple[str, bool]] | str]
         ({"X-Shh": {"value": "a", "sensitive": True}}, "ok-then-unmask"),
         ({"Host": {"value": "evil"}}, "reserved_header"),
         ({"X-Route": {"value": "a\r\nb"}}, "invalid_header_value"),
+        # one header named twice, whatever the case and the changes
+        ({"X-Route": None, "x-route": None}, "duplicate_header"),
+        ({"X-Route": None, "x-route": {}}, "duplicate_header"),
+        ({"X-New": {"value": "a"}, "X-NEW": {"value": "b"}}, "duplicate_header"),
     ],
 )
 def test_updates_are_merge_patches(patch: dict[str, Any], expected: dict[str, tuple[str, bool]] | str) -> None:

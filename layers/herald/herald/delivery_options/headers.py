@@ -266,7 +266,14 @@ def apply_patch(
 ) -> CustomHeaders:
     """``current`` changed by a merge patch (see the module docstring), validated as a whole. A header without a
     value that is not set yet, or that turns a sensitive header non-sensitive (it would show the stored secret),
-    is an ``InvalidHeadersError`` (``type`` ``missing_header_value``)."""
+    is an ``InvalidHeadersError`` (``type`` ``missing_header_value``), as is a patch naming one header twice
+    (``duplicate_header``: names ignore case, and which of the two should win is not for Herald to guess)."""
+    named: set[str] = set()
+    for name in patch:
+        if name.lower() in named:
+            message = f"header {name!r} is given twice (names ignore case)"
+            raise InvalidHeadersError(message, details=[_problem(name, message, "duplicate_header", loc)])
+        named.add(name.lower())
     merged: dict[str, HeaderIn] = {
         header.name: HeaderIn(value=header.value, sensitive=header.sensitive) for header in current.headers
     }
