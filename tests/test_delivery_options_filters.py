@@ -190,6 +190,14 @@ def test_the_bounds_leave_room_for_real_filters() -> None:
     assert compile_filter(nested).matches("order.shipped", ORDER) is False
 
 
+def test_a_path_part_with_a_digit_that_is_not_0_9_names_no_list_item() -> None:
+    # GIVEN a filter stored before such paths were refused, on items[²]
+    stored = compile_filter({"items.\u00b2.quantity": {"$gt": 0}})
+    # THEN it is evaluated (matching nothing), never an error that would let every event through
+    assert stored.matches("order.shipped", ORDER) is False
+    assert compile_filter({"items.0.quantity": {"$gt": 0}}).matches("order.shipped", ORDER) is True
+
+
 SCHEMAS = event_schemas(catalog, ["invoice.paid", "order.shipped"])
 
 SCHEMA_REFUSED: list[tuple[dict[str, Any], str, list[str | int]]] = [
@@ -201,6 +209,8 @@ SCHEMA_REFUSED: list[tuple[dict[str, Any], str, list[str | int]]] = [
     ({"currency": {"$in": ["EUR", 3]}}, "filter_type_mismatch", ["currency", "$in", 1]),
     ({"items.quantity": {"$gt": "many"}}, "filter_type_mismatch", ["items.quantity", "$gt"]),
     ({"items.0.quantity": True}, "filter_type_mismatch", ["items.0.quantity"]),
+    # a digit that is not 0-9 is no list index (Python's str.isdigit takes it)
+    ({"items.\u00b2.quantity": {"$gt": 1}}, "filter_unknown_path", ["items.\u00b2.quantity", "$gt"]),
     ({"$type": "subscription.created"}, "filter_unknown_event_type", ["$type"]),
     ({"$type": {"$in": ["invoice.paid", "nope.nope"]}}, "filter_unknown_event_type", ["$type", "$in", 1]),
 ]

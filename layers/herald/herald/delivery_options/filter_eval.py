@@ -25,6 +25,12 @@ ORDER: dict[str, Callable[[Any, Any], bool]] = {
 MISSING = object()
 
 
+def is_index(part: str) -> bool:
+    """Whether a path's part names a list's item: ASCII digits only (``str.isdigit`` also takes ``²``, which
+    ``int`` refuses)."""
+    return part.isascii() and part.isdigit()
+
+
 def _collect(data: Any, parts: tuple[str, ...]) -> list[Any]:
     """Every value at ``parts`` under ``data``, looking into arrays the MongoDB way; [] when missing."""
     current = [data]
@@ -35,7 +41,7 @@ def _collect(data: Any, parts: tuple[str, ...]) -> list[Any]:
                 if part in value:
                     found.append(value[part])
             elif isinstance(value, list):
-                if part.isdigit() and int(part) < len(value):
+                if is_index(part) and int(part) < len(value):
                     found.append(value[int(part)])
                 found.extend(item[part] for item in value if isinstance(item, dict) and part in item)
         current = found

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from herald.delivery_options.filter_eval import is_index
 from herald.delivery_options.filters import (
     CompiledFilter,
     Condition,
@@ -97,7 +98,7 @@ def _step(schema: Schema, root: Schema, part: str) -> list[Schema]:
         if "array" in types:
             items = branch.get("items", {})
             items = items if isinstance(items, Mapping) else {}
-            found += [items] if part.isdigit() else _step(items, root, part)
+            found += [items] if is_index(part) else _step(items, root, part)
     return found
 
 
