@@ -206,14 +206,18 @@ def test_a_message_back_after_too_many_redrives_counts_as_poison(client, tenant:
     assert harness.counts() == (0, 0)
 
 
-@pytest.mark.parametrize("count", ["1.5", "-2", "1e3"])
-def test_a_redrive_count_herald_did_not_write_counts_as_none(client, harness: Harness, count: str) -> None:
-    # GIVEN a readable message sent to the dead-letter queue by hand, with a count SQS's Number type accepts but
-    # Herald never writes
+@pytest.mark.parametrize(
+    ("data_type", "count"), [("Number", "1.5"), ("Number", "-2"), ("Number", "1e3"), ("String", "9" * 5000)]
+)
+def test_a_redrive_count_herald_did_not_write_counts_as_none(
+    client, harness: Harness, data_type: str, count: str
+) -> None:
+    # GIVEN a readable message sent to the dead-letter queue by hand, with a count Herald never writes (SQS's
+    # Number type accepts the first three; the last is more digits than int() reads)
     harness.sqs.send_message(
         QueueUrl=harness.services.settings.dead_letter_queue_url,
         MessageBody=json.dumps({"v": 1, "kind": "purge_tenant", "tenant_id": "tnt_by_hand"}),
-        MessageAttributes={REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": count}},
+        MessageAttributes={REDRIVES_ATTRIBUTE: {"DataType": data_type, "StringValue": count}},
     )
     # WHEN the operator looks and redrives
     (letter,) = dead_letters(client)["sample"]
@@ -224,6 +228,17 @@ def test_a_redrive_count_herald_did_not_write_counts_as_none(client, harness: Ha
     url = harness.services.settings.queue_url
     (back,) = harness.sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"])["Messages"]
     assert back["MessageAttributes"][REDRIVES_ATTRIBUTE]["StringValue"] == "1"
+
+
+def test_a_body_nested_deeper_than_any_parser_goes_is_shown_as_poison(client, harness: Harness) -> None:
+    # GIVEN a message of 100,000 opening brackets in the dead-letter queue
+    harness.sqs.send_message(QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody="[" * 100_000)
+    # WHEN the operator looks and redrives
+    (letter,) = dead_letters(client)["sample"]
+    moved = redrive(client)
+    # THEN it is shown as poison, of no kind, and stays
+    assert (letter["poison"], letter["kind"]) == (True, None)
+    assert (moved["moved"], moved["kept"]) == (0, 1)
 
 
 def test_a_redrive_stamps_its_count_and_respects_its_limit(client, tenant: TenantInfo, harness: Harness) -> None:

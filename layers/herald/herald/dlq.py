@@ -133,7 +133,7 @@ class DeadLetterQueue:
             try:
                 raw = json.loads(body)
                 kind = str(raw["kind"]) if isinstance(raw, dict) and "kind" in raw else None
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
                 kind = None
         else:
             readable = True

@@ -30,10 +30,11 @@ Message = WorkMessage
 
 
 def redrive_count(value: str | None) -> int:
-    """A message's redrive count, read from its ``herald_redrives`` value. Herald writes whole numbers only; SQS's
-    Number type also takes ``1.5`` or ``-2`` from a message sent by hand, and such a value counts as 0, as does
-    none at all (the message starts its redrives afresh, it is never refused for its count)."""
-    return int(value) if value and value.isascii() and value.isdigit() else 0
+    """A message's redrive count, read from its ``herald_redrives`` value. Herald writes small whole numbers only; a
+    message sent by hand may carry ``1.5``, ``-2`` (SQS's Number type takes them) or thousands of digits (as a
+    String, which ``int`` refuses), and such a value counts as 0, as does none at all: the message starts its
+    redrives afresh, it is never refused for its count."""
+    return int(value) if value and len(value) <= 9 and value.isascii() and value.isdigit() else 0
 
 
 def redrives_attribute(count: int) -> MessageAttributeValueTypeDef:
