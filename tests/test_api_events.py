@@ -15,6 +15,8 @@ from pydantic import Field
 from standardwebhooks import Webhook
 
 from herald.catalog import EventData, EventType, _envelope, catalog, operational_catalog
+from herald.domain.publishing import validate_data
+from herald.errors import InvalidInputError
 from tests.api_support import assert_error, queue_messages
 from tests.support import ADMIN, INVOICE, drain
 
@@ -270,6 +272,28 @@ def test_non_finite_numbers_are_refused(client, tenant, services, aws, note_type
     response = client.post("/v1/events", content=body, headers={**ADMIN, "content-type": "application/json"})
     # THEN it is a 422 and nothing is queued
     assert_error(response, 422)
+    assert fanouts(aws, services) == []
+
+
+def test_data_nested_too_deeply_to_write_back_is_a_422() -> None:
+    # GIVEN event data nested 100,000 lists deep (a request body parsed just short of the parser's limit can be
+    # nested deeper than writing it back allows: the writer runs a few frames further up the stack)
+    data: list[Any] = []
+    for _ in range(100_000):
+        data = [data]
+    # WHEN it is validated for publishing
+    with pytest.raises(InvalidInputError) as caught:
+        validate_data("order.shipped", {"items": data}, max_bytes=256 * 1024)
+    # THEN it is an input error (a 422), not a RecursionError (a 500)
+    assert caught.value.code == "invalid_input"
+    assert [detail["type"] for detail in caught.value.details or []] == ["too_deep"]
+
+
+def test_a_body_nested_deeper_than_the_parser_goes_is_a_4xx(client, tenant, services, aws) -> None:
+    body = b'{"type": "order.shipped", "tenant_id": "%s", "data": ' % tenant.id.encode() + b"[" * 100_000
+    response = client.post("/v1/events", content=body, headers={**ADMIN, "content-type": "application/json"})
+    assert_error(response, response.status_code)
+    assert 400 <= response.status_code < 500
     assert fanouts(aws, services) == []
 
 

@@ -76,6 +76,11 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
             "data holds NaN or Infinity, which JSON cannot carry",
             details=[{"loc": ["body", "data"], "msg": "not valid JSON numbers", "type": "finite_number"}],
         ) from exc
+    except RecursionError as exc:  # parsed a few frames up the stack, nested just short of the parser's limit
+        raise InvalidInputError(
+            "data is nested too deeply",
+            details=[{"loc": ["body", "data"], "msg": "nested too deeply to be written back", "type": "too_deep"}],
+        ) from exc
     if size > max_bytes:
         raise PayloadTooLargeError(f"event data is {size} bytes; the limit is {max_bytes}")
     try:
