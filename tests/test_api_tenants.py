@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from herald.errors import ServiceUnavailableError
 from tests.api_support import assert_error, queue_messages
 from tests.support import ADMIN, drain
 
@@ -220,6 +222,35 @@ def test_deleted_tenant_is_locked_out_and_purged(client, make_tenant, services, 
     # ... and the other tenant is untouched
     assert client.get("/v1/subscriptions", headers=other.headers).status_code == 200
     assert [t["id"] for t in client.get("/v1/tenants", headers=ADMIN).json()["data"]] == [other.id]
+
+
+def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
+    client, make_tenant, services, poller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a tenant with a subscription, and a work queue that refuses the next message once
+    doomed = make_tenant("Doomed")
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/hook", "event_types": ["invoice.paid"]},
+        headers=doomed.headers,
+    ).json()
+    send = services.queue.send
+
+    def refuse_once(message: Any) -> None:
+        monkeypatch.setattr(services.queue, "send", send)
+        raise ServiceUnavailableError("the work queue could not be reached")
+
+    monkeypatch.setattr(services.queue, "send", refuse_once)
+    # WHEN the operator deletes it, and the purge cannot be queued
+    assert_error(client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN), 503)
+    # THEN its key is locked out already, and the tenant is still there for the operator's retry
+    assert_error(client.get("/v1/subscriptions", headers=doomed.headers), 401, "unauthorized")
+    assert client.get(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 200
+    # AND the retry deletes it and queues the purge, which removes its subscription
+    assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204
+    assert_error(client.get(f"/v1/tenants/{doomed.id}", headers=ADMIN), 404, "not_found")
+    drain(poller)
+    assert services.store.subscriptions.get(doomed.id, sub["id"]) is None
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,11 @@ def revoke_key(services: Services, tenant_id: str, key_id: str) -> None:
 
 
 def delete(services: Services, tenant_id: str) -> None:
-    """Its API keys stop working at once; its subscriptions are removed in the background (a purge message)."""
+    """Its API keys stop working at once; its subscriptions are removed in the background (a purge message). The
+    tenant's item goes last: should a step fail (a 503), the tenant is still there, and the operator's retry of
+    the request does every step again. Deleted first, it would answer that retry with a 404, and keys left
+    undeleted would go on working, the subscriptions never purged."""
     find(services, tenant_id)
-    services.store.tenants.delete(tenant_id)
+    services.store.tenants.delete_keys(tenant_id)
     services.queue.send(PurgeTenantMessage(tenant_id=tenant_id))
+    services.store.tenants.delete(tenant_id)

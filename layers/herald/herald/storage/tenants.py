@@ -68,16 +68,19 @@ class TenantRepository:
         )
         return PageResult([Tenant.model_validate(strip(item)) for item in items], next_cursor)
 
+    def delete_keys(self, tenant_id: str) -> None:
+        """Delete every API key of the tenant (it is locked out)."""
+        for item in self._key_items(tenant_id):
+            self._table.call("delete_item", Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
+
     def delete(self, tenant_id: str) -> None:
-        """Delete the tenant and its API keys at once (it is locked out); its subscriptions are purged after."""
+        """Delete the tenant's item: the last step of deleting a tenant (``herald.domain.tenants.delete``)."""
         try:
             self._table.call(
                 "delete_item", Key=to_item(keys.tenant(tenant_id)), ConditionExpression="attribute_exists(pk)"
             )
         except ClientError as exc:
             raise NotFoundError(f"tenant {tenant_id} not found") from exc
-        for item in self._key_items(tenant_id):
-            self._table.call("delete_item", Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
 
     def add_key(self, key: ApiKey, key_hash: str) -> None:
         self._table.call("put_item", Item=_key_item(key, key_hash), ConditionExpression="attribute_not_exists(pk)")
