@@ -253,6 +253,34 @@ def test_a_manual_retry_is_one_extra_attempt_and_leaves_the_schedule_alone(
     assert harness.counts() == (0, 0)
 
 
+def test_a_manual_retry_message_handed_over_twice_makes_one_attempt(client, tenant, harness, receiver) -> None:
+    # GIVEN a delivered webhook, and a manual retry of it, asked for once
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    delivery = only_delivery(client, tenant, sub.id)
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    url = harness.services.settings.queue_url
+    (message,) = harness.sqs.receive_message(QueueUrl=url)["Messages"]
+    harness.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    # WHEN SQS hands its message over twice, one after the other (at-least-once, or a batch that came back whole
+    # after a crash once the attempt was recorded)
+    harness.drain()
+    harness.sqs.send_message(QueueUrl=url, MessageBody=message["Body"])
+    harness.drain()
+    # THEN one manual attempt was made, and the second copy was done without a request
+    assert len(receiver.received) == 2
+    assert only_delivery(client, tenant, sub.id)["attempts"] == 2
+    assert harness.counts() == (0, 0)
+    # AND a retry asked for once that attempt is recorded makes one more
+    client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
+    harness.drain()
+    assert len(receiver.received) == 3
+    for got in receiver.received:
+        verify(sub.secret, got)
+
+
 @pytest.mark.parametrize("how", ["deleted", "disabled"])
 def test_a_subscription_removed_mid_retry_ends_its_delivery(client, tenant, harness, clock, receiver, how: str) -> None:
     # GIVEN a delivery waiting for its second attempt

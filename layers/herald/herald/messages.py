@@ -55,6 +55,9 @@ class DeliveryMessage(_Message):
     resumed: bool | None = None
     #: ``slow``: the message goes to the slow lane's queue (``herald.worker.lanes``). Left out when none.
     lane: Literal["slow"] | None = None
+    #: A manual retry's: the delivery's attempts when it was asked for. A copy of the message that finds more
+    #: made (its own attempt, by another copy; or one made since) is done without one. Left out when none.
+    attempts_seen: int | None = None
 
     @classmethod
     def of(

@@ -29,7 +29,9 @@ def find(services: Services, tenant_id: str, subscription_id: str, delivery_id: 
 
 def retry(services: Services, delivery: Delivery) -> None:
     """One more attempt, right away (a manual attempt in the log), whatever the delivery's state, while its event is
-    kept (``EventExpiredError`` after: a delivery's log is kept longer than its event when attempts were made late)."""
+    kept (``EventExpiredError`` after: a delivery's log is kept longer than its event when attempts were made late).
+    The message carries the attempts made so far: one more attempt than ``delivery`` shows, never two, however
+    often SQS hands the message over (a retry asked for twice before either ran makes one attempt too)."""
     if services.store.events.get(delivery.event_id) is None:
         raise EventExpiredError(
             f"the event {delivery.event_id} of delivery {delivery.id} has expired: it cannot be sent again"
@@ -41,6 +43,7 @@ def retry(services: Services, delivery: Delivery) -> None:
             subscription_id=delivery.subscription_id,
             delivery_id=delivery.id,
             trigger=Trigger.MANUAL,
+            attempts_seen=delivery.attempts,
         )
     )
 

@@ -249,7 +249,7 @@ def _state_sources(
         return ("none", "read")
     known = worker.reads.states.get(delivery_id)
     single_shot = message.trigger in SINGLE_SHOT_TRIGGERS
-    if known is not None and _not_due(worker, known, single_shot, deadline) is None:
+    if known is not None and _not_due(worker, message, known, single_shot, deadline) is None:
         return ("batch", "read")
     return ("read",)
 
@@ -263,14 +263,18 @@ async def _state_from(worker: Worker, source: _Source, message: DeliveryMessage)
     return await worker.io(read, message.subscription_id, message.delivery_id, message.event_id)
 
 
-def _not_due(worker: Worker, state: DeliveryState | None, single_shot: bool, deadline: float) -> float | None:
+def _not_due(
+    worker: Worker, message: DeliveryMessage, state: DeliveryState | None, single_shot: bool, deadline: float
+) -> float | None:
     """None if an attempt can be made now; otherwise when to look again (epoch seconds: what the delivery's
-    state says, so that copies of its message agree), or 0 when the delivery is settled and the message's
-    work is done."""
+    state says, so that copies of its message agree), or 0 when the delivery is settled, or the manual retry's
+    attempt was made, and the message's work is done."""
     now = worker.clock()
     if state is not None:
         if not single_shot and state.delivery.status is not DeliveryStatus.PENDING:
             return 0  # settled: this message's work is done
+        if message.attempts_seen is not None and state.delivery.attempts > message.attempts_seen:
+            return 0  # a manual retry whose attempt was made (by another copy of its message) or overtaken
         if state.lease_until > now:
             # A worker is at it, or died at it: look again when its lease is over. Never let go here,
             # as this may be the very message whose worker died.
@@ -293,7 +297,7 @@ async def _due(  # noqa: PLR0917 - the message's context, passed along as the ca
 ) -> bool:
     """Whether an attempt can be made now. If not, the message is held (``hold`` raises, or hands over
     to a fresh copy) or, for a settled delivery, done; either way this returns False."""
-    until = _not_due(worker, state, single_shot, deadline)
+    until = _not_due(worker, message, state, single_shot, deadline)
     if until is None:
         return True
     if until > 0:

@@ -88,8 +88,9 @@ async def list_attempts(
 async def retry_delivery(
     subscription_id: str, delivery_id: str, services: ServicesDep, tenant_id: TenantDep
 ) -> DeliveryOut:
-    """One more attempt, right away (a manual attempt in the log), whatever the delivery's state. A delivery whose
-    event has expired is answered 409 `event_expired`: nothing is left to send."""
+    """One more attempt, right away (a manual attempt in the log), whatever the delivery's state: one more than the
+    delivery shows now (asked for twice before the first is made, it makes one). A delivery whose event has expired
+    is answered 409 `event_expired`: nothing is left to send."""
     delivery = delivery_or_404(services, tenant_id, subscription_id, delivery_id)
     deliveries.retry(services, delivery)
     return DeliveryOut.of(delivery)
