@@ -275,3 +275,48 @@ def test_a_rate_limited_subscription_waiting_for_its_slots_holds_one_connection_
     for sub in (limited, free):
         assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}
     assert harness.counts() == (0, 0)
+
+
+def test_an_attempt_held_up_past_its_latest_start_after_its_connection_came_is_put_off(
+    client: TestClient,
+    tenant: TenantInfo,
+    harness: Harness,
+    clock: Clock,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a subscription with a rate limit, and a DynamoDB that takes so long to grant its slot that the
+    # invocation's clock passes the latest moment an attempt may start (60 s, less the 4 s timeout and 5 s margin)
+    created = client.post(
+        "/v1/subscriptions",
+        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 10},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    sub = Sub(created.json()["id"], created.json()["secret"])
+    health = harness.services.store.health
+    take = health.take_rate_slot
+
+    def slow_take(sub_id: str, *, interval: float, now: float) -> float:
+        clock.advance(60 - TIMEOUT - START_MARGIN_SECONDS + 1)
+        return take(sub_id, interval=interval, now=now)
+
+    monkeypatch.setattr(health, "take_rate_slot", slow_take)
+    event_id = publish(client, tenant.id)
+    # WHEN the batch is worked
+    (result,) = [harness.poller.poll_once()]
+    # THEN no request went out: the attempt was put off (its message held 10 s), with no attempt counted
+    assert (result.received, result.deleted, result.failed) == (1, 1, 0)
+    assert receiver.received == []
+    assert harness.holds == [10]
+    (waiting,) = deliveries(client, tenant, sub.id)
+    assert (waiting["status"], waiting["attempts"]) == ("pending", 0)
+    # AND when its copy comes back, with DynamoDB quick again, it is made once, signed
+    monkeypatch.setattr(health, "take_rate_slot", take)
+    clock.advance(11)
+    harness.reveal()
+    harness.drain()
+    (got,) = receiver.received
+    verify(sub.secret, got)
+    assert event_counts(client, event_id)["succeeded"] == 1
+    assert harness.counts() == (0, 0)

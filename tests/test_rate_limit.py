@@ -189,26 +189,28 @@ async def _not_forwarded() -> bool:
     return False
 
 
-def _slot_after_a_wait_for_the_connection(
-    worker: Worker, held: float, *, before_release: Callable[[], None] = lambda: None
-) -> tuple[float | Skip, float]:
-    """Ask the worker's pacer for a slot of ``sub_x`` (1 a second) while another attempt holds the worker's one
-    connection for ``held`` seconds; ``before_release`` runs just before it gives the connection back. Returns the
-    pacer's answer and when the connection was given back (epoch seconds); the slot's connection is given back."""
+def _slots_after_a_wait_for_the_connection(
+    worker: Worker, held: float, *, askers: int = 1, before_release: Callable[[], None] = lambda: None
+) -> tuple[list[float | Skip], float]:
+    """Ask the worker's pacer for ``askers`` slots of ``sub_x`` (1 a second) at once while another attempt holds the
+    worker's one connection for ``held`` seconds; ``before_release`` runs just before it gives the connection back.
+    Returns the pacer's answers and when the connection was given back (epoch seconds). Each asker that gets a
+    slot gives its connection back at once (as if its attempt took no time)."""
 
-    async def scenario() -> tuple[float | Skip, float]:
+    async def ask() -> float | Skip:
+        turn = await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=_not_forwarded)
+        if turn == 0.0:
+            worker.connections.release()
+        return turn
+
+    async def scenario() -> tuple[list[float | Skip], float]:
         await worker.connections.acquire()
-        asking = asyncio.ensure_future(
-            worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=_not_forwarded)
-        )
+        asking = [asyncio.ensure_future(ask()) for _ in range(askers)]
         await asyncio.sleep(held)
         before_release()
         released = time.time()
         worker.connections.release()
-        turn = await asking
-        if turn == 0.0:
-            worker.connections.release()
-        return turn, released
+        return list(await asyncio.gather(*asking)), released
 
     return worker.loop.run_until_complete(scenario())
 
@@ -222,7 +224,7 @@ def test_a_slot_taken_after_a_wait_for_the_connection_is_taken_at_the_time_it_is
     worker = Worker(services)
     try:
         # WHEN it gets the connection, then its slot
-        turn, released = _slot_after_a_wait_for_the_connection(worker, 1.5)
+        (turn,), released = _slots_after_a_wait_for_the_connection(worker, 1.5)
     finally:
         settle_all([worker])
     # THEN the next slot, for every worker, is a whole interval after the moment the slot was taken (after the
@@ -248,12 +250,66 @@ def test_the_wait_for_a_connection_does_not_count_against_the_local_wait_for_a_s
 
     try:
         # WHEN it gets the connection
-        turn, _ = _slot_after_a_wait_for_the_connection(worker, 1.5, before_release=another_worker_takes_the_slot)
+        (turn,), _ = _slots_after_a_wait_for_the_connection(worker, 1.5, before_release=another_worker_takes_the_slot)
     finally:
         settle_all([worker])
     # THEN it waits the second for its slot in the worker (1.5 s for the connection and 1 s for the slot would be
     # over 2 s), not postponed through the queue
     assert turn == 0.0
+
+
+def test_the_heads_wait_for_a_connection_does_not_count_against_the_local_wait_of_those_behind_it(
+    settings: Settings, aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a worker with one connection that waits up to 3 s for a slot, the connection held by another attempt
+    # for 1.5 s while two deliveries of a subscription limited to 1 a second ask for their slots; meanwhile another
+    # worker takes the subscription's slot, so the next is free 1 s after the connection comes back
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
+    services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 3}), session=aws)
+    worker = Worker(services)
+
+    def another_worker_takes_the_slot() -> None:
+        assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == 0.0
+
+    try:
+        # WHEN the connection comes back
+        turns, _ = _slots_after_a_wait_for_the_connection(
+            worker, 1.5, askers=2, before_release=another_worker_takes_the_slot
+        )
+    finally:
+        settle_all([worker])
+    # THEN both wait for their slots in the worker, a second each: the one behind waited 1.5 s for the head's
+    # connection, which does not count (counted, 1.5 + 1 + 1 s would be over 3 s, and it would be postponed)
+    assert turns == [0.0, 0.0]
+
+
+def test_a_subscription_gone_on_the_slow_lane_while_the_head_waited_for_its_slot_takes_none(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a worker with one connection, a subscription limited to 1 a second whose slot another worker has
+    # just taken, and a delivery of it that this worker finds on the slow lane after its first wait for a slot
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
+    worker = Worker(services)
+    assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == 0.0
+    before = services.store.table.read(keys.rate_slot("sub_x"))
+    checks: list[bool] = []
+
+    async def forwarded_after_the_first_check() -> bool:
+        checks.append(bool(checks))
+        return checks[-1]
+
+    async def scenario() -> float | Skip:
+        return await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=forwarded_after_the_first_check)
+
+    try:
+        # WHEN it asks for its slot
+        turn = worker.loop.run_until_complete(scenario())
+        # THEN it is forwarded after its wait, before taking the slot it waited for, and gave the connection back
+        assert (turn, checks) == (Skip.FORWARDED, [False, True])
+        assert services.store.table.read(keys.rate_slot("sub_x")) == before
+        assert not worker.connections.locked()
+    finally:
+        settle_all([worker])
 
 
 def test_a_delivery_whose_subscription_went_on_the_slow_lane_is_forwarded_before_it_takes_a_slot(

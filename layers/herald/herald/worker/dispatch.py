@@ -361,12 +361,14 @@ async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | N
     await hold(worker, lanes.for_later(worker, job.message, sub), job.record, worker.clock() + postpone)
 
 
-async def _put_off(worker: Worker, job: _Job, token: str | None) -> None:
-    """No connection came while the invocation still had time for the attempt's whole timeout: the attempt is put
-    off, its lease given back, and its message comes back shortly, as when the claim finds too little time
-    (``_not_due``). Not an attempt, nor a step of the schedule."""
+async def _put_off(
+    worker: Worker, job: _Job, token: str | None, why: str = "no connection came while this invocation had time for it"
+) -> None:
+    """The invocation has no time left for the attempt's whole timeout (no connection came in time, by default): the
+    attempt is put off, its lease given back, and its message comes back shortly, as when the claim finds too little
+    time (``_not_due``). Not an attempt, nor a step of the schedule."""
     await _release(worker, job, token)
-    logger.info("attempt put off: no connection came while this invocation had time for it", extra=job.log)
+    logger.info(f"attempt put off: {why}", extra=job.log)
     await hold_shortly(worker, job.message, job.record)
 
 
@@ -379,6 +381,10 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         return None
     try:
         if await _forwarded(worker, job, sub, token):
+            return None
+        if worker.clock() > latest_start(worker, job.deadline):
+            # Held up after its connection came (a slow DynamoDB call for its slot): too late to start now.
+            await _put_off(worker, job, token, "the invocation's time for it ran out before it could start")
             return None
         sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work

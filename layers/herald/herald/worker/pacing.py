@@ -55,6 +55,8 @@ class _Line:
     users: int = 0
     #: Deliveries postponed through the queue are spread from here on, one slot apart (epoch seconds).
     backlog_until: float = 0.0
+    #: Seconds the line's heads have waited for a connection so far: not counted in anyone's local wait.
+    connection_waits: float = 0.0
 
 
 class Pacer:
@@ -68,20 +70,22 @@ class Pacer:
         """Take a slot of the subscription's rate for one attempt, and a connection for it: 0 when it may start
         now (the caller then holds one of the worker's connections, and gives it back), or the seconds to postpone
         it by, or why it is skipped (neither holds a connection): no connection came while the invocation had
-        time for the attempt, or ``forwarded``, awaited once the connection is held and before the slot is taken
-        (the subscription may have gone on the slow lane during the wait), forwarded the delivery.
+        time for the attempt, or ``forwarded``, awaited once the connection is held and before each take of a
+        slot (the subscription may have gone on the slow lane during a wait), forwarded the delivery.
 
         The deliveries of one subscription in this worker take slots one at a time (a line behind an asyncio
-        lock), the head waiting here while its slot is near, up to the local wait (the wait for a connection
-        not counted); once one has to be postponed, those behind it are spread over the following slots without
-        asking DynamoDB, or for a connection."""
+        lock), the head waiting here while its slot is near, up to the local wait (the line's waits for
+        connections not counted); once one has to be postponed, those behind it are spread over the following
+        slots without asking DynamoDB, or for a connection."""
         worker = self._worker
         interval = 1.0 / rate
         line = self._lines.get(sub_id)
         if line is None:
             line = self._lines[sub_id] = _Line(asyncio.Lock())
         line.users += 1
-        started = time.monotonic()  # the local wait is real time, whatever clock the worker runs on
+        # The local wait is real time, whatever clock the worker runs on; the line's waits for connections (its
+        # heads', this delivery's own) since it joined do not count.
+        joined, connection_waits = time.monotonic(), line.connection_waits
         latest = latest_start(worker, deadline)
         connected = False
         try:
@@ -92,19 +96,21 @@ class Pacer:
                     if line.backlog_until <= now:
                         if not connected:
                             asked = time.monotonic()
-                            if not await worker.take_connection(deadline):
+                            got = await worker.take_connection(deadline)
+                            line.connection_waits += time.monotonic() - asked
+                            if not got:
                                 return Skip.NO_CONNECTION
                             connected = True
-                            started += time.monotonic() - asked
-                            if await forwarded():
-                                return Skip.FORWARDED
                             continue  # time went by: the slot is asked for at the clock's time
+                        # Right before each take: the subscription may have gone on the slow lane during a wait.
+                        if await forwarded():
+                            return Skip.FORWARDED
                         take = worker.store.health.take_rate_slot
                         wait = await worker.io(take, sub_id, interval=interval, now=now)
                         if wait <= 0:
                             connected = False  # the caller's now
                             return 0.0
-                        waited = time.monotonic() - started
+                        waited = time.monotonic() - joined - (line.connection_waits - connection_waits)
                         if waited + wait <= worker.settings.rate_limit_local_wait_seconds and now + wait <= latest:
                             await asyncio.sleep(wait)
                             continue
