@@ -475,3 +475,41 @@ def test_a_half_open_breakers_probe_is_made_from_the_slow_lane(
     # AND its answer closed the breaker
     assert stats(client, tenant, sub.id)["breaker"] == "closed"
     assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_local_wait_seconds": 0}])
+def test_a_probe_postponed_by_the_rate_limit_leaves_the_probe_to_the_next_delivery(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscription limited to 1 delivery a second whose breaker is half-open, and an event's delivery to it
+    # forwarded to the slow lane, where the probe is made
+    created = client.post(
+        "/v1/subscriptions",
+        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 1},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    isolation = harness.services.store.isolation
+    opened = isolation.count_timeout(
+        tenant.id, sub_id, now=clock(), slow_until=clock() - 1, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert opened is not None
+    assert opened[1]
+    clock.advance(61)
+    publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    # AND another worker has just taken the subscription's slot
+    assert harness.services.store.health.take_rate_slot(sub_id, interval=1.0, now=clock()) == 0.0
+    # WHEN the slow lane works the delivery: it is postponed by the rate limit, without an attempt
+    (slow_lane,) = harness.others
+    assert slow_lane.poll_once().received == 1
+    assert receiver.received == []
+    # AND a second event's delivery comes to the slow lane three seconds later, its slot free
+    clock.advance(3)
+    second = publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    assert slow_lane.poll_once().received == 1
+    # THEN it probes the endpoint at once: the postponed delivery took no probe that would hold it ~20 s
+    assert [r.headers["webhook-id"] for r in receiver.received] == [second]
+    assert stats(client, tenant, sub_id)["breaker"] == "closed"

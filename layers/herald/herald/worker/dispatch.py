@@ -386,6 +386,16 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
             # Held up after its connection came (a slow DynamoDB call for its slot): too late to start now.
             await _put_off(worker, job, token, "the invocation's time for it ran out before it could start")
             return None
+        if await lanes.probe_taken_elsewhere(
+            worker,
+            job.message,
+            job.record,
+            sub,
+            single_shot=job.single_shot,
+            release=lambda: _release(worker, job, token),
+            log=job.log,
+        ):
+            return None
         sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
         # queue is then cut short and handed over to the slow lane (``lanes``).

@@ -87,8 +87,9 @@ async def diverted(
     log: dict[str, Any],
 ) -> bool:
     """Before an attempt: forward a slow subscription's delivery to the slow lane, or hold it while its
-    breaker is open (or while another delivery probes it). True when the delivery was diverted: its lease
-    is given back and its message carried on by a copy; no attempt is made here."""
+    breaker is open. True when the delivery was diverted: its lease is given back and its message carried on
+    by a copy; no attempt is made here. A half-open breaker's probe is taken later, right before the send
+    (``probe_taken_elsewhere``)."""
     now = worker.clock()
     learned = sub.isolation
     scheduled = not single_shot and message.trigger is Trigger.SCHEDULED
@@ -97,24 +98,54 @@ async def diverted(
     half_open = scheduled and 0 < learned.breaker_until <= now
     if await forwarded(worker, message, record, sub, release=release, log=log, half_open=half_open):
         return True
-    if not scheduled or learned.breaker_until <= 0:
-        return False  # asked for (a manual retry, a recovery, a redelivery, a test): it probes the endpoint
-    if learned.breaker_until > now:
-        wait = learned.breaker_until - now
-    else:
-        # Half-open: one probe at a time, until it reports back (or could have: its attempt's whole time).
-        probe_until = now + worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
-        take = worker.store.isolation.take_probe
-        if await worker.io(take, sub.tenant_id, sub.id, now=now, until=probe_until):
-            logger.info("circuit breaker half-open: this delivery probes the endpoint", extra=log)
-            return False
-        wait = probe_until - now
+    if not scheduled or learned.breaker_until <= now:
+        return False  # closed, half-open, or asked for (a manual retry, a recovery, a redelivery, a test)
+    await _held_by_breaker(worker, message, record, sub, learned.breaker_until - now, release=release, log=log)
+    return True
+
+
+async def probe_taken_elsewhere(
+    worker: Worker,
+    message: DeliveryMessage,
+    record: SQSRecord,
+    sub: Subscription,
+    *,
+    single_shot: bool,
+    release: Callable[[], Awaitable[Any]],
+    log: dict[str, Any],
+) -> bool:
+    """Right before a scheduled attempt to a subscription whose breaker is half-open, with its connection (and
+    rate-limit slot) held: take the probe, one attempt at a time until it reports back (or could have: its
+    whole time). Taken earlier, a probe would run out while its attempt waited, letting a second one through, or
+    be kept by an attempt postponed or put off, holding every other delivery meanwhile. True when another
+    delivery holds the probe: this one is held, its lease given back, and its message carried on by a copy."""
+    now = worker.clock()
+    breaker_until = sub.isolation.breaker_until
+    if single_shot or message.trigger is not Trigger.SCHEDULED or not 0 < breaker_until <= now:
+        return False
+    probe_until = now + worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
+    if await worker.io(worker.store.isolation.take_probe, sub.tenant_id, sub.id, now=now, until=probe_until):
+        logger.info("circuit breaker half-open: this delivery probes the endpoint", extra=log)
+        return False
+    await _held_by_breaker(worker, message, record, sub, probe_until - now, release=release, log=log)
+    return True
+
+
+async def _held_by_breaker(
+    worker: Worker,
+    message: DeliveryMessage,
+    record: SQSRecord,
+    sub: Subscription,
+    wait: float,
+    *,
+    release: Callable[[], Awaitable[Any]],
+    log: dict[str, Any],
+) -> None:
     await release()
     worker.metrics.add(Metric.BREAKER_HELD)
     wait += worker.rng.uniform(0, max(1.0, wait * HOLD_SPREAD))
     logger.info("delivery held by the circuit breaker", extra={**log, "held_seconds": round(wait, 1)})
-    await hold(worker, for_later(worker, message, sub), record, now + wait)
-    return True
+    await hold(worker, for_later(worker, message, sub), record, worker.clock() + wait)
 
 
 def slow_until(worker: Worker, sub: Subscription) -> float:
