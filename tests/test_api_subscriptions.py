@@ -12,6 +12,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from herald.catalog import catalog
+from herald.storage.table import MAX_QUERY_CALLS
 from tests.api_support import assert_error, queue_messages
 from tests.support import ADMIN, INVOICE, drain
 
@@ -546,6 +547,29 @@ def test_send_test_event(client, tenant, services, aws, poller, receiver) -> Non
     assert [item["id"] for item in succeeded.json()["data"]] == [body["delivery_id"]]
     failed = client.get(f"/v1/subscriptions/{sub['id']}/deliveries?status=failed", headers=tenant.headers)
     assert failed.json()["data"] == []
+
+
+def test_a_filtered_listing_reads_a_bounded_number_of_pages_and_hands_on_a_cursor(client, tenant, poller, receiver):
+    # GIVEN a subscription with a succeeded delivery and, newer, more failed ones than one page reads through
+    # (MAX_QUERY_CALLS, one item a call at limit=1)
+    sub = create(client, tenant, url=receiver.url)
+    kept = client.post(f"/v1/subscriptions/{sub['id']}/test", headers=tenant.headers).json()["delivery_id"]
+    drain(poller)
+    receiver.default = (500, {}, b"", 0.0)
+    for _ in range(MAX_QUERY_CALLS + 2):
+        client.post(f"/v1/subscriptions/{sub['id']}/test", headers=tenant.headers)
+    drain(poller)
+    # WHEN the succeeded ones are listed one a page
+    path = f"/v1/subscriptions/{sub['id']}/deliveries"
+    first = client.get(path, params={"status": "succeeded", "limit": 1}, headers=tenant.headers).json()
+    # THEN the first page stops after its reads, empty, with a cursor; following it finds the delivery once
+    assert (first["data"], first["done"]) == ([], False)
+    found, page = [], first
+    while not page["done"]:
+        params = {"status": "succeeded", "limit": 1, "iterator": page["iterator"]}
+        page = client.get(path, params=params, headers=tenant.headers).json()
+        found += [item["id"] for item in page["data"]]
+    assert found == [kept]
 
 
 def test_a_delivery_is_only_found_under_its_own_subscription(client, tenant, poller, receiver) -> None:

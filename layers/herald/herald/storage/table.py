@@ -133,6 +133,11 @@ def _conflicted(exc: ServiceUnavailableError) -> bool:
     return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
 
 
+#: Query calls one page of a listing makes at most. A filter (a status, an event type, expired items) applies
+#: after DynamoDB's Limit: a page reads on until it is full, and a partition of items that do not match would
+#: take thousands of calls, past the API's 29 s. Past this many, the page ends with what it found (maybe
+#: nothing) and a cursor to read on from.
+MAX_QUERY_CALLS = 10
 #: The longest listing cursor (``iterator``) taken from a caller: the API's query parameter and the portal's
 #: pages. One DynamoDB issues (a LastEvaluatedKey of a few short keys, as base64url JSON) is far shorter.
 MAX_CURSOR_LENGTH = 2048
@@ -333,12 +338,15 @@ class Table:
                 cursor, partition_attr, partition_value, sort_attr, prefix, None if prefix is not None else between
             )
         items: list[dict[str, Any]] = []
+        calls = 0
         while True:
+            calls += 1
             response = self.call("query", **kwargs)
             items.extend(from_item(item) for item in response.get("Items", []))
             last = response.get("LastEvaluatedKey")
-            # Expired items are filtered after the limit applies: keep reading until the page is full.
-            if not last or len(items) >= limit:
+            # Filtered items (expired ones, ``where``) count in the Limit: read on until the page is full, or
+            # MAX_QUERY_CALLS were made (the cursor then reads on from there).
+            if not last or len(items) >= limit or calls >= MAX_QUERY_CALLS:
                 return items[:limit], encode_cursor(last) if last else None
             kwargs["ExclusiveStartKey"] = last
             kwargs["Limit"] = limit - len(items)
