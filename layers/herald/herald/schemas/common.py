@@ -56,7 +56,9 @@ class ErrorResponse(BaseModel):
 
 
 class Page[T](BaseModel):
-    """One page of a listing. Pass ``iterator`` back to get the next page; ``done`` is true on the last."""
+    """One page of a listing. Pass ``iterator`` back to get the next page; ``done`` is true on the last. A filtered
+    listing's page may hold fewer items than its ``limit``, even none, and not be the last: read on while ``done``
+    is false."""
 
     data: list[T]
     iterator: str | None = Field(None, description="Opaque cursor of the next page.")
