@@ -52,6 +52,21 @@ def test_failures_use_the_one_error_schema_and_their_headers(document: dict[str,
     assert document["components"]["schemas"]["GatewayThrottled"]["required"] == ["message"]
 
 
+def test_a_replayed_publish_is_documented_and_answered_with_its_header(
+    document: dict[str, Any], client: TestClient, tenant: TenantInfo
+) -> None:
+    accepted = document["paths"]["/v1/events"]["post"]["responses"]["202"]
+    assert accepted["headers"]["Idempotent-Replayed"]["schema"] == {"type": "string", "enum": ["true"]}
+    assert "EventOut" in accepted["content"]["application/json"]["schema"]["$ref"]
+    body = {"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}
+    headers = {**ADMIN, "Idempotency-Key": "order-7-paid"}
+    first, again = (client.post("/v1/events", json=body, headers=headers) for _ in range(2))
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+
+
 def test_documented_failures_are_answered_as_documented(client: TestClient, tenant: TenantInfo, services, aws) -> None:
     # 400: a Content-Length that is not a size, on an operation without a body
     bad_length = client.get("/v1/event-types", headers={**tenant.headers, "content-length": "x"})

@@ -33,7 +33,22 @@ def event_out(stored: StoredEvent) -> EventOut:
     return EventOut(**event.model_dump(exclude={"payload", "idempotency_key"}), data=event.data, deliveries=counts)
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Publish an event")
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Publish an event",
+    responses={
+        status.HTTP_202_ACCEPTED: {
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when the `Idempotency-Key` was used before: the answer is the original "
+                    "event, and nothing was published again. Absent otherwise.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            }
+        }
+    },
+)
 async def publish_event(
     body: EventIn,
     response: Response,
