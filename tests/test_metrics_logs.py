@@ -191,3 +191,24 @@ def test_a_metric_with_more_values_than_a_document_holds_is_printed_in_several(
     metrics.add(Metric.SUCCEEDED)
     metrics.flush()
     assert emf_documents(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 1.0, "slow_lane_after_seconds": 0.5, "metrics_namespace": "HeraldTest"}],
+)
+def test_a_subscription_put_on_the_slow_lane_by_a_timed_out_attempt_is_counted_once(
+    client, tenant: TenantInfo, harness: Harness, make_receiver, capsys
+) -> None:
+    # GIVEN an endpoint that answers after 2 s, past the 1 s timeout
+    receiver = make_receiver()
+    receiver.default = (200, {}, b"", 2.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN a test event is sent to it (an attempt asked for: not handed over, it runs to its timeout)
+    assert client.post(f"/v1/subscriptions/{sub.id}/test", headers=tenant.headers).status_code == 202
+    capsys.readouterr()
+    harness.drain()
+    # THEN the subscription went on the slow lane once: when the attempt was slow to answer, not again at its timeout
+    documents = emf_documents(capsys.readouterr().out)
+    marked = [document["SubscriptionMarkedSlow"] for document in documents if "SubscriptionMarkedSlow" in document]
+    assert sum(sum(value) if isinstance(value, list) else value for value in marked) == 1

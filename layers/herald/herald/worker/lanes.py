@@ -260,7 +260,7 @@ async def learn(worker: Worker, sub: Subscription, outcome: Outcome, log: dict[s
                 open_seconds=settings.breaker_open_seconds,
                 max_open_seconds=settings.breaker_max_open_seconds,
             )
-            if learned.slow_until <= now:
+            if slow_until(worker, sub) <= now:  # not marked while it was unanswered (``watch``), nor before
                 worker.metrics.add(Metric.MARKED_SLOW)
             if counted is not None and counted[1]:
                 worker.metrics.add(Metric.BREAKER_OPENED)
