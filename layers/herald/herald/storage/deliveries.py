@@ -523,7 +523,8 @@ class DeliveryRepository:
         if len(page.items) >= limit:
             # The partition is read to its end on a full page: the next one starts on the older kind, if any.
             peek = self._page({"gsi1pk": listing}, "gsi1", limit=1, cursor=None, where=where, window=older_window)
-            return PageResult(page.items, older_start if peek.items else None)
+            # A filtered peek may stop on its reads before it finds one (Table.query's MAX_QUERY_CALLS): read on.
+            return PageResult(page.items, older_start if peek.items or peek.cursor else None)
         older = self._page(
             {"gsi1pk": listing},
             "gsi1",

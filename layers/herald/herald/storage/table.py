@@ -133,10 +133,11 @@ def _conflicted(exc: ServiceUnavailableError) -> bool:
     return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
 
 
-#: Query calls one page of a listing makes at most. A filter (a status, an event type, expired items) applies
-#: after DynamoDB's Limit: a page reads on until it is full, and a partition of items that do not match would
-#: take thousands of calls, past the API's 29 s. Past this many, the page ends with what it found (maybe
-#: nothing) and a cursor to read on from.
+#: Query calls one ``Table.query`` makes at most (a listing's page makes one or two: the deliveries listing
+#: reads on into the older kind's). A filter (a status, an event type, expired items) applies after DynamoDB's
+#: Limit: a page reads on until it is full, and a partition of items that do not match would take thousands of
+#: calls, past the API's 29 s. Past this many, the page ends with what it found (maybe nothing) and a cursor to
+#: read on from.
 MAX_QUERY_CALLS = 10
 #: The longest listing cursor (``iterator``) taken from a caller: the API's query parameter and the portal's
 #: pages. One DynamoDB issues (a LastEvaluatedKey of a few short keys, as base64url JSON) is far shorter.
