@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from herald.errors import ServiceUnavailableError
+from herald.local.moto_fixes import release_delays
 from tests.api_support import assert_error, queue_messages
 from tests.support import ADMIN, drain
 
@@ -212,10 +213,12 @@ def test_deleted_tenant_is_locked_out_and_purged(client, make_tenant, services, 
         404,
         "not_found",
     )
-    # ... a purge is queued, and once the worker ran, its subscription and routes are gone too
-    assert {"v": 1, "kind": "purge_tenant", "tenant_id": doomed.id} in queue_messages(
-        aws.client("sqs"), services.settings.queue_url
-    )
+    # ... a purge is queued, delayed past any request still under way, and once the worker ran, its subscription
+    # and routes are gone too
+    url = services.settings.queue_url
+    assert queue_messages(aws.client("sqs"), url) == []
+    assert release_delays(url) == 1
+    assert {"v": 1, "kind": "purge_tenant", "tenant_id": doomed.id} in queue_messages(aws.client("sqs"), url)
     drain(poller)
     assert services.store.subscriptions.get(doomed.id, sub["id"]) is None
     assert services.store.subscriptions.routed(doomed.id, "invoice.paid", limit=10, cursor=None) == ([], None)
@@ -236,7 +239,7 @@ def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
     ).json()
     send = services.queue.send
 
-    def refuse_once(message: Any) -> None:
+    def refuse_once(message: Any, **_: Any) -> None:
         monkeypatch.setattr(services.queue, "send", send)
         raise ServiceUnavailableError("the work queue could not be reached")
 
@@ -249,6 +252,7 @@ def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
     # AND the retry deletes it and queues the purge, which removes its subscription
     assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204
     assert_error(client.get(f"/v1/tenants/{doomed.id}", headers=ADMIN), 404, "not_found")
+    assert release_delays(services.settings.queue_url) == 1
     drain(poller)
     assert services.store.subscriptions.get(doomed.id, sub["id"]) is None
 

@@ -63,6 +63,10 @@ def revoke_key(services: Services, tenant_id: str, key_id: str) -> None:
     services.store.tenants.delete_key(tenant_id, key_id)
 
 
+#: How long a deleted tenant's purge waits on the queue before it starts.
+PURGE_DELAY_SECONDS = 60
+
+
 def delete(services: Services, tenant_id: str) -> None:
     """Its API keys stop working at once; its subscriptions are removed in the background (a purge message). The
     tenant's item goes last: should a step fail (a 503), the tenant is still there, and the operator's retry of
@@ -70,5 +74,7 @@ def delete(services: Services, tenant_id: str) -> None:
     undeleted would go on working, the subscriptions never purged."""
     find(services, tenant_id)
     services.store.tenants.delete_keys(tenant_id)
-    services.queue.send(PurgeTenantMessage(tenant_id=tenant_id))
+    # Delayed past the longest request (API Gateway's 29 s): a subscription created by a request already under way
+    # until the item goes (a key past its check, the operator's, a portal session) is purged with the rest.
+    services.queue.send(PurgeTenantMessage(tenant_id=tenant_id), delay_seconds=PURGE_DELAY_SECONDS)
     services.store.tenants.delete(tenant_id)
