@@ -375,8 +375,9 @@ async def _put_off(
 async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> Outcome | None:
     """The attempt, made once it holds one of the worker's connections (``_connected``): a batch may carry more
     deliveries than the HTTP client has connections, and the attempt's timeout, like the slow lane's watch,
-    measures the endpoint alone. None if no attempt was made: no connection came in time (put off), the rate limit
-    postpones it, or the subscription went on the slow lane meanwhile (``_forwarded``)."""
+    measures the endpoint alone. None if no attempt was made: no connection came in time, or the invocation's time
+    for it ran out after (put off), the rate limit postpones it, the subscription went on the slow lane meanwhile
+    (``_forwarded``), or another delivery holds its half-open breaker's probe (held)."""
     if not await _connected(worker, job, sub, token):
         return None
     try:

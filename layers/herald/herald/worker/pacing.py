@@ -57,6 +57,12 @@ class _Line:
     backlog_until: float = 0.0
     #: Seconds the line's heads have waited for a connection so far: not counted in anyone's local wait.
     connection_waits: float = 0.0
+    #: When the head now waiting for a connection began to (monotonic), or None.
+    waiting_since: float | None = None
+
+    def connection_waited(self, now: float) -> float:
+        """The line's waits for connections until ``now``, the head's under way included."""
+        return self.connection_waits + (now - self.waiting_since if self.waiting_since is not None else 0.0)
 
 
 class Pacer:
@@ -85,7 +91,8 @@ class Pacer:
         line.users += 1
         # The local wait is real time, whatever clock the worker runs on; the line's waits for connections (its
         # heads', this delivery's own) since it joined do not count.
-        joined, connection_waits = time.monotonic(), line.connection_waits
+        joined = time.monotonic()
+        connection_waits = line.connection_waited(joined)
         latest = latest_start(worker, deadline)
         connected = False
         try:
@@ -95,9 +102,12 @@ class Pacer:
                     wait = 0.0
                     if line.backlog_until <= now:
                         if not connected:
-                            asked = time.monotonic()
-                            got = await worker.take_connection(deadline)
-                            line.connection_waits += time.monotonic() - asked
+                            line.waiting_since = time.monotonic()
+                            try:
+                                got = await worker.take_connection(deadline)
+                            finally:
+                                line.connection_waits = line.connection_waited(time.monotonic())
+                                line.waiting_since = None
                             if not got:
                                 return Skip.NO_CONNECTION
                             connected = True
