@@ -261,11 +261,11 @@ def test_the_wait_for_a_connection_does_not_count_against_the_local_wait_for_a_s
 def test_the_heads_wait_for_a_connection_does_not_count_against_the_local_wait_of_those_behind_it(
     settings: Settings, aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a worker with one connection that waits up to 3 s for a slot, the connection held by another attempt
-    # for 1.5 s while two deliveries of a subscription limited to 1 a second ask for their slots; meanwhile another
+    # GIVEN a worker with one connection that waits up to 4 s for a slot, the connection held by another attempt
+    # for 3 s while two deliveries of a subscription limited to 1 a second ask for their slots; meanwhile another
     # worker takes the subscription's slot, so the next is free 1 s after the connection comes back
     monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
-    services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 3}), session=aws)
+    services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 4}), session=aws)
     worker = Worker(services)
 
     def another_worker_takes_the_slot() -> None:
@@ -274,12 +274,12 @@ def test_the_heads_wait_for_a_connection_does_not_count_against_the_local_wait_o
     try:
         # WHEN the connection comes back
         turns, _ = _slots_after_a_wait_for_the_connection(
-            worker, 1.5, askers=2, before_release=another_worker_takes_the_slot
+            worker, 3, askers=2, before_release=another_worker_takes_the_slot
         )
     finally:
         settle_all([worker])
-    # THEN both wait for their slots in the worker, a second each: the one behind waited 1.5 s for the head's
-    # connection, which does not count (counted, 1.5 + 1 + 1 s would be over 3 s, and it would be postponed)
+    # THEN both wait for their slots in the worker, a second each: the one behind waited 3 s for the head's
+    # connection, which does not count (counted, 3 + 1 + 1 s would be over 4 s, and it would be postponed)
     assert turns == [0.0, 0.0]
 
 
