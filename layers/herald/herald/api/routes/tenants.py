@@ -46,7 +46,8 @@ async def get_tenant(tenant_id: str, services: ServicesDep, _: OperatorDep) -> T
 
 @router.delete("/{tenant_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a tenant")
 async def delete_tenant(tenant_id: str, services: ServicesDep, _: OperatorDep) -> Response:
-    """Its API keys stop working at once; its subscriptions are removed in the background."""
+    """Its API keys stop working at once; its subscriptions are removed in the background, starting a minute later
+    (so that a request still under way cannot leave one behind). A 503 leaves the tenant in place: call again."""
     tenants.delete(services, tenant_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
