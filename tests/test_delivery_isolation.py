@@ -514,3 +514,34 @@ def test_a_probe_postponed_by_the_rate_limit_leaves_the_probe_to_the_next_delive
     # THEN it probes the endpoint at once: the postponed delivery took no probe that would hold it ~20 s
     assert [r.headers["webhook-id"] for r in receiver.received] == [second]
     assert stats(client, tenant, sub_id)["breaker"] == "closed"
+
+
+def test_a_delivery_whose_half_open_breaker_closed_since_its_batch_read_is_sent_not_held(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription whose breaker is half-open, and an event's delivery to it forwarded to the slow lane
+    sub = subscribe(client, tenant, receiver.url)
+    isolation = harness.services.store.isolation
+    opened = isolation.count_timeout(
+        tenant.id, sub.id, now=clock(), slow_until=clock() - 1, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert opened is not None
+    assert opened[1]
+    clock.advance(61)
+    event_id = publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    # AND another delivery's probe is answered, closing the breaker, after the slow lane's batch read the
+    # subscription and before this delivery asks for the probe
+    take_probe = isolation.take_probe
+
+    def closed_by_another_probe_first(tenant_id: str, sub_id: str, *, now: float, until: float) -> str:
+        isolation.reset(tenant_id, sub_id)
+        return take_probe(tenant_id, sub_id, now=now, until=until)
+
+    monkeypatch.setattr(isolation, "take_probe", closed_by_another_probe_first)
+    # WHEN the slow lane works the delivery
+    (slow_lane,) = harness.others
+    assert slow_lane.poll_once().received == 1
+    # THEN it is sent as any other, not held for a probe no one needs any more
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id]
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"

@@ -11,7 +11,7 @@ endpoint's deliveries write nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, cast
 
 from botocore.exceptions import ClientError
 
@@ -20,6 +20,9 @@ from herald.storage import keys
 from herald.storage.table import Table, from_item, to_item, values
 
 _EXISTS = "attribute_exists(pk)"
+
+#: What ``take_probe`` found: the probe taken, the breaker closed meanwhile, or the delivery to be held.
+type Probe = Literal["taken", "closed", "held"]
 
 
 class IsolationRepository:
@@ -87,19 +90,29 @@ class IsolationRepository:
         )
         return (_isolation(opened), True) if opened is not None else (learned, False)
 
-    def take_probe(self, tenant_id: str, sub_id: str, *, now: float, until: float) -> bool:
-        """Half-open: let one attempt through once the breaker's time is over. True for the one caller that
-        takes the probe (until ``until``, when another may take it if this one never reported back)."""
-        done = self._update(
-            tenant_id,
-            sub_id,
-            UpdateExpression="SET probe_until = :until",
-            ConditionExpression=(
-                f"{_EXISTS} AND breaker_until <= :now AND (attribute_not_exists(probe_until) OR probe_until <= :now)"
-            ),
-            ExpressionAttributeValues=values(until=until, now=now),
-        )
-        return done is not None
+    def take_probe(self, tenant_id: str, sub_id: str, *, now: float, until: float) -> Probe:
+        """Half-open: let one attempt through once the breaker's time is over. ``taken`` for the one caller that
+        takes the probe (until ``until``, when another may take it if this one never reported back); ``closed`` if
+        the breaker closed since the caller read it (another delivery's probe was answered): no probe is needed;
+        ``held`` otherwise (another holds the probe, the breaker opened again, or the subscription is gone)."""
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription(tenant_id, sub_id)),
+                UpdateExpression="SET probe_until = :until",
+                ConditionExpression=(
+                    f"{_EXISTS} AND breaker_until <= :now "
+                    "AND (attribute_not_exists(probe_until) OR probe_until <= :now)"
+                ),
+                ExpressionAttributeValues=values(until=until, now=now),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            found = cast(dict[str, Any] | None, exc.response.get("Item"))
+            current = from_item(found) if found else None
+            closed = current is not None and not float(current.get("breaker_until", 0) or 0)
+            return "closed" if closed else "held"
+        return "taken"
 
     def reset(self, tenant_id: str, sub_id: str) -> None:
         """The endpoint answered (any answer but a timeout): no timeouts in a row, the breaker closed."""

@@ -124,9 +124,12 @@ async def probe_taken_elsewhere(
     if single_shot or message.trigger is not Trigger.SCHEDULED or not 0 < breaker_until <= now:
         return False
     probe_until = now + worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
-    if await worker.io(worker.store.isolation.take_probe, sub.tenant_id, sub.id, now=now, until=probe_until):
+    probe = await worker.io(worker.store.isolation.take_probe, sub.tenant_id, sub.id, now=now, until=probe_until)
+    if probe == "taken":
         logger.info("circuit breaker half-open: this delivery probes the endpoint", extra=log)
         return False
+    if probe == "closed":
+        return False  # another delivery's probe closed it since the batch read the subscription: send as usual
     await _held_by_breaker(worker, message, record, sub, probe_until - now, release=release, log=log)
     return True
 
