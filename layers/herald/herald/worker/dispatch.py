@@ -39,6 +39,8 @@ from herald.worker.pacing import Skip, latest_start
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
     from herald.messages import DeliveryMessage
@@ -232,6 +234,8 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
 
 
 type _Source = Literal["none", "batch", "read"]
+#: A check of ``lanes`` made before an attempt, with the delivery's context: True when it diverted the delivery.
+type _LaneCheck = Callable[..., Awaitable[bool]]
 
 
 def _state_sources(
@@ -338,10 +342,13 @@ async def _release(worker: Worker, job: _Job, token: str | None) -> None:
         )
 
 
-async def _diverted(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
-    """Whether the delivery goes to the slow lane, or waits for an open breaker (``lanes``), its lease given back:
-    neither is an attempt nor a step of the schedule."""
-    return await lanes.diverted(
+async def _diverted(
+    worker: Worker, job: _Job, sub: Subscription, token: str | None, check: _LaneCheck = lanes.diverted
+) -> bool:
+    """Whether the delivery goes to the slow lane, or waits for an open breaker (``lanes.diverted``; or, with
+    ``check`` ``lanes.probe_taken_elsewhere``, for the probe another delivery holds), its lease given back: neither
+    is an attempt nor a step of the schedule."""
+    return await check(
         worker,
         job.message,
         job.record,
@@ -387,15 +394,7 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
             # Held up after its connection came (a slow DynamoDB call for its slot): too late to start now.
             await _put_off(worker, job, token, "the invocation's time for it ran out before it could start")
             return None
-        if await lanes.probe_taken_elsewhere(
-            worker,
-            job.message,
-            job.record,
-            sub,
-            single_shot=job.single_shot,
-            release=lambda: _release(worker, job, token),
-            log=job.log,
-        ):
+        if await _diverted(worker, job, sub, token, lanes.probe_taken_elsewhere):
             return None
         sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work

@@ -91,16 +91,16 @@ async def diverted(
     by a copy; no attempt is made here. A half-open breaker's probe is taken later, right before the send
     (``probe_taken_elsewhere``)."""
     now = worker.clock()
-    learned = sub.isolation
-    scheduled = not single_shot and message.trigger is Trigger.SCHEDULED
+    breaker_until = sub.isolation.breaker_until
+    held_back = _breaker_holds(message, single_shot)
     # A half-open breaker's probe is made from the slow lane too, with the whole timeout: from the work queue it
     # would be cut short and handed over, and the probe it took would hold every other delivery meanwhile.
-    half_open = scheduled and 0 < learned.breaker_until <= now
+    half_open = held_back and _half_open(sub, now)
     if await forwarded(worker, message, record, sub, release=release, log=log, half_open=half_open):
         return True
-    if not scheduled or learned.breaker_until <= now:
+    if not held_back or breaker_until <= now:
         return False  # closed, half-open, or asked for (a manual retry, a recovery, a redelivery, a test)
-    await _held_by_breaker(worker, message, record, sub, learned.breaker_until - now, release=release, log=log)
+    await _held_by_breaker(worker, message, record, sub, breaker_until - now, release=release, log=log)
     return True
 
 
@@ -120,8 +120,7 @@ async def probe_taken_elsewhere(
     be kept by an attempt postponed or put off, holding every other delivery meanwhile. True when another
     delivery holds the probe: this one is held, its lease given back, and its message carried on by a copy."""
     now = worker.clock()
-    breaker_until = sub.isolation.breaker_until
-    if single_shot or message.trigger is not Trigger.SCHEDULED or not 0 < breaker_until <= now:
+    if not (_breaker_holds(message, single_shot) and _half_open(sub, now)):
         return False
     probe_until = now + worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
     probe = await worker.io(worker.store.isolation.take_probe, sub.tenant_id, sub.id, now=now, until=probe_until)
@@ -132,6 +131,17 @@ async def probe_taken_elsewhere(
         return False  # another delivery's probe closed it since the batch read the subscription: send as usual
     await _held_by_breaker(worker, message, record, sub, probe_until - now, release=release, log=log)
     return True
+
+
+def _breaker_holds(message: DeliveryMessage, single_shot: bool) -> bool:
+    """Whether the breaker may hold the delivery back: a scheduled attempt. One asked for (a manual retry, a
+    recovery, a redelivery, a test) is never held: it probes the endpoint."""
+    return not single_shot and message.trigger is Trigger.SCHEDULED
+
+
+def _half_open(sub: Subscription, now: float) -> bool:
+    """Whether the subscription's breaker, as read, opened once and its time is over: the next attempt probes."""
+    return 0 < sub.isolation.breaker_until <= now
 
 
 async def _held_by_breaker(
