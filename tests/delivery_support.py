@@ -62,10 +62,18 @@ class Sub:
     secret: str
 
 
-def subscribe(client: TestClient, tenant: TenantInfo, url: str, event_types: Iterable[str] = ("invoice.paid",)) -> Sub:
-    response = client.post(
-        "/v1/subscriptions", json={"url": url, "event_types": list(event_types)}, headers=tenant.headers
-    )
+def subscribe(
+    client: TestClient,
+    tenant: TenantInfo,
+    url: str,
+    event_types: Iterable[str] = ("invoice.paid",),
+    *,
+    rate_limit: int | None = None,
+) -> Sub:
+    body: dict[str, Any] = {"url": url, "event_types": list(event_types)}
+    if rate_limit is not None:
+        body["rate_limit"] = rate_limit
+    response = client.post("/v1/subscriptions", json=body, headers=tenant.headers)
     assert response.status_code == 201, response.text
     body = response.json()
     return Sub(body["id"], body["secret"])

@@ -12,6 +12,7 @@ import pytest
 from herald.errors import ServiceUnavailableError
 from herald.local.moto_fixes import release_delays
 from tests.api_support import assert_error, queue_messages
+from tests.delivery_support import subscribe
 from tests.support import ADMIN, drain
 
 
@@ -232,11 +233,7 @@ def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
 ) -> None:
     # GIVEN a tenant with a subscription, and a work queue that refuses the next message once
     doomed = make_tenant("Doomed")
-    sub = client.post(
-        "/v1/subscriptions",
-        json={"url": "https://example.com/hook", "event_types": ["invoice.paid"]},
-        headers=doomed.headers,
-    ).json()
+    sub = subscribe(client, doomed, "https://example.com/hook")
     send = services.queue.send
 
     def refuse_once(message: Any, **_: Any) -> None:
@@ -254,7 +251,7 @@ def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
     assert_error(client.get(f"/v1/tenants/{doomed.id}", headers=ADMIN), 404, "not_found")
     assert release_delays(services.settings.queue_url) == 1
     drain(poller)
-    assert services.store.subscriptions.get(doomed.id, sub["id"]) is None
+    assert services.store.subscriptions.get(doomed.id, sub.id) is None
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,6 @@ from herald.settings import Settings
 from herald.worker import Worker, settle_all
 from tests.delivery_support import (
     Harness,
-    Sub,
     attempts,
     delivery_id_of,
     event_counts,
@@ -266,13 +265,7 @@ def test_a_copy_held_back_by_the_rate_limit_while_the_other_sent_leaves_one_send
     # the slow lane), and its delivery message on the queue twice (SQS delivers at least once); two workers (two
     # invocations) taking one copy each
     receiver.default = (200, {}, b"ok", 2.0)
-    created = client.post(
-        "/v1/subscriptions",
-        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 1},
-        headers=tenant.headers,
-    )
-    assert created.status_code == 201, created.text
-    sub = Sub(created.json()["id"], created.json()["secret"])
+    sub = subscribe(client, tenant, receiver.url, rate_limit=1)
     event_id = publish(client, tenant.id)
     delivery_id = delivery_id_of(services.store, event_id, sub.id)
     services.queue.send(

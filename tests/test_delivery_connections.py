@@ -247,13 +247,7 @@ def test_a_rate_limited_subscription_waiting_for_its_slots_holds_one_connection_
     try:
         # AND a subscription limited to one delivery a second with four events for it, then one event for a
         # subscription without a limit, all in one batch
-        created = client.post(
-            "/v1/subscriptions",
-            json={"url": receiver.http.url("/limited"), "event_types": ["invoice.paid"], "rate_limit": 1},
-            headers=tenant.headers,
-        )
-        assert created.status_code == 201, created.text
-        limited = Sub(created.json()["id"], created.json()["secret"])
+        limited = subscribe(client, tenant, receiver.http.url("/limited"), rate_limit=1)
         free = subscribe(client, tenant, receiver.http.url("/free"), ["order.shipped"])
         for _ in range(4):
             publish(client, tenant.id)
@@ -287,13 +281,7 @@ def test_an_attempt_held_up_past_its_latest_start_after_its_connection_came_is_p
 ) -> None:
     # GIVEN a subscription with a rate limit, and a DynamoDB that takes so long to grant its slot that the
     # invocation's clock passes the latest moment an attempt may start (60 s, less the 4 s timeout and 5 s margin)
-    created = client.post(
-        "/v1/subscriptions",
-        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 10},
-        headers=tenant.headers,
-    )
-    assert created.status_code == 201, created.text
-    sub = Sub(created.json()["id"], created.json()["secret"])
+    sub = subscribe(client, tenant, receiver.url, rate_limit=10)
     health = harness.services.store.health
     take = health.take_rate_slot
 

@@ -77,6 +77,17 @@ def drain_by_lane(harness: Harness, healthy: Receiver, hanging: Callable[[], int
     raise AssertionError("the queues never drained")
 
 
+def half_open(harness: Harness, clock: Clock, tenant: TenantInfo, sub_id: str) -> None:
+    """Open the subscription's breaker (one timeout, not on the slow lane), then move the clock past its minute:
+    half-open, the next attempt probes."""
+    opened = harness.services.store.isolation.count_timeout(
+        tenant.id, sub_id, now=clock(), slow_until=clock() - 1, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert opened is not None
+    assert opened[1]
+    clock.advance(61)
+
+
 def stats(client: Any, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
     response = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
     assert response.status_code == 200, response.text
@@ -455,13 +466,7 @@ def test_a_half_open_breakers_probe_is_made_from_the_slow_lane(
 ) -> None:
     # GIVEN a subscription whose breaker opened a minute ago and is half-open now, no longer on the slow lane
     sub = subscribe(client, tenant, receiver.url)
-    isolation = harness.services.store.isolation
-    opened = isolation.count_timeout(
-        tenant.id, sub.id, now=clock(), slow_until=clock() - 1, threshold=1, open_seconds=60, max_open_seconds=3600
-    )
-    assert opened is not None
-    assert opened[1]
-    clock.advance(61)
+    half_open(harness, clock, tenant, sub.id)
     # WHEN an event is published to it and the work queue is worked
     event_id = publish(client, tenant.id)
     assert harness.poller.poll_once().received == 1
@@ -483,20 +488,8 @@ def test_a_probe_postponed_by_the_rate_limit_leaves_the_probe_to_the_next_delive
 ) -> None:
     # GIVEN a subscription limited to 1 delivery a second whose breaker is half-open, and an event's delivery to it
     # forwarded to the slow lane, where the probe is made
-    created = client.post(
-        "/v1/subscriptions",
-        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 1},
-        headers=tenant.headers,
-    )
-    assert created.status_code == 201, created.text
-    sub_id = created.json()["id"]
-    isolation = harness.services.store.isolation
-    opened = isolation.count_timeout(
-        tenant.id, sub_id, now=clock(), slow_until=clock() - 1, threshold=1, open_seconds=60, max_open_seconds=3600
-    )
-    assert opened is not None
-    assert opened[1]
-    clock.advance(61)
+    sub_id = subscribe(client, tenant, receiver.url, rate_limit=1).id
+    half_open(harness, clock, tenant, sub_id)
     publish(client, tenant.id)
     assert harness.poller.poll_once().received == 1
     # AND another worker has just taken the subscription's slot, the next one a minute away (as at a rate of 1 a
@@ -521,17 +514,12 @@ def test_a_delivery_whose_half_open_breaker_closed_since_its_batch_read_is_sent_
 ) -> None:
     # GIVEN a subscription whose breaker is half-open, and an event's delivery to it forwarded to the slow lane
     sub = subscribe(client, tenant, receiver.url)
-    isolation = harness.services.store.isolation
-    opened = isolation.count_timeout(
-        tenant.id, sub.id, now=clock(), slow_until=clock() - 1, threshold=1, open_seconds=60, max_open_seconds=3600
-    )
-    assert opened is not None
-    assert opened[1]
-    clock.advance(61)
+    half_open(harness, clock, tenant, sub.id)
     event_id = publish(client, tenant.id)
     assert harness.poller.poll_once().received == 1
     # AND another delivery's probe is answered, closing the breaker, after the slow lane's batch read the
     # subscription and before this delivery asks for the probe
+    isolation = harness.services.store.isolation
     take_probe = isolation.take_probe
 
     def closed_by_another_probe_first(tenant_id: str, sub_id: str, *, now: float, until: float) -> str:

@@ -215,6 +215,15 @@ def _slots_after_a_wait_for_the_connection(
     return worker.loop.run_until_complete(scenario())
 
 
+def _taking_the_slot(services: Services) -> Callable[[], None]:
+    """Another worker taking ``sub_x``'s slot (1 a second) now: the next is free a second later."""
+
+    def take() -> None:
+        assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == 0.0
+
+    return take
+
+
 def test_a_slot_taken_after_a_wait_for_the_connection_is_taken_at_the_time_it_is_taken(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -244,10 +253,7 @@ def test_the_wait_for_a_connection_does_not_count_against_the_local_wait_for_a_s
     monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
     services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 2}), session=aws)
     worker = Worker(services)
-
-    def another_worker_takes_the_slot() -> None:
-        assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == 0.0
-
+    another_worker_takes_the_slot = _taking_the_slot(services)
     try:
         # WHEN it gets the connection
         (turn,), _ = _slots_after_a_wait_for_the_connection(worker, 1.5, before_release=another_worker_takes_the_slot)
@@ -267,10 +273,7 @@ def test_the_heads_wait_for_a_connection_does_not_count_against_the_local_wait_o
     monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
     services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 4}), session=aws)
     worker = Worker(services)
-
-    def another_worker_takes_the_slot() -> None:
-        assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == 0.0
-
+    another_worker_takes_the_slot = _taking_the_slot(services)
     try:
         # WHEN the connection comes back
         turns, _ = _slots_after_a_wait_for_the_connection(
