@@ -84,7 +84,7 @@ def test_a_spec_that_cannot_be_read_is_refused_with_the_part_named(spec: str) ->
 def test_a_spec_reads_rules_stages_schedules_and_the_seed() -> None:
     spec = parse_spec(
         "dynamodb:throttle=0.05; sqs.SendMessageBatch:partial=0.02, secretsmanager:5xx@call=calls:1-20 "
-        "*:latency+30ms=secs:0-2.5 sqs.Send*:lost=1 seed=7"
+        "*:latency+30ms=secs:0-2.5 sqs.Send*:lost=1 dynamodb.UpdateItem:lost@send=0.5 seed=7"
     )
     assert spec.seed == 7
     assert [(rule.service, rule.operation, rule.fault, rule.stage) for rule in spec.rules] == [
@@ -93,6 +93,7 @@ def test_a_spec_reads_rules_stages_schedules_and_the_seed() -> None:
         ("secretsmanager", "*", "5xx", "call"),
         ("*", "*", "latency", "send"),
         ("sqs", "Send*", "lost", "call"),
+        ("dynamodb", "UpdateItem", "lost", "send"),
     ]
     assert spec.rules[2].calls == (1, 20)
     assert spec.rules[3].seconds == (0.0, 2.5)
@@ -187,6 +188,36 @@ def test_a_lost_answer_is_a_timeout_for_a_call_that_was_carried_out(aws: boto3.s
     with pytest.raises(ReadTimeoutError):
         client.send_message(QueueUrl=url, MessageBody="sent anyway")
     assert _bodies(client, url) == ["sent anyway"]
+
+
+def test_a_lost_answer_at_send_level_is_sent_again_by_botocore(aws: boto3.session.Session) -> None:
+    # GIVEN a client that loses the answer of every UpdateItem attempt (one a call at most)
+    client = dynamodb_client(aws, faults="dynamodb.UpdateItem:lost@send=1")
+    with faults.suspended():
+        _table(client)
+
+    def add() -> Any:
+        return client.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": "n"}},
+            UpdateExpression="ADD n :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+
+    # WHEN a counter is added to, twice
+    first, second = add(), add()
+    # THEN each call was carried out twice (its answer lost, botocore sent it again) and answered by the resend
+    assert first["ResponseMetadata"]["RetryAttempts"] == 1
+    assert (first["Attributes"], second["Attributes"]) == ({"n": {"N": "2"}}, {"n": {"N": "4"}})
+    assert _item(client, "n") == {"pk": {"S": "n"}, "n": {"N": "4"}}
+    injector = faults.injector_of(client)
+    assert injector is not None
+    assert [(hit.operation, hit.fault, hit.stage, hit.keys) for hit in injector.injected] == [
+        ("UpdateItem", "lost", "send", ("n",)),
+    ] * 2
+    # AND other calls keep their answers
+    assert client.get_item(TableName=TABLE, Key={"pk": {"S": "n"}})["ResponseMetadata"]["RetryAttempts"] == 0
 
 
 def test_conflicts_are_dynamodb_s_transaction_errors(aws: boto3.session.Session) -> None:

@@ -26,15 +26,18 @@ parses it, retries it and raises it as it would from AWS:
   BatchExecuteStatement statements answered ``ThrottlingError`` in their place in ``Responses`` (when the
   rule fires, each entry of a batch of two or more fails with probability 1/2, at least one failed and one
   kept): those entries are neither sent nor written nor run.
-- ``lost``: the request is carried out, then the caller gets a ``ReadTimeoutError`` (the answer was lost).
+- ``lost``: the request is carried out, and its answer is lost on the way back. At call level the caller gets
+  a ``ReadTimeoutError``; at send level (``lost@send``) botocore, seeing the lost answer, sends the request
+  again, as it does after a read timeout, and the caller gets the second answer (a write made twice, unless
+  the write tells its own resend from another's).
 - ``latency+<N>ms``: the call waits N ms longer.
 
 Stages. ``@send`` (the default for throttle, 5xx, timeout, conflict and latency) answers one HTTP
 attempt: botocore's retry handler sees the fault and retries it under the client's retry mode, so a
 call fails only when every attempt drew a fault, as with AWS. ``@call`` answers the call as its caller
 sees it, before retries (an error after botocore gave up): what Herald's own code must handle.
-``partial`` and ``lost`` are always call-level (botocore never retries a partial batch, and a lost
-answer matters once the call is over).
+``partial`` is always call-level (botocore never retries a partial batch); ``lost`` is call-level unless
+``@send`` says otherwise, and then loses one answer per call at most (the resend's answer arrives).
 
 Every injected fault is counted (``FaultInjector.injected``) with the keys it touched and the attribute
 names of each item its call wrote whole, so a test can tie what it sees (a duplicate, a 503) to a fault
@@ -72,7 +75,9 @@ CHAOS_MIX = (
 )
 SERVICES = ("dynamodb", "sqs", "secretsmanager")
 FAULTS = ("throttle", "5xx", "timeout", "conflict", "partial", "lost", "latency")
-CALL_ONLY = frozenset({"partial", "lost"})
+CALL_ONLY = frozenset({"partial"})
+#: Faults answered at call level unless the rule says ``@send``.
+CALL_BY_DEFAULT = frozenset({"partial", "lost"})
 #: Where an answered fault points the request, so that an in-process stub of AWS (moto's ``mock_aws``,
 #: itself a ``before-send`` handler) does not carry out a request AWS would have refused.
 _NOWHERE = "https://faults.herald.invalid/"
@@ -158,7 +163,8 @@ def parse_spec(text: str) -> FaultSpec:
             raise FaultSpecError(f"unknown fault {fault!r} in {part!r}: one of {', '.join(FAULTS)}")
         if (fault == "latency") != (found["ms"] is not None):
             raise FaultSpecError(f"latency takes its size (latency+30ms), other faults none: {part!r}")
-        stage = "call" if fault in CALL_ONLY else found["stage"] or "send"
+        default = "call" if fault in CALL_BY_DEFAULT else "send"
+        stage = "call" if fault in CALL_ONLY else found["stage"] or default
         values: dict[str, Any] = {}
         if when.startswith("calls:"):
             values["calls"] = _span(when.removeprefix("calls:"), int, part)
@@ -292,8 +298,10 @@ class FaultInjector:
         with self._lock:
             return sum(1 for hit in self.injected if fault in (None, hit.fault) and stage in (None, hit.stage))
 
-    def _draw(self, operation: str, stage: str) -> list[Rule]:
-        """The rules that fire for this call (or attempt) at ``stage``; each rule counts its calls."""
+    def _draw(self, operation: str, stage: str, *, answered: bool = False) -> list[Rule]:
+        """The rules that fire for this call (or attempt) at ``stage``; each rule counts its calls. At send
+        level, ``answered`` draws the rules that lose an answer (``lost@send``), else those that answer in its
+        place."""
         if _SUSPENDED.is_set():
             return []
         fired = []
@@ -301,6 +309,8 @@ class FaultInjector:
         with self._lock:
             for rule in self.spec.rules:
                 if rule.stage != stage or not rule.matches(self.service, operation):
+                    continue
+                if stage == "send" and (rule.fault == "lost") != answered:
                     continue
                 self._calls[rule] += 1
                 if rule.calls is not None:
@@ -379,7 +389,7 @@ class FaultInjector:
             elif rule.fault == "timeout":
                 self._note(model.name, rule, keys, written)
                 raise ReadTimeoutError(endpoint_url=_NOWHERE)
-            elif rule.fault not in CALL_ONLY:
+            elif rule.fault not in ("partial", "lost"):  # carried out, then answered in part or lost (after_call)
                 self._note(model.name, rule, keys, written)
                 return self._parsed_error(model, rule.fault)
         return None
@@ -416,6 +426,21 @@ class FaultInjector:
                 status, headers, body = error_body(self.service, operation, rule.fault, self._rng, self._actions())
             return response(_NOWHERE, status, headers, body)
         return None
+
+    def needs_retry(
+        self, response: Any, operation: Any, caught_exception: Any, request_dict: dict[str, Any], **_: Any
+    ) -> float | None:
+        """Send-level ``lost``: the attempt was carried out and answered, and the answer is lost. Botocore is told
+        to send the request again at once (what its retry handler does after a read timeout), once per call."""
+        context = request_dict.get("context", {})
+        if response is None or caught_exception is not None or context.get("herald_lost"):
+            return None
+        fired = self._draw(operation.name, "send", answered=True)
+        if not fired:
+            return None
+        context["herald_lost"] = True
+        self._note(operation.name, fired[0], self._current_keys(), self._current_written())
+        return 0
 
     def after_call(
         self, http_response: Any, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
@@ -458,5 +483,6 @@ def install(client: Any, spec: FaultSpec | str, *, sleep: Callable[[float], None
     events.register_first(f"before-call.{service_id}", injector.before_call)
     events.register_first(f"before-send.{service_id}", injector.before_send)
     events.register_first(f"after-call.{service_id}", injector.after_call)
+    events.register_first(f"needs-retry.{service_id}", injector.needs_retry)
     _INJECTORS[client] = injector
     return injector
