@@ -8,12 +8,17 @@ window of them in one write (``count_streamed``); the worker counts every other 
 failure streak (``count_attempts``), writing for a success only when it ends a streak it read. The stream's
 write ends a streak too when no later failure is counted: one opened after the worker's read. The rate slot
 holds when the subscription's next delivery may start.
+
+Both writers add (``ADD``), and botocore sends a call again when its answer was lost: each write tells its own
+resend from a new write (``count_attempts`` by a token it leaves on the item, ``count_streamed`` by the latest
+success it set), so that a resend is refused instead of counted twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -61,18 +66,32 @@ _PLACEHOLDER = re.compile(r":(\w+)")
 #: (a list on the stats item, trimmed by one extra write every LATENCY_SAMPLES deliveries; the item stays
 #: under 1 KB, one write unit).
 LATENCY_SAMPLES = 64
+#: The token of the latest ``count_attempts`` write, and the streak as that write found it (its length, and
+#: since when it counted as failing, "" for not failing): a resend of the write is refused by the token and
+#: still learns the streak it needs from these (``ALL_OLD`` is not returned for a refused write).
+COUNTED_BY = "counted_by"
+STREAK_BEFORE = "streak_before"
+FAILING_SINCE_BEFORE = "failing_since_before"
 
 
 def _stats_update(
-    ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int
+    ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int, token: str
 ) -> tuple[str, dict[str, Any]]:
     """The UpdateExpression (and its values) that counts ``ordered`` attempts in a subscription's stats, but
-    for the ones counted from the stream, which only move the streak and the latest status."""
+    for the ones counted from the stream, which only move the streak and the latest status. It leaves
+    ``token`` and the streak it found on the item (DynamoDB evaluates every operand on the item as it was
+    before the update)."""
     counted = [tally for tally in ordered if not tally.streamed]
     succeeded = [tally for tally in ordered if tally.succeeded]
     failed = [tally for tally in ordered if not tally.succeeded]
-    values: dict[str, Any] = {"exp": expires_at}
-    adds, sets, removes = [], ["expires_at = :exp"], []
+    values: dict[str, Any] = {"exp": expires_at, "token": token, "zero": 0, "never": ""}
+    adds, removes = [], []
+    sets = [
+        "expires_at = :exp",
+        f"{COUNTED_BY} = :token",
+        f"{STREAK_BEFORE} = if_not_exists(consecutive_failures, :zero)",
+        f"{FAILING_SINCE_BEFORE} = if_not_exists(failing_since, :never)",
+    ]
     if counted:
         adds.append("attempts :n")
         values["n"] = len(counted)
@@ -131,6 +150,11 @@ def _follow_streak(
     return SubscriptionHealth(streak, since, tuple(recoveries))
 
 
+def _latencies_added(ordered: Sequence[AttemptTally]) -> int:
+    """How many latencies a write of ``ordered`` appends to the stats' list."""
+    return sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None and not tally.streamed)
+
+
 class HealthRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -154,23 +178,35 @@ class HealthRepository:
         ordered = sorted(attempts, key=lambda tally: tally.at)
         if not ordered:
             return SubscriptionHealth(0, None)
-        expression, placeholders = _stats_update(ordered, failing_after=failing_after, expires_at=expires_at)
-        old = from_item(
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.subscription_stats(sub_id)),
-                UpdateExpression=expression,
-                ExpressionAttributeValues=values(**placeholders),
-                ReturnValues="ALL_OLD",
-            ).get("Attributes", {})
+        token = uuid.uuid4().hex[:16]
+        expression, placeholders = _stats_update(
+            ordered, failing_after=failing_after, expires_at=expires_at, token=token
         )
-        self._trim_latencies(sub_id, old, ordered)
-        before = old.get("failing_since")
+        try:
+            old = from_item(
+                self._table.call(
+                    "update_item",
+                    Key=to_item(keys.subscription_stats(sub_id)),
+                    UpdateExpression=expression,
+                    ConditionExpression=f"attribute_not_exists({COUNTED_BY}) OR {COUNTED_BY} <> :token",
+                    ExpressionAttributeValues=values(**placeholders),
+                    ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                ).get("Attributes", {})
+            )
+            length = len(old.get("recent_latency_ms", [])) + _latencies_added(ordered)
+            streak, before = int(old.get("consecutive_failures", 0)), old.get("failing_since")
+        except ClientError as exc:
+            # Refused only by this write's own token: botocore sent it again after its answer was lost. It was
+            # made once; the streak it found is on the item.
+            current = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            if current.get(COUNTED_BY) != token:
+                raise
+            length = len(current.get("recent_latency_ms", []))
+            streak, before = int(current[STREAK_BEFORE]), current[FAILING_SINCE_BEFORE] or None
+        self._trim_latencies(sub_id, length)
         health = _follow_streak(
-            int(old.get("consecutive_failures", 0)),
-            datetime.fromisoformat(before) if before else None,
-            ordered,
-            failing_after=failing_after,
+            streak, datetime.fromisoformat(before) if before else None, ordered, failing_after=failing_after
         )
         since = health.failing_since
         if any(tally.succeeded for tally in ordered) or before is not None or since is None:
@@ -248,9 +284,9 @@ class HealthRepository:
                 old = update([*counts, "last_success_at = :at"], newer_success)
             if old is None:
                 old = update(counts, None) or {}
-            self._trim_latencies(sub_id, old, ordered)
+            self._trim_latencies(sub_id, len(old.get("recent_latency_ms", [])) + _latencies_added(ordered))
             return None
-        self._trim_latencies(sub_id, old, ordered)
+        self._trim_latencies(sub_id, len(old.get("recent_latency_ms", [])) + _latencies_added(ordered))
         since = old.get("failing_since")
         if not since:
             return None
@@ -258,11 +294,9 @@ class HealthRepository:
         recovered = next(tally.at for tally in ordered if tally.at.isoformat() > last_failure)
         return datetime.fromisoformat(since), recovered
 
-    def _trim_latencies(self, sub_id: str, old: dict[str, Any], ordered: Sequence[AttemptTally]) -> None:
-        """Drop the oldest latencies once the list has grown to twice ``LATENCY_SAMPLES`` (appends go to the
-        end, so the front is always the oldest, whatever other workers appended meanwhile)."""
-        added = sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None and not tally.streamed)
-        length = len(old.get("recent_latency_ms", [])) + added
+    def _trim_latencies(self, sub_id: str, length: int) -> None:
+        """Drop the oldest latencies once the list has grown to ``length`` >= twice ``LATENCY_SAMPLES`` (appends
+        go to the end, so the front is always the oldest, whatever other workers appended meanwhile)."""
         if length < 2 * LATENCY_SAMPLES:
             return
         doomed = ", ".join(f"recent_latency_ms[{index}]" for index in range(length - LATENCY_SAMPLES))

@@ -7,10 +7,15 @@ subscription still existing, and they do not bump its ``version`` (the API's opt
 disturbed, and an API rewrite carries them over: ``SubscriptionRepository.replace``). Every write here is
 rare: on a timeout, on a slow answer, when a breaker opens, closes or lets a probe through; a healthy
 endpoint's deliveries write nothing.
+
+The two writes that count (a timeout, a breaker's opening) leave a token of their own on the item
+(``LAST_WRITE``): botocore sends a call again when its answer was lost, and the resend, refused by the token,
+is known for the write it repeats instead of counting one more timeout or opening.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal, cast
 
 from botocore.exceptions import ClientError
@@ -20,6 +25,9 @@ from herald.storage import keys
 from herald.storage.table import Table, from_item, to_item, values
 
 _EXISTS = "attribute_exists(pk)"
+#: The token of the latest counting write on the subscription's item (see the module's docstring).
+LAST_WRITE = "isolation_write"
+_NOT_MINE = f"(attribute_not_exists({LAST_WRITE}) OR {LAST_WRITE} <> :token)"
 
 #: What ``take_probe`` found: the probe taken, the breaker closed meanwhile, or the delivery to be held.
 type Probe = Literal["taken", "closed", "held"]
@@ -37,6 +45,28 @@ class IsolationRepository:
             )
         except ClientError:
             return None
+        return from_item(response.get("Attributes", {}))
+
+    def _count(
+        self, tenant_id: str, sub_id: str, expression: str, condition: str, placeholders: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A counting UpdateItem (as ``_update``) made once. ``expression`` sets ``LAST_WRITE`` to ``:token``, a
+        new one: its resend (botocore's, after a lost answer) is refused by it, and answers the item as the
+        first send left it."""
+        token = uuid.uuid4().hex[:16]
+        try:
+            response = self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription(tenant_id, sub_id)),
+                UpdateExpression=expression,
+                ConditionExpression=f"{condition} AND {_NOT_MINE}",
+                ExpressionAttributeValues=values(token=token, **placeholders),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            return found if found.get(LAST_WRITE) == token else None
         return from_item(response.get("Attributes", {}))
 
     def mark_slow(self, tenant_id: str, sub_id: str, *, until: float) -> bool:
@@ -65,12 +95,12 @@ class IsolationRepository:
         at ``threshold`` timeouts in a row, the breaker opened (unless it is open already) for ``open_seconds``
         doubled for each opening in a row, at most ``max_open_seconds``. Returns the subscription's isolation
         afterwards and whether this call opened the breaker; None if the subscription is gone."""
-        item = self._update(
+        item = self._count(
             tenant_id,
             sub_id,
-            UpdateExpression="ADD timeouts :one SET slow_until = :slow",
-            ConditionExpression=_EXISTS,
-            ExpressionAttributeValues=values(one=1, slow=slow_until),
+            f"ADD timeouts :one SET slow_until = :slow, {LAST_WRITE} = :token",
+            _EXISTS,
+            {"one": 1, "slow": slow_until},
         )
         if item is None:
             return None
@@ -79,14 +109,12 @@ class IsolationRepository:
             return learned, False
         until = now + min(max_open_seconds, open_seconds * 2 ** min(learned.breaker_openings, 32))
         # Once per opening: concurrent timeouts all reach the threshold, only the first opens (and counts) it.
-        opened = self._update(
+        opened = self._count(
             tenant_id,
             sub_id,
-            UpdateExpression="SET breaker_until = :until ADD breaker_openings :one REMOVE probe_until",
-            ConditionExpression=(
-                f"{_EXISTS} AND timeouts >= :n AND (attribute_not_exists(breaker_until) OR breaker_until <= :now)"
-            ),
-            ExpressionAttributeValues=values(until=until, one=1, n=threshold, now=now),
+            f"SET breaker_until = :until, {LAST_WRITE} = :token ADD breaker_openings :one REMOVE probe_until",
+            f"{_EXISTS} AND timeouts >= :n AND (attribute_not_exists(breaker_until) OR breaker_until <= :now)",
+            {"until": until, "one": 1, "n": threshold, "now": now},
         )
         return (_isolation(opened), True) if opened is not None else (learned, False)
 

@@ -1,0 +1,125 @@
+"""Answers lost on the way back from AWS: botocore sends the call again (``lost@send`` in herald.faults, the
+request carried out each time). What counts (a subscription's stats and failure streak, its timeouts and
+breaker, an event's counters) counts each attempt once, and no webhook is sent twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from herald.faults import install
+from herald.services import Services
+from herald.storage.health import AttemptTally
+from tests.delivery_support import Harness, event_counts, publish, step, subscribe
+from tests.support import Clock, Receiver, TenantInfo
+
+
+@pytest.mark.parametrize("spec", ["dynamodb:lost@send=1", "sqs:lost@send=1"])
+@pytest.mark.parametrize("settings_overrides", [{"failing_after_failures": 5}])
+def test_with_every_answer_lost_once_each_attempt_is_counted_and_sent_once(
+    client: TestClient,
+    tenant: TenantInfo,
+    services: Services,
+    harness: Harness,
+    clock: Clock,
+    receiver: Receiver,
+    make_receiver: Callable[[], Receiver],
+    spec: str,
+) -> None:
+    # GIVEN a healthy subscription and a failing one, three events for both, and every answer of one AWS
+    # service to the worker lost once (each call carried out twice)
+    failing = make_receiver()
+    failing.default = (500, {}, b"down", 0.0)
+    healthy = subscribe(client, tenant, receiver.url)
+    down = subscribe(client, tenant, failing.url)
+    events = [publish(client, tenant.id) for _ in range(3)]
+    service = spec.partition(":")[0]
+    injector = install(services.store.client if service == "dynamodb" else services.queue.client, spec)
+    assert injector is not None
+    # WHEN the worker delivers them, and retries the failing one's for four hours
+    harness.drain()
+    for _ in range(4):
+        step(harness, clock, 3600)
+    # (the worker's writes among them: its counts and records, or its messages)
+    writes = {"dynamodb": {"UpdateItem", "BatchExecuteStatement"}, "sqs": {"SendMessageBatch"}}[service]
+    assert writes <= {hit.operation for hit in injector.injected}
+    # THEN the healthy subscription got each event once, and its stats count three attempts
+    assert sorted(got.headers["webhook-id"] for got in receiver.received) == sorted(events)
+    ok = client.get(f"/v1/subscriptions/{healthy.id}/stats", headers=tenant.headers).json()
+    assert (ok["attempts"], ok["succeeded"], ok["failed"]) == (3, 3, 0)
+    # AND the failing one's stats count each request its endpoint received once, as its streak does, which
+    # counts as failing from the fifth
+    made = len(failing.received)
+    assert made == 12  # three events, four attempts each
+    bad = client.get(f"/v1/subscriptions/{down.id}/stats", headers=tenant.headers).json()
+    assert (bad["attempts"], bad["succeeded"], bad["failed"], bad["consecutive_failures"]) == (made, 0, made, made)
+    assert bad["failing_since"] is not None
+    assert bad["failing_since"] > ok["last_success_at"]
+    # AND each event's counters hold one success and one delivery waiting for its retry
+    for event_id in events:
+        counts = event_counts(client, event_id)
+        assert (counts["matched"], counts["succeeded"], counts["pending"], counts["failed"]) == (2, 1, 1, 0)
+
+
+def test_a_resent_count_of_attempts_is_made_once_and_still_sees_the_streak_it_ended(services: Services) -> None:
+    health = services.store.health
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(at.timestamp()) + 3600
+    # GIVEN a subscription failing: three failures in a row, failing from the third
+    failures = [AttemptTally(False, 500, at + timedelta(seconds=n)) for n in range(3)]
+    assert (
+        health.count_attempts("sub_l", failures, failing_after=3, expires_at=expires).failing_since == failures[-1].at
+    )
+    # WHEN the answers of DynamoDB's updates are lost once each (botocore sends each again), while a batch with a
+    # success is counted
+    injector = install(services.store.client, "dynamodb.UpdateItem:lost@send=1")
+    assert injector is not None
+    success = AttemptTally(True, 200, at + timedelta(seconds=5), latency_ms=40)
+    ended = health.count_attempts("sub_l", [success], failing_after=3, expires_at=expires)
+    # THEN the resend was refused as the write it repeats: one attempt counted, one latency kept...
+    assert injector.count("lost", stage="send") >= 1
+    stats = health.get_stats("sub_l")
+    assert (stats["attempts"], stats["succeeded"], stats["failed"], stats["consecutive_failures"]) == (4, 1, 3, 0)
+    assert stats["recent_latency_ms"] == [40]
+    assert "failing_since" not in stats
+    # ... and the streak it ended is reported, though the item the resend found had it ended already
+    assert ended.recoveries == ((failures[-1].at, success.at),)
+    # AND a batch of failures after it is counted once too, and reaches the failing clock at its third
+    more = [AttemptTally(False, 503, at + timedelta(seconds=10 + n)) for n in range(3)]
+    assert health.count_attempts("sub_l", more, failing_after=3, expires_at=expires).failing_since == more[-1].at
+    stats = health.get_stats("sub_l")
+    assert (stats["attempts"], stats["failed"], stats["consecutive_failures"]) == (7, 6, 3)
+    assert stats["failing_since"] == more[-1].at.isoformat()
+
+
+def test_a_resent_timeout_counts_once_and_the_breaker_opens_at_its_threshold_and_says_so(
+    client: TestClient, tenant: TenantInfo, services: Services, receiver: Receiver
+) -> None:
+    # GIVEN a subscription, and every answer of DynamoDB's updates lost once (botocore sends each again)
+    sub = subscribe(client, tenant, receiver.url)
+    injector = install(services.store.client, "dynamodb.UpdateItem:lost@send=1")
+    assert injector is not None
+    isolation = services.store.isolation
+    now = 1_900_000_000.0
+
+    def timeout(at: float) -> tuple[int, float, int, bool]:
+        counted = isolation.count_timeout(
+            tenant.id, sub.id, now=at, slow_until=at + 900, threshold=3, open_seconds=60, max_open_seconds=3600
+        )
+        assert counted is not None
+        learned, opened = counted
+        return learned.timeouts, learned.breaker_until, learned.breaker_openings, opened
+
+    # WHEN its endpoint times out three times in a row
+    # THEN each timeout counts once, and the third opens the breaker for a minute and says it did
+    assert [timeout(now + n) for n in range(3)] == [
+        (1, 0.0, 0, False),
+        (2, 0.0, 0, False),
+        (3, now + 2 + 60, 1, True),
+    ]
+    # AND once the minute is over, the next timeout opens it again, for twice as long
+    assert timeout(now + 70) == (4, now + 70 + 120, 2, True)
+    assert injector.count("lost", stage="send") == 6  # each count, and each opening
