@@ -1,6 +1,7 @@
 """Answers lost on the way back from AWS: botocore sends the call again (``lost@send`` in herald.faults, the
 request carried out each time). What counts (a subscription's stats and failure streak, its timeouts and
-breaker, an event's counters) counts each attempt once, and no webhook is sent twice."""
+breaker, an event's counters) counts each attempt once, no webhook is sent twice, and a conditional write
+refused by its own first send answers as that send did."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from herald.faults import install
 from herald.services import Services
 from herald.storage.health import AttemptTally
 from tests.delivery_support import Harness, event_counts, publish, step, subscribe
-from tests.support import Clock, Receiver, TenantInfo
+from tests.portal_support import Browser, mint
+from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
 
 @pytest.mark.parametrize("spec", ["dynamodb:lost@send=1", "sqs:lost@send=1"])
@@ -123,3 +125,33 @@ def test_a_resent_timeout_counts_once_and_the_breaker_opens_at_its_threshold_and
     # AND once the minute is over, the next timeout opens it again, for twice as long
     assert timeout(now + 70) == (4, now + 70 + 120, 2, True)
     assert injector.count("lost", stage="send") == 6  # each count, and each opening
+
+
+def test_with_every_dynamodb_answer_lost_once_the_operators_writes_answer_as_they_did(
+    client: TestClient, browser: Browser, services: Services
+) -> None:
+    # GIVEN every answer of DynamoDB to the API lost once (each call carried out twice)
+    injector = install(services.store.client, "dynamodb:lost@send=1")
+    assert injector is not None
+    # WHEN the operator creates a tenant and issues it a second key
+    created = client.post("/v1/tenants", json={"name": "Acme"}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    tenant_id = created.json()["id"]
+    issued = client.post(f"/v1/tenants/{tenant_id}/api-keys", json={}, headers=ADMIN)
+    # THEN the key is issued (its put was refused by its own first send), and works
+    assert issued.status_code == 201, issued.text
+    listed = client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {issued.json()['key']}"})
+    assert listed.status_code == 200, listed.text
+    # AND a portal link is minted, and opens a session (its redemption was marked by its own first send)
+    me = browser()
+    link = mint(me, tenant_id)
+    opened = me.get(link["path"])
+    assert opened.status_code == 200, opened.text
+    assert me.get("/portal/endpoints").status_code == 200
+    # AND the link stays spent
+    assert browser().get(link["path"]).status_code != 200
+    # AND deleting the tenant answers 204 (its item's delete was made by its first send), and the tenant is gone
+    deleted = client.delete(f"/v1/tenants/{tenant_id}", headers=ADMIN)
+    assert deleted.status_code == 204, deleted.text
+    assert client.get(f"/v1/tenants/{tenant_id}", headers=ADMIN).status_code == 404
+    assert {"PutItem", "UpdateItem", "DeleteItem"} <= {hit.operation for hit in injector.injected}

@@ -1,18 +1,21 @@
 """Portal links and sessions: stored by the SHA-256 of their secret, expiring, revocable per tenant.
 
-A link's token is redeemed by deleting its item (a conditional delete that returns it): of two browsers
-presenting the same token, exactly one gets it, and an expired token is never redeemed."""
+A link's token is redeemed by marking its item taken (a conditional update that returns it), then deleting it:
+of two browsers presenting the same token, exactly one gets it, and an expired token is never redeemed."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from botocore.exceptions import ClientError
 
+from herald.errors import ConflictError
 from herald.records import PortalGrant
 from herald.storage import keys
-from herald.storage.table import Table, conditional_failure, from_item, record, strip, to_item
+from herald.storage.table import Table, from_item, record, strip, to_item
 
 
 def _grant(item: dict[str, Any]) -> PortalGrant:
@@ -36,7 +39,8 @@ class PortalRepository:
             **record(grant),
             "expires_at": int(grant.expires_at.timestamp()),
         }
-        self._table.call("put_item", Item=to_item(item), ConditionExpression="attribute_not_exists(pk)")
+        if not self._table.put_new(to_item(item)):
+            raise ConflictError(f"a portal {grant.kind} with this hash exists")  # a SHA-256 collision: never
 
     def get(self, grant_hash: str) -> PortalGrant | None:
         """The unexpired grant with this hash (strongly consistent: a revoked session stops at once)."""
@@ -44,21 +48,40 @@ class PortalRepository:
         return _grant(item) if item else None
 
     def take(self, grant_hash: str, kind: str) -> PortalGrant | None:
-        """Delete and return the unexpired grant of ``kind`` with this hash: a single-use token's redemption."""
+        """Take the unexpired grant of ``kind`` with this hash, once: a single-use token's redemption. The item
+        is marked taken with a token of this call's own, then deleted: a mark refused by that token is this
+        call's, sent again by botocore after its answer was lost (a conditional delete would refuse its own
+        resend, and the link would be spent with no session made)."""
+        token = uuid.uuid4().hex
+        key = to_item(keys.portal_grant(grant_hash))
         try:
             response = self._table.call(
-                "delete_item",
-                Key=to_item(keys.portal_grant(grant_hash)),
-                ConditionExpression="attribute_exists(pk) AND #kind = :kind AND expires_at > :now",
+                "update_item",
+                Key=key,
+                UpdateExpression="SET taken_by = :token",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND #kind = :kind AND expires_at > :now AND attribute_not_exists(taken_by)"
+                ),
                 ExpressionAttributeNames={"#kind": "kind"},
-                ExpressionAttributeValues=to_item({":kind": kind, ":now": self._table.now()}),
-                ReturnValues="ALL_OLD",
+                ExpressionAttributeValues=to_item({":kind": kind, ":now": self._table.now(), ":token": token}),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
+            taken = from_item(response["Attributes"])
         except ClientError as exc:
-            if conditional_failure(exc):
-                return None
-            raise
-        return _grant(from_item(response["Attributes"]))
+            found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            if found.get("taken_by") != token:
+                return None  # taken by another call, expired, of another kind, or never there
+            taken = found
+        with contextlib.suppress(ClientError):  # gone already: this delete's own, sent again
+            self._table.call(
+                "delete_item",
+                Key=key,
+                ConditionExpression="taken_by = :token",
+                ExpressionAttributeValues=to_item({":token": token}),
+            )
+        taken.pop("taken_by")
+        return _grant(taken)
 
     def revoke_all(self, tenant_id: str) -> int:
         """Delete every link and session of a tenant; how many there were."""

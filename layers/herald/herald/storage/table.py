@@ -426,6 +426,21 @@ class Table:
                 answers[index] = held
         return answers
 
+    def put_new(self, item: dict[str, Any]) -> bool:
+        """PutItem of a new item (``item`` as DynamoDB JSON), only if no item has its key. True if written; False
+        if the key holds another item. A key holding exactly this item is this write's: botocore sent the call
+        again after losing its answer, and the resend was refused by the first send's own item."""
+        try:
+            self.call(
+                "put_item",
+                Item=item,
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            return from_item(cast(dict[str, Any], exc.response.get("Item") or {})) == from_item(item)
+        return True
+
     def holds(self, items: Sequence[Mapping[str, Any]]) -> list[bool]:
         """Whether the table holds exactly each of these items (plain values), read strongly: how a conditional
         write refused after its answer was lost (botocore sent it again) knows it was its own."""

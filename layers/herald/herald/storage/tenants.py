@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from herald.errors import NotFoundError
+from herald.errors import ConflictError, NotFoundError
 from herald.records import ApiKey, Tenant
 from herald.storage import keys
 from herald.storage.table import PageResult, record, strip, to_item
@@ -74,16 +74,14 @@ class TenantRepository:
             self._table.call("delete_item", Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
 
     def delete(self, tenant_id: str) -> None:
-        """Delete the tenant's item: the last step of deleting a tenant (``herald.domain.tenants.delete``)."""
-        try:
-            self._table.call(
-                "delete_item", Key=to_item(keys.tenant(tenant_id)), ConditionExpression="attribute_exists(pk)"
-            )
-        except ClientError as exc:
-            raise NotFoundError(f"tenant {tenant_id} not found") from exc
+        """Delete the tenant's item: the last step of deleting a tenant (``herald.domain.tenants.delete``, which
+        found it first). Unconditional: an item gone already was deleted by this call (botocore sent it again
+        after its answer was lost) or by a concurrent one, the same end."""
+        self._table.call("delete_item", Key=to_item(keys.tenant(tenant_id)))
 
     def add_key(self, key: ApiKey, key_hash: str) -> None:
-        self._table.call("put_item", Item=_key_item(key, key_hash), ConditionExpression="attribute_not_exists(pk)")
+        if not self._table.put_new(_key_item(key, key_hash)):
+            raise ConflictError(f"an API key with the hash of {key.id} exists")  # a SHA-256 collision: never
 
     def _key_items(self, tenant_id: str) -> Iterator[dict[str, Any]]:
         cursor = None
