@@ -12,8 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from herald.faults import install
+from herald.messages import DeliveryMessage, dump_message
 from herald.services import Services
 from herald.storage.health import AttemptTally
+from tests.api_support import queue_messages
 from tests.delivery_support import Harness, event_counts, publish, step, subscribe
 from tests.portal_support import Browser, mint
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
@@ -155,3 +157,29 @@ def test_with_every_dynamodb_answer_lost_once_the_operators_writes_answer_as_the
     assert deleted.status_code == 204, deleted.text
     assert client.get(f"/v1/tenants/{tenant_id}", headers=ADMIN).status_code == 404
     assert {"PutItem", "UpdateItem", "DeleteItem"} <= {hit.operation for hit in injector.injected}
+
+
+def test_a_sweep_whose_cursor_moves_are_answered_late_carries_on_through_its_window(
+    harness: Harness, clock: Clock
+) -> None:
+    # GIVEN work due in each of the last three hours of the schedule, a sweep cursor from before them, and every
+    # answer of DynamoDB's updates lost once (the cursor's moves among them)
+    store = harness.services.store
+    names = ["dlv_a", "dlv_b", "dlv_c"]
+    for hours, name in zip((3, 2, 1), names, strict=True):
+        message = DeliveryMessage(event_id="evt_l", tenant_id="tnt_l", subscription_id="sub_l", delivery_id=name)
+        store.schedule.put(dump_message(message), name=name, due=clock() - hours * 3600, now=clock())
+    previous = store.schedule.cursor()
+    assert previous is not None
+    assert store.schedule.advance(previous, clock() - 4 * 3600)
+    injector = install(store.client, "dynamodb.UpdateItem:lost@send=1")
+    assert injector is not None
+    # WHEN the sweeper runs
+    result = harness.worker.sweep()
+    # THEN it took each move refused by its own first send for its own, and read the whole window in one sweep
+    assert injector.count("lost", stage="send") >= 4  # an hour of the schedule a move
+    assert result["complete"] is True
+    assert store.schedule.cursor() == clock() + 120
+    harness.reveal()
+    queued = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    assert sorted(body["delivery_id"] for body in queued) == names

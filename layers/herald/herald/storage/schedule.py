@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import ClientError
 
@@ -90,7 +90,9 @@ class ScheduleRepository:
         return float(item["until"]) if item else None
 
     def advance(self, previous: float | None, until: float) -> bool:
-        """Move the cursor from ``previous`` to ``until``; False if another sweep moved it meanwhile."""
+        """Move the cursor from ``previous`` to ``until``; False if another sweep moved it elsewhere meanwhile. A
+        cursor found at ``until`` already is this move (botocore sent the call again after losing its answer,
+        and the first send had moved it), or another sweep's to the same place: either way, where it should be."""
         condition = "attribute_not_exists(pk)" if previous is None else "#until = :previous"
         placeholders = values(until=until) | ({} if previous is None else values(previous=previous))
         try:
@@ -101,7 +103,9 @@ class ScheduleRepository:
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#until": "until"},
                 ExpressionAttributeValues=placeholders,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError:
-            return False
+        except ClientError as exc:
+            found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            return "until" in found and float(found["until"]) == until
         return True
