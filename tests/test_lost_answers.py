@@ -16,7 +16,7 @@ from herald.messages import DeliveryMessage, dump_message
 from herald.services import Services
 from herald.storage.health import AttemptTally
 from tests.api_support import queue_messages
-from tests.delivery_support import Harness, event_counts, publish, step, subscribe
+from tests.delivery_support import Harness, delivery_id_of, event_counts, publish, step, subscribe
 from tests.portal_support import Browser, mint
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
@@ -97,6 +97,44 @@ def test_a_resent_count_of_attempts_is_made_once_and_still_sees_the_streak_it_en
     stats = health.get_stats("sub_l")
     assert (stats["attempts"], stats["failed"], stats["consecutive_failures"]) == (7, 6, 3)
     assert stats["failing_since"] == more[-1].at.isoformat()
+
+
+def test_the_streams_resent_counts_are_made_once_and_still_report_the_streak_they_ended(services: Services) -> None:
+    health = services.store.health
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(at.timestamp()) + 3600
+
+    def tally(seconds: int, succeeded: bool) -> AttemptTally:
+        return AttemptTally(succeeded, 200 if succeeded else 500, at + timedelta(seconds=seconds))
+
+    # GIVEN three subscriptions: one failing (three failures in a row), one with a failure counted after the
+    # successes the stream is about to count, one with a success and a failure counted after them
+    failures = [tally(n, False) for n in range(3)]
+    health.count_attempts("sub_failing", failures, failing_after=3, expires_at=expires)
+    health.count_attempts("sub_failed_later", [tally(20, False)], failing_after=3, expires_at=expires)
+    health.count_attempts("sub_both_later", [tally(20, True), tally(21, False)], failing_after=3, expires_at=expires)
+    # WHEN the answers of DynamoDB's updates are lost once each, while the stream counts a success of each
+    injector = install(services.store.client, "dynamodb.UpdateItem:lost@send=1")
+    assert injector is not None
+    streamed = AttemptTally(True, 200, at + timedelta(seconds=5), latency_ms=30)
+    ended = {
+        sub_id: health.count_streamed(sub_id, [streamed], expires_at=expires)
+        for sub_id in ("sub_failing", "sub_failed_later", "sub_both_later")
+    }
+    assert injector.count("lost", stage="send") >= 3
+    # THEN the failing one's streak is over, and reported, though the write's resend found it over already
+    assert ended["sub_failing"] == (failures[-1].at, streamed.at)
+    stats = health.get_stats("sub_failing")
+    assert (stats["attempts"], stats["succeeded"], stats["consecutive_failures"]) == (4, 1, 0)
+    assert "failing_since" not in stats
+    # AND each success was counted once, its latency kept once, whichever write counted it
+    for sub_id, before in (("sub_failing", 3), ("sub_failed_later", 1), ("sub_both_later", 2)):
+        stats = health.get_stats(sub_id)
+        assert stats["attempts"] == before + 1, sub_id
+        assert stats["recent_latency_ms"] == [30], sub_id
+    # AND a later failure stays the latest attempt
+    assert health.get_stats("sub_failed_later")["consecutive_failures"] == 1
+    assert health.get_stats("sub_both_later")["last_success_at"] == tally(20, True).at.isoformat()
 
 
 def test_a_resent_timeout_counts_once_and_the_breaker_opens_at_its_threshold_and_says_so(
@@ -183,3 +221,40 @@ def test_a_sweep_whose_cursor_moves_are_answered_late_carries_on_through_its_win
     harness.reveal()
     queued = queue_messages(harness.sqs, harness.services.settings.queue_url)
     assert sorted(body["delivery_id"] for body in queued) == names
+
+
+def test_the_workers_conditional_takes_refused_by_their_own_first_send_are_theirs(
+    client: TestClient, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver: Callable[[], Receiver]
+) -> None:
+    # GIVEN a subscription whose breaker is half-open, and one whose event's delivery waits for a retry
+    store = harness.services.store
+    failing = make_receiver()
+    failing.default = (500, {}, b"down", 0.0)
+    waiting = subscribe(client, tenant, failing.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    delivery_id = delivery_id_of(store, event_id, waiting.id)
+    half_open = subscribe(client, tenant, make_receiver().url)
+    opened = store.isolation.count_timeout(
+        tenant.id, half_open.id, now=clock() - 120, slow_until=0, threshold=1, open_seconds=60, max_open_seconds=60
+    )
+    assert opened is not None
+    # WHEN every answer of DynamoDB's writes is lost once (botocore sends each again, and its own first send
+    # refuses the resend)
+    injector = install(store.client, "dynamodb.UpdateItem:lost@send=1, dynamodb.PutItem:lost@send=1")
+    assert injector is not None
+    now = clock()
+    # THEN the probe is taken (not held for a probe nobody sends), the rate slot is taken (not waited for), the
+    # slow lane is marked (and counted), and the delivery whose event is gone is failed (not dropped)
+    assert store.isolation.take_probe(tenant.id, half_open.id, now=now, until=now + 20) == "taken"
+    assert store.health.take_rate_slot(half_open.id, interval=1.0, now=now) == 0.0
+    assert store.isolation.mark_slow(tenant.id, half_open.id, until=now + 900) is True
+    failed = store.deliveries.fail_unsendable(tenant.id, waiting.id, delivery_id, event_id, now=harness.worker.now())
+    assert failed is not None
+    assert failed.status.value == "failed"
+    assert injector.count("lost", stage="send") == 4
+    # AND each took what it took once: the next asker is refused
+    assert store.isolation.take_probe(tenant.id, half_open.id, now=now, until=now + 20) == "held"
+    assert store.health.take_rate_slot(half_open.id, interval=1.0, now=now) > 0
+    assert store.isolation.mark_slow(tenant.id, half_open.id, until=now + 900) is True  # (to the same moment)
+    assert store.isolation.mark_slow(tenant.id, half_open.id, until=now + 600) is False

@@ -307,14 +307,16 @@ class DeliveryRepository:
             }
         )
         kept = {key: value for key, value in item.items() if key not in {"lease_token", "lease_until"}}
+        written = {**kept, **_index(failed), **record(failed)}
         try:
             self._table.call(
-                "put_item",
-                Item=to_item({**kept, **_index(failed), **record(failed)}),
-                **_unchanged_and_unleased(state.delivery, now.timestamp()),
+                "put_item", Item=to_item(written), **_unchanged_and_unleased(state.delivery, now.timestamp())
             )
         except ClientError:
-            return None  # settled, attempted or leased meanwhile
+            # Settled, attempted or leased meanwhile; or this write's own, made once already (botocore sends a
+            # call again when its answer was lost).
+            (ours,) = self._table.holds([written])
+            return failed if ours else None
         return failed
 
     def release(self, delivery: Delivery, token: str) -> None:

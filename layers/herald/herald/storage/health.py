@@ -9,9 +9,9 @@ failure streak (``count_attempts``), writing for a success only when it ends a s
 write ends a streak too when no later failure is counted: one opened after the worker's read. The rate slot
 holds when the subscription's next delivery may start.
 
-Both writers add (``ADD``), and botocore sends a call again when its answer was lost: each write tells its own
-resend from a new write (``count_attempts`` by a token it leaves on the item, ``count_streamed`` by the latest
-success it set), so that a resend is refused instead of counted twice.
+Both writers add (``ADD``), and botocore sends a call again when its answer was lost: each write leaves a token
+of its own on the item and is made only if the item does not hold it, so that a resend is refused instead of
+counted twice, and knows the write it repeats for its own.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ LATENCY_SAMPLES = 64
 COUNTED_BY = "counted_by"
 STREAK_BEFORE = "streak_before"
 FAILING_SINCE_BEFORE = "failing_since_before"
+#: The same for the stream's writes (``count_streamed``): the token of the latest, and since when the stats
+#: counted as failing when its first write ended the streak ("" for not failing).
+STREAMED_BY = "streamed_by"
+STREAM_FAILING_SINCE_BEFORE = "stream_failing_since_before"
 
 
 def _stats_update(
@@ -148,6 +152,19 @@ def _follow_streak(
             if since is None and streak >= failing_after:
                 since = tally.at
     return SubscriptionHealth(streak, since, tuple(recoveries))
+
+
+def _ended(
+    since: str | None, before: dict[str, Any], ordered: Sequence[AttemptTally]
+) -> tuple[datetime, datetime] | None:
+    """The failing streak (since when, recovered at) that successes ended: the first of them after the latest
+    failure ``before`` their write (the first of them if a later failure was counted since, for a write read
+    back after its resend); None if the stats did not count as failing."""
+    if not since:
+        return None
+    last_failure = str(before.get("last_failure_at", ""))
+    recovered = next((tally.at for tally in ordered if tally.at.isoformat() > last_failure), ordered[0].at)
+    return datetime.fromisoformat(since), recovered
 
 
 def _latencies_added(ordered: Sequence[AttemptTally]) -> int:
@@ -234,65 +251,85 @@ class HealthRepository:
         failure streak: the worker leaves that to the stream when its batch read no streak, and a failure
         counted since (by another batch, or past an eventually consistent read) would otherwise stay open.
         Failing that condition, a second write adds the counts, and moves the latest success if these are
-        later. A write found made already (a call botocore retried after its answer was lost) is not made
-        again. Returns the failing streak these successes ended, as (failing since, recovered at), if they did."""
+        later. Returns the failing streak these successes ended, as (failing since, recovered at), if they did.
+
+        Each write leaves this call's token (``STREAMED_BY``) and is made only if the item does not hold it: a
+        write botocore sent again after its answer was lost is refused, and known for this call's own (the first
+        write keeps the streak it ended, ``STREAM_FAILING_SINCE_BEFORE``, so that the resend still reports it). A
+        window counted already (the stream handing the same records over again) is not counted again."""
         ordered = sorted(successes, key=lambda tally: tally.at)
         if not ordered:
             return None
         latest = ordered[-1]
         at = latest.at.isoformat()
         latencies = [tally.latency_ms for tally in ordered if tally.latency_ms is not None]
-        placeholders: dict[str, Any] = {"n": len(ordered), "exp": expires_at, "at": at, "zero": 0}
-        counts = ["expires_at = :exp"]
+        token = uuid.uuid4().hex[:16]
+        placeholders: dict[str, Any] = {
+            "n": len(ordered),
+            "exp": expires_at,
+            "at": at,
+            "zero": 0,
+            "token": token,
+            "never": "",
+        }
+        counts = ["expires_at = :exp", f"{STREAMED_BY} = :token"]
         if latencies:
             counts.append(_APPEND_LATENCIES)
             placeholders.update(no_latency=[], latencies=latencies)
-        latest_attempt = ["last_success_at = :at", "consecutive_failures = :zero"]
+        latest_attempt = [
+            "last_success_at = :at",
+            "consecutive_failures = :zero",
+            f"{STREAM_FAILING_SINCE_BEFORE} = if_not_exists(failing_since, :never)",
+        ]
         if latest.status_code is not None:
             latest_attempt.append("last_status_code = :code")
             placeholders["code"] = latest.status_code
         newer_success = "(attribute_not_exists(last_success_at) OR last_success_at < :at)"
         newer_failure = "(attribute_not_exists(last_failure_at) OR last_failure_at < :at)"
+        not_mine = f"(attribute_not_exists({STREAMED_BY}) OR {STREAMED_BY} <> :token)"
         key = to_item(keys.subscription_stats(sub_id))
+        refused: dict[str, Any] = {}  # what the latest refused write found
+        made: dict[str, Any] = {}  # what a write found made by its own first send (its resend was refused)
 
-        def update(sets: list[str], condition: str | None, *, remove: str = "") -> dict[str, Any] | None:
-            """The stats before the write, or None when its condition failed (``refused``: what they were)."""
+        def update(sets: list[str], condition: str, *, remove: str = "") -> dict[str, Any] | None:
+            """The stats before the write, or None when it was refused (``refused``, or ``made``: its own)."""
             expression = "ADD attempts :n, succeeded :n SET " + ", ".join(sets) + remove
-            used = set(_PLACEHOLDER.findall(expression + (condition or "")))
-            call: dict[str, Any] = {
-                "Key": key,
-                "UpdateExpression": expression,
-                "ExpressionAttributeValues": values(**{name: placeholders[name] for name in used}),
-                "ReturnValues": "ALL_OLD",
-            }
-            if condition is not None:
-                call |= {"ConditionExpression": condition, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+            condition = f"{condition} AND {not_mine}" if condition else not_mine
+            used = set(_PLACEHOLDER.findall(expression + condition))
             try:
-                return from_item(self._table.call("update_item", **call).get("Attributes", {}))
+                response = self._table.call(
+                    "update_item",
+                    Key=key,
+                    UpdateExpression=expression,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values(**{name: placeholders[name] for name in used}),
+                    ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
             except ClientError as exc:  # the condition only (``Table.call`` raises anything else as unavailable)
-                refused.clear()
-                refused.update(from_item(cast(dict[str, Any], exc.response.get("Item") or {})))
+                found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+                (made if found.get(STREAMED_BY) == token else refused).update(found)
                 return None
+            return from_item(response.get("Attributes", {}))
 
-        refused: dict[str, Any] = {}
         old = update(counts + latest_attempt, f"{newer_success} AND {newer_failure}", remove=" REMOVE failing_since")
+        if made:
+            # The first write's own: it ended the streak it kept, and left the latest failure as it found it.
+            self._trim_latencies(sub_id, len(made.get("recent_latency_ms", [])))
+            return _ended(made.get(STREAM_FAILING_SINCE_BEFORE), made, ordered)
         if old is None and refused.get("last_success_at") == at:
-            return None  # this window's write is there already: its answer was lost and botocore retried the call
+            return None  # this window is counted already: the stream handed its records over again
         if old is None:
             # A later failure is counted already: add these, as the latest success if no later one is counted.
             if str(refused.get("last_success_at", "")) < at:
                 old = update([*counts, "last_success_at = :at"], newer_success)
-            if old is None:
-                old = update(counts, None) or {}
-            self._trim_latencies(sub_id, len(old.get("recent_latency_ms", [])) + _latencies_added(ordered))
+            if old is None and not made:
+                old = update(counts, "")
+            length = len((made or old or {}).get("recent_latency_ms", []))
+            self._trim_latencies(sub_id, length if made else length + _latencies_added(ordered))
             return None
         self._trim_latencies(sub_id, len(old.get("recent_latency_ms", [])) + _latencies_added(ordered))
-        since = old.get("failing_since")
-        if not since:
-            return None
-        last_failure = str(old.get("last_failure_at", ""))
-        recovered = next(tally.at for tally in ordered if tally.at.isoformat() > last_failure)
-        return datetime.fromisoformat(since), recovered
+        return _ended(old.get("failing_since"), old, ordered)
 
     def _trim_latencies(self, sub_id: str, length: int) -> None:
         """Drop the oldest latencies once the list has grown to ``length`` >= twice ``LATENCY_SAMPLES`` (appends
@@ -340,18 +377,23 @@ class HealthRepository:
         the theoretical arrival time ``tat`` of the next allowed delivery (GCRA with no burst allowance),
         so two deliveries never start less than ``interval`` apart, and no window of one second ever holds
         more than ``rate + 1`` starts (a fixed per-second counter would let ``2 x rate`` through across a
-        window boundary). A refused take writes nothing, and returns the slot's time with the refusal."""
+        window boundary). A refused take writes nothing, and returns the slot's time with the refusal; one
+        refused by the slot its own first send took (botocore sent it again after its answer was lost: its token,
+        ``taken_by``, is on the item) took it."""
+        token = uuid.uuid4().hex[:16]
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.rate_slot(sub_id)),
-                UpdateExpression="SET tat = :next, expires_at = :exp",
+                UpdateExpression="SET tat = :next, expires_at = :exp, taken_by = :token",
                 ConditionExpression="attribute_not_exists(tat) OR tat <= :now",
-                ExpressionAttributeValues=values(now=now, next=now + interval, exp=int(now) + 86_400),
+                ExpressionAttributeValues=values(now=now, next=now + interval, exp=int(now) + 86_400, token=token),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             old = cast(dict[str, Any] | None, exc.response.get("Item"))  # with ReturnValuesOnConditionCheckFailure
+            if old and from_item(old).get("taken_by") == token:
+                return 0.0
             tat = float(from_item(old)["tat"]) if old and "tat" in old else None
             if tat is None:
                 item = self._table.read(keys.rate_slot(sub_id))

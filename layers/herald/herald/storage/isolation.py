@@ -71,14 +71,21 @@ class IsolationRepository:
 
     def mark_slow(self, tenant_id: str, sub_id: str, *, until: float) -> bool:
         """Send the subscription's deliveries through the slow lane until ``until`` (never shortened)."""
-        done = self._update(
-            tenant_id,
-            sub_id,
-            UpdateExpression="SET slow_until = :until",
-            ConditionExpression=f"{_EXISTS} AND (attribute_not_exists(slow_until) OR slow_until < :until)",
-            ExpressionAttributeValues=values(until=until),
-        )
-        return done is not None
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription(tenant_id, sub_id)),
+                UpdateExpression="SET slow_until = :until",
+                ConditionExpression=f"{_EXISTS} AND (attribute_not_exists(slow_until) OR slow_until < :until)",
+                ExpressionAttributeValues=values(until=until),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            # Marked until then already: by this call's first send (botocore sent it again after its answer was
+            # lost), or by another to the same moment; else until later, or the subscription is gone.
+            found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            return float(found.get("slow_until", 0) or 0) == until
+        return True
 
     def count_timeout(
         self,
@@ -122,22 +129,26 @@ class IsolationRepository:
         """Half-open: let one attempt through once the breaker's time is over. ``taken`` for the one caller that
         takes the probe (until ``until``, when another may take it if this one never reported back); ``closed`` if
         the breaker closed since the caller read it (another delivery's probe was answered): no probe is needed;
-        ``held`` otherwise (another holds the probe, the breaker opened again, or the subscription is gone)."""
+        ``held`` otherwise (another holds the probe, the breaker opened again, or the subscription is gone). The
+        probe is taken with a token of this call's own (``probe_by``): a take refused by it took the probe."""
+        token = uuid.uuid4().hex[:16]
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription(tenant_id, sub_id)),
-                UpdateExpression="SET probe_until = :until",
+                UpdateExpression="SET probe_until = :until, probe_by = :token",
                 ConditionExpression=(
                     f"{_EXISTS} AND breaker_until <= :now "
                     "AND (attribute_not_exists(probe_until) OR probe_until <= :now)"
                 ),
-                ExpressionAttributeValues=values(until=until, now=now),
+                ExpressionAttributeValues=values(until=until, now=now, token=token),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             found = cast(dict[str, Any] | None, exc.response.get("Item"))
             current = from_item(found) if found else None
+            if current is not None and current.get("probe_by") == token:
+                return "taken"  # by this call's first send: botocore sent it again after its answer was lost
             closed = current is not None and not float(current.get("breaker_until", 0) or 0)
             return "closed" if closed else "held"
         return "taken"
