@@ -10,7 +10,9 @@ endpoint's deliveries write nothing.
 
 The two writes that count (a timeout, a breaker's opening) leave a token of their own on the item
 (``LAST_WRITE``): botocore sends a call again when its answer was lost, and the resend, refused by the token,
-is known for the write it repeats instead of counting one more timeout or opening.
+is known for the write it repeats instead of counting one more timeout or opening. A probe's take carries
+one too (``probe_by``), and a mark of the slow lane knows its own moment: a resend refused by its own first
+send answers as that send did.
 """
 
 from __future__ import annotations
