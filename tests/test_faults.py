@@ -390,7 +390,8 @@ def test_the_local_stack_turns_it_on_from_the_setting(
     for client in (services.store.client, services.queue.client):
         assert faults.injector_of(client) is not None
     notice = faults_notice(faults.CHAOS_MIX)
-    assert notice.startswith("FAULT INJECTION ON (HERALD_FAULTS): 6 rules")
+    assert notice.startswith("FAULT INJECTION ON (HERALD_FAULTS): 8 rules")
+    assert "dynamodb.* lost@send" in notice
     assert "sqs.SendMessageBatch partial@call" in notice
     with pytest.raises(FaultSpecError):
         faults_notice("dynamodb:explode=1")

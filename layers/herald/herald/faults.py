@@ -68,10 +68,12 @@ from herald.fault_responses import error_body, response
 
 #: The chaos tests' and benchmark's mix: 5 % of DynamoDB attempts throttled (botocore retries them) and 1 %
 #: of calls throttled after the retries, conflicts on 0.5 % of writes, 2 % of SQS sends failed whole after
-#: the retries and 2 % of SendMessageBatch calls failed in part, 2 % of SQS attempts throttled.
+#: the retries and 2 % of SendMessageBatch calls failed in part, 2 % of SQS attempts throttled, and 2 % of
+#: DynamoDB's and SQS's answers lost (botocore sends the request again).
 CHAOS_MIX = (
     "dynamodb:throttle=0.05, dynamodb:throttle@call=0.01, dynamodb:conflict@call=0.005, "
-    "sqs.Send*:5xx@call=0.02, sqs.SendMessageBatch:partial=0.02, sqs:throttle=0.02"
+    "sqs.Send*:5xx@call=0.02, sqs.SendMessageBatch:partial=0.02, sqs:throttle=0.02, "
+    "dynamodb:lost@send=0.02, sqs:lost@send=0.02"
 )
 SERVICES = ("dynamodb", "sqs", "secretsmanager")
 FAULTS = ("throttle", "5xx", "timeout", "conflict", "partial", "lost", "latency")
