@@ -196,3 +196,34 @@ def test_windows_before_1970_inverted_or_within_a_millisecond_and_cursors_outsid
     # THEN it is refused as an iterator this listing did not issue, not a failure of the store
     assert moved.status_code == 422, moved.text
     assert moved.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_a_succeeded_delivery_of_the_older_kind_behind_more_than_a_pages_reads_is_reached_by_its_cursor(
+    client: Any, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose oldest delivery, of the older kind, succeeded, with eleven more of that kind after
+    # it still waiting for a retry (more than one listing read takes, MAX_QUERY_CALLS, one at a time), and a newer
+    # delivery, under the subscription, that succeeded
+    no_headers: dict[str, str] = {}
+    receiver.responses = [(200, no_headers, b"", 0.0)] + [(500, no_headers, b"", 0.0)] * 11
+    sub = subscribe(client, tenant, receiver.url)
+    older = []
+    for _ in range(12):
+        older.append(_older_event(harness, tenant.id))
+        body = {"v": 1, "kind": "delivery", "event_id": older[-1], "tenant_id": tenant.id, "subscription_id": sub.id}
+        harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=json.dumps(body))
+        harness.drain()
+        time.sleep(0.002)
+    newer = publish(client, tenant.id)
+    harness.drain()
+    assert len(receiver.received) == 13
+    # WHEN the succeeded deliveries are listed one a page
+    pages = _pages(client, tenant, sub.id, status="succeeded", limit=1)
+    # THEN the first page holds the newer one; the pages after it read the older kind, a page stopping after its
+    # reads (MAX_QUERY_CALLS) with none found but a cursor; following it finds the oldest one, once
+    assert pages[0] == [delivery_id_of(harness.services.store, newer, sub.id)]
+    assert [] in pages[1:]
+    assert [delivery_id for page in pages for delivery_id in page] == [
+        delivery_id_of(harness.services.store, newer, sub.id),
+        ids.delivery_id(older[0], sub.id),
+    ]
