@@ -12,6 +12,7 @@ import pytest
 
 from herald import ids
 from herald.errors import HeraldError
+from herald.faults import install
 from herald.limits import LimitExceededError
 from herald.local.resources import load_template
 from herald.records import SigningSecret, Subscription, utcnow
@@ -147,6 +148,14 @@ def test_imported_subscriptions_are_counted(tenant, services) -> None:
     ]
     services.store.subscriptions.import_many(subs)
     assert services.store.subscriptions.count(tenant.id) == 2
+    # AND an import whose count's answer is lost (botocore sends it again) counts its subscriptions once
+    injector = install(services.store.client, "dynamodb:lost@send=1")
+    assert injector is not None
+    services.store.subscriptions.import_many(
+        [sub.model_copy(update={"id": ids.new_id(ids.SUBSCRIPTION)}) for sub in subs]
+    )
+    assert injector.count("lost", stage="send") >= 2
+    assert services.store.subscriptions.count(tenant.id) == 4
 
 
 # --- fields of a subscription and a tenant -----------------------------------------------------------------

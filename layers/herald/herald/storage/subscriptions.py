@@ -111,8 +111,10 @@ class SubscriptionRepository:
             items += [_item(sub), *(_route_item(sub, event_type) for event_type in sorted(_routes(sub)))]
         self._table.batch_write([{"PutRequest": {"Item": item}} for item in items])
         for tenant_id, count in Counter(sub.tenant_id for sub in subs).items():
+            # A transaction of one, for its idempotency token: an ADD that botocore sent again after its answer
+            # was lost would count the subscriptions twice.
             with contextlib.suppress(ClientError):  # no such tenant: nothing to count
-                self._table.call("update_item", **_count(tenant_id, count)["Update"])
+                self._table.transact([_count(tenant_id, count)])
 
     def get(self, tenant_id: str, sub_id: str) -> Subscription | None:
         item = self._table.read(keys.subscription(tenant_id, sub_id))
