@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
+from herald.faults import install
+from herald.portal.security import COOKIE
 from herald.services import Services
 from herald.storage import keys
 from tests.delivery_support import subscribe
@@ -200,6 +202,27 @@ def test_signing_out_ends_the_session(browser: Browser, tenant: TenantInfo) -> N
     csrf = sign_in(me, tenant.id)
     assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 200
     assert me.get("/portal/endpoints").status_code == 401
+
+
+@pytest.mark.parametrize("fault", ["throttle@call=1", "lost@send=1"])
+def test_signing_out_ends_the_session_though_dynamodb_fails_to_delete_it_or_loses_an_answer(
+    browser: Browser, tenant: TenantInfo, services: Services, fault: str
+) -> None:
+    # GIVEN a signed-in browser, and DynamoDB refusing every delete after botocore's retries (or losing each
+    # answer of the session's mark and delete once)
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    operations = "DeleteItem" if fault.startswith("throttle") else "*Item"
+    install(services.store.client, f"dynamodb.{operations}:{fault}")
+    session_id = me.cookies[COOKIE]
+    # WHEN it signs out
+    assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 200
+    # THEN the session has ended, for a browser that kept its cookie too: marked taken, it is never found again,
+    # deleted or not
+    kept = browser()
+    kept.cookies.set(COOKIE, session_id, domain="testserver.local", path="/portal")
+    assert kept.get("/portal/endpoints").status_code == 401
+    assert kept.post("/portal/logout", data={"csrf_token": csrf}).status_code == 401
 
 
 def test_form_errors_are_shown_in_the_form(browser: Browser, tenant: TenantInfo) -> None:

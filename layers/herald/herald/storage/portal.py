@@ -1,7 +1,8 @@
 """Portal links and sessions: stored by the SHA-256 of their secret, expiring, revocable per tenant.
 
-A link's token is redeemed by marking its item taken (a conditional update that returns it), then deleting it:
-of two browsers presenting the same token, exactly one gets it, and an expired token is never redeemed."""
+A link's token is redeemed, and a session ended, by marking its item taken (a conditional update that returns
+it), then deleting it: of two browsers presenting the same token, exactly one gets it, an expired token is never
+redeemed, and a marked item is never found again, deleted or not."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, cast
 
 from botocore.exceptions import ClientError
 
-from herald.errors import ConflictError
+from herald.errors import ConflictError, ServiceUnavailableError
 from herald.records import PortalGrant
 from herald.storage import keys
 from herald.storage.table import Table, from_item, record, strip, to_item
@@ -43,15 +44,17 @@ class PortalRepository:
             raise ConflictError(f"a portal {grant.kind} with this hash exists")  # a SHA-256 collision: never
 
     def get(self, grant_hash: str) -> PortalGrant | None:
-        """The unexpired grant with this hash (strongly consistent: a revoked session stops at once)."""
+        """The unexpired grant with this hash, unless taken (strongly consistent: a revoked or ended session stops
+        at once)."""
         item = self._table.read(keys.portal_grant(grant_hash))
-        return _grant(item) if item else None
+        return _grant(item) if item and "taken_by" not in item else None
 
     def take(self, grant_hash: str, kind: str) -> PortalGrant | None:
-        """Take the unexpired grant of ``kind`` with this hash, once: a single-use token's redemption. The item
-        is marked taken with a token of this call's own, then deleted: a mark refused by that token is this
-        call's, sent again by botocore after its answer was lost (a conditional delete would refuse its own
-        resend, and the link would be spent with no session made)."""
+        """Take the unexpired grant of ``kind`` with this hash, once: a single-use token's redemption, a session's
+        end. The mark is the taking: the item is marked taken with a token of this call's own (a mark refused by
+        that token is this call's, sent again by botocore after its answer was lost; a conditional delete would
+        refuse its own resend, and the link would be spent with no session made), and a marked item is never
+        found again (``get``). Its delete is tidying only: one that fails leaves it to TTL."""
         token = uuid.uuid4().hex
         key = to_item(keys.portal_grant(grant_hash))
         try:
@@ -73,7 +76,7 @@ class PortalRepository:
             if found.get("taken_by") != token:
                 return None  # taken by another call, expired, of another kind, or never there
             taken = found
-        with contextlib.suppress(ClientError):  # gone already: this delete's own, sent again
+        with contextlib.suppress(ClientError, ServiceUnavailableError):  # gone already, or left to TTL
             self._table.call(
                 "delete_item",
                 Key=key,
