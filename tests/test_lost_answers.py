@@ -221,6 +221,12 @@ def test_a_sweep_whose_cursor_moves_are_answered_late_carries_on_through_its_win
     harness.reveal()
     queued = queue_messages(harness.sqs, harness.services.settings.queue_url)
     assert sorted(body["delivery_id"] for body in queued) == names
+    # AND of two overlapping sweeps moving the cursor from the same place to the same place, only the first
+    # carries on (the second is not taken for a resend of its own)
+    cursor = store.schedule.cursor()
+    assert cursor is not None
+    assert store.schedule.advance(cursor, cursor + 3600)
+    assert not store.schedule.advance(cursor, cursor + 3600)
 
 
 def test_the_workers_conditional_takes_refused_by_their_own_first_send_are_theirs(

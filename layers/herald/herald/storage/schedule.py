@@ -11,6 +11,7 @@ and deletes it. The sweeper's cursor says until when everything due has been sen
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -90,22 +91,23 @@ class ScheduleRepository:
         return float(item["until"]) if item else None
 
     def advance(self, previous: float | None, until: float) -> bool:
-        """Move the cursor from ``previous`` to ``until``; False if another sweep moved it elsewhere meanwhile. A
-        cursor found at ``until`` already is this move (botocore sent the call again after losing its answer,
-        and the first send had moved it), or another sweep's to the same place: either way, where it should be."""
+        """Move the cursor from ``previous`` to ``until``; False if another sweep moved it meanwhile. The move
+        leaves a token of its own (``moved_by``): a move refused by it is this one, sent again by botocore after
+        its answer was lost (another sweep's move to the same place is another's: two overlapping sweeps must
+        not both carry on through the same hours)."""
+        token = uuid.uuid4().hex[:12]
         condition = "attribute_not_exists(pk)" if previous is None else "#until = :previous"
-        placeholders = values(until=until) | ({} if previous is None else values(previous=previous))
+        placeholders = values(until=until, token=token) | ({} if previous is None else values(previous=previous))
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.sweep_cursor()),
-                UpdateExpression="SET #until = :until",
+                UpdateExpression="SET #until = :until, moved_by = :token",
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#until": "until"},
                 ExpressionAttributeValues=placeholders,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
-            return "until" in found and float(found["until"]) == until
+            return bool(from_item(cast(dict[str, Any], exc.response.get("Item") or {})).get("moved_by") == token)
         return True
