@@ -109,6 +109,31 @@ def test_a_batch_of_attempts_follows_the_failure_streak_in_the_order_they_finish
     assert health.recoveries == ()
 
 
+def test_a_healthy_subscriptions_stats_item_stays_within_one_write_unit(services) -> None:
+    from benchmarks.cost import item_size
+    from herald.storage import keys
+    from herald.storage.health import LATENCY_SAMPLES
+    from herald.storage.table import to_item
+
+    store = services.store
+    at = datetime.now(UTC)
+    expires = int(time.time()) + 3600
+    # GIVEN a subscription whose stats hold the longest list of latencies they keep, each of five digits (99 s), as
+    # written by the worker and by the stream (each write leaving its token and the streak it found)
+    full = [
+        AttemptTally(True, 200, at + timedelta(milliseconds=n), latency_ms=98_765)
+        for n in range(2 * LATENCY_SAMPLES - 1)
+    ]
+    store.health.count_attempts("sub_01m8s0mmvxy3eyq19244h30p12", full, failing_after=3, expires_at=expires)
+    streamed = [AttemptTally(True, 200, at + timedelta(seconds=1))]
+    store.health.count_streamed("sub_01m8s0mmvxy3eyq19244h30p12", streamed, expires_at=expires)
+    # THEN the item is at most 1 KB by DynamoDB's size rules: each of its writes costs one write unit
+    key = to_item(keys.subscription_stats("sub_01m8s0mmvxy3eyq19244h30p12"))
+    item = store.client.get_item(TableName=store.table_name, Key=key)["Item"]
+    assert len(item["recent_latency_ms"]["L"]) == 2 * LATENCY_SAMPLES - 1
+    assert item_size(item) <= 1024
+
+
 def _event(event_id: str) -> Event:
     moment = datetime.now(UTC)
     return Event(

@@ -11,7 +11,8 @@ holds when the subscription's next delivery may start.
 
 Both writers add (``ADD``), and botocore sends a call again when its answer was lost: each write leaves a token
 of its own on the item and is made only if the item does not hold it, so that a resend is refused instead of
-counted twice, and knows the write it repeats for its own.
+counted twice, and knows the write it repeats for its own. (Should another write of the same writer land
+between the two sends, the token is no longer there and the resend counts again, as an event's counts do.)
 """
 
 from __future__ import annotations
@@ -63,19 +64,20 @@ _APPEND_LATENCIES = "recent_latency_ms = list_append(if_not_exists(recent_latenc
 #: A ``:name`` placeholder in an expression.
 _PLACEHOLDER = re.compile(r":(\w+)")
 #: The stats keep the latencies of the latest successful attempts: at least this many, at most twice as many
-#: (a list on the stats item, trimmed by one extra write every LATENCY_SAMPLES deliveries; the item stays
-#: under 1 KB, one write unit).
+#: (a list on the stats item, trimmed by one extra write every LATENCY_SAMPLES deliveries). The item stays
+#: under 1 KB, one write unit, while the latencies are under 100 s (five digits: 914 bytes with the list full);
+#: a failing subscription's stats, with their failing clock kept twice, may take two (1,047 bytes).
 LATENCY_SAMPLES = 64
 #: The token of the latest ``count_attempts`` write, and the streak as that write found it (its length, and
 #: since when it counted as failing, "" for not failing): a resend of the write is refused by the token and
 #: still learns the streak it needs from these (``ALL_OLD`` is not returned for a refused write).
 COUNTED_BY = "counted_by"
 STREAK_BEFORE = "streak_before"
-FAILING_SINCE_BEFORE = "failing_since_before"
+FAILING_SINCE_BEFORE = "since_before"
 #: The same for the stream's writes (``count_streamed``): the token of the latest, and since when the stats
 #: counted as failing when its first write ended the streak ("" for not failing).
 STREAMED_BY = "streamed_by"
-STREAM_FAILING_SINCE_BEFORE = "stream_failing_since_before"
+STREAM_FAILING_SINCE_BEFORE = "stream_since_before"
 
 
 def _stats_update(
@@ -195,7 +197,7 @@ class HealthRepository:
         ordered = sorted(attempts, key=lambda tally: tally.at)
         if not ordered:
             return SubscriptionHealth(0, None)
-        token = uuid.uuid4().hex[:16]
+        token = uuid.uuid4().hex[:12]
         expression, placeholders = _stats_update(
             ordered, failing_after=failing_after, expires_at=expires_at, token=token
         )
@@ -263,7 +265,7 @@ class HealthRepository:
         latest = ordered[-1]
         at = latest.at.isoformat()
         latencies = [tally.latency_ms for tally in ordered if tally.latency_ms is not None]
-        token = uuid.uuid4().hex[:16]
+        token = uuid.uuid4().hex[:12]
         placeholders: dict[str, Any] = {
             "n": len(ordered),
             "exp": expires_at,
@@ -380,7 +382,7 @@ class HealthRepository:
         window boundary). A refused take writes nothing, and returns the slot's time with the refusal; one
         refused by the slot its own first send took (botocore sent it again after its answer was lost: its token,
         ``taken_by``, is on the item) took it."""
-        token = uuid.uuid4().hex[:16]
+        token = uuid.uuid4().hex[:12]
         try:
             self._table.call(
                 "update_item",

@@ -10,7 +10,8 @@ endpoint's deliveries write nothing.
 
 The two writes that count (a timeout, a breaker's opening) leave a token of their own on the item
 (``LAST_WRITE``): botocore sends a call again when its answer was lost, and the resend, refused by the token,
-is known for the write it repeats instead of counting one more timeout or opening. A probe's take carries
+is known for the write it repeats instead of counting one more timeout or opening (unless another counting
+write landed between the two sends: then the resend counts again). A probe's take carries
 one too (``probe_by``), and a mark of the slow lane knows its own moment: a resend refused by its own first
 send answers as that send did.
 """
@@ -55,7 +56,7 @@ class IsolationRepository:
         """A counting UpdateItem (as ``_update``) made once. ``expression`` sets ``LAST_WRITE`` to ``:token``, a
         new one: its resend (botocore's, after a lost answer) is refused by it, and answers the item as the
         first send left it."""
-        token = uuid.uuid4().hex[:16]
+        token = uuid.uuid4().hex[:12]
         try:
             response = self._table.call(
                 "update_item",
@@ -133,7 +134,7 @@ class IsolationRepository:
         the breaker closed since the caller read it (another delivery's probe was answered): no probe is needed;
         ``held`` otherwise (another holds the probe, the breaker opened again, or the subscription is gone). The
         probe is taken with a token of this call's own (``probe_by``): a take refused by it took the probe."""
-        token = uuid.uuid4().hex[:16]
+        token = uuid.uuid4().hex[:12]
         try:
             self._table.call(
                 "update_item",
