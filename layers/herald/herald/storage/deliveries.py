@@ -521,11 +521,13 @@ class DeliveryRepository:
             cursor = None
         elif cursor == older_start:
             cursor = None
-        if len(page.items) >= limit:
-            # Not reached with DynamoDB: a Query that fills its Limit hands on a LastEvaluatedKey, even at the
-            # partition's end (so a full page returned above). Should it be, the next page starts on the older kind.
-            return PageResult(page.items, older_start)
         older_window = _window(since, until)
+        if len(page.items) >= limit:
+            # The partition is read to its end on a full page: the next one starts on the older kind, if any. (Only
+            # moto answers so: DynamoDB hands on a LastEvaluatedKey whenever a Query fills its Limit, and the page
+            # returned above.) A filtered peek may stop on its reads before it finds one (MAX_QUERY_CALLS): read on.
+            peek = self._page({"gsi1pk": listing}, "gsi1", limit=1, cursor=None, where=where, window=older_window)
+            return PageResult(page.items, older_start if peek.items or peek.cursor else None)
         older = self._page(
             {"gsi1pk": listing},
             "gsi1",
