@@ -218,6 +218,16 @@ def test_a_lost_answer_at_send_level_is_sent_again_by_botocore(aws: boto3.sessio
     ] * 2
     # AND other calls keep their answers
     assert client.get_item(TableName=TABLE, Key={"pk": {"S": "n"}})["ResponseMetadata"]["RetryAttempts"] == 0
+    # AND an answer the injector gave in the service's place (a throttle: never carried out) is not the one lost
+    both = dynamodb_client(aws, faults="dynamodb.UpdateItem:throttle=calls:1, dynamodb.UpdateItem:lost@send=1")
+    answer = both.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "m"}},
+        UpdateExpression="ADD n :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+        ReturnValues="UPDATED_NEW",
+    )
+    assert (answer["ResponseMetadata"]["RetryAttempts"], answer["Attributes"]) == (2, {"n": {"N": "2"}})
 
 
 def test_conflicts_are_dynamodb_s_transaction_errors(aws: boto3.session.Session) -> None:

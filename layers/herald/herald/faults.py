@@ -433,9 +433,13 @@ class FaultInjector:
         self, response: Any, operation: Any, caught_exception: Any, request_dict: dict[str, Any], **_: Any
     ) -> float | None:
         """Send-level ``lost``: the attempt was carried out and answered, and the answer is lost. Botocore is told
-        to send the request again at once (what its retry handler does after a read timeout), once per call."""
+        to send the request again at once (what its retry handler does after a read timeout), once per call. An
+        answer this injector gave in the service's place (``before_send``) was never carried out: not drawn. A
+        ``calls:A-B`` window of a ``lost@send`` rule counts such answered attempts."""
         context = request_dict.get("context", {})
         if response is None or caught_exception is not None or context.get("herald_lost"):
+            return None
+        if getattr(response[0], "url", None) == _NOWHERE:
             return None
         fired = self._draw(operation.name, "send", answered=True)
         if not fired:
