@@ -208,8 +208,8 @@ def test_signing_out_ends_the_session(browser: Browser, tenant: TenantInfo) -> N
 def test_signing_out_ends_the_session_though_dynamodb_fails_to_delete_it_or_loses_an_answer(
     browser: Browser, tenant: TenantInfo, services: Services, fault: str
 ) -> None:
-    # GIVEN a signed-in browser, and DynamoDB refusing every delete after botocore's retries (or losing each
-    # answer of the session's mark and delete once)
+    # GIVEN a signed-in browser, and DynamoDB refusing every delete after botocore's retries (the session is then
+    # marked taken, not deleted), or losing each answer of the session's mark and delete once (both are then made)
     me = browser()
     csrf = sign_in(me, tenant.id)
     operations = "DeleteItem" if fault.startswith("throttle") else "*Item"
@@ -223,6 +223,31 @@ def test_signing_out_ends_the_session_though_dynamodb_fails_to_delete_it_or_lose
     kept.cookies.set(COOKIE, session_id, domain="testserver.local", path="/portal")
     assert kept.get("/portal/endpoints").status_code == 401
     assert kept.post("/portal/logout", data={"csrf_token": csrf}).status_code == 401
+
+
+def test_revoking_counts_what_still_worked_and_deletes_what_a_failed_delete_left(
+    browser: Browser, tenant: TenantInfo, services: Services
+) -> None:
+    # GIVEN an unused link, and a session ended while DynamoDB refused its delete (marked taken, still stored)
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    mint(me, tenant.id)
+    injector = install(services.store.client, "dynamodb.DeleteItem:throttle@call=calls:1")
+    assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 200
+    assert injector is not None
+    assert injector.count("throttle", stage="call") == 1
+    # WHEN the tenant's links and sessions are revoked
+    revoked = services.store.portal.revoke_all(tenant.id)
+    # THEN the unused link is counted, the ended session is not; neither is left
+    assert revoked == 1
+    assert services.store.portal.revoke_all(tenant.id) == 0
+    left = services.store.client.query(
+        TableName=services.store.table_name,
+        IndexName="gsi1",
+        KeyConditionExpression="gsi1pk = :p",
+        ExpressionAttributeValues={":p": {"S": keys.tenant_portal_partition(tenant.id)}},
+    )["Items"]
+    assert left == []
 
 
 def test_form_errors_are_shown_in_the_form(browser: Browser, tenant: TenantInfo) -> None:

@@ -435,7 +435,7 @@ class FaultInjector:
         """Send-level ``lost``: the attempt was carried out and answered, and the answer is lost. Botocore is told
         to send the request again at once (what its retry handler does after a read timeout), once per call. An
         answer this injector gave in the service's place (``before_send``) was never carried out: not drawn. A
-        ``calls:A-B`` window of a ``lost@send`` rule counts such answered attempts."""
+        ``calls:A-B`` window of a ``lost@send`` rule counts only attempts the service answered."""
         context = request_dict.get("context", {})
         if response is None or caught_exception is not None or context.get("herald_lost"):
             return None

@@ -86,6 +86,6 @@ def end_session(services: Services, session_id: str) -> None:
 
 
 def revoke_all(services: Services, tenant_id: str) -> int:
-    """End every session and unused link of a tenant; how many there were."""
+    """End every session and unused link of a tenant; how many of them still worked."""
     tenants.find(services, tenant_id)
     return services.store.portal.revoke_all(tenant_id)
