@@ -16,7 +16,7 @@ from herald.messages import DeliveryMessage, dump_message
 from herald.services import Services
 from herald.storage.health import AttemptTally
 from tests.api_support import queue_messages
-from tests.delivery_support import Harness, delivery_id_of, event_counts, publish, step, subscribe
+from tests.delivery_support import Harness, deliveries, delivery_id_of, event_counts, publish, step, subscribe
 from tests.portal_support import Browser, mint
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
@@ -195,6 +195,48 @@ def test_with_every_dynamodb_answer_lost_once_the_operators_writes_answer_as_the
     assert deleted.status_code == 204, deleted.text
     assert client.get(f"/v1/tenants/{tenant_id}", headers=ADMIN).status_code == 404
     assert {"PutItem", "UpdateItem", "DeleteItem"} <= {hit.operation for hit in injector.injected}
+
+
+@pytest.mark.parametrize("spec", ["dynamodb:lost@send=1", "sqs:lost@send=1"])
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0"}])
+def test_with_every_answer_lost_once_a_tenants_writes_answer_as_they_do_and_jobs_send_once(
+    client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, receiver: Receiver, spec: str
+) -> None:
+    # GIVEN a subscription whose endpoint failed three events' deliveries (one attempt each: no retries)
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    events = [publish(client, tenant.id) for _ in range(3)]
+    harness.drain()
+    assert len(receiver.received) == 3
+    receiver.default = (200, {}, b"ok", 0.0)
+    # AND every answer of one AWS service lost once from now on (each call carried out twice)
+    service = spec.partition(":")[0]
+    injector = install(services.store.client if service == "dynamodb" else services.queue.client, spec)
+    assert injector is not None
+
+    def answered(method: str, path: str, status: int, **body: object) -> dict[str, object]:
+        response = client.request(method, path, json=body, headers=tenant.headers)
+        assert response.status_code == status, (method, path, response.text)
+        return dict(response.json()) if response.content else {}
+
+    # WHEN the tenant creates, changes and tests a subscription, recovers the failed deliveries and deletes one
+    other = answered("POST", "/v1/subscriptions", 201, url=receiver.url + "/other", event_types=["invoice.paid"])
+    answered("PATCH", f"/v1/subscriptions/{other['id']}", 200, description="billing", enabled=False)
+    answered("PATCH", f"/v1/subscriptions/{other['id']}", 200, enabled=True)
+    answered("POST", f"/v1/subscriptions/{other['id']}/secret/rotate", 200)
+    answered("POST", f"/v1/subscriptions/{other['id']}/test", 202)
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    answered("POST", f"/v1/subscriptions/{sub.id}/recover", 202, since=since)
+    harness.drain()
+    answered("DELETE", f"/v1/subscriptions/{other['id']}", 204)
+    # THEN each answered as it does without the fault, and the recovery sent each failed delivery once more, once
+    recovered = [got.headers["webhook-id"] for got in receiver.received[3:] if got.path == "/webhook"]
+    assert sorted(recovered) == sorted(events)
+    assert [got.path for got in receiver.received[3:]].count("/webhook/other") == 1  # the test event
+    statuses = sorted((d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id))
+    assert statuses == [("succeeded", 2)] * 3
+    writes = {"dynamodb": {"TransactWriteItems", "UpdateItem"}, "sqs": {"SendMessage"}}[service]
+    assert writes <= {hit.operation for hit in injector.injected}
 
 
 def test_a_sweep_whose_cursor_moves_are_answered_late_carries_on_through_its_window(
