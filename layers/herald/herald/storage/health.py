@@ -22,12 +22,12 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from herald.storage import keys
-from herald.storage.table import from_item, strip, to_item, values
+from herald.storage.table import from_item, refused_item, strip, to_item, values
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -218,7 +218,7 @@ class HealthRepository:
         except ClientError as exc:
             # Refused only by this write's own token: botocore sent it again after its answer was lost. It was
             # made once; the streak it found is on the item.
-            current = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            current = refused_item(exc)
             if current.get(COUNTED_BY) != token:
                 raise
             length = len(current.get("recent_latency_ms", []))
@@ -309,7 +309,7 @@ class HealthRepository:
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except ClientError as exc:  # the condition only (``Table.call`` raises anything else as unavailable)
-                found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+                found = refused_item(exc)
                 (made if found.get(STREAMED_BY) == token else refused).update(found)
                 return None
             return from_item(response.get("Attributes", {}))
@@ -393,10 +393,10 @@ class HealthRepository:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            old = cast(dict[str, Any] | None, exc.response.get("Item"))  # with ReturnValuesOnConditionCheckFailure
-            if old and from_item(old).get("taken_by") == token:
+            old = refused_item(exc)
+            if old.get("taken_by") == token:
                 return 0.0
-            tat = float(from_item(old)["tat"]) if old and "tat" in old else None
+            tat = float(old["tat"]) if "tat" in old else None
             if tat is None:
                 item = self._table.read(keys.rate_slot(sub_id))
                 tat = float(item["tat"]) if item and "tat" in item else now + interval

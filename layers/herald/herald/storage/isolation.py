@@ -19,13 +19,13 @@ send answers as that send did.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
 from herald.records import Isolation
 from herald.storage import keys
-from herald.storage.table import Table, from_item, to_item, values
+from herald.storage.table import Table, from_item, refused_item, to_item, values
 
 _EXISTS = "attribute_exists(pk)"
 #: The token of the latest counting write on the subscription's item (see the module's docstring).
@@ -68,7 +68,7 @@ class IsolationRepository:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            found = refused_item(exc)
             return found if found.get(LAST_WRITE) == token else None
         return from_item(response.get("Attributes", {}))
 
@@ -86,7 +86,7 @@ class IsolationRepository:
         except ClientError as exc:
             # Marked until then already: by this call's first send (botocore sent it again after its answer was
             # lost), or by another to the same moment; else until later, or the subscription is gone.
-            found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            found = refused_item(exc)
             return float(found.get("slow_until", 0) or 0) == until
         return True
 
@@ -148,11 +148,10 @@ class IsolationRepository:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            found = cast(dict[str, Any] | None, exc.response.get("Item"))
-            current = from_item(found) if found else None
-            if current is not None and current.get("probe_by") == token:
+            current = refused_item(exc)  # {} when the subscription is gone
+            if current.get("probe_by") == token:
                 return "taken"  # by this call's first send: botocore sent it again after its answer was lost
-            closed = current is not None and not float(current.get("breaker_until", 0) or 0)
+            closed = bool(current) and not float(current.get("breaker_until", 0) or 0)
             return "closed" if closed else "held"
         return "taken"
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import uuid
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from herald.errors import ConflictError, ServiceUnavailableError
 from herald.records import PortalGrant
 from herald.storage import keys
-from herald.storage.table import Table, from_item, record, strip, to_item
+from herald.storage.table import Table, from_item, record, refused_item, strip, to_item
 
 
 def _grant(item: dict[str, Any]) -> PortalGrant:
@@ -72,7 +72,7 @@ class PortalRepository:
             )
             taken = from_item(response["Attributes"])
         except ClientError as exc:
-            found = from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+            found = refused_item(exc)
             if found.get("taken_by") != token:
                 return None  # taken by another call, expired, of another kind, or never there
             taken = found

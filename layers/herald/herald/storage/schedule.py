@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from herald.storage import keys
-from herald.storage.table import from_item, to_item, values
+from herald.storage.table import from_item, refused_item, to_item, values
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -109,5 +109,5 @@ class ScheduleRepository:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            return bool(from_item(cast(dict[str, Any], exc.response.get("Item") or {})).get("moved_by") == token)
+            return bool(refused_item(exc).get("moved_by") == token)
         return True

@@ -127,6 +127,12 @@ def conditional_failure(exc: ClientError) -> bool:
     return False
 
 
+def refused_item(exc: ClientError) -> dict[str, Any]:
+    """The item a single-item write refused for its condition found, as plain values: what DynamoDB hands back
+    with ``ReturnValuesOnConditionCheckFailure="ALL_OLD"``; {} when there was none."""
+    return from_item(cast(dict[str, Any], exc.response.get("Item") or {}))
+
+
 def _conflicted(exc: ServiceUnavailableError) -> bool:
     cause = exc.__cause__
     reasons = cause.response.get("CancellationReasons", []) if isinstance(cause, ClientError) else []
@@ -438,7 +444,7 @@ class Table:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            return from_item(cast(dict[str, Any], exc.response.get("Item") or {})) == from_item(item)
+            return refused_item(exc) == from_item(item)
         return True
 
     def holds(self, items: Sequence[Mapping[str, Any]]) -> list[bool]:
