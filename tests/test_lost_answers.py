@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from herald.faults import install
+from herald.faults import FaultInjector, install
 from herald.messages import DeliveryMessage, dump_message
 from herald.services import Services
 from herald.storage.health import AttemptTally
@@ -19,6 +19,14 @@ from tests.api_support import queue_messages
 from tests.delivery_support import Harness, deliveries, delivery_id_of, event_counts, publish, step, subscribe
 from tests.portal_support import Browser, mint
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
+
+
+def _losing(services: Services, spec: str) -> tuple[str, FaultInjector]:
+    """Install ``spec`` (one service's lost answers) on that service's client of ``services``: (service, injector)."""
+    service = spec.partition(":")[0]
+    injector = install(services.store.client if service == "dynamodb" else services.queue.client, spec)
+    assert injector is not None
+    return service, injector
 
 
 @pytest.mark.parametrize("spec", ["dynamodb:lost@send=1", "sqs:lost@send=1"])
@@ -40,9 +48,7 @@ def test_with_every_answer_lost_once_each_attempt_is_counted_and_sent_once(
     healthy = subscribe(client, tenant, receiver.url)
     down = subscribe(client, tenant, failing.url)
     events = [publish(client, tenant.id) for _ in range(3)]
-    service = spec.partition(":")[0]
-    injector = install(services.store.client if service == "dynamodb" else services.queue.client, spec)
-    assert injector is not None
+    service, injector = _losing(services, spec)
     # WHEN the worker delivers them, and retries the failing one's for four hours
     harness.drain()
     for _ in range(4):
@@ -210,9 +216,7 @@ def test_with_every_answer_lost_once_a_tenants_writes_answer_as_they_do_and_jobs
     assert len(receiver.received) == 3
     receiver.default = (200, {}, b"ok", 0.0)
     # AND every answer of one AWS service lost once from now on (each call carried out twice)
-    service = spec.partition(":")[0]
-    injector = install(services.store.client if service == "dynamodb" else services.queue.client, spec)
-    assert injector is not None
+    service, injector = _losing(services, spec)
 
     def answered(method: str, path: str, status: int, **body: object) -> dict[str, object]:
         response = client.request(method, path, json=body, headers=tenant.headers)
