@@ -40,6 +40,11 @@
    cancelled at its second action streamed the first one's INSERT of an item that never existed. (Copies made
    by ``deepcopy_transactions`` even brought a new stream shard, which the iterators handed out before never
    read.) The table put back keeps the stream shard it had, cut back to the records it held before.
+8. The server finds a request's service without listing moto's package folder. ``DomainDispatcherApplication``
+   (``moto/moto_server/werkzeug_app.py``) calls ``backends.list_of_moto_modules()`` for every request, under the
+   lock all requests share: a listing of moto's 170-odd folders and a ``stat`` of each, one request at a time.
+   The list is read once. On the local stack, a batch of 100 events published during a 1,000-subscription
+   fan-out was answered in 27 to 36 s instead of 64 (measured on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -359,6 +364,14 @@ def _conditional_inserts() -> list[Undo]:
     return [_patch(backend, "batch_execute_statement", batch_execute_statement)]
 
 
+def _backends_listed_once() -> list[Undo]:
+    """Fix 8: the server lists moto's service folders once, not on every request."""
+    from moto import backends
+
+    modules = tuple(backends.list_of_moto_modules())
+    return [_patch(backends.__dict__, "list_of_moto_modules", lambda: modules)]
+
+
 @contextmanager
 def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     """Patch moto for the duration (process-wide: every thread sees it)."""
@@ -366,7 +379,7 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     undo += _serialize_sqs()
     if not deepcopy_transactions:
         undo += _cheap_transaction_snapshots()
-    undo += _streams_roll_back()
+    undo += _streams_roll_back() + _backends_listed_once()
     try:
         yield
     finally:
