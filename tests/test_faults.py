@@ -7,6 +7,8 @@ written), a ``lost`` call does (written, and the caller told it timed out).
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,6 +25,8 @@ from herald.services import Services
 from herald.settings import Settings
 from tests.delivery_support import bulk_subscriptions
 from tests.support import TenantInfo
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 TABLE = "faults-test"
 
@@ -405,3 +409,18 @@ def test_the_local_stack_turns_it_on_from_the_setting(
     assert "sqs.SendMessageBatch partial@call" in notice
     with pytest.raises(FaultSpecError):
         faults_notice("dynamodb:explode=1")
+
+
+def test_the_readmes_examples_are_rules_make_run_turns_on() -> None:
+    from herald.local.stack import faults_notice
+
+    # GIVEN the README's examples of HERALD_FAULTS for `make run`
+    section = README.read_text(encoding="utf-8").split("\n### Fault injection\n", 1)[1].split("\n## ", 1)[0]
+    examples = re.findall(r"^HERALD_FAULTS='([^']+)' make run$", section, flags=re.MULTILINE)
+    assert len(examples) == 2
+    # THEN each is a spec the local stack turns on, with every rule it names
+    for example in examples:
+        rules = [part for part in example.split(", ") if not part.startswith("seed=")]
+        notice = faults_notice(example)
+        assert notice.startswith(f"FAULT INJECTION ON (HERALD_FAULTS): {len(rules)} rules")
+    assert "sqs.* lost@send" in faults_notice(examples[1])
