@@ -310,3 +310,30 @@ def test_the_workers_conditional_takes_refused_by_their_own_first_send_are_their
     assert store.health.take_rate_slot(half_open.id, interval=1.0, now=now) > 0
     assert store.isolation.mark_slow(tenant.id, half_open.id, until=now + 900) is True  # (to the same moment)
     assert store.isolation.mark_slow(tenant.id, half_open.id, until=now + 600) is False
+
+
+@pytest.mark.parametrize(("between", "counted"), [(0, 1), (3, 1), (7, 1), (8, 2)])
+def test_a_resent_count_of_an_event_is_made_once_though_other_batches_counted_it_between(
+    services: Services, between: int, counted: int
+) -> None:
+    from herald.storage import keys
+
+    events = services.store.events
+    expires = int(datetime.now(UTC).timestamp()) + 3600
+
+    def send() -> bool:
+        """A worker batch's count of an event's deliveries (ten succeeded), with its token."""
+        return events._update_counts("evt_resent", expires_at=expires, deltas={"succeeded": 10}, token="0123456789ab")
+
+    # GIVEN the count sent once, its answer lost
+    assert send()
+    # WHEN other batches of its fan-out count the event (one success each) before botocore sends the call again
+    for _ in range(between):
+        events.count("evt_resent", expires_at=expires, succeeded=1)
+    again = send()
+    # THEN the resend finds its own write among the last eight and adds nothing, answering as the first send did;
+    # past eight, the token is gone and it adds again (the limit ``herald.repair`` recounts)
+    assert again
+    counts = services.store.table.read(keys.event_counts("evt_resent"))
+    assert counts is not None
+    assert counts["succeeded"] == 10 * counted + between

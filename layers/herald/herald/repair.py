@@ -4,8 +4,9 @@ An event's ``succeeded`` / ``failed`` counters and a subscription's stats are wr
 batch (herald.worker.bookkeeping), after the deliveries themselves are recorded, and first attempts that
 succeeded are counted in the stats from the table's stream (herald.worker.streamed), a window at a time. A
 batch whose invocation dies, or whose counter write fails after botocore's retries (a throttle, a timeout),
-leaves them short for good; a counter write whose answer was lost and that botocore retried counts twice, and
-so does a stream batch handed over again after its invocation died halfway. The deliveries and their
+leaves them short for good; a counter write whose answer was lost and that botocore sent again counts twice if
+other writes of the same item came between the two sends (one for a subscription's stats, eight for an event's
+counts), and so does a stream batch handed over again after its invocation died halfway. The deliveries and their
 attempt log are the record and stay exact, so the counters can be recounted from them:
 
 - ``recount_event``: the deliveries of the event to its tenant's subscriptions (every tenant's for a

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -33,8 +34,10 @@ logger = logging.getLogger(__name__)
 #: An event's delivery counters: the event item holds their starting values, its counts item the rest.
 #: ``filtered`` counts the subscriptions whose payload filter skipped the event at fan-out.
 EVENT_COUNTERS = ("matched", "succeeded", "failed", "fanout_open", "filtered")
-#: The counts item's attribute holding the token of the last update made to it (``_update_counts``).
-LAST_WRITE = "last_write"
+#: The counts item's attributes holding the tokens of the last updates made to it, newest first
+#: (``_update_counts``): each update shifts them one place and puts its own first.
+RECENT_WRITES = ("last_write", *(f"w{n}" for n in range(1, 8)))
+LAST_WRITE = RECENT_WRITES[0]
 #: Marks an event whose deliveries have time-ordered ids and are stored under their subscription
 #: (``storage.deliveries``): every event stored since; one stored before has digest ids, and keeps them.
 DELIVERIES_BY_SUBSCRIPTION = "deliveries_by_subscription"
@@ -287,20 +290,29 @@ class EventRepository:
         Created by its first update; one left over from an expired event of the same id is replaced. With
         ``unless_enqueued``, written only if the event is not marked queued yet. True if written.
 
-        Each update leaves its ``token`` on the item (``LAST_WRITE``; a new one unless given) and is made only
-        if the item does not hold it already: ``ADD`` is not idempotent, and botocore sends a call again when
-        its answer was lost. The call sent again is then refused, and the token tells it was its own write.
-        (Should another update come between the two sends, the token is no longer there and the second send
-        adds again: the counts can be over by one batch's worth; ``herald.repair`` recounts them.)"""
+        Each update leaves its ``token`` on the item (a new one unless given), among the tokens of the last
+        eight (``RECENT_WRITES``), and is made only if the item does not hold it already: ``ADD`` is not
+        idempotent, and botocore sends a call again when its answer was lost. The call sent again is then
+        refused, and the token tells it was its own write, even when other updates came between the two sends
+        (the worker batches of a fan-out count one event at once). Should eight come between them, the token is
+        gone and the second send adds again: the counts are then over by one batch's worth (``herald.repair``
+        recounts them)."""
         now = self._table.now()
         if expires_at <= now:
             return False  # the event is gone: nothing left to count
         flags = dict(flags or {})
-        token = token or uuid.uuid4().hex
-        sets = ", ".join(["#exp = :exp", "#wrote = :wrote", *(f"#{key} = :{key}" for key in flags)])
+        token = token or uuid.uuid4().hex[:12]  # 48 random bits: the item keeps eight
+        # The tokens shift one place (operands are read from the item before the update), this one's first.
+        shifted = [f"#{newer} = if_not_exists(#{older}, :none)" for older, newer in pairwise(RECENT_WRITES)]
+        sets = ", ".join(["#exp = :exp", *shifted, f"#{LAST_WRITE} = :wrote", *(f"#{key} = :{key}" for key in flags)])
         expression = f"SET {sets}" + (" ADD " + ", ".join(f"#{key} :{key}" for key in deltas) if deltas else "")
-        condition = "(attribute_not_exists(#exp) OR #exp > :now) AND (attribute_not_exists(#wrote) OR #wrote <> :wrote)"
-        names = {"#exp": "expires_at", "#wrote": LAST_WRITE} | {f"#{name}": name for name in [*flags, *deltas]}
+        not_written = " OR ".join(f"#{name} = :wrote" for name in RECENT_WRITES)
+        condition = f"(attribute_not_exists(#exp) OR #exp > :now) AND NOT ({not_written})"
+        names = (
+            {"#exp": "expires_at"}
+            | {f"#{name}": name for name in RECENT_WRITES}
+            | {f"#{name}": name for name in [*flags, *deltas]}
+        )
         if unless_enqueued:
             condition += " AND attribute_not_exists(#enqueued)"
             names["#enqueued"] = "enqueued"
@@ -313,12 +325,12 @@ class EventRepository:
                     UpdateExpression=expression,
                     ConditionExpression=condition,
                     ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values(exp=expires_at, now=now, wrote=token, **flags, **deltas),
+                    ExpressionAttributeValues=values(exp=expires_at, now=now, wrote=token, none="-", **flags, **deltas),
                 )
                 return True
             except ClientError:
                 current = self._table.read(keys.event_counts(event_id))  # None when absent or expired
-                if current is not None and current.get(LAST_WRITE) == token:
+                if current is not None and _wrote(current, token):
                     return True  # this update's own, made by a first send whose answer was lost
                 if unless_enqueued and current is not None and current.get("enqueued"):
                     return False  # marked queued already: counted by the write that marked it
@@ -346,7 +358,7 @@ class EventRepository:
         crash between the marker and the counters leaves the counters one page short; the deliveries themselves
         are all queued."""
         key = keys.fanout_page(event_id, marker)
-        token = uuid.uuid4().hex  # the marker's, and the counts update's (``_update_counts``)
+        token = uuid.uuid4().hex[:12]  # the marker's, and the counts update's (``_update_counts``)
         item = {**key, "expires_at": expires_at, "token": token}
         try:
             self._table.call(
@@ -372,12 +384,17 @@ class EventRepository:
             # instead of never.
             with contextlib.suppress(ClientError, ServiceUnavailableError):
                 current = self._table.read(keys.event_counts(event_id))
-                if current is not None and current.get(LAST_WRITE) == token:
+                if current is not None and _wrote(current, token):
                     return True
             with contextlib.suppress(ClientError, ServiceUnavailableError):
                 self._table.call("delete_item", Key=to_item(key))
             raise
         return True
+
+
+def _wrote(counts: Mapping[str, Any], token: str) -> bool:
+    """Whether an event's counts item holds ``token`` among the last updates made to it."""
+    return any(counts.get(name) == token for name in RECENT_WRITES)
 
 
 def _mismatch(event_id: str) -> IdempotencyConflictError:
