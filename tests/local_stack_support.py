@@ -55,7 +55,8 @@ def running_stack(log: Path, admin_key: str, env: Mapping[str, str] | None = Non
     """``python -m herald.local`` (what `make run` runs) on free ports with ``env`` added to a clean environment,
     its output in ``log``; stopped with its process group whatever happens."""
     api_port, aws_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("HERALD_", "AWS_"))} | {
+    inherited = ("HERALD_", "AWS_", "POWERTOOLS_")  # the stack sets its own, as `make run` does
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(inherited)} | {
         "HERALD_ADMIN_KEY": admin_key,
         "HERALD_LOCAL_PORT": str(api_port),
         "HERALD_LOCAL_AWS_PORT": str(aws_port),
@@ -135,20 +136,23 @@ def arrivals(receivers: list[Receiver]) -> Counter[tuple[str, str]]:
     return found
 
 
-def unsettled(api: httpx.Client, admin: Mapping[str, str], event_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The counts of each event whose matched deliveries have not all succeeded, or whose fan-out is not complete."""
-    found = {}
-    for event_id in event_ids:
-        counts = api.get(f"/v1/events/{event_id}", headers=admin).json()["deliveries"]
-        if not counts["fanout_complete"] or counts["succeeded"] != counts["matched"] or counts["pending"]:
-            found[event_id] = counts
-    return found
+def _settled(counts: Mapping[str, Any]) -> bool:
+    return bool(counts["fanout_complete"]) and counts["succeeded"] == counts["matched"] and not counts["pending"]
 
 
 def wait_until_settled(api: httpx.Client, admin: Mapping[str, str], event_ids: list[str], stack: Stack) -> None:
-    """Wait until each event's counts show every matched delivery succeeded and its fan-out complete."""
+    """Wait until each event's counts show every matched delivery succeeded and its fan-out complete (each look
+    stops at the first event that has not); a failure lists the counts of every event that had not."""
+
+    def counts(event_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = api.get(f"/v1/events/{event_id}", headers=admin).json()["deliveries"]
+        return found
+
+    def unsettled() -> str:
+        return str({event_id: found for event_id in event_ids if not _settled(found := counts(event_id))})
+
     wait_for(
-        lambda: not unsettled(api, admin, event_ids),
-        lambda: f"the events' counts did not settle: {unsettled(api, admin, event_ids)}",
+        lambda: all(_settled(counts(event_id)) for event_id in event_ids),
+        lambda: f"the events' counts did not settle: {unsettled()}",
         stack,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,3 +125,10 @@ class Receiver:
 
     def close(self) -> None:
         self.http.close()
+
+
+def readme_fault_examples() -> list[str]:
+    """The README's examples of ``HERALD_FAULTS`` for `make run` (its Fault injection section), in order."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    section = readme.read_text(encoding="utf-8").split("\n### Fault injection\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^HERALD_FAULTS='([^']+)' make run$", section, flags=re.MULTILINE)

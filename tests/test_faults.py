@@ -7,8 +7,6 @@ written), a ``lost`` call does (written, and the caller told it timed out).
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,9 +22,7 @@ from herald.faults import FaultSpecError, install, parse_spec
 from herald.services import Services
 from herald.settings import Settings
 from tests.delivery_support import bulk_subscriptions
-from tests.support import TenantInfo
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from tests.support import TenantInfo, readme_fault_examples
 
 TABLE = "faults-test"
 
@@ -415,12 +411,15 @@ def test_the_readmes_examples_are_rules_make_run_turns_on() -> None:
     from herald.local.stack import faults_notice
 
     # GIVEN the README's examples of HERALD_FAULTS for `make run`
-    section = README.read_text(encoding="utf-8").split("\n### Fault injection\n", 1)[1].split("\n## ", 1)[0]
-    examples = re.findall(r"^HERALD_FAULTS='([^']+)' make run$", section, flags=re.MULTILINE)
+    examples = readme_fault_examples()
     assert len(examples) == 2
-    # THEN each is a spec the local stack turns on, with every rule it names
+    # THEN each is a spec the local stack turns on, with one rule for each of its parts: their calls and fault
     for example in examples:
-        rules = [part for part in example.split(", ") if not part.startswith("seed=")]
-        notice = faults_notice(example)
-        assert notice.startswith(f"FAULT INJECTION ON (HERALD_FAULTS): {len(rules)} rules")
+        parts = [part for part in example.split(", ") if not part.startswith("seed=")]
+        listed = faults_notice(example).split(" rules: ", 1)[1].split("; ")
+        for part, rule in zip(parts, listed, strict=True):
+            target, fault = part.split("=", 1)[0].split(":")
+            calls, made = rule.split(" ")
+            assert calls == (target if "." in target else f"{target}.*")
+            assert made == fault if "@" in fault else made.startswith(f"{fault}@")
     assert "sqs.* lost@send" in faults_notice(examples[1])

@@ -54,18 +54,14 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
         yield client
 
 
-def _tenant(api: httpx.Client, name: str) -> tuple[str, dict[str, str]]:
-    return new_tenant(api, ADMIN, name)
-
-
 def test_a_fanout_to_1000_subscriptions_and_a_burst_arrive_exactly_once_signed(
     stack: Stack, api: httpx.Client, make_receiver: Callable[[], Receiver]
 ) -> None:
     # GIVEN a tenant with 1,000 subscriptions spread over four receivers, and another with three
     receivers = [make_receiver() for _ in range(5)]
-    big, big_headers = _tenant(api, "Thousand")
+    big, big_headers = new_tenant(api, ADMIN, "Thousand")
     secrets = subscribe_all(api, big_headers, [f"{receivers[n % 4].url}/big/{n}" for n in range(1000)])
-    small, small_headers = _tenant(api, "Burst")
+    small, small_headers = new_tenant(api, ADMIN, "Burst")
     secrets |= subscribe_all(api, small_headers, [f"{receivers[4].url}/small/{n}" for n in range(3)])
     assert len(secrets) == 1003
 
@@ -116,7 +112,7 @@ def test_a_hundred_deliveries_waiting_to_retry_hold_almost_nothing_in_flight(
 ) -> None:
     # GIVEN a subscriber that answers 500 to everything
     receiver.default = (500, {}, b"down", 0.0)
-    tenant, headers = _tenant(api, "Failing")
+    tenant, headers = new_tenant(api, ADMIN, "Failing")
     (secret,) = subscribe_all(api, headers, [f"{receiver.url}/down"]).values()
     # WHEN 100 events are published to it
     batch = [{"type": "invoice.paid", "tenant_id": tenant, "data": INVOICE} for _ in range(100)]
