@@ -237,3 +237,23 @@ def test_a_new_delivery_is_listed_by_status_once_recorded_or_released(services, 
     assert _listed(store, status) == [delivery.id]
     others = [other for other in DeliveryStatus if other is not status]
     assert all(_listed(store, other) == [] for other in others)
+
+
+def test_an_events_counts_item_stays_within_one_write_unit_with_its_last_eight_tokens(services) -> None:
+    from benchmarks.cost import item_size
+    from herald.storage import keys
+    from herald.storage.events import RECENT_WRITES
+    from herald.storage.table import to_item
+
+    store = services.store
+    expires = int(time.time()) + 3600
+    event_id = "e" * 128  # the longest id an event may have
+    # GIVEN an event's counts written by more batches than the item keeps tokens for, with every counter and flag
+    store.events.count_direct_fanout(event_id, expires_at=expires, matched=99_999, filtered=99_999)
+    for _ in range(len(RECENT_WRITES) + 1):
+        store.events.count(event_id, expires_at=expires, succeeded=9_999, failed=9_999, fanout_open=-9_999)
+    # THEN the item holds eight tokens and is at most 1 KB by DynamoDB's size rules: one write unit a write
+    key = to_item(keys.event_counts(event_id))
+    item = store.client.get_item(TableName=store.table_name, Key=key)["Item"]
+    assert all(name in item for name in RECENT_WRITES)
+    assert item_size(item) <= 1024

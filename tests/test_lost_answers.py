@@ -313,7 +313,7 @@ def test_the_workers_conditional_takes_refused_by_their_own_first_send_are_their
 
 
 @pytest.mark.parametrize(("between", "counted"), [(0, 1), (3, 1), (7, 1), (8, 2)])
-def test_a_resent_count_of_an_event_is_made_once_though_other_batches_counted_it_between(
+def test_a_resent_count_of_an_event_is_made_once_unless_eight_other_batches_counted_it_between(
     services: Services, between: int, counted: int
 ) -> None:
     from herald.storage import keys
