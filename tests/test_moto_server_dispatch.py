@@ -27,13 +27,16 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_the_server_finds_each_requests_service_without_listing_motos_folder(listings: list[str]) -> None:
+    # GIVEN moto's server dispatch, and the hosts it looks up for Herald's calls: a service's name (as inferred from
+    # a request's signature) or an AWS host name, which is not a folder's and is matched by moto's URL patterns
     dispatcher = DomainDispatcherApplication(create_backend_app)
+    hosts = {"dynamodb": "dynamodb", "dynamodbstreams": "dynamodbstreams", "sqs.us-east-1.amazonaws.com": "sqs"}
     with moto_fixes():
         listed_before = len(listings)  # the fixes read the list once, as they start
-        # WHEN the server looks up the services Herald calls, many times
-        found = [dispatcher.get_backend_for_host(host) for host in ("dynamodb", "sqs", "dynamodbstreams") * 50]
+        # WHEN the server looks each up, many times
+        found = [(host, dispatcher.get_backend_for_host(host)) for host in list(hosts) * 50]
         # THEN each is found, and no folder was listed
-        assert set(found) == {"dynamodb", "sqs", "dynamodbstreams"}
+        assert set(found) == set(hosts.items())
         assert listings[listed_before:] == []
     # AND once the fixes are undone, moto lists its folder again for each lookup: the same services
     listings.clear()

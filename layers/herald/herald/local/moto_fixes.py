@@ -42,7 +42,8 @@
    read.) The table put back keeps the stream shard it had, cut back to the records it held before.
 8. The server finds a request's service without listing moto's package folder. ``DomainDispatcherApplication``
    (``moto/moto_server/werkzeug_app.py``) calls ``backends.list_of_moto_modules()`` for every request, under the
-   lock all requests share: a listing of moto's 170-odd folders and a ``stat`` of each, one request at a time.
+   lock all requests share: a listing of moto's 170-odd folders and a ``stat`` of each until the name is found
+   (of all of them for a host that is not a folder's name), one request at a time.
    The list is read once. On the local stack, a batch of 100 events published during a 1,000-subscription
    fan-out was answered in 27 to 36 s instead of 64 (measured on a 2-core machine).
 """
@@ -369,7 +370,7 @@ def _backends_listed_once() -> list[Undo]:
     from moto import backends
 
     modules = tuple(backends.list_of_moto_modules())
-    return [_patch(backends.__dict__, "list_of_moto_modules", lambda: modules)]
+    return [_patch(vars(backends), "list_of_moto_modules", lambda: modules)]
 
 
 @contextmanager
@@ -379,7 +380,8 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     undo += _serialize_sqs()
     if not deepcopy_transactions:
         undo += _cheap_transaction_snapshots()
-    undo += _streams_roll_back() + _backends_listed_once()
+    undo += _streams_roll_back()
+    undo += _backends_listed_once()
     try:
         yield
     finally:
