@@ -209,7 +209,10 @@ class Worker:
                 "deliveries of a message failed; the message comes back",
                 extra={
                     "tenant_id": message.tenant_id,
-                    "failed": [{"delivery_id": d.delivery_id, "event_id": d.event_id} for d, _ in failed],
+                    "failed": [
+                        {"delivery_id": d.delivery_id, "event_id": d.event_id, "error": _described(outcome)}
+                        for d, outcome in failed
+                    ],
                     "deliveries": len(each),
                 },
             )
@@ -242,6 +245,11 @@ class Worker:
     def attempt_expiry(self, now: datetime) -> int:
         """When a delivery and its attempts written at ``now`` expire (epoch seconds)."""
         return int((now + timedelta(days=self.settings.attempt_ttl_days)).timestamp())
+
+
+def _described(error: BaseException) -> str:
+    """An exception as an operator reads it in a log line (a ``ClientError``'s text names AWS's error code)."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _redrives(record: SQSRecord) -> int:
