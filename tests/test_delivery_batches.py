@@ -5,7 +5,6 @@ killed in the middle of a batch loses nothing.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -190,45 +189,6 @@ def test_a_failing_aws_call_for_one_record_does_not_fail_the_others(
     harness.drain()
     assert [len(r.received) for r in receivers] == [1, 1, 1]
     assert [event_counts(client, event_id)["succeeded"] for event_id in event_ids] == [1, 1, 1]
-
-
-def test_a_message_of_several_deliveries_comes_back_naming_the_one_that_failed_and_why(
-    client, tenant: TenantInfo, harness: Harness, make_receiver, caplog: pytest.LogCaptureFixture
-) -> None:
-    # GIVEN one event to three subscriptions, its deliveries queued in one message by publishing, and DynamoDB
-    # unreachable for the batch's read, then for the subscription of one of them when each delivery reads for itself
-    receivers = [make_receiver() for _ in range(3)]
-    subs = [subscribe(client, tenant, r.url) for r in receivers]
-    event_id = publish(client, tenant.id)
-    unlucky = f"SUB#{subs[1].id}"
-
-    def unreachable(params: dict[str, Any], **_: Any) -> None:
-        if "RequestItems" in params or params.get("Key", {}).get("sk", {}).get("S") == unlucky:
-            raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
-
-    events = harness.services.store.client.meta.events
-    for operation in ("GetItem", "BatchGetItem"):
-        events.register(f"provide-client-params.dynamodb.{operation}", unreachable)
-    caplog.set_level(logging.WARNING, logger="herald")
-    try:
-        # WHEN one invocation receives the message
-        result = harness.poller.poll_once()
-    finally:
-        for operation in ("GetItem", "BatchGetItem"):
-            events.unregister(f"provide-client-params.dynamodb.{operation}", unreachable)
-    # THEN the two others were delivered, and the message comes back for the third
-    assert (result.received, result.deleted, result.failed) == (1, 0, 1)
-    assert [len(r.received) for r in receivers] == [1, 0, 1]
-    # AND the operator reads which delivery failed, and the error that failed it
-    (warning,) = [
-        r for r in caplog.records if r.getMessage() == "deliveries of a message failed; the message comes back"
-    ]
-    (failed,) = warning.failed  # type: ignore[attr-defined]
-    assert failed["delivery_id"] == delivery_id_of(harness.services.store, event_id, subs[1].id)
-    assert failed["event_id"] == event_id
-    assert failed["error"].startswith("ServiceUnavailableError: ")
-    assert "DynamoDB" in failed["error"]
-    assert warning.deliveries == 3  # type: ignore[attr-defined]
 
 
 def test_duplicate_messages_of_one_delivery_send_it_once(client, tenant, harness: Harness, clock, receiver) -> None:

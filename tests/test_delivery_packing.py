@@ -24,6 +24,7 @@ from herald.messages import (
 )
 from herald.records import Trigger
 from herald.storage.keys import subscription
+from herald.worker.runtime import ERROR_TEXT_MAX
 from tests.api_support import queue_messages
 from tests.delivery_support import (
     Harness,
@@ -217,7 +218,12 @@ def test_a_packed_message_whose_delivery_raises_comes_back_whole_and_sends_nothi
     assert [len(r.received) for r in receivers] == [1, 0, 1]
     (logged,) = [r for r in caplog.records if r.getMessage().startswith("deliveries of a message failed")]
     unlucky = delivery_id_of(store, event_id, subs[1].id)
-    assert logged.__dict__["failed"] == [{"delivery_id": unlucky, "event_id": event_id}]
+    (failed,) = logged.__dict__["failed"]
+    assert (failed["delivery_id"], failed["event_id"]) == (unlucky, event_id)
+    # AND why: the exception that failed it (its type and text, cut to a log line's size)
+    assert failed["error"].startswith("ValidationError: ")
+    assert "Subscription" in failed["error"]
+    assert len(failed["error"]) <= ERROR_TEXT_MAX
     assert (logged.__dict__["tenant_id"], logged.__dict__["deliveries"]) == (tenant.id, 3)
     # AND once the subscription reads again, the message's next receive makes only the missing delivery
     store.client.put_item(TableName=store.table_name, Item=kept)

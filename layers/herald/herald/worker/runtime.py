@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from herald.services import Services
 
 IO_THREADS = 32
+#: The most characters of an exception's text a log line of the worker carries.
+ERROR_TEXT_MAX = 500
 
 logger = Logger(service="herald", child=True)
 
@@ -248,8 +250,10 @@ class Worker:
 
 
 def _described(error: BaseException) -> str:
-    """An exception as an operator reads it in a log line (a ``ClientError``'s text names AWS's error code)."""
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    """An exception as an operator reads it in a log line (a ``ClientError``'s text names AWS's error code), cut
+    to ``ERROR_TEXT_MAX`` characters."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
 
 
 def _redrives(record: SQSRecord) -> int:
