@@ -33,6 +33,7 @@ from herald.local.resources import create_local_resources
 from herald.repair import recount_event, recount_subscription
 from herald.services import Services
 from herald.settings import Settings
+from herald.storage.events import COUNTED_FROM_DELIVERIES_MAX
 from herald.storage.keys import delivery_partition
 from herald.worker import Worker, settle_all
 from tests import test_delivery_batches as batches
@@ -301,11 +302,13 @@ def test_secrets_manager_down_on_a_cold_container_is_a_503_for_the_operator_only
         assert http.get("/v1/tenants", headers=ADMIN).status_code == 200
 
 
+# More subscriptions than an event names for its counts, all queued by publishing: the counters are written.
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": COUNTED_FROM_DELIVERIES_MAX + 5}])
 def test_counters_a_lost_batch_write_left_short_are_recounted_from_the_records(
     client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, receiver: Receiver
 ) -> None:
-    # GIVEN an event to two subscriptions, its two deliveries queued (by publishing: two routes)
-    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
+    # GIVEN an event to eleven subscriptions, its deliveries queued (by publishing: eleven routes)
+    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(COUNTED_FROM_DELIVERIES_MAX + 1)]
     event_id = publish(client, tenant.id)
     # AND DynamoDB refusing every update after botocore's retries while the deliveries are made and the stream
     # handed over: the batch's event counters, and the subscription stats the stream counts, are not written
@@ -313,14 +316,39 @@ def test_counters_a_lost_batch_write_left_short_are_recounted_from_the_records(
     install(services.store.client, "dynamodb.UpdateItem:throttle@call=1")
     harness.drain()
     with faults.suspended():
-        assert len(receiver.received) == 2
+        assert len(receiver.received) == len(subs)
         assert event_counts(client, event_id)["succeeded"] == 0
         assert services.store.health.get_stats(subs[0].id).get("attempts", 0) == 0
         # WHEN the event and the subscriptions are recounted
-        assert recount_event(services.store, event_id) == {"succeeded": 2}
+        assert recount_event(services.store, event_id) == {"succeeded": len(subs)}
         for sub in subs:
             assert recount_subscription(services.store, sub.id) == {"attempts": 1, "succeeded": 1, "failed": 0}
         # THEN the counters are the records' again, and a second recount changes nothing
+        assert event_counts(client, event_id) == {
+            "matched": len(subs),
+            "filtered": 0,
+            "pending": 0,
+            "succeeded": len(subs),
+            "failed": 0,
+            "fanout_complete": True,
+        }
+        assert recount_event(services.store, event_id) == {}
+        stats = client.get(f"/v1/subscriptions/{subs[0].id}/stats", headers=tenant.headers).json()
+        assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (1, 1, 0)
+
+
+def test_an_event_counted_from_its_deliveries_needs_no_recount_when_the_batch_writes_are_lost(
+    client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN an event to two subscriptions, which its item names (publishing queued them)
+    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
+    event_id = publish(client, tenant.id)
+    # AND DynamoDB refusing every update after botocore's retries while the deliveries are made
+    install(services.store.client, "dynamodb.UpdateItem:throttle@call=1")
+    harness.drain()
+    with faults.suspended():
+        # THEN both arrived, and the event's counts are exact without a recount (read from the deliveries)
+        assert len(receiver.received) == len(subs)
         assert event_counts(client, event_id) == {
             "matched": 2,
             "filtered": 0,
@@ -330,8 +358,6 @@ def test_counters_a_lost_batch_write_left_short_are_recounted_from_the_records(
             "fanout_complete": True,
         }
         assert recount_event(services.store, event_id) == {}
-        stats = client.get(f"/v1/subscriptions/{subs[0].id}/stats", headers=tenant.headers).json()
-        assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (1, 1, 0)
 
 
 # --- a worker killed in the middle of a batch, under the fault mix -------------------------------------------------

@@ -1,8 +1,10 @@
 """Publishing an event: validate it against the catalog, store it once, hand it to the work queue.
 
 An event with few routes (``direct_fanout_max``) skips the fan-out message: publishing reads its routes (two
-small Queries, one page each), queues its deliveries (up to ten to a message, ``messages.pack``) and counts
-that one page itself, so the webhook is one queue hop from its subscribers. Larger fan-outs, and broadcasts, go
+small Queries, one page each) before it stores the event, whose item then names its subscriptions (up to
+``COUNTED_FROM_DELIVERIES_MAX``: their deliveries are read, not counted, for its counters), queues its
+deliveries (up to ten to a message, ``messages.pack``) and counts that one page itself, so the webhook is one
+queue hop from its subscribers. Larger fan-outs, and broadcasts, go
 through a fan-out message, whose worker reads the routes a page at a time: publishing's own work stays bounded
 whatever the subscribers. A batch (``publish_many``) takes the same paths, its events' messages sent together,
 each tenant's routes of a type read once for the batch and its deliveries of several events packed together.
@@ -25,6 +27,7 @@ from herald.messages import DeliveryMessage, FanoutMessage, pack
 from herald.records import WILDCARD, Event, Trigger, utcnow
 from herald.routing import matching
 from herald.storage import EventExistsError
+from herald.storage.events import COUNTED_FROM_DELIVERIES_MAX, NewEvent
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -156,15 +159,18 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
     its fan-out and mark it queued. A repeat of an event that was stored but never queued (the first
     call failed in between) queues it now; one already queued is left alone."""
     expires_at = event_expiry(services, event.created_at)
+    routed = _Routed.of(services, event, routes={})
     try:
-        stored = services.store.events.create(event, fingerprint=fingerprint, expires_at=expires_at)
+        stored = services.store.events.create(
+            event, fingerprint=fingerprint, expires_at=expires_at, delivered_to=routed.delivered_to
+        )
     except EventExistsError as exists:
         earlier = exists.stored
         if earlier.enqueued:
             return Published(earlier, replayed=True, queued=False)
-        _enqueue(services, earlier)
+        _enqueue(services, earlier, routed)
         return Published(earlier, replayed=True, queued=True)
-    _enqueue(services, stored)
+    _enqueue(services, stored, routed)
     return Published(stored, replayed=False, queued=True)
 
 
@@ -182,7 +188,8 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     copies are worked at the same moment (the README's Duplicates row). An id given twice in one batch is
     queued once, its second copy answered as a replay of the first (or a conflict, with other data)."""
     results: list[Published | HeraldError | None] = []
-    new: list[tuple[int, Event, str, int]] = []  # (position in results, event, fingerprint, expires_at)
+    new: list[tuple[int, NewEvent, _Routed]] = []  # (position in results, the event to store, where it goes)
+    routes: dict[tuple[str, str], list[Route] | None] = {}
     for body in bodies:
         if isinstance(body, HeraldError):
             results.append(body)
@@ -193,12 +200,14 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
         except HeraldError as error:
             results.append(error)
             continue
-        new.append((len(results), event, _fingerprint(body), event_expiry(services, event.created_at)))
+        routed = _Routed.of(services, event, routes)
+        expires_at = event_expiry(services, event.created_at)
+        new.append((len(results), NewEvent(event, _fingerprint(body), expires_at, routed.delivered_to), routed))
         results.append(None)
-    created = services.store.events.create_many([(event, fingerprint, at) for _, event, fingerprint, at in new])
-    to_queue: list[StoredEvent] = []
+    created = services.store.events.create_many([event for _, event, _ in new])
+    to_queue: list[tuple[StoredEvent, _Routed]] = []
     queued_ids: set[str] = set()
-    for (position, *_), outcome in zip(new, created, strict=True):
+    for (position, _, routed), outcome in zip(new, created, strict=True):
         if isinstance(outcome, EventExistsError):
             earlier = outcome.stored
             queue = not earlier.enqueued and earlier.event.id not in queued_ids  # not already by this batch
@@ -210,18 +219,16 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
             earlier, queue = outcome, outcome.event.id not in queued_ids
             results[position] = Published(outcome, replayed=not queue, queued=queue)
         if queue:
-            to_queue.append(earlier)
+            to_queue.append((earlier, routed))
             queued_ids.add(earlier.event.id)
     _enqueue_many(services, to_queue)
     return [result for result in results if result is not None]
 
 
-def _enqueue_many(services: Services, to_queue: Sequence[StoredEvent]) -> None:
-    """``_enqueue`` for a batch of events: each tenant's routes of a type read once, the messages of all sent
-    together, then the events marked queued together (``EventRepository.mark_new``), one by one where that
-    could not (``_Queueing.mark``)."""
-    routes: dict[tuple[str, str], list[Route] | None] = {}
-    plans = [_Queueing.of(services, stored, routes) for stored in to_queue]
+def _enqueue_many(services: Services, to_queue: Sequence[tuple[StoredEvent, _Routed]]) -> None:
+    """``_enqueue`` for a batch of events: the messages of all sent together, then the events marked queued
+    together (``EventRepository.mark_new``), one by one where that could not (``_Queueing.mark``)."""
+    plans = [_Queueing.of(stored, routed) for stored, routed in to_queue]
     services.queue.send_batch(pack([message for plan in plans for message in plan.messages]))
     marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts) for plan in plans]
     for plan, marked in zip(plans, services.store.events.mark_new(marks), strict=True):
@@ -240,14 +247,49 @@ def event_expiry(services: Services, now: datetime) -> int:
     return int((now + max(retention, max(retries, held) + timedelta(days=1))).timestamp())
 
 
-def _enqueue(services: Services, stored: StoredEvent) -> None:
-    plan = _Queueing.of(services, stored, routes={})
+def _enqueue(services: Services, stored: StoredEvent, routed: _Routed) -> None:
+    plan = _Queueing.of(stored, routed)
     if plan.direct:
         services.queue.send_batch(pack(plan.messages))
     else:
         (fanout,) = plan.messages
         services.queue.send(fanout)
     plan.mark(services)
+
+
+@dataclass(frozen=True)
+class _Routed:
+    """Where an event goes, read before it is stored: the subscriptions it is delivered to by publishing itself
+    (the direct fan-out) and how many routes its filters turned away, or, when its routes do not fit in
+    ``direct_fanout_max`` (or it is a broadcast), None: a fan-out message finds them. Read first so that the
+    event's item can name its few subscriptions (``delivered_to``), whose deliveries are then read, not
+    counted, for its counters (``storage.events``)."""
+
+    sub_ids: list[str] | None
+    filtered: int = 0
+
+    @classmethod
+    def of(cls, services: Services, event: Event, routes: dict[tuple[str, str], list[Route] | None]) -> _Routed:
+        """``event``'s routing, its tenant's routes of its type read unless ``routes`` holds them (and kept
+        there)."""
+        if event.tenant_id is None:
+            return cls(None)
+        key = (event.tenant_id, event.type)
+        if key not in routes:
+            routes[key] = _direct_routes(services, *key)
+        routed = routes[key]
+        if routed is None:
+            return cls(None)
+        sub_ids, filtered = _matched(event, routed)
+        return cls(sub_ids, filtered)
+
+    @property
+    def delivered_to(self) -> list[str]:
+        """The subscriptions the event's item names (``storage.events.DELIVERED_TO``): all it goes to, when
+        publishing queues them and they are few enough; else none (its counters count its deliveries)."""
+        if self.sub_ids is None or len(self.sub_ids) > COUNTED_FROM_DELIVERIES_MAX:
+            return []
+        return self.sub_ids
 
 
 @dataclass(frozen=True)
@@ -266,25 +308,15 @@ class _Queueing:
     filtered: int = 0
 
     @classmethod
-    def of(
-        cls, services: Services, stored: StoredEvent, routes: dict[tuple[str, str], list[Route] | None]
-    ) -> _Queueing:
-        """``stored``'s queueing, its tenant's routes of its type read unless ``routes`` holds them (and kept
-        there)."""
+    def of(cls, stored: StoredEvent, routed: _Routed) -> _Queueing:
+        """``stored``'s queueing, where ``routed`` says it goes."""
         event = stored.event
-        if event.tenant_id is None:
-            return cls(stored, [FanoutMessage(event_id=event.id, tenant_id=None)], direct=False)
-        key = (event.tenant_id, event.type)
-        if key not in routes:
-            routes[key] = _direct_routes(services, *key)
-        routed = routes[key]
-        if routed is None:
+        if event.tenant_id is None or routed.sub_ids is None:
             return cls(stored, [FanoutMessage(event_id=event.id, tenant_id=event.tenant_id)], direct=False)
-        sub_ids, filtered = _matched(event, routed)
         messages: list[DeliveryMessage | FanoutMessage] = [
-            DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in sub_ids
+            DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in routed.sub_ids
         ]
-        return cls(stored, messages, direct=True, matched=len(sub_ids), filtered=filtered)
+        return cls(stored, messages, direct=True, matched=len(routed.sub_ids), filtered=routed.filtered)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -340,6 +372,7 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
         enqueued=True,
         matched=1,
         fanout_open=0,
+        delivered_to=[sub.id],
     )
     services.queue.send(DeliveryMessage.of(stored, sub.tenant_id, sub.id, trigger=Trigger.TEST))
     return event, stored.delivery_id(sub.id)

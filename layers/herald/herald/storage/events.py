@@ -5,6 +5,12 @@ starting values plus what its counts item adds, read together by one Query. The 
 item of its own because a write costs by the size of the whole item and the event's carries the payload;
 it is written per fan-out page and, for deliveries, once per event per worker batch, so an invocation that
 dies midway can leave the counters short (never a delivery).
+
+An event with few subscribers (at most ``COUNTED_FROM_DELIVERIES_MAX``, its deliveries queued by publishing
+itself) names them in its item (``delivered_to``): its deliveries to them are not counted as they settle, but
+read when the event is (``get_with_counts``, one BatchGetItem). At one event to one subscriber that takes a
+write off every webhook (the counts update was as many writes as the delivery itself), for a read of a few
+items when an operator looks at the event.
 """
 
 from __future__ import annotations
@@ -12,16 +18,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
 from herald import ids
 from herald.errors import ConflictError, HeraldError, IdempotencyConflictError, ServiceUnavailableError
-from herald.records import Event
+from herald.records import DeliveryStatus, Event
 from herald.storage import keys
+from herald.storage.deliveries import delivery_key
 from herald.storage.table import from_item, record, strip, to_item, values
 
 if TYPE_CHECKING:
@@ -41,6 +49,12 @@ LAST_WRITE = RECENT_WRITES[0]
 #: Marks an event whose deliveries have time-ordered ids and are stored under their subscription
 #: (``storage.deliveries``): every event stored since; one stored before has digest ids, and keeps them.
 DELIVERIES_BY_SUBSCRIPTION = "deliveries_by_subscription"
+#: The subscriptions an event's item names, whose deliveries its ``succeeded`` and ``failed`` are read from
+#: instead of counted (the module's docstring).
+DELIVERED_TO = "delivered_to"
+#: The most subscriptions an event names in ``delivered_to``: their ids keep its item's growth under 400 bytes,
+#: and reading the event reads at most this many deliveries. The default ``direct_fanout_max``.
+COUNTED_FROM_DELIVERIES_MAX = 10
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,13 @@ class StoredEvent:
     fanout_open: int = 1
     filtered: int = 0
     deliveries_by_subscription: bool = False
+    #: The subscriptions whose deliveries' states make this event's ``succeeded`` and ``failed`` (``DELIVERED_TO``),
+    #: none when its counters count every delivery. A delivery to one of them is never counted as it settles.
+    delivered_to: frozenset[str] = frozenset()
+
+    def counted_from_delivery(self, subscription_id: str) -> bool:
+        """Whether this event's delivery to ``subscription_id`` is read, not counted, for its counters."""
+        return subscription_id in self.delivered_to
 
     def delivery_id(self, subscription_id: str) -> str:
         """The id of this event's delivery to ``subscription_id`` (time-ordered unless the event predates it)."""
@@ -72,8 +93,19 @@ class StoredEvent:
             fingerprint=str(item.get("fingerprint", "")),
             enqueued=bool(item.get("enqueued")),
             deliveries_by_subscription=bool(item.get(DELIVERIES_BY_SUBSCRIPTION)),
+            delivered_to=frozenset(item.get(DELIVERED_TO) or ()),
             **{counter: int(item.get(counter, 0)) for counter in EVENT_COUNTERS},
         )
+
+
+class NewEvent(NamedTuple):
+    """An event to store (``EventRepository.create_many``): the record, its request's fingerprint, when it
+    expires, and the subscriptions whose deliveries are read for its counters (``DELIVERED_TO``)."""
+
+    event: Event
+    fingerprint: str
+    expires_at: int
+    delivered_to: Sequence[str] = ()
 
 
 class EventExistsError(ConflictError):
@@ -84,8 +116,13 @@ class EventExistsError(ConflictError):
         self.stored = stored
 
 
-def _new_item(event: Event, *, fingerprint: str, expires_at: int, **counters: Any) -> dict[str, Any]:
-    """A new event's item (plain values): the record, its expiry and fingerprint, its starting counters."""
+def _new_item(
+    event: Event, *, fingerprint: str, expires_at: int, delivered_to: Sequence[str] = (), **counters: Any
+) -> dict[str, Any]:
+    """A new event's item (plain values): the record, its expiry and fingerprint, its starting counters, and the
+    subscriptions whose deliveries are read for its counters (``DELIVERED_TO``), if any."""
+    assert len(delivered_to) <= COUNTED_FROM_DELIVERIES_MAX, "more deliveries than an event's read takes"
+    named = {DELIVERED_TO: list(dict.fromkeys(delivered_to))} if delivered_to else {}
     return {
         **keys.event(event.id),
         "expires_at": expires_at,
@@ -95,6 +132,7 @@ def _new_item(event: Event, *, fingerprint: str, expires_at: int, **counters: An
         **dict.fromkeys(EVENT_COUNTERS, 0),
         "fanout_open": 1,
         **record(event),
+        **named,
         **counters,
     }
 
@@ -103,12 +141,15 @@ class EventRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def create(self, event: Event, *, fingerprint: str, expires_at: int, **counters: Any) -> StoredEvent:
+    def create(
+        self, event: Event, *, fingerprint: str, expires_at: int, delivered_to: Sequence[str] = (), **counters: Any
+    ) -> StoredEvent:
         """Store a new event and return it as stored. If its id or idempotency key was used before: for the
         same request (``fingerprint``) EventExistsError carrying the earlier event with its counters, for
         another IdempotencyConflictError. ``counters`` are the event's starting counters and flags (a test
-        event is matched and enqueued from the start)."""
-        item = _new_item(event, fingerprint=fingerprint, expires_at=expires_at, **counters)
+        event is matched and enqueued from the start); ``delivered_to``, the subscriptions whose deliveries are
+        read for its counters (``DELIVERED_TO``)."""
+        item = _new_item(event, fingerprint=fingerprint, expires_at=expires_at, delivered_to=delivered_to, **counters)
         fresh = {
             "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
             "ExpressionAttributeValues": values(now=self._table.now()),
@@ -140,51 +181,56 @@ class EventRepository:
             pass
         raise EventExistsError(self._existing(event, fingerprint))
 
-    def create_many(self, events: Sequence[tuple[Event, str, int]]) -> list[StoredEvent | HeraldError]:
-        """``create`` for events without idempotency keys, given as (event, fingerprint, expires_at): one answer
-        each, in order, the event as stored or the error ``create`` would raise. New ids are written 25 to a
-        call (``Table.insert_all``); an id whose item exists (a replay, an expired event's id used again) goes
-        through ``create``, which tells them apart. A later copy of an id in the same batch is answered from the
-        first: a replay of it (or an idempotency conflict, with another body)."""
+    def create_many(self, events: Sequence[NewEvent]) -> list[StoredEvent | HeraldError]:
+        """``create`` for events without idempotency keys: one answer each, in order, the event as stored or the
+        error ``create`` would raise. New ids are written 25 to a call (``Table.insert_all``); an id whose item
+        exists (a replay, an expired event's id used again) goes through ``create``, which tells them apart. A
+        later copy of an id in the same batch is answered from the first: a replay of it (or an idempotency
+        conflict, with another body)."""
         items: dict[str, dict[str, Any]] = {}
-        for event, fingerprint, expires_at in events:
-            assert not event.idempotency_key, "events with idempotency keys are created one by one"
-            items.setdefault(event.id, _new_item(event, fingerprint=fingerprint, expires_at=expires_at))
+        for new in events:
+            assert not new.event.idempotency_key, "events with idempotency keys are created one by one"
+            items.setdefault(
+                new.event.id,
+                _new_item(
+                    new.event, fingerprint=new.fingerprint, expires_at=new.expires_at, delivered_to=new.delivered_to
+                ),
+            )
         inserted = dict(zip(items, self._table.insert_all(list(items.values())), strict=True))
         first: dict[str, StoredEvent | HeraldError] = {}
         answers: list[StoredEvent | HeraldError] = []
-        for event, fingerprint, expires_at in events:
-            earlier = first.get(event.id)
+        for new in events:
+            earlier = first.get(new.event.id)
             if earlier is not None:
-                answers.append(self._repeated(earlier, event, fingerprint, expires_at))
+                answers.append(self._repeated(earlier, new))
                 continue
-            written = inserted[event.id]
+            written = inserted[new.event.id]
             answer: StoredEvent | HeraldError
             if written is True:
-                answer = StoredEvent.of(items[event.id])
+                answer = StoredEvent.of(items[new.event.id])
             elif isinstance(written, HeraldError):
                 answer = written
             else:
-                try:
-                    answer = self.create(event, fingerprint=fingerprint, expires_at=expires_at)
-                except HeraldError as error:
-                    answer = error
-            first[event.id] = answer
+                answer = self._create_one(new)
+            first[new.event.id] = answer
             answers.append(answer)
         return answers
 
-    def _repeated(
-        self, earlier: StoredEvent | HeraldError, event: Event, fingerprint: str, expires_at: int
-    ) -> StoredEvent | HeraldError:
+    def _create_one(self, new: NewEvent) -> StoredEvent | HeraldError:
+        try:
+            return self.create(
+                new.event, fingerprint=new.fingerprint, expires_at=new.expires_at, delivered_to=new.delivered_to
+            )
+        except HeraldError as error:
+            return error
+
+    def _repeated(self, earlier: StoredEvent | HeraldError, new: NewEvent) -> StoredEvent | HeraldError:
         """The answer to an id given again in one batch, after its first copy's answer ``earlier``. Not ``create``:
         the two copies' items are alike to the millisecond, and ``create`` would take the first's for its own."""
         stored = earlier.stored if isinstance(earlier, EventExistsError) else earlier
         if isinstance(stored, StoredEvent):
-            return EventExistsError(stored) if stored.fingerprint == fingerprint else _mismatch(event.id)
-        try:  # the first copy failed: this one is tried on its own
-            return self.create(event, fingerprint=fingerprint, expires_at=expires_at)
-        except HeraldError as error:
-            return error
+            return EventExistsError(stored) if stored.fingerprint == new.fingerprint else _mismatch(new.event.id)
+        return self._create_one(new)  # the first copy failed: this one is tried on its own
 
     def _existing(self, event: Event, fingerprint: str) -> StoredEvent:
         existing_id = event.id
@@ -210,7 +256,8 @@ class EventRepository:
     def get_with_counts(self, event_id: str) -> StoredEvent | None:
         """The event with its current counters and ``enqueued`` flag: the starting values it was stored with
         plus what its counts item has added since. One strongly consistent Query reads both (they are the
-        partition's only sort keys starting with ``#``)."""
+        partition's only sort keys starting with ``#``). An event that names its subscriptions
+        (``DELIVERED_TO``) adds its deliveries to them, as they are now: one BatchGetItem more."""
         response = self._table.call(
             "query",
             KeyConditionExpression="pk = :p AND begins_with(sk, :prefix)",
@@ -230,7 +277,24 @@ class EventRepository:
         for counter in EVENT_COUNTERS:
             item[counter] = int(item.get(counter, 0)) + int(counts.get(counter, 0))
         item["enqueued"] = bool(item.get("enqueued")) or bool(counts.get("enqueued"))
-        return StoredEvent.of(item)
+        stored = StoredEvent.of(item)
+        if not stored.delivered_to:
+            return stored
+        settled = self._settled_deliveries(stored)
+        return replace(
+            stored,
+            succeeded=stored.succeeded + settled[DeliveryStatus.SUCCEEDED],
+            failed=stored.failed + settled[DeliveryStatus.FAILED],
+        )
+
+    def _settled_deliveries(self, stored: StoredEvent) -> Counter[DeliveryStatus]:
+        """How many of the event's deliveries to the subscriptions it names (``DELIVERED_TO``) are in each state,
+        read strongly: one BatchGetItem. A delivery not written yet is pending (its first attempt is to come)."""
+        event_id = stored.event.id
+        wanted = [delivery_key(sub_id, stored.delivery_id(sub_id), event_id) for sub_id in sorted(stored.delivered_to)]
+        return Counter(
+            DeliveryStatus(item["status"]) for item in self._table.batch_get(wanted) if item.get("event_id") == event_id
+        )
 
     def mark_enqueued(self, event_id: str, *, expires_at: int) -> None:
         """Note that the event's fan-out is queued (a retried publish then queues nothing more)."""

@@ -325,6 +325,9 @@ async def _cancel(worker: Worker, job: _Job, token: str | None, reason: str) -> 
 
 
 def _count_event(worker: Worker, job: _Job, settled: Delivery) -> None:
+    """Count the settled delivery for its event, unless the event's counters read it (``delivered_to``)."""
+    if job.stored.counted_from_delivery(settled.subscription_id):
+        return
     expires_at = job.stored.expires_at or worker.attempt_expiry(job.now)
     worker.books.settled(job.event.id, expires_at, job.previous, settled)
 
