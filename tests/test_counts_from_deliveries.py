@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from herald.repair import recount_event
 from herald.storage.events import COUNTED_FROM_DELIVERIES_MAX
 from tests.delivery_support import Harness, event_counts, publish, subscribe, verify
 from tests.support import ADMIN, INVOICE, Receiver, TenantInfo
@@ -103,11 +104,11 @@ def test_a_batch_of_events_to_one_subscriber_each_writes_no_counts_as_they_settl
     assert writes.events == []
 
 
-def test_a_subscription_deleted_after_its_delivery_is_still_counted(
+def test_a_subscription_deleted_after_its_delivery_is_still_counted_and_recounted(
     client, tenant: TenantInfo, harness: Harness, receiver: Receiver
 ) -> None:
     # GIVEN an event delivered to two subscriptions
-    kept = subscribe(client, tenant, f"{receiver.url}?n=kept")
+    subscribe(client, tenant, f"{receiver.url}?n=kept")
     deleted = subscribe(client, tenant, f"{receiver.url}?n=deleted")
     event_id = publish(client, tenant.id)
     harness.drain()
@@ -116,7 +117,9 @@ def test_a_subscription_deleted_after_its_delivery_is_still_counted(
     assert client.delete(f"/v1/subscriptions/{deleted.id}", headers=tenant.headers).status_code == 204
     # THEN the event still counts both deliveries, as it did (a delivery outlives its subscription)
     assert event_counts(client, event_id) == _counts(2, succeeded=2)
-    assert kept.id != deleted.id
+    # AND a recount from the records finds both too, and changes nothing
+    assert recount_event(harness.services.store, event_id) == {}
+    assert event_counts(client, event_id) == _counts(2, succeeded=2)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": COUNTED_FROM_DELIVERIES_MAX + 5}])

@@ -132,6 +132,35 @@ def test_a_retried_publish_queues_nothing_more(client, tenant, harness: Harness,
     assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
 
 
+def test_a_publish_whose_routes_cannot_be_read_takes_a_fanout_message_and_is_delivered_once(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions, and DynamoDB refusing (after botocore's retries) the publish's read of its routes
+    subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)}
+    install(services.store.client, "dynamodb.Query:throttle@call=calls:1")
+    # WHEN the event is published
+    published = _publish(client, tenant.id, id="inv-1003-paid")
+    # THEN it is accepted, naming no subscription, and a fan-out message is queued in place of its deliveries
+    assert published.status_code == 202, published.text
+    stored = services.store.events.get("inv-1003-paid")
+    assert stored is not None
+    assert stored.delivered_to == frozenset()
+    assert _queued(harness) == {"fanout": 1}
+    # AND once the worker has run, each subscriber received it once, signed, and its counts are exact
+    harness.drain()
+    assert sorted(got.path for got in receiver.received) == sorted(subs)
+    for got in receiver.received:
+        verify(subs[got.path].secret, got)
+    assert event_counts(client, "inv-1003-paid") == {
+        "matched": 2,
+        "filtered": 0,
+        "pending": 0,
+        "succeeded": 2,
+        "failed": 0,
+        "fanout_complete": True,
+    }
+
+
 def test_a_publish_that_failed_after_queueing_is_queued_again_and_sent_once(
     client, tenant, services, harness: Harness, receiver
 ) -> None:

@@ -10,14 +10,17 @@ counts), and so does a stream batch handed over again after its invocation died 
 attempt log are the record and stay exact, so the counters can be recounted from them:
 
 - ``recount_event``: the deliveries of the event to its tenant's subscriptions (every tenant's for a
-  broadcast), read by their ids, give ``succeeded`` and ``failed``; ``matched`` is raised to the number
-  found, never lowered (deliveries still queued are not found yet).
+  broadcast) and to those its item names (``delivered_to``, deleted since or not), read by their ids, give
+  ``succeeded`` and ``failed``; ``matched`` is raised to the number found, never lowered (deliveries still
+  queued are not found yet). An event that names its subscriptions reads their deliveries for its counts
+  already (``storage.events``): a recount finds them as they are, and changes what is counted beside them.
 - ``recount_subscription``: the subscription's deliveries and their attempts give its stats' ``attempts``,
   ``succeeded`` and ``failed``.
 
 Run them once the work is done (nothing queued for that event or subscription, and the stream's window
 past): a recount while deliveries settle races with the worker's own batch writes and the stream's.
-Deliveries to subscriptions deleted since are not found, and their share leaves the event's counts.
+Deliveries to subscriptions deleted since are not found, unless the event names them, and their share leaves
+the event's counts.
 """
 
 from __future__ import annotations
@@ -61,8 +64,9 @@ def recount_event(store: Store, event_id: str) -> dict[str, int]:
     if stored is None:
         return {}
     found: Counter[str] = Counter()
-    for sub in _subscriptions(store, stored.event.tenant_id):
-        delivery = store.deliveries.get(sub.id, stored.delivery_id(sub.id), event_id=event_id)
+    current = (sub.id for sub in _subscriptions(store, stored.event.tenant_id))
+    for sub_id in dict.fromkeys([*current, *sorted(stored.delivered_to)]):
+        delivery = store.deliveries.get(sub_id, stored.delivery_id(sub_id), event_id=event_id)
         if delivery is not None and delivery.event_id == event_id:
             found[delivery.status.value] += 1
             found["matched"] += 1

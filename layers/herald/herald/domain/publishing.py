@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,13 @@ from pydantic import ValidationError
 
 from herald import ids
 from herald.catalog import PING_EVENT_TYPE, catalog
-from herald.errors import HeraldError, InvalidInputError, PayloadTooLargeError, UnknownEventTypeError
+from herald.errors import (
+    HeraldError,
+    InvalidInputError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    UnknownEventTypeError,
+)
 from herald.messages import DeliveryMessage, FanoutMessage, pack
 from herald.records import WILDCARD, Event, Trigger, utcnow
 from herald.routing import matching
@@ -37,6 +44,9 @@ if TYPE_CHECKING:
     from herald.schemas import EventIn
     from herald.services import Services
     from herald.storage import Route, StoredEvent
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -276,7 +286,13 @@ class _Routed:
             return cls(None)
         key = (event.tenant_id, event.type)
         if key not in routes:
-            routes[key] = _direct_routes(services, *key)
+            try:
+                routes[key] = _direct_routes(services, *key)
+            except ServiceUnavailableError:
+                # DynamoDB refused after botocore's retries: the event takes a fan-out message, whose worker
+                # reads the routes when DynamoDB answers again (the publish is not refused for them).
+                logger.warning("routes not read; a fan-out message finds them", extra={"tenant_id": key[0]})
+                routes[key] = None
         routed = routes[key]
         if routed is None:
             return cls(None)

@@ -292,9 +292,8 @@ class EventRepository:
         read strongly: one BatchGetItem. A delivery not written yet is pending (its first attempt is to come)."""
         event_id = stored.event.id
         wanted = [delivery_key(sub_id, stored.delivery_id(sub_id), event_id) for sub_id in sorted(stored.delivered_to)]
-        return Counter(
-            DeliveryStatus(item["status"]) for item in self._table.batch_get(wanted) if item.get("event_id") == event_id
-        )
+        found = [item for item in self._table.batch_get(wanted) if item.get("event_id") == event_id]
+        return Counter(DeliveryStatus(item["status"]) for item in found if item.get("status") in _STATUSES)
 
     def mark_enqueued(self, event_id: str, *, expires_at: int) -> None:
         """Note that the event's fan-out is queued (a retried publish then queues nothing more)."""
@@ -454,6 +453,9 @@ class EventRepository:
                 self._table.call("delete_item", Key=to_item(key))
             raise
         return True
+
+
+_STATUSES = frozenset(status.value for status in DeliveryStatus)
 
 
 def _wrote(counts: Mapping[str, Any], token: str) -> bool:

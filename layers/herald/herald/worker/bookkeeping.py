@@ -3,7 +3,8 @@ metrics and operational events, written once per batch rather than once per atte
 
 An event's ``succeeded`` / ``failed`` counters are not written per delivery: the worker adds up the changes
 of the deliveries a batch settles, per event, and writes each event's sum once when the batch is done, on a
-small counts item beside the event. The attempts a batch makes to a subscription are counted in its stats
+small counts item beside the event; a delivery to a subscription its event names is not counted at all (its
+state is read with the event: ``storage.events``). The attempts a batch makes to a subscription are counted in its stats
 and failure streak when the batch is done, in the order they finished, with one write per subscription, but
 for first attempts that succeeded: the table's stream counts those (``herald.worker.streamed``), and a
 subscription whose attempts in the batch are all such, with no failure streak to end, is not written at all
