@@ -30,7 +30,15 @@ def _losing(services: Services, spec: str) -> tuple[str, FaultInjector]:
 
 
 @pytest.mark.parametrize("spec", ["dynamodb:lost@send=1", "sqs:lost@send=1"])
-@pytest.mark.parametrize("settings_overrides", [{"failing_after_failures": 5}])
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        # publishing queues the deliveries, and each event, naming its two subscriptions, is counted from them
+        pytest.param({"failing_after_failures": 5}, id="direct"),
+        # a fan-out message queues them, and the worker counts each event as they settle (its counts write)
+        pytest.param({"failing_after_failures": 5, "direct_fanout_max": 0}, id="fanout_message"),
+    ],
+)
 def test_with_every_answer_lost_once_each_attempt_is_counted_and_sent_once(
     client: TestClient,
     tenant: TenantInfo,
