@@ -161,6 +161,36 @@ def test_a_publish_whose_routes_cannot_be_read_takes_a_fanout_message_and_is_del
     }
 
 
+def test_a_publish_whose_routes_and_mark_were_refused_is_retried_and_counted_once(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions, and DynamoDB refusing (after botocore's retries) the publish's read of its routes
+    # (a fan-out message is queued in place of its deliveries), then its mark of the event as queued
+    subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)}
+    install(services.store.client, "dynamodb.Query:throttle@call=calls:1, dynamodb.UpdateItem:throttle@call=calls:1")
+    # WHEN the publish fails, and the publisher retries it once DynamoDB answers (the routes read now)
+    failed = _publish(client, tenant.id, id="inv-1004-paid")
+    assert failed.status_code == 503, failed.text
+    retried = _publish(client, tenant.id, id="inv-1004-paid")
+    assert retried.status_code == 202, retried.text
+    assert retried.headers["idempotent-replayed"] == "true"
+    # THEN the retry took a fan-out message too: two are queued, no delivery of the event's
+    assert _queued(harness) == {"fanout": 2}
+    # AND once the worker has run, each subscriber received it once, signed, and it is counted once
+    harness.drain()
+    assert sorted(got.path for got in receiver.received) == sorted(subs)
+    for got in receiver.received:
+        verify(subs[got.path].secret, got)
+    assert event_counts(client, "inv-1004-paid") == {
+        "matched": 2,
+        "filtered": 0,
+        "pending": 0,
+        "succeeded": 2,
+        "failed": 0,
+        "fanout_complete": True,
+    }
+
+
 def test_a_publish_that_failed_after_queueing_is_queued_again_and_sent_once(
     client, tenant, services, harness: Harness, receiver
 ) -> None:
@@ -175,10 +205,10 @@ def test_a_publish_that_failed_after_queueing_is_queued_again_and_sent_once(
     assert failed.headers["retry-after"]
     retried = _publish(client, tenant.id, id="inv-1002-paid")
     assert retried.status_code == 202, retried.text
-    # THEN the deliveries were queued twice (the same delivery ids), but counted once
-    assert _queued(harness) == {"delivery": 4}
-    assert event_counts(client, "inv-1002-paid")["matched"] == 2
-    # AND each subscriber receives the event once: the second copy of each delivery finds it done
+    # THEN the first try's deliveries are queued, and the retry's fan-out message (an event an earlier try stored
+    # and did not mark takes one, whatever that try queued), which queues them again under the same ids
+    assert _queued(harness) == {"delivery": 2, "fanout": 1}
+    # AND each subscriber receives the event once: the second copy of each delivery finds it done; counted once
     harness.drain()
     assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
     assert event_counts(client, "inv-1002-paid") == {
@@ -380,8 +410,9 @@ def test_a_batch_that_failed_after_queueing_is_queued_again_and_each_delivery_se
     retried = client.post("/v1/events/batch", json=batch, headers=ADMIN)
     assert retried.status_code == 200, retried.text
     assert [(item["status"], item["replayed"]) for item in retried.json()["data"]] == [(202, True)] * 2
-    # THEN each event's deliveries were queued twice (the same delivery ids) but counted once
-    assert _queued(harness) == {"delivery": 8}
+    # THEN each event's deliveries were queued by the first try, and each event's fan-out message by the retry
+    # (an event an earlier try stored and did not mark takes one), which queues them again under the same ids
+    assert _queued(harness) == {"delivery": 4, "fanout": 2}
     # AND each subscriber receives each event once, signed: the second copy of each delivery finds it done
     harness.drain()
     assert Counter(got.path for got in receiver.received) == {"/webhook?n=0": 2, "/webhook?n=1": 2}

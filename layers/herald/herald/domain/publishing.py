@@ -167,7 +167,8 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
 def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Published:
     """The one way an event enters the system: store it once (by id and idempotency key), then queue
     its fan-out and mark it queued. A repeat of an event that was stored but never queued (the first
-    call failed in between) queues it now; one already queued is left alone."""
+    call failed in between) queues it now, through a fan-out message (``_Routed.again``); one already queued
+    is left alone."""
     expires_at = event_expiry(services, event.created_at)
     routed = _Routed.of(services, event, routes={})
     try:
@@ -178,7 +179,7 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
         earlier = exists.stored
         if earlier.enqueued:
             return Published(earlier, replayed=True, queued=False)
-        _enqueue(services, earlier, routed)
+        _enqueue(services, earlier, _Routed.again())
         return Published(earlier, replayed=True, queued=True)
     _enqueue(services, stored, routed)
     return Published(stored, replayed=False, queued=True)
@@ -217,17 +218,19 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     created = services.store.events.create_many([event for _, event, _ in new])
     to_queue: list[tuple[StoredEvent, _Routed]] = []
     queued_ids: set[str] = set()
-    for (position, _, routed), outcome in zip(new, created, strict=True):
+    for (position, _, this_try), outcome in zip(new, created, strict=True):
         if isinstance(outcome, EventExistsError):
             earlier = outcome.stored
             queue = not earlier.enqueued and earlier.event.id not in queued_ids  # not already by this batch
             results[position] = Published(earlier, replayed=True, queued=queue)
+            routed = _Routed.again()  # stored by an earlier try
         elif isinstance(outcome, HeraldError):
             results[position] = outcome
             continue
         else:
             earlier, queue = outcome, outcome.event.id not in queued_ids
             results[position] = Published(outcome, replayed=not queue, queued=queue)
+            routed = this_try
         if queue:
             to_queue.append((earlier, routed))
             queued_ids.add(earlier.event.id)
@@ -291,13 +294,26 @@ class _Routed:
             except ServiceUnavailableError:
                 # DynamoDB refused after botocore's retries: the event takes a fan-out message, whose worker
                 # reads the routes when DynamoDB answers again (the publish is not refused for them).
-                logger.warning("routes not read; a fan-out message finds them", extra={"tenant_id": key[0]})
+                logger.warning(
+                    "routes not read; a fan-out message finds them",
+                    extra={"tenant_id": key[0], "event_type": key[1], "event_id": event.id},
+                    exc_info=True,
+                )
                 routes[key] = None
         routed = routes[key]
         if routed is None:
             return cls(None)
         sub_ids, filtered = _matched(event, routed)
         return cls(sub_ids, filtered)
+
+    @classmethod
+    def again(cls) -> _Routed:
+        """The routing of an event stored by an earlier try and not marked queued: a fan-out message, whatever
+        that try chose. Had it counted a fan-out message's pages (its mark failed after), a direct fan-out now
+        would count the event's deliveries a second time; its pages, run again, are counted once (their
+        markers), and a direct fan-out's count is one write with its mark, so it never counted. The deliveries
+        either try queued have the same ids: the second copy of each finds it done."""
+        return cls(None)
 
     @property
     def delivered_to(self) -> list[str]:

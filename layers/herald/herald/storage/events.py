@@ -55,6 +55,8 @@ DELIVERED_TO = "delivered_to"
 #: The most subscriptions an event names in ``delivered_to``: their ids keep its item's growth under 400 bytes,
 #: and reading the event reads at most this many deliveries. The default ``direct_fanout_max``.
 COUNTED_FROM_DELIVERIES_MAX = 10
+#: The states a delivery item can hold (one without a known state is read as pending, and logged).
+_STATUSES = frozenset(status.value for status in DeliveryStatus)
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,11 @@ class EventRepository:
         event_id = stored.event.id
         wanted = [delivery_key(sub_id, stored.delivery_id(sub_id), event_id) for sub_id in sorted(stored.delivered_to)]
         found = [item for item in self._table.batch_get(wanted) if item.get("event_id") == event_id]
+        unknown = [item["sk"] for item in found if item.get("status") not in _STATUSES]
+        if unknown:
+            logger.warning(
+                "deliveries of an unknown status read as pending", extra={"event_id": event_id, "sk": unknown}
+            )
         return Counter(DeliveryStatus(item["status"]) for item in found if item.get("status") in _STATUSES)
 
     def mark_enqueued(self, event_id: str, *, expires_at: int) -> None:
@@ -453,9 +460,6 @@ class EventRepository:
                 self._table.call("delete_item", Key=to_item(key))
             raise
         return True
-
-
-_STATUSES = frozenset(status.value for status in DeliveryStatus)
 
 
 def _wrote(counts: Mapping[str, Any], token: str) -> bool:
