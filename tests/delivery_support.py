@@ -98,6 +98,19 @@ def event_counts(client: TestClient, event_id: str) -> dict[str, Any]:
     return dict(response.json()["deliveries"])
 
 
+def fanned_out_counts(matched: int, *, succeeded: int = 0, failed: int = 0) -> dict[str, Any]:
+    """An event's delivery counts (``event_counts``) once its fan-out is done and none was filtered: ``matched``
+    deliveries, of which ``succeeded`` and ``failed`` settled and the rest pending."""
+    return {
+        "matched": matched,
+        "filtered": 0,
+        "pending": matched - succeeded - failed,
+        "succeeded": succeeded,
+        "failed": failed,
+        "fanout_complete": True,
+    }
+
+
 def deliveries(client: TestClient, tenant: TenantInfo, sub_id: str, **params: Any) -> list[dict[str, Any]]:
     response = client.get(f"/v1/subscriptions/{sub_id}/deliveries", params=params, headers=tenant.headers)
     assert response.status_code == 200, response.text

@@ -44,6 +44,7 @@ from tests.delivery_support import (
     delivery_id_of,
     delivery_label_of,
     event_counts,
+    fanned_out_counts,
     publish,
     step,
     subscribe,
@@ -57,14 +58,7 @@ tenant_a = isolation.tenant_a
 
 SUBSCRIPTIONS = 8
 EVENTS = 25
-ALL_DELIVERED = {
-    "matched": SUBSCRIPTIONS,
-    "filtered": 0,
-    "pending": 0,
-    "succeeded": SUBSCRIPTIONS,
-    "failed": 0,
-    "fanout_complete": True,
-}
+ALL_DELIVERED = fanned_out_counts(SUBSCRIPTIONS, succeeded=SUBSCRIPTIONS)
 
 
 def _setup(http: httpx.Client, receiver: Receiver) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
@@ -190,14 +184,7 @@ def test_a_fanout_page_whose_count_failed_is_counted_when_its_message_comes_back
     step(harness, clock, 400)
     # THEN both deliveries arrived once and the page is counted: the event's counts are complete
     assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
-    assert event_counts(client, event_id) == {
-        "matched": 2,
-        "filtered": 0,
-        "pending": 0,
-        "succeeded": 2,
-        "failed": 0,
-        "fanout_complete": True,
-    }
+    assert event_counts(client, event_id) == fanned_out_counts(2, succeeded=2)
 
 
 # --- the API while storage misbehaves: 503 with Retry-After, never a 500 -----------------------------------------
@@ -324,14 +311,7 @@ def test_counters_a_lost_batch_write_left_short_are_recounted_from_the_records(
         for sub in subs:
             assert recount_subscription(services.store, sub.id) == {"attempts": 1, "succeeded": 1, "failed": 0}
         # THEN the counters are the records' again, and a second recount changes nothing
-        assert event_counts(client, event_id) == {
-            "matched": len(subs),
-            "filtered": 0,
-            "pending": 0,
-            "succeeded": len(subs),
-            "failed": 0,
-            "fanout_complete": True,
-        }
+        assert event_counts(client, event_id) == fanned_out_counts(len(subs), succeeded=len(subs))
         assert recount_event(services.store, event_id) == {}
         stats = client.get(f"/v1/subscriptions/{subs[0].id}/stats", headers=tenant.headers).json()
         assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (1, 1, 0)
@@ -349,14 +329,7 @@ def test_an_event_counted_from_its_deliveries_needs_no_recount_when_the_batch_wr
     with faults.suspended():
         # THEN both arrived, and the event's counts are exact without a recount (read from the deliveries)
         assert len(receiver.received) == len(subs)
-        assert event_counts(client, event_id) == {
-            "matched": 2,
-            "filtered": 0,
-            "pending": 0,
-            "succeeded": 2,
-            "failed": 0,
-            "fanout_complete": True,
-        }
+        assert event_counts(client, event_id) == fanned_out_counts(2, succeeded=2)
         assert recount_event(services.store, event_id) == {}
 
 
@@ -439,14 +412,7 @@ def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server
             assert delivery is not None
             assert delivery.status.value == "succeeded"
         recount_event(services.store, event_id)
-        assert event_counts(client, event_id) == {
-            "matched": 8,
-            "filtered": 0,
-            "pending": 0,
-            "succeeded": 8,
-            "failed": 0,
-            "fanout_complete": True,
-        }
+        assert event_counts(client, event_id) == fanned_out_counts(8, succeeded=8)
         assert _queue_empty(sqs, resources.dead_letter_queue_url)
 
 

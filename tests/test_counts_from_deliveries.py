@@ -10,7 +10,7 @@ import pytest
 
 from herald.repair import recount_event
 from herald.storage.events import COUNTED_FROM_DELIVERIES_MAX
-from tests.delivery_support import Harness, event_counts, publish, subscribe, verify
+from tests.delivery_support import Harness, event_counts, fanned_out_counts, publish, subscribe, verify
 from tests.support import ADMIN, INVOICE, Receiver, TenantInfo
 
 
@@ -28,18 +28,6 @@ class CountWrites:
             self.events.append(key["pk"]["S"].removeprefix("EVENT#"))
 
 
-def _counts(matched: int, *, succeeded: int = 0, failed: int = 0) -> dict[str, Any]:
-    pending = matched - succeeded - failed
-    return {
-        "matched": matched,
-        "pending": pending,
-        "succeeded": succeeded,
-        "failed": failed,
-        "filtered": 0,
-        "fanout_complete": True,
-    }
-
-
 def test_an_event_to_one_subscriber_is_counted_from_its_delivery_with_no_write_as_it_settles(
     client, tenant: TenantInfo, harness: Harness, receiver: Receiver
 ) -> None:
@@ -51,13 +39,13 @@ def test_an_event_to_one_subscriber_is_counted_from_its_delivery_with_no_write_a
     stored = harness.services.store.events.get(event_id)
     assert stored is not None
     assert stored.delivered_to == {sub.id}
-    assert event_counts(client, event_id) == _counts(1)
+    assert event_counts(client, event_id) == fanned_out_counts(1)
     # WHEN the worker delivers it
     harness.drain()
     # THEN it arrived, signed, and the event counts it as succeeded: read from the delivery, not written
     (got,) = receiver.received
     verify(sub.secret, got)
-    assert event_counts(client, event_id) == _counts(1, succeeded=1)
+    assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
     assert writes.events == []
 
 
@@ -76,7 +64,7 @@ def test_a_delivery_waiting_for_its_retry_is_pending_and_one_that_failed_for_goo
     harness.drain()
     # THEN each was attempted once, and the event says one pending and one failed, with no count written
     assert (len(retried.received), len(gone.received)) == (1, 1)
-    assert event_counts(client, event_id) == _counts(2, failed=1)
+    assert event_counts(client, event_id) == fanned_out_counts(2, failed=1)
     assert writes.events == []
 
 
@@ -100,7 +88,7 @@ def test_a_batch_of_events_to_one_subscriber_each_writes_no_counts_as_they_settl
     for got in receiver.received:
         verify(sub.secret, got)
     for event_id in event_ids:
-        assert event_counts(client, event_id) == _counts(1, succeeded=1)
+        assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
     assert writes.events == []
 
 
@@ -116,10 +104,10 @@ def test_a_subscription_deleted_after_its_delivery_is_still_counted_and_recounte
     # WHEN one of the subscriptions is deleted
     assert client.delete(f"/v1/subscriptions/{deleted.id}", headers=tenant.headers).status_code == 204
     # THEN the event still counts both deliveries, as it did (a delivery outlives its subscription)
-    assert event_counts(client, event_id) == _counts(2, succeeded=2)
+    assert event_counts(client, event_id) == fanned_out_counts(2, succeeded=2)
     # AND a recount from the records finds both too, and changes nothing
     assert recount_event(harness.services.store, event_id) == {}
-    assert event_counts(client, event_id) == _counts(2, succeeded=2)
+    assert event_counts(client, event_id) == fanned_out_counts(2, succeeded=2)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": COUNTED_FROM_DELIVERIES_MAX + 5}])
@@ -142,6 +130,6 @@ def test_an_event_with_more_subscribers_than_it_names_counts_its_deliveries_as_t
     assert len(receiver.received) == len(subs)
     for got in receiver.received:
         verify(subs[got.path].secret, got)
-    assert event_counts(client, event_id) == _counts(len(subs), succeeded=len(subs))
+    assert event_counts(client, event_id) == fanned_out_counts(len(subs), succeeded=len(subs))
     assert writes.events
     assert set(writes.events) == {event_id}
