@@ -118,7 +118,7 @@ def test_only_the_operator_publishes_batches(client: Any, tenant: TenantInfo) ->
     assert_error(client.post("/v1/events/batch", json=body), 401)
 
 
-def test_a_batch_stores_and_marks_its_new_events_25_to_a_call_and_an_expired_id_anew(
+def test_a_batch_stores_its_new_events_counted_25_to_a_call_and_an_expired_id_anew(
     client: Any, tenant: TenantInfo, services: Any, harness: Any, receiver: Receiver
 ) -> None:
     # GIVEN a subscription, and an event published long ago whose retention is over, its item not yet removed by
@@ -137,20 +137,23 @@ def test_a_batch_stores_and_marks_its_new_events_25_to_a_call_and_an_expired_id_
     assert response.status_code == 200, response.text
     assert [(item["status"], item["replayed"]) for item in response.json()["data"]] == [(202, False)] * 60
     # AND the events were written by three batches of INSERTs (25, 25 and 10 statements: the expired id's among them,
-    # refused) and one PutItem: the expired id's, which replaces the expired event; then marked queued, with their
-    # counts, by three more
+    # refused) and one PutItem: the expired id's, which replaces the expired event. Each item holds its one direct
+    # page's counts from the start, and names its subscription: no write marks them queued
     inserted = [
         [found[1] for found in map(inserted_item, call.params["Statements"]) if found is not None]
         for call in writes.of("BatchExecuteStatement")
     ]
-    assert [len(items) for items in inserted] == [25, 25, 10, 25, 25, 10]
+    assert [len(items) for items in inserted] == [25, 25, 10]
     keyed = [(item["pk"], item["sk"]) for items in inserted for item in items]
-    assert keyed[:60] == [tuple(to_item(keys.event(event["id"])).values()) for event in batch]
-    assert keyed[60:] == [tuple(to_item(keys.event_counts(event["id"])).values()) for event in batch]
-    assert {(item["enqueued"]["BOOL"], item["matched"]["N"]) for items in inserted[3:] for item in items} == {
-        (True, "1")
+    assert keyed == [tuple(to_item(keys.event(event["id"])).values()) for event in batch]
+    (put,) = [call.params["Item"] for call in writes.of("PutItem")]
+    assert put["pk"] == to_item(keys.event("inv-0-paid"))["pk"]
+    starts = {
+        (item["matched"]["N"], item["fanout_open"]["N"], item["counted_when_stored"]["BOOL"], item["enqueued"]["BOOL"])
+        for item in [*(item for items in inserted for item in items), put]
     }
-    assert [call.params["Item"]["pk"] for call in writes.of("PutItem")] == [to_item(keys.event("inv-0-paid"))["pk"]]
+    assert starts == {("1", "0", True, False)}
+    assert {item["delivered_to"]["L"][0]["S"] for items in inserted for item in items} == {sub.id}
     assert writes.of("TransactWriteItems") == []
     assert writes.of("UpdateItem") == []
     writes.close()

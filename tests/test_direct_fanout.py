@@ -1,7 +1,8 @@
 """Publishing's direct fan-out: an event with few routes (``direct_fanout_max``) has its delivery messages queued
 by the publish call itself, one queue hop from its subscribers; more routes, and broadcasts, go through a fan-out
-message. Counted once, queued again by a retried publish (never sent twice), bounded whatever the subscribers; a
-batch publish takes the same paths, event by event.
+message. Counted once, when stored; a retried publish queues again only the deliveries not written yet, held
+until a minute after the first try (never sent twice); bounded whatever the subscribers; a batch publish takes
+the same paths, event by event.
 Deliveries go over real HTTP and are verified with ``standardwebhooks``.
 """
 
@@ -25,7 +26,7 @@ from tests.delivery_support import (
     subscribe,
     verify,
 )
-from tests.support import ADMIN, INVOICE
+from tests.support import ADMIN, INVOICE, ORDER
 
 pytestmark = pytest.mark.e2e
 
@@ -117,20 +118,39 @@ def test_a_broadcast_goes_through_fanout_messages(client, tenant, harness: Harne
     assert len(receiver.received) == 1
 
 
-def test_a_retried_publish_queues_nothing_more(client, tenant, harness: Harness, receiver) -> None:
-    # GIVEN two subscriptions and an event published with an id
+def test_a_retried_publish_queues_again_only_what_is_not_written_held_back_and_sends_once(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions and an event published with an id, its deliveries not worked yet
     for n in range(2):
         subscribe(client, tenant, f"{receiver.url}?n={n}")
     first = _publish(client, tenant.id, id="inv-1001-paid")
+    sends = CallRecorder(services.queue.client, ["SendMessageBatch"])
     # WHEN the publisher sends it again
     again = _publish(client, tenant.id, id="inv-1001-paid")
-    # THEN the original is answered, its two deliveries were queued once and counted once
+    # THEN the original is answered, counted once
     assert (first.status_code, again.status_code) == (202, 202)
     assert again.headers["idempotent-replayed"] == "true"
-    assert _queued(harness) == {"delivery": 2}
     assert event_counts(client, "inv-1001-paid")["matched"] == 2
+    # AND its two deliveries, not written yet, are queued again, in one message held back until a minute after the
+    # first try: the first try's copies are the ones to be worked now
+    ((delay,),) = [{entry["DelaySeconds"] for entry in call.params["Entries"]} for call in sends.of("SendMessageBatch")]
+    assert 50 <= delay <= 60
+    assert _queued(harness) == {"delivery": 2}
+    assert harness.delayed() == 1
+    # WHEN the worker runs, then the held copies come out
     harness.drain()
+    assert harness.reveal() >= 1
+    harness.drain()
+    # THEN each subscriber received it once: the second copy of each delivery found it written
     assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
+    assert event_counts(client, "inv-1001-paid") == fanned_out_counts(2, succeeded=2)
+    # WHEN the publisher sends it once more, its deliveries written
+    assert _publish(client, tenant.id, id="inv-1001-paid").headers["idempotent-replayed"] == "true"
+    # THEN nothing is queued
+    assert len(sends.of("SendMessageBatch")) == 1
+    assert (_queued(harness), harness.delayed()) == (Counter(), 0)
+    sends.close()
 
 
 def test_a_publish_whose_routes_cannot_be_read_takes_a_fanout_message_and_is_delivered_once(
@@ -178,50 +198,60 @@ def test_a_publish_whose_routes_and_mark_were_refused_is_retried_and_counted_onc
     assert event_counts(client, "inv-1004-paid") == fanned_out_counts(2, succeeded=2)
 
 
-def test_a_publish_that_failed_after_queueing_is_queued_again_and_sent_once(
+def test_a_publish_whose_deliveries_were_not_queued_is_queued_by_its_retry_and_sent_once(
     client, tenant, services, harness: Harness, receiver
 ) -> None:
-    # GIVEN two subscriptions, and DynamoDB refusing (after botocore's retries) the publish's count of its
-    # deliveries, after they were queued
+    # GIVEN two subscriptions, and SQS refusing (after botocore's retries) the publish's send of its deliveries,
+    # after the event was stored
     for n in range(2):
         subscribe(client, tenant, f"{receiver.url}?n={n}")
-    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    install(services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
     # WHEN the publish fails, and the publisher retries it
     failed = _publish(client, tenant.id, id="inv-1002-paid")
     assert failed.status_code == 503, failed.text
     assert failed.headers["retry-after"]
+    assert (_queued(harness), harness.delayed()) == (Counter(), 0)
     retried = _publish(client, tenant.id, id="inv-1002-paid")
     assert retried.status_code == 202, retried.text
-    # THEN the first try's deliveries are queued, and the retry's fan-out message (an event an earlier try stored
-    # and did not mark takes one, whatever that try queued), which queues them again under the same ids
-    assert _queued(harness) == {"delivery": 2, "fanout": 1}
-    # AND each subscriber receives the event once: the second copy of each delivery finds it done; counted once
+    assert retried.headers["idempotent-replayed"] == "true"
+    # THEN the retry queued the event's two deliveries (none written: none was queued), held back until a minute
+    # after the first try
+    assert (_queued(harness), harness.delayed()) == (Counter(), 1)
+    # AND once they come out, each subscriber receives the event once, signed; counted once
+    harness.reveal()
     harness.drain()
     assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
     assert event_counts(client, "inv-1002-paid") == fanned_out_counts(2, succeeded=2)
 
 
-def test_the_direct_count_and_the_queued_mark_are_one_write_made_once(
-    client, tenant, services, harness: Harness, receiver
-) -> None:
+def test_a_direct_event_is_one_write_counted_when_stored(client, tenant, services, harness: Harness, receiver) -> None:
     # GIVEN two subscriptions
     for n in range(2):
         subscribe(client, tenant, f"{receiver.url}?n={n}")
-    # WHEN an event is published
+    # WHEN an event is published, and an event of a type no subscription takes
     recorder = CallRecorder(services.store.client, sorted(_WRITES))
     assert _publish(client, tenant.id, id="inv-1003-paid").status_code == 202
-    # THEN publishing wrote the event, then its counts and its queued mark in one update (no page marker item)
-    writes = recorder.calls
+    nobody = {"type": "order.shipped", "data": ORDER, "tenant_id": tenant.id, "id": "ord-1004-shipped"}
+    assert client.post("/v1/events", json=nobody, headers=ADMIN).status_code == 202
+    # THEN publishing wrote each event once, its counts in its item (no counts item, no queued mark)
+    writes = [call for call in recorder.calls if call.params.get("Item", {}).get("sk", {}).get("S") == "#EVENT"]
+    assert [(call.operation, call.params["Item"]["pk"]["S"]) for call in writes] == [
+        ("PutItem", "EVENT#inv-1003-paid"),
+        ("PutItem", "EVENT#ord-1004-shipped"),
+    ]
+    assert not [call for call in recorder.calls if "#COUNTS" in str(call.params)]
+    assert event_counts(client, "inv-1003-paid") == fanned_out_counts(2)
+    assert event_counts(client, "ord-1004-shipped") == fanned_out_counts(0)
+    # AND the event no subscription takes is stored queued: its repeat queues nothing, and writes nothing (but its
+    # own try to create the event, refused)
     recorder.close()
-    assert [call.operation for call in writes] == ["PutItem", "UpdateItem"]
-    assert writes[1].params["Key"]["sk"]["S"] == "#COUNTS"
-    # WHEN a concurrent try of the same publish, which read the event before it was marked, counts it again
-    counted = services.store.events.count_direct_fanout(
-        "inv-1003-paid", expires_at=int(time.time()) + 3600, matched=2, fanout_open=-1
-    )
-    # THEN nothing is counted twice
-    assert counted is False
-    assert event_counts(client, "inv-1003-paid")["matched"] == 2
+    recorder = CallRecorder(services.store.client, sorted(_WRITES))
+    sends = CallRecorder(services.queue.client, ["SendMessage", "SendMessageBatch"])
+    again = client.post("/v1/events", json=nobody, headers=ADMIN)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert ([call.operation for call in recorder.calls], sends.calls) == (["PutItem"], [])
+    recorder.close()
+    sends.close()
     # AND an event whose direct page an earlier version counted (a page marker item, then the counts with the event
     # marked queued) is not counted again either
     expires_at = int(time.time()) + 3600
@@ -372,12 +402,48 @@ def test_an_id_given_twice_in_one_batch_is_published_and_queued_once(
     assert event_counts(client, "inv-3001-paid")["matched"] == 2
 
 
-def test_a_batch_that_failed_after_queueing_is_queued_again_and_each_delivery_sent_once(
+def _each_sent_once(client, receiver, subs, event_ids) -> None:
+    """Each subscriber received each event once, signed, and each event is counted once."""
+    assert Counter((got.path, got.headers["webhook-id"]) for got in receiver.received) == {
+        (f"/webhook?n={n}", event_id): 1 for n in range(len(subs)) for event_id in event_ids
+    }
+    for got in receiver.received:
+        verify(subs[int(got.path.rsplit("=", 1)[1])].secret, got)
+    for event_id in event_ids:
+        assert event_counts(client, event_id) == fanned_out_counts(len(subs), succeeded=len(subs))
+
+
+def test_a_batch_whose_deliveries_were_not_queued_is_queued_by_its_retry_and_each_delivery_sent_once(
     client, tenant, services, harness: Harness, receiver
 ) -> None:
-    # GIVEN two subscriptions, and DynamoDB refusing (after botocore's retries) the batch's counts of its events'
-    # deliveries, after the batch's messages were queued: the call that writes them together (its second batch of
-    # INSERTs, after the events'), then the first that writes one alone
+    # GIVEN two subscriptions, and SQS refusing (after botocore's retries) the batch's send of its deliveries, after
+    # its events were stored
+    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
+    batch = {"events": [_invoice(tenant.id, id="inv-2001-paid"), _invoice(tenant.id, id="inv-2002-paid")]}
+    install(services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    # WHEN the batch fails, and the publisher sends it again
+    failed = client.post("/v1/events/batch", json=batch, headers=ADMIN)
+    assert failed.status_code == 503, failed.text
+    retried = client.post("/v1/events/batch", json=batch, headers=ADMIN)
+    assert retried.status_code == 200, retried.text
+    assert [(item["status"], item["replayed"]) for item in retried.json()["data"]] == [(202, True)] * 2
+    # THEN the retry queued both events' deliveries (none written), packed in one message held back until a minute
+    # after the first try
+    assert (_queued(harness), harness.delayed()) == (Counter(), 1)
+    # AND once it comes out, each subscriber receives each event once, signed, each counted once
+    harness.reveal()
+    harness.drain()
+    _each_sent_once(client, receiver, subs, ["inv-2001-paid", "inv-2002-paid"])
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 1}])
+def test_a_batch_of_fanouts_that_failed_after_queueing_is_queued_again_and_each_delivery_sent_once(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions (more than the direct path takes: each event goes through a fan-out message), and
+    # DynamoDB refusing (after botocore's retries) the batch's marks of its events as queued, after the batch's
+    # messages were queued: the call that writes them together (its second batch of INSERTs, after the events'),
+    # then the first that writes one alone
     subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
     batch = {"events": [_invoice(tenant.id, id="inv-2001-paid"), _invoice(tenant.id, id="inv-2002-paid")]}
     install(
@@ -390,17 +456,10 @@ def test_a_batch_that_failed_after_queueing_is_queued_again_and_each_delivery_se
     retried = client.post("/v1/events/batch", json=batch, headers=ADMIN)
     assert retried.status_code == 200, retried.text
     assert [(item["status"], item["replayed"]) for item in retried.json()["data"]] == [(202, True)] * 2
-    # THEN each event's deliveries were queued by the first try, and each event's fan-out message by the retry
-    # (an event an earlier try stored and did not mark takes one), which queues them again under the same ids
-    assert _queued(harness) == {"delivery": 4, "fanout": 2}
-    # AND each subscriber receives each event once, signed: the second copy of each delivery finds it done
+    # THEN each event's fan-out message was queued by the first try, and again by the retry (an event an earlier
+    # try stored and did not mark takes one), which queue its deliveries under the same ids
+    assert _queued(harness) == {"fanout": 4}
+    # AND each subscriber receives each event once, signed: the second copy of each delivery finds it done; each
+    # event counted once (a fan-out page run twice is counted once)
     harness.drain()
-    assert Counter(got.path for got in receiver.received) == {"/webhook?n=0": 2, "/webhook?n=1": 2}
-    assert Counter((got.path, got.headers["webhook-id"]) for got in receiver.received) == {
-        (f"/webhook?n={n}", event_id): 1 for n in range(2) for event_id in ("inv-2001-paid", "inv-2002-paid")
-    }
-    for got in receiver.received:
-        verify(subs[int(got.path.rsplit("=", 1)[1])].secret, got)
-    for event_id in ("inv-2001-paid", "inv-2002-paid"):
-        counts = event_counts(client, event_id)
-        assert (counts["matched"], counts["succeeded"], counts["pending"]) == (2, 2, 0)
+    _each_sent_once(client, receiver, subs, ["inv-2001-paid", "inv-2002-paid"])

@@ -2,12 +2,14 @@
 
 An event with few routes (``direct_fanout_max``) skips the fan-out message: publishing reads its routes (two
 small Queries, one page each) before it stores the event, whose item then names its subscriptions (up to
-``COUNTED_FROM_DELIVERIES_MAX``: their deliveries are read, not counted, for its counters), queues its
-deliveries (up to ten to a message, ``messages.pack``) and counts that one page itself, so the webhook is one
-queue hop from its subscribers. Larger fan-outs, and broadcasts, go
-through a fan-out message, whose worker reads the routes a page at a time: publishing's own work stays bounded
-whatever the subscribers. A batch (``publish_many``) takes the same paths, its events' messages sent together,
-each tenant's routes of a type read once for the batch and its deliveries of several events packed together.
+``COUNTED_FROM_DELIVERIES_MAX``: their deliveries are read, not counted, for its counters) and starts with that
+one page's counts, and queues its deliveries (up to ten to a message, ``messages.pack``), so the webhook is one
+queue hop from its subscribers. Such an event is never marked queued: a repeat of its publish reads which of its
+deliveries are written, and queues the others again (``_requeue``). An event no route takes is stored queued.
+Larger fan-outs, and broadcasts, go through a fan-out message, whose worker reads the routes a page at a time:
+publishing's own work stays bounded whatever the subscribers. A batch (``publish_many``) takes the same paths,
+its events' messages sent together, each tenant's routes of a type read once for the batch and its deliveries of
+several events packed together.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,7 +37,7 @@ from herald.messages import DeliveryMessage, FanoutMessage, pack
 from herald.records import WILDCARD, Event, Trigger, utcnow
 from herald.routing import matching
 from herald.storage import EventExistsError
-from herald.storage.events import COUNTED_FROM_DELIVERIES_MAX, NewEvent
+from herald.storage.events import COUNTED_FROM_DELIVERIES_MAX, COUNTED_WHEN_STORED, NewEvent
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,6 +50,12 @@ if TYPE_CHECKING:
 
 
 logger = logging.getLogger(__name__)
+
+#: How long after an event's publish a delivery queued again by a repeat of the publish (``_requeue``) is held
+#: on the queue before it can be worked: the first try's copy, if it was queued, has been worked by then and its
+#: delivery written (and shown to eventually consistent reads), so the second copy finds it and sends nothing.
+#: Only a repeat within this time of the first try waits (the rest of it); the first try's copy is not delayed.
+REQUEUE_AFTER_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -166,19 +175,26 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
 
 def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Published:
     """The one way an event enters the system: store it once (by id and idempotency key), then queue
-    its fan-out and mark it queued. A repeat of an event that was stored but never queued (the first
-    call failed in between) queues it now, through a fan-out message (``_Routed.again``); one already queued
-    is left alone."""
+    its fan-out and mark it queued (an event counted when stored needs no mark). A repeat of an event that was
+    stored but never marked (the first call failed in between) queues it now: the deliveries not written yet of
+    one counted when stored (``_requeue``), any other through a fan-out message (``_Routed.again``); one marked
+    queued is left alone."""
     expires_at = event_expiry(services, event.created_at)
     routed = _Routed.of(services, event, routes={})
     try:
         stored = services.store.events.create(
-            event, fingerprint=fingerprint, expires_at=expires_at, delivered_to=routed.delivered_to
+            event,
+            fingerprint=fingerprint,
+            expires_at=expires_at,
+            delivered_to=routed.delivered_to,
+            **routed.starting_counts,
         )
     except EventExistsError as exists:
         earlier = exists.stored
         if earlier.enqueued:
             return Published(earlier, replayed=True, queued=False)
+        if earlier.counted_when_stored:
+            return Published(earlier, replayed=True, queued=bool(_requeue(services, [earlier])))
         _enqueue(services, earlier, _Routed.again())
         return Published(earlier, replayed=True, queued=True)
     _enqueue(services, stored, routed)
@@ -192,11 +208,12 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     ``publish`` queues it: an event with few routes has its delivery messages queued here (the direct fan-out;
     the routes of a tenant and type are read once for the batch), any other its fan-out message. The messages of
     the whole batch (each tenant's deliveries packed up to ten to a message, across events) go ten to a
-    SendMessageBatch, then the events are counted and marked queued, 25 to a call
+    SendMessageBatch, then the events not counted when stored are counted and marked queued, 25 to a call
     (one by one where that could not: ``_enqueue_many``). A failure to queue them raises for the whole batch,
     and a retry of it queues what was stored and not marked (items with ids are idempotent; without an id, a
-    retried item is a new event). A delivery queued twice has one id: its second copy finds it done, unless both
-    copies are worked at the same moment (the README's Duplicates row). An id given twice in one batch is
+    retried item is a new event): of an event counted when stored, its deliveries not written yet. A delivery
+    queued twice has one id: its second copy finds it done, unless both copies are worked at the same moment
+    (the README's Duplicates row). An id given twice in one batch is
     queued once, its second copy answered as a replay of the first (or a conflict, with other data)."""
     results: list[Published | HeraldError | None] = []
     new: list[tuple[int, NewEvent, _Routed]] = []  # (position in results, the event to store, where it goes)
@@ -213,16 +230,22 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
             continue
         routed = _Routed.of(services, event, routes)
         expires_at = event_expiry(services, event.created_at)
-        new.append((len(results), NewEvent(event, _fingerprint(body), expires_at, routed.delivered_to), routed))
+        stored_as = NewEvent(event, _fingerprint(body), expires_at, routed.delivered_to, routed.starting_counts)
+        new.append((len(results), stored_as, routed))
         results.append(None)
     created = services.store.events.create_many([event for _, event, _ in new])
     to_queue: list[tuple[StoredEvent, _Routed]] = []
+    to_requeue: dict[str, tuple[int, StoredEvent]] = {}  # by event id: (position in results, the event)
     queued_ids: set[str] = set()
     for (position, _, this_try), outcome in zip(new, created, strict=True):
         if isinstance(outcome, EventExistsError):
             earlier = outcome.stored
             queue = not earlier.enqueued and earlier.event.id not in queued_ids  # not already by this batch
             results[position] = Published(earlier, replayed=True, queued=queue)
+            if queue and earlier.counted_when_stored:  # its deliveries not written yet, queued again below
+                to_requeue[earlier.event.id] = (position, earlier)
+                queued_ids.add(earlier.event.id)
+                continue
             routed = _Routed.again()  # stored by an earlier try
         elif isinstance(outcome, HeraldError):
             results[position] = outcome
@@ -235,6 +258,9 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
             to_queue.append((earlier, routed))
             queued_ids.add(earlier.event.id)
     _enqueue_many(services, to_queue)
+    requeued = _requeue(services, [stored for _, stored in to_requeue.values()])
+    for event_id, (position, stored) in to_requeue.items():
+        results[position] = Published(stored, replayed=True, queued=event_id in requeued)
     return [result for result in results if result is not None]
 
 
@@ -243,10 +269,42 @@ def _enqueue_many(services: Services, to_queue: Sequence[tuple[StoredEvent, _Rou
     together (``EventRepository.mark_new``), one by one where that could not (``_Queueing.mark``)."""
     plans = [_Queueing.of(stored, routed) for stored, routed in to_queue]
     services.queue.send_batch(pack([message for plan in plans for message in plan.messages]))
-    marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts) for plan in plans]
-    for plan, marked in zip(plans, services.store.events.mark_new(marks), strict=True):
+    to_mark = [plan for plan in plans if plan.needs_mark]
+    marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts) for plan in to_mark]
+    for plan, marked in zip(to_mark, services.store.events.mark_new(marks), strict=True):
         if not marked:
             plan.mark(services)
+
+
+def _requeue(services: Services, events: Sequence[StoredEvent]) -> set[str]:
+    """Queue again the deliveries not written yet of events counted when stored (never marked queued), whose
+    publish is repeated: the first try may have stored them and never queued their deliveries (it failed in
+    between), or queued them and they are not worked yet. Each goes under its one id, so a second copy finds
+    its delivery written and sends nothing; to keep the two copies from being worked at the same moment (both
+    would send), a copy is held on the queue (``DelaySeconds``) until ``REQUEUE_AFTER_SECONDS`` after its
+    event's publish. Returns the ids of the events with a delivery queued again."""
+    if not events:
+        return set()
+    unwritten = services.store.events.unwritten_deliveries(events)
+    messages: list[DeliveryMessage | FanoutMessage] = []
+    requeued: set[str] = set()
+    delay = 0.0
+    now = utcnow()
+    for stored in events:
+        sub_ids = unwritten[stored.event.id]
+        if not sub_ids or stored.event.tenant_id is None:
+            continue
+        requeued.add(stored.event.id)
+        messages += [DeliveryMessage.of(stored, stored.event.tenant_id, sub_id) for sub_id in sub_ids]
+        since = (now - stored.event.created_at).total_seconds()
+        delay = max(delay, REQUEUE_AFTER_SECONDS - since)
+    if messages:
+        services.queue.send_batch(pack(messages), delay_seconds=math.ceil(max(0.0, delay)))
+        logger.info(
+            "deliveries not written yet queued again",
+            extra={"event_ids": sorted(requeued), "deliveries": len(messages), "delay_seconds": math.ceil(delay)},
+        )
+    return requeued
 
 
 def event_expiry(services: Services, now: datetime) -> int:
@@ -316,6 +374,21 @@ class _Routed:
         return cls(None)
 
     @property
+    def starting_counts(self) -> dict[str, Any]:
+        """What the event's item starts with when it names its subscriptions (or has none to go to): its one
+        direct page's counts, with no mark to come (``storage.events.COUNTED_WHEN_STORED``); an event that no
+        route takes is stored queued. Else nothing: its counts are written as it is queued or fanned out."""
+        if self.sub_ids is None or len(self.sub_ids) > COUNTED_FROM_DELIVERIES_MAX:
+            return {}
+        return {
+            "matched": len(self.sub_ids),
+            "filtered": self.filtered,
+            "fanout_open": 0,
+            COUNTED_WHEN_STORED: True,
+            "enqueued": not self.sub_ids,
+        }
+
+    @property
     def delivered_to(self) -> list[str]:
         """The subscriptions the event's item names (``storage.events.DELIVERED_TO``): all it goes to, when
         publishing queues them and they are few enough; else none (its counters count its deliveries)."""
@@ -331,7 +404,8 @@ class _Queueing:
     else one fan-out message (then the mark): more routes, or a broadcast.
 
     The messages are sent before the event is marked: a crash in between leaves it unmarked, and the
-    publisher's retry queues them again (the same delivery ids: nothing is sent twice), counted once."""
+    publisher's retry queues them again (the same delivery ids: nothing is sent twice), counted once. An event
+    counted when stored is not marked at all (``needs_mark``)."""
 
     stored: StoredEvent
     messages: list[DeliveryMessage | FanoutMessage]
@@ -351,6 +425,12 @@ class _Queueing:
         return cls(stored, messages, direct=True, matched=len(routed.sub_ids), filtered=routed.filtered)
 
     @property
+    def needs_mark(self) -> bool:
+        """Whether the event is to be marked queued once its messages are sent: not if it was stored counted (or
+        stored queued, with nothing to send)."""
+        return not (self.stored.counted_when_stored or self.stored.enqueued)
+
+    @property
     def counts(self) -> dict[str, int]:
         """What marking the event queued adds to its counters: the direct fan-out's page (its one page closed)."""
         return {"matched": self.matched, "filtered": self.filtered, "fanout_open": -1} if self.direct else {}
@@ -358,6 +438,8 @@ class _Queueing:
     def mark(self, services: Services) -> None:
         """Mark the event queued, once its messages are sent: with the direct fan-out's count, in one write, once
         (a retried publish whose earlier try got this far counts nothing)."""
+        if not self.needs_mark:
+            return
         event_id, expires_at = self.stored.event.id, self.stored.expires_at
         if self.direct:
             services.store.events.count_direct_fanout(event_id, expires_at=expires_at, **self.counts)

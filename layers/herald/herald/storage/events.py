@@ -11,6 +11,10 @@ itself) names them in its item (``delivered_to``): its deliveries to them are no
 read when the event is (``get_with_counts``, one BatchGetItem). At one event to one subscriber that takes a
 write off every webhook (the counts update was as many writes as the delivery itself), for a read of a few
 items when an operator looks at the event.
+
+Such an event is also counted when it is stored (``COUNTED_WHEN_STORED``): its item starts with the direct
+fan-out's counts, and it is never marked queued (the mark was one more write per event). Whether its deliveries
+were queued is then read from them (``unwritten_deliveries``) when the publish is repeated.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 from itertools import pairwise
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
@@ -55,6 +60,9 @@ DELIVERED_TO = "delivered_to"
 #: The most subscriptions an event names in ``delivered_to``: their ids keep its item's growth under 400 bytes,
 #: and reading the event reads at most this many deliveries. The default ``direct_fanout_max``.
 COUNTED_FROM_DELIVERIES_MAX = 10
+#: Marks an event whose item holds its direct fan-out's counts from the start and which is never marked queued
+#: (the module's docstring): a repeat of its publish queues again those of its deliveries not written yet.
+COUNTED_WHEN_STORED = "counted_when_stored"
 #: The states a delivery item can hold (one without a known state is read as pending, and logged).
 _STATUSES = frozenset(status.value for status in DeliveryStatus)
 
@@ -77,6 +85,8 @@ class StoredEvent:
     #: The subscriptions whose deliveries' states make this event's ``succeeded`` and ``failed`` (``DELIVERED_TO``),
     #: none when its counters count every delivery. A delivery to one of them is never counted as it settles.
     delivered_to: frozenset[str] = frozenset()
+    #: Its item holds its direct fan-out's counts, and it is never marked queued (``COUNTED_WHEN_STORED``).
+    counted_when_stored: bool = False
 
     def counted_from_delivery(self, subscription_id: str) -> bool:
         """Whether this event's delivery to ``subscription_id`` is read, not counted, for its counters."""
@@ -96,18 +106,21 @@ class StoredEvent:
             enqueued=bool(item.get("enqueued")),
             deliveries_by_subscription=bool(item.get(DELIVERIES_BY_SUBSCRIPTION)),
             delivered_to=frozenset(item.get(DELIVERED_TO) or ()),
+            counted_when_stored=bool(item.get(COUNTED_WHEN_STORED)),
             **{counter: int(item.get(counter, 0)) for counter in EVENT_COUNTERS},
         )
 
 
 class NewEvent(NamedTuple):
     """An event to store (``EventRepository.create_many``): the record, its request's fingerprint, when it
-    expires, and the subscriptions whose deliveries are read for its counters (``DELIVERED_TO``)."""
+    expires, the subscriptions whose deliveries are read for its counters (``DELIVERED_TO``), and its starting
+    counters and flags (``EventRepository.create``'s ``counters``)."""
 
     event: Event
     fingerprint: str
     expires_at: int
     delivered_to: Sequence[str] = ()
+    counters: Mapping[str, Any] = MappingProxyType({})
 
 
 class EventExistsError(ConflictError):
@@ -195,7 +208,11 @@ class EventRepository:
             items.setdefault(
                 new.event.id,
                 _new_item(
-                    new.event, fingerprint=new.fingerprint, expires_at=new.expires_at, delivered_to=new.delivered_to
+                    new.event,
+                    fingerprint=new.fingerprint,
+                    expires_at=new.expires_at,
+                    delivered_to=new.delivered_to,
+                    **new.counters,
                 ),
             )
         inserted = dict(zip(items, self._table.insert_all(list(items.values())), strict=True))
@@ -221,7 +238,11 @@ class EventRepository:
     def _create_one(self, new: NewEvent) -> StoredEvent | HeraldError:
         try:
             return self.create(
-                new.event, fingerprint=new.fingerprint, expires_at=new.expires_at, delivered_to=new.delivered_to
+                new.event,
+                fingerprint=new.fingerprint,
+                expires_at=new.expires_at,
+                delivered_to=new.delivered_to,
+                **new.counters,
             )
         except HeraldError as error:
             return error
@@ -293,14 +314,35 @@ class EventRepository:
         """How many of the event's deliveries to the subscriptions it names (``DELIVERED_TO``) are in each state,
         read strongly: one BatchGetItem. A delivery not written yet is pending (its first attempt is to come)."""
         event_id = stored.event.id
-        wanted = [delivery_key(sub_id, stored.delivery_id(sub_id), event_id) for sub_id in sorted(stored.delivered_to)]
-        found = [item for item in self._table.batch_get(wanted) if item.get("event_id") == event_id]
+        found = list(self._named_deliveries([stored])[event_id].values())
         unknown = [item["sk"] for item in found if item.get("status") not in _STATUSES]
         if unknown:
             logger.warning(
                 "deliveries of an unknown status read as pending", extra={"event_id": event_id, "sk": unknown}
             )
         return Counter(DeliveryStatus(item["status"]) for item in found if item.get("status") in _STATUSES)
+
+    def unwritten_deliveries(self, events: Sequence[StoredEvent]) -> dict[str, list[str]]:
+        """For each event, by id, the subscriptions it names (``DELIVERED_TO``) whose delivery of it is not
+        written yet: not worked yet, or never queued. Read strongly, 100 keys a BatchGetItem."""
+        found = self._named_deliveries(events)
+        return {stored.event.id: sorted(set(stored.delivered_to) - set(found[stored.event.id])) for stored in events}
+
+    def _named_deliveries(self, events: Sequence[StoredEvent]) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each event's deliveries to the subscriptions it names, by event id and subscription id, as written
+        (unexpired, and of that very event), read strongly: one BatchGetItem of up to 100 keys a call."""
+        wanted = {
+            (stored.event.id, sub_id): delivery_key(sub_id, stored.delivery_id(sub_id), stored.event.id)
+            for stored in events
+            for sub_id in sorted(stored.delivered_to)
+        }
+        by_key = {(key["pk"], key["sk"]): named for named, key in wanted.items()}
+        found: dict[str, dict[str, dict[str, Any]]] = {stored.event.id: {} for stored in events}
+        for item in self._table.batch_get(list(wanted.values())):
+            named = by_key.get((item["pk"], item["sk"]))
+            if named is not None and item.get("event_id") == named[0]:
+                found[named[0]][named[1]] = item
+        return found
 
     def mark_enqueued(self, event_id: str, *, expires_at: int) -> None:
         """Note that the event's fan-out is queued (a retried publish then queues nothing more)."""
