@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from pydantic import (
     BaseModel,
     Field,
-    model_validator,
+    PrivateAttr,
 )
 
 WILDCARD = "*"
@@ -101,26 +101,35 @@ class Subscription(BaseModel):
 
 
 class Event(BaseModel):
-    """A published event. ``data`` is not dumped (so not stored): the stored ``payload`` already holds it,
-    and storing it twice would double the item (DynamoDB items are limited to 400 KB, event data to 256 KiB),
-    and a DynamoDB map cannot hold every JSON number (more than 38 digits, beyond 1E+125)."""
+    """A published event. ``data`` is not a field (so not stored): the stored ``payload`` already holds it, and
+    storing it twice would double the item (DynamoDB items are limited to 400 KB, event data to 256 KiB), and a
+    DynamoDB map cannot hold every JSON number (more than 38 digits, beyond 1E+125). An event read back parses
+    its ``data`` out of the payload when it is first asked for: a delivery sends the payload as it is, and parsed
+    JSON takes about five times its size in memory (a worker holds up to a batch's events, a batch of up to 1,000
+    deliveries, each maybe of a 256 KiB event of its own)."""
 
     id: str
     type: str
     tenant_id: str | None = None  # None for a broadcast (and then absent from the stored item)
     broadcast: bool = False
     timestamp: datetime
-    data: dict[str, Any] = Field(exclude=True)
     payload: str = Field(repr=False, description="The exact JSON body delivered and signed.")
     idempotency_key: str | None = None
     created_at: datetime
+    _data: dict[str, Any] | None = PrivateAttr(default=None)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _data_from_payload(cls, values: Any) -> Any:
-        if isinstance(values, dict) and "data" not in values and isinstance(values.get("payload"), str):
-            return {**values, "data": json.loads(values["payload"])["data"]}
-        return values
+    def __init__(self, /, data: dict[str, Any] | None = None, **values: Any) -> None:
+        """A new event, with its ``data`` as validated (the payload holds the same); read back (``model_validate``),
+        an event parses its ``data`` from the payload when asked."""
+        super().__init__(**values)
+        self._data = data
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's data: what its payload's ``data`` holds."""
+        if self._data is None:
+            self._data = json.loads(self.payload)["data"]
+        return self._data
 
 
 class DeliveryStatus(StrEnum):

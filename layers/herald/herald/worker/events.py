@@ -1,5 +1,9 @@
 """The events a worker delivers, read once: events never change once published, so a worker keeps the
-recent ones in memory across a fan-out's deliveries, and a batch's deliveries of one event share one read."""
+recent ones in memory across a fan-out's deliveries, and a batch's deliveries of one event share one read.
+
+A batch keeps every event it read for as long as it runs (its deliveries hold them anyway). Between batches the
+cache keeps at most ``EVENT_CACHE_BYTES`` of payloads (``trim``): events of up to 256 KiB, a thousand of them
+kept for good, would take a quarter of the function's memory from every batch after."""
 
 from __future__ import annotations
 
@@ -18,6 +22,10 @@ if TYPE_CHECKING:
 #: a batch publish packs its events' deliveries together), so a batch's deliveries never read again what its
 #: batch read found.
 EVENT_CACHE_SIZE = 1024
+#: The payload bytes the cache keeps from one batch to the next, the most recently used events first: a
+#: thousand events of 16 KiB, sixty-four of 256 KiB (an event whose data was parsed, for a fan-out's filters,
+#: takes about six times its payload).
+EVENT_CACHE_BYTES = 16 * 1024 * 1024
 
 
 class EventCache:
@@ -42,6 +50,18 @@ class EventCache:
         with self._lock:
             stored = self._events.get(event_id)
         return stored is not None and stored.expires_at > self._worker.clock()
+
+    def trim(self) -> None:
+        """Keep at most ``EVENT_CACHE_BYTES`` of payloads, the most recently used events: between batches."""
+        with self._lock:
+            newest_first = list(reversed(self._events))
+            kept = 0
+            for position, event_id in enumerate(newest_first):
+                kept += len(self._events[event_id].event.payload)
+                if kept > EVENT_CACHE_BYTES:
+                    for older in newest_first[position:]:
+                        del self._events[older]
+                    return
 
     def keep(self, found: Iterable[StoredEvent]) -> None:
         """Hold events read elsewhere (the batch's read), as if this cache had read them."""

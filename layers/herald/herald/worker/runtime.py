@@ -146,6 +146,7 @@ class Worker:
             # Before returning, so before SQS deletes the batch's messages.
             self.loop.run_until_complete(self.books.finish())
             self.reads = BatchReads()
+            self.events.trim()
             lanes.forget(self)
             self.metrics.flush()  # one EMF document per invocation
 
