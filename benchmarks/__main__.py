@@ -4,7 +4,8 @@ the same run, printed as a table and written to ``benchmarks/results/results.jso
 
 Figures (``--only`` picks some): ``coldstart`` (API and delivery cold starts from the ``sam build`` output),
 ``batch`` (one SQS batch of 100 deliveries to a receiver answering after 200 ms), ``fanout`` (one event to
-10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100),
+10,000 subscriptions), ``cost`` (per million delivered webhooks), ``memory`` (peak RSS of a batch of 100, and of two
+batches of ``DeliveryBatching: throughput`` whose 1,000 deliveries are each of a 256 KiB event of its own),
 ``size`` (unzipped package sizes), ``chaos`` (deliveries lost and duplicated under the fault mix),
 ``inflight`` (messages in flight per waiting retry), ``filters`` (payload filter evaluation per subscription at
 fan-out), ``transforms`` (body transform cost per delivery; hostile expressions over a 256 KiB event),

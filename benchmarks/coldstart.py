@@ -466,3 +466,118 @@ def delivery_memory(stack: Stack, *, batch: int, latency: float, out: Any) -> Fi
             "batch_seconds": full["seconds"],
         },
     )
+
+
+#: The items of one order line in a large event's data (``large_event_data``).
+_LINE = {"sku": "sku-00000", "quantity": 1, "note": "x" * 60}
+
+
+def large_event_data(number: int, limit: int) -> dict[str, Any]:
+    """Event data of just under ``limit`` bytes (as JSON), different for each ``number``: an order with as many
+    lines as fit."""
+    line = len(json.dumps(_LINE, separators=(",", ":"))) + 1
+    lines = (limit - 200) // line
+    return {
+        "order_id": f"ord_{number:06d}",
+        "items": [{**_LINE, "sku": f"sku-{index:05d}", "quantity": number + index + 1} for index in range(lines)],
+    }
+
+
+def delivery_memory_large_events(stack: Stack, *, out: Any) -> Figure:
+    """Peak RSS of the DeliveryFunction's process handling the largest batch the template allows
+    (``DeliveryBatching: throughput``: its batch size in messages of ten deliveries each), every delivery of an
+    event of its own at the event data limit, after a first batch of the same kind: what the worker keeps from
+    one batch to the next counts too. The events are written as publishing writes them (``create_many``), with
+    data no catalog type here takes at that size (a deployment's own catalog may), which the worker never looks
+    at: it sends the stored payload."""
+    # Long on purpose: one measurement, its set-up and its report, in the order they happen.
+    from benchmarks.core import make_subscriptions, make_tenant, receive_exactly, with_delivery_batching
+    from benchmarks.receiver import ReceiverProcess
+    from herald.domain.publishing import event_expiry, new_event
+    from herald.local.event_sources import delivery_event_source
+    from herald.local.poller import sqs_event
+    from herald.local.resources import DELIVERY_FUNCTION_ID, function_properties, load_template
+    from herald.messages import MAX_DELIVERIES_PER_MESSAGE, DeliveryMessage, pack
+    from herald.storage.events import NewEvent, StoredEvent
+
+    template = with_delivery_batching(load_template(), "throughput")
+    memory_size = int(function_properties(template, DELIVERY_FUNCTION_ID).get("MemorySize", 128))
+    batch_messages = delivery_event_source(template).batch_size
+    deliveries = batch_messages * MAX_DELIVERIES_PER_MESSAGE
+    services = stack.services
+    limit = services.settings.max_event_data_bytes
+    sqs = stack.sqs()
+    queue_url = services.settings.queue_url
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    context = {"function_name": "DeliveryFunction", "memory_limit_in_mb": memory_size, "timeout_seconds": 300}
+    # A thousand large requests at once to a receiver on this shared machine can take more than the slow lane's
+    # 2 s to be answered: the lane is off here, so that the batch's deliveries are all sent by the batch.
+    environment = {**function_environment(stack), "HERALD_SLOW_QUEUE_URL": ""}
+    reports = []
+    with (
+        ReceiverProcess(0.0) as receiver,
+        LambdaProcess(lambda_tree("DeliveryFunction"), environment) as process,
+    ):
+        process.import_handler("herald_delivery_handler")
+        tenant = make_tenant(services, "Large")
+        (sub,) = make_subscriptions(services, tenant.id, 1, receiver.url)
+        for round_number in range(2):
+            stored = []
+            for start in range(0, deliveries, 100):
+                new = []
+                for number in range(round_number * deliveries + start, round_number * deliveries + start + 100):
+                    event = new_event("order.shipped", large_event_data(number, limit), tenant_id=tenant.id)
+                    expires_at = event_expiry(services, event.created_at)
+                    new.append(NewEvent(event, "bench", expires_at, [sub.id]))
+                written = services.store.events.create_many(new)
+                stored += [item for item in written if isinstance(item, StoredEvent)]
+                if len(stored) != start + len(new):
+                    raise BenchmarkError(f"large events not stored: {[item for item in written if item not in stored]}")
+            messages = pack([DeliveryMessage.of(item, tenant.id, sub.id) for item in stored])
+            services.queue.send_batch(messages)
+            received = receive_exactly(sqs, queue_url, len(messages))
+            receiver.reset(0.0)
+            report = process.invoke(sqs_event(received, queue_arn), context, reset_peak=True)
+            answered = receiver.stats()["count"]
+            if report["response"].get("batchItemFailures") or answered != deliveries:
+                raise BenchmarkError(
+                    f"the batch of {deliveries} large deliveries reported {report['response']}; the receiver "
+                    f"answered {answered}"
+                )
+            for start in range(0, len(received), 10):
+                entries = [
+                    {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+                    for index, message in enumerate(received[start : start + 10])
+                ]
+                sqs.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+            reports.append(report)
+    first, second = reports
+    mib = 1024 * 1024
+    peak = max(first["rss_peak"], second["rss_peak"]) / mib
+    payload_mib = deliveries * limit / mib
+    out(
+        f"  delivery function RSS with {deliveries} deliveries of {deliveries} events of {limit // 1024} KiB a batch "
+        f"({batch_messages} messages, DeliveryBatching: throughput): peak {first['rss_peak'] / mib:.0f} MiB in the "
+        f"first batch, {second['rss_peak'] / mib:.0f} MiB in the second ({second['rss_before'] / mib:.0f} MiB held "
+        f"before it); the payloads alone are {payload_mib:.0f} MiB; MemorySize {memory_size} MB"
+    )
+    return Figure(
+        name="delivery_peak_rss_large_events",
+        value=peak,
+        unit="MiB",
+        baseline=memory_size,
+        baseline_label=f"DeliveryFunction MemorySize ({deliveries} deliveries of {limit // 1024} KiB events a batch)",
+        target="ratio < 0.75",
+        met=peak / memory_size < 0.75,
+        low=payload_mib / memory_size,  # the batch's payloads are in memory while it runs: less is a broken run
+        high=0.75,
+        details={
+            "deliveries": deliveries,
+            "event_data_bytes": limit,
+            "payload_mib": payload_mib,
+            "rss_peak_first_mib": first["rss_peak"] / mib,
+            "rss_peak_second_mib": second["rss_peak"] / mib,
+            "rss_before_second_mib": second["rss_before"] / mib,
+            "batch_seconds": [first["seconds"], second["seconds"]],
+        },
+    )

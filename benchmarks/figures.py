@@ -174,7 +174,10 @@ def memory(*, batch: int, latency: float, out: Callable[[str], None]) -> list[Fi
     from benchmarks import coldstart
 
     with moto_server_stack() as stack:
-        return [coldstart.delivery_memory(stack, batch=batch, latency=latency, out=out)]
+        return [
+            coldstart.delivery_memory(stack, batch=batch, latency=latency, out=out),
+            coldstart.delivery_memory_large_events(stack, out=out),
+        ]
 
 
 def package_size(*, out: Callable[[str], None]) -> list[Figure]:
