@@ -8,6 +8,8 @@ Deliveries go over real HTTP and are verified with ``standardwebhooks``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -16,11 +18,14 @@ import pytest
 
 from herald.domain.publishing import new_event
 from herald.faults import install
+from herald.worker import runtime
+from herald.worker.reads import BatchReads, read_batch
 from tests.api_support import each_delivery, queue_messages
 from tests.delivery_support import (
     CallRecorder,
     Harness,
     bulk_subscriptions,
+    delivery_id_of,
     event_counts,
     fanned_out_counts,
     subscribe,
@@ -132,12 +137,16 @@ def test_a_retried_publish_queues_again_only_what_is_not_written_held_back_and_s
     assert (first.status_code, again.status_code) == (202, 202)
     assert again.headers["idempotent-replayed"] == "true"
     assert event_counts(client, "inv-1001-paid")["matched"] == 2
-    # AND its two deliveries, not written yet, are queued again, in one message held back until a minute after the
-    # first try: the first try's copies are the ones to be worked now
+    # AND its two deliveries, not written yet, are queued again, a message each, held back until a minute after the
+    # first try (the first try's copies are the ones to be worked now) and to be claimed with a lease
     ((delay,),) = [{entry["DelaySeconds"] for entry in call.params["Entries"]} for call in sends.of("SendMessageBatch")]
     assert 50 <= delay <= 60
     assert _queued(harness) == {"delivery": 2}
-    assert harness.delayed() == 1
+    assert harness.delayed() == 2
+    held = [
+        json.loads(entry["MessageBody"]) for call in sends.of("SendMessageBatch") for entry in call.params["Entries"]
+    ]
+    assert [(body["kind"], body["resumed"]) for body in held] == [("delivery", True)] * 2
     # WHEN the worker runs, then the held copies come out
     harness.drain()
     assert harness.reveal() >= 1
@@ -216,12 +225,64 @@ def test_a_publish_whose_deliveries_were_not_queued_is_queued_by_its_retry_and_s
     assert retried.headers["idempotent-replayed"] == "true"
     # THEN the retry queued the event's two deliveries (none written: none was queued), held back until a minute
     # after the first try
-    assert (_queued(harness), harness.delayed()) == (Counter(), 1)
+    assert (_queued(harness), harness.delayed()) == (Counter(), 2)
     # AND once they come out, each subscriber receives the event once, signed; counted once
     harness.reveal()
     harness.drain()
     assert sorted(got.path for got in receiver.received) == ["/webhook?n=0", "/webhook?n=1"]
     assert event_counts(client, "inv-1002-paid") == fanned_out_counts(2, succeeded=2)
+
+
+def test_the_copies_two_repeats_queued_are_sent_once_even_from_two_batches_at_once(
+    client, tenant, services, harness: Harness, receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription, and an event whose publish SQS refused (after botocore's retries), repeated twice by the
+    # publisher (the first repeat's answer lost on its way): two copies of its delivery, held back alike
+    sub = subscribe(client, tenant, receiver.url)
+    install(services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    assert _publish(client, tenant.id, id="inv-1005-paid").status_code == 503
+    for _ in range(2):
+        assert _publish(client, tenant.id, id="inv-1005-paid").status_code == 202
+    assert harness.delayed() == 2
+    harness.reveal()
+    queue_url = harness.services.settings.queue_url
+    copies = [harness.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)["Messages"][0] for _ in range(2)]
+    # WHEN two batches work them, the second from a read made before the first recorded its attempt (moto is
+    # consistent: that read is emulated by a batch read that does not show the delivery)
+    (poller,) = [poller for poller in harness.pollers if poller.queue_url == queue_url]
+    assert poller.invoke(copies[:1]).deleted == 1
+    real_read_batch = read_batch
+    delivery_id = delivery_id_of(harness.services.store, "inv-1005-paid", sub.id)
+
+    async def read_before_the_record(worker: Any, bodies: Any) -> BatchReads:
+        reads = await real_read_batch(worker, bodies)
+        return dataclasses.replace(reads, states={k: v for k, v in reads.states.items() if k != delivery_id})
+
+    monkeypatch.setattr(runtime, "read_batch", read_before_the_record)
+    assert poller.invoke(copies[1:]).deleted == 1
+    # THEN the event was sent once: the second copy, claimed with a lease, found the delivery done
+    (got,) = receiver.received
+    verify(sub.secret, got)
+    assert event_counts(client, "inv-1005-paid") == fanned_out_counts(1, succeeded=1)
+
+
+def test_an_event_stored_and_never_queued_is_redelivered_and_counted_once(
+    client, tenant, services, harness: Harness, receiver
+) -> None:
+    # GIVEN two subscriptions, and an event whose publish SQS refused (after botocore's retries), never sent again:
+    # stored with its counts, none of its deliveries queued
+    subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)}
+    install(services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    assert _publish(client, tenant.id, id="inv-1006-paid").status_code == 503
+    assert event_counts(client, "inv-1006-paid") == fanned_out_counts(2)
+    # WHEN the operator redelivers it
+    assert client.post("/v1/events/inv-1006-paid/redeliver", headers=ADMIN).status_code == 202
+    harness.drain()
+    # THEN each subscriber receives it once, signed, and it is counted once: its two deliveries are not matched again
+    assert sorted(got.path for got in receiver.received) == sorted(subs)
+    for got in receiver.received:
+        verify(subs[got.path].secret, got)
+    assert event_counts(client, "inv-1006-paid") == fanned_out_counts(2, succeeded=2)
 
 
 def test_a_direct_event_is_one_write_counted_when_stored(client, tenant, services, harness: Harness, receiver) -> None:
@@ -427,9 +488,9 @@ def test_a_batch_whose_deliveries_were_not_queued_is_queued_by_its_retry_and_eac
     retried = client.post("/v1/events/batch", json=batch, headers=ADMIN)
     assert retried.status_code == 200, retried.text
     assert [(item["status"], item["replayed"]) for item in retried.json()["data"]] == [(202, True)] * 2
-    # THEN the retry queued both events' deliveries (none written), packed in one message held back until a minute
-    # after the first try
-    assert (_queued(harness), harness.delayed()) == (Counter(), 1)
+    # THEN the retry queued both events' deliveries (none written), a message each, held back until a minute after
+    # the first try
+    assert (_queued(harness), harness.delayed()) == (Counter(), 4)
     # AND once it comes out, each subscriber receives each event once, signed, each counted once
     harness.reveal()
     harness.drain()

@@ -81,16 +81,13 @@ class WorkQueue:
         except (BotoCoreError, ClientError) as exc:
             raise ServiceUnavailableError("the work queue could not be reached") from exc
 
-    def send_batch(self, messages: Sequence[Message], *, delay_seconds: int = 0) -> int:
-        """Send messages 10 per call (each held ``delay_seconds`` on the queue, up to 15 minutes); entries SQS
-        refuses are sent again once, then raise. Returns the call count."""
+    def send_batch(self, messages: Sequence[Message]) -> int:
+        """Send messages 10 per call; entries SQS refuses are sent again once, then raise. Returns the call count."""
         calls = 0
-        delay = max(0, min(int(delay_seconds), MAX_DELAY_SECONDS))
         for start in range(0, len(messages), BATCH_SIZE):
             chunk = messages[start : start + BATCH_SIZE]
             entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(index), "MessageBody": dump_message(message), "DelaySeconds": delay}
-                for index, message in enumerate(chunk)
+                {"Id": str(index), "MessageBody": dump_message(message)} for index, message in enumerate(chunk)
             ]
             for _ in range(3):
                 calls += 1

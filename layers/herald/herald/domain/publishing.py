@@ -33,7 +33,7 @@ from herald.errors import (
     ServiceUnavailableError,
     UnknownEventTypeError,
 )
-from herald.messages import DeliveryMessage, FanoutMessage, pack
+from herald.messages import DeliveryMessage, FanoutMessage, dump_message, pack
 from herald.records import WILDCARD, Event, Trigger, utcnow
 from herald.routing import matching
 from herald.storage import EventExistsError
@@ -280,29 +280,37 @@ def _requeue(services: Services, events: Sequence[StoredEvent]) -> set[str]:
     """Queue again the deliveries not written yet of events counted when stored (never marked queued), whose
     publish is repeated: the first try may have stored them and never queued their deliveries (it failed in
     between), or queued them and they are not worked yet. Each goes under its one id, so a second copy finds
-    its delivery written and sends nothing; to keep the two copies from being worked at the same moment (both
-    would send), a copy is held on the queue (``DelaySeconds``) until ``REQUEUE_AFTER_SECONDS`` after its
-    event's publish. Returns the ids of the events with a delivery queued again."""
+    its delivery written and sends nothing. Two guards keep two copies from both sending:
+
+    - a copy queued again is held on the queue (``DelaySeconds``) until ``REQUEUE_AFTER_SECONDS`` after its
+      event's publish, by when the first try's copy, if it was queued, has been worked;
+    - it is marked ``resumed`` (one delivery to a message): the worker claims it with a conditional write
+      before it sends, as it does a retry, so the copies of two repeats, which come out in the same second,
+      never both send.
+
+    Returns the ids of the events with a delivery queued again."""
     if not events:
         return set()
     unwritten = services.store.events.unwritten_deliveries(events)
-    messages: list[DeliveryMessage | FanoutMessage] = []
+    entries: list[tuple[str, int]] = []
     requeued: set[str] = set()
-    delay = 0.0
     now = utcnow()
     for stored in events:
         sub_ids = unwritten[stored.event.id]
         if not sub_ids or stored.event.tenant_id is None:
             continue
         requeued.add(stored.event.id)
-        messages += [DeliveryMessage.of(stored, stored.event.tenant_id, sub_id) for sub_id in sub_ids]
         since = (now - stored.event.created_at).total_seconds()
-        delay = max(delay, REQUEUE_AFTER_SECONDS - since)
-    if messages:
-        services.queue.send_batch(pack(messages), delay_seconds=math.ceil(max(0.0, delay)))
+        delay = math.ceil(max(0.0, REQUEUE_AFTER_SECONDS - since))
+        for sub_id in sub_ids:
+            copy = DeliveryMessage.of(stored, stored.event.tenant_id, sub_id).model_copy(update={"resumed": True})
+            entries.append((dump_message(copy), delay))
+    if entries:
+        services.queue.send_bodies(entries)
+        longest = max(delay for _, delay in entries)
         logger.info(
             "deliveries not written yet queued again",
-            extra={"event_ids": sorted(requeued), "deliveries": len(messages), "delay_seconds": math.ceil(delay)},
+            extra={"event_ids": sorted(requeued), "deliveries": len(entries), "delay_seconds": longest},
         )
     return requeued
 

@@ -169,7 +169,8 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
 async def _redelivery_messages(
     worker: Worker, message: RedeliverMessage, stored: StoredEvent, tenant_id: str, sub_ids: list[str]
 ) -> tuple[list[DeliveryMessage], int]:
-    """The messages of a page of a redelivery, and how many of them are first deliveries: a ticketed single
+    """The messages of a page of a redelivery, and how many of them are first deliveries not counted yet in the
+    event's ``matched`` (an event counted when stored counts those it names from the start): a ticketed single
     attempt (``manual``) for each existing delivery whose ticket this job takes, a regular first delivery for
     each subscription that never had the event (noted in the job's tickets: the page run again later does not
     take that delivery for one more attempt)."""
@@ -189,7 +190,9 @@ async def _redelivery_messages(
         if ok
     ]
     messages += [DeliveryMessage.of(stored, tenant_id, sub) for sub in first]
-    return messages, len(first)
+    # An event counted when stored counted the subscriptions it names in its ``matched`` already, queued or not.
+    uncounted = [sub for sub in first if not (stored.counted_when_stored and sub in stored.delivered_to)]
+    return messages, len(uncounted)
 
 
 async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
