@@ -4,6 +4,7 @@ when a later batch needs it. Deliveries over real HTTP, verified with standardwe
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import pytest
@@ -36,7 +37,7 @@ def test_a_batch_keeps_its_events_and_at_most_the_byte_bound_after_it(
     event_ids = [publish(client, tenant.id, data={**INVOICE, "invoice_id": f"in_{n}"}) for n in range(5)]
     stored = harness.services.store.events.get(event_ids[0])
     assert stored is not None
-    payload = len(stored.event.payload)
+    payload = sys.getsizeof(stored.event.payload)  # as the cache counts it: in memory
     monkeypatch.setattr(worker_events, "EVENT_CACHE_BYTES", 2 * payload + payload // 2)
     reads = CallRecorder(harness.services.store.client, ["GetItem", "BatchGetItem"])
     # WHEN the worker delivers them, in one batch
@@ -75,7 +76,7 @@ def test_the_cache_keeps_the_most_recently_used_events_within_the_bound(
     cache = harness.worker.events
     cache.keep([stored for stored in found if stored is not None])
     cache.keep([stored for stored in found[:1] if stored is not None])
-    payload = max(len(stored.event.payload) for stored in found if stored is not None)
+    payload = max(sys.getsizeof(stored.event.payload) for stored in found if stored is not None)
     # WHEN it is trimmed to hold two payloads
     monkeypatch.setattr(worker_events, "EVENT_CACHE_BYTES", 2 * payload)
     cache.trim()

@@ -131,6 +131,15 @@ class Event(BaseModel):
             self._data = json.loads(self.payload)["data"]
         return self._data
 
+    def __eq__(self, other: object) -> bool:
+        """Equal fields, equal events: whether ``data`` was parsed yet (pydantic compares private attributes
+        too) does not matter, the payload holds it."""
+        if not isinstance(other, Event):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # as pydantic's: a mutable model is not hashable
+
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"

@@ -8,6 +8,7 @@ kept for good, would take a quarter of the function's memory from every batch af
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -22,9 +23,9 @@ if TYPE_CHECKING:
 #: a batch publish packs its events' deliveries together), so a batch's deliveries never read again what its
 #: batch read found.
 EVENT_CACHE_SIZE = 1024
-#: The payload bytes the cache keeps from one batch to the next, the most recently used events first: a
-#: thousand events of 16 KiB, sixty-four of 256 KiB (an event whose data was parsed, for a fan-out's filters,
-#: takes about six times its payload).
+#: The payload bytes (as held in memory) the cache keeps from one batch to the next, the most recently used events
+#: first: a thousand events of 16 KiB, sixty-four of 256 KiB. The fan-out, which parses an event's data for its
+#: filters, reads its event apart from this cache.
 EVENT_CACHE_BYTES = 16 * 1024 * 1024
 
 
@@ -57,7 +58,7 @@ class EventCache:
             newest_first = list(reversed(self._events))
             kept = 0
             for position, event_id in enumerate(newest_first):
-                kept += len(self._events[event_id].event.payload)
+                kept += sys.getsizeof(self._events[event_id].event.payload)  # 1, 2 or 4 bytes a character
                 if kept > EVENT_CACHE_BYTES:
                     for older in newest_first[position:]:
                         del self._events[older]
