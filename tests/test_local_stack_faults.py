@@ -1,15 +1,17 @@
 """`make run` with the README's example that loses answers (``HERALD_FAULTS``: one DynamoDB or SQS answer in
 twenty lost, and botocore sends the request again, which DynamoDB or SQS then receives twice): tenants,
 subscriptions and publishes all answer as without the fault, every delivery arrives signed, each attempt is
-counted once, and a webhook sent twice is one the stack counted in its ``DuplicateSends`` metric (a lost answer of
-an SQS send queues its messages twice; copies worked at the same moment are the duplicate the README's
-Duplicates row allows).
+counted once, answers of both services were lost on the way (the stack logs each fault it injects), and a
+webhook sent twice is one the stack counted in its ``DuplicateSends`` metric (a lost answer of an SQS send
+queues its messages twice; copies worked at the same moment are the duplicate the README's Duplicates row
+allows).
 
 Everything is waited for as a condition; the stack's process group is stopped whatever happens."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -131,3 +133,8 @@ def test_a_stack_losing_answers_delivers_each_event_signed_and_counts_each_attem
     for got in receiver.received:
         payload: Any = Webhook(secrets[got.path]).verify(got.body, got.headers)
         assert (payload["type"], payload["data"]) == ("invoice.paid", INVOICE)
+    # AND the stack did lose answers of both services on the way (its log names each fault it injected): the run
+    # above was not one without faults
+    lost = Counter(re.findall(r"fault injected: (\w+)\.\w+ lost@send", stack.log.read_text(encoding="utf-8")))
+    assert lost["dynamodb"] > 0, lost
+    assert lost["sqs"] > 0, lost

@@ -39,7 +39,8 @@ sees it, before retries (an error after botocore gave up): what Herald's own cod
 ``partial`` is always call-level (botocore never retries a partial batch); ``lost`` is call-level unless
 ``@send`` says otherwise, and then loses one answer per call at most (the resend's answer arrives).
 
-Every injected fault is counted (``FaultInjector.injected``) with the keys it touched and the attribute
+Every injected fault is logged (``fault injected: <service>.<Operation> <fault>@<stage>``, at INFO) and
+counted (``FaultInjector.injected``) with the keys it touched and the attribute
 names of each item its call wrote whole, so a test can tie what it sees (a duplicate, a 503) to a fault
 and tell one kind of write from another. ``suspended()`` turns every injector off for a while (a test's
 own reads). Draws come from one seeded generator per client: the same calls in the same order give the
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import logging
 import random
 import re
 import threading
@@ -65,6 +67,8 @@ from botocore.exceptions import ReadTimeoutError
 from botocore.parsers import create_parser
 
 from herald.fault_responses import error_body, response
+
+logger = logging.getLogger(__name__)
 
 #: The chaos tests' and benchmark's mix: 5 % of DynamoDB attempts throttled (botocore retries them) and 1 %
 #: of calls throttled after the retries, conflicts on 0.5 % of writes, 2 % of SQS sends failed whole after
@@ -328,6 +332,8 @@ class FaultInjector:
     def _note(self, operation: str, rule: Rule, keys: list[str], written: list[frozenset[str]]) -> None:
         with self._lock:
             self.injected.append(Injected(self.service, operation, rule.fault, rule.stage, tuple(keys), tuple(written)))
+        # One line per fault (at INFO: ``make run`` shows them), so that what a run saw can be tied to a fault.
+        logger.info("fault injected: %s.%s %s@%s", self.service, operation, rule.fault, rule.stage)
 
     def _current_keys(self) -> list[str]:
         call = getattr(self._local, "call", None)
