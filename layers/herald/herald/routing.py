@@ -29,8 +29,9 @@ def matching(event: Event, routed: list[Route]) -> tuple[list[str], int]:
 
 
 def _passes(stored: str, event: Event) -> bool:
+    data = event.data  # parsed from the payload when first asked for: not the filter's error if it fails
     try:
-        return filter_from_stored(stored).matches(event.type, event.data)
+        return filter_from_stored(stored).matches(event.type, data)
     except (InvalidFilterError, ValueError):
         logger.warning("a stored filter does not compile: the event goes through", extra={"event_id": event.id})
         return True
