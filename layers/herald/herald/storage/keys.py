@@ -6,7 +6,8 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     api key       APIKEY#<sha256>     #APIKEY           gsi1: TENANT#<tnt>#KEYS / <key id>
     subscription  TENANT#<tnt>        SUB#<sub>
     route         ROUTE#<tnt>#<type>  SUB#<sub>         one per enabled subscription and event type ("*" too)
-    event         EVENT#<evt>         #EVENT            written once; its counters' starting values
+    event         EVENT#<evt>         #EVENT            written once; its counters' starting values (all of its
+                                                        direct fan-out's when ``counted_when_stored``: no mark then)
     event counts  EVENT#<evt>         #COUNTS           what the counters gained since, and ``enqueued`` (which also
                                                         marks publishing's direct fan-out as counted)
     idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
