@@ -50,8 +50,9 @@ class DeliveryMessage(_Message):
     #: The recovery or redelivery job whose ticket this message carries: the one extra attempt it may make
     #: (see herald.worker.jobs). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
     job_id: str | None = Field(None, alias="recovery_id")
-    #: A copy that carries on an existing delivery (a retry, a postponement): its delivery is read before it
-    #: is claimed. Left out of the JSON when false.
+    #: A copy that carries a delivery on (a retry, a postponement), or one queued again by a repeated publish
+    #: (``domain.publishing._requeue``): its delivery, if written, is read strongly before it is claimed with a
+    #: lease, never sent on a first receive's batch read alone. Left out of the JSON when false.
     resumed: bool | None = None
     #: ``slow``: the message goes to the slow lane's queue (``herald.worker.lanes``). Left out when none.
     lane: Literal["slow"] | None = None
@@ -185,7 +186,8 @@ def deliveries_of(message: WorkMessage) -> list[DeliveryMessage]:
 
 
 def _packable(message: DeliveryMessage) -> bool:
-    """A plain first delivery: scheduled, of no job, not a copy carrying a delivery on, for the work queue."""
+    """A plain first delivery: scheduled, of no job, not ``resumed`` (a copy carrying a delivery on or queued
+    again), for the work queue."""
     return (
         message.trigger is Trigger.SCHEDULED and message.job_id is None and not message.resumed and message.lane is None
     )

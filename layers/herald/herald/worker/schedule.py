@@ -4,10 +4,11 @@ A waiting message is never held in the queue's in-flight set (SQS caps a standar
 messages in flight, and past it every consumer stalls). Instead the message is let go and a copy of it is
 scheduled: with ``DelaySeconds`` for a wait up to SQS's 15 minutes (a delayed message is not in flight),
 and in DynamoDB (``storage.schedule``) for a longer one, which the sweeper (``herald.worker.sweeper``)
-queues shortly before it is due. The copy is marked ``resumed``: its delivery exists, and is read before
-it is claimed. If the invocation dies after scheduling the copy and before SQS deletes the original, both
-come back; the delivery's lease and attempt count keep the second from sending, and a copy that finds the
-delivery waiting again is held for the same moment as the first, where a long wait merges the two.
+queues shortly before it is due. The copy is marked ``resumed``: its delivery is read before it is claimed
+(a first receive held without an attempt has no delivery written yet, and is claimed as new). If the
+invocation dies after scheduling the copy and before SQS deletes the original, both come back; the
+delivery's lease and attempt count keep the second from sending, and a copy that finds the delivery waiting
+again is held for the same moment as the first, where a long wait merges the two.
 """
 
 from __future__ import annotations
