@@ -78,7 +78,7 @@ def test_a_poison_message_goes_to_the_dlq_without_blocking_its_batch(
 
 
 #: Event items that cannot be read: fields missing (pydantic refuses), and a payload that is JSON but no object
-#: (the record's own validator raises a TypeError).
+#: (the read's check of the envelope, ``storage.events._check_envelope``, raises a TypeError).
 CORRUPT_EVENTS = {
     "fields missing": {},
     "payload not an object": {

@@ -20,6 +20,7 @@ were queued is then read from them (``unwritten_deliveries``) when the publish i
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import uuid
 from collections import Counter
@@ -99,8 +100,10 @@ class StoredEvent:
 
     @classmethod
     def of(cls, item: Mapping[str, Any]) -> StoredEvent:
+        event = Event.model_validate(strip(dict(item)))
+        _check_envelope(event.payload)
         return cls(
-            event=Event.model_validate(strip(dict(item))),
+            event=event,
             expires_at=int(item["expires_at"]),
             fingerprint=str(item.get("fingerprint", "")),
             enqueued=bool(item.get("enqueued")),
@@ -109,6 +112,16 @@ class StoredEvent:
             counted_when_stored=bool(item.get(COUNTED_WHEN_STORED)),
             **{counter: int(item.get(counter, 0)) for counter in EVENT_COUNTERS},
         )
+
+
+def _check_envelope(payload: str) -> None:
+    """Raise unless a stored payload is the envelope publishing writes: a JSON object holding a ``data``
+    object. One that is not (an item written by hand, a bug) must never be sent; its read fails instead, and its
+    delivery's message ends in the dead-letter queue. The parse is let go at once: a delivery sends the payload as
+    it is, and the event parses its data again only if asked for (``Event.data``)."""
+    envelope = json.loads(payload)
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("data"), dict):
+        raise TypeError("the event's payload is not a JSON object holding its data")
 
 
 class NewEvent(NamedTuple):
