@@ -99,9 +99,12 @@ class StoredEvent:
         return ids.delivery_id(self.event.id, subscription_id, event_ms)
 
     @classmethod
-    def of(cls, item: Mapping[str, Any]) -> StoredEvent:
-        event = Event.model_validate(strip(dict(item)))
-        _check_envelope(event.payload)
+    def of(cls, item: Mapping[str, Any], event: Event | None = None) -> StoredEvent:
+        """The event an item holds: read back from the table (its record decoded, its payload checked), or just
+        written, with ``event``, the record it was written from (already valid: nothing to decode again)."""
+        if event is None:
+            event = Event.model_validate(strip(dict(item)))
+            _check_envelope(event.payload)
         return cls(
             event=event,
             expires_at=int(item["expires_at"]),
@@ -204,7 +207,7 @@ class EventRepository:
                     "expires_at": expires_at,
                 }
                 self._table.transact([{"Put": put}, {"Put": {"Item": to_item(idem), **fresh}}])
-            return StoredEvent.of(item)
+            return StoredEvent.of(item, event)
         except ClientError:
             pass
         raise EventExistsError(self._existing(event, fingerprint))
@@ -239,7 +242,7 @@ class EventRepository:
             written = inserted[new.event.id]
             answer: StoredEvent | HeraldError
             if written is True:
-                answer = StoredEvent.of(items[new.event.id])
+                answer = StoredEvent.of(items[new.event.id], new.event)
             elif isinstance(written, HeraldError):
                 answer = written
             else:
