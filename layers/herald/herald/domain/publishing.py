@@ -386,7 +386,7 @@ class _Routed:
         """What the event's item starts with when it names its subscriptions (or has none to go to): its one
         direct page's counts, with no mark to come (``storage.events.COUNTED_WHEN_STORED``); an event that no
         route takes is stored queued. Else nothing: its counts are written as it is queued or fanned out."""
-        if self.sub_ids is None or len(self.sub_ids) > COUNTED_FROM_DELIVERIES_MAX:
+        if self.sub_ids is None or not self._names_them:
             return {}
         return {
             "matched": len(self.sub_ids),
@@ -400,9 +400,15 @@ class _Routed:
     def delivered_to(self) -> list[str]:
         """The subscriptions the event's item names (``storage.events.DELIVERED_TO``): all it goes to, when
         publishing queues them and they are few enough; else none (its counters count its deliveries)."""
-        if self.sub_ids is None or len(self.sub_ids) > COUNTED_FROM_DELIVERIES_MAX:
+        if self.sub_ids is None or not self._names_them:
             return []
         return self.sub_ids
+
+    @property
+    def _names_them(self) -> bool:
+        """Whether the event's item names the subscriptions publishing queues (at most
+        ``COUNTED_FROM_DELIVERIES_MAX``); False when a fan-out message finds them."""
+        return self.sub_ids is not None and len(self.sub_ids) <= COUNTED_FROM_DELIVERIES_MAX
 
 
 @dataclass(frozen=True)
