@@ -50,9 +50,10 @@ class DeliveryMessage(_Message):
     #: The recovery or redelivery job whose ticket this message carries: the one extra attempt it may make
     #: (see herald.worker.jobs). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
     job_id: str | None = Field(None, alias="recovery_id")
-    #: A copy that carries a delivery on (a retry, a postponement), or one queued again by a repeated publish
-    #: (``domain.publishing._requeue``): its delivery, if written, is read strongly before it is claimed with a
-    #: lease, never sent on a first receive's batch read alone. Left out of the JSON when false.
+    #: A copy that carries a delivery on (a retry, a postponement), one queued again by a repeated publish
+    #: (``domain.publishing._requeue``), or a redelivery's first delivery (``worker.jobs``): its delivery, if
+    #: written, is read strongly before it is claimed with a lease, never sent on a first receive's batch read
+    #: alone. Left out of the JSON when false.
     resumed: bool | None = None
     #: ``slow``: the message goes to the slow lane's queue (``herald.worker.lanes``). Left out when none.
     lane: Literal["slow"] | None = None

@@ -128,7 +128,7 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
 
 async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: float) -> None:
     """Pages of the subscriptions an event goes to: a ticketed single attempt for each existing delivery,
-    a regular first delivery for a subscription that never had the event."""
+    a first delivery, claimed with a lease, for a subscription that never had the event."""
     store = worker.store
     stored = await worker.io(store.events.get, message.event_id)
     if stored is None:
@@ -171,9 +171,9 @@ async def _redelivery_messages(
 ) -> tuple[list[DeliveryMessage], int]:
     """The messages of a page of a redelivery, and how many of them are first deliveries not counted yet in the
     event's ``matched`` (an event counted when stored counts those it names from the start): a ticketed single
-    attempt (``manual``) for each existing delivery whose ticket this job takes, a regular first delivery for
-    each subscription that never had the event (noted in the job's tickets: the page run again later does not
-    take that delivery for one more attempt)."""
+    attempt (``manual``) for each existing delivery whose ticket this job takes, a first delivery, claimed with a
+    lease (``resumed``), for each subscription that never had the event (noted in the job's tickets: the page run
+    again later does not take that delivery for one more attempt)."""
     event_id = stored.event.id
     delivery_ids = {sub_id: stored.delivery_id(sub_id) for sub_id in sub_ids}
     existing = await asyncio.gather(
@@ -189,7 +189,10 @@ async def _redelivery_messages(
         for sub, ok in zip(again, taken, strict=True)
         if ok
     ]
-    messages += [DeliveryMessage.of(stored, tenant_id, sub) for sub in first]
+    # A first delivery is claimed with a lease before it is sent (``resumed``), not sent on its batch's read alone: the
+    # delivery may have a copy on the queue already (one a repeated publish queued and held back, also claimed
+    # so), and of two such copies worked at once only one sends.
+    messages += [DeliveryMessage.of(stored, tenant_id, sub).model_copy(update={"resumed": True}) for sub in first]
     # An event counted when stored counted the subscriptions it names in its ``matched`` already, queued or not.
     uncounted = [sub for sub in first if not (stored.counted_when_stored and sub in stored.delivered_to)]
     return messages, len(uncounted)
