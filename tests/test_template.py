@@ -445,6 +445,44 @@ def test_delivery_failure_rate_alarm_reads_the_delivery_functions_metrics(templa
     assert template["Parameters"]["DeliveryFailureRateAlarmPercent"]["MaxValue"] == 100
 
 
+def test_table_throttle_alarm_counts_the_throttled_reads_and_writes_of_the_table_and_each_index(
+    template: dict[str, Any],
+) -> None:
+    # GIVEN the table's throttle alarm (metric math) and the table's indexes
+    alarm = _alarms(template)["TableThrottleAlarm"]
+    queries = _math_metrics(alarm)
+    table = template["Resources"]["Table"]["Properties"]
+    indexes = [index["IndexName"] for index in table["GlobalSecondaryIndexes"]]
+    assert indexes
+
+    # THEN it reads ReadThrottleEvents and WriteThrottleEvents, summed per 5 minutes, of the table and of each of
+    # its indexes (the table's own dimension leaves the indexes' events out)
+    watched = set()
+    for query in queries.values():
+        if "MetricStat" not in query:
+            continue
+        assert query["ReturnData"] is False
+        stat = query["MetricStat"]
+        assert (stat["Metric"]["Namespace"], stat["Stat"], stat["Period"]) == ("AWS/DynamoDB", "Sum", 300)
+        dimensions = {item["Name"]: item["Value"] for item in stat["Metric"]["Dimensions"]}
+        assert dimensions.pop("TableName") == {"Ref": "Table"}
+        watched.add((stat["Metric"]["MetricName"], dimensions.pop("GlobalSecondaryIndexName", None)))
+        assert not dimensions
+    expected = {(f"{kind}ThrottleEvents", index) for kind in ("Read", "Write") for index in [None, *indexes]}
+    assert watched == expected
+    # ... and alarms on their sum (each filled with 0: a metric with no data point is no throttle), above a
+    # threshold the operator sets, in two 5-minute periods of three
+    (returned,) = [query for query in alarm["Metrics"] if query.get("ReturnData", True)]
+    stat_ids = {query_id for query_id, query in queries.items() if "MetricStat" in query}
+    assert sorted(returned["Expression"].split(" + ")) == sorted(f"FILL({query_id}, 0)" for query_id in stat_ids)
+    assert alarm["Threshold"] == {"Ref": "TableThrottleAlarmEvents"}
+    assert template["Parameters"]["TableThrottleAlarmEvents"]["Type"] == "Number"
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (3, 2)
+    # ... within CloudWatch's limit of 10 metrics in a metric-math alarm
+    assert len(alarm["Metrics"]) <= 10
+
+
 def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> None:
     alarms = _alarms(template)
     assert set(alarms) >= {
@@ -455,6 +493,7 @@ def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> No
         "ApiFunctionThrottlesAlarm",
         "DeliveryFunctionErrorsAlarm",
         "DeliveryFunctionThrottlesAlarm",
+        "TableThrottleAlarm",
     }
     assert template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
     for logical_id, alarm in alarms.items():
