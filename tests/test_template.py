@@ -96,11 +96,30 @@ def test_queues_keep_messages_fourteen_days(template: dict[str, Any], queue: str
     assert _properties(template, queue)["MessageRetentionPeriod"] == FOURTEEN_DAYS
 
 
-@pytest.mark.parametrize("queue", ["WorkQueue", "DeadLetterQueue"])
+@pytest.mark.parametrize("queue", ["WorkQueue", "SlowQueue", "DeadLetterQueue"])
 def test_queues_set_maximum_message_size_and_encryption(template: dict[str, Any], queue: str) -> None:
     properties = _properties(template, queue)
-    assert properties["MaximumMessageSize"] == 262144
+    # (the work queues 256 KiB, as before SQS's default rose to 1 MiB; the dead-letter queue SQS's maximum)
+    assert properties["MaximumMessageSize"] == (1_048_576 if queue == "DeadLetterQueue" else 262_144)
     assert properties["SqsManagedSseEnabled"] is True
+
+
+def test_the_dead_letter_queue_holds_any_work_message_with_the_attributes_it_is_set_aside_with(
+    template: dict[str, Any],
+) -> None:
+    from herald.queue import ERROR_ATTRIBUTE, MAX_REASON_CHARS, REDRIVES_ATTRIBUTE, redrives_attribute
+
+    # GIVEN the largest message the work queues take, and what Queue.dead_letter adds to it: its reason and its
+    # redrive count, as message attributes, whose name, data type and value SQS counts in the message's size (a
+    # reason's characters UTF-8 encoded: four bytes at most each)
+    largest = max(_properties(template, queue)["MaximumMessageSize"] for queue in ("WorkQueue", "SlowQueue"))
+    reason = len(ERROR_ATTRIBUTE) + len("String") + 4 * MAX_REASON_CHARS
+    count = redrives_attribute(Settings.model_fields["dead_letter_max_redrives"].default + 1_000_000)
+    redrives = len(REDRIVES_ATTRIBUTE) + len(count["DataType"]) + len(count["StringValue"])
+    # THEN the dead-letter queue takes the message with both (SQS refuses a message beyond its queue's size), within
+    # SQS's own limit
+    dead_letters = _properties(template, "DeadLetterQueue")["MaximumMessageSize"]
+    assert largest + reason + redrives <= dead_letters <= 1_048_576
 
 
 def test_work_queue_redrives_to_dead_letter_queue(template: dict[str, Any]) -> None:

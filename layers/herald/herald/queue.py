@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 ERROR_ATTRIBUTE = "herald_error"
 #: The attribute counting a message's redrives from the dead-letter queue (``herald.dlq``).
 REDRIVES_ATTRIBUTE = "herald_redrives"
+#: The reason a message is set aside with is cut to this many characters (the dead-letter queue's size allows it).
+MAX_REASON_CHARS = 1000
 #: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility.
 BATCH_SIZE = 10
 MAX_DELAY_SECONDS = 900
@@ -143,7 +145,7 @@ class WorkQueue:
         if not self.dead_letter_queue_url:
             raise ServiceUnavailableError("no dead-letter queue is configured")
         attributes: dict[str, MessageAttributeValueTypeDef] = {
-            ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]}
+            ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:MAX_REASON_CHARS]}
         }
         if redrives > 0:
             attributes[REDRIVES_ATTRIBUTE] = redrives_attribute(redrives)
