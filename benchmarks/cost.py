@@ -62,6 +62,9 @@ THROUGHPUT_SUFFIX = "_throughput"
 #: The figure name's suffix for 1 event -> 1 published one event a request (the figure without it publishes in
 #: batches: ``POST /v1/events/batch``, as the issue prices it).
 SINGLE_PUBLISH_SUFFIX = "_single_publish"
+#: The figure name's suffix for the default fan-out published in batches (the figure without it publishes one event
+#: a request, as the issue prices it): what a publisher that batches pays, and the AWS requests it makes.
+BATCH_PUBLISH_SUFFIX = "_batch_publish"
 LAMBDA_ARM_GB_SECOND = 0.0000133334
 LAMBDA_REQUEST = 0.20 / 1e6
 SQS_REQUEST = 0.40 / 1e6  # standard queue, per 64 KB chunk
@@ -702,6 +705,7 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
         (1, one_to_one, template, "", MAX_BATCH_EVENTS),
         (1, one_to_one, template, SINGLE_PUBLISH_SUFFIX, 1),
         (fanout, events, throughput, THROUGHPUT_SUFFIX, 1),
+        (fanout, events, template, BATCH_PUBLISH_SUFFIX, MAX_BATCH_EVENTS),
     ]
     cases: list[tuple[CaseResult, str]] = []
     for case_fanout, case_events, case_template, suffix, per_request in runs:
@@ -736,6 +740,7 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
         batching = {
             THROUGHPUT_SUFFIX: " (DeliveryBatching: throughput)",
             SINGLE_PUBLISH_SUFFIX: " (one event an API request)",
+            BATCH_PUBLISH_SUFFIX: " (events published in batches)",
         }.get(
             suffix, " (events published in batches)" if case.invocations["api"] < case.deliveries / case.fanout else ""
         )
@@ -780,7 +785,8 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
         )
     (default,) = [case for case, suffix in cases if not suffix and case.fanout == fanout]
     (batched,) = [case for case, suffix in cases if suffix == THROUGHPUT_SUFFIX]
-    return figures + per_delivery_figures(default, batched)
+    (published,) = [case for case, suffix in cases if suffix == BATCH_PUBLISH_SUFFIX]
+    return figures + per_delivery_figures(default, batched, published)
 
 
 #: The issue's targets per delivered webhook on the happy path.
@@ -788,12 +794,14 @@ WRU_TARGET = 1.5
 CALLS_TARGET = 0.3
 
 
-def per_delivery_figures(case: CaseResult, batched: CaseResult) -> list[Figure]:
-    """Write units and AWS requests per delivered webhook at 1 event -> ``case.fanout`` (the default batching),
-    from the same metered run as its cost; ``batched`` (DeliveryBatching: throughput) is in the notes."""
-    usage, other = case.usage, batched.usage
+def per_delivery_figures(case: CaseResult, batched: CaseResult, published: CaseResult) -> list[Figure]:
+    """Write units and AWS requests per delivered webhook at 1 event -> ``case.fanout`` (the default batching, one
+    event a request), from the same metered run as its cost; ``batched`` (DeliveryBatching: throughput) and
+    ``published`` (the same fan-out, its events published in batches) are in the notes."""
+    usage, other, in_batches = case.usage, batched.usage, published.usage
     calls = usage["dynamodb_requests"] + usage["sqs_requests"]
     other_calls = other["dynamodb_requests"] + other["sqs_requests"]
+    batch_published_calls = in_batches["dynamodb_requests"] + in_batches["sqs_requests"]
     where = f"1 event -> {case.fanout}, DeliveryBatching: latency, on the happy path"
     return [
         Figure(
@@ -820,7 +828,9 @@ def per_delivery_figures(case: CaseResult, batched: CaseResult) -> list[Figure]:
             note=f"{where}, publishing's calls included ({usage['api_aws_calls_per_event']:.0f} per event; the "
             f"worker's {usage['worker_aws_calls_per_delivery']:.2f} per delivery; SQS's "
             f"{usage['sqs_requests']:.2f}, up to ten deliveries to a message: Lambda receives and deletes 10 messages "
-            f"a call, a send carries 10): {case.notes[1]}; with DeliveryBatching: throughput, {other_calls:.2f}",
+            f"a call, a send carries 10): {case.notes[1]}; with DeliveryBatching: throughput, {other_calls:.2f}; "
+            f"with the events published in batches (POST /v1/events/batch), {batch_published_calls:.2f} "
+            f"(publishing's {in_batches['api_aws_calls_per_event']:.2f} per event)",
             # Fewer than one request per batch of deliveries would mean requests not counted.
             low=1 / 100 / CALLS_TARGET,
             high=1.0,
@@ -828,6 +838,7 @@ def per_delivery_figures(case: CaseResult, batched: CaseResult) -> list[Figure]:
                 "worker_per_delivery": usage["worker_aws_calls_per_delivery"],
                 "sqs_per_delivery": usage["sqs_requests"],
                 "throughput": other_calls,
+                "batch_published": batch_published_calls,
             },
         ),
     ]

@@ -157,13 +157,16 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     # GIVEN / WHEN two events to two subscriptions each, and ten events to one (published in one batch, then one a
     # request), on the happy path
     lines: list[str] = []
-    typical, pessimistic, single, throughput, wru, calls = cost.run(events=2, fanout=2, out=lines.append)
+    typical, pessimistic, single, throughput, batch_published, wru, calls = cost.run(
+        events=2, fanout=2, out=lines.append
+    )
     # THEN each case has a priced breakdown of the requests the real code path made
     assert typical.name == "cost_per_million_fanout_2"
     assert pessimistic.name == "cost_per_million_fanout_1"
     assert single.name == "cost_per_million_fanout_1_single_publish"
     assert throughput.name == "cost_per_million_fanout_2_throughput"
-    for figure in (typical, pessimistic, single, throughput):
+    assert batch_published.name == "cost_per_million_fanout_2_batch_publish"
+    for figure in (typical, pessimistic, single, throughput, batch_published):
         breakdown = figure.details["breakdown_per_million"]
         assert figure.value == pytest.approx(sum(breakdown.values()), rel=1e-3)
         usage = figure.details["per_delivery"]
@@ -193,6 +196,11 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     usage = typical.details["per_delivery"]
     assert calls.value == pytest.approx(usage["dynamodb_requests"] + usage["sqs_requests"])
     assert calls.details["throughput"] > 0
+    # AND the same fan-out published in batches makes fewer requests per delivery: the API's per-event calls are
+    # shared by the batch
+    assert batch_published.details["invocations"]["api"] == 1
+    assert 0 < calls.details["batch_published"] < calls.value
+    assert "with the events published in batches" in calls.note
 
 
 def test_item_sizes_follow_dynamodb_rules() -> None:
