@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from pydantic import Field
+from pydantic import BaseModel, Field
 from standardwebhooks import Webhook
 
 from herald.catalog import EventData, EventType, _envelope, catalog, operational_catalog
@@ -273,6 +273,49 @@ def test_non_finite_numbers_are_refused(client, tenant, services, aws, note_type
     # THEN it is a 422 and nothing is queued
     assert_error(response, 422)
     assert fanouts(aws, services) == []
+
+
+@pytest.mark.parametrize("number", ["Infinity", "-Infinity", "NaN", "1e999"])
+def test_non_finite_numbers_given_as_strings_to_a_number_field_are_refused(
+    client, tenant, services, aws, number
+) -> None:
+    # GIVEN a number field of the catalog given a string that a float reads as no finite number
+    body = {
+        "type": "subscription.created",
+        "tenant_id": tenant.id,
+        "data": {"username": "ada", "monthly_fee": number, "start_date": "2026-01-01T00:00:00Z"},
+    }
+    # WHEN it is published
+    response = client.post("/v1/events", json=body, headers=ADMIN)
+    # THEN it is a 422 on that field, and nothing is queued (the envelope would not be JSON, or would carry null)
+    error = assert_error(response, 422)
+    assert [(detail["loc"], detail["type"]) for detail in error["details"]] == [
+        (["body", "data", "monthly_fee"], "finite_number")
+    ]
+    assert fanouts(aws, services) == []
+
+
+class _Reading(BaseModel):
+    """A nested model of its own (not an ``EventData``): pydantic's floats as they come, Infinity included."""
+
+    value: float
+
+
+class _Measured(EventData):
+    reading: _Reading
+
+
+def test_a_float_validated_to_a_number_that_is_not_finite_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN an event type whose model converts its input without the catalog's finite check (a nested model of
+    # its own), fed a string that a float reads as Infinity
+    example = {"reading": {"value": 1.0}}
+    envelope_model = _envelope("test.measured", _Measured, example)
+    monkeypatch.setitem(catalog._types, "test.measured", EventType("test.measured", _Measured, example, envelope_model))
+    # WHEN its data is validated, THEN it is refused as no finite number (the envelope would not be JSON)
+    with pytest.raises(InvalidInputError) as refused:
+        validate_data("test.measured", {"reading": {"value": "Infinity"}}, max_bytes=1024)
+    assert refused.value.details is not None
+    assert [detail["type"] for detail in refused.value.details] == ["finite_number"]
 
 
 def test_data_nested_too_deeply_to_write_back_is_a_422() -> None:

@@ -62,9 +62,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class EventData(BaseModel):
-    """Base of every event payload: unknown fields are refused, so typos never reach subscribers."""
+    """Base of every event payload: unknown fields are refused, so typos never reach subscribers, and a number
+    field takes finite numbers only (pydantic would read the strings ``"Infinity"``, ``"NaN"`` or ``"1e999"`` as
+    floats JSON cannot carry)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

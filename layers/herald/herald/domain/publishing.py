@@ -106,7 +106,7 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
     if size > max_bytes:
         raise PayloadTooLargeError(f"event data is {size} bytes; the limit is {max_bytes}")
     try:
-        return entry.validate(data)
+        validated = entry.validate(data)
     except ValidationError as exc:
         details = [
             {
@@ -117,6 +117,20 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
             for error in exc.errors(include_url=False)
         ]
         raise InvalidInputError(f"data does not match the schema of {event_type}", details=details) from exc
+    _check_finite(validated)
+    return validated
+
+
+def _check_finite(validated: dict[str, Any]) -> None:
+    """The data as validated is written as JSON too: a model of the catalog that converts its input (a float field
+    not declared finite, in a nested model of its own) must not make of it a number JSON cannot carry."""
+    try:
+        json.dumps(validated, allow_nan=False)
+    except ValueError as exc:
+        raise InvalidInputError(
+            "data holds a number that is not finite once validated (NaN or Infinity, which JSON cannot carry)",
+            details=[{"loc": ["body", "data"], "msg": "not valid JSON numbers", "type": "finite_number"}],
+        ) from exc
 
 
 def _fingerprint(body: EventIn) -> str:
