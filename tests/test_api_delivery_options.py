@@ -337,6 +337,13 @@ BAD_INPUT = [
         ["body", "transform"],
     ),
     (
+        "a result JSON cannot carry",
+        {"transform": "{fee: to_number('NaN')}"},
+        "invalid_transform",
+        "transform_failed",
+        ["body", "transform"],
+    ),
+    (
         "a doubling pipe",
         {"transform": " | ".join(["[@, @][]"] * 16)},
         "invalid_transform",

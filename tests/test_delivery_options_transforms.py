@@ -76,6 +76,9 @@ def test_dry_run_shows_each_types_example() -> None:
         ("data.items", ["transform_result_not_object"]),
         ("sort(data)", ["transform_failed", "transform_failed"]),
         ("abs(data.order_id)", ["transform_failed", "transform_failed"]),
+        # an object, but with a number JSON cannot carry: every delivery would fail
+        ("{x: to_number('NaN')}", ["transform_failed", "transform_failed"]),
+        ("{x: to_number('-Infinity')}", ["transform_failed", "transform_failed"]),
         ("|".join(["[@,@]"] * 12), ["transform_result_too_large", "transform_result_too_large"]),
     ],
 )

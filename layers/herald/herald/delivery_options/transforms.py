@@ -203,14 +203,7 @@ class CompiledTransform:
 
     def apply(self, envelope: Mapping[str, Any]) -> bytes:
         """The body to sign and send, or ``TransformError``."""
-        value = self.result(envelope)
-        try:
-            body = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-        except ValueError:
-            raise TransformError("failed", "the transform gave NaN or Infinity, which JSON cannot carry") from None
-        if len(body) > MAX_BODY_BYTES:
-            raise TransformError("too_large", f"the transformed body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
-        return body
+        return encode(self.result(envelope))
 
     def apply_to_body(self, body: bytes | str) -> bytes:
         """:meth:`apply` to an envelope given as the JSON Herald would have sent."""
@@ -269,6 +262,18 @@ def example_envelopes(catalog: EventCatalog, event_types: Iterable[str]) -> dict
     }
 
 
+def encode(value: dict[str, Any] | list[Any]) -> bytes:
+    """A transform's result as the body sent, or ``TransformError``: JSON (no NaN or Infinity, which a transform
+    can make, e.g. ``to_number('NaN')``), at most ``MAX_BODY_BYTES``."""
+    try:
+        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except ValueError:
+        raise TransformError("failed", "the transform gave NaN or Infinity, which JSON cannot carry") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise TransformError("too_large", f"the transformed body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
+    return body
+
+
 _CHECK_KINDS = {
     "not_object": "transform_result_not_object",
     "too_costly": "transform_too_costly",
@@ -285,6 +290,7 @@ def dry_run(
     for name, envelope in envelopes.items():
         try:
             results[name] = compiled.result(envelope)
+            encode(results[name])  # as a delivery sends it: a result JSON cannot carry fails every delivery
         except TransformError as exc:
             kind = _CHECK_KINDS.get(exc.reason, "transform_failed")
             problems.append({"loc": list(loc), "msg": f"on the {name} example: {exc.message}", "type": kind})
