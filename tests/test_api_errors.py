@@ -161,6 +161,18 @@ def test_a_string_that_is_not_unicode_is_400_before_any_handler(client, world, c
     assert len(client.get("/v1/tenants", headers=ADMIN).json()["data"]) == 1
 
 
+@pytest.mark.parametrize("second", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_surrogate_is_400_also_when_a_second_content_type_follows_the_json_one(client, world, second) -> None:
+    # GIVEN a body holding an unpaired surrogate, sent with two Content-Type headers: JSON first (the one the app
+    # reads), another after it (uvicorn hands both on)
+    body = f'{{"name": "Acme", "metadata": {{"k": "{LONE}"}}}}'.encode()
+    headers = [*ADMIN.items(), ("content-type", "application/json"), ("content-type", second)]
+    # WHEN it is sent, THEN it is refused before any handler, and nothing is stored
+    response = client.post("/v1/tenants", content=body, headers=headers)
+    assert_4xx(response, 400, "invalid_json")
+    assert len(client.get("/v1/tenants", headers=ADMIN).json()["data"]) == 1
+
+
 #: The same unpaired surrogate reaching the JSON parser other ways: as raw bytes (not valid UTF-8, which the
 #: parser decodes with ``surrogatepass``), or escaped in a body encoded as UTF-16 or UTF-32 (the parser detects
 #: the encoding).

@@ -68,10 +68,12 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        json_body = False  # FastAPI reads a body as JSON only when its content type says so
+        # FastAPI reads a body as JSON only when its content type says so. A request may carry the header twice
+        # (uvicorn passes both on; API Gateway joins them): the app reads the first, so any that says JSON counts.
+        json_body = False
         for name, value in scope.get("headers", []):
             if name == b"content-type":
-                json_body = _is_json(value)
+                json_body = json_body or _is_json(value)
             if name == b"content-length":
                 try:
                     declared = int(value)
