@@ -4,6 +4,7 @@ domain refuses is a page saying why (never a 500), and every endpoint of a tenan
 from __future__ import annotations
 
 import base64
+import html
 import re
 
 import pytest
@@ -133,3 +134,44 @@ def test_another_tenants_real_cursor_is_refused(browser: Browser, client, make_t
     response = me.get("/portal/endpoints", params={"after": page["iterator"]})
     assert response.status_code == 422, response.text[:300]
     assert receiver.url not in response.text
+
+
+def _metadata_field(html_page: str) -> tuple[bool, str]:
+    """The edit form's metadata field: whether it is read-only, and its text as the browser submits it."""
+    found = re.search(r'<textarea id="metadata" name="metadata"([^>]*)>(.*?)</textarea>', html_page, re.S)
+    assert found, "the form has its metadata field"
+    return "readonly" in found.group(1), html.unescape(found.group(2))
+
+
+def test_metadata_the_form_cannot_hold_is_kept_when_the_endpoint_is_saved(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint whose metadata, set through the API, has a key with "=", a value with a line break and
+    # spaces at the ends of a key and a value (none of which the form's key=value lines can hold)
+    sub = subscribe(client, tenant, receiver.url)
+    metadata = {"a=b": "c", "note": "x\ny", " k": "v "}
+    response = client.patch(f"/v1/subscriptions/{sub.id}", json={"metadata": metadata}, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    # WHEN the tenant opens the endpoint's form: the metadata is shown read-only
+    locked, text = _metadata_field(me.get(f"/portal/endpoints/{sub.id}/edit").text)
+    assert locked
+    # AND saves it with a new URL, the metadata field as the page gave it
+    form = {"csrf_token": csrf, "url": f"{receiver.url}?v=2", "event_types": "invoice.paid", "metadata": text}
+    assert me.post(f"/portal/endpoints/{sub.id}/edit", data=form, follow_redirects=False).status_code == 303
+    # THEN the URL changed and the metadata is as the API set it, not rewritten from the form's lines
+    saved = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert saved["url"] == f"{receiver.url}?v=2"
+    assert saved["metadata"] == metadata
+
+    # WHEN its metadata is one the lines hold, THEN the field is editable and the form's lines are saved
+    assert client.patch(
+        f"/v1/subscriptions/{sub.id}", json={"metadata": {"team": "billing"}}, headers=tenant.headers
+    ).is_success
+    locked, text = _metadata_field(me.get(f"/portal/endpoints/{sub.id}/edit").text)
+    assert (locked, text) == (False, "team=billing")
+    form["metadata"] = "team=payments\nregion=eu"
+    assert me.post(f"/portal/endpoints/{sub.id}/edit", data=form, follow_redirects=False).status_code == 303
+    saved = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert saved["metadata"] == {"team": "payments", "region": "eu"}

@@ -63,12 +63,7 @@ def _form_values(form: dict[str, str]) -> dict[str, Any]:
         "event_types": fields_list(form, "event_types"),
         "description": form.get("description", "").strip(),
     }
-    metadata: dict[str, str] = {}
-    for line in form.get("metadata", "").splitlines():
-        if line.strip():
-            key, _, value = line.partition("=")
-            metadata[key.strip()] = value.strip()
-    values["metadata"] = metadata
+    values["metadata"] = _metadata_of(form.get("metadata", ""))
     rate = form.get("rate_limit", "").strip()
     values["rate_limit"] = int(rate) if WHOLE_NUMBER.fullmatch(rate) else (rate or None)
     return values
@@ -81,6 +76,26 @@ def _errors(exc: Exception) -> list[str]:
     return [exc.message, *(str(d.get("msg", "")) for d in exc.details or [] if d.get("msg"))]
 
 
+def _metadata_of(text: str) -> dict[str, str]:
+    """The form's metadata: one ``key=value`` a line, each side trimmed, blank lines skipped."""
+    metadata: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.strip():
+            key, _, value = line.partition("=")
+            metadata[key.strip()] = value.strip()
+    return metadata
+
+
+def _metadata_text(values: dict[str, Any]) -> str:
+    return "\n".join(f"{key}={value}" for key, value in (values.get("metadata") or {}).items())
+
+
+def _fits_the_form(metadata: dict[str, str] | None) -> bool:
+    """Whether ``metadata`` reads back from the form's lines as it is. Set through the API, it may not: a key with
+    ``=``, a line break, or spaces at either end of a key or a value."""
+    return _metadata_of(_metadata_text({"metadata": metadata})) == (metadata or {})
+
+
 def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **context: Any) -> Response:
     return page(
         request,
@@ -88,6 +103,8 @@ def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **conte
         guest,
         values=values,
         metadata_text=_metadata_text(values),
+        # Shown, not editable: saved from the form's lines it would change, with no word of it.
+        metadata_locked=not _fits_the_form(values.get("metadata")),
         event_types=list(catalog),
         **context,
     )
@@ -202,16 +219,14 @@ async def edit_endpoint(request: Request, sub_id: str) -> Response:
     return _form_page(request, guest, sub.model_dump(), sub=sub)
 
 
-def _metadata_text(values: dict[str, Any]) -> str:
-    return "\n".join(f"{key}={value}" for key, value in (values.get("metadata") or {}).items())
-
-
 @router.post("/{sub_id}/edit")
 async def update_endpoint(request: Request, sub_id: str) -> Response:
     guest = _guest(request)
     form = await change_form(request, guest)
     sub = _find(guest, sub_id)
     values = _form_values(form)
+    if not _fits_the_form(sub.metadata):
+        values["metadata"] = sub.metadata  # the form showed it locked: it stays as the API set it
     try:
         await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(values))
     except (ValidationError, InvalidInputError) as exc:
