@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -226,6 +227,33 @@ def test_deleted_tenant_is_locked_out_and_purged(client, make_tenant, services, 
     # ... and the other tenant is untouched
     assert client.get("/v1/subscriptions", headers=other.headers).status_code == 200
     assert [t["id"] for t in client.get("/v1/tenants", headers=ADMIN).json()["data"]] == [other.id]
+
+
+def test_a_key_the_deletions_index_read_missed_stops_working_when_the_purge_runs(
+    client, make_tenant, services, poller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a tenant with two keys, the second issued a moment before the deletion, so that the index the deletion
+    # lists keys from does not show it yet (emulated: moto's index is consistent)
+    doomed = make_tenant("Doomed")
+    issued = client.post(f"/v1/tenants/{doomed.id}/api-keys", headers=ADMIN)
+    assert issued.status_code == 201, issued.text
+    late_key = issued.json()["key"]
+    listed = services.store.tenants._key_items
+
+    def index_behind(tenant_id: str) -> Iterator[dict[str, Any]]:
+        return (item for item in listed(tenant_id) if item["id"] != issued.json()["id"])
+
+    monkeypatch.setattr(services.store.tenants, "_key_items", index_behind)
+    # WHEN the operator deletes the tenant: the first key is locked out, the one the index missed still works
+    assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204
+    assert_error(client.get("/v1/subscriptions", headers=doomed.headers), 401, "unauthorized")
+    assert client.get("/v1/subscriptions", headers=bearer(late_key)).status_code == 200
+    # AND the purge runs, once the index shows every key
+    monkeypatch.setattr(services.store.tenants, "_key_items", listed)
+    assert release_delays(services.settings.queue_url) == 1
+    drain(poller)
+    # THEN that key is locked out too
+    assert_error(client.get("/v1/subscriptions", headers=bearer(late_key)), 401, "unauthorized")
 
 
 def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(

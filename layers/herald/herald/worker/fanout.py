@@ -142,7 +142,11 @@ async def send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> 
 
 
 async def purge(worker: Worker, message: PurgeTenantMessage) -> None:
-    """Delete a page of a deleted tenant's subscriptions; a continuation message carries on."""
+    """Delete a page of a deleted tenant's subscriptions; a continuation message carries on. Each message deletes
+    the tenant's API keys once more first: the deletion found them through an index, whose read may miss a key
+    issued a moment before (DynamoDB's eventual consistency); by the purge, delayed past any request under way,
+    the index lists it, and the key stops working then instead of never."""
+    await worker.io(worker.store.tenants.delete_keys, message.tenant_id)
     done = await worker.io(worker.store.subscriptions.purge_page, message.tenant_id)
     if not done:
         await worker.io(worker.queue.send, message)
