@@ -197,6 +197,27 @@ def test_revoking_ends_the_tenants_sessions(browser: Browser, tenant: TenantInfo
     assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 401
 
 
+def test_revoking_ends_the_sessions_and_links_the_index_does_not_show_yet(
+    browser: Browser, tenant: TenantInfo, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a signed-in browser and an unused link, made a moment before the revocation, so that the index the
+    # revocation finds a tenant's links and sessions through does not show them yet (emulated: moto's index is
+    # consistent; nothing is deleted)
+    me = browser()
+    sign_in(me, tenant.id)
+    unused = mint(me, tenant.id)
+    monkeypatch.setattr(services.store.portal, "revoke_all", lambda tenant_id: 0)
+    # WHEN the operator revokes the tenant's portal access
+    assert me.delete(f"/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN).status_code == 204
+    # THEN the session and the link no longer work, though both are still stored
+    assert me.get("/portal/endpoints").status_code == 401
+    assert browser().get(unused["path"]).status_code == 403
+    # AND a link minted after the revocation opens a session that works
+    again = browser()
+    sign_in(again, tenant.id)
+    assert again.get("/portal/endpoints").status_code == 200
+
+
 def test_signing_out_ends_the_session(browser: Browser, tenant: TenantInfo) -> None:
     me = browser()
     csrf = sign_in(me, tenant.id)

@@ -246,3 +246,6 @@ class PortalGrant(BaseModel):
     expires_at: datetime
     session_minutes: int = 0
     csrf_token: str = ""
+    #: A session's: when the link it was opened with was minted (a revocation of the tenant's portal access ends
+    #: the sessions of links minted before it). None in sessions opened before it was kept: their own creation.
+    issued_at: datetime | None = None

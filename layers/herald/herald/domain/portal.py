@@ -52,7 +52,7 @@ def open_session(services: Services, token: str) -> tuple[str, PortalGrant] | No
     if not token.startswith("hpl_") or len(token) > 100:
         return None
     link = services.store.portal.take(digest(token), LINK)
-    if link is None or services.store.tenants.get(link.tenant_id) is None:
+    if link is None or not _stands(services, link.tenant_id, link.created_at):
         return None
     session_id = "hps_" + secrets.token_urlsafe(32)
     now = utcnow()
@@ -63,6 +63,7 @@ def open_session(services: Services, token: str) -> tuple[str, PortalGrant] | No
         created_at=now,
         expires_at=now + timedelta(minutes=link.session_minutes or services.settings.portal_session_minutes),
         csrf_token=secrets.token_urlsafe(32),
+        issued_at=link.created_at,
     )
     services.store.portal.put(digest(session_id), session)
     return session_id, session
@@ -75,9 +76,16 @@ def find_session(services: Services, session_id: str | None) -> PortalGrant | No
     session = services.store.portal.get(digest(session_id))
     if session is None or session.kind != SESSION or session.expires_at <= utcnow():
         return None
-    if services.store.tenants.get(session.tenant_id) is None:
+    if not _stands(services, session.tenant_id, session.issued_at or session.created_at):
         return None
     return session
+
+
+def _stands(services: Services, tenant_id: str, issued_at: datetime) -> bool:
+    """Whether a grant issued at ``issued_at`` (a link's minting) still works: its tenant exists, and its portal
+    access was not revoked since (``revoke_all``)."""
+    revoked_at = services.store.tenants.portal_revoked_at(tenant_id)
+    return revoked_at is not False and (revoked_at is None or issued_at > revoked_at)
 
 
 def end_session(services: Services, session_id: str) -> None:
@@ -86,6 +94,10 @@ def end_session(services: Services, session_id: str) -> None:
 
 
 def revoke_all(services: Services, tenant_id: str) -> int:
-    """End every session and unused link of a tenant; how many of them still worked."""
+    """End every session and unused link of a tenant; how many of them still worked. The tenant's item marks the
+    time first: what was minted before it stops working at once, also what the index that lists a tenant's
+    links and sessions does not show yet (DynamoDB updates it about a second after a write), and a session
+    opened meanwhile from a link minted before. Then what the index shows is deleted (and counted)."""
     tenants.find(services, tenant_id)
+    services.store.tenants.revoke_portal(tenant_id, utcnow())
     return services.store.portal.revoke_all(tenant_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from herald.storage.table import Table
+
+
+#: A tenant item's attribute: when the tenant's portal access was last revoked (``revoke_portal``). A portal link
+#: minted, or a session opened from a link minted, at or before it no longer works.
+PORTAL_REVOKED_AT = "portal_revoked_at"
 
 
 def tenant_item(tenant: Tenant, *, listed: bool = True) -> dict[str, Any]:
@@ -61,6 +67,31 @@ class TenantRepository:
         if item is None and not consistent:
             item = self._table.read(keys.tenant(tenant_id))
         return Tenant.model_validate(strip(item)) if item else None
+
+    def portal_revoked_at(self, tenant_id: str) -> datetime | Literal[False] | None:
+        """When the tenant's portal access was last revoked (None: never), read strongly; False when there is no
+        such tenant. The portal reads it for every link and session: one read, the check of its tenant too."""
+        item = self._table.read(keys.tenant(tenant_id))
+        if item is None:
+            return False
+        revoked = item.get(PORTAL_REVOKED_AT)
+        return datetime.fromisoformat(str(revoked)) if revoked else None
+
+    def revoke_portal(self, tenant_id: str, at: datetime) -> None:
+        """Mark every portal link and session of the tenant minted or opened from a link minted at or before ``at``
+        as no longer working, whether or not the index that lists them (``PortalRepository.revoke_all``) shows
+        them yet. ``NotFoundError`` if there is no such tenant."""
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.tenant(tenant_id)),
+                UpdateExpression="SET #revoked = :at",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#revoked": PORTAL_REVOKED_AT},
+                ExpressionAttributeValues=to_item({":at": at.isoformat()}),
+            )
+        except ClientError as exc:
+            raise NotFoundError(f"tenant {tenant_id} not found") from exc
 
     def list(self, *, limit: int, cursor: str | None) -> PageResult[Tenant]:
         items, next_cursor = self._table.query(
