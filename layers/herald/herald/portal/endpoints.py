@@ -103,8 +103,8 @@ def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **conte
         guest,
         values=values,
         metadata_text=_metadata_text(values),
-        # Shown, not editable: saved from the form's lines it would change, with no word of it.
-        metadata_locked=not _fits_the_form(values.get("metadata")),
+        # The form says so: saved unchanged, it is kept as it is; edited, it is saved as the lines read.
+        metadata_lossy=not _fits_the_form(values.get("metadata")),
         event_types=list(catalog),
         **context,
     )
@@ -225,8 +225,10 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
     form = await change_form(request, guest)
     sub = _find(guest, sub_id)
     values = _form_values(form)
-    if not _fits_the_form(sub.metadata):
-        values["metadata"] = sub.metadata  # the form showed it locked: it stays as the API set it
+    if not _fits_the_form(sub.metadata) and values["metadata"] == _metadata_of(_metadata_text(sub.model_dump())):
+        # The lines as the form showed them (line endings and spaces aside): the tenant did not edit them, and the
+        # metadata stays as the API set it, not as those lines would read it.
+        values["metadata"] = sub.metadata
     try:
         await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(values))
     except (ValidationError, InvalidInputError) as exc:
