@@ -237,6 +237,18 @@ def test_a_publish_whose_deliveries_were_not_queued_is_queued_by_its_retry_and_s
     assert event_counts(client, "inv-1002-paid") == fanned_out_counts(2, succeeded=2)
 
 
+def _reads_before_the_record(monkeypatch: pytest.MonkeyPatch, delivery_id: str) -> None:
+    """From now on, each batch's read does not show ``delivery_id``: as a read made before another batch recorded
+    it would (moto is consistent, DynamoDB's eventually consistent read may be that late)."""
+    real_read_batch = read_batch
+
+    async def read_before_the_record(worker: Any, bodies: Any) -> BatchReads:
+        reads = await real_read_batch(worker, bodies)
+        return dataclasses.replace(reads, states={k: v for k, v in reads.states.items() if k != delivery_id})
+
+    monkeypatch.setattr(runtime, "read_batch", read_before_the_record)
+
+
 def test_the_copies_two_repeats_queued_are_sent_once_even_from_two_batches_at_once(
     client, tenant, services, harness: Harness, receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,14 +267,7 @@ def test_the_copies_two_repeats_queued_are_sent_once_even_from_two_batches_at_on
     # consistent: that read is emulated by a batch read that does not show the delivery)
     (poller,) = [poller for poller in harness.pollers if poller.queue_url == queue_url]
     assert poller.invoke(copies[:1]).deleted == 1
-    real_read_batch = read_batch
-    delivery_id = delivery_id_of(harness.services.store, "inv-1005-paid", sub.id)
-
-    async def read_before_the_record(worker: Any, bodies: Any) -> BatchReads:
-        reads = await real_read_batch(worker, bodies)
-        return dataclasses.replace(reads, states={k: v for k, v in reads.states.items() if k != delivery_id})
-
-    monkeypatch.setattr(runtime, "read_batch", read_before_the_record)
+    _reads_before_the_record(monkeypatch, delivery_id_of(harness.services.store, "inv-1005-paid", sub.id))
     assert poller.invoke(copies[1:]).deleted == 1
     # THEN the event was sent once: the second copy, claimed with a lease, found the delivery done
     (got,) = receiver.received
@@ -557,14 +562,7 @@ def test_a_redeliverys_first_delivery_and_a_repeats_held_copy_are_sent_once(
     # before that record (moto is consistent: that read is emulated by a batch read that does not show the delivery)
     assert release_delays(queue_url) == 1
     assert poller.invoke([received_one("delivery")]).deleted == 1
-    real_read_batch = read_batch
-    delivery_id = delivery_id_of(harness.services.store, "inv-1007-paid", sub.id)
-
-    async def read_before_the_record(worker: Any, bodies: Any) -> BatchReads:
-        reads = await real_read_batch(worker, bodies)
-        return dataclasses.replace(reads, states={k: v for k, v in reads.states.items() if k != delivery_id})
-
-    monkeypatch.setattr(runtime, "read_batch", read_before_the_record)
+    _reads_before_the_record(monkeypatch, delivery_id_of(harness.services.store, "inv-1007-paid", sub.id))
     assert poller.invoke([redelivered]).deleted == 1
     # THEN the event was sent once: the redelivery's copy, claimed with a lease, found the delivery done
     (got,) = receiver.received
