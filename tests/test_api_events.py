@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from standardwebhooks import Webhook
 
 from herald.catalog import EventData, EventType, _envelope, catalog, operational_catalog
-from herald.domain.publishing import validate_data
+from herald.domain.publishing import new_event, validate_data
 from herald.errors import InvalidInputError
 from tests.api_support import assert_error, queue_messages
 from tests.support import ADMIN, INVOICE, drain
@@ -311,9 +311,11 @@ def test_a_float_validated_to_a_number_that_is_not_finite_is_refused(monkeypatch
     example = {"reading": {"value": 1.0}}
     envelope_model = _envelope("test.measured", _Measured, example)
     monkeypatch.setitem(catalog._types, "test.measured", EventType("test.measured", _Measured, example, envelope_model))
-    # WHEN its data is validated, THEN it is refused as no finite number (the envelope would not be JSON)
+    # WHEN its data is validated and its event's body written, THEN it is refused as no finite number (the body
+    # would not be JSON)
+    data = validate_data("test.measured", {"reading": {"value": "Infinity"}}, max_bytes=1024)
     with pytest.raises(InvalidInputError) as refused:
-        validate_data("test.measured", {"reading": {"value": "Infinity"}}, max_bytes=1024)
+        new_event("test.measured", data, tenant_id=None, broadcast=True)
     assert refused.value.details is not None
     assert [detail["type"] for detail in refused.value.details] == ["finite_number"]
 

@@ -69,13 +69,22 @@ class Published:
 
 
 def envelope(event_type: str, timestamp: datetime, data: dict[str, Any]) -> str:
-    """The exact body that is delivered and signed: ``{"type", "timestamp", "data"}``."""
+    """The exact body that is delivered and signed: ``{"type", "timestamp", "data"}``. Its data must be JSON: a
+    catalog model that converts its input (a float field not declared finite, in a nested model of its own) must
+    not make of it a number JSON cannot carry (NaN, Infinity), which is refused here, where the body is written."""
     stamp = timestamp.isoformat().replace("+00:00", "Z")
-    return json.dumps(
-        {"type": event_type, "timestamp": stamp, "data": data},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    try:
+        return json.dumps(
+            {"type": event_type, "timestamp": stamp, "data": data},
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+    except ValueError as exc:
+        raise InvalidInputError(
+            "data holds a number that is not finite once validated (NaN or Infinity, which JSON cannot carry)",
+            details=[{"loc": ["body", "data"], "msg": "not valid JSON numbers", "type": "finite_number"}],
+        ) from exc
 
 
 def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, Any]:
@@ -106,7 +115,7 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
     if size > max_bytes:
         raise PayloadTooLargeError(f"event data is {size} bytes; the limit is {max_bytes}")
     try:
-        validated = entry.validate(data)
+        return entry.validate(data)
     except ValidationError as exc:
         details = [
             {
@@ -117,20 +126,6 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
             for error in exc.errors(include_url=False)
         ]
         raise InvalidInputError(f"data does not match the schema of {event_type}", details=details) from exc
-    _check_finite(validated)
-    return validated
-
-
-def _check_finite(validated: dict[str, Any]) -> None:
-    """The data as validated is written as JSON too: a model of the catalog that converts its input (a float field
-    not declared finite, in a nested model of its own) must not make of it a number JSON cannot carry."""
-    try:
-        json.dumps(validated, allow_nan=False)
-    except ValueError as exc:
-        raise InvalidInputError(
-            "data holds a number that is not finite once validated (NaN or Infinity, which JSON cannot carry)",
-            details=[{"loc": ["body", "data"], "msg": "not valid JSON numbers", "type": "finite_number"}],
-        ) from exc
 
 
 def _fingerprint(body: EventIn) -> str:
