@@ -84,26 +84,12 @@ class WorkQueue:
             raise ServiceUnavailableError("the work queue could not be reached") from exc
 
     def send_batch(self, messages: Sequence[Message]) -> int:
-        """Send messages 10 per call; entries SQS refuses are sent again once, then raise. Returns the call count."""
-        calls = 0
-        for start in range(0, len(messages), BATCH_SIZE):
-            chunk = messages[start : start + BATCH_SIZE]
-            entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(index), "MessageBody": dump_message(message)} for index, message in enumerate(chunk)
-            ]
-            for _ in range(3):
-                calls += 1
-                try:
-                    response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-                except (BotoCoreError, ClientError) as exc:
-                    raise ServiceUnavailableError("the work queue could not be reached") from exc
-                failed = {item["Id"] for item in response.get("Failed", [])}
-                if not failed:
-                    break
-                entries = [entry for entry in entries if entry["Id"] in failed]
-            else:
-                raise ServiceUnavailableError(f"SQS refused {len(entries)} messages of a batch three times")
-        return calls
+        """Send messages to the work queue 10 per call; entries SQS refuses are sent again up to twice, then raise.
+        Returns the call count."""
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(index), "MessageBody": dump_message(message)} for index, message in enumerate(messages)
+        ]
+        return self._send_entries(self.queue_url, entries, "messages of a batch")
 
     def send_bodies(self, entries: Sequence[tuple[str, int]]) -> None:
         """Send message bodies as they are (scheduled work), each with its ``DelaySeconds`` to its queue (a
@@ -122,12 +108,20 @@ class WorkQueue:
             return self.queue_url  # the worker sends it on to the dead-letter queue
 
     def _send_bodies(self, queue_url: str, entries: Sequence[tuple[str, int]]) -> None:
+        pending: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(index), "MessageBody": body, "DelaySeconds": max(0, min(delay, MAX_DELAY_SECONDS))}
+            for index, (body, delay) in enumerate(entries)
+        ]
+        self._send_entries(queue_url, pending, "scheduled messages")
+
+    def _send_entries(self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], what: str) -> int:
+        """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, 10 to a call; the entries SQS
+        refuses in a call are sent again up to twice, then raise (``what`` names them). Returns the call count."""
+        calls = 0
         for start in range(0, len(entries), BATCH_SIZE):
-            pending: list[SendMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(index), "MessageBody": body, "DelaySeconds": max(0, min(delay, MAX_DELAY_SECONDS))}
-                for index, (body, delay) in enumerate(entries[start : start + BATCH_SIZE])
-            ]
+            pending = list(entries[start : start + BATCH_SIZE])
             for _ in range(3):
+                calls += 1
                 try:
                     response = self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
                 except (BotoCoreError, ClientError) as exc:
@@ -137,7 +131,8 @@ class WorkQueue:
                 if not pending:
                     break
             else:
-                raise ServiceUnavailableError(f"SQS refused {len(pending)} scheduled messages three times")
+                raise ServiceUnavailableError(f"SQS refused {len(pending)} {what} three times")
+        return calls
 
     def dead_letter(self, body: str, reason: str, *, redrives: int = 0) -> None:
         """Put an unprocessable message straight into the dead-letter queue, with the reason attached, and how
