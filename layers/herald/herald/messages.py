@@ -70,8 +70,10 @@ class DeliveryMessage(_Message):
         *,
         trigger: Trigger = Trigger.SCHEDULED,
         job_id: str | None = None,
+        resumed: bool = False,
     ) -> DeliveryMessage:
-        """The message of ``stored``'s delivery to a subscription of ``tenant_id``, naming that delivery."""
+        """The message of ``stored``'s delivery to a subscription of ``tenant_id``, naming that delivery;
+        ``resumed``: claimed with a lease before it is sent (see the field)."""
         return cls(
             event_id=stored.event.id,
             tenant_id=tenant_id,
@@ -79,6 +81,7 @@ class DeliveryMessage(_Message):
             delivery_id=stored.delivery_id(subscription_id),
             trigger=trigger,
             job_id=job_id,
+            resumed=resumed or None,
         )
 
     @model_validator(mode="before")

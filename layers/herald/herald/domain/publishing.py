@@ -312,7 +312,7 @@ def _requeue(services: Services, events: Sequence[StoredEvent]) -> set[str]:
         since = (now - stored.event.created_at).total_seconds()
         delay = math.ceil(max(0.0, REQUEUE_AFTER_SECONDS - since))
         for sub_id in sub_ids:
-            copy = DeliveryMessage.of(stored, stored.event.tenant_id, sub_id).model_copy(update={"resumed": True})
+            copy = DeliveryMessage.of(stored, stored.event.tenant_id, sub_id, resumed=True)
             entries.append((dump_message(copy), delay))
     if entries:
         services.queue.send_bodies(entries)

@@ -192,7 +192,7 @@ async def _redelivery_messages(
     # A first delivery is claimed with a lease before it is sent (``resumed``), not sent on its batch's read alone: the
     # delivery may have a copy on the queue already (one a repeated publish queued and held back, also claimed
     # so), and of two such copies worked at once only one sends.
-    messages += [DeliveryMessage.of(stored, tenant_id, sub).model_copy(update={"resumed": True}) for sub in first]
+    messages += [DeliveryMessage.of(stored, tenant_id, sub, resumed=True) for sub in first]
     # An event counted when stored counted the subscriptions it names in its ``matched`` already, queued or not.
     uncounted = [sub for sub in first if not (stored.counted_when_stored and sub in stored.delivered_to)]
     return messages, len(uncounted)
