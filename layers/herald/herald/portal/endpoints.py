@@ -86,14 +86,15 @@ def _metadata_of(text: str) -> dict[str, str]:
     return metadata
 
 
-def _metadata_text(values: dict[str, Any]) -> str:
-    return "\n".join(f"{key}={value}" for key, value in (values.get("metadata") or {}).items())
+def _metadata_text(metadata: dict[str, str] | None) -> str:
+    """The form's lines of ``metadata``."""
+    return "\n".join(f"{key}={value}" for key, value in (metadata or {}).items())
 
 
-def _fits_the_form(metadata: dict[str, str] | None) -> bool:
-    """Whether ``metadata`` reads back from the form's lines as it is. Set through the API, it may not: a key with
-    ``=``, a line break, or spaces at either end of a key or a value."""
-    return _metadata_of(_metadata_text({"metadata": metadata})) == (metadata or {})
+def _as_the_form_reads(metadata: dict[str, str] | None) -> dict[str, str]:
+    """``metadata`` as its form lines read back: itself, unless it was set through the API in a way the lines
+    cannot hold (a key with ``=``, a line break, spaces at either end of a key or a value)."""
+    return _metadata_of(_metadata_text(metadata))
 
 
 def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **context: Any) -> Response:
@@ -102,9 +103,9 @@ def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **conte
         "endpoint_form.html",
         guest,
         values=values,
-        metadata_text=_metadata_text(values),
+        metadata_text=_metadata_text(values.get("metadata")),
         # The form says so: saved unchanged, it is kept as it is; edited, it is saved as the lines read.
-        metadata_lossy=not _fits_the_form(values.get("metadata")),
+        metadata_lossy=_as_the_form_reads(values.get("metadata")) != (values.get("metadata") or {}),
         event_types=list(catalog),
         **context,
     )
@@ -225,7 +226,8 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
     form = await change_form(request, guest)
     sub = _find(guest, sub_id)
     values = _form_values(form)
-    if not _fits_the_form(sub.metadata) and values["metadata"] == _metadata_of(_metadata_text(sub.model_dump())):
+    shown = _as_the_form_reads(sub.metadata)
+    if shown != sub.metadata and values["metadata"] == shown:
         # The lines as the form showed them (line endings and spaces aside): the tenant did not edit them, and the
         # metadata stays as the API set it, not as those lines would read it.
         values["metadata"] = sub.metadata
