@@ -794,14 +794,17 @@ WRU_TARGET = 1.5
 CALLS_TARGET = 0.3
 
 
+def _aws_requests(usage: dict[str, float]) -> float:
+    """AWS requests per delivered webhook of a case: DynamoDB's and SQS's."""
+    return usage["dynamodb_requests"] + usage["sqs_requests"]
+
+
 def per_delivery_figures(case: CaseResult, batched: CaseResult, published: CaseResult) -> list[Figure]:
     """Write units and AWS requests per delivered webhook at 1 event -> ``case.fanout`` (the default batching, one
     event a request), from the same metered run as its cost; ``batched`` (DeliveryBatching: throughput) and
     ``published`` (the same fan-out, its events published in batches) are in the notes."""
     usage, other, in_batches = case.usage, batched.usage, published.usage
-    calls = usage["dynamodb_requests"] + usage["sqs_requests"]
-    other_calls = other["dynamodb_requests"] + other["sqs_requests"]
-    batch_published_calls = in_batches["dynamodb_requests"] + in_batches["sqs_requests"]
+    calls, other_calls, batch_published_calls = (_aws_requests(run.usage) for run in (case, batched, published))
     where = f"1 event -> {case.fanout}, DeliveryBatching: latency, on the happy path"
     return [
         Figure(
