@@ -19,7 +19,7 @@ from herald.portal.security import COOKIE
 from herald.services import Services
 from herald.storage import keys
 from tests.delivery_support import subscribe
-from tests.portal_support import Browser, csrf_of, mint, sign_in
+from tests.portal_support import Browser, csrf_of, follow, mint, sign_in
 from tests.support import ADMIN, Receiver, TenantInfo
 
 
@@ -39,7 +39,7 @@ def test_a_link_opens_a_session_with_strict_cookie_and_headers(browser: Browser,
     link = mint(me, tenant.id, "manage", expires_in_minutes=5)
     assert link["path"].startswith("/portal/login?token=hpl_")
     assert link["url"] == "https://testserver" + link["path"]
-    response = me.get(link["path"])
+    response = follow(me, link["path"])
     assert response.status_code == 200
     cookie = response.headers["set-cookie"].lower()
     for attribute in ("httponly", "secure", "samesite=strict", "path=/portal"):
@@ -67,12 +67,66 @@ def test_only_the_tokens_digest_is_stored(browser: Browser, tenant: TenantInfo, 
 
 def test_a_link_works_once(browser: Browser, tenant: TenantInfo) -> None:
     link = mint(browser(), tenant.id)
-    assert browser().get(link["path"]).status_code == 200
+    assert follow(browser(), link["path"]).status_code == 200
     other = browser()
-    again = other.get(link["path"])
+    again = follow(other, link["path"])
     assert again.status_code == 403
     assert "does not work" in again.text
     assert other.get("/portal/endpoints").status_code == 401
+
+
+def test_fetching_a_link_spends_nothing_and_only_its_page_s_button_signs_in(
+    browser: Browser, tenant: TenantInfo
+) -> None:
+    # GIVEN a read-only link, fetched twice before its reader opens it (a mail scanner, a chat's link preview)
+    link = mint(browser(), tenant.id, "read")
+    for _ in range(2):
+        scanned = browser().get(link["path"])
+        # THEN each fetch gets the link's page: whose portal, what access, a Sign in button; no session
+        assert scanned.status_code == 200
+        assert "set-cookie" not in scanned.headers
+        assert 'id="tenant-name">Acme</strong>' in scanned.text
+        assert "read only" in scanned.text
+        assert '<form method="post" action="/portal/login">' in scanned.text
+    # AND the reader's Sign in opens a session, once
+    me = browser()
+    assert follow(me, link["path"]).status_code == 200
+    assert me.get("/portal/endpoints").status_code == 200
+    spent = browser().get(link["path"])
+    assert spent.status_code == 403
+    assert "does not work" in spent.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"origin": "https://evil.example"}, {"sec-fetch-site": "cross-site"}, {"referer": "https://evil.example/x"}],
+    ids=["origin", "sec-fetch-site", "referer"],
+)
+def test_a_sign_in_posted_from_another_site_is_refused(
+    browser: Browser, tenant: TenantInfo, headers: dict[str, str]
+) -> None:
+    # GIVEN a link, and another site whose page posts it to sign its visitor in to this tenant's portal
+    link = mint(browser(), tenant.id)
+    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
+    victim = browser()
+    # WHEN the visitor's browser sends that post
+    refused = victim.post("/portal/login", data={"token": token}, headers=headers)
+    # THEN it is refused, no session is opened, and the link still works for its reader
+    assert refused.status_code == 403
+    assert "set-cookie" not in refused.headers
+    assert victim.get("/portal/endpoints").status_code == 401
+    assert follow(browser(), link["path"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body", ["", "token=", "token=hpl_nothing", "token=" + "x" * 5000, "token=%ff%fe", "token=hpl_a&token=hpl_b"]
+)
+def test_a_sign_in_with_a_bad_token_is_refused_with_the_link_page(browser: Browser, body: str) -> None:
+    me = browser()
+    response = me.post("/portal/login", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 403
+    assert "does not work" in response.text
+    assert "set-cookie" not in response.headers
 
 
 def test_an_expired_link_is_refused(browser: Browser, tenant: TenantInfo, services: Services) -> None:
@@ -89,7 +143,7 @@ def test_an_expired_link_is_refused(browser: Browser, tenant: TenantInfo, servic
         UpdateExpression="SET expires_at = :past",
         ExpressionAttributeValues={":past": {"N": "1"}},
     )
-    response = me.get(link["path"])
+    response = follow(me, link["path"])
     assert response.status_code == 403
     assert "expired" in response.text
     assert me.get("/portal/endpoints").status_code == 401
@@ -193,7 +247,7 @@ def test_revoking_ends_the_tenants_sessions(browser: Browser, tenant: TenantInfo
     unused = mint(me, tenant.id)
     assert me.delete(f"/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN).status_code == 204
     assert me.get("/portal/endpoints").status_code == 401
-    assert browser().get(unused["path"]).status_code == 403
+    assert follow(browser(), unused["path"]).status_code == 403
     assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 401
 
 
@@ -211,7 +265,7 @@ def test_revoking_ends_the_sessions_and_links_the_index_does_not_show_yet(
     assert me.delete(f"/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN).status_code == 204
     # THEN the session and the link no longer work, though both are still stored
     assert me.get("/portal/endpoints").status_code == 401
-    assert browser().get(unused["path"]).status_code == 403
+    assert follow(browser(), unused["path"]).status_code == 403
     # AND a link minted after the revocation opens a session that works
     again = browser()
     sign_in(again, tenant.id)
@@ -340,7 +394,7 @@ def test_an_endpoint_is_created_and_edited_through_the_domains_rules(browser: Br
 def test_embedding_allows_the_named_ancestors_and_a_partitioned_cookie(browser: Browser, tenant: TenantInfo) -> None:
     me = browser()
     link = mint(me, tenant.id)
-    response = me.get(link["path"])
+    response = follow(me, link["path"])
     cookie = response.headers["set-cookie"].lower()
     assert "samesite=none" in cookie
     assert "partitioned" in cookie

@@ -174,8 +174,12 @@ def sign_in_and_create(driver: WebDriver, base: str, tenant: TenantInfo, receive
     # GIVEN a link the operator minted
     minted = httpx.post(f"{base}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
     assert minted.status_code == 201, minted.text
-    # WHEN the browser opens it, it lands on the tenant's endpoints
-    driver.get(minted.json()["url"])
+    # WHEN the browser opens it, THEN the link's page names the tenant's portal and asks to sign in
+    open_page(driver, minted.json()["url"])
+    assert text_of(driver, "h1") == "Sign in"
+    assert text_of(driver, "#tenant-name") == "Acme"
+    # AND signing in lands on the tenant's endpoints
+    click(driver, "#sign-in")
     WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
     assert text_of(driver, "h1") == "Endpoints"
     accessible(driver)
@@ -329,6 +333,7 @@ def test_a_tenant_pages_through_its_endpoints(
         urls.add(url)
     minted = httpx.post(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
     driver.get(minted.json()["url"])
+    click(driver, "#sign-in")
     WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
 
     def listed() -> list[str]:

@@ -14,6 +14,7 @@ from herald.records import PortalCapability, PortalGrant, utcnow
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from herald.records import Tenant
     from herald.services import Services
 
 LINK = "link"
@@ -46,10 +47,30 @@ def mint_link(
     return token, grant.expires_at
 
 
+def _is_link_token(token: str) -> bool:
+    return token.startswith("hpl_") and len(token) <= 100
+
+
+def unused_link(services: Services, token: str) -> tuple[PortalGrant, Tenant] | None:
+    """The link a token names and its tenant, without redeeming it, while it works; None when the token is
+    unknown, expired, already used or revoked, or its tenant is gone. The link's page shows them and asks to sign
+    in; only its form's POST redeems the link (``open_session``): a mail scanner or a chat's preview that fetches
+    the link leaves it working, and it cannot sign anyone in."""
+    if not _is_link_token(token):
+        return None
+    link = services.store.portal.get(digest(token))
+    if link is None or link.kind != LINK or link.expires_at <= utcnow():
+        return None
+    if not _stands(services, link.tenant_id, link.created_at):
+        return None
+    tenant = services.store.tenants.get(link.tenant_id)
+    return None if tenant is None else (link, tenant)
+
+
 def open_session(services: Services, token: str) -> tuple[str, PortalGrant] | None:
     """Redeem a link token (once) for a new session: its id (the cookie's value) and record. None when
     the token is unknown, expired, already used or revoked, or its tenant is gone."""
-    if not token.startswith("hpl_") or len(token) > 100:
+    if not _is_link_token(token):
         return None
     link = services.store.portal.take(digest(token), LINK)
     if link is None or not _stands(services, link.tenant_id, link.created_at):

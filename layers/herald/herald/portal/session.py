@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -11,7 +12,7 @@ from herald.api.deps import services_of
 from herald.catalog import catalog
 from herald.domain import portal
 from herald.portal.render import HERE, error_page, page
-from herald.portal.security import change_form, set_cookie, visitor
+from herald.portal.security import change_form, same_origin, set_cookie, visitor
 
 router = APIRouter(include_in_schema=False)
 
@@ -21,21 +22,42 @@ STATIC = {
 }
 
 
+#: A token longer than any Herald mints is refused before any lookup.
+TOKEN_MAX_LENGTH = 200
+_LINK_GONE = (
+    "This link does not work",
+    "A portal link works once and for a short time: this one has expired, was already used, or was revoked. Ask "
+    "for a new link.",
+)
+
+
 @router.get("/login")
-async def login(request: Request, token: Annotated[str, Query(max_length=200)] = "") -> Response:
+async def login_page(request: Request, token: Annotated[str, Query(max_length=TOKEN_MAX_LENGTH)] = "") -> Response:
+    """The link's page: whose portal it opens, and a button that signs in. Following the link redeems nothing: mail
+    scanners and chat previews fetch links before their reader does, and a link spent by one would not work for
+    the tenant (and would have opened a session nobody holds)."""
     services = services_of(request.app.state.api)
-    opened = portal.open_session(services, token)
+    found = portal.unused_link(services, token)
+    if found is None:
+        return error_page(request, 403, *_LINK_GONE)
+    link, tenant = found
+    return page(request, "sign_in.html", None, token=token, tenant=tenant, capability=link.capability.value)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Redeem the link (once) for a session, from the link's own page only: a form posted from another site (to
+    sign its visitor in to a tenant of its choosing) is refused."""
+    services = services_of(request.app.state.api)
+    body = (await request.body()).decode("utf-8", errors="replace")
+    token = (parse_qs(body).get("token") or [""])[0]
+    if not same_origin(request):
+        return error_page(request, 403, "Not allowed", "Sign in from the link's own page.")
+    opened = portal.open_session(services, token) if len(token) <= TOKEN_MAX_LENGTH else None
     if opened is None:
-        return error_page(
-            request,
-            403,
-            "This link does not work",
-            "A portal link works once and for a short time: this one has expired, was already used, or was "
-            "revoked. Ask for a new link.",
-        )
+        return error_page(request, 403, *_LINK_GONE)
     session_id, session = opened
-    # A page, not a redirect: after a link followed from another site (an e-mail), a SameSite=Strict cookie set
-    # by a redirect is not sent on the redirected request; this page's same-site navigation sends it.
+    # A page, not a redirect: the cookie is SameSite=Strict, and this page's same-site navigation sends it.
     response = page(request, "signed_in.html", None)
     max_age = int((session.expires_at - session.created_at).total_seconds())
     set_cookie(response, services.settings, session_id, max_age)
