@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from herald.faults import FaultSpec, install
+from herald.messages import DeliveryMessage, dump_message
 from herald.metrics import DeliveryMetrics, Metric
 from herald.worker import dispatch
 from tests.delivery_support import Harness, subscribe
@@ -212,3 +214,42 @@ def test_a_subscription_put_on_the_slow_lane_by_a_timed_out_attempt_is_counted_o
     documents = emf_documents(capsys.readouterr().out)
     marked = [document["SubscriptionMarkedSlow"] for document in documents if "SubscriptionMarkedSlow" in document]
     assert sum(sum(value) if isinstance(value, list) else value for value in marked) == 1
+
+
+@pytest.mark.parametrize("settings_overrides", [{"metrics_namespace": "HeraldTest"}])
+def test_a_sweep_that_fails_every_minute_shows_in_its_lag_and_one_that_keeps_up_does_not(
+    harness: Harness, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def lags() -> list[float]:
+        out = capsys.readouterr().out
+        documents = [document for document in emf_documents(out) if "ScheduleSweepLag" in document]
+        for document in documents:
+            (directive,) = document["_aws"]["CloudWatchMetrics"]
+            assert directive["Namespace"] == "HeraldTest"
+            assert {"Name": "ScheduleSweepLag", "Unit": "Seconds"} in [
+                {key: metric[key] for key in ("Name", "Unit")} for metric in directive["Metrics"]
+            ]
+        return [value for document in documents for value in document["ScheduleSweepLag"]]
+
+    # GIVEN work scheduled 20 minutes ahead (as a long wait is), and sweeps that keep up: each one's lag is 0
+    body = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id="sub", delivery_id="dlv")
+    harness.services.store.schedule.put(dump_message(body), name="w", due=clock() + 1200, now=clock())
+    capsys.readouterr()
+    assert harness.worker.sweep()["complete"] is True
+    assert lags() == [0.0]
+    # WHEN, once the work is due, SQS refuses every sweep's send (after botocore's retries), a minute after minute
+    clock.advance(1200)
+    injector = install(harness.services.queue.client, "sqs.SendMessageBatch:5xx@call=1")
+    assert injector is not None
+    failed = []
+    for _ in range(3):
+        assert harness.worker.sweep()["complete"] is False
+        failed += lags()
+        clock.advance(60)
+    # THEN each sweep's lag is the time since its cursor (the last sweep that kept up ran 2 minutes ahead), a
+    # minute more every minute
+    assert failed == [1200.0 - 120, 1260.0 - 120, 1320.0 - 120]
+    # AND once SQS takes the sends again, the next sweep queues the work and its lag is 0 again
+    injector.spec = FaultSpec()
+    assert harness.worker.sweep() == {"queued": 1, "complete": True}
+    assert lags() == [0.0]

@@ -21,6 +21,7 @@ from packaging.utils import canonicalize_name
 from herald.local.resources import function_properties, load_template
 from herald.local.template import Resolver
 from herald.messages import MAX_DELIVERIES_PER_MESSAGE
+from herald.metrics import SERVICE, Metric
 from herald.sender import MAX_CONNECTIONS
 from herald.settings import Settings
 from herald.worker.pacing import START_MARGIN_SECONDS
@@ -502,6 +503,31 @@ def test_table_throttle_alarm_counts_the_throttled_reads_and_writes_of_the_table
     assert len(alarm["Metrics"]) <= 10
 
 
+SWEEP_INTERVAL_SECONDS = 60
+
+
+def test_schedule_sweep_lag_alarm_reads_the_lag_every_sweep_writes(template: dict[str, Any]) -> None:
+    # GIVEN the sweep's lag alarm
+    alarm = _alarms(template)["ScheduleSweepLagAlarm"]
+    # THEN it reads the metric the sweep writes (EMF, in the stack's namespace, with Herald's one dimension)
+    assert alarm["MetricName"] == Metric.SWEEP_LAG.value
+    assert alarm["Namespace"] == {"Ref": "MetricsNamespace"}
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    # ... and goes off when every sweep of two 5-minute periods was further behind than the operator's threshold,
+    # which leaves the sweeps' own minute and lookahead well behind
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (
+        "Minimum",
+        300,
+        2,
+        2,
+    )
+    assert alarm["Threshold"] == {"Ref": "ScheduleSweepLagAlarmSeconds"}
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    parameter = template["Parameters"]["ScheduleSweepLagAlarmSeconds"]
+    assert parameter["Type"] == "Number"
+    assert parameter["MinValue"] >= SWEEP_INTERVAL_SECONDS  # more than one sweep's minute, however set
+
+
 def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> None:
     alarms = _alarms(template)
     assert set(alarms) >= {
@@ -513,6 +539,7 @@ def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> No
         "DeliveryFunctionErrorsAlarm",
         "DeliveryFunctionThrottlesAlarm",
         "TableThrottleAlarm",
+        "ScheduleSweepLagAlarm",
     }
     assert template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
     for logical_id, alarm in alarms.items():

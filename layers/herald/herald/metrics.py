@@ -36,12 +36,14 @@ class Metric(StrEnum):
     FANOUT_SIZE = "FanoutSize"  # deliveries queued by one fan-out message
     QUEUE_AGE = "QueueAgeAtPickup"  # seconds between a delivery message's sending and its first pickup
     DUPLICATE_SENDS = "DuplicateSends"  # first attempts sent by two copies of one message at once (one recorded)
+    SWEEP_LAG = "ScheduleSweepLag"  # seconds the schedule's sweep is behind (0 while it keeps up), once a sweep
 
 
 _UNITS = {
     Metric.LATENCY: MetricUnit.Milliseconds,
     Metric.PUBLISH_LATENCY: MetricUnit.Milliseconds,
     Metric.QUEUE_AGE: MetricUnit.Seconds,
+    Metric.SWEEP_LAG: MetricUnit.Seconds,
 }
 
 

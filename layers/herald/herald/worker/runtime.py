@@ -229,9 +229,11 @@ class Worker:
         except ServiceUnavailableError:
             # DynamoDB or SQS refused (throttled) after botocore's retries: what this sweep queued is out of
             # the schedule, the rest stays there, and the cursor did not move: the next sweep, a minute on,
-            # reads the same window again.
+            # reads the same window again. A fault that lasts shows in the lag (ScheduleSweepLagAlarm).
             logger.warning("sweep cut short by a storage or queue fault; the next one carries on", exc_info=True)
-            return {"queued": 0, "complete": False}
+            result = sweeper.SweepResult(0, complete=False)
+        sweeper.measure_lag(self)
+        self.metrics.flush()
         return {"queued": result.queued, "complete": result.complete}
 
     async def deliver(self, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
+from herald.errors import ServiceUnavailableError
+from herald.metrics import Metric
 from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS
 from herald.storage.schedule import KEEP_SECONDS
 
@@ -81,6 +83,20 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
     if queued:
         logger.info("scheduled work queued", extra={"queued": queued})
     return SweepResult(queued, complete=True)
+
+
+def measure_lag(worker: Worker) -> None:
+    """How far behind the sweeps are (``Metric.SWEEP_LAG``): the seconds from the cursor (until when the scheduled
+    work has been queued) to now, 0 while the sweeps keep up (the cursor runs up to ``LOOKAHEAD_SECONDS`` ahead).
+    A sweep that fails the same way every minute (an SQS send refused, a permission taken away) is not an error
+    of the function, which carries on: this is what shows it, growing a minute every minute. Nothing before the
+    first sweep, nor when the cursor cannot be read (DynamoDB's own alarms then speak)."""
+    try:
+        cursor = worker.store.schedule.cursor()
+    except ServiceUnavailableError:
+        return
+    if cursor is not None:
+        worker.metrics.add(Metric.SWEEP_LAG, max(0.0, worker.clock() - cursor))
 
 
 def _sweep_hour(
