@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from herald import faults
 from herald.aws import dynamodb_client, secretsmanager_client, sqs_client
 from herald.faults import FaultSpecError, install, parse_spec
+from herald.queue import RESEND_PAUSE_SECONDS
 from herald.services import Services
 from herald.settings import Settings
 from tests.delivery_support import bulk_subscriptions
@@ -347,12 +348,19 @@ def test_a_partial_send_message_batch_sends_only_what_it_reports_sent(aws: boto3
     assert _bodies(client, url) == sorted(f"m{n}" for n in sent)
 
 
-@pytest.mark.faults("sqs.SendMessageBatch:partial=calls:1")
-def test_the_work_queue_sends_again_what_a_batch_failed(services: Services, aws: boto3.session.Session) -> None:
+@pytest.mark.faults("sqs.SendMessageBatch:partial=calls:1-2")
+def test_the_work_queue_sends_again_what_a_batch_failed_after_a_pause(
+    services: Services, aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from herald.messages import FanoutMessage
 
+    pauses: list[float] = []
+    monkeypatch.setattr("herald.queue.time.sleep", pauses.append)
     messages = [FanoutMessage(event_id=f"evt_{n}", tenant_id="tnt_1") for n in range(10)]
-    assert services.queue.send_batch(messages) == 2
+    # WHEN SQS refuses some entries of the first call and of the second: THEN the third sends the rest, each
+    # resend after a pause, twice as long the second time
+    assert services.queue.send_batch(messages) == 3
+    assert pauses == [RESEND_PAUSE_SECONDS, 2 * RESEND_PAUSE_SECONDS]
     bodies = _bodies(aws.client("sqs"), services.settings.queue_url)
     assert len(bodies) == 10
     assert all(f"evt_{n}" in "".join(bodies) for n in range(10))

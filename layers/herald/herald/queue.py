@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,9 @@ MAX_REASON_CHARS = 1000
 #: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility.
 BATCH_SIZE = 10
 MAX_DELAY_SECONDS = 900
+#: The pause before sending again the entries SQS refused in a call (twice as long before the third try): a
+#: refused entry is a passing fault or throttling, and sent again at once it would most likely be refused again.
+RESEND_PAUSE_SECONDS = 0.05
 
 Message = WorkMessage
 
@@ -116,11 +120,14 @@ class WorkQueue:
 
     def _send_entries(self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], what: str) -> int:
         """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, 10 to a call; the entries SQS
-        refuses in a call are sent again up to twice, then raise (``what`` names them). Returns the call count."""
+        refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that), then
+        raise (``what`` names them). Returns the call count."""
         calls = 0
         for start in range(0, len(entries), BATCH_SIZE):
             pending = list(entries[start : start + BATCH_SIZE])
-            for _ in range(3):
+            for attempt in range(3):
+                if attempt:
+                    time.sleep(RESEND_PAUSE_SECONDS * 2 ** (attempt - 1))
                 calls += 1
                 try:
                     response = self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
