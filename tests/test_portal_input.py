@@ -66,6 +66,27 @@ def test_a_recovery_window_that_ends_before_it_starts_is_refused(
     assert "recoveries/" not in me.get(f"/portal/endpoints/{sub.id}").text
 
 
+def test_a_recovery_window_with_an_offset_is_the_moment_it_names(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint
+    sub = subscribe(client, tenant, receiver.url)
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    # WHEN a recovery's start carries an offset (10:00 at +05:00 is 05:00 UTC) and its end is 06:00 UTC
+    window = {"csrf_token": csrf, "since": "2026-11-30T10:00+05:00", "until": "2026-11-30T06:00"}
+    response = me.post(f"/portal/endpoints/{sub.id}/recover", data=window, follow_redirects=False)
+    # THEN the window is the hour between them (not one ending before it starts), and the job started
+    assert response.status_code == 303, response.text[:300]
+    job = me.get(response.headers["location"])
+    assert "2026-11-30 05:00 UTC to 2026-11-30 06:00 UTC" in job.text
+    # AND a moment with an offset and no UTC value (the calendar's first minute, east of UTC) is refused
+    window = {"csrf_token": csrf, "since": "0001-01-01T00:00+05:00", "until": "2026-11-30T06:00"}
+    response = me.post(f"/portal/endpoints/{sub.id}/recover", data=window, follow_redirects=False)
+    assert response.status_code == 422, response.text[:300]
+    assert "`since` is out of range" in response.text
+
+
 def test_every_endpoint_is_reachable_page_by_page(
     browser: Browser, client, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from herald.api.deps import services_of
 from herald.api.errors import status_of
+from herald.domain.jobs import as_utc
 from herald.errors import HeraldError, InvalidInputError
 from herald.portal.security import CSRF_FIELD, NotSignedInError, Visitor
 
@@ -83,10 +84,12 @@ def install_error_pages(app: FastAPI) -> None:
 
 
 def moment(value: str, field: str) -> datetime | None:
-    """A ``datetime-local`` form value, read as UTC (the page says so)."""
+    """A ``datetime-local`` form value, read as UTC (the page says so); one with an offset (a hand-made link) is
+    the moment it names."""
     if not value.strip():
         return None
     try:
-        return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC)
+        parsed = datetime.fromisoformat(value.strip())
     except ValueError as exc:
         raise InvalidInputError(f"`{field}` is not a date and time") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else as_utc(parsed, field)
