@@ -9,13 +9,16 @@ import hashlib
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 
+from herald.domain import portal
 from herald.faults import install
 from herald.portal.security import COOKIE
+from herald.records import PortalCapability, PortalGrant
 from herald.services import Services
 from herald.storage import keys
 from tests.delivery_support import subscribe
@@ -403,3 +406,31 @@ def test_embedding_allows_the_named_ancestors_and_a_partitioned_cookie(browser: 
     assert "frame-ancestors https://app.example.com" in page.headers["content-security-policy"]
     assert "x-frame-options" not in page.headers
     assert "#0a7f3c" in me.get("/portal/static/theme.css").text
+
+
+def test_a_session_without_a_csrf_token_changes_nothing(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver, services: Services
+) -> None:
+    # GIVEN an endpoint, and a session stored without a CSRF token (none is made so: a record damaged or of
+    # another kind of writer), whose browser posts a change with an empty token
+    sub = subscribe(client, tenant, receiver.url)
+    now = datetime.now(UTC)
+    session_id = "hps_" + "s" * 43
+    services.store.portal.put(
+        portal.digest(session_id),
+        PortalGrant(
+            kind=portal.SESSION,
+            tenant_id=tenant.id,
+            capability=PortalCapability.MANAGE,
+            created_at=now,
+            expires_at=now + timedelta(minutes=30),
+            issued_at=now,
+        ),
+    )
+    me = browser()
+    me.cookies.set(COOKIE, session_id, domain="testserver.local", path="/portal")
+    assert me.get("/portal/endpoints").status_code == 200
+    response = me.post(f"/portal/endpoints/{sub.id}/enabled", data={"csrf_token": "", "enabled": "false"})
+    # THEN the change is refused, and the endpoint is as it was
+    assert response.status_code == 403
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True

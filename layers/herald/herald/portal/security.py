@@ -78,7 +78,8 @@ async def change_form(request: Request, guest: Visitor, *, needs_manage: bool = 
     body = (await request.body()).decode("utf-8", errors="replace")
     fields = {name: "\n".join(values) for name, values in parse_qs(body, keep_blank_values=True).items()}
     presented = request.headers.get(CSRF_HEADER) or fields.get(CSRF_FIELD, "")
-    if not same_origin(request) or not hmac.compare_digest(presented.encode(), guest.session.csrf_token.encode()):
+    expected = guest.session.csrf_token
+    if not same_origin(request) or not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise CsrfError("this change did not come from a portal page (its security token is missing or wrong)")
     if needs_manage and not guest.can_manage:
         raise PermissionDeniedError("this portal link is read-only: it can look, not change anything")
