@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -231,7 +232,10 @@ def test_a_sweep_that_fails_every_minute_shows_in_its_lag_and_one_that_keeps_up_
             ]
         return [value for document in documents for value in document["ScheduleSweepLag"]]
 
-    # GIVEN work scheduled 20 minutes ahead (as a long wait is), and sweeps that keep up: each one's lag is 0
+    # GIVEN a minute past the next whole hour (the sweep reads the schedule an hour at a time: what follows stays
+    # within one; and later than any sweep made so far has queued), work scheduled 20 minutes ahead (as a long wait
+    # is), and sweeps that keep up: each one's lag is 0
+    clock.now = (math.floor(clock.now / 3600) + 1) * 3600 + 60
     body = DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id="sub", delivery_id="dlv")
     harness.services.store.schedule.put(dump_message(body), name="w", due=clock() + 1200, now=clock())
     capsys.readouterr()
@@ -246,9 +250,17 @@ def test_a_sweep_that_fails_every_minute_shows_in_its_lag_and_one_that_keeps_up_
         assert harness.worker.sweep()["complete"] is False
         failed += lags()
         clock.advance(60)
-    # THEN each sweep's lag is the time since its cursor (the last sweep that kept up ran 2 minutes ahead), a
-    # minute more every minute
-    assert failed == [1200.0 - 120, 1260.0 - 120, 1320.0 - 120]
+    # AND then DynamoDB refuses the sweep's reads of its cursor
+    store_faults = install(harness.services.store.client, "dynamodb.GetItem:5xx@call=1")
+    assert store_faults is not None
+    assert harness.worker.sweep()["complete"] is False
+    assert store_faults.count() >= 1
+    store_faults.spec = FaultSpec()
+    failed += lags()
+    clock.advance(60)
+    # THEN each sweep's lag is the time since the cursor (the last sweep that kept up moved it 2 minutes ahead), a
+    # minute more every minute, also when the cursor could not be read
+    assert failed == [1200.0 - 120, 1260.0 - 120, 1320.0 - 120, 1380.0 - 120]
     # AND once SQS takes the sends again, the next sweep queues the work and its lag is 0 again
     injector.spec = FaultSpec()
     assert harness.worker.sweep() == {"queued": 1, "complete": True}

@@ -100,6 +100,9 @@ class Worker:
         self.books = Bookkeeping(self)
         self.reads = BatchReads()
         self.inserts = Inserts(self)
+        #: Until when the scheduled work has been queued, as this worker's last sweep read or moved the cursor
+        #: (``sweeper.measure_lag``); None before its first sweep.
+        self.sweep_cursor: float | None = None
         #: One for each of the HTTP client's connections (``sender.MAX_CONNECTIONS``, read as the client is): an
         #: attempt holds one while it is made (``take_connection``), so no attempt waits for a connection inside its
         #: timeout, however many deliveries a batch carries.

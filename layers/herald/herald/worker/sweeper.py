@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from herald.errors import ServiceUnavailableError
 from herald.metrics import Metric
 from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS
 from herald.storage.schedule import KEEP_SECONDS
@@ -61,7 +60,7 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
     few hundred items a second."""
     schedule = worker.store.schedule
     now = worker.clock()
-    cursor = schedule.cursor()
+    cursor = worker.sweep_cursor = schedule.cursor()
     since = max(cursor if cursor is not None else now - FIRST_LOOKBACK_SECONDS, now - KEEP_SECONDS)
     until = max(since, now + LOOKAHEAD_SECONDS)
     queued = 0
@@ -74,6 +73,8 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
             if drained and not schedule.advance(cursor, end):
                 logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
                 return SweepResult(queued, complete=True)
+            if drained:
+                worker.sweep_cursor = end
             if drained and end >= until:
                 break
             if not drained or _short_of_time(deadline):
@@ -87,16 +88,13 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
 
 def measure_lag(worker: Worker) -> None:
     """How far behind the sweeps are (``Metric.SWEEP_LAG``): the seconds from the cursor (until when the scheduled
-    work has been queued) to now, 0 while the sweeps keep up (the cursor runs up to ``LOOKAHEAD_SECONDS`` ahead).
-    A sweep that fails the same way every minute (an SQS send refused, a permission taken away) is not an error
-    of the function, which carries on: this is what shows it, growing a minute every minute. Nothing before the
-    first sweep, nor when the cursor cannot be read (DynamoDB's own alarms then speak)."""
-    try:
-        cursor = worker.store.schedule.cursor()
-    except ServiceUnavailableError:
-        return
-    if cursor is not None:
-        worker.metrics.add(Metric.SWEEP_LAG, max(0.0, worker.clock() - cursor))
+    work has been queued, as this worker's sweeps last read or moved it) to now, 0 while the sweeps keep up (the
+    cursor runs up to ``LOOKAHEAD_SECONDS`` ahead). A sweep that fails the same way every minute (an SQS send
+    refused, a permission taken away) is not an error of the function, which carries on: this is what shows it,
+    growing a minute every minute, also when the cursor itself cannot be read any more. Nothing from a worker
+    that never read it (a new container whose first sweep was refused at once)."""
+    if worker.sweep_cursor is not None:
+        worker.metrics.add(Metric.SWEEP_LAG, max(0.0, worker.clock() - worker.sweep_cursor))
 
 
 def _sweep_hour(
