@@ -353,10 +353,14 @@ def test_only_the_operator_redelivers(client, tenant: TenantInfo, receiver: Rece
     assert_error(client.post("/v1/events/evt_missing/redeliver", headers=ADMIN), 404, "not_found")
 
 
+@pytest.mark.parametrize("tenants_per_page", [100, 1], ids=["one-page", "a-page-a-tenant"])
 def test_a_broadcast_event_is_redelivered_to_every_tenant(
-    client, make_tenant, harness: Harness, clock: Clock, make_receiver
+    client, make_tenant, harness: Harness, clock: Clock, make_receiver, monkeypatch, tenants_per_page: int
 ) -> None:
     clock.now = time.time()
+    # The redelivery reads the tenants a page at a time: with one a page, the second tenant's message comes from a
+    # page read with a cursor (a position in the tenants' listing, which its own message must not carry).
+    monkeypatch.setattr("herald.worker.jobs.TENANTS_PER_PAGE", tenants_per_page)
     # GIVEN a broadcast delivered to a subscription of each of two tenants
     tenants = [make_tenant("A"), make_tenant("B")]
     receivers = [make_receiver(), make_receiver()]

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Deliveries read per query page of a recovery.
 PAGE_SIZE = 100
+#: Tenants read per page of a broadcast's redelivery (each gets a redelivery message of its own).
+TENANTS_PER_PAGE = 100
 #: Deliveries handled by one job message before it hands over to a continuation message.
 MAX_PER_MESSAGE = 2_000
 #: A job message stops reading pages when its invocation has less time left than this.
@@ -136,10 +138,15 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         return
     event = stored.event
     if message.tenant_id is None:
-        # A broadcast: one redelivery message per tenant, a page of tenants at a time.
-        page = await worker.io(store.tenants.list, limit=100, cursor=message.cursor)
-        for tenant in page.items:
-            await worker.io(worker.queue.send, message.model_copy(update={"tenant_id": tenant.id}))
+        # A broadcast: one redelivery message per tenant, a page of tenants at a time. Each tenant's is new: the
+        # message's cursor is the tenants' listing's, not a position in that tenant's routes.
+        page = await worker.io(store.tenants.list, limit=TENANTS_PER_PAGE, cursor=message.cursor)
+        per_tenant = [
+            RedeliverMessage(job_id=message.job_id, event_id=message.event_id, tenant_id=tenant.id)
+            for tenant in page.items
+        ]
+        if per_tenant:
+            await worker.io(worker.queue.send_batch, per_tenant)
         if page.cursor is not None:
             await worker.io(worker.queue.send, message.model_copy(update={"cursor": page.cursor}))
         return
