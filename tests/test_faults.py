@@ -355,7 +355,7 @@ def test_the_work_queue_sends_again_what_a_batch_failed_after_a_pause(
     from herald.messages import FanoutMessage
 
     pauses: list[float] = []
-    monkeypatch.setattr("herald.queue.time.sleep", pauses.append)
+    monkeypatch.setattr("herald.queue._pause", pauses.append)
     messages = [FanoutMessage(event_id=f"evt_{n}", tenant_id="tnt_1") for n in range(10)]
     # WHEN SQS refuses some entries of the first call and of the second: THEN the third sends the rest, each
     # resend after a pause, twice as long the second time

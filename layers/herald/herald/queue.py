@@ -31,6 +31,7 @@ MAX_DELAY_SECONDS = 900
 #: The pause before sending again the entries SQS refused in a call (twice as long before the third try): a
 #: refused entry is a passing fault or throttling, and sent again at once it would most likely be refused again.
 RESEND_PAUSE_SECONDS = 0.05
+_pause = time.sleep
 
 Message = WorkMessage
 
@@ -127,7 +128,7 @@ class WorkQueue:
             pending = list(entries[start : start + BATCH_SIZE])
             for attempt in range(3):
                 if attempt:
-                    time.sleep(RESEND_PAUSE_SECONDS * 2 ** (attempt - 1))
+                    _pause(RESEND_PAUSE_SECONDS * 2 ** (attempt - 1))
                 calls += 1
                 try:
                     response = self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
