@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -73,15 +74,20 @@ def test_a_recovery_window_with_an_offset_is_the_moment_it_names(
     sub = subscribe(client, tenant, receiver.url)
     me = browser()
     csrf = sign_in(me, tenant.id)
-    # WHEN a recovery's start carries an offset (10:00 at +05:00 is 05:00 UTC) and its end is 06:00 UTC
-    window = {"csrf_token": csrf, "since": "2026-11-30T10:00+05:00", "until": "2026-11-30T06:00"}
+    # WHEN a recovery's start carries an offset (two hours ago, written at +05:00: a later hour on its face) and
+    # its end, an hour later, none (UTC)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    east = start.astimezone(timezone(timedelta(hours=5)))
+    since, until = east.strftime("%Y-%m-%dT%H:%M+05:00"), (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
+    window = {"csrf_token": csrf, "since": since, "until": until}
     response = me.post(f"/portal/endpoints/{sub.id}/recover", data=window, follow_redirects=False)
     # THEN the window is the hour between them (not one ending before it starts), and the job started
     assert response.status_code == 303, response.text[:300]
     job = me.get(response.headers["location"])
-    assert "2026-11-30 05:00 UTC to 2026-11-30 06:00 UTC" in job.text
+    shown = f"{start:%Y-%m-%d %H:%M} UTC to {start + timedelta(hours=1):%Y-%m-%d %H:%M} UTC"
+    assert shown in job.text
     # AND a moment with an offset and no UTC value (the calendar's first minute, east of UTC) is refused
-    window = {"csrf_token": csrf, "since": "0001-01-01T00:00+05:00", "until": "2026-11-30T06:00"}
+    window = {"csrf_token": csrf, "since": "0001-01-01T00:00+05:00", "until": until}
     response = me.post(f"/portal/endpoints/{sub.id}/recover", data=window, follow_redirects=False)
     assert response.status_code == 422, response.text[:300]
     assert "`since` is out of range" in response.text
