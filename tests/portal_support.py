@@ -7,6 +7,7 @@ import html
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi.testclient import TestClient
 
@@ -29,12 +30,17 @@ def mint(client: httpx.Client, tenant_id: str, capability: str = "manage", **bod
 
 def follow(client: httpx.Client, path: str) -> httpx.Response:
     """Follow a link as its reader does: its page (which redeems nothing), then its Sign in button, the POST that
-    redeems it; the page's answer if it has no button (the link does not work)."""
+    redeems it. If the page says the link does not work (its answer is returned), the redemption is checked to
+    refuse it too, as it must for a page loaded before the link was spent, expired or revoked."""
     page = client.get(path)
     found = re.search(r'name="token" value="([^"]+)"', page.text)
-    if page.status_code != 200 or found is None:
-        return page
-    return client.post("/portal/login", data={"token": html.unescape(found.group(1))})
+    if page.status_code == 200 and found is not None:
+        return client.post("/portal/login", data={"token": html.unescape(found.group(1))})
+    token = parse_qs(urlsplit(path).query).get("token", [""])[0]
+    posted = client.post("/portal/login", data={"token": token})
+    assert posted.status_code == 403, posted.text[:300]
+    assert "set-cookie" not in posted.headers
+    return page
 
 
 def sign_in(client: httpx.Client, tenant_id: str, capability: str = "manage") -> str:

@@ -132,6 +132,41 @@ def test_a_sign_in_with_a_bad_token_is_refused_with_the_link_page(browser: Brows
     assert "set-cookie" not in response.headers
 
 
+def test_of_two_pages_of_one_link_only_one_signs_in(browser: Browser, tenant: TenantInfo) -> None:
+    # GIVEN one link's page open in two browsers (the reader's two tabs, or a scanner's fetch and the reader)
+    link = mint(browser(), tenant.id)
+    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
+    first, second = browser(), browser()
+    assert first.get(link["path"]).status_code == second.get(link["path"]).status_code == 200
+    # WHEN both press Sign in
+    answers = [me.post("/portal/login", data={"token": token}) for me in (first, second)]
+    # THEN one is signed in, the other told the link does not work, with no session
+    assert [answer.status_code for answer in answers] == [200, 403]
+    assert "does not work" in answers[1].text
+    assert "set-cookie" not in answers[1].headers
+    assert first.get("/portal/endpoints").status_code == 200
+    assert second.get("/portal/endpoints").status_code == 401
+
+
+def test_a_link_revoked_while_its_page_is_open_signs_no_one_in(
+    browser: Browser, tenant: TenantInfo, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a link's page open in a browser, the link made a moment before, so that the index the revocation finds
+    # a tenant's links through does not show it yet (emulated: nothing is deleted)
+    link = mint(browser(), tenant.id)
+    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
+    me = browser()
+    assert me.get(link["path"]).status_code == 200
+    monkeypatch.setattr(services.store.portal, "revoke_all", lambda tenant_id: 0)
+    # WHEN the operator revokes the tenant's portal access, then the reader presses Sign in
+    assert me.delete(f"/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN).status_code == 204
+    response = me.post("/portal/login", data={"token": token})
+    # THEN no session is opened
+    assert response.status_code == 403
+    assert "set-cookie" not in response.headers
+    assert me.get("/portal/endpoints").status_code == 401
+
+
 def test_an_expired_link_is_refused(browser: Browser, tenant: TenantInfo, services: Services) -> None:
     me = browser()
     link = mint(me, tenant.id, expires_in_minutes=1)

@@ -25,7 +25,7 @@ class PortalSessionIn(BaseModel):
         description="`manage`: the tenant may change its endpoints; `read`: it may only look.",
     )
     expires_in_minutes: int = Field(
-        15, ge=1, le=60, description="How long the link may be opened (once), 1 to 60 minutes (default 15)."
+        15, ge=1, le=60, description="How long the link works (it signs in once), 1 to 60 minutes (default 15)."
     )
 
 
@@ -55,7 +55,8 @@ async def create_portal_session(
     tenant_id: str, body: PortalSessionIn, request: Request, services: ServicesDep, _: OperatorDep
 ) -> PortalLinkOut:
     """The link's token is shown once (Herald keeps its SHA-256), works once, and expires after
-    `expires_in_minutes`. Opening it starts a session of `HERALD_PORTAL_SESSION_MINUTES` for this tenant only."""
+    `expires_in_minutes`. Opening it shows a page that names the tenant; its Sign in button starts a session of
+    `HERALD_PORTAL_SESSION_MINUTES` for this tenant only (fetching the link, as mail scanners do, spends nothing)."""
     token, expires_at = portal.mint_link(services, tenant_id, body.capability, body.expires_in_minutes)
     path = f"{portal.LOGIN_PATH}?token={quote(token)}"
     return PortalLinkOut(
