@@ -131,9 +131,12 @@ class JobRepository:
             )
 
     def ticket_counts(self, job_id: str) -> dict[str, int]:
-        """How many of a job's tickets are ``open`` (queued, not yet attempted), ``sent`` and ``failed``."""
+        """How many of a job's tickets are ``open`` (queued, not yet attempted), ``sent`` and ``failed``. Read
+        strongly: the job's ``listed`` is, and a replica that had not seen tickets written a moment before it
+        would count none open, and call a job just listed done with nothing queued."""
         counts = {OPEN: 0, SENT: 0, FAILED: 0}
         kwargs: dict[str, Any] = {
+            "ConsistentRead": True,
             "KeyConditionExpression": "pk = :p AND begins_with(sk, :prefix)",
             "ProjectionExpression": "#state",
             "ExpressionAttributeNames": {"#state": "state"},
