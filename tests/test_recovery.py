@@ -15,6 +15,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from herald.domain import publishing
+from herald.records import DeliveryStatus
 from herald.storage import keys
 from herald.storage.table import Table, to_item
 from tests.api_support import assert_error, queue_messages
@@ -239,7 +240,7 @@ def test_a_recovery_whose_subscription_is_deleted_midway_is_done_with_its_attemp
     # THEN nothing was sent, and the job is done: each of its attempts failed, none left open
     assert deleted.is_set()
     assert len(receiver.received) == received
-    assert store.jobs.ticket_counts(job["id"]) == {"open": 0, "sent": 0, "failed": 3}
+    assert store.jobs.ticket_counts(job["id"]) == {"open": 0, "sent": 0, "failed": 3, "skipped": 0}
 
 
 def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -> None:
@@ -395,3 +396,42 @@ def test_a_broadcast_event_is_redelivered_to_every_tenant(
     for sub, got in zip(subs, receivers, strict=True):
         assert Webhook(sub.secret).verify(got.received[1].body, dict(got.received[1].headers))
         assert got.received[1].headers["webhook-id"] == event_id
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_does_not_send_again_a_delivery_delivered_since_its_listing_read_it(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscriber back after an outage, and the window's three failed deliveries as a listing read them
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    receiver.default = (200, {}, b"ok", 0.0)
+    clock.now = time.time()
+    store = harness.services.store
+    listed = store.deliveries.between(
+        sub.id,
+        DeliveryStatus.FAILED,
+        since=datetime.fromisoformat(seen["since"]),
+        until=datetime.now(UTC) + timedelta(hours=1),
+        limit=100,
+        cursor=None,
+    )
+    assert len(listed.items) == 3
+    # WHEN one of them is retried by hand and delivered, and then a recovery lists the window from a replica that
+    # still shows it failed (emulated: the listing answers what was read before the retry)
+    retried = listed.items[0]
+    response = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{retried.id}/retry", headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    harness.drain()
+    assert len(receiver.received) == 13
+    monkeypatch.setattr(store.deliveries, "between", lambda *args, **kwargs: listed)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    # THEN only the two still failed are sent again: the retried one arrived once more in all, by hand
+    extra = [got.headers["webhook-id"] for got in receiver.received[13:]]
+    assert sorted(extra) == sorted(d.event_id for d in listed.items[1:])
+    triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, retried.id)]
+    assert triggers == ["scheduled", "scheduled", "scheduled", "manual"]
+    # AND the job counts the two it found still failed, both sent, and is done
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 2, 2, 0)

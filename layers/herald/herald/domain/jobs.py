@@ -110,7 +110,7 @@ def read_recovery(services: Services, job_id: str) -> RecoveryJob | None:
     return job.model_copy(
         update={
             "status": status,
-            "queued": sum(counts.values()),
+            "queued": counts["open"] + counts["sent"] + counts["failed"],
             "sent": counts["sent"],
             "failed": counts["failed"],
         }

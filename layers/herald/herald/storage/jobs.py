@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 #: A job ticket's states: reserved and not yet used, used with a delivered attempt, used with a failed one.
 OPEN, SENT, FAILED = "open", "sent", "failed"
+#: A recovery's ticket closed without an attempt: its delivery was no longer failed when its turn came (a manual
+#: retry, or an overlapping job, delivered it meanwhile). Counted nowhere: the job found one failed delivery less.
+SKIPPED = "skipped"
 #: A redelivery's ticket for a subscription that never had the event: its first delivery, no extra attempt.
 FIRST = "first"
 
@@ -131,10 +134,10 @@ class JobRepository:
             )
 
     def ticket_counts(self, job_id: str) -> dict[str, int]:
-        """How many of a job's tickets are ``open`` (queued, not yet attempted), ``sent`` and ``failed``. Read
-        strongly: the job's ``listed`` is, and a replica that had not seen tickets written a moment before it
-        would count none open, and call a job just listed done with nothing queued."""
-        counts = {OPEN: 0, SENT: 0, FAILED: 0}
+        """How many of a job's tickets are ``open`` (queued, not yet attempted), ``sent``, ``failed`` and
+        ``skipped``. Read strongly: the job's ``listed`` is, and a replica that had not seen tickets written a
+        moment before it would count none open, and call a job just listed done with nothing queued."""
+        counts = {OPEN: 0, SENT: 0, FAILED: 0, SKIPPED: 0}
         kwargs: dict[str, Any] = {
             "ConsistentRead": True,
             "KeyConditionExpression": "pk = :p AND begins_with(sk, :prefix)",

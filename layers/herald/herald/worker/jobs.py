@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import DeliveryStatus, RecoveryStatus, Trigger
 from herald.routing import matching
+from herald.storage.jobs import SKIPPED
 from herald.worker import dispatch
 from herald.worker.fanout import route_pages, send_concurrently
 
@@ -230,5 +231,11 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     if delivery is None or event is None or sub is None:
         logger.info("job delivery cannot be attempted: its delivery, event or subscription is gone", extra=log)
         await worker.io(store.jobs.close_ticket, job_id, delivery_id, "failed")
+        return
+    if message.trigger is Trigger.RECOVER and delivery.status is not DeliveryStatus.FAILED:
+        # Listed failed, and delivered since (a manual retry, an overlapping job whose listing showed it first):
+        # a recovery sends what is still failed, and never a delivery twice.
+        logger.info("recovered delivery no longer failed: not sent", extra={**log, "status": delivery.status})
+        await worker.io(store.jobs.close_ticket, job_id, delivery_id, SKIPPED)
         return
     await dispatch.deliver(worker, message, record, deadline)
