@@ -435,3 +435,33 @@ def test_a_recovery_does_not_send_again_a_delivery_delivered_since_its_listing_r
     # AND the job counts the two it found still failed, both sent, and is done
     done = progress(client, tenant, sub.id, job["id"])
     assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 2, 2, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_disabled_subscription_is_not_recovered_and_one_disabled_midway_gets_nothing_more(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber back after an outage, its subscription disabled
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    receiver.default = (200, {}, b"ok", 0.0)
+    clock.now = time.time()
+    switch = f"/v1/subscriptions/{sub.id}"
+    assert client.patch(switch, json={"enabled": False}, headers=tenant.headers).status_code == 200
+    # WHEN a recovery is asked for, THEN it is refused until the subscription is enabled
+    refused = client.post(f"/v1/subscriptions/{sub.id}/recover", json={"since": seen["since"]}, headers=tenant.headers)
+    assert_error(refused, 409, "conflict")
+    assert "enable it first" in refused.json()["error"]["message"]
+    # WHEN it is enabled, the recovery starts and lists its deliveries, and the tenant disables it again before
+    # their attempts are made
+    assert client.patch(switch, json={"enabled": True}, headers=tenant.headers).status_code == 200
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    (listing,) = [poller for poller in harness.pollers if poller.queue_url == harness.services.settings.queue_url]
+    assert listing.poll_once().received == 1  # the job's listing message: it queues the three attempts
+    assert harness.counts()[0] == 3
+    assert client.patch(switch, json={"enabled": False}, headers=tenant.headers).status_code == 200
+    harness.drain()
+    # THEN nothing more is sent, and the job is done, having sent nothing
+    assert len(receiver.received) == 12
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 0, 0, 0)

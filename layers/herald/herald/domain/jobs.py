@@ -45,7 +45,13 @@ def as_utc(moment: datetime, field: str, where: str = "body") -> datetime:
 
 def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> RecoveryJob:
     """Queue a recovery of ``sub``'s failed deliveries in the window, or return the job already at work on
-    the same window (an identical request while it runs)."""
+    the same window (an identical request while it runs). A disabled subscription is enabled first (409): a
+    recovery would send to an endpoint its tenant or Herald stopped."""
+    if not sub.enabled:
+        raise ConflictError(
+            f"subscription {sub.id} is disabled: enable it first (the deliveries it failed while disabled stay in "
+            "the window)"
+        )
     now = utcnow()
     oldest = now - timedelta(days=services.settings.recovery_max_days)
     since = as_utc(body.since, "since")

@@ -232,10 +232,14 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         logger.info("job delivery cannot be attempted: its delivery, event or subscription is gone", extra=log)
         await worker.io(store.jobs.close_ticket, job_id, delivery_id, "failed")
         return
-    if message.trigger is Trigger.RECOVER and delivery.status is not DeliveryStatus.FAILED:
-        # Listed failed, and delivered since (a manual retry, an overlapping job whose listing showed it first):
-        # a recovery sends what is still failed, and never a delivery twice.
-        logger.info("recovered delivery no longer failed: not sent", extra={**log, "status": delivery.status})
+    if message.trigger is Trigger.RECOVER and (delivery.status is not DeliveryStatus.FAILED or not sub.enabled):
+        # Listed failed, and delivered since (a manual retry, an overlapping job whose listing showed it first): a
+        # recovery sends what is still failed, and never a delivery twice. Or its subscription was disabled since
+        # the job started (to stop what it sends): nothing more is sent to it.
+        logger.info(
+            "recovered delivery not sent: no longer failed, or its subscription is disabled",
+            extra={**log, "status": delivery.status, "enabled": sub.enabled},
+        )
         await worker.io(store.jobs.close_ticket, job_id, delivery_id, SKIPPED)
         return
     await dispatch.deliver(worker, message, record, deadline)
