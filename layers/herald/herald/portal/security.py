@@ -72,11 +72,17 @@ def same_origin(request: Request) -> bool:
     return urlsplit(source).netloc == request.headers.get("host", "")
 
 
+async def posted_form(request: Request) -> dict[str, list[str]]:
+    """A posted form's values by field name, whatever its content type says (bytes that are not UTF-8 replaced,
+    blank values kept)."""
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return parse_qs(body, keep_blank_values=True)
+
+
 async def change_form(request: Request, guest: Visitor, *, needs_manage: bool = True) -> dict[str, str]:
     """The posted form of a change, once its CSRF token and origin are checked and the session may change
     things (``CsrfError``, ``PermissionDeniedError`` otherwise). Repeated fields are joined by newlines."""
-    body = (await request.body()).decode("utf-8", errors="replace")
-    fields = {name: "\n".join(values) for name, values in parse_qs(body, keep_blank_values=True).items()}
+    fields = {name: "\n".join(values) for name, values in (await posted_form(request)).items()}
     presented = request.headers.get(CSRF_HEADER) or fields.get(CSRF_FIELD, "")
     expected = guest.session.csrf_token
     if not same_origin(request) or not expected or not hmac.compare_digest(presented.encode(), expected.encode()):

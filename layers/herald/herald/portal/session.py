@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -12,7 +11,7 @@ from herald.api.deps import services_of
 from herald.catalog import catalog
 from herald.domain import portal
 from herald.portal.render import HERE, error_page, page
-from herald.portal.security import change_form, same_origin, set_cookie, visitor
+from herald.portal.security import change_form, posted_form, same_origin, set_cookie, visitor
 
 router = APIRouter(include_in_schema=False)
 
@@ -49,8 +48,7 @@ async def login(request: Request) -> Response:
     """Redeem the link (once) for a session, from the link's own page only: a form posted from another site (to
     sign its visitor in to a tenant of its choosing) is refused."""
     services = services_of(request.app.state.api)
-    body = (await request.body()).decode("utf-8", errors="replace")
-    token = (parse_qs(body).get("token") or [""])[0]
+    token = next((value for value in (await posted_form(request)).get("token", []) if value), "")
     if not same_origin(request):
         return error_page(request, 403, "Not allowed", "Sign in from the link's own page.")
     opened = portal.open_session(services, token) if len(token) <= TOKEN_MAX_LENGTH else None
