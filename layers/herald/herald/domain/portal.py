@@ -61,10 +61,10 @@ def unused_link(services: Services, token: str) -> tuple[PortalGrant, Tenant] | 
     link = services.store.portal.get(digest(token))
     if link is None or link.kind != LINK or link.expires_at <= utcnow():
         return None
-    if not _stands(services, link.tenant_id, link.created_at):
+    found = services.store.tenants.with_portal_revoked_at(link.tenant_id)
+    if found is None or not _issued_after(found[1], link.created_at):
         return None
-    tenant = services.store.tenants.get(link.tenant_id)
-    return None if tenant is None else (link, tenant)
+    return link, found[0]
 
 
 def open_session(services: Services, token: str) -> tuple[str, PortalGrant] | None:
@@ -106,7 +106,12 @@ def _stands(services: Services, tenant_id: str, issued_at: datetime) -> bool:
     """Whether a grant issued at ``issued_at`` (a link's minting) still works: its tenant exists, and its portal
     access was not revoked since (``revoke_all``)."""
     revoked_at = services.store.tenants.portal_revoked_at(tenant_id)
-    return revoked_at is not False and (revoked_at is None or issued_at > revoked_at)
+    return revoked_at is not False and _issued_after(revoked_at, issued_at)
+
+
+def _issued_after(revoked_at: datetime | None, issued_at: datetime) -> bool:
+    """Whether a grant issued at ``issued_at`` was issued after its tenant's portal access was last revoked."""
+    return revoked_at is None or issued_at > revoked_at
 
 
 def end_session(services: Services, session_id: str) -> None:

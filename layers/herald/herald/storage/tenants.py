@@ -36,6 +36,11 @@ def _key_item(key: ApiKey, key_hash: str) -> dict[str, Any]:
     return to_item({**keys.api_key(key_hash), **index, **record(key)})
 
 
+def _portal_revoked_at(item: dict[str, Any]) -> datetime | None:
+    revoked = item.get(PORTAL_REVOKED_AT)
+    return datetime.fromisoformat(str(revoked)) if revoked else None
+
+
 class TenantRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -72,10 +77,13 @@ class TenantRepository:
         """When the tenant's portal access was last revoked (None: never), read strongly; False when there is no
         such tenant. The portal reads it for every link and session: one read, the check of its tenant too."""
         item = self._table.read(keys.tenant(tenant_id))
-        if item is None:
-            return False
-        revoked = item.get(PORTAL_REVOKED_AT)
-        return datetime.fromisoformat(str(revoked)) if revoked else None
+        return False if item is None else _portal_revoked_at(item)
+
+    def with_portal_revoked_at(self, tenant_id: str) -> tuple[Tenant, datetime | None] | None:
+        """The tenant and when its portal access was last revoked (``portal_revoked_at``), in one strong read; None
+        if there is no such tenant."""
+        item = self._table.read(keys.tenant(tenant_id))
+        return None if item is None else (Tenant.model_validate(strip(item)), _portal_revoked_at(item))
 
     def revoke_portal(self, tenant_id: str, at: datetime) -> None:
         """Mark every portal link and session of the tenant minted or opened from a link minted at or before ``at``
