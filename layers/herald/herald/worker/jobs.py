@@ -140,16 +140,17 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     event = stored.event
     if message.tenant_id is None:
         # A broadcast: one redelivery message per tenant, a page of tenants at a time. Each tenant's is new: the
-        # message's cursor is the tenants' listing's, not a position in that tenant's routes.
+        # message's cursor is the tenants' listing's, not a position in that tenant's routes. The next page's
+        # message goes in the same calls.
         page = await worker.io(store.tenants.list, limit=TENANTS_PER_PAGE, cursor=message.cursor)
-        per_tenant = [
+        tenants_and_next = [
             RedeliverMessage(job_id=message.job_id, event_id=message.event_id, tenant_id=tenant.id)
             for tenant in page.items
         ]
-        if per_tenant:
-            await worker.io(worker.queue.send_batch, per_tenant)
         if page.cursor is not None:
-            await worker.io(worker.queue.send, message.model_copy(update={"cursor": page.cursor}))
+            tenants_and_next.append(message.model_copy(update={"cursor": page.cursor}))
+        if tenants_and_next:
+            await worker.io(worker.queue.send_batch, tenants_and_next)
         return
     tenant_id = message.tenant_id
     handled = 0
