@@ -8,7 +8,9 @@ import html
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, sign_in
@@ -50,6 +52,13 @@ def test_a_grace_period_that_is_not_a_plain_whole_number_is_refused(
     assert client.get(f"/v1/subscriptions/{sub.id}/secret", headers=tenant.headers).json() == secret
 
 
+def _recover(me: TestClient, csrf: str, sub_id: str, since: str, until: str) -> httpx.Response:
+    """The endpoint's recovery form, posted with this window."""
+    window = {"csrf_token": csrf, "since": since, "until": until}
+    response: httpx.Response = me.post(f"/portal/endpoints/{sub_id}/recover", data=window, follow_redirects=False)
+    return response
+
+
 def test_a_recovery_window_that_ends_before_it_starts_is_refused(
     browser: Browser, client, tenant: TenantInfo, receiver: Receiver
 ) -> None:
@@ -59,8 +68,7 @@ def test_a_recovery_window_that_ends_before_it_starts_is_refused(
     csrf = sign_in(me, tenant.id)
     # WHEN a recovery is asked for a window whose end is at or before its start
     for until in ("2026-11-30T09:00", "2026-11-30T10:00"):
-        window = {"csrf_token": csrf, "since": "2026-11-30T10:00", "until": until}
-        response = me.post(f"/portal/endpoints/{sub.id}/recover", data=window, follow_redirects=False)
+        response = _recover(me, csrf, sub.id, "2026-11-30T10:00", until)
         # THEN the page says why, and no job was started
         assert response.status_code == 422, response.text[:300]
         assert "`until` must be after `since`" in response.text
@@ -79,16 +87,14 @@ def test_a_recovery_window_with_an_offset_is_the_moment_it_names(
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     east = start.astimezone(timezone(timedelta(hours=5)))
     since, until = east.strftime("%Y-%m-%dT%H:%M+05:00"), (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
-    window = {"csrf_token": csrf, "since": since, "until": until}
-    response = me.post(f"/portal/endpoints/{sub.id}/recover", data=window, follow_redirects=False)
+    response = _recover(me, csrf, sub.id, since, until)
     # THEN the window is the hour between them (not one ending before it starts), and the job started
     assert response.status_code == 303, response.text[:300]
     job = me.get(response.headers["location"])
     shown = f"{start:%Y-%m-%d %H:%M} UTC to {start + timedelta(hours=1):%Y-%m-%d %H:%M} UTC"
     assert shown in job.text
     # AND a moment with an offset and no UTC value (the calendar's first minute, east of UTC) is refused
-    window = {"csrf_token": csrf, "since": "0001-01-01T00:00+05:00", "until": until}
-    response = me.post(f"/portal/endpoints/{sub.id}/recover", data=window, follow_redirects=False)
+    response = _recover(me, csrf, sub.id, "0001-01-01T00:00+05:00", until)
     assert response.status_code == 422, response.text[:300]
     assert "`since` is out of range" in response.text
 

@@ -72,6 +72,13 @@ def _tickets_not_replicated(call: Any) -> Any:
     return stale
 
 
+def back_up(receiver: Receiver, clock: Clock) -> None:
+    """After ``outage``: the subscriber answers again, and the worker's clock is real time again (a recovery's
+    window ends now)."""
+    receiver.default = (200, {}, b"ok", 0.0)
+    clock.now = time.time()
+
+
 def outage(client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver) -> dict[str, Any]:
     """A subscriber down for a simulated day: one event before the window, three in it, all exhausted."""
     receiver.default = (500, {}, b"down", 0.0)
@@ -102,8 +109,7 @@ def test_a_recovery_brings_every_missed_event_exactly_once_more(
         [seen["before"], *seen["missed"]], 3
     )
     # WHEN the subscriber is back and the tenant asks for a recovery since `since`, twice
-    receiver.default = (200, {}, b"ok", 0.0)
-    clock.now = time.time()
+    back_up(receiver, clock)
     job = recover(client, tenant, sub.id, since=seen["since"])
     again = recover(client, tenant, sub.id, since=seen["since"])
     # THEN the job is queued, and the repeat is the same job
@@ -161,8 +167,7 @@ def test_overlapping_recoveries_and_duplicated_messages_never_send_twice(
     seen = outage(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
     received_before = len(receiver.received)
-    receiver.default = (200, {}, b"ok", 0.0)
-    clock.now = time.time()
+    back_up(receiver, clock)
     # WHEN two recoveries over overlapping windows are asked for at once
     first = recover(client, tenant, sub.id, since=seen["since"])
     wider = (datetime.fromisoformat(seen["since"]) - timedelta(minutes=30)).isoformat()
@@ -405,8 +410,7 @@ def test_a_recovery_does_not_send_again_a_delivery_delivered_since_its_listing_r
     # GIVEN a subscriber back after an outage, and the window's three failed deliveries as a listing read them
     seen = outage(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    receiver.default = (200, {}, b"ok", 0.0)
-    clock.now = time.time()
+    back_up(receiver, clock)
     store = harness.services.store
     listed = store.deliveries.between(
         sub.id,
@@ -444,8 +448,7 @@ def test_a_disabled_subscription_is_not_recovered_and_one_disabled_midway_gets_n
     # GIVEN a subscriber back after an outage, its subscription disabled
     seen = outage(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    receiver.default = (200, {}, b"ok", 0.0)
-    clock.now = time.time()
+    back_up(receiver, clock)
     switch = f"/v1/subscriptions/{sub.id}"
     assert client.patch(switch, json={"enabled": False}, headers=tenant.headers).status_code == 200
     # WHEN a recovery is asked for, THEN it is refused until the subscription is enabled
