@@ -70,13 +70,13 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
             end = min(until, (math.floor(start / HOUR) + 1) * HOUR)
             sent, drained = _sweep_hour(worker, pool, start, end, deadline)
             queued += sent
-            if drained and not schedule.advance(cursor, end):
-                logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
-                return SweepResult(queued, complete=True)
             if drained:
+                if not schedule.advance(cursor, end):
+                    logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
+                    return SweepResult(queued, complete=True)
                 worker.sweep_cursor = end
-            if drained and end >= until:
-                break
+                if end >= until:
+                    break
             if not drained or _short_of_time(deadline):
                 logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
                 return SweepResult(queued, complete=False)
