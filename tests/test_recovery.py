@@ -248,6 +248,43 @@ def test_a_recovery_whose_subscription_is_deleted_midway_is_done_with_its_attemp
     assert store.jobs.ticket_counts(job["id"]) == {"open": 0, "sent": 0, "failed": 3, "skipped": 0}
 
 
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN exhausted deliveries, recovered by the tenant, with the subscriber back
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    received = len(receiver.received)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    # AND the first missed event's retention ends right after the job's own read of it, before the attempt reads
+    # it (the events expire together: a delivery of another one may find it expired too)
+    store = harness.services.store
+    first = to_item(keys.event(seen["missed"][0]))
+    started = clock.now
+    expired = threading.Event()
+
+    def expire_after_read(parsed: dict[str, Any], params: dict[str, Any] | None = None, **_: Any) -> None:
+        item = parsed.get("Item", {})
+        if (item.get("pk"), item.get("sk")) == (first["pk"], first["sk"]) and not expired.is_set():
+            expired.set()
+            clock.advance(31 * 24 * HOUR)
+
+    store.client.meta.events.register("after-call.dynamodb.GetItem", expire_after_read)
+    # WHEN the job runs
+    harness.drain()
+    clock.now = started
+    # THEN the expired event was not sent, and the job holds no open ticket: it is done, its attempt failed
+    assert expired.is_set()
+    assert seen["missed"][0] not in {r.headers["webhook-id"] for r in receiver.received[received:]}
+    counts = store.jobs.ticket_counts(job["id"])
+    assert counts["open"] == 0
+    assert counts["failed"] >= 1
+    assert counts["sent"] + counts["failed"] == 3
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
+
+
 def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -> None:
     # GIVEN a subscription
     sub = subscribe(client, tenant, receiver.url)

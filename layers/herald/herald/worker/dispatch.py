@@ -122,11 +122,13 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     stored = await worker.events.get(message.event_id)
     if stored is None:
         await _event_gone(worker, message, log)
+        await _close_ticket(worker, message)
         return
     if not stored.event.broadcast and stored.event.tenant_id != message.tenant_id:
         # Event ids are the publisher's to choose and one may be used again once its event expired: a message
         # that outlived its event never carries another tenant's event to this tenant's subscriber.
         logger.warning("delivery of another tenant's event: dropped", extra=log)
+        await _close_ticket(worker, message)
         return
     claimed = await _claim(worker, message, record, deadline, stored, log)
     if claimed is None:
@@ -143,13 +145,20 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
     if sub is None and job.single_shot:
         if token is not None:
             await worker.io(worker.store.deliveries.release, job.delivery, token)
-        if message.job_id is not None:  # the job's ticket is settled: nothing will be sent for it
-            await worker.io(worker.store.jobs.close_ticket, message.job_id, message.delivery_id, FAILED)
+        await _close_ticket(worker, message)
         logger.info("manual attempt cancelled: the subscription was deleted", extra=log)
     elif sub is None or (not sub.enabled and not job.single_shot):
         await _cancel(worker, job, token, "the subscription was deleted" if sub is None else "it is disabled")
     else:
         await _attempt_and_record(worker, job, sub, token)
+
+
+async def _close_ticket(worker: Worker, message: DeliveryMessage) -> None:
+    """A job's message whose attempt will not be made: its ticket is settled failed, so the job does not read
+    ``running`` until it expires. The job checked the event before (``jobs.deliver``), but it can expire, or its
+    id be published again, between that read and this one."""
+    if message.job_id is not None:
+        await worker.io(worker.store.jobs.close_ticket, message.job_id, message.delivery_id, FAILED)
 
 
 async def _event_gone(worker: Worker, message: DeliveryMessage, log: dict[str, Any]) -> None:
