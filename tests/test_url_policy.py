@@ -147,6 +147,8 @@ REFUSED_ADDRESSES = [
     "64:ff9b::a9fe:a9fe",
     "64:ff9b::a00:1",
     "64:ff9b:1::a9fe:a9fe",
+    # local-use NAT64 with a /48 prefix: 169.254.169.254 in bits 48-87, 8.8.8.8 in the last 32
+    "64:ff9b:1:a9fe:a9:fe00:808:808",
 ]
 
 PUBLIC_ADDRESSES = [

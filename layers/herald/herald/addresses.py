@@ -52,6 +52,9 @@ REFUSED_IPV6: tuple[tuple[IPv6Network, str], ...] = tuple(
         ("::1/128", "the IPv6 loopback address"),
         ("::/96", "an IPv4-compatible IPv6 address (deprecated)"),
         ("100::/64", "in the discard-only range (100::/64)"),
+        # Where an IPv4 address sits in it depends on the prefix length each network picks (/48 to /96, RFC 6052):
+        # the last 32 bits may be public while the gateway translates to a private address.
+        ("64:ff9b:1::/48", "a local-use NAT64 address (64:ff9b:1::/48), whose IPv4 address cannot be told"),
         ("fd00:ec2::/32", "an AWS service address (instance metadata, DNS, time: fd00:ec2::/32)"),
         ("fc00::/7", "a unique-local address (fc00::/7)"),
         ("fe80::/10", "a link-local address"),
@@ -70,7 +73,8 @@ _IPV4_COMPATIBLE = IPv6Network("::/96")
 _GLOBAL_UNICAST = IPv6Network("2000::/3")
 _TEREDO = IPv6Network("2001::/32")
 _SIX_TO_FOUR = IPv6Network("2002::/16")
-_NAT64 = (IPv6Network("64:ff9b::/96"), IPv6Network("64:ff9b:1::/48"))
+#: The well-known NAT64 prefix (RFC 6052), whose IPv4 address is the last 32 bits: the one AWS's DNS64 uses.
+_NAT64 = (IPv6Network("64:ff9b::/96"),)
 
 #: Reachable only through an allow-list entry inside the range itself, never through a wider one.
 EXPLICIT_ONLY: tuple[Network, ...] = tuple(
