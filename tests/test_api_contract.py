@@ -52,6 +52,19 @@ def test_failures_use_the_one_error_schema_and_their_headers(document: dict[str,
     assert document["components"]["schemas"]["GatewayThrottled"]["required"] == ["message"]
 
 
+def test_an_operation_keeps_the_answers_it_describes_itself(document: dict[str, Any]) -> None:
+    # GIVEN the subscription routes, which say which 422s they give and what their 404 means
+    create = document["paths"]["/v1/subscriptions"]["post"]["responses"]
+    # THEN their own descriptions are kept, in the one error shape; an answer a route does not describe gets the
+    # general description
+    for error in ("invalid_headers", "invalid_filter", "invalid_transform", "url_not_allowed"):
+        assert error in create["422"]["description"]
+    assert create["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert "another tenant" in create["404"]["description"]
+    assert create["400"]["description"].startswith("The request is malformed")
+    assert create["503"]["headers"]["Retry-After"]["required"] is True
+
+
 def test_a_replayed_publish_is_documented_and_answered_with_its_header(
     document: dict[str, Any], client: TestClient, tenant: TenantInfo
 ) -> None:

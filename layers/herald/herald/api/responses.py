@@ -12,6 +12,8 @@ Routes declare their success answer; the failures follow from the operation's sh
   ``tenant_id``): 404;
 - changing state (POST, PUT, PATCH, DELETE): 409 (a conflicting state or a limit of the current state).
 
+A route may describe an answer more precisely (its ``responses=``): that description is kept.
+
 Errors use the one error schema (``ErrorResponse``), except 429, which API Gateway answers itself.
 """
 
@@ -102,7 +104,7 @@ def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
     for status in sorted(answers):
         schema = THROTTLED_SCHEMA if status == 429 else ERROR_SCHEMA
         response: dict[str, Any] = {
-            "description": DESCRIPTIONS[status],
+            "description": _declared(route, status) or DESCRIPTIONS[status],
             "content": {"application/json": {"schema": schema}},
         }
         if status == 401:
@@ -111,6 +113,13 @@ def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
             response["headers"] = RETRY_AFTER
         documented[status] = response
     return documented
+
+
+def _declared(route: APIRoute, status: int) -> str | None:
+    """The description ``route`` gives ``status`` itself (its ``responses=``), which says more than the general one."""
+    declared = route.responses.get(status) or route.responses.get(str(status)) or {}
+    description = declared.get("description")
+    return description if isinstance(description, str) and description else None
 
 
 def _routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
