@@ -19,7 +19,7 @@ import pytest
 
 from herald import ids
 from herald.records import SigningSecret, Subscription
-from tests.api_support import each_delivery
+from tests.api_support import assert_error, each_delivery
 from tests.delivery_support import (
     Harness,
     Sub,
@@ -245,6 +245,38 @@ def test_a_test_event_gets_the_transform_but_not_the_filter(
     # THEN it arrives transformed (what a real event will look like), signed over the body sent
     (got,) = receiver.received
     assert verify(sub.secret, got) == {"kind": "herald.ping", "subscription": sub.id}
+
+
+def test_a_test_event_the_transform_gives_no_body_for_is_refused_before_it_is_sent(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a transform checked on the invoice example only (the subscribed type), which gives `null` on a ping
+    transform = "data.amount_cents < `100000` && data"
+    sub = subscribe_with(client, tenant, receiver.url, transform=transform)
+    # WHEN the tenant sends a test event
+    response = client.post(f"/v1/subscriptions/{sub.id}/test", headers=tenant.headers)
+    # THEN it is a 422 saying so, at the subscription's transform, with a way out; nothing is stored or sent
+    error = assert_error(response, 422, "invalid_transform")
+    assert "test event" in error["message"]
+    assert "herald.ping" in error["message"]
+    assert [detail["loc"] for detail in error["details"]] == [["transform"]]
+    assert harness.counts() == (0, 0)
+    harness.drain()
+    assert receiver.received == []
+    assert deliveries(client, tenant, sub.id) == []
+    # WHEN the transform is changed as the message suggests
+    fixed = f"type == 'herald.ping' && @ || {transform}"
+    patched = client.patch(f"/v1/subscriptions/{sub.id}", json={"transform": fixed}, headers=tenant.headers)
+    assert patched.status_code == 200, patched.text
+    sent = client.post(f"/v1/subscriptions/{sub.id}/test", headers=tenant.headers)
+    assert sent.status_code == 202, sent.text
+    harness.drain()
+    # THEN the ping arrives as is, signed, and an invoice is still transformed
+    (got,) = receiver.received
+    assert verify(sub.secret, got)["type"] == "herald.ping"
+    publish(client, tenant.id)
+    harness.drain()
+    assert verify(sub.secret, receiver.received[1]) == INVOICE
 
 
 def test_a_transform_failing_on_an_event_fails_the_delivery_at_once_and_a_recovery_sends_it_once_fixed(

@@ -207,3 +207,21 @@ def test_metadata_the_form_cannot_hold_is_kept_when_the_endpoint_is_saved_and_ed
     assert saved["metadata"] == {"team": "payments", "region": "eu"}
     # ... and metadata the lines hold is shown without the warning
     assert _metadata_field(me.get(f"/portal/endpoints/{sub.id}/edit").text) == (False, "team=payments\r\nregion=eu")
+
+
+def test_a_test_event_the_transform_gives_no_body_for_is_refused_in_the_portal(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint whose transform gives `null` on a ping (checked on the invoice example only)
+    body = {"url": receiver.url, "event_types": ["invoice.paid"], "transform": "data.amount_cents < `100000` && data"}
+    created = client.post("/v1/subscriptions", json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    # WHEN the tenant sends a test event from the portal
+    response = me.post(f"/portal/endpoints/{sub_id}/test", data={"csrf_token": csrf}, follow_redirects=False)
+    # THEN the page says why, and nothing was sent
+    assert response.status_code == 422, response.text[:300]
+    assert "test event" in html.unescape(response.text)
+    assert client.get(f"/v1/subscriptions/{sub_id}/deliveries", headers=tenant.headers).json()["data"] == []

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from herald import ids
 from herald.catalog import PING_EVENT_TYPE, catalog
+from herald.delivery_options.transforms import InvalidTransformError, dry_run, transform_from_stored
 from herald.errors import (
     HeraldError,
     InvalidInputError,
@@ -495,13 +496,31 @@ def _matched(event: Event, routed: list[Route]) -> tuple[list[str], int]:
     return list(dict.fromkeys(matched)), filtered
 
 
+def _check_transform_on(expression: str, event: Event) -> None:
+    """``InvalidTransformError`` (at the subscription's ``transform``) unless the transform gives a body for
+    ``event``, as the delivery would apply it."""
+    try:
+        dry_run(transform_from_stored(expression), {event.type: json.loads(event.payload)}, loc=("transform",))
+    except InvalidTransformError as exc:
+        raise InvalidTransformError(
+            f"the subscription's transform gives no body for the test event, so its delivery would fail without a "
+            f"request: {exc.message}. Make it give an object or array for `{event.type}` too, e.g. "
+            f"`type == '{event.type}' && @ || <your expression>`",
+            details=[{**detail, "loc": ["transform"]} for detail in exc.details or ()],
+        ) from None
+
+
 def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
     """Send the built-in ping event to one subscription, through the real delivery path. It skips the
-    fan-out: stored as matched and queued, with its one delivery message queued directly."""
+    fan-out: stored as matched and queued, with its one delivery message queued directly. A transform that
+    fails on the ping (it was checked on the subscribed types' examples only) is an ``InvalidTransformError``,
+    not a test whose delivery is sure to fail without a request."""
     data = catalog.get(PING_EVENT_TYPE).validate(  # type: ignore[union-attr]
         {"message": "Test delivery from Herald.", "subscription_id": sub.id}
     )
     event = new_event(PING_EVENT_TYPE, data, tenant_id=sub.tenant_id)
+    if sub.transform:
+        _check_transform_on(sub.transform, event)
     stored = services.store.events.create(
         event,
         fingerprint=event.id,
