@@ -53,7 +53,11 @@ def test_a_batch_publishes_each_event_on_its_own_and_answers_each(
         "not_found",
         "invalid_input",
     ]
+    # AND each error is located in the batch's body, whether the item's shape, type or data was wrong
     assert items[3]["error"]["details"][0]["loc"][:3] == ["body", "events", 3]
+    assert items[2]["error"]["details"][0]["loc"] == ["body", "events", 2, "type"]
+    assert {tuple(detail["loc"][:4]) for detail in items[5]["error"]["details"]} == {("body", "events", 5, "data")}
+    assert ["body", "events", 5, "data", "invoice_id"] in [detail["loc"] for detail in items[5]["error"]["details"]]
     assert [item["event"]["id"] for item in items if item["event"]] == ["inv-1-paid", "inv-2-paid", "inv-7-paid"]
     # AND the three deliveries went in one SendMessageBatch, Acme's two in one message, no single sends
     assert [len(call.params["Entries"]) for call in sends.of("SendMessageBatch")] == [2]

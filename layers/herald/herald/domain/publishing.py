@@ -88,6 +88,16 @@ def envelope(event_type: str, timestamp: datetime, data: dict[str, Any]) -> str:
         ) from exc
 
 
+def _at_item(error: HeraldError, index: int) -> HeraldError:
+    """``error`` of one event of a batch, its details located in the batch's body (``body.events.<index>``):
+    ``validate_data`` locates them in a single event's body."""
+    for detail in error.details or ():
+        loc = detail.get("loc")
+        if isinstance(loc, list) and loc[:1] == ["body"]:
+            detail["loc"] = ["body", "events", index, *loc[1:]]
+    return error
+
+
 def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, Any]:
     entry = catalog.get(event_type)
     if entry is None:
@@ -236,7 +246,7 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
             data = validate_data(body.type, body.data, max_bytes=services.settings.max_event_data_bytes)
             event = new_event(body.type, data, tenant_id=body.tenant_id, event_id=body.id, broadcast=body.broadcast)
         except HeraldError as error:
-            results.append(error)
+            results.append(_at_item(error, len(results)))
             continue
         routed = _Routed.of(services, event, routes)
         expires_at = event_expiry(services, event.created_at)
