@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+from collections import Counter
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -521,3 +523,45 @@ def test_the_system_resolver_refuses_a_name_no_dns_can_spell(host: str) -> None:
     # THEN it is a refusal by policy (no retry loop), not an unexpected error
     with pytest.raises(UrlNotAllowedError, match="not a valid host name"):
         asyncio.run(system_resolve(host, 443))
+
+
+def test_names_whose_lookups_hang_do_not_hold_up_other_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a resolver whose name servers never answer for one zone (getaddrinfo blocks until released), and
+    # answers at once for others
+    release = threading.Event()
+    calls: Counter[str] = Counter()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        calls[host] += 1
+        if host.endswith(".hang.example"):
+            release.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    async def scenario() -> list[str]:
+        # WHEN a tenant's deliveries look up many such names, and give up on each (their connect timeout), and
+        # fifty deliveries to one of them ask at the same time
+        async def given_up(host: str) -> None:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await system_resolve(host, 443)
+
+        await asyncio.gather(*(given_up(f"n{i}.hang.example") for i in range(40)))
+        await asyncio.gather(*(given_up("same.hang.example") for _ in range(50)))
+        # AND another tenant's delivery looks up a name that answers
+        async with asyncio.timeout(30):
+            return await system_resolve("localhost", 443)
+
+    try:
+        answers = asyncio.run(scenario())
+    finally:
+        release.set()
+    # THEN that lookup was answered while the others still hang (the event loop's default executor has a handful
+    # of threads, all of them held), and the fifty lookups of one name made one call
+    assert answers
+    assert calls["localhost"] == 1
+    assert calls["same.hang.example"] == 1
+    assert sum(1 for host in calls if host.endswith(".hang.example")) == 41

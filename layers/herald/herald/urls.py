@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from herald.addresses import (
@@ -65,11 +67,49 @@ CREATE_RESOLVE_TIMEOUT_SECONDS = 3.0
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
+#: Threads that run ``getaddrinfo`` for Herald alone. A lookup whose name servers never answer holds its thread
+#: for the system resolver's whole timeout, whatever the caller's own timeout (it stops waiting, not the call):
+#: on the event loop's default executor (a handful of threads on a Lambda vCPU, shared with anything else run in
+#: it) a few such names of one tenant's would hold up every other tenant's lookups behind them.
+RESOLVER_THREADS = 64
+
+_resolver_lock = threading.Lock()
+_resolver: ThreadPoolExecutor | None = None
+#: Lookups in progress, by (host, port): callers asking for the same name at the same time share one thread (a
+#: burst of deliveries to one new host opens many connections at once, each resolving its host).
+_lookups: dict[tuple[str, int], Future[list[Any]]] = {}
+
+
+def _lookup(host: str, port: int) -> Future[list[Any]]:
+    key = (host, port)
+    with _resolver_lock:
+        found = _lookups.get(key)
+        if found is not None:
+            return found
+        global _resolver  # noqa: PLW0603 - one pool for the process, made on first use
+        if _resolver is None:
+            _resolver = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="herald-resolve")
+        lookup = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        _lookups[key] = lookup
+
+    def forget(_: Future[list[Any]]) -> None:
+        with _resolver_lock:
+            if _lookups.get(key) is lookup:
+                del _lookups[key]
+
+    lookup.add_done_callback(forget)
+    return lookup
+
+
 async def system_resolve(host: str, port: int) -> list[str]:
-    """The system resolver (``getaddrinfo``), without blocking the event loop."""
-    loop = asyncio.get_running_loop()
+    """The system resolver (``getaddrinfo``), without blocking the event loop, on threads of its own
+    (``RESOLVER_THREADS``), one lookup at a time per name."""
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        # Shielded: a caller that stops waiting (its timeout) does not cancel the lookup others may share. Its
+        # outcome is then taken when it comes, so a failure no one waits for any more is not reported as lost.
+        answer = asyncio.wrap_future(_lookup(host, port))
+        answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+        infos = await asyncio.shield(answer)
     except UnicodeError:
         # The IDNA codec refuses the name (an empty label, a label over 63 characters): no DNS name
         # can be spelled so, whatever the URL parser accepted.
