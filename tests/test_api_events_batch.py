@@ -13,7 +13,7 @@ from standardwebhooks import Webhook
 from herald.domain.publishing import new_event
 from herald.storage import keys
 from herald.storage.table import inserted_item, to_item
-from tests.api_support import assert_error
+from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import CallRecorder, subscribe
 from tests.support import ADMIN, INVOICE, Receiver, TenantInfo, drain
 
@@ -114,6 +114,21 @@ def test_sending_a_batch_again_replays_it_and_delivers_nothing_twice(
 )
 def test_a_batch_of_the_wrong_shape_is_refused_whole(client: Any, body: Any, status: int) -> None:
     assert_error(client.post("/v1/events/batch", json=body, headers=ADMIN), status)
+
+
+def test_a_batch_sent_with_an_idempotency_key_is_refused_and_publishes_nothing(
+    client: Any, tenant: TenantInfo, services: Any
+) -> None:
+    # GIVEN a batch of an event with an id and one without, sent the way a single publish is made safe to retry
+    body = {"events": [_event(tenant.id, 1), {"type": "invoice.paid", "tenant_id": tenant.id, "data": INVOICE}]}
+    # WHEN it carries an Idempotency-Key
+    response = client.post("/v1/events/batch", json=body, headers={**ADMIN, "Idempotency-Key": "batch-1"})
+    # THEN it is a 422 at the header, saying what to do instead, and nothing was published
+    error = assert_error(response, 422, "invalid_input")
+    assert error["details"][0]["loc"] == ["header", "idempotency-key"]
+    assert "`id`" in error["message"]
+    assert_error(client.get("/v1/events/inv-1-paid", headers=ADMIN), 404)
+    assert queue_messages(services.queue.client, services.settings.queue_url) == []
 
 
 def test_only_the_operator_publishes_batches(client: Any, tenant: TenantInfo) -> None:

@@ -75,13 +75,29 @@ async def publish_event(
 
 
 @router.post("/batch", summary="Publish up to 100 events in one call")
-async def publish_batch(body: EventBatchIn, services: ServicesDep, _: OperatorDep) -> EventBatchOut:
+async def publish_batch(
+    body: EventBatchIn,
+    services: ServicesDep,
+    _: OperatorDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Not taken here: a batch is made safe to send again by each event's `id`. Given, the call "
+            "is a 422 and nothing is published (a retried batch would publish its events without an `id` again).",
+        ),
+    ] = None,
+) -> EventBatchOut:
     """Each event is validated and published on its own, as `POST /v1/events` would: the answer holds one
     item per event, in order, with the status that call would have answered (202 when published) and the
     event or the error. An event with an `id` that was published before is answered with the original
     (`replayed`), so a batch whose answer was lost can be sent again safely when every event has an `id`.
     When storage is unavailable for some events, those items are 503 and the others are published; when
-    nothing could be published, the whole call is a 503 with `Retry-After`."""
+    nothing could be published, the whole call is a 503 with `Retry-After`. An `Idempotency-Key` header is a
+    422: the events' ids do its work."""
+    if idempotency_key is not None:
+        message = "a batch takes no Idempotency-Key: give each event an `id`, which makes it safe to send again"
+        detail = {"loc": ["header", "idempotency-key"], "msg": message, "type": "not_taken"}
+        raise InvalidInputError(message, details=[detail])
     parsed = [_parse(index, raw) for index, raw in enumerate(body.events)]
     audiences: dict[str, HeraldError | None] = {}
     for index, item in enumerate(parsed):
