@@ -90,7 +90,7 @@ def test_fetching_a_link_spends_nothing_and_only_its_page_s_button_signs_in(
         assert "set-cookie" not in scanned.headers
         assert 'id="tenant-name">Acme</strong>' in scanned.text
         assert "read only" in scanned.text
-        assert '<form method="post" action="/portal/login">' in scanned.text
+        assert '<form method="post" action="/portal/login" data-submit-once>' in scanned.text
     # AND the reader's Sign in opens a session, once
     me = browser()
     assert follow(me, link["path"]).status_code == 200

@@ -318,6 +318,37 @@ def test_a_tenant_manages_an_endpoint_in_the_portal(
     rotate_switch_and_recover(driver, served_app, sub_id, secret, receiver, harness)
 
 
+#: Clicks the sign-in button twice, as a double-click does, and counts the submissions the page let through; each
+#: is stopped before it leaves the page (the listener on the window runs after the page's own, on the document).
+TWO_CLICKS = """
+let sent = 0;
+const count = (event) => { if (!event.defaultPrevented) { sent += 1; } event.preventDefault(); };
+window.addEventListener("submit", count);
+const button = document.querySelector("#sign-in");
+button.click();
+button.click();
+window.removeEventListener("submit", count);
+return sent;
+"""
+
+
+def test_a_double_clicked_sign_in_sends_the_one_time_link_once(
+    driver: WebDriver, served_app: str, tenant: TenantInfo
+) -> None:
+    # GIVEN the page of a link the operator minted
+    minted = httpx.post(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
+    assert minted.status_code == 201, minted.text
+    open_page(driver, minted.json()["url"])
+    # WHEN its Sign in button is clicked twice in a row
+    # THEN the form is sent once: a second request would find the link spent by the first
+    assert driver.execute_script(TWO_CLICKS) == 1
+    # AND the page opened again (nothing was sent) signs in
+    open_page(driver, minted.json()["url"])
+    click(driver, "#sign-in")
+    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+    assert text_of(driver, "h1") == "Endpoints"
+
+
 def test_a_tenant_pages_through_its_endpoints(
     driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

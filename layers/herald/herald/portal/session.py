@@ -18,6 +18,7 @@ router = APIRouter(include_in_schema=False)
 STATIC = {
     "htmx.min.js": "text/javascript",
     "portal.css": "text/css",
+    "portal.js": "text/javascript",
 }
 
 

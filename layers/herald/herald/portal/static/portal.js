@@ -1,0 +1,15 @@
+// A form marked data-submit-once is sent once. A second click while the first request is on its way (a
+// double-click) would send it again: the one-time link of the sign-in page, spent by the first request, would
+// then answer "This link does not work", although the first signed in.
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-submit-once")) {
+    return;
+  }
+  if (form.dataset.sent === "yes") {
+    event.preventDefault();
+    return;
+  }
+  form.dataset.sent = "yes";
+  form.setAttribute("aria-busy", "true");
+});
