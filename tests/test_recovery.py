@@ -15,6 +15,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from herald.domain import publishing
+from herald.errors import ServiceUnavailableError
 from herald.records import DeliveryStatus
 from herald.storage import keys
 from herald.storage.table import Table, to_item
@@ -246,6 +247,70 @@ def test_a_recovery_whose_subscription_is_deleted_midway_is_done_with_its_attemp
     assert deleted.is_set()
     assert len(receiver.received) == received
     assert store.jobs.ticket_counts(job["id"]) == {"open": 0, "sent": 0, "failed": 3, "skipped": 0}
+
+
+def _counting_listings(monkeypatch: pytest.MonkeyPatch, harness: Harness, fail_first: bool = False) -> list[str]:
+    """Record each page a recovery lists (its subscription's failed deliveries in a window); the first raises as
+    an outage would, if asked."""
+    deliveries_store = harness.services.store.deliveries
+    listed = deliveries_store.between
+    pages: list[str] = []
+
+    def between(subscription_id: str, *args: Any, **kwargs: Any) -> Any:
+        pages.append(subscription_id)
+        if fail_first and len(pages) == 1:
+            raise ServiceUnavailableError("DynamoDB query failed: InternalServerError")
+        return listed(subscription_id, *args, **kwargs)
+
+    monkeypatch.setattr(deliveries_store, "between", between)
+    return pages
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_asked_for_again_while_queued_is_listed_once(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN exhausted deliveries, and the subscriber back
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    received = len(receiver.received)
+    pages = _counting_listings(monkeypatch, harness)
+    # WHEN the tenant asks three times before the worker runs (each answer is the queued job, and each request
+    # queued its message again, in case the first never got there)
+    jobs = [recover(client, tenant, sub.id, since=seen["since"]) for _ in range(3)]
+    assert {job["id"] for job in jobs} == {jobs[0]["id"]}
+    harness.drain()
+    # THEN one message listed the deliveries (one page), and each missed event arrived once more
+    assert pages == [sub.id]
+    assert sorted(r.headers["webhook-id"] for r in receiver.received[received:]) == sorted(seen["missed"])
+    done = progress(client, tenant, sub.id, jobs[0]["id"])
+    assert (done["status"], done["queued"], done["sent"]) == ("done", 3, 3)
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_whose_listing_failed_midway_is_listed_when_its_message_comes_back(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose first listing read fails (after its
+    # message marked the job running)
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    received = len(receiver.received)
+    pages = _counting_listings(monkeypatch, harness, fail_first=True)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    assert pages == [sub.id]
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    # WHEN its message comes back (the same message: SQS shows it again)
+    harness.reveal()
+    harness.drain()
+    # THEN that message lists the deliveries, and each missed event arrived once more
+    assert pages == [sub.id, sub.id]
+    assert sorted(r.headers["webhook-id"] for r in receiver.received[received:]) == sorted(seen["missed"])
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"]) == ("done", 3, 3)
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from herald.errors import ConflictError
-from herald.records import RecoveryJob
+from herald.records import RecoveryJob, RecoveryStatus
 from herald.storage import keys
 from herald.storage.table import record, strip, to_item, values
 
@@ -119,6 +119,33 @@ class JobRepository:
         if item is None:
             return None
         return RecoveryJob.model_validate(strip(item)), bool(item.get("listed"))
+
+    def start_listing(self, job_id: str, lister: str, *, now: datetime, stale_before: datetime) -> bool:
+        """Mark the job running, listed by ``lister`` (the SQS message id of its first message). True for the
+        message that starts the listing, and for that same message received again (a crash midway); False for
+        any other first message of the job (a repeated request sent one while the job was queued), unless the
+        listing it finds started before ``stale_before`` (its message is long gone, e.g. dead-lettered, and this
+        one is its redrive)."""
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.recovery_job(job_id)),
+                UpdateExpression="SET #status = :running, lister = :me, listing_at = :at, updated_at = :now",
+                ConditionExpression="attribute_exists(pk) AND (#status = :queued OR lister = :me "
+                "OR attribute_not_exists(lister) OR listing_at < :stale)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values(
+                    running=RecoveryStatus.RUNNING.value,
+                    queued=RecoveryStatus.QUEUED.value,
+                    me=lister,
+                    now=now.isoformat(),
+                    at=int(now.timestamp()),
+                    stale=int(stale_before.timestamp()),
+                ),
+            )
+        except ClientError:
+            return False
+        return True
 
     def update(self, job_id: str, *, updated_at: datetime, **fields: Any) -> None:
         """Set fields of a job (``status``, ``listed``)."""

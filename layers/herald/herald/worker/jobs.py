@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
-from herald.records import DeliveryStatus, RecoveryStatus, Trigger
+from herald.records import DeliveryStatus, Trigger
 from herald.routing import matching
 from herald.storage.jobs import SKIPPED
 from herald.worker import dispatch
@@ -53,6 +54,9 @@ TENANTS_PER_PAGE = 100
 MAX_PER_MESSAGE = 2_000
 #: A job message stops reading pages when its invocation has less time left than this.
 MIN_SECONDS_LEFT = 15.0
+#: A listing started longer ago than this (Lambda's longest invocation) by another first message of the job may be
+#: taken over: that message is gone (dead-lettered after failing, and this is its redrive, with a new message id).
+LISTER_STALE_SECONDS = 15 * 60
 #: How long a delivery's recovery lock lasts if its message never runs (the job's attempt is then given up).
 LOCK_SECONDS = 24 * 3600
 
@@ -76,8 +80,10 @@ async def _note_first(worker: Worker, job_id: str, delivery_id: str) -> None:
     await worker.io(worker.store.jobs.note_first, job_id, delivery_id, ticket_seconds=_ticket_seconds(worker))
 
 
-async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float) -> None:
-    """Pages of the subscription's failed deliveries in the window: take a ticket for each and queue its attempt."""
+async def run_recovery(worker: Worker, message: RecoverMessage, record: SQSRecord, deadline: float) -> None:
+    """Pages of the subscription's failed deliveries in the window: take a ticket for each and queue its attempt.
+    One chain of messages lists them: a first message (no cursor) starts only if it is the job's first to come, or
+    that same one received again (``JobRepository.start_listing``)."""
     store = worker.store
     found = await worker.io(store.jobs.get, message.job_id)
     if found is None:
@@ -87,8 +93,13 @@ async def run_recovery(worker: Worker, message: RecoverMessage, deadline: float)
     if listed:
         return  # a duplicate of a message whose job listed everything already
     log = {"job_id": job.id, "subscription_id": job.subscription_id}
-    if job.status is RecoveryStatus.QUEUED:
-        await worker.io(store.jobs.update, job.id, updated_at=worker.now(), status=RecoveryStatus.RUNNING)
+    if message.cursor is None:
+        now = worker.now()
+        stale = now - timedelta(seconds=LISTER_STALE_SECONDS)
+        if not await worker.io(store.jobs.start_listing, job.id, record.message_id, now=now, stale_before=stale):
+            # A repeated request sent another first message while the job was queued: the first one lists it.
+            logger.info("recovery listed by another message: this one dropped", extra=log)
+            return
     cursor = message.cursor
     handled = 0
     while True:
