@@ -149,7 +149,9 @@ def test_a_healthy_subscriptions_stats_item_stays_within_one_write_unit(services
         AttemptTally(True, 200, at + timedelta(milliseconds=n), latency_ms=98_765)
         for n in range(2 * LATENCY_SAMPLES - 1)
     ]
-    store.health.count_attempts("sub_01m8s0mmvxy3eyq19244h30p12", full, failing_after=3, expires_at=expires)
+    # (a write appends at most LATENCY_SAMPLES of them: two writes)
+    for part in (full[: LATENCY_SAMPLES - 1], full[LATENCY_SAMPLES - 1 :]):
+        store.health.count_attempts("sub_01m8s0mmvxy3eyq19244h30p12", part, failing_after=3, expires_at=expires)
     streamed = [AttemptTally(True, 200, at + timedelta(seconds=1))]
     store.health.count_streamed("sub_01m8s0mmvxy3eyq19244h30p12", streamed, expires_at=expires)
     # THEN the item is at most 1 KB by DynamoDB's size rules: each of its writes costs one write unit
@@ -157,6 +159,67 @@ def test_a_healthy_subscriptions_stats_item_stays_within_one_write_unit(services
     item = store.client.get_item(TableName=store.table_name, Key=key)["Item"]
     assert len(item["recent_latency_ms"]["L"]) == 2 * LATENCY_SAMPLES - 1
     assert item_size(item) <= 1024
+
+
+def test_a_thousand_successes_in_one_write_keep_the_latest_latencies_within_the_stats_bounds(services) -> None:
+    from herald.storage.health import LATENCY_SAMPLES
+
+    store = services.store
+    at = datetime.now(UTC)
+    expires = int(time.time()) + 3600
+    sub_id = "sub_01m8s0mmvxy3eyq19244h30p12"
+    # GIVEN a subscription with a few latencies kept
+    first = [AttemptTally(True, 200, at, latency_ms=5)]
+    store.health.count_attempts(sub_id, first, failing_after=3, expires_at=expires)
+    # WHEN a batch of a thousand successes is counted in one write, and a stream window of a thousand in another
+    # (each would need a trim longer than DynamoDB's 4 KB expression limit if all their latencies went in)
+    batch = [AttemptTally(True, 200, at + timedelta(milliseconds=n), latency_ms=1000 + n) for n in range(1000)]
+    store.health.count_attempts(sub_id, batch, failing_after=3, expires_at=expires)
+    stats = store.health.get_stats(sub_id)
+    # THEN the list holds the batch's latest latencies, within its bounds, and every attempt is counted
+    kept = [int(latency) for latency in stats["recent_latency_ms"]]
+    assert LATENCY_SAMPLES <= len(kept) < 2 * LATENCY_SAMPLES
+    assert kept[-LATENCY_SAMPLES:] == [1000 + n for n in range(1000 - LATENCY_SAMPLES, 1000)]
+    assert stats["attempts"] == 1001
+    later = at + timedelta(seconds=5)
+    window = [AttemptTally(True, 200, later + timedelta(milliseconds=n), latency_ms=3000 + n) for n in range(1000)]
+    store.health.count_streamed(sub_id, window, expires_at=expires)
+    stats = store.health.get_stats(sub_id)
+    kept = [int(latency) for latency in stats["recent_latency_ms"]]
+    assert LATENCY_SAMPLES <= len(kept) < 2 * LATENCY_SAMPLES
+    assert kept[-1] == 3999
+    assert stats["succeeded"] == 2001
+
+
+def test_a_latency_list_grown_past_its_bounds_is_cut_down_over_the_next_writes(services) -> None:
+    from herald.storage import keys
+    from herald.storage.health import LATENCY_SAMPLES
+    from herald.storage.table import to_item
+
+    store = services.store
+    at = datetime.now(UTC)
+    expires = int(time.time()) + 3600
+    sub_id = "sub_01m8s0mmvxy3eyq19244h30p12"
+    # GIVEN stats whose list grew to 500 latencies (written before a write appended at most LATENCY_SAMPLES: its
+    # trim, one path per element removed, was over the 4 KB an expression may be, and failed every time)
+    one = [AttemptTally(True, 200, at, latency_ms=1)]
+    store.health.count_attempts(sub_id, one, failing_after=3, expires_at=expires)
+    store.client.update_item(
+        TableName=store.table_name,
+        Key=to_item(keys.subscription_stats(sub_id)),
+        UpdateExpression="SET recent_latency_ms = :many",
+        ExpressionAttributeValues={":many": {"L": [{"N": str(n)} for n in range(500)]}},
+    )
+    # WHEN successes are counted, one write at a time
+    lengths = []
+    for n in range(4):
+        tally = AttemptTally(True, 200, at + timedelta(seconds=n + 1), latency_ms=9000 + n)
+        store.health.count_attempts(sub_id, [tally], failing_after=3, expires_at=expires)
+        lengths.append(len(store.health.get_stats(sub_id)["recent_latency_ms"]))
+    # THEN each write cut it down by at most 150 (an expression within 4 KB), the oldest first, until it kept the
+    # latest LATENCY_SAMPLES; it then grows again to twice that before the next trim
+    assert lengths == [351, 202, LATENCY_SAMPLES, LATENCY_SAMPLES + 1]
+    assert [int(v) for v in store.health.get_stats(sub_id)["recent_latency_ms"]][-4:] == [9000, 9001, 9002, 9003]
 
 
 def _event(event_id: str) -> Event:

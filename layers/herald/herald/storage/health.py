@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from herald.errors import ServiceUnavailableError
 from herald.storage import keys
 from herald.storage.table import from_item, refused_item, strip, to_item, values
 
@@ -68,6 +69,10 @@ _PLACEHOLDER = re.compile(r":(\w+)")
 #: under 1 KB, one write unit, while the latencies are under 100 s (five digits: 914 bytes with the list full);
 #: a failing subscription's stats, with their failing clock kept twice, may take two (1,047 bytes).
 LATENCY_SAMPLES = 64
+#: The most list elements one trim removes. An expression is at most 4 KB and each element removed takes about 24
+#: bytes (``recent_latency_ms[123], ``): a list grown longer (writes that raced, or an item written before a write
+#: appended at most ``LATENCY_SAMPLES``) is cut down over the next writes, the oldest first.
+MAX_TRIMMED = 150
 #: The token of the latest ``count_attempts`` write, and the streak as that write found it (its length, and
 #: since when it counted as failing, "" for not failing): a resend of the write is refused by the token and
 #: still learns the streak it needs from these (``ALL_OLD`` is not returned for a refused write).
@@ -111,7 +116,7 @@ def _stats_update(
         adds.append("failed :failed")
         sets.append("last_failure_at = :failure_at")
         values.update(failed=len(failed), failure_at=failed[-1].at.isoformat())
-    latencies = [tally.latency_ms for tally in counted if tally.succeeded and tally.latency_ms is not None]
+    latencies = _recent([tally.latency_ms for tally in counted if tally.succeeded and tally.latency_ms is not None])
     if latencies:
         sets.append(_APPEND_LATENCIES)
         values.update(no_latency=[], latencies=latencies)
@@ -169,9 +174,16 @@ def _ended(
     return datetime.fromisoformat(since), recovered
 
 
+def _recent(latencies: list[int]) -> list[int]:
+    """The latencies a write appends: the latest ``LATENCY_SAMPLES`` (a trim keeps no more), so that a batch of a
+    thousand successes neither grows the item by kilobytes nor needs a trim longer than an expression may be."""
+    return latencies[-LATENCY_SAMPLES:]
+
+
 def _latencies_added(ordered: Sequence[AttemptTally]) -> int:
     """How many latencies a write of ``ordered`` appends to the stats' list."""
-    return sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None and not tally.streamed)
+    added = sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None and not tally.streamed)
+    return min(added, LATENCY_SAMPLES)
 
 
 class HealthRepository:
@@ -264,7 +276,7 @@ class HealthRepository:
             return None
         latest = ordered[-1]
         at = latest.at.isoformat()
-        latencies = [tally.latency_ms for tally in ordered if tally.latency_ms is not None]
+        latencies = _recent([tally.latency_ms for tally in ordered if tally.latency_ms is not None])
         token = uuid.uuid4().hex[:12]
         placeholders: dict[str, Any] = {
             "n": len(ordered),
@@ -338,8 +350,9 @@ class HealthRepository:
         go to the end, so the front is always the oldest, whatever other workers appended meanwhile)."""
         if length < 2 * LATENCY_SAMPLES:
             return
-        doomed = ", ".join(f"recent_latency_ms[{index}]" for index in range(length - LATENCY_SAMPLES))
-        with contextlib.suppress(ClientError):
+        doomed = ", ".join(f"recent_latency_ms[{index}]" for index in range(min(length - LATENCY_SAMPLES, MAX_TRIMMED)))
+        # Tidying only: a trim refused (the list changed) or not made (throttled) is made by a later write.
+        with contextlib.suppress(ClientError, ServiceUnavailableError):
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription_stats(sub_id)),
