@@ -393,13 +393,18 @@ def test_dead_letter_queue_alarm_fires_on_any_message(template: dict[str, Any]) 
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
 
 
-def test_work_queue_age_alarm_judges_the_oldest_message_only_while_messages_wait(template: dict[str, Any]) -> None:
-    # GIVEN the work queue's age alarm (metric math)
-    alarm = _alarms(template)["WorkQueueAgeAlarm"]
+@pytest.mark.parametrize(
+    ("logical_id", "queue"), [("WorkQueueAgeAlarm", "WorkQueue"), ("SlowQueueAgeAlarm", "SlowQueue")]
+)
+def test_queue_age_alarms_judge_the_oldest_message_only_while_messages_wait(
+    template: dict[str, Any], logical_id: str, queue: str
+) -> None:
+    # GIVEN the age alarm of the work queue, or of the slow lane's (metric math)
+    alarm = _alarms(template)[logical_id]
     queries = _math_metrics(alarm)
-    work_queue = [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["WorkQueue", "QueueName"]}}]
+    work_queue = [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
 
-    # THEN it reads the age of the oldest message and the visible (waiting) count of the work queue
+    # THEN it reads the age of the oldest message and the visible (waiting) count of its queue
     age = queries["age"]["MetricStat"]
     assert age["Metric"] == {
         "Namespace": "AWS/SQS",
@@ -526,6 +531,18 @@ def test_schedule_sweep_lag_alarm_reads_the_lag_every_sweep_writes(template: dic
     parameter = template["Parameters"]["ScheduleSweepLagAlarmSeconds"]
     assert parameter["Type"] == "Number"
     assert parameter["MinValue"] >= SWEEP_INTERVAL_SECONDS  # more than one sweep's minute, however set
+    # AND no lag written for two periods (no sweep ran: the schedule is not invoking the function) is an alarm too
+    assert alarm["TreatMissingData"] == "breaching"
+
+
+def test_the_sweep_schedule_takes_a_name_of_its_own_so_stacks_can_share_an_account(template: dict[str, Any]) -> None:
+    # GIVEN the delivery function's schedule
+    events = template["Resources"]["DeliveryFunction"]["Properties"]["Events"]
+    (sweep,) = [event for event in events.values() if event["Type"] == "ScheduleV2"]
+    # THEN SAM leaves its name to CloudFormation (a unique one): named by its logical id, as SAM does otherwise, it
+    # would be the same in every stack, and schedule names are unique per account, region and group
+    assert sweep["Properties"]["OmitName"] is True
+    assert "Name" not in sweep["Properties"]
 
 
 def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> None:
@@ -540,13 +557,15 @@ def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> No
         "DeliveryFunctionThrottlesAlarm",
         "TableThrottleAlarm",
         "ScheduleSweepLagAlarm",
+        "SlowQueueAgeAlarm",
     }
     assert template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
     for logical_id, alarm in alarms.items():
         assert alarm["AlarmActions"] == ALARM_TOPIC_ACTION, logical_id
         assert alarm["OKActions"] == ALARM_TOPIC_ACTION, logical_id
-        # no data (an idle stack) is not an alarm
-        assert alarm["TreatMissingData"] == "notBreaching", logical_id
+        # no data (an idle stack) is not an alarm, but for the sweep's lag, which every sweep writes, idle or not
+        missing = "breaching" if logical_id == "ScheduleSweepLagAlarm" else "notBreaching"
+        assert alarm["TreatMissingData"] == missing, logical_id
 
 
 def test_layer_makefile_does_not_ship_the_cli(tmp_path: Path) -> None:
