@@ -13,6 +13,7 @@ import pytest
 from herald import ids
 from herald.domain.publishing import event_expiry, new_event
 from herald.errors import ServiceUnavailableError
+from herald.faults import FaultSpec, install
 from herald.records import Delivery, DeliveryStatus
 from herald.storage import EventExistsError, keys
 from herald.storage.table import to_item
@@ -276,3 +277,29 @@ def test_an_event_outlives_its_last_possible_retry(services) -> None:
     held = services.settings.disable_after_failing_hours * 3600
     assert held > span
     assert expires >= now.timestamp() + held + 24 * 3600 - 1
+
+
+def test_a_request_dynamodb_will_refuse_again_is_logged_as_an_error(services, caplog) -> None:
+    import logging
+
+    from herald.storage.table import to_item
+
+    store = services.store
+    table = store.events._table
+    # GIVEN a request DynamoDB refuses whatever the retries (an update expression over its 4 KB limit)
+    doomed = ", ".join(f"recent_latency_ms[{index}]" for index in range(400))
+    # WHEN the store makes it
+    with caplog.at_level(logging.ERROR, logger="herald.storage.table"), pytest.raises(ServiceUnavailableError):
+        table.call("update_item", Key=to_item(keys.subscription_stats("sub_x")), UpdateExpression=f"REMOVE {doomed}")
+    # THEN it is still answered as unavailable, and logged as an error naming the operation and DynamoDB's code
+    (logged,) = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert (logged.operation, logged.code) == ("update_item", "ValidationException")
+    assert "Expression size has exceeded" in logged.reason
+    # AND a request throttled past botocore's retries, which a later try may pass, is not logged as an error
+    caplog.clear()
+    injector = install(store.client, "dynamodb.GetItem:throttle@call=calls:1-1")
+    assert injector is not None
+    with caplog.at_level(logging.ERROR, logger="herald.storage.table"), pytest.raises(ServiceUnavailableError):
+        table.read(keys.subscription_stats("sub_x"))
+    injector.spec = FaultSpec()
+    assert [record for record in caplog.records if record.levelno == logging.ERROR] == []

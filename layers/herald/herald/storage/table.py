@@ -13,6 +13,7 @@ import base64
 import binascii
 import functools
 import json
+import logging
 import re
 import time
 import uuid
@@ -28,6 +29,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from herald.aws import dynamodb_client
 from herald.errors import InvalidCursorError, ServiceUnavailableError
 from herald.storage.keys import STORAGE_ATTRIBUTES
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -114,6 +117,32 @@ def record(model: Any) -> dict[str, Any]:
 def strip(item: dict[str, Any]) -> dict[str, Any]:
     """An item without the storage's own attributes: the record's fields."""
     return {key: value for key, value in item.items() if key not in STORAGE_ATTRIBUTES}
+
+
+#: DynamoDB's answers that the same request will get again: one Herald built wrong (an expression over 4 KB, an item
+#: over 400 KB), a permission the role lacks, a table that is gone. Answered as unavailable all the same (a retry
+#: is what the caller can do), and logged as errors: they need an operator, not a retry.
+PERMANENT_ERRORS = frozenset(
+    {
+        "ValidationException",
+        "SerializationException",
+        "AccessDeniedException",
+        "ResourceNotFoundException",
+        "UnrecognizedClientException",
+        "IdempotentParameterMismatchException",
+    }
+)
+
+
+def _unavailable(operation: str, exc: ClientError) -> ServiceUnavailableError:
+    error = exc.response.get("Error", {})
+    code = error.get("Code")
+    if code in PERMANENT_ERRORS:
+        logger.error(
+            "DynamoDB refused a request it will refuse again",
+            extra={"operation": operation, "code": code, "reason": str(error.get("Message", ""))[:500]},
+        )
+    return ServiceUnavailableError(f"DynamoDB {operation} failed: {code}")
 
 
 def conditional_failure(exc: ClientError) -> bool:
@@ -250,7 +279,7 @@ class Table:
         except ClientError as exc:
             if conditional_failure(exc):
                 raise
-            raise ServiceUnavailableError(f"DynamoDB {operation} failed: {exc.response['Error'].get('Code')}") from exc
+            raise _unavailable(operation, exc) from exc
         except BotoCoreError as exc:
             raise ServiceUnavailableError(f"DynamoDB {operation} failed") from exc
 
@@ -281,7 +310,7 @@ class Table:
         except ClientError as exc:
             if conditional_failure(exc):
                 raise
-            raise ServiceUnavailableError(f"DynamoDB transaction failed: {exc.response['Error'].get('Code')}") from exc
+            raise _unavailable("transaction", exc) from exc
         except BotoCoreError as exc:
             raise ServiceUnavailableError("DynamoDB transaction failed") from exc
 
