@@ -183,6 +183,28 @@ def test_an_unreadable_secret_on_refresh_keeps_the_cached_key(client, services, 
     assert len(reads) == 2
 
 
+def test_a_cached_key_whose_secret_cannot_be_read_expires_however_many_wrong_keys_arrive(
+    client, services, resources, rotation
+) -> None:
+    clock, secrets, reads = rotation
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    # GIVEN the operator cut the function off from the secret (say the key leaked)
+    secrets.delete_secret(SecretId=resources.admin_key_secret_arn, ForceDeleteWithoutRecovery=True)
+    # WHEN wrong keys keep prompting re-reads, each past the refresh floor, while the cached key is still current
+    floor, cache = services.settings.admin_key_refresh_seconds, services.settings.admin_key_cache_seconds
+    probes = 0
+    while (probes + 1) * floor < cache:
+        clock.advance(floor)
+        probes += 1
+        assert_error(client.get("/v1/tenants", headers={"Authorization": "Bearer hra_probe"}), 401, "unauthorized")
+    assert probes >= 2
+    # THEN each prompted a read that failed, and once the cache's time since the key's own read is over, the key is
+    # no longer taken: with the secret unreadable, a 503
+    assert len(reads) == 1 + probes
+    clock.advance(cache - probes * floor)
+    assert_error(client.get("/v1/tenants", headers=ADMIN), 503)
+
+
 def test_the_cache_still_expires(client, services, resources, rotation) -> None:
     clock, secrets, reads = rotation
     assert client.get("/v1/tenants", headers=ADMIN).status_code == 200

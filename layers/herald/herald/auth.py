@@ -51,7 +51,9 @@ class AdminKeyProvider:
     A rotated secret is picked up without waiting for the cache to expire: a presented key that is not the
     cached admin key (nor shaped like a tenant key) makes the provider read the secret again, at most once
     per ``admin_key_refresh_seconds``, so a flood of wrong keys costs at most one Secrets Manager call in
-    that time. A failed re-read keeps the cached key (the caller gets a 401, not a 503). So after a rotation
+    that time. A failed re-read keeps the cached key (the caller gets a 401, not a 503) until it expires, as
+    the time of its own read says: an operator who cuts the function off from a leaked key's secret sees it
+    refused within ``admin_key_cache_seconds`` however many wrong keys arrive. So after a rotation
     the old key is refused at once by a container that has seen the new one, and by every container within
     ``admin_key_cache_seconds``.
 
@@ -70,7 +72,11 @@ class AdminKeyProvider:
         self._settings = settings
         self._client = client
         self._clock = clock
+        #: The key and when it was read: it expires ``admin_key_cache_seconds`` after that read, whatever followed.
         self._cached: tuple[str, float] | None = None
+        #: When the secret was last read or tried: a wrong key makes the next read only past
+        #: ``admin_key_refresh_seconds`` from it.
+        self._tried_at: float | None = None
         self._lock = threading.Lock()
 
     def get(self) -> str:
@@ -91,14 +97,14 @@ class AdminKeyProvider:
             return False
         with self._lock:
             now = self._clock()
-            if self._cached is not None and now - self._cached[1] < self._settings.admin_key_refresh_seconds:
+            if self._tried_at is not None and now - self._tried_at < self._settings.admin_key_refresh_seconds:
                 return False
             try:
                 current = self._fetch(now)
             except ServiceUnavailableError:
-                logger.warning("the admin key secret could not be re-read; keeping the cached key")
-                if self._cached is not None:  # do not try again before the refresh floor
-                    self._cached = (self._cached[0], now)
+                # The cached key keeps the time of its own read: it still expires then (a 503 until the secret can
+                # be read), however many wrong keys prompt re-reads that fail meanwhile.
+                logger.warning("the admin key secret could not be re-read; keeping the cached key until it expires")
                 return False
         return _same(token, current)
 
@@ -112,6 +118,7 @@ class AdminKeyProvider:
         """Read the secret (the caller holds the lock)."""
         if self._client is None:
             self._client = secretsmanager_client()
+        self._tried_at = now
         try:
             value = self._client.get_secret_value(
                 SecretId=self._settings.admin_key_secret_arn, VersionStage=CURRENT_VERSION_STAGE
