@@ -314,6 +314,37 @@ def test_a_recovery_whose_listing_failed_midway_is_listed_when_its_message_comes
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_whose_message_was_dead_lettered_is_listed_by_its_redrive(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose first listing read fails
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    received = len(receiver.received)
+    pages = _counting_listings(monkeypatch, harness, fail_first=True)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    assert pages == [sub.id]
+    # AND its message then failed on every receive until SQS moved it to the dead-letter queue
+    harness.reveal()
+    url = harness.services.settings.queue_url
+    for _ in range(harness.services.settings.max_receive_count):
+        harness.sqs.receive_message(QueueUrl=url, VisibilityTimeout=0)
+    assert harness.counts() == (0, 0)
+    # WHEN the operator redrives it (a new message, minutes after the listing started)
+    moved = client.post("/v1/admin/dead-letters/redrive", headers=ADMIN)
+    assert moved.status_code == 202, moved.text
+    assert moved.json()["moved"] == 1
+    harness.drain()
+    # THEN the redriven message lists the deliveries, and each missed event arrived once more
+    assert pages == [sub.id, sub.id]
+    assert sorted(r.headers["webhook-id"] for r in receiver.received[received:]) == sorted(seen["missed"])
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"]) == ("done", 3, 3)
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:

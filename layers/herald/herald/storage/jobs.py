@@ -120,19 +120,22 @@ class JobRepository:
             return None
         return RecoveryJob.model_validate(strip(item)), bool(item.get("listed"))
 
-    def start_listing(self, job_id: str, lister: str, *, now: datetime, stale_before: datetime) -> bool:
+    def start_listing(
+        self, job_id: str, lister: str, *, now: datetime, stale_before: datetime, redriven: bool = False
+    ) -> bool:
         """Mark the job running, listed by ``lister`` (the SQS message id of its first message). True for the
-        message that starts the listing, and for that same message received again (a crash midway); False for
-        any other first message of the job (a repeated request sent one while the job was queued), unless the
-        listing it finds started before ``stale_before`` (its message is long gone, e.g. dead-lettered, and this
-        one is its redrive)."""
+        message that starts the listing, for that same message received again (a crash midway), and for one
+        ``redriven`` from the dead-letter queue (it comes back with a new id: the first message failed until it
+        was dead-lettered); False for any other first message of the job (a repeated request sent one while the
+        job was queued), unless the listing it finds started before ``stale_before`` (its message is gone)."""
+        taken_over = "" if not redriven else " OR attribute_exists(pk)"
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.recovery_job(job_id)),
                 UpdateExpression="SET #status = :running, lister = :me, listing_at = :at, updated_at = :now",
                 ConditionExpression="attribute_exists(pk) AND (#status = :queued OR lister = :me "
-                "OR attribute_not_exists(lister) OR listing_at < :stale)",
+                f"OR attribute_not_exists(lister) OR listing_at < :stale{taken_over})",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=values(
                     running=RecoveryStatus.RUNNING.value,

@@ -80,10 +80,12 @@ async def _note_first(worker: Worker, job_id: str, delivery_id: str) -> None:
     await worker.io(worker.store.jobs.note_first, job_id, delivery_id, ticket_seconds=_ticket_seconds(worker))
 
 
-async def run_recovery(worker: Worker, message: RecoverMessage, record: SQSRecord, deadline: float) -> None:
+async def run_recovery(
+    worker: Worker, message: RecoverMessage, record: SQSRecord, deadline: float, *, redriven: bool = False
+) -> None:
     """Pages of the subscription's failed deliveries in the window: take a ticket for each and queue its attempt.
-    One chain of messages lists them: a first message (no cursor) starts only if it is the job's first to come, or
-    that same one received again (``JobRepository.start_listing``)."""
+    One chain of messages lists them: a first message (no cursor) starts only if it is the job's first to come,
+    that same one received again, or one redriven from the dead-letter queue (``JobRepository.start_listing``)."""
     store = worker.store
     found = await worker.io(store.jobs.get, message.job_id)
     if found is None:
@@ -96,7 +98,8 @@ async def run_recovery(worker: Worker, message: RecoverMessage, record: SQSRecor
     if message.cursor is None:
         now = worker.now()
         stale = now - timedelta(seconds=LISTER_STALE_SECONDS)
-        if not await worker.io(store.jobs.start_listing, job.id, record.message_id, now=now, stale_before=stale):
+        listing = store.jobs.start_listing
+        if not await worker.io(listing, job.id, record.message_id, now=now, stale_before=stale, redriven=redriven):
             # A repeated request sent another first message while the job was queued: the first one lists it.
             logger.info("recovery listed by another message: this one dropped", extra=log)
             return

@@ -177,7 +177,7 @@ class Worker:
         elif isinstance(message, FanoutMessage):
             await fanout.fanout(self, message, deadline)
         elif isinstance(message, RecoverMessage):
-            await jobs.run_recovery(self, message, record, deadline)
+            await jobs.run_recovery(self, message, record, deadline, redriven=_redrives(record) > 0)
         elif isinstance(message, RedeliverMessage):
             await jobs.run_redelivery(self, message, deadline)
         else:
