@@ -48,6 +48,9 @@
    fan-out was answered in 27 to 36 s instead of 64 (measured on a 2-core machine).
 9. An expression (update, condition, key condition, filter, projection; also in a transaction's actions) over
    4 KB is refused with ``ValidationException``, as by DynamoDB; moto runs it.
+10. An ``UpdateItem`` refused midway leaves the item as it was, as DynamoDB's do. moto applies an update's actions
+   to the stored item one by one, and one that takes the item over 400 KB raises after those before it were
+   applied: the caller gets a ``ValidationException`` for a write that was partly made.
 """
 
 from __future__ import annotations
@@ -413,6 +416,26 @@ def _expression_limits() -> list[Undo]:
     return [_patch(DynamoHandler, name, checked(DynamoHandler.__dict__[name])) for name in operations]
 
 
+def _atomic_updates() -> list[Undo]:
+    """Fix 10: an update refused midway leaves the item as it was."""
+    from moto.dynamodb.parsing.executors import UpdateExpressionExecutor
+
+    original = UpdateExpressionExecutor.execute
+
+    def execute(self: Any, node: Any = None) -> Any:
+        if node is not None:  # a part of the expression, run by the whole's execute below
+            return original(self, node)
+        before = copy.deepcopy(dict(self.item.attrs))
+        try:
+            return original(self)
+        except Exception:
+            self.item.attrs.clear()
+            dict.update(self.item.attrs, before)  # as it was, without the size check of its own __setitem__
+            raise
+
+    return [_patch(UpdateExpressionExecutor, "execute", execute)]
+
+
 @contextmanager
 def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     """Patch moto for the duration (process-wide: every thread sees it)."""
@@ -423,6 +446,7 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     undo += _streams_roll_back()
     undo += _backends_listed_once()
     undo += _expression_limits()
+    undo += _atomic_updates()
     try:
         yield
     finally:
