@@ -222,6 +222,44 @@ def test_a_latency_list_grown_past_its_bounds_is_cut_down_over_the_next_writes(s
     assert [int(v) for v in store.health.get_stats(sub_id)["recent_latency_ms"]][-4:] == [9000, 9001, 9002, 9003]
 
 
+def test_stats_at_dynamodbs_item_size_limit_drop_their_latencies_and_count_again(services) -> None:
+    from botocore.exceptions import ClientError
+
+    from herald.storage import keys
+    from herald.storage.table import to_item
+
+    store = services.store
+    at = datetime.now(UTC)
+    expires = int(time.time()) + 3600
+    sub_id = "sub_01m8s0mmvxy3eyq19244h30p12"
+    key = to_item(keys.subscription_stats(sub_id))
+    one = [AttemptTally(True, 200, at, latency_ms=1)]
+    store.health.count_attempts(sub_id, one, failing_after=3, expires_at=expires)
+    # GIVEN stats whose latency list grew until the item is a few hundred bytes short of 400 KB (each success
+    # appended before a write appended at most LATENCY_SAMPLES, and its trims all failed)
+    size = 81_000
+    while True:
+        try:
+            store.client.update_item(
+                TableName=store.table_name,
+                Key=key,
+                UpdateExpression="SET recent_latency_ms = :many",
+                ExpressionAttributeValues={":many": {"L": [{"N": "12345"}] * size}},
+            )
+            break
+        except ClientError:
+            size -= 25
+    # WHEN a batch of successes is counted, which the item has no room for
+    batch = [AttemptTally(True, 200, at + timedelta(seconds=1, milliseconds=n), latency_ms=700 + n) for n in range(64)]
+    health = store.health.count_attempts(sub_id, batch, failing_after=3, expires_at=expires)
+    # THEN the write was made after the list was dropped: the attempts are counted, the streak is right, and the
+    # list holds this batch's latencies only
+    assert health.consecutive_failures == 0
+    stats = store.health.get_stats(sub_id)
+    assert stats["attempts"] == 65
+    assert [int(latency) for latency in stats["recent_latency_ms"]] == [700 + n for n in range(64)]
+
+
 def _event(event_id: str) -> Event:
     moment = datetime.now(UTC)
     return Event(

@@ -18,6 +18,7 @@ between the two sends, the token is no longer there and the resend counts again,
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from botocore.exceptions import ClientError
 from herald.errors import ServiceUnavailableError
 from herald.storage import keys
 from herald.storage.table import from_item, refused_item, strip, to_item, values
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -186,6 +189,15 @@ def _latencies_added(ordered: Sequence[AttemptTally]) -> int:
     return min(added, LATENCY_SAMPLES)
 
 
+def _item_too_large(exc: ServiceUnavailableError) -> bool:
+    """Whether DynamoDB refused a write because the item would be over 400 KB."""
+    cause = exc.__cause__
+    if not isinstance(cause, ClientError):
+        return False
+    error = cause.response.get("Error", {})
+    return error.get("Code") == "ValidationException" and "Item size" in str(error.get("Message", ""))
+
+
 class HealthRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -215,8 +227,8 @@ class HealthRepository:
         )
         try:
             old = from_item(
-                self._table.call(
-                    "update_item",
+                self._counting(
+                    sub_id,
                     Key=to_item(keys.subscription_stats(sub_id)),
                     UpdateExpression=expression,
                     ConditionExpression=f"attribute_not_exists({COUNTED_BY}) OR {COUNTED_BY} <> :token",
@@ -311,8 +323,8 @@ class HealthRepository:
             condition = f"{condition} AND {not_mine}" if condition else not_mine
             used = set(_PLACEHOLDER.findall(expression + condition))
             try:
-                response = self._table.call(
-                    "update_item",
+                response = self._counting(
+                    sub_id,
                     Key=key,
                     UpdateExpression=expression,
                     ConditionExpression=condition,
@@ -344,6 +356,20 @@ class HealthRepository:
             return None
         self._trim_latencies(sub_id, len(old.get("recent_latency_ms", [])) + _latencies_added(ordered))
         return _ended(old.get("failing_since"), old, ordered)
+
+    def _counting(self, sub_id: str, **request: Any) -> Any:
+        """A write that counts attempts in the stats. One DynamoDB refuses for the item's size (a latency list grown
+        without bound before a write appended at most ``LATENCY_SAMPLES``: 400 KB) drops the list and is made
+        again, so the subscription's counts, streak and auto-disable work again."""
+        try:
+            return self._table.call("update_item", **request)
+        except ServiceUnavailableError as exc:
+            if not _item_too_large(exc):
+                raise
+        dropped = "subscription stats at DynamoDB's item size limit: their latencies dropped"
+        logger.warning(dropped, extra={"subscription_id": sub_id})
+        self._table.call("update_item", Key=request["Key"], UpdateExpression="REMOVE recent_latency_ms")
+        return self._table.call("update_item", **request)
 
     def _trim_latencies(self, sub_id: str, length: int) -> None:
         """Drop the oldest latencies once the list has grown to ``length`` >= twice ``LATENCY_SAMPLES`` (appends
