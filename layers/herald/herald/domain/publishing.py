@@ -515,7 +515,7 @@ def _check_transform_on(expression: str, event: Event) -> None:
         raise InvalidTransformError(
             f"the subscription's transform gives no body for the test event, so its delivery would fail without a "
             f"request: {exc.message}. Make it give an object or array for `{event.type}` too, e.g. "
-            f"`type == '{event.type}' && @ || <your expression>`",
+            f"`type == '{event.type}' && @ || (<your expression>)`",
             details=[{**detail, "loc": ["transform"]} for detail in exc.details or ()],
         ) from None
 
