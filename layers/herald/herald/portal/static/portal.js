@@ -13,3 +13,11 @@ document.addEventListener("submit", (event) => {
   form.dataset.sent = "yes";
   form.setAttribute("aria-busy", "true");
 });
+
+// A page the browser shows again from its back/forward cache, or whose navigation was stopped, can be sent again.
+window.addEventListener("pageshow", () => {
+  for (const form of document.querySelectorAll("form[data-submit-once]")) {
+    delete form.dataset.sent;
+    form.removeAttribute("aria-busy");
+  }
+});
