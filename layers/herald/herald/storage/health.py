@@ -34,7 +34,7 @@ from herald.storage.table import from_item, refused_item, strip, to_item, values
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from herald.storage.table import Table
 
@@ -187,6 +187,15 @@ def _latencies_added(ordered: Sequence[AttemptTally]) -> int:
     """How many latencies a write of ``ordered`` appends to the stats' list."""
     added = sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None and not tally.streamed)
     return min(added, LATENCY_SAMPLES)
+
+
+@contextlib.contextmanager
+def _noted(what: str, sub_id: str) -> Iterator[None]:
+    """Go on after a write DynamoDB did not make (unavailable: throttled, refused), with a warning."""
+    try:
+        yield
+    except ServiceUnavailableError as exc:
+        logger.warning(what, extra={"subscription_id": sub_id, "error": exc.message})
 
 
 def _item_too_large(exc: ServiceUnavailableError) -> bool:
@@ -378,7 +387,7 @@ class HealthRepository:
             return
         doomed = ", ".join(f"recent_latency_ms[{index}]" for index in range(min(length - LATENCY_SAMPLES, MAX_TRIMMED)))
         # Tidying only: a trim refused (the list changed) or not made (throttled) is made by a later write.
-        with contextlib.suppress(ClientError, ServiceUnavailableError):
+        with contextlib.suppress(ClientError), _noted("the stats' latency list was not trimmed", sub_id):
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription_stats(sub_id)),
