@@ -120,22 +120,19 @@ class JobRepository:
             return None
         return RecoveryJob.model_validate(strip(item)), bool(item.get("listed"))
 
-    def start_listing(
-        self, job_id: str, lister: str, *, now: datetime, stale_before: datetime, redriven: bool = False
-    ) -> bool:
+    def start_listing(self, job_id: str, lister: str, *, now: datetime, idle_before: datetime) -> bool:
         """Mark the job running, listed by ``lister`` (the SQS message id of its first message). True for the
-        message that starts the listing, for that same message received again (a crash midway), and for one
-        ``redriven`` from the dead-letter queue (it comes back with a new id: the first message failed until it
-        was dead-lettered); False for any other first message of the job (a repeated request sent one while the
-        job was queued), unless the listing it finds started before ``stale_before`` (its message is gone)."""
-        taken_over = "" if not redriven else " OR attribute_exists(pk)"
+        message that starts the listing, and for that same message received again (a crash midway); False for
+        any other first message of the job (a repeated request sent one while the job was queued), unless the
+        listing it finds was last moved on before ``idle_before`` (``renew_listing``: its chain is gone, e.g. its
+        message dead-lettered, and this one is its redrive, with a new id)."""
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.recovery_job(job_id)),
                 UpdateExpression="SET #status = :running, lister = :me, listing_at = :at, updated_at = :now",
                 ConditionExpression="attribute_exists(pk) AND (#status = :queued OR lister = :me "
-                f"OR attribute_not_exists(lister) OR listing_at < :stale{taken_over})",
+                "OR attribute_not_exists(lister) OR listing_at < :idle)",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues=values(
                     running=RecoveryStatus.RUNNING.value,
@@ -143,12 +140,24 @@ class JobRepository:
                     me=lister,
                     now=now.isoformat(),
                     at=int(now.timestamp()),
-                    stale=int(stale_before.timestamp()),
+                    idle=int(idle_before.timestamp()),
                 ),
             )
         except ClientError:
             return False
         return True
+
+    def renew_listing(self, job_id: str, *, now: datetime) -> None:
+        """Note that the job's listing moves on (a continuation message of its chain runs): a first message of the
+        job that comes meanwhile does not take it over."""
+        with contextlib.suppress(ClientError):  # the job expired meanwhile
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.recovery_job(job_id)),
+                UpdateExpression="SET listing_at = :at",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=values(at=int(now.timestamp())),
+            )
 
     def update(self, job_id: str, *, updated_at: datetime, **fields: Any) -> None:
         """Set fields of a job (``status``, ``listed``)."""
