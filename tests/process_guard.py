@@ -5,6 +5,8 @@ the session (a pytest plugin, registered in conftest.py).
   (SIGINT, then SIGKILL to the whole group), whether the test passed, failed or was interrupted.
 - ``run_group``: ``subprocess.run`` for a command that starts children of its own (Chromium): on a timeout
   or an error the whole group is killed, and so is anything of the group still running once it returned.
+- Children start with SIGINT and SIGQUIT as a terminal has them, even when the suite itself was started with them
+  ignored (a background job of a shell).
 - At the end of the session, the run fails if a process started by the suite is still alive. Pytest is made
   the "child subreaper" of its descendants (Linux), so a grandchild whose parent died is still seen here
   instead of being handed to init; leftovers are reported, then killed.
@@ -141,8 +143,20 @@ def processes() -> Iterator[Processes]:
         started.stop_all()
 
 
+def _interruptible() -> None:
+    """Children get Ctrl-C as from a terminal, however the suite was started. A shell starts a background command
+    with SIGINT and SIGQUIT ignored, an ignored signal stays ignored across exec, and Python installs no handler
+    for a SIGINT ignored at its start: every receiver and stack the tests stop with SIGINT would ignore it. A
+    handler (this process's own) is reset by exec, so the children start with the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     _set_subreaper()
+    _interruptible()
 
 
 @pytest.hookimpl(trylast=True)
