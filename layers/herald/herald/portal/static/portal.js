@@ -14,7 +14,8 @@ document.addEventListener("submit", (event) => {
   form.setAttribute("aria-busy", "true");
 });
 
-// A page the browser shows again from its back/forward cache, or whose navigation was stopped, can be sent again.
+// A page the browser shows again from its back/forward cache can be sent again. (One whose navigation was stopped,
+// Esc or the stop button, keeps its form sent until it is reloaded: no event tells the page.)
 window.addEventListener("pageshow", () => {
   for (const form of document.querySelectorAll("form[data-submit-once]")) {
     delete form.dataset.sent;
