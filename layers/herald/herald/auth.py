@@ -89,10 +89,10 @@ class AdminKeyProvider:
             now = self._clock()
             if self._cached and now - self._cached[1] < self._settings.admin_key_cache_seconds:
                 return self._cached[0]
-            tried_at = self._tried_at
-            if self._read_failed and tried_at is not None and now - tried_at < self._settings.admin_key_refresh_seconds:
-                # Read and failed a moment ago: at most one read per refresh floor, requests or not.
-                raise ServiceUnavailableError("the admin key secret could not be read")
+            if self._read_failed and self._tried_at is not None:
+                if now - self._tried_at < self._settings.admin_key_refresh_seconds:
+                    # Read and failed a moment ago: at most one read per refresh floor, requests or not.
+                    raise ServiceUnavailableError("the admin key secret could not be read")
             return self._fetch(now)
 
     def is_admin_key(self, token: str) -> bool:
