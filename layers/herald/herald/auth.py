@@ -77,8 +77,6 @@ class AdminKeyProvider:
         #: When the secret was last read or tried: a wrong key makes the next read only past
         #: ``admin_key_refresh_seconds`` from it.
         self._tried_at: float | None = None
-        #: Whether that read failed.
-        self._read_failed = False
         self._lock = threading.Lock()
 
     def get(self) -> str:
@@ -89,10 +87,6 @@ class AdminKeyProvider:
             now = self._clock()
             if self._cached and now - self._cached[1] < self._settings.admin_key_cache_seconds:
                 return self._cached[0]
-            if self._read_failed and self._tried_at is not None:
-                if now - self._tried_at < self._settings.admin_key_refresh_seconds:
-                    # Read and failed a moment ago: at most one read per refresh floor, requests or not.
-                    raise ServiceUnavailableError("the admin key secret could not be read")
             return self._fetch(now)
 
     def is_admin_key(self, token: str) -> bool:
@@ -124,14 +118,13 @@ class AdminKeyProvider:
         """Read the secret (the caller holds the lock)."""
         if self._client is None:
             self._client = secretsmanager_client()
-        self._tried_at, self._read_failed = now, True
+        self._tried_at = now
         try:
             value = self._client.get_secret_value(
                 SecretId=self._settings.admin_key_secret_arn, VersionStage=CURRENT_VERSION_STAGE
             )["SecretString"]
         except (BotoCoreError, ClientError, KeyError) as exc:
             raise ServiceUnavailableError("the admin key secret could not be read") from exc
-        self._read_failed = False
         self._cached = (value.strip(), now)
         return self._cached[0]
 
