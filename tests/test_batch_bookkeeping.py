@@ -161,21 +161,44 @@ def test_a_healthy_subscriptions_stats_item_stays_within_one_write_unit(services
     assert item_size(item) <= 1024
 
 
+#: The subscription whose stats the latency tests count.
+STATS_SUB = "sub_01m8s0mmvxy3eyq19244h30p12"
+
+
+def _stats_begun(store: Store, latency_ms: int) -> tuple[datetime, int]:
+    """Count one success of ``STATS_SUB`` (its stats item then exists); when it was, and the stats' expiry."""
+    at = datetime.now(UTC)
+    expires = int(time.time()) + 3600
+    store.health.count_attempts(
+        STATS_SUB, [AttemptTally(True, 200, at, latency_ms=latency_ms)], failing_after=3, expires_at=expires
+    )
+    return at, expires
+
+
+def _store_latencies(store: Store, latencies: list[dict[str, str]]) -> None:
+    """Set ``STATS_SUB``'s latency list as it is (as a write made before they were bounded left it)."""
+    from herald.storage import keys
+    from herald.storage.table import to_item
+
+    store.client.update_item(
+        TableName=store.table_name,
+        Key=to_item(keys.subscription_stats(STATS_SUB)),
+        UpdateExpression="SET recent_latency_ms = :many",
+        ExpressionAttributeValues={":many": {"L": latencies}},
+    )
+
+
 def test_a_thousand_successes_in_one_write_keep_the_latest_latencies_within_the_stats_bounds(services) -> None:
     from herald.storage.health import LATENCY_SAMPLES
 
     store = services.store
-    at = datetime.now(UTC)
-    expires = int(time.time()) + 3600
-    sub_id = "sub_01m8s0mmvxy3eyq19244h30p12"
     # GIVEN a subscription with a few latencies kept
-    first = [AttemptTally(True, 200, at, latency_ms=5)]
-    store.health.count_attempts(sub_id, first, failing_after=3, expires_at=expires)
+    at, expires = _stats_begun(store, 5)
     # WHEN a batch of a thousand successes is counted in one write, and a stream window of a thousand in another
     # (each would need a trim longer than DynamoDB's 4 KB expression limit if all their latencies went in)
     batch = [AttemptTally(True, 200, at + timedelta(milliseconds=n), latency_ms=1000 + n) for n in range(1000)]
-    store.health.count_attempts(sub_id, batch, failing_after=3, expires_at=expires)
-    stats = store.health.get_stats(sub_id)
+    store.health.count_attempts(STATS_SUB, batch, failing_after=3, expires_at=expires)
+    stats = store.health.get_stats(STATS_SUB)
     # THEN the list holds the batch's latest latencies, within its bounds, and every attempt is counted
     kept = [int(latency) for latency in stats["recent_latency_ms"]]
     assert LATENCY_SAMPLES <= len(kept) < 2 * LATENCY_SAMPLES
@@ -183,8 +206,8 @@ def test_a_thousand_successes_in_one_write_keep_the_latest_latencies_within_the_
     assert stats["attempts"] == 1001
     later = at + timedelta(seconds=5)
     window = [AttemptTally(True, 200, later + timedelta(milliseconds=n), latency_ms=3000 + n) for n in range(1000)]
-    store.health.count_streamed(sub_id, window, expires_at=expires)
-    stats = store.health.get_stats(sub_id)
+    store.health.count_streamed(STATS_SUB, window, expires_at=expires)
+    stats = store.health.get_stats(STATS_SUB)
     kept = [int(latency) for latency in stats["recent_latency_ms"]]
     assert LATENCY_SAMPLES <= len(kept) < 2 * LATENCY_SAMPLES
     assert kept[-1] == 3999
@@ -192,70 +215,46 @@ def test_a_thousand_successes_in_one_write_keep_the_latest_latencies_within_the_
 
 
 def test_a_latency_list_grown_past_its_bounds_is_cut_down_over_the_next_writes(services) -> None:
-    from herald.storage import keys
     from herald.storage.health import LATENCY_SAMPLES
-    from herald.storage.table import to_item
 
     store = services.store
-    at = datetime.now(UTC)
-    expires = int(time.time()) + 3600
-    sub_id = "sub_01m8s0mmvxy3eyq19244h30p12"
     # GIVEN stats whose list grew to 500 latencies (written before a write appended at most LATENCY_SAMPLES: its
     # trim, one path per element removed, was over the 4 KB an expression may be, and failed every time)
-    one = [AttemptTally(True, 200, at, latency_ms=1)]
-    store.health.count_attempts(sub_id, one, failing_after=3, expires_at=expires)
-    store.client.update_item(
-        TableName=store.table_name,
-        Key=to_item(keys.subscription_stats(sub_id)),
-        UpdateExpression="SET recent_latency_ms = :many",
-        ExpressionAttributeValues={":many": {"L": [{"N": str(n)} for n in range(500)]}},
-    )
+    at, expires = _stats_begun(store, 1)
+    _store_latencies(store, [{"N": str(n)} for n in range(500)])
     # WHEN successes are counted, one write at a time
     lengths = []
     for n in range(4):
         tally = AttemptTally(True, 200, at + timedelta(seconds=n + 1), latency_ms=9000 + n)
-        store.health.count_attempts(sub_id, [tally], failing_after=3, expires_at=expires)
-        lengths.append(len(store.health.get_stats(sub_id)["recent_latency_ms"]))
+        store.health.count_attempts(STATS_SUB, [tally], failing_after=3, expires_at=expires)
+        lengths.append(len(store.health.get_stats(STATS_SUB)["recent_latency_ms"]))
     # THEN each write cut it down by at most 150 (an expression within 4 KB), the oldest first, until it kept the
     # latest LATENCY_SAMPLES; it then grows again to twice that before the next trim
     assert lengths == [351, 202, LATENCY_SAMPLES, LATENCY_SAMPLES + 1]
-    assert [int(v) for v in store.health.get_stats(sub_id)["recent_latency_ms"]][-4:] == [9000, 9001, 9002, 9003]
+    assert [int(v) for v in store.health.get_stats(STATS_SUB)["recent_latency_ms"]][-4:] == [9000, 9001, 9002, 9003]
 
 
 def test_stats_at_dynamodbs_item_size_limit_drop_their_latencies_and_count_again(services) -> None:
     from botocore.exceptions import ClientError
 
-    from herald.storage import keys
-    from herald.storage.table import to_item
-
     store = services.store
-    at = datetime.now(UTC)
-    expires = int(time.time()) + 3600
-    sub_id = "sub_01m8s0mmvxy3eyq19244h30p12"
-    key = to_item(keys.subscription_stats(sub_id))
-    one = [AttemptTally(True, 200, at, latency_ms=1)]
-    store.health.count_attempts(sub_id, one, failing_after=3, expires_at=expires)
+    at, expires = _stats_begun(store, 1)
     # GIVEN stats whose latency list grew until the item is a few hundred bytes short of 400 KB (each success
     # appended before a write appended at most LATENCY_SAMPLES, and its trims all failed)
     size = 81_000
     while True:
         try:
-            store.client.update_item(
-                TableName=store.table_name,
-                Key=key,
-                UpdateExpression="SET recent_latency_ms = :many",
-                ExpressionAttributeValues={":many": {"L": [{"N": "12345"}] * size}},
-            )
+            _store_latencies(store, [{"N": "12345"}] * size)
             break
         except ClientError:
             size -= 25
     # WHEN a batch of successes is counted, which the item has no room for
     batch = [AttemptTally(True, 200, at + timedelta(seconds=1, milliseconds=n), latency_ms=700 + n) for n in range(64)]
-    health = store.health.count_attempts(sub_id, batch, failing_after=3, expires_at=expires)
+    health = store.health.count_attempts(STATS_SUB, batch, failing_after=3, expires_at=expires)
     # THEN the write was made after the list was dropped: the attempts are counted, the streak is right, and the
     # list holds this batch's latencies only
     assert health.consecutive_failures == 0
-    stats = store.health.get_stats(sub_id)
+    stats = store.health.get_stats(STATS_SUB)
     assert stats["attempts"] == 65
     assert [int(latency) for latency in stats["recent_latency_ms"]] == [700 + n for n in range(64)]
 

@@ -266,15 +266,41 @@ def _counting_listings(monkeypatch: pytest.MonkeyPatch, harness: Harness, fail_f
     return pages
 
 
+def _outage_over(client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver) -> dict[str, Any]:
+    """``outage``, then ``back_up``; what ``outage`` returns, and how many requests the subscriber had got
+    (``received``)."""
+    seen = outage(client, tenant, harness, clock, receiver)
+    back_up(receiver, clock)
+    return {**seen, "received": len(receiver.received)}
+
+
+def _listing_failed_once(
+    client: Any, tenant: TenantInfo, harness: Harness, seen: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], dict[str, Any]]:
+    """A recovery of ``seen``'s window whose first listing read failed (after its message marked the job running),
+    worked once: the pages listed so far (that one), and the job."""
+    pages = _counting_listings(monkeypatch, harness, fail_first=True)
+    job = recover(client, tenant, seen["sub"].id, since=seen["since"])
+    harness.drain()
+    assert pages == [seen["sub"].id]
+    return pages, job
+
+
+def _sent_once_more(client: Any, tenant: TenantInfo, receiver: Receiver, seen: dict[str, Any], job_id: str) -> None:
+    """Each missed event of ``seen`` arrived once more since the subscriber was back, and the job is done with
+    the three sent."""
+    assert sorted(r.headers["webhook-id"] for r in receiver.received[seen["received"] :]) == sorted(seen["missed"])
+    done = progress(client, tenant, seen["sub"].id, job_id)
+    assert (done["status"], done["queued"], done["sent"]) == ("done", 3, 3)
+
+
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_a_recovery_asked_for_again_while_queued_is_listed_once(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN exhausted deliveries, and the subscriber back
-    seen = outage(client, tenant, harness, clock, receiver)
+    seen = _outage_over(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    back_up(receiver, clock)
-    received = len(receiver.received)
     pages = _counting_listings(monkeypatch, harness)
     # WHEN the tenant asks three times before the worker runs (each answer is the queued job, and each request
     # queued its message again, in case the first never got there)
@@ -283,9 +309,7 @@ def test_a_recovery_asked_for_again_while_queued_is_listed_once(
     harness.drain()
     # THEN one message listed the deliveries (one page), and each missed event arrived once more
     assert pages == [sub.id]
-    assert sorted(r.headers["webhook-id"] for r in receiver.received[received:]) == sorted(seen["missed"])
-    done = progress(client, tenant, sub.id, jobs[0]["id"])
-    assert (done["status"], done["queued"], done["sent"]) == ("done", 3, 3)
+    _sent_once_more(client, tenant, receiver, seen, jobs[0]["id"])
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
@@ -294,23 +318,16 @@ def test_a_recovery_whose_listing_failed_midway_is_listed_when_its_message_comes
 ) -> None:
     # GIVEN exhausted deliveries, the subscriber back, and a recovery whose first listing read fails (after its
     # message marked the job running)
-    seen = outage(client, tenant, harness, clock, receiver)
+    seen = _outage_over(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    back_up(receiver, clock)
-    received = len(receiver.received)
-    pages = _counting_listings(monkeypatch, harness, fail_first=True)
-    job = recover(client, tenant, sub.id, since=seen["since"])
-    harness.drain()
-    assert pages == [sub.id]
+    pages, job = _listing_failed_once(client, tenant, harness, seen, monkeypatch)
     assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
     # WHEN its message comes back (the same message: SQS shows it again)
     harness.reveal()
     harness.drain()
     # THEN that message lists the deliveries, and each missed event arrived once more
     assert pages == [sub.id, sub.id]
-    assert sorted(r.headers["webhook-id"] for r in receiver.received[received:]) == sorted(seen["missed"])
-    done = progress(client, tenant, sub.id, job["id"])
-    assert (done["status"], done["queued"], done["sent"]) == ("done", 3, 3)
+    _sent_once_more(client, tenant, receiver, seen, job["id"])
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
@@ -318,14 +335,9 @@ def test_a_recovery_whose_message_was_dead_lettered_is_listed_by_its_redrive(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN exhausted deliveries, the subscriber back, and a recovery whose first listing read fails
-    seen = outage(client, tenant, harness, clock, receiver)
+    seen = _outage_over(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    back_up(receiver, clock)
-    received = len(receiver.received)
-    pages = _counting_listings(monkeypatch, harness, fail_first=True)
-    job = recover(client, tenant, sub.id, since=seen["since"])
-    harness.drain()
-    assert pages == [sub.id]
+    pages, job = _listing_failed_once(client, tenant, harness, seen, monkeypatch)
     # AND its message then failed on every receive until SQS moved it to the dead-letter queue, a visibility timeout
     # (the work queue's 360 s) after its last receive
     harness.reveal()
@@ -341,9 +353,7 @@ def test_a_recovery_whose_message_was_dead_lettered_is_listed_by_its_redrive(
     harness.drain()
     # THEN the redriven message lists the deliveries, and each missed event arrived once more
     assert pages == [sub.id, sub.id]
-    assert sorted(r.headers["webhook-id"] for r in receiver.received[received:]) == sorted(seen["missed"])
-    done = progress(client, tenant, sub.id, job["id"])
-    assert (done["status"], done["queued"], done["sent"]) == ("done", 3, 3)
+    _sent_once_more(client, tenant, receiver, seen, job["id"])
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
@@ -351,10 +361,8 @@ def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:
     # GIVEN exhausted deliveries, recovered by the tenant, with the subscriber back
-    seen = outage(client, tenant, harness, clock, receiver)
+    seen = _outage_over(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    back_up(receiver, clock)
-    received = len(receiver.received)
     job = recover(client, tenant, sub.id, since=seen["since"])
     # AND the first missed event's retention ends right after the job's own read of it, before the attempt reads
     # it (the events expire together: a delivery of another one may find it expired too)
@@ -375,7 +383,7 @@ def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open
     clock.now = started
     # THEN the expired event was not sent, and the job holds no open ticket: it is done, its attempt failed
     assert expired.is_set()
-    assert seen["missed"][0] not in {r.headers["webhook-id"] for r in receiver.received[received:]}
+    assert seen["missed"][0] not in {r.headers["webhook-id"] for r in receiver.received[seen["received"] :]}
     counts = store.jobs.ticket_counts(job["id"])
     assert counts["open"] == 0
     assert counts["failed"] >= 1
