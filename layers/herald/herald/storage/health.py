@@ -29,12 +29,12 @@ from botocore.exceptions import ClientError
 
 from herald.errors import ServiceUnavailableError
 from herald.storage import keys
-from herald.storage.table import from_item, refused_item, strip, to_item, values
+from herald.storage.table import from_item, item_too_large, refused_item, strip, to_item, values
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
     from herald.storage.table import Table
 
@@ -187,24 +187,6 @@ def _latencies_added(ordered: Sequence[AttemptTally]) -> int:
     """How many latencies a write of ``ordered`` appends to the stats' list."""
     added = sum(1 for tally in ordered if tally.succeeded and tally.latency_ms is not None and not tally.streamed)
     return min(added, LATENCY_SAMPLES)
-
-
-@contextlib.contextmanager
-def _noted(what: str, sub_id: str) -> Iterator[None]:
-    """Go on after a write DynamoDB did not make (unavailable: throttled, refused), with a warning."""
-    try:
-        yield
-    except ServiceUnavailableError as exc:
-        logger.warning(what, extra={"subscription_id": sub_id, "error": exc.message})
-
-
-def _item_too_large(exc: ServiceUnavailableError) -> bool:
-    """Whether DynamoDB refused a write because the item would be over 400 KB."""
-    cause = exc.__cause__
-    if not isinstance(cause, ClientError):
-        return False
-    error = cause.response.get("Error", {})
-    return error.get("Code") == "ValidationException" and "Item size" in str(error.get("Message", ""))
 
 
 class HealthRepository:
@@ -373,7 +355,7 @@ class HealthRepository:
         try:
             return self._table.call("update_item", **request)
         except ServiceUnavailableError as exc:
-            if not _item_too_large(exc):
+            if not item_too_large(exc):
                 raise
         dropped = "subscription stats at DynamoDB's item size limit: their latencies dropped"
         logger.warning(dropped, extra={"subscription_id": sub_id})
@@ -387,13 +369,19 @@ class HealthRepository:
             return
         doomed = ", ".join(f"recent_latency_ms[{index}]" for index in range(min(length - LATENCY_SAMPLES, MAX_TRIMMED)))
         # Tidying only: a trim refused (the list changed) or not made (throttled) is made by a later write.
-        with contextlib.suppress(ClientError), _noted("the stats' latency list was not trimmed", sub_id):
+        try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription_stats(sub_id)),
                 UpdateExpression=f"REMOVE {doomed}",
                 ConditionExpression="size(recent_latency_ms) >= :length",
                 ExpressionAttributeValues=values(length=length),
+            )
+        except ClientError:
+            pass
+        except ServiceUnavailableError as exc:
+            logger.warning(
+                "the stats' latency list was not trimmed", extra={"subscription_id": sub_id, "error": exc.message}
             )
 
     def get_stats(self, sub_id: str) -> dict[str, Any]:

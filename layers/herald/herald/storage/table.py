@@ -168,6 +168,13 @@ def _conflicted(exc: ServiceUnavailableError) -> bool:
     return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
 
 
+def item_too_large(exc: ServiceUnavailableError) -> bool:
+    """Whether DynamoDB refused the write because the item would be over 400 KB (a ``ValidationException``)."""
+    cause = exc.__cause__
+    error = cause.response.get("Error", {}) if isinstance(cause, ClientError) else {}
+    return error.get("Code") == "ValidationException" and "Item size" in str(error.get("Message", ""))
+
+
 #: Query calls one ``Table.query`` makes at most (a listing's page makes one or two: the deliveries listing
 #: reads on into the older kind's). A filter (a status, an event type, expired items) applies after DynamoDB's
 #: Limit: a page reads on until it is full, and a partition of items that do not match would take thousands of
