@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, Field
 from standardwebhooks import Webhook
 
-from herald.catalog import EventData, EventType, _envelope, catalog, operational_catalog
+from herald.catalog import EventData, EventType, catalog, operational_catalog
 from herald.domain.publishing import new_event, validate_data
 from herald.errors import InvalidInputError
 from tests.api_support import assert_error, queue_messages
@@ -218,9 +218,7 @@ class _Note(EventData):
 def note_type(monkeypatch: pytest.MonkeyPatch) -> str:
     """An event type that can carry data up to the limit (the example catalog's fields are all short)."""
     example = {"text": "hello"}
-    monkeypatch.setitem(
-        catalog._types, "test.note", EventType("test.note", _Note, example, _envelope("test.note", _Note, example))
-    )
+    monkeypatch.setitem(catalog._types, "test.note", EventType("test.note", _Note, example))
     return "test.note"
 
 
@@ -309,8 +307,7 @@ def test_a_float_validated_to_a_number_that_is_not_finite_is_refused(monkeypatch
     # GIVEN an event type whose model converts its input without the catalog's finite check (a nested model of
     # its own), fed a string that a float reads as Infinity
     example = {"reading": {"value": 1.0}}
-    envelope_model = _envelope("test.measured", _Measured, example)
-    monkeypatch.setitem(catalog._types, "test.measured", EventType("test.measured", _Measured, example, envelope_model))
+    monkeypatch.setitem(catalog._types, "test.measured", EventType("test.measured", _Measured, example))
     # WHEN its data is validated and its event's body written, THEN it is refused as no finite number (the body
     # would not be JSON)
     data = validate_data("test.measured", {"reading": {"value": "Infinity"}}, max_bytes=1024)

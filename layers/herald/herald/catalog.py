@@ -23,7 +23,7 @@ import copy
 import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -76,7 +76,6 @@ class EventType:
     name: str
     model: type[EventData]
     example: dict[str, Any]
-    envelope: type[BaseModel] = field(repr=False)
 
     @property
     def description(self) -> str:
@@ -85,6 +84,12 @@ class EventType:
     @property
     def summary(self) -> str:
         return self.description.split("\n", 1)[0].strip() or self.name
+
+    @cached_property
+    def envelope(self) -> type[BaseModel]:
+        """The delivered body, ``{"type", "timestamp", "data"}``, as a model: for the documentation only, so
+        built when the documentation is (not on a delivery function's cold start)."""
+        return _envelope(self.name, self.model, self.example)
 
     @cached_property
     def schema(self) -> dict[str, Any]:
@@ -116,7 +121,7 @@ class EventCatalog:
             if name in self._types:
                 raise ValueError(f"event type {name!r} is declared twice")
             model.model_validate(example)  # a wrong example is a bug in the catalog: fail at import
-            self._types[name] = EventType(name, model, example, _envelope(name, model, example))
+            self._types[name] = EventType(name, model, example)
             return model
 
         return register
