@@ -234,7 +234,8 @@ def test_a_latency_list_grown_past_its_bounds_is_cut_down_over_the_next_writes(s
     assert [int(v) for v in store.health.get_stats(STATS_SUB)["recent_latency_ms"]][-4:] == [9000, 9001, 9002, 9003]
 
 
-def test_stats_at_dynamodbs_item_size_limit_drop_their_latencies_and_count_again(services) -> None:
+@pytest.mark.parametrize("counted_by", ["worker", "stream"])
+def test_stats_at_dynamodbs_item_size_limit_drop_their_latencies_and_count_again(services, counted_by: str) -> None:
     from botocore.exceptions import ClientError
 
     store = services.store
@@ -248,14 +249,21 @@ def test_stats_at_dynamodbs_item_size_limit_drop_their_latencies_and_count_again
             break
         except ClientError:
             size -= 25
-    # WHEN a batch of successes is counted, which the item has no room for
+    # WHEN a batch of successes is counted, which the item has no room for: by a worker's write, or by the
+    # stream's (the table's stream counts first attempts that succeeded, a window at a time)
     batch = [AttemptTally(True, 200, at + timedelta(seconds=1, milliseconds=n), latency_ms=700 + n) for n in range(64)]
-    health = store.health.count_attempts(STATS_SUB, batch, failing_after=3, expires_at=expires)
+    if counted_by == "worker":
+        health = store.health.count_attempts(STATS_SUB, batch, failing_after=3, expires_at=expires)
+        assert health.consecutive_failures == 0
+    else:
+        assert store.health.count_streamed(STATS_SUB, batch, expires_at=expires) is None
     # THEN the write was made after the list was dropped: the attempts are counted, the streak is right, and the
     # list holds this batch's latencies only
-    assert health.consecutive_failures == 0
     stats = store.health.get_stats(STATS_SUB)
     assert stats["attempts"] == 65
+    assert stats["succeeded"] == 65
+    assert stats["consecutive_failures"] == 0
+    assert stats["last_success_at"] == batch[-1].at.isoformat()
     assert [int(latency) for latency in stats["recent_latency_ms"]] == [700 + n for n in range(64)]
 
 
