@@ -5,6 +5,7 @@ is simulated with the worker's ``Clock`` (see test_delivery_retries.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -391,6 +392,53 @@ def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open
     assert counts["failed"] >= 1
     assert counts["sent"] + counts["failed"] == 3
     assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovered_event_whose_id_another_tenant_publishes_again_before_its_attempt_is_not_sent(
+    client,
+    tenant: TenantInfo,
+    make_tenant: Any,
+    harness: Harness,
+    clock: Clock,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN exhausted deliveries, recovered by the tenant, with the subscriber back
+    seen = _outage_over(client, tenant, harness, clock, receiver)
+    job = recover(client, tenant, seen["sub"].id, since=seen["since"])
+    other = make_tenant("Globex")
+    # AND right after the job's own read of the first missed event, that event's retention ends and another
+    # tenant publishes an event with its id (ids are the publisher's to choose): the attempt reads that one
+    store = harness.services.store
+    first = to_item(keys.event(seen["missed"][0]))
+    started = clock.now
+    reused = threading.Event()
+
+    def reuse_after_read(parsed: dict[str, Any], **_: Any) -> None:
+        item = parsed.get("Item", {})
+        if (item.get("pk"), item.get("sk")) != (first["pk"], first["sk"]) or reused.is_set():
+            return
+        reused.set()
+        clock.advance(31 * 24 * HOUR)
+        others = {**item, "tenant_id": {"S": other.id}, "expires_at": {"N": str(int(clock.now) + 31 * 24 * HOUR)}}
+        store.client.put_item(TableName=store.table_name, Item=others)
+
+    store.client.meta.events.register("after-call.dynamodb.GetItem", reuse_after_read)
+    caplog.set_level(logging.WARNING, logger="herald")
+    # WHEN the job runs
+    harness.drain()
+    clock.now = started
+    # THEN nothing with that id reached this tenant's subscriber, the drop is logged as another tenant's event, and
+    # the job holds no open ticket: it is done, that attempt failed
+    assert reused.is_set()
+    assert seen["missed"][0] not in {r.headers["webhook-id"] for r in receiver.received[seen["received"] :]}
+    assert "delivery of another tenant's event: dropped" in caplog.text
+    counts = store.jobs.ticket_counts(job["id"])
+    assert counts["open"] == 0
+    assert counts["failed"] >= 1
+    assert counts["sent"] + counts["failed"] == 3
+    assert progress(client, tenant, seen["sub"].id, job["id"])["status"] == "done"
 
 
 def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -> None:
