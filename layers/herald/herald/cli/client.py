@@ -26,6 +26,7 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url
+        self._key = key
         self._http = httpx.Client(
             base_url=base_url,
             headers={
@@ -78,7 +79,7 @@ class ApiClient:
         except httpx.TimeoutException as exc:
             raise CliConnectionError(f"{method} {self.base_url}{path.lstrip('/')} timed out", code="timeout") from exc
         except httpx.HTTPError as exc:
-            raise CliConnectionError(f"could not reach {self.base_url}: {exc}") from exc
+            raise CliConnectionError(f"could not reach {self.base_url}: {self._without_key(str(exc))}") from exc
         if response.is_success:
             if not response.content:
                 return None
@@ -87,6 +88,13 @@ class ApiClient:
             except json.JSONDecodeError as exc:
                 raise CliApiError(response.status_code, "invalid_response", "the API answered with non-JSON") from exc
         raise api_error(response)
+
+    def _without_key(self, text: str) -> str:
+        """An HTTP error's text, unless it shows the key (a header httpx refused to send): then only what failed."""
+        shown = {self._key, repr(self._key)[1:-1], repr(self._key.encode("utf-8", "replace"))[2:-1]}
+        if "Bearer" in text or any(form and form in text for form in shown):
+            return "the Authorization header could not be sent (the key is not a valid header value)"
+        return text
 
 
 def api_error(response: httpx.Response) -> CliApiError:

@@ -59,7 +59,21 @@ def read_secret(session: boto3.session.Session, secret_id: str) -> str:
         raise CliConfigError(f"could not read the admin key secret: {exc}") from exc
     if not value:
         raise CliConfigError("the admin key secret has no string value")
-    return value.strip()
+    return checked_key(value, "the stack's admin key secret")
+
+
+def checked_key(key: str, source: str) -> str:
+    """The key as it goes in the ``Authorization`` header: surrounding whitespace (a pasted newline) stripped.
+    A key holding a control or non-ASCII character cannot be sent: the error says so and where the key came
+    from, and never shows the key."""
+    key = key.strip()
+    for position, char in enumerate(key, start=1):
+        if not " " <= char <= "~":
+            kind = "a control character" if char < " " or char == "\x7f" else "a non-ASCII character"
+            raise CliConfigError(
+                f"the key from {source} holds {kind} (character {position}); a key is printable ASCII: set it again"
+            )
+    return key
 
 
 def resolve_config(
@@ -74,7 +88,12 @@ def resolve_config(
 ) -> CliConfig:
     """Flags first, then the environment; the stack is only asked for what is still missing."""
     api_url = api_url or environ.get(API_URL_ENV) or None
-    key = key or environ.get(ADMIN_KEY_ENV) or None
+    if key and key.strip():
+        key = checked_key(key, "--key")
+    elif (environ.get(ADMIN_KEY_ENV) or "").strip():
+        key = checked_key(environ[ADMIN_KEY_ENV], ADMIN_KEY_ENV)
+    else:
+        key = None
     if api_url is None or key is None:
         name = stack_name or environ.get(STACK_NAME_ENV) or DEFAULT_STACK_NAME
         if session is None:

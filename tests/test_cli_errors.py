@@ -1,0 +1,143 @@
+"""The ``herald`` command when things go wrong: keys and URLs that cannot be used, answers to wait for, input
+that is not what it seems, and the terminal, the pipe and Ctrl-C. Real HTTP on 127.0.0.1: the real app served
+by uvicorn (``tests.test_cli``'s fixtures), or a stub server whose answers a test scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from herald.cli.client import ApiClient
+from herald.cli.errors import CliConnectionError
+from herald.local.loopback import LoopbackServer, QuietHandler
+from tests.support import ADMIN_KEY
+from tests.test_cli import Run, api_url, cli_env, herald
+
+pytestmark = pytest.mark.e2e
+
+__all__ = ["api_url", "cli_env", "herald"]  # the fixtures this module shares with tests.test_cli
+
+
+# ---------------------------------------------------------------------------------------------- a scripted API
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class StubApi:
+    """A real HTTP server on 127.0.0.1 answering as a test scripts: ``answers[(METHOD, path)]`` is consumed in
+    order, each (status, headers, JSON body); once a list is empty its last answer repeats. Every request is
+    recorded with its arrival time."""
+
+    answers: dict[tuple[str, str], list[tuple[int, dict[str, str], Any]]] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: LoopbackServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url("")
+
+    def script(self, method: str, path: str, *answers: tuple[int, dict[str, str], Any]) -> None:
+        self.answers[(method, path)] = list(answers)
+
+    def handle(self, handler: QuietHandler) -> None:
+        body = handler.read_body()
+        with self.lock:
+            self.requests.append(
+                Request(
+                    handler.command,
+                    handler.path,
+                    {k.lower(): v for k, v in handler.headers.items()},
+                    body,
+                    time.monotonic(),
+                )
+            )
+            path = handler.path.split("?", 1)[0]
+            queue = self.answers.get((handler.command, path), [(404, {}, {"message": "Not Found"})])
+            status, headers, payload = queue.pop(0) if len(queue) > 1 else queue[0]
+        content = json.dumps(payload).encode() if payload is not None else b""
+        handler.answer(status, content, {"content-type": "application/json", **headers})
+
+    def sent(self, method: str, path: str) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.method == method and r.path.split("?", 1)[0] == path]
+
+
+@pytest.fixture
+def stub() -> Iterator[StubApi]:
+    api = StubApi()
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            api.handle(self)
+
+        def do_POST(self) -> None:
+            api.handle(self)
+
+        def do_PATCH(self) -> None:
+            api.handle(self)
+
+    api.server = LoopbackServer(Handler)
+    try:
+        yield api
+    finally:
+        api.server.close()
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+def test_a_key_with_surrounding_whitespace_is_used_stripped(
+    cli_env: str, herald: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # WHEN the key, given by flag or by environment, ends with what a paste or a file leaves behind
+    by_flag = herald("--key", f"{ADMIN_KEY}\r\n", "tenants", "list")
+    monkeypatch.setenv("HERALD_ADMIN_KEY", f" {ADMIN_KEY} ")
+    by_env = herald("tenants", "list")
+    # THEN the API takes it
+    assert by_flag.code == 0, by_flag.err
+    assert by_env.code == 0, by_env.err
+
+
+@pytest.mark.parametrize(("key", "kind"), [("hra_in\x1bside", "a control character"), ("hra_cl\u00e9", "a non-ASCII")])
+def test_a_key_that_cannot_be_sent_is_a_configuration_error_that_never_shows_it(
+    cli_env: str, herald: Callable[..., Run], monkeypatch: pytest.MonkeyPatch, key: str, kind: str
+) -> None:
+    # WHEN the key holds a character no header may carry, by flag or by environment
+    by_flag = herald("--key", key, "tenants", "list")
+    monkeypatch.setenv("HERALD_ADMIN_KEY", key)
+    by_env = herald("tenants", "list")
+    # THEN the error says what is wrong with it and where it came from, and not the key
+    assert by_flag.code == 1
+    assert by_flag.err.startswith(f"error: not_configured: the key from --key holds {kind}")
+    assert by_env.code == 1
+    assert by_env.err.startswith(f"error: not_configured: the key from HERALD_ADMIN_KEY holds {kind}")
+    for run in (by_flag, by_env):
+        assert key[:6] not in run.err
+
+
+def test_a_header_the_client_cannot_send_is_reported_without_the_key(stub: StubApi) -> None:
+    # GIVEN a client handed a key no header may carry
+    with ApiClient(stub.url + "/", "hra_secret\nvalue") as client, pytest.raises(CliConnectionError) as raised:
+        # WHEN it calls the API
+        client.get("/v1/tenants")
+    # THEN the error says the header could not be sent, and shows no part of the key
+    assert "Authorization header could not be sent" in raised.value.message
+    assert "secret" not in raised.value.message
+    assert stub.requests == []
