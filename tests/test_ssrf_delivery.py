@@ -11,6 +11,7 @@ TLS with the original name. A "target" that must not be reached is a real server
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import threading
@@ -440,6 +441,30 @@ def test_a_delivery_to_an_untrusted_certificate_is_a_tls_failure_with_the_name_a
 
 def _attempt(url: str, policy: UrlPolicy) -> Any:
     return asyncio.run(send_attempt(url, body=b"{}", headers={}, timeout_seconds=5, policy=policy))
+
+
+def test_an_unexpected_error_is_the_attempt_s_failure_logged_without_the_url_s_path_or_query(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a subscriber URL that carries its own secret in its path and query, and a resolver that fails in a way
+    # nothing expects (not a DNS error)
+    class BrokenResolver:
+        async def __call__(self, host: str, port: int) -> list[str]:
+            raise RuntimeError("resolver state corrupted")
+
+    caplog.set_level(logging.DEBUG, logger="herald")
+    # WHEN one attempt is made
+    outcome = _attempt(
+        "https://hooks.example.test/in/s3cr3t-path?token=s3cr3t-query", UrlPolicy(resolver=BrokenResolver())
+    )
+    # THEN it is this attempt's failure, logged with the host but neither the path nor the query
+    assert outcome.error_kind is ErrorKind.CONNECTION
+    assert outcome.error_message == "RuntimeError: resolver state corrupted"
+    logged = [record for record in caplog.records if record.getMessage() == "unexpected error while delivering"]
+    assert len(logged) == 1
+    assert logged[0].__dict__.get("host") == "hooks.example.test"
+    assert not [name for name, value in vars(logged[0]).items() if "s3cr3t" in str(value)]
+    assert "s3cr3t" not in caplog.text
 
 
 def test_a_literal_refused_address_is_refused_before_any_lookup_or_connection() -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -442,6 +443,14 @@ def cut_body(data: bytes, limit: int = RESPONSE_MAX_BYTES) -> str:
     return text
 
 
+def _host(url: str) -> str | None:
+    """The URL's host, for a log line (never its path or query)."""
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -492,7 +501,8 @@ async def send_attempt(
     except Exception as exc:
         # Whatever else a strange endpoint provokes (an unparseable answer, an odd header) is this
         # attempt's failure, logged like any other; raising would re-send without a record.
-        logger.exception("unexpected error while delivering", extra={"url": url})
+        # The host only: a subscriber's path or query may carry its own secret (a token in the URL).
+        logger.exception("unexpected error while delivering", extra={"host": _host(url)})
         status_code = None
         kind, message = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
     return Outcome(
