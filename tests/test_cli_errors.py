@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import boto3
 import pytest
 
 from herald.cli.client import ApiClient
 from herald.cli.errors import CliConnectionError
 from herald.local.loopback import LoopbackServer, QuietHandler
+from herald.local.resources import LocalResources
 from tests.support import ADMIN_KEY
-from tests.test_cli import Run, api_url, cli_env, herald
+from tests.test_cli import STACK_TEMPLATE, Run, api_url, cli_env, herald
 
 pytestmark = pytest.mark.e2e
 
@@ -141,3 +143,35 @@ def test_a_header_the_client_cannot_send_is_reported_without_the_key(stub: StubA
     assert "Authorization header could not be sent" in raised.value.message
     assert "secret" not in raised.value.message
     assert stub.requests == []
+
+
+# ---------------------------------------------------------------------------------------------- the stack's key
+
+
+def test_the_stacks_admin_key_goes_only_to_the_stacks_own_url(
+    api_url: str,
+    stub: StubApi,
+    herald: Callable[..., Run],
+    resources: LocalResources,
+    aws: boto3.session.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a deployed stack whose outputs name its API and its admin key's secret, and no key in the environment
+    for name in ("HERALD_API_URL", "HERALD_ADMIN_KEY", "HERALD_STACK_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    template = STACK_TEMPLATE.format(api_url=api_url, secret_arn=resources.admin_key_secret_arn)
+    aws.client("cloudformation").create_stack(StackName="herald", TemplateBody=template)
+    stub.script("GET", "/v1/tenants", (200, {}, {"data": [], "iterator": None, "done": True}))
+
+    # WHEN another API's URL is given without a key
+    elsewhere = herald("--api-url", stub.url, "tenants", "list")
+    # THEN nothing is sent there: the error says to give a key
+    assert elsewhere.code == 1
+    assert elsewhere.err.startswith(f"error: not_configured: no key for {stub.url}: set --key or HERALD_ADMIN_KEY")
+    assert stub.requests == []
+
+    # WHEN the stack's own URL is given without a key
+    monkeypatch.setenv("HERALD_API_URL", api_url + "/")
+    own = herald("tenants", "list")
+    # THEN the stack's key is used there
+    assert own.code == 0, own.err

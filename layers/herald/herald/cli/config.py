@@ -3,6 +3,7 @@
 ``HERALD_API_URL`` / ``HERALD_ADMIN_KEY`` (or ``--api-url`` / ``--key``) win; whatever is missing is read
 from the CloudFormation stack (``--stack-name``, default ``$HERALD_STACK_NAME`` or ``herald``): its
 ``ApiUrl`` output, and the admin key from the Secrets Manager secret its ``AdminKeySecretArn`` output names.
+The stack's admin key is only ever sent to the stack's own ``ApiUrl``: a URL given without a key is an error.
 """
 
 from __future__ import annotations
@@ -98,11 +99,23 @@ def resolve_config(
         name = stack_name or environ.get(STACK_NAME_ENV) or DEFAULT_STACK_NAME
         if session is None:
             session = aws_session(region=region, profile=profile)
-        outputs = stack_outputs(session, name)
+        try:
+            outputs = stack_outputs(session, name)
+        except CliConfigError as exc:
+            if api_url is None:
+                raise
+            raise CliConfigError(f"no key for {api_url}: set --key or {ADMIN_KEY_ENV} ({exc.message})") from exc
+        stack_url = outputs.get(API_URL_OUTPUT)
         if api_url is None:
-            api_url = outputs.get(API_URL_OUTPUT)
-            if not api_url:
+            if not stack_url:
                 raise CliConfigError(f"stack {name!r} has no {API_URL_OUTPUT} output; set {API_URL_ENV}")
+            api_url = stack_url
+        if key is None and (not stack_url or api_url.rstrip("/") != stack_url.rstrip("/")):
+            # The stack's admin key goes to the stack's own API only, never to a URL given beside it.
+            raise CliConfigError(
+                f"no key for {api_url}: set --key or {ADMIN_KEY_ENV} (the admin key of stack {name!r} is only "
+                f"sent to the stack's own {API_URL_OUTPUT}: {stack_url or 'none'})"
+            )
         if key is None:
             secret_id = outputs.get(ADMIN_KEY_SECRET_OUTPUT)
             if not secret_id:
