@@ -107,6 +107,8 @@ class StreamSourceSettings:
     patterns: tuple[str, ...]
     #: The template's logical id of the table whose stream it reads.
     table_id: str = TABLE_ID
+    #: ``FunctionResponseTypes`` has ``ReportBatchItemFailures``: the function's response can fail part of a batch.
+    report_batch_item_failures: bool = False
 
 
 def delivery_stream_source(template: dict[str, Any] | None = None) -> StreamSourceSettings:
@@ -128,6 +130,7 @@ def delivery_stream_source(template: dict[str, Any] | None = None) -> StreamSour
         starting_position=str(resolver.resolve(spec["StartingPosition"])),
         maximum_retry_attempts=int(resolver.resolve(spec.get("MaximumRetryAttempts", STREAM_EVENT_DEFAULT_RETRIES))),
         patterns=tuple(str(resolver.resolve(entry["Pattern"])) for entry in filters),
+        report_batch_item_failures="ReportBatchItemFailures" in resolver.resolve(spec.get("FunctionResponseTypes", [])),
     )
 
 

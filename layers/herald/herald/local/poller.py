@@ -5,10 +5,18 @@ It receives up to ``batch_size`` messages (waiting at most the batching window),
 with the same SQS event Lambda would build, deletes the messages the handler did not report in
 ``batchItemFailures`` and leaves the others to reappear after their visibility timeout. A handler
 that raises fails the whole batch, as on Lambda.
+
+The response is read as Lambda reads it (the Lambda developer guide, "Using Lambda with Amazon SQS",
+success and failure conditions of partial batch responses): with ``ReportBatchItemFailures`` on, an empty or
+null response or ``batchItemFailures`` list is a complete success, and a response that is not an object, an
+``itemIdentifier`` that is null, empty, missing (a bad key name) or not the id of one of the batch's messages
+fails the whole batch. With it off, the response is not looked at: the batch succeeds unless the handler
+raised. A response that cannot be serialized to JSON fails the invocation either way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -80,6 +88,36 @@ def sqs_event(messages: list[MessageTypeDef], queue_arn: str, region: str = "us-
     return {"Records": records}
 
 
+def reported_failures(response: Any, identifiers: set[str]) -> set[str] | None:
+    """The identifiers a partial batch response reports as failed, or None if Lambda would take the response
+    as a complete failure of the batch. ``identifiers``: those of the batch's items (SQS message ids)."""
+    if response is None:
+        return set()
+    if not isinstance(response, dict):
+        return None
+    failures = response.get("batchItemFailures")
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        return None
+    found: set[str] = set()
+    for item in failures:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(identifier, str) or identifier not in identifiers:
+            return None  # null, empty, a bad key name, or no item of this batch
+        found.add(identifier)
+    return found
+
+
+def serializable(response: Any) -> bool:
+    """Whether the runtime could send this response back to Lambda (it serializes it to JSON)."""
+    try:
+        json.dumps(response)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclass
 class BatchResult:
     received: int
@@ -100,6 +138,7 @@ class SqsPoller:
         batching_window_seconds: float = 0,
         function_timeout_seconds: float = 60,
         function_name: str = "DeliveryFunction",
+        report_batch_item_failures: bool = True,
     ) -> None:
         self.client = client
         self.queue_url = queue_url
@@ -108,6 +147,8 @@ class SqsPoller:
         self.window = batching_window_seconds
         self.timeout = function_timeout_seconds
         self.function_name = function_name
+        #: The event source's ``FunctionResponseTypes`` has ``ReportBatchItemFailures`` (Herald's template does).
+        self.report_batch_item_failures = report_batch_item_failures
         self.queue_arn = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -149,7 +190,15 @@ class SqsPoller:
         except Exception:
             logger.exception("the function failed the whole batch; its messages will reappear")
             return BatchResult(len(messages), 0, len(messages))
-        failures = {item["itemIdentifier"] for item in (response or {}).get("batchItemFailures", [])}
+        if not serializable(response):
+            logger.error("the function's response is not JSON (the runtime fails the invocation); whole batch failed")
+            return BatchResult(len(messages), 0, len(messages))
+        failures: set[str] | None = set()
+        if self.report_batch_item_failures:
+            failures = reported_failures(response, {m["MessageId"] for m in messages})
+        if failures is None:
+            logger.error("the function's batch response is invalid, which fails the whole batch: %r", response)
+            return BatchResult(len(messages), 0, len(messages))
         done = [m for m in messages if m["MessageId"] not in failures]
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]

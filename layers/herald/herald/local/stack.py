@@ -191,6 +191,7 @@ def event_source_pollers(
                 batch_size=source.batch_size,
                 batching_window_seconds=source.maximum_batching_window_seconds,
                 function_timeout_seconds=source.function_timeout_seconds,
+                report_batch_item_failures=source.report_batch_item_failures,
             )
             pollers.append((source, worker, poller))
     return pollers

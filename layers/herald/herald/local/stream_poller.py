@@ -7,6 +7,14 @@ matched by moto's EventBridge pattern matcher, the same pattern language), and c
 ``batch_size`` of them, gathered for up to the batching window, in the event Lambda would build. A handler
 that raises gets the same batch again, up to ``maximum_retry_attempts`` times (-1: until it succeeds), and
 the records are then skipped, as Lambda does without an on-failure destination.
+
+The function's response is read as Lambda reads a stream's (the Lambda developer guide, "Configuring partial
+batch response with DynamoDB and Lambda"): without ``ReportBatchItemFailures`` it is not looked at (Herald's
+template does not turn it on). With it, an empty or null response or ``batchItemFailures`` list is a success; a
+null, empty or missing (bad key name) ``itemIdentifier`` fails the whole batch; otherwise the batch is handed
+over again from the record with the lowest sequence number reported (the checkpoint), as a failure counted
+against the retries. An identifier that is no sequence number of the batch, which that page does not cover,
+fails the whole batch here. A response that cannot be serialized to JSON fails the invocation either way.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from moto.events.models import EventPattern
 
 from herald.local.event_sources import delivery_event_source, delivery_stream_source
-from herald.local.poller import WINDOW_POLL_SECONDS, Handler, LambdaContext
+from herald.local.poller import WINDOW_POLL_SECONDS, Handler, LambdaContext, reported_failures, serializable
 from herald.local.template import TemplateResourceNotFoundError, load_template
 
 if TYPE_CHECKING:
@@ -150,16 +158,35 @@ class StreamPoller:
             context = LambdaContext(self.function_name, self.timeout, time.time(), aws_request_id=str(uuid.uuid4()))
             self.invocations += 1
             try:
-                self.handler({"Records": batch}, context)
+                remaining = self._remaining(self.handler({"Records": batch}, context), batch)
             except Exception:
-                failures += 1
-                if retries < 0 or failures <= retries:
-                    logger.exception("the function failed a batch of the stream; handing it over again")
-                    continue
-                logger.exception(
-                    "the function failed a batch of the stream %d times; its records are skipped", failures
-                )
-            return
+                logger.exception("the function failed a batch of the stream")
+                remaining = batch
+            if not remaining:
+                return
+            failures += 1
+            if retries >= 0 and failures > retries:
+                logger.error("the function failed a batch of the stream %d times; its records are skipped", failures)
+                return
+            batch = remaining
+
+    def _remaining(self, response: Any, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What of the batch the function's response hands over again: nothing on success, the whole batch on a
+        failure, the records from the checkpoint on (the lowest sequence number reported) on a partial one."""
+        if not serializable(response):
+            logger.error("the function's response is not JSON (the runtime fails the invocation)")
+            return batch
+        if not self.settings.report_batch_item_failures:
+            return []
+        numbers = [str(record["dynamodb"]["SequenceNumber"]) for record in batch]
+        failed = reported_failures(response, set(numbers))
+        if failed is None:
+            logger.error("the function's batch response is invalid, which fails the whole batch: %r", response)
+            return batch
+        if not failed:
+            return []
+        checkpoint = min(failed, key=int)
+        return batch[numbers.index(checkpoint) :]
 
     def drain(self, max_batches: int = 1000) -> int:
         """Hand over every matching record the stream holds now, without waiting out windows. Returns how many."""
