@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -157,6 +157,9 @@ class LocalResources:
     max_receive_count: int
     #: The slow lane's queue (empty if the template has none).
     slow_queue_url: str = ""
+    #: The functions' environment variables from the template (``functions_environment``), resolved as
+    #: CloudFormation would for a stack deployed with default parameters, pointing at these resources.
+    function_environment: dict[str, str] = field(default_factory=dict)
 
     def environment(self) -> dict[str, str]:
         """The ``HERALD_*`` environment variables pointing the application at these resources."""
@@ -175,6 +178,41 @@ class LocalResources:
         if not urls.get(logical_id):
             raise TemplateResourceNotFoundError(f"no local queue for {logical_id}")
         return urls[logical_id]
+
+
+def _environment_value(name: str, value: Any) -> str:
+    """An environment variable's value as Lambda receives it: a string (CloudFormation writes booleans in
+    lower case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise TemplateTranslationError(f"environment variable {name} is not a string: {value!r}")
+
+
+def functions_environment(template: dict[str, Any], resolver: Resolver) -> dict[str, str]:
+    """The environment variables of the template's functions (``Globals.Function`` merged, intrinsics resolved).
+
+    Locally every function runs in this one process (the API and the delivery worker), so they share one
+    environment: the union of their variables. A variable only one function sets (ApiFunction's
+    ``HERALD_ADMIN_KEY_SECRET_ARN``) is seen by the others too; one that two functions set to different values
+    cannot be emulated, and is refused rather than silently given one function's value."""
+    environment: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if not isinstance(resource, dict) or resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        variables = (function_properties(template, logical_id).get("Environment") or {}).get("Variables") or {}
+        for name, value in resolver.resolve(variables).items():
+            text = _environment_value(name, value)
+            if name in environment and environment[name] != text:
+                raise TemplateTranslationError(
+                    f"{name} is {environment[name]!r} for {origin[name]} and {text!r} for {logical_id}: the local "
+                    "stack runs every function in one process, with one environment"
+                )
+            environment[name] = text
+            origin.setdefault(name, logical_id)
+    return environment
 
 
 # ---------------------------------------------------------------------------------------------- translation
@@ -442,4 +480,5 @@ def create_local_resources(
         admin_key_secret_arn=resolver.refs[ADMIN_KEY_SECRET_ID],
         max_receive_count=int(redrive["maxReceiveCount"]),
         slow_queue_url=resolver.refs.get(SLOW_QUEUE_ID, ""),
+        function_environment=functions_environment(template, resolver),
     )

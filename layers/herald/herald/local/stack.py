@@ -29,6 +29,8 @@ from herald.local.resources import LocalResources, create_local_resources, load_
 from herald.local.stream_poller import table_stream_poller
 
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
     from mypy_boto3_sqs import SQSClient
 
     from herald.services import Services
@@ -89,11 +91,7 @@ def start_aws(host: str, port: int | None, admin_key: str) -> tuple[ThreadedMoto
     )
     os.environ.pop("AWS_PROFILE", None)
     resources = create_local_resources(admin_key=admin_key, session=boto3.session.Session())
-    # The same settings the template gives the functions, pointing at the local resources.
-    os.environ.update(resources.environment())
-    # moto accepts some requests AWS refuses: botocore checks each against the service's model here.
-    os.environ.setdefault("HERALD_VALIDATE_AWS_REQUESTS", "true")
-    print(allow_local_targets(), flush=True)
+    print(apply_function_environment(resources), flush=True)
     if os.environ.get("HERALD_FAULTS", "").strip():
         print(faults_notice(os.environ["HERALD_FAULTS"]), flush=True)
     return server, endpoint, resources
@@ -108,17 +106,35 @@ def faults_notice(spec: str) -> str:
     return f"FAULT INJECTION ON (HERALD_FAULTS): {len(rules)} rules: {listed}"
 
 
-def allow_local_targets() -> str:
+def apply_function_environment(resources: LocalResources, environ: MutableMapping[str, str] | None = None) -> str:
+    """Give this process the environment the template gives the functions (``Globals.Function`` and each
+    function's ``Environment.Variables``, parameters at their defaults), pointing at the local resources, so
+    that a default changed in template.yaml changes ``make run`` as it changes a deployment. What is set already
+    (the user's environment) wins over the local stack's own choices (``allow_local_targets``), which win over
+    the template's. Returns what subscribers may be called (``allow_local_targets``)."""
+    environ = os.environ if environ is None else environ
+    # Where the resources are is the local stack's to say, whatever the environment holds.
+    environ.update(resources.environment())
+    # moto accepts some requests AWS refuses: botocore checks each against the service's model here.
+    environ.setdefault("HERALD_VALIDATE_AWS_REQUESTS", "true")
+    targets = allow_local_targets(environ)
+    for name, value in resources.function_environment.items():
+        environ.setdefault(name, value)
+    return targets
+
+
+def allow_local_targets(environ: MutableMapping[str, str] | None = None) -> str:
     """Let subscribers on this machine and its private networks be called over http, unless
     ``HERALD_ALLOWED_TARGET_NETWORKS`` is already set (``none``: exactly a deployment's networks)."""
     from herald.urls import LOCAL_NETWORKS
 
-    os.environ.setdefault("HERALD_ALLOW_HTTP_URLS", "true")
-    scheme = "http and https" if os.environ["HERALD_ALLOW_HTTP_URLS"].lower() in ("1", "true", "yes", "on") else "https"
-    if "HERALD_ALLOWED_TARGET_NETWORKS" in os.environ:
-        networks = os.environ["HERALD_ALLOWED_TARGET_NETWORKS"].strip() or "none"
+    environ = os.environ if environ is None else environ
+    environ.setdefault("HERALD_ALLOW_HTTP_URLS", "true")
+    scheme = "http and https" if environ["HERALD_ALLOW_HTTP_URLS"].lower() in ("1", "true", "yes", "on") else "https"
+    if "HERALD_ALLOWED_TARGET_NETWORKS" in environ:
+        networks = environ["HERALD_ALLOWED_TARGET_NETWORKS"].strip() or "none"
         return f"subscriber URLs: {scheme}; networks allowed besides public addresses: {networks} (as set)"
-    os.environ["HERALD_ALLOWED_TARGET_NETWORKS"] = LOCAL_NETWORKS
+    environ["HERALD_ALLOWED_TARGET_NETWORKS"] = LOCAL_NETWORKS
     return (
         f"subscriber URLs: {scheme}; loopback and private networks are allowed ({LOCAL_NETWORKS}). "
         "HERALD_ALLOWED_TARGET_NETWORKS=none make run gives a deployment's address protection."
