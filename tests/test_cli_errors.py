@@ -6,6 +6,9 @@ by uvicorn (``tests.test_cli``'s fixtures), or a stub server whose answers a tes
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,11 +19,13 @@ import boto3
 import pytest
 
 from herald.cli.client import ApiClient
+from herald.cli.commands import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from herald.cli.errors import CliConnectionError
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.resources import LocalResources
+from tests.process_guard import Processes
 from tests.support import ADMIN_KEY
-from tests.test_cli import STACK_TEMPLATE, Run, api_url, cli_env, herald
+from tests.test_cli import CONSOLE_SCRIPT, STACK_TEMPLATE, Run, api, api_url, cli_env, herald
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +180,71 @@ def test_the_stacks_admin_key_goes_only_to_the_stacks_own_url(
     own = herald("tenants", "list")
     # THEN the stack's key is used there
     assert own.code == 0, own.err
+
+
+# ---------------------------------------------------------------------------------------------- no tracebacks
+
+
+PUBLISH = ("events", "publish", "invoice.paid", "--tenant", "ten_x", "--data")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ((*PUBLISH, '{"a": NaN}'), "NaN is not a JSON number"),
+        ((*PUBLISH, '{"a": 1e999}'), "1e999 is too large"),
+        (("events", "publish-batch", '{"events": [{"data": {"a": -Infinity}}]}'), "-Infinity is not a JSON number"),
+        ((*PUBLISH, "{}", "--idempotency-key", "cl\u00e9"), "printable ASCII"),
+    ],
+)
+def test_input_the_api_could_never_take_is_a_usage_error(
+    cli_env: str, herald: Callable[..., Run], argv: tuple[str, ...], says: str
+) -> None:
+    # WHEN a value cannot be sent as JSON or as a header
+    run = herald(*argv)
+    # THEN argparse says why, the exit code is 2, and nothing reached the API
+    assert run.code == 2
+    assert says in run.err
+    with api(cli_env, ADMIN_KEY) as http:
+        assert http.get("/v1/tenants").json()["data"] == []
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "127.0.0.1:8000", "ftp://127.0.0.1/"])
+def test_an_api_url_that_is_not_one_is_a_configuration_error(herald: Callable[..., Run], url: str) -> None:
+    run = herald("--api-url", url, "--key", "k", "tenants", "list")
+    assert run.code == 1
+    assert run.err.startswith(f"error: not_configured: the API URL {url!r} is not ")
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly(cli_env: str, processes: Processes) -> None:
+    # GIVEN the installed command writing to a pipe whose reader has gone (`herald tenants list | true`)
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        process = processes.start([str(CONSOLE_SCRIPT), "tenants", "list"], stdout=writer, stderr=subprocess.PIPE)
+    finally:
+        os.close(writer)
+    # WHEN it has its answer to print
+    _, err = process.communicate(timeout=60)
+    # THEN it stops with 141 (as a command that died of SIGPIPE), and says nothing more
+    assert process.returncode == EXIT_BROKEN_PIPE, err
+    assert err == b""
+
+
+def test_ctrl_c_while_reading_the_data_from_stdin_exits_130(processes: Processes) -> None:
+    # GIVEN the installed command reading the event's data from stdin (`--data @-`), which never ends
+    args = [str(CONSOLE_SCRIPT), "--api-url", "http://127.0.0.1:9", "--key", "k"]
+    args += ["events", "publish", "invoice.paid", "--tenant", "ten_x", "--data", "@-"]
+    process = processes.start(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdin is not None
+    # ... and has read from it: this write returns once the command took all but a pipe's buffer of it
+    process.stdin.write(b'{"note": "' + b"x" * (1 << 20))
+    process.stdin.flush()
+    # WHEN the operator presses Ctrl-C
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    # THEN it stops with 130 and no traceback
+    assert process.returncode == EXIT_INTERRUPTED, err
+    assert b"Traceback" not in err
+    assert err.strip() == b"interrupted"
+    assert out == b""

@@ -8,7 +8,7 @@ from typing import Any, Self
 import httpx
 
 from herald import __version__
-from herald.cli.errors import CliApiError, CliConnectionError
+from herald.cli.errors import CliApiError, CliConfigError, CliConnectionError, CliError
 
 #: Seconds to wait for the API; API Gateway itself gives up after 29 s.
 DEFAULT_TIMEOUT_SECONDS = 35.0
@@ -27,17 +27,22 @@ class ApiClient:
     ) -> None:
         self.base_url = base_url
         self._key = key
-        self._http = httpx.Client(
-            base_url=base_url,
-            headers={
-                "Authorization": f"Bearer {key}",
-                "Accept": "application/json",
-                "User-Agent": f"herald-cli/{__version__}",
-            },
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=False,
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=base_url,
+                headers={
+                    "Authorization": f"Bearer {key}",
+                    "Accept": "application/json",
+                    "User-Agent": f"herald-cli/{__version__}",
+                },
+                timeout=timeout,
+                transport=transport,
+                follow_redirects=False,
+            )
+        except httpx.InvalidURL as exc:
+            raise CliConfigError(f"the API URL {base_url!r} is not a valid URL: {exc}") from exc
+        except UnicodeEncodeError as exc:
+            raise CliConfigError("the key holds a non-ASCII character; a key is printable ASCII") from exc
 
     def __enter__(self) -> Self:
         return self
@@ -76,6 +81,10 @@ class ApiClient:
                 json=body,
                 headers=headers,
             )
+        except UnicodeEncodeError as exc:
+            raise CliError("a header holds a non-ASCII character (headers are ASCII)", code="invalid_request") from exc
+        except ValueError as exc:  # a body JSON cannot carry: NaN, Infinity
+            raise CliError(f"the request body is not valid JSON: {exc}", code="invalid_request") from exc
         except httpx.TimeoutException as exc:
             raise CliConnectionError(f"{method} {self.base_url}{path.lstrip('/')} timed out", code="timeout") from exc
         except httpx.HTTPError as exc:

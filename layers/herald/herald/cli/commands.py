@@ -1,14 +1,17 @@
 """The ``herald`` command's handlers, one per sub-command (the parser is ``herald.cli.parser``, the entry point
 ``herald.cli.main``), and its exit codes.
 
-Exit codes: 0 done, 1 the API (or the way to it) said no, 2 the command line is wrong. Errors are printed
-as ``error: <code>: <message>`` on stderr, with the API's own code; never a traceback.
+Exit codes: 0 done, 1 the API (or the way to it) said no, 2 the command line is wrong, 130 interrupted (Ctrl-C),
+141 the output's reader went away (``herald tenants list | head -1``: nothing more is written, as when a
+command dies of SIGPIPE). Errors are printed as ``error: <code>: <message>`` on stderr, with the API's own code;
+never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -35,6 +38,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: 128 + SIGPIPE, what a shell reports for a command that died writing to a closed pipe.
+EXIT_BROKEN_PIPE = 141
 
 #: Page size the API allows at most.
 MAX_PAGE = 250
@@ -69,6 +74,8 @@ DEAD_LETTER_COLUMNS = (
 DEAD_LETTER_SUMMARY = ("count", "in_flight", "oldest_sent_at", "oldest_age_seconds")
 #: Most dead-lettered messages the API shows at once.
 MAX_DEAD_LETTER_SAMPLE = 50
+#: Longest ``Idempotency-Key`` the API takes.
+MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True)
@@ -144,12 +151,33 @@ def json_object(text: str) -> dict[str, Any]:
         except OSError as exc:
             raise argparse.ArgumentTypeError(f"cannot read {source}: {exc.strerror or exc}") from exc
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return value
+
+
+def _not_a_number(name: str) -> float:
+    """JSON has no NaN or Infinity (Python's json reads them): the API could never be sent them."""
+    raise argparse.ArgumentTypeError(f"not valid JSON: {name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not valid JSON: {text} is too large for a number")
+    return value
+
+
+def idempotency_key(text: str) -> str:
+    """``--idempotency-key``: what the API takes, 1 to 255 printable ASCII characters, no space."""
+    if not 1 <= len(text) <= MAX_IDEMPOTENCY_KEY or not all("!" <= char <= "~" for char in text):
+        raise argparse.ArgumentTypeError(
+            f"1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces, not {text!a}"
+        )
+    return text
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -121,7 +121,20 @@ def resolve_config(
             if not secret_id:
                 raise CliConfigError(f"stack {name!r} has no {ADMIN_KEY_SECRET_OUTPUT} output; set {ADMIN_KEY_ENV}")
             key = read_secret(session, secret_id)
-    return CliConfig(api_url=api_url.rstrip("/") + "/", key=key)
+    return CliConfig(api_url=checked_url(api_url).rstrip("/") + "/", key=key)
+
+
+def checked_url(url: str) -> str:
+    """The API's URL, if it is one: ``http://`` or ``https://`` and a host."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise CliConfigError(f"the API URL {url!r} is not a valid URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise CliConfigError(f"the API URL {url!r} is not an http:// or https:// URL with a host")
+    return url
 
 
 def aws_session(*, region: str | None, profile: str | None) -> boto3.session.Session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     pass
 
 from herald.cli.commands import (
+    EXIT_BROKEN_PIPE,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -39,6 +41,20 @@ def report(error: CliError, err: TextIO) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code. Ctrl-C anywhere (reading ``--data @-`` too) and a closed output pipe end
+    it quietly, as other commands do."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_output()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -50,16 +66,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         report(exc, err)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        err.write("interrupted\n")
-        return EXIT_INTERRUPTED
     if getattr(args, "json", False):
         write_json(out, shown.value)
     else:
         out.write(shown.text + "\n")
         if shown.note:
             err.write(f"{shown.note}\n")
+    out.flush()  # a closed pipe is found here, not at the interpreter's exit
     return EXIT_OK
+
+
+def _discard_output() -> None:
+    """The reader of stdout (or stderr) is gone: what is still buffered goes to /dev/null, so that the
+    interpreter's last flush finds no broken pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # not a real file (a test's capture)
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _run(args: argparse.Namespace) -> Shown:

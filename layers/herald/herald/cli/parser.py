@@ -32,6 +32,7 @@ from herald.cli.commands import (
     events_publish_batch,
     events_redeliver,
     events_show,
+    idempotency_key,
     json_object,
     key_value,
     subscriptions_disable,
@@ -134,7 +135,8 @@ configuration:
   the SAM stack's outputs (--stack-name, ${STACK_NAME_ENV}, default {DEFAULT_STACK_NAME!r}): ApiUrl, and the
   admin key read from the secret named by AdminKeySecretArn (AWS credentials needed).
 
-exit codes: 0 done, 1 error (printed as 'error: <code>: <message>'), 2 wrong usage.
+exit codes: 0 done, 1 error (printed as 'error: <code>: <message>'), 2 wrong usage, 130 interrupted,
+  141 the reader of the output went away (a closed pipe).
 """
 
 
@@ -205,7 +207,12 @@ class _ParserBuilder:
         audience = cmd.add_mutually_exclusive_group(required=True)
         audience.add_argument("--tenant", metavar="TENANT_ID", help="the tenant the event is for")
         audience.add_argument("--broadcast", action="store_true", help="send to every tenant's matching subscriptions")
-        cmd.add_argument("--idempotency-key", metavar="KEY", help="publishing again with it returns the first event")
+        cmd.add_argument(
+            "--idempotency-key",
+            type=idempotency_key,
+            metavar="KEY",
+            help="publishing again with it returns the first event",
+        )
         cmd.add_argument("--id", metavar="EVENT_ID", help="your own id for the event")
         cmd = self.command(group, "publish-batch", events_publish_batch, "publish up to 100 events in one call")
         cmd.add_argument("events", type=json_object, metavar="JSON|@FILE", help='{"events": [...]}: JSON, @file or @-')
