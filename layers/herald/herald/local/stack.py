@@ -81,20 +81,42 @@ def start_aws(host: str, port: int | None, admin_key: str) -> tuple[ThreadedMoto
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     endpoint = f"http://{host}:{port}"
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        }
-    )
-    os.environ.pop("AWS_PROFILE", None)
+    use_embedded_aws(endpoint)
     resources = create_local_resources(admin_key=admin_key, session=boto3.session.Session())
     print(apply_function_environment(resources), flush=True)
     if os.environ.get("HERALD_FAULTS", "").strip():
         print(faults_notice(os.environ["HERALD_FAULTS"]), flush=True)
     return server, endpoint, resources
+
+
+#: What in the environment could send this process's AWS calls elsewhere than the embedded AWS, or with other
+#: credentials: a profile, a session token, and the shared files (whose ``services`` sections name endpoints that
+#: botocore prefers to ``AWS_ENDPOINT_URL``).
+_AWS_ELSEWHERE = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def use_embedded_aws(endpoint: str, environ: MutableMapping[str, str] | None = None) -> None:
+    """Point every AWS call of this process at ``endpoint`` with fake keys, whatever the user's environment says.
+
+    botocore takes ``AWS_ENDPOINT_URL_<SERVICE>`` (and a config file's ``services`` section) over
+    ``AWS_ENDPOINT_URL``, and ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`` (or the config file's
+    ``ignore_configured_endpoint_urls``) ignores both: real AWS, called with fake keys. So the service-specific
+    variables go, endpoints from the environment are used, and the shared config and credentials files are
+    replaced with empty ones."""
+    environ = os.environ if environ is None else environ
+    for name in [name for name in environ if name.startswith("AWS_ENDPOINT_URL_")] + list(_AWS_ELSEWHERE):
+        environ.pop(name, None)
+    environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "false",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        }
+    )
 
 
 def faults_notice(spec: str) -> str:
