@@ -587,8 +587,9 @@ def test_publish_batch_answers_each_event(
     # WHEN the operator publishes the file
     shown = herald("events", "publish-batch", f"@{batch}")
     drain(poller)
-    # THEN one row per event says what became of it, and the two good ones arrived, signed
-    assert shown.code == 0, shown.err
+    # THEN one row per event says what became of it, the command fails for the refused one, and the two good
+    # ones arrived, signed
+    assert shown.code == 1, shown.err
     rows = table_rows(shown.out)
     assert rows[0] == ["INDEX", "STATUS", "ID", "REPLAYED", "ERROR"]
     assert [row[:3] for row in rows[1:3]] == [["0", "202", "batch-1"], ["1", "202", "batch-2"]]

@@ -24,8 +24,17 @@ from herald.cli.errors import CliConnectionError
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.resources import LocalResources
 from tests.process_guard import Processes
-from tests.support import ADMIN_KEY
-from tests.test_cli import CONSOLE_SCRIPT, STACK_TEMPLATE, Run, api, api_url, cli_env, herald
+from tests.support import ADMIN_KEY, INVOICE
+from tests.test_cli import (
+    CONSOLE_SCRIPT,
+    STACK_TEMPLATE,
+    Run,
+    api,
+    api_url,
+    cli_env,
+    herald,
+    make_tenant_via_cli,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -248,3 +257,28 @@ def test_ctrl_c_while_reading_the_data_from_stdin_exits_130(processes: Processes
     assert b"Traceback" not in err
     assert err.strip() == b"interrupted"
     assert out == b""
+
+
+# ---------------------------------------------------------------------------------------------- a batch partly refused
+
+
+def test_publish_batch_with_a_refused_event_fails_in_json_too(cli_env: str, herald: Callable[..., Run]) -> None:
+    # GIVEN a tenant, and a batch of a good event and one of an unknown type
+    tenant = make_tenant_via_cli(herald)
+    events = [
+        {"type": "invoice.paid", "tenant_id": tenant.id, "id": "batch-ok", "data": INVOICE},
+        {"type": "invoice.unheard_of", "tenant_id": tenant.id, "data": {}},
+    ]
+    # WHEN a script publishes it with --json
+    run = herald("--json", "events", "publish-batch", json.dumps({"events": events}))
+    # THEN the API's answer is on stdout, the refusal on stderr, and the command fails
+    assert run.code == 1
+    assert [item["status"] for item in run.json()["data"]] == [202, 422]
+    assert "1 of 2 refused" in run.err
+
+    # WHEN every event is published (the good one again: it has an id, so it is the same event)
+    again = herald("--json", "events", "publish-batch", json.dumps({"events": events[:1]}))
+    # THEN the command succeeds, with nothing on stderr
+    assert again.code == 0, again.err
+    assert again.err == ""
+    assert again.json()["data"][0]["replayed"] is True

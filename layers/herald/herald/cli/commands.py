@@ -85,6 +85,9 @@ class Shown:
     value: Any
     text: str
     note: str | None = None
+    #: On stderr with ``--json`` too: what a script must not miss (events refused, messages left behind).
+    warning: str | None = None
+    exit_code: int = EXIT_OK
 
 
 Handler = Callable[[ApiClient, argparse.Namespace], Shown]
@@ -285,7 +288,8 @@ def events_publish(client: ApiClient, args: argparse.Namespace) -> Shown:
 
 
 def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
-    """Publish a file of events (``{"events": [...]}``, up to 100) in one call; one row per event."""
+    """Publish a file of events (``{"events": [...]}``, up to 100) in one call; one row per event. Exits 1 when
+    any event was refused (the others are published)."""
     answer = client.post("/v1/events/batch", body=args.events)
     rows = [
         {
@@ -297,9 +301,12 @@ def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
         }
         for index, item in enumerate(answer.get("data", []))
     ]
-    refused = sum(1 for row in rows if row["status"] != 202)
-    note = f"{refused} of {len(rows)} refused" if refused else None
-    return Shown(answer, table(rows, ["index", "status", "id", "replayed", "error"]), note)
+    refused = sum(1 for row in rows if not (isinstance(row["status"], int) and 200 <= row["status"] < 300))
+    text = table(rows, ["index", "status", "id", "replayed", "error"])
+    if not refused:
+        return Shown(answer, text)
+    warning = f"{refused} of {len(rows)} refused: each refused row has its status and error"
+    return Shown(answer, text, warning=warning, exit_code=EXIT_ERROR)
 
 
 def events_redeliver(client: ApiClient, args: argparse.Namespace) -> Shown:

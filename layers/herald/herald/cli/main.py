@@ -24,7 +24,6 @@ from herald.cli.commands import (
     EXIT_BROKEN_PIPE,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
-    EXIT_OK,
     EXIT_USAGE,
     AwsHandler,
     Shown,
@@ -72,8 +71,10 @@ def _main(argv: Sequence[str] | None) -> int:
         out.write(shown.text + "\n")
         if shown.note:
             err.write(f"{shown.note}\n")
+    if shown.warning:
+        err.write(f"{shown.warning}\n")
     out.flush()  # a closed pipe is found here, not at the interpreter's exit
-    return EXIT_OK
+    return shown.exit_code
 
 
 def _discard_output() -> None:
