@@ -22,7 +22,8 @@ parses it, retries it and raises it as it would from AWS:
 - ``conflict``: DynamoDB writes only; ``TransactionCanceledException`` with a ``TransactionConflict``
   reason for TransactWriteItems, ``TransactionConflictException`` for a single-item write. What moto
   never gives, since it runs one request at a time.
-- ``partial``: SendMessageBatch entries in ``Failed`` / BatchWriteItem requests in ``UnprocessedItems`` /
+- ``partial``: SQS batch entries (SendMessageBatch, DeleteMessageBatch, ChangeMessageVisibilityBatch) in
+  ``Failed`` / BatchWriteItem requests in ``UnprocessedItems`` /
   BatchExecuteStatement statements answered ``ThrottlingError`` in their place in ``Responses`` (when the
   rule fires, each entry of a batch of two or more fails with probability 1/2, at least one failed and one
   kept): those entries are neither sent nor written nor run.
@@ -93,7 +94,9 @@ _RULE = re.compile(
 )
 _DDB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
 #: The calls whose entries can fail one by one (``partial``).
-_BATCHES = ("SendMessageBatch", "BatchWriteItem", "BatchExecuteStatement")
+#: SQS's batch calls: each answers an entry it did not carry out in ``Failed``.
+_SQS_BATCHES = ("SendMessageBatch", "DeleteMessageBatch", "ChangeMessageVisibilityBatch")
+_BATCHES = (*_SQS_BATCHES, "BatchWriteItem", "BatchExecuteStatement")
 #: What DynamoDB answers in the place of a statement of a batch it throttled.
 _THROTTLED_STATEMENT = {
     "Code": "ThrottlingError",
@@ -361,7 +364,7 @@ class FaultInjector:
 
     def _drop_entries(self, operation: str, params: dict[str, Any], rule: Rule, context: dict[str, Any]) -> None:
         """Send only some entries of a batch (new lists: the caller's own stay as they are)."""
-        if operation == "SendMessageBatch":
+        if operation in _SQS_BATCHES:
             entries = list(params.get("Entries", []))
         elif operation == "BatchExecuteStatement":
             entries = list(params.get("Statements", []))
@@ -377,7 +380,7 @@ class FaultInjector:
             positions = positions[1:]  # a partial failure keeps at least one entry
         dropped = [entries[index] for index in positions]
         kept = [entry for index, entry in enumerate(entries) if index not in positions]
-        if operation == "SendMessageBatch":
+        if operation in _SQS_BATCHES:
             params["Entries"] = kept
         elif operation == "BatchExecuteStatement":
             params["Statements"] = kept
@@ -461,7 +464,7 @@ class FaultInjector:
         if http_response is None or http_response.status_code >= 300:
             return
         dropped = context.get("herald_dropped")
-        if dropped and model.name == "SendMessageBatch":
+        if dropped and model.name in _SQS_BATCHES:
             parsed.setdefault("Failed", []).extend(
                 {"Id": entry["Id"], "SenderFault": False, "Code": "InternalError", "Message": "Internal error"}
                 for entry in dropped
