@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from herald import faults
 from herald.queue import REDRIVES_ATTRIBUTE
 from tests.api_support import assert_error
 from tests.delivery_support import Harness, delivery_id_of, make_harness, only_delivery, publish, subscribe
@@ -272,3 +273,99 @@ def test_the_dead_letter_queue_is_for_the_operator_only(client, tenant: TenantIn
     assert_error(client.get(DEAD_LETTERS), 401)
     empty = dead_letters(client)
     assert (empty["count"], empty["sample"], empty["oldest_sent_at"]) == (0, [], None)
+
+
+def _readable_letters(harness: Harness, count: int) -> None:
+    """``count`` readable messages in the dead-letter queue (purges of made-up tenants)."""
+    for index in range(count):
+        harness.sqs.send_message(
+            QueueUrl=harness.services.settings.dead_letter_queue_url,
+            MessageBody=json.dumps({"v": 1, "kind": "purge_tenant", "tenant_id": f"tnt_{index}"}),
+        )
+
+
+def _on_work_queue(harness: Harness) -> int:
+    attributes = harness.sqs.get_queue_attributes(
+        QueueUrl=harness.services.settings.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+@pytest.mark.faults("sqs.SendMessageBatch:partial=calls:1-1")
+def test_messages_sqs_refuses_to_send_back_are_sent_again(client, harness: Harness) -> None:
+    # GIVEN three readable messages in the dead-letter queue, and SQS refusing some entries of the first send
+    _readable_letters(harness, 3)
+    # WHEN the operator redrives
+    moved = redrive(client)
+    # THEN the refused entries were sent in a second call: all three are on the work queue, none left hidden
+    assert faults.injector_of(harness.services.queue.client).count("partial") == 1  # type: ignore[union-attr]
+    assert (moved["moved"], moved["kept"], moved["remaining"]) == (3, 0, 0)
+    assert _on_work_queue(harness) == 3
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (0, 0)
+
+
+@pytest.mark.faults("sqs.DeleteMessageBatch:partial=calls:1-1")
+def test_messages_sent_back_whose_delete_sqs_refuses_are_deleted_again(client, harness: Harness) -> None:
+    # GIVEN three readable messages in the dead-letter queue, and SQS refusing some entries of the first delete
+    _readable_letters(harness, 3)
+    # WHEN the operator redrives
+    moved = redrive(client)
+    # THEN the refused deletes were made again: no copy stays behind to be sent back a second time
+    assert faults.injector_of(harness.services.queue.client).count("partial") == 1  # type: ignore[union-attr]
+    assert (moved["moved"], moved["remaining"]) == (3, 0)
+    assert _on_work_queue(harness) == 3
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (0, 0)
+
+
+class _ShortPollsSampleNoServer:
+    """An SQS client whose short polls (``WaitTimeSeconds`` 0) answer no message, as SQS's may on a queue holding a
+    few: a short poll asks only some of its servers. Long polls ask them all (the moto queue below)."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+
+    def receive_message(self, **request: Any) -> dict[str, Any]:
+        if not request.get("WaitTimeSeconds"):
+            return {}
+        return dict(self._sqs.receive_message(**request))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def test_a_look_at_a_queue_holding_a_few_messages_shows_them(harness: Harness) -> None:
+    from herald.dlq import DeadLetterQueue
+
+    # GIVEN two messages in the dead-letter queue, on servers a short poll does not ask
+    _readable_letters(harness, 2)
+    settings = harness.services.settings
+    sqs: Any = _ShortPollsSampleNoServer(harness.sqs)
+    dlq = DeadLetterQueue(sqs, settings.dead_letter_queue_url, settings.queue_url)
+    # WHEN the operator looks THEN both are in the sample (long polling), and still in the queue
+    seen = dlq.peek(10)
+    assert (seen.count, len(seen.sample)) == (2, 2)
+    assert seen.oldest_sent_at is not None
+    assert dlq.peek(10).count == 2
+
+
+def test_a_redrive_stops_at_a_bound_of_poison_messages_and_shows_them_all_again(
+    client, harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herald import dlq
+
+    # GIVEN a dead-letter queue of poison only, more than a redrive keeps aside (a bound lowered to 10 here)
+    monkeypatch.setattr(dlq, "MAX_KEPT", 10)
+    for start in range(0, 25, 10):
+        harness.sqs.send_message_batch(
+            QueueUrl=harness.services.settings.dead_letter_queue_url,
+            Entries=[{"Id": str(n), "MessageBody": f"not json {n}"} for n in range(start, min(start + 10, 25))],
+        )
+    # WHEN the operator redrives
+    moved = redrive(client, limit=100)
+    # THEN it stopped receiving once it held the bound (each message it holds is made visible again before it
+    # answers, within API Gateway's timeout), and all 25 are back in view
+    assert (moved["moved"], moved["kept"], moved["remaining"]) == (0, 10, 25)
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (25, 0)

@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
-from herald.queue import ERROR_ATTRIBUTE, REDRIVES_ATTRIBUTE, redrive_count, redrives_attribute
+from herald.queue import ERROR_ATTRIBUTE, REDRIVES_ATTRIBUTE, redrive_count, redrives_attribute, refused_after_retries
 from herald.schemas import DeadLetterOut, DeadLettersOut, RedriveOut
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ PEEK_VISIBILITY_SECONDS = 15
 REDRIVE_VISIBILITY_SECONDS = 60
 #: A redrive stops receiving after this long, well within API Gateway's 29 s.
 REDRIVE_BUDGET_SECONDS = 15.0
+#: A redrive stops receiving once it holds this many poison messages: each is made visible again before the call
+#: answers, ten to a call, and those calls must fit in what is left of API Gateway's 29 s.
+MAX_KEPT = 500
 MAX_SAMPLE = 50
 BODY_PREVIEW = 1000
 _LATEST = datetime.max.replace(tzinfo=UTC)
@@ -103,13 +106,21 @@ class DeadLetterQueue:
         ).get("Messages", [])
         return [_Letter(message, self.describe(message)) for message in messages]
 
+    def _batch(self, operation: str, url: str, entries: list[Any]) -> list[Any]:
+        """``operation`` (an SQS batch call) on ``entries`` (their ``Id`` unique, at most ten), what SQS refuses
+        tried again (``refused_after_retries``); returns the entries still refused."""
+        refused, _ = refused_after_retries(lambda pending: self._sqs(operation, QueueUrl=url, Entries=pending), entries)
+        return refused
+
     def _reveal(self, letters: list[_Letter]) -> None:
+        """Make ``letters`` visible again at once. One SQS keeps refusing comes back by itself when its
+        visibility timeout ends."""
         for start in range(0, len(letters), 10):
             chunk = letters[start : start + 10]
-            self._sqs(
+            self._batch(
                 "change_message_visibility_batch",
-                QueueUrl=self.url,
-                Entries=[
+                self.url,
+                [
                     {"Id": str(index), "ReceiptHandle": letter.message["ReceiptHandle"], "VisibilityTimeout": 0}
                     for index, letter in enumerate(chunk)
                 ],
@@ -180,15 +191,18 @@ class DeadLetterQueue:
         visible, in_flight = self._counts()
         sample: list[_Letter] = []
         received: list[_Letter] = []
-        if visible and sample_size > 0:
+        wanted = min(sample_size, visible)
+        if wanted > 0:
             try:
-                # A few receives at most: SQS returns up to 10 messages per call, sometimes fewer.
+                # A few receives at most: SQS returns up to 10 messages per call, sometimes fewer. Long polling (a
+                # second at most): a short poll asks only some of SQS's servers, and on a queue holding a few
+                # messages it often answers none.
                 for _ in range(-(-sample_size // 10) + 2):
-                    got = self._receive(sample_size - len(sample), PEEK_VISIBILITY_SECONDS, 0)
+                    got = self._receive(sample_size - len(sample), PEEK_VISIBILITY_SECONDS, 1)
                     received += got
                     seen = {letter.out.message_id for letter in sample}
                     sample += [letter for letter in got if letter.out.message_id not in seen]
-                    if not got or len(sample) >= sample_size:
+                    if not got or len(sample) >= wanted:
                         break
             finally:
                 self._reveal(received)
@@ -208,7 +222,7 @@ class DeadLetterQueue:
         kept: list[_Letter] = []
         started = self.clock()
         try:
-            while moved < limit and self.clock() - started < REDRIVE_BUDGET_SECONDS:
+            while moved < limit and len(kept) < MAX_KEPT and self.clock() - started < REDRIVE_BUDGET_SECONDS:
                 letters = self._receive(min(10, limit - moved), REDRIVE_VISIBILITY_SECONDS, 1)
                 if not letters:
                     break
@@ -233,19 +247,25 @@ class DeadLetterQueue:
             for index, letter in enumerate(letters)
         ]
         try:
-            response = self.client.send_message_batch(QueueUrl=self.work_queue_url, Entries=entries)
-        except (BotoCoreError, ClientError) as exc:
+            refused = {int(entry["Id"]) for entry in self._batch("send_message_batch", self.work_queue_url, entries)}
+        except ServiceUnavailableError as exc:
             raise ServiceUnavailableError("the work queue could not be reached") from exc
-        sent = {int(item["Id"]) for item in response.get("Successful", [])}
-        done = [letter for index, letter in enumerate(letters) if index in sent]
+        done = [letter for index, letter in enumerate(letters) if index not in refused]
+        if refused:
+            # Not sent: visible again here at once, so that the answer's ``remaining`` counts them.
+            logger.warning("dead-letter messages not sent back: SQS refused them", extra={"refused": len(refused)})
+            self._reveal([letter for index, letter in enumerate(letters) if index in refused])
         if done:
-            # A crash before this delete leaves a copy on both queues: the worker processes duplicates safely.
-            self._sqs(
+            # A copy left on both queues (a crash before this delete, or a delete SQS keeps refusing) is sent back
+            # again by a later redrive: the worker processes duplicates safely, and receivers drop them by id.
+            left = self._batch(
                 "delete_message_batch",
-                QueueUrl=self.url,
-                Entries=[
+                self.url,
+                [
                     {"Id": str(index), "ReceiptHandle": letter.message["ReceiptHandle"]}
                     for index, letter in enumerate(done)
                 ],
             )
+            if left:
+                logger.warning("dead-letter messages sent back but not deleted here", extra={"not_deleted": len(left)})
         return len(done)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -34,6 +34,25 @@ RESEND_PAUSE_SECONDS = 0.05
 _pause = time.sleep
 
 Message = WorkMessage
+
+
+def refused_after_retries[E: Mapping[str, Any]](
+    call: Callable[[list[E]], Mapping[str, Any]], entries: Sequence[E]
+) -> tuple[list[E], int]:
+    """Make an SQS batch call, ``call(entries)`` (at most ten entries, their ``Id`` unique). A batch call answers each
+    entry on its own, in ``Failed`` even when the call succeeds: the entries SQS refuses are tried again up to twice,
+    after a pause (``RESEND_PAUSE_SECONDS``, then twice that). Returns the entries still refused, and the calls made."""
+    pending = list(entries)
+    calls = 0
+    for attempt in range(3):
+        if attempt:
+            _pause(RESEND_PAUSE_SECONDS * 2 ** (attempt - 1))
+        calls += 1
+        failed = {item["Id"] for item in call(pending).get("Failed", [])}
+        pending = [entry for entry in pending if entry["Id"] in failed]
+        if not pending:
+            break
+    return pending, calls
 
 
 def redrive_count(value: str | None) -> int:
@@ -123,23 +142,19 @@ class WorkQueue:
         """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, 10 to a call; the entries SQS
         refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that), then
         raise (``what`` names them). Returns the call count."""
+
+        def send(pending: list[SendMessageBatchRequestEntryTypeDef]) -> Mapping[str, Any]:
+            try:
+                return self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
+            except (BotoCoreError, ClientError) as exc:
+                raise ServiceUnavailableError("the work queue could not be reached") from exc
+
         calls = 0
         for start in range(0, len(entries), BATCH_SIZE):
-            pending = list(entries[start : start + BATCH_SIZE])
-            for attempt in range(3):
-                if attempt:
-                    _pause(RESEND_PAUSE_SECONDS * 2 ** (attempt - 1))
-                calls += 1
-                try:
-                    response = self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
-                except (BotoCoreError, ClientError) as exc:
-                    raise ServiceUnavailableError("the work queue could not be reached") from exc
-                failed = {item["Id"] for item in response.get("Failed", [])}
-                pending = [entry for entry in pending if entry["Id"] in failed]
-                if not pending:
-                    break
-            else:
-                raise ServiceUnavailableError(f"SQS refused {len(pending)} {what} three times")
+            refused, made = refused_after_retries(send, entries[start : start + BATCH_SIZE])
+            calls += made
+            if refused:
+                raise ServiceUnavailableError(f"SQS refused {len(refused)} {what} three times")
         return calls
 
     def dead_letter(self, body: str, reason: str, *, redrives: int = 0) -> None:
