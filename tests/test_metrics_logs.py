@@ -16,7 +16,7 @@ from herald.faults import FaultSpec, install
 from herald.messages import DeliveryMessage, dump_message
 from herald.metrics import DeliveryMetrics, Metric
 from herald.worker import dispatch
-from tests.delivery_support import Harness, subscribe
+from tests.delivery_support import Harness, only_delivery, publish, subscribe
 from tests.support import ADMIN, INVOICE, Clock, TenantInfo
 
 pytestmark = pytest.mark.e2e
@@ -215,6 +215,45 @@ def test_a_subscription_put_on_the_slow_lane_by_a_timed_out_attempt_is_counted_o
     documents = emf_documents(capsys.readouterr().out)
     marked = [document["SubscriptionMarkedSlow"] for document in documents if "SubscriptionMarkedSlow" in document]
     assert sum(sum(value) if isinstance(value, list) else value for value in marked) == 1
+
+
+def _summed(documents: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each metric's values over ``documents``."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for document in documents:
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]:
+            value = document[metric["Name"]]
+            values[metric["Name"]] += value if isinstance(value, list) else [value]
+    return values
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.5, "metrics_namespace": "HeraldTest"}],
+)
+def test_an_attempt_handed_to_the_slow_lane_that_then_succeeds_counts_no_failure(
+    client, tenant: TenantInfo, harness: Harness, make_receiver, capsys
+) -> None:
+    # GIVEN an endpoint slow but healthy: it answers 200 after 1.5 s, within the 5 s timeout, past the 0.5 s after
+    # which the work queue hands an attempt to the slow lane
+    receiver = make_receiver()
+    receiver.default = (200, {}, b"", 1.5)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is published and delivered: cut short on the work queue, then made from the slow lane
+    publish(client, tenant.id)
+    capsys.readouterr()
+    harness.drain()
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+    # THEN the metrics show one hand-over and one success, and no failure (the failure-rate alarm's input); the
+    # latency is the successful attempt's only
+    values = _summed(emf_documents(capsys.readouterr().out))
+    assert sum(values["AttemptHandedToSlowLane"]) == 1
+    assert sum(values["DeliverySucceeded"]) == 1
+    assert sum(values["DeliveryFailed"]) == 0
+    assert "DeliveryRetried" not in values
+    assert len(values["DeliveryLatency"]) == 1
+    assert values["DeliveryLatency"][0] >= 1500
 
 
 @pytest.mark.parametrize("settings_overrides", [{"metrics_namespace": "HeraldTest"}])

@@ -125,6 +125,10 @@ class Bookkeeping:
 
     def measure(self, outcome: Outcome, settled: Delivery, previous: Delivery | None) -> None:
         metrics = self._worker.metrics
+        if outcome.handed_over:
+            # Cut short by Herald, not failed by the endpoint (``AttemptHandedToSlowLane`` counts it): its retry
+            # from the slow lane is the attempt measured, so a slow endpoint that answers fails nothing.
+            return
         if outcome.error_kind is ErrorKind.REFUSED_BY_POLICY:
             metrics.add(Metric.REFUSED)
         else:
