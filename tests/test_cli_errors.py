@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
 
-from herald.cli.client import ApiClient
+from herald.cli.client import MAX_RETRY_AFTER_SECONDS, ApiClient, retry_delay
 from herald.cli.commands import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from herald.cli.errors import CliConnectionError
 from herald.local.loopback import LoopbackServer, QuietHandler
@@ -282,3 +283,125 @@ def test_publish_batch_with_a_refused_event_fails_in_json_too(cli_env: str, hera
     assert again.code == 0, again.err
     assert again.err == ""
     assert again.json()["data"][0]["replayed"] is True
+
+
+# ---------------------------------------------------------------------------------------------- 429 and 503
+
+THROTTLED = (429, {"Retry-After": "0"}, {"message": "Too Many Requests"})
+UNAVAILABLE = (503, {"Retry-After": "0"}, {"error": {"code": "service_unavailable", "message": "try again"}})
+
+
+def page(ids: list[str], iterator: str | None) -> tuple[int, dict[str, str], Any]:
+    data = [{"id": id_, "name": id_, "created_at": "2026-01-31T12:00:00Z"} for id_ in ids]
+    return (200, {}, {"data": data, "iterator": iterator, "done": iterator is None})
+
+
+def test_all_pages_survive_a_throttled_page_and_wait_its_retry_after(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN an API with two pages of tenants, which throttles the request for the second page once
+    stub.script(
+        "GET",
+        "/v1/tenants",
+        page(["ten_1"], "page-2"),
+        (429, {"Retry-After": "1"}, {"message": "Too Many Requests"}),
+        page(["ten_2"], None),
+    )
+    # WHEN the operator lists every page
+    run = herald("--api-url", stub.url, "--key", "k", "--json", "tenants", "list", "--all")
+    # THEN the page was asked again, once Retry-After had passed, and every tenant is there
+    assert run.code == 0, run.err
+    assert [tenant["id"] for tenant in run.json()["data"]] == ["ten_1", "ten_2"]
+    first, throttled, again = stub.sent("GET", "/v1/tenants")
+    assert "iterator" not in first.path
+    assert "iterator=page-2" in throttled.path
+    assert again.path == throttled.path
+    assert again.at - throttled.at >= 1.0
+
+
+def test_waiting_for_a_recovery_outlasts_a_503(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN a recovery job whose progress the API cannot read for a moment
+    stub.script("POST", "/v1/subscriptions/sub_1/recover", UNAVAILABLE, (202, {}, {"id": "rcv_1", "status": "queued"}))
+    done = {"id": "rcv_1", "status": "done", "sent": 1}
+    stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", UNAVAILABLE, (200, {}, done))
+    # WHEN the operator starts it and waits
+    run = herald(
+        *("--api-url", stub.url, "--key", "k", "--json", "deliveries", "recover", "--subscription", "sub_1"),
+        *("--since", "2026-01-31T12:00:00Z", "--wait", "--poll-interval", "0.1"),
+    )
+    # THEN both the start (the same window's repeat is the same job) and the poll were asked again
+    assert run.code == 0, run.err
+    assert run.json() == done
+    assert len(stub.sent("POST", "/v1/subscriptions/sub_1/recover")) == 2
+    assert len(stub.sent("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1")) == 2
+
+
+def test_throttled_to_the_end_says_so_and_when_to_come_back(stub: StubApi, herald: Callable[..., Run]) -> None:
+    stub.script("GET", "/v1/tenants", THROTTLED)
+    run = herald("--api-url", stub.url, "--key", "k", "tenants", "list")
+    assert run.code == 1
+    assert run.err == "error: http_429: Too Many Requests (still 429 after 3 retries; Retry-After: 0 s)\n"
+    assert len(stub.sent("GET", "/v1/tenants")) == 4
+
+
+def test_a_request_not_safe_to_repeat_is_sent_once(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN an API that throttles everything
+    for path in ("/v1/tenants", "/v1/events", "/v1/events/batch", "/v1/events/evt_1/redeliver"):
+        stub.script("POST", path, THROTTLED)
+    # WHEN the operator creates a tenant, publishes without an idempotency key, publishes a batch whose events
+    # have no id, and redelivers an event
+    runs = [
+        herald("--api-url", stub.url, "--key", "k", *argv)
+        for argv in (
+            ("tenants", "create", "Acme"),
+            ("events", "publish", "invoice.paid", "--tenant", "ten_1", "--data", "{}"),
+            ("events", "publish-batch", '{"events": [{"type": "invoice.paid", "tenant_id": "ten_1", "data": {}}]}'),
+            ("events", "redeliver", "evt_1"),
+        )
+    ]
+    # THEN each was sent once, and the error says why it was not sent again
+    for run in runs:
+        assert run.code == 1
+        assert run.err.endswith("(Retry-After: 0 s; not sent again: this request is not safe to send twice)\n")
+    assert [len(stub.sent("POST", path)) for path in ("/v1/tenants", "/v1/events", "/v1/events/batch")] == [1, 1, 1]
+    assert len(stub.sent("POST", "/v1/events/evt_1/redeliver")) == 1
+
+
+def test_a_publish_the_api_can_tell_again_is_sent_again(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN an API unavailable for a moment
+    event = {"id": "evt_1", "type": "invoice.paid"}
+    stub.script("POST", "/v1/events", UNAVAILABLE, (202, {}, event))
+    batch = {"data": [{"status": 202, "event": event, "replayed": False}]}
+    stub.script("POST", "/v1/events/batch", UNAVAILABLE, (200, {}, batch))
+    # WHEN the operator publishes with an idempotency key, and a batch whose events all have an id
+    one = herald(
+        *("--api-url", stub.url, "--key", "k", "events", "publish", "invoice.paid", "--tenant", "ten_1"),
+        *("--data", "{}", "--idempotency-key", "order-1"),
+    )
+    many = herald(
+        *("--api-url", stub.url, "--key", "k", "events", "publish-batch"),
+        json.dumps({"events": [{"id": "evt_1", "type": "invoice.paid", "tenant_id": "ten_1", "data": {}}]}),
+    )
+    # THEN each was sent again, the same
+    assert one.code == 0, one.err
+    assert many.code == 0, many.err
+    first, second = stub.sent("POST", "/v1/events")
+    assert first.headers["idempotency-key"] == second.headers["idempotency-key"] == "order-1"
+    assert first.body == second.body
+    assert len(stub.sent("POST", "/v1/events/batch")) == 2
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "retries", "seconds"),
+    [
+        ("2", 0, 2.0),
+        ("3600", 0, MAX_RETRY_AFTER_SECONDS),
+        ("Sat, 31 Jan 2026 12:00:05 GMT", 0, 5.0),
+        ("Sat, 31 Jan 2026 11:00:00 GMT", 0, 0.0),
+        (None, 0, 1.0),
+        (None, 2, 4.0),
+        ("soon", 1, 2.0),
+    ],
+)
+def test_retry_after_in_seconds_or_as_a_date_is_honoured_up_to_a_cap(
+    retry_after: str | None, retries: int, seconds: float
+) -> None:
+    assert retry_delay(retry_after, retries, now=datetime(2026, 1, 31, 12, 0, tzinfo=UTC)) == seconds

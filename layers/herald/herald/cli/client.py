@@ -1,8 +1,18 @@
-"""A small synchronous client of the Herald API: JSON in, JSON out, its errors as ``CliApiError``."""
+"""A small synchronous client of the Herald API: JSON in, JSON out, its errors as ``CliApiError``.
+
+A 429 (API Gateway's throttling) or a 503 (a service the API depends on did not answer) is asked again, up to
+``MAX_RETRIES`` times after the answer's ``Retry-After`` (at most ``MAX_RETRY_AFTER_SECONDS``), when the request
+is safe to send twice: a GET, or a request its caller marks ``repeatable`` because the API's contract makes a
+repeat harmless (an ``Idempotency-Key``, events that all have an ``id``, a recovery of the same window).
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Self
 
 import httpx
@@ -12,6 +22,30 @@ from herald.cli.errors import CliApiError, CliConfigError, CliConnectionError, C
 
 #: Seconds to wait for the API; API Gateway itself gives up after 29 s.
 DEFAULT_TIMEOUT_SECONDS = 35.0
+#: Answers that say "later": throttled, or unavailable for a moment.
+RETRY_STATUSES = frozenset({429, 503})
+MAX_RETRIES = 3
+#: Longest wait for one retry, whatever ``Retry-After`` asks.
+MAX_RETRY_AFTER_SECONDS = 20.0
+#: Wait before the first retry when the answer has no usable ``Retry-After``; doubled each time.
+DEFAULT_RETRY_SECONDS = 1.0
+
+
+def retry_delay(retry_after: str | None, retries: int, now: datetime | None = None) -> float:
+    """Seconds to wait before retry ``retries + 1``: ``Retry-After`` (seconds or an HTTP date), else 1, 2, 4 s;
+    never more than ``MAX_RETRY_AFTER_SECONDS``."""
+    delay = DEFAULT_RETRY_SECONDS * (1 << retries)
+    text = (retry_after or "").strip()
+    if text.isdigit():
+        delay = float(text)
+    elif text:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            delay = max((moment - (now or datetime.now(UTC))).total_seconds(), 0.0)
+    return min(delay, MAX_RETRY_AFTER_SECONDS)
 
 
 class ApiClient:
@@ -24,9 +58,11 @@ class ApiClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url
         self._key = key
+        self._sleep = sleep
         try:
             self._http = httpx.Client(
                 base_url=base_url,
@@ -56,8 +92,10 @@ class ApiClient:
     def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, *, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-        return self.request("POST", path, body=body, headers=headers)
+    def post(
+        self, path: str, *, body: Any = None, headers: dict[str, str] | None = None, repeatable: bool = False
+    ) -> Any:
+        return self.request("POST", path, body=body, headers=headers, repeatable=repeatable)
 
     def patch(self, path: str, *, body: Any) -> Any:
         return self.request("PATCH", path, body=body)
@@ -70,11 +108,48 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         body: Any = None,
         headers: dict[str, str] | None = None,
+        repeatable: bool | None = None,
     ) -> Any:
-        """The decoded JSON answer (``None`` for an empty one); raises ``CliApiError`` for a non-2xx."""
+        """The decoded JSON answer (``None`` for an empty one); raises ``CliApiError`` for a non-2xx. A 429 or
+        503 is asked again when the request is ``repeatable`` (default: only a GET)."""
+        if repeatable is None:
+            repeatable = method == "GET"
+        retries = 0
+        while True:
+            response = self._send(method, path, params=params, body=body, headers=headers)
+            if response.status_code not in RETRY_STATUSES or not repeatable or retries >= MAX_RETRIES:
+                break
+            self._sleep(retry_delay(response.headers.get("Retry-After"), retries))
+            retries += 1
+        if response.is_success:
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except json.JSONDecodeError as exc:
+                raise CliApiError(response.status_code, "invalid_response", "the API answered with non-JSON") from exc
+        error = api_error(response)
+        if response.status_code in RETRY_STATUSES:
+            retry_after = response.headers.get("Retry-After")
+            asked = f"Retry-After: {retry_after} s" if retry_after else "no Retry-After"
+            if repeatable:
+                error.message += f" (still {response.status_code} after {retries} retries; {asked})"
+            else:
+                error.message += f" ({asked}; not sent again: this request is not safe to send twice)"
+        raise error
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None,
+        body: Any,
+        headers: dict[str, str] | None,
+    ) -> httpx.Response:
         query = {name: value for name, value in (params or {}).items() if value is not None}
         try:
-            response = self._http.request(
+            return self._http.request(
                 method,
                 path.lstrip("/"),
                 params=query or None,
@@ -89,14 +164,6 @@ class ApiClient:
             raise CliConnectionError(f"{method} {self.base_url}{path.lstrip('/')} timed out", code="timeout") from exc
         except httpx.HTTPError as exc:
             raise CliConnectionError(f"could not reach {self.base_url}: {self._without_key(str(exc))}") from exc
-        if response.is_success:
-            if not response.content:
-                return None
-            try:
-                return response.json()
-            except json.JSONDecodeError as exc:
-                raise CliApiError(response.status_code, "invalid_response", "the API answered with non-JSON") from exc
-        raise api_error(response)
 
     def _without_key(self, text: str) -> str:
         """An HTTP error's text, unless it shows the key (a header httpx refused to send): then only what failed."""

@@ -244,6 +244,7 @@ def _set_enabled(client: ApiClient, args: argparse.Namespace, enabled: bool) -> 
         _path("/v1/subscriptions", args.subscription_id),
         params=_tenant_param(args),
         body={"enabled": enabled},
+        repeatable=True,  # sets a value: the same again changes nothing
     )
     return _record(updated, ["id", "url", "enabled", "disabled_reason", "updated_at"])
 
@@ -283,14 +284,19 @@ def events_publish(client: ApiClient, args: argparse.Namespace) -> Shown:
     if args.id:
         body["id"] = args.id
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-    event = client.post("/v1/events", body=body, headers=headers)
+    # With an Idempotency-Key the API answers a repeat with the first event: safe to send again after a 429/503.
+    event = client.post("/v1/events", body=body, headers=headers, repeatable=headers is not None)
     return _record(event, EVENT_FIELDS)
 
 
 def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
     """Publish a file of events (``{"events": [...]}``, up to 100) in one call; one row per event. Exits 1 when
     any event was refused (the others are published)."""
-    answer = client.post("/v1/events/batch", body=args.events)
+    # An event with an `id` published before is answered with the original: the batch is safe to send again
+    # after a 429/503 only when every event has one.
+    events = args.events.get("events")
+    repeatable = isinstance(events, list) and all(isinstance(event, Mapping) and event.get("id") for event in events)
+    answer = client.post("/v1/events/batch", body=args.events, repeatable=repeatable)
     rows = [
         {
             "index": index,
@@ -368,7 +374,8 @@ def deliveries_recover(client: ApiClient, args: argparse.Namespace) -> Shown:
     if args.until:
         body["until"] = args.until
     path = _path("/v1/subscriptions", args.subscription, "recover")
-    job = client.request("POST", path, params=_tenant_param(args), body=body)
+    # The same request while its job runs is answered with that job: safe to send again after a 429/503.
+    job = client.request("POST", path, params=_tenant_param(args), body=body, repeatable=True)
     if args.wait:
         return _record(_wait_for(client, args, job))
     note = None
