@@ -19,11 +19,13 @@ from typing import Any
 import boto3
 import pytest
 
+from herald.cli import main
 from herald.cli.client import MAX_RETRY_AFTER_SECONDS, ApiClient, retry_delay
 from herald.cli.commands import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
 from herald.cli.errors import CliConnectionError
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.resources import LocalResources
+from herald.messages import DeliveryMessage
 from tests.process_guard import Processes
 from tests.support import ADMIN_KEY, INVOICE
 from tests.test_cli import (
@@ -405,3 +407,42 @@ def test_retry_after_in_seconds_or_as_a_date_is_honoured_up_to_a_cap(
     retry_after: str | None, retries: int, seconds: float
 ) -> None:
     assert retry_delay(retry_after, retries, now=datetime(2026, 1, 31, 12, 0, tzinfo=UTC)) == seconds
+
+
+# ---------------------------------------------------------------------------------------------- dead letters left
+
+
+def test_dlq_redrive_says_how_many_remain_and_how_to_move_them(
+    cli_env: str, herald: Callable[..., Run], resources: LocalResources, aws: boto3.session.Session
+) -> None:
+    # GIVEN three retired work messages in the dead-letter queue
+    sqs = aws.client("sqs")
+    for n in range(3):
+        message = DeliveryMessage(event_id=f"evt_{n}", tenant_id="ten_1", subscription_id="sub_1", delivery_id=f"d{n}")
+        sqs.send_message(QueueUrl=resources.dead_letter_queue_url, MessageBody=message.model_dump_json())
+    # WHEN one call moves one of them, as a table and as JSON
+    table_run = herald("dlq", "redrive", "--limit", "1")
+    json_run = herald("--json", "dlq", "redrive", "--limit", "1")
+    # THEN each says on stderr what is left and how to carry on
+    assert table_run.code == 0, table_run.err
+    assert "2 messages still in the dead-letter queue" in table_run.err
+    assert "run `herald dlq redrive` again" in table_run.err
+    assert json_run.code == 0, json_run.err
+    assert json_run.json()["remaining"] == 1
+    assert "1 message still in the dead-letter queue" in json_run.err
+    # WHEN the last one is moved
+    last = herald("dlq", "redrive")
+    # THEN nothing more is said
+    assert last.code == 0, last.err
+    assert last.err == ""
+
+
+def test_dlq_redrive_help_states_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    # WHEN the operator asks how redrive works, or for more than the API moves in a call
+    shown = main(["dlq", "redrive", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    too_many = main(["dlq", "redrive", "--limit", "10001"])
+    # THEN the help gives the default, and too many is a usage error
+    assert shown == 0
+    assert "(default 100)" in help_text
+    assert too_many == 2

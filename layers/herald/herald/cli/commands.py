@@ -74,6 +74,9 @@ DEAD_LETTER_COLUMNS = (
 DEAD_LETTER_SUMMARY = ("count", "in_flight", "oldest_sent_at", "oldest_age_seconds")
 #: Most dead-lettered messages the API shows at once.
 MAX_DEAD_LETTER_SAMPLE = 50
+#: Messages a redrive moves when no ``--limit`` is given (the API's default), and the most it takes.
+DEFAULT_REDRIVE_LIMIT = 100
+MAX_REDRIVE_LIMIT = 10_000
 #: Longest ``Idempotency-Key`` the API takes.
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -405,9 +408,23 @@ def dlq_show(client: ApiClient, args: argparse.Namespace) -> Shown:
 
 
 def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
-    """Send the retired messages back to the work queue; poison ones stay parked."""
+    """Send the retired messages back to the work queue; poison ones stay parked. One call moves at most
+    ``--limit`` (the API's default, 100) for about 15 s: what is left is said on stderr, never redriven in a loop
+    here (poison messages never leave, the count is approximate, and a moved message may fail back again)."""
     body = {"limit": args.limit} if args.limit is not None else {}
-    return _record(client.post("/v1/admin/dead-letters/redrive", body=body))
+    answer = client.post("/v1/admin/dead-letters/redrive", body=body)
+    remaining = answer.get("remaining") if isinstance(answer, Mapping) else None
+    if not isinstance(remaining, int) or remaining <= 0:
+        return _record(answer)
+    left = f"{remaining} message{'' if remaining == 1 else 's'} still in the dead-letter queue"
+    if not answer.get("moved"):
+        warning = f"{left}, none moved (poison ones stay): see `herald dlq show`"
+    else:
+        warning = (
+            f"{left} (approximate, poison ones included): run "
+            f"`herald dlq redrive` again to move more (at most --limit a call, default {DEFAULT_REDRIVE_LIMIT})"
+        )
+    return Shown(answer, _record(answer).text, warning=warning)
 
 
 # ---------------------------------------------------------------------------------------------- admin key

@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
 from herald.cli.commands import (
     DEFAULT_POLL_SECONDS,
+    DEFAULT_REDRIVE_LIMIT,
     MAX_DEAD_LETTER_SAMPLE,
     MAX_PAGE,
+    MAX_REDRIVE_LIMIT,
     Handler,
     admin_key_rotate,
     deliveries_list,
@@ -68,6 +70,13 @@ def _sample_size(text: str) -> int:
     value = _positive_int(text)
     if value > MAX_DEAD_LETTER_SAMPLE:
         raise argparse.ArgumentTypeError(f"at most {MAX_DEAD_LETTER_SAMPLE}")
+    return value
+
+
+def _redrive_limit(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_REDRIVE_LIMIT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_REDRIVE_LIMIT}")
     return value
 
 
@@ -264,7 +273,12 @@ class _ParserBuilder:
             help=f"messages to show, at most {MAX_DEAD_LETTER_SAMPLE} (default 10)",
         )
         cmd = self.command(group, "redrive", dlq_redrive, "move dead-lettered messages back to the work queue")
-        cmd.add_argument("--limit", type=_positive_int, help="at most this many messages")
+        cmd.add_argument(
+            "--limit",
+            type=_redrive_limit,
+            help=f"at most this many messages, 1 to {MAX_REDRIVE_LIMIT} (default {DEFAULT_REDRIVE_LIMIT}); a call "
+            "works for about 15 s: run it again while messages remain",
+        )
 
     def admin_key(self) -> None:
         group = self.area("admin-key", "the operator's admin key (AWS credentials for the stack needed)")
