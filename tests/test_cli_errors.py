@@ -446,3 +446,34 @@ def test_dlq_redrive_help_states_its_default(capsys: pytest.CaptureFixture[str])
     assert shown == 0
     assert "(default 100)" in help_text
     assert too_many == 2
+
+
+# ---------------------------------------------------------------------------------------------- ids
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("deliveries", "recovery", "..", "--subscription", "sub_1"),
+        ("deliveries", "list", "--subscription", ".."),
+        ("deliveries", "resend", ".", "--subscription", "sub_1"),
+        ("events", "show", "."),
+        ("events", "redeliver", ".."),
+        ("subscriptions", "disable", ".."),
+        ("subscriptions", "show", ""),
+        ("tenants", "issue-key", ".."),
+    ],
+)
+def test_an_id_that_would_change_the_path_is_a_usage_error(
+    stub: StubApi, herald: Callable[..., Run], argv: tuple[str, ...]
+) -> None:
+    # GIVEN an API that answers anything
+    for method in ("GET", "POST", "PATCH"):
+        for path in ("/v1/subscriptions/sub_1", "/v1/subscriptions", "/v1/events", "/v1/tenants"):
+            stub.script(method, path, (200, {}, {"id": "sub_1", "data": [], "done": True}))
+    # WHEN an id is empty, "." or ".." (which a URL resolves: `recovery ..` would GET /v1/subscriptions/sub_1)
+    run = herald("--api-url", stub.url, "--key", "k", *argv)
+    # THEN argparse refuses it, and nothing was sent
+    assert run.code == 2
+    assert "not an id" in run.err
+    assert stub.requests == []

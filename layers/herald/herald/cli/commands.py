@@ -101,8 +101,22 @@ AwsHandler = Callable[["boto3.session.Session", argparse.Namespace], Shown]
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+#: Ids that percent-encoding leaves as they are and that a URL resolves: ``..`` would climb out of the path.
+NOT_IDS = frozenset({"", ".", ".."})
+
+
+def path_id(text: str) -> str:
+    """An id that goes in an API path: anything but empty, ``.`` or ``..`` (which would change the path)."""
+    if text in NOT_IDS:
+        raise argparse.ArgumentTypeError(f"not an id: {text!r}")
+    return text
+
+
 def _path(*parts: str) -> str:
     """An API path with each caller-given part percent-encoded (ids never reshape the path)."""
+    for part in parts[1:]:
+        if part in NOT_IDS:
+            raise CliError(f"not an id: {part!r}", code="invalid_id")
     return "/".join(quote(part, safe="") if index else part for index, part in enumerate(parts))
 
 

@@ -37,6 +37,7 @@ from herald.cli.commands import (
     idempotency_key,
     json_object,
     key_value,
+    path_id,
     subscriptions_disable,
     subscriptions_enable,
     subscriptions_list,
@@ -185,10 +186,10 @@ class _ParserBuilder:
         cmd.add_argument("--metadata", action="append", type=key_value, metavar="KEY=VALUE", help="repeatable")
         _paging(self.command(group, "list", tenants_list, "list the tenants"))
         cmd = self.command(group, "issue-key", tenants_issue_key, "issue a new API key to a tenant (shown once)")
-        cmd.add_argument("tenant_id")
+        cmd.add_argument("tenant_id", type=path_id)
         cmd.add_argument("--revoke-existing", action="store_true", help="revoke the tenant's other keys")
         cmd = self.command(group, "portal-link", tenants_portal_link, "mint a one-time link to a tenant's portal")
-        cmd.add_argument("tenant_id")
+        cmd.add_argument("tenant_id", type=path_id)
         cmd.add_argument("--capability", choices=["manage", "read"], default="manage")
         cmd.add_argument("--expires-in", type=int, default=15, metavar="MINUTES", help="1 to 60 (default 15)")
 
@@ -203,7 +204,7 @@ class _ParserBuilder:
             ("enable", subscriptions_enable, "resume deliveries to a subscription"),
         ):
             cmd = self.command(group, name, handler, text)
-            cmd.add_argument("subscription_id")
+            cmd.add_argument("subscription_id", type=path_id)
             _tenant_option(cmd)
 
     def events(self) -> None:
@@ -226,27 +227,29 @@ class _ParserBuilder:
         cmd = self.command(group, "publish-batch", events_publish_batch, "publish up to 100 events in one call")
         cmd.add_argument("events", type=json_object, metavar="JSON|@FILE", help='{"events": [...]}: JSON, @file or @-')
         cmd = self.command(group, "show", events_show, "an event and how its deliveries went")
-        cmd.add_argument("event_id")
+        cmd.add_argument("event_id", type=path_id)
         cmd = self.command(
             group, "redeliver", events_redeliver, "send an event once more to every subscription it goes to"
         )
-        cmd.add_argument("event_id")
+        cmd.add_argument("event_id", type=path_id)
 
     def deliveries(self) -> None:
         group = self.area("deliveries", "what was sent to a subscription")
         cmd = self.command(group, "list", deliveries_list, "list a subscription's deliveries, newest first")
-        cmd.add_argument("--subscription", required=True, metavar="SUBSCRIPTION_ID")
+        cmd.add_argument("--subscription", required=True, type=path_id, metavar="SUBSCRIPTION_ID")
         cmd.add_argument("--status", choices=["pending", "succeeded", "failed"])
         _tenant_option(cmd)
         _paging(cmd)
         cmd = self.command(group, "resend", deliveries_resend, "send a delivery again now")
-        cmd.add_argument("delivery_id")
-        cmd.add_argument("--subscription", required=True, metavar="SUBSCRIPTION_ID", help="the delivery's subscription")
+        cmd.add_argument("delivery_id", type=path_id)
+        cmd.add_argument(
+            "--subscription", required=True, type=path_id, metavar="SUBSCRIPTION_ID", help="the delivery's subscription"
+        )
         _tenant_option(cmd)
         cmd = self.command(
             group, "recover", deliveries_recover, "re-send a subscription's failed deliveries since a time"
         )
-        cmd.add_argument("--subscription", required=True, metavar="SUBSCRIPTION_ID")
+        cmd.add_argument("--subscription", required=True, type=path_id, metavar="SUBSCRIPTION_ID")
         cmd.add_argument(
             "--since",
             required=True,
@@ -258,8 +261,8 @@ class _ParserBuilder:
         _wait_options(cmd)
         _tenant_option(cmd)
         cmd = self.command(group, "recovery", deliveries_recovery, "the progress of a recovery job")
-        cmd.add_argument("job_id")
-        cmd.add_argument("--subscription", required=True, metavar="SUBSCRIPTION_ID")
+        cmd.add_argument("job_id", type=path_id)
+        cmd.add_argument("--subscription", required=True, type=path_id, metavar="SUBSCRIPTION_ID")
         _wait_options(cmd)
         _tenant_option(cmd)
 
