@@ -15,7 +15,7 @@ from herald import faults
 from herald.queue import REDRIVES_ATTRIBUTE
 from tests.api_support import assert_error
 from tests.delivery_support import Harness, delivery_id_of, make_harness, only_delivery, publish, subscribe
-from tests.support import ADMIN, Receiver, TenantInfo
+from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -369,3 +369,38 @@ def test_a_redrive_stops_at_a_bound_of_poison_messages_and_shows_them_all_again(
     assert (moved["moved"], moved["kept"], moved["remaining"]) == (0, 10, 25)
     seen = dead_letters(client)
     assert (seen["count"], seen["in_flight"]) == (25, 0)
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "wait"),
+    [({"retry_schedule": "0,60", "retry_jitter": 0.0}, 60), ({"retry_schedule": "0,3600", "retry_jitter": 0.0}, 3600)],
+    ids=["delayed-by-sqs", "scheduled-in-dynamodb"],
+)
+def test_work_carried_on_by_a_copy_keeps_its_redrive_count(
+    client, tenant: TenantInfo, services: Any, aws: Any, clock: Clock, receiver: Receiver, wait: int
+) -> None:
+    # GIVEN a delivery to a subscriber that answers 500, its message in the dead-letter queue after one redrive
+    receiver.default = (500, {}, b"down", 0.0)
+    subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness = make_harness(services, aws, clock=clock)
+    try:
+        url, dlq = services.settings.queue_url, services.settings.dead_letter_queue_url
+        (message,) = harness.sqs.receive_message(QueueUrl=url)["Messages"]
+        harness.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        once = {REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": "1"}}
+        harness.sqs.send_message(QueueUrl=dlq, MessageBody=message["Body"], MessageAttributes=once)
+        # WHEN the operator redrives it, and its attempt fails: the retry waits in a copy of the message (delayed by
+        # SQS for a short wait, scheduled in DynamoDB for a long one), which comes back when it is due
+        assert redrive(client)["moved"] == 1
+        harness.drain()
+        assert len(receiver.received) == 1
+        clock.advance(wait)
+        harness.reveal()
+        # THEN the copy carries the count the redrive stamped: should its work be dead-lettered again, the limit on
+        # redrives holds for it
+        (copy,) = harness.sqs.receive_message(QueueUrl=url, MessageAttributeNames=["All"])["Messages"]
+        assert '"resumed":true' in copy["Body"]
+        assert copy["MessageAttributes"][REDRIVES_ATTRIBUTE]["StringValue"] == "2"
+    finally:
+        harness.close()

@@ -9,8 +9,9 @@ count, so it stays parked once it has been redriven ``dead_letter_max_redrives``
 kept failing (a worker crashing, a dependency down for long). A redrive sends retired messages back
 to the work queue, where they are processed normally; poison stays parked, out of the way. So does a
 message that came back to the dead-letter queue after ``dead_letter_max_redrives`` redrives: each
-redrive stamps ``herald_redrives`` on the message, and SQS keeps message attributes when it moves a
-message to the dead-letter queue.
+redrive stamps ``herald_redrives`` on the message, SQS keeps message attributes when it moves a
+message to the dead-letter queue, and a copy that carries the message's work on (``worker.schedule.hold``)
+carries its count too.
 
 Looking never consumes: messages are received with a short visibility timeout and made visible again
 at once. A redrive is bounded (a limit and a time budget within API Gateway's 29 s): call it again

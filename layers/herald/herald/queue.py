@@ -97,13 +97,25 @@ class WorkQueue:
             self._client = sqs_client()
         return self._client
 
-    def send(self, message: Message, *, delay_seconds: int = 0) -> None:
+    def send(self, message: Message, *, delay_seconds: int = 0, redrives: int = 0) -> None:
+        """Send ``message`` to its queue (``url_for``), delayed up to 15 minutes, carrying the count of redrives of
+        the work it carries on (``herald_redrives``), if any."""
+        self._send_one(self.url_for(message), dump_message(message), delay_seconds, redrives)
+
+    def send_body(self, body: str, *, delay_seconds: int = 0, redrives: int = 0) -> None:
+        """``send`` for a message body as it is (scheduled work)."""
+        self._send_one(self._url_for_body(body), body, delay_seconds, redrives)
+
+    def _send_one(self, queue_url: str, body: str, delay_seconds: int, redrives: int) -> None:
+        request: dict[str, Any] = {
+            "QueueUrl": queue_url,
+            "MessageBody": body,
+            "DelaySeconds": max(0, min(int(delay_seconds), MAX_DELAY_SECONDS)),
+        }
+        if redrives > 0:
+            request["MessageAttributes"] = {REDRIVES_ATTRIBUTE: redrives_attribute(redrives)}
         try:
-            self.client.send_message(
-                QueueUrl=self.url_for(message),
-                MessageBody=dump_message(message),
-                DelaySeconds=max(0, min(int(delay_seconds), MAX_DELAY_SECONDS)),
-            )
+            self.client.send_message(**request)
         except (BotoCoreError, ClientError) as exc:
             raise ServiceUnavailableError("the work queue could not be reached") from exc
 

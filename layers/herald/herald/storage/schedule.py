@@ -39,6 +39,8 @@ class Scheduled:
     body: str
     due: float
     key: dict[str, str]
+    #: How often the work was redriven from the dead-letter queue (its message's ``herald_redrives``).
+    redrives: int = 0
 
 
 def _shard(name: str) -> int:
@@ -49,12 +51,14 @@ class ScheduleRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def put(self, body: str, *, name: str, due: float, now: float) -> None:
-        """Schedule ``body`` to be queued at ``due``. ``name`` identifies the work (a delivery id): the same work
-        scheduled twice for the same moment is one item."""
+    def put(self, body: str, *, name: str, due: float, now: float, redrives: int = 0) -> None:
+        """Schedule ``body`` to be queued at ``due``, with the count of redrives of its work (``herald.dlq``), if any.
+        ``name`` identifies the work (a delivery id): the same work scheduled twice for the same moment is one item."""
         due_ms = int(due * 1000)
         key = keys.due(due_ms // 3_600_000, _shard(name), due_ms, name)
         item = {**key, "body": body, "due": due, "scheduled_at": now, "expires_at": int(due) + KEEP_SECONDS}
+        if redrives > 0:
+            item["redrives"] = redrives
         self._table.call("put_item", Item=to_item(item))
 
     def falling_due(self, since: float, until: float) -> Iterator[Scheduled]:
@@ -75,7 +79,8 @@ class ScheduleRepository:
             response = self._table.call("query", **kwargs)
             for raw in response.get("Items", []):
                 item = from_item(raw)
-                yield Scheduled(str(item["body"]), float(item["due"]), {"pk": item["pk"], "sk": item["sk"]})
+                key = {"pk": item["pk"], "sk": item["sk"]}
+                yield Scheduled(str(item["body"]), float(item["due"]), key, int(item.get("redrives", 0)))
             last = response.get("LastEvaluatedKey")
             if not last:
                 return

@@ -37,7 +37,6 @@ from herald.messages import (
     WorkMessage,
 )
 from herald.metrics import DeliveryMetrics, Metric
-from herald.queue import REDRIVES_ATTRIBUTE, redrive_count
 from herald.sender import close_http_client
 from herald.worker import dispatch, fanout, jobs, lanes, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
@@ -45,7 +44,7 @@ from herald.worker.events import EventCache
 from herald.worker.inserts import Inserts
 from herald.worker.pacing import Pacer, latest_start
 from herald.worker.reads import BatchReads, read_batch
-from herald.worker.schedule import receive_count
+from herald.worker.schedule import receive_count, redrives_of
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -160,7 +159,7 @@ class Worker:
         except PoisonMessageError as exc:
             # Never loop on a message that cannot be read: park it in the DLQ with the reason (and the redrives it
             # had, so that a redrive's limit holds for a message this code cannot read and other code can).
-            await self.io(self.queue.dead_letter, record.body, str(exc), redrives=_redrives(record))
+            await self.io(self.queue.dead_letter, record.body, str(exc), redrives=redrives_of(record))
             return
         if isinstance(message, DeliveriesMessage):
             await self._deliver_each(message, record, deadline)
@@ -177,7 +176,7 @@ class Worker:
         elif isinstance(message, FanoutMessage):
             await fanout.fanout(self, message, deadline)
         elif isinstance(message, RecoverMessage):
-            await jobs.run_recovery(self, message, record, deadline, redriven=_redrives(record) > 0)
+            await jobs.run_recovery(self, message, record, deadline, redriven=redrives_of(record) > 0)
         elif isinstance(message, RedeliverMessage):
             await jobs.run_redelivery(self, message, deadline)
         else:
@@ -260,12 +259,6 @@ def _described(error: BaseException) -> str:
     to ``ERROR_TEXT_MAX`` characters."""
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return text if len(text) <= ERROR_TEXT_MAX else text[: ERROR_TEXT_MAX - 1] + "…"
-
-
-def _redrives(record: SQSRecord) -> int:
-    """How often the record's message was redriven from the dead-letter queue (its ``herald_redrives``)."""
-    attribute = record.message_attributes[REDRIVES_ATTRIBUTE]  # None if absent (Powertools' mapping)
-    return redrive_count(attribute.string_value if attribute is not None else None)
 
 
 _WORKER: Worker | None = None

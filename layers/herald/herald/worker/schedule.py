@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from herald.messages import dump_message
-from herald.queue import MAX_DELAY_SECONDS
+from herald.queue import MAX_DELAY_SECONDS, REDRIVES_ATTRIBUTE, redrive_count
 from herald.records import Delivery, DeliveryStatus, ErrorKind
 
 if TYPE_CHECKING:
@@ -37,6 +37,12 @@ SHORT_RETRY_SECONDS = 10
 
 def receive_count(record: SQSRecord) -> int:
     return int(record.attributes.approximate_receive_count or 1)
+
+
+def redrives_of(record: SQSRecord) -> int:
+    """How often the record's message was redriven from the dead-letter queue (its ``herald_redrives``)."""
+    attribute = record.message_attributes[REDRIVES_ATTRIBUTE]  # None if absent (Powertools' mapping)
+    return redrive_count(attribute.string_value if attribute is not None else None)
 
 
 def next_step(
@@ -82,13 +88,17 @@ async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, unti
 
     The time is absolute so that copies of one message agree on it: two copies held for the same moment (the
     delivery's next attempt, its lease's end) are one scheduled item (``ScheduleRepository.put`` keys the item
-    on its work and due time), not two that would each follow the delivery to its end."""
-    del record  # the copy replaces it whatever its history: receive counts and retention start afresh
+    on its work and due time), not two that would each follow the delivery to its end.
+
+    The copy's receive count and retention start afresh; its redrive count (``herald_redrives``) is the record's,
+    so that the dead-letter queue's limit on redrives holds for work carried on by copies (forwarded to the slow
+    lane, held by a breaker or a rate limit, waiting for a retry) as for a message that stays itself."""
     now = worker.clock()
     wait = max(0, math.ceil(until - now))
     copy = message.model_copy(update={"resumed": True})
+    redrives = redrives_of(record)
     if wait <= MAX_DELAY_SECONDS:
-        await worker.io(worker.queue.send, copy, delay_seconds=wait)
+        await worker.io(worker.queue.send, copy, delay_seconds=wait, redrives=redrives)
         return
     name = f"{message.event_id}|{message.subscription_id}|{message.job_id or ''}"
-    await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=until, now=now)
+    await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=until, now=now, redrives=redrives)

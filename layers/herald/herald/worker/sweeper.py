@@ -141,7 +141,14 @@ def _queue(worker: Worker, page: list[Scheduled]) -> int:
     if not page:
         return 0
     now = worker.clock()
-    entries = [(item.body, min(MAX_DELAY_SECONDS, max(0, math.ceil(item.due - now)))) for item in page]
-    worker.queue.send_bodies(entries)
+
+    def delay(item: Scheduled) -> int:
+        return min(MAX_DELAY_SECONDS, max(0, math.ceil(item.due - now)))
+
+    # Work redriven from the dead-letter queue keeps its count (a message attribute): rare, sent one by one.
+    for item in page:
+        if item.redrives:
+            worker.queue.send_body(item.body, delay_seconds=delay(item), redrives=item.redrives)
+    worker.queue.send_bodies([(item.body, delay(item)) for item in page if not item.redrives])
     worker.store.schedule.remove(page)
     return len(page)
