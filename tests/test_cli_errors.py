@@ -37,6 +37,7 @@ from tests.test_cli import (
     cli_env,
     herald,
     make_tenant_via_cli,
+    table_rows,
 )
 
 pytestmark = pytest.mark.e2e
@@ -477,3 +478,29 @@ def test_an_id_that_would_change_the_path_is_a_usage_error(
     assert run.code == 2
     assert "not an id" in run.err
     assert stub.requests == []
+
+
+# ---------------------------------------------------------------------------------------------- the terminal
+
+
+def test_control_characters_from_the_api_reach_the_terminal_as_escapes(
+    cli_env: str, herald: Callable[..., Run]
+) -> None:
+    # GIVEN a tenant whose name holds a terminal's escape sequences (a window title set by OSC, a colour, a bell)
+    name = "Evil\x1b]0;owned\x07Corp\x1b[31m\x9b2J"
+    with api(cli_env, ADMIN_KEY) as http:
+        assert http.post("/v1/tenants", json={"name": name}).status_code == 201
+    # WHEN the operator lists the tenants as a table, and as JSON
+    listed = herald("tenants", "list")
+    as_json = herald("--json", "tenants", "list")
+    # ... and an error message echoes such characters
+    missing = herald("events", "show", "evt_\x1b[2J")
+    # THEN the table shows each control character as an escape, and the terminal gets none of them
+    assert listed.code == 0, listed.err
+    assert table_rows(listed.out)[1][1] == "Evil\\x1b]0;owned\\x07Corp\\x1b[31m\\x9b2J"
+    assert missing.code == 1
+    assert "evt_\\x1b[2J" in missing.err
+    for text in (listed.out, missing.err):
+        assert not any(char in text for char in "\x1b\x07\x9b")
+    # ... while --json has the name as it is
+    assert as_json.json()["data"][0]["name"] == name

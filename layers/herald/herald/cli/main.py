@@ -15,7 +15,7 @@ from herald.cli.config import (
     resolve_config,
 )
 from herald.cli.errors import CliError
-from herald.cli.output import write_json
+from herald.cli.output import printable, write_json
 
 if TYPE_CHECKING:
     pass
@@ -32,11 +32,11 @@ from herald.cli.parser import build_parser
 
 
 def report(error: CliError, err: TextIO) -> None:
-    err.write(f"error: {error.code}: {error.message}\n")
+    err.write(f"error: {printable(error.code)}: {printable(error.message)}\n")
     for detail in getattr(error, "details", []):
         if isinstance(detail, Mapping):
             where = ".".join(str(part) for part in detail.get("loc", []))
-            err.write(f"  {where or '-'}: {detail.get('msg', '')}\n")
+            err.write(f"  {printable(where or '-')}: {printable(str(detail.get('msg', '')))}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

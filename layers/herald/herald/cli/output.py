@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -24,10 +25,20 @@ def cell(value: Any, width: int = MAX_CELL_WIDTH) -> str:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value else EMPTY
     else:
         text = str(value)
-    text = " ".join(text.split())  # one line per row, whatever the value holds
+    text = printable(" ".join(text.split()))  # one line per row, whatever the value holds
     if len(text) > width:
         text = text[: max(width - 1, 0)] + ELLIPSIS
     return text
+
+
+#: C0 and C1 control characters and DEL: a terminal obeys them (ESC starts colours, titles, cursor moves).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character shown as an escape (``\\x1b``) instead of sent to the terminal: values
+    come from tenants and their subscribers."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
