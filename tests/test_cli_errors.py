@@ -504,3 +504,45 @@ def test_control_characters_from_the_api_reach_the_terminal_as_escapes(
         assert not any(char in text for char in "\x1b\x07\x9b")
     # ... while --json has the name as it is
     assert as_json.json()["data"][0]["name"] == name
+
+
+# ---------------------------------------------------------------------------------------------- admin key rotation
+
+ROTATION_STACK = """
+Resources:
+  Placeholder:
+    Type: AWS::SQS::Queue
+Outputs:
+  AdminKeySecretArn:
+    Value: {secret_arn}
+  AdminKeyMaterialArn:
+    Value: {material_arn}
+"""
+
+
+def test_a_rotation_that_wrote_only_the_material_says_so_and_to_run_it_again(
+    aws: boto3.session.Session, herald: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HERALD_API_URL", "HERALD_ADMIN_KEY", "HERALD_STACK_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    # GIVEN a stack in eu-west-1 whose admin key secret is a replica there (its value can only be written in the
+    # primary's region), beside a material secret of its own
+    primary = aws.client("secretsmanager").create_secret(
+        Name="herald-admin-key", SecretString="hra_" + "a" * 48, AddReplicaRegions=[{"Region": "eu-west-1"}]
+    )
+    here = boto3.session.Session(region_name="eu-west-1")
+    secrets = here.client("secretsmanager")
+    replica_arn = primary["ARN"].replace(":us-east-1:", ":eu-west-1:")
+    material_arn = secrets.create_secret(Name="herald-admin-key-material", SecretString="a" * 48)["ARN"]
+    template = ROTATION_STACK.format(secret_arn=replica_arn, material_arn=material_arn)
+    here.client("cloudformation").create_stack(StackName="herald-eu", TemplateBody=template)
+
+    # WHEN the operator rotates its key
+    run = herald("admin-key", "rotate", "--stack-name", "herald-eu", "--region", "eu-west-1")
+
+    # THEN the material was written, the key was not, and the error says both and what to do
+    assert secrets.get_secret_value(SecretId=material_arn)["SecretString"] != "a" * 48
+    assert secrets.get_secret_value(SecretId=replica_arn)["SecretString"] == "hra_" + "a" * 48
+    assert run.code == 1
+    assert run.err.startswith(f"error: rotation_failed: the new key material was written to {material_arn}, but ")
+    assert "run `herald admin-key rotate` again" in run.err

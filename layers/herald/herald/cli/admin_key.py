@@ -69,13 +69,27 @@ def rotate_admin_key(session: boto3.session.Session, stack_name: str) -> Rotatio
     try:
         previous = _current_version(client, secret_arn)
         client.put_secret_value(SecretId=material_arn, SecretString=material)
+    except (ClientError, BotoCoreError) as exc:
+        raise CliError(f"could not rotate the admin key: {_aws_message(exc)}", code=ROTATION_FAILED) from exc
+    try:
         written = client.put_secret_value(SecretId=secret_arn, SecretString=ADMIN_KEY_PREFIX + material)
-    except ClientError as exc:
-        message = exc.response.get("Error", {}).get("Message", str(exc))
-        raise CliError(f"could not rotate the admin key: {message}", code=ROTATION_FAILED) from exc
-    except BotoCoreError as exc:
-        raise CliError(f"could not rotate the admin key: {exc}", code=ROTATION_FAILED) from exc
+    except (ClientError, BotoCoreError) as exc:
+        # Half done: the API still takes the old key, but a deploy would rebuild the key out of the new material.
+        raise CliError(
+            f"the new key material was written to {material_arn}, but the admin key secret could not be: "
+            f"{_aws_message(exc)}. The API still takes the old key; run `herald admin-key rotate` again to finish "
+            "(until then, deploying the stack again would give the API a key made of the new material)",
+            code=ROTATION_FAILED,
+        ) from exc
     return Rotation(secret_arn=secret_arn, version_id=str(written["VersionId"]), previous_version_id=previous)
+
+
+def _aws_message(exc: Exception) -> str:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", str(exc)))
+    return str(exc)
 
 
 def _current_version(client: Any, secret_arn: str) -> str | None:
