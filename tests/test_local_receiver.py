@@ -6,6 +6,7 @@ import base64
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from herald.local.receiver import SampleReceiver
+from herald.local.receiver import main as receiver_main
 from herald.local.stack import free_port
 from tests.process_guard import Processes, stop_group
 
@@ -132,3 +134,39 @@ def test_receiver_prints_the_custom_headers_it_gets(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert 'custom headers: {"x-route": "eu-1"}' in out
     assert "webhook-signature" not in out.split("custom headers:")[1].splitlines()[0]
+
+
+def test_a_port_in_use_stops_the_receiver_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN the port the receiver is asked for, taken by another server
+    taken = SampleReceiver(("127.0.0.1", 0), SECRET, quiet=True)
+    port = taken.server_address[1]
+    try:
+        # WHEN the receiver starts on it THEN it says so and which setting to change, without a traceback
+        assert receiver_main(["--port", str(port), "--secret", SECRET]) == 2
+    finally:
+        taken.server_close()
+    error = capsys.readouterr().err
+    assert f"port {port} of 127.0.0.1" in error
+    assert f"PORT={port + 1}" in error
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_the_receiver_listens_on_an_ipv6_host() -> None:
+    server = SampleReceiver(("::1", 0), SECRET, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        response = httpx.post(f"http://[::1]:{server.server_address[1]}/", content=BODY)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 401  # reached, and refused for its missing signature

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
-from contextlib import closing
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import boto3
 import pytest
 
 from herald.local.moto_fixes import moto_fixes
-from herald.local.stack import start_aws, use_embedded_aws
+from herald.local.stack import main, start_aws, use_embedded_aws
 from herald.settings import get_settings
 from tests.support import ADMIN_KEY
 
@@ -89,3 +90,98 @@ def test_the_stacks_sqs_client_calls_the_embedded_aws_when_the_user_set_another_
             assert resources.queue_url in sqs.list_queues()["QueueUrls"]
         finally:
             server.stop()
+
+
+# ---------------------------------------------------------------------------------------------- ports
+
+#: A ceiling for a start that must fail at once (a busy machine included), never a pause.
+FAIL_FAST_SECONDS = 30
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    """What ``call`` returned or raised, or a failure if it had not within the ceiling (run in a thread, so a start
+    that hangs fails the test instead of stopping the suite)."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:  # SystemExit included: what a start that stops says
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(FAIL_FAST_SECONDS)
+    assert outcome, f"still starting after {FAIL_FAST_SECONDS} s"
+    return outcome[0]
+
+
+@contextmanager
+def _bound_not_listening() -> Iterator[int]:
+    """A port another socket has bound without listening: a connection to it is refused, a bind fails."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as taken:
+        taken.bind(("127.0.0.1", 0))
+        yield int(taken.getsockname()[1])
+
+
+@pytest.mark.usefixtures("restored_environment")
+def test_an_aws_port_another_socket_holds_stops_the_start_at_once() -> None:
+    with _bound_not_listening() as port, moto_fixes():
+        outcome = _outcome(lambda: start_aws("127.0.0.1", port, ADMIN_KEY))
+    assert isinstance(outcome, SystemExit), outcome
+    assert f"port {port} of 127.0.0.1" in str(outcome)
+    assert "HERALD_LOCAL_AWS_PORT" in str(outcome)
+
+
+@pytest.mark.usefixtures("restored_environment")
+def test_an_api_port_another_socket_holds_stops_make_run_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with _bound_not_listening() as port:
+        outcome = _outcome(lambda: main(["--port", str(port)]))
+    assert outcome == 2
+    error = capsys.readouterr().err
+    assert f"port {port} of 127.0.0.1" in error
+    assert "HERALD_LOCAL_PORT" in error
+    assert "AWS_ENDPOINT_URL" not in os.environ  # the embedded AWS was never started
+
+
+@pytest.mark.usefixtures("restored_environment")
+def test_a_host_this_machine_does_not_have_stops_make_run_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    outcome = _outcome(lambda: main(["--host", "host.invalid", "--port", "0"]))
+    assert outcome == 2
+    assert "host.invalid" in capsys.readouterr().err
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with closing(socket.socket(socket.AF_INET6, socket.SOCK_STREAM)) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+@pytest.mark.usefixtures("restored_environment")
+def test_the_embedded_aws_runs_on_an_ipv6_host() -> None:
+    with moto_fixes():
+        server, endpoint, resources = start_aws("::1", None, ADMIN_KEY)
+        try:
+            assert endpoint.startswith("http://[::1]:")
+            assert resources.queue_url in boto3.session.Session().client("sqs").list_queues()["QueueUrls"]
+        finally:
+            server.stop()
+
+
+@pytest.mark.usefixtures("restored_environment")
+def test_the_embedded_aws_takes_a_free_port_itself_and_lets_it_go_when_stopped() -> None:
+    with moto_fixes():
+        server, endpoint, _ = start_aws("127.0.0.1", None, ADMIN_KEY)
+        try:
+            assert endpoint == f"http://127.0.0.1:{server.port}"
+        finally:
+            server.stop()
+    # and once stopped, its port is let go
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", server.port))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ class SampleReceiver(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], secret: str, *, fail_first: int = 0, quiet: bool = False) -> None:
+        self.address_family = socket.getaddrinfo(address[0], None, type=socket.SOCK_STREAM)[0][0]  # IPv4 or IPv6
         super().__init__(address, _Handler)
         self.webhook = Webhook(secret)
         self.fail_first = fail_first
@@ -100,8 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.secret:
         print("give the subscription's signing secret: make receiver SECRET=whsec_...", file=sys.stderr)
         return 2
-    server = SampleReceiver((args.host, args.port), args.secret, fail_first=args.fail_first)
-    print(f"listening on http://{args.host}:{args.port}/ (any path); verifying with standardwebhooks", flush=True)
+    try:
+        server = SampleReceiver((args.host, args.port), args.secret, fail_first=args.fail_first)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        print(
+            f"cannot listen on port {args.port} of {args.host} ({reason}): "
+            f"choose another, e.g. make receiver PORT={args.port + 1} (and subscribe that port's URL)",
+            file=sys.stderr,
+        )
+        return 2
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"listening on http://{host}:{args.port}/ (any path); verifying with standardwebhooks", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

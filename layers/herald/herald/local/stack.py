@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import uvicorn
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from herald import ids
 from herald.local.event_sources import EventSourceSettings, delivery_event_sources, delivery_schedule, run_schedule
@@ -44,22 +45,83 @@ logger = logging.getLogger("herald.local")
 DEFAULT_WORKERS = 8
 
 
+class PortError(SystemExit):
+    """A port the local stack cannot listen on: its message says which, and which setting to change."""
+
+
+def _family(host: str) -> socket.AddressFamily:
+    """The address family of ``host`` (an IPv4 or IPv6 address, or a name)."""
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise PortError(f"cannot listen on {host}: {error.strerror} (HERALD_LOCAL_HOST)") from None
+
+
+def url_host(host: str) -> str:
+    """``host`` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
 def free_port(host: str) -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+    """A port free on ``host`` now. Another process may take it before it is bound: the local stack binds its own
+    ports itself (``listen_on``, port 0 for any)."""
+    with closing(socket.socket(_family(host), socket.SOCK_STREAM)) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def port_in_use(host: str, port: int) -> bool:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        return sock.connect_ex((host, port)) == 0
+def listen_on(host: str, port: int, setting: str) -> socket.socket:
+    """A socket listening on ``host``:``port`` (0: a free port, with no race for it), ready to hand to a server; a
+    port taken (listened on, or only bound, by another process) or a host this machine does not have stops the
+    local stack at once with a message naming ``setting``."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and werkzeug do
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+    except OSError as error:
+        sock.close()
+        raise PortError(
+            f"cannot listen on port {port} of {host} ({error.strerror}): set {setting} to a free port"
+        ) from None
+    return sock
+
+
+class EmbeddedAws:
+    """moto's server in a thread, on a socket bound and listening before the thread starts: it answers as soon as
+    ``start()`` returns, and a port it cannot have fails ``start()`` at once (moto's ``ThreadedMotoServer`` binds in
+    its thread, and waits forever for a bind that failed there)."""
+
+    def __init__(self, host: str, port: int | None) -> None:
+        self.host = host
+        self._socket = listen_on(host, port or 0, "HERALD_LOCAL_AWS_PORT")
+        self.port = int(self._socket.getsockname()[1])
+        self.endpoint = f"http://{url_host(host)}:{self.port}"
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler, fd=self._socket.fileno()
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-aws", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._socket.close()
 
 
 @dataclass
 class EmbeddedStack:
     """A running local stack; ``stop()`` ends the worker threads and the moto server."""
 
-    moto: ThreadedMotoServer
+    moto: EmbeddedAws
     endpoint: str
     resources: LocalResources
     admin_key: str
@@ -73,14 +135,12 @@ class EmbeddedStack:
         self.moto.stop()
 
 
-def start_aws(host: str, port: int | None, admin_key: str) -> tuple[ThreadedMotoServer, str, LocalResources]:
-    """Start the moto server, point this process's AWS SDK at it and create the template's resources."""
-    port = port or free_port(host)
-    if port_in_use(host, port):
-        raise SystemExit(f"port {port} on {host} is taken: set HERALD_LOCAL_AWS_PORT to a free one")
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+def start_aws(host: str, port: int | None, admin_key: str) -> tuple[EmbeddedAws, str, LocalResources]:
+    """Start the moto server (``port`` None: on a free port), point this process's AWS SDK at it and create the
+    template's resources."""
+    server = EmbeddedAws(host, port)
     server.start()
-    endpoint = f"http://{host}:{port}"
+    endpoint = server.endpoint
     use_embedded_aws(endpoint)
     resources = create_local_resources(admin_key=admin_key, session=boto3.session.Session())
     print(apply_function_environment(resources), flush=True)
@@ -280,15 +340,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the embedded AWS logs every call otherwise
-    if port_in_use(args.host, args.port):
-        print(f"port {args.port} on {args.host} is taken: set HERALD_LOCAL_PORT (e.g. HERALD_LOCAL_PORT=8001 make run)")
+    try:
+        # The API's port first, held from now on: nothing is started if it cannot be had.
+        api_socket = listen_on(args.host, args.port, "HERALD_LOCAL_PORT (e.g. HERALD_LOCAL_PORT=8001 make run)")
+        with closing(api_socket), moto_fixes():
+            return _serve(args, api_socket)
+    except PortError as error:
+        print(error, file=sys.stderr, flush=True)
         return 2
 
-    with moto_fixes():
-        return _serve(args)
 
-
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, api_socket: socket.socket) -> int:
     admin_key = os.environ.get("HERALD_ADMIN_KEY") or ids.new_admin_key()
     os.environ.pop("HERALD_ADMIN_KEY", None)  # the app reads it from the secret, as in a deployment
     moto, endpoint, resources = start_aws(args.host, args.aws_port, admin_key)
@@ -297,7 +359,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from herald.api import create_app
 
-    base_url = f"http://{args.host}:{args.port}"
+    base_url = f"http://{url_host(args.host)}:{args.port}"
     config = uvicorn.Config(create_app(), host=args.host, port=args.port, log_level="info", lifespan="off")
     server = uvicorn.Server(config)
     original_startup = server.startup
@@ -308,7 +370,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     server.startup = startup  # type: ignore[method-assign]
     try:
-        server.run()
+        server.run(sockets=[api_socket])
     except KeyboardInterrupt:
         pass  # uvicorn shut down gracefully, then re-raised Ctrl-C: that is the normal way out
     finally:
