@@ -11,7 +11,11 @@ BIN := $(VENV)/bin
 # changes HASH, so the next target re-installs.
 LOCK := layers/herald/requirements.lock
 CONSTRAINTS := $(VENV)/constraints.txt
-HASH := $(shell cat pyproject.toml layers/herald/requirements.txt $(LOCK) 2>/dev/null | sha1sum | cut -c1-12)
+# The development environment's exact versions (`make lock`: moto, sam, uvicorn, pytest and the rest, resolved
+# with the layer's pins), so that a fresh clone installs the tools the suite ran with: the local stack patches
+# moto's internals (herald.local.moto_fixes), and a newer moto within pyproject.toml's range may move them.
+DEV_LOCK := requirements-dev.lock
+HASH := $(shell cat pyproject.toml layers/herald/requirements.txt $(LOCK) $(DEV_LOCK) 2>/dev/null | sha1sum | cut -c1-12)
 # `make run` needs the local stack only; the tools for tests, lint and build come with `make test`.
 LOCAL_STAMP := $(VENV)/.installed-local-$(HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(HASH)
@@ -31,12 +35,12 @@ $(BIN)/python:
 $(CONSTRAINTS): $(LOCK) | $(BIN)/python
 	sed -e '/^ *--hash=/d' -e 's/ *\\$$//' $(LOCK) > $@
 
-$(LOCAL_STAMP): $(CONSTRAINTS) | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[local]'
+$(LOCAL_STAMP): $(CONSTRAINTS) $(DEV_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -c $(DEV_LOCK) -e '.[local]'
 	@rm -f $(VENV)/.installed-local-* && touch $@
 
-$(DEV_STAMP): $(CONSTRAINTS) | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+$(DEV_STAMP): $(CONSTRAINTS) $(DEV_LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -c $(DEV_LOCK) -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@ $(LOCAL_STAMP)
 
 venv: $(DEV_STAMP) ## Create .venv and install Herald with its dev tools
@@ -65,16 +69,16 @@ bench: $(DEV_STAMP) build ## Figures from the sam build output: benchmarks/resul
 	$(BIN)/python -m benchmarks.readme
 
 # uv resolves for the layer's target (any platform, Python 3.13) without that interpreter, and records the
-# hashes of every wheel of each pinned version. It first resolves the whole development environment, so the
-# layer's pins also fit the tools installed beside them (sam, moto...). Both steps keep what is installed and
-# pinned now wherever it still fits (uv prefers the versions already in its output file), unless UPGRADE=1.
-LOCK_ENVIRONMENT := $(VENV)/lock-environment.txt
-lock: | $(BIN)/python ## Pin the layer's dependencies (requirements.txt -> requirements.lock; UPGRADE=1 to move pins)
+# hashes of every wheel of each pinned version. It first resolves the whole development environment
+# ($(DEV_LOCK), for this interpreter), so the layer's pins also fit the tools installed beside them (sam,
+# moto...). Both steps keep what is installed and pinned now wherever it still fits (uv prefers the versions
+# already in its output file), unless UPGRADE=1.
+lock: | $(BIN)/python ## Pin the dependencies (requirements.txt -> requirements.lock, and requirements-dev.lock; UPGRADE=1 to move pins)
 	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
-	$(BIN)/python -m pip freeze --quiet --exclude-editable > $(LOCK_ENVIRONMENT)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python $(BIN)/python --quiet --no-header --no-annotate \
-		--output-file $(LOCK_ENVIRONMENT) $(if $(UPGRADE),--upgrade)
-	cd layers/herald && $(CURDIR)/$(BIN)/uv pip compile requirements.txt --constraint $(CURDIR)/$(LOCK_ENVIRONMENT) \
+	$(BIN)/python -m pip freeze --quiet --exclude-editable > $(DEV_LOCK)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python $(BIN)/python --quiet --no-annotate \
+		--custom-compile-command 'make lock' --output-file $(DEV_LOCK) $(if $(UPGRADE),--upgrade)
+	cd layers/herald && $(CURDIR)/$(BIN)/uv pip compile requirements.txt --constraint $(CURDIR)/$(DEV_LOCK) \
 		--quiet --universal --python-version 3.13 --generate-hashes --custom-compile-command 'make lock' \
 		--output-file requirements.lock $(if $(UPGRADE),--upgrade)
 

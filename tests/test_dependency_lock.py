@@ -93,7 +93,13 @@ def _make(cwd: Path, *args: str) -> str:
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_a_changed_lock_reinstalls_the_virtualenv(tmp_path: Path) -> None:
     # GIVEN a copy of the files the Makefile's install depends on, and a virtualenv made from them
-    for relative in ("Makefile", "pyproject.toml", "layers/herald/requirements.txt", "layers/herald/requirements.lock"):
+    for relative in (
+        "Makefile",
+        "pyproject.toml",
+        "layers/herald/requirements.txt",
+        "layers/herald/requirements.lock",
+        "requirements-dev.lock",
+    ):
         target = tmp_path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / relative, target)
@@ -112,3 +118,41 @@ def test_a_changed_lock_reinstalls_the_virtualenv(tmp_path: Path) -> None:
     # THEN the install stamps are new ones (the next target re-installs) and the constraints are made again
     assert _make(tmp_path, *show) != before
     assert "requirements.lock > .venv/constraints.txt" in _make(tmp_path, "-n", ".venv/constraints.txt")
+
+    # WHEN the development lock changes too (a tool's pin moved) THEN the stamps are new ones again, and the
+    # install takes both locks as constraints
+    stamps = _make(tmp_path, *show)
+    dev_lock = tmp_path / "requirements-dev.lock"
+    dev_lock.write_text(dev_lock.read_text(encoding="utf-8").replace("moto==", "moto==0.", 1), encoding="utf-8")
+    assert _make(tmp_path, *show) != stamps
+    (dev_stamp, _) = _make(tmp_path, *show).split()
+    assert "-c .venv/constraints.txt -c requirements-dev.lock -e '.[dev]'" in _make(tmp_path, "-n", dev_stamp)
+
+
+DEV_LOCK = ROOT / "requirements-dev.lock"
+
+
+def dev_locked() -> dict[str, str]:
+    """name -> pinned version, read from the development lock."""
+    pins: dict[str, str] = {}
+    for raw in DEV_LOCK.read_text(encoding="utf-8").splitlines():
+        entry = raw.split("#", 1)[0].strip()
+        if entry:
+            requirement = Requirement(entry)
+            (pin,) = requirement.specifier
+            assert pin.operator == "==", entry
+            pins[canonicalize_name(requirement.name)] = pin.version
+    return pins
+
+
+def test_the_development_lock_pins_the_tools_the_virtualenv_runs_and_agrees_with_the_layers_lock() -> None:
+    # GIVEN the development lock (`make lock`), which `make venv` installs with as constraints
+    pins = dev_locked()
+    assert "#    make lock\n" in DEV_LOCK.read_text(encoding="utf-8")
+    # THEN it pins the local stack's and the tools' packages (moto's internals are patched by herald.local), the
+    # virtualenv runs exactly those, and a package both locks pin has one version
+    assert {"moto", "uvicorn", "werkzeug", "aws-sam-cli", "pytest", "selenium", "mypy", "ruff"} <= set(pins)
+    mismatched = {name: (pin, version(name)) for name, pin in pins.items() if version(name) != pin}
+    assert mismatched == {}, "installed != requirements-dev.lock: run `make venv`"
+    disagreeing = {name: (pin, pins[name]) for name, (pin, _) in locked().items() if name in pins and pins[name] != pin}
+    assert disagreeing == {}, "the two locks disagree: run `make lock`"
