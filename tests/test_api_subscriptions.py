@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
 
 from herald.catalog import catalog
+from herald.errors import NotFoundError
 from herald.storage.table import MAX_QUERY_CALLS
 from tests.api_support import assert_error, queue_messages
 from tests.support import ADMIN, INVOICE, drain
@@ -358,6 +360,40 @@ def test_delete_subscription(client, tenant, services) -> None:
     assert routes(services, tenant.id, "invoice.paid") == [kept["id"]]
     listed = client.get("/v1/subscriptions", headers=tenant.headers).json()["data"]
     assert [item["id"] for item in listed] == [kept["id"]]
+
+
+@pytest.mark.parametrize(
+    ("before", "change", "route"),
+    [
+        ({"enabled": False}, {"enabled": True}, "invoice.paid"),
+        ({}, {"event_types": ["invoice.paid", "order.shipped"]}, "order.shipped"),
+    ],
+    ids=["re-enabled", "new-event-type"],
+)
+def test_a_delete_of_a_subscription_changed_since_it_was_read_leaves_none_of_its_routes(
+    client, tenant, services, before: dict[str, Any], change: dict[str, Any], route: str
+) -> None:
+    from herald.domain import subscriptions
+
+    # GIVEN a subscription as one request reads it (disabled: no routes; or with its one event type)
+    sub = create(client, tenant)
+    if before:
+        assert client.patch(f"/v1/subscriptions/{sub['id']}", json=before, headers=tenant.headers).status_code == 200
+    read = services.store.subscriptions.get(tenant.id, sub["id"])
+    # AND another request that changes it before the first deletes it: re-enabled, or given a new event type (each
+    # writes routes the copy read first does not have)
+    changed = client.patch(f"/v1/subscriptions/{sub['id']}", json=change, headers=tenant.headers)
+    assert changed.status_code == 200, changed.text
+    assert routes(services, tenant.id, route) == [sub["id"]]
+    # WHEN the first request deletes it, from its read
+    subscriptions.delete(services, read)
+    # THEN it is gone with every route it has now: no event is routed to a subscription that does not exist
+    assert_error(client.get(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers), 404, "not_found")
+    assert routes(services, tenant.id, route) == []
+    assert routes(services, tenant.id, "invoice.paid") == []
+    # AND deleting it again, from that read, is not found
+    with pytest.raises(NotFoundError):
+        subscriptions.delete(services, read)
 
 
 # --- roles and isolation --------------------------------------------------------------------------

@@ -285,8 +285,25 @@ def _replace(store: Store, old: Subscription, new: Subscription) -> None:
         store.health.reset_failing_streak(new.id)
 
 
+#: Reads and deletes of a subscription that keeps changing meanwhile, before a delete gives up (409).
+DELETE_ATTEMPTS = 3
+
+
 def delete(services: Services, sub: Subscription) -> None:
-    services.store.subscriptions.delete(sub)
+    """Delete ``sub`` (as read) with its routes. Changed since it was read (re-enabled, new event types: other
+    routes), it is read again and deleted as it is now; gone, it is not found."""
+    store = services.store.subscriptions
+    for _ in range(DELETE_ATTEMPTS):
+        try:
+            store.delete(sub)
+            return
+        except ConflictError:
+            now = store.get(sub.tenant_id, sub.id)
+            if now is None or now.version == sub.version:
+                # Gone, or refused for another reason: its tenant is (being) deleted.
+                raise NotFoundError(f"subscription {sub.id} not found") from None
+            sub = now
+    raise ConflictError(f"subscription {sub.id} kept changing while it was being deleted; try again")
 
 
 def rotate_signing_secret(services: Services, old: Subscription, grace_hours: int | None) -> Subscription:

@@ -163,11 +163,17 @@ class SubscriptionRepository:
             raise ConflictError("the subscription changed meanwhile; read it again and retry") from exc
 
     def delete(self, sub: Subscription) -> None:
+        """Delete ``sub`` with its routes, as read: only if it is still at ``sub``'s version, since its routes are the
+        ones that version has (a change since, a re-enable or new event types, may have written others, which would
+        be left behind, routing events to a subscription that is gone). A ``ConflictError`` otherwise (changed, or
+        gone): read it again."""
         actions: list[dict[str, Any]] = [
             {
                 "Delete": {
                     "Key": to_item(keys.subscription(sub.tenant_id, sub.id)),
-                    "ConditionExpression": "attribute_exists(pk)",
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": values(v=sub.version),
                 }
             },
             _count(sub.tenant_id, -1),
@@ -176,7 +182,7 @@ class SubscriptionRepository:
         try:
             self._table.transact(actions, conflict_attempts=4)
         except ClientError as exc:
-            raise NotFoundError(f"subscription {sub.id} not found") from exc
+            raise ConflictError(f"subscription {sub.id} changed or was deleted meanwhile") from exc
 
     def routed(
         self, tenant_id: str, route: str, *, limit: int, cursor: str | None

@@ -114,7 +114,7 @@ async def dry_run_transform(
     "/{subscription_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a subscription",
-    responses=_answers(404, 503),
+    responses=_answers(404, 409, 503),
 )
 async def delete_subscription(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> Response:
     subscriptions.delete(services, subscriptions.find(services, tenant_id, subscription_id))
