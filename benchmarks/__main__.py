@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -79,7 +80,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--latency-rate", type=float, default=2.0, help="events per second in those runs (latency)")
     parser.add_argument(
-        "--output", type=Path, default=ROOT / "benchmarks" / "results", help="where results.json and the chart go"
+        "--output",
+        type=Path,
+        default=None,
+        help="where results.json and the chart go (default: benchmarks/results for a full run; with --only, a "
+        "fresh temporary directory, so that a partial run never replaces the kept results)",
     )
     parser.add_argument("--no-chart", action="store_true", help="write no PNG")
     parser.add_argument("--json", action="store_true", help="results.json's document on stdout, the report on stderr")
@@ -90,6 +95,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     args.selected = [name for name in NAMES if name in selected] if selected else list(FIGURES)
     return args
+
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def output_directory(args: argparse.Namespace) -> Path:
+    """Where this run writes: ``--output``; else benchmarks/results for a full run (``make bench``), and a fresh
+    temporary directory for a run of some figures (``--only``), whose results.json would hold only those."""
+    if args.output is not None:
+        return Path(args.output)
+    if args.only:
+        return Path(tempfile.mkdtemp(prefix="herald-bench-"))
+    return RESULTS
 
 
 Runner = Callable[[], "list[Figure] | Result"]
@@ -228,13 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         "failures": failures,
     }
     if found or studies:
-        args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "results.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
-        out(f"\nwrote {args.output / 'results.json'}")
+        output = output_directory(args)
+        if args.output is None and args.only:
+            out(f"\n--only without --output: writing to {output}, not {RESULTS.relative_to(ROOT)} (a full run's)")
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "results.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+        out(f"\nwrote {output / 'results.json'}")
         if not args.no_chart:
             from benchmarks.chart import write_chart
 
-            chart = write_chart(found, args.output / "performance.png")
+            chart = write_chart(found, output / "performance.png")
             if chart is not None:
                 out(f"wrote {chart}")
     if args.json:

@@ -121,6 +121,32 @@ def test_command_line_prints_json_and_a_summary(capsys: pytest.CaptureFixture[st
     assert "GET /v1/event-types / GET /health" in captured.err
 
 
+def test_a_run_of_some_figures_never_writes_the_kept_results(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from benchmarks.__main__ import RESULTS, output_directory
+
+    kept = {name: (RESULTS / name).stat().st_mtime_ns for name in ("results.json", "performance.png")}
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # GIVEN / WHEN one figure runs with --only and no --output
+    status = main(["--only", "filters"])
+    # THEN it wrote its results.json to a fresh temporary directory, and said where
+    captured = capsys.readouterr().out
+    assert status == 0
+    (written,) = [path for path in tmp_path.iterdir() if path.name.startswith("herald-bench-")]
+    assert f"writing to {written}" in captured
+    assert [entry["name"] for entry in json.loads((written / "results.json").read_text())["figures"]] == [
+        "filter_eval_us"
+    ]
+    # AND the kept results (a full run's, the README's table) are untouched
+    assert {name: (RESULTS / name).stat().st_mtime_ns for name in kept} == kept
+    # AND only a full run (make bench) writes there by default; --output is always followed
+    assert output_directory(parse_args([])) == RESULTS
+    assert output_directory(parse_args(["--only", "size", "--output", str(tmp_path / "x")])) == tmp_path / "x"
+
+
 def test_command_line_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture[str]) -> None:
     # GIVEN / WHEN an unknown name is asked for
     with pytest.raises(SystemExit):
