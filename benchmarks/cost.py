@@ -62,6 +62,12 @@ THROUGHPUT_SUFFIX = "_throughput"
 #: The figure name's suffix for 1 event -> 1 published one event a request (the figure without it publishes in
 #: batches: ``POST /v1/events/batch``, as the issue prices it).
 SINGLE_PUBLISH_SUFFIX = "_single_publish"
+#: The figure name's suffix for the default fan-out with its events published one at a time, each worked (delivered,
+#: its successes read from the table's stream) before the next is published: a trickle of events, where the figures
+#: without it measure a burst (all of a case's events published, then the queue worked).
+ONE_AT_A_TIME_SUFFIX = "_one_at_a_time"
+#: Events of the one-at-a-time case: each is worked alone, so every event costs the same and a few suffice.
+ONE_AT_A_TIME_EVENTS = 8
 #: The figure name's suffix for the default fan-out published in batches (the figure without it publishes one event
 #: a request, as the issue prices it): what a publisher that batches pays, and the AWS requests it makes.
 BATCH_PUBLISH_SUFFIX = "_batch_publish"
@@ -353,6 +359,8 @@ class CaseResult:
     usage: dict[str, float]  # per delivery
     invocations: dict[str, int]
     notes: list[str]
+    #: How the events were published and worked (a burst, or one at a time), and what that shares.
+    workload: str = ""
 
     @property
     def total(self) -> float:
@@ -360,7 +368,14 @@ class CaseResult:
 
 
 def _run_case(
-    stack: Stack, *, fanout: int, events: int, receiver_url: str, template: dict[str, Any], per_request: int
+    stack: Stack,
+    *,
+    fanout: int,
+    events: int,
+    receiver_url: str,
+    template: dict[str, Any],
+    per_request: int,
+    one_at_a_time: bool = False,
 ) -> CaseResult:
     """Publish ``events`` events to ``fanout`` subscriptions each, ``per_request`` events an API request (one:
     ``POST /v1/events``; more: ``POST /v1/events/batch``), and work the queue dry, twice: once metered (requests
@@ -374,11 +389,12 @@ def _run_case(
             template=template,
             per_request=per_request,
             meter=meter,
+            one_at_a_time=one_at_a_time,
         )
         for meter in (True, False)
     ]
     metered, plain = passes
-    return _price(metered, plain, fanout=fanout, events=events, template=template)
+    return _price(metered, plain, fanout=fanout, events=events, template=template, one_at_a_time=one_at_a_time)
 
 
 @dataclass
@@ -407,6 +423,7 @@ def _pass(
     template: dict[str, Any],
     per_request: int,
     meter: bool,
+    one_at_a_time: bool = False,
 ) -> _Pass:
     # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     import boto3
@@ -485,34 +502,40 @@ def _pass(
         requests0, wru0, rru0, _ = metering.snapshot()
         logs0, success0 = stream.bytes, stream.success_bytes
         api_seconds: list[float] = []
-        for first in range(0, events, per_request):
-            count = min(per_request, events - first)
-            if per_request == 1:
-                event, expected = api_gateway_event("POST", "/v1/events", body=body, headers=headers), 202
-            else:
-                batch = {"events": [body] * count}
-                event, expected = api_gateway_event("POST", "/v1/events/batch", body=batch, headers=headers), 200
-            started = time.perf_counter()
-            response = api.handler(event, api.context)
-            api_seconds.append(time.perf_counter() - started)
-            if response["statusCode"] != expected:
-                raise BenchmarkError(f"publishing answered {response['statusCode']}: {response.get('body')}")
-            if per_request > 1:
-                statuses = [item["status"] for item in json.loads(response["body"])["data"]]
-                if statuses != [202] * count:
-                    raise BenchmarkError(f"a batch publish answered {statuses}")
-        api_requests, _, _, _ = metering.snapshot()
-        api_logs = stream.bytes - logs0
-        received = 0
-        while True:
-            result = poller.poll_once()
-            if not result.received:
-                break
-            received += result.received
-            if result.failed:
-                raise BenchmarkError(f"a batch reported {result.failed} failures on the happy path")
-        # The events were published in a burst, so their successes fall in one of the stream's windows.
-        streamed = table_stream.drain()
+        api_requests: Counter[str] = Counter()
+        api_logs = received = streamed = 0
+        requests_chunks = [(first, min(per_request, events - first)) for first in range(0, events, per_request)]
+        # A burst publishes every request, then works the queue; one at a time works each request's events (their
+        # deliveries sent, their successes read from the stream) before the next request is made.
+        rounds = [[chunk] for chunk in requests_chunks] if one_at_a_time else [requests_chunks]
+        for chunks in rounds:
+            before, logs_before = metering.snapshot()[0], stream.bytes
+            for _, count in chunks:
+                if per_request == 1:
+                    event, expected = api_gateway_event("POST", "/v1/events", body=body, headers=headers), 202
+                else:
+                    batch = {"events": [body] * count}
+                    event, expected = api_gateway_event("POST", "/v1/events/batch", body=batch, headers=headers), 200
+                started = time.perf_counter()
+                response = api.handler(event, api.context)
+                api_seconds.append(time.perf_counter() - started)
+                if response["statusCode"] != expected:
+                    raise BenchmarkError(f"publishing answered {response['statusCode']}: {response.get('body')}")
+                if per_request > 1:
+                    statuses = [item["status"] for item in json.loads(response["body"])["data"]]
+                    if statuses != [202] * count:
+                        raise BenchmarkError(f"a batch publish answered {statuses}")
+            api_requests += metering.snapshot()[0] - before
+            api_logs += stream.bytes - logs_before
+            while True:
+                result = poller.poll_once()
+                if not result.received:
+                    break
+                received += result.received
+                if result.failed:
+                    raise BenchmarkError(f"a batch reported {result.failed} failures on the happy path")
+            # A burst's successes fall in one of the stream's windows; one at a time, each event's in its own.
+            streamed += table_stream.drain()
         requests1, wru1, rru1, _ = metering.snapshot()
         worker_logs = stream.bytes - logs0 - api_logs
     finally:
@@ -540,7 +563,7 @@ def _pass(
         )
     return _Pass(
         counts=requests1 - requests0,
-        api_counts=api_requests - requests0,
+        api_counts=api_requests,
         wru=wru1 - wru0,
         rru=rru1 - rru0,
         written=dict(metering.written),
@@ -553,7 +576,9 @@ def _pass(
     )
 
 
-def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: dict[str, Any]) -> CaseResult:
+def _price(
+    metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: dict[str, Any], one_at_a_time: bool = False
+) -> CaseResult:
     from herald.local.resources import DELIVERY_FUNCTION_ID, function_properties
 
     api_memory = int(function_properties(template, "ApiFunction").get("MemorySize", 128))
@@ -612,8 +637,16 @@ def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: 
             "routes once; a batch spread over many tenants reads them once per tenant and type, two small queries each)"
         )
     )
+    workload = (
+        "one at a time, each worked (delivered, its successes read from the table's stream) before the next is "
+        "published: each invocation and stream window carries one event's deliveries"
+        if one_at_a_time
+        else "in a burst, then the queue worked: an invocation carries up to a batch of messages' deliveries and all "
+        "the successes fall in one stream window, whose fixed costs they share"
+    )
     notes = [
-        f"1 event -> {fanout} subscriptions: {events} events published {published}, {deliveries} deliveries, "
+        f"1 event -> {fanout} subscriptions: {events} events published {published}, {workload}; {deliveries} "
+        "deliveries, "
         f"{len(durations)} delivery-function invocations (batch size {plain.batch_size}, the template's batching "
         f"window; {plain.stream_invocations} of them by the table's stream, counting the successes in the stats), "
         f"API {api_memory} MB, delivery {delivery_memory} MB",
@@ -622,7 +655,9 @@ def _price(metered: _Pass, plain: _Pass, *, fanout: int, events: int, template: 
         "DynamoDB WRU per delivery by operation: "
         + ", ".join(f"{name} {units / deliveries:.2f}" for name, units in sorted(metered.written.items()) if units),
     ]
-    return CaseResult(fanout, deliveries, breakdown, usage, {"api": api_requests, "delivery": len(durations)}, notes)
+    return CaseResult(
+        fanout, deliveries, breakdown, usage, {"api": api_requests, "delivery": len(durations)}, notes, workload
+    )
 
 
 def _cost_note(case: CaseResult) -> str:
@@ -630,7 +665,8 @@ def _cost_note(case: CaseResult) -> str:
     top = sorted(case.breakdown.items(), key=lambda entry: -entry[1])[:3]
     usage = case.usage
     text = (
-        f"largest items: {', '.join(f'{name} ${value:.2f}' for name, value in top)}; per delivery "
+        f"events published {case.workload}; largest items: "
+        f"{', '.join(f'{name} ${value:.2f}' for name, value in top)}; per delivery "
         f"{usage['wru']:.1f} WRU, {usage['rru']:.1f} RRU, {usage['sqs_requests']:.2f} SQS requests, "
         f"{usage['log_bytes']:.0f} log bytes, {usage['delivery_gb_s'] * 1000:.1f} mGB-s of delivery function; "
         f"EventBridge at the same fan-out would be ${eventbridge_per_million(case.fanout):.2f}, Svix's list price "
@@ -700,15 +736,17 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
     # 1 event -> 1 is priced as the issue asks, its events published in batches (POST /v1/events/batch, all of
     # the case's events in one: a batch of 20 where the API takes 100); one event a request beside it.
     one_to_one = max(10, events)
+    # Every case but one publishes its events in a burst; the default fan-out is also published one event at a time.
     runs = [
-        (fanout, events, template, "", 1),
-        (1, one_to_one, template, "", MAX_BATCH_EVENTS),
-        (1, one_to_one, template, SINGLE_PUBLISH_SUFFIX, 1),
-        (fanout, events, throughput, THROUGHPUT_SUFFIX, 1),
-        (fanout, events, template, BATCH_PUBLISH_SUFFIX, MAX_BATCH_EVENTS),
+        (fanout, events, template, "", 1, False),
+        (1, one_to_one, template, "", MAX_BATCH_EVENTS, False),
+        (1, one_to_one, template, SINGLE_PUBLISH_SUFFIX, 1, False),
+        (fanout, events, throughput, THROUGHPUT_SUFFIX, 1, False),
+        (fanout, events, template, BATCH_PUBLISH_SUFFIX, MAX_BATCH_EVENTS, False),
+        (fanout, min(events, ONE_AT_A_TIME_EVENTS), template, ONE_AT_A_TIME_SUFFIX, 1, True),
     ]
     cases: list[tuple[CaseResult, str]] = []
-    for case_fanout, case_events, case_template, suffix, per_request in runs:
+    for case_fanout, case_events, case_template, suffix, per_request, one_at_a_time in runs:
         with local_stack(moto="server") as stack, ReceiverProcess(SUBSCRIBER_LATENCY) as receiver:
             case = _run_case(
                 stack,
@@ -717,6 +755,7 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
                 receiver_url=receiver.url,
                 template=case_template,
                 per_request=per_request,
+                one_at_a_time=one_at_a_time,
             )
             # Over the deliveries the table holds: both passes' and their warm-up events', not one pass's.
             stored, stored_deliveries = stored_bytes(
@@ -741,6 +780,7 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
             THROUGHPUT_SUFFIX: " (DeliveryBatching: throughput)",
             SINGLE_PUBLISH_SUFFIX: " (one event an API request)",
             BATCH_PUBLISH_SUFFIX: " (events published in batches)",
+            ONE_AT_A_TIME_SUFFIX: " (events published one at a time)",
         }.get(
             suffix, " (events published in batches)" if case.invocations["api"] < case.deliveries / case.fanout else ""
         )
@@ -786,7 +826,8 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
     (default,) = [case for case, suffix in cases if not suffix and case.fanout == fanout]
     (batched,) = [case for case, suffix in cases if suffix == THROUGHPUT_SUFFIX]
     (published,) = [case for case, suffix in cases if suffix == BATCH_PUBLISH_SUFFIX]
-    return figures + per_delivery_figures(default, batched, published)
+    (alone,) = [case for case, suffix in cases if suffix == ONE_AT_A_TIME_SUFFIX]
+    return figures + per_delivery_figures(default, batched, published) + per_delivery_figures_one_at_a_time(alone)
 
 
 #: The issue's targets per delivered webhook on the happy path.
@@ -805,7 +846,11 @@ def per_delivery_figures(case: CaseResult, batched: CaseResult, published: CaseR
     ``published`` (the same fan-out, its events published in batches) are in the notes."""
     usage, other, in_batches = case.usage, batched.usage, published.usage
     calls, other_calls, batch_published_calls = (_aws_requests(run.usage) for run in (case, batched, published))
-    where = f"1 event -> {case.fanout}, DeliveryBatching: latency, on the happy path"
+    where = (
+        f"1 event -> {case.fanout}, DeliveryBatching: latency, on the happy path, the events published in a burst (an "
+        "invocation's and a stream window's fixed costs shared by all the deliveries that arrive together; "
+        f"{ONE_AT_A_TIME_SUFFIX} gives one event at a time)"
+    )
     return [
         Figure(
             name="dynamodb_wru_per_delivery",
@@ -842,6 +887,48 @@ def per_delivery_figures(case: CaseResult, batched: CaseResult, published: CaseR
                 "sqs_per_delivery": usage["sqs_requests"],
                 "throughput": other_calls,
                 "batch_published": batch_published_calls,
+            },
+        ),
+    ]
+
+
+def per_delivery_figures_one_at_a_time(case: CaseResult) -> list[Figure]:
+    """Write units and AWS requests per delivered webhook at 1 event -> ``case.fanout`` with each event published and
+    worked before the next: the same targets as the burst's figures, for a trickle of events."""
+    usage, calls = case.usage, _aws_requests(case.usage)
+    where = (
+        f"1 event -> {case.fanout}, DeliveryBatching: latency, on the happy path, each event published one a request "
+        "and worked before the next: an invocation's fixed calls (receive, delete, the batch's reads and writes) and "
+        f"a stream window's stats writes are shared by one event's {case.fanout} deliveries, not by a burst's"
+    )
+    return [
+        Figure(
+            name=f"dynamodb_wru_per_delivery{ONE_AT_A_TIME_SUFFIX}",
+            value=usage["wru"],
+            unit="WRU",
+            baseline=WRU_TARGET,
+            baseline_label="the issue's target, not measured",
+            target=f"ratio <= 1 (<= {WRU_TARGET} write units per delivered webhook)",
+            met=usage["wru"] <= WRU_TARGET,
+            note=f"{where}: {case.notes[2]}",
+            low=1 / WRU_TARGET,  # a delivered webhook is written at least once
+            high=1.0,
+        ),
+        Figure(
+            name=f"aws_calls_per_delivery{ONE_AT_A_TIME_SUFFIX}",
+            value=calls,
+            unit="calls",
+            baseline=CALLS_TARGET,
+            baseline_label="the issue's target, not measured",
+            target=f"ratio <= 1 (<= {CALLS_TARGET} AWS requests per delivered webhook)",
+            met=calls <= CALLS_TARGET,
+            note=f"{where}; publishing's {usage['api_aws_calls_per_event']:.0f} calls per event included, the "
+            f"worker's {usage['worker_aws_calls_per_delivery']:.2f} per delivery: {case.notes[1]}",
+            low=1 / 100 / CALLS_TARGET,  # fewer than one request per batch of deliveries: requests not counted
+            high=1.0,
+            details={
+                "worker_per_delivery": usage["worker_aws_calls_per_delivery"],
+                "sqs_per_delivery": usage["sqs_requests"],
             },
         ),
     ]

@@ -183,7 +183,7 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     # GIVEN / WHEN two events to two subscriptions each, and ten events to one (published in one batch, then one a
     # request), on the happy path
     lines: list[str] = []
-    typical, pessimistic, single, throughput, batch_published, wru, calls = cost.run(
+    typical, pessimistic, single, throughput, batch_published, alone, wru, calls, wru_alone, calls_alone = cost.run(
         events=2, fanout=2, out=lines.append
     )
     # THEN each case has a priced breakdown of the requests the real code path made
@@ -192,7 +192,7 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     assert single.name == "cost_per_million_fanout_1_single_publish"
     assert throughput.name == "cost_per_million_fanout_2_throughput"
     assert batch_published.name == "cost_per_million_fanout_2_batch_publish"
-    for figure in (typical, pessimistic, single, throughput, batch_published):
+    for figure in (typical, pessimistic, single, throughput, batch_published, alone):
         breakdown = figure.details["breakdown_per_million"]
         assert figure.value == pytest.approx(sum(breakdown.values()), rel=1e-3)
         usage = figure.details["per_delivery"]
@@ -227,6 +227,22 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     assert batch_published.details["invocations"]["api"] == 1
     assert 0 < calls.details["batch_published"] < calls.value
     assert "with the events published in batches" in calls.note
+    # AND the figures say which workload they measure: a burst, or each event worked before the next is published
+    assert "in a burst" in typical.details["notes"][0]
+    assert "in a burst" in wru.note
+    assert alone.name == "cost_per_million_fanout_2_one_at_a_time"
+    assert "one at a time, each worked" in alone.details["notes"][0]
+    assert (wru_alone.name, calls_alone.name) == (
+        "dynamodb_wru_per_delivery_one_at_a_time",
+        "aws_calls_per_delivery_one_at_a_time",
+    )
+    # AND one event at a time shares an invocation's calls and a stream window's stats writes among fewer deliveries
+    assert wru_alone.value == alone.details["per_delivery"]["wru"] >= wru.value
+    usage_alone = alone.details["per_delivery"]
+    assert calls_alone.value == pytest.approx(usage_alone["dynamodb_requests"] + usage_alone["sqs_requests"])
+    assert calls_alone.value > calls.value
+    for figure in (wru_alone, calls_alone):
+        assert (figure.baseline, figure.high) == ((cost.WRU_TARGET, 1.0) if figure is wru_alone else (0.3, 1.0))
 
 
 def test_item_sizes_follow_dynamodb_rules() -> None:
