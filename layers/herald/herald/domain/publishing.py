@@ -288,7 +288,12 @@ def _enqueue_many(services: Services, to_queue: Sequence[tuple[StoredEvent, _Rou
     """``_enqueue`` for a batch of events: the messages of all sent together, then the events marked queued
     together (``EventRepository.mark_new``), one by one where that could not (``_Queueing.mark``)."""
     plans = [_Queueing.of(stored, routed) for stored, routed in to_queue]
-    services.queue.send_batch(pack([message for plan in plans for message in plan.messages]))
+    services.queue.send_batch(pack([message for plan in plans if not plan.delay_seconds for message in plan.messages]))
+    held = [
+        (dump_message(message), plan.delay_seconds) for plan in plans if plan.delay_seconds for message in plan.messages
+    ]
+    if held:
+        services.queue.send_bodies(held)
     to_mark = [plan for plan in plans if plan.needs_mark]
     marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts) for plan in to_mark]
     for plan, marked in zip(to_mark, services.store.events.mark_new(marks), strict=True):
@@ -314,14 +319,12 @@ def _requeue(services: Services, events: Sequence[StoredEvent]) -> set[str]:
     unwritten = services.store.events.unwritten_deliveries(events)
     entries: list[tuple[str, int]] = []
     requeued: set[str] = set()
-    now = utcnow()
     for stored in events:
         sub_ids = unwritten[stored.event.id]
         if not sub_ids or stored.event.tenant_id is None:
             continue
         requeued.add(stored.event.id)
-        since = (now - stored.event.created_at).total_seconds()
-        delay = math.ceil(max(0.0, REQUEUE_AFTER_SECONDS - since))
+        delay = _held_for(stored)
         for sub_id in sub_ids:
             copy = DeliveryMessage.of(stored, stored.event.tenant_id, sub_id, resumed=True)
             entries.append((dump_message(copy), delay))
@@ -352,8 +355,14 @@ def _enqueue(services: Services, stored: StoredEvent, routed: _Routed) -> None:
         services.queue.send_batch(pack(plan.messages))
     else:
         (fanout,) = plan.messages
-        services.queue.send(fanout)
+        services.queue.send(fanout, delay_seconds=plan.delay_seconds)
     plan.mark(services)
+
+
+def _held_for(stored: StoredEvent) -> int:
+    """Seconds until ``REQUEUE_AFTER_SECONDS`` after ``stored``'s publish: how long a repeat's copy is held back."""
+    since = (utcnow() - stored.event.created_at).total_seconds()
+    return math.ceil(max(0.0, REQUEUE_AFTER_SECONDS - since))
 
 
 @dataclass(frozen=True)
@@ -366,6 +375,8 @@ class _Routed:
 
     sub_ids: list[str] | None
     filtered: int = 0
+    #: A repeat of a publish an earlier try stored and did not mark queued (``again``).
+    repeat: bool = False
 
     @classmethod
     def of(cls, services: Services, event: Event, routes: dict[tuple[str, str], list[Route] | None]) -> _Routed:
@@ -398,8 +409,11 @@ class _Routed:
         that try chose. Had it counted a fan-out message's pages (its mark failed after), a direct fan-out now
         would count the event's deliveries a second time; its pages, run again, are counted once (their
         markers), and a direct fan-out's count is one write with its mark, so it never counted. The deliveries
-        either try queued have the same ids: the second copy of each finds it done."""
-        return cls(None)
+        either try queued have the same ids: the second copy of each finds it done, once the first is worked; so
+        the repeat's fan-out message is held back as ``_requeue`` holds a repeat's deliveries
+        (``_Queueing.delay_seconds``): the two fan-outs are never worked at once, in parallel invocations, each
+        queueing every delivery to be sent at the same moment."""
+        return cls(None, repeat=True)
 
     @property
     def starting_counts(self) -> dict[str, Any]:
@@ -446,13 +460,19 @@ class _Queueing:
     direct: bool
     matched: int = 0
     filtered: int = 0
+    #: How long its messages are held on the queue (``DelaySeconds``): a repeat's, until ``REQUEUE_AFTER_SECONDS``
+    #: after the event's publish (``_Routed.again``).
+    delay_seconds: int = 0
 
     @classmethod
     def of(cls, stored: StoredEvent, routed: _Routed) -> _Queueing:
         """``stored``'s queueing, where ``routed`` says it goes."""
         event = stored.event
         if event.tenant_id is None or routed.sub_ids is None:
-            return cls(stored, [FanoutMessage(event_id=event.id, tenant_id=event.tenant_id)], direct=False)
+            fanout: list[DeliveryMessage | FanoutMessage] = [
+                FanoutMessage(event_id=event.id, tenant_id=event.tenant_id)
+            ]
+            return cls(stored, fanout, direct=False, delay_seconds=_held_for(stored) if routed.repeat else 0)
         messages: list[DeliveryMessage | FanoutMessage] = [
             DeliveryMessage.of(stored, event.tenant_id, sub_id) for sub_id in routed.sub_ids
         ]
