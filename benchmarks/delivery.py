@@ -244,12 +244,16 @@ def run(
             # The same batch handled again with its AWS calls answered by the stand-in (benchmarks.aws_standin).
             "standin_batch_s": stood_in.handle_s,
             "standin_batch_min_s": min(item.handle_s for item in standin),
+            # Run-to-run noise of batch_wall_time and cpu_ms_per_delivery: the spread of their own `rounds` runs.
+            "standin_batch_spread_s": max(item.handle_s for item in standin) - min(item.handle_s for item in standin),
+            "standin_worker_cpu_spread_s": max(item.cpu_s for item in standin) - min(item.cpu_s for item in standin),
             "standin_call_latency_s": LATENCY_S,
             "standin_call_median_s": stood_in.call_median_s,
             "standin_aws_calls_count": sum(stood_in.aws_calls.values()),
             "standin_aws_busy_s": stood_in.aws_busy_s,
-            "standin_worker_cpu_s": stood_in.cpu_s,
-            "standin_worker_cpu_per_delivery_s": stood_in.cpu_s / batch,
+            # The median of the rounds' CPU times (the round of median wall time need not be the one of median CPU).
+            "standin_worker_cpu_s": median([item.cpu_s for item in standin]),
+            "standin_worker_cpu_per_delivery_s": median([item.cpu_s for item in standin]) / batch,
             "standin_receiver_peak_in_flight_count": stood_in.receiver["peak_in_flight"],
             "standin_peak_aws_calls_in_flight_count": max(bench.standin_peaks),
             "standin_answered_count": bench.standin_answered,

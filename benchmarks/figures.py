@@ -74,6 +74,9 @@ def batch_concurrency(result: Result) -> list[Figure]:
             note=how if value / latency_ms <= BATCH_TARGET else note,
             low=1.0,  # a batch to a receiver answering after one latency cannot take less
             high=BATCH_TARGET,
+            # Within its rounds' spread of the target, the verdict is not counted as met.
+            noise=measured.get("standin_batch_spread_s", 0.0) * 1000,
+            signal=value - BATCH_TARGET * latency_ms,
             details={key: measured[key] for key in sorted(measured)},
         ),
         Figure(
@@ -85,10 +88,14 @@ def batch_concurrency(result: Result) -> list[Figure]:
             target=f"ratio <= 1 (<= {CPU_TARGET_MS:g} ms of the worker's CPU per delivery)",
             met=cpu_ms / batch <= CPU_TARGET_MS,
             note=f"the worker's CPU time (process time: every thread) for the batch of {batch} against the AWS "
-            f"stand-in, per delivery; against moto, {measured['worker_cpu_per_delivery_s'] * 1000:.1f} ms (its "
+            f"stand-in, per delivery, the median of {measured.get('rounds_count', 1):.0f} rounds (noise: their spread, "
+            "and a value within it of the target is not counted as met); against moto, "
+            f"{measured['worker_cpu_per_delivery_s'] * 1000:.1f} ms (its "
             "HTTP exchanges with moto included). On Lambda, CPU scales with MemorySize (1769 MB: one vCPU)",
             low=0.1 / CPU_TARGET_MS,  # under 0.1 ms a delivery, the batch was not worked
             high=1.0,
+            noise=measured.get("standin_worker_cpu_spread_s", 0.0) * 1000 / batch,
+            signal=cpu_ms / batch - CPU_TARGET_MS,
         ),
         Figure(
             name="batch_latency_added",

@@ -111,9 +111,9 @@ class Figure:
     Every figure has a lower and an upper bound on its ratio (``low``, ``high``): below the lower one is a
     wrong sign or a broken measurement, never a success; above the upper one the target is missed.
     ``noise`` is the run-to-run noise of the value (the spread of the baseline's repeated runs, same unit)
-    and ``signal`` what the figure claims (the value minus what it is compared with): a signal inside the
-    noise is said so and not counted as met. ``met`` as given is the target's own test; after
-    construction it holds the verdict's."""
+    and ``signal`` what the figure claims (the value minus what it is compared with, or minus its target's
+    threshold when that is what decides the verdict): a signal inside the noise is said so and not counted as
+    met. ``met`` as given is the target's own test; after construction it holds the verdict's."""
 
     name: str
     value: float

@@ -60,7 +60,51 @@ def test_delivery_benchmark_runs_a_small_batch() -> None:
     assert (wall.name, cpu.name) == ("batch_wall_time", "cpu_ms_per_delivery")
     assert wall.value == pytest.approx(result.measured["standin_batch_s"] * 1000)
     assert cpu.value == pytest.approx(result.measured["standin_worker_cpu_per_delivery_s"] * 1000)
+    # AND both carry the spread of their own rounds as their noise, against the distance to their target
+    assert wall.noise == pytest.approx(result.measured["standin_batch_spread_s"] * 1000)
+    assert wall.signal == pytest.approx(wall.value - figures.BATCH_TARGET * wall.baseline)
+    assert cpu.noise == pytest.approx(result.measured["standin_worker_cpu_spread_s"] * 1000 / 5)
+    assert cpu.signal == pytest.approx(cpu.value - figures.CPU_TARGET_MS)
     assert lines
+
+
+def test_batch_timings_within_their_noise_of_the_target_are_not_met() -> None:
+    from benchmarks import figures
+
+    def batch(*, cpu_per_delivery_ms: float, cpu_spread_ms: float, wall_ms: float, wall_spread_ms: float) -> Result:
+        measured = {
+            "receiver_latency_s": 0.2,
+            "batch_size_count": 100,
+            "rounds_count": 7,
+            "standin_worker_cpu_s": cpu_per_delivery_ms * 100 / 1000,
+            "standin_worker_cpu_spread_s": cpu_spread_ms * 100 / 1000,
+            "standin_batch_s": wall_ms / 1000,
+            "standin_batch_spread_s": wall_spread_ms / 1000,
+            "standin_aws_calls_count": 9,
+            "aws_client_cpu_per_call_s": 0.001,
+            "standin_call_latency_s": 0.01,
+            "standin_call_median_s": 0.02,
+            "batch_s": 0.5,
+            "standin_receiver_peak_in_flight_count": 100,
+            "worker_cpu_per_delivery_s": 0.004,
+            "latency_added_s": 0.2,
+            "batch_instant_spread_s": 0.05,
+        }
+        return Result("delivery", "batch", measured=measured)
+
+    # GIVEN a CPU per delivery and a batch time under their targets (3 ms; 1.5 x 200 ms), by less than their rounds'
+    # spread
+    wall, cpu, _ = figures.batch_concurrency(
+        batch(cpu_per_delivery_ms=2.6, cpu_spread_ms=0.5, wall_ms=280, wall_spread_ms=40)
+    )
+    # THEN neither is counted as met: the verdict says the margin is inside the noise
+    assert (cpu.met, cpu.verdict.startswith("inside the noise")) == (False, True)
+    assert (wall.met, wall.verdict.startswith("inside the noise")) == (False, True)
+    # AND with a margin beyond the spread, both are met
+    wall, cpu, _ = figures.batch_concurrency(
+        batch(cpu_per_delivery_ms=2.0, cpu_spread_ms=0.5, wall_ms=250, wall_spread_ms=40)
+    )
+    assert (cpu.met, wall.met) == (True, True)
 
 
 def test_fanout_benchmark_counts_batches_and_continuations() -> None:
