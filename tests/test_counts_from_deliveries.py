@@ -133,3 +133,29 @@ def test_an_event_with_more_subscribers_than_it_names_counts_its_deliveries_as_t
     assert event_counts(client, event_id) == fanned_out_counts(len(subs), succeeded=len(subs))
     assert writes.events
     assert set(writes.events) == {event_id}
+
+
+def test_a_recount_while_a_named_delivery_settles_does_not_count_it_twice(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an event published to one subscription (its item names it: its delivery is read, not counted), not
+    # delivered yet
+    subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    store = harness.services.store
+    # AND a recount during which the delivery settles: the worker runs right after the recount's read of the event
+    read = store.events.get_with_counts
+
+    def read_then_deliver(*args: Any, **kwargs: Any) -> Any:
+        stored = read(*args, **kwargs)
+        harness.drain()
+        return stored
+
+    monkeypatch.setattr(store.events, "get_with_counts", read_then_deliver)
+    # WHEN the event is recounted
+    changes = recount_event(store, event_id)
+    monkeypatch.setattr(store.events, "get_with_counts", read)
+    # THEN the recount changed nothing, and the event counts its one delivery once
+    assert len(receiver.received) == 1
+    assert changes == {}
+    assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)

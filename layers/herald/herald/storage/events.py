@@ -292,11 +292,12 @@ class EventRepository:
         item = self._table.read(keys.event(event_id))
         return StoredEvent.of(item) if item else None
 
-    def get_with_counts(self, event_id: str) -> StoredEvent | None:
+    def get_with_counts(self, event_id: str, *, live: bool = True) -> StoredEvent | None:
         """The event with its current counters and ``enqueued`` flag: the starting values it was stored with
         plus what its counts item has added since. One strongly consistent Query reads both (they are the
         partition's only sort keys starting with ``#``). An event that names its subscriptions
-        (``DELIVERED_TO``) adds its deliveries to them, as they are now: one BatchGetItem more."""
+        (``DELIVERED_TO``) adds its deliveries to them, as they are now: one BatchGetItem more (not with ``live``
+        False: the counters as stored, which those deliveries are never added to)."""
         response = self._table.call(
             "query",
             KeyConditionExpression="pk = :p AND begins_with(sk, :prefix)",
@@ -317,7 +318,7 @@ class EventRepository:
             item[counter] = int(item.get(counter, 0)) + int(counts.get(counter, 0))
         item["enqueued"] = bool(item.get("enqueued")) or bool(counts.get("enqueued"))
         stored = StoredEvent.of(item)
-        if not stored.delivered_to:
+        if not stored.delivered_to or not live:
             return stored
         settled = self._settled_deliveries(stored)
         return replace(
