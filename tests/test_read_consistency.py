@@ -1,7 +1,8 @@
 """Which reads are strongly consistent (twice the price of an eventually consistent one), and why: checked on the
 GetItem calls themselves, since moto answers every read consistently. Publishing reads its tenant eventually
 consistently and confirms a miss with a strong read (a tenant created a moment ago is found); an API key is read
-strongly, so that a revoked key stops working at once."""
+strongly, so that a revoked key stops working at once; an event's routes are read strongly, so that a subscription
+created a moment before gets it."""
 
 from __future__ import annotations
 
@@ -54,3 +55,31 @@ def test_an_api_key_is_read_strongly_so_a_revoked_key_stops_at_once(client, tena
     # THEN the key was read strongly
     assert response.status_code == 200, response.text
     assert _reads_of(recorder, "APIKEY#") == [True]
+
+
+@pytest.mark.parametrize("settings_overrides", [{}, {"direct_fanout_max": 0}], ids=["direct", "fanout-message"])
+def test_an_events_routes_are_read_strongly_so_a_subscription_made_a_moment_before_gets_it(
+    client, tenant, services, harness
+) -> None:
+    from tests.delivery_support import publish, subscribe
+
+    # GIVEN a subscription, its route written a moment ago
+    subscribe(client, tenant, "https://example.com/webhook")
+    recorder = CallRecorder(services.store.client, ["Query"])
+    try:
+        # WHEN an event is published and the queue worked: its routes read by publishing itself (the direct
+        # fan-out), or by the worker of its fan-out message
+        publish(client, tenant.id)
+        harness.drain()
+    finally:
+        recorder.close()
+    # THEN every read of a route partition asked for a strongly consistent read: an eventually consistent one may
+    # miss the new route, and nothing would read the event's routes again (moto answers every read consistently:
+    # the flag is what DynamoDB goes by)
+    route_reads = [
+        call.params.get("ConsistentRead", False)
+        for call in recorder.of("Query")
+        if call.params["ExpressionAttributeValues"][":p"]["S"].startswith("ROUTE#")
+    ]
+    assert route_reads
+    assert all(route_reads)

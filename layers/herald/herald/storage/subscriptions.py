@@ -187,9 +187,11 @@ class SubscriptionRepository:
     def routed(
         self, tenant_id: str, route: str, *, limit: int, cursor: str | None
     ) -> tuple[builtins.list[Route], str | None]:
-        """One page of the subscriptions routed for ``route`` (an event type, or ``*``), each with its filter."""
+        """One page of the subscriptions routed for ``route`` (an event type, or ``*``), each with its filter. Read
+        strongly: an eventually consistent read may miss a route written a moment ago, and the event published
+        right after a subscription is created would never reach it (nothing reads its routes again)."""
         items, next_cursor = self._table.query(
-            key={"pk": keys.route_partition(tenant_id, route)}, limit=limit, cursor=cursor
+            key={"pk": keys.route_partition(tenant_id, route)}, limit=limit, cursor=cursor, consistent=True
         )
         return [Route(item["subscription_id"], item.get("filter")) for item in items], next_cursor
 
