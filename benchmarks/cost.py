@@ -95,9 +95,11 @@ SVIX_PER_MESSAGE = 0.0001
 SVIX_PLAN_PER_MONTH = 490.0
 SVIX_PRICE_SOURCE = "https://www.svix.com/pricing/ (Professional: from $490/month, $0.0001 per message; 2026-09-20)"
 #: What the per-use prices leave out, priced at a stated monthly volume (they do not grow with it):
-#: the SQS event source's empty receives (Lambda keeps 5 long-polling receivers per queue; 20 s waits,
-#: so 5 x 3 a minute whether or not messages come) and cold starts (the INIT phase is billed since
-#: 2025-08-01; one fresh container per function per hour assumed).
+#: each SQS event source's empty receives (Lambda keeps 5 long-polling receivers per queue; 20 s waits,
+#: so 5 x 3 a minute whether or not messages come; the DeliveryFunction reads two queues, the work queue
+#: and the slow lane), cold starts (the INIT phase is billed since 2025-08-01; one fresh container per
+#: function per hour assumed), the schedule's sweeps (an invocation every minute, its duration and AWS
+#: requests measured in the run), Herald's custom metrics, its alarms and its secrets.
 MONTHLY_WEBHOOKS = 10_000_000
 EMPTY_RECEIVES_PER_MONTH = 5 * 3 * 60 * 24 * 30
 COLD_STARTS_PER_FUNCTION_MONTH = 24 * 30
@@ -105,6 +107,20 @@ COLD_START_SECONDS = {"ApiFunction": 0.62, "DeliveryFunction": 0.48}  # medians 
 #: DynamoDB charges 100 bytes of overhead per item and per index entry; items live until their TTL
 #: (HERALD_ATTEMPT_TTL_DAYS, 30) plus TTL's lazy deletion (up to ~2 days).
 ITEM_OVERHEAD_BYTES = 100
+#: CloudWatch: $0.30 per custom metric-month (the first 10,000; EMF metrics are custom metrics, and a metric is a
+#: name with one set of dimensions: Herald's have the service only, herald/metrics.py, so one per ``Metric``), and
+#: $0.10 per standard-resolution alarm metric-month (an alarm on metric math is billed for each metric it reads;
+#: the free tier's unit is the "alarm metric") -- https://aws.amazon.com/cloudwatch/pricing/ (read 2026-12-02: its
+#: stored text gives the free tier's units; the paid tier's two prices as vantage.sh's "CloudWatch Metrics Pricing
+#: Explained" and c3x.dev's aws_cloudwatch_metric_alarm page transcribe them, read 2026-12-02).
+CLOUDWATCH_METRIC_MONTH = 0.30
+CLOUDWATCH_ALARM_METRIC_MONTH = 0.10
+#: Secrets Manager: $0.40 per secret-month -- https://aws.amazon.com/secrets-manager/pricing/ (as hivebook.wiki's
+#: AWS Secrets Manager page transcribes it with the $0.05 per 10,000 calls above, read 2026-12-02).
+SECRETS_MANAGER_SECRET_MONTH = 0.40
+#: The sweep's invocations timed and metered in each pass (an idle sweep: nothing scheduled is due).
+SWEEP_SAMPLES = 3
+SECONDS_PER_MONTH = 30 * 24 * 3600
 RETENTION_MONTHS = 32 / 30
 
 
@@ -412,6 +428,12 @@ class _Pass:
     success_log_bytes: int
     #: Invocations of the delivery function by the table's stream (among ``durations``).
     stream_invocations: int = 0
+    #: The schedule's sweeps run after the work: their durations, AWS requests, read and write units and log bytes.
+    sweep_seconds: list[float] = field(default_factory=list)
+    sweep_counts: Counter[str] = field(default_factory=Counter)
+    sweep_rru: float = 0.0
+    sweep_wru: float = 0.0
+    sweep_log_bytes: int = 0
 
 
 def _pass(
@@ -429,7 +451,7 @@ def _pass(
     import boto3
 
     from benchmarks.core import ApiGateway
-    from herald.local.event_sources import delivery_event_source
+    from herald.local.event_sources import delivery_event_source, delivery_schedule
     from herald.local.poller import SqsPoller
     from herald.local.stream_poller import table_stream_poller
     from herald.worker import Worker, settle_all
@@ -538,6 +560,16 @@ def _pass(
             streamed += table_stream.drain()
         requests1, wru1, rru1, _ = metering.snapshot()
         worker_logs = stream.bytes - logs0 - api_logs
+        # The schedule's sweep (every minute, whatever the traffic), with nothing due: a fixed cost, not a delivery's.
+        schedule = delivery_schedule(template)
+        sweep_logs0 = stream.bytes
+        sweep_seconds: list[float] = []
+        for _ in range(SWEEP_SAMPLES):
+            started = time.perf_counter()
+            worker.invoke(schedule.input, None)
+            sweep_seconds.append(time.perf_counter() - started)
+        requests2, wru2, rru2, _ = metering.snapshot()
+        sweep_log_bytes = stream.bytes - sweep_logs0
     finally:
         redirect.__exit__(None, None, None)
         for handler, previous in zip(handlers, saved, strict=True):
@@ -573,6 +605,11 @@ def _pass(
         success_log_bytes=stream.success_bytes - success0,
         batch_size=source.batch_size,
         stream_invocations=table_stream.invocations - stream_invocations0,
+        sweep_seconds=sweep_seconds,
+        sweep_counts=requests2 - requests1,
+        sweep_rru=rru2 - rru1,
+        sweep_wru=wru2 - wru1,
+        sweep_log_bytes=sweep_log_bytes,
     )
 
 
@@ -613,7 +650,25 @@ def _price(
         "CloudWatch Logs ingestion": log_bytes / 1e9 * CLOUDWATCH_LOGS_GB * per,
         "Secrets Manager": secrets * SECRETS_MANAGER_CALL * per,
     }
+    # One sweep of the schedule (a fixed cost, priced per month in fixed_costs_per_million): its request, duration,
+    # AWS requests, capacity and log lines.
+    sweep_counts = Counter({name: n for name, n in metered.sweep_counts.items() if not name.startswith("(")})
+    sweep_seconds = sorted(plain.sweep_seconds)[len(plain.sweep_seconds) // 2] if plain.sweep_seconds else 0.0
+    sweep_dollars = (
+        LAMBDA_REQUEST
+        + math.ceil(sweep_seconds * 1000) / 1000 * delivery_memory / 1024 * LAMBDA_ARM_GB_SECOND
+        + sum(n for name, n in sweep_counts.items() if name.startswith("sqs.")) * SQS_REQUEST
+        + sum(n for name, n in sweep_counts.items() if name.startswith("secretsmanager.")) * SECRETS_MANAGER_CALL
+        + metered.sweep_rru / max(1, len(metered.sweep_seconds)) * DYNAMODB_RRU
+        + metered.sweep_wru / max(1, len(metered.sweep_seconds)) * DYNAMODB_WRU
+        + (plain.sweep_log_bytes / max(1, len(plain.sweep_seconds)) + LAMBDA_PLATFORM_LOG_BYTES)
+        / 1e9
+        * CLOUDWATCH_LOGS_GB
+    )
     usage = {
+        "sweep_ms": sweep_seconds * 1000,
+        "sweep_aws_requests": sum(sweep_counts.values()) / max(1, len(metered.sweep_seconds)),
+        "sweep_dollars": sweep_dollars,
         "sqs_requests": sqs_requests / deliveries,
         "dynamodb_requests": ddb_requests / deliveries,
         "wru": wru / deliveries,
@@ -697,18 +752,55 @@ def stored_bytes(client: Any, table: str) -> tuple[int, int]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def fixed_costs_per_million(template: dict[str, Any]) -> dict[str, float]:
-    """Empty receives and cold starts, per million webhooks at MONTHLY_WEBHOOKS a month."""
+def fixed_costs_per_million(template: dict[str, Any], *, sweep_dollars: float = 0.0) -> dict[str, float]:
+    """What does not grow with the webhooks, per million webhooks at MONTHLY_WEBHOOKS a month: each SQS event source's
+    empty receives, cold starts, the schedule's sweeps (``sweep_dollars`` each, measured), the custom metrics, the
+    alarms and the secrets."""
     from herald.local.resources import function_properties
 
+    counts = fixed_counts(template)
     init_gb_s = sum(
         seconds * int(function_properties(template, name).get("MemorySize", 128)) / 1024
         for name, seconds in COLD_START_SECONDS.items()
     )
     per = 1e6 / MONTHLY_WEBHOOKS
     return {
-        "SQS empty receives": EMPTY_RECEIVES_PER_MONTH * SQS_REQUEST * per,
+        "SQS empty receives": counts["sqs_event_sources"] * EMPTY_RECEIVES_PER_MONTH * SQS_REQUEST * per,
         "Lambda cold starts (INIT)": COLD_STARTS_PER_FUNCTION_MONTH * init_gb_s * LAMBDA_ARM_GB_SECOND * per,
+        "Schedule sweeps": counts["sweeps_per_month"] * sweep_dollars * per,
+        "CloudWatch custom metrics": counts["custom_metrics"] * CLOUDWATCH_METRIC_MONTH * per,
+        "CloudWatch alarms": counts["alarm_metrics"] * CLOUDWATCH_ALARM_METRIC_MONTH * per,
+        "Secrets Manager secrets": counts["secrets"] * SECRETS_MANAGER_SECRET_MONTH * per,
+    }
+
+
+def fixed_counts(template: dict[str, Any]) -> dict[str, int]:
+    """What the fixed monthly charges count, from the template and herald.metrics."""
+    from herald.local.event_sources import delivery_schedule
+    from herald.metrics import Metric
+
+    resources = template["Resources"].values()
+    sqs_sources = sum(
+        1
+        for resource in resources
+        if resource.get("Type") == "AWS::Serverless::Function"
+        for event in (resource.get("Properties", {}).get("Events") or {}).values()
+        if event.get("Type") == "SQS"
+    )
+    alarm_metrics = sum(
+        sum(1 for query in resource["Properties"]["Metrics"] if "MetricStat" in query)
+        if "Metrics" in resource["Properties"]
+        else 1
+        for resource in resources
+        if resource.get("Type") == "AWS::CloudWatch::Alarm"
+    )
+    return {
+        "sqs_event_sources": sqs_sources,
+        "sweeps_per_month": SECONDS_PER_MONTH // delivery_schedule(template).interval_seconds,
+        "custom_metrics": len(Metric),
+        "alarm_metrics": alarm_metrics,
+        "alarms": sum(1 for resource in resources if resource.get("Type") == "AWS::CloudWatch::Alarm"),
+        "secrets": sum(1 for resource in resources if resource.get("Type") == "AWS::SecretsManager::Secret"),
     }
 
 
@@ -766,12 +858,25 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
             case.breakdown["DynamoDB storage (retention)"] = (
                 per_delivery / 1e9 * DYNAMODB_STORAGE_GB_MONTH * RETENTION_MONTHS * 1e6
             )
-            case.breakdown.update(fixed_costs_per_million(case_template))
+            fixed = fixed_costs_per_million(case_template, sweep_dollars=case.usage["sweep_dollars"])
+            case.breakdown.update(fixed)
+            counts = fixed_counts(case_template)
             case.notes.append(
                 f"storage: {per_delivery:.0f} bytes per delivery (the table's bytes with index entries and "
                 f"overhead, over the {stored_deliveries} deliveries it holds), kept "
-                f"{RETENTION_MONTHS:.2f} months; empty receives and cold starts at {MONTHLY_WEBHOOKS:,} "
-                "webhooks a month"
+                f"{RETENTION_MONTHS:.2f} months"
+            )
+            case.notes.append(
+                f"fixed monthly charges at {MONTHLY_WEBHOOKS:,} webhooks a month, per million: "
+                f"empty receives of {counts['sqs_event_sources']} SQS event sources "
+                f"${fixed['SQS empty receives']:.3f}; "
+                f"cold starts ${fixed['Lambda cold starts (INIT)']:.3f}; {counts['sweeps_per_month']:,} sweeps a "
+                f"month (one measured at {case.usage['sweep_ms']:.0f} ms and "
+                f"{case.usage['sweep_aws_requests']:.0f} AWS requests, idle) ${fixed['Schedule sweeps']:.3f}; "
+                f"{counts['custom_metrics']} custom metrics ${fixed['CloudWatch custom metrics']:.3f}; "
+                f"{counts['alarms']} alarms reading {counts['alarm_metrics']} metrics "
+                f"${fixed['CloudWatch alarms']:.3f}; {counts['secrets']} secrets "
+                f"${fixed['Secrets Manager secrets']:.3f} (free tiers ignored)"
             )
             cases.append((case, suffix))
     figures = []

@@ -271,6 +271,25 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     assert batch_published.details["invocations"]["api"] == 1
     assert 0 < calls.details["batch_published"] < calls.value
     assert "with the events published in batches" in calls.note
+    # AND the fixed monthly charges are itemized: both queues' empty receives, cold starts, the measured sweeps, the
+    # custom metrics, the alarms and the secrets
+    from herald.local.resources import load_template
+    from herald.metrics import Metric
+
+    counts = cost.fixed_counts(load_template())
+    assert counts["sqs_event_sources"] == 2
+    assert counts["sweeps_per_month"] == 43_200
+    assert counts["custom_metrics"] == len(Metric)
+    assert counts["alarm_metrics"] >= counts["alarms"] > 0
+    assert counts["secrets"] == 2
+    fixed = typical.details["breakdown_per_million"]
+    per = 1e6 / cost.MONTHLY_WEBHOOKS
+    assert fixed["CloudWatch custom metrics"] == pytest.approx(len(Metric) * 0.30 * per, rel=1e-3)
+    assert fixed["CloudWatch alarms"] == pytest.approx(counts["alarm_metrics"] * 0.10 * per, rel=1e-3)
+    assert fixed["Secrets Manager secrets"] == pytest.approx(2 * 0.40 * per, rel=1e-3)
+    assert fixed["Schedule sweeps"] > 43_200 * cost.LAMBDA_REQUEST * per
+    assert typical.details["per_delivery"]["sweep_ms"] > 0
+    assert any(note.startswith("fixed monthly charges") for note in typical.details["notes"])
     # AND the figures say which workload they measure: a burst, or each event worked before the next is published
     assert "in a burst" in typical.details["notes"][0]
     assert "in a burst" in wru.note
