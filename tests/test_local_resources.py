@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -339,6 +340,39 @@ def test_delivery_timeout_falls_back_to_globals_then_to_the_lambda_default(templ
 
     del changed["Globals"]["Function"]["Timeout"]
     assert delivery_event_source(changed).function_timeout_seconds == 3
+
+
+def test_the_schedule_invokes_the_function_with_its_timeout_in_the_context(template: dict[str, Any]) -> None:
+    import threading
+
+    from herald.local.event_sources import delivery_schedule, run_schedule
+
+    # GIVEN the delivery function's schedule as the template gives it, every second for the test, with a timeout
+    # of 42 s
+    changed = copy.deepcopy(template)
+    changed["Resources"]["DeliveryFunction"]["Properties"]["Timeout"] = 42
+    schedule = delivery_schedule(changed)
+    assert schedule.function_timeout_seconds == 42
+    stop = threading.Event()
+    seen: list[tuple[dict[str, Any], Any]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        seen.append((event, context))
+        stop.set()
+
+    # WHEN it runs once
+    thread = threading.Thread(
+        target=run_schedule, args=(stop, dataclasses.replace(schedule, interval_seconds=0), handler)
+    )
+    thread.start()
+    thread.join(timeout=60)
+    # THEN the function got the schedule's input and a context that leaves it its timeout, as Lambda's does (the
+    # sweep works until shortly before it)
+    assert not thread.is_alive()
+    ((event, context),) = seen
+    assert event == schedule.input
+    assert 40_000 < context.get_remaining_time_in_millis() <= 42_000
+    assert context.aws_request_id
 
 
 # ---------------------------------------------------------------------------------------------- loader

@@ -8,9 +8,12 @@ import json
 import logging
 import re
 import threading
+import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from herald.local.poller import LambdaContext
 from herald.local.resources import (
     DELIVERY_FUNCTION_ID,
     LAMBDA_DEFAULT_TIMEOUT_SECONDS,
@@ -142,14 +145,18 @@ _UNIT_SECONDS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600}
 class ScheduleSettings:
     interval_seconds: int
     input: dict[str, Any]
+    #: The function's timeout: what its context says is left when an invocation starts.
+    function_timeout_seconds: int = LAMBDA_DEFAULT_TIMEOUT_SECONDS
 
 
 def delivery_schedule(template: dict[str, Any] | None = None) -> ScheduleSettings:
-    """The DeliveryFunction's one ScheduleV2 event: how often it runs and with which input."""
+    """The DeliveryFunction's one ScheduleV2 event: how often it runs and with which input (and the function's
+    timeout, with Globals and AWS's default applied)."""
     template = template if template is not None else load_template()
+    properties = function_properties(template, DELIVERY_FUNCTION_ID)
     events = [
         event.get("Properties", {})
-        for event in (function_properties(template, DELIVERY_FUNCTION_ID).get("Events") or {}).values()
+        for event in (properties.get("Events") or {}).values()
         if isinstance(event, dict) and event.get("Type") == "ScheduleV2"
     ]
     if len(events) != 1:
@@ -157,15 +164,18 @@ def delivery_schedule(template: dict[str, Any] | None = None) -> ScheduleSetting
     match = _RATE.match(str(events[0].get("ScheduleExpression", "")))
     if match is None:
         raise TemplateResourceNotFoundError("the local stack emulates rate(N minutes|hours) schedules only")
-    return ScheduleSettings(int(match[1]) * _UNIT_SECONDS[match[2]], json.loads(events[0].get("Input", "{}")))
+    timeout = int(Resolver(template).resolve(properties.get("Timeout", LAMBDA_DEFAULT_TIMEOUT_SECONDS)))
+    return ScheduleSettings(int(match[1]) * _UNIT_SECONDS[match[2]], json.loads(events[0].get("Input", "{}")), timeout)
 
 
 def run_schedule(
     stop: threading.Event, schedule: ScheduleSettings, handler: Callable[[dict[str, Any], Any], Any]
 ) -> None:
-    """Invoke ``handler`` with the schedule's input every interval until ``stop`` is set."""
+    """Invoke ``handler`` with the schedule's input every interval until ``stop`` is set, each time with a context
+    that gives it the function's timeout (as Lambda's does: the sweep works until shortly before it)."""
     while not stop.wait(schedule.interval_seconds):
+        context = LambdaContext(DELIVERY_FUNCTION_ID, schedule.function_timeout_seconds, time.time(), str(uuid.uuid4()))
         try:
-            handler(schedule.input, None)
+            handler(schedule.input, context)
         except Exception:
             logger.exception("the scheduled invocation failed; the next one runs on time")
