@@ -266,6 +266,10 @@ class Meter:
         if model.service_model.service_name == "dynamodb":
             requested = params.get("RequestItems", {}).values() if operation == "BatchGetItem" else [params]
             context["meter_consistent"] = any(bool(request.get("ConsistentRead")) for request in requested)
+            if operation == "BatchGetItem":
+                context["meter_keys"] = {
+                    table: len(request.get("Keys", [])) for table, request in params.get("RequestItems", {}).items()
+                }
             writes = self._writes(params, operation)
             context["meter_writes"] = [(table, key, new, self._image(table, key)) for table, key, new in writes]
 
@@ -307,9 +311,17 @@ class Meter:
             size = sum(item_size(item) for item in parsed.get("Items", []))
             units = _kb(size, 4096)
             rru += units if context.get("meter_consistent") else units / 2
-        elif operation == "BatchGetItem":  # each item read is billed on its own, half when eventually consistent
-            for items in parsed.get("Responses", {}).values():
-                units = sum(_kb(item_size(item), 4096) for item in items)
+        elif operation == "BatchGetItem":
+            # Each key is read as a GetItem of its own, half when eventually consistent; a key with no item is read
+            # too: "If you perform a read operation on an item that doesn't exist, DynamoDB will still consume read
+            # throughput" (DynamoDB developer guide, "DynamoDB read and write operations", read 2026-12-02), so each
+            # key asked for and processed costs at least one 4 KB unit. The worker asks for the state of every new
+            # delivery, which does not exist yet.
+            unprocessed = parsed.get("UnprocessedKeys", {})
+            for table, asked in context.pop("meter_keys", {}).items():
+                items = parsed.get("Responses", {}).get(table, [])
+                missing = asked - len(unprocessed.get(table, {}).get("Keys", [])) - len(items)
+                units = sum(_kb(item_size(item), 4096) for item in items) + max(0, missing)
                 rru += units if context.get("meter_consistent") else units / 2
         with self.lock:
             self.wru += wru

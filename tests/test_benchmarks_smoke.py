@@ -342,6 +342,32 @@ def test_stored_bytes_count_index_entries_and_the_deliveries_the_table_holds(ser
     assert deliveries == 3
 
 
+def test_a_batch_read_of_a_key_with_no_item_is_billed(services) -> None:
+    import boto3
+
+    from benchmarks.cost import Meter
+
+    client, table = services.store.client, services.store.table_name
+    client.put_item(TableName=table, Item={"pk": {"S": "DELIVERY#a"}, "sk": {"S": "#DELIVERY"}})
+    meter = Meter(boto3.session.Session(region_name="us-east-1").client("dynamodb"), {})
+    meter.instrument(client)
+    keys = [
+        {"pk": {"S": "DELIVERY#a"}, "sk": {"S": "#DELIVERY"}},
+        {"pk": {"S": "DELIVERY#b"}, "sk": {"S": "#DELIVERY"}},
+    ]
+    try:
+        # GIVEN / WHEN one BatchGetItem of two keys, one of an item and one of none, eventually consistent, then
+        # strongly consistent
+        client.batch_get_item(RequestItems={table: {"Keys": keys}})
+        eventually = meter.rru
+        client.batch_get_item(RequestItems={table: {"Keys": keys, "ConsistentRead": True}})
+    finally:
+        meter.detach()
+    # THEN each key read costs a unit (half when eventually consistent), the one with no item too, as DynamoDB bills it
+    assert eventually == 1.0
+    assert meter.rru - eventually == 2.0
+
+
 def test_figures_table_and_chart(tmp_path: Path) -> None:
     from benchmarks.chart import write_chart
     from benchmarks.results import Figure, figures_table
