@@ -200,6 +200,11 @@ class Meter:
         with self.lock:
             return Counter(self.requests), self.wru, self.rru, self.received_messages
 
+    def written_since(self, before: dict[str, float]) -> dict[str, float]:
+        """WRU by operation since ``before`` (an earlier copy of ``written``)."""
+        with self.lock:
+            return {name: units - before.get(name, 0.0) for name, units in self.written.items()}
+
     # images ------------------------------------------------------------------------------------------
 
     def _image(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -534,6 +539,7 @@ def _pass(
         durations.clear()
         stream_invocations0 = table_stream.invocations
         requests0, wru0, rru0, _ = metering.snapshot()
+        written0 = metering.written_since({})  # the warm-up's and earlier cases' writes, left out of the split
         logs0, success0 = stream.bytes, stream.success_bytes
         api_seconds: list[float] = []
         api_requests: Counter[str] = Counter()
@@ -571,6 +577,7 @@ def _pass(
             # A burst's successes fall in one of the stream's windows; one at a time, each event's in its own.
             streamed += table_stream.drain()
         requests1, wru1, rru1, _ = metering.snapshot()
+        written = metering.written_since(written0)
         worker_logs = stream.bytes - logs0 - api_logs
         # The schedule's sweep (every minute, whatever the traffic), with nothing due: a fixed cost, not a delivery's.
         schedule = delivery_schedule(template)
@@ -610,7 +617,7 @@ def _pass(
         api_counts=api_requests,
         wru=wru1 - wru0,
         rru=rru1 - rru0,
-        written=dict(metering.written),
+        written=written,
         api_seconds=api_seconds,
         durations=list(durations),
         log_bytes=api_logs + worker_logs,
@@ -678,6 +685,8 @@ def _price(
         * CLOUDWATCH_LOGS_GB
     )
     usage = {
+        # Each operation's write units per delivery (the split of "wru"), as "wru_<operation>".
+        **{f"wru_{name}": units / deliveries for name, units in sorted(metered.written.items()) if units},
         "sweep_ms": sweep_seconds * 1000,
         "sweep_aws_requests": sum(sweep_counts.values()) / max(1, len(metered.sweep_seconds)),
         "sweep_dollars": sweep_dollars,

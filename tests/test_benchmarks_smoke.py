@@ -271,6 +271,12 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     assert batch_published.details["invocations"]["api"] == 1
     assert 0 < calls.details["batch_published"] < calls.value
     assert "with the events published in batches" in calls.note
+    # AND each case's write units split by operation add up to its write units per delivery (the warm-up's left out)
+    for figure in (typical, pessimistic, single, throughput, batch_published, alone):
+        usage = figure.details["per_delivery"]
+        split = {name: units for name, units in usage.items() if name.startswith("wru_")}
+        assert split
+        assert sum(split.values()) == pytest.approx(usage["wru"], abs=1e-5)
     # AND the fixed monthly charges are itemized: both queues' empty receives, cold starts, the measured sweeps, the
     # custom metrics, the alarms and the secrets
     from herald.local.resources import load_template
