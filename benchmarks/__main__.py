@@ -113,7 +113,11 @@ def output_directory(args: argparse.Namespace) -> Path:
 Runner = Callable[[], "list[Figure] | Result"]
 
 
-def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, Runner]:
+def runners(
+    args: argparse.Namespace, out: Callable[[str], None], found: list[Figure] | None = None
+) -> dict[str, Runner]:
+    """What each name runs; ``found`` holds the figures of the names run before (the costs price the cold starts
+    measured before them)."""
     # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks import figures
 
@@ -167,7 +171,7 @@ def runners(args: argparse.Namespace, out: Callable[[str], None]) -> dict[str, R
         "coldstart": lambda: figures.cold_starts(runs=args.cold_runs, out=out),
         "batch": batch,
         "fanout": fanout,
-        "cost": lambda: figures.cost(events=args.cost_events, out=out),
+        "cost": lambda: figures.cost(events=args.cost_events, out=out, measured=found),
         "memory": lambda: figures.memory(batch=args.batch_size, latency=latency, out=out),
         "size": lambda: figures.package_size(out=out),
         "chaos": chaos,
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     studies: list[Result] = []
     failures: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    for name, runner in runners(args, out).items():
+    for name, runner in runners(args, out, found).items():
         if name not in args.selected:
             continue
         out(f"\n[{name}]")

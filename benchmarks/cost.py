@@ -103,7 +103,12 @@ SVIX_PRICE_SOURCE = "https://www.svix.com/pricing/ (Professional: from $490/mont
 MONTHLY_WEBHOOKS = 10_000_000
 EMPTY_RECEIVES_PER_MONTH = 5 * 3 * 60 * 24 * 30
 COLD_STARTS_PER_FUNCTION_MONTH = 24 * 30
-COLD_START_SECONDS = {"ApiFunction": 0.62, "DeliveryFunction": 0.48}  # medians of the coldstart figures
+#: Each function's INIT time when the coldstart figures did not run beside the costs (``python -m benchmarks`` passes
+#: theirs when they did): api_cold_start and delivery_cold_start of the run of 2026-12-02 (medians of 5 fresh
+#: processes on a shared 2-CPU host, moto included: more than Lambda's INIT on an idle host, so not an understatement).
+COLD_START_SECONDS = {"ApiFunction": 1.42, "DeliveryFunction": 0.99}
+#: The coldstart figure that measures each function's cold start.
+COLD_START_FIGURES = {"api_cold_start": "ApiFunction", "delivery_cold_start": "DeliveryFunction"}
 #: DynamoDB charges 100 bytes of overhead per item and per index entry; items live until their TTL
 #: (HERALD_ATTEMPT_TTL_DAYS, 30) plus TTL's lazy deletion (up to ~2 days).
 ITEM_OVERHEAD_BYTES = 100
@@ -773,16 +778,18 @@ def stored_bytes(client: Any, table: str) -> tuple[int, int]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def fixed_costs_per_million(template: dict[str, Any], *, sweep_dollars: float = 0.0) -> dict[str, float]:
+def fixed_costs_per_million(
+    template: dict[str, Any], *, sweep_dollars: float = 0.0, cold_starts: dict[str, float] | None = None
+) -> dict[str, float]:
     """What does not grow with the webhooks, per million webhooks at MONTHLY_WEBHOOKS a month: each SQS event source's
     empty receives, cold starts, the schedule's sweeps (``sweep_dollars`` each, measured), the custom metrics, the
-    alarms and the secrets."""
+    alarms and the secrets. ``cold_starts``: each function's INIT seconds (default COLD_START_SECONDS)."""
     from herald.local.resources import function_properties
 
     counts = fixed_counts(template)
     init_gb_s = sum(
         seconds * int(function_properties(template, name).get("MemorySize", 128)) / 1024
-        for name, seconds in COLD_START_SECONDS.items()
+        for name, seconds in (cold_starts or COLD_START_SECONDS).items()
     )
     per = 1e6 / MONTHLY_WEBHOOKS
     return {
@@ -837,7 +844,11 @@ def eventbridge_per_million(fanout: int) -> float:
     return (EVENTBRIDGE_PER_EVENT / fanout + EVENTBRIDGE_PER_INVOCATION) * 1e6
 
 
-def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]:
+def run(
+    *, events: int = 20, fanout: int = 10, out: Any = print, cold_starts: dict[str, float] | None = None
+) -> list[Figure]:
+    """The cost figures. ``cold_starts``: each function's INIT seconds measured in the same run (the coldstart
+    figures), else COLD_START_SECONDS."""
     # Long on purpose: one measurement, its set-up and its report, in the order they happen.
     from benchmarks.receiver import ReceiverProcess
     from herald.local.resources import load_template
@@ -879,7 +890,9 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
             case.breakdown["DynamoDB storage (retention)"] = (
                 per_delivery / 1e9 * DYNAMODB_STORAGE_GB_MONTH * RETENTION_MONTHS * 1e6
             )
-            fixed = fixed_costs_per_million(case_template, sweep_dollars=case.usage["sweep_dollars"])
+            fixed = fixed_costs_per_million(
+                case_template, sweep_dollars=case.usage["sweep_dollars"], cold_starts=cold_starts
+            )
             case.breakdown.update(fixed)
             counts = fixed_counts(case_template)
             case.notes.append(
@@ -891,7 +904,10 @@ def run(*, events: int = 20, fanout: int = 10, out: Any = print) -> list[Figure]
                 f"fixed monthly charges at {MONTHLY_WEBHOOKS:,} webhooks a month, per million: "
                 f"empty receives of {counts['sqs_event_sources']} SQS event sources "
                 f"${fixed['SQS empty receives']:.3f}; "
-                f"cold starts ${fixed['Lambda cold starts (INIT)']:.3f}; {counts['sweeps_per_month']:,} sweeps a "
+                f"cold starts ${fixed['Lambda cold starts (INIT)']:.3f} (one an hour a function, INIT "
+                f"{', '.join(f'{name} {value:.2f} s' for name, value in (cold_starts or COLD_START_SECONDS).items())}"
+                f", {'measured in this run' if cold_starts else 'from COLD_START_SECONDS'}); "
+                f"{counts['sweeps_per_month']:,} sweeps a "
                 f"month (one measured at {case.usage['sweep_ms']:.0f} ms and "
                 f"{case.usage['sweep_aws_requests']:.0f} AWS requests, idle) ${fixed['Schedule sweeps']:.3f}; "
                 f"{counts['custom_metrics']} custom metrics ${fixed['CloudWatch custom metrics']:.3f}; "

@@ -171,10 +171,21 @@ def fanout(result: Result) -> list[Figure]:
     ]
 
 
-def cost(*, events: int, out: Callable[[str], None]) -> list[Figure]:
+def cost(*, events: int, out: Callable[[str], None], measured: list[Figure] | None = None) -> list[Figure]:
+    """The cost figures; the cold starts they price are the coldstart figures' when ``measured`` holds them."""
     from benchmarks import cost as cost_module
 
-    return cost_module.run(events=events, out=out)
+    return cost_module.run(events=events, out=out, cold_starts=cold_start_seconds(measured or []))
+
+
+def cold_start_seconds(measured: list[Figure]) -> dict[str, float] | None:
+    """Each function's cold start in seconds from the coldstart figures among ``measured``; None unless both are."""
+    from benchmarks.cost import COLD_START_FIGURES
+
+    found = {
+        COLD_START_FIGURES[figure.name]: figure.value / 1000 for figure in measured if figure.name in COLD_START_FIGURES
+    }
+    return found if len(found) == len(COLD_START_FIGURES) else None
 
 
 def memory(*, batch: int, latency: float, out: Callable[[str], None]) -> list[Figure]:

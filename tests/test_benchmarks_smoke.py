@@ -374,6 +374,33 @@ def test_a_batch_read_of_a_key_with_no_item_is_billed(services) -> None:
     assert meter.rru - eventually == 2.0
 
 
+def test_the_costs_price_the_cold_starts_measured_in_the_same_run() -> None:
+    from benchmarks.cost import COLD_START_SECONDS, fixed_costs_per_million
+    from benchmarks.figures import cold_start_seconds
+    from benchmarks.results import Figure
+    from herald.local.resources import load_template
+
+    # GIVEN the coldstart figures of a run
+    measured = [
+        Figure("api_cold_start", 2000.0, "ms", 800.0, "minimal app", "ratio <= 1.3", met=False, low=0.8, high=1.3),
+        Figure(
+            "delivery_cold_start", 1000.0, "ms", 500.0, "bare handler", "ratio <= 1.3", met=False, low=0.8, high=1.3
+        ),
+    ]
+    # THEN the costs price those (in seconds), and the constants only when either did not run
+    assert cold_start_seconds(measured) == {"ApiFunction": 2.0, "DeliveryFunction": 1.0}
+    assert cold_start_seconds(measured[:1]) is None
+    template = load_template()
+    doubled = fixed_costs_per_million(
+        template, cold_starts={name: 2 * value for name, value in COLD_START_SECONDS.items()}
+    )
+    kept = fixed_costs_per_million(template)
+    assert doubled["Lambda cold starts (INIT)"] == pytest.approx(2 * kept["Lambda cold starts (INIT)"])
+    # AND the constants are of the order of the coldstart figures (a second or so), not of a bare import
+    assert COLD_START_SECONDS["ApiFunction"] >= 1.0
+    assert COLD_START_SECONDS["DeliveryFunction"] >= 0.7
+
+
 def test_figures_table_and_chart(tmp_path: Path) -> None:
     from benchmarks.chart import write_chart
     from benchmarks.results import Figure, figures_table
