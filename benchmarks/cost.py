@@ -80,6 +80,15 @@ API_GATEWAY_HTTP_REQUEST = 1.00 / 1e6  # HTTP API, first 300 M a month, per 512 
 CLOUDWATCH_LOGS_GB = 0.50  # standard ingestion
 SECRETS_MANAGER_CALL = 0.05 / 10_000
 DYNAMODB_STORAGE_GB_MONTH = 0.25
+#: Data transfer out to the internet: the webhooks Lambda sends, $0.09 per GB (the first 10 TB a month, after 100 GB
+#: free, shared by the account's services; free tiers ignored) -- AWS's internet egress rate as wring.co's and
+#: egresscost.com's data transfer pricing guides give it (read 2026-12-02); Lambda's own pricing says a function
+#: that transfers data is billed for it (docs.aws.amazon.com/whitepapers/latest/how-aws-pricing-works/lambda.html).
+#: The peer's published price has no such line: the stored text of https://aws.amazon.com/eventbridge/pricing/
+#: (read 2026-12-02) names data transfer charges only between regions, so its API destinations' requests are priced
+#: at $0.20 per million invocations with nothing per byte, and the comparison keeps that price: each side pays the
+#: data transfer its pricing charges.
+DATA_TRANSFER_OUT_GB = 0.09
 #: EventBridge API destinations, the comparison: $1.00 per million events + $0.20 per million invocations.
 EVENTBRIDGE_PER_EVENT = 1.00 / 1e6
 EVENTBRIDGE_PER_INVOCATION = 0.20 / 1e6
@@ -881,6 +890,12 @@ def run(
                 per_request=per_request,
                 one_at_a_time=one_at_a_time,
             )
+            # The webhooks' bytes out (request line, headers, body; TLS's records and handshakes not counted), the mean
+            # over every request the receiver answered.
+            received = receiver.stats()
+            request_bytes = received["request_bytes"] / received["count"] if received["count"] else 0.0
+            case.usage["webhook_request_bytes"] = request_bytes
+            case.breakdown["Data transfer out (webhooks)"] = request_bytes / 1e9 * DATA_TRANSFER_OUT_GB * 1e6
             # Over the deliveries the table holds: both passes' and their warm-up events', not one pass's.
             stored, stored_deliveries = stored_bytes(
                 stack.session.client("dynamodb"), stack.services.settings.table_name
@@ -895,6 +910,12 @@ def run(
             )
             case.breakdown.update(fixed)
             counts = fixed_counts(case_template)
+            case.notes.append(
+                f"data transfer out: {request_bytes:.0f} bytes a webhook request (without TLS) at "
+                f"${DATA_TRANSFER_OUT_GB}/GB; EventBridge's published price has no per-byte charge for its API "
+                "destinations' requests (its pricing page names data transfer only between regions), so its price "
+                "is compared as published"
+            )
             case.notes.append(
                 f"storage: {per_delivery:.0f} bytes per delivery (the table's bytes with index entries and "
                 f"overhead, over the {stored_deliveries} deliveries it holds), kept "

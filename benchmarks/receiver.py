@@ -30,22 +30,32 @@ class _State:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.arrivals: list[tuple[str, str, float]] = []
+        #: Bytes of the webhooks answered (request line, headers and body, as sent over the wire without TLS).
+        self.request_bytes = 0
 
     def reset(self, delay: float) -> None:
         self.delay = delay
         self.requests = []
         self.arrivals = []
+        self.request_bytes = 0
         self.peak_in_flight = self.in_flight
 
     def stats(self) -> dict[str, float]:
         if not self.requests:
-            return {"count": 0, "peak_in_flight": self.peak_in_flight, "span_s": 0.0, "arrival_spread_s": 0.0}
+            return {
+                "count": 0,
+                "peak_in_flight": self.peak_in_flight,
+                "span_s": 0.0,
+                "arrival_spread_s": 0.0,
+                "request_bytes": 0,
+            }
         first = min(arrived for arrived, _ in self.requests)
         return {
             "count": len(self.requests),
             "peak_in_flight": self.peak_in_flight,
             "span_s": max(done for _, done in self.requests) - first,
             "arrival_spread_s": max(arrived for arrived, _ in self.requests) - first,
+            "request_bytes": self.request_bytes,
         }
 
 
@@ -90,6 +100,7 @@ async def _serve(state: _State, reader: asyncio.StreamReader, writer: asyncio.St
                 return
             else:
                 state.arrivals.append((path.path, webhook_id, time.time()))
+                state.request_bytes += len(head) + length
                 arrived = time.monotonic()
                 state.in_flight += 1
                 state.peak_in_flight = max(state.peak_in_flight, state.in_flight)

@@ -277,6 +277,14 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
         split = {name: units for name, units in usage.items() if name.startswith("wru_")}
         assert split
         assert sum(split.values()) == pytest.approx(usage["wru"], abs=1e-5)
+    # AND the webhooks' bytes out to the internet are priced (the peer's published price has no per-byte line)
+    for figure in (typical, pessimistic, single, throughput, batch_published, alone):
+        sent = figure.details["per_delivery"]["webhook_request_bytes"]
+        assert sent > 100  # a request line, headers and a signed body
+        assert figure.details["breakdown_per_million"]["Data transfer out (webhooks)"] == pytest.approx(
+            sent / 1e9 * cost.DATA_TRANSFER_OUT_GB * 1e6, rel=1e-2
+        )
+        assert any(note.startswith("data transfer out") for note in figure.details["notes"])
     # AND the fixed monthly charges are itemized: both queues' empty receives, cold starts, the measured sweeps, the
     # custom metrics, the alarms and the secrets
     from herald.local.resources import load_template
