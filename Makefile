@@ -71,11 +71,11 @@ bench: $(DEV_STAMP) build ## Figures from the sam build output: benchmarks/resul
 # uv resolves for the layer's target (any platform, Python 3.13) without that interpreter, and records the
 # hashes of every wheel of each pinned version. It first resolves the whole development environment
 # ($(DEV_LOCK), for this interpreter), so the layer's pins also fit the tools installed beside them (sam,
-# moto...). Both steps keep what is installed and pinned now wherever it still fits (uv prefers the versions
-# already in its output file), unless UPGRADE=1.
+# moto...). Both steps keep what is pinned now wherever it still fits (uv prefers the versions already in its
+# output file; a missing $(DEV_LOCK) starts from what is installed), unless UPGRADE=1.
 lock: | $(BIN)/python ## Pin the dependencies (requirements.txt -> requirements.lock, and requirements-dev.lock; UPGRADE=1 to move pins)
 	$(BIN)/python -m pip install --quiet 'uv>=0.9,<1'
-	$(BIN)/python -m pip freeze --quiet --exclude-editable > $(DEV_LOCK)
+	test -f $(DEV_LOCK) || $(BIN)/python -m pip freeze --quiet --exclude-editable > $(DEV_LOCK)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python $(BIN)/python --quiet --no-annotate \
 		--custom-compile-command 'make lock' --output-file $(DEV_LOCK) $(if $(UPGRADE),--upgrade)
 	cd layers/herald && $(CURDIR)/$(BIN)/uv pip compile requirements.txt --constraint $(CURDIR)/$(DEV_LOCK) \

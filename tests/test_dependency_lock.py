@@ -156,3 +156,19 @@ def test_the_development_lock_pins_the_tools_the_virtualenv_runs_and_agrees_with
     assert mismatched == {}, "installed != requirements-dev.lock: run `make venv`"
     disagreeing = {name: (pin, pins[name]) for name, (pin, _) in locked().items() if name in pins and pins[name] != pin}
     assert disagreeing == {}, "the two locks disagree: run `make lock`"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_lock_starts_from_the_committed_development_lock(tmp_path: Path) -> None:
+    # GIVEN a copy of the files the Makefile's lock step reads, with a virtualenv that holds none of the pinned tools
+    for relative in ("Makefile", "pyproject.toml", "requirements-dev.lock"):
+        shutil.copy(ROOT / relative, tmp_path / relative)
+    (tmp_path / ".venv/bin").mkdir(parents=True)
+    (tmp_path / ".venv/bin/python").touch()
+    # WHEN `make lock` is shown, not run
+    steps = _make(tmp_path, "-n", "lock")
+    # THEN what is installed replaces the committed pins only where there are none: uv resolves from the committed
+    # file (it keeps its pins where they still fit), never from a freeze of another environment written over it
+    (freeze,) = [line for line in steps.splitlines() if "pip freeze" in line]
+    assert freeze.startswith("test -f requirements-dev.lock || ")
+    assert "--output-file requirements-dev.lock" in steps
