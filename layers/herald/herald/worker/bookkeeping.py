@@ -159,7 +159,8 @@ class Bookkeeping:
             tally_log = {"subscription_id": sub.id, "tenant_id": sub.tenant_id}
             tally = self._tallies[sub.id] = _Tally(sub, expires_at, tally_log)
         latency = outcome.latency_ms(event.created_at)
-        self._worker.metrics.add(Metric.PUBLISH_LATENCY, latency)
+        if not outcome.handed_over:  # cut short by Herald: no response to measure to (its retry's is measured)
+            self._worker.metrics.add(Metric.PUBLISH_LATENCY, latency)
         tally.outcomes.append(outcome)
         tally.latencies.append(latency)
         tally.streamed.append(streamed)
