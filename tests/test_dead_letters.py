@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from standardwebhooks import Webhook
@@ -317,6 +317,46 @@ def test_messages_sent_back_whose_delete_sqs_refuses_are_deleted_again(client, h
     assert _on_work_queue(harness) == 3
     seen = dead_letters(client)
     assert (seen["count"], seen["in_flight"]) == (0, 0)
+
+
+class _RefusesOneBody:
+    """An SQS client that refuses, in every SendMessageBatch, the entry whose body is ``body`` (as SQS answers an
+    entry it keeps refusing, in ``Failed``), and sends the others through the moto queue; it counts the sends."""
+
+    def __init__(self, sqs: Any, body: str) -> None:
+        self._sqs = sqs
+        self._body = body
+        self.sends = 0
+
+    def send_message_batch(self, **request: Any) -> dict[str, Any]:
+        self.sends += 1
+        kept = [entry for entry in request["Entries"] if entry["MessageBody"] != self._body]
+        refused = [entry for entry in request["Entries"] if entry["MessageBody"] == self._body]
+        answer = dict(self._sqs.send_message_batch(**{**request, "Entries": kept})) if kept else {"Successful": []}
+        answer["Failed"] = [{"Id": e["Id"], "SenderFault": True, "Code": "InvalidParameterValue"} for e in refused]
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def test_a_message_sqs_keeps_refusing_to_send_back_is_tried_once_a_redrive_and_shown_again(harness: Harness) -> None:
+    from herald.dlq import DeadLetterQueue
+
+    # GIVEN three readable messages in the dead-letter queue, one of which SQS refuses to send, every time
+    _readable_letters(harness, 3)
+    settings = harness.services.settings
+    refused_body = json.dumps({"v": 1, "kind": "purge_tenant", "tenant_id": "tnt_1"})
+    sqs = _RefusesOneBody(harness.sqs, refused_body)
+    dlq = DeadLetterQueue(cast(Any, sqs), settings.dead_letter_queue_url, settings.queue_url)
+    # WHEN the operator redrives
+    moved = dlq.redrive(100)
+    # THEN the other two went back; the refused one was tried in one call and its two retries, not received and sent
+    # again until the time budget ran out, and it is visible here again
+    assert (moved.moved, moved.kept, moved.remaining) == (2, 0, 1)
+    assert sqs.sends == 3
+    (left,) = harness.sqs.receive_message(QueueUrl=settings.dead_letter_queue_url)["Messages"]
+    assert left["Body"] == refused_body
 
 
 class _ShortPollsSampleNoServer:

@@ -221,24 +221,36 @@ class DeadLetterQueue:
         """Send up to ``limit`` healthy messages back to the work queue (and delete them here); poison stays."""
         moved = 0
         kept: list[_Letter] = []
+        refused: list[_Letter] = []  # healthy, but SQS refused to send them back: shown again at the end, as kept
         started = self.clock()
         try:
-            while moved < limit and len(kept) < MAX_KEPT and self.clock() - started < REDRIVE_BUDGET_SECONDS:
+            while (
+                moved < limit
+                and len(kept) + len(refused) < MAX_KEPT
+                and self.clock() - started < REDRIVE_BUDGET_SECONDS
+            ):
                 letters = self._receive(min(10, limit - moved), REDRIVE_VISIBILITY_SECONDS, 1)
                 if not letters:
                     break
                 healthy = [letter for letter in letters if not letter.out.poison]
                 kept += [letter for letter in letters if letter.out.poison]
-                moved += self._move(healthy)
+                sent, not_sent = self._move(healthy)
+                moved += sent
+                refused += not_sent
         finally:
-            self._reveal(kept)
+            self._reveal(kept + refused)
+        if refused:
+            logger.warning("dead-letter messages not sent back: SQS refused them", extra={"refused": len(refused)})
         if moved or kept:
             logger.info("dead-letter queue redriven", extra={"moved": moved, "kept": len(kept)})
         return RedriveOut(moved=moved, kept=len(kept), remaining=self._counts()[0])
 
-    def _move(self, letters: list[_Letter]) -> int:
+    def _move(self, letters: list[_Letter]) -> tuple[int, list[_Letter]]:
+        """Send ``letters`` back to the work queue and delete them here: how many were sent, and those SQS refused
+        to send (still here, hidden: made visible again once the redrive is done, so it does not receive them again
+        meanwhile)."""
         if not letters:
-            return 0
+            return 0, []
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(index),
@@ -252,10 +264,6 @@ class DeadLetterQueue:
         except ServiceUnavailableError as exc:
             raise ServiceUnavailableError("the work queue could not be reached") from exc
         done = [letter for index, letter in enumerate(letters) if index not in refused]
-        if refused:
-            # Not sent: visible again here at once, so that the answer's ``remaining`` counts them.
-            logger.warning("dead-letter messages not sent back: SQS refused them", extra={"refused": len(refused)})
-            self._reveal([letter for index, letter in enumerate(letters) if index in refused])
         if done:
             # A copy left on both queues (a crash before this delete, or a delete SQS keeps refusing) is sent back
             # again by a later redrive: the worker processes duplicates safely, and receivers drop them by id.
@@ -269,4 +277,4 @@ class DeadLetterQueue:
             )
             if left:
                 logger.warning("dead-letter messages sent back but not deleted here", extra={"not_deleted": len(left)})
-        return len(done)
+        return len(done), [letter for index, letter in enumerate(letters) if index in refused]
