@@ -1015,44 +1015,66 @@ def per_delivery_figures(case: CaseResult, batched: CaseResult, published: CaseR
         f"{ONE_AT_A_TIME_SUFFIX} gives one event at a time)"
     )
     return [
-        Figure(
-            name="dynamodb_wru_per_delivery",
-            value=usage["wru"],
-            unit="WRU",
-            baseline=WRU_TARGET,
-            baseline_label="the issue's target, not measured",
-            target=f"ratio <= 1 (<= {WRU_TARGET} write units per delivered webhook)",
-            met=usage["wru"] <= WRU_TARGET,
-            note=f"{where}: {case.notes[2]}; with DeliveryBatching: throughput, {other['wru']:.2f}",
-            low=1 / WRU_TARGET,  # a delivered webhook is written at least once
-            high=1.0,
+        _wru_figure(
+            "dynamodb_wru_per_delivery",
+            usage["wru"],
+            f"{where}: {case.notes[2]}; with DeliveryBatching: throughput, {other['wru']:.2f}",
             details={"throughput_wru": other["wru"]},
         ),
-        Figure(
-            name="aws_calls_per_delivery",
-            value=calls,
-            unit="calls",
-            baseline=CALLS_TARGET,
-            baseline_label="the issue's target, not measured",
-            target=f"ratio <= 1 (<= {CALLS_TARGET} AWS requests per delivered webhook)",
-            met=calls <= CALLS_TARGET,
-            note=f"{where}, publishing's calls included ({usage['api_aws_calls_per_event']:.0f} per event; the "
+        _calls_figure(
+            "aws_calls_per_delivery",
+            calls,
+            f"{where}, publishing's calls included ({usage['api_aws_calls_per_event']:.0f} per event; the "
             f"worker's {usage['worker_aws_calls_per_delivery']:.2f} per delivery; SQS's "
             f"{usage['sqs_requests']:.2f}, up to ten deliveries to a message: Lambda receives and deletes 10 messages "
             f"a call, a send carries 10): {case.notes[1]}; with DeliveryBatching: throughput, {other_calls:.2f}; "
             f"with the events published in batches (POST /v1/events/batch), {batch_published_calls:.2f} "
             f"(publishing's {in_batches['api_aws_calls_per_event']:.2f} per event)",
-            # Fewer than one request per batch of deliveries would mean requests not counted.
-            low=1 / 100 / CALLS_TARGET,
-            high=1.0,
-            details={
-                "worker_per_delivery": usage["worker_aws_calls_per_delivery"],
-                "sqs_per_delivery": usage["sqs_requests"],
-                "throughput": other_calls,
-                "batch_published": batch_published_calls,
-            },
+            usage,
+            details={"throughput": other_calls, "batch_published": batch_published_calls},
         ),
     ]
+
+
+def _wru_figure(name: str, wru: float, note: str, *, details: dict[str, Any] | None = None) -> Figure:
+    """A figure of DynamoDB write units per delivered webhook, against the issue's target."""
+    return Figure(
+        name=name,
+        value=wru,
+        unit="WRU",
+        baseline=WRU_TARGET,
+        baseline_label="the issue's target, not measured",
+        target=f"ratio <= 1 (<= {WRU_TARGET} write units per delivered webhook)",
+        met=wru <= WRU_TARGET,
+        note=note,
+        low=1 / WRU_TARGET,  # a delivered webhook is written at least once
+        high=1.0,
+        details=details or {},
+    )
+
+
+def _calls_figure(
+    name: str, calls: float, note: str, usage: dict[str, Any], *, details: dict[str, Any] | None = None
+) -> Figure:
+    """A figure of AWS requests per delivered webhook, against the issue's target; its details give the worker's
+    and SQS's share (``usage``)."""
+    return Figure(
+        name=name,
+        value=calls,
+        unit="calls",
+        baseline=CALLS_TARGET,
+        baseline_label="the issue's target, not measured",
+        target=f"ratio <= 1 (<= {CALLS_TARGET} AWS requests per delivered webhook)",
+        met=calls <= CALLS_TARGET,
+        note=note,
+        low=1 / 100 / CALLS_TARGET,  # fewer than one request per batch of deliveries: requests not counted
+        high=1.0,
+        details={
+            "worker_per_delivery": usage["worker_aws_calls_per_delivery"],
+            "sqs_per_delivery": usage["sqs_requests"],
+            **(details or {}),
+        },
+    )
 
 
 def per_delivery_figures_one_at_a_time(case: CaseResult) -> list[Figure]:
@@ -1065,33 +1087,12 @@ def per_delivery_figures_one_at_a_time(case: CaseResult) -> list[Figure]:
         f"a stream window's stats writes are shared by one event's {case.fanout} deliveries, not by a burst's"
     )
     return [
-        Figure(
-            name=f"dynamodb_wru_per_delivery{ONE_AT_A_TIME_SUFFIX}",
-            value=usage["wru"],
-            unit="WRU",
-            baseline=WRU_TARGET,
-            baseline_label="the issue's target, not measured",
-            target=f"ratio <= 1 (<= {WRU_TARGET} write units per delivered webhook)",
-            met=usage["wru"] <= WRU_TARGET,
-            note=f"{where}: {case.notes[2]}",
-            low=1 / WRU_TARGET,  # a delivered webhook is written at least once
-            high=1.0,
-        ),
-        Figure(
-            name=f"aws_calls_per_delivery{ONE_AT_A_TIME_SUFFIX}",
-            value=calls,
-            unit="calls",
-            baseline=CALLS_TARGET,
-            baseline_label="the issue's target, not measured",
-            target=f"ratio <= 1 (<= {CALLS_TARGET} AWS requests per delivered webhook)",
-            met=calls <= CALLS_TARGET,
-            note=f"{where}; publishing's {usage['api_aws_calls_per_event']:.0f} calls per event included, the "
+        _wru_figure(f"dynamodb_wru_per_delivery{ONE_AT_A_TIME_SUFFIX}", usage["wru"], f"{where}: {case.notes[2]}"),
+        _calls_figure(
+            f"aws_calls_per_delivery{ONE_AT_A_TIME_SUFFIX}",
+            calls,
+            f"{where}; publishing's {usage['api_aws_calls_per_event']:.0f} calls per event included, the "
             f"worker's {usage['worker_aws_calls_per_delivery']:.2f} per delivery: {case.notes[1]}",
-            low=1 / 100 / CALLS_TARGET,  # fewer than one request per batch of deliveries: requests not counted
-            high=1.0,
-            details={
-                "worker_per_delivery": usage["worker_aws_calls_per_delivery"],
-                "sqs_per_delivery": usage["sqs_requests"],
-            },
+            usage,
         ),
     ]
