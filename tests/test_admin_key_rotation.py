@@ -28,13 +28,18 @@ Outputs:
 {material_output}"""
 
 
+def rotation_stack_template(secret_arn: str, material_arn: str) -> str:
+    """A stack whose outputs name the admin key's secret and its material secret."""
+    output = f"  AdminKeyMaterialArn:\n    Value: {material_arn}\n"
+    return STACK_TEMPLATE.format(secret_arn=secret_arn, material_output=output)
+
+
 @pytest.fixture
 def stack(aws: boto3.session.Session, resources: LocalResources, monkeypatch: pytest.MonkeyPatch) -> str:
     """A deployed stack whose outputs name the admin key secret and its material secret."""
     secrets = aws.client("secretsmanager")
     material_arn = secrets.create_secret(Name="herald-admin-key-material", SecretString="x" * 48)["ARN"]
-    output = f"  AdminKeyMaterialArn:\n    Value: {material_arn}\n"
-    template = STACK_TEMPLATE.format(secret_arn=resources.admin_key_secret_arn, material_output=output)
+    template = rotation_stack_template(resources.admin_key_secret_arn, material_arn)
     aws.client("cloudformation").create_stack(StackName=STACK, TemplateBody=template)
     for name in ("HERALD_API_URL", "HERALD_ADMIN_KEY", "HERALD_STACK_NAME"):
         monkeypatch.delenv(name, raising=False)

@@ -528,6 +528,17 @@ Outputs:
 """
 
 
+def deployed_stack(
+    aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch, name: str, *, api_url: str, secret_arn: str
+) -> None:
+    """A stack ``name`` whose outputs name the API (``api_url``) and its admin key's secret, and no URL, key or
+    stack name in the environment (the CLI finds them through the stack, when asked)."""
+    for variable in ("HERALD_API_URL", "HERALD_ADMIN_KEY", "HERALD_STACK_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    template = STACK_TEMPLATE.format(api_url=api_url, secret_arn=secret_arn)
+    aws.client("cloudformation").create_stack(StackName=name, TemplateBody=template)
+
+
 def test_url_and_admin_key_come_from_the_stack_outputs(
     api_url: str,
     herald: Callable[..., Run],
@@ -536,10 +547,7 @@ def test_url_and_admin_key_come_from_the_stack_outputs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # GIVEN no URL or key in the environment, and a deployed stack whose outputs name the API and the secret
-    for name in ("HERALD_API_URL", "HERALD_ADMIN_KEY", "HERALD_STACK_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    template = STACK_TEMPLATE.format(api_url=api_url, secret_arn=resources.admin_key_secret_arn)
-    aws.client("cloudformation").create_stack(StackName="herald-prod", TemplateBody=template)
+    deployed_stack(aws, monkeypatch, "herald-prod", api_url=api_url, secret_arn=resources.admin_key_secret_arn)
     secret = aws.client("secretsmanager").get_secret_value(SecretId=resources.admin_key_secret_arn)["SecretString"]
     assert secret == ADMIN_KEY
 

@@ -28,13 +28,14 @@ from herald.local.resources import LocalResources
 from herald.messages import DeliveryMessage
 from tests.process_guard import Processes
 from tests.support import ADMIN_KEY, INVOICE
+from tests.test_admin_key_rotation import rotation_stack_template
 from tests.test_cli import (
     CONSOLE_SCRIPT,
-    STACK_TEMPLATE,
     Run,
     api,
     api_url,
     cli_env,
+    deployed_stack,
     herald,
     make_tenant_via_cli,
     table_rows,
@@ -175,10 +176,7 @@ def test_the_stacks_admin_key_goes_only_to_the_stacks_own_url(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # GIVEN a deployed stack whose outputs name its API and its admin key's secret, and no key in the environment
-    for name in ("HERALD_API_URL", "HERALD_ADMIN_KEY", "HERALD_STACK_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    template = STACK_TEMPLATE.format(api_url=api_url, secret_arn=resources.admin_key_secret_arn)
-    aws.client("cloudformation").create_stack(StackName="herald", TemplateBody=template)
+    deployed_stack(aws, monkeypatch, "herald", api_url=api_url, secret_arn=resources.admin_key_secret_arn)
     stub.script("GET", "/v1/tenants", (200, {}, {"data": [], "iterator": None, "done": True}))
 
     # WHEN another API's URL is given without a key
@@ -508,17 +506,6 @@ def test_control_characters_from_the_api_reach_the_terminal_as_escapes(
 
 # ---------------------------------------------------------------------------------------------- admin key rotation
 
-ROTATION_STACK = """
-Resources:
-  Placeholder:
-    Type: AWS::SQS::Queue
-Outputs:
-  AdminKeySecretArn:
-    Value: {secret_arn}
-  AdminKeyMaterialArn:
-    Value: {material_arn}
-"""
-
 
 def test_a_rotation_that_wrote_only_the_material_says_so_and_to_run_it_again(
     aws: boto3.session.Session, herald: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
@@ -534,7 +521,7 @@ def test_a_rotation_that_wrote_only_the_material_says_so_and_to_run_it_again(
     secrets = here.client("secretsmanager")
     replica_arn = primary["ARN"].replace(":us-east-1:", ":eu-west-1:")
     material_arn = secrets.create_secret(Name="herald-admin-key-material", SecretString="a" * 48)["ARN"]
-    template = ROTATION_STACK.format(secret_arn=replica_arn, material_arn=material_arn)
+    template = rotation_stack_template(replica_arn, material_arn)
     here.client("cloudformation").create_stack(StackName="herald-eu", TemplateBody=template)
 
     # WHEN the operator rotates its key
