@@ -196,6 +196,17 @@ def test_a_metric_with_more_values_than_a_document_holds_is_printed_in_several(
     assert emf_documents(capsys.readouterr().out) == []
 
 
+def _summed(documents: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each metric's values over ``documents``."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for document in documents:
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]:
+            value = document[metric["Name"]]
+            values[metric["Name"]] += value if isinstance(value, list) else [value]
+    return values
+
+
 @pytest.mark.parametrize(
     "settings_overrides",
     [{"delivery_timeout_seconds": 1.0, "slow_lane_after_seconds": 0.5, "metrics_namespace": "HeraldTest"}],
@@ -212,20 +223,7 @@ def test_a_subscription_put_on_the_slow_lane_by_a_timed_out_attempt_is_counted_o
     capsys.readouterr()
     harness.drain()
     # THEN the subscription went on the slow lane once: when the attempt was slow to answer, not again at its timeout
-    documents = emf_documents(capsys.readouterr().out)
-    marked = [document["SubscriptionMarkedSlow"] for document in documents if "SubscriptionMarkedSlow" in document]
-    assert sum(sum(value) if isinstance(value, list) else value for value in marked) == 1
-
-
-def _summed(documents: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Each metric's values over ``documents``."""
-    values: dict[str, list[float]] = defaultdict(list)
-    for document in documents:
-        (directive,) = document["_aws"]["CloudWatchMetrics"]
-        for metric in directive["Metrics"]:
-            value = document[metric["Name"]]
-            values[metric["Name"]] += value if isinstance(value, list) else [value]
-    return values
+    assert sum(_summed(emf_documents(capsys.readouterr().out))["SubscriptionMarkedSlow"]) == 1
 
 
 @pytest.mark.parametrize(
