@@ -122,7 +122,8 @@ COLD_START_FIGURES = {"api_cold_start": "ApiFunction", "delivery_cold_start": "D
 #: (HERALD_ATTEMPT_TTL_DAYS, 30) plus TTL's lazy deletion (up to ~2 days).
 ITEM_OVERHEAD_BYTES = 100
 #: CloudWatch: $0.30 per custom metric-month (the first 10,000; EMF metrics are custom metrics, and a metric is a
-#: name with one set of dimensions: Herald's have the service only, herald/metrics.py, so one per ``Metric``), and
+#: name with one set of dimensions: Herald's have the service only, herald/metrics.py, so one per metric written:
+#: ``CORE``, or every ``Metric`` with DetailedMetrics), and
 #: $0.10 per standard-resolution alarm metric-month (an alarm on metric math is billed for each metric it reads;
 #: the free tier's unit is the "alarm metric") -- https://aws.amazon.com/cloudwatch/pricing/ (read 2026-12-02: its
 #: stored text gives the free tier's units; the paid tier's two prices as vantage.sh's "CloudWatch Metrics Pricing
@@ -814,7 +815,7 @@ def fixed_costs_per_million(
 def fixed_counts(template: dict[str, Any]) -> dict[str, int]:
     """What the fixed monthly charges count, from the template and herald.metrics."""
     from herald.local.event_sources import delivery_schedule
-    from herald.metrics import Metric
+    from herald.metrics import CORE, Metric
 
     resources = template["Resources"].values()
     sqs_sources = sum(
@@ -834,7 +835,8 @@ def fixed_counts(template: dict[str, Any]) -> dict[str, int]:
     return {
         "sqs_event_sources": sqs_sources,
         "sweeps_per_month": SECONDS_PER_MONTH // delivery_schedule(template).interval_seconds,
-        "custom_metrics": len(Metric),
+        # Each metric the functions write, as if written every hour (billed for each hour it is written in).
+        "custom_metrics": len(Metric) if template["Parameters"]["DetailedMetrics"]["Default"] == "true" else len(CORE),
         "alarm_metrics": alarm_metrics,
         "alarms": sum(1 for resource in resources if resource.get("Type") == "AWS::CloudWatch::Alarm"),
         "secrets": sum(1 for resource in resources if resource.get("Type") == "AWS::SecretsManager::Secret"),

@@ -288,17 +288,20 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     # AND the fixed monthly charges are itemized: both queues' empty receives, cold starts, the measured sweeps, the
     # custom metrics, the alarms and the secrets
     from herald.local.resources import load_template
-    from herald.metrics import Metric
+    from herald.metrics import CORE, Metric
 
-    counts = cost.fixed_counts(load_template())
+    template = load_template()
+    counts = cost.fixed_counts(template)
     assert counts["sqs_event_sources"] == 2
     assert counts["sweeps_per_month"] == 43_200
-    assert counts["custom_metrics"] == len(Metric)
+    assert counts["custom_metrics"] == len(CORE) < len(Metric)  # DetailedMetrics: false, the default
+    template["Parameters"]["DetailedMetrics"]["Default"] = "true"
+    assert cost.fixed_counts(template)["custom_metrics"] == len(Metric)
     assert counts["alarm_metrics"] >= counts["alarms"] > 0
     assert counts["secrets"] == 2
     fixed = typical.details["breakdown_per_million"]
     per = 1e6 / cost.MONTHLY_WEBHOOKS
-    assert fixed["CloudWatch custom metrics"] == pytest.approx(len(Metric) * 0.30 * per, rel=1e-3)
+    assert fixed["CloudWatch custom metrics"] == pytest.approx(len(CORE) * 0.30 * per, rel=1e-3)
     assert fixed["CloudWatch alarms"] == pytest.approx(counts["alarm_metrics"] * 0.10 * per, rel=1e-3)
     assert fixed["Secrets Manager secrets"] == pytest.approx(2 * 0.40 * per, rel=1e-3)
     assert fixed["Schedule sweeps"] > 43_200 * cost.LAMBDA_REQUEST * per

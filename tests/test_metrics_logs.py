@@ -14,7 +14,7 @@ import pytest
 
 from herald.faults import FaultSpec, install
 from herald.messages import DeliveryMessage, dump_message
-from herald.metrics import DeliveryMetrics, Metric
+from herald.metrics import CORE, DeliveryMetrics, Metric
 from herald.worker import dispatch
 from tests.delivery_support import Harness, only_delivery, publish, subscribe
 from tests.support import ADMIN, INVOICE, Clock, TenantInfo
@@ -27,14 +27,16 @@ CORRELATION = ("event_id", "delivery_id", "subscription_id", "tenant_id", "attem
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"retry_schedule": (0, 0), "retry_jitter": 0.0, "metrics_namespace": "HeraldTest"}
+    return {"retry_schedule": (0, 0), "retry_jitter": 0.0, "metrics_namespace": "HeraldTest", "detailed_metrics": True}
 
 
 def emf_documents(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.startswith('{"_aws"')]
 
 
-@pytest.mark.parametrize("settings_overrides", [{"metrics_namespace": "HeraldTest", "direct_fanout_max": 0}])
+@pytest.mark.parametrize(
+    "settings_overrides", [{"metrics_namespace": "HeraldTest", "direct_fanout_max": 0, "detailed_metrics": True}]
+)
 def test_a_fanout_message_measures_how_many_deliveries_it_queued(
     client, tenant: TenantInfo, harness: Harness, make_receiver, capsys
 ) -> None:
@@ -165,7 +167,7 @@ def test_a_metric_with_more_values_than_a_document_holds_is_printed_in_several(
 ) -> None:
     # GIVEN a worker's metrics holding 250 latencies (EMF takes at most 100 values of a metric a document) and
     # 3 successes
-    metrics = DeliveryMetrics("HeraldTest")
+    metrics = DeliveryMetrics("HeraldTest", detailed=True)
     for value in range(250):
         metrics.add(Metric.LATENCY, value)
     for _ in range(3):
@@ -196,6 +198,61 @@ def test_a_metric_with_more_values_than_a_document_holds_is_printed_in_several(
     assert emf_documents(capsys.readouterr().out) == []
 
 
+@pytest.mark.parametrize(
+    "settings_overrides", [{"retry_schedule": (0, 0), "retry_jitter": 0.0, "metrics_namespace": "HeraldTest"}]
+)
+def test_a_deployment_without_detailed_metrics_writes_the_core_ones_only(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, capsys
+) -> None:
+    # GIVEN the default settings (no detailed metrics), and two subscriptions to one event: one answers 200, the other
+    # 500 (two attempts, then it is exhausted)
+    ok, broken = make_receiver(), make_receiver()
+    broken.default = (500, {}, b"", 0.0)
+    subscribe(client, tenant, ok.url)
+    subscribe(client, tenant, broken.url)
+    # WHEN an event is published and both deliveries run their course (a success, a retry, an exhaustion)
+    published = client.post(
+        "/v1/events", json={"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}, headers=ADMIN
+    )
+    assert published.status_code == 202
+    clock.now = max(clock.now, datetime.fromisoformat(published.json()["created_at"]).timestamp())
+    capsys.readouterr()
+    harness.drain()
+    clock.advance(2)
+    harness.reveal()
+    harness.drain()
+    assert (len(ok.received), len(broken.received)) == (1, 2)
+    # THEN the documents count the success, both failures, the exhaustion and each attempt's time from publication
+    values = _summed(emf_documents(capsys.readouterr().out))
+    assert sum(values["DeliverySucceeded"]) == 1
+    assert sum(values["DeliveryFailed"]) == 2
+    assert sum(values["DeliveryExhausted"]) == 1
+    assert len(values["PublishToDeliveryLatency"]) == 3
+    # AND no other metric: the retry, each attempt's latency and the queue age, written with detailed metrics, are not
+    assert set(values) <= {metric.value for metric in CORE}
+    assert not {"DeliveryRetried", "DeliveryLatency", "QueueAgeAtPickup"} & set(values)
+
+
+def test_metrics_outside_the_core_are_kept_only_with_detailed_metrics(capsys: pytest.CaptureFixture[str]) -> None:
+    # GIVEN a worker's metrics without detailed metrics
+    metrics = DeliveryMetrics("HeraldTest", detailed=False)
+    # WHEN every metric is added once and they are flushed
+    for metric in Metric:
+        metrics.add(metric)
+    capsys.readouterr()
+    metrics.flush()
+    (document,) = emf_documents(capsys.readouterr().out)
+    # THEN the document defines and holds the core metrics, and only them
+    (directive,) = document["_aws"]["CloudWatchMetrics"]
+    assert {metric["Name"] for metric in directive["Metrics"]} == {metric.value for metric in CORE}
+    assert not {metric.value for metric in Metric if metric not in CORE} & set(document)
+    # AND a batch that added only detailed metrics prints nothing at all
+    metrics.add(Metric.LATENCY, 12)
+    metrics.add(Metric.FANOUT_SIZE, 3)
+    metrics.flush()
+    assert emf_documents(capsys.readouterr().out) == []
+
+
 def _summed(documents: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Each metric's values over ``documents``."""
     values: dict[str, list[float]] = defaultdict(list)
@@ -209,7 +266,14 @@ def _summed(documents: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"delivery_timeout_seconds": 1.0, "slow_lane_after_seconds": 0.5, "metrics_namespace": "HeraldTest"}],
+    [
+        {
+            "delivery_timeout_seconds": 1.0,
+            "slow_lane_after_seconds": 0.5,
+            "metrics_namespace": "HeraldTest",
+            "detailed_metrics": True,
+        }
+    ],
 )
 def test_a_subscription_put_on_the_slow_lane_by_a_timed_out_attempt_is_counted_once(
     client, tenant: TenantInfo, harness: Harness, make_receiver, capsys
@@ -228,7 +292,14 @@ def test_a_subscription_put_on_the_slow_lane_by_a_timed_out_attempt_is_counted_o
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.5, "metrics_namespace": "HeraldTest"}],
+    [
+        {
+            "delivery_timeout_seconds": 5.0,
+            "slow_lane_after_seconds": 0.5,
+            "metrics_namespace": "HeraldTest",
+            "detailed_metrics": True,
+        }
+    ],
 )
 def test_an_attempt_handed_to_the_slow_lane_that_then_succeeds_counts_no_failure(
     client, tenant: TenantInfo, harness: Harness, make_receiver, capsys

@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 from herald.local.resources import function_properties, load_template
 from herald.local.template import Resolver
 from herald.messages import MAX_DELIVERIES_PER_MESSAGE
-from herald.metrics import SERVICE, Metric
+from herald.metrics import CORE, SERVICE, Metric
 from herald.sender import MAX_CONNECTIONS
 from herald.settings import Settings
 from herald.worker.pacing import START_MARGIN_SECONDS
@@ -353,6 +353,13 @@ def _math_metrics(alarm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {query["Id"]: query for query in alarm["Metrics"]}
 
 
+def _metric_stats(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads (its own, or each of its metric-math queries'), each with its namespace and name."""
+    if "Metrics" not in alarm:
+        return [alarm]
+    return [query["MetricStat"]["Metric"] for query in alarm["Metrics"] if "MetricStat" in query]
+
+
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_every_function_logs_to_its_own_log_group_with_retention(template: dict[str, Any], function: str) -> None:
     # GIVEN the log groups of the template
@@ -438,6 +445,30 @@ def test_the_delivery_function_logs_successful_attempts_as_the_operator_chooses(
     variables = function_properties(template, "DeliveryFunction")["Environment"]["Variables"]
     assert variables["HERALD_LOG_SUCCESSFUL_ATTEMPTS"] == {"Ref": "LogSuccessfulAttempts"}
     assert variables["POWERTOOLS_LOG_LEVEL"] == "INFO"
+
+
+def test_the_functions_write_the_core_metrics_and_the_detailed_ones_as_the_operator_chooses(
+    template: dict[str, Any],
+) -> None:
+    # GIVEN the DetailedMetrics parameter
+    parameter = template["Parameters"]["DetailedMetrics"]
+    # THEN it is a choice of true or false, false by default as the setting's own default (the core metrics only)
+    assert parameter["AllowedValues"] == ["true", "false"]
+    assert parameter["Default"] == "false"
+    assert Settings.model_fields["detailed_metrics"].default is False
+    # AND the functions read it (HERALD_DETAILED_METRICS)
+    for function in FUNCTIONS:
+        variables = function_properties(template, function)["Environment"]["Variables"]
+        assert variables["HERALD_DETAILED_METRICS"] == {"Ref": "DetailedMetrics"}
+    # AND every metric of the functions' namespace an alarm reads is a core one: written by default
+    read = [
+        stat["MetricName"]
+        for alarm in _alarms(template).values()
+        for stat in _metric_stats(alarm)
+        if stat["Namespace"] == {"Ref": "MetricsNamespace"}
+    ]
+    assert {Metric.SUCCEEDED, Metric.FAILED, Metric.SWEEP_LAG} <= set(read)
+    assert set(read) <= CORE
 
 
 def test_delivery_failure_rate_alarm_reads_the_delivery_functions_metrics(template: dict[str, Any]) -> None:

@@ -4,6 +4,10 @@ One EMF document per invocation (``flush`` at its end; more when a metric has mo
 values a document). CloudWatch turns the log lines into metrics: no PutMetricData call, no
 extra latency. The only dimension is the service: a subscription or tenant dimension would make one
 billed metric per customer; per-subscription numbers are in the stats the API serves instead.
+
+Each metric is billed ($0.30 a month) for every hour it is written in. A deployment writes the ``CORE``
+metrics, which its alarms read and which say whether webhooks arrive, on time and once; the others, which say
+why not, are written only with ``HERALD_DETAILED_METRICS`` (template parameter ``DetailedMetrics``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,20 @@ class Metric(StrEnum):
     SWEEP_LAG = "ScheduleSweepLag"  # seconds the schedule's sweep is behind (0 while it keeps up), once a sweep
 
 
+#: Written by every deployment: those the alarms read (``template.yaml``: successes, failures, the sweep's lag), and
+#: the deliveries failed for good, how late webhooks arrive, and how often one is sent twice. The others are written
+#: only with detailed metrics.
+CORE: frozenset[Metric] = frozenset(
+    {
+        Metric.SUCCEEDED,
+        Metric.FAILED,
+        Metric.EXHAUSTED,
+        Metric.PUBLISH_LATENCY,
+        Metric.DUPLICATE_SENDS,
+        Metric.SWEEP_LAG,
+    }
+)
+
 _UNITS = {
     Metric.LATENCY: MetricUnit.Milliseconds,
     Metric.PUBLISH_LATENCY: MetricUnit.Milliseconds,
@@ -55,12 +73,15 @@ class DeliveryMetrics:
     metric's whole list of values for a debug line on every call, whether debug logging is on or not, so a
     batch of 100 deliveries paid for each list a hundred times over (about a fifteenth of the worker's CPU)."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, *, detailed: bool) -> None:
         self._provider = AmazonCloudWatchEMFProvider(namespace=namespace, service=SERVICE)
+        self._written = frozenset(Metric) if detailed else CORE
         self._values: dict[Metric, list[float]] = {}
 
     def add(self, metric: Metric, value: float = 1) -> None:
-        self._values.setdefault(metric, []).append(float(value))
+        """Keep a value of ``metric`` for the next flush (nothing for a detailed metric, unless they are written)."""
+        if metric in self._written:
+            self._values.setdefault(metric, []).append(float(value))
 
     def flush(self) -> None:
         """Print the EMF documents of what was added since the last flush (nothing if nothing was): one, or

@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     )
     breaker_max_open_seconds: float = Field(3600.0, gt=0, description="The longest the breaker stays open at once.")
     metrics_namespace: str = Field("Herald", min_length=1, description="CloudWatch namespace of Herald's metrics.")
+    detailed_metrics: bool = Field(
+        False,
+        description="Write every delivery metric. False writes the core ones only (herald.metrics.CORE: those the "
+        "alarms read, successes, failures and the sweep's lag, and failures for good, latency from publication, "
+        "duplicate sends); CloudWatch bills each metric $0.30 a month for every hour it is written in.",
+    )
     log_successful_attempts: bool = Field(
         True,
         description="Log a line (INFO) for each attempt that succeeds, as for each that fails. False logs it at DEBUG "

@@ -93,7 +93,7 @@ class Worker:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.loop = asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="herald-io")
-        self.metrics = DeliveryMetrics(self.settings.metrics_namespace)
+        self.metrics = DeliveryMetrics(self.settings.metrics_namespace, detailed=self.settings.detailed_metrics)
         self.events = EventCache(self)
         self.pacer = Pacer(self)
         self.books = Bookkeeping(self)
