@@ -18,8 +18,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from herald import ids
-from herald.catalog import operational_catalog
-from herald.domain.publishing import new_event, store_and_queue
 from herald.records import WILDCARD
 
 if TYPE_CHECKING:
@@ -54,6 +52,11 @@ def has_listeners(services: Services, event_type: str) -> bool:
 def emit(services: Services, event_type: str, data: dict[str, Any], *, key: tuple[str, ...]) -> str | None:
     """Publish an operational event to the operator's endpoints, once per ``key``. Returns its id, or
     None when no endpoint takes it (nothing is stored then)."""
+    # Imported here: the delivery worker imports this module, and a delivery that succeeds emits nothing, so its
+    # cold start does not build the event catalog's models (nor validate its examples).
+    from herald.catalog import operational_catalog
+    from herald.domain.publishing import new_event, store_and_queue
+
     entry = operational_catalog.get(event_type)
     if entry is None:
         raise OperationalEventError(f"{event_type!r} is not an operational event type")

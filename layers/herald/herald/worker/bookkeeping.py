@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
-from herald.domain import subscriptions
 from herald.domain.operational import OPERATOR_TENANT_ID, emit
 from herald.metrics import Metric
 from herald.records import DeliveryStatus, ErrorKind
@@ -244,8 +243,12 @@ class Bookkeeping:
             logger.exception("subscription stats not updated", extra=tally.log)
             health = SubscriptionHealth(0, None)
         deciding, reason = self._disable_reason(outcomes, health)
-        disable = subscriptions.disable_for_failing
-        disabled = await worker.io(disable, worker.store, sub, reason, worker.now()) if reason else None
+        disabled = None
+        if reason:
+            # Imported here, as the operational events are: a batch that disables nothing does not load the catalog.
+            from herald.domain.subscriptions import disable_for_failing
+
+            disabled = await worker.io(disable_for_failing, worker.store, sub, reason, worker.now())
         if sub.tenant_id == OPERATOR_TENANT_ID:
             return  # the operator's own endpoints: never report on them to themselves (no loops)
         reports: list[Report] = []
