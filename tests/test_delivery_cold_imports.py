@@ -1,11 +1,13 @@
-"""What the delivery function's cold start leaves out: the modules a successful delivery never uses.
+"""What the functions' cold starts leave out: the modules a successful delivery never uses, and the garbage
+collector's scans of what the handlers' imports build.
 
-Each is loaded the first time it is needed instead (an operational event, a subscription disabled, a fault spec
-to read), so a failure there still behaves as before; these tests only keep them off the common path.
+Each module is loaded the first time it is needed instead (an operational event, a subscription disabled, a
+fault spec to read), so a failure there still behaves as before; these tests only keep them off the common path.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from herald.startup import collector_held_off
 
 REPO = Path(__file__).resolve().parents[1]
 DELIVERY_CODE = REPO / "functions" / "delivery"
@@ -62,3 +66,46 @@ def test_a_wrong_fault_spec_is_still_refused() -> None:
     with pytest.raises(subprocess.CalledProcessError) as refused:
         loaded_modules("from herald.settings import get_settings\nget_settings()", HERALD_FAULTS="nope:throttle=2")
     assert "nope:throttle=2" in refused.value.stderr
+
+
+@pytest.mark.parametrize("function", ["api", "delivery"])
+def test_the_garbage_collector_runs_once_a_handler_is_loaded(function: str) -> None:
+    # GIVEN a fresh interpreter with the function's code on its path (the collector on, as Python starts)
+    code = REPO / "functions" / function
+    script = f"import gc, herald_{function}_handler; print(gc.isenabled(), gc.get_freeze_count() > 0)"
+    # WHEN it imports the handler module (its imports ran with the collector held off)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=code,
+        env={**os.environ, "PYTHONPATH": str(code)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    # THEN the collector is on again for the invocations, and what the imports built is frozen, not scanned
+    assert result.stdout.split() == ["True", "True"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_holding_the_collector_off_leaves_it_as_it_was(enabled: bool) -> None:
+    # GIVEN the collector on or off
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        seen: list[bool] = []
+
+        def held_off_then_failing() -> None:
+            with collector_held_off():
+                seen.append(gc.isenabled())
+                raise RuntimeError
+
+        # WHEN a block runs with it held off, and raises
+        with pytest.raises(RuntimeError):
+            held_off_then_failing()
+        # THEN it was off inside, and is back as it was
+        assert seen == [False]
+        assert gc.isenabled() is enabled
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()

@@ -2,15 +2,18 @@
 
 from typing import Any
 
-from mangum import Mangum
+from herald.startup import collector_held_off
 
-from herald.api import create_app
-from herald.logs import function_logger, logged
+with collector_held_off():
+    from mangum import Mangum
 
-#: The parent of Herald's loggers: structured JSON logs with the invocation's request id.
-logger = function_logger()
-app = create_app()
-_mangum = Mangum(app, lifespan="off")
+    from herald.api import create_app
+    from herald.logs import function_logger, logged
+
+    #: The parent of Herald's loggers: structured JSON logs with the invocation's request id.
+    logger = function_logger()
+    app = create_app()
+    _mangum = Mangum(app, lifespan="off")
 
 
 @logged(logger)

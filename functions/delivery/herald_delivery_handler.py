@@ -2,13 +2,16 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from herald.startup import collector_held_off
 
-from herald.logs import function_logger, logged
-from herald.worker import lambda_handler
+with collector_held_off():
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
-#: The parent of Herald's loggers: structured JSON logs with the invocation's request id.
-logger = function_logger()
+    from herald.logs import function_logger, logged
+    from herald.worker import lambda_handler
+
+    #: The parent of Herald's loggers: structured JSON logs with the invocation's request id.
+    logger = function_logger()
 
 
 @logged(logger)
