@@ -225,3 +225,69 @@ def test_a_test_event_the_transform_gives_no_body_for_is_refused_in_the_portal(
     assert response.status_code == 422, response.text[:300]
     assert "test event" in html.unescape(response.text)
     assert client.get(f"/v1/subscriptions/{sub_id}/deliveries", headers=tenant.headers).json()["data"] == []
+
+
+def _description_field(html_page: str) -> str:
+    """The description field's text as a browser submits it: its line breaks as CR LF (HTML's form encoding)."""
+    found = re.search(r'<textarea id="description" name="description"[^>]*>(.*?)</textarea>', html_page, re.S)
+    assert found, "the form has its description field"
+    return html.unescape(found.group(1)).replace("\n", "\r\n")
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["Billing webhooks\nowner: team-payments", "a" * 250 + "\n" + "b" * 249, "  spaced at both ends  "],
+    ids=["two-lines", "500-characters-on-two-lines", "spaces"],
+)
+def test_a_description_saved_unchanged_in_the_form_stays_as_the_api_set_it(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver, description: str
+) -> None:
+    # GIVEN an endpoint whose description, set through the API, has a line break (or 500 characters with one, the
+    # most a description holds; or spaces at its ends)
+    sub = subscribe(client, tenant, receiver.url)
+    response = client.patch(f"/v1/subscriptions/{sub.id}", json={"description": description}, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    # WHEN the tenant saves the form with another event type, the description as the page gave it (line breaks as a
+    # browser sends them: CR LF)
+    text = _description_field(me.get(f"/portal/endpoints/{sub.id}/edit").text)
+    form = {
+        "csrf_token": csrf,
+        "url": receiver.url,
+        "event_types": ["invoice.paid", "order.shipped"],
+        "description": text,
+    }
+    saved = me.post(f"/portal/endpoints/{sub.id}/edit", data=form, follow_redirects=False)
+    # THEN it is saved, and the description is as the API set it
+    assert saved.status_code == 303, re.findall(r"<li>(.*?)</li>", saved.text)
+    after = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert after["event_types"] == ["invoice.paid", "order.shipped"]
+    assert after["description"] == description
+
+
+def test_a_description_typed_on_two_lines_is_saved_with_the_apis_line_break(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN a signed-in tenant
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    # WHEN it creates an endpoint whose description has two lines of 250 characters (500 as the browser's maxlength
+    # counts them, a line break one), sent as a browser sends them: CR LF
+    typed = "a" * 250 + "\r\n" + "b" * 249
+    form = {"csrf_token": csrf, "url": receiver.url, "event_types": "invoice.paid", "description": typed}
+    response = me.post("/portal/endpoints", data=form, follow_redirects=False)
+    # THEN it is created, its description with one line break, as the API keeps it
+    assert response.status_code == 303, re.findall(r"<li>(.*?)</li>", response.text)
+    (created,) = client.get("/v1/subscriptions", headers=tenant.headers).json()["data"]
+    assert created["description"] == "a" * 250 + "\n" + "b" * 249
+
+
+def test_a_link_token_longer_than_any_herald_mints_opens_the_portals_page(browser: Browser) -> None:
+    # WHEN a link is opened with a token of 300 characters
+    response = browser().get("/portal/login", params={"token": "hpl_" + "a" * 300})
+    # THEN the portal's page says the link does not work, as for any other link that does not, and does not echo it
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("text/html")
+    assert "This link does not work" in response.text
+    assert "a" * 300 not in response.text

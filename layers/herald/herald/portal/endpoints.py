@@ -61,12 +61,18 @@ def _form_values(form: dict[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {
         "url": form.get("url", "").strip(),
         "event_types": fields_list(form, "event_types"),
-        "description": form.get("description", "").strip(),
+        "description": _lines(form.get("description", "")).strip(),
     }
     values["metadata"] = _metadata_of(form.get("metadata", ""))
     rate = form.get("rate_limit", "").strip()
     values["rate_limit"] = int(rate) if WHOLE_NUMBER.fullmatch(rate) else (rate or None)
     return values
+
+
+def _lines(text: str) -> str:
+    """A textarea's text with its line breaks as the API keeps them: browsers send each as CR LF (HTML's form
+    encoding), and count it as one character against the field's ``maxlength``, as the API does ``\n``."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _errors(exc: Exception) -> list[str]:
@@ -231,6 +237,10 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         # The lines as the form showed them (line endings and spaces aside): the tenant did not edit them, and the
         # metadata stays as the API set it, not as those lines would read it.
         values["metadata"] = sub.metadata
+    if values["description"] == _lines(sub.description).strip():
+        # The description as the form showed it, but for its line breaks' encoding and spaces at its ends (and a
+        # first line break, which an HTML textarea drops): unchanged, it stays as the API set it.
+        values["description"] = sub.description
     try:
         await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(values))
     except (ValidationError, InvalidInputError) as exc:
