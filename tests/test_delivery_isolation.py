@@ -32,7 +32,7 @@ from tests.delivery_support import (
     verify,
     when,
 )
-from tests.support import ADMIN, Clock, Receiver, TenantInfo
+from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -482,6 +482,35 @@ def test_a_half_open_breakers_probe_is_made_from_the_slow_lane(
     # AND its answer closed the breaker
     assert stats(client, tenant, sub.id)["breaker"] == "closed"
     assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
+def test_a_probe_whose_transform_fails_makes_no_request_and_leaves_the_breaker_open(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose transform fails on invoices of 1,000.00 or more (it gives false, not a body), and
+    # whose breaker is half-open
+    transform = "data.amount_cents < `100000` && data"
+    body = {"url": receiver.url, "event_types": ["invoice.paid"], "transform": transform}
+    response = client.post("/v1/subscriptions", json=body, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    sub_id = response.json()["id"]
+    half_open(harness, clock, tenant, sub_id)
+    # WHEN such an invoice is published and worked: its probe fails on the transform, with no request made
+    publish(client, tenant.id, data={**INVOICE, "amount_cents": 250_000})
+    harness.drain()
+    assert receiver.received == []
+    assert only_delivery(client, tenant, sub_id)["last_error_kind"] == "transform"
+    # THEN the breaker is not closed, nor its streak ended: the endpoint said nothing
+    learned = harness.services.store.subscriptions.get(tenant.id, sub_id).isolation
+    assert learned.timeouts == 1
+    assert learned.breaker_until > 0
+    assert stats(client, tenant, sub_id)["breaker"] != "closed"
+    # AND an invoice the transform takes probes the endpoint, whose answer closes it
+    clock.advance(61)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id]
+    assert stats(client, tenant, sub_id)["breaker"] == "closed"
 
 
 @pytest.mark.parametrize("settings_overrides", [{"rate_limit_local_wait_seconds": 0}])

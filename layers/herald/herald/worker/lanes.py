@@ -252,13 +252,22 @@ async def watch(
         )
 
 
+#: Outcomes of attempts that made no request: they say nothing of the endpoint.
+_NO_REQUEST = frozenset(
+    {ErrorKind.REFUSED_BY_POLICY, ErrorKind.TRANSFORM, ErrorKind.SUBSCRIPTION_GONE, ErrorKind.EVENT_EXPIRED}
+)
+
+
 async def learn(worker: Worker, sub: Subscription, outcome: Outcome, log: dict[str, Any]) -> None:
     """After a recorded attempt: a timeout counts towards the breaker (and puts the subscription on the slow
-    lane); any other outcome closes the breaker and ends the timeout streak. An attempt cut short and handed
-    to the slow lane says neither: the slow lane's attempt, with the whole timeout, will. Writes only when
+    lane); any other outcome of a request closes the breaker and ends the timeout streak. An attempt cut short and
+    handed to the slow lane says neither: the slow lane's attempt, with the whole timeout, will; nor does one that
+    made no request (the URL policy refused the address, the transform failed on the event). Writes only when
     something changes; a failure here is logged, never turned into a repeated attempt."""
     if outcome.handed_over:
         return  # its subscription is on the slow lane already (``watch`` put it there)
+    if outcome.error_kind in _NO_REQUEST:
+        return
     settings, store, now = worker.settings, worker.store, worker.clock()
     learned = sub.isolation
     try:
