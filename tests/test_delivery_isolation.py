@@ -501,7 +501,9 @@ def test_a_probe_whose_transform_fails_makes_no_request_and_leaves_the_breaker_o
     assert receiver.received == []
     assert only_delivery(client, tenant, sub_id)["last_error_kind"] == "transform"
     # THEN the breaker is not closed, nor its streak ended: the endpoint said nothing
-    learned = harness.services.store.subscriptions.get(tenant.id, sub_id).isolation
+    stored = harness.services.store.subscriptions.get(tenant.id, sub_id)
+    assert stored is not None
+    learned = stored.isolation
     assert learned.timeouts == 1
     assert learned.breaker_until > 0
     assert stats(client, tenant, sub_id)["breaker"] != "closed"
