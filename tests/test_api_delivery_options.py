@@ -424,3 +424,40 @@ def test_the_openapi_document_describes_the_options_and_every_answer(client) -> 
     assert set(example) >= {"headers", "filter", "transform"}
     assert {"headers", "filter", "transform"} <= set(schemas["SubscriptionOut"]["properties"])
     assert "filtered" in schemas["DeliveryCounts"]["properties"]
+
+
+#: A transform JSON literal that is a lone surrogate: ASCII in the request, a string UTF-8 cannot carry once parsed.
+LONE_SURROGATE = '`"\\ud800"`'
+
+
+@pytest.mark.parametrize(
+    ("transform", "says"),
+    [(f"[abs({LONE_SURROGATE})]", "invalid type"), (f"{{text: {LONE_SURROGATE}}}", "lone surrogate")],
+    ids=["quoted-in-the-error", "in-the-body"],
+)
+@pytest.mark.parametrize("operation", ["create", "update", "dry-run"])
+def test_a_transform_with_a_lone_surrogate_is_refused_with_a_422(
+    client, tenant, operation: str, transform: str, says: str
+) -> None:
+    # GIVEN a transform, all ASCII, whose JSON literal is a lone surrogate: it fails on the example with a message
+    # quoting it, or gives it in the body
+    assert transform.isascii()
+    # WHEN a subscription is created with it, updated to it, or it is tried
+    if operation == "create":
+        body = {"url": URL, "event_types": ["invoice.paid"], "transform": transform}
+        response = client.post("/v1/subscriptions", json=body, headers=tenant.headers)
+    else:
+        created = client.post(
+            "/v1/subscriptions", json={"url": URL, "event_types": ["invoice.paid"]}, headers=tenant.headers
+        )
+        sub_id = created.json()["id"]
+        if operation == "update":
+            response = client.patch(
+                f"/v1/subscriptions/{sub_id}", json={"transform": transform}, headers=tenant.headers
+            )
+        else:
+            path = f"/v1/subscriptions/{sub_id}/transform/dry-run"
+            response = client.post(path, json={"transform": transform}, headers=tenant.headers)
+    # THEN it is refused with the transform's error, which says why (not a 500 that could not encode it)
+    error = assert_error(response, 422, "invalid_transform")
+    assert says in error["message"]

@@ -327,3 +327,23 @@ def test_a_transform_failing_on_an_event_fails_the_delivery_at_once_and_a_recove
     assert recovered.headers["x-api-key"] == API_KEY
     log = attempts(client, tenant, sub.id, failed["id"])
     assert [(a["trigger"], a["error_kind"]) for a in log] == [("scheduled", "transform"), ("recover", None)]
+
+
+def test_a_transform_failing_on_an_event_with_a_lone_surrogate_in_its_message_is_recorded(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a transform that gives the data for the catalog example, and on invoices over 49.00 fails with a message
+    # quoting its JSON literal, a lone surrogate (which UTF-8, and so DynamoDB, cannot carry)
+    transform = 'data.amount_cents > `4900` && [abs(`"\\ud800"`)] || data'
+    sub = subscribe_with(client, tenant, receiver.url, transform=transform)
+    # WHEN such an invoice is published and worked
+    event_id = publish(client, tenant.id, data={**INVOICE, "amount_cents": 5000})
+    harness.drain()
+    # THEN nothing was sent, and the delivery failed on its transform, its attempt logged with the message escaped
+    assert receiver.received == []
+    (delivery,) = deliveries(client, tenant, sub.id)
+    assert (delivery["event_id"], delivery["status"], delivery["last_error_kind"]) == (event_id, "failed", "transform")
+    (attempt,) = attempts(client, tenant, sub.id, delivery["id"])
+    assert "\\ud800" in attempt["error_message"]
+    # AND no message was left to come back
+    assert harness.counts() == (0, 0)

@@ -118,6 +118,27 @@ def test_a_transform_failing_on_a_real_event_is_a_transform_error(
     assert caught.value.reason == reason
 
 
+def test_contains_still_finds_a_value_in_an_array_or_a_string() -> None:
+    body = compile_transform("[contains(data.tags, 'vip'), contains(data.note, 'urgent'), contains(data.tags, 'x')]")
+    envelope = {"type": "x.y", "timestamp": "2026-01-01T00:00:00Z", "data": {"tags": ["new", "vip"], "note": "urgent!"}}
+    assert json.loads(body.apply(envelope)) == [True, True, False]
+
+
+def test_a_transform_that_quotes_or_gives_a_lone_surrogate_fails_with_a_message_utf8_can_carry() -> None:
+    # GIVEN transforms whose JSON literal is a lone surrogate: one failing with a message that quotes it, one giving it
+    envelope = {"type": "x.y", "timestamp": "2026-01-01T00:00:00Z", "data": {}}
+    for expression, says in (
+        ('[abs(`"\\ud800"`)]', "invalid type"),
+        ('{text: `"\\ud800"`}', "lone surrogate"),
+    ):
+        # WHEN applied to an event, THEN it fails, with a message that says why and encodes as UTF-8
+        with pytest.raises(TransformError) as caught:
+            compile_transform(expression).apply(envelope)
+        assert caught.value.reason == "failed"
+        assert says in caught.value.message
+        caught.value.message.encode("utf-8")
+
+
 def _large_event() -> dict[str, Any]:
     """An event of about 256 KiB: 1,900 items of ~100 bytes, a 40 KB string, 3,000 short strings."""
     items = [{"sku": f"sku-{index:05d}", "quantity": index, "note": "x" * 60} for index in range(1900)]
@@ -139,6 +160,8 @@ HOSTILE = [
     ("{" + ",".join(f"k{i}: data" for i in range(40)) + "}", "too_large"),
     ("map(&map(&to_string(@), [@,@,@,@,@,@,@,@]), data.items)", "too_large"),
     ("map(&map(&[@,@], [@,@,@,@]), data.items)", "too_large"),
+    # two copies of a value that shares its parts 4^14 times, compared whole by contains() (a == without a step)
+    ("map(&(" + "|".join(["[@,@,@,@]"] * 14) + "), [data, data]) | [contains([@[0]], @[1])]", "too_large"),
 ]
 
 

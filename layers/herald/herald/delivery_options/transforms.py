@@ -72,6 +72,10 @@ class TransformError(Exception):
     error_kind = "transform"
 
     def __init__(self, reason: str, message: str) -> None:
+        # A message may quote a value of the event or of the transform, and a JSON literal of the transform can be
+        # a lone surrogate (`"\ud800"`), which UTF-8 cannot carry: it is written escaped, so the message can be
+        # answered by the API and stored in the attempt log.
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(message)
         #: ``too_costly``, ``too_large``, ``not_object`` or ``failed``.
         self.reason = reason
@@ -91,7 +95,8 @@ _CHARS_PER_STEP = 64
 
 
 class _BoundedFunctions(Functions):
-    """JMESPath's functions, with the two that can build more than their input bounded and charged."""
+    """JMESPath's functions, with the two that can build more than their input bounded and charged, and the one
+    that compares whole values (``contains``) charged as a comparison is."""
 
     def __init__(self, interpreter: _BoundedInterpreter) -> None:
         self.interpreter = interpreter
@@ -104,6 +109,17 @@ class _BoundedFunctions(Functions):
         text = json.dumps(arg, separators=(",", ":"), ensure_ascii=False)
         self.interpreter.spend(len(text) // _CHARS_PER_STEP)
         return text
+
+    @signature({"types": ["array", "string"]}, {"types": []})
+    def _func_contains(self, subject: list[Any] | str, search: Any) -> bool:
+        # Looking for a value in an array compares it with each entry, and a comparison walks both values: charged
+        # what they weigh as JSON, shared parts per reference (``visit_comparator``). Two copies of a value that
+        # shares its parts many times over would otherwise be compared part by part, for as long as their JSON is.
+        if isinstance(subject, list):
+            self.interpreter.spend(
+                (self.interpreter.size_of(subject) + self.interpreter.size_of(search)) // _CHARS_PER_STEP
+            )
+        return search in subject
 
     @signature({"types": ["string"]}, {"types": ["array-string"]})
     def _func_join(self, separator: str, array: list[str]) -> str:
@@ -266,9 +282,14 @@ def encode(value: dict[str, Any] | list[Any]) -> bytes:
     """A transform's result as the body sent, or ``TransformError``: JSON (no NaN or Infinity, which a transform
     can make, e.g. ``to_number('NaN')``), at most ``MAX_BODY_BYTES``."""
     try:
-        body = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
         raise TransformError("failed", "the transform gave NaN or Infinity, which JSON cannot carry") from None
+    try:
+        body = text.encode()
+    except UnicodeEncodeError:
+        message = 'the transform gave a lone surrogate (e.g. a JSON literal `"\\ud800"`), which UTF-8 cannot carry'
+        raise TransformError("failed", message) from None
     if len(body) > MAX_BODY_BYTES:
         raise TransformError("too_large", f"the transformed body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
     return body
