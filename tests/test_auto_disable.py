@@ -3,10 +3,14 @@ PATCH re-enables it with a fresh window. Timed with a controllable clock; delive
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
+from herald.storage import AttemptTally
+from tests.api_support import assert_error
 from tests.delivery_support import Harness, only_delivery, publish, signature_of, step, subscribe
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
@@ -113,3 +117,77 @@ def test_stats_count_attempts_successes_and_failures(
     assert (
         client.get(f"/v1/subscriptions/{sub.id}/stats", headers={"Authorization": f"Bearer {other}"}).status_code == 404
     )
+
+
+def test_a_re_enable_whose_streak_reset_failed_starts_a_new_window_when_asked_again(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    # GIVEN a subscription that has been failing for 3 hours (past the 2 h window), disabled by its tenant
+    broken = make_receiver()
+    broken.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, broken.url)
+    store = harness.services.store
+    long_ago = datetime.fromtimestamp(clock() - 3 * HOUR, UTC)
+    failures = [AttemptTally(False, 500, long_ago + timedelta(seconds=n)) for n in range(3)]
+    store.health.count_attempts(sub.id, failures, failing_after=3, expires_at=int(clock()) + HOUR)
+    assert (
+        client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": False}, headers=tenant.headers).status_code == 200
+    )
+    # WHEN it is re-enabled, and DynamoDB does not answer the write of its stats once
+    refused: list[str] = []
+
+    def stats_write_lost(params: dict[str, Any], **_: Any) -> None:
+        if not refused and params.get("Key", {}).get("pk", {}).get("S", "").startswith("STATS#"):
+            refused.append(params["Key"]["pk"]["S"])
+            raise EndpointConnectionError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
+
+    store.client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", stats_write_lost)
+    try:
+        first = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": True}, headers=tenant.headers)
+    finally:
+        store.client.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", stats_write_lost)
+    # THEN that request fails (503) and the subscription is still disabled
+    assert refused == [f"STATS#{sub.id}"]
+    assert first.status_code == 503, first.text
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is False
+    # WHEN the request is made again, and an event then fails once
+    assert (
+        client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": True}, headers=tenant.headers).status_code == 200
+    )
+    publish(client, tenant.id)
+    harness.drain()
+    assert len(broken.received) == 1
+    # THEN the failure starts a new streak: the subscription is not disabled by the 3-hour-old one
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+    assert stats(client, tenant, sub.id)["consecutive_failures"] == 1
+
+
+def test_a_delivery_of_a_disabled_subscription_is_not_retried_until_it_is_enabled(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN a delivery that failed, and its subscription disabled by its tenant
+    broken = make_receiver()
+    broken.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, broken.url)
+    publish(client, tenant.id)
+    harness.drain()
+    delivery = only_delivery(client, tenant, sub.id)
+    assert (
+        client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": False}, headers=tenant.headers).status_code == 200
+    )
+    sent = len(broken.received)
+    # WHEN its tenant asks for the delivery to be sent again
+    path = f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry"
+    refused = client.post(path, headers=tenant.headers)
+    harness.drain()
+    # THEN it is refused (409), as a recovery is, and nothing is sent
+    assert_error(refused, 409, "conflict")
+    assert len(broken.received) == sent
+    # AND once the subscription is enabled, it is sent
+    broken.default = (200, {}, b"ok", 0.0)
+    assert (
+        client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": True}, headers=tenant.headers).status_code == 200
+    )
+    assert client.post(path, headers=tenant.headers).status_code == 202
+    harness.drain()
+    assert len(broken.received) == sent + 1

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.domain import subscriptions
-from herald.errors import EventExpiredError, NotFoundError
+from herald.errors import ConflictError, EventExpiredError, NotFoundError
 from herald.messages import DeliveryMessage
 from herald.records import Delivery, Trigger
 from herald.schemas import SubscriptionStats
@@ -31,7 +31,11 @@ def retry(services: Services, delivery: Delivery) -> None:
     """One more attempt, right away (a manual attempt in the log), whatever the delivery's state, while its event is
     kept (``EventExpiredError`` after: a delivery's log is kept longer than its event when attempts were made late).
     The message carries the attempts made so far: one more attempt than ``delivery`` shows, never two, however
-    often SQS hands the message over (a retry asked for twice before either ran makes one attempt too)."""
+    often SQS hands the message over (a retry asked for twice before either ran makes one attempt too). A disabled
+    subscription is enabled first (``ConflictError``), as for a recovery: it receives nothing more."""
+    sub = subscriptions.find(services, delivery.tenant_id, delivery.subscription_id)
+    if not sub.enabled:
+        raise ConflictError(f"subscription {sub.id} is disabled: enable it first")
     if services.store.events.get(delivery.event_id) is None:
         raise EventExpiredError(
             f"the event {delivery.event_id} of delivery {delivery.id} has expired: it cannot be sent again"

@@ -279,10 +279,13 @@ def disable_for_failing(store: Store, sub: Subscription, reason: str, now: datet
 
 
 def _replace(store: Store, old: Subscription, new: Subscription) -> None:
-    store.subscriptions.replace(old, new)
     if new.enabled and not old.enabled:
-        # Re-enabled: a subscription disabled for failing gets a whole failing window again.
+        # Re-enabled: a subscription disabled for failing gets a whole failing window again. The streak is reset
+        # first: if the reset fails, the subscription is still disabled, and the request asked again does both (the
+        # other way round, it would find the subscription enabled and reset nothing, and the next failure would
+        # disable it at once). A disabled subscription is sent nothing, so no failure counts between the two.
         store.health.reset_failing_streak(new.id)
+    store.subscriptions.replace(old, new)
 
 
 #: Reads and deletes of a subscription that keeps changing meanwhile, before a delete gives up (409).
