@@ -122,6 +122,31 @@ def test_a_failing_delivery_is_reported_once_after_its_4th_attempt_and_once_exha
     assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
 
 
+@pytest.mark.parametrize(
+    "settings_overrides", [{"retry_schedule": (0, 0, 0), "retry_jitter": 0.0, "failing_after_failures": 3}]
+)
+def test_a_manual_attempt_on_a_delivery_that_failed_for_good_is_not_reported_failing(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint for delivery events, and a delivery that failed for good after its 3 attempts
+    ops, broken = make_receiver(), make_receiver()
+    broken.default = (500, {}, b"down", 0.0)
+    endpoint = register(client, ops.url, ["delivery.failing", "delivery.exhausted"])
+    sub = subscribe(client, tenant, broken.url)
+    publish(client, tenant.id)
+    drain_until(harness, lambda: len(broken.received) == 3 and len(ops.received) == 1)
+    delivery = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"][0]
+    assert (delivery["status"], delivery["attempts"]) == ("failed", 3)
+    # WHEN its tenant retries it by hand, and that 4th attempt fails too
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    drain_until(harness, lambda: len(broken.received) == 4)
+    time.sleep(1.5)
+    harness.drain()  # a later look at everything changes nothing
+    # THEN the operator heard only that it was exhausted: a 4th attempt with no retry after it is not "failing"
+    assert [payload["type"] for payload in operational(endpoint["secret"], ops)] == ["delivery.exhausted"]
+
+
 def test_a_failing_subscription_that_succeeds_again_is_reported_recovered(
     client, tenant: TenantInfo, harness: Harness, make_receiver
 ) -> None:

@@ -178,7 +178,8 @@ class Bookkeeping:
             "last_status_code": outcome.status_code,
             "last_error_kind": outcome.error_kind and outcome.error_kind.value,
         }
-        if not outcome.succeeded and settled.attempts == FAILING_NOTICE_ATTEMPT:
+        if not outcome.succeeded and settled.attempts == FAILING_NOTICE_ATTEMPT and settled.next_attempt_at is not None:
+            # (Still being retried: not a manual or recovery attempt on a delivery that failed for good.)
             data = {**delivery_ref, "next_attempt_at": settled.next_attempt_at}
             reports.append(("delivery.failing", data, (settled.id,)))
         if exhausted(previous, settled):
