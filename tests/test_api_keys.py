@@ -11,6 +11,7 @@ import pytest
 
 from herald import ids
 from herald.auth import AdminKeyProvider
+from herald.domain import tenants as tenant_domain
 from herald.local.resources import load_template
 from tests.api_support import assert_error
 from tests.support import ADMIN, ADMIN_KEY, Clock
@@ -77,6 +78,38 @@ def test_a_revoked_key_stops_working_at_once(client, tenant) -> None:
     # ... and revoking it again, or a key id of another shape, is a 404
     assert_error(client.delete(f"/v1/tenants/{tenant.id}/api-keys/{second['id']}", headers=ADMIN), 404, "not_found")
     assert_error(client.delete(f"/v1/tenants/{tenant.id}/api-keys/KEY#1", headers=ADMIN), 404, "not_found")
+
+
+def test_revoking_every_other_key_while_one_is_revoked_meanwhile_answers_the_new_key(
+    client, tenant, services, monkeypatch
+) -> None:
+    # GIVEN a tenant with three keys, one of which another request revokes just after they are listed for a new
+    # key that revokes the others
+    second = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN).json()
+    third = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN).json()
+    repository = services.store.tenants
+    listed = repository._key_items
+
+    revoked: list[str] = []
+
+    def listed_then_one_revoked(tenant_id: str) -> Any:
+        yield from listed(tenant_id)
+        if not revoked:  # once: the revoke lists the keys too
+            revoked.append(second["id"])
+            tenant_domain.revoke_key(services, tenant.id, second["id"])  # what DELETE .../api-keys/{id} does
+
+    monkeypatch.setattr(repository, "_key_items", listed_then_one_revoked)
+    # WHEN the new key is issued with revoke_existing
+    created = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    monkeypatch.undo()
+    # THEN it is answered, and it alone works: every other key is revoked, the third included
+    assert created.status_code == 201, created.text
+    new = created.json()
+    assert client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {new['key']}"}).status_code == 200
+    for old in (tenant.key, second["key"], third["key"]):
+        assert_error(client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {old}"}), 401, "unauthorized")
+    listing = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]
+    assert [item["id"] for item in listing] == [new["id"]]
 
 
 def test_a_token_of_no_known_shape_is_refused_without_a_lookup(client, tenant, services, monkeypatch) -> None:

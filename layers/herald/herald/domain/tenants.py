@@ -45,14 +45,13 @@ def create(services: Services, name: str, metadata: Metadata) -> tuple[Tenant, A
 
 def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> tuple[ApiKey, str]:
     """A new API key for the tenant (its record and the key, shown once); the others stay valid unless
-    ``revoke_existing``, in which case they are revoked once the new one exists."""
+    ``revoke_existing``, in which case they are revoked once the new one exists (one revoked meanwhile by another
+    request is gone already: the new key is still answered)."""
     find(services, tenant_id)
     key, secret = _new_key(tenant_id)
     services.store.tenants.add_key(key, ids.hash_api_key(secret))
     if revoke_existing:
-        for old in services.store.tenants.list_keys(tenant_id):
-            if old.id != key.id:
-                services.store.tenants.delete_key(tenant_id, old.id)
+        services.store.tenants.delete_keys_but(tenant_id, key.id)
     return key, secret
 
 

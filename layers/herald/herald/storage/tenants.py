@@ -135,6 +135,16 @@ class TenantRepository:
     def list_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
         return [ApiKey.model_validate(strip(item)) for item in self._key_items(tenant_id)]
 
+    def delete_keys_but(self, tenant_id: str, keep_id: str) -> None:
+        """Delete every key of the tenant but ``keep_id``, as the index lists them: each by the item listed, so a
+        key revoked meanwhile is simply gone (``delete_key`` looks each one up again, and would not find it)."""
+        doomed = [
+            {"DeleteRequest": {"Key": to_item({"pk": item["pk"], "sk": item["sk"]})}}
+            for item in self._key_items(tenant_id)
+            if item["id"] != keep_id
+        ]
+        self._table.batch_write(doomed)
+
     def delete_key(self, tenant_id: str, key_id: str) -> None:
         for item in self._key_items(tenant_id):
             if item["id"] == key_id:
