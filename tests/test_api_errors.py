@@ -98,6 +98,8 @@ MALFORMED_JSON = {
     "utf16-bom": "\ufeff{}".encode("utf-16"),
     "nul": b"\x00",
     "deep-nesting": b"[" * 100_000,
+    "deep-nesting-closed": b'{"name": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # beyond Python's recursion
+    "5000-digit-integer": b'{"name": ' + b"1" * 5000 + b"}",  # beyond the digits Python converts
     "only-whitespace-then-junk": b"   \n\t }",
 }
 
@@ -107,8 +109,7 @@ def test_malformed_json_is_400(client, world, body) -> None:
     for role, method, path, _ in JSON_ROUTES:
         with at(f"{method} {path}"):
             response = _send(client, world, role, method, path, body, "application/json")
-            assert_4xx(response, 400)
-            assert response.json()["error"]["code"] in ("invalid_json", "bad_request")
+            assert_4xx(response, 400, "invalid_json")
 
 
 WRONG_SHAPES = {"null": b"null", "list": b"[]", "string": b'"x"', "number": b"1e999", "true": b"true"}

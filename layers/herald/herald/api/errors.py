@@ -100,8 +100,16 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+#: FastAPI's answer to a JSON body it could not read for any reason but a syntax error (``json_invalid``): nested
+#: deeper than Python's recursion limit, an integer of more digits than Python converts, bytes that are not UTF-8.
+_BODY_NOT_READ = "There was an error parsing the body"
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _BODY_NOT_READ:
+        message = "the request body is not valid JSON (nested too deeply, a number too long, or not UTF-8)"
+        return error_response(400, "invalid_json", message)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
