@@ -475,12 +475,15 @@ def invoke_bodies(harness: Harness, bodies: list[str], *, timeout_seconds: float
 
 
 class RawServer:
-    """A TCP server on 127.0.0.1 that never speaks HTTP. ``"silent"`` accepts connections and never
-    answers; ``"close"`` closes each connection as soon as it is accepted."""
+    """A TCP server on 127.0.0.1 that never speaks HTTP whole. ``"silent"`` accepts connections and never
+    answers; ``"close"`` closes each connection as soon as it is accepted. With ``answer``, each connection's
+    request is read and ``answer`` written (an answer's head and part of its body, say) before the connection is
+    held (``"silent"``) or closed (``"close"``)."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, answer: bytes = b"") -> None:
         assert mode in ("silent", "close")
         self.mode = mode
+        self.answer = answer
         self.accepted = 0
         self._held: list[socket.socket] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -504,10 +507,34 @@ class RawServer:
             except OSError:
                 return
             self.accepted += 1
+            if self.answer:
+                self._answer(conn)
             if self.mode == "close":
                 conn.close()
             else:
                 self._held.append(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        """Read one request (its head, and its body by its Content-Length), then write ``answer``."""
+        conn.settimeout(5)
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = (line.partition(b":") for line in head.split(b"\r\n")[1:])
+            length = next((int(value) for name, _, value in lines if name.strip().lower() == b"content-length"), 0)
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            conn.sendall(self.answer)
+        except OSError:
+            return
 
     def close(self) -> None:
         self._stop.set()

@@ -50,11 +50,11 @@ def clock() -> Callable[[], float]:
 
 
 @pytest.fixture
-def raw_servers() -> Iterator[Callable[[str], RawServer]]:
+def raw_servers() -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def make(mode: str) -> RawServer:
-        servers.append(RawServer(mode))
+    def make(mode: str, answer: bytes = b"") -> RawServer:
+        servers.append(RawServer(mode, answer))
         return servers[-1]
 
     yield make
@@ -276,6 +276,43 @@ def test_a_connection_closed_without_an_answer_is_a_connection_error(client, ten
     assert attempt["status_code"] is None
 
 
+@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": 1.0}])
+@pytest.mark.parametrize("mode", ["silent", "close"], ids=["body-stalls-past-the-timeout", "body-cut-short"])
+def test_a_2xx_whose_head_came_in_time_is_a_success_however_its_body_ends(
+    client, tenant, harness, raw_servers, mode: str
+) -> None:
+    # GIVEN a server that answers 200 at once, with 2 of the 5,000 bytes its head announces, then holds the
+    # connection past the 1 s timeout (or closes it)
+    server = raw_servers(mode, b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\nok")
+    sub = subscribe(client, tenant, server.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the subscriber took it: the attempt succeeded with its status and what came of its body, and nothing is
+    # sent again
+    delivery = only_delivery(client, tenant, sub.id)
+    (attempt,) = attempts(client, tenant, sub.id, delivery["id"])
+    assert (delivery["status"], delivery["next_attempt_at"]) == ("succeeded", None)
+    assert (attempt["succeeded"], attempt["status_code"], attempt["error_kind"]) == (True, 200, None)
+    assert attempt["response_body"] == "ok"
+    assert server.accepted == 1
+    assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": 1.0}])
+def test_a_500_whose_body_stalls_is_the_500_it_answered(client, tenant, harness, raw_servers) -> None:
+    # GIVEN a server that answers 500 at once, then holds the rest of its body past the timeout
+    server = raw_servers("silent", b"HTTP/1.1 500 Oops\r\nContent-Length: 5000\r\n\r\ndown")
+    sub = subscribe(client, tenant, server.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the attempt failed with its status, the body as far as it came, and the message says the rest did not
+    _, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert (attempt["status_code"], attempt["error_kind"], attempt["response_body"]) == (500, "http_status", "down")
+    assert attempt["error_message"].startswith("the endpoint answered 500; its body did not arrive whole")
+
+
 def test_https_to_a_server_that_speaks_plain_http_is_a_tls_error(client, tenant, harness, receiver) -> None:
     # GIVEN a subscription with an https URL to a server that only speaks plain HTTP
     sub = subscribe(client, tenant, receiver.url.replace("http://", "https://"))
@@ -339,6 +376,19 @@ def test_a_410_disables_the_subscription_and_stops_its_retries(client, tenant, h
     publish(client, tenant.id)
     harness.drain()
     assert len(receiver.received) == 1
+
+
+def test_a_410_with_a_retry_after_date_no_calendar_holds_still_disables(client, tenant, harness, receiver) -> None:
+    # GIVEN an endpoint that answers 410 with a Retry-After date in a year past what a datetime holds
+    receiver.default = (410, {"retry-after": "Mon, 1 Jan 99999999999 00:00:00 GMT"}, b"gone", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the 410 is what the attempt recorded (the header is ignored), and it disabled the subscription
+    _, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert (attempt["status_code"], attempt["error_kind"]) == (410, "http_status")
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is False
 
 
 @pytest.mark.parametrize(

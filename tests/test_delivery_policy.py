@@ -113,6 +113,7 @@ def test_retry_after_clamps_to_the_jittered_delay_of_a_long_step() -> None:
         ("1.5", None),
         ("-3", None),
         ("²", None),  # a digit to str.isdigit, not to float()
+        ("Mon, 1 Jan 99999999999 00:00:00 GMT", None),  # a year past what a datetime holds
         ("", None),
         (None, None),
     ],

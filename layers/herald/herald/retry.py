@@ -75,7 +75,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year past what datetime holds
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

@@ -466,7 +466,11 @@ async def send_attempt(
 ) -> Outcome:
     """POST ``body`` to ``url`` once; never raises for a delivery failure. ``policy`` decides where it may
     connect: the URL's form and a literal host are checked before any network I/O, the addresses a name
-    resolves to when connecting. ``now`` dates the attempt; its duration is measured on the monotonic clock."""
+    resolves to when connecting. ``now`` dates the attempt; its duration is measured on the monotonic clock.
+
+    The answer is its status, once its head has arrived within the timeout: a body that stalls past the timeout
+    or is cut short after it is kept as far as it came (a 2xx is a success: the subscriber took the webhook, and
+    sending it again would duplicate it)."""
     started = now()
     began = time.perf_counter()
     status_code: int | None = None
@@ -474,6 +478,8 @@ async def send_attempt(
     message: str | None = None
     text: str | None = None
     retry_after: float | None = None
+    chunks = bytearray()
+    failure: tuple[ErrorKind, str] | None = None
     try:
         async with asyncio.timeout(timeout_seconds):
             policy.check_url(url)
@@ -481,30 +487,33 @@ async def send_attempt(
             async with client.stream(url, content=body, headers=headers) as response:
                 status_code = response.status_code
                 retry_after = parse_retry_after(response.headers.get("retry-after"), now())
-                chunks = bytearray()
+                # Read on to the failure limit even for a success: an answer read to its end (20,000 bytes
+                # at most) keeps its connection for the next request.
                 async for chunk in response.aiter_raw():
                     chunks += chunk
                     if len(chunks) >= RESPONSE_MAX_BYTES:
                         break
-                # Read on to the failure limit even for a success: an answer read to its end (20,000 bytes
-                # at most) keeps its connection for the next request.
-                succeeded = 200 <= status_code < 300
-                text = cut_body(bytes(chunks), SUCCESS_RESPONSE_MAX_BYTES if succeeded else RESPONSE_MAX_BYTES)
-        if not succeeded:
-            kind = ErrorKind.HTTP_STATUS
-            message = f"the endpoint answered {status_code}"
-            if 300 <= status_code < 400:
-                message += " (redirects are not followed)"
     except (UrlNotAllowedError, OSError, httpx.HTTPError, TimeoutError, ssl.SSLError) as exc:
-        status_code = None
-        kind, message = classify(exc)
+        failure = classify(exc)
     except Exception as exc:
         # Whatever else a strange endpoint provokes (an unparseable answer, an odd header) is this
         # attempt's failure, logged like any other; raising would re-send without a record.
         # The host only: a subscriber's path or query may carry its own secret (a token in the URL).
         logger.exception("unexpected error while delivering", extra={"host": _host(url)})
-        status_code = None
-        kind, message = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
+        failure = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
+    if status_code is None:
+        assert failure is not None  # no status: the attempt failed before the answer's head
+        kind, message = failure
+    else:
+        succeeded = 200 <= status_code < 300
+        text = cut_body(bytes(chunks), SUCCESS_RESPONSE_MAX_BYTES if succeeded else RESPONSE_MAX_BYTES)
+        if not succeeded:
+            kind = ErrorKind.HTTP_STATUS
+            message = f"the endpoint answered {status_code}"
+            if 300 <= status_code < 400:
+                message += " (redirects are not followed)"
+            if failure is not None:
+                message += f"; its body did not arrive whole ({failure[1]})"
     return Outcome(
         status_code,
         kind,
