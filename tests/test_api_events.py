@@ -152,6 +152,20 @@ def test_idempotency_key_and_caller_id_together(client, tenant, services, aws) -
     assert len(fanouts(aws, services)) == 1
 
 
+def test_an_idempotency_key_used_for_another_event_id_is_409(client, tenant, services, aws) -> None:
+    # GIVEN an event published with an idempotency key and an id
+    key = {"Idempotency-Key": "ids-1"}
+    first = publish(client, headers=key, id="evt-ids-a", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    assert first.status_code == 202, first.text
+    # WHEN the same key and body come with another id
+    other = publish(client, headers=key, id="evt-ids-b", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    # THEN it is a reuse of the key (409), not the first event answered as if it were this one
+    assert_error(other, 409, "idempotency_key_reused")
+    assert "evt-ids-a" in other.json()["error"]["message"]
+    assert client.get("/v1/events/evt-ids-b", headers=ADMIN).status_code == 404
+    assert len(fanouts(aws, services)) == 1
+
+
 @pytest.mark.parametrize("key", ["has space", "é", "x" * 256, "", "tab\there"])
 def test_malformed_idempotency_keys_are_refused(client, tenant, services, aws, key) -> None:
     response = client.post(
@@ -329,6 +343,22 @@ def test_data_nested_too_deeply_to_write_back_is_a_422() -> None:
     # THEN it is an input error (a 422), not a RecursionError (a 500)
     assert caught.value.code == "invalid_input"
     assert [detail["type"] for detail in caught.value.details or []] == ["too_deep"]
+
+
+class _FreeForm(EventData):
+    attributes: dict[str, Any]
+
+
+def test_free_form_data_nested_deeper_than_the_schema_writes_back_is_a_422(client, tenant, monkeypatch) -> None:
+    # GIVEN an event type with a free-form field, as "Adding an event type" allows
+    monkeypatch.setitem(catalog._types, "test.free", EventType("test.free", _FreeForm, {"attributes": {}}))
+    # WHEN an event's free-form field is nested 300 lists deep (within the parser's limit, past pydantic's)
+    nested = b"[" * 300 + b"]" * 300
+    body = b'{"type":"test.free","tenant_id":"%s","data":{"attributes":{"a":%s}}}' % (tenant.id.encode(), nested)
+    response = client.post("/v1/events", content=body, headers={**ADMIN, "content-type": "application/json"})
+    # THEN it is refused as too deep (a 422), not a 500
+    error = assert_error(response, 422, "invalid_input")
+    assert [detail["type"] for detail in error.get("details", [])] == ["too_deep"]
 
 
 def test_a_body_nested_deeper_than_the_parser_goes_is_a_4xx(client, tenant, services, aws) -> None:

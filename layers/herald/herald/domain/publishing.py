@@ -29,6 +29,7 @@ from herald.catalog import PING_EVENT_TYPE, catalog
 from herald.delivery_options.transforms import InvalidTransformError, dry_run, transform_from_stored
 from herald.errors import (
     HeraldError,
+    IdempotencyConflictError,
     InvalidInputError,
     PayloadTooLargeError,
     ServiceUnavailableError,
@@ -137,6 +138,13 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
             for error in exc.errors(include_url=False)
         ]
         raise InvalidInputError(f"data does not match the schema of {event_type}", details=details) from exc
+    except (ValueError, RecursionError) as exc:
+        # A free-form field (``dict[str, Any]``) nested deeper than pydantic writes back ("Circular reference
+        # detected (depth exceeded)"), though within the parser's limit.
+        raise InvalidInputError(
+            "data is nested too deeply",
+            details=[{"loc": ["body", "data"], "msg": "nested too deeply to be written back", "type": "too_deep"}],
+        ) from exc
 
 
 def _fingerprint(body: EventIn) -> str:
@@ -190,7 +198,14 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
         broadcast=body.broadcast,
         idempotency_key=idempotency_key,
     )
-    return store_and_queue(services, event, fingerprint=_fingerprint(body))
+    published = store_and_queue(services, event, fingerprint=_fingerprint(body))
+    if body.id is not None and published.stored.event.id != body.id:
+        # The key was used for another event with the same body: this request's event was not stored (its id
+        # would be answered as unknown), so it is a reuse of the key for a different request, not a repeat.
+        raise IdempotencyConflictError(
+            f"this idempotency key was used for event {published.stored.event.id}, not {body.id}"
+        )
+    return published
 
 
 def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Published:
