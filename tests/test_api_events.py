@@ -345,6 +345,15 @@ def test_data_nested_too_deeply_to_write_back_is_a_422() -> None:
     assert [detail["type"] for detail in caught.value.details or []] == ["too_deep"]
 
 
+def test_a_date_time_without_its_offset_is_refused(client, tenant) -> None:
+    # WHEN an invoice is published with a paid_at that names no time zone (the schema's date-time is RFC 3339)
+    data = {**INVOICE, "paid_at": "2026-01-31T09:30:00"}
+    response = publish(client, type="invoice.paid", data=data, tenant_id=tenant.id)
+    # THEN it is refused, naming the field: a receiver could not tell which moment it meant
+    error = assert_error(response, 422, "invalid_input")
+    assert [(d["loc"], d["type"]) for d in error["details"]] == [(["body", "data", "paid_at"], "timezone_aware")]
+
+
 class _FreeForm(EventData):
     attributes: dict[str, Any]
 

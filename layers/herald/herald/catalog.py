@@ -28,7 +28,7 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
 from herald.errors import UnknownEventTypeError
 from herald.records import WILDCARD
@@ -364,7 +364,7 @@ class SubscriptionCreated(EventData):
 
     username: str = Field(min_length=1, max_length=200)
     monthly_fee: float = Field(ge=0, description="Monthly fee in the account's currency.")
-    start_date: datetime
+    start_date: AwareDatetime = Field(description="With its offset (RFC 3339), e.g. 2026-01-01T00:00:00Z.")
 
 
 @catalog.event(
@@ -387,7 +387,7 @@ class InvoicePaid(EventData):
     customer_id: str = Field(min_length=1, max_length=100)
     amount_cents: int = Field(ge=0)
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.")
-    paid_at: datetime
+    paid_at: AwareDatetime = Field(description="With its offset (RFC 3339), e.g. 2026-01-31T09:30:00Z.")
 
 
 class ShippedItem(BaseModel):
