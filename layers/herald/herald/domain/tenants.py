@@ -51,7 +51,7 @@ def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> t
     key, secret = _new_key(tenant_id)
     services.store.tenants.add_key(key, ids.hash_api_key(secret))
     if revoke_existing:
-        services.store.tenants.delete_keys_but(tenant_id, key.id)
+        services.store.tenants.delete_keys(tenant_id, but=key.id)
     return key, secret
 
 

@@ -107,10 +107,13 @@ class TenantRepository:
         )
         return PageResult([Tenant.model_validate(strip(item)) for item in items], next_cursor)
 
-    def delete_keys(self, tenant_id: str) -> None:
-        """Delete every API key of the tenant (it is locked out)."""
-        for item in self._key_items(tenant_id):
-            self._table.call("delete_item", Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
+    def delete_keys(self, tenant_id: str, *, but: str | None = None) -> None:
+        """Delete every API key of the tenant (it is locked out), or every one but ``but``: each by the item the
+        index lists, unconditionally, so a key revoked meanwhile is simply gone (``delete_key`` looks a key up again,
+        and would not find it). One DeleteItem a key: the API's role grants no BatchWriteItem."""
+        for item in list(self._key_items(tenant_id)):  # listed whole, then deleted
+            if item["id"] != but:
+                self._table.call("delete_item", Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
 
     def delete(self, tenant_id: str) -> None:
         """Delete the tenant's item: the last step of deleting a tenant (``herald.domain.tenants.delete``, which
@@ -134,16 +137,6 @@ class TenantRepository:
 
     def list_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
         return [ApiKey.model_validate(strip(item)) for item in self._key_items(tenant_id)]
-
-    def delete_keys_but(self, tenant_id: str, keep_id: str) -> None:
-        """Delete every key of the tenant but ``keep_id``, as the index lists them: each by the item listed, so a
-        key revoked meanwhile is simply gone (``delete_key`` looks each one up again, and would not find it)."""
-        doomed = [
-            {"DeleteRequest": {"Key": to_item({"pk": item["pk"], "sk": item["sk"]})}}
-            for item in self._key_items(tenant_id)
-            if item["id"] != keep_id
-        ]
-        self._table.batch_write(doomed)
 
     def delete_key(self, tenant_id: str, key_id: str) -> None:
         for item in self._key_items(tenant_id):
