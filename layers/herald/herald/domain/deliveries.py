@@ -32,7 +32,7 @@ def retry(services: Services, delivery: Delivery) -> None:
     kept (``EventExpiredError`` after: a delivery's log is kept longer than its event when attempts were made late).
     The message carries the attempts made so far: one more attempt than ``delivery`` shows, never two, however
     often SQS hands the message over (a retry asked for twice before either ran makes one attempt too). A disabled
-    subscription is enabled first (``ConflictError``), as for a recovery: it receives nothing more."""
+    subscription's delivery is refused (``ConflictError``), as a recovery is: it receives nothing until enabled."""
     sub = subscriptions.find(services, delivery.tenant_id, delivery.subscription_id)
     if not sub.enabled:
         raise ConflictError(f"subscription {sub.id} is disabled: enable it first")

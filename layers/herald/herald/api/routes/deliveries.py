@@ -90,7 +90,8 @@ async def retry_delivery(
 ) -> DeliveryOut:
     """One more attempt, right away (a manual attempt in the log), whatever the delivery's state: one more than the
     delivery shows now (asked for twice before the first is made, it makes one). A delivery whose event has expired
-    is answered 409 `event_expired`: nothing is left to send."""
+    is answered 409 `event_expired`: nothing is left to send. A disabled subscription's delivery is answered 409
+    `conflict`: enable the subscription first."""
     delivery = delivery_or_404(services, tenant_id, subscription_id, delivery_id)
     deliveries.retry(services, delivery)
     return DeliveryOut.of(delivery)
