@@ -41,7 +41,7 @@ from herald.records import SigningSecret, Subscription
 from herald.storage.deliveries import delivery_key
 from herald.storage.table import inserted_item
 from herald.worker import Worker, settle_all
-from tests.support import ADMIN, INVOICE, ORDER
+from tests.support import ADMIN, INVOICE, ORDER, Received
 
 if TYPE_CHECKING:
     import boto3
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from herald.records import Delivery
     from herald.services import Services
     from herald.storage import DeliveryState, Store
-    from tests.support import Clock, Received, TenantInfo
+    from tests.support import Clock, TenantInfo
 
 
 # --- the API, briefly ------------------------------------------------------------------------------------
@@ -477,14 +477,15 @@ def invoke_bodies(harness: Harness, bodies: list[str], *, timeout_seconds: float
 class RawServer:
     """A TCP server on 127.0.0.1 that never speaks HTTP whole. ``"silent"`` accepts connections and never
     answers; ``"close"`` closes each connection as soon as it is accepted. With ``answer``, each connection's
-    request is read and ``answer`` written (an answer's head and part of its body, say) before the connection is
-    held (``"silent"``) or closed (``"close"``)."""
+    request is read (kept in ``received``) and ``answer`` written (an answer's head and part of its body, say)
+    before the connection is held (``"silent"``) or closed (``"close"``)."""
 
     def __init__(self, mode: str, answer: bytes = b"") -> None:
         assert mode in ("silent", "close")
         self.mode = mode
         self.answer = answer
         self.accepted = 0
+        self.received: list[Received] = []
         self._held: list[socket.socket] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
@@ -532,6 +533,10 @@ class RawServer:
                 if not chunk:
                     return
                 body += chunk
+            target = head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
+            fields = (line.decode().partition(":") for line in head.split(b"\r\n")[1:])
+            headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+            self.received.append(Received(target, headers, body))
             conn.sendall(self.answer)
         except OSError:
             return

@@ -47,6 +47,14 @@ def silent() -> Iterator[RawServer]:
     server.close()
 
 
+@pytest.fixture
+def stalls_after_head() -> Iterator[RawServer]:
+    """A server that answers 200 at once with 2 of the 5,000 bytes its head announces, then holds the connection."""
+    server = RawServer("silent", b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\nok")
+    yield server
+    server.close()
+
+
 @dataclass
 class Batch:
     """One invocation of the worker: the queue it read, and which endpoints it called meanwhile."""
@@ -331,6 +339,34 @@ def test_without_hand_over_a_slow_endpoint_gets_each_delivery_once(
     assert [(b.lane, b.healthy_calls) for b in second_batches] == [("work", 0), ("slow", 1)]
     assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted([first, second])
     assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 3.0, "slow_lane_after_seconds": 1.0}],
+)
+def test_a_2xx_whose_body_stalls_past_the_hand_over_is_not_sent_again(
+    client, tenant, harness: Harness, receiver: Receiver, stalls_after_head: RawServer
+) -> None:
+    # GIVEN a subscriber that answers 200 at once, with 2 of the 5,000 bytes its head announces, then holds the
+    # connection: the body still stalls when the work queue would hand the attempt over (1 s)
+    server = stalls_after_head
+    sub = subscribe(client, tenant, server.url)
+    # WHEN an event is delivered
+    event_id = publish(client, tenant.id)
+    batches = drain_by_lane(harness, receiver, lambda: server.accepted)
+    # THEN the work queue's attempt was not cut short: its head had come, so its 200 is the answer, kept once the
+    # body's wait ran into the timeout, and the slow lane sent nothing
+    assert [(b.lane, b.hanging_calls) for b in batches] == [("work", 1)]
+    (attempt,) = attempts(client, tenant, sub.id, delivery_id_of(harness.services.store, event_id, sub.id))
+    assert (attempt["succeeded"], attempt["status_code"], attempt["error_kind"]) == (True, 200, None)
+    assert attempt["response_body"] == "ok"
+    assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}
+    (got,) = server.received
+    assert got.headers["webhook-id"] == event_id
+    verify(sub.secret, got)
+    # AND the slow attempt still put the subscription on the slow lane for its next deliveries
+    assert stats(client, tenant, sub.id)["lane"] == "slow"
 
 
 def test_latency_from_publication_is_recorded_per_attempt_and_in_the_stats(

@@ -463,10 +463,12 @@ async def send_attempt(
     timeout_seconds: float,
     policy: UrlPolicy,
     now: Callable[[], datetime] = _utcnow,
+    head: asyncio.Event | None = None,
 ) -> Outcome:
     """POST ``body`` to ``url`` once; never raises for a delivery failure. ``policy`` decides where it may
     connect: the URL's form and a literal host are checked before any network I/O, the addresses a name
     resolves to when connecting. ``now`` dates the attempt; its duration is measured on the monotonic clock.
+    ``head`` is set once the answer's head has arrived: from then on the status is known, whatever the body does.
 
     The answer is its status, once its head has arrived within the timeout: a body that stalls past the timeout
     or is cut short after it is kept as far as it came (a 2xx is a success: the subscriber took the webhook, and
@@ -486,6 +488,8 @@ async def send_attempt(
             client = http_client(timeout_seconds, policy)
             async with client.stream(url, content=body, headers=headers) as response:
                 status_code = response.status_code
+                if head is not None:
+                    head.set()
                 retry_after = parse_retry_after(response.headers.get("retry-after"), now())
                 # Read on to the failure limit even for a success: an answer read to its end (20,000 bytes
                 # at most) keeps its connection for the next request.

@@ -12,6 +12,7 @@ payload.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass
@@ -408,7 +409,8 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
             return None
         if await _diverted(worker, job, sub, token, lanes.probe_taken_elsewhere):
             return None
-        sending = sign_and_send(worker, sub, job.event.id, job.event.payload)
+        head = asyncio.Event()
+        sending = sign_and_send(worker, sub, job.event.id, job.event.payload, head=head)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
         # queue is then cut short and handed over to the slow lane (``lanes``).
         hand_over = (
@@ -417,7 +419,7 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
             and job.message.job_id is None
             and not lanes.on_slow_lane(worker, job.record)
         )
-        return await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over)
+        return await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over, head=head)
     finally:
         worker.connections.release()
 
@@ -589,11 +591,14 @@ def _attempt_record(
     )
 
 
-async def sign_and_send(worker: Worker, sub: Subscription, msg_id: str, payload: str) -> Outcome:
+async def sign_and_send(
+    worker: Worker, sub: Subscription, msg_id: str, payload: str, *, head: asyncio.Event | None = None
+) -> Outcome:
     """One HTTP attempt: the body (the event's envelope, or what the subscription's transform makes of it)
     signed (Standard Webhooks) with every secret of the subscription that signs now (the current one and those
     in their rotation grace), sent with the subscription's custom headers under Herald's own, under the URL
-    policy. A transform that fails on this event makes no request: the outcome says ``transform``."""
+    policy. A transform that fails on this event makes no request: the outcome says ``transform``. ``head`` is
+    set once the answer's head has arrived (``send_attempt``)."""
     body = payload.encode()
     if sub.transform:
         try:
@@ -616,6 +621,7 @@ async def sign_and_send(worker: Worker, sub: Subscription, msg_id: str, payload:
         timeout_seconds=worker.settings.delivery_timeout_seconds,
         policy=worker.services.url_policy,
         now=worker.now,
+        head=head,
     )
 
 

@@ -10,7 +10,8 @@ both learned from the subscription's own attempts and kept on its item (``Isolat
   (its own ``MaximumConcurrency``) on the same function. A delivery message of a slow subscription received
   from the work queue is forwarded there before any attempt (no attempt, no step of its retry schedule), so
   the work queue's invocations only ever wait for endpoints that answer. A scheduled attempt made from the
-  work queue before its subscription was known to be slow is cut short at ``slow_lane_after_seconds`` and
+  work queue before its subscription was known to be slow is cut short at ``slow_lane_after_seconds``, unless
+  its answer's head has arrived (its status is then the answer, and a 2xx must not be sent again), and
   handed over: it is logged as a timeout that neither moves the retry schedule nor counts towards the breaker
   (the endpoint was not given its whole timeout: a slow endpoint that answers is no reason to hold its
   deliveries), and the delivery is tried again at once from the slow lane, with the whole timeout. So an
@@ -203,12 +204,20 @@ def for_later(worker: Worker, message: DeliveryMessage, sub: Subscription) -> De
 
 
 async def watch(
-    worker: Worker, sub: Subscription, sending: Awaitable[Outcome], log: dict[str, Any], *, hand_over: bool = False
+    worker: Worker,
+    sub: Subscription,
+    sending: Awaitable[Outcome],
+    log: dict[str, Any],
+    *,
+    hand_over: bool = False,
+    head: asyncio.Event | None = None,
 ) -> Outcome:
     """The attempt, watched: once it has been unanswered for ``slow_lane_after_seconds`` (shorter than the
     timeout), its subscription goes to the slow lane at once, so that its next deliveries are forwarded even
     before this one ends. With ``hand_over`` (a scheduled attempt from the work queue) the attempt is then cut
-    short: its outcome says ``handed_over``, and the caller carries the delivery on from the slow lane."""
+    short: its outcome says ``handed_over``, and the caller carries the delivery on from the slow lane. An
+    attempt whose answer's head has arrived (``head``, set by the sender) is never cut short: its status is the
+    answer, however long its body takes (a 2xx cut short would be sent again)."""
     settings = worker.settings
     task = asyncio.ensure_future(sending)
     after = settings.slow_lane_after_seconds
@@ -232,7 +241,7 @@ async def watch(
                     logger.info("subscription on the slow lane: an attempt is slow to answer", extra=log)
             except Exception:
                 logger.exception("subscription not put on the slow lane", extra=log)
-        if not hand_over or task.done():
+        if not hand_over or task.done() or (head is not None and head.is_set()):
             return await task
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
