@@ -224,8 +224,9 @@ def function_environment(stack: Stack) -> dict[str, str]:
 def cold_start(
     tree: LambdaTree, environment: dict[str, str], module: str, event: dict[str, Any], context: dict[str, Any]
 ) -> dict[str, Any]:
-    """One fresh process: import ``module`` and serve ``event``; the times and the response."""
-    with LambdaProcess(tree, environment) as process:
+    """One fresh process: import ``module`` and serve ``event``; the times and the response. The process is named
+    as Lambda's runtime names a function's (``AWS_LAMBDA_FUNCTION_NAME``: ``herald.startup`` freezes only there)."""
+    with LambdaProcess(tree, {**environment, "AWS_LAMBDA_FUNCTION_NAME": module}) as process:
         imported = process.import_handler(module)
         invoked = process.invoke(event, context, record_calls=True)
         total = time.perf_counter() - process.spawned

@@ -6,26 +6,30 @@ young ones again and again while they are made: about a tenth of the delivery fu
 frozen (``gc.freeze``: moved to the permanent generation, which later collections skip), they are never
 scanned; the collector runs as usual for what the invocations make. What import itself leaves as cyclic
 garbage is not reclaimed then, the pattern the ``gc`` module documents for a process that loads once and
-serves long.
+serves long. That process is Lambda's (``AWS_LAMBDA_FUNCTION_NAME`` set, as the runtime does): a process that
+loads a handler among other work (a test, a benchmark, the local stack) is not frozen, so what it made before
+stays collectable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import os
 from collections.abc import Iterator
 
 
 @contextlib.contextmanager
 def collector_held_off() -> Iterator[None]:
-    """Run the block (a handler module's imports and set-up) with the cyclic garbage collector off, then freeze
-    what exists and turn the collector back on (if it was on)."""
+    """Run the block (a handler module's imports and set-up) with the cyclic garbage collector off, then, under
+    Lambda, freeze what exists, and turn the collector back on (if it was on)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+            gc.freeze()
         if enabled:
             gc.enable()
 
