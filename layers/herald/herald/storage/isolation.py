@@ -155,6 +155,19 @@ class IsolationRepository:
             return "closed" if closed else "held"
         return "taken"
 
+    def release_probe(self, tenant_id: str, sub_id: str, *, until: float) -> bool:
+        """Give back a probe taken until ``until`` whose attempt made no request (it said nothing of the endpoint):
+        the next delivery probes at once instead of waiting for the probe's time to run out. Only that probe: one
+        taken since by another delivery, or a breaker opened or closed since, is left as it is."""
+        released = self._update(
+            tenant_id,
+            sub_id,
+            UpdateExpression="REMOVE probe_until, probe_by",
+            ConditionExpression=f"{_EXISTS} AND probe_until = :until",
+            ExpressionAttributeValues=values(until=until),
+        )
+        return released is not None
+
     def reset(self, tenant_id: str, sub_id: str) -> None:
         """The endpoint answered (any answer but a timeout): no timeouts in a row, the breaker closed."""
         self._update(

@@ -513,7 +513,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         await hold_shortly(worker, job.message, job.record)
         return
     _count_event(worker, job, settled)
-    await lanes.learn(worker, sub, outcome, job.log)
+    await lanes.learn(worker, sub, job.message, outcome, job.log)
     # A failed attempt is always logged; one that succeeded at DEBUG if the deployment logs only failures (the
     # delivery's item records every attempt either way).
     log_attempt = logger.info if worker.settings.log_successful_attempts or not outcome.succeeded else logger.debug

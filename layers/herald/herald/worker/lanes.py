@@ -63,11 +63,15 @@ HOLD_SPREAD = 0.1
 #: endpoint write once, and those still waiting for a connection are forwarded. Forgotten when the batch ends
 #: (``forget``): the next batch reads what was written, which a subscription's new URL resets.
 _MARKED: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDictionary()
+#: The half-open breakers' probes each worker took in its current batch, by delivery id: until when each was taken
+#: (``probe_taken_elsewhere``), so that an attempt that made no request gives its probe back (``learn``).
+_PROBES: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 def forget(worker: Worker) -> None:
     """The batch is over: what it marked slow is known from the subscriptions' items from now on."""
     _MARKED.pop(worker, None)
+    _PROBES.pop(worker, None)
 
 
 def on_slow_lane(worker: Worker, record: SQSRecord) -> bool:
@@ -126,6 +130,7 @@ async def probe_taken_elsewhere(
     probe_until = now + worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
     probe = await worker.io(worker.store.isolation.take_probe, sub.tenant_id, sub.id, now=now, until=probe_until)
     if probe == "taken":
+        _PROBES.setdefault(worker, {})[message.delivery_id] = probe_until
         logger.info("circuit breaker half-open: this delivery probes the endpoint", extra=log)
         return False
     if probe == "closed":
@@ -267,15 +272,24 @@ _NO_REQUEST = frozenset(
 )
 
 
-async def learn(worker: Worker, sub: Subscription, outcome: Outcome, log: dict[str, Any]) -> None:
-    """After a recorded attempt: a timeout counts towards the breaker (and puts the subscription on the slow
-    lane); any other outcome of a request closes the breaker and ends the timeout streak. An attempt cut short and
-    handed to the slow lane says neither: the slow lane's attempt, with the whole timeout, will; nor does one that
-    made no request (the URL policy refused the address, the transform failed on the event). Writes only when
-    something changes; a failure here is logged, never turned into a repeated attempt."""
+async def learn(
+    worker: Worker, sub: Subscription, message: DeliveryMessage, outcome: Outcome, log: dict[str, Any]
+) -> None:
+    """After a recorded attempt of ``message``'s delivery: a timeout counts towards the breaker (and puts the
+    subscription on the slow lane); any other outcome of a request closes the breaker and ends the timeout streak.
+    An attempt cut short and handed to the slow lane says neither: the slow lane's attempt, with the whole
+    timeout, will; nor does one that made no request (the URL policy refused the address, the transform failed on
+    the event), which gives back the half-open breaker's probe if it took it. Writes only when something changes;
+    a failure here is logged, never turned into a repeated attempt."""
+    probe_until = _PROBES.get(worker, {}).pop(message.delivery_id, None)
     if outcome.handed_over:
         return  # its subscription is on the slow lane already (``watch`` put it there)
     if outcome.error_kind in _NO_REQUEST:
+        if probe_until is not None:
+            try:
+                await worker.io(worker.store.isolation.release_probe, sub.tenant_id, sub.id, until=probe_until)
+            except Exception:
+                logger.exception("the probe is not given back: it is free again once its time is over", extra=log)
         return
     settings, store, now = worker.settings, worker.store, worker.clock()
     learned = sub.isolation
