@@ -166,6 +166,27 @@ def test_an_idempotency_key_used_for_another_event_id_is_409(client, tenant, ser
     assert len(fanouts(aws, services)) == 1
 
 
+def test_an_idempotency_key_first_sent_with_an_id_published_before_names_that_event(
+    client, tenant, services, aws
+) -> None:
+    # GIVEN an event published with an id and no idempotency key
+    first = publish(client, id="evt-keyless-1", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    assert first.status_code == 202, first.text
+    # WHEN the same request comes again with a key (a replay of the id), then with the key and no id
+    key = {"Idempotency-Key": "late-key-1"}
+    keyed = publish(client, headers=key, id="evt-keyless-1", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    again = publish(client, headers=key, type="invoice.paid", data=INVOICE, tenant_id=tenant.id)
+    # THEN both are replays of the first event: the key now names it, so the request without an id publishes nothing
+    for replay in (keyed, again):
+        assert replay.status_code == 202, replay.text
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["id"] == "evt-keyless-1"
+    assert len(fanouts(aws, services)) == 1
+    # AND the key with another body is refused, naming that event
+    other = publish(client, headers=key, type="invoice.paid", data={**INVOICE, "amount_cents": 1}, tenant_id=tenant.id)
+    assert "evt-keyless-1" in assert_error(other, 409, "idempotency_key_reused")["message"]
+
+
 @pytest.mark.parametrize("key", ["has space", "é", "x" * 256, "", "tab\there"])
 def test_malformed_idempotency_keys_are_refused(client, tenant, services, aws, key) -> None:
     response = client.post(

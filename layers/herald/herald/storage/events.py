@@ -272,7 +272,10 @@ class EventRepository:
         return self._create_one(new)  # the first copy failed: this one is tried on its own
 
     def _existing(self, event: Event, fingerprint: str) -> StoredEvent:
+        """The event a refused ``create`` repeats: the one its idempotency key names, else the one of its id. An id
+        published before without this key binds the key to it (``_bind_key``)."""
         existing_id = event.id
+        idem_item = None
         if event.idempotency_key:
             idem_item = self._table.read(keys.idempotency(event.idempotency_key))
             if idem_item is not None:
@@ -284,7 +287,32 @@ class EventRepository:
             raise ConflictError("a concurrent request is publishing this event; retry")
         if existing.fingerprint != fingerprint:
             raise _mismatch(existing_id)
+        if event.idempotency_key and idem_item is None and not self._bind_key(event.idempotency_key, existing):
+            return self._existing(event, fingerprint)  # another request took the key meanwhile: it names its event
         return existing
+
+    def _bind_key(self, idempotency_key: str, existing: StoredEvent) -> bool:
+        """Record that ``idempotency_key`` names ``existing``, an event whose id was published before without it
+        (the key's own write was refused with the event's): a later request with the key and no id is then a
+        replay of it, not a new event. For as long as the event lives. False if the key was taken meanwhile."""
+        idem = {
+            **keys.idempotency(idempotency_key),
+            "event_id": existing.event.id,
+            "fingerprint": existing.fingerprint,
+            "expires_at": existing.expires_at,
+        }
+        try:
+            self._table.call(
+                "put_item",
+                Item=to_item(idem),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now OR event_id = :event",
+                ExpressionAttributeValues=values(now=self._table.now(), event=existing.event.id),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
 
     def get(self, event_id: str) -> StoredEvent | None:
         """The event item alone, as published (it never changes): what delivering it needs. Its counters are
