@@ -48,11 +48,18 @@ def silent() -> Iterator[RawServer]:
 
 
 @pytest.fixture
-def stalls_after_head() -> Iterator[RawServer]:
-    """A server that answers 200 at once with 2 of the 5,000 bytes its head announces, then holds the connection."""
-    server = RawServer("silent", b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\nok")
-    yield server
-    server.close()
+def raw_server() -> Iterator[Callable[[bytes], RawServer]]:
+    """Servers that write their ``answer`` (a head and part of a body, say) to each request, then hold the
+    connection."""
+    servers: list[RawServer] = []
+
+    def make(answer: bytes) -> RawServer:
+        servers.append(RawServer("silent", answer))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
 
 
 @dataclass
@@ -343,30 +350,56 @@ def test_without_hand_over_a_slow_endpoint_gets_each_delivery_once(
 
 @pytest.mark.parametrize(
     "settings_overrides",
-    [{"delivery_timeout_seconds": 3.0, "slow_lane_after_seconds": 1.0}],
+    [{"delivery_timeout_seconds": 10.0, "slow_lane_after_seconds": 1.0}],
 )
 def test_a_2xx_whose_body_stalls_past_the_hand_over_is_not_sent_again(
-    client, tenant, harness: Harness, receiver: Receiver, stalls_after_head: RawServer
+    client, tenant, harness: Harness, receiver: Receiver, raw_server: Callable[[bytes], RawServer]
 ) -> None:
     # GIVEN a subscriber that answers 200 at once, with 2 of the 5,000 bytes its head announces, then holds the
-    # connection: the body still stalls when the work queue would hand the attempt over (1 s)
-    server = stalls_after_head
+    # connection: the body still stalls when the work queue would hand the attempt over (1 s; the timeout is 10 s)
+    server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\nok")
     sub = subscribe(client, tenant, server.url)
     # WHEN an event is delivered
     event_id = publish(client, tenant.id)
     batches = drain_by_lane(harness, receiver, lambda: server.accepted)
-    # THEN the work queue's attempt was not cut short: its head had come, so its 200 is the answer, kept once the
-    # body's wait ran into the timeout, and the slow lane sent nothing
+    # THEN the work queue's attempt was not handed over: its head had come, so its 200 is the answer, its body cut
+    # short at the hand-over (not waited for up to the timeout), and the slow lane sent nothing
     assert [(b.lane, b.hanging_calls) for b in batches] == [("work", 1)]
     (attempt,) = attempts(client, tenant, sub.id, delivery_id_of(harness.services.store, event_id, sub.id))
     assert (attempt["succeeded"], attempt["status_code"], attempt["error_kind"]) == (True, 200, None)
     assert attempt["response_body"] == "ok"
+    assert attempt["duration_ms"] < 9_000
     assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}
     (got,) = server.received
     assert got.headers["webhook-id"] == event_id
     verify(sub.secret, got)
     # AND the slow attempt still put the subscription on the slow lane for its next deliveries
     assert stats(client, tenant, sub.id)["lane"] == "slow"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 10.0, "slow_lane_after_seconds": 1.0}],
+)
+def test_a_500_whose_body_stalls_past_the_hand_over_is_the_500_it_answered(
+    client, tenant, harness: Harness, raw_server: Callable[[bytes], RawServer]
+) -> None:
+    # GIVEN a subscriber that answers 500 at once, then holds the rest of its body
+    server = raw_server(b"HTTP/1.1 500 Oops\r\nContent-Length: 5000\r\n\r\ndown")
+    sub = subscribe(client, tenant, server.url)
+    # WHEN an event is published and the work queue works its delivery
+    event_id = publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    # THEN the attempt is the 500 it answered, its body cut short at the hand-over: a step of the retry schedule,
+    # not a hand-over to the slow lane
+    (attempt,) = attempts(client, tenant, sub.id, delivery_id_of(harness.services.store, event_id, sub.id))
+    assert (attempt["status_code"], attempt["error_kind"], attempt["response_body"]) == (500, "http_status", "down")
+    assert "was still arriving after 1 s on the work queue: cut short" in attempt["error_message"]
+    assert "handed to the slow lane" not in attempt["error_message"]
+    state = delivery_state_of(harness.services.store, event_id, sub.id)
+    assert state is not None
+    assert (state.delivery.status.value, state.scheduled_attempts) == ("pending", 1)
+    assert server.accepted == 1
 
 
 def test_latency_from_publication_is_recorded_per_attempt_and_in_the_stats(

@@ -13,7 +13,7 @@ import ssl
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -455,6 +455,23 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class Progress:
+    """How far an attempt has come, kept as it goes: its answer's head (status, ``Retry-After``) once it has
+    arrived, and its body so far. An attempt cut short after its head (``cut_short``) still has its answer."""
+
+    started: datetime = field(default_factory=_utcnow)
+    began: float = 0.0
+    status_code: int | None = None
+    retry_after: float | None = None
+    body: bytearray = field(default_factory=bytearray)
+
+    @property
+    def answered(self) -> bool:
+        """Whether the answer's head has arrived: its status is the attempt's answer, whatever the body does."""
+        return self.status_code is not None
+
+
 async def send_attempt(
     url: str,
     *,
@@ -463,39 +480,31 @@ async def send_attempt(
     timeout_seconds: float,
     policy: UrlPolicy,
     now: Callable[[], datetime] = _utcnow,
-    head: asyncio.Event | None = None,
+    progress: Progress | None = None,
 ) -> Outcome:
     """POST ``body`` to ``url`` once; never raises for a delivery failure. ``policy`` decides where it may
     connect: the URL's form and a literal host are checked before any network I/O, the addresses a name
     resolves to when connecting. ``now`` dates the attempt; its duration is measured on the monotonic clock.
-    ``head`` is set once the answer's head has arrived: from then on the status is known, whatever the body does.
+    ``progress``, if given, is kept up to date as the answer arrives (see ``cut_short``).
 
     The answer is its status, once its head has arrived within the timeout: a body that stalls past the timeout
     or is cut short after it is kept as far as it came (a 2xx is a success: the subscriber took the webhook, and
     sending it again would duplicate it)."""
-    started = now()
-    began = time.perf_counter()
-    status_code: int | None = None
-    kind: ErrorKind | None = None
-    message: str | None = None
-    text: str | None = None
-    retry_after: float | None = None
-    chunks = bytearray()
+    progress = progress or Progress()
+    progress.started, progress.began = now(), time.perf_counter()
     failure: tuple[ErrorKind, str] | None = None
     try:
         async with asyncio.timeout(timeout_seconds):
             policy.check_url(url)
             client = http_client(timeout_seconds, policy)
             async with client.stream(url, content=body, headers=headers) as response:
-                status_code = response.status_code
-                if head is not None:
-                    head.set()
-                retry_after = parse_retry_after(response.headers.get("retry-after"), now())
+                progress.status_code = response.status_code
+                progress.retry_after = parse_retry_after(response.headers.get("retry-after"), now())
                 # Read on to the failure limit even for a success: an answer read to its end (20,000 bytes
                 # at most) keeps its connection for the next request.
                 async for chunk in response.aiter_raw():
-                    chunks += chunk
-                    if len(chunks) >= RESPONSE_MAX_BYTES:
+                    progress.body += chunk
+                    if len(progress.body) >= RESPONSE_MAX_BYTES:
                         break
     except (UrlNotAllowedError, OSError, httpx.HTTPError, TimeoutError, ssl.SSLError) as exc:
         failure = classify(exc)
@@ -505,12 +514,29 @@ async def send_attempt(
         # The host only: a subscriber's path or query may carry its own secret (a token in the URL).
         logger.exception("unexpected error while delivering", extra={"host": _host(url)})
         failure = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
+    return _outcome(progress, failure)
+
+
+def cut_short(progress: Progress, why: str) -> Outcome:
+    """The outcome of an attempt whose answer's head has arrived (``progress.answered``) but which was stopped
+    before its body ended: its status, with the body as far as it came (a 2xx is a success)."""
+    assert progress.answered, "an attempt with no answer yet has no outcome but its failure"
+    return _outcome(progress, (ErrorKind.TIMEOUT, why))
+
+
+def _outcome(progress: Progress, failure: tuple[ErrorKind, str] | None) -> Outcome:
+    """What the attempt gave: its status once its head had arrived (the body as far as it came, and what stopped
+    it in a failure's message), else its failure."""
+    status_code = progress.status_code
+    kind: ErrorKind | None = None
+    message: str | None = None
+    text: str | None = None
     if status_code is None:
         assert failure is not None  # no status: the attempt failed before the answer's head
         kind, message = failure
     else:
         succeeded = 200 <= status_code < 300
-        text = cut_body(bytes(chunks), SUCCESS_RESPONSE_MAX_BYTES if succeeded else RESPONSE_MAX_BYTES)
+        text = cut_body(bytes(progress.body), SUCCESS_RESPONSE_MAX_BYTES if succeeded else RESPONSE_MAX_BYTES)
         if not succeeded:
             kind = ErrorKind.HTTP_STATUS
             message = f"the endpoint answered {status_code}"
@@ -523,7 +549,7 @@ async def send_attempt(
         kind,
         message,
         text,
-        retry_after,
-        started,
-        started + timedelta(seconds=time.perf_counter() - began),
+        progress.retry_after,
+        progress.started,
+        progress.started + timedelta(seconds=time.perf_counter() - progress.began),
     )

@@ -12,7 +12,6 @@ payload.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from herald.delivery_options import (
 )
 from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
-from herald.sender import Outcome, send_attempt
+from herald.sender import Outcome, Progress, send_attempt
 from herald.signing import signature_header
 from herald.storage.deliveries import stats_from_stream
 from herald.storage.jobs import FAILED
@@ -409,8 +408,8 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
             return None
         if await _diverted(worker, job, sub, token, lanes.probe_taken_elsewhere):
             return None
-        head = asyncio.Event()
-        sending = sign_and_send(worker, sub, job.event.id, job.event.payload, head=head)
+        progress = Progress()
+        sending = sign_and_send(worker, sub, job.event.id, job.event.payload, progress=progress)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
         # queue is then cut short and handed over to the slow lane (``lanes``).
         hand_over = (
@@ -419,7 +418,7 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
             and job.message.job_id is None
             and not lanes.on_slow_lane(worker, job.record)
         )
-        return await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over, head=head)
+        return await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over, progress=progress)
     finally:
         worker.connections.release()
 
@@ -592,13 +591,13 @@ def _attempt_record(
 
 
 async def sign_and_send(
-    worker: Worker, sub: Subscription, msg_id: str, payload: str, *, head: asyncio.Event | None = None
+    worker: Worker, sub: Subscription, msg_id: str, payload: str, *, progress: Progress | None = None
 ) -> Outcome:
     """One HTTP attempt: the body (the event's envelope, or what the subscription's transform makes of it)
     signed (Standard Webhooks) with every secret of the subscription that signs now (the current one and those
     in their rotation grace), sent with the subscription's custom headers under Herald's own, under the URL
-    policy. A transform that fails on this event makes no request: the outcome says ``transform``. ``head`` is
-    set once the answer's head has arrived (``send_attempt``)."""
+    policy. A transform that fails on this event makes no request: the outcome says ``transform``. ``progress`` is
+    kept up to date as the answer arrives (``send_attempt``)."""
     body = payload.encode()
     if sub.transform:
         try:
@@ -621,7 +620,7 @@ async def sign_and_send(
         timeout_seconds=worker.settings.delivery_timeout_seconds,
         policy=worker.services.url_policy,
         now=worker.now,
-        head=head,
+        progress=progress,
     )
 
 

@@ -10,14 +10,14 @@ both learned from the subscription's own attempts and kept on its item (``Isolat
   (its own ``MaximumConcurrency``) on the same function. A delivery message of a slow subscription received
   from the work queue is forwarded there before any attempt (no attempt, no step of its retry schedule), so
   the work queue's invocations only ever wait for endpoints that answer. A scheduled attempt made from the
-  work queue before its subscription was known to be slow is cut short at ``slow_lane_after_seconds``, unless
-  its answer's head has arrived (its status is then the answer, and a 2xx must not be sent again), and
-  handed over: it is logged as a timeout that neither moves the retry schedule nor counts towards the breaker
-  (the endpoint was not given its whole timeout: a slow endpoint that answers is no reason to hold its
-  deliveries), and the delivery is tried again at once from the slow lane, with the whole timeout. So an
-  endpoint that starts hanging holds a work queue invocation for ``slow_lane_after_seconds`` at most, however
-  many of its deliveries were under way: those of the batch still waiting for a connection then are forwarded
-  (``forwarded``, which knows what this worker marked), not sent.
+  work queue before its subscription was known to be slow is cut short at ``slow_lane_after_seconds`` and
+  handed over (unless its answer's head has arrived: its status is then the answer, with the body as far as it
+  came, and a 2xx is not sent again): it is logged as a timeout that neither moves the retry schedule nor
+  counts towards the breaker (the endpoint was not given its whole timeout: a slow endpoint that answers is no
+  reason to hold its deliveries), and the delivery is tried again at once from the slow lane, with the whole
+  timeout. So an endpoint that starts hanging holds a work queue invocation for ``slow_lane_after_seconds`` at
+  most, however many of its deliveries were under way: those of the batch still waiting for a connection then
+  are forwarded (``forwarded``, which knows what this worker marked), not sent.
 - **The circuit breaker.** After ``breaker_timeouts`` timeouts in a row the breaker opens for
   ``breaker_open_seconds``, doubled each time it opens again without an answer in between (at most
   ``breaker_max_open_seconds``). Deliveries arriving meanwhile are held (``schedule.hold``) until it closes,
@@ -42,7 +42,7 @@ from aws_lambda_powertools import Logger
 
 from herald.metrics import Metric
 from herald.records import ErrorKind, Trigger
-from herald.sender import Outcome
+from herald.sender import Outcome, Progress, cut_short
 from herald.worker.pacing import START_MARGIN_SECONDS
 from herald.worker.schedule import hold
 
@@ -215,14 +215,14 @@ async def watch(
     log: dict[str, Any],
     *,
     hand_over: bool = False,
-    head: asyncio.Event | None = None,
+    progress: Progress | None = None,
 ) -> Outcome:
     """The attempt, watched: once it has been unanswered for ``slow_lane_after_seconds`` (shorter than the
     timeout), its subscription goes to the slow lane at once, so that its next deliveries are forwarded even
     before this one ends. With ``hand_over`` (a scheduled attempt from the work queue) the attempt is then cut
     short: its outcome says ``handed_over``, and the caller carries the delivery on from the slow lane. An
-    attempt whose answer's head has arrived (``head``, set by the sender) is never cut short: its status is the
-    answer, however long its body takes (a 2xx cut short would be sent again)."""
+    attempt whose answer's head has arrived by then (``progress``, kept by the sender) is not handed over: its
+    body is cut short there, and its status is the answer (a 2xx handed over would be sent again)."""
     settings = worker.settings
     task = asyncio.ensure_future(sending)
     after = settings.slow_lane_after_seconds
@@ -246,11 +246,14 @@ async def watch(
                     logger.info("subscription on the slow lane: an attempt is slow to answer", extra=log)
             except Exception:
                 logger.exception("subscription not put on the slow lane", extra=log)
-        if not hand_over or task.done() or (head is not None and head.is_set()):
+        if not hand_over or task.done():
             return await task
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if progress is not None and progress.answered:
+            logger.info("answer's body cut short on the work queue: its status is the answer", extra=log)
+            return cut_short(progress, f"its body was still arriving after {after:g} s on the work queue: cut short")
         worker.metrics.add(Metric.HANDED_OVER)
         logger.info("attempt cut short on the work queue and handed to the slow lane", extra=log)
         return Outcome(
