@@ -119,6 +119,32 @@ def test_stats_count_attempts_successes_and_failures(
     )
 
 
+def test_failures_counted_after_a_later_success_never_disable_a_subscription(
+    client, tenant, services, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose stats hold a success at t+10, and a slow batch's three failures written after it,
+    # though they finished before it (t+1..t+3: without the success, enough to count as failing from t+3)
+    sub = subscribe(client, tenant, receiver.url)
+    health = services.store.health
+    t0 = datetime.fromtimestamp(clock(), UTC)
+    expires = int(clock()) + 30 * 86400
+    health.count_streamed(sub.id, [AttemptTally(True, 200, t0 + timedelta(seconds=10), 30)], expires_at=expires)
+    late = [AttemptTally(False, 500, t0 + timedelta(seconds=n)) for n in (1, 2, 3)]
+    health.count_attempts(sub.id, late, failing_after=3, expires_at=expires)
+    # WHEN, three hours later (past the 2 h window), its endpoint fails one delivery
+    clock.advance(3 * HOUR)
+    receiver.default = (500, {}, b"", 0.0)
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN it is not disabled: one failure since its latest success, not failing at all
+    got = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert got["enabled"] is True
+    assert (stats(client, tenant, sub.id)["consecutive_failures"], stats(client, tenant, sub.id)["failing_since"]) == (
+        1,
+        None,
+    )
+
+
 def test_a_re_enable_whose_streak_reset_failed_starts_a_new_window_when_asked_again(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
 ) -> None:

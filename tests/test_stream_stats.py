@@ -212,6 +212,37 @@ def test_a_streak_opened_after_the_batchs_read_is_ended_by_the_stream_and_the_op
     assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (4, 2, 2)
 
 
+@pytest.mark.parametrize("counted_by", ["stream", "worker"])
+def test_failures_written_after_a_later_success_never_open_a_streak(services, counted_by: str) -> None:
+    health = services.store.health
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(time.time()) + 3600
+    # GIVEN stats whose latest attempt is a success at t+10, counted by the stream or by a worker's batch
+    success = [AttemptTally(True, 200, at + timedelta(seconds=10), 30)]
+    if counted_by == "stream":
+        health.count_streamed("sub_l", success, expires_at=expires)
+    else:
+        health.count_attempts("sub_l", success, failing_after=2, expires_at=expires)
+    # WHEN a slower batch's stats are written after it: two failures that finished before that success
+    late = [AttemptTally(False, 503, at + timedelta(seconds=n)) for n in (1, 2)]
+    health_after = health.count_attempts("sub_l", late, failing_after=2, expires_at=expires)
+    # THEN they are counted, but they are no streak (the success came after them) and not the latest status
+    stats = health.get_stats("sub_l")
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (3, 1, 2)
+    assert (stats["consecutive_failures"], stats.get("failing_since"), stats["last_status_code"]) == (0, None, 200)
+    assert stats["last_success_at"] == (at + timedelta(seconds=10)).isoformat()
+    assert (health_after.consecutive_failures, health_after.failing_since) == (0, None)
+    # WHEN a batch straddles it: a failure before the success and two after
+    straddling = [AttemptTally(False, 500 + n, at + timedelta(seconds=n)) for n in (5, 11, 12)]
+    health_after = health.count_attempts("sub_l", straddling, failing_after=2, expires_at=expires)
+    # THEN only the two after it are the streak, which counts as failing from the second; the latest status is theirs
+    stats = health.get_stats("sub_l")
+    assert (stats["attempts"], stats["failed"], stats["consecutive_failures"]) == (6, 5, 2)
+    assert stats["last_status_code"] == 512
+    assert health_after.failing_since == at + timedelta(seconds=12)
+    assert stats["failing_since"] == (at + timedelta(seconds=12)).isoformat()
+
+
 def test_a_stats_write_refused_is_logged_and_the_other_subscriptions_are_counted(
     client, tenant: TenantInfo, services, worker, poller, stream, make_receiver, caplog: pytest.LogCaptureFixture
 ) -> None:

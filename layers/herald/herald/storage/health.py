@@ -6,7 +6,10 @@ A subscription's stats (``attempts``, ``succeeded``, ``failed``, ``last_success_
 worker batch. Two writers share it: a first attempt that succeeded is counted from the table's stream, a
 window of them in one write (``count_streamed``); the worker counts every other attempt and follows the
 failure streak (``count_attempts``), writing for a success only when it ends a streak it read. The stream's
-write ends a streak too when no later failure is counted: one opened after the worker's read. The rate slot
+write ends a streak too when no later failure is counted: one opened after the worker's read. Writes land in
+any order (a slow batch's after a later one's, the stream's seconds behind): attempts older than the latest
+success counted add to the counts only, never to the streak or the latest status, so a batch written late
+cannot open a streak that a later success ended, nor set a healthy subscription failing. The rate slot
 holds when the subscription's next delivery may start.
 
 Both writers add (``ADD``), and botocore sends a call again when its answer was lost: each write leaves a token
@@ -88,18 +91,26 @@ STREAMED_BY = "streamed_by"
 STREAM_FAILING_SINCE_BEFORE = "stream_since_before"
 
 
+def _since_success(ordered: Sequence[AttemptTally], after: str | None) -> list[AttemptTally]:
+    """The attempts that follow the stats' latest success ``after`` (all of them if None): the only ones that
+    move the streak and the latest status. A batch's stats written late, after a later success was counted (by
+    the stream, or another worker's batch), must not count its older failures as a streak."""
+    return list(ordered) if after is None else [tally for tally in ordered if tally.at.isoformat() > after]
+
+
 def _stats_update(
-    ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int, token: str
+    ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int, token: str, after: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """The UpdateExpression (and its values) that counts ``ordered`` attempts in a subscription's stats, but
-    for the ones counted from the stream, which only move the streak and the latest status. It leaves
-    ``token`` and the streak it found on the item (DynamoDB evaluates every operand on the item as it was
-    before the update)."""
+    for the ones counted from the stream, which only move the streak and the latest status; only those after
+    ``after``, the latest success the stats hold, move them (``_since_success``). It leaves ``token`` and the
+    streak it found on the item (DynamoDB evaluates every operand on the item as it was before the update)."""
     counted = [tally for tally in ordered if not tally.streamed]
-    succeeded = [tally for tally in ordered if tally.succeeded]
     failed = [tally for tally in ordered if not tally.succeeded]
+    latest = _since_success(ordered, after)
     values: dict[str, Any] = {"exp": expires_at, "token": token, "zero": 0, "never": ""}
-    adds, removes = [], []
+    adds: list[str] = []
+    removes: list[str] = []
     sets = [
         "expires_at = :exp",
         f"{COUNTED_BY} = :token",
@@ -110,11 +121,13 @@ def _stats_update(
         adds.append("attempts :n")
         values["n"] = len(counted)
     if counted_successes := [tally for tally in counted if tally.succeeded]:
+        adds.append("succeeded :ok")
+        values["ok"] = len(counted_successes)
+    if latest_successes := [tally for tally in latest if tally.succeeded and not tally.streamed]:
         # Only those counted here: the stream's write sets the latest success of its own, and tells by it
         # whether a write of its was made already (``count_streamed``).
-        adds.append("succeeded :ok")
         sets.append("last_success_at = :success_at")
-        values.update(ok=len(counted_successes), success_at=counted_successes[-1].at.isoformat())
+        values["success_at"] = latest_successes[-1].at.isoformat()
     if failed:
         adds.append("failed :failed")
         sets.append("last_failure_at = :failure_at")
@@ -123,15 +136,34 @@ def _stats_update(
     if latencies:
         sets.append(_APPEND_LATENCIES)
         values.update(no_latency=[], latencies=latencies)
-    if ordered[-1].status_code is not None:
+    if latest:
+        _move_streak(latest, failing_after=failing_after, adds=adds, sets=sets, removes=removes, values=values)
+    expression = ("ADD " + ", ".join(adds) + " " if adds else "") + "SET " + ", ".join(sets)
+    if removes:
+        expression += " REMOVE " + ", ".join(removes)
+    return expression, values
+
+
+def _move_streak(
+    latest: Sequence[AttemptTally],
+    *,
+    failing_after: int,
+    adds: list[str],
+    sets: list[str],
+    removes: list[str],
+    values: dict[str, Any],
+) -> None:
+    """Add to a stats update what ``latest`` attempts (none older than the latest success counted) make of the
+    latest status and the failure streak."""
+    if latest[-1].status_code is not None:
         sets.append("last_status_code = :code")
-        values["code"] = ordered[-1].status_code
+        values["code"] = latest[-1].status_code
     else:
         removes.append("last_status_code")
-    if succeeded:
+    if any(tally.succeeded for tally in latest):
         # The streak after the last success does not depend on what was stored before: set it.
-        last_success = max(index for index, tally in enumerate(ordered) if tally.succeeded)
-        trailing = ordered[last_success + 1 :]
+        last_success = max(index for index, tally in enumerate(latest) if tally.succeeded)
+        trailing = latest[last_success + 1 :]
         sets.append("consecutive_failures = :streak")
         values["streak"] = len(trailing)
         if len(trailing) >= failing_after:
@@ -140,11 +172,8 @@ def _stats_update(
         else:
             removes.append("failing_since")
     else:
-        adds.append("consecutive_failures :failed")
-    expression = ("ADD " + ", ".join(adds) + " " if adds else "") + "SET " + ", ".join(sets)
-    if removes:
-        expression += " REMOVE " + ", ".join(removes)
-    return expression, values
+        adds.append("consecutive_failures :streak")
+        values["streak"] = len(latest)
 
 
 def _follow_streak(
@@ -213,44 +242,70 @@ class HealthRepository:
         if not ordered:
             return SubscriptionHealth(0, None)
         token = uuid.uuid4().hex[:12]
-        expression, placeholders = _stats_update(
-            ordered, failing_after=failing_after, expires_at=expires_at, token=token
-        )
-        try:
-            old = from_item(
-                self._counting(
-                    sub_id,
-                    Key=to_item(keys.subscription_stats(sub_id)),
-                    UpdateExpression=expression,
-                    ConditionExpression=f"attribute_not_exists({COUNTED_BY}) OR {COUNTED_BY} <> :token",
-                    ExpressionAttributeValues=values(**placeholders),
-                    ReturnValues="ALL_OLD",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                ).get("Attributes", {})
+        # The streak and the latest status are written as these attempts make them only if no later success is
+        # counted already: none after the batch's last success (or its first attempt, if none succeeded). If one
+        # is, the write is made again for the attempts after it alone (``_since_success``), on condition that it
+        # is still the latest; a third try counts them without moving the streak.
+        successes = [tally for tally in ordered if tally.succeeded]
+        bound = (successes[-1] if successes else ordered[0]).at.isoformat()
+        after: str | None = None
+        for tries_left in (2, 1, 0):
+            if after is None:
+                placeholders_extra: dict[str, Any] = {"bound": bound}
+                no_later_success = "(attribute_not_exists(last_success_at) OR last_success_at < :bound)"
+            elif tries_left:
+                placeholders_extra = {"after": after}
+                no_later_success = "last_success_at = :after"
+            else:
+                placeholders_extra, no_later_success, after = {}, "", "~"  # later than any time: counts only
+            expression, placeholders = _stats_update(
+                ordered, failing_after=failing_after, expires_at=expires_at, token=token, after=after
             )
-            length = len(old.get("recent_latency_ms", [])) + _latencies_added(ordered)
-            streak, before = int(old.get("consecutive_failures", 0)), old.get("failing_since")
-        except ClientError as exc:
-            # Refused only by this write's own token: botocore sent it again after its answer was lost. It was
-            # made once; the streak it found is on the item.
-            current = refused_item(exc)
-            if current.get(COUNTED_BY) != token:
-                raise
-            length = len(current.get("recent_latency_ms", []))
-            streak, before = int(current[STREAK_BEFORE]), current[FAILING_SINCE_BEFORE] or None
+            condition = f"(attribute_not_exists({COUNTED_BY}) OR {COUNTED_BY} <> :token)"
+            try:
+                old = from_item(
+                    self._counting(
+                        sub_id,
+                        Key=to_item(keys.subscription_stats(sub_id)),
+                        UpdateExpression=expression,
+                        ConditionExpression=f"{condition} AND {no_later_success}" if no_later_success else condition,
+                        ExpressionAttributeValues=values(**placeholders, **placeholders_extra),
+                        ReturnValues="ALL_OLD",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    ).get("Attributes", {})
+                )
+                length = len(old.get("recent_latency_ms", [])) + _latencies_added(ordered)
+                streak, before = int(old.get("consecutive_failures", 0)), old.get("failing_since")
+                break
+            except ClientError as exc:
+                current = refused_item(exc)
+                if current.get(COUNTED_BY) == token:
+                    # Refused by this write's own token: botocore sent it again after its answer was lost. It was
+                    # made once; the streak it found is on the item.
+                    length = len(current.get("recent_latency_ms", []))
+                    streak, before = int(current[STREAK_BEFORE]), current[FAILING_SINCE_BEFORE] or None
+                    break
+                if not tries_left:
+                    raise
+                # A later success is counted already: these attempts' streak is what follows it.
+                after = str(current.get("last_success_at", ""))
+        latest = _since_success(ordered, after)
         self._trim_latencies(sub_id, length)
         health = _follow_streak(
-            streak, datetime.fromisoformat(before) if before else None, ordered, failing_after=failing_after
+            streak, datetime.fromisoformat(before) if before else None, latest, failing_after=failing_after
         )
         since = health.failing_since
-        if any(tally.succeeded for tally in ordered) or before is not None or since is None:
+        if any(tally.succeeded for tally in latest) or before is not None or since is None:
             return health
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription_stats(sub_id)),
                 UpdateExpression="SET failing_since = :at",
-                ConditionExpression="attribute_not_exists(failing_since) AND consecutive_failures >= :n",
+                ConditionExpression=(
+                    "attribute_not_exists(failing_since) AND consecutive_failures >= :n "
+                    "AND (attribute_not_exists(last_success_at) OR last_success_at < :at)"
+                ),
                 ExpressionAttributeValues=values(at=since.isoformat(), n=failing_after),
             )
         except ClientError:
