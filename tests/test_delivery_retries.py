@@ -16,6 +16,7 @@ import pytest
 from herald.queue import MAX_DELAY_SECONDS
 from herald.storage import keys
 from herald.storage.table import to_item
+from tests.api_support import queue_messages
 from tests.delivery_support import (
     attempts,
     deliveries,
@@ -31,7 +32,7 @@ from tests.delivery_support import (
     verify,
     when,
 )
-from tests.support import Clock, Receiver
+from tests.support import ADMIN, INVOICE, Clock, Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -352,6 +353,27 @@ def test_a_delivery_whose_event_expired_cannot_be_retried(client, tenant, harnes
     assert len(receiver.received) == 1
     assert harness.counts() == (0, 0)
     assert only_delivery(client, tenant, sub.id) == delivery
+
+
+def test_a_delivery_whose_event_id_was_published_again_cannot_be_retried(client, tenant, harness, receiver) -> None:
+    # GIVEN a delivery made, whose event has since expired and been removed, and whose id the tenant published
+    # again for another event (ids are the publisher's to choose once their event is gone)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    delivery = only_delivery(client, tenant, sub.id)
+    store = harness.services.store
+    store.client.delete_item(TableName=store.table_name, Key=to_item(keys.event(event_id)))
+    body = {"type": "invoice.paid", "tenant_id": tenant.id, "id": event_id, "data": {**INVOICE, "amount_cents": 1}}
+    assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
+    queued = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    # WHEN the tenant retries the old delivery
+    response = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
+    # THEN it is refused as expired: its event is gone, and the new one under its id is not its event; nothing more
+    # is queued, so the new event's data is never sent as an attempt of the old delivery
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "event_expired"
+    assert queue_messages(harness.sqs, harness.services.settings.queue_url) == queued
 
 
 @pytest.mark.parametrize("settings_overrides", [{"attempt_ttl_days": 1, "event_ttl_days": 30, "retry_schedule": "0,5"}])

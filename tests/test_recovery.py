@@ -395,6 +395,7 @@ def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+@pytest.mark.parametrize("publisher", ["another tenant", "the same tenant"])
 def test_a_recovered_event_whose_id_another_tenant_publishes_again_before_its_attempt_is_not_sent(
     client,
     tenant: TenantInfo,
@@ -403,13 +404,15 @@ def test_a_recovered_event_whose_id_another_tenant_publishes_again_before_its_at
     clock: Clock,
     receiver: Receiver,
     caplog: pytest.LogCaptureFixture,
+    publisher: str,
 ) -> None:
     # GIVEN exhausted deliveries, recovered by the tenant, with the subscriber back
     seen = _outage_over(client, tenant, harness, clock, receiver)
     job = recover(client, tenant, seen["sub"].id, since=seen["since"])
     other = make_tenant("Globex")
     # AND right after the job's own read of the first missed event, that event's retention ends and another
-    # tenant publishes an event with its id (ids are the publisher's to choose): the attempt reads that one
+    # tenant, or the same one, publishes an event with its id (ids are the publisher's to choose): the attempt
+    # reads that one (the same tenant's is a new event: created now, its deliveries' ids are its own)
     store = harness.services.store
     first = to_item(keys.event(seen["missed"][0]))
     started = clock.now
@@ -421,7 +424,12 @@ def test_a_recovered_event_whose_id_another_tenant_publishes_again_before_its_at
             return
         reused.set()
         clock.advance(31 * 24 * HOUR)
-        others = {**item, "tenant_id": {"S": other.id}, "expires_at": {"N": str(int(clock.now) + 31 * 24 * HOUR)}}
+        expires = {"N": str(int(clock.now) + 31 * 24 * HOUR)}
+        if publisher == "another tenant":
+            others = {**item, "tenant_id": {"S": other.id}, "expires_at": expires}
+        else:
+            created = datetime.fromtimestamp(clock.now, UTC).isoformat(timespec="milliseconds")
+            others = {**item, "created_at": {"S": created}, "expires_at": expires}
         store.client.put_item(TableName=store.table_name, Item=others)
 
     store.client.meta.events.register("after-call.dynamodb.GetItem", reuse_after_read)
@@ -429,11 +437,11 @@ def test_a_recovered_event_whose_id_another_tenant_publishes_again_before_its_at
     # WHEN the job runs
     harness.drain()
     clock.now = started
-    # THEN nothing with that id reached this tenant's subscriber, the drop is logged as another tenant's event, and
+    # THEN nothing with that id reached this tenant's subscriber (another tenant's drop is logged as such), and
     # the job holds no open ticket: it is done, that attempt failed
     assert reused.is_set()
     assert seen["missed"][0] not in {r.headers["webhook-id"] for r in receiver.received[seen["received"] :]}
-    assert "delivery of another tenant's event: dropped" in caplog.text
+    assert ("delivery of another tenant's event: dropped" in caplog.text) is (publisher == "another tenant")
     counts = store.jobs.ticket_counts(job["id"])
     assert counts["open"] == 0
     assert counts["failed"] >= 1

@@ -36,7 +36,8 @@ def retry(services: Services, delivery: Delivery) -> None:
     sub = subscriptions.find(services, delivery.tenant_id, delivery.subscription_id)
     if not sub.enabled:
         raise ConflictError(f"subscription {sub.id} is disabled: enable it first")
-    if services.store.events.get(delivery.event_id) is None:
+    stored = services.store.events.get(delivery.event_id)
+    if stored is None or not stored.has_delivery(delivery.subscription_id, delivery.id):
         raise EventExpiredError(
             f"the event {delivery.event_id} of delivery {delivery.id} has expired: it cannot be sent again"
         )

@@ -98,6 +98,12 @@ class StoredEvent:
         event_ms = ids.epoch_ms(self.event.created_at) if self.deliveries_by_subscription else None
         return ids.delivery_id(self.event.id, subscription_id, event_ms)
 
+    def has_delivery(self, subscription_id: str, delivery_id: str) -> bool:
+        """Whether ``delivery_id`` is this event's delivery to ``subscription_id``. An id published again once its
+        event expired names a new event, whose deliveries have ids of their own (its creation time is in them):
+        a delivery of the expired one must never carry the new one's data."""
+        return self.delivery_id(subscription_id) == delivery_id
+
     @classmethod
     def of(cls, item: Mapping[str, Any], event: Event | None = None) -> StoredEvent:
         """The event an item holds: read back from the table (its record decoded, its payload checked), or just

@@ -130,6 +130,11 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         logger.warning("delivery of another tenant's event: dropped", extra=log)
         await _close_ticket(worker, message)
         return
+    if not stored.has_delivery(message.subscription_id, message.delivery_id):
+        # The tenant published the id again once its event expired: this delivery's event is gone.
+        await _event_gone(worker, message, log)
+        await _close_ticket(worker, message)
+        return
     claimed = await _claim(worker, message, record, deadline, stored, log)
     if claimed is None:
         return

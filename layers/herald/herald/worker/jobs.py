@@ -251,6 +251,8 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         worker.io(store.events.get, message.event_id),
         worker.io(store.subscriptions.get, message.tenant_id, message.subscription_id),
     )
+    if event is not None and not event.has_delivery(message.subscription_id, delivery_id):
+        event = None  # its id published again once it expired: a new event, not this delivery's
     if delivery is None or event is None or sub is None:
         logger.info("job delivery cannot be attempted: its delivery, event or subscription is gone", extra=log)
         await worker.io(store.jobs.close_ticket, job_id, delivery_id, "failed")
