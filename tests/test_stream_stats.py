@@ -160,6 +160,7 @@ def test_an_older_success_from_the_stream_never_hides_a_later_attempt(services) 
             AttemptTally(True, 202, at + timedelta(seconds=7), 50),
         ],
         expires_at=expires,
+        window="w1",
     )
     stats = health.get_stats("sub_x")
     # THEN they are counted, the latest success moved to t+7, and the latest attempt is still the failure
@@ -169,14 +170,14 @@ def test_an_older_success_from_the_stream_never_hides_a_later_attempt(services) 
     assert stats["consecutive_failures"] == 1
     assert sorted(stats["recent_latency_ms"]) == [30, 40, 50]
     # WHEN the stream counts a success older than every attempt counted
-    health.count_streamed("sub_x", [AttemptTally(True, 204, at, 10)], expires_at=expires)
+    health.count_streamed("sub_x", [AttemptTally(True, 204, at, 10)], expires_at=expires, window="w2")
     stats = health.get_stats("sub_x")
     # THEN it adds to the counts only
     assert (stats["attempts"], stats["succeeded"], stats["last_status_code"]) == (5, 4, 503)
     assert stats["last_success_at"] == (at + timedelta(seconds=7)).isoformat()
     # WHEN the stream counts a success later than every attempt (the worker's read had seen no streak)
     ended = health.count_streamed(
-        "sub_x", [AttemptTally(True, 200, at + timedelta(seconds=20), 60)], expires_at=expires
+        "sub_x", [AttemptTally(True, 200, at + timedelta(seconds=20), 60)], expires_at=expires, window="w3"
     )
     stats = health.get_stats("sub_x")
     # THEN it is the latest attempt, and it ends the streak (not yet failing: nothing to tell the operator)
@@ -184,11 +185,77 @@ def test_an_older_success_from_the_stream_never_hides_a_later_attempt(services) 
     assert (stats["consecutive_failures"], ended) == (0, None)
     # WHEN the same window is counted again (Lambda handing a batch over again, botocore retrying a lost answer)
     again = health.count_streamed(
-        "sub_x", [AttemptTally(True, 200, at + timedelta(seconds=20), 60)], expires_at=expires
+        "sub_x", [AttemptTally(True, 200, at + timedelta(seconds=20), 60)], expires_at=expires, window="w3"
     )
-    # THEN it is recognised by its latest success, and nothing is counted twice
+    # THEN it is recognised by its window's id, and nothing is counted twice
     assert again is None
     assert (health.get_stats("sub_x")["attempts"], health.get_stats("sub_x")["succeeded"]) == (6, 5)
+
+
+def test_a_window_handed_over_again_is_counted_once_whatever_other_shards_counted_since(services) -> None:
+    health = services.store.health
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(time.time()) + 3600
+
+    def counted() -> tuple[int, int]:
+        stats = health.get_stats("sub_w")
+        return stats["attempts"], stats["succeeded"]
+
+    # GIVEN a window of one shard counted (a success at t+10), then an older one of another shard (t+5)
+    health.count_streamed(
+        "sub_w", [AttemptTally(True, 200, at + timedelta(seconds=10), 30)], expires_at=expires, window="a"
+    )
+    older = [AttemptTally(True, 200, at + timedelta(seconds=5), 30)]
+    health.count_streamed("sub_w", older, expires_at=expires, window="b")
+    assert counted() == (2, 2)
+    # WHEN the older window is handed over again (Lambda retrying the batch whose invocation died)
+    assert health.count_streamed("sub_w", older, expires_at=expires, window="b") is None
+    # THEN it is not counted again, though its latest success is not the stats' latest
+    assert counted() == (2, 2)
+    # WHEN two windows of other shards end at the same instant as each other (t+20)
+    health.count_streamed(
+        "sub_w", [AttemptTally(True, 200, at + timedelta(seconds=20), 9)], expires_at=expires, window="c"
+    )
+    both = [
+        AttemptTally(True, 200, at + timedelta(seconds=19), 8),
+        AttemptTally(True, 201, at + timedelta(seconds=20), 7),
+    ]
+    health.count_streamed("sub_w", both, expires_at=expires, window="d")
+    # THEN both are counted: a window is known by its id, not by when its latest success finished
+    assert counted() == (5, 5)
+    # AND the first window, three windows back, is still known as counted
+    again = [AttemptTally(True, 200, at + timedelta(seconds=10), 30)]
+    assert health.count_streamed("sub_w", again, expires_at=expires, window="a") is None
+    assert counted() == (5, 5)
+    assert health.get_stats("sub_w")["last_success_at"] == (at + timedelta(seconds=20)).isoformat()
+
+
+def test_a_window_of_records_has_the_same_id_when_handed_over_again() -> None:
+    # GIVEN two batches of stream records: the same records in another order, and one with a record more
+    def record(n: int) -> dict[str, Any]:
+        attempt = {
+            "succeeded": {"BOOL": True},
+            "status_code": {"N": "200"},
+            "finished_at": {"S": "2026-11-30T10:00:00Z"},
+        }
+        image = {
+            "pk": {"S": "DELIVERIES#sub_a"},
+            "sk": {"S": f"dlv_{n}"},
+            "subscription_id": {"S": "sub_a"},
+            "tenant_id": {"S": "tnt_a"},
+            "stats_from_stream": {"BOOL": True},
+            "first_attempt": {"M": attempt},
+        }
+        return {"eventName": "INSERT", "dynamodb": {"NewImage": image}}
+
+    # WHEN their successes are gathered
+    first, again, more = (
+        successes_of(records)
+        for records in ([record(1), record(2)], [record(2), record(1)], [record(1), record(2), record(3)])
+    )
+    # THEN the same records make the same window, other records another
+    assert first["sub_a"].window == again["sub_a"].window
+    assert first["sub_a"].window != more["sub_a"].window
 
 
 def test_a_streak_opened_after_the_batchs_read_is_ended_by_the_stream_and_the_operator_told(services) -> None:

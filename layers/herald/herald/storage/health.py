@@ -85,10 +85,14 @@ MAX_TRIMMED = 150
 COUNTED_BY = "counted_by"
 STREAK_BEFORE = "streak_before"
 FAILING_SINCE_BEFORE = "since_before"
-#: The same for the stream's writes (``count_streamed``): the token of the latest, and since when the stats
-#: counted as failing when its first write ended the streak ("" for not failing).
+#: The same for the stream's writes (``count_streamed``): the token of the latest (its window's id), and since when
+#: the stats counted as failing when its first write ended the streak ("" for not failing).
 STREAMED_BY = "streamed_by"
 STREAM_FAILING_SINCE_BEFORE = "stream_since_before"
+#: The windows counted before the latest, newest first: a window handed over again (Lambda retries a batch whose
+#: invocation died) is recognised by its id while it is one of the last ``len(EARLIER_WINDOWS) + 1`` counted,
+#: whatever other shards counted since. Short names: they sit on every stats item (about 60 bytes in all).
+EARLIER_WINDOWS = ("sw2", "sw3", "sw4")
 
 
 def _since_success(ordered: Sequence[AttemptTally], after: str | None) -> list[AttemptTally]:
@@ -218,6 +222,33 @@ def _latencies_added(ordered: Sequence[AttemptTally]) -> int:
     return min(added, LATENCY_SAMPLES)
 
 
+def _streamed_counts(
+    ordered: Sequence[AttemptTally], *, expires_at: int, token: str
+) -> tuple[list[str], dict[str, Any]]:
+    """What every write of a stream window sets (its counts are the ``ADD``), and the values of its expressions:
+    the window's token in front of the windows counted before, which move down one place (DynamoDB reads every
+    operand from the item before the update), and the latencies."""
+    at = ordered[-1].at.isoformat()
+    placeholders: dict[str, Any] = {
+        "n": len(ordered),
+        "exp": expires_at,
+        "at": at,
+        "zero": 0,
+        "token": token,
+        "never": "",
+    }
+    shifted = zip(EARLIER_WINDOWS, (STREAMED_BY, *EARLIER_WINDOWS[:-1]), strict=True)
+    counts = [
+        "expires_at = :exp",
+        f"{STREAMED_BY} = :token",
+        *(f"{later} = if_not_exists({earlier}, :never)" for later, earlier in shifted),
+    ]
+    if latencies := _recent([tally.latency_ms for tally in ordered if tally.latency_ms is not None]):
+        counts.append(_APPEND_LATENCIES)
+        placeholders.update(no_latency=[], latencies=latencies)
+    return counts, placeholders
+
+
 class HealthRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -315,7 +346,7 @@ class HealthRepository:
         return SubscriptionHealth(health.consecutive_failures, since)
 
     def count_streamed(
-        self, sub_id: str, successes: Sequence[AttemptTally], *, expires_at: int
+        self, sub_id: str, successes: Sequence[AttemptTally], *, expires_at: int, window: str | None = None
     ) -> tuple[datetime, datetime] | None:
         """Count first attempts that succeeded, as the table's stream shows them (a window of them), in one
         UpdateItem that adds them up and, if no later attempt is counted already (the worker writes failures at
@@ -325,29 +356,19 @@ class HealthRepository:
         Failing that condition, a second write adds the counts, and moves the latest success if these are
         later. Returns the failing streak these successes ended, as (failing since, recovered at), if they did.
 
-        Each write leaves this call's token (``STREAMED_BY``) and is made only if the item does not hold it: a
-        write botocore sent again after its answer was lost is refused, and known for this call's own (the first
-        write keeps the streak it ended, ``STREAM_FAILING_SINCE_BEFORE``, so that the resend still reports it). A
-        window counted already (the stream handing the same records over again) is not counted again."""
+        Each write leaves this call's token (``STREAMED_BY``: ``window``, the id of the records' window, else a
+        new one) and is made only if the item does not hold it among the last windows counted (``EARLIER_WINDOWS``):
+        a write botocore sent again after its answer was lost is refused, and known for this call's own (the first
+        write keeps the streak it ended, ``STREAM_FAILING_SINCE_BEFORE``, so that the resend still reports it), and
+        so is a window counted already (the stream handing the same records over again), which is not counted
+        again."""
         ordered = sorted(successes, key=lambda tally: tally.at)
         if not ordered:
             return None
         latest = ordered[-1]
         at = latest.at.isoformat()
-        latencies = _recent([tally.latency_ms for tally in ordered if tally.latency_ms is not None])
-        token = uuid.uuid4().hex[:12]
-        placeholders: dict[str, Any] = {
-            "n": len(ordered),
-            "exp": expires_at,
-            "at": at,
-            "zero": 0,
-            "token": token,
-            "never": "",
-        }
-        counts = ["expires_at = :exp", f"{STREAMED_BY} = :token"]
-        if latencies:
-            counts.append(_APPEND_LATENCIES)
-            placeholders.update(no_latency=[], latencies=latencies)
+        token = window or uuid.uuid4().hex[:12]
+        counts, placeholders = _streamed_counts(ordered, expires_at=expires_at, token=token)
         latest_attempt = [
             "last_success_at = :at",
             "consecutive_failures = :zero",
@@ -358,16 +379,17 @@ class HealthRepository:
             placeholders["code"] = latest.status_code
         newer_success = "(attribute_not_exists(last_success_at) OR last_success_at < :at)"
         newer_failure = "(attribute_not_exists(last_failure_at) OR last_failure_at < :at)"
-        not_mine = f"(attribute_not_exists({STREAMED_BY}) OR {STREAMED_BY} <> :token)"
+        not_mine = f"NOT (:token IN ({', '.join((STREAMED_BY, *EARLIER_WINDOWS))}))"
         key = to_item(keys.subscription_stats(sub_id))
         refused: dict[str, Any] = {}  # what the latest refused write found
         made: dict[str, Any] = {}  # what a write found made by its own first send (its resend was refused)
+        counted_before: dict[str, Any] = {}  # what a write found, this window counted before another
 
         def update(sets: list[str], condition: str, *, remove: str = "") -> dict[str, Any] | None:
             """The stats before the write, or None when it was refused (``refused``, or ``made``: its own)."""
             expression = "ADD attempts :n, succeeded :n SET " + ", ".join(sets) + remove
             condition = f"{condition} AND {not_mine}" if condition else not_mine
-            used = set(_PLACEHOLDER.findall(expression + condition))
+            used = set(_PLACEHOLDER.findall(f"{expression} {condition}"))
             try:
                 response = self._counting(
                     sub_id,
@@ -380,7 +402,12 @@ class HealthRepository:
                 )
             except ClientError as exc:  # the condition only (``Table.call`` raises anything else as unavailable)
                 found = refused_item(exc)
-                (made if found.get(STREAMED_BY) == token else refused).update(found)
+                if found.get(STREAMED_BY) == token:
+                    made.update(found)
+                elif token in (found.get(name) for name in EARLIER_WINDOWS):
+                    counted_before.update(found)
+                else:
+                    refused.update(found)
                 return None
             return from_item(response.get("Attributes", {}))
 
@@ -389,13 +416,15 @@ class HealthRepository:
             # The first write's own: it ended the streak it kept, and left the latest failure as it found it.
             self._trim_latencies(sub_id, len(made.get("recent_latency_ms", [])))
             return _ended(made.get(STREAM_FAILING_SINCE_BEFORE), made, ordered)
-        if old is None and refused.get("last_success_at") == at:
+        if counted_before:
             return None  # this window is counted already: the stream handed its records over again
         if old is None:
             # A later failure is counted already: add these, as the latest success if no later one is counted.
+            # Neither ends a streak: a resend of theirs, or the window handed over again, must not report one.
+            counts.append(f"{STREAM_FAILING_SINCE_BEFORE} = :never")
             if str(refused.get("last_success_at", "")) < at:
                 old = update([*counts, "last_success_at = :at"], newer_success)
-            if old is None and not made:
+            if old is None and not made and not counted_before:
                 old = update(counts, "")
             length = len((made or old or {}).get("recent_latency_ms", []))
             self._trim_latencies(sub_id, length if made else length + _latencies_added(ordered))

@@ -21,14 +21,16 @@ Each subscription's write stands alone: one DynamoDB refuses (after botocore's r
 it lost and the others go on. The batch is never failed for it, since Lambda would hand the whole batch over
 again and the subscriptions already written would count twice. An invocation that dies halfway is retried
 by Lambda (the template's ``MaximumRetryAttempts``: up to twice more): a subscription written before is
-recognised by its latest success, there already, and not counted again, unless a later attempt was counted
-in between (then it counts again; the stats are bookkeeping, not the record: ``herald.repair`` recounts a
-subscription from its attempt log).
+recognised by the window's id (a digest of its records' keys), kept on its stats with the three windows
+counted before it, and not counted again, unless four more windows of other shards were counted in between
+(then it counts again; the stats are bookkeeping, not the record: ``herald.repair`` recounts a subscription
+from its attempt log).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -60,6 +62,13 @@ class _Successes:
     url: str
     expires_at: int = 0
     tallies: list[AttemptTally] = field(default_factory=list)
+    #: The keys of the delivery items they come from: the same records handed over again make the same window.
+    items: list[str] = field(default_factory=list)
+
+    @property
+    def window(self) -> str:
+        """The id of this window of records (``HealthRepository.count_streamed`` recognises a window counted)."""
+        return hashlib.sha256("\n".join(sorted(self.items)).encode()).hexdigest()[:16]
 
 
 def is_stream_event(event: dict[str, Any]) -> bool:
@@ -99,6 +108,7 @@ def successes_of(records: Iterable[dict[str, Any]]) -> dict[str, _Successes]:
         successes = found.setdefault(sub_id, _Successes(tenant_id, str(kept.get("url", ""))))
         successes.expires_at = max(successes.expires_at, expires_at)
         successes.tallies.append(tally)
+        successes.items.append(f"{item.get('pk')}\t{item.get('sk')}")
     return found
 
 
@@ -111,7 +121,11 @@ async def count(worker: Worker, records: list[dict[str, Any]]) -> dict[str, int]
         extra = {"subscription_id": sub_id, "tenant_id": successes.tenant_id, "successes": len(successes.tallies)}
         try:
             ended = await worker.io(
-                worker.store.health.count_streamed, sub_id, successes.tallies, expires_at=successes.expires_at
+                worker.store.health.count_streamed,
+                sub_id,
+                successes.tallies,
+                expires_at=successes.expires_at,
+                window=successes.window,
             )
         except Exception:
             logger.exception("subscription stats not updated from the stream", extra=extra)
