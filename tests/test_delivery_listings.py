@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.api_support import assert_error
 from tests.delivery_support import delivery_pages, publish, subscribe
 from tests.support import Receiver, TenantInfo
 
@@ -64,3 +65,52 @@ def test_succeeded_deliveries_page_in_full_among_failed_ones(client, tenant, har
     assert len(listed) == len(set(listed)) == 4
     assert len(everything) == 3
     assert set(listed).isdisjoint(everything)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0"}])
+def test_deliveries_are_listed_by_event_type_alone_or_with_a_status(
+    client, tenant, harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription to everything, with deliveries of two event types, some failed (one attempt each)
+    receiver.responses = [(200, {}, b"", 0.0), (500, {}, b"", 0.0), (200, {}, b"", 0.0), (500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url, ["*"])
+    for event_type in ("invoice.paid", "order.shipped", "invoice.paid", "invoice.paid"):
+        publish(client, tenant.id, event_type)
+        harness.drain()
+    every = [d for page in delivery_pages(client, tenant, sub.id) for d in page]
+    # WHEN they are listed by event type, one per page, alone and with a status
+    invoices = [d for page in delivery_pages(client, tenant, sub.id, event_type="invoice.paid", limit=1) for d in page]
+    orders = [d for page in delivery_pages(client, tenant, sub.id, event_type="order.shipped") for d in page]
+    failed_invoices = [
+        d for page in delivery_pages(client, tenant, sub.id, event_type="invoice.paid", status="failed") for d in page
+    ]
+    # THEN each listing holds those deliveries only, newest first
+    assert len(invoices) == 3
+    assert len(orders) == 1
+    assert set(invoices) | set(orders) == set(every)
+    assert invoices == sorted(invoices, reverse=True)
+    listed = client.get(
+        f"/v1/subscriptions/{sub.id}/deliveries", params={"event_type": "order.shipped"}, headers=tenant.headers
+    )
+    assert [d["event_type"] for d in listed.json()["data"]] == ["order.shipped"]
+    assert len(failed_invoices) == 1
+    failed = client.get(
+        f"/v1/subscriptions/{sub.id}/deliveries",
+        params={"event_type": "invoice.paid", "status": "failed"},
+        headers=tenant.headers,
+    ).json()["data"]
+    assert [(d["event_type"], d["status"]) for d in failed] == [("invoice.paid", "failed")]
+
+
+def test_an_event_type_not_in_the_catalog_is_a_422(client, tenant, receiver: Receiver) -> None:
+    # GIVEN a subscription
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN its deliveries are listed by a type the catalog does not hold, or by an empty one
+    unknown = client.get(
+        f"/v1/subscriptions/{sub.id}/deliveries", params={"event_type": "nope.nope"}, headers=tenant.headers
+    )
+    empty = client.get(f"/v1/subscriptions/{sub.id}/deliveries", params={"event_type": ""}, headers=tenant.headers)
+    # THEN each is refused with a machine-readable reason
+    assert_error(unknown, 422, "unknown_event_type")
+    assert unknown.json()["error"]["details"][0]["loc"] == ["query", "event_type"]
+    assert empty.status_code == 422

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query, status
 from pydantic import AwareDatetime
 
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.catalog import catalog
 from herald.domain import deliveries, subscriptions
 from herald.domain.jobs import as_utc
-from herald.errors import InvalidInputError
+from herald.errors import InvalidInputError, UnknownEventTypeError
 from herald.records import Delivery, DeliveryStatus
 from herald.schemas import AttemptOut, DeliveryOut, Page
 from herald.services import Services
@@ -29,6 +30,10 @@ async def list_deliveries(
     services: ServicesDep,
     tenant_id: TenantDep,
     status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
+    event_type: Annotated[
+        str | None,
+        Query(description="Only deliveries of this event type (one of the catalog's).", min_length=1, max_length=200),
+    ] = None,
     since: Annotated[AwareDatetime | None, Query(description="Only deliveries created at or after this time.")] = None,
     until: Annotated[AwareDatetime | None, Query(description="Only deliveries created at or before this time.")] = None,
     limit: LimitQuery = 50,
@@ -42,8 +47,15 @@ async def list_deliveries(
             "`since` is after `until`",
             details=[{"loc": ["query", "since"], "msg": "after `until`", "type": "inverted_window"}],
         )
+    if event_type is not None and event_type not in catalog:
+        raise UnknownEventTypeError(
+            f"unknown event type: {event_type}; known: {', '.join(catalog.names())}",
+            details=[
+                {"loc": ["query", "event_type"], "msg": "is not in the event catalog", "type": "unknown_event_type"}
+            ],
+        )
     page = services.store.deliveries.list(
-        subscription_id, status=status, limit=limit, cursor=iterator, since=since, until=until
+        subscription_id, status=status, limit=limit, cursor=iterator, event_type=event_type, since=since, until=until
     )
     return Page(
         data=[DeliveryOut.of(d) for d in page.items],
