@@ -335,6 +335,24 @@ def test_an_invocation_without_enough_time_left_sends_nothing_and_comes_back(
         short.close()
 
 
+def test_a_retry_asked_for_before_its_subscription_was_disabled_is_not_sent(client, tenant, harness, receiver) -> None:
+    # GIVEN a delivery made, and a retry of it asked for while its subscription was enabled
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    delivery = only_delivery(client, tenant, sub.id)
+    response = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    # WHEN the subscription is disabled before the retry's message is worked
+    disabled = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": False}, headers=tenant.headers)
+    assert disabled.status_code == 200, disabled.text
+    harness.drain()
+    # THEN nothing more is sent: a disabled subscription receives nothing, and the delivery is as it was
+    assert len(receiver.received) == 1
+    assert only_delivery(client, tenant, sub.id)["attempts"] == 1
+    assert harness.counts() == (0, 0)
+
+
 def test_a_delivery_whose_event_expired_cannot_be_retried(client, tenant, harness, receiver) -> None:
     # GIVEN a delivery made, whose event has since expired and been removed (its log outlives it)
     sub = subscribe(client, tenant, receiver.url)

@@ -147,12 +147,15 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
             with contextlib.suppress(Exception):
                 await worker.io(worker.store.deliveries.release, job.delivery, token)
         raise
-    if sub is None and job.single_shot:
+    if (sub is None or not sub.enabled) and job.single_shot:
+        # Asked for while the subscription was enabled (a retry, a recovery, a redelivery), and deleted or disabled
+        # since: a disabled subscription receives nothing until it is enabled.
         if token is not None:
             await worker.io(worker.store.deliveries.release, job.delivery, token)
         await _close_ticket(worker, message)
-        logger.info("manual attempt cancelled: the subscription was deleted", extra=log)
-    elif sub is None or (not sub.enabled and not job.single_shot):
+        why = "the subscription was deleted" if sub is None else "the subscription is disabled"
+        logger.info(f"manual attempt cancelled: {why}", extra=log)
+    elif sub is None or not sub.enabled:
         await _cancel(worker, job, token, "the subscription was deleted" if sub is None else "it is disabled")
     else:
         await _attempt_and_record(worker, job, sub, token)
