@@ -279,6 +279,33 @@ def test_a_streak_opened_after_the_batchs_read_is_ended_by_the_stream_and_the_op
     assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (4, 2, 2)
 
 
+def test_a_late_batch_never_moves_the_latest_failure_back_so_no_older_success_ends_a_later_streak(services) -> None:
+    health = services.store.health
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(time.time()) + 3600
+    # GIVEN a success at t+10 and a failure at t+20, counted by two worker batches: a streak of one
+    health.count_attempts(
+        "sub_b", [AttemptTally(True, 200, at + timedelta(seconds=10), 30)], failing_after=5, expires_at=expires
+    )
+    health.count_attempts(
+        "sub_b", [AttemptTally(False, 503, at + timedelta(seconds=20))], failing_after=5, expires_at=expires
+    )
+    # WHEN a slow batch's failure at t+5 (before the success) is written late
+    health.count_attempts(
+        "sub_b", [AttemptTally(False, 500, at + timedelta(seconds=5))], failing_after=5, expires_at=expires
+    )
+    # THEN it is counted, but the latest failure is still t+20
+    stats = health.get_stats("sub_b")
+    assert (stats["failed"], stats["last_failure_at"]) == (2, (at + timedelta(seconds=20)).isoformat())
+    # WHEN the stream then counts a success at t+15, older than that failure
+    health.count_streamed(
+        "sub_b", [AttemptTally(True, 200, at + timedelta(seconds=15), 30)], expires_at=expires, window="w"
+    )
+    # THEN the failure at t+20 is still the latest attempt, and its streak stands
+    stats = health.get_stats("sub_b")
+    assert (stats["consecutive_failures"], stats["last_status_code"], stats["succeeded"]) == (1, 503, 2)
+
+
 @pytest.mark.parametrize("counted_by", ["stream", "worker"])
 def test_failures_written_after_a_later_success_never_open_a_streak(services, counted_by: str) -> None:
     health = services.store.health

@@ -72,8 +72,8 @@ _APPEND_LATENCIES = "recent_latency_ms = list_append(if_not_exists(recent_latenc
 _PLACEHOLDER = re.compile(r":(\w+)")
 #: The stats keep the latencies of the latest successful attempts: at least this many, at most twice as many
 #: (a list on the stats item, trimmed by one extra write every LATENCY_SAMPLES deliveries). The item stays
-#: under 1 KB, one write unit, while the latencies are under 100 s (five digits: 914 bytes with the list full);
-#: a failing subscription's stats, with their failing clock kept twice, may take two (1,047 bytes).
+#: under 1 KB, one write unit, while the latencies are under 100 s (five digits: 979 bytes with the list full and
+#: four stream windows' ids); a failing subscription's stats, with their failing clock kept twice, may take two.
 LATENCY_SAMPLES = 64
 #: The most list elements one trim removes. An expression is at most 4 KB and each element removed takes about 24
 #: bytes (``recent_latency_ms[123], ``): a list grown longer (writes that raced, or an item written before a write
@@ -134,8 +134,12 @@ def _stats_update(
         values["success_at"] = latest_successes[-1].at.isoformat()
     if failed:
         adds.append("failed :failed")
+        values["failed"] = len(failed)
+    if latest_failed := [tally for tally in latest if not tally.succeeded]:
+        # Only those after the latest success counted: an older one must not move the latest failure back, which
+        # the stream's write reads to know whether a later failure is counted (``count_streamed``).
         sets.append("last_failure_at = :failure_at")
-        values.update(failed=len(failed), failure_at=failed[-1].at.isoformat())
+        values["failure_at"] = latest_failed[-1].at.isoformat()
     latencies = _recent([tally.latency_ms for tally in counted if tally.succeeded and tally.latency_ms is not None])
     if latencies:
         sets.append(_APPEND_LATENCIES)
