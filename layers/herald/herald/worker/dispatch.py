@@ -33,7 +33,7 @@ from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, 
 from herald.sender import Outcome, Progress, send_attempt
 from herald.signing import signature_header
 from herald.storage.deliveries import stats_from_stream
-from herald.storage.jobs import FAILED
+from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import Skip, latest_start
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count
@@ -152,7 +152,7 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         # since: a disabled subscription receives nothing until it is enabled.
         if token is not None:
             await worker.io(worker.store.deliveries.release, job.delivery, token)
-        await _close_ticket(worker, message)
+        await _close_ticket(worker, message, FAILED if sub is None else SKIPPED)
         why = "the subscription was deleted" if sub is None else "the subscription is disabled"
         logger.info(f"manual attempt cancelled: {why}", extra=log)
     elif sub is None or not sub.enabled:
@@ -161,12 +161,12 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         await _attempt_and_record(worker, job, sub, token)
 
 
-async def _close_ticket(worker: Worker, message: DeliveryMessage) -> None:
-    """A job's message whose attempt will not be made: its ticket is settled failed, so the job does not read
-    ``running`` until it expires. The job checked the event before (``jobs.deliver``), but it can expire, or its
-    id be published again, between that read and this one."""
+async def _close_ticket(worker: Worker, message: DeliveryMessage, state: str = FAILED) -> None:
+    """A job's message whose attempt will not be made: its ticket is settled failed (or ``state``: skipped, for a
+    subscription disabled since), so the job does not read ``running`` until it expires. The job checked the event
+    before (``jobs.deliver``), but it can expire, or its id be published again, between that read and this one."""
     if message.job_id is not None:
-        await worker.io(worker.store.jobs.close_ticket, message.job_id, message.delivery_id, FAILED)
+        await worker.io(worker.store.jobs.close_ticket, message.job_id, message.delivery_id, state)
 
 
 async def _event_gone(worker: Worker, message: DeliveryMessage, log: dict[str, Any]) -> None:
