@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 
@@ -353,14 +354,21 @@ def test_a_retry_asked_for_before_its_subscription_was_disabled_is_not_sent(clie
     assert harness.counts() == (0, 0)
 
 
-def test_a_delivery_whose_event_expired_cannot_be_retried(client, tenant, harness, receiver) -> None:
-    # GIVEN a delivery made, whose event has since expired and been removed (its log outlives it)
+def _delivered_then_expired(client, tenant, harness, receiver) -> tuple[Any, str, dict[str, Any]]:
+    """A subscription, an event delivered to it, and its delivery, whose event has since expired and been removed
+    (a delivery's log outlives its event)."""
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
     harness.drain()
     delivery = only_delivery(client, tenant, sub.id)
     store = harness.services.store
     store.client.delete_item(TableName=store.table_name, Key=to_item(keys.event(event_id)))
+    return sub, event_id, delivery
+
+
+def test_a_delivery_whose_event_expired_cannot_be_retried(client, tenant, harness, receiver) -> None:
+    # GIVEN a delivery made, whose event has since expired and been removed (its log outlives it)
+    sub, event_id, delivery = _delivered_then_expired(client, tenant, harness, receiver)
     # WHEN the tenant retries it
     response = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
     # THEN it is refused with a machine-readable reason, and nothing is queued or sent
@@ -376,12 +384,7 @@ def test_a_delivery_whose_event_expired_cannot_be_retried(client, tenant, harnes
 def test_a_delivery_whose_event_id_was_published_again_cannot_be_retried(client, tenant, harness, receiver) -> None:
     # GIVEN a delivery made, whose event has since expired and been removed, and whose id the tenant published
     # again for another event (ids are the publisher's to choose once their event is gone)
-    sub = subscribe(client, tenant, receiver.url)
-    event_id = publish(client, tenant.id)
-    harness.drain()
-    delivery = only_delivery(client, tenant, sub.id)
-    store = harness.services.store
-    store.client.delete_item(TableName=store.table_name, Key=to_item(keys.event(event_id)))
+    sub, event_id, delivery = _delivered_then_expired(client, tenant, harness, receiver)
     body = {"type": "invoice.paid", "tenant_id": tenant.id, "id": event_id, "data": {**INVOICE, "amount_cents": 1}}
     assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
     queued = queue_messages(harness.sqs, harness.services.settings.queue_url)
