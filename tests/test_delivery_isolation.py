@@ -402,6 +402,62 @@ def test_a_500_whose_body_stalls_past_the_hand_over_is_the_500_it_answered(
     assert server.accepted == 1
 
 
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 1.0, "failing_after_failures": 3}],
+)
+def test_hand_overs_never_make_a_slow_but_answering_endpoint_failing(
+    client, tenant, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint for subscription.recovered, and a subscriber that answers 200 after 2 s (within its
+    # 5 s timeout): every request it gets is answered 2xx
+    operator = make_receiver()
+    response = client.post(
+        "/v1/operator/webhooks", json={"url": operator.url, "event_types": ["subscription.recovered"]}, headers=ADMIN
+    )
+    assert response.status_code == 201, response.text
+    slow = make_receiver()
+    slow.default = (200, {}, b"ok", 2.0)
+    sub = subscribe(client, tenant, slow.url)
+    # WHEN three events are published at once: their attempts start on the work queue, are cut short after 1 s and
+    # handed to the slow lane, which delivers each
+    for _ in range(3):
+        publish(client, tenant.id)
+    harness.drain()
+    assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 2)}
+    # THEN the hand-overs are attempts in the stats, but no failing streak: the operator hears of no recovery
+    learned = stats(client, tenant, sub.id)
+    assert (learned["attempts"], learned["succeeded"], learned["failed"]) == (6, 3, 3)
+    assert (learned["consecutive_failures"], learned["failing_since"], learned["last_status_code"]) == (0, None, 200)
+    assert operator.received == []
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 1.0, "failing_after_failures": 3}],
+)
+def test_a_hand_over_never_disables_a_subscription_failing_for_the_whole_window(
+    client, tenant, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    # GIVEN a subscription failing for six days (past the 5-day window), whose endpoint is now fixed but slow: it
+    # answers 200 after 2 s, within its 5 s timeout
+    slow = make_receiver()
+    slow.default = (200, {}, b"ok", 2.0)
+    sub = subscribe(client, tenant, slow.url)
+    old = datetime.fromtimestamp(clock(), UTC) - timedelta(days=6)
+    failures = [AttemptTally(False, 500, old + timedelta(minutes=n)) for n in range(3)]
+    harness.services.store.health.count_attempts(sub.id, failures, failing_after=3, expires_at=int(clock()) + 86_400)
+    assert stats(client, tenant, sub.id)["failing_since"] is not None
+    # WHEN an event is published: its first attempt, on the work queue, is cut short after 1 s and handed over
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    # THEN the hand-over disabled nothing: the slow lane delivered the webhook, whose success ended the streak
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+    assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 2)}
+    assert [r.headers["webhook-id"] for r in slow.received] == [event_id, event_id]
+    assert stats(client, tenant, sub.id)["failing_since"] is None
+
+
 def test_latency_from_publication_is_recorded_per_attempt_and_in_the_stats(
     client, tenant, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:

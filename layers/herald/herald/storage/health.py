@@ -64,6 +64,9 @@ class AttemptTally:
     latency_ms: int | None = None
     #: Counted from the table's stream (``count_streamed``): the worker follows the streak past it, no more.
     streamed: bool = False
+    #: Cut short by Herald and handed to the slow lane: an attempt, and one that failed, but it says nothing of the
+    #: endpoint (it was not given its whole timeout), so it moves neither the streak nor the latest status.
+    handed_over: bool = False
 
 
 #: Appends ``:latencies`` to the stats' recent latencies (``:no_latency``: the empty list to start from).
@@ -96,10 +99,11 @@ EARLIER_WINDOWS = ("sw2", "sw3", "sw4")
 
 
 def _since_success(ordered: Sequence[AttemptTally], after: str | None) -> list[AttemptTally]:
-    """The attempts that follow the stats' latest success ``after`` (all of them if None): the only ones that
-    move the streak and the latest status. A batch's stats written late, after a later success was counted (by
-    the stream, or another worker's batch), must not count its older failures as a streak."""
-    return list(ordered) if after is None else [tally for tally in ordered if tally.at.isoformat() > after]
+    """The attempts that follow the stats' latest success ``after`` (all of them if None), but for those handed
+    over: the only ones that move the streak and the latest status. A batch's stats written late, after a later
+    success was counted (by the stream, or another worker's batch), must not count its older failures as a
+    streak."""
+    return [tally for tally in ordered if not tally.handed_over and (after is None or tally.at.isoformat() > after)]
 
 
 def _stats_update(

@@ -164,8 +164,10 @@ class Bookkeeping:
         tally.latencies.append(latency)
         tally.streamed.append(streamed)
         tally.expires_at = max(tally.expires_at, expires_at)
-        if sub.tenant_id == OPERATOR_TENANT_ID:
-            return  # the operator's own endpoints: never report on them to themselves (no loops)
+        if sub.tenant_id == OPERATOR_TENANT_ID or outcome.handed_over:
+            # The operator's own endpoints: never report on them to themselves (no loops). An attempt handed over:
+            # no step of the retry schedule, nothing the endpoint did (the slow lane's attempt says it).
+            return
         reports: list[Report] = []
         delivery_ref = {
             "tenant_id": sub.tenant_id,
@@ -234,7 +236,14 @@ class Bookkeeping:
                 worker.store.health.count_attempts,
                 sub.id,
                 [
-                    AttemptTally(outcome.succeeded, outcome.status_code, outcome.finished, latency, streamed)
+                    AttemptTally(
+                        outcome.succeeded,
+                        outcome.status_code,
+                        outcome.finished,
+                        latency,
+                        streamed,
+                        handed_over=outcome.handed_over,
+                    )
                     for outcome, latency, streamed in ordered
                 ],
                 failing_after=worker.settings.failing_after_failures,
@@ -268,11 +277,15 @@ class Bookkeeping:
 
     def _disable_reason(self, outcomes: list[Outcome], health: SubscriptionHealth) -> tuple[Outcome, str | None]:
         """Why to disable a subscription after these attempts (in the order they finished), and the attempt
-        that decided it: a 410 Gone, or a streak still failing at the end that has lasted the whole window."""
+        that decided it: a 410 Gone, or a streak still failing at the end that has lasted the whole window. An
+        attempt handed to the slow lane decides nothing: the endpoint was not given its whole timeout."""
         gone = next((outcome for outcome in outcomes if outcome.status_code == 410), None)
         if gone is not None:
             return gone, f"the endpoint answered 410 Gone on {gone.finished.isoformat()}"
-        last = outcomes[-1]
+        answered = [outcome for outcome in outcomes if not outcome.handed_over]
+        if not answered:
+            return outcomes[-1], None
+        last = answered[-1]
         if last.succeeded or health.failing_since is None:
             return last, None
         window = timedelta(hours=self._worker.settings.disable_after_failing_hours)
