@@ -255,14 +255,20 @@ def test_a_manual_retry_is_one_extra_attempt_and_leaves_the_schedule_alone(
     assert harness.counts() == (0, 0)
 
 
-def test_a_manual_retry_message_handed_over_twice_makes_one_attempt(client, tenant, harness, receiver) -> None:
-    # GIVEN a delivered webhook, and a manual retry of it, asked for once
+def _delivered_then_retried(client, tenant, harness, receiver) -> tuple[Any, dict[str, Any]]:
+    """A subscription, its delivered webhook's delivery, and a manual retry of it asked for once (queued)."""
     sub = subscribe(client, tenant, receiver.url)
     publish(client, tenant.id)
     harness.drain()
     delivery = only_delivery(client, tenant, sub.id)
     retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
     assert retried.status_code == 202, retried.text
+    return sub, delivery
+
+
+def test_a_manual_retry_message_handed_over_twice_makes_one_attempt(client, tenant, harness, receiver) -> None:
+    # GIVEN a delivered webhook, and a manual retry of it, asked for once
+    sub, delivery = _delivered_then_retried(client, tenant, harness, receiver)
     url = harness.services.settings.queue_url
     (message,) = harness.sqs.receive_message(QueueUrl=url)["Messages"]
     harness.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
@@ -338,12 +344,7 @@ def test_an_invocation_without_enough_time_left_sends_nothing_and_comes_back(
 
 def test_a_retry_asked_for_before_its_subscription_was_disabled_is_not_sent(client, tenant, harness, receiver) -> None:
     # GIVEN a delivery made, and a retry of it asked for while its subscription was enabled
-    sub = subscribe(client, tenant, receiver.url)
-    publish(client, tenant.id)
-    harness.drain()
-    delivery = only_delivery(client, tenant, sub.id)
-    response = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
-    assert response.status_code == 202, response.text
+    sub, _ = _delivered_then_retried(client, tenant, harness, receiver)
     # WHEN the subscription is disabled before the retry's message is worked
     disabled = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": False}, headers=tenant.headers)
     assert disabled.status_code == 200, disabled.text

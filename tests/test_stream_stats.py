@@ -141,17 +141,23 @@ def test_a_success_that_ends_a_failure_streak_is_written_by_the_worker_and_count
     assert stats["last_status_code"] == 200
 
 
+def _success_then_failure(health: Any, sub_id: str, at: datetime, *, success: int, failure: int, expires: int) -> None:
+    """Stats counted by two worker batches: a success ``success`` seconds after ``at`` (latency 40 ms), then a
+    failure (503) ``failure`` seconds after it, the streak of one it opens (failing after 5)."""
+    health.count_attempts(
+        sub_id, [AttemptTally(True, 200, at + timedelta(seconds=success), 40)], failing_after=5, expires_at=expires
+    )
+    health.count_attempts(
+        sub_id, [AttemptTally(False, 503, at + timedelta(seconds=failure))], failing_after=5, expires_at=expires
+    )
+
+
 def test_an_older_success_from_the_stream_never_hides_a_later_attempt(services) -> None:
     health = services.store.health
     at = datetime.now(UTC).replace(microsecond=0)
     expires = int(time.time()) + 3600
     # GIVEN stats whose latest attempt is a failure at t+10 (counted by the worker), after a success at t+5
-    health.count_attempts(
-        "sub_x", [AttemptTally(True, 200, at + timedelta(seconds=5), 40)], failing_after=5, expires_at=expires
-    )
-    health.count_attempts(
-        "sub_x", [AttemptTally(False, 503, at + timedelta(seconds=10))], failing_after=5, expires_at=expires
-    )
+    _success_then_failure(health, "sub_x", at, success=5, failure=10, expires=expires)
     # WHEN the stream counts two successes that finished before the failure, one of them after the success
     health.count_streamed(
         "sub_x",
@@ -284,12 +290,7 @@ def test_a_late_batch_never_moves_the_latest_failure_back_so_no_older_success_en
     at = datetime.now(UTC).replace(microsecond=0)
     expires = int(time.time()) + 3600
     # GIVEN a success at t+10 and a failure at t+20, counted by two worker batches: a streak of one
-    health.count_attempts(
-        "sub_b", [AttemptTally(True, 200, at + timedelta(seconds=10), 30)], failing_after=5, expires_at=expires
-    )
-    health.count_attempts(
-        "sub_b", [AttemptTally(False, 503, at + timedelta(seconds=20))], failing_after=5, expires_at=expires
-    )
+    _success_then_failure(health, "sub_b", at, success=10, failure=20, expires=expires)
     # WHEN a slow batch's failure at t+5 (before the success) is written late
     health.count_attempts(
         "sub_b", [AttemptTally(False, 500, at + timedelta(seconds=5))], failing_after=5, expires_at=expires
