@@ -123,6 +123,40 @@ def test_a_failing_delivery_is_reported_once_after_its_4th_attempt_and_once_exha
 
 
 @pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "retry_schedule": (0, 0, 0, 0, 0),
+            "retry_jitter": 0.0,
+            "failing_after_failures": 3,
+            "delivery_timeout_seconds": 5.0,
+            "slow_lane_after_seconds": 1.0,
+        }
+    ],
+)
+def test_a_delivery_whose_4th_attempt_is_handed_over_is_reported_failing_at_its_4th_scheduled_one(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint for delivery events, and a tenant endpoint that answers 500: at once three times,
+    # then once after 2 s (the work queue hands that attempt to the slow lane after 1 s), then at once again
+    ops, broken = make_receiver(), make_receiver()
+    broken.responses = [(500, {}, b"down", 0.0)] * 3 + [(500, {}, b"down", 2.0)]
+    broken.default = (500, {}, b"down", 0.0)
+    endpoint = register(client, ops.url, ["delivery.failing", "delivery.exhausted"])
+    subscribe(client, tenant, broken.url)
+    # WHEN an event runs through its five scheduled attempts and the hand-over
+    publish(client, tenant.id)
+    drain_until(harness, lambda: len(broken.received) == 6 and len(ops.received) == 2)
+    assert len(broken.received) == 6
+    # THEN the operator heard that it was failing at its 4th scheduled attempt (the 5th made: the hand-over is
+    # none), and that it was exhausted after its 5th
+    by_type = {payload["type"]: payload["data"] for payload in operational(endpoint["secret"], ops)}
+    assert sorted(by_type) == ["delivery.exhausted", "delivery.failing"]
+    assert (by_type["delivery.failing"]["attempts"], by_type["delivery.exhausted"]["attempts"]) == (5, 6)
+    assert by_type["delivery.failing"]["next_attempt_at"] is not None
+
+
+@pytest.mark.parametrize(
     "settings_overrides", [{"retry_schedule": (0, 0, 0), "retry_jitter": 0.0, "failing_after_failures": 3}]
 )
 def test_a_manual_attempt_on_a_delivery_that_failed_for_good_is_not_reported_failing(

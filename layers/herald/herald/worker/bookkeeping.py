@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
 logger = Logger(service="herald", child=True)
 
-#: The failed attempt after which the operator hears that a delivery is failing (Svix: the 4th).
+#: The failed step of its retry schedule after which the operator hears that a delivery is failing (Svix: the 4th
+#: attempt; a hand-over to the slow lane is no step, nor is an attempt asked for).
 FAILING_NOTICE_ATTEMPT = 4
 
 type Report = tuple[str, dict[str, Any], tuple[str, ...]]
@@ -149,9 +150,11 @@ class Bookkeeping:
         expires_at: int,
         log: dict[str, Any],
         streamed: bool = False,
+        scheduled: int | None = None,
     ) -> None:
         """What follows a recorded attempt: it joins the subscription's tally for this batch (``streamed``: its
-        stats count it from the table's stream), and the operator hears what it did to its delivery. The
+        stats count it from the table's stream), and the operator hears what it did to its delivery
+        (``scheduled``: the steps of its retry schedule made with this attempt; None for one asked for). The
         attempt is recorded already: a failure here is logged, never turned into a repeated attempt."""
         tally = self._tallies.get(sub.id)
         if tally is None:
@@ -180,8 +183,9 @@ class Bookkeeping:
             "last_status_code": outcome.status_code,
             "last_error_kind": outcome.error_kind and outcome.error_kind.value,
         }
-        if not outcome.succeeded and settled.attempts == FAILING_NOTICE_ATTEMPT and settled.next_attempt_at is not None:
-            # (Still being retried: not a manual or recovery attempt on a delivery that failed for good.)
+        if not outcome.succeeded and scheduled == FAILING_NOTICE_ATTEMPT and settled.next_attempt_at is not None:
+            # The 4th step of its retry schedule (a hand-over to the slow lane is none, nor is an attempt asked for),
+            # still being retried: once per delivery.
             data = {**delivery_ref, "next_attempt_at": settled.next_attempt_at}
             reports.append(("delivery.failing", data, (settled.id,)))
         if exhausted(previous, settled):

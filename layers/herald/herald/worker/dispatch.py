@@ -544,6 +544,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         expires_at=job.expiry(worker),
         log=job.log,
         streamed=streamed,
+        scheduled=None if job.single_shot else scheduled,
     )
     if outcome.handed_over:
         await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
