@@ -307,6 +307,43 @@ def test_a_late_batch_never_moves_the_latest_failure_back_so_no_older_success_en
     assert (stats["consecutive_failures"], stats["last_status_code"], stats["succeeded"]) == (1, 503, 2)
 
 
+def test_a_late_batch_after_the_latest_success_never_moves_the_latest_failure_or_status_back(services) -> None:
+    health = services.store.health
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(time.time()) + 3600
+    # GIVEN a success at t+10 and a failure at t+20, counted by two worker batches: a streak of one
+    _success_then_failure(health, "sub_c", at, success=10, failure=20, expires=expires)
+    # WHEN a slow batch's failure at t+12 (after the success, before that failure) is written late
+    health.count_attempts(
+        "sub_c", [AttemptTally(False, 500, at + timedelta(seconds=12))], failing_after=5, expires_at=expires
+    )
+    # THEN it adds to the streak (both failures follow the success), but the latest failure and status are t+20's
+    stats = health.get_stats("sub_c")
+    assert (stats["failed"], stats["consecutive_failures"], stats["last_status_code"]) == (2, 2, 503)
+    assert stats["last_failure_at"] == (at + timedelta(seconds=20)).isoformat()
+    # WHEN another slow batch's success at t+15 is written late too
+    health.count_attempts(
+        "sub_c", [AttemptTally(True, 201, at + timedelta(seconds=15), 40)], failing_after=5, expires_at=expires
+    )
+    # THEN it is the latest success, but the failure at t+20 stays the latest attempt and its streak stands
+    stats = health.get_stats("sub_c")
+    assert stats["last_success_at"] == (at + timedelta(seconds=15)).isoformat()
+    assert (stats["succeeded"], stats["last_status_code"], stats["last_failure_at"]) == (
+        2,
+        503,
+        (at + timedelta(seconds=20)).isoformat(),
+    )
+    assert stats["consecutive_failures"] >= 1  # the item keeps no time per failure: t+12's may still be in it
+    # WHEN the stream then counts a success at t+16, older than that failure
+    health.count_streamed(
+        "sub_c", [AttemptTally(True, 200, at + timedelta(seconds=16), 30)], expires_at=expires, window="w"
+    )
+    # THEN the failure at t+20 is still the latest attempt, and a streak stands
+    stats = health.get_stats("sub_c")
+    assert stats["last_status_code"] == 503
+    assert stats["consecutive_failures"] >= 1
+
+
 @pytest.mark.parametrize("counted_by", ["stream", "worker"])
 def test_failures_written_after_a_later_success_never_open_a_streak(services, counted_by: str) -> None:
     health = services.store.health

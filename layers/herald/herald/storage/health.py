@@ -106,13 +106,77 @@ def _since_success(ordered: Sequence[AttemptTally], after: str | None) -> list[A
     return [tally for tally in ordered if not tally.handed_over and (after is None or tally.at.isoformat() > after)]
 
 
+def _moving(latest: Sequence[AttemptTally], failure_before: str | None) -> list[AttemptTally]:
+    """Of ``latest`` (``_since_success``), those that move the streak: all of them, unless a failure counted
+    already (``failure_before``, the stats' latest failure) came after their last success. Then the streak and
+    the latest status stand as stored: that failure is later than anything here. The stored streak may then hold
+    failures from before this batch's success, and leaves out this batch's failures after it: the item keeps no
+    time for each failure, so the two cannot be told apart (a race of two batches, rare: the streak is off by the
+    few attempts they made in between)."""
+    successes = [tally for tally in latest if tally.succeeded]
+    if successes and failure_before is not None and successes[-1].at.isoformat() < failure_before:
+        return []
+    return list(latest)
+
+
+def _nothing_later(bound: str, failure_bound: str | None) -> tuple[str, dict[str, Any]]:
+    """The condition (and its values) of a batch's first stats write: no success counted after ``bound`` (the
+    batch's last success, or its first attempt), and no failure counted after ``failure_bound`` (its last success,
+    or its last failure; None if every attempt was handed over)."""
+    condition = "(attribute_not_exists(last_success_at) OR last_success_at < :bound)"
+    if failure_bound is None:
+        return condition, {"bound": bound}
+    condition += " AND (attribute_not_exists(last_failure_at) OR last_failure_at < :failure_bound)"
+    return condition, {"bound": bound, "failure_bound": failure_bound}
+
+
+def _still_found(after: str | None, failure_before: str | None) -> tuple[str, dict[str, Any]]:
+    """The condition (and its values) of a write made as the stats were found: their latest success and latest
+    failure are still ``after`` and ``failure_before`` (None: not there)."""
+    conditions, placeholders = [], {}
+    for name, value in (("last_success_at", after), ("last_failure_at", failure_before)):
+        if value is None:
+            conditions.append(f"attribute_not_exists({name})")
+        else:
+            placeholders[name] = value
+            conditions.append(f"{name} = :{name}")
+    return " AND ".join(conditions), placeholders
+
+
+def _newest_failure(ordered: Sequence[AttemptTally], failure_before: str | None, *, found: bool) -> AttemptTally | None:
+    """The batch's latest failure (a hand-over is none: the endpoint did not fail it), if it is later than every
+    failure counted: than ``failure_before`` when the stats were read (``found``), else than the batch's last success,
+    which the first write's condition puts after every failure counted (``_nothing_later``)."""
+    failures = [tally for tally in ordered if not tally.succeeded and not tally.handed_over]
+    if not failures:
+        return None
+    if found:
+        return failures[-1] if _newer(failures[-1], failure_before) else None
+    successes = [tally for tally in ordered if tally.succeeded and not tally.handed_over]
+    return failures[-1] if not successes or failures[-1].at > successes[-1].at else None
+
+
+def _newer(tally: AttemptTally, than: str | None) -> bool:
+    return than is None or tally.at.isoformat() > than
+
+
 def _stats_update(
-    ordered: Sequence[AttemptTally], *, failing_after: int, expires_at: int, token: str, after: str | None = None
+    ordered: Sequence[AttemptTally],
+    *,
+    failing_after: int,
+    expires_at: int,
+    token: str,
+    after: str | None = None,
+    failure_before: str | None = None,
+    found: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """The UpdateExpression (and its values) that counts ``ordered`` attempts in a subscription's stats, but
     for the ones counted from the stream, which only move the streak and the latest status; only those after
-    ``after``, the latest success the stats hold, move them (``_since_success``). It leaves ``token`` and the
-    streak it found on the item (DynamoDB evaluates every operand on the item as it was before the update)."""
+    ``after``, the latest success the stats hold, move them (``_since_success``), and only as ``failure_before``,
+    the latest failure they hold, lets them (``_moving``; a failure older than it is never the latest; ``found``:
+    the two were read from the item, not left to the first write's condition, ``_nothing_later``). It leaves
+    ``token`` and the streak it found on the item (DynamoDB evaluates every operand on the item as it was before
+    the update)."""
     counted = [tally for tally in ordered if not tally.streamed]
     failed = [tally for tally in ordered if not tally.succeeded]
     latest = _since_success(ordered, after)
@@ -139,17 +203,23 @@ def _stats_update(
     if failed:
         adds.append("failed :failed")
         values["failed"] = len(failed)
-    if latest_failed := [tally for tally in latest if not tally.succeeded]:
-        # Only those after the latest success counted: an older one must not move the latest failure back, which
+    if (newest := _newest_failure(ordered, failure_before, found=found)) is not None:
+        # Only a failure later than every one counted: an older one must not move the latest failure back, which
         # the stream's write reads to know whether a later failure is counted (``count_streamed``).
         sets.append("last_failure_at = :failure_at")
-        values["failure_at"] = latest_failed[-1].at.isoformat()
+        values["failure_at"] = newest.at.isoformat()
     latencies = _recent([tally.latency_ms for tally in counted if tally.succeeded and tally.latency_ms is not None])
     if latencies:
         sets.append(_APPEND_LATENCIES)
         values.update(no_latency=[], latencies=latencies)
-    if latest:
-        _move_streak(latest, failing_after=failing_after, adds=adds, sets=sets, removes=removes, values=values)
+    if moving := _moving(latest, failure_before):
+        if _newer(moving[-1], failure_before):
+            if moving[-1].status_code is not None:
+                sets.append("last_status_code = :code")
+                values["code"] = moving[-1].status_code
+            else:
+                removes.append("last_status_code")
+        _move_streak(moving, failing_after=failing_after, adds=adds, sets=sets, removes=removes, values=values)
     expression = ("ADD " + ", ".join(adds) + " " if adds else "") + "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
@@ -165,13 +235,7 @@ def _move_streak(
     removes: list[str],
     values: dict[str, Any],
 ) -> None:
-    """Add to a stats update what ``latest`` attempts (none older than the latest success counted) make of the
-    latest status and the failure streak."""
-    if latest[-1].status_code is not None:
-        sets.append("last_status_code = :code")
-        values["code"] = latest[-1].status_code
-    else:
-        removes.append("last_status_code")
+    """Add to a stats update what ``latest`` attempts (``_moving``) make of the failure streak."""
     if any(tally.succeeded for tally in latest):
         # The streak after the last success does not depend on what was stored before: set it.
         last_success = max(index for index, tally in enumerate(latest) if tally.succeeded)
@@ -281,24 +345,33 @@ class HealthRepository:
         if not ordered:
             return SubscriptionHealth(0, None)
         token = uuid.uuid4().hex[:12]
-        # The streak and the latest status are written as these attempts make them only if no later success is
-        # counted already: none after the batch's last success (or its first attempt, if none succeeded). If one
-        # is, the write is made again for the attempts after it alone (``_since_success``), on condition that it
-        # is still the latest; a third try counts them without moving the streak.
-        successes = [tally for tally in ordered if tally.succeeded]
+        # The streak and the latest status are written as these attempts make them only if nothing later is
+        # counted already: no success after the batch's last success (or its first attempt, if none succeeded), and
+        # no failure after that success (or after its last failure). If something is, the write is made again as
+        # the stats found say (``after``, their latest success; ``failure_before``, their latest failure), on
+        # condition that they still say it; a third try counts the attempts without moving the streak.
+        answered = _since_success(ordered, None)
+        successes = [tally for tally in answered if tally.succeeded]
         bound = (successes[-1] if successes else ordered[0]).at.isoformat()
+        failure_bound = (successes[-1] if successes else answered[-1]).at.isoformat() if answered else None
         after: str | None = None
+        failure_before: str | None = None
         for tries_left in (2, 1, 0):
-            if after is None:
-                placeholders_extra: dict[str, Any] = {"bound": bound}
-                no_later_success = "(attribute_not_exists(last_success_at) OR last_success_at < :bound)"
+            if tries_left == 2:
+                nothing_later, placeholders_extra = _nothing_later(bound, failure_bound)
             elif tries_left:
-                placeholders_extra = {"after": after}
-                no_later_success = "last_success_at = :after"
+                nothing_later, placeholders_extra = _still_found(after, failure_before)
             else:
-                placeholders_extra, no_later_success, after = {}, "", "~"  # later than any time: counts only
+                placeholders_extra, nothing_later = {}, ""
+                after = failure_before = "~"  # later than any time: counts only
             expression, placeholders = _stats_update(
-                ordered, failing_after=failing_after, expires_at=expires_at, token=token, after=after
+                ordered,
+                failing_after=failing_after,
+                expires_at=expires_at,
+                token=token,
+                after=after,
+                failure_before=failure_before,
+                found=tries_left < 2,
             )
             condition = f"(attribute_not_exists({COUNTED_BY}) OR {COUNTED_BY} <> :token)"
             try:
@@ -307,7 +380,7 @@ class HealthRepository:
                         sub_id,
                         Key=to_item(keys.subscription_stats(sub_id)),
                         UpdateExpression=expression,
-                        ConditionExpression=f"{condition} AND {no_later_success}" if no_later_success else condition,
+                        ConditionExpression=f"{condition} AND {nothing_later}" if nothing_later else condition,
                         ExpressionAttributeValues=values(**placeholders, **placeholders_extra),
                         ReturnValues="ALL_OLD",
                         ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -326,9 +399,9 @@ class HealthRepository:
                     break
                 if not tries_left:
                     raise
-                # A later success is counted already: these attempts' streak is what follows it.
-                after = str(current.get("last_success_at", ""))
-        latest = _since_success(ordered, after)
+                # Something later is counted already: these attempts move the stats as those say.
+                after, failure_before = current.get("last_success_at"), current.get("last_failure_at")
+        latest = _moving(_since_success(ordered, after), failure_before)
         self._trim_latencies(sub_id, length)
         health = _follow_streak(
             streak, datetime.fromisoformat(before) if before else None, latest, failing_after=failing_after
