@@ -307,6 +307,31 @@ def test_a_late_batch_never_moves_the_latest_failure_back_so_no_older_success_en
     assert (stats["consecutive_failures"], stats["last_status_code"], stats["succeeded"]) == (1, 503, 2)
 
 
+def test_a_batch_of_a_failure_then_a_success_records_both_in_one_write(services) -> None:
+    health = services.store.health
+    writes = StatsWrites(services.store.client)
+    at = datetime.now(UTC).replace(microsecond=0)
+    expires = int(time.time()) + 3600
+    # GIVEN a subscription's first batch: a failure at t+1, then a success at t+2
+    batches = [
+        [AttemptTally(False, 500, at + timedelta(seconds=1)), AttemptTally(True, 200, at + timedelta(seconds=2), 9)],
+        [AttemptTally(False, 502, at + timedelta(seconds=5)), AttemptTally(True, 201, at + timedelta(seconds=6), 9)],
+    ]
+    for n, batch in enumerate(batches):
+        # WHEN it is counted (then a later batch of the same kind)
+        health.count_attempts("sub_m", batch, failing_after=3, expires_at=expires)
+        # THEN one write records it: its failure is the latest failure, its success the latest attempt
+        assert writes.take() == ["sub_m"]
+        stats = health.get_stats("sub_m")
+        assert stats["last_failure_at"] == batch[0].at.isoformat()
+        assert stats["last_success_at"] == batch[1].at.isoformat()
+        assert (stats["last_status_code"], stats["consecutive_failures"], stats["failed"]) == (
+            batch[1].status_code,
+            0,
+            n + 1,
+        )
+
+
 def test_a_late_batch_after_the_latest_success_never_moves_the_latest_failure_or_status_back(services) -> None:
     health = services.store.health
     at = datetime.now(UTC).replace(microsecond=0)

@@ -121,8 +121,8 @@ def _moving(latest: Sequence[AttemptTally], failure_before: str | None) -> list[
 
 def _nothing_later(bound: str, failure_bound: str | None) -> tuple[str, dict[str, Any]]:
     """The condition (and its values) of a batch's first stats write: no success counted after ``bound`` (the
-    batch's last success, or its first attempt), and no failure counted after ``failure_bound`` (its last success,
-    or its last failure; None if every attempt was handed over)."""
+    batch's last success, or its first attempt), and no failure counted after ``failure_bound`` (the earlier of its
+    last success and its last failure; None if every attempt was handed over)."""
     condition = "(attribute_not_exists(last_success_at) OR last_success_at < :bound)"
     if failure_bound is None:
         return condition, {"bound": bound}
@@ -145,15 +145,12 @@ def _still_found(after: str | None, failure_before: str | None) -> tuple[str, di
 
 def _newest_failure(ordered: Sequence[AttemptTally], failure_before: str | None, *, found: bool) -> AttemptTally | None:
     """The batch's latest failure (a hand-over is none: the endpoint did not fail it), if it is later than every
-    failure counted: than ``failure_before`` when the stats were read (``found``), else than the batch's last success,
-    which the first write's condition puts after every failure counted (``_nothing_later``)."""
+    failure counted: than ``failure_before`` when the stats were read (``found``); the first write's condition puts
+    it after every failure counted (``_nothing_later``)."""
     failures = [tally for tally in ordered if not tally.succeeded and not tally.handed_over]
     if not failures:
         return None
-    if found:
-        return failures[-1] if _newer(failures[-1], failure_before) else None
-    successes = [tally for tally in ordered if tally.succeeded and not tally.handed_over]
-    return failures[-1] if not successes or failures[-1].at > successes[-1].at else None
+    return failures[-1] if not found or _newer(failures[-1], failure_before) else None
 
 
 def _newer(tally: AttemptTally, than: str | None) -> bool:
@@ -353,7 +350,9 @@ class HealthRepository:
         answered = _since_success(ordered, None)
         successes = [tally for tally in answered if tally.succeeded]
         bound = (successes[-1] if successes else ordered[0]).at.isoformat()
-        failure_bound = (successes[-1] if successes else answered[-1]).at.isoformat() if answered else None
+        # No failure counted after the batch's last success (its streak), nor after its last failure (the latest).
+        lasts = [last[-1].at for last in (successes, [tally for tally in answered if not tally.succeeded]) if last]
+        failure_bound = min(lasts).isoformat() if lasts else None
         after: str | None = None
         failure_before: str | None = None
         for tries_left in (2, 1, 0):
