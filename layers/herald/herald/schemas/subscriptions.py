@@ -153,9 +153,19 @@ class SubscriptionStats(BaseModel):
     failed: int = Field(0, description="Attempts that failed (any other answer, or none).")
     success_rate: float | None = Field(None, description="succeeded / attempts, none before the first attempt.")
     last_success_at: datetime | None = None
-    last_failure_at: datetime | None = None
-    last_status_code: int | None = Field(None, description="HTTP status of the latest attempt, if it got one.")
-    consecutive_failures: int = Field(0, description="Failed attempts since the latest success.")
+    last_failure_at: datetime | None = Field(
+        None, description="When the latest failed attempt ended (an attempt handed to the slow lane is none)."
+    )
+    last_status_code: int | None = Field(
+        None,
+        description="HTTP status of the latest attempt, if it got one (an attempt handed to the slow lane, which "
+        "the endpoint was not given its whole timeout for, is left out).",
+    )
+    consecutive_failures: int = Field(
+        0,
+        description="Failed attempts since the latest success, those handed to the slow lane left out: the streak "
+        "that makes a subscription failing.",
+    )
     failing_since: datetime | None = Field(
         None,
         description="Since when it has been failing continuously; it is disabled once that lasts the "
