@@ -153,6 +153,20 @@ class EventExistsError(ConflictError):
         self.stored = stored
 
 
+#: A put's condition: no item at its key, or only one whose retention is over (TTL removes it within days).
+_ABSENT_OR_EXPIRED = "attribute_not_exists(pk) OR expires_at <= :now"
+
+
+def _idempotency_item(idempotency_key: str, event_id: str, *, fingerprint: str, expires_at: int) -> dict[str, Any]:
+    """The record that an idempotency key names an event (for the request ``fingerprint``), kept as long as it."""
+    return {
+        **keys.idempotency(idempotency_key),
+        "event_id": event_id,
+        "fingerprint": fingerprint,
+        "expires_at": expires_at,
+    }
+
+
 def _new_item(
     event: Event, *, fingerprint: str, expires_at: int, delivered_to: Sequence[str] = (), **counters: Any
 ) -> dict[str, Any]:
@@ -187,10 +201,7 @@ class EventRepository:
         event is matched and enqueued from the start); ``delivered_to``, the subscriptions whose deliveries are
         read for its counters (``DELIVERED_TO``)."""
         item = _new_item(event, fingerprint=fingerprint, expires_at=expires_at, delivered_to=delivered_to, **counters)
-        fresh = {
-            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
-            "ExpressionAttributeValues": values(now=self._table.now()),
-        }
+        fresh = {"ConditionExpression": _ABSENT_OR_EXPIRED, "ExpressionAttributeValues": values(now=self._table.now())}
         put: dict[str, Any] = {"Item": to_item(item), **fresh}
         try:
             if not event.idempotency_key:
@@ -206,12 +217,9 @@ class EventRepository:
                     if not ours:
                         raise
             else:
-                idem = {
-                    **keys.idempotency(event.idempotency_key),
-                    "event_id": event.id,
-                    "fingerprint": fingerprint,
-                    "expires_at": expires_at,
-                }
+                idem = _idempotency_item(
+                    event.idempotency_key, event.id, fingerprint=fingerprint, expires_at=expires_at
+                )
                 self._table.transact([{"Put": put}, {"Put": {"Item": to_item(idem), **fresh}}])
             return StoredEvent.of(item, event)
         except ClientError:
@@ -301,17 +309,14 @@ class EventRepository:
         """Record that ``idempotency_key`` names ``existing``, an event whose id was published before without it
         (the key's own write was refused with the event's): a later request with the key and no id is then a
         replay of it, not a new event. For as long as the event lives. False if the key was taken meanwhile."""
-        idem = {
-            **keys.idempotency(idempotency_key),
-            "event_id": existing.event.id,
-            "fingerprint": existing.fingerprint,
-            "expires_at": existing.expires_at,
-        }
+        idem = _idempotency_item(
+            idempotency_key, existing.event.id, fingerprint=existing.fingerprint, expires_at=existing.expires_at
+        )
         try:
             self._table.call(
                 "put_item",
                 Item=to_item(idem),
-                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now OR event_id = :event",
+                ConditionExpression=f"{_ABSENT_OR_EXPIRED} OR event_id = :event",
                 ExpressionAttributeValues=values(now=self._table.now(), event=existing.event.id),
             )
         except ClientError as exc:
@@ -528,7 +533,7 @@ class EventRepository:
                 "put_item",
                 Item=to_item(item),
                 # A marker left by an expired event of the same id (not yet removed by TTL) is not this page's.
-                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ConditionExpression=_ABSENT_OR_EXPIRED,
                 ExpressionAttributeValues=values(now=self._table.now()),
             )
         except ClientError:

@@ -98,12 +98,17 @@ STREAM_FAILING_SINCE_BEFORE = "stream_since_before"
 EARLIER_WINDOWS = ("sw2", "sw3", "sw4")
 
 
+def _newer(tally: AttemptTally, than: str | None) -> bool:
+    """Whether the attempt finished after ``than`` (an ISO time as stored; None: after anything)."""
+    return than is None or tally.at.isoformat() > than
+
+
 def _since_success(ordered: Sequence[AttemptTally], after: str | None) -> list[AttemptTally]:
     """The attempts that follow the stats' latest success ``after`` (all of them if None), but for those handed
     over: the only ones that move the streak and the latest status. A batch's stats written late, after a later
     success was counted (by the stream, or another worker's batch), must not count its older failures as a
     streak."""
-    return [tally for tally in ordered if not tally.handed_over and (after is None or tally.at.isoformat() > after)]
+    return [tally for tally in ordered if not tally.handed_over and _newer(tally, after)]
 
 
 def _moving(latest: Sequence[AttemptTally], failure_before: str | None) -> list[AttemptTally]:
@@ -151,10 +156,6 @@ def _newest_failure(ordered: Sequence[AttemptTally], failure_before: str | None,
     if not failures:
         return None
     return failures[-1] if not found or _newer(failures[-1], failure_before) else None
-
-
-def _newer(tally: AttemptTally, than: str | None) -> bool:
-    return than is None or tally.at.isoformat() > than
 
 
 def _stats_update(
