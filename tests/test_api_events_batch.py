@@ -212,6 +212,58 @@ def test_events_a_batch_could_not_store_are_answered_503_each_and_stored_by_its_
     assert delivered == Counter({f"in_{number}": 1 for number in range(30)})
 
 
+def _verified(receiver: Receiver, subs: list[Any]) -> Counter[str]:
+    """The invoice ids that reached ``receiver``, each counted once per arrival signed by one of ``subs``."""
+    got: Counter[str] = Counter()
+    for received in receiver.received:
+        for sub in subs:
+            try:
+                got[Webhook(sub.secret).verify(received.body, received.headers)["data"]["invoice_id"]] += 1
+                break
+            except Exception:
+                continue
+        else:
+            raise AssertionError(f"an arrival no subscription signed: {received.body!r}")
+    return got
+
+
+@pytest.mark.faults("sqs.SendMessageBatch:5xx@call=calls:2, sqs.SendMessageBatch:5xx@call=calls:4")
+def test_events_whose_messages_the_queue_did_not_take_are_answered_503_each_and_queued_by_their_retry(
+    client: Any, make_tenant: Any, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN ten tenants with one event each in a batch, then an eleventh with eleven events (its deliveries packed
+    # ten to a message), each tenant subscribed at a real receiver; SQS failing (after botocore's retries) the
+    # batch's second SendMessageBatch, which carries the eleventh tenant's two messages
+    tenants = [make_tenant(f"T{number}") for number in range(11)]
+    subs = [subscribe(client, tenant, receiver.url) for tenant in tenants]
+    batch = [_event(tenant.id, number) for number, tenant in enumerate(tenants[:10])]
+    batch += [_event(tenants[10].id, number) for number in range(10, 21)]
+    # WHEN the batch is published
+    first = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
+    # THEN the ten events whose message went are published, and the eleven in the messages that did not are each
+    # answered 503, with a machine-readable error saying to publish them again
+    assert first.status_code == 200, first.text
+    items = first.json()["data"]
+    assert [item["status"] for item in items] == [202] * 10 + [503] * 11
+    assert {item["error"]["code"] for item in items[10:]} == {"service_unavailable"}
+    assert all(item["event"] is None and "again" in item["error"]["message"] for item in items[10:])
+    # WHEN the publisher sends the 503 items again with one new event, and SQS fails the call queueing the eleven
+    # again (the new event's message went first)
+    again = [*batch[10:], _event(tenants[0].id, 21)]
+    second = client.post("/v1/events/batch", json={"events": again}, headers=ADMIN)
+    # THEN the new event is published, and the eleven are answered 503 again, each on its own
+    assert second.status_code == 200, second.text
+    assert [item["status"] for item in second.json()["data"]] == [503] * 11 + [202]
+    # WHEN they are sent once more
+    third = client.post("/v1/events/batch", json={"events": again}, headers=ADMIN)
+    # THEN all are answered as published before (replayed), and each of the 22 events reaches its tenant once, signed
+    assert [(item["status"], item["replayed"]) for item in third.json()["data"]] == [(202, True)] * 12
+    harness.drain()
+    harness.reveal()
+    harness.drain()
+    assert _verified(receiver, subs) == Counter({f"in_{number}": 1 for number in range(22)})
+
+
 def test_an_id_given_twice_in_one_batch_with_other_data_is_a_conflict(
     client: Any, tenant: TenantInfo, harness: Any, receiver: Receiver
 ) -> None:

@@ -127,6 +127,25 @@ class WorkQueue:
         ]
         return self._send_entries(self.queue_url, entries, "messages of a batch")
 
+    def send_each(self, messages: Sequence[tuple[Message, int]]) -> list[bool]:
+        """Send messages, each with its ``DelaySeconds``, to its queue (``url_for``), 10 per call, raising for none:
+        whether each was sent, in order (``_try_entries``). For a caller that answers for each message's work on its
+        own (a batch publish)."""
+        sent = [True] * len(messages)
+        by_queue: dict[str, list[SendMessageBatchRequestEntryTypeDef]] = {}
+        for index, (message, delay) in enumerate(messages):
+            entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(index), "MessageBody": dump_message(message)}
+            if delay > 0:
+                entry["DelaySeconds"] = min(delay, MAX_DELAY_SECONDS)
+            by_queue.setdefault(self.url_for(message), []).append(entry)
+        for url, entries in by_queue.items():
+            unsent, _, error = self._try_entries(url, entries)
+            for entry in unsent:
+                sent[int(entry["Id"])] = False
+            if unsent:
+                logger.warning("messages not sent", extra={"unsent": len(unsent), "error": str(error or "refused")})
+        return sent
+
     def send_bodies(self, entries: Sequence[tuple[str, int]]) -> None:
         """Send message bodies as they are (scheduled work), each with its ``DelaySeconds`` to its queue (a
         delivery of the slow lane to the slow lane's, ``url_for``), 10 per call; entries SQS refuses are sent
@@ -151,23 +170,38 @@ class WorkQueue:
         self._send_entries(queue_url, pending, "scheduled messages")
 
     def _send_entries(self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], what: str) -> int:
+        """``_try_entries``, raising unless every entry was sent (``what`` names them). Returns the call count."""
+        unsent, calls, error = self._try_entries(queue_url, entries)
+        if error is not None:
+            raise error
+        if unsent:
+            raise ServiceUnavailableError(f"SQS refused {len(unsent)} {what} three times")
+        return calls
+
+    def _try_entries(
+        self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef]
+    ) -> tuple[list[SendMessageBatchRequestEntryTypeDef], int, ServiceUnavailableError | None]:
         """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, 10 to a call; the entries SQS
-        refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that), then
-        raise (``what`` names them). Returns the call count."""
+        refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that).
+        Returns the entries not sent, the calls made, and the error of a call that failed after botocore's retries:
+        the queue is not reached then, so that call's entries and every later one's are not sent (each call after it
+        would hold the caller through its retries again, for nothing)."""
 
         def send(pending: list[SendMessageBatchRequestEntryTypeDef]) -> Mapping[str, Any]:
-            try:
-                return self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
-            except (BotoCoreError, ClientError) as exc:
-                raise ServiceUnavailableError("the work queue could not be reached") from exc
+            return self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
 
+        unsent: list[SendMessageBatchRequestEntryTypeDef] = []
         calls = 0
         for start in range(0, len(entries), BATCH_SIZE):
-            refused, made = refused_after_retries(send, entries[start : start + BATCH_SIZE])
+            try:
+                refused, made = refused_after_retries(send, entries[start : start + BATCH_SIZE])
+            except (BotoCoreError, ClientError) as exc:
+                error = ServiceUnavailableError("the work queue could not be reached")
+                error.__cause__ = exc
+                return [*unsent, *entries[start:]], calls + 1, error
             calls += made
-            if refused:
-                raise ServiceUnavailableError(f"SQS refused {len(refused)} {what} three times")
-        return calls
+            unsent += refused
+        return unsent, calls, None
 
     def dead_letter(self, body: str, reason: str, *, redrives: int = 0) -> None:
         """Put an unprocessable message straight into the dead-letter queue, with the reason attached, and how

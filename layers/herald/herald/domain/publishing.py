@@ -35,7 +35,7 @@ from herald.errors import (
     ServiceUnavailableError,
     UnknownEventTypeError,
 )
-from herald.messages import DeliveryMessage, FanoutMessage, dump_message, pack
+from herald.messages import DeliveriesMessage, DeliveryMessage, FanoutMessage, WorkMessage, pack
 from herald.records import WILDCARD, Event, Trigger, utcnow
 from herald.routing import matching
 from herald.storage import EventExistsError
@@ -229,7 +229,10 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
         if earlier.enqueued:
             return Published(earlier, replayed=True, queued=False)
         if earlier.counted_when_stored:
-            return Published(earlier, replayed=True, queued=bool(_requeue(services, [earlier])))
+            requeued = _requeue(services, [earlier])
+            if not all(requeued.values()):
+                raise ServiceUnavailableError("the work queue could not be reached") from None
+            return Published(earlier, replayed=True, queued=bool(requeued))
         _enqueue(services, earlier, _Routed.again())
         return Published(earlier, replayed=True, queued=True)
     _enqueue(services, stored, routed)
@@ -244,9 +247,10 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     the routes of a tenant and type are read once for the batch), any other its fan-out message. The messages of
     the whole batch (each tenant's deliveries packed up to ten to a message, across events) go ten to a
     SendMessageBatch, then the events not counted when stored are counted and marked queued, 25 to a call
-    (one by one where that could not: ``_enqueue_many``). A failure to queue them raises for the whole batch,
-    and a retry of it queues what was stored and not marked (items with ids are idempotent; without an id, a
-    retried item is a new event): of an event counted when stored, its deliveries not written yet. A delivery
+    (one by one where that could not: ``_enqueue_many``). An event stored and not queued (a message of its SQS did
+    not take, or its mark failed) is answered 503 on its own, as ``publish`` would be, and a retry of it queues
+    what was stored and not marked (items with ids are idempotent; without an id, a retried item is a new
+    event): of an event counted when stored, its deliveries not written yet. A delivery
     queued twice has one id: its second copy finds it done, unless both copies are worked at the same moment
     (the README's Duplicates row). An id given twice in one batch is
     queued once, its second copy answered as a replay of the first (or a conflict, with other data)."""
@@ -292,31 +296,65 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
         if queue:
             to_queue.append((earlier, routed))
             queued_ids.add(earlier.event.id)
-    _enqueue_many(services, to_queue)
-    requeued = _requeue(services, [stored for _, stored in to_requeue.values()])
+    unqueued = _enqueue_many(services, to_queue)
+    requeued: dict[str, bool] = {}
+    try:
+        requeued = _requeue(services, [stored for _, stored in to_requeue.values()])
+    except ServiceUnavailableError:  # its deliveries not read: none of them queued again
+        logger.warning("deliveries not written yet not read", extra={"event_ids": sorted(to_requeue)}, exc_info=True)
+        unqueued |= set(to_requeue)
+    unqueued |= {event_id for event_id, sent in requeued.items() if not sent}
     for event_id, (position, stored) in to_requeue.items():
         results[position] = Published(stored, replayed=True, queued=event_id in requeued)
-    return [result for result in results if result is not None]
+    return [_unless_unqueued(result, unqueued) for result in results if result is not None]
 
 
-def _enqueue_many(services: Services, to_queue: Sequence[tuple[StoredEvent, _Routed]]) -> None:
-    """``_enqueue`` for a batch of events: the messages of all sent together, then the events marked queued
-    together (``EventRepository.mark_new``), one by one where that could not (``_Queueing.mark``)."""
+def _unless_unqueued(result: Published | HeraldError, unqueued: set[str]) -> Published | HeraldError:
+    """A batch's answer for one of its events: a 503 if this batch stored or found it and did not queue it."""
+    if isinstance(result, Published) and result.stored.event.id in unqueued:
+        return ServiceUnavailableError(
+            f"event {result.stored.event.id} is stored and was not queued: the work queue did not take it. Publish "
+            "it again with the same id, and it is queued"
+        )
+    return result
+
+
+def _enqueue_many(services: Services, to_queue: Sequence[tuple[StoredEvent, _Routed]]) -> set[str]:
+    """``_enqueue`` for a batch of events, each on its own: the messages of all sent together (``pack``), then the
+    events whose messages all went marked queued together (``EventRepository.mark_new``), one by one where that
+    could not (``_Queueing.mark``). Returns the ids of the events not queued: a message of theirs SQS did not take
+    (a packed message carries several events' deliveries), or their mark failed. Each stays stored and unmarked,
+    and a repeat of its publish queues it, as a single publish's repeat after its 503."""
     plans = [_Queueing.of(stored, routed) for stored, routed in to_queue]
-    services.queue.send_batch(pack([message for plan in plans if not plan.delay_seconds for message in plan.messages]))
-    held = [
-        (dump_message(message), plan.delay_seconds) for plan in plans if plan.delay_seconds for message in plan.messages
-    ]
-    if held:
-        services.queue.send_bodies(held)
-    to_mark = [plan for plan in plans if plan.needs_mark]
+    packed = pack([message for plan in plans if not plan.delay_seconds for message in plan.messages])
+    outgoing = [(message, 0) for message in packed]
+    outgoing += [(message, plan.delay_seconds) for plan in plans if plan.delay_seconds for message in plan.messages]
+    unqueued: set[str] = set()
+    for (message, _), sent in zip(outgoing, services.queue.send_each(outgoing), strict=True):
+        if not sent:
+            unqueued |= _events_of(message)
+    to_mark = [plan for plan in plans if plan.needs_mark and plan.stored.event.id not in unqueued]
     marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts) for plan in to_mark]
     for plan, marked in zip(to_mark, services.store.events.mark_new(marks), strict=True):
         if not marked:
-            plan.mark(services)
+            try:
+                plan.mark(services)
+            except ServiceUnavailableError:
+                logger.warning("event not marked queued", extra={"event_id": plan.stored.event.id}, exc_info=True)
+                unqueued.add(plan.stored.event.id)
+    return unqueued
 
 
-def _requeue(services: Services, events: Sequence[StoredEvent]) -> set[str]:
+def _events_of(message: WorkMessage) -> set[str]:
+    """The ids of the events whose deliveries (or fan-out) ``message`` carries."""
+    if isinstance(message, DeliveriesMessage):
+        return {planned.event_id for planned in message.deliveries}
+    if isinstance(message, DeliveryMessage | FanoutMessage):
+        return {message.event_id}
+    return set()
+
+
+def _requeue(services: Services, events: Sequence[StoredEvent]) -> dict[str, bool]:
     """Queue again the deliveries not written yet of events counted when stored (never marked queued), whose
     publish is repeated: the first try may have stored them and never queued their deliveries (it failed in
     between), or queued them and they are not worked yet. Each goes under its one id, so a second copy finds
@@ -328,23 +366,25 @@ def _requeue(services: Services, events: Sequence[StoredEvent]) -> set[str]:
       before it sends, as it does a retry, so the copies of two repeats, which come out in the same second,
       never both send.
 
-    Returns the ids of the events with a delivery queued again."""
+    Returns, for each event with a delivery to queue again, whether all of them were sent (``WorkQueue.send_each``:
+    it raises for none)."""
     if not events:
-        return set()
+        return {}
     unwritten = services.store.events.unwritten_deliveries(events)
-    entries: list[tuple[str, int]] = []
-    requeued: set[str] = set()
+    entries: list[tuple[WorkMessage, int]] = []
+    requeued: dict[str, bool] = {}
     for stored in events:
         sub_ids = unwritten[stored.event.id]
         if not sub_ids or stored.event.tenant_id is None:
             continue
-        requeued.add(stored.event.id)
+        requeued[stored.event.id] = True
         delay = _held_for(stored)
         for sub_id in sub_ids:
-            copy = DeliveryMessage.of(stored, stored.event.tenant_id, sub_id, resumed=True)
-            entries.append((dump_message(copy), delay))
+            entries.append((DeliveryMessage.of(stored, stored.event.tenant_id, sub_id, resumed=True), delay))
+    for (message, _), sent in zip(entries, services.queue.send_each(entries), strict=True):
+        if not sent:
+            requeued.update(dict.fromkeys(_events_of(message), False))
     if entries:
-        services.queue.send_bodies(entries)
         longest = max(delay for _, delay in entries)
         logger.info(
             "deliveries not written yet queued again",

@@ -91,11 +91,11 @@ async def publish_batch(
     item per event, in order, with the status that call would have answered (202 when published) and the
     event or the error. An event with an `id` that was published before is answered with the original
     (`replayed`), so a batch whose answer was lost can be sent again safely when every event has an `id`.
-    When storage is unavailable for some events, those items are 503 and the others are published; when
-    nothing could be stored, or the batch's messages could not all be queued once its events were stored (some
-    may have gone out), the whole call is a 503 with `Retry-After`: send it again as it is. An event with an `id`
-    is then answered as stored and queued once; one without an `id` is published again. An `Idempotency-Key`
-    header is a 422: the events' ids do its work."""
+    When storage or the queue is unavailable for some events (not stored, or stored and not queued), those items
+    are 503 and the others are published; when no event could be published, the whole call is a 503 with
+    `Retry-After`. Send the 503 items again: an event with an `id` is then answered as stored and is queued once;
+    one without an `id` is published again. An `Idempotency-Key` header is a 422: the events' ids do its
+    work."""
     if idempotency_key is not None:
         message = "a batch takes no Idempotency-Key: give each event an `id`, which makes it safe to send again"
         detail = {"loc": ["header", "idempotency-key"], "msg": message, "type": "not_taken"}
@@ -114,7 +114,7 @@ async def publish_batch(
     results = publish_many(services, parsed)
     unavailable = [r for r in results if isinstance(r, ServiceUnavailableError)]
     if unavailable and all(isinstance(r, HeraldError) for r in results):
-        raise unavailable[0]  # nothing was stored: the whole batch is a 503, to be sent again as it is
+        raise unavailable[0]  # nothing was published: the whole batch is a 503, to be sent again as it is
     return EventBatchOut(data=[_batch_item(result) for result in results])
 
 
