@@ -241,27 +241,60 @@ def test_events_whose_messages_the_queue_did_not_take_are_answered_503_each_and_
     # WHEN the batch is published
     first = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
     # THEN the ten events whose message went are published, and the eleven in the messages that did not are each
-    # answered 503, with a machine-readable error saying to publish them again
+    # answered 503, with a machine-readable error and the event as stored, to be published again with its id
     assert first.status_code == 200, first.text
     items = first.json()["data"]
     assert [item["status"] for item in items] == [202] * 10 + [503] * 11
     assert {item["error"]["code"] for item in items[10:]} == {"service_unavailable"}
-    assert all(item["event"] is None and "again" in item["error"]["message"] for item in items[10:])
-    # WHEN the publisher sends the 503 items again with one new event, and SQS fails the call queueing the eleven
-    # again (the new event's message went first)
-    again = [*batch[10:], _event(tenants[0].id, 21)]
+    assert [item["event"]["id"] for item in items[10:]] == [f"inv-{number}-paid" for number in range(10, 21)]
+    assert all("again" in item["error"]["message"] for item in items[10:])
+    # WHEN the publisher sends a new event with the eleven again, and SQS fails the second call of their messages
+    # (the new event's and nine of the eleven's deliveries go in the first)
+    again = [_event(tenants[0].id, 21), *batch[10:]]
     second = client.post("/v1/events/batch", json={"events": again}, headers=ADMIN)
-    # THEN the new event is published, and the eleven are answered 503 again, each on its own
+    # THEN the new event is published, the nine are answered as published before, and the two whose deliveries did
+    # not go are answered 503 again, each on its own
     assert second.status_code == 200, second.text
-    assert [item["status"] for item in second.json()["data"]] == [503] * 11 + [202]
+    assert [(item["status"], item["replayed"]) for item in second.json()["data"]] == [(202, False)] + [
+        (202, True)
+    ] * 9 + [(503, False)] * 2
     # WHEN they are sent once more
     third = client.post("/v1/events/batch", json={"events": again}, headers=ADMIN)
-    # THEN all are answered as published before (replayed), and each of the 22 events reaches its tenant once, signed
+    # THEN all are answered as published before, and each of the 22 events reaches its tenant once, signed
     assert [(item["status"], item["replayed"]) for item in third.json()["data"]] == [(202, True)] * 12
     harness.drain()
     harness.reveal()
     harness.drain()
     assert _verified(receiver, subs) == Counter({f"in_{number}": 1 for number in range(22)})
+
+
+@pytest.mark.faults("sqs.SendMessageBatch:5xx@call=calls:1-2")
+def test_a_batch_of_repeats_and_new_events_tries_an_unreachable_queue_once(
+    client: Any, tenant: TenantInfo, services: Any, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN a subscription, and an event whose publish SQS failed (stored, not queued)
+    sub = subscribe(client, tenant, receiver.url)
+    first = client.post("/v1/events/batch", json={"events": [_event(tenant.id, 1)]}, headers=ADMIN)
+    assert [item["status"] for item in first.json()["data"]] == [503]
+    # WHEN SQS fails again (after botocore's retries) as a batch repeats that event with a new one
+    sends = CallRecorder(services.queue.client, ["SendMessageBatch"])
+    batch = [_event(tenant.id, 1), _event(tenant.id, 2)]
+    answered = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
+    # THEN both are 503 items with their events as stored, after one SendMessageBatch (the repeat's deliveries and
+    # the new event's go in one call: one wait through botocore's retries, not one per kind of message)
+    assert answered.status_code == 200, answered.text
+    items = answered.json()["data"]
+    assert [(item["status"], item["event"]["id"]) for item in items] == [(503, "inv-1-paid"), (503, "inv-2-paid")]
+    assert len(sends.of("SendMessageBatch")) == 1
+    sends.close()
+    # WHEN SQS answers again and the batch is sent again
+    again = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
+    # THEN both are published (replayed), and each reaches the subscriber once, signed
+    assert [(item["status"], item["replayed"]) for item in again.json()["data"]] == [(202, True)] * 2
+    harness.drain()
+    harness.reveal()
+    harness.drain()
+    assert _verified(receiver, [sub]) == Counter({"in_1": 1, "in_2": 1})
 
 
 def test_an_id_given_twice_in_one_batch_with_other_data_is_a_conflict(

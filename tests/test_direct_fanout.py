@@ -499,9 +499,14 @@ def test_a_batch_whose_deliveries_were_not_queued_is_queued_by_its_retry_and_eac
     subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(2)]
     batch = {"events": [_invoice(tenant.id, id="inv-2001-paid"), _invoice(tenant.id, id="inv-2002-paid")]}
     install(services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
-    # WHEN the batch fails, and the publisher sends it again
+    # WHEN the batch is published: each event is answered 503, with the event as stored; and the publisher sends
+    # the batch again
     failed = client.post("/v1/events/batch", json=batch, headers=ADMIN)
-    assert failed.status_code == 503, failed.text
+    assert failed.status_code == 200, failed.text
+    assert [(item["status"], item["event"]["id"]) for item in failed.json()["data"]] == [
+        (503, "inv-2001-paid"),
+        (503, "inv-2002-paid"),
+    ]
     retried = client.post("/v1/events/batch", json=batch, headers=ADMIN)
     assert retried.status_code == 200, retried.text
     assert [(item["status"], item["replayed"]) for item in retried.json()["data"]] == [(202, True)] * 2
@@ -530,12 +535,13 @@ def test_a_batch_of_fanouts_that_failed_after_queueing_is_queued_again_and_each_
     )
     # WHEN the batch is published
     failed = client.post("/v1/events/batch", json=batch, headers=ADMIN)
-    # THEN the event left unmarked is answered 503 on its own, with a machine-readable error, and the other published
+    # THEN the event left unmarked is answered 503 on its own, with a machine-readable error and the event as stored,
+    # and the other published
     assert failed.status_code == 200, failed.text
     items = failed.json()["data"]
     assert [item["status"] for item in items] == [503, 202]
     assert items[0]["error"]["code"] == "service_unavailable"
-    assert items[0]["event"] is None
+    assert items[0]["event"]["id"] == "inv-2001-paid"
     # WHEN the publisher sends the batch again
     retried = client.post("/v1/events/batch", json=batch, headers=ADMIN)
     assert retried.status_code == 200, retried.text

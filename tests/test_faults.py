@@ -366,6 +366,34 @@ def test_the_work_queue_sends_again_what_a_batch_failed_after_a_pause(
     assert all(f"evt_{n}" in "".join(bodies) for n in range(10))
 
 
+@pytest.mark.faults("sqs.SendMessageBatch:partial=calls:1-3")
+def test_entries_refused_three_times_stop_a_sending_that_raises_and_not_one_that_answers_each(
+    services: Services, aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herald.errors import ServiceUnavailableError
+    from herald.messages import FanoutMessage
+
+    monkeypatch.setattr("herald.queue._pause", lambda seconds: None)
+    messages = [FanoutMessage(event_id=f"evt_{n}", tenant_id="tnt_1") for n in range(11)]
+    # WHEN SQS refuses entries of the first call, and of both resends: THEN send_batch raises, and sends nothing
+    # after them (the eleventh message, the work's continuation where a job sends one, stays unsent)
+    with pytest.raises(ServiceUnavailableError, match="refused"):
+        services.queue.send_batch(messages)
+    bodies = _bodies(aws.client("sqs"), services.settings.queue_url)
+    assert 0 < len(bodies) < 10
+    assert not any('"evt_10"' in body for body in bodies)
+    # WHEN the same happens to send_each (its rule's calls used, refusals of its first three calls again)
+    faults.install(services.queue.client, "sqs.SendMessageBatch:partial=calls:1-3")
+    sent = services.queue.send_each([(message, 0) for message in messages])
+    # THEN it goes on past them: the eleventh is sent, and each answer says what went
+    bodies = _bodies(aws.client("sqs"), services.settings.queue_url)
+    assert sent[10] is True
+    assert 0 < sent.count(False) < 10
+    assert sorted(f"evt_{n}" for n, went in enumerate(sent) if went) == sorted(
+        next(f"evt_{n}" for n in range(11) if f'"evt_{n}"' in body) for body in bodies
+    )
+
+
 @pytest.mark.faults("dynamodb.BatchWriteItem:partial=calls:1-2")
 def test_unprocessed_items_of_a_batch_write_are_written_again(services: Services, tenant: TenantInfo) -> None:
     subs = bulk_subscriptions(services.store, tenant.id, "http://127.0.0.1:9/h", 10)

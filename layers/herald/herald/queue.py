@@ -139,7 +139,7 @@ class WorkQueue:
                 entry["DelaySeconds"] = min(delay, MAX_DELAY_SECONDS)
             by_queue.setdefault(self.url_for(message), []).append(entry)
         for url, entries in by_queue.items():
-            unsent, _, error = self._try_entries(url, entries)
+            unsent, _, error = self._try_entries(url, entries, past_refusals=True)
             for entry in unsent:
                 sent[int(entry["Id"])] = False
             if unsent:
@@ -171,7 +171,7 @@ class WorkQueue:
 
     def _send_entries(self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], what: str) -> int:
         """``_try_entries``, raising unless every entry was sent (``what`` names them). Returns the call count."""
-        unsent, calls, error = self._try_entries(queue_url, entries)
+        unsent, calls, error = self._try_entries(queue_url, entries, past_refusals=False)
         if error is not None:
             raise error
         if unsent:
@@ -179,13 +179,15 @@ class WorkQueue:
         return calls
 
     def _try_entries(
-        self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef]
+        self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], *, past_refusals: bool
     ) -> tuple[list[SendMessageBatchRequestEntryTypeDef], int, ServiceUnavailableError | None]:
-        """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, 10 to a call; the entries SQS
-        refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that).
+        """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, 10 to a call, in order; the entries
+        SQS refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that).
         Returns the entries not sent, the calls made, and the error of a call that failed after botocore's retries:
         the queue is not reached then, so that call's entries and every later one's are not sent (each call after it
-        would hold the caller through its retries again, for nothing)."""
+        would hold the caller through its retries again, for nothing). Entries still refused stop the sending too,
+        unless ``past_refusals``: a caller that raises for them sends nothing after them (a message that carries
+        on a job's work, sent last, must not go out when the work before it did not)."""
 
         def send(pending: list[SendMessageBatchRequestEntryTypeDef]) -> Mapping[str, Any]:
             return self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
@@ -201,6 +203,8 @@ class WorkQueue:
                 return [*unsent, *entries[start:]], calls + 1, error
             calls += made
             unsent += refused
+            if refused and not past_refusals:
+                return [*unsent, *entries[start + BATCH_SIZE :]], calls, None
         return unsent, calls, None
 
     def dead_letter(self, body: str, reason: str, *, redrives: int = 0) -> None:

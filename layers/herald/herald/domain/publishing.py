@@ -5,7 +5,8 @@ small Queries, one page each) before it stores the event, whose item then names 
 ``COUNTED_FROM_DELIVERIES_MAX``: their deliveries are read, not counted, for its counters) and starts with that
 one page's counts, and queues its deliveries (up to ten to a message, ``messages.pack``), so the webhook is one
 queue hop from its subscribers. Such an event is never marked queued: a repeat of its publish reads which of its
-deliveries are written, and queues the others again (``_requeue``). An event no route takes is stored queued.
+deliveries are written, and queues the others again (``_copies_to_requeue``). An event no route takes is stored
+queued.
 Larger fan-outs, and broadcasts, go through a fan-out message, whose worker reads the routes a page at a time:
 publishing's own work stays bounded whatever the subscribers. A batch (``publish_many``) takes the same paths,
 its events' messages sent together, each tenant's routes of a type read once for the batch and its deliveries of
@@ -53,8 +54,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: How long after an event's publish a delivery queued again by a repeat of the publish (``_requeue``) is held
-#: on the queue before it can be worked: the first try's copy, if it was queued, has been worked by then and its
+#: How long after an event's publish a delivery queued again by a repeat of the publish (``_copies_to_requeue``) is
+#: held on the queue before it can be worked: the first try's copy, if it was queued, has been worked by then and its
 #: delivery written (and shown to eventually consistent reads), so the second copy finds it and sends nothing.
 #: Only a repeat within this time of the first try waits (the rest of it); the first try's copy is not delayed.
 REQUEUE_AFTER_SECONDS = 60
@@ -212,8 +213,8 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
     """The one way an event enters the system: store it once (by id and idempotency key), then queue
     its fan-out and mark it queued (an event counted when stored needs no mark). A repeat of an event that was
     stored but never marked (the first call failed in between) queues it now: the deliveries not written yet of
-    one counted when stored (``_requeue``), any other through a fan-out message (``_Routed.again``); one marked
-    queued is left alone."""
+    one counted when stored (``_copies_to_requeue``), any other through a fan-out message (``_Routed.again``); one
+    marked queued is left alone."""
     expires_at = event_expiry(services, event.created_at)
     routed = _Routed.of(services, event, routes={})
     try:
@@ -229,10 +230,10 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
         if earlier.enqueued:
             return Published(earlier, replayed=True, queued=False)
         if earlier.counted_when_stored:
-            requeued = _requeue(services, [earlier])
-            if not all(requeued.values()):
+            copies = _copies_to_requeue(services, [earlier])
+            if not all(services.queue.send_each(copies)):
                 raise ServiceUnavailableError("the work queue could not be reached") from None
-            return Published(earlier, replayed=True, queued=bool(requeued))
+            return Published(earlier, replayed=True, queued=bool(copies))
         _enqueue(services, earlier, _Routed.again())
         return Published(earlier, replayed=True, queued=True)
     _enqueue(services, stored, routed)
@@ -247,10 +248,11 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     the routes of a tenant and type are read once for the batch), any other its fan-out message. The messages of
     the whole batch (each tenant's deliveries packed up to ten to a message, across events) go ten to a
     SendMessageBatch, then the events not counted when stored are counted and marked queued, 25 to a call
-    (one by one where that could not: ``_enqueue_many``). An event stored and not queued (a message of its SQS did
-    not take, or its mark failed) is answered 503 on its own, as ``publish`` would be, and a retry of it queues
-    what was stored and not marked (items with ids are idempotent; without an id, a retried item is a new
-    event): of an event counted when stored, its deliveries not written yet. A delivery
+    (one by one where that could not: ``_enqueue_many``). An event stored and not fully queued (a message of its
+    SQS did not take, or its mark failed) is answered 503 on its own, as ``publish`` would be, with the event as
+    stored (``NotQueuedError``): some of its deliveries may be on their way, and a repeat of it with its id queues
+    what was not (of an event counted when stored, its deliveries not written yet), sending nothing twice. A
+    delivery
     queued twice has one id: its second copy finds it done, unless both copies are worked at the same moment
     (the README's Duplicates row). An id given twice in one batch is
     queued once, its second copy answered as a replay of the first (or a conflict, with other data)."""
@@ -296,40 +298,58 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
         if queue:
             to_queue.append((earlier, routed))
             queued_ids.add(earlier.event.id)
-    unqueued = _enqueue_many(services, to_queue)
-    requeued: dict[str, bool] = {}
-    try:
-        requeued = _requeue(services, [stored for _, stored in to_requeue.values()])
-    except ServiceUnavailableError:  # its deliveries not read: none of them queued again
-        logger.warning("deliveries not written yet not read", extra={"event_ids": sorted(to_requeue)}, exc_info=True)
-        unqueued |= set(to_requeue)
-    unqueued |= {event_id for event_id, sent in requeued.items() if not sent}
+    requeue = [stored for _, stored in to_requeue.values()]
+    requeued, unqueued = _enqueue_many(services, to_queue, requeue)
     for event_id, (position, stored) in to_requeue.items():
         results[position] = Published(stored, replayed=True, queued=event_id in requeued)
     return [_unless_unqueued(result, unqueued) for result in results if result is not None]
 
 
-def _unless_unqueued(result: Published | HeraldError, unqueued: set[str]) -> Published | HeraldError:
-    """A batch's answer for one of its events: a 503 if this batch stored or found it and did not queue it."""
-    if isinstance(result, Published) and result.stored.event.id in unqueued:
-        return ServiceUnavailableError(
-            f"event {result.stored.event.id} is stored and was not queued: the work queue did not take it. Publish "
-            "it again with the same id, and it is queued"
+class NotQueuedError(ServiceUnavailableError):
+    """An event of a batch stored and not fully queued: a message of its deliveries (or its fan-out) SQS did not
+    take, or its mark failed after its messages went. Some of its deliveries may be on their way; a repeat of its
+    publish with its id queues the rest, and sends nothing twice."""
+
+    def __init__(self, stored: StoredEvent) -> None:
+        super().__init__(
+            f"event {stored.event.id} is stored, and queueing it did not finish (some of its deliveries may be on "
+            "their way): publish it again with this id to finish it; nothing is sent twice"
         )
+        self.stored = stored
+
+
+def _unless_unqueued(result: Published | HeraldError, unqueued: set[str]) -> Published | HeraldError:
+    """A batch's answer for one of its events: ``NotQueuedError`` if this batch stored or found it and did not
+    queue it fully."""
+    if isinstance(result, Published) and result.stored.event.id in unqueued:
+        return NotQueuedError(result.stored)
     return result
 
 
-def _enqueue_many(services: Services, to_queue: Sequence[tuple[StoredEvent, _Routed]]) -> set[str]:
-    """``_enqueue`` for a batch of events, each on its own: the messages of all sent together (``pack``), then the
-    events whose messages all went marked queued together (``EventRepository.mark_new``), one by one where that
-    could not (``_Queueing.mark``). Returns the ids of the events not queued: a message of theirs SQS did not take
-    (a packed message carries several events' deliveries), or their mark failed. Each stays stored and unmarked,
-    and a repeat of its publish queues it, as a single publish's repeat after its 503."""
+def _enqueue_many(
+    services: Services, to_queue: Sequence[tuple[StoredEvent, _Routed]], requeue: Sequence[StoredEvent]
+) -> tuple[set[str], set[str]]:
+    """``_enqueue`` for a batch of events, each on its own, with the deliveries not written yet of the repeats in
+    ``requeue`` (``_copies_to_requeue``): all their messages sent together (``pack``, ``WorkQueue.send_each``: it
+    stops at a call that fails, so an outage holds the request through botocore's retries once), then the events
+    whose messages all went marked queued together (``EventRepository.mark_new``), one by one where that could
+    not (``_Queueing.mark``). Returns the ids of the repeats with deliveries queued again, and those of the events
+    not fully queued: a message of theirs SQS did not take (a packed message carries several events'
+    deliveries), their mark failed, or, for a repeat, its deliveries could not be read. Each stays stored and
+    unmarked, and a repeat of its publish queues what was not, as a single publish's repeat after its 503."""
     plans = [_Queueing.of(stored, routed) for stored, routed in to_queue]
-    packed = pack([message for plan in plans if not plan.delay_seconds for message in plan.messages])
-    outgoing = [(message, 0) for message in packed]
+    outgoing: list[tuple[WorkMessage, int]] = [
+        (message, 0) for message in pack([m for plan in plans if not plan.delay_seconds for m in plan.messages])
+    ]
     outgoing += [(message, plan.delay_seconds) for plan in plans if plan.delay_seconds for message in plan.messages]
     unqueued: set[str] = set()
+    copies: list[tuple[WorkMessage, int]] = []
+    try:
+        copies = _copies_to_requeue(services, requeue)
+    except ServiceUnavailableError:  # their deliveries not read: none of them queued again
+        logger.warning("deliveries not written yet not read", extra={"events": len(requeue)}, exc_info=True)
+        unqueued |= {stored.event.id for stored in requeue}
+    outgoing += copies
     for (message, _), sent in zip(outgoing, services.queue.send_each(outgoing), strict=True):
         if not sent:
             unqueued |= _events_of(message)
@@ -342,7 +362,8 @@ def _enqueue_many(services: Services, to_queue: Sequence[tuple[StoredEvent, _Rou
             except ServiceUnavailableError:
                 logger.warning("event not marked queued", extra={"event_id": plan.stored.event.id}, exc_info=True)
                 unqueued.add(plan.stored.event.id)
-    return unqueued
+    requeued = {event_id for message, _ in copies for event_id in _events_of(message)}
+    return requeued, unqueued
 
 
 def _events_of(message: WorkMessage) -> set[str]:
@@ -354,43 +375,38 @@ def _events_of(message: WorkMessage) -> set[str]:
     return set()
 
 
-def _requeue(services: Services, events: Sequence[StoredEvent]) -> dict[str, bool]:
-    """Queue again the deliveries not written yet of events counted when stored (never marked queued), whose
-    publish is repeated: the first try may have stored them and never queued their deliveries (it failed in
-    between), or queued them and they are not worked yet. Each goes under its one id, so a second copy finds
-    its delivery written and sends nothing. Two guards keep two copies from both sending:
+def _copies_to_requeue(services: Services, events: Sequence[StoredEvent]) -> list[tuple[WorkMessage, int]]:
+    """The copies to queue again of the deliveries not written yet of events counted when stored (never marked
+    queued), whose publish is repeated, each with its ``DelaySeconds``: the first try may have stored them and never
+    queued their deliveries (it failed in between), or queued them and they are not worked yet. Each goes under its
+    one id, so a second copy finds its delivery written and sends nothing. Two guards keep two copies from both
+    sending:
 
     - a copy queued again is held on the queue (``DelaySeconds``) until ``REQUEUE_AFTER_SECONDS`` after its
       event's publish, by when the first try's copy, if it was queued, has been worked;
     - it is marked ``resumed`` (one delivery to a message): the worker claims it with a conditional write
       before it sends, as it does a retry, so the copies of two repeats, which come out in the same second,
-      never both send.
-
-    Returns, for each event with a delivery to queue again, whether all of them were sent (``WorkQueue.send_each``:
-    it raises for none)."""
+      never both send."""
     if not events:
-        return {}
+        return []
     unwritten = services.store.events.unwritten_deliveries(events)
-    entries: list[tuple[WorkMessage, int]] = []
-    requeued: dict[str, bool] = {}
+    copies: list[tuple[WorkMessage, int]] = []
     for stored in events:
-        sub_ids = unwritten[stored.event.id]
-        if not sub_ids or stored.event.tenant_id is None:
+        if stored.event.tenant_id is None:
             continue
-        requeued[stored.event.id] = True
         delay = _held_for(stored)
-        for sub_id in sub_ids:
-            entries.append((DeliveryMessage.of(stored, stored.event.tenant_id, sub_id, resumed=True), delay))
-    for (message, _), sent in zip(entries, services.queue.send_each(entries), strict=True):
-        if not sent:
-            requeued.update(dict.fromkeys(_events_of(message), False))
-    if entries:
-        longest = max(delay for _, delay in entries)
+        for sub_id in unwritten[stored.event.id]:
+            copies.append((DeliveryMessage.of(stored, stored.event.tenant_id, sub_id, resumed=True), delay))
+    if copies:
         logger.info(
-            "deliveries not written yet queued again",
-            extra={"event_ids": sorted(requeued), "deliveries": len(entries), "delay_seconds": longest},
+            "deliveries not written yet to be queued again",
+            extra={
+                "event_ids": sorted({event_id for message, _ in copies for event_id in _events_of(message)}),
+                "deliveries": len(copies),
+                "delay_seconds": max(delay for _, delay in copies),
+            },
         )
-    return requeued
+    return copies
 
 
 def event_expiry(services: Services, now: datetime) -> int:
@@ -465,7 +481,7 @@ class _Routed:
         would count the event's deliveries a second time; its pages, run again, are counted once (their
         markers), and a direct fan-out's count is one write with its mark, so it never counted. The deliveries
         either try queued have the same ids: the second copy of each finds it done, once the first is worked; so
-        the repeat's fan-out message is held back as ``_requeue`` holds a repeat's deliveries
+        the repeat's fan-out message is held back as ``_copies_to_requeue`` holds a repeat's deliveries
         (``_Queueing.delay_seconds``): the two fan-outs are never worked at once, in parallel invocations, each
         queueing every delivery to be sent at the same moment."""
         return cls(None, repeat=True)

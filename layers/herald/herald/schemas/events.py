@@ -93,7 +93,11 @@ class EventBatchItem(BaseModel):
 
     status: int = Field(description="202 published (or replayed), else the status a single publish would answer.")
     replayed: bool = Field(False, description="The event's `id` was published before: this is the original event.")
-    event: EventOut | None = Field(None, description="The event, when published.")
+    event: EventOut | None = Field(
+        None,
+        description="The event, when published; with a 503, the event as stored when its queueing did not finish: "
+        "publish it again with this `id`.",
+    )
     error: ErrorBody | None = Field(None, description="Why it was refused, when it was.")
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from herald.api.deps import OperatorDep, ServicesDep
 from herald.api.errors import status_of
 from herald.domain import tenants
-from herald.domain.publishing import Published, publish, publish_many
+from herald.domain.publishing import NotQueuedError, Published, publish, publish_many
 from herald.errors import HeraldError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from herald.ids import EVENT_ID_PATTERN
 from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
@@ -91,11 +91,12 @@ async def publish_batch(
     item per event, in order, with the status that call would have answered (202 when published) and the
     event or the error. An event with an `id` that was published before is answered with the original
     (`replayed`), so a batch whose answer was lost can be sent again safely when every event has an `id`.
-    When storage or the queue is unavailable for some events (not stored, or stored and not queued), those items
-    are 503 and the others are published; when no event could be published, the whole call is a 503 with
-    `Retry-After`. Send the 503 items again: an event with an `id` is then answered as stored and is queued once;
-    one without an `id` is published again. An `Idempotency-Key` header is a 422: the events' ids do its
-    work."""
+    When storage is unavailable for some events, those items are 503 and the others are published; when nothing
+    could be stored, the whole call is a 503 with `Retry-After`: send it again as it is. An event stored and not
+    fully queued (the queue did not take all its messages; some of its deliveries may be on their way) is a 503
+    item with the event as stored: publish it again with that `id`, and the rest is queued, nothing sent twice. An
+    event with an `id` sent again is answered as stored; one without an `id` is published again. An
+    `Idempotency-Key` header is a 422: the events' ids do its work."""
     if idempotency_key is not None:
         message = "a batch takes no Idempotency-Key: give each event an `id`, which makes it safe to send again"
         detail = {"loc": ["header", "idempotency-key"], "msg": message, "type": "not_taken"}
@@ -113,8 +114,8 @@ async def publish_batch(
             parsed[index] = audiences[item.tenant_id] or item
     results = publish_many(services, parsed)
     unavailable = [r for r in results if isinstance(r, ServiceUnavailableError)]
-    if unavailable and all(isinstance(r, HeraldError) for r in results):
-        raise unavailable[0]  # nothing was published: the whole batch is a 503, to be sent again as it is
+    if unavailable and all(isinstance(r, HeraldError) and not isinstance(r, NotQueuedError) for r in results):
+        raise unavailable[0]  # nothing was stored: the whole batch is a 503, to be sent again as it is
     return EventBatchOut(data=[_batch_item(result) for result in results])
 
 
@@ -132,7 +133,8 @@ def _parse(index: int, raw: dict[str, Any]) -> EventIn | HeraldError:
 def _batch_item(result: Published | HeraldError) -> EventBatchItem:
     if isinstance(result, HeraldError):
         error = ErrorBody(code=result.code, message=result.message, details=result.details)
-        return EventBatchItem(status=status_of(result), error=error)
+        stored = event_out(result.stored) if isinstance(result, NotQueuedError) else None
+        return EventBatchItem(status=status_of(result), error=error, event=stored)
     return EventBatchItem(status=202, replayed=result.replayed, event=event_out(result.stored))
 
 
