@@ -11,9 +11,11 @@ import pytest
 
 from herald.portal.endpoints import CHART_SLOTS, recent_attempts
 from herald.records import Delivery, DeliveryStatus
+from herald.storage import keys
+from herald.storage.table import to_item
 from tests.delivery_support import publish, subscribe
 from tests.portal_support import Browser, sign_in
-from tests.support import Receiver, TenantInfo, drain
+from tests.support import ADMIN, INVOICE, Receiver, TenantInfo, drain
 
 LOGO = "https://cdn.example.com/brand/logo.png"
 
@@ -116,6 +118,36 @@ def test_the_delivery_log_and_the_listing_take_a_time_window(
     assert full.text.count("/deliveries/dlv_") == 3
     bad = me.get(f"/portal/endpoints/{sub.id}", params={"since": "yesterday"})
     assert bad.status_code == 422
+
+
+def test_a_delivery_page_never_shows_another_event_published_later_under_its_event_id(
+    browser: Browser, client: Any, make_tenant: Any, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN a delivery of Acme's, whose event has since expired and been removed (its log outlives it), and the
+    # operator publishing another tenant's event under the same id (ids are the publisher's once their event is gone)
+    acme, globex = make_tenant("Acme"), make_tenant("Globex")
+    sub = subscribe(client, acme, receiver.url)
+    event_id = publish(client, acme.id)
+    harness.drain()
+    (delivery,) = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=acme.headers).json()["data"]
+    store = harness.services.store
+    store.client.delete_item(TableName=store.table_name, Key=to_item(keys.event(event_id)))
+    body = {
+        "type": "invoice.paid",
+        "tenant_id": globex.id,
+        "id": event_id,
+        "data": {**INVOICE, "customer_id": "cus_GLOBEX"},
+    }
+    assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
+    # WHEN Acme opens its delivery in the portal
+    me = browser()
+    sign_in(me, acme.id, "read")
+    shown = me.get(f"/portal/endpoints/{sub.id}/deliveries/{delivery['id']}")
+    # THEN the page shows the delivery and its attempt, and says its event expired: nothing of Globex's event
+    assert shown.status_code == 200, shown.text
+    assert "The event has expired." in shown.text
+    assert "cus_GLOBEX" not in shown.text
+    assert globex.id not in shown.text
 
 
 @pytest.mark.parametrize("settings_overrides", [{"portal_logo_url": LOGO}])

@@ -31,6 +31,9 @@ async def show_delivery(request: Request, sub_id: str, delivery_id: str, note: s
     guest = _guest(request)
     delivery = deliveries.find(guest.services, guest.tenant_id, sub_id, delivery_id)
     stored = guest.services.store.events.get(delivery.event_id)
+    if stored is not None and not stored.has_delivery(delivery.subscription_id, delivery.id):
+        # Its id published again once it expired: another event, maybe another tenant's, never shown here.
+        stored = None
     attempts = guest.services.store.deliveries.list_attempts(
         sub_id, delivery.id, limit=250, cursor=None, event_id=delivery.event_id
     ).items
