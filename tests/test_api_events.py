@@ -461,6 +461,7 @@ def test_publishing_to_an_unknown_tenant_is_404(client, services, aws, tenant_id
         {"type": "invoice.paid", "data": INVOICE, "id": "has space"},
         {"type": "invoice.paid", "data": INVOICE, "id": "x" * 129},
         {"type": "invoice.paid", "data": INVOICE, "id": ""},
+        {"type": "invoice.paid", "data": INVOICE, "id": "order-1\n"},  # a header value cannot end in a newline
         {"type": "invoice.paid", "data": INVOICE, "broadcast": "maybe"},
     ],
 )

@@ -114,7 +114,7 @@ class EventCatalog:
 
     def event[M: EventData](self, name: str, *, example: dict[str, Any]) -> Callable[[type[M]], type[M]]:
         """Register the decorated model as event type ``name``, with an example payload."""
-        if not EVENT_TYPE_PATTERN.match(name):
+        if not EVENT_TYPE_PATTERN.fullmatch(name):
             raise ValueError(f"event type {name!r} must be lower-case dotted words, e.g. 'invoice.paid'")
 
         def register(model: type[M]) -> type[M]:

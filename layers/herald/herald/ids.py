@@ -57,7 +57,7 @@ def new_id(prefix: str, *, now_ms: int | None = None) -> str:
 
 def is_id(value: str, prefix: str) -> bool:
     """Whether ``value`` looks like an id of the given kind (cheap check before any lookup)."""
-    return value.startswith(prefix + "_") and _ID_PATTERN.match(value) is not None
+    return value.startswith(prefix + "_") and _ID_PATTERN.fullmatch(value) is not None
 
 
 def delivery_id(event_id: str, subscription_id: str, event_ms: int | None = None) -> str:
@@ -108,7 +108,7 @@ def new_admin_key() -> str:
 
 def looks_like_tenant_key(token: str) -> bool:
     """Whether ``token`` has the shape of a tenant API key (checked before any lookup)."""
-    return _TENANT_KEY_PATTERN.match(token) is not None
+    return _TENANT_KEY_PATTERN.fullmatch(token) is not None
 
 
 def hash_api_key(key: str) -> str:

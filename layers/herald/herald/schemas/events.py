@@ -41,7 +41,7 @@ class EventIn(StrictModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str | None) -> str | None:
-        if value is not None and not EVENT_ID_PATTERN.match(value):
+        if value is not None and not EVENT_ID_PATTERN.fullmatch(value):
             raise ValueError("event ids are 1-128 characters: letters, digits and _ . : -")
         return value
 

@@ -140,7 +140,7 @@ def _batch_item(result: Published | HeraldError) -> EventBatchItem:
 
 @router.get("/{event_id}", summary="Get an event and the status of its deliveries")
 async def get_event(event_id: str, services: ServicesDep, _: OperatorDep) -> EventOut:
-    stored = services.store.events.get_with_counts(event_id) if EVENT_ID_PATTERN.match(event_id) else None
+    stored = services.store.events.get_with_counts(event_id) if EVENT_ID_PATTERN.fullmatch(event_id) else None
     if stored is None:
         raise NotFoundError(f"event {event_id} not found")
     return event_out(stored)

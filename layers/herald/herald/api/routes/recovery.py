@@ -53,6 +53,6 @@ async def redeliver(event_id: str, services: ServicesDep, _: OperatorDep) -> Red
     """One more attempt to each subscription the event matches now, whatever its delivery's state (a
     manual attempt in its log; the retry schedule is left alone). A subscription created after the
     event gets it as a regular first delivery, with retries."""
-    if not EVENT_ID_PATTERN.match(event_id):
+    if not EVENT_ID_PATTERN.fullmatch(event_id):
         raise NotFoundError(f"event {event_id} not found")
     return jobs.start_redelivery(services, event_id)
