@@ -538,6 +538,22 @@ def test_rotate_body_is_validated(client, tenant, body) -> None:
 # --- test sends and delivery listings -----------------------------------------------------------------
 
 
+def test_a_test_event_to_a_disabled_subscription_is_refused(client, tenant, services, aws, poller, receiver) -> None:
+    # GIVEN a disabled subscription
+    sub = create(client, tenant, url=receiver.url)
+    disabled = client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": False}, headers=tenant.headers)
+    assert disabled.status_code == 200, disabled.text
+    # WHEN the tenant asks for a test delivery
+    response = client.post(f"/v1/subscriptions/{sub['id']}/test", headers=tenant.headers)
+    # THEN it is a 409 saying to enable it first: nothing is stored or queued, and nothing arrives
+    assert_error(response, 409, "conflict")
+    assert "enable it first" in response.json()["error"]["message"]
+    assert queue_messages(aws.client("sqs"), services.settings.queue_url) == []
+    drain(poller)
+    assert receiver.received == []
+    assert client.get(f"/v1/subscriptions/{sub['id']}/deliveries", headers=tenant.headers).json()["data"] == []
+
+
 def test_send_test_event(client, tenant, services, aws, poller, receiver) -> None:
     # GIVEN a subscription pointing at a receiver
     sub = create(client, tenant, url=receiver.url)

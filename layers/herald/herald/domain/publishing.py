@@ -29,6 +29,7 @@ from herald import ids
 from herald.catalog import PING_EVENT_TYPE, catalog
 from herald.delivery_options.transforms import InvalidTransformError, dry_run, transform_from_stored
 from herald.errors import (
+    ConflictError,
     HeraldError,
     IdempotencyConflictError,
     InvalidInputError,
@@ -615,7 +616,10 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
     """Send the built-in ping event to one subscription, through the real delivery path. It skips the
     fan-out: stored as matched and queued, with its one delivery message queued directly. A transform that
     fails on the ping (it was checked on the subscribed types' examples only) is an ``InvalidTransformError``,
-    not a test whose delivery is sure to fail without a request."""
+    not a test whose delivery is sure to fail without a request. A disabled subscription receives nothing, a test
+    included: a ``ConflictError``, as a retry of its delivery is."""
+    if not sub.enabled:
+        raise ConflictError(f"subscription {sub.id} is disabled: enable it first")
     data = catalog.get(PING_EVENT_TYPE).validate(  # type: ignore[union-attr]
         {"message": "Test delivery from Herald.", "subscription_id": sub.id}
     )

@@ -148,12 +148,13 @@ async def rotate_secret(
     "/{subscription_id}/test",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Send a test event to the subscription",
-    responses=_answers(404, 422, 503),
+    responses=_answers(404, 409, 422, 503),
 )
 async def send_test_event(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> TestDeliveryOut:
     """Sends the `herald.ping` event through the real delivery path (signed, retried, logged), with the
     subscription's custom headers and transform (as a real event would be); its filter does not apply. A
-    transform that gives no JSON object or array for the ping is a 422 (`invalid_transform`): nothing is sent."""
+    transform that gives no JSON object or array for the ping is a 422 (`invalid_transform`): nothing is sent. A
+    disabled subscription receives nothing: a test of one is a 409 (`conflict`), enable it first."""
     sub = subscriptions.find(services, tenant_id, subscription_id)
     event, delivery_id = send_test(services, sub)
     return TestDeliveryOut(event_id=event.id, delivery_id=delivery_id)
