@@ -468,6 +468,10 @@ def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -
         {"since": (now - timedelta(hours=1)).isoformat(), "extra": 1},
     ):
         assert_error(client.post(url, json=window, headers=tenant.headers), 422)
+    # WHEN the whole window is in the future (no delivery in it has failed yet), THEN 422, saying so
+    ahead = {"since": (now + timedelta(days=1)).isoformat(), "until": (now + timedelta(days=3650)).isoformat()}
+    error = assert_error(client.post(url, json=ahead, headers=tenant.headers), 422, "invalid_input")
+    assert error["details"][0]["type"] == "in_future"
     # AND 14 days minus a minute is accepted
     ok = client.post(url, json={"since": (now - timedelta(days=13, hours=23)).isoformat()}, headers=tenant.headers)
     assert ok.status_code == 202, ok.text

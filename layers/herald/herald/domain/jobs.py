@@ -61,6 +61,11 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
             f"`since` may be at most {services.settings.recovery_max_days} days ago",
             details=[{"loc": ["body", "since"], "msg": f"before {oldest.isoformat()}", "type": "too_old"}],
         )
+    if since > now:
+        raise InvalidInputError(
+            "`since` is in the future: a recovery resends deliveries that failed already, once",
+            details=[{"loc": ["body", "since"], "msg": "after now", "type": "in_future"}],
+        )
     if since >= until:
         raise InvalidInputError(
             "`since` must be before `until` (and before now when `until` is left out)",
