@@ -17,6 +17,7 @@ from standardwebhooks import Webhook
 
 from herald.domain import publishing
 from herald.errors import ServiceUnavailableError
+from herald.faults import install
 from herald.records import DeliveryStatus
 from herald.storage import keys
 from herald.storage.table import Table, to_item
@@ -159,6 +160,37 @@ def test_a_recovery_brings_every_missed_event_exactly_once_more(
     step(harness, clock, HOUR)
     assert len(receiver.received) == 15
     assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_page_whose_send_failed_finishes_when_a_delivery_is_retried_meanwhile(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN deliveries that failed during an outage, the endpoint back, and SQS failing (after botocore's retries)
+    # the send of the recovery's first page of delivery messages, after the page took its tickets
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    install(harness.services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    # WHEN the tenant retries one of the missed deliveries by hand meanwhile, and it succeeds
+    missed = [d for d in deliveries(client, tenant, sub.id, status="failed") if d["event_id"] in seen["missed"]]
+    one = missed[0]
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{one['id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    harness.drain()
+    # AND the recovery's message comes back and lists its page again
+    for _ in range(3):
+        clock.advance(HOUR)
+        harness.reveal()
+        harness.drain()
+    # THEN the job finishes: no ticket is left open for the delivery it no longer lists, and the others were sent
+    state = progress(client, tenant, sub.id, job["id"])
+    assert state["status"] == "done", (state, harness.services.store.jobs.ticket_counts(job["id"]))
+    assert harness.services.store.jobs.ticket_counts(job["id"])["open"] == 0
+    assert {d["event_id"] for d in deliveries(client, tenant, sub.id, status="failed")}.isdisjoint(seen["missed"])
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

@@ -27,10 +27,12 @@ now); a recovery re-sends deliveries that exist, so their event passed the filte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import DeliveryStatus, Trigger
 from herald.routing import matching
@@ -125,21 +127,28 @@ async def run_recovery(
         )
         deliveries = [d for d in page.items if d.tenant_id == job.tenant_id]
         taken = await asyncio.gather(*(_take(worker, job.id, d.id) for d in deliveries))
-        await send_concurrently(
-            worker,
-            [
-                DeliveryMessage(
-                    event_id=d.event_id,
-                    tenant_id=d.tenant_id,
-                    subscription_id=d.subscription_id,
-                    delivery_id=d.id,
-                    trigger=Trigger.RECOVER,
-                    job_id=job.id,
-                )
-                for d, ok in zip(deliveries, taken, strict=True)
-                if ok
-            ],
-        )
+        ticketed = [d for d, ok in zip(deliveries, taken, strict=True) if ok]
+        try:
+            await send_concurrently(
+                worker,
+                [
+                    DeliveryMessage(
+                        event_id=d.event_id,
+                        tenant_id=d.tenant_id,
+                        subscription_id=d.subscription_id,
+                        delivery_id=d.id,
+                        trigger=Trigger.RECOVER,
+                        job_id=job.id,
+                    )
+                    for d in ticketed
+                ],
+            )
+        except ServiceUnavailableError:
+            # The message comes back and lists the page again: its tickets are taken again then, for what is still
+            # failed (a ticket of a delivery no longer listed would stay open, the job running, for ever).
+            with contextlib.suppress(ServiceUnavailableError):
+                await worker.io(store.jobs.release_tickets, job.id, [d.id for d in ticketed])
+            raise
         handled += len(page.items)
         if page.cursor is None:
             await worker.io(store.jobs.update, job.id, updated_at=worker.now(), listed=True)
