@@ -18,9 +18,11 @@ from standardwebhooks import Webhook
 from herald.domain import publishing
 from herald.errors import ServiceUnavailableError
 from herald.faults import install
-from herald.records import DeliveryStatus
+from herald.records import DeliveryStatus, Trigger
 from herald.storage import keys
 from herald.storage.table import Table, to_item
+from herald.worker import dispatch
+from herald.worker import jobs as worker_jobs
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import Harness, attempts, deliveries, event_counts, only_delivery, publish, step, subscribe
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
@@ -191,6 +193,45 @@ def test_a_recovery_page_whose_send_failed_finishes_when_a_delivery_is_retried_m
     assert state["status"] == "done", (state, harness.services.store.jobs.ticket_counts(job["id"]))
     assert harness.services.store.jobs.ticket_counts(job["id"])["open"] == 0
     assert {d["event_id"] for d in deliveries(client, tenant, sub.id, status="failed")}.isdisjoint(seen["missed"])
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_attempt_is_not_made_on_a_delivery_a_manual_retry_delivered_after_the_jobs_check(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN deliveries that failed during an outage, the endpoint back, and a manual retry of one of them that is
+    # made between the recovery job's check of its status (failed) and its attempt's claim: the race is placed
+    # there by running the retry's message through the real dispatch first
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    real = dispatch.deliver
+    raced: list[str] = []
+
+    class _RetryFirst:
+        @staticmethod
+        async def deliver(worker: Any, message: Any, record: Any, deadline: float) -> None:
+            if message.trigger is Trigger.RECOVER and not raced:
+                raced.append(message.delivery_id)
+                state = await worker.io(
+                    worker.store.deliveries.get, message.subscription_id, message.delivery_id, event_id=message.event_id
+                )
+                manual = message.model_copy(update={"trigger": Trigger.MANUAL, "job_id": None})
+                await real(worker, manual.model_copy(update={"attempts_seen": state.attempts}), record, deadline)
+            await real(worker, message, record, deadline)
+
+    monkeypatch.setattr(worker_jobs, "dispatch", _RetryFirst)
+    # WHEN the subscription's failed deliveries are recovered
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    # THEN the retried delivery has the manual retry's attempt only, and arrived once; its ticket is skipped and the
+    # job is done
+    assert raced
+    assert [a["trigger"] for a in attempts(client, tenant, sub.id, raced[0])][-1] == "manual"
+    assert [a["trigger"] for a in attempts(client, tenant, sub.id, raced[0])].count("recover") == 0
+    counts = harness.services.store.jobs.ticket_counts(job["id"])
+    assert (counts["open"], counts["skipped"]) == (0, 1)
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

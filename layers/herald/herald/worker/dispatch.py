@@ -294,8 +294,8 @@ def _not_due(
     if state is not None:
         if not single_shot and state.delivery.status is not DeliveryStatus.PENDING:
             return 0  # settled: this message's work is done
-        if message.attempts_seen is not None and state.delivery.attempts > message.attempts_seen:
-            return 0  # a manual retry whose attempt was made (by another copy of its message) or overtaken
+        if _overtaken(message, state):
+            return 0
         if state.lease_until > now:
             # A worker is at it, or died at it: look again when its lease is over. Never let go here,
             # as this may be the very message whose worker died.
@@ -306,6 +306,15 @@ def _not_due(
     if now > latest_start(worker, deadline):
         return now + SHORT_RETRY_SECONDS  # not enough time left to send safely
     return None
+
+
+def _overtaken(message: DeliveryMessage, state: DeliveryState) -> bool:
+    """Whether a message's one extra attempt is no longer to be made: a manual retry whose attempt was made (by
+    another copy of its message) or overtaken, or a recovery's whose delivery was delivered since its job read it
+    failed (a manual retry just before): a recovery sends what is still failed, never a delivery twice."""
+    if message.attempts_seen is not None and state.delivery.attempts > message.attempts_seen:
+        return True
+    return message.trigger is Trigger.RECOVER and state.delivery.status is not DeliveryStatus.FAILED
 
 
 async def _due(  # noqa: PLR0917 - the message's context, passed along as the caller has it
@@ -323,6 +332,8 @@ async def _due(  # noqa: PLR0917 - the message's context, passed along as the ca
         return True
     if until > 0:
         await hold(worker, message, record, until)
+    else:
+        await _close_ticket(worker, message, SKIPPED)  # a job's attempt not to be made (settled once only)
     return False
 
 
