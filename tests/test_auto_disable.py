@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
+from herald.domain.subscriptions import disable_for_failing
 from herald.storage import AttemptTally
 from tests.api_support import assert_error
 from tests.delivery_support import Harness, only_delivery, publish, signature_of, step, subscribe
@@ -89,6 +90,51 @@ def test_a_subscription_failing_for_the_whole_window_is_disabled_and_re_enabled_
     first_attempts(harness, clock)
     assert len(broken.received) == 8
     assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+
+
+def test_a_subscription_moved_to_a_new_url_gets_a_whole_failing_window(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    # GIVEN a subscription failing at its URL for an hour (inside the 2 h window)
+    broken, moved = make_receiver(), make_receiver()
+    broken.default = (500, {}, b"", 0.0)
+    sub = subscribe(client, tenant, broken.url)
+    publish(client, tenant.id)
+    first_attempts(harness, clock)
+    step(harness, clock, HOUR + 1)
+    assert len(broken.received) == 4
+    assert stats(client, tenant, sub.id)["failing_since"] is not None
+    # WHEN the tenant moves it to a new endpoint, whose first answer is a 503, once the old URL's window has passed
+    response = client.patch(f"/v1/subscriptions/{sub.id}", json={"url": moved.url}, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    assert stats(client, tenant, sub.id)["consecutive_failures"] == 0
+    moved.responses = [(503, {}, b"", 0.0)]
+    step(harness, clock, HOUR + 1)
+    # THEN that one failure at the new URL does not disable it: its failing window starts anew
+    assert len(moved.received) == 1
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+
+
+def test_attempts_made_to_an_old_url_never_disable_a_subscription_moved_since(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN a subscription as a batch read it, at its old URL, then moved by its tenant to a new one
+    old, new = make_receiver(), make_receiver()
+    sub = subscribe(client, tenant, old.url)
+    store = harness.services.store
+    as_read = store.subscriptions.get(tenant.id, sub.id)
+    assert as_read is not None
+    assert client.patch(f"/v1/subscriptions/{sub.id}", json={"url": new.url}, headers=tenant.headers).status_code == 200
+    # WHEN that batch's attempts (a 410 Gone from the old URL) decide to disable it
+    disabled = disable_for_failing(store, as_read, "the endpoint answered 410 Gone", datetime.now(UTC))
+    # THEN nothing is disabled: the subscription at its new URL stays enabled
+    assert disabled is None
+    shown = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert (shown["url"], shown["enabled"]) == (new.url, True)
+    # AND attempts made at its current URL still can
+    current = store.subscriptions.get(tenant.id, sub.id)
+    assert current is not None
+    assert disable_for_failing(store, current, "the endpoint answered 410 Gone", datetime.now(UTC))
 
 
 def test_stats_count_attempts_successes_and_failures(

@@ -260,11 +260,12 @@ def set_enabled(services: Services, sub: Subscription, *, enabled: bool, reason:
 
 def disable_for_failing(store: Store, sub: Subscription, reason: str, now: datetime) -> Subscription | None:
     """Herald disables a subscription that fails (its routes go: it receives nothing more and costs nothing at
-    fan-out). The disabled subscription if this call disabled it; None if it was already disabled or gone.
-    Re-reads and retries when a concurrent change wins the race."""
+    fan-out). The disabled subscription if this call disabled it; None if it was already disabled or gone, or if
+    its URL changed since ``sub`` (the subscription the deciding attempts used) was read: those attempts went to the
+    old URL, and decide nothing of the new one. Re-reads and retries when a concurrent change wins the race."""
     for _ in range(3):
         current = store.subscriptions.get(sub.tenant_id, sub.id)
-        if current is None or not current.enabled:
+        if current is None or not current.enabled or current.url != sub.url:
             return None
         disabled = switched(current, enabled=False, reason=reason, now=now)
         try:
@@ -279,10 +280,11 @@ def disable_for_failing(store: Store, sub: Subscription, reason: str, now: datet
 
 
 def _replace(store: Store, old: Subscription, new: Subscription) -> None:
-    if new.enabled and not old.enabled:
-        # Re-enabled: a subscription disabled for failing gets a whole failing window again. The streak is reset
-        # first: if the reset fails, the subscription is still disabled, and the request asked again does both (the
-        # other way round, it would find the subscription enabled and reset nothing, and the next failure would
+    if (new.enabled and not old.enabled) or new.url != old.url:
+        # Re-enabled: a subscription disabled for failing gets a whole failing window again, and so does one moved to
+        # a new URL (its old URL's failures say nothing of the new one's). The streak is reset first: if the reset
+        # fails, the subscription is still disabled (or at its old URL), and the request asked again does both (the
+        # other way round, it would find the subscription changed and reset nothing, and the next failure would
         # disable it at once). A disabled subscription is sent nothing, so no failure counts between the two.
         store.health.reset_failing_streak(new.id)
     store.subscriptions.replace(old, new)
