@@ -527,6 +527,24 @@ def test_the_test_endpoint_sends_the_ping_through_the_real_path(client, tenant, 
     assert (counts["matched"], counts["pending"], counts["succeeded"]) == (1, 0, 1)
 
 
+def test_a_test_event_is_not_redelivered_to_other_subscriptions(client, tenant, harness, make_receiver) -> None:
+    # GIVEN a subscription's test event, delivered, and another subscription of the tenant to every event type
+    own, other = make_receiver(), make_receiver()
+    sub = subscribe(client, tenant, own.url)
+    subscribe(client, tenant, other.url, ["*"])
+    sent = client.post(f"/v1/subscriptions/{sub.id}/test", headers=tenant.headers).json()
+    harness.drain()
+    assert (len(own.received), len(other.received)) == (1, 0)
+    # WHEN the operator asks for the test event to be redelivered
+    response = client.post(f"/v1/events/{sent['event_id']}/redeliver", headers=ADMIN)
+    # THEN it is a 409 saying to send a new test: nothing more goes anywhere
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "conflict"
+    assert "/test" in response.json()["error"]["message"]
+    harness.drain()
+    assert (len(own.received), len(other.received)) == (1, 0)
+
+
 def test_a_test_event_reports_its_fanout_complete(client, tenant, harness, receiver) -> None:
     # GIVEN a test delivery sent and delivered
     sub = subscribe(client, tenant, receiver.url)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from herald import ids
+from herald.catalog import PING_EVENT_TYPE
 from herald.errors import ConflictError, InvalidInputError, NotFoundError
 from herald.messages import RecoverMessage, RedeliverMessage
 from herald.records import RecoveryJob, RecoveryStatus, utcnow
@@ -134,6 +135,12 @@ def start_redelivery(services: Services, event_id: str) -> RedeliveryOut:
     if stored is None:
         raise NotFoundError(f"event {event_id} not found")
     event = stored.event
+    if event.type == PING_EVENT_TYPE:
+        # A test event was for one subscription, and routing by its type would send it to every `*` subscription of
+        # its tenant instead: a new test is asked of the subscription.
+        raise ConflictError(
+            f"event {event.id} is a test event: send a new one with POST /v1/subscriptions/{{id}}/test",
+        )
     job_id = ids.new_id(REDELIVERY)
     services.queue.send(RedeliverMessage(job_id=job_id, event_id=event.id, tenant_id=event.tenant_id))
     logger.info("redelivery queued", extra={"job_id": job_id, "event_id": event.id})

@@ -52,7 +52,8 @@ async def get_recovery(
 async def redeliver(event_id: str, services: ServicesDep, _: OperatorDep) -> RedeliveryOut:
     """One more attempt to each subscription the event matches now, whatever its delivery's state (a
     manual attempt in its log; the retry schedule is left alone). A subscription created after the
-    event gets it as a regular first delivery, with retries."""
+    event gets it as a regular first delivery, with retries. A test event (`herald.ping`, sent to one
+    subscription) is a 409: ask the subscription for a new test."""
     if not EVENT_ID_PATTERN.fullmatch(event_id):
         raise NotFoundError(f"event {event_id} not found")
     return jobs.start_redelivery(services, event_id)
