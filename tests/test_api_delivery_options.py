@@ -302,6 +302,13 @@ BAD_INPUT = [
         ["body", "filter", "amount_cents", "$gte"],
     ),
     (
+        "$not of the empty filter (it never matches)",
+        {"filter": {"$not": {}}},
+        "invalid_filter",
+        "filter_invalid",
+        ["body", "filter", "$not"],
+    ),
+    (
         "an empty range",
         {"filter": {"amount_cents": {"$gt": 5, "$lt": 3}}},
         "invalid_filter",

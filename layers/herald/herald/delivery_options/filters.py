@@ -190,6 +190,8 @@ class _Compiler:
             return all_of(parts) if key == "$and" else any_of(parts)
         if key == "$not":
             self._counted(loc)
+            if value == {}:  # the empty filter matches every event: its negation none
+                raise _fail(loc, "$not takes a non-empty filter: $not of {} never matches", "filter_invalid")
             return negate(self.filter(value, loc))
         if key == "$type":
             return self._event_type(value, loc)
