@@ -12,6 +12,7 @@ from herald import ids
 from herald.records import Trigger
 
 if TYPE_CHECKING:
+    from herald.records import Delivery
     from herald.storage import StoredEvent
 
 
@@ -51,7 +52,7 @@ class DeliveryMessage(_Message):
     #: (see herald.worker.jobs). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
     job_id: str | None = Field(None, alias="recovery_id")
     #: A copy that carries a delivery on (a retry, a postponement), one queued again by a repeated publish
-    #: (``domain.publishing._requeue``), or a redelivery's first delivery (``worker.jobs``): its delivery, if
+    #: (``domain.publishing._copies_to_requeue``), or a redelivery's first delivery (``worker.jobs``): its delivery, if
     #: written, is read strongly before it is claimed with a lease, never sent on a first receive's batch read
     #: alone. Left out of the JSON when false.
     resumed: bool | None = None
@@ -82,6 +83,21 @@ class DeliveryMessage(_Message):
             trigger=trigger,
             job_id=job_id,
             resumed=resumed or None,
+        )
+
+    @classmethod
+    def for_delivery(
+        cls, delivery: Delivery, *, trigger: Trigger, job_id: str | None = None, attempts_seen: int | None = None
+    ) -> DeliveryMessage:
+        """The message of one more attempt of an existing ``delivery`` (a manual retry, a recovery's)."""
+        return cls(
+            event_id=delivery.event_id,
+            tenant_id=delivery.tenant_id,
+            subscription_id=delivery.subscription_id,
+            delivery_id=delivery.id,
+            trigger=trigger,
+            job_id=job_id,
+            attempts_seen=attempts_seen,
         )
 
     @model_validator(mode="before")

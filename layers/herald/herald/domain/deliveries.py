@@ -41,16 +41,7 @@ def retry(services: Services, delivery: Delivery) -> None:
         raise EventExpiredError(
             f"the event {delivery.event_id} of delivery {delivery.id} has expired: it cannot be sent again"
         )
-    services.queue.send(
-        DeliveryMessage(
-            event_id=delivery.event_id,
-            tenant_id=delivery.tenant_id,
-            subscription_id=delivery.subscription_id,
-            delivery_id=delivery.id,
-            trigger=Trigger.MANUAL,
-            attempts_seen=delivery.attempts,
-        )
-    )
+    services.queue.send(DeliveryMessage.for_delivery(delivery, trigger=Trigger.MANUAL, attempts_seen=delivery.attempts))
 
 
 def stats(services: Services, sub: Subscription) -> SubscriptionStats:

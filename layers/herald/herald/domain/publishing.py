@@ -344,7 +344,7 @@ def _enqueue_many(
     ]
     outgoing += [(message, plan.delay_seconds) for plan in plans if plan.delay_seconds for message in plan.messages]
     unqueued: set[str] = set()
-    copies: list[tuple[WorkMessage, int]] = []
+    copies: list[tuple[DeliveryMessage, int]] = []
     try:
         copies = _copies_to_requeue(services, requeue)
     except ServiceUnavailableError:  # their deliveries not read: none of them queued again
@@ -363,7 +363,7 @@ def _enqueue_many(
             except ServiceUnavailableError:
                 logger.warning("event not marked queued", extra={"event_id": plan.stored.event.id}, exc_info=True)
                 unqueued.add(plan.stored.event.id)
-    requeued = {event_id for message, _ in copies for event_id in _events_of(message)}
+    requeued = {message.event_id for message, _ in copies}
     return requeued, unqueued
 
 
@@ -376,7 +376,7 @@ def _events_of(message: WorkMessage) -> set[str]:
     return set()
 
 
-def _copies_to_requeue(services: Services, events: Sequence[StoredEvent]) -> list[tuple[WorkMessage, int]]:
+def _copies_to_requeue(services: Services, events: Sequence[StoredEvent]) -> list[tuple[DeliveryMessage, int]]:
     """The copies to queue again of the deliveries not written yet of events counted when stored (never marked
     queued), whose publish is repeated, each with its ``DelaySeconds``: the first try may have stored them and never
     queued their deliveries (it failed in between), or queued them and they are not worked yet. Each goes under its
@@ -391,7 +391,7 @@ def _copies_to_requeue(services: Services, events: Sequence[StoredEvent]) -> lis
     if not events:
         return []
     unwritten = services.store.events.unwritten_deliveries(events)
-    copies: list[tuple[WorkMessage, int]] = []
+    copies: list[tuple[DeliveryMessage, int]] = []
     for stored in events:
         if stored.event.tenant_id is None:
             continue
@@ -402,7 +402,7 @@ def _copies_to_requeue(services: Services, events: Sequence[StoredEvent]) -> lis
         logger.info(
             "deliveries not written yet to be queued again",
             extra={
-                "event_ids": sorted({event_id for message, _ in copies for event_id in _events_of(message)}),
+                "event_ids": sorted({message.event_id for message, _ in copies}),
                 "deliveries": len(copies),
                 "delay_seconds": max(delay for _, delay in copies),
             },

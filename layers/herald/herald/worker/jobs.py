@@ -130,18 +130,7 @@ async def run_recovery(
         ticketed = [d for d, ok in zip(deliveries, taken, strict=True) if ok]
         try:
             await send_concurrently(
-                worker,
-                [
-                    DeliveryMessage(
-                        event_id=d.event_id,
-                        tenant_id=d.tenant_id,
-                        subscription_id=d.subscription_id,
-                        delivery_id=d.id,
-                        trigger=Trigger.RECOVER,
-                        job_id=job.id,
-                    )
-                    for d in ticketed
-                ],
+                worker, [DeliveryMessage.for_delivery(d, trigger=Trigger.RECOVER, job_id=job.id) for d in ticketed]
             )
         except ServiceUnavailableError:
             # The message comes back and lists the page again: its tickets are taken again then, for what is still
