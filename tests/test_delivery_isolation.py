@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from herald.errors import ConflictError
+from herald.records import utcnow
 from herald.storage.health import LATENCY_SAMPLES, AttemptTally
 from tests.api_support import queue_messages
 from tests.delivery_support import (
@@ -537,6 +539,35 @@ def test_what_is_learned_survives_the_apis_rewrites_and_a_new_url_starts_afresh(
     # AND neither the subscription's answer nor its listing shows what the worker learned
     assert "breaker_until" not in moved.json()
     assert "isolation" not in moved.json()
+
+
+def test_a_rewrite_racing_the_worker_keeps_what_the_worker_learned_meanwhile(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription read by the API before the worker opened its breaker and marked it slow
+    sub = subscribe(client, tenant, receiver.url)
+    store = harness.services.store
+    read = store.subscriptions.get(tenant.id, sub.id)
+    assert read is not None
+    now = harness.worker.clock()
+    counted = store.isolation.count_timeout(
+        tenant.id, sub.id, now=now, slow_until=now + 900, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert counted is not None
+    assert counted[1]
+    # WHEN the API writes its change of the description over what it read (the version is unchanged: it succeeds)
+    store.subscriptions.replace(
+        read, read.model_copy(update={"description": "billing", "version": read.version + 1, "updated_at": utcnow()})
+    )
+    # THEN the breaker and the slow lane the worker wrote meanwhile are still there, beside the new description
+    after = store.subscriptions.get(tenant.id, sub.id)
+    assert after is not None
+    assert after.description == "billing"
+    assert after.isolation == counted[0]
+    assert stats(client, tenant, sub.id)["breaker"] == "open"
+    # AND a write over a version read before that change is still refused
+    with pytest.raises(ConflictError):
+        store.subscriptions.replace(read, read.model_copy(update={"version": read.version + 1}))
 
 
 def test_a_test_event_goes_through_an_open_breaker_and_its_answer_closes_it(

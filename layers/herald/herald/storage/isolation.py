@@ -4,7 +4,7 @@ circuit breaker, written on the subscription's own item.
 On the subscription's item so that the read every delivery makes already carries it (no extra call), but
 never through the record: these are UpdateItem calls on a few attributes of their own, conditional on the
 subscription still existing, and they do not bump its ``version`` (the API's optimistic writes are not
-disturbed, and an API rewrite carries them over: ``SubscriptionRepository.replace``). Every write here is
+disturbed, and an API rewrite of the record leaves them as they are: ``subscriptions._rewrite``). Every write here is
 rare: on a timeout, on a slow answer, when a breaker opens, closes or lets a probe through; a healthy
 endpoint's deliveries write nothing.
 

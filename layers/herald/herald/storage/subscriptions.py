@@ -22,6 +22,7 @@ from herald.errors import ConflictError, NotFoundError
 from herald.limits import LimitExceededError, too_many_subscriptions
 from herald.records import Isolation, Subscription
 from herald.storage import keys
+from herald.storage.isolation import LAST_WRITE
 from herald.storage.table import MAX_TRANSACTION_ACTIONS, PageResult, record, strip, to_item, values
 
 if TYPE_CHECKING:
@@ -38,8 +39,8 @@ class Route(NamedTuple):
 
 
 def _item(sub: Subscription) -> dict[str, Any]:
-    """The subscription's item: its record, and what the worker learned of its endpoint (``Isolation``), kept
-    across the API's rewrites of the record (set only where it is not the default)."""
+    """The subscription's item as first written: its record, and what the worker learned of its endpoint
+    (``Isolation``, set only where it is not the default). Later changes of the record are ``_rewrite``'s."""
     learned = {name: value for name, value in sub.isolation.model_dump().items() if value}
     return to_item({**keys.subscription(sub.tenant_id, sub.id), **record(sub), **learned})
 
@@ -50,6 +51,39 @@ def subscription_of(item: dict[str, Any]) -> Subscription:
     sub = Subscription.model_validate(fields)
     sub.isolation = Isolation.model_validate({name: fields[name] for name in Isolation.ATTRIBUTES if name in fields})
     return sub
+
+
+#: What the worker writes on a subscription's item beside its record (``herald.storage.isolation``): the
+#: ``Isolation`` fields and the tokens of its writes.
+_LEARNED = (*Isolation.ATTRIBUTES, "probe_by", LAST_WRITE)
+
+
+def _rewrite(old: Subscription, new: Subscription) -> dict[str, Any]:
+    """The transaction's Update that writes ``new``'s record over ``old``'s, if the item is still at ``old``'s version.
+    The record's attributes only: the worker's writes (``_LEARNED``) do not bump the version, so one made since
+    ``old`` was read (a slow-lane mark, a timeout counted, a breaker opened) is kept, not overwritten by what
+    ``old`` held. All of them are cleared when the URL changes: nothing is known of the new endpoint yet."""
+    fields = to_item(record(new))
+    cleared = set(to_item(record(old))) - set(fields)  # set before, None now
+    if new.url != old.url:
+        cleared |= set(_LEARNED)
+    names = {f"#a{i}": name for i, name in enumerate([*fields, *sorted(cleared)])}
+    placeholder = {name: key for key, name in names.items()}
+    expression = "SET " + ", ".join(f"{placeholder[name]} = :a{i}" for i, name in enumerate(fields))
+    if cleared:
+        expression += " REMOVE " + ", ".join(placeholder[name] for name in sorted(cleared))
+    return {
+        "Update": {
+            "Key": to_item(keys.subscription(old.tenant_id, old.id)),
+            "UpdateExpression": expression,
+            "ConditionExpression": f"{placeholder['version']} = :v",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {
+                **{f":a{i}": value for i, value in enumerate(fields.values())},
+                **values(v=old.version),
+            },
+        }
+    }
 
 
 def _routes(sub: Subscription) -> set[str]:
@@ -132,8 +166,6 @@ class SubscriptionRepository:
         the filter). A change of more than ``MAX_ROUTE_CHANGES`` routes at once (possible only above DynamoDB's
         transaction size, e.g. 50 event types swapped for 50 others) is refused with a LimitExceededError: it
         could not be written atomically."""
-        if new.url != old.url:
-            new = new.model_copy(update={"isolation": Isolation()})  # another endpoint: nothing learned of it yet
         before, after = _routes(old), _routes(new)
         removed, added = sorted(before - after), sorted(after - before)
         if old.filter != new.filter:
@@ -145,16 +177,7 @@ class SubscriptionRepository:
                 f"{MAX_ROUTE_CHANGES} can change in one update: change the event types in two steps",
                 details=[{"loc": ["body", "event_types"], "msg": "too many changes at once", "type": "max_changes"}],
             )
-        actions: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "Item": _item(new),
-                    "ConditionExpression": "#v = :v",
-                    "ExpressionAttributeNames": {"#v": "version"},
-                    "ExpressionAttributeValues": values(v=old.version),
-                }
-            }
-        ]
+        actions: list[dict[str, Any]] = [_rewrite(old, new)]
         actions += [{"Delete": {"Key": to_item(keys.route(old.tenant_id, t, old.id))}} for t in removed]
         actions += [{"Put": {"Item": _route_item(new, t)}} for t in added]
         try:
