@@ -153,6 +153,29 @@ def test_new_event_types_are_checked_against_the_kept_filter_and_transform(clien
     assert (response.json()["filter"], response.json()["transform"]) == ({"carrier": "DHL"}, "data.items")
 
 
+def test_a_filter_that_would_leave_no_subscribed_type_is_refused_on_create_and_on_a_change_of_types(
+    client, tenant
+) -> None:
+    # GIVEN a filter that excludes invoice.paid
+    excluding = {"$type": {"$nin": ["invoice.paid"]}}
+    # WHEN a subscription to invoice.paid alone asks for it, THEN that is a 422: it would never receive anything
+    response = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://hooks.example.com/x", "event_types": ["invoice.paid"], "filter": excluding},
+        headers=tenant.headers,
+    )
+    error = assert_error(response, 422, "invalid_filter")
+    assert [(d["loc"], d["type"]) for d in error["details"]] == [(["body", "filter"], "filter_contradiction")]
+    # WHEN a subscription to two types keeps it, and its types change to invoice.paid alone
+    sub = created(client, tenant, event_types=["invoice.paid", "order.shipped"], filter=excluding)
+    path = f"/v1/subscriptions/{sub['id']}"
+    response = client.patch(path, json={"event_types": ["invoice.paid"]}, headers=tenant.headers)
+    # THEN that is refused at event_types, and the subscription is unchanged
+    error = assert_error(response, 422, "invalid_filter")
+    assert [(d["loc"], d["type"]) for d in error["details"]] == [(["body", "event_types"], "filter_contradiction")]
+    assert client.get(path, headers=tenant.headers).json()["event_types"] == ["invoice.paid", "order.shipped"]
+
+
 # --- dry run ---------------------------------------------------------------------------------------------------
 
 

@@ -270,6 +270,39 @@ def test_enum_values_and_open_objects() -> None:
         check_filter({"attributes.priority": "high"}, schemas)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"$type": {"$nin": ["invoice.paid", "order.shipped"]}},
+        {"$type": {"$ne": "invoice.paid"}, "$and": [{"$type": {"$ne": "order.shipped"}}]},
+        {"$or": [{"$type": "invoice.paid", "$not": {"$type": "invoice.paid"}}, {"$type": {"$nin": list(SCHEMAS)}}]},
+        {"$not": {"$or": [{"$type": "invoice.paid"}, {"$type": "order.shipped"}]}, "currency": "EUR"},
+    ],
+)
+def test_a_filter_whose_type_conditions_leave_no_subscribed_type_is_refused(raw: dict[str, Any]) -> None:
+    # GIVEN a subscription to invoice.paid and order.shipped
+    # WHEN its filter's $type conditions exclude both, whatever the data
+    with pytest.raises(InvalidFilterError) as caught:
+        check_filter(raw, SCHEMAS)
+    # THEN it is a contradiction, on the whole filter
+    assert [(detail["loc"], detail["type"]) for detail in caught.value.details or []] == [
+        (["body", "filter"], "filter_contradiction")
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"$type": {"$nin": ["invoice.paid"]}},
+        {"$not": {"$type": "invoice.paid", "currency": "EUR"}},
+        {"$or": [{"$type": {"$ne": "invoice.paid"}}, {"currency": "EUR"}]},
+        {"$not": {"$and": [{"$type": {"$in": ["invoice.paid", "order.shipped"]}}, {"currency": "EUR"}]}},
+    ],
+)
+def test_a_filter_that_leaves_one_subscribed_type_is_accepted(raw: dict[str, Any]) -> None:
+    assert check_filter(raw, SCHEMAS).to_stored() == compile_filter(raw).to_stored()
+
+
 def test_wildcard_subscriptions_check_against_every_type() -> None:
     assert set(event_schemas(catalog, ["*"])) == set(catalog.names())
     check_filter({"username": "ada"}, event_schemas(catalog, ["*"]))

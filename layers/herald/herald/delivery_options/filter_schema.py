@@ -9,7 +9,9 @@
   an integer, ``true`` for a string. ``null`` is always accepted (``$eq: null`` matches a missing field), integers
   and floats are both numbers, an array path accepts operands of its elements' type (MongoDB's array matching);
 - an ``$eq``/``$in`` operand outside a field's ``enum``/``const``, and a ``$type`` that is not subscribed: they can
-  never match (``filter_contradiction``, ``filter_unknown_event_type``).
+  never match (``filter_contradiction``, ``filter_unknown_event_type``);
+- a filter whose ``$type`` conditions alone rule out every subscribed type (``filter_contradiction`` at the
+  filter itself): field conditions count as "may match", ``$and``, ``$or`` and ``$not`` combine the three values.
 
 The schemas are those pydantic writes (``EventType.schema`` in :mod:`herald.catalog`): ``properties``,
 ``additionalProperties``, ``items``, local ``$ref`` to ``$defs``, ``anyOf``/``oneOf``/``allOf`` (read as "any of
@@ -182,6 +184,52 @@ def check_filter(raw: Json, schemas: Mapping[str, Schema], *, loc: Loc = ("body"
             problems.append({"loc": list(at), "msg": message, "type": "filter_unknown_event_type"})
     for condition in compiled.conditions:
         problems += _condition_problems(condition, schemas)
+    if not problems and schemas and all(_verdict(raw, name) is False for name in schemas):
+        message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(schemas)})"
+        problems.append({"loc": list(loc), "msg": message, "type": "filter_contradiction"})
     if problems:
         raise InvalidFilterError("; ".join(problem["msg"] for problem in problems), details=problems)
     return compiled
+
+
+# --- what the $type conditions decide alone ----------------------------------------------------------------------
+
+#: A verdict in three values: True or False when the ``$type`` conditions decide it, None when the field
+#: conditions may go either way.
+type Verdict = bool | None
+
+
+def _verdict(raw: Mapping[str, Json], event_type: str) -> Verdict:
+    """Whether ``raw`` (a compiled filter) matches an event of ``event_type`` whatever its data."""
+    return _all([_entry_verdict(key, value, event_type) for key, value in raw.items()])
+
+
+def _entry_verdict(key: str, value: Json, event_type: str) -> Verdict:
+    if key in ("$and", "$or"):
+        parts = [_verdict(part, event_type) for part in value]
+        return _all(parts) if key == "$and" else _any(parts)
+    if key == "$not":
+        inner = _verdict(value, event_type)
+        return None if inner is None else not inner
+    if key == "$type":
+        operators = value if isinstance(value, dict) else {"$eq": value}
+        return _all([_type_test(name, operand, event_type) for name, operand in operators.items()])
+    return None  # a field condition
+
+
+def _type_test(name: str, operand: Json, event_type: str) -> bool:
+    names = operand if isinstance(operand, list) else [operand]  # $in, $nin; $eq, $ne
+    found = event_type in names
+    return found if name in ("$eq", "$in") else not found
+
+
+def _all(verdicts: list[Verdict]) -> Verdict:
+    if False in verdicts:
+        return False
+    return True if all(verdicts) else None
+
+
+def _any(verdicts: list[Verdict]) -> Verdict:
+    if True in verdicts:
+        return True
+    return False if all(verdict is False for verdict in verdicts) else None
