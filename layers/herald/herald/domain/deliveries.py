@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.domain import subscriptions
-from herald.errors import ConflictError, EventExpiredError, NotFoundError
+from herald.errors import EventExpiredError, NotFoundError
 from herald.messages import DeliveryMessage
 from herald.records import Delivery, Trigger
 from herald.schemas import SubscriptionStats
@@ -34,8 +34,7 @@ def retry(services: Services, delivery: Delivery) -> None:
     often SQS hands the message over (a retry asked for twice before either ran makes one attempt too). A disabled
     subscription's delivery is refused (``ConflictError``), as a recovery is: it receives nothing until enabled."""
     sub = subscriptions.find(services, delivery.tenant_id, delivery.subscription_id)
-    if not sub.enabled:
-        raise ConflictError(f"subscription {sub.id} is disabled: enable it first")
+    subscriptions.require_enabled(sub)
     stored = services.store.events.get(delivery.event_id)
     if stored is None or not stored.has_delivery(delivery.subscription_id, delivery.id):
         raise EventExpiredError(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.catalog import PING_EVENT_TYPE
+from herald.domain import subscriptions
 from herald.errors import ConflictError, InvalidInputError, NotFoundError
 from herald.messages import RecoverMessage, RedeliverMessage
 from herald.records import RecoveryJob, RecoveryStatus, utcnow
@@ -48,11 +49,7 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
     """Queue a recovery of ``sub``'s failed deliveries in the window, or return the job already at work on
     the same window (an identical request while it runs). A disabled subscription is enabled first (409): a
     recovery would send to an endpoint its tenant or Herald stopped."""
-    if not sub.enabled:
-        raise ConflictError(
-            f"subscription {sub.id} is disabled: enable it first (the deliveries it failed while disabled stay in "
-            "the window)"
-        )
+    subscriptions.require_enabled(sub, note="the deliveries it failed while disabled stay in the window")
     now = utcnow()
     oldest = now - timedelta(days=services.settings.recovery_max_days)
     since = as_utc(body.since, "since")

@@ -28,8 +28,8 @@ from pydantic import ValidationError
 from herald import ids
 from herald.catalog import PING_EVENT_TYPE, catalog
 from herald.delivery_options.transforms import InvalidTransformError, dry_run, transform_from_stored
+from herald.domain import subscriptions
 from herald.errors import (
-    ConflictError,
     HeraldError,
     IdempotencyConflictError,
     InvalidInputError,
@@ -618,8 +618,7 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
     fails on the ping (it was checked on the subscribed types' examples only) is an ``InvalidTransformError``,
     not a test whose delivery is sure to fail without a request. A disabled subscription receives nothing, a test
     included: a ``ConflictError``, as a retry of its delivery is."""
-    if not sub.enabled:
-        raise ConflictError(f"subscription {sub.id} is disabled: enable it first")
+    subscriptions.require_enabled(sub)
     data = catalog.get(PING_EVENT_TYPE).validate(  # type: ignore[union-attr]
         {"message": "Test delivery from Herald.", "subscription_id": sub.id}
     )

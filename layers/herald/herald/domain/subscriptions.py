@@ -51,6 +51,13 @@ def find(services: Services, tenant_id: str, sub_id: str, *, what: str = "subscr
     return sub
 
 
+def require_enabled(sub: Subscription, *, note: str = "") -> None:
+    """A disabled subscription receives nothing: a retry, a recovery or a test of one is a ``ConflictError``
+    (409) until it is enabled. ``note`` follows the message, in parentheses."""
+    if not sub.enabled:
+        raise ConflictError(f"subscription {sub.id} is disabled: enable it first" + (f" ({note})" if note else ""))
+
+
 def new_subscription(
     tenant_id: str,
     url: str,
