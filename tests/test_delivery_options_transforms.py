@@ -79,6 +79,9 @@ def test_dry_run_shows_each_types_example() -> None:
         # an object, but with a number JSON cannot carry: every delivery would fail
         ("{x: to_number('NaN')}", ["transform_failed", "transform_failed"]),
         ("{x: to_number('-Infinity')}", ["transform_failed", "transform_failed"]),
+        # an expression reference is a value to JMESPath, and no JSON
+        ("{r: &data}", ["transform_failed", "transform_failed"]),
+        ("[not_null(&data)]", ["transform_failed", "transform_failed"]),
         ("|".join(["[@,@]"] * 12), ["transform_result_too_large", "transform_result_too_large"]),
     ],
 )
@@ -106,6 +109,8 @@ def test_refusals_on_examples_name_the_type() -> None:
         ("sort(data.items)", {"items": [1, "a"]}, "failed"),
         ("[to_number(data.n)]", {"n": "NaN"}, "failed"),
         ("[data.a < data.b]", {"a": "x", "b": 1}, "failed"),
+        # accepted when set (the examples take the other branch), an expression reference on this event
+        ("data.big && {r: &data} || data", {"big": True}, "failed"),
     ],
 )
 def test_a_transform_failing_on_a_real_event_is_a_transform_error(

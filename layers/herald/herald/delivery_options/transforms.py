@@ -280,11 +280,15 @@ def example_envelopes(catalog: EventCatalog, event_types: Iterable[str]) -> dict
 
 def encode(value: dict[str, Any] | list[Any]) -> bytes:
     """A transform's result as the body sent, or ``TransformError``: JSON (no NaN or Infinity, which a transform
-    can make, e.g. ``to_number('NaN')``), at most ``MAX_BODY_BYTES``."""
+    can make, e.g. ``to_number('NaN')``, and no expression reference, e.g. ``{r: &data}``), at most
+    ``MAX_BODY_BYTES``."""
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
         raise TransformError("failed", "the transform gave NaN or Infinity, which JSON cannot carry") from None
+    except TypeError:  # JMESPath's expression references (`&data`) are values too, and no JSON
+        message = "the transform gave an expression reference (`&...`) where a value belongs, which JSON cannot carry"
+        raise TransformError("failed", message) from None
     try:
         body = text.encode()
     except UnicodeEncodeError:
