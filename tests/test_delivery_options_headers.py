@@ -73,6 +73,14 @@ def refused(given: dict[str, HeaderIn]) -> list[dict[str, Any]]:
         ("Upgrade", "h2c", "reserved_header"),
         ("Expect", "100-continue", "reserved_header"),
         ("Accept-Encoding", "gzip", "reserved_header"),
+        # the signature headers' other names, which Svix's libraries read before webhook-*
+        ("Svix-Id", "msg_other", "reserved_header"),
+        ("SVIX-SIGNATURE", "v1,forged", "reserved_header"),
+        # _ for -: CGI and WSGI servers read both as the same header
+        ("Webhook_Signature", "v1,forged", "reserved_header"),
+        ("svix_timestamp", "1", "reserved_header"),
+        ("Content_Length", "1", "reserved_header"),
+        ("Transfer_Encoding", "chunked", "reserved_header"),
     ],
 )
 def test_a_bad_or_reserved_header_is_refused_naming_it(name: str, value: str, kind: str) -> None:
@@ -90,6 +98,7 @@ def test_a_bad_or_reserved_header_is_refused_naming_it(name: str, value: str, ki
         ({"X-Big": HeaderIn(value="v" * MAX_HEADERS_BYTES)}, "headers_too_large"),
         ({f"X-H{i}": HeaderIn(value="v" * 400) for i in range(11)}, "headers_too_large"),
         ({"X-Key": HeaderIn(value="a"), "x-key": HeaderIn(value="b")}, "duplicate_header"),
+        ({"X-Key": HeaderIn(value="a"), "x_key": HeaderIn(value="b")}, "duplicate_header"),
     ],
 )
 def test_limits_and_duplicates_are_refused(given: dict[str, HeaderIn], kind: str) -> None:

@@ -3,14 +3,16 @@
 Rules (checked by :func:`check_headers`, every problem reported at once as ``invalid_headers``):
 
 - Names are RFC 9110 tokens (``!#$%&'*+-.^_`|~``, digits, letters), at most 256 characters, compared
-  case-insensitively: ``X-Key`` and ``x-key`` together are a duplicate. The name is kept as written.
+  case-insensitively and with ``_`` read as ``-`` (as CGI and WSGI servers read them): ``X-Key`` with ``x-key``
+  or ``X_Key`` is a duplicate. The name is kept as written.
 - Values are visible US-ASCII, with spaces and tabs inside but not at either end: no CR, LF, NUL or other
   control character (header injection), no non-ASCII (RFC 9110 calls it obsolete; httpx would refuse to
   encode it at send time, a failure discovered only on delivery). Empty values are refused: an empty header
   is almost always an unset variable on the subscriber's side.
 - At most :data:`MAX_HEADERS` headers and :data:`MAX_HEADERS_BYTES` in all, counted as the bytes the headers
   add to the request (``name: value\\r\\n`` each).
-- Herald's own headers are refused, naming the header: the signature headers (``webhook-*``), those that
+- Herald's own headers are refused, naming the header (``_`` read as ``-`` here too): the signature headers
+  (``webhook-*``, and ``svix-*``, their other names, which Svix's libraries read first), those that
   describe the body or the exchange (``content-*``, ``host``, ``user-agent``, ``accept-encoding``, ``expect``)
   and the hop-by-hop ones (``connection``, ``keep-alive``, ``proxy-*``, ``te``, ``trailer``,
   ``transfer-encoding``, ``upgrade``, ``http2-settings``). :func:`request_headers` drops them again at send
@@ -67,7 +69,6 @@ _RESERVED_NAMES = frozenset(
         "http2-settings",
     }
 )
-_RESERVED_PREFIXES = ("webhook-", "content-", "proxy-")
 _SENSITIVE_NAME = re.compile(r"authorization|cookie|key|token|secret|password|auth|session|signature|credential")
 
 
@@ -77,11 +78,19 @@ class InvalidHeadersError(InvalidInputError):
     code = "invalid_headers"
 
 
+def _folded(name: str) -> str:
+    """A header name as receivers may read it: without case, and ``_`` as ``-`` (CGI and WSGI servers, and
+    gateways built on them, give ``X_Key`` and ``X-Key`` the same variable)."""
+    return name.lower().replace("_", "-")
+
+
 def reserved_reason(name: str) -> str | None:
     """Why Herald keeps the header ``name`` for itself, or None if a subscription may set it."""
-    lower = name.lower()
+    lower = _folded(name)
     if lower.startswith("webhook-"):
         return "Herald sets the webhook-* signature headers"
+    if lower.startswith("svix-"):
+        return "svix-* are the signature headers' other names, which Svix's libraries read before webhook-*"
     if lower.startswith("proxy-"):
         return "proxy-* headers are hop-by-hop"
     if lower.startswith("content-"):
@@ -213,8 +222,9 @@ def _name_problems(name: str, seen: set[str], loc: tuple[str, ...]) -> list[dict
         shown = name[:64].encode("unicode_escape").decode("ascii")
         message = f"header name {shown!r} is not an HTTP token (letters, digits, !#$%&'*+-.^_`|~; no spaces)"
         return [_problem(name, message, "invalid_header_name", loc)]
-    if name.lower() in seen:
-        return [_problem(name, f"header {name!r} is given twice (names ignore case)", "duplicate_header", loc)]
+    if _folded(name) in seen:
+        message = f"header {name!r} is given twice (names ignore case, and _ is read as -)"
+        return [_problem(name, message, "duplicate_header", loc)]
     reason = reserved_reason(name)
     if reason is not None:
         return [_problem(name, f"header {name!r} cannot be set: {reason}", "reserved_header", loc)]
@@ -243,7 +253,7 @@ def check_headers(headers: Mapping[str, HeaderIn], *, loc: tuple[str, ...] = ("b
         value = header.value.get_secret_value()
         name_problems = _name_problems(name, seen, loc)
         problems += name_problems or _value_problems(name, value, loc)
-        seen.add(name.lower())
+        seen.add(_folded(name))
         size += len(name) + len(value.encode()) + 4  # "name: value\r\n"
     if len(headers) > MAX_HEADERS:
         message = f"{len(headers)} headers; at most {MAX_HEADERS}"
