@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 from herald.errors import ConflictError
-from herald.records import utcnow
+from herald.messages import DeliveryMessage
+from herald.records import ErrorKind, utcnow
+from herald.sender import Outcome
 from herald.storage.health import LATENCY_SAMPLES, AttemptTally
+from herald.worker.lanes import forget, learn
 from tests.api_support import queue_messages
 from tests.delivery_support import (
     Harness,
@@ -568,6 +571,39 @@ def test_a_rewrite_racing_the_worker_keeps_what_the_worker_learned_meanwhile(
     # AND a write over a version read before that change is still refused
     with pytest.raises(ConflictError):
         store.subscriptions.replace(read, read.model_copy(update={"version": read.version + 1}))
+
+
+@pytest.mark.parametrize("settings_overrides", [FAST])
+def test_an_answer_after_timeouts_of_the_same_batch_closes_the_breaker_they_opened(
+    client, tenant, harness: Harness
+) -> None:
+    # GIVEN a subscription as a batch read it, with no timeouts yet
+    sub = subscribe(client, tenant, "https://hooks.example.com/x")
+    store, worker = harness.services.store, harness.worker
+    read_by_batch = store.subscriptions.get(tenant.id, sub.id)
+    assert read_by_batch is not None
+    assert read_by_batch.isolation.timeouts == 0
+
+    def attempt(kind: ErrorKind | None, status: int | None, number: int) -> None:
+        message = DeliveryMessage(
+            event_id=f"evt_{number}", tenant_id=tenant.id, subscription_id=sub.id, delivery_id=f"dlv_{number}"
+        )
+        at = worker.now()
+        outcome = Outcome(status, kind, None, None, None, at, at)
+        worker.loop.run_until_complete(learn(worker, read_by_batch, message, outcome, {}))
+
+    # WHEN three of the batch's attempts time out (the breaker opens), then a fourth is answered 200
+    for number in range(3):
+        attempt(ErrorKind.TIMEOUT, None, number)
+    opened = store.subscriptions.get(tenant.id, sub.id)
+    assert opened is not None
+    assert opened.isolation.breaker_until > 0
+    attempt(None, 200, 3)
+    # THEN the answer ended the streak and closed the breaker, though the batch's read showed neither
+    closed = store.subscriptions.get(tenant.id, sub.id)
+    assert closed is not None
+    assert (closed.isolation.timeouts, closed.isolation.breaker_until) == (0, 0.0)
+    forget(worker)
 
 
 def test_a_test_event_goes_through_an_open_breaker_and_its_answer_closes_it(

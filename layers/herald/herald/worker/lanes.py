@@ -66,12 +66,17 @@ _MARKED: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDi
 #: The half-open breakers' probes each worker took in its current batch, by delivery id: until when each was taken
 #: (``probe_taken_elsewhere``), so that an attempt that made no request gives its probe back (``learn``).
 _PROBES: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDictionary()
+#: The subscriptions whose timeouts each worker counted in its current batch: an answer after them (a later
+#: attempt of the same batch) ends their streak and closes the breaker they may have opened, though the batch's
+#: read of the subscription, from before those timeouts, shows neither (``learn``).
+_COUNTED: weakref.WeakKeyDictionary[Worker, set[str]] = weakref.WeakKeyDictionary()
 
 
 def forget(worker: Worker) -> None:
     """The batch is over: what it marked slow is known from the subscriptions' items from now on."""
     _MARKED.pop(worker, None)
     _PROBES.pop(worker, None)
+    _COUNTED.pop(worker, None)
 
 
 def on_slow_lane(worker: Worker, record: SQSRecord) -> bool:
@@ -296,6 +301,7 @@ async def learn(
         return
     settings, store, now = worker.settings, worker.store, worker.clock()
     learned = sub.isolation
+    counted_here = _COUNTED.setdefault(worker, set())
     try:
         if outcome.error_kind is ErrorKind.TIMEOUT:
             counted = await worker.io(
@@ -308,6 +314,7 @@ async def learn(
                 open_seconds=settings.breaker_open_seconds,
                 max_open_seconds=settings.breaker_max_open_seconds,
             )
+            counted_here.add(sub.id)
             if slow_until(worker, sub) <= now:  # not marked while it was unanswered (``watch``), nor before
                 worker.metrics.add(Metric.MARKED_SLOW)
             if counted is not None and counted[1]:
@@ -317,7 +324,8 @@ async def learn(
                     "circuit breaker opened: the endpoint keeps timing out",
                     extra={**log, "timeouts": counted[0].timeouts, "open_seconds": round(until - now)},
                 )
-        elif learned.timeouts or learned.breaker_until or learned.probe_until:
+        elif learned.timeouts or learned.breaker_until or learned.probe_until or sub.id in counted_here:
+            counted_here.discard(sub.id)
             await worker.io(store.isolation.reset, sub.tenant_id, sub.id)
             if learned.breaker_until:
                 logger.info("circuit breaker closed: the endpoint answered", extra=log)
