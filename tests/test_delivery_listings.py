@@ -114,3 +114,21 @@ def test_an_event_type_not_in_the_catalog_is_a_422(client, tenant, receiver: Rec
     assert_error(unknown, 422, "unknown_event_type")
     assert unknown.json()["error"]["details"][0]["loc"] == ["query", "event_type"]
     assert empty.status_code == 422
+
+
+def test_an_empty_iterator_is_the_first_page_of_a_deliverys_attempts(
+    client, tenant: TenantInfo, harness, receiver: Receiver
+) -> None:
+    # GIVEN a delivery whose one attempt succeeded (kept inside the delivery's own item)
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    (delivery,) = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
+    path = f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/attempts"
+    first = client.get(path, headers=tenant.headers).json()
+    assert [attempt["attempt_number"] for attempt in first["data"]] == [1]
+    # WHEN it is listed with an empty iterator, as every listing reads it: the first page
+    empty = client.get(f"{path}?iterator=", headers=tenant.headers)
+    # THEN the first page it is, the attempt included
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == first

@@ -561,7 +561,7 @@ class DeliveryRepository:
         """A delivery's attempts, oldest first: the first one from inside the delivery's item when it is kept
         there, then the attempt items."""
         kept: list[Attempt] = []
-        if cursor is None:
+        if not cursor:  # the first page ("" too, as every listing reads it)
             item = self._read(sub_id, delivery_id, event_id)
             first = _first_attempt_of(item) if item is not None else None
             kept = [first] if first is not None else []
