@@ -469,3 +469,9 @@ def test_a_session_without_a_csrf_token_changes_nothing(
     # THEN the change is refused, and the endpoint is as it was
     assert response.status_code == 403
     assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+
+
+def test_the_portals_address_without_its_slash_leads_to_it(browser: Browser) -> None:
+    # The API's paths with a trailing slash are no routes (404); the portal's own address still leads to the portal
+    response = browser().get("/portal", follow_redirects=False)
+    assert (response.status_code, response.headers["location"]) == (307, "/portal/")

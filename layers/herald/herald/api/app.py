@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 
 from herald import __version__
@@ -63,6 +64,9 @@ def create_app(services: Services | None = None) -> FastAPI:
     """Build the app. ``services`` is injected in tests; otherwise it is built on the first request."""
     settings = services.settings if services else get_settings()
     app = FastAPIOffline(
+        # A path with a trailing slash is no route: 404 in the error shape, not Starlette's 307 to the path without
+        # it (undocumented, bodiless, and behind API Gateway a Location built from the host it sees).
+        redirect_slashes=False,
         title="Herald",
         version=__version__,
         description=DESCRIPTION,
@@ -101,9 +105,14 @@ def create_app(services: Services | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     document_responses(app, routers)
+    app.add_api_route("/portal", _to_portal, include_in_schema=False)  # the portal's own address, without its slash
     app.mount("/portal", LazyPortal(app), name="portal")
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes)
     return app
+
+
+def _to_portal() -> RedirectResponse:
+    return RedirectResponse("/portal/", status_code=307)
 
 
 class LazyPortal:
