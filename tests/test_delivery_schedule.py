@@ -349,3 +349,27 @@ def test_a_sweep_sends_its_pages_several_at_once(harness: Harness, clock: Clock)
     assert result == {"queued": 80, "complete": True}
     assert calls == [10] * 8
     assert harness.scheduled() == 0
+
+
+def test_work_scheduled_before_any_sweep_succeeded_is_swept_however_long_they_failed(
+    services: Any, aws: Any, clock: Clock
+) -> None:
+    # GIVEN a deployment whose sweeps have not succeeded yet (no cursor), where a retry is scheduled 30 min ahead
+    from herald.worker.runtime import Worker, settle_all
+
+    assert services.store.schedule.cursor() is None
+    message = DeliveryMessage(event_id="evt_1", tenant_id="ten_1", subscription_id="sub_1", delivery_id="dlv_1")
+    services.store.schedule.put(dump_message(message), name="dlv_1", due=clock() + 1800, now=clock())
+    # AND the sweeps keep failing for three hours
+    clock.advance(3 * 3600)
+    worker = Worker(services, clock=clock)
+    try:
+        # WHEN one succeeds
+        result = worker.sweep()
+        # THEN it queues the retry (due two and a half hours before it): the schedule's first put set the cursor
+        assert result == {"queued": 1, "complete": True}
+        assert [body["delivery_id"] for body in queue_messages(aws.client("sqs"), services.settings.queue_url)] == [
+            "dlv_1"
+        ]
+    finally:
+        settle_all([worker])

@@ -10,6 +10,7 @@ and deletes it. The sweeper's cursor says until when everything due has been sen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -50,10 +51,14 @@ def _shard(name: str) -> int:
 class ScheduleRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
+        self._cursor_started = False
 
     def put(self, body: str, *, name: str, due: float, now: float, redrives: int = 0) -> None:
         """Schedule ``body`` to be queued at ``due``, with the count of redrives of its work (``herald.dlq``), if any.
-        ``name`` identifies the work (a delivery id): the same work scheduled twice for the same moment is one item."""
+        ``name`` identifies the work (a delivery id): the same work scheduled twice for the same moment is one item.
+        This repository's first put starts the sweeps' cursor if there is none yet (``start_cursor``)."""
+        if not self._cursor_started:
+            self.start_cursor(now)
         due_ms = int(due * 1000)
         key = keys.due(due_ms // 3_600_000, _shard(name), due_ms, name)
         item = {**key, "body": body, "due": due, "scheduled_at": now, "expires_at": int(due) + KEEP_SECONDS}
@@ -94,6 +99,20 @@ class ScheduleRepository:
         """Until when (epoch seconds) the scheduled work has been queued; None before the first sweep."""
         item = self._table.read(keys.sweep_cursor())
         return float(item["until"]) if item else None
+
+    def start_cursor(self, at: float) -> None:
+        """Set the cursor at ``at`` if there is none (no sweep has succeeded yet, or it was lost with the table):
+        work scheduled from then on is read from where it was scheduled, however long the sweeps keep failing,
+        instead of from an hour before the first sweep that succeeds, which would leave earlier work behind until it
+        expires. ``at`` is before anything scheduled after it falls due (scheduled work waits over 15 minutes). One
+        conditional write per repository (a container's), then never again."""
+        with contextlib.suppress(ClientError):  # a cursor exists (other failures: ServiceUnavailableError)
+            self._table.call(
+                "put_item",
+                Item=to_item({**keys.sweep_cursor(), "until": at}),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        self._cursor_started = True
 
     def advance(self, previous: float | None, until: float) -> bool:
         """Move the cursor from ``previous`` to ``until``; False if another sweep moved it meanwhile. The move

@@ -35,7 +35,8 @@ logger = Logger(service="herald", child=True)
 #: interval, so a sweep that starts late still queues what falls due before the next one; far less than 15
 #: minutes, SQS's longest delay, and than the shortest wait ``hold`` schedules (over 15 minutes ahead).
 LOOKAHEAD_SECONDS = 120
-#: Where the first sweep of a deployment starts reading, back from now.
+#: Where a sweep with no cursor starts reading, back from now. Nothing was scheduled then (the schedule's first
+#: put starts the cursor: ``ScheduleRepository.start_cursor``), unless the cursor was lost with the table.
 FIRST_LOOKBACK_SECONDS = 3600
 #: A sweep stops when its invocation has less time left than this.
 MIN_SECONDS_LEFT = 10.0
