@@ -9,6 +9,7 @@ batch, never timed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -604,6 +605,33 @@ def test_an_answer_after_timeouts_of_the_same_batch_closes_the_breaker_they_open
     assert closed is not None
     assert (closed.isolation.timeouts, closed.isolation.breaker_until) == (0, 0.0)
     forget(worker)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,1800"}])
+def test_a_retry_due_after_the_slow_lane_ends_comes_back_to_the_work_queue(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscription on the slow lane for 15 more minutes, whose endpoint fails once, and an event to it,
+    # which the work queue forwards to the slow lane
+    receiver.responses = [(500, {}, b"down", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    assert harness.services.store.isolation.mark_slow(tenant.id, sub.id, until=clock() + 900)
+    publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    # WHEN the slow lane's attempt fails, and its retry is 30 minutes away: after the slow lane ends
+    (slow_lane,) = harness.others
+    assert slow_lane.poll_once().received == 1
+    assert len(receiver.received) == 1
+    table = harness.services.store.table
+    (item,) = table.client.scan(
+        TableName=table.name, FilterExpression="begins_with(pk, :d)", ExpressionAttributeValues={":d": {"S": "DUE#"}}
+    )["Items"]
+    # THEN the retry is scheduled for the work queue, not for the slow lane's few invocations
+    assert json.loads(item["body"]["S"]).get("lane") is None
+    # AND it is made once due (with its jitter), and succeeds
+    step(harness, clock, 3600)
+    assert len(receiver.received) == 2
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
 
 
 def test_a_test_event_goes_through_an_open_breaker_and_its_answer_closes_it(

@@ -396,7 +396,8 @@ async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | N
     await _release(worker, job, token)
     worker.metrics.add(Metric.POSTPONED)
     logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
-    await hold(worker, lanes.for_later(worker, job.message, sub), job.record, worker.clock() + postpone)
+    until = worker.clock() + postpone
+    await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
 
 
 async def _put_off(
@@ -560,7 +561,8 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
     if outcome.handed_over:
         await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
     elif status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
-        await hold(worker, lanes.for_later(worker, job.message, sub), job.record, next_at.timestamp())
+        until = next_at.timestamp()
+        await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
 
 
 async def _record(

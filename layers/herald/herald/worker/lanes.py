@@ -169,7 +169,8 @@ async def _held_by_breaker(
     worker.metrics.add(Metric.BREAKER_HELD)
     wait += worker.rng.uniform(0, max(1.0, wait * HOLD_SPREAD))
     logger.info("delivery held by the circuit breaker", extra={**log, "held_seconds": round(wait, 1)})
-    await hold(worker, for_later(worker, message, sub), record, worker.clock() + wait)
+    until = worker.clock() + wait
+    await hold(worker, for_later(worker, message, sub, until), record, until)
 
 
 def slow_until(worker: Worker, sub: Subscription) -> float:
@@ -203,12 +204,13 @@ async def forwarded(
     return True
 
 
-def for_later(worker: Worker, message: DeliveryMessage, sub: Subscription) -> DeliveryMessage:
-    """The message to hold for a later attempt: it keeps the slow lane only while its subscription is on it (as
-    read for this attempt, or as this batch marked it: ``slow_until``). A delivery forwarded once must not stay
-    on the slow lane's few invocations for the rest of its retries; should the subscription be slow again then,
-    ``diverted`` forwards it again."""
-    if message.lane == "slow" and slow_until(worker, sub) <= worker.clock():
+def for_later(worker: Worker, message: DeliveryMessage, sub: Subscription, until: float) -> DeliveryMessage:
+    """The message to hold for a later attempt, at ``until``: it keeps the slow lane only if its subscription is
+    still on it then (as read for this attempt, or as this batch marked it: ``slow_until``). A delivery forwarded
+    once must not stay on the slow lane's few invocations for the rest of its retries, nor come back to them
+    hours on, when its endpoint is fast again; should the subscription be slow again then, ``diverted`` forwards
+    it again."""
+    if message.lane == "slow" and slow_until(worker, sub) <= until:
         return message.model_copy(update={"lane": None})
     return message
 
