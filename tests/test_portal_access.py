@@ -475,3 +475,17 @@ def test_the_portals_address_without_its_slash_leads_to_it(browser: Browser) -> 
     # The API's paths with a trailing slash are no routes (404); the portal's own address still leads to the portal
     response = browser().get("/portal", follow_redirects=False)
     assert (response.status_code, response.headers["location"]) == (307, "/portal/")
+
+
+@pytest.mark.parametrize("path", ["/portal/endpoints/", "/portal/catalog/"])
+def test_a_trailing_slash_is_not_found_never_a_redirect_to_the_host_the_request_names(
+    browser: Browser, tenant: TenantInfo, path: str
+) -> None:
+    # GIVEN a signed-in browser
+    me = browser()
+    sign_in(me, tenant.id)
+    # WHEN a portal path is asked for with a trailing slash and a Host header naming another site
+    response = me.get(path, headers={"host": "evil.example"}, follow_redirects=False)
+    # THEN it is the portal's not-found page, not a redirect built from that host
+    assert response.status_code == 404
+    assert "location" not in response.headers

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 def create_portal(api: FastAPI) -> ASGIApp:
     """The portal's app, acting through ``api``'s services (built on first use)."""
-    portal = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    # No redirect to a path without its trailing slash: Starlette builds its Location from the Host the request names.
+    portal = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     portal.state.api = api
     install_error_pages(portal)
     for module in (session, endpoints, logs):
