@@ -282,6 +282,33 @@ def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
     assert services.store.subscriptions.get(doomed.id, sub.id) is None
 
 
+def test_a_purge_queued_by_a_deletion_that_failed_leaves_the_tenant_it_did_not_delete_alone(
+    client, make_tenant, services, poller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a tenant with a subscription, and a table that refuses the deletion's last step (the tenant's item) once
+    kept = make_tenant("Kept")
+    sub = subscribe(client, kept, "https://example.com/hook")
+    delete = services.store.tenants.delete
+
+    def refuse_once(tenant_id: str) -> None:
+        monkeypatch.setattr(services.store.tenants, "delete", delete)
+        raise ServiceUnavailableError("DynamoDB could not be reached")
+
+    monkeypatch.setattr(services.store.tenants, "delete", refuse_once)
+    # WHEN the deletion answers 503 after queueing its purge, and the operator keeps the tenant: a new key
+    assert_error(client.delete(f"/v1/tenants/{kept.id}", headers=ADMIN), 503)
+    key = client.post(f"/v1/tenants/{kept.id}/api-keys", headers=ADMIN).json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    # AND the purge runs, a minute later
+    assert release_delays(services.settings.queue_url) == 1
+    drain(poller)
+    # THEN the tenant, which exists, keeps its new key, its subscription and its count
+    listed = client.get("/v1/subscriptions", headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert [s["id"] for s in listed.json()["data"]] == [sub.id]
+    assert services.store.subscriptions.count(kept.id) == 1
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -145,7 +145,12 @@ async def purge(worker: Worker, message: PurgeTenantMessage) -> None:
     """Delete a page of a deleted tenant's subscriptions; a continuation message carries on. Each message deletes
     the tenant's API keys once more first: the deletion found them through an index, whose read may miss a key
     issued a moment before (DynamoDB's eventual consistency); by the purge, delayed past any request under way,
-    the index lists it, and the key stops working then instead of never."""
+    the index lists it, and the key stops working then instead of never. A tenant that still exists is left alone:
+    its deletion queued the purge, then failed before the tenant's item went (a 503), and the operator may keep it;
+    the deletion asked again queues a purge of its own."""
+    if await worker.io(worker.store.tenants.get, message.tenant_id) is not None:
+        logger.warning("purge of a tenant that still exists: dropped", extra={"tenant_id": message.tenant_id})
+        return
     await worker.io(worker.store.tenants.delete_keys, message.tenant_id)
     done = await worker.io(worker.store.subscriptions.purge_page, message.tenant_id)
     if not done:
