@@ -545,6 +545,21 @@ def test_a_test_event_is_not_redelivered_to_other_subscriptions(client, tenant, 
     assert (len(own.received), len(other.received)) == (1, 0)
 
 
+def test_a_deleted_tenants_event_is_not_redelivered(client, tenant, harness, receiver) -> None:
+    # GIVEN a tenant's event, delivered, and the tenant deleted (its purge not run yet: its subscription is there)
+    subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    assert client.delete(f"/v1/tenants/{tenant.id}", headers=ADMIN).status_code == 204
+    # WHEN the operator asks for the event to be redelivered
+    response = client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN)
+    # THEN it is not found, and nothing more goes to the deleted tenant's endpoint
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "not_found"
+    harness.drain()
+    assert len(receiver.received) == 1
+
+
 def test_a_test_event_reports_its_fanout_complete(client, tenant, harness, receiver) -> None:
     # GIVEN a test delivery sent and delivered
     sub = subscribe(client, tenant, receiver.url)

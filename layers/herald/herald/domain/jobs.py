@@ -127,9 +127,12 @@ def read_recovery(services: Services, job_id: str) -> RecoveryJob | None:
 
 
 def start_redelivery(services: Services, event_id: str) -> RedeliveryOut:
-    """Queue one more attempt of an event to every subscription it goes to (operator)."""
+    """Queue one more attempt of an event to every subscription it goes to (operator). The event of a deleted tenant
+    is not found: its subscriptions are gone, or going (the tenant's purge)."""
     stored = services.store.events.get(event_id)
-    if stored is None:
+    if stored is None or (
+        stored.event.tenant_id is not None and services.store.tenants.get(stored.event.tenant_id) is None
+    ):
         raise NotFoundError(f"event {event_id} not found")
     event = stored.event
     if event.type == PING_EVENT_TYPE:
