@@ -41,9 +41,10 @@ def test_the_operator_lists_and_disables_a_tenants_subscriptions(
     patched = client.patch(
         f"/v1/subscriptions/{acme_sub}", params={"tenant_id": acme.id}, json={"enabled": False}, headers=ADMIN
     )
-    # THEN Acme sees it disabled; Globex's subscription cannot be reached through Acme
+    # THEN Acme sees it disabled, by the operator; Globex's subscription cannot be reached through Acme
     assert patched.status_code == 200, patched.text
-    assert client.get(f"/v1/subscriptions/{acme_sub}", headers=acme.headers).json()["enabled"] is False
+    seen = client.get(f"/v1/subscriptions/{acme_sub}", headers=acme.headers).json()
+    assert (seen["enabled"], seen["disabled_reason"]) == (False, "disabled by the operator")
     crossed = client.get(f"/v1/subscriptions/{globex_sub}", params={"tenant_id": acme.id}, headers=ADMIN)
     assert_error(crossed, 404, "not_found")
 

@@ -140,8 +140,11 @@ async def create_operator_endpoint(
     return sub
 
 
-async def update(services: Services, old: Subscription, body: SubscriptionUpdate) -> Subscription:
-    """Change the fields given in ``body``; ``enabled`` goes through the one enable/disable rule."""
+async def update(
+    services: Services, old: Subscription, body: SubscriptionUpdate, *, by: str = "the tenant"
+) -> Subscription:
+    """Change the fields given in ``body``; ``enabled`` goes through the one enable/disable rule (a disable is
+    recorded as ``by``'s: the tenant, or the operator acting for it)."""
     changes = body.model_dump(exclude_unset=True, exclude={"headers", "filter", "transform"})
     if changes.get("url") is not None:
         changes["url"] = await services.url_policy.check_new_url(str(body.url))
@@ -160,7 +163,7 @@ async def update(services: Services, old: Subscription, body: SubscriptionUpdate
     changes |= _changed_options(old, body, changes.get("event_types", old.event_types))
     now = utcnow()
     enabled = changes.pop("enabled", None)
-    base = old if enabled is None else switched(old, enabled=enabled, reason="disabled by the tenant", now=now)
+    base = old if enabled is None else switched(old, enabled=enabled, reason=f"disabled by {by}", now=now)
     new = base.model_copy(update={**changes, "version": old.version + 1, "updated_at": now})
     _replace(services.store, old, new)
     return new

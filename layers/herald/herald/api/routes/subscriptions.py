@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response, status
 
-from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.api.deps import CallerDep, IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.auth import Role
 from herald.delivery_options.openapi import TransformDryRunIn, TransformDryRunOut
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
@@ -84,11 +85,13 @@ async def update_subscription(
     body: SubscriptionUpdate,
     services: ServicesDep,
     tenant_id: TenantDep,
+    caller: CallerDep,
 ) -> SubscriptionOut:
     """Change its URL, event types, description, metadata or delivery options, or disable / re-enable it
     (`enabled`). New event types are checked against the filter and transform it keeps."""
     old = subscriptions.find(services, tenant_id, subscription_id)
-    new = await subscriptions.update(services, old, body)
+    by = "the operator" if caller.role is Role.OPERATOR else "the tenant"
+    new = await subscriptions.update(services, old, body, by=by)
     return SubscriptionOut.of(new)
 
 
