@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from herald.errors import ConflictError
 from herald.records import RecoveryJob, RecoveryStatus
 from herald.storage import keys
-from herald.storage.table import record, strip, to_item, values
+from herald.storage.table import from_item, record, strip, to_item, values
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -195,18 +195,21 @@ class JobRepository:
                 return counts
             kwargs["ExclusiveStartKey"] = last
 
-    def take_ticket(self, job_id: str, delivery_id: str, *, lock_seconds: int, ticket_seconds: int) -> bool:
+    def take_ticket(
+        self, job_id: str, delivery_id: str, *, lock_seconds: int, ticket_seconds: int, page: str = ""
+    ) -> bool:
         """Reserve a delivery's one extra attempt for a job: the delivery's recovery lock (no other job may
         re-send it meanwhile; it lasts ``lock_seconds`` should the attempt never be made) and the job's
-        ticket for it (kept ``ticket_seconds``), in one transaction. True if reserved now, or by this job
-        before and not used yet (a page read again); False if another job holds the lock, or this job has
-        made its attempt already."""
+        ticket for it (kept ``ticket_seconds``, noting the ``page`` that took it: ``open_tickets``), in one
+        transaction. True if reserved now, or by this job before and not used yet (a page read again); False if
+        another job holds the lock, or this job has made its attempt already."""
         now = self._table.now()
         lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + lock_seconds}
         ticket = {
             **keys.job_ticket(job_id, delivery_id),
             "delivery_id": delivery_id,
             "state": OPEN,
+            "page": page,
             "expires_at": now + ticket_seconds,
         }
         try:
@@ -250,6 +253,27 @@ class JobRepository:
                 )
             with contextlib.suppress(ClientError):  # another job's, or expired and gone
                 self._table.call("delete_item", **_free_lock(delivery_id, job_id))
+
+    def open_tickets(self, job_id: str, page: str) -> list[str]:
+        """The deliveries whose tickets of the job the page starting at ``page`` took and are still open, read
+        strongly (a page run again sees what its first run took)."""
+        found: list[str] = []
+        kwargs: dict[str, Any] = {
+            "ConsistentRead": True,
+            "KeyConditionExpression": "pk = :p AND begins_with(sk, :prefix)",
+            "FilterExpression": "#state = :open AND #page = :page",
+            "ExpressionAttributeNames": {"#state": "state", "#page": "page"},
+            "ExpressionAttributeValues": values(
+                p=keys.job_tickets_partition(job_id), prefix=keys.TICKET_PREFIX, open=OPEN, page=page
+            ),
+        }
+        while True:
+            response = self._table.call("query", **kwargs)
+            found += [from_item(item)["delivery_id"] for item in response.get("Items", [])]
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return found
+            kwargs["ExclusiveStartKey"] = last
 
     def note_first(self, job_id: str, delivery_id: str, *, ticket_seconds: int) -> None:
         """Note that a redelivery gives this delivery its first delivery (its subscription never had the event):

@@ -43,6 +43,7 @@ from herald.worker.fanout import route_pages, send_concurrently
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+    from herald.records import RecoveryJob
     from herald.storage import StoredEvent
     from herald.worker.runtime import Worker
 
@@ -72,14 +73,32 @@ def _ticket_seconds(worker: Worker) -> int:
     return worker.settings.recovery_job_ttl_days * 86_400
 
 
-async def _take(worker: Worker, job_id: str, delivery_id: str) -> bool:
+async def _take(worker: Worker, job_id: str, delivery_id: str, *, page: str = "") -> bool:
     return await worker.io(
         worker.store.jobs.take_ticket,
         job_id,
         delivery_id,
         lock_seconds=LOCK_SECONDS,
         ticket_seconds=_ticket_seconds(worker),
+        page=page,
     )
+
+
+async def _settle_left_behind(worker: Worker, job: RecoveryJob, page: str, listed: set[str]) -> None:
+    """Settle the tickets an earlier run of this page took for deliveries it lists no more. That run died between
+    taking them and queueing their messages (or its send failed and giving them back failed too): a delivery
+    retried by hand since is no longer failed, and its ticket, with no message to settle it, would hold the job
+    ``running`` for good. Settled as its message would have: ``skipped`` when the delivery is no longer failed,
+    ``failed`` when it is gone. A delivery still failed (listed on another page now) keeps its ticket for it."""
+    store = worker.store
+    for delivery_id in await worker.io(store.jobs.open_tickets, job.id, page):
+        if delivery_id in listed:
+            continue
+        delivery = await worker.io(store.deliveries.get, job.subscription_id, delivery_id)
+        if delivery is None:
+            await worker.io(store.jobs.close_ticket, job.id, delivery_id, "failed")
+        elif delivery.status is not DeliveryStatus.FAILED:
+            await worker.io(store.jobs.close_ticket, job.id, delivery_id, SKIPPED)
 
 
 async def _note_first(worker: Worker, job_id: str, delivery_id: str) -> None:
@@ -126,7 +145,8 @@ async def run_recovery(
             cursor=cursor,
         )
         deliveries = [d for d in page.items if d.tenant_id == job.tenant_id]
-        taken = await asyncio.gather(*(_take(worker, job.id, d.id) for d in deliveries))
+        await _settle_left_behind(worker, job, cursor or "", {d.id for d in deliveries})
+        taken = await asyncio.gather(*(_take(worker, job.id, d.id, page=cursor or "") for d in deliveries))
         ticketed = [d for d, ok in zip(deliveries, taken, strict=True) if ok]
         try:
             await send_concurrently(
