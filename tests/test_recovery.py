@@ -166,55 +166,35 @@ def test_a_recovery_brings_every_missed_event_exactly_once_more(
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
-def test_a_recovery_page_whose_send_failed_finishes_when_a_delivery_is_retried_meanwhile(
-    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+@pytest.mark.parametrize(("first_page", "skipped"), [("send refused", 0), ("worker died", 1)])
+def test_a_recovery_page_that_did_not_queue_finishes_when_a_delivery_is_retried_meanwhile(
+    client,
+    tenant: TenantInfo,
+    harness: Harness,
+    clock: Clock,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    first_page: str,
+    skipped: int,
 ) -> None:
-    # GIVEN deliveries that failed during an outage, the endpoint back, and SQS failing (after botocore's retries)
-    # the send of the recovery's first page of delivery messages, after the page took its tickets
+    # GIVEN deliveries that failed during an outage, the endpoint back, and a recovery whose first page took its
+    # tickets, then did not queue their messages: SQS failed the send (after botocore's retries; the page gives
+    # its tickets back), or its worker died before the send (nothing gives them back)
     seen = outage(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
     back_up(receiver, clock)
-    install(harness.services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    if first_page == "send refused":
+        install(harness.services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    else:
+
+        async def die_once(worker: Any, messages: Any) -> None:
+            monkeypatch.setattr("herald.worker.jobs.send_concurrently", send_concurrently)
+            raise RuntimeError("the invocation ended here")
+
+        monkeypatch.setattr("herald.worker.jobs.send_concurrently", die_once)
     job = recover(client, tenant, sub.id, since=seen["since"])
     harness.drain()
     assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
-    # WHEN the tenant retries one of the missed deliveries by hand meanwhile, and it succeeds
-    missed = [d for d in deliveries(client, tenant, sub.id, status="failed") if d["event_id"] in seen["missed"]]
-    one = missed[0]
-    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{one['id']}/retry", headers=tenant.headers)
-    assert retried.status_code == 202, retried.text
-    harness.drain()
-    # AND the recovery's message comes back and lists its page again
-    for _ in range(3):
-        clock.advance(HOUR)
-        harness.reveal()
-        harness.drain()
-    # THEN the job finishes: no ticket is left open for the delivery it no longer lists, and the others were sent
-    state = progress(client, tenant, sub.id, job["id"])
-    assert state["status"] == "done", (state, harness.services.store.jobs.ticket_counts(job["id"]))
-    assert harness.services.store.jobs.ticket_counts(job["id"])["open"] == 0
-    assert {d["event_id"] for d in deliveries(client, tenant, sub.id, status="failed")}.isdisjoint(seen["missed"])
-
-
-@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
-def test_a_recovery_page_whose_worker_died_before_its_send_finishes_when_a_delivery_is_retried_meanwhile(
-    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN deliveries that failed during an outage, the endpoint back, and a recovery whose first page's worker
-    # dies after the page took its tickets and before it queued their messages (nothing gives the tickets back)
-    seen = outage(client, tenant, harness, clock, receiver)
-    sub = seen["sub"]
-    back_up(receiver, clock)
-
-    async def die_once(worker: Any, messages: Any) -> None:
-        monkeypatch.setattr("herald.worker.jobs.send_concurrently", send_concurrently)
-        raise RuntimeError("the invocation ended here")
-
-    monkeypatch.setattr("herald.worker.jobs.send_concurrently", die_once)
-    job = recover(client, tenant, sub.id, since=seen["since"])
-    harness.drain()
-    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
-    assert harness.services.store.jobs.ticket_counts(job["id"])["open"] == len(seen["missed"])
     # WHEN the tenant retries one of the missed deliveries by hand meanwhile, and it succeeds
     missed = [d for d in deliveries(client, tenant, sub.id, status="failed") if d["event_id"] in seen["missed"]]
     retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{missed[0]['id']}/retry", headers=tenant.headers)
@@ -225,11 +205,12 @@ def test_a_recovery_page_whose_worker_died_before_its_send_finishes_when_a_deliv
         clock.advance(HOUR)
         harness.reveal()
         harness.drain()
-    # THEN the job finishes: the ticket of the delivery it no longer lists is settled as skipped, the others sent
+    # THEN the job finishes: no ticket is left open for the delivery it no longer lists (given back, or settled as
+    # skipped when the page runs again), and the others were sent
     state = progress(client, tenant, sub.id, job["id"])
     counts = harness.services.store.jobs.ticket_counts(job["id"])
     assert state["status"] == "done", (state, counts)
-    assert (counts["open"], counts["skipped"], counts["sent"]) == (0, 1, len(seen["missed"]) - 1)
+    assert (counts["open"], counts["skipped"], counts["sent"]) == (0, skipped, len(seen["missed"]) - 1)
     assert {d["event_id"] for d in deliveries(client, tenant, sub.id, status="failed")}.isdisjoint(seen["missed"])
 
 
