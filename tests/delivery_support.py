@@ -37,7 +37,7 @@ from herald.local.moto_fixes import release_delays
 from herald.local.poller import BatchResult, LambdaContext, SqsPoller, sqs_event
 from herald.local.resources import SLOW_QUEUE_ID, WORK_QUEUE_ID
 from herald.local.stream_poller import StreamPoller, table_stream_poller
-from herald.records import SigningSecret, Subscription, utcnow
+from herald.records import SigningSecret, Subscription
 from herald.storage.deliveries import delivery_key
 from herald.storage.table import inserted_item
 from herald.worker import Worker, settle_all
@@ -639,25 +639,3 @@ def worker_process_main() -> None:
     )
     while True:
         poller.poll_once(wait_seconds=1)
-
-
-def move_between_route_reads(harness: Harness, sub_id: str, tenant_id: str, to: list[str]) -> Callable[[], int]:
-    """Make the subscription's event types ``to`` right after the first read of routes (an event type's, by the
-    fan-out or publishing's direct path), before the read of ``*``'s; the answer counts the reads of routes."""
-    store = harness.services.store.subscriptions
-    original = store.routed
-    reads: list[str] = []
-
-    def routed(tenant: str, route: str, **kwargs: Any) -> Any:
-        found = original(tenant, route, **kwargs)
-        reads.append(route)
-        if len(reads) == 1:
-            read = store.get(tenant_id, sub_id)
-            assert read is not None
-            store.replace(
-                read, read.model_copy(update={"event_types": to, "version": read.version + 1, "updated_at": utcnow()})
-            )
-        return found
-
-    store.routed = routed  # type: ignore[method-assign, assignment]
-    return lambda: len(reads)

@@ -17,19 +17,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def matching(event: Event, routed: list[Route], *, now: bool = False) -> tuple[list[str], int]:
+def matching(event: Event, routed: list[Route]) -> tuple[list[str], int]:
     """The routed subscriptions whose filter takes ``event`` (those without one take every event), and how
     many filters skipped it. A stored filter that no longer compiles (a rule tightened since it was set) lets
-    the event through: a filter only ever holds back deliveries the subscriber asked not to get. Only the routes
-    that applied when the event was published count (``Route.applies``: a move between ``*`` and event types
-    keeps both sides for a while), or with ``now``, those that apply now (a redelivery's)."""
-    published_at = None if now else event.created_at.timestamp()
-    applying = [route for route in routed if route.applies(published_at)]
+    the event through: a filter only ever holds back deliveries the subscriber asked not to get."""
     matched: list[str] = []
-    for route in applying:
+    for route in routed:
         if route.filter is None or _passes(route.filter, event):
             matched.append(route.subscription_id)
-    return matched, len(applying) - len(matched)
+    return matched, len(routed) - len(matched)
 
 
 def _passes(stored: str, event: Event) -> bool:

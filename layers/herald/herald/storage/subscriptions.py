@@ -4,9 +4,7 @@ A subscription is one item under its tenant's partition; each enabled subscripti
 item per event type it takes (``*`` included), written in the same transaction, so fan-out finds the
 subscriptions of an event type with one Query and never reads a disabled one. A routing item carries the
 subscription's id and its payload filter (canonical JSON, at most 4 KiB), so fan-out evaluates the filter with
-no extra read; it is rewritten whenever the filter changes. A move between ``*`` and event types keeps the routes
-it leaves for a while, marked with its moment, and marks those it joins (``Route.applies``): readers read a type's
-routes and ``*``'s one after the other, and an event goes by the routes that applied when it was published. A tenant's
+no extra read; it is rewritten whenever the filter changes. A tenant's
 ``subscription_count`` is kept by the same transactions that create and delete its subscriptions
 (``max_subscriptions_per_tenant`` is checked against it).
 """
@@ -22,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from herald.errors import ConflictError, NotFoundError
 from herald.limits import LimitExceededError, too_many_subscriptions
-from herald.records import WILDCARD, Isolation, Subscription
+from herald.records import Isolation, Subscription
 from herald.storage import keys
 from herald.storage.isolation import LAST_WRITE
 from herald.storage.table import MAX_TRANSACTION_ACTIONS, PageResult, record, strip, to_item, values
@@ -34,22 +32,10 @@ if TYPE_CHECKING:
 
 
 class Route(NamedTuple):
-    """One routing item as fan-out reads it: the subscription and its filter's stored JSON (None: no filter), and
-    for a route of a move between ``*`` and event types (``SubscriptionRepository.replace``), since when it
-    applies (``joined_at``) or until when (``left_at``), in epoch seconds."""
+    """One routing item as fan-out reads it: the subscription and its filter's stored JSON (None: no filter)."""
 
     subscription_id: str
     filter: str | None = None
-    joined_at: float | None = None
-    left_at: float | None = None
-
-    def applies(self, published_at: float | None) -> bool:
-        """Whether the route takes an event published at ``published_at``; with None, whether it takes events now
-        (a redelivery's routes: the subscriptions as they are)."""
-        if published_at is None:
-            return self.left_at is None
-        joined = self.joined_at is None or published_at >= self.joined_at
-        return joined and (self.left_at is None or published_at < self.left_at)
 
 
 def _item(sub: Subscription) -> dict[str, Any]:
@@ -104,40 +90,8 @@ def _routes(sub: Subscription) -> set[str]:
     return set(sub.event_types) if sub.enabled else set()
 
 
-def _route_item(sub: Subscription, event_type: str, **moved: float) -> dict[str, Any]:
-    """A routing item; ``moved`` is a move's ``joined_at``, or its ``left_at`` with the ``expires_at`` of the item."""
-    return to_item(
-        {**keys.route(sub.tenant_id, event_type, sub.id), "subscription_id": sub.id, "filter": sub.filter, **moved}
-    )
-
-
-#: How long the route a move between ``*`` and event types left stays readable: as long as a fan-out message of an
-#: event published before the move can still come (SQS keeps a message at most 14 days).
-LEFT_ROUTE_SECONDS = 14 * 86_400
-
-
-def _moves_wildcard(old: Subscription, new: Subscription) -> bool:
-    """Whether the change moves an enabled subscription between ``*`` and event types: routes of the same event
-    types are then removed and added at once, in different partitions, which a reader reads one after the other."""
-    before, after = _routes(old), _routes(new)
-    return bool(before) and bool(after) and (WILDCARD in before) != (WILDCARD in after)
-
-
-def _refiltered(sub: Subscription, event_type: str) -> dict[str, Any]:
-    """The Update of a kept route to ``sub``'s new filter: its other attributes (a move's ``joined_at``) stay."""
-    key = to_item(keys.route(sub.tenant_id, event_type, sub.id))
-    if sub.filter is None:
-        expression, placeholders = "SET subscription_id = :id REMOVE #f", values(id=sub.id)
-    else:
-        expression, placeholders = "SET subscription_id = :id, #f = :f", values(id=sub.id, f=sub.filter)
-    return {
-        "Update": {
-            "Key": key,
-            "UpdateExpression": expression,
-            "ExpressionAttributeNames": {"#f": "filter"},
-            "ExpressionAttributeValues": placeholders,
-        }
-    }
+def _route_item(sub: Subscription, event_type: str) -> dict[str, Any]:
+    return to_item({**keys.route(sub.tenant_id, event_type, sub.id), "subscription_id": sub.id, "filter": sub.filter})
 
 
 def _count(tenant_id: str, delta: int, *, below: int | None = None) -> dict[str, Any]:
@@ -214,8 +168,9 @@ class SubscriptionRepository:
         could not be written atomically."""
         before, after = _routes(old), _routes(new)
         removed, added = sorted(before - after), sorted(after - before)
-        kept = sorted(before & after) if old.filter != new.filter else []  # they carry the filter: rewritten
-        changes = len(removed) + len(added) + len(kept)
+        if old.filter != new.filter:
+            added = sorted(after)  # the kept routes carry the old filter: write them again
+        changes = len(removed) + len(added)
         if changes > MAX_ROUTE_CHANGES:
             raise LimitExceededError(
                 f"this change writes {changes} event type routes at once; at most "
@@ -223,19 +178,8 @@ class SubscriptionRepository:
                 details=[{"loc": ["body", "event_types"], "msg": "too many changes at once", "type": "max_changes"}],
             )
         actions: list[dict[str, Any]] = [_rewrite(old, new)]
-        if _moves_wildcard(old, new):
-            # Fan-out reads an event's type's routes, then ``*``'s: removing ``*`` and adding the type (or the other
-            # way round) between its two reads would hide the subscription from both. So the routes it leaves stay,
-            # marked with the moment of the move, and those it joins are marked with it too: an event published before
-            # the move goes by the old routes, one published after by the new ones, once either way.
-            moment = new.updated_at.timestamp()
-            left = {"left_at": moment, "expires_at": int(moment) + LEFT_ROUTE_SECONDS}
-            actions += [{"Put": {"Item": _route_item(old, t, **left)}} for t in removed]
-            actions += [{"Put": {"Item": _route_item(new, t, joined_at=moment)}} for t in added]
-        else:
-            actions += [{"Delete": {"Key": to_item(keys.route(old.tenant_id, t, old.id))}} for t in removed]
-            actions += [{"Put": {"Item": _route_item(new, t)}} for t in added]
-        actions += [_refiltered(new, t) for t in kept]
+        actions += [{"Delete": {"Key": to_item(keys.route(old.tenant_id, t, old.id))}} for t in removed]
+        actions += [{"Put": {"Item": _route_item(new, t)}} for t in added]
         try:
             self._table.transact(actions)
         except ClientError as exc:
@@ -272,11 +216,7 @@ class SubscriptionRepository:
         items, next_cursor = self._table.query(
             key={"pk": keys.route_partition(tenant_id, route)}, limit=limit, cursor=cursor, consistent=True
         )
-        routes = [
-            Route(item["subscription_id"], item.get("filter"), item.get("joined_at"), item.get("left_at"))
-            for item in items
-        ]
-        return routes, next_cursor
+        return [Route(item["subscription_id"], item.get("filter")) for item in items], next_cursor
 
     def purge_page(self, tenant_id: str, *, limit: int = 100) -> bool:
         """Delete up to ``limit`` subscriptions of a deleted tenant with their routes; True when none remain."""

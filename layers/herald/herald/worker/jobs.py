@@ -198,7 +198,7 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         marker = f"redeliver|{message.job_id}|{tenant_id}|{found.route}|{found.cursor or ''}"
         # Filters hold as at fan-out: a subscription whose filter skips the event gets nothing (not counted
         # again: the event's ``filtered`` is what its fan-out skipped).
-        sub_ids, _ = matching(event, found.routed, now=True)  # to the subscriptions as they are
+        sub_ids, _ = matching(event, found.routed)
         messages, first = await _redelivery_messages(worker, message, stored, tenant_id, sub_ids)
         if first:
             # Deliveries the original fan-out never made: the event counts them, once however often this runs.
