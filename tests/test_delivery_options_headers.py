@@ -226,6 +226,9 @@ PatchCase = tuple[dict[str, Any], dict[str, tuple[str, bool]] | str]
         ({"x-route": None}, {"X-Api-Key": (SECRET, True)}),
         ({"X-Route": {"value": "us"}}, {"X-Api-Key": (SECRET, True), "X-Route": ("us", False)}),
         ({"X-ROUTE": {"value": "us"}}, {"X-Api-Key": (SECRET, True), "X-ROUTE": ("us", False)}),
+        # _ for -: the same header
+        ({"X_Route": None}, {"X-Api-Key": (SECRET, True)}),
+        ({"x_route": {"value": "us"}}, {"X-Api-Key": (SECRET, True), "x_route": ("us", False)}),
         ({"X-Route": {"sensitive": True}}, {"X-Api-Key": (SECRET, True), "X-Route": ("eu", True)}),
         # what GET showed, sent back unchanged, keeps every value
         (
@@ -240,6 +243,7 @@ PatchCase = tuple[dict[str, Any], dict[str, tuple[str, bool]] | str]
         ({"X-Route": None, "x-route": None}, "duplicate_header"),
         ({"X-Route": None, "x-route": {}}, "duplicate_header"),
         ({"X-New": {"value": "a"}, "X-NEW": {"value": "b"}}, "duplicate_header"),
+        ({"X-New": {"value": "a"}, "X_New": {"value": "b"}}, "duplicate_header"),
     ],
 )
 def test_updates_are_merge_patches(patch: dict[str, Any], expected: dict[str, tuple[str, bool]] | str) -> None:

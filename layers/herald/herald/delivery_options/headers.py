@@ -280,16 +280,16 @@ def apply_patch(
     (``duplicate_header``: names ignore case, and which of the two should win is not for Herald to guess)."""
     named: set[str] = set()
     for name in patch:
-        if name.lower() in named:
-            message = f"header {name!r} is given twice (names ignore case)"
+        if _folded(name) in named:
+            message = f"header {name!r} is given twice (names ignore case, and _ is read as -)"
             raise InvalidHeadersError(message, details=[_problem(name, message, "duplicate_header", loc)])
-        named.add(name.lower())
+        named.add(_folded(name))
     merged: dict[str, HeaderIn] = {
         header.name: HeaderIn(value=header.value, sensitive=header.sensitive) for header in current.headers
     }
-    by_lower = {name.lower(): name for name in merged}
+    by_folded = {_folded(name): name for name in merged}
     for name, change in patch.items():
-        existing = by_lower.get(name.lower())
+        existing = by_folded.get(_folded(name))
         previous = merged.pop(existing) if existing is not None else None
         if change is None:
             continue
@@ -305,7 +305,7 @@ def apply_patch(
         value = change.value if change.value is not None else previous.value if previous is not None else None
         assert value is not None
         merged[name] = HeaderIn(value=value, sensitive=sensitive)
-        by_lower[name.lower()] = name
+        by_folded[_folded(name)] = name
     return check_headers(merged, loc=loc)
 
 
