@@ -232,6 +232,20 @@ def test_unknown_event_type_is_422(client, tenant) -> None:
     assert error["details"][0]["loc"] == ["body", "type"]
 
 
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_the_test_event_is_not_published(client, tenant, services, aws, broadcast: bool) -> None:
+    # GIVEN the test event's type and data, as a subscription's test sends them
+    data = {"message": "Test delivery from Herald.", "subscription_id": "sub_01jb0000000000000000000000"}
+    target = {"broadcast": True} if broadcast else {"tenant_id": tenant.id}
+    # WHEN the operator publishes it, for a tenant or to every tenant
+    response = publish(client, type="herald.ping", data=data, **target)
+    # THEN it is a 422 saying how a test is sent, and nothing is queued (routed, it would reach every `*` subscription)
+    error = assert_error(response, 422, "unknown_event_type")
+    assert error["details"][0]["loc"] == ["body", "type"]
+    assert "/test" in error["message"]
+    assert fanouts(aws, services) == []
+
+
 def test_oversized_data_is_413(client, tenant, services, aws) -> None:
     # GIVEN data over max_event_data_bytes (256 KiB) in a request under max_request_bytes
     data = {**INVOICE, "invoice_id": "x" * (services.settings.max_event_data_bytes + 10)}

@@ -102,10 +102,18 @@ def _at_item(error: HeraldError, index: int) -> HeraldError:
 
 
 def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, Any]:
+    if event_type == PING_EVENT_TYPE:
+        # A test event is for one subscription (``send_test``): published, routing would send it to every ``*``
+        # subscription, across tenants for a broadcast.
+        raise UnknownEventTypeError(
+            f"{PING_EVENT_TYPE} is the test event: send one with POST /v1/subscriptions/{{id}}/test",
+            details=[{"loc": ["body", "type"], "msg": "the test event is not published", "type": "unknown_event_type"}],
+        )
     entry = catalog.get(event_type)
     if entry is None:
+        known = ", ".join(name for name in catalog.names() if name != PING_EVENT_TYPE)
         raise UnknownEventTypeError(
-            f"unknown event type {event_type!r}; known types: {', '.join(catalog.names())}",
+            f"unknown event type {event_type!r}; known types: {known}",
             details=[
                 {
                     "loc": ["body", "type"],
