@@ -39,6 +39,7 @@ from herald.routing import matching
 from herald.storage.jobs import SKIPPED
 from herald.worker import dispatch
 from herald.worker.fanout import route_pages, send_concurrently
+from herald.worker.schedule import receive_count
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -134,6 +135,10 @@ async def run_recovery(
         await worker.io(store.jobs.renew_listing, job.id, now=now)
     cursor = message.cursor
     handled = 0
+    # Only a message received again (or redriven) runs pages an earlier run may have ticketed: a first run has no
+    # tickets to settle, and reading the job's tickets (every one of them, filtered) on each page would cost as
+    # much as the job's size for every page.
+    rerun = redriven or receive_count(record) > 1
     while True:
         page = await worker.io(
             store.deliveries.between,
@@ -145,7 +150,8 @@ async def run_recovery(
             cursor=cursor,
         )
         deliveries = [d for d in page.items if d.tenant_id == job.tenant_id]
-        await _settle_left_behind(worker, job, cursor or "", {d.id for d in deliveries})
+        if rerun:
+            await _settle_left_behind(worker, job, cursor or "", {d.id for d in deliveries})
         taken = await asyncio.gather(*(_take(worker, job.id, d.id, page=cursor or "") for d in deliveries))
         ticketed = [d for d, ok in zip(deliveries, taken, strict=True) if ok]
         try:
