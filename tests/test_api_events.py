@@ -18,7 +18,7 @@ from herald.catalog import EventData, EventType, catalog, operational_catalog
 from herald.domain.publishing import new_event, validate_data
 from herald.errors import InvalidInputError
 from tests.api_support import assert_error, queue_messages
-from tests.support import ADMIN, INVOICE, drain
+from tests.support import ADMIN, INVOICE, TenantInfo, drain
 
 
 @pytest.fixture
@@ -246,6 +246,34 @@ def test_the_test_event_is_not_published(client, tenant, services, aws, broadcas
     assert fanouts(aws, services) == []
 
 
+SUBSCRIBED = {"username": "ada", "monthly_fee": 9.99, "start_date": "2026-01-01T00:00:00Z"}
+ORDERED = {"order_id": "o", "carrier": "DHL", "tracking_number": "t", "items": [{"sku": "mug", "quantity": 2}]}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "field"),
+    [
+        ("invoice.paid", {**INVOICE, "amount_cents": "4900"}, "amount_cents"),  # a string for an integer
+        ("invoice.paid", {**INVOICE, "amount_cents": True}, "amount_cents"),  # a boolean for an integer
+        ("invoice.paid", {**INVOICE, "paid_at": 1700000000}, "paid_at"),  # a number for a date-time string
+        ("subscription.created", {**SUBSCRIBED, "monthly_fee": "9.99"}, "monthly_fee"),  # a string for a number
+        ("subscription.created", {**SUBSCRIBED, "monthly_fee": True}, "monthly_fee"),  # a boolean for a number
+        ("order.shipped", {**ORDERED, "items": [{"sku": "mug", "quantity": "2"}]}, "quantity"),
+        ("order.shipped", {**ORDERED, "estimated_delivery": 0}, "estimated_delivery"),  # a number for a date
+    ],
+)
+def test_event_data_of_the_wrong_json_type_is_refused_not_coerced(
+    client, tenant: TenantInfo, event_type: str, data: dict[str, Any], field: str
+) -> None:
+    # GIVEN data whose field holds a JSON value the event type's published JSON Schema refuses (GET /v1/event-types)
+    # WHEN it is published
+    response = client.post("/v1/events", json={"type": event_type, "data": data, "tenant_id": tenant.id}, headers=ADMIN)
+    # THEN it is a 422 naming the field (as every other body of the API: test_api_errors' "no silent coercion"),
+    # not accepted and rewritten to what the schema allows ("4900" -> 4900, true -> 1, 0 -> "1970-01-01")
+    error = assert_error(response, 422, "invalid_input")
+    assert [detail["loc"][-1] for detail in error["details"]] == [field]
+
+
 def test_oversized_data_is_413(client, tenant, services, aws) -> None:
     # GIVEN data over max_event_data_bytes (256 KiB) in a request under max_request_bytes
     data = {**INVOICE, "invoice_id": "x" * (services.settings.max_event_data_bytes + 10)}
@@ -334,10 +362,11 @@ def test_non_finite_numbers_given_as_strings_to_a_number_field_are_refused(
     }
     # WHEN it is published
     response = client.post("/v1/events", json=body, headers=ADMIN)
-    # THEN it is a 422 on that field, and nothing is queued (the envelope would not be JSON, or would carry null)
+    # THEN it is a 422 on that field, a string being no number (read as a float, it would be none JSON can carry),
+    # and nothing is queued
     error = assert_error(response, 422)
     assert [(detail["loc"], detail["type"]) for detail in error["details"]] == [
-        (["body", "data", "monthly_fee"], "finite_number")
+        (["body", "data", "monthly_fee"], "float_type")
     ]
     assert fanouts(aws, services) == []
 
@@ -353,13 +382,15 @@ class _Measured(EventData):
 
 
 def test_a_float_validated_to_a_number_that_is_not_finite_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    # GIVEN an event type whose model converts its input without the catalog's finite check (a nested model of
-    # its own), fed a string that a float reads as Infinity
+    # GIVEN an event type whose model takes floats without the catalog's finite check (a nested model of its own),
+    # and data Herald builds itself with Infinity in it (publishers' data is refused before: a string is no number,
+    # and JSON has no Infinity)
     example = {"reading": {"value": 1.0}}
     monkeypatch.setitem(catalog._types, "test.measured", EventType("test.measured", _Measured, example))
-    # WHEN its data is validated and its event's body written, THEN it is refused as no finite number (the body
-    # would not be JSON)
-    data = validate_data("test.measured", {"reading": {"value": "Infinity"}}, max_bytes=1024)
+    with pytest.raises(InvalidInputError):
+        validate_data("test.measured", {"reading": {"value": "Infinity"}}, max_bytes=1024)
+    data = catalog._types["test.measured"].validate({"reading": {"value": "Infinity"}})
+    # WHEN its event's body is written, THEN it is refused as no finite number (the body would not be JSON)
     with pytest.raises(InvalidInputError) as refused:
         new_event("test.measured", data, tenant_id=None, broadcast=True)
     assert refused.value.details is not None

@@ -123,7 +123,8 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
             ],
         )
     try:
-        size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode())
     except ValueError as exc:  # NaN and Infinity: Python's JSON parser accepts them, JSON does not
         raise InvalidInputError(
             "data holds NaN or Infinity, which JSON cannot carry",
@@ -137,8 +138,14 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
     if size > max_bytes:
         raise PayloadTooLargeError(f"event data is {size} bytes; the limit is {max_bytes}")
     try:
-        return entry.validate(data)
+        return entry.validate_json(text)
     except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors(include_url=False)):
+            # Read back by pydantic's JSON parser, whose nesting limit (about 200) is below the request parser's.
+            raise InvalidInputError(
+                "data is nested too deeply",
+                details=[{"loc": ["body", "data"], "msg": "nested too deeply to be read back", "type": "too_deep"}],
+            ) from exc
         details = [
             {
                 "loc": ["body", "data", *error["loc"]],
