@@ -607,17 +607,26 @@ def test_an_answer_after_timeouts_of_the_same_batch_closes_the_breaker_they_open
     forget(worker)
 
 
+def _failing_once_on_the_slow_lane(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, *, slow_for: float
+) -> tuple[Any, str]:
+    """A subscription on the slow lane for ``slow_for`` more seconds, whose endpoint fails once, and an event to it,
+    which the work queue has forwarded to the slow lane: the subscription and the event's id."""
+    receiver.responses = [(500, {}, b"down", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    assert harness.services.store.isolation.mark_slow(tenant.id, sub.id, until=clock() + slow_for)
+    event_id = publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    return sub, event_id
+
+
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,1800"}])
 def test_a_retry_due_after_the_slow_lane_ends_comes_back_to_the_work_queue(
     client, tenant, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:
     # GIVEN a subscription on the slow lane for 15 more minutes, whose endpoint fails once, and an event to it,
     # which the work queue forwards to the slow lane
-    receiver.responses = [(500, {}, b"down", 0.0)]
-    sub = subscribe(client, tenant, receiver.url)
-    assert harness.services.store.isolation.mark_slow(tenant.id, sub.id, until=clock() + 900)
-    publish(client, tenant.id)
-    assert harness.poller.poll_once().received == 1
+    sub, _ = _failing_once_on_the_slow_lane(client, tenant, harness, clock, receiver, slow_for=900)
     # WHEN the slow lane's attempt fails, and its retry is 30 minutes away: after the slow lane ends
     (slow_lane,) = harness.others
     assert slow_lane.poll_once().received == 1
@@ -662,11 +671,7 @@ def test_a_retry_leaves_the_slow_lane_once_its_subscription_is_no_longer_slow(
 ) -> None:
     # GIVEN a subscription on the slow lane for 10 more seconds, a subscriber that fails once, and an event to it,
     # which the work queue forwards to the slow lane
-    receiver.responses = [(500, {}, b"down", 0.0)]
-    sub = subscribe(client, tenant, receiver.url)
-    assert harness.services.store.isolation.mark_slow(tenant.id, sub.id, until=clock() + 10)
-    event_id = publish(client, tenant.id)
-    assert harness.poller.poll_once().received == 1
+    sub, event_id = _failing_once_on_the_slow_lane(client, tenant, harness, clock, receiver, slow_for=10)
     settings = harness.services.settings
     assert [m["lane"] for m in queue_messages(harness.sqs, settings.slow_queue_url)] == ["slow"]
     # WHEN the slow lane makes its attempt 20 s later (the subscription no longer slow), and it fails
