@@ -15,7 +15,7 @@ from herald.storage import keys
 from herald.storage.table import from_item, record, strip, to_item, values
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from datetime import datetime
 
     from herald.storage.table import Table
@@ -178,21 +178,28 @@ class JobRepository:
         ``skipped``. Read strongly: the job's ``listed`` is, and a replica that had not seen tickets written a
         moment before it would count none open, and call a job just listed done with nothing queued."""
         counts = {OPEN: 0, SENT: 0, FAILED: 0, SKIPPED: 0}
+        for item in self._tickets(job_id, ProjectionExpression="#state", ExpressionAttributeNames={"#state": "state"}):
+            state = item.get("state", {}).get("S", OPEN)
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def _tickets(self, job_id: str, **request: Any) -> Iterator[dict[str, Any]]:
+        """Every ticket item of the job (as DynamoDB answers it), read strongly, a page after another; ``request``
+        adds to the Query (a projection, a filter: ``:p`` and ``:prefix`` are taken)."""
+        placeholders = request.pop("ExpressionAttributeValues", {})
         kwargs: dict[str, Any] = {
             "ConsistentRead": True,
             "KeyConditionExpression": "pk = :p AND begins_with(sk, :prefix)",
-            "ProjectionExpression": "#state",
-            "ExpressionAttributeNames": {"#state": "state"},
-            "ExpressionAttributeValues": values(p=keys.job_tickets_partition(job_id), prefix=keys.TICKET_PREFIX),
+            "ExpressionAttributeValues": values(p=keys.job_tickets_partition(job_id), prefix=keys.TICKET_PREFIX)
+            | placeholders,
+            **request,
         }
         while True:
             response = self._table.call("query", **kwargs)
-            for item in response.get("Items", []):
-                state = item.get("state", {}).get("S", OPEN)
-                counts[state] = counts.get(state, 0) + 1
+            yield from response.get("Items", [])
             last = response.get("LastEvaluatedKey")
             if not last:
-                return counts
+                return
             kwargs["ExclusiveStartKey"] = last
 
     def take_ticket(
@@ -257,23 +264,13 @@ class JobRepository:
     def open_tickets(self, job_id: str, page: str) -> list[str]:
         """The deliveries whose tickets of the job the page starting at ``page`` took and are still open, read
         strongly (a page run again sees what its first run took)."""
-        found: list[str] = []
-        kwargs: dict[str, Any] = {
-            "ConsistentRead": True,
-            "KeyConditionExpression": "pk = :p AND begins_with(sk, :prefix)",
-            "FilterExpression": "#state = :open AND #page = :page",
-            "ExpressionAttributeNames": {"#state": "state", "#page": "page"},
-            "ExpressionAttributeValues": values(
-                p=keys.job_tickets_partition(job_id), prefix=keys.TICKET_PREFIX, open=OPEN, page=page
-            ),
-        }
-        while True:
-            response = self._table.call("query", **kwargs)
-            found += [from_item(item)["delivery_id"] for item in response.get("Items", [])]
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return found
-            kwargs["ExclusiveStartKey"] = last
+        items = self._tickets(
+            job_id,
+            FilterExpression="#state = :open AND #page = :page",
+            ExpressionAttributeNames={"#state": "state", "#page": "page"},
+            ExpressionAttributeValues=values(open=OPEN, page=page),
+        )
+        return [from_item(item)["delivery_id"] for item in items]
 
     def note_first(self, job_id: str, delivery_id: str, *, ticket_seconds: int) -> None:
         """Note that a redelivery gives this delivery its first delivery (its subscription never had the event):
