@@ -36,7 +36,7 @@ from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import DeliveryStatus, Trigger
 from herald.routing import matching
-from herald.storage.jobs import SKIPPED
+from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import dispatch
 from herald.worker.fanout import route_pages, send_concurrently
 from herald.worker.schedule import receive_count
@@ -97,7 +97,7 @@ async def _settle_left_behind(worker: Worker, job: RecoveryJob, page: str, liste
             continue
         delivery = await worker.io(store.deliveries.get, job.subscription_id, delivery_id)
         if delivery is None:
-            await worker.io(store.jobs.close_ticket, job.id, delivery_id, "failed")
+            await worker.io(store.jobs.close_ticket, job.id, delivery_id, FAILED)
         elif delivery.status is not DeliveryStatus.FAILED:
             await worker.io(store.jobs.close_ticket, job.id, delivery_id, SKIPPED)
 
@@ -268,7 +268,7 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         return
     if holder != job_id:
         logger.warning("the job's recovery lock expired before its attempt: given up", extra=log)
-        await worker.io(store.jobs.close_ticket, job_id, delivery_id, "failed")
+        await worker.io(store.jobs.close_ticket, job_id, delivery_id, FAILED)
         return
     delivery, event, sub = await asyncio.gather(
         worker.io(store.deliveries.get, message.subscription_id, delivery_id, event_id=message.event_id),
@@ -279,7 +279,7 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         event = None  # its id published again once it expired: a new event, not this delivery's
     if delivery is None or event is None or sub is None:
         logger.info("job delivery cannot be attempted: its delivery, event or subscription is gone", extra=log)
-        await worker.io(store.jobs.close_ticket, job_id, delivery_id, "failed")
+        await worker.io(store.jobs.close_ticket, job_id, delivery_id, FAILED)
         return
     if message.trigger is Trigger.RECOVER and (delivery.status is not DeliveryStatus.FAILED or not sub.enabled):
         # Listed failed, and delivered since (a manual retry, an overlapping job whose listing showed it first): a
