@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -61,8 +62,8 @@ class Request:
 @dataclass
 class StubApi:
     """A real HTTP server on 127.0.0.1 answering as a test scripts: ``answers[(METHOD, path)]`` is consumed in
-    order, each (status, headers, JSON body); once a list is empty its last answer repeats. Every request is
-    recorded with its arrival time."""
+    order, each (status, headers, JSON body, or raw bytes); once a list is empty its last answer repeats. Every
+    request is recorded with its arrival time."""
 
     answers: dict[tuple[str, str], list[tuple[int, dict[str, str], Any]]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
@@ -92,7 +93,10 @@ class StubApi:
             path = handler.path.split("?", 1)[0]
             queue = self.answers.get((handler.command, path), [(404, {}, {"message": "Not Found"})])
             status, headers, payload = queue.pop(0) if len(queue) > 1 else queue[0]
-        content = json.dumps(payload).encode() if payload is not None else b""
+        # Bytes go as they are (an answer that is not JSON, or not UTF-8); anything else as JSON.
+        content = (
+            payload if isinstance(payload, bytes) else json.dumps(payload).encode() if payload is not None else b""
+        )
         handler.answer(status, content, {"content-type": "application/json", **headers})
 
     def sent(self, method: str, path: str) -> list[Request]:
@@ -533,3 +537,159 @@ def test_a_rotation_that_wrote_only_the_material_says_so_and_to_run_it_again(
     assert run.code == 1
     assert run.err.startswith(f"error: rotation_failed: the new key material was written to {material_arn}, but ")
     assert "run `herald admin-key rotate` again" in run.err
+
+
+# ---------------------------------------------------------------------------------------------- what is not the API
+
+
+def test_a_2xx_body_that_is_not_utf8_is_an_error_not_a_traceback(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN something answering 200 with a Latin-1 page (a captive portal, a proxy, the wrong URL)
+    page = b"<html>caf\xe9</html>"
+    stub.script("GET", "/v1/tenants", (200, {"content-type": "text/html; charset=iso-8859-1"}, page))
+    # WHEN the operator lists tenants
+    run = herald("--api-url", stub.url, "--key", "k", "tenants", "list")
+    # THEN it is reported as any other answer that is not JSON: exit 1, no traceback
+    assert (run.code, run.err) == (1, "error: invalid_response: the API answered with non-JSON\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "answer"),
+    [
+        (("tenants", "list"), []),
+        (("tenants", "list", "--all"), {"data": 5, "done": True}),
+        (("tenants", "list", "--all"), {"data": [None], "done": True}),
+        (("events", "publish-batch", '{"events": [{"type": "invoice.paid", "tenant_id": "t", "data": {}}]}'), []),
+        (
+            ("events", "publish-batch", '{"events": [{"type": "invoice.paid", "tenant_id": "t", "data": {}}]}'),
+            {"data": ["x"]},
+        ),
+    ],
+)
+def test_a_2xx_json_answer_of_another_shape_is_an_error_not_a_traceback(
+    stub: StubApi, herald: Callable[..., Run], argv: tuple[str, ...], answer: Any
+) -> None:
+    # GIVEN another service at the URL, answering 200 with JSON that is not the API's object, or whose `data` is not
+    # a list of objects
+    stub.script("GET", "/v1/tenants", (200, {}, answer))
+    stub.script("POST", "/v1/events/batch", (200, {}, answer))
+    # WHEN the operator runs a command that reads the answer
+    run = herald("--api-url", stub.url, "--key", "k", *argv)
+    # THEN an error line and exit 1, not a traceback
+    assert run.code == 1
+    assert run.err.startswith("error: invalid_response: "), run.err
+
+
+@pytest.mark.parametrize("flags", [("--api-url", ""), ("--key", ""), ("--key", "  "), ("--stack-name", "")])
+def test_an_empty_connection_flag_is_refused_not_replaced_by_the_environment(
+    cli_env: str, herald: Callable[..., Run], flags: tuple[str, str]
+) -> None:
+    # GIVEN the environment pointing at one deployment, with its admin key
+    # WHEN a script passes a flag whose variable is unset (`--api-url "$STAGING_URL"`, `--key "$TENANT_KEY"`)
+    run = herald(*flags, "tenants", "create", "Created-by-mistake")
+    # THEN the command refuses the empty value, instead of using the environment's URL or admin key
+    assert (run.code, run.err) == (
+        1,
+        f"error: not_configured: {flags[0]} is empty: give a value, or leave the flag out to use the default\n",
+    )
+    with api(cli_env, ADMIN_KEY) as http:
+        assert http.get("/v1/tenants").json()["data"] == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+@pytest.mark.parametrize("flag", ["--wait-timeout", "--poll-interval"])
+def test_a_wait_that_is_not_a_finite_positive_number_is_a_usage_error(
+    stub: StubApi, herald: Callable[..., Run], flag: str, value: str
+) -> None:
+    # GIVEN a recovery job that stays running
+    stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", (200, {}, {"id": "rcv_1", "status": "running"}))
+    argv = ["--api-url", stub.url, "--key", "k", "deliveries", "recovery", "rcv_1", "--subscription", "sub_1"]
+    # WHEN the wait is given as no finite positive number (nan never passes a deadline; inf never ends a sleep)
+    run = herald(*argv, "--wait", flag, value)
+    # THEN argparse refuses it at once (exit 2), before any request
+    assert run.code == 2
+    assert "must be a finite number more than 0" in run.err
+    assert stub.requests == []
+
+
+def test_a_data_file_with_a_utf8_byte_order_mark_is_read(
+    stub: StubApi, herald: Callable[..., Run], tmp_path: Path
+) -> None:
+    # GIVEN a payload file saved by an editor that writes a UTF-8 byte order mark (Notepad, PowerShell 5)
+    stub.script("POST", "/v1/events", (202, {}, {"id": "evt_1", "type": "invoice.paid"}))
+    payload = tmp_path / "invoice.json"
+    payload.write_bytes("\ufeff".encode() + json.dumps(INVOICE).encode())
+    # WHEN it is published
+    run = herald(
+        "--api-url",
+        stub.url,
+        "--key",
+        "k",
+        "events",
+        "publish",
+        "invoice.paid",
+        "--tenant",
+        "ten_1",
+        "--data",
+        f"@{payload}",
+    )
+    # THEN the JSON it holds is sent
+    assert run.code == 0, run.err
+    assert json.loads(stub.sent("POST", "/v1/events")[0].body)["data"] == INVOICE
+
+
+def test_a_data_file_that_is_not_utf8_is_a_usage_error(
+    stub: StubApi, herald: Callable[..., Run], tmp_path: Path
+) -> None:
+    payload = tmp_path / "invoice.json"
+    payload.write_bytes(b'{"note": "caf\xe9"}')
+    run = herald(
+        "--api-url",
+        stub.url,
+        "--key",
+        "k",
+        "events",
+        "publish",
+        "invoice.paid",
+        "--tenant",
+        "ten_1",
+        "--data",
+        f"@{payload}",
+    )
+    assert run.code == 2
+    assert "is not UTF-8 text (byte 14)" in run.err
+    assert stub.requests == []
+
+
+def test_the_publish_batch_table_says_which_field_of_a_refused_event_is_wrong(
+    cli_env: str, herald: Callable[..., Run]
+) -> None:
+    # GIVEN a batch of two events, the second's data not matching its type's schema
+    tenant = make_tenant_via_cli(herald)
+    events = [
+        {"type": "invoice.paid", "tenant_id": tenant.id, "data": INVOICE},
+        {"type": "invoice.paid", "tenant_id": tenant.id, "data": {**INVOICE, "amount_cents": "lots"}},
+    ]
+    # WHEN it is published, as a table
+    run = herald("events", "publish-batch", json.dumps({"events": events}))
+    # THEN the refused event is named on stderr with its error's code and the field at fault, as `events publish`
+    # names them for its one event
+    assert run.code == 1
+    lines = run.err.splitlines()
+    assert lines[0] == "1 of 2 refused:"
+    assert lines[1] == "  event 1: invalid_input: data does not match the schema of invoice.paid"
+    assert lines[2:] == ["    body.events.1.data.amount_cents: Input should be a valid integer"]
+
+
+def test_json_output_sends_no_c1_control_character_to_the_terminal(cli_env: str, herald: Callable[..., Run]) -> None:
+    # GIVEN a tenant whose name holds an 8-bit CSI (U+009B, an escape sequence's start on some terminals) and DEL
+    name = "Evil\x9b2J\x7fCorp caf\u00e9"
+    with api(cli_env, ADMIN_KEY) as http:
+        assert http.post("/v1/tenants", json={"name": name}).status_code == 201
+    # WHEN the operator lists tenants with --json
+    run = herald("--json", "tenants", "list")
+    # THEN the JSON holds the name, those two as \\u escapes, other text as it is
+    assert run.code == 0, run.err
+    assert run.json()["data"][0]["name"] == name
+    assert "\x9b" not in run.out
+    assert "\x7f" not in run.out
+    assert "Evil\\u009b2J\\u007fCorp café" in run.out

@@ -125,9 +125,14 @@ class ApiClient:
             if not response.content:
                 return None
             try:
-                return response.json()
-            except json.JSONDecodeError as exc:
+                answer = response.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # not JSON, or not even UTF-8 text
                 raise CliApiError(response.status_code, "invalid_response", "the API answered with non-JSON") from exc
+            if not isinstance(answer, dict):  # every operation answers an object: this is not Herald's API
+                raise CliApiError(
+                    response.status_code, "invalid_response", "the API answered with JSON that is not an object"
+                )
+            return answer
         error = api_error(response)
         if response.status_code in RETRY_STATUSES:
             retry_after = response.headers.get("Retry-After")

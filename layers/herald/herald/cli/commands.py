@@ -29,7 +29,7 @@ from herald.cli.config import (
     STACK_NAME_ENV,
 )
 from herald.cli.errors import CliApiError, CliError
-from herald.cli.output import columns_of, record, table
+from herald.cli.output import columns_of, detail_lines, printable, record, table
 
 if TYPE_CHECKING:
     import boto3
@@ -130,15 +130,24 @@ def _list(client: ApiClient, path: str, args: argparse.Namespace, params: Mappin
     page = client.get(path, params=query)
     if not args.all:
         return page
-    items = list(page.get("data", []))
+    items = _items(page)
     while not page.get("done", True) and page.get("iterator"):
         page = client.get(path, params={**query, "iterator": page["iterator"]})
-        items.extend(page.get("data", []))
+        items.extend(_items(page))
     return {"data": items, "iterator": None, "done": True}
 
 
+def _items(answer: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The ``data`` of a page or of a batch's answer: a list of objects, else ``invalid_response`` (another
+    service at the URL), never a traceback."""
+    items = answer.get("data", [])
+    if not isinstance(items, list) or not all(isinstance(item, Mapping) for item in items):
+        raise CliApiError(200, "invalid_response", "the API's answer has no list of objects in `data`")
+    return items
+
+
 def _listing(page: Any, columns: Sequence[str], empty: str) -> Shown:
-    rows = page.get("data", []) if isinstance(page, Mapping) else []
+    rows = _items(page) if isinstance(page, Mapping) else []
     note = None
     if isinstance(page, Mapping) and not page.get("done", True) and page.get("iterator"):
         note = f"more: add --iterator {page['iterator']} (or --all)"
@@ -167,9 +176,13 @@ def json_object(text: str) -> dict[str, Any]:
     if text.startswith("@"):
         source = text[1:]
         try:
-            text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+            # utf-8-sig: a byte order mark (Notepad, PowerShell 5) is no JSON; stdin too is read as UTF-8.
+            raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+            text = raw.decode("utf-8-sig")
         except OSError as exc:
             raise argparse.ArgumentTypeError(f"cannot read {source}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"{source} is not UTF-8 text (byte {exc.start + 1})") from exc
     try:
         value = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except json.JSONDecodeError as exc:
@@ -314,6 +327,7 @@ def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
     events = args.events.get("events")
     repeatable = isinstance(events, list) and all(isinstance(event, Mapping) and event.get("id") for event in events)
     answer = client.post("/v1/events/batch", body=args.events, repeatable=repeatable)
+    items = _items(answer)
     rows = [
         {
             "index": index,
@@ -322,14 +336,28 @@ def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
             "replayed": item.get("replayed", False),
             "error": (item.get("error") or {}).get("message", ""),
         }
-        for index, item in enumerate(answer.get("data", []))
+        for index, item in enumerate(items)
     ]
-    refused = sum(1 for row in rows if not (isinstance(row["status"], int) and 200 <= row["status"] < 300))
+    refused = [index for index, row in enumerate(rows) if not _accepted(row["status"])]
     text = table(rows, ["index", "status", "id", "replayed", "error"])
     if not refused:
         return Shown(answer, text)
-    warning = f"{refused} of {len(rows)} refused: each refused row has its status and error"
-    return Shown(answer, text, warning=warning, exit_code=EXIT_ERROR)
+    lines = [f"{len(refused)} of {len(rows)} refused:"]
+    for index in refused:
+        lines += _refusal(index, items[index].get("error"))
+    return Shown(answer, text, warning="\n".join(lines), exit_code=EXIT_ERROR)
+
+
+def _accepted(status: Any) -> bool:
+    return isinstance(status, int) and 200 <= status < 300
+
+
+def _refusal(index: int, error: Any) -> list[str]:
+    """What a refused event of a batch is told, as ``events publish`` tells its one: the error's code and message,
+    then each detail's field and problem."""
+    error = error if isinstance(error, Mapping) else {}
+    code, message = printable(str(error.get("code", "error"))), printable(str(error.get("message", "")))
+    return [f"  event {index}: {code}: {message}", *detail_lines(error.get("details"), "    ")]
 
 
 def events_redeliver(client: ApiClient, args: argparse.Namespace) -> Shown:

@@ -77,6 +77,12 @@ def checked_key(key: str, source: str) -> str:
     return key
 
 
+def _refuse_empty(**flags: str | None) -> None:
+    for flag, value in flags.items():
+        if value is not None and not value.strip():
+            raise CliConfigError(f"{flag} is empty: give a value, or leave the flag out to use the default")
+
+
 def resolve_config(
     *,
     api_url: str | None,
@@ -87,9 +93,12 @@ def resolve_config(
     environ: Mapping[str, str],
     session: boto3.session.Session | None = None,
 ) -> CliConfig:
-    """Flags first, then the environment; the stack is only asked for what is still missing."""
+    """Flags first, then the environment; the stack is only asked for what is still missing. A flag given empty
+    (``--key "$KEY"`` with the variable unset) is refused, never replaced by the environment's value: that would
+    send the command to another deployment, or with the admin key."""
+    _refuse_empty(**{"--api-url": api_url, "--key": key, "--stack-name": stack_name})
     api_url = api_url or environ.get(API_URL_ENV) or None
-    if key and key.strip():
+    if key is not None:
         key = checked_key(key, "--key")
     elif (environ.get(ADMIN_KEY_ENV) or "").strip():
         key = checked_key(environ[ADMIN_KEY_ENV], ADMIN_KEY_ENV)

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from herald.cli.client import ApiClient
@@ -15,7 +15,7 @@ from herald.cli.config import (
     resolve_config,
 )
 from herald.cli.errors import CliError
-from herald.cli.output import printable, write_json
+from herald.cli.output import detail_lines, printable, write_json
 
 if TYPE_CHECKING:
     pass
@@ -33,10 +33,8 @@ from herald.cli.parser import build_parser
 
 def report(error: CliError, err: TextIO) -> None:
     err.write(f"error: {printable(error.code)}: {printable(error.message)}\n")
-    for detail in getattr(error, "details", []):
-        if isinstance(detail, Mapping):
-            where = ".".join(str(part) for part in detail.get("loc", []))
-            err.write(f"  {printable(where or '-')}: {printable(str(detail.get('msg', '')))}\n")
+    for line in detail_lines(getattr(error, "details", []), "  "):
+        err.write(f"{line}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

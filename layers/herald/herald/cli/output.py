@@ -41,6 +41,16 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
+def detail_lines(details: Any, indent: str) -> list[str]:
+    """Each detail of an API error as a line: where (its dotted ``loc``) and what (its ``msg``), printable."""
+    lines = []
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, Mapping):
+            where = ".".join(str(part) for part in detail.get("loc", []))
+            lines.append(f"{indent}{printable(where or '-')}: {printable(str(detail.get('msg', '')))}")
+    return lines
+
+
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """An aligned table with an upper-case header; columns are keys of the rows (dotted for nested ones)."""
     header = [column.upper() for column in columns]
@@ -86,5 +96,13 @@ def columns_of(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str]) -> l
     return [key for key, value in rows[0].items() if not isinstance(value, Mapping | list)]
 
 
+#: What ``json.dumps`` leaves as it is and a terminal may act on: DEL and the C1 controls (U+009B starts an
+#: escape sequence on some terminals). It escapes the C0 controls itself.
+_JSON_UNESCAPED_CONTROL = re.compile("[\x7f-\x9f]")
+
+
 def write_json(out: TextIO, value: Any) -> None:
-    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    """``value`` as indented JSON, non-ASCII text as it is, but no control character sent as it is: those that
+    ``json.dumps`` leaves (DEL, C1) are written as ``\\u`` escapes, the same JSON value."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    out.write(_JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n")
