@@ -16,7 +16,16 @@ from herald.messages import DeliveryMessage, dump_message
 from herald.services import Services
 from herald.storage.health import AttemptTally
 from tests.api_support import queue_messages
-from tests.delivery_support import Harness, deliveries, delivery_id_of, event_counts, publish, step, subscribe
+from tests.delivery_support import (
+    Harness,
+    deliveries,
+    delivery_id_of,
+    event_counts,
+    fanned_out_counts,
+    publish,
+    step,
+    subscribe,
+)
 from tests.portal_support import Browser, follow, mint
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
@@ -345,3 +354,73 @@ def test_a_resent_count_of_an_event_is_made_once_unless_eight_other_batches_coun
     counts = services.store.table.read(keys.event_counts("evt_resent"))
     assert counts is not None
     assert counts["succeeded"] == 10 * counted + between
+
+
+# -------------------------------------------------------------------------- answers lost after botocore's last retry
+
+
+def _stats_of(client: TestClient, tenant: TenantInfo, sub_id: str) -> tuple[int, int, int]:
+    answer = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
+    assert answer.status_code == 200
+    stats = answer.json()
+    return stats["attempts"], stats["succeeded"], stats["failed"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_first_attempts_whose_insert_was_made_and_its_answer_lost_are_counted_on_their_event(
+    client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN an event fanned out to three subscriptions, and the batch's INSERT of their first attempts carried out
+    # with its answer lost after botocore's retries (``lost@call``: the call fails, the write is made)
+    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(3)]
+    event_id = publish(client, tenant.id)
+    install(services.store.client, "dynamodb.BatchExecuteStatement:lost@call=calls:1")
+    # WHEN the deliveries are worked
+    harness.drain()
+    step(harness, clock, 400)
+    # THEN each is sent once, and counted once: in its stats (from the stream) and on its event, which the records
+    # found written count as they would have counted had the answer come back
+    assert len(receiver.received) == 3
+    assert [_stats_of(client, tenant, sub.id) for sub in subs] == [(1, 1, 0)] * 3
+    assert event_counts(client, event_id) == fanned_out_counts(3, succeeded=3)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_a_retry_whose_record_was_made_and_its_answer_lost_is_counted_on_its_event_and_in_its_stats(
+    client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a delivery whose first attempt failed, and the PutItem recording its second attempt's success carried
+    # out with its answer lost after botocore's retries (the third PutItem: the claim, the attempt, the delivery)
+    sub = subscribe(client, tenant, receiver.url)
+    receiver.responses = [(500, {}, b"", 0.0)]
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    injector = install(services.store.client, "dynamodb.PutItem:lost@call=calls:3")
+    assert injector is not None
+    # WHEN the retry is made
+    step(harness, clock, 10)
+    step(harness, clock, 400)
+    # THEN the delivery's own write was the one lost, the retry was sent once, and it is counted once
+    assert injector.injected[0].keys[0].startswith("DELIVERIES#")
+    assert len(receiver.received) == 2
+    assert [d["status"] for d in deliveries(client, tenant, sub.id)] == ["succeeded"]
+    assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
+    assert _stats_of(client, tenant, sub.id) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_a_fanout_page_whose_marker_was_written_and_its_answer_lost_is_counted(
+    client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN an event fanned out to three subscriptions, the page's marker written with its answer lost after
+    # botocore's retries (the fan-out message fails and runs again)
+    for n in range(3):
+        subscribe(client, tenant, f"{receiver.url}?n={n}")
+    event_id = publish(client, tenant.id)
+    install(services.store.client, "dynamodb.PutItem:lost@call=calls:1")
+    # WHEN the fan-out and the deliveries are worked
+    harness.drain()
+    step(harness, clock, 400)
+    # THEN the page is counted once (its marker found as this run wrote it), and each delivery sent once
+    assert len(receiver.received) == 3
+    assert event_counts(client, event_id) == fanned_out_counts(3, succeeded=3)

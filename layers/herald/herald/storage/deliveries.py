@@ -261,25 +261,19 @@ class DeliveryRepository:
             "lease_until": until,
             **(carried or {}),
         }
-        put: dict[str, Any] = {"Item": to_item(item)}
-        if previous is None:
-            put["ConditionExpression"] = "attribute_not_exists(pk)"
-        else:
-            # The status too: a duplicate message that read the delivery before it was settled or cancelled
-            # (which leaves ``attempts`` as it was) must not reopen it.
-            put.update(_unchanged_and_unleased(previous, now))
+        # The status too: a duplicate message that read the delivery before it was settled or cancelled (which
+        # leaves ``attempts`` as it was) must not reopen it.
+        condition = (
+            {"ConditionExpression": "attribute_not_exists(pk)"}
+            if previous is None
+            else _unchanged_and_unleased(previous, now)
+        )
+        if job_id is None:
+            # Another worker's lease, or this claim's own (its token is this claim's alone: the item says which).
+            return self._table.put_if(item, **condition)
         try:
-            if job_id is None:
-                try:
-                    self._table.call("put_item", **put)
-                except ClientError:
-                    # Another worker's lease, or this claim's own, made once already (botocore sends a call
-                    # again when its answer was lost: the claim then finds the lease it took). Its token is
-                    # this claim's alone, so the item says which.
-                    (ours,) = self._table.holds([item])
-                    return ours
-            else:
-                self._table.transact([{"Put": put}, lock_check(delivery.id, job_id, now=self._table.now())])
+            put = {"Item": to_item(item), **condition}
+            self._table.transact([{"Put": put}, lock_check(delivery.id, job_id, now=self._table.now())])
         except ClientError:
             return False
         return True
@@ -308,16 +302,9 @@ class DeliveryRepository:
         )
         kept = {key: value for key, value in item.items() if key not in {"lease_token", "lease_until"}}
         written = {**kept, **_index(failed), **record(failed)}
-        try:
-            self._table.call(
-                "put_item", Item=to_item(written), **_unchanged_and_unleased(state.delivery, now.timestamp())
-            )
-        except ClientError:
-            # Settled, attempted or leased meanwhile; or this write's own, made once already (botocore sends a
-            # call again when its answer was lost).
-            (ours,) = self._table.holds([written])
-            return failed if ours else None
-        return failed
+        # Refused if settled, attempted or leased meanwhile.
+        ours = self._table.put_if(written, **_unchanged_and_unleased(state.delivery, now.timestamp()))
+        return failed if ours else None
 
     def release(self, delivery: Delivery, token: str) -> None:
         """Give a lease back without an attempt (``delivery`` as claimed). The delivery gets its index
@@ -361,19 +348,12 @@ class DeliveryRepository:
             delivery, attempt, scheduled_attempts=scheduled_attempts, expires_at=expires_at, carried=carried
         )
         item.pop(STATS_FROM_STREAM, None)
-        try:
-            self._table.call(
-                "put_item",
-                Item=to_item(item),
-                ConditionExpression="attempts = :none AND #status = :pending AND attribute_not_exists(lease_token)",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=values(none=0, pending=DeliveryStatus.PENDING.value),
-            )
-        except ClientError:
-            # Refused, or this write's own, made once already (botocore sends a call again when its answer was lost).
-            (ours,) = self._table.holds([item])
-            return ours
-        return True
+        return self._table.put_if(
+            item,
+            ConditionExpression="attempts = :none AND #status = :pending AND attribute_not_exists(lease_token)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values(none=0, pending=DeliveryStatus.PENDING.value),
+        )
 
     def new_items(
         self,
@@ -445,15 +425,12 @@ class DeliveryRepository:
                     return False
             return True
         item = {**_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at), **(carried or {})}
-        delivery_put: dict[str, Any] = {"Item": to_item(item)}
         fresh = {"ConditionExpression": "attribute_not_exists(pk)"}
-        if token is None:
-            delivery_put |= fresh
-        else:
-            delivery_put |= {
-                "ConditionExpression": "lease_token = :token",
-                "ExpressionAttributeValues": values(token=token),
-            }
+        condition: dict[str, Any] = (
+            fresh
+            if token is None
+            else {"ConditionExpression": "lease_token = :token", "ExpressionAttributeValues": values(token=token)}
+        )
         attempt_put: dict[str, Any] | None = None
         if attempt is not None:
             attempt_item = {**keys.attempt(delivery.id, attempt.attempt_number), **record(attempt)}
@@ -464,15 +441,9 @@ class DeliveryRepository:
             if job_id is None:
                 if attempt_put is not None:
                     self._table.call("put_item", **attempt_put)
-                try:
-                    self._table.call("put_item", **delivery_put)
-                except ClientError:
-                    # The lease is gone: another worker's, or this write's own, made once already (botocore sends a
-                    # call again when its answer was lost; the write then finds the lease it removed).
-                    (ours,) = self._table.holds([item])
-                    return ours
-                return True
-            actions: list[dict[str, Any]] = [{"Put": delivery_put}]
+                # Refused if the lease is gone (another worker's); found if this write was made and its answer lost.
+                return self._table.put_if(item, **condition)
+            actions: list[dict[str, Any]] = [{"Put": {"Item": to_item(item), **condition}}]
             if attempt_put is not None:
                 actions.append({"Put": attempt_put})
             succeeded = attempt is not None and attempt.succeeded

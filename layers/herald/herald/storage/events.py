@@ -528,20 +528,12 @@ class EventRepository:
         key = keys.fanout_page(event_id, marker)
         token = uuid.uuid4().hex[:12]  # the marker's, and the counts update's (``_update_counts``)
         item = {**key, "expires_at": expires_at, "token": token}
-        try:
-            self._table.call(
-                "put_item",
-                Item=to_item(item),
-                # A marker left by an expired event of the same id (not yet removed by TTL) is not this page's.
-                ConditionExpression=_ABSENT_OR_EXPIRED,
-                ExpressionAttributeValues=values(now=self._table.now()),
-            )
-        except ClientError:
-            # Counted before, unless the marker is this call's own, written once already (botocore sends a call
-            # again when its answer was lost): its token is this call's alone.
-            (ours,) = self._table.holds([item])
-            if not ours:
-                return False
+        # Counted before, unless the marker found is this call's own (its token is this call's alone): written, its
+        # answer lost. A marker left by an expired event of the same id (not yet removed by TTL) is not this page's.
+        if not self._table.put_if(
+            item, ConditionExpression=_ABSENT_OR_EXPIRED, ExpressionAttributeValues=values(now=self._table.now())
+        ):
+            return False
         try:
             changes = {key: value for key, value in deltas.items() if value}
             if changes:

@@ -462,15 +462,41 @@ class Table:
         answers: list[bool | ServiceUnavailableError] = []
         for start in range(0, len(items), MAX_BATCH_STATEMENTS):
             answers += self._insert_once(items[start : start + MAX_BATCH_STATEMENTS])
-        taken = [index for index, answer in enumerate(answers) if answer is False]
-        if taken:
+        # A key taken, or a call that failed after botocore's retries (its answer may be lost after it wrote):
+        # either way, an item found exactly as this write made it was this write.
+        unsure = [index for index, answer in enumerate(answers) if answer is not True]
+        if unsure:
             try:
-                ours = self.holds([items[index] for index in taken])
+                ours = self.holds([items[index] for index in unsure])
             except ServiceUnavailableError as exc:
-                return [_failure(str(exc)) if index in taken else answer for index, answer in enumerate(answers)]
-            for index, held in zip(taken, ours, strict=True):
-                answers[index] = held
+                return [_failure(str(exc)) if answer is False else answer for answer in answers]
+            for index, held in zip(unsure, ours, strict=True):
+                if held:
+                    answers[index] = True
         return answers
+
+    def put_if(self, item: Mapping[str, Any], **condition: Any) -> bool:
+        """PutItem of ``item`` (plain values) on ``condition`` (its ``ConditionExpression`` and values). True if the
+        table holds this write: made, or found there exactly after a refusal or a failure. False if refused for
+        another item's sake; ``ServiceUnavailableError`` if it failed and is not there.
+
+        A write is found after a refusal when botocore sent the call again after losing its answer (the resend is
+        refused by the first send's item), and after a failure when the answer was lost after botocore's last
+        retry. Each item a conditional write makes is its own (a token, an attempt, a time), so finding it exactly
+        proves the write was this one."""
+        try:
+            self.call("put_item", Item=to_item(item), **condition)
+        except ClientError:
+            (ours,) = self.holds([item])
+            return ours
+        except ServiceUnavailableError as failure:
+            try:
+                (ours,) = self.holds([item])
+            except ServiceUnavailableError:
+                raise failure from None
+            if not ours:
+                raise
+        return True
 
     def put_new(self, item: dict[str, Any]) -> bool:
         """PutItem of a new item (``item`` as DynamoDB JSON), only if no item has its key. True if written; False
