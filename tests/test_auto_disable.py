@@ -141,7 +141,7 @@ def test_stats_count_attempts_successes_and_failures(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:
     # GIVEN a subscription whose endpoint fails once, then works
-    receiver.responses = [(502, {}, b"", 0.0)]
+    receiver.responses = [(500, {}, b"", 0.0)]
     sub = subscribe(client, tenant, receiver.url)
     # WHEN nothing was sent yet, THEN its stats are empty
     empty = stats(client, tenant, sub.id)

@@ -214,7 +214,8 @@ def test_a_500_is_a_failed_attempt_retried_after_the_second_step(client, tenant,
     assert harness.counts() == (0, 1)
 
 
-@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": 1.0}])
+# No jitter: the 60 s floor exactly (jittered, it is 60 to 72 s: tests/test_delivery_policy.py)
+@pytest.mark.parametrize("settings_overrides", [{"delivery_timeout_seconds": 1.0, "retry_jitter": 0.0}])
 def test_a_receiver_that_never_answers_times_out(client, tenant, harness, raw_servers) -> None:
     # GIVEN a server that accepts the connection and never answers (the timeout is 1 s: see the parametrize)
     server = raw_servers("silent")
@@ -401,6 +402,7 @@ def test_a_410_with_a_retry_after_date_no_calendar_holds_still_disables(client, 
         ("soon", 60.0),  # unreadable: ignored
     ],
 )
+@pytest.mark.parametrize("settings_overrides", [{"retry_jitter": 0.0}])  # the 60 s floor exactly
 def test_a_429_waits_at_least_60s_and_honours_retry_after_within_bounds(
     client, tenant, harness, receiver, retry_after: str, expected: float
 ) -> None:
@@ -427,6 +429,21 @@ def test_a_429_waits_at_least_60s_and_honours_retry_after_within_bounds(
         assert when(delivery["next_attempt_at"]) == pytest.approx(date, abs=1.0)
     (hold,) = harness.holds
     assert hold == pytest.approx(delay, abs=2)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_502_or_504_slows_down_as_a_429_does(client, tenant, harness, receiver, status: int) -> None:
+    # GIVEN a receiver behind a gateway that answers 502 or 504 (Standard Webhooks: a server under load)
+    receiver.default = (status, {}, b"upstream busy", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN the retry waits the throttle floor (60 s, +0 to 20 %), not the schedule's 5 s
+    delivery, attempt = _one_failed_attempt(client, tenant, sub.id)
+    assert (attempt["status_code"], attempt["error_kind"]) == (status, "http_status")
+    delay = when(delivery["next_attempt_at"]) - when(attempt["finished_at"])
+    assert 59.5 <= delay <= 72.5
 
 
 def test_the_response_body_is_kept_up_to_20000_bytes(client, tenant, harness, receiver) -> None:

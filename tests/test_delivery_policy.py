@@ -73,13 +73,35 @@ def test_a_zero_step_stays_zero_with_jitter() -> None:
 # --- throttling and Retry-After ------------------------------------------------------------------------------------
 
 
-def test_after_a_timeout_or_429_the_wait_is_at_least_60s() -> None:
+def test_after_a_throttled_answer_the_wait_is_at_least_60s_spread_above_it() -> None:
+    # GIVEN the default schedule, +/-20 % jitter and the 60 s floor after a timeout, a 429, a 502 or a 504
     policy = RetryPolicy(DEFAULT_RETRY_SCHEDULE)
     rng = random.Random(9)
-    assert policy.delay_after(1, throttled=True, rng=rng) == 60  # the 5 s step is raised to 60 s
+    # WHEN many throttled first failures are scheduled (the 5 s step)
+    raised = [policy.delay_after(1, throttled=True, rng=rng) for _ in range(2000)]
+    # THEN each waits at least 60 s and at most 72 s (the floor, jittered upwards), spread over that band: the
+    # deliveries a struggling receiver turned away together do not all come back in the same second
+    values = [d for d in raised if d is not None]
+    assert len(values) == 2000
+    assert min(values) >= 60
+    assert max(values) <= 72
+    assert min(values) < 61
+    assert max(values) > 71
     longer = policy.delay_after(2, throttled=True, rng=rng)  # the 5 min step is already longer
     assert longer is not None
     assert 240 <= longer <= 360
+
+
+def test_the_longest_span_covers_every_step_at_its_longest() -> None:
+    # GIVEN the default policy, and each step drawn many times, throttled, with a Retry-After past every bound
+    policy = RetryPolicy(DEFAULT_RETRY_SCHEDULE)
+    rng = random.Random(11)
+    longest = [
+        max(d for _ in range(500) if (d := policy.delay_after(n, throttled=True, retry_after=1e9, rng=rng)) is not None)
+        for n in range(1, policy.max_attempts)
+    ]
+    # THEN the span a delivery can stay pending (what an event's retention is sized on) is never shorter
+    assert sum(longest) <= policy.longest_span_seconds
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The retry policy: when the next attempt of a failed delivery happens, if ever.
 
 The schedule is configuration (``HERALD_RETRY_SCHEDULE``); this module only applies it, with
-jitter, a floor after timeouts and 429s, and ``Retry-After`` clamped to [1x, 2x] the scheduled delay.
+jitter, a floor after timeouts, 429s, 502s and 504s, and ``Retry-After`` clamped to [1x, 2x] the scheduled delay.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class RetryPolicy:
     def longest_span_seconds(self) -> float:
         """The longest a delivery can stay pending: every step at its maximum (jitter, throttle floor,
         ``Retry-After`` at 2x)."""
-        return sum(2 * max(step * (1 + self.jitter), self.throttle_min_delay) for step in self.schedule[1:])
+        return sum(2 * (1 + self.jitter) * max(step, self.throttle_min_delay) for step in self.schedule[1:])
 
     def delay_after(
         self,
@@ -52,15 +52,17 @@ class RetryPolicy:
     ) -> float | None:
         """Seconds to wait after attempt number ``attempt`` (1-based) failed, or None when it was the last.
 
-        ``throttled`` is a timeout or a 429 (at least ``throttle_min_delay``); ``retry_after`` is the
-        receiver's ``Retry-After`` in seconds, honoured within [1x, 2x] the scheduled delay.
+        ``throttled`` is a timeout, a 429, a 502 or a 504 (at least ``throttle_min_delay``, jittered upwards: the
+        deliveries a struggling receiver turned away together do not all come back in the same second);
+        ``retry_after`` is the receiver's ``Retry-After`` in seconds, honoured within [1x, 2x] the scheduled delay.
         """
         if attempt >= self.max_attempts:
             return None
         spread = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         delay = self.schedule[attempt] * spread
         if throttled:
-            delay = max(delay, self.throttle_min_delay)
+            # The same draw, mapped from [1 - jitter, 1 + jitter] onto [1, 1 + jitter].
+            delay = max(delay, self.throttle_min_delay * (1 + (spread - 1 + self.jitter) / 2))
         if retry_after is not None:
             delay = min(max(retry_after, delay), 2 * delay)
         return delay

@@ -50,6 +50,11 @@ SUCCESS_RESPONSE_MAX_BYTES = 128
 USER_AGENT = f"Herald/{__version__}"
 
 
+#: Answers that ask the sender to slow down (Standard Webhooks: "502 and 504 ... usually indicate that the
+#: server is under load"): their retry waits at least ``throttle_min_delay_seconds``.
+SLOW_DOWN_STATUSES = frozenset({429, 502, 504})
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one HTTP attempt gave."""
@@ -70,7 +75,9 @@ class Outcome:
 
     @property
     def throttled(self) -> bool:
-        return self.error_kind is ErrorKind.TIMEOUT or self.status_code == 429
+        """The receiver asks to slow down: a timeout, a 429, or a 502 or 504, which Standard Webhooks reads as a
+        server under load."""
+        return self.error_kind is ErrorKind.TIMEOUT or self.status_code in SLOW_DOWN_STATUSES
 
     @property
     def duration_ms(self) -> int:

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         lt=1,
         description="Random spread applied to each retry delay (0.2 = +/-20 %).",
     )
-    throttle_min_delay_seconds: int = Field(60, ge=0, description="Least wait after a timeout or a 429.")
+    throttle_min_delay_seconds: int = Field(60, ge=0, description="Least wait after a timeout, a 429, a 502 or a 504.")
     max_receive_count: int = Field(
         10,
         ge=5,
