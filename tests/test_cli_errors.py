@@ -693,3 +693,18 @@ def test_json_output_sends_no_c1_control_character_to_the_terminal(cli_env: str,
     assert "\x9b" not in run.out
     assert "\x7f" not in run.out
     assert "Evil\\u009b2J\\u007fCorp café" in run.out
+
+
+def test_a_dead_letter_sample_of_0_shows_the_counts_alone(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN a dead-letter queue of three messages (the API takes a sample of 0: the counts, no message read)
+    stub.script("GET", "/v1/admin/dead-letters", (200, {}, {"count": 3, "in_flight": 0, "sample": []}))
+    # WHEN the operator asks for the counts alone
+    run = herald("--api-url", stub.url, "--key", "k", "dlq", "show", "--sample", "0")
+    # THEN the API is asked for a sample of 0, and the counts are shown
+    assert run.code == 0, run.err
+    (request,) = stub.sent("GET", "/v1/admin/dead-letters")
+    assert request.path == "/v1/admin/dead-letters?sample=0"
+    assert table_rows(run.out.split("\n\n")[0])[1] == ["count", "3"]
+    assert run.out.endswith("no messages to show\n")
+    # AND a negative sample is still a usage error
+    assert herald("--api-url", stub.url, "--key", "k", "dlq", "show", "--sample", "-1").code == 2

@@ -69,7 +69,8 @@ def _page_size(text: str) -> int:
 
 
 def _sample_size(text: str) -> int:
-    value = _positive_int(text)
+    """``dlq show --sample``: 0 (the counts alone, as the API allows) to ``MAX_DEAD_LETTER_SAMPLE``."""
+    value = 0 if text.strip() == "0" else _positive_int(text)
     if value > MAX_DEAD_LETTER_SAMPLE:
         raise argparse.ArgumentTypeError(f"at most {MAX_DEAD_LETTER_SAMPLE}")
     return value
@@ -274,7 +275,7 @@ class _ParserBuilder:
             "--sample",
             type=_sample_size,
             default=10,
-            help=f"messages to show, at most {MAX_DEAD_LETTER_SAMPLE} (default 10)",
+            help=f"messages to show, 0 (the counts alone) to {MAX_DEAD_LETTER_SAMPLE} (default 10)",
         )
         cmd = self.command(group, "redrive", dlq_redrive, "move dead-lettered messages back to the work queue")
         cmd.add_argument(
