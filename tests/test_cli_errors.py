@@ -708,3 +708,23 @@ def test_a_dead_letter_sample_of_0_shows_the_counts_alone(stub: StubApi, herald:
     assert run.out.endswith("no messages to show\n")
     # AND a negative sample is still a usage error
     assert herald("--api-url", stub.url, "--key", "k", "dlq", "show", "--sample", "-1").code == 2
+
+
+def test_a_stack_named_by_flag_wins_over_the_environments_url_and_key(
+    api_url: str,
+    stub: StubApi,
+    herald: Callable[..., Run],
+    resources: LocalResources,
+    aws: boto3.session.Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a deployed stack, and the environment set for another deployment (its URL and its key)
+    deployed_stack(aws, monkeypatch, "herald-prod", api_url=api_url, secret_arn=resources.admin_key_secret_arn)
+    monkeypatch.setenv("HERALD_API_URL", stub.url)
+    monkeypatch.setenv("HERALD_ADMIN_KEY", "the-other-deployments-key")
+    # WHEN the operator names the stack by flag
+    run = herald("--json", "--stack-name", "herald-prod", "tenants", "create", "Acme")
+    # THEN the command went to the stack's API with the stack's admin key, and nothing to the other deployment
+    assert run.code == 0, run.err
+    assert run.json()["name"] == "Acme"
+    assert stub.requests == []

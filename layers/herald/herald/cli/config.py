@@ -83,6 +83,21 @@ def _refuse_empty(**flags: str | None) -> None:
             raise CliConfigError(f"{flag} is empty: give a value, or leave the flag out to use the default")
 
 
+def _given(
+    api_url: str | None, key: str | None, stack_name: str | None, environ: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    """The URL and the key given by flag, else by the environment (not with a stack named by flag)."""
+    _refuse_empty(**{"--api-url": api_url, "--key": key, "--stack-name": stack_name})
+    if stack_name is not None:
+        environ = {name: value for name, value in environ.items() if name not in (API_URL_ENV, ADMIN_KEY_ENV)}
+    api_url = api_url or environ.get(API_URL_ENV) or None
+    if key is not None:
+        return api_url, checked_key(key, "--key")
+    if (environ.get(ADMIN_KEY_ENV) or "").strip():
+        return api_url, checked_key(environ[ADMIN_KEY_ENV], ADMIN_KEY_ENV)
+    return api_url, None
+
+
 def resolve_config(
     *,
     api_url: str | None,
@@ -95,15 +110,10 @@ def resolve_config(
 ) -> CliConfig:
     """Flags first, then the environment; the stack is only asked for what is still missing. A flag given empty
     (``--key "$KEY"`` with the variable unset) is refused, never replaced by the environment's value: that would
-    send the command to another deployment, or with the admin key."""
-    _refuse_empty(**{"--api-url": api_url, "--key": key, "--stack-name": stack_name})
-    api_url = api_url or environ.get(API_URL_ENV) or None
-    if key is not None:
-        key = checked_key(key, "--key")
-    elif (environ.get(ADMIN_KEY_ENV) or "").strip():
-        key = checked_key(environ[ADMIN_KEY_ENV], ADMIN_KEY_ENV)
-    else:
-        key = None
+    send the command to another deployment, or with the admin key. For the same reason a stack named by flag
+    (``--stack-name``) is where the URL and the key come from, not the environment's ``HERALD_API_URL`` and
+    ``HERALD_ADMIN_KEY`` (set for another deployment); ``--api-url`` and ``--key`` still come first."""
+    api_url, key = _given(api_url, key, stack_name, environ)
     if api_url is None or key is None:
         name = stack_name or environ.get(STACK_NAME_ENV) or DEFAULT_STACK_NAME
         if session is None:
