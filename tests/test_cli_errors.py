@@ -5,10 +5,12 @@ by uvicorn (``tests.test_cli``'s fixtures), or a stub server whose answers a tes
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ import pytest
 
 from herald.cli import main
 from herald.cli.client import MAX_RETRY_AFTER_SECONDS, ApiClient, retry_delay
-from herald.cli.commands import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED
+from herald.cli.commands import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, json_object
 from herald.cli.errors import CliConnectionError
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.resources import LocalResources
@@ -559,6 +561,8 @@ def test_a_2xx_body_that_is_not_utf8_is_an_error_not_a_traceback(stub: StubApi, 
         (("tenants", "list", "--all"), {"data": 5, "done": True}),
         (("tenants", "list", "--all"), {"data": [None], "done": True}),
         (("events", "publish-batch", '{"events": [{"type": "invoice.paid", "tenant_id": "t", "data": {}}]}'), []),
+        (("events", "publish-batch", '{"events": [{"type": "invoice.paid", "tenant_id": "t", "data": {}}]}'), None),
+        (("tenants", "list", "--all"), None),
         (
             ("events", "publish-batch", '{"events": [{"type": "invoice.paid", "tenant_id": "t", "data": {}}]}'),
             {"data": ["x"]},
@@ -569,7 +573,7 @@ def test_a_2xx_json_answer_of_another_shape_is_an_error_not_a_traceback(
     stub: StubApi, herald: Callable[..., Run], argv: tuple[str, ...], answer: Any
 ) -> None:
     # GIVEN another service at the URL, answering 200 with JSON that is not the API's object, or whose `data` is not
-    # a list of objects
+    # a list of objects, or with nothing (None: an empty body)
     stub.script("GET", "/v1/tenants", (200, {}, answer))
     stub.script("POST", "/v1/events/batch", (200, {}, answer))
     # WHEN the operator runs a command that reads the answer
@@ -728,3 +732,36 @@ def test_a_stack_named_by_flag_wins_over_the_environments_url_and_key(
     assert run.code == 0, run.err
     assert run.json()["name"] == "Acme"
     assert stub.requests == []
+
+
+def test_an_empty_stack_region_or_profile_flag_is_refused_before_any_stack_is_read(
+    aws: boto3.session.Session, resources: LocalResources, herald: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a deployed stack named by the environment (HERALD_STACK_NAME), with its admin key's material
+    secrets = aws.client("secretsmanager")
+    material_arn = secrets.create_secret(Name="herald-admin-key-material", SecretString="m" * 48)["ARN"]
+    template = rotation_stack_template(resources.admin_key_secret_arn, material_arn)
+    aws.client("cloudformation").create_stack(StackName="herald-prod", TemplateBody=template)
+    for name in ("HERALD_API_URL", "HERALD_ADMIN_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HERALD_STACK_NAME", "herald-prod")
+    # WHEN a script rotates the admin key, or lists tenants, with a flag whose variable is unset
+    runs = {
+        "--stack-name": herald("admin-key", "rotate", "--stack-name", ""),
+        "--region": herald("--region", "", "tenants", "list"),
+        "--profile": herald("admin-key", "rotate", "--profile", ""),
+    }
+    # THEN each is refused, and the environment's stack was neither rotated nor read for a key
+    for flag, run in runs.items():
+        assert (run.code, run.err) == (
+            1,
+            f"error: not_configured: {flag} is empty: give a value, or leave the flag out to use the default\n",
+        )
+    assert secrets.get_secret_value(SecretId=material_arn)["SecretString"] == "m" * 48
+
+
+def test_data_from_stdin_replaced_by_a_text_stream_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN standard input replaced by a text stream (no bytes beneath it), starting with a byte order mark
+    monkeypatch.setattr(sys, "stdin", io.StringIO('\ufeff{"note": "café"}'))
+    # WHEN `--data @-` is read THEN its JSON is the value
+    assert json_object("@-") == {"note": "café"}

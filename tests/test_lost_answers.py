@@ -9,12 +9,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 
+from herald.errors import ServiceUnavailableError
 from herald.faults import FaultInjector, install
 from herald.messages import DeliveryMessage, dump_message
 from herald.services import Services
 from herald.storage.health import AttemptTally
+from herald.storage.table import Table
 from tests.api_support import queue_messages
 from tests.delivery_support import (
     Harness,
@@ -424,3 +427,23 @@ def test_a_fanout_page_whose_marker_was_written_and_its_answer_lost_is_counted(
     # THEN the page is counted once (its marker found as this run wrote it), and each delivery sent once
     assert len(receiver.received) == 3
     assert event_counts(client, event_id) == fanned_out_counts(3, succeeded=3)
+
+
+class _Refusing:
+    """A DynamoDB client whose every call is refused for capacity, after botocore's retries."""
+
+    def put_item(self, **_: object) -> object:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}, "PutItem")
+
+    def batch_get_item(self, **_: object) -> object:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}}, "BatchGet")
+
+
+def test_a_conditional_write_that_failed_and_could_not_be_read_back_raises_its_own_failure() -> None:
+    # GIVEN a table refusing every call WHEN a conditional write is made
+    table = Table("herald-test", client=_Refusing())  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailableError) as raised:
+        table.put_if({"pk": "A", "sk": "B"}, ConditionExpression="attribute_not_exists(pk)")
+    # THEN the error raised is the write's, with DynamoDB's own refusal as its cause (what the logs show)
+    assert str(raised.value) == "DynamoDB put_item failed: ProvisionedThroughputExceededException"
+    assert isinstance(raised.value.__cause__, ClientError)

@@ -137,9 +137,11 @@ def _list(client: ApiClient, path: str, args: argparse.Namespace, params: Mappin
     return {"data": items, "iterator": None, "done": True}
 
 
-def _items(answer: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The ``data`` of a page or of a batch's answer: a list of objects, else ``invalid_response`` (another
-    service at the URL), never a traceback."""
+def _items(answer: Any) -> list[Mapping[str, Any]]:
+    """The ``data`` of a page or of a batch's answer: a list of objects, else ``invalid_response`` (an empty
+    answer, another service at the URL), never a traceback."""
+    if not isinstance(answer, Mapping):
+        raise CliApiError(200, "invalid_response", "the API's answer is empty")
     items = answer.get("data", [])
     if not isinstance(items, list) or not all(isinstance(item, Mapping) for item in items):
         raise CliApiError(200, "invalid_response", "the API's answer has no list of objects in `data`")
@@ -177,8 +179,7 @@ def json_object(text: str) -> dict[str, Any]:
         source = text[1:]
         try:
             # utf-8-sig: a byte order mark (Notepad, PowerShell 5) is no JSON; stdin too is read as UTF-8.
-            raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-            text = raw.decode("utf-8-sig")
+            text = _stdin_text() if source == "-" else Path(source).read_bytes().decode("utf-8-sig")
         except OSError as exc:
             raise argparse.ArgumentTypeError(f"cannot read {source}: {exc.strerror or exc}") from exc
         except UnicodeDecodeError as exc:
@@ -190,6 +191,15 @@ def json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return value
+
+
+def _stdin_text() -> str:
+    """Standard input as UTF-8 text, a byte order mark dropped; read as text where it has no bytes beneath (a
+    stream put in its place)."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin.read().removeprefix("\ufeff")
+    return str(buffer.read().decode("utf-8-sig"))
 
 
 def _not_a_number(name: str) -> float:

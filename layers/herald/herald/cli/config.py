@@ -1,8 +1,9 @@
 """Where the API is and which key to use: flags, then environment, then the SAM stack's outputs.
 
-``HERALD_API_URL`` / ``HERALD_ADMIN_KEY`` (or ``--api-url`` / ``--key``) win; whatever is missing is read
-from the CloudFormation stack (``--stack-name``, default ``$HERALD_STACK_NAME`` or ``herald``): its
-``ApiUrl`` output, and the admin key from the Secrets Manager secret its ``AdminKeySecretArn`` output names.
+``--api-url`` / ``--key`` win, then ``HERALD_API_URL`` / ``HERALD_ADMIN_KEY`` (not with a stack named by
+``--stack-name``); whatever is missing is read from the CloudFormation stack (``--stack-name``, default
+``$HERALD_STACK_NAME`` or ``herald``): its ``ApiUrl`` output, and the admin key from the Secrets Manager
+secret its ``AdminKeySecretArn`` output names. A flag given empty is refused.
 The stack's admin key is only ever sent to the stack's own ``ApiUrl``: a URL given without a key is an error.
 """
 
@@ -77,7 +78,9 @@ def checked_key(key: str, source: str) -> str:
     return key
 
 
-def _refuse_empty(**flags: str | None) -> None:
+def refuse_empty(**flags: str | None) -> None:
+    """A flag given empty (``--key "$KEY"`` with the variable unset) is refused: never read as "not given", which
+    would fill it from the environment or a default and send the command to another deployment."""
     for flag, value in flags.items():
         if value is not None and not value.strip():
             raise CliConfigError(f"{flag} is empty: give a value, or leave the flag out to use the default")
@@ -87,7 +90,7 @@ def _given(
     api_url: str | None, key: str | None, stack_name: str | None, environ: Mapping[str, str]
 ) -> tuple[str | None, str | None]:
     """The URL and the key given by flag, else by the environment (not with a stack named by flag)."""
-    _refuse_empty(**{"--api-url": api_url, "--key": key, "--stack-name": stack_name})
+    refuse_empty(**{"--api-url": api_url, "--key": key, "--stack-name": stack_name})
     if stack_name is not None:
         environ = {name: value for name, value in environ.items() if name not in (API_URL_ENV, ADMIN_KEY_ENV)}
     api_url = api_url or environ.get(API_URL_ENV) or None

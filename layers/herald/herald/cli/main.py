@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 from herald.cli.client import ApiClient
 from herald.cli.config import (
     aws_session,
+    refuse_empty,
     resolve_config,
 )
 from herald.cli.errors import CliError
@@ -89,6 +90,10 @@ def _discard_output() -> None:
 
 def _run(args: argparse.Namespace) -> Shown:
     """Run the command: through the API, or on the stack's AWS resources (``admin-key``)."""
+    # Before either path: an empty --stack-name, --region or --profile would pick another stack, for the API's
+    # URL and key or for `admin-key rotate`.
+    flags = ("api_url", "key", "stack_name", "region", "profile")
+    refuse_empty(**{"--" + name.replace("_", "-"): getattr(args, name, None) for name in flags})
     region, profile = getattr(args, "region", None), getattr(args, "profile", None)
     aws_handler: AwsHandler | None = getattr(args, "aws_handler", None)
     if aws_handler is not None:

@@ -51,11 +51,19 @@ from herald.cli.commands import (
 )
 
 
-def _positive_int(text: str) -> int:
+def _count(text: str) -> int:
+    """A whole number, 0 or more."""
     try:
         value = int(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _count(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
@@ -70,7 +78,7 @@ def _page_size(text: str) -> int:
 
 def _sample_size(text: str) -> int:
     """``dlq show --sample``: 0 (the counts alone, as the API allows) to ``MAX_DEAD_LETTER_SAMPLE``."""
-    value = 0 if text.strip() == "0" else _positive_int(text)
+    value = _count(text)
     if value > MAX_DEAD_LETTER_SAMPLE:
         raise argparse.ArgumentTypeError(f"at most {MAX_DEAD_LETTER_SAMPLE}")
     return value
@@ -143,9 +151,10 @@ def _wait_options(parser: argparse.ArgumentParser) -> None:
 
 CONFIG_HELP = f"""
 configuration:
-  The API's URL and key come from --api-url / --key, else ${API_URL_ENV} / ${ADMIN_KEY_ENV}, else
-  the SAM stack's outputs (--stack-name, ${STACK_NAME_ENV}, default {DEFAULT_STACK_NAME!r}): ApiUrl, and the
-  admin key read from the secret named by AdminKeySecretArn (AWS credentials needed).
+  The API's URL and key come from --api-url / --key, else ${API_URL_ENV} / ${ADMIN_KEY_ENV} (not with
+  --stack-name), else the SAM stack's outputs (--stack-name, ${STACK_NAME_ENV}, default
+  {DEFAULT_STACK_NAME!r}): ApiUrl, and the admin key read from the secret named by AdminKeySecretArn (AWS
+  credentials needed). A flag given empty is refused.
 
 exit codes: 0 done, 1 error (printed as 'error: <code>: <message>'), 2 wrong usage, 130 interrupted,
   141 the reader of the output went away (a closed pipe).

@@ -493,7 +493,7 @@ class Table:
             try:
                 (ours,) = self.holds([item])
             except ServiceUnavailableError:
-                raise failure from None
+                raise failure  # noqa: B904 - the write's own failure (and its cause), not the read's
             if not ours:
                 raise
         return True
