@@ -614,6 +614,11 @@ def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -
     ahead = {"since": (now + timedelta(days=1)).isoformat(), "until": (now + timedelta(days=3650)).isoformat()}
     error = assert_error(client.post(url, json=ahead, headers=tenant.headers), 422, "invalid_input")
     assert error["details"][0]["type"] == "in_future"
+    # WHEN only the window's end is in the future (the job would list what failed by then, and read `done` over
+    # the rest, which it never resends), THEN 422, at `until`
+    ends_tomorrow = {"since": (now - timedelta(hours=1)).isoformat(), "until": (now + timedelta(days=1)).isoformat()}
+    error = assert_error(client.post(url, json=ends_tomorrow, headers=tenant.headers), 422, "invalid_input")
+    assert error["details"] == [{"loc": ["body", "until"], "msg": "after now", "type": "in_future"}]
     # AND 14 days minus a minute is accepted
     ok = client.post(url, json={"since": (now - timedelta(days=13, hours=23)).isoformat()}, headers=tenant.headers)
     assert ok.status_code == 202, ok.text

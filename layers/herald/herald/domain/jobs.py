@@ -64,6 +64,13 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
             "`since` is in the future: a recovery resends deliveries that failed already, once",
             details=[{"loc": ["body", "since"], "msg": "after now", "type": "in_future"}],
         )
+    if until > now:
+        # The job lists what has failed by the time it runs, once: what fails later in the window would never be
+        # resent, though the job would read `done` over all of it.
+        raise InvalidInputError(
+            "`until` is in the future: a recovery resends deliveries that failed already, once; leave it out for now",
+            details=[{"loc": ["body", "until"], "msg": "after now", "type": "in_future"}],
+        )
     if since >= until:
         raise InvalidInputError(
             "`since` must be before `until` (and before now when `until` is left out)",

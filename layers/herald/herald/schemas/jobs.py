@@ -24,7 +24,7 @@ class RecoveryIn(StrictModel):
         description="Re-send the subscription's failed deliveries created at or after this time (with a time zone).",
         examples=["2026-01-30T08:00:00Z"],
     )
-    until: AwareDatetime | None = Field(None, description="... and before this time (default: now).")
+    until: AwareDatetime | None = Field(None, description="... and before this time, not in the future (default: now).")
 
     @model_validator(mode="after")
     def _window(self) -> Self:
