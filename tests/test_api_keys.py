@@ -112,6 +112,40 @@ def test_revoking_every_other_key_while_one_is_revoked_meanwhile_answers_the_new
     assert [item["id"] for item in listing] == [new["id"]]
 
 
+def test_two_keys_issued_at_once_with_revoke_existing_leave_the_later_one_working(
+    client, tenant, services, monkeypatch
+) -> None:
+    # GIVEN a second issue with revoke_existing (another operator, a rotation job) made while the first is between
+    # storing its new key and listing the others to revoke
+    repository = services.store.tenants
+    listed = repository._key_items
+    other: list[tuple[Any, str]] = []
+    started: list[bool] = []
+
+    def listed_after_another_issue(tenant_id: str) -> Any:
+        if not started:  # once: the other issue lists the keys too
+            started.append(True)
+            other.append(tenant_domain.issue_key(services, tenant_id, revoke_existing=True))
+        yield from listed(tenant_id)
+
+    monkeypatch.setattr(repository, "_key_items", listed_after_another_issue)
+    # WHEN the first is answered
+    created = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    monkeypatch.undo()
+    assert created.status_code == 201, created.text
+    first = created.json()
+    (second_record, second_key) = other[0]
+    # THEN the later key works, the earlier one and the tenant's first key do not: the tenant is never left without
+    # a key, as it was when each revoked every key but its own
+    assert second_record.id > first["id"]
+    works = {"Authorization": f"Bearer {second_key}"}
+    assert client.get("/v1/subscriptions", headers=works).status_code == 200
+    for old in (tenant.key, first["key"]):
+        assert_error(client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {old}"}), 401, "unauthorized")
+    listing = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]
+    assert [item["id"] for item in listing] == [second_record.id]
+
+
 def test_a_token_of_no_known_shape_is_refused_without_a_lookup(client, tenant, services, monkeypatch) -> None:
     # GIVEN a count of the API key lookups
     lookups: list[str] = []

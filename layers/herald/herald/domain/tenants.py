@@ -45,13 +45,14 @@ def create(services: Services, name: str, metadata: Metadata) -> tuple[Tenant, A
 
 def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> tuple[ApiKey, str]:
     """A new API key for the tenant (its record and the key, shown once); the others stay valid unless
-    ``revoke_existing``, in which case they are revoked once the new one exists (one revoked meanwhile by another
-    request is gone already: the new key is still answered)."""
+    ``revoke_existing``, in which case those issued before it are revoked once the new one exists (one revoked
+    meanwhile by another request is gone already: the new key is still answered). Of two such requests at once,
+    the later key stays: each revokes only keys older than its own."""
     find(services, tenant_id)
     key, secret = _new_key(tenant_id)
     services.store.tenants.add_key(key, ids.hash_api_key(secret))
     if revoke_existing:
-        services.store.tenants.delete_keys(tenant_id, but=key.id)
+        services.store.tenants.delete_keys(tenant_id, older_than=key.id)
     return key, secret
 
 

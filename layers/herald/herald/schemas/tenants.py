@@ -28,7 +28,12 @@ class TenantOut(Tenant):
 
 class ApiKeyIn(StrictModel):
     revoke_existing: bool = Field(
-        False, strict=True, description="Revoke every other key of the tenant once this one exists."
+        False,
+        strict=True,
+        description=(
+            "Revoke every key of the tenant issued before this one once this one exists (of two such requests at "
+            "once, the later key stays)."
+        ),
     )
 
 

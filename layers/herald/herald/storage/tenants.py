@@ -107,12 +107,17 @@ class TenantRepository:
         )
         return PageResult([Tenant.model_validate(strip(item)) for item in items], next_cursor)
 
-    def delete_keys(self, tenant_id: str, *, but: str | None = None) -> None:
-        """Delete every API key of the tenant (it is locked out), or every one but ``but``: each by the item the
-        index lists, unconditionally, so a key revoked meanwhile is simply gone (``delete_key`` looks a key up again,
-        and would not find it). One DeleteItem a key: the API's role grants no BatchWriteItem."""
+    def delete_keys(self, tenant_id: str, *, older_than: str | None = None) -> None:
+        """Delete every API key of the tenant (it is locked out), or every one issued before the key
+        ``older_than`` (ids are time-ordered): each by the item the index lists, unconditionally, so a key revoked
+        meanwhile is simply gone (``delete_key`` looks a key up again, and would not find it). One DeleteItem a key:
+        the API's role grants no BatchWriteItem.
+
+        Only older keys, not every key but one: of two rotations at once, each deleting all but its own new key
+        would delete the other's, and leave the tenant with none. Deleting only older ones, the newest key issued
+        is never deleted by any of them."""
         for item in list(self._key_items(tenant_id)):  # listed whole, then deleted
-            if item["id"] != but:
+            if older_than is None or str(item["id"]) < older_than:
                 self._table.call("delete_item", Key=to_item({"pk": item["pk"], "sk": item["sk"]}))
 
     def delete(self, tenant_id: str) -> None:
