@@ -25,6 +25,7 @@ import pytest
 from herald.cli import main
 from herald.cli.client import MAX_RETRY_AFTER_SECONDS, ApiClient, retry_delay
 from herald.cli.commands import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, json_object
+from herald.cli.config import checked_url
 from herald.cli.errors import CliConnectionError
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.resources import LocalResources
@@ -765,3 +766,22 @@ def test_data_from_stdin_replaced_by_a_text_stream_is_read(monkeypatch: pytest.M
     monkeypatch.setattr(sys, "stdin", io.StringIO('\ufeff{"note": "café"}'))
     # WHEN `--data @-` is read THEN its JSON is the value
     assert json_object("@-") == {"note": "café"}
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8000", "http://herald.example.com", "http://[2001:db8::1]/"])
+def test_plain_http_to_another_machine_is_refused_before_the_key_is_sent(
+    stub: StubApi, herald: Callable[..., Run], url: str
+) -> None:
+    # WHEN the API's URL is plain http:// to another machine (a typo, a copied link)
+    run = herald("--api-url", url, "--key", "k", "tenants", "list")
+    # THEN nothing is sent (every request carries a key, the admin key most often), and the error says why
+    assert run.code == 1
+    assert run.err.startswith(f"error: not_configured: the API URL {url!r} is plain http:// to another machine")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/", "http://127.0.0.2:1", "http://localhost:8000", "http://[::1]:8000"]
+)
+def test_plain_http_to_this_machine_is_taken(url: str) -> None:
+    # `make run` serves the API on http://127.0.0.1:8000
+    assert checked_url(url) == url

@@ -147,7 +147,8 @@ def resolve_config(
 
 
 def checked_url(url: str) -> str:
-    """The API's URL, if it is one: ``http://`` or ``https://`` and a host."""
+    """The API's URL, if it is one: ``https://`` and a host, or ``http://`` to this machine only (``make run``):
+    every request carries a key, the admin key most often, which plain HTTP would show to the network."""
     import httpx
 
     try:
@@ -156,7 +157,23 @@ def checked_url(url: str) -> str:
         raise CliConfigError(f"the API URL {url!r} is not a valid URL: {exc}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise CliConfigError(f"the API URL {url!r} is not an http:// or https:// URL with a host")
+    if parsed.scheme == "http" and not _loopback(parsed.host):
+        raise CliConfigError(
+            f"the API URL {url!r} is plain http:// to another machine, which would send the key in the clear: "
+            "use https:// (http:// is for this machine only, as `make run` serves)"
+        )
     return url
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def aws_session(*, region: str | None, profile: str | None) -> boto3.session.Session:
