@@ -78,6 +78,11 @@ class StubApi:
         assert self.server is not None
         return self.server.url("")
 
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The CLI's flags that point it at this server, with a key it takes as any other."""
+        return ("--api-url", self.url, "--key", "k")
+
     def script(self, method: str, path: str, *answers: tuple[int, dict[str, str], Any]) -> None:
         self.answers[(method, path)] = list(answers)
 
@@ -314,7 +319,7 @@ def test_all_pages_survive_a_throttled_page_and_wait_its_retry_after(stub: StubA
         page(["ten_2"], None),
     )
     # WHEN the operator lists every page
-    run = herald("--api-url", stub.url, "--key", "k", "--json", "tenants", "list", "--all")
+    run = herald(*stub.flags, "--json", "tenants", "list", "--all")
     # THEN the page was asked again, once Retry-After had passed, and every tenant is there
     assert run.code == 0, run.err
     assert [tenant["id"] for tenant in run.json()["data"]] == ["ten_1", "ten_2"]
@@ -344,7 +349,7 @@ def test_waiting_for_a_recovery_outlasts_a_503(stub: StubApi, herald: Callable[.
 
 def test_throttled_to_the_end_says_so_and_when_to_come_back(stub: StubApi, herald: Callable[..., Run]) -> None:
     stub.script("GET", "/v1/tenants", THROTTLED)
-    run = herald("--api-url", stub.url, "--key", "k", "tenants", "list")
+    run = herald(*stub.flags, "tenants", "list")
     assert run.code == 1
     assert run.err == "error: http_429: Too Many Requests (still 429 after 3 retries; Retry-After: 0 s)\n"
     assert len(stub.sent("GET", "/v1/tenants")) == 4
@@ -357,7 +362,7 @@ def test_a_request_not_safe_to_repeat_is_sent_once(stub: StubApi, herald: Callab
     # WHEN the operator creates a tenant, publishes without an idempotency key, publishes a batch whose events
     # have no id, and redelivers an event
     runs = [
-        herald("--api-url", stub.url, "--key", "k", *argv)
+        herald(*stub.flags, *argv)
         for argv in (
             ("tenants", "create", "Acme"),
             ("events", "publish", "invoice.paid", "--tenant", "ten_1", "--data", "{}"),
@@ -478,7 +483,7 @@ def test_an_id_that_would_change_the_path_is_a_usage_error(
         for path in ("/v1/subscriptions/sub_1", "/v1/subscriptions", "/v1/events", "/v1/tenants"):
             stub.script(method, path, (200, {}, {"id": "sub_1", "data": [], "done": True}))
     # WHEN an id is empty, "." or ".." (which a URL resolves: `recovery ..` would GET /v1/subscriptions/sub_1)
-    run = herald("--api-url", stub.url, "--key", "k", *argv)
+    run = herald(*stub.flags, *argv)
     # THEN argparse refuses it, and nothing was sent
     assert run.code == 2
     assert "not an id" in run.err
@@ -550,7 +555,7 @@ def test_a_2xx_body_that_is_not_utf8_is_an_error_not_a_traceback(stub: StubApi, 
     page = b"<html>caf\xe9</html>"
     stub.script("GET", "/v1/tenants", (200, {"content-type": "text/html; charset=iso-8859-1"}, page))
     # WHEN the operator lists tenants
-    run = herald("--api-url", stub.url, "--key", "k", "tenants", "list")
+    run = herald(*stub.flags, "tenants", "list")
     # THEN it is reported as any other answer that is not JSON: exit 1, no traceback
     assert (run.code, run.err) == (1, "error: invalid_response: the API answered with non-JSON\n")
 
@@ -578,7 +583,7 @@ def test_a_2xx_json_answer_of_another_shape_is_an_error_not_a_traceback(
     stub.script("GET", "/v1/tenants", (200, {}, answer))
     stub.script("POST", "/v1/events/batch", (200, {}, answer))
     # WHEN the operator runs a command that reads the answer
-    run = herald("--api-url", stub.url, "--key", "k", *argv)
+    run = herald(*stub.flags, *argv)
     # THEN an error line and exit 1, not a traceback
     assert run.code == 1
     assert run.err.startswith("error: invalid_response: "), run.err
@@ -607,13 +612,18 @@ def test_a_wait_that_is_not_a_finite_positive_number_is_a_usage_error(
 ) -> None:
     # GIVEN a recovery job that stays running
     stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", (200, {}, {"id": "rcv_1", "status": "running"}))
-    argv = ["--api-url", stub.url, "--key", "k", "deliveries", "recovery", "rcv_1", "--subscription", "sub_1"]
+    argv = [*stub.flags, "deliveries", "recovery", "rcv_1", "--subscription", "sub_1"]
     # WHEN the wait is given as no finite positive number (nan never passes a deadline; inf never ends a sleep)
     run = herald(*argv, "--wait", flag, value)
     # THEN argparse refuses it at once (exit 2), before any request
     assert run.code == 2
     assert "must be a finite number more than 0" in run.err
     assert stub.requests == []
+
+
+def _publish_file(stub: StubApi, herald: Callable[..., Run], payload: Path) -> Run:
+    """`events publish` of the data in ``payload`` (``--data @FILE``), to the stub."""
+    return herald(*stub.flags, "events", "publish", "invoice.paid", "--tenant", "ten_1", "--data", f"@{payload}")
 
 
 def test_a_data_file_with_a_utf8_byte_order_mark_is_read(
@@ -624,19 +634,7 @@ def test_a_data_file_with_a_utf8_byte_order_mark_is_read(
     payload = tmp_path / "invoice.json"
     payload.write_bytes("\ufeff".encode() + json.dumps(INVOICE).encode())
     # WHEN it is published
-    run = herald(
-        "--api-url",
-        stub.url,
-        "--key",
-        "k",
-        "events",
-        "publish",
-        "invoice.paid",
-        "--tenant",
-        "ten_1",
-        "--data",
-        f"@{payload}",
-    )
+    run = _publish_file(stub, herald, payload)
     # THEN the JSON it holds is sent
     assert run.code == 0, run.err
     assert json.loads(stub.sent("POST", "/v1/events")[0].body)["data"] == INVOICE
@@ -647,19 +645,7 @@ def test_a_data_file_that_is_not_utf8_is_a_usage_error(
 ) -> None:
     payload = tmp_path / "invoice.json"
     payload.write_bytes(b'{"note": "caf\xe9"}')
-    run = herald(
-        "--api-url",
-        stub.url,
-        "--key",
-        "k",
-        "events",
-        "publish",
-        "invoice.paid",
-        "--tenant",
-        "ten_1",
-        "--data",
-        f"@{payload}",
-    )
+    run = _publish_file(stub, herald, payload)
     assert run.code == 2
     assert "is not UTF-8 text (byte 14)" in run.err
     assert stub.requests == []
@@ -704,7 +690,7 @@ def test_a_dead_letter_sample_of_0_shows_the_counts_alone(stub: StubApi, herald:
     # GIVEN a dead-letter queue of three messages (the API takes a sample of 0: the counts, no message read)
     stub.script("GET", "/v1/admin/dead-letters", (200, {}, {"count": 3, "in_flight": 0, "sample": []}))
     # WHEN the operator asks for the counts alone
-    run = herald("--api-url", stub.url, "--key", "k", "dlq", "show", "--sample", "0")
+    run = herald(*stub.flags, "dlq", "show", "--sample", "0")
     # THEN the API is asked for a sample of 0, and the counts are shown
     assert run.code == 0, run.err
     (request,) = stub.sent("GET", "/v1/admin/dead-letters")
@@ -712,7 +698,7 @@ def test_a_dead_letter_sample_of_0_shows_the_counts_alone(stub: StubApi, herald:
     assert table_rows(run.out.split("\n\n")[0])[1] == ["count", "3"]
     assert run.out.endswith("no messages to show\n")
     # AND a negative sample is still a usage error
-    assert herald("--api-url", stub.url, "--key", "k", "dlq", "show", "--sample", "-1").code == 2
+    assert herald(*stub.flags, "dlq", "show", "--sample", "-1").code == 2
 
 
 def test_a_stack_named_by_flag_wins_over_the_environments_url_and_key(
