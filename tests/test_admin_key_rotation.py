@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from herald.api import create_app
 from herald.auth import AdminKeyProvider
 from herald.cli import main
-from herald.cli.admin_key import rotate_admin_key
 from herald.local.resources import LocalResources
 from herald.services import Services
 from tests.support import ADMIN, ADMIN_KEY, Clock
@@ -126,40 +125,6 @@ def test_a_later_stack_update_writes_back_the_current_key(
     # THEN that is the current key, not the first one
     assert rebuilt == secrets.get_secret_value(SecretId=resources.admin_key_secret_arn)["SecretString"]
     assert rebuilt != ADMIN_KEY
-
-
-class _SecondRotationBetween:
-    """A boto3 session whose Secrets Manager client runs ``between`` once, right after its first PutSecretValue
-    (the material's): where a second operator's rotation, made whole, would land."""
-
-    def __init__(self, real: boto3.session.Session, between: Any) -> None:
-        self.real, self.between, self.done = real, between, False
-
-    def client(self, name: str) -> Any:
-        made: Any = self.real.client(name)  # type: ignore[call-overload]
-        if name == "secretsmanager":
-
-            def after(**_: Any) -> None:
-                if not self.done:
-                    self.done = True
-                    self.between()
-
-            made.meta.events.register("after-call.secrets-manager.PutSecretValue", after)
-        return made
-
-
-def test_two_rotations_at_once_leave_the_key_made_of_the_material(
-    aws: boto3.session.Session, resources: LocalResources, stack: str
-) -> None:
-    # GIVEN two operators rotating the admin key at about the same time: the second runs whole between the first's
-    # two writes (the material, then the key)
-    rotate_admin_key(_SecondRotationBetween(aws, lambda: rotate_admin_key(aws, STACK)), STACK)  # type: ignore[arg-type]
-    # THEN the key the API takes is the one a later stack update would rebuild from the material: that update
-    # would otherwise change the admin key without a word
-    secrets = aws.client("secretsmanager")
-    key = secrets.get_secret_value(SecretId=resources.admin_key_secret_arn)["SecretString"]
-    material = secrets.get_secret_value(SecretId=stack)["SecretString"]
-    assert key == "hra_" + material
 
 
 def test_a_stack_without_the_material_output_is_a_configuration_error(

@@ -81,35 +81,7 @@ def rotate_admin_key(session: boto3.session.Session, stack_name: str) -> Rotatio
             "(until then, deploying the stack again would give the API a key made of the new material)",
             code=ROTATION_FAILED,
         ) from exc
-    written = _agreeing(client, secret_arn, material_arn, material, written)
     return Rotation(secret_arn=secret_arn, version_id=str(written["VersionId"]), previous_version_id=previous)
-
-
-def _agreeing(client: Any, secret_arn: str, material_arn: str, material: str, written: Any) -> Any:
-    """Leave the key made of the material as it is now. Another rotation that ran between this one's two writes
-    wrote newer material (and its key, which this one's key write then replaced): a later stack update would
-    rebuild the key from that material and silently change the key the operators read. The key is written
-    again from the current material until the two agree (each rotation at once converges on the last
-    material)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    for _ in range(3):
-        try:
-            current = client.get_secret_value(SecretId=material_arn)["SecretString"]
-            if current == material:
-                return written
-            material = current
-            written = client.put_secret_value(SecretId=secret_arn, SecretString=ADMIN_KEY_PREFIX + material)
-        except (ClientError, BotoCoreError) as exc:
-            raise CliError(
-                f"another rotation ran at the same time, and the admin key could not be made to match its material "
-                f"({_aws_message(exc)}): run `herald admin-key rotate` again",
-                code=ROTATION_FAILED,
-            ) from exc
-    raise CliError(
-        "other rotations kept running at the same time: run `herald admin-key rotate` again, alone",
-        code=ROTATION_FAILED,
-    )
 
 
 def _aws_message(exc: Exception) -> str:
