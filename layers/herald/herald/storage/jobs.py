@@ -15,7 +15,7 @@ from herald.storage import keys
 from herald.storage.table import from_item, record, strip, to_item, values
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from datetime import datetime
 
     from herald.storage.table import Table
@@ -242,6 +242,24 @@ class JobRepository:
         except ClientError:
             return False
         return True
+
+    def release_tickets(self, job_id: str, delivery_ids: Sequence[str]) -> None:
+        """Give back the tickets a job took for a page whose messages could not all be queued: each ticket while it
+        is still open, and the delivery's recovery lock while the job holds it. The page, run again, takes them
+        again for the deliveries it still lists; one it no longer lists (delivered meanwhile, or gone) leaves no open
+        ticket behind, which nothing would close and which would hold the job ``running``. A message of the page
+        that went out anyway finds no ticket, and sends nothing."""
+        for delivery_id in delivery_ids:
+            with contextlib.suppress(ClientError):  # used or settled already
+                self._table.call(
+                    "delete_item",
+                    Key=to_item(keys.job_ticket(job_id, delivery_id)),
+                    ConditionExpression="#state = :open",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues=values(open=OPEN),
+                )
+            with contextlib.suppress(ClientError):  # another job's, or expired and gone
+                self._table.call("delete_item", **_free_lock(delivery_id, job_id))
 
     def open_tickets(self, job_id: str, page: str) -> list[str]:
         """The deliveries whose tickets of the job the page starting at ``page`` took and are still open, read

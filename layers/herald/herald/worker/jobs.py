@@ -27,10 +27,12 @@ now); a recovery re-sends deliveries that exist, so their event passed the filte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import DeliveryStatus, Trigger
 from herald.routing import matching
@@ -85,10 +87,10 @@ async def _take(worker: Worker, job_id: str, delivery_id: str, *, page: str = ""
 
 async def _settle_left_behind(worker: Worker, job: RecoveryJob, page: str, listed: set[str]) -> None:
     """Settle the tickets an earlier run of this page took for deliveries it lists no more. That run died between
-    taking them and queueing their messages, or one of its sends failed: a delivery retried by hand since is no
-    longer failed, and its ticket, with no message to settle it, would hold the job ``running`` for good. Settled
-    as its message would have: ``skipped`` when the delivery is no longer failed, ``failed`` when it is gone. A
-    delivery still failed (listed on another page now) keeps its ticket for it."""
+    taking them and queueing their messages (or its send failed and giving them back failed too): a delivery
+    retried by hand since is no longer failed, and its ticket, with no message to settle it, would hold the job
+    ``running`` for good. Settled as its message would have: ``skipped`` when the delivery is no longer failed,
+    ``failed`` when it is gone. A delivery still failed (listed on another page now) keeps its ticket for it."""
     store = worker.store
     for delivery_id in await worker.io(store.jobs.open_tickets, job.id, page):
         if delivery_id in listed:
@@ -152,14 +154,16 @@ async def run_recovery(
             await _settle_left_behind(worker, job, cursor or "", {d.id for d in deliveries})
         taken = await asyncio.gather(*(_take(worker, job.id, d.id, page=cursor or "") for d in deliveries))
         ticketed = [d for d, ok in zip(deliveries, taken, strict=True) if ok]
-        # If a send fails (after botocore's retries), the tickets stay open and this message comes back: the page run
-        # again takes them again for what it still lists, and settles those it no longer lists
-        # (``_settle_left_behind``). Never given back here: a message of another chunk that went out may be making
-        # its attempt, whose record needs its ticket open; without it, its webhook would go unrecorded and be sent
-        # again by the page run again.
-        await send_concurrently(
-            worker, [DeliveryMessage.for_delivery(d, trigger=Trigger.RECOVER, job_id=job.id) for d in ticketed]
-        )
+        try:
+            await send_concurrently(
+                worker, [DeliveryMessage.for_delivery(d, trigger=Trigger.RECOVER, job_id=job.id) for d in ticketed]
+            )
+        except ServiceUnavailableError:
+            # The message comes back and lists the page again: its tickets are taken again then, for what is still
+            # failed (a ticket of a delivery no longer listed would stay open, the job running, for ever).
+            with contextlib.suppress(ServiceUnavailableError):
+                await worker.io(store.jobs.release_tickets, job.id, [d.id for d in ticketed])
+            raise
         handled += len(page.items)
         if page.cursor is None:
             await worker.io(store.jobs.update, job.id, updated_at=worker.now(), listed=True)
