@@ -444,3 +444,52 @@ def test_work_carried_on_by_a_copy_keeps_its_redrive_count(
         assert copy["MessageAttributes"][REDRIVES_ATTRIBUTE]["StringValue"] == "2"
     finally:
         harness.close()
+
+
+# ---------------------------------------------------------------------------------------------- what a look shows
+
+
+def test_a_poison_message_naming_a_lone_surrogate_kind_is_shown_not_a_500(client, harness: Harness) -> None:
+    # GIVEN a poison message whose JSON names its kind with an escaped lone surrogate (ASCII, so SQS takes it; valid
+    # for Python's json module; refused by the worker's parser): the worker parks it
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody='{"kind": "\\ud800"}')
+    harness.drain()
+    # WHEN the operator looks THEN it is shown as poison, its kind and reason with the surrogate escaped
+    (letter,) = dead_letters(client)["sample"]
+    assert letter["poison"] is True
+    assert letter["kind"] == "\\ud800"
+    assert letter["reason"].startswith("poison: unreadable work message")
+
+
+def test_a_poison_message_without_a_parked_reason_is_shown_with_a_bounded_reason(client, harness: Harness) -> None:
+    # GIVEN a message no code reads, in the dead-letter queue without Herald's reason (SQS moved it after
+    # maxReceiveCount), of 200,000 characters
+    harness.sqs.send_message(QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody="x" * 200_000)
+    # WHEN the operator looks
+    (letter,) = dead_letters(client)["sample"]
+    # THEN the body is cut to 1,000 characters, and the reason does not repeat it (the parser's errors without
+    # their input)
+    assert len(letter["body"]) == 1000
+    assert letter["reason"].startswith("poison: unreadable work message: [{'type': 'json_invalid'")
+    assert len(letter["reason"]) < 300, letter["reason"]
+
+
+def test_a_look_at_the_most_large_poison_messages_fits_a_lambda_response(client, harness: Harness) -> None:
+    # GIVEN 26 unparked poison messages of 250,000 characters in the dead-letter queue (each fits the work queue)
+    for index in range(26):
+        body = f"{index:02d}" + "x" * 249_998
+        harness.sqs.send_message(QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody=body)
+    # WHEN the operator looks at a sample of 50 (the most allowed)
+    response = client.get(DEAD_LETTERS, params={"sample": 50}, headers=ADMIN)
+    # THEN the answer fits Lambda's 6 MB response many times over (each body and reason cut)
+    assert response.status_code == 200
+    assert len(response.content) < 200_000, len(response.content)
+
+
+def test_the_kind_an_unreadable_body_names_is_shown_bounded(client, harness: Harness) -> None:
+    # GIVEN an unreadable message in the dead-letter queue naming a kind of 200,000 characters
+    body = '{"kind": "' + "k" * 200_000 + '"}'
+    harness.sqs.send_message(QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody=body)
+    # WHEN the operator looks THEN its kind is shown cut to 100 characters
+    (letter,) = dead_letters(client)["sample"]
+    assert letter["kind"] == "k" * 100

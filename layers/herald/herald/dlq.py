@@ -32,7 +32,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
-from herald.queue import ERROR_ATTRIBUTE, REDRIVES_ATTRIBUTE, redrive_count, redrives_attribute, refused_after_retries
+from herald.queue import (
+    ERROR_ATTRIBUTE,
+    MAX_REASON_CHARS,
+    REDRIVES_ATTRIBUTE,
+    redrive_count,
+    redrives_attribute,
+    refused_after_retries,
+    sendable_text,
+)
 from herald.schemas import DeadLetterOut, DeadLettersOut, RedriveOut
 
 if TYPE_CHECKING:
@@ -51,6 +59,8 @@ REDRIVE_BUDGET_SECONDS = 15.0
 #: answers, ten to a call, and those calls must fit in what is left of API Gateway's 29 s.
 MAX_KEPT = 500
 MAX_SAMPLE = 50
+#: The most of a poison message's ``kind`` shown (the kinds Herald knows are a dozen characters).
+MAX_KIND_CHARS = 100
 BODY_PREVIEW = 1000
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
@@ -144,7 +154,8 @@ class DeadLetterQueue:
             error = error or str(exc)
             try:
                 raw = json.loads(body)
-                kind = str(raw["kind"]) if isinstance(raw, dict) and "kind" in raw else None
+                named = raw.get("kind") if isinstance(raw, dict) else None
+                kind = sendable_text(named, MAX_KIND_CHARS) if isinstance(named, str) else None
             except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
                 kind = None
         else:
@@ -161,6 +172,10 @@ class DeadLetterQueue:
             elif isinstance(parsed, DeliveryMessage):
                 subscription_id = parsed.subscription_id
                 delivery_id = parsed.delivery_id
+        if error is not None:
+            # Bounded and encodable whatever wrote it (SQS moving a message after maxReceiveCount writes no reason;
+            # one built here from a body that names a lone surrogate would fail the answer's encoding).
+            error = sendable_text(error, MAX_REASON_CHARS)
         if error is not None and not readable:
             poison, reason = True, f"poison: {error}"
         elif redrives >= self.max_redrives:

@@ -191,7 +191,9 @@ def parse_message(body: str) -> WorkMessage:
     try:
         return _ADAPTER.validate_json(body)
     except ValidationError as exc:
-        raise PoisonMessageError(f"unreadable work message: {exc.errors(include_url=False)[:3]}") from exc
+        # Without the input: a body that is no JSON would be repeated whole (up to 256 KiB) in the reason.
+        problems = exc.errors(include_url=False, include_input=False)[:3]
+        raise PoisonMessageError(f"unreadable work message: {problems}") from exc
 
 
 def dump_message(message: WorkMessage) -> str:

@@ -25,6 +25,14 @@ ERROR_ATTRIBUTE = "herald_error"
 REDRIVES_ATTRIBUTE = "herald_redrives"
 #: The reason a message is set aside with is cut to this many characters (the dead-letter queue's size allows it).
 MAX_REASON_CHARS = 1000
+
+
+def sendable_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, each that UTF-8 cannot carry (a lone surrogate, which a JSON body may
+    name as an escape, ``"\\ud800"``) written as its escape: what SQS attributes, logs and JSON answers can hold."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 #: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility.
 BATCH_SIZE = 10
 MAX_DELAY_SECONDS = 900
@@ -213,7 +221,7 @@ class WorkQueue:
         if not self.dead_letter_queue_url:
             raise ServiceUnavailableError("no dead-letter queue is configured")
         attributes: dict[str, MessageAttributeValueTypeDef] = {
-            ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:MAX_REASON_CHARS]}
+            ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": sendable_text(reason, MAX_REASON_CHARS)}
         }
         if redrives > 0:
             attributes[REDRIVES_ATTRIBUTE] = redrives_attribute(redrives)
@@ -225,5 +233,5 @@ class WorkQueue:
             raise ServiceUnavailableError("the dead-letter queue could not be reached") from exc
         logger.error(
             "work message sent to the dead-letter queue",
-            extra={"reason": reason, "body": body[:500]},
+            extra={"reason": sendable_text(reason, MAX_REASON_CHARS), "body": body[:500]},
         )
