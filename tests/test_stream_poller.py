@@ -4,11 +4,14 @@ over, in which batches, and what a failing handler gets, as Lambda does it for a
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from typing import Any
 
 import pytest
 
 from herald.local.event_sources import delivery_stream_source
+from herald.local.poller import SqsPoller
 from herald.local.stream_poller import StreamPoller
 
 
@@ -103,3 +106,32 @@ def test_latest_starts_where_the_mapping_was_created(aws, table) -> None:
     # THEN only the later one is handed over
     assert poller.drain() == 1
     assert handler.batches == [["M#after"]]
+
+
+def test_an_invocation_past_its_timeout_is_said_as_an_error(aws, table, caplog: pytest.LogCaptureFixture) -> None:
+    # GIVEN a stream function that answers after its (short) timeout, and a work-queue function that does the same
+    handed: list[int] = []
+
+    def late(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        handed.append(len(event["Records"]))
+        time.sleep(0.3)
+        return {}
+
+    arn = table.client.describe_table(TableName=table.name)["Table"]["LatestStreamArn"]
+    settings = dataclasses.replace(delivery_stream_source(), maximum_batching_window_seconds=0)
+    streams = StreamPoller(aws.client("dynamodbstreams"), arn, late, settings, function_timeout_seconds=0.1)
+    sqs = aws.client("sqs")
+    url = sqs.create_queue(QueueName="late")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    queue = SqsPoller(sqs, url, late, function_timeout_seconds=0.1)
+    _put(table, "M#1", marked=True)
+    # WHEN each is handed its batch
+    with caplog.at_level(logging.ERROR, logger="herald"):
+        streams.drain()
+        queue.poll_once()
+    # THEN each time is said as an error (Lambda would have stopped the function; the emulation lets it end, so
+    # that a machine slowed by other work fails no test that checks something else)
+    assert handed == [1, 1]
+    late_lines = [r.getMessage() for r in caplog.records if "past its" in r.getMessage()]
+    assert len(late_lines) == 2, late_lines
+    assert all("Lambda stops it there and its whole batch fails" in line for line in late_lines)

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, cast
 from moto.events.models import EventPattern
 
 from herald.local.event_sources import delivery_event_source, delivery_stream_source
-from herald.local.poller import WINDOW_POLL_SECONDS, Handler, LambdaContext, reported_failures, serializable
+from herald.local.poller import (
+    WINDOW_POLL_SECONDS,
+    Handler,
+    LambdaContext,
+    outlived,
+    reported_failures,
+    serializable,
+)
 from herald.local.template import TemplateResourceNotFoundError, load_template
 
 if TYPE_CHECKING:
@@ -157,11 +164,13 @@ class StreamPoller:
         while True:
             context = LambdaContext(self.function_name, self.timeout, time.time(), aws_request_id=str(uuid.uuid4()))
             self.invocations += 1
+            started = time.monotonic()
             try:
                 remaining = self._remaining(self.handler({"Records": batch}, context), batch)
             except Exception:
                 logger.exception("the function failed a batch of the stream")
                 remaining = batch
+            outlived(started, self.timeout)
             if not remaining:
                 return
             failures += 1
