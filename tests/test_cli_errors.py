@@ -766,7 +766,17 @@ def test_plain_http_to_another_machine_is_refused_before_the_key_is_sent(
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8000/", "http://127.0.0.2:1", "http://localhost:8000", "http://[::1]:8000"]
+    "url",
+    [
+        "http://127.0.0.1:8000/",
+        "http://127.0.0.2:1",
+        "http://localhost:8000",
+        "http://localhost.:8000",
+        "http://api.localhost:8000",
+        "http://[::1]:8000",
+        "http://0.0.0.0:8000",  # what `make run` prints when HERALD_LOCAL_HOST=0.0.0.0
+        "http://[::]:8000",
+    ],
 )
 def test_plain_http_to_this_machine_is_taken(url: str) -> None:
     # `make run` serves the API on http://127.0.0.1:8000

@@ -160,20 +160,25 @@ def checked_url(url: str) -> str:
     if parsed.scheme == "http" and not _loopback(parsed.host):
         raise CliConfigError(
             f"the API URL {url!r} is plain http:// to another machine, which would send the key in the clear: "
-            "use https:// (http:// is for this machine only, as `make run` serves)"
+            "use https:// (http:// is for this machine only: a loopback address, localhost, as `make run` serves)"
         )
     return url
 
 
 def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: a loopback address, the unspecified one (``0.0.0.0``, ``::``, which
+    connect here; ``make run`` prints it when told to listen on every interface), or ``localhost`` (RFC 6761:
+    ``localhost.`` and names under it too)."""
     import ipaddress
 
-    if host.lower() == "localhost":
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified
 
 
 def aws_session(*, region: str | None, profile: str | None) -> boto3.session.Session:
