@@ -89,8 +89,8 @@ def refuse_empty(**flags: str | None) -> None:
 def _given(
     api_url: str | None, key: str | None, stack_name: str | None, environ: Mapping[str, str]
 ) -> tuple[str | None, str | None]:
-    """The URL and the key given by flag, else by the environment (not with a stack named by flag)."""
-    refuse_empty(**{"--api-url": api_url, "--key": key, "--stack-name": stack_name})
+    """The URL and the key given by flag, else by the environment (not with a stack named by flag). Flags given
+    empty were refused before (``refuse_empty``, by ``main``)."""
     if stack_name is not None:
         environ = {name: value for name, value in environ.items() if name not in (API_URL_ENV, ADMIN_KEY_ENV)}
     api_url = api_url or environ.get(API_URL_ENV) or None
@@ -111,11 +111,10 @@ def resolve_config(
     environ: Mapping[str, str],
     session: boto3.session.Session | None = None,
 ) -> CliConfig:
-    """Flags first, then the environment; the stack is only asked for what is still missing. A flag given empty
-    (``--key "$KEY"`` with the variable unset) is refused, never replaced by the environment's value: that would
-    send the command to another deployment, or with the admin key. For the same reason a stack named by flag
-    (``--stack-name``) is where the URL and the key come from, not the environment's ``HERALD_API_URL`` and
-    ``HERALD_ADMIN_KEY`` (set for another deployment); ``--api-url`` and ``--key`` still come first."""
+    """Flags first, then the environment; the stack is only asked for what is still missing. A stack named by
+    flag (``--stack-name``) is where the URL and the key come from, not the environment's ``HERALD_API_URL`` and
+    ``HERALD_ADMIN_KEY`` (set for another deployment); ``--api-url`` and ``--key`` still come first. Flags given
+    empty are refused before this is asked (``refuse_empty``), never replaced by the environment's value."""
     api_url, key = _given(api_url, key, stack_name, environ)
     if api_url is None or key is None:
         name = stack_name or environ.get(STACK_NAME_ENV) or DEFAULT_STACK_NAME
