@@ -98,6 +98,13 @@ def event_counts(client: TestClient, event_id: str) -> dict[str, Any]:
     return dict(response.json()["deliveries"])
 
 
+def stats(client: TestClient, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
+    """A subscription's stats, as its tenant reads them."""
+    response = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
 def fanned_out_counts(matched: int, *, succeeded: int = 0, failed: int = 0) -> dict[str, Any]:
     """An event's delivery counts (``event_counts``) once its fan-out is done and none was filtered: ``matched``
     deliveries, of which ``succeeded`` and ``failed`` settled and the rest pending."""

@@ -12,7 +12,7 @@ from botocore.exceptions import EndpointConnectionError
 from herald.domain.subscriptions import disable_for_failing
 from herald.storage import AttemptTally
 from tests.api_support import assert_error
-from tests.delivery_support import Harness, only_delivery, publish, signature_of, step, subscribe
+from tests.delivery_support import Harness, only_delivery, publish, signature_of, stats, step, subscribe
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
@@ -36,12 +36,6 @@ def first_attempts(harness: Harness, clock: Clock) -> None:
     harness.drain()
     for _ in range(3):
         step(harness, clock, 2)
-
-
-def stats(client: Any, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
-    response = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def test_a_subscription_failing_for_the_whole_window_is_disabled_and_re_enabled_by_a_patch(

@@ -26,6 +26,7 @@ from tests.delivery_support import (
     event_counts,
     fanned_out_counts,
     publish,
+    stats,
     step,
     subscribe,
 )
@@ -363,10 +364,8 @@ def test_a_resent_count_of_an_event_is_made_once_unless_eight_other_batches_coun
 
 
 def _stats_of(client: TestClient, tenant: TenantInfo, sub_id: str) -> tuple[int, int, int]:
-    answer = client.get(f"/v1/subscriptions/{sub_id}/stats", headers=tenant.headers)
-    assert answer.status_code == 200
-    stats = answer.json()
-    return stats["attempts"], stats["succeeded"], stats["failed"]
+    counted = stats(client, tenant, sub_id)
+    return counted["attempts"], counted["succeeded"], counted["failed"]
 
 
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
