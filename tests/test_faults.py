@@ -394,6 +394,47 @@ def test_entries_refused_three_times_stop_a_sending_that_raises_and_not_one_that
     )
 
 
+@pytest.mark.parametrize(
+    ("second", "unknown"),
+    [
+        ("sqs.SendMessageBatch:5xx@call=calls:2", False),
+        ("sqs.SendMessageBatch:lost@call=calls:2", True),
+        ("sqs.SendMessageBatch:lost@send=calls:2, sqs.SendMessageBatch:5xx@send=calls:3-6", True),
+    ],
+    ids=["refused", "answer-lost", "refused-after-a-lost-answer"],
+)
+def test_entries_taken_before_a_resend_failed_are_reported_sent_and_a_lost_answer_uncertain(
+    services: Services, aws: boto3.session.Session, monkeypatch: pytest.MonkeyPatch, second: str, unknown: bool
+) -> None:
+    from herald.messages import FanoutMessage
+
+    monkeypatch.setattr("herald.queue._pause", lambda seconds: None)
+    messages = [FanoutMessage(event_id=f"evt_{n}", tenant_id="tnt_1") for n in range(10)]
+    # GIVEN SQS takes part of a batch, and the resend of the rest fails after botocore's retries: SQS answers an
+    # error at once (nothing of it was taken), or the answer is lost (SQS took it, unknown to the caller), or botocore
+    # sent it again after losing the answer and got errors until it gave up (taken too)
+    faults.install(services.queue.client, f"sqs.SendMessageBatch:partial=calls:1, {second}")
+    # WHEN the messages are sent, each answered on its own
+    outcomes = services.queue.try_send_batch(messages)
+    # THEN each message SQS took at the first call is reported sent, the rest not sent, or not known when SQS may
+    # have taken them
+    bodies = _bodies(aws.client("sqs"), services.settings.queue_url)
+    first = sorted(n for n in range(10) if any(f'"evt_{n}"' in body for body in bodies))
+    taken = sorted(n for n, outcome in enumerate(outcomes) if outcome is True)
+    rest = [outcome for outcome in outcomes if outcome is not True]
+    assert 0 < len(taken) < 10
+    assert rest == [None if unknown else False] * (10 - len(taken))
+    if unknown:
+        assert set(taken) < set(first)  # the call that failed carried the rest out
+        assert len(first) == 10
+    else:
+        assert taken == first
+    # AND send_each, whose caller answers for each message, counts those taken first as sent too
+    faults.install(services.queue.client, f"sqs.SendMessageBatch:partial=calls:1, {second}")
+    sent = services.queue.send_each([(message, 0) for message in messages])
+    assert 0 < sent.count(True) < 10
+
+
 @pytest.mark.faults("dynamodb.BatchWriteItem:partial=calls:1-2")
 def test_unprocessed_items_of_a_batch_write_are_written_again(services: Services, tenant: TenantInfo) -> None:
     subs = bulk_subscriptions(services.store, tenant.id, "http://127.0.0.1:9/h", 10)

@@ -24,7 +24,7 @@ from herald.storage import keys
 from herald.storage.table import Table, to_item
 from herald.worker import dispatch
 from herald.worker import jobs as worker_jobs
-from herald.worker.fanout import send_concurrently
+from herald.worker.fanout import try_send_concurrently
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import Harness, attempts, deliveries, event_counts, only_delivery, publish, step, subscribe
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
@@ -189,10 +189,10 @@ def test_a_recovery_page_that_did_not_queue_finishes_when_a_delivery_is_retried_
     else:
 
         async def die_once(worker: Any, messages: Any) -> None:
-            monkeypatch.setattr("herald.worker.jobs.send_concurrently", send_concurrently)
+            monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", try_send_concurrently)
             raise RuntimeError("the invocation ended here")
 
-        monkeypatch.setattr("herald.worker.jobs.send_concurrently", die_once)
+        monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", die_once)
     job = recover(client, tenant, sub.id, since=seen["since"])
     harness.drain()
     assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
@@ -213,6 +213,46 @@ def test_a_recovery_page_that_did_not_queue_finishes_when_a_delivery_is_retried_
     assert state["status"] == "done", (state, counts)
     assert (counts["open"], counts["skipped"], counts["sent"]) == (0, skipped, len(seen["missed"]) - 1)
     assert {d["event_id"] for d in deliveries(client, tenant, sub.id, status="failed")}.isdisjoint(seen["missed"])
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_page_sent_in_part_keeps_the_tickets_of_the_messages_that_went_out(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN deliveries that failed during an outage, the endpoint back, and SQS taking only part of the recovery's
+    # page: the first SendMessageBatch refuses some entries, and their resend fails after botocore's retries
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    monkeypatch.setattr("herald.queue._pause", lambda seconds: None)
+    install(
+        harness.services.queue.client, "sqs.SendMessageBatch:partial=calls:1, sqs.SendMessageBatch:5xx@call=calls:2"
+    )
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    received = len(receiver.received)
+    # WHEN the worker runs what is queued: the page fails, and the messages SQS took come to a worker (on AWS, one
+    # may be making its attempt while the page still runs)
+    harness.drain()
+    # THEN those messages make their attempts: the page gave back only the tickets of the messages SQS did not take
+    # (a ticket given back under an attempt being made would leave its webhook unrecorded, and sent again)
+    counts = harness.services.store.jobs.ticket_counts(job["id"])
+    arrived = receiver.received[received:]
+    assert 0 < counts["sent"] < len(seen["missed"]), counts
+    assert (counts["open"], len(arrived)) == (0, counts["sent"])
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    # AND when the recovery's message comes back, the rest is sent: each missed event exactly once more
+    for _ in range(3):
+        clock.advance(HOUR)
+        harness.reveal()
+        harness.drain()
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
+    assert harness.services.store.jobs.ticket_counts(job["id"])["sent"] == len(seen["missed"])
+    ids = Counter(r.headers["webhook-id"] for r in receiver.received[received:])
+    assert ids == dict.fromkeys(seen["missed"], 1)
+    for delivery in deliveries(client, tenant, sub.id):
+        if delivery["event_id"] in seen["missed"]:
+            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
+            assert triggers.count("recover") == 1, triggers
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

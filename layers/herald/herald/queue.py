@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -44,6 +44,18 @@ _pause = time.sleep
 Message = WorkMessage
 
 
+class _Tried(NamedTuple):
+    """What ``WorkQueue._try_entries`` did."""
+
+    #: The entries not known to be sent: refused, never tried, or ``uncertain``.
+    unsent: list[SendMessageBatchRequestEntryTypeDef]
+    calls: int
+    #: Why a call failed after botocore's retries, if one did (the entries after it were not tried).
+    error: ServiceUnavailableError | None
+    #: Of ``unsent``, those of a call whose answer was lost: SQS may hold them.
+    uncertain: list[SendMessageBatchRequestEntryTypeDef]
+
+
 def refused_after_retries[E: Mapping[str, Any]](
     call: Callable[[list[E]], Mapping[str, Any]], entries: Sequence[E]
 ) -> tuple[list[E], int]:
@@ -74,6 +86,12 @@ def redrive_count(value: str | None) -> int:
 def redrives_attribute(count: int) -> MessageAttributeValueTypeDef:
     """The ``herald_redrives`` attribute a message carries after ``count`` redrives."""
     return {"DataType": "Number", "StringValue": str(count)}
+
+
+def _refused_at_once(exc: Exception) -> bool:
+    """Whether a failed call surely sent nothing: SQS answered its first try with an error. A lost answer (a timeout,
+    a connection closed) may follow a call carried out, and so may an error botocore got after retrying one."""
+    return isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) == 0
 
 
 class WorkQueue:
@@ -135,6 +153,28 @@ class WorkQueue:
         ]
         return self._send_entries(self.queue_url, entries, "messages of a batch")
 
+    def try_send_batch(self, messages: Sequence[Message]) -> list[bool | None]:
+        """Send messages to the work queue 10 per call, entries SQS refuses sent again up to twice, raising for none:
+        for each message, in order, True if SQS took it, False if it surely did not, None if it may have (its call's
+        answer was lost after botocore's retries). For a caller that must know which messages went out: one that
+        went out may be at work already."""
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(index), "MessageBody": dump_message(message)} for index, message in enumerate(messages)
+        ]
+        tried = self._try_entries(self.queue_url, entries, past_refusals=True)
+        outcomes: list[bool | None] = [True] * len(messages)
+        for entry in tried.unsent:
+            outcomes[int(entry["Id"])] = False
+        for entry in tried.uncertain:
+            outcomes[int(entry["Id"])] = None
+        if tried.unsent:
+            error = str(tried.error.__cause__ if tried.error else "refused")
+            logger.warning(
+                "messages not sent, or not known to be",
+                extra={"unsent": len(tried.unsent), "uncertain": len(tried.uncertain), "error": error},
+            )
+        return outcomes
+
     def send_each(self, messages: Sequence[tuple[Message, int]]) -> list[bool]:
         """Send messages, each with its ``DelaySeconds``, to its queue (``url_for``), 10 per call, raising for none:
         whether each was sent, in order (``_try_entries``). For a caller that answers for each message's work on its
@@ -147,7 +187,7 @@ class WorkQueue:
                 entry["DelaySeconds"] = min(delay, MAX_DELAY_SECONDS)
             by_queue.setdefault(self.url_for(message), []).append(entry)
         for url, entries in by_queue.items():
-            unsent, _, error = self._try_entries(url, entries, past_refusals=True)
+            unsent, _, error, _ = self._try_entries(url, entries, past_refusals=True)
             for entry in unsent:
                 sent[int(entry["Id"])] = False
             if unsent:
@@ -179,7 +219,7 @@ class WorkQueue:
 
     def _send_entries(self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], what: str) -> int:
         """``_try_entries``, raising unless every entry was sent (``what`` names them). Returns the call count."""
-        unsent, calls, error = self._try_entries(queue_url, entries, past_refusals=False)
+        unsent, calls, error, _ = self._try_entries(queue_url, entries, past_refusals=False)
         if error is not None:
             raise error
         if unsent:
@@ -188,32 +228,42 @@ class WorkQueue:
 
     def _try_entries(
         self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], *, past_refusals: bool
-    ) -> tuple[list[SendMessageBatchRequestEntryTypeDef], int, ServiceUnavailableError | None]:
+    ) -> _Tried:
         """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, 10 to a call, in order; the entries
         SQS refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that).
-        Returns the entries not sent, the calls made, and the error of a call that failed after botocore's retries:
-        the queue is not reached then, so that call's entries and every later one's are not sent (each call after it
-        would hold the caller through its retries again, for nothing). Entries still refused stop the sending too,
-        unless ``past_refusals``: a caller that raises for them sends nothing after them (a message that carries
-        on a job's work, sent last, must not go out when the work before it did not)."""
+        Returns the entries not known to be sent, the calls made, and the error of a call that failed after botocore's
+        retries: the queue is not reached then, so that call's entries and every later one's are not sent (each call
+        after it would hold the caller through its retries again, for nothing), except those SQS took in an earlier call
+        of the same ten (a resend of refused entries failed), and those of a call SQS may have carried out
+        (``uncertain``: its answer lost, or an error after botocore retried it, ``_refused_at_once``). Entries still
+        refused stop the sending too, unless ``past_refusals``: a caller that raises for them sends nothing after them
+        (a message that carries on a job's work, sent last, must not go out when the work before it did not)."""
+        accepted: set[str] = set()
+        calls = 0
 
         def send(pending: list[SendMessageBatchRequestEntryTypeDef]) -> Mapping[str, Any]:
-            return self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
+            nonlocal calls
+            calls += 1
+            answer = self.client.send_message_batch(QueueUrl=queue_url, Entries=pending)
+            refused = {item["Id"] for item in answer.get("Failed", [])}
+            accepted.update(entry["Id"] for entry in pending if entry["Id"] not in refused)
+            return answer
 
         unsent: list[SendMessageBatchRequestEntryTypeDef] = []
-        calls = 0
         for start in range(0, len(entries), BATCH_SIZE):
+            chunk = entries[start : start + BATCH_SIZE]
             try:
-                refused, made = refused_after_retries(send, entries[start : start + BATCH_SIZE])
+                refused, _ = refused_after_retries(send, chunk)
             except (BotoCoreError, ClientError) as exc:
                 error = ServiceUnavailableError("the work queue could not be reached")
                 error.__cause__ = exc
-                return [*unsent, *entries[start:]], calls + 1, error
-            calls += made
+                left = [entry for entry in chunk if entry["Id"] not in accepted]
+                uncertain = [] if _refused_at_once(exc) else left
+                return _Tried([*unsent, *left, *entries[start + BATCH_SIZE :]], calls, error, uncertain)
             unsent += refused
             if refused and not past_refusals:
-                return [*unsent, *entries[start + BATCH_SIZE :]], calls, None
-        return unsent, calls, None
+                return _Tried([*unsent, *entries[start + BATCH_SIZE :]], calls, None, [])
+        return _Tried(unsent, calls, None, [])
 
     def dead_letter(self, body: str, reason: str, *, redrives: int = 0) -> None:
         """Put an unprocessable message straight into the dead-letter queue, with the reason attached, and how

@@ -244,11 +244,10 @@ class JobRepository:
         return True
 
     def release_tickets(self, job_id: str, delivery_ids: Sequence[str]) -> None:
-        """Give back the tickets a job took for a page whose messages could not all be queued: each ticket while it
-        is still open, and the delivery's recovery lock while the job holds it. The page, run again, takes them
-        again for the deliveries it still lists; one it no longer lists (delivered meanwhile, or gone) leaves no open
-        ticket behind, which nothing would close and which would hold the job ``running``. A message of the page
-        that went out anyway finds no ticket, and sends nothing."""
+        """Give back the tickets a job took for deliveries whose messages SQS did not take: each ticket while it is
+        still open, and the delivery's recovery lock while the job holds it. The page, run again, takes them again
+        for the deliveries it still lists; one it no longer lists (delivered meanwhile, or gone) leaves no open
+        ticket behind, which nothing would close and which would hold the job ``running``."""
         for delivery_id in delivery_ids:
             with contextlib.suppress(ClientError):  # used or settled already
                 self._table.call(

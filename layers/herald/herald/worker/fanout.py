@@ -141,6 +141,14 @@ async def send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> 
     await asyncio.gather(*(worker.io(worker.queue.send_batch, chunk) for chunk in chunks))
 
 
+async def try_send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> list[bool | None]:
+    """Queue messages as they are (none packed), ten a SendMessageBatch, the batches at once, raising for none: for
+    each message, in order, whether SQS took it (``WorkQueue.try_send_batch``: None if it may have)."""
+    chunks = [messages[start : start + 10] for start in range(0, len(messages), 10)]
+    outcomes = await asyncio.gather(*(worker.io(worker.queue.try_send_batch, chunk) for chunk in chunks))
+    return [outcome for chunk in outcomes for outcome in chunk]
+
+
 async def purge(worker: Worker, message: PurgeTenantMessage) -> None:
     """Delete a page of a deleted tenant's subscriptions; a continuation message carries on. Each message deletes
     the tenant's API keys once more first: the deletion found them through an index, whose read may miss a key

@@ -38,7 +38,7 @@ from herald.records import DeliveryStatus, Trigger
 from herald.routing import matching
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import dispatch
-from herald.worker.fanout import route_pages, send_concurrently
+from herald.worker.fanout import route_pages, send_concurrently, try_send_concurrently
 from herald.worker.schedule import receive_count
 
 if TYPE_CHECKING:
@@ -86,11 +86,12 @@ async def _take(worker: Worker, job_id: str, delivery_id: str, *, page: str = ""
 
 
 async def _settle_left_behind(worker: Worker, job: RecoveryJob, page: str, listed: set[str]) -> None:
-    """Settle the tickets an earlier run of this page took for deliveries it lists no more. That run died between
-    taking them and queueing their messages (or its send failed and giving them back failed too): a delivery
-    retried by hand since is no longer failed, and its ticket, with no message to settle it, would hold the job
-    ``running`` for good. Settled as its message would have: ``skipped`` when the delivery is no longer failed,
-    ``failed`` when it is gone. A delivery still failed (listed on another page now) keeps its ticket for it."""
+    """Settle the tickets an earlier run of this page took for deliveries it lists no more. That run died between taking
+    them and queueing their messages, or its send failed and it kept the tickets of messages SQS may hold (or giving the
+    others back failed too): a delivery retried by hand since is no longer failed, and its ticket, with no message to
+    settle it, would hold the job ``running`` for good. Settled as its message would have: ``skipped`` when the delivery
+    is no longer failed, ``failed`` when it is gone. A delivery still failed (listed on another page now) keeps its
+    ticket for it."""
     store = worker.store
     for delivery_id in await worker.io(store.jobs.open_tickets, job.id, page):
         if delivery_id in listed:
@@ -154,16 +155,21 @@ async def run_recovery(
             await _settle_left_behind(worker, job, cursor or "", {d.id for d in deliveries})
         taken = await asyncio.gather(*(_take(worker, job.id, d.id, page=cursor or "") for d in deliveries))
         ticketed = [d for d, ok in zip(deliveries, taken, strict=True) if ok]
-        try:
-            await send_concurrently(
-                worker, [DeliveryMessage.for_delivery(d, trigger=Trigger.RECOVER, job_id=job.id) for d in ticketed]
-            )
-        except ServiceUnavailableError:
+        sent = await try_send_concurrently(
+            worker, [DeliveryMessage.for_delivery(d, trigger=Trigger.RECOVER, job_id=job.id) for d in ticketed]
+        )
+        if not all(sent):
             # The message comes back and lists the page again: its tickets are taken again then, for what is still
-            # failed (a ticket of a delivery no longer listed would stay open, the job running, for ever).
+            # failed (a ticket of a delivery no longer listed would stay open, the job running, for ever). Only the
+            # tickets of messages SQS surely does not hold are given back: a message it took may be making its
+            # attempt already, whose record needs the ticket open (given back, the webhook would go out unrecorded,
+            # and the page, run again, would send it once more). Its message settles its ticket, and one SQS may
+            # hold keeps its ticket too: taken again if the page lists it, or settled by ``_settle_left_behind``.
+            unsent = [d.id for d, ok in zip(ticketed, sent, strict=True) if ok is False]
             with contextlib.suppress(ServiceUnavailableError):
-                await worker.io(store.jobs.release_tickets, job.id, [d.id for d in ticketed])
-            raise
+                await worker.io(store.jobs.release_tickets, job.id, unsent)
+            missing = len(sent) - sent.count(True)
+            raise ServiceUnavailableError(f"the work queue did not take {missing} messages of a recovery page")
         handled += len(page.items)
         if page.cursor is None:
             await worker.io(store.jobs.update, job.id, updated_at=worker.now(), listed=True)
