@@ -262,6 +262,41 @@ def test_untranslatable_property_is_refused(aws: None, template: dict[str, Any])
         create_local_resources(admin_key=ADMIN_KEY, template=changed)
 
 
+@pytest.mark.parametrize(
+    ("event", "change", "named"),
+    [
+        ("Work", {"FilterCriteria": {"Filters": [{"Pattern": "{}"}]}}, "FilterCriteria"),
+        ("Work", {"Enabled": False}, "Enabled"),
+        ("Work", {"ScalingConfig": {"MaximumConcurrency": 5, "Other": 1}}, "ScalingConfig.Other"),
+        ("SlowWork", {"MaximumRecordAgeInSeconds": 60}, "MaximumRecordAgeInSeconds"),
+        ("Stats", {"BisectBatchOnFunctionError": True}, "BisectBatchOnFunctionError"),
+        ("Stats", {"ParallelizationFactor": 2}, "ParallelizationFactor"),
+        ("Sweep", {"State": "DISABLED"}, "State"),
+        ("Sweep", {"RetryPolicy": {"MaximumRetryAttempts": 0}}, "RetryPolicy"),
+    ],
+)
+def test_an_event_source_property_the_local_stack_does_not_emulate_is_refused(
+    template: dict[str, Any], event: str, change: dict[str, Any], named: str
+) -> None:
+    from herald.local.event_sources import delivery_schedule, delivery_stream_source
+
+    # GIVEN the template's delivery function with a property on one of its events the local stack would leave out
+    changed = copy.deepcopy(template)
+    changed["Resources"]["DeliveryFunction"]["Properties"]["Events"][event]["Properties"].update(change)
+    read = {"Work": delivery_event_sources, "SlowWork": delivery_event_sources}.get(
+        event, delivery_stream_source if event == "Stats" else delivery_schedule
+    )
+    # WHEN the local stack reads the event's settings: THEN it refuses, naming the event and the property
+    with pytest.raises(TemplateTranslationError, match=rf"event {event} \(.*\): .*{named}"):
+        read(changed)
+    # AND without it (and with what has no local meaning, a schedule's name say), the event is read
+    delivery_event_sources(template)
+    named_schedule = copy.deepcopy(template)
+    named_schedule["Resources"]["DeliveryFunction"]["Properties"]["Events"]["Sweep"]["Properties"]["Name"] = "sweep"
+    assert delivery_schedule(named_schedule) == delivery_schedule(template)
+    assert delivery_stream_source(template).patterns
+
+
 # ---------------------------------------------------------------------------------------------- event source
 
 

@@ -24,6 +24,7 @@ from herald.local.resources import (
 from herald.local.template import (
     Resolver,
     TemplateResourceNotFoundError,
+    TemplateTranslationError,
     function_properties,
     load_template,
     references,
@@ -33,6 +34,61 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
+
+
+#: Each event type's properties the local stack emulates, and those with no local meaning (names, descriptions, the
+#: cloud side's encryption, metrics and roles). Any other is refused, as a resource's untranslatable property is: an
+#: event source set up in the template and silently left out here would make the local stack behave otherwise.
+_EMULATED = {
+    "SQS": frozenset(
+        {"Queue", "BatchSize", "MaximumBatchingWindowInSeconds", "FunctionResponseTypes", "ScalingConfig"}
+    ),
+    "DynamoDB": frozenset(
+        {
+            "Stream",
+            "StartingPosition",
+            "BatchSize",
+            "MaximumBatchingWindowInSeconds",
+            "MaximumRetryAttempts",
+            "FilterCriteria",
+            "FunctionResponseTypes",
+        }
+    ),
+    "ScheduleV2": frozenset({"ScheduleExpression", "Input"}),
+}
+_NO_LOCAL_MEANING = {
+    "SQS": frozenset({"KmsKeyArn", "MetricsConfig"}),
+    "DynamoDB": frozenset({"KmsKeyArn", "MetricsConfig"}),
+    "ScheduleV2": frozenset(
+        {"OmitName", "Name", "Description", "GroupName", "KmsKeyArn", "PermissionsBoundary", "RoleArn"}
+    ),
+}
+#: Properties within properties: ``ScalingConfig`` and ``FilterCriteria``.
+_EMULATED_WITHIN = {"ScalingConfig": frozenset({"MaximumConcurrency"}), "FilterCriteria": frozenset({"Filters"})}
+
+
+def _emulated_events(template: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    """The properties of each of the delivery function's events of type ``kind``, in template order, refusing any
+    property the local stack does not emulate (``TemplateTranslationError`` naming it)."""
+    found = []
+    for name, event in (function_properties(template, DELIVERY_FUNCTION_ID).get("Events") or {}).items():
+        if not isinstance(event, dict) or event.get("Type") != kind:
+            continue
+        spec = event.get("Properties") or {}
+        unknown = set(spec) - _EMULATED[kind] - _NO_LOCAL_MEANING[kind]
+        unknown |= {
+            f"{outer}.{inner}"
+            for outer, emulated in _EMULATED_WITHIN.items()
+            if isinstance(spec.get(outer), dict)
+            for inner in set(spec[outer]) - emulated
+        }
+        if unknown:
+            raise TemplateTranslationError(
+                f"{DELIVERY_FUNCTION_ID} event {name} ({kind}): the local stack does not emulate "
+                + ", ".join(sorted(unknown))
+            )
+        found.append(spec)
+    return found
 
 
 @dataclass(frozen=True)
@@ -57,10 +113,7 @@ def delivery_event_sources(template: dict[str, Any] | None = None) -> list[Event
     properties = function_properties(template, DELIVERY_FUNCTION_ID)
     timeout = int(resolver.resolve(properties.get("Timeout", LAMBDA_DEFAULT_TIMEOUT_SECONDS)))
     sources: list[EventSourceSettings] = []
-    for event in (properties.get("Events") or {}).values():
-        if not isinstance(event, dict) or event.get("Type") != "SQS":
-            continue
-        spec = event.get("Properties", {})
+    for spec in _emulated_events(template, "SQS"):
         queues = [ref for ref in references(spec.get("Queue")) if ref in template.get("Resources", {})]
         if len(queues) != 1:
             raise TemplateResourceNotFoundError(
@@ -118,11 +171,7 @@ def delivery_stream_source(template: dict[str, Any] | None = None) -> StreamSour
     """The DeliveryFunction's one DynamoDB event, on the stream of the template's table."""
     template = template if template is not None else load_template()
     resolver = Resolver(template)
-    events = [
-        event.get("Properties", {})
-        for event in (function_properties(template, DELIVERY_FUNCTION_ID).get("Events") or {}).values()
-        if isinstance(event, dict) and event.get("Type") == "DynamoDB"
-    ]
+    events = _emulated_events(template, "DynamoDB")
     if len(events) != 1 or list(references(events[0].get("Stream"))) != [TABLE_ID]:
         raise TemplateResourceNotFoundError(f"{DELIVERY_FUNCTION_ID} needs one DynamoDB event, on {TABLE_ID}'s stream")
     spec = events[0]
@@ -154,11 +203,7 @@ def delivery_schedule(template: dict[str, Any] | None = None) -> ScheduleSetting
     timeout, with Globals and AWS's default applied)."""
     template = template if template is not None else load_template()
     properties = function_properties(template, DELIVERY_FUNCTION_ID)
-    events = [
-        event.get("Properties", {})
-        for event in (properties.get("Events") or {}).values()
-        if isinstance(event, dict) and event.get("Type") == "ScheduleV2"
-    ]
+    events = _emulated_events(template, "ScheduleV2")
     if len(events) != 1:
         raise TemplateResourceNotFoundError(f"{DELIVERY_FUNCTION_ID} needs one ScheduleV2 event, found {len(events)}")
     match = _RATE.match(str(events[0].get("ScheduleExpression", "")))
