@@ -17,8 +17,10 @@ from standardwebhooks import Webhook
 from herald.catalog import EventData, EventType, catalog, operational_catalog
 from herald.domain.publishing import new_event, validate_data
 from herald.errors import InvalidInputError
+from herald.faults import install
 from tests.api_support import assert_error, queue_messages
-from tests.support import ADMIN, INVOICE, TenantInfo, drain
+from tests.delivery_support import Harness, event_counts, subscribe
+from tests.support import ADMIN, INVOICE, Receiver, TenantInfo, drain
 
 
 @pytest.fixture
@@ -141,6 +143,37 @@ def test_caller_supplied_id_makes_a_retry_safe(client, tenant, services, aws) ->
     assert_error(other, 409, "idempotency_key_reused")
     # ... and the event is readable under the caller's id
     assert client.get("/v1/events/invoice-in_1001-paid", headers=ADMIN).json()["data"] == INVOICE
+
+
+@pytest.mark.parametrize("fault", ["5xx", "lost"])
+def test_a_publish_answered_503_after_its_event_was_stored_names_it_and_its_repeat_sends_it_once(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver, fault: str
+) -> None:
+    # GIVEN a subscription, and SQS failing the send of a publish's messages after botocore's retries: refused, or
+    # carried out with its answer lost
+    sub = subscribe(client, tenant, receiver.url)
+    install(harness.services.queue.client, f"sqs.Send*:{fault}@call=calls:1")
+    body = {"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}
+    # WHEN the event is published without an id or an idempotency key
+    first = client.post("/v1/events", json=body, headers=ADMIN)
+    # THEN the answer is a 503 naming the event it stored (as retried blindly, it would be published again: two
+    # events, and two webhooks with different ids when the lost send went out)
+    assert first.status_code == 503, first.text
+    assert first.headers["Retry-After"]
+    error = first.json()["error"]
+    assert error["code"] == "service_unavailable"
+    assert client.get(f"/v1/events/{error['event_id']}", headers=ADMIN).status_code == 200
+    # AND published again with that id, it is the same event, and its webhook arrives once, signed
+    again = client.post("/v1/events", json={**body, "id": error["event_id"]}, headers=ADMIN)
+    assert again.status_code == 202, again.text
+    assert (again.json()["id"], again.headers.get("Idempotent-Replayed")) == (error["event_id"], "true")
+    harness.drain()
+    harness.reveal()
+    harness.drain()
+    assert [Webhook(sub.secret).verify(r.body, r.headers)["data"] for r in receiver.received] == [INVOICE]
+    assert {r.headers["webhook-id"] for r in receiver.received} == {error["event_id"]}
+    counts = event_counts(client, error["event_id"])
+    assert (counts["succeeded"], counts["pending"]) == (1, 0), counts
 
 
 def test_idempotency_key_and_caller_id_together(client, tenant, services, aws) -> None:

@@ -9,6 +9,8 @@ class HeraldError(Exception):
     """Base of every error Herald raises on purpose."""
 
     code = "herald_error"
+    #: The event the error is about, when the answer must name it (an event stored and not fully queued).
+    event_id: str | None = None
 
     def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)

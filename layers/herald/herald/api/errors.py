@@ -51,10 +51,14 @@ def error_response(
     message: str,
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    *,
+    event_id: str | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
+    if event_id is not None:
+        body["event_id"] = event_id
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
@@ -84,7 +88,7 @@ async def _herald_error(_: Request, exc: Exception) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if status == 503:
         headers = {"Retry-After": "1"}
-    return error_response(status, exc.code, exc.message, exc.details, headers)
+    return error_response(status, exc.code, exc.message, exc.details, headers, event_id=exc.event_id)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

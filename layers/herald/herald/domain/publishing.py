@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ from herald.storage import EventExistsError
 from herald.storage.events import COUNTED_FROM_DELIVERIES_MAX, COUNTED_WHEN_STORED, NewEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
     from datetime import datetime
 
     from herald.records import Subscription
@@ -215,14 +216,21 @@ def publish(services: Services, body: EventIn, *, idempotency_key: str | None) -
         broadcast=body.broadcast,
         idempotency_key=idempotency_key,
     )
-    published = store_and_queue(services, event, fingerprint=_fingerprint(body))
+    try:
+        published = store_and_queue(services, event, fingerprint=_fingerprint(body))
+    except NotQueuedError as unqueued:
+        if body.id is not None and unqueued.stored.event.id != body.id:
+            raise _key_reused(unqueued.stored, body.id) from None
+        raise
     if body.id is not None and published.stored.event.id != body.id:
         # The key was used for another event with the same body: this request's event was not stored (its id
         # would be answered as unknown), so it is a reuse of the key for a different request, not a repeat.
-        raise IdempotencyConflictError(
-            f"this idempotency key was used for event {published.stored.event.id}, not {body.id}"
-        )
+        raise _key_reused(published.stored, body.id)
     return published
+
+
+def _key_reused(stored: StoredEvent, event_id: str) -> IdempotencyConflictError:
+    return IdempotencyConflictError(f"this idempotency key was used for event {stored.event.id}, not {event_id}")
 
 
 def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Published:
@@ -230,7 +238,8 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
     its fan-out and mark it queued (an event counted when stored needs no mark). A repeat of an event that was
     stored but never marked (the first call failed in between) queues it now: the deliveries not written yet of
     one counted when stored (``_copies_to_requeue``), any other through a fan-out message (``_Routed.again``); one
-    marked queued is left alone."""
+    marked queued is left alone. An event stored and not fully queued is a ``NotQueuedError`` naming it: its publish
+    repeated with its id finishes it."""
     expires_at = event_expiry(services, event.created_at)
     routed = _Routed.of(services, event, routes={})
     try:
@@ -248,12 +257,26 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
         if earlier.counted_when_stored:
             copies = _copies_to_requeue(services, [earlier])
             if not all(services.queue.send_each(copies)):
-                raise ServiceUnavailableError("the work queue could not be reached") from None
+                raise NotQueuedError(earlier) from None
             return Published(earlier, replayed=True, queued=bool(copies))
-        _enqueue(services, earlier, _Routed.again())
+        with _not_queued(earlier):
+            _enqueue(services, earlier, _Routed.again())
         return Published(earlier, replayed=True, queued=True)
-    _enqueue(services, stored, routed)
+    with _not_queued(stored):
+        _enqueue(services, stored, routed)
     return Published(stored, replayed=False, queued=True)
+
+
+@contextmanager
+def _not_queued(stored: StoredEvent) -> Iterator[None]:
+    """Queueing ``stored``: a failure is a ``NotQueuedError`` naming it (its publish without an id or a key would
+    otherwise be answered without the id it was stored with, and published again as a new event)."""
+    try:
+        yield
+    except NotQueuedError:
+        raise
+    except ServiceUnavailableError as failure:
+        raise NotQueuedError(stored) from failure
 
 
 def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) -> list[Published | HeraldError]:
@@ -322,9 +345,9 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
 
 
 class NotQueuedError(ServiceUnavailableError):
-    """An event of a batch stored and not fully queued: a message of its deliveries (or its fan-out) SQS did not
-    take, or its mark failed after its messages went. Some of its deliveries may be on their way; a repeat of its
-    publish with its id queues the rest, and sends nothing twice."""
+    """An event stored and not fully queued: a message of its deliveries (or its fan-out) SQS did not take, or its
+    mark failed after its messages went. Some of its deliveries may be on their way; a repeat of its publish with
+    its id queues the rest, and sends nothing twice. Its answer names the event (``event_id``)."""
 
     def __init__(self, stored: StoredEvent) -> None:
         super().__init__(
@@ -332,6 +355,7 @@ class NotQueuedError(ServiceUnavailableError):
             "their way): publish it again with this id to finish it; nothing is sent twice"
         )
         self.stored = stored
+        self.event_id = stored.event.id
 
 
 def _unless_unqueued(result: Published | HeraldError, unqueued: set[str]) -> Published | HeraldError:

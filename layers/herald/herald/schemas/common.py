@@ -49,6 +49,11 @@ class ErrorBody(BaseModel):
     )
     message: str = Field(description="What went wrong, for humans.")
     details: list[ErrorDetail] | None = Field(None, description="Field-level problems, for validation errors.")
+    event_id: str | None = Field(
+        None,
+        description="Of a publish answered 503 after its event was stored: the event's id. Some of its deliveries may "
+        "be on their way; publish it again with this `id` to queue the rest (nothing is sent twice).",
+    )
 
 
 class ErrorResponse(BaseModel):

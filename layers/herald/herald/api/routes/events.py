@@ -64,7 +64,9 @@ async def publish_event(
     ] = None,
 ) -> EventOut:
     """Validates `data` against the event type's schema, stores the event and queues its delivery to
-    every matching subscription of `tenant_id` (or of every tenant with `broadcast: true`)."""
+    every matching subscription of `tenant_id` (or of every tenant with `broadcast: true`). A 503 whose error has
+    an `event_id` stored the event and did not queue all of it: publish it again with that `id` (nothing is sent
+    twice). An `id` or an `Idempotency-Key` makes any retry safe."""
     if body.tenant_id is not None:
         # Half the price of a strong read, on every publish; a tenant deleted a second ago may still take it.
         tenants.find(services, body.tenant_id, consistent=False)
@@ -132,7 +134,7 @@ def _parse(index: int, raw: dict[str, Any]) -> EventIn | HeraldError:
 
 def _batch_item(result: Published | HeraldError) -> EventBatchItem:
     if isinstance(result, HeraldError):
-        error = ErrorBody(code=result.code, message=result.message, details=result.details)
+        error = ErrorBody(code=result.code, message=result.message, details=result.details, event_id=result.event_id)
         stored = event_out(result.stored) if isinstance(result, NotQueuedError) else None
         return EventBatchItem(status=status_of(result), error=error, event=stored)
     return EventBatchItem(status=202, replayed=result.replayed, event=event_out(result.stored))
