@@ -381,13 +381,17 @@ def test_a_request_not_safe_to_repeat_is_sent_once(stub: StubApi, herald: Callab
 def test_a_publish_the_api_can_tell_again_is_sent_again(stub: StubApi, herald: Callable[..., Run]) -> None:
     # GIVEN an API unavailable for a moment
     event = {"id": "evt_1", "type": "invoice.paid"}
-    stub.script("POST", "/v1/events", UNAVAILABLE, (202, {}, event))
+    stub.script("POST", "/v1/events", UNAVAILABLE, (202, {}, event), UNAVAILABLE, (202, {}, event))
     batch = {"data": [{"status": 202, "event": event, "replayed": False}]}
     stub.script("POST", "/v1/events/batch", UNAVAILABLE, (200, {}, batch))
-    # WHEN the operator publishes with an idempotency key, and a batch whose events all have an id
+    # WHEN the operator publishes with an idempotency key, with an id, and a batch whose events all have an id
     one = herald(
         *("--api-url", stub.url, "--key", "k", "events", "publish", "invoice.paid", "--tenant", "ten_1"),
         *("--data", "{}", "--idempotency-key", "order-1"),
+    )
+    with_id = herald(
+        *("--api-url", stub.url, "--key", "k", "events", "publish", "invoice.paid", "--tenant", "ten_1"),
+        *("--data", "{}", "--id", "evt_1"),
     )
     many = herald(
         *("--api-url", stub.url, "--key", "k", "events", "publish-batch"),
@@ -395,10 +399,13 @@ def test_a_publish_the_api_can_tell_again_is_sent_again(stub: StubApi, herald: C
     )
     # THEN each was sent again, the same
     assert one.code == 0, one.err
+    assert with_id.code == 0, with_id.err
     assert many.code == 0, many.err
-    first, second = stub.sent("POST", "/v1/events")
+    first, second, third, fourth = stub.sent("POST", "/v1/events")
     assert first.headers["idempotency-key"] == second.headers["idempotency-key"] == "order-1"
     assert first.body == second.body
+    assert third.body == fourth.body
+    assert "idempotency-key" not in third.headers
     assert len(stub.sent("POST", "/v1/events/batch")) == 2
 
 

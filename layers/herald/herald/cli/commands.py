@@ -324,8 +324,10 @@ def events_publish(client: ApiClient, args: argparse.Namespace) -> Shown:
     if args.id:
         body["id"] = args.id
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
-    # With an Idempotency-Key the API answers a repeat with the first event: safe to send again after a 429/503.
-    event = client.post("/v1/events", body=body, headers=headers, repeatable=headers is not None)
+    # With an id or an Idempotency-Key the API answers a repeat with the first event: safe to send again after a
+    # 429/503.
+    repeatable = bool(args.id) or headers is not None
+    event = client.post("/v1/events", body=body, headers=headers, repeatable=repeatable)
     return _record(event, EVENT_FIELDS)
 
 
