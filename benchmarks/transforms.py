@@ -24,6 +24,7 @@ HOSTILE = {
     "nested map to_string": "map(&map(&to_string(@), [@,@,@,@,@,@,@,@]), data.items)",
     "replicated comparison": "data.items[?(" + "|".join(["[@,@]"] * 6) + ") == (" + "|".join(["[@,@]"] * 6) + ")]",
     "sort_by to_string": "sort_by(data.items, &to_string(@))",
+    "a sort per copy": "[data,data,data,data][] | " + " | ".join(["[@,@,@,@][]"] * 5) + " | [*].length(sort(words))",
     "identity": "@",
 }
 

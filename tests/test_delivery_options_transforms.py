@@ -167,6 +167,17 @@ HOSTILE = [
     ("map(&map(&[@,@], [@,@,@,@]), data.items)", "too_large"),
     # two copies of a value that shares its parts 4^14 times, compared whole by contains() (a == without a step)
     ("map(&(" + "|".join(["[@,@,@,@]"] * 14) + "), [data, data]) | [contains([@[0]], @[1])]", "too_large"),
+    # a function given the same long list (or object) for each of 4^6 copies of the event: each call walks it
+    *(
+        ("[data,data,data,data][] | " + " | ".join(["[@,@,@,@][]"] * 5) + f" | [*].{call}", "too_costly")
+        for call in (
+            "length(sort(words))",
+            "[reverse(words)][0][0]",
+            "max(words)",
+            "min(words)",
+            "length(not_null(items))",
+        )
+    ),
 ]
 
 
