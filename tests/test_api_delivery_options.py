@@ -176,6 +176,27 @@ def test_a_filter_that_would_leave_no_subscribed_type_is_refused_on_create_and_o
     assert client.get(path, headers=tenant.headers).json()["event_types"] == ["invoice.paid", "order.shipped"]
 
 
+def test_bounds_no_one_value_meets_are_refused_on_a_field_and_taken_on_an_array_path(client, tenant) -> None:
+    # WHEN a subscription to order.shipped asks for an item quantity above 5 and one below 3 (two items can)
+    sub = created(client, tenant, event_types=["order.shipped"], filter={"items.quantity": {"$gt": 5, "$lt": 3}})
+    # THEN it is created with that filter
+    assert sub["filter"] == {"items.quantity": {"$gt": 5, "$lt": 3}}
+    # AND the same bounds on an invoice's amount, one value, are a 422 that says where
+    response = client.post(
+        "/v1/subscriptions",
+        json={
+            "url": "https://hooks.example.com/x",
+            "event_types": ["invoice.paid"],
+            "filter": {"amount_cents": {"$gt": 5, "$lt": 3}},
+        },
+        headers=tenant.headers,
+    )
+    error = assert_error(response, 422, "invalid_filter")
+    assert [(d["loc"], d["type"]) for d in error["details"]] == [
+        (["body", "filter", "amount_cents"], "filter_contradiction")
+    ]
+
+
 # --- dry run ---------------------------------------------------------------------------------------------------
 
 

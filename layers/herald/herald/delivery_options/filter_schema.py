@@ -10,6 +10,8 @@
   and floats are both numbers, an array path accepts operands of its elements' type (MongoDB's array matching);
 - an ``$eq``/``$in`` operand outside a field's ``enum``/``const``, and a ``$type`` that is not subscribed: they can
   never match (``filter_contradiction``, ``filter_unknown_event_type``);
+- bounds on one field that no value meets (``$gt: 5, $lt: 3``), where no subscribed type's path can hold an array
+  (on an array path each bound is met by any element: ``filter_contradiction``);
 - a filter whose ``$type`` conditions alone rule out every subscribed type (``filter_contradiction`` at the
   filter itself): field conditions count as "may match", ``$and``, ``$or`` and ``$not`` combine the three values.
 
@@ -111,6 +113,19 @@ def _leaves(schema: Schema, path: tuple[str, ...]) -> list[Schema]:
     return [branch for node in current for branch in _branches(node, schema)]
 
 
+def _may_hold_several(schema: Schema, path: tuple[str, ...]) -> bool:
+    """Whether ``path`` may meet an array, on its way or at its end (a schema without a type may be one): a condition
+    on it then tests several values, each operator met by any of them."""
+    current: list[Schema] = [schema]
+    for part in (*path, None):
+        branches = [branch for node in current for branch in _branches(node, schema)]
+        if any(_types(branch) & {"array", "any"} for branch in branches):
+            return True
+        if part is not None:
+            current = [found for node in current for found in _step(node, schema, part)]
+    return False
+
+
 def _value_kinds(leaves: list[Schema], root: Schema) -> tuple[set[str], list[Any] | None]:
     """The JSON kinds a condition can meet at the leaves (array elements included), and the values an ``enum`` or
     ``const`` limits them to (None when unlimited)."""
@@ -184,6 +199,10 @@ def check_filter(raw: Json, schemas: Mapping[str, Schema], *, loc: Loc = ("body"
             problems.append({"loc": list(at), "msg": message, "type": "filter_unknown_event_type"})
     for condition in compiled.conditions:
         problems += _condition_problems(condition, schemas)
+    for empty in compiled.empty_ranges:
+        having = [name for name, schema in schemas.items() if _leaves(schema, empty.path)]
+        if having and not any(_may_hold_several(schemas[name], empty.path) for name in having):
+            problems.append({"loc": list(empty.loc), "msg": empty.message, "type": "filter_contradiction"})
     if not problems and schemas and all(_verdict(raw, name) is False for name in schemas):
         message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(schemas)})"
         problems.append({"loc": list(loc), "msg": message, "type": "filter_contradiction"})

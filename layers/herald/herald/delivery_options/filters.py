@@ -104,6 +104,17 @@ class Condition:
     operand: Json
 
 
+@dataclass(frozen=True)
+class EmptyRange:
+    """Bounds on one field that no single value meets (``$gt: 5, $lt: 3``): a contradiction where the path holds one
+    value, not where it goes through an array (each operator is met by any element: ``[1, 10]`` meets both). The
+    schema check decides (``filter_schema.check_filter``)."""
+
+    loc: Loc
+    path: tuple[str, ...]
+    message: str
+
+
 @dataclass(frozen=True, eq=False)
 class CompiledFilter:
     """A checked filter: evaluate with :meth:`matches`; store :meth:`to_stored`."""
@@ -112,6 +123,7 @@ class CompiledFilter:
     predicate: Predicate = field(repr=False)
     conditions: tuple[Condition, ...] = field(repr=False)
     event_types: tuple[tuple[Loc, str], ...] = field(repr=False)
+    empty_ranges: tuple[EmptyRange, ...] = field(default=(), repr=False)
 
     def matches(self, event_type: str, data: Mapping[str, Any]) -> bool:
         """Whether an event of ``event_type`` with payload ``data`` passes; never raises for any JSON data."""
@@ -170,6 +182,7 @@ class _Compiler:
         self.count = 0
         self.conditions: list[Condition] = []
         self.event_types: list[tuple[Loc, str]] = []
+        self.empty_ranges: list[EmptyRange] = []
 
     def _counted(self, loc: Loc) -> None:
         self.count += 1
@@ -224,7 +237,9 @@ class _Compiler:
         if isinstance(value, dict) and any(key.startswith("$") for key in value):
             if not all(key.startswith("$") for key in value):
                 raise _fail(loc, "an object of operators cannot also hold field names", "filter_invalid")
-            _check_ranges(value, loc)
+            _check_exists(value, loc)
+            if (empty := _empty_range(value)) is not None:
+                self.empty_ranges.append(EmptyRange(loc, path, empty))
             return all_of([self._operator(path, key, operand, (*loc, key)) for key, operand in value.items()])
         return self._operator(path, "$eq", value, loc)
 
@@ -278,9 +293,9 @@ def _path(key: str, loc: Loc) -> tuple[str, ...]:
     return parts
 
 
-def _check_ranges(operators: dict[str, Json], loc: Loc) -> None:
-    """Refuse what cannot match on one field: an empty range, or ``$exists: false`` beside a condition that
-    needs a value (anything but ``$eq: null`` or an ``$in`` holding null)."""
+def _check_exists(operators: dict[str, Json], loc: Loc) -> None:
+    """Refuse what cannot match on one field: ``$exists: false`` beside a condition that needs a value (anything but
+    ``$eq: null`` or an ``$in`` holding null)."""
     if operators.get("$exists") is False:
         for key in ("$eq", "$gt", "$gte", "$lt", "$lte", "$in"):
             operand = operators.get(key, MISSING)
@@ -288,6 +303,10 @@ def _check_ranges(operators: dict[str, Json], loc: Loc) -> None:
             if operand is not MISSING and not allows_missing:
                 message = f"$exists: false and {key} on the same field never match together"
                 raise _fail(loc, message, "filter_contradiction")
+
+
+def _empty_range(operators: dict[str, Json]) -> str | None:
+    """Why no single value meets the bounds of one field's operators (``EmptyRange``), if none does."""
     low = [(key, operators[key]) for key in ("$gt", "$gte") if key in operators]
     high = [(key, operators[key]) for key in ("$lt", "$lte") if key in operators]
     for low_key, low_value in low:
@@ -299,17 +318,24 @@ def _check_ranges(operators: dict[str, Json], loc: Loc) -> None:
                 continue
             empty = low_value > high_value or (low_value == high_value and (low_key == "$gt" or high_key == "$lt"))
             if empty:
-                message = f"{low_key} {low_value!r} and {high_key} {high_value!r} leave no value that can match"
-                raise _fail(loc, message, "filter_contradiction")
+                return f"{low_key} {low_value!r} and {high_key} {high_value!r} leave no value that can match"
+    return None
 
 
 def compile_filter(raw: Json, *, loc: Loc = ("body", "filter")) -> CompiledFilter:
     """Check ``raw``'s shape, bounds and obvious contradictions and compile it; ``InvalidFilterError`` otherwise.
-    Paths and operand types are not checked against any schema here (see ``filter_schema.check_filter``)."""
+    Paths, operand types and empty ranges are not checked against any schema here (``filter_schema.check_filter``:
+    an empty range is a contradiction only on a path that holds one value)."""
     stored = _check_bounds(raw, loc)
     compiler = _Compiler()
     predicate = compiler.filter(raw, loc)
-    return CompiledFilter(stored, predicate, tuple(compiler.conditions), tuple(compiler.event_types))
+    return CompiledFilter(
+        stored,
+        predicate,
+        tuple(compiler.conditions),
+        tuple(compiler.event_types),
+        tuple(compiler.empty_ranges),
+    )
 
 
 @lru_cache(maxsize=512)
