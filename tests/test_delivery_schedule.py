@@ -286,9 +286,22 @@ def test_a_sweep_delays_each_message_from_when_it_sends_it(harness: Harness, clo
     assert harness.scheduled() == 0
 
 
+def test_scheduled_work_is_kept_as_long_as_any_event_can_be() -> None:
+    from herald.settings import Settings
+    from herald.storage.schedule import KEEP_SECONDS
+
+    # An item gone before its event would leave its delivery pending for good after a long stop of the schedule.
+    longest = Settings.model_json_schema()["properties"]["event_ttl_days"]["maximum"]
+    assert (longest + 1) * 86_400 <= KEEP_SECONDS
+
+
 def test_a_sweep_far_behind_reads_back_no_further_than_work_is_kept_and_keeps_its_progress(
-    harness: Harness, clock: Clock
+    harness: Harness, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Work is kept a year (KEEP_SECONDS): 14 days here, as the sweep's reading back is the same for any length, and a
+    # sweep reading a year of empty hours takes minutes on moto.
+    monkeypatch.setattr("herald.worker.sweeper.KEEP_SECONDS", 14 * 86_400)
+    monkeypatch.setattr("herald.storage.schedule.KEEP_SECONDS", 14 * 86_400)
     # GIVEN a schedule whose sweeps stopped 30 days ago (its cursor is that old), work due 20 days ago (expired,
     # TTL not yet run), work due 13 days ago, and a sweep with time for one hour of the schedule at most
     store = harness.services.store

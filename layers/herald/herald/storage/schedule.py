@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 #: Partitions per hour of scheduled work: spreads a burst of retries (a subscriber down for many
 #: deliveries schedules them all within moments) over several partitions.
 SHARDS = 8
-#: Scheduled items outlive their due time by this much, should the sweeper be stopped (they are deleted once sent).
-KEEP_SECONDS = 14 * 86_400
+#: Scheduled items outlive their due time by this much, should the sweeper be stopped (they are deleted once sent):
+#: as long as an event can be kept (``HERALD_EVENT_TTL_DAYS`` is at most 365) and a day. A schedule stopped for weeks
+#: then still sends what fell due meanwhile, or fails it as ``event_expired``; an item gone before its event would
+#: leave its delivery pending for good.
+KEEP_SECONDS = 366 * 86_400
 
 
 @dataclass(frozen=True)
