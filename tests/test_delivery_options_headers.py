@@ -147,12 +147,36 @@ def test_ordinary_headers_are_accepted_and_sent(name: str, value: str) -> None:
         ("X-Auth-Token", False, True),
         ("Cookie", False, True),
         ("X-Client-Secret", False, True),
+        ("X-Pass", False, True),
+        ("X-Pwd", False, True),
+        ("X-Jwt", False, True),
+        ("X-Bearer", False, True),
+        ("X-Sig", False, True),
+        ("X-Hmac", False, True),
+        ("X-Private-Id", False, True),
     ],
 )
 def test_sensitive_values_are_masked_by_flag_or_by_name(name: str, flag: bool, sensitive: bool) -> None:
     out = check_headers({name: HeaderIn(value=SECRET, sensitive=flag)}).out()[name]
     assert out.sensitive is sensitive
     assert out.value == (None if sensitive else SECRET)
+
+
+@pytest.mark.parametrize(
+    ("value", "sensitive"),
+    [
+        ("Bearer eyJhbGciOi", True),
+        ("basic dXNlcjpwYXNz", True),
+        ("Token abc", True),
+        ("HMAC k=1,sig=2", True),
+        ("eu-1", False),
+        ("Bearer", False),
+        ("basically fine", False),
+    ],
+)
+def test_a_value_of_an_authentication_scheme_is_masked_under_any_name(value: str, sensitive: bool) -> None:
+    out = check_headers({"X-Forward-To": HeaderIn(value=value, sensitive=False)}).out()["X-Forward-To"]
+    assert (out.sensitive, out.value) == (sensitive, None if sensitive else value)
 
 
 def test_a_sensitive_value_never_shows_in_reprs_dumps_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:

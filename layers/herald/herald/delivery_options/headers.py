@@ -22,11 +22,12 @@ Rules (checked by :func:`check_headers`, every problem reported at once as ``inv
 ``Authorization: Bearer ...`` or Basic credentials), Svix, Hook0 and EventBridge connections allow it, and
 Herald never sends it itself (its proof is ``webhook-signature``), so nothing of Herald's is overridden.
 
-Sensitive values: a header is sensitive when the subscriber marks it so, and always when its name looks like
-a credential (:func:`is_sensitive_name`: ``authorization``, ``cookie``, names containing ``key``, ``token``,
-``secret``, ``password``, ``auth``, ``session``, ``signature`` or ``credential``). Masking a harmless header by
-mistake costs a re-send; showing a secret cannot be undone. A sensitive value is shown back as
-``{"value": null, "sensitive": true}``. Every value, sensitive or not, is held in a ``pydantic.SecretStr``
+Sensitive values: a header is sensitive when the subscriber marks it so, and always when its name looks like a
+credential (:func:`is_sensitive_name`: ``authorization``, ``cookie``, names containing ``key``, ``token``,
+``secret``, ``pass``, ``pwd``, ``auth``, ``session``, ``sig``, ``credential``, ``jwt``, ``bearer``, ``hmac`` or
+``private``), or its value one of an HTTP authentication scheme (``Bearer ...``, ``Basic ...``: whatever the name).
+Masking a harmless header by mistake costs a re-send; showing a secret cannot be undone. A sensitive value is shown
+back as ``{"value": null, "sensitive": true}``. Every value, sensitive or not, is held in a ``pydantic.SecretStr``
 from the request model to the send, so no repr, str, log line or error message can carry one; only
 :meth:`CustomHeaders.to_stored` and :func:`request_headers` reveal them, for the store and the HTTP request.
 
@@ -69,7 +70,12 @@ _RESERVED_NAMES = frozenset(
         "http2-settings",
     }
 )
-_SENSITIVE_NAME = re.compile(r"authorization|cookie|key|token|secret|password|auth|session|signature|credential")
+_SENSITIVE_NAME = re.compile(
+    r"authorization|cookie|key|token|secret|pass|pwd|auth|session|sig|credential|jwt|bearer|hmac|private"
+)
+#: A value of an HTTP authentication scheme (``Bearer <token>``, ``Basic <credentials>``...) is a credential under
+#: any name.
+_CREDENTIAL_VALUE = re.compile(r"(bearer|basic|digest|token|apikey|hmac)\s+\S", re.IGNORECASE)
 
 
 class InvalidHeadersError(InvalidInputError):
@@ -103,6 +109,11 @@ def reserved_reason(name: str) -> str | None:
 def is_sensitive_name(name: str) -> bool:
     """Whether a header's name suggests a credential, so its value is masked whatever the subscriber said."""
     return _SENSITIVE_NAME.search(name.lower()) is not None
+
+
+def is_credential_value(value: str) -> bool:
+    """Whether a header's value is one of an HTTP authentication scheme (``Bearer ...``), masked under any name."""
+    return _CREDENTIAL_VALUE.match(value.strip()) is not None
 
 
 # --- API models ------------------------------------------------------------------------------------
@@ -265,7 +276,11 @@ def check_headers(headers: Mapping[str, HeaderIn], *, loc: tuple[str, ...] = ("b
         raise InvalidHeadersError("; ".join(problem["msg"] for problem in problems), details=problems)
     return CustomHeaders(
         tuple(
-            CustomHeader(name, header.value, header.sensitive or is_sensitive_name(name))
+            CustomHeader(
+                name,
+                header.value,
+                header.sensitive or is_sensitive_name(name) or is_credential_value(header.value.get_secret_value()),
+            )
             for name, header in headers.items()
         )
     )
