@@ -14,6 +14,7 @@ from herald.errors import ServiceUnavailableError
 from herald.local.moto_fixes import release_delays
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import subscribe
+from tests.portal_support import sign_in
 from tests.support import ADMIN, drain
 
 
@@ -257,11 +258,14 @@ def test_a_key_the_deletions_index_read_missed_stops_working_when_the_purge_runs
 
 
 def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
-    client, make_tenant, services, poller, monkeypatch: pytest.MonkeyPatch
+    client, make_tenant, services, poller, browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a tenant with a subscription, and a work queue that refuses the next message once
+    # GIVEN a tenant with a subscription and a portal session, and a work queue that refuses the next message once
     doomed = make_tenant("Doomed")
     sub = subscribe(client, doomed, "https://example.com/hook")
+    portal = browser()
+    sign_in(portal, doomed.id)
+    assert portal.get("/portal/endpoints").status_code == 200
     send = services.queue.send
 
     def refuse_once(message: Any, **_: Any) -> None:
@@ -271,8 +275,10 @@ def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
     monkeypatch.setattr(services.queue, "send", refuse_once)
     # WHEN the operator deletes it, and the purge cannot be queued
     assert_error(client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN), 503)
-    # THEN its key is locked out already, and the tenant is still there for the operator's retry
+    # THEN its key and its portal session are locked out already, and the tenant is still there for the operator's
+    # retry
     assert_error(client.get("/v1/subscriptions", headers=doomed.headers), 401, "unauthorized")
+    assert portal.get("/portal/endpoints").status_code == 401
     assert client.get(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 200
     # AND the retry deletes it and queues the purge, which removes its subscription
     assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204

@@ -68,11 +68,13 @@ PURGE_DELAY_SECONDS = 60
 
 
 def delete(services: Services, tenant_id: str) -> None:
-    """Its API keys stop working at once; its subscriptions are removed in the background (a purge message). The
-    tenant's item goes last: should a step fail (a 503), the tenant is still there, and the operator's retry of
-    the request does every step again. Deleted first, it would answer that retry with a 404, and keys left
-    undeleted would go on working, the subscriptions never purged."""
+    """Its API keys and portal sessions stop working at once; its subscriptions are removed in the background (a
+    purge message). The tenant's item goes last: should a step fail (a 503), the tenant is still there, and the
+    operator's retry of the request does every step again. Deleted first, it would answer that retry with a 404,
+    and keys left undeleted would go on working, the subscriptions never purged. Its portal access is revoked first,
+    so that a deletion that fails later leaves no session working either."""
     find(services, tenant_id)
+    services.store.tenants.revoke_portal(tenant_id, utcnow())
     services.store.tenants.delete_keys(tenant_id)
     # Delayed past the longest request (API Gateway's 29 s): a subscription created by a request already under way
     # until the item goes (a key past its check, the operator's, a portal session) is purged with the rest.
