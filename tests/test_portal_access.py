@@ -427,6 +427,34 @@ def test_an_endpoint_is_created_and_edited_through_the_domains_rules(browser: Br
 
 
 @pytest.mark.parametrize(
+    ("value", "taken"),
+    [
+        ("'none'", True),
+        ("https://app.example.com", True),
+        ("https://app.example.com https://*.example.org:8443", True),
+        ("*", False),
+        ("https:", False),
+        ("'self'", False),
+        ("http://app.example.com", False),
+        ("https://app.example.com/path", False),
+        ("https://app.example.com 'unsafe-inline'", False),
+    ],
+)
+def test_the_portal_may_be_framed_by_named_https_origins_only(value: str, taken: bool) -> None:
+    from pydantic import ValidationError
+
+    from herald.settings import Settings
+
+    # A broader ancestor would let any page that may frame the portal overlay its Delete and Rotate buttons, and
+    # embedding sends the session cookie cross-site.
+    if taken:
+        assert Settings(portal_frame_ancestors=value).portal_frame_ancestors == value
+    else:
+        with pytest.raises(ValidationError, match="portal_frame_ancestors"):
+            Settings(portal_frame_ancestors=value)
+
+
+@pytest.mark.parametrize(
     "settings_overrides", [{"portal_frame_ancestors": "https://app.example.com", "portal_accent_color": "#0a7f3c"}]
 )
 def test_embedding_allows_the_named_ancestors_and_a_partitioned_cookie(browser: Browser, tenant: TenantInfo) -> None:

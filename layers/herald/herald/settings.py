@@ -20,6 +20,10 @@ from herald.urls import parse_networks
 DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
+#: An origin a page may be framed by: ``https://`` and a host (its first label may be ``*``), an optional port.
+_HTTPS_ORIGIN = r"https://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?"
+
+
 class Settings(BaseSettings):
     """Everything a deployment can tune. Each field is read from ``HERALD_<FIELD>``."""
 
@@ -256,9 +260,12 @@ class Settings(BaseSettings):
     )
     portal_frame_ancestors: str = Field(
         "'none'",
-        pattern=r"^[A-Za-z0-9 :/.*'_-]{1,500}$",
+        max_length=500,
+        pattern=rf"^('none'|{_HTTPS_ORIGIN}( {_HTTPS_ORIGIN})*)$",
         description="The portal's CSP `frame-ancestors`: `'none'` (no embedding) or the origins of the "
-        "operator's dashboard allowed to show it in an iframe, space-separated (e.g. `https://app.example.com`).",
+        "operator's dashboard allowed to show it in an iframe, space-separated `https://` origins (e.g. "
+        "`https://app.example.com`, `https://*.example.com:8443`). Nothing broader (`*`, `https:`, `'self'`): "
+        "embedding lets the portal's cookie go cross-site, and any page that may frame it could overlay its buttons.",
     )
     portal_product_name: str = Field(
         "Herald", min_length=1, max_length=60, description="The product name shown in the portal's header and title."
