@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from herald.faults import install
 from herald.worker.fanout import FANOUT_MIN_SECONDS_LEFT
 from tests.api_support import each_delivery
 from tests.delivery_support import (
@@ -25,7 +26,7 @@ from tests.delivery_support import (
     subscribe,
     verify,
 )
-from tests.support import Clock
+from tests.support import ADMIN, Clock
 
 pytestmark = pytest.mark.e2e
 
@@ -167,6 +168,70 @@ def test_a_fanout_message_that_runs_twice_queues_again_but_counts_once(
         "filtered": 0,
         "fanout_complete": True,
     }
+
+
+@pytest.mark.parametrize("change", ["deleted", "disabled", "created"])
+def test_a_fanout_page_run_again_queues_what_it_counted_whatever_changed_meanwhile(
+    client, tenant, harness: Harness, make_receiver, change: str
+) -> None:
+    # GIVEN three subscribers, and an event whose fan-out page was counted, then SQS failed its deliveries' send
+    # (after botocore's retries: the message comes back a visibility timeout later)
+    receiver = make_receiver()
+    subs = [subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(3)]
+    install(harness.services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    assert receiver.received == []
+    # WHEN a subscription is deleted, disabled or created meanwhile, and the message runs again
+    if change == "deleted":
+        assert client.delete(f"/v1/subscriptions/{subs[0].id}", headers=tenant.headers).status_code == 204
+    elif change == "disabled":
+        patched = client.patch(f"/v1/subscriptions/{subs[0].id}", json={"enabled": False}, headers=tenant.headers)
+        assert patched.status_code == 200, patched.text
+    else:
+        subscribe(client, tenant, f"{receiver.url}?n=new")
+    harness.reveal()
+    harness.drain()
+    # THEN the page queued what it counted: the change's delivery is cancelled and counted failed (deleted,
+    # disabled), or the new subscription is not the event's (created); the counts add up, nothing is left pending
+    expected = {f"/webhook?n={n}" for n in range(3)} - ({"/webhook?n=0"} if change != "created" else set())
+    assert Counter(r.path for r in receiver.received) == dict.fromkeys(expected, 1)
+    counts = event_counts(client, event_id)
+    assert counts == {
+        "matched": 3,
+        "pending": 0,
+        "succeeded": len(expected),
+        "failed": 3 - len(expected),
+        "filtered": 0,
+        "fanout_complete": True,
+    }
+
+
+def test_a_broadcasts_tenant_page_run_again_queues_the_tenants_it_counted(
+    client, make_tenant, harness: Harness, make_receiver
+) -> None:
+    # GIVEN three tenants with a subscriber each, and a broadcast whose page of tenants was counted (each tenant's
+    # fan-out opened), then SQS failed the send of their fan-out messages
+    receiver = make_receiver()
+    tenants = [make_tenant(f"T{n}") for n in range(3)]
+    for n, each in enumerate(tenants):
+        subscribe(client, each, f"{receiver.url}?t={n}")
+    install(harness.services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    event_id = publish(client, None)
+    harness.drain()
+    assert event_counts(client, event_id)["fanout_complete"] is False
+    # WHEN one of the tenants is deleted meanwhile, and the broadcast's message runs again
+    assert client.delete(f"/v1/tenants/{tenants[0].id}", headers=ADMIN).status_code == 204
+    for _ in range(3):
+        harness.reveal()
+        harness.drain()
+    # THEN each tenant it counted had its fan-out, the deleted one's closing with what it found: the fan-out is
+    # complete, and its counts add up
+    counts = event_counts(client, event_id)
+    assert counts["fanout_complete"] is True, counts
+    assert counts["pending"] == 0, counts
+    assert counts["matched"] == counts["succeeded"] + counts["failed"] >= 2, counts
+    assert {"/webhook?t=1", "/webhook?t=2"} <= {r.path for r in receiver.received}
 
 
 @pytest.mark.parametrize("settings_overrides", [{**FANOUT_MESSAGES, "fanout_page_size": 10}])

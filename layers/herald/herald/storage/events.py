@@ -516,10 +516,13 @@ class EventRepository:
                 )
         return False
 
-    def count_fanout_page(self, event_id: str, marker: str, *, expires_at: int, **deltas: int) -> bool:
+    def count_fanout_page(
+        self, event_id: str, marker: str, *, expires_at: int, plan: Mapping[str, Any] | None = None, **deltas: int
+    ) -> bool:
         """Add to an event's counters for one page of a fan-out message, once: ``marker`` names the page, and
         a page already counted (its message ran again after a crash, or SQS delivered it twice) is not counted
-        again. True if counted now; False if it was before, or the event is gone.
+        again. True if counted now; False if it was before, or the event is gone. ``plan`` (plain values) is kept
+        with the marker: what the page counted is what it queues, however often it runs (``fanout_page_plan``).
 
         Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it, with the
         token of the call that wrote it), so a fan-out of any size never grows an item that is written often. A
@@ -527,7 +530,7 @@ class EventRepository:
         are all queued."""
         key = keys.fanout_page(event_id, marker)
         token = uuid.uuid4().hex[:12]  # the marker's, and the counts update's (``_update_counts``)
-        item = {**key, "expires_at": expires_at, "token": token}
+        item = {**key, "expires_at": expires_at, "token": token, **({"plan": dict(plan)} if plan is not None else {})}
         # Counted before, unless the marker found is this call's own (its token is this call's alone): written, its
         # answer lost. A marker left by an expired event of the same id (not yet removed by TTL) is not this page's.
         if not self._table.put_if(
@@ -550,6 +553,13 @@ class EventRepository:
                 self._table.call("delete_item", Key=to_item(key))
             raise
         return True
+
+    def fanout_page_plan(self, event_id: str, marker: str) -> dict[str, Any] | None:
+        """The ``plan`` a fan-out page was counted with (read strongly), None if it has none (counted before plans
+        were kept) or is not counted."""
+        found = self._table.read(keys.fanout_page(event_id, marker))
+        plan = found.get("plan") if found is not None else None
+        return dict(plan) if isinstance(plan, dict) else None
 
 
 def _wrote(counts: Mapping[str, Any], token: str) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 
@@ -49,38 +49,69 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
         return
     event = stored.event
     handled = queued = 0  # routing items read, deliveries queued
-    async for page in route_pages(worker, message.tenant_id, event.type, message.route, message.cursor):
+    route, cursor = message.route, message.cursor
+    while True:
+        page = await route_page(worker, message.tenant_id, event.type, route, cursor)
         marker = f"{message.tenant_id}|{page.route}|{page.cursor or ''}"
         sub_ids, filtered = matching(event, page.routed)
-        deliveries = [DeliveryMessage.of(stored, message.tenant_id, sub_id) for sub_id in sub_ids]
-        # Count the page first, once however often this message runs; then queue it. A crash in
-        # between runs the page again: its deliveries are queued again (the same delivery ids, so
-        # nothing is sent twice) but not counted again.
-        if deliveries or filtered or page.last:
-            await worker.io(
+        plan = _PagePlan(sub_ids, page.last, page.next_route, page.next_cursor)
+        # Count the page first, once however often this message runs; then queue it. A crash or a failed send in
+        # between runs the page again: it queues what it counted (the plan kept with its marker; a subscription
+        # deleted or disabled since has its delivery cancelled and counted, one created since is not the page's),
+        # under the same delivery ids, so nothing is sent twice, and goes on where the first run would have.
+        if sub_ids or filtered or page.last:
+            counted = await worker.io(
                 worker.store.events.count_fanout_page,
                 event.id,
                 marker,
                 expires_at=expires_at,
-                matched=len(deliveries),
+                plan=plan.stored(),
+                matched=len(sub_ids),
                 filtered=filtered,
                 fanout_open=-1 if page.last else 0,
             )
+            if not counted:
+                plan = _PagePlan.of(await worker.io(worker.store.events.fanout_page_plan, event.id, marker)) or plan
+        deliveries = [DeliveryMessage.of(stored, message.tenant_id, sub_id) for sub_id in plan.sub_ids]
         await send_concurrently(worker, deliveries)
         handled += len(page.routed)
         queued += len(deliveries)
-        if page.last:
+        if plan.last:
             worker.metrics.add(Metric.FANOUT_SIZE, queued)
             logger.info("fan-out finished", extra={"event_id": event.id, "tenant_id": message.tenant_id})
             return
+        route, cursor = plan.next_route, plan.next_cursor
         if handled >= FANOUT_MAX_PER_MESSAGE or deadline - worker.clock() < FANOUT_MIN_SECONDS_LEFT:
             # Hand over to a continuation message, well before the invocation's timeout.
-            continuation = FanoutMessage(
-                event_id=event.id, tenant_id=message.tenant_id, route=page.next_route, cursor=page.next_cursor
-            )
+            continuation = FanoutMessage(event_id=event.id, tenant_id=message.tenant_id, route=route, cursor=cursor)
             await worker.io(worker.queue.send, continuation)
             worker.metrics.add(Metric.FANOUT_SIZE, queued)
             return
+
+
+@dataclass(frozen=True)
+class _PagePlan:
+    """What a fan-out page queues and where the fan-out goes on from it, kept with the page's marker when it is
+    counted: the page run again queues what it counted, and goes on from where its first run would have, whatever
+    a new read of the routes shows."""
+
+    sub_ids: list[str]
+    last: bool
+    next_route: str
+    next_cursor: str | None
+
+    def stored(self) -> dict[str, Any]:
+        cursor = {"cursor": self.next_cursor} if self.next_cursor is not None else {}
+        return {"subs": self.sub_ids, "last": self.last, "route": self.next_route, **cursor}
+
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> _PagePlan | None:
+        if stored is None:
+            return None
+        subs, last, route, cursor = (stored.get(name) for name in ("subs", "last", "route", "cursor"))
+        if not isinstance(subs, list) or not isinstance(last, bool) or not isinstance(route, str):
+            return None
+        return cls([str(sub) for sub in subs], last, route, cursor if isinstance(cursor, str) else None)
 
 
 @dataclass(frozen=True)
@@ -96,41 +127,59 @@ class RoutePage:
     next_cursor: str | None
 
 
+async def route_page(
+    worker: Worker, tenant_id: str, event_type: str, route: str | None, cursor: str | None
+) -> RoutePage:
+    """The page of the routing items of an event's type, then of ``*``, that starts at ``route`` and ``cursor``."""
+    routes = [event_type, WILDCARD]
+    current = route if route in routes else routes[0]
+    routed, next_cursor = await worker.io(
+        worker.store.subscriptions.routed, tenant_id, current, limit=worker.settings.fanout_page_size, cursor=cursor
+    )
+    last = next_cursor is None and current == routes[-1]
+    following = routes[routes.index(current) + 1] if next_cursor is None and not last else current
+    return RoutePage(current, cursor, routed, last, following, next_cursor)
+
+
 async def route_pages(
     worker: Worker, tenant_id: str, event_type: str, route: str | None, cursor: str | None
 ) -> AsyncIterator[RoutePage]:
     """The routing items of an event's type, then of ``*``, a page at a time, from ``route`` and ``cursor`` (a
-    continuation's) on: the one walk the fan-out and redelivery make."""
-    routes = [event_type, WILDCARD]
-    current = route if route in routes else routes[0]
+    continuation's) on."""
     while True:
-        routed, next_cursor = await worker.io(
-            worker.store.subscriptions.routed, tenant_id, current, limit=worker.settings.fanout_page_size, cursor=cursor
-        )
-        last = next_cursor is None and current == routes[-1]
-        following = routes[routes.index(current) + 1] if next_cursor is None and not last else current
-        yield RoutePage(current, cursor, routed, last, following, next_cursor)
-        if last:
+        page = await route_page(worker, tenant_id, event_type, route, cursor)
+        yield page
+        if page.last:
             return
-        current, cursor = following, next_cursor
+        route, cursor = page.next_route, page.next_cursor
 
 
 async def _fanout_tenants(worker: Worker, message: FanoutMessage, expires_at: int) -> None:
-    """A broadcast: one fan-out message per tenant, a page of tenants at a time."""
+    """A broadcast: one fan-out message per tenant, a page of tenants at a time. The page's tenants are kept with its
+    marker: run again (its send failed), it queues the tenants it counted in ``fanout_open``, whatever a new listing
+    shows (a tenant deleted since still gets its message, whose fan-out finds nothing and closes its count)."""
     page = await worker.io(worker.store.tenants.list, limit=100, cursor=message.cursor)
-    per_tenant = [FanoutMessage(event_id=message.event_id, tenant_id=tenant.id) for tenant in page.items]
-    last = page.cursor is None
+    tenant_ids, next_cursor = [tenant.id for tenant in page.items], page.cursor
+    marker = f"tenants|{message.cursor or ''}"
+    plan = {"tenants": tenant_ids, **({"cursor": next_cursor} if next_cursor is not None else {})}
     # Opened before they are queued, so the fan-out never looks complete while tenants remain.
-    await worker.io(
+    counted = await worker.io(
         worker.store.events.count_fanout_page,
         message.event_id,
-        f"tenants|{message.cursor or ''}",
+        marker,
         expires_at=expires_at,
-        fanout_open=len(per_tenant) - (1 if last else 0),
+        plan=plan,
+        fanout_open=len(tenant_ids) - (1 if next_cursor is None else 0),
     )
+    if not counted:
+        earlier = await worker.io(worker.store.events.fanout_page_plan, message.event_id, marker)
+        if earlier is not None and isinstance(earlier.get("tenants"), list):
+            tenant_ids = [str(tenant_id) for tenant_id in earlier["tenants"]]
+            next_cursor = earlier["cursor"] if isinstance(earlier.get("cursor"), str) else None
+    per_tenant = [FanoutMessage(event_id=message.event_id, tenant_id=tenant_id) for tenant_id in tenant_ids]
     await send_concurrently(worker, per_tenant)
-    if not last:
-        await worker.io(worker.queue.send, message.model_copy(update={"cursor": page.cursor}))
+    if next_cursor is not None:
+        await worker.io(worker.queue.send, message.model_copy(update={"cursor": next_cursor}))
 
 
 async def send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> None:
