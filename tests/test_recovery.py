@@ -185,7 +185,7 @@ def test_a_recovery_page_that_did_not_queue_finishes_when_a_delivery_is_retried_
     sub = seen["sub"]
     back_up(receiver, clock)
     if first_page == "send refused":
-        install(harness.services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+        install(harness.services.queue.client, "sqs.SendMessageBatch:throttle@call=calls:1")
     else:
 
         async def die_once(worker: Any, messages: Any) -> None:
@@ -220,13 +220,15 @@ def test_a_recovery_page_sent_in_part_keeps_the_tickets_of_the_messages_that_wen
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN deliveries that failed during an outage, the endpoint back, and SQS taking only part of the recovery's
-    # page: the first SendMessageBatch refuses some entries, and their resend fails after botocore's retries
+    # page: the first SendMessageBatch refuses some entries, and their resend is refused too (throttled, after
+    # botocore's retries: surely not taken)
     seen = outage(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
     back_up(receiver, clock)
     monkeypatch.setattr("herald.queue._pause", lambda seconds: None)
     install(
-        harness.services.queue.client, "sqs.SendMessageBatch:partial=calls:1, sqs.SendMessageBatch:5xx@call=calls:2"
+        harness.services.queue.client,
+        "sqs.SendMessageBatch:partial=calls:1, sqs.SendMessageBatch:throttle@call=calls:2",
     )
     job = recover(client, tenant, sub.id, since=seen["since"])
     received = len(receiver.received)

@@ -89,9 +89,14 @@ def redrives_attribute(count: int) -> MessageAttributeValueTypeDef:
 
 
 def _refused_at_once(exc: Exception) -> bool:
-    """Whether a failed call surely sent nothing: SQS answered its first try with an error. A lost answer (a timeout,
-    a connection closed) may follow a call carried out, and so may an error botocore got after retrying one."""
-    return isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) == 0
+    """Whether a failed call surely sent nothing: SQS refused its first try (a 4xx: throttled, invalid, denied). A lost
+    answer (a timeout, a connection closed) may follow a call carried out, and so may an error botocore got after
+    retrying one; a 5xx may come from a call SQS carried out (botocore does not retry it once its retry quota is
+    spent, so it may be a first try too)."""
+    if not isinstance(exc, ClientError):
+        return False
+    metadata = exc.response.get("ResponseMetadata", {})
+    return metadata.get("RetryAttempts", 0) == 0 and 400 <= metadata.get("HTTPStatusCode", 500) < 500
 
 
 class WorkQueue:
