@@ -212,6 +212,7 @@ SCHEMA_REFUSED: list[tuple[dict[str, Any], str, list[str | int]]] = [
     ({"amount_cents": {"$gt": 5, "$lt": 3}}, "filter_contradiction", ["amount_cents"]),
     ({"amount_cents": {"$gt": 5, "$lte": 5}}, "filter_contradiction", ["amount_cents"]),
     ({"currency": {"$gte": "F", "$lt": "E"}}, "filter_contradiction", ["currency"]),
+    ({"items.0.quantity": {"$gt": 5, "$lt": 3}}, "filter_contradiction", ["items.0.quantity"]),  # one item's
     ({"$type": "subscription.created"}, "filter_unknown_event_type", ["$type"]),
     ({"$type": {"$in": ["invoice.paid", "nope.nope"]}}, "filter_unknown_event_type", ["$type", "$in", 1]),
 ]

@@ -114,12 +114,14 @@ def _leaves(schema: Schema, path: tuple[str, ...]) -> list[Schema]:
 
 
 def _may_hold_several(schema: Schema, path: tuple[str, ...]) -> bool:
-    """Whether ``path`` may meet an array, on its way or at its end (a schema without a type may be one): a condition
-    on it then tests several values, each operator met by any of them."""
+    """Whether ``path`` may meet an array (a schema without a type may be one) at its end, or on its way to a part
+    that names a field of its items: a condition on it then tests several values, each operator met by any of them.
+    An index (``items.0``) picks one item."""
     current: list[Schema] = [schema]
     for part in (*path, None):
         branches = [branch for node in current for branch in _branches(node, schema)]
-        if any(_types(branch) & {"array", "any"} for branch in branches):
+        several = part is None or not is_index(part)
+        if several and any(_types(branch) & {"array", "any"} for branch in branches):
             return True
         if part is not None:
             current = [found for node in current for found in _step(node, schema, part)]
