@@ -179,6 +179,22 @@ def test_a_value_of_an_authentication_scheme_is_masked_under_any_name(value: str
     assert (out.sensitive, out.value) == (sensitive, None if sensitive else value)
 
 
+def test_headers_stored_before_the_rules_took_them_for_credentials_are_masked_when_read() -> None:
+    # GIVEN headers stored not sensitive, before their name or value was taken for a credential
+    stored = [
+        {"name": "X-Pass", "value": "hunter2", "sensitive": False},
+        {"name": "X-Forward", "value": "Bearer abc", "sensitive": False},
+        {"name": "X-Route", "value": "eu-1", "sensitive": False},
+    ]
+    # WHEN read back and shown: THEN the two credentials are masked, the route is not
+    out = CustomHeaders.from_stored(stored).out()
+    assert {name: (header.sensitive, header.value) for name, header in out.items()} == {
+        "X-Pass": (True, None),
+        "X-Forward": (True, None),
+        "X-Route": (False, "eu-1"),
+    }
+
+
 def test_a_sensitive_value_never_shows_in_reprs_dumps_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
     # GIVEN a subscription's headers with a sensitive value, as the API receives, stores and shows them
     raw = {"X-Api-Key": {"value": SECRET, "sensitive": True}, "X-Route": {"value": "eu"}}

@@ -135,7 +135,8 @@ class HeaderIn(BaseModel):
         False,
         strict=True,
         description="Never show the value back. Always true for names that look like credentials "
-        "(authorization, *key*, *token*, *secret*...).",
+        "(authorization, *key*, *token*, *secret*, *pass*...) and for values of an HTTP authentication scheme "
+        "(`Bearer ...`, `Basic ...`).",
     )
 
 
@@ -215,10 +216,17 @@ class CustomHeaders:
 
     @classmethod
     def from_stored(cls, stored: list[dict[str, Any]] | None) -> CustomHeaders:
-        """Back from :meth:`to_stored`; trusted (checked when set), not validated again."""
+        """Back from :meth:`to_stored`; trusted (checked when set), not validated again, but masked by today's
+        rules too (a header stored before its name or value was taken for a credential is not shown back)."""
         return cls(
             tuple(
-                CustomHeader(str(item["name"]), SecretStr(str(item["value"])), bool(item.get("sensitive", False)))
+                CustomHeader(
+                    str(item["name"]),
+                    SecretStr(str(item["value"])),
+                    bool(item.get("sensitive", False))
+                    or is_sensitive_name(str(item["name"]))
+                    or is_credential_value(str(item["value"])),
+                )
                 for item in stored or ()
             )
         )
