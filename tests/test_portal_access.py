@@ -438,6 +438,7 @@ def test_an_endpoint_is_created_and_edited_through_the_domains_rules(browser: Br
         ("http://app.example.com", False),
         ("https://app.example.com/path", False),
         ("https://app.example.com 'unsafe-inline'", False),
+        ("https://*.com", False),
     ],
 )
 def test_the_portal_may_be_framed_by_named_https_origins_only(value: str, taken: bool) -> None:

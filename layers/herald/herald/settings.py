@@ -20,8 +20,9 @@ from herald.urls import parse_networks
 DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
-#: An origin a page may be framed by: ``https://`` and a host (its first label may be ``*``), an optional port.
-_HTTPS_ORIGIN = r"https://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?"
+#: An origin a page may be framed by: ``https://`` and a host, or ``*.`` and a domain of two labels or more (not
+#: ``*.com``), and an optional port.
+_HTTPS_ORIGIN = r"https://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\*\.[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:[0-9]{1,5})?"
 
 
 class Settings(BaseSettings):
