@@ -158,33 +158,13 @@ class WorkQueue:
         ]
         return self._send_entries(self.queue_url, entries, "messages of a batch")
 
-    def try_send_batch(self, messages: Sequence[Message]) -> list[bool | None]:
-        """Send messages to the work queue 10 per call, entries SQS refuses sent again up to twice, raising for none:
-        for each message, in order, True if SQS took it, False if it surely did not, None if it may have (its call's
-        answer was lost after botocore's retries). For a caller that must know which messages went out: one that
-        went out may be at work already."""
-        entries: list[SendMessageBatchRequestEntryTypeDef] = [
-            {"Id": str(index), "MessageBody": dump_message(message)} for index, message in enumerate(messages)
-        ]
-        tried = self._try_entries(self.queue_url, entries, past_refusals=True)
-        outcomes: list[bool | None] = [True] * len(messages)
-        for entry in tried.unsent:
-            outcomes[int(entry["Id"])] = False
-        for entry in tried.uncertain:
-            outcomes[int(entry["Id"])] = None
-        if tried.unsent:
-            error = str(tried.error.__cause__ if tried.error else "refused")
-            logger.warning(
-                "messages not sent, or not known to be",
-                extra={"unsent": len(tried.unsent), "uncertain": len(tried.uncertain), "error": error},
-            )
-        return outcomes
-
-    def send_each(self, messages: Sequence[tuple[Message, int]]) -> list[bool]:
+    def send_each(self, messages: Sequence[tuple[Message, int]]) -> list[bool | None]:
         """Send messages, each with its ``DelaySeconds``, to its queue (``url_for``), 10 per call, raising for none:
-        whether each was sent, in order (``_try_entries``). For a caller that answers for each message's work on its
-        own (a batch publish)."""
-        sent = [True] * len(messages)
+        for each message, in order, True if SQS took it, False if it surely did not, None if it may have (its call's
+        answer was lost, or SQS failed it after botocore's retries: ``_try_entries``' ``uncertain``). For a caller
+        that answers for each message's work on its own (a batch publish), or must know which messages went out: one
+        that went out may be at work already (a recovery's)."""
+        sent: list[bool | None] = [True] * len(messages)
         by_queue: dict[str, list[SendMessageBatchRequestEntryTypeDef]] = {}
         for index, (message, delay) in enumerate(messages):
             entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(index), "MessageBody": dump_message(message)}
@@ -192,11 +172,20 @@ class WorkQueue:
                 entry["DelaySeconds"] = min(delay, MAX_DELAY_SECONDS)
             by_queue.setdefault(self.url_for(message), []).append(entry)
         for url, entries in by_queue.items():
-            unsent, _, error, _ = self._try_entries(url, entries, past_refusals=True)
-            for entry in unsent:
+            tried = self._try_entries(url, entries, past_refusals=True)
+            for entry in tried.unsent:
                 sent[int(entry["Id"])] = False
-            if unsent:
-                logger.warning("messages not sent", extra={"unsent": len(unsent), "error": str(error or "refused")})
+            for entry in tried.uncertain:
+                sent[int(entry["Id"])] = None
+            if tried.unsent:
+                logger.warning(
+                    "messages not sent, or not known to be",
+                    extra={
+                        "unsent": len(tried.unsent),
+                        "uncertain": len(tried.uncertain),
+                        "error": str(tried.error or "refused"),
+                    },
+                )
         return sent
 
     def send_bodies(self, entries: Sequence[tuple[str, int]]) -> None:

@@ -57,8 +57,8 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
         plan = _PagePlan(sub_ids, page.last, page.next_route, page.next_cursor)
         # Count the page first, once however often this message runs; then queue it. A crash or a failed send in
         # between runs the page again: it queues what it counted (the plan kept with its marker; a subscription
-        # deleted or disabled since has its delivery cancelled and counted, one created since is not the page's),
-        # under the same delivery ids, so nothing is sent twice, and goes on where the first run would have.
+        # deleted or disabled since has its delivery cancelled and counted), under the same delivery ids, so nothing
+        # is sent twice, and goes on where the first run would have.
         if sub_ids or filtered or page.last:
             counted = await worker.io(
                 worker.store.events.count_fanout_page,
@@ -192,9 +192,9 @@ async def send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> 
 
 async def try_send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> list[bool | None]:
     """Queue messages as they are (none packed), ten a SendMessageBatch, the batches at once, raising for none: for
-    each message, in order, whether SQS took it (``WorkQueue.try_send_batch``: None if it may have)."""
-    chunks = [messages[start : start + 10] for start in range(0, len(messages), 10)]
-    outcomes = await asyncio.gather(*(worker.io(worker.queue.try_send_batch, chunk) for chunk in chunks))
+    each message, in order, whether SQS took it (``WorkQueue.send_each``: None if it may have)."""
+    chunks = [[(message, 0) for message in messages[start : start + 10]] for start in range(0, len(messages), 10)]
+    outcomes = await asyncio.gather(*(worker.io(worker.queue.send_each, chunk) for chunk in chunks))
     return [outcome for chunk in outcomes for outcome in chunk]
 
 
