@@ -24,10 +24,10 @@ from herald.local.resources import (
 from herald.local.template import (
     Resolver,
     TemplateResourceNotFoundError,
-    TemplateTranslationError,
     function_properties,
     load_template,
     references,
+    refuse_unknown,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ _NO_LOCAL_MEANING = {
 }
 #: Properties within properties: ``ScalingConfig`` and ``FilterCriteria``.
 _EMULATED_WITHIN = {"ScalingConfig": frozenset({"MaximumConcurrency"}), "FilterCriteria": frozenset({"Filters"})}
+_EMULATED_WITHIN_NAMES = frozenset(f"{outer}.{inner}" for outer, inners in _EMULATED_WITHIN.items() for inner in inners)
 
 
 def _emulated_events(template: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -75,18 +76,18 @@ def _emulated_events(template: dict[str, Any], kind: str) -> list[dict[str, Any]
         if not isinstance(event, dict) or event.get("Type") != kind:
             continue
         spec = event.get("Properties") or {}
-        unknown = set(spec) - _EMULATED[kind] - _NO_LOCAL_MEANING[kind]
-        unknown |= {
+        within = {
             f"{outer}.{inner}"
-            for outer, emulated in _EMULATED_WITHIN.items()
+            for outer in _EMULATED_WITHIN
             if isinstance(spec.get(outer), dict)
-            for inner in set(spec[outer]) - emulated
+            for inner in spec[outer]
         }
-        if unknown:
-            raise TemplateTranslationError(
-                f"{DELIVERY_FUNCTION_ID} event {name} ({kind}): the local stack does not emulate "
-                + ", ".join(sorted(unknown))
-            )
+        refuse_unknown(
+            f"{DELIVERY_FUNCTION_ID} event {name} ({kind})",
+            set(spec) | within,
+            _EMULATED[kind] | _NO_LOCAL_MEANING[kind] | _EMULATED_WITHIN_NAMES,
+            doing="emulate",
+        )
         found.append(spec)
     return found
 

@@ -38,6 +38,7 @@ from herald.local.template import (
     function_properties,
     load_template,
     references,
+    refuse_unknown,
     template_resource,
 )
 
@@ -224,11 +225,7 @@ def _check_properties(
     properties: dict[str, Any],
     handled: frozenset[str],
 ) -> None:
-    unknown = set(properties) - handled - _IGNORED_PROPERTIES[resource_type]
-    if unknown:
-        raise TemplateTranslationError(
-            f"{logical_id} ({resource_type}): the local stack does not translate {', '.join(sorted(unknown))}"
-        )
+    refuse_unknown(f"{logical_id} ({resource_type})", properties, handled | _IGNORED_PROPERTIES[resource_type])
 
 
 def _table_request(name: str, properties: dict[str, Any]) -> dict[str, Any]:

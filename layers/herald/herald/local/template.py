@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import yaml  # type: ignore[import-untyped,unused-ignore]
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Set as AbstractSet
 
 #: Environment variable naming another template file (default: template.yaml at the repository root).
 TEMPLATE_PATH_ENV = "HERALD_TEMPLATE_PATH"
@@ -31,6 +32,14 @@ class TemplateResourceNotFoundError(LocalResourcesError):
 
 class TemplateTranslationError(LocalResourcesError):
     """The template uses a construct the local stack cannot translate into API calls."""
+
+
+def refuse_unknown(owner: str, names: Iterable[str], known: AbstractSet[str], *, doing: str = "translate") -> None:
+    """``TemplateTranslationError`` naming each of ``names`` (``owner``'s properties) not in ``known``: what the local
+    stack would otherwise leave out without a word, behaving otherwise than the template says."""
+    unknown = set(names) - known
+    if unknown:
+        raise TemplateTranslationError(f"{owner}: the local stack does not {doing} {', '.join(sorted(unknown))}")
 
 
 # ---------------------------------------------------------------------------------------------- template
