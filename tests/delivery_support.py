@@ -462,15 +462,26 @@ def make_harness(
     )
 
 
-def invoke_bodies(harness: Harness, bodies: list[str], *, timeout_seconds: float = 60) -> dict[str, Any]:
-    """Call the worker's handler with records carrying these bodies, as Lambda would after receiving them.
-    For fan-out messages taken from what the worker sent (the recorder), which never need a receipt."""
+def invoke_bodies(
+    harness: Harness,
+    bodies: list[str],
+    *,
+    timeout_seconds: float = 60,
+    receive_count: int = 1,
+    message_ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Call the worker's handler with records carrying these bodies, as Lambda would after receiving them
+    ``receive_count`` times (with these ``message_ids``, new ones by default). For messages taken from what the
+    worker sent (the recorder), which never need a receipt."""
     messages: list[Any] = [
         {
-            "MessageId": f"m-{index}-{ids.new_id('msg')}",
+            "MessageId": message_ids[index] if message_ids else f"m-{index}-{ids.new_id('msg')}",
             "ReceiptHandle": f"not-received-{index}",
             "Body": body,
-            "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(int(time.time() * 1000))},
+            "Attributes": {
+                "ApproximateReceiveCount": str(receive_count),
+                "SentTimestamp": str(int(time.time() * 1000)),
+            },
         }
         for index, body in enumerate(bodies)
     ]

@@ -4,6 +4,7 @@ is simulated with the worker's ``Clock`` (see test_delivery_retries.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -20,13 +21,25 @@ from herald.errors import ServiceUnavailableError
 from herald.faults import install
 from herald.local.moto_fixes import release_delays
 from herald.records import DeliveryStatus, Trigger
+from herald.sender import send_attempt
 from herald.storage import keys
 from herald.storage.table import Table, to_item
 from herald.worker import dispatch
 from herald.worker import jobs as worker_jobs
 from herald.worker.fanout import try_send_concurrently
 from tests.api_support import assert_error, queue_messages
-from tests.delivery_support import Harness, attempts, deliveries, event_counts, only_delivery, publish, step, subscribe
+from tests.delivery_support import (
+    Harness,
+    attempts,
+    deliveries,
+    event_counts,
+    invoke_bodies,
+    make_harness,
+    only_delivery,
+    publish,
+    step,
+    subscribe,
+)
 from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
@@ -249,6 +262,84 @@ def test_a_recovery_page_sent_in_part_keeps_the_tickets_of_the_messages_that_wen
         harness.drain()
     assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
     assert harness.services.store.jobs.ticket_counts(job["id"])["sent"] == len(seen["missed"])
+    ids = Counter(r.headers["webhook-id"] for r in receiver.received[received:])
+    assert ids == dict.fromkeys(seen["missed"], 1)
+    for delivery in deliveries(client, tenant, sub.id):
+        if delivery["event_id"] in seen["missed"]:
+            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
+            assert triggers.count("recover") == 1, triggers
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_page_run_again_while_its_first_messages_make_their_attempts_keeps_their_tickets(
+    client,
+    tenant: TenantInfo,
+    harness: Harness,
+    services: Any,
+    aws: Any,
+    clock: Clock,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN deliveries that failed during an outage, the endpoint back, and a recovery whose first page queued its
+    # messages and then died: its message comes back a visibility timeout later, for a page run again
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+
+    async def die_after_sending(worker: Any, messages: Any) -> list[bool | None]:
+        monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", try_send_concurrently)
+        await try_send_concurrently(worker, messages)
+        raise RuntimeError("the invocation ended here")
+
+    monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", die_after_sending)
+    sent_before = len(harness.queue_calls.of("SendMessage"))
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    [body] = [
+        call.params["MessageBody"]
+        for call in harness.queue_calls.of("SendMessage")[sent_before:]
+        if json.loads(call.params["MessageBody"]).get("job_id") == job["id"]
+    ]
+    # AND that page, run again by another worker while the first messages are making their attempts (claimed,
+    # their POSTs not answered yet), takes their tickets again, and SQS refuses the copies it sends
+    other = make_harness(services, aws, clock=clock)
+    reruns: list[asyncio.Future[Any]] = []
+
+    def run_again() -> dict[str, Any]:
+        [message_id] = {
+            message["MessageId"]
+            for call in harness.receives.of("ReceiveMessage")
+            for message in (call.response or {}).get("Messages", [])
+            if message["Body"] == body
+        }
+        install(services.queue.client, "sqs.SendMessageBatch:throttle@call=calls:1")
+        return invoke_bodies(other, [body], receive_count=2, message_ids=[message_id])
+
+    async def answered_after_the_rerun(*args: Any, **kwargs: Any) -> Any:
+        if not reruns:
+            reruns.append(asyncio.ensure_future(asyncio.to_thread(run_again)))
+        await reruns[0]
+        return await send_attempt(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "send_attempt", answered_after_the_rerun)
+    received = len(receiver.received)
+    try:
+        harness.drain()
+    finally:
+        other.close()
+    assert reruns, "no attempt was made"
+    assert reruns[0].result()["batchItemFailures"], "the page run again did not fail its send"
+    # THEN the first messages' attempts are recorded: the page run again gave back none of the tickets it took
+    # again (each may have a message of the first run on the queue, or making its attempt), only those it took first
+    counts = harness.services.store.jobs.ticket_counts(job["id"])
+    assert (counts["sent"], counts["open"]) == (len(seen["missed"]), 0), counts
+    # AND when the recovery's message comes back, the job is done, each missed event sent exactly once more
+    monkeypatch.setattr(dispatch, "send_attempt", send_attempt)
+    for _ in range(3):
+        clock.advance(HOUR)
+        harness.reveal()
+        harness.drain()
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
     ids = Counter(r.headers["webhook-id"] for r in receiver.received[received:])
     assert ids == dict.fromkeys(seen["missed"], 1)
     for delivery in deliveries(client, tenant, sub.id):

@@ -209,16 +209,10 @@ class JobRepository:
         re-send it meanwhile; it lasts ``lock_seconds`` should the attempt never be made) and the job's
         ticket for it (kept ``ticket_seconds``, noting the ``page`` that took it: ``open_tickets``), in one
         transaction. True if reserved now, or by this job before and not used yet (a page read again); False if
-        another job holds the lock, or this job has made its attempt already."""
+        another job holds the lock, or this job has made its attempt already. The ticket counts how often it was
+        taken (``takes``): ``release_tickets`` gives back only one taken once."""
         now = self._table.now()
         lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + lock_seconds}
-        ticket = {
-            **keys.job_ticket(job_id, delivery_id),
-            "delivery_id": delivery_id,
-            "state": OPEN,
-            "page": page,
-            "expires_at": now + ticket_seconds,
-        }
         try:
             self._table.transact(
                 [
@@ -230,11 +224,17 @@ class JobRepository:
                         }
                     },
                     {
-                        "Put": {
-                            "Item": to_item(ticket),
+                        "Update": {
+                            "Key": to_item(keys.job_ticket(job_id, delivery_id)),
+                            "UpdateExpression": (
+                                "SET delivery_id = :delivery, #state = :open, #page = :page, expires_at = :expires "
+                                "ADD takes :one"
+                            ),
                             "ConditionExpression": "attribute_not_exists(pk) OR #state = :open",
-                            "ExpressionAttributeNames": {"#state": "state"},
-                            "ExpressionAttributeValues": values(open=OPEN),
+                            "ExpressionAttributeNames": {"#state": "state", "#page": "page"},
+                            "ExpressionAttributeValues": values(
+                                delivery=delivery_id, open=OPEN, page=page, expires=now + ticket_seconds, one=1
+                            ),
                         }
                     },
                 ]
@@ -244,20 +244,26 @@ class JobRepository:
         return True
 
     def release_tickets(self, job_id: str, delivery_ids: Sequence[str]) -> None:
-        """Give back the tickets a job took for deliveries whose messages SQS did not take: each ticket while it is
-        still open, and the delivery's recovery lock while the job holds it. The page, run again, takes them again
-        for the deliveries it still lists; one it no longer lists (delivered meanwhile, or gone) leaves no open
-        ticket behind, which nothing would close and which would hold the job ``running``."""
+        """Give back the tickets a job took for deliveries whose messages SQS did not take, with the delivery's
+        recovery lock: each ticket only while it is open and was taken once. A ticket taken again (a page run
+        again, or two copies of its message at once) may have a message of the other run on the queue, or making
+        its attempt, whose record needs it open: it is kept, and settled as a ticket whose send was uncertain
+        (by its message, taken again if the page lists it again, or by the page's ``_settle_left_behind``). The
+        page, run again, takes the given-back tickets again for the deliveries it still lists; one it no longer
+        lists (delivered meanwhile, or gone) leaves no open ticket behind, which nothing would close and which
+        would hold the job ``running``."""
         for delivery_id in delivery_ids:
-            with contextlib.suppress(ClientError):  # used or settled already
+            try:
                 self._table.call(
                     "delete_item",
                     Key=to_item(keys.job_ticket(job_id, delivery_id)),
-                    ConditionExpression="#state = :open",
+                    ConditionExpression="#state = :open AND takes = :one",
                     ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues=values(open=OPEN),
+                    ExpressionAttributeValues=values(open=OPEN, one=1),
                 )
-            with contextlib.suppress(ClientError):  # another job's, or expired and gone
+            except ClientError:  # used, settled or taken again: its lock stays with it
+                continue
+            with contextlib.suppress(ClientError):  # expired and gone, or another job's since
                 self._table.call("delete_item", **_free_lock(delivery_id, job_id))
 
     def open_tickets(self, job_id: str, page: str) -> list[str]:

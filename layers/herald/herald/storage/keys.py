@@ -21,7 +21,7 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     attempt       DELIVERY#<dlv>      ATTEMPT#<nnnnn>   its attempt number, zero-padded (one item per number)
     recovery lock DELIVERY#<dlv>      RECOVERY          ``job_id``: the job whose extra attempt of it is queued
     recovery job  RECOVERY#<rcv>      #RECOVERY         a subscription's recovery (``status``, ``listed``)
-    job ticket    RECOVERY#<job>      DLV#<dlv>         ``state``: open, sent or failed; a job's counts
+    job ticket    RECOVERY#<job>      DLV#<dlv>         ``state``: open, sent or failed; ``takes``; a job's counts
     window lock   RECOVERYWINDOW#<sub>#<digest> #LOCK   the job recovering that window, found by a repeat
     sub stats     STATS#<sub>         #STATS            counters and failure streak of a subscription
     rate slot     RATE#<sub>          #RATE             ``tat``: when the subscription's next delivery may start

@@ -165,6 +165,8 @@ async def run_recovery(
             # attempt already, whose record needs the ticket open (given back, the webhook would go out unrecorded,
             # and the page, run again, would send it once more). Its message settles its ticket, and one SQS may
             # hold keeps its ticket too: taken again if the page lists it, or settled by ``_settle_left_behind``.
+            # A ticket an earlier run took too is kept as well (``release_tickets``): that run's message may be on
+            # the queue, or making its attempt.
             unsent = [d.id for d, ok in zip(ticketed, sent, strict=True) if ok is False]
             with contextlib.suppress(ServiceUnavailableError):
                 await worker.io(store.jobs.release_tickets, job.id, unsent)
