@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -144,6 +145,45 @@ def test_two_keys_issued_at_once_with_revoke_existing_leave_the_later_one_workin
         assert_error(client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {old}"}), 401, "unauthorized")
     listing = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]
     assert [item["id"] for item in listing] == [second_record.id]
+
+
+def test_a_key_issued_with_revoke_existing_in_the_same_millisecond_as_another_revokes_it(
+    client, make_tenant, monkeypatch
+) -> None:
+    # GIVEN tenants each issued a key, and then one with revoke_existing, both in the same millisecond of the
+    # process's clock (ids order by their millisecond, and within it by what follows)
+    frozen = [1_800_000_000.123]
+    monkeypatch.setattr(ids, "time", SimpleNamespace(time=lambda: frozen[0]))
+    pairs = []
+    for n in range(12):
+        tenant = make_tenant(f"Same millisecond {n}")
+        frozen[0] += 1
+        old = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN)
+        new = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+        assert (old.status_code, new.status_code) == (201, 201), (old.text, new.text)
+        pairs.append((old.json(), new.json()))
+    monkeypatch.undo()
+    # THEN every key issued before the new one is revoked, and the new one works
+    for old, new in pairs:
+        assert old["id"] < new["id"]
+        assert_error(
+            client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {old['key']}"}), 401, "unauthorized"
+        )
+        assert client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {new['key']}"}).status_code == 200
+
+
+def test_ids_made_in_one_millisecond_or_while_the_clock_steps_back_sort_in_the_order_they_were_made(
+    monkeypatch,
+) -> None:
+    # GIVEN a clock that stands still, then steps back a second
+    moments = iter([1_800_000_000.5] * 500 + [1_799_999_999.5] * 500)
+    monkeypatch.setattr(ids, "time", SimpleNamespace(time=lambda: next(moments)))
+    # WHEN ids are made meanwhile
+    made = [ids.new_id(ids.API_KEY) for _ in range(1000)]
+    # THEN they sort in the order they were made, none alike, each an id of its kind
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    assert all(ids.is_id(made_id, ids.API_KEY) for made_id in made)
 
 
 def test_a_token_of_no_known_shape_is_refused_without_a_lookup(client, tenant, services, monkeypatch) -> None:

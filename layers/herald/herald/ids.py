@@ -15,6 +15,7 @@ import functools
 import hashlib
 import re
 import secrets
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -48,10 +49,27 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+#: The last id's value made on this process's clock (``new_id`` without ``now_ms``), and the lock that orders them.
+_last_value = 0
+_last_lock = threading.Lock()
+#: Bits of the random step from one id to the next made in the same millisecond.
+_STEP_BITS = 40
+
+
 def new_id(prefix: str, *, now_ms: int | None = None) -> str:
-    """A new ``<prefix>_<ulid>`` id; ids made later sort after ids made earlier."""
-    millis = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (millis << 80) | secrets.randbits(80)
+    """A new ``<prefix>_<ulid>`` id; ids made later sort after ids made earlier. Ids this process makes in one
+    millisecond (or while its clock steps back) sort in the order they were made, as monotonic ULIDs do: each is
+    the one before plus a random step, not fresh random bits (an API key issued with ``revoke_existing`` revokes
+    every key whose id sorts before its own). ``now_ms`` makes an id of that millisecond, with fresh bits."""
+    global _last_value  # noqa: PLW0603 - the process's one sequence of ids
+    if now_ms is not None:
+        return f"{prefix}_{_encode((now_ms << 80) | secrets.randbits(80), 26)}"
+    millis = int(time.time() * 1000)
+    with _last_lock:
+        value = (millis << 80) | secrets.randbits(80)
+        if value <= _last_value:
+            value = _last_value + 1 + secrets.randbits(_STEP_BITS)
+        _last_value = value
     return f"{prefix}_{_encode(value, 26)}"
 
 
