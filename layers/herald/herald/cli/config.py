@@ -159,19 +159,19 @@ def checked_url(url: str) -> str:
     if parsed.scheme == "http" and not _loopback(parsed.host):
         raise CliConfigError(
             f"the API URL {url!r} is plain http:// to another machine, which would send the key in the clear: "
-            "use https:// (http:// is for this machine only: a loopback address, localhost, as `make run` serves)"
+            "use https:// (http:// is for this machine only: a loopback address, or localhost, as `make run` serves)"
         )
     return url
 
 
 def _loopback(host: str) -> bool:
     """Whether ``host`` is this machine: a loopback address, the unspecified one (``0.0.0.0``, ``::``, which
-    connect here; ``make run`` prints it when told to listen on every interface), or ``localhost`` (RFC 6761:
-    ``localhost.`` and names under it too)."""
+    connect here; ``make run`` prints it when told to listen on every interface), or ``localhost``, which the
+    hosts file names. Not ``localhost.`` nor a name under it: RFC 6761 has them answered here, but a resolver
+    without that rule (glibc's, with no systemd module) asks DNS for them, and DNS may answer another machine."""
     import ipaddress
 
-    name = host.lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
+    if host.lower() == "localhost":
         return True
     try:
         address = ipaddress.ip_address(host.partition("%")[0])
