@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel, Field
 from standardwebhooks import Webhook
 
+from herald import ids
 from herald.catalog import EventData, EventType, catalog, operational_catalog
 from herald.domain.publishing import new_event, validate_data
 from herald.errors import InvalidInputError
@@ -36,6 +37,11 @@ def publish(client, *, headers=None, **body):
 
 def fanouts(aws, services) -> list[dict[str, Any]]:
     return [m for m in queue_messages(aws.client("sqs"), services.settings.queue_url) if m["kind"] == "fanout"]
+
+
+def created_ms(event: dict[str, Any]) -> int:
+    """An event's creation time (its ``timestamp``) in epoch milliseconds, as its fan-out message carries it."""
+    return ids.epoch_ms(datetime.fromisoformat(event["timestamp"]))
 
 
 # --- publishing ---------------------------------------------------------------------------------------
@@ -64,7 +70,9 @@ def test_publish_accepts_stores_and_queues_one_fanout(client, tenant, services, 
         "fanout_complete": False,
     }
     # ... exactly one fan-out message for it is on the work queue
-    assert fanouts(aws, services) == [{"v": 1, "kind": "fanout", "event_id": event["id"], "tenant_id": tenant.id}]
+    assert fanouts(aws, services) == [
+        {"v": 1, "kind": "fanout", "event_id": event["id"], "tenant_id": tenant.id, "event_ms": created_ms(event)}
+    ]
     # ... and the operator can read it back
     got = client.get(f"/v1/events/{event['id']}", headers=ADMIN)
     assert got.status_code == 200
@@ -102,7 +110,13 @@ def test_idempotency_key_replays_the_original_event(client, tenant, services, aw
         assert replay.json()["timestamp"] == first.json()["timestamp"]
     # ... and only ONE fan-out was ever queued
     assert fanouts(aws, services) == [
-        {"v": 1, "kind": "fanout", "event_id": first.json()["id"], "tenant_id": tenant.id}
+        {
+            "v": 1,
+            "kind": "fanout",
+            "event_id": first.json()["id"],
+            "tenant_id": tenant.id,
+            "event_ms": created_ms(first.json()),
+        }
     ]
 
 
@@ -514,7 +528,9 @@ def test_broadcast_reaches_every_tenant(client, make_tenant, services, aws, poll
     assert response.status_code == 202, response.text
     assert response.json()["tenant_id"] is None
     assert response.json()["broadcast"] is True
-    assert fanouts(aws, services) == [{"v": 1, "kind": "fanout", "event_id": response.json()["id"]}]
+    assert fanouts(aws, services) == [
+        {"v": 1, "kind": "fanout", "event_id": response.json()["id"], "event_ms": created_ms(response.json())}
+    ]
     drain(poller)
     for receiver, secret in zip(receivers, secrets, strict=True):
         assert len(receiver.received) == 1

@@ -5,7 +5,9 @@ message after maxReceiveCount receives) and deliveries over real HTTP to 127.0.0
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
@@ -15,7 +17,7 @@ from herald import faults
 from herald.queue import REDRIVES_ATTRIBUTE
 from tests.api_support import assert_error
 from tests.delivery_support import Harness, delivery_id_of, make_harness, only_delivery, publish, subscribe
-from tests.support import ADMIN, Clock, Receiver, TenantInfo
+from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -493,3 +495,85 @@ def test_the_kind_an_unreadable_body_names_is_shown_bounded(client, harness: Har
     # WHEN the operator looks THEN its kind is shown cut to 100 characters
     (letter,) = dead_letters(client)["sample"]
     assert letter["kind"] == "k" * 100
+
+
+def _publish_as(client: Any, tenant_id: str, event_id: str) -> None:
+    body = {"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant_id, "id": event_id}
+    response = client.post("/v1/events", json=body, headers=ADMIN)
+    assert response.status_code == 202, response.text
+    assert "idempotent-replayed" not in response.headers
+
+
+def _expire(harness: Harness, event_id: str) -> None:
+    """What DynamoDB's TTL does once an event's retention ends: every item of its partition goes."""
+    table = harness.services.store.table
+    items = table.client.query(
+        TableName=table.name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"EVENT#{event_id}"}},
+    )["Items"]
+    for item in items:
+        table.client.delete_item(TableName=table.name, Key={"pk": item["pk"], "sk": item["sk"]})
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0, "event_ttl_days": 1}])
+@pytest.mark.parametrize("kind", ["fanout", "redeliver"])
+@pytest.mark.parametrize("publisher", ["the same tenant", "another tenant"])
+def test_a_message_redriven_after_its_event_expired_leaves_a_new_event_under_its_id_alone(
+    client,
+    make_tenant,
+    services: Any,
+    aws: Any,
+    clock: Clock,
+    make_receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    publisher: str,
+) -> None:
+    # GIVEN events kept a day, published and worked on one clock
+    monkeypatch.setattr("herald.domain.publishing.utcnow", lambda: datetime.fromtimestamp(clock(), UTC))
+    harness = make_harness(services, aws, clock=clock)
+    try:
+        a, b = make_tenant("A"), make_tenant("B")
+        receivers = {a.id: make_receiver(), b.id: make_receiver()}
+        for tenant in (a, b):
+            subscribe(client, tenant, receivers[tenant.id].url)
+        # AND tenant A's event "order-1", fanned out by a message (and redelivered by the operator), delivered
+        calls = ("SendMessage", "SendMessageBatch")
+        sent_before = sum(len(harness.queue_calls.of(call)) for call in calls)
+        _publish_as(client, a.id, "order-1")
+        if kind == "redeliver":
+            harness.drain()
+            assert client.post("/v1/events/order-1/redeliver", headers=ADMIN).status_code == 202
+        sent = sorted((c for call in calls for c in harness.queue_calls.of(call)), key=lambda c: c.seq)
+        bodies = [
+            body
+            for call in sent[sent_before:]
+            for body in [call.params.get("MessageBody"), *(e["MessageBody"] for e in call.params.get("Entries", []))]
+            if body is not None and json.loads(body)["kind"] == kind
+        ]
+        assert len(bodies) == 1, bodies
+        harness.drain()
+        # AND that message retired to the dead-letter queue (kept there 14 days), while the event expired (after a
+        # day, or the span of its retries and a day more: about six days here) and its id was published again, by
+        # the same tenant or another, queued directly (its few routes: no page of a fan-out counted), delivered once
+        expired = services.store.events.get("order-1")
+        assert expired is not None
+        clock.advance(expired.expires_at - clock() + 60)
+        assert expired.expires_at < clock() < time.time() + 14 * 86_400
+        _expire(harness, "order-1")
+        monkeypatch.setattr(services, "settings", services.settings.model_copy(update={"direct_fanout_max": 10}))
+        _publish_as(client, (a if publisher == "the same tenant" else b).id, "order-1")
+        harness.drain()
+        counts = client.get("/v1/events/order-1", headers=ADMIN).json()["deliveries"]
+        received = {tenant_id: len(receiver.received) for tenant_id, receiver in receivers.items()}
+        assert counts["matched"] == counts["succeeded"] == 1, counts
+        harness.sqs.send_message(QueueUrl=services.settings.dead_letter_queue_url, MessageBody=bodies[0])
+        # WHEN the operator redrives the dead-letter queue and the worker runs the message
+        assert redrive(client)["moved"] == 1
+        harness.drain()
+        # THEN the new event is neither counted again nor sent again: the message was of the expired event
+        assert client.get("/v1/events/order-1", headers=ADMIN).json()["deliveries"] == counts
+        assert {tenant_id: len(receiver.received) for tenant_id, receiver in receivers.items()} == received
+    finally:
+        harness.close()

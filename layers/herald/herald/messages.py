@@ -35,6 +35,10 @@ class FanoutMessage(_Message):
     tenant_id: str | None = None  # a default, not just optional: dump_message leaves None out
     route: str | None = None
     cursor: str | None = Field(None, max_length=4096)
+    #: The event's creation time (epoch milliseconds): an id published again once its event expired names a new
+    #: event, which a message of the old one (redriven from the dead-letter queue days on) leaves alone. None in a
+    #: message queued before messages carried it (then left out of the JSON).
+    event_ms: int | None = None
 
 
 class DeliveryMessage(_Message):
@@ -174,6 +178,10 @@ class RedeliverMessage(_Message):
     tenant_id: str | None = None
     route: str | None = None
     cursor: str | None = Field(None, max_length=4096)
+    #: The event's creation time (epoch milliseconds): an id published again once its event expired names a new
+    #: event, which a message of the old one (redriven from the dead-letter queue days on) leaves alone. None in a
+    #: message queued before messages carried it (then left out of the JSON).
+    event_ms: int | None = None
 
 
 WorkMessage = (

@@ -149,7 +149,9 @@ def start_redelivery(services: Services, event_id: str) -> RedeliveryOut:
             f"event {event.id} is a test event: send a new one with POST /v1/subscriptions/{{id}}/test",
         )
     job_id = ids.new_id(REDELIVERY)
-    services.queue.send(RedeliverMessage(job_id=job_id, event_id=event.id, tenant_id=event.tenant_id))
+    services.queue.send(
+        RedeliverMessage(job_id=job_id, event_id=event.id, tenant_id=event.tenant_id, event_ms=stored.event_ms)
+    )
     logger.info("redelivery queued", extra={"job_id": job_id, "event_id": event.id})
     return RedeliveryOut(id=job_id, event_id=event.id, status=RecoveryStatus.QUEUED)
 

@@ -581,7 +581,7 @@ class _Queueing:
         event = stored.event
         if event.tenant_id is None or routed.sub_ids is None:
             fanout: list[DeliveryMessage | FanoutMessage] = [
-                FanoutMessage(event_id=event.id, tenant_id=event.tenant_id)
+                FanoutMessage(event_id=event.id, tenant_id=event.tenant_id, event_ms=stored.event_ms)
             ]
             return cls(stored, fanout, direct=False, delay_seconds=_held_for(stored) if routed.repeat else 0)
         messages: list[DeliveryMessage | FanoutMessage] = [

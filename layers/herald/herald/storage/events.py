@@ -98,6 +98,23 @@ class StoredEvent:
         event_ms = ids.epoch_ms(self.event.created_at) if self.deliveries_by_subscription else None
         return ids.delivery_id(self.event.id, subscription_id, event_ms)
 
+    @property
+    def event_ms(self) -> int:
+        """The event's creation time, in epoch milliseconds (what its fan-out and redelivery messages carry)."""
+        return ids.epoch_ms(self.event.created_at)
+
+    def named_by(self, tenant_id: str | None, event_ms: int | None) -> bool:
+        """Whether a fan-out or redelivery message for ``tenant_id`` (None: a broadcast's page of tenants) of the
+        event created at ``event_ms`` is about this event. An id published again once its event expired names a
+        new event, perhaps another tenant's: a message of the old one (redriven from the dead-letter queue) must
+        neither count on it nor send it. A message without ``event_ms`` (queued before messages carried it) is
+        checked on its tenant alone."""
+        if event_ms is not None and event_ms != self.event_ms:
+            return False
+        if tenant_id is None or self.event.broadcast:
+            return self.event.broadcast
+        return self.event.tenant_id == tenant_id
+
     def has_delivery(self, subscription_id: str, delivery_id: str) -> bool:
         """Whether ``delivery_id`` is this event's delivery to ``subscription_id``. An id published again once its
         event expired names a new event, whose deliveries have ids of their own (its creation time is in them):

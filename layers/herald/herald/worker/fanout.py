@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
     from herald.messages import PurgeTenantMessage, WorkMessage
-    from herald.storage import Route
+    from herald.storage import Route, StoredEvent
     from herald.worker.runtime import Worker
 
 logger = Logger(service="herald", child=True)
@@ -40,12 +40,14 @@ FANOUT_MIN_SECONDS_LEFT = 15.0
 
 async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> None:
     stored = await worker.io(worker.store.events.get, message.event_id)
-    if stored is None:
+    if stored is None or not stored.named_by(message.tenant_id, message.event_ms):
+        # Gone, or its id published again since it expired: the message outlived its event (redriven from the
+        # dead-letter queue), and the new event is not its own to count or queue.
         logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
         return
     expires_at = stored.expires_at
     if message.tenant_id is None:
-        await _fanout_tenants(worker, message, expires_at)
+        await _fanout_tenants(worker, message, stored)
         return
     event = stored.event
     handled = queued = 0  # routing items read, deliveries queued
@@ -83,7 +85,9 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
         route, cursor = plan.next_route, plan.next_cursor
         if handled >= FANOUT_MAX_PER_MESSAGE or deadline - worker.clock() < FANOUT_MIN_SECONDS_LEFT:
             # Hand over to a continuation message, well before the invocation's timeout.
-            continuation = FanoutMessage(event_id=event.id, tenant_id=message.tenant_id, route=route, cursor=cursor)
+            continuation = FanoutMessage(
+                event_id=event.id, tenant_id=message.tenant_id, route=route, cursor=cursor, event_ms=stored.event_ms
+            )
             await worker.io(worker.queue.send, continuation)
             worker.metrics.add(Metric.FANOUT_SIZE, queued)
             return
@@ -154,7 +158,7 @@ async def route_pages(
         route, cursor = page.next_route, page.next_cursor
 
 
-async def _fanout_tenants(worker: Worker, message: FanoutMessage, expires_at: int) -> None:
+async def _fanout_tenants(worker: Worker, message: FanoutMessage, stored: StoredEvent) -> None:
     """A broadcast: one fan-out message per tenant, a page of tenants at a time. The page's tenants are kept with its
     marker: run again (its send failed), it queues the tenants it counted in ``fanout_open``, whatever a new listing
     shows (a tenant deleted since still gets its message, whose fan-out finds nothing and closes its count)."""
@@ -167,7 +171,7 @@ async def _fanout_tenants(worker: Worker, message: FanoutMessage, expires_at: in
         worker.store.events.count_fanout_page,
         message.event_id,
         marker,
-        expires_at=expires_at,
+        expires_at=stored.expires_at,
         plan=plan,
         fanout_open=len(tenant_ids) - (1 if next_cursor is None else 0),
     )
@@ -176,10 +180,13 @@ async def _fanout_tenants(worker: Worker, message: FanoutMessage, expires_at: in
         if earlier is not None and isinstance(earlier.get("tenants"), list):
             tenant_ids = [str(tenant_id) for tenant_id in earlier["tenants"]]
             next_cursor = earlier["cursor"] if isinstance(earlier.get("cursor"), str) else None
-    per_tenant = [FanoutMessage(event_id=message.event_id, tenant_id=tenant_id) for tenant_id in tenant_ids]
+    event_ms = stored.event_ms
+    per_tenant = [
+        FanoutMessage(event_id=message.event_id, tenant_id=tenant_id, event_ms=event_ms) for tenant_id in tenant_ids
+    ]
     await send_concurrently(worker, per_tenant)
     if next_cursor is not None:
-        await worker.io(worker.queue.send, message.model_copy(update={"cursor": next_cursor}))
+        await worker.io(worker.queue.send, message.model_copy(update={"cursor": next_cursor, "event_ms": event_ms}))
 
 
 async def send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> None:

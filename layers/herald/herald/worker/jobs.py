@@ -188,7 +188,9 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     a first delivery, claimed with a lease, for a subscription that never had the event."""
     store = worker.store
     stored = await worker.io(store.events.get, message.event_id)
-    if stored is None:
+    if stored is None or not stored.named_by(message.tenant_id, message.event_ms):
+        # Gone, or its id published again since it expired (the message redriven from the dead-letter queue): the
+        # new event is not the one asked to be redelivered.
         logger.warning("redelivery of an event that no longer exists", extra={"event_id": message.event_id})
         return
     event = stored.event
@@ -198,11 +200,13 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         # message goes in the same calls.
         page = await worker.io(store.tenants.list, limit=TENANTS_PER_PAGE, cursor=message.cursor)
         tenants_and_next = [
-            RedeliverMessage(job_id=message.job_id, event_id=message.event_id, tenant_id=tenant.id)
+            RedeliverMessage(
+                job_id=message.job_id, event_id=message.event_id, tenant_id=tenant.id, event_ms=stored.event_ms
+            )
             for tenant in page.items
         ]
         if page.cursor is not None:
-            tenants_and_next.append(message.model_copy(update={"cursor": page.cursor}))
+            tenants_and_next.append(message.model_copy(update={"cursor": page.cursor, "event_ms": stored.event_ms}))
         if tenants_and_next:
             await worker.io(worker.queue.send_batch, tenants_and_next)
         return
