@@ -150,12 +150,16 @@ def test_a_fanout_message_that_runs_twice_queues_again_but_counts_once(
         subscribe(client, tenant, f"{receiver.url}?n={n}")
     event_id = publish(client, None if broadcast else tenant.id)
     body = _take_fanout_message(harness)
-    # WHEN its fan-out message is processed twice (SQS delivered it twice, or a worker died after the work)
-    assert invoke_bodies(harness, [body]) == {"batchItemFailures": []}
+    # WHEN its fan-out message is processed twice (SQS delivered it twice, or a worker died after the work: the same
+    # message, received again)
+    assert invoke_bodies(harness, [body], message_ids=["m-fanout"]) == {"batchItemFailures": []}
     if broadcast:  # the per-tenant fan-outs it queued run twice too
         per_tenant = [json.dumps(b) for b in _sent_bodies(harness, "fanout")]
-        assert invoke_bodies(harness, per_tenant + per_tenant) == {"batchItemFailures": []}
-    assert invoke_bodies(harness, [body]) == {"batchItemFailures": []}
+        tenant_ids = [f"m-tenant-{n}" for n in range(len(per_tenant))]
+        assert invoke_bodies(harness, per_tenant + per_tenant, message_ids=tenant_ids + tenant_ids) == {
+            "batchItemFailures": []
+        }
+    assert invoke_bodies(harness, [body], message_ids=["m-fanout"], receive_count=2) == {"batchItemFailures": []}
     harness.drain()
     # THEN each subscriber received it once, and the counts are those of four deliveries
     assert sorted(r.path for r in receiver.received) == [f"/webhook?n={n}" for n in range(4)]
@@ -279,6 +283,60 @@ def test_a_long_fanout_pages_and_hands_over_before_the_deadline(
         assert (counts["matched"], counts["fanout_complete"]) == (300, True)
     finally:
         harness.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{**FANOUT_MESSAGES, "fanout_page_size": 10}])
+def test_a_continuation_sent_twice_after_its_answer_was_lost_fans_out_once(
+    client,
+    tenant,
+    services,
+    harness: Harness,
+    receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    settings_overrides,
+) -> None:
+    # GIVEN 60 subscriptions, read 10 a page, a fan-out message handing over after 20 of them, and SQS losing the
+    # answer of the first continuation's SendMessage, which it carried out: botocore sends it again, and SQS holds
+    # two copies of it (with message ids of their own)
+    monkeypatch.setattr("herald.worker.fanout.FANOUT_MAX_PER_MESSAGE", 20)
+    subs = bulk_subscriptions(services.store, tenant.id, receiver.url, 60)
+    event_id = publish(client, tenant.id)
+    install(services.queue.client, "sqs.SendMessage:lost@send=calls:1")
+    # WHEN the worker runs everything queued
+    harness.drain()
+    # THEN every subscription's delivery was queued once and arrived once: the second copy found the first working
+    # the fan-out from its position, and was dropped, instead of queueing the rest of the fan-out a second time
+    queued = Counter(b["subscription_id"] for b in _sent_bodies(harness, "delivery"))
+    assert queued == Counter(s.id for s in subs)
+    assert Counter(r.headers["webhook-id"] for r in receiver.received) == {event_id: 60}
+    counts = event_counts(client, event_id)
+    assert (counts["matched"], counts["succeeded"], counts["fanout_complete"]) == (60, 60, True)
+
+
+def test_a_fanout_position_is_worked_by_one_message_until_its_claim_stands_still(client, tenant, services) -> None:
+    # GIVEN an event, and a message that claimed its fan-out from a position
+    event_id = publish(client, tenant.id)
+    stored = services.store.events.get(event_id)
+    assert stored is not None
+    claim = services.store.events.claim_fanout
+    now = int(time.time())
+
+    def ask(message_id: str, at: int, idle: int = 300) -> bool:
+        return bool(claim(event_id, "t|r|c", message_id, now=at, idle_before=at - idle, expires_at=stored.expires_at))
+
+    assert ask("m-1", now)
+    # THEN that message, received again, works on; another at the same position does not, until the claim has
+    # stood still for longer than the idle time it is given (then it takes the position over)
+    assert ask("m-1", now + 400)
+    assert not ask("m-2", now + 500)
+    assert ask("m-2", now + 701)
+    assert not ask("m-1", now + 702)
+    # AND the claim is of one position and one event: another position, or the same one of another event, is free
+    assert claim(event_id, "t|r|d", "m-3", now=now, idle_before=now - 300, expires_at=stored.expires_at)
+    other = publish(client, tenant.id)
+    assert claim(other, "t|r|c", "m-3", now=now, idle_before=now - 300, expires_at=stored.expires_at)
+    # AND a claim left by an expired event of the same id is no one's
+    assert ask("m-4", stored.expires_at, idle=10**6)
 
 
 @pytest.mark.slow

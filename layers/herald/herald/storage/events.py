@@ -571,6 +571,28 @@ class EventRepository:
             raise
         return True
 
+    def claim_fanout(
+        self, event_id: str, position: str, message_id: str, *, now: int, idle_before: int, expires_at: int
+    ) -> bool:
+        """Let one message work an event's fan-out from ``position`` (where its message starts). True for the first
+        message to ask, for that same message received again (a crash, a visibility timeout), and for any other once
+        the claim was last taken before ``idle_before`` (its holder gone: dead-lettered, and this is its redrive);
+        False for another message at that position meanwhile: a second copy of the holder, which SQS took when the
+        answer of its send was lost and botocore sent it again. Its chain would queue the rest of the fan-out a
+        second time. The claim is a small item beside the event, expiring with it."""
+        item = {**keys.fanout_claim(event_id, position), "holder": message_id, "claimed_at": now}
+        try:
+            self._table.call(
+                "put_item",
+                Item=to_item({**item, "expires_at": expires_at}),
+                ConditionExpression="attribute_not_exists(pk) OR holder = :me OR claimed_at < :idle "
+                "OR expires_at <= :now",
+                ExpressionAttributeValues=values(me=message_id, idle=idle_before, now=now),
+            )
+        except ClientError:
+            return False
+        return True
+
     def fanout_page_plan(self, event_id: str, marker: str) -> dict[str, Any] | None:
         """The ``plan`` a fan-out page was counted with (read strongly), None if it has none (counted before plans
         were kept) or is not counted."""

@@ -18,6 +18,7 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
                                                         under their subscription (its id the pair's digest alone):
                                                         gsi1: SUB#<sub> / <created>#<dlv> lists it; gsi2 as above
     fan-out page  EVENT#<evt>         FANOUT#<digest>   marks a fan-out message's page as counted
+    fan-out claim EVENT#<evt>         CLAIM#<digest>    ``holder``: the message working the fan-out from a position
     attempt       DELIVERY#<dlv>      ATTEMPT#<nnnnn>   its attempt number, zero-padded (one item per number)
     recovery lock DELIVERY#<dlv>      RECOVERY          ``job_id``: the job whose extra attempt of it is queued
     recovery job  RECOVERY#<rcv>      #RECOVERY         a subscription's recovery (``status``, ``listed``)
@@ -129,6 +130,11 @@ EVENT_ITEMS_PREFIX = "#"
 def fanout_page(event_id: str, marker: str) -> Key:
     digest = base64.urlsafe_b64encode(hashlib.sha256(marker.encode()).digest()[:12]).decode()
     return {"pk": event_partition(event_id), "sk": f"FANOUT#{digest}"}
+
+
+def fanout_claim(event_id: str, position: str) -> Key:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(position.encode()).digest()[:12]).decode()
+    return {"pk": event_partition(event_id), "sk": f"CLAIM#{digest}"}
 
 
 def idempotency(idempotency_key: str) -> Key:

@@ -22,9 +22,12 @@ from herald.messages import DeliveryMessage, FanoutMessage, pack
 from herald.metrics import Metric
 from herald.records import WILDCARD
 from herald.routing import matching
+from herald.worker.schedule import redrives_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
     from herald.messages import PurgeTenantMessage, WorkMessage
     from herald.storage import Route, StoredEvent
@@ -36,14 +39,24 @@ logger = Logger(service="herald", child=True)
 FANOUT_MAX_PER_MESSAGE = 5_000
 #: A fan-out message stops reading pages when its invocation has less time left than this.
 FANOUT_MIN_SECONDS_LEFT = 15.0
+#: Another message may take over a position of a fan-out whose claim was last taken this long ago: Lambda's longest
+#: invocation, so the message holding it is surely not working any more.
+CLAIM_STALE_SECONDS = 15 * 60
+#: The same for a message redriven from the dead-letter queue (with a new message id): SQS moved it there at least
+#: a visibility timeout (360 s) after its last receive, when its claim was last taken.
+CLAIM_REDRIVEN_SECONDS = 5 * 60
 
 
-async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> None:
+async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, deadline: float) -> None:
     stored = await worker.io(worker.store.events.get, message.event_id)
     if stored is None or not stored.named_by(message.tenant_id, message.event_ms):
         # Gone, or its id published again since it expired: the message outlived its event (redriven from the
         # dead-letter queue), and the new event is not its own to count or queue.
         logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
+        return
+    event_id = stored.event.id
+    if not await _claimed(worker, message, record, stored):
+        logger.info("fan-out worked from here by another message: this copy dropped", extra={"event_id": event_id})
         return
     expires_at = stored.expires_at
     if message.tenant_id is None:
@@ -91,6 +104,21 @@ async def fanout(worker: Worker, message: FanoutMessage, deadline: float) -> Non
             await worker.io(worker.queue.send, continuation)
             worker.metrics.add(Metric.FANOUT_SIZE, queued)
             return
+
+
+async def _claimed(worker: Worker, message: FanoutMessage, record: SQSRecord, stored: StoredEvent) -> bool:
+    """Whether this message works the fan-out from its position (``EventRepository.claim_fanout``): not a second
+    copy of the message that does."""
+    if message.tenant_id is None:
+        position = f"tenants|{message.cursor or ''}"
+    else:
+        position = f"{message.tenant_id}|{message.route or ''}|{message.cursor or ''}"
+    now = int(worker.clock())
+    idle = CLAIM_REDRIVEN_SECONDS if redrives_of(record) > 0 else CLAIM_STALE_SECONDS
+    claim, expires_at = worker.store.events.claim_fanout, stored.expires_at
+    return await worker.io(
+        claim, stored.event.id, position, record.message_id, now=now, idle_before=now - idle, expires_at=expires_at
+    )
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,7 @@ class Worker:
         if isinstance(message, DeliveryMessage):
             await self._deliver_one(message, record, deadline)
         elif isinstance(message, FanoutMessage):
-            await fanout.fanout(self, message, deadline)
+            await fanout.fanout(self, message, record, deadline)
         elif isinstance(message, RecoverMessage):
             await jobs.run_recovery(self, message, record, deadline, redriven=redrives_of(record) > 0)
         elif isinstance(message, RedeliverMessage):
