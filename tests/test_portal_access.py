@@ -102,8 +102,15 @@ def test_fetching_a_link_spends_nothing_and_only_its_page_s_button_signs_in(
 
 @pytest.mark.parametrize(
     "headers",
-    [{"origin": "https://evil.example"}, {"sec-fetch-site": "cross-site"}, {"referer": "https://evil.example/x"}],
-    ids=["origin", "sec-fetch-site", "referer"],
+    [
+        {"origin": "https://evil.example"},
+        {"sec-fetch-site": "cross-site"},
+        {"referer": "https://evil.example/x"},
+        # The same host over plain http: a page anyone on the network can write, not the portal's
+        {"origin": "http://testserver"},
+        {"referer": "http://testserver/portal/login"},
+    ],
+    ids=["origin", "sec-fetch-site", "referer", "origin-http", "referer-http"],
 )
 def test_a_sign_in_posted_from_another_site_is_refused(
     browser: Browser, tenant: TenantInfo, headers: dict[str, str]

@@ -62,14 +62,16 @@ def visitor(request: Request, api: FastAPI) -> Visitor:
 
 
 def same_origin(request: Request) -> bool:
-    """A change must come from a page of this very host: an ``Origin`` (or, without one, a ``Referer``) naming
-    another host, or a browser saying the request is cross-site, is refused."""
+    """A change must come from a page of this very origin: an ``Origin`` (or, without one, a ``Referer``) naming
+    another host or scheme (a plain-http page of the same host, which anyone on the network may write), or a
+    browser saying the request is cross-site, is refused."""
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return False
     source = request.headers.get("origin") or request.headers.get("referer")
     if source is None:
         return True  # not a browser, or one that sends neither: the CSRF token still has to match
-    return urlsplit(source).netloc == request.headers.get("host", "")
+    parts = urlsplit(source)
+    return parts.scheme == request.url.scheme and parts.netloc == request.headers.get("host", "")
 
 
 async def posted_form(request: Request) -> dict[str, list[str]]:
