@@ -185,6 +185,39 @@ def test_failures_counted_after_a_later_success_never_disable_a_subscription(
     )
 
 
+@pytest.mark.parametrize("counted_by", ["worker", "stream"])
+def test_a_success_counted_after_a_later_failure_restarts_the_failing_clock(
+    client, tenant, services, harness: Harness, clock: Clock, receiver: Receiver, counted_by: str
+) -> None:
+    # GIVEN a subscription failing for six days (past the 120 h window), whose endpoint answered once an hour ago,
+    # and failed a second later: that failure's batch was counted first, then the success (another worker's batch,
+    # or the stream, seconds behind), which moves no streak counted after it
+    sub = subscribe(client, tenant, receiver.url)
+    health = services.store.health
+    expires = int(clock()) + 30 * 86400
+    failing = services.settings.failing_after_failures
+    long_ago = datetime.fromtimestamp(clock() - 6 * 24 * HOUR, UTC)
+    streak = [AttemptTally(False, 500, long_ago + timedelta(seconds=n)) for n in range(failing)]
+    health.count_attempts(sub.id, streak, failing_after=failing, expires_at=expires)
+    success_at = datetime.fromtimestamp(clock() - HOUR, UTC)
+    later = [AttemptTally(False, 500, success_at + timedelta(seconds=1))]
+    health.count_attempts(sub.id, later, failing_after=failing, expires_at=expires)
+    success = AttemptTally(True, 200, success_at, 30)
+    if counted_by == "worker":
+        health.count_attempts(sub.id, [success], failing_after=failing, expires_at=expires)
+    else:
+        health.count_streamed(sub.id, [success], expires_at=expires)
+    # WHEN its endpoint fails one more delivery
+    receiver.default = (500, {}, b"", 0.0)
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN it is not disabled: it has not been failing since before the success an hour ago, whatever the streak
+    # counted across it says
+    got = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert got["enabled"] is True
+    assert datetime.fromisoformat(stats(client, tenant, sub.id)["failing_since"]) >= success_at
+
+
 def test_a_re_enable_whose_streak_reset_failed_starts_a_new_window_when_asked_again(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
 ) -> None:

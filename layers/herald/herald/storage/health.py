@@ -401,11 +401,17 @@ class HealthRepository:
                     raise
                 # Something later is counted already: these attempts move the stats as those say.
                 after, failure_before = current.get("last_success_at"), current.get("last_failure_at")
-        latest = _moving(_since_success(ordered, after), failure_before)
+        answered = _since_success(ordered, after)
+        latest = _moving(answered, failure_before)
         self._trim_latencies(sub_id, length)
         health = _follow_streak(
             streak, datetime.fromisoformat(before) if before else None, latest, failing_after=failing_after
         )
+        beaten = [tally.at for tally in answered if tally.succeeded] if not latest else []
+        if beaten and health.failing_since is not None and health.failing_since < beaten[-1]:
+            # A success here came before a failure counted already: the streak stands, but not its clock.
+            self._restart_failing_clock(sub_id, beaten[-1])
+            return SubscriptionHealth(health.consecutive_failures, beaten[-1])
         since = health.failing_since
         if any(tally.succeeded for tally in latest) or before is not None or since is None:
             return health
@@ -507,11 +513,27 @@ class HealthRepository:
                 old = update([*counts, "last_success_at = :at"], newer_success)
             if old is None and not made and not counted_before:
                 old = update(counts, "")
+            if str(refused.get("failing_since") or "~") < at:
+                self._restart_failing_clock(sub_id, latest.at)
             length = len((made or old or {}).get("recent_latency_ms", []))
             self._trim_latencies(sub_id, length if made else length + _latencies_added(ordered))
             return None
         self._trim_latencies(sub_id, len(old.get("recent_latency_ms", [])) + _latencies_added(ordered))
         return _ended(old.get("failing_since"), old, ordered)
+
+    def _restart_failing_clock(self, sub_id: str, success_at: datetime) -> None:
+        """A success counted after a later failure was (two batches' writes crossing, or the stream's, seconds
+        behind): the streak stands as stored (``_moving``), but the subscription was not failing all along since
+        before that success. Its failing clock starts again at the success (at the earliest: the failures after it
+        are not told apart from those before), so it is never disabled for a streak a success broke."""
+        with contextlib.suppress(ClientError):  # no clock, or one started after the success already
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription_stats(sub_id)),
+                UpdateExpression="SET failing_since = :at",
+                ConditionExpression="failing_since < :at",
+                ExpressionAttributeValues=values(at=success_at.isoformat()),
+            )
 
     def _counting(self, sub_id: str, **request: Any) -> Any:
         """A write that counts attempts in the stats. One DynamoDB refuses for the item's size (a latency list grown
