@@ -14,7 +14,8 @@ import pytest
 
 from herald.faults import install
 from herald.local.event_sources import delivery_stream_source
-from herald.storage import AttemptTally
+from herald.repair import recount_subscription
+from herald.storage import AttemptTally, keys
 from herald.storage.deliveries import STATS_FROM_STREAM
 from herald.worker.streamed import successes_of
 from tests.delivery_support import publish, subscribe, verify
@@ -196,6 +197,22 @@ def test_an_older_success_from_the_stream_never_hides_a_later_attempt(services) 
     # THEN it is recognised by its window's id, and nothing is counted twice
     assert again is None
     assert (health.get_stats("sub_x")["attempts"], health.get_stats("sub_x")["succeeded"]) == (6, 5)
+
+
+def test_a_recount_keeps_the_expiry_the_counting_writes_gave_the_stats(services) -> None:
+    # GIVEN a subscription's stats written as the worker writes them on a deployment keeping attempts 90 days
+    health = services.store.health
+    ninety = int(time.time()) + 90 * 86_400
+    health.count_attempts("sub_kept", [AttemptTally(False, 500, datetime.now(UTC))], failing_after=3, expires_at=ninety)
+    # WHEN the operator recounts them (nothing in the attempt log here)
+    assert recount_subscription(services.store, "sub_kept") == {"attempts": 0, "succeeded": 0, "failed": 0}
+    # THEN they are set to what the log holds, and still kept as long as the deployment keeps attempts
+    stats = services.store.table.read(keys.subscription_stats("sub_kept"))
+    assert (stats["attempts"], int(stats["expires_at"])) == (0, ninety)
+    # AND stats recounted afresh (none written before) are kept the recount's days
+    recount_subscription(services.store, "sub_new", ttl_days=7)
+    fresh = services.store.table.read(keys.subscription_stats("sub_new"))
+    assert abs(int(fresh["expires_at"]) - (time.time() + 7 * 86_400)) < 600
 
 
 def test_a_window_handed_over_again_is_counted_once_whatever_other_shards_counted_since(services) -> None:

@@ -85,8 +85,8 @@ def recount_event(store: Store, event_id: str) -> dict[str, int]:
 
 
 def recount_subscription(store: Store, sub_id: str, *, ttl_days: int = 30) -> dict[str, int]:
-    """Set the subscription's ``attempts`` / ``succeeded`` / ``failed`` stats to what its attempt log says
-    (kept ``ttl_days`` from now, as after an attempt); returns the counts written."""
+    """Set the subscription's ``attempts`` / ``succeeded`` / ``failed`` stats to what its attempt log says (stats
+    written afresh are kept ``ttl_days`` from now; existing ones keep their expiry); returns the counts written."""
     counts = {"attempts": 0, "succeeded": 0, "failed": 0}
     cursor = None
     while True:

@@ -627,11 +627,15 @@ class HealthRepository:
         return 0.0
 
     def set_counts(self, sub_id: str, counts: dict[str, int], *, expires_at: int) -> None:
-        """Set the subscription's ``attempts``, ``succeeded`` and ``failed`` (a recount from the attempt log)."""
+        """Set the subscription's ``attempts``, ``succeeded`` and ``failed`` (a recount from the attempt log). Stats
+        that exist keep their expiry (moved on by every counting write, as the deployment keeps attempts);
+        ``expires_at`` is that of stats written afresh."""
         self._table.call(
             "update_item",
             Key=to_item(keys.subscription_stats(sub_id)),
-            UpdateExpression="SET attempts = :a, succeeded = :s, failed = :f, expires_at = :exp",
+            UpdateExpression=(
+                "SET attempts = :a, succeeded = :s, failed = :f, expires_at = if_not_exists(expires_at, :exp)"
+            ),
             ExpressionAttributeValues=values(
                 a=counts["attempts"], s=counts["succeeded"], f=counts["failed"], exp=expires_at
             ),
