@@ -7,8 +7,9 @@ stream's event source (template.yaml, the ``Stats`` event) hands the function th
 ``INSERT`` of an item with ``stats_from_stream``; Lambda does not bill what a filter drops, and reading the
 stream is free to Lambda), up to 1,000 records of one shard gathered for up to 10 seconds, and each
 subscription they name gets one UpdateItem for all of its successes (``HealthRepository.count_streamed``).
-A subscription's deliveries are spread over the stream's shards (by their keys), so a subscription receiving
-many webhooks a second pays one stats write per shard every ten seconds instead of one per webhook.
+A subscription's deliveries share its partition key (``keys.delivery``), so its records come through one shard
+at a time, and a subscription receiving many webhooks a second pays one stats write every ten seconds instead of
+one per webhook.
 
 What this costs the stats: they show a success up to the window (and Lambda's polling) late. Failures are
 still counted by the worker at once, since the failure streak, auto-disable and the operator's notices
