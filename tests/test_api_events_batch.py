@@ -25,6 +25,19 @@ def _event(tenant_id: str, number: int, **extra: Any) -> dict[str, Any]:
     return {"type": "invoice.paid", "tenant_id": tenant_id, "id": f"inv-{number}-paid", "data": data, **extra}
 
 
+def test_a_batch_event_with_an_id_of_heralds_operational_events_is_refused_alone(client: Any, tenant: Any) -> None:
+    # WHEN a batch holds an event whose id starts like Herald's operational events' ids, beside a good one
+    taken = {**_event(tenant.id, 2), "id": "evt_op_0123456789abcdef0123456789abcdef"}
+    response = client.post("/v1/events/batch", json={"events": [_event(tenant.id, 1), taken]}, headers=ADMIN)
+    # THEN that one alone is refused, located at its id: taken, it would keep a report from being published
+    assert response.status_code == 200, response.text
+    items = response.json()["data"]
+    assert [item["status"] for item in items] == [202, 422]
+    assert items[1]["error"]["code"] == "invalid_input"
+    assert items[1]["error"]["details"][0]["loc"] == ["body", "events", 1, "id"]
+    assert client.get("/v1/events/evt_op_0123456789abcdef0123456789abcdef", headers=ADMIN).status_code == 404
+
+
 def test_a_batch_publishes_each_event_on_its_own_and_answers_each(
     client: Any, make_tenant: Any, poller: Any, services: Any, receiver: Receiver
 ) -> None:

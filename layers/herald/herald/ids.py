@@ -38,6 +38,8 @@ _TENANT_KEY_PATTERN = re.compile(r"^hrk_[A-Za-z0-9_-]{43}$")
 
 #: What a caller may use as its own event id (the id doubles as the idempotency key).
 EVENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+#: The ids of Herald's operational events (``domain.operational``) start with this, which no caller's id may.
+OPERATIONAL_EVENT_PREFIX = "evt_op_"
 _ID_PATTERN = re.compile(r"^[a-z]{3}_[0-9a-hjkmnp-tv-z]{26}$")
 
 

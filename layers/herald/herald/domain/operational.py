@@ -37,7 +37,7 @@ class OperationalEventError(Exception):
 def operational_event_id(event_type: str, *key: str) -> str:
     """The id of the operational event reporting ``event_type`` about ``key``: the same report, the same id."""
     digest = hashlib.sha256("\x1f".join((event_type, *key)).encode()).hexdigest()
-    return f"{ids.EVENT}_op_{digest[:32]}"
+    return f"{ids.OPERATIONAL_EVENT_PREFIX}{digest[:32]}"
 
 
 def has_listeners(services: Services, event_type: str) -> bool:

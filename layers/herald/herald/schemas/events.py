@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from herald.ids import EVENT_ID_PATTERN
+from herald.ids import EVENT_ID_PATTERN, OPERATIONAL_EVENT_PREFIX
 from herald.records import (
     Attempt,
     Delivery,
@@ -34,7 +34,8 @@ class EventIn(StrictModel):
     )
     id: str | None = Field(
         None,
-        description="Your own id for the event. Publishing the same id twice returns the original event.",
+        description="Your own id for the event (not starting with `evt_op_`, kept for Herald's operational events). "
+        "Publishing the same id twice returns the original event.",
         max_length=128,
     )
 
@@ -43,6 +44,9 @@ class EventIn(StrictModel):
     def _check_id(cls, value: str | None) -> str | None:
         if value is not None and not EVENT_ID_PATTERN.fullmatch(value):
             raise ValueError("event ids are 1-128 characters: letters, digits and _ . : -")
+        if value is not None and value.startswith(OPERATIONAL_EVENT_PREFIX):
+            # An operational event (a subscription disabled, ...) whose id was taken would never be published.
+            raise ValueError(f"event ids starting with {OPERATIONAL_EVENT_PREFIX} are Herald's own")
         return value
 
     @model_validator(mode="after")
