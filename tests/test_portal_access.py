@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -226,6 +226,19 @@ def test_a_read_session_cannot_change_anything(browser: Browser, tenant: TenantI
     assert subs[0]["enabled"] is True
 
 
+def test_a_not_found_page_does_not_repeat_what_its_link_says(browser: Browser, tenant: TenantInfo) -> None:
+    # GIVEN a signed-in visitor, and a crafted link whose path holds a message instead of an endpoint's id
+    me = browser()
+    sign_in(me, tenant.id)
+    crafted = "Your account is locked, call +1 555 0100"
+    # WHEN the visitor follows it
+    response = me.get(f"/portal/endpoints/{quote(crafted)}")
+    # THEN the page says nothing was found, in its own words, not the link's
+    assert response.status_code == 404
+    assert "There is nothing here" in response.text
+    assert "locked" not in response.text
+
+
 def test_a_session_never_reaches_another_tenant(
     browser: Browser, make_tenant: Callable[[str], TenantInfo], receiver_url: str
 ) -> None:
@@ -238,6 +251,7 @@ def test_a_session_never_reaches_another_tenant(
         response = me.get(path)
         assert response.status_code == 404, path
         assert theirs.secret not in response.text
+        assert theirs.id not in response.text  # not even its id repeated
     switched = me.post(f"/portal/endpoints/{theirs.id}/enabled", data={"csrf_token": csrf, "enabled": "false"})
     assert switched.status_code == 404
     assert _subscriptions(me, tenant_b)[0]["enabled"] is True

@@ -57,10 +57,16 @@ _TITLES = {
 }
 
 
+#: What a 404 page says, whatever was asked for: the API's message names the id from the path, which a crafted link
+#: would have the page repeat to its reader.
+NOT_FOUND_MESSAGE = "There is nothing here: the link may be out of date, or the endpoint deleted."
+
+
 async def _herald_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HeraldError)
     status = status_of(exc)
-    return error_page(request, status, _TITLES.get(status, "Error"), exc.message)
+    message = NOT_FOUND_MESSAGE if status == 404 else exc.message
+    return error_page(request, status, _TITLES.get(status, "Error"), message)
 
 
 async def _not_signed_in(request: Request, _: Exception) -> Response:
