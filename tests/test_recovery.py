@@ -348,6 +348,37 @@ def test_a_recovery_page_run_again_while_its_first_messages_make_their_attempts_
             assert triggers.count("recover") == 1, triggers
 
 
+@pytest.mark.parametrize("taken", ["once", "twice", "once before this code's counts"])
+def test_a_ticket_is_given_back_only_if_this_code_wrote_it_and_took_it_once(services: Any, taken: str) -> None:
+    # GIVEN a job's ticket for a delivery, taken once, twice (a page run again), or written by an earlier version
+    # (no count) for a page whose message went, then taken again by this code
+    jobs, table = services.store.jobs, services.store.table
+    if taken == "once before this code's counts":
+        now = table.now()
+        table.call("put_item", Item=to_item({**keys.recovery_lock("dlv_1"), "job_id": "rcv_1", "expires_at": now + 60}))
+        ticket = {**keys.job_ticket("rcv_1", "dlv_1"), "delivery_id": "dlv_1", "state": "open", "page": ""}
+        table.call("put_item", Item=to_item({**ticket, "expires_at": now + 3600}))
+    for _ in range(2 if taken == "twice" else 1):
+        assert jobs.take_ticket("rcv_1", "dlv_1", lock_seconds=60, ticket_seconds=3600)
+    # WHEN SQS refuses the message of this run, which gives its ticket back
+    jobs.release_tickets("rcv_1", ["dlv_1"])
+    # THEN the ticket and its lock go only if no other run may have a message for it
+    kept = ("open", "rcv_1")
+    assert jobs.get_ticket("rcv_1", "dlv_1") == ((None, None) if taken == "once" else kept)
+
+
+def test_a_ticket_whose_lock_another_job_took_since_is_given_back_alone(services: Any) -> None:
+    # GIVEN a job's ticket taken once, whose recovery lock expired and was taken by another job
+    jobs, table = services.store.jobs, services.store.table
+    assert jobs.take_ticket("rcv_1", "dlv_1", lock_seconds=60, ticket_seconds=3600)
+    lock = {**keys.recovery_lock("dlv_1"), "job_id": "rcv_2", "expires_at": table.now() + 60}
+    table.call("put_item", Item=to_item(lock))
+    # WHEN the first job gives its ticket back
+    jobs.release_tickets("rcv_1", ["dlv_1"])
+    # THEN its ticket goes, and the other job's lock stays
+    assert jobs.get_ticket("rcv_1", "dlv_1") == (None, "rcv_2")
+
+
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_a_recovery_attempt_is_not_made_on_a_delivery_a_manual_retry_delivered_after_the_jobs_check(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch

@@ -27,6 +27,8 @@ OPEN, SENT, FAILED = "open", "sent", "failed"
 SKIPPED = "skipped"
 #: A redelivery's ticket for a subscription that never had the event: its first delivery, no extra attempt.
 FIRST = "first"
+#: A ticket's ``origin`` when this code wrote it first (``take_ticket``).
+NEW_TICKET = "new"
 
 
 def lock_check(delivery_id: str, job_id: str, *, now: int) -> dict[str, Any]:
@@ -210,7 +212,9 @@ class JobRepository:
         ticket for it (kept ``ticket_seconds``, noting the ``page`` that took it: ``open_tickets``), in one
         transaction. True if reserved now, or by this job before and not used yet (a page read again); False if
         another job holds the lock, or this job has made its attempt already. The ticket counts how often it was
-        taken (``takes``): ``release_tickets`` gives back only one taken once."""
+        taken (``takes``), and whether this code wrote it first (``origin``: ``new``, else the delivery id a ticket
+        held already, one an earlier version wrote without a count included): ``release_tickets`` gives back only
+        one this code wrote and took once."""
         now = self._table.now()
         lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + lock_seconds}
         try:
@@ -226,14 +230,21 @@ class JobRepository:
                     {
                         "Update": {
                             "Key": to_item(keys.job_ticket(job_id, delivery_id)),
+                            # Every SET reads the item as it was before this update: ``origin`` is ``new`` only
+                            # on the ticket's first write.
                             "UpdateExpression": (
-                                "SET delivery_id = :delivery, #state = :open, #page = :page, expires_at = :expires "
-                                "ADD takes :one"
+                                "SET delivery_id = :delivery, #state = :open, #page = :page, expires_at = :expires, "
+                                "origin = if_not_exists(delivery_id, :new) ADD takes :one"
                             ),
                             "ConditionExpression": "attribute_not_exists(pk) OR #state = :open",
                             "ExpressionAttributeNames": {"#state": "state", "#page": "page"},
                             "ExpressionAttributeValues": values(
-                                delivery=delivery_id, open=OPEN, page=page, expires=now + ticket_seconds, one=1
+                                delivery=delivery_id,
+                                open=OPEN,
+                                page=page,
+                                expires=now + ticket_seconds,
+                                one=1,
+                                new=NEW_TICKET,
                             ),
                         }
                     },
@@ -245,7 +256,8 @@ class JobRepository:
 
     def release_tickets(self, job_id: str, delivery_ids: Sequence[str]) -> None:
         """Give back the tickets a job took for deliveries whose messages SQS did not take, with the delivery's
-        recovery lock: each ticket only while it is open and was taken once. A ticket taken again (a page run
+        recovery lock, in one transaction: each ticket only while it is open and was taken once, by this code (one
+        an earlier version wrote, with no count, is taken again by this run). A ticket taken again (a page run
         again, or two copies of its message at once) may have a message of the other run on the queue, or making
         its attempt, whose record needs it open: it is kept, and settled as a ticket whose send was uncertain
         (by its message, taken again if the page lists it again, or by the page's ``_settle_left_behind``). The
@@ -253,18 +265,27 @@ class JobRepository:
         lists (delivered meanwhile, or gone) leaves no open ticket behind, which nothing would close and which
         would hold the job ``running``."""
         for delivery_id in delivery_ids:
+            ticket = {
+                "Key": to_item(keys.job_ticket(job_id, delivery_id)),
+                "ConditionExpression": "#state = :open AND takes = :one AND origin = :new",
+                "ExpressionAttributeNames": {"#state": "state"},
+                "ExpressionAttributeValues": values(open=OPEN, one=1, new=NEW_TICKET),
+            }
+            lock = {
+                "Key": to_item(keys.recovery_lock(delivery_id)),
+                "ConditionExpression": "attribute_not_exists(pk) OR job_id = :job",
+                "ExpressionAttributeValues": values(job=job_id),
+            }
+            # Both at once: a run taking the ticket again between two deletes would have its lock freed under it.
             try:
-                self._table.call(
-                    "delete_item",
-                    Key=to_item(keys.job_ticket(job_id, delivery_id)),
-                    ConditionExpression="#state = :open AND takes = :one",
-                    ExpressionAttributeNames={"#state": "state"},
-                    ExpressionAttributeValues=values(open=OPEN, one=1),
-                )
-            except ClientError:  # used, settled or taken again: its lock stays with it
-                continue
-            with contextlib.suppress(ClientError):  # expired and gone, or another job's since
-                self._table.call("delete_item", **_free_lock(delivery_id, job_id))
+                self._table.transact([{"Delete": dict(ticket)}, {"Delete": dict(lock)}])
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons", [])
+                if reasons and reasons[0].get("Code") in (None, "None"):
+                    # The ticket was this run's alone, and the lock is another job's (it expired, and was taken):
+                    # the ticket alone goes.
+                    with contextlib.suppress(ClientError):
+                        self._table.call("delete_item", **ticket)
 
     def open_tickets(self, job_id: str, page: str) -> list[str]:
         """The deliveries whose tickets of the job the page starting at ``page`` took and are still open, read
