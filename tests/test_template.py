@@ -24,6 +24,7 @@ from herald.messages import MAX_DELIVERIES_PER_MESSAGE
 from herald.metrics import CORE, SERVICE, Metric
 from herald.sender import MAX_CONNECTIONS
 from herald.settings import Settings
+from herald.worker.fanout import CLAIM_IDLE_SECONDS
 from herald.worker.pacing import START_MARGIN_SECONDS
 
 if TYPE_CHECKING:
@@ -90,6 +91,12 @@ def test_layer_requirements_are_pyproject_dependencies_minus_runtime_provided() 
 def test_work_queue_visibility_timeout_is_at_least_six_delivery_timeouts(template: dict[str, Any]) -> None:
     timeout = function_properties(template, "DeliveryFunction")["Timeout"]
     assert _properties(template, "WorkQueue")["VisibilityTimeout"] >= 6 * timeout
+
+
+def test_a_fanout_claim_is_idle_before_a_redriven_message_can_come_back(template: dict[str, Any]) -> None:
+    # A message comes back from the dead-letter queue at least a visibility timeout after its last receive, when it
+    # last claimed its place in the fan-out: its redrive, with a new id, must find that claim idle
+    assert _properties(template, "WorkQueue")["VisibilityTimeout"] > CLAIM_IDLE_SECONDS
 
 
 @pytest.mark.parametrize("queue", ["WorkQueue", "DeadLetterQueue"])

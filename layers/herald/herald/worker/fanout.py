@@ -22,7 +22,6 @@ from herald.messages import DeliveryMessage, FanoutMessage, pack
 from herald.metrics import Metric
 from herald.records import WILDCARD
 from herald.routing import matching
-from herald.worker.schedule import redrives_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -39,12 +38,12 @@ logger = Logger(service="herald", child=True)
 FANOUT_MAX_PER_MESSAGE = 5_000
 #: A fan-out message stops reading pages when its invocation has less time left than this.
 FANOUT_MIN_SECONDS_LEFT = 15.0
-#: Another message may take over a position of a fan-out whose claim was last taken this long ago: Lambda's longest
-#: invocation, so the message holding it is surely not working any more.
-CLAIM_STALE_SECONDS = 15 * 60
-#: The same for a message redriven from the dead-letter queue (with a new message id): SQS moved it there at least
-#: a visibility timeout (360 s) after its last receive, when its claim was last taken.
-CLAIM_REDRIVEN_SECONDS = 5 * 60
+#: Another message may take over a position of a fan-out whose claim was last taken this long ago. Less than the
+#: work queue's visibility timeout (360 s): a message redriven from the dead-letter queue, with a new id, however
+#: it was redriven (Herald's redrive, or SQS's), comes at least that long after its last receive, when it last took
+#: its claim. A second copy that comes later than this runs the rest of the fan-out again (its pages' plans keep
+#: the counts exact), which is better than a redriven message dropped for good.
+CLAIM_IDLE_SECONDS = 5 * 60
 
 
 async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, deadline: float) -> None:
@@ -114,10 +113,10 @@ async def _claimed(worker: Worker, message: FanoutMessage, record: SQSRecord, st
     else:
         position = f"{message.tenant_id}|{message.route or ''}|{message.cursor or ''}"
     now = int(worker.clock())
-    idle = CLAIM_REDRIVEN_SECONDS if redrives_of(record) > 0 else CLAIM_STALE_SECONDS
     claim, expires_at = worker.store.events.claim_fanout, stored.expires_at
+    idle_before = now - CLAIM_IDLE_SECONDS
     return await worker.io(
-        claim, stored.event.id, position, record.message_id, now=now, idle_before=now - idle, expires_at=expires_at
+        claim, stored.event.id, position, record.message_id, now=now, idle_before=idle_before, expires_at=expires_at
     )
 
 
