@@ -25,6 +25,7 @@ from herald.metrics import CORE, SERVICE, Metric
 from herald.sender import MAX_CONNECTIONS
 from herald.settings import Settings
 from herald.worker.fanout import CLAIM_IDLE_SECONDS
+from herald.worker.jobs import LISTER_IDLE_SECONDS
 from herald.worker.pacing import START_MARGIN_SECONDS
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ def test_a_fanout_claim_is_idle_before_a_redriven_message_can_come_back(template
     # A message comes back from the dead-letter queue at least a visibility timeout after its last receive, when it
     # last claimed its place in the fan-out: its redrive, with a new id, must find that claim idle
     assert _properties(template, "WorkQueue")["VisibilityTimeout"] > CLAIM_IDLE_SECONDS
+    # ... and a recovery's first message its job's listing
+    assert _properties(template, "WorkQueue")["VisibilityTimeout"] > LISTER_IDLE_SECONDS
 
 
 @pytest.mark.parametrize("queue", ["WorkQueue", "DeadLetterQueue"])

@@ -58,12 +58,12 @@ TENANTS_PER_PAGE = 100
 MAX_PER_MESSAGE = 2_000
 #: A job message stops reading pages when its invocation has less time left than this.
 MIN_SECONDS_LEFT = 15.0
-#: A listing not moved on for longer than this (Lambda's longest invocation) may be taken over by another first
-#: message of the job: the chain it found is gone.
-LISTER_STALE_SECONDS = 15 * 60
-#: The same for a first message redriven from the dead-letter queue (with a new message id): SQS moved it there at
-#: least a visibility timeout (360 s) after its last receive, and each message of a chain moves the listing on
-#: (``renew_listing``) as it starts, running 60 s at most.
+#: A listing not moved on for longer than this may be taken over by another first message of the job. Less than the
+#: work queue's visibility timeout (360 s): a first message redriven from the dead-letter queue (with a new message
+#: id), however it was redriven (Herald's redrive, or SQS's), comes at least that long after its last receive, and
+#: each message of a chain moves the listing on (``renew_listing``) as it starts, running 60 s at most. Another
+#: first message coming later than this (a repeated request's, behind a backlog) lists the job again: its tickets
+#: keep every delivery to one attempt.
 LISTER_IDLE_SECONDS = 5 * 60
 #: How long a delivery's recovery lock lasts if its message never runs (the job's attempt is then given up).
 LOCK_SECONDS = 24 * 3600
@@ -112,8 +112,8 @@ async def run_recovery(
 ) -> None:
     """Pages of the subscription's failed deliveries in the window: take a ticket for each and queue its attempt.
     One chain of messages lists them: a first message (no cursor) starts only if it is the job's first to come,
-    that same one received again, or one that finds the listing idle (``JobRepository.start_listing``): for five
-    minutes if it was redriven from the dead-letter queue, for fifteen otherwise."""
+    that same one received again, or one that finds the listing idle for five minutes
+    (``JobRepository.start_listing``; a first message redriven from the dead-letter queue always does)."""
     store = worker.store
     found = await worker.io(store.jobs.get, message.job_id)
     if found is None:
@@ -126,8 +126,8 @@ async def run_recovery(
     now = worker.now()
     if message.cursor is None:
         # A redriven first message comes back at least a visibility timeout after its last receive: a listing idle
-        # that long is its own. Any other waits until the chain it finds is surely gone.
-        idle = now - timedelta(seconds=LISTER_IDLE_SECONDS if redriven else LISTER_STALE_SECONDS)
+        # that long is its own.
+        idle = now - timedelta(seconds=LISTER_IDLE_SECONDS)
         if not await worker.io(store.jobs.start_listing, job.id, record.message_id, now=now, idle_before=idle):
             # A repeated request sent another first message while the job was queued: the first one lists it.
             logger.info("recovery listed by another message: this one dropped", extra=log)
