@@ -153,6 +153,7 @@ def test_a_key_issued_with_revoke_existing_in_the_same_millisecond_as_another_re
     # GIVEN tenants each issued a key, and then one with revoke_existing, both in the same millisecond of the
     # process's clock (ids order by their millisecond, and within it by what follows)
     frozen = [1_800_000_000.123]
+    monkeypatch.setattr(ids, "_last_value", ids._last_value)  # ids made later in this process, on the real clock
     monkeypatch.setattr(ids, "time", SimpleNamespace(time=lambda: frozen[0]))
     pairs = []
     for n in range(12):
@@ -177,6 +178,7 @@ def test_ids_made_in_one_millisecond_or_while_the_clock_steps_back_sort_in_the_o
 ) -> None:
     # GIVEN a clock that stands still, then steps back a second
     moments = iter([1_800_000_000.5] * 500 + [1_799_999_999.5] * 500)
+    monkeypatch.setattr(ids, "_last_value", ids._last_value)  # ids made later in this process, on the real clock
     monkeypatch.setattr(ids, "time", SimpleNamespace(time=lambda: next(moments)))
     # WHEN ids are made meanwhile
     made = [ids.new_id(ids.API_KEY) for _ in range(1000)]

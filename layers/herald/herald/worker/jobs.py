@@ -228,7 +228,8 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
             logger.info("redelivery queued every subscription", extra={"job_id": message.job_id, "event_id": event.id})
             return
         if handled >= MAX_PER_MESSAGE or deadline - worker.clock() < MIN_SECONDS_LEFT:
-            continuation = message.model_copy(update={"route": found.next_route, "cursor": found.next_cursor})
+            update = {"route": found.next_route, "cursor": found.next_cursor, "event_ms": stored.event_ms}
+            continuation = message.model_copy(update=update)
             await worker.io(worker.queue.send, continuation)
             return
 
