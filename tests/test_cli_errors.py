@@ -783,6 +783,22 @@ def test_plain_http_to_another_machine_is_refused_before_the_key_is_sent(
     assert run.err.startswith(f"error: not_configured: the API URL {url!r} is plain http:// to another machine")
 
 
+def test_plain_http_to_this_machine_never_goes_through_a_proxy(
+    stub: StubApi, herald: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an environment that names a proxy for every URL (a proxy elsewhere on the network)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    stub.script("GET", "/v1/tenants", (200, {}, {"data": [], "next_cursor": None}))
+    # WHEN the CLI calls the API on this machine over plain http
+    run = herald("--api-url", stub.url, "--key", "k", "tenants", "list")
+    # THEN it goes straight there, the key with it, not through the proxy (which would carry it in the clear)
+    assert run.code == 0, run.err
+    assert [request.headers["authorization"] for request in stub.sent("GET", "/v1/tenants")] == ["Bearer k"]
+
+
 @pytest.mark.parametrize(
     "url",
     [

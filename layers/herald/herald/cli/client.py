@@ -74,6 +74,9 @@ class ApiClient:
                 timeout=timeout,
                 transport=transport,
                 follow_redirects=False,
+                # Plain http goes to this machine only (``config.checked_url``), never through a proxy the
+                # environment names (HTTP_PROXY...), which would carry the key in the clear over the network.
+                trust_env=not base_url.lower().startswith("http://"),
             )
         except httpx.InvalidURL as exc:
             raise CliConfigError(f"the API URL {base_url!r} is not a valid URL: {exc}") from exc
