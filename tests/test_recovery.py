@@ -115,6 +115,32 @@ def outage(client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, rece
     return {"sub": sub, "before": before, "missed": missed, "since": since}
 
 
+def done_with_each_missed_once_more(
+    client: Any,
+    tenant: TenantInfo,
+    harness: Harness,
+    clock: Clock,
+    receiver: Receiver,
+    seen: dict[str, Any],
+    job: dict[str, Any],
+    received: int,
+) -> None:
+    """Let the recovery's message come back (three hours of the clock, the worker run each): its job is done, and
+    each event ``outage`` saw missed arrived exactly once more since ``received``, one ``recover`` attempt each."""
+    sub = seen["sub"]
+    for _ in range(3):
+        clock.advance(HOUR)
+        harness.reveal()
+        harness.drain()
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
+    ids = Counter(r.headers["webhook-id"] for r in receiver.received[received:])
+    assert ids == dict.fromkeys(seen["missed"], 1)
+    for delivery in deliveries(client, tenant, sub.id):
+        if delivery["event_id"] in seen["missed"]:
+            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
+            assert triggers.count("recover") == 1, triggers
+
+
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_a_recovery_brings_every_missed_event_exactly_once_more(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
@@ -256,18 +282,8 @@ def test_a_recovery_page_sent_in_part_keeps_the_tickets_of_the_messages_that_wen
     assert (counts["open"], len(arrived)) == (0, counts["sent"])
     assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
     # AND when the recovery's message comes back, the rest is sent: each missed event exactly once more
-    for _ in range(3):
-        clock.advance(HOUR)
-        harness.reveal()
-        harness.drain()
-    assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
+    done_with_each_missed_once_more(client, tenant, harness, clock, receiver, seen, job, received)
     assert harness.services.store.jobs.ticket_counts(job["id"])["sent"] == len(seen["missed"])
-    ids = Counter(r.headers["webhook-id"] for r in receiver.received[received:])
-    assert ids == dict.fromkeys(seen["missed"], 1)
-    for delivery in deliveries(client, tenant, sub.id):
-        if delivery["event_id"] in seen["missed"]:
-            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
-            assert triggers.count("recover") == 1, triggers
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
@@ -335,17 +351,7 @@ def test_a_recovery_page_run_again_while_its_first_messages_make_their_attempts_
     assert (counts["sent"], counts["open"]) == (len(seen["missed"]), 0), counts
     # AND when the recovery's message comes back, the job is done, each missed event sent exactly once more
     monkeypatch.setattr(dispatch, "send_attempt", send_attempt)
-    for _ in range(3):
-        clock.advance(HOUR)
-        harness.reveal()
-        harness.drain()
-    assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
-    ids = Counter(r.headers["webhook-id"] for r in receiver.received[received:])
-    assert ids == dict.fromkeys(seen["missed"], 1)
-    for delivery in deliveries(client, tenant, sub.id):
-        if delivery["event_id"] in seen["missed"]:
-            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
-            assert triggers.count("recover") == 1, triggers
+    done_with_each_missed_once_more(client, tenant, harness, clock, receiver, seen, job, received)
 
 
 @pytest.mark.parametrize("taken", ["once", "twice", "once before this code's counts"])
