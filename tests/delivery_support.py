@@ -411,6 +411,15 @@ class Harness:
         settle_all([self.worker])
 
 
+def move_back(harness: Harness) -> None:
+    """Move the dead-letter queue's one message back to the work queue as SQS's own redrive does (the console's,
+    or StartMessageMoveTask): a new message with the same body, and no attribute of Herald's."""
+    settings = harness.services.settings
+    [message] = harness.sqs.receive_message(QueueUrl=settings.dead_letter_queue_url)["Messages"]
+    harness.sqs.send_message(QueueUrl=settings.queue_url, MessageBody=message["Body"])
+    harness.sqs.delete_message(QueueUrl=settings.dead_letter_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
 def step(harness: Harness, clock: Clock, seconds: float) -> None:
     """Let ``seconds`` pass: move the clock, bring back what the worker hid, and run the worker."""
     clock.advance(seconds)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from herald.faults import install
-from herald.worker.fanout import FANOUT_MIN_SECONDS_LEFT
+from herald.worker.fanout import FANOUT_MIN_SECONDS_LEFT, route_page
 from tests.api_support import each_delivery
 from tests.delivery_support import (
     Harness,
@@ -22,6 +22,7 @@ from tests.delivery_support import (
     event_counts,
     invoke_bodies,
     make_harness,
+    move_back,
     publish,
     subscribe,
     verify,
@@ -311,6 +312,46 @@ def test_a_continuation_sent_twice_after_its_answer_was_lost_fans_out_once(
     assert Counter(r.headers["webhook-id"] for r in receiver.received) == {event_id: 60}
     counts = event_counts(client, event_id)
     assert (counts["matched"], counts["succeeded"], counts["fanout_complete"]) == (60, 60, True)
+
+
+@pytest.mark.parametrize("settings_overrides", [FANOUT_MESSAGES])
+def test_a_fanout_message_moved_back_from_the_dead_letter_queue_by_sqs_works_on(
+    client, tenant, services, aws, make_receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an event with three subscribers, whose fan-out message claimed its place and then failed
+    clock = Clock(time.time())
+    harness = make_harness(services, aws, clock=clock)
+    receiver = make_receiver()
+    for n in range(3):
+        subscribe(client, tenant, f"{receiver.url}?n={n}")
+    failed: list[bool] = []
+
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("the invocation ended here")
+        return await route_page(*args, **kwargs)
+
+    monkeypatch.setattr("herald.worker.fanout.route_page", fails_once)
+    try:
+        event_id = publish(client, tenant.id)
+        harness.drain()
+        assert failed == [True]
+        # AND then failed on every receive until SQS moved it to the dead-letter queue, a visibility timeout (the
+        # work queue's 360 s) after its last receive
+        harness.reveal()
+        for _ in range(services.settings.max_receive_count):
+            harness.sqs.receive_message(QueueUrl=services.settings.queue_url, VisibilityTimeout=0)
+        assert harness.counts() == (0, 0)
+        clock.advance(360)
+        # WHEN the operator moves it back with SQS's own redrive (a new message, no redrive count of Herald's)
+        move_back(harness)
+        harness.drain()
+    finally:
+        harness.close()
+    # THEN it takes its place over and fans the event out: each subscriber gets it once
+    assert sorted(r.path for r in receiver.received) == [f"/webhook?n={n}" for n in range(3)]
+    assert event_counts(client, event_id)["fanout_complete"] is True
 
 
 def test_a_fanout_position_is_worked_by_one_message_until_its_claim_stands_still(client, tenant, services) -> None:
