@@ -127,14 +127,16 @@ def event_counts(event_id: str) -> Key:
 EVENT_ITEMS_PREFIX = "#"
 
 
+def _short_digest(text: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:12]).decode()
+
+
 def fanout_page(event_id: str, marker: str) -> Key:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(marker.encode()).digest()[:12]).decode()
-    return {"pk": event_partition(event_id), "sk": f"FANOUT#{digest}"}
+    return {"pk": event_partition(event_id), "sk": f"FANOUT#{_short_digest(marker)}"}
 
 
 def fanout_claim(event_id: str, position: str) -> Key:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(position.encode()).digest()[:12]).decode()
-    return {"pk": event_partition(event_id), "sk": f"CLAIM#{digest}"}
+    return {"pk": event_partition(event_id), "sk": f"CLAIM#{_short_digest(position)}"}
 
 
 def idempotency(idempotency_key: str) -> Key:

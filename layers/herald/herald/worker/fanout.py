@@ -53,20 +53,19 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
         # dead-letter queue), and the new event is not its own to count or queue.
         logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
         return
-    event_id = stored.event.id
+    event = stored.event
     if not await _claimed(worker, message, record, stored):
-        logger.info("fan-out worked from here by another message: this copy dropped", extra={"event_id": event_id})
+        logger.info("fan-out worked from here by another message: this copy dropped", extra={"event_id": event.id})
         return
     expires_at = stored.expires_at
     if message.tenant_id is None:
         await _fanout_tenants(worker, message, stored)
         return
-    event = stored.event
     handled = queued = 0  # routing items read, deliveries queued
     route, cursor = message.route, message.cursor
     while True:
         page = await route_page(worker, message.tenant_id, event.type, route, cursor)
-        marker = f"{message.tenant_id}|{page.route}|{page.cursor or ''}"
+        marker = _position(message.tenant_id, page.route, page.cursor)
         sub_ids, filtered = matching(event, page.routed)
         plan = _PagePlan(sub_ids, page.last, page.next_route, page.next_cursor)
         # Count the page first, once however often this message runs; then queue it. A crash or a failed send in
@@ -105,13 +104,18 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
             return
 
 
+def _position(tenant_id: str | None, route: str | None, cursor: str | None) -> str:
+    """A place in an event's fan-out, as its page markers and its messages' claims name it: a tenant's routes from
+    ``route`` and ``cursor``, or a broadcast's page of tenants from ``cursor`` (``tenant_id`` None)."""
+    if tenant_id is None:
+        return f"tenants|{cursor or ''}"
+    return f"{tenant_id}|{route or ''}|{cursor or ''}"
+
+
 async def _claimed(worker: Worker, message: FanoutMessage, record: SQSRecord, stored: StoredEvent) -> bool:
     """Whether this message works the fan-out from its position (``EventRepository.claim_fanout``): not a second
     copy of the message that does."""
-    if message.tenant_id is None:
-        position = f"tenants|{message.cursor or ''}"
-    else:
-        position = f"{message.tenant_id}|{message.route or ''}|{message.cursor or ''}"
+    position = _position(message.tenant_id, message.route, message.cursor)
     now = int(worker.clock())
     claim, expires_at = worker.store.events.claim_fanout, stored.expires_at
     idle_before = now - CLAIM_IDLE_SECONDS
@@ -191,7 +195,7 @@ async def _fanout_tenants(worker: Worker, message: FanoutMessage, stored: Stored
     shows (a tenant deleted since still gets its message, whose fan-out finds nothing and closes its count)."""
     page = await worker.io(worker.store.tenants.list, limit=100, cursor=message.cursor)
     tenant_ids, next_cursor = [tenant.id for tenant in page.items], page.cursor
-    marker = f"tenants|{message.cursor or ''}"
+    marker = _position(None, None, message.cursor)
     plan = {"tenants": tenant_ids, **({"cursor": next_cursor} if next_cursor is not None else {})}
     # Opened before they are queued, so the fan-out never looks complete while tenants remain.
     counted = await worker.io(
