@@ -271,19 +271,14 @@ class JobRepository:
                 "ExpressionAttributeNames": {"#state": "state"},
                 "ExpressionAttributeValues": values(open=OPEN, one=1, new=NEW_TICKET),
             }
-            lock = {
-                "Key": to_item(keys.recovery_lock(delivery_id)),
-                "ConditionExpression": "attribute_not_exists(pk) OR job_id = :job",
-                "ExpressionAttributeValues": values(job=job_id),
-            }
             # Both at once: a run taking the ticket again between two deletes would have its lock freed under it.
             try:
-                self._table.transact([{"Delete": dict(ticket)}, {"Delete": dict(lock)}])
+                self._table.transact([{"Delete": dict(ticket)}, {"Delete": _free_lock(delivery_id, job_id)}])
             except ClientError as exc:
                 reasons = exc.response.get("CancellationReasons", [])
                 if reasons and reasons[0].get("Code") in (None, "None"):
-                    # The ticket was this run's alone, and the lock is another job's (it expired, and was taken):
-                    # the ticket alone goes.
+                    # The ticket was this run's alone, and the lock is gone (expired) or another job's (it expired,
+                    # and was taken): the ticket alone goes.
                     with contextlib.suppress(ClientError):
                         self._table.call("delete_item", **ticket)
 
