@@ -473,6 +473,47 @@ def test_dlq_show_and_redrive(
     assert attributes["ApproximateNumberOfMessages"] == "0"
 
 
+def test_dlq_discard_deletes_poison_and_leaves_readable_messages(
+    cli_env: str, herald: Callable[..., Run], resources: LocalResources, aws: boto3.session.Session
+) -> None:
+    # GIVEN a readable work message and two poison ones in the dead-letter queue
+    tenant = make_tenant_via_cli(herald)
+    sqs = aws.client("sqs")
+    message = DeliveryMessage(event_id="evt_1", tenant_id=tenant.id, subscription_id="sub_1", delivery_id="dlv_1")
+    readable = sqs.send_message(QueueUrl=resources.dead_letter_queue_url, MessageBody=message.model_dump_json())
+    poison = [sqs.send_message(QueueUrl=resources.dead_letter_queue_url, MessageBody=f"not json {n}") for n in range(2)]
+
+    # WHEN the operator discards one poison message and the readable one by id
+    named = herald("dlq", "discard", "--id", poison[0]["MessageId"], "--id", readable["MessageId"])
+    # THEN the poison message is gone and shown; the readable one is left, said on stderr, and the command exits 1
+    assert named.code == 1
+    summary, rows = named.out.strip().split("\n\n")
+    assert ["remaining", "2"] in table_rows(summary)
+    assert table_rows(rows)[0][:3] == ["MESSAGE_ID", "REASON", "POISON"]  # a body no code reads names no kind
+    assert [row[0] for row in table_rows(rows)[1:]] == [poison[0]["MessageId"]]
+    assert "not poison, left in the dead-letter queue" in named.err
+    assert readable["MessageId"] in named.err
+
+    # WHEN it discards all poison
+    rest = herald("--json", "dlq", "discard", "--all-poison")
+    # THEN the last poison message is gone, the readable one stays, and the command succeeds
+    assert rest.code == 0, rest.err
+    assert [letter["body"] for letter in rest.json()["discarded"]] == ["not json 1"]
+    assert rest.json()["remaining"] == 1
+
+    # WHEN it names nothing, or gives a limit to a discard by id
+    nothing = herald("dlq", "discard")
+    limited = herald("dlq", "discard", "--id", readable["MessageId"], "--limit", "5")
+    # THEN the first is a usage error, the second the API's refusal; the readable message is still there
+    assert nothing.code == 2
+    assert limited.code == 1
+    assert limited.err.startswith("error: validation_error: ")
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=resources.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessages"] == "1"
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 

@@ -577,3 +577,202 @@ def test_a_message_redriven_after_its_event_expired_leaves_a_new_event_under_its
         assert {tenant_id: len(receiver.received) for tenant_id, receiver in receivers.items()} == received
     finally:
         harness.close()
+
+
+# ---------------------------------------------------------------------------------------------- discarding poison
+
+DISCARD = "/v1/admin/dead-letters/discard"
+
+
+def discard(client: Any, **body: Any) -> dict[str, Any]:
+    response = client.post(DISCARD, json=body, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _poison_letters(harness: Harness, count: int) -> None:
+    """``count`` poison messages in the dead-letter queue (bodies no code reads)."""
+    for index in range(count):
+        harness.sqs.send_message(
+            QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody=f"not json {index}"
+        )
+
+
+def test_poison_named_by_the_operator_is_discarded_and_a_readable_message_named_is_left(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a retired delivery message and two poison messages in the dead-letter queue
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    retire(harness)
+    _poison_letters(harness, 2)
+    by_poison: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for letter in dead_letters(client)["sample"]:
+        by_poison[letter["poison"]].append(letter)
+    (retired,), poison = by_poison[False], by_poison[True]
+    assert len(poison) == 2
+    # WHEN the operator discards one poison message, the retired one and a message that is not there
+    unknown = "0b5c2a52-7f3e-4a43-9b2c-1d2e3f4a5b6c"
+    answer = discard(client, message_ids=[poison[0]["message_id"], retired["message_id"], unknown])
+    # THEN the poison message named is gone for good, shown as it was; the readable one is left and said so; the
+    # unknown one is said not found; nothing is left hidden
+    assert [letter["message_id"] for letter in answer["discarded"]] == [poison[0]["message_id"]]
+    assert answer["discarded"][0]["body"] == poison[0]["body"]
+    assert answer["discarded"][0]["poison"] is True
+    assert answer["not_poison"] == [retired["message_id"]]
+    assert answer["not_found"] == [unknown]
+    assert answer["remaining"] == 2
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (2, 0)
+    assert {letter["message_id"] for letter in seen["sample"]} == {poison[1]["message_id"], retired["message_id"]}
+    # AND the retired message still goes back to work and is delivered
+    assert redrive(client)["moved"] == 1
+    harness.drain()
+    (got,) = receiver.received
+    assert Webhook(sub.secret).verify(got.body, dict(got.headers))["type"] == "invoice.paid"
+    assert got.headers["webhook-id"] == event_id
+
+
+def test_all_poison_is_discarded_up_to_the_limit_and_readable_messages_stay(client, harness: Harness) -> None:
+    # GIVEN three poison messages and two readable ones in the dead-letter queue
+    _poison_letters(harness, 3)
+    _readable_letters(harness, 2)
+    # WHEN the operator discards poison, at most two
+    first = discard(client, all_poison=True, limit=2)
+    # THEN two poison messages are gone, and nothing else
+    assert len(first["discarded"]) == 2
+    assert all(letter["poison"] for letter in first["discarded"])
+    assert (first["not_poison"], first["not_found"], first["remaining"]) == ([], [], 3)
+    # WHEN it discards poison again, without a limit
+    second = discard(client, all_poison=True)
+    # THEN the last poison message is gone; the readable ones stay, visible
+    assert [letter["body"] for letter in second["discarded"]] == sorted(
+        {"not json 0", "not json 1", "not json 2"} - {letter["body"] for letter in first["discarded"]}
+    )
+    assert (second["not_poison"], second["not_found"], second["remaining"]) == ([], [], 2)
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (2, 0)
+    assert not any(letter["poison"] for letter in seen["sample"])
+    # AND once no poison is left, a discard finds none and changes nothing
+    third = discard(client, all_poison=True)
+    assert (third["discarded"], third["not_poison"], third["kept"], third["remaining"]) == ([], [], 2, 2)
+    assert dead_letters(client)["in_flight"] == 0
+
+
+def test_a_message_back_after_its_redrives_is_poison_and_can_be_discarded(client, harness: Harness) -> None:
+    # GIVEN a readable message that came back to the dead-letter queue after using up its redrives
+    used_up = {REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": "3"}}
+    harness.sqs.send_message(
+        QueueUrl=harness.services.settings.dead_letter_queue_url,
+        MessageBody=json.dumps({"v": 1, "kind": "purge_tenant", "tenant_id": "tnt_1"}),
+        MessageAttributes=used_up,
+    )
+    (letter,) = dead_letters(client)["sample"]
+    # WHEN the operator discards it THEN it is gone
+    answer = discard(client, message_ids=[letter["message_id"]])
+    assert [out["reason"] for out in answer["discarded"]] == ["failed again after 3 redrives"]
+    assert answer["remaining"] == 0
+
+
+@pytest.mark.faults("sqs.DeleteMessageBatch:partial=calls:1-1")
+def test_poison_whose_delete_sqs_refuses_is_deleted_again(client, harness: Harness) -> None:
+    # GIVEN three poison messages, and SQS refusing some entries of the first delete
+    _poison_letters(harness, 3)
+    # WHEN the operator discards poison THEN the refused deletes were made again: all three are gone
+    answer = discard(client, all_poison=True)
+    assert faults.injector_of(harness.services.queue.client).count("partial") == 1  # type: ignore[union-attr]
+    assert (len(answer["discarded"]), answer["remaining"]) == (3, 0)
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (0, 0)
+
+
+class _RefusesDeletes:
+    """An SQS client that refuses every entry of every DeleteMessageBatch, as SQS answers entries it keeps refusing;
+    it counts the calls."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.deletes = 0
+
+    def delete_message_batch(self, **request: Any) -> dict[str, Any]:
+        self.deletes += 1
+        failed = [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError"} for e in request["Entries"]]
+        return {"Successful": [], "Failed": failed}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def test_poison_sqs_keeps_refusing_to_delete_is_not_counted_and_shown_again(harness: Harness) -> None:
+    from herald.dlq import DeadLetterQueue
+
+    # GIVEN two poison messages, and SQS refusing every delete
+    _poison_letters(harness, 2)
+    settings = harness.services.settings
+    sqs = _RefusesDeletes(harness.sqs)
+    dlq = DeadLetterQueue(cast(Any, sqs), settings.dead_letter_queue_url, settings.queue_url)
+    # WHEN the operator discards poison
+    answer = dlq.discard(limit=100)
+    # THEN none is said discarded; the delete was tried in one call and its two retries, and both messages are
+    # visible again
+    assert (answer.discarded, answer.kept, answer.remaining) == ([], 2, 2)
+    assert sqs.deletes == 3
+    seen = dlq.peek(10)
+    assert (seen.count, seen.in_flight) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"all_poison": False},
+        {"limit": 5},
+        {"message_ids": ["a"], "all_poison": True},
+        {"message_ids": ["a"], "limit": 5},
+        {"message_ids": []},
+        {"message_ids": [f"m{n}" for n in range(101)]},
+        {"message_ids": ["not/an id"]},
+        {"message_ids": ["x" * 101]},
+        {"message_ids": "a"},
+        {"all_poison": "true"},
+        {"all_poison": True, "limit": 0},
+        {"all_poison": True, "limit": 1001},
+        {"all_poison": True, "limit": "5"},
+        {"all_poison": True, "sample": 5},
+    ],
+)
+def test_a_discard_that_does_not_say_what_to_discard_is_refused(client, harness: Harness, body: Any) -> None:
+    # GIVEN a poison message in the dead-letter queue
+    _poison_letters(harness, 1)
+    # WHEN the operator asks for a discard that names nothing, names it twice over or names it wrongly
+    response = client.post(DISCARD, json=body, headers=ADMIN)
+    # THEN it is a validation error, and the message is still there
+    assert_error(response, 422, "validation_error")
+    assert dead_letters(client)["count"] == 1
+
+
+def test_discarding_is_for_the_operator_only(client, tenant: TenantInfo, harness: Harness) -> None:
+    _poison_letters(harness, 1)
+    assert_error(client.post(DISCARD, json={"all_poison": True}, headers=tenant.headers), 403, "forbidden")
+    assert_error(client.post(DISCARD, json={"all_poison": True}), 401)
+    assert dead_letters(client)["count"] == 1
+
+
+def test_each_poison_message_discarded_is_logged_without_its_body(
+    client, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN two poison messages whose bodies carry a tenant's data
+    for index in range(2):
+        harness.sqs.send_message(
+            QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody=f"card 4111-{index} not json"
+        )
+    # WHEN the operator discards poison
+    with caplog.at_level("INFO", logger="herald.dlq"):
+        answer = discard(client, all_poison=True)
+    # THEN each message discarded is logged with its id and reason, and no body is in the log
+    logged = [record for record in caplog.records if record.getMessage().startswith("poison message discarded")]
+    assert sorted(record.message_id for record in logged) == sorted(  # type: ignore[attr-defined]
+        letter["message_id"] for letter in answer["discarded"]
+    )
+    assert all(record.reason.startswith("poison: ") for record in logged)  # type: ignore[attr-defined]
+    assert not any("4111" in str(record.__dict__) for record in caplog.records)

@@ -15,7 +15,9 @@ carries its count too.
 
 Looking never consumes: messages are received with a short visibility timeout and made visible again
 at once. A redrive is bounded (a limit and a time budget within API Gateway's 29 s): call it again
-to move more.
+to move more. Poison can be discarded, and only poison: a readable message has a way back (a redrive), and becomes
+poison only once its redrives are used up. Discarding empties the queue of what nothing will ever process, so
+``DeadLetterQueueAlarm`` (any message parked) goes back to OK and notifies again on the next arrival.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,7 @@ from herald.queue import (
     refused_after_retries,
     sendable_text,
 )
-from herald.schemas import DeadLetterOut, DeadLettersOut, RedriveOut
+from herald.schemas import DeadLetterOut, DeadLettersOut, DiscardOut, RedriveOut
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -282,14 +284,83 @@ class DeadLetterQueue:
         if done:
             # A copy left on both queues (a crash before this delete, or a delete SQS keeps refusing) is sent back
             # again by a later redrive: the worker processes duplicates safely, and receivers drop them by id.
-            left = self._batch(
+            _, left = self._delete(done)
+            if left:
+                logger.warning("dead-letter messages sent back but not deleted here", extra={"not_deleted": len(left)})
+        return len(done), [letter for index, letter in enumerate(letters) if index in refused]
+
+    def discard(self, message_ids: Sequence[str] | None = None, *, limit: int = 100) -> DiscardOut:
+        """Delete poison messages for good: those named by ``message_ids`` (a readable one named is left where it is,
+        and said so), or, with none named, up to ``limit`` of those met. Bounded as a redrive is (its time budget,
+        ``MAX_KEPT`` messages set aside); what is looked at and left is made visible again before it answers."""
+        named = None if message_ids is None else set(message_ids)
+        met: set[str] = set()
+        discarded: list[DeadLetterOut] = []
+        not_poison: list[str] = []
+        left: list[_Letter] = []  # looked at and not discarded: made visible again at the end
+        started = self.clock()
+
+        def wanted() -> int:
+            return limit - len(discarded) if named is None else len(named - met)
+
+        try:
+            while wanted() > 0 and len(left) < MAX_KEPT and self.clock() - started < REDRIVE_BUDGET_SECONDS:
+                letters = self._receive(min(10, wanted()) if named is None else 10, REDRIVE_VISIBILITY_SECONDS, 1)
+                if not letters:
+                    break
+                doomed: list[_Letter] = []
+                for letter in letters:
+                    message_id = letter.out.message_id
+                    first_named = named is not None and message_id in named and message_id not in met
+                    if (named is None or first_named) and letter.out.poison:
+                        doomed.append(letter)
+                    else:
+                        left.append(letter)
+                        if first_named:
+                            not_poison.append(message_id)
+                    if named is not None and message_id in named:
+                        met.add(message_id)
+                gone, refused = self._delete(doomed)
+                for letter in gone:  # logged at once: the record stays should a later call fail
+                    out = letter.out
+                    logger.warning(
+                        "poison message discarded from the dead-letter queue",
+                        extra={
+                            "message_id": out.message_id,
+                            "kind": out.kind,
+                            "reason": out.reason,
+                            "sent_at": out.sent_at,
+                        },
+                    )
+                discarded += [letter.out for letter in gone]
+                left += refused
+        finally:
+            self._reveal(left)
+        not_found = [message_id for message_id in message_ids or () if message_id not in met]
+        return DiscardOut(
+            discarded=discarded,
+            not_poison=not_poison,
+            not_found=list(dict.fromkeys(not_found)),
+            kept=len(left),
+            remaining=self._counts()[0],
+        )
+
+    def _delete(self, letters: list[_Letter]) -> tuple[list[_Letter], list[_Letter]]:
+        """Delete ``letters`` here: those deleted, and those SQS kept refusing to delete (still here, hidden)."""
+        if not letters:
+            return [], []
+        refused = {
+            int(entry["Id"])
+            for entry in self._batch(
                 "delete_message_batch",
                 self.url,
                 [
                     {"Id": str(index), "ReceiptHandle": letter.message["ReceiptHandle"]}
-                    for index, letter in enumerate(done)
+                    for index, letter in enumerate(letters)
                 ],
             )
-            if left:
-                logger.warning("dead-letter messages sent back but not deleted here", extra={"not_deleted": len(left)})
-        return len(done), [letter for index, letter in enumerate(letters) if index in refused]
+        }
+        return (
+            [letter for index, letter in enumerate(letters) if index not in refused],
+            [letter for index, letter in enumerate(letters) if index in refused],
+        )

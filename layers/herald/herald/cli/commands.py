@@ -77,6 +77,11 @@ MAX_DEAD_LETTER_SAMPLE = 50
 #: Messages a redrive moves when no ``--limit`` is given (the API's default), and the most it takes.
 DEFAULT_REDRIVE_LIMIT = 100
 MAX_REDRIVE_LIMIT = 10_000
+#: Poison messages a discard of ``--all-poison`` deletes when no ``--limit`` is given (the API's default), and the
+#: most it takes; the most message ids one discard names.
+DEFAULT_DISCARD_LIMIT = 100
+MAX_DISCARD_LIMIT = 1000
+MAX_DISCARD_IDS = 100
 #: Longest ``Idempotency-Key`` the API takes.
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -479,6 +484,32 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
             f"`herald dlq redrive` again to move more (at most --limit a call, default {DEFAULT_REDRIVE_LIMIT})"
         )
     return Shown(answer, _record(answer).text, warning=warning)
+
+
+def dlq_discard(client: ApiClient, args: argparse.Namespace) -> Shown:
+    """Delete poison messages for good: those named, or with ``--all-poison`` up to ``--limit`` of them. Only poison
+    goes; a readable message named is left (a redrive sends it back). Exits 1 when a message named was not
+    discarded (not poison, or not found: gone already, or hidden for a minute by another look or redrive)."""
+    body: dict[str, Any] = {"message_ids": args.message_ids} if args.message_ids else {"all_poison": True}
+    if args.limit is not None:
+        body["limit"] = args.limit  # with --id, the API refuses it: a limit goes with --all-poison
+    # Naming the messages, a discard sent again finds those already gone "not found": safe to repeat after a 429/503.
+    answer = client.post("/v1/admin/dead-letters/discard", body=body, repeatable=bool(args.message_ids))
+    if not isinstance(answer, Mapping):
+        return _record(answer)
+    discarded = answer.get("discarded") or []
+    rows = table(discarded, columns_of(discarded, DEAD_LETTER_COLUMNS)) if discarded else "no message discarded"
+    text = f"{record(answer, ['kept', 'remaining'])}\n\n{rows}"
+    lines = []
+    if answer.get("not_poison"):
+        lines.append("not poison, left in the dead-letter queue (`herald dlq redrive` sends them back to work):")
+        lines += [f"  {message_id}" for message_id in answer["not_poison"]]
+    if answer.get("not_found"):
+        lines.append("not found (gone already, or hidden for a minute by another look or redrive: try again):")
+        lines += [f"  {message_id}" for message_id in answer["not_found"]]
+    if not lines:
+        return Shown(answer, text)
+    return Shown(answer, text, warning="\n".join(lines), exit_code=EXIT_ERROR)
 
 
 # ---------------------------------------------------------------------------------------------- admin key

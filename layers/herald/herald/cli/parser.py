@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     pass
 
 from herald.cli.commands import (
+    DEFAULT_DISCARD_LIMIT,
     DEFAULT_POLL_SECONDS,
     DEFAULT_REDRIVE_LIMIT,
     MAX_DEAD_LETTER_SAMPLE,
+    MAX_DISCARD_IDS,
+    MAX_DISCARD_LIMIT,
     MAX_PAGE,
     MAX_REDRIVE_LIMIT,
     Handler,
@@ -29,6 +32,7 @@ from herald.cli.commands import (
     deliveries_recover,
     deliveries_recovery,
     deliveries_resend,
+    dlq_discard,
     dlq_redrive,
     dlq_show,
     events_publish,
@@ -88,6 +92,13 @@ def _redrive_limit(text: str) -> int:
     value = _positive_int(text)
     if value > MAX_REDRIVE_LIMIT:
         raise argparse.ArgumentTypeError(f"at most {MAX_REDRIVE_LIMIT}")
+    return value
+
+
+def _discard_limit(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_DISCARD_LIMIT:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DISCARD_LIMIT}")
     return value
 
 
@@ -292,6 +303,23 @@ class _ParserBuilder:
             type=_redrive_limit,
             help=f"at most this many messages, 1 to {MAX_REDRIVE_LIMIT} (default {DEFAULT_REDRIVE_LIMIT}); a call "
             "works for about 15 s: run it again while messages remain",
+        )
+        text = "delete poison messages for good (those named, or --all-poison); readable ones are never discarded"
+        cmd = self.command(group, "discard", dlq_discard, text)
+        which = cmd.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "--id",
+            dest="message_ids",
+            action="append",
+            metavar="MESSAGE_ID",
+            help=f"a message to discard (its MESSAGE_ID in `herald dlq show`); repeatable, at most {MAX_DISCARD_IDS}",
+        )
+        which.add_argument("--all-poison", action="store_true", help="discard the poison messages met, up to --limit")
+        cmd.add_argument(
+            "--limit",
+            type=_discard_limit,
+            help=f"with --all-poison: at most this many, 1 to {MAX_DISCARD_LIMIT} (default {DEFAULT_DISCARD_LIMIT}); "
+            "a call works for about 15 s",
         )
 
     def admin_key(self) -> None:

@@ -28,6 +28,8 @@ from herald.schemas.events import (
 from herald.schemas.jobs import (
     DeadLetterOut,
     DeadLettersOut,
+    DiscardIn,
+    DiscardOut,
     RecoveryIn,
     RecoveryJobOut,
     RedeliveryOut,
@@ -59,6 +61,8 @@ __all__ = [
     "DeadLettersOut",
     "DeliveryCounts",
     "DeliveryOut",
+    "DiscardIn",
+    "DiscardOut",
     "ErrorBody",
     "ErrorDetail",
     "ErrorResponse",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     Field,
+    StringConstraints,
     model_validator,
 )
 
@@ -93,4 +94,47 @@ class RedriveIn(StrictModel):
 class RedriveOut(BaseModel):
     moved: int = Field(description="Messages sent back to the work queue, where they are processed normally.")
     kept: int = Field(description="Poison messages looked at and left in the dead-letter queue.")
+    remaining: int = Field(description="Messages still in the dead-letter queue (approximate).")
+
+
+#: An SQS message id (SQS's are UUIDs).
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9-]+$")]
+
+
+class DiscardIn(StrictModel):
+    message_ids: list[MessageId] | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="Discard these messages (their `message_id` in the dead-letter queue's sample), those of them "
+        "that are poison. Give this or `all_poison`.",
+    )
+    all_poison: bool | None = Field(
+        None,
+        strict=True,
+        description="`true`: discard the poison messages met, up to `limit`. Give this or `message_ids`.",
+    )
+    limit: int | None = Field(
+        None, strict=True, ge=1, le=1000, description="With `all_poison`: at most this many (default 100)."
+    )
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> Self:
+        if (self.message_ids is None) == (self.all_poison is not True):
+            raise ValueError('give one of `message_ids` (the messages to discard) and `"all_poison": true`')
+        if self.limit is not None and self.all_poison is not True:
+            raise ValueError("`limit` goes with `all_poison`")
+        return self
+
+
+class DiscardOut(BaseModel):
+    discarded: list[DeadLetterOut] = Field(description="The poison messages deleted for good, as they were shown.")
+    not_poison: list[str] = Field(
+        description="Messages named that are not poison: left where they are (a redrive sends them back to work)."
+    )
+    not_found: list[str] = Field(
+        description="Messages named and not met: gone already, or hidden for a minute by another look, redrive or "
+        "discard. Call again to find them."
+    )
+    kept: int = Field(description="Messages looked at and left in the dead-letter queue.")
     remaining: int = Field(description="Messages still in the dead-letter queue (approximate).")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query, status
 
 from herald.api.deps import OperatorDep, ServicesDep
 from herald.dlq import MAX_SAMPLE, DeadLetterQueue
-from herald.schemas import DeadLettersOut, RedriveIn, RedriveOut
+from herald.schemas import DeadLettersOut, DiscardIn, DiscardOut, RedriveIn, RedriveOut
 from herald.services import Services
 
 router = APIRouter(prefix="/v1/admin", tags=["operations"])
@@ -44,3 +44,12 @@ def redrive_dead_letters(
     messages (unreadable, or back after several redrives) stay in the dead-letter queue. A call works
     for at most about 15 seconds: call again while it moves messages."""
     return dead_letter_queue(services).redrive((body or RedriveIn()).limit)
+
+
+@router.post("/dead-letters/discard", summary="Discard poison from the dead-letter queue")
+def discard_dead_letters(services: ServicesDep, _: OperatorDep, body: DiscardIn) -> DiscardOut:
+    """Delete poison messages for good: those named in `message_ids`, or with `"all_poison": true` up to `limit` of
+    those met. Only poison is discarded (nothing will ever process it); a readable message named is left where it is
+    and listed in `not_poison`: a redrive sends it back to work. With the poison gone, `DeadLetterQueueAlarm` goes
+    back to OK and notifies again when the next message arrives. A call works for at most about 15 seconds."""
+    return dead_letter_queue(services).discard(body.message_ids, limit=body.limit or 100)
