@@ -77,6 +77,35 @@ def test_a_poison_message_goes_to_the_dlq_without_blocking_its_batch(
     assert harness.counts() == (0, 0)
 
 
+def test_a_message_with_fields_this_code_does_not_know_is_worked_and_a_new_version_is_parked(
+    client, tenant, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an event's two deliveries in one message, as a newer version would write it: fields this code does not
+    # know on the message and on each delivery it carries
+    receivers = [make_receiver(), make_receiver()]
+    subs = [subscribe(client, tenant, r.url) for r in receivers]
+    publish(client, tenant.id)
+    queue_url = harness.services.settings.queue_url
+    (message,) = harness.sqs.receive_message(QueueUrl=queue_url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    newer = json.loads(message["Body"])
+    assert newer["kind"] == "deliveries"
+    newer["reserved_until"] = 1_900_000_000.5
+    newer["deliveries"] = [{**planned, "priority": "high"} for planned in newer["deliveries"]]
+    harness.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(newer))
+    # AND a message of a version this code does not know, with the same deliveries
+    harness.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({**newer, "v": 2}))
+    # WHEN the worker meets them
+    harness.drain()
+    # THEN each delivery of the first was made once, signed; the second, of another version, is parked
+    for receiver, sub in zip(receivers, subs, strict=True):
+        (got,) = receiver.received
+        verify(sub.secret, got)
+    (parked,) = harness.sqs.receive_message(QueueUrl=harness.services.settings.dead_letter_queue_url)["Messages"]
+    assert json.loads(parked["Body"])["v"] == 2
+    assert harness.counts() == (0, 0)
+
+
 #: Event items that cannot be read: fields missing (pydantic refuses), and a payload that is JSON but no object
 #: (the read's check of the envelope, ``storage.events._check_envelope``, raises a TypeError).
 CORRUPT_EVENTS = {

@@ -1,5 +1,11 @@
 """Messages on the work queue. Each carries ids only, a ``kind`` and a version ``v``, so the format
-can evolve while old messages drain."""
+can evolve while old messages drain.
+
+Fields this code does not know are ignored: a newer version adds a field only where older code may ignore it (it
+then works the message as before the field existed), so that a worker one version behind, during a deploy or after
+a rollback, keeps delivering instead of parking the newer messages in the dead-letter queue. A change older code
+must not ignore comes with a new ``v``, or a new ``kind``, which older code parks (``PoisonMessageError``) for a
+redrive once the new code runs. A copy made by older code (a retry, a postponement) leaves the field out."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True)
 
     v: Literal[1] = 1
 
@@ -117,7 +123,7 @@ class DeliveryMessage(_Message):
 class PlannedDelivery(BaseModel):
     """One first delivery a ``DeliveriesMessage`` carries: an event to a subscription, under the delivery's id."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_id: str
     subscription_id: str
