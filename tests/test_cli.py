@@ -491,8 +491,8 @@ def test_dlq_discard_deletes_poison_and_leaves_readable_messages(
     assert ["remaining", "2"] in table_rows(summary)
     assert table_rows(rows)[0][:3] == ["MESSAGE_ID", "REASON", "POISON"]  # a body no code reads names no kind
     assert [row[0] for row in table_rows(rows)[1:]] == [poison[0]["MessageId"]]
-    assert "not poison, left in the dead-letter queue" in named.err
-    assert readable["MessageId"] in named.err
+    assert "not discarded, still in the dead-letter queue:" in named.err
+    assert f"{readable['MessageId']}: not poison: a redrive sends it back to work" in named.err
 
     # WHEN it discards all poison
     rest = herald("--json", "dlq", "discard", "--all-poison")
@@ -501,13 +501,14 @@ def test_dlq_discard_deletes_poison_and_leaves_readable_messages(
     assert [letter["body"] for letter in rest.json()["discarded"]] == ["not json 1"]
     assert rest.json()["remaining"] == 1
 
-    # WHEN it names nothing, or gives a limit to a discard by id
+    # WHEN it names nothing, gives a limit to a discard by id, or names more messages than a call takes
     nothing = herald("dlq", "discard")
     limited = herald("dlq", "discard", "--id", readable["MessageId"], "--limit", "5")
-    # THEN the first is a usage error, the second the API's refusal; the readable message is still there
-    assert nothing.code == 2
-    assert limited.code == 1
-    assert limited.err.startswith("error: validation_error: ")
+    too_many = herald("dlq", "discard", *[arg for n in range(101) for arg in ("--id", f"m{n}")])
+    # THEN each is a usage error, nothing sent; the readable message is still there
+    assert (nothing.code, limited.code, too_many.code) == (2, 2, 2)
+    assert "--limit goes with --all-poison" in limited.err
+    assert "at most 100 --id in one call" in too_many.err
     attributes = sqs.get_queue_attributes(
         QueueUrl=resources.dead_letter_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
     )["Attributes"]

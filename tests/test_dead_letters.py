@@ -619,7 +619,10 @@ def test_poison_named_by_the_operator_is_discarded_and_a_readable_message_named_
     assert [letter["message_id"] for letter in answer["discarded"]] == [poison[0]["message_id"]]
     assert answer["discarded"][0]["body"] == poison[0]["body"]
     assert answer["discarded"][0]["poison"] is True
-    assert answer["not_poison"] == [retired["message_id"]]
+    assert answer["not_discarded"] == [
+        {"message_id": retired["message_id"], "reason": "not poison: a redrive sends it back to work"}
+    ]
+    assert answer["interrupted"] is None
     assert answer["not_found"] == [unknown]
     assert answer["remaining"] == 2
     seen = dead_letters(client)
@@ -642,20 +645,20 @@ def test_all_poison_is_discarded_up_to_the_limit_and_readable_messages_stay(clie
     # THEN two poison messages are gone, and nothing else
     assert len(first["discarded"]) == 2
     assert all(letter["poison"] for letter in first["discarded"])
-    assert (first["not_poison"], first["not_found"], first["remaining"]) == ([], [], 3)
+    assert (first["not_discarded"], first["not_found"], first["remaining"]) == ([], [], 3)
     # WHEN it discards poison again, without a limit
     second = discard(client, all_poison=True)
     # THEN the last poison message is gone; the readable ones stay, visible
     assert [letter["body"] for letter in second["discarded"]] == sorted(
         {"not json 0", "not json 1", "not json 2"} - {letter["body"] for letter in first["discarded"]}
     )
-    assert (second["not_poison"], second["not_found"], second["remaining"]) == ([], [], 2)
+    assert (second["not_discarded"], second["not_found"], second["remaining"]) == ([], [], 2)
     seen = dead_letters(client)
     assert (seen["count"], seen["in_flight"]) == (2, 0)
     assert not any(letter["poison"] for letter in seen["sample"])
     # AND once no poison is left, a discard finds none and changes nothing
     third = discard(client, all_poison=True)
-    assert (third["discarded"], third["not_poison"], third["kept"], third["remaining"]) == ([], [], 2, 2)
+    assert (third["discarded"], third["not_discarded"], third["kept"], third["remaining"]) == ([], [], 2, 2)
     assert dead_letters(client)["in_flight"] == 0
 
 
@@ -703,7 +706,7 @@ class _RefusesDeletes:
         return getattr(self._sqs, name)
 
 
-def test_poison_sqs_keeps_refusing_to_delete_is_not_counted_and_shown_again(harness: Harness) -> None:
+def test_poison_sqs_keeps_refusing_to_delete_is_not_counted_as_discarded_and_shown_again(harness: Harness) -> None:
     from herald.dlq import DeadLetterQueue
 
     # GIVEN two poison messages, and SQS refusing every delete
@@ -713,9 +716,11 @@ def test_poison_sqs_keeps_refusing_to_delete_is_not_counted_and_shown_again(harn
     dlq = DeadLetterQueue(cast(Any, sqs), settings.dead_letter_queue_url, settings.queue_url)
     # WHEN the operator discards poison
     answer = dlq.discard(limit=100)
-    # THEN none is said discarded; the delete was tried in one call and its two retries, and both messages are
-    # visible again
+    # THEN none is said discarded, and each is said to be still there; the delete was tried in one call and its two
+    # retries, and both messages are visible again
     assert (answer.discarded, answer.kept, answer.remaining) == ([], 2, 2)
+    assert {item.reason for item in answer.not_discarded} == {"SQS kept refusing to delete it: it is still there"}
+    assert len(answer.not_discarded) == 2
     assert sqs.deletes == 3
     seen = dlq.peek(10)
     assert (seen.count, seen.in_flight) == (2, 0)
@@ -728,6 +733,7 @@ def test_poison_sqs_keeps_refusing_to_delete_is_not_counted_and_shown_again(harn
         {"all_poison": False},
         {"limit": 5},
         {"message_ids": ["a"], "all_poison": True},
+        {"message_ids": ["a"], "all_poison": False},
         {"message_ids": ["a"], "limit": 5},
         {"message_ids": []},
         {"message_ids": [f"m{n}" for n in range(101)]},
@@ -776,3 +782,125 @@ def test_each_poison_message_discarded_is_logged_without_its_body(
     )
     assert all(record.reason.startswith("poison: ") for record in logged)  # type: ignore[attr-defined]
     assert not any("4111" in str(record.__dict__) for record in caplog.records)
+
+
+def test_a_message_a_worker_read_but_this_code_cannot_is_not_discarded(client, harness: Harness) -> None:
+    # GIVEN a message SQS retired (no reason parked with it: a worker read it) of a version the API's code cannot
+    # read (a newer worker wrote it, during a deploy or after a rollback), and one a worker parked as unreadable
+    newer = json.dumps({"v": 2, "kind": "purge_tenant", "tenant_id": "tnt_1"})
+    harness.sqs.send_message(QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody=newer)
+    harness.services.queue.dead_letter('{"kind": "teleport"}', "unreadable work message: kind teleport")
+    letters = {letter["kind"]: letter for letter in dead_letters(client)["sample"]}
+    assert letters["purge_tenant"]["poison"] is True  # shown as this code sees it
+    # WHEN the operator discards all poison, then names the retired message
+    every = discard(client, all_poison=True)
+    named = discard(client, message_ids=[letters["purge_tenant"]["message_id"]])
+    # THEN only the parked one went; the retired one stays, and naming it says why
+    assert [letter["kind"] for letter in every["discarded"]] == ["teleport"]
+    assert named["discarded"] == []
+    ((left),) = named["not_discarded"]
+    assert left["message_id"] == letters["purge_tenant"]["message_id"]
+    assert left["reason"].startswith("unreadable to the API's code, yet a worker read it")
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (1, 0)
+
+
+def test_named_messages_are_found_beyond_the_first_receive(client, harness: Harness) -> None:
+    # GIVEN 25 poison messages, three of them to discard
+    _poison_letters(harness, 25)
+    sample = dead_letters(client, sample=50)["sample"]
+    assert len(sample) == 25
+    chosen = [letter["message_id"] for letter in sample[-3:]]
+    # WHEN the operator discards those three by id
+    answer = discard(client, message_ids=chosen)
+    # THEN the three are gone, whichever receive met them, and the others are all visible again
+    assert sorted(letter["message_id"] for letter in answer["discarded"]) == sorted(chosen)
+    assert (answer["not_discarded"], answer["not_found"], answer["remaining"]) == ([], [], 22)
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (22, 0)
+
+
+def test_a_discard_stops_at_the_bound_of_messages_it_sets_aside_and_shows_them_all_again(
+    client, harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herald import dlq
+
+    # GIVEN 25 readable messages in the dead-letter queue and a bound of 10 set aside (lowered here)
+    monkeypatch.setattr(dlq, "MAX_KEPT", 10)
+    _readable_letters(harness, 25)
+    # WHEN the operator discards poison, or names a message that is not there
+    every = discard(client, all_poison=True)
+    named = discard(client, message_ids=["0b5c2a52-7f3e-4a43-9b2c-1d2e3f4a5b6c"])
+    # THEN each stopped once it held the bound, discarded nothing, and all 25 are back in view
+    for answer in (every, named):
+        assert answer["discarded"] == []
+        assert 10 <= answer["kept"] < 20
+        assert answer["remaining"] == 25
+    assert named["not_found"] == ["0b5c2a52-7f3e-4a43-9b2c-1d2e3f4a5b6c"]
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (25, 0)
+
+
+@pytest.mark.faults("sqs.DeleteMessageBatch:5xx@call=calls:1")
+def test_a_discard_whose_delete_fails_shows_the_messages_again_and_answers_503(client, harness: Harness) -> None:
+    # GIVEN three poison messages, and SQS failing the delete
+    _poison_letters(harness, 3)
+    # WHEN the operator discards poison THEN it is a 503, and the three are visible again at once, not in a minute
+    assert_error(client.post(DISCARD, json={"all_poison": True}, headers=ADMIN), 503, "service_unavailable")
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (3, 0)
+
+
+@pytest.mark.faults("sqs.ReceiveMessage:5xx@call=calls:2")
+def test_a_discard_cut_short_by_sqs_says_what_it_discarded(client, harness: Harness) -> None:
+    # GIVEN 15 poison messages, and SQS failing the discard's second receive
+    _poison_letters(harness, 15)
+    # WHEN the operator discards poison
+    answer = discard(client, all_poison=True)
+    # THEN the answer lists the ten it discarded before SQS failed, and says why it stopped
+    assert len(answer["discarded"]) == 10
+    assert answer["interrupted"] == "SQS receive_message failed on the dead-letter queue"
+    assert answer["remaining"] == 5
+    seen = dead_letters(client)
+    assert (seen["count"], seen["in_flight"]) == (5, 0)
+
+
+class _HandsOutTwice:
+    """An SQS client whose first receive hands out one message, and the next that message once more beside the
+    others, as SQS may (at-least-once)."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.again: list[Any] | None = None
+
+    def receive_message(self, **request: Any) -> dict[str, Any]:
+        if self.again is None:
+            request = {**request, "MaxNumberOfMessages": 1}  # SQS may hand out fewer messages than asked for
+        answer = dict(self._sqs.receive_message(**request))
+        messages = list(answer.get("Messages", []))
+        if self.again is None and messages:
+            self.again = [messages[0]]
+        elif self.again:
+            messages, self.again = [*self.again, *messages], []
+        return {**answer, "Messages": messages}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named", "all-poison"])
+def test_a_message_handed_out_twice_is_discarded_and_listed_once(harness: Harness, named: bool) -> None:
+    from herald.dlq import DeadLetterQueue
+
+    # GIVEN two poison messages, the first handed out twice by SQS
+    _poison_letters(harness, 2)
+    settings = harness.services.settings
+    dlq = DeadLetterQueue(cast(Any, _HandsOutTwice(harness.sqs)), settings.dead_letter_queue_url, settings.queue_url)
+    ids = [
+        letter.message_id for letter in DeadLetterQueue(harness.sqs, settings.dead_letter_queue_url, "").peek(10).sample
+    ]
+    # WHEN the operator discards them
+    answer = dlq.discard(ids) if named else dlq.discard(limit=100)
+    # THEN each is listed once, nothing is left aside, and the queue is empty
+    assert sorted(letter.message_id for letter in answer.discarded) == sorted(ids)
+    assert (answer.kept, answer.not_discarded, answer.not_found, answer.remaining) == (0, [], [], 0)

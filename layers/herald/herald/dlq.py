@@ -15,9 +15,10 @@ carries its count too.
 
 Looking never consumes: messages are received with a short visibility timeout and made visible again
 at once. A redrive is bounded (a limit and a time budget within API Gateway's 29 s): call it again
-to move more. Poison can be discarded, and only poison: a readable message has a way back (a redrive), and becomes
-poison only once its redrives are used up. Discarding empties the queue of what nothing will ever process, so
-``DeadLetterQueueAlarm`` (any message parked) goes back to OK and notifies again on the next arrival.
+to move more. Poison can be discarded, and only poison nothing will ever process (``discardable``): a readable
+message has a way back (a redrive), and becomes poison only once its redrives are used up. Discarding it and
+redriving the rest empties the queue, so ``DeadLetterQueueAlarm`` (any message parked) goes back to OK and
+notifies again on the next arrival.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,7 @@ from herald.queue import (
     refused_after_retries,
     sendable_text,
 )
-from herald.schemas import DeadLetterOut, DeadLettersOut, DiscardOut, RedriveOut
+from herald.schemas import DeadLetterOut, DeadLettersOut, DiscardOut, NotDiscarded, RedriveOut
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -71,6 +72,31 @@ _LATEST = datetime.max.replace(tzinfo=UTC)
 class _Letter:
     message: MessageTypeDef
     out: DeadLetterOut
+
+
+@dataclass
+class _Discarding:
+    """Where a discard (``DeadLetterQueue.discard``) stands."""
+
+    #: The messages named, or None: any poison, up to ``limit``.
+    named: set[str] | None
+    limit: int
+    #: The first copy of each message discarded, in order; the ids of all of them.
+    discarded: list[_Letter] = field(default_factory=list)
+    gone: set[str] = field(default_factory=set)
+    #: Messages looked at and left: made visible again at the end.
+    left: list[_Letter] = field(default_factory=list)
+    #: Messages named that were met; those met and not discarded, with why.
+    met: set[str] = field(default_factory=set)
+    not_discarded: dict[str, str] = field(default_factory=dict)
+    #: Why the discard stopped before it was done (an SQS error), or None.
+    interrupted: str | None = None
+
+    def wanted(self) -> int:
+        return self.limit - len(self.discarded) if self.named is None else len(self.named - self.met)
+
+    def receive_size(self) -> int:
+        return min(10, self.wanted()) if self.named is None else 10
 
 
 class DeadLetterQueue:
@@ -251,7 +277,13 @@ class DeadLetterQueue:
                     break
                 healthy = [letter for letter in letters if not letter.out.poison]
                 kept += [letter for letter in letters if letter.out.poison]
-                sent, not_sent = self._move(healthy)
+                try:
+                    sent, not_sent = self._move(healthy)
+                except ServiceUnavailableError:
+                    # Shown again with the rest, not hidden for a minute. One sent back before its delete here failed
+                    # is then on both queues: a later redrive sends it again, and the worker finds its work done.
+                    refused += healthy
+                    raise
                 moved += sent
                 refused += not_sent
         finally:
@@ -290,60 +322,105 @@ class DeadLetterQueue:
         return len(done), [letter for index, letter in enumerate(letters) if index in refused]
 
     def discard(self, message_ids: Sequence[str] | None = None, *, limit: int = 100) -> DiscardOut:
-        """Delete poison messages for good: those named by ``message_ids`` (a readable one named is left where it is,
-        and said so), or, with none named, up to ``limit`` of those met. Bounded as a redrive is (its time budget,
-        ``MAX_KEPT`` messages set aside); what is looked at and left is made visible again before it answers."""
-        named = None if message_ids is None else set(message_ids)
-        met: set[str] = set()
-        discarded: list[DeadLetterOut] = []
-        not_poison: list[str] = []
-        left: list[_Letter] = []  # looked at and not discarded: made visible again at the end
+        """Delete poison messages for good (``discardable``): those named by ``message_ids`` (one named and not
+        discarded is listed with why), or, with none named, up to ``limit`` of those met. Bounded as a redrive is (its
+        time budget, ``MAX_KEPT`` messages set aside); what is looked at and left is made visible again before it
+        answers. Should SQS fail once something is discarded, the answer says what was, and why it stopped."""
+        run = _Discarding(None if message_ids is None else set(message_ids), limit)
         started = self.clock()
-
-        def wanted() -> int:
-            return limit - len(discarded) if named is None else len(named - met)
-
         try:
-            while wanted() > 0 and len(left) < MAX_KEPT and self.clock() - started < REDRIVE_BUDGET_SECONDS:
-                letters = self._receive(min(10, wanted()) if named is None else 10, REDRIVE_VISIBILITY_SECONDS, 1)
+            while run.wanted() > 0 and len(run.left) < MAX_KEPT and self.clock() - started < REDRIVE_BUDGET_SECONDS:
+                letters = self._receive(run.receive_size(), REDRIVE_VISIBILITY_SECONDS, 1)
                 if not letters:
                     break
-                doomed: list[_Letter] = []
-                for letter in letters:
-                    message_id = letter.out.message_id
-                    first_named = named is not None and message_id in named and message_id not in met
-                    if (named is None or first_named) and letter.out.poison:
-                        doomed.append(letter)
-                    else:
-                        left.append(letter)
-                        if first_named:
-                            not_poison.append(message_id)
-                    if named is not None and message_id in named:
-                        met.add(message_id)
-                gone, refused = self._delete(doomed)
-                for letter in gone:  # logged at once: the record stays should a later call fail
-                    out = letter.out
-                    logger.warning(
-                        "poison message discarded from the dead-letter queue",
-                        extra={
-                            "message_id": out.message_id,
-                            "kind": out.kind,
-                            "reason": out.reason,
-                            "sent_at": out.sent_at,
-                        },
-                    )
-                discarded += [letter.out for letter in gone]
-                left += refused
-        finally:
-            self._reveal(left)
-        not_found = [message_id for message_id in message_ids or () if message_id not in met]
+                self._discard_some(run, letters)
+        except ServiceUnavailableError as exc:
+            if not run.discarded:
+                self._reveal_after_failure(run.left)
+                raise
+            run.interrupted = exc.message
+        try:
+            self._reveal(run.left)
+            remaining: int | None = self._counts()[0]
+        except ServiceUnavailableError as exc:
+            if not run.discarded:
+                raise
+            run.interrupted, remaining = run.interrupted or exc.message, None
+        if run.interrupted:
+            logger.warning("dead-letter discard cut short", extra={"reason": run.interrupted})
+        named = message_ids or ()
         return DiscardOut(
-            discarded=discarded,
-            not_poison=not_poison,
-            not_found=list(dict.fromkeys(not_found)),
-            kept=len(left),
-            remaining=self._counts()[0],
+            discarded=[letter.out for letter in run.discarded],
+            not_discarded=[NotDiscarded(message_id=key, reason=why) for key, why in run.not_discarded.items()],
+            not_found=list(dict.fromkeys(key for key in named if key not in run.met)),
+            kept=len(run.left),
+            remaining=remaining,
+            interrupted=run.interrupted,
         )
+
+    def discardable(self, letter: _Letter) -> str | None:
+        """None when ``letter`` may be discarded, else why not. Poison may: back after its redrives, parked by a worker
+        that could not read it (its reason attached), or no JSON object naming a kind (no code of Herald writes
+        that). A message this code cannot read but SQS retired without a reason is not: some worker read it (a
+        newer one, during a deploy or after a rollback), and it is readable here once the API runs the same code."""
+        out = letter.out
+        if not out.poison:
+            return "not poison: a redrive sends it back to work"
+        attributes = letter.message.get("MessageAttributes", {})
+        if out.redrives >= self.max_redrives or ERROR_ATTRIBUTE in attributes or out.kind is None:
+            return None
+        return (
+            "unreadable to the API's code, yet a worker read it (SQS retired it without a reason): a worker running "
+            "other code; redrive it once the API runs the same code"
+        )
+
+    def _discard_some(self, run: _Discarding, letters: list[_Letter]) -> None:
+        """Delete what ``run`` discards of ``letters`` (another copy of a message discarded already too: SQS may hand
+        out a message twice); the others join ``run.left``, to be made visible again."""
+        doomed: list[_Letter] = []
+        for letter in letters:
+            message_id = letter.out.message_id
+            if message_id in run.gone:
+                doomed.append(letter)
+                continue
+            named = run.named is not None and message_id in run.named
+            why = self.discardable(letter) if run.named is None or named else "not named"
+            if why is None:
+                doomed.append(letter)
+            else:
+                run.left.append(letter)
+                if named:
+                    run.not_discarded.setdefault(message_id, why)
+            if named:
+                run.met.add(message_id)
+        try:
+            gone, refused = self._delete(doomed)
+        except ServiceUnavailableError:
+            run.left += [letter for letter in doomed if letter.out.message_id not in run.gone]
+            raise
+        for letter in gone:
+            out = letter.out
+            if out.message_id in run.gone:
+                continue
+            run.gone.add(out.message_id)
+            run.discarded.append(letter)
+            # Logged at once, without the body: the record stays should a later call fail.
+            logger.warning(
+                "poison message discarded from the dead-letter queue",
+                extra={"message_id": out.message_id, "kind": out.kind, "reason": out.reason, "sent_at": out.sent_at},
+            )
+        for letter in refused:
+            if letter.out.message_id not in run.gone:
+                run.left.append(letter)
+                run.not_discarded[letter.out.message_id] = "SQS kept refusing to delete it: it is still there"
+
+    def _reveal_after_failure(self, letters: list[_Letter]) -> None:
+        """Make ``letters`` visible again after SQS failed a call; if SQS fails that too, they come back by themselves
+        when their visibility timeout ends."""
+        try:
+            self._reveal(letters)
+        except ServiceUnavailableError:
+            logger.warning("dead-letter messages left hidden for a minute", extra={"hidden": len(letters)})
 
     def _delete(self, letters: list[_Letter]) -> tuple[list[_Letter], list[_Letter]]:
         """Delete ``letters`` here: those deleted, and those SQS kept refusing to delete (still here, hidden)."""

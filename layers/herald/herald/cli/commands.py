@@ -488,11 +488,12 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
 
 def dlq_discard(client: ApiClient, args: argparse.Namespace) -> Shown:
     """Delete poison messages for good: those named, or with ``--all-poison`` up to ``--limit`` of them. Only poison
-    goes; a readable message named is left (a redrive sends it back). Exits 1 when a message named was not
-    discarded (not poison, or not found: gone already, or hidden for a minute by another look or redrive)."""
+    goes; a message named and left (not poison: a redrive sends it back) is listed on stderr with why, as is one not
+    found (gone already, or hidden for a minute by another look, redrive or discard); the command then exits 1, as
+    it does when the API stopped before it was done."""
     body: dict[str, Any] = {"message_ids": args.message_ids} if args.message_ids else {"all_poison": True}
     if args.limit is not None:
-        body["limit"] = args.limit  # with --id, the API refuses it: a limit goes with --all-poison
+        body["limit"] = args.limit
     # Naming the messages, a discard sent again finds those already gone "not found": safe to repeat after a 429/503.
     answer = client.post("/v1/admin/dead-letters/discard", body=body, repeatable=bool(args.message_ids))
     if not isinstance(answer, Mapping):
@@ -501,15 +502,21 @@ def dlq_discard(client: ApiClient, args: argparse.Namespace) -> Shown:
     rows = table(discarded, columns_of(discarded, DEAD_LETTER_COLUMNS)) if discarded else "no message discarded"
     text = f"{record(answer, ['kept', 'remaining'])}\n\n{rows}"
     lines = []
-    if answer.get("not_poison"):
-        lines.append("not poison, left in the dead-letter queue (`herald dlq redrive` sends them back to work):")
-        lines += [f"  {message_id}" for message_id in answer["not_poison"]]
+    left = [item for item in answer.get("not_discarded") or [] if isinstance(item, Mapping)]
+    if left:
+        lines.append("not discarded, still in the dead-letter queue:")
+        lines += [f"  {item.get('message_id')}: {item.get('reason')}" for item in left]
     if answer.get("not_found"):
-        lines.append("not found (gone already, or hidden for a minute by another look or redrive: try again):")
+        lines.append("not found (gone already, or hidden for a minute by another look, redrive or discard: try again):")
         lines += [f"  {message_id}" for message_id in answer["not_found"]]
-    if not lines:
-        return Shown(answer, text)
-    return Shown(answer, text, warning="\n".join(lines), exit_code=EXIT_ERROR)
+    if answer.get("interrupted"):
+        lines.append(f"stopped before it was done ({answer['interrupted']}): run it again for the rest")
+    if lines:
+        return Shown(answer, text, warning="\n".join(lines), exit_code=EXIT_ERROR)
+    limit = args.limit or DEFAULT_DISCARD_LIMIT
+    if args.all_poison and len(discarded) >= limit:
+        return Shown(answer, text, warning=f"{limit} discarded, the most a call takes: more poison may remain")
+    return Shown(answer, text)
 
 
 # ---------------------------------------------------------------------------------------------- admin key

@@ -29,7 +29,7 @@ from herald.cli.commands import (
     AwsHandler,
     Shown,
 )
-from herald.cli.parser import build_parser
+from herald.cli.parser import build_parser, check_usage
 
 
 def report(error: CliError, err: TextIO) -> None:
@@ -56,6 +56,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        check_usage(args)
     except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     out, err = sys.stdout, sys.stderr

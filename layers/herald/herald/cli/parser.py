@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -100,6 +101,22 @@ def _discard_limit(text: str) -> int:
     if value > MAX_DISCARD_LIMIT:
         raise argparse.ArgumentTypeError(f"at most {MAX_DISCARD_LIMIT}")
     return value
+
+
+def _discard_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot say of ``dlq discard``: a usage error (exit 2) before anything is sent."""
+    if args.message_ids and args.limit is not None:
+        parser.error("--limit goes with --all-poison")
+    if args.message_ids and len(args.message_ids) > MAX_DISCARD_IDS:
+        parser.error(f"at most {MAX_DISCARD_IDS} --id in one call")
+
+
+def check_usage(args: argparse.Namespace) -> None:
+    """The parsed command's own checks between its options (``usage_check``), if it has any: ``parser.error`` on a
+    breach, as argparse reports its own usage errors."""
+    check = getattr(args, "usage_check", None)
+    if check is not None:
+        check(args)
 
 
 def _positive_float(text: str) -> float:
@@ -321,6 +338,7 @@ class _ParserBuilder:
             help=f"with --all-poison: at most this many, 1 to {MAX_DISCARD_LIMIT} (default {DEFAULT_DISCARD_LIMIT}); "
             "a call works for about 15 s",
         )
+        cmd.set_defaults(usage_check=functools.partial(_discard_usage, cmd))
 
     def admin_key(self) -> None:
         group = self.area("admin-key", "the operator's admin key (AWS credentials for the stack needed)")

@@ -107,7 +107,7 @@ class DiscardIn(StrictModel):
         min_length=1,
         max_length=100,
         description="Discard these messages (their `message_id` in the dead-letter queue's sample), those of them "
-        "that are poison. Give this or `all_poison`.",
+        "that may be discarded. Give this or `all_poison`.",
     )
     all_poison: bool | None = Field(
         None,
@@ -120,21 +120,35 @@ class DiscardIn(StrictModel):
 
     @model_validator(mode="after")
     def _one_choice(self) -> Self:
-        if (self.message_ids is None) == (self.all_poison is not True):
+        if (self.message_ids is None) == (self.all_poison is None) or self.all_poison is False:
             raise ValueError('give one of `message_ids` (the messages to discard) and `"all_poison": true`')
-        if self.limit is not None and self.all_poison is not True:
+        if self.limit is not None and self.all_poison is None:
             raise ValueError("`limit` goes with `all_poison`")
         return self
 
 
+class NotDiscarded(BaseModel):
+    message_id: str
+    reason: str = Field(description="Why it is still in the dead-letter queue.")
+
+
 class DiscardOut(BaseModel):
     discarded: list[DeadLetterOut] = Field(description="The poison messages deleted for good, as they were shown.")
-    not_poison: list[str] = Field(
-        description="Messages named that are not poison: left where they are (a redrive sends them back to work)."
+    not_discarded: list[NotDiscarded] = Field(
+        description="Messages named that were met and left, with why (not poison: a redrive sends it back to work; "
+        "unreadable to the API's code yet read by a worker running other code), and any message SQS kept refusing "
+        "to delete."
     )
     not_found: list[str] = Field(
         description="Messages named and not met: gone already, or hidden for a minute by another look, redrive or "
         "discard. Call again to find them."
     )
     kept: int = Field(description="Messages looked at and left in the dead-letter queue.")
-    remaining: int = Field(description="Messages still in the dead-letter queue (approximate).")
+    remaining: int | None = Field(
+        description="Messages still in the dead-letter queue (approximate); null when SQS did not answer."
+    )
+    interrupted: str | None = Field(
+        None,
+        description="Why the call stopped before it was done (SQS failed, after it had discarded what is listed): "
+        "call again for the rest. Null when it was done.",
+    )

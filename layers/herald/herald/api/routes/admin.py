@@ -49,7 +49,9 @@ def redrive_dead_letters(
 @router.post("/dead-letters/discard", summary="Discard poison from the dead-letter queue")
 def discard_dead_letters(services: ServicesDep, _: OperatorDep, body: DiscardIn) -> DiscardOut:
     """Delete poison messages for good: those named in `message_ids`, or with `"all_poison": true` up to `limit` of
-    those met. Only poison is discarded (nothing will ever process it); a readable message named is left where it is
-    and listed in `not_poison`: a redrive sends it back to work. With the poison gone, `DeadLetterQueueAlarm` goes
-    back to OK and notifies again when the next message arrives. A call works for at most about 15 seconds."""
+    those met. Only poison that nothing will ever process is discarded: back after its redrives, parked by a worker
+    that could not read it, or no work message at all. A message named and left is listed in `not_discarded` with
+    why (a readable one: a redrive sends it back to work). Once the poison is gone and the rest redriven,
+    `DeadLetterQueueAlarm` goes back to OK and notifies again when the next message arrives. A call works for at
+    most about 15 seconds."""
     return dead_letter_queue(services).discard(body.message_ids, limit=body.limit or 100)
