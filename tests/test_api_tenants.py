@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from herald import faults
 from herald.errors import ServiceUnavailableError
 from herald.local.moto_fixes import release_delays
 from tests.api_support import assert_error, queue_messages
@@ -228,6 +229,26 @@ def test_deleted_tenant_is_locked_out_and_purged(client, make_tenant, services, 
     # ... and the other tenant is untouched
     assert client.get("/v1/subscriptions", headers=other.headers).status_code == 200
     assert [t["id"] for t in client.get("/v1/tenants", headers=ADMIN).json()["data"]] == [other.id]
+
+
+def test_a_purge_cut_short_leaves_no_route_of_the_tenant_behind(client, make_tenant, services, aws) -> None:
+    # GIVEN a deleted tenant's 7 subscriptions to 3 event types each (28 items: two BatchWriteItem calls)
+    doomed = make_tenant("Doomed")
+    types = ["herald.ping", "invoice.paid", "subscription.created"]
+    for n in range(7):
+        body = {"url": f"https://example.com/h{n}", "event_types": types}
+        assert client.post("/v1/subscriptions", json=body, headers=doomed.headers).status_code == 201
+    assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204
+    # WHEN the purge's second call fails (DynamoDB still refusing it after the retries), and the purge runs again
+    faults.install(services.store.table.client, "dynamodb.BatchWriteItem:5xx@call=calls:2")
+    with pytest.raises(ServiceUnavailableError):
+        services.store.subscriptions.purge_page(doomed.id)
+    assert services.store.subscriptions.purge_page(doomed.id) is True
+    # THEN nothing of the tenant's subscriptions is left: no subscription, and no route (routes never expire)
+    left = []
+    for page in aws.client("dynamodb").get_paginator("scan").paginate(TableName=services.settings.table_name):
+        left += [item["pk"]["S"] for item in page["Items"] if doomed.id in item["pk"]["S"]]
+    assert left == []
 
 
 def test_a_key_the_deletions_index_read_missed_stops_working_when_the_purge_runs(

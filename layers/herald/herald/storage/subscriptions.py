@@ -219,13 +219,16 @@ class SubscriptionRepository:
         return [Route(item["subscription_id"], item.get("filter")) for item in items], next_cursor
 
     def purge_page(self, tenant_id: str, *, limit: int = 100) -> bool:
-        """Delete up to ``limit`` subscriptions of a deleted tenant with their routes; True when none remain."""
+        """Delete up to ``limit`` subscriptions of a deleted tenant with their routes; True when none remain.
+
+        The routes go first, all of them, then the subscriptions: a purge cut short (a call DynamoDB keeps refusing,
+        the invocation's end) runs again from the subscriptions it still lists, so a subscription is deleted only
+        once nothing it lists is left. Routes do not expire; one left behind by its subscription would stay."""
         page = self.list(tenant_id, limit=limit, cursor=None)
-        doomed: list[dict[str, Any]] = []
-        for sub in page.items:
-            doomed.append(to_item(keys.subscription(tenant_id, sub.id)))
-            doomed += [to_item(keys.route(tenant_id, t, sub.id)) for t in sorted(_routes(sub))]
-        self._table.batch_write([{"DeleteRequest": {"Key": key}} for key in doomed])
+        routes = [to_item(keys.route(tenant_id, t, sub.id)) for sub in page.items for t in sorted(_routes(sub))]
+        self._table.batch_write([{"DeleteRequest": {"Key": key}} for key in routes])
+        subscriptions = [to_item(keys.subscription(tenant_id, sub.id)) for sub in page.items]
+        self._table.batch_write([{"DeleteRequest": {"Key": key}} for key in subscriptions])
         return page.cursor is None
 
     def count(self, tenant_id: str) -> int:
