@@ -10,6 +10,7 @@ batch, never timed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from tests.delivery_support import (
     deliveries,
     delivery_id_of,
     delivery_state_of,
+    make_harness,
     only_delivery,
     publish,
     step,
@@ -792,3 +794,64 @@ def test_a_delivery_whose_half_open_breaker_closed_since_its_batch_read_is_sent_
     # THEN it is sent as any other, not held for a probe no one needs any more
     assert [r.headers["webhook-id"] for r in receiver.received] == [event_id]
     assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
+def _received_all(harness: Harness, count: int) -> None:
+    """Run the work queue's poller until it has received ``count`` messages (each publish queues one)."""
+    received = 0
+    while received < count:
+        got = harness.poller.poll_once().received
+        assert got, f"{received} of {count} messages received"
+        received += got
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"slow_queue_url": "", "delivery_timeout_seconds": 1.0, "breaker_timeouts": 2}]
+)
+def test_deliveries_of_a_batch_waiting_when_its_timeouts_open_the_breaker_are_held_not_sent(
+    client, tenant, services: Any, aws: Any, silent: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herald import sender
+
+    # GIVEN a worker with two connections, no slow lane, and ten deliveries to an endpoint that never answers
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 2)
+    harness = make_harness(services, aws, clock=time.time)
+    try:
+        sub = subscribe(client, tenant, silent.url)
+        events = [publish(client, tenant.id) for _ in range(10)]
+        # WHEN the worker takes them: two go out, time out, and open the breaker while the rest wait for a connection
+        _received_all(harness, len(events))
+    finally:
+        harness.close()
+    # THEN those still waiting once it opened are held, not sent: the endpoint saw the two (and at most the two
+    # that took a connection between a timeout and its record), and the others spent no attempt
+    assert 2 <= silent.accepted <= 4, silent.accepted
+    listed = deliveries(client, tenant, sub.id)
+    assert sum(d["attempts"] for d in listed) == silent.accepted
+    assert [d["status"] for d in listed if d["attempts"] == 0] == ["pending"] * (len(events) - silent.accepted)
+    assert stats(client, tenant, sub.id)["breaker"] == "open"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"delivery_timeout_seconds": 0.5, "slow_lane_after_seconds": 2.0, "rate_limit_local_wait_seconds": 10.0}],
+)
+def test_a_timeout_forwards_the_batchs_waiting_deliveries_to_the_slow_lane(
+    client, tenant, services: Any, aws: Any, silent: RawServer
+) -> None:
+    # GIVEN a subscription limited to one delivery a second whose endpoint never answers, four deliveries to it, and
+    # a slow lane that takes over only after 2 s (longer than the 0.5 s timeout: the timeout itself says it)
+    harness = make_harness(services, aws, clock=time.time)
+    try:
+        sub = subscribe(client, tenant, silent.url, rate_limit=1)
+        for _ in range(4):
+            publish(client, tenant.id)
+        # WHEN the worker takes them: the first times out half a second before the next one's slot
+        _received_all(harness, 4)
+    finally:
+        harness.close()
+    # THEN the others, waiting in line for their slots, are forwarded to the slow lane, not sent from the work queue
+    assert silent.accepted == 1
+    forwarded = queue_messages(harness.sqs, services.settings.slow_queue_url)
+    assert len(forwarded) == 3
+    assert {message["subscription_id"] for message in forwarded} == {sub.id}

@@ -70,6 +70,10 @@ _PROBES: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDi
 #: attempt of the same batch) ends their streak and closes the breaker they may have opened, though the batch's
 #: read of the subscription, from before those timeouts, shows neither (``learn``).
 _COUNTED: weakref.WeakKeyDictionary[Worker, set[str]] = weakref.WeakKeyDictionary()
+#: The breakers each worker's timeouts opened (or opened again) in its current batch, and until when: the batch's
+#: deliveries still waiting for a connection or a rate-limit slot then are held, not sent (``probe_taken_elsewhere``),
+#: though the batch's read of the subscription, from before, shows the breaker closed.
+_OPENED: weakref.WeakKeyDictionary[Worker, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 def forget(worker: Worker) -> None:
@@ -77,6 +81,7 @@ def forget(worker: Worker) -> None:
     _MARKED.pop(worker, None)
     _PROBES.pop(worker, None)
     _COUNTED.pop(worker, None)
+    _OPENED.pop(worker, None)
 
 
 def on_slow_lane(worker: Worker, record: SQSRecord) -> bool:
@@ -128,9 +133,16 @@ async def probe_taken_elsewhere(
     rate-limit slot) held: take the probe, one attempt at a time until it reports back (or could have: its
     whole time). Taken earlier, a probe would run out while its attempt waited, letting a second one through, or
     be kept by an attempt postponed or put off, holding every other delivery meanwhile. True when another
-    delivery holds the probe: this one is held, its lease given back, and its message carried on by a copy."""
+    delivery holds the probe, or when this worker's own timeouts opened the breaker while the attempt waited
+    (``_OPENED``): this one is held, its lease given back, and its message carried on by a copy."""
     now = worker.clock()
-    if not (_breaker_holds(message, single_shot) and _half_open(sub, now)):
+    if not _breaker_holds(message, single_shot):
+        return False
+    opened_until = _OPENED.get(worker, {}).get(sub.id, 0.0)
+    if opened_until > now:
+        await _held_by_breaker(worker, message, record, sub, opened_until - now, release=release, log=log)
+        return True
+    if not _half_open(sub, now):
         return False
     probe_until = now + worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
     probe = await worker.io(worker.store.isolation.take_probe, sub.tenant_id, sub.id, now=now, until=probe_until)
@@ -319,6 +331,11 @@ async def learn(
             counted_here.add(sub.id)
             if slow_until(worker, sub) <= now:  # not marked while it was unanswered (``watch``), nor before
                 worker.metrics.add(Metric.MARKED_SLOW)
+            # What the timeout says holds for the rest of this batch too (its read of the subscription is older):
+            # those of its deliveries still waiting are forwarded to the slow lane, or held while the breaker is open.
+            _MARKED.setdefault(worker, {})[sub.id] = now + settings.slow_lane_seconds
+            if counted is not None and counted[0].breaker_until > now:
+                _OPENED.setdefault(worker, {})[sub.id] = counted[0].breaker_until
             if counted is not None and counted[1]:
                 worker.metrics.add(Metric.BREAKER_OPENED)
                 until = counted[0].breaker_until
@@ -328,6 +345,7 @@ async def learn(
                 )
         elif learned.timeouts or learned.breaker_until or learned.probe_until or sub.id in counted_here:
             counted_here.discard(sub.id)
+            _OPENED.get(worker, {}).pop(sub.id, None)
             await worker.io(store.isolation.reset, sub.tenant_id, sub.id)
             if learned.breaker_until:
                 logger.info("circuit breaker closed: the endpoint answered", extra=log)
