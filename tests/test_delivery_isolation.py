@@ -855,3 +855,23 @@ def test_a_timeout_forwards_the_batchs_waiting_deliveries_to_the_slow_lane(
     forwarded = queue_messages(harness.sqs, services.settings.slow_queue_url)
     assert len(forwarded) == 3
     assert {message["subscription_id"] for message in forwarded} == {sub.id}
+
+
+def test_a_delivery_whose_breaker_is_open_is_held_from_the_work_queue_not_forwarded_first(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose breaker is open (its timeouts also put it on the slow lane)
+    sub = subscribe(client, tenant, receiver.url)
+    opened = harness.services.store.isolation.count_timeout(
+        tenant.id, sub.id, now=clock(), slow_until=clock() + 900, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert opened is not None
+    assert opened[1]
+    # WHEN a delivery to it is received from the work queue
+    publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    # THEN it is held there until the breaker's time is over, without a hop through the slow lane's queue
+    (held,) = harness.holds
+    assert 60 <= held <= 60 + 60 * 0.1 + 2
+    assert queue_messages(harness.sqs, harness.services.settings.slow_queue_url) == []
+    assert receiver.received == []

@@ -108,15 +108,16 @@ async def diverted(
     now = worker.clock()
     breaker_until = sub.isolation.breaker_until
     held_back = _breaker_holds(message, single_shot)
+    if held_back and breaker_until > now:
+        # Open: held from where it is, not forwarded to the slow lane first (a hop, and a receive on the slow lane's
+        # few invocations, only to be held there); its copy comes back to the lane ``for_later`` names.
+        await _held_by_breaker(worker, message, record, sub, breaker_until - now, release=release, log=log)
+        return True
     # A half-open breaker's probe is made from the slow lane too, with the whole timeout: from the work queue it
     # would be cut short and handed over, and the probe it took would hold every other delivery meanwhile.
     half_open = held_back and _half_open(sub, now)
-    if await forwarded(worker, message, record, sub, release=release, log=log, half_open=half_open):
-        return True
-    if not held_back or breaker_until <= now:
-        return False  # closed, half-open, or asked for (a manual retry, a recovery, a redelivery, a test)
-    await _held_by_breaker(worker, message, record, sub, breaker_until - now, release=release, log=log)
-    return True
+    # Otherwise closed, half-open, or asked for (a manual retry, a recovery, a redelivery, a test): not held here.
+    return await forwarded(worker, message, record, sub, release=release, log=log, half_open=half_open)
 
 
 async def probe_taken_elsewhere(
