@@ -547,6 +547,28 @@ def test_what_is_learned_survives_the_apis_rewrites_and_a_new_url_starts_afresh(
     assert "isolation" not in moved.json()
 
 
+def test_a_subscription_enabled_again_starts_afresh_and_one_disabled_keeps_what_was_learned(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription whose breaker the worker opened
+    sub = subscribe(client, tenant, receiver.url)
+    now = harness.worker.clock()
+    counted = harness.services.store.isolation.count_timeout(
+        tenant.id, sub.id, now=now, slow_until=now + 900, threshold=1, open_seconds=60, max_open_seconds=3600
+    )
+    assert counted is not None
+    assert counted[1]
+    # WHEN it is disabled, then enabled again (someone saw to its endpoint)
+    path = f"/v1/subscriptions/{sub.id}"
+    assert client.patch(path, json={"enabled": False}, headers=tenant.headers).status_code == 200
+    disabled = stats(client, tenant, sub.id)
+    assert client.patch(path, json={"enabled": True}, headers=tenant.headers).status_code == 200
+    enabled = stats(client, tenant, sub.id)
+    # THEN disabling kept what was learned, and enabling it again cleared it: its deliveries are not held
+    assert (disabled["breaker"], disabled["lane"], disabled["consecutive_timeouts"]) == ("open", "slow", 1)
+    assert (enabled["breaker"], enabled["lane"], enabled["consecutive_timeouts"]) == ("closed", "fast", 0)
+
+
 def test_a_rewrite_racing_the_worker_keeps_what_the_worker_learned_meanwhile(
     client, tenant, harness: Harness, receiver: Receiver
 ) -> None:

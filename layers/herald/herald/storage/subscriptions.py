@@ -62,10 +62,12 @@ def _rewrite(old: Subscription, new: Subscription) -> dict[str, Any]:
     """The transaction's Update that writes ``new``'s record over ``old``'s, if the item is still at ``old``'s version.
     The record's attributes only: the worker's writes (``_LEARNED``) do not bump the version, so one made since
     ``old`` was read (a slow-lane mark, a timeout counted, a breaker opened) is kept, not overwritten by what
-    ``old`` held. All of them are cleared when the URL changes: nothing is known of the new endpoint yet."""
+    ``old`` held. All of them are cleared when the URL changes (nothing is known of the new endpoint yet) and when
+    the subscription is enabled again (someone saw to its endpoint: it starts afresh, as its failing window does;
+    an open breaker would hold its deliveries for up to an hour more)."""
     fields = to_item(record(new))
     cleared = set(to_item(record(old))) - set(fields)  # set before, None now
-    if new.url != old.url:
+    if new.url != old.url or (new.enabled and not old.enabled):
         cleared |= set(_LEARNED)
     names = {f"#a{i}": name for i, name in enumerate([*fields, *sorted(cleared)])}
     placeholder = {name: key for key, name in names.items()}
