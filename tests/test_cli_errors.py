@@ -453,6 +453,13 @@ def test_dlq_redrive_says_how_many_remain_and_how_to_move_them(
     # THEN nothing more is said
     assert last.code == 0, last.err
     assert last.err == ""
+    # WHEN only poison is left
+    sqs.send_message(QueueUrl=resources.dead_letter_queue_url, MessageBody="not json")
+    stuck = herald("dlq", "redrive")
+    # THEN it says none moved, and how poison goes
+    assert stuck.code == 0, stuck.err
+    assert "1 message still in the dead-letter queue, none moved (poison ones stay)" in stuck.err
+    assert "`herald dlq discard` for poison" in stuck.err
 
 
 def test_dlq_redrive_help_states_its_default(capsys: pytest.CaptureFixture[str]) -> None:

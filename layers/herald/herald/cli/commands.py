@@ -477,7 +477,7 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
         return _record(answer)
     left = f"{remaining} message{'' if remaining == 1 else 's'} still in the dead-letter queue"
     if not answer.get("moved"):
-        warning = f"{left}, none moved (poison ones stay): see `herald dlq show`"
+        warning = f"{left}, none moved (poison ones stay): see `herald dlq show`, and `herald dlq discard` for poison"
     else:
         warning = (
             f"{left} (approximate, poison ones included): run "
