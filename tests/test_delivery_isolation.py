@@ -897,3 +897,40 @@ def test_a_delivery_whose_breaker_is_open_is_held_from_the_work_queue_not_forwar
     assert 60 <= held <= 60 + 60 * 0.1 + 2
     assert queue_messages(harness.sqs, harness.services.settings.slow_queue_url) == []
     assert receiver.received == []
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"slow_queue_url": "", "delivery_timeout_seconds": 1.0, "breaker_timeouts": 2, "breaker_open_seconds": 0.5}],
+)
+def test_deliveries_of_a_batch_whose_own_timeouts_opened_the_breaker_probe_it_once_its_time_is_over(
+    client, tenant, services: Any, aws: Any, silent: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herald import sender
+    from herald.worker import dispatch
+
+    # GIVEN a worker with two connections, no slow lane, a breaker open for half a second after two timeouts, and
+    # every request's breaker state noted as the table holds it when the request goes out
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 2)
+    harness = make_harness(services, aws, clock=time.time)
+    states: list[str] = []
+    send = dispatch.sign_and_send
+
+    def noted(worker: Any, sub: Any, *args: Any, **kwargs: Any) -> Any:
+        stored = services.store.subscriptions.get(sub.tenant_id, sub.id)
+        learned, now = stored.isolation, time.time()
+        half_open = 0 < learned.breaker_until <= now
+        states.append(("half-open, probe taken" if learned.probe_until > now else "half-open") if half_open else "")
+        return send(worker, sub, *args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "sign_and_send", noted)
+    try:
+        subscribe(client, tenant, silent.url)
+        events = [publish(client, tenant.id) for _ in range(10)]
+        # WHEN the worker takes ten deliveries to an endpoint that never answers: the first timeouts open the breaker,
+        # and its half second is over while the batch's last deliveries still wait for a connection
+        _received_all(harness, len(events))
+    finally:
+        harness.close()
+    # THEN no request went out to the half-open endpoint without the probe: those waiting took it, one at a time
+    assert "half-open" not in states, states

@@ -106,7 +106,7 @@ async def diverted(
     by a copy; no attempt is made here. A half-open breaker's probe is taken later, right before the send
     (``probe_taken_elsewhere``)."""
     now = worker.clock()
-    breaker_until = sub.isolation.breaker_until
+    breaker_until = _breaker_until(worker, sub)
     held_back = _breaker_holds(message, single_shot)
     if held_back and breaker_until > now:
         # Open: held from where it is, not forwarded to the slow lane first (a hop, and a receive on the slow lane's
@@ -115,7 +115,7 @@ async def diverted(
         return True
     # A half-open breaker's probe is made from the slow lane too, with the whole timeout: from the work queue it
     # would be cut short and handed over, and the probe it took would hold every other delivery meanwhile.
-    half_open = held_back and _half_open(sub, now)
+    half_open = held_back and _half_open(worker, sub, now)
     # Otherwise closed, half-open, or asked for (a manual retry, a recovery, a redelivery, a test): not held here.
     return await forwarded(worker, message, record, sub, release=release, log=log, half_open=half_open)
 
@@ -139,11 +139,11 @@ async def probe_taken_elsewhere(
     now = worker.clock()
     if not _breaker_holds(message, single_shot):
         return False
-    opened_until = _OPENED.get(worker, {}).get(sub.id, 0.0)
-    if opened_until > now:
-        await _held_by_breaker(worker, message, record, sub, opened_until - now, release=release, log=log)
+    breaker_until = _breaker_until(worker, sub)
+    if breaker_until > now:  # opened by this batch's own timeouts while the attempt waited
+        await _held_by_breaker(worker, message, record, sub, breaker_until - now, release=release, log=log)
         return True
-    if not _half_open(sub, now):
+    if not _half_open(worker, sub, now):
         return False
     probe_until = now + worker.settings.delivery_timeout_seconds + START_MARGIN_SECONDS
     probe = await worker.io(worker.store.isolation.take_probe, sub.tenant_id, sub.id, now=now, until=probe_until)
@@ -163,9 +163,16 @@ def _breaker_holds(message: DeliveryMessage, single_shot: bool) -> bool:
     return not single_shot and message.trigger is Trigger.SCHEDULED
 
 
-def _half_open(sub: Subscription, now: float) -> bool:
-    """Whether the subscription's breaker, as read, opened once and its time is over: the next attempt probes."""
-    return 0 < sub.isolation.breaker_until <= now
+def _breaker_until(worker: Worker, sub: Subscription) -> float:
+    """Until when the subscription's breaker is open: as its item said when it was read, or as this worker's timeouts
+    opened it since, in this batch (``_OPENED``)."""
+    return max(sub.isolation.breaker_until, _OPENED.get(worker, {}).get(sub.id, 0.0))
+
+
+def _half_open(worker: Worker, sub: Subscription, now: float) -> bool:
+    """Whether the subscription's breaker, as read or as this batch opened it, opened once and its time is over:
+    the next attempt probes."""
+    return 0 < _breaker_until(worker, sub) <= now
 
 
 async def _held_by_breaker(
