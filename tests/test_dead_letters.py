@@ -784,25 +784,47 @@ def test_each_poison_message_discarded_is_logged_without_its_body(
     assert not any("4111" in str(record.__dict__) for record in caplog.records)
 
 
-def test_a_message_a_worker_read_but_this_code_cannot_is_not_discarded(client, harness: Harness) -> None:
-    # GIVEN a message SQS retired (no reason parked with it: a worker read it) of a version the API's code cannot
-    # read (a newer worker wrote it, during a deploy or after a rollback), and one a worker parked as unreadable
+def test_all_poison_discards_only_what_no_code_reads_and_other_codes_messages_go_only_when_named(
+    client, harness: Harness
+) -> None:
+    # GIVEN in the dead-letter queue: a body no code reads and one of a kind this code does not know, both parked by a
+    # worker that could not read them; one of a version this code does not know that SQS retired without a reason (a
+    # worker read it: a newer one, during a deploy or after a rollback)
+    queue = harness.services.queue
+    queue.dead_letter("not json", "unreadable work message: json_invalid")
+    queue.dead_letter('{"kind": "teleport"}', "unreadable work message: kind teleport")
     newer = json.dumps({"v": 2, "kind": "purge_tenant", "tenant_id": "tnt_1"})
     harness.sqs.send_message(QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody=newer)
-    harness.services.queue.dead_letter('{"kind": "teleport"}', "unreadable work message: kind teleport")
-    letters = {letter["kind"]: letter for letter in dead_letters(client)["sample"]}
-    assert letters["purge_tenant"]["poison"] is True  # shown as this code sees it
-    # WHEN the operator discards all poison, then names the retired message
+    letters = {letter["body"]: letter for letter in dead_letters(client)["sample"]}
+    assert all(letter["poison"] for letter in letters.values())  # as this code sees them
+    # WHEN the operator discards all poison
     every = discard(client, all_poison=True)
-    named = discard(client, message_ids=[letters["purge_tenant"]["message_id"]])
-    # THEN only the parked one went; the retired one stays, and naming it says why
-    assert [letter["kind"] for letter in every["discarded"]] == ["teleport"]
-    assert named["discarded"] == []
+    # THEN only the body no code reads went: newer code may read the others
+    assert [letter["body"] for letter in every["discarded"]] == ["not json"]
+    assert (every["not_discarded"], every["kept"], every["remaining"]) == ([], 2, 2)
+    # WHEN it names the other two
+    named = discard(client, message_ids=[letters['{"kind": "teleport"}']["message_id"], letters[newer]["message_id"]])
+    # THEN the unknown kind a worker parked goes (the operator's call); the one a worker read stays, and it says why
+    assert [letter["body"] for letter in named["discarded"]] == ['{"kind": "teleport"}']
     ((left),) = named["not_discarded"]
-    assert left["message_id"] == letters["purge_tenant"]["message_id"]
+    assert left["message_id"] == letters[newer]["message_id"]
     assert left["reason"].startswith("unreadable to the API's code, yet a worker read it")
     seen = dead_letters(client)
     assert (seen["count"], seen["in_flight"]) == (1, 0)
+
+
+def test_a_newer_version_a_rolled_back_worker_parked_is_kept_by_all_poison(client, harness: Harness) -> None:
+    # GIVEN a message of a version this code does not know, met by a worker running this code (a rollback): parked
+    harness.sqs.send_message(
+        QueueUrl=harness.services.settings.queue_url,
+        MessageBody=json.dumps({"v": 2, "kind": "purge_tenant", "tenant_id": "tnt_1"}),
+    )
+    harness.drain()
+    (parked,) = dead_letters(client)["sample"]
+    assert parked["poison"] is True
+    # WHEN the operator discards all poison THEN it stays, for a redrive once the newer code runs again
+    answer = discard(client, all_poison=True)
+    assert (answer["discarded"], answer["kept"], answer["remaining"]) == ([], 1, 1)
 
 
 def test_named_messages_are_found_beyond_the_first_receive(client, harness: Harness) -> None:

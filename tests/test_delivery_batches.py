@@ -106,6 +106,32 @@ def test_a_message_with_fields_this_code_does_not_know_is_worked_and_a_new_versi
     assert harness.counts() == (0, 0)
 
 
+def test_a_copy_of_a_message_keeps_the_fields_this_code_does_not_know(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a delivery whose first attempt fails, its message carrying a field a newer version wrote
+    receiver.responses = [(500, {}, b"down", 0.0)]
+    subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    queue_url = harness.services.settings.queue_url
+    (message,) = harness.sqs.receive_message(QueueUrl=queue_url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    single = json.loads(message["Body"])
+    assert single["kind"] == "delivery"  # one route: publishing queues the delivery message itself
+    harness.sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps({**single, "reserved_until": 1_900_000_000.5}))
+    # WHEN the worker makes the attempt, and its retry waits in a copy of the message
+    harness.drain()
+    # THEN the copy carries the field on, for the newer code that may meet it next
+    assert len(receiver.received) == 1
+    (copy,) = [
+        json.loads(call.params["MessageBody"])
+        for call in harness.queue_calls.of("SendMessage")
+        if '"resumed":true' in call.params.get("MessageBody", "")
+    ]
+    assert copy["reserved_until"] == 1_900_000_000.5
+    assert copy["delivery_id"] == single["delivery_id"]
+
+
 #: Event items that cannot be read: fields missing (pydantic refuses), and a payload that is JSON but no object
 #: (the read's check of the envelope, ``storage.events._check_envelope``, raises a TypeError).
 CORRUPT_EVENTS = {

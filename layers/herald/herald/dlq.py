@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.errors import ServiceUnavailableError
-from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
+from herald.messages import KINDS, VERSION, DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
 from herald.queue import (
     ERROR_ATTRIBUTE,
     MAX_REASON_CHARS,
@@ -72,6 +72,17 @@ _LATEST = datetime.max.replace(tzinfo=UTC)
 class _Letter:
     message: MessageTypeDef
     out: DeadLetterOut
+
+
+def _of_other_code(body: str) -> bool:
+    """Whether ``body`` is a JSON object naming a kind (as a string) of a kind or a version this code does not know."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
+        return False
+    return raw["kind"] not in KINDS or raw.get("v", VERSION) != VERSION
 
 
 @dataclass
@@ -358,21 +369,26 @@ class DeadLetterQueue:
             interrupted=run.interrupted,
         )
 
-    def discardable(self, letter: _Letter) -> str | None:
-        """None when ``letter`` may be discarded, else why not. Poison may: back after its redrives, parked by a worker
-        that could not read it (its reason attached), or no JSON object naming a kind (no code of Herald writes
-        that). A message this code cannot read but SQS retired without a reason is not: some worker read it (a
-        newer one, during a deploy or after a rollback), and it is readable here once the API runs the same code."""
+    def discardable(self, letter: _Letter, *, named: bool) -> str | None:
+        """None when ``letter`` may be discarded, else why not. Poison may: back after its redrives, or parked by a
+        worker that could not read it (its reason attached), or no work message at all (no JSON object naming a kind).
+        One of a kind or version this code does not know only when ``named``: newer code may read it, and only the
+        operator knows whether such code runs. A message this code cannot read but SQS retired without a reason never:
+        some worker read it (a newer one, during a deploy or after a rollback), and it is readable here once the API
+        runs the same code."""
         out = letter.out
         if not out.poison:
             return "not poison: a redrive sends it back to work"
-        attributes = letter.message.get("MessageAttributes", {})
-        if out.redrives >= self.max_redrives or ERROR_ATTRIBUTE in attributes or out.kind is None:
+        if out.redrives >= self.max_redrives:
             return None
-        return (
-            "unreadable to the API's code, yet a worker read it (SQS retired it without a reason): a worker running "
-            "other code; redrive it once the API runs the same code"
-        )
+        if ERROR_ATTRIBUTE not in letter.message.get("MessageAttributes", {}) and out.kind is not None:
+            return (
+                "unreadable to the API's code, yet a worker read it (SQS retired it without a reason): a worker "
+                "running other code; redrive it once the API runs the same code"
+            )
+        if not named and _of_other_code(letter.message.get("Body", "")):
+            return "of a kind or version this code does not know: newer code may read it (name it to discard it)"
+        return None
 
     def _discard_some(self, run: _Discarding, letters: list[_Letter]) -> None:
         """Delete what ``run`` discards of ``letters`` (another copy of a message discarded already too: SQS may hand
@@ -384,7 +400,7 @@ class DeadLetterQueue:
                 doomed.append(letter)
                 continue
             named = run.named is not None and message_id in run.named
-            why = self.discardable(letter) if run.named is None or named else "not named"
+            why = self.discardable(letter, named=named) if run.named is None or named else "not named"
             if why is None:
                 doomed.append(letter)
             else:

@@ -1,11 +1,13 @@
 """Messages on the work queue. Each carries ids only, a ``kind`` and a version ``v``, so the format
 can evolve while old messages drain.
 
-Fields this code does not know are ignored: a newer version adds a field only where older code may ignore it (it
-then works the message as before the field existed), so that a worker one version behind, during a deploy or after
-a rollback, keeps delivering instead of parking the newer messages in the dead-letter queue. A change older code
+Fields this code does not know are ignored, and carried along: a newer version adds a field only where older code
+may ignore it (it then works the message as before the field existed), so that a worker one version behind, during
+a deploy or after a rollback, keeps delivering instead of parking the newer messages in the dead-letter queue, and
+a copy it makes (a retry, a postponement, a hand-over) keeps the field for the newer code that meets it next. The
+deliveries a ``DeliveriesMessage`` stands for (``each``) keep only what this code knows of them. A change older code
 must not ignore comes with a new ``v``, or a new ``kind``, which older code parks (``PoisonMessageError``) for a
-redrive once the new code runs. A copy made by older code (a retry, a postponement) leaves the field out."""
+redrive once the new code runs (``KINDS`` and ``VERSION`` are what this code reads)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(extra="allow", frozen=True, validate_by_name=True, validate_by_alias=True)
 
     v: Literal[1] = 1
 
@@ -123,7 +125,7 @@ class DeliveryMessage(_Message):
 class PlannedDelivery(BaseModel):
     """One first delivery a ``DeliveriesMessage`` carries: an event to a subscription, under the delivery's id."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     event_id: str
     subscription_id: str
@@ -195,6 +197,11 @@ WorkMessage = (
 )
 QueueMessage = Annotated[WorkMessage, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[WorkMessage] = TypeAdapter(QueueMessage)
+
+
+#: The kinds of work message this code reads, and the version: a message naming another is of other code.
+KINDS = frozenset(str(model.model_fields["kind"].default) for model in WorkMessage.__args__)
+VERSION = 1
 
 
 class PoisonMessageError(Exception):

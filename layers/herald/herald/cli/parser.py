@@ -321,7 +321,10 @@ class _ParserBuilder:
             help=f"at most this many messages, 1 to {MAX_REDRIVE_LIMIT} (default {DEFAULT_REDRIVE_LIMIT}); a call "
             "works for about 15 s: run it again while messages remain",
         )
-        text = "delete poison messages for good (those named, or --all-poison); readable ones are never discarded"
+        text = (
+            "delete poison for good (those named, or --all-poison); never a message a redrive sends back to work, and "
+            "--all-poison never one of a kind or version newer code may read"
+        )
         cmd = self.command(group, "discard", dlq_discard, text)
         which = cmd.add_mutually_exclusive_group(required=True)
         which.add_argument(
