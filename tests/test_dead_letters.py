@@ -926,3 +926,12 @@ def test_a_message_handed_out_twice_is_discarded_and_listed_once(harness: Harnes
     # THEN each is listed once, nothing is left aside, and the queue is empty
     assert sorted(letter.message_id for letter in answer.discarded) == sorted(ids)
     assert (answer.kept, answer.not_discarded, answer.not_found, answer.remaining) == (0, [], [], 0)
+
+
+def test_a_field_of_newer_code_named_like_one_of_another_kind_is_not_shown_as_it(client, harness: Harness) -> None:
+    # GIVEN a readable message carrying a field of newer code named like a field of another kind, of another type
+    body = json.dumps({"v": 1, "kind": "purge_tenant", "tenant_id": "tnt_1", "event_id": 7})
+    harness.sqs.send_message(QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody=body)
+    # WHEN the operator looks THEN it is shown as what it is: a purge, with no event
+    (letter,) = dead_letters(client)["sample"]
+    assert (letter["kind"], letter["event_id"], letter["poison"]) == ("purge_tenant", None, False)

@@ -15,10 +15,11 @@ carries its count too.
 
 Looking never consumes: messages are received with a short visibility timeout and made visible again
 at once. A redrive is bounded (a limit and a time budget within API Gateway's 29 s): call it again
-to move more. Poison can be discarded, and only poison nothing will ever process (``discardable``): a readable
-message has a way back (a redrive), and becomes poison only once its redrives are used up. Discarding it and
-redriving the rest empties the queue, so ``DeadLetterQueueAlarm`` (any message parked) goes back to OK and
-notifies again on the next arrival.
+to move more. Poison can be discarded, and only poison (``discardable``): a readable message has a way back (a
+redrive), and becomes poison only once its redrives are used up; one of a kind or version this code does not know
+goes only when the operator names it (newer code may read it). Discarding the poison and redriving the rest
+empties the queue, so ``DeadLetterQueueAlarm`` (any message parked) goes back to OK and notifies again on the next
+arrival.
 """
 
 from __future__ import annotations
@@ -34,7 +35,16 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.errors import ServiceUnavailableError
-from herald.messages import KINDS, VERSION, DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
+from herald.messages import (
+    KINDS,
+    VERSION,
+    DeliveriesMessage,
+    DeliveryMessage,
+    FanoutMessage,
+    PoisonMessageError,
+    RedeliverMessage,
+    parse_message,
+)
 from herald.queue import (
     ERROR_ATTRIBUTE,
     MAX_REASON_CHARS,
@@ -200,7 +210,9 @@ class DeadLetterQueue:
         else:
             readable = True
             kind = parsed.kind
-            event_id = getattr(parsed, "event_id", None)
+            # A field of its kind only: a message carries fields of newer code along, whatever their names.
+            if isinstance(parsed, FanoutMessage | DeliveryMessage | RedeliverMessage):
+                event_id = parsed.event_id
             if isinstance(parsed, DeliveriesMessage):
                 # Several deliveries: the ids all of them share, if any (the body lists each).
                 events = {planned.event_id for planned in parsed.deliveries}

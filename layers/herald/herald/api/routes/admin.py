@@ -49,9 +49,10 @@ def redrive_dead_letters(
 @router.post("/dead-letters/discard", summary="Discard poison from the dead-letter queue")
 def discard_dead_letters(services: ServicesDep, _: OperatorDep, body: DiscardIn) -> DiscardOut:
     """Delete poison messages for good: those named in `message_ids`, or with `"all_poison": true` up to `limit` of
-    those met. Only poison that nothing will ever process is discarded: back after its redrives, parked by a worker
-    that could not read it, or no work message at all. A message named and left is listed in `not_discarded` with
-    why (a readable one: a redrive sends it back to work). Once the poison is gone and the rest redriven,
+    those met. Only poison is discarded: back after its redrives, parked by a worker that could not read it, or no
+    work message at all. `all_poison` leaves a message of a kind or version this code does not know (newer code may
+    read it): name it to discard it. A message named and left is listed in `not_discarded` with why (a readable
+    one: a redrive sends it back to work). Once the poison is gone and the rest redriven,
     `DeadLetterQueueAlarm` goes back to OK and notifies again when the next message arrives. A call works for at
     most about 15 seconds."""
     return dead_letter_queue(services).discard(body.message_ids, limit=body.limit or 100)
