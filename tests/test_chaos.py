@@ -229,6 +229,7 @@ MORE_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/operator/webhooks"): {"url": "https://example.com/ops"},
     ("PATCH", "/v1/operator/webhooks/{webhook_id}"): {"enabled": True},
     ("POST", "/v1/admin/dead-letters/redrive"): {"limit": 1},
+    ("POST", "/v1/admin/dead-letters/discard"): {"all_poison": True},
 }
 
 #: Operations that read no table: the static catalog, and the dead-letter queue (SQS only).
@@ -236,6 +237,7 @@ WITHOUT_TABLE = {
     ("GET", "/v1/event-types"),
     ("GET", "/v1/admin/dead-letters"),
     ("POST", "/v1/admin/dead-letters/redrive"),
+    ("POST", "/v1/admin/dead-letters/discard"),
 }
 
 
