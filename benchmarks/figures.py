@@ -28,8 +28,8 @@ def cold_starts(*, runs: int, out: Callable[[str], None]) -> list[Figure]:
 
     with moto_server_stack() as stack:
         return [
-            coldstart.api_cold_start(stack, runs=runs, out=out),
-            coldstart.delivery_cold_start(stack, runs=runs, out=out),
+            *coldstart.api_cold_start(stack, runs=runs, out=out),
+            *coldstart.delivery_cold_start(stack, runs=runs, out=out),
         ]
 
 

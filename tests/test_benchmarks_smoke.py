@@ -445,8 +445,8 @@ def test_cold_start_runs_the_built_handlers() -> None:
     # GIVEN the build output and moto in its own process
     with local_stack(moto="server") as stack:
         # WHEN each function starts once, cold, beside its baseline, and the delivery function works a batch
-        api = coldstart.api_cold_start(stack, runs=1, out=lambda _: None)
-        delivery = coldstart.delivery_cold_start(stack, runs=1, out=lambda _: None)
+        api, api_own = coldstart.api_cold_start(stack, runs=1, out=lambda _: None)
+        delivery, delivery_own = coldstart.delivery_cold_start(stack, runs=1, out=lambda _: None)
         # THEN both served their first request (the benchmark raises otherwise) and were timed against a baseline
         memory = coldstart.delivery_memory(stack, batch=3, latency=0.01, out=lambda _: None)
     for figure in (api, delivery):
@@ -456,6 +456,12 @@ def test_cold_start_runs_the_built_handlers() -> None:
     # AND each baseline made the AWS calls Herald's run made (the benchmark checks they are the same)
     assert "dynamodb.Query" in api.details["aws_calls"]
     assert {"dynamodb.BatchGetItem", "dynamodb.BatchExecuteStatement"} <= set(delivery.details["aws_calls"])
+    # AND each was also timed against a baseline on Herald's libraries, from the same runs of Herald's: it loads more
+    # modules than the bare one and fewer than Herald
+    for figure, own in ((api, api_own), (delivery, delivery_own)):
+        assert (own.name, own.value) == (f"{figure.name}_own", figure.value)
+        assert figure.details["modules"] > own.details["baseline_modules"] > figure.details["baseline_modules"]
+        assert own.details["aws_calls"] == figure.details["aws_calls"]
     # AND the delivery function's peak memory during a batch is measured against its MemorySize
     assert memory.value >= memory.details["rss_warm_mib"] > 0
     assert memory.baseline >= 128
