@@ -805,7 +805,7 @@ def test_a_delivery_whose_half_open_breaker_closed_since_its_batch_read_is_sent_
     isolation = harness.services.store.isolation
     take_probe = isolation.take_probe
 
-    def closed_by_another_probe_first(tenant_id: str, sub_id: str, *, now: float, until: float) -> str:
+    def closed_by_another_probe_first(tenant_id: str, sub_id: str, *, now: float, until: float) -> Any:
         isolation.reset(tenant_id, sub_id)
         return take_probe(tenant_id, sub_id, now=now, until=until)
 
@@ -816,6 +816,45 @@ def test_a_delivery_whose_half_open_breaker_closed_since_its_batch_read_is_sent_
     # THEN it is sent as any other, not held for a probe no one needs any more
     assert [r.headers["webhook-id"] for r in receiver.received] == [event_id]
     assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
+def test_a_delivery_whose_half_open_breaker_opened_again_since_its_batch_read_is_held_until_its_new_end(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription whose breaker is half-open, and an event's delivery to it forwarded to the slow lane
+    sub = subscribe(client, tenant, receiver.url)
+    half_open(harness, clock, tenant, sub.id)
+    event_id = publish(client, tenant.id)
+    assert harness.poller.poll_once().received == 1
+    # AND another delivery's probe times out, opening the breaker again (its second opening: two minutes), after the
+    # slow lane's batch read the subscription and before this delivery asks for the probe
+    isolation = harness.services.store.isolation
+    take_probe = isolation.take_probe
+
+    def opened_again_by_another_probe_first(tenant_id: str, sub_id: str, *, now: float, until: float) -> Any:
+        reopened = isolation.count_timeout(
+            tenant_id, sub_id, now=now, slow_until=now - 1, threshold=1, open_seconds=60, max_open_seconds=3600
+        )
+        assert reopened is not None
+        assert reopened[1]
+        return take_probe(tenant_id, sub_id, now=now, until=until)
+
+    monkeypatch.setattr(isolation, "take_probe", opened_again_by_another_probe_first)
+    # WHEN the slow lane works the delivery
+    holds_before = len(harness.holds)
+    (slow_lane,) = harness.others
+    assert slow_lane.poll_once().received == 1
+    monkeypatch.undo()
+    # THEN nothing is sent, and the delivery is held until the breaker's new end (its two minutes and the spread),
+    # not for a probe's length (about 20 s), after which it would find the breaker open and be held again
+    assert receiver.received == []
+    (held,) = harness.holds[holds_before:]
+    assert 120 <= held <= 120 + 12 + 1
+    # AND once that time is over it probes the endpoint, and the answer closes the breaker
+    step(harness, clock, held + 1)
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id]
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+    assert stats(client, tenant, sub.id)["breaker"] == "closed"
 
 
 def _received_all(harness: Harness, count: int) -> None:

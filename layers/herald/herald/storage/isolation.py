@@ -19,6 +19,7 @@ send answers as that send did.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
@@ -32,8 +33,18 @@ _EXISTS = "attribute_exists(pk)"
 LAST_WRITE = "isolation_write"
 _NOT_MINE = f"(attribute_not_exists({LAST_WRITE}) OR {LAST_WRITE} <> :token)"
 
-#: What ``take_probe`` found: the probe taken, the breaker closed meanwhile, or the delivery to be held.
-type Probe = Literal["taken", "closed", "held"]
+
+@dataclass(frozen=True)
+class Reopened:
+    """What ``take_probe`` found when the breaker had opened again since the caller read it (another delivery's probe
+    timed out): open until ``until``."""
+
+    until: float
+
+
+#: What ``take_probe`` found: the probe taken, the breaker closed meanwhile, the delivery to be held while another
+#: holds the probe (or the subscription is gone), or the breaker open again (``Reopened``: held until its end).
+type Probe = Literal["taken", "closed", "held"] | Reopened
 
 
 class IsolationRepository:
@@ -132,8 +143,9 @@ class IsolationRepository:
         """Half-open: let one attempt through once the breaker's time is over. ``taken`` for the one caller that
         takes the probe (until ``until``, when another may take it if this one never reported back); ``closed`` if
         the breaker closed since the caller read it (another delivery's probe was answered): no probe is needed;
-        ``held`` otherwise (another holds the probe, the breaker opened again, or the subscription is gone). The
-        probe is taken with a token of this call's own (``probe_by``): a take refused by it took the probe."""
+        ``Reopened`` if it opened again since (another delivery's probe timed out), with its new end; ``held``
+        otherwise (another holds the probe, or the subscription is gone). The probe is taken with a token of this
+        call's own (``probe_by``): a take refused by it took the probe."""
         token = uuid.uuid4().hex[:12]
         try:
             self._table.call(
@@ -151,8 +163,10 @@ class IsolationRepository:
             current = refused_item(exc)  # {} when the subscription is gone
             if current.get("probe_by") == token:
                 return "taken"  # by this call's first send: botocore sent it again after its answer was lost
-            closed = bool(current) and not float(current.get("breaker_until", 0) or 0)
-            return "closed" if closed else "held"
+            breaker_until = float(current.get("breaker_until", 0) or 0)
+            if current and not breaker_until:
+                return "closed"
+            return Reopened(breaker_until) if breaker_until > now else "held"
         return "taken"
 
     def release_probe(self, tenant_id: str, sub_id: str, *, until: float) -> bool:

@@ -43,6 +43,7 @@ from aws_lambda_powertools import Logger
 from herald.metrics import Metric
 from herald.records import ErrorKind, Trigger
 from herald.sender import Outcome, Progress, cut_short
+from herald.storage.isolation import Reopened
 from herald.worker.pacing import START_MARGIN_SECONDS
 from herald.worker.schedule import hold
 
@@ -153,7 +154,10 @@ async def probe_taken_elsewhere(
         return False
     if probe == "closed":
         return False  # another delivery's probe closed it since the batch read the subscription: send as usual
-    await _held_by_breaker(worker, message, record, sub, probe_until - now, release=release, log=log)
+    # Held until the breaker's new end if another delivery's probe opened it again (coming back sooner would only
+    # find it open and be held once more), else for as long as the probe taken elsewhere may take.
+    wait = probe.until - now if isinstance(probe, Reopened) else probe_until - now
+    await _held_by_breaker(worker, message, record, sub, wait, release=release, log=log)
     return True
 
 
