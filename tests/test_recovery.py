@@ -514,6 +514,32 @@ def test_a_recovery_whose_subscription_is_deleted_midway_is_done_with_its_attemp
     assert store.jobs.ticket_counts(job["id"]) == {"open": 0, "sent": 0, "failed": 3, "skipped": 0}
 
 
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_whose_subscription_was_deleted_before_it_ran_stops_listing_at_once(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN exhausted deliveries, recovered by the tenant, whose subscription is deleted before the job's message runs
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    clock.now = time.time()
+    received = len(receiver.received)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    response = client.delete(f"/v1/subscriptions/{sub.id}", headers=tenant.headers)
+    assert response.status_code == 204, response.text
+    store = harness.services.store
+    sends = len(harness.queue_calls.of("SendMessageBatch")) + len(harness.queue_calls.of("SendMessage"))
+    # WHEN the job runs
+    harness.drain()
+    # THEN its listing stopped at once: no delivery was ticketed, no attempt queued, nothing sent
+    assert store.jobs.ticket_counts(job["id"]) == {"open": 0, "sent": 0, "failed": 0, "skipped": 0}
+    assert len(harness.queue_calls.of("SendMessageBatch")) + len(harness.queue_calls.of("SendMessage")) == sends
+    assert len(receiver.received) == received
+    # AND the job is listed: done, with nothing left open to hold it running
+    found = store.jobs.get(job["id"])
+    assert found is not None
+    assert found[1] is True
+
+
 def _counting_listings(monkeypatch: pytest.MonkeyPatch, harness: Harness, fail_first: bool = False) -> list[str]:
     """Record each page a recovery lists (its subscription's failed deliveries in a window); the first raises as
     an outage would, if asked."""

@@ -103,6 +103,11 @@ async def _settle_left_behind(worker: Worker, job: RecoveryJob, page: str, liste
             await worker.io(store.jobs.close_ticket, job.id, delivery_id, SKIPPED)
 
 
+async def _subscription_deleted(worker: Worker, job: RecoveryJob) -> bool:
+    """Whether the job's subscription is gone: one read a page of up to ``PAGE_SIZE`` deliveries."""
+    return await worker.io(worker.store.subscriptions.get, job.tenant_id, job.subscription_id) is None
+
+
 async def _note_first(worker: Worker, job_id: str, delivery_id: str) -> None:
     await worker.io(worker.store.jobs.note_first, job_id, delivery_id, ticket_seconds=_ticket_seconds(worker))
 
@@ -141,6 +146,13 @@ async def run_recovery(
     # much as the job's size for every page.
     rerun = redriven or receive_count(record) > 1
     while True:
+        if not rerun and await _subscription_deleted(worker, job):
+            # Nothing of it can be sent any more: its attempts would only fail, a message each. The job is listed, and
+            # done once the messages queued before settle their tickets. (A message received again keeps listing: an
+            # earlier run may have left tickets on its pages that only that listing settles.)
+            await worker.io(store.jobs.update, job.id, updated_at=worker.now(), listed=True)
+            logger.info("recovery stopped: its subscription was deleted", extra=log)
+            return
         page = await worker.io(
             store.deliveries.between,
             job.subscription_id,
