@@ -72,6 +72,8 @@ REDRIVE_BUDGET_SECONDS = 15.0
 #: answers, ten to a call, and those calls must fit in what is left of API Gateway's 29 s.
 MAX_KEPT = 500
 MAX_SAMPLE = 50
+#: Poison messages a discard of ``all_poison`` deletes when it names no ``limit``.
+DISCARD_LIMIT = 100
 #: The most of a poison message's ``kind`` shown (the kinds Herald knows are a dozen characters).
 MAX_KIND_CHARS = 100
 BODY_PREVIEW = 1000
@@ -344,7 +346,7 @@ class DeadLetterQueue:
                 logger.warning("dead-letter messages sent back but not deleted here", extra={"not_deleted": len(left)})
         return len(done), [letter for index, letter in enumerate(letters) if index in refused]
 
-    def discard(self, message_ids: Sequence[str] | None = None, *, limit: int = 100) -> DiscardOut:
+    def discard(self, message_ids: Sequence[str] | None = None, *, limit: int = DISCARD_LIMIT) -> DiscardOut:
         """Delete poison messages for good (``discardable``): those named by ``message_ids`` (one named and not
         discarded is listed with why), or, with none named, up to ``limit`` of those met. Bounded as a redrive is (its
         time budget, ``MAX_KEPT`` messages set aside); what is looked at and left is made visible again before it

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, status
 
 from herald.api.deps import OperatorDep, ServicesDep
-from herald.dlq import MAX_SAMPLE, DeadLetterQueue
+from herald.dlq import DISCARD_LIMIT, MAX_SAMPLE, DeadLetterQueue
 from herald.schemas import DeadLettersOut, DiscardIn, DiscardOut, RedriveIn, RedriveOut
 from herald.services import Services
 
@@ -55,4 +55,4 @@ def discard_dead_letters(services: ServicesDep, _: OperatorDep, body: DiscardIn)
     one: a redrive sends it back to work). Once the poison is gone and the rest redriven,
     `DeadLetterQueueAlarm` goes back to OK and notifies again when the next message arrives. A call works for at
     most about 15 seconds."""
-    return dead_letter_queue(services).discard(body.message_ids, limit=body.limit or 100)
+    return dead_letter_queue(services).discard(body.message_ids, limit=body.limit or DISCARD_LIMIT)
