@@ -857,6 +857,56 @@ def test_a_delivery_whose_half_open_breaker_opened_again_since_its_batch_read_is
     assert stats(client, tenant, sub.id)["breaker"] == "closed"
 
 
+def _scheduled_bodies(harness: Harness) -> list[dict[str, Any]]:
+    """The work messages waiting in the schedule (DynamoDB) for their due time."""
+    table = harness.services.store.table
+    response = table.client.scan(
+        TableName=table.name,
+        FilterExpression="begins_with(pk, :due)",
+        ExpressionAttributeValues={":due": {"S": "DUE#"}},
+    )
+    return [json.loads(item["body"]["S"]) for item in response.get("Items", [])]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_duplicate_slow_lane_copy_found_not_due_leaves_a_long_wait_on_the_work_queue(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a delivery whose first attempt failed, its retry an hour on in the schedule, for the work queue (its
+    # subscription was never slow)
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    (waiting,) = _scheduled_bodies(harness)
+    assert "lane" not in waiting
+    # WHEN a duplicate of its message from the slow lane comes (SQS delivers at least once), finds it not due, and is
+    # held for the same retry
+    store = harness.services.store
+    duplicate = DeliveryMessage(
+        event_id=event_id,
+        tenant_id=tenant.id,
+        subscription_id=sub.id,
+        delivery_id=delivery_id_of(store, event_id, sub.id),
+        resumed=True,
+        lane="slow",
+    )
+    harness.services.queue.send(duplicate)
+    harness.drain()
+    # THEN the one scheduled retry still waits for the work queue, not for the slow lane's few invocations
+    (merged,) = _scheduled_bodies(harness)
+    assert "lane" not in merged
+    # AND an hour on the sweep queues it on the work queue, where it is made and succeeds
+    clock.advance(3600 * 1.25)
+    harness.reveal()
+    settings = harness.services.settings
+    assert queue_messages(harness.sqs, settings.slow_queue_url) == []
+    assert [m["delivery_id"] for m in queue_messages(harness.sqs, settings.queue_url)] == [duplicate.delivery_id]
+    harness.drain()
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id, event_id]
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
 def _received_all(harness: Harness, count: int) -> None:
     """Run the work queue's poller until it has received ``count`` messages (each publish queues one)."""
     received = 0

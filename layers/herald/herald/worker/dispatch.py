@@ -331,7 +331,7 @@ async def _due(  # noqa: PLR0917 - the message's context, passed along as the ca
     if until is None:
         return True
     if until > 0:
-        await hold(worker, message, record, until)
+        await hold(worker, lanes.for_later_unread(worker, message, until), record, until)
     else:
         await _close_ticket(worker, message, SKIPPED)  # a job's attempt not to be made (settled once only)
     return False

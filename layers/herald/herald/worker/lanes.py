@@ -239,6 +239,18 @@ def for_later(worker: Worker, message: DeliveryMessage, sub: Subscription, until
     return message
 
 
+def for_later_unread(worker: Worker, message: DeliveryMessage, until: float) -> DeliveryMessage:
+    """``for_later`` for a copy held before its subscription is read (``dispatch._due``: the delivery is not due, or
+    leased). A mark of the slow lane lasts ``slow_lane_seconds`` from when it is made, so a wait ending later than
+    that from now outlasts every mark made so far: the copy waits for the work queue, as ``for_later`` holds the
+    delivery's own copy for that wait. Copies held for the same long wait then agree on their lane, and so on the
+    schedule's one item they share (a duplicate copy from the slow lane would otherwise rewrite it, lane and all).
+    A shorter wait keeps the lane."""
+    if message.lane == "slow" and until > worker.clock() + worker.settings.slow_lane_seconds:
+        return message.model_copy(update={"lane": None})
+    return message
+
+
 async def watch(
     worker: Worker,
     sub: Subscription,
