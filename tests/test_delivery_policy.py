@@ -208,3 +208,27 @@ def test_a_response_body_is_cut_to_20000_bytes_of_whole_characters() -> None:
     assert set(cut) == {"€"}
     assert len(cut.encode()) == 19_998
     assert cut_body(b"\xff\xfeok") == "\ufffd\ufffdok"
+
+
+def _cut_by_characters(data: bytes, limit: int) -> str:
+    """The cut as words say it: the body decoded (U+FFFD for each byte that is not UTF-8), then its last characters
+    dropped one by one until its UTF-8 fits ``limit`` bytes."""
+    text = data[:limit].decode("utf-8", errors="replace")
+    while len(text.encode()) > limit:
+        text = text[:-1]
+    return text
+
+
+def test_a_response_body_that_is_not_utf8_is_cut_to_whole_characters_too() -> None:
+    # A binary answer (a gzip page, an image): each byte is U+FFFD, 3 bytes, so 20,000 bytes of it keep 6,666
+    binary = cut_body(b"\xff" * 30_000)
+    assert binary == "\ufffd" * 6_666
+    assert len(binary.encode()) == 19_998
+    # Bodies mixing text, characters of 2 to 4 bytes, bytes that are not UTF-8 and a character cut at the end, cut
+    # at every limit around their length: the same text as dropping characters one by one
+    rng = random.Random(11)
+    pieces = [b"ok", "é".encode(), "€".encode(), "🦀".encode(), b"\xff", b"\xc3", b"\xe2\x82", b"\x00", b" "]
+    for _ in range(300):
+        body = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 40)))
+        for limit in range(len(body) + 2):
+            assert cut_body(body, limit) == _cut_by_characters(body, limit), (body, limit)
