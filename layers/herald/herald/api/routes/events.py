@@ -41,8 +41,9 @@ def event_out(stored: StoredEvent) -> EventOut:
         status.HTTP_202_ACCEPTED: {
             "headers": {
                 "Idempotent-Replayed": {
-                    "description": "`true` when the `Idempotency-Key` was used before: the answer is the original "
-                    "event, and nothing was published again. Absent otherwise.",
+                    "description": "`true` when the event was published before (the same `Idempotency-Key`, or "
+                    "the same `id`): the answer is the original event, and nothing was published again. Absent "
+                    "otherwise.",
                     "schema": {"type": "string", "enum": ["true"]},
                 }
             }
