@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from standardwebhooks import Webhook
@@ -242,6 +242,42 @@ def test_a_slot_taken_after_a_wait_for_the_connection_is_taken_at_the_time_it_is
     item = services.store.table.read(keys.rate_slot("sub_x"))
     assert item is not None
     assert float(item["tat"]) >= released + 1.0
+
+
+def test_a_slot_taken_after_a_wait_for_one_of_the_workers_threads_is_taken_at_the_time_it_is_taken(
+    services: Services,
+) -> None:
+    # GIVEN a worker on a simulated clock whose threads are all busy (the batch's other AWS calls): each call it
+    # hands them waits 5 s for one
+    clock = Clock(time.time())
+    worker = Worker(services, clock=clock)
+    io = worker.io
+
+    async def after_a_wait_for_a_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        clock.advance(5)
+        return await io(function, *args, **kwargs)
+
+    worker.io = after_a_wait_for_a_thread  # type: ignore[method-assign]
+    asked = clock()
+
+    async def ask() -> float | Skip:
+        turn = await worker.pacer.slot("sub_x", 1, deadline=clock() + 60, forwarded=_not_forwarded)
+        if turn == 0.0:
+            worker.connections.release()
+        return turn
+
+    try:
+        # WHEN a delivery of a subscription limited to 1 a second asks for its slot
+        turn = worker.loop.run_until_complete(ask())
+    finally:
+        settle_all([worker])
+    # THEN the slot is taken at the time the call is made, 5 s after it was asked for: the next one, for every
+    # worker, opens a whole interval after that (dated when it was asked for, it would open 4 s before this
+    # attempt starts, and another worker's delivery could start with it)
+    assert turn == 0.0
+    item = services.store.table.read(keys.rate_slot("sub_x"))
+    assert item is not None
+    assert float(item["tat"]) - asked == pytest.approx(5 + 1.0)
 
 
 def test_the_wait_for_a_connection_does_not_count_against_the_local_wait_for_a_slot(

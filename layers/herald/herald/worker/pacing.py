@@ -70,6 +70,13 @@ class Pacer:
         self._worker = worker
         self._lines: dict[str, _Line] = {}
 
+    def _take_slot(self, sub_id: str, interval: float) -> tuple[float, float]:
+        """(when, the seconds until the slot frees up: 0 when it was taken) for a take of the subscription's next slot
+        made now, in the calling thread (``HealthRepository.take_rate_slot``)."""
+        worker = self._worker
+        now = worker.clock()
+        return now, worker.store.health.take_rate_slot(sub_id, interval=interval, now=now)
+
     async def slot(
         self, sub_id: str, rate: int, *, deadline: float, forwarded: Callable[[], Awaitable[bool]]
     ) -> float | Skip:
@@ -115,8 +122,10 @@ class Pacer:
                         # Right before each take: the subscription may have gone on the slow lane during a wait.
                         if await forwarded():
                             return Skip.FORWARDED
-                        take = worker.store.health.take_rate_slot
-                        wait = await worker.io(take, sub_id, interval=interval, now=now)
+                        # The slot is asked for at the clock's time as the call is made (it may wait for one of the
+                        # worker's threads): asked at an earlier moment, it would be dated back, and the next one
+                        # would open less than an interval after this attempt starts.
+                        now, wait = await worker.io(self._take_slot, sub_id, interval)
                         if wait <= 0:
                             connected = False  # the caller's now
                             return 0.0
