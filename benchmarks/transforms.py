@@ -25,6 +25,9 @@ HOSTILE = {
     "replicated comparison": "data.items[?(" + "|".join(["[@,@]"] * 6) + ") == (" + "|".join(["[@,@]"] * 6) + ")]",
     "sort_by to_string": "sort_by(data.items, &to_string(@))",
     "a sort per copy": "[data,data,data,data][] | " + " | ".join(["[@,@,@,@][]"] * 5) + " | [*].length(sort(words))",
+    "a long string reversed per copy": '`"' + "x" * 512 + '"` | [@,@,@,@,@,@,@,@] | [@,@,@,@,@,@,@,@][]'
+    " | [@,@,@,@,@,@,@,@][] | join('', @) | [@,@,@,@,@,@,@,@] | [@,@,@,@,@,@,@,@][] | [@,@,@,@,@,@,@,@][]"
+    " | [*].reverse(@)",
     "identity": "@",
 }
 

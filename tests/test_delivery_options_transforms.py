@@ -4,6 +4,7 @@ and hostile expressions over a 256 KiB event stopped by a bound (never by time: 
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import jmespath
@@ -155,6 +156,9 @@ def _replicated(stages: int) -> str:
     return "(" + "|".join(["[@,@]"] * stages) + ")"
 
 
+#: A string of 256 KB: 512 characters of a literal, 512 references to it, joined.
+_LONG_STRING = '`"' + "x" * 512 + "\"` | [@,@,@,@,@,@,@,@] | [@,@,@,@,@,@,@,@][] | [@,@,@,@,@,@,@,@][] | join('', @)"
+
 HOSTILE = [
     ("|".join(["[@,@]"] * 10), "too_large"),  # 2^10 references to the whole event
     ("[to_string(" + "|".join(["[@,@]"] * 8) + ")]", "too_large"),
@@ -178,6 +182,17 @@ HOSTILE = [
             "length(not_null(items))",
         )
     ),
+    # thousands of references to one string of 256 KB (joined from a literal: no event data needed), each given to a
+    # function that walks it: reversed into a new string each (gigabytes), or scanned
+    *(
+        (
+            _LONG_STRING
+            + " | [@,@,@,@,@,@,@,@] | [@,@,@,@,@,@,@,@][] | [@,@,@,@,@,@,@,@][] | [@,@][]"
+            + f" | [*].{call}",
+            "too_costly",
+        )
+        for call in ("reverse(@)", "length(reverse(@))", "starts_with(@, 'y')", "contains(@, 'y')", "ends_with(@, @)")
+    ),
 ]
 
 
@@ -190,6 +205,26 @@ def test_hostile_transforms_over_a_large_event_stop_at_a_bound(expression: str, 
         compiled.apply(_large_event())
     # THEN a bound stops it, with a reason the attempt log can record
     assert caught.value.reason == reason
+
+
+def test_a_transform_that_copies_a_long_string_for_each_of_its_references_stops_before_it_takes_memory() -> None:
+    # GIVEN a transform that gives a small body on the catalog's example (so it is accepted when set), and otherwise
+    # reverses each of 4,096 references to a string of 256 KB into a new string (a gigabyte)
+    bomb = _LONG_STRING + " | [@,@,@,@,@,@,@,@] | [@,@,@,@,@,@,@,@][] | [@,@,@,@,@,@,@,@][] | [@,@,@,@,@,@,@,@][]"
+    expression = f"data.invoice_id == '{INVOICE['data']['invoice_id']}' && {{ok: type}} || ({bomb} | [*].reverse(@))"
+    compiled = check_transform(expression, {"invoice.paid": INVOICE})
+    # WHEN it is applied to another invoice
+    other = {**INVOICE, "data": {**INVOICE["data"], "invoice_id": "in_other"}}
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransformError) as caught:
+            compiled.apply(other)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # THEN its step budget stops it after a few copies: a few megabytes, not the function's memory
+    assert caught.value.reason == "too_costly"
+    assert peak < 16 * MAX_BODY_BYTES
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ quadratic. So:
   :data:`MAX_AST_DEPTH` deep;
 - evaluation runs under a step budget (:data:`MAX_STEPS`): every node visited (so every element a projection
   or ``map``/``sort_by`` touches) costs one, every element a flatten or slice produces costs one;
-- every function pays a step per entry of each array or object it is given;
+- every function pays a step per entry of each array or object it is given, and a step per 64 characters of each
+  string (``reverse`` copies it, ``contains``, ``starts_with`` and the like scan it);
 - ``to_string`` and ``join`` check the size of what they would build before building it and pay a step per
   64 characters built; the result's size is estimated before it is serialised, each distinct part walked once
   (a step per entry) and shared parts added per reference; over :data:`MAX_BODY_BYTES` is ``too_large``.
@@ -111,12 +112,17 @@ class _BoundedFunctions(Functions):
         # comparisons run in C, a few times faster than the interpreter's steps). A projection handing the same long
         # list to a function for each of thousands of copies would otherwise do the work of thousands of lists for a
         # few thousand steps.
+        # A string argument is walked (``reverse`` copies it, ``starts_with``, ``ends_with`` and ``to_number`` scan it):
+        # a step per ``_CHARS_PER_STEP`` characters, as a string built costs. Free, thousands of references to one long
+        # string (a projection's copies share it) would each be reversed into a new one: seconds of work, gigabytes.
         if function_name in _CHARGED_OTHERWISE:
             return super().call_function(function_name, resolved_args)
         resolved_args = list(resolved_args)
         for arg in resolved_args:
             if isinstance(arg, list | dict):
                 self.interpreter.spend(len(arg))
+            elif isinstance(arg, str):
+                self.interpreter.spend(len(arg) // _CHARS_PER_STEP)
         return super().call_function(function_name, resolved_args)
 
     @signature({"types": []})
@@ -133,10 +139,10 @@ class _BoundedFunctions(Functions):
         # Looking for a value in an array compares it with each entry, and a comparison walks both values: charged
         # what they weigh as JSON, shared parts per reference (``visit_comparator``). Two copies of a value that
         # shares its parts many times over would otherwise be compared part by part, for as long as their JSON is.
-        if isinstance(subject, list):
-            self.interpreter.spend(
-                (self.interpreter.size_of(subject) + self.interpreter.size_of(search)) // _CHARS_PER_STEP
-            )
+        # Looking for a string in a string scans it: charged as a string walked is.
+        self.interpreter.spend(
+            (self.interpreter.size_of(subject) + self.interpreter.size_of(search)) // _CHARS_PER_STEP
+        )
         return search in subject
 
     @signature({"types": ["string"]}, {"types": ["array-string"]})
