@@ -12,9 +12,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.delivery_support import subscribe
+from tests.delivery_support import publish, subscribe
 from tests.portal_support import Browser, sign_in
-from tests.support import Receiver, TenantInfo
+from tests.support import Receiver, TenantInfo, drain
 
 
 @pytest.mark.parametrize("number", ["²", "①", "9" * 5000])
@@ -121,6 +121,42 @@ def test_every_endpoint_is_reachable_page_by_page(
     # THEN each endpoint was listed once
     assert sorted(seen) == sorted(ids)
     assert pages == 3
+
+
+def test_every_attempt_of_a_delivery_is_reachable_page_by_page(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver, poller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a delivery with four attempts (its first, then three retries asked for), more than fit on one page (2 a
+    # page here)
+    monkeypatch.setattr("herald.portal.logs.ATTEMPTS_PER_PAGE", 2)
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    drain(poller)
+    (delivery,) = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
+    for _ in range(3):
+        retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}/retry", headers=tenant.headers)
+        assert retried.status_code == 202, retried.text
+        drain(poller)
+    me = browser()
+    sign_in(me, tenant.id, "read")
+    # WHEN its page is followed from the first by its "Later attempts" links
+    seen: list[int] = []
+    path: str | None = f"/portal/endpoints/{sub.id}/deliveries/{delivery['id']}"
+    pages = 0
+    while path is not None:
+        shown = me.get(path)
+        assert shown.status_code == 200, shown.text[:300]
+        pages += 1
+        seen += [int(number) for number in re.findall(r'<h3 id="attempt-(\d+)">', shown.text)]
+        following = re.search(r'href="(/portal/endpoints/[^"]+\?after=[^"]+)" rel="next"', shown.text)
+        path = html.unescape(following.group(1)) if following else None
+        assert pages <= 4
+    # THEN each attempt was shown once, oldest first, the newest too
+    assert seen == [1, 2, 3, 4]
+    # AND a page that does not exist is a page saying so, not a 500
+    missing = me.get(f"/portal/endpoints/{sub.id}/deliveries/{delivery['id']}?after=" + "x" * 5000)
+    assert missing.status_code == 422
 
 
 def _cursor(fields: str) -> str:

@@ -15,11 +15,15 @@ from herald.errors import InvalidInputError, NotFoundError
 from herald.portal.render import moment, page
 from herald.portal.security import change_form, visitor
 from herald.schemas import RecoveryIn
+from herald.storage.table import MAX_CURSOR_LENGTH
 
 if TYPE_CHECKING:
     from herald.portal.security import Visitor
 
 router = APIRouter(prefix="/endpoints/{sub_id}", include_in_schema=False)
+
+#: Attempts shown on a page of a delivery (a link leads to the later ones).
+ATTEMPTS_PER_PAGE = 250
 
 
 def _guest(request: Request) -> Visitor:
@@ -27,16 +31,22 @@ def _guest(request: Request) -> Visitor:
 
 
 @router.get("/deliveries/{delivery_id}")
-async def show_delivery(request: Request, sub_id: str, delivery_id: str, note: str = "") -> Response:
+async def show_delivery(
+    request: Request, sub_id: str, delivery_id: str, note: str = "", after: str | None = None
+) -> Response:
+    """A delivery, its payload and its attempts, ``ATTEMPTS_PER_PAGE`` a page, oldest first; ``after`` is the
+    previous page's cursor (a link on the page)."""
     guest = _guest(request)
+    if after is not None and not 0 < len(after) <= MAX_CURSOR_LENGTH:
+        raise InvalidInputError("this page of attempts does not exist: start from the first")
     delivery = deliveries.find(guest.services, guest.tenant_id, sub_id, delivery_id)
     stored = guest.services.store.events.get(delivery.event_id)
     if stored is not None and not stored.has_delivery(delivery.subscription_id, delivery.id):
         # Its id published again once it expired: another event, maybe another tenant's, never shown here.
         stored = None
-    attempts = guest.services.store.deliveries.list_attempts(
-        sub_id, delivery.id, limit=250, cursor=None, event_id=delivery.event_id
-    ).items
+    listed = guest.services.store.deliveries.list_attempts(
+        sub_id, delivery.id, limit=ATTEMPTS_PER_PAGE, cursor=after, event_id=delivery.event_id
+    )
     return page(
         request,
         "delivery.html",
@@ -44,7 +54,9 @@ async def show_delivery(request: Request, sub_id: str, delivery_id: str, note: s
         sub_id=sub_id,
         delivery=delivery,
         payload=stored.event.payload if stored else None,
-        attempts=attempts,
+        attempts=listed.items,
+        after=after,
+        next_after=listed.cursor,
         note=note,
     )
 
