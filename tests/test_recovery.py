@@ -20,6 +20,7 @@ from herald.domain import publishing
 from herald.errors import ServiceUnavailableError
 from herald.faults import install
 from herald.local.moto_fixes import release_delays
+from herald.messages import RecoverMessage
 from herald.records import DeliveryStatus, Trigger
 from herald.sender import send_attempt
 from herald.storage import keys
@@ -538,6 +539,47 @@ def test_a_recovery_whose_subscription_was_deleted_before_it_ran_stops_listing_a
     found = store.jobs.get(job["id"])
     assert found is not None
     assert found[1] is True
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_stopped_by_its_deleted_subscription_settles_the_tickets_an_earlier_run_left_open(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery whose first message took its page's tickets, then its worker died before queueing their
+    # attempts
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    received = len(receiver.received)
+
+    async def die_once(worker: Any, messages: Any) -> None:
+        monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", try_send_concurrently)
+        raise RuntimeError("the invocation ended here")
+
+    monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", die_once)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    store = harness.services.store
+    assert store.jobs.ticket_counts(job["id"])["open"] == 3
+    # AND the subscription is deleted
+    response = client.delete(f"/v1/subscriptions/{sub.id}", headers=tenant.headers)
+    assert response.status_code == 204, response.text
+    # WHEN another first message of the job (a repeated request's, queued while the job was queued, behind a
+    # backlog) comes once the listing has stood still for five minutes, before the first message comes back; then
+    # that one comes back
+    clock.advance(worker_jobs.LISTER_IDLE_SECONDS + 1)
+    harness.services.queue.send(RecoverMessage(job_id=job["id"]))
+    harness.drain()
+    for _ in range(3):
+        clock.advance(HOUR)
+        harness.reveal()
+        harness.drain()
+    # THEN the job is listed and no ticket is left open (each failed: nothing sent to the deleted subscription)
+    found = store.jobs.get(job["id"])
+    assert found is not None
+    assert found[1] is True
+    assert store.jobs.ticket_counts(job["id"]) == {"open": 0, "sent": 0, "failed": 3, "skipped": 0}
+    assert len(receiver.received) == received
 
 
 def _counting_listings(monkeypatch: pytest.MonkeyPatch, harness: Harness, fail_first: bool = False) -> list[str]:

@@ -282,15 +282,23 @@ class JobRepository:
                     with contextlib.suppress(ClientError):
                         self._table.call("delete_item", **ticket)
 
-    def open_tickets(self, job_id: str, page: str) -> list[str]:
-        """The deliveries whose tickets of the job the page starting at ``page`` took and are still open, read
-        strongly (a page run again sees what its first run took)."""
-        items = self._tickets(
-            job_id,
-            FilterExpression="#state = :open AND #page = :page",
-            ExpressionAttributeNames={"#state": "state", "#page": "page"},
-            ExpressionAttributeValues=values(open=OPEN, page=page),
-        )
+    def open_tickets(self, job_id: str, page: str | None) -> list[str]:
+        """The deliveries whose tickets of the job the page starting at ``page`` (every page: None) took and are
+        still open, read strongly (a page run again sees what its first run took)."""
+        if page is None:
+            items = self._tickets(
+                job_id,
+                FilterExpression="#state = :open",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=values(open=OPEN),
+            )
+        else:
+            items = self._tickets(
+                job_id,
+                FilterExpression="#state = :open AND #page = :page",
+                ExpressionAttributeNames={"#state": "state", "#page": "page"},
+                ExpressionAttributeValues=values(open=OPEN, page=page),
+            )
         return [from_item(item)["delivery_id"] for item in items]
 
     def note_first(self, job_id: str, delivery_id: str, *, ticket_seconds: int) -> None:

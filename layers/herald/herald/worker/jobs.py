@@ -108,6 +108,24 @@ async def _subscription_deleted(worker: Worker, job: RecoveryJob) -> bool:
     return await worker.io(worker.store.subscriptions.get, job.tenant_id, job.subscription_id) is None
 
 
+async def _settle_when_deleted(worker: Worker, job: RecoveryJob) -> None:
+    """The job's subscription is gone and its listing stops: each ticket still open gets a message, which finds the
+    subscription gone and settles it failed, as any of the job's messages does (``dispatch.deliver``). A ticket whose
+    message is queued already is settled by whichever comes first (the other finds nothing to do); one an earlier
+    run took and never queued (it died between), on a page no listing will run again, would otherwise hold the job
+    ``running`` until it expires. A ticket of a delivery gone too is settled here."""
+    store = worker.store
+    open_ids = await worker.io(store.jobs.open_tickets, job.id, None)
+    found = await asyncio.gather(*(worker.io(store.deliveries.get, job.subscription_id, d) for d in open_ids))
+    messages = []
+    for delivery_id, delivery in zip(open_ids, found, strict=True):
+        if delivery is None:
+            await worker.io(store.jobs.close_ticket, job.id, delivery_id, FAILED)
+        else:
+            messages.append(DeliveryMessage.for_delivery(delivery, trigger=Trigger.RECOVER, job_id=job.id))
+    await send_concurrently(worker, messages)
+
+
 async def _note_first(worker: Worker, job_id: str, delivery_id: str) -> None:
     await worker.io(worker.store.jobs.note_first, job_id, delivery_id, ticket_seconds=_ticket_seconds(worker))
 
@@ -147,9 +165,10 @@ async def run_recovery(
     rerun = redriven or receive_count(record) > 1
     while True:
         if not rerun and await _subscription_deleted(worker, job):
-            # Nothing of it can be sent any more: its attempts would only fail, a message each. The job is listed, and
-            # done once the messages queued before settle their tickets. (A message received again keeps listing: an
-            # earlier run may have left tickets on its pages that only that listing settles.)
+            # Nothing of it can be sent any more: the pages not listed yet would only queue attempts that fail, a
+            # message each. The job is listed, and done once its open tickets are settled (``_settle_when_deleted``).
+            # (A message received again keeps listing, as before: it settles what its earlier run left on its pages.)
+            await _settle_when_deleted(worker, job)
             await worker.io(store.jobs.update, job.id, updated_at=worker.now(), listed=True)
             logger.info("recovery stopped: its subscription was deleted", extra=log)
             return
