@@ -6,8 +6,10 @@ from __future__ import annotations
 import random
 import socket
 import ssl
+import sys
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -208,6 +210,28 @@ def test_a_response_body_is_cut_to_20000_bytes_of_whole_characters() -> None:
     assert set(cut) == {"€"}
     assert len(cut.encode()) == 19_998
     assert cut_body(b"\xff\xfeok") == "\ufffd\ufffdok"
+
+
+def test_a_response_body_is_cut_in_one_pass_whatever_it_holds() -> None:
+    # GIVEN a binary answer of 30 KB (each byte U+FFFD once decoded: three times the bytes it came in)
+    body = b"\xff" * 30_000
+    encodes = 0
+
+    def counting(frame: Any, event: str, arg: Any) -> None:
+        nonlocal encodes
+        if event == "c_call" and getattr(arg, "__name__", "") == "encode":
+            encodes += 1
+
+    # WHEN it is cut to what the attempt log keeps, every call to str.encode counted (no clock)
+    previous = sys.getprofile()
+    sys.setprofile(counting)
+    try:
+        cut = cut_body(body)
+    finally:
+        sys.setprofile(previous)
+    # THEN the text was encoded once, not once per character dropped (thousands: quadratic in the body)
+    assert encodes == 1
+    assert len(cut.encode()) == 19_998
 
 
 def _cut_by_characters(data: bytes, limit: int) -> str:
