@@ -387,13 +387,17 @@ class Harness:
 
     def scheduled(self) -> int:
         """Work messages waiting in the schedule (DynamoDB) for their due time."""
+        return len(self.scheduled_items())
+
+    def scheduled_items(self) -> list[dict[str, str]]:
+        """The schedule's items: each work message's ``body`` (its JSON) and ``due`` time (epoch seconds, as text)."""
         table = self.services.store.table
         response = table.client.scan(
             TableName=table.name,
             FilterExpression="begins_with(pk, :due)",
             ExpressionAttributeValues={":due": {"S": "DUE#"}},
         )
-        return len(response.get("Items", []))
+        return [{"body": item["body"]["S"], "due": item["due"]["N"]} for item in response.get("Items", [])]
 
     def received_counts(self) -> list[int]:
         """The ApproximateReceiveCount of every message the poller received, in order."""

@@ -792,24 +792,40 @@ def test_a_probe_postponed_by_the_rate_limit_leaves_the_probe_to_the_next_delive
     assert stats(client, tenant, sub_id)["breaker"] == "closed"
 
 
-def test_a_delivery_whose_half_open_breaker_closed_since_its_batch_read_is_sent_not_held(
-    client, tenant, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN a subscription whose breaker is half-open, and an event's delivery to it forwarded to the slow lane
+def _half_open_delivery_on_the_slow_lane(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> tuple[Any, str]:
+    """A subscription whose breaker is half-open, and an event's delivery to it forwarded to the slow lane by the
+    work queue: the subscription and the event's id."""
     sub = subscribe(client, tenant, receiver.url)
     half_open(harness, clock, tenant, sub.id)
     event_id = publish(client, tenant.id)
     assert harness.poller.poll_once().received == 1
+    return sub, event_id
+
+
+def _before_the_take(
+    monkeypatch: pytest.MonkeyPatch, isolation: Any, meanwhile: Callable[[str, str, float], None]
+) -> None:
+    """Run ``meanwhile`` (what another delivery's probe does to the breaker) right before each take of the probe."""
+    take_probe = isolation.take_probe
+
+    def after_another_probe(tenant_id: str, sub_id: str, *, now: float, until: float) -> Any:
+        meanwhile(tenant_id, sub_id, now)
+        return take_probe(tenant_id, sub_id, now=now, until=until)
+
+    monkeypatch.setattr(isolation, "take_probe", after_another_probe)
+
+
+def test_a_delivery_whose_half_open_breaker_closed_since_its_batch_read_is_sent_not_held(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription whose breaker is half-open, and an event's delivery to it forwarded to the slow lane
+    sub, event_id = _half_open_delivery_on_the_slow_lane(client, tenant, harness, clock, receiver)
     # AND another delivery's probe is answered, closing the breaker, after the slow lane's batch read the
     # subscription and before this delivery asks for the probe
     isolation = harness.services.store.isolation
-    take_probe = isolation.take_probe
-
-    def closed_by_another_probe_first(tenant_id: str, sub_id: str, *, now: float, until: float) -> Any:
-        isolation.reset(tenant_id, sub_id)
-        return take_probe(tenant_id, sub_id, now=now, until=until)
-
-    monkeypatch.setattr(isolation, "take_probe", closed_by_another_probe_first)
+    _before_the_take(monkeypatch, isolation, lambda tenant_id, sub_id, now: isolation.reset(tenant_id, sub_id))
     # WHEN the slow lane works the delivery
     (slow_lane,) = harness.others
     assert slow_lane.poll_once().received == 1
@@ -822,24 +838,19 @@ def test_a_delivery_whose_half_open_breaker_opened_again_since_its_batch_read_is
     client, tenant, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a subscription whose breaker is half-open, and an event's delivery to it forwarded to the slow lane
-    sub = subscribe(client, tenant, receiver.url)
-    half_open(harness, clock, tenant, sub.id)
-    event_id = publish(client, tenant.id)
-    assert harness.poller.poll_once().received == 1
+    sub, event_id = _half_open_delivery_on_the_slow_lane(client, tenant, harness, clock, receiver)
     # AND another delivery's probe times out, opening the breaker again (its second opening: two minutes), after the
     # slow lane's batch read the subscription and before this delivery asks for the probe
     isolation = harness.services.store.isolation
-    take_probe = isolation.take_probe
 
-    def opened_again_by_another_probe_first(tenant_id: str, sub_id: str, *, now: float, until: float) -> Any:
+    def opened_again(tenant_id: str, sub_id: str, now: float) -> None:
         reopened = isolation.count_timeout(
             tenant_id, sub_id, now=now, slow_until=now - 1, threshold=1, open_seconds=60, max_open_seconds=3600
         )
         assert reopened is not None
         assert reopened[1]
-        return take_probe(tenant_id, sub_id, now=now, until=until)
 
-    monkeypatch.setattr(isolation, "take_probe", opened_again_by_another_probe_first)
+    _before_the_take(monkeypatch, isolation, opened_again)
     # WHEN the slow lane works the delivery
     holds_before = len(harness.holds)
     (slow_lane,) = harness.others
@@ -857,17 +868,6 @@ def test_a_delivery_whose_half_open_breaker_opened_again_since_its_batch_read_is
     assert stats(client, tenant, sub.id)["breaker"] == "closed"
 
 
-def _scheduled_bodies(harness: Harness) -> list[dict[str, Any]]:
-    """The work messages waiting in the schedule (DynamoDB) for their due time."""
-    table = harness.services.store.table
-    response = table.client.scan(
-        TableName=table.name,
-        FilterExpression="begins_with(pk, :due)",
-        ExpressionAttributeValues={":due": {"S": "DUE#"}},
-    )
-    return [json.loads(item["body"]["S"]) for item in response.get("Items", [])]
-
-
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
 def test_a_duplicate_slow_lane_copy_found_not_due_leaves_a_long_wait_on_the_work_queue(
     client, tenant, harness: Harness, clock: Clock, receiver: Receiver
@@ -878,7 +878,7 @@ def test_a_duplicate_slow_lane_copy_found_not_due_leaves_a_long_wait_on_the_work
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
     harness.drain()
-    (waiting,) = _scheduled_bodies(harness)
+    (waiting,) = [json.loads(item["body"]) for item in harness.scheduled_items()]
     assert "lane" not in waiting
     # WHEN a duplicate of its message from the slow lane comes (SQS delivers at least once), finds it not due, and is
     # held for the same retry
@@ -894,7 +894,7 @@ def test_a_duplicate_slow_lane_copy_found_not_due_leaves_a_long_wait_on_the_work
     harness.services.queue.send(duplicate)
     harness.drain()
     # THEN the one scheduled retry still waits for the work queue, not for the slow lane's few invocations
-    (merged,) = _scheduled_bodies(harness)
+    (merged,) = [json.loads(item["body"]) for item in harness.scheduled_items()]
     assert "lane" not in merged
     # AND an hour on the sweep queues it on the work queue, where it is made and succeeds
     clock.advance(3600 * 1.25)

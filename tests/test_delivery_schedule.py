@@ -112,7 +112,7 @@ def test_work_scheduled_twice_is_attempted_once(
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
     harness.drain()
-    (item,) = _scheduled_items(harness)
+    (item,) = harness.scheduled_items()
     store = harness.services.store
     store.schedule.put(item["body"], name="a-second-copy", due=float(item["due"]) + 5, now=clock())
     assert harness.scheduled() == 2
@@ -173,16 +173,6 @@ def test_a_scheduled_retry_of_an_event_gone_meanwhile_fails_its_delivery_without
     assert len(receiver.received) == 1
 
 
-def _scheduled_items(harness: Harness) -> list[dict[str, Any]]:
-    table = harness.services.store.table
-    response = table.client.scan(
-        TableName=table.name,
-        FilterExpression="begins_with(pk, :due)",
-        ExpressionAttributeValues={":due": {"S": "DUE#"}},
-    )
-    return [{"body": item["body"]["S"], "due": item["due"]["N"]} for item in response.get("Items", [])]
-
-
 def test_scheduled_work_is_swept_back_to_its_own_lane(harness: Harness, clock: Clock) -> None:
     # GIVEN two deliveries' work scheduled for later than SQS's 15-minute delay: one of the slow lane, one of the
     # work queue, and a body that cannot be read
@@ -236,19 +226,19 @@ def test_two_copies_of_a_waiting_retry_become_one_at_its_next_long_wait(
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
     harness.drain()
-    (item,) = _scheduled_items(harness)
+    (item,) = harness.scheduled_items()
     harness.services.store.schedule.put(item["body"], name="a-copy", due=float(item["due"]) + 5, now=clock())
     # WHEN both come due: one makes the second attempt, the other finds it made (or its lease) and waits again
     step(harness, clock, 3600 * 1.3)
     step(harness, clock, 120)
     # THEN both wait for the same moment, the delivery's next attempt, as one scheduled item
     assert only_delivery(client, tenant, sub.id)["attempts"] == 2
-    assert len(_scheduled_items(harness)) == 1
+    assert len(harness.scheduled_items()) == 1
     # AND each later step sends once
     step(harness, clock, 3600 * 1.3)
     step(harness, clock, 120)
     assert _attempts_per_event(receiver) == Counter({event_id: 3})
-    assert len(_scheduled_items(harness)) == 1
+    assert len(harness.scheduled_items()) == 1
 
 
 def _schedule_deliveries(harness: Harness, count: int, *, due: float) -> None:
@@ -332,7 +322,7 @@ def test_a_sweep_far_behind_reads_back_no_further_than_work_is_kept_and_keeps_it
     assert [body["delivery_id"] for body in queue_messages(harness.sqs, harness.services.settings.queue_url)] == [
         "dlv_k"
     ]
-    assert len(_scheduled_items(harness)) == 1
+    assert len(harness.scheduled_items()) == 1
 
 
 def test_a_sweep_sends_its_pages_several_at_once(harness: Harness, clock: Clock) -> None:
