@@ -426,20 +426,13 @@ def api_cold_start(stack: Stack, *, runs: int, out: Any) -> list[Figure]:
         if run["response"]["statusCode"] != 200 or len(json.loads(run["response"]["body"])["data"]) != 3:
             raise BenchmarkError(f"the API's first request failed: {run['response']}")
         herald_runs.append(run)
-        base = cold_start(
-            base_tree, environment, "baseline_api_handler", base_event | {"calls": same_calls(run)}, context
-        )
+        calls_event = base_event | {"calls": same_calls(run)}
+        base = cold_start(base_tree, environment, "baseline_api_handler", calls_event, context)
         if base["response"]["statusCode"] != 200 or json.loads(base["response"]["body"]) != {"found": True}:
             raise BenchmarkError(f"the baseline's request failed: {base['response']}")
         check_baseline_calls(run, base)
         base_runs.append(base)
-        libraries = cold_start(
-            libraries_tree,
-            environment,
-            "baseline_api_libraries_handler",
-            base_event | {"calls": same_calls(run)},
-            context,
-        )
+        libraries = cold_start(libraries_tree, environment, "baseline_api_libraries_handler", calls_event, context)
         if libraries["response"]["statusCode"] != 200 or json.loads(libraries["response"]["body"]) != {"found": True}:
             raise BenchmarkError(f"the libraries' baseline request failed: {libraries['response']}")
         check_baseline_calls(run, libraries)

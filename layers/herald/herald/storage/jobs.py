@@ -285,20 +285,13 @@ class JobRepository:
     def open_tickets(self, job_id: str, page: str | None) -> list[str]:
         """The deliveries whose tickets of the job the page starting at ``page`` (every page: None) took and are
         still open, read strongly (a page run again sees what its first run took)."""
-        if page is None:
-            items = self._tickets(
-                job_id,
-                FilterExpression="#state = :open",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=values(open=OPEN),
-            )
-        else:
-            items = self._tickets(
-                job_id,
-                FilterExpression="#state = :open AND #page = :page",
-                ExpressionAttributeNames={"#state": "state", "#page": "page"},
-                ExpressionAttributeValues=values(open=OPEN, page=page),
-            )
+        of_page = {} if page is None else {"page": page}
+        items = self._tickets(
+            job_id,
+            FilterExpression="#state = :open" + (" AND #page = :page" if of_page else ""),
+            ExpressionAttributeNames={"#state": "state"} | ({"#page": "page"} if of_page else {}),
+            ExpressionAttributeValues=values(open=OPEN, **of_page),
+        )
         return [from_item(item)["delivery_id"] for item in items]
 
     def note_first(self, job_id: str, delivery_id: str, *, ticket_seconds: int) -> None:
