@@ -117,6 +117,17 @@ def outage(client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, rece
     return {"sub": sub, "before": before, "missed": missed, "since": since}
 
 
+def _dies_once_before_queueing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next recovery page's worker dies after taking the page's tickets and before queueing their messages (its
+    invocation ends there); the pages after it queue theirs as usual."""
+
+    async def die_once(worker: Any, messages: Any) -> None:
+        monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", try_send_concurrently)
+        raise RuntimeError("the invocation ended here")
+
+    monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", die_once)
+
+
 def done_with_each_missed_once_more(
     client: Any,
     tenant: TenantInfo,
@@ -228,12 +239,7 @@ def test_a_recovery_page_that_did_not_queue_finishes_when_a_delivery_is_retried_
     if first_page == "send refused":
         install(harness.services.queue.client, "sqs.SendMessageBatch:throttle@call=calls:1")
     else:
-
-        async def die_once(worker: Any, messages: Any) -> None:
-            monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", try_send_concurrently)
-            raise RuntimeError("the invocation ended here")
-
-        monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", die_once)
+        _dies_once_before_queueing(monkeypatch)
     job = recover(client, tenant, sub.id, since=seen["since"])
     harness.drain()
     assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
@@ -551,12 +557,7 @@ def test_a_recovery_stopped_by_its_deleted_subscription_settles_the_tickets_an_e
     sub = seen["sub"]
     back_up(receiver, clock)
     received = len(receiver.received)
-
-    async def die_once(worker: Any, messages: Any) -> None:
-        monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", try_send_concurrently)
-        raise RuntimeError("the invocation ended here")
-
-    monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", die_once)
+    _dies_once_before_queueing(monkeypatch)
     job = recover(client, tenant, sub.id, since=seen["since"])
     harness.drain()
     store = harness.services.store
