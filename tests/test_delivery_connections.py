@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from herald import sender
+from herald.storage.health import RateSlot
 from herald.worker.pacing import START_MARGIN_SECONDS
 from tests.delivery_support import (
     Harness,
@@ -285,9 +286,9 @@ def test_an_attempt_held_up_past_its_latest_start_after_its_connection_came_is_p
     health = harness.services.store.health
     take = health.take_rate_slot
 
-    def slow_take(sub_id: str, *, interval: float, now: float) -> float:
+    def slow_take(sub_id: str, *, interval: float, now: float, **options: Any) -> RateSlot:
         clock.advance(60 - TIMEOUT - START_MARGIN_SECONDS + 1)
-        return take(sub_id, interval=interval, now=now)
+        return take(sub_id, interval=interval, now=now, **options)
 
     monkeypatch.setattr(health, "take_rate_slot", slow_take)
     event_id = publish(client, tenant.id)

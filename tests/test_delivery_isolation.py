@@ -22,7 +22,7 @@ from herald.errors import ConflictError
 from herald.messages import DeliveryMessage
 from herald.records import ErrorKind, utcnow
 from herald.sender import Outcome
-from herald.storage.health import LATENCY_SAMPLES, AttemptTally
+from herald.storage.health import LATENCY_SAMPLES, AttemptTally, RateSlot
 from herald.worker.lanes import forget, learn
 from tests.api_support import queue_messages
 from tests.delivery_support import (
@@ -777,7 +777,7 @@ def test_a_probe_postponed_by_the_rate_limit_leaves_the_probe_to_the_next_delive
     assert harness.poller.poll_once().received == 1
     # AND another worker has just taken the subscription's slot, the next one a minute away (as at a rate of 1 a
     # minute: the postponed delivery then stays away for the rest of the test, whatever its real time)
-    assert harness.services.store.health.take_rate_slot(sub_id, interval=60.0, now=clock()) == 0.0
+    assert harness.services.store.health.take_rate_slot(sub_id, interval=60.0, now=clock()) == RateSlot(0.0, taken=True)
     # WHEN the slow lane works the delivery: it is postponed by the rate limit, without an attempt
     (slow_lane,) = harness.others
     assert slow_lane.poll_once().received == 1

@@ -16,7 +16,7 @@ from herald.errors import ServiceUnavailableError
 from herald.faults import FaultInjector, install
 from herald.messages import DeliveryMessage, dump_message
 from herald.services import Services
-from herald.storage.health import AttemptTally
+from herald.storage.health import AttemptTally, RateSlot
 from herald.storage.table import Table
 from tests.api_support import queue_messages
 from tests.delivery_support import (
@@ -320,7 +320,7 @@ def test_the_workers_conditional_takes_refused_by_their_own_first_send_are_their
     # THEN the probe is taken (not held for a probe nobody sends), the rate slot is taken (not waited for), the
     # slow lane is marked (and counted), and the delivery whose event is gone is failed (not dropped)
     assert store.isolation.take_probe(tenant.id, half_open.id, now=now, until=now + 20) == "taken"
-    assert store.health.take_rate_slot(half_open.id, interval=1.0, now=now) == 0.0
+    assert store.health.take_rate_slot(half_open.id, interval=1.0, now=now) == RateSlot(0.0, taken=True)
     assert store.isolation.mark_slow(tenant.id, half_open.id, until=now + 900) is True
     failed = store.deliveries.fail_unsendable(tenant.id, waiting.id, delivery_id, event_id, now=harness.worker.now())
     assert failed is not None
@@ -328,7 +328,7 @@ def test_the_workers_conditional_takes_refused_by_their_own_first_send_are_their
     assert injector.count("lost", stage="send") == 4
     # AND each took what it took once: the next asker is refused
     assert store.isolation.take_probe(tenant.id, half_open.id, now=now, until=now + 20) == "held"
-    assert store.health.take_rate_slot(half_open.id, interval=1.0, now=now) > 0
+    assert not store.health.take_rate_slot(half_open.id, interval=1.0, now=now).taken
     assert store.isolation.mark_slow(tenant.id, half_open.id, until=now + 900) is True  # (to the same moment)
     assert store.isolation.mark_slow(tenant.id, half_open.id, until=now + 600) is False
 

@@ -22,10 +22,12 @@ import pytest
 from standardwebhooks import Webhook
 
 from herald import sender
+from herald.faults import install
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.poller import SqsPoller
 from herald.services import Services
 from herald.storage import keys
+from herald.storage.health import RateSlot
 from herald.worker import Worker, settle_all
 from herald.worker.pacing import Skip
 from tests.chaos_support import verify_signature
@@ -173,20 +175,111 @@ def test_concurrent_takes_of_one_slot_grant_it_once(services: Services) -> None:
     # GIVEN a subscription's rate of 5 a second, and 20 workers asking for a slot at the same moment
     now = time.time()
     with ThreadPoolExecutor(20) as pool:
-        waits = list(
+        slots = list(
             pool.map(lambda _: services.store.health.take_rate_slot("sub_x", interval=0.2, now=now), range(20))
         )
     # THEN exactly one got it; the others are told to wait until the next slot, 0.2 s later
-    assert sorted(waits)[0] == 0.0
-    assert waits.count(0.0) == 1
-    assert all(wait == pytest.approx(0.2, abs=1e-6) for wait in waits if wait)
+    assert slots.count(RateSlot(0.0, taken=True)) == 1
+    assert all(slot.wait == pytest.approx(0.2, abs=1e-6) for slot in slots if not slot.taken)
     # AND that slot is free once its time has come, and not before
-    assert services.store.health.take_rate_slot("sub_x", interval=0.2, now=now + 0.1) == pytest.approx(0.1, abs=1e-6)
-    assert services.store.health.take_rate_slot("sub_x", interval=0.2, now=now + 0.2) == 0.0
+    early = services.store.health.take_rate_slot("sub_x", interval=0.2, now=now + 0.1)
+    assert not early.taken
+    assert early.wait == pytest.approx(0.1, abs=1e-6)
+    assert services.store.health.take_rate_slot("sub_x", interval=0.2, now=now + 0.2) == RateSlot(0.0, taken=True)
+
+
+def test_concurrent_takes_reserve_the_slots_ahead_one_apart(services: Services) -> None:
+    # GIVEN a subscription's rate of 5 a second, and 20 workers asking for a slot at the same moment, each ready to
+    # wait up to 10 s for it
+    now = time.time()
+    with ThreadPoolExecutor(20) as pool:
+        slots = list(
+            pool.map(
+                lambda _: services.store.health.take_rate_slot("sub_x", interval=0.2, now=now, within=10.0), range(20)
+            )
+        )
+    # THEN each got a slot of its own: the next 20, 0.2 s apart, the first now
+    assert all(slot.taken for slot in slots)
+    assert sorted(round(slot.wait, 6) for slot in slots) == [round(index * 0.2, 6) for index in range(20)]
+    # AND the slots are counted until the last of them: the next is 4 s away, out of reach for one ready to wait 3 s,
+    # who takes none
+    item = services.store.table.read(keys.rate_slot("sub_x"))
+    assert item is not None
+    assert item["tat"] - now == pytest.approx(4.0, abs=1e-6)
+    late = services.store.health.take_rate_slot("sub_x", interval=0.2, now=now, within=3.0, busy=True)
+    assert not late.taken
+    assert late.wait == pytest.approx(4.0, abs=1e-6)
+    assert services.store.table.read(keys.rate_slot("sub_x")) == item
+
+
+def test_a_reservation_whose_answer_was_lost_is_the_callers_once(services: Services) -> None:
+    # GIVEN a subscription limited to 1 a second whose slot another worker has just taken
+    store = services.store
+    now = time.time()
+    assert store.health.take_rate_slot("sub_x", interval=1.0, now=now) == RateSlot(0.0, taken=True)
+    # WHEN a worker reserves the next, and DynamoDB's answer to its write is lost (botocore sends it again, and its
+    # own first send refuses the resend)
+    injector = install(store.client, "dynamodb.UpdateItem:lost@send=1")
+    assert injector is not None
+    slot = store.health.take_rate_slot("sub_x", interval=1.0, now=now, within=5.0, busy=True)
+    assert injector.count("lost", stage="send") == 1
+    # THEN it holds the next slot, a second away, and took only that one: the one after is two seconds away
+    assert slot == RateSlot(pytest.approx(1.0, abs=1e-6), taken=True)  # type: ignore[arg-type]
+    item = store.table.read(keys.rate_slot("sub_x"))
+    assert item is not None
+    assert item["tat"] - now == pytest.approx(2.0, abs=1e-6)
 
 
 async def _not_forwarded() -> bool:
     return False
+
+
+def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
+    settings: Settings, aws: boto3.session.Session
+) -> None:
+    # GIVEN four workers, each with its own AWS clients, and ten deliveries in each of them for one subscription
+    # limited to 20 a second: 40 slots over 2 s, each within the local wait
+    workers = [Worker(Services.create(settings, session=aws)) for _ in range(4)]
+    writes: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def counting(table: Any) -> None:
+        call = table.call
+
+        def counted(operation: str, **kwargs: Any) -> Any:
+            if operation == "update_item" and kwargs.get("Key", {}).get("pk", {}).get("S", "").startswith("RATE#"):
+                with lock:
+                    writes[operation] += 1
+            return call(operation, **kwargs)
+
+        table.call = counted
+
+    for worker in workers:
+        counting(worker.store.table)
+
+    async def ask(worker: Worker) -> float | Skip:
+        turn = await worker.pacer.slot("sub_x", 20, deadline=time.time() + 60, forwarded=_not_forwarded)
+        if turn == 0.0:
+            worker.connections.release()
+        return turn
+
+    def run(worker: Worker) -> list[float | Skip]:
+        async def asking() -> list[float | Skip]:
+            return list(await asyncio.gather(*(ask(worker) for _ in range(10))))
+
+        return worker.loop.run_until_complete(asking())
+
+    try:
+        # WHEN they all ask for their slots at once
+        with ThreadPoolExecutor(len(workers)) as pool:
+            turns = [turn for each in pool.map(run, workers) for turn in each]
+    finally:
+        settle_all(workers)
+    # THEN every delivery got a slot in its worker, none postponed
+    assert turns == [0.0] * 40
+    # AND the slot item took about one write a slot (racing for the next free slot, each worker's take refused by
+    # the others' costs about one write per worker a slot: 4 here)
+    assert writes["update_item"] <= 1.5 * 40, writes
 
 
 def _slots_after_a_wait_for_the_connection(
@@ -219,7 +312,7 @@ def _taking_the_slot(services: Services) -> Callable[[], None]:
     """Another worker taking ``sub_x``'s slot (1 a second) now: the next is free a second later."""
 
     def take() -> None:
-        assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == 0.0
+        assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == RateSlot(0.0, taken=True)
 
     return take
 
@@ -322,14 +415,14 @@ def test_the_heads_wait_for_a_connection_does_not_count_against_the_local_wait_o
     assert turns == [0.0, 0.0]
 
 
-def test_a_subscription_gone_on_the_slow_lane_while_the_head_waited_for_its_slot_takes_none(
+def test_a_subscription_gone_on_the_slow_lane_while_the_head_waited_for_its_slot_sends_nothing_at_it(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a worker with one connection, a subscription limited to 1 a second whose slot another worker has
-    # just taken, and a delivery of it that this worker finds on the slow lane after its first wait for a slot
+    # just taken, and a delivery of it that this worker finds on the slow lane after its wait for a slot
     monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
     worker = Worker(services)
-    assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == 0.0
+    assert services.store.health.take_rate_slot("sub_x", interval=1.0, now=time.time()) == RateSlot(0.0, taken=True)
     before = services.store.table.read(keys.rate_slot("sub_x"))
     checks: list[bool] = []
 
@@ -343,9 +436,13 @@ def test_a_subscription_gone_on_the_slow_lane_while_the_head_waited_for_its_slot
     try:
         # WHEN it asks for its slot
         turn = worker.loop.run_until_complete(scenario())
-        # THEN it is forwarded after its wait, before taking the slot it waited for, and gave the connection back
+        # THEN it is forwarded after its wait, instead of starting at the slot it reserved (the next one, a second
+        # after the other worker's: that one slot goes unused), and gave the connection back
         assert (turn, checks) == (Skip.FORWARDED, [False, True])
-        assert services.store.table.read(keys.rate_slot("sub_x")) == before
+        after = services.store.table.read(keys.rate_slot("sub_x"))
+        assert before is not None
+        assert after is not None
+        assert after["tat"] - before["tat"] == pytest.approx(1.0, abs=1e-6)
         assert not worker.connections.locked()
     finally:
         settle_all([worker])

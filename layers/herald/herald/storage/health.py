@@ -26,7 +26,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -40,6 +40,20 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from herald.storage.table import Table
+
+
+class RateSlot(NamedTuple):
+    """A take of a subscription's rate slot (``HealthRepository.take_rate_slot``)."""
+
+    #: Seconds from the take's ``now`` until the slot opens (0.0: now).
+    wait: float
+    #: Whether the slot is the caller's (False: another's; ask again then, or postpone).
+    taken: bool
+
+
+#: How many conditional writes one take of a rate slot makes at most: each refusal but the last names the slot to
+#: try for next, and each try overtaken was another worker's take.
+_RATE_SLOT_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -594,37 +608,77 @@ class HealthRepository:
                 ExpressionAttributeValues=values(zero=0),
             )
 
-    def take_rate_slot(self, sub_id: str, *, interval: float, now: float) -> float:
-        """Take the subscription's next delivery slot if it is free at ``now`` (epoch seconds): 0.0 when
-        taken, else the seconds until it frees up. Slots are ``interval`` seconds apart (1 / rate).
+    def take_rate_slot(
+        self, sub_id: str, *, interval: float, now: float, within: float = 0.0, busy: bool = False
+    ) -> RateSlot:
+        """Take a slot of the subscription's rate for a delivery at ``now`` (epoch seconds): the next one if it is
+        free now, else, if it opens within ``within`` seconds, that one, reserved ahead (the caller waits for it);
+        else none, and the answer says when the next opens. Slots are ``interval`` seconds apart (1 / rate).
 
-        One conditional UpdateItem on a per-subscription item, shared by every worker: the item holds
-        the theoretical arrival time ``tat`` of the next allowed delivery (GCRA with no burst allowance),
-        so two deliveries never start less than ``interval`` apart, and no window of one second ever holds
-        more than ``rate + 1`` starts (a fixed per-second counter would let ``2 x rate`` through across a
-        window boundary). A refused take writes nothing, and returns the slot's time with the refusal; one
-        refused by the slot its own first send took (botocore sent it again after its answer was lost: its token,
-        ``taken_by``, is on the item) took it."""
-        token = uuid.uuid4().hex[:12]
-        try:
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.rate_slot(sub_id)),
-                UpdateExpression="SET tat = :next, expires_at = :exp, taken_by = :token",
-                ConditionExpression="attribute_not_exists(tat) OR tat <= :now",
-                ExpressionAttributeValues=values(now=now, next=now + interval, exp=int(now) + 86_400, token=token),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            old = refused_item(exc)
-            if old.get("taken_by") == token:
-                return 0.0
-            tat = float(old["tat"]) if "tat" in old else None
-            if tat is None:
+        The slots are counted on one item per subscription, shared by every worker: it holds the theoretical
+        arrival time ``tat`` of the next allowed delivery (GCRA with no burst allowance), so two deliveries never
+        start less than ``interval`` apart, and no window of one second ever holds more than ``rate + 1`` starts (a
+        fixed per-second counter would let ``2 x rate`` through across a window boundary). Each write is
+        conditional, and a refusal hands back the item it found (``ALL_OLD``), which decides the next try:
+
+        - a slot free now is taken if ``tat`` is not after ``now`` (``tat`` then moves to ``now + interval``);
+        - a slot ahead is reserved by moving ``tat`` on by ``interval``, if it is after ``now`` and within reach:
+          the reserved slot is the ``tat`` it replaced. That write needs no read and does not race: however many
+          workers reserve at once, DynamoDB applies their writes one after another, each its own slot.
+
+        ``busy`` (the caller last saw the slots taken ahead) tries the reservation first: a subscription kept at its
+        rate then costs one write per slot, whatever the number of workers. A try refused by the write of its own
+        first send (botocore sent it again after its answer was lost: its token, ``taken_by``, is on the item) took
+        its slot."""
+        latest = now + within
+        reserve = busy and within > 0
+        tat: float | None = None
+        for _ in range(_RATE_SLOT_TRIES):
+            token = uuid.uuid4().hex[:12]
+            expires = int(now) + 86_400
+            try:
+                if reserve:
+                    answer = self._table.call(
+                        "update_item",
+                        Key=to_item(keys.rate_slot(sub_id)),
+                        UpdateExpression="SET tat = tat + :interval, expires_at = :exp, taken_by = :token",
+                        ConditionExpression=(
+                            "tat > :now AND tat <= :latest AND (attribute_not_exists(taken_by) OR taken_by <> :token)"
+                        ),
+                        ExpressionAttributeValues=values(
+                            now=now, latest=latest, interval=interval, exp=expires, token=token
+                        ),
+                        ReturnValues="UPDATED_OLD",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
+                    return RateSlot(float(from_item(answer["Attributes"])["tat"]) - now, taken=True)
+                self._table.call(
+                    "update_item",
+                    Key=to_item(keys.rate_slot(sub_id)),
+                    UpdateExpression="SET tat = :next, expires_at = :exp, taken_by = :token",
+                    ConditionExpression="attribute_not_exists(tat) OR tat <= :now",
+                    ExpressionAttributeValues=values(now=now, next=now + interval, exp=expires, token=token),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return RateSlot(0.0, taken=True)
+            except ClientError as exc:
+                old = refused_item(exc)
+            if "tat" not in old:
+                if reserve:  # no slot counted (the item expired meanwhile): the next is free
+                    reserve = False
+                    continue
                 item = self._table.read(keys.rate_slot(sub_id))
                 tat = float(item["tat"]) if item and "tat" in item else now + interval
-            return max(tat - now, 0.001)
-        return 0.0
+                return RateSlot(max(tat - now, 0.001), taken=False)
+            tat = float(old["tat"])
+            if old.get("taken_by") == token:  # the first send of this very try took it
+                return RateSlot(max(tat - interval - now, 0.0) if reserve else 0.0, taken=True)
+            if tat > latest:
+                return RateSlot(tat - now, taken=False)
+            # Free now (after a refused reservation: the slots ahead ran out) or within reach: try that way.
+            reserve = tat > now
+        # Every try was overtaken by another worker's (each of them took a slot): the caller asks again later.
+        return RateSlot(max((tat or now) - now, 0.001), taken=False)
 
     def set_counts(self, sub_id: str, counts: dict[str, int], *, expires_at: int) -> None:
         """Set the subscription's ``attempts``, ``succeeded`` and ``failed`` (a recount from the attempt log). Stats

@@ -1,11 +1,12 @@
 """Per-subscription rate limits, as one worker paces the deliveries of a batch.
 
 A subscription's rate limit is taken right before each attempt (``HealthRepository.take_rate_slot``,
-shared by every invocation). A delivery over the rate waits its slot in the worker for a few seconds, the
-deliveries of one subscription in a batch in line behind one another (one DynamoDB call per slot, not per
-waiting delivery); past that it is postponed through the queue: its lease is given back and its message
-held until about its slot. Neither counts as an attempt nor moves the retry schedule, and a message
-postponed many times is refreshed by ``schedule.hold`` like any long wait, never dead-lettered.
+shared by every invocation). A delivery over the rate reserves a slot ahead and waits for it in the worker if it
+opens within a few seconds, the deliveries of one subscription in a batch in line behind one another (one
+DynamoDB call per slot, not per waiting delivery, whatever the number of workers); past that it is postponed
+through the queue: its lease is given back and its message held until about its slot. Neither counts as an
+attempt nor moves the retry schedule, and a message postponed many times is refreshed by ``schedule.hold`` like
+any long wait, never dead-lettered.
 
 The head of a line takes the connection its attempt goes out on (``Worker.take_connection``) before it asks for
 its slot, so the attempt starts at its slot, never bunched up with others behind a wait for a connection. Those
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from herald.storage.health import RateSlot
     from herald.worker.runtime import Worker
 
 #: An attempt is only started if the invocation has this much time left beyond the HTTP timeout.
@@ -59,6 +61,9 @@ class _Line:
     connection_waits: float = 0.0
     #: When the head now waiting for a connection began to (monotonic), or None.
     waiting_since: float | None = None
+    #: Until when the subscription's slots were taken, as this line's last take found (epoch seconds): while
+    #: they are, the next take reserves one ahead first (``HealthRepository.take_rate_slot``'s ``busy``).
+    slots_until: float = 0.0
 
     def connection_waited(self, now: float) -> float:
         """The line's waits for connections until ``now``, the head's under way included."""
@@ -70,12 +75,35 @@ class Pacer:
         self._worker = worker
         self._lines: dict[str, _Line] = {}
 
-    def _take_slot(self, sub_id: str, interval: float) -> tuple[float, float]:
-        """(when, the seconds until the slot frees up: 0 when it was taken) for a take of the subscription's next slot
-        made now, in the calling thread (``HealthRepository.take_rate_slot``)."""
+    def _take_slot(
+        self, sub_id: str, interval: float, within: Callable[[float], float], busy_until: float
+    ) -> tuple[float, RateSlot]:
+        """(when, the take) of the subscription's next slot, or of one up to ``within(now)`` seconds ahead, made now,
+        in the calling thread (``HealthRepository.take_rate_slot``; ``busy`` while ``now`` is before
+        ``busy_until``)."""
+        now = self._worker.clock()
+        return now, self._worker.store.health.take_rate_slot(
+            sub_id, interval=interval, now=now, within=within(now), busy=now < busy_until
+        )
+
+    async def _connect(self, line: _Line, deadline: float) -> bool:
+        """The line's head waits for a connection (``Worker.take_connection``), the wait counted on the line."""
+        line.waiting_since = time.monotonic()
+        try:
+            return await self._worker.take_connection(deadline)
+        finally:
+            line.connection_waits = line.connection_waited(time.monotonic())
+            line.waiting_since = None
+
+    async def _at_slot(self, at: float, forwarded: Callable[[], Awaitable[bool]]) -> float | Skip:
+        """Wait for a slot taken, which opens at ``at``: 0.0 then, or ``Skip.FORWARDED`` if the subscription went on
+        the slow lane during the wait (the slot is left unused)."""
         worker = self._worker
-        now = worker.clock()
-        return now, worker.store.health.take_rate_slot(sub_id, interval=interval, now=now)
+        if at > worker.clock():
+            await asyncio.sleep(at - worker.clock())
+            if await forwarded():
+                return Skip.FORWARDED
+        return 0.0
 
     async def slot(
         self, sub_id: str, rate: int, *, deadline: float, forwarded: Callable[[], Awaitable[bool]]
@@ -101,6 +129,12 @@ class Pacer:
         joined = time.monotonic()
         connection_waits = line.connection_waited(joined)
         latest = latest_start(worker, deadline)
+
+        def within(now: float) -> float:
+            """How far ahead of ``now`` a slot is within reach: the local wait left, and in time for the attempt."""
+            waited = time.monotonic() - joined - (line.connection_waits - connection_waits)
+            return min(worker.settings.rate_limit_local_wait_seconds - waited, latest - now)
+
         connected = False
         try:
             async with line.lock:
@@ -109,13 +143,7 @@ class Pacer:
                     wait = 0.0
                     if line.backlog_until <= now:
                         if not connected:
-                            line.waiting_since = time.monotonic()
-                            try:
-                                got = await worker.take_connection(deadline)
-                            finally:
-                                line.connection_waits = line.connection_waited(time.monotonic())
-                                line.waiting_since = None
-                            if not got:
+                            if not await self._connect(line, deadline):
                                 return Skip.NO_CONNECTION
                             connected = True
                             continue  # time went by: the slot is asked for at the clock's time
@@ -124,13 +152,17 @@ class Pacer:
                             return Skip.FORWARDED
                         # The slot is asked for at the clock's time as the call is made (it may wait for one of the
                         # worker's threads): asked at an earlier moment, it would be dated back, and the next one
-                        # would open less than an interval after this attempt starts.
-                        now, wait = await worker.io(self._take_slot, sub_id, interval)
-                        if wait <= 0:
-                            connected = False  # the caller's now
-                            return 0.0
-                        waited = time.monotonic() - joined - (line.connection_waits - connection_waits)
-                        if waited + wait <= worker.settings.rate_limit_local_wait_seconds and now + wait <= latest:
+                        # would open less than an interval after this attempt starts. A slot ahead is reserved if
+                        # it opens within reach.
+                        now, taken = await worker.io(self._take_slot, sub_id, interval, within, line.slots_until)
+                        wait = taken.wait
+                        line.slots_until = now + wait + (interval if taken.taken else 0.0)
+                        if taken.taken:
+                            turn = await self._at_slot(now + wait, forwarded)
+                            connected = turn != 0.0  # the caller's if it may start
+                            return turn
+                        if wait <= within(now):
+                            # Within reach, yet every try was overtaken by other workers' takes: ask again then.
                             await asyncio.sleep(wait)
                             continue
                     # Postpone: behind the slot DynamoDB named and behind the deliveries postponed before.
