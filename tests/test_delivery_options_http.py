@@ -19,6 +19,7 @@ import pytest
 
 from herald import ids
 from herald.records import SigningSecret, Subscription
+from herald.storage import keys
 from tests.api_support import assert_error, each_delivery
 from tests.delivery_support import (
     Harness,
@@ -327,6 +328,54 @@ def test_a_transform_failing_on_an_event_fails_the_delivery_at_once_and_a_recove
     assert recovered.headers["x-api-key"] == API_KEY
     log = attempts(client, tenant, sub.id, failed["id"])
     assert [(a["trigger"], a["error_kind"]) for a in log] == [("scheduled", "transform"), ("recover", None)]
+
+
+def test_a_rate_limited_delivery_is_transformed_before_it_takes_its_slot(
+    client, tenant, harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription limited to 1 delivery a second with a transform, and every transform and every take of a
+    # rate slot noted in the order they happen
+    from herald.delivery_options.transforms import CompiledTransform
+
+    sub = subscribe_with(client, tenant, receiver.url, transform=TRANSFORM, rate_limit=1)
+    steps: list[str] = []
+    apply, take = CompiledTransform.apply_to_body, harness.services.store.health.take_rate_slot
+
+    def noted_apply(self: CompiledTransform, body: bytes | str) -> bytes:
+        steps.append("transform")
+        return apply(self, body)
+
+    def noted_take(*args: Any, **kwargs: Any) -> Any:
+        steps.append("slot")
+        return take(*args, **kwargs)
+
+    monkeypatch.setattr(CompiledTransform, "apply_to_body", noted_apply)
+    monkeypatch.setattr(harness.services.store.health, "take_rate_slot", noted_take)
+    # WHEN an event is published and worked
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN its body was made before its slot was taken: between the slot and the request, only the signature
+    assert steps == ["transform", "slot"]
+    (got,) = receiver.received
+    assert verify(sub.secret, got) == {
+        "id": INVOICE["invoice_id"],
+        "cents": INVOICE["amount_cents"],
+        "kind": "invoice.paid",
+    }
+
+
+def test_a_transform_failing_on_an_event_takes_no_rate_slot(
+    client, tenant, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a rate-limited subscription whose transform gives `false` for invoices of 1,000.00 or more
+    sub = subscribe_with(client, tenant, receiver.url, transform="data.amount_cents < `100000` && data", rate_limit=1)
+    # WHEN such an invoice is published and worked
+    publish(client, tenant.id, data={**INVOICE, "amount_cents": 250_000})
+    harness.drain()
+    # THEN its delivery failed on the transform, with no request, and took none of the subscription's slots
+    assert receiver.received == []
+    assert only_delivery(client, tenant, sub.id)["last_error_kind"] == "transform"
+    assert harness.services.store.table.read(keys.rate_slot(sub.id)) is None
 
 
 def test_a_transform_failing_on_an_event_with_a_lone_surrogate_in_its_message_is_recorded(

@@ -416,7 +416,14 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
     deliveries than the HTTP client has connections, and the attempt's timeout, like the slow lane's watch,
     measures the endpoint alone. None if no attempt was made: no connection came in time, or the invocation's time
     for it ran out after (put off), the rate limit postpones it, the subscription went on the slow lane meanwhile
-    (``_forwarded``), or another delivery holds its half-open breaker's probe (held)."""
+    (``_forwarded``), or another delivery holds its half-open breaker's probe (held).
+
+    The body is made first (``_body``: the subscription's transform, on the thread pool): between a rate limit's slot
+    and its request there is then no work but the signature, and a transform that fails takes neither a connection
+    nor a slot."""
+    body = await _body(worker, sub, job.event.payload)
+    if isinstance(body, Outcome):
+        return body
     if not await _connected(worker, job, sub, token):
         return None
     try:
@@ -429,7 +436,7 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         if await _diverted(worker, job, sub, token, lanes.probe_taken_elsewhere):
             return None
         progress = Progress()
-        sending = sign_and_send(worker, sub, job.event.id, job.event.payload, progress=progress)
+        sending = sign_and_send(worker, sub, job.event.id, body, progress=progress)
         # An attempt slow to answer puts its subscription on the slow lane at once; a scheduled one from the work
         # queue is then cut short and handed over to the slow lane (``lanes``).
         hand_over = (
@@ -612,22 +619,26 @@ def _attempt_record(
     )
 
 
+async def _body(worker: Worker, sub: Subscription, payload: str) -> bytes | Outcome:
+    """What an attempt sends: the event's envelope, or what the subscription's transform makes of it. A transform
+    that fails on this event answers the outcome of an attempt that makes no request (``transform``)."""
+    if not sub.transform:
+        return payload.encode()
+    try:
+        # Off the event loop: a costly expression (bounded, up to a few hundred ms) must not hold up the batch's
+        # other deliveries.
+        return await worker.io(lambda: transform_from_stored(sub.transform or "").apply_to_body(payload))
+    except (TransformError, InvalidTransformError, ValueError) as exc:
+        return _transform_failed(exc, worker.now())
+
+
 async def sign_and_send(
-    worker: Worker, sub: Subscription, msg_id: str, payload: str, *, progress: Progress | None = None
+    worker: Worker, sub: Subscription, msg_id: str, body: bytes, *, progress: Progress | None = None
 ) -> Outcome:
-    """One HTTP attempt: the body (the event's envelope, or what the subscription's transform makes of it)
-    signed (Standard Webhooks) with every secret of the subscription that signs now (the current one and those
-    in their rotation grace), sent with the subscription's custom headers under Herald's own, under the URL
-    policy. A transform that fails on this event makes no request: the outcome says ``transform``. ``progress`` is
-    kept up to date as the answer arrives (``send_attempt``)."""
-    body = payload.encode()
-    if sub.transform:
-        try:
-            # Off the event loop: a costly expression (bounded, up to a few hundred ms) must not hold up the
-            # batch's other deliveries.
-            body = await worker.io(lambda: transform_from_stored(sub.transform or "").apply_to_body(payload))
-        except (TransformError, InvalidTransformError, ValueError) as exc:
-            return _transform_failed(exc, worker.now())
+    """One HTTP attempt: ``body`` (``_body``) signed (Standard Webhooks) with every secret of the subscription that
+    signs now (the current one and those in their rotation grace), sent with the subscription's custom headers
+    under Herald's own, under the URL policy. ``progress`` is kept up to date as the answer arrives
+    (``send_attempt``)."""
     timestamp = int(worker.clock())
     herald_headers = {
         "content-type": "application/json",
