@@ -234,11 +234,13 @@ async def _not_forwarded() -> bool:
     return False
 
 
+@pytest.mark.parametrize("together", [True, False], ids=["ten-at-once", "one-at-a-time"])
 def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
-    settings: Settings, aws: boto3.session.Session
+    settings: Settings, aws: boto3.session.Session, together: bool
 ) -> None:
     # GIVEN four workers, each with its own AWS clients, and ten deliveries in each of them for one subscription
-    # limited to 20 a second: 40 slots over 2 s, each within the local wait
+    # limited to 20 a second: 40 slots over 2 s, each within the local wait; in each worker the ten ask together
+    # (one line of ten), or one after another (a line of one at a time, as a worker whose batches each carry one)
     workers = [Worker(Services.create(settings, session=aws)) for _ in range(4)]
     writes: Counter[str] = Counter()
     lock = threading.Lock()
@@ -265,12 +267,14 @@ def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
 
     def run(worker: Worker) -> list[float | Skip]:
         async def asking() -> list[float | Skip]:
-            return list(await asyncio.gather(*(ask(worker) for _ in range(10))))
+            if together:
+                return list(await asyncio.gather(*(ask(worker) for _ in range(10))))
+            return [await ask(worker) for _ in range(10)]
 
         return worker.loop.run_until_complete(asking())
 
     try:
-        # WHEN they all ask for their slots at once
+        # WHEN the workers ask for their slots at once
         with ThreadPoolExecutor(len(workers)) as pool:
             turns = [turn for each in pool.map(run, workers) for turn in each]
     finally:

@@ -51,8 +51,10 @@ class RateSlot(NamedTuple):
     taken: bool
 
 
-#: How many conditional writes one take of a rate slot makes at most: each refusal but the last names the slot to
-#: try for next, and each try overtaken was another worker's take.
+#: How many conditional writes one take of a rate slot makes at most. Each refusal names the slot to try for next,
+#: and the item's ``tat`` only grows while ``now`` stays: a take is over by its third write (a reservation refused
+#: for a slot free now, the free one taken by another first, then the reservation of the one after), or its fourth
+#: when the item expired meanwhile.
 _RATE_SLOT_TRIES = 4
 
 
@@ -677,7 +679,7 @@ class HealthRepository:
                 return RateSlot(tat - now, taken=False)
             # Free now (after a refused reservation: the slots ahead ran out) or within reach: try that way.
             reserve = tat > now
-        # Every try was overtaken by another worker's (each of them took a slot): the caller asks again later.
+        # Not reached (``_RATE_SLOT_TRIES``); were it, the caller would postpone the delivery to the slot last seen.
         return RateSlot(max((tat or now) - now, 0.001), taken=False)
 
     def set_counts(self, sub_id: str, counts: dict[str, int], *, expires_at: int) -> None:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 START_MARGIN_SECONDS = 5.0
 #: Random spread added to a rate-limit postponement (seconds), so postponed messages do not all return at once.
 POSTPONE_JITTER_SECONDS = 1.0
+#: How many subscriptions' taken slots a worker notes before it drops those whose time is over.
+_TAKEN_NOTES = 1024
 
 
 def latest_start(worker: Worker, deadline: float) -> float:
@@ -61,9 +63,6 @@ class _Line:
     connection_waits: float = 0.0
     #: When the head now waiting for a connection began to (monotonic), or None.
     waiting_since: float | None = None
-    #: Until when the subscription's slots were taken, as this line's last take found (epoch seconds): while
-    #: they are, the next take reserves one ahead first (``HealthRepository.take_rate_slot``'s ``busy``).
-    slots_until: float = 0.0
 
     def connection_waited(self, now: float) -> float:
         """The line's waits for connections until ``now``, the head's under way included."""
@@ -74,6 +73,11 @@ class Pacer:
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
         self._lines: dict[str, _Line] = {}
+        #: Until when each subscription's slots were taken, as this worker's last take of them found (epoch
+        #: seconds): while they are, the next take reserves one ahead first (``HealthRepository.take_rate_slot``'s
+        #: ``busy``). Kept across lines and batches, so that a worker with one delivery at a time still pays one
+        #: write a slot; entries whose time is over are dropped as new ones come.
+        self._taken_until: dict[str, float] = {}
 
     def _take_slot(
         self, sub_id: str, interval: float, within: Callable[[float], float], busy_until: float
@@ -85,6 +89,14 @@ class Pacer:
         return now, self._worker.store.health.take_rate_slot(
             sub_id, interval=interval, now=now, within=within(now), busy=now < busy_until
         )
+
+    def _note_taken(self, sub_id: str, now: float, until: float) -> None:
+        """Note that the subscription's slots are taken until ``until`` (``_taken_until``)."""
+        taken = self._taken_until
+        if sub_id not in taken and len(taken) >= _TAKEN_NOTES:
+            for other in [other for other, other_until in taken.items() if other_until <= now]:
+                del taken[other]
+        taken[sub_id] = until
 
     async def _connect(self, line: _Line, deadline: float) -> bool:
         """The line's head waits for a connection (``Worker.take_connection``), the wait counted on the line."""
@@ -154,17 +166,14 @@ class Pacer:
                         # worker's threads): asked at an earlier moment, it would be dated back, and the next one
                         # would open less than an interval after this attempt starts. A slot ahead is reserved if
                         # it opens within reach.
-                        now, taken = await worker.io(self._take_slot, sub_id, interval, within, line.slots_until)
+                        busy_until = self._taken_until.get(sub_id, 0.0)
+                        now, taken = await worker.io(self._take_slot, sub_id, interval, within, busy_until)
                         wait = taken.wait
-                        line.slots_until = now + wait + (interval if taken.taken else 0.0)
+                        self._note_taken(sub_id, now, now + wait + (interval if taken.taken else 0.0))
                         if taken.taken:
                             turn = await self._at_slot(now + wait, forwarded)
                             connected = turn != 0.0  # the caller's if it may start
                             return turn
-                        if wait <= within(now):
-                            # Within reach, yet every try was overtaken by other workers' takes: ask again then.
-                            await asyncio.sleep(wait)
-                            continue
                     # Postpone: behind the slot DynamoDB named and behind the deliveries postponed before.
                     slot = max(line.backlog_until, now + wait)
                     line.backlog_until = slot + interval
