@@ -159,6 +159,54 @@ def test_every_attempt_of_a_delivery_is_reachable_page_by_page(
     assert missing.status_code == 422
 
 
+def test_every_delivery_of_an_endpoint_is_reachable_page_by_page_under_its_filter(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver, poller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an endpoint with four deliveries of invoices and three of orders, more than fit on one page (2 a page here)
+    monkeypatch.setattr("herald.portal.endpoints.DELIVERIES_PER_PAGE", 2)
+    sub = subscribe(client, tenant, receiver.url, ("invoice.paid", "order.shipped"))
+    for n in range(7):
+        publish(client, tenant.id, "invoice.paid" if n % 3 else "order.shipped")
+    drain(poller)
+    listed = client.get(f"/v1/subscriptions/{sub.id}/deliveries?limit=100", headers=tenant.headers).json()["data"]
+    newest_first = [item["id"] for item in listed]
+    invoices = [item["id"] for item in listed if item["event_type"] == "invoice.paid"]
+    assert (len(newest_first), len(invoices)) == (7, 4)
+    me = browser()
+    sign_in(me, tenant.id, "read")
+
+    def followed(path: str | None) -> list[str]:
+        """The deliveries the page at ``path`` and those its "Older deliveries" links lead to list."""
+        seen: list[str] = []
+        pages = 0
+        while path is not None:
+            shown = me.get(path)
+            assert shown.status_code == 200, shown.text[:300]
+            pages += 1
+            seen += re.findall(rf'href="/portal/endpoints/{sub.id}/deliveries/(dlv_\w+)"', shown.text)
+            following = re.search(r'href="(/portal/endpoints/[^"]+after=[^"#]+)[^"]*" rel="next"', shown.text)
+            path = html.unescape(following.group(1)) if following else None
+            assert pages <= 5
+        return seen
+
+    # WHEN its page is followed from the first by its "Older deliveries" links, then again with invoices only
+    every = followed(f"/portal/endpoints/{sub.id}")
+    only_invoices = followed(f"/portal/endpoints/{sub.id}?event_type=invoice.paid")
+    # THEN each delivery was shown once, newest first, the oldest too; and the filter held on every page
+    assert every == newest_first
+    assert only_invoices == invoices
+    # AND a page that does not exist is a page saying so, not a 500: a cursor too long, or one issued for the
+    # deliveries of another endpoint
+    assert me.get(f"/portal/endpoints/{sub.id}", params={"after": "x" * 5000}).status_code == 422
+    other = subscribe(client, tenant, f"{receiver.url}/other")
+    publish(client, tenant.id)
+    publish(client, tenant.id)
+    drain(poller)
+    others = client.get(f"/v1/subscriptions/{other.id}/deliveries?limit=1", headers=tenant.headers).json()["iterator"]
+    assert others
+    assert me.get(f"/portal/endpoints/{sub.id}", params={"after": others}).status_code == 422
+
+
 def _cursor(fields: str) -> str:
     """An ``after``/``iterator`` as the listing writes one (base64url of the JSON of a key), of this JSON text."""
     return base64.urlsafe_b64encode(fields.encode("utf-8", "surrogatepass")).decode().rstrip("=")

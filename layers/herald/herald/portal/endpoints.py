@@ -31,6 +31,8 @@ router = APIRouter(prefix="/endpoints", include_in_schema=False)
 
 #: Endpoints listed per page (a tenant may have up to ``HERALD_MAX_SUBSCRIPTIONS_PER_TENANT``).
 ENDPOINTS_PER_PAGE = 50
+#: Deliveries listed per page of an endpoint's page, newest first (a link leads to the older ones).
+DELIVERIES_PER_PAGE = 50
 #: A form's whole number: ASCII digits, few enough for ``int`` (anything else goes to the domain's validation:
 #: "²" is a digit to ``str.isdigit`` but not to ``int``, and ``int`` refuses strings of over 4,300 digits).
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
@@ -149,20 +151,26 @@ async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the q
     since: str = "",
     until: str = "",
     note: str = "",
+    after: str | None = None,
 ) -> Response:
+    """An endpoint: its settings, stats, chart of recent attempts, and its deliveries, ``DELIVERIES_PER_PAGE`` a
+    page, newest first, as the filter in the query string picks them; ``after`` is the previous page's cursor (a
+    link on the page, which keeps the filter)."""
     guest = _guest(request)
+    if after is not None and not 0 < len(after) <= MAX_CURSOR_LENGTH:
+        raise InvalidInputError("this page of deliveries does not exist: start from the first")
     sub = _find(guest, sub_id)
     wanted = DeliveryStatus(status) if status in DeliveryStatus else None
     of_type = event_type if event_type in catalog else None
     listed = guest.services.store.deliveries.list(
         sub.id,
         status=wanted,
-        limit=50,
-        cursor=None,
+        limit=DELIVERIES_PER_PAGE,
+        cursor=after,
         event_type=of_type,
         since=moment(since, "since"),
         until=moment(until, "until"),
-    ).items
+    )
     recent = guest.services.store.deliveries.list(sub.id, status=None, limit=100, cursor=None).items
     return page(
         request,
@@ -171,7 +179,9 @@ async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the q
         sub=sub,
         chart=recent_attempts(recent, utcnow()),
         stats=deliveries.stats(guest.services, sub),
-        deliveries=listed,
+        deliveries=listed.items,
+        after=after,
+        next_after=listed.cursor,
         status=status,
         event_type=of_type or "",
         since=since,
