@@ -174,24 +174,9 @@ def test_every_delivery_of_an_endpoint_is_reachable_page_by_page_under_its_filte
     assert (len(newest_first), len(invoices)) == (7, 4)
     me = browser()
     sign_in(me, tenant.id, "read")
-
-    def followed(path: str | None) -> list[str]:
-        """The deliveries the page at ``path`` and those its "Older deliveries" links lead to list."""
-        seen: list[str] = []
-        pages = 0
-        while path is not None:
-            shown = me.get(path)
-            assert shown.status_code == 200, shown.text[:300]
-            pages += 1
-            seen += re.findall(rf'href="/portal/endpoints/{sub.id}/deliveries/(dlv_\w+)"', shown.text)
-            following = re.search(r'href="(/portal/endpoints/[^"]+after=[^"#]+)[^"]*" rel="next"', shown.text)
-            path = html.unescape(following.group(1)) if following else None
-            assert pages <= 5
-        return seen
-
     # WHEN its page is followed from the first by its "Older deliveries" links, then again with invoices only
-    every = followed(f"/portal/endpoints/{sub.id}")
-    only_invoices = followed(f"/portal/endpoints/{sub.id}?event_type=invoice.paid")
+    every, _ = _followed(me, sub.id, f"/portal/endpoints/{sub.id}")
+    only_invoices, _ = _followed(me, sub.id, f"/portal/endpoints/{sub.id}?event_type=invoice.paid")
     # THEN each delivery was shown once, newest first, the oldest too; and the filter held on every page
     assert every == newest_first
     assert only_invoices == invoices
@@ -205,6 +190,44 @@ def test_every_delivery_of_an_endpoint_is_reachable_page_by_page_under_its_filte
     others = client.get(f"/v1/subscriptions/{other.id}/deliveries?limit=1", headers=tenant.headers).json()["iterator"]
     assert others
     assert me.get(f"/portal/endpoints/{sub.id}", params={"after": others}).status_code == 422
+
+
+def test_a_filtered_page_that_read_no_match_yet_leads_to_the_older_deliveries(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver, poller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an endpoint's one invoice behind eleven newer orders, at 1 delivery a page: the listing reads a page's
+    # worth of deliveries a call, ten calls at most, so the first page under an invoices-only filter reads no invoice
+    monkeypatch.setattr("herald.portal.endpoints.DELIVERIES_PER_PAGE", 1)
+    sub = subscribe(client, tenant, receiver.url, ("invoice.paid", "order.shipped"))
+    publish(client, tenant.id, "invoice.paid")
+    for _ in range(11):
+        publish(client, tenant.id, "order.shipped")
+    drain(poller)
+    listed = client.get(f"/v1/subscriptions/{sub.id}/deliveries?limit=100", headers=tenant.headers).json()["data"]
+    (invoice,) = [item["id"] for item in listed if item["event_type"] == "invoice.paid"]
+    me = browser()
+    sign_in(me, tenant.id, "read")
+    # WHEN the invoices-only page is followed by its "Older deliveries" links
+    seen, texts = _followed(me, sub.id, f"/portal/endpoints/{sub.id}?event_type=invoice.paid")
+    # THEN the first page says it read no match yet, and its link leads on to the invoice
+    assert "No delivery matching the filter on this page: older ones may match." in texts[0]
+    assert seen == [invoice]
+
+
+def _followed(me: TestClient, sub_id: str, path: str | None) -> tuple[list[str], list[str]]:
+    """The deliveries the endpoint page at ``path``, and those its "Older deliveries" links lead to, list; and each
+    page's text."""
+    seen: list[str] = []
+    texts: list[str] = []
+    while path is not None:
+        shown = me.get(path)
+        assert shown.status_code == 200, shown.text[:300]
+        texts.append(shown.text)
+        seen += re.findall(rf'href="/portal/endpoints/{sub_id}/deliveries/(dlv_\w+)"', shown.text)
+        following = re.search(r'href="(/portal/endpoints/[^"]+after=[^"#]+)[^"]*" rel="next"', shown.text)
+        path = html.unescape(following.group(1)) if following else None
+        assert len(texts) <= 12
+    return seen, texts
 
 
 def _cursor(fields: str) -> str:
