@@ -28,6 +28,7 @@ from tests.delivery_support import (
     deliveries,
     event_counts,
     invoke_bodies,
+    make_harness,
     only_delivery,
     publish,
     subscribe,
@@ -362,6 +363,39 @@ def test_a_rate_limited_delivery_is_transformed_before_it_takes_its_slot(
         "cents": INVOICE["amount_cents"],
         "kind": "invoice.paid",
     }
+
+
+def test_bodies_are_made_only_by_attempts_holding_a_connection(
+    client, tenant, services, aws, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a worker with one connection, and a subscription with a transform, with and without a rate limit
+    from herald import sender
+    from herald.delivery_options.transforms import CompiledTransform
+
+    monkeypatch.setattr(sender, "MAX_CONNECTIONS", 1)
+    harness = make_harness(services, aws, clock=time.time)
+    held: list[bool] = []
+    apply = CompiledTransform.apply_to_body
+
+    def noted_apply(self: CompiledTransform, body: bytes | str) -> bytes:
+        held.append(harness.worker.connections.locked())
+        return apply(self, body)
+
+    monkeypatch.setattr(CompiledTransform, "apply_to_body", noted_apply)
+    try:
+        for rate_limit in (None, 100):
+            sub = subscribe_with(client, tenant, receiver.url, transform=TRANSFORM, rate_limit=rate_limit)
+            # WHEN three of its events are worked in one batch
+            for _ in range(3):
+                publish(client, tenant.id)
+            harness.drain()
+            client.delete(f"/v1/subscriptions/{sub.id}", headers=tenant.headers)
+    finally:
+        harness.close()
+    # THEN each body was made by an attempt holding the worker's one connection: no more bodies wait in memory than
+    # there are connections, whatever the batch carries
+    assert held == [True] * 6
+    assert len(receiver.received) == 6
 
 
 def test_a_transform_failing_on_an_event_takes_no_rate_slot(

@@ -418,14 +418,19 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
     for it ran out after (put off), the rate limit postpones it, the subscription went on the slow lane meanwhile
     (``_forwarded``), or another delivery holds its half-open breaker's probe (held).
 
-    The body is made first (``_body``: the subscription's transform, on the thread pool): between a rate limit's slot
-    and its request there is then no work but the signature, and a transform that fails takes neither a connection
-    nor a slot."""
-    body = await _body(worker, sub, job.event.payload)
-    if isinstance(body, Outcome):
-        return body
-    if not await _connected(worker, job, sub, token):
-        return None
+    The body (``_body``: the subscription's transform, on the thread pool) is made once the connection is held and
+    before a rate limit's slot is taken: between the slot and the request there is no work left but the signature,
+    a transform that fails takes no slot, and no more bodies wait in memory than the worker has connections."""
+    body: bytes | Outcome | None = None
+
+    async def make_body() -> bool:
+        nonlocal body
+        body = await _body(worker, sub, job.event.payload)
+        return not isinstance(body, Outcome)
+
+    if not await _connected(worker, job, sub, token, make_body):
+        return body if isinstance(body, Outcome) else None
+    assert isinstance(body, bytes)
     try:
         if await _forwarded(worker, job, sub, token):
             return None
@@ -450,27 +455,48 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         worker.connections.release()
 
 
-async def _connected(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:
+async def _connected(
+    worker: Worker, job: _Job, sub: Subscription, token: str | None, make_body: Callable[[], Awaitable[bool]]
+) -> bool:
     """Whether the attempt may start now, holding one of the worker's connections (``Worker.take_connection``) and,
     for a rate-limited subscription, its slot (``Pacer.slot``: the slot is taken with the connection held, so the
-    attempt goes out at its slot). If not, the delivery is put off, postponed or forwarded, and no connection is
-    held."""
+    attempt goes out at its slot), its body made by ``make_body`` in between. If not, the delivery is put off,
+    postponed or forwarded, or its body could not be made, and no connection is held."""
     turn: float | Skip
     if sub.rate_limit is None:
         turn = 0.0 if await worker.take_connection(job.deadline) else Skip.NO_CONNECTION
+        if turn == 0.0 and not await _made(worker, make_body):
+            turn = Skip.NO_BODY
     else:
         turn = await worker.pacer.slot(
-            sub.id, sub.rate_limit, deadline=job.deadline, forwarded=lambda: _forwarded(worker, job, sub, token)
+            sub.id,
+            sub.rate_limit,
+            deadline=job.deadline,
+            forwarded=lambda: _forwarded(worker, job, sub, token),
+            prepare=make_body,
         )
     if turn is Skip.NO_CONNECTION:
         await _put_off(worker, job, token)
         return False
-    if turn is Skip.FORWARDED:
+    if turn is Skip.FORWARDED or turn is Skip.NO_BODY:
         return False
     if turn > 0:
         await _postpone(worker, job, sub, token, turn)
         return False
     return True
+
+
+async def _made(worker: Worker, make_body: Callable[[], Awaitable[bool]]) -> bool:
+    """``make_body()`` with one of the worker's connections held: True if made (the connection still held), False
+    if not (the connection given back), whatever it raised."""
+    try:
+        made = await make_body()
+    except BaseException:
+        worker.connections.release()
+        raise
+    if not made:
+        worker.connections.release()
+    return made
 
 
 async def _forwarded(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> bool:

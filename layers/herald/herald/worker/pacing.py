@@ -49,6 +49,8 @@ class Skip(Enum):
     NO_CONNECTION = "no connection"
     #: Its subscription went on the slow lane meanwhile: the delivery was forwarded there.
     FORWARDED = "forwarded"
+    #: What it would send could not be made (``prepare`` said so: its transform failed on the event); no slot taken.
+    NO_BODY = "no body"
 
 
 @dataclass
@@ -118,13 +120,21 @@ class Pacer:
         return 0.0
 
     async def slot(
-        self, sub_id: str, rate: int, *, deadline: float, forwarded: Callable[[], Awaitable[bool]]
+        self,
+        sub_id: str,
+        rate: int,
+        *,
+        deadline: float,
+        forwarded: Callable[[], Awaitable[bool]],
+        prepare: Callable[[], Awaitable[bool]] | None = None,
     ) -> float | Skip:
         """Take a slot of the subscription's rate for one attempt, and a connection for it: 0 when it may start
         now (the caller then holds one of the worker's connections, and gives it back), or the seconds to postpone
         it by, or why it is skipped (neither holds a connection): no connection came while the invocation had
         time for the attempt, or ``forwarded``, awaited once the connection is held and before each take of a
-        slot (the subscription may have gone on the slow lane during a wait), forwarded the delivery.
+        slot (the subscription may have gone on the slow lane during a wait), forwarded the delivery, or
+        ``prepare``, awaited once when the connection is first held (the attempt's body is made then: no work is
+        left between the slot and the request, and bodies are made no faster than connections free up), said no.
 
         The deliveries of one subscription in this worker take slots one at a time (a line behind an asyncio
         lock), the head waiting here while its slot is near, up to the local wait (the line's waits for
@@ -158,6 +168,9 @@ class Pacer:
                             if not await self._connect(line, deadline):
                                 return Skip.NO_CONNECTION
                             connected = True
+                            if prepare is not None and not await prepare():
+                                return Skip.NO_BODY
+                            prepare = None  # once
                             continue  # time went by: the slot is asked for at the clock's time
                         # Right before each take: the subscription may have gone on the slow lane during a wait.
                         if await forwarded():
