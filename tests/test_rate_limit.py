@@ -28,10 +28,11 @@ from herald.local.poller import SqsPoller
 from herald.services import Services
 from herald.storage import keys
 from herald.storage.health import RateSlot
+from herald.storage.table import to_item
 from herald.worker import Worker, settle_all
 from herald.worker.pacing import Skip
 from tests.chaos_support import verify_signature
-from tests.delivery_support import deliveries, make_harness, step
+from tests.delivery_support import CallRecorder, deliveries, make_harness, step
 from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
 
 if TYPE_CHECKING:
@@ -243,22 +244,7 @@ def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
     # limited to 20 a second: 40 slots over 2 s, each within the local wait; in each worker the ten ask together
     # (one line of ten), or one after another (a line of one at a time, as a worker whose batches each carry one)
     workers = [Worker(Services.create(settings, session=aws)) for _ in range(4)]
-    writes: Counter[str] = Counter()
-    lock = threading.Lock()
-
-    def counting(table: Any) -> None:
-        call = table.call
-
-        def counted(operation: str, **kwargs: Any) -> Any:
-            if operation == "update_item" and kwargs.get("Key", {}).get("pk", {}).get("S", "").startswith("RATE#"):
-                with lock:
-                    writes[operation] += 1
-            return call(operation, **kwargs)
-
-        table.call = counted
-
-    for worker in workers:
-        counting(worker.store.table)
+    updates = [CallRecorder(worker.store.client, ["UpdateItem"]) for worker in workers]
 
     async def ask(worker: Worker) -> float | Skip:
         turn = await worker.pacer.slot("sub_x", 20, deadline=time.time() + 60, forwarded=_not_forwarded)
@@ -280,11 +266,19 @@ def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
             turns = [turn for each in pool.map(run, workers) for turn in each]
     finally:
         settle_all(workers)
+        for recorder in updates:
+            recorder.close()
     # THEN every delivery got a slot in its worker, none postponed
     assert turns == [0.0] * 40
     # AND the slot item took about one write a slot (racing for the next free slot, each worker's take refused by
     # the others' costs about one write per worker a slot: 4 here)
-    assert writes["update_item"] <= 1.5 * 40, writes
+    writes = [
+        call
+        for recorder in updates
+        for call in recorder.of("UpdateItem")
+        if call.params["Key"] == to_item(keys.rate_slot("sub_x"))
+    ]
+    assert len(writes) <= 1.5 * 40, len(writes)
 
 
 def _slots_after_a_wait_for_the_connection(
