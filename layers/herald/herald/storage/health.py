@@ -633,11 +633,11 @@ class HealthRepository:
         first send (botocore sent it again after its answer was lost: its token, ``taken_by``, is on the item) took
         its slot."""
         latest = now + within
+        expires = int(now) + 86_400
         reserve = busy and within > 0
         tat: float | None = None
         for _ in range(_RATE_SLOT_TRIES):
             token = uuid.uuid4().hex[:12]
-            expires = int(now) + 86_400
             try:
                 if reserve:
                     answer = self._table.call(
