@@ -129,12 +129,34 @@ def _imported_modules(tree: ast.Module, name: str, is_package: bool) -> set[str]
                 base = ".".join([*anchor, base] if base else anchor)
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Call):
+            found |= _imported_by_name(node)
     modules: set[str] = set()
     for module in found:
         parts = module.split(".")
         if parts[0] == PACKAGE:
             modules |= {".".join(parts[:end]) for end in range(1, len(parts) + 1)}
     return {module for module in modules if module_file(module) is not None}
+
+
+def _imported_by_name(call: ast.Call) -> set[str]:
+    """The modules ``importlib.import_module(name)`` may import: ``name`` if it is a constant, every module of
+    package ``p`` if it is ``f"p.{...}"`` (routers imported on demand, ``herald.api.routers``)."""
+    function = call.func
+    named = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", None)
+    if named != "import_module" or not call.args:
+        return set()
+    name = call.args[0]
+    if isinstance(name, ast.Constant) and isinstance(name.value, str):
+        return {name.value}
+    if isinstance(name, ast.JoinedStr) and name.values:
+        head = name.values[0]
+        if isinstance(head, ast.Constant) and isinstance(head.value, str) and head.value.endswith("."):
+            package = head.value.removesuffix(".")
+            source = module_file(package)
+            if source is not None and source.name == "__init__.py":
+                return {package} | {f"{package}.{path.stem}" for path in source.parent.glob("*.py")}
+    return set()
 
 
 def import_graph(entry: Path) -> dict[str, ast.Module]:

@@ -245,6 +245,21 @@ def test_the_derivation_follows_the_code_wherever_it_lives(tmp_path: Path) -> No
     assert iam_actions({"sqs:SendMessageBatch", "dynamodb:TransactWriteItems"}) == {"sqs:SendMessage"}
 
 
+def test_the_derivation_follows_modules_imported_by_name(tmp_path: Path) -> None:
+    # GIVEN a handler importing the modules of a package by name, as the API imports its routers on demand
+    dynamic = tmp_path / "dynamic_handler.py"
+    dynamic.write_text(
+        "import importlib\n\n"
+        "def handler(event, context):\n"
+        "    return importlib.import_module(f\"herald.api.routes.{event['resource']}\").router\n"
+    )
+    # THEN every module of the package is walked: its routes are reached, and what they call is found
+    reach = reachable_calls(dynamic)
+    for module in ("events", "subscriptions", "admin"):
+        assert any(function.startswith(f"herald.api.routes.{module}:") for function in reach.functions), module
+    assert {"dynamodb:Query", "sqs:SendMessage"} <= reach.actions
+
+
 def test_every_route_of_the_api_is_reached(source: dict[str, Any]) -> None:
     # Routes are registered by decorators, never called by name: the walk must still reach each of them.
     import herald.api.routes

@@ -160,18 +160,23 @@ class EventCatalog:
             )
         return event_types
 
+    def webhook_types(self, *, include: Sequence[EventCatalog] = ()) -> list[tuple[EventCatalog, EventType]]:
+        """Every event type of this catalog and of the ``include``d ones, with its catalog; ``ValueError`` if a name
+        is declared in two of them."""
+        entries = [(self, event_type) for event_type in self]
+        entries += [(other, event_type) for other in include for event_type in other]
+        names = [event_type.name for _, event_type in entries]
+        if len(set(names)) != len(names):
+            raise ValueError("an event type name is declared in two catalogs")
+        return entries
+
     def webhooks_router(self, *, include: Sequence[EventCatalog] = ()) -> APIRouter:
         """An ``APIRouter`` for ``FastAPI(webhooks=...)``: one documented webhook per event type, of this
         catalog and of the ``include``d ones (event type names must not repeat across them)."""
         from fastapi import APIRouter
 
         router = APIRouter()
-        entries = [(self, event_type) for event_type in self]
-        entries += [(other, event_type) for other in include for event_type in other]
-        names = [event_type.name for _, event_type in entries]
-        if len(set(names)) != len(names):
-            raise ValueError("an event type name is declared in two catalogs")
-        for owner, event_type in entries:
+        for owner, event_type in self.webhook_types(include=include):
             router.add_api_route(
                 event_type.name,
                 _webhook_endpoint(event_type),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 
@@ -12,18 +12,7 @@ from herald import __version__
 from herald.api.errors import install_error_handlers
 from herald.api.middleware import BodyGuard
 from herald.api.responses import document_responses
-from herald.api.routes import (
-    admin,
-    deliveries,
-    event_types,
-    events,
-    health,
-    operator,
-    portal_sessions,
-    recovery,
-    subscriptions,
-    tenants,
-)
+from herald.api.routers import IncludeReachedRouters, LazyRouters
 from herald.catalog import catalog, operational_catalog
 from herald.schemas import ErrorResponse
 from herald.services import Services
@@ -71,7 +60,6 @@ def create_app(services: Services | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=TAGS,
-        webhooks=catalog.webhooks_router(include=[operational_catalog]),
         responses={
             401: {
                 "model": ErrorResponse,
@@ -86,27 +74,18 @@ def create_app(services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    routers = [
-        module.router
-        for module in (
-            health,
-            tenants,
-            portal_sessions,
-            subscriptions,
-            deliveries,
-            events,
-            event_types,
-            operator,
-            recovery,
-            admin,
-        )
-    ]
-    routers.append(recovery.events_router)
-    for router in routers:
-        app.include_router(router)
-    document_responses(app, routers)
+    routers = LazyRouters(app)  # each included on the first request that can reach it
+    catalog.webhook_types(include=[operational_catalog])  # a name in two catalogs fails here, not at /docs
+
+    def described() -> list[APIRouter]:
+        """What ``app.openapi()`` describes, made on its first call: every router, and the webhooks."""
+        app.webhooks = catalog.webhooks_router(include=[operational_catalog])
+        return routers.all()
+
+    document_responses(app, described)
     app.add_api_route("/portal", _to_portal, include_in_schema=False)  # the portal's own address, without its slash
     app.mount("/portal", LazyPortal(app), name="portal")
+    app.add_middleware(IncludeReachedRouters, routers=routers)
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes)
     return app
 

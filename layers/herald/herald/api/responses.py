@@ -129,13 +129,14 @@ def _routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
                 yield route
 
 
-def document_responses(app: FastAPI, routers: Iterable[APIRouter]) -> None:
-    """Make ``app.openapi()`` list every failure of every operation of ``routers`` (the app's routers)."""
-    routes = list(_routes(routers))
+def document_responses(app: FastAPI, routers: Callable[[], Iterable[APIRouter]]) -> None:
+    """Make ``app.openapi()`` list every failure of every operation of ``routers()`` (the app's routers, which it
+    includes in the app)."""
     build = app.openapi  # FastAPI's own, bound before it is replaced below
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
+            routes = list(_routes(routers()))
             schema = build()
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["GatewayThrottled"] = GatewayThrottled.model_json_schema()

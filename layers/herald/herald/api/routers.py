@@ -1,0 +1,125 @@
+"""The API's routers, each imported and included in the app on the first request that can reach it.
+
+FastAPI analyses a route when it is added: its signature, its dependencies and a pydantic adapter for every
+parameter, body and answer. For Herald's fifty operations that is the largest part of the API's cold start
+beyond its libraries, and a request needs the routes of one resource. So a cold start pays for the routers under
+its first request's path only (``POST /v1/events`` for the events' router), and ``app.openapi()`` includes them
+all before it describes them.
+
+The routes end up where including every router up front puts them, in ``ROUTERS``' order, whatever the order of
+the requests that include them: the app matches paths as it always did.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+_PARAMETER = re.compile(r"\{[^}]+\}")
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """One router: ``herald.api.routes.<module>.<attribute>``, whose every path lies under ``under`` (a path
+    template: ``{name}`` stands for one path segment)."""
+
+    module: str
+    under: str
+    attribute: str = "router"
+
+    @cached_property
+    def reaches(self) -> re.Pattern[str]:
+        """Matches a request path that one of the router's routes may answer: ``under`` itself, or below it."""
+        pieces = _PARAMETER.split(self.under)
+        return re.compile("^" + "[^/]+".join(re.escape(piece) for piece in pieces) + "(?:/|$)")
+
+    def load(self) -> APIRouter:
+        router: APIRouter = getattr(importlib.import_module(f"herald.api.routes.{self.module}"), self.attribute)
+        return router
+
+
+#: Every router of the API, in the order the app matches them.
+ROUTERS = (
+    RouterSpec("health", "/health"),
+    RouterSpec("tenants", "/v1/tenants"),
+    RouterSpec("portal_sessions", "/v1/tenants/{tenant_id}/portal-sessions"),
+    RouterSpec("subscriptions", "/v1/subscriptions"),
+    RouterSpec("deliveries", "/v1/subscriptions/{subscription_id}/deliveries"),
+    RouterSpec("events", "/v1/events"),
+    RouterSpec("event_types", "/v1/event-types"),
+    RouterSpec("operator", "/v1/operator/webhooks"),
+    RouterSpec("recovery", "/v1/subscriptions/{subscription_id}"),
+    RouterSpec("admin", "/v1/admin"),
+    RouterSpec("recovery", "/v1/events/{event_id}/redeliver", attribute="events_router"),
+)
+
+
+class LazyRouters:
+    """``specs``' routers, included in ``app`` on demand, their routes at the place of the app's routes where
+    ``LazyRouters`` was made (after the routes the app had then, before any added later)."""
+
+    def __init__(self, app: FastAPI, specs: tuple[RouterSpec, ...] = ROUTERS) -> None:
+        self._app = app
+        self._specs = specs
+        self._start = len(app.router.routes)
+        self._routers: dict[int, APIRouter] = {}
+        self._sizes: dict[int, int] = {}
+        self._lock = threading.Lock()  # TestClient and uvicorn's thread pool may reach the app from two threads
+
+    def reach(self, path: str) -> None:
+        """Include every router with a route that may answer ``path``."""
+        for index, spec in enumerate(self._specs):
+            if index not in self._routers and spec.reaches.match(path):
+                self._include(index)
+
+    def all(self) -> list[APIRouter]:
+        """Every router, included."""
+        for index in range(len(self._specs)):
+            if index not in self._routers:
+                self._include(index)
+        return [self._routers[index] for index in range(len(self._specs))]
+
+    def _include(self, index: int) -> None:
+        with self._lock:
+            if index in self._routers:
+                return
+            router = self._specs[index].load()
+            routes = self._app.router.routes
+            end = len(routes)
+            self._app.include_router(router)
+            added = routes[end:]
+            del routes[end:]
+            place = self._start + sum(size for other, size in self._sizes.items() if other < index)
+            routes[place:place] = added
+            self._sizes[index] = len(added)
+            self._routers[index] = router
+
+
+class IncludeReachedRouters:
+    """ASGI middleware: includes the routers a request's path can reach before the app routes it."""
+
+    def __init__(self, app: ASGIApp, routers: LazyRouters) -> None:
+        self.app = app
+        self.routers = routers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            self.routers.reach(route_path(scope))
+        await self.app(scope, receive, send)
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes: the request's, less the ``root_path`` it is mounted under (as Starlette's router)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path

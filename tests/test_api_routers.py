@@ -1,0 +1,151 @@
+"""The API's routers are included on the first request that can reach them (``herald.api.routers``): a fresh
+app holds none, a request includes the routers under its path and no other, every operation is reached on a
+fresh app, and the routes end in the order including them all at once gives, whatever the requests' order."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from typing import Any
+
+import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+import herald.api.app
+import herald.api.routes
+import herald.api.routes.subscriptions
+from herald.api import create_app
+from herald.api.routers import ROUTERS, route_path
+from herald.catalog import EventCatalog, EventData, catalog, operational_catalog
+from herald.services import Services
+from tests.support import ADMIN
+
+
+def _api_paths(app: FastAPI) -> list[tuple[str, tuple[str, ...]]]:
+    """The app's own operations, in the order it matches them (FastAPI from 0.16x keeps an included router as one
+    entry of ``app.routes``: its routes are walked in it)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # an older FastAPI copies an included router's routes into the app's
+        routes: list[Any] = list(app.routes)
+    else:
+        routes = list(iter_route_contexts(app.routes))
+    return [
+        (route.path, tuple(sorted(route.methods or ())))
+        for route in routes
+        if isinstance(getattr(route, "original_route", route), APIRoute) and route.path.startswith(("/v1/", "/health"))
+    ]
+
+
+def _all_routers() -> set[tuple[str, str]]:
+    """Every ``APIRouter`` of the modules of ``herald.api.routes``, as (module, attribute)."""
+    found = set()
+    for info in pkgutil.iter_modules(herald.api.routes.__path__):
+        module = importlib.import_module(f"herald.api.routes.{info.name}")
+        for name, value in vars(module).items():
+            if isinstance(value, APIRouter):
+                found.add((info.name, name))
+    return found
+
+
+def _sample(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda match: f"{match.group(1)}_x", path)
+
+
+def test_every_router_is_listed_once_and_every_route_lies_under_its_path() -> None:
+    listed = [(spec.module, spec.attribute) for spec in ROUTERS]
+    assert sorted(listed) == sorted(_all_routers())
+    assert len(set(listed)) == len(listed)
+    for spec in ROUTERS:
+        router = spec.load()
+        assert router.routes
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            assert spec.reaches.match(route.path), f"{route.path} is not under {spec.under}"
+            assert spec.reaches.match(_sample(route.path)), f"{_sample(route.path)} is not under {spec.under}"
+
+
+def test_a_fresh_app_holds_no_router_and_a_request_includes_only_those_under_its_path(services: Services) -> None:
+    app = create_app(services)
+    assert _api_paths(app) == []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/event-types", headers=ADMIN).status_code == 200
+        assert {path for path, _ in _api_paths(app)} == {"/v1/event-types"}
+
+        listing = client.get("/v1/subscriptions", headers=ADMIN)
+        assert listing.status_code == 403  # the operator's key on a tenant's route without ?tenant_id=
+        subscriptions = {getattr(route, "path", "") for route in herald.api.routes.subscriptions.router.routes}
+        assert {path for path, _ in _api_paths(app)} == {"/v1/event-types"} | subscriptions  # no deliveries, recovery
+
+        nowhere = client.get("/v1/nowhere", headers=ADMIN)
+        assert nowhere.status_code == 404
+        assert nowhere.json()["error"]["code"]
+        assert {path for path, _ in _api_paths(app)} == {"/v1/event-types"} | subscriptions
+
+
+def test_every_operation_is_reached_on_a_fresh_app(services: Services) -> None:
+    reference = create_app(services)
+    operations = [
+        (method.upper(), path) for path, methods in reference.openapi()["paths"].items() for method in methods
+    ]
+    assert len(operations) >= 35
+    for method, path in [*operations, ("GET", "/health")]:
+        app = create_app(services)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            response = client.request(method, _sample(path))  # no key: every operation but the probe asks for one
+        assert response.status_code == (200 if path == "/health" else 401), (method, path, response.text)
+        assert any(path == included and method in methods for included, methods in _api_paths(app))
+
+
+def test_routes_end_in_one_order_whatever_the_order_of_the_requests_that_include_them(services: Services) -> None:
+    at_once = create_app(services)
+    at_once.openapi()
+    expected = _api_paths(at_once)
+    assert len(expected) >= 35
+
+    app = create_app(services)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for spec in reversed(ROUTERS):
+            client.get(_sample(spec.under))
+    assert _api_paths(app) == expected
+    assert [getattr(route, "path", None) for route in app.routes][-2:] == ["/portal", "/portal"]  # added after them
+    document = app.openapi()
+    assert document == at_once.openapi()
+    assert _api_paths(app) == expected
+
+
+def test_the_openapi_document_includes_every_router_and_the_webhooks(services: Services) -> None:
+    app = create_app(services)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        document = client.get("/openapi.json").json()
+    assert {path for path, _ in _api_paths(app)} == set(document["paths"]) | {"/health"}  # the probe: undocumented
+    assert set(document["webhooks"]) >= {event_type.name for event_type in operational_catalog}
+    assert "GatewayThrottled" in document["components"]["schemas"]
+
+
+def test_a_request_under_a_root_path_reaches_its_router(services: Services) -> None:
+    app = create_app(services)
+    with TestClient(app, raise_server_exceptions=False, root_path="/prod") as client:
+        assert client.get("/prod/v1/event-types", headers=ADMIN).status_code == 200
+    assert {path for path, _ in _api_paths(app)} == {"/v1/event-types"}
+    assert route_path({"path": "/prod/v1/events", "root_path": "/prod"}) == "/v1/events"
+    assert route_path({"path": "/v1/events", "root_path": "/prod"}) == "/v1/events"
+    assert route_path({"path": "/production", "root_path": "/prod"}) == "/production"
+
+
+def test_an_event_type_named_in_two_catalogs_fails_the_app_at_its_start(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    twice = EventCatalog()
+    name = next(iter(catalog)).name  # a type of the main catalog, named again in the operational one
+
+    @twice.event(name, example={})
+    class Twice(EventData):
+        pass
+
+    monkeypatch.setattr(herald.api.app, "operational_catalog", twice)
+    with pytest.raises(ValueError, match="two catalogs"):
+        create_app(services)
