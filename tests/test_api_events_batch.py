@@ -115,6 +115,27 @@ def test_sending_a_batch_again_replays_it_and_delivers_nothing_twice(
     assert sorted(ids) == sorted(f"in_{number}" for number in range(10))
 
 
+def test_an_item_that_is_not_an_object_is_refused_alone(client: Any, tenant: TenantInfo) -> None:
+    # GIVEN a batch holding, between two events, items that are JSON but not objects
+    odd: list[Any] = ["invoice.paid", 5, None, [_event(tenant.id, 2)], True]
+    batch = [_event(tenant.id, 1), *odd, _event(tenant.id, 3)]
+    # WHEN it is published
+    response = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
+    # THEN each odd item is a 422 of its own, located at its index, and the two events are published
+    assert response.status_code == 200, response.text
+    items = response.json()["data"]
+    assert [item["status"] for item in items] == [202, 422, 422, 422, 422, 422, 202]
+    for index in range(1, 6):
+        error = items[index]["error"]
+        assert error["code"] == "invalid_input"
+        assert [detail["loc"] for detail in error["details"]] == [["body", "events", index]]
+        assert items[index]["event"] is None
+    assert [items[0]["event"]["id"], items[6]["event"]["id"]] == ["inv-1-paid", "inv-3-paid"]
+    # AND the document says what an item should be: an object
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["EventBatchIn"]
+    assert schema["properties"]["events"]["items"] == {"type": "object"}
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [

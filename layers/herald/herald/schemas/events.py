@@ -83,12 +83,16 @@ MAX_BATCH_EVENTS = 100
 
 
 class EventBatchIn(StrictModel):
-    events: list[dict[str, Any]] = Field(
+    # Any JSON value is taken as an item, and answered on its own: an item that is not an object is a 422 item,
+    # as its body alone would be a 422 of POST /v1/events; the document says what an item should be.
+    events: list[Any] = Field(
         min_length=1,
         max_length=MAX_BATCH_EVENTS,
         description="Up to 100 events, each shaped as the body of `POST /v1/events` (`EventIn`) and validated on "
-        "its own: one that is refused does not stop the others. Give each an `id` to make retrying the batch safe.",
+        "its own: one that is refused (even one that is not an object) does not stop the others. Give each an `id` "
+        "to make retrying the batch safe.",
         examples=[[{"type": "invoice.paid", "tenant_id": "tnt_01j9z3k8m2", "id": "inv-1001-paid", "data": {}}]],
+        json_schema_extra={"items": {"type": "object"}},
     )
 
 

@@ -122,7 +122,7 @@ async def publish_batch(
     return EventBatchOut(data=[_batch_item(result) for result in results])
 
 
-def _parse(index: int, raw: dict[str, Any]) -> EventIn | HeraldError:
+def _parse(index: int, raw: Any) -> EventIn | HeraldError:
     try:
         return EventIn.model_validate(raw)
     except ValidationError as exc:
