@@ -62,6 +62,7 @@ def test_every_router_is_listed_once_and_every_route_lies_under_its_path() -> No
     for spec in ROUTERS:
         router = spec.load()
         assert router.routes
+        assert (router.on_startup, router.on_shutdown) == ([], [])  # a router included after the start runs none
         for route in router.routes:
             assert isinstance(route, APIRoute)
             assert spec.reaches.match(route.path), f"{route.path} is not under {spec.under}"

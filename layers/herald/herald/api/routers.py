@@ -7,7 +7,10 @@ its first request's path only (``POST /v1/events`` for the events' router), and 
 all before it describes them.
 
 The routes end up where including every router up front puts them, in ``ROUTERS``' order, whatever the order of
-the requests that include them: the app matches paths as it always did.
+the requests that include them: the app matches paths as it always did. A router here has no startup or shutdown
+handler, nor a lifespan of its own: included after the app started, it would never run them. A module that fails
+to import fails the requests under its path (and the document) rather than the function's start: the tests import
+every router.
 """
 
 from __future__ import annotations
