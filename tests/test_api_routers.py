@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -67,6 +69,24 @@ def test_every_router_is_listed_once_and_every_route_lies_under_its_path() -> No
             assert isinstance(route, APIRoute)
             assert spec.reaches.match(route.path), f"{route.path} is not under {spec.under}"
             assert spec.reaches.match(_sample(route.path)), f"{_sample(route.path)} is not under {spec.under}"
+
+
+def test_a_cold_app_imports_no_route_module_until_a_request_reaches_it() -> None:
+    # A fresh interpreter, as a cold start: nothing of the routes is imported by making the app, nor the webhooks
+    # documented, and a request imports its router's module alone
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from herald.api import create_app\n"
+        "def routes():\n"
+        "    return sorted(m for m in sys.modules if m.startswith('herald.api.routes.'))\n"
+        "app = create_app()\n"
+        "print(routes(), len(app.webhooks.routes))\n"
+        "assert TestClient(app).get('/health').status_code == 200\n"
+        "print(routes(), len(app.webhooks.routes))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == ["[] 0", "['herald.api.routes.health'] 0"]
 
 
 def test_a_fresh_app_holds_no_router_and_a_request_includes_only_those_under_its_path(services: Services) -> None:
