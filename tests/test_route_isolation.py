@@ -134,8 +134,9 @@ def assert_nothing_of(a: TenantA, response, request_path: str, label: str) -> No
 
 
 def served_routes(app) -> list[tuple[Any, str | None]]:
-    """Every route ``app`` serves with its path, those of its included routers among them (FastAPI from 0.16x keeps
-    an included router as one entry of ``app.routes``; an older one copies its routes there)."""
+    """Every route ``app`` serves with its path, those of its included routers among them (a newer FastAPI, with
+    ``iter_route_contexts``, keeps an included router as one entry of ``app.routes``; an older one copies its
+    routes there)."""
     try:
         from fastapi.routing import iter_route_contexts
     except ImportError:

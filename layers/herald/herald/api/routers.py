@@ -1,7 +1,7 @@
 """The API's routers, each imported and included in the app on the first request that can reach it.
 
 FastAPI analyses a route when it is added: its signature, its dependencies and a pydantic adapter for every
-parameter, body and answer. For Herald's fifty operations that is the largest part of the API's cold start
+parameter, body and answer. For Herald's 39 routes that is the largest part of the API's cold start
 beyond its libraries, and a request needs the routes of one resource. So a cold start pays for the routers under
 its first request's path only (``POST /v1/events`` for the events' router), and ``app.openapi()`` includes them
 all before it describes them.
