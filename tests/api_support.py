@@ -1,12 +1,19 @@
-"""Helpers for the REST API tests: the error shape, sample payloads, a look at the work queue."""
+"""Helpers for the REST API tests: the error shape, sample payloads, a look at the work queue, the app's routes."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+
+import herald.api.routes
 
 if TYPE_CHECKING:
     import httpx
+    from fastapi import FastAPI
     from mypy_boto3_sqs import SQSClient
 
 
@@ -63,3 +70,25 @@ def queue_messages(sqs: SQSClient, queue_url: str) -> list[dict[str, Any]]:
     for handle in handles:
         sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=handle, VisibilityTimeout=0)
     return bodies
+
+
+def served_routes(app: FastAPI) -> list[tuple[Any, str | None]]:
+    """Every route ``app`` serves with its path, those of its included routers among them (a newer FastAPI, with
+    ``iter_route_contexts``, keeps an included router as one entry of ``app.routes``; an older one copies its
+    routes there)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        return [(route, getattr(route, "path", None)) for route in app.routes]
+    return [(context.original_route, context.path) for context in iter_route_contexts(app.routes)]
+
+
+def route_modules_routers() -> list[tuple[str, str, APIRouter]]:
+    """Every ``APIRouter`` of the modules of ``herald.api.routes``, as (module, attribute, router)."""
+    found = []
+    for info in pkgutil.iter_modules(herald.api.routes.__path__):
+        module = importlib.import_module(f"herald.api.routes.{info.name}")
+        for name, value in vars(module).items():
+            if isinstance(value, APIRouter):
+                found.append((info.name, name, value))
+    return found

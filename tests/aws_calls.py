@@ -155,7 +155,8 @@ def _imported_by_name(call: ast.Call) -> set[str]:
             package = head.value.removesuffix(".")
             source = module_file(package)
             if source is not None and source.name == "__init__.py":
-                return {package} | {f"{package}.{path.stem}" for path in source.parent.glob("*.py")}
+                modules = {path.stem for path in source.parent.glob("*.py")} - {"__init__"}
+                return {package} | {f"{package}.{module}" for module in modules}
     return set()
 
 

@@ -4,12 +4,9 @@ fresh app, and the routes end in the order including them all at once gives, wha
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import re
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -23,34 +20,17 @@ from herald.api import create_app
 from herald.api.routers import ROUTERS, route_path
 from herald.catalog import EventCatalog, EventData, catalog, operational_catalog
 from herald.services import Services
+from tests.api_support import route_modules_routers, served_routes
 from tests.support import ADMIN
 
 
 def _api_paths(app: FastAPI) -> list[tuple[str, tuple[str, ...]]]:
-    """The app's own operations, in the order it matches them (a newer FastAPI, with ``iter_route_contexts``,
-    keeps an included router as one entry of ``app.routes``: its routes are walked in it)."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # an older FastAPI copies an included router's routes into the app's
-        routes: list[Any] = list(app.routes)
-    else:
-        routes = list(iter_route_contexts(app.routes))
+    """The app's own operations, in the order it matches them."""
     return [
-        (route.path, tuple(sorted(route.methods or ())))
-        for route in routes
-        if isinstance(getattr(route, "original_route", route), APIRoute) and route.path.startswith(("/v1/", "/health"))
+        (path, tuple(sorted(route.methods or ())))
+        for route, path in served_routes(app)
+        if isinstance(route, APIRoute) and path is not None and path.startswith(("/v1/", "/health"))
     ]
-
-
-def _all_routers() -> set[tuple[str, str]]:
-    """Every ``APIRouter`` of the modules of ``herald.api.routes``, as (module, attribute)."""
-    found = set()
-    for info in pkgutil.iter_modules(herald.api.routes.__path__):
-        module = importlib.import_module(f"herald.api.routes.{info.name}")
-        for name, value in vars(module).items():
-            if isinstance(value, APIRouter):
-                found.add((info.name, name))
-    return found
 
 
 def _sample(path: str) -> str:
@@ -59,7 +39,7 @@ def _sample(path: str) -> str:
 
 def test_every_router_is_listed_once_and_every_route_lies_under_its_path() -> None:
     listed = [(spec.module, spec.attribute) for spec in ROUTERS]
-    assert sorted(listed) == sorted(_all_routers())
+    assert sorted(listed) == sorted((module, attribute) for module, attribute, _ in route_modules_routers())
     assert len(set(listed)) == len(listed)
     for spec in ROUTERS:
         router = spec.load()

@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
 from herald import ids
+from tests.api_support import served_routes
 from tests.support import ADMIN, ADMIN_KEY, INVOICE, Receiver, TenantInfo, drain
 
 #: Paths that answer without a key: the liveness probe and the documentation (none of them in the OpenAPI paths),
@@ -131,17 +132,6 @@ def assert_nothing_of(a: TenantA, response, request_path: str, label: str) -> No
         if value not in request_path:  # an id the caller sent may be named back; any other is a leak
             assert value not in text, f"{label}: the answer shows tenant A's {name}"
     assert "set-cookie" not in response.headers
-
-
-def served_routes(app) -> list[tuple[Any, str | None]]:
-    """Every route ``app`` serves with its path, those of its included routers among them (a newer FastAPI, with
-    ``iter_route_contexts``, keeps an included router as one entry of ``app.routes``; an older one copies its
-    routes there)."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:
-        return [(route, getattr(route, "path", None)) for route in app.routes]
-    return [(context.original_route, context.path) for context in iter_route_contexts(app.routes)]
 
 
 def test_every_route_is_documented_or_public(client) -> None:

@@ -4,18 +4,16 @@ exactly the calls its code makes (tests/aws_calls.py reads them from the source)
 from __future__ import annotations
 
 import copy
-import importlib
 import os
-import pkgutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from samcli.lib.translate.sam_template_validator import SamTemplateValidator
 from samtranslator.yaml_helper import yaml_parse
 
+from tests.api_support import route_modules_routers
 from tests.aws_calls import Reach, iam_actions, reachable_calls
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -262,19 +260,13 @@ def test_the_derivation_follows_modules_imported_by_name(tmp_path: Path) -> None
 
 def test_every_route_of_the_api_is_reached(source: dict[str, Any]) -> None:
     # Routes are registered by decorators, never called by name: the walk must still reach each of them.
-    import herald.api.routes
-
     reach = _reach(source, "ApiFunction")
-    endpoints = set()
-    for info in pkgutil.iter_modules(herald.api.routes.__path__, "herald.api.routes."):
-        module = importlib.import_module(info.name)
-        for router in vars(module).values():
-            if isinstance(router, APIRouter):
-                endpoints |= {
-                    f"{route.endpoint.__module__}:{route.endpoint.__qualname__}"
-                    for route in router.routes
-                    if isinstance(route, APIRoute)
-                }
+    endpoints = {
+        f"{route.endpoint.__module__}:{route.endpoint.__qualname__}"
+        for _, _, router in route_modules_routers()
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    }
     assert len(endpoints) >= 20
     assert endpoints <= reach.functions
 
