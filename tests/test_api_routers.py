@@ -1,15 +1,18 @@
-"""The API's routers are included on the first request that can reach them (``herald.api.routers``): a fresh
-app holds none, a request includes the routers under its path and no other, every operation is reached on a
-fresh app, and the routes end in the order including them all at once gives, whatever the requests' order."""
+"""The API's routers are added to the app on the first request that can reach them (``herald.api.routers``): a
+fresh app holds none, a request adds the routers under its path and no other, each route is analysed once (where it
+is declared), every operation is reached on a fresh app, and the routes end in the order adding them all at once
+gives, whatever the requests' order."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
@@ -17,7 +20,7 @@ import herald.api.app
 import herald.api.routes
 import herald.api.routes.subscriptions
 from herald.api import create_app
-from herald.api.routers import ROUTERS, route_path
+from herald.api.routers import ROUTERS, SHARED_ANSWERS, route_path
 from herald.catalog import EventCatalog, EventData, catalog, operational_catalog
 from herald.services import Services
 from tests.api_support import route_modules_routers, served_routes
@@ -44,7 +47,8 @@ def test_every_router_is_listed_once_and_every_route_lies_under_its_path() -> No
     for spec in ROUTERS:
         router = spec.load()
         assert router.routes
-        # a router included after the start would run none of these
+        assert router.responses == SHARED_ANSWERS, f"{spec.module}.{spec.attribute} is not made by api_router"
+        # the app runs no router's own handlers: a router may have none
         assert (router.on_startup, router.on_shutdown) == ([], [])
         assert type(router.lifespan_context) is type(APIRouter().lifespan_context)
         for route in router.routes:
@@ -70,6 +74,32 @@ def test_a_cold_app_imports_no_route_module_until_a_request_reaches_it() -> None
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.splitlines() == ["[] 0", "['herald.api.routes.health'] 0"]
+
+
+def test_a_route_is_analysed_where_it_is_declared_and_not_again_by_the_app(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    declared = {
+        route.endpoint
+        for _, _, router in route_modules_routers()  # every route module imported: every route declared
+        for route in router.routes
+        if isinstance(route, APIRoute)
+    }
+    analysed = []
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        analysed.append(kwargs.get("call"))
+        return get_dependant(*args, **kwargs)
+
+    monkeypatch.setattr("fastapi.routing.get_dependant", noting)  # what FastAPI's analysis of a route starts with
+    app = create_app(services)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/subscriptions", headers=ADMIN).status_code == 403
+        assert client.get("/v1/events/evt_x", headers=ADMIN).status_code == 404
+        assert client.get("/openapi.json").status_code == 200  # every router
+    assert len(_api_paths(app)) >= 35
+    assert analysed  # the app's own routes and the webhooks' are analysed when they are made
+    assert [call for call in analysed if call in declared] == []
 
 
 def test_a_fresh_app_holds_no_router_and_a_request_includes_only_those_under_its_path(services: Services) -> None:

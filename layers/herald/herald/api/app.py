@@ -14,7 +14,6 @@ from herald.api.middleware import BodyGuard
 from herald.api.responses import document_responses
 from herald.api.routers import IncludeReachedRouters, LazyRouters
 from herald.catalog import catalog, operational_catalog
-from herald.schemas import ErrorResponse
 from herald.services import Services
 from herald.settings import get_settings
 
@@ -59,22 +58,12 @@ def create_app(services: Services | None = None) -> FastAPI:
         title="Herald",
         version=__version__,
         description=DESCRIPTION,
-        openapi_tags=TAGS,
-        responses={
-            401: {
-                "model": ErrorResponse,
-                "description": "Missing or invalid credentials.",
-            },
-            422: {
-                "model": ErrorResponse,
-                "description": "The request does not fit (validation errors).",
-            },
-        },
+        openapi_tags=TAGS,  # the answers every operation shares are its routers' (routers.SHARED_ANSWERS)
     )
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    routers = LazyRouters(app)  # each included on the first request that can reach it
+    routers = LazyRouters(app)  # each added on the first request that can reach it
     catalog.webhook_types(include=[operational_catalog])  # a name in two catalogs fails here, not at /docs
 
     def described() -> list[APIRouter]:

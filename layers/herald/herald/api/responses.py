@@ -131,7 +131,7 @@ def _routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
 
 def document_responses(app: FastAPI, routers: Callable[[], Iterable[APIRouter]]) -> None:
     """Make ``app.openapi()`` list every failure of every operation of ``routers()`` (the app's routers, which it
-    includes in the app)."""
+    adds to the app)."""
     build = app.openapi  # FastAPI's own, bound before it is replaced below
 
     def openapi() -> dict[str, Any]:

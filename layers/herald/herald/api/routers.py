@@ -1,16 +1,23 @@
-"""The API's routers, each imported and included in the app on the first request that can reach it.
+"""The API's routers, each imported and added to the app on the first request that can reach it.
 
-FastAPI analyses a route when it is added: its signature, its dependencies and a pydantic adapter for every
-parameter, body and answer. For Herald's 39 routes that is the largest part of the API's cold start
-beyond its libraries, and a request needs the routes of one resource. So a cold start pays for the routers under
-its first request's path only (``POST /v1/events`` for the events' router), and ``app.openapi()`` includes them
-all before it describes them.
+FastAPI analyses a route when it is declared: its signature, its dependencies and a pydantic adapter for every
+parameter, body and answer. For Herald's 39 routes that is the largest part of the API's cold start beyond its
+libraries, and a request needs the routes of one resource. So a cold start pays for the routers under its first
+request's path only (``POST /v1/events`` for the events' router), and ``app.openapi()`` adds them all before it
+describes them.
 
-The routes end up where including every router up front puts them, in ``ROUTERS``' order, whatever the order of
-the requests that include them: the app matches paths as it always did. A router here has no startup or shutdown
-handler, nor a lifespan of its own: included after the app started, it would never run them. A module that fails
-to import fails the requests under its path (and the document) rather than the function's start: the tests import
-every router.
+A route is analysed once. ``include_router`` would analyse every route again in the app's context (a copy of
+each route, or, on a newer FastAPI, an effective route built on the first request through it: about 30 ms of the
+subscriptions router's first request). So the API's routers are made by ``api_router``, their routes already as
+the app serves them, and the app takes those routes as they are. What ``include_router`` would have taken from the
+app is declared by ``api_router`` instead (``SHARED_ANSWERS``); the app has no prefix, tag or dependency of its own
+for them. ``app.dependency_overrides`` do not reach them: Herald's routes take their services from
+``request.app.state``.
+
+The routes end up where adding every router up front puts them, in ``ROUTERS``' order, whatever the order of the
+requests that add them: the app matches paths as it always did. A router here has no startup or shutdown handler,
+nor a lifespan of its own: the app does not run a router's. A module that fails to import fails the requests under
+its path (and the document) rather than the function's start: the tests import every router.
 """
 
 from __future__ import annotations
@@ -19,14 +26,29 @@ import importlib
 import re
 import threading
 from dataclasses import dataclass
+from enum import Enum
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+
+from herald.schemas import ErrorResponse
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter, FastAPI
+    from fastapi import FastAPI
     from starlette.types import ASGIApp, Receive, Scope, Send
 
 _PARAMETER = re.compile(r"\{[^}]+\}")
+
+#: What every operation declares itself: its error schema for 401 and 422. ``herald.api.responses`` describes
+#: them, and the operation's other failures, from its shape.
+SHARED_ANSWERS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+
+
+def api_router(prefix: str = "", tags: list[str | Enum] | None = None) -> APIRouter:
+    """A router of the API's: its routes lie under ``prefix``, carry ``tags`` and declare ``SHARED_ANSWERS``, as
+    the app serves them."""
+    return APIRouter(prefix=prefix, tags=tags, responses=SHARED_ANSWERS)
 
 
 @dataclass(frozen=True)
@@ -66,7 +88,7 @@ ROUTERS = (
 
 
 class LazyRouters:
-    """``specs``' routers, included in ``app`` on demand, their routes at the place of the app's routes where
+    """``specs``' routers, added to ``app`` on demand, their routes at the place of the app's routes where
     ``LazyRouters`` was made (after the routes the app had then, before any added later)."""
 
     def __init__(self, app: FastAPI, specs: tuple[RouterSpec, ...] = ROUTERS) -> None:
@@ -78,36 +100,31 @@ class LazyRouters:
         self._lock = threading.Lock()  # TestClient and uvicorn's thread pool may reach the app from two threads
 
     def reach(self, path: str) -> None:
-        """Include every router with a route that may answer ``path``."""
+        """Add every router with a route that may answer ``path``."""
         for index, spec in enumerate(self._specs):
             if index not in self._routers and spec.reaches.match(path):
-                self._include(index)
+                self._add(index)
 
     def all(self) -> list[APIRouter]:
-        """Every router, included."""
+        """Every router, added."""
         for index in range(len(self._specs)):
             if index not in self._routers:
-                self._include(index)
+                self._add(index)
         return [self._routers[index] for index in range(len(self._specs))]
 
-    def _include(self, index: int) -> None:
+    def _add(self, index: int) -> None:
         with self._lock:
             if index in self._routers:
                 return
             router = self._specs[index].load()
-            routes = self._app.router.routes
-            end = len(routes)
-            self._app.include_router(router)
-            added = routes[end:]
-            del routes[end:]
             place = self._start + sum(size for other, size in self._sizes.items() if other < index)
-            routes[place:place] = added
-            self._sizes[index] = len(added)
+            self._app.router.routes[place:place] = router.routes  # as declared: not analysed again
+            self._sizes[index] = len(router.routes)
             self._routers[index] = router
 
 
 class IncludeReachedRouters:
-    """ASGI middleware: includes the routers a request's path can reach before the app routes it."""
+    """ASGI middleware: adds the routers a request's path can reach before the app routes it."""
 
     def __init__(self, app: ASGIApp, routers: LazyRouters) -> None:
         self.app = app

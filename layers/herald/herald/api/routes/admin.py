@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import Body, Query, status
 
 from herald.api.deps import OperatorDep, ServicesDep
+from herald.api.routers import api_router
 from herald.dlq import DISCARD_LIMIT, MAX_SAMPLE, DeadLetterQueue
 from herald.schemas import DeadLettersOut, DiscardIn, DiscardOut, RedriveIn, RedriveOut
 from herald.services import Services
 
-router = APIRouter(prefix="/v1/admin", tags=["operations"])
+router = api_router(prefix="/v1/admin", tags=["operations"])
 
 
 def dead_letter_queue(services: Services) -> DeadLetterQueue:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 from pydantic import AwareDatetime
 
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.api.routers import api_router
 from herald.catalog import catalog
 from herald.domain import deliveries, subscriptions
 from herald.domain.jobs import as_utc
@@ -16,7 +17,7 @@ from herald.records import Delivery, DeliveryStatus
 from herald.schemas import AttemptOut, DeliveryOut, Page
 from herald.services import Services
 
-router = APIRouter(prefix="/v1/subscriptions/{subscription_id}/deliveries", tags=["deliveries"])
+router = api_router(prefix="/v1/subscriptions/{subscription_id}/deliveries", tags=["deliveries"])
 
 
 def delivery_or_404(services: Services, tenant_id: str, subscription_id: str, delivery_id: str) -> Delivery:

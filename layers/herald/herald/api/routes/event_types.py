@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from herald.api.deps import CallerDep
+from herald.api.routers import api_router
 from herald.catalog import catalog
 from herald.schemas import EventTypeOut, Page
 
-router = APIRouter(prefix="/v1/event-types", tags=["event-types"])
+router = api_router(prefix="/v1/event-types", tags=["event-types"])
 
 
 @router.get("", summary="List the event types, with their JSON Schema and an example")

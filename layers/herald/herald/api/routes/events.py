@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import Header, Response, status
 from pydantic import ValidationError
 
 from herald.api.deps import OperatorDep, ServicesDep
 from herald.api.errors import status_of
+from herald.api.routers import api_router
 from herald.domain import tenants
 from herald.domain.publishing import NotQueuedError, Published, publish, publish_many
 from herald.errors import HeraldError, InvalidInputError, NotFoundError, ServiceUnavailableError
@@ -16,7 +17,7 @@ from herald.ids import EVENT_ID_PATTERN
 from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
 from herald.storage import StoredEvent
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = api_router(prefix="/v1/events", tags=["events"])
 
 
 def event_out(stored: StoredEvent) -> EventOut:

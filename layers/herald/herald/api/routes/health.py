@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from herald import __version__
+from herald.api.routers import api_router
 
-router = APIRouter()
+router = api_router()
 
 
 @router.get("/health", include_in_schema=False)

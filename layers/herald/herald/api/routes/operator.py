@@ -6,17 +6,18 @@ signed, retried and logged like every delivery, and disabled on a 410 like any e
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import Response, status
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from herald.api.deps import IteratorQuery, LimitQuery, OperatorDep, ServicesDep
+from herald.api.routers import api_router
 from herald.domain import subscriptions
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.records import WILDCARD, Subscription
 from herald.schemas import Page, SubscriptionOut, SubscriptionWithSecret
 from herald.services import Services
 
-router = APIRouter(prefix="/v1/operator/webhooks", tags=["operator"])
+router = api_router(prefix="/v1/operator/webhooks", tags=["operator"])
 
 
 class OperatorWebhookIn(BaseModel):

@@ -6,15 +6,16 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from herald.api.deps import OperatorDep, ServicesDep
+from herald.api.routers import api_router
 from herald.domain import portal
 from herald.records import PortalCapability
 from herald.schemas import ErrorResponse
 
-router = APIRouter(prefix="/v1/tenants/{tenant_id}/portal-sessions", tags=["tenants"])
+router = api_router(prefix="/v1/tenants/{tenant_id}/portal-sessions", tags=["tenants"])
 
 
 class PortalSessionIn(BaseModel):

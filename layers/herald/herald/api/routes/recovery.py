@@ -3,17 +3,18 @@ to every subscription it goes to (operator)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from herald import ids
 from herald.api.deps import OperatorDep, ServicesDep, TenantDep
+from herald.api.routers import api_router
 from herald.domain import jobs, subscriptions
 from herald.errors import NotFoundError
 from herald.ids import EVENT_ID_PATTERN
 from herald.schemas import RecoveryIn, RecoveryJobOut, RedeliveryOut
 
-router = APIRouter(prefix="/v1/subscriptions/{subscription_id}", tags=["deliveries"])
-events_router = APIRouter(prefix="/v1/events", tags=["events"])
+router = api_router(prefix="/v1/subscriptions/{subscription_id}", tags=["deliveries"])
+events_router = api_router(prefix="/v1/events", tags=["events"])
 
 
 @router.post(

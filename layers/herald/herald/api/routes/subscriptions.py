@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import Body, Response, status
 
 from herald.api.deps import CallerDep, IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.api.routers import api_router
 from herald.auth import Role
 from herald.delivery_options.openapi import TransformDryRunIn, TransformDryRunOut
 from herald.domain import deliveries, subscriptions
@@ -25,7 +26,7 @@ from herald.schemas import (
     TestDeliveryOut,
 )
 
-router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+router = api_router(prefix="/v1/subscriptions", tags=["subscriptions"])
 
 _ANSWERS = {
     404: "No such subscription (another tenant's is just as absent).",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import Body, Response, status
 
 from herald.api.deps import IteratorQuery, LimitQuery, OperatorDep, ServicesDep
+from herald.api.routers import api_router
 from herald.domain import tenants
 from herald.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, Page, TenantCreated, TenantIn, TenantOut
 
-router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
+router = api_router(prefix="/v1/tenants", tags=["tenants"])
 
 
 @router.post(
