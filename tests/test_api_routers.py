@@ -20,7 +20,8 @@ import herald.api.app
 import herald.api.routes
 import herald.api.routes.subscriptions
 from herald.api import create_app
-from herald.api.routers import ROUTERS, SHARED_ANSWERS, route_path
+from herald.api.responses import SHARED_ANSWERS
+from herald.api.routers import ROUTERS, route_path
 from herald.catalog import EventCatalog, EventData, catalog, operational_catalog
 from herald.services import Services
 from tests.api_support import route_modules_routers, served_routes
@@ -100,6 +101,27 @@ def test_a_route_is_analysed_where_it_is_declared_and_not_again_by_the_app(
     assert len(_api_paths(app)) >= 35
     assert analysed  # the app's own routes and the webhooks' are analysed when they are made
     assert [call for call in analysed if call in declared] == []
+
+
+def test_under_lambda_a_router_is_imported_with_the_collector_off_then_frozen() -> None:
+    # A fresh interpreter named as Lambda names a function's: the router's objects join the start's, frozen
+    code = (
+        "import gc, os\n"
+        "os.environ['AWS_LAMBDA_FUNCTION_NAME'] = 'ApiFunction'\n"
+        "from fastapi.testclient import TestClient\n"
+        "from herald.api import create_app\n"
+        "app = create_app()\n"
+        "client = TestClient(app)\n"
+        "frozen = gc.get_freeze_count()\n"
+        "assert client.get('/health').status_code == 200\n"
+        "print(gc.get_freeze_count() > frozen, gc.isenabled())\n"
+        "frozen = gc.get_freeze_count()\n"
+        "assert client.get('/health').status_code == 200\n"
+        "print(gc.get_freeze_count() == frozen)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["True True", "True"]
 
 
 def test_a_fresh_app_holds_no_router_and_a_request_includes_only_those_under_its_path(services: Services) -> None:

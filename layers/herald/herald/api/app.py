@@ -8,6 +8,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi_offline import FastAPIOffline
 
+import herald.schemas  # noqa: F401  every router's schemas: imported at the start, with the app, not by a request
 from herald import __version__
 from herald.api.errors import install_error_handlers
 from herald.api.middleware import BodyGuard

@@ -10,9 +10,15 @@ A route is analysed once. ``include_router`` would analyse every route again in 
 each route, or, on a newer FastAPI, an effective route built on the first request through it: about 30 ms of the
 subscriptions router's first request). So the API's routers are made by ``api_router``, their routes already as
 the app serves them, and the app takes those routes as they are. What ``include_router`` would have taken from the
-app is declared by ``api_router`` instead (``SHARED_ANSWERS``); the app has no prefix, tag or dependency of its own
-for them. ``app.dependency_overrides`` do not reach them: Herald's routes take their services from
-``request.app.state``.
+app is declared by ``api_router`` instead (the answers every operation shares); the app has no prefix, tag or
+dependency of its own for them. ``app.dependency_overrides`` do not reach them: Herald's routes take their
+services from ``request.app.state``.
+
+A router's module is imported as the function's own code is at its start (``herald.startup``): with the cyclic
+garbage collector held off and, under Lambda, what exists then frozen. Its routes live as long as the process, and
+the first request does not pay for collections that scan them (measured: a collection of the older generation, 40
+ms, in a first ``POST /v1/events``). What the request itself holds at that moment is frozen with them: at most
+once per router in a process.
 
 The routes end up where adding every router up front puts them, in ``ROUTERS``' order, whatever the order of the
 requests that add them: the app matches paths as it always did. A router here has no startup or shutdown handler,
@@ -28,11 +34,12 @@ import threading
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
-from herald.schemas import ErrorResponse
+from herald.api.responses import SHARED_ANSWERS
+from herald.startup import collector_held_off
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -40,14 +47,10 @@ if TYPE_CHECKING:
 
 _PARAMETER = re.compile(r"\{[^}]+\}")
 
-#: What every operation declares itself: its error schema for 401 and 422. ``herald.api.responses`` describes
-#: them, and the operation's other failures, from its shape.
-SHARED_ANSWERS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
-
 
 def api_router(prefix: str = "", tags: list[str | Enum] | None = None) -> APIRouter:
-    """A router of the API's: its routes lie under ``prefix``, carry ``tags`` and declare ``SHARED_ANSWERS``, as
-    the app serves them."""
+    """A router of the API's: its routes lie under ``prefix``, carry ``tags`` and declare the answers every
+    operation shares (``herald.api.responses.SHARED_ANSWERS``), as the app serves them."""
     return APIRouter(prefix=prefix, tags=tags, responses=SHARED_ANSWERS)
 
 
@@ -116,7 +119,8 @@ class LazyRouters:
         with self._lock:
             if index in self._routers:
                 return
-            router = self._specs[index].load()
+            with collector_held_off():  # what the import makes lives as long as the process, as at the start
+                router = self._specs[index].load()
             place = self._start + sum(size for other, size in self._sizes.items() if other < index)
             self._app.router.routes[place:place] = router.routes  # as declared: not analysed again
             self._sizes[index] = len(router.routes)
