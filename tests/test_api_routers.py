@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -20,6 +20,7 @@ import herald.api.app
 import herald.api.routes
 import herald.api.routes.subscriptions
 from herald.api import create_app
+from herald.api.deps import get_principal
 from herald.api.responses import SHARED_ANSWERS
 from herald.api.routers import ROUTERS, route_path
 from herald.catalog import EventCatalog, EventData, catalog, operational_catalog
@@ -104,27 +105,75 @@ def test_a_route_is_analysed_where_it_is_declared_and_not_again_by_the_app(
 
 
 def test_under_lambda_a_router_is_imported_with_the_collector_off_then_frozen() -> None:
-    # A fresh interpreter named as Lambda names a function's: the router's objects join the start's, frozen
+    # A fresh interpreter named as Lambda names a function's: the router's objects join the start's, frozen; the
+    # garbage of the requests before is collected, not frozen; a module that fails to import freezes nothing
     code = (
-        "import gc, os\n"
+        "import gc, os, weakref\n"
         "os.environ['AWS_LAMBDA_FUNCTION_NAME'] = 'ApiFunction'\n"
+        "from fastapi import FastAPI\n"
         "from fastapi.testclient import TestClient\n"
         "from herald.api import create_app\n"
+        "from herald.api.routers import LazyRouters, RouterSpec\n"
+        "load = RouterSpec.load\n"
+        "collecting = []\n"
+        "def noting(spec):\n"
+        "    collecting.append(gc.isenabled())\n"
+        "    return load(spec)\n"
+        "RouterSpec.load = noting\n"
         "app = create_app()\n"
         "client = TestClient(app)\n"
+        "class Cycle:\n"
+        "    pass\n"
+        "cycle = Cycle()\n"
+        "cycle.me = cycle\n"
+        "left = weakref.ref(cycle)\n"
+        "gc.collect()\n"  # it survives into the oldest generation, which a request's collections leave alone
+        "del cycle\n"
         "frozen = gc.get_freeze_count()\n"
         "assert client.get('/health').status_code == 200\n"
-        "print(gc.get_freeze_count() > frozen, gc.isenabled())\n"
+        "gc.collect()\n"
+        "print(gc.get_freeze_count() > frozen, gc.isenabled(), collecting, left() is None)\n"
         "frozen = gc.get_freeze_count()\n"
         "assert client.get('/health').status_code == 200\n"
         "print(gc.get_freeze_count() == frozen)\n"
+        "broken = LazyRouters(FastAPI(), specs=(RouterSpec('does_not_exist', '/v1/broken'),))\n"
+        "for _ in range(3):\n"
+        "    try:\n"
+        "        broken.reach('/v1/broken')\n"
+        "    except ModuleNotFoundError:\n"
+        "        pass\n"
+        "print(gc.get_freeze_count() == frozen, gc.isenabled())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.splitlines() == ["True True", "True"]
+    assert out.stdout.splitlines() == ["True True [False] True", "True", "True True"]
 
 
-def test_a_fresh_app_holds_no_router_and_a_request_includes_only_those_under_its_path(services: Services) -> None:
+def test_the_app_serving_a_request_gives_its_routes_their_dependency_overrides(services: Services) -> None:
+    def refused() -> None:
+        raise HTTPException(status_code=418)
+
+    overridden = create_app(services)
+    overridden.dependency_overrides[get_principal] = refused
+    with TestClient(overridden, raise_server_exceptions=False) as client:
+        assert client.get("/v1/event-types").status_code == 418
+    with TestClient(create_app(services), raise_server_exceptions=False) as client:  # the same routes, no override
+        assert client.get("/v1/event-types").status_code == 401
+
+
+def test_the_shared_answers_add_no_schema_nor_adapter_and_come_first(services: Services) -> None:
+    document = create_app(services).openapi()
+    assert {"HTTPValidationError", "ValidationError"}.isdisjoint(document["components"]["schemas"])
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert list(operation["responses"])[1:3] == ["401", "422"], (method, path)
+    for _, _, router in route_modules_routers():
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            assert 401 not in route.response_fields, route.path  # declared without a model: no adapter for it
+
+
+def test_a_fresh_app_holds_no_router_and_a_request_adds_only_those_under_its_path(services: Services) -> None:
     app = create_app(services)
     assert _api_paths(app) == []
     with TestClient(app, raise_server_exceptions=False) as client:

@@ -20,16 +20,23 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def collector_held_off() -> Iterator[None]:
+def collector_held_off(*, after_start: bool = False) -> Iterator[None]:
     """Run the block (a handler module's imports and set-up) with the cyclic garbage collector off, then, under
-    Lambda, freeze what exists, and turn the collector back on (if it was on)."""
+    Lambda and if the block succeeded, freeze what exists, and turn the collector back on (if it was on).
+
+    ``after_start``: code loaded after the start, on the first request that needs it. Under Lambda, the cyclic
+    garbage that the requests before it left is collected first, so that the freeze keeps none of it; the
+    start's objects are frozen, so this collection scans only what came since."""
+    under_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+    if after_start and under_lambda:
+        gc.collect()
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
-    finally:
-        if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        if under_lambda:
             gc.freeze()
+    finally:
         if enabled:
             gc.enable()
 

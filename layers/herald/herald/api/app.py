@@ -13,7 +13,7 @@ from herald import __version__
 from herald.api.errors import install_error_handlers
 from herald.api.middleware import BodyGuard
 from herald.api.responses import document_responses
-from herald.api.routers import IncludeReachedRouters, LazyRouters
+from herald.api.routers import AddReachedRouters, LazyRouters
 from herald.catalog import catalog, operational_catalog
 from herald.services import Services
 from herald.settings import get_settings
@@ -59,7 +59,7 @@ def create_app(services: Services | None = None) -> FastAPI:
         title="Herald",
         version=__version__,
         description=DESCRIPTION,
-        openapi_tags=TAGS,  # the answers every operation shares are its routers' (routers.SHARED_ANSWERS)
+        openapi_tags=TAGS,  # the answers every operation shares are its routers' (responses.SHARED_ANSWERS)
     )
     if services is not None:
         app.state.services = services
@@ -75,7 +75,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     document_responses(app, described)
     app.add_api_route("/portal", _to_portal, include_in_schema=False)  # the portal's own address, without its slash
     app.mount("/portal", LazyPortal(app), name="portal")
-    app.add_middleware(IncludeReachedRouters, routers=routers)
+    app.add_middleware(AddReachedRouters, routers=routers)
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes)
     return app
 

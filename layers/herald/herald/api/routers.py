@@ -10,15 +10,16 @@ A route is analysed once. ``include_router`` would analyse every route again in 
 each route, or, on a newer FastAPI, an effective route built on the first request through it: about 30 ms of the
 subscriptions router's first request). So the API's routers are made by ``api_router``, their routes already as
 the app serves them, and the app takes those routes as they are. What ``include_router`` would have taken from the
-app is declared by ``api_router`` instead (the answers every operation shares); the app has no prefix, tag or
-dependency of its own for them. ``app.dependency_overrides`` do not reach them: Herald's routes take their
-services from ``request.app.state``.
+app is declared by ``api_router`` instead: the answers every operation shares, and, for ``app.dependency_overrides``,
+the app serving the request (a route is shared by every app made in the process, where an included one had its
+app's). The app has no prefix, tag or dependency of its own for them.
 
 A router's module is imported as the function's own code is at its start (``herald.startup``): with the cyclic
-garbage collector held off and, under Lambda, what exists then frozen. Its routes live as long as the process, and
-the first request does not pay for collections that scan them (measured: a collection of the older generation, 40
-ms, in a first ``POST /v1/events``). What the request itself holds at that moment is frozen with them: at most
-once per router in a process.
+garbage collector held off and, under Lambda, what exists then frozen (the garbage of earlier requests collected
+first). Its routes live as long as the process, and the first request does not pay for collections that scan
+them (measured: a collection of the older generation, 40 ms, in a first ``POST /v1/events``). What the request
+holds at that moment is frozen with them: once for each router the function's app adds, and not for a module that
+fails to import.
 
 The routes end up where adding every router up front puts them, in ``ROUTERS``' order, whatever the order of the
 requests that add them: the app matches paths as it always did. A router here has no startup or shutdown handler,
@@ -31,10 +32,12 @@ from __future__ import annotations
 import importlib
 import re
 import threading
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
@@ -48,10 +51,25 @@ if TYPE_CHECKING:
 _PARAMETER = re.compile(r"\{[^}]+\}")
 
 
+#: The app serving the current request (set by ``AddReachedRouters``).
+_SERVING: ContextVar[FastAPI | None] = ContextVar("herald_serving_app", default=None)
+
+
+class ServingApp:
+    """A route's ``dependency_overrides_provider``: FastAPI reads the overrides from it on every request, and it
+    gives those of the app serving the request."""
+
+    @property
+    def dependency_overrides(self) -> dict[Callable[..., Any], Callable[..., Any]]:
+        app = _SERVING.get()
+        return app.dependency_overrides if app is not None else {}
+
+
 def api_router(prefix: str = "", tags: list[str | Enum] | None = None) -> APIRouter:
-    """A router of the API's: its routes lie under ``prefix``, carry ``tags`` and declare the answers every
-    operation shares (``herald.api.responses.SHARED_ANSWERS``), as the app serves them."""
-    return APIRouter(prefix=prefix, tags=tags, responses=SHARED_ANSWERS)
+    """A router of the API's: its routes lie under ``prefix``, carry ``tags``, declare the answers every operation
+    shares (``herald.api.responses.SHARED_ANSWERS``) and take the serving app's dependency overrides, as the app
+    serves them."""
+    return APIRouter(prefix=prefix, tags=tags, responses=SHARED_ANSWERS, dependency_overrides_provider=ServingApp())
 
 
 @dataclass(frozen=True)
@@ -102,6 +120,10 @@ class LazyRouters:
         self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()  # TestClient and uvicorn's thread pool may reach the app from two threads
 
+    @property
+    def app(self) -> FastAPI:
+        return self._app
+
     def reach(self, path: str) -> None:
         """Add every router with a route that may answer ``path``."""
         for index, spec in enumerate(self._specs):
@@ -119,7 +141,7 @@ class LazyRouters:
         with self._lock:
             if index in self._routers:
                 return
-            with collector_held_off():  # what the import makes lives as long as the process, as at the start
+            with collector_held_off(after_start=True):  # its routes live as long as the process, as the start's
                 router = self._specs[index].load()
             place = self._start + sum(size for other, size in self._sizes.items() if other < index)
             self._app.router.routes[place:place] = router.routes  # as declared: not analysed again
@@ -127,8 +149,9 @@ class LazyRouters:
             self._routers[index] = router
 
 
-class IncludeReachedRouters:
-    """ASGI middleware: adds the routers a request's path can reach before the app routes it."""
+class AddReachedRouters:
+    """ASGI middleware: adds the routers a request's path can reach before the app routes it, and names the app
+    serving the request to its routes (``ServingApp``)."""
 
     def __init__(self, app: ASGIApp, routers: LazyRouters) -> None:
         self.app = app
@@ -137,7 +160,11 @@ class IncludeReachedRouters:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             self.routers.reach(route_path(scope))
-        await self.app(scope, receive, send)
+        serving = _SERVING.set(self.routers.app)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _SERVING.reset(serving)
 
 
 def route_path(scope: Scope) -> str:
