@@ -38,6 +38,13 @@ def _api_paths(app: FastAPI) -> list[tuple[str, tuple[str, ...]]]:
     ]
 
 
+def _printed_by_a_fresh_interpreter(code: str) -> list[str]:
+    """The lines ``code`` prints, run by a new Python process (as a cold start: nothing imported before it)."""
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.splitlines()
+
+
 def _sample(path: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda match: f"{match.group(1)}_x", path)
 
@@ -73,9 +80,7 @@ def test_a_cold_app_imports_no_route_module_until_a_request_reaches_it() -> None
         "assert TestClient(app).get('/health').status_code == 200\n"
         "print(routes(), len(app.webhooks.routes))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.splitlines() == ["[] 0", "['herald.api.routes.health'] 0"]
+    assert _printed_by_a_fresh_interpreter(code) == ["[] 0", "['herald.api.routes.health'] 0"]
 
 
 def test_a_route_is_analysed_where_it_is_declared_and_not_again_by_the_app(
@@ -144,9 +149,7 @@ def test_under_lambda_a_router_is_imported_with_the_collector_off_then_frozen() 
         "        pass\n"
         "print(gc.get_freeze_count() == frozen, gc.isenabled())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.splitlines() == ["True True [False] True", "True", "True True"]
+    assert _printed_by_a_fresh_interpreter(code) == ["True True [False] True", "True", "True True"]
 
 
 def test_the_app_serving_a_request_gives_its_routes_their_dependency_overrides(services: Services) -> None:
