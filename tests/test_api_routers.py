@@ -5,11 +5,14 @@ gives, whatever the requests' order."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.dependencies.utils import get_dependant
@@ -20,9 +23,9 @@ import herald.api.app
 import herald.api.routes
 import herald.api.routes.subscriptions
 from herald.api import create_app
-from herald.api.deps import get_principal
+from herald.api.deps import get_principal, get_services, require_tenant
 from herald.api.responses import SHARED_ANSWERS
-from herald.api.routers import ROUTERS, route_path
+from herald.api.routers import ROUTERS, ServingApp, route_path
 from herald.catalog import EventCatalog, EventData, catalog, operational_catalog
 from herald.services import Services
 from tests.api_support import route_modules_routers, served_routes
@@ -152,16 +155,60 @@ def test_under_lambda_a_router_is_imported_with_the_collector_off_then_frozen() 
     assert _printed_by_a_fresh_interpreter(code) == ["True True [False] True", "True", "True True"]
 
 
-def test_the_app_serving_a_request_gives_its_routes_their_dependency_overrides(services: Services) -> None:
-    def refused() -> None:
-        raise HTTPException(status_code=418)
+def _refusing(status: int) -> Callable[[], Awaitable[None]]:
+    async def refused() -> None:
+        await asyncio.sleep(0)  # lets the other requests run meanwhile
+        raise HTTPException(status_code=status)
 
-    overridden = create_app(services)
-    overridden.dependency_overrides[get_principal] = refused
-    with TestClient(overridden, raise_server_exceptions=False) as client:
-        assert client.get("/v1/event-types").status_code == 418
-    with TestClient(create_app(services), raise_server_exceptions=False) as client:  # the same routes, no override
-        assert client.get("/v1/event-types").status_code == 401
+    return refused
+
+
+def test_each_request_gets_the_dependency_overrides_of_the_app_serving_it(services: Services) -> None:
+    apps = [create_app(services) for _ in range(3)]  # all made before any request: the same routes, shared
+    apps[0].dependency_overrides[get_principal] = _refusing(418)
+    apps[1].dependency_overrides[get_principal] = _refusing(410)  # apps[2]: none
+
+    async def requests() -> tuple[list[int], int, dict[Any, Any]]:
+        clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://herald") for app in apps]
+        try:
+            together = await asyncio.gather(*(client.get("/v1/event-types") for _ in range(10) for client in clients))
+            alone = await clients[0].get("/v1/event-types")  # served in this task: the app it named is forgotten
+            return [answer.status_code for answer in together], alone.status_code, ServingApp().dependency_overrides
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    together, alone, after = asyncio.run(requests())
+    assert together == [418, 410, 401] * 10
+    assert (alone, after) == (418, {})
+
+
+def test_a_request_suspended_while_another_app_serves_one_keeps_its_own_overrides(services: Services) -> None:
+    suspended, other = create_app(services), create_app(services)
+    waiting, gate = asyncio.Event(), asyncio.Event()
+
+    async def services_after_the_gate() -> Services:
+        waiting.set()
+        await gate.wait()  # the other app serves a whole request meanwhile
+        return services
+
+    # GET /v1/subscriptions depends on the services, then on the tenant: its overrides are read before and after
+    suspended.dependency_overrides[get_services] = services_after_the_gate
+    suspended.dependency_overrides[require_tenant] = _refusing(418)
+
+    async def requests() -> tuple[int, int]:
+        async with (
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=suspended), base_url="http://herald") as first,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://herald") as second,
+        ):
+            pending = asyncio.create_task(first.get("/v1/subscriptions"))
+            await asyncio.wait({asyncio.ensure_future(waiting.wait()), pending}, return_when=asyncio.FIRST_COMPLETED)
+            assert waiting.is_set(), (await pending).text
+            served = await second.get("/v1/event-types", headers=ADMIN)
+            gate.set()
+            return (await pending).status_code, served.status_code
+
+    assert asyncio.run(requests()) == (418, 200)
 
 
 def test_the_shared_answers_add_no_schema_nor_adapter_and_come_first(services: Services) -> None:

@@ -115,3 +115,34 @@ def test_holding_the_collector_off_leaves_it_as_it_was(enabled: bool) -> None:
     finally:
         gc.unfreeze()
         (gc.enable if was else gc.disable)()
+
+
+@pytest.mark.parametrize(
+    ("function", "after_start", "collects"),
+    [(None, True, False), ("ApiFunction", False, False), ("ApiFunction", True, True)],
+)
+def test_a_full_collection_comes_first_only_for_code_loaded_after_the_start_under_lambda(
+    monkeypatch: pytest.MonkeyPatch, function: str | None, after_start: bool, collects: bool
+) -> None:
+    # GIVEN a process named as Lambda names a function's, or not
+    if function is None:
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    else:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", function)
+    generations: list[int] = []
+
+    def noting(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            generations.append(info["generation"])
+
+    gc.callbacks.append(noting)
+    try:
+        # WHEN a block runs with the collector held off
+        with collector_held_off(after_start=after_start):
+            held = list(generations)
+    finally:
+        gc.callbacks.remove(noting)
+        gc.unfreeze()
+    # THEN a full collection ran before it only for code loaded after the start, under Lambda, and none inside it
+    assert (held == [2]) is collects
+    assert generations == held
