@@ -21,12 +21,14 @@ from collections.abc import Iterator
 
 @contextlib.contextmanager
 def collector_held_off(*, after_start: bool = False) -> Iterator[None]:
-    """Run the block (a handler module's imports and set-up) with the cyclic garbage collector off, then, under
-    Lambda and if the block succeeded, freeze what exists, and turn the collector back on (if it was on).
+    """Run the block (a handler module's imports and set-up) with the cyclic garbage collector off. Under Lambda,
+    if the block succeeded, freeze what exists then. In every case, turn the collector back on after the block if
+    it was on before.
 
-    ``after_start``: code loaded after the start, on the first request that needs it. Under Lambda, the cyclic
-    garbage that the requests before it left is collected first, so that the freeze keeps none of it; the
-    start's objects are frozen, so this collection scans only what came since."""
+    ``after_start``: code loaded after the start, on the first request that needs it. Under Lambda, a full
+    collection runs first (whether the collector is on or not, and whether the block then succeeds or not), so
+    that the freeze keeps none of the cyclic garbage the requests before it left; the start's objects are frozen,
+    so it scans only what came since."""
     under_lambda = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
     if after_start and under_lambda:
         gc.collect()

@@ -19,7 +19,7 @@ garbage collector held off and, under Lambda, what exists then frozen (the garba
 first). Its routes live as long as the process, and the first request does not pay for collections that scan
 them (measured: a collection of the older generation, 40 ms, in a first ``POST /v1/events``). What the request
 holds at that moment is frozen with them: once for each router the function's app adds, and not for a module that
-fails to import.
+fails to import (each request under its path then tries again, a full collection included).
 
 The routes end up where adding every router up front puts them, in ``ROUTERS``' order, whatever the order of the
 requests that add them: the app matches paths as it always did. A router here has no startup or shutdown handler,
