@@ -117,7 +117,6 @@ class LazyRouters:
         self._specs = specs
         self._start = len(app.router.routes)
         self._routers: dict[int, APIRouter] = {}
-        self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()  # TestClient and uvicorn's thread pool may reach the app from two threads
 
     @property
@@ -143,9 +142,8 @@ class LazyRouters:
                 return
             with collector_held_off(after_start=True):  # its routes live as long as the process, as the start's
                 router = self._specs[index].load()
-            place = self._start + sum(size for other, size in self._sizes.items() if other < index)
+            place = self._start + sum(len(added.routes) for other, added in self._routers.items() if other < index)
             self._app.router.routes[place:place] = router.routes  # as declared: not analysed again
-            self._sizes[index] = len(router.routes)
             self._routers[index] = router
 
 
