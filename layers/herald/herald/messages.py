@@ -49,6 +49,10 @@ class FanoutMessage(_Message):
     event_ms: int | None = None
 
 
+#: Triggers of one extra attempt on an existing delivery, outside its retry schedule.
+SINGLE_SHOT_TRIGGERS = frozenset({Trigger.MANUAL, Trigger.RECOVER})
+
+
 class DeliveryMessage(_Message):
     """Deliver one event to one subscription. Retries reuse the message (its visibility is the backoff)."""
 
@@ -111,6 +115,12 @@ class DeliveryMessage(_Message):
             job_id=job_id,
             attempts_seen=attempts_seen,
         )
+
+    @property
+    def carries_schedule(self) -> bool:
+        """Whether this message carries its delivery along the retry schedule (its next attempt), not one extra
+        attempt outside it: a manual retry's, a recovery's, or one a job's ticket allows."""
+        return self.job_id is None and self.trigger not in SINGLE_SHOT_TRIGGERS
 
     @model_validator(mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from herald.delivery_options import (
     request_headers,
     transform_from_stored,
 )
+from herald.messages import SINGLE_SHOT_TRIGGERS
 from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, Progress, send_attempt
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
     from herald.worker.runtime import Worker
 
 logger = Logger(service="herald", child=True)
-
-#: Triggers of one extra attempt on an existing delivery, outside its retry schedule.
-SINGLE_SHOT_TRIGGERS = frozenset({Trigger.MANUAL, Trigger.RECOVER})
 
 
 @dataclass
@@ -173,7 +171,7 @@ async def _event_gone(worker: Worker, message: DeliveryMessage, log: dict[str, A
     """The message's event expired (its retention ended) or never was: nothing can be sent. A delivery waiting
     for its next scheduled attempt fails without one, so it does not stay pending until its item expires; a
     manual or recovery attempt leaves the delivery as it was (its own schedule, if any, ends it the same way)."""
-    if message.job_id is None and message.trigger not in SINGLE_SHOT_TRIGGERS:
+    if message.carries_schedule:
         failed = await worker.io(
             worker.store.deliveries.fail_unsendable,
             message.tenant_id,
