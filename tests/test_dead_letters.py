@@ -7,16 +7,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
 from standardwebhooks import Webhook
 
 from herald import faults
+from herald.messages import DeliveryMessage, dump_message
 from herald.queue import REDRIVES_ATTRIBUTE
+from herald.records import Trigger
 from tests.api_support import assert_error
-from tests.delivery_support import Harness, delivery_id_of, make_harness, only_delivery, publish, subscribe
+from tests.delivery_support import (
+    Harness,
+    deliveries,
+    delivery_id_of,
+    event_counts,
+    fanned_out_counts,
+    make_harness,
+    only_delivery,
+    publish,
+    subscribe,
+    verify,
+    when,
+)
 from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
@@ -935,3 +949,197 @@ def test_a_field_of_newer_code_named_like_one_of_another_kind_is_not_shown_as_it
     # WHEN the operator looks THEN it is shown as what it is: a purge, with no event
     (letter,) = dead_letters(client)["sample"]
     assert (letter["kind"], letter["event_id"], letter["poison"]) == ("purge_tenant", None, False)
+
+
+# ------------------------------------------------------------------ the deliveries a discarded message carried
+
+
+def _take_the_only_message(harness: Harness) -> str:
+    """The one message on the work queue, taken off it (no worker will see it): its body."""
+    (message,) = harness.sqs.receive_message(QueueUrl=harness.services.settings.queue_url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=harness.services.settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert harness.counts() == (0, 0)
+    return str(message["Body"])
+
+
+def _back_after_its_redrives(harness: Harness, body: str) -> None:
+    """``body`` in the dead-letter queue, back after as many redrives as allowed: poison that can be discarded."""
+    used_up = str(harness.services.settings.dead_letter_max_redrives)
+    harness.sqs.send_message(
+        QueueUrl=harness.services.settings.dead_letter_queue_url,
+        MessageBody=body,
+        MessageAttributes={REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": used_up}},
+    )
+
+
+def _retry(client: Any, tenant: TenantInfo, sub_id: str, delivery_id: str) -> None:
+    response = client.post(f"/v1/subscriptions/{sub_id}/deliveries/{delivery_id}/retry", headers=tenant.headers)
+    assert response.status_code == 202, response.text
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"retry_schedule": "0,3600"}, {"retry_schedule": "0,3600", "direct_fanout_max": 0}],
+    ids=["queued-directly", "fanned-out"],  # an event's counts read from its deliveries, or counted
+)
+def test_a_discarded_retry_fails_its_delivery_as_discarded_and_a_retry_sends_it(
+    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver
+) -> None:
+    # GIVEN a delivery whose first attempt failed, made by a worker two hours behind: its retry was due an hour ago
+    clock = Clock(time.time() - 7200)
+    harness = make_harness(services, aws, clock=clock)
+    try:
+        receiver.responses = [(500, {}, b"", 0.0)]
+        sub = subscribe(client, tenant, receiver.url)
+        event_id = publish(client, tenant.id)
+        harness.drain()
+        waiting = only_delivery(client, tenant, sub.id)
+        assert (waiting["status"], waiting["attempts"]) == ("pending", 1)
+        # AND the message of that retry, swept onto the work queue when due, then back in the dead-letter queue
+        # after its redrives: nothing else will make the attempt
+        clock.advance(when(waiting["next_attempt_at"]) - clock() + 1)
+        harness.worker.sweep()
+        _back_after_its_redrives(harness, _take_the_only_message(harness))
+        (letter,) = dead_letters(client)["sample"]
+        assert (letter["poison"], letter["delivery_id"]) == (True, waiting["id"])
+        # WHEN the operator discards it
+        answer = discard(client, message_ids=[letter["message_id"]])
+        # THEN it is gone, and its delivery failed without an attempt, as discarded: listed failed, not pending, and
+        # counted failed for its event
+        assert [out["message_id"] for out in answer["discarded"]] == [letter["message_id"]]
+        assert (answer["not_discarded"], answer["remaining"]) == ([], 0)
+        failed = only_delivery(client, tenant, sub.id)
+        assert (failed["status"], failed["last_error_kind"]) == ("failed", "discarded")
+        assert (failed["attempts"], failed["next_attempt_at"], failed["last_status_code"]) == (1, None, 500)
+        assert [d["id"] for d in deliveries(client, tenant, sub.id, status="failed")] == [waiting["id"]]
+        assert deliveries(client, tenant, sub.id, status="pending") == []
+        assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+        assert len(receiver.received) == 1
+        # AND discarding it again, had SQS kept a copy, changes nothing
+        _back_after_its_redrives(harness, letter["body"])
+        assert len(discard(client, all_poison=True)["discarded"]) == 1
+        assert only_delivery(client, tenant, sub.id) == failed
+        assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+        # AND the tenant's retry sends it, signed, and it succeeds
+        clock.now = time.time()
+        _retry(client, tenant, sub.id, waiting["id"])
+        harness.drain()
+        assert len(receiver.received) == 2
+        assert verify(sub.secret, receiver.received[-1])["type"] == "invoice.paid"
+        assert receiver.received[-1].headers["webhook-id"] == event_id
+        assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+        assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize("resend", ["a retry", "a recovery"])
+def test_a_discarded_first_delivery_never_made_is_written_failed_and_sent_again_on_request(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver, resend: str
+) -> None:
+    # GIVEN an event's first delivery, whose message went to the dead-letter queue before any worker wrote it (the
+    # worker died on it each time), and came back after its redrives
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    _back_after_its_redrives(harness, _take_the_only_message(harness))
+    (letter,) = dead_letters(client)["sample"]
+    assert deliveries(client, tenant, sub.id) == []
+    # WHEN the operator discards it
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN its delivery is written failed, as discarded, without an attempt; its event counts it failed
+    failed = only_delivery(client, tenant, sub.id)
+    assert failed["id"] == delivery_id_of(harness.services.store, event_id, sub.id)
+    assert (failed["status"], failed["last_error_kind"], failed["attempts"]) == ("failed", "discarded", 0)
+    assert letter["event_id"] == failed["event_id"] == event_id
+    assert [d["id"] for d in deliveries(client, tenant, sub.id, status="failed")] == [failed["id"]]
+    assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+    assert receiver.received == []
+    # AND the tenant's retry, or a recovery of the subscription, sends it, signed
+    if resend == "a retry":
+        _retry(client, tenant, sub.id, failed["id"])
+    else:
+        since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+        job = client.post(f"/v1/subscriptions/{sub.id}/recover", json={"since": since}, headers=tenant.headers)
+        assert job.status_code == 202, job.text
+    harness.drain()
+    (got,) = receiver.received
+    assert verify(sub.secret, got)["type"] == "invoice.paid"
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+    assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+@pytest.mark.parametrize("message", ["a copy of its retry", "a manual retry"])
+def test_a_discarded_message_whose_delivery_has_an_attempt_to_come_leaves_it_pending(
+    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver, message: str
+) -> None:
+    # GIVEN a delivery whose first attempt failed, its retry scheduled an hour later: still to come, or (a worker two
+    # hours behind) due already, its message still to be swept
+    clock = Clock(time.time() - (7200 if message == "a manual retry" else 0))
+    harness = make_harness(services, aws, clock=clock)
+    try:
+        _attempt_to_come_survives_a_discard(client, tenant, harness, clock, receiver, message)
+    finally:
+        harness.close()
+
+
+def _attempt_to_come_survives_a_discard(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, message: str
+) -> None:
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    waiting = only_delivery(client, tenant, sub.id)
+    assert harness.scheduled() == 1
+    # AND in the dead-letter queue, back after its redrives, a stale copy of its retry's message (its delivery was
+    # carried on since), or a manual retry's (the delivery's schedule is carried by its own message)
+    parked = DeliveryMessage(
+        event_id=event_id,
+        tenant_id=tenant.id,
+        subscription_id=sub.id,
+        delivery_id=waiting["id"],
+        resumed=True if message == "a copy of its retry" else None,
+        trigger=Trigger.SCHEDULED if message == "a copy of its retry" else Trigger.MANUAL,
+    )
+    _back_after_its_redrives(harness, dump_message(parked))
+    # WHEN the operator discards it
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN the delivery is as it was, its retry still to come; and that retry is made when due
+    assert only_delivery(client, tenant, sub.id) == waiting
+    assert event_counts(client, event_id) == fanned_out_counts(1)
+    harness.reveal()
+    clock.advance(when(waiting["next_attempt_at"]) - clock() + 1)
+    harness.worker.sweep()
+    harness.drain()
+    assert len(receiver.received) == 2
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_message_whose_delivery_dynamodb_did_not_let_fail_is_not_discarded(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a first delivery's message back in the dead-letter queue after its redrives
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    _back_after_its_redrives(harness, _take_the_only_message(harness))
+    (letter,) = dead_letters(client)["sample"]
+    # WHEN the operator discards it while DynamoDB fails the read of its event (after botocore's retries)
+    faults.install(harness.services.store.table.client, "dynamodb.GetItem:5xx@call=calls:1")
+    answer = discard(client, message_ids=[letter["message_id"]])
+    # THEN the message is not discarded, and the answer says why; nothing was written
+    assert answer["discarded"] == []
+    ((left,),) = [answer["not_discarded"]]
+    assert left["message_id"] == letter["message_id"]
+    assert left["reason"] == (
+        "the deliveries it carried could not be marked failed (DynamoDB get_item failed: InternalServerError): "
+        "it is still there"
+    )
+    assert (answer["kept"], answer["remaining"]) == (1, 1)
+    assert deliveries(client, tenant, sub.id) == []
+    # AND discarded again, it goes, its delivery failed
+    assert len(discard(client, message_ids=[letter["message_id"]])["discarded"]) == 1
+    failed = only_delivery(client, tenant, sub.id)
+    assert (failed["status"], failed["last_error_kind"]) == ("failed", "discarded")
+    assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)

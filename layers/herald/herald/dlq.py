@@ -133,12 +133,16 @@ class DeadLetterQueue:
         *,
         max_redrives: int = 3,
         clock: Callable[[], float] = time.time,
+        settle: Callable[[str], object] | None = None,
     ) -> None:
         self.client = client
         self.url = dead_letter_queue_url
         self.work_queue_url = work_queue_url
         self.max_redrives = max_redrives
         self.clock = clock
+        #: Called with a message's body before it is discarded, to settle the work it carried
+        #: (``herald.domain.deliveries.fail_discarded``); a ``ServiceUnavailableError`` keeps the message.
+        self.settle = settle
 
     def _sqs(self, operation: str, **kwargs: Any) -> Any:
         if not self.url:
@@ -423,6 +427,7 @@ class DeadLetterQueue:
                     run.not_discarded.setdefault(message_id, why)
             if named:
                 run.met.add(message_id)
+        doomed = self._settled(run, doomed)
         try:
             gone, refused = self._delete(doomed)
         except ServiceUnavailableError:
@@ -443,6 +448,27 @@ class DeadLetterQueue:
             if letter.out.message_id not in run.gone:
                 run.left.append(letter)
                 run.not_discarded[letter.out.message_id] = "SQS kept refusing to delete it: it is still there"
+
+    def _settled(self, run: _Discarding, doomed: list[_Letter]) -> list[_Letter]:
+        """Those of ``doomed`` whose work is settled (``settle``) before they are deleted: a delivery a message carried
+        is failed first, so it never reads pending with nothing left to carry it on. One whose work DynamoDB did not
+        let settle joins ``run.left``, said why: discarded again later, it is settled then (settling twice changes
+        nothing)."""
+        if self.settle is None:
+            return doomed
+        kept: list[_Letter] = []
+        for letter in doomed:
+            if letter.out.message_id not in run.gone:
+                try:
+                    self.settle(letter.message.get("Body", ""))
+                except ServiceUnavailableError as exc:
+                    run.left.append(letter)
+                    run.not_discarded[letter.out.message_id] = (
+                        f"the deliveries it carried could not be marked failed ({exc.message}): it is still there"
+                    )
+                    continue
+            kept.append(letter)
+        return kept
 
     def _reveal_after_failure(self, letters: list[_Letter]) -> None:
         """Make ``letters`` visible again after SQS failed a call; if SQS fails that too, they come back by themselves

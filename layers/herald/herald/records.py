@@ -164,6 +164,9 @@ class ErrorKind(StrEnum):
     SUBSCRIPTION_GONE = "subscription_gone"
     #: The event expired (its retention ended) before the delivery's next attempt: nothing is left to send.
     EVENT_EXPIRED = "event_expired"
+    #: The operator discarded the message that carried its next attempt from the dead-letter queue (poison after
+    #: its redrives were used up): no attempt will come. ``POST .../retry`` or a recovery sends it again.
+    DISCARDED = "discarded"
     #: The subscription's transform failed on this event: no request was made, and it is not retried.
     TRANSFORM = "transform"
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.domain import subscriptions
 from herald.errors import EventExpiredError, NotFoundError
-from herald.messages import DeliveryMessage
-from herald.records import Delivery, Trigger
+from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
+from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
 
 if TYPE_CHECKING:
     from herald.records import Subscription
     from herald.services import Services
+    from herald.storage import StoredEvent
+
+logger = logging.getLogger(__name__)
 
 
 def find(services: Services, tenant_id: str, subscription_id: str, delivery_id: str) -> Delivery:
@@ -53,3 +58,88 @@ def stats_of_many(services: Services, subs: list[Subscription]) -> list[Subscrip
     found = services.store.health.get_stats_many([sub.id for sub in subs]) if subs else {}
     now = time.time()
     return [SubscriptionStats.of(found.get(sub.id, {}), sub, now) for sub in subs]
+
+
+def fail_discarded(services: Services, body: str, *, now: datetime | None = None) -> list[Delivery]:
+    """Fail, without an attempt, the deliveries whose next attempt the work message ``body`` carried, as it is
+    discarded from the dead-letter queue (``herald.dlq``): nothing else would make that attempt, and the delivery
+    would read ``pending`` until its item expired. Each is failed as ``discarded``, listed under its status and
+    counted for its event, so a retry (``POST .../retry``) or a recovery of the subscription sends it again.
+
+    Only a message that carries its delivery along the schedule: a first delivery (one of several, or alone), a
+    retry or a postponement. An extra attempt (manual, a recovery's, a job's ticket) leaves its delivery as it
+    was. A delivery is failed only while it is pending, unleased, and its next attempt was due (another copy of
+    the message may have carried it on meanwhile, to an attempt still to come); a first delivery never written
+    is written failed, while its event, of the message's tenant, and its subscription are there. Returns the
+    deliveries failed; a body this code cannot read carries none. DynamoDB failing raises
+    ``ServiceUnavailableError``: the message must then stay, to be discarded again."""
+    try:
+        message = parse_message(body)
+    except PoisonMessageError:
+        return []
+    if isinstance(message, DeliveriesMessage):
+        carried = message.each()
+    elif isinstance(message, DeliveryMessage) and message.carries_schedule:
+        carried = [message]
+    else:
+        return []
+    now = now or datetime.now(UTC)
+    events: dict[str, StoredEvent | None] = {}
+    failed: list[Delivery] = []
+    for delivery in carried:
+        if delivery.event_id not in events:
+            events[delivery.event_id] = services.store.events.get(delivery.event_id)
+        stored = events[delivery.event_id]
+        if stored is not None and (
+            (not stored.event.broadcast and stored.event.tenant_id != delivery.tenant_id)
+            or not stored.has_delivery(delivery.subscription_id, delivery.delivery_id)
+        ):
+            stored = None  # an event published again under its id since: not this delivery's
+        settled = services.store.deliveries.fail_unsendable(
+            delivery.tenant_id,
+            delivery.subscription_id,
+            delivery.delivery_id,
+            delivery.event_id,
+            now=now,
+            kind=ErrorKind.DISCARDED,
+            only_if_due=True,
+        )
+        if settled is None and stored is not None:
+            settled = _fail_unwritten(services, delivery, stored, now)
+        if settled is None:
+            continue
+        failed.append(settled)
+        if stored is not None and not stored.counted_from_delivery(delivery.subscription_id):
+            services.store.events.count(delivery.event_id, expires_at=stored.expires_at, failed=1)
+    if failed:
+        logger.warning(
+            "deliveries failed: the message carrying them was discarded",
+            extra={"deliveries": [delivery.id for delivery in failed]},
+        )
+    return failed
+
+
+def _fail_unwritten(
+    services: Services, message: DeliveryMessage, stored: StoredEvent, now: datetime
+) -> Delivery | None:
+    """A first delivery that was never written (its worker died before its attempt was recorded), written failed
+    unless it exists, or its subscription does not."""
+    if services.store.subscriptions.get(message.tenant_id, message.subscription_id) is None:
+        return None
+    created = stored.event.created_at if stored.deliveries_by_subscription else now
+    delivery = Delivery(
+        id=message.delivery_id,
+        event_id=stored.event.id,
+        subscription_id=message.subscription_id,
+        tenant_id=message.tenant_id,
+        event_type=stored.event.type,
+        status=DeliveryStatus.FAILED,
+        last_error_kind=ErrorKind.DISCARDED,
+        created_at=created,
+        updated_at=now,
+    )
+    # Kept as long as a delivery's log, and never less than its event (``worker.dispatch._Job.expiry``).
+    retention = int((now + timedelta(days=services.settings.attempt_ttl_days)).timestamp())
+    expires_at = max(retention, stored.expires_at or 0)
+    written = services.store.deliveries.list_new(delivery, scheduled_attempts=0, expires_at=expires_at)
+    return delivery if written else None

@@ -137,8 +137,8 @@ class DiscardOut(BaseModel):
     discarded: list[DeadLetterOut] = Field(description="The poison messages deleted for good, as they were shown.")
     not_discarded: list[NotDiscarded] = Field(
         description="Messages named that were met and left, with why (not poison: a redrive sends it back to work; "
-        "unreadable to the API's code yet read by a worker running other code), and any message SQS kept refusing "
-        "to delete."
+        "unreadable to the API's code yet read by a worker running other code), any message SQS kept refusing "
+        "to delete, and any whose deliveries DynamoDB did not let the call mark failed."
     )
     not_found: list[str] = Field(
         description="Messages named and not met: gone already, or hidden for a minute by another look, redrive or "

@@ -279,11 +279,22 @@ class DeliveryRepository:
         return True
 
     def fail_unsendable(
-        self, tenant_id: str, sub_id: str, delivery_id: str, event_id: str, *, now: datetime
+        self,
+        tenant_id: str,
+        sub_id: str,
+        delivery_id: str,
+        event_id: str,
+        *,
+        now: datetime,
+        kind: ErrorKind = ErrorKind.EVENT_EXPIRED,
+        only_if_due: bool = False,
     ) -> Delivery | None:
-        """Fail a pending delivery, without an attempt, whose event expired before its next attempt (nothing is
-        left to send, so the attempt would never come). The delivery is returned as failed; None if there is no
-        such delivery of the tenant's, it is not pending, or a worker holds its lease (it moved on, or is moving on)."""
+        """Fail a pending delivery without an attempt, its next attempt never to come: its event expired before it
+        (nothing is left to send), or, ``kind`` ``discarded``, the message that carried it was discarded from the
+        dead-letter queue. ``only_if_due``: only if that attempt was due by ``now`` (none is set for a delivery
+        that never had one), so a delivery another copy of its message carried on meanwhile, to an attempt
+        still to come, is left to it. The delivery is returned as failed; None if there is no such delivery of
+        the tenant's, it is not pending (or not due), or a worker holds its lease (it moved on, or is moving on)."""
         item = self._read(sub_id, delivery_id, event_id)
         if item is None:
             return None
@@ -292,10 +303,13 @@ class DeliveryRepository:
             return None
         if state.delivery.status is not DeliveryStatus.PENDING or state.lease_until >= now.timestamp():
             return None
+        due = state.delivery.next_attempt_at
+        if only_if_due and due is not None and due > now:
+            return None
         failed = state.delivery.model_copy(
             update={
                 "status": DeliveryStatus.FAILED,
-                "last_error_kind": ErrorKind.EVENT_EXPIRED,
+                "last_error_kind": kind,
                 "next_attempt_at": None,
                 "updated_at": now,
             }
@@ -320,15 +334,19 @@ class DeliveryRepository:
                 ExpressionAttributeValues=values(token=token, **entries),
             )
 
-    def list_new(self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int) -> None:
-        """Store a new delivery that waits without an attempt (its first receive made none: the slow lane, an
-        open breaker or a rate limit holds it back), listed as pending, unless it exists already."""
-        with contextlib.suppress(ClientError):  # written meanwhile by another copy of its message: that one counts
+    def list_new(self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int) -> bool:
+        """Store a new delivery without an attempt, listed under its status, unless it exists already (False): one
+        that waits (its first receive made none: the slow lane, an open breaker or a rate limit holds it back), or
+        one failed before any (its message discarded from the dead-letter queue)."""
+        try:
             self._table.call(
                 "put_item",
                 Item=to_item(_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)),
                 ConditionExpression="attribute_not_exists(pk)",
             )
+        except ClientError:  # written meanwhile by another copy of its message: that one counts
+            return False
+        return True
 
     def record_over_waiting(
         self,

@@ -9,6 +9,7 @@ from fastapi import Body, Query, status
 from herald.api.deps import OperatorDep, ServicesDep
 from herald.api.routers import api_router
 from herald.dlq import DISCARD_LIMIT, MAX_SAMPLE, DeadLetterQueue
+from herald.domain import deliveries
 from herald.schemas import DeadLettersOut, DiscardIn, DiscardOut, RedriveIn, RedriveOut
 from herald.services import Services
 
@@ -21,6 +22,7 @@ def dead_letter_queue(services: Services) -> DeadLetterQueue:
         services.settings.dead_letter_queue_url,
         services.settings.queue_url,
         max_redrives=services.settings.dead_letter_max_redrives,
+        settle=lambda body: deliveries.fail_discarded(services, body),
     )
 
 
@@ -53,7 +55,9 @@ def discard_dead_letters(services: ServicesDep, _: OperatorDep, body: DiscardIn)
     those met. Only poison is discarded: back after its redrives, parked by a worker that could not read it, or no
     work message at all. `all_poison` leaves a message of a kind or version this code does not know (newer code may
     read it): name it to discard it. A message named and left is listed in `not_discarded` with why (a readable
-    one: a redrive sends it back to work). Once the poison is gone and the rest redriven,
+    one: a redrive sends it back to work). A delivery whose next attempt a discarded message carried is failed
+    first, without an attempt (`last_error_kind: discarded`): retry it, or recover its subscription, to send it
+    again. Once the poison is gone and the rest redriven,
     `DeadLetterQueueAlarm` goes back to OK and notifies again when the next message arrives. A call works for at
     most about 15 seconds."""
     return dead_letter_queue(services).discard(body.message_ids, limit=body.limit or DISCARD_LIMIT)
