@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from herald.portal.endpoints import CHART_SLOTS, recent_attempts
+from herald.queue import REDRIVES_ATTRIBUTE
 from herald.records import Delivery, DeliveryStatus
 from herald.storage import keys
 from herald.storage.table import to_item
@@ -148,6 +149,38 @@ def test_a_delivery_page_never_shows_another_event_published_later_under_its_eve
     assert "The event has expired." in shown.text
     assert "cus_GLOBEX" not in shown.text
     assert globex.id not in shown.text
+
+
+def test_a_delivery_failed_without_an_attempt_says_why_and_that_none_was_made(
+    browser: Browser, client: Any, tenant: TenantInfo, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN a first delivery whose message went to the dead-letter queue before any attempt, back after its
+    # redrives, and discarded by the operator: the delivery failed without an attempt
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    settings = harness.services.settings
+    (message,) = harness.sqs.receive_message(QueueUrl=settings.queue_url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    used_up = {"DataType": "Number", "StringValue": str(settings.dead_letter_max_redrives)}
+    harness.sqs.send_message(
+        QueueUrl=settings.dead_letter_queue_url,
+        MessageBody=message["Body"],
+        MessageAttributes={REDRIVES_ATTRIBUTE: used_up},
+    )
+    discarded = client.post("/v1/admin/dead-letters/discard", json={"all_poison": True}, headers=ADMIN)
+    assert discarded.status_code == 200, discarded.text
+    (delivery,) = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
+    assert (delivery["status"], delivery["attempts"]) == ("failed", 0)
+    # WHEN its tenant opens it in the portal
+    me = browser()
+    sign_in(me, tenant.id, "read")
+    shown = me.get(f"/portal/endpoints/{sub.id}/deliveries/{delivery['id']}")
+    # THEN the page says it failed, why, and that no attempt was made (not that one is still to come)
+    assert shown.status_code == 200, shown.text
+    assert re.search(r'id="delivery-status" class="status-failed">failed<', shown.text)
+    assert '<dd id="delivery-error">discarded</dd>' in shown.text
+    assert "No attempt was made." in shown.text
+    assert "No attempt yet." not in shown.text
 
 
 @pytest.mark.parametrize("settings_overrides", [{"portal_logo_url": LOGO}])
