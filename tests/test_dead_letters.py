@@ -14,7 +14,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from herald import faults
-from herald.messages import DeliveryMessage, dump_message
+from herald.messages import DeliveriesMessage, DeliveryMessage, PlannedDelivery, dump_message
 from herald.queue import REDRIVES_ATTRIBUTE
 from herald.records import Trigger
 from tests.api_support import assert_error
@@ -27,6 +27,7 @@ from tests.delivery_support import (
     make_harness,
     only_delivery,
     publish,
+    step,
     subscribe,
     verify,
     when,
@@ -1143,3 +1144,165 @@ def test_a_message_whose_delivery_dynamodb_did_not_let_fail_is_not_discarded(
     failed = only_delivery(client, tenant, sub.id)
     assert (failed["status"], failed["last_error_kind"]) == ("failed", "discarded")
     assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+
+
+def test_a_discarded_message_of_several_first_deliveries_fails_each(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an event to two subscriptions, its one message of both first deliveries back in the dead-letter queue
+    # after its redrives, no worker having written either
+    subs = [subscribe(client, tenant, make_receiver().url) for _ in range(2)]
+    event_id = publish(client, tenant.id)
+    body = _take_the_only_message(harness)
+    assert json.loads(body)["kind"] == "deliveries"
+    _back_after_its_redrives(harness, body)
+    # WHEN the operator discards it
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN each delivery is written failed as discarded, and its event counts both
+    for sub in subs:
+        failed = only_delivery(client, tenant, sub.id)
+        assert (failed["status"], failed["last_error_kind"], failed["event_id"]) == ("failed", "discarded", event_id)
+    assert event_counts(client, event_id) == fanned_out_counts(2, failed=2)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_local_wait_seconds": 0}])
+def test_a_discarded_stale_copy_leaves_a_delivery_a_rate_limit_holds_back_to_its_held_copy(
+    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver
+) -> None:
+    # GIVEN a subscription limited to one delivery a second, and two events: the second's delivery is held back
+    # without an attempt, pending, a copy of its message delayed for its slot
+    clock = Clock(time.time())
+    harness = make_harness(services, aws, clock=clock)
+    try:
+        body = {"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 1}
+        created = client.post("/v1/subscriptions", json=body, headers=tenant.headers)
+        assert created.status_code == 201, created.text
+        sub_id = created.json()["id"]
+        events = [publish(client, tenant.id) for _ in range(2)]
+        harness.drain()
+        assert len(receiver.received) == 1
+        (held,) = deliveries(client, tenant, sub_id, status="pending")
+        assert (held["attempts"], held["next_attempt_at"]) == (0, None)
+        # AND a stale copy of its first message back in the dead-letter queue after its redrives
+        stale = DeliveryMessage(
+            event_id=held["event_id"], tenant_id=tenant.id, subscription_id=sub_id, delivery_id=held["id"]
+        )
+        _back_after_its_redrives(harness, dump_message(stale))
+        # WHEN the operator discards it
+        assert len(discard(client, all_poison=True)["discarded"]) == 1
+        # THEN the delivery is left to its held copy, which delivers it
+        assert deliveries(client, tenant, sub_id, status="pending") == [held]
+        for _ in range(5):
+            step(harness, clock, 2)
+        assert sorted(got.headers["webhook-id"] for got in receiver.received) == sorted(events)
+        assert {d["status"] for d in deliveries(client, tenant, sub_id)} == {"succeeded"}
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600", "direct_fanout_max": 0}])
+def test_a_discard_whose_count_failed_after_the_delivery_was_failed_counts_it_once_when_discarded_again(
+    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver
+) -> None:
+    # GIVEN a fanned-out event's delivery (its event counts it), its due retry's message back in the dead-letter
+    # queue after its redrives
+    clock = Clock(time.time() - 7200)
+    harness = make_harness(services, aws, clock=clock)
+    try:
+        receiver.responses = [(500, {}, b"", 0.0)]
+        sub = subscribe(client, tenant, receiver.url)
+        event_id = publish(client, tenant.id)
+        harness.drain()
+        waiting = only_delivery(client, tenant, sub.id)
+        clock.advance(when(waiting["next_attempt_at"]) - clock() + 1)
+        harness.worker.sweep()
+        _back_after_its_redrives(harness, _take_the_only_message(harness))
+        (letter,) = dead_letters(client)["sample"]
+        # WHEN the operator discards it while DynamoDB fails the event count's update (after botocore's retries),
+        # once the delivery was written failed
+        faults.install(harness.services.store.table.client, "dynamodb.UpdateItem:5xx@call=calls:1")
+        first = discard(client, message_ids=[letter["message_id"]])
+        # THEN the message stays, said why, its delivery failed already
+        assert first["discarded"] == []
+        assert [left["message_id"] for left in first["not_discarded"]] == [letter["message_id"]]
+        assert "update_item failed" in first["not_discarded"][0]["reason"]
+        assert only_delivery(client, tenant, sub.id)["last_error_kind"] == "discarded"
+        # AND discarded again (twice: a copy SQS kept), it goes, and the event counts the delivery failed once
+        assert len(discard(client, message_ids=[letter["message_id"]])["discarded"]) == 1
+        _back_after_its_redrives(harness, letter["body"])
+        assert len(discard(client, all_poison=True)["discarded"]) == 1
+        assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+        # AND once a retry delivers it, it counts as succeeded only
+        clock.now = time.time()
+        _retry(client, tenant, sub.id, waiting["id"])
+        harness.drain()
+        assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
+    finally:
+        harness.close()
+
+
+def test_a_message_whose_delivery_cannot_be_read_is_discarded_with_the_rest(
+    client, tenant: TenantInfo, harness: Harness
+) -> None:
+    # GIVEN a message of two first deliveries, the event item of one corrupt (reading it raises), the other never
+    # written, back in the dead-letter queue after its redrives, beside a message no code reads
+    sub = subscribe(client, tenant, "https://example.com/webhook")
+    event_id = publish(client, tenant.id)
+    _take_the_only_message(harness)
+    good = delivery_id_of(harness.services.store, event_id, sub.id)
+    store = harness.services.store
+    store.client.put_item(
+        TableName=store.table_name,
+        Item={
+            "pk": {"S": "EVENT#evt_corrupt"},
+            "sk": {"S": "#EVENT"},
+            "id": {"S": "evt_corrupt"},
+            "type": {"S": "invoice.paid"},
+            "tenant_id": {"S": tenant.id},
+            "timestamp": {"S": "2026-01-01T00:00:00Z"},
+            "created_at": {"S": "2026-01-01T00:00:00Z"},
+            "payload": {"S": "[]"},
+            "expires_at": {"N": "9999999999"},
+        },
+    )
+    both = DeliveriesMessage(
+        tenant_id=tenant.id,
+        deliveries=[
+            PlannedDelivery(event_id="evt_corrupt", subscription_id=sub.id, delivery_id="dlv_x"),
+            PlannedDelivery(event_id=event_id, subscription_id=sub.id, delivery_id=good),
+        ],
+    )
+    _back_after_its_redrives(harness, dump_message(both))
+    _poison_letters(harness, 1)
+    # WHEN the operator discards all poison
+    answer = discard(client, all_poison=True)
+    # THEN both messages are discarded (nothing this code writes would settle the corrupt one's), nothing is left
+    # hidden, and the readable delivery is failed as discarded
+    assert (len(answer["discarded"]), answer["not_discarded"], answer["remaining"]) == (2, [], 0)
+    assert dead_letters(client)["in_flight"] == 0
+    (failed,) = deliveries(client, tenant, sub.id)
+    assert (failed["id"], failed["status"], failed["last_error_kind"]) == (good, "failed", "discarded")
+
+
+def test_a_discarded_message_naming_another_tenants_event_writes_nothing(
+    client, make_tenant, harness: Harness, make_receiver
+) -> None:
+    # GIVEN Acme's event to its subscription, and a message (crafted, or of a bug) naming that event for a
+    # subscription of Globex's, back in the dead-letter queue after its redrives
+    acme, globex = make_tenant("Acme"), make_tenant("Globex")
+    subscribe(client, acme, make_receiver().url)
+    theirs = subscribe(client, globex, make_receiver().url)
+    event_id = publish(client, acme.id)
+    harness.drain()
+    counts = event_counts(client, event_id)
+    stored = harness.services.store.events.get(event_id)
+    assert stored is not None
+    crafted = DeliveryMessage(
+        event_id=event_id, tenant_id=globex.id, subscription_id=theirs.id, delivery_id=stored.delivery_id(theirs.id)
+    )
+    _back_after_its_redrives(harness, dump_message(crafted))
+    # WHEN the operator discards it
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN Globex's subscription shows no delivery of Acme's event, and Acme's event counts are as they were
+    assert deliveries(client, globex, theirs.id) == []
+    assert event_counts(client, event_id) == counts

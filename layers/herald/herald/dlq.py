@@ -467,6 +467,11 @@ class DeadLetterQueue:
                         f"the deliveries it carried could not be marked failed ({exc.message}): it is still there"
                     )
                     continue
+                except Exception:
+                    # A fault of this code's, not DynamoDB's: the operator's discard goes ahead, the rest logged.
+                    logger.exception(
+                        "a discarded message's work not settled", extra={"message_id": letter.out.message_id}
+                    )
             kept.append(letter)
         return kept
 

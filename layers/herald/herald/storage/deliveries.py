@@ -58,6 +58,10 @@ if TYPE_CHECKING:
 FIRST_ATTEMPT = "first_attempt"
 #: The attribute that marks a new delivery whose first attempt the stats count from the table's stream.
 STATS_FROM_STREAM = "stats_from_stream"
+#: When a worker last gave the delivery back without an attempt, a copy of its message held back to carry it on.
+HELD_AT = "held_at"
+#: Marks a delivery failed by a discard whose count on its event is not written yet (``count``, then ``counted``).
+UNCOUNTED = "uncounted"
 #: An attempt's fields that its delivery holds already: left out of an attempt kept inside the delivery.
 _OF_THE_DELIVERY = ("delivery_id", "event_id", "subscription_id", "tenant_id")
 
@@ -73,6 +77,11 @@ class DeliveryState:
     scheduled_attempts: int
     lease_until: float
     carried: dict[str, Any] = field(default_factory=dict)
+    #: When a worker last gave the delivery back without an attempt (epoch seconds, 0 if never since its last
+    #: write): a copy of its message, held back, carries it on (``release``, ``list_new``).
+    held_at: float = 0.0
+    #: Failed by a discard whose count on its event is not written yet (``UNCOUNTED``).
+    uncounted: bool = False
 
 
 def state_of(item: dict[str, Any]) -> DeliveryState:
@@ -83,6 +92,8 @@ def state_of(item: dict[str, Any]) -> DeliveryState:
         scheduled_attempts=int(item.get("scheduled_attempts", delivery.attempts)),
         lease_until=float(item.get("lease_until", 0)),
         carried={FIRST_ATTEMPT: item[FIRST_ATTEMPT]} if FIRST_ATTEMPT in item else {},
+        held_at=float(item.get(HELD_AT, 0)),
+        uncounted=bool(item.get(UNCOUNTED)),
     )
 
 
@@ -287,14 +298,13 @@ class DeliveryRepository:
         *,
         now: datetime,
         kind: ErrorKind = ErrorKind.EVENT_EXPIRED,
-        only_if_due: bool = False,
+        uncounted: bool = False,
     ) -> Delivery | None:
         """Fail a pending delivery without an attempt, its next attempt never to come: its event expired before it
         (nothing is left to send), or, ``kind`` ``discarded``, the message that carried it was discarded from the
-        dead-letter queue. ``only_if_due``: only if that attempt was due by ``now`` (none is set for a delivery
-        that never had one), so a delivery another copy of its message carried on meanwhile, to an attempt
-        still to come, is left to it. The delivery is returned as failed; None if there is no such delivery of
-        the tenant's, it is not pending (or not due), or a worker holds its lease (it moved on, or is moving on)."""
+        dead-letter queue (``uncounted``: marked so until its event counts it, ``counted``). The delivery is
+        returned as failed; None if there is no such delivery of the tenant's, it is not pending, or a worker
+        holds its lease (it moved on, or is moving on)."""
         item = self._read(sub_id, delivery_id, event_id)
         if item is None:
             return None
@@ -302,9 +312,6 @@ class DeliveryRepository:
         if state.delivery.tenant_id != tenant_id:
             return None
         if state.delivery.status is not DeliveryStatus.PENDING or state.lease_until >= now.timestamp():
-            return None
-        due = state.delivery.next_attempt_at
-        if only_if_due and due is not None and due > now:
             return None
         failed = state.delivery.model_copy(
             update={
@@ -314,34 +321,52 @@ class DeliveryRepository:
                 "updated_at": now,
             }
         )
-        kept = {key: value for key, value in item.items() if key not in {"lease_token", "lease_until"}}
-        written = {**kept, **_index(failed), **record(failed)}
+        kept = {key: value for key, value in item.items() if key not in {"lease_token", "lease_until", HELD_AT}}
+        written = {**kept, **_index(failed), **record(failed), **({UNCOUNTED: True} if uncounted else {})}
         # Refused if settled, attempted or leased meanwhile.
         ours = self._table.put_if(written, **_unchanged_and_unleased(state.delivery, now.timestamp()))
         return failed if ours else None
 
+    def counted(self, delivery: Delivery) -> None:
+        """The delivery's failure (by a discard) is counted on its event: its ``UNCOUNTED`` mark goes."""
+        self._table.call(
+            "update_item",
+            Key=to_item(_key(delivery)),
+            UpdateExpression=f"REMOVE {UNCOUNTED}",
+            ConditionExpression="attribute_exists(pk)",
+        )
+
     def release(self, delivery: Delivery, token: str) -> None:
-        """Give a lease back without an attempt (``delivery`` as claimed). The delivery gets its index
-        entries if its claim left them out: it waits, listed as what it is, for its next look."""
-        entries = _index(delivery)
-        listed = f"SET {', '.join(f'{key} = :{key}' for key in entries)} " if entries else ""
+        """Give a lease back without an attempt (``delivery`` as claimed), noting when (``held_at``: a copy of
+        its message carries it on). The delivery gets its index entries if its claim left them out: it waits,
+        listed as what it is, for its next look."""
+        entries = {**_index(delivery), HELD_AT: self._table.now()}
+        listed = ", ".join(f"{key} = :{key}" for key in entries)
         with contextlib.suppress(ClientError):  # not ours any more: nothing to give back
             self._table.call(
                 "update_item",
                 Key=to_item(_key(delivery)),
-                UpdateExpression=f"{listed}REMOVE lease_token, lease_until",
+                UpdateExpression=f"SET {listed} REMOVE lease_token, lease_until",
                 ConditionExpression="lease_token = :token",
                 ExpressionAttributeValues=values(token=token, **entries),
             )
 
-    def list_new(self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int) -> bool:
+    def list_new(
+        self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int, uncounted: bool = False
+    ) -> bool:
         """Store a new delivery without an attempt, listed under its status, unless it exists already (False): one
-        that waits (its first receive made none: the slow lane, an open breaker or a rate limit holds it back), or
-        one failed before any (its message discarded from the dead-letter queue)."""
+        that waits (its first receive made none: the slow lane, an open breaker or a rate limit holds it back, and a
+        copy of its message carries it on: ``held_at``), or one failed before any (its message discarded from the
+        dead-letter queue: ``uncounted`` as ``fail_unsendable`` marks it)."""
+        item = _item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)
+        if delivery.status is DeliveryStatus.PENDING:
+            item[HELD_AT] = self._table.now()
+        elif uncounted:
+            item[UNCOUNTED] = True
         try:
             self._table.call(
                 "put_item",
-                Item=to_item(_item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)),
+                Item=to_item(item),
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError:  # written meanwhile by another copy of its message: that one counts

@@ -429,6 +429,11 @@ class EventRepository:
         if deltas:
             self._update_counts(event_id, expires_at=expires_at, deltas=deltas)
 
+    def count_once(self, event_id: str, token: str, *, expires_at: int, deltas: Mapping[str, int]) -> None:
+        """``count``, under the caller's own ``token`` (``_update_counts``): for a caller that may make the same
+        update again (its earlier try's answer lost, or a step after it failed) and must have it counted once."""
+        self._update_counts(event_id, expires_at=expires_at, deltas=deltas, token=token)
+
     def mark_new(self, marks: Sequence[tuple[str, int, Mapping[str, int]]]) -> list[bool]:
         """Mark events queued, each with its counts (a direct fan-out's, or none), given as (event id, expires_at,
         counts), by creating their counts items 25 to a call: a batch publish's usual case, as no delivery of

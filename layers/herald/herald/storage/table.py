@@ -145,6 +145,13 @@ def _unavailable(operation: str, exc: ClientError) -> ServiceUnavailableError:
     return ServiceUnavailableError(f"DynamoDB {operation} failed: {code}")
 
 
+def refused_for_good(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a call on the table as unavailable, is DynamoDB's answer to a request it will
+    refuse again (``PERMANENT_ERRORS``): trying again later changes nothing."""
+    cause = exc.__cause__
+    return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in PERMANENT_ERRORS
+
+
 def conditional_failure(exc: ClientError) -> bool:
     """Whether DynamoDB refused the write for a condition (ours to decode), not for a fault."""
     code = exc.response.get("Error", {}).get("Code", "")
