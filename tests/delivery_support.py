@@ -149,6 +149,34 @@ def attempts(client: TestClient, tenant: TenantInfo, sub_id: str, delivery_id: s
     return list(response.json()["data"])
 
 
+#: Event items whose reading raises (a record that does not decode, a payload that is no envelope): what the
+#: worker meets in a table written by a bug, or by hand.
+CORRUPT_EVENTS: dict[str, dict[str, Any]] = {
+    "fields missing": {},
+    "payload not an object": {
+        "type": {"S": "invoice.paid"},
+        "tenant_id": {"S": "tnt_x"},
+        "timestamp": {"S": "2026-01-01T00:00:00Z"},
+        "created_at": {"S": "2026-01-01T00:00:00Z"},
+        "payload": {"S": "[]"},
+        "expires_at": {"N": "9999999999"},
+    },
+}
+
+
+def put_corrupt_event(store: Store, event_id: str, corrupt: str) -> None:
+    """The event item of ``event_id``, corrupt as ``CORRUPT_EVENTS[corrupt]`` says."""
+    store.client.put_item(
+        TableName=store.table_name,
+        Item={
+            "pk": {"S": f"EVENT#{event_id}"},
+            "sk": {"S": "#EVENT"},
+            "id": {"S": event_id},
+            **CORRUPT_EVENTS[corrupt],
+        },
+    )
+
+
 def delivery_id_of(store: Store, event_id: str, sub_id: str) -> str:
     """The id of an event's delivery to a subscription, as its stored event names it."""
     stored = store.events.get(event_id)

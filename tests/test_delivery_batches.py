@@ -31,6 +31,7 @@ from herald.services import Services
 from herald.settings import Settings
 from herald.worker import Worker, settle_all
 from tests.delivery_support import (
+    CORRUPT_EVENTS,
     Harness,
     attempts,
     delivery_id_of,
@@ -38,6 +39,7 @@ from tests.delivery_support import (
     make_harness,
     only_delivery,
     publish,
+    put_corrupt_event,
     subscribe,
     verify,
 )
@@ -134,19 +136,6 @@ def test_a_copy_of_a_message_keeps_the_fields_this_code_does_not_know(
 
 #: Event items that cannot be read: fields missing (pydantic refuses), and a payload that is JSON but no object
 #: (the read's check of the envelope, ``storage.events._check_envelope``, raises a TypeError).
-CORRUPT_EVENTS = {
-    "fields missing": {},
-    "payload not an object": {
-        "type": {"S": "invoice.paid"},
-        "tenant_id": {"S": "tnt_x"},
-        "timestamp": {"S": "2026-01-01T00:00:00Z"},
-        "created_at": {"S": "2026-01-01T00:00:00Z"},
-        "payload": {"S": "[]"},
-        "expires_at": {"N": "9999999999"},
-    },
-}
-
-
 @pytest.mark.parametrize("corrupt", list(CORRUPT_EVENTS))
 def test_a_record_that_raises_fails_alone_and_ends_in_the_dlq(
     client, tenant: TenantInfo, harness: Harness, make_receiver, corrupt: str
@@ -156,16 +145,7 @@ def test_a_record_that_raises_fails_alone_and_ends_in_the_dlq(
     receivers = [make_receiver(), make_receiver()]
     subs = [subscribe(client, tenant, r.url) for r in receivers]
     publish(client, tenant.id)
-    store = harness.services.store
-    store.client.put_item(
-        TableName=store.table_name,
-        Item={
-            "pk": {"S": "EVENT#evt_corrupt"},
-            "sk": {"S": "#EVENT"},
-            "id": {"S": "evt_corrupt"},
-            **CORRUPT_EVENTS[corrupt],
-        },
-    )
+    put_corrupt_event(harness.services.store, "evt_corrupt", corrupt)
     bad = DeliveryMessage(
         event_id="evt_corrupt", tenant_id=tenant.id, subscription_id=subs[0].id, delivery_id="dlv_corrupt"
     )
