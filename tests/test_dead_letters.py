@@ -17,9 +17,12 @@ from herald import faults
 from herald.messages import DeliveriesMessage, DeliveryMessage, PlannedDelivery, dump_message
 from herald.queue import REDRIVES_ATTRIBUTE
 from herald.records import Trigger
+from herald.storage.deliveries import delivery_key
+from herald.storage.table import to_item
 from tests.api_support import assert_error
 from tests.delivery_support import (
     Harness,
+    Sub,
     deliveries,
     delivery_id_of,
     event_counts,
@@ -27,6 +30,7 @@ from tests.delivery_support import (
     make_harness,
     only_delivery,
     publish,
+    put_corrupt_event,
     step,
     subscribe,
     verify,
@@ -978,60 +982,76 @@ def _retry(client: Any, tenant: TenantInfo, sub_id: str, delivery_id: str) -> No
     assert response.status_code == 202, response.text
 
 
+@pytest.fixture
+def late(services: Any, aws: Any) -> Iterator[tuple[Harness, Clock]]:
+    """A worker two hours behind real time (a retry it schedules an hour ahead is due by the API's clock), and its
+    clock."""
+    clock = Clock(time.time() - 7200)
+    made = make_harness(services, aws, clock=clock)
+    yield made, clock
+    made.close()
+
+
+def _a_due_retry_back_after_its_redrives(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> tuple[Sub, str, dict[str, Any]]:
+    """A delivery whose first attempt failed (``receiver`` answers 500 once), made by ``harness``'s worker on
+    ``clock`` (behind real time: its retry, an hour later, is due by now), and its retry's message, swept onto
+    the work queue when due, then back in the dead-letter queue after its redrives. Its subscription, its event's
+    id and the delivery as it waits."""
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    waiting = only_delivery(client, tenant, sub.id)
+    assert (waiting["status"], waiting["attempts"]) == ("pending", 1)
+    clock.advance(when(waiting["next_attempt_at"]) - clock() + 1)
+    harness.worker.sweep()
+    _back_after_its_redrives(harness, _take_the_only_message(harness))
+    return sub, event_id, waiting
+
+
 @pytest.mark.parametrize(
     "settings_overrides",
     [{"retry_schedule": "0,3600"}, {"retry_schedule": "0,3600", "direct_fanout_max": 0}],
     ids=["queued-directly", "fanned-out"],  # an event's counts read from its deliveries, or counted
 )
 def test_a_discarded_retry_fails_its_delivery_as_discarded_and_a_retry_sends_it(
-    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver
+    client, tenant: TenantInfo, late: tuple[Harness, Clock], receiver: Receiver
 ) -> None:
-    # GIVEN a delivery whose first attempt failed, made by a worker two hours behind: its retry was due an hour ago
-    clock = Clock(time.time() - 7200)
-    harness = make_harness(services, aws, clock=clock)
-    try:
-        receiver.responses = [(500, {}, b"", 0.0)]
-        sub = subscribe(client, tenant, receiver.url)
-        event_id = publish(client, tenant.id)
-        harness.drain()
-        waiting = only_delivery(client, tenant, sub.id)
-        assert (waiting["status"], waiting["attempts"]) == ("pending", 1)
-        # AND the message of that retry, swept onto the work queue when due, then back in the dead-letter queue
-        # after its redrives: nothing else will make the attempt
-        clock.advance(when(waiting["next_attempt_at"]) - clock() + 1)
-        harness.worker.sweep()
-        _back_after_its_redrives(harness, _take_the_only_message(harness))
-        (letter,) = dead_letters(client)["sample"]
-        assert (letter["poison"], letter["delivery_id"]) == (True, waiting["id"])
-        # WHEN the operator discards it
-        answer = discard(client, message_ids=[letter["message_id"]])
-        # THEN it is gone, and its delivery failed without an attempt, as discarded: listed failed, not pending, and
-        # counted failed for its event
-        assert [out["message_id"] for out in answer["discarded"]] == [letter["message_id"]]
-        assert (answer["not_discarded"], answer["remaining"]) == ([], 0)
-        failed = only_delivery(client, tenant, sub.id)
-        assert (failed["status"], failed["last_error_kind"]) == ("failed", "discarded")
-        assert (failed["attempts"], failed["next_attempt_at"], failed["last_status_code"]) == (1, None, 500)
-        assert [d["id"] for d in deliveries(client, tenant, sub.id, status="failed")] == [waiting["id"]]
-        assert deliveries(client, tenant, sub.id, status="pending") == []
-        assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
-        assert len(receiver.received) == 1
-        # AND discarding it again, had SQS kept a copy, changes nothing
-        _back_after_its_redrives(harness, letter["body"])
-        assert len(discard(client, all_poison=True)["discarded"]) == 1
-        assert only_delivery(client, tenant, sub.id) == failed
-        assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
-        # AND the tenant's retry sends it, signed, and it succeeds
-        clock.now = time.time()
-        _retry(client, tenant, sub.id, waiting["id"])
-        harness.drain()
-        assert len(receiver.received) == 2
-        assert verify(sub.secret, receiver.received[-1])["type"] == "invoice.paid"
-        assert receiver.received[-1].headers["webhook-id"] == event_id
-        assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
-        assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
-    finally:
-        harness.close()
+    # GIVEN a delivery whose first attempt failed, its retry due an hour ago, and the message of that retry back in
+    # the dead-letter queue after its redrives: nothing else will make the attempt
+    harness, clock = late
+    sub, event_id, waiting = _a_due_retry_back_after_its_redrives(client, tenant, harness, clock, receiver)
+    (letter,) = dead_letters(client)["sample"]
+    assert (letter["poison"], letter["delivery_id"]) == (True, waiting["id"])
+    # WHEN the operator discards it
+    answer = discard(client, message_ids=[letter["message_id"]])
+    # THEN it is gone, and its delivery failed without an attempt, as discarded: listed failed, not pending, and
+    # counted failed for its event
+    assert [out["message_id"] for out in answer["discarded"]] == [letter["message_id"]]
+    assert (answer["not_discarded"], answer["remaining"]) == ([], 0)
+    failed = only_delivery(client, tenant, sub.id)
+    assert (failed["status"], failed["last_error_kind"]) == ("failed", "discarded")
+    assert (failed["attempts"], failed["next_attempt_at"], failed["last_status_code"]) == (1, None, 500)
+    assert [d["id"] for d in deliveries(client, tenant, sub.id, status="failed")] == [waiting["id"]]
+    assert deliveries(client, tenant, sub.id, status="pending") == []
+    assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+    assert len(receiver.received) == 1
+    # AND discarding it again, had SQS kept a copy, changes nothing
+    _back_after_its_redrives(harness, letter["body"])
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    assert only_delivery(client, tenant, sub.id) == failed
+    assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+    # AND the tenant's retry sends it, signed, and it succeeds
+    clock.now = time.time()
+    _retry(client, tenant, sub.id, waiting["id"])
+    harness.drain()
+    assert len(receiver.received) == 2
+    assert verify(sub.secret, receiver.received[-1])["type"] == "invoice.paid"
+    assert receiver.received[-1].headers["webhook-id"] == event_id
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+    assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
 
 
 @pytest.mark.parametrize("resend", ["a retry", "a recovery"])
@@ -1200,45 +1220,102 @@ def test_a_discarded_stale_copy_leaves_a_delivery_a_rate_limit_holds_back_to_its
         harness.close()
 
 
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_discarded_stale_copy_leaves_a_retry_an_open_breaker_holds_back_to_its_held_copy(
+    client, tenant: TenantInfo, late: tuple[Harness, Clock], receiver: Receiver
+) -> None:
+    # GIVEN a delivery whose retry, when due, found its subscription's breaker open for half an hour more: claimed,
+    # then held back without an attempt (its lease given back), a copy of its message scheduled for the breaker's end
+    harness, clock = late
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    waiting = only_delivery(client, tenant, sub.id)
+    due = when(waiting["next_attempt_at"])
+    opened = harness.services.store.isolation.count_timeout(
+        tenant.id, sub.id, now=due, slow_until=due, threshold=1, open_seconds=1800, max_open_seconds=3600
+    )
+    assert opened is not None
+    assert opened[1]
+    clock.advance(due - clock() + 1)
+    harness.worker.sweep()
+    harness.drain()
+    held = only_delivery(client, tenant, sub.id)
+    assert (held["status"], held["attempts"], len(receiver.received)) == ("pending", 1, 1)
+    # AND a stale copy of its retry's message back in the dead-letter queue after its redrives
+    stale = DeliveryMessage(
+        event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=waiting["id"], resumed=True
+    )
+    _back_after_its_redrives(harness, dump_message(stale))
+    # WHEN the operator discards it
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN the delivery is left to its held copy, which sends it once the breaker lets it through
+    assert only_delivery(client, tenant, sub.id) == held
+    clock.advance(1800 * 1.2)
+    harness.worker.sweep()
+    harness.drain()
+    assert len(receiver.received) == 2
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600", "direct_fanout_max": 0}])
-def test_a_discard_whose_count_failed_after_the_delivery_was_failed_counts_it_once_when_discarded_again(
-    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver
+def test_a_discard_dynamodb_fails_leaves_the_delivery_and_its_count_as_they_were_and_a_later_one_does_both(
+    client, tenant: TenantInfo, late: tuple[Harness, Clock], receiver: Receiver
 ) -> None:
     # GIVEN a fanned-out event's delivery (its event counts it), its due retry's message back in the dead-letter
     # queue after its redrives
-    clock = Clock(time.time() - 7200)
-    harness = make_harness(services, aws, clock=clock)
-    try:
-        receiver.responses = [(500, {}, b"", 0.0)]
-        sub = subscribe(client, tenant, receiver.url)
-        event_id = publish(client, tenant.id)
-        harness.drain()
-        waiting = only_delivery(client, tenant, sub.id)
-        clock.advance(when(waiting["next_attempt_at"]) - clock() + 1)
-        harness.worker.sweep()
-        _back_after_its_redrives(harness, _take_the_only_message(harness))
-        (letter,) = dead_letters(client)["sample"]
-        # WHEN the operator discards it while DynamoDB fails the event count's update (after botocore's retries),
-        # once the delivery was written failed
-        faults.install(harness.services.store.table.client, "dynamodb.UpdateItem:5xx@call=calls:1")
-        first = discard(client, message_ids=[letter["message_id"]])
-        # THEN the message stays, said why, its delivery failed already
-        assert first["discarded"] == []
-        assert [left["message_id"] for left in first["not_discarded"]] == [letter["message_id"]]
-        assert "update_item failed" in first["not_discarded"][0]["reason"]
-        assert only_delivery(client, tenant, sub.id)["last_error_kind"] == "discarded"
-        # AND discarded again (twice: a copy SQS kept), it goes, and the event counts the delivery failed once
-        assert len(discard(client, message_ids=[letter["message_id"]])["discarded"]) == 1
-        _back_after_its_redrives(harness, letter["body"])
-        assert len(discard(client, all_poison=True)["discarded"]) == 1
-        assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
-        # AND once a retry delivers it, it counts as succeeded only
-        clock.now = time.time()
-        _retry(client, tenant, sub.id, waiting["id"])
-        harness.drain()
-        assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
-    finally:
-        harness.close()
+    harness, clock = late
+    sub, event_id, waiting = _a_due_retry_back_after_its_redrives(client, tenant, harness, clock, receiver)
+    (letter,) = dead_letters(client)["sample"]
+    # WHEN the operator discards it while DynamoDB fails the write of the delivery and its count (one transaction,
+    # failed after botocore's retries)
+    faults.install(harness.services.store.table.client, "dynamodb.TransactWriteItems:5xx@call=calls:1")
+    first = discard(client, message_ids=[letter["message_id"]])
+    # THEN the message stays, said why, and neither the delivery nor its event's counts changed
+    assert first["discarded"] == []
+    assert first["not_discarded"] == [
+        {
+            "message_id": letter["message_id"],
+            "reason": "the deliveries it carried could not be marked failed (DynamoDB transaction failed: "
+            "InternalServerError): it is still there",
+        }
+    ]
+    assert only_delivery(client, tenant, sub.id) == waiting
+    assert event_counts(client, event_id) == fanned_out_counts(1)
+    # AND discarded again (twice: a copy SQS kept), it goes, and the event counts the delivery failed once
+    assert len(discard(client, message_ids=[letter["message_id"]])["discarded"]) == 1
+    assert only_delivery(client, tenant, sub.id)["last_error_kind"] == "discarded"
+    _back_after_its_redrives(harness, letter["body"])
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+    # AND once a retry delivers it, it counts as succeeded only
+    clock.now = time.time()
+    _retry(client, tenant, sub.id, waiting["id"])
+    harness.drain()
+    assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_discarded_retry_whose_worker_died_mid_attempt_fails_its_delivery(
+    client, tenant: TenantInfo, late: tuple[Harness, Clock], receiver: Receiver
+) -> None:
+    # GIVEN a due retry's message back in the dead-letter queue after its redrives, whose last worker died during
+    # its attempt: the lease it took is left on the delivery, expired
+    harness, clock = late
+    sub, event_id, waiting = _a_due_retry_back_after_its_redrives(client, tenant, harness, clock, receiver)
+    store = harness.services.store
+    store.client.update_item(
+        TableName=store.table_name,
+        Key=to_item(delivery_key(sub.id, waiting["id"], event_id)),
+        UpdateExpression="SET lease_token = :token, lease_until = :until",
+        ExpressionAttributeValues={":token": {"S": "died"}, ":until": {"N": str(int(time.time()) - 60)}},
+    )
+    # WHEN the operator discards it
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN its delivery failed as discarded: the lease its own worker left says nothing of another copy
+    failed = only_delivery(client, tenant, sub.id)
+    assert (failed["status"], failed["last_error_kind"]) == ("failed", "discarded")
 
 
 def test_a_message_whose_delivery_cannot_be_read_is_discarded_with_the_rest(
@@ -1250,21 +1327,7 @@ def test_a_message_whose_delivery_cannot_be_read_is_discarded_with_the_rest(
     event_id = publish(client, tenant.id)
     _take_the_only_message(harness)
     good = delivery_id_of(harness.services.store, event_id, sub.id)
-    store = harness.services.store
-    store.client.put_item(
-        TableName=store.table_name,
-        Item={
-            "pk": {"S": "EVENT#evt_corrupt"},
-            "sk": {"S": "#EVENT"},
-            "id": {"S": "evt_corrupt"},
-            "type": {"S": "invoice.paid"},
-            "tenant_id": {"S": tenant.id},
-            "timestamp": {"S": "2026-01-01T00:00:00Z"},
-            "created_at": {"S": "2026-01-01T00:00:00Z"},
-            "payload": {"S": "[]"},
-            "expires_at": {"N": "9999999999"},
-        },
-    )
+    put_corrupt_event(harness.services.store, "evt_corrupt", "payload not an object")
     both = DeliveriesMessage(
         tenant_id=tenant.id,
         deliveries=[

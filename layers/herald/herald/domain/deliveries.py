@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from herald import ids
 from herald.domain import subscriptions
@@ -14,9 +13,11 @@ from herald.errors import EventExpiredError, NotFoundError, ServiceUnavailableEr
 from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
 from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
-from herald.storage.table import refused_for_good
+from herald.storage.table import malformed_request
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from herald.records import Subscription
     from herald.services import Services
     from herald.storage import DeliveryState, StoredEvent
@@ -66,7 +67,8 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     """Fail, without an attempt, the deliveries whose next attempt the work message ``body`` carried, as it is
     discarded from the dead-letter queue (``herald.dlq``): nothing else would make that attempt, and the delivery
     would read ``pending`` until its item expired. Each is failed as ``discarded``, listed under its status and
-    counted failed for its event, so a retry (``POST .../retry``) or a recovery of the subscription sends it again.
+    counted failed for its event (in one transaction with its write), so a retry (``POST .../retry``) or a
+    recovery of the subscription sends it again.
 
     Only a message that carries its delivery along the schedule: a first delivery (one of several, or alone), a
     retry or a postponement. An extra attempt (manual, a recovery's, a job's ticket) leaves its delivery as it
@@ -75,9 +77,9 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     subscription are there. Returns the deliveries failed; a body this code cannot read carries none.
 
     DynamoDB failing for a while raises ``ServiceUnavailableError``: the message must then stay, to be discarded
-    again, and what was done already is not done twice (a delivery failed already is counted with the same token).
-    A delivery whose items DynamoDB refuses for good (``refused_for_good``), or cannot be read (a corrupt item),
-    is logged and left as it is: nothing this code can write would settle it."""
+    again (what was done already is done, each delivery with its count). A delivery whose items cannot be read (a
+    corrupt item) or whose writes DynamoDB refuses as malformed (``malformed_request``) is logged and left as it
+    is: nothing this code can write would settle it."""
     try:
         message = parse_message(body)
     except PoisonMessageError:
@@ -89,12 +91,15 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     else:
         return []
     now = now or datetime.now(UTC)
+    events: dict[str, StoredEvent | None] = {}
     failed: list[Delivery] = []
     for delivery in carried:
         try:
-            settled = _fail_one(services, delivery, now)
+            if delivery.event_id not in events:
+                events[delivery.event_id] = services.store.events.get(delivery.event_id)
+            settled = _fail_one(services, delivery, events[delivery.event_id], now)
         except Exception as exc:
-            if isinstance(exc, ServiceUnavailableError) and not refused_for_good(exc):
+            if isinstance(exc, ServiceUnavailableError) and not malformed_request(exc):
                 raise  # DynamoDB failing for a while: the message stays, to be discarded again
             left = {"delivery_id": delivery.delivery_id}
             logger.exception("a discarded message's delivery is left as it is: it cannot be settled", extra=left)
@@ -109,68 +114,64 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     return failed
 
 
-def _fail_one(services: Services, message: DeliveryMessage, now: datetime) -> Delivery | None:
-    """``fail_discarded`` for one delivery: the delivery failed now, or None."""
-    stored = services.store.events.get(message.event_id)
+def _fail_one(
+    services: Services, message: DeliveryMessage, stored: StoredEvent | None, now: datetime
+) -> Delivery | None:
+    """``fail_discarded`` for one delivery (``stored``: its event as read): the delivery failed now, or None."""
     if stored is not None and (
         (not stored.event.broadcast and stored.event.tenant_id != message.tenant_id)
         or not stored.has_delivery(message.subscription_id, message.delivery_id)
     ):
         stored = None  # an event published again under its id since: not this delivery's
-    # Counted on its event unless the event reads its counts from its deliveries.
-    counted = stored is not None and not stored.counted_from_delivery(message.subscription_id)
-    deliveries = services.store.deliveries
-    state = deliveries.get_state(message.subscription_id, message.delivery_id, message.event_id)
-    settled: Delivery | None = None
+    # Counted failed on its event, with its write, unless the event reads its counts from its deliveries.
+    count: list[dict[str, Any]] = []
+    if stored is not None and not stored.counted_from_delivery(message.subscription_id):
+        count = [services.store.events.count_action(stored.event.id, expires_at=stored.expires_at, deltas=FAILED_ONE)]
+    state = services.store.deliveries.get_state(message.subscription_id, message.delivery_id, message.event_id)
     if state is None:
-        if stored is not None:
-            settled = _fail_unwritten(services, message, stored, now, uncounted=counted)
-    elif state.delivery.tenant_id != message.tenant_id:
+        return _fail_unwritten(services, message, stored, now, count) if stored is not None else None
+    if state.delivery.tenant_id != message.tenant_id or state.delivery.status is not DeliveryStatus.PENDING:
         return None
-    elif state.delivery.status is DeliveryStatus.PENDING and not _carried_on(services, state, now):
-        settled = deliveries.fail_unsendable(
-            message.tenant_id,
-            message.subscription_id,
-            message.delivery_id,
-            message.event_id,
-            now=now,
-            kind=ErrorKind.DISCARDED,
-            uncounted=counted,
-        )
-    elif state.uncounted and stored is not None:
-        # Failed by an earlier discard (of this message, or of a copy) whose count was not written: written now.
-        _count_failed(services, stored, state.delivery)
+    if _carried_on(services, state, now):
         return None
-    if settled is not None and counted and stored is not None:
-        _count_failed(services, stored, settled)
-    return settled
+    return services.store.deliveries.fail_unsendable(
+        message.tenant_id,
+        message.subscription_id,
+        message.delivery_id,
+        message.event_id,
+        now=now,
+        kind=ErrorKind.DISCARDED,
+        held_at=state.held_at,
+        also=count,
+    )
 
 
-def _count_failed(services: Services, stored: StoredEvent, delivery: Delivery) -> None:
-    """Count the delivery failed on its event, then say so on its item. Under a token of its own: made again (its
-    answer lost, or the mark's write failed), the update is taken once."""
-    token = "x" + hashlib.sha256(f"discarded:{delivery.id}".encode()).hexdigest()[:11]
-    services.store.events.count_once(stored.event.id, token, expires_at=stored.expires_at, deltas={"failed": 1})
-    services.store.deliveries.counted(delivery)
+#: A delivery failed, as its event counts it.
+FAILED_ONE = {DeliveryStatus.FAILED.value: 1}
 
 
 def _carried_on(services: Services, state: DeliveryState, now: datetime) -> bool:
     """Whether another copy of the delivery's message may still carry it on: its next attempt is still to come
-    (a retry scheduled), or a worker held it (its lease) or held it back without an attempt (``held_at``: a rate
-    limit, an open breaker, the slow lane, a put-off) recently enough that the held copy may not have come back
-    yet. A copy held back comes back within the longest hold: an open breaker's (``breaker_max_open_seconds``
-    and its spread), a rate limit's postponement, or SQS's longest delay and a sweep's lateness; twice the
-    breaker's longest, and 15 minutes more, bound them all but a postponement for a backlog of over an hour at
-    the subscription's rate."""
+    (a retry scheduled), a worker holds its lease, or a worker held it back without an attempt, a copy of the
+    message carrying it on (``held_at``: a rate limit, an open breaker, the slow lane, a put-off), recently enough
+    that the copy may not have come back yet. A copy held back comes back within the longest hold: an open
+    breaker's (``breaker_max_open_seconds`` and its spread), SQS's longest delay and a sweep's lateness; twice the
+    breaker's longest, and 15 minutes more, bound them all but a rate limit's postponement behind a backlog of
+    more than that, or a slow lane as far behind. What the discarded message itself left (an expired lease: its
+    worker died) says nothing of another copy."""
     due = state.delivery.next_attempt_at
-    if due is not None and due > now:
+    if (due is not None and due > now) or state.lease_until >= now.timestamp():
         return True
     horizon = 2 * services.settings.breaker_max_open_seconds + 900
-    return max(state.lease_until, state.held_at) > now.timestamp() - horizon
+    return state.held_at > now.timestamp() - horizon
 
 
 def _fail_unwritten(
-    services: Services, message: DeliveryMessage, stored: StoredEvent, now: datetime, *, uncounted: bool
+    services: Services,
+    message: DeliveryMessage,
+    stored: StoredEvent,
+    now: datetime,
+    also: Sequence[dict[str, Any]],
 ) -> Delivery | None:
     """A first delivery that was never written (its worker died before its attempt was recorded), written failed
     unless it exists, or its subscription does not."""
@@ -191,7 +192,5 @@ def _fail_unwritten(
     # Kept as long as a delivery's log, and never less than its event (``worker.dispatch._Job.expiry``).
     retention = int((now + timedelta(days=services.settings.attempt_ttl_days)).timestamp())
     expires_at = max(retention, stored.expires_at or 0)
-    written = services.store.deliveries.list_new(
-        delivery, scheduled_attempts=0, expires_at=expires_at, uncounted=uncounted
-    )
+    written = services.store.deliveries.list_new(delivery, scheduled_attempts=0, expires_at=expires_at, also=also)
     return delivery if written else None

@@ -51,6 +51,8 @@ from herald.storage.table import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from herald.storage.table import Table
 
 
@@ -60,8 +62,6 @@ FIRST_ATTEMPT = "first_attempt"
 STATS_FROM_STREAM = "stats_from_stream"
 #: When a worker last gave the delivery back without an attempt, a copy of its message held back to carry it on.
 HELD_AT = "held_at"
-#: Marks a delivery failed by a discard whose count on its event is not written yet (``count``, then ``counted``).
-UNCOUNTED = "uncounted"
 #: An attempt's fields that its delivery holds already: left out of an attempt kept inside the delivery.
 _OF_THE_DELIVERY = ("delivery_id", "event_id", "subscription_id", "tenant_id")
 
@@ -77,11 +77,9 @@ class DeliveryState:
     scheduled_attempts: int
     lease_until: float
     carried: dict[str, Any] = field(default_factory=dict)
-    #: When a worker last gave the delivery back without an attempt (epoch seconds, 0 if never since its last
-    #: write): a copy of its message, held back, carries it on (``release``, ``list_new``).
+    #: When a worker last held the delivery back without an attempt, a copy of its message carrying it on (epoch
+    #: seconds, 0 if not since the item's last write): ``release``, ``list_new``, a hand-over to the slow lane.
     held_at: float = 0.0
-    #: Failed by a discard whose count on its event is not written yet (``UNCOUNTED``).
-    uncounted: bool = False
 
 
 def state_of(item: dict[str, Any]) -> DeliveryState:
@@ -93,7 +91,6 @@ def state_of(item: dict[str, Any]) -> DeliveryState:
         lease_until=float(item.get("lease_until", 0)),
         carried={FIRST_ATTEMPT: item[FIRST_ATTEMPT]} if FIRST_ATTEMPT in item else {},
         held_at=float(item.get(HELD_AT, 0)),
-        uncounted=bool(item.get(UNCOUNTED)),
     )
 
 
@@ -298,13 +295,15 @@ class DeliveryRepository:
         *,
         now: datetime,
         kind: ErrorKind = ErrorKind.EVENT_EXPIRED,
-        uncounted: bool = False,
+        held_at: float | None = None,
+        also: Sequence[dict[str, Any]] = (),
     ) -> Delivery | None:
         """Fail a pending delivery without an attempt, its next attempt never to come: its event expired before it
         (nothing is left to send), or, ``kind`` ``discarded``, the message that carried it was discarded from the
-        dead-letter queue (``uncounted``: marked so until its event counts it, ``counted``). The delivery is
-        returned as failed; None if there is no such delivery of the tenant's, it is not pending, or a worker
-        holds its lease (it moved on, or is moving on)."""
+        dead-letter queue. ``held_at``: only if the item still says the delivery was last held back then (as the
+        caller read it: 0 for never). ``also``: transaction actions made with the write, or not at all (the event's
+        count). The delivery is returned as failed; None if there is no such delivery of the tenant's, it is not
+        pending, a worker holds its lease (it moved on, or is moving on), or it was held back since."""
         item = self._read(sub_id, delivery_id, event_id)
         if item is None:
             return None
@@ -322,47 +321,51 @@ class DeliveryRepository:
             }
         )
         kept = {key: value for key, value in item.items() if key not in {"lease_token", "lease_until", HELD_AT}}
-        written = {**kept, **_index(failed), **record(failed), **({UNCOUNTED: True} if uncounted else {})}
-        # Refused if settled, attempted or leased meanwhile.
-        ours = self._table.put_if(written, **_unchanged_and_unleased(state.delivery, now.timestamp()))
-        return failed if ours else None
+        written = {**kept, **_index(failed), **record(failed)}
+        # Refused if settled, attempted or leased meanwhile (or, with ``held_at``, held back).
+        condition = _unchanged_and_unleased(state.delivery, now.timestamp())
+        if held_at is not None:
+            condition["ConditionExpression"] += " AND (attribute_not_exists(held_at) OR held_at = :held_at)"
+            condition["ExpressionAttributeValues"] |= values(held_at=held_at)
+        if not also:
+            return failed if self._table.put_if(written, **condition) else None
+        return failed if self._written_with(written, condition, also) else None
 
-    def counted(self, delivery: Delivery) -> None:
-        """The delivery's failure (by a discard) is counted on its event: its ``UNCOUNTED`` mark goes."""
-        self._table.call(
-            "update_item",
-            Key=to_item(_key(delivery)),
-            UpdateExpression=f"REMOVE {UNCOUNTED}",
-            ConditionExpression="attribute_exists(pk)",
-        )
+    def _written_with(self, item: dict[str, Any], condition: dict[str, Any], also: Sequence[dict[str, Any]]) -> bool:
+        """``item`` put on ``condition``, in one transaction with ``also``: False if a condition refused it."""
+        try:
+            self._table.transact([{"Put": {"Item": to_item(item), **condition}}, *also])
+        except ClientError:
+            return False
+        return True
 
-    def release(self, delivery: Delivery, token: str) -> None:
-        """Give a lease back without an attempt (``delivery`` as claimed), noting when (``held_at``: a copy of
-        its message carries it on). The delivery gets its index entries if its claim left them out: it waits,
-        listed as what it is, for its next look."""
-        entries = {**_index(delivery), HELD_AT: self._table.now()}
-        listed = ", ".join(f"{key} = :{key}" for key in entries)
+    def release(self, delivery: Delivery, token: str, *, held: bool = False) -> None:
+        """Give a lease back without an attempt (``delivery`` as claimed); ``held``: the delivery is held back, a
+        copy of its message carrying it on, and the item says when (``held_at``). The delivery gets its index
+        entries if its claim left them out: it waits, listed as what it is, for its next look."""
+        entries = {**_index(delivery), **({HELD_AT: self._table.now()} if held else {})}
+        listed = f"SET {', '.join(f'{key} = :{key}' for key in entries)} " if entries else ""
         with contextlib.suppress(ClientError):  # not ours any more: nothing to give back
             self._table.call(
                 "update_item",
                 Key=to_item(_key(delivery)),
-                UpdateExpression=f"SET {listed} REMOVE lease_token, lease_until",
+                UpdateExpression=f"{listed}REMOVE lease_token, lease_until",
                 ConditionExpression="lease_token = :token",
                 ExpressionAttributeValues=values(token=token, **entries),
             )
 
     def list_new(
-        self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int, uncounted: bool = False
+        self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int, also: Sequence[dict[str, Any]] = ()
     ) -> bool:
         """Store a new delivery without an attempt, listed under its status, unless it exists already (False): one
         that waits (its first receive made none: the slow lane, an open breaker or a rate limit holds it back, and a
         copy of its message carries it on: ``held_at``), or one failed before any (its message discarded from the
-        dead-letter queue: ``uncounted`` as ``fail_unsendable`` marks it)."""
+        dead-letter queue: ``also`` as ``fail_unsendable`` takes it)."""
         item = _item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)
         if delivery.status is DeliveryStatus.PENDING:
             item[HELD_AT] = self._table.now()
-        elif uncounted:
-            item[UNCOUNTED] = True
+        if also:
+            return self._written_with(item, {"ConditionExpression": "attribute_not_exists(pk)"}, also)
         try:
             self._table.call(
                 "put_item",

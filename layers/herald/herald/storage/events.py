@@ -429,10 +429,21 @@ class EventRepository:
         if deltas:
             self._update_counts(event_id, expires_at=expires_at, deltas=deltas)
 
-    def count_once(self, event_id: str, token: str, *, expires_at: int, deltas: Mapping[str, int]) -> None:
-        """``count``, under the caller's own ``token`` (``_update_counts``): for a caller that may make the same
-        update again (its earlier try's answer lost, or a step after it failed) and must have it counted once."""
-        self._update_counts(event_id, expires_at=expires_at, deltas=deltas, token=token)
+    def count_action(self, event_id: str, *, expires_at: int, deltas: Mapping[str, int]) -> dict[str, Any]:
+        """``count`` as an action of a transaction (``Table.transact``), made with another write or not at all.
+        It leaves the tokens of the counts item's last writes (``_update_counts``) as they are: a transaction
+        sent again after its answer was lost is told apart by its own token (``ClientRequestToken``)."""
+        names = {"#exp": "expires_at"} | {f"#{key}": key for key in deltas}
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": to_item(keys.event_counts(event_id)),
+                "UpdateExpression": "SET #exp = :exp ADD " + ", ".join(f"#{key} :{key}" for key in deltas),
+                "ConditionExpression": "attribute_not_exists(#exp) OR #exp > :now",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values(exp=expires_at, now=self._table.now(), **deltas),
+            }
+        }
 
     def mark_new(self, marks: Sequence[tuple[str, int, Mapping[str, int]]]) -> list[bool]:
         """Mark events queued, each with its counts (a direct fan-out's, or none), given as (event id, expires_at,

@@ -62,8 +62,6 @@ STORAGE_ATTRIBUTES = frozenset(
         "scheduled_attempts",
         # When a worker last held a delivery back without an attempt, its message carried on by a copy.
         "held_at",
-        # A delivery failed by a dead-letter discard whose count on its event is not written yet.
-        "uncounted",
         # A delivery's first attempt, kept inside its item (``storage.deliveries``): read as an attempt.
         "first_attempt",
         # A new delivery whose first attempt its stats count from the table's stream (``storage.deliveries``).

@@ -145,11 +145,16 @@ def _unavailable(operation: str, exc: ClientError) -> ServiceUnavailableError:
     return ServiceUnavailableError(f"DynamoDB {operation} failed: {code}")
 
 
-def refused_for_good(exc: BaseException) -> bool:
-    """Whether ``exc``, raised by a call on the table as unavailable, is DynamoDB's answer to a request it will
-    refuse again (``PERMANENT_ERRORS``): trying again later changes nothing."""
+#: DynamoDB's answers to a request malformed for the items it names (a key too long, a value it cannot hold): the
+#: same request about other items may well succeed, unlike the other ``PERMANENT_ERRORS`` (a permission, a table).
+MALFORMED_REQUEST_ERRORS = frozenset({"ValidationException", "SerializationException"})
+
+
+def malformed_request(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a call on the table as unavailable, is DynamoDB's refusal of a request malformed
+    for its items (``MALFORMED_REQUEST_ERRORS``): the same request will be refused again."""
     cause = exc.__cause__
-    return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in PERMANENT_ERRORS
+    return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in MALFORMED_REQUEST_ERRORS
 
 
 def conditional_failure(exc: ClientError) -> bool:

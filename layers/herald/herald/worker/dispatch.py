@@ -33,7 +33,7 @@ from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, Progress, send_attempt
 from herald.signing import signature_header
-from herald.storage.deliveries import stats_from_stream
+from herald.storage.deliveries import HELD_AT, stats_from_stream
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import Skip, latest_start
@@ -361,7 +361,7 @@ def _count_event(worker: Worker, job: _Job, settled: Delivery) -> None:
 async def _release(worker: Worker, job: _Job, token: str | None) -> None:
     """Give the delivery's lease back before it waits without an attempt."""
     if token is not None:
-        await worker.io(worker.store.deliveries.release, job.delivery, token)
+        await worker.io(worker.store.deliveries.release, job.delivery, token, held=True)
     else:  # a new delivery, not written yet: it waits listed as pending, as a released one does
         await worker.io(
             worker.store.deliveries.list_new,
@@ -535,7 +535,9 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             "updated_at": outcome.finished,
         }
     )
-    recorded = await _record(worker, job, settled, attempt, token=token, scheduled=scheduled)
+    # A hand-over says when on the item, as a delivery held back does: its copy on the slow lane carries it on.
+    carried = {**job.carried, HELD_AT: int(worker.clock())} if outcome.handed_over else job.carried
+    recorded = await _record(worker, job, settled, attempt, token=token, scheduled=scheduled, carried=carried)
     streamed = stats_from_stream(settled, attempt, token=token, job_id=job.message.job_id)
     if not recorded and token is None and job.message.job_id is None:
         # Another copy of this message, held back while this one sent, may have listed the delivery as waiting.
@@ -545,7 +547,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             attempt,
             scheduled_attempts=scheduled,
             expires_at=job.expiry(worker),
-            carried=job.carried,
+            carried=carried,
         )
         streamed = False
     if not recorded and token is None:
@@ -597,14 +599,22 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
 
 
 async def _record(
-    worker: Worker, job: _Job, settled: Delivery, attempt: Attempt | None, *, token: str | None, scheduled: int
+    worker: Worker,
+    job: _Job,
+    settled: Delivery,
+    attempt: Attempt | None,
+    *,
+    token: str | None,
+    scheduled: int,
+    carried: dict[str, Any] | None = None,
 ) -> bool:
-    """Write the delivery's new state, and its attempt (``DeliveryRepository.record``). A first receive's writes
-    are made with the batch's others (``inserts``)."""
+    """Write the delivery's new state, and its attempt (``DeliveryRepository.record``), with what its item carries
+    (``carried``; the job's by default). A first receive's writes are made with the batch's others (``inserts``)."""
     expires_at = job.expiry(worker)
+    carried = job.carried if carried is None else carried
     if token is None and job.message.job_id is None:
         return await inserts.record_new(
-            worker, settled, attempt, scheduled_attempts=scheduled, expires_at=expires_at, carried=job.carried
+            worker, settled, attempt, scheduled_attempts=scheduled, expires_at=expires_at, carried=carried
         )
     return await worker.io(
         worker.store.deliveries.record,
@@ -614,7 +624,7 @@ async def _record(
         scheduled_attempts=scheduled,
         expires_at=expires_at,
         job_id=job.message.job_id,
-        carried=job.carried,
+        carried=carried,
     )
 
 
