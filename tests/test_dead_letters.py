@@ -1369,3 +1369,51 @@ def test_a_discarded_message_naming_another_tenants_event_writes_nothing(
     # THEN Globex's subscription shows no delivery of Acme's event, and Acme's event counts are as they were
     assert deliveries(client, globex, theirs.id) == []
     assert event_counts(client, event_id) == counts
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600,3600"}])
+def test_a_discard_that_read_a_delivery_before_an_attempt_leaves_it_to_that_attempt(
+    client, tenant: TenantInfo, late: tuple[Harness, Clock], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a delivery waiting for its due retry, as a discard reads it (its next attempt due, no lease, no hold)
+    harness, clock = late
+    receiver.default = (500, {}, b"", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    waiting = only_delivery(client, tenant, sub.id)
+    repository = harness.services.store.deliveries
+    before = repository.get_state(sub.id, waiting["id"], event_id)
+    assert before is not None
+    # AND that retry made by its live copy right after that read (it failed again: a later one is scheduled)
+    clock.advance(when(waiting["next_attempt_at"]) - clock() + 1)
+    harness.worker.sweep()
+    harness.drain()
+    retried = only_delivery(client, tenant, sub.id)
+    assert (retried["status"], retried["attempts"]) == ("pending", 2)
+    # WHEN the operator discards a stale copy of the retry's message, the discard's read being the one from before
+    stale = DeliveryMessage(
+        event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=waiting["id"], resumed=True
+    )
+    _back_after_its_redrives(harness, dump_message(stale))
+    monkeypatch.setattr(repository, "get_state", lambda *_: before)
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN the delivery is as the attempt left it, its next retry to come
+    assert only_delivery(client, tenant, sub.id) == retried
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600", "direct_fanout_max": 0}])
+def test_a_discard_whose_transaction_meets_a_concurrent_one_is_made_again(
+    client, tenant: TenantInfo, late: tuple[Harness, Clock], receiver: Receiver
+) -> None:
+    # GIVEN a fanned-out event's delivery, its due retry's message back in the dead-letter queue after its redrives
+    harness, clock = late
+    sub, event_id, _ = _a_due_retry_back_after_its_redrives(client, tenant, harness, clock, receiver)
+    # WHEN the operator discards it while DynamoDB cancels its transaction for a concurrent one (moto never does)
+    injector = faults.install(harness.services.store.table.client, "dynamodb.TransactWriteItems:conflict@call=calls:1")
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN it was made again: the delivery failed, counted once
+    assert injector is not None
+    assert injector.count("conflict") == 1
+    assert only_delivery(client, tenant, sub.id)["last_error_kind"] == "discarded"
+    assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)

@@ -23,7 +23,7 @@ from herald.queue import RESEND_PAUSE_SECONDS
 from herald.services import Services
 from herald.settings import Settings
 from tests.delivery_support import bulk_subscriptions
-from tests.support import TenantInfo, readme_fault_examples
+from tests.support import ADMIN, INVOICE, TenantInfo, readme_fault_examples
 
 TABLE = "faults-test"
 
@@ -462,6 +462,30 @@ def test_a_subscription_is_created_through_a_transaction_conflict(
     assert injector.count("conflict") == 1
     with faults.suspended():
         assert services.store.subscriptions.count(tenant.id) == 1
+
+
+def test_an_event_count_refused_while_a_transaction_holds_its_item_is_made_again(
+    client: TestClient, services: Services, tenant: TenantInfo
+) -> None:
+    # GIVEN an event, and DynamoDB refusing the next single-item write with a transaction under way on the item
+    # (a dead-letter discard counting a delivery on the same event; moto never does)
+    published = client.post(
+        "/v1/events", json={"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}, headers=ADMIN
+    )
+    assert published.status_code == 202, published.text
+    event_id = published.json()["id"]
+    stored = services.store.events.get(event_id)
+    assert stored is not None
+    injector = install(services.store.client, "dynamodb.UpdateItem:conflict@call=calls:1")
+    # WHEN a worker counts a delivery on it
+    services.store.events.count(event_id, expires_at=stored.expires_at, succeeded=1)
+    # THEN the update was made again, and counted once
+    assert injector is not None
+    assert injector.count("conflict") == 1
+    with faults.suspended():
+        counted = services.store.events.get_with_counts(event_id)
+    assert counted is not None
+    assert counted.succeeded == 1
 
 
 def test_the_local_stack_turns_it_on_from_the_setting(

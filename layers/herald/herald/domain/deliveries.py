@@ -141,7 +141,7 @@ def _fail_one(
         message.event_id,
         now=now,
         kind=ErrorKind.DISCARDED,
-        held_at=state.held_at,
+        as_read=state,
         also=count,
     )
 

@@ -26,6 +26,7 @@ what the stream's filter in template.yaml selects.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 
     from herald.storage.table import Table
 
+
+logger = logging.getLogger(__name__)
 
 #: The attribute of a delivery item that holds its first attempt, when that attempt settled a new delivery.
 FIRST_ATTEMPT = "first_attempt"
@@ -295,15 +298,15 @@ class DeliveryRepository:
         *,
         now: datetime,
         kind: ErrorKind = ErrorKind.EVENT_EXPIRED,
-        held_at: float | None = None,
+        as_read: DeliveryState | None = None,
         also: Sequence[dict[str, Any]] = (),
     ) -> Delivery | None:
         """Fail a pending delivery without an attempt, its next attempt never to come: its event expired before it
         (nothing is left to send), or, ``kind`` ``discarded``, the message that carried it was discarded from the
-        dead-letter queue. ``held_at``: only if the item still says the delivery was last held back then (as the
-        caller read it: 0 for never). ``also``: transaction actions made with the write, or not at all (the event's
-        count). The delivery is returned as failed; None if there is no such delivery of the tenant's, it is not
-        pending, a worker holds its lease (it moved on, or is moving on), or it was held back since."""
+        dead-letter queue. ``as_read``: only if the delivery is still as the caller read it (no attempt since, nor
+        a hold: ``held_at``). ``also``: transaction actions made with the write, or not at all (the event's count).
+        The delivery is returned as failed; None if there is no such delivery of the tenant's, it is not pending, a
+        worker holds its lease (it moved on, or is moving on), or it changed since ``as_read``."""
         item = self._read(sub_id, delivery_id, event_id)
         if item is None:
             return None
@@ -312,6 +315,8 @@ class DeliveryRepository:
             return None
         if state.delivery.status is not DeliveryStatus.PENDING or state.lease_until >= now.timestamp():
             return None
+        if as_read is not None and state.delivery.attempts != as_read.delivery.attempts:
+            return None  # attempted since the caller read it: the write's condition holds the rest
         failed = state.delivery.model_copy(
             update={
                 "status": DeliveryStatus.FAILED,
@@ -324,18 +329,22 @@ class DeliveryRepository:
         written = {**kept, **_index(failed), **record(failed)}
         # Refused if settled, attempted or leased meanwhile (or, with ``held_at``, held back).
         condition = _unchanged_and_unleased(state.delivery, now.timestamp())
-        if held_at is not None:
+        if as_read is not None:
             condition["ConditionExpression"] += " AND (attribute_not_exists(held_at) OR held_at = :held_at)"
-            condition["ExpressionAttributeValues"] |= values(held_at=held_at)
+            condition["ExpressionAttributeValues"] |= values(held_at=as_read.held_at)
         if not also:
             return failed if self._table.put_if(written, **condition) else None
         return failed if self._written_with(written, condition, also) else None
 
     def _written_with(self, item: dict[str, Any], condition: dict[str, Any], also: Sequence[dict[str, Any]]) -> bool:
-        """``item`` put on ``condition``, in one transaction with ``also``: False if a condition refused it."""
+        """``item`` put on ``condition``, in one transaction with ``also``: False if a condition refused it (which
+        is logged: ``also``'s refusal leaves the delivery as it was too). A transaction cancelled for a concurrent
+        one on the same items is made again, twice at most."""
         try:
-            self._table.transact([{"Put": {"Item": to_item(item), **condition}}, *also])
-        except ClientError:
+            self._table.transact([{"Put": {"Item": to_item(item), **condition}}, *also], conflict_attempts=3)
+        except ClientError as exc:
+            reasons = [reason.get("Code") for reason in exc.response.get("CancellationReasons", [])]
+            logger.info("delivery not written: a condition refused it", extra={"reasons": reasons})
             return False
         return True
 

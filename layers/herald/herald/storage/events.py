@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -36,7 +37,7 @@ from herald.errors import ConflictError, HeraldError, IdempotencyConflictError, 
 from herald.records import DeliveryStatus, Event
 from herald.storage import keys
 from herald.storage.deliveries import delivery_key
-from herald.storage.table import from_item, record, strip, to_item, values
+from herald.storage.table import from_item, record, strip, to_item, values, write_conflicted
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -529,6 +530,13 @@ class EventRepository:
                     ExpressionAttributeValues=values(exp=expires_at, now=now, wrote=token, none="-", **flags, **deltas),
                 )
                 return True
+            except ServiceUnavailableError as exc:
+                # A transaction on the counts item (a dead-letter discard counting a delivery it failed) was under
+                # way: this update was not made; made again once.
+                if attempt or not write_conflicted(exc):
+                    raise
+                time.sleep(0.05)
+                continue
             except ClientError:
                 current = self._table.read(keys.event_counts(event_id))  # None when absent or expired
                 if current is not None and _wrote(current, token):

@@ -152,9 +152,25 @@ MALFORMED_REQUEST_ERRORS = frozenset({"ValidationException", "SerializationExcep
 
 def malformed_request(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a call on the table as unavailable, is DynamoDB's refusal of a request malformed
-    for its items (``MALFORMED_REQUEST_ERRORS``): the same request will be refused again."""
+    for its items (``MALFORMED_REQUEST_ERRORS``; in a transaction, an action cancelled as ``ValidationError``): the
+    same request will be refused again."""
     cause = exc.__cause__
-    return isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in MALFORMED_REQUEST_ERRORS
+    if not isinstance(cause, ClientError):
+        return False
+    reasons = cause.response.get("CancellationReasons", [])
+    return cause.response.get("Error", {}).get("Code") in MALFORMED_REQUEST_ERRORS or any(
+        reason.get("Code") == "ValidationError" for reason in reasons
+    )
+
+
+def write_conflicted(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a single-item write as unavailable, is DynamoDB's refusal of it while a
+    transaction on the same item was under way (``TransactionConflictException``, which botocore does not retry):
+    the write was not made, and may be made again."""
+    cause = exc.__cause__
+    return (
+        isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == "TransactionConflictException"
+    )
 
 
 def conditional_failure(exc: ClientError) -> bool:
