@@ -303,10 +303,11 @@ class DeliveryRepository:
     ) -> Delivery | None:
         """Fail a pending delivery without an attempt, its next attempt never to come: its event expired before it
         (nothing is left to send), or, ``kind`` ``discarded``, the message that carried it was discarded from the
-        dead-letter queue. ``as_read``: only if the delivery is still as the caller read it (no attempt since, nor
-        a hold: ``held_at``). ``also``: transaction actions made with the write, or not at all (the event's count).
-        The delivery is returned as failed; None if there is no such delivery of the tenant's, it is not pending, a
-        worker holds its lease (it moved on, or is moving on), or it changed since ``as_read``."""
+        dead-letter queue. ``as_read``: only if no attempt was made since the caller read it, nor a hold
+        (``held_at``); a claim whose lease was given back without a hold is not seen. ``also``: transaction actions
+        made with the write, or not at all (the event's count). The delivery is returned as failed; None if there is
+        no such delivery of the tenant's, it is not pending, a worker holds its lease (it moved on, or is moving on),
+        or it was attempted or held back since ``as_read``."""
         item = self._read(sub_id, delivery_id, event_id)
         if item is None:
             return None
@@ -343,8 +344,10 @@ class DeliveryRepository:
         try:
             self._table.transact([{"Put": {"Item": to_item(item), **condition}}, *also], conflict_attempts=3)
         except ClientError as exc:
+            # The delivery's condition (another write came first) or the others' (an event's counts expired).
             reasons = [reason.get("Code") for reason in exc.response.get("CancellationReasons", [])]
-            logger.info("delivery not written: a condition refused it", extra={"reasons": reasons})
+            where = {"delivery_id": item.get("id"), "subscription_id": item.get("subscription_id")}
+            logger.info("delivery not written: refused by a condition", extra={**where, "reasons": reasons})
             return False
         return True
 

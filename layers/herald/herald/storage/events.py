@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import time
 import uuid
 from collections import Counter
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Tries of a counts update that DynamoDB refuses for a transaction under way on the item (``write_conflicted``).
+COUNT_CONFLICT_TRIES = 4
 #: An event's delivery counters: the event item holds their starting values, its counts item the rest.
 #: ``filtered`` counts the subscriptions whose payload filter skipped the event at fan-out.
 EVENT_COUNTERS = ("matched", "succeeded", "failed", "fanout_open", "filtered")
@@ -477,6 +480,19 @@ class EventRepository:
             event_id, expires_at=expires_at, deltas=changes, flags={"enqueued": True}, unless_enqueued=True
         )
 
+    def _update_through_conflicts(self, **request: Any) -> None:
+        """One UpdateItem of a counts item, made again while DynamoDB refuses it for a transaction under way on the
+        item (``write_conflicted``: a dead-letter discard counting a delivery it failed), ``COUNT_CONFLICT_TRIES``
+        tries in all, a growing and spread wait between them. A refused write changed nothing."""
+        for attempt in range(COUNT_CONFLICT_TRIES):
+            try:
+                self._table.call("update_item", **request)
+                return
+            except ServiceUnavailableError as exc:
+                if attempt == COUNT_CONFLICT_TRIES - 1 or not write_conflicted(exc):
+                    raise
+                time.sleep(0.05 * 2**attempt * random.uniform(1.0, 1.5))  # noqa: S311 - a spread, not cryptography
+
     def _update_counts(
         self,
         event_id: str,
@@ -521,8 +537,7 @@ class EventRepository:
         key = to_item(keys.event_counts(event_id))
         for attempt in range(2):
             try:
-                self._table.call(
-                    "update_item",
+                self._update_through_conflicts(
                     Key=key,
                     UpdateExpression=expression,
                     ConditionExpression=condition,
@@ -530,13 +545,6 @@ class EventRepository:
                     ExpressionAttributeValues=values(exp=expires_at, now=now, wrote=token, none="-", **flags, **deltas),
                 )
                 return True
-            except ServiceUnavailableError as exc:
-                # A transaction on the counts item (a dead-letter discard counting a delivery it failed) was under
-                # way: this update was not made; made again once.
-                if attempt or not write_conflicted(exc):
-                    raise
-                time.sleep(0.05)
-                continue
             except ClientError:
                 current = self._table.read(keys.event_counts(event_id))  # None when absent or expired
                 if current is not None and _wrote(current, token):
