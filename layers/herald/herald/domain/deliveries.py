@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from herald import ids
 from herald.domain import subscriptions
 from herald.errors import EventExpiredError, NotFoundError, ServiceUnavailableError
 from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
+from herald.queue import MAX_DELAY_SECONDS
 from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
+from herald.storage.deliveries import kept_until
 from herald.storage.table import malformed_request
 
 if TYPE_CHECKING:
@@ -118,9 +120,8 @@ def _fail_one(
     services: Services, message: DeliveryMessage, stored: StoredEvent | None, now: datetime
 ) -> Delivery | None:
     """``fail_discarded`` for one delivery (``stored``: its event as read): the delivery failed now, or None."""
-    if stored is not None and (
-        (not stored.event.broadcast and stored.event.tenant_id != message.tenant_id)
-        or not stored.has_delivery(message.subscription_id, message.delivery_id)
+    if stored is not None and not (
+        stored.named_by(message.tenant_id, None) and stored.has_delivery(message.subscription_id, message.delivery_id)
     ):
         stored = None  # an event published again under its id since: not this delivery's
     # Counted failed on its event, with its write, unless the event reads its counts from its deliveries.
@@ -162,7 +163,7 @@ def _carried_on(services: Services, state: DeliveryState, now: datetime) -> bool
     due = state.delivery.next_attempt_at
     if (due is not None and due > now) or state.lease_until >= now.timestamp():
         return True
-    horizon = 2 * services.settings.breaker_max_open_seconds + 900
+    horizon = 2 * services.settings.breaker_max_open_seconds + MAX_DELAY_SECONDS
     return state.held_at > now.timestamp() - horizon
 
 
@@ -189,8 +190,6 @@ def _fail_unwritten(
         created_at=created,
         updated_at=now,
     )
-    # Kept as long as a delivery's log, and never less than its event (``worker.dispatch._Job.expiry``).
-    retention = int((now + timedelta(days=services.settings.attempt_ttl_days)).timestamp())
-    expires_at = max(retention, stored.expires_at or 0)
+    expires_at = kept_until(now, services.settings.attempt_ttl_days, stored.expires_at)
     written = services.store.deliveries.list_new(delivery, scheduled_attempts=0, expires_at=expires_at, also=also)
     return delivery if written else None

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -83,6 +83,14 @@ class DeliveryState:
     #: When a worker last held the delivery back without an attempt, a copy of its message carrying it on (epoch
     #: seconds, 0 if not since the item's last write): ``release``, ``list_new``, a hand-over to the slow lane.
     held_at: float = 0.0
+
+
+def kept_until(now: datetime, attempt_ttl_days: float, event_expires_at: int | None) -> int:
+    """When a delivery's item and its attempts written at ``now`` expire (epoch seconds): after the attempt log's
+    retention (``attempt_ttl_days``), and never before its event (``HERALD_ATTEMPT_TTL_DAYS`` may be shorter than
+    the event is kept): while the event is there, its delivery is found, so a redelivery or a late copy of a message
+    never makes it anew."""
+    return max(int((now + timedelta(days=attempt_ttl_days)).timestamp()), event_expires_at or 0)
 
 
 def state_of(item: dict[str, Any]) -> DeliveryState:

@@ -33,7 +33,7 @@ from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, Progress, send_attempt
 from herald.signing import signature_header
-from herald.storage.deliveries import HELD_AT, stats_from_stream
+from herald.storage.deliveries import HELD_AT, kept_until, stats_from_stream
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import Skip, latest_start
@@ -69,10 +69,8 @@ class _Job:
         return self.stored.event
 
     def expiry(self, worker: Worker) -> int:
-        """When the delivery's item and its attempts written now expire: after the attempt log's retention, and
-        never before the event (``HERALD_ATTEMPT_TTL_DAYS`` may be shorter than the event is kept): while the
-        event is there, its delivery is found, so a redelivery or a late copy of a message never makes it anew."""
-        return max(worker.attempt_expiry(self.now), self.stored.expires_at or 0)
+        """When the delivery's item and its attempts written now expire (``kept_until``)."""
+        return kept_until(self.now, worker.settings.attempt_ttl_days, self.stored.expires_at)
 
     @property
     def previous(self) -> Delivery | None:
