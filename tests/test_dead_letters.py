@@ -17,6 +17,7 @@ from herald import faults
 from herald.messages import DeliveriesMessage, DeliveryMessage, PlannedDelivery, dump_message
 from herald.queue import REDRIVES_ATTRIBUTE
 from herald.records import Trigger
+from herald.storage import keys
 from herald.storage.deliveries import delivery_key
 from herald.storage.table import to_item
 from tests.api_support import assert_error
@@ -1216,6 +1217,44 @@ def test_a_discarded_stale_copy_leaves_a_delivery_a_rate_limit_holds_back_to_its
             step(harness, clock, 2)
         assert sorted(got.headers["webhook-id"] for got in receiver.received) == sorted(events)
         assert {d["status"] for d in deliveries(client, tenant, sub_id)} == {"succeeded"}
+    finally:
+        harness.close()
+
+
+def test_a_discarded_stale_copy_leaves_a_delivery_postponed_far_behind_a_rate_limit_backlog_to_its_held_copy(
+    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver
+) -> None:
+    # GIVEN a worker 2 h 45 min behind real time, and a rate-limited subscription whose slots are taken until a
+    # minute before real time (a backlog other workers reserved): an event's first delivery is postponed without an
+    # attempt, a copy of its message scheduled for its slot, its hold's end within SQS's longest delay of real time,
+    # its start older than any hold's longest (2 h 15 min with the default breaker)
+    clock = Clock(time.time() - 9900)
+    harness = make_harness(services, aws, clock=clock)
+    try:
+        sub = subscribe(client, tenant, receiver.url, rate_limit=1)
+        sub_id = sub.id
+        store = harness.services.store
+        store.client.put_item(
+            TableName=store.table_name,
+            Item=to_item({**keys.rate_slot(sub_id), "tat": clock() + 9840, "expires_at": int(clock()) + 86_400}),
+        )
+        event_id = publish(client, tenant.id)
+        harness.drain()
+        (held,) = deliveries(client, tenant, sub_id, status="pending")
+        assert (held["attempts"], held["next_attempt_at"], receiver.received) == (0, None, [])
+        # AND a stale copy of its first message back in the dead-letter queue after its redrives
+        stale = DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub_id, delivery_id=held["id"])
+        _back_after_its_redrives(harness, dump_message(stale))
+        # WHEN the operator discards it
+        assert len(discard(client, all_poison=True)["discarded"]) == 1
+        # THEN the delivery is left to its held copy, which delivers it at its slot
+        assert deliveries(client, tenant, sub_id, status="pending") == [held]
+        clock.advance(9840 + 1)
+        harness.worker.sweep()
+        harness.drain()
+        (got,) = receiver.received
+        assert verify(sub.secret, got)["type"] == "invoice.paid"
+        assert only_delivery(client, tenant, sub_id)["status"] == "succeeded"
     finally:
         harness.close()
 

@@ -154,14 +154,21 @@ FAILED_ONE = {DeliveryStatus.FAILED.value: 1}
 def _carried_on(services: Services, state: DeliveryState, now: datetime) -> bool:
     """Whether another copy of the delivery's message may still carry it on: its next attempt is still to come
     (a retry scheduled), a worker holds its lease, or a worker held it back without an attempt, a copy of the
-    message carrying it on (``held_at``: a rate limit, an open breaker, the slow lane, a put-off), recently enough
-    that the copy may not have come back yet. A copy held back comes back within the longest hold: an open
-    breaker's (``breaker_max_open_seconds`` and its spread), SQS's longest delay and a sweep's lateness; twice the
-    breaker's longest, and 15 minutes more, bound them all but a rate limit's postponement behind a backlog of
-    more than that, or a slow lane as far behind. What the discarded message itself left (an expired lease: its
-    worker died) says nothing of another copy."""
+    message carrying it on (a rate limit, an open breaker, the slow lane, a put-off), and that copy may not have
+    come back yet:
+
+    - its hold's end (``held_until``: a rate limit's slot, however far behind a backlog, an open breaker's end, a
+      put-off) is less than 15 minutes past: SQS's longest delay bounds how late a scheduled copy is queued;
+    - or it was held (``held_at``) recently enough for any hold: a copy forwarded at once (the slow lane) comes back
+      once that lane gets to it, and an item written before holds said their end names only when. Twice the
+      breaker's longest hold (``breaker_max_open_seconds`` and its spread) and 15 minutes more bound every hold but a
+      slow lane further behind.
+
+    What the discarded message itself left (an expired lease: its worker died) says nothing of another copy."""
     due = state.delivery.next_attempt_at
     if (due is not None and due > now) or state.lease_until >= now.timestamp():
+        return True
+    if state.held_until > now.timestamp() - MAX_DELAY_SECONDS:
         return True
     horizon = 2 * services.settings.breaker_max_open_seconds + MAX_DELAY_SECONDS
     return state.held_at > now.timestamp() - horizon

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -65,6 +66,9 @@ FIRST_ATTEMPT = "first_attempt"
 STATS_FROM_STREAM = "stats_from_stream"
 #: When a worker last gave the delivery back without an attempt, a copy of its message held back to carry it on.
 HELD_AT = "held_at"
+#: When that copy comes back, as the hold named it (epoch seconds, rounded up): a copy forwarded at once names the
+#: moment it was held, and one held for later its end (a rate limit's slot, an open breaker's end, a put-off).
+HELD_UNTIL = "held_until"
 #: An attempt's fields that its delivery holds already: left out of an attempt kept inside the delivery.
 _OF_THE_DELIVERY = ("delivery_id", "event_id", "subscription_id", "tenant_id")
 
@@ -83,6 +87,21 @@ class DeliveryState:
     #: When a worker last held the delivery back without an attempt, a copy of its message carrying it on (epoch
     #: seconds, 0 if not since the item's last write): ``release``, ``list_new``, a hand-over to the slow lane.
     held_at: float = 0.0
+    #: When that copy comes back (``HELD_UNTIL``; 0 if the hold did not say, as an item written before did not).
+    held_until: float = 0.0
+
+
+class Hold(NamedTuple):
+    """A delivery held back without an attempt, a copy of its message carrying it on (epoch seconds): when, and
+    when the copy comes back (now, for a copy forwarded at once)."""
+
+    at: float
+    until: float
+
+    def attributes(self) -> dict[str, int]:
+        """What the delivery's item says of it: ``held_at``, and ``held_until`` rounded up, as ``schedule.hold``
+        rounds the copy's wait."""
+        return {HELD_AT: int(self.at), HELD_UNTIL: max(int(self.at), math.ceil(self.until))}
 
 
 def kept_until(now: datetime, attempt_ttl_days: float, event_expires_at: int | None) -> int:
@@ -102,6 +121,7 @@ def state_of(item: dict[str, Any]) -> DeliveryState:
         lease_until=float(item.get("lease_until", 0)),
         carried={FIRST_ATTEMPT: item[FIRST_ATTEMPT]} if FIRST_ATTEMPT in item else {},
         held_at=float(item.get(HELD_AT, 0)),
+        held_until=float(item.get(HELD_UNTIL, 0)),
     )
 
 
@@ -312,10 +332,10 @@ class DeliveryRepository:
         """Fail a pending delivery without an attempt, its next attempt never to come: its event expired before it
         (nothing is left to send), or, ``kind`` ``discarded``, the message that carried it was discarded from the
         dead-letter queue. ``as_read``: only if no attempt was made since the caller read it, nor a hold
-        (``held_at``); a claim whose lease was given back without a hold is not seen. ``also``: transaction actions
-        made with the write, or not at all (the event's count). The delivery is returned as failed; None if there is
-        no such delivery of the tenant's, it is not pending, a worker holds its lease (it moved on, or is moving on),
-        or it was attempted or held back since ``as_read``."""
+        (``held_at``, ``held_until``); a claim whose lease was given back without a hold is not seen. ``also``:
+        transaction actions made with the write, or not at all (the event's count). The delivery is returned as
+        failed; None if there is no such delivery of the tenant's, it is not pending, a worker holds its lease (it
+        moved on, or is moving on), or it was attempted or held back since ``as_read``."""
         item = self._read(sub_id, delivery_id, event_id)
         if item is None:
             return None
@@ -334,13 +354,16 @@ class DeliveryRepository:
                 "updated_at": now,
             }
         )
-        kept = {key: value for key, value in item.items() if key not in {"lease_token", "lease_until", HELD_AT}}
+        kept = {
+            key: value for key, value in item.items() if key not in {"lease_token", "lease_until", HELD_AT, HELD_UNTIL}
+        }
         written = {**kept, **_index(failed), **record(failed)}
-        # Refused if settled, attempted or leased meanwhile (or, with ``held_at``, held back).
+        # Refused if settled, attempted or leased meanwhile (or, with ``as_read``, held back).
         condition = _unchanged_and_unleased(state.delivery, now.timestamp())
         if as_read is not None:
-            condition["ConditionExpression"] += " AND (attribute_not_exists(held_at) OR held_at = :held_at)"
-            condition["ExpressionAttributeValues"] |= values(held_at=as_read.held_at)
+            for name, held in ((HELD_AT, as_read.held_at), (HELD_UNTIL, as_read.held_until)):
+                condition["ConditionExpression"] += f" AND (attribute_not_exists({name}) OR {name} = :{name})"
+                condition["ExpressionAttributeValues"] |= values(**{name: held})
         if not also:
             return failed if self._table.put_if(written, **condition) else None
         return failed if self._written_with(written, condition, also) else None
@@ -359,11 +382,11 @@ class DeliveryRepository:
             return False
         return True
 
-    def release(self, delivery: Delivery, token: str, *, held: bool = False) -> None:
-        """Give a lease back without an attempt (``delivery`` as claimed); ``held``: the delivery is held back, a
-        copy of its message carrying it on, and the item says when (``held_at``). The delivery gets its index
-        entries if its claim left them out: it waits, listed as what it is, for its next look."""
-        entries = {**_index(delivery), **({HELD_AT: self._table.now()} if held else {})}
+    def release(self, delivery: Delivery, token: str, *, held: Hold | None = None) -> None:
+        """Give a lease back without an attempt (``delivery`` as claimed); ``held``: the delivery is held back, a copy
+        of its message carrying it on, and the item says when and until when. The delivery gets its index entries if
+        its claim left them out: it waits, listed as what it is, for its next look."""
+        entries = {**_index(delivery), **(held.attributes() if held is not None else {})}
         listed = f"SET {', '.join(f'{key} = :{key}' for key in entries)} " if entries else ""
         with contextlib.suppress(ClientError):  # not ours any more: nothing to give back
             self._table.call(
@@ -375,15 +398,22 @@ class DeliveryRepository:
             )
 
     def list_new(
-        self, delivery: Delivery, *, scheduled_attempts: int, expires_at: int, also: Sequence[dict[str, Any]] = ()
+        self,
+        delivery: Delivery,
+        *,
+        scheduled_attempts: int,
+        expires_at: int,
+        held: Hold | None = None,
+        also: Sequence[dict[str, Any]] = (),
     ) -> bool:
         """Store a new delivery without an attempt, listed under its status, unless it exists already (False): one
         that waits (its first receive made none: the slow lane, an open breaker or a rate limit holds it back, and a
-        copy of its message carries it on: ``held_at``), or one failed before any (its message discarded from the
-        dead-letter queue: ``also`` as ``fail_unsendable`` takes it)."""
+        copy of its message carries it on: ``held``, now if not said), or one failed before any
+        (its message discarded from the dead-letter queue: ``also`` as ``fail_unsendable`` takes it)."""
         item = _item(delivery, scheduled_attempts=scheduled_attempts, expires_at=expires_at)
         if delivery.status is DeliveryStatus.PENDING:
-            item[HELD_AT] = self._table.now()
+            now = self._table.now()
+            item |= (held or Hold(now, now)).attributes()
         if also:
             return self._written_with(item, {"ConditionExpression": "attribute_not_exists(pk)"}, also)
         try:

@@ -60,8 +60,9 @@ STORAGE_ATTRIBUTES = frozenset(
         "lease_token",
         "lease_until",
         "scheduled_attempts",
-        # When a worker last held a delivery back without an attempt, its message carried on by a copy.
+        # When a worker last held a delivery back without an attempt, its message carried on by a copy, and until when.
         "held_at",
+        "held_until",
         # A delivery's first attempt, kept inside its item (``storage.deliveries``): read as an attempt.
         "first_attempt",
         # A new delivery whose first attempt its stats count from the table's stream (``storage.deliveries``).

@@ -33,7 +33,7 @@ from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, Progress, send_attempt
 from herald.signing import signature_header
-from herald.storage.deliveries import HELD_AT, kept_until, stats_from_stream
+from herald.storage.deliveries import Hold, kept_until, stats_from_stream
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import Skip, latest_start
@@ -356,16 +356,18 @@ def _count_event(worker: Worker, job: _Job, settled: Delivery) -> None:
     worker.books.settled(job.event.id, expires_at, job.previous, settled)
 
 
-async def _release(worker: Worker, job: _Job, token: str | None) -> None:
-    """Give the delivery's lease back before it waits without an attempt."""
+async def _release(worker: Worker, job: _Job, token: str | None, until: float) -> None:
+    """Give the delivery's lease back before it waits without an attempt, a copy of its message carrying it on from
+    ``until`` (epoch seconds): the item says so (``Hold``)."""
     if token is not None:
-        await worker.io(worker.store.deliveries.release, job.delivery, token, held=True)
+        await worker.io(worker.store.deliveries.release, job.delivery, token, held=Hold(worker.clock(), until))
     else:  # a new delivery, not written yet: it waits listed as pending, as a released one does
         await worker.io(
             worker.store.deliveries.list_new,
             job.delivery,
             scheduled_attempts=job.scheduled,
             expires_at=job.expiry(worker),
+            held=Hold(worker.clock(), until),
         )
 
 
@@ -381,7 +383,7 @@ async def _diverted(
         job.record,
         sub,
         single_shot=job.single_shot,
-        release=lambda: _release(worker, job, token),
+        release=lambda until: _release(worker, job, token, until),
         log=job.log,
     )
 
@@ -389,10 +391,10 @@ async def _diverted(
 async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | None, postpone: float) -> None:
     """The attempt waits ``postpone`` seconds for the subscription's rate limit, its lease given back: neither an
     attempt nor a step of the schedule; the message comes back for its slot."""
-    await _release(worker, job, token)
+    until = worker.clock() + postpone
+    await _release(worker, job, token, until)
     worker.metrics.add(Metric.POSTPONED)
     logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
-    until = worker.clock() + postpone
     await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
 
 
@@ -402,9 +404,10 @@ async def _put_off(
     """The invocation has no time left for the attempt's whole timeout (no connection came in time, by default): the
     attempt is put off, its lease given back, and its message comes back shortly, as when the claim finds too little
     time (``_not_due``). Not an attempt, nor a step of the schedule."""
-    await _release(worker, job, token)
+    until = worker.clock() + SHORT_RETRY_SECONDS
+    await _release(worker, job, token, until)
     logger.info(f"attempt put off: {why}", extra=job.log)
-    await hold_shortly(worker, job.message, job.record)
+    await hold(worker, job.message, job.record, until)
 
 
 async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> Outcome | None:
@@ -500,7 +503,7 @@ async def _forwarded(worker: Worker, job: _Job, sub: Subscription, token: str | 
     waited for a connection or a slot (another of its attempts in this worker was slow to answer), as
     ``_diverted`` would have forwarded it before."""
     return await lanes.forwarded(
-        worker, job.message, job.record, sub, release=lambda: _release(worker, job, token), log=job.log
+        worker, job.message, job.record, sub, release=lambda until: _release(worker, job, token, until), log=job.log
     )
 
 
@@ -534,7 +537,8 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         }
     )
     # A hand-over says when on the item, as a delivery held back does: its copy on the slow lane carries it on.
-    carried = {**job.carried, HELD_AT: int(worker.clock())} if outcome.handed_over else job.carried
+    now = worker.clock()
+    carried = {**job.carried, **Hold(now, now).attributes()} if outcome.handed_over else job.carried
     recorded = await _record(worker, job, settled, attempt, token=token, scheduled=scheduled, carried=carried)
     streamed = stats_from_stream(settled, attempt, token=token, job_id=job.message.job_id)
     if not recorded and token is None and job.message.job_id is None:

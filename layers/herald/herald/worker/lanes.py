@@ -99,7 +99,7 @@ async def diverted(
     sub: Subscription,
     *,
     single_shot: bool,
-    release: Callable[[], Awaitable[Any]],
+    release: Callable[[float], Awaitable[Any]],
     log: dict[str, Any],
 ) -> bool:
     """Before an attempt: forward a slow subscription's delivery to the slow lane, or hold it while its
@@ -128,7 +128,7 @@ async def probe_taken_elsewhere(
     sub: Subscription,
     *,
     single_shot: bool,
-    release: Callable[[], Awaitable[Any]],
+    release: Callable[[float], Awaitable[Any]],
     log: dict[str, Any],
 ) -> bool:
     """Right before a scheduled attempt to a subscription whose breaker is half-open, with its connection (and
@@ -186,14 +186,14 @@ async def _held_by_breaker(
     sub: Subscription,
     wait: float,
     *,
-    release: Callable[[], Awaitable[Any]],
+    release: Callable[[float], Awaitable[Any]],
     log: dict[str, Any],
 ) -> None:
-    await release()
-    worker.metrics.add(Metric.BREAKER_HELD)
     wait += worker.rng.uniform(0, max(1.0, wait * HOLD_SPREAD))
-    logger.info("delivery held by the circuit breaker", extra={**log, "held_seconds": round(wait, 1)})
     until = worker.clock() + wait
+    await release(until)
+    worker.metrics.add(Metric.BREAKER_HELD)
+    logger.info("delivery held by the circuit breaker", extra={**log, "held_seconds": round(wait, 1)})
     await hold(worker, for_later(worker, message, sub, until), record, until)
 
 
@@ -209,7 +209,7 @@ async def forwarded(
     record: SQSRecord,
     sub: Subscription,
     *,
-    release: Callable[[], Awaitable[Any]],
+    release: Callable[[float], Awaitable[Any]],
     log: dict[str, Any],
     half_open: bool = False,
 ) -> bool:
@@ -221,7 +221,7 @@ async def forwarded(
         return False
     if on_slow_lane(worker, record):
         return False
-    await release()
+    await release(now)
     worker.metrics.add(Metric.TO_SLOW_LANE)
     logger.info("delivery forwarded to the slow lane", extra=log)
     await hold(worker, message.model_copy(update={"lane": "slow"}), record, now)
