@@ -227,6 +227,27 @@ def test_a_transform_that_copies_a_long_string_for_each_of_its_references_stops_
     assert peak < 16 * MAX_BODY_BYTES
 
 
+def test_a_transform_that_flattens_many_references_to_one_list_stops_before_it_builds_the_list() -> None:
+    # GIVEN a transform that gives nothing to flatten on the catalog's example (so it is accepted when set), and
+    # otherwise makes 6^5 references to a list of 6^5 references to the event, then flattens them into 6^10 entries:
+    # each stage costs a few steps, the last flatten's list gigabytes
+    stages = " | ".join(["[" + ",".join(["@"] * 6) + "][]"] * 5)
+    expression = f"[@][?data.invoice_id != '{INVOICE['data']['invoice_id']}'] | {stages} | [@] | {stages} | []"
+    compiled = check_transform(expression, {"invoice.paid": INVOICE})
+    # WHEN it is applied to another invoice
+    other = {**INVOICE, "data": {**INVOICE["data"], "invoice_id": "in_other"}}
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransformError) as caught:
+            compiled.apply(other)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # THEN its step budget stops it before the merged list is built: a few megabytes, not the function's memory
+    assert caught.value.reason == "too_costly"
+    assert peak < 16 * MAX_BODY_BYTES
+
+
 @pytest.mark.parametrize(
     "expression",
     [

@@ -203,9 +203,19 @@ class _BoundedInterpreter(TreeInterpreter):
         return super().visit_comparator({"type": "comparator", "value": node["value"], "children": operands}, value)
 
     def visit_flatten(self, node: Any, value: Any) -> Any:
-        result = super().visit_flatten(node, value)
-        self.spend(len(result) if isinstance(result, list) else 0)
-        return result
+        # Charged before the merged list is built: a list of k references to one list of m entries cost about k + m
+        # steps to make, and flattens into k x m entries.
+        base = self.visit(node["children"][0], value)
+        if not isinstance(base, list):
+            return None
+        self.spend(sum(len(element) if isinstance(element, list) else 1 for element in base))
+        merged: list[Any] = []
+        for element in base:
+            if isinstance(element, list):
+                merged.extend(element)
+            else:
+                merged.append(element)
+        return merged
 
     def visit_slice(self, node: Any, value: Any) -> Any:
         result = super().visit_slice(node, value)
