@@ -263,6 +263,50 @@ def test_a_recovery_page_that_did_not_queue_finishes_when_a_delivery_is_retried_
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_later_recovery_page_that_did_not_queue_finishes_when_its_delivery_is_retried_meanwhile(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN deliveries that failed during an outage, the endpoint back, and a recovery of one delivery a page whose
+    # worker died on its second page, after taking that page's ticket and before queueing its message
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    monkeypatch.setattr("herald.worker.jobs.PAGE_SIZE", 1)
+    pages = 0
+
+    async def dies_on_the_second_page(worker: Any, messages: Any) -> Any:
+        nonlocal pages
+        pages += 1
+        if pages == 2:
+            monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", try_send_concurrently)
+            raise RuntimeError("the invocation ended here")
+        return await try_send_concurrently(worker, messages)
+
+    monkeypatch.setattr("herald.worker.jobs.try_send_concurrently", dies_on_the_second_page)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    (left,) = harness.services.store.jobs.open_tickets(job["id"], None)
+    # WHEN the tenant retries that page's delivery by hand meanwhile, and it succeeds (the pages after the first
+    # now start at other deliveries)
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{left}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    harness.drain()
+    # AND the recovery's message comes back and lists its pages again
+    for _ in range(3):
+        clock.advance(HOUR)
+        harness.reveal()
+        harness.drain()
+    # THEN the job finishes: the ticket its page left is settled as skipped, the others were sent, nothing twice
+    state = progress(client, tenant, sub.id, job["id"])
+    counts = harness.services.store.jobs.ticket_counts(job["id"])
+    assert state["status"] == "done", (state, counts)
+    assert (counts["open"], counts["skipped"], counts["sent"]) == (0, 1, len(seen["missed"]) - 1)
+    assert {d["event_id"] for d in deliveries(client, tenant, sub.id, status="failed")}.isdisjoint(seen["missed"])
+    assert sorted(r.headers["webhook-id"] for r in receiver.received[-len(seen["missed"]) :]) == sorted(seen["missed"])
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_a_recovery_page_sent_in_part_keeps_the_tickets_of_the_messages_that_went_out(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

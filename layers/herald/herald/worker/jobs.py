@@ -85,13 +85,13 @@ async def _take(worker: Worker, job_id: str, delivery_id: str, *, page: str = ""
     )
 
 
-async def _settle_left_behind(worker: Worker, job: RecoveryJob, page: str, listed: set[str]) -> None:
-    """Settle the tickets an earlier run of this page took for deliveries it lists no more. That run died between taking
-    them and queueing their messages, or its send failed and it kept the tickets of messages SQS may hold (or giving the
-    others back failed too): a delivery retried by hand since is no longer failed, and its ticket, with no message to
-    settle it, would hold the job ``running`` for good. Settled as its message would have: ``skipped`` when the delivery
-    is no longer failed, ``failed`` when it is gone. A delivery still failed (listed on another page now) keeps its
-    ticket for it."""
+async def _settle_left_behind(worker: Worker, job: RecoveryJob, page: str | None, listed: set[str]) -> None:
+    """Settle the tickets an earlier run of this page (of any page: ``page`` None) took for deliveries it lists no more
+    (``listed``). That run died between taking them and queueing their messages, or its send failed and it kept the
+    tickets of messages SQS may hold (or giving the others back failed too): a delivery retried by hand since is no
+    longer failed, and its ticket, with no message to settle it, would hold the job ``running`` for good. Settled as
+    its message would have: ``skipped`` when the delivery is no longer failed, ``failed`` when it is gone. A delivery
+    still failed (listed on another page now) keeps its ticket for it."""
     store = worker.store
     for delivery_id in await worker.io(store.jobs.open_tickets, job.id, page):
         if delivery_id in listed:
@@ -163,6 +163,11 @@ async def run_recovery(
     # tickets to settle, and reading the job's tickets (every one of them, filtered) on each page would cost as
     # much as the job's size for every page.
     rerun = redriven or receive_count(record) > 1
+    if rerun:
+        # A page is known by its cursor, the last key of the page before it: pages after the first start elsewhere
+        # once a delivery listed before is failed no more, so an earlier run's pages are not all this run's. Their
+        # tickets left behind are settled once, here; each page then settles what changed since.
+        await _settle_left_behind(worker, job, None, set())
     while True:
         if not rerun and await _subscription_deleted(worker, job):
             # Nothing of it can be sent any more: the pages not listed yet would only queue attempts that fail, a
