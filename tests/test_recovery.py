@@ -972,6 +972,113 @@ def test_a_redelivery_run_again_after_its_deliveries_were_made_sends_nothing_mor
     assert harness.counts() == (0, 0)
 
 
+def _counted(counts: dict[str, Any]) -> tuple[int, int, int, int]:
+    return counts["matched"], counts["pending"], counts["succeeded"], counts["failed"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_a_redelivery_while_the_fanouts_deliveries_are_queued_counts_each_subscription_once(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    clock.now = time.time()
+    # GIVEN an event fanned out to three subscriptions, its deliveries queued and none made yet (behind a backlog)
+    subs = [subscribe(client, tenant, receiver.url) for _ in range(3)]
+    event_id = publish(client, tenant.id)
+    harness.poller.poll_once()
+    assert _counted(event_counts(client, event_id)) == (3, 3, 0, 0)
+    assert receiver.received == []
+    # WHEN the operator redelivers it, and the queue is worked
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    harness.drain()
+    step(harness, clock, 60)
+    # THEN each subscription got it once (the redelivery's first delivery and the fan-out's are one delivery), and
+    # the event counts each once: none left pending
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == [event_id] * 3
+    assert _counted(event_counts(client, event_id)) == (3, 0, 3, 0)
+    assert [only_delivery(client, tenant, sub.id)["status"] for sub in subs] == ["succeeded"] * 3
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_a_redelivery_before_the_events_fanout_waits_for_it_and_counts_each_subscription_once(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    clock.now = time.time()
+    # GIVEN an event to two subscriptions whose fan-out message has not run yet (held back: taken off the queue)
+    for _ in range(2):
+        subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    queue_url = harness.services.settings.queue_url
+    (fanout,) = harness.sqs.receive_message(QueueUrl=queue_url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=fanout["ReceiptHandle"])
+    assert json.loads(fanout["Body"])["kind"] == "fanout"
+    # WHEN the operator redelivers it, and its job runs first: it waits for the fan-out, sending nothing
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    harness.drain()
+    assert receiver.received == []
+    assert _counted(event_counts(client, event_id)) == (0, 0, 0, 0)
+    # AND the fan-out runs, then the redelivery once its wait is over
+    harness.sqs.send_message(QueueUrl=queue_url, MessageBody=fanout["Body"])
+    harness.drain()
+    step(harness, clock, 60)
+    step(harness, clock, 60)
+    # THEN each subscription got it from the fan-out, then once more from the redelivery (a manual attempt), and the
+    # event counts each once
+    assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id] * 4
+
+
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
+def test_a_redelivery_of_an_event_whose_fanout_never_ends_goes_on_after_its_waits(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.now = time.time()
+    monkeypatch.setattr("herald.worker.jobs.FANOUT_WAITS", 2)
+    # GIVEN an event to two subscriptions whose fan-out message is gone (discarded from the dead-letter queue)
+    subs = [subscribe(client, tenant, receiver.url) for _ in range(2)]
+    event_id = publish(client, tenant.id)
+    queue_url = harness.services.settings.queue_url
+    (fanout,) = harness.sqs.receive_message(QueueUrl=queue_url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=fanout["ReceiptHandle"])
+    # WHEN the operator redelivers it: its job waits for the fan-out, twice here
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    harness.drain()
+    step(harness, clock, 60)
+    assert receiver.received == []
+    step(harness, clock, 60)
+    # THEN it goes on after its last wait: each subscription gets its first delivery, counted once
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id] * 2
+    assert [only_delivery(client, tenant, sub.id)["status"] for sub in subs] == ["succeeded"] * 2
+    assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
+
+
+def test_a_redelivery_page_run_again_queues_what_it_counted_not_a_subscription_made_since(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    clock.now = time.time()
+    # GIVEN an event delivered to one subscription, a second made after it, and a redelivery of the event: once more
+    # to the first, for the first time to the second, counted
+    receivers = [make_receiver() for _ in range(3)]
+    subscribe(client, tenant, receivers[0].url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    subscribe(client, tenant, receivers[1].url)
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    (job_message,) = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    harness.drain()
+    assert [len(r.received) for r in receivers] == [2, 1, 0]
+    assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
+    # WHEN a third subscription is made, and the job's message runs again
+    third = subscribe(client, tenant, receivers[2].url)
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=json.dumps(job_message))
+    harness.drain()
+    step(harness, clock, 60)
+    # THEN the page queues what its first run counted: nothing more is sent, the third subscription included, and the
+    # counts still add up
+    assert [len(r.received) for r in receivers] == [2, 1, 0]
+    assert deliveries(client, tenant, third.id) == []
+    assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
+
+
 def test_only_the_operator_redelivers(client, tenant: TenantInfo, receiver: Receiver) -> None:
     subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)

@@ -200,6 +200,8 @@ class RedeliverMessage(_Message):
     #: event, which a message of the old one (redriven from the dead-letter queue days on) leaves alone. None in a
     #: message queued before messages carried it (then left out of the JSON).
     event_ms: int | None = None
+    #: How often this tenant's page waited for the event's fan-out to finish (``jobs.run_redelivery``); None at first.
+    fanout_waits: int | None = None
 
 
 WorkMessage = (

@@ -625,6 +625,28 @@ class EventRepository:
             return False
         return True
 
+    def counted_subscriptions(self, event_id: str) -> frozenset[str]:
+        """The subscriptions an event's ``matched`` counts as its fan-out's and redeliveries' pages counted them (each
+        page's ``plan``: its ``subs``), read strongly, a Query page of up to 1 MB at a time. A page counted before
+        plans were kept names none; an event counted when stored names its own (``delivered_to``)."""
+        counted: set[str] = set()
+        cursor: str | None = None
+        while True:
+            items, cursor = self._table.query(
+                key={"pk": keys.event_partition(event_id)},
+                prefix=keys.FANOUT_PAGE_PREFIX,
+                limit=1000,
+                cursor=cursor,
+                consistent=True,
+            )
+            for item in items:
+                plan = item.get("plan")
+                subs = plan.get("subs") if isinstance(plan, dict) else None
+                if isinstance(subs, list):
+                    counted.update(str(sub) for sub in subs)
+            if cursor is None:
+                return frozenset(counted)
+
     def fanout_page_plan(self, event_id: str, marker: str) -> dict[str, Any] | None:
         """The ``plan`` a fan-out page was counted with (read strongly), None if it has none (counted before plans
         were kept) or is not counted."""

@@ -134,8 +134,12 @@ def _short_digest(text: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()[:12]).decode()
 
 
+#: The sort keys of an event's fan-out page markers start with this.
+FANOUT_PAGE_PREFIX = "FANOUT#"
+
+
 def fanout_page(event_id: str, marker: str) -> Key:
-    return {"pk": event_partition(event_id), "sk": f"FANOUT#{_short_digest(marker)}"}
+    return {"pk": event_partition(event_id), "sk": f"{FANOUT_PAGE_PREFIX}{_short_digest(marker)}"}
 
 
 def fanout_claim(event_id: str, position: str) -> Key:

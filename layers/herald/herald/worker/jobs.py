@@ -65,6 +65,11 @@ MIN_SECONDS_LEFT = 15.0
 #: first message coming later than this (a repeated request's, behind a backlog) lists the job again: its tickets
 #: keep every delivery to one attempt.
 LISTER_IDLE_SECONDS = 5 * 60
+#: A redelivery of an event whose fan-out is still open waits for it this long at a time (seconds), at most this many
+#: times: an hour, as long as a fan-out message failing each time takes to reach the dead-letter queue (ten receives,
+#: ``MaxReceiveCount``'s default, six minutes apart).
+FANOUT_WAIT_SECONDS = 60
+FANOUT_WAITS = 60
 #: How long a delivery's recovery lock lasts if its message never runs (the job's attempt is then given up).
 LOCK_SECONDS = 24 * 3600
 
@@ -223,13 +228,31 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     """Pages of the subscriptions an event goes to: a ticketed single attempt for each existing delivery,
     a first delivery, claimed with a lease, for a subscription that never had the event."""
     store = worker.store
-    stored = await worker.io(store.events.get, message.event_id)
+    stored = await worker.io(store.events.get_with_counts, message.event_id, live=False)
     if stored is None or not stored.named_by(message.tenant_id, message.event_ms):
         # Gone, or its id published again since it expired (the message redriven from the dead-letter queue): the
         # new event is not the one asked to be redelivered.
         logger.warning("redelivery of an event that no longer exists", extra={"event_id": message.event_id})
         return
     event = stored.event
+    log = {"job_id": message.job_id, "event_id": event.id, "tenant_id": message.tenant_id}
+    waits = message.fanout_waits or 0
+    fanning_out = message.tenant_id is not None and stored.enqueued and stored.fanout_open > 0
+    if fanning_out and waits < FANOUT_WAITS:
+        # The event's fan-out is queued and still under way: a subscription it has not counted yet would be counted
+        # here as one that never had the event, then again by the fan-out's page. Come back once it is done, or,
+        # should it never be (its message discarded from the dead-letter queue: what a redelivery is for), after the
+        # last wait. (An event whose fan-out was never queued, its publish refused, has none to wait for.)
+        later = message.model_copy(update={"fanout_waits": waits + 1, "event_ms": stored.event_ms})
+        await worker.io(worker.queue.send, later, delay_seconds=FANOUT_WAIT_SECONDS)
+        logger.info("redelivery waits for the event's fan-out", extra={**log, "waits": waits + 1})
+        return
+    if fanning_out:
+        logger.warning(
+            "redelivery goes on though the event's fan-out is still open: a page of it still to come counts its "
+            "subscriptions again",
+            extra=log,
+        )
     if message.tenant_id is None:
         # A broadcast: one redelivery message per tenant, a page of tenants at a time. Each tenant's is new: the
         # message's cursor is the tenants' listing's, not a position in that tenant's routes. The next page's
@@ -248,16 +271,15 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         return
     tenant_id = message.tenant_id
     handled = 0
+    counted = _Counted(worker, stored)
     async for found in route_pages(worker, tenant_id, event.type, message.route, message.cursor):
         marker = f"redeliver|{message.job_id}|{tenant_id}|{found.route}|{found.cursor or ''}"
         # Filters hold as at fan-out: a subscription whose filter skips the event gets nothing (not counted
         # again: the event's ``filtered`` is what its fan-out skipped).
         sub_ids, _ = matching(event, found.routed)
-        messages, first = await _redelivery_messages(worker, message, stored, tenant_id, sub_ids)
-        if first:
-            # Deliveries the original fan-out never made: the event counts them, once however often this runs.
-            count = store.events.count_fanout_page
-            await worker.io(count, event.id, marker, expires_at=stored.expires_at, matched=first)
+        messages = await _redelivery_messages(
+            worker, message, stored, tenant_id, sub_ids, marker=marker, counted=counted
+        )
         await send_concurrently(worker, messages)
         handled += len(found.routed)
         if found.last:
@@ -270,14 +292,41 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
             return
 
 
+class _Counted:
+    """The subscriptions an event's ``matched`` counts already, read once a redelivery message first needs them: those
+    its pages (the fan-out's, earlier redeliveries') counted, and those it names if counted when stored. A
+    subscription the fan-out queued whose first attempt is still to come has no delivery yet, and is one of them."""
+
+    def __init__(self, worker: Worker, stored: StoredEvent) -> None:
+        self._worker, self._stored = worker, stored
+        self._subs: frozenset[str] | None = None
+
+    async def subs(self) -> frozenset[str]:
+        if self._subs is None:
+            stored = self._stored
+            pages = await self._worker.io(self._worker.store.events.counted_subscriptions, stored.event.id)
+            self._subs = pages | (stored.delivered_to if stored.counted_when_stored else frozenset())
+        return self._subs
+
+
 async def _redelivery_messages(
-    worker: Worker, message: RedeliverMessage, stored: StoredEvent, tenant_id: str, sub_ids: list[str]
-) -> tuple[list[DeliveryMessage], int]:
-    """The messages of a page of a redelivery, and how many of them are first deliveries not counted yet in the
-    event's ``matched`` (an event counted when stored counts those it names from the start): a ticketed single
-    attempt (``manual``) for each existing delivery whose ticket this job takes, a first delivery, claimed with a
-    lease (``resumed``), for each subscription that never had the event (noted in the job's tickets: the page run
-    again later does not take that delivery for one more attempt)."""
+    worker: Worker,
+    message: RedeliverMessage,
+    stored: StoredEvent,
+    tenant_id: str,
+    sub_ids: list[str],
+    *,
+    marker: str,
+    counted: _Counted,
+) -> list[DeliveryMessage]:
+    """The messages of a page of a redelivery (``marker``): a ticketed single attempt (``manual``) for each existing
+    delivery whose ticket this job takes, a first delivery, claimed with a lease (``resumed``), for each subscription
+    that never had the event (noted in the job's tickets: the page run again later does not take that delivery for
+    one more attempt).
+
+    The first deliveries the event does not count yet (``counted``) are counted in its ``matched``, once however
+    often the page runs: the page's marker keeps what it counted and queued (its ``plan``), and the page run again
+    queues the first deliveries it counted then, not those of a subscription made since."""
     event_id = stored.event.id
     delivery_ids = {sub_id: stored.delivery_id(sub_id) for sub_id in sub_ids}
     existing = await asyncio.gather(
@@ -285,6 +334,18 @@ async def _redelivery_messages(
     )
     again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
     first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
+    if first:
+        before = await counted.subs()
+        uncounted = [sub for sub in first if sub not in before]
+        plan = {"subs": uncounted, "first": first}
+        count = worker.store.events.count_fanout_page
+        if not await worker.io(
+            count, event_id, marker, expires_at=stored.expires_at, plan=plan, matched=len(uncounted)
+        ):
+            earlier = await worker.io(worker.store.events.fanout_page_plan, event_id, marker)
+            queued = earlier.get("first") if earlier is not None else None
+            if isinstance(queued, list):
+                first = [sub for sub in first if sub in queued]
     # Before their messages are sent: a run of this page after those deliveries exist makes no extra attempt of them.
     await asyncio.gather(*(_note_first(worker, message.job_id, delivery_ids[sub]) for sub in first))
     taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
@@ -297,9 +358,7 @@ async def _redelivery_messages(
     # delivery may have a copy on the queue already (one a repeated publish queued and held back, also claimed
     # so), and of two such copies worked at once only one sends.
     messages += [DeliveryMessage.of(stored, tenant_id, sub, resumed=True) for sub in first]
-    # An event counted when stored counted the subscriptions it names in its ``matched`` already, queued or not.
-    uncounted = [sub for sub in first if not (stored.counted_when_stored and sub in stored.delivered_to)]
-    return messages, len(uncounted)
+    return messages
 
 
 async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
