@@ -224,6 +224,12 @@ def test_a_read_session_cannot_change_anything(browser: Browser, tenant: TenantI
     subs = _subscriptions(me, tenant)
     assert [s["id"] for s in subs] == [sub.id]
     assert subs[0]["enabled"] is True
+    # AND the forms of a change, opened by their links (a bookmark, a link a manager shared), say so instead
+    for path in ("/portal/endpoints/new", f"/portal/endpoints/{sub.id}/edit", f"/portal/endpoints/{sub.id}/delete"):
+        form = me.get(path)
+        assert form.status_code == 403, path
+        assert "read-only" in form.text
+        assert "<form" not in form.text.replace('<form method="post" action="/portal/logout"', "")
 
 
 def test_a_not_found_page_does_not_repeat_what_its_link_says(browser: Browser, tenant: TenantInfo) -> None:

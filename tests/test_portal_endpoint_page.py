@@ -86,6 +86,32 @@ def test_the_endpoint_page_draws_the_chart_and_shows_the_options(
     assert "invoice: data.invoice_id" in page.text
 
 
+def test_the_chart_of_a_busy_endpoint_says_from_when_it_counts(
+    browser: Browser, client: Any, tenant: TenantInfo, poller: Any, receiver: Receiver, monkeypatch: Any
+) -> None:
+    # GIVEN an endpoint with more deliveries than the chart counts (three, of two here)
+    monkeypatch.setattr("herald.portal.endpoints.CHART_DELIVERIES", 2)
+    sub = subscribe(client, tenant, receiver.url)
+    for _ in range(3):
+        publish(client, tenant.id)
+    drain(poller)
+    listed = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
+    second = sorted(datetime.fromisoformat(d["created_at"]) for d in listed)[1]
+    # WHEN the tenant opens the endpoint's page
+    me = browser()
+    sign_in(me, tenant.id)
+    page = me.get(f"/portal/endpoints/{sub.id}")
+    # THEN the chart counts the newest two, and says they are the newest two, created since the older one of them
+    assert page.status_code == 200
+    since = second.strftime("%Y-%m-%d %H:%M")
+    assert f"the newest 2 deliveries (created since {since} UTC)" in page.text
+    assert "in two-hour slots: 2 succeeded, 0 failed" in page.text
+    assert "older ones are not in it" in page.text
+    # AND an endpoint with fewer says nothing of it
+    quiet = subscribe(client, tenant, receiver.url, event_types=["order.shipped"])
+    assert "older ones are not in it" not in me.get(f"/portal/endpoints/{quiet.id}").text
+
+
 def test_the_delivery_log_and_the_listing_take_a_time_window(
     browser: Browser, client: Any, tenant: TenantInfo, poller: Any, receiver: Receiver
 ) -> None:

@@ -18,7 +18,7 @@ from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
 from herald.errors import InvalidInputError
 from herald.portal.render import moment, page
-from herald.portal.security import change_form, fields_list, visitor
+from herald.portal.security import change_form, fields_list, manager, visitor
 from herald.records import Delivery, DeliveryStatus, utcnow
 from herald.schemas import SubscriptionIn, SubscriptionUpdate
 from herald.storage.table import MAX_CURSOR_LENGTH
@@ -121,7 +121,7 @@ def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **conte
 
 @router.get("/new")
 async def new_endpoint(request: Request) -> Response:
-    guest = _guest(request)
+    guest = manager(_guest(request))
     return _form_page(
         request, guest, {"url": "", "event_types": [], "description": "", "rate_limit": None, "metadata": {}}
     )
@@ -171,13 +171,16 @@ async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the q
         since=moment(since, "since"),
         until=moment(until, "until"),
     )
-    recent = guest.services.store.deliveries.list(sub.id, status=None, limit=100, cursor=None).items
+    recent = guest.services.store.deliveries.list(sub.id, status=None, limit=CHART_DELIVERIES, cursor=None).items
     return page(
         request,
         "endpoint.html",
         guest,
         sub=sub,
         chart=recent_attempts(recent, utcnow()),
+        # A full page of the newest deliveries leaves older ones out: the chart says from when it counts.
+        chart_since=recent[-1].created_at if len(recent) == CHART_DELIVERIES else None,
+        chart_deliveries=CHART_DELIVERIES,
         stats=deliveries.stats(guest.services, sub),
         deliveries=listed.items,
         after=after,
@@ -209,6 +212,8 @@ class Bar:
 
 CHART_SLOTS = 12
 CHART_SLOT = timedelta(hours=2)
+#: The chart counts the newest deliveries, up to this many (one read): on a busy endpoint, only the latest hours.
+CHART_DELIVERIES = 100
 
 
 def recent_attempts(recent: list[Delivery], now: datetime) -> list[Bar]:
@@ -231,7 +236,7 @@ def recent_attempts(recent: list[Delivery], now: datetime) -> list[Bar]:
 
 @router.get("/{sub_id}/edit")
 async def edit_endpoint(request: Request, sub_id: str) -> Response:
-    guest = _guest(request)
+    guest = manager(_guest(request))
     sub = _find(guest, sub_id)
     return _form_page(request, guest, sub.model_dump(), sub=sub)
 
@@ -270,7 +275,7 @@ async def switch_endpoint(request: Request, sub_id: str) -> Response:
 
 @router.get("/{sub_id}/delete")
 async def confirm_delete(request: Request, sub_id: str) -> Response:
-    guest = _guest(request)
+    guest = manager(_guest(request))
     return page(request, "delete.html", guest, sub=_find(guest, sub_id))
 
 

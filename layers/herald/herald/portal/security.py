@@ -81,6 +81,18 @@ async def posted_form(request: Request) -> dict[str, list[str]]:
     return parse_qs(body, keep_blank_values=True)
 
 
+#: What a read-only session is told when it asks to change something, or for the form of a change.
+READ_ONLY = "this portal link is read-only: it can look, not change anything"
+
+
+def manager(guest: Visitor) -> Visitor:
+    """``guest``, if its session may change things: the form of a change is not shown to one that cannot send it
+    (``PermissionDeniedError``)."""
+    if not guest.can_manage:
+        raise PermissionDeniedError(READ_ONLY)
+    return guest
+
+
 async def change_form(request: Request, guest: Visitor, *, needs_manage: bool = True) -> dict[str, str]:
     """The posted form of a change, once its CSRF token and origin are checked and the session may change
     things (``CsrfError``, ``PermissionDeniedError`` otherwise). Repeated fields are joined by newlines."""
@@ -89,8 +101,8 @@ async def change_form(request: Request, guest: Visitor, *, needs_manage: bool = 
     expected = guest.session.csrf_token
     if not same_origin(request) or not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
         raise CsrfError("this change did not come from a portal page (its security token is missing or wrong)")
-    if needs_manage and not guest.can_manage:
-        raise PermissionDeniedError("this portal link is read-only: it can look, not change anything")
+    if needs_manage:
+        manager(guest)
     return fields
 
 
