@@ -267,6 +267,60 @@ def test_every_schema_problem_is_reported_at_once() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("raw", "where", "message"),
+    [
+        ({"amount_cents": {"$in": []}}, ["amount_cents", "$in"], "$in with no values never matches"),
+        ({"amount_cents": {"$not": {"$in": []}}}, ["amount_cents", "$not", "$in"], "$in with no values never matches"),
+        ({"$not": {"amount_cents": {"$in": []}}}, ["$not", "amount_cents", "$in"], "$in with no values never matches"),
+        (
+            {"$not": {"$not": {"amount_cents": {"$in": []}}}},
+            ["$not", "$not", "amount_cents", "$in"],
+            "$in with no values never matches",
+        ),
+        (
+            {"amount_cents": {"$not": {"$exists": False, "$gt": 5}}},
+            ["amount_cents", "$not"],
+            "$exists: false and $gt on the same field never match together",
+        ),
+        (
+            {"amount_cents": {"$not": {"$gt": 5, "$lt": 3}}},
+            ["amount_cents", "$not"],
+            "$gt 5 and $lt 3 leave no value that can match",
+        ),
+        (
+            {"$not": {"amount_cents": {"$gt": 5, "$lt": 3}}},
+            ["$not", "amount_cents"],
+            "$gt 5 and $lt 3 leave no value that can match",
+        ),
+    ],
+)
+def test_a_condition_that_never_matches_is_refused_saying_what_its_not_makes_of_it(
+    raw: dict[str, Any], where: list[str], message: str
+) -> None:
+    # GIVEN a condition that never matches, under no $not, one, or two
+    negated = where.count("$not") % 2 == 1
+    # WHEN the filter is set
+    with pytest.raises(InvalidFilterError) as caught:
+        check_filter(raw, SCHEMAS)
+    # THEN it is refused where the condition is, saying what the filter would do: under a $not, match every event
+    expected = f"{message}: under $not, it matches every event (leave it out)" if negated else message
+    assert [(d["loc"], d["type"], d["msg"]) for d in caught.value.details or []] == [
+        (["body", "filter", *where], "filter_contradiction", expected)
+    ]
+
+
+def test_a_value_the_schema_rules_out_under_a_not_is_refused_saying_what_its_not_makes_of_it() -> None:
+    schemas = {"ticket.changed": {"type": "object", "properties": {"status": {"enum": ["open", "closed"]}}}}
+    with pytest.raises(InvalidFilterError) as caught:
+        check_filter({"status": {"$not": {"$in": ["pending"]}}}, schemas)
+    (detail,) = caught.value.details or []
+    assert detail["msg"] == (
+        "'status' is one of ['open', 'closed']: this condition never matches: under $not, it matches every event "
+        "(leave it out)"
+    )
+
+
 def test_enum_values_and_open_objects() -> None:
     # GIVEN a type whose status is an enum and whose attributes are free-form
     schema = {

@@ -34,6 +34,7 @@ from herald.delivery_options.filters import (
     Json,
     Loc,
     compile_filter,
+    never_matches,
 )
 
 if TYPE_CHECKING:
@@ -185,7 +186,9 @@ def _condition_problems(condition: Condition, schemas: Mapping[str, Schema]) -> 
             problems.append({"loc": loc, "msg": message, "type": "filter_type_mismatch"})
     never = allowed is not None and not any(operand is None or operand in allowed for _, operand in operands)
     if never and condition.operator in ("$eq", "$in") and not problems:
-        message = f"{dotted!r} is one of {allowed!r}: this condition never matches"
+        message = never_matches(
+            f"{dotted!r} is one of {allowed!r}: this condition never matches", negated=condition.negated
+        )
         problems.append({"loc": list(condition.loc), "msg": message, "type": "filter_contradiction"})
     return problems
 

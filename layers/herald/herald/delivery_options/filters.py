@@ -102,6 +102,13 @@ class Condition:
     path: tuple[str, ...]
     operator: str
     operand: Json
+    #: Under an odd number of ``$not``: a condition that never matches makes its filter match every event.
+    negated: bool = False
+
+
+def never_matches(message: str, *, negated: bool) -> str:
+    """``message``, saying why a condition that never matches is refused: under ``$not`` it matches every event."""
+    return f"{message}: under $not, it matches every event (leave it out)" if negated else message
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,20 @@ class _Compiler:
         self.conditions: list[Condition] = []
         self.event_types: list[tuple[Loc, str]] = []
         self.empty_ranges: list[EmptyRange] = []
+        #: How many ``$not`` the condition being compiled is under.
+        self.negations = 0
+
+    @property
+    def negated(self) -> bool:
+        return self.negations % 2 == 1
+
+    def _negate(self, compile_it: Callable[[], Predicate]) -> Predicate:
+        """The negation of what ``compile_it`` compiles, compiled as under one more ``$not``."""
+        self.negations += 1
+        try:
+            return negate(compile_it())
+        finally:
+            self.negations -= 1
 
     def _counted(self, loc: Loc) -> None:
         self.count += 1
@@ -205,7 +226,7 @@ class _Compiler:
             self._counted(loc)
             if value == {}:  # the empty filter matches every event: its negation none
                 raise _fail(loc, "$not takes a non-empty filter: $not of {} never matches", "filter_invalid")
-            return negate(self.filter(value, loc))
+            return self._negate(lambda: self.filter(value, loc))
         if key == "$type":
             return self._event_type(value, loc)
         if key.startswith("$"):
@@ -237,9 +258,9 @@ class _Compiler:
         if isinstance(value, dict) and any(key.startswith("$") for key in value):
             if not all(key.startswith("$") for key in value):
                 raise _fail(loc, "an object of operators cannot also hold field names", "filter_invalid")
-            _check_exists(value, loc)
+            _check_exists(value, loc, negated=self.negated)
             if (empty := _empty_range(value)) is not None:
-                self.empty_ranges.append(EmptyRange(loc, path, empty))
+                self.empty_ranges.append(EmptyRange(loc, path, never_matches(empty, negated=self.negated)))
             return all_of([self._operator(path, key, operand, (*loc, key)) for key, operand in value.items()])
         return self._operator(path, "$eq", value, loc)
 
@@ -251,8 +272,8 @@ class _Compiler:
                 raise _fail(
                     loc, '$not on a field takes an object of operators, e.g. {"$not": {"$gt": 5}}', "filter_invalid"
                 )
-            return negate(self._field(path, operand, loc))
-        self.conditions.append(Condition(loc, path, name, operand))
+            return self._negate(lambda: self._field(path, operand, loc))
+        self.conditions.append(Condition(loc, path, name, operand, negated=self.negated))
         if name == "$exists":
             if not isinstance(operand, bool):
                 raise _fail(loc, "$exists takes true or false", "filter_invalid")
@@ -280,7 +301,8 @@ class _Compiler:
             message = f"{name} has {len(operand)} values; at most {MAX_IN}"
             raise _fail(loc, message, "filter_in_too_long")
         if name == "$in" and not operand:
-            raise _fail(loc, "$in with no values never matches", "filter_contradiction")
+            message = never_matches("$in with no values never matches", negated=self.negated)
+            raise _fail(loc, message, "filter_contradiction")
         test = on_values(get, member(operand), when_missing=None in operand)
         return test if name == "$in" else negate(test)
 
@@ -293,7 +315,7 @@ def _path(key: str, loc: Loc) -> tuple[str, ...]:
     return parts
 
 
-def _check_exists(operators: dict[str, Json], loc: Loc) -> None:
+def _check_exists(operators: dict[str, Json], loc: Loc, *, negated: bool) -> None:
     """Refuse what cannot match on one field: ``$exists: false`` beside a condition that needs a value (anything but
     ``$eq: null`` or an ``$in`` holding null)."""
     if operators.get("$exists") is False:
@@ -302,7 +324,7 @@ def _check_exists(operators: dict[str, Json], loc: Loc) -> None:
             allows_missing = operand is None or (isinstance(operand, list) and None in operand)
             if operand is not MISSING and not allows_missing:
                 message = f"$exists: false and {key} on the same field never match together"
-                raise _fail(loc, message, "filter_contradiction")
+                raise _fail(loc, never_matches(message, negated=negated), "filter_contradiction")
 
 
 def _empty_range(operators: dict[str, Json]) -> str | None:
