@@ -1167,6 +1167,45 @@ def test_a_message_whose_delivery_dynamodb_did_not_let_fail_is_not_discarded(
     assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
 
 
+@pytest.mark.parametrize(
+    ("settings_overrides", "write"),
+    [
+        # its event counted on its own: the delivery's write and its count, one transaction
+        ({"retry_schedule": "0,3600", "direct_fanout_max": 0}, "TransactWriteItems"),
+        # its event counted from its deliveries: the delivery's write alone
+        ({"retry_schedule": "0,3600"}, "PutItem"),
+    ],
+    ids=["counted-on-the-event", "counted-from-the-delivery"],
+)
+def test_a_discard_whose_write_dynamodb_refuses_as_malformed_leaves_the_delivery_and_discards_the_message(
+    client,
+    tenant: TenantInfo,
+    late: tuple[Harness, Clock],
+    receiver: Receiver,
+    write: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a due retry's message back in the dead-letter queue after its redrives
+    harness, clock = late
+    sub, event_id, waiting = _a_due_retry_back_after_its_redrives(client, tenant, harness, clock, receiver)
+    counts = event_counts(client, event_id)
+    (letter,) = dead_letters(client)["sample"]
+    # WHEN the operator discards it while DynamoDB refuses the delivery's write as malformed for its item (as it
+    # refuses an item over 400 KB: the same write would be refused again)
+    injector = faults.install(harness.services.store.table.client, f"dynamodb.{write}:invalid@call=calls:1")
+    with caplog.at_level("ERROR", logger="herald.domain.deliveries"):
+        answer = discard(client, message_ids=[letter["message_id"]])
+    # THEN the message is discarded all the same, the delivery and its event's counts are as they were, and the
+    # delivery is logged as left
+    assert injector.count("invalid") == 1
+    assert [gone["message_id"] for gone in answer["discarded"]] == [letter["message_id"]]
+    assert answer["not_discarded"] == []
+    assert only_delivery(client, tenant, sub.id) == waiting
+    assert event_counts(client, event_id) == counts
+    (left,) = [r for r in caplog.records if r.getMessage().startswith("a discarded message's delivery is left")]
+    assert cast(Any, left).delivery_id == waiting["id"]
+
+
 def test_a_discarded_message_of_several_first_deliveries_fails_each(
     client, tenant: TenantInfo, harness: Harness, make_receiver
 ) -> None:

@@ -18,10 +18,12 @@ from pydantic import ValidationError
 
 from herald import faults
 from herald.aws import dynamodb_client, secretsmanager_client, sqs_client
+from herald.errors import ServiceUnavailableError
 from herald.faults import FaultSpecError, install, parse_spec
 from herald.queue import RESEND_PAUSE_SECONDS
 from herald.services import Services
 from herald.settings import Settings
+from herald.storage.table import Table, malformed_request
 from tests.delivery_support import bulk_subscriptions
 from tests.support import ADMIN, INVOICE, TenantInfo, readme_fault_examples
 
@@ -249,6 +251,36 @@ def test_conflicts_are_dynamodb_s_transaction_errors(aws: boto3.session.Session)
     # AND reads never conflict
     assert client.get_item(TableName=TABLE, Key={"pk": {"S": "t"}}).get("Item") is None
     assert _item(client, "u") is None
+
+
+def test_invalid_writes_are_dynamodb_s_refusals_of_a_malformed_item_and_are_not_retried(
+    aws: boto3.session.Session,
+) -> None:
+    # GIVEN a client whose every write DynamoDB refuses as malformed for its item (an item over 400 KB)
+    client = dynamodb_client(aws, faults="dynamodb:invalid=1")
+    with faults.suspended():
+        _table(client)
+    # THEN a transaction is cancelled with a ValidationError reason, a single write refused with ValidationException,
+    # neither retried by botocore, and Herald's table reads both as malformed
+    with pytest.raises(ClientError) as raised:
+        client.transact_write_items(TransactItems=[{"Put": {"TableName": TABLE, "Item": {"pk": {"S": "t"}}}}])
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert [reason["Code"] for reason in raised.value.response["CancellationReasons"]] == ["ValidationError"]
+    assert raised.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+    with pytest.raises(ClientError) as single:
+        client.put_item(TableName=TABLE, Item={"pk": {"S": "u"}})
+    assert single.value.response["Error"]["Code"] == "ValidationException"
+    assert single.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+    table = Table(TABLE, client=client)
+    for write in (
+        lambda: table.transact([{"Put": {"TableName": TABLE, "Item": {"pk": {"S": "t"}}}}]),
+        lambda: table.call("put_item", Item={"pk": {"S": "u"}}),
+    ):
+        with pytest.raises(ServiceUnavailableError) as unavailable:
+            write()
+        assert malformed_request(unavailable.value)
+    # AND reads are never refused so
+    assert client.get_item(TableName=TABLE, Key={"pk": {"S": "t"}}).get("Item") is None
 
 
 def test_a_fault_notes_the_attribute_names_of_each_item_its_call_writes_whole(aws: boto3.session.Session) -> None:

@@ -18,6 +18,8 @@ from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 
 _DDB = "com.amazonaws.dynamodb.v20120810#"
+#: What DynamoDB says of a write whose item is over its 400 KB (a write malformed for its item: ``invalid``).
+_TOO_LARGE = "Item size has exceeded the maximum allowed size"
 
 
 def error_body(
@@ -50,7 +52,8 @@ def error_body(
 
 def _dynamodb_error(operation: str, fault: str, rng: random.Random, actions: int) -> tuple[int, dict[str, Any]]:
     """DynamoDB's answer for ``fault``: either of its two throttling errors, a transaction cancelled for a
-    conflict (or a single write refused for one), or an internal error."""
+    conflict or for an action malformed for its item (or a single write refused for either), or an internal
+    error."""
     if fault == "throttle" and rng.random() < 0.5:
         message = "Rate of requests exceeds the allowed throughput."
         return 400, {"__type": "com.amazon.coral.availability#ThrottlingException", "message": message}
@@ -60,12 +63,13 @@ def _dynamodb_error(operation: str, fault: str, rng: random.Random, actions: int
             "your table or index so please try again shortly."
         )
         return 400, {"__type": _DDB + "ProvisionedThroughputExceededException", "message": message}
-    if fault == "conflict" and operation == "TransactWriteItems":
+    if fault in ("conflict", "invalid") and operation == "TransactWriteItems":
         reasons: list[dict[str, str]] = [{"Code": "None"} for _ in range(actions)]
-        reasons[rng.randrange(actions)] = {
-            "Code": "TransactionConflict",
-            "Message": "Transaction is ongoing for the item",
-        }
+        reasons[rng.randrange(actions)] = (
+            {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+            if fault == "conflict"
+            else {"Code": "ValidationError", "Message": _TOO_LARGE}
+        )
         codes = ", ".join(reason["Code"] for reason in reasons)
         return 400, {
             "__type": _DDB + "TransactionCanceledException",
@@ -75,6 +79,8 @@ def _dynamodb_error(operation: str, fault: str, rng: random.Random, actions: int
     if fault == "conflict":
         message = "Operation was rejected because there is an ongoing transaction for the item."
         return 400, {"__type": _DDB + "TransactionConflictException", "message": message}
+    if fault == "invalid":
+        return 400, {"__type": "com.amazon.coral.validate#ValidationException", "message": _TOO_LARGE}
     return 500, {"__type": _DDB + "InternalServerError", "message": "Internal server error"}
 
 

@@ -22,6 +22,9 @@ parses it, retries it and raises it as it would from AWS:
 - ``conflict``: DynamoDB writes only; ``TransactionCanceledException`` with a ``TransactionConflict``
   reason for TransactWriteItems, ``TransactionConflictException`` for a single-item write. What moto
   never gives, since it runs one request at a time.
+- ``invalid``: DynamoDB writes only; the refusal of a write malformed for its items (an item over 400 KB):
+  ``TransactionCanceledException`` with a ``ValidationError`` reason for TransactWriteItems, ``ValidationException``
+  for a single-item write. Neither is retried, by botocore or by Herald: the same request is refused again.
 - ``partial``: SQS batch entries (SendMessageBatch, DeleteMessageBatch, ChangeMessageVisibilityBatch) in
   ``Failed`` / BatchWriteItem requests in ``UnprocessedItems`` /
   BatchExecuteStatement statements answered ``ThrottlingError`` in their place in ``Responses`` (when the
@@ -33,7 +36,7 @@ parses it, retries it and raises it as it would from AWS:
   the write tells its own resend from another's).
 - ``latency+<N>ms``: the call waits N ms longer.
 
-Stages. ``@send`` (the default for throttle, 5xx, timeout, conflict and latency) answers one HTTP
+Stages. ``@send`` (the default for throttle, 5xx, timeout, conflict, invalid and latency) answers one HTTP
 attempt: botocore's retry handler sees the fault and retries it under the client's retry mode, so a
 call fails only when every attempt drew a fault, as with AWS. ``@call`` answers the call as its caller
 sees it, before retries (an error after botocore gave up): what Herald's own code must handle.
@@ -81,7 +84,7 @@ CHAOS_MIX = (
     "dynamodb:lost@send=0.02, sqs:lost@send=0.02"
 )
 SERVICES = ("dynamodb", "sqs", "secretsmanager")
-FAULTS = ("throttle", "5xx", "timeout", "conflict", "partial", "lost", "latency")
+FAULTS = ("throttle", "5xx", "timeout", "conflict", "invalid", "partial", "lost", "latency")
 CALL_ONLY = frozenset({"partial"})
 #: Faults answered at call level unless the rule says ``@send``.
 CALL_BY_DEFAULT = frozenset({"partial", "lost"})
@@ -124,7 +127,7 @@ class Rule:
     def matches(self, service: str, operation: str) -> bool:
         if self.service not in ("*", service):
             return False
-        if self.fault == "conflict" and (service != "dynamodb" or operation not in _DDB_WRITES):
+        if self.fault in ("conflict", "invalid") and (service != "dynamodb" or operation not in _DDB_WRITES):
             return False
         if self.fault == "partial" and operation not in _BATCHES:
             return False
