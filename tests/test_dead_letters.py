@@ -1197,6 +1197,7 @@ def test_a_discard_whose_write_dynamodb_refuses_as_malformed_leaves_the_delivery
         answer = discard(client, message_ids=[letter["message_id"]])
     # THEN the message is discarded all the same, the delivery and its event's counts are as they were, and the
     # delivery is logged as left
+    assert injector is not None
     assert injector.count("invalid") == 1
     assert [gone["message_id"] for gone in answer["discarded"]] == [letter["message_id"]]
     assert answer["not_discarded"] == []
