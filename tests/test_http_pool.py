@@ -9,6 +9,8 @@ then set by the test, not by the timing of a busy machine. Nothing waits for tim
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socketserver
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,7 +23,16 @@ import pytest
 from httpcore._async.connection_pool import AsyncPoolRequest
 
 from herald.local.loopback import LoopbackServer, QuietHandler
-from herald.sender import LinearPool, PinnedTransport, WebhookClient, pinned_client
+from herald.records import ErrorKind
+from herald.sender import (
+    LinearPool,
+    Outcome,
+    PinnedTransport,
+    WebhookClient,
+    close_http_client,
+    pinned_client,
+    send_attempt,
+)
 from herald.urls import LOCAL_NETWORKS, UrlPolicy, parse_networks
 
 pytestmark = pytest.mark.e2e
@@ -533,6 +544,82 @@ def test_a_connection_made_for_a_request_cancelled_before_it_began_is_dropped(
             assert server.accepted == 1
 
     asyncio.run(run())
+
+
+class _ExcessServer(socketserver.ThreadingTCPServer):
+    """An HTTP/1.1 server on 127.0.0.1 written byte by byte, for answers no well-behaved server sends: each request's
+    answer is ``answers[path]``, written in one piece on a connection kept open; any other path is answered 500 with
+    its path as the body. Counts the TCP connections it accepted."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers = answers
+        self.accepted = 0
+        outer = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                outer.accepted += 1
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    path = line.split()[1].decode()
+                    length = 0
+                    while (header := self.rfile.readline()) not in (b"\r\n", b""):
+                        name, _, value = header.decode().partition(":")
+                        if name.lower() == "content-length":
+                            length = int(value)
+                    self.rfile.read(length)
+                    body = path.encode()
+                    default = b"HTTP/1.1 500 X\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                    self.wfile.write(outer.answers.get(path, default))
+                    self.wfile.flush()
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # a body longer than its Content-Length: the rest reads as a second answer
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 410 Gone\r\nContent-Length: 5\r\n\r\nSTALE",
+        # a body after a 204, which has none
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nHELLO",
+    ],
+    ids=["past-its-length", "after-a-204"],
+)
+def test_a_connection_whose_server_sent_more_than_its_answer_is_not_given_to_the_next_request(answer: bytes) -> None:
+    # GIVEN a server whose answer to one path carries bytes past its end, in the same write
+    server = _ExcessServer({"/excess": answer})
+    policy = dataclasses.replace(LOOPBACK_POLICY, allow_http=True)
+    try:
+
+        async def two_deliveries() -> tuple[Outcome, Outcome]:
+            try:
+                first = await send_attempt(
+                    f"{server.url}/excess", body=b"{}", headers={}, timeout_seconds=5, policy=policy
+                )
+                # WHEN the next delivery to the same host (another subscription's, perhaps another tenant's) follows
+                second = await send_attempt(
+                    f"{server.url}/other", body=b"{}", headers={}, timeout_seconds=5, policy=policy
+                )
+                return first, second
+            finally:
+                await close_http_client(asyncio.get_running_loop())
+
+        first, second = asyncio.run(two_deliveries())
+    finally:
+        server.shutdown()
+        server.server_close()
+    # THEN it gets its own answer, on a connection of its own: not the bytes the first answer left behind
+    assert 200 <= (first.status_code or 0) < 300
+    assert (second.status_code, second.body, second.error_kind) == (500, "/other", ErrorKind.HTTP_STATUS)
+    assert server.accepted == 2
 
 
 @pytest.mark.parametrize(("version", "http2"), [("1.1.0", False), ("1.0.9", True)])

@@ -291,12 +291,24 @@ class LinearPool(httpcore.AsyncConnectionPool):
             if id(connection) in used:
                 continue
             used.add(id(connection))
-            if connection.has_expired():
+            if connection.has_expired() or _holds_unread_bytes(connection):
                 self._connections.remove(connection)
                 closing.append(connection)
                 continue
             return connection
         return None
+
+
+def _holds_unread_bytes(connection: httpcore.AsyncConnectionInterface) -> bool:
+    """Whether the server sent bytes past the end of its last answer that h11 read along with it (more than its
+    ``Content-Length``, a body after a 204): the next request on this connection would read them as its own answer,
+    perhaps one meant for another subscription on the same host. Bytes that came later leave the socket readable,
+    which ``has_expired`` sees; these ones are already out of the socket, in h11's buffer (as curl's "excess found",
+    the connection is not reused)."""
+    http11 = getattr(connection, "_connection", None)  # httpcore's HTTP/1.1 connection, once connected
+    state = getattr(http11, "_h11_state", None)
+    trailing = getattr(state, "trailing_data", None)
+    return bool(trailing and trailing[0])
 
 
 class PinnedTransport(httpx.AsyncHTTPTransport):
