@@ -3,6 +3,7 @@ cancelled transaction wrote, as DynamoDB Streams does: the stats the worker coun
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -12,6 +13,7 @@ from moto import mock_aws
 
 from herald.local.moto_fixes import moto_fixes
 from herald.local.resources import create_local_resources
+from herald.local.stream_poller import lambda_record
 from tests.support import ADMIN_KEY
 
 
@@ -48,3 +50,20 @@ def test_a_cancelled_transaction_leaves_nothing_in_the_stream(deepcopy_transacti
 
 def _item(name: str) -> dict[str, Any]:
     return {"pk": {"S": name}, "sk": {"S": "#"}}
+
+
+def test_a_records_binary_attributes_reach_the_function_in_base64_as_lambda_writes_them() -> None:
+    # GIVEN a record as GetRecords gives it through boto3 (binary attributes as bytes)
+    record = {
+        "eventName": "MODIFY",
+        "dynamodb": {
+            "Keys": {"pk": {"S": "EVENT#e"}},
+            "NewImage": {"pk": {"S": "EVENT#e"}, "b": {"B": b"\x00\x01\xff"}, "bs": {"BS": [b"\x01", b"\x02"]}},
+        },
+    }
+    # WHEN it is handed to the function
+    handed = lambda_record(record, "arn:aws:dynamodb:us-east-1:1:table/t/stream/s", "us-east-1")
+    # THEN it is JSON, each binary in base64, the rest as it was
+    image = handed["dynamodb"]["NewImage"]
+    assert (image["b"], image["bs"], image["pk"]) == ({"B": "AAH/"}, {"BS": ["AQ==", "Ag=="]}, {"S": "EVENT#e"})
+    assert json.loads(json.dumps(handed)) == handed

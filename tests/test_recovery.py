@@ -998,6 +998,35 @@ def test_a_redelivery_while_the_fanouts_deliveries_are_queued_counts_each_subscr
     assert [only_delivery(client, tenant, sub.id)["status"] for sub in subs] == ["succeeded"] * 3
 
 
+@pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 20}])
+def test_a_redelivery_while_a_direct_fanouts_deliveries_are_queued_counts_each_subscription_once(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    clock.now = time.time()
+    # GIVEN an event queued by its publish to eleven subscriptions (more than its item names), its delivery messages
+    # not worked yet (taken off the queue: behind a backlog), and a twelfth subscription made since
+    for _ in range(11):
+        subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    queue_url = harness.services.settings.queue_url
+    held = harness.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    for message in held:
+        harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert sorted(json.loads(m["Body"])["kind"] for m in held) == ["deliveries", "delivery"]
+    subscribe(client, tenant, receiver.url)
+    assert _counted(event_counts(client, event_id)) == (11, 11, 0, 0)
+    # WHEN the operator redelivers it, and then the held messages are worked
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    harness.drain()
+    for message in held:
+        harness.sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+    harness.drain()
+    step(harness, clock, 60)
+    # THEN each subscription got it once, and the event counts the eleven once, and the twelfth (never had it) once
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id] * 12
+    assert _counted(event_counts(client, event_id)) == (12, 0, 12, 0)
+
+
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
 def test_a_redelivery_before_the_events_fanout_waits_for_it_and_counts_each_subscription_once(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver

@@ -607,7 +607,8 @@ class _Queueing:
             return
         event_id, expires_at = self.stored.event.id, self.stored.expires_at
         if self.direct:
-            services.store.events.count_direct_fanout(event_id, expires_at=expires_at, **self.counts)
+            sub_ids = [message.subscription_id for message in self.messages if isinstance(message, DeliveryMessage)]
+            services.store.events.count_direct_fanout(event_id, expires_at=expires_at, sub_ids=sub_ids, **self.counts)
         else:
             services.store.events.mark_enqueued(event_id, expires_at=expires_at)
 

@@ -19,6 +19,7 @@ fails the whole batch here. A response that cannot be serialized to JSON fails t
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -49,11 +50,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def _as_json(value: Any) -> Any:
+    """A parsed attribute value as Lambda's JSON writes it: a binary (``B``, each of ``BS``) in base64."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {key: _as_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_json(item) for item in value]
+    return value
+
+
 def lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
-    """A record as GetRecords gives it (parsed by boto3), as Lambda hands it to a function: JSON, with the
-    stream's ARN, and the creation time in epoch seconds."""
-    dynamodb = dict(record.get("dynamodb", {}))
-    created = dynamodb.get("ApproximateCreationDateTime")
+    """A record as GetRecords gives it (parsed by boto3), as Lambda hands it to a function: JSON (binary attributes
+    in base64), with the stream's ARN, and the creation time in epoch seconds."""
+    dynamodb = {key: _as_json(value) for key, value in record.get("dynamodb", {}).items()}
+    created = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
     if isinstance(created, datetime):
         dynamodb["ApproximateCreationDateTime"] = created.timestamp()
     return {

@@ -293,20 +293,21 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
 
 
 class _Counted:
-    """The subscriptions an event's ``matched`` counts already, read once a redelivery message first needs them: those
-    its pages (the fan-out's, earlier redeliveries') counted, and those it names if counted when stored. A
-    subscription the fan-out queued whose first attempt is still to come has no delivery yet, and is one of them."""
+    """Which subscriptions an event's ``matched`` counts already: those its direct fan-out counted (``stored``, read
+    with its counts: ``StoredEvent.counted_directly``), and those its pages counted (a fan-out's, earlier
+    redeliveries'), read once a redelivery message first needs them. A subscription the fan-out queued whose first
+    attempt is still to come has no delivery yet, and is one of them."""
 
     def __init__(self, worker: Worker, stored: StoredEvent) -> None:
         self._worker, self._stored = worker, stored
-        self._subs: frozenset[str] | None = None
+        self._pages: frozenset[str] | None = None
 
-    async def subs(self) -> frozenset[str]:
-        if self._subs is None:
-            stored = self._stored
-            pages = await self._worker.io(self._worker.store.events.counted_subscriptions, stored.event.id)
-            self._subs = pages | (stored.delivered_to if stored.counted_when_stored else frozenset())
-        return self._subs
+    async def of(self, sub_ids: list[str]) -> set[str]:
+        """Those of ``sub_ids`` the event counts already."""
+        stored = self._stored
+        if self._pages is None:
+            self._pages = await self._worker.io(self._worker.store.events.counted_subscriptions, stored.event.id)
+        return {sub for sub in sub_ids if sub in self._pages or stored.counted_directly(sub)}
 
 
 async def _redelivery_messages(
@@ -335,7 +336,7 @@ async def _redelivery_messages(
     again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
     first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
     if first:
-        before = await counted.subs()
+        before = await counted.of(first)
         uncounted = [sub for sub in first if sub not in before]
         plan = {"subs": uncounted, "first": first}
         count = worker.store.events.count_fanout_page
