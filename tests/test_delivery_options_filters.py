@@ -303,8 +303,8 @@ def test_a_condition_that_never_matches_is_refused_saying_what_its_not_makes_of_
     # WHEN the filter is set
     with pytest.raises(InvalidFilterError) as caught:
         check_filter(raw, SCHEMAS)
-    # THEN it is refused where the condition is, saying what the filter would do: under a $not, match every event
-    expected = f"{message}: under $not, it matches every event (leave it out)" if negated else message
+    # THEN it is refused where the condition is, saying what a $not makes of it: a condition that always holds
+    expected = f"{message}; under $not it always holds: leave it out" if negated else message
     assert [(d["loc"], d["type"], d["msg"]) for d in caught.value.details or []] == [
         (["body", "filter", *where], "filter_contradiction", expected)
     ]
@@ -316,8 +316,7 @@ def test_a_value_the_schema_rules_out_under_a_not_is_refused_saying_what_its_not
         check_filter({"status": {"$not": {"$in": ["pending"]}}}, schemas)
     (detail,) = caught.value.details or []
     assert detail["msg"] == (
-        "'status' is one of ['open', 'closed']: this condition never matches: under $not, it matches every event "
-        "(leave it out)"
+        "'status' is one of ['open', 'closed']: this condition never matches; under $not it always holds: leave it out"
     )
 
 

@@ -107,8 +107,10 @@ class Condition:
 
 
 def never_matches(message: str, *, negated: bool) -> str:
-    """``message``, saying why a condition that never matches is refused: under ``$not`` it matches every event."""
-    return f"{message}: under $not, it matches every event (leave it out)" if negated else message
+    """``message``, saying why a condition that never matches is refused under a ``$not`` too: negated, it is a
+    condition that always holds, which changes nothing the filter matches (whatever surrounds it, an ``$or``, other
+    conditions, it is dead weight either way)."""
+    return f"{message}; under $not it always holds: leave it out" if negated else message
 
 
 @dataclass(frozen=True)

@@ -65,11 +65,13 @@ MIN_SECONDS_LEFT = 15.0
 #: first message coming later than this (a repeated request's, behind a backlog) lists the job again: its tickets
 #: keep every delivery to one attempt.
 LISTER_IDLE_SECONDS = 5 * 60
-#: A redelivery of an event whose fan-out is still open waits for it this long at a time (seconds), at most this many
-#: times: an hour, as long as a fan-out message failing each time takes to reach the dead-letter queue (ten receives,
-#: ``MaxReceiveCount``'s default, six minutes apart).
+#: A redelivery of an event whose fan-out is still open waits for it this long at a time (seconds), for as long as a
+#: fan-out message failing each time takes to reach the dead-letter queue (``_fanout_waits``).
 FANOUT_WAIT_SECONDS = 60
-FANOUT_WAITS = 60
+#: The work queue's visibility timeout (template.yaml): a message failing each time is received again this long after.
+VISIBILITY_TIMEOUT_SECONDS = 360
+#: Deliveries whose tickets a message run again looks at side by side (``_settle_left_behind``).
+SETTLE_AT_ONCE = 32
 #: How long a delivery's recovery lock lasts if its message never runs (the job's attempt is then given up).
 LOCK_SECONDS = 24 * 3600
 
@@ -90,22 +92,42 @@ async def _take(worker: Worker, job_id: str, delivery_id: str, *, page: str = ""
     )
 
 
-async def _settle_left_behind(worker: Worker, job: RecoveryJob, page: str | None, listed: set[str]) -> None:
+def _fanout_waits(worker: Worker) -> int:
+    """How often a redelivery waits for an open fan-out: ``MaxReceiveCount`` receives a visibility timeout apart (an
+    hour by default), the longest a fan-out message failing each time stays on the work queue."""
+    return worker.settings.max_receive_count * VISIBILITY_TIMEOUT_SECONDS // FANOUT_WAIT_SECONDS
+
+
+async def _settle_left_behind(
+    worker: Worker, job: RecoveryJob, page: str | None, listed: set[str], *, deadline: float | None = None
+) -> None:
     """Settle the tickets an earlier run of this page (of any page: ``page`` None) took for deliveries it lists no more
     (``listed``). That run died between taking them and queueing their messages, or its send failed and it kept the
     tickets of messages SQS may hold (or giving the others back failed too): a delivery retried by hand since is no
     longer failed, and its ticket, with no message to settle it, would hold the job ``running`` for good. Settled as
     its message would have: ``skipped`` when the delivery is no longer failed, ``failed`` when it is gone. A delivery
-    still failed (listed on another page now) keeps its ticket for it."""
+    still failed (listed on another page now) keeps its ticket for it.
+
+    The deliveries are read ``SETTLE_AT_ONCE`` at a time; with a ``deadline``, the look stops while the invocation
+    still has time for its pages (what is left is looked at by the next run, if any)."""
     store = worker.store
-    for delivery_id in await worker.io(store.jobs.open_tickets, job.id, page):
-        if delivery_id in listed:
-            continue
-        delivery = await worker.io(store.deliveries.get, job.subscription_id, delivery_id)
-        if delivery is None:
-            await worker.io(store.jobs.close_ticket, job.id, delivery_id, FAILED)
-        elif delivery.status is not DeliveryStatus.FAILED:
-            await worker.io(store.jobs.close_ticket, job.id, delivery_id, SKIPPED)
+    left = [
+        delivery_id
+        for delivery_id in await worker.io(store.jobs.open_tickets, job.id, page)
+        if delivery_id not in listed
+    ]
+    for start in range(0, len(left), SETTLE_AT_ONCE):
+        if deadline is not None and deadline - worker.clock() < 2 * MIN_SECONDS_LEFT:
+            logger.info("tickets left behind not all looked at: time is short", extra={"job_id": job.id})
+            return
+        chunk = left[start : start + SETTLE_AT_ONCE]
+        found = await asyncio.gather(*(worker.io(store.deliveries.get, job.subscription_id, d) for d in chunk))
+        closes = [
+            worker.io(store.jobs.close_ticket, job.id, delivery_id, FAILED if delivery is None else SKIPPED)
+            for delivery_id, delivery in zip(chunk, found, strict=True)
+            if delivery is None or delivery.status is not DeliveryStatus.FAILED
+        ]
+        await asyncio.gather(*closes)
 
 
 async def _subscription_deleted(worker: Worker, job: RecoveryJob) -> bool:
@@ -172,7 +194,7 @@ async def run_recovery(
         # A page is known by its cursor, the last key of the page before it: pages after the first start elsewhere
         # once a delivery listed before is failed no more, so an earlier run's pages are not all this run's. Their
         # tickets left behind are settled once, here; each page then settles what changed since.
-        await _settle_left_behind(worker, job, None, set())
+        await _settle_left_behind(worker, job, None, set(), deadline=deadline)
     while True:
         if not rerun and await _subscription_deleted(worker, job):
             # Nothing of it can be sent any more: the pages not listed yet would only queue attempts that fail, a
@@ -238,7 +260,7 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
     log = {"job_id": message.job_id, "event_id": event.id, "tenant_id": message.tenant_id}
     waits = message.fanout_waits or 0
     fanning_out = message.tenant_id is not None and stored.enqueued and stored.fanout_open > 0
-    if fanning_out and waits < FANOUT_WAITS:
+    if fanning_out and waits < _fanout_waits(worker):
         # The event's fan-out is queued and still under way: a subscription it has not counted yet would be counted
         # here as one that never had the event, then again by the fan-out's page. Come back once it is done, or,
         # should it never be (its message discarded from the dead-letter queue: what a redelivery is for), after the
