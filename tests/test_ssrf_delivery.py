@@ -443,6 +443,20 @@ def _attempt(url: str, policy: UrlPolicy) -> Any:
     return asyncio.run(send_attempt(url, body=b"{}", headers={}, timeout_seconds=5, policy=policy))
 
 
+@pytest.mark.parametrize("url", ["https://08.0.0.1/hook", "https://xn--.com/hook"])
+def test_a_stored_url_the_http_client_cannot_send_is_refused_not_retried(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a URL stored before creation refused it, which the HTTP client refuses to parse at every send (the
+    # checks of its form skipped, as they were for an item written before them)
+    monkeypatch.setattr(UrlPolicy, "check_url", lambda self, url: url)
+    # WHEN one attempt is made
+    outcome = _attempt(url, UrlPolicy())
+    # THEN it is refused, which the schedule does not retry, saying why
+    assert outcome.error_kind is ErrorKind.REFUSED_BY_POLICY
+    assert (outcome.error_message or "").startswith("the URL cannot be sent: ")
+
+
 def test_an_unexpected_error_is_the_attempt_s_failure_logged_without_the_url_s_path_or_query(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -214,6 +214,12 @@ def test_no_spelling_of_a_refused_literal_passes_the_url_check(host: str) -> Non
         ("https://router.home.arpa/hook", "local name"),
         ("https:///hook", "no host"),
         ("https://example.com/" + "a" * 2100, "longer"),
+        # what the HTTP client reads as an IPv4 address and refuses at every send
+        ("https://08.0.0.1/hook", "not a valid IPv4 address"),
+        ("https://256.1.1.1/hook", "not a valid IPv4 address"),
+        # an xn-- label that does not decode, as the HTTP client decodes it at every send
+        ("https://xn--.com/hook", "malformed xn-- label"),
+        ("https://hooks.xn--0.example.com/hook", "malformed xn-- label"),
     ],
 )
 def test_urls_refused_for_their_form(url: str, why: str) -> None:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+import idna
 from aws_lambda_powertools import Logger
 
 from herald import __version__
@@ -527,6 +528,9 @@ async def send_attempt(
                         break
     except (UrlNotAllowedError, OSError, httpx.HTTPError, TimeoutError, ssl.SSLError) as exc:
         failure = classify(exc)
+    except (httpx.InvalidURL, idna.IDNAError) as exc:
+        # A URL the HTTP client cannot send (stored before its creation refused it): every attempt would fail alike.
+        failure = ErrorKind.REFUSED_BY_POLICY, f"the URL cannot be sent: {exc}"
     except Exception as exc:
         # Whatever else a strange endpoint provokes (an unparseable answer, an odd header) is this
         # attempt's failure, logged like any other; raising would re-send without a record.

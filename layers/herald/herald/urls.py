@@ -28,6 +28,7 @@ therefore opens every private network but never the metadata service; ``169.254.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -194,6 +195,12 @@ class UrlPolicy:
             raise UrlNotAllowedError("the URL has no host")
         if ":" in name or "%" in name:
             raise UrlNotAllowedError(f"{host} is neither an address nor a host name")
+        if _DOTTED_DIGITS.fullmatch(name):
+            # Four numbers: no literal address (checked above), and no name either. The HTTP client reads it as an
+            # IPv4 address and refuses it at every send: refused here, once.
+            raise UrlNotAllowedError(f"{host} is not a valid IPv4 address")
+        if any(label.startswith("xn--") and not _is_a_label(label) for label in name.split(".")):
+            raise UrlNotAllowedError(f"{host} is not a valid host name (a malformed xn-- label)")
         try:
             encoded = name.encode("idna")
         except UnicodeError:
@@ -287,3 +294,19 @@ class UrlPolicy:
         if addresses and not any(self.allows(address) for address in addresses):
             raise UrlNotAllowedError(self._refused_message(host, addresses))
         return url
+
+
+#: A host of four dot-separated numbers: what the HTTP client (httpx) reads as an IPv4 address, and refuses if it is not
+#: one (``08.0.0.1``, ``256.1.1.1``).
+_DOTTED_DIGITS = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+
+
+def _is_a_label(label: str) -> bool:
+    """Whether an ``xn--`` label decodes, as the HTTP client decodes it (IDNA 2008) at every send."""
+    import idna  # only for a host with an xn-- label: the API's cold start does not pay for it
+
+    try:
+        idna.decode(label)
+    except (idna.IDNAError, UnicodeError):
+        return False
+    return True
