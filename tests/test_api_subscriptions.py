@@ -89,6 +89,33 @@ def test_wildcard_subscription(client, tenant, services) -> None:
     assert routes(services, tenant.id, "invoice.paid") == []
 
 
+def test_an_unknown_type_beside_the_wildcard_is_refused_as_alone(client, tenant) -> None:
+    # GIVEN / WHEN a subscription to "*" and a type the catalog does not have
+    response = client.post(
+        "/v1/subscriptions", json={"url": URL, "event_types": ["*", "invoice.refunded"]}, headers=tenant.headers
+    )
+    # THEN it is refused, naming the unknown type, as without "*"
+    error = assert_error(response, 422, "unknown_event_type")
+    assert [detail["msg"] for detail in error["details"]] == ["'invoice.refunded' is not in the event catalog"]
+    assert client.get("/v1/subscriptions", headers=tenant.headers).json()["data"] == []
+
+
+def test_a_null_for_a_field_that_has_none_is_refused_saying_so(client, tenant) -> None:
+    sub = create(client, tenant)
+    # WHEN a change sets a field that has no null to null
+    response = client.patch(f"/v1/subscriptions/{sub['id']}", json={"description": None}, headers=tenant.headers)
+    # THEN it is refused at that field, saying how to keep its value, and the OpenAPI description has no null there
+    error = assert_error(response, 422, "validation_error")
+    (detail,) = error["details"]
+    assert (detail["loc"], detail["type"]) == (["body", "description"], "not_nullable")
+    assert "leave it out to keep its value" in detail["msg"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SubscriptionUpdate"]["properties"]
+    assert [
+        name for name in ("url", "event_types", "description", "metadata", "enabled") if "anyOf" in schema[name]
+    ] == []
+    assert {"type": "null"} in schema["rate_limit"]["anyOf"]
+
+
 def test_wildcard_subscription_receives_every_type(client, tenant, poller, receiver) -> None:
     # GIVEN a "*" subscription pointing at a receiver
     sub = create(client, tenant, url=receiver.url, event_types=["*"])
@@ -337,6 +364,14 @@ def test_changing_types_while_disabled_routes_the_new_types_once_enabled(client,
         ({"id": "sub_01jb0000000000000000000000"}, "validation_error"),
         ({"tenant_id": "tnt_01jb0000000000000000000000"}, "validation_error"),
         ({"metadata": {"k": ["v"]}}, "validation_error"),
+        # an unknown type beside "*" is as unknown as alone
+        ({"event_types": ["*", "nope.never"]}, "unknown_event_type"),
+        # fields that have no null: left out, they keep their value
+        ({"url": None}, "validation_error"),
+        ({"event_types": None}, "validation_error"),
+        ({"description": None}, "validation_error"),
+        ({"metadata": None}, "validation_error"),
+        ({"enabled": None}, "validation_error"),
     ],
 )
 def test_patch_validation(client, tenant, services, body, code) -> None:

@@ -292,10 +292,12 @@ def test_operational_event_types_are_neither_publishable_nor_subscribable(client
     assert subscribed.status_code == 422
     # AND a tenant cannot reach the operator's endpoints; unknown types are refused there too
     assert client.get("/v1/operator/webhooks", headers=tenant.headers).status_code == 403
-    refused = client.post(
-        "/v1/operator/webhooks", json={"url": "https://example.com/h", "event_types": ["invoice.paid"]}, headers=ADMIN
-    )
-    assert refused.status_code == 422
+    for event_types in (["invoice.paid"], ["*", "invoice.paid"]):
+        refused = client.post(
+            "/v1/operator/webhooks", json={"url": "https://example.com/h", "event_types": event_types}, headers=ADMIN
+        )
+        assert refused.status_code == 422, event_types
+        assert refused.json()["error"]["code"] == "unknown_event_type"
 
 
 def test_operator_endpoints_are_listed_and_deleted(client) -> None:

@@ -147,8 +147,9 @@ class EventCatalog:
         return name in self._types
 
     def check_subscribed(self, event_types: list[str], *, refused: str, absent: str, known_also: str = "") -> list[str]:
-        """``event_types`` if each is ``*`` or a type of this catalog, else ``UnknownEventTypeError`` naming the
-        others: "``refused``: a, b; known: ...``known_also``", and per name "'a' ``absent``"."""
+        """``event_types`` as kept (``*`` alone if it is one of them: every type) if each is ``*`` or a type of this
+        catalog, else ``UnknownEventTypeError`` naming the others, ``*`` beside them or not: "``refused``: a, b;
+        known: ...``known_also``", and per name "'a' ``absent``"."""
         unknown = [name for name in event_types if name != WILDCARD and name not in self]
         if unknown:
             raise UnknownEventTypeError(
@@ -158,7 +159,7 @@ class EventCatalog:
                     for name in unknown
                 ],
             )
-        return event_types
+        return [WILDCARD] if WILDCARD in event_types else event_types
 
     def webhook_types(self, *, include: Sequence[EventCatalog] = ()) -> list[tuple[EventCatalog, EventType]]:
         """Every event type of this catalog and of the ``include``d ones, with its catalog; ``ValueError`` if a name

@@ -87,14 +87,15 @@ def new_subscription(
 
 
 def check_event_types(event_types: list[str]) -> list[str]:
-    """A tenant's event types, each ``*`` or in the catalog (``UnknownEventTypeError`` otherwise)."""
+    """A tenant's event types, each ``*`` or in the catalog (``UnknownEventTypeError`` otherwise, ``*`` beside it or
+    not), as kept: ``*`` alone when it is one of them."""
     return catalog.check_subscribed(
         event_types, refused="unknown event types", absent="is not in the event catalog", known_also=" (or '*')"
     )
 
 
 def check_operational_types(event_types: list[str]) -> list[str]:
-    """An operator endpoint's event types, each ``*`` or an operational event type."""
+    """An operator endpoint's event types, each ``*`` or an operational event type, as kept (``*`` alone)."""
     return operational_catalog.check_subscribed(
         event_types, refused="not operational event types", absent="is not an operational event type"
     )
@@ -149,7 +150,7 @@ async def update(
     if changes.get("url") is not None:
         changes["url"] = await services.url_policy.check_new_url(str(body.url))
     if changes.get("event_types") is not None:
-        check_event_types(changes["event_types"])
+        changes["event_types"] = check_event_types(changes["event_types"])
     check_subscription(
         services.settings,
         url=changes.get("url"),

@@ -12,8 +12,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from herald.delivery_options import CustomHeaders, HeadersIn, HeadersOut, HeadersPatch
 from herald.delivery_options.openapi import (
@@ -25,7 +27,6 @@ from herald.delivery_options.openapi import (
     UPDATE_EXAMPLES,
 )
 from herald.records import (
-    WILDCARD,
     Metadata,
     Subscription,
 )
@@ -33,10 +34,30 @@ from herald.schemas.common import MAX_EVENT_TYPES_PER_SUBSCRIPTION, MAX_RATE_LIM
 
 
 def check_event_types(value: list[str]) -> list[str]:
-    unique = sorted(set(value))
-    if WILDCARD in unique:
-        return [WILDCARD]
-    return unique
+    """The names once each, sorted. ``*`` beside other names stays beside them here: the domain checks every name
+    against the catalog (an unknown one is refused, ``*`` or not), then keeps ``*`` alone
+    (``EventCatalog.check_subscribed``)."""
+    return sorted(set(value))
+
+
+#: The fields of a ``PATCH`` that have no ``null``: left out, they keep their value.
+_NOT_NULLABLE = ("url", "event_types", "description", "metadata", "enabled")
+
+
+def _no_null(schema: dict[str, Any], examples: list[Any]) -> None:
+    """The ``PATCH`` body's JSON schema as the API takes it: the fields of ``_NOT_NULLABLE`` without their ``null``
+    branch (typed ``X | None`` for "left out", which ``SubscriptionUpdate._not_null`` tells from an explicit null),
+    and its examples."""
+    schema["examples"] = examples
+    for name in _NOT_NULLABLE:
+        field = schema["properties"][name]
+        branches = [branch for branch in field.pop("anyOf", []) if branch != {"type": "null"}]
+        if len(branches) == 1:
+            field.update(branches[0])
+        elif branches:
+            field["anyOf"] = branches
+        if field.get("default", "") is None:
+            del field["default"]
 
 
 class SubscriptionIn(StrictModel):
@@ -79,8 +100,9 @@ class SubscriptionUpdate(StrictModel):
     object is set (without `value` it keeps its stored value); `null` for `headers`, `filter` or `transform`
     removes them all."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": UPDATE_EXAMPLES})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: _no_null(schema, UPDATE_EXAMPLES))
 
+    # Left out, each keeps its value; none of them takes `null` (``_not_null``; its schema has none: ``_no_null``).
     url: AnyHttpUrl | None = None
     event_types: list[str] | None = Field(None, min_length=1, max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION)
     description: str | None = Field(None, max_length=500)
@@ -100,6 +122,15 @@ class SubscriptionUpdate(StrictModel):
     )
     filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION + " `null` removes it.")
     transform: str | None = Field(None, description=TRANSFORM_DESCRIPTION + " `null` removes it.")
+
+    @field_validator(*_NOT_NULLABLE, mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            raise PydanticCustomError(
+                "not_nullable", "{field} has no null: leave it out to keep its value", {"field": info.field_name}
+            )
+        return value
 
     @field_validator("event_types")
     @classmethod

@@ -36,8 +36,8 @@ class OperatorWebhookIn(BaseModel):
     @field_validator("event_types")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        unique = sorted(set(value))
-        return [WILDCARD] if WILDCARD in unique else unique
+        # Each name is checked against the operational catalog, ``*`` beside it or not (``check_operational_types``).
+        return sorted(set(value))
 
 
 class OperatorWebhookUpdate(BaseModel):
