@@ -982,6 +982,20 @@ def _counted(counts: dict[str, Any]) -> tuple[int, int, int, int]:
     return counts["matched"], counts["pending"], counts["succeeded"], counts["failed"]
 
 
+def _taken_off(harness: Harness) -> list[Any]:
+    """The work queue's messages (up to ten), taken off it: held back, as behind a backlog, until ``_put_back``."""
+    queue_url = harness.services.settings.queue_url
+    taken: list[Any] = harness.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    for message in taken:
+        harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return taken
+
+
+def _put_back(harness: Harness, taken: list[Any]) -> None:
+    for message in taken:
+        harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=message["Body"])
+
+
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 0}])
 def test_a_redelivery_while_the_fanouts_deliveries_are_queued_counts_each_subscription_once(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
@@ -1014,18 +1028,14 @@ def test_a_redelivery_while_a_direct_fanouts_deliveries_are_queued_counts_each_s
     for _ in range(11):
         subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    queue_url = harness.services.settings.queue_url
-    held = harness.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
-    for message in held:
-        harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    held = _taken_off(harness)
     assert sorted(json.loads(m["Body"])["kind"] for m in held) == ["deliveries", "delivery"]
     subscribe(client, tenant, receiver.url)
     assert _counted(event_counts(client, event_id)) == (11, 11, 0, 0)
     # WHEN the operator redelivers it, and then the held messages are worked
     assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
     harness.drain()
-    for message in held:
-        harness.sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
+    _put_back(harness, held)
     harness.drain()
     step(harness, clock, 60)
     # THEN each subscription got it once, and the event counts the eleven once, and the twelfth (never had it) once
@@ -1042,9 +1052,7 @@ def test_a_redelivery_before_the_events_fanout_waits_for_it_and_counts_each_subs
     for _ in range(2):
         subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    queue_url = harness.services.settings.queue_url
-    (fanout,) = harness.sqs.receive_message(QueueUrl=queue_url)["Messages"]
-    harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=fanout["ReceiptHandle"])
+    (fanout,) = _taken_off(harness)
     assert json.loads(fanout["Body"])["kind"] == "fanout"
     # WHEN the operator redelivers it, and its job runs first: it waits for the fan-out, sending nothing
     assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
@@ -1052,7 +1060,7 @@ def test_a_redelivery_before_the_events_fanout_waits_for_it_and_counts_each_subs
     assert receiver.received == []
     assert _counted(event_counts(client, event_id)) == (0, 0, 0, 0)
     # AND the fan-out runs, then the redelivery once its wait is over
-    harness.sqs.send_message(QueueUrl=queue_url, MessageBody=fanout["Body"])
+    _put_back(harness, [fanout])
     harness.drain()
     step(harness, clock, 60)
     step(harness, clock, 60)
@@ -1073,9 +1081,7 @@ def test_a_redelivery_of_an_event_whose_fanout_never_ends_goes_on_after_its_wait
     # GIVEN an event to two subscriptions whose fan-out message is gone (discarded from the dead-letter queue)
     subs = [subscribe(client, tenant, receiver.url) for _ in range(2)]
     event_id = publish(client, tenant.id)
-    queue_url = harness.services.settings.queue_url
-    (fanout,) = harness.sqs.receive_message(QueueUrl=queue_url)["Messages"]
-    harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=fanout["ReceiptHandle"])
+    assert [json.loads(m["Body"])["kind"] for m in _taken_off(harness)] == ["fanout"]
     # WHEN the operator redelivers it: its job waits for the fan-out, twice here
     assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
     harness.drain()
