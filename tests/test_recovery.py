@@ -42,7 +42,7 @@ from tests.delivery_support import (
     step,
     subscribe,
 )
-from tests.support import ADMIN, Clock, Receiver, TenantInfo
+from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
 
@@ -292,11 +292,12 @@ def test_a_later_recovery_page_that_did_not_queue_finishes_when_its_delivery_is_
     retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{left}/retry", headers=tenant.headers)
     assert retried.status_code == 202, retried.text
     harness.drain()
-    # (a run again with no time left for that look leaves it to the next run)
+    # (a run again with no time left for that look fails, to come back and look on, settling nothing yet)
     found = harness.services.store.jobs.get(job["id"])
     assert found is not None
     settle = worker_jobs._settle_left_behind(harness.worker, found[0], None, set(), deadline=harness.worker.clock())
-    harness.worker.loop.run_until_complete(settle)
+    with pytest.raises(ServiceUnavailableError, match="its message comes back to look on"):
+        harness.worker.loop.run_until_complete(settle)
     assert harness.services.store.jobs.open_tickets(job["id"], None) == [left]
     # AND the recovery's message comes back and lists its pages again
     for _ in range(3):
@@ -1019,15 +1020,24 @@ def test_a_redelivery_while_the_fanouts_deliveries_are_queued_counts_each_subscr
 
 
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 20}])
+@pytest.mark.parametrize("published", ["alone", "in a batch"])
 def test_a_redelivery_while_a_direct_fanouts_deliveries_are_queued_counts_each_subscription_once(
-    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, published: str
 ) -> None:
     clock.now = time.time()
-    # GIVEN an event queued by its publish to eleven subscriptions (more than its item names), its delivery messages
-    # not worked yet (taken off the queue: behind a backlog), and a twelfth subscription made since
+    # GIVEN an event queued by its publish (alone, or in a batch) to eleven subscriptions (more than its item names),
+    # its delivery messages not worked yet (taken off the queue: behind a backlog), and a twelfth subscription made
+    # since
     for _ in range(11):
         subscribe(client, tenant, receiver.url)
-    event_id = publish(client, tenant.id)
+    if published == "alone":
+        event_id = publish(client, tenant.id)
+    else:
+        batch = [{"type": "invoice.paid", "tenant_id": tenant.id, "data": INVOICE}]
+        answered = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
+        assert answered.status_code == 200, answered.text
+        (item,) = answered.json()["data"]
+        event_id = item["event"]["id"]
     held = _taken_off(harness)
     assert sorted(json.loads(m["Body"])["kind"] for m in held) == ["deliveries", "delivery"]
     subscribe(client, tenant, receiver.url)

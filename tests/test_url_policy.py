@@ -214,18 +214,37 @@ def test_no_spelling_of_a_refused_literal_passes_the_url_check(host: str) -> Non
         ("https://router.home.arpa/hook", "local name"),
         ("https:///hook", "no host"),
         ("https://example.com/" + "a" * 2100, "longer"),
-        # what the HTTP client reads as an IPv4 address and refuses at every send
+        # what the HTTP client reads as an IPv4 address and refuses at every send (a public one spelt so too)
         ("https://08.0.0.1/hook", "not a valid IPv4 address"),
         ("https://256.1.1.1/hook", "not a valid IPv4 address"),
-        # an xn-- label that does not decode, as the HTTP client decodes it at every send
-        ("https://xn--.com/hook", "malformed xn-- label"),
-        ("https://hooks.xn--0.example.com/hook", "malformed xn-- label"),
+        ("https://1.2.3.04/hook", "not a valid IPv4 address"),
+        ("https://010.8.8.8/hook", "not a valid IPv4 address"),
+        # a host starting with xn-- that does not decode whole, as the HTTP client decodes it at every send
+        ("https://xn--.com/hook", "does not decode"),
+        ("https://xn--ls8h.la/hook", "does not decode"),
+        ("https://xn--bcher-kva.ex_ample.com/hook", "does not decode"),
+        ("https://xn--9999999999999999999a.com/hook", "does not decode"),
     ],
 )
 def test_urls_refused_for_their_form(url: str, why: str) -> None:
     with pytest.raises(UrlNotAllowedError) as refused:
         DEPLOYMENT.check_url(url)
     assert why in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # the HTTP client sends a host that does not start with xn-- as it is, whatever its other labels
+        "https://hooks.xn--ls8h.la/hook",
+        "https://hooks.xn--i-7iq.ws/hook",
+        "https://xn--bcher-kva.example.com/hook",
+        "https://1.2.3.4.example.com/hook",
+        "https://8.8.8.8/hook",
+    ],
+)
+def test_hosts_the_http_client_sends_to_pass_the_form_check(url: str) -> None:
+    assert DEPLOYMENT.check_url(url) == url
 
 
 def test_http_only_when_the_operator_opts_in() -> None:
@@ -257,7 +276,10 @@ def test_an_allowed_network_opens_that_network_only() -> None:
     assert policy.refusal(ip_address("10.1.2.3")) is None
     assert policy.refusal(ip_address("::ffff:10.1.2.3")) is None
     assert policy.refusal(ip_address("2002:a01:203::1")) is None
-    assert policy.check_url("https://012.1.2.3/hook")
+    assert policy.check_url("https://10.1.2.3/hook")
+    # (an octal spelling of it is read as that address, and refused only because the HTTP client cannot send to it)
+    with pytest.raises(UrlNotAllowedError, match="not a valid IPv4 address"):
+        policy.check_url("https://012.1.2.3/hook")
     for address in ("192.168.1.1", "127.0.0.1", "169.254.169.254", "::ffff:192.168.1.1"):
         assert policy.refusal(ip_address(address)) is not None, address
 

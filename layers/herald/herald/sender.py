@@ -528,7 +528,7 @@ async def send_attempt(
                         break
     except (UrlNotAllowedError, OSError, httpx.HTTPError, TimeoutError, ssl.SSLError) as exc:
         failure = classify(exc)
-    except (httpx.InvalidURL, idna.IDNAError) as exc:
+    except (httpx.InvalidURL, idna.IDNAError, OverflowError) as exc:
         # A URL the HTTP client cannot send (stored before its creation refused it): every attempt would fail alike.
         failure = ErrorKind.REFUSED_BY_POLICY, f"the URL cannot be sent: {exc}"
     except Exception as exc:

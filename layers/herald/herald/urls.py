@@ -195,12 +195,6 @@ class UrlPolicy:
             raise UrlNotAllowedError("the URL has no host")
         if ":" in name or "%" in name:
             raise UrlNotAllowedError(f"{host} is neither an address nor a host name")
-        if _DOTTED_DIGITS.fullmatch(name):
-            # Four numbers: no literal address (checked above), and no name either. The HTTP client reads it as an
-            # IPv4 address and refuses it at every send: refused here, once.
-            raise UrlNotAllowedError(f"{host} is not a valid IPv4 address")
-        if any(label.startswith("xn--") and not _is_a_label(label) for label in name.split(".")):
-            raise UrlNotAllowedError(f"{host} is not a valid host name (a malformed xn-- label)")
         try:
             encoded = name.encode("idna")
         except UnicodeError:
@@ -237,6 +231,9 @@ class UrlPolicy:
         if port is not None and port != DEFAULT_PORTS[scheme] and not self.allow_non_default_ports:
             raise UrlNotAllowedError(f"the URL must use the default port ({DEFAULT_PORTS[scheme]} for {scheme})")
         self.check_host(parts.hostname or "")
+        refusal = _client_refusal(parts.hostname or "")
+        if refusal is not None:
+            raise UrlNotAllowedError(refusal)
         return url
 
     # --- resolution ---
@@ -296,17 +293,25 @@ class UrlPolicy:
         return url
 
 
-#: A host of four dot-separated numbers: what the HTTP client (httpx) reads as an IPv4 address, and refuses if it is not
-#: one (``08.0.0.1``, ``256.1.1.1``).
-_DOTTED_DIGITS = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+#: A host the HTTP client (httpx) reads as an IPv4 address, and refuses unless it is one in the usual spelling.
+_IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 
 
-def _is_a_label(label: str) -> bool:
-    """Whether an ``xn--`` label decodes, as the HTTP client decodes it (IDNA 2008) at every send."""
-    import idna  # only for a host with an xn-- label: the API's cold start does not pay for it
+def _client_refusal(host: str) -> str | None:
+    """Why the HTTP client would refuse ``host`` (lower case, as ``urlsplit`` gives it) at every send, if it would,
+    as httpx 0.28 reads a host: four numbers must be an IPv4 address in the usual spelling (``08.0.0.1``,
+    ``256.1.1.1`` and ``1.2.3.04`` are not), and a host that starts with ``xn--`` must decode as IDNA 2008, every
+    label of it (httpx decodes such a host whole, and sends any other as it is)."""
+    if _IPV4_STYLE.fullmatch(host):
+        try:
+            IPv4Address(host)
+        except ValueError:
+            return f"{host} is not a valid IPv4 address (four numbers from 0 to 255, without leading zeros)"
+    elif host.startswith("xn--"):
+        import idna  # only for such a host: the API's cold start does not pay for it
 
-    try:
-        idna.decode(label)
-    except (idna.IDNAError, UnicodeError):
-        return False
-    return True
+        try:
+            idna.decode(host)
+        except (idna.IDNAError, UnicodeError, ValueError, OverflowError):
+            return f"{host} is not a valid host name (an xn-- name that does not decode)"
+    return None

@@ -394,7 +394,7 @@ def _enqueue_many(
         if not sent:
             unqueued |= _events_of(message)
     to_mark = [plan for plan in plans if plan.needs_mark and plan.stored.event.id not in unqueued]
-    marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts) for plan in to_mark]
+    marks = [(plan.stored.event.id, plan.stored.expires_at, plan.counts, plan.counted_subs) for plan in to_mark]
     for plan, marked in zip(to_mark, services.store.events.mark_new(marks), strict=True):
         if not marked:
             try:
@@ -600,6 +600,12 @@ class _Queueing:
         """What marking the event queued adds to its counters: the direct fan-out's page (its one page closed)."""
         return {"matched": self.matched, "filtered": self.filtered, "fanout_open": -1} if self.direct else {}
 
+    @property
+    def counted_subs(self) -> list[str]:
+        """The subscriptions marking the event queued counts in its ``matched`` (the direct fan-out's): noted on its
+        counts item with the count, for a redelivery to tell them from those that never had the event."""
+        return [message.subscription_id for message in self.messages if isinstance(message, DeliveryMessage)]
+
     def mark(self, services: Services) -> None:
         """Mark the event queued, once its messages are sent: with the direct fan-out's count, in one write, once
         (a retried publish whose earlier try got this far counts nothing)."""
@@ -607,8 +613,9 @@ class _Queueing:
             return
         event_id, expires_at = self.stored.event.id, self.stored.expires_at
         if self.direct:
-            sub_ids = [message.subscription_id for message in self.messages if isinstance(message, DeliveryMessage)]
-            services.store.events.count_direct_fanout(event_id, expires_at=expires_at, sub_ids=sub_ids, **self.counts)
+            services.store.events.count_direct_fanout(
+                event_id, expires_at=expires_at, sub_ids=self.counted_subs, **self.counts
+            )
         else:
             services.store.events.mark_enqueued(event_id, expires_at=expires_at)
 

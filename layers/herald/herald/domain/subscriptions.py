@@ -104,10 +104,10 @@ def check_operational_types(event_types: list[str]) -> list[str]:
 async def create(services: Services, tenant_id: str, body: SubscriptionIn) -> Subscription:
     """Subscribe a URL (checked by the URL policy and the deployment's limits) for a tenant."""
     url = await services.url_policy.check_new_url(str(body.url))
-    check_subscription(
-        services.settings, url=url, event_types=body.event_types, description=body.description, metadata=body.metadata
-    )
     event_types = check_event_types(body.event_types)
+    check_subscription(
+        services.settings, url=url, event_types=event_types, description=body.description, metadata=body.metadata
+    )
     options = {
         "headers": check_headers(body.headers).to_stored(),
         "filter": checked_filter(body.filter, event_types),

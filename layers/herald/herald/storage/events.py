@@ -476,12 +476,13 @@ class EventRepository:
             }
         }
 
-    def mark_new(self, marks: Sequence[tuple[str, int, Mapping[str, int]]]) -> list[bool]:
-        """Mark events queued, each with its counts (a direct fan-out's, or none), given as (event id, expires_at,
-        counts), by creating their counts items 25 to a call: a batch publish's usual case, as no delivery of
-        its events has settled yet. One answer each: True if marked; False if its counts item exists (an earlier
-        try marked it, a delivery settled first, an expired event of the same id left it), the event is gone, or
-        a failed call kept it out. ``count_direct_fanout`` or ``mark_enqueued`` then decides it alone."""
+    def mark_new(self, marks: Sequence[tuple[str, int, Mapping[str, int], Sequence[str]]]) -> list[bool]:
+        """Mark events queued, each with its counts (a direct fan-out's, or none) and the subscriptions they count
+        (``DIRECT_SUBS``), given as (event id, expires_at, counts, subscription ids), by creating their counts items
+        25 to a call: a batch publish's usual case, as no delivery of its events has settled yet. One answer each:
+        True if marked; False if its counts item exists (an earlier try marked it, a delivery settled first, an
+        expired event of the same id left it), the event is gone, or a failed call kept it out.
+        ``count_direct_fanout`` or ``mark_enqueued`` then decides it alone."""
         now = self._table.now()
         items = {
             event_id: {
@@ -489,12 +490,13 @@ class EventRepository:
                 "expires_at": expires_at,
                 "enqueued": True,
                 **{name: value for name, value in counts.items() if value},
+                **({DIRECT_SUBS: direct_digests(sub_ids)} if sub_ids else {}),
             }
-            for event_id, expires_at, counts in marks
+            for event_id, expires_at, counts, sub_ids in marks
             if expires_at > now
         }
         written = dict(zip(items, self._table.insert_all(list(items.values())), strict=True))
-        return [written.get(event_id) is True for event_id, _, _ in marks]
+        return [written.get(mark[0]) is True for mark in marks]
 
     def count_direct_fanout(
         self, event_id: str, *, expires_at: int, sub_ids: Sequence[str] = (), **deltas: int
@@ -508,7 +510,7 @@ class EventRepository:
         changes = {key: value for key, value in deltas.items() if value}
         flags: dict[str, Any] = {"enqueued": True}
         if sub_ids:
-            flags[DIRECT_SUBS] = b"".join(direct_digest(sub_id) for sub_id in sub_ids)
+            flags[DIRECT_SUBS] = direct_digests(sub_ids)
         return self._update_counts(event_id, expires_at=expires_at, deltas=changes, flags=flags, unless_enqueued=True)
 
     def _update_through_conflicts(self, **request: Any) -> None:
@@ -684,6 +686,11 @@ class EventRepository:
         found = self._table.read(keys.fanout_page(event_id, marker))
         plan = found.get("plan") if found is not None else None
         return dict(plan) if isinstance(plan, dict) else None
+
+
+def direct_digests(sub_ids: Sequence[str]) -> bytes:
+    """What a direct fan-out notes of the subscriptions it counted (``DIRECT_SUBS``): their digests, end to end."""
+    return b"".join(direct_digest(sub_id) for sub_id in sub_ids)
 
 
 def direct_digest(subscription_id: str) -> bytes:

@@ -108,8 +108,10 @@ async def _settle_left_behind(
     its message would have: ``skipped`` when the delivery is no longer failed, ``failed`` when it is gone. A delivery
     still failed (listed on another page now) keeps its ticket for it.
 
-    The deliveries are read ``SETTLE_AT_ONCE`` at a time; with a ``deadline``, the look stops while the invocation
-    still has time for its pages (what is left is looked at by the next run, if any)."""
+    The deliveries are read ``SETTLE_AT_ONCE`` at a time. With a ``deadline``, a look the invocation has no time to
+    finish raises ``ServiceUnavailableError`` while it still has time to end: the message comes back, run again,
+    and looks on (what this run settled is settled). Its follow-on messages are first runs, which never look: the
+    look must end before any page is listed."""
     store = worker.store
     left = [
         delivery_id
@@ -118,8 +120,10 @@ async def _settle_left_behind(
     ]
     for start in range(0, len(left), SETTLE_AT_ONCE):
         if deadline is not None and deadline - worker.clock() < 2 * MIN_SECONDS_LEFT:
-            logger.info("tickets left behind not all looked at: time is short", extra={"job_id": job.id})
-            return
+            raise ServiceUnavailableError(
+                f"the tickets a recovery's earlier run left were not all looked at ({start} of {len(left)}) before "
+                "the invocation's time ran short: its message comes back to look on"
+            )
         chunk = left[start : start + SETTLE_AT_ONCE]
         found = await asyncio.gather(*(worker.io(store.deliveries.get, job.subscription_id, d) for d in chunk))
         closes = [
