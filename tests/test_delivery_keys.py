@@ -133,6 +133,12 @@ def test_a_delivery_of_the_older_kind_is_carried_on_listed_and_counted_beside_th
     other = subscribe(client, tenant, receiver.url)
     path = f"/v1/subscriptions/{other.id}/deliveries/{digest_id}"
     assert client.get(path, headers=tenant.headers).status_code == 404
+    # AND their states are read together, both kinds, under their own subscription only (a recovery's look at its
+    # tickets); one that is not there is not in the answer
+    missing = ids.delivery_id("evt_none", sub.id, 1_700_000_000_000)
+    found = store.deliveries.statuses(sub.id, [digest_id, *newer_ids, missing])
+    assert found == dict.fromkeys([digest_id, *newer_ids], "succeeded")
+    assert store.deliveries.statuses(other.id, [digest_id, *newer_ids]) == {}
     # AND its event's counts are right, and a recount finds its delivery (nothing to change)
     assert event_counts(client, older)["succeeded"] == 1
     assert recount_event(store, older) == {}

@@ -292,12 +292,11 @@ def test_a_later_recovery_page_that_did_not_queue_finishes_when_its_delivery_is_
     retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{left}/retry", headers=tenant.headers)
     assert retried.status_code == 202, retried.text
     harness.drain()
-    # (a run again with no time left for that look fails, to come back and look on, settling nothing yet)
+    # (a run again with no time left for that look leaves it to a later one, and lists its pages)
     found = harness.services.store.jobs.get(job["id"])
     assert found is not None
     settle = worker_jobs._settle_left_behind(harness.worker, found[0], None, set(), deadline=harness.worker.clock())
-    with pytest.raises(ServiceUnavailableError, match="its message comes back to look on"):
-        harness.worker.loop.run_until_complete(settle)
+    harness.worker.loop.run_until_complete(settle)
     assert harness.services.store.jobs.open_tickets(job["id"], None) == [left]
     # AND the recovery's message comes back and lists its pages again
     for _ in range(3):

@@ -264,6 +264,19 @@ class DeliveryRepository:
         item = self._read(sub_id, delivery_id, event_id)
         return Delivery.model_validate(strip(item)) if item else None
 
+    def statuses(self, sub_id: str, delivery_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of these deliveries of the subscription that exists (as stored), read strongly in
+        BatchGetItem calls of 100 keys made side by side: each looked for under the subscription and as a delivery of
+        the older kind (that of another subscription is none). A delivery that is gone is not in the answer."""
+        wanted = set(delivery_ids)
+        item_keys = [keys.delivery(sub_id, delivery_id) for delivery_id in wanted]
+        item_keys += [keys.digest_delivery(delivery_id) for delivery_id in wanted]
+        return {
+            str(item["id"]): str(item.get("status"))
+            for item in self._table.batch_get(item_keys)
+            if item.get("id") in wanted and item.get("subscription_id") == sub_id
+        }
+
     def get_state(self, sub_id: str, delivery_id: str, event_id: str) -> DeliveryState | None:
         """The delivery with what only the worker needs: its place in the retry schedule and its lease."""
         item = self._read(sub_id, delivery_id, event_id)

@@ -70,8 +70,8 @@ LISTER_IDLE_SECONDS = 5 * 60
 FANOUT_WAIT_SECONDS = 60
 #: The work queue's visibility timeout (template.yaml): a message failing each time is received again this long after.
 VISIBILITY_TIMEOUT_SECONDS = 360
-#: Deliveries whose tickets a message run again looks at side by side (``_settle_left_behind``).
-SETTLE_AT_ONCE = 32
+#: Deliveries whose tickets a message run again looks at in one step (``_settle_left_behind``).
+SETTLE_READS = 1000
 #: How long a delivery's recovery lock lasts if its message never runs (the job's attempt is then given up).
 LOCK_SECONDS = 24 * 3600
 
@@ -108,28 +108,29 @@ async def _settle_left_behind(
     its message would have: ``skipped`` when the delivery is no longer failed, ``failed`` when it is gone. A delivery
     still failed (listed on another page now) keeps its ticket for it.
 
-    The deliveries are read ``SETTLE_AT_ONCE`` at a time. With a ``deadline``, a look the invocation has no time to
-    finish raises ``ServiceUnavailableError`` while it still has time to end: the message comes back, run again,
-    and looks on (what this run settled is settled). Its follow-on messages are first runs, which never look: the
-    look must end before any page is listed."""
+    The deliveries' states are read ``SETTLE_READS`` at a time (BatchGetItem calls side by side: thousands a
+    second). With a ``deadline``, the look stops while the invocation still has time for its pages, logged: the
+    rest waits for a later run again, if any (the open tickets of a job whose attempts wait behind a rate limit
+    are read each time, and a look longer than the invocation would never let its pages be listed)."""
     store = worker.store
     left = [
         delivery_id
         for delivery_id in await worker.io(store.jobs.open_tickets, job.id, page)
         if delivery_id not in listed
     ]
-    for start in range(0, len(left), SETTLE_AT_ONCE):
+    for start in range(0, len(left), SETTLE_READS):
         if deadline is not None and deadline - worker.clock() < 2 * MIN_SECONDS_LEFT:
-            raise ServiceUnavailableError(
-                f"the tickets a recovery's earlier run left were not all looked at ({start} of {len(left)}) before "
-                "the invocation's time ran short: its message comes back to look on"
+            logger.warning(
+                "tickets left behind not all looked at: time ran short",
+                extra={"job_id": job.id, "looked_at": start, "open": len(left)},
             )
-        chunk = left[start : start + SETTLE_AT_ONCE]
-        found = await asyncio.gather(*(worker.io(store.deliveries.get, job.subscription_id, d) for d in chunk))
+            return
+        chunk = left[start : start + SETTLE_READS]
+        found = await worker.io(store.deliveries.statuses, job.subscription_id, chunk)
         closes = [
-            worker.io(store.jobs.close_ticket, job.id, delivery_id, FAILED if delivery is None else SKIPPED)
-            for delivery_id, delivery in zip(chunk, found, strict=True)
-            if delivery is None or delivery.status is not DeliveryStatus.FAILED
+            worker.io(store.jobs.close_ticket, job.id, delivery_id, SKIPPED if delivery_id in found else FAILED)
+            for delivery_id in chunk
+            if found.get(delivery_id) != DeliveryStatus.FAILED.value
         ]
         await asyncio.gather(*closes)
 
