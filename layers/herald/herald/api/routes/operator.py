@@ -14,7 +14,7 @@ from herald.api.routers import api_router
 from herald.domain import subscriptions
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.records import WILDCARD, Subscription
-from herald.schemas import Page, SubscriptionOut, SubscriptionWithSecret
+from herald.schemas import Page, SubscriptionOut, SubscriptionWithSecret, check_event_types
 from herald.services import Services
 
 router = api_router(prefix="/v1/operator/webhooks", tags=["operator"])
@@ -33,11 +33,9 @@ class OperatorWebhookIn(BaseModel):
     )
     description: str = Field("", max_length=500)
 
-    @field_validator("event_types")
-    @classmethod
-    def _known(cls, value: list[str]) -> list[str]:
-        # Each name is checked against the operational catalog, ``*`` beside it or not (``check_operational_types``).
-        return sorted(set(value))
+    # Once each, sorted, as a tenant's; each name is then checked against the operational catalog, ``*`` beside it
+    # or not (``check_operational_types``).
+    _event_types = field_validator("event_types")(check_event_types)
 
 
 class OperatorWebhookUpdate(BaseModel):
