@@ -100,18 +100,14 @@ class StoredEvent:
     counted_when_stored: bool = False
     #: The digests of the subscriptions its direct fan-out counted on its counts item (``DIRECT_SUBS``), when read
     #: with its counts; empty otherwise.
-    direct_subs: bytes = b""
+    direct_subs: frozenset[bytes] = frozenset()
 
     def counted_directly(self, subscription_id: str) -> bool:
         """Whether this event's direct fan-out counted ``subscription_id`` in ``matched`` (its counts item names
         it: ``DIRECT_SUBS``; read with its counts), or, counted when stored, its item names it."""
         if self.counted_when_stored and subscription_id in self.delivered_to:
             return True
-        digest = direct_digest(subscription_id)
-        subs = self.direct_subs
-        return any(
-            subs[start : start + _DIRECT_DIGEST_BYTES] == digest for start in range(0, len(subs), _DIRECT_DIGEST_BYTES)
-        )
+        return direct_digest(subscription_id) in self.direct_subs
 
     def counted_from_delivery(self, subscription_id: str) -> bool:
         """Whether this event's delivery to ``subscription_id`` is read, not counted, for its counters."""
@@ -403,8 +399,9 @@ class EventRepository:
         item["enqueued"] = bool(item.get("enqueued")) or bool(counts.get("enqueued"))
         stored = StoredEvent.of(item)
         if DIRECT_SUBS in counts:
-            direct = counts[DIRECT_SUBS]
-            stored = replace(stored, direct_subs=bytes(getattr(direct, "value", direct)))
+            noted = bytes(getattr(counts[DIRECT_SUBS], "value", counts[DIRECT_SUBS]))  # boto3's Binary
+            step = _DIRECT_DIGEST_BYTES
+            stored = replace(stored, direct_subs=frozenset(noted[at : at + step] for at in range(0, len(noted), step)))
         if not stored.delivered_to or not live:
             return stored
         settled = self._settled_deliveries(stored)
