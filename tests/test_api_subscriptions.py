@@ -188,6 +188,9 @@ def test_create_subscription_validation(client, tenant, body, code) -> None:
         "https://[::1]/hook",
         "https://intranet/hook",
         "http://example.com/hook",
+        # hosts the HTTP client never sends to (IDNA 2008 does not decode them), which the URL type lets through
+        "https://\U0001f4a9.la/hook",
+        "https://xn--bcher-kva.ex_ample.com/hook",
     ],
 )
 def test_private_urls_are_refused_in_a_deployment(client, tenant, url) -> None:
