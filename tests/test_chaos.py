@@ -410,14 +410,26 @@ def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server
         for got in receiver.received:
             assert verify_signature(subs[got.path].secret, got)["type"] == "invoice.paid"
             assert got.headers["webhook-id"] == event_id
+        # AND nothing was dead-lettered or left scheduled for later (each said first: a delivery not recorded
+        # as succeeded below was then parked, not lost)
+        assert _queue_empty(sqs, resources.dead_letter_queue_url), _bodies(sqs, resources.dead_letter_queue_url)
+        now = time.time()
+        assert [item.body for item in services.store.schedule.falling_due(now - 3_600, now + 2 * 86_400)] == []
         # AND every delivery is recorded as succeeded, and the counts are right once recounted if need be
         for sub in subs.values():
-            delivery = services.store.deliveries.get(sub.id, delivery_id_of(services.store, event_id, sub.id))
+            delivery_id = delivery_id_of(services.store, event_id, sub.id)
+            delivery = services.store.deliveries.get(sub.id, delivery_id)
             assert delivery is not None
-            assert delivery.status.value == "succeeded"
+            attempts = services.store.deliveries.list_attempts(sub.id, delivery_id, limit=100, cursor=None).items
+            assert delivery.status.value == "succeeded", (delivery, attempts)
         recount_event(services.store, event_id)
         assert event_counts(client, event_id) == fanned_out_counts(8, succeeded=8)
-        assert _queue_empty(sqs, resources.dead_letter_queue_url)
+
+
+def _bodies(sqs: Any, url: str) -> list[str]:
+    """The bodies of the messages on a queue, for a failure's message (a moment's look: they stay on it)."""
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", [])
+    return [message["Body"] for message in messages]
 
 
 def _queue_empty(sqs: Any, url: str) -> bool:
