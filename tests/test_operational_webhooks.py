@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from herald.storage import AttemptTally
 from tests.delivery_support import Harness, publish, subscribe
@@ -314,6 +315,63 @@ def test_operator_endpoints_are_listed_and_deleted(client) -> None:
     # AND the operator's reserved tenant is not among the tenants
     tenants = client.get("/v1/tenants", headers=ADMIN).json()["data"]
     assert all(item["name"] != "operator" for item in tenants)
+
+
+def test_an_operator_endpoints_deliveries_are_listed_retried_and_signed_with_a_rotated_secret(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint that heard of a subscription disabled by a 410
+    ops, gone = make_receiver(), make_receiver()
+    gone.default = (410, {}, b"gone", 0.0)
+    endpoint = register(client, ops.url)
+    base = f"/v1/operator/webhooks/{endpoint['id']}"
+    subscribe(client, tenant, gone.url)
+    publish(client, tenant.id)
+    harness.drain()
+    assert {payload["type"] for payload in operational(endpoint["secret"], ops)} == {
+        "subscription.disabled",
+        "delivery.exhausted",
+    }
+    # WHEN the operator lists the endpoint's deliveries, THEN both show, succeeded, newest first
+    listed = client.get(f"{base}/deliveries", headers=ADMIN)
+    assert listed.status_code == 200, listed.text
+    shown = listed.json()["data"]
+    assert sorted(item["event_type"] for item in shown) == ["delivery.exhausted", "subscription.disabled"]
+    assert {item["status"] for item in shown} == {"succeeded"}
+    # AND they filter by an operational type, and a tenant's type is not one of them
+    only = client.get(f"{base}/deliveries", params={"event_type": "subscription.disabled"}, headers=ADMIN).json()
+    assert [item["event_type"] for item in only["data"]] == ["subscription.disabled"]
+    unknown = client.get(f"{base}/deliveries", params={"event_type": "invoice.paid"}, headers=ADMIN)
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["code"] == "unknown_event_type"
+    # AND a delivery shows its attempt, answered 200 by the endpoint
+    delivery = only["data"][0]
+    got = client.get(f"{base}/deliveries/{delivery['id']}", headers=ADMIN).json()
+    assert (got["id"], got["attempts"]) == (delivery["id"], 1)
+    attempts = client.get(f"{base}/deliveries/{delivery['id']}/attempts", headers=ADMIN).json()["data"]
+    assert [(a["attempt_number"], a["succeeded"], a["status_code"]) for a in attempts] == [(1, True, 200)]
+    # WHEN its secret is rotated with no grace (it leaked) and the delivery is sent again
+    rotated = client.post(f"{base}/secret/rotate", json={"grace_hours": 0}, headers=ADMIN)
+    assert rotated.status_code == 200, rotated.text
+    secret = rotated.json()["secret"]
+    assert secret.startswith("whsec_")
+    assert secret != endpoint["secret"]
+    ops.received.clear()
+    retried = client.post(f"{base}/deliveries/{delivery['id']}/retry", headers=ADMIN)
+    assert retried.status_code == 202, retried.text
+    harness.drain()
+    # THEN it arrives once more, signed with the new secret only
+    [again] = ops.received
+    assert Webhook(secret).verify(again.body, again.headers)["type"] == "subscription.disabled"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(endpoint["secret"]).verify(again.body, again.headers)
+    attempts = client.get(f"{base}/deliveries/{delivery['id']}/attempts", headers=ADMIN).json()["data"]
+    assert [(a["attempt_number"], a["trigger"]) for a in attempts] == [(1, "scheduled"), (2, "manual")]
+    # AND another endpoint's path does not reach this delivery
+    other = register(client, "https://ops.example.com/other")
+    missing = client.get(f"/v1/operator/webhooks/{other['id']}/deliveries/{delivery['id']}", headers=ADMIN)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
 
 
 def test_operational_events_are_documented_as_webhooks(client) -> None:

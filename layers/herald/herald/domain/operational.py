@@ -1,9 +1,10 @@
 """Operational events: Herald tells the operator about its subscriptions' health.
 
 The operator registers endpoints with the admin key (``/v1/operator/webhooks``). They are ordinary
-subscriptions of a reserved tenant that has no record and no API key, so tenants can neither see
-them nor act for it; Herald publishes operational events (``catalog.operational_catalog``) to that
-tenant through the normal path (stored event, fan-out, signed and retried deliveries, attempt log).
+subscriptions of a reserved tenant that has no API key and an unlisted record (no listing or broadcast
+sees it), so tenants can neither see them nor act for it; Herald publishes operational events
+(``catalog.operational_catalog``) to that tenant through the normal path (stored event, fan-out, signed and
+retried deliveries, attempt log).
 
 Each operational event has an id derived from what it reports (``subscription.disabled`` of this
 subscription at this time, ``delivery.failing`` of this delivery, ...), so a worker that reports the
@@ -25,8 +26,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The reserved tenant whose subscriptions are the operator's endpoints. It never has a tenant record
-#: (so broadcasts and tenant listings skip it) nor API keys (so only the admin key reaches them).
+#: The reserved tenant whose subscriptions are the operator's endpoints. Its tenant record is unlisted
+#: (``TenantRepository.create_unlisted``: broadcasts and tenant listings skip it), and it never has API keys
+#: (so only the admin key reaches them).
 OPERATOR_TENANT_ID = f"{ids.TENANT}_{'0' * 26}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query, status
@@ -9,11 +10,11 @@ from pydantic import AwareDatetime
 
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
 from herald.api.routers import api_router
-from herald.catalog import catalog
+from herald.catalog import EventCatalog, catalog
 from herald.domain import deliveries, subscriptions
 from herald.domain.jobs import as_utc
 from herald.errors import InvalidInputError, UnknownEventTypeError
-from herald.records import Delivery, DeliveryStatus
+from herald.records import Delivery, DeliveryStatus, Subscription
 from herald.schemas import AttemptOut, DeliveryOut, Page
 from herald.services import Services
 
@@ -24,23 +25,30 @@ def delivery_or_404(services: Services, tenant_id: str, subscription_id: str, de
     return deliveries.find(services, tenant_id, subscription_id, delivery_id)
 
 
-@router.get("", summary="List the deliveries of a subscription, newest first")
-async def list_deliveries(
-    subscription_id: str,
+#: The query parameters of a listing of deliveries, shared with the operator's endpoints' listing.
+StatusQuery = Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")]
+EventTypeQuery = Annotated[
+    str | None,
+    Query(description="Only deliveries of this event type (one of the catalog's).", min_length=1, max_length=200),
+]
+SinceQuery = Annotated[AwareDatetime | None, Query(description="Only deliveries created at or after this time.")]
+UntilQuery = Annotated[AwareDatetime | None, Query(description="Only deliveries created at or before this time.")]
+
+
+def deliveries_page(
+    services: Services,
+    sub: Subscription,
     *,
-    services: ServicesDep,
-    tenant_id: TenantDep,
-    status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
-    event_type: Annotated[
-        str | None,
-        Query(description="Only deliveries of this event type (one of the catalog's).", min_length=1, max_length=200),
-    ] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Only deliveries created at or after this time.")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Only deliveries created at or before this time.")] = None,
-    limit: LimitQuery = 50,
-    iterator: IteratorQuery = None,
+    known: EventCatalog,
+    status: DeliveryStatus | None,
+    event_type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    iterator: str | None,
 ) -> Page[DeliveryOut]:
-    subscriptions.find(services, tenant_id, subscription_id)
+    """A page of ``sub``'s deliveries, newest first, once the query is checked: a window whose ends are the wrong
+    way round, or an event type ``known`` does not declare, is a 422."""
     since = as_utc(since, "since", "query") if since is not None else None
     until = as_utc(until, "until", "query") if until is not None else None
     if since is not None and until is not None and since > until:
@@ -48,20 +56,59 @@ async def list_deliveries(
             "`since` is after `until`",
             details=[{"loc": ["query", "since"], "msg": "after `until`", "type": "inverted_window"}],
         )
-    if event_type is not None and event_type not in catalog:
+    if event_type is not None and event_type not in known:
         raise UnknownEventTypeError(
-            f"unknown event type: {event_type}; known: {', '.join(catalog.names())}",
+            f"unknown event type: {event_type}; known: {', '.join(known.names())}",
             details=[
                 {"loc": ["query", "event_type"], "msg": "is not in the event catalog", "type": "unknown_event_type"}
             ],
         )
     page = services.store.deliveries.list(
-        subscription_id, status=status, limit=limit, cursor=iterator, event_type=event_type, since=since, until=until
+        sub.id, status=status, limit=limit, cursor=iterator, event_type=event_type, since=since, until=until
     )
     return Page(
         data=[DeliveryOut.of(d) for d in page.items],
         iterator=page.cursor,
         done=page.cursor is None,
+    )
+
+
+def attempts_page(services: Services, delivery: Delivery, *, limit: int, iterator: str | None) -> Page[AttemptOut]:
+    """A page of ``delivery``'s attempts, oldest first."""
+    page = services.store.deliveries.list_attempts(
+        delivery.subscription_id, delivery.id, limit=limit, cursor=iterator, event_id=delivery.event_id
+    )
+    return Page(
+        data=[AttemptOut.of(a) for a in page.items],
+        iterator=page.cursor,
+        done=page.cursor is None,
+    )
+
+
+@router.get("", summary="List the deliveries of a subscription, newest first")
+async def list_deliveries(
+    subscription_id: str,
+    *,
+    services: ServicesDep,
+    tenant_id: TenantDep,
+    status: StatusQuery = None,
+    event_type: EventTypeQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    limit: LimitQuery = 50,
+    iterator: IteratorQuery = None,
+) -> Page[DeliveryOut]:
+    sub = subscriptions.find(services, tenant_id, subscription_id)
+    return deliveries_page(
+        services,
+        sub,
+        known=catalog,
+        status=status,
+        event_type=event_type,
+        since=since,
+        until=until,
+        limit=limit,
+        iterator=iterator,
     )
 
 
@@ -83,14 +130,7 @@ async def list_attempts(
     iterator: IteratorQuery = None,
 ) -> Page[AttemptOut]:
     delivery = delivery_or_404(services, tenant_id, subscription_id, delivery_id)
-    page = services.store.deliveries.list_attempts(
-        subscription_id, delivery_id, limit=limit, cursor=iterator, event_id=delivery.event_id
-    )
-    return Page(
-        data=[AttemptOut.of(a) for a in page.items],
-        iterator=page.cursor,
-        done=page.cursor is None,
-    )
+    return attempts_page(services, delivery, limit=limit, iterator=iterator)
 
 
 @router.post(

@@ -1,20 +1,42 @@
 """The operator's own webhook endpoints, for operational events (operator only).
 
 They are subscriptions of a reserved tenant (``herald.domain.operational``) to operational event types:
-signed, retried and logged like every delivery, and disabled on a 410 like any endpoint.
+signed, retried and logged like every delivery, and disabled on a 410 like any endpoint. Their secrets rotate,
+and their deliveries and attempts are listed and retried, as a tenant's are (the same code, for that tenant).
 """
 
 from __future__ import annotations
 
-from fastapi import Response, status
+from typing import Annotated
+
+from fastapi import Body, Response, status
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 from herald.api.deps import IteratorQuery, LimitQuery, OperatorDep, ServicesDep
 from herald.api.routers import api_router
-from herald.domain import subscriptions
+from herald.api.routes.deliveries import (
+    EventTypeQuery,
+    SinceQuery,
+    StatusQuery,
+    UntilQuery,
+    attempts_page,
+    deliveries_page,
+)
+from herald.api.routes.subscriptions import secret_out
+from herald.catalog import operational_catalog
+from herald.domain import deliveries, subscriptions
 from herald.domain.operational import OPERATOR_TENANT_ID
-from herald.records import WILDCARD, Subscription
-from herald.schemas import Page, SubscriptionOut, SubscriptionWithSecret, check_event_types
+from herald.records import WILDCARD, Delivery, Subscription
+from herald.schemas import (
+    AttemptOut,
+    DeliveryOut,
+    Page,
+    SecretOut,
+    SecretRotateIn,
+    SubscriptionOut,
+    SubscriptionWithSecret,
+    check_event_types,
+)
 from herald.services import Services
 
 router = api_router(prefix="/v1/operator/webhooks", tags=["operator"])
@@ -53,7 +75,8 @@ async def create_operator_webhook(
     body: OperatorWebhookIn, services: ServicesDep, _: OperatorDep
 ) -> SubscriptionWithSecret:
     """Herald POSTs operational events here (`subscription.disabled`, `delivery.exhausted`, `delivery.failing`,
-    `subscription.recovered`), signed with the `whsec_` secret in the answer. It is shown only once: keep it."""
+    `subscription.recovered`), signed with the `whsec_` secret in the answer. It is shown only once: keep it (or
+    rotate it for a new one, `POST .../secret/rotate`)."""
     sub = await subscriptions.create_operator_endpoint(
         services, str(body.url), body.event_types, description=body.description
     )
@@ -86,3 +109,89 @@ async def update_operator_webhook(
 async def delete_operator_webhook(webhook_id: str, services: ServicesDep, _: OperatorDep) -> Response:
     subscriptions.delete(services, _webhook_or_404(services, webhook_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{webhook_id}/secret/rotate", summary="Rotate an operational endpoint's signing secret")
+async def rotate_operator_secret(
+    webhook_id: str,
+    services: ServicesDep,
+    _: OperatorDep,
+    body: Annotated[SecretRotateIn | None, Body()] = None,
+) -> SecretOut:
+    """A new secret signs from now on (shown in this answer only, as at creation); the old one keeps signing too
+    for a grace period (default 24 h), so operational events carry both signatures while the endpoint switches
+    over. `grace_hours: 0` ends the old one now, for a secret that leaked."""
+    old = _webhook_or_404(services, webhook_id)
+    return secret_out(subscriptions.rotate_signing_secret(services, old, body.grace_hours if body else None))
+
+
+@router.get("/{webhook_id}/deliveries", summary="List the deliveries of an operational endpoint, newest first")
+async def list_operator_deliveries(
+    webhook_id: str,
+    *,
+    services: ServicesDep,
+    _: OperatorDep,
+    status: StatusQuery = None,
+    event_type: EventTypeQuery = None,
+    since: SinceQuery = None,
+    until: UntilQuery = None,
+    limit: LimitQuery = 50,
+    iterator: IteratorQuery = None,
+) -> Page[DeliveryOut]:
+    """What Herald sent to this endpoint, as a tenant lists its subscription's deliveries; `event_type` is one of
+    the operational catalog's."""
+    return deliveries_page(
+        services,
+        _webhook_or_404(services, webhook_id),
+        known=operational_catalog,
+        status=status,
+        event_type=event_type,
+        since=since,
+        until=until,
+        limit=limit,
+        iterator=iterator,
+    )
+
+
+def _delivery_or_404(services: Services, webhook_id: str, delivery_id: str) -> Delivery:
+    _webhook_or_404(services, webhook_id)
+    return deliveries.find(services, OPERATOR_TENANT_ID, webhook_id, delivery_id)
+
+
+@router.get("/{webhook_id}/deliveries/{delivery_id}", summary="Get a delivery of an operational endpoint")
+async def get_operator_delivery(
+    webhook_id: str, delivery_id: str, services: ServicesDep, _: OperatorDep
+) -> DeliveryOut:
+    return DeliveryOut.of(_delivery_or_404(services, webhook_id, delivery_id))
+
+
+@router.get(
+    "/{webhook_id}/deliveries/{delivery_id}/attempts",
+    summary="List the attempts of an operational endpoint's delivery, oldest first",
+)
+async def list_operator_attempts(
+    webhook_id: str,
+    delivery_id: str,
+    *,
+    services: ServicesDep,
+    _: OperatorDep,
+    limit: LimitQuery = 50,
+    iterator: IteratorQuery = None,
+) -> Page[AttemptOut]:
+    delivery = _delivery_or_404(services, webhook_id, delivery_id)
+    return attempts_page(services, delivery, limit=limit, iterator=iterator)
+
+
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Send an operational endpoint's delivery again now",
+)
+async def retry_operator_delivery(
+    webhook_id: str, delivery_id: str, services: ServicesDep, _: OperatorDep
+) -> DeliveryOut:
+    """One more attempt, right away, as a tenant's retry: a delivery whose event has expired is 409
+    `event_expired`, a disabled endpoint's is 409 `conflict` (enable it first)."""
+    delivery = _delivery_or_404(services, webhook_id, delivery_id)
+    deliveries.retry(services, delivery)
+    return DeliveryOut.of(delivery)

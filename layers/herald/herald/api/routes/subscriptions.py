@@ -125,13 +125,14 @@ async def delete_subscription(subscription_id: str, services: ServicesDep, tenan
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _secret_out(sub: Subscription) -> SecretOut:
+def secret_out(sub: Subscription) -> SecretOut:
+    """The subscription's current secret, and until when its previous one also signs (the operator's endpoints too)."""
     return SecretOut(secret=sub.current_secret, previous_valid_until=subscriptions.previous_valid_until(sub, utcnow()))
 
 
 @router.get("/{subscription_id}/secret", summary="Get the signing secret", responses=_answers(404, 503))
 async def get_secret(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> SecretOut:
-    return _secret_out(subscriptions.find(services, tenant_id, subscription_id))
+    return secret_out(subscriptions.find(services, tenant_id, subscription_id))
 
 
 @router.post("/{subscription_id}/secret/rotate", summary="Rotate the signing secret", responses=_answers(404, 409, 503))
@@ -145,7 +146,7 @@ async def rotate_secret(
     so deliveries carry both signatures while receivers switch over."""
     old = subscriptions.find(services, tenant_id, subscription_id)
     new = subscriptions.rotate_signing_secret(services, old, body.grace_hours if body else None)
-    return _secret_out(new)
+    return secret_out(new)
 
 
 @router.post(
