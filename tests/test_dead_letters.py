@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 
 from herald import faults
 from herald.messages import DeliveriesMessage, DeliveryMessage, PlannedDelivery, dump_message
-from herald.queue import REDRIVES_ATTRIBUTE
+from herald.queue import MAX_DELAY_SECONDS, REDRIVES_ATTRIBUTE
 from herald.records import Trigger
 from herald.storage import keys
 from herald.storage.deliveries import delivery_key
@@ -1090,14 +1090,23 @@ def test_a_discarded_first_delivery_never_made_is_written_failed_and_sent_again_
     assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
 
 
-@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
-@pytest.mark.parametrize("message", ["a copy of its retry", "a manual retry"])
+@pytest.mark.parametrize(
+    ("settings_overrides", "behind", "message"),
+    [
+        ({"retry_schedule": "0,3600"}, 0, "a copy of its retry"),
+        ({"retry_schedule": "0,3600"}, 7200, "a copy of its retry"),
+        ({"retry_schedule": "0,300"}, 400, "a copy of its retry"),
+        ({"retry_schedule": "0,3600"}, 7200, "a manual retry"),
+    ],
+    ids=["retry-to-come", "retry-due-not-swept", "retry-due-delayed-by-sqs", "manual-retry"],
+)
 def test_a_discarded_message_whose_delivery_has_an_attempt_to_come_leaves_it_pending(
-    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver, message: str
+    client, tenant: TenantInfo, services: Any, aws: Any, receiver: Receiver, behind: int, message: str
 ) -> None:
-    # GIVEN a delivery whose first attempt failed, its retry scheduled an hour later: still to come, or (a worker two
-    # hours behind) due already, its message still to be swept
-    clock = Clock(time.time() - (7200 if message == "a manual retry" else 0))
+    # GIVEN a delivery whose first attempt failed, its retry an hour later (in the schedule) or five minutes later
+    # (delayed by SQS), with a worker ``behind`` real time: still to come; due already, its copy not swept yet
+    # (the sweeps behind); or due less than 15 minutes ago, its copy delayed by SQS
+    clock = Clock(time.time() - behind)
     harness = make_harness(services, aws, clock=clock)
     try:
         _attempt_to_come_survives_a_discard(client, tenant, harness, clock, receiver, message)
@@ -1113,7 +1122,8 @@ def _attempt_to_come_survives_a_discard(
     event_id = publish(client, tenant.id)
     harness.drain()
     waiting = only_delivery(client, tenant, sub.id)
-    assert harness.scheduled() == 1
+    waits = when(waiting["next_attempt_at"]) - when(waiting["last_attempt_at"])
+    assert harness.scheduled() == (1 if waits > MAX_DELAY_SECONDS else 0)
     # AND in the dead-letter queue, back after its redrives, a stale copy of its retry's message (its delivery was
     # carried on since), or a manual retry's (the delivery's schedule is carried by its own message)
     parked = DeliveryMessage(

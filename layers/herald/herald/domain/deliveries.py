@@ -152,10 +152,10 @@ FAILED_ONE = {DeliveryStatus.FAILED.value: 1}
 
 
 def _carried_on(services: Services, state: DeliveryState, now: datetime) -> bool:
-    """Whether another copy of the delivery's message may still carry it on: its next attempt is still to come
-    (a retry scheduled), a worker holds its lease, or a worker held it back without an attempt, a copy of the
-    message carrying it on (a rate limit, an open breaker, the slow lane, a put-off), and that copy may not have
-    come back yet:
+    """Whether another copy of the delivery's message may still carry it on: its next attempt (a retry) is still to
+    come, or due but its copy may not have come back yet (``_retry_on_its_way``), a worker holds its lease, or a
+    worker held it back without an attempt, a copy of the message carrying it on (a rate limit, an open breaker, the
+    slow lane, a put-off), and that copy may not have come back yet:
 
     - its hold's end (``held_until``: a rate limit's slot, however far behind a backlog, an open breaker's end, a
       put-off) is less than 15 minutes past: SQS's longest delay bounds how late a scheduled copy is queued;
@@ -166,12 +166,24 @@ def _carried_on(services: Services, state: DeliveryState, now: datetime) -> bool
 
     What the discarded message itself left (an expired lease: its worker died) says nothing of another copy."""
     due = state.delivery.next_attempt_at
-    if (due is not None and due > now) or state.lease_until >= now.timestamp():
+    if (due is not None and _retry_on_its_way(services, due, now)) or state.lease_until >= now.timestamp():
         return True
     if state.held_until > now.timestamp() - MAX_DELAY_SECONDS:
         return True
     horizon = 2 * services.settings.breaker_max_open_seconds + MAX_DELAY_SECONDS
     return state.held_at > now.timestamp() - horizon
+
+
+def _retry_on_its_way(services: Services, due: datetime, now: datetime) -> bool:
+    """Whether the copy of a message that makes a retry due at ``due`` may not have come back yet: the retry is still
+    to come; or its copy, delayed by SQS (a wait up to 15 minutes), became visible less than 15 minutes ago, as a
+    held copy's grace (below); or its copy waits in the schedule (a longer wait), which the sweeps have not reached
+    yet (their cursor is not past ``due``: they may be behind, failing or stopped). One read of the sweeps' cursor,
+    only for a retry already due."""
+    if due.timestamp() > now.timestamp() - MAX_DELAY_SECONDS:
+        return True
+    swept_until = services.store.schedule.cursor()  # None: nothing was ever scheduled, no copy waits there
+    return swept_until is not None and due.timestamp() >= swept_until
 
 
 def _fail_unwritten(
