@@ -117,6 +117,47 @@ def stats(client: Any, tenant: TenantInfo, sub_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [FAST, {**FAST, "delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 0.5}],
+    ids=["timed-out", "handed-over"],  # counted by ``learn``, or marked slow by ``watch`` while unanswered
+)
+def test_timeouts_of_a_moved_subscriptions_old_url_say_nothing_of_its_new_one(
+    client, tenant, harness: Harness, receiver: Receiver, silent: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herald.worker import dispatch
+
+    # GIVEN a subscription on an endpoint that never answers, three deliveries to it, and its tenant moving it to a
+    # healthy endpoint once the first request has gone out: the batch's attempts, to the URL it read, all time out
+    # (or are handed to the slow lane, unanswered)
+    sub = subscribe(client, tenant, silent.url)
+    events = [publish(client, tenant.id) for _ in range(3)]
+    send = dispatch.sign_and_send
+    moved: list[int] = []
+
+    def moving(worker: Any, sent_to: Any, *args: Any, **kwargs: Any) -> Any:
+        if not moved:
+            moved.append(
+                client.patch(
+                    f"/v1/subscriptions/{sub.id}", json={"url": receiver.url}, headers=tenant.headers
+                ).status_code
+            )
+        return send(worker, sent_to, *args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "sign_and_send", moving)
+    harness.poller.poll_once()
+    assert moved == [200]
+    assert silent.accepted == len(events)
+    # WHEN the stats of the subscription are read, THEN three timeouts to the old URL (the breaker's threshold), or
+    # attempts slow to answer there, put the new one neither on the slow lane nor behind an open breaker
+    shown = stats(client, tenant, sub.id)
+    assert (shown["lane"], shown["breaker"]) == ("fast", "closed"), shown
+    # AND an event published now reaches the new endpoint at once, from the work queue
+    later = publish(client, tenant.id)
+    harness.poller.poll_once()
+    assert [got.headers["webhook-id"] for got in receiver.received] == [later]
+
+
 @pytest.mark.parametrize("settings_overrides", [FAST])
 def test_a_hanging_endpoint_moves_to_the_slow_lane_and_never_holds_back_a_healthy_one(
     client, tenant, harness: Harness, receiver: Receiver, silent: RawServer

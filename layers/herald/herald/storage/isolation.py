@@ -8,6 +8,11 @@ disturbed, and an API rewrite of the record leaves them as they are: ``subscript
 rare: on a timeout, on a slow answer, when a breaker opens, closes or lets a probe through; a healthy
 endpoint's deliveries write nothing.
 
+What an attempt says of an endpoint is written only while the subscription still sends to the URL the attempt went
+to (``url``): a subscription moved to another URL starts afresh (``subscriptions._rewrite`` clears all of this), and
+an attempt to the old one still under way then (a hanging endpoint's, the very reason to move) must not put the new
+one on the slow lane, count towards its breaker, or close it when it answers.
+
 The two writes that count (a timeout, a breaker's opening) leave a token of their own on the item
 (``LAST_WRITE``): botocore sends a call again when its answer was lost, and the resend, refused by the token,
 is known for the write it repeats instead of counting one more timeout or opening (unless another counting
@@ -34,6 +39,14 @@ LAST_WRITE = "isolation_write"
 _NOT_MINE = f"(attribute_not_exists({LAST_WRITE}) OR {LAST_WRITE} <> :token)"
 
 
+def _at(url: str | None) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The condition that the subscription still sends to ``url`` (none for None: any URL), with its names and
+    values."""
+    if url is None:
+        return "", {}, {}
+    return " AND #url = :url", {"#url": "url"}, {"url": url}
+
+
 @dataclass(frozen=True)
 class Reopened:
     """What ``take_probe`` found when the breaker had opened again since the caller read it (another delivery's probe
@@ -51,8 +64,14 @@ class IsolationRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def _update(self, tenant_id: str, sub_id: str, **request: Any) -> dict[str, Any] | None:
-        """One UpdateItem on the subscription's item; None if its condition failed (deleted, or moved on)."""
+    def _update(self, tenant_id: str, sub_id: str, *, url: str | None = None, **request: Any) -> dict[str, Any] | None:
+        """One UpdateItem on the subscription's item, while it sends to ``url`` (when given); None if its condition
+        failed (deleted, moved to another URL, or moved on)."""
+        condition, names, placeholders = _at(url)
+        if condition:
+            request["ConditionExpression"] += condition
+            request["ExpressionAttributeNames"] = {**request.get("ExpressionAttributeNames", {}), **names}
+            request["ExpressionAttributeValues"] = {**request["ExpressionAttributeValues"], **values(**placeholders)}
         try:
             response = self._table.call(
                 "update_item", Key=to_item(keys.subscription(tenant_id, sub_id)), ReturnValues="ALL_NEW", **request
@@ -62,43 +81,55 @@ class IsolationRepository:
         return from_item(response.get("Attributes", {}))
 
     def _count(
-        self, tenant_id: str, sub_id: str, expression: str, condition: str, placeholders: dict[str, Any]
+        self,
+        tenant_id: str,
+        sub_id: str,
+        expression: str,
+        condition: str,
+        placeholders: dict[str, Any],
+        *,
+        url: str | None,
     ) -> dict[str, Any] | None:
         """A counting UpdateItem (as ``_update``) made once. ``expression`` sets ``LAST_WRITE`` to ``:token``, a
         new one: its resend (botocore's, after a lost answer) is refused by it, and answers the item as the
         first send left it."""
         token = uuid.uuid4().hex[:12]
+        at, names, at_values = _at(url)
         try:
             response = self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription(tenant_id, sub_id)),
                 UpdateExpression=expression,
-                ConditionExpression=f"{condition} AND {_NOT_MINE}",
-                ExpressionAttributeValues=values(token=token, **placeholders),
+                ConditionExpression=f"{condition}{at} AND {_NOT_MINE}",
+                ExpressionAttributeValues=values(token=token, **placeholders, **at_values),
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **({"ExpressionAttributeNames": names} if names else {}),
             )
         except ClientError as exc:
             found = refused_item(exc)
             return found if found.get(LAST_WRITE) == token else None
         return from_item(response.get("Attributes", {}))
 
-    def mark_slow(self, tenant_id: str, sub_id: str, *, until: float) -> bool:
-        """Send the subscription's deliveries through the slow lane until ``until`` (never shortened)."""
+    def mark_slow(self, tenant_id: str, sub_id: str, *, until: float, url: str | None = None) -> bool:
+        """Send the subscription's deliveries through the slow lane until ``until`` (never shortened), while it sends
+        to ``url`` (when given: the URL of the attempt slow to answer)."""
+        at, names, at_values = _at(url)
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription(tenant_id, sub_id)),
                 UpdateExpression="SET slow_until = :until",
-                ConditionExpression=f"{_EXISTS} AND (attribute_not_exists(slow_until) OR slow_until < :until)",
-                ExpressionAttributeValues=values(until=until),
+                ConditionExpression=f"{_EXISTS}{at} AND (attribute_not_exists(slow_until) OR slow_until < :until)",
+                ExpressionAttributeValues=values(until=until, **at_values),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **({"ExpressionAttributeNames": names} if names else {}),
             )
         except ClientError as exc:
             # Marked until then already: by this call's first send (botocore sent it again after its answer was
-            # lost), or by another to the same moment; else until later, or the subscription is gone.
+            # lost), or by another to the same moment; else until later, or the subscription is gone or moved.
             found = refused_item(exc)
-            return float(found.get("slow_until", 0) or 0) == until
+            return float(found.get("slow_until", 0) or 0) == until and (url is None or found.get("url") == url)
         return True
 
     def count_timeout(
@@ -111,17 +142,20 @@ class IsolationRepository:
         threshold: int,
         open_seconds: float,
         max_open_seconds: float,
+        url: str | None = None,
     ) -> tuple[Isolation, bool] | None:
         """Count an attempt that timed out: one more timeout in a row, the slow lane until ``slow_until``, and,
         at ``threshold`` timeouts in a row, the breaker opened (unless it is open already) for ``open_seconds``
-        doubled for each opening in a row, at most ``max_open_seconds``. Returns the subscription's isolation
-        afterwards and whether this call opened the breaker; None if the subscription is gone."""
+        doubled for each opening in a row, at most ``max_open_seconds``; while it sends to ``url`` (when given: the
+        URL of the attempt that timed out). Returns the subscription's isolation afterwards and whether this call
+        opened the breaker; None if the subscription is gone or moved to another URL."""
         item = self._count(
             tenant_id,
             sub_id,
             f"ADD timeouts :one SET slow_until = :slow, {LAST_WRITE} = :token",
             _EXISTS,
             {"one": 1, "slow": slow_until},
+            url=url,
         )
         if item is None:
             return None
@@ -136,6 +170,7 @@ class IsolationRepository:
             f"SET breaker_until = :until, {LAST_WRITE} = :token ADD breaker_openings :one REMOVE probe_until",
             f"{_EXISTS} AND timeouts >= :n AND (attribute_not_exists(breaker_until) OR breaker_until <= :now)",
             {"until": until, "one": 1, "n": threshold, "now": now},
+            url=url,
         )
         return (_isolation(opened), True) if opened is not None else (learned, False)
 
@@ -182,11 +217,13 @@ class IsolationRepository:
         )
         return released is not None
 
-    def reset(self, tenant_id: str, sub_id: str) -> None:
-        """The endpoint answered (any answer but a timeout): no timeouts in a row, the breaker closed."""
+    def reset(self, tenant_id: str, sub_id: str, *, url: str | None = None) -> None:
+        """The endpoint answered (any answer but a timeout): no timeouts in a row, the breaker closed; while the
+        subscription sends to ``url`` (when given: the URL that answered)."""
         self._update(
             tenant_id,
             sub_id,
+            url=url,
             UpdateExpression="SET timeouts = :zero, breaker_openings = :zero REMOVE breaker_until, probe_until",
             ConditionExpression=_EXISTS,
             ExpressionAttributeValues=values(zero=0),

@@ -284,7 +284,7 @@ async def watch(
         if not marked_lately and marked.get(sub.id, 0.0) <= until - settings.slow_lane_seconds / 2:
             marked[sub.id] = until
             try:
-                if await worker.io(worker.store.isolation.mark_slow, sub.tenant_id, sub.id, until=until):
+                if await worker.io(worker.store.isolation.mark_slow, sub.tenant_id, sub.id, until=until, url=sub.url):
                     worker.metrics.add(Metric.MARKED_SLOW)
                     logger.info("subscription on the slow lane: an attempt is slow to answer", extra=log)
             except Exception:
@@ -351,6 +351,7 @@ async def learn(
                 threshold=settings.breaker_timeouts,
                 open_seconds=settings.breaker_open_seconds,
                 max_open_seconds=settings.breaker_max_open_seconds,
+                url=sub.url,
             )
             counted_here.add(sub.id)
             if slow_until(worker, sub) <= now:  # not marked while it was unanswered (``watch``), nor before
@@ -370,7 +371,7 @@ async def learn(
         elif learned.timeouts or learned.breaker_until or learned.probe_until or sub.id in counted_here:
             counted_here.discard(sub.id)
             _OPENED.get(worker, {}).pop(sub.id, None)
-            await worker.io(store.isolation.reset, sub.tenant_id, sub.id)
+            await worker.io(store.isolation.reset, sub.tenant_id, sub.id, url=sub.url)
             if learned.breaker_until:
                 logger.info("circuit breaker closed: the endpoint answered", extra=log)
     except Exception:
