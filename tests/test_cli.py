@@ -29,6 +29,7 @@ from standardwebhooks import Webhook
 
 from herald.api import create_app
 from herald.cli import main
+from herald.cli.output import MAX_CELL_WIDTH, record, table
 from herald.local.poller import SqsPoller
 from herald.local.resources import LocalResources
 from herald.local.stack import free_port
@@ -191,6 +192,10 @@ def test_tenants_create_list_and_issue_key(cli_env: str, herald: Callable[..., R
     assert table_rows(created.out)[0] == ["FIELD", "VALUE"]
     assert acme_key.startswith("hrk_")
     assert "shown only once" in created.err
+    # ... the key whole, as the table shows it: it is the tenant's key
+    assert re.fullmatch(r"hrk_[A-Za-z0-9_-]{43}", acme_key), created.out
+    with api(cli_env, acme_key) as http:
+        assert http.get("/v1/subscriptions").status_code == 200
     with api(cli_env, ADMIN_KEY) as http:
         acme = http.get(f"/v1/tenants/{acme_id}").json()
     assert acme["name"] == "Acme"
@@ -232,6 +237,44 @@ def test_tenants_portal_link_mints_a_one_time_link(cli_env: str, herald: Callabl
         assert follow(http, link["path"]).status_code == 403
     # AND a minute count out of bounds is the API's 422
     assert herald("tenants", "portal-link", acme.id, "--expires-in", "61").code != 0
+
+
+def test_tenants_portal_link_table_shows_the_whole_link(cli_env: str, herald: Callable[..., Run]) -> None:
+    # GIVEN a tenant
+    acme = make_tenant_via_cli(herald, "Acme")
+    # WHEN the operator mints a portal link, as a table
+    minted = herald("tenants", "portal-link", acme.id, "--capability", "read", "--expires-in", "10")
+    # THEN the table shows the link whole (longer than a listing's cell), and that link opens the portal once
+    assert minted.code == 0, minted.err
+    rows = dict((row[0], row[1]) for row in table_rows(minted.out)[1:])
+    url = rows["url"]
+    assert "…" not in minted.out
+    assert len(url) > MAX_CELL_WIDTH
+    assert re.fullmatch(re.escape(cli_env) + r"/portal/login\?token=hpl_[A-Za-z0-9_-]+", url), url
+    assert rows["tenant_id"] == acme.id
+    with api(cli_env, ADMIN_KEY) as http:
+        assert follow(http, url).status_code == 200
+        assert follow(http, url).status_code == 403
+
+
+def test_tables_never_cut_a_value_to_copy() -> None:
+    # GIVEN values to copy longer than a listing's cell: a key, a link, an id; and free text as long
+    key, link, event_id = "hrk_" + "k" * 80, "https://api.example.com/portal/login?token=hpl_" + "t" * 60, "e" * 128
+    reason = "r" * 80
+    # WHEN they are shown as a record, and as a listing
+    shown = record({"id": event_id, "api_key": {"key": key}, "url": link, "reason": reason})
+    listed = table([{"id": event_id, "url": link, "subscription_id": event_id, "reason": reason}], TABLE_COLUMNS)
+    # THEN the record shows every value whole; the listing every id and URL whole, and cuts only the free text
+    assert dict((row[0], row[1]) for row in table_rows(shown)[1:]) == {
+        "id": event_id,
+        "api_key.key": key,
+        "url": link,
+        "reason": reason,
+    }
+    assert table_rows(listed)[1] == [event_id, link, event_id, reason[: MAX_CELL_WIDTH - 1] + "…"]
+
+
+TABLE_COLUMNS = ("id", "url", "subscription_id", "reason")
 
 
 def test_tenants_list_pages_with_iterator_and_all(cli_env: str, herald: Callable[..., Run]) -> None:

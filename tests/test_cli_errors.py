@@ -26,7 +26,7 @@ from herald.cli import main
 from herald.cli.client import MAX_RETRY_AFTER_SECONDS, ApiClient, retry_delay
 from herald.cli.commands import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, json_object
 from herald.cli.config import checked_url
-from herald.cli.errors import CliConnectionError
+from herald.cli.errors import CliConnectionError, CliError
 from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.resources import LocalResources
 from herald.messages import DeliveryMessage
@@ -165,6 +165,25 @@ def test_a_key_that_cannot_be_sent_is_a_configuration_error_that_never_shows_it(
         assert key[:6] not in run.err
 
 
+def test_text_the_client_cannot_send_is_told_apart_from_a_header(stub: StubApi) -> None:
+    # GIVEN a client, and a body (or a query) holding a lone surrogate: no UTF-8, not a header's fault
+    with ApiClient(stub.url + "/", "k") as client:
+        for call in (
+            lambda: client.post("/v1/tenants", body={"name": "a\udcff"}),
+            lambda: client.get("/v1/subscriptions", params={"tenant_id": "t\udcff"}),
+        ):
+            with pytest.raises(CliError) as raised:
+                call()
+            # THEN the error says the text is not Unicode, and names no header
+            assert raised.value.message == "the request holds text that is not valid Unicode ('\\udcff')"
+            assert "header" not in raised.value.message
+        # AND a header that is not ASCII is still said to be one
+        with pytest.raises(CliError) as raised:
+            client.post("/v1/events", body={}, headers={"Idempotency-Key": "cl\u00e9"})
+        assert raised.value.message == "a header holds a non-ASCII character (headers are ASCII)"
+    assert stub.requests == []
+
+
 def test_a_header_the_client_cannot_send_is_reported_without_the_key(stub: StubApi) -> None:
     # GIVEN a client handed a key no header may carry
     with ApiClient(stub.url + "/", "hra_secret\nvalue") as client, pytest.raises(CliConnectionError) as raised:
@@ -218,6 +237,20 @@ PUBLISH = ("events", "publish", "invoice.paid", "--tenant", "ten_x", "--data")
         ((*PUBLISH, '{"a": 1e999}'), "1e999 is too large"),
         (("events", "publish-batch", '{"events": [{"data": {"a": -Infinity}}]}'), "-Infinity is not a JSON number"),
         ((*PUBLISH, "{}", "--idempotency-key", "cl\u00e9"), "printable ASCII"),
+        # A lone surrogate has no UTF-8, which the body is sent as: as a JSON escape, or as bytes of the command
+        # line that are not UTF-8 (Python reads them as lone surrogates)
+        ((*PUBLISH, '{"a": "\\ud800"}'), "argument --data: not valid Unicode text: the text at a holds \\ud800"),
+        ((*PUBLISH, '{"a": {"b": ["ok", "x\udcff"]}}'), "the text at a.b.1 holds \\udcff"),
+        ((*PUBLISH, '{"k\\udc00": 1}'), "a key at the top level holds \\udc00"),
+        (
+            ("events", "publish-batch", '{"events": [{"a": "\\udc00"}]}'),
+            "argument JSON|@FILE: not valid Unicode text: the text at events.0.a holds \\udc00",
+        ),
+        # An event id the API would refuse, or an empty one (which would be dropped, publishing without an id)
+        ((*PUBLISH, "{}", "--id", ""), "argument --id: event ids are 1-128 characters"),
+        ((*PUBLISH, "{}", "--id", "an id"), "event ids are 1-128 characters"),
+        ((*PUBLISH, "{}", "--id", "e" * 129), "event ids are 1-128 characters"),
+        ((*PUBLISH, "{}", "--id", "evt_op_1"), "event ids starting with evt_op_ are Herald's own"),
     ],
 )
 def test_input_the_api_could_never_take_is_a_usage_error(
@@ -683,6 +716,19 @@ def test_the_publish_batch_table_says_which_field_of_a_refused_event_is_wrong(
     assert lines[0] == "1 of 2 refused:"
     assert lines[1] == "  event 1: invalid_input: data does not match the schema of invoice.paid"
     assert lines[2:] == ["    body.events.1.data.amount_cents: Input should be a valid integer"]
+
+
+def test_the_publish_batch_table_shows_each_event_id_whole(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN events published with the longest ids the API takes (128 characters, more than a listing's cell)
+    ids = ["a" * 128, "b" * 100]
+    answer = {"data": [{"status": 202, "event": {"id": event_id}} for event_id in ids]}
+    stub.script("POST", "/v1/events/batch", (200, {}, answer))
+    events = [{"type": "invoice.paid", "tenant_id": "tnt_1", "id": event_id, "data": {}} for event_id in ids]
+    # WHEN the batch is published, as a table
+    run = herald(*stub.flags, "events", "publish-batch", json.dumps({"events": events}))
+    # THEN each row has its event's id whole, to copy into `herald events show`
+    assert run.code == 0, run.err
+    assert [row[2] for row in table_rows(run.out)[1:]] == ids
 
 
 def test_json_output_sends_no_c1_control_character_to_the_terminal(cli_env: str, herald: Callable[..., Run]) -> None:

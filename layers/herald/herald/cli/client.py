@@ -165,7 +165,15 @@ class ApiClient:
                 headers=headers,
             )
         except UnicodeEncodeError as exc:
-            raise CliError("a header holds a non-ASCII character (headers are ASCII)", code="invalid_request") from exc
+            if exc.encoding == "ascii":  # httpx encodes header values as ASCII
+                raise CliError(
+                    "a header holds a non-ASCII character (headers are ASCII)", code="invalid_request"
+                ) from exc
+            # The body and the query are UTF-8: a lone surrogate (command-line bytes that are not UTF-8) has none.
+            raise CliError(
+                f"the request holds text that is not valid Unicode ({exc.object[exc.start : exc.end]!a})",
+                code="invalid_request",
+            ) from exc
         except ValueError as exc:  # a body JSON cannot carry: NaN, Infinity
             raise CliError(f"the request body is not valid JSON: {exc}", code="invalid_request") from exc
         except httpx.TimeoutException as exc:

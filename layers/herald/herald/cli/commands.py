@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from herald.cli.config import (
 )
 from herald.cli.errors import CliApiError, CliError
 from herald.cli.output import columns_of, detail_lines, printable, record, table
+from herald.ids import EVENT_ID_PATTERN, OPERATIONAL_EVENT_PREFIX
 
 if TYPE_CHECKING:
     import boto3
@@ -195,7 +197,40 @@ def json_object(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
+    bad = _not_unicode(value)
+    if bad is not None:
+        raise argparse.ArgumentTypeError(f"not valid Unicode text: {bad}")
     return value
+
+
+#: Half of a UTF-16 surrogate pair, which is no character: text holding one has no UTF-8 (the body the API is sent).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_unicode(value: Any) -> str | None:
+    """What in a JSON value is not Unicode text, if anything: a string or key holding a lone surrogate (a JSON
+    ``\\ud800`` escape without its pair, or command-line bytes that are not UTF-8), named by its dotted place.
+    Iterative: as deep a value as ``json.loads`` reads is walked."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        where, item = pending.pop()
+        place = printable(where) if where else "the top level"
+        if isinstance(item, str) and (found := _SURROGATE.search(item)):
+            return f"the text at {place} holds {_escape(found.group())}"
+        if isinstance(item, dict):
+            for key in item:
+                if found := _SURROGATE.search(key):
+                    return f"a key at {place} holds {_escape(found.group())}"
+            children = [(f"{where}.{key}" if where else key, child) for key, child in item.items()]
+            pending.extend(reversed(children))
+        elif isinstance(item, list):
+            children = [(f"{where}.{index}" if where else str(index), child) for index, child in enumerate(item)]
+            pending.extend(reversed(children))
+    return None
+
+
+def _escape(surrogate: str) -> str:
+    return f"\\u{ord(surrogate):04x}, half of a surrogate pair and no character"
 
 
 def _stdin_text() -> str:
@@ -225,6 +260,16 @@ def idempotency_key(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces, not {text!a}"
         )
+    return text
+
+
+def event_id(text: str) -> str:
+    """``--id``: an id the API takes for a caller's event, 1 to 128 letters, digits and ``_ . : -`` (never dropped
+    when empty: an id makes a publish safe to send again)."""
+    if not EVENT_ID_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"event ids are 1-128 characters: letters, digits and _ . : -, not {text!a}")
+    if text.startswith(OPERATIONAL_EVENT_PREFIX):
+        raise argparse.ArgumentTypeError(f"event ids starting with {OPERATIONAL_EVENT_PREFIX} are Herald's own")
     return text
 
 
@@ -326,12 +371,12 @@ def events_publish(client: ApiClient, args: argparse.Namespace) -> Shown:
         body["broadcast"] = True
     else:
         body["tenant_id"] = args.tenant
-    if args.id:
+    if args.id is not None:
         body["id"] = args.id
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
     # With an id or an Idempotency-Key the API answers a repeat with the first event: safe to send again after a
     # 429/503.
-    repeatable = bool(args.id) or headers is not None
+    repeatable = args.id is not None or headers is not None
     event = client.post("/v1/events", body=body, headers=headers, repeatable=repeatable)
     return _record(event, EVENT_FIELDS)
 

@@ -7,26 +7,38 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-#: Longest cell shown in a table; longer values end with an ellipsis (``--json`` has them whole).
+#: Longest cell shown in a listing's column of free text; longer values end with an ellipsis (``--json`` has them
+#: whole). A value to copy (see ``copyable``) and every value of a record (``record``) are shown whole.
 MAX_CELL_WIDTH = 48
 ELLIPSIS = "…"
 EMPTY = "-"
 
+#: Fields whose values are copied to be used (``herald events show <id>``, a portal link, an API key): never cut.
+COPYABLE_NAMES = frozenset({"id", "url", "path", "key", "token", "secret", "prefix"})
+COPYABLE_SUFFIXES = ("_id", "_url", "_key", "_token", "_secret")
 
-def cell(value: Any, width: int = MAX_CELL_WIDTH) -> str:
-    """One value as table text: ``-`` for nothing, lists joined by commas, objects as compact JSON."""
+
+def copyable(column: str) -> bool:
+    """Whether a column (dotted for a nested field) holds values to copy: an id, a URL, a key, a token, a secret."""
+    name = column.rsplit(".", 1)[-1]
+    return name in COPYABLE_NAMES or name.endswith(COPYABLE_SUFFIXES)
+
+
+def cell(value: Any, width: int | None = MAX_CELL_WIDTH) -> str:
+    """One value as table text: ``-`` for nothing, lists joined by commas, objects as compact JSON; cut to
+    ``width`` with an ellipsis, or whole with ``None``."""
     if value is None or value == "":
         text = EMPTY
     elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, list):
-        text = ",".join(cell(item, width=10**6) for item in value) or EMPTY
+        text = ",".join(cell(item, width=None) for item in value) or EMPTY
     elif isinstance(value, dict):
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value else EMPTY
     else:
         text = str(value)
     text = printable(" ".join(text.split()))  # one line per row, whatever the value holds
-    if len(text) > width:
+    if width is not None and len(text) > width:
         text = text[: max(width - 1, 0)] + ELLIPSIS
     return text
 
@@ -51,10 +63,13 @@ def detail_lines(details: Any, indent: str) -> list[str]:
     return lines
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """An aligned table with an upper-case header; columns are keys of the rows (dotted for nested ones)."""
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, cut: bool = True) -> str:
+    """An aligned table with an upper-case header; columns are keys of the rows (dotted for nested ones). With
+    ``cut``, long free text is cut to ``MAX_CELL_WIDTH`` so that a listing stays readable; a copyable column
+    (ids, URLs, keys) never is."""
     header = [column.upper() for column in columns]
-    body = [[cell(lookup(row, column)) for column in columns] for row in rows]
+    limits = [MAX_CELL_WIDTH if cut and not copyable(column) else None for column in columns]
+    body = [[cell(lookup(row, column), limit) for column, limit in zip(columns, limits, strict=True)] for row in rows]
     widths = [max([len(title), *(len(line[index]) for line in body)]) for index, title in enumerate(header)]
     lines = [header, *body]
     return "\n".join(
@@ -63,10 +78,11 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
 
 
 def record(item: Mapping[str, Any], fields: Sequence[str] | None = None) -> str:
-    """One object as a two-column FIELD / VALUE table; nested objects are flattened to dotted names."""
+    """One object as a two-column FIELD / VALUE table; nested objects are flattened to dotted names. Values are
+    shown whole: each is alone on its line, last, and may be one to copy (a portal link, an API key)."""
     flat = dict(flatten(item))
     names = [name for name in fields if name in flat] if fields else list(flat)
-    return table([{"field": name, "value": flat[name]} for name in names], ["field", "value"])
+    return table([{"field": name, "value": flat[name]} for name in names], ["field", "value"], cut=False)
 
 
 def flatten(item: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

@@ -36,6 +36,7 @@ from herald.cli.commands import (
     dlq_discard,
     dlq_redrive,
     dlq_show,
+    event_id,
     events_publish,
     events_publish_batch,
     events_redeliver,
@@ -262,7 +263,7 @@ class _ParserBuilder:
             metavar="KEY",
             help="publishing again with it returns the first event",
         )
-        cmd.add_argument("--id", metavar="EVENT_ID", help="your own id for the event")
+        cmd.add_argument("--id", type=event_id, metavar="EVENT_ID", help="your own id for the event")
         cmd = self.command(group, "publish-batch", events_publish_batch, "publish up to 100 events in one call")
         cmd.add_argument("events", type=json_object, metavar="JSON|@FILE", help='{"events": [...]}: JSON, @file or @-')
         cmd = self.command(group, "show", events_show, "an event and how its deliveries went")
