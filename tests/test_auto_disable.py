@@ -218,6 +218,30 @@ def test_a_success_counted_after_a_later_failure_restarts_the_failing_clock(
     assert datetime.fromisoformat(stats(client, tenant, sub.id)["failing_since"]) >= success_at
 
 
+def test_a_subscription_whose_failing_stats_expired_is_not_disabled_by_its_first_new_failure(
+    client, tenant: TenantInfo, services, harness: Harness, clock: Clock, make_receiver
+) -> None:
+    # GIVEN a subscription that was failing 40 days ago (far past the 2 h window), quiet since: its stats are past
+    # their expiry, not yet deleted by TTL, and shown as none
+    broken = make_receiver()
+    broken.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, broken.url)
+    long_ago = datetime.fromtimestamp(clock() - 40 * 24 * HOUR, UTC)
+    failures = [AttemptTally(False, 500, long_ago + timedelta(seconds=n)) for n in range(5)]
+    services.store.health.count_attempts(sub.id, failures, failing_after=3, expires_at=int(clock()) - 60)
+    shown = stats(client, tenant, sub.id)
+    assert (shown["attempts"], shown["consecutive_failures"], shown["failing_since"]) == (0, 0, None)
+    # WHEN its endpoint fails the next delivery
+    publish(client, tenant.id)
+    harness.drain()
+    assert len(broken.received) == 1
+    # THEN it is not disabled: that failure is the first of a new streak, not one failing for 40 days
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+    counted = stats(client, tenant, sub.id)
+    assert (counted["attempts"], counted["failed"], counted["consecutive_failures"]) == (1, 1, 1)
+    assert counted["failing_since"] is None
+
+
 def test_a_re_enable_whose_streak_reset_failed_starts_a_new_window_when_asked_again(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver
 ) -> None:

@@ -17,9 +17,10 @@ from herald.local.event_sources import delivery_stream_source
 from herald.repair import recount_subscription
 from herald.storage import AttemptTally, keys
 from herald.storage.deliveries import STATS_FROM_STREAM
+from herald.storage.table import to_item
 from herald.worker.streamed import successes_of
 from tests.delivery_support import publish, subscribe, verify
-from tests.support import Receiver, TenantInfo, drain
+from tests.support import ADMIN, Receiver, TenantInfo, drain
 
 
 class StatsWrites:
@@ -517,3 +518,156 @@ def test_the_stream_event_source_is_read_from_the_template() -> None:
     assert [json.loads(pattern) for pattern in source.patterns] == [
         {"eventName": ["INSERT"], "dynamodb": {"NewImage": {STATS_FROM_STREAM: {"BOOL": [True]}}}}
     ]
+
+
+class StatsCalls:
+    """The writes a DynamoDB client makes on subscriptions' stats items: (operation, subscription id)."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: list[tuple[str, str]] = []
+        client.meta.events.register("before-parameter-build.dynamodb", self._record)
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        pk = params.get("Key", {}).get("pk", {}).get("S", "")
+        if pk.startswith("STATS#") and model.name != "GetItem":
+            self.calls.append((model.name, pk.removeprefix("STATS#")))
+
+    def take(self) -> list[str]:
+        taken, self.calls = self.calls, []
+        return [operation for operation, _ in taken]
+
+
+def _expired_failing_stats(health: Any, sub_id: str, *, failures: int = 5) -> datetime:
+    """Stats of a subscription that was failing 40 days ago (``failures`` in a row, failing after 3), past their
+    expiry but not yet deleted by TTL; the time of its last failure."""
+    old = datetime.now(UTC).replace(microsecond=0) - timedelta(days=40)
+    streak = [AttemptTally(False, 500, old + timedelta(seconds=n)) for n in range(failures)]
+    health.count_attempts(sub_id, streak, failing_after=3, expires_at=int(time.time()) - 60)
+    return streak[-1].at
+
+
+def test_stats_past_their_expiry_are_none_to_the_next_attempts_count(services) -> None:
+    health = services.store.health
+    expires = int(time.time()) + 86_400
+    # GIVEN a subscription failing 40 days ago, whose stats expired (TTL has not deleted them yet): reads see none
+    _expired_failing_stats(health, "sub_e")
+    assert health.get_stats("sub_e") == {}
+    assert services.store.table.call("get_item", Key=to_item(keys.subscription_stats("sub_e"))).get("Item")
+    calls = StatsCalls(services.store.client)
+    # WHEN its next attempt fails
+    now = datetime.now(UTC).replace(microsecond=0)
+    health_after = health.count_attempts("sub_e", [AttemptTally(False, 503, now)], failing_after=3, expires_at=expires)
+    # THEN it is the first attempt counted: a streak of one, not failing (the old failing clock is not returned)
+    assert (health_after.consecutive_failures, health_after.failing_since, health_after.recoveries) == (1, None, ())
+    stats = health.get_stats("sub_e")
+    assert (stats["attempts"], stats["failed"], stats.get("succeeded", 0)) == (1, 1, 0)
+    assert (stats["consecutive_failures"], stats.get("failing_since")) == (1, None)
+    assert (stats["last_failure_at"], stats["last_status_code"]) == (now.isoformat(), 503)
+    assert services.store.table.read(keys.subscription_stats("sub_e"))["expires_at"] == expires
+    # AND the expired stats cost the write refused, their delete and the write made again
+    assert calls.take() == ["UpdateItem", "DeleteItem", "UpdateItem"]
+    # AND the next attempt, on stats not expired, is one write, as ever
+    health.count_attempts(
+        "sub_e", [AttemptTally(False, 503, now + timedelta(seconds=1))], failing_after=3, expires_at=expires
+    )
+    assert calls.take() == ["UpdateItem"]
+    assert health.get_stats("sub_e")["attempts"] == 2
+
+
+def test_a_success_from_the_stream_on_expired_stats_ends_no_streak_and_counts_afresh(services) -> None:
+    health = services.store.health
+    expires = int(time.time()) + 86_400
+    # GIVEN a subscription failing 40 days ago, whose stats expired (not yet deleted by TTL)
+    _expired_failing_stats(health, "sub_r")
+    calls = StatsCalls(services.store.client)
+    # WHEN the stream counts its next success
+    now = datetime.now(UTC).replace(microsecond=0)
+    ended = health.count_streamed("sub_r", [AttemptTally(True, 200, now, 25)], expires_at=expires, window="w")
+    # THEN no failing streak is reported recovered (the stats held none), and the success is the first counted
+    assert ended is None
+    stats = health.get_stats("sub_r")
+    assert (stats["attempts"], stats["succeeded"], stats.get("failed", 0), stats["consecutive_failures"]) == (
+        1,
+        1,
+        0,
+        0,
+    )
+    assert (stats.get("failing_since"), stats.get("last_failure_at"), stats["recent_latency_ms"]) == (None, None, [25])
+    assert calls.take() == ["UpdateItem", "DeleteItem", "UpdateItem"]
+    # AND the window handed over again is still known as counted
+    assert health.count_streamed("sub_r", [AttemptTally(True, 200, now, 25)], expires_at=expires, window="w") is None
+    assert health.get_stats("sub_r")["attempts"] == 1
+
+
+def test_a_subscription_whose_failing_stats_expired_is_not_reported_recovered_by_its_next_success(
+    client, tenant: TenantInfo, services, poller, stream, make_receiver
+) -> None:
+    # GIVEN an operator endpoint for recoveries, and a subscription failing 40 days ago whose stats expired since
+    ops, healthy = make_receiver(), make_receiver()
+    registered = client.post(
+        "/v1/operator/webhooks", json={"url": ops.url, "event_types": ["subscription.recovered"]}, headers=ADMIN
+    )
+    assert registered.status_code == 201, registered.text
+    sub = subscribe(client, tenant, healthy.url)
+    _expired_failing_stats(services.store.health, sub.id)
+    assert _stats(client, tenant, sub.id)["attempts"] == 0
+    # WHEN an event's first attempt succeeds, and the stream and the queue are handed over
+    publish(client, tenant.id)
+    drain(poller)
+    stream.drain()
+    drain(poller)
+    # THEN the success is the first attempt counted, and the operator heard of no recovery
+    assert len(healthy.received) == 1
+    assert [got.json()["type"] for got in ops.received] == []
+    stats = _stats(client, tenant, sub.id)
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (1, 1, 0)
+    assert (stats["consecutive_failures"], stats["failing_since"]) == (0, None)
+
+
+def test_two_writers_finding_the_stats_expired_lose_neither_count(services) -> None:
+    health = services.store.health
+    client = services.store.client
+    expires = int(time.time()) + 86_400
+    now = datetime.now(UTC).replace(microsecond=0)
+    # GIVEN expired stats of a failing subscription, and the stream counting a success of it while a worker, which
+    # found them expired too, is about to delete them
+    _expired_failing_stats(health, "sub_c")
+    raced: list[Any] = []
+
+    def stream_first(model: Any, **_: Any) -> None:
+        if model.name == "DeleteItem" and not raced:
+            raced.append("deleting")
+            raced[0] = health.count_streamed(
+                "sub_c", [AttemptTally(True, 200, now, 30)], expires_at=expires, window="s"
+            )
+
+    client.meta.events.register("before-call.dynamodb", stream_first)
+    try:
+        # WHEN the worker counts a failure after that success
+        after = health.count_attempts(
+            "sub_c", [AttemptTally(False, 502, now + timedelta(seconds=1))], failing_after=3, expires_at=expires
+        )
+    finally:
+        client.meta.events.unregister("before-call.dynamodb", stream_first)
+    # THEN the stream's write reset the expired stats first, and ended no streak
+    assert raced == [None]
+    # AND the worker's delete was refused (they are the stream's now), and its failure added to them: both counted
+    stats = health.get_stats("sub_c")
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (2, 1, 1)
+    assert (stats["consecutive_failures"], stats.get("failing_since"), stats["last_status_code"]) == (1, None, 502)
+    assert (after.consecutive_failures, after.failing_since) == (1, None)
+
+
+def test_a_recount_of_expired_stats_is_written_afresh(services) -> None:
+    health = services.store.health
+    # GIVEN a subscription's stats past their expiry (not yet deleted by TTL)
+    _expired_failing_stats(health, "sub_n")
+    # WHEN the operator recounts them (nothing in the attempt log here)
+    assert recount_subscription(services.store, "sub_n", ttl_days=7) == {"attempts": 0, "succeeded": 0, "failed": 0}
+    # THEN they are seen again, as the recount sets them, with the recount's expiry and nothing of the old streak
+    stats = services.store.table.read(keys.subscription_stats("sub_n"))
+    assert stats is not None
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (0, 0, 0)
+    assert abs(int(stats["expires_at"]) - (time.time() + 7 * 86_400)) < 600
+    assert "consecutive_failures" not in stats
+    assert "failing_since" not in stats

@@ -12,6 +12,10 @@ success counted add to the counts only, never to the streak or the latest status
 cannot open a streak that a later success ended, nor set a healthy subscription failing. The rate slot
 holds when the subscription's next delivery may start.
 
+Stats past their expiry are none to every write, as to every read (TTL deletes them up to two days late): a write
+that finds them expired deletes them, if they still hold that expiry, and is made again as on no stats, so their old
+counts, streak and failing clock never come back with the next attempt (``_reset_expired``).
+
 Both writers add (``ADD``), and botocore sends a call again when its answer was lost: each write leaves a token
 of its own on the item and is made only if the item does not hold it, so that a resend is refused instead of
 counted twice, and knows the write it repeats for its own. (Should another write of the same writer land
@@ -32,7 +36,7 @@ from botocore.exceptions import ClientError
 
 from herald.errors import ServiceUnavailableError
 from herald.storage import keys
-from herald.storage.table import from_item, item_too_large, refused_item, strip, to_item, values
+from herald.storage.table import NOT_EXPIRED, from_item, item_too_large, refused_item, strip, to_item, values
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +116,9 @@ STREAM_FAILING_SINCE_BEFORE = "stream_since_before"
 #: invocation died) is recognised by its id while it is one of the last ``len(EARLIER_WINDOWS) + 1`` counted,
 #: whatever other shards counted since. Short names: they sit on every stats item (about 60 bytes in all).
 EARLIER_WINDOWS = ("sw2", "sw3", "sw4")
+#: How many times one call resets stats found expired (``HealthRepository._reset_expired``) before it gives up: once
+#: is the rule; again only if a write of expired stats (an ``expires_at`` already past) came between.
+_EXPIRED_RESETS = 2
 
 
 def _newer(tally: AttemptTally, than: str | None) -> bool:
@@ -537,6 +544,25 @@ class HealthRepository:
         self._trim_latencies(sub_id, len(old.get("recent_latency_ms", [])) + _latencies_added(ordered))
         return _ended(old.get("failing_since"), old, ordered)
 
+    def _reset_expired(self, sub_id: str, found: dict[str, Any], now: int) -> bool:
+        """Whether the stats a write was refused on (``found``, ``ALL_OLD``) were past their expiry at ``now``, the
+        write's: every read takes them for none (TTL deletes them up to two days late), so every write must too, or
+        their old counts and failure streak come back with the next attempt. They are deleted then, on condition
+        that they still hold that expiry, and the caller makes its write again, as on no stats. Of writers that found
+        them expired at once, the first deletes them; the others' deletes are refused (the stats are gone, or were
+        written afresh since: every write moves the expiry on), and their writes add to whatever is there then."""
+        expires = found.get("expires_at")
+        if expires is None or int(expires) > now:
+            return False
+        with contextlib.suppress(ClientError):  # deleted already, or written afresh since: not expired any more
+            self._table.call(
+                "delete_item",
+                Key=to_item(keys.subscription_stats(sub_id)),
+                ConditionExpression="expires_at = :expired",
+                ExpressionAttributeValues=values(expired=expires),
+            )
+        return True
+
     def _restart_failing_clock(self, sub_id: str, success_at: datetime) -> None:
         """A success counted after a later failure was (two batches' writes crossing, or the stream's, seconds
         behind): the streak stands as stored (``_moving``), but the subscription was not failing all along since
@@ -552,9 +578,25 @@ class HealthRepository:
             )
 
     def _counting(self, sub_id: str, **request: Any) -> Any:
-        """A write that counts attempts in the stats. One DynamoDB refuses for the item's size (a latency list grown
-        without bound before a write appended at most ``LATENCY_SAMPLES``: 400 KB) drops the list and is made
-        again, so the subscription's counts, streak and auto-disable work again."""
+        """A write that counts attempts in the stats (its request asks for ``ALL_OLD`` on a refusal), made only on
+        stats not past their expiry: stats found past it are none, as every read takes them, and are reset
+        (``_reset_expired``) before the write is made again; a refusal for anything else is raised. Counts, streak
+        and failing clock from before ``attempt_ttl_days`` without an attempt never come back with the next one."""
+        request["ConditionExpression"] = f"({request['ConditionExpression']}) AND {NOT_EXPIRED}"
+        for resets in range(_EXPIRED_RESETS + 1):
+            now = self._table.now()
+            request["ExpressionAttributeValues"] = {**request["ExpressionAttributeValues"], **values(now=now)}
+            try:
+                return self._sized(sub_id, request)
+            except ClientError as exc:
+                if resets == _EXPIRED_RESETS or not self._reset_expired(sub_id, refused_item(exc), now):
+                    raise
+        return None  # not reached: the last try returns or raises
+
+    def _sized(self, sub_id: str, request: dict[str, Any]) -> Any:
+        """A counting write (``_counting``). One DynamoDB refuses for the item's size (a latency list grown without
+        bound before a write appended at most ``LATENCY_SAMPLES``: 400 KB) drops the list and is made again, so the
+        subscription's counts, streak and auto-disable work again."""
         try:
             return self._table.call("update_item", **request)
         except ServiceUnavailableError as exc:
@@ -685,14 +727,23 @@ class HealthRepository:
     def set_counts(self, sub_id: str, counts: dict[str, int], *, expires_at: int) -> None:
         """Set the subscription's ``attempts``, ``succeeded`` and ``failed`` (a recount from the attempt log). Stats
         that exist keep their expiry (moved on by every counting write, as the deployment keeps attempts);
-        ``expires_at`` is that of stats written afresh."""
-        self._table.call(
-            "update_item",
-            Key=to_item(keys.subscription_stats(sub_id)),
-            UpdateExpression=(
-                "SET attempts = :a, succeeded = :s, failed = :f, expires_at = if_not_exists(expires_at, :exp)"
-            ),
-            ExpressionAttributeValues=values(
-                a=counts["attempts"], s=counts["succeeded"], f=counts["failed"], exp=expires_at
-            ),
-        )
+        ``expires_at`` is that of stats written afresh, as are stats found past their expiry (``_reset_expired``)."""
+        for resets in range(_EXPIRED_RESETS + 1):
+            now = self._table.now()
+            try:
+                self._table.call(
+                    "update_item",
+                    Key=to_item(keys.subscription_stats(sub_id)),
+                    UpdateExpression=(
+                        "SET attempts = :a, succeeded = :s, failed = :f, expires_at = if_not_exists(expires_at, :exp)"
+                    ),
+                    ConditionExpression=NOT_EXPIRED,
+                    ExpressionAttributeValues=values(
+                        a=counts["attempts"], s=counts["succeeded"], f=counts["failed"], exp=expires_at, now=now
+                    ),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return
+            except ClientError as exc:
+                if resets == _EXPIRED_RESETS or not self._reset_expired(sub_id, refused_item(exc), now):
+                    raise
