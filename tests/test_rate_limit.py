@@ -30,7 +30,7 @@ from herald.storage import keys
 from herald.storage.health import RateSlot
 from herald.storage.table import to_item
 from herald.worker import Worker, settle_all
-from herald.worker.pacing import Skip
+from herald.worker.pacing import Postponed, Skip, Turn
 from tests.chaos_support import verify_signature
 from tests.delivery_support import CallRecorder, deliveries, make_harness, step
 from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
@@ -232,6 +232,50 @@ def test_a_reservation_whose_answer_was_lost_is_the_callers_once(services: Servi
     assert item["tat"] - now == pytest.approx(2.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("back", [-0.5, 3.0], ids=["before-its-slot", "too-late-for-it"])
+def test_a_postponed_delivery_goes_out_at_the_slot_it_reserved_unless_it_is_back_too_late(
+    services: Services, back: float
+) -> None:
+    # GIVEN a subscription limited to 1 a second whose next ten slots are reserved (a backlog), one of them by a
+    # postponed delivery whose copy is back half a second before that slot, or three seconds after it
+    store = services.store
+    now = time.time()
+    for _ in range(10):
+        assert store.health.take_rate_slot("sub_x", interval=1.0, now=now, within=60.0, busy=True).taken
+    before = store.table.read(keys.rate_slot("sub_x"))
+    assert before is not None
+    worker = Worker(services)
+    updates = CallRecorder(worker.store.client, ["UpdateItem"])
+
+    async def ask() -> Turn:
+        reserved = time.time() - back
+        turn = await worker.pacer.slot(
+            "sub_x", 1, deadline=time.time() + 60, forwarded=_not_forwarded, reserved=reserved
+        )
+        if turn == 0.0:
+            worker.connections.release()
+        return turn
+
+    try:
+        # WHEN the worker's pacer is asked for its turn
+        turn = worker.loop.run_until_complete(ask())
+    finally:
+        settle_all([worker])
+        updates.close()
+    # THEN before its slot, it goes out at it, asking DynamoDB nothing (the slots are as they were); too late for it,
+    # it reserves a slot anew, behind the backlog, and is postponed for that one
+    after = store.table.read(keys.rate_slot("sub_x"))
+    assert after is not None
+    if back < 0:
+        assert turn == 0.0
+        assert updates.of("UpdateItem") == []
+        assert after["tat"] == before["tat"]
+    else:
+        assert isinstance(turn, Postponed)
+        assert turn.slot == pytest.approx(before["tat"], abs=1e-6)
+        assert after["tat"] == pytest.approx(before["tat"] + 1.0, abs=1e-6)
+
+
 async def _not_forwarded() -> bool:
     return False
 
@@ -246,14 +290,14 @@ def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
     workers = [Worker(Services.create(settings, session=aws)) for _ in range(4)]
     updates = [CallRecorder(worker.store.client, ["UpdateItem"]) for worker in workers]
 
-    async def ask(worker: Worker) -> float | Skip:
+    async def ask(worker: Worker) -> Turn:
         turn = await worker.pacer.slot("sub_x", 20, deadline=time.time() + 60, forwarded=_not_forwarded)
         if turn == 0.0:
             worker.connections.release()
         return turn
 
-    def run(worker: Worker) -> list[float | Skip]:
-        async def asking() -> list[float | Skip]:
+    def run(worker: Worker) -> list[Turn]:
+        async def asking() -> list[Turn]:
             if together:
                 return list(await asyncio.gather(*(ask(worker) for _ in range(10))))
             return [await ask(worker) for _ in range(10)]
@@ -283,19 +327,19 @@ def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
 
 def _slots_after_a_wait_for_the_connection(
     worker: Worker, held: float, *, askers: int = 1, before_release: Callable[[], None] = lambda: None
-) -> tuple[list[float | Skip], float]:
+) -> tuple[list[Turn], float]:
     """Ask the worker's pacer for ``askers`` slots of ``sub_x`` (1 a second) at once while another attempt holds the
     worker's one connection for ``held`` seconds; ``before_release`` runs just before it gives the connection back.
     Returns the pacer's answers and when the connection was given back (epoch seconds). Each asker that gets a
     slot gives its connection back at once (as if its attempt took no time)."""
 
-    async def ask() -> float | Skip:
+    async def ask() -> Turn:
         turn = await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=_not_forwarded)
         if turn == 0.0:
             worker.connections.release()
         return turn
 
-    async def scenario() -> tuple[list[float | Skip], float]:
+    async def scenario() -> tuple[list[Turn], float]:
         await worker.connections.acquire()
         asking = [asyncio.ensure_future(ask()) for _ in range(askers)]
         await asyncio.sleep(held)
@@ -352,7 +396,7 @@ def test_a_slot_taken_after_a_wait_for_one_of_the_workers_threads_is_taken_at_th
     worker.io = after_a_wait_for_a_thread  # type: ignore[method-assign]
     asked = clock()
 
-    async def ask() -> float | Skip:
+    async def ask() -> Turn:
         turn = await worker.pacer.slot("sub_x", 1, deadline=clock() + 60, forwarded=_not_forwarded)
         if turn == 0.0:
             worker.connections.release()
@@ -429,7 +473,7 @@ def test_a_subscription_gone_on_the_slow_lane_while_the_head_waited_for_its_slot
         checks.append(bool(checks))
         return checks[-1]
 
-    async def scenario() -> float | Skip:
+    async def scenario() -> Turn:
         return await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=forwarded_after_the_first_check)
 
     try:
@@ -460,7 +504,7 @@ def test_a_delivery_whose_subscription_went_on_the_slow_lane_is_forwarded_before
         forwarded.append("sub_x")
         return True
 
-    async def scenario() -> float | Skip:
+    async def scenario() -> Turn:
         return await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=forward)
 
     try:
@@ -538,3 +582,46 @@ def test_deliveries_over_the_rate_are_postponed_through_the_queue_and_all_arrive
     listed = deliveries(client, tenant, sub_id)
     assert {(item["status"], item["attempts"]) for item in listed} == {("succeeded", 1)}
     assert harness.counts(settings.dead_letter_queue_url) == (0, 0)
+
+
+def test_a_backlog_over_the_rate_is_postponed_once_a_delivery_and_sent_at_the_rate(
+    client, tenant: TenantInfo, settings, aws, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a worker on a simulated clock that never waits for a slot itself, taking ten messages a batch, with
+    # SQS's delays kept on that clock (a postponed message comes back when due, not at the next step), and a
+    # subscription limited to 1 delivery a second
+    services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 0}), session=aws)
+    harness = make_harness(services, aws, clock=clock, batch_size=10, honour_delays=True)
+    created = client.post(
+        "/v1/subscriptions",
+        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 1},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    # AND a backlog of forty events published at once: forty seconds of the subscription's rate
+    backlog = 40
+    for index in range(backlog):
+        body = {"type": "invoice.paid", "data": {**INVOICE, "invoice_id": f"in_{index}"}, "tenant_id": tenant.id}
+        assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
+    try:
+        # WHEN the worker runs, and runs again as each second passes
+        harness.drain()
+        for _ in range(3 * backlog):
+            if len(receiver.received) == backlog and harness.counts() == (0, 0):
+                break
+            step(harness, clock, 1.0)
+    finally:
+        harness.close()
+    # THEN every event arrived exactly once, never more than 1 in one second of the clock, the backlog sent at the
+    # rate (the last within a few seconds of the fortieth slot)
+    ids = [got.headers["webhook-id"] for got in receiver.received]
+    assert len(ids) == len(set(ids)) == backlog
+    stamps = [int(got.headers["webhook-timestamp"]) for got in receiver.received]
+    assert max(Counter(stamps).values()) == 1
+    assert max(stamps) - min(stamps) <= backlog + 3
+    # AND each delivery over the rate was postponed once, to the slot it reserved, not once for each slot that
+    # opened before its turn (that came to hundreds here: 29 a delivery with sixty)
+    assert len(harness.holds) == backlog - 1, Counter(harness.holds)
+    listed = deliveries(client, tenant, sub_id, limit=100)
+    assert {(item["status"], item["attempts"]) for item in listed} == {("succeeded", 1)}

@@ -36,7 +36,7 @@ from herald.signing import signature_header
 from herald.storage.deliveries import Hold, kept_until, stats_from_stream
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
-from herald.worker.pacing import Skip, latest_start
+from herald.worker.pacing import Postponed, Skip, Turn, latest_start
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count
 
 if TYPE_CHECKING:
@@ -388,14 +388,16 @@ async def _diverted(
     )
 
 
-async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | None, postpone: float) -> None:
-    """The attempt waits ``postpone`` seconds for the subscription's rate limit, its lease given back: neither an
-    attempt nor a step of the schedule; the message comes back for its slot."""
-    until = worker.clock() + postpone
+async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | None, postponed: Postponed) -> None:
+    """The attempt waits for the subscription's rate limit until ``postponed.until``, its lease given back: neither an
+    attempt nor a step of the schedule; the message comes back for the slot it reserved (its ``rate_slot``)."""
+    until = postponed.until
     await _release(worker, job, token, until)
     worker.metrics.add(Metric.POSTPONED)
-    logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
-    await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
+    postponed_seconds = round(until - worker.clock(), 3)
+    logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postponed_seconds})
+    later = lanes.for_later(worker, job.message, sub, until).model_copy(update={"rate_slot": postponed.slot})
+    await hold(worker, later, job.record, until)
 
 
 async def _put_off(
@@ -461,7 +463,7 @@ async def _connected(
     for a rate-limited subscription, its slot (``Pacer.slot``: the slot is taken with the connection held, so the
     attempt goes out at its slot), its body made by ``make_body`` in between. If not, the delivery is put off,
     postponed or forwarded, or its body could not be made, and no connection is held."""
-    turn: float | Skip
+    turn: Turn
     if sub.rate_limit is None:
         turn = 0.0 if await worker.take_connection(job.deadline) else Skip.NO_CONNECTION
         if turn == 0.0 and not await _made(worker, make_body):
@@ -473,13 +475,14 @@ async def _connected(
             deadline=job.deadline,
             forwarded=lambda: _forwarded(worker, job, sub, token),
             prepare=make_body,
+            reserved=job.message.rate_slot,
         )
     if turn is Skip.NO_CONNECTION:
         await _put_off(worker, job, token)
         return False
     if turn is Skip.FORWARDED or turn is Skip.NO_BODY:
         return False
-    if turn > 0:
+    if isinstance(turn, Postponed):
         await _postpone(worker, job, sub, token, turn)
         return False
     return True
