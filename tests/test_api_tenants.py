@@ -278,6 +278,38 @@ def test_a_key_the_deletions_index_read_missed_stops_working_when_the_purge_runs
     assert_error(client.get("/v1/subscriptions", headers=bearer(late_key)), 401, "unauthorized")
 
 
+def test_a_key_a_rotations_index_read_missed_stops_working_when_the_rotation_is_checked_again(
+    client, make_tenant, services, poller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a tenant with two keys, the second issued a moment before a rotation (revoke_existing), so that the
+    # index the rotation lists keys from does not show it yet (emulated: moto's index is consistent)
+    tenant = make_tenant("Rotating")
+    issued = client.post(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN)
+    assert issued.status_code == 201, issued.text
+    late_key = issued.json()["key"]
+    listed = services.store.tenants._key_items
+
+    def index_behind(tenant_id: str) -> Iterator[dict[str, Any]]:
+        return (item for item in listed(tenant_id) if item["id"] != issued.json()["id"])
+
+    monkeypatch.setattr(services.store.tenants, "_key_items", index_behind)
+    # WHEN the operator rotates: the first key is revoked, the one the index missed still works
+    rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    assert rotated.status_code == 201, rotated.text
+    new_key = rotated.json()["key"]
+    assert_error(client.get("/v1/subscriptions", headers=tenant.headers), 401, "unauthorized")
+    assert client.get("/v1/subscriptions", headers=bearer(late_key)).status_code == 200
+    # AND the rotation is checked again a minute later, once the index shows every key
+    monkeypatch.setattr(services.store.tenants, "_key_items", listed)
+    assert release_delays(services.settings.queue_url) == 1
+    drain(poller)
+    # THEN that key is revoked too, and the new key alone works
+    assert_error(client.get("/v1/subscriptions", headers=bearer(late_key)), 401, "unauthorized")
+    assert client.get("/v1/subscriptions", headers=bearer(new_key)).status_code == 200
+    listing = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]
+    assert [item["id"] for item in listing] == [rotated.json()["id"]]
+
+
 def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
     client, make_tenant, services, poller, browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -180,6 +180,16 @@ class PurgeTenantMessage(_Message):
     tenant_id: str
 
 
+class RevokeKeysMessage(_Message):
+    """Revoke a tenant's API keys issued before ``older_than`` (an ``ak_`` id) once more: a rotation's
+    (``revoke_existing``) revocation listed them through an index, whose read may miss a key issued a moment
+    before."""
+
+    kind: Literal["revoke_keys"] = "revoke_keys"
+    tenant_id: str
+    older_than: str
+
+
 class RecoverMessage(_Message):
     """A recovery job (``rcv_``): re-send a subscription's failed deliveries of a window, a page at a time;
     ``cursor`` is where the previous page stopped."""
@@ -208,7 +218,13 @@ class RedeliverMessage(_Message):
 
 
 WorkMessage = (
-    FanoutMessage | DeliveryMessage | DeliveriesMessage | PurgeTenantMessage | RecoverMessage | RedeliverMessage
+    FanoutMessage
+    | DeliveryMessage
+    | DeliveriesMessage
+    | PurgeTenantMessage
+    | RevokeKeysMessage
+    | RecoverMessage
+    | RedeliverMessage
 )
 QueueMessage = Annotated[WorkMessage, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[WorkMessage] = TypeAdapter(QueueMessage)

@@ -8,7 +8,7 @@ from herald import ids
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import NotFoundError
 from herald.limits import check_tenant
-from herald.messages import PurgeTenantMessage
+from herald.messages import PurgeTenantMessage, RevokeKeysMessage
 from herald.records import ApiKey, Tenant, utcnow
 
 if TYPE_CHECKING:
@@ -43,16 +43,29 @@ def create(services: Services, name: str, metadata: Metadata) -> tuple[Tenant, A
     return tenant, key, secret
 
 
+#: How long a deleted tenant's purge, and a key rotation's second revocation, wait on the queue before they start:
+#: past the longest request (API Gateway's 29 s), and the lag of the index that lists a tenant's keys.
+PURGE_DELAY_SECONDS = 60
+
+
 def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> tuple[ApiKey, str]:
     """A new API key for the tenant (its record and the key, shown once); the others stay valid unless
     ``revoke_existing``, in which case those issued before it are revoked once the new one exists (one revoked
     meanwhile by another request is gone already: the new key is still answered). Of two such requests at once,
-    the later key stays: each revokes only keys older than its own."""
+    the later key stays: each revokes only keys older than its own.
+
+    The keys to revoke are listed through an index, whose read may miss a key issued a moment before (DynamoDB's
+    eventual consistency: another rotation's new key, most often). So they are revoked once more a minute later
+    (``RevokeKeysMessage``, as a deleted tenant's purge does), when the index lists every key issued before this
+    one: no key older than the new one outlives it."""
     find(services, tenant_id)
     key, secret = _new_key(tenant_id)
     services.store.tenants.add_key(key, ids.hash_api_key(secret))
     if revoke_existing:
         services.store.tenants.delete_keys(tenant_id, older_than=key.id)
+        services.queue.send(
+            RevokeKeysMessage(tenant_id=tenant_id, older_than=key.id), delay_seconds=PURGE_DELAY_SECONDS
+        )
     return key, secret
 
 
@@ -61,10 +74,6 @@ def revoke_key(services: Services, tenant_id: str, key_id: str) -> None:
     if not ids.is_id(key_id, ids.API_KEY):
         raise NotFoundError(f"API key {key_id} not found")
     services.store.tenants.delete_key(tenant_id, key_id)
-
-
-#: How long a deleted tenant's purge waits on the queue before it starts.
-PURGE_DELAY_SECONDS = 60
 
 
 def delete(services: Services, tenant_id: str) -> None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-    from herald.messages import PurgeTenantMessage, WorkMessage
+    from herald.messages import PurgeTenantMessage, RevokeKeysMessage, WorkMessage
     from herald.storage import Route, StoredEvent
     from herald.worker.runtime import Worker
 
@@ -250,3 +250,10 @@ async def purge(worker: Worker, message: PurgeTenantMessage) -> None:
     done = await worker.io(worker.store.subscriptions.purge_page, message.tenant_id)
     if not done:
         await worker.io(worker.queue.send, message)
+
+
+async def revoke_keys(worker: Worker, message: RevokeKeysMessage) -> None:
+    """Revoke once more the tenant's API keys issued before ``message.older_than``: a rotation's revocation
+    (``domain.tenants.issue_key``) listed them through an index, which may have missed a key issued a moment before;
+    by now, a minute on, the index lists it."""
+    await worker.io(worker.store.tenants.delete_keys, message.tenant_id, older_than=message.older_than)

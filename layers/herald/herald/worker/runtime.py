@@ -34,6 +34,7 @@ from herald.messages import (
     PurgeTenantMessage,
     RecoverMessage,
     RedeliverMessage,
+    RevokeKeysMessage,
     WorkMessage,
 )
 from herald.metrics import DeliveryMetrics, Metric
@@ -179,6 +180,8 @@ class Worker:
             await jobs.run_recovery(self, message, record, deadline, redriven=redrives_of(record) > 0)
         elif isinstance(message, RedeliverMessage):
             await jobs.run_redelivery(self, message, deadline)
+        elif isinstance(message, RevokeKeysMessage):
+            await fanout.revoke_keys(self, message)
         else:
             assert isinstance(message, PurgeTenantMessage)
             await fanout.purge(self, message)
