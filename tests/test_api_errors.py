@@ -255,8 +255,24 @@ def test_wrong_content_type_is_a_4xx(client, world, content_type) -> None:
 
 def test_wrong_content_type_creates_nothing(client, world) -> None:
     response = client.post("/v1/tenants", content=b"name=Acme", headers={**ADMIN, "content-type": "text/plain"})
-    assert_4xx(response, 422)
+    assert_4xx(response, 415)
     assert len(client.get("/v1/tenants", headers=ADMIN).json()["data"]) == 1
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/json"])
+def test_json_sent_without_saying_so_is_a_415_that_names_the_header(client, world, content_type) -> None:
+    # GIVEN valid JSON sent with no content type, or the one curl's -d sends, or another that is not JSON's
+    headers = {**ADMIN, **({"content-type": content_type} if content_type else {})}
+    # WHEN a tenant is created with it
+    response = client.post("/v1/tenants", content=json.dumps({"name": "Acme"}).encode(), headers=headers)
+    # THEN it is a 415 that says how to send it, and nothing is created
+    assert_4xx(response, 415)
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in error["message"]
+    assert len(client.get("/v1/tenants", headers=ADMIN).json()["data"]) == 1
+    # AND a request with no body needs no content type
+    assert client.post(f"/v1/tenants/{world.tenant.id}/api-keys", headers=ADMIN).status_code == 201
 
 
 WRONG_TYPES = [

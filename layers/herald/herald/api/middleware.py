@@ -51,9 +51,16 @@ def _is_json(content_type: bytes) -> bool:
     return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
 
 
+def _portal(path: str) -> bool:
+    """Whether a request is the subscriber portal's (its forms post ``application/x-www-form-urlencoded``)."""
+    return path == "/portal" or path.startswith("/portal/")
+
+
 class BodyGuard:
-    """Answers 413 ``payload_too_large`` for a body over ``max_bytes`` (declared or streamed), and 400
-    ``invalid_json`` for JSON that is not valid Unicode (:func:`unpaired_surrogate`).
+    """Answers 413 ``payload_too_large`` for a body over ``max_bytes`` (declared or streamed), 400 ``invalid_json``
+    for JSON that is not valid Unicode (:func:`unpaired_surrogate`), and 415 ``unsupported_media_type`` for an API
+    request whose body is not sent as JSON (no ``Content-Type``, or another: curl's ``-d`` sends a form's), which
+    FastAPI would otherwise read as no body at all and answer with a puzzling 422. The portal's forms are its own.
 
     The body is read here, up to the limit, before the app sees it: an app that hit the limit while
     reading would turn the error into its own answer (FastAPI makes any failure to read the body a 400).
@@ -98,6 +105,14 @@ class BodyGuard:
             chunks.append(body)
             if not message.get("more_body", False):
                 first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                if first["body"].strip() and not json_body and not _portal(scope.get("path", "")):
+                    await self._answer(
+                        send,
+                        415,
+                        "unsupported_media_type",
+                        "the request body must be JSON, sent with the header Content-Type: application/json",
+                    )
+                    return
                 if json_body and unpaired_surrogate(first["body"]):
                     await self._answer(
                         send,

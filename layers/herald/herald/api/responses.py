@@ -61,6 +61,7 @@ DESCRIPTIONS = {
     409: "Conflicts with the current state (already exists, already running, or a limit of the current state).",
     413: "The request body is larger than the request size limit (`HERALD_MAX_REQUEST_BYTES`), or an event's data is "
     "larger than its limit.",
+    415: "The request has a body not sent as JSON: send it with `Content-Type: application/json`.",
     422: "The request does not fit (validation errors, or a limit).",
     429: "Throttled by API Gateway (the deployment's ApiThrottlingRateLimit / ApiThrottlingBurstLimit): "
     "retry with backoff.",
@@ -98,7 +99,7 @@ def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
     """The failures ``route`` can answer, with their OpenAPI response objects."""
     calls = set(_dependency_calls(route.dependant))
     has_path_ids = bool(route.dependant.path_params)
-    answers = {400, 413, 422, 429, 503}
+    answers = {400, 413, 415, 422, 429, 503}
     if get_principal in calls:
         answers.add(401)
     if calls & {require_operator, require_tenant}:
