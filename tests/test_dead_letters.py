@@ -1055,6 +1055,37 @@ def test_a_discarded_retry_fails_its_delivery_as_discarded_and_a_retry_sends_it(
     assert event_counts(client, event_id) == fanned_out_counts(1, succeeded=1)
 
 
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,300"}])
+def test_a_discarded_retry_delayed_by_sqs_fails_its_delivery_however_far_behind_the_sweeps_are(
+    client, tenant: TenantInfo, late: tuple[Harness, Clock], receiver: Receiver
+) -> None:
+    # GIVEN a delivery whose first attempt failed, its retry five minutes later (a copy delayed by SQS, never in the
+    # schedule) due over an hour ago, and that copy back in the dead-letter queue after its redrives; the sweeps'
+    # cursor far behind that retry (the worker's clock, which moved it, is two hours behind)
+    harness, _ = late
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    waiting = only_delivery(client, tenant, sub.id)
+    assert harness.scheduled() == 0
+    cursor = harness.services.store.schedule.cursor()
+    assert cursor is not None
+    assert cursor < when(waiting["next_attempt_at"])
+    harness.reveal()
+    _back_after_its_redrives(harness, _take_the_only_message(harness))
+    # WHEN the operator discards it
+    assert len(discard(client, all_poison=True)["discarded"]) == 1
+    # THEN its delivery failed, as discarded (nothing else carries it on: the schedule holds nothing of it), and a
+    # retry sends it
+    failed = only_delivery(client, tenant, sub.id)
+    assert (failed["status"], failed["last_error_kind"]) == ("failed", "discarded")
+    _retry(client, tenant, sub.id, waiting["id"])
+    harness.drain()
+    assert len(receiver.received) == 2
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"
+
+
 @pytest.mark.parametrize("resend", ["a retry", "a recovery"])
 def test_a_discarded_first_delivery_never_made_is_written_failed_and_sent_again_on_request(
     client, tenant: TenantInfo, harness: Harness, receiver: Receiver, resend: str

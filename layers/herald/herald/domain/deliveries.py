@@ -15,6 +15,7 @@ from herald.queue import MAX_DELAY_SECONDS
 from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
 from herald.storage.deliveries import kept_until
+from herald.storage.schedule import scheduled_name
 from herald.storage.table import malformed_request
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def _fail_one(
         return _fail_unwritten(services, message, stored, now, count) if stored is not None else None
     if state.delivery.tenant_id != message.tenant_id or state.delivery.status is not DeliveryStatus.PENDING:
         return None
-    if _carried_on(services, state, now):
+    if _carried_on(services, state, now, message.job_id):
         return None
     return services.store.deliveries.fail_unsendable(
         message.tenant_id,
@@ -151,11 +152,12 @@ def _fail_one(
 FAILED_ONE = {DeliveryStatus.FAILED.value: 1}
 
 
-def _carried_on(services: Services, state: DeliveryState, now: datetime) -> bool:
-    """Whether another copy of the delivery's message may still carry it on: its next attempt (a retry) is still to
-    come, or due but its copy may not have come back yet (``_retry_on_its_way``), a worker holds its lease, or a
-    worker held it back without an attempt, a copy of the message carrying it on (a rate limit, an open breaker, the
-    slow lane, a put-off), and that copy may not have come back yet:
+def _carried_on(services: Services, state: DeliveryState, now: datetime, job_id: str | None) -> bool:
+    """Whether another copy of the delivery's message (of ``job_id``'s, the discarded one's) may still carry it on:
+    its next attempt (a retry) is still to come, or due but its copy may not have come back yet
+    (``_retry_on_its_way``), a worker holds its lease, or a worker held it back without an attempt, a copy of the
+    message carrying it on (a rate limit, an open breaker, the slow lane, a put-off), and that copy may not have come
+    back yet:
 
     - its hold's end (``held_until``: a rate limit's slot, however far behind a backlog, an open breaker's end, a
       put-off) is less than 15 minutes past: SQS's longest delay bounds how late a scheduled copy is queued;
@@ -166,7 +168,9 @@ def _carried_on(services: Services, state: DeliveryState, now: datetime) -> bool
 
     What the discarded message itself left (an expired lease: its worker died) says nothing of another copy."""
     due = state.delivery.next_attempt_at
-    if (due is not None and _retry_on_its_way(services, due, now)) or state.lease_until >= now.timestamp():
+    if (due is not None and _retry_on_its_way(services, state.delivery, due, now, job_id)) or (
+        state.lease_until >= now.timestamp()
+    ):
         return True
     if state.held_until > now.timestamp() - MAX_DELAY_SECONDS:
         return True
@@ -174,16 +178,16 @@ def _carried_on(services: Services, state: DeliveryState, now: datetime) -> bool
     return state.held_at > now.timestamp() - horizon
 
 
-def _retry_on_its_way(services: Services, due: datetime, now: datetime) -> bool:
-    """Whether the copy of a message that makes a retry due at ``due`` may not have come back yet: the retry is still
-    to come; or its copy, delayed by SQS (a wait up to 15 minutes), became visible less than 15 minutes ago, as a
-    held copy's grace (below); or its copy waits in the schedule (a longer wait), which the sweeps have not reached
-    yet (their cursor is not past ``due``: they may be behind, failing or stopped). One read of the sweeps' cursor,
-    only for a retry already due."""
+def _retry_on_its_way(services: Services, delivery: Delivery, due: datetime, now: datetime, job_id: str | None) -> bool:
+    """Whether the copy of a message that makes ``delivery``'s retry due at ``due`` may not have come back yet: the
+    retry is still to come; or its copy, delayed by SQS (a wait up to 15 minutes), became visible less than 15 minutes
+    ago, as a held copy's grace (below); or its copy waits in the schedule (a longer wait) for a sweep, however far
+    behind the sweeps are: its item is read (one GetItem a name, only for a retry due more than 15 minutes ago). A
+    copy the sweeps queued more than 15 minutes after it fell due, and no worker has received yet, is not seen."""
     if due.timestamp() > now.timestamp() - MAX_DELAY_SECONDS:
         return True
-    swept_until = services.store.schedule.cursor()  # None: nothing was ever scheduled, no copy waits there
-    return swept_until is not None and due.timestamp() >= swept_until
+    names = {scheduled_name(delivery.event_id, delivery.subscription_id, job) for job in (None, job_id)}
+    return any(services.store.schedule.holds(name, due.timestamp()) for name in names)
 
 
 def _fail_unwritten(

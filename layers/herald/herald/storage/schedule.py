@@ -47,6 +47,11 @@ class Scheduled:
     redrives: int = 0
 
 
+def scheduled_name(event_id: str, subscription_id: str, job_id: str | None) -> str:
+    """The name a delivery's work is scheduled under (``ScheduleRepository.put``): one item per work and moment."""
+    return f"{event_id}|{subscription_id}|{job_id or ''}"
+
+
 def _shard(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:2], "big") % SHARDS
 
@@ -68,6 +73,11 @@ class ScheduleRepository:
         if redrives > 0:
             item["redrives"] = redrives
         self._table.call("put_item", Item=to_item(item))
+
+    def holds(self, name: str, due: float) -> bool:
+        """Whether the work ``name`` is scheduled for ``due`` (as ``put`` keyed it), not yet swept onto the queue."""
+        due_ms = int(due * 1000)
+        return self._table.read(keys.due(due_ms // 3_600_000, _shard(name), due_ms, name)) is not None
 
     def falling_due(self, since: float, until: float) -> Iterator[Scheduled]:
         """Every scheduled message due in [since, until), hour by hour and shard by shard."""

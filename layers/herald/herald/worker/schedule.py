@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from herald.messages import dump_message
 from herald.queue import MAX_DELAY_SECONDS, REDRIVES_ATTRIBUTE, redrive_count
 from herald.records import Delivery, DeliveryStatus, ErrorKind
+from herald.storage.schedule import scheduled_name
 
 if TYPE_CHECKING:
     import random
@@ -100,5 +101,5 @@ async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, unti
     if wait <= MAX_DELAY_SECONDS:
         await worker.io(worker.queue.send, copy, delay_seconds=wait, redrives=redrives)
         return
-    name = f"{message.event_id}|{message.subscription_id}|{message.job_id or ''}"
+    name = scheduled_name(message.event_id, message.subscription_id, message.job_id)
     await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=until, now=now, redrives=redrives)
