@@ -321,6 +321,8 @@ class Harness:
     #: With ``make_harness(honour_delays=True)``: when each message the worker sent with a delay is due on the
     #: worker's clock, by body. ``reveal`` then lets out only those due, as SQS would.
     dues: dict[str, float] | None = None
+    #: With ``dues``: a delayed message is let out this long after it is due (a work queue running behind).
+    queue_lag: float = 0.0
 
     @property
     def pollers(self) -> list[SqsPoller]:
@@ -371,7 +373,7 @@ class Harness:
         did not delete (a failed batch, a crash). Returns how many messages were let out early."""
         self.worker.sweep()
         dues, now = self.dues, self.worker.clock()
-        due = None if dues is None else (lambda body: dues.get(body, now) <= now)
+        due = None if dues is None else (lambda body: dues.get(body, now - self.queue_lag) + self.queue_lag <= now)
         revealed = sum(release_delays(url, due) for url in self.queue_urls)
         handles = {
             message["ReceiptHandle"]

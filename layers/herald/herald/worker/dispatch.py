@@ -396,8 +396,8 @@ async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | N
     worker.metrics.add(Metric.POSTPONED)
     postponed_seconds = round(until - worker.clock(), 3)
     logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postponed_seconds})
-    later = lanes.for_later(worker, job.message, sub, until).model_copy(update={"rate_slot": postponed.slot})
-    await hold(worker, later, job.record, until)
+    slot = {"rate_slot": postponed.slot, "slot_rate": sub.rate_limit if postponed.slot is not None else None}
+    await hold(worker, lanes.for_later(worker, job.message, sub, until).model_copy(update=slot), job.record, until)
 
 
 async def _put_off(
@@ -475,7 +475,8 @@ async def _connected(
             deadline=job.deadline,
             forwarded=lambda: _forwarded(worker, job, sub, token),
             prepare=make_body,
-            reserved=job.message.rate_slot,
+            # A slot reserved at another rate than the subscription's now is not taken: it takes one anew.
+            reserved=job.message.rate_slot if job.message.slot_rate == sub.rate_limit else None,
         )
     if turn is Skip.NO_CONNECTION:
         await _put_off(worker, job, token)
@@ -596,11 +597,13 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         streamed=streamed,
         scheduled=None if job.single_shot else scheduled,
     )
+    # The attempt went out at the rate-limit slot its message named, if any: the copies carrying it on take one anew.
+    sent = job.message.model_copy(update={"rate_slot": None, "slot_rate": None})
     if outcome.handed_over:
-        await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
+        await hold(worker, sent.model_copy(update={"lane": "slow"}), job.record, worker.clock())
     elif status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
         until = next_at.timestamp()
-        await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
+        await hold(worker, lanes.for_later(worker, sent, sub, until), job.record, until)
 
 
 async def _record(

@@ -9,7 +9,12 @@ the queue until just before it: its lease is given back, and its message, which 
 comes back to wait the last moments for it in the worker and go out at it, taking no slot again. So a backlog of N
 deliveries is postponed about N times in all, each delivery once, not once per slot that opens before its turn
 (where each postponement only came back behind the next few slots, a backlog went round the queue about N x N / 2
-times). A copy back later than ``RESERVED_LATE_SECONDS`` after its slot (a queue backed up) takes a slot anew.
+times). A copy back after its slot (a queue running behind) goes out at once: its slot went by unused, and taking
+one anew would put it behind the backlog it is part of, again and again while the queue stays behind. With the
+queue a steady time behind, the copies go out that much late, at the rate; a queue catching up sends what it held
+back closer together. Only the copy ``_postpone`` makes names a slot: every other copy of a message (a retry, a
+hand-over, a put-off) takes one anew; and a copy whose subscription's rate changed since takes one anew too
+(``dispatch``), the slots then counted afresh (``SubscriptionRepository.replace``).
 Neither counts as an attempt nor moves the retry schedule, and a message postponed many times is refreshed by
 ``schedule.hold`` like any long wait, never dead-lettered.
 
@@ -44,10 +49,7 @@ RESERVE_HORIZON_SECONDS = 86_400.0
 #: A postponed delivery's copy comes back this long before the slot it reserved (at most the local wait), to wait
 #: the rest in the worker: SQS delays to the whole second, and Lambda's poller takes a moment to hand it over.
 RESERVED_EARLY_SECONDS = 2.0
-#: A copy back this long after the slot it reserved still starts at once (a delivery with no local wait comes
-#: back up to a second late, SQS delaying to the whole second): two deliveries may then start up to that much
-#: closer than 1/rate apart. Later, the slot is gone: it takes one anew.
-RESERVED_LATE_SECONDS = 2.0
+
 #: How many subscriptions' taken slots a worker notes before it drops those whose time is over.
 _TAKEN_NOTES = 1024
 
@@ -174,44 +176,41 @@ class Pacer:
     async def _own_turn(
         self,
         line: _Line,
-        reserved: float | None,
+        reserved: float,
         *,
         deadline: float,
         forwarded: Callable[[], Awaitable[bool]],
         prepare: Callable[[], Awaitable[bool]] | None,
         within: Callable[[float], float],
-    ) -> tuple[Turn | None, Callable[[], Awaitable[bool]] | None]:
-        """The turn of a delivery back for the slot it reserved when it was postponed, and ``prepare`` if it is yet
-        to be made: postponed again if it is back early (beyond the local wait), else the slot awaited with a
-        connection (the caller's if it may start: 0.0); None if it has none, or is back too late for it (no
-        connection held). Outside its subscription's line: a slot of its own is nobody else's to wait for."""
+    ) -> Turn:
+        """The turn of a delivery back for the slot it reserved when it was postponed: postponed again if it is back
+        early (beyond the local wait), else the slot awaited with a connection (the caller's if it may start: 0.0),
+        or at once if it is back after it. Outside its subscription's line: a slot of its own is nobody else's to
+        wait for."""
         worker = self._worker
         now = worker.clock()
-        if reserved is None or now - reserved > RESERVED_LATE_SECONDS:
-            return None, prepare
         if reserved - now > max(within(now), 0.0):
-            return self._postponed(now, reserved), prepare
+            return self._postponed(now, reserved)
         skipped = await self._ready(line, deadline, prepare)
         if skipped is not None:
-            return skipped, None
-        turn: Turn | None = None
+            return skipped
+        turn: Turn = Skip.FORWARDED
         try:
-            if worker.clock() - reserved <= RESERVED_LATE_SECONDS:  # not made late by its wait for a connection
-                turn = Skip.FORWARDED if await forwarded() else await self._at_slot(reserved, forwarded)
+            if not await forwarded():
+                turn = await self._at_slot(reserved, forwarded)
         finally:
             if turn != 0.0:
                 worker.connections.release()
-        return turn, None
+        return turn
 
     async def _own_slot(
         self, line: _Line, sub_id: str, interval: float, reserved: float | None, within: Callable[[float], float]
     ) -> float | Postponed | None:
-        """The slot the delivery goes out at, when it has one of its own: the one it reserved ahead in this line,
-        unless its wait for a connection made it too late for it; else, behind a backlog beyond reach (this line's,
-        or the slots this worker last saw taken, which only move on), one reserved ahead now, however far
-        (``_ahead``). None: it takes one as it starts (``_take``)."""
+        """The slot the delivery goes out at, when it has one of its own: the one it reserved ahead in this line; else,
+        behind a backlog beyond reach (this line's, or the slots this worker last saw taken, which only move on), one
+        reserved ahead now, however far (``_ahead``). None: it takes one as it starts (``_take``)."""
         now = self._worker.clock()
-        if reserved is not None and now - reserved <= RESERVED_LATE_SECONDS:
+        if reserved is not None:
             return reserved
         if line.backlogged or self._taken_until.get(sub_id, 0.0) > now + within(now):
             return await self._ahead(line, sub_id, interval, within)
@@ -268,8 +267,7 @@ class Pacer:
         have gone on the slow lane during a wait), forwarded the delivery, or ``prepare``, awaited once when the
         connection is first held (the attempt's body is made then: no work is left between the slot and the
         request, and bodies are made no faster than connections free up), said no. ``reserved``: the slot the
-        delivery reserved when it was postponed (its message's ``rate_slot``), which it takes no other for, unless
-        it comes back too late for it.
+        delivery reserved when it was postponed (its message's ``rate_slot``), which it takes no other for.
 
         The deliveries of one subscription in this worker take slots one at a time (a line behind an asyncio
         lock), the head waiting here while its slot is near, up to the local wait (the line's waits for
@@ -294,13 +292,10 @@ class Pacer:
 
         connected = False
         try:
-            # A slot of its own, reserved when it was postponed: no line to wait in, no take to make.
-            turn, prepare = await self._own_turn(
-                line, reserved, deadline=deadline, forwarded=forwarded, prepare=prepare, within=within
-            )
-            if turn is not None:
-                return turn
-            reserved = None  # none, or back too late for it: it takes one
+            if reserved is not None:  # a slot of its own, reserved when it was postponed: no line, no take
+                return await self._own_turn(
+                    line, reserved, deadline=deadline, forwarded=forwarded, prepare=prepare, within=within
+                )
             async with line.lock:
                 while True:
                     own = await self._own_slot(line, sub_id, interval, reserved, within)
