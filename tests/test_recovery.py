@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from herald.domain import deliveries as deliveries_domain
 from herald.domain import publishing
 from herald.errors import ServiceUnavailableError
 from herald.faults import install
@@ -216,6 +217,37 @@ def test_a_recovery_brings_every_missed_event_exactly_once_more(
     step(harness, clock, HOUR)
     assert len(receiver.received) == 15
     assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_whose_messages_are_discarded_as_poison_is_done_and_frees_its_deliveries(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber down for a day (three events of the window exhausted), back up, and a recovery of them
+    # whose first page queued its three delivery messages
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    assert harness.poller.poll_once().received == 1  # the job's first message: its page listed, three queued
+    taken = _taken_off(harness)
+    assert len(taken) == 3
+    # WHEN those messages are discarded from the dead-letter queue (poison after their redrives: what the discard
+    # does with each body)
+    for message in taken:
+        assert deliveries_domain.fail_discarded(harness.services, message["Body"]) == []
+    harness.drain()
+    # THEN the job is done, its three tickets failed, nothing sent; the deliveries are left failed as they were
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 0, 3)
+    assert len(receiver.received) == 12
+    assert {d["event_id"] for d in deliveries(client, tenant, sub.id, status="failed")} >= set(seen["missed"])
+    # AND another recovery of the window takes them (their locks are free) and sends them
+    since = (datetime.fromisoformat(seen["since"]) - timedelta(seconds=1)).isoformat()
+    second = recover(client, tenant, sub.id, since=since)
+    harness.drain()
+    assert progress(client, tenant, sub.id, second["id"])["sent"] == 3
+    assert sorted(r.headers["webhook-id"] for r in receiver.received[12:]) == sorted(seen["missed"])
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

@@ -15,6 +15,7 @@ from herald.queue import MAX_DELAY_SECONDS
 from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
 from herald.storage.deliveries import kept_until
+from herald.storage.jobs import FAILED as FAILED_TICKET
 from herald.storage.schedule import scheduled_name
 from herald.storage.table import malformed_request
 
@@ -75,9 +76,11 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
 
     Only a message that carries its delivery along the schedule: a first delivery (one of several, or alone), a
     retry or a postponement. An extra attempt (manual, a recovery's, a job's ticket) leaves its delivery as it
-    was. A delivery is failed only while no other copy of its message may still carry it on (``_carried_on``); a
-    first delivery never written is written failed, while its event, of the message's tenant, and its
-    subscription are there. Returns the deliveries failed; a body this code cannot read carries none.
+    was; a job's has its ticket settled ``failed`` (its lock on the delivery freed), so that the job still reaches
+    ``done``, and another recovery may take the delivery, instead of the job reading ``running`` until it expires.
+    A delivery is failed only while no other copy of its message may still carry it on (``_carried_on``); a first
+    delivery never written is written failed, while its event, of the message's tenant, and its subscription are
+    there. Returns the deliveries failed; a body this code cannot read carries none.
 
     DynamoDB failing for a while raises ``ServiceUnavailableError``: the message must then stay, to be discarded
     again (what was done already is done, each delivery with its count). A delivery whose items cannot be read (a
@@ -92,6 +95,8 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     elif isinstance(message, DeliveryMessage) and message.carries_schedule:
         carried = [message]
     else:
+        if isinstance(message, DeliveryMessage) and message.job_id is not None:
+            services.store.jobs.close_ticket(message.job_id, message.delivery_id, FAILED_TICKET)
         return []
     now = now or datetime.now(UTC)
     events: dict[str, StoredEvent | None] = {}
