@@ -155,6 +155,31 @@ def test_of_two_pages_of_one_link_only_one_signs_in(browser: Browser, tenant: Te
     assert second.get("/portal/endpoints").status_code == 401
 
 
+@pytest.mark.parametrize("fault", ["dynamodb.PutItem:5xx@call=calls:1", "dynamodb.UpdateItem:5xx@call=calls:1"])
+def test_a_sign_in_dynamodb_fails_leaves_the_link_working_for_the_readers_try_again(
+    browser: Browser, tenant: TenantInfo, services: Services, fault: str
+) -> None:
+    # GIVEN a link's page open, and DynamoDB failing once (after botocore's retries) the sign-in's write of the
+    # session, or its spending of the link
+    link = mint(browser(), tenant.id)
+    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
+    me = browser()
+    assert me.get(link["path"]).status_code == 200
+    injector = install(services.store.client, fault)
+    assert injector is not None
+    # WHEN the reader presses Sign in: the page says to try again
+    first = me.post("/portal/login", data={"token": token})
+    assert first.status_code == 503
+    assert "Try again" in first.text
+    assert me.get("/portal/endpoints").status_code == 401
+    # THEN trying again signs in: the link was not spent by the try that failed
+    again = me.post("/portal/login", data={"token": token})
+    assert again.status_code == 200, again.text
+    assert me.get("/portal/endpoints").status_code == 200
+    # AND it is spent now
+    assert browser().post("/portal/login", data={"token": token}).status_code == 403
+
+
 def test_a_link_revoked_while_its_page_is_open_signs_no_one_in(
     browser: Browser, tenant: TenantInfo, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

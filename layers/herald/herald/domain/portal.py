@@ -3,6 +3,7 @@ to one tenant and one capability (``manage`` or ``read``). Only SHA-256 digests 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from datetime import timedelta
@@ -69,12 +70,15 @@ def unused_link(services: Services, token: str) -> tuple[PortalGrant, Tenant] | 
 
 def open_session(services: Services, token: str) -> tuple[str, PortalGrant] | None:
     """Redeem a link token (once) for a new session: its id (the cookie's value) and record. None when
-    the token is unknown, expired, already used or revoked, or its tenant is gone."""
-    if not _is_link_token(token):
+    the token is unknown, expired, already used or revoked, or its tenant is gone.
+
+    The session is written before the link is spent: a write that fails (DynamoDB unavailable: a 503, "try again")
+    leaves the link working for that try. Spent the other way round, the try would find it used. A session written
+    for a link another request spent meanwhile is ended at once (its id was never given out)."""
+    found = unused_link(services, token)
+    if found is None:
         return None
-    link = services.store.portal.take(digest(token), LINK)
-    if link is None or not _stands(services, link.tenant_id, link.created_at):
-        return None
+    link, _ = found
     session_id = "hps_" + secrets.token_urlsafe(32)
     now = utcnow()
     session = PortalGrant(
@@ -87,7 +91,21 @@ def open_session(services: Services, token: str) -> tuple[str, PortalGrant] | No
         issued_at=link.created_at,
     )
     services.store.portal.put(digest(session_id), session)
+    try:
+        spent = services.store.portal.take(digest(token), LINK)
+    except Exception:
+        _end_unused(services, session_id)
+        raise
+    if spent is None:
+        _end_unused(services, session_id)
+        return None
     return session_id, session
+
+
+def _end_unused(services: Services, session_id: str) -> None:
+    """End a session whose id was never given out; one that cannot be ended now expires unseen."""
+    with contextlib.suppress(Exception):
+        services.store.portal.take(digest(session_id), SESSION)
 
 
 def find_session(services: Services, session_id: str | None) -> PortalGrant | None:
