@@ -318,11 +318,6 @@ class Harness:
     batches: list[tuple[str, BatchResult]] = field(default_factory=list)
     #: The table's stream, read like the function's stream event source (the stats of first-attempt successes).
     stream: StreamPoller | None = None
-    #: With ``make_harness(honour_delays=True)``: when each message the worker sent with a delay is due on the
-    #: worker's clock, by body. ``reveal`` then lets out only those due, as SQS would.
-    dues: dict[str, float] | None = None
-    #: With ``dues``: a delayed message is let out this long after it is due (a work queue running behind).
-    queue_lag: float = 0.0
 
     @property
     def pollers(self) -> list[SqsPoller]:
@@ -372,9 +367,7 @@ class Harness:
         worker holds those not due yet again), and make visible again every message the worker received and
         did not delete (a failed batch, a crash). Returns how many messages were let out early."""
         self.worker.sweep()
-        dues, now = self.dues, self.worker.clock()
-        due = None if dues is None else (lambda body: dues.get(body, now - self.queue_lag) + self.queue_lag <= now)
-        revealed = sum(release_delays(url, due) for url in self.queue_urls)
+        revealed = sum(release_delays(url) for url in self.queue_urls)
         handles = {
             message["ReceiptHandle"]
             for call in self.receives.of("ReceiveMessage")
@@ -474,11 +467,7 @@ def make_harness(
     seed: int = 7,
     batch_size: int = 100,
     function_timeout_seconds: float = 60,
-    honour_delays: bool = False,
 ) -> Harness:
-    """A worker on ``clock`` fed by pollers of the template's SQS event sources. Each ``step`` lets every message
-    the worker delayed out at once (the worker holds again those not due yet), or, ``honour_delays``, only those
-    due on ``clock``, as SQS would: for a test that counts how often messages come back."""
     worker = Worker(services, clock=clock, rng=random.Random(seed))
     sqs = session.client("sqs")
     # Each SQS event source of the function in template.yaml (the work queue's, the slow lane's), polled by one
@@ -509,35 +498,9 @@ def make_harness(
         services.store.client, session.client("dynamodbstreams"), services.store.table_name, worker.invoke
     )
     worker.sweep()  # the schedule runs from the moment the function exists (it sets the sweep's cursor)
-    dues = _noted_dues(services.queue.client, clock) if honour_delays else None
     return Harness(
-        services,
-        worker,
-        poller,
-        sqs,
-        clock,
-        queue_calls,
-        table_calls,
-        receives,
-        others=others,
-        stream=stream,
-        dues=dues,
+        services, worker, poller, sqs, clock, queue_calls, table_calls, receives, others=others, stream=stream
     )
-
-
-def _noted_dues(client: Any, clock: Callable[[], float]) -> dict[str, float]:
-    """When each message ``client`` sends with a delay is due on ``clock``, by body, noted as it is sent (a
-    botocore hook that only reads the call)."""
-    dues: dict[str, float] = {}
-
-    def note(params: dict[str, Any], **_: Any) -> None:
-        for entry in params.get("Entries", [params]):
-            if entry.get("DelaySeconds"):
-                dues[entry["MessageBody"]] = clock() + int(entry["DelaySeconds"])
-
-    for operation in ("SendMessage", "SendMessageBatch"):
-        client.meta.events.register(f"provide-client-params.sqs.{operation}", note)
-    return dues
 
 
 def invoke_bodies(

@@ -30,7 +30,7 @@ from herald.storage import keys
 from herald.storage.health import RateSlot
 from herald.storage.table import to_item
 from herald.worker import Worker, settle_all
-from herald.worker.pacing import Skip, Turn
+from herald.worker.pacing import Skip
 from tests.chaos_support import verify_signature
 from tests.delivery_support import CallRecorder, deliveries, make_harness, step
 from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
@@ -232,46 +232,6 @@ def test_a_reservation_whose_answer_was_lost_is_the_callers_once(services: Servi
     assert item["tat"] - now == pytest.approx(2.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("back", [-0.5, 30.0], ids=["before-its-slot", "after-it"])
-def test_a_postponed_delivery_goes_out_at_the_slot_it_reserved_or_at_once_when_back_after_it(
-    services: Services, back: float
-) -> None:
-    # GIVEN a subscription limited to 1 a second whose next ten slots are reserved (a backlog), one of them by a
-    # postponed delivery whose copy is back half a second before that slot, or thirty seconds after it (a queue
-    # running behind)
-    store = services.store
-    now = time.time()
-    for _ in range(10):
-        assert store.health.take_rate_slot("sub_x", interval=1.0, now=now, within=60.0, busy=True).taken
-    before = store.table.read(keys.rate_slot("sub_x"))
-    assert before is not None
-    worker = Worker(services)
-    updates = CallRecorder(worker.store.client, ["UpdateItem"])
-
-    async def ask() -> tuple[Turn, float]:
-        reserved = time.time() - back
-        turn = await worker.pacer.slot(
-            "sub_x", 1, deadline=time.time() + 60, forwarded=_not_forwarded, reserved=reserved
-        )
-        if turn == 0.0:
-            worker.connections.release()
-        return turn, time.time() - reserved
-
-    try:
-        # WHEN the worker's pacer is asked for its turn
-        turn, started = worker.loop.run_until_complete(ask())
-    finally:
-        settle_all([worker])
-        updates.close()
-    # THEN it goes out at its slot, or at once after it, asking DynamoDB nothing: the slots are as they were (taken
-    # anew, a slot late would go behind the backlog it is part of, and again at each return while the queue is behind)
-    assert turn == 0.0
-    assert started >= 0.0
-    assert started < max(back, 0.0) + 1.0
-    assert updates.of("UpdateItem") == []
-    assert store.table.read(keys.rate_slot("sub_x")) == before
-
-
 async def _not_forwarded() -> bool:
     return False
 
@@ -286,14 +246,14 @@ def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
     workers = [Worker(Services.create(settings, session=aws)) for _ in range(4)]
     updates = [CallRecorder(worker.store.client, ["UpdateItem"]) for worker in workers]
 
-    async def ask(worker: Worker) -> Turn:
+    async def ask(worker: Worker) -> float | Skip:
         turn = await worker.pacer.slot("sub_x", 20, deadline=time.time() + 60, forwarded=_not_forwarded)
         if turn == 0.0:
             worker.connections.release()
         return turn
 
-    def run(worker: Worker) -> list[Turn]:
-        async def asking() -> list[Turn]:
+    def run(worker: Worker) -> list[float | Skip]:
+        async def asking() -> list[float | Skip]:
             if together:
                 return list(await asyncio.gather(*(ask(worker) for _ in range(10))))
             return [await ask(worker) for _ in range(10)]
@@ -323,19 +283,19 @@ def test_workers_at_a_subscriptions_rate_take_one_write_per_slot(
 
 def _slots_after_a_wait_for_the_connection(
     worker: Worker, held: float, *, askers: int = 1, before_release: Callable[[], None] = lambda: None
-) -> tuple[list[Turn], float]:
+) -> tuple[list[float | Skip], float]:
     """Ask the worker's pacer for ``askers`` slots of ``sub_x`` (1 a second) at once while another attempt holds the
     worker's one connection for ``held`` seconds; ``before_release`` runs just before it gives the connection back.
     Returns the pacer's answers and when the connection was given back (epoch seconds). Each asker that gets a
     slot gives its connection back at once (as if its attempt took no time)."""
 
-    async def ask() -> Turn:
+    async def ask() -> float | Skip:
         turn = await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=_not_forwarded)
         if turn == 0.0:
             worker.connections.release()
         return turn
 
-    async def scenario() -> tuple[list[Turn], float]:
+    async def scenario() -> tuple[list[float | Skip], float]:
         await worker.connections.acquire()
         asking = [asyncio.ensure_future(ask()) for _ in range(askers)]
         await asyncio.sleep(held)
@@ -392,7 +352,7 @@ def test_a_slot_taken_after_a_wait_for_one_of_the_workers_threads_is_taken_at_th
     worker.io = after_a_wait_for_a_thread  # type: ignore[method-assign]
     asked = clock()
 
-    async def ask() -> Turn:
+    async def ask() -> float | Skip:
         turn = await worker.pacer.slot("sub_x", 1, deadline=clock() + 60, forwarded=_not_forwarded)
         if turn == 0.0:
             worker.connections.release()
@@ -469,7 +429,7 @@ def test_a_subscription_gone_on_the_slow_lane_while_the_head_waited_for_its_slot
         checks.append(bool(checks))
         return checks[-1]
 
-    async def scenario() -> Turn:
+    async def scenario() -> float | Skip:
         return await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=forwarded_after_the_first_check)
 
     try:
@@ -500,7 +460,7 @@ def test_a_delivery_whose_subscription_went_on_the_slow_lane_is_forwarded_before
         forwarded.append("sub_x")
         return True
 
-    async def scenario() -> Turn:
+    async def scenario() -> float | Skip:
         return await worker.pacer.slot("sub_x", 1, deadline=time.time() + 60, forwarded=forward)
 
     try:
@@ -578,158 +538,3 @@ def test_deliveries_over_the_rate_are_postponed_through_the_queue_and_all_arrive
     listed = deliveries(client, tenant, sub_id)
     assert {(item["status"], item["attempts"]) for item in listed} == {("succeeded", 1)}
     assert harness.counts(settings.dead_letter_queue_url) == (0, 0)
-
-
-@pytest.mark.parametrize("lag", [0, 10], ids=["queue-on-time", "queue-10s-behind"])
-def test_a_backlog_over_the_rate_is_postponed_once_a_delivery_and_sent_at_the_rate(
-    client, tenant: TenantInfo, settings, aws, clock: Clock, receiver: Receiver, lag: int
-) -> None:
-    # GIVEN a worker on a simulated clock that never waits for a slot itself, taking ten messages a batch, with
-    # SQS's delays kept on that clock (a postponed message comes back when due, not at the next step), or ``lag``
-    # seconds after (a work queue running behind), and a subscription limited to 1 delivery a second
-    services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 0}), session=aws)
-    harness = make_harness(services, aws, clock=clock, batch_size=10, honour_delays=True)
-    harness.queue_lag = lag
-    created = client.post(
-        "/v1/subscriptions",
-        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 1},
-        headers=tenant.headers,
-    )
-    assert created.status_code == 201, created.text
-    sub_id = created.json()["id"]
-    # AND a backlog of forty events published at once: forty seconds of the subscription's rate
-    backlog = 40
-    for index in range(backlog):
-        body = {"type": "invoice.paid", "data": {**INVOICE, "invoice_id": f"in_{index}"}, "tenant_id": tenant.id}
-        assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
-    try:
-        # WHEN the worker runs, and runs again as each second passes
-        harness.drain()
-        for _ in range(3 * backlog):
-            if len(receiver.received) == backlog and harness.counts() == (0, 0):
-                break
-            step(harness, clock, 1.0)
-    finally:
-        harness.close()
-    # THEN every event arrived exactly once, never more than 1 in one second of the clock, the backlog sent at the
-    # rate (the last within a few seconds of the fortieth slot, and the queue's lag: a copy back after its slot goes
-    # out at once, never behind the backlog again)
-    ids = [got.headers["webhook-id"] for got in receiver.received]
-    assert len(ids) == len(set(ids)) == backlog
-    stamps = [int(got.headers["webhook-timestamp"]) for got in receiver.received]
-    assert max(Counter(stamps).values()) == 1
-    assert max(stamps) - min(stamps) <= backlog + lag + 3
-    # AND each delivery over the rate was postponed once, to the slot it reserved, not once for each slot that
-    # opened before its turn (that came to hundreds here: 29 a delivery with sixty)
-    assert len(harness.holds) == backlog - 1, Counter(harness.holds)
-    listed = deliveries(client, tenant, sub_id, limit=100)
-    assert {(item["status"], item["attempts"]) for item in listed} == {("succeeded", 1)}
-
-
-def test_a_retry_of_a_delivery_that_went_out_at_its_slot_takes_a_slot_anew(
-    client, tenant: TenantInfo, settings, aws, clock: Clock, receiver: Receiver
-) -> None:
-    # GIVEN a worker that never waits for a slot itself, a retry a second after a failed attempt, SQS's delays kept
-    # on the worker's clock, and a subscription limited to 1 delivery a second whose second delivery fails once
-    services = Services.create(
-        settings.model_copy(
-            update={"rate_limit_local_wait_seconds": 0, "retry_schedule": (0, 1, 300), "retry_jitter": 0.0}
-        ),
-        session=aws,
-    )
-    harness = make_harness(services, aws, clock=clock, batch_size=10, honour_delays=True)
-    created = client.post(
-        "/v1/subscriptions",
-        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 1},
-        headers=tenant.headers,
-    )
-    assert created.status_code == 201, created.text
-    receiver.responses = [(200, {}, b"ok", 0.0), (500, {}, b"no", 0.0)]
-    # WHEN four events are published at once, and the worker runs as each second passes
-    for index in range(4):
-        body = {"type": "invoice.paid", "data": {**INVOICE, "invoice_id": f"in_{index}"}, "tenant_id": tenant.id}
-        assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
-    try:
-        harness.drain()
-        for _ in range(30):
-            if len(receiver.received) == 5 and harness.counts() == (0, 0):
-                break
-            step(harness, clock, 1.0)
-    finally:
-        harness.close()
-    # THEN five requests went out (four deliveries, one retried), never two in one second: the retry's copy, back
-    # a second after the slot its attempt went out at, took a slot of its own instead of that one again
-    assert len(receiver.received) == 5
-    stamps = [int(got.headers["webhook-timestamp"]) for got in receiver.received]
-    assert max(Counter(stamps).values()) == 1
-
-
-def test_deliveries_postponed_before_a_lower_rate_limit_go_out_at_the_new_rate(
-    client, tenant: TenantInfo, settings, aws, clock: Clock, receiver: Receiver
-) -> None:
-    # GIVEN a worker that never waits for a slot itself, SQS's delays kept on its clock, and a subscription limited
-    # to 10 deliveries a second with a backlog of twenty, postponed for slots a tenth of a second apart
-    services = Services.create(settings.model_copy(update={"rate_limit_local_wait_seconds": 0}), session=aws)
-    harness = make_harness(services, aws, clock=clock, batch_size=10, honour_delays=True)
-    created = client.post(
-        "/v1/subscriptions",
-        json={"url": receiver.url, "event_types": ["invoice.paid"], "rate_limit": 10},
-        headers=tenant.headers,
-    )
-    assert created.status_code == 201, created.text
-    sub_id = created.json()["id"]
-    backlog = 20
-    for index in range(backlog):
-        body = {"type": "invoice.paid", "data": {**INVOICE, "invoice_id": f"in_{index}"}, "tenant_id": tenant.id}
-        assert client.post("/v1/events", json=body, headers=ADMIN).status_code == 202
-    try:
-        harness.drain()
-        sent_before = len(receiver.received)
-        # WHEN the tenant lowers the limit to 1 a second, and the worker runs as each second passes
-        lowered = client.patch(f"/v1/subscriptions/{sub_id}", json={"rate_limit": 1}, headers=tenant.headers)
-        assert lowered.status_code == 200, lowered.text
-        for _ in range(3 * backlog):
-            if len(receiver.received) == backlog and harness.counts() == (0, 0):
-                break
-            step(harness, clock, 1.0)
-    finally:
-        harness.close()
-    # THEN every delivery arrived once, and those postponed before the change went out at the new rate, not at the
-    # slots they had reserved at the old one: never two in one second
-    assert sent_before < backlog
-    ids = [got.headers["webhook-id"] for got in receiver.received]
-    assert len(ids) == len(set(ids)) == backlog
-    later = [int(got.headers["webhook-timestamp"]) for got in receiver.received[sent_before:]]
-    assert max(Counter(later).values()) == 1
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [[{"rate_limit": 1000}], [{"enabled": False}, {"enabled": True}]],
-    ids=["rate-raised", "disabled-then-enabled"],
-)
-def test_a_new_rate_or_a_subscription_enabled_again_counts_its_slots_afresh(
-    client, tenant: TenantInfo, services: Services, changes: list[dict[str, Any]]
-) -> None:
-    # GIVEN a subscription limited to 1 a second with ten minutes of slots reserved ahead (a backlog's)
-    created = client.post(
-        "/v1/subscriptions",
-        json={"url": "https://example.com/hook", "event_types": ["invoice.paid"], "rate_limit": 1},
-        headers=tenant.headers,
-    )
-    assert created.status_code == 201, created.text
-    sub_id = created.json()["id"]
-    now = time.time()
-    for _ in range(600):
-        assert services.store.health.take_rate_slot(sub_id, interval=1.0, now=now, within=86_400.0, busy=True).taken
-    # AND a change that leaves its rate and state as they were keeps them
-    kept = client.patch(f"/v1/subscriptions/{sub_id}", json={"description": "same rate"}, headers=tenant.headers)
-    assert kept.status_code == 200, kept.text
-    assert services.store.table.read(keys.rate_slot(sub_id)) is not None
-    # WHEN its rate is raised, or it is disabled and enabled again
-    for change in changes:
-        changed = client.patch(f"/v1/subscriptions/{sub_id}", json=change, headers=tenant.headers)
-        assert changed.status_code == 200, changed.text
-    # THEN the slots reserved at the old rate are dropped: the next delivery takes a slot now, not ten minutes on
-    assert services.store.table.read(keys.rate_slot(sub_id)) is None
-    assert services.store.health.take_rate_slot(sub_id, interval=0.001, now=time.time()) == RateSlot(0.0, taken=True)

@@ -77,11 +77,6 @@ class DeliveryMessage(_Message):
     #: A manual retry's: the delivery's attempts when it was asked for. A copy of the message that finds more
     #: made (its own attempt, by another copy; or one made since) is done without one. Left out when none.
     attempts_seen: int | None = None
-    #: A copy postponed by its subscription's rate limit: the slot it reserved (epoch seconds), which it goes out at
-    #: when it comes back, taking no other (``herald.worker.pacing``), and the rate it was reserved at (a slot of
-    #: another rate than the subscription's now is not taken). Left out when none.
-    rate_slot: float | None = None
-    slot_rate: int | None = None
 
     @classmethod
     def of(

@@ -454,10 +454,9 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
             step()
 
 
-def release_delays(queue_url: str, due: Callable[[str], bool] | None = None) -> int:
-    """Make every delayed message of an in-process moto queue deliverable now, or those whose body ``due`` says
-    are: for a simulated clock that has moved past the delays while SQS's own clock has not. Returns how many were
-    released."""
+def release_delays(queue_url: str) -> int:
+    """Make every delayed message of an in-process moto queue deliverable now: for a simulated clock that has
+    moved past the delays while SQS's own clock has not. Returns how many were delayed."""
     from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.sqs.models import sqs_backends
 
@@ -465,7 +464,7 @@ def release_delays(queue_url: str, due: Callable[[str], bool] | None = None) -> 
     released = 0
     for backend in sqs_backends[DEFAULT_ACCOUNT_ID].values():
         for message in getattr(backend.queues.get(name), "_messages", []):
-            if message.delayed_until and (due is None or due(message.body)):
+            if message.delayed_until:
                 message.delayed_until = 0.0
                 released += 1
     return released

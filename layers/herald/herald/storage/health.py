@@ -675,7 +675,7 @@ class HealthRepository:
         first send (botocore sent it again after its answer was lost: its token, ``taken_by``, is on the item) took
         its slot."""
         latest = now + within
-        expires = int(latest) + 86_400  # a day past the furthest slot this call may reserve (a backlog's)
+        expires = int(now) + 86_400
         reserve = busy and within > 0
         tat: float | None = None
         for _ in range(_RATE_SLOT_TRIES):

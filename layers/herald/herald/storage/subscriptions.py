@@ -167,19 +167,12 @@ class SubscriptionRepository:
         items in the same transaction, and rewriting the routes it keeps when its filter changed (each carries
         the filter). A change of more than ``MAX_ROUTE_CHANGES`` routes at once (possible only above DynamoDB's
         transaction size, e.g. 50 event types swapped for 50 others) is refused with a LimitExceededError: it
-        could not be written atomically.
-
-        A new rate limit, or a subscription enabled again, counts its rate's slots afresh: the slots reserved ahead
-        until then (a backlog's, at the old rate; or a disabled subscription's, whose postponed deliveries will never
-        take them) are dropped with the change, so the new rate holds from now, and no backlog that is gone holds
-        back what comes next."""
+        could not be written atomically."""
         before, after = _routes(old), _routes(new)
         removed, added = sorted(before - after), sorted(after - before)
         if old.filter != new.filter:
             added = sorted(after)  # the kept routes carry the old filter: write them again
-        counted_afresh = new.rate_limit != old.rate_limit or (new.enabled and not old.enabled)
-        slots = [keys.rate_slot(new.id)] if counted_afresh else []
-        changes = len(removed) + len(added) + len(slots)
+        changes = len(removed) + len(added)
         if changes > MAX_ROUTE_CHANGES:
             raise LimitExceededError(
                 f"this change writes {changes} event type routes at once; at most "
@@ -189,7 +182,6 @@ class SubscriptionRepository:
         actions: list[dict[str, Any]] = [_rewrite(old, new)]
         actions += [{"Delete": {"Key": to_item(keys.route(old.tenant_id, t, old.id))}} for t in removed]
         actions += [{"Put": {"Item": _route_item(new, t)}} for t in added]
-        actions += [{"Delete": {"Key": to_item(slot)}} for slot in slots]
         try:
             self._table.transact(actions)
         except ClientError as exc:

@@ -36,7 +36,7 @@ from herald.signing import signature_header
 from herald.storage.deliveries import Hold, kept_until, stats_from_stream
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
-from herald.worker.pacing import Postponed, Skip, Turn, latest_start
+from herald.worker.pacing import Skip, latest_start
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count
 
 if TYPE_CHECKING:
@@ -388,16 +388,14 @@ async def _diverted(
     )
 
 
-async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | None, postponed: Postponed) -> None:
-    """The attempt waits for the subscription's rate limit until ``postponed.until``, its lease given back: neither an
-    attempt nor a step of the schedule; the message comes back for the slot it reserved (its ``rate_slot``)."""
-    until = postponed.until
+async def _postpone(worker: Worker, job: _Job, sub: Subscription, token: str | None, postpone: float) -> None:
+    """The attempt waits ``postpone`` seconds for the subscription's rate limit, its lease given back: neither an
+    attempt nor a step of the schedule; the message comes back for its slot."""
+    until = worker.clock() + postpone
     await _release(worker, job, token, until)
     worker.metrics.add(Metric.POSTPONED)
-    postponed_seconds = round(until - worker.clock(), 3)
-    logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postponed_seconds})
-    slot = {"rate_slot": postponed.slot, "slot_rate": sub.rate_limit if postponed.slot is not None else None}
-    await hold(worker, lanes.for_later(worker, job.message, sub, until).model_copy(update=slot), job.record, until)
+    logger.info("attempt postponed by the rate limit", extra={**job.log, "postponed_seconds": postpone})
+    await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
 
 
 async def _put_off(
@@ -463,7 +461,7 @@ async def _connected(
     for a rate-limited subscription, its slot (``Pacer.slot``: the slot is taken with the connection held, so the
     attempt goes out at its slot), its body made by ``make_body`` in between. If not, the delivery is put off,
     postponed or forwarded, or its body could not be made, and no connection is held."""
-    turn: Turn
+    turn: float | Skip
     if sub.rate_limit is None:
         turn = 0.0 if await worker.take_connection(job.deadline) else Skip.NO_CONNECTION
         if turn == 0.0 and not await _made(worker, make_body):
@@ -475,15 +473,13 @@ async def _connected(
             deadline=job.deadline,
             forwarded=lambda: _forwarded(worker, job, sub, token),
             prepare=make_body,
-            # A slot reserved at another rate than the subscription's now is not taken: it takes one anew.
-            reserved=job.message.rate_slot if job.message.slot_rate == sub.rate_limit else None,
         )
     if turn is Skip.NO_CONNECTION:
         await _put_off(worker, job, token)
         return False
     if turn is Skip.FORWARDED or turn is Skip.NO_BODY:
         return False
-    if isinstance(turn, Postponed):
+    if turn > 0:
         await _postpone(worker, job, sub, token, turn)
         return False
     return True
@@ -597,13 +593,11 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         streamed=streamed,
         scheduled=None if job.single_shot else scheduled,
     )
-    # The attempt went out at the rate-limit slot its message named, if any: the copies carrying it on take one anew.
-    sent = job.message.model_copy(update={"rate_slot": None, "slot_rate": None})
     if outcome.handed_over:
-        await hold(worker, sent.model_copy(update={"lane": "slow"}), job.record, worker.clock())
+        await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
     elif status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
         until = next_at.timestamp()
-        await hold(worker, lanes.for_later(worker, sent, sub, until), job.record, until)
+        await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
 
 
 async def _record(
