@@ -132,3 +132,35 @@ def test_an_empty_iterator_is_the_first_page_of_a_deliverys_attempts(
     # THEN the first page it is, the attempt included
     assert empty.status_code == 200, empty.text
     assert empty.json() == first
+
+
+def test_a_deliverys_attempts_with_large_answers_page_within_lambdas_response_limit(
+    client, tenant, harness, receiver: Receiver
+) -> None:
+    # GIVEN a delivery with twenty attempts, each answered 500 with a body larger than an attempt keeps (20 KB kept)
+    receiver.default = (500, {}, b'"<error>"' * 4_000, 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    [delivery] = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
+    base = f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}"
+    for _ in range(19):
+        assert client.post(f"{base}/retry", headers=tenant.headers).status_code == 202
+        harness.drain()
+    # WHEN its attempts are listed, 250 a page asked for
+    pages, iterator = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 250} | ({"iterator": iterator} if iterator else {})
+        response = client.get(f"{base}/attempts", params=params, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        pages.append(response)
+        if response.json()["done"]:
+            break
+        iterator = response.json()["iterator"]
+    # THEN each page stays far under Lambda's 6 MB (the twenty would take 2.7 MB at their worst escaped), and the
+    # pages together hold every attempt once, oldest first
+    assert len(pages) > 1
+    assert all(len(page.content) < 2_500_000 for page in pages)
+    numbers = [attempt["attempt_number"] for page in pages for attempt in page.json()["data"]]
+    assert numbers == list(range(1, 21))
+    assert all(len(attempt["response_body"]) >= 19_000 for page in pages for attempt in page.json()["data"])
