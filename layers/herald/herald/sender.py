@@ -456,9 +456,10 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
 
 
 def cut_body(data: bytes, limit: int = RESPONSE_MAX_BYTES) -> str:
-    """A response body as text of at most ``limit`` UTF-8 bytes (a character cut in two is dropped). Each byte that
-    is not UTF-8 becomes U+FFFD, three bytes: the text is cut once more, in bytes, and the character that cut splits
-    is dropped (the text is valid UTF-8 by then, so only that one is), in one pass whatever the body holds."""
+    """A response body as text of at most ``limit`` UTF-8 bytes. Each byte that is not UTF-8 becomes U+FFFD, three
+    bytes, and so does the character the limit cuts in two (one U+FFFD for its bytes that fit, when it still fits,
+    as a decoder reads a body cut short): the text is cut once more, in bytes, and the character that cut splits is
+    dropped (the text is valid UTF-8 by then, so only that one is), in one pass whatever the body holds."""
     text = data[:limit].decode("utf-8", errors="replace")
     return text.encode()[:limit].decode("utf-8", errors="ignore")
 
