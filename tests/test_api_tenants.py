@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -251,21 +251,29 @@ def test_a_purge_cut_short_leaves_no_route_of_the_tenant_behind(client, make_ten
     assert left == []
 
 
+def _a_key_the_index_does_not_show_yet(
+    client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, tenant_id: str
+) -> tuple[str, Callable[[str], Iterator[dict[str, Any]]]]:
+    """A key issued to the tenant now, which the index listing its keys does not show yet (emulated: moto's index is
+    consistent), and the listing as it reads once the index caught up (to put back)."""
+    issued = client.post(f"/v1/tenants/{tenant_id}/api-keys", headers=ADMIN)
+    assert issued.status_code == 201, issued.text
+    listed = services.store.tenants._key_items
+
+    def index_behind(listed_for: str) -> Iterator[dict[str, Any]]:
+        return (item for item in listed(listed_for) if item["id"] != issued.json()["id"])
+
+    monkeypatch.setattr(services.store.tenants, "_key_items", index_behind)
+    return issued.json()["key"], listed
+
+
 def test_a_key_the_deletions_index_read_missed_stops_working_when_the_purge_runs(
     client, make_tenant, services, poller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a tenant with two keys, the second issued a moment before the deletion, so that the index the deletion
     # lists keys from does not show it yet (emulated: moto's index is consistent)
     doomed = make_tenant("Doomed")
-    issued = client.post(f"/v1/tenants/{doomed.id}/api-keys", headers=ADMIN)
-    assert issued.status_code == 201, issued.text
-    late_key = issued.json()["key"]
-    listed = services.store.tenants._key_items
-
-    def index_behind(tenant_id: str) -> Iterator[dict[str, Any]]:
-        return (item for item in listed(tenant_id) if item["id"] != issued.json()["id"])
-
-    monkeypatch.setattr(services.store.tenants, "_key_items", index_behind)
+    late_key, listed = _a_key_the_index_does_not_show_yet(client, services, monkeypatch, doomed.id)
     # WHEN the operator deletes the tenant: the first key is locked out, the one the index missed still works
     assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204
     assert_error(client.get("/v1/subscriptions", headers=doomed.headers), 401, "unauthorized")
@@ -284,15 +292,7 @@ def test_a_key_a_rotations_index_read_missed_stops_working_when_the_rotation_is_
     # GIVEN a tenant with two keys, the second issued a moment before a rotation (revoke_existing), so that the
     # index the rotation lists keys from does not show it yet (emulated: moto's index is consistent)
     tenant = make_tenant("Rotating")
-    issued = client.post(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN)
-    assert issued.status_code == 201, issued.text
-    late_key = issued.json()["key"]
-    listed = services.store.tenants._key_items
-
-    def index_behind(tenant_id: str) -> Iterator[dict[str, Any]]:
-        return (item for item in listed(tenant_id) if item["id"] != issued.json()["id"])
-
-    monkeypatch.setattr(services.store.tenants, "_key_items", index_behind)
+    late_key, listed = _a_key_the_index_does_not_show_yet(client, services, monkeypatch, tenant.id)
     # WHEN the operator rotates: the first key is revoked, the one the index missed still works
     rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
     assert rotated.status_code == 201, rotated.text
