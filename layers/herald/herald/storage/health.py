@@ -578,11 +578,13 @@ class HealthRepository:
             )
 
     def _counting(self, sub_id: str, **request: Any) -> Any:
-        """A write that counts attempts in the stats (its request asks for ``ALL_OLD`` on a refusal), made only on
+        """A write that counts attempts in the stats, or sets their counts (``set_counts``; its request asks for
+        ``ALL_OLD`` on a refusal, and its condition, if any, is kept), made only on
         stats not past their expiry: stats found past it are none, as every read takes them, and are reset
         (``_reset_expired``) before the write is made again; a refusal for anything else is raised. Counts, streak
         and failing clock from before ``attempt_ttl_days`` without an attempt never come back with the next one."""
-        request["ConditionExpression"] = f"({request['ConditionExpression']}) AND {NOT_EXPIRED}"
+        condition = request.get("ConditionExpression")
+        request["ConditionExpression"] = f"({condition}) AND {NOT_EXPIRED}" if condition else NOT_EXPIRED
         for resets in range(_EXPIRED_RESETS + 1):
             now = self._table.now()
             request["ExpressionAttributeValues"] = {**request["ExpressionAttributeValues"], **values(now=now)}
@@ -728,22 +730,14 @@ class HealthRepository:
         """Set the subscription's ``attempts``, ``succeeded`` and ``failed`` (a recount from the attempt log). Stats
         that exist keep their expiry (moved on by every counting write, as the deployment keeps attempts);
         ``expires_at`` is that of stats written afresh, as are stats found past their expiry (``_reset_expired``)."""
-        for resets in range(_EXPIRED_RESETS + 1):
-            now = self._table.now()
-            try:
-                self._table.call(
-                    "update_item",
-                    Key=to_item(keys.subscription_stats(sub_id)),
-                    UpdateExpression=(
-                        "SET attempts = :a, succeeded = :s, failed = :f, expires_at = if_not_exists(expires_at, :exp)"
-                    ),
-                    ConditionExpression=NOT_EXPIRED,
-                    ExpressionAttributeValues=values(
-                        a=counts["attempts"], s=counts["succeeded"], f=counts["failed"], exp=expires_at, now=now
-                    ),
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-                return
-            except ClientError as exc:
-                if resets == _EXPIRED_RESETS or not self._reset_expired(sub_id, refused_item(exc), now):
-                    raise
+        self._counting(
+            sub_id,
+            Key=to_item(keys.subscription_stats(sub_id)),
+            UpdateExpression=(
+                "SET attempts = :a, succeeded = :s, failed = :f, expires_at = if_not_exists(expires_at, :exp)"
+            ),
+            ExpressionAttributeValues=values(
+                a=counts["attempts"], s=counts["succeeded"], f=counts["failed"], exp=expires_at
+            ),
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
