@@ -29,9 +29,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def find(services: Services, tenant_id: str, subscription_id: str, delivery_id: str) -> Delivery:
-    """The delivery of the tenant's subscription; any other is as absent as a missing one (``NotFoundError``)."""
-    subscriptions.find(services, tenant_id, subscription_id)
+def find(
+    services: Services, tenant_id: str, subscription_id: str, delivery_id: str, *, what: str = "subscription"
+) -> Delivery:
+    """The delivery of the tenant's subscription; any other is as absent as a missing one (``NotFoundError``, its
+    subscription named ``what``)."""
+    subscriptions.find(services, tenant_id, subscription_id, what=what)
     found = ids.is_id(delivery_id, ids.DELIVERY)
     delivery = services.store.deliveries.get(subscription_id, delivery_id) if found else None
     if delivery is None or delivery.subscription_id != subscription_id or delivery.tenant_id != tenant_id:

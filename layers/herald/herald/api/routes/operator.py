@@ -154,8 +154,7 @@ async def list_operator_deliveries(
 
 
 def _delivery_or_404(services: Services, webhook_id: str, delivery_id: str) -> Delivery:
-    _webhook_or_404(services, webhook_id)
-    return deliveries.find(services, OPERATOR_TENANT_ID, webhook_id, delivery_id)
+    return deliveries.find(services, OPERATOR_TENANT_ID, webhook_id, delivery_id, what="operator webhook")
 
 
 @router.get("/{webhook_id}/deliveries/{delivery_id}", summary="Get a delivery of an operational endpoint")
