@@ -39,12 +39,17 @@ LAST_WRITE = "isolation_write"
 _NOT_MINE = f"(attribute_not_exists({LAST_WRITE}) OR {LAST_WRITE} <> :token)"
 
 
-def _at(url: str | None) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """The condition that the subscription still sends to ``url`` (none for None: any URL), with its names and
-    values."""
+def _at_url(request: dict[str, Any], url: str | None) -> dict[str, Any]:
+    """``request`` (an UpdateItem's, with a condition) made only while the subscription still sends to ``url``; as it
+    is for None (any URL)."""
     if url is None:
-        return "", {}, {}
-    return " AND #url = :url", {"#url": "url"}, {"url": url}
+        return request
+    return {
+        **request,
+        "ConditionExpression": f"({request['ConditionExpression']}) AND #url = :url",
+        "ExpressionAttributeNames": {**request.get("ExpressionAttributeNames", {}), "#url": "url"},
+        "ExpressionAttributeValues": {**request["ExpressionAttributeValues"], **values(url=url)},
+    }
 
 
 @dataclass(frozen=True)
@@ -67,14 +72,12 @@ class IsolationRepository:
     def _update(self, tenant_id: str, sub_id: str, *, url: str | None = None, **request: Any) -> dict[str, Any] | None:
         """One UpdateItem on the subscription's item, while it sends to ``url`` (when given); None if its condition
         failed (deleted, moved to another URL, or moved on)."""
-        condition, names, placeholders = _at(url)
-        if condition:
-            request["ConditionExpression"] += condition
-            request["ExpressionAttributeNames"] = {**request.get("ExpressionAttributeNames", {}), **names}
-            request["ExpressionAttributeValues"] = {**request["ExpressionAttributeValues"], **values(**placeholders)}
         try:
             response = self._table.call(
-                "update_item", Key=to_item(keys.subscription(tenant_id, sub_id)), ReturnValues="ALL_NEW", **request
+                "update_item",
+                Key=to_item(keys.subscription(tenant_id, sub_id)),
+                ReturnValues="ALL_NEW",
+                **_at_url(request, url),
             )
         except ClientError:
             return None
@@ -94,17 +97,18 @@ class IsolationRepository:
         new one: its resend (botocore's, after a lost answer) is refused by it, and answers the item as the
         first send left it."""
         token = uuid.uuid4().hex[:12]
-        at, names, at_values = _at(url)
+        request = {
+            "UpdateExpression": expression,
+            "ConditionExpression": f"{condition} AND {_NOT_MINE}",
+            "ExpressionAttributeValues": values(token=token, **placeholders),
+        }
         try:
             response = self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription(tenant_id, sub_id)),
-                UpdateExpression=expression,
-                ConditionExpression=f"{condition}{at} AND {_NOT_MINE}",
-                ExpressionAttributeValues=values(token=token, **placeholders, **at_values),
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                **({"ExpressionAttributeNames": names} if names else {}),
+                **_at_url(request, url),
             )
         except ClientError as exc:
             found = refused_item(exc)
@@ -114,16 +118,17 @@ class IsolationRepository:
     def mark_slow(self, tenant_id: str, sub_id: str, *, until: float, url: str | None = None) -> bool:
         """Send the subscription's deliveries through the slow lane until ``until`` (never shortened), while it sends
         to ``url`` (when given: the URL of the attempt slow to answer)."""
-        at, names, at_values = _at(url)
+        request = {
+            "UpdateExpression": "SET slow_until = :until",
+            "ConditionExpression": f"{_EXISTS} AND (attribute_not_exists(slow_until) OR slow_until < :until)",
+            "ExpressionAttributeValues": values(until=until),
+        }
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription(tenant_id, sub_id)),
-                UpdateExpression="SET slow_until = :until",
-                ConditionExpression=f"{_EXISTS}{at} AND (attribute_not_exists(slow_until) OR slow_until < :until)",
-                ExpressionAttributeValues=values(until=until, **at_values),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                **({"ExpressionAttributeNames": names} if names else {}),
+                **_at_url(request, url),
             )
         except ClientError as exc:
             # Marked until then already: by this call's first send (botocore sent it again after its answer was
