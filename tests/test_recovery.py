@@ -920,6 +920,71 @@ def test_the_reach_of_a_recovery_is_a_setting(client, tenant: TenantInfo, receiv
     assert_error(response, 422, "invalid_input")
 
 
+def _windows(count: int) -> list[str]:
+    """``since`` of ``count`` different windows, an hour apart, all ending now."""
+    now = datetime.now(UTC)
+    return [(now - timedelta(hours=hours)).isoformat() for hours in range(1, count + 1)]
+
+
+def test_a_subscription_has_at_most_five_recoveries_unfinished_at_once(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription with five recoveries of different windows queued (no worker has run them yet)
+    sub, other = subscribe(client, tenant, receiver.url), subscribe(client, tenant, receiver.url)
+    url = f"/v1/subscriptions/{sub.id}/recover"
+    *five, sixth = _windows(6)
+    started = [recover(client, tenant, sub.id, since=since) for since in five]
+    assert len({job["id"] for job in started}) == 5
+    # WHEN a sixth window is asked for
+    response = client.post(url, json={"since": sixth}, headers=tenant.headers)
+    # THEN it is refused, naming the limit, and no job was started for it
+    error = assert_error(response, 422, "limit_exceeded")
+    limit = {"loc": ["body"], "msg": "at most 5 at once", "type": "max_recoveries_per_subscription"}
+    assert error["details"] == [limit]
+    assert "5 recoveries unfinished" in error["message"]
+    assert len(queue_messages(harness.sqs, harness.services.settings.queue_url)) == 5
+    # AND a window already at work is still found, not refused
+    assert recover(client, tenant, sub.id, since=five[0])["id"] == started[0]["id"]
+    # AND another subscription of the tenant is not held back
+    recover(client, tenant, other.id, since=sixth)
+    # WHEN the five jobs finish (nothing failed in their windows)
+    harness.drain()
+    assert {progress(client, tenant, sub.id, job["id"])["status"] for job in started} == {"done"}
+    # THEN a new window starts, and the same window as a finished job is a new run
+    again = recover(client, tenant, sub.id, since=sixth)
+    rerun = recover(client, tenant, sub.id, since=five[0])
+    assert rerun["id"] != started[0]["id"]
+    assert {again["status"], rerun["status"]} == {"queued"}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_recoveries_per_subscription": 2}])
+def test_the_limit_of_recoveries_is_a_setting_that_holds_against_a_concurrent_request(
+    client, tenant: TenantInfo, receiver: Receiver, services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a deployment allowing two unfinished recoveries a subscription, and one queued
+    sub = subscribe(client, tenant, receiver.url)
+    first, second, third = _windows(3)
+    recover(client, tenant, sub.id, since=first)
+    # WHEN a second request read the slots before the first took its own (a concurrent request: its read is stale)
+    read = type(services.store.jobs).slot_holders
+    stale: list[dict[int, str]] = [{}]
+
+    def before_the_first(self: Any, subscription_id: str) -> dict[int, str]:
+        return stale.pop() if stale else read(self, subscription_id)
+
+    monkeypatch.setattr(type(services.store.jobs), "slot_holders", before_the_first)
+    response = client.post(f"/v1/subscriptions/{sub.id}/recover", json={"since": second}, headers=tenant.headers)
+    # THEN it did not take the first one's slot: it took the other one
+    assert response.status_code == 202, response.text
+    assert not stale
+    holders = services.store.jobs.slot_holders(sub.id)
+    assert sorted(holders) == [0, 1]
+    assert response.json()["id"] in holders.values()
+    # AND a third is refused: the setting's limit
+    response = client.post(f"/v1/subscriptions/{sub.id}/recover", json={"since": third}, headers=tenant.headers)
+    assert assert_error(response, 422, "limit_exceeded")["details"][0]["msg"] == "at most 2 at once"
+
+
 def test_a_tenant_cannot_recover_or_read_another_tenants_subscription(client, make_tenant, receiver: Receiver) -> None:
     # GIVEN tenant A's subscription and recovery
     a, b = make_tenant("A"), make_tenant("B")

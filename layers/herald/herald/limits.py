@@ -83,3 +83,12 @@ def too_many_subscriptions(limit: int) -> LimitExceededError:
         f"the tenant already has {limit} subscriptions, the most it may have; delete one first",
         details=[{"loc": ["body"], "msg": f"at most {limit} subscriptions", "type": "max_subscriptions_per_tenant"}],
     )
+
+
+def too_many_recoveries(limit: int) -> LimitExceededError:
+    """The error for a new recovery of a subscription whose ``limit`` recoveries are all unfinished."""
+    return LimitExceededError(
+        f"the subscription has {limit} recoveries unfinished, the most it may have at once; wait for one to be done "
+        "(GET its progress) or ask again for the window of one still running",
+        details=[{"loc": ["body"], "msg": f"at most {limit} at once", "type": "max_recoveries_per_subscription"}],
+    )

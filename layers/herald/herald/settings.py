@@ -220,6 +220,12 @@ class Settings(BaseSettings):
         description="How far back a subscription's recovery may reach (`since` at most this many days ago).",
     )
     recovery_job_ttl_days: int = Field(7, ge=1, le=30, description="How long a recovery job's progress is kept.")
+    max_recoveries_per_subscription: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Most recoveries of one subscription unfinished at once (a new one over other windows is a 422).",
+    )
     dead_letter_max_redrives: int = Field(
         3,
         ge=1,

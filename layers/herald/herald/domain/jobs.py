@@ -17,6 +17,7 @@ from herald import ids
 from herald.catalog import PING_EVENT_TYPE
 from herald.domain import subscriptions
 from herald.errors import ConflictError, InvalidInputError, NotFoundError
+from herald.limits import too_many_recoveries
 from herald.messages import RecoverMessage, RedeliverMessage
 from herald.records import RecoveryJob, RecoveryStatus, utcnow
 from herald.schemas import RedeliveryOut
@@ -79,8 +80,17 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
     request = f"{sub.id}|{since.isoformat()}|{until.isoformat() if body.until is not None else 'now'}"
     window = f"{sub.id}#{hashlib.sha256(request.encode()).hexdigest()[:32]}"
     store = services.store
-    replaces: str | None = None
     for _ in range(3):
+        held = store.jobs.window_holder(window)
+        if held is not None:
+            existing = read_recovery(services, held)
+            if existing is not None and existing.status is not RecoveryStatus.DONE:
+                if existing.status is RecoveryStatus.QUEUED:
+                    # Not started yet: its message may never have been sent (the first request failed midway, and
+                    # this is the caller's retry). Send it again; a job message that runs twice sends nothing twice.
+                    services.queue.send(RecoverMessage(job_id=existing.id))
+                return existing
+        slot, slot_holder = _free_slot(services, sub.id)
         job = RecoveryJob(
             id=ids.new_id(RECOVERY),
             tenant_id=sub.tenant_id,
@@ -91,26 +101,44 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
             created_at=now,
             updated_at=now,
         )
-        held = store.jobs.create(
+        stored = store.jobs.create(
             job,
             window=window,
-            replaces=replaces,
+            window_holder=held,  # finished, or its job gone: a new run over the same window
+            slot=slot,
+            slot_holder=slot_holder,
             lock_expires_at=int(now.timestamp()) + WINDOW_LOCK_SECONDS,
             expires_at=_job_expiry(services, now),
         )
-        if held is None:
+        if stored:
             services.queue.send(RecoverMessage(job_id=job.id))
             logger.info("recovery queued", extra={"job_id": job.id, "subscription_id": sub.id})
             return job
-        existing = read_recovery(services, held)
-        if existing is not None and existing.status is not RecoveryStatus.DONE:
-            if existing.status is RecoveryStatus.QUEUED:
-                # Not started yet: its message may never have been sent (the first request failed midway, and
-                # this is the caller's retry). Send it again; a job message that runs twice sends nothing twice.
-                services.queue.send(RecoverMessage(job_id=existing.id))
-            return existing
-        replaces = held  # that one is finished: a new run over the same window
+        # A concurrent request took the window (found as it runs again) or the slot (another is found).
     raise ConflictError("the recovery could not be started: concurrent requests; retry")
+
+
+def _free_slot(services: Services, subscription_id: str) -> tuple[int, str | None]:
+    """A recovery slot of the subscription no unfinished job holds: its number, and the finished job holding it
+    (None if none does). Every slot held by a job still at work: 422 ``limit_exceeded``."""
+    limit = services.settings.max_recoveries_per_subscription
+    holders = services.store.jobs.slot_holders(subscription_id)
+    for number in range(limit):
+        if number not in holders:
+            return number, None
+    for number in range(limit):
+        if _finished(services, holders[number]):
+            return number, holders[number]
+    raise too_many_recoveries(limit)
+
+
+def _finished(services: Services, job_id: str) -> bool:
+    """Whether the job is done (every delivery listed and attempted) or gone; its tickets are read only then."""
+    found = services.store.jobs.get(job_id)
+    if found is None:
+        return True
+    job, listed = found
+    return listed and services.store.jobs.ticket_counts(job.id)["open"] == 0
 
 
 def read_recovery(services: Services, job_id: str) -> RecoveryJob | None:

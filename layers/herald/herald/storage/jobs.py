@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from herald.errors import ConflictError
 from herald.records import RecoveryJob, RecoveryStatus
 from herald.storage import keys
 from herald.storage.table import from_item, record, strip, to_item, values
@@ -66,6 +65,23 @@ def use_ticket(delivery_id: str, job_id: str, outcome: str) -> list[dict[str, An
     return [{"Delete": _free_lock(delivery_id, job_id)}, {"Update": _settle_ticket(job_id, delivery_id, outcome)}]
 
 
+def _take_lock(key: keys.Key, job_id: str, holder: str | None, *, now: int, until: int) -> dict[str, Any]:
+    """A transaction's Put of a lock held by ``job_id`` until ``until``: refused if another job holds it, but for
+    ``holder`` (a finished job) or a lock expired."""
+    condition = "attribute_not_exists(pk) OR expires_at <= :now"
+    placeholders: dict[str, Any] = {"now": now}
+    if holder is not None:
+        condition += " OR job_id = :old"
+        placeholders["old"] = holder
+    return {
+        "Put": {
+            "Item": to_item({**key, "job_id": job_id, "expires_at": until}),
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values(**placeholders),
+        }
+    }
+
+
 def _job_item(job: RecoveryJob, *, expires_at: int, listed: bool) -> dict[str, Any]:
     fields = record(job)
     for counted in ("queued", "sent", "failed"):  # read from the tickets, never stored
@@ -77,19 +93,39 @@ class JobRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
+    def window_holder(self, window: str) -> str | None:
+        """The job holding the lock of ``window`` (subscription, since, until), None if no lock is held."""
+        held = self._table.read(keys.recovery_window(window))
+        return None if held is None else str(held["job_id"])
+
+    def slot_holders(self, subscription_id: str) -> dict[int, str]:
+        """The subscription's recovery slots whose lock is held: slot number -> the job holding it. Read strongly."""
+        items, _ = self._table.query(
+            key={"pk": keys.recovery_slots_partition(subscription_id)},
+            prefix=keys.RECOVERY_SLOT_PREFIX,
+            limit=1000,
+            cursor=None,
+            consistent=True,
+        )
+        return {int(item["sk"].removeprefix(keys.RECOVERY_SLOT_PREFIX)): str(item["job_id"]) for item in items}
+
     def create(
-        self, job: RecoveryJob, *, window: str, replaces: str | None, lock_expires_at: int, expires_at: int
-    ) -> str | None:
+        self,
+        job: RecoveryJob,
+        *,
+        window: str,
+        window_holder: str | None,
+        slot: int,
+        slot_holder: str | None,
+        lock_expires_at: int,
+        expires_at: int,
+    ) -> bool:
         """Store a new recovery job with the lock of its ``window`` (subscription, since, until), so that an
-        identical request finds it. Returns the id of the job holding the window: None if this one was
-        stored and holds it now, else the other job's id. With ``replaces``, that (finished) job's lock is
-        taken over."""
-        condition = "attribute_not_exists(pk) OR expires_at <= :now"
-        placeholders: dict[str, Any] = {"now": self._table.now()}
-        if replaces is not None:
-            condition += " OR job_id = :old"
-            placeholders["old"] = replaces
-        lock = {**keys.recovery_window(window), "job_id": job.id, "expires_at": lock_expires_at}
+        identical request finds it, and of one of its subscription's recovery slots (so many unfinished jobs at
+        once): one transaction. A lock held by a finished job (``window_holder``, ``slot_holder``) is taken over.
+        False if a lock was held by another job meanwhile (a concurrent request): nothing was stored."""
+        now = self._table.now()
+        slot_key = keys.recovery_slot(job.subscription_id, slot)
         try:
             self._table.transact(
                 [
@@ -99,22 +135,13 @@ class JobRepository:
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     },
-                    {
-                        "Put": {
-                            "Item": to_item(lock),
-                            "ConditionExpression": condition,
-                            "ExpressionAttributeValues": values(**placeholders),
-                        }
-                    },
+                    _take_lock(keys.recovery_window(window), job.id, window_holder, now=now, until=lock_expires_at),
+                    _take_lock(slot_key, job.id, slot_holder, now=now, until=lock_expires_at),
                 ]
             )
-            return None
         except ClientError:
-            pass
-        held = self._table.read(keys.recovery_window(window))
-        if held is None:
-            raise ConflictError("a concurrent request is starting this recovery; retry")
-        return str(held["job_id"])
+            return False
+        return True
 
     def get(self, job_id: str) -> tuple[RecoveryJob, bool] | None:
         """The job as stored (its counts still zero) and whether all its deliveries have been listed."""

@@ -234,6 +234,17 @@ def recovery_window(window: str) -> Key:
     return {"pk": f"RECOVERYWINDOW#{window}", "sk": "#LOCK"}
 
 
+def recovery_slots_partition(subscription_id: str) -> str:
+    return f"RECOVERYSLOTS#{subscription_id}"
+
+
+RECOVERY_SLOT_PREFIX = "SLOT#"
+
+
+def recovery_slot(subscription_id: str, number: int) -> Key:
+    return {"pk": recovery_slots_partition(subscription_id), "sk": f"{RECOVERY_SLOT_PREFIX}{number:03d}"}
+
+
 STATS_PREFIX = "STATS#"
 STATS_SORT = "#STATS"
 
