@@ -23,7 +23,7 @@ from herald.limits import LimitExceededError, too_many_subscriptions
 from herald.records import Isolation, Subscription
 from herald.storage import keys
 from herald.storage.isolation import LAST_WRITE
-from herald.storage.table import MAX_TRANSACTION_ACTIONS, PageResult, record, strip, to_item, values
+from herald.storage.table import LISTING_PAGE_BYTES, MAX_TRANSACTION_ACTIONS, PageResult, record, strip, to_item, values
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -158,7 +158,11 @@ class SubscriptionRepository:
 
     def list(self, tenant_id: str, *, limit: int, cursor: str | None) -> PageResult[Subscription]:
         items, next_cursor = self._table.query(
-            key={"pk": keys.tenant_partition(tenant_id)}, prefix=keys.SUBSCRIPTION_PREFIX, limit=limit, cursor=cursor
+            key={"pk": keys.tenant_partition(tenant_id)},
+            prefix=keys.SUBSCRIPTION_PREFIX,
+            limit=limit,
+            cursor=cursor,
+            max_bytes=LISTING_PAGE_BYTES,
         )
         return PageResult([subscription_of(item) for item in items], next_cursor)
 

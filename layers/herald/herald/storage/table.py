@@ -209,6 +209,21 @@ def item_too_large(exc: ServiceUnavailableError) -> bool:
 #: calls, past the API's 29 s. Past this many, the page ends with what it found (maybe nothing) and a cursor to
 #: read on from.
 MAX_QUERY_CALLS = 10
+
+#: The most a listing's page may take in the API's answer, counted at its worst (``shown_bytes``): Lambda refuses a
+#: response over 6 MB (6,291,456 bytes of the JSON it returns, the HTTP body in it as a string), and API Gateway then
+#: answers a bare 500. A page of 250 subscriptions each at every limit (URL, description, metadata, headers, filter,
+#: transform) would be several times that; the rest of such a page comes with the next cursor.
+LISTING_PAGE_BYTES = 4_000_000
+
+
+def shown_bytes(item: Mapping[str, Any]) -> int:
+    """The most an item (plain values) takes in a Lambda response once the API shows it: its JSON (UTF-8) as a
+    string inside the JSON Lambda returns, escaped at its worst (every non-ASCII character ``\\uXXXX``, a ``"`` four
+    bytes, a control character seven). Its stored form stands for what is shown: the API shows little else."""
+    return len(json.dumps(json.dumps(item, ensure_ascii=False, default=str)))
+
+
 #: The longest listing cursor (``iterator``) taken from a caller: the API's query parameter and the portal's
 #: pages. One DynamoDB issues (a LastEvaluatedKey of a few short keys, as base64url JSON) is far shorter.
 MAX_CURSOR_LENGTH = 2048
@@ -276,6 +291,18 @@ def inserted_item(statement: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | 
     if len(names) != len(parameters):
         return None
     return found["table"], dict(zip(names, parameters, strict=True))
+
+
+def _within_bytes(items: list[dict[str, Any]], max_bytes: int | None) -> list[dict[str, Any]]:
+    """The first of ``items`` (one at least) that together take at most ``max_bytes`` once shown (all: None)."""
+    if max_bytes is None:
+        return items
+    total = 0
+    for index, item in enumerate(items):
+        total += shown_bytes(item)
+        if total > max_bytes and index > 0:
+            return items[:index]
+    return items
 
 
 @functools.cache
@@ -373,11 +400,13 @@ class Table:
         where: Mapping[str, str] | None = None,
         between: tuple[str, str] | None = None,
         consistent: bool = False,
+        max_bytes: int | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a Query. ``key`` names the partition attribute and value; the cursor must belong to it.
         ``where`` keeps only the items whose attributes have these values; ``between`` only the sort keys in
         that range (both ends included). Eventually consistent (half the price) unless ``consistent`` (the
-        table's own keys only: an index is always eventually consistent)."""
+        table's own keys only: an index is always eventually consistent). With ``max_bytes``, a page whose items
+        would take more once shown (``shown_bytes``) ends before (one item at least), its cursor after the last."""
         ((partition_attr, partition_value),) = key.items()
         sort_attr = "sk" if partition_attr == "pk" else partition_attr.replace("pk", "sk")
         condition = "#p = :p"
@@ -422,7 +451,12 @@ class Table:
             # Filtered items (expired ones, ``where``) count in the Limit: read on until the page is full, or
             # MAX_QUERY_CALLS were made (the cursor then reads on from there).
             if not last or len(items) >= limit or calls >= MAX_QUERY_CALLS:
-                return items[:limit], encode_cursor(last) if last else None
+                full = items[:limit]
+                page = _within_bytes(full, max_bytes)
+                if len(page) < len(full):  # cut for its size: the next page starts after the last item shown
+                    attributes = {"pk", "sk", partition_attr, sort_attr}
+                    last = to_item({name: page[-1][name] for name in attributes})
+                return page, encode_cursor(last) if last else None
             kwargs["ExclusiveStartKey"] = last
             kwargs["Limit"] = limit - len(items)
 

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from herald.errors import ConflictError, NotFoundError
 from herald.records import ApiKey, Tenant
 from herald.storage import keys
-from herald.storage.table import PageResult, record, strip, to_item
+from herald.storage.table import LISTING_PAGE_BYTES, PageResult, record, strip, to_item
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -103,7 +103,11 @@ class TenantRepository:
 
     def list(self, *, limit: int, cursor: str | None) -> PageResult[Tenant]:
         items, next_cursor = self._table.query(
-            key={"gsi1pk": keys.TENANTS_PARTITION}, index="gsi1", limit=limit, cursor=cursor
+            key={"gsi1pk": keys.TENANTS_PARTITION},
+            index="gsi1",
+            limit=limit,
+            cursor=cursor,
+            max_bytes=LISTING_PAGE_BYTES,
         )
         return PageResult([Tenant.model_validate(strip(item)) for item in items], next_cursor)
 
