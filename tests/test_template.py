@@ -411,6 +411,24 @@ def test_dead_letter_queue_alarm_fires_on_any_message(template: dict[str, Any]) 
 
 
 @pytest.mark.parametrize(
+    ("logical_id", "queue"), [("WorkQueueInFlightAlarm", "WorkQueue"), ("SlowLaneInFlightAlarm", "SlowQueue")]
+)
+def test_each_work_queue_has_an_in_flight_alarm_well_under_sqs_cap(
+    template: dict[str, Any], logical_id: str, queue: str
+) -> None:
+    # GIVEN the in-flight alarm of the work queue, or of the slow lane's (whose batches are 100 messages)
+    alarm = _alarms(template)[logical_id]
+    # THEN it watches the queue's hidden (in-flight) messages, at their peak in each minute
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+    assert (alarm["Statistic"], alarm["ComparisonOperator"]) == ("Maximum", "GreaterThanOrEqualToThreshold")
+    # ... against the operator's threshold, which cannot be set at SQS's cap of ~120,000 (too late to act)
+    assert alarm["Threshold"] == {"Ref": "WorkQueueInFlightAlarmThreshold"}
+    parameter = template["Parameters"]["WorkQueueInFlightAlarmThreshold"]
+    assert parameter["Default"] <= parameter["MaxValue"] <= 100_000
+
+
+@pytest.mark.parametrize(
     ("logical_id", "queue"), [("WorkQueueAgeAlarm", "WorkQueue"), ("SlowQueueAgeAlarm", "SlowQueue")]
 )
 def test_queue_age_alarms_judge_the_oldest_message_only_while_messages_wait(
@@ -599,6 +617,8 @@ def test_every_alarm_notifies_the_optional_topic(template: dict[str, Any]) -> No
         "TableThrottleAlarm",
         "ScheduleSweepLagAlarm",
         "SlowQueueAgeAlarm",
+        "WorkQueueInFlightAlarm",
+        "SlowLaneInFlightAlarm",
     }
     assert template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
     for logical_id, alarm in alarms.items():
