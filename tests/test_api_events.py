@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from standardwebhooks import Webhook
 
 from herald import ids
-from herald.catalog import EventData, EventType, catalog, operational_catalog
+from herald.catalog import EventCatalog, EventData, EventType, catalog, operational_catalog
 from herald.domain.publishing import new_event, validate_data
 from herald.errors import InvalidInputError
 from herald.faults import install
@@ -465,6 +465,36 @@ def test_a_date_time_without_its_offset_is_refused(client, tenant) -> None:
     # THEN it is refused, naming the field: a receiver could not tell which moment it meant
     error = assert_error(response, 422, "invalid_input")
     assert [(d["loc"], d["type"]) for d in error["details"]] == [(["body", "data", "paid_at"], "timezone_aware")]
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        {"amount_cents": "500", "issued_at": "2026-01-31T09:30:00Z", "paid": True},
+        {"amount_cents": 500, "issued_at": 1769851800, "paid": True},
+        {"amount_cents": 500, "issued_at": "2026-01-31T09:30:00Z", "paid": 1},
+    ],
+)
+def test_an_event_type_whose_example_a_publisher_could_not_publish_is_refused_at_its_declaration(
+    example: dict[str, Any],
+) -> None:
+    # GIVEN a catalog, and an example that pydantic's lax mode would take (a string for a number, a number for a
+    # date-time, 1 for true), but a publisher's data in JSON may not
+    declared = EventCatalog()
+
+    class _Billed(EventData):
+        amount_cents: int
+        issued_at: AwareDatetime
+        paid: bool
+
+    # WHEN the type is declared with it, THEN the declaration fails (the example is documented in `webhooks`)
+    with pytest.raises(ValidationError):
+        declared.event("test.billed", example=example)(_Billed)
+    assert "test.billed" not in declared
+    # AND the same type with an example of JSON's own types is declared
+    good = {"amount_cents": 500, "issued_at": "2026-01-31T09:30:00Z", "paid": True}
+    declared.event("test.billed", example=good)(_Billed)
+    assert "test.billed" in declared
 
 
 class _FreeForm(EventData):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -128,8 +129,11 @@ class EventCatalog:
         def register(model: type[M]) -> type[M]:
             if name in self._types:
                 raise ValueError(f"event type {name!r} is declared twice")
-            model.model_validate(example)  # a wrong example is a bug in the catalog: fail at import
-            self._types[name] = EventType(name, model, example)
+            declared = EventType(name, model, example)
+            # A wrong example is a bug in the catalog: fail at import. Checked as a publisher's data is (strict JSON
+            # types): the example is documented in `webhooks` and is what a publisher copies.
+            declared.validate_json(json.dumps(example))
+            self._types[name] = declared
             return model
 
         return register
