@@ -4,8 +4,12 @@ the user's AWS environment says."""
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -16,6 +20,8 @@ import pytest
 from herald.local.moto_fixes import moto_fixes
 from herald.local.stack import main, start_aws, use_embedded_aws
 from herald.settings import get_settings
+from tests.local_stack_support import ROOT, START_SECONDS
+from tests.process_guard import Processes, stop_group
 from tests.support import ADMIN_KEY
 
 
@@ -185,3 +191,89 @@ def test_the_embedded_aws_takes_a_free_port_itself_and_lets_it_go_when_stopped()
     # and once stopped, its port is let go
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", server.port))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HERALD_LOCAL_PORT", "70000"),
+        ("HERALD_LOCAL_PORT", "abc"),
+        ("HERALD_LOCAL_PORT", "-1"),
+        ("HERALD_LOCAL_AWS_PORT", "70000"),
+        ("HERALD_LOCAL_AWS_PORT", "abc"),
+    ],
+)
+@pytest.mark.usefixtures("restored_environment")
+def test_a_port_setting_that_is_not_a_port_stops_make_run_with_a_usage_message(
+    name: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a port setting out of range or not a number
+    os.environ[name] = value
+    # WHEN make run starts
+    outcome = _outcome(lambda: main([]))
+    # THEN it stops at once, as for a port in use: exit code 2, a message naming the setting and what it may be
+    assert outcome == 2, outcome
+    error = capsys.readouterr().err
+    assert f"set {name} to a number from 1 to 65535 (or 0: a free port)" in error, error
+    assert repr(value) in error
+    assert "Traceback" not in error
+    assert "AWS_ENDPOINT_URL" not in os.environ  # the embedded AWS was never started
+
+
+@pytest.mark.parametrize("option", ["--port", "--aws-port"])
+@pytest.mark.usefixtures("restored_environment")
+def test_a_port_option_that_is_not_a_port_is_a_usage_error(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    outcome = _outcome(lambda: main([option, "65536"]))
+    assert isinstance(outcome, SystemExit), outcome
+    assert outcome.code == 2
+    assert f"argument {option}: '65536' is not a port" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restored_environment")
+def test_an_aws_port_out_of_range_stops_the_start_with_a_message() -> None:
+    with moto_fixes():
+        outcome = _outcome(lambda: start_aws("127.0.0.1", 65536, ADMIN_KEY))
+    assert isinstance(outcome, SystemExit), outcome
+    assert "port 65536 of 127.0.0.1" in str(outcome)
+    assert "set HERALD_LOCAL_AWS_PORT to a number from 1 to 65535" in str(outcome)
+
+
+# ---------------------------------------------------------------------------------------------- stopping
+
+#: A ceiling for the stack to stop on a signal (stop_group kills its group and fails the test past it).
+STOP_SECONDS = 30
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_make_run_stops_cleanly_on_sigterm_as_on_ctrl_c(
+    sig: signal.Signals, processes: Processes, tmp_path: Path
+) -> None:
+    # GIVEN `make run`'s program serving, on a free port of its own choosing (HERALD_LOCAL_PORT=0)
+    inherited = ("HERALD_", "AWS_", "POWERTOOLS_")  # the stack sets its own, as `make run` does
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(inherited)} | {
+        "HERALD_ADMIN_KEY": ADMIN_KEY,
+        "HERALD_LOCAL_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "stack.log"
+    with log.open("wb") as output:
+        stack = processes.start(
+            [sys.executable, "-m", "herald.local"], cwd=ROOT, env=environment, stdout=output, stderr=output
+        )
+    deadline = time.monotonic() + START_SECONDS
+    while "Herald is running locally." not in log.read_text():
+        assert stack.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"
+        time.sleep(0.1)  # the log looked at again, until the banner is in it
+    # WHEN the signal arrives (`kill`, a container or service manager stopping it; or Ctrl-C)
+    code = stop_group(stack, sig, grace=STOP_SECONDS)
+    # THEN the stack stopped its workers and the embedded AWS itself, and exited with 0 (stop_group raises
+    # TimeoutError if it had to kill the group)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "stopping the delivery workers and the embedded AWS..." in text
+    assert "Traceback" not in text, text
+    # AND the banner named the port it listened on, not the 0 asked for
+    found = re.search(r"API and docs   http://127\.0\.0\.1:(\d+)/docs", text)
+    assert found is not None, text
+    assert int(found.group(1)) != 0

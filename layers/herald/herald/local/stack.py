@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 import uvicorn
@@ -30,7 +31,8 @@ from herald.local.resources import LocalResources, create_local_resources, load_
 from herald.local.stream_poller import table_stream_poller
 
 if TYPE_CHECKING:
-    from collections.abc import MutableMapping
+    from collections.abc import Iterator, Mapping, MutableMapping
+    from types import FrameType
 
     from mypy_boto3_sqs import SQSClient
 
@@ -47,6 +49,38 @@ DEFAULT_WORKERS = 8
 
 class PortError(SystemExit):
     """A port the local stack cannot listen on: its message says which, and which setting to change."""
+
+
+#: What a port setting may be: 0 asks for a free port (``listen_on``).
+PORT_RANGE = "a number from 1 to 65535 (or 0: a free port)"
+
+
+def _as_port(value: str) -> int | None:
+    """``value`` as a port (0 to 65535), None if it is none."""
+    try:
+        port = int(value)
+    except ValueError:
+        return None
+    return port if 0 <= port <= 65535 else None
+
+
+def port_setting(name: str, default: str, environ: Mapping[str, str] | None = None) -> int:
+    """The port the environment variable ``name`` gives (``default`` if it is unset or blank); a value that is not
+    a port stops the local stack with a message naming ``name`` and what it may be."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(name, "").strip() or default
+    port = _as_port(value)
+    if port is None:
+        raise PortError(f"{name}={value!r} is not a port: set {name} to {PORT_RANGE}")
+    return port
+
+
+def _port_argument(value: str) -> int:
+    """A command-line port (argparse's ``type``: what it raises is a usage error, exit code 2)."""
+    port = _as_port(value)
+    if port is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port: give {PORT_RANGE}")
+    return port
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -74,6 +108,8 @@ def listen_on(host: str, port: int, setting: str) -> socket.socket:
     """A socket listening on ``host``:``port`` (0: a free port, with no race for it), ready to hand to a server; a
     port taken (listened on, or only bound, by another process) or a host this machine does not have stops the
     local stack at once with a message naming ``setting``."""
+    if not 0 <= port <= 65535:  # bind raises OverflowError, not OSError, for these
+        raise PortError(f"cannot listen on port {port} of {host}: set {setting} to {PORT_RANGE}")
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and werkzeug do
@@ -329,18 +365,25 @@ The README walks through it step by step. Ctrl-C stops everything.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m herald.local", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HERALD_LOCAL_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("HERALD_LOCAL_PORT", "8000")))
+    parser.add_argument(
+        "--port", type=_port_argument, help="port of the API (default: HERALD_LOCAL_PORT, or 8000; 0: a free one)"
+    )
     parser.add_argument(
         "--aws-port",
-        type=int,
-        default=int(os.environ.get("HERALD_LOCAL_AWS_PORT", "0")) or None,
-        help="port of the embedded AWS (default: a free one)",
+        type=_port_argument,
+        help="port of the embedded AWS (default: HERALD_LOCAL_AWS_PORT, or a free one)",
     )
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="concurrent delivery pollers per queue")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the embedded AWS logs every call otherwise
     try:
+        # The environment's ports are read here, so that one that is not a port is a usage error (exit code 2).
+        if args.port is None:
+            args.port = port_setting("HERALD_LOCAL_PORT", "8000")
+        if args.aws_port is None:
+            args.aws_port = port_setting("HERALD_LOCAL_AWS_PORT", "0")
+        args.aws_port = args.aws_port or None  # 0: a free port
         # The API's port first, held from now on: nothing is started if it cannot be had.
         api_socket = listen_on(args.host, args.port, "HERALD_LOCAL_PORT (e.g. HERALD_LOCAL_PORT=8001 make run)")
         with closing(api_socket), moto_fixes():
@@ -348,6 +391,30 @@ def main(argv: list[str] | None = None) -> int:
     except PortError as error:
         print(error, file=sys.stderr, flush=True)
         return 2
+
+
+class Terminated(Exception):
+    """SIGTERM (``kill``, a container or service manager stopping ``make run``), raised as Ctrl-C raises
+    KeyboardInterrupt, so that the local stack stops the same way on either."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_raises_terminated() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` in the main thread while inside. uvicorn handles SIGTERM as it handles SIGINT
+    while it serves, shuts down, puts back the handler it found and raises the signal again: with SIGTERM's
+    default handler, that killed the process before the workers were stopped (exit code 143)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _serve(args: argparse.Namespace, api_socket: socket.socket) -> int:
@@ -359,8 +426,9 @@ def _serve(args: argparse.Namespace, api_socket: socket.socket) -> int:
 
     from herald.api import create_app
 
-    base_url = f"http://{url_host(args.host)}:{args.port}"
-    config = uvicorn.Config(create_app(), host=args.host, port=args.port, log_level="info", lifespan="off")
+    port = int(api_socket.getsockname()[1])  # the one listened on, when any free port was asked for (0)
+    base_url = f"http://{url_host(args.host)}:{port}"
+    config = uvicorn.Config(create_app(), host=args.host, port=port, log_level="info", lifespan="off")
     server = uvicorn.Server(config)
     original_startup = server.startup
 
@@ -370,9 +438,10 @@ def _serve(args: argparse.Namespace, api_socket: socket.socket) -> int:
 
     server.startup = startup  # type: ignore[method-assign]
     try:
-        server.run(sockets=[api_socket])
-    except KeyboardInterrupt:
-        pass  # uvicorn shut down gracefully, then re-raised Ctrl-C: that is the normal way out
+        with _sigterm_raises_terminated():
+            server.run(sockets=[api_socket])
+    except (KeyboardInterrupt, Terminated):
+        pass  # uvicorn shut down gracefully, then re-raised Ctrl-C or SIGTERM: that is the normal way out
     finally:
         print("stopping the delivery workers and the embedded AWS...", flush=True)
         stack.stop()
