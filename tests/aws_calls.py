@@ -4,11 +4,14 @@ The walk starts at the handler module, follows its ``herald`` imports (not those
 through the whole package, wherever a module lives, and collects the functions reachable from the handler:
 module and class bodies run at import, decorated functions are registered (routes, validators, handlers),
 and a function reaches every function, method or class it names. A method named through ``self``/``cls``
-is looked up in its own class first; a method whose name is also a method of a built-in type (``get``,
-``update``, ``pop``...) is only followed through ``self``/``cls``, since ``x.get(...)`` is nearly always a
-dict. Names are matched, not types, so the result may include more than a run makes, never less: every
-boto3 operation named in reachable code (``client.put_item(...)`` or ``"put_item"`` passed to a wrapper) and
-every transaction item kind (``{"ConditionCheck": ...}``) counts.
+is looked up in its own class first. A name that is also a method of a built-in type (``get``, ``update``,
+``remove``...) is followed by what the receiver may be, since ``x.get(...)`` is most often a dict's: a package
+module's function through the module (``subscriptions.update(...)``), and a method of the package's classes
+that the receiver's name is ever bound to anywhere in the walked code (annotated, assigned, iterated, returned:
+``store.jobs.update(...)`` through ``jobs: JobRepository``), with their bases and subclasses. Names are matched,
+not types, so the result may include more than a run makes, never less: every boto3 operation named in
+reachable code (``client.put_item(...)`` or ``"put_item"`` passed to a wrapper) and every transaction item kind
+(``{"ConditionCheck": ...}``) counts.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ AUTHORISED_BY: dict[str, frozenset[str]] = {
 PLAIN_DECORATORS = frozenset(
     {"property", "staticmethod", "classmethod", "cache", "lru_cache", "cached_property", "setter", "override"}
 )
-#: Method names of built-in types: ``x.<name>`` is not followed unless ``x`` is ``self`` or ``cls``.
+#: Method names of built-in types: ``x.<name>`` is followed only to what ``x`` may be (``_Walker._receivers``).
 BUILTIN_METHODS = frozenset(
     name
     for kind in (dict, list, set, frozenset, str, bytes, tuple, int, float)
@@ -215,6 +218,39 @@ def _registers(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     return False
 
 
+def _bound_names(target: ast.expr) -> Iterator[str]:
+    """The names an assignment to ``target`` binds: ``x``, ``self.x`` (as ``x``), each of ``x, y``."""
+    if isinstance(target, ast.Name):
+        yield target.id
+    elif isinstance(target, ast.Attribute):
+        yield target.attr
+    elif isinstance(target, ast.Tuple | ast.List):
+        for element in target.elts:
+            yield from _bound_names(element)
+    elif isinstance(target, ast.Starred):
+        yield from _bound_names(target.value)
+
+
+def _sources(value: ast.expr) -> set[str]:
+    """The names whose values (or, for a call, whose results) ``value`` may be: ``x``, ``a.x`` and ``f(...)``
+    give ``x``/``f``; an element of ``x`` (``x[0]``, ``await x``) is taken to be what ``x`` is bound to."""
+    if isinstance(value, ast.Name):
+        return {value.id}
+    if isinstance(value, ast.Attribute):
+        return {value.attr}
+    if isinstance(value, ast.Call):
+        return _sources(value.func)
+    if isinstance(value, ast.Subscript | ast.Await | ast.Starred):
+        return _sources(value.value)
+    if isinstance(value, ast.IfExp):
+        return _sources(value.body) | _sources(value.orelse)
+    if isinstance(value, ast.BoolOp):
+        return {name for item in value.values for name in _sources(item)}
+    if isinstance(value, ast.NamedExpr):
+        return _sources(value.value)
+    return set()  # a literal, a comprehension, an operation: a built-in value
+
+
 class _Walker:
     def __init__(self, trees: dict[str, ast.Module]) -> None:
         self.functions: dict[str, list[_Function]] = {}
@@ -224,6 +260,109 @@ class _Walker:
         self._pending: list[_Function] = []
         for module, tree in trees.items():
             self._index(module, tree, owner=None)
+        #: module -> the names it binds to package modules (``from herald.domain import subscriptions``)
+        self.modules = {module: self._module_names(module, tree) for module, tree in trees.items()}
+        #: name -> the package classes a value bound to that name may be an instance (or the class) of
+        self.kinds = self._kinds(trees)
+        #: class -> its bases of the package
+        self.bases = {
+            name: {_base_name(base) for _, cls in found for base in cls.bases} & self.classes.keys()
+            for name, found in self.classes.items()
+        }
+
+    def _module_names(self, module: str, tree: ast.Module) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.asname and alias.name.startswith(f"{PACKAGE}.") and module_file(alias.name):
+                        names[alias.asname] = alias.name
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    name = f"{node.module}.{alias.name}"
+                    if name.startswith(f"{PACKAGE}.") and module_file(name) is not None:
+                        names[alias.asname or alias.name] = name
+        return names
+
+    def _classes_in(self, annotation: ast.expr | None) -> set[str]:
+        """The package classes an annotation names, inside ``X | None``, ``list[X]`` or ``"X"`` too."""
+        found: set[str] = set()
+        for node in ast.walk(annotation) if annotation is not None else ():
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                try:
+                    found |= self._classes_in(ast.parse(node.value, mode="eval").body)
+                except SyntaxError:
+                    continue
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if name in self.classes:
+                found.add(name)
+        return found
+
+    def _kinds(self, trees: dict[str, ast.Module]) -> dict[str, set[str]]:
+        """Where a name is bound in any walked module (a parameter or attribute annotated, a variable assigned
+        or iterated, a function's return annotated), which package classes its value may be: flow- and scope-
+        insensitive, so a name holds every class it is ever bound to."""
+        kinds: dict[str, set[str]] = {}
+        flows: dict[str, set[str]] = {}  # name -> the names whose values it may be bound to
+
+        def bind(names: Iterable[str], value: ast.expr | None = None, annotation: ast.expr | None = None) -> None:
+            for name in names:
+                kinds.setdefault(name, set()).update(self._classes_in(annotation))
+                if value is not None:
+                    flows.setdefault(name, set()).update(_sources(value))
+
+        for tree in trees.values():
+            for node in ast.walk(tree):
+                if isinstance(node, ast.arg):
+                    bind([node.arg], annotation=node.annotation)
+                elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    bind([node.name], annotation=node.returns)
+                elif isinstance(node, ast.AnnAssign):
+                    bind(_bound_names(node.target), node.value, node.annotation)
+                elif isinstance(node, ast.Assign):
+                    for target in node.targets:
+                        bind(_bound_names(target), node.value)
+                elif isinstance(node, ast.NamedExpr):
+                    bind(_bound_names(node.target), node.value)
+                elif isinstance(node, ast.For | ast.AsyncFor | ast.comprehension):
+                    bind(_bound_names(node.target), node.iter)
+                elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+                    bind(_bound_names(node.optional_vars), node.context_expr)
+        for name in self.classes:  # ``Store(...)``, ``Store.jobs``: the class itself
+            kinds.setdefault(name, set()).add(name)
+        changed = True
+        while changed:
+            changed = False
+            for name, sources in flows.items():
+                found = set().union(*(kinds.get(source, set()) for source in sources))
+                if not found <= kinds.setdefault(name, set()):
+                    kinds[name] |= found
+                    changed = True
+        return kinds
+
+    def _related(self, classes: set[str]) -> set[str]:
+        """``classes`` with their package bases (a method they inherit) and subclasses (one they override)."""
+        up, down = set(classes), set(classes)
+        while True:
+            more_up = {base for name in up for base in self.bases[name]} - up
+            more_down = {name for name, theirs in self.bases.items() if theirs & down} - down
+            if not more_up and not more_down:
+                return up | down
+            up, down = up | more_up, down | more_down
+
+    def _receivers(self, node: ast.Attribute, module: str, owner: str | None) -> list[_Function]:
+        """The package functions ``node`` (``x.<name>``, the name a built-in type's method too) may be: a
+        function of the package module ``x`` names, or a method of a class ``x`` may be an instance of."""
+        receiver = node.value
+        if isinstance(receiver, ast.Name) and receiver.id in self.modules.get(module, {}):
+            target = self.modules[module][receiver.id]
+            return [f for f in self.functions.get(node.attr, []) if f.module == target and f.owner is None]
+        if isinstance(receiver, ast.Name) and receiver.id in ("self", "cls") and owner is not None:
+            classes = {owner}
+        else:
+            classes = set().union(*(self.kinds.get(name, set()) for name in _sources(receiver)))
+        related = self._related(classes)
+        return [f for f in self.functions.get(node.attr, []) if f.owner in related]
 
     def _index(self, module: str, node: ast.AST, owner: str | None) -> None:
         for child in ast.iter_child_nodes(node):
@@ -265,10 +404,10 @@ class _Walker:
             if isinstance(node, ast.If) and _is_type_checking(node):
                 nodes += node.orelse
                 continue
-            self._note(node, owner, where)
+            self._note(node, module, owner, where)
             nodes += ast.iter_child_nodes(node)
 
-    def _note(self, node: ast.AST, owner: str | None, where: str) -> None:
+    def _note(self, node: ast.AST, module: str, owner: str | None, where: str) -> None:
         operations = operation_index()
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             call = operations.get(node.value) or TRANSACTION_ITEMS.get(node.value)
@@ -290,6 +429,8 @@ class _Walker:
                     return
             if node.attr not in BUILTIN_METHODS:
                 self._pending += self.functions.get(node.attr, [])
+            else:
+                self._pending += self._receivers(node, module, owner)
 
     def _follow_name(self, name: str) -> None:
         """A function named is reached; a class named is built: its dunder methods are reached, and all its

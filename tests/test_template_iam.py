@@ -243,6 +243,69 @@ def test_the_derivation_follows_the_code_wherever_it_lives(tmp_path: Path) -> No
     assert iam_actions({"sqs:SendMessageBatch", "dynamodb:TransactWriteItems"}) == {"sqs:SendMessage"}
 
 
+def test_the_derivation_follows_methods_named_like_a_builtins(tmp_path: Path) -> None:
+    # GIVEN classes whose methods share a built-in type's method's name (``list.remove``, ``dict.update``),
+    # called through an attribute annotated with the class, a variable assigned an instance, a function's result
+    module = (
+        "import boto3\n\n"
+        "class Queue:\n"
+        "    def __init__(self):\n"
+        "        self.client = boto3.client('sqs')\n"
+        "    def remove(self, receipt):\n"
+        "        self.client.delete_message(QueueUrl='q', ReceiptHandle=receipt)\n\n"
+        "class Jobs:\n"
+        "    def update(self, key):\n"
+        "        self.client.update_item(TableName='t', Key=key)\n\n"
+        "class Old:\n"
+        "    def discard(self):\n"
+        "        self.client.delete_item(TableName='t', Key={})\n\n"
+        "class Holder:\n"
+        "    queue: Queue\n\n"
+        "def old() -> 'Old':\n"
+        "    return Old()\n\n"
+    )
+    methods = tmp_path / "methods_handler.py"
+    methods.write_text(
+        module + "def handler(event, context, holder: Holder):\n"
+        "    holder.queue.remove(event['receipt'])\n"
+        "    jobs = Jobs()\n"
+        "    jobs.update({})\n"
+        "    old().discard()\n"
+    )
+    builtins = tmp_path / "builtins_handler.py"
+    builtins.write_text(
+        module + "def handler(event, context):\n"
+        "    seen = set(event)\n"
+        "    seen.discard(1)\n"
+        "    names = [key for key in event]\n"
+        "    names.remove('a')\n"
+        "    event.update(a=1)\n"
+    )
+    # THEN each method is reached, and what it calls is needed
+    reach = reachable_calls(methods)
+    assert {"__entry__:Queue.remove", "__entry__:Jobs.update", "__entry__:Old.discard"} <= reach.functions
+    assert reach.actions == {"sqs:DeleteMessage", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+    # ... but a built-in value's method of that name is not taken for theirs: nothing is needed
+    assert reachable_calls(builtins).actions == set()
+    # ... and in the package, the store's (the reviewer's reproduction) and a module's function are reached
+    store = tmp_path / "store_handler.py"
+    store.write_text(
+        "from herald.domain import subscriptions\n"
+        "from herald.storage import Store\n\n"
+        "def handler(event, context):\n"
+        "    Store('t').schedule.remove([])\n"
+        "    Store('t').jobs.update('j', x=1)\n"
+        "    return subscriptions.update\n"
+    )
+    reach = reachable_calls(store)
+    assert {
+        "herald.storage.schedule:ScheduleRepository.remove",
+        "herald.storage.jobs:JobRepository.update",
+        "herald.domain.subscriptions:update",
+    } <= reach.functions
+    assert {"dynamodb:BatchWriteItem", "dynamodb:UpdateItem"} <= reach.actions
+
+
 def test_the_derivation_follows_modules_imported_by_name(tmp_path: Path) -> None:
     # GIVEN a handler importing the modules of a package by name, as the API imports its routers on demand
     dynamic = tmp_path / "dynamic_handler.py"
