@@ -7,15 +7,21 @@ with ``HERALD_VALIDATE_AWS_REQUESTS`` (the same) botocore checks each request ag
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
+from herald.deadline import within_deadline
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
+
+#: How long an attempt of an AWS call waits to connect.
+CONNECT_SECONDS = 3
 
 #: Enough pooled connections for a whole SQS batch worked concurrently; short timeouts so a stuck
 #: call fails inside the Lambda's time budget and is retried by the standard retry mode. No client-side
@@ -28,8 +34,8 @@ CLIENT_CONFIG = Config(
     parameter_validation=False,
     retries={"mode": "standard", "max_attempts": 4},
     max_pool_connections=64,
-    connect_timeout=3,
-    read_timeout=10,
+    connect_timeout=CONNECT_SECONDS,
+    read_timeout=10,  # the setting's default: ``aws_read_timeout_seconds``
 )
 
 
@@ -38,8 +44,12 @@ def _client(service: str, session: boto3.session.Session | None, faults: str | N
     from herald.settings import get_settings
 
     settings = get_settings()
-    config = CLIENT_CONFIG.merge(Config(parameter_validation=True)) if settings.validate_aws_requests else CLIENT_CONFIG
+    config = CLIENT_CONFIG.merge(Config(read_timeout=settings.aws_read_timeout_seconds))
+    if settings.validate_aws_requests:
+        config = config.merge(Config(parameter_validation=True))
     client = (session or boto3.session.Session()).client(service, config=config)  # type: ignore[call-overload]
+    attempt_seconds = CONNECT_SECONDS + settings.aws_read_timeout_seconds
+    client.meta.events.register("before-send", functools.partial(within_deadline, attempt_seconds))
     if faults is None:
         faults = settings.faults
     if faults:

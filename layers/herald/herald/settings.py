@@ -240,6 +240,14 @@ class Settings(BaseSettings):
         "Empty: none.",
     )
 
+    aws_read_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        le=60,
+        description="How long one attempt of an AWS call waits for its answer (botocore's `read_timeout`; 4 attempts "
+        "at most). The API function sets 5: an API request makes no AWS call it could not finish within Lambda's "
+        "time left, and a shorter wait leaves room for the retries.",
+    )
     validate_aws_requests: bool = Field(
         False,
         description="botocore checks every AWS request against the service's model before sending it (tests and "

@@ -1,10 +1,14 @@
-"""ASGI middleware: the request body, read once and checked before any handler parses it."""
+"""ASGI middleware: the request body, read once and checked before any handler parses it; the time a request
+served by Lambda has left for its AWS calls."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from typing import TYPE_CHECKING
+
+from herald.deadline import REQUEST_DEADLINE
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -155,3 +159,28 @@ class BodyGuard:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+#: Time kept back from Lambda's for writing the answer, once the last AWS call is made.
+ANSWER_SECONDS = 1.0
+
+
+class Deadline:
+    """Sets ``herald.deadline.REQUEST_DEADLINE`` for a request Lambda serves (Mangum passes its context as
+    ``aws.context``): its remaining time, less ``ANSWER_SECONDS``. An AWS call that might not end by then is not made,
+    and the request answers 503 (``herald.deadline``). Elsewhere (the local stack, tests) no deadline is set."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        context = scope.get("aws.context")
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if scope["type"] != "http" or remaining is None:
+            await self.app(scope, receive, send)
+            return
+        token = REQUEST_DEADLINE.set(time.monotonic() + remaining() / 1000 - ANSWER_SECONDS)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            REQUEST_DEADLINE.reset(token)

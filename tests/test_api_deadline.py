@@ -1,0 +1,101 @@
+"""An API request served by Lambda makes no AWS call that might not end within the time Lambda has left for it:
+it answers 503 in Herald's shape, where Lambda's timeout would have cut it off (and API Gateway answered a bare
+5xx of its own). Requests go through Mangum with a Lambda context, as in a deployment."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from mangum import Mangum
+
+from herald import aws, deadline
+from herald.api import create_app, middleware
+from herald.local.poller import LambdaContext
+from tests.support import ADMIN_KEY, TenantInfo
+from tests.test_api_mangum import http_event
+
+#: An attempt's worst: 3 s to connect and the tests' read timeout (the setting's default, 10 s).
+ATTEMPT_SECONDS = aws.CONNECT_SECONDS + 10
+
+
+def _serve(services: Any, event: dict[str, Any], *, seconds_left: float) -> dict[str, Any]:
+    """The API's answer to ``event`` through Mangum, in an invocation of the 29 s function with ``seconds_left``."""
+    handler: Any = Mangum(create_app(services), lifespan="off")
+    context = LambdaContext("ApiFunction", 29, time.time() - (29 - seconds_left))
+    return dict(handler(event, context))
+
+
+def _create_tenant(name: str) -> dict[str, Any]:
+    body = json.dumps({"name": name})
+    return http_event("POST", "/v1/tenants", key=ADMIN_KEY, body=body, headers={"content-type": "application/json"})
+
+
+def _tenant_names(services: Any) -> set[str]:
+    answer = _serve(services, http_event("GET", "/v1/tenants", query="limit=250", key=ADMIN_KEY), seconds_left=29)
+    assert answer["statusCode"] == 200, answer["body"]
+    return {tenant["name"] for tenant in json.loads(answer["body"])["data"]}
+
+
+def test_a_request_with_too_little_time_left_for_an_aws_call_answers_503_and_changes_nothing(services: Any) -> None:
+    # GIVEN an invocation with less time left than one AWS attempt may take (and a second to answer)
+    seconds_left = ATTEMPT_SECONDS  # one short
+    # WHEN a tenant is created in it
+    answer = _serve(services, _create_tenant("Late"), seconds_left=seconds_left)
+    # THEN it is a 503 in Herald's shape, to retry, and no tenant was created
+    assert answer["statusCode"] == 503, answer["body"]
+    assert json.loads(answer["body"])["error"]["code"] == "service_unavailable"
+    assert answer["headers"]["retry-after"] == "1"
+    assert "Late" not in _tenant_names(services)
+    # AND with the time an attempt needs, the same request is made
+    answer = _serve(services, _create_tenant("In time"), seconds_left=ATTEMPT_SECONDS + 2)
+    assert answer["statusCode"] == 201, answer["body"]
+    assert "In time" in _tenant_names(services)
+
+
+def test_a_request_whose_aws_calls_are_slow_stops_calling_before_lambda_would_stop_it(
+    services: Any, tenant: TenantInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN AWS answering each attempt in 16 s (a clock of its own that each attempt moves on)
+    now = [1000.0]
+    clock = SimpleNamespace(monotonic=lambda: now[0])
+    monkeypatch.setattr(deadline, "time", clock)
+    monkeypatch.setattr(middleware, "time", clock)
+    made: list[str] = []
+
+    def slow(event_name: str, **_: Any) -> None:  # after Herald's own check, which lets the attempt go
+        made.append(event_name)
+        now[0] += 16
+
+    for client in (services.store.client, services.queue.client):
+        client.meta.events.register("before-send", slow)
+    # WHEN a subscription is created (two AWS calls: its key's look-up, the write) with all of the 29 s
+    body = json.dumps({"url": "https://hooks.example.com/in", "event_types": ["*"]})
+    event = http_event(
+        "POST", "/v1/subscriptions", key=tenant.key, body=body, headers={"content-type": "application/json"}
+    )
+    answer = _serve(services, event, seconds_left=29)
+    # THEN the first call was made (13 s at worst, 28 s to use), and the request answered 503 instead of the
+    # second, which could have run past Lambda's timeout (16 + 13 s)
+    assert len(made) == 1, made
+    assert answer["statusCode"] == 503, answer["body"]
+    assert json.loads(answer["body"])["error"]["code"] == "service_unavailable"
+
+
+def test_outside_lambda_no_deadline_is_set(client, services: Any) -> None:
+    # GIVEN a request served without a Lambda context (the local stack, uvicorn)
+    seen: list[float | None] = []
+
+    def look(**_: Any) -> None:
+        seen.append(deadline.REQUEST_DEADLINE.get())
+
+    services.store.client.meta.events.register("before-send", look)
+    # WHEN it makes its AWS calls, THEN none has a deadline, and none is left set after a Lambda request either
+    assert client.get("/v1/tenants", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+    assert seen
+    assert set(seen) == {None}
+    _tenant_names(services)
+    assert deadline.REQUEST_DEADLINE.get() is None
