@@ -443,6 +443,14 @@ class Harness:
         settle_all([self.worker])
 
 
+def take_the_only_message(harness: Harness) -> str:
+    """The one message on the work queue, taken off it (no worker will see it): its body."""
+    (message,) = harness.sqs.receive_message(QueueUrl=harness.services.settings.queue_url)["Messages"]
+    harness.sqs.delete_message(QueueUrl=harness.services.settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert harness.counts() == (0, 0)
+    return str(message["Body"])
+
+
 def move_back(harness: Harness) -> None:
     """Move the dead-letter queue's one message back to the work queue as SQS's own redrive does (the console's,
     or StartMessageMoveTask): a new message with the same body, and no attribute of Herald's."""

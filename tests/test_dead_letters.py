@@ -34,6 +34,7 @@ from tests.delivery_support import (
     put_corrupt_event,
     step,
     subscribe,
+    take_the_only_message,
     verify,
     when,
 )
@@ -960,14 +961,6 @@ def test_a_field_of_newer_code_named_like_one_of_another_kind_is_not_shown_as_it
 # ------------------------------------------------------------------ the deliveries a discarded message carried
 
 
-def _take_the_only_message(harness: Harness) -> str:
-    """The one message on the work queue, taken off it (no worker will see it): its body."""
-    (message,) = harness.sqs.receive_message(QueueUrl=harness.services.settings.queue_url)["Messages"]
-    harness.sqs.delete_message(QueueUrl=harness.services.settings.queue_url, ReceiptHandle=message["ReceiptHandle"])
-    assert harness.counts() == (0, 0)
-    return str(message["Body"])
-
-
 def _back_after_its_redrives(harness: Harness, body: str) -> None:
     """``body`` in the dead-letter queue, back after as many redrives as allowed: poison that can be discarded."""
     used_up = str(harness.services.settings.dead_letter_max_redrives)
@@ -1008,7 +1001,7 @@ def _a_due_retry_back_after_its_redrives(
     assert (waiting["status"], waiting["attempts"]) == ("pending", 1)
     clock.advance(when(waiting["next_attempt_at"]) - clock() + 1)
     harness.worker.sweep()
-    _back_after_its_redrives(harness, _take_the_only_message(harness))
+    _back_after_its_redrives(harness, take_the_only_message(harness))
     return sub, event_id, waiting
 
 
@@ -1073,7 +1066,7 @@ def test_a_discarded_retry_delayed_by_sqs_fails_its_delivery_however_far_behind_
     assert cursor is not None
     assert cursor < when(waiting["next_attempt_at"])
     harness.reveal()
-    _back_after_its_redrives(harness, _take_the_only_message(harness))
+    _back_after_its_redrives(harness, take_the_only_message(harness))
     # WHEN the operator discards it
     assert len(discard(client, all_poison=True)["discarded"]) == 1
     # THEN its delivery failed, as discarded (nothing else carries it on: the schedule holds nothing of it), and a
@@ -1094,7 +1087,7 @@ def test_a_discarded_first_delivery_never_made_is_written_failed_and_sent_again_
     # worker died on it each time), and came back after its redrives
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    _back_after_its_redrives(harness, _take_the_only_message(harness))
+    _back_after_its_redrives(harness, take_the_only_message(harness))
     (letter,) = dead_letters(client)["sample"]
     assert deliveries(client, tenant, sub.id) == []
     # WHEN the operator discards it
@@ -1186,7 +1179,7 @@ def test_a_message_whose_delivery_dynamodb_did_not_let_fail_is_not_discarded(
     # GIVEN a first delivery's message back in the dead-letter queue after its redrives
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    _back_after_its_redrives(harness, _take_the_only_message(harness))
+    _back_after_its_redrives(harness, take_the_only_message(harness))
     (letter,) = dead_letters(client)["sample"]
     # WHEN the operator discards it while DynamoDB fails the read of its event (after botocore's retries)
     faults.install(harness.services.store.table.client, "dynamodb.GetItem:5xx@call=calls:1")
@@ -1255,7 +1248,7 @@ def test_a_discarded_message_of_several_first_deliveries_fails_each(
     # after its redrives, no worker having written either
     subs = [subscribe(client, tenant, make_receiver().url) for _ in range(2)]
     event_id = publish(client, tenant.id)
-    body = _take_the_only_message(harness)
+    body = take_the_only_message(harness)
     assert json.loads(body)["kind"] == "deliveries"
     _back_after_its_redrives(harness, body)
     # WHEN the operator discards it
@@ -1445,7 +1438,7 @@ def test_a_message_whose_delivery_cannot_be_read_is_discarded_with_the_rest(
     # written, back in the dead-letter queue after its redrives, beside a message no code reads
     sub = subscribe(client, tenant, "https://example.com/webhook")
     event_id = publish(client, tenant.id)
-    _take_the_only_message(harness)
+    take_the_only_message(harness)
     good = delivery_id_of(harness.services.store, event_id, sub.id)
     put_corrupt_event(harness.services.store, "evt_corrupt", "payload not an object")
     both = DeliveriesMessage(

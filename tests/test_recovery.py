@@ -42,6 +42,7 @@ from tests.delivery_support import (
     publish,
     step,
     subscribe,
+    take_the_only_message,
 )
 from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
 
@@ -781,6 +782,30 @@ def test_a_recovery_whose_message_was_dead_lettered_is_listed_by_its_redrive(
     # THEN the redriven message lists the deliveries, and each missed event arrived once more
     assert pages == [sub.id, sub.id]
     _sent_once_more(client, tenant, receiver, seen, job["id"])
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_whose_listing_message_is_discarded_as_poison_is_done_and_its_window_can_be_asked_again(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose listing failed midway (running)
+    seen = _outage_over(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    _, job = _listing_failed_once(client, tenant, harness, seen, monkeypatch)
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    # WHEN its message, poison after its redrives, is discarded from the dead-letter queue
+    harness.reveal()
+    body = take_the_only_message(harness)
+    assert json.loads(body)["kind"] == "recover"
+    assert deliveries_domain.fail_discarded(harness.services, body) == []
+    # THEN the job is done, with nothing queued (its listing stopped there), instead of running until it expires
+    stopped = progress(client, tenant, sub.id, job["id"])
+    assert (stopped["status"], stopped["queued"], stopped["sent"], stopped["failed"]) == ("done", 0, 0, 0)
+    # AND the same window asked again is a new job, which sends each missed event once more
+    again = recover(client, tenant, sub.id, since=seen["since"])
+    assert again["id"] != job["id"]
+    harness.drain()
+    _sent_once_more(client, tenant, receiver, seen, again["id"])
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

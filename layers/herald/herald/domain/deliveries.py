@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from herald import ids
 from herald.domain import subscriptions
 from herald.errors import EventExpiredError, NotFoundError, ServiceUnavailableError
-from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, parse_message
+from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, RecoverMessage, parse_message
 from herald.queue import MAX_DELAY_SECONDS
 from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
@@ -81,6 +81,8 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     retry or a postponement. An extra attempt (manual, a recovery's, a job's ticket) leaves its delivery as it
     was; a job's has its ticket settled ``failed`` (its lock on the delivery freed), so that the job still reaches
     ``done``, and another recovery may take the delivery, instead of the job reading ``running`` until it expires.
+    A recovery's listing message (``RecoverMessage``) stops its job's listing: the job is done once what it queued
+    is settled, and the rest of its window is left to a new recovery.
     A delivery is failed only while no other copy of its message may still carry it on (``_carried_on``); a first
     delivery never written is written failed, while its event, of the message's tenant, and its subscription are
     there. Returns the deliveries failed; a body this code cannot read carries none.
@@ -100,6 +102,12 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     else:
         if isinstance(message, DeliveryMessage) and message.job_id is not None:
             services.store.jobs.close_ticket(message.job_id, message.delivery_id, FAILED_TICKET)
+        elif isinstance(message, RecoverMessage):
+            # The job's listing went on only through this message: it stops here. What it queued goes on, and the
+            # job is done once that is settled, instead of reading `queued` or `running` until it expires (and
+            # holding its window and one of its subscription's recovery slots for a day).
+            services.store.jobs.update(message.job_id, updated_at=now or datetime.now(UTC), listed=True)
+            logger.warning("recovery stopped: its listing message was discarded", extra={"job_id": message.job_id})
         return []
     now = now or datetime.now(UTC)
     events: dict[str, StoredEvent | None] = {}
