@@ -29,13 +29,15 @@ def assert_error_shape(response: httpx.Response, code: str | None = None) -> dic
     assert set(body) == {"error"}, body
     error = body["error"]
     assert isinstance(error, dict), body
-    assert set(error) <= {"code", "message", "details"}, error
+    assert set(error) <= {"code", "message", "details", "details_total", "event_id"}, error
     assert isinstance(error["code"], str), error
     assert error["code"], error
     assert isinstance(error["message"], str), error
     assert error["message"], error
     if "details" in error:
         assert isinstance(error["details"], list), error
+    if "details_total" in error:  # only when `details` was cut to its first problems
+        assert error["details_total"] > len(error["details"]), error
     if code is not None:
         assert error["code"] == code, error
     return dict(error)

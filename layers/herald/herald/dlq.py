@@ -77,6 +77,10 @@ DISCARD_LIMIT = 100
 #: The most of a poison message's ``kind`` shown (the kinds Herald knows are a dozen characters).
 MAX_KIND_CHARS = 100
 BODY_PREVIEW = 1000
+#: The most characters of bodies and reasons a discard's answer shows, its messages together: at worst 12 bytes
+#: each in the Lambda response that carries it (a character beyond the BMP, ``\\uXXXX`` twice once escaped
+#: again), 4.8 MB, under Lambda's 6 MB (API Gateway would answer a bare 500 for messages already deleted).
+DISCARD_ANSWER_CHARS = 400_000
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
 
@@ -378,7 +382,7 @@ class DeadLetterQueue:
         if run.interrupted:
             logger.warning("dead-letter discard cut short", extra={"reason": run.interrupted})
         named = message_ids or ()
-        return DiscardOut(
+        answer = DiscardOut(
             discarded=[letter.out for letter in run.discarded],
             not_discarded=[NotDiscarded(message_id=key, reason=why) for key, why in run.not_discarded.items()],
             not_found=list(dict.fromkeys(key for key in named if key not in run.met)),
@@ -386,6 +390,7 @@ class DeadLetterQueue:
             remaining=remaining,
             interrupted=run.interrupted,
         )
+        return _within_answer_size(answer)
 
     def discardable(self, letter: _Letter, *, named: bool) -> str | None:
         """None when ``letter`` may be discarded, else why not. Poison may: back after its redrives, or parked by a
@@ -502,3 +507,20 @@ class DeadLetterQueue:
             [letter for index, letter in enumerate(letters) if index not in refused],
             [letter for index, letter in enumerate(letters) if index in refused],
         )
+
+
+def _within_answer_size(answer: DiscardOut) -> DiscardOut:
+    """``answer`` showing at most ``DISCARD_ANSWER_CHARS`` of its messages' bodies and reasons: over it, each message
+    keeps an equal share, its reason half of it at most and its body the rest. Every message discarded is still
+    listed, with its id, kind, and the start of its reason and body; each reason was logged whole as it went."""
+    shown = answer.discarded
+    if sum(len(out.body) + len(out.reason) for out in shown) <= DISCARD_ANSWER_CHARS:
+        return answer
+    share = DISCARD_ANSWER_CHARS // len(shown)
+    cut = []
+    for out in shown:
+        reason = out.reason[: share // 2] if len(out.body) > share // 2 else out.reason[: share - len(out.body)]
+        cut.append(out.model_copy(update={"reason": reason, "body": out.body[: share - len(reason)]}))
+    # Without the bodies, as every log of a discard (they may carry a tenant's data).
+    logger.warning("dead-letter discard answer cut to its size limit", extra={"discarded": len(shown), "share": share})
+    return answer.model_copy(update={"discarded": cut})

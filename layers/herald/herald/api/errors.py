@@ -1,4 +1,10 @@
-"""One error shape for every failure: ``{"error": {"code", "message", "details"}}``."""
+"""One error shape for every failure: ``{"error": {"code", "message", "details"}}``.
+
+An answer stays small whatever the request: ``details`` lists the first ``MAX_DETAILS`` problems, and when there
+were more, ``details_total`` says how many there were in all and the message says so too (``capped_details``). A
+request of 512 KiB can hold 65,000 unknown keys, each a problem: listed whole, the answer would be over Lambda's
+6 MB response limit, and API Gateway would answer a bare 500 in its place.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +51,42 @@ _HTTP_CODES = {
 }
 
 
+#: The most problems an error answer lists in ``details`` (one batch item's error too): the rest are counted.
+MAX_DETAILS = 20
+#: The most characters of a part of a problem's ``loc`` (a key of the request, which may be any length) and of its
+#: ``msg`` shown; longer ones are cut and end with ``…``.
+MAX_LOC_PART_CHARS = 100
+MAX_MSG_CHARS = 300
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def capped_details(
+    message: str, details: list[dict[str, Any]] | None
+) -> tuple[str, list[dict[str, Any]] | None, int | None]:
+    """``message`` and ``details`` as an answer shows them: the first ``MAX_DETAILS`` problems, each ``loc`` part and
+    ``msg`` cut to a bounded length, and, when there were more problems, how many in all (``details_total``, else
+    None), which the message ends by saying."""
+    if details is None:
+        return message, None, None
+    shown = [
+        {
+            **detail,
+            "loc": [
+                _cut(part, MAX_LOC_PART_CHARS) if isinstance(part, str) else part for part in detail.get("loc", [])
+            ],
+            "msg": _cut(str(detail.get("msg", "")), MAX_MSG_CHARS),
+        }
+        for detail in details[:MAX_DETAILS]
+    ]
+    if len(details) <= MAX_DETAILS:
+        return message, shown, None
+    total = len(details)
+    return f"{message} ({total:,} problems in all; `details` lists the first {MAX_DETAILS})", shown, total
+
+
 def error_response(
     status: int,
     code: str,
@@ -54,9 +96,12 @@ def error_response(
     *,
     event_id: str | None = None,
 ) -> JSONResponse:
+    message, details, total = capped_details(message, details)
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
+    if total is not None:
+        body["details_total"] = total
     if event_id is not None:
         body["event_id"] = event_id
     return JSONResponse({"error": body}, status_code=status, headers=headers)

@@ -48,7 +48,14 @@ class ErrorBody(BaseModel):
         examples=["not_found"],
     )
     message: str = Field(description="What went wrong, for humans.")
-    details: list[ErrorDetail] | None = Field(None, description="Field-level problems, for validation errors.")
+    details: list[ErrorDetail] | None = Field(
+        None, description="Field-level problems, for validation errors: the first 20, when there were more."
+    )
+    details_total: int | None = Field(
+        None,
+        description="How many problems there were in all, when there were more than `details` lists (20); absent (null "
+        "in a batch item) otherwise.",
+    )
     event_id: str | None = Field(
         None,
         description="Of a publish answered 503 after its event was stored: the event's id. Some of its deliveries may "

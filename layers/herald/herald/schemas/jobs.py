@@ -76,7 +76,10 @@ class DeadLetterOut(BaseModel):
     sent_at: datetime | None = Field(None, description="When the message was first sent to the work queue.")
     receive_count: int = Field(description="How often SQS handed it out.")
     redrives: int = Field(0, description="How often it was redriven to the work queue already.")
-    body: str = Field(description="The message body, cut to 1,000 characters.")
+    body: str = Field(
+        description="The message body, cut to 1,000 characters; in the answer of a discard of many messages, each is "
+        "cut to the same shorter length when that keeps the answer within its size limit."
+    )
 
 
 class DeadLettersOut(BaseModel):

@@ -8,7 +8,7 @@ from fastapi import Header, Response, status
 from pydantic import ValidationError
 
 from herald.api.deps import OperatorDep, ServicesDep
-from herald.api.errors import status_of
+from herald.api.errors import capped_details, status_of
 from herald.api.routers import api_router
 from herald.domain import tenants
 from herald.domain.publishing import NotQueuedError, Published, publish, publish_many
@@ -136,7 +136,10 @@ def _parse(index: int, raw: Any) -> EventIn | HeraldError:
 
 def _batch_item(result: Published | HeraldError) -> EventBatchItem:
     if isinstance(result, HeraldError):
-        error = ErrorBody(code=result.code, message=result.message, details=result.details, event_id=result.event_id)
+        message, details, total = capped_details(result.message, result.details)
+        error = ErrorBody(
+            code=result.code, message=message, details=details, details_total=total, event_id=result.event_id
+        )
         stored = event_out(result.stored) if isinstance(result, NotQueuedError) else None
         return EventBatchItem(status=status_of(result), error=error, event=stored)
     return EventBatchItem(status=202, replayed=result.replayed, event=event_out(result.stored))
