@@ -10,12 +10,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from botocore.exceptions import BotoCoreError
 from mangum import Mangum
 
 from herald import aws, deadline
 from herald.api import create_app, middleware
+from herald.errors import ServiceUnavailableError
 from herald.local.poller import LambdaContext
-from tests.support import ADMIN_KEY, TenantInfo
+from tests.support import ADMIN_KEY, INVOICE, TenantInfo
 from tests.test_api_mangum import http_event
 
 #: An attempt's worst: 3 s to connect and the tests' read timeout (the setting's default, 10 s).
@@ -83,6 +85,80 @@ def test_a_request_whose_aws_calls_are_slow_stops_calling_before_lambda_would_st
     assert len(made) == 1, made
     assert answer["statusCode"] == 503, answer["body"]
     assert json.loads(answer["body"])["error"]["code"] == "service_unavailable"
+
+
+def _time_runs_out_after(services: Any, monkeypatch: pytest.MonkeyPatch, operation: str) -> list[str]:
+    """AWS answering at once until ``operation``'s first attempt, which takes a minute (on a clock of its own, that
+    the request's deadline is on too): the operations attempted, each named once per attempt."""
+    now = [1000.0]
+    clock = SimpleNamespace(monotonic=lambda: now[0])
+    monkeypatch.setattr(deadline, "time", clock)
+    monkeypatch.setattr(middleware, "time", clock)
+    made: list[str] = []
+
+    def slow(event_name: str, **_: Any) -> None:
+        made.append(event_name.rsplit(".", 1)[-1])
+        if made[-1] == operation:
+            now[0] += 60
+
+    for client in (services.store.client, services.queue.client):
+        client.meta.events.register_first("before-send", slow)  # Herald's check, registered first after it, runs first
+    return made
+
+
+def test_a_batch_publish_out_of_time_after_storing_its_events_answers_each_on_its_own(
+    client: Any, services: Any, tenant: TenantInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription to the events, and AWS slow from the moment a batch's events are stored: the calls that
+    # would queue their deliveries come too late
+    sub = {"url": "https://hooks.example.com/in", "event_types": ["*"]}
+    assert client.post("/v1/subscriptions", json=sub, headers=tenant.headers).status_code == 201
+    made = _time_runs_out_after(services, monkeypatch, "BatchExecuteStatement")
+    events = [
+        {"type": "invoice.paid", "tenant_id": tenant.id, "id": f"late-{number}", "data": INVOICE} for number in range(3)
+    ]
+    body = json.dumps({"events": events})
+    event = http_event(
+        "POST", "/v1/events/batch", key=ADMIN_KEY, body=body, headers={"content-type": "application/json"}
+    )
+    # WHEN the batch is published in an invocation with all of its 29 s
+    answer = _serve(services, event, seconds_left=29)
+    # THEN the call answers for each event: stored, not queued, a 503 with its id to publish again (not one 503 for
+    # the whole call, which a publisher of events without ids would publish again, twice over)
+    assert "BatchExecuteStatement" in made
+    assert "SendMessageBatch" not in made
+    assert answer["statusCode"] == 200, answer["body"]
+    items = json.loads(answer["body"])["data"]
+    assert [(item["status"], item["error"]["code"]) for item in items] == [(503, "service_unavailable")] * 3
+    assert [item["event"]["id"] for item in items] == [f"late-{number}" for number in range(3)]
+
+
+def test_a_write_refused_for_lack_of_time_is_not_made(services: Any, aws: Any) -> None:
+    # GIVEN a request's deadline already past
+    token = deadline.REQUEST_DEADLINE.set(time.monotonic() - 1)
+    try:
+        # WHEN a message is sent to the work queue, THEN it is refused as an outage is (a BotoCoreError)
+        with pytest.raises(BotoCoreError):
+            services.queue.client.send_message(QueueUrl=services.settings.queue_url, MessageBody="{}")
+    finally:
+        deadline.REQUEST_DEADLINE.reset(token)
+    # AND nothing was sent (no handler of the attempt, moto's included, made it before the check)
+    attributes = aws.client("sqs").get_queue_attributes(
+        QueueUrl=services.settings.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_a_batch_read_in_threads_keeps_the_requests_deadline(services: Any) -> None:
+    # GIVEN a request's deadline already past
+    token = deadline.REQUEST_DEADLINE.set(time.monotonic() - 1)
+    try:
+        # WHEN a read of 250 keys is made (three BatchGetItem calls side by side, in threads), THEN it is refused
+        keys = [{"pk": f"NONE#{number}", "sk": "#NONE"} for number in range(250)]
+        with pytest.raises(ServiceUnavailableError):
+            services.store.table.batch_get(keys)
+    finally:
+        deadline.REQUEST_DEADLINE.reset(token)
 
 
 def test_outside_lambda_no_deadline_is_set(client, services: Any) -> None:

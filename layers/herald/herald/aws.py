@@ -49,7 +49,8 @@ def _client(service: str, session: boto3.session.Session | None, faults: str | N
         config = config.merge(Config(parameter_validation=True))
     client = (session or boto3.session.Session()).client(service, config=config)  # type: ignore[call-overload]
     attempt_seconds = CONNECT_SECONDS + settings.aws_read_timeout_seconds
-    client.meta.events.register("before-send", functools.partial(within_deadline, attempt_seconds))
+    # First: before any other handler that would answer the attempt (moto's, in tests) and make the call.
+    client.meta.events.register_first("before-send", functools.partial(within_deadline, attempt_seconds))
     if faults is None:
         faults = settings.faults
     if faults:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import functools
 import json
 import logging
@@ -467,9 +468,13 @@ class Table:
         if len(chunks) <= 1:
             found = [item for chunk in chunks for item in self._batch_get_once(chunk, consistent)]
         else:
+            # Each thread in a copy of the caller's context: an API request's deadline holds there (herald.deadline).
+            contexts = [contextvars.copy_context() for _ in chunks]
             found = [
                 item
-                for answered in _side_by_side().map(lambda chunk: self._batch_get_once(chunk, consistent), chunks)
+                for answered in _side_by_side().map(
+                    lambda context, chunk: context.run(self._batch_get_once, chunk, consistent), contexts, chunks
+                )
                 for item in answered
             ]
         now = self.clock()
