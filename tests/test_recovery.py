@@ -17,6 +17,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from herald.domain import deliveries as deliveries_domain
+from herald.domain import jobs as domain_jobs
 from herald.domain import publishing
 from herald.errors import ServiceUnavailableError
 from herald.faults import install
@@ -980,6 +981,48 @@ def test_a_subscription_has_at_most_five_recoveries_unfinished_at_once(
     rerun = recover(client, tenant, sub.id, since=five[0])
     assert rerun["id"] != started[0]["id"]
     assert {again["status"], rerun["status"]} == {"queued"}
+
+
+def test_a_recovery_whose_start_dynamodb_cancels_for_a_concurrent_one_is_started_all_the_same(
+    client, tenant: TenantInfo, receiver: Receiver, services: Any
+) -> None:
+    # GIVEN DynamoDB cancelling the next transaction for a concurrent one on the same item (as requests for other
+    # windows of one subscription, which go for the same slot, meet on AWS; moto runs one at a time)
+    sub = subscribe(client, tenant, receiver.url)
+    injector = install(services.store.client, "dynamodb.TransactWriteItems:conflict@call=calls:1")
+    # WHEN a recovery is asked for, THEN it is started (the transaction made again), not answered 503
+    (since,) = _windows(1)
+    job = recover(client, tenant, sub.id, since=since)
+    assert injector is not None
+    assert injector.count("conflict") == 1
+    assert services.store.jobs.slot_holders(sub.id) == {0: job["id"]}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_recoveries_per_subscription": 2}])
+def test_a_recovery_found_done_by_the_limits_check_is_not_counted_again(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription whose two recoveries (the limit) are done, nobody having read their progress
+    sub = subscribe(client, tenant, receiver.url)
+    first, second, third = _windows(3)
+    jobs = [recover(client, tenant, sub.id, since=since) for since in (first, second)]
+    harness.drain()
+    counted: list[str] = []
+    count = type(harness.services.store.jobs).ticket_counts
+
+    def counting(self: Any, job_id: str) -> dict[str, int]:
+        counted.append(job_id)
+        return count(self, job_id)
+
+    monkeypatch.setattr(type(harness.services.store.jobs), "ticket_counts", counting)
+    # WHEN a free slot is looked for twice (as two requests for new windows would, before either takes it)
+    found = [domain_jobs._free_slot(harness.services, sub.id) for _ in range(2)]
+    # THEN both found the first job's slot, done: the first by reading its tickets, and it marked the job so; the
+    # second read no tickets
+    assert found == [(0, jobs[0]["id"])] * 2
+    assert counted == [jobs[0]["id"]]
+    # AND a new window takes that slot
+    assert recover(client, tenant, sub.id, since=third)["status"] == "queued"
 
 
 @pytest.mark.parametrize("settings_overrides", [{"max_recoveries_per_subscription": 2}])

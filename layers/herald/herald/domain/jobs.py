@@ -133,12 +133,19 @@ def _free_slot(services: Services, subscription_id: str) -> tuple[int, str | Non
 
 
 def _finished(services: Services, job_id: str) -> bool:
-    """Whether the job is done (every delivery listed and attempted) or gone; its tickets are read only then."""
+    """Whether the job is done (every delivery listed and attempted) or gone. Its tickets are read only once it is
+    listed, and once found done it is marked so: a job's tickets (thousands for a long window) are read in full by
+    this check at most once after it is done, however often its subscription's slots are all held."""
     found = services.store.jobs.get(job_id)
     if found is None:
         return True
     job, listed = found
-    return listed and services.store.jobs.ticket_counts(job.id)["open"] == 0
+    if job.status is RecoveryStatus.DONE:
+        return True
+    done = listed and services.store.jobs.ticket_counts(job.id)["open"] == 0
+    if done:
+        services.store.jobs.update(job.id, updated_at=utcnow(), status=RecoveryStatus.DONE.value)
+    return done
 
 
 def read_recovery(services: Services, job_id: str) -> RecoveryJob | None:

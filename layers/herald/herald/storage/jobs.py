@@ -128,7 +128,8 @@ class JobRepository:
         slot_key = keys.recovery_slot(job.subscription_id, slot)
         try:
             self._table.transact(
-                [
+                conflict_attempts=3,  # requests for other windows at once go for the same slot: DynamoDB cancels one
+                actions=[
                     {
                         "Put": {
                             "Item": _job_item(job, expires_at=expires_at, listed=False),
@@ -137,7 +138,7 @@ class JobRepository:
                     },
                     _take_lock(keys.recovery_window(window), job.id, window_holder, now=now, until=lock_expires_at),
                     _take_lock(slot_key, job.id, slot_holder, now=now, until=lock_expires_at),
-                ]
+                ],
             )
         except ClientError:
             return False
