@@ -786,22 +786,38 @@ def test_a_recovery_whose_message_was_dead_lettered_is_listed_by_its_redrive(
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+@pytest.mark.parametrize(("failed", "taken"), [("reading its first page", 0), ("queueing its first page", 3)])
 def test_a_recovery_whose_listing_message_is_discarded_as_poison_is_done_and_its_window_can_be_asked_again(
-    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    client,
+    tenant: TenantInfo,
+    harness: Harness,
+    clock: Clock,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    failed: str,
+    taken: int,
 ) -> None:
-    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose listing failed midway (running)
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose listing failed midway (running): before
+    # its first page was read, or after the page's three tickets were taken and before their messages were queued
     seen = _outage_over(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    _, job = _listing_failed_once(client, tenant, harness, seen, monkeypatch)
-    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    if taken:
+        _dies_once_before_queueing(monkeypatch)
+        job = recover(client, tenant, sub.id, since=seen["since"])
+        harness.drain()
+    else:
+        _, job = _listing_failed_once(client, tenant, harness, seen, monkeypatch)
+    started = progress(client, tenant, sub.id, job["id"])
+    assert (started["status"], started["queued"]) == ("running", taken)
     # WHEN its message, poison after its redrives, is discarded from the dead-letter queue
     harness.reveal()
     body = take_the_only_message(harness)
     assert json.loads(body)["kind"] == "recover"
     assert deliveries_domain.fail_discarded(harness.services, body) == []
-    # THEN the job is done, with nothing queued (its listing stopped there), instead of running until it expires
-    stopped = progress(client, tenant, sub.id, job["id"])
-    assert (stopped["status"], stopped["queued"], stopped["sent"], stopped["failed"]) == ("done", 0, 0, 0)
+    # THEN the job is done, each ticket it had taken failed (no message would ever have settled them), instead of
+    # running until it expires
+    ended = progress(client, tenant, sub.id, job["id"])
+    assert (ended["status"], ended["queued"], ended["sent"], ended["failed"]) == ("done", taken, 0, taken)
     # AND the same window asked again is a new job, which sends each missed event once more
     again = recover(client, tenant, sub.id, since=seen["since"])
     assert again["id"] != job["id"]

@@ -81,8 +81,7 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     retry or a postponement. An extra attempt (manual, a recovery's, a job's ticket) leaves its delivery as it
     was; a job's has its ticket settled ``failed`` (its lock on the delivery freed), so that the job still reaches
     ``done``, and another recovery may take the delivery, instead of the job reading ``running`` until it expires.
-    A recovery's listing message (``RecoverMessage``) stops its job's listing: the job is done once what it queued
-    is settled, and the rest of its window is left to a new recovery.
+    A recovery's listing message (``RecoverMessage``) ends its job (``_end_recovery``).
     A delivery is failed only while no other copy of its message may still carry it on (``_carried_on``); a first
     delivery never written is written failed, while its event, of the message's tenant, and its subscription are
     there. Returns the deliveries failed; a body this code cannot read carries none.
@@ -103,11 +102,7 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
         if isinstance(message, DeliveryMessage) and message.job_id is not None:
             services.store.jobs.close_ticket(message.job_id, message.delivery_id, FAILED_TICKET)
         elif isinstance(message, RecoverMessage):
-            # The job's listing went on only through this message: it stops here. What it queued goes on, and the
-            # job is done once that is settled, instead of reading `queued` or `running` until it expires (and
-            # holding its window and one of its subscription's recovery slots for a day).
-            services.store.jobs.update(message.job_id, updated_at=now or datetime.now(UTC), listed=True)
-            logger.warning("recovery stopped: its listing message was discarded", extra={"job_id": message.job_id})
+            _end_recovery(services, message.job_id, now or datetime.now(UTC))
         return []
     now = now or datetime.now(UTC)
     events: dict[str, StoredEvent | None] = {}
@@ -131,6 +126,19 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
             extra={"deliveries": [delivery.id for delivery in failed]},
         )
     return failed
+
+
+def _end_recovery(services: Services, job_id: str, now: datetime) -> None:
+    """End a recovery whose listing message is discarded: its listing went on only through that message. Each ticket
+    still open (a delivery queued and not attempted yet, or taken by a run that died before queueing it, which no
+    message would ever settle) is settled ``failed``, its lock freed, and the job is listed: ``done``, instead of
+    reading ``running`` until it expires, holding its window and one of its subscription's recovery slots for a day.
+    A new recovery of the window sends what this one did not. Made again whole if DynamoDB fails midway."""
+    jobs = services.store.jobs
+    jobs.update(job_id, updated_at=now, listed=True)
+    for delivery_id in jobs.open_tickets(job_id, None):
+        jobs.close_ticket(job_id, delivery_id, FAILED_TICKET)
+    logger.warning("recovery ended: its listing message was discarded", extra={"job_id": job_id})
 
 
 def _fail_one(
