@@ -13,15 +13,18 @@ import pytest
 from botocore.exceptions import BotoCoreError
 from mangum import Mangum
 
-from herald import aws, deadline
+from herald import deadline
 from herald.api import create_app, middleware
+from herald.dlq import DeadLetterQueue
 from herald.errors import ServiceUnavailableError
 from herald.local.poller import LambdaContext
+from herald.messages import RecoverMessage, dump_message
+from herald.queue import REDRIVES_ATTRIBUTE
 from tests.support import ADMIN_KEY, INVOICE, TenantInfo
 from tests.test_api_mangum import http_event
 
 #: An attempt's worst: 3 s to connect and the tests' read timeout (the setting's default, 10 s).
-ATTEMPT_SECONDS = aws.CONNECT_SECONDS + 10
+ATTEMPT_SECONDS = deadline.CONNECT_SECONDS + 10
 
 
 def _serve(services: Any, event: dict[str, Any], *, seconds_left: float) -> dict[str, Any]:
@@ -159,6 +162,43 @@ def test_a_batch_read_in_threads_keeps_the_requests_deadline(services: Any) -> N
             services.store.table.batch_get(keys)
     finally:
         deadline.REQUEST_DEADLINE.reset(token)
+
+
+def test_a_redrive_in_a_request_stops_receiving_while_its_closing_calls_can_still_be_made(
+    services: Any, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a dead-letter queue of 60 healthy messages and one poison, and SQS taking 2 s a receive (on a clock of its
+    # own, that of the request's deadline and the redrive's budget both)
+    sqs = aws.client("sqs")
+    url = services.settings.dead_letter_queue_url
+    used_up = {"DataType": "Number", "StringValue": str(services.settings.dead_letter_max_redrives)}
+    sqs.send_message(QueueUrl=url, MessageBody="{}", MessageAttributes={REDRIVES_ATTRIBUTE: used_up})
+    for start in range(0, 60, 10):
+        bodies = [dump_message(RecoverMessage(job_id=f"rcv_{start + n}")) for n in range(10)]
+        entries: list[Any] = [{"Id": str(n), "MessageBody": body} for n, body in enumerate(bodies)]
+        assert not sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed")
+    now = [1000.0]
+    monkeypatch.setattr(deadline, "time", SimpleNamespace(monotonic=lambda: now[0]))
+
+    def receiving(event_name: str, **_: Any) -> None:
+        if event_name.endswith("ReceiveMessage"):
+            now[0] += 2
+
+    client = services.queue.client
+    client.meta.events.register_first("before-send", receiving)  # after Herald's check, registered first after it
+    queue = DeadLetterQueue(client, url, services.settings.queue_url, clock=lambda: now[0], max_redrives=3)
+    # WHEN the operator redrives them all in an API request of 28 s (13 s an attempt at worst: calls may start in
+    # the first 15)
+    token = deadline.REQUEST_DEADLINE.set(now[0] + 28)
+    try:
+        answer = queue.redrive(1000)
+    finally:
+        deadline.REQUEST_DEADLINE.reset(token)
+    # THEN it stopped receiving with time left to close (the poison made visible again, the queue counted) and
+    # answered what it moved, instead of a 503 for a redrive half made
+    assert 0 < answer.moved < 60
+    assert answer.kept == 1
+    assert answer.remaining == 61 - answer.moved
 
 
 def test_outside_lambda_no_deadline_is_set(client, services: Any) -> None:

@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from herald.deadline import within_deadline
+from herald.deadline import CONNECT_SECONDS, attempt_seconds, within_deadline
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
-
-#: How long an attempt of an AWS call waits to connect.
-CONNECT_SECONDS = 3
 
 #: Enough pooled connections for a whole SQS batch worked concurrently; short timeouts so a stuck
 #: call fails inside the Lambda's time budget and is retried by the standard retry mode. No client-side
@@ -48,9 +45,8 @@ def _client(service: str, session: boto3.session.Session | None, faults: str | N
     if settings.validate_aws_requests:
         config = config.merge(Config(parameter_validation=True))
     client = (session or boto3.session.Session()).client(service, config=config)  # type: ignore[call-overload]
-    attempt_seconds = CONNECT_SECONDS + settings.aws_read_timeout_seconds
     # First: before any other handler that would answer the attempt (moto's, in tests) and make the call.
-    client.meta.events.register_first("before-send", functools.partial(within_deadline, attempt_seconds))
+    client.meta.events.register_first("before-send", functools.partial(within_deadline, attempt_seconds(settings)))
     if faults is None:
         faults = settings.faults
     if faults:

@@ -10,15 +10,36 @@ from __future__ import annotations
 import logging
 import time
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
+
+if TYPE_CHECKING:
+    from herald.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 #: When the answer of the API request being served is due (``time.monotonic()``); None outside a request served
 #: by Lambda.
 REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("herald_request_deadline", default=None)
+#: How long an attempt of an AWS call waits to connect.
+CONNECT_SECONDS = 3
+
+
+def attempt_seconds(settings: Settings) -> float:
+    """The longest one attempt of an AWS call may take: to connect, then to wait for its answer."""
+    return CONNECT_SECONDS + settings.aws_read_timeout_seconds
+
+
+def time_to_start_calls() -> float | None:
+    """How long attempts of AWS calls may still be started in the request being served (``within_deadline``: each
+    must be able to end before its deadline), None outside a request with a deadline."""
+    deadline = REQUEST_DEADLINE.get()
+    if deadline is None:
+        return None
+    from herald.settings import get_settings
+
+    return deadline - attempt_seconds(get_settings()) - time.monotonic()
 
 
 class OutOfTime(BotoCoreError):

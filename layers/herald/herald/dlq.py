@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from herald.deadline import time_to_start_calls
 from herald.errors import ServiceUnavailableError
 from herald.messages import (
     KINDS,
@@ -68,6 +69,9 @@ PEEK_VISIBILITY_SECONDS = 15
 REDRIVE_VISIBILITY_SECONDS = 60
 #: A redrive stops receiving after this long, well within API Gateway's 29 s.
 REDRIVE_BUDGET_SECONDS = 15.0
+#: A redrive (or discard) in an API request also stops receiving this long before its calls' time runs out
+#: (``herald.deadline``): its closing calls (making what it kept visible again, the counts) must still be made.
+CLOSING_SECONDS = 5.0
 #: A redrive stops receiving once it holds this many poison messages: each is made visible again before the call
 #: answers, ten to a call, and those calls must fit in what is left of API Gateway's 29 s.
 MAX_KEPT = 500
@@ -293,6 +297,12 @@ class DeadLetterQueue:
             sample=sorted((letter.out for letter in sample), key=lambda out: out.sent_at or _LATEST),
         )
 
+    def _may_go_on(self, started: float) -> bool:
+        """Whether a redrive or discard begun at ``started`` may receive more: within ``REDRIVE_BUDGET_SECONDS``, and
+        in an API request, ``CLOSING_SECONDS`` before AWS calls may no more be started."""
+        left = time_to_start_calls()
+        return self.clock() - started < REDRIVE_BUDGET_SECONDS and (left is None or left > CLOSING_SECONDS)
+
     def redrive(self, limit: int) -> RedriveOut:
         """Send up to ``limit`` healthy messages back to the work queue (and delete them here); poison stays."""
         moved = 0
@@ -300,11 +310,7 @@ class DeadLetterQueue:
         refused: list[_Letter] = []  # healthy, but SQS refused to send them back: shown again at the end, as kept
         started = self.clock()
         try:
-            while (
-                moved < limit
-                and len(kept) + len(refused) < MAX_KEPT
-                and self.clock() - started < REDRIVE_BUDGET_SECONDS
-            ):
+            while moved < limit and len(kept) + len(refused) < MAX_KEPT and self._may_go_on(started):
                 letters = self._receive(min(10, limit - moved), REDRIVE_VISIBILITY_SECONDS, 1)
                 if not letters:
                     break
@@ -362,7 +368,7 @@ class DeadLetterQueue:
         run = _Discarding(None if message_ids is None else set(message_ids), limit)
         started = self.clock()
         try:
-            while run.wanted() > 0 and len(run.left) < MAX_KEPT and self.clock() - started < REDRIVE_BUDGET_SECONDS:
+            while run.wanted() > 0 and len(run.left) < MAX_KEPT and self._may_go_on(started):
                 letters = self._receive(run.receive_size(), REDRIVE_VISIBILITY_SECONDS, 1)
                 if not letters:
                     break
