@@ -954,12 +954,23 @@ def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -
     assert ok.status_code == 202, ok.text
 
 
-@pytest.mark.parametrize("settings_overrides", [{"recovery_max_days": 2}])
-def test_the_reach_of_a_recovery_is_a_setting(client, tenant: TenantInfo, receiver: Receiver) -> None:
+@pytest.mark.parametrize(
+    "settings_overrides", [{"recovery_max_days": 2}, {"event_ttl_days": 2}], ids=["recovery_max_days", "event_ttl_days"]
+)
+def test_the_reach_of_a_recovery_is_a_setting_and_never_past_the_events_kept(
+    client, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN a deployment whose recoveries reach 2 days back, or which keeps events 2 days (a delivery whose event is
+    # gone could not be sent again)
     sub = subscribe(client, tenant, receiver.url)
+    url = f"/v1/subscriptions/{sub.id}/recover"
+    # WHEN a recovery reaches 3 days back, THEN 422, naming the reach
     since = (datetime.now(UTC) - timedelta(days=3)).isoformat()
-    response = client.post(f"/v1/subscriptions/{sub.id}/recover", json={"since": since}, headers=tenant.headers)
-    assert_error(response, 422, "invalid_input")
+    error = assert_error(client.post(url, json={"since": since}, headers=tenant.headers), 422, "invalid_input")
+    assert "at most 2 days ago" in error["message"]
+    # AND 2 days less a minute is accepted
+    since = (datetime.now(UTC) - timedelta(days=2) + timedelta(minutes=1)).isoformat()
+    assert client.post(url, json={"since": since}, headers=tenant.headers).status_code == 202
 
 
 def _windows(count: int) -> list[str]:

@@ -52,12 +52,14 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
     recovery would send to an endpoint its tenant or Herald stopped."""
     subscriptions.require_enabled(sub, note="the deliveries it failed while disabled stay in the window")
     now = utcnow()
-    oldest = now - timedelta(days=services.settings.recovery_max_days)
+    # No further back than events are kept: a delivery whose event is gone could not be sent again.
+    reach = min(services.settings.recovery_max_days, services.settings.event_ttl_days)
+    oldest = now - timedelta(days=reach)
     since = as_utc(body.since, "since")
     until = as_utc(body.until, "until") if body.until is not None else now
     if since < oldest:
         raise InvalidInputError(
-            f"`since` may be at most {services.settings.recovery_max_days} days ago",
+            f"`since` may be at most {reach} days ago",
             details=[{"loc": ["body", "since"], "msg": f"before {oldest.isoformat()}", "type": "too_old"}],
         )
     if since > now:

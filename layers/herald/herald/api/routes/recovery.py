@@ -27,10 +27,11 @@ async def recover(
 ) -> RecoveryJobOut:
     """Every delivery of this subscription that failed (its retries exhausted) and was created in
     [`since`, `until`) is sent once more, as a background job; read its progress with the returned id.
-    `since` may be at most 14 days ago (the deployment's setting). Each delivery is re-sent once per
-    job, and a repeat of the same request while the job runs returns the same job. A delivery whose
-    extra attempt fails stays failed. A subscription has at most 5 recoveries unfinished at once (the
-    deployment's setting): another window is a 422 `limit_exceeded` until one is done."""
+    `since` may be at most 14 days ago (the deployment's setting, and never before its oldest events
+    kept). Each delivery is re-sent once per job, and a repeat of the same request while the job runs
+    returns the same job. A delivery whose extra attempt fails stays failed. A subscription has at most
+    5 recoveries unfinished at once (the deployment's setting): another window is a 422
+    `limit_exceeded` until one is done."""
     sub = subscriptions.find(services, tenant_id, subscription_id)
     return RecoveryJobOut.of(jobs.start_recovery(services, sub, body))
 
