@@ -955,13 +955,15 @@ def test_the_window_is_checked(client, tenant: TenantInfo, receiver: Receiver) -
 
 
 @pytest.mark.parametrize(
-    "settings_overrides", [{"recovery_max_days": 2}, {"event_ttl_days": 2}], ids=["recovery_max_days", "event_ttl_days"]
+    "settings_overrides",
+    [{"recovery_max_days": 2}, {"event_ttl_days": 2, "retry_schedule": "0,60", "disable_after_failing_hours": 1}],
+    ids=["recovery_max_days", "event_ttl_days"],
 )
 def test_the_reach_of_a_recovery_is_a_setting_and_never_past_the_events_kept(
     client, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN a deployment whose recoveries reach 2 days back, or which keeps events 2 days (a delivery whose event is
-    # gone could not be sent again)
+    # gone could not be sent again; its deliveries' retries and breaker holds end within a day)
     sub = subscribe(client, tenant, receiver.url)
     url = f"/v1/subscriptions/{sub.id}/recover"
     # WHEN a recovery reaches 3 days back, THEN 422, naming the reach
@@ -1078,6 +1080,23 @@ def test_the_limit_of_recoveries_is_a_setting_that_holds_against_a_concurrent_re
     # AND a third is refused: the setting's limit
     response = client.post(f"/v1/subscriptions/{sub.id}/recover", json={"since": third}, headers=tenant.headers)
     assert assert_error(response, 422, "limit_exceeded")["details"][0]["msg"] == "at most 2 at once"
+
+
+@pytest.mark.parametrize("settings_overrides", [{"event_ttl_days": 1}])
+def test_a_recovery_reaches_as_far_back_as_events_are_kept_beyond_their_retention_setting(
+    client, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN events kept a day, but never less than their deliveries' retries and breaker holds take, plus a day (the
+    # defaults: 5 days held, so 6 days)
+    sub = subscribe(client, tenant, receiver.url)
+    url = f"/v1/subscriptions/{sub.id}/recover"
+    # WHEN a recovery reaches 5 days back (its deliveries' events still kept), THEN it is started
+    since = (datetime.now(UTC) - timedelta(days=5)).isoformat()
+    assert client.post(url, json={"since": since}, headers=tenant.headers).status_code == 202
+    # AND 7 days back is refused, naming the reach
+    since = (datetime.now(UTC) - timedelta(days=7)).isoformat()
+    error = assert_error(client.post(url, json={"since": since}, headers=tenant.headers), 422, "invalid_input")
+    assert "at most 6 days ago" in error["message"]
 
 
 def test_a_tenant_cannot_recover_or_read_another_tenants_subscription(client, make_tenant, receiver: Receiver) -> None:

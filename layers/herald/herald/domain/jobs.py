@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from herald import ids
 from herald.catalog import PING_EVENT_TYPE
 from herald.domain import subscriptions
+from herald.domain.publishing import event_retention
 from herald.errors import ConflictError, InvalidInputError, NotFoundError
 from herald.limits import too_many_recoveries
 from herald.messages import RecoverMessage, RedeliverMessage
@@ -53,13 +54,15 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
     subscriptions.require_enabled(sub, note="the deliveries it failed while disabled stay in the window")
     now = utcnow()
     # No further back than events are kept: a delivery whose event is gone could not be sent again.
-    reach = min(services.settings.recovery_max_days, services.settings.event_ttl_days)
-    oldest = now - timedelta(days=reach)
+    reach = min(timedelta(days=services.settings.recovery_max_days), event_retention(services))
+    oldest = now - reach
     since = as_utc(body.since, "since")
     until = as_utc(body.until, "until") if body.until is not None else now
     if since < oldest:
+        whole_days = reach == timedelta(days=reach.days)
+        shown = f"{reach.days} days" if whole_days else f"{reach / timedelta(hours=1):.0f} hours"
         raise InvalidInputError(
-            f"`since` may be at most {reach} days ago",
+            f"`since` may be at most {shown} ago",
             details=[{"loc": ["body", "since"], "msg": f"before {oldest.isoformat()}", "type": "too_old"}],
         )
     if since > now:

@@ -449,15 +449,20 @@ def _copies_to_requeue(services: Services, events: Sequence[StoredEvent]) -> lis
     return copies
 
 
-def event_expiry(services: Services, now: datetime) -> int:
-    """When an event expires: after the retention period, and never before the last attempt of a delivery can
-    happen, plus a day (a delivery whose event is gone could not be sent). A delivery waits at most its retry
+def event_retention(services: Services) -> timedelta:
+    """How long an event is kept: the retention period, and never less than the last attempt of a delivery can
+    take, plus a day (a delivery whose event is gone could not be sent). A delivery waits at most its retry
     schedule or, held without an attempt by its subscription's open breaker, until the subscription has been
     failing long enough to be disabled."""
     retention = timedelta(days=services.settings.event_ttl_days)
     retries = timedelta(seconds=services.retry_policy.longest_span_seconds)
     held = timedelta(hours=services.settings.disable_after_failing_hours)
-    return int((now + max(retention, max(retries, held) + timedelta(days=1))).timestamp())
+    return max(retention, max(retries, held) + timedelta(days=1))
+
+
+def event_expiry(services: Services, now: datetime) -> int:
+    """When an event published ``now`` expires (``event_retention``)."""
+    return int((now + event_retention(services)).timestamp())
 
 
 def _enqueue(services: Services, stored: StoredEvent, routed: _Routed) -> None:
