@@ -22,7 +22,7 @@ from herald.domain import publishing
 from herald.errors import ServiceUnavailableError
 from herald.faults import install
 from herald.local.moto_fixes import release_delays
-from herald.messages import RecoverMessage
+from herald.messages import RecoverMessage, dump_message
 from herald.records import DeliveryStatus, Trigger
 from herald.sender import send_attempt
 from herald.storage import keys
@@ -823,6 +823,44 @@ def test_a_recovery_whose_listing_message_is_discarded_as_poison_is_done_and_its
     assert again["id"] != job["id"]
     harness.drain()
     _sent_once_more(client, tenant, receiver, seen, again["id"])
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_ended_by_a_discard_while_its_attempts_are_under_way_lets_them_record(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose page queued their three attempts
+    seen = _outage_over(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.poller.poll_once()  # the job's message: its page listed, three attempts queued, and its chain ended
+    listing = dump_message(RecoverMessage(job_id=job["id"]))
+    # WHEN the job is ended by the discard of its listing message (a copy of it, poison) while the three attempts,
+    # claimed, are being sent
+    ended: list[bool] = []
+
+    async def discarded_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        if not ended:
+            ended.append(True)
+            deliveries_domain.fail_discarded(harness.services, listing)
+        return await send_attempt(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "send_attempt", discarded_meanwhile)
+    harness.drain()
+    assert ended
+    # THEN the attempts under way were recorded, each ticket settled by its attempt: the job is done with three sent,
+    # and each delivery has its `recover` attempt in its log
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 3, 0)
+    for delivery in deliveries(client, tenant, sub.id):
+        if delivery["event_id"] in seen["missed"]:
+            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
+            assert triggers.count("recover") == 1, triggers
+    # AND the window asked again sends nothing more: each missed event arrived exactly once more
+    again = recover(client, tenant, sub.id, since=seen["since"])
+    harness.drain()
+    assert progress(client, tenant, sub.id, again["id"])["queued"] == 0
+    _sent_once_more(client, tenant, receiver, seen, job["id"])
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

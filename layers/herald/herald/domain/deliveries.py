@@ -131,13 +131,19 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
 def _end_recovery(services: Services, job_id: str, now: datetime) -> None:
     """End a recovery whose listing message is discarded: its listing went on only through that message. Each ticket
     still open (a delivery queued and not attempted yet, or taken by a run that died before queueing it, which no
-    message would ever settle) is settled ``failed``, its lock freed, and the job is listed: ``done``, instead of
-    reading ``running`` until it expires, holding its window and one of its subscription's recovery slots for a day.
-    A new recovery of the window sends what this one did not. Made again whole if DynamoDB fails midway."""
-    jobs = services.store.jobs
-    jobs.update(job_id, updated_at=now, listed=True)
-    for delivery_id in jobs.open_tickets(job_id, None):
-        jobs.close_ticket(job_id, delivery_id, FAILED_TICKET)
+    message would ever settle) is settled ``failed``, its lock freed, but for a delivery whose attempt is under way
+    (its record settles it), and the job is listed: ``done``, instead of reading ``running`` until it expires,
+    holding its window and one of its subscription's recovery slots for a day. A new recovery of the window sends
+    what this one did not. Made again whole if DynamoDB fails midway."""
+    store = services.store
+    found = store.jobs.get(job_id)
+    if found is None:
+        return  # expired, with its tickets
+    job, _ = found
+    store.jobs.update(job_id, updated_at=now, listed=True)
+    for delivery_id in store.jobs.open_tickets(job_id, None):
+        delivery = store.deliveries.stored_key(job.subscription_id, delivery_id)
+        store.jobs.end_ticket(job_id, delivery_id, delivery=delivery)
     logger.warning("recovery ended: its listing message was discarded", extra={"job_id": job_id})
 
 

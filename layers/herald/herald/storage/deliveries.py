@@ -278,6 +278,11 @@ class DeliveryRepository:
                 return None
         return item
 
+    def stored_key(self, sub_id: str, delivery_id: str) -> keys.Key | None:
+        """The key of the delivery's item as stored (under its subscription, or of the older kind); None if gone."""
+        item = self._read(sub_id, delivery_id, None)
+        return None if item is None else {"pk": str(item["pk"]), "sk": str(item["sk"])}
+
     def get(self, sub_id: str, delivery_id: str, *, event_id: str | None = None) -> Delivery | None:
         item = self._read(sub_id, delivery_id, event_id)
         return Delivery.model_validate(strip(item)) if item else None

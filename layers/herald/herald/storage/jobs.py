@@ -341,6 +341,40 @@ class JobRepository:
         lock = self._table.read(keys.recovery_lock(delivery_id))
         return (ticket["state"] if ticket else None), (lock["job_id"] if lock else None)
 
+    def end_ticket(self, job_id: str, delivery_id: str, *, delivery: keys.Key | None) -> bool:
+        """Settle a job's open ticket ``failed`` without an attempt and free the delivery's lock if the job holds it,
+        in one transaction, unless an attempt of the delivery is under way (the lease on its item, at ``delivery``,
+        is live: that attempt's record settles the ticket). False if it is, or the ticket is settled already.
+
+        A claim of the delivery for this job checks the job's lock in its own transaction: either the claim comes
+        first and this refuses, or this does and the claim refuses (nothing is sent)."""
+        now = self._table.now()
+        actions: list[dict[str, Any]] = [
+            {"Update": _settle_ticket(job_id, delivery_id, FAILED)},
+            {
+                "Delete": {
+                    "Key": to_item(keys.recovery_lock(delivery_id)),
+                    "ConditionExpression": "attribute_not_exists(pk) OR job_id = :job",
+                    "ExpressionAttributeValues": values(job=job_id),
+                }
+            },
+        ]
+        if delivery is not None:
+            actions.append(
+                {
+                    "ConditionCheck": {
+                        "Key": to_item(delivery),
+                        "ConditionExpression": "attribute_not_exists(lease_until) OR lease_until < :now",
+                        "ExpressionAttributeValues": values(now=now),
+                    }
+                }
+            )
+        try:
+            self._table.transact(actions)
+        except ClientError:
+            return False
+        return True
+
     def close_ticket(self, job_id: str, delivery_id: str, outcome: str) -> None:
         """Settle a job's ticket without an attempt (nothing could be sent), freeing the lock if the job holds it."""
         with contextlib.suppress(ClientError):
