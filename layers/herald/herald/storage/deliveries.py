@@ -50,6 +50,7 @@ from herald.storage.table import (
     strip,
     to_item,
     values,
+    within_bytes,
 )
 
 if TYPE_CHECKING:
@@ -244,22 +245,16 @@ def _unchanged_and_unleased(read: Delivery, now: float) -> dict[str, Any]:
     }
 
 
-#: The most a page of attempts may take once shown, roughly (``_within_page_bytes``): an answer of the API, or a
+#: The most a page of attempts may take once shown, roughly (``_shown_attempt_bytes``): an answer of the API, or a
 #: portal page, must stay well under Lambda's 6 MB response limit, and each attempt keeps up to
 #: ``sender.RESPONSE_MAX_BYTES`` of its answer's body.
 ATTEMPTS_PAGE_BYTES = 2_000_000
 
 
-def _within_page_bytes(attempts: list[Attempt]) -> list[Attempt]:
-    """The first of ``attempts`` (one at least) whose size once shown stays within ``ATTEMPTS_PAGE_BYTES``: each
-    counted at its worst, every character of its answer's body and error escaped six times over (JSON's ``\\u00XX``;
-    HTML's ``&#34;`` is five), and 1 KB for its other fields."""
-    total = 0
-    for index, attempt in enumerate(attempts):
-        total += 6 * (len(attempt.response_body or "") + len(attempt.error_message or "")) + 1_000
-        if total > ATTEMPTS_PAGE_BYTES and index > 0:
-            return attempts[:index]
-    return attempts
+def _shown_attempt_bytes(attempt: Attempt) -> int:
+    """The most an attempt takes once shown, roughly: every character of its answer's body and error escaped six times
+    over (JSON's ``\\u00XX``; HTML's ``&#34;`` is five), and 1 KB for its other fields."""
+    return 6 * (len(attempt.response_body or "") + len(attempt.error_message or "")) + 1_000
 
 
 class DeliveryRepository:
@@ -679,7 +674,7 @@ class DeliveryRepository:
         numbers = {attempt.attempt_number for attempt in kept}
         later = [Attempt.model_validate(strip(item)) for item in items]
         page = kept + [a for a in later if a.attempt_number not in numbers]
-        shown = _within_page_bytes(page)
+        shown = within_bytes(page, ATTEMPTS_PAGE_BYTES, _shown_attempt_bytes)
         if len(shown) < len(page):  # the rest on the next page, from after the last shown
             return PageResult(shown, encode_cursor(to_item(keys.attempt(delivery_id, shown[-1].attempt_number))))
         return PageResult(page, next_cursor)

@@ -294,13 +294,12 @@ def inserted_item(statement: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | 
     return found["table"], dict(zip(names, parameters, strict=True))
 
 
-def _within_bytes(items: list[dict[str, Any]], max_bytes: int | None) -> list[dict[str, Any]]:
-    """The first of ``items`` (one at least) that together take at most ``max_bytes`` once shown (all: None)."""
-    if max_bytes is None:
-        return items
+def within_bytes[T](items: list[T], max_bytes: int, size: Callable[[T], int]) -> list[T]:
+    """The first of ``items`` (one at least) that together take at most ``max_bytes`` by ``size``: a page of a
+    listing cut to what an answer can hold."""
     total = 0
     for index, item in enumerate(items):
-        total += shown_bytes(item)
+        total += size(item)
         if total > max_bytes and index > 0:
             return items[:index]
     return items
@@ -453,7 +452,7 @@ class Table:
             # MAX_QUERY_CALLS were made (the cursor then reads on from there).
             if not last or len(items) >= limit or calls >= MAX_QUERY_CALLS:
                 full = items[:limit]
-                page = _within_bytes(full, max_bytes)
+                page = full if max_bytes is None else within_bytes(full, max_bytes, shown_bytes)
                 if len(page) < len(full):  # cut for its size: the next page starts after the last item shown
                     attributes = {"pk", "sk", partition_attr, sort_attr}
                     last = to_item({name: page[-1][name] for name in attributes})
