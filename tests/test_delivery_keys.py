@@ -139,6 +139,10 @@ def test_a_delivery_of_the_older_kind_is_carried_on_listed_and_counted_beside_th
     found = store.deliveries.statuses(sub.id, [digest_id, *newer_ids, missing])
     assert found == dict.fromkeys([digest_id, *newer_ids], "succeeded")
     assert store.deliveries.statuses(other.id, [digest_id, *newer_ids]) == {}
+    # AND so are their keys as stored (a discarded recovery's look at its open tickets)
+    stored = store.deliveries.stored_keys(sub.id, [digest_id, *newer_ids, missing])
+    assert stored == {digest_id: keys.digest_delivery(digest_id)} | {d: keys.delivery(sub.id, d) for d in newer_ids}
+    assert store.deliveries.stored_keys(other.id, [digest_id, *newer_ids]) == {}
     # AND its event's counts are right, and a recount finds its delivery (nothing to change)
     assert event_counts(client, older)["succeeded"] == 1
     assert recount_event(store, older) == {}

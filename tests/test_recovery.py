@@ -704,6 +704,15 @@ def _listing_failed_once(
     return pages, job
 
 
+def _note_operation(calls: list[str]) -> Any:
+    """A botocore ``before-call`` handler noting each operation's name in ``calls``."""
+
+    def note(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    return note
+
+
 def _sent_once_more(client: Any, tenant: TenantInfo, receiver: Receiver, seen: dict[str, Any], job_id: str) -> None:
     """Each missed event of ``seen`` arrived once more since the subscriber was back, and the job is done with
     the three sent."""
@@ -813,11 +822,21 @@ def test_a_recovery_whose_listing_message_is_discarded_as_poison_is_done_and_its
     harness.reveal()
     body = take_the_only_message(harness)
     assert json.loads(body)["kind"] == "recover"
-    assert deliveries_domain.fail_discarded(harness.services, body) == []
+    calls: list[str] = []
+    events = harness.services.store.client.meta.events
+    events.register("before-call.dynamodb", _note_operation(calls), unique_id="recovery-discard-calls")
+    try:
+        assert deliveries_domain.fail_discarded(harness.services, body) == []
+    finally:
+        events.unregister("before-call.dynamodb", unique_id="recovery-discard-calls")
     # THEN the job is done, each ticket it had taken failed (no message would ever have settled them), instead of
     # running until it expires
     ended = progress(client, tenant, sub.id, job["id"])
     assert (ended["status"], ended["queued"], ended["sent"], ended["failed"]) == ("done", taken, 0, taken)
+    # AND the discard read the job once and its open tickets' deliveries together, one settling write each
+    assert calls.count("GetItem") == 1
+    assert calls.count("BatchGetItem") == (1 if taken else 0)
+    assert calls.count("TransactWriteItems") == taken
     # AND the same window asked again is a new job, which sends each missed event once more
     again = recover(client, tenant, sub.id, since=seen["since"])
     assert again["id"] != job["id"]

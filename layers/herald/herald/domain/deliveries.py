@@ -141,9 +141,10 @@ def _end_recovery(services: Services, job_id: str, now: datetime) -> None:
         return  # expired, with its tickets
     job, _ = found
     store.jobs.update(job_id, updated_at=now, listed=True)
-    for delivery_id in store.jobs.open_tickets(job_id, None):
-        delivery = store.deliveries.stored_key(job.subscription_id, delivery_id)
-        store.jobs.end_ticket(job_id, delivery_id, delivery=delivery)
+    open_ids = store.jobs.open_tickets(job_id, None)
+    stored = store.deliveries.stored_keys(job.subscription_id, open_ids)
+    for delivery_id in open_ids:
+        store.jobs.end_ticket(job_id, delivery_id, delivery=stored.get(delivery_id))
     logger.warning("recovery ended: its listing message was discarded", extra={"job_id": job_id})
 
 

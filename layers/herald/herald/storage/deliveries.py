@@ -273,27 +273,39 @@ class DeliveryRepository:
                 return None
         return item
 
-    def stored_key(self, sub_id: str, delivery_id: str) -> keys.Key | None:
-        """The key of the delivery's item as stored (under its subscription, or of the older kind); None if gone."""
-        item = self._read(sub_id, delivery_id, None)
-        return None if item is None else {"pk": str(item["pk"]), "sk": str(item["sk"])}
+    def stored_keys(self, sub_id: str, delivery_ids: Sequence[str]) -> dict[str, keys.Key]:
+        """The key of each of these deliveries' items as stored (under the subscription, or of the older kind), read
+        as ``_stored`` reads them; a delivery that is gone is not in the answer."""
+        return {
+            delivery_id: {"pk": str(item["pk"]), "sk": str(item["sk"])}
+            for delivery_id, item in self._stored(sub_id, delivery_ids).items()
+        }
 
     def get(self, sub_id: str, delivery_id: str, *, event_id: str | None = None) -> Delivery | None:
         item = self._read(sub_id, delivery_id, event_id)
         return Delivery.model_validate(strip(item)) if item else None
 
     def statuses(self, sub_id: str, delivery_ids: Sequence[str]) -> dict[str, str]:
-        """The status of each of these deliveries of the subscription that exists (as stored), read strongly in
-        BatchGetItem calls of 100 keys made side by side: each looked for under the subscription and as a delivery of
-        the older kind (that of another subscription is none). A delivery that is gone is not in the answer."""
+        """The status of each of these deliveries of the subscription that exists (as stored, read as ``_stored``
+        reads them). A delivery that is gone is not in the answer."""
+        stored = self._stored(sub_id, delivery_ids)
+        return {delivery_id: str(item.get("status")) for delivery_id, item in stored.items()}
+
+    def _stored(self, sub_id: str, delivery_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The item of each of these deliveries of the subscription that exists, read strongly in BatchGetItem calls
+        of 100 keys made side by side: each looked for under the subscription and as a delivery of the older kind
+        (that of another subscription is none), the first found where both are, as ``_read`` finds it."""
         wanted = set(delivery_ids)
         item_keys = [keys.delivery(sub_id, delivery_id) for delivery_id in wanted]
         item_keys += [keys.digest_delivery(delivery_id) for delivery_id in wanted]
-        return {
-            str(item["id"]): str(item.get("status"))
-            for item in self._table.batch_get(item_keys)
-            if item.get("id") in wanted and item.get("subscription_id") == sub_id
-        }
+        under_subscription = keys.deliveries_partition(sub_id)
+        found: dict[str, dict[str, Any]] = {}
+        for item in self._table.batch_get(item_keys):
+            delivery_id = str(item.get("id"))
+            ours = delivery_id in wanted and item.get("subscription_id") == sub_id
+            if ours and (delivery_id not in found or item["pk"] == under_subscription):
+                found[delivery_id] = item
+        return found
 
     def get_state(self, sub_id: str, delivery_id: str, event_id: str) -> DeliveryState | None:
         """The delivery with what only the worker needs: its place in the retry schedule and its lease."""
