@@ -104,6 +104,35 @@ def test_list_get_and_paginate_tenants(client, make_tenant) -> None:
     assert got.json()["name"] == "Tenant 3"
 
 
+def test_a_tenants_api_keys_are_listed_a_page_at_a_time(client, make_tenant) -> None:
+    # GIVEN a tenant holding five keys (its first and four more), and another tenant with its own
+    alice, bob = make_tenant("Alice"), make_tenant("Bob")
+    issued = [client.post(f"/v1/tenants/{alice.id}/api-keys", headers=ADMIN).json()["id"] for _ in range(4)]
+    # WHEN the operator lists Alice's keys two at a time
+    seen: list[str] = []
+    iterator = None
+    for _ in range(10):
+        params = {"limit": 2, **({"iterator": iterator} if iterator else {})}
+        page = client.get(f"/v1/tenants/{alice.id}/api-keys", params=params, headers=ADMIN)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert len(body["data"]) <= 2
+        seen += [item["id"] for item in body["data"]]
+        if body["done"]:
+            assert body["iterator"] is None
+            break
+        iterator = body["iterator"]
+    # THEN each of her keys is listed once, oldest first, and none of Bob's
+    assert len(seen) == 5
+    assert seen[1:] == issued
+    assert seen == sorted(seen)
+    # ... and a page of hers cannot be read on from under Bob's
+    first = client.get(f"/v1/tenants/{alice.id}/api-keys", params={"limit": 1}, headers=ADMIN).json()
+    assert first["done"] is False
+    foreign = client.get(f"/v1/tenants/{bob.id}/api-keys", params={"iterator": first["iterator"]}, headers=ADMIN)
+    assert_error(foreign, 422, "invalid_cursor")
+
+
 @pytest.mark.parametrize("tenant_id", ["tnt_01jb0000000000000000000000", "tnt_nope", "x" * 3000, "☃"])
 def test_unknown_tenant_is_404(client, tenant_id) -> None:
     # GIVEN a tenant id that does not exist (or cannot exist)

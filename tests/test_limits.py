@@ -23,6 +23,7 @@ from tests.support import ADMIN, INVOICE
 
 LIMITS = {
     "max_subscriptions_per_tenant": 3,
+    "max_api_keys_per_tenant": 3,
     "max_event_types_per_subscription": 2,
     "max_url_length": 100,
     "max_description_length": 10,
@@ -73,6 +74,28 @@ def test_subscriptions_per_tenant_are_capped(client, tenant, make_tenant, servic
     assert services.store.subscriptions.count(tenant.id) == 2
     assert subscribe(client, tenant).status_code == 201
     assert_error(subscribe(client, tenant), 422, "limit_exceeded")
+
+
+def test_api_keys_per_tenant_are_capped_but_for_a_rotation(client, tenant, make_tenant) -> None:
+    # GIVEN a tenant allowed three API keys, holding its first and two more
+    path = f"/v1/tenants/{tenant.id}/api-keys"
+    assert [client.post(path, headers=ADMIN).status_code for _ in range(2)] == [201, 201]
+    # WHEN the operator issues one more
+    response = client.post(path, headers=ADMIN)
+    # THEN it is refused with the limit named, and no key was added
+    limit_error(response, "max_api_keys_per_tenant", "body")
+    assert len(client.get(path, headers=ADMIN).json()["data"]) == 3
+    # ... another tenant is not affected
+    assert client.post(f"/v1/tenants/{make_tenant('Other').id}/api-keys", headers=ADMIN).status_code == 201
+    # ... a rotation, which leaves one key, is not refused
+    rotated = client.post(path, json={"revoke_existing": True}, headers=ADMIN)
+    assert rotated.status_code == 201, rotated.text
+    assert [key["id"] for key in client.get(path, headers=ADMIN).json()["data"]] == [rotated.json()["id"]]
+    # ... and revoking keys makes room again
+    assert [client.post(path, headers=ADMIN).status_code for _ in range(2)] == [201, 201]
+    limit_error(client.post(path, headers=ADMIN), "max_api_keys_per_tenant", "body")
+    assert client.delete(f"{path}/{rotated.json()['id']}", headers=ADMIN).status_code == 204
+    assert client.post(path, headers=ADMIN).status_code == 201
 
 
 def test_concurrent_creates_never_pass_the_limit(tenant, services) -> None:
@@ -245,6 +268,7 @@ def test_the_defaults() -> None:
     assert defaults.max_event_data_bytes == 256 * 1024
     assert defaults.max_request_bytes > defaults.max_event_data_bytes
     assert defaults.max_subscriptions_per_tenant == 1000
+    assert defaults.max_api_keys_per_tenant == 100
     schema = SubscriptionIn.model_json_schema()["properties"]
     update = SubscriptionUpdate.model_json_schema()["properties"]
     assert defaults.max_event_types_per_subscription == schema["event_types"]["maxItems"]

@@ -85,6 +85,14 @@ def too_many_subscriptions(limit: int) -> LimitExceededError:
     )
 
 
+def too_many_api_keys(limit: int) -> LimitExceededError:
+    """The error for a new API key of a tenant that already holds ``limit``."""
+    return LimitExceededError(
+        f"the tenant already holds {limit} API keys, the most it may; revoke one first, or rotate (`revoke_existing`)",
+        details=[{"loc": ["body"], "msg": f"at most {limit} API keys", "type": "max_api_keys_per_tenant"}],
+    )
+
+
 def too_many_recoveries(limit: int) -> LimitExceededError:
     """The error for a new recovery of a subscription whose ``limit`` recoveries are all unfinished."""
     return LimitExceededError(

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
         "cached one: a rotated admin key works within this time, and a flood of wrong keys costs one read per period.",
     )
     max_subscriptions_per_tenant: int = Field(1000, ge=1, description="Most subscriptions one tenant may have.")
+    max_api_keys_per_tenant: int = Field(
+        100,
+        ge=1,
+        description="Most API keys one tenant may hold: a new key beyond it is refused, but for a rotation "
+        "(`revoke_existing`), which leaves one.",
+    )
     max_event_types_per_subscription: int = Field(
         50, ge=1, le=50, description="Most event types one subscription may list (`*` counts as one)."
     )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from herald import ids
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import NotFoundError
-from herald.limits import check_tenant
+from herald.limits import check_tenant, too_many_api_keys
 from herald.messages import PurgeTenantMessage, RevokeKeysMessage
 from herald.records import ApiKey, Tenant, utcnow
 
@@ -57,8 +57,16 @@ def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> t
     The keys to revoke are listed through an index, whose read may miss a key issued a moment before (DynamoDB's
     eventual consistency: another rotation's new key, most often). So they are revoked once more a minute later
     (``RevokeKeysMessage``, as a deleted tenant's purge does), when the index lists every key issued before this
-    one: no key older than the new one outlives it."""
+    one: no key older than the new one outlives it.
+
+    A tenant holding ``max_api_keys_per_tenant`` keys gets no more but by a rotation (LimitExceededError). The keys
+    are counted through the same index: keys issued in the same moment may each pass the count before it shows
+    the others, so the cap bounds the keys a tenant gathers (what its listing, its deletion and a rotation go
+    through), not each request."""
     find(services, tenant_id)
+    cap = services.settings.max_api_keys_per_tenant
+    if not revoke_existing and services.store.tenants.count_keys(tenant_id, up_to=cap) >= cap:
+        raise too_many_api_keys(cap)
     key, secret = _new_key(tenant_id)
     services.store.tenants.add_key(key, ids.hash_api_key(secret))
     if revoke_existing:

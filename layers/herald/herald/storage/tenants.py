@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import builtins
 import contextlib
+import itertools
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -144,8 +144,20 @@ class TenantRepository:
             if cursor is None:
                 return
 
-    def list_keys(self, tenant_id: str) -> builtins.list[ApiKey]:
-        return [ApiKey.model_validate(strip(item)) for item in self._key_items(tenant_id)]
+    def list_keys(self, tenant_id: str, *, limit: int, cursor: str | None) -> PageResult[ApiKey]:
+        """A page of the tenant's API keys, oldest first (their records: the keys themselves are never kept)."""
+        items, next_cursor = self._table.query(
+            key={"gsi1pk": keys.tenant_keys_partition(tenant_id)},
+            index="gsi1",
+            limit=limit,
+            cursor=cursor,
+            max_bytes=LISTING_PAGE_BYTES,
+        )
+        return PageResult([ApiKey.model_validate(strip(item)) for item in items], next_cursor)
+
+    def count_keys(self, tenant_id: str, *, up_to: int) -> int:
+        """How many API keys the tenant holds, counted up to ``up_to`` (no further: a cap's check needs no more)."""
+        return sum(1 for _ in itertools.islice(self._key_items(tenant_id), up_to))
 
     def delete_key(self, tenant_id: str, key_id: str) -> None:
         for item in self._key_items(tenant_id):

@@ -68,11 +68,21 @@ async def create_api_key(
     return ApiKeyCreated(**key.model_dump(), key=secret)
 
 
-@router.get("/{tenant_id}/api-keys", summary="List a tenant's API keys (without the keys)")
-async def list_api_keys(tenant_id: str, services: ServicesDep, _: OperatorDep) -> Page[ApiKeyOut]:
+@router.get("/{tenant_id}/api-keys", summary="List a tenant's API keys (without the keys), oldest first")
+async def list_api_keys(
+    tenant_id: str,
+    services: ServicesDep,
+    _: OperatorDep,
+    limit: LimitQuery = 50,
+    iterator: IteratorQuery = None,
+) -> Page[ApiKeyOut]:
     tenants.find(services, tenant_id)
-    keys = services.store.tenants.list_keys(tenant_id)
-    return Page(data=[ApiKeyOut(**k.model_dump()) for k in keys], iterator=None, done=True)
+    page = services.store.tenants.list_keys(tenant_id, limit=limit, cursor=iterator)
+    return Page(
+        data=[ApiKeyOut(**k.model_dump()) for k in page.items],
+        iterator=page.cursor,
+        done=page.cursor is None,
+    )
 
 
 @router.delete(
