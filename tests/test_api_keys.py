@@ -4,6 +4,7 @@ comes from Secrets Manager, cached per container and picked up again after a rot
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -341,3 +342,36 @@ def test_a_tenant_shaped_admin_key_is_refused_at_startup() -> None:
 
     with pytest.raises(ValidationError, match="shape of a tenant key"):
         Settings(admin_key=new_api_key())
+    # ... as is one no caller could present: longer than any credential looked at
+    with pytest.raises(ValidationError, match="513 characters long"):
+        Settings(admin_key="hra_" + "a" * 509)
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"),
+    [
+        (f"hrk_{'a' * 43}", "shape of a tenant key"),
+        ("hra_" + "a" * 509, "513 characters long"),
+        ("hra_first\nhra_second", "printable ASCII"),
+    ],
+)
+def test_an_admin_key_secret_no_caller_could_present_is_a_503_that_says_why(
+    client, resources, rotation, caplog, written, problem
+) -> None:
+    _, secrets, reads = rotation
+    # GIVEN an admin key secret written by hand with a value no Authorization header could match
+    secrets.put_secret_value(SecretId=resources.admin_key_secret_arn, SecretString=written)
+    # WHEN the operator calls (a cold container: the secret is read now)
+    with caplog.at_level(logging.ERROR, logger="herald.auth"):
+        response = client.get("/v1/tenants", headers=ADMIN)
+    # THEN it is a 503 (the deployment is misconfigured, not the caller's key wrong), and the log says why, without
+    # the value
+    assert_error(response, 503, "service_unavailable")
+    assert len(reads) == 1
+    logged = [record.getMessage() for record in caplog.records if record.name == "herald.auth"]
+    assert len(logged) == 1, logged
+    assert problem in logged[0], logged
+    assert written not in caplog.text
+    # ... and once a usable key is written, it works
+    secrets.put_secret_value(SecretId=resources.admin_key_secret_arn, SecretString=ADMIN_KEY)
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200

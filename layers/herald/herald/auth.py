@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import secretsmanager_client
 from herald.errors import AuthenticationError, ServiceUnavailableError
-from herald.ids import hash_api_key, looks_like_tenant_key
+from herald.ids import MAX_KEY_LENGTH, admin_key_problem, hash_api_key, looks_like_tenant_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Longest credential looked at; anything longer is refused before any lookup.
-MAX_KEY_LENGTH = 512
 #: The only version of the admin key secret the API reads (and its role allows: template.yaml).
 CURRENT_VERSION_STAGE = "AWSCURRENT"
 
@@ -125,8 +123,14 @@ class AdminKeyProvider:
             )["SecretString"]
         except (BotoCoreError, ClientError, KeyError) as exc:
             raise ServiceUnavailableError("the admin key secret could not be read") from exc
-        self._cached = (value.strip(), now)
-        return self._cached[0]
+        key = value.strip()
+        problem = admin_key_problem(key)
+        if problem is not None:
+            # Written by hand (``herald admin-key rotate`` writes a usable one): no caller could ever present it.
+            logger.error("the admin key secret holds no usable admin key: %s", problem)
+            raise ServiceUnavailableError("the admin key secret holds no usable admin key (see the API's log)")
+        self._cached = (key, now)
+        return key
 
 
 def _same(presented: str, expected: str) -> bool:

@@ -131,6 +131,25 @@ def looks_like_tenant_key(token: str) -> bool:
     return _TENANT_KEY_PATTERN.fullmatch(token) is not None
 
 
+#: Longest credential looked at; anything longer is refused before any lookup (``herald.auth.bearer_token``).
+MAX_KEY_LENGTH = 512
+
+
+def admin_key_problem(key: str) -> str | None:
+    """Why ``key`` could never be presented as the admin key, or None if it could: an empty key, one shaped like a
+    tenant key (such a token is only ever looked up as one), one longer than any credential looked at, or one
+    holding a character an ``Authorization`` header cannot carry."""
+    if not key:
+        return "it is empty"
+    if looks_like_tenant_key(key):
+        return "it has the shape of a tenant key (hrk_...); an admin key is hra_..."
+    if len(key) > MAX_KEY_LENGTH:
+        return f"it is {len(key)} characters long; credentials over {MAX_KEY_LENGTH} are refused"
+    if not (key.isascii() and key.isprintable()):
+        return "it holds a character other than printable ASCII"
+    return None
+
+
 def hash_api_key(key: str) -> str:
     """API keys are stored only as this SHA-256 digest (they have 256 bits of entropy; no salt needed)."""
     return hashlib.sha256(key.encode()).hexdigest()

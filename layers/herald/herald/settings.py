@@ -307,10 +307,11 @@ class Settings(BaseSettings):
     @field_validator("admin_key")
     @classmethod
     def _check_admin_key(cls, value: str) -> str:
-        from herald.ids import looks_like_tenant_key
+        from herald.ids import admin_key_problem
 
-        if looks_like_tenant_key(value):
-            raise ValueError("the admin key must not have the shape of a tenant key (hrk_...); use hra_...")
+        problem = admin_key_problem(value) if value else None  # empty: none set, the secret is read
+        if problem is not None:
+            raise ValueError(f"the admin key cannot be used: {problem}")
         return value
 
     @field_validator("retry_schedule", mode="before")
