@@ -310,6 +310,66 @@ def test_a_condition_that_never_matches_is_refused_saying_what_its_not_makes_of_
     ]
 
 
+SHIPPED = "'estimated_delivery' is in every event of the subscribed types (null, or its default, when not given)"
+
+
+@pytest.mark.parametrize(
+    ("raw", "where", "message"),
+    [
+        (
+            {"estimated_delivery": {"$exists": True}},
+            ["estimated_delivery", "$exists"],
+            f'{SHIPPED}: $exists: true always holds: leave it out (a value that is given is {{"$ne": null}})',
+        ),
+        (
+            {"estimated_delivery": {"$exists": False}},
+            ["estimated_delivery", "$exists"],
+            f"{SHIPPED}: $exists: false never matches (match a value not given with null)",
+        ),
+        (
+            {"$not": {"estimated_delivery": {"$exists": True}}},
+            ["$not", "estimated_delivery", "$exists"],
+            f"{SHIPPED}: $exists: true always holds; under $not it never matches "
+            '(a value that is given is {"$ne": null})',
+        ),
+        (
+            {"estimated_delivery": {"$not": {"$exists": False}}},
+            ["estimated_delivery", "$not", "$exists"],
+            f"{SHIPPED}: $exists: false never matches (match a value not given with null); under $not it always "
+            "holds: leave it out",
+        ),
+    ],
+)
+def test_exists_on_a_field_every_subscribed_event_holds_is_refused(
+    raw: dict[str, Any], where: list[str], message: str
+) -> None:
+    # GIVEN a field of order.shipped that its publisher may leave out, and that is delivered all the same, as null
+    shipped = catalog.get("order.shipped")
+    assert shipped is not None
+    left_out = {key: value for key, value in shipped.example.items() if key != "estimated_delivery"}
+    assert shipped.validate_json(json.dumps(left_out))["estimated_delivery"] is None
+    # WHEN a filter of a subscription to order.shipped alone asks whether the field exists
+    with pytest.raises(InvalidFilterError) as caught:
+        check_filter(raw, event_schemas(catalog, ["order.shipped"]))
+    # THEN it is refused where the condition is: it decides nothing (always, or never), and the message says what
+    # to ask instead
+    assert [(d["loc"], d["type"], d["msg"]) for d in caught.value.details or []] == [
+        (["body", "filter", *where], "filter_contradiction", message)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "types"),
+    [
+        ({"estimated_delivery": {"$exists": True}}, ["order.shipped", "invoice.paid"]),  # invoice.paid has none
+        ({"items.sku": {"$exists": True}}, ["order.shipped"]),  # through an array: none when it is empty
+        ({"estimated_delivery": {"$ne": None}}, ["order.shipped"]),
+    ],
+)
+def test_exists_on_a_field_some_events_may_lack_is_accepted(raw: dict[str, Any], types: list[str]) -> None:
+    assert check_filter(raw, event_schemas(catalog, types)).to_stored() == compile_filter(raw).to_stored()
+
+
 def test_a_value_the_schema_rules_out_under_a_not_is_refused_saying_what_its_not_makes_of_it() -> None:
     schemas = {"ticket.changed": {"type": "object", "properties": {"status": {"enum": ["open", "closed"]}}}}
     with pytest.raises(InvalidFilterError) as caught:

@@ -10,6 +10,8 @@
   and floats are both numbers, an array path accepts operands of its elements' type (MongoDB's array matching);
 - an ``$eq``/``$in`` operand outside a field's ``enum``/``const``, and a ``$type`` that is not subscribed: they can
   never match (``filter_contradiction``, ``filter_unknown_event_type``);
+- an ``$exists`` on a path every subscribed type always holds (``filter_contradiction``): the catalog delivers each
+  declared field, null when not given, so it always holds or never matches;
 - bounds on one field that no value meets (``$gt: 5, $lt: 3``), where no subscribed type's path can hold an array
   (on an array path each bound is met by any element: ``filter_contradiction``);
 - a filter whose ``$type`` conditions alone rule out every subscribed type (``filter_contradiction`` at the
@@ -114,6 +116,33 @@ def _leaves(schema: Schema, path: tuple[str, ...]) -> list[Schema]:
     return [branch for node in current for branch in _branches(node, schema)]
 
 
+def _always_present(schema: Schema, path: tuple[str, ...]) -> bool:
+    """Whether every event of the schema's type holds ``path``, maybe as null: each step a field that every object it
+    may be declares, through no array, no null and no undeclared key. The catalog delivers each field of a type's
+    model, null when the publisher left it out (``EventType.validate_json``)."""
+    current: list[Schema] = [schema]
+    for part in path:
+        branches = [branch for node in current for branch in _branches(node, schema)]
+        if not branches or any(
+            _types(branch) != {"object"} or part not in branch.get("properties", {}) for branch in branches
+        ):
+            return False
+        current = [branch["properties"][part] for branch in branches]
+    return True
+
+
+def _exists_decided(condition: Condition) -> str:
+    """Why an ``$exists`` on a path every subscribed type always holds is refused: it decides nothing."""
+    dotted = ".".join(condition.path)
+    given = f"{dotted!r} is in every event of the subscribed types (null, or its default, when not given)"
+    if condition.operand is False:
+        return never_matches(
+            f"{given}: $exists: false never matches (match a value not given with null)", negated=condition.negated
+        )
+    held = "; under $not it never matches" if condition.negated else ": leave it out"
+    return f'{given}: $exists: true always holds{held} (a value that is given is {{"$ne": null}})'
+
+
 def _may_hold_several(schema: Schema, path: tuple[str, ...]) -> bool:
     """Whether ``path`` may meet an array (a schema without a type may be one) at its end, or on its way to a part
     that names a field of its items: a condition on it then tests several values, each operator met by any of them.
@@ -168,6 +197,8 @@ def _condition_problems(condition: Condition, schemas: Mapping[str, Schema]) -> 
     if not having:
         message = f"no subscribed event type ({', '.join(schemas)}) has a field {dotted!r}"
         return [{"loc": list(condition.loc), "msg": message, "type": "filter_unknown_path"}]
+    if condition.operator == "$exists" and all(_always_present(schema, condition.path) for schema in schemas.values()):
+        return [{"loc": list(condition.loc), "msg": _exists_decided(condition), "type": "filter_contradiction"}]
     if condition.operator not in _TYPED_OPERATORS:
         return []
     kinds: set[str] = set()
