@@ -570,3 +570,49 @@ def test_a_trailing_slash_is_not_found_never_a_redirect_to_the_host_the_request_
     # THEN it is the portal's not-found page, not a redirect built from that host
     assert response.status_code == 404
     assert "location" not in response.headers
+
+
+def test_a_part_of_a_page_asked_for_after_the_session_ended_reloads_the_page(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver_url: str
+) -> None:
+    # GIVEN a signed-in tenant on a recovery's progress page, which polls its job (htmx), and on an endpoint's page,
+    # whose signing secret it reveals (htmx)
+    me = browser()
+    sub = subscribe(me, tenant, receiver_url)
+    csrf = sign_in(me, tenant.id)
+    since = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    started = me.post(
+        f"/portal/endpoints/{sub.id}/recover", data={"csrf_token": csrf, "since": since}, follow_redirects=False
+    )
+    assert started.status_code == 303, started.text[:300]
+    progress = started.headers["location"].split("?")[0]
+    polled = {"HX-Request": "true"}
+    assert me.get(progress, headers=polled).status_code == 200
+    assert "HX-Refresh" not in me.get(progress, headers=polled).headers
+    # WHEN the operator revokes the tenant's portal access
+    assert client.delete(f"/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN).status_code == 204
+    # THEN the next poll, and a reveal, answer 401 telling htmx to load the page again (which then says the session
+    # ended), instead of an answer htmx swaps nowhere while the page polls on
+    for path in (progress, f"/portal/endpoints/{sub.id}/secret"):
+        gone = me.get(path, headers=polled)
+        assert (gone.status_code, gone.headers.get("HX-Refresh")) == (401, "true")
+    # ... while the page itself, loaded whole, says so with no such header
+    page = me.get(progress)
+    assert page.status_code == 401
+    assert "HX-Refresh" not in page.headers
+    assert "Signed out" in page.text
+
+
+def test_a_part_of_a_page_whose_endpoint_is_gone_reloads_the_page(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver_url: str
+) -> None:
+    # GIVEN a signed-in tenant on an endpoint's page
+    me = browser()
+    sub = subscribe(me, tenant, receiver_url)
+    sign_in(me, tenant.id)
+    # WHEN the endpoint is deleted (in another tab, by the API), and the page reveals its secret
+    assert client.delete(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).status_code == 204
+    gone = me.get(f"/portal/endpoints/{sub.id}/secret", headers={"HX-Request": "true"})
+    # THEN the answer is a 404 telling htmx to load the page again, which then says it is gone
+    assert (gone.status_code, gone.headers.get("HX-Refresh")) == (404, "true")
+    assert me.get(f"/portal/endpoints/{sub.id}").status_code == 404

@@ -388,3 +388,35 @@ def test_a_tenant_pages_through_its_endpoints(
     click(driver, "nav a[href='/portal/endpoints']")
     WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
     assert listed() == first
+
+
+def test_a_progress_page_whose_session_ends_says_so_and_stops_polling(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN a tenant's recovery whose progress page polls its job (the worker never runs here: it stays queued)
+    created = httpx.post(
+        f"{served_app}/v1/subscriptions",
+        json={"url": receiver.url, "event_types": ["invoice.paid"]},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    minted = httpx.post(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
+    assert minted.status_code == 201, minted.text
+    open_page(driver, minted.json()["url"])
+    click(driver, "#sign-in")
+    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    since = driver.find_element(By.ID, "since")
+    driver.execute_script(
+        "arguments[0].value = arguments[1];", since, time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
+    )
+    click(driver, "#recover")
+    assert text_of(driver, "#job-status") == "queued"
+    # WHEN the operator revokes the tenant's portal access
+    revoked = httpx.delete(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN)
+    assert revoked.status_code == 204
+    # THEN at its next poll the page is loaded again, and says the session ended: no job left on it to poll
+    heading = "return document.querySelector('h1')?.textContent;"  # read in one script: the page is reloaded under it
+    WebDriverWait(driver, WAIT).until(lambda b: b.execute_script(heading) == "Signed out")
+    assert driver.find_elements(By.ID, "job") == []
+    accessible(driver)

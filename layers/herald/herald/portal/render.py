@@ -62,25 +62,38 @@ _TITLES = {
 NOT_FOUND_MESSAGE = "There is nothing here: the link may be out of date, or the endpoint deleted."
 
 
+def _reloaded_if_gone(request: Request, response: Response) -> Response:
+    """A part of a page asked for by htmx (a job's progress polled, a secret revealed) that answers 401 (the session
+    ended) or 404 (what the page shows is gone): htmx would swap nothing in, and the page would go on polling, its
+    reader never told. ``HX-Refresh`` has it load the page again, which then says so whole."""
+    if response.status_code in (401, 404) and request.headers.get("hx-request") == "true":
+        response.headers["HX-Refresh"] = "true"
+    return response
+
+
 async def _herald_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HeraldError)
     status = status_of(exc)
     message = NOT_FOUND_MESSAGE if status == 404 else exc.message
-    return error_page(request, status, _TITLES.get(status, "Error"), message)
+    return _reloaded_if_gone(request, error_page(request, status, _TITLES.get(status, "Error"), message))
 
 
 async def _not_signed_in(request: Request, _: Exception) -> Response:
-    return error_page(
+    return _reloaded_if_gone(
         request,
-        401,
-        "Signed out",
-        "Your portal session has ended or was revoked. Ask for a new link to the portal.",
+        error_page(
+            request,
+            401,
+            "Signed out",
+            "Your portal session has ended or was revoked. Ask for a new link to the portal.",
+        ),
     )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return error_page(request, exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc.detail))
+    page = error_page(request, exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc.detail))
+    return _reloaded_if_gone(request, page)
 
 
 def install_error_pages(app: FastAPI) -> None:
