@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from herald.urls import UrlPolicy
 from tests.delivery_support import publish, subscribe
 from tests.portal_support import Browser, sign_in
 from tests.support import Receiver, TenantInfo, drain
@@ -398,3 +399,26 @@ def test_a_link_token_longer_than_any_herald_mints_opens_the_portals_page(browse
     assert response.headers["content-type"].startswith("text/html")
     assert "This link does not work" in response.text
     assert "a" * 300 not in response.text
+
+
+def test_an_endpoint_whose_url_no_longer_passes_the_policy_can_change_its_other_fields(
+    browser: Browser, client, services, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an endpoint whose URL the deployment's URL policy no longer allows (here: plain http, now refused)
+    sub = subscribe(client, tenant, receiver.url)
+    strict = UrlPolicy.from_settings(services.settings.model_copy(update={"allow_http_urls": False}))
+    monkeypatch.setattr(services, "url_policy", strict)
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    # WHEN the tenant saves the form with another description, the URL as the page gave it
+    form = {"csrf_token": csrf, "url": receiver.url, "event_types": "invoice.paid", "description": "Billing"}
+    saved = me.post(f"/portal/endpoints/{sub.id}/edit", data=form, follow_redirects=False)
+    # THEN it is saved: the unchanged URL is not checked again (each send checks it)
+    assert saved.status_code == 303, re.findall(r"<li>(.*?)</li>", saved.text)
+    after = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert (after["url"], after["description"]) == (receiver.url, "Billing")
+    # ... while a new URL the policy refuses is refused, and nothing changed
+    form["url"] = receiver.url + "/other"
+    refused = me.post(f"/portal/endpoints/{sub.id}/edit", data=form, follow_redirects=False)
+    assert refused.status_code == 422
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["url"] == receiver.url

@@ -256,6 +256,11 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         # The description as the form showed it, but for its line breaks' encoding and spaces at its ends (and a
         # first line break, which an HTML textarea drops): unchanged, it stays as the API set it.
         values["description"] = sub.description
+    if values.get("url") == sub.url:
+        # The URL as the form showed it: unchanged, it is not checked again. Its host's name may no longer pass the URL
+        # policy (it does not resolve today, or resolves to a private address): that is checked at each send, and must
+        # not keep the tenant from changing the endpoint's other fields, as the API's PATCH without `url` does not.
+        del values["url"]
     try:
         await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(values))
     except (ValidationError, InvalidInputError) as exc:
