@@ -244,6 +244,17 @@ class Call:
     seq: int = field(default_factory=lambda: next(_SEQUENCE))
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A message sent to a queue, alone or in a batch: its call's place in the order of calls, queue, body and
+    delay."""
+
+    seq: int
+    queue_url: str
+    body: str
+    delay: int
+
+
 class CallRecorder:
     """Records the parameters of API calls a boto3 client makes, and the parsed responses of some, through
     botocore's event system. It records only: it never alters, stubs or blocks a call."""
@@ -274,6 +285,20 @@ class CallRecorder:
     def of(self, operation: str) -> list[Call]:
         with self._lock:
             return [call for call in self.calls if call.operation == operation]
+
+    def sent(self) -> list[Sent]:
+        """Each message sent, in order: by ``SendMessage``, or as an entry of ``SendMessageBatch`` (their parameters
+        recorded)."""
+        with self._lock:
+            calls = [c for c in self.calls if c.operation in ("SendMessage", "SendMessageBatch") and c.params]
+        sent: list[Sent] = []
+        for call in calls:
+            entries = call.params["Entries"] if call.operation == "SendMessageBatch" else [call.params]
+            sent += [
+                Sent(call.seq, call.params["QueueUrl"], entry["MessageBody"], int(entry.get("DelaySeconds", 0)))
+                for entry in entries
+            ]
+        return sent
 
     def items_written(self) -> list[dict[str, Any]]:
         """The items written whole, in order: by PutItem, or by a batch's INSERT (``Table.insert_all``)."""
@@ -333,9 +358,9 @@ class Harness:
         """Every wait the worker scheduled for a delivery message, in order (seconds): the DelaySeconds of a
         copy sent to the queue, or, for a copy scheduled in DynamoDB, the time until it is due."""
         waits: list[tuple[int, int]] = []
-        for call in self.queue_calls.of("SendMessage"):
-            if '"resumed":true' in call.params.get("MessageBody", ""):
-                waits.append((call.seq, int(call.params.get("DelaySeconds", 0))))
+        for sent in self.queue_calls.sent():
+            if '"resumed":true' in sent.body:
+                waits.append((sent.seq, sent.delay))
         for call in self.table_calls.of("PutItem"):
             item = call.params.get("Item", {})
             if item.get("pk", {}).get("S", "").startswith("DUE#"):

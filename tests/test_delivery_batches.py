@@ -125,11 +125,7 @@ def test_a_copy_of_a_message_keeps_the_fields_this_code_does_not_know(
     harness.drain()
     # THEN the copy carries the field on, for the newer code that may meet it next
     assert len(receiver.received) == 1
-    (copy,) = [
-        json.loads(call.params["MessageBody"])
-        for call in harness.queue_calls.of("SendMessage")
-        if '"resumed":true' in call.params.get("MessageBody", "")
-    ]
+    (copy,) = [json.loads(sent.body) for sent in harness.queue_calls.sent() if '"resumed":true' in sent.body]
     assert copy["reserved_until"] == 1_900_000_000.5
     assert copy["delivery_id"] == single["delivery_id"]
 

@@ -157,8 +157,7 @@ def test_an_attempt_with_no_connection_by_the_latest_start_is_put_off_without_wa
         assert (result.received, result.deleted, result.failed) == (1, 1, 0)
         assert sorted(len(r.received) for r in receivers) == [0, 1]
         assert short.holds == [10]
-        sent = short.queue_calls.of("SendMessage")
-        (put_off,) = [call.seq for call in sent if '"resumed":true' in call.params["MessageBody"]]
+        (put_off,) = [sent.seq for sent in short.queue_calls.sent() if '"resumed":true' in sent.body]
         (recorded,) = [call.seq for call in short.table_calls.of("BatchExecuteStatement")]
         assert put_off < recorded
         # AND when its copy comes back, the attempt is made once

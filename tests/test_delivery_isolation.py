@@ -744,10 +744,10 @@ def test_a_retry_leaves_the_slow_lane_once_its_subscription_is_no_longer_slow(
     (slow_lane,) = harness.others
     assert slow_lane.poll_once().received == 1
     # THEN its retry waits on the work queue, not on the slow lane's few invocations, and is made from there
-    copies = [call for call in harness.queue_calls.of("SendMessage") if '"resumed":true' in call.params["MessageBody"]]
+    copies = [sent for sent in harness.queue_calls.sent() if '"resumed":true' in sent.body]
     retry = copies[-1]
-    assert retry.params["QueueUrl"] == settings.queue_url
-    assert '"lane"' not in retry.params["MessageBody"]
+    assert retry.queue_url == settings.queue_url
+    assert '"lane"' not in retry.body
     step(harness, clock, 75)
     assert [r.headers["webhook-id"] for r in receiver.received] == [event_id, event_id]
     assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"

@@ -172,7 +172,7 @@ def test_a_packed_delivery_that_fails_is_carried_on_by_a_message_of_its_own(
     assert (result.received, result.deleted, result.failed) == (1, 1, 0)
     assert harness.in_flight() == 0
     assert harness.delayed() == 1
-    (copy,) = [json.loads(call.params["MessageBody"]) for call in harness.queue_calls.of("SendMessage") if call.params]
+    (copy,) = [json.loads(sent.body) for sent in harness.queue_calls.sent() if '"resumed":true' in sent.body]
     assert copy["kind"] == "delivery"
     assert copy["subscription_id"] == subs[1].id
     assert copy["resumed"] is True

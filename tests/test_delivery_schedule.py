@@ -7,6 +7,7 @@ no cap, so these tests count what is in flight instead of hitting it.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from herald import ids
+from herald.faults import install
 from herald.messages import DeliveryMessage, dump_message
 from herald.storage import keys
 from herald.storage.table import to_item
@@ -56,6 +58,57 @@ def test_a_hundred_failing_deliveries_wait_without_holding_messages_in_flight(
     # AND every event got exactly its five attempts, then failed for good
     assert _attempts_per_event(receiver) == Counter(dict.fromkeys(events, 5))
     assert {d["status"] for d in deliveries(client, tenant, sub.id, limit=250)} == {"failed"}
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_the_copies_a_batch_holds_go_out_ten_to_a_call(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber that fails everything, 30 events to it, and a worker that sends what it holds only when a
+    # call is full or nothing else can come (no time window: what a call holds is then the same on any machine)
+    receiver.default = (500, {}, b"down", 0.0)
+    subscribe(client, tenant, receiver.url)
+    events = [publish(client, tenant.id) for _ in range(30)]
+    harness.worker.held_copies.window = 3600
+    sent_before = len(harness.queue_calls.sent())
+    # WHEN the worker makes their first attempts, ten messages a batch, each delivery's retry waiting 5 s
+    batches = harness.drain()
+    # THEN each batch's ten copies went out in one SendMessageBatch, each delayed by SQS for its wait (5 s and its
+    # jitter), none held in flight
+    assert [batch.received for batch in batches] == [10, 10, 10]
+    copies = [sent for sent in harness.queue_calls.sent()[sent_before:] if '"resumed":true' in sent.body]
+    assert sorted(json.loads(sent.body)["event_id"] for sent in copies) == sorted(events)
+    assert all(5 <= sent.delay <= 10 for sent in copies), [sent.delay for sent in copies]
+    assert len({sent.seq for sent in copies}) == 3
+    assert harness.queue_calls.of("SendMessage") == []
+    assert (harness.in_flight(), harness.delayed()) == (0, 30)
+    # AND each retry is made from its copy, once
+    step(harness, clock, 11)
+    assert _attempts_per_event(receiver) == Counter(dict.fromkeys(events, 2))
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_held_copy_sqs_refuses_in_its_batch_brings_its_own_message_back(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a subscriber that fails everything, ten events to it, and SQS refusing some entries of the worker's first
+    # SendMessageBatch, the batch's held copies, and of both its resends of the entries refused
+    receiver.default = (500, {}, b"down", 0.0)
+    subscribe(client, tenant, receiver.url)
+    events = [publish(client, tenant.id) for _ in range(10)]
+    harness.worker.held_copies.window = 3600
+    injector = install(harness.services.queue.client, "sqs.SendMessageBatch:partial@call=calls:1-3")
+    assert injector is not None
+    # WHEN the worker makes their first attempts
+    (batch,) = harness.drain()
+    # THEN the records whose copy SQS refused failed (their messages come back), the others are done with
+    assert injector.count("partial") == 3
+    assert 0 < batch.failed < 10
+    assert batch.deleted == 10 - batch.failed
+    # AND once those messages are back, each delivery waits in one copy: each retry is made once, nothing is lost
+    step(harness, clock, 400)
+    step(harness, clock, 11)
+    assert _attempts_per_event(receiver) == Counter(dict.fromkeys(events, 2))
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])

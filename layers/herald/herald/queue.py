@@ -158,8 +158,9 @@ class WorkQueue:
         ]
         return self._send_entries(self.queue_url, entries, "messages of a batch")
 
-    def send_each(self, messages: Sequence[tuple[Message, int]]) -> list[bool | None]:
-        """Send messages, each with its ``DelaySeconds``, to its queue (``url_for``), 10 per call, raising for none:
+    def send_each(self, messages: Sequence[tuple[Message, int]], *, redrives: Sequence[int] = ()) -> list[bool | None]:
+        """Send messages, each with its ``DelaySeconds`` (and its count of ``redrives``, when given: ``send``), to its
+        queue (``url_for``), 10 per call, raising for none:
         for each message, in order, True if SQS took it, False if it surely did not, None if it may have (its call's
         answer was lost, or SQS failed it after botocore's retries: ``_try_entries``' ``uncertain``). For a caller
         that answers for each message's work on its own (a batch publish), or must know which messages went out: one
@@ -170,6 +171,8 @@ class WorkQueue:
             entry: SendMessageBatchRequestEntryTypeDef = {"Id": str(index), "MessageBody": dump_message(message)}
             if delay > 0:
                 entry["DelaySeconds"] = min(delay, MAX_DELAY_SECONDS)
+            if redrives and redrives[index] > 0:
+                entry["MessageAttributes"] = {REDRIVES_ATTRIBUTE: redrives_attribute(redrives[index])}
             by_queue.setdefault(self.url_for(message), []).append(entry)
         for url, entries in by_queue.items():
             tried = self._try_entries(url, entries, past_refusals=True)

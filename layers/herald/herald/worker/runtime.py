@@ -42,10 +42,11 @@ from herald.sender import close_http_client
 from herald.worker import dispatch, fanout, jobs, lanes, streamed, sweeper
 from herald.worker.bookkeeping import Bookkeeping
 from herald.worker.events import EventCache
+from herald.worker.gathering import Activity
 from herald.worker.inserts import Inserts
 from herald.worker.pacing import Pacer, latest_start
 from herald.worker.reads import BatchReads, read_batch
-from herald.worker.schedule import receive_count, redrives_of
+from herald.worker.schedule import HeldCopies, receive_count, redrives_of
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -99,7 +100,11 @@ class Worker:
         self.pacer = Pacer(self)
         self.books = Bookkeeping(self)
         self.reads = BatchReads()
-        self.inserts = Inserts(self)
+        #: The batch's records at work, for the calls gathered across them: the first attempts' writes, the copies of
+        #: held messages.
+        self.activity = Activity()
+        self.inserts = Inserts(self, activity=self.activity)
+        self.held_copies = HeldCopies(self, activity=self.activity)
         #: Until when the scheduled work has been queued, as this worker's last sweep read or moved the cursor
         #: (``sweeper.measure_lag``); None before its first sweep.
         self.sweep_cursor: float | None = None
@@ -165,11 +170,11 @@ class Worker:
         if isinstance(message, DeliveriesMessage):
             await self._deliver_each(message, record, deadline)
             return
-        self.inserts.started()
+        self.activity.started()
         try:
             await self._process(message, record, deadline)
         finally:
-            self.inserts.finished()
+            self.activity.finished()
 
     async def _process(self, message: WorkMessage, record: SQSRecord, deadline: float) -> None:
         if isinstance(message, DeliveryMessage):
@@ -202,13 +207,13 @@ class Worker:
         message's receive count still leads it to the dead-letter queue if it keeps failing."""
         each = message.each()
         for _ in each:
-            self.inserts.started()  # all at once: none may think itself the batch's last while others start
+            self.activity.started()  # all at once: none may think itself the batch's last while others start
 
         async def one(delivery: DeliveryMessage) -> None:
             try:
                 await self._deliver_one(delivery, record, deadline)
             finally:
-                self.inserts.finished()
+                self.activity.finished()
 
         outcomes = await asyncio.gather(*(one(delivery) for delivery in each), return_exceptions=True)
         failed = [(d, outcome) for d, outcome in zip(each, outcomes, strict=True) if isinstance(outcome, BaseException)]

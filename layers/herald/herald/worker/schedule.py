@@ -14,13 +14,17 @@ again is held for the same moment as the first, where a long wait merges the two
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from herald.errors import ServiceUnavailableError
 from herald.messages import dump_message
-from herald.queue import MAX_DELAY_SECONDS, REDRIVES_ATTRIBUTE, redrive_count
+from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS, REDRIVES_ATTRIBUTE, redrive_count
 from herald.records import Delivery, DeliveryStatus, ErrorKind
 from herald.storage.schedule import scheduled_name
+from herald.worker.gathering import Activity, Gatherer
 
 if TYPE_CHECKING:
     import random
@@ -34,6 +38,31 @@ if TYPE_CHECKING:
 
 #: When an attempt cannot start now (no time left, lease busy), the message comes back after this.
 SHORT_RETRY_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A held message's copy, to be sent delayed by ``delay`` seconds (up to SQS's 15 minutes)."""
+
+    message: DeliveryMessage
+    delay: int
+    redrives: int
+
+
+class HeldCopies(Gatherer[_Copy, None]):
+    """The batch's copies of held messages delayed by SQS, sent together: ``SendMessageBatch`` of up to 10
+    (``herald.worker.gathering``), each record's copy answered on its own, so that a record whose copy SQS did not
+    take (or may not have) fails and its message comes back, as when each copy was a ``SendMessage`` of its own."""
+
+    def __init__(self, worker: Worker, *, activity: Activity | None = None) -> None:
+        super().__init__(worker, self._send, limit=BATCH_SIZE, what="send of held copies", activity=activity)
+
+    def _send(self, copies: list[_Copy]) -> Sequence[BaseException | None]:
+        sent = self.worker.queue.send_each(
+            [(copy.message, copy.delay) for copy in copies], redrives=[copy.redrives for copy in copies]
+        )
+        unsent = ServiceUnavailableError("the held message's copy was not sent, or may not have been")
+        return [None if went else unsent for went in sent]
 
 
 def receive_count(record: SQSRecord) -> int:
@@ -99,7 +128,7 @@ async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, unti
     copy = message.model_copy(update={"resumed": True})
     redrives = redrives_of(record)
     if wait <= MAX_DELAY_SECONDS:
-        await worker.io(worker.queue.send, copy, delay_seconds=wait, redrives=redrives)
+        await worker.held_copies.add(_Copy(copy, wait, redrives))
         return
     name = scheduled_name(message.event_id, message.subscription_id, message.job_id)
     await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=until, now=now, redrives=redrives)
