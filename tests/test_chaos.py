@@ -170,16 +170,16 @@ def test_a_stream_under_the_fault_mix_arrives_whole_signed_and_counted(
 def test_a_fanout_page_whose_count_failed_is_counted_when_its_message_comes_back(
     client: TestClient, tenant: TenantInfo, services: Services, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:
-    # GIVEN two subscriptions and an event, and DynamoDB throttling the worker's first counter update after
-    # botocore's retries: the fan-out page's count, right after the page's marker was written
+    # GIVEN two subscriptions and an event, and DynamoDB throttling the worker's first transaction after botocore's
+    # retries: the fan-out page's count, written with the page's marker
     for n in range(2):
         subscribe(client, tenant, f"{receiver.url}?n={n}")
     event_id = publish(client, tenant.id)
-    injector = install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    injector = install(services.store.client, "dynamodb.TransactWriteItems:throttle@call=calls:1")
     assert injector is not None
     # WHEN the worker runs, and again once the failed fan-out message is back
     harness.drain()
-    assert [hit.keys for hit in injector.injected] == [(f"EVENT#{event_id}",)]
+    assert [hit.keys for hit in injector.injected] == [(f"EVENT#{event_id}", f"EVENT#{event_id}")]
     assert sorted(got.path for got in receiver.received) == []  # the page queued nothing: its message failed
     step(harness, clock, 400)
     # THEN both deliveries arrived once and the page is counted: the event's counts are complete

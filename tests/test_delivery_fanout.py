@@ -212,6 +212,45 @@ def test_a_fanout_page_run_again_queues_what_it_counted_whatever_changed_meanwhi
     }
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "dynamodb.TransactWriteItems:throttle@call=calls:1",  # the page's count failed after botocore's retries
+        "dynamodb.TransactWriteItems:lost=calls:1",  # made, and its answer lost
+        # what counted a page twice when its marker was written apart from its counts: the counts made, their
+        # answer lost, and the read that would tell failed
+        "dynamodb.UpdateItem:lost=calls:1, dynamodb.GetItem:throttle@call=calls:2",
+    ],
+)
+def test_a_fanout_page_is_counted_once_whatever_fails_around_its_count(
+    client, tenant, services, harness: Harness, make_receiver, fault: str
+) -> None:
+    # GIVEN an event for twelve subscriptions, more than publishing queues itself: a fan-out message counts them
+    receiver = make_receiver()
+    for n in range(12):
+        bulk_subscriptions(services.store, tenant.id, f"{receiver.url}?n={n}", 1, event_types=("*",))
+    event_id = publish(client, tenant.id)
+    # WHEN DynamoDB fails the worker's writes around the page's count, and its message comes back to run again
+    injector = install(services.store.client, fault)
+    assert injector is not None
+    harness.drain()
+    for _ in range(6):  # what failed comes back (its message shown again, a visibility timeout later)
+        harness.reveal()
+        harness.drain()
+    assert injector.injected
+    # THEN every subscriber received the event once, and the counts are those of twelve deliveries, the fan-out
+    # complete: neither never counted nor counted twice
+    assert sorted(r.path for r in receiver.received) == sorted(f"/webhook?n={n}" for n in range(12))
+    assert event_counts(client, event_id) == {
+        "matched": 12,
+        "pending": 0,
+        "succeeded": 12,
+        "failed": 0,
+        "filtered": 0,
+        "fanout_complete": True,
+    }
+
+
 def test_a_broadcasts_tenant_page_run_again_queues_the_tenants_it_counted(
     client, make_tenant, harness: Harness, make_receiver
 ) -> None:

@@ -603,35 +603,47 @@ class EventRepository:
         again. True if counted now; False if it was before, or the event is gone. ``plan`` (plain values) is kept
         with the marker: what the page counted is what it queues, however often it runs (``fanout_page_plan``).
 
-        Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it, with the
-        token of the call that wrote it), so a fan-out of any size never grows an item that is written often. A
-        crash between the marker and the counters leaves the counters one page short; the deliveries themselves
-        are all queued."""
-        key = keys.fanout_page(event_id, marker)
-        token = uuid.uuid4().hex[:12]  # the marker's, and the counts update's (``_update_counts``)
-        item = {**key, "expires_at": expires_at, "token": token, **({"plan": dict(plan)} if plan is not None else {})}
-        # Counted before, unless the marker found is this call's own (its token is this call's alone): written, its
-        # answer lost. A marker left by an expired event of the same id (not yet removed by TTL) is not this page's.
-        if not self._table.put_if(
-            item, ConditionExpression=_ABSENT_OR_EXPIRED, ExpressionAttributeValues=values(now=self._table.now())
-        ):
-            return False
-        try:
-            changes = {key: value for key, value in deltas.items() if value}
-            if changes:
-                self._update_counts(event_id, expires_at=expires_at, deltas=changes, token=token)
-        except ServiceUnavailableError:
-            # No answer after retries. Counted if the counts item holds this page's token (the answer was lost);
-            # else not counted: take the marker back, so that the page is counted when its message runs again,
-            # instead of never.
-            with contextlib.suppress(ClientError, ServiceUnavailableError):
-                current = self._table.read(keys.event_counts(event_id))
-                if current is not None and _wrote(current, token):
-                    return True
-            with contextlib.suppress(ClientError, ServiceUnavailableError):
-                self._table.call("delete_item", Key=to_item(key))
-            raise
-        return True
+        Each page leaves a small marker item beside the event (``FANOUT#<digest>``, expiring with it), so a fan-out of
+        any size never grows an item that is written often. The marker and the page's counts are one transaction: a
+        marker there means the page is counted, whatever failed or crashed around it (botocore's resend of a
+        transaction whose answer was lost is the same transaction, by its token)."""
+        now = self._table.now()
+        if expires_at <= now:
+            return False  # the event is gone: nothing left to count
+        item = {**keys.fanout_page(event_id, marker), "expires_at": expires_at}
+        if plan is not None:
+            item["plan"] = dict(plan)
+        # A marker left by an expired event of the same id (not yet removed by TTL) is not this page's.
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "Item": to_item(item),
+                    "ConditionExpression": _ABSENT_OR_EXPIRED,
+                    "ExpressionAttributeValues": values(now=now),
+                }
+            }
+        ]
+        changes = {key: value for key, value in deltas.items() if value}
+        if changes:
+            actions.append(self.count_action(event_id, expires_at=expires_at, deltas=changes))
+        for _ in range(2):
+            try:
+                self._table.transact(actions, conflict_attempts=COUNT_CONFLICT_TRIES)
+                return True
+            except ClientError as exc:
+                reasons = exc.response.get("CancellationReasons", [])
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return False  # counted before
+            # Counts of an earlier, expired event with this id, not yet removed by TTL: start afresh.
+            with contextlib.suppress(ClientError):
+                self._table.call(
+                    "delete_item",
+                    Key=to_item(keys.event_counts(event_id)),
+                    ConditionExpression="#exp <= :now",
+                    ExpressionAttributeNames={"#exp": "expires_at"},
+                    ExpressionAttributeValues=values(now=now),
+                )
+        return False
 
     def claim_fanout(
         self, event_id: str, position: str, message_id: str, *, now: int, idle_before: int, expires_at: int
