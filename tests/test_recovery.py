@@ -885,6 +885,34 @@ def test_a_recovery_ended_by_a_discard_while_its_attempts_are_under_way_lets_the
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_attempt_whose_record_dynamodb_cancels_for_a_concurrent_one_is_recorded_once(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, services: Any
+) -> None:
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose page queued their three attempts
+    seen = _outage_over(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.poller.poll_once()  # the job's message: its page listed, three attempts queued
+    # WHEN DynamoDB cancels the transaction recording the first attempt, made, for a concurrent one on one of its
+    # items (another job's take of the delivery's lock, say; moto runs one request at a time), the attempts worked
+    # one a batch: each claims its delivery (a transaction), then records its attempt (another)
+    harness.poller.batch_size = 1
+    injector = install(services.store.client, "dynamodb.TransactWriteItems:conflict@call=calls:2")
+    assert injector is not None
+    harness.drain()
+    for _ in range(3):
+        step(harness, clock, HOUR)
+    (hit,) = injector.injected
+    assert any("attempt_number" in written for written in hit.written)  # the record's transaction
+    # THEN it was made again: each missed event arrived once more, with one attempt of the job in its log each
+    _sent_once_more(client, tenant, receiver, seen, job["id"])
+    for delivery in deliveries(client, tenant, sub.id):
+        if delivery["event_id"] in seen["missed"]:
+            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
+            assert triggers.count("recover") == 1, triggers
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:

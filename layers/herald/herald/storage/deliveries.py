@@ -587,7 +587,9 @@ class DeliveryRepository:
                 actions.append({"Put": attempt_put})
             succeeded = attempt is not None and attempt.succeeded
             actions += use_ticket(delivery.id, job_id, "sent" if succeeded else "failed")
-            self._table.transact(actions)
+            # The attempt is made: a transaction DynamoDB cancels for another on the lock or the ticket (another job's
+            # take of the delivery) is made again, or the ticket would stay open and the job send the delivery again.
+            self._table.transact(actions, conflict_attempts=3)
         except ClientError:
             return False
         return True

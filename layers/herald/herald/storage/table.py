@@ -192,9 +192,11 @@ def refused_item(exc: ClientError) -> dict[str, Any]:
 
 
 def _conflicted(exc: ServiceUnavailableError) -> bool:
+    """Whether DynamoDB cancelled a transaction for a concurrent one on one of its items, or throttled one of them:
+    nothing of it was made (botocore retries neither), and it may be made again."""
     cause = exc.__cause__
     reasons = cause.response.get("CancellationReasons", []) if isinstance(cause, ClientError) else []
-    return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
+    return any(reason.get("Code") in ("TransactionConflict", "ThrottlingError") for reason in reasons)
 
 
 def item_too_large(exc: ServiceUnavailableError) -> bool:
@@ -349,7 +351,8 @@ class Table:
         """One TransactWriteItems (at most ``MAX_TRANSACTION_ACTIONS``), with an idempotency token: botocore
         retries a call whose answer was lost, and without the token that retry would fail its own
         conditions although the first try committed. ``conflict_attempts`` > 1 tries again (with a new
-        token) when DynamoDB cancelled it for a concurrent transaction on the same item."""
+        token) when DynamoDB cancelled it for a concurrent transaction on the same item, or throttled an item of it
+        (``_conflicted``)."""
         if len(actions) > MAX_TRANSACTION_ACTIONS:
             raise ValueError(f"a transaction holds at most {MAX_TRANSACTION_ACTIONS} actions, not {len(actions)}")
         for action in actions:
