@@ -1429,6 +1429,38 @@ def test_a_redelivery_page_run_again_queues_what_it_counted_not_a_subscription_m
     assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
 
 
+def test_two_redeliveries_at_once_count_a_subscription_made_since_once(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.now = time.time()
+    # GIVEN an event delivered to one subscription, and a second made after it
+    early, late = make_receiver(), make_receiver()
+    subscribe(client, tenant, early.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    subscribe(client, tenant, late.url)
+    # WHEN the operator redelivers the event twice before either job runs (a repeated click, a script's retry): their
+    # messages worked in one batch, each reads what the event counts before either counts the second subscription
+    for _ in range(2):
+        assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    both_read = threading.Barrier(2, timeout=30)
+    read = harness.services.store.events.counted_subscriptions
+
+    def read_together(event_id: str) -> frozenset[str]:
+        found = read(event_id)
+        both_read.wait()
+        return found
+
+    monkeypatch.setattr(harness.services.store.events, "counted_subscriptions", read_together)
+    harness.drain()
+    step(harness, clock, 60)
+    # THEN each subscription got the event once more (the first's delivery taken by one job at a time), and the event
+    # counts the second's delivery once: nothing left pending
+    assert [r.headers["webhook-id"] for r in late.received] == [event_id]
+    assert [r.headers["webhook-id"] for r in early.received] == [event_id, event_id]
+    assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
+
+
 def test_only_the_operator_redelivers(client, tenant: TenantInfo, receiver: Receiver) -> None:
     subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)

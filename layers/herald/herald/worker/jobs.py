@@ -352,9 +352,12 @@ async def _redelivery_messages(
     that never had the event (noted in the job's tickets: the page run again later does not take that delivery for
     one more attempt).
 
-    The first deliveries the event does not count yet (``counted``) are counted in its ``matched``, once however
-    often the page runs: the page's marker keeps what it counted and queued (its ``plan``), and the page run again
-    queues the first deliveries it counted then, not those of a subscription made since."""
+    The first deliveries the event does not count yet (``counted``) are counted in its ``matched``, each once for the
+    event, however often the page runs and however many redeliveries count it at once (two that read it uncounted
+    together): each has a marker of its own beside the event (``_count_first``), written with its count. The page's
+    marker keeps what it counted and queued (its ``plan``), and the page run again queues the first deliveries it
+    counted then, not those of a subscription made since, and counts those again (what its first run counted is
+    not counted twice)."""
     event_id = stored.event.id
     delivery_ids = {sub_id: stored.delivery_id(sub_id) for sub_id in sub_ids}
     existing = await asyncio.gather(
@@ -365,15 +368,19 @@ async def _redelivery_messages(
     if first:
         before = await counted.of(first)
         uncounted = [sub for sub in first if sub not in before]
-        plan = {"subs": uncounted, "first": first}
+        plan = {"subs": uncounted, "first": first, COUNTED_APART: True}
         count = worker.store.events.count_fanout_page
-        if not await worker.io(
-            count, event_id, marker, expires_at=stored.expires_at, plan=plan, matched=len(uncounted)
-        ):
-            earlier = await worker.io(worker.store.events.fanout_page_plan, event_id, marker)
-            queued = earlier.get("first") if earlier is not None else None
+        if not await worker.io(count, event_id, marker, expires_at=stored.expires_at, plan=plan):
+            earlier = await worker.io(worker.store.events.fanout_page_plan, event_id, marker) or {}
+            queued = earlier.get("first")
             if isinstance(queued, list):
                 first = [sub for sub in first if sub in queued]
+            counted_then = earlier.get("subs")
+            # A page counted before its first deliveries were counted apart counted them with its marker.
+            if not isinstance(counted_then, list) or earlier.get(COUNTED_APART) is not True:
+                counted_then = []
+            uncounted = [sub for sub in counted_then if isinstance(sub, str)]
+        await asyncio.gather(*(_count_first(worker, stored, sub) for sub in uncounted))
     # Before their messages are sent: a run of this page after those deliveries exist makes no extra attempt of them.
     await asyncio.gather(*(_note_first(worker, message.job_id, delivery_ids[sub]) for sub in first))
     taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
@@ -387,6 +394,24 @@ async def _redelivery_messages(
     # so), and of two such copies worked at once only one sends.
     messages += [DeliveryMessage.of(stored, tenant_id, sub, resumed=True) for sub in first]
     return messages
+
+
+#: A redelivery page's ``plan`` with this set to true counted its first deliveries each apart (``_count_first``).
+COUNTED_APART = "counted_apart"
+
+
+async def _count_first(worker: Worker, stored: StoredEvent, sub_id: str) -> None:
+    """Count a redelivery's first delivery to ``sub_id`` in its event's ``matched``, once for the event: a marker of its
+    own, written with the count in one transaction, whose ``plan`` names it (``counted_subscriptions`` then finds it
+    counted)."""
+    await worker.io(
+        worker.store.events.count_fanout_page,
+        stored.event.id,
+        f"first|{sub_id}",
+        expires_at=stored.expires_at,
+        plan={"subs": [sub_id]},
+        matched=1,
+    )
 
 
 async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, deadline: float) -> None:
