@@ -913,6 +913,41 @@ def test_a_recovery_attempt_whose_record_dynamodb_cancels_for_a_concurrent_one_i
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_jobs_delivery_message_discarded_while_a_copy_of_it_is_attempted_lets_the_attempt_record(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose page queued their three attempts
+    seen = _outage_over(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.poller.poll_once()  # the job's message: its page listed, three attempts queued
+    queued = [json.loads(sent.body) for sent in harness.queue_calls.sent()]
+    bodies = {b["event_id"]: json.dumps(b) for b in queued if b.get("recovery_id") == job["id"]}
+    assert sorted(bodies) == sorted(seen["missed"])
+    # WHEN a copy of the first attempt's message (a page run again queues its deliveries again), poison after its
+    # redrives, is discarded from the dead-letter queue while that attempt, claimed, is being sent
+    discarded: list[str] = []
+
+    async def discarded_meanwhile(*args: Any, headers: dict[str, str], **kwargs: Any) -> Any:
+        if not discarded:
+            discarded.append(headers["webhook-id"])
+            assert deliveries_domain.fail_discarded(harness.services, bodies[headers["webhook-id"]]) == []
+        return await send_attempt(*args, headers=headers, **kwargs)
+
+    monkeypatch.setattr(dispatch, "send_attempt", discarded_meanwhile)
+    harness.drain()
+    assert discarded
+    # THEN that attempt was recorded, its ticket settled by it: the job sent the three, one attempt in each log
+    _sent_once_more(client, tenant, receiver, seen, job["id"])
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["sent"], done["failed"]) == (3, 0)
+    for delivery in deliveries(client, tenant, sub.id):
+        if delivery["event_id"] in seen["missed"]:
+            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
+            assert triggers.count("recover") == 1, triggers
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:

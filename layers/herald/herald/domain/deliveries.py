@@ -15,7 +15,6 @@ from herald.queue import MAX_DELAY_SECONDS
 from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
 from herald.storage.deliveries import kept_until
-from herald.storage.jobs import FAILED as FAILED_TICKET
 from herald.storage.schedule import scheduled_name
 from herald.storage.table import malformed_request
 
@@ -80,7 +79,8 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
     Only a message that carries its delivery along the schedule: a first delivery (one of several, or alone), a
     retry or a postponement. An extra attempt (manual, a recovery's, a job's ticket) leaves its delivery as it
     was; a job's has its ticket settled ``failed`` (its lock on the delivery freed), so that the job still reaches
-    ``done``, and another recovery may take the delivery, instead of the job reading ``running`` until it expires.
+    ``done``, and another recovery may take the delivery, instead of the job reading ``running`` until it expires,
+    but while an attempt of the delivery is under way (``JobRepository.end_ticket``): its record settles it.
     A recovery's listing message (``RecoverMessage``) ends its job (``_end_recovery``).
     A delivery is failed only while no other copy of its message may still carry it on (``_carried_on``); a first
     delivery never written is written failed, while its event, of the message's tenant, and its subscription are
@@ -100,7 +100,10 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
         carried = [message]
     else:
         if isinstance(message, DeliveryMessage) and message.job_id is not None:
-            services.store.jobs.close_ticket(message.job_id, message.delivery_id, FAILED_TICKET)
+            # Unless an attempt of the delivery is under way (a copy of this message's: a page run again): its
+            # record settles the ticket, and would be refused by a ticket settled here.
+            found = services.store.deliveries.stored_keys(message.subscription_id, [message.delivery_id])
+            services.store.jobs.end_ticket(message.job_id, message.delivery_id, delivery=found.get(message.delivery_id))
         elif isinstance(message, RecoverMessage):
             _end_recovery(services, message.job_id, now or datetime.now(UTC))
         return []
