@@ -420,3 +420,28 @@ def test_a_progress_page_whose_session_ends_says_so_and_stops_polling(
     WebDriverWait(driver, WAIT).until(lambda b: b.execute_script(heading) == "Signed out")
     assert driver.find_elements(By.ID, "job") == []
     accessible(driver)
+
+
+def test_a_filter_set_through_the_api_is_removed_in_the_form_to_change_the_event_types(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint of invoice.paid whose filter, set through the API, is on the invoice's amount
+    body = {"url": receiver.url, "event_types": ["invoice.paid"], "filter": {"amount_cents": {"$gte": 1000}}}
+    created = httpx.post(f"{served_app}/v1/subscriptions", json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    minted = httpx.post(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
+    assert minted.status_code == 201, minted.text
+    open_page(driver, minted.json()["url"])
+    click(driver, "#sign-in")
+    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+    # WHEN the tenant opens its form, moves it to order.shipped and removes the filter
+    open_page(driver, f"{served_app}/portal/endpoints/{sub_id}/edit")
+    click(driver, "input[value='invoice.paid']")
+    click(driver, "input[value='order.shipped']")
+    click(driver, "#remove-filter")
+    submitted(driver, "#save", "saved")
+    # THEN the endpoint takes order.shipped, with no filter
+    assert text_of(driver, ".flash") == "Changes saved."
+    assert text_of(driver, "#filter") == "none: every event of its types"
+    accessible(driver)

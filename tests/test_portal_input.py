@@ -422,3 +422,31 @@ def test_an_endpoint_whose_url_no_longer_passes_the_policy_can_change_its_other_
     refused = me.post(f"/portal/endpoints/{sub.id}/edit", data=form, follow_redirects=False)
     assert refused.status_code == 422
     assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["url"] == receiver.url
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("filter", {"amount_cents": {"$gte": 1000}}), ("transform", "{amount: abs(data.amount_cents)}")],
+)
+def test_new_event_types_a_filter_or_transform_does_not_fit_are_saved_once_it_is_removed(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver, option: str, value: object
+) -> None:
+    # GIVEN an endpoint of invoice.paid with a filter, or a transform, on its amount (set through the API)
+    sub = subscribe(client, tenant, receiver.url)
+    set_it = client.patch(f"/v1/subscriptions/{sub.id}", json={option: value}, headers=tenant.headers)
+    assert set_it.status_code == 200, set_it.text
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    assert f'id="remove-{option}"' in me.get(f"/portal/endpoints/{sub.id}/edit").text
+    form = {"csrf_token": csrf, "url": receiver.url, "event_types": "order.shipped", "description": ""}
+    # WHEN the tenant moves it to order.shipped, which has no amount, in the portal's form
+    refused = me.post(f"/portal/endpoints/{sub.id}/edit", data=form, follow_redirects=False)
+    # THEN it is refused, saying why, and the form offers to remove the option (kept as the tenant left it)
+    assert refused.status_code == 422
+    assert f"the subscription&#39;s {option}" in refused.text
+    assert f'id="remove-{option}"' in refused.text
+    # AND saved with the option removed, the endpoint takes the new types, without the option
+    saved = me.post(f"/portal/endpoints/{sub.id}/edit", data={**form, "remove": option}, follow_redirects=False)
+    assert saved.status_code == 303, re.findall(r"<li>(.*?)</li>", saved.text)
+    after = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert (after["event_types"], after[option]) == (["order.shipped"], None)

@@ -24,6 +24,8 @@ from herald.schemas import SubscriptionIn, SubscriptionUpdate
 from herald.storage.table import MAX_CURSOR_LENGTH
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from herald.portal.security import Visitor
     from herald.records import Subscription
 
@@ -105,12 +107,15 @@ def _as_the_form_reads(metadata: dict[str, str] | None) -> dict[str, str]:
     return _metadata_of(_metadata_text(metadata))
 
 
-def _form_page(request: Request, guest: Visitor, values: dict[str, Any], **context: Any) -> Response:
+def _form_page(
+    request: Request, guest: Visitor, values: dict[str, Any], *, removing: Sequence[str] = (), **context: Any
+) -> Response:
     return page(
         request,
         "endpoint_form.html",
         guest,
         values=values,
+        removing=removing,
         metadata_text=_metadata_text(values.get("metadata")),
         # The form says so: saved unchanged, it is kept as it is; edited, it is saved as the lines read.
         metadata_lossy=_as_the_form_reads(values.get("metadata")) != (values.get("metadata") or {}),
@@ -256,6 +261,9 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         # The description as the form showed it, but for its line breaks' encoding and spaces at its ends (and a
         # first line break, which an HTML textarea drops): unchanged, it stays as the API set it.
         values["description"] = sub.description
+    # A filter or a transform (set through the API) the tenant removes: new event types they do not fit are refused.
+    removing = [name for name in fields_list(form, "remove") if name in ("filter", "transform")]
+    values.update(dict.fromkeys(removing))
     if values.get("url") == sub.url:
         # The URL as the form showed it: unchanged, it is not checked again. Its host's name may no longer pass the URL
         # policy (it does not resolve today, or resolves to a private address): that is checked at each send, and must
@@ -264,7 +272,7 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
     try:
         await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(values))
     except (ValidationError, InvalidInputError) as exc:
-        return _form_page(request, guest, values, sub=sub, errors=_errors(exc), status_code=422)
+        return _form_page(request, guest, values, sub=sub, errors=_errors(exc), removing=removing, status_code=422)
     return _back(sub.id, "saved")
 
 
