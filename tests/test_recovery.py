@@ -22,7 +22,7 @@ from herald.domain import publishing
 from herald.errors import ServiceUnavailableError
 from herald.faults import install
 from herald.local.moto_fixes import release_delays
-from herald.messages import RecoverMessage, dump_message
+from herald.messages import DeliveryMessage, RecoverMessage, dump_message
 from herald.records import DeliveryStatus, Trigger
 from herald.sender import send_attempt
 from herald.storage import keys
@@ -475,6 +475,27 @@ def test_a_ticket_whose_lock_another_job_took_since_is_given_back_alone(services
     jobs.release_tickets("rcv_1", ["dlv_1"])
     # THEN its ticket goes, and the other job's lock stays
     assert jobs.get_ticket("rcv_1", "dlv_1") == (None, "rcv_2")
+
+
+@pytest.mark.parametrize("leased", [False, True], ids=["idle", "leased-by-another"])
+def test_a_ticket_whose_lock_another_job_took_since_is_ended_alone_by_a_discard(services: Any, leased: bool) -> None:
+    # GIVEN a job's ticket, whose recovery lock expired and was taken by another job, and the delivery idle or leased
+    # for another attempt (the other job's, a manual retry's)
+    jobs, table = services.store.jobs, services.store.table
+    assert jobs.take_ticket("rcv_1", "dlv_1", lock_seconds=60, ticket_seconds=3600)
+    lock = {**keys.recovery_lock("dlv_1"), "job_id": "rcv_2", "expires_at": table.now() + 60}
+    table.call("put_item", Item=to_item(lock))
+    delivery = keys.delivery("sub_1", "dlv_1")
+    if leased:
+        table.call("put_item", Item=to_item({**delivery, "id": "dlv_1", "lease_until": table.now() + 60}))
+    # WHEN the first job's message for it is discarded from the dead-letter queue
+    message = DeliveryMessage(
+        event_id="evt_1", tenant_id="tnt_1", subscription_id="sub_1", delivery_id="dlv_1", job_id="rcv_1"
+    )
+    assert deliveries_domain.fail_discarded(services, dump_message(message)) == []
+    # THEN its ticket is settled failed (no attempt of its can be under way: its claim needs its lock), and the other
+    # job's lock stays
+    assert jobs.get_ticket("rcv_1", "dlv_1") == ("failed", "rcv_2")
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

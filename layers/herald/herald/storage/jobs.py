@@ -347,7 +347,9 @@ class JobRepository:
         is live: that attempt's record settles the ticket). False if it is, or the ticket is settled already.
 
         A claim of the delivery for this job checks the job's lock in its own transaction: either the claim comes
-        first and this refuses, or this does and the claim refuses (nothing is sent)."""
+        first and this refuses, or this does and the claim refuses (nothing is sent). So with the lock another job's
+        (this one's expired, and taken since), no attempt of this job can be under way: the ticket is settled alone,
+        the lease not looked at (it is the other job's, or anyone's)."""
         now = self._table.now()
         actions: list[dict[str, Any]] = [
             {"Update": _settle_ticket(job_id, delivery_id, FAILED)},
@@ -371,8 +373,16 @@ class JobRepository:
             )
         try:
             self._table.transact(actions)
-        except ClientError:
-            return False
+        except ClientError as exc:
+            refused = [
+                reason.get("Code") == "ConditionalCheckFailed" for reason in exc.response.get("CancellationReasons", [])
+            ]
+            if len(refused) < 2 or refused[0] or not refused[1]:
+                return False  # settled already, or an attempt of this job under way
+            try:
+                self._table.call("update_item", **_settle_ticket(job_id, delivery_id, FAILED))
+            except ClientError:
+                return False  # settled meanwhile
         return True
 
     def close_ticket(self, job_id: str, delivery_id: str, outcome: str) -> None:
