@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -126,9 +127,16 @@ def test_a_tenants_api_keys_are_listed_a_page_at_a_time(client, make_tenant) -> 
     assert len(seen) == 5
     assert seen[1:] == issued
     assert seen == sorted(seen)
-    # ... and a page of hers cannot be read on from under Bob's
+    # ... no iterator shows a key's stored hash (the key item's table key): only the index's partition and a key id
     first = client.get(f"/v1/tenants/{alice.id}/api-keys", params={"limit": 1}, headers=ADMIN).json()
     assert first["done"] is False
+    opened = base64.urlsafe_b64decode(first["iterator"] + "=" * (-len(first["iterator"]) % 4)).decode()
+    assert json.loads(opened) == {"gsi1pk": f"TENANT#{alice.id}#KEYS", "gsi1sk": seen[0]}
+    # ... a page goes on after a key revoked since it was shown
+    assert client.delete(f"/v1/tenants/{alice.id}/api-keys/{seen[0]}", headers=ADMIN).status_code == 204
+    rest = client.get(f"/v1/tenants/{alice.id}/api-keys", params={"iterator": first["iterator"]}, headers=ADMIN)
+    assert [item["id"] for item in rest.json()["data"]] == issued
+    # ... and a page of hers cannot be read on from under Bob's
     foreign = client.get(f"/v1/tenants/{bob.id}/api-keys", params={"iterator": first["iterator"]}, headers=ADMIN)
     assert_error(foreign, 422, "invalid_cursor")
 

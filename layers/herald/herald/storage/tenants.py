@@ -9,10 +9,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
-from herald.errors import ConflictError, NotFoundError
+from herald import ids
+from herald.errors import ConflictError, InvalidCursorError, NotFoundError
 from herald.records import ApiKey, Tenant
 from herald.storage import keys
-from herald.storage.table import LISTING_PAGE_BYTES, PageResult, record, strip, to_item
+from herald.storage.table import (
+    LISTING_PAGE_BYTES,
+    PageResult,
+    cursor_fields,
+    encode_cursor,
+    record,
+    strip,
+    to_item,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -145,14 +154,39 @@ class TenantRepository:
                 return
 
     def list_keys(self, tenant_id: str, *, limit: int, cursor: str | None) -> PageResult[ApiKey]:
-        """A page of the tenant's API keys, oldest first (their records: the keys themselves are never kept)."""
-        items, next_cursor = self._table.query(
-            key={"gsi1pk": keys.tenant_keys_partition(tenant_id)},
+        """A page of the tenant's API keys, oldest first (their records: the keys themselves are never kept).
+
+        The ``iterator`` names the index's partition and the last key's id only: DynamoDB's own start key would hold
+        the key item's table key, its hash (``APIKEY#<sha256>``), which no answer shows. A page starts at the key ids
+        from that one on (a key revoked since is simply not there)."""
+        partition = keys.tenant_keys_partition(tenant_id)
+        after = None
+        if cursor is not None:
+            raw = cursor_fields(cursor)
+            if (
+                not isinstance(raw, dict)
+                or set(raw) != {"gsi1pk", "gsi1sk"}
+                or raw["gsi1pk"] != partition
+                or not isinstance(raw["gsi1sk"], str)
+                or not ids.is_id(raw["gsi1sk"], ids.API_KEY)
+            ):
+                raise InvalidCursorError("the iterator is not one this listing issued")
+            after = raw["gsi1sk"]
+        ids_from = after or f"{ids.API_KEY}_"
+        items, more = self._table.query(
+            key={"gsi1pk": partition},
             index="gsi1",
-            limit=limit,
-            cursor=cursor,
+            between=(ids_from, f"{ids.API_KEY}_~"),
+            limit=limit + 1,
+            cursor=None,
             max_bytes=LISTING_PAGE_BYTES,
         )
+        if after is not None and items and items[0].get("id") == after:
+            items = items[1:]  # the last key of the page before
+        if len(items) > limit:
+            items, more = items[:limit], "more"
+        last = {"gsi1pk": partition, "gsi1sk": str(items[-1]["id"])} if more is not None and items else None
+        next_cursor = encode_cursor(to_item(last)) if last is not None else None
         return PageResult([ApiKey.model_validate(strip(item)) for item in items], next_cursor)
 
     def count_keys(self, tenant_id: str, *, up_to: int) -> int:
