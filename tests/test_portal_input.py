@@ -417,6 +417,10 @@ def test_an_endpoint_whose_url_no_longer_passes_the_policy_can_change_its_other_
     assert saved.status_code == 303, re.findall(r"<li>(.*?)</li>", saved.text)
     after = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
     assert (after["url"], after["description"]) == (receiver.url, "Billing")
+    # ... a form refused for another field comes back with the URL as it was, to be sent again as it is
+    bad_rate = me.post(f"/portal/endpoints/{sub.id}/edit", data={**form, "rate_limit": "abc"}, follow_redirects=False)
+    assert bad_rate.status_code == 422
+    assert f'value="{receiver.url}"' in bad_rate.text
     # ... while a new URL the policy refuses is refused, and nothing changed
     form["url"] = receiver.url + "/other"
     refused = me.post(f"/portal/endpoints/{sub.id}/edit", data=form, follow_redirects=False)

@@ -264,13 +264,12 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
     # A filter or a transform (set through the API) the tenant removes: new event types they do not fit are refused.
     removing = [name for name in fields_list(form, "remove") if name in ("filter", "transform")]
     values.update(dict.fromkeys(removing))
-    if values.get("url") == sub.url:
-        # The URL as the form showed it: unchanged, it is not checked again. Its host's name may no longer pass the URL
-        # policy (it does not resolve today, or resolves to a private address): that is checked at each send, and must
-        # not keep the tenant from changing the endpoint's other fields, as the API's PATCH without `url` does not.
-        del values["url"]
+    # The URL as the form showed it: unchanged, it is not checked again. Its host's name may no longer pass the URL
+    # policy (it does not resolve today, or resolves to a private address): that is checked at each send, and must
+    # not keep the tenant from changing the endpoint's other fields, as the API's PATCH without `url` does not.
+    changes = {name: value for name, value in values.items() if name != "url" or value != sub.url}
     try:
-        await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(values))
+        await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(changes))
     except (ValidationError, InvalidInputError) as exc:
         return _form_page(request, guest, values, sub=sub, errors=_errors(exc), removing=removing, status_code=422)
     return _back(sub.id, "saved")
