@@ -342,9 +342,14 @@ def test_a_tenant_shaped_admin_key_is_refused_at_startup() -> None:
 
     with pytest.raises(ValidationError, match="shape of a tenant key"):
         Settings(admin_key=new_api_key())
-    # ... as is one no caller could present: longer than any credential looked at
+    # ... as is one no caller could present: longer than any credential looked at, or with spaces at an end (a
+    # presented key never has them), or spaces only
     with pytest.raises(ValidationError, match="513 characters long"):
         Settings(admin_key="hra_" + "a" * 509)
+    with pytest.raises(ValidationError, match="spaces at an end"):
+        Settings(admin_key=" hra_abc ")
+    with pytest.raises(ValidationError, match="it is empty"):
+        Settings(admin_key="   ")
 
 
 @pytest.mark.parametrize(

@@ -139,8 +139,10 @@ def admin_key_problem(key: str) -> str | None:
     """Why ``key`` could never be presented as the admin key, or None if it could: an empty key, one shaped like a
     tenant key (such a token is only ever looked up as one), one longer than any credential looked at, or one
     holding a character an ``Authorization`` header cannot carry."""
-    if not key:
+    if not key.strip():
         return "it is empty"
+    if key != key.strip():
+        return "it has spaces at an end, which a presented key never has"
     if looks_like_tenant_key(key):
         return "it has the shape of a tenant key (hrk_...); an admin key is hra_..."
     if len(key) > MAX_KEY_LENGTH:
