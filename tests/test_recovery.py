@@ -26,6 +26,7 @@ from herald.messages import DeliveryMessage, RecoverMessage, dump_message
 from herald.records import DeliveryStatus, Trigger
 from herald.sender import send_attempt
 from herald.storage import keys
+from herald.storage.jobs import AttemptUnderWay
 from herald.storage.table import Table, to_item
 from herald.worker import dispatch
 from herald.worker import jobs as worker_jobs
@@ -876,18 +877,21 @@ def test_a_recovery_ended_by_a_discard_while_its_attempts_are_under_way_lets_the
     harness.poller.poll_once()  # the job's message: its page listed, three attempts queued, and its chain ended
     listing = dump_message(RecoverMessage(job_id=job["id"]))
     # WHEN the job is ended by the discard of its listing message (a copy of it, poison) while the three attempts,
-    # claimed, are being sent
+    # claimed, are being sent: the tickets of attempts under way are left to them, and the message stays (to be
+    # discarded again)
     ended: list[bool] = []
 
     async def discarded_meanwhile(*args: Any, **kwargs: Any) -> Any:
         if not ended:
             ended.append(True)
-            deliveries_domain.fail_discarded(harness.services, listing)
+            with pytest.raises(AttemptUnderWay):
+                deliveries_domain.fail_discarded(harness.services, listing)
         return await send_attempt(*args, **kwargs)
 
     monkeypatch.setattr(dispatch, "send_attempt", discarded_meanwhile)
     harness.drain()
     assert ended
+    assert deliveries_domain.fail_discarded(harness.services, listing) == []  # discarded again: nothing left
     # THEN every attempt under way (the first one at least) was recorded, its ticket settled by it, and counted sent;
     # those not claimed yet were not made, counted failed
     sent = {r.headers["webhook-id"] for r in receiver.received[seen["received"] :]}
@@ -952,12 +956,14 @@ def test_a_jobs_delivery_message_discarded_while_a_copy_of_it_is_attempted_lets_
     async def discarded_meanwhile(*args: Any, headers: dict[str, str], **kwargs: Any) -> Any:
         if not discarded:
             discarded.append(headers["webhook-id"])
-            assert deliveries_domain.fail_discarded(harness.services, bodies[headers["webhook-id"]]) == []
+            with pytest.raises(AttemptUnderWay):  # the message stays, to be discarded again
+                deliveries_domain.fail_discarded(harness.services, bodies[headers["webhook-id"]])
         return await send_attempt(*args, headers=headers, **kwargs)
 
     monkeypatch.setattr(dispatch, "send_attempt", discarded_meanwhile)
     harness.drain()
     assert discarded
+    assert deliveries_domain.fail_discarded(harness.services, bodies[discarded[0]]) == []  # again: settled by then
     # THEN that attempt was recorded, its ticket settled by it: the job sent the three, one attempt in each log
     _sent_once_more(client, tenant, receiver, seen, job["id"])
     done = progress(client, tenant, sub.id, job["id"])
@@ -966,6 +972,45 @@ def test_a_jobs_delivery_message_discarded_while_a_copy_of_it_is_attempted_lets_
         if delivery["event_id"] in seen["missed"]:
             triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
             assert triggers.count("recover") == 1, triggers
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_jobs_delivery_message_discarded_during_a_manual_retry_of_its_delivery_ends_its_ticket_once_it_is_over(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose page queued their three attempts, one of
+    # whose messages is gone to the dead-letter queue
+    seen = _outage_over(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    harness.poller.poll_once()  # the job's message: its page listed, three attempts queued
+    queue_url = harness.services.settings.queue_url
+    (parked,) = harness.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)["Messages"]
+    harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=parked["ReceiptHandle"])
+    body = json.loads(parked["Body"])
+    assert body["recovery_id"] == job["id"]
+    # WHEN the tenant retries that delivery by hand, and the job's message is discarded while the retry is sent
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{body['delivery_id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    discarded: list[bool] = []
+
+    async def discarded_meanwhile(*args: Any, headers: dict[str, str], **kwargs: Any) -> Any:
+        if headers["webhook-id"] == body["event_id"] and not discarded:
+            discarded.append(True)
+            # THEN the discard leaves the ticket, the message staying (the retry's record would not settle it)
+            with pytest.raises(AttemptUnderWay):
+                deliveries_domain.fail_discarded(harness.services, parked["Body"])
+        return await send_attempt(*args, headers=headers, **kwargs)
+
+    monkeypatch.setattr(dispatch, "send_attempt", discarded_meanwhile)
+    harness.drain()
+    assert discarded
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    # AND discarded again once the retry is over, it ends the ticket: the job is done, the other two sent
+    assert deliveries_domain.fail_discarded(harness.services, parked["Body"]) == []
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 2, 1)
+    assert harness.services.store.jobs.get_ticket(job["id"], body["delivery_id"]) == ("failed", None)
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])

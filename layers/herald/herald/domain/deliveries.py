@@ -15,6 +15,7 @@ from herald.queue import MAX_DELAY_SECONDS
 from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
 from herald.storage.deliveries import kept_until
+from herald.storage.jobs import AttemptUnderWay
 from herald.storage.schedule import scheduled_name
 from herald.storage.table import malformed_request
 
@@ -100,8 +101,9 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
         carried = [message]
     else:
         if isinstance(message, DeliveryMessage) and message.job_id is not None:
-            # Unless an attempt of the delivery is under way (a copy of this message's: a page run again): its
-            # record settles the ticket, and would be refused by a ticket settled here.
+            # Unless an attempt of the delivery is under way (a copy of this message's, a page run again: its record
+            # settles the ticket, and would be refused by a ticket settled here; or another's, which would not):
+            # ``AttemptUnderWay`` keeps the message, to be discarded again once it is over.
             found = services.store.deliveries.stored_keys(message.subscription_id, [message.delivery_id])
             services.store.jobs.end_ticket(message.job_id, message.delivery_id, delivery=found.get(message.delivery_id))
         elif isinstance(message, RecoverMessage):
@@ -146,8 +148,14 @@ def _end_recovery(services: Services, job_id: str, now: datetime) -> None:
     store.jobs.update(job_id, updated_at=now, listed=True)
     open_ids = store.jobs.open_tickets(job_id, None)
     stored = store.deliveries.stored_keys(job.subscription_id, open_ids)
+    under_way: AttemptUnderWay | None = None
     for delivery_id in open_ids:
-        store.jobs.end_ticket(job_id, delivery_id, delivery=stored.get(delivery_id))
+        try:
+            store.jobs.end_ticket(job_id, delivery_id, delivery=stored.get(delivery_id))
+        except AttemptUnderWay as exc:
+            under_way = under_way or exc  # the others are ended all the same
+    if under_way is not None:
+        raise under_way  # the message stays: discarded again, it ends what is left
     logger.warning("recovery ended: its listing message was discarded", extra={"job_id": job_id})
 
 

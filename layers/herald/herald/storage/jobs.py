@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from herald.errors import ServiceUnavailableError
 from herald.records import RecoveryJob, RecoveryStatus
 from herald.storage import keys
 from herald.storage.table import from_item, record, strip, to_item, values
@@ -87,6 +88,10 @@ def _job_item(job: RecoveryJob, *, expires_at: int, listed: bool) -> dict[str, A
     for counted in ("queued", "sent", "failed"):  # read from the tickets, never stored
         fields.pop(counted, None)
     return to_item({**keys.recovery_job(job.id), **fields, "listed": listed, "expires_at": expires_at})
+
+
+class AttemptUnderWay(ServiceUnavailableError):
+    """A job's ticket cannot be ended now: an attempt of its delivery is under way (``JobRepository.end_ticket``)."""
 
 
 class JobRepository:
@@ -344,7 +349,7 @@ class JobRepository:
     def end_ticket(self, job_id: str, delivery_id: str, *, delivery: keys.Key | None) -> bool:
         """Settle a job's open ticket ``failed`` without an attempt and free the delivery's lock if the job holds it,
         in one transaction, unless an attempt of the delivery is under way (the lease on its item, at ``delivery``,
-        is live: that attempt's record settles the ticket). False if it is, or the ticket is settled already.
+        is live): ``AttemptUnderWay`` then. False if the ticket is settled already.
 
         A claim of the delivery for this job checks the job's lock in its own transaction: either the claim comes
         first and this refuses, or this does and the claim refuses (nothing is sent). So with the lock another job's
@@ -377,8 +382,15 @@ class JobRepository:
             refused = [
                 reason.get("Code") == "ConditionalCheckFailed" for reason in exc.response.get("CancellationReasons", [])
             ]
-            if len(refused) < 2 or refused[0] or not refused[1]:
-                return False  # settled already, or an attempt of this job under way
+            if len(refused) < 2 or refused[0]:
+                return False  # settled already
+            if not refused[1]:
+                # The lock this job's and a lease on the delivery live: this job's attempt (its record settles the
+                # ticket), or another's (a manual retry, a scheduled one), which would not. Which, nothing here says:
+                # the caller must try again once the lease is over.
+                raise AttemptUnderWay(
+                    f"an attempt of delivery {delivery_id} is under way: try again once it is over"
+                ) from None
             try:
                 self._table.call("update_item", **_settle_ticket(job_id, delivery_id, FAILED))
             except ClientError:
