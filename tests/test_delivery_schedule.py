@@ -60,16 +60,23 @@ def test_a_hundred_failing_deliveries_wait_without_holding_messages_in_flight(
     assert {d["status"] for d in deliveries(client, tenant, sub.id, limit=250)} == {"failed"}
 
 
+def _held_in_full_calls(client: Any, tenant: TenantInfo, harness: Harness, receiver: Receiver, count: int) -> list[str]:
+    """A subscriber that fails everything, ``count`` events published to it (their ids), and a worker that sends the
+    copies it holds only when a call is full or nothing else can come (no time window: what a call holds is then the
+    same on any machine)."""
+    receiver.default = (500, {}, b"down", 0.0)
+    subscribe(client, tenant, receiver.url)
+    events = [publish(client, tenant.id) for _ in range(count)]
+    harness.worker.held_copies.window = 3600
+    return events
+
+
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_the_copies_a_batch_holds_go_out_ten_to_a_call(
     client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:
-    # GIVEN a subscriber that fails everything, 30 events to it, and a worker that sends what it holds only when a
-    # call is full or nothing else can come (no time window: what a call holds is then the same on any machine)
-    receiver.default = (500, {}, b"down", 0.0)
-    subscribe(client, tenant, receiver.url)
-    events = [publish(client, tenant.id) for _ in range(30)]
-    harness.worker.held_copies.window = 3600
+    # GIVEN a subscriber that fails everything, and 30 events to it
+    events = _held_in_full_calls(client, tenant, harness, receiver, 30)
     sent_before = len(harness.queue_calls.sent())
     # WHEN the worker makes their first attempts, ten messages a batch, each delivery's retry waiting 5 s
     batches = harness.drain()
@@ -93,10 +100,7 @@ def test_a_held_copy_sqs_refuses_in_its_batch_brings_its_own_message_back(
 ) -> None:
     # GIVEN a subscriber that fails everything, ten events to it, and SQS refusing some entries of the worker's first
     # SendMessageBatch, the batch's held copies, and of both its resends of the entries refused
-    receiver.default = (500, {}, b"down", 0.0)
-    subscribe(client, tenant, receiver.url)
-    events = [publish(client, tenant.id) for _ in range(10)]
-    harness.worker.held_copies.window = 3600
+    events = _held_in_full_calls(client, tenant, harness, receiver, 10)
     injector = install(harness.services.queue.client, "sqs.SendMessageBatch:partial@call=calls:1-3")
     assert injector is not None
     # WHEN the worker makes their first attempts

@@ -169,6 +169,15 @@ def newest_delivery(browser: WebDriver, base: str, sub_id: str) -> None:
     accessible(browser)
 
 
+def signed_in(driver: WebDriver, base: str, tenant: TenantInfo) -> None:
+    """The operator mints a link, and the browser opens it and signs in: the tenant's endpoints."""
+    minted = httpx.post(f"{base}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
+    assert minted.status_code == 201, minted.text
+    open_page(driver, minted.json()["url"])
+    click(driver, "#sign-in")
+    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+
+
 def sign_in_and_create(driver: WebDriver, base: str, tenant: TenantInfo, receiver: Receiver) -> str:
     """The operator mints a link, the browser opens it and creates an endpoint; its id."""
     # GIVEN a link the operator minted
@@ -365,10 +374,7 @@ def test_a_tenant_pages_through_its_endpoints(
         )
         assert created.status_code == 201, created.text
         urls.add(url)
-    minted = httpx.post(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
-    driver.get(minted.json()["url"])
-    click(driver, "#sign-in")
-    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+    signed_in(driver, served_app, tenant)
 
     def listed() -> list[str]:
         wait_for(driver, "h1")
@@ -400,11 +406,7 @@ def test_a_progress_page_whose_session_ends_says_so_and_stops_polling(
         headers=tenant.headers,
     )
     assert created.status_code == 201, created.text
-    minted = httpx.post(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
-    assert minted.status_code == 201, minted.text
-    open_page(driver, minted.json()["url"])
-    click(driver, "#sign-in")
-    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+    signed_in(driver, served_app, tenant)
     open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
     since = driver.find_element(By.ID, "since")
     driver.execute_script(
@@ -430,11 +432,7 @@ def test_a_filter_set_through_the_api_is_removed_in_the_form_to_change_the_event
     created = httpx.post(f"{served_app}/v1/subscriptions", json=body, headers=tenant.headers)
     assert created.status_code == 201, created.text
     sub_id = created.json()["id"]
-    minted = httpx.post(f"{served_app}/v1/tenants/{tenant.id}/portal-sessions", json={}, headers=ADMIN)
-    assert minted.status_code == 201, minted.text
-    open_page(driver, minted.json()["url"])
-    click(driver, "#sign-in")
-    WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
+    signed_in(driver, served_app, tenant)
     # WHEN the tenant opens its form, moves it to order.shipped and removes the filter
     open_page(driver, f"{served_app}/portal/endpoints/{sub_id}/edit")
     click(driver, "input[value='invoice.paid']")

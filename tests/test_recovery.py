@@ -152,10 +152,7 @@ def done_with_each_missed_once_more(
     assert progress(client, tenant, sub.id, job["id"])["status"] == "done"
     ids = Counter(r.headers["webhook-id"] for r in receiver.received[received:])
     assert ids == dict.fromkeys(seen["missed"], 1)
-    for delivery in deliveries(client, tenant, sub.id):
-        if delivery["event_id"] in seen["missed"]:
-            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
-            assert triggers.count("recover") == 1, triggers
+    _recovered_once_each(client, tenant, seen)
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
@@ -726,6 +723,15 @@ def _listing_failed_once(
     return pages, job
 
 
+def _recovered_once_each(client: Any, tenant: TenantInfo, seen: dict[str, Any]) -> None:
+    """Each missed delivery of ``seen`` has exactly one recovery attempt in its log."""
+    sub = seen["sub"]
+    for delivery in deliveries(client, tenant, sub.id):
+        if delivery["event_id"] in seen["missed"]:
+            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
+            assert triggers.count("recover") == 1, triggers
+
+
 def _note_operation(calls: list[str]) -> Any:
     """A botocore ``before-call`` handler noting each operation's name in ``calls``."""
 
@@ -931,10 +937,7 @@ def test_a_recovery_attempt_whose_record_dynamodb_cancels_for_a_concurrent_one_i
     assert any("attempt_number" in written for written in hit.written)  # the record's transaction
     # THEN it was made again: each missed event arrived once more, with one attempt of the job in its log each
     _sent_once_more(client, tenant, receiver, seen, job["id"])
-    for delivery in deliveries(client, tenant, sub.id):
-        if delivery["event_id"] in seen["missed"]:
-            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
-            assert triggers.count("recover") == 1, triggers
+    _recovered_once_each(client, tenant, seen)
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
@@ -968,10 +971,7 @@ def test_a_jobs_delivery_message_discarded_while_a_copy_of_it_is_attempted_lets_
     _sent_once_more(client, tenant, receiver, seen, job["id"])
     done = progress(client, tenant, sub.id, job["id"])
     assert (done["sent"], done["failed"]) == (3, 0)
-    for delivery in deliveries(client, tenant, sub.id):
-        if delivery["event_id"] in seen["missed"]:
-            triggers = [a["trigger"] for a in attempts(client, tenant, sub.id, delivery["id"])]
-            assert triggers.count("recover") == 1, triggers
+    _recovered_once_each(client, tenant, seen)
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
