@@ -1530,3 +1530,46 @@ def test_a_discard_whose_transaction_meets_a_concurrent_one_is_made_again(
     assert injector.count("conflict") == 1
     assert only_delivery(client, tenant, sub.id)["last_error_kind"] == "discarded"
     assert event_counts(client, event_id) == fanned_out_counts(1, failed=1)
+
+
+def test_a_jobs_message_whose_delivery_has_an_attempt_under_way_is_kept_saying_so(
+    client, services: Any, harness: Harness
+) -> None:
+    # GIVEN a recovery's ticket for a delivery, whose lock the job holds, the delivery leased for an attempt under
+    # way, and the job's message for it in the dead-letter queue after its redrives
+    jobs, table = services.store.jobs, services.store.table
+    assert jobs.take_ticket("rcv_1", "dlv_1", lock_seconds=60, ticket_seconds=3600)
+    table.call(
+        "put_item",
+        Item=to_item(
+            {
+                **keys.delivery("sub_1", "dlv_1"),
+                "id": "dlv_1",
+                "subscription_id": "sub_1",
+                "lease_until": table.now() + 60,
+            }
+        ),
+    )
+    message = DeliveryMessage(
+        event_id="evt_1",
+        tenant_id="tnt_1",
+        subscription_id="sub_1",
+        delivery_id="dlv_1",
+        trigger=Trigger.RECOVER,
+        job_id="rcv_1",
+    )
+    used_up = {REDRIVES_ATTRIBUTE: {"DataType": "Number", "StringValue": "3"}}
+    dead = harness.services.settings.dead_letter_queue_url
+    harness.sqs.send_message(QueueUrl=dead, MessageBody=dump_message(message), MessageAttributes=used_up)
+    # WHEN the operator discards the poison
+    answer = discard(client, all_poison=True)
+    # THEN the message is kept, the answer saying why and what to do, and the ticket is left to the attempt
+    assert answer["discarded"] == []
+    [(kept, why)] = [(out["message_id"], out["reason"]) for out in answer["not_discarded"]]
+    assert why == "an attempt of delivery dlv_1 is under way: try again once it is over; it is still there"
+    assert jobs.get_ticket("rcv_1", "dlv_1") == ("open", "rcv_1")
+    # AND once the attempt is over (its lease ended), a discard ends the ticket and the message goes
+    table.call("update_item", Key=to_item(keys.delivery("sub_1", "dlv_1")), UpdateExpression="REMOVE lease_until")
+    again = discard(client, message_ids=[kept])
+    assert [out["message_id"] for out in again["discarded"]] == [kept]
+    assert jobs.get_ticket("rcv_1", "dlv_1") == ("failed", None)

@@ -19,14 +19,13 @@ from standardwebhooks import Webhook
 from herald.domain import deliveries as deliveries_domain
 from herald.domain import jobs as domain_jobs
 from herald.domain import publishing
-from herald.errors import ServiceUnavailableError
+from herald.errors import AttemptUnderWay, ServiceUnavailableError
 from herald.faults import install
 from herald.local.moto_fixes import release_delays
 from herald.messages import DeliveryMessage, RecoverMessage, dump_message
 from herald.records import DeliveryStatus, Trigger
 from herald.sender import send_attempt
 from herald.storage import keys
-from herald.storage.jobs import AttemptUnderWay
 from herald.storage.table import Table, to_item
 from herald.worker import dispatch
 from herald.worker import jobs as worker_jobs
@@ -485,7 +484,10 @@ def test_a_ticket_whose_lock_another_job_took_since_is_ended_alone_by_a_discard(
     table.call("put_item", Item=to_item(lock))
     delivery = keys.delivery("sub_1", "dlv_1")
     if leased:
-        table.call("put_item", Item=to_item({**delivery, "id": "dlv_1", "lease_until": table.now() + 60}))
+        table.call(
+            "put_item",
+            Item=to_item({**delivery, "id": "dlv_1", "subscription_id": "sub_1", "lease_until": table.now() + 60}),
+        )
     # WHEN the first job's message for it is discarded from the dead-letter queue
     message = DeliveryMessage(
         event_id="evt_1", tenant_id="tnt_1", subscription_id="sub_1", delivery_id="dlv_1", job_id="rcv_1"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.deadline import time_to_start_calls
-from herald.errors import ServiceUnavailableError
+from herald.errors import AttemptUnderWay, ServiceUnavailableError
 from herald.messages import (
     KINDS,
     VERSION,
@@ -472,6 +472,10 @@ class DeadLetterQueue:
             if letter.out.message_id not in run.gone:
                 try:
                     self.settle(letter.message.get("Body", ""))
+                except AttemptUnderWay as exc:
+                    run.left.append(letter)
+                    run.not_discarded[letter.out.message_id] = f"{exc.message}; it is still there"
+                    continue
                 except ServiceUnavailableError as exc:
                     run.left.append(letter)
                     run.not_discarded[letter.out.message_id] = (

@@ -88,3 +88,8 @@ class ServiceUnavailableError(HeraldError):
     """A dependency (DynamoDB, SQS, Secrets Manager) could not be reached; the request can be retried."""
 
     code = "service_unavailable"
+
+
+class AttemptUnderWay(ServiceUnavailableError):
+    """A job's ticket cannot be ended now: an attempt of its delivery is under way (``JobRepository.end_ticket``); the
+    same request, once the attempt is over, can."""

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from herald import ids
 from herald.domain import subscriptions
-from herald.errors import EventExpiredError, NotFoundError, ServiceUnavailableError
+from herald.errors import AttemptUnderWay, EventExpiredError, NotFoundError, ServiceUnavailableError
 from herald.messages import DeliveriesMessage, DeliveryMessage, PoisonMessageError, RecoverMessage, parse_message
 from herald.queue import MAX_DELAY_SECONDS
 from herald.records import Delivery, DeliveryStatus, ErrorKind, Trigger
 from herald.schemas import SubscriptionStats
 from herald.storage.deliveries import kept_until
-from herald.storage.jobs import AttemptUnderWay
 from herald.storage.schedule import scheduled_name
 from herald.storage.table import malformed_request
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from herald.errors import ServiceUnavailableError
+from herald.errors import AttemptUnderWay
 from herald.records import RecoveryJob, RecoveryStatus
 from herald.storage import keys
 from herald.storage.table import from_item, record, strip, to_item, values
@@ -88,10 +88,6 @@ def _job_item(job: RecoveryJob, *, expires_at: int, listed: bool) -> dict[str, A
     for counted in ("queued", "sent", "failed"):  # read from the tickets, never stored
         fields.pop(counted, None)
     return to_item({**keys.recovery_job(job.id), **fields, "listed": listed, "expires_at": expires_at})
-
-
-class AttemptUnderWay(ServiceUnavailableError):
-    """A job's ticket cannot be ended now: an attempt of its delivery is under way (``JobRepository.end_ticket``)."""
 
 
 class JobRepository:
