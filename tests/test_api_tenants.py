@@ -126,6 +126,11 @@ def test_a_tenants_api_keys_are_listed_a_page_at_a_time(client, make_tenant) -> 
     assert first["done"] is False
     opened = base64.urlsafe_b64decode(first["iterator"] + "=" * (-len(first["iterator"]) % 4)).decode()
     assert json.loads(opened) == {"gsi1pk": f"TENANT#{alice.id}#KEYS", "gsi1sk": seen[0]}
+    # ... the page that shows the last keys says it is the last (no empty page after it)
+    last = client.get(
+        f"/v1/tenants/{alice.id}/api-keys", params={"limit": 4, "iterator": first["iterator"]}, headers=ADMIN
+    ).json()
+    assert ([item["id"] for item in last["data"]], last["done"]) == (issued, True)
     # ... a page goes on after a key revoked since it was shown
     assert client.delete(f"/v1/tenants/{alice.id}/api-keys/{seen[0]}", headers=ADMIN).status_code == 204
     rest = client.get(f"/v1/tenants/{alice.id}/api-keys", params={"iterator": first["iterator"]}, headers=ADMIN)

@@ -172,20 +172,23 @@ class TenantRepository:
             ):
                 raise InvalidCursorError("the iterator is not one this listing issued")
             after = raw["gsi1sk"]
-        ids_from = after or f"{ids.API_KEY}_"
-        items, more = self._table.query(
+        # One more than the page (and the page before's last key): more follow if it comes.
+        wanted = limit + 1 + (after is not None)
+        items, cut = self._table.query(
             key={"gsi1pk": partition},
             index="gsi1",
-            between=(ids_from, f"{ids.API_KEY}_~"),
-            limit=limit + 1,
+            between=(after or f"{ids.API_KEY}_", f"{ids.API_KEY}_~"),
+            limit=wanted,
             cursor=None,
             max_bytes=LISTING_PAGE_BYTES,
         )
+        # Fewer than asked for with a cursor: the page was cut for its size, and more follow.
+        more = cut is not None and len(items) < wanted
         if after is not None and items and items[0].get("id") == after:
             items = items[1:]  # the last key of the page before
         if len(items) > limit:
-            items, more = items[:limit], "more"
-        last = {"gsi1pk": partition, "gsi1sk": str(items[-1]["id"])} if more is not None and items else None
+            items, more = items[:limit], True
+        last = {"gsi1pk": partition, "gsi1sk": str(items[-1]["id"])} if more and items else None
         next_cursor = encode_cursor(to_item(last)) if last is not None else None
         return PageResult([ApiKey.model_validate(strip(item)) for item in items], next_cursor)
 
