@@ -713,6 +713,17 @@ def _outage_over(client: Any, tenant: TenantInfo, harness: Harness, clock: Clock
     return {**seen, "received": len(receiver.received)}
 
 
+def _attempts_queued(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``_outage_over``, then a recovery of its window whose message the worker ran once: its page listed, its three
+    attempts queued, and its chain ended. What ``_outage_over`` returns, and the job."""
+    seen = _outage_over(client, tenant, harness, clock, receiver)
+    job = recover(client, tenant, seen["sub"].id, since=seen["since"])
+    harness.poller.poll_once()
+    return seen, job
+
+
 def _listing_failed_once(
     client: Any, tenant: TenantInfo, harness: Harness, seen: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[str], dict[str, Any]]:
@@ -879,10 +890,8 @@ def test_a_recovery_ended_by_a_discard_while_its_attempts_are_under_way_lets_the
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN exhausted deliveries, the subscriber back, and a recovery whose page queued their three attempts
-    seen = _outage_over(client, tenant, harness, clock, receiver)
+    seen, job = _attempts_queued(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    job = recover(client, tenant, sub.id, since=seen["since"])
-    harness.poller.poll_once()  # the job's message: its page listed, three attempts queued, and its chain ended
     listing = dump_message(RecoverMessage(job_id=job["id"]))
     # WHEN the job is ended by the discard of its listing message (a copy of it, poison) while the three attempts,
     # claimed, are being sent: the tickets of attempts under way are left to them, and the message stays (to be
@@ -922,10 +931,7 @@ def test_a_recovery_attempt_whose_record_dynamodb_cancels_for_a_concurrent_one_i
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, services: Any
 ) -> None:
     # GIVEN exhausted deliveries, the subscriber back, and a recovery whose page queued their three attempts
-    seen = _outage_over(client, tenant, harness, clock, receiver)
-    sub = seen["sub"]
-    job = recover(client, tenant, sub.id, since=seen["since"])
-    harness.poller.poll_once()  # the job's message: its page listed, three attempts queued
+    seen, job = _attempts_queued(client, tenant, harness, clock, receiver)
     # WHEN DynamoDB cancels the transaction recording the first attempt, made, for a concurrent one on one of its
     # items (another job's take of the delivery's lock, say; moto runs one request at a time), the attempts worked
     # one a batch: each claims its delivery (a transaction), then records its attempt (another)
@@ -947,10 +953,8 @@ def test_a_jobs_delivery_message_discarded_while_a_copy_of_it_is_attempted_lets_
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN exhausted deliveries, the subscriber back, and a recovery whose page queued their three attempts
-    seen = _outage_over(client, tenant, harness, clock, receiver)
+    seen, job = _attempts_queued(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    job = recover(client, tenant, sub.id, since=seen["since"])
-    harness.poller.poll_once()  # the job's message: its page listed, three attempts queued
     queued = [json.loads(sent.body) for sent in harness.queue_calls.sent()]
     bodies = {b["event_id"]: json.dumps(b) for b in queued if b.get("recovery_id") == job["id"]}
     assert sorted(bodies) == sorted(seen["missed"])
@@ -982,10 +986,8 @@ def test_a_jobs_delivery_message_discarded_during_a_manual_retry_of_its_delivery
 ) -> None:
     # GIVEN exhausted deliveries, the subscriber back, and a recovery whose page queued their three attempts, one of
     # whose messages is gone to the dead-letter queue
-    seen = _outage_over(client, tenant, harness, clock, receiver)
+    seen, job = _attempts_queued(client, tenant, harness, clock, receiver)
     sub = seen["sub"]
-    job = recover(client, tenant, sub.id, since=seen["since"])
-    harness.poller.poll_once()  # the job's message: its page listed, three attempts queued
     queue_url = harness.services.settings.queue_url
     (parked,) = harness.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)["Messages"]
     harness.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=parked["ReceiptHandle"])
