@@ -452,6 +452,7 @@ def test_a_publish_the_api_can_tell_again_is_sent_again(stub: StubApi, herald: C
         (None, 0, 1.0),
         (None, 2, 4.0),
         ("soon", 1, 2.0),
+        ("²", 1, 2.0),  # a digit to str.isdigit, and no number: the default wait
     ],
 )
 def test_retry_after_in_seconds_or_as_a_date_is_honoured_up_to_a_cap(
@@ -867,3 +868,54 @@ def test_plain_http_to_this_machine_never_goes_through_a_proxy(
 def test_plain_http_to_this_machine_is_taken(url: str) -> None:
     # `make run` serves the API on http://127.0.0.1:8000
     assert checked_url(url) == url
+
+
+DEEP = "[" * 200_000 + "]" * 200_000
+
+
+def test_data_nested_deeper_than_any_parser_goes_is_a_usage_error(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # WHEN the operator publishes data nested 200,000 deep (Python's parser gives up with a RecursionError)
+    run = herald(*stub.flags, "events", "publish", "invoice.paid", "--tenant", "tnt_1", "--data", f'{{"a": {DEEP}}}')
+    # THEN a usage error names the problem, and nothing is sent
+    assert run.code == 2, run.err
+    assert "nested too deeply to be read" in run.err
+    assert stub.sent("POST", "/v1/events") == []
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_an_answer_nested_deeper_than_any_parser_goes_is_an_error_not_a_traceback(
+    stub: StubApi, herald: Callable[..., Run], status: int
+) -> None:
+    # GIVEN something answering the API's URL with JSON nested 200,000 deep
+    stub.script("GET", "/v1/tenants", (status, {"retry-after": "0"}, f'{{"a": {DEEP}}}'.encode()))
+    # WHEN the operator lists tenants THEN an error line and exit 1, not a traceback
+    run = herald(*stub.flags, "tenants", "list")
+    assert run.code == 1
+    assert run.err.startswith("error: "), run.err
+
+
+def test_a_discard_of_all_poison_that_stopped_before_looking_at_everything_says_so(
+    stub: StubApi, herald: Callable[..., Run]
+) -> None:
+    # GIVEN a discard that stopped with readable messages set aside and others not looked at (its time, or the most
+    # readable messages it sets aside), one poison message discarded
+    letter = {"message_id": "m1", "kind": None, "reason": "unreadable", "poison": True, "body": "x"}
+    answer = {
+        "discarded": [letter],
+        "not_discarded": [],
+        "not_found": [],
+        "kept": 10,
+        "remaining": 14,
+        "interrupted": None,
+    }
+    stub.script("POST", "/v1/admin/dead-letters/discard", (200, {}, answer))
+    # WHEN the operator discards all poison
+    run = herald(*stub.flags, "dlq", "discard", "--all-poison")
+    # THEN it exits 1, saying poison may remain and what to do
+    assert run.code == 1, run.err
+    assert "14 messages still in the dead-letter queue, 10 of them set aside as readable" in run.err
+    assert "(`herald dlq redrive`), then discard again" in run.err
+    # ... while a discard that looked at every message (only readable ones left) says nothing more
+    stub.script("POST", "/v1/admin/dead-letters/discard", (200, {}, {**answer, "kept": 14}))
+    done = herald(*stub.flags, "dlq", "discard", "--all-poison")
+    assert (done.code, done.err) == (0, "")

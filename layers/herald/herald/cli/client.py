@@ -36,7 +36,7 @@ def retry_delay(retry_after: str | None, retries: int, now: datetime | None = No
     never more than ``MAX_RETRY_AFTER_SECONDS``."""
     delay = DEFAULT_RETRY_SECONDS * (1 << retries)
     text = (retry_after or "").strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²" is a digit to str.isdigit, and no number to float
         delay = float(text)
     elif text:
         try:
@@ -129,7 +129,7 @@ class ApiClient:
                 return None
             try:
                 answer = response.json()
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # not JSON, or not even UTF-8 text
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # not JSON, or not UTF-8 text
                 raise CliApiError(response.status_code, "invalid_response", "the API answered with non-JSON") from exc
             if not isinstance(answer, dict):  # every operation answers an object: this is not Herald's API
                 raise CliApiError(
@@ -193,7 +193,7 @@ def api_error(response: httpx.Response) -> CliApiError:
     """The API's error shape, or a readable stand-in when something else (a proxy, a gateway) answered."""
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("code"), str):

@@ -195,6 +195,8 @@ def json_object(text: str) -> dict[str, Any]:
         value = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nested deeper than Python's parser goes (nor the API's)
+        raise argparse.ArgumentTypeError("nested too deeply to be read") from exc
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     bad = _not_unicode(value)
@@ -561,6 +563,15 @@ def dlq_discard(client: ApiClient, args: argparse.Namespace) -> Shown:
     limit = args.limit or DEFAULT_DISCARD_LIMIT
     if args.all_poison and len(discarded) >= limit:
         return Shown(answer, text, warning=f"{limit} discarded, the most a call takes: more poison may remain")
+    kept, remaining = answer.get("kept"), answer.get("remaining")
+    if args.all_poison and isinstance(kept, int) and isinstance(remaining, int) and remaining > kept:
+        # The call stopped (its time, or the readable messages it sets aside) before it looked at every message.
+        warning = (
+            f"{remaining} messages still in the dead-letter queue, {kept} of them set aside as readable: the call "
+            "stopped before it looked at the others, so poison may remain: move the readable ones back "
+            "(`herald dlq redrive`), then discard again"
+        )
+        return Shown(answer, text, warning=warning, exit_code=EXIT_ERROR)
     return Shown(answer, text)
 
 
