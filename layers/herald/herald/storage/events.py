@@ -584,16 +584,20 @@ class EventRepository:
                 if attempt:
                     logger.warning("event counters not updated", extra={"event_id": event_id, **deltas, **flags})
                     return False
-            # Counts of an earlier, expired event with this id, not yet removed by TTL: start afresh.
-            with contextlib.suppress(ClientError):
-                self._table.call(
-                    "delete_item",
-                    Key=key,
-                    ConditionExpression="#exp <= :now",
-                    ExpressionAttributeNames={"#exp": "expires_at"},
-                    ExpressionAttributeValues=values(now=now),
-                )
+            self._drop_expired_counts(event_id, now)
         return False
+
+    def _drop_expired_counts(self, event_id: str, now: int) -> None:
+        """Delete the counts item of an earlier, expired event with this id, not yet removed by TTL (a write refused
+        for it then starts afresh); one that is not expired stays."""
+        with contextlib.suppress(ClientError):
+            self._table.call(
+                "delete_item",
+                Key=to_item(keys.event_counts(event_id)),
+                ConditionExpression="#exp <= :now",
+                ExpressionAttributeNames={"#exp": "expires_at"},
+                ExpressionAttributeValues=values(now=now),
+            )
 
     def count_fanout_page(
         self, event_id: str, marker: str, *, expires_at: int, plan: Mapping[str, Any] | None = None, **deltas: int
@@ -634,15 +638,7 @@ class EventRepository:
                 reasons = exc.response.get("CancellationReasons", [])
                 if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                     return False  # counted before
-            # Counts of an earlier, expired event with this id, not yet removed by TTL: start afresh.
-            with contextlib.suppress(ClientError):
-                self._table.call(
-                    "delete_item",
-                    Key=to_item(keys.event_counts(event_id)),
-                    ConditionExpression="#exp <= :now",
-                    ExpressionAttributeNames={"#exp": "expires_at"},
-                    ExpressionAttributeValues=values(now=now),
-                )
+            self._drop_expired_counts(event_id, now)  # the counts' condition refused it: start afresh
         return False
 
     def claim_fanout(
