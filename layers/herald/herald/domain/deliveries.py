@@ -103,8 +103,7 @@ def fail_discarded(services: Services, body: str, *, now: datetime | None = None
             # Unless an attempt of the delivery is under way (a copy of this message's, a page run again: its record
             # settles the ticket, and would be refused by a ticket settled here; or another's, which would not):
             # ``AttemptUnderWay`` keeps the message, to be discarded again once it is over.
-            found = services.store.deliveries.stored_keys(message.subscription_id, [message.delivery_id])
-            services.store.jobs.end_ticket(message.job_id, message.delivery_id, delivery=found.get(message.delivery_id))
+            _end_tickets(services, message.job_id, message.subscription_id, [message.delivery_id])
         elif isinstance(message, RecoverMessage):
             _end_recovery(services, message.job_id, now or datetime.now(UTC))
         return []
@@ -145,17 +144,24 @@ def _end_recovery(services: Services, job_id: str, now: datetime) -> None:
         return  # expired, with its tickets
     job, _ = found
     store.jobs.update(job_id, updated_at=now, listed=True)
-    open_ids = store.jobs.open_tickets(job_id, None)
-    stored = store.deliveries.stored_keys(job.subscription_id, open_ids)
+    _end_tickets(services, job_id, job.subscription_id, store.jobs.open_tickets(job_id, None))
+    logger.warning("recovery ended: its listing message was discarded", extra={"job_id": job_id})
+
+
+def _end_tickets(services: Services, job_id: str, sub_id: str, delivery_ids: list[str]) -> None:
+    """End the job's tickets for these deliveries of ``sub_id`` (``JobRepository.end_ticket``), their items' keys read
+    together. One whose delivery has an attempt under way is left, the others ended all the same, and then
+    ``AttemptUnderWay`` is raised: the discarded message stays, and discarded again it ends what is left."""
+    store = services.store
+    stored = store.deliveries.stored_keys(sub_id, delivery_ids)
     under_way: AttemptUnderWay | None = None
-    for delivery_id in open_ids:
+    for delivery_id in delivery_ids:
         try:
             store.jobs.end_ticket(job_id, delivery_id, delivery=stored.get(delivery_id))
         except AttemptUnderWay as exc:
-            under_way = under_way or exc  # the others are ended all the same
+            under_way = under_way or exc
     if under_way is not None:
-        raise under_way  # the message stays: discarded again, it ends what is left
-    logger.warning("recovery ended: its listing message was discarded", extra={"job_id": job_id})
+        raise under_way
 
 
 def _fail_one(
