@@ -61,8 +61,10 @@ class HeldCopies(Gatherer[_Copy, None]):
         sent = self.worker.queue.send_each(
             [(copy.message, copy.delay) for copy in copies], redrives=[copy.redrives for copy in copies]
         )
-        unsent = ServiceUnavailableError("the held message's copy was not sent, or may not have been")
-        return [None if went else unsent for went in sent]
+        return [
+            None if went else ServiceUnavailableError("the held message's copy was not sent, or may not have been")
+            for went in sent
+        ]
 
 
 def receive_count(record: SQSRecord) -> int:
