@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from herald.startup import models_built_on_first_use
+
+# As the functions start (functions/api/herald_api_handler.py): every pydantic model defined from here on, Herald's
+# and its libraries', is built when first used. Before any import that defines one.
+models_built_on_first_use()
+
 import functools
 import sys
 import time

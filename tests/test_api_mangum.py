@@ -242,6 +242,12 @@ spec = importlib.util.spec_from_file_location("herald_api_handler_probe", sys.ar
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 
+import fastapi.openapi.models
+import herald.schemas
+# Models the start did not need: built when first used, not as their classes were defined.
+unneeded = (fastapi.openapi.models.OpenAPI, herald.schemas.SubscriptionOut)
+deferred = [not model.__pydantic_complete__ for model in unneeded]
+
 def get(path):
     event = {"version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "", "headers": {},
              "requestContext": {"http": {"method": "GET", "path": path, "protocol": "HTTP/1.1",
@@ -253,6 +259,7 @@ def get(path):
 health, openapi = get("/health"), get("/openapi.json")
 print(json.dumps({
     "clients_created": created,
+    "deferred": deferred,
     "services_built": getattr(module.app.state, "services", None) is not None,
     "environment": sorted(k for k in os.environ if k.startswith(("AWS_", "HERALD_"))),
     "health": health["statusCode"],
@@ -276,12 +283,56 @@ def test_handler_module_imports_without_aws_or_configuration(tmp_path) -> None:
         timeout=120,
         check=False,
     )
-    # THEN the import made no AWS client, built no services, and the app answers
+    # THEN the import made no AWS client, built no services nor the models it did not need, and the app answers
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["environment"] == []
     assert report["clients_created"] == []
     assert report["services_built"] is False
+    assert report["deferred"] == [True, True]
     assert report["health"] == 200
     assert report["openapi"] == 200
     assert report["webhooks"]
+
+
+DOCUMENT_PROBE = """
+import json, sys, warnings
+
+warnings.simplefilter("error")  # no warning either way
+if sys.argv[1] == "on-first-use":
+    from herald.startup import models_built_on_first_use
+
+    models_built_on_first_use()
+from herald.api import create_app
+from herald.schemas import SubscriptionIn, TenantIn
+
+app = create_app()
+# Requests validated these body models before the document was first asked for.
+TenantIn.model_validate({"name": "Acme Corp"})
+SubscriptionIn.model_validate({"url": "https://example.com/hook", "event_types": ["*"]})
+print(json.dumps(app.openapi(), sort_keys=True))
+"""
+
+
+def test_models_built_on_first_use_describe_the_api_as_models_built_when_defined(tmp_path) -> None:
+    # GIVEN two processes, one with pydantic models built as their classes are defined (pydantic's default), one
+    # with them built on first use as the API function has them (herald.startup.models_built_on_first_use), where
+    # a request validated body models before the document was asked for
+    def document(mode: str) -> dict[str, Any]:
+        result = subprocess.run(
+            [sys.executable, "-c", DOCUMENT_PROBE, mode],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        loaded: dict[str, Any] = json.loads(result.stdout)
+        return loaded
+
+    # WHEN each describes the API
+    when_defined, on_first_use = document("when-defined"), document("on-first-use")
+    # THEN the two documents are the same, and neither process warned
+    assert on_first_use["paths"]
+    assert on_first_use == when_defined

@@ -2,8 +2,9 @@
 
 from typing import Any
 
-from herald.startup import collector_held_off
+from herald.startup import collector_held_off, models_built_on_first_use
 
+models_built_on_first_use()
 with collector_held_off():
     from mangum import Mangum
 
