@@ -4,6 +4,7 @@ cancelled transaction wrote, as DynamoDB Streams does: the stats the worker coun
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import boto3
@@ -67,3 +68,58 @@ def test_a_records_binary_attributes_reach_the_function_in_base64_as_lambda_writ
     image = handed["dynamodb"]["NewImage"]
     assert (image["b"], image["bs"], image["pk"]) == ({"B": "AAH/"}, {"BS": ["AQ==", "Ag=="]}, {"S": "EVENT#e"})
     assert json.loads(json.dumps(handed)) == handed
+
+
+def test_a_stream_read_during_a_cancelled_transaction_sees_neither_it_nor_loses_what_follows() -> None:
+    with mock_aws(), moto_fixes():
+        session = boto3.session.Session(region_name="us-east-1")
+        table = create_local_resources(admin_key=ADMIN_KEY, session=session).table_name
+        dynamodb, streams = session.client("dynamodb"), session.client("dynamodbstreams")
+        arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+        read: list[str] = []
+        done = threading.Event()
+
+        def reader() -> None:
+            # The stream's event source: GetRecords over and over, following the iterator.
+            position = iterator
+            while True:
+                last = done.is_set()
+                answer = streams.get_records(ShardIterator=position)
+                read.extend(record["dynamodb"]["Keys"]["pk"]["S"] for record in answer["Records"])
+                position = answer["NextShardIterator"]
+                if last:
+                    return
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        written = []
+        try:
+            # GIVEN rounds of a transaction of many puts cancelled by its last action, each followed by a put,
+            # while the stream is read all along
+            for round_ in range(20):
+                with pytest.raises(ClientError, match="TransactionCanceledException"):
+                    dynamodb.transact_write_items(
+                        TransactItems=[
+                            *(
+                                {"Put": {"TableName": table, "Item": _item(f"cancelled-{round_}-{n}")}}
+                                for n in range(60)
+                            ),
+                            {
+                                "ConditionCheck": {
+                                    "TableName": table,
+                                    "Key": _item("absent"),
+                                    "ConditionExpression": "attribute_exists(pk)",
+                                }
+                            },
+                        ]
+                    )
+                dynamodb.put_item(TableName=table, Item=_item(f"written-{round_}"))
+                written.append(f"written-{round_}")
+        finally:
+            # WHEN the reader reads once more after the last put
+            done.set()
+            thread.join()
+        # THEN it read every put, once and in order, and no put of a cancelled transaction
+        assert read == written

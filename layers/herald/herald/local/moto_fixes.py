@@ -4,7 +4,10 @@
    up to 32 threads, and moto's ``TransactWriteItems`` deep-copies a table while another thread
    writes it, which raises ``RuntimeError: dictionary changed size during iteration`` inside the
    call (the delivery then fails as a batch item). Real DynamoDB is linearizable per item; one lock
-   gives that. Throughput is unchanged: moto runs under one GIL anyway.
+   gives that. Throughput is unchanged: moto runs under one GIL anyway. The table's stream is read under
+   the same lock: a ``GetRecords`` made while a transaction that is then cancelled runs would hand out
+   the records its actions had added, which fix 7 takes back (and whose sequence numbers the next
+   writes reuse, so the reader, past them, would skip as many real records).
 2. ``TransactWriteItems`` snapshots only what it may have to roll back (unless
    ``deepcopy_transactions``). moto (``moto/dynamodb/models/__init__.py``,
    ``DynamoDBBackend.transact_write_items``) deep-copies every table a transaction touches, once per
@@ -145,22 +148,30 @@ def _patch(owner: Any, name: str, value: Any) -> Undo:
         original = owner[name]
         owner[name] = value
         return lambda: owner.__setitem__(name, original)
+    if name not in owner.__dict__:  # inherited: the subclass's own attribute goes again
+        setattr(owner, name, value)
+        return lambda: delattr(owner, name)
     original = owner.__dict__[name]
     setattr(owner, name, value)
     return lambda: setattr(owner, name, original)
 
 
 def _serialize_dynamodb() -> list[Undo]:
-    """Fix 1: one DynamoDB request at a time."""
+    """Fix 1: one DynamoDB request at a time, the streams' included."""
     from moto.dynamodb.responses import DynamoHandler
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
 
-    original = DynamoHandler.call_action
+    def locked(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def call_action(self: Any) -> Any:
+            with _DYNAMODB_LOCK:
+                return original(self)
 
-    def call_action(self: Any) -> Any:
-        with _DYNAMODB_LOCK:
-            return original(self)
+        return call_action
 
-    return [_patch(DynamoHandler, "call_action", call_action)]
+    return [
+        _patch(DynamoHandler, "call_action", locked(DynamoHandler.call_action)),
+        _patch(DynamoDBStreamsHandler, "call_action", locked(DynamoDBStreamsHandler.call_action)),
+    ]
 
 
 def _cheap_transaction_snapshots() -> list[Undo]:
