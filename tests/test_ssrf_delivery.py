@@ -498,8 +498,10 @@ def test_a_name_resolving_only_to_refused_addresses_is_refused_naming_host_and_a
     assert dns.lookups == ["evil.example"]
 
 
-def test_a_name_that_does_not_resolve_is_a_dns_failure() -> None:
-    outcome = _attempt("https://nowhere.example/hook", UrlPolicy(resolver=FakeDns()))
+@pytest.mark.parametrize("host", ["nowhere.example", "certificates.example", "ssl.example", "tls-certificate.example"])
+def test_a_name_that_does_not_resolve_is_a_dns_failure(host: str) -> None:
+    # A name the failure's message holds is not read as what failed (a TLS word in it)
+    outcome = _attempt(f"https://{host}/hook", UrlPolicy(resolver=FakeDns()))
     assert outcome.error_kind is ErrorKind.DNS
 
 

@@ -89,6 +89,10 @@ class Outcome:
         return max(0, int((self.finished - published).total_seconds() * 1000))
 
 
+class HostNotResolved(httpcore.ConnectError):
+    """The subscriber's host name did not resolve: a DNS failure, whatever words its message holds."""
+
+
 class PinnedBackend(httpcore.AsyncNetworkBackend):
     """httpcore's network backend with Herald's resolver in front: ``connect_tcp`` resolves the host once,
     checks every answer against the URL policy and connects to a checked address only (the next one when a
@@ -113,7 +117,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout} s") from exc
         except OSError as exc:  # socket.gaierror and friends: the name did not resolve
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            raise HostNotResolved(f"cannot resolve {host}: {exc}") from exc
         failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         for address in addresses:
             try:
@@ -445,10 +449,11 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
     while current is not None and len(chain) < 10:
         chain.append(current)
         current = current.__cause__ or current.__context__
+    # What failed, by its type first: a message may hold the host's name, which may hold any word.
+    if any(isinstance(item, HostNotResolved) or type(item).__name__ == "gaierror" for item in chain):
+        return ErrorKind.DNS, text
     if any(isinstance(item, ssl.SSLError) for item in chain) or "SSL" in text or "certificate" in text.lower():
         return ErrorKind.TLS, text
-    if any(type(item).__name__ == "gaierror" for item in chain):
-        return ErrorKind.DNS, text
     lowered = " ".join(str(item) for item in chain).lower()
     if any(marker in lowered for marker in _DNS_FAILURES):
         return ErrorKind.DNS, text
