@@ -99,22 +99,20 @@ def test_a_stream_read_during_a_cancelled_transaction_sees_neither_it_nor_loses_
             # GIVEN rounds of a transaction of many puts cancelled by its last action, each followed by a put,
             # while the stream is read all along
             for round_ in range(20):
+                actions: list[Any] = [
+                    {"Put": {"TableName": table, "Item": _item(f"cancelled-{round_}-{n}")}} for n in range(60)
+                ]
+                actions.append(
+                    {
+                        "ConditionCheck": {
+                            "TableName": table,
+                            "Key": _item("absent"),
+                            "ConditionExpression": "attribute_exists(pk)",
+                        }
+                    }
+                )
                 with pytest.raises(ClientError, match="TransactionCanceledException"):
-                    dynamodb.transact_write_items(
-                        TransactItems=[
-                            *(
-                                {"Put": {"TableName": table, "Item": _item(f"cancelled-{round_}-{n}")}}
-                                for n in range(60)
-                            ),
-                            {
-                                "ConditionCheck": {
-                                    "TableName": table,
-                                    "Key": _item("absent"),
-                                    "ConditionExpression": "attribute_exists(pk)",
-                                }
-                            },
-                        ]
-                    )
+                    dynamodb.transact_write_items(TransactItems=actions)
                 dynamodb.put_item(TableName=table, Item=_item(f"written-{round_}"))
                 written.append(f"written-{round_}")
         finally:
