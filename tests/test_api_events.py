@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -495,6 +496,81 @@ def test_an_event_type_whose_example_a_publisher_could_not_publish_is_refused_at
     good = {"amount_cents": 500, "issued_at": "2026-01-31T09:30:00Z", "paid": True}
     declared.event("test.billed", example=good)(_Billed)
     assert "test.billed" in declared
+
+
+class _Message(EventData):
+    sender: str = Field(alias="from")
+    to: str
+
+
+def test_a_field_with_an_alias_is_published_and_delivered_under_the_name_its_schema_gives(
+    client, tenant, monkeypatch
+) -> None:
+    # GIVEN an event type whose field's Python name is not its name in the documented schema (`from`)
+    declared = EventType("test.message", _Message, {"from": "ada", "to": "bob"})
+    monkeypatch.setitem(catalog._types, "test.message", declared)
+    assert list(declared.schema["properties"]) == ["from", "to"]
+    # WHEN an event is published with the documented name
+    response = client.post(
+        "/v1/events",
+        json={"type": "test.message", "tenant_id": tenant.id, "data": {"from": "ada", "to": "bob"}},
+        headers=ADMIN,
+    )
+    # THEN its data is kept, and delivered, under that name: what the schema, filters and transforms read
+    assert response.status_code == 202, response.text
+    assert response.json()["data"] == {"from": "ada", "to": "bob"}
+    assert declared.validate({"from": "ada", "to": "bob"}) == {"from": "ada", "to": "bob"}
+
+
+class _Line(BaseModel):
+    sku: str
+
+
+class _CheckedLine(EventData):
+    sku: str
+
+
+def test_an_event_type_whose_nested_model_would_drop_unknown_fields_is_refused_at_its_declaration() -> None:
+    # GIVEN a catalog, and a type whose lines are a model that ignores unknown fields (pydantic's default)
+    declared = EventCatalog()
+
+    class _Order(EventData):
+        lines: list[_Line] | None = None
+
+    class _CheckedOrder(EventData):
+        lines: dict[str, list[_CheckedLine]]
+
+    # WHEN it is declared, THEN the declaration fails, naming the model (a publisher's typo would vanish)
+    with pytest.raises(ValueError, match="_Line must refuse unknown fields"):
+        declared.event("test.order", example={"lines": [{"sku": "a"}]})(_Order)
+    assert "test.order" not in declared
+    # AND nested models that refuse them are declared, and refuse them
+    declared.event("test.order", example={"lines": {"box": [{"sku": "a"}]}})(_CheckedOrder)
+    with pytest.raises(ValidationError, match="quantiy"):
+        declared.get("test.order").validate_json('{"lines": {"box": [{"sku": "a", "quantiy": 3}]}}')  # type: ignore[union-attr]
+
+
+def test_two_event_types_documented_as_the_same_webhook_operation_are_refused() -> None:
+    # GIVEN a catalog with `invoice.paid_late`
+    declared = EventCatalog()
+    declared.event("invoice.paid_late", example={})(_Empty)
+    # WHEN `invoice_paid.late` is declared (the same operationId once dots become underscores), THEN it fails
+    with pytest.raises(ValueError, match=re.escape("'invoice.paid_late' and 'invoice_paid.late'")):
+        declared.event("invoice_paid.late", example={})(_Empty)
+    assert declared.names() == ["invoice.paid_late"]
+
+
+def test_an_event_type_named_as_an_operational_event_is_refused_naming_it() -> None:
+    # GIVEN a catalog declaring a name the operational events hold
+    declared = EventCatalog()
+    declared.event("subscription.disabled", example={})(_Empty)
+    # WHEN the documented webhooks are listed, THEN the error names it and the names taken
+    with pytest.raises(ValueError, match=r"declared in two catalogs: subscription\.disabled \(.*delivery\.exhausted"):
+        declared.webhook_types(include=[operational_catalog])
+
+
+class _Empty(EventData):
+    pass
 
 
 class _FreeForm(EventData):

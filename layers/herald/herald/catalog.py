@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
 
@@ -70,6 +70,22 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _models_within(annotation: Any, seen: set[type[BaseModel]] | None = None) -> Iterator[type[BaseModel]]:
+    """Every pydantic model a field's type holds, itself included, however nested (lists, unions, dicts,
+    ``Annotated``), each once."""
+    seen = set() if seen is None else seen
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if annotation in seen:
+            return
+        seen.add(annotation)
+        yield annotation
+        for field in annotation.model_fields.values():
+            yield from _models_within(field.annotation, seen)
+        return
+    for argument in get_args(annotation):
+        yield from _models_within(argument, seen)
+
+
 @dataclass(frozen=True)
 class EventType:
     """One entry of the catalog."""
@@ -101,16 +117,22 @@ class EventType:
         return copy.deepcopy(self.schema)
 
     def validate(self, data: Any) -> dict[str, Any]:
-        """The payload as it will be delivered; raises ``pydantic.ValidationError`` if it does not fit. For data
-        Herald builds itself (a test event, an operational event), Python values in."""
-        return self.model.model_validate(data).model_dump(mode="json")
+        """The payload as it will be delivered, each field under its name in the documented schema (its alias, if
+        it has one); raises ``pydantic.ValidationError`` if it does not fit. For data Herald builds itself (a test
+        event, an operational event), Python values in."""
+        return self.model.model_validate(data).model_dump(mode="json", by_alias=True)
 
     def validate_json(self, text: str) -> dict[str, Any]:
         """A publisher's data, as JSON: each value must be of its field's JSON type, as the type's JSON Schema (the
         documented ``webhooks``) says: no string for a number, no number for a date, no ``true`` for 1, which
         pydantic's lax mode would turn into what the schema allows and deliver. Dates and date-times are strings
-        in JSON, and stay accepted as such. Raises ``pydantic.ValidationError``."""
-        return self.model.model_validate_json(text, strict=True).model_dump(mode="json")
+        in JSON, and stay accepted as such. Delivered as ``validate`` gives it. Raises ``pydantic.ValidationError``."""
+        return self.model.model_validate_json(text, strict=True).model_dump(mode="json", by_alias=True)
+
+    @property
+    def operation_id(self) -> str:
+        """The webhook's operation in the OpenAPI document."""
+        return f"webhook_{self.name.replace('.', '_')}"
 
 
 class EventCatalog:
@@ -130,6 +152,19 @@ class EventCatalog:
             if name in self._types:
                 raise ValueError(f"event type {name!r} is declared twice")
             declared = EventType(name, model, example)
+            for other in self._types.values():
+                if other.operation_id == declared.operation_id:
+                    raise ValueError(
+                        f"event types {other.name!r} and {name!r} would both be documented as the webhook "
+                        f"{declared.operation_id!r}: rename one"
+                    )
+            for nested in _models_within(model):
+                if nested.model_config.get("extra") != "forbid":
+                    # pydantic drops the unknown fields of such a model silently: a publisher's typo would vanish.
+                    raise ValueError(
+                        f"event type {name!r}: {nested.__name__} must refuse unknown fields: derive it from EventData, "
+                        "or give it model_config = ConfigDict(extra='forbid')"
+                    )
             # A wrong example is a bug in the catalog: fail at import. Checked as a publisher's data is (strict JSON
             # types): the example is documented in `webhooks` and is what a publisher copies.
             declared.validate_json(json.dumps(example))
@@ -171,8 +206,11 @@ class EventCatalog:
         entries = [(self, event_type) for event_type in self]
         entries += [(other, event_type) for other in include for event_type in other]
         names = [event_type.name for _, event_type in entries]
-        if len(set(names)) != len(names):
-            raise ValueError("an event type name is declared in two catalogs")
+        if twice := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(
+                f"event types declared in two catalogs: {', '.join(twice)} (the operational events' names, "
+                f"{', '.join(sorted(event_type.name for other in include for event_type in other))}, are taken)"
+            )
         return entries
 
     def webhooks_router(self, *, include: Sequence[EventCatalog] = ()) -> APIRouter:
@@ -188,7 +226,7 @@ class EventCatalog:
                 methods=["POST"],
                 summary=event_type.summary,
                 description=f"{event_type.description}\n\n{_SIGNATURE_DOC}",
-                operation_id=f"webhook_{event_type.name.replace('.', '_')}",
+                operation_id=event_type.operation_id,
                 responses=_RESPONSES,
                 response_description=str(_RESPONSES[200]["description"]),
                 tags=[owner.tag or event_type.name.split(".", 1)[0]],
