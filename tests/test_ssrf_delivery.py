@@ -498,6 +498,53 @@ def test_a_name_resolving_only_to_refused_addresses_is_refused_naming_host_and_a
     assert dns.lookups == ["evil.example"]
 
 
+class _Accepting(QuietHandler):
+    def do_POST(self) -> None:
+        self.read_body()
+        self.answer(200)
+
+
+@pytest.fixture
+def unanswering_first_address() -> Iterator[tuple[int, list[str]]]:
+    """A port where 127.0.0.2 takes no connection (a listener whose backlog is full: the kernel drops each new
+    SYN, as for an address that does not answer) and 127.0.0.1 answers 200; the two addresses in that order."""
+    with LoopbackServer(_Accepting) as good:
+        hole = socket.socket()
+        fillers: list[socket.socket] = []
+        try:
+            hole.bind(("127.0.0.2", good.port))
+            hole.listen(0)
+            for _ in range(3):  # the backlog's connections, never accepted
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.2", good.port))
+                fillers.append(filler)
+            yield good.port, ["127.0.0.2", "127.0.0.1"]
+        finally:
+            for filler in fillers:
+                filler.close()
+            hole.close()
+
+
+def test_an_address_that_does_not_answer_leaves_the_connect_timeout_to_the_next(unanswering_first_address) -> None:
+    # GIVEN a name whose first address takes no connection and whose second answers, and an attempt whose whole
+    # time is the connect timeout (5 s)
+    port, addresses = unanswering_first_address
+    policy = UrlPolicy(
+        allowed_networks=parse_networks(LOCAL_NETWORKS),
+        allow_http=True,
+        resolver=FakeDns({"hooks.example.test": [addresses]}),
+    )
+    # WHEN one attempt is made
+    outcome = asyncio.run(
+        send_attempt(
+            f"http://hooks.example.test:{port}/webhook", body=b"{}", headers={}, timeout_seconds=5, policy=policy
+        )
+    )
+    # THEN the second address was tried while the first still hung (Happy Eyeballs), and answered
+    assert (outcome.status_code, outcome.error_kind) == (200, None), outcome.error_message
+
+
 @pytest.mark.parametrize("host", ["nowhere.example", "certificates.example", "ssl.example", "tls-certificate.example"])
 def test_a_name_that_does_not_resolve_is_a_dns_failure(host: str) -> None:
     # A name the failure's message holds is not read as what failed (a TLS word in it)
