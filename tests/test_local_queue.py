@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
+import pytest
+from botocore.exceptions import ClientError
 
 
 def _queue(aws: boto3.session.Session) -> tuple[Any, str]:
@@ -74,3 +76,22 @@ def test_a_long_poll_does_not_hold_up_a_send(aws: boto3.session.Session) -> None
         # THEN the send did not wait for the poll to end: the poll receives it
         messages = waiting.result(timeout=60).get("Messages", [])
     assert [message["Body"] for message in messages] == ["hello"]
+
+
+def test_a_message_sent_long_ago_is_made_visible_again_and_hidden_up_to_12_hours_from_its_receive(
+    aws: boto3.session.Session,
+) -> None:
+    # GIVEN a message sent 13 hours ago (a dead letter kept that long), received now
+    sqs, url = _queue(aws)
+    sqs.send_message(QueueUrl=url, MessageBody="old")
+    message = next(iter(_moto_queue("consumers")._messages))
+    message.sent_timestamp -= 13 * 3600 * 1000
+    handle = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+    # WHEN it is made visible again, THEN SQS takes it (the 12 hours count from the receive, not the send)
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+    # AND received again, it can be hidden for up to 12 hours from that receive, not beyond
+    handle = sqs.receive_message(QueueUrl=url)["Messages"][0]["ReceiptHandle"]
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=12 * 3600 - 60)
+    message.received_ms -= 3600 * 1000  # received an hour ago
+    with pytest.raises(ClientError, match="beyond the limit"):
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=12 * 3600 - 60)

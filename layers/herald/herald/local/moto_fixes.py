@@ -54,6 +54,9 @@
 10. An ``UpdateItem`` refused midway leaves the item as it was, as DynamoDB's do. moto applies an update's actions
    to the stored item one by one, and one that takes the item over 400 KB raises after those before it were
    applied: the caller gets a ``ValidationException`` for a write that was partly made.
+11. ``ChangeMessageVisibility``'s 12-hour cap counts from the message's last receive, as SQS's does. moto counts
+   it from the message's send: a message in a queue for more than 12 hours could not be made visible again
+   (``VisibilityTimeout: 0``, as the dead-letter listing does after its look), nor hidden for any time.
 """
 
 from __future__ import annotations
@@ -294,6 +297,39 @@ def _cheap_sends() -> list[Undo]:
     ]
 
 
+def _visibility_from_receive() -> list[Undo]:
+    """Fix 11: the visibility cap counts from the message's last receive (applied before fix 6, whose lock holds
+    it)."""
+    from moto.core.utils import unix_time_millis
+    from moto.sqs.models import Message, SQSBackend
+
+    original_mark = Message.mark_received
+    original_change = SQSBackend.change_message_visibility
+
+    def mark_received(self: Any, visibility_timeout: int | None = None) -> None:
+        self.received_ms = int(unix_time_millis())
+        original_mark(self, visibility_timeout)
+
+    def change_message_visibility(self: Any, queue_name: str, receipt_handle: str, visibility_timeout: int) -> None:
+        found = [m for m in self.get_queue(queue_name)._messages if m.had_receipt_handle(receipt_handle)]
+        received = getattr(found[0], "received_ms", None) if found else None
+        if received is None:
+            original_change(self, queue_name, receipt_handle, visibility_timeout)
+            return
+        # moto measures from sent_timestamp: it is the receive's for the length of the call.
+        message, sent = found[0], found[0].sent_timestamp
+        message.sent_timestamp = received
+        try:
+            original_change(self, queue_name, receipt_handle, visibility_timeout)
+        finally:
+            message.sent_timestamp = sent
+
+    return [
+        _patch(Message, "mark_received", mark_received),
+        _patch(SQSBackend, "change_message_visibility", change_message_visibility),
+    ]
+
+
 def _serialize_sqs() -> list[Undo]:
     """Fix 6: one change to a queue's messages at a time; a long poll waits between passes, unlocked."""
     from moto.core.utils import unix_time
@@ -451,7 +487,7 @@ def _atomic_updates() -> list[Undo]:
 def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     """Patch moto for the duration (process-wide: every thread sees it)."""
     undo = _serialize_dynamodb() + _honour_request_tokens() + _cheap_sends() + _conditional_inserts()
-    undo += _serialize_sqs()
+    undo += _visibility_from_receive() + _serialize_sqs()
     if not deepcopy_transactions:
         undo += _cheap_transaction_snapshots()
     undo += _streams_roll_back()
