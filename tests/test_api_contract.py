@@ -8,6 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from herald.api import create_app
+from herald.catalog import catalog, operational_catalog
+from herald.delivery_options.openapi import UPDATE_EXAMPLES
 from tests.support import ADMIN, INVOICE, TenantInfo
 
 OPERATOR_TAGS = {"tenants", "events", "operator", "operations"}
@@ -111,3 +113,15 @@ def test_publishing_to_a_tenant_that_does_not_exist_is_a_documented_404(client) 
     assert response.json()["error"]["code"] == "not_found"
     answers = client.get("/openapi.json").json()["paths"]["/v1/events"]["post"]["responses"]
     assert "404" in answers
+
+
+def test_examples_keep_the_nulls_they_are_declared_with(document: dict[str, Any]) -> None:
+    # GIVEN the PATCH body's examples, one removing options with null, and webhooks whose examples give fields as null
+    components = document["components"]["schemas"]
+    # THEN the document shows them as declared (FastAPI writes it without its null values)
+    assert components["SubscriptionUpdate"]["examples"] == UPDATE_EXAMPLES
+    assert {"filter": None, "transform": None} in components["SubscriptionUpdate"]["examples"]
+    for event_type in [*catalog, *operational_catalog]:
+        [example] = components[event_type.envelope.__name__]["examples"]
+        assert example["data"] == event_type.example, event_type.name
+    assert None in components["SubscriptionDisabledWebhook"]["examples"][0]["data"].values()

@@ -20,7 +20,7 @@ Errors use the one error schema (``ErrorResponse``), except 429, which API Gatew
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
@@ -130,6 +130,19 @@ def _declared(route: APIRoute, status: int) -> str | None:
     return description if isinstance(description, str) and description else None
 
 
+def _examples_as_declared(components: dict[str, Any], routes: Iterable[APIRoute]) -> None:
+    """Each request body model's examples as the model declares them. FastAPI writes the document without its null
+    values (``exclude_none``), examples' included: the ``PATCH`` example that removes options with ``null``
+    (``{"filter": null}``) became an empty body, and a webhook's example lost the fields it gives as null."""
+    for route in routes:
+        annotation = route.body_field.field_info.annotation if route.body_field is not None else None
+        for model in (annotation, *get_args(annotation)):
+            if isinstance(model, type) and issubclass(model, BaseModel) and model.__name__ in components:
+                examples = model.model_json_schema().get("examples")
+                if examples is not None:
+                    components[model.__name__]["examples"] = examples
+
+
 def _routes(routers: Iterable[APIRouter]) -> Iterator[APIRoute]:
     for router in routers:
         for route in router.routes:
@@ -156,6 +169,7 @@ def document_responses(app: FastAPI, routers: Callable[[], Iterable[APIRouter]])
                         operation.setdefault("responses", {}).update(
                             {str(status): response for status, response in statuses(route).items()}
                         )
+            _examples_as_declared(components, [*routes, *_routes([app.webhooks])])
             app.openapi_schema = schema
         return app.openapi_schema
 
