@@ -390,6 +390,11 @@ def test_publish_show_list_and_resend_a_delivery(
     assert published.code == 0, published.err
     event_id = dict(row for row in table_rows(published.out)[1:] if len(row) == 2)["id"]
     assert again.json()["id"] == event_id
+    # AND a repeat shown as a table says it is the event published before, as the first publish did not
+    replayed = herald(*args, "--idempotency-key", "order-1001")
+    assert dict(row for row in table_rows(replayed.out)[1:] if len(row) == 2)["id"] == event_id
+    assert "published before" in replayed.err
+    assert "published before" not in published.err
 
     # WHEN the delivery function runs and the operator looks at the event
     drain(poller)

@@ -63,6 +63,8 @@ class ApiClient:
         self.base_url = base_url
         self._key = key
         self._sleep = sleep
+        #: The headers of the last answer that succeeded (``Idempotent-Replayed``).
+        self.last_headers = httpx.Headers()
         try:
             self._http = httpx.Client(
                 base_url=base_url,
@@ -125,6 +127,7 @@ class ApiClient:
             self._sleep(retry_delay(response.headers.get("Retry-After"), retries))
             retries += 1
         if response.is_success:
+            self.last_headers = response.headers
             if not response.content:
                 return None
             try:

@@ -380,7 +380,9 @@ def events_publish(client: ApiClient, args: argparse.Namespace) -> Shown:
     # 429/503.
     repeatable = args.id is not None or headers is not None
     event = client.post("/v1/events", body=body, headers=headers, repeatable=repeatable)
-    return _record(event, EVENT_FIELDS)
+    replayed = client.last_headers.get("Idempotent-Replayed") == "true"
+    note = "published before with this id or key: this is that event, not a new one" if replayed else None
+    return _record(event, EVENT_FIELDS, note=note)
 
 
 def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
