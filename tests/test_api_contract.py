@@ -125,3 +125,14 @@ def test_examples_keep_the_nulls_they_are_declared_with(document: dict[str, Any]
         [example] = components[event_type.envelope.__name__]["examples"]
         assert example["data"] == event_type.example, event_type.name
     assert None in components["SubscriptionDisabledWebhook"]["examples"][0]["data"].values()
+
+
+def test_every_schema_keeps_its_model_s_name(document: dict[str, Any]) -> None:
+    # GIVEN the document, with every event type's payload and envelope beside the API's own schemas
+    components = document["components"]["schemas"]
+    # THEN no two models share a name: FastAPI would rename both (`TenantCreated-Input`, `-Output`), and clients
+    # generated from the document would change their types' names. An event model named as an API schema fails here.
+    assert [name for name in components if "-" in name or "__" in name] == []
+    for event_type in [*catalog, *operational_catalog]:
+        assert event_type.model.__name__ in components, event_type.name
+        assert event_type.envelope.__name__ in components, event_type.name
