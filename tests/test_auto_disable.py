@@ -131,6 +131,25 @@ def test_attempts_made_to_an_old_url_never_disable_a_subscription_moved_since(
     assert disable_for_failing(store, current, "the endpoint answered 410 Gone", datetime.now(UTC))
 
 
+def test_attempts_made_before_a_re_enable_never_disable_the_subscription_again(
+    client, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a subscription as two batches read it, the first of which disabled it (its endpoint answered 410)
+    sub = subscribe(client, tenant, receiver.url)
+    store = harness.services.store
+    as_read = store.subscriptions.get(tenant.id, sub.id)
+    assert as_read is not None
+    assert disable_for_failing(store, as_read, "the endpoint answered 410 Gone", datetime.now(UTC))
+    # AND the operator re-enabled it since (say, on its subscription.disabled webhook)
+    reenabled = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": True}, headers=tenant.headers)
+    assert reenabled.json()["enabled"] is True
+    # WHEN the second batch's attempts, answered 410 before the re-enable, decide to disable it
+    disabled = disable_for_failing(store, as_read, "the endpoint answered 410 Gone", datetime.now(UTC))
+    # THEN nothing is disabled: a re-enable starts a whole new failing window
+    assert disabled is None
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+
+
 def test_stats_count_attempts_successes_and_failures(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:

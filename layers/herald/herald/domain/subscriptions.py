@@ -272,22 +272,23 @@ def set_enabled(services: Services, sub: Subscription, *, enabled: bool, reason:
 def disable_for_failing(store: Store, sub: Subscription, reason: str, now: datetime) -> Subscription | None:
     """Herald disables a subscription that fails (its routes go: it receives nothing more and costs nothing at
     fan-out). The disabled subscription if this call disabled it; None if it was already disabled or gone, or if
-    its URL changed since ``sub`` (the subscription the deciding attempts used) was read: those attempts went to the
-    old URL, and decide nothing of the new one. Re-reads and retries when a concurrent change wins the race."""
-    for _ in range(3):
-        current = store.subscriptions.get(sub.tenant_id, sub.id)
-        if current is None or not current.enabled or current.url != sub.url:
-            return None
-        disabled = switched(current, enabled=False, reason=reason, now=now)
-        try:
-            store.subscriptions.replace(current, disabled)
-        except ConflictError:
-            continue
-        logger.warning(
-            "subscription disabled", extra={"subscription_id": sub.id, "tenant_id": sub.tenant_id, "reason": reason}
-        )
-        return disabled
-    return None
+    it was changed through the API since ``sub`` (the subscription the deciding attempts used) was read (its
+    ``version``): those attempts were made to what it was, and decide nothing of what it is. Moved to a new URL,
+    the old URL's answers say nothing of the new one's; disabled and re-enabled meanwhile (an operator who re-enables
+    on ``subscription.disabled``), a 410 another batch got before the re-enable would disable it again, though a
+    re-enable starts a whole new failing window. The worker's own writes leave the version alone."""
+    current = store.subscriptions.get(sub.tenant_id, sub.id)
+    if current is None or not current.enabled or current.version != sub.version:
+        return None
+    disabled = switched(current, enabled=False, reason=reason, now=now)
+    try:
+        store.subscriptions.replace(current, disabled)
+    except ConflictError:
+        return None  # changed through the API meanwhile, as above
+    logger.warning(
+        "subscription disabled", extra={"subscription_id": sub.id, "tenant_id": sub.tenant_id, "reason": reason}
+    )
+    return disabled
 
 
 def _replace(store: Store, old: Subscription, new: Subscription) -> None:
