@@ -12,6 +12,8 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from herald.faults import install
+from herald.local.moto_fixes import release_delays
 from herald.storage import AttemptTally
 from tests.delivery_support import Harness, publish, subscribe
 from tests.support import ADMIN, Receiver, TenantInfo
@@ -90,6 +92,29 @@ def test_a_410_disables_the_subscription_and_the_operator_gets_a_signed_webhook(
     publish(client, tenant.id)
     harness.drain()
     assert len(gone.received) == 2
+
+
+def test_a_report_whose_publish_fails_once_is_published_by_its_next_try(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> None:
+    # GIVEN an operator endpoint, a tenant endpoint that answers 410 Gone, and an event queued for it
+    ops, gone = make_receiver(), make_receiver()
+    gone.default = (410, {}, b"gone", 0.0)
+    endpoint = register(client, ops.url)
+    subscribe(client, tenant, gone.url)
+    publish(client, tenant.id)
+    # AND SQS refuses the worker's first send (after botocore's retries): a report's queueing, stored before
+    injector = install(harness.services.queue.client, "sqs.Send*:5xx@call=calls:1")
+    assert injector is not None
+    # WHEN the delivery is made and its subscription disabled (the report queued again is held back a minute after
+    # its publish, by when a copy of the first try would have been worked: released here)
+    harness.drain()
+    release_delays(harness.services.settings.queue_url)
+    harness.drain()
+    # THEN the refused send was one of the reports', and both reports reached the operator anyway, once each
+    assert injector.count("5xx") == 1
+    received = [payload["type"] for payload in operational(endpoint["secret"], ops)]
+    assert sorted(received) == ["delivery.exhausted", "subscription.disabled"]
 
 
 def test_a_failing_delivery_is_reported_once_after_its_4th_attempt_and_once_exhausted(

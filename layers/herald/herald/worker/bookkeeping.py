@@ -66,13 +66,24 @@ def recovered(ref: dict[str, Any], failing_since: datetime, recovered_at: dateti
     return "subscription.recovered", data, (ref["subscription_id"], failing_since.isoformat())
 
 
+#: Waits before publishing an operational event again after a failure (seconds): three tries in all.
+REPORT_RETRY_DELAYS = (0.2, 1.0)
+
+
 async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> None:
-    """Publish operational events; one that fails is logged, never raised (what it reports is recorded)."""
+    """Publish operational events, each tried again after a failure (``REPORT_RETRY_DELAYS``: its id is what it
+    reports, so a try that stored it and failed to queue it is completed by the next, and nothing is sent twice).
+    One that still fails is logged, never raised: what it reports is recorded, and its message is done."""
     for event_type, data, key in reports:
-        try:
-            await worker.io(emit, worker.services, event_type, data, key=key)
-        except Exception:
-            logger.exception("operational event not published", extra={**log, "event_type": event_type})
+        for delay in (*REPORT_RETRY_DELAYS, None):
+            try:
+                await worker.io(emit, worker.services, event_type, data, key=key)
+                break
+            except Exception:
+                if delay is None:
+                    logger.exception("operational event not published", extra={**log, "event_type": event_type})
+                else:
+                    await asyncio.sleep(delay)
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
