@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from herald.startup import models_built_on_first_use
 
-# As the functions start (functions/api/herald_api_handler.py): every pydantic model defined from here on, Herald's
-# and its libraries', is built when first used. Before any import that defines one.
-models_built_on_first_use()
+# As the API function starts (functions/api/herald_api_handler.py): FastAPI's own models built when first used.
+with models_built_on_first_use():
+    import fastapi  # noqa: F401
 
 import functools
 import sys

@@ -4,8 +4,9 @@ from typing import Any
 
 from herald.startup import collector_held_off, models_built_on_first_use
 
-models_built_on_first_use()
 with collector_held_off():
+    with models_built_on_first_use():
+        import fastapi  # noqa: F401 - its OpenAPI document's models, built on the first /openapi.json
     from mangum import Mangum
 
     from herald.api import create_app

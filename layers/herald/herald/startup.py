@@ -12,12 +12,9 @@ loads a handler among other work (a test, a benchmark, the local stack) is not f
 stays collectable.
 
 A pydantic model builds its validator and serializer when its class is defined, unless its configuration defers
-that to its first use (``defer_build``, pydantic's documented setting). The API's start defines some hundreds of
-models its first request never uses: FastAPI's own OpenAPI document models, the schemas of the routers that
-request does not reach, the records and messages other routes read. ``models_built_on_first_use``, called before any
-of them is defined, has every model defined afterwards defer: a model is then built once, when a request first
-validates or serializes it (or ``/openapi.json`` first describes it). The test suite runs the same way
-(``tests/conftest.py``).
+that to its first use (``defer_build``, pydantic's documented setting). FastAPI defines the models of its OpenAPI
+document as it is imported, some tens of them, and the API's first request never uses them:
+``models_built_on_first_use``, around FastAPI's import, defers them to the first ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -52,24 +49,28 @@ def collector_held_off(*, after_start: bool = False) -> Iterator[None]:
             gc.enable()
 
 
-def models_built_on_first_use() -> None:
-    """Have every pydantic model defined from now on (by Herald or a library: FastAPI, pydantic-settings, Powertools)
-    build its validator and serializer on its first use, not as its class is defined: ``defer_build`` on
-    ``BaseModel``'s configuration, which each model class inherits when it is defined. A model defined before keeps
-    what it had. A model's own configuration still wins (none of Herald's sets ``defer_build``)."""
-    import warnings
+@contextlib.contextmanager
+def models_built_on_first_use() -> Iterator[None]:
+    """Have the pydantic models defined inside the block (by the libraries it imports) build their validator and
+    serializer on their first use, not as their classes are defined: ``defer_build`` on ``BaseModel``'s
+    configuration, which each model class inherits when it is defined, for the block only. A model defined after it
+    is built as pydantic builds it by default.
 
+    For models used by one thread at a time only: pydantic builds a deferred model without a lock, and two threads
+    using it first at once can see it half built. FastAPI's OpenAPI document models are such models (only
+    ``/openapi.json`` uses them); Herald's own, which the worker's threads validate at once, are not deferred."""
     from pydantic import BaseModel
-    from pydantic.warnings import UnsupportedFieldAttributeWarning
 
-    BaseModel.model_config["defer_build"] = True
-    # FastAPI describes a request body (``/openapi.json``) with the body's model inside a field aliased ``body``.
-    # When that model was built before (a request validated it first), pydantic warns that the alias has no effect
-    # there: true, and the same when models are built as defined, where it stays silent. The document is the same
-    # either way (``tests/test_api_mangum.py``).
-    warnings.filterwarnings(
-        "ignore", message="The 'alias' attribute with value 'body'", category=UnsupportedFieldAttributeWarning
-    )
+    config = BaseModel.model_config
+    before = config.get("defer_build")
+    config["defer_build"] = True
+    try:
+        yield
+    finally:
+        if before is None:
+            config.pop("defer_build", None)
+        else:
+            config["defer_build"] = before
 
 
 __all__ = ["collector_held_off", "models_built_on_first_use"]
