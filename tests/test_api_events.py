@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, RootModel, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from standardwebhooks import Webhook
 
 from herald import ids
@@ -548,6 +549,88 @@ def test_an_event_type_whose_nested_model_would_drop_unknown_fields_is_refused_a
     declared.event("test.order", example={"lines": {"box": [{"sku": "a"}]}})(_CheckedOrder)
     with pytest.raises(ValidationError, match="quantiy"):
         declared.get("test.order").validate_json('{"lines": {"box": [{"sku": "a", "quantiy": 3}]}}')  # type: ignore[union-attr]
+
+
+class _Tags(RootModel[list[str]]):
+    pass
+
+
+@pydantic_dataclass
+class _DataclassLine:
+    sku: str
+
+
+class _OneWay(EventData):
+    sender: str = Field(validation_alias="from")
+
+
+class _OtherWay(EventData):
+    sender: str = Field(serialization_alias="from")
+
+
+class _Either(EventData):
+    sender: str = Field(validation_alias=AliasChoices("from", "sender"))
+
+
+def test_a_root_model_within_an_event_type_is_declared_and_looked_into() -> None:
+    # GIVEN a type whose field is a root model (which holds no fields of its own)
+    declared = EventCatalog()
+
+    class _Tagged(EventData):
+        tags: _Tags
+
+    class _Lined(EventData):
+        lines: RootModel[list[_Line]]
+
+    # WHEN it is declared, THEN it is (a root model refuses nothing and drops nothing)
+    declared.event("test.tagged", example={"tags": ["a"]})(_Tagged)
+    assert declared.get("test.tagged").validate_json('{"tags": ["a"]}') == {"tags": ["a"]}  # type: ignore[union-attr]
+    # AND what its root holds is checked as any nested model
+    with pytest.raises(ValueError, match="_Line must refuse unknown fields"):
+        declared.event("test.lined", example={"lines": [{"sku": "a"}]})(_Lined)
+
+
+@pytest.mark.parametrize(
+    ("model", "refusal"),
+    [
+        (_OneWay, "published as 'from' and delivered as 'sender'"),
+        (_OtherWay, "published as 'sender' and delivered as 'from'"),
+        (_Either, "published as AliasChoices"),
+    ],
+)
+def test_a_field_published_under_another_name_than_it_is_delivered_under_is_refused(
+    model: type[EventData], refusal: str
+) -> None:
+    # GIVEN a field whose name a publisher sends is not the one its delivery carries (a filter checked against one
+    # would run on the other)
+    declared = EventCatalog()
+    # WHEN its type is declared, THEN it is refused, naming the field
+    with pytest.raises(ValueError, match=re.escape(refusal)):
+        declared.event("test.sent", example={"from": "ada"})(model)
+
+
+def test_a_dataclass_within_an_event_type_that_drops_unknown_fields_is_refused() -> None:
+    declared = EventCatalog()
+
+    class _Order(EventData):
+        lines: list[_DataclassLine]
+
+    with pytest.raises(ValueError, match="_DataclassLine must refuse unknown fields"):
+        declared.event("test.order", example={"lines": [{"sku": "a"}]})(_Order)
+
+
+def test_two_event_types_documented_as_the_same_webhook_body_are_refused() -> None:
+    # GIVEN a catalog with `test.b_c`, and one with a type named as an operational event but for its last `_`
+    declared = EventCatalog()
+    declared.event("test.b_c", example={})(_Empty)
+    # WHEN `test.b__c` is declared (its body is documented as TestBCWebhook too), THEN it fails
+    with pytest.raises(ValueError, match="both be documented as TestBCWebhook"):
+        declared.event("test.b__c", example={})(_Empty)
+    # AND a catalog's type documented as an operational event's body fails when the webhooks are listed
+    other = EventCatalog()
+    other.event("subscription.disabled_", example={})(_Empty)
+    with pytest.raises(ValueError, match="same webhook body: SubscriptionDisabledWebhook"):
+        other.webhook_types(include=[operational_catalog])
 
 
 def test_two_event_types_documented_as_the_same_webhook_operation_are_refused() -> None:

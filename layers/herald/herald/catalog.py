@@ -24,12 +24,14 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
+from dataclasses import fields as dc_fields
 from datetime import date, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_type_hints
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, create_model
+from pydantic.fields import FieldInfo
 
 from herald.errors import UnknownEventTypeError
 from herald.records import WILDCARD
@@ -70,20 +72,59 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _models_within(annotation: Any, seen: set[type[BaseModel]] | None = None) -> Iterator[type[BaseModel]]:
-    """Every pydantic model a field's type holds, itself included, however nested (lists, unions, dicts,
-    ``Annotated``), each once."""
+def _models_within(annotation: Any, seen: set[type] | None = None) -> Iterator[type]:
+    """Every pydantic model and dataclass a field's type holds, itself included, however nested (lists, unions,
+    dicts, ``Annotated``, a ``RootModel``'s root), each once."""
     seen = set() if seen is None else seen
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    fields = _fields(annotation) if isinstance(annotation, type) else None
+    if fields is not None:
         if annotation in seen:
             return
         seen.add(annotation)
         yield annotation
-        for field in annotation.model_fields.values():
+        for field in fields.values():
             yield from _models_within(field.annotation, seen)
         return
     for argument in get_args(annotation):
         yield from _models_within(argument, seen)
+
+
+def _fields(cls: type) -> dict[str, FieldInfo] | None:
+    """The fields of a pydantic model or of a dataclass pydantic validates, None for any other type."""
+    if issubclass(cls, BaseModel):
+        return cls.model_fields
+    if is_dataclass(cls):
+        found: dict[str, FieldInfo] | None = getattr(cls, "__pydantic_fields__", None)
+        if found is not None:
+            return found
+        try:
+            hints = get_type_hints(cls)
+        except Exception:  # an annotation that does not resolve: the dataclass is refused by what it is (_unfit)
+            hints = {}
+        return {field.name: FieldInfo(annotation=hints.get(field.name)) for field in dc_fields(cls)}
+    return None
+
+
+def _unfit(cls: type) -> str | None:
+    """Why an event's data may not hold ``cls`` (a model or dataclass within it), or None: each object must refuse
+    unknown fields (pydantic's default drops them: a publisher's typo would vanish), and each field must be
+    published under the name it is delivered and documented under."""
+    if not issubclass(cls, RootModel):  # a root model holds no fields of its own: its root is looked into
+        config = cls.model_config if issubclass(cls, BaseModel) else getattr(cls, "__pydantic_config__", {})
+        if config.get("extra") != "forbid":
+            return (
+                f"{cls.__name__} must refuse unknown fields: derive it from EventData, or give it "
+                "model_config = ConfigDict(extra='forbid')"
+            )
+    for name, field in (_fields(cls) or {}).items():
+        published = field.validation_alias if field.validation_alias is not None else field.alias or name
+        delivered = field.serialization_alias or field.alias or name
+        if published != delivered:
+            return (
+                f"{cls.__name__}.{name} is published as {published!r} and delivered as {delivered!r}: give it one "
+                "name (alias=...)"
+            )
+    return None
 
 
 @dataclass(frozen=True)
@@ -102,11 +143,16 @@ class EventType:
     def summary(self) -> str:
         return self.description.split("\n", 1)[0].strip() or self.name
 
+    @property
+    def envelope_name(self) -> str:
+        """The delivered body's schema name in the OpenAPI document."""
+        return "".join(part.capitalize() for part in re.split(r"[._]", self.name)) + "Webhook"
+
     @cached_property
     def envelope(self) -> type[BaseModel]:
         """The delivered body, ``{"type", "timestamp", "data"}``, as a model: for the documentation only, so
         built when the documentation is (not on a delivery function's cold start)."""
-        return _envelope(self.name, self.model, self.example)
+        return _envelope(self.name, self.envelope_name, self.model, self.example)
 
     @cached_property
     def schema(self) -> dict[str, Any]:
@@ -158,13 +204,15 @@ class EventCatalog:
                         f"event types {other.name!r} and {name!r} would both be documented as the webhook "
                         f"{declared.operation_id!r}: rename one"
                     )
-            for nested in _models_within(model):
-                if nested.model_config.get("extra") != "forbid":
-                    # pydantic drops the unknown fields of such a model silently: a publisher's typo would vanish.
+            for other in self._types.values():
+                if other.envelope_name == declared.envelope_name:
                     raise ValueError(
-                        f"event type {name!r}: {nested.__name__} must refuse unknown fields: derive it from EventData, "
-                        "or give it model_config = ConfigDict(extra='forbid')"
+                        f"event types {other.name!r} and {name!r} would both be documented as "
+                        f"{declared.envelope_name}: rename one"
                     )
+            for nested in _models_within(model):
+                if (unfit := _unfit(nested)) is not None:
+                    raise ValueError(f"event type {name!r}: {unfit}")
             # A wrong example is a bug in the catalog: fail at import. Checked as a publisher's data is (strict JSON
             # types): the example is documented in `webhooks` and is what a publisher copies.
             declared.validate_json(json.dumps(example))
@@ -211,6 +259,9 @@ class EventCatalog:
                 f"event types declared in two catalogs: {', '.join(twice)} (the operational events' names, "
                 f"{', '.join(sorted(event_type.name for other in include for event_type in other))}, are taken)"
             )
+        envelopes = [event_type.envelope_name for _, event_type in entries]
+        if clash := sorted({envelope for envelope in envelopes if envelopes.count(envelope) > 1}):
+            raise ValueError(f"event types of two catalogs documented as the same webhook body: {', '.join(clash)}")
         return entries
 
     def webhooks_router(self, *, include: Sequence[EventCatalog] = ()) -> APIRouter:
@@ -234,9 +285,8 @@ class EventCatalog:
         return router
 
 
-def _envelope(name: str, model: type[EventData], example: dict[str, Any]) -> type[BaseModel]:
+def _envelope(name: str, title: str, model: type[EventData], example: dict[str, Any]) -> type[BaseModel]:
     """The delivered body of one event type: ``{"type", "timestamp", "data"}``."""
-    title = "".join(part.capitalize() for part in re.split(r"[._]", name)) + "Webhook"
     return create_model(
         title,
         __config__=ConfigDict(
