@@ -89,13 +89,25 @@ class Outcome:
         return max(0, int((self.finished - published).total_seconds() * 1000))
 
 
-async def _cancelled(attempts: set[asyncio.Task[httpcore.AsyncNetworkStream]]) -> None:
-    """Cancel the connection attempts and wait for them; close the stream of any that connected meanwhile."""
-    for task in attempts:
-        task.cancel()
-    for outcome in await asyncio.gather(*attempts, return_exceptions=True):
-        if isinstance(outcome, httpcore.AsyncNetworkStream):
-            await outcome.aclose()
+#: Closings of streams that connected after their attempt was given up (kept referenced until they are done).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _given_up(attempt: asyncio.Task[httpcore.AsyncNetworkStream]) -> None:
+    """Cancel a connection attempt without waiting for it; should it connect all the same, its stream is closed."""
+    attempt.cancel()
+    attempt.add_done_callback(_close_if_connected)
+
+
+def _close_if_connected(attempt: asyncio.Task[httpcore.AsyncNetworkStream]) -> None:
+    if not attempt.cancelled() and attempt.exception() is None:
+        _close_soon(attempt.result())
+
+
+def _close_soon(stream: httpcore.AsyncNetworkStream) -> None:
+    closing = asyncio.get_running_loop().create_task(stream.aclose())
+    _CLOSING.add(closing)
+    closing.add_done_callback(_CLOSING.discard)
 
 
 class HostNotResolved(httpcore.ConnectError):
@@ -105,6 +117,9 @@ class HostNotResolved(httpcore.ConnectError):
 #: Happy Eyeballs' connection attempt delay (RFC 8305, section 5): the next address is tried this long after the
 #: previous attempt started, or as soon as it failed.
 CONNECTION_ATTEMPT_DELAY_SECONDS = 0.25
+#: Attempts of one connection at once: starting another gives up the oldest. A connection holds at most this many
+#: sockets, whatever the number of addresses (Lambda allows a process 1,024 file descriptors).
+MAX_RACING_ATTEMPTS = 3
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -112,8 +127,9 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
     checks every answer against the URL policy and connects to a checked address only. The addresses are raced
     as Happy Eyeballs does (RFC 8305; anyio's ``connect_tcp`` does it for a name, which Herald does not hand it):
     the next one is tried 250 ms after the previous attempt started, or as soon as it failed, all within the one
-    connect timeout; the first connected wins and the others are cancelled. So an address that never answers (a
-    stale AAAA record, a dead node behind several A records) costs a quarter of a second, not the whole timeout.
+    connect timeout, at most ``MAX_RACING_ATTEMPTS`` at once; the first connected wins and the others are
+    cancelled. So an address that never answers (a stale AAAA record, a dead node behind several A records) costs a
+    quarter of a second, not the whole timeout.
     httpcore then starts TLS with the original host name, so SNI and the certificate check use the name, and the
     Host header is untouched."""
 
@@ -149,32 +165,39 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         self, addresses: list[str], port: int, options: dict[str, Any]
     ) -> httpcore.AsyncNetworkStream:
         """The stream of the first address to connect, trying the next one ``CONNECTION_ATTEMPT_DELAY_SECONDS``
-        after the previous attempt started or as soon as it failed; the last failure if none connects. Every
-        attempt still running when it returns (or is cancelled) is cancelled, and a stream it opened closed."""
+        after the previous attempt started or as soon as it failed (giving up the oldest of
+        ``MAX_RACING_ATTEMPTS`` still running); the last failure if none connects. Every attempt given up, or still
+        running when it returns or is cancelled, is cancelled without being waited for, and a stream it opens all
+        the same is closed."""
         waiting = list(addresses)
-        running: set[asyncio.Task[httpcore.AsyncNetworkStream]] = set()
+        running: list[asyncio.Task[httpcore.AsyncNetworkStream]] = []  # in the order they started
         failure: BaseException | None = None
         try:
             while waiting or running:
                 if waiting:
-                    running.add(asyncio.create_task(self.inner.connect_tcp(waiting.pop(0), port, **options)))
-                done, running = await asyncio.wait(
+                    if len(running) == MAX_RACING_ATTEMPTS:
+                        _given_up(running.pop(0))
+                    running.append(asyncio.create_task(self.inner.connect_tcp(waiting.pop(0), port, **options)))
+                done, _ = await asyncio.wait(
                     running,
                     timeout=CONNECTION_ATTEMPT_DELAY_SECONDS if waiting else None,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                connected = []
-                for task in done:
-                    if isinstance(task.exception(), httpcore.ConnectError | httpcore.ConnectTimeout):
-                        failure = task.exception()
-                    else:
-                        connected.append(task.result())  # any other error is raised as it is
-                if connected:
-                    for extra in connected[1:]:
-                        await extra.aclose()
-                    return connected[0]
+                running = [task for task in running if task not in done]
+                connected = [task.result() for task in done if task.exception() is None]
+                errors = [error for task in done if (error := task.exception()) is not None]
+                unexpected = [e for e in errors if not isinstance(e, httpcore.ConnectError | httpcore.ConnectTimeout)]
+                kept = connected[:1] if not unexpected else []  # the winner; any other stream is closed
+                for stream in connected[len(kept) :]:
+                    _close_soon(stream)
+                if unexpected:
+                    raise unexpected[0]
+                if kept:
+                    return kept[0]
+                failure = errors[-1] if errors else failure
         finally:
-            await _cancelled(running)
+            for task in running:
+                _given_up(task)
         assert failure is not None  # every attempt ended, each with a connection failure
         raise failure
 
