@@ -134,6 +134,39 @@ def test_a_batch_of_attempts_follows_the_failure_streak_in_the_order_they_finish
     assert health.recoveries == ()
 
 
+def test_a_batch_written_after_a_later_failure_adds_its_failures_after_that_one(services) -> None:
+    # GIVEN two batches of one subscription worked side by side: the second's failures (t4, t6) counted first
+    health = services.store.health
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    at = [start + timedelta(seconds=n) for n in range(8)]
+    expires = int(time.time()) + 3600
+    health.count_attempts(
+        "sub_race",
+        [AttemptTally(False, 504, at[4]), AttemptTally(False, 506, at[6])],
+        failing_after=3,
+        expires_at=expires,
+    )
+    # WHEN the first's are written: successes at t1 and t2, then failures at t3, t5 and t7
+    first = [
+        AttemptTally(True, 200, at[1], 5),
+        AttemptTally(True, 201, at[2], 5),
+        AttemptTally(False, 503, at[3]),
+        AttemptTally(False, 505, at[5]),
+        AttemptTally(False, 507, at[7]),
+    ]
+    counted = health.count_attempts("sub_race", first, failing_after=3, expires_at=expires)
+    # THEN its failure after the one counted (t7) follows the streak: three in a row, failing since then, its status
+    # the latest (t3 and t5, between its success and that failure, cannot be told from failures before the success)
+    assert (counted.consecutive_failures, counted.failing_since) == (3, at[7])
+    stats = health.get_stats("sub_race")
+    assert (stats["consecutive_failures"], stats["failing_since"], stats["last_status_code"]) == (
+        3,
+        at[7].isoformat(),
+        507,
+    )
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (7, 2, 5)
+
+
 def test_a_healthy_subscriptions_stats_item_stays_within_one_write_unit(services) -> None:
     from benchmarks.cost import item_size
     from herald.storage import keys

@@ -136,14 +136,14 @@ def _since_success(ordered: Sequence[AttemptTally], after: str | None) -> list[A
 
 def _moving(latest: Sequence[AttemptTally], failure_before: str | None) -> list[AttemptTally]:
     """Of ``latest`` (``_since_success``), those that move the streak: all of them, unless a failure counted
-    already (``failure_before``, the stats' latest failure) came after their last success. Then the streak and
-    the latest status stand as stored: that failure is later than anything here. The stored streak may then hold
-    failures from before this batch's success, and leaves out this batch's failures after it: the item keeps no
-    time for each failure, so the two cannot be told apart (a race of two batches, rare: the streak is off by the
-    few attempts they made in between)."""
+    already (``failure_before``, the stats' latest failure) came after their last success. Then only the failures
+    here later than that one: they follow the streak as stored, and the latest status is theirs. The stored streak
+    may then hold failures from before this batch's success, and leaves out this batch's failures between it and
+    that failure: the item keeps no time for each failure, so the two cannot be told apart (a race of two batches,
+    rare: the streak is off by the few attempts they made in between)."""
     successes = [tally for tally in latest if tally.succeeded]
     if successes and failure_before is not None and successes[-1].at.isoformat() < failure_before:
-        return []
+        return [tally for tally in latest if _newer(tally, failure_before)]
     return list(latest)
 
 
@@ -430,7 +430,8 @@ class HealthRepository:
         health = _follow_streak(
             streak, datetime.fromisoformat(before) if before else None, latest, failing_after=failing_after
         )
-        beaten = [tally.at for tally in answered if tally.succeeded] if not latest else []
+        # A success here that a failure counted already came after (``_moving`` left it out).
+        beaten = [tally.at for tally in answered if tally.succeeded] if len(latest) < len(answered) else []
         if beaten and health.failing_since is not None and health.failing_since < beaten[-1]:
             # A success here came before a failure counted already: the streak stands, but not its clock.
             self._restart_failing_clock(sub_id, beaten[-1])
