@@ -27,7 +27,13 @@ CORRELATION = ("event_id", "delivery_id", "subscription_id", "tenant_id", "attem
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"retry_schedule": (0, 0), "retry_jitter": 0.0, "metrics_namespace": "HeraldTest", "detailed_metrics": True}
+    return {
+        "retry_schedule": (0, 0),
+        "retry_jitter": 0.0,
+        "metrics_namespace": "HeraldTest",
+        "metrics_service": "herald-staging",
+        "detailed_metrics": True,
+    }
 
 
 def emf_documents(output: str) -> list[dict[str, Any]]:
@@ -83,7 +89,8 @@ def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
     harness.drain()
     assert (len(ok.received), len(broken.received)) == (1, 2)
     output = capsys.readouterr().out
-    # THEN the invocations printed EMF documents in the configured namespace, with the service as only dimension
+    # THEN the invocations printed EMF documents in the configured namespace, with the service as only dimension, of
+    # the configured value (the stack's name in a deployment)
     documents = emf_documents(output)
     assert documents
     values: dict[str, list[float]] = defaultdict(list)
@@ -92,6 +99,7 @@ def test_a_success_a_retry_and_an_exhaustion_are_measured_and_logged(
         (directive,) = document["_aws"]["CloudWatchMetrics"]
         assert directive["Namespace"] == "HeraldTest"
         assert directive["Dimensions"] == [["service"]]
+        assert document["service"] == "herald-staging"
         for metric in directive["Metrics"]:
             units[metric["Name"]] = metric["Unit"]
             value = document[metric["Name"]]

@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 from herald.local.resources import function_properties, load_template
 from herald.local.template import Resolver
 from herald.messages import MAX_DELIVERIES_PER_MESSAGE
-from herald.metrics import CORE, SERVICE, Metric
+from herald.metrics import CORE, Metric
 from herald.sender import MAX_CONNECTIONS
 from herald.settings import Settings
 from herald.worker.fanout import CLAIM_IDLE_SECONDS
@@ -36,6 +36,8 @@ LAYER_DIR = REPO_ROOT / "layers" / "herald"
 LAYER_MAKEFILE = LAYER_DIR / "Makefile"
 FOURTEEN_DAYS = 14 * 24 * 3600
 FUNCTIONS = ("ApiFunction", "DeliveryFunction")
+#: The metrics' dimension in a deployment: the stack's name (``HERALD_METRICS_SERVICE``).
+STACK_NAME = {"Ref": "AWS::StackName"}
 #: Shipped by the Lambda python runtime, so never bundled in the layer.
 RUNTIME_PROVIDED = {"boto3"}
 
@@ -500,7 +502,7 @@ def test_the_functions_write_the_core_metrics_and_the_detailed_ones_as_the_opera
 
 
 def test_delivery_failure_rate_alarm_reads_the_delivery_functions_metrics(template: dict[str, Any]) -> None:
-    from herald.metrics import SERVICE, Metric
+    from herald.metrics import Metric
     from herald.settings import Settings
 
     # GIVEN the failure-rate alarm (metric math on the EMF metrics)
@@ -513,11 +515,13 @@ def test_delivery_failure_rate_alarm_reads_the_delivery_functions_metrics(templa
         assert stat["Metric"] == {
             "Namespace": {"Ref": "MetricsNamespace"},
             "MetricName": metric.value,
-            "Dimensions": [{"Name": "service", "Value": SERVICE}],
+            "Dimensions": [{"Name": "service", "Value": STACK_NAME}],
         }
         assert stat["Stat"] == "Sum"
     for function in FUNCTIONS:
         variables = function_properties(template, function)["Environment"]["Variables"]
+        # ... which each function writes: its stack's own (stacks sharing an account and namespace never mix)
+        assert variables["HERALD_METRICS_SERVICE"] == STACK_NAME
         assert variables["HERALD_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
     assert template["Parameters"]["MetricsNamespace"]["Default"] == Settings.model_fields["metrics_namespace"].default
     # ... and alarms on failed / (failed + succeeded), in percent, above a minimum volume
@@ -576,7 +580,7 @@ def test_schedule_sweep_lag_alarm_reads_the_lag_every_sweep_writes(template: dic
     # THEN it reads the metric the sweep writes (EMF, in the stack's namespace, with Herald's one dimension)
     assert alarm["MetricName"] == Metric.SWEEP_LAG.value
     assert alarm["Namespace"] == {"Ref": "MetricsNamespace"}
-    assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": STACK_NAME}]
     # ... and goes off when every sweep of two 5-minute periods was further behind than the operator's threshold,
     # which leaves the sweeps' own minute and lookahead well behind
     assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (

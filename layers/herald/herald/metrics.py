@@ -73,8 +73,8 @@ class DeliveryMetrics:
     metric's whole list of values for a debug line on every call, whether debug logging is on or not, so a
     batch of 100 deliveries paid for each list a hundred times over (about a fifteenth of the worker's CPU)."""
 
-    def __init__(self, namespace: str, *, detailed: bool) -> None:
-        self._provider = AmazonCloudWatchEMFProvider(namespace=namespace, service=SERVICE)
+    def __init__(self, namespace: str, *, detailed: bool, service: str = SERVICE) -> None:
+        self._provider = AmazonCloudWatchEMFProvider(namespace=namespace, service=service)
         self._written = frozenset(Metric) if detailed else CORE
         self._values: dict[Metric, list[float]] = {}
 

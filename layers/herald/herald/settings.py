@@ -169,6 +169,13 @@ class Settings(BaseSettings):
     )
     breaker_max_open_seconds: float = Field(3600.0, gt=0, description="The longest the breaker stays open at once.")
     metrics_namespace: str = Field("Herald", min_length=1, description="CloudWatch namespace of Herald's metrics.")
+    metrics_service: str = Field(
+        "herald",
+        min_length=1,
+        description="The value of the metrics' one dimension, `service`: the stack's name in a deployment, so that "
+        "stacks sharing an account and a namespace (staging beside production) write metrics of their own, and each "
+        "stack's alarms read its own.",
+    )
     detailed_metrics: bool = Field(
         False,
         description="Write every delivery metric. False writes the core ones only (herald.metrics.CORE: those the "

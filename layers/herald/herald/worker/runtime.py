@@ -95,7 +95,10 @@ class Worker:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.loop = asyncio.new_event_loop()
         self.executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="herald-io")
-        self.metrics = DeliveryMetrics(self.settings.metrics_namespace, detailed=self.settings.detailed_metrics)
+        settings = self.settings
+        self.metrics = DeliveryMetrics(
+            settings.metrics_namespace, detailed=settings.detailed_metrics, service=settings.metrics_service
+        )
         self.events = EventCache(self)
         self.pacer = Pacer(self)
         self.books = Bookkeeping(self)
