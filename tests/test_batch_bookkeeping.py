@@ -134,37 +134,49 @@ def test_a_batch_of_attempts_follows_the_failure_streak_in_the_order_they_finish
     assert health.recoveries == ()
 
 
-def test_a_batch_written_after_a_later_failure_adds_its_failures_after_that_one(services) -> None:
-    # GIVEN two batches of one subscription worked side by side: the second's failures (t4, t6) counted first
+@pytest.mark.parametrize(
+    ("counted_first", "written_after", "streak"),
+    [
+        # the second's failures (t4, t6) first; then successes at t1, t2 and failures at t3, t5, t7
+        ([(4, 504), (6, 506)], [(1, 200), (2, 201), (3, 503), (5, 505), (7, 507)], 2),
+        # failures at t0, t4 first; then a failure at t1, successes at t2, t3, a failure at t5
+        ([(0, 500), (4, 504)], [(1, 501), (2, 200), (3, 201), (5, 505)], 2),
+    ],
+)
+def test_a_batch_written_after_a_later_failure_leaves_the_streak_and_gives_the_latest_status(
+    services, counted_first: list[tuple[int, int]], written_after: list[tuple[int, int]], streak: int
+) -> None:
+    # GIVEN two batches of one subscription worked side by side, the second's attempts counted first
     health = services.store.health
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    at = [start + timedelta(seconds=n) for n in range(8)]
     expires = int(time.time()) + 3600
-    health.count_attempts(
-        "sub_race",
-        [AttemptTally(False, 504, at[4]), AttemptTally(False, 506, at[6])],
-        failing_after=3,
-        expires_at=expires,
-    )
-    # WHEN the first's are written: successes at t1 and t2, then failures at t3, t5 and t7
-    first = [
-        AttemptTally(True, 200, at[1], 5),
-        AttemptTally(True, 201, at[2], 5),
-        AttemptTally(False, 503, at[3]),
-        AttemptTally(False, 505, at[5]),
-        AttemptTally(False, 507, at[7]),
-    ]
-    counted = health.count_attempts("sub_race", first, failing_after=3, expires_at=expires)
-    # THEN its failure after the one counted (t7) follows the streak: three in a row, failing since then, its status
-    # the latest (t3 and t5, between its success and that failure, cannot be told from failures before the success)
-    assert (counted.consecutive_failures, counted.failing_since) == (3, at[7])
+
+    def tallies(attempts: list[tuple[int, int]]) -> list[AttemptTally]:
+        return [
+            AttemptTally(code < 300, code, start + timedelta(seconds=second), 5 if code < 300 else None)
+            for second, code in attempts
+        ]
+
+    health.count_attempts("sub_race", tallies(counted_first), failing_after=3, expires_at=expires)
+    # WHEN the first's are written, whose last success came before a failure counted already
+    counted = health.count_attempts("sub_race", tallies(written_after), failing_after=3, expires_at=expires)
+    # THEN the streak stands as stored (which failures follow that success, the item cannot tell), not failing, and
+    # the latest status is the latest failure's, as its time is: the item never contradicts itself
+    latest_second, latest_code = max(counted_first + written_after)
     stats = health.get_stats("sub_race")
-    assert (stats["consecutive_failures"], stats["failing_since"], stats["last_status_code"]) == (
-        3,
-        at[7].isoformat(),
-        507,
+    assert (counted.consecutive_failures, counted.failing_since) == (streak, None)
+    assert (stats["consecutive_failures"], stats.get("failing_since")) == (streak, None)
+    assert (stats["last_status_code"], stats["last_failure_at"]) == (
+        latest_code,
+        (start + timedelta(seconds=latest_second)).isoformat(),
     )
-    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (7, 2, 5)
+    attempts = counted_first + written_after
+    succeeded = sum(1 for _, code in attempts if code < 300)
+    assert (stats["attempts"], stats["succeeded"], stats["failed"]) == (
+        len(attempts),
+        succeeded,
+        len(attempts) - succeeded,
+    )
 
 
 def test_a_healthy_subscriptions_stats_item_stays_within_one_write_unit(services) -> None:

@@ -136,14 +136,14 @@ def _since_success(ordered: Sequence[AttemptTally], after: str | None) -> list[A
 
 def _moving(latest: Sequence[AttemptTally], failure_before: str | None) -> list[AttemptTally]:
     """Of ``latest`` (``_since_success``), those that move the streak: all of them, unless a failure counted
-    already (``failure_before``, the stats' latest failure) came after their last success. Then only the failures
-    here later than that one: they follow the streak as stored, and the latest status is theirs. The stored streak
-    may then hold failures from before this batch's success, and leaves out this batch's failures between it and
-    that failure: the item keeps no time for each failure, so the two cannot be told apart (a race of two batches,
-    rare: the streak is off by the few attempts they made in between)."""
+    already (``failure_before``, the stats' latest failure) came after their last success. Then the streak and
+    the latest status stand as stored: that failure is later than anything here. The stored streak may then hold
+    failures from before this batch's success, and leaves out this batch's failures after it: the item keeps no
+    time for each failure, so the two cannot be told apart (a race of two batches, rare: the streak is off by the
+    few attempts they made in between)."""
     successes = [tally for tally in latest if tally.succeeded]
     if successes and failure_before is not None and successes[-1].at.isoformat() < failure_before:
-        return [tally for tally in latest if _newer(tally, failure_before)]
+        return []
     return list(latest)
 
 
@@ -235,16 +235,25 @@ def _stats_update(
         values.update(no_latency=[], latencies=latencies)
     if moving := _moving(latest, failure_before):
         if _newer(moving[-1], failure_before):
-            if moving[-1].status_code is not None:
-                sets.append("last_status_code = :code")
-                values["code"] = moving[-1].status_code
-            else:
-                removes.append("last_status_code")
+            _latest_status(moving[-1], sets=sets, removes=removes, values=values)
         _move_streak(moving, failing_after=failing_after, adds=adds, sets=sets, removes=removes, values=values)
+    elif newest is not None and any(tally is newest for tally in latest):
+        # The streak stands as stored (``_moving``), but the latest attempt is this batch's failure, later than every
+        # one counted: the latest status is its, as the latest failure's time is.
+        _latest_status(newest, sets=sets, removes=removes, values=values)
     expression = ("ADD " + ", ".join(adds) + " " if adds else "") + "SET " + ", ".join(sets)
     if removes:
         expression += " REMOVE " + ", ".join(removes)
     return expression, values
+
+
+def _latest_status(tally: AttemptTally, *, sets: list[str], removes: list[str], values: dict[str, Any]) -> None:
+    """Add to a stats update that ``tally`` is the latest attempt: its status code (none: removed)."""
+    if tally.status_code is not None:
+        sets.append("last_status_code = :code")
+        values["code"] = tally.status_code
+    else:
+        removes.append("last_status_code")
 
 
 def _move_streak(
@@ -430,8 +439,7 @@ class HealthRepository:
         health = _follow_streak(
             streak, datetime.fromisoformat(before) if before else None, latest, failing_after=failing_after
         )
-        # A success here that a failure counted already came after (``_moving`` left it out).
-        beaten = [tally.at for tally in answered if tally.succeeded] if len(latest) < len(answered) else []
+        beaten = [tally.at for tally in answered if tally.succeeded] if not latest else []
         if beaten and health.failing_since is not None and health.failing_since < beaten[-1]:
             # A success here came before a failure counted already: the streak stands, but not its clock.
             self._restart_failing_clock(sub_id, beaten[-1])
