@@ -69,6 +69,17 @@ async def connects(address: str) -> Stream:
     return Stream(address)
 
 
+async def connects_after_a_lost_syn(address: str) -> Stream:
+    """Connects in 1 s: its first SYN was lost, and the kernel sent it again."""
+    await asyncio.sleep(1.0)
+    return Stream(address)
+
+
+async def refuses(address: str) -> Stream:
+    await asyncio.sleep(0.01)
+    raise httpcore.ConnectError("[Errno 111] Connection refused")
+
+
 async def connects_when_given_up(address: str) -> Stream:
     """Hangs, and connects all the same once cancelled (a SYN-ACK already on its way)."""
     try:
@@ -114,7 +125,8 @@ def test_a_name_s_addresses_are_raced_a_bounded_number_at_once_and_all_tried() -
     backend, inner = backend_for([hangs] * 9 + [connects])
 
     async def connect() -> Stream:
-        stream = await backend.connect_tcp("hooks.example.test", 443, timeout=5.0)
+        # (the tenth address starts 4.5 s in: three 1.5 s turns of three attempts; 8 s leaves a busy host room)
+        stream = await backend.connect_tcp("hooks.example.test", 443, timeout=8.0)
         assert isinstance(stream, Stream)
         await settled(inner, kept=stream)
         return stream
@@ -179,3 +191,19 @@ def test_the_winner_is_returned_without_waiting_for_the_attempts_it_gives_up() -
     # THEN the second address's is returned at once (not after the first attempt's end), and the first's closed
     assert (stream.address, stream.closed) == ("127.0.0.2", False)
     assert [(late.address, late.closed) for late in inner.streams if late is not stream] == [("127.0.0.1", True)]
+
+
+def test_an_address_that_connects_after_a_lost_packet_is_not_given_up_for_the_next() -> None:
+    # GIVEN a name whose first address connects in 1 s (a SYN sent again), whose next two never answer, and whose
+    # fourth refuses: with three attempts under way, the fourth waits for the oldest's 1.5 s
+    backend, inner = backend_for([connects_after_a_lost_syn, hangs, hangs, refuses])
+
+    async def connect() -> Stream:
+        stream = await backend.connect_tcp("hooks.example.test", 443, timeout=5.0)
+        assert isinstance(stream, Stream)
+        await settled(inner, kept=stream)
+        return stream
+
+    # WHEN a connection is made, THEN the first address's is it
+    assert asyncio.run(connect()).address == "127.0.0.1"
+    assert inner.most_at_once == MAX_RACING_ATTEMPTS

@@ -107,7 +107,13 @@ def _close_if_connected(attempt: asyncio.Task[httpcore.AsyncNetworkStream]) -> N
 def _close_soon(stream: httpcore.AsyncNetworkStream) -> None:
     closing = asyncio.get_running_loop().create_task(stream.aclose())
     _CLOSING.add(closing)
-    closing.add_done_callback(_CLOSING.discard)
+    closing.add_done_callback(_closed)
+
+
+def _closed(closing: asyncio.Task[None]) -> None:
+    _CLOSING.discard(closing)
+    if not closing.cancelled() and closing.exception() is not None:  # retrieved: the stream is gone either way
+        logger.debug("a given-up connection failed to close", exc_info=closing.exception())
 
 
 class HostNotResolved(httpcore.ConnectError):
@@ -117,9 +123,13 @@ class HostNotResolved(httpcore.ConnectError):
 #: Happy Eyeballs' connection attempt delay (RFC 8305, section 5): the next address is tried this long after the
 #: previous attempt started, or as soon as it failed.
 CONNECTION_ATTEMPT_DELAY_SECONDS = 0.25
-#: Attempts of one connection at once: starting another gives up the oldest. A connection holds at most this many
-#: sockets, whatever the number of addresses (Lambda allows a process 1,024 file descriptors).
+#: Attempts of one connection at once: a connection holds at most this many sockets, whatever the number of addresses
+#: (Lambda allows a process 1,024 file descriptors). With this many under way, the next address waits until the
+#: oldest has had ``GIVE_UP_AFTER_SECONDS``, then takes its place.
 MAX_RACING_ATTEMPTS = 3
+#: What an attempt is given before the next address may take its place: past the first SYN's retransmission (1 s on
+#: Linux), so one lost packet does not lose a reachable address.
+GIVE_UP_AFTER_SECONDS = 1.5
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -165,24 +175,31 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         self, addresses: list[str], port: int, options: dict[str, Any]
     ) -> httpcore.AsyncNetworkStream:
         """The stream of the first address to connect, trying the next one ``CONNECTION_ATTEMPT_DELAY_SECONDS``
-        after the previous attempt started or as soon as it failed (giving up the oldest of
-        ``MAX_RACING_ATTEMPTS`` still running); the last failure if none connects. Every attempt given up, or still
-        running when it returns or is cancelled, is cancelled without being waited for, and a stream it opens all
-        the same is closed."""
+        after the previous attempt started or as soon as it failed (with ``MAX_RACING_ATTEMPTS`` under way, in the
+        place of the oldest once it has had ``GIVE_UP_AFTER_SECONDS``); the last failure if none connects. Every
+        attempt given up, or still running when it returns or is cancelled, is cancelled without being waited for,
+        and a stream it opens all the same is closed."""
+        loop = asyncio.get_running_loop()
         waiting = list(addresses)
         running: list[asyncio.Task[httpcore.AsyncNetworkStream]] = []  # in the order they started
+        started: dict[asyncio.Task[httpcore.AsyncNetworkStream], float] = {}
         failure: BaseException | None = None
         try:
             while waiting or running:
-                if waiting:
-                    if len(running) == MAX_RACING_ATTEMPTS:
-                        _given_up(running.pop(0))
-                    running.append(asyncio.create_task(self.inner.connect_tcp(waiting.pop(0), port, **options)))
-                done, _ = await asyncio.wait(
-                    running,
-                    timeout=CONNECTION_ATTEMPT_DELAY_SECONDS if waiting else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                full = waiting and len(running) == MAX_RACING_ATTEMPTS
+                if full and loop.time() - started[running[0]] >= GIVE_UP_AFTER_SECONDS:
+                    _given_up(running.pop(0))
+                if waiting and len(running) < MAX_RACING_ATTEMPTS:
+                    attempt = asyncio.create_task(self.inner.connect_tcp(waiting.pop(0), port, **options))
+                    running.append(attempt)
+                    started[attempt] = loop.time()
+                if not waiting:
+                    wait: float | None = None
+                elif len(running) < MAX_RACING_ATTEMPTS:
+                    wait = CONNECTION_ATTEMPT_DELAY_SECONDS
+                else:  # until the oldest may be given up
+                    wait = max(0.0, started[running[0]] + GIVE_UP_AFTER_SECONDS - loop.time())
+                done, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 running = [task for task in running if task not in done]
                 connected = [task.result() for task in done if task.exception() is None]
                 errors = [error for task in done if (error := task.exception()) is not None]
