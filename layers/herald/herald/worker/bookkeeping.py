@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from herald.domain.operational import OPERATOR_TENANT_ID, emit
+from herald.errors import ServiceUnavailableError
 from herald.metrics import Metric
 from herald.records import DeliveryStatus, ErrorKind
 from herald.storage import AttemptTally, SubscriptionHealth
@@ -66,24 +67,30 @@ def recovered(ref: dict[str, Any], failing_since: datetime, recovered_at: dateti
     return "subscription.recovered", data, (ref["subscription_id"], failing_since.isoformat())
 
 
-#: Waits before publishing an operational event again after a failure (seconds): three tries in all.
+#: Waits before publishing an operational event again after AWS refused it (seconds): three tries in all.
 REPORT_RETRY_DELAYS = (0.2, 1.0)
+#: A retry is made only with this long left of the invocation after its wait: the batch's bookkeeping comes after it.
+REPORT_RETRY_MARGIN_SECONDS = 15.0
 
 
 async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> None:
-    """Publish operational events, each tried again after a failure (``REPORT_RETRY_DELAYS``: its id is what it
-    reports, so a try that stored it and failed to queue it is completed by the next, and nothing is sent twice).
-    One that still fails is logged, never raised: what it reports is recorded, and its message is done."""
+    """Publish operational events, each tried again after AWS refused it (``REPORT_RETRY_DELAYS``, while the
+    invocation has time for it: its id is what it reports, so a try that stored it and failed to queue it is
+    completed by the next, and nothing is sent twice). One that still fails, or fails otherwise (a bug: its data
+    does not fit its type), is logged, never raised: what it reports is recorded, and its message is done."""
     for event_type, data, key in reports:
         for delay in (*REPORT_RETRY_DELAYS, None):
             try:
                 await worker.io(emit, worker.services, event_type, data, key=key)
                 break
-            except Exception:
-                if delay is None:
+            except ServiceUnavailableError:
+                if delay is None or worker.clock() + delay + REPORT_RETRY_MARGIN_SECONDS > worker.deadline:
                     logger.exception("operational event not published", extra={**log, "event_type": event_type})
-                else:
-                    await asyncio.sleep(delay)
+                    break
+                await asyncio.sleep(delay)
+            except Exception:
+                logger.exception("operational event not published", extra={**log, "event_type": event_type})
+                break
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:

@@ -14,6 +14,7 @@ the queue, never in the worker (``schedule``).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -103,6 +104,8 @@ class Worker:
         self.pacer = Pacer(self)
         self.books = Bookkeeping(self)
         self.reads = BatchReads()
+        #: When the current invocation ends, on the worker's clock (``_started``).
+        self.deadline = math.inf
         #: The batch's records at work, for the calls gathered across them: the first attempts' writes, the copies of
         #: held messages.
         self.activity = Activity()
@@ -131,9 +134,17 @@ class Worker:
             return False
         return True
 
+    def _started(self, context: LambdaContext | None) -> float:
+        """Note when this invocation ends, on the worker's clock (``deadline``: what may wait, a report's retry,
+        waits only within it), and return it."""
+        remaining_ms = context.get_remaining_time_in_millis() if context is not None else 60_000
+        self.deadline = self.clock() + remaining_ms / 1000
+        return self.deadline
+
     def invoke(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         """One invocation of the DeliveryFunction: the schedule's sweep (``{"herald": "sweep"}``, once a
         minute), a batch of the table's stream (``streamed``), or a batch of a work queue."""
+        self._started(context)
         if event.get("herald") == "sweep":
             return self.sweep(context)
         if streamed.is_stream_event(event):
@@ -142,8 +153,7 @@ class Worker:
 
     def handle(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         """The Lambda handler body: returns ``{"batchItemFailures": [...]}``."""
-        remaining_ms = context.get_remaining_time_in_millis() if context is not None else 60_000
-        deadline = self.clock() + remaining_ms / 1000
+        deadline = self._started(context)
 
         async def record_handler(record: SQSRecord) -> None:
             await self.process(record, deadline)
