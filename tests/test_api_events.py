@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass as std_dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, RootModel, ValidationError
@@ -617,6 +618,44 @@ def test_a_dataclass_within_an_event_type_that_drops_unknown_fields_is_refused()
 
     with pytest.raises(ValueError, match="_DataclassLine must refuse unknown fields"):
         declared.event("test.order", example={"lines": [{"sku": "a"}]})(_Order)
+
+
+class _Line2(TypedDict):
+    sku: str
+
+
+@std_dataclass
+class _PlainLine:
+    sku: str
+
+
+def test_a_typed_dict_or_plain_dataclass_follows_what_holds_it() -> None:
+    # GIVEN types holding a TypedDict and a plain dataclass, directly (they take the model's own refusal of unknown
+    # fields) or within a root model (which drops them)
+    declared = EventCatalog()
+
+    class _Held(EventData):
+        lines: list[_Line2]
+        plain: _PlainLine
+
+    class _Rooted(EventData):
+        lines: RootModel[list[_Line2]]
+
+    # WHEN they are declared, THEN the first is, and refuses a typo at any depth
+    declared.event("test.held", example={"lines": [{"sku": "a"}], "plain": {"sku": "b"}})(_Held)
+    held = declared.get("test.held")
+    assert held is not None
+    for typo in (
+        '{"lines": [{"sku": "a", "quantiy": 3}], "plain": {"sku": "b"}}',
+        '{"lines": [], "plain": {"sku": "b", "x": 1}}',
+    ):
+        with pytest.raises(ValidationError):
+            held.validate_json(typo)
+    # AND the second is refused: within the root model, the TypedDict would drop a typo
+    with pytest.raises(
+        ValueError, match=re.escape("_Line2 must refuse unknown fields: decorate it with @pydantic.with_config")
+    ):
+        declared.event("test.rooted", example={"lines": [{"sku": "a"}]})(_Rooted)
 
 
 def test_two_event_types_documented_as_the_same_webhook_body_are_refused() -> None:

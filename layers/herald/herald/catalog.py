@@ -25,10 +25,9 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, is_dataclass
-from dataclasses import fields as dc_fields
 from datetime import date, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_type_hints, is_typeddict
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, create_model
 from pydantic.fields import FieldInfo
@@ -72,50 +71,66 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _models_within(annotation: Any, seen: set[type] | None = None) -> Iterator[type]:
-    """Every pydantic model and dataclass a field's type holds, itself included, however nested (lists, unions,
-    dicts, ``Annotated``, a ``RootModel``'s root), each once."""
+def _models_within(
+    annotation: Any, seen: set[type] | None = None, *, holder_forbids: bool = True
+) -> Iterator[tuple[type, bool]]:
+    """Every pydantic model, dataclass and ``TypedDict`` a field's type holds, itself included, however nested
+    (lists, unions, dicts, ``Annotated``, a ``RootModel``'s root), each once, with whether what holds it refuses
+    unknown fields (a plain dataclass or a ``TypedDict`` follows that rule)."""
     seen = set() if seen is None else seen
     fields = _fields(annotation) if isinstance(annotation, type) else None
     if fields is not None:
         if annotation in seen:
             return
         seen.add(annotation)
-        yield annotation
+        yield annotation, holder_forbids
+        forbids = _forbids(annotation, holder_forbids)
         for field in fields.values():
-            yield from _models_within(field.annotation, seen)
+            yield from _models_within(field.annotation, seen, holder_forbids=forbids)
         return
     for argument in get_args(annotation):
-        yield from _models_within(argument, seen)
+        yield from _models_within(argument, seen, holder_forbids=holder_forbids)
 
 
 def _fields(cls: type) -> dict[str, FieldInfo] | None:
-    """The fields of a pydantic model or of a dataclass pydantic validates, None for any other type."""
+    """The fields of a pydantic model, or of a dataclass or ``TypedDict`` pydantic validates; None for any other
+    type."""
     if issubclass(cls, BaseModel):
         return cls.model_fields
-    if is_dataclass(cls):
-        found: dict[str, FieldInfo] | None = getattr(cls, "__pydantic_fields__", None)
-        if found is not None:
-            return found
-        try:
-            hints = get_type_hints(cls)
-        except Exception:  # an annotation that does not resolve: the dataclass is refused by what it is (_unfit)
-            hints = {}
-        return {field.name: FieldInfo(annotation=hints.get(field.name)) for field in dc_fields(cls)}
-    return None
+    if not is_dataclass(cls) and not is_typeddict(cls):
+        return None
+    found: dict[str, FieldInfo] | None = getattr(cls, "__pydantic_fields__", None)
+    if found is not None:
+        return found
+    try:
+        hints = get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: nothing to look into
+        hints = {}
+    return {name: FieldInfo(annotation=hint) for name, hint in hints.items()}
 
 
-def _unfit(cls: type) -> str | None:
-    """Why an event's data may not hold ``cls`` (a model or dataclass within it), or None: each object must refuse
-    unknown fields (pydantic's default drops them: a publisher's typo would vanish), and each field must be
-    published under the name it is delivered and documented under."""
-    if not issubclass(cls, RootModel):  # a root model holds no fields of its own: its root is looked into
-        config = cls.model_config if issubclass(cls, BaseModel) else getattr(cls, "__pydantic_config__", {})
-        if config.get("extra") != "forbid":
-            return (
-                f"{cls.__name__} must refuse unknown fields: derive it from EventData, or give it "
-                "model_config = ConfigDict(extra='forbid')"
-            )
+def _forbids(cls: type, holder_forbids: bool) -> bool:
+    """Whether validating ``cls`` refuses unknown fields: a model's or pydantic dataclass's own configuration says; a
+    ``RootModel`` holds no fields and leaves what it holds to pydantic's default (dropped); a plain dataclass or a
+    ``TypedDict`` follows what holds it, unless its own configuration (``pydantic.with_config``) says."""
+    if issubclass(cls, RootModel):
+        return False
+    config = cls.model_config if issubclass(cls, BaseModel) else getattr(cls, "__pydantic_config__", None)
+    return holder_forbids if config is None else config.get("extra") == "forbid"
+
+
+def _unfit(cls: type, holder_forbids: bool) -> str | None:
+    """Why an event's data may not hold ``cls`` (a model, dataclass or ``TypedDict`` within it, held by something
+    refusing unknown fields or not), or None: each object must refuse unknown fields (pydantic's default drops them:
+    a publisher's typo would vanish), and each field must be published under the name it is delivered and
+    documented under."""
+    if not issubclass(cls, RootModel) and not _forbids(cls, holder_forbids):
+        fix = (
+            "derive it from EventData, or give it model_config = ConfigDict(extra='forbid')"
+            if issubclass(cls, BaseModel)
+            else "decorate it with @pydantic.with_config(ConfigDict(extra='forbid'))"
+        )
+        return f"{cls.__name__} must refuse unknown fields: {fix}"
     for name, field in (_fields(cls) or {}).items():
         published = field.validation_alias if field.validation_alias is not None else field.alias or name
         delivered = field.serialization_alias or field.alias or name
@@ -210,8 +225,8 @@ class EventCatalog:
                         f"event types {other.name!r} and {name!r} would both be documented as "
                         f"{declared.envelope_name}: rename one"
                     )
-            for nested in _models_within(model):
-                if (unfit := _unfit(nested)) is not None:
+            for nested, holder_forbids in _models_within(model):
+                if (unfit := _unfit(nested, holder_forbids)) is not None:
                     raise ValueError(f"event type {name!r}: {unfit}")
             # A wrong example is a bug in the catalog: fail at import. Checked as a publisher's data is (strict JSON
             # types): the example is documented in `webhooks` and is what a publisher copies.
