@@ -12,9 +12,10 @@ loads a handler among other work (a test, a benchmark, the local stack) is not f
 stays collectable.
 
 A pydantic model builds its validator and serializer when its class is defined, unless its configuration defers
-that to its first use (``defer_build``, pydantic's documented setting). FastAPI defines the models of its OpenAPI
-document as it is imported, some tens of them, and the API's first request never uses them:
-``models_built_on_first_use``, around FastAPI's import, defers them to the first ``/openapi.json``.
+that to its first use (``defer_build``, pydantic's documented setting). FastAPI defines some forty models as it is
+imported, most of them its OpenAPI document's, which the API's first request does not use:
+``models_built_on_first_use``, around FastAPI's import, defers each to its first use (the document's to the first
+``/openapi.json``; the bearer credentials' to the first authenticated request).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def models_built_on_first_use() -> Iterator[None]:
     is built as pydantic builds it by default.
 
     For models used by one thread at a time only: pydantic builds a deferred model without a lock, and two threads
-    using it first at once can see it half built. FastAPI's OpenAPI document models are such models (only
-    ``/openapi.json`` uses them); Herald's own, which the worker's threads validate at once, are not deferred."""
+    using it first at once can see it half built. FastAPI's models are such models (the API serves one request at a
+    time, on its event loop); Herald's own, which the worker's threads validate at once, are not deferred."""
     from pydantic import BaseModel
 
     config = BaseModel.model_config
