@@ -269,23 +269,28 @@ print(json.dumps({
 """
 
 
-def test_handler_module_imports_without_aws_or_configuration(tmp_path) -> None:
-    # GIVEN a process with no AWS or HERALD_* variable at all (no region, no credentials, no table),
-    # where any AWS client creation is recorded and any network connection fails
-    environment = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
-    # WHEN it loads functions/api/herald_api_handler.py as Lambda does, and serves the pages needing no AWS
+def _probe(script: str, argument: str, cwd: Path, environment: dict[str, str] | None = None) -> str:
+    """The last line a Python process running ``script`` with ``argument`` printed (it must succeed)."""
     result = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROBE, str(HANDLER_FILE)],
+        [sys.executable, "-c", script, argument],
         env=environment,
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    # THEN the import made no AWS client, built no services nor the models it did not need, and the app answers
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_handler_module_imports_without_aws_or_configuration(tmp_path) -> None:
+    # GIVEN a process with no AWS or HERALD_* variable at all (no region, no credentials, no table),
+    # where any AWS client creation is recorded and any network connection fails
+    environment = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    # WHEN it loads functions/api/herald_api_handler.py as Lambda does, and serves the pages needing no AWS
+    report = json.loads(_probe(IMPORT_PROBE, str(HANDLER_FILE), tmp_path, environment))
+    # THEN the import made no AWS client, built no services nor the models it did not need, and the app answers
     assert report["environment"] == []
     assert report["clients_created"] == []
     assert report["services_built"] is False
@@ -320,16 +325,7 @@ def test_models_built_on_first_use_describe_the_api_as_models_built_when_defined
     # with FastAPI's built on first use as the API function has them (herald.startup.models_built_on_first_use),
     # where a request validated body models before the document was asked for
     def document(mode: str) -> dict[str, Any]:
-        result = subprocess.run(
-            [sys.executable, "-c", DOCUMENT_PROBE, mode],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        loaded: dict[str, Any] = json.loads(result.stdout)
+        loaded: dict[str, Any] = json.loads(_probe(DOCUMENT_PROBE, mode, tmp_path))
         return loaded
 
     # WHEN each describes the API

@@ -18,15 +18,22 @@ from herald.local.stream_poller import lambda_record
 from tests.support import ADMIN_KEY
 
 
+def _table_and_stream() -> tuple[str, Any, Any, str]:
+    """The local stack's table (in the embedded AWS), its DynamoDB and Streams clients, and an iterator of its
+    stream from now on."""
+    session = boto3.session.Session(region_name="us-east-1")
+    table = create_local_resources(admin_key=ADMIN_KEY, session=session).table_name
+    dynamodb, streams = session.client("dynamodb"), session.client("dynamodbstreams")
+    arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+    return table, dynamodb, streams, iterator
+
+
 @pytest.mark.parametrize("deepcopy_transactions", [False, True], ids=["snapshots", "deep copies"])
 def test_a_cancelled_transaction_leaves_nothing_in_the_stream(deepcopy_transactions: bool) -> None:
     with mock_aws(), moto_fixes(deepcopy_transactions=deepcopy_transactions):
-        session = boto3.session.Session(region_name="us-east-1")
-        table = create_local_resources(admin_key=ADMIN_KEY, session=session).table_name
-        dynamodb, streams = session.client("dynamodb"), session.client("dynamodbstreams")
-        arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+        table, dynamodb, streams, iterator = _table_and_stream()
         # GIVEN a transaction that puts an item, then fails a condition on another: cancelled
         with pytest.raises(ClientError, match="TransactionCanceledException"):
             dynamodb.transact_write_items(
@@ -72,12 +79,7 @@ def test_a_records_binary_attributes_reach_the_function_in_base64_as_lambda_writ
 
 def test_a_stream_read_during_a_cancelled_transaction_sees_neither_it_nor_loses_what_follows() -> None:
     with mock_aws(), moto_fixes():
-        session = boto3.session.Session(region_name="us-east-1")
-        table = create_local_resources(admin_key=ADMIN_KEY, session=session).table_name
-        dynamodb, streams = session.client("dynamodb"), session.client("dynamodbstreams")
-        arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-        shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
+        table, dynamodb, streams, iterator = _table_and_stream()
         read: list[str] = []
         done = threading.Event()
 

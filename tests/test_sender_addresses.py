@@ -120,19 +120,26 @@ async def settled(inner: Backend, kept: Stream | None = None) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_a_name_s_addresses_are_raced_a_bounded_number_at_once_and_all_tried() -> None:
-    # GIVEN a name whose first nine addresses never answer and whose tenth connects
-    backend, inner = backend_for([hangs] * 9 + [connects])
+def connected(backend: PinnedBackend, inner: Backend, *, timeout: float = 5.0, within: float | None = None) -> Stream:
+    """The stream of a connection to the name (within ``within`` seconds, if given), once every attempt given up is
+    over and its stream closed."""
 
     async def connect() -> Stream:
-        # (the tenth address starts 4.5 s in: three 1.5 s turns of three attempts; 8 s leaves a busy host room)
-        stream = await backend.connect_tcp("hooks.example.test", 443, timeout=8.0)
+        async with asyncio.timeout(within):
+            stream = await backend.connect_tcp("hooks.example.test", 443, timeout=timeout)
         assert isinstance(stream, Stream)
         await settled(inner, kept=stream)
         return stream
 
-    # WHEN a connection is made
-    stream = asyncio.run(connect())
+    return asyncio.run(connect())
+
+
+def test_a_name_s_addresses_are_raced_a_bounded_number_at_once_and_all_tried() -> None:
+    # GIVEN a name whose first nine addresses never answer and whose tenth connects
+    backend, inner = backend_for([hangs] * 9 + [connects])
+    # WHEN a connection is made (the tenth address starts 4.5 s in: three 1.5 s turns of three attempts; 8 s leaves a
+    # busy host room)
+    stream = connected(backend, inner, timeout=8.0)
     # THEN every address was tried in order, never more than MAX_RACING_ATTEMPTS at once, the tenth connected, and
     # no attempt is left under way
     assert stream.address == "127.0.0.10"
@@ -144,15 +151,8 @@ def test_a_name_s_addresses_are_raced_a_bounded_number_at_once_and_all_tried() -
 def test_a_connection_an_attempt_makes_after_it_was_given_up_is_closed() -> None:
     # GIVEN a name whose first address connects only once its attempt is cancelled, and whose second connects
     backend, inner = backend_for([connects_when_given_up, connects])
-
-    async def connect() -> Stream:
-        stream = await backend.connect_tcp("hooks.example.test", 443, timeout=5.0)
-        assert isinstance(stream, Stream)
-        await settled(inner, kept=stream)
-        return stream
-
     # WHEN a connection is made
-    stream = asyncio.run(connect())
+    stream = connected(backend, inner)
     # THEN the second address's is kept, and the first's, made as it was given up, closed
     assert (stream.address, stream.closed) == ("127.0.0.2", False)
     assert [(late.address, late.closed) for late in inner.streams if late is not stream] == [("127.0.0.1", True)]
@@ -178,16 +178,8 @@ def test_the_winner_is_returned_without_waiting_for_the_attempts_it_gives_up() -
     # GIVEN a name whose first address, once given up, takes 4 s to connect, and whose second connects; and a caller
     # that gives the whole connection 2 s
     backend, inner = backend_for([connects_long_after_given_up, connects])
-
-    async def connect() -> Stream:
-        async with asyncio.timeout(2.0):
-            stream = await backend.connect_tcp("hooks.example.test", 443, timeout=5.0)
-        assert isinstance(stream, Stream)
-        await settled(inner, kept=stream)
-        return stream
-
     # WHEN a connection is made
-    stream = asyncio.run(connect())
+    stream = connected(backend, inner, within=2.0)
     # THEN the second address's is returned at once (not after the first attempt's end), and the first's closed
     assert (stream.address, stream.closed) == ("127.0.0.2", False)
     assert [(late.address, late.closed) for late in inner.streams if late is not stream] == [("127.0.0.1", True)]
@@ -197,13 +189,6 @@ def test_an_address_that_connects_after_a_lost_packet_is_not_given_up_for_the_ne
     # GIVEN a name whose first address connects in 1 s (a SYN sent again), whose next two never answer, and whose
     # fourth refuses: with three attempts under way, the fourth waits for the oldest's 1.5 s
     backend, inner = backend_for([connects_after_a_lost_syn, hangs, hangs, refuses])
-
-    async def connect() -> Stream:
-        stream = await backend.connect_tcp("hooks.example.test", 443, timeout=5.0)
-        assert isinstance(stream, Stream)
-        await settled(inner, kept=stream)
-        return stream
-
     # WHEN a connection is made, THEN the first address's is it
-    assert asyncio.run(connect()).address == "127.0.0.1"
+    assert connected(backend, inner).address == "127.0.0.1"
     assert inner.most_at_once == MAX_RACING_ATTEMPTS
