@@ -357,7 +357,7 @@ def _figure(
     name: str, runs: list[dict[str, Any]], baselines: list[dict[str, Any]], target: float, baseline_label: str
 ) -> Figure:
     value, base = median([run["cold_s"] for run in runs]) * 1000, median([run["cold_s"] for run in baselines]) * 1000
-    spread = (max(run["cold_s"] for run in baselines) - min(run["cold_s"] for run in baselines)) * 1000
+    spread = max(_spread(runs), _spread(baselines))
     return Figure(
         name=name,
         value=value,
@@ -366,12 +366,13 @@ def _figure(
         baseline_label=baseline_label,
         target=f"ratio <= {target}",
         met=value / base <= target,
-        # Herald does more than the bare baseline: well under it is a broken measurement. The noise is the
-        # spread of the baseline's own fresh processes.
+        # Herald does more than the bare baseline: well under it is a broken measurement. What decides is the
+        # distance to the target (target x the baseline); the noise is the wider spread of the two sides' own fresh
+        # processes: a distance inside it is not counted, met or missed.
         low=0.8,
         high=target,
         noise=spread,
-        signal=value - base,
+        signal=value - target * base,
         details={
             "runs": len(runs),
             "import_ms": median([run["import_s"] for run in runs]) * 1000,
@@ -386,6 +387,12 @@ def _figure(
             "aws_calls": [f"{service}.{operation}" for service, operation in runs[-1]["aws_calls"]],
         },
     )
+
+
+def _spread(runs: list[dict[str, Any]]) -> float:
+    """The spread of cold starts (ms): the slowest fresh process's time minus the fastest's."""
+    times = [float(run["cold_s"]) for run in runs]
+    return (max(times) - min(times)) * 1000
 
 
 def _own_figure(name: str, runs: list[dict[str, Any]], libraries: list[dict[str, Any]], label: str) -> Figure:
@@ -527,7 +534,7 @@ def delivery_cold_start(stack: Stack, *, runs: int, out: Any) -> list[Figure]:
     d = figure.details
     d["fastapi_imported"] = any(run["fastapi_imported"] for run in herald_runs)
     if d["fastapi_imported"]:
-        figure.met = False
+        figure.met, figure.verdict = False, "missed: the delivery function imported FastAPI"
         figure.note = "the delivery function imported FastAPI (it must not): python -X importtime shows by which path"
     out(
         f"  delivery cold start (median of {runs}): Herald {figure.value:.0f} ms (import {d['import_ms']:.0f} + "

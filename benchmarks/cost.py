@@ -80,6 +80,9 @@ API_GATEWAY_HTTP_REQUEST = 1.00 / 1e6  # HTTP API, first 300 M a month, per 512 
 CLOUDWATCH_LOGS_GB = 0.50  # standard ingestion
 SECRETS_MANAGER_CALL = 0.05 / 10_000
 DYNAMODB_STORAGE_GB_MONTH = 0.25
+#: Point-in-time recovery, which the template turns on for the table: billed on the table's size (its items, not its
+#: indexes' entries), per GB-month.
+DYNAMODB_PITR_GB_MONTH = 0.20
 #: Data transfer out to the internet: the webhooks Lambda sends, $0.09 per GB (the first 10 TB a month, after 100 GB
 #: free, shared by the account's services; free tiers ignored) -- AWS's internet egress rate as wring.co's and
 #: egresscost.com's data transfer pricing guides give it (read 2026-12-02); Lambda's own pricing says a function
@@ -772,16 +775,17 @@ def _cost_note(case: CaseResult) -> str:
     return text
 
 
-def stored_bytes(client: Any, table: str) -> tuple[int, int]:
+def stored_bytes(client: Any, table: str, *, with_indexes: bool = True) -> tuple[int, int]:
     """Bytes DynamoDB bills as storage for the table: every item and every index entry (both indexes
-    project all attributes), each with its 100 bytes of overhead; and how many deliveries it holds."""
+    project all attributes; ``with_indexes=False``: the items alone, what point-in-time recovery bills), each with
+    its 100 bytes of overhead; and how many deliveries it holds."""
     total = deliveries = 0
     kwargs: dict[str, Any] = {"TableName": table}
     while True:
         page = client.scan(**kwargs)
         for item in page.get("Items", []):
             size = item_size(item) + ITEM_OVERHEAD_BYTES
-            total += size * (1 + ("gsi1pk" in item) + ("gsi2pk" in item))
+            total += size * (1 + (("gsi1pk" in item) + ("gsi2pk" in item) if with_indexes else 0))
             deliveries += is_delivery({"pk": item["pk"]["S"], "sk": item["sk"]["S"]})
         if "LastEvaluatedKey" not in page:
             return total, deliveries
@@ -907,6 +911,13 @@ def run(
             case.breakdown["DynamoDB storage (retention)"] = (
                 per_delivery / 1e9 * DYNAMODB_STORAGE_GB_MONTH * RETENTION_MONTHS * 1e6
             )
+            table_bytes = stored_bytes(
+                stack.session.client("dynamodb"), stack.services.settings.table_name, with_indexes=False
+            )[0]
+            case.usage["table_bytes"] = table_bytes / stored_deliveries
+            case.breakdown["DynamoDB point-in-time recovery"] = (
+                table_bytes / stored_deliveries / 1e9 * DYNAMODB_PITR_GB_MONTH * RETENTION_MONTHS * 1e6
+            )
             fixed = fixed_costs_per_million(
                 case_template, sweep_dollars=case.usage["sweep_dollars"], cold_starts=cold_starts
             )
@@ -921,7 +932,8 @@ def run(
             case.notes.append(
                 f"storage: {per_delivery:.0f} bytes per delivery (the table's bytes with index entries and "
                 f"overhead, over the {stored_deliveries} deliveries it holds), kept "
-                f"{RETENTION_MONTHS:.2f} months"
+                f"{RETENTION_MONTHS:.2f} months; point-in-time recovery on the items' "
+                f"{case.usage['table_bytes']:.0f} bytes at ${DYNAMODB_PITR_GB_MONTH}/GB-month"
             )
             case.notes.append(
                 f"fixed monthly charges at {MONTHLY_WEBHOOKS:,} webhooks a month, per million: "
