@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass as std_dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, RootModel, ValidationError
@@ -656,6 +656,56 @@ def test_a_typed_dict_or_plain_dataclass_follows_what_holds_it() -> None:
         ValueError, match=re.escape("_Line2 must refuse unknown fields: decorate it with @pydantic.with_config")
     ):
         declared.event("test.rooted", example={"lines": [{"sku": "a"}]})(_Rooted)
+
+
+class _Loose(BaseModel):
+    sku: str
+
+
+class _Box[T](TypedDict):
+    value: T
+    loose: _Loose
+
+
+class _AliasedLine(TypedDict):
+    sku: Annotated[str, Field(validation_alias="SKU")]
+
+
+class _HeldTwiceRootFirst(EventData):
+    rooted: RootModel[list[_Line2]]
+    held: _Line2
+
+
+class _HeldTwiceRootLast(EventData):
+    held: _Line2
+    rooted: RootModel[list[_Line2]]
+
+
+class _GenericBox(EventData):
+    box: _Box[int]
+
+
+class _AliasedTypedDict(EventData):
+    line: _AliasedLine
+
+
+@pytest.mark.parametrize(
+    ("model", "refusal"),
+    [
+        (_HeldTwiceRootFirst, "_Line2 must refuse unknown fields"),
+        (_HeldTwiceRootLast, "_Line2 must refuse unknown fields"),
+        (_GenericBox, "_Loose must refuse unknown fields"),
+        (_AliasedTypedDict, "_AliasedLine.sku is published as 'SKU' and delivered as 'sku'"),
+    ],
+    ids=["held directly after a root model", "held directly before a root model", "generic", "aliased"],
+)
+def test_what_a_typed_dict_holds_is_checked_wherever_it_is_held(model: type[EventData], refusal: str) -> None:
+    # GIVEN a TypedDict held both directly and within a root model (in either order), a generic TypedDict holding a
+    # model that drops unknown fields, and a TypedDict key published under another name than it is delivered under
+    declared = EventCatalog()
+    # WHEN each type is declared, THEN it is refused, naming what would lose or rename a publisher's field
+    with pytest.raises(ValueError, match=re.escape(refusal)):
+        declared.event("test.held", example={})(model)
 
 
 def test_two_event_types_documented_as_the_same_webhook_body_are_refused() -> None:

@@ -27,7 +27,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, is_dataclass
 from datetime import date, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_type_hints, is_typeddict
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    Required,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, create_model
 from pydantic.fields import FieldInfo
@@ -72,22 +83,24 @@ class EventData(BaseModel):
 
 
 def _models_within(
-    annotation: Any, seen: set[type] | None = None, *, holder_forbids: bool = True
+    annotation: Any, seen: set[tuple[type, bool]] | None = None, *, holder_forbids: bool = True
 ) -> Iterator[tuple[type, bool]]:
     """Every pydantic model, dataclass and ``TypedDict`` a field's type holds, itself included, however nested
-    (lists, unions, dicts, ``Annotated``, a ``RootModel``'s root), each once, with whether what holds it refuses
-    unknown fields (a plain dataclass or a ``TypedDict`` follows that rule)."""
+    (lists, unions, dicts, ``Annotated``, a ``RootModel``'s root, a generic one's parameters and fields), each once
+    for each rule of what holds it (whether that refuses unknown fields: a plain dataclass or a ``TypedDict``
+    follows it)."""
     seen = set() if seen is None else seen
-    fields = _fields(annotation) if isinstance(annotation, type) else None
-    if fields is not None:
-        if annotation in seen:
+    origin = get_origin(annotation)
+    cls = annotation if isinstance(annotation, type) else origin if isinstance(origin, type) else None
+    fields = _fields(cls) if cls is not None else None
+    if cls is not None and fields is not None:
+        if (cls, holder_forbids) in seen:
             return
-        seen.add(annotation)
-        yield annotation, holder_forbids
-        forbids = _forbids(annotation, holder_forbids)
+        seen.add((cls, holder_forbids))
+        yield cls, holder_forbids
+        forbids = _forbids(cls, holder_forbids)
         for field in fields.values():
             yield from _models_within(field.annotation, seen, holder_forbids=forbids)
-        return
     for argument in get_args(annotation):
         yield from _models_within(argument, seen, holder_forbids=holder_forbids)
 
@@ -103,10 +116,15 @@ def _fields(cls: type) -> dict[str, FieldInfo] | None:
     if found is not None:
         return found
     try:
-        hints = get_type_hints(cls)
+        hints = get_type_hints(cls, include_extras=True)
     except Exception:  # an annotation that does not resolve: nothing to look into
         hints = {}
-    return {name: FieldInfo(annotation=hint) for name, hint in hints.items()}
+    return {name: FieldInfo.from_annotation(_required_or_not(hint)) for name, hint in hints.items()}
+
+
+def _required_or_not(hint: Any) -> Any:
+    """A ``TypedDict`` key's type without its ``Required`` or ``NotRequired``."""
+    return get_args(hint)[0] if get_origin(hint) in (Required, NotRequired) else hint
 
 
 def _forbids(cls: type, holder_forbids: bool) -> bool:
