@@ -94,8 +94,12 @@ async def breaks(address: str) -> Stream:
     raise RuntimeError("not a connection failure")
 
 
-def backend_for(behaviours: Sequence[Callable[[str], Awaitable[Stream]]]) -> tuple[PinnedBackend, Backend]:
-    addresses = [f"127.0.0.{n}" for n in range(1, len(behaviours) + 1)]
+def backend_for(
+    behaviours: Sequence[Callable[[str], Awaitable[Stream]]], addresses: Sequence[str] = ()
+) -> tuple[PinnedBackend, Backend]:
+    """The pinned backend over a stand-in network, for a name whose addresses (127.0.0.1, .2, ... unless given, in
+    the resolver's order) behave as ``behaviours`` says, in turn."""
+    addresses = list(addresses) or [f"127.0.0.{n}" for n in range(1, len(behaviours) + 1)]
     inner = Backend(dict(zip(addresses, behaviours, strict=True)))
     policy = UrlPolicy(
         allowed_networks=parse_networks(LOCAL_NETWORKS), resolver=FakeDns({"hooks.example.test": [addresses]})
@@ -192,3 +196,15 @@ def test_an_address_that_connects_after_a_lost_packet_is_not_given_up_for_the_ne
     # WHEN a connection is made, THEN the first address's is it
     assert connected(backend, inner).address == "127.0.0.1"
     assert inner.most_at_once == MAX_RACING_ATTEMPTS
+
+
+def test_the_two_families_take_turns_so_one_that_does_not_answer_holds_up_the_other_by_one_attempt() -> None:
+    # GIVEN a name answering three IPv6 addresses first (no route: they never answer), then two IPv4 ones that connect
+    behaviours = [hangs, hangs, hangs, connects, connects]
+    addresses = ["fd00::1", "fd00::2", "fd00::3", "10.0.0.1", "10.0.0.2"]
+    backend, inner = backend_for(behaviours, addresses)
+    # WHEN a connection is made
+    stream = connected(backend, inner)
+    # THEN the first IPv4 address was tried second, a quarter of a second in, and is the one connected
+    assert inner.started[:2] == ["fd00::1", "10.0.0.1"]
+    assert stream.address == "10.0.0.1"

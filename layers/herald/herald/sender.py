@@ -12,9 +12,10 @@ import contextlib
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import zip_longest
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -27,7 +28,7 @@ from herald import __version__
 from herald.errors import UrlNotAllowedError
 from herald.records import ErrorKind
 from herald.retry import parse_retry_after
-from herald.urls import UrlPolicy
+from herald.urls import Address, UrlPolicy
 
 logger = Logger(service="herald", child=True)
 
@@ -89,6 +90,14 @@ class Outcome:
         return max(0, int((self.finished - published).total_seconds() * 1000))
 
 
+def _interleaved(addresses: Sequence[Address]) -> list[Address]:
+    """The addresses with their families taking turns, the first address's family first, each in its order (RFC 8305,
+    section 4): a family whose addresses do not answer (IPv6 without a route) holds up the other by one attempt."""
+    first = [address for address in addresses if address.version == addresses[0].version]
+    other = [address for address in addresses if address.version != addresses[0].version]
+    return [address for pair in zip_longest(first, other) for address in pair if address is not None]
+
+
 #: Closings of streams that connected after their attempt was given up (kept referenced until they are done).
 _CLOSING: set[asyncio.Task[None]] = set()
 
@@ -137,9 +146,10 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
     checks every answer against the URL policy and connects to a checked address only. The addresses are raced
     as Happy Eyeballs does (RFC 8305; anyio's ``connect_tcp`` does it for a name, which Herald does not hand it):
     the next one is tried 250 ms after the previous attempt started, or as soon as it failed, all within the one
-    connect timeout, at most ``MAX_RACING_ATTEMPTS`` at once; the first connected wins and the others are
-    cancelled. So an address that never answers (a stale AAAA record, a dead node behind several A records) costs a
-    quarter of a second, not the whole timeout.
+    connect timeout, at most ``MAX_RACING_ATTEMPTS`` at once, the two families taking turns (``_interleaved``); the
+    first connected wins and the others are cancelled. So an address that never answers (a stale AAAA record, a dead
+    node behind several A records) costs a quarter of a second, not the whole timeout, while fewer than three are
+    under way; past that, each waits for the oldest's 1.5 s.
     httpcore then starts TLS with the original host name, so SNI and the certificate check use the name, and the
     Host header is untouched."""
 
@@ -167,7 +177,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         options: dict[str, Any] = {"timeout": timeout, "local_address": local_address, "socket_options": socket_options}
         try:
             async with asyncio.timeout(timeout):
-                return await self._first_connected([str(address) for address in addresses], port, options)
+                return await self._first_connected([str(address) for address in _interleaved(addresses)], port, options)
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"no address of {host} connected within {timeout} s") from exc
 
