@@ -689,6 +689,15 @@ class _AliasedTypedDict(EventData):
     line: _AliasedLine
 
 
+class _SimpleBox[T](TypedDict):
+    value: T
+
+
+class _BoxTwice(EventData):
+    numbers: _SimpleBox[int]
+    loose: _SimpleBox[_Loose]
+
+
 @pytest.mark.parametrize(
     ("model", "refusal"),
     [
@@ -696,8 +705,9 @@ class _AliasedTypedDict(EventData):
         (_HeldTwiceRootLast, "_Line2 must refuse unknown fields"),
         (_GenericBox, "_Loose must refuse unknown fields"),
         (_AliasedTypedDict, "_AliasedLine.sku is published as 'SKU' and delivered as 'sku'"),
+        (_BoxTwice, "_Loose must refuse unknown fields"),
     ],
-    ids=["held directly after a root model", "held directly before a root model", "generic", "aliased"],
+    ids=["held after a root model", "held before a root model", "generic", "aliased", "generic twice"],
 )
 def test_what_a_typed_dict_holds_is_checked_wherever_it_is_held(model: type[EventData], refusal: str) -> None:
     # GIVEN a TypedDict held both directly and within a root model (in either order), a generic TypedDict holding a

@@ -93,16 +93,16 @@ def _models_within(
     origin = get_origin(annotation)
     cls = annotation if isinstance(annotation, type) else origin if isinstance(origin, type) else None
     fields = _fields(cls) if cls is not None else None
+    rule = holder_forbids
     if cls is not None and fields is not None:
-        if (cls, holder_forbids) in seen:
-            return
-        seen.add((cls, holder_forbids))
-        yield cls, holder_forbids
-        forbids = _forbids(cls, holder_forbids)
-        for field in fields.values():
-            yield from _models_within(field.annotation, seen, holder_forbids=forbids)
-    for argument in get_args(annotation):
-        yield from _models_within(argument, seen, holder_forbids=holder_forbids)
+        rule = _forbids(cls, holder_forbids)  # a generic's parameters are held by it, as its fields are
+        if (cls, holder_forbids) not in seen:
+            seen.add((cls, holder_forbids))
+            yield cls, holder_forbids
+            for field in fields.values():
+                yield from _models_within(field.annotation, seen, holder_forbids=rule)
+    for argument in get_args(annotation):  # each use's own (Box[int], then Box[Item]), however often cls is seen
+        yield from _models_within(argument, seen, holder_forbids=rule)
 
 
 def _fields(cls: type) -> dict[str, FieldInfo] | None:
