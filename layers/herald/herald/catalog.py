@@ -231,17 +231,11 @@ class EventCatalog:
             if name in self._types:
                 raise ValueError(f"event type {name!r} is declared twice")
             declared = EventType(name, model, example)
+            documented_as = {declared.operation_id, declared.envelope_name}  # the webhook, and its body's schema
             for other in self._types.values():
-                if other.operation_id == declared.operation_id:
+                if same := documented_as & {other.operation_id, other.envelope_name}:
                     raise ValueError(
-                        f"event types {other.name!r} and {name!r} would both be documented as the webhook "
-                        f"{declared.operation_id!r}: rename one"
-                    )
-            for other in self._types.values():
-                if other.envelope_name == declared.envelope_name:
-                    raise ValueError(
-                        f"event types {other.name!r} and {name!r} would both be documented as "
-                        f"{declared.envelope_name}: rename one"
+                        f"event types {other.name!r} and {name!r} would both be documented as {min(same)}: rename one"
                     )
             for nested, holder_forbids in _models_within(model):
                 if (unfit := _unfit(nested, holder_forbids)) is not None:

@@ -83,14 +83,16 @@ async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> 
             try:
                 await worker.io(emit, worker.services, event_type, data, key=key)
                 break
-            except ServiceUnavailableError:
-                if delay is None or worker.clock() + delay + REPORT_RETRY_MARGIN_SECONDS > worker.deadline:
+            except Exception as failure:
+                refused = isinstance(failure, ServiceUnavailableError)  # by AWS: another try may be taken
+                if (
+                    not refused
+                    or delay is None
+                    or worker.clock() + delay + REPORT_RETRY_MARGIN_SECONDS > worker.deadline
+                ):
                     logger.exception("operational event not published", extra={**log, "event_type": event_type})
                     break
                 await asyncio.sleep(delay)
-            except Exception:
-                logger.exception("operational event not published", extra={**log, "event_type": event_type})
-                break
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
