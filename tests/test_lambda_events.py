@@ -87,10 +87,11 @@ def load_handler(template: dict[str, Any], logical_id: str) -> Handler:
 def function_environment(template: dict[str, Any], logical_id: str, resources: LocalResources) -> dict[str, str]:
     """The function's environment variables (Globals merged), resolved as `sam local invoke` does for a stack
     deployed with default parameters: ``!Ref`` of a parameter is its Default, ``!Ref`` of a resource is the
-    local resource (``LocalResources.environment()`` knows where each variable points)."""
+    local resource (``LocalResources.environment()`` knows where each variable points), and a pseudo parameter
+    (``AWS::StackName``) is the local stack's (``LocalResources.function_environment``, the template resolved)."""
     variables = function_properties(template, logical_id).get("Environment", {}).get("Variables", {})
     parameters = template.get("Parameters", {})
-    local = resources.environment()
+    local = {**resources.function_environment, **resources.environment()}
     environment: dict[str, str] = {}
     for name, value in variables.items():
         if isinstance(value, bool):
@@ -99,7 +100,7 @@ def function_environment(template: dict[str, Any], logical_id: str, resources: L
             environment[name] = str(value)
         elif isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
             environment[name] = str(parameters[value["Ref"]]["Default"])
-        else:  # a resource (!Ref Table, ...): the local stack knows where it is
+        else:  # a resource (!Ref Table, ...) or a pseudo parameter: the local stack knows where it is, or its name
             assert name in local, f"{logical_id}: {name} = {value} has no local value"
             environment[name] = local[name]
     return environment
