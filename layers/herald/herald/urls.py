@@ -146,25 +146,31 @@ class UrlPolicy:
 
     # --- addresses ---
 
-    def refusal(self, address: Address) -> str | None:
-        """Why Herald must not connect to ``address``, or None when it may."""
+    def refusal(self, address: Address, *, named: bool = True) -> str | None:
+        """Why Herald must not connect to ``address``, or None when it may. ``named=False`` says what the address
+        is without writing it (nor any address it carries): what a tenant is told of the answers of a name's
+        lookup, which are the operator's network's, not the tenant's."""
         if isinstance(address, IPv6Address):
             if address.scope_id is not None:
                 address = IPv6Address(int(address))
             if address.ipv4_mapped is not None:  # a connection to it is a connection to the IPv4 address
-                inner = self.refusal(address.ipv4_mapped)
-                return None if inner is None else f"{address} is {address.ipv4_mapped} in IPv6 form, and {inner}"
-        reason = self._own_refusal(address)
+                inner = self.refusal(address.ipv4_mapped, named=named)
+                if inner is None or not named:
+                    return inner
+                return f"{address} is {address.ipv4_mapped} in IPv6 form, and {inner}"
+        reason = self._own_refusal(address, named=named)
         if reason is not None:
             return reason
         if isinstance(address, IPv6Address):
             for label, ipv4 in embedded_ipv4(address):
-                inner = self.refusal(ipv4)
+                inner = self.refusal(ipv4, named=named)
                 if inner is not None:
+                    if not named:
+                        return f"an IPv6 address carrying an IPv4 address ({label}) that is {inner}"
                     return f"{address} carries {ipv4} ({label}), and {inner}"
         return None
 
-    def _own_refusal(self, address: Address) -> str | None:
+    def _own_refusal(self, address: Address, *, named: bool) -> str | None:
         explicit = explicit_range(address)
         listed = [n for n in self.allowed_networks if n.version == address.version and address in n]
         if any(explicit is None or inside(network, explicit) for network in listed):
@@ -172,7 +178,7 @@ class UrlPolicy:
         reason = special_reason(address)
         if reason is None:
             return None
-        text = f"{address} is {reason}"
+        text = f"{address} is {reason}" if named else reason
         if explicit is not None and listed:
             text += f"; a wider allowed network does not open {explicit}, only an entry inside it does"
         return text
@@ -248,7 +254,7 @@ class UrlPolicy:
         for answer in answers:
             parsed = literal_address(answer)
             if parsed is None:
-                raise UrlNotAllowedError(f"{host} resolves to {answer!r}, which is not an address")
+                raise UrlNotAllowedError(f"{host} resolves to an answer that is not an address")
             if isinstance(parsed, IPv6Address) and parsed.scope_id is not None:
                 parsed = IPv6Address(int(parsed))
             if parsed not in found:
@@ -257,7 +263,7 @@ class UrlPolicy:
 
     async def connectable(self, host: str, port: int) -> list[Address]:
         """The addresses a connection to ``host`` may use: one lookup, every answer checked, the refused
-        ones dropped. ``UrlNotAllowedError`` when none is left (naming the host and the addresses)."""
+        ones dropped. ``UrlNotAllowedError`` when none is left (naming the host and what its addresses are)."""
         self.check_host(host)
         if not self.allow_non_default_ports and port not in DEFAULT_PORTS.values():
             raise UrlNotAllowedError(f"port {port} is not a default port")
@@ -268,9 +274,11 @@ class UrlPolicy:
         return allowed
 
     def _refused_message(self, host: str, addresses: list[Address]) -> str:
+        """Why no answer of ``host``'s lookup may be called: what each one is, never the address itself (the
+        message reaches the tenant, and the answers may be the operator's internal network's)."""
         if not addresses:
             return f"{host} resolves to no address"
-        reasons = "; ".join(self.refusal(address) or str(address) for address in addresses[:4])
+        reasons = "; ".join(dict.fromkeys(self.refusal(address, named=False) or "" for address in addresses))
         return f"{host} resolves only to addresses Herald does not call: {reasons}"
 
     async def check_new_url(self, url: str) -> str:
