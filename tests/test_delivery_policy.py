@@ -16,10 +16,11 @@ import pytest
 from pydantic import ValidationError
 
 from herald.errors import UrlNotAllowedError
-from herald.records import ErrorKind
+from herald.records import Delivery, DeliveryStatus, ErrorKind
 from herald.retry import RetryPolicy, parse_retry_after
 from herald.sender import RESPONSE_MAX_BYTES, Outcome, classify, cut_body
 from herald.settings import DEFAULT_RETRY_SCHEDULE, Settings
+from herald.worker.schedule import next_step
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 STEADY = RetryPolicy(DEFAULT_RETRY_SCHEDULE, jitter=0.0)
@@ -66,6 +67,53 @@ def test_jitter_stays_within_20_percent_and_is_reproducible_with_a_seed() -> Non
     assert max(values) > 350
     again = random.Random(1234)
     assert [policy.delay_after(2, rng=again) for _ in range(2000)] == delays
+
+
+class _Drawn(random.Random):
+    """Every jitter drawn at one end of its range."""
+
+    def __init__(self, end: str) -> None:
+        super().__init__(0)
+        self.end = end
+
+    def uniform(self, a: float, b: float) -> float:
+        return a if self.end == "low" else b
+
+
+def _give_up_after(draws: random.Random, *, answer: int = 500) -> timedelta:
+    """From a delivery's first attempt to its last, each attempt failing with ``answer``, as the worker schedules
+    them (``next_step`` over the delivery it has recorded)."""
+    policy = RetryPolicy(DEFAULT_RETRY_SCHEDULE)
+    first = now = NOW
+    previous: Delivery | None = None
+    for scheduled in range(1, policy.max_attempts + 1):
+        outcome = Outcome(answer, None, None, None, None, now, now + timedelta(seconds=1))
+        next_at, status = next_step(outcome, scheduled, previous, False, policy=policy, rng=draws)
+        if next_at is None:
+            assert status is DeliveryStatus.FAILED
+            return now - first
+        previous = Delivery(
+            id="dlv_1", event_id="evt_1", subscription_id="sub_1", tenant_id="ten_1", event_type="a.b",
+            status=status, attempts=scheduled, next_attempt_at=next_at, created_at=first, updated_at=now,
+        )  # fmt: skip
+        now = next_at
+    raise AssertionError("the schedule never ended")
+
+
+def test_a_failing_delivery_is_retried_for_more_than_a_day_however_the_jitter_falls() -> None:
+    # GIVEN the default schedule (27.6 h), and every step's jitter drawn 20 % short (eight such steps would give up
+    # after 22 h), or 20 % long, or anywhere
+    policy = RetryPolicy(DEFAULT_RETRY_SCHEDULE)
+    shortest = _give_up_after(_Drawn("low"))
+    longest = _give_up_after(_Drawn("high"))
+    spread = [_give_up_after(random.Random(seed)) for seed in range(200)]
+    # THEN the last attempt comes at least 25.6 h after the first (the whole span, less the last step's jitter)
+    assert policy.shortest_span_seconds == sum(DEFAULT_RETRY_SCHEDULE) - 0.2 * 36_000
+    assert shortest >= timedelta(seconds=policy.shortest_span_seconds) > timedelta(hours=25.5)
+    assert min(spread) >= shortest
+    # AND the jitter still spreads it, up to every step 20 % long (the floor moves nothing up)
+    assert longest == timedelta(seconds=1.2 * sum(DEFAULT_RETRY_SCHEDULE) + 7)
+    assert max(spread) - min(spread) > timedelta(hours=2)
 
 
 def test_a_zero_step_stays_zero_with_jitter() -> None:

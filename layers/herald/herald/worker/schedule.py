@@ -100,7 +100,11 @@ def next_step(
         # fails on this event: retrying would only knock on the same door. A manual retry tries again once the
         # subscriber has fixed it.
         return None, DeliveryStatus.FAILED
-    delay = policy.delay_after(scheduled, throttled=outcome.throttled, retry_after=outcome.retry_after, rng=rng)
+    # The delivery's record is written with its first attempt: its age is the schedule's span so far.
+    since_first = (outcome.finished - previous.created_at).total_seconds() if previous is not None else 0.0
+    delay = policy.delay_after(
+        scheduled, throttled=outcome.throttled, retry_after=outcome.retry_after, since_first=since_first, rng=rng
+    )
     if delay is None:
         return None, DeliveryStatus.FAILED  # exhausted: recorded, never silently dropped
     return outcome.finished + timedelta(seconds=delay), DeliveryStatus.PENDING
