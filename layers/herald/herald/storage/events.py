@@ -229,6 +229,15 @@ def _new_item(
     }
 
 
+@dataclass(frozen=True)
+class FanoutClaim:
+    """A message's claim of a place in an event's fan-out (``EventRepository.claim_fanout``)."""
+
+    #: A message worked the fan-out from this place before: this is its second run (the same message received again,
+    #: or a redrive taking over), whose pages may have been counted already.
+    again: bool
+
+
 class EventRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
@@ -643,25 +652,28 @@ class EventRepository:
 
     def claim_fanout(
         self, event_id: str, position: str, message_id: str, *, now: int, idle_before: int, expires_at: int
-    ) -> bool:
-        """Let one message work an event's fan-out from ``position`` (where its message starts). True for the first
-        message to ask, for that same message received again (a crash, a visibility timeout), and for any other once
-        the claim was last taken before ``idle_before`` (its holder gone: dead-lettered, and this is its redrive);
-        False for another message at that position meanwhile: a second copy of the holder, which SQS took when the
-        answer of its send was lost and botocore sent it again. Its chain would queue the rest of the fan-out a
-        second time. The claim is a small item beside the event, expiring with it."""
+    ) -> FanoutClaim | None:
+        """Let one message work an event's fan-out from ``position`` (where its message starts). A claim for the
+        first message to ask, for that same message received again (a crash, a visibility timeout), and for any other
+        once the claim was last taken before ``idle_before`` (its holder gone: dead-lettered, and this is its
+        redrive); None for another message at that position meanwhile: a second copy of the holder, which SQS took
+        when the answer of its send was lost and botocore sent it again. Its chain would queue the rest of the fan-out
+        a second time. The claim is a small item beside the event, expiring with it; ``FanoutClaim.again`` says
+        whether a message had worked from the position before (its old item, returned by the same PutItem)."""
         item = {**keys.fanout_claim(event_id, position), "holder": message_id, "claimed_at": now}
         try:
-            self._table.call(
+            answer = self._table.call(
                 "put_item",
                 Item=to_item({**item, "expires_at": expires_at}),
                 ConditionExpression="attribute_not_exists(pk) OR holder = :me OR claimed_at < :idle "
                 "OR expires_at <= :now",
                 ExpressionAttributeValues=values(me=message_id, idle=idle_before, now=now),
+                ReturnValues="ALL_OLD",
             )
         except ClientError:
-            return False
-        return True
+            return None
+        old = from_item(answer.get("Attributes") or {})
+        return FanoutClaim(again=bool(old) and int(old.get("expires_at", 0)) > now)
 
     def counted_subscriptions(self, event_id: str) -> frozenset[str]:
         """The subscriptions an event's ``matched`` counts as its fan-out's and redeliveries' pages counted them (each

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from herald.messages import PurgeTenantMessage, RevokeKeysMessage, WorkMessage
     from herald.storage import Route, StoredEvent
+    from herald.storage.events import FanoutClaim
     from herald.worker.runtime import Worker
 
 logger = Logger(service="herald", child=True)
@@ -54,7 +55,8 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
         logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
         return
     event = stored.event
-    if not await _claimed(worker, message, record, stored):
+    claim = await _claimed(worker, message, record, stored)
+    if claim is None:
         logger.info("fan-out worked from here by another message: this copy dropped", extra={"event_id": event.id})
         return
     expires_at = stored.expires_at
@@ -71,7 +73,8 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
         # Count the page first, once however often this message runs; then queue it. A crash or a failed send in
         # between runs the page again: it queues what it counted (the plan kept with its marker; a subscription
         # deleted or disabled since has its delivery cancelled and counted), under the same delivery ids, so nothing
-        # is sent twice, and goes on where the first run would have.
+        # is sent twice, and goes on where the first run would have. A page that reads empty now is not counted, but
+        # run again it may have been: its plan is looked up then (a run again only: an empty page is common).
         if sub_ids or filtered or page.last:
             counted = await worker.io(
                 worker.store.events.count_fanout_page,
@@ -85,6 +88,8 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
             )
             if not counted:
                 plan = _PagePlan.of(await worker.io(worker.store.events.fanout_page_plan, event.id, marker)) or plan
+        elif claim.again:
+            plan = _PagePlan.of(await worker.io(worker.store.events.fanout_page_plan, event.id, marker)) or plan
         deliveries = [DeliveryMessage.of(stored, message.tenant_id, sub_id) for sub_id in plan.sub_ids]
         await send_concurrently(worker, deliveries)
         handled += len(page.routed)
@@ -112,9 +117,11 @@ def _position(tenant_id: str | None, route: str | None, cursor: str | None) -> s
     return f"{tenant_id}|{route or ''}|{cursor or ''}"
 
 
-async def _claimed(worker: Worker, message: FanoutMessage, record: SQSRecord, stored: StoredEvent) -> bool:
-    """Whether this message works the fan-out from its position (``EventRepository.claim_fanout``): not a second
-    copy of the message that does."""
+async def _claimed(
+    worker: Worker, message: FanoutMessage, record: SQSRecord, stored: StoredEvent
+) -> FanoutClaim | None:
+    """This message's claim to work the fan-out from its position (``EventRepository.claim_fanout``); None for a
+    second copy of the message that works it."""
     position = _position(message.tenant_id, message.route, message.cursor)
     now = int(worker.clock())
     claim, expires_at = worker.store.events.claim_fanout, stored.expires_at
@@ -192,7 +199,8 @@ async def route_pages(
 async def _fanout_tenants(worker: Worker, message: FanoutMessage, stored: StoredEvent) -> None:
     """A broadcast: one fan-out message per tenant, a page of tenants at a time. The page's tenants are kept with its
     marker: run again (its send failed), it queues the tenants it counted in ``fanout_open``, whatever a new listing
-    shows (a tenant deleted since still gets its message, whose fan-out finds nothing and closes its count)."""
+    shows (a tenant deleted since still gets its message: its fan-out finds the routes its purge has not yet
+    deleted, as any event published before the deletion does, and closes its count)."""
     page = await worker.io(worker.store.tenants.list, limit=100, cursor=message.cursor)
     tenant_ids, next_cursor = [tenant.id for tenant in page.items], page.cursor
     marker = _position(None, None, message.cursor)
