@@ -82,6 +82,28 @@ def test_a_revoked_key_stops_working_at_once(client, tenant) -> None:
     assert_error(client.delete(f"/v1/tenants/{tenant.id}/api-keys/KEY#1", headers=ADMIN), 404, "not_found")
 
 
+def test_a_key_issued_while_its_tenant_is_deleted_is_refused_not_left_working(
+    client, tenant, services, monkeypatch
+) -> None:
+    # GIVEN a key being issued, and the tenant's whole deletion run between the issue's check of the tenant (its key
+    # count) and the key's write, as a DELETE under way at the same moment would
+    count_keys = services.store.tenants.count_keys
+
+    def count_then_delete(tenant_id: str, *, up_to: int) -> int:
+        counted: int = count_keys(tenant_id, up_to=up_to)
+        tenant_domain.delete(services, tenant_id)
+        return counted
+
+    monkeypatch.setattr(services.store.tenants, "count_keys", count_then_delete)
+    # WHEN the key is written
+    issued = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN)
+    # THEN the issue is a 404 (the tenant is gone), and no key of the tenant's works: none was left written
+    assert_error(issued, 404, "not_found")
+    assert client.get(f"/v1/tenants/{tenant.id}", headers=ADMIN).status_code == 404
+    assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 401
+    assert count_keys(tenant.id, up_to=10) == 0
+
+
 def test_revoking_every_other_key_while_one_is_revoked_meanwhile_answers_the_new_key(
     client, tenant, services, monkeypatch
 ) -> None:

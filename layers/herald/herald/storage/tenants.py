@@ -140,8 +140,18 @@ class TenantRepository:
         self._table.call("delete_item", Key=to_item(keys.tenant(tenant_id)))
 
     def add_key(self, key: ApiKey, key_hash: str) -> None:
-        if not self._table.put_new(_key_item(key, key_hash)):
-            raise ConflictError(f"an API key with the hash of {key.id} exists")  # a SHA-256 collision: never
+        """Store a new API key of an existing tenant, in one transaction with a check that its tenant is there: a
+        deletion that lists the tenant's keys (to delete them) and then deletes its item leaves no key written in
+        between working (``NotFoundError`` instead), whereas a key written before the listing is one it deletes."""
+        tenant = {"Key": to_item(keys.tenant(key.tenant_id)), "ConditionExpression": "attribute_exists(pk)"}
+        new = {"Item": _key_item(key, key_hash), "ConditionExpression": "attribute_not_exists(pk)"}
+        try:
+            self._table.transact([{"ConditionCheck": tenant}, {"Put": new}])
+        except ClientError as exc:
+            reasons = [reason.get("Code") for reason in exc.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"]:
+                raise NotFoundError(f"tenant {key.tenant_id} not found") from exc
+            raise ConflictError(f"an API key with the hash of {key.id} exists") from exc  # a SHA-256 collision: never
 
     def _key_items(self, tenant_id: str) -> Iterator[dict[str, Any]]:
         cursor = None
