@@ -574,6 +574,52 @@ def test_overlapping_recoveries_and_duplicated_messages_never_send_twice(
 
 
 @pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_attempt_held_back_past_its_lock_is_still_made(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch
+) -> None:
+    # GIVEN exhausted deliveries, the subscriber back, and a recovery whose attempts wait on the queue longer than
+    # their recovery locks last (24 h: a rate limit over a large recovery, a backlog), emulated by the clock moving
+    # on by a day as soon as the job has listed them
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    received = len(receiver.received)
+    harness.services.store.table.clock = clock
+    listing = worker_jobs.run_recovery
+
+    async def listed_then_a_day_later(*args: Any, **kwargs: Any) -> None:
+        await listing(*args, **kwargs)
+        clock.advance(worker_jobs.LOCK_SECONDS + 60)
+
+    monkeypatch.setattr(worker_jobs, "run_recovery", listed_then_a_day_later)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    # WHEN the attempts' messages run at last
+    harness.drain()
+    # THEN each is made, once: the job takes its lock again (no other job holds it), and counts them sent
+    assert Counter(r.headers["webhook-id"] for r in receiver.received[received:]) == dict.fromkeys(seen["missed"], 1)
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 3, 0)
+    _recovered_once_each(client, tenant, seen)
+
+
+def test_an_expired_recovery_lock_is_taken_again_unless_another_job_holds_it(services: Any) -> None:
+    # GIVEN a job's ticket whose lock expired, and another delivery's ticket whose lock another job took since
+    jobs, table = services.store.jobs, services.store.table
+    for delivery_id in ("dlv_1", "dlv_2"):
+        assert jobs.take_ticket("rcv_1", delivery_id, lock_seconds=60, ticket_seconds=3600)
+        expired = {**keys.recovery_lock(delivery_id), "job_id": "rcv_1", "expires_at": table.now() - 1}
+        table.call("put_item", Item=to_item(expired))
+    assert jobs.get_ticket("rcv_1", "dlv_1") == ("open", None)
+    taken = {**keys.recovery_lock("dlv_2"), "job_id": "rcv_2", "expires_at": table.now() + 60}
+    table.call("put_item", Item=to_item(taken))
+    # THEN the job takes the first lock again, and not the other job's
+    assert jobs.relock("rcv_1", "dlv_1", lock_seconds=60)
+    assert jobs.get_ticket("rcv_1", "dlv_1") == ("open", "rcv_1")
+    assert not jobs.relock("rcv_1", "dlv_2", lock_seconds=60)
+    assert jobs.get_ticket("rcv_1", "dlv_2") == ("open", "rcv_2")
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
 def test_a_recovery_attempt_that_fails_leaves_the_delivery_failed_without_new_retries(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:

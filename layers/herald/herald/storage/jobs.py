@@ -336,6 +336,22 @@ class JobRepository:
         with contextlib.suppress(ClientError):  # noted by an earlier run of the same page
             self._table.call("put_item", Item=to_item(ticket), ConditionExpression="attribute_not_exists(pk)")
 
+    def relock(self, job_id: str, delivery_id: str, *, lock_seconds: int) -> bool:
+        """Take a delivery's recovery lock again for ``job_id``, whose lock expired before its attempt (its message
+        held back longer: a rate limit over a large recovery, a backlog): True unless another job holds it now."""
+        now = self._table.now()
+        lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + lock_seconds}
+        try:
+            self._table.call(
+                "put_item",
+                Item=to_item(lock),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now OR job_id = :job",
+                ExpressionAttributeValues=values(now=now, job=job_id),
+            )
+        except ClientError:
+            return False
+        return True
+
     def get_ticket(self, job_id: str, delivery_id: str) -> tuple[str | None, str | None]:
         """(the ticket's state, the job holding the delivery's recovery lock), either None if absent."""
         ticket = self._table.read(keys.job_ticket(job_id, delivery_id))

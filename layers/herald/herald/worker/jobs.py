@@ -72,7 +72,8 @@ FANOUT_WAIT_SECONDS = 60
 VISIBILITY_TIMEOUT_SECONDS = 360
 #: Deliveries whose tickets a message run again looks at in one step (``_settle_left_behind``).
 SETTLE_READS = 1000
-#: How long a delivery's recovery lock lasts if its message never runs (the job's attempt is then given up).
+#: How long a delivery's recovery lock lasts if its message never runs (its attempt is then given up). A message that
+#: runs later (held back by a rate limit over a large recovery, or by a backlog) takes it again unless another job has.
 LOCK_SECONDS = 24 * 3600
 
 
@@ -428,9 +429,13 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         logger.info("job delivery already attempted: dropped", extra={**log, "ticket": state})
         return
     if holder != job_id:
-        logger.warning("the job's recovery lock expired before its attempt: given up", extra=log)
-        await worker.io(store.jobs.close_ticket, job_id, delivery_id, FAILED)
-        return
+        # Expired before its attempt: held back longer than the lock lasts. Taken again, unless another job has it:
+        # that job sends the delivery, and this one leaves it ``queued``, as a delivery some other attempt got to.
+        if not await worker.io(store.jobs.relock, job_id, delivery_id, lock_seconds=LOCK_SECONDS):
+            logger.info("the job's recovery lock expired and another job holds it: left to that job", extra=log)
+            await worker.io(store.jobs.close_ticket, job_id, delivery_id, SKIPPED)
+            return
+        logger.info("the job's recovery lock expired before its attempt: taken again", extra=log)
     delivery, event, sub = await asyncio.gather(
         worker.io(store.deliveries.get, message.subscription_id, delivery_id, event_id=message.event_id),
         worker.io(store.events.get, message.event_id),
