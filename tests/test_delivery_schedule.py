@@ -382,6 +382,53 @@ def test_a_sweep_far_behind_reads_back_no_further_than_work_is_kept_and_keeps_it
     assert len(harness.scheduled_items()) == 1
 
 
+def test_a_sweep_short_of_time_starts_no_page_more_and_leaves_the_rest_scheduled(
+    harness: Harness, clock: Clock
+) -> None:
+    from herald.worker import sweeper
+
+    # GIVEN 50 deliveries' work falling due together (5 pages), a sweep of two threads whose pages hang until the
+    # sweep has given up on what it has not started (AWS slowed down: throttled shards), and that is short of time
+    # once it has read three pages ahead
+    _schedule_deliveries(harness, 50, due=clock() + 1000)
+    clock.advance(990)
+    given_up = threading.Event()
+    started: list[int] = []
+    queue, give_up = sweeper._queue, sweeper._give_up_unstarted
+    asked: list[bool] = []
+
+    def hanging_queue(worker: Any, page: Any) -> int:
+        started.append(len(page))
+        assert given_up.wait(60)
+        return queue(worker, page)
+
+    def give_up_then_go_on(pending: Any) -> None:
+        give_up(pending)
+        given_up.set()
+
+    def short_of_time(deadline: float | None) -> bool:
+        asked.append(True)
+        return len(asked) >= 3
+
+    # WHEN it sweeps
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweeper, "SWEEP_THREADS", 2)
+        patch.setattr(sweeper, "_queue", hanging_queue)
+        patch.setattr(sweeper, "_give_up_unstarted", give_up_then_go_on)
+        patch.setattr(sweeper, "_short_of_time", short_of_time)
+        result = harness.worker.sweep()
+    # THEN it waited for the two pages under way only: the third, read ahead, was never started, and stays scheduled
+    # with the two pages never read
+    assert started == [10, 10]
+    assert (result["queued"], result["complete"]) == (20, False)
+    assert harness.scheduled() == 30
+    # AND the next sweep queues the rest: each delivery's work once
+    assert harness.worker.sweep()["complete"] is True
+    harness.reveal()
+    sent = Counter(body["delivery_id"] for body in queue_messages(harness.sqs, harness.services.settings.queue_url))
+    assert sent == {f"dlv_{n}": 1 for n in range(50)}
+
+
 def test_a_sweep_sends_its_pages_several_at_once(harness: Harness, clock: Clock) -> None:
     # GIVEN 80 deliveries' work falling due together (8 pages of 10)
     _schedule_deliveries(harness, 80, due=clock() + 1000)

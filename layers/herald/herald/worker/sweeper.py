@@ -121,8 +121,12 @@ def _sweep_hour(
                 break
     if page and drained:
         pending.append(pool.submit(_queue, worker, page))
+    if not drained:
+        _give_up_unstarted(pending)
     failure: BaseException | None = None
     for future in pending:
+        if future.cancelled():
+            continue
         try:
             done += future.result()
         except Exception as exc:  # the first failure is raised once every page under way is done
@@ -130,6 +134,14 @@ def _sweep_hour(
     if failure is not None:
         raise failure
     return done, drained
+
+
+def _give_up_unstarted(pending: deque[Future[int]]) -> None:
+    """Short of time: the pages read ahead and not yet started stay in the schedule for the next sweep. Only those
+    under way (at most ``SWEEP_THREADS``) are waited for, so a sweep whose AWS calls have slowed down (throttled
+    shards) still ends before its invocation's timeout."""
+    for future in pending:
+        future.cancel()
 
 
 def _short_of_time(deadline: float | None) -> bool:
