@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -673,6 +674,31 @@ def test_wrong_methods_are_405_json(client, world, method, path) -> None:
             assert_4xx(response, 405, "method_not_allowed")
             assert response.headers["allow"]
             assert method not in response.headers["allow"].split(", ")
+
+
+def test_a_405_allows_every_method_its_path_answers(client) -> None:
+    # GIVEN every path of the OpenAPI document, with the methods it documents (often several routes: GET and POST
+    # /v1/subscriptions; GET, PATCH and DELETE /v1/subscriptions/{subscription_id})
+    documented = {
+        path: {method.upper() for method in operations} for path, operations in client.app.openapi()["paths"].items()
+    }
+    several = [path for path, methods in documented.items() if len(methods) > 1]
+    assert "/v1/subscriptions" in several
+    for path in documented:
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        # (a path may match several templates: GET /v1/events/batch is GET /v1/events/{event_id})
+        methods = {
+            method
+            for template, answered in documented.items()
+            if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), concrete)
+            for method in answered
+        }
+        # WHEN it is asked with a method it does not answer
+        wrong = next(method for method in ("PUT", "PATCH", "DELETE", "POST", "TRACE") if method not in methods)
+        response = client.request(wrong, concrete)
+        # THEN the 405's Allow names every method the path answers, whichever route Starlette matched first
+        assert_4xx(response, 405, "method_not_allowed")
+        assert set(response.headers["allow"].split(", ")) == methods, (path, wrong)
 
 
 # --- the happy path of the battery's routes still works (the battery tests the right things) -------------------

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from herald.errors import (
     AuthenticationError,
@@ -154,14 +155,28 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 _BODY_NOT_READ = "There was an error parsing the body"
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method the request's path answers, for a 405's ``Allow`` (RFC 9110): Starlette names only those of the
+    first route whose path matched, and a path is often several routes (``GET`` and ``POST /v1/subscriptions``)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": ""})
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == _BODY_NOT_READ:
         message = "the request body is not valid JSON (nested too deeply, a number too long, or not UTF-8)"
         return error_response(400, "invalid_json", message)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return error_response(exc.status_code, code, message, headers=headers or None)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
