@@ -216,8 +216,10 @@ class Worker:
     async def _deliver_each(self, message: DeliveriesMessage, record: SQSRecord, deadline: float) -> None:
         """The first deliveries a message carries, side by side, each as its own delivery message would be. If
         any raised, the message comes back whole once all are done: those settled find their delivery settled and
-        are done at once, those carried on by copies find it waiting and are held as those copies are, and the
-        message's receive count still leads it to the dead-letter queue if it keeps failing."""
+        are done at once; those carried on by copies (held by a rate limit or a breaker, handed to the slow lane) are
+        worked again as any copy would be, the lease and the pacing keeping each to one attempt at a time, and a
+        second copy follows each until a long wait merges the two (``herald.worker.schedule``); the message's
+        receive count still leads it to the dead-letter queue if it keeps failing."""
         each = message.each()
         for _ in each:
             self.activity.started()  # all at once: none may think itself the batch's last while others start
