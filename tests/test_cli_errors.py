@@ -363,6 +363,19 @@ def test_all_pages_survive_a_throttled_page_and_wait_its_retry_after(stub: StubA
     assert again.at - throttled.at >= 1.0
 
 
+def test_all_pages_stop_at_an_iterator_the_api_hands_back_again(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN an API whose second page hands the first page's iterator back (it would be followed for ever)
+    stub.script("GET", "/v1/tenants", page(["ten_1"], "page-2"), page(["ten_2"], "page-2"), page(["ten_3"], None))
+    # WHEN the operator lists every page
+    run = herald(*stub.flags, "--json", "tenants", "list", "--all")
+    # THEN it stops with a machine-readable error after asking for that page once, and prints no partial list
+    assert run.code != 0
+    assert run.out == ""
+    assert "invalid_response" in run.err
+    assert "page-2" in run.err
+    assert len(stub.sent("GET", "/v1/tenants")) == 2
+
+
 def test_waiting_for_a_recovery_outlasts_a_503(stub: StubApi, herald: Callable[..., Run]) -> None:
     # GIVEN a recovery job whose progress the API cannot read for a moment
     stub.script("POST", "/v1/subscriptions/sub_1/recover", UNAVAILABLE, (202, {}, {"id": "rcv_1", "status": "queued"}))

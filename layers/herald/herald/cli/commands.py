@@ -138,8 +138,14 @@ def _list(client: ApiClient, path: str, args: argparse.Namespace, params: Mappin
     if not args.all:
         return page
     items = _items(page)
+    followed: set[str] = set()
     while not page.get("done", True) and page.get("iterator"):
-        page = client.get(path, params={**query, "iterator": page["iterator"]})
+        iterator = str(page["iterator"])
+        if iterator in followed:
+            # An API that hands an iterator back again would be followed for ever: what it answered so far is no list.
+            raise CliApiError(200, "invalid_response", f"the API answered iterator {iterator!r} twice: stopped")
+        followed.add(iterator)
+        page = client.get(path, params={**query, "iterator": iterator})
         items.extend(_items(page))
     return {"data": items, "iterator": None, "done": True}
 
