@@ -602,6 +602,37 @@ def test_a_recovery_attempt_held_back_past_its_lock_is_still_made(
     _recovered_once_each(client, tenant, seen)
 
 
+def test_a_copy_of_a_jobs_message_that_read_its_ticket_open_before_the_other_copy_sent_sends_nothing_more(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, monkeypatch
+) -> None:
+    clock.now = time.time()
+    # GIVEN a redelivery's message for a delivery, run twice: the second copy read its ticket open before the first
+    # made and recorded its attempt (which used the ticket and freed the lock), and its lock then
+    receiver = make_receiver()
+    subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    harness.poller.poll_once()  # the job's message: it takes the ticket and queues the delivery's message
+    (message,) = queue_messages(harness.sqs, harness.services.settings.queue_url)
+    job_id = message["recovery_id"]  # the job's id, as named on the queue
+    jobs = harness.services.store.jobs
+    ticket_read_early, _ = jobs.get_ticket(job_id, message["delivery_id"])
+    assert ticket_read_early == "open"
+    harness.drain()
+    assert jobs.get_ticket(job_id, message["delivery_id"]) == ("sent", None)
+    assert len(receiver.received) == 2
+    get_ticket = jobs.get_ticket
+    monkeypatch.setattr(
+        jobs, "get_ticket", lambda job_id, delivery_id: (ticket_read_early, get_ticket(job_id, delivery_id)[1])
+    )
+    # WHEN the second copy runs: its lock read finds none (freed), as if it had expired
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=json.dumps(message))
+    harness.drain()
+    # THEN it takes no lock (the ticket is used) and sends nothing: the event went once more, once
+    assert [r.headers["webhook-id"] for r in receiver.received] == [event_id, event_id]
+
+
 def test_an_expired_recovery_lock_is_taken_again_unless_another_job_holds_it(services: Any) -> None:
     # GIVEN a job's ticket whose lock expired, and another delivery's ticket whose lock another job took since
     jobs, table = services.store.jobs, services.store.table

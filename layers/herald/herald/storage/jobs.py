@@ -338,15 +338,30 @@ class JobRepository:
 
     def relock(self, job_id: str, delivery_id: str, *, lock_seconds: int) -> bool:
         """Take a delivery's recovery lock again for ``job_id``, whose lock expired before its attempt (its message
-        held back longer: a rate limit over a large recovery, a backlog): True unless another job holds it now."""
+        held back longer: a rate limit over a large recovery, a backlog), in one transaction with a check that the
+        job's ticket is still open: a copy of the message that recorded its attempt meanwhile settled the ticket and
+        freed the lock, and a lock taken again then would let this copy send once more. True unless another job
+        holds the lock now, or the ticket is used."""
         now = self._table.now()
         lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + lock_seconds}
+        ticket = {
+            "Key": to_item(keys.job_ticket(job_id, delivery_id)),
+            "ConditionExpression": "#state = :open",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": values(open=OPEN),
+        }
         try:
-            self._table.call(
-                "put_item",
-                Item=to_item(lock),
-                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now OR job_id = :job",
-                ExpressionAttributeValues=values(now=now, job=job_id),
+            self._table.transact(
+                [
+                    {"ConditionCheck": ticket},
+                    {
+                        "Put": {
+                            "Item": to_item(lock),
+                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now OR job_id = :job",
+                            "ExpressionAttributeValues": values(now=now, job=job_id),
+                        }
+                    },
+                ]
             )
         except ClientError:
             return False

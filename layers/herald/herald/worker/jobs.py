@@ -429,10 +429,11 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         logger.info("job delivery already attempted: dropped", extra={**log, "ticket": state})
         return
     if holder != job_id:
-        # Expired before its attempt: held back longer than the lock lasts. Taken again, unless another job has it:
-        # that job sends the delivery, and this one leaves it ``queued``, as a delivery some other attempt got to.
+        # Expired before its attempt: held back longer than the lock lasts. Taken again, unless another job has it
+        # (that job sends the delivery, and this one leaves it ``queued``, as a delivery some other attempt got to),
+        # or another copy of this message used the ticket since it was read (its attempt is the job's).
         if not await worker.io(store.jobs.relock, job_id, delivery_id, lock_seconds=LOCK_SECONDS):
-            logger.info("the job's recovery lock expired and another job holds it: left to that job", extra=log)
+            logger.info("recovery lock held by another job, or the ticket used by another copy: dropped", extra=log)
             await worker.io(store.jobs.close_ticket, job_id, delivery_id, SKIPPED)
             return
         logger.info("the job's recovery lock expired before its attempt: taken again", extra=log)
