@@ -88,7 +88,10 @@ def _give_up_after(draws: random.Random, *, answer: int = 500) -> timedelta:
     previous: Delivery | None = None
     for scheduled in range(1, policy.max_attempts + 1):
         outcome = Outcome(answer, None, None, None, None, now, now + timedelta(seconds=1))
-        next_at, status = next_step(outcome, scheduled, previous, False, policy=policy, rng=draws)
+        first_at = None if previous is None else first
+        next_at, status = next_step(
+            outcome, scheduled, previous, False, policy=policy, rng=draws, first_attempt_at=first_at
+        )
         if next_at is None:
             assert status is DeliveryStatus.FAILED
             return now - first

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -123,6 +125,39 @@ def test_the_last_failed_attempt_marks_the_delivery_failed(client, tenant, harne
     # AND time passing changes nothing
     step(harness, clock, 3600)
     assert len(receiver.received) == 3
+
+
+class _DrawnShort(random.Random):
+    """Every jitter drawn 20 % short."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,600,600,600"}])
+def test_a_first_attempt_made_late_still_has_the_whole_schedule_after_it(client, tenant, harness, clock, receiver):
+    # GIVEN a receiver that always fails, every jitter drawn 20 % short (the steps' 1,800 s would be 1,440), and a
+    # first attempt made five hours after its event was published (a backlog, a rate limit)
+    receiver.default = (500, {}, b"no", 0.0)
+    harness.worker.rng = _DrawnShort(0)
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    clock.advance(5 * 3600)
+    harness.drain()
+    # WHEN every scheduled attempt has been made
+    for _ in range(40):
+        if only_delivery(client, tenant, sub.id)["status"] == "failed":
+            break
+        step(harness, clock, 60)
+    delivery = only_delivery(client, tenant, sub.id)
+    assert delivery["status"] == "failed"
+    # THEN the last came at least the schedule's span, less its last step's jitter, after the first attempt (not
+    # after the event's publication)
+    log = attempts(client, tenant, sub.id, delivery["id"])
+    assert len(log) == 4
+    started = [datetime.fromisoformat(a["started_at"]) for a in log]
+    assert (started[-1] - started[0]).total_seconds() >= 1800 - 0.2 * 600
+    assert (started[1] - started[0]).total_seconds() < 600  # the earlier steps were drawn short
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,1,1,1"}])

@@ -63,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 #: The attribute of a delivery item that holds its first attempt, when that attempt settled a new delivery.
 FIRST_ATTEMPT = "first_attempt"
+#: When the delivery's first attempt started (epoch seconds), kept on the item of one that failed it, while it is
+#: retried: the retry schedule's span is measured from it (``herald.worker.schedule.next_step``).
+FIRST_ATTEMPT_AT = "first_attempt_at"
 #: The attribute that marks a new delivery whose first attempt the stats count from the table's stream.
 STATS_FROM_STREAM = "stats_from_stream"
 #: When a worker last gave the delivery back without an attempt, a copy of its message held back to carry it on.
@@ -79,7 +82,7 @@ class DeliveryState:
     """A delivery as the worker sees it: the record, how many of its attempts were scheduled ones (the
     position in the retry schedule; manual attempts do not move it), until when a worker holds its lease
     (epoch seconds, 0 when free), and what each rewrite of its item must carry over (``carried``: the first
-    attempt kept inside it)."""
+    attempt kept inside it; when the first attempt started, while the delivery is retried)."""
 
     delivery: Delivery
     scheduled_attempts: int
@@ -120,7 +123,7 @@ def state_of(item: dict[str, Any]) -> DeliveryState:
         delivery,
         scheduled_attempts=int(item.get("scheduled_attempts", delivery.attempts)),
         lease_until=float(item.get("lease_until", 0)),
-        carried={FIRST_ATTEMPT: item[FIRST_ATTEMPT]} if FIRST_ATTEMPT in item else {},
+        carried={name: item[name] for name in (FIRST_ATTEMPT, FIRST_ATTEMPT_AT) if name in item},
         held_at=float(item.get(HELD_AT, 0)),
         held_until=float(item.get(HELD_UNTIL, 0)),
     )

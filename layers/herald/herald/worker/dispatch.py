@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
@@ -33,7 +33,7 @@ from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, Progress, send_attempt
 from herald.signing import signature_header
-from herald.storage.deliveries import Hold, kept_until, stats_from_stream
+from herald.storage.deliveries import FIRST_ATTEMPT_AT, Hold, kept_until, stats_from_stream
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import Skip, latest_start
@@ -78,8 +78,18 @@ class _Job:
 
     @property
     def carried(self) -> dict[str, Any]:
-        """What each rewrite of the delivery's item carries over (its first attempt, kept inside it)."""
+        """What each rewrite of the delivery's item carries over (its first attempt, kept inside it; when its first
+        attempt started, while it is retried)."""
         return self.state.carried if self.state is not None else {}
+
+    @property
+    def first_attempt_at(self) -> datetime | None:
+        """When the delivery's first attempt started (None: this is it), as its item keeps it; for an item written
+        before it kept it, its creation (its event's)."""
+        if self.previous is None:
+            return None
+        started = self.carried.get(FIRST_ATTEMPT_AT)
+        return datetime.fromtimestamp(int(started), UTC) if started is not None else self.previous.created_at
 
     @property
     def scheduled(self) -> int:
@@ -522,7 +532,13 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         scheduled, next_at, status = job.scheduled, outcome.finished, DeliveryStatus.PENDING
     else:
         next_at, status = next_step(
-            outcome, scheduled, job.previous, job.single_shot, policy=worker.policy, rng=worker.rng
+            outcome,
+            scheduled,
+            job.previous,
+            job.single_shot,
+            policy=worker.policy,
+            rng=worker.rng,
+            first_attempt_at=job.first_attempt_at,
         )
     attempt = _attempt_record(job, sub, outcome, attempt_number, next_at)
     settled = job.delivery.model_copy(
@@ -536,9 +552,14 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             "updated_at": outcome.finished,
         }
     )
-    # A hand-over says when on the item, as a delivery held back does: its copy on the slow lane carries it on.
-    now = worker.clock()
-    carried = {**job.carried, **Hold(now, now).attributes()} if outcome.handed_over else job.carried
+    carried = dict(job.carried)
+    if job.delivery.attempts == 0 and status is DeliveryStatus.PENDING:
+        # Retried: the schedule's span is measured from this first attempt (``first_attempt_at``).
+        carried[FIRST_ATTEMPT_AT] = int(outcome.started.timestamp())
+    if outcome.handed_over:
+        # A hand-over says when on the item, as a delivery held back does: its copy on the slow lane carries it on.
+        now = worker.clock()
+        carried |= Hold(now, now).attributes()
     recorded = await _record(worker, job, settled, attempt, token=token, scheduled=scheduled, carried=carried)
     streamed = stats_from_stream(settled, attempt, token=token, job_id=job.message.job_id)
     if not recorded and token is None and job.message.job_id is None:

@@ -85,9 +85,11 @@ def next_step(
     *,
     policy: RetryPolicy,
     rng: random.Random,
+    first_attempt_at: datetime | None = None,
 ) -> tuple[datetime | None, DeliveryStatus]:
     """The delivery's next attempt and status after ``outcome``. ``scheduled`` counts the scheduled attempts
-    made so far, this one included: the position in the retry schedule."""
+    made so far, this one included: the position in the retry schedule. ``first_attempt_at``: when the delivery's
+    first attempt started (None: this one is it), whence the schedule's span is measured."""
     if outcome.succeeded:
         return None, DeliveryStatus.SUCCEEDED
     if single_shot and previous is not None:
@@ -100,8 +102,7 @@ def next_step(
         # fails on this event: retrying would only knock on the same door. A manual retry tries again once the
         # subscriber has fixed it.
         return None, DeliveryStatus.FAILED
-    # The delivery's record is written with its first attempt: its age is the schedule's span so far.
-    since_first = (outcome.finished - previous.created_at).total_seconds() if previous is not None else 0.0
+    since_first = (outcome.finished - (first_attempt_at or outcome.started)).total_seconds()
     delay = policy.delay_after(
         scheduled, throttled=outcome.throttled, retry_after=outcome.retry_after, since_first=since_first, rng=rng
     )
