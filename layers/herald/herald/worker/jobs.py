@@ -252,9 +252,10 @@ async def run_recovery(
             return
 
 
-async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: float) -> None:
+async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: float, *, rerun: bool = False) -> None:
     """Pages of the subscriptions an event goes to: a ticketed single attempt for each existing delivery,
-    a first delivery, claimed with a lease, for a subscription that never had the event."""
+    a first delivery, claimed with a lease, for a subscription that never had the event. ``rerun``: the message was
+    received before (or redriven), so its pages may have been counted already."""
     store = worker.store
     stored = await worker.io(store.events.get_with_counts, message.event_id, live=False)
     if stored is None or not stored.named_by(message.tenant_id, message.event_ms):
@@ -306,7 +307,7 @@ async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: fl
         # again: the event's ``filtered`` is what its fan-out skipped).
         sub_ids, _ = matching(event, found.routed)
         messages = await _redelivery_messages(
-            worker, message, stored, tenant_id, sub_ids, marker=marker, counted=counted
+            worker, message, stored, tenant_id, sub_ids, marker=marker, counted=counted, rerun=rerun
         )
         await send_concurrently(worker, messages)
         handled += len(found.routed)
@@ -347,6 +348,7 @@ async def _redelivery_messages(
     *,
     marker: str,
     counted: _Counted,
+    rerun: bool = False,
 ) -> list[DeliveryMessage]:
     """The messages of a page of a redelivery (``marker``): a ticketed single attempt (``manual``) for each existing
     delivery whose ticket this job takes, a first delivery, claimed with a lease (``resumed``), for each subscription
@@ -358,7 +360,9 @@ async def _redelivery_messages(
     together): each has a marker of its own beside the event (``_count_first``), written with its count. The page's
     marker keeps what it counted and queued (its ``plan``), and the page run again queues the first deliveries it
     counted then, not those of a subscription made since, and counts those again (what its first run counted is
-    not counted twice)."""
+    not counted twice), with those it counted that it lists no more (deleted or disabled since), whose messages cancel
+    and count them; a page that lists no first delivery now looks for what it counted only when run again
+    (``rerun``)."""
     event_id = stored.event.id
     delivery_ids = {sub_id: stored.delivery_id(sub_id) for sub_id in sub_ids}
     existing = await asyncio.gather(
@@ -375,15 +379,23 @@ async def _redelivery_messages(
             earlier = await worker.io(worker.store.events.fanout_page_plan, event_id, marker) or {}
             queued = earlier.get("first")
             if isinstance(queued, list):
-                first = [sub for sub in first if sub in queued]
+                # What the first run counted, as it queued it: not a subscription made since, and one it counted that
+                # is listed no more (deleted or disabled since) still gets its message, which cancels and counts it.
+                gone = [sub for sub in queued if isinstance(sub, str) and sub not in sub_ids]
+                first = [sub for sub in first if sub in queued] + gone
             counted_then = earlier.get("subs")
             # A page counted before its first deliveries were counted apart counted them with its marker.
             if not isinstance(counted_then, list) or earlier.get(COUNTED_APART) is not True:
                 counted_then = []
             uncounted = [sub for sub in counted_then if isinstance(sub, str)]
         await asyncio.gather(*(_count_first(worker, stored, sub) for sub in uncounted))
+    elif rerun:
+        kept = await worker.io(worker.store.events.fanout_page_plan, event_id, marker)
+        queued = (kept or {}).get("first")
+        if isinstance(queued, list):
+            first = [sub for sub in queued if isinstance(sub, str) and sub not in sub_ids]
     # Before their messages are sent: a run of this page after those deliveries exist makes no extra attempt of them.
-    await asyncio.gather(*(_note_first(worker, message.job_id, delivery_ids[sub]) for sub in first))
+    await asyncio.gather(*(_note_first(worker, message.job_id, stored.delivery_id(sub)) for sub in first))
     taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
     messages = [
         DeliveryMessage.of(stored, tenant_id, sub, trigger=Trigger.MANUAL, job_id=message.job_id)

@@ -197,7 +197,8 @@ class Worker:
         elif isinstance(message, RecoverMessage):
             await jobs.run_recovery(self, message, record, deadline, redriven=redrives_of(record) > 0)
         elif isinstance(message, RedeliverMessage):
-            await jobs.run_redelivery(self, message, deadline)
+            rerun = receive_count(record) > 1 or redrives_of(record) > 0
+            await jobs.run_redelivery(self, message, deadline, rerun=rerun)
         elif isinstance(message, RevokeKeysMessage):
             await fanout.revoke_keys(self, message)
         else:
