@@ -109,8 +109,11 @@ def test_fetching_a_link_spends_nothing_and_only_its_page_s_button_signs_in(
         # The same host over plain http: a page anyone on the network can write, not the portal's
         {"origin": "http://testserver"},
         {"referer": "http://testserver/portal/login"},
+        # No URL at all (an IPv6 host's bracket left open): no page of the portal's sent it
+        {"origin": "https://[x"},
+        {"referer": "http://a]b/portal/login"},
     ],
-    ids=["origin", "sec-fetch-site", "referer", "origin-http", "referer-http"],
+    ids=["origin", "sec-fetch-site", "referer", "origin-http", "referer-http", "origin-no-url", "referer-no-url"],
 )
 def test_a_sign_in_posted_from_another_site_is_refused(
     browser: Browser, tenant: TenantInfo, headers: dict[str, str]
@@ -301,6 +304,8 @@ def test_a_change_without_the_csrf_token_or_from_another_site_is_refused(
     assert cross.status_code == 403
     fetched = me.post(path, data={"csrf_token": csrf, "enabled": "false"}, headers={"Sec-Fetch-Site": "cross-site"})
     assert fetched.status_code == 403
+    garbled = me.post(path, data={"csrf_token": csrf, "enabled": "false"}, headers={"Origin": "https://[::1"})
+    assert garbled.status_code == 403
     assert _subscriptions(me, tenant)[0]["enabled"] is True
     # The same change from the portal's own page goes through.
     done = me.post(
@@ -311,6 +316,32 @@ def test_a_change_without_the_csrf_token_or_from_another_site_is_refused(
     )
     assert done.status_code == 303
     assert _subscriptions(me, tenant)[0]["enabled"] is False
+
+
+def test_a_wrong_method_on_a_page_is_a_405_page_naming_the_methods_it_answers(browser: Browser) -> None:
+    for method, path, allowed in (
+        ("DELETE", "/portal/", {"GET"}),
+        ("PUT", "/portal/login", {"GET", "POST"}),
+    ):
+        answer = browser().request(method, path)
+        assert answer.status_code == 405, (method, path)
+        assert set(answer.headers["allow"].split(", ")) >= allowed, (method, path, answer.headers.get("allow"))
+        assert method not in answer.headers["allow"].split(", ")
+
+
+def test_an_unexpected_error_is_the_portals_500_page(
+    browser: Browser, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("herald.domain.portal.find_session", broken)
+    answer = browser().get("/portal/endpoints")
+    assert answer.status_code == 500
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "Something went wrong" in answer.text
+    assert "a bug" not in answer.text
+    assert "unexpected error in the portal" in caplog.text
 
 
 def test_a_portal_cookie_opens_no_api_route(browser: Browser, tenant: TenantInfo, receiver_url: str) -> None:

@@ -155,15 +155,20 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 _BODY_NOT_READ = "There was an error parsing the body"
 
 
-def _allowed_methods(request: Request) -> str:
+#: The methods a 405's ``Allow`` may name.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> str:
     """Every method the request's path answers, for a 405's ``Allow`` (RFC 9110): Starlette names only those of the
-    first route whose path matched, and a path is often several routes (``GET`` and ``POST /v1/subscriptions``)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": ""})
-        if match is not Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    first route whose path matched, and a path is often several routes (``GET`` and ``POST /v1/subscriptions``).
+    Each method is asked of the app's routes as the request would be (a route of an included router too)."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -175,7 +180,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 405:
-        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
     return error_response(exc.status_code, code, message, headers=headers or None)
 
 

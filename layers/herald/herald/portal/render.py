@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from herald.api.deps import services_of
-from herald.api.errors import status_of
+from herald.api.errors import allowed_methods, status_of
 from herald.domain.jobs import as_utc
 from herald.errors import HeraldError, InvalidInputError
 from herald.portal.security import CSRF_FIELD, NotSignedInError, Visitor
@@ -46,6 +47,8 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
 def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
     return page(request, "error.html", None, status_code, title=title, message=message)
 
+
+logger = logging.getLogger(__name__)
 
 _TITLES = {
     401: "Signed out",
@@ -93,13 +96,21 @@ async def _not_signed_in(request: Request, _: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     page = error_page(request, exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc.detail))
+    if exc.status_code == 405:
+        page.headers["Allow"] = allowed_methods(request) or (exc.headers or {}).get("Allow", "")
     return _reloaded_if_gone(request, page)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error in the portal", exc_info=exc)
+    return error_page(request, 500, "Something went wrong", "An unexpected error occurred; it has been logged.")
 
 
 def install_error_pages(app: FastAPI) -> None:
     app.add_exception_handler(HeraldError, _herald_error)
     app.add_exception_handler(NotSignedInError, _not_signed_in)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
 
 
 def moment(value: str, field: str) -> datetime | None:

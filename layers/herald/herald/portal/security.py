@@ -70,7 +70,10 @@ def same_origin(request: Request) -> bool:
     source = request.headers.get("origin") or request.headers.get("referer")
     if source is None:
         return True  # not a browser, or one that sends neither: the CSRF token still has to match
-    parts = urlsplit(source)
+    try:
+        parts = urlsplit(source)
+    except ValueError:  # not a URL (an unbalanced bracket of an IPv6 host): no page of this origin sent it
+        return False
     return parts.scheme == request.url.scheme and parts.netloc == request.headers.get("host", "")
 
 
