@@ -333,7 +333,7 @@ TWO_CLICKS = """
 let sent = 0;
 const count = (event) => { if (!event.defaultPrevented) { sent += 1; } event.preventDefault(); };
 window.addEventListener("submit", count);
-const button = document.querySelector("#sign-in");
+const button = document.querySelector(arguments[0] || "#sign-in");
 button.click();
 button.click();
 window.removeEventListener("submit", count);
@@ -359,6 +359,27 @@ def test_a_double_clicked_sign_in_sends_the_one_time_link_once(
     click(driver, "#sign-in")
     WebDriverWait(driver, WAIT).until(lambda b: b.current_url.endswith("/portal/endpoints"))
     assert text_of(driver, "h1") == "Endpoints"
+
+
+def test_a_double_clicked_create_test_or_rotate_is_sent_once(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN a signed-in tenant on the new endpoint form, filled in
+    signed_in(driver, served_app, tenant)
+    open_page(driver, f"{served_app}/portal/endpoints/new")
+    driver.find_element(By.CSS_SELECTOR, "#url").send_keys(receiver.url)
+    click(driver, "#et-all")
+    # WHEN "Create endpoint" is clicked twice in a row
+    # THEN the form is sent once: a second request would create a second endpoint, every event sent to both
+    assert driver.execute_script(TWO_CLICKS, "#save") == 1
+    # AND so are an endpoint's "Send test event" and its secret's rotation
+    created = httpx.post(
+        f"{served_app}/v1/subscriptions", json={"url": receiver.url, "event_types": ["*"]}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
+    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    assert driver.execute_script(TWO_CLICKS, "#send-test") == 1
+    assert driver.execute_script(TWO_CLICKS, "form[action$='/rotate'] button[type=submit]") == 1
 
 
 def test_a_tenant_pages_through_its_endpoints(

@@ -1,6 +1,7 @@
 // A form marked data-submit-once is sent once. A second click while the first request is on its way (a
 // double-click) would send it again: the one-time link of the sign-in page, spent by the first request, would
-// then answer "This link does not work", although the first signed in.
+// then answer "This link does not work", although the first signed in; a new endpoint would be created twice (two
+// endpoints, two secrets, every event sent to both); a test event, a retry or a secret's rotation made twice.
 document.addEventListener("submit", (event) => {
   const form = event.target;
   if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-submit-once")) {
