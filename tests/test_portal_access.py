@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from herald.domain import portal
+from herald.errors import NotFoundError
 from herald.faults import install
 from herald.portal.security import COOKIE
 from herald.records import PortalCapability, PortalGrant
@@ -391,6 +392,20 @@ def test_revoking_ends_the_sessions_and_links_the_index_does_not_show_yet(
     again = browser()
     sign_in(again, tenant.id)
     assert again.get("/portal/endpoints").status_code == 200
+
+
+def test_two_revocations_at_once_never_move_the_mark_back(services: Services, tenant: TenantInfo) -> None:
+    # GIVEN two revocations, the later one's write landing first
+    tenants = services.store.tenants
+    earlier, later = datetime(2026, 3, 1, 12, tzinfo=UTC), datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC)
+    tenants.revoke_portal(tenant.id, later)
+    # WHEN the earlier one's lands
+    tenants.revoke_portal(tenant.id, earlier)
+    # THEN the mark stays the later one's: a link minted between the two stays revoked
+    assert tenants.portal_revoked_at(tenant.id) == later
+    # AND a tenant that does not exist is still not found
+    with pytest.raises(NotFoundError):
+        tenants.revoke_portal("tnt_none", later)
 
 
 def test_signing_out_ends_the_session(browser: Browser, tenant: TenantInfo) -> None:

@@ -19,6 +19,7 @@ from herald.storage.table import (
     cursor_fields,
     encode_cursor,
     record,
+    refused_item,
     strip,
     to_item,
 )
@@ -97,18 +98,22 @@ class TenantRepository:
     def revoke_portal(self, tenant_id: str, at: datetime) -> None:
         """Mark every portal link and session of the tenant minted or opened from a link minted at or before ``at``
         as no longer working, whether or not the index that lists them (``PortalRepository.revoke_all``) shows
-        them yet. ``NotFoundError`` if there is no such tenant."""
+        them yet. ``NotFoundError`` if there is no such tenant. The mark only ever moves forward: of two revocations
+        at once, the earlier one's write landing last does not bring back what the later one revoked."""
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.tenant(tenant_id)),
                 UpdateExpression="SET #revoked = :at",
-                ConditionExpression="attribute_exists(pk)",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(#revoked) OR #revoked < :at)",
                 ExpressionAttributeNames={"#revoked": PORTAL_REVOKED_AT},
                 ExpressionAttributeValues=to_item({":at": at.isoformat()}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            raise NotFoundError(f"tenant {tenant_id} not found") from exc
+            if not refused_item(exc):
+                raise NotFoundError(f"tenant {tenant_id} not found") from exc
+            # A later revocation's mark is there already: it revokes all this one would.
 
     def list(self, *, limit: int, cursor: str | None) -> PageResult[Tenant]:
         items, next_cursor = self._table.query(
