@@ -178,6 +178,77 @@ def test_stats_count_attempts_successes_and_failures(
     )
 
 
+@pytest.mark.parametrize("change", ["moved", "re-enabled"])
+def test_a_batch_under_way_when_its_subscription_moves_or_is_re_enabled_starts_no_new_streak(
+    client, tenant, services, make_receiver, change: str
+) -> None:
+    # GIVEN a failing subscription (three failures counted), and a batch under way that made three more to its
+    # endpoint as it was, before the subscription moved to a new URL (or was disabled, then re-enabled)
+    old, new = make_receiver(), make_receiver()
+    sub = subscribe(client, tenant, old.url)
+    health = services.store.health
+    t0 = datetime.now(UTC) - timedelta(seconds=30)
+    expires = int(t0.timestamp()) + 30 * 86400
+    failing = [AttemptTally(False, 503, t0 + timedelta(seconds=n)) for n in range(3)]
+    assert health.count_attempts(sub.id, failing, failing_after=3, expires_at=expires).failing_since is not None
+    under_way = [AttemptTally(False, None, t0 + timedelta(seconds=10 + n)) for n in range(3)]
+    path = f"/v1/subscriptions/{sub.id}"
+    if change == "moved":
+        assert client.patch(path, json={"url": new.url}, headers=tenant.headers).status_code == 200
+    else:
+        assert client.patch(path, json={"enabled": False}, headers=tenant.headers).status_code == 200
+        assert client.patch(path, json={"enabled": True}, headers=tenant.headers).status_code == 200
+    # WHEN that batch's attempts are counted, after the change (the batch read the subscription's first version)
+    late = health.count_attempts(sub.id, under_way, failing_after=3, expires_at=expires, version=1)
+    # THEN they are counted, but start no streak and no failing clock: the subscription as it is now has not failed
+    assert (late.consecutive_failures, late.failing_since) == (0, None)
+    got = stats(client, tenant, sub.id)
+    assert (got["attempts"], got["failed"]) == (6, 6)
+    assert (got["consecutive_failures"], got["failing_since"]) == (0, None)
+    # AND the new endpoint's first success ends no streak: no recovery is reported
+    now = services.store.subscriptions.get(tenant.id, sub.id)
+    assert now is not None
+    done = AttemptTally(True, 200, datetime.now(UTC), 30)
+    assert (
+        health.count_attempts(sub.id, [done], failing_after=3, expires_at=expires, version=now.version).recoveries == ()
+    )
+    # AND a failure of the subscription as it is now counts as ever
+    after = AttemptTally(False, 500, datetime.now(UTC) + timedelta(seconds=1))
+    failed = health.count_attempts(sub.id, [after], failing_after=3, expires_at=expires, version=now.version)
+    assert failed.consecutive_failures == 1
+
+
+def test_a_batch_whose_stats_move_under_it_twice_is_counted_without_its_streak(
+    client, tenant, services, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN stats holding a success at t+10, and a batch of three failures from before it (its first write is refused:
+    # a later success is counted), and another success counted between its second write's read and that write
+    sub = subscribe(client, tenant, receiver.url)
+    health = services.store.health
+    t0 = datetime.now(UTC) - timedelta(minutes=1)
+    expires = int(t0.timestamp()) + 30 * 86400
+    health.count_streamed(sub.id, [AttemptTally(True, 200, t0 + timedelta(seconds=10), 30)], expires_at=expires)
+    counting, writes = health._counting, []
+
+    def raced(sub_id: str, **request: Any) -> Any:
+        if "counted_by <> :token" not in request["ConditionExpression"]:
+            return counting(sub_id, **request)  # the stream's write below
+        writes.append(request["ConditionExpression"])
+        if len(writes) == 2:
+            health.count_streamed(sub_id, [AttemptTally(True, 200, t0 + timedelta(seconds=20), 30)], expires_at=expires)
+        return counting(sub_id, **request)
+
+    monkeypatch.setattr(health, "_counting", raced)
+    failures = [AttemptTally(False, 500, t0 + timedelta(seconds=n)) for n in (1, 2, 3)]
+    # WHEN it is counted
+    counted = health.count_attempts(sub.id, failures, failing_after=3, expires_at=expires)
+    # THEN its third write counts it without moving the streak (a condition DynamoDB accepts)
+    assert len(writes) == 3
+    assert (counted.consecutive_failures, counted.failing_since) == (0, None)
+    got = stats(client, tenant, sub.id)
+    assert (got["attempts"], got["failed"], got["consecutive_failures"]) == (5, 3, 0)
+
+
 def test_failures_counted_after_a_later_success_never_disable_a_subscription(
     client, tenant, services, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:

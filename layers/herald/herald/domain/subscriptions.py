@@ -297,8 +297,9 @@ def _replace(store: Store, old: Subscription, new: Subscription) -> None:
         # a new URL (its old URL's failures say nothing of the new one's). The streak is reset first: if the reset
         # fails, the subscription is still disabled (or at its old URL), and the request asked again does both (the
         # other way round, it would find the subscription changed and reset nothing, and the next failure would
-        # disable it at once). A disabled subscription is sent nothing, so no failure counts between the two.
-        store.health.reset_failing_streak(new.id)
+        # disable it at once). A disabled subscription is sent nothing, so no failure counts between the two; the
+        # attempts of a batch that read the subscription before the change are counted without moving the new streak.
+        store.health.reset_failing_streak(new.id, version=new.version)
     store.subscriptions.replace(old, new)
 
 

@@ -108,6 +108,10 @@ MAX_TRIMMED = 150
 COUNTED_BY = "counted_by"
 STREAK_BEFORE = "streak_before"
 FAILING_SINCE_BEFORE = "since_before"
+#: The subscription's version whose change reset the failure streak (moved to a new URL, or re-enabled): a batch that
+#: read an older version made its attempts to the subscription as it was, and moves neither the new streak nor its
+#: failing clock (nor reports a recovery of a streak the new one never had).
+STREAK_RESET_VERSION = "streak_reset_version"
 #: The same for the stream's writes (``count_streamed``): the token of the latest (its window's id), and since when
 #: the stats counted as failing when its first write ended the streak ("" for not failing).
 STREAMED_BY = "streamed_by"
@@ -156,6 +160,26 @@ def _nothing_later(bound: str, failure_bound: str | None) -> tuple[str, dict[str
         return condition, {"bound": bound}
     condition += " AND (attribute_not_exists(last_failure_at) OR last_failure_at < :failure_bound)"
     return condition, {"bound": bound, "failure_bound": failure_bound}
+
+
+def _first_write_bounds(ordered: Sequence[AttemptTally]) -> tuple[str, str | None]:
+    """What a batch's first stats write is conditioned on (``_nothing_later``): no success counted after its last
+    success (or its first attempt, if none succeeded), and no failure counted after its last success (its streak) nor
+    after its last failure (the latest)."""
+    answered = _since_success(ordered, None)
+    successes = [tally for tally in answered if tally.succeeded]
+    bound = (successes[-1] if successes else ordered[0]).at.isoformat()
+    lasts = [last[-1].at for last in (successes, [tally for tally in answered if not tally.succeeded]) if last]
+    return bound, (min(lasts).isoformat() if lasts else None)
+
+
+def _not_reset(condition: str, placeholders: dict[str, Any], version: int | None) -> tuple[str, dict[str, Any]]:
+    """``condition``, and that the streak was not reset by a change since the batch read the subscription at
+    ``version`` (None: not asked): else its attempts were made to the subscription as it was."""
+    if version is None:
+        return condition, placeholders
+    not_reset = f"(attribute_not_exists({STREAK_RESET_VERSION}) OR {STREAK_RESET_VERSION} <= :version)"
+    return f"{condition} AND {not_reset}", {**placeholders, "version": version}
 
 
 def _still_found(after: str | None, failure_before: str | None) -> tuple[str, dict[str, Any]]:
@@ -362,11 +386,13 @@ class HealthRepository:
         *,
         failing_after: int,
         expires_at: int,
+        version: int | None = None,
     ) -> SubscriptionHealth:
         """Count attempts of a subscription (a worker's batch of them) in its stats and follow its failure
         streak, as if counted one by one in the order they finished: one UpdateItem, plus one conditional
         write when failures alone take a streak to ``failing_after`` in a row (the failing clock starts
-        then, at the failure that reached it, once per streak).
+        then, at the failure that reached it, once per streak). ``version``: the subscription's, as the batch read it;
+        older than the change that last reset the streak (``reset_failing_streak``), its attempts are counted only.
 
         A separate item on purpose, not the subscription: the subscription is versioned and rewritten
         whole by the API, and not in the delivery's transaction either: every delivery of a
@@ -380,19 +406,15 @@ class HealthRepository:
         # no failure after that success (or after its last failure). If something is, the write is made again as
         # the stats found say (``after``, their latest success; ``failure_before``, their latest failure), on
         # condition that they still say it; a third try counts the attempts without moving the streak.
-        answered = _since_success(ordered, None)
-        successes = [tally for tally in answered if tally.succeeded]
-        bound = (successes[-1] if successes else ordered[0]).at.isoformat()
-        # No failure counted after the batch's last success (its streak), nor after its last failure (the latest).
-        lasts = [last[-1].at for last in (successes, [tally for tally in answered if not tally.succeeded]) if last]
-        failure_bound = min(lasts).isoformat() if lasts else None
+        bound, failure_bound = _first_write_bounds(ordered)
         after: str | None = None
         failure_before: str | None = None
+        reset_since = False  # the streak was reset by a change the batch did not see: its attempts are counted only
         for tries_left in (2, 1, 0):
             if tries_left == 2:
-                nothing_later, placeholders_extra = _nothing_later(bound, failure_bound)
-            elif tries_left:
-                nothing_later, placeholders_extra = _still_found(after, failure_before)
+                nothing_later, placeholders_extra = _not_reset(*_nothing_later(bound, failure_bound), version)
+            elif tries_left and not reset_since:
+                nothing_later, placeholders_extra = _not_reset(*_still_found(after, failure_before), version)
             else:
                 placeholders_extra, nothing_later = {}, ""
                 after = failure_before = "~"  # later than any time: counts only
@@ -405,14 +427,15 @@ class HealthRepository:
                 failure_before=failure_before,
                 found=tries_left < 2,
             )
-            condition = f"(attribute_not_exists({COUNTED_BY}) OR {COUNTED_BY} <> :token)"
+            # Alone, without parentheses of its own: ``_counting`` adds them (DynamoDB refuses redundant ones).
+            condition = f"attribute_not_exists({COUNTED_BY}) OR {COUNTED_BY} <> :token"
             try:
                 old = from_item(
                     self._counting(
                         sub_id,
                         Key=to_item(keys.subscription_stats(sub_id)),
                         UpdateExpression=expression,
-                        ConditionExpression=f"{condition} AND {nothing_later}" if nothing_later else condition,
+                        ConditionExpression=f"({condition}) AND {nothing_later}" if nothing_later else condition,
                         ExpressionAttributeValues=values(**placeholders, **placeholders_extra),
                         ReturnValues="ALL_OLD",
                         ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -431,7 +454,9 @@ class HealthRepository:
                     break
                 if not tries_left:
                     raise
-                # Something later is counted already: these attempts move the stats as those say.
+                # Something later is counted already: these attempts move the stats as those say. Or the streak was
+                # reset since the batch began: they are counted only.
+                reset_since = version is not None and int(current.get(STREAK_RESET_VERSION, 0)) > version
                 after, failure_before = current.get("last_success_at"), current.get("last_failure_at")
         answered = _since_success(ordered, after)
         latest = _moving(answered, failure_before)
@@ -651,16 +676,20 @@ class HealthRepository:
         items = self._table.batch_get([keys.subscription_stats(sub_id) for sub_id in sub_ids])
         return {by_key[item["pk"]]: strip(item) for item in items}
 
-    def reset_failing_streak(self, sub_id: str) -> None:
+    def reset_failing_streak(self, sub_id: str, *, version: int) -> None:
         """A re-enabled subscription starts afresh: no failure streak, no failing clock (the tenant says it
-        is fixed; if it is not, the clock starts again after ``failing_after`` failures, a whole window)."""
+        is fixed; if it is not, the clock starts again after ``failing_after`` failures, a whole window). ``version``,
+        the subscription's as the change writes it, is kept (``STREAK_RESET_VERSION``): a batch that read an older
+        one, its attempts made to the subscription as it was, counts them without moving the new streak
+        (``count_attempts``)."""
         with contextlib.suppress(ClientError):  # no stats yet: nothing to reset
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription_stats(sub_id)),
-                UpdateExpression="SET consecutive_failures = :zero REMOVE failing_since",
+                UpdateExpression=f"SET consecutive_failures = :zero, {STREAK_RESET_VERSION} = :version "
+                "REMOVE failing_since",
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=values(zero=0),
+                ExpressionAttributeValues=values(zero=0, version=version),
             )
 
     def take_rate_slot(

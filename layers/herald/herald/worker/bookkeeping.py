@@ -272,6 +272,7 @@ class Bookkeeping:
                 ],
                 failing_after=worker.settings.failing_after_failures,
                 expires_at=tally.expires_at,
+                version=sub.version,
             )
         except Exception:
             logger.exception("subscription stats not updated", extra=tally.log)
