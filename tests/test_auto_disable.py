@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from herald.domain.subscriptions import disable_for_failing
+from herald.errors import ServiceUnavailableError
 from herald.storage import AttemptTally
 from tests.api_support import assert_error
 from tests.delivery_support import Harness, only_delivery, publish, signature_of, stats, step, subscribe
@@ -216,6 +217,37 @@ def test_a_batch_under_way_when_its_subscription_moves_or_is_re_enabled_starts_n
     after = AttemptTally(False, 500, datetime.now(UTC) + timedelta(seconds=1))
     failed = health.count_attempts(sub.id, [after], failing_after=3, expires_at=expires, version=now.version)
     assert failed.consecutive_failures == 1
+
+
+def test_a_move_that_fails_after_its_reset_leaves_the_streak_counting(
+    client, tenant, services, make_receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription with two failures counted, and a move to a new URL whose write DynamoDB refuses after the
+    # streak was reset for it
+    old, new = make_receiver(), make_receiver()
+    sub = subscribe(client, tenant, old.url)
+    health = services.store.health
+    t0 = datetime.now(UTC) - timedelta(minutes=1)
+    expires = int(t0.timestamp()) + 30 * 86400
+    failing = [AttemptTally(False, 503, t0 + timedelta(seconds=n)) for n in range(2)]
+    health.count_attempts(sub.id, failing, failing_after=3, expires_at=expires, version=1)
+
+    def refused(*_: Any) -> None:
+        raise ServiceUnavailableError("DynamoDB refused the transaction")
+
+    monkeypatch.setattr(services.store.subscriptions, "replace", refused)
+    moved = client.patch(f"/v1/subscriptions/{sub.id}", json={"url": new.url}, headers=tenant.headers)
+    assert moved.status_code == 503, moved.text
+    monkeypatch.undo()
+    current = services.store.subscriptions.get(tenant.id, sub.id)
+    assert current is not None
+    assert (current.url, current.version) == (old.url, 1)
+    # WHEN the subscription, as it still is, fails three more times
+    more = [AttemptTally(False, 503, t0 + timedelta(seconds=10 + n)) for n in range(3)]
+    counted = health.count_attempts(sub.id, more, failing_after=3, expires_at=expires, version=current.version)
+    # THEN they make a streak (from the reset the refused move made: three) and start its failing clock
+    assert counted.consecutive_failures == 3
+    assert counted.failing_since is not None
 
 
 def test_a_batch_whose_stats_move_under_it_twice_is_counted_without_its_streak(

@@ -29,7 +29,7 @@ from herald.storage import keys
 from herald.storage.table import Table, to_item
 from herald.worker import dispatch
 from herald.worker import jobs as worker_jobs
-from herald.worker.fanout import send_concurrently, try_send_concurrently
+from herald.worker.fanout import try_send_concurrently
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import (
     Harness,
@@ -1611,26 +1611,31 @@ def test_a_redelivery_page_run_again_queues_what_it_counted_not_a_subscription_m
     assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
 
 
+@pytest.mark.parametrize("failed", ["queueing", "counting"])
 def test_a_redelivery_page_run_again_queues_a_first_delivery_it_counted_to_a_subscription_deleted_since(
-    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, monkeypatch: pytest.MonkeyPatch,
+    failed: str,
+) -> None:  # fmt: skip
     clock.now = time.time()
     # GIVEN an event delivered to one subscription, a second made after it, and a redelivery of the event whose page
-    # counted the second's first delivery, then failed to queue its messages (the job's message comes back)
+    # planned the second's first delivery, then failed to queue its messages, or to count that delivery (the job's
+    # message comes back)
     early, late = make_receiver(), make_receiver()
     subscribe(client, tenant, early.url)
     event_id = publish(client, tenant.id)
     harness.drain()
     second = subscribe(client, tenant, late.url)
+    name = "send_concurrently" if failed == "queueing" else "_count_first"
+    real = getattr(worker_jobs, name)
 
-    async def refused_once(worker: Any, messages: Any) -> None:
-        monkeypatch.setattr("herald.worker.jobs.send_concurrently", send_concurrently)
-        raise ServiceUnavailableError("SQS refused the page's messages")
+    async def refused_once(*args: Any) -> None:
+        monkeypatch.setattr(worker_jobs, name, real)
+        raise ServiceUnavailableError("AWS refused the page's write")
 
-    monkeypatch.setattr("herald.worker.jobs.send_concurrently", refused_once)
+    monkeypatch.setattr(worker_jobs, name, refused_once)
     assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
     harness.drain()
-    assert event_counts(client, event_id)["matched"] == 2
+    assert event_counts(client, event_id)["matched"] == (2 if failed == "queueing" else 1)
     # WHEN the second subscription is deleted, and the job's message runs again
     assert client.delete(f"/v1/subscriptions/{second.id}", headers=tenant.headers).status_code == 204
     step(harness, clock, 400)

@@ -692,6 +692,21 @@ class HealthRepository:
                 ExpressionAttributeValues=values(zero=0, version=version),
             )
 
+    def forget_streak_reset(self, sub_id: str, *, version: int) -> None:
+        """Take back the mark of a reset (``reset_failing_streak``) whose change was not made, if it is still that
+        one's; best effort: a failure is logged, and the subscription's next change writes a version past it."""
+        try:
+            with contextlib.suppress(ClientError):  # not this reset's mark (or no stats): nothing to take back
+                self._table.call(
+                    "update_item",
+                    Key=to_item(keys.subscription_stats(sub_id)),
+                    UpdateExpression=f"REMOVE {STREAK_RESET_VERSION}",
+                    ConditionExpression=f"{STREAK_RESET_VERSION} = :version",
+                    ExpressionAttributeValues=values(version=version),
+                )
+        except ServiceUnavailableError:
+            logger.warning("streak reset not taken back", extra={"subscription_id": sub_id, "version": version})
+
     def take_rate_slot(
         self, sub_id: str, *, interval: float, now: float, within: float = 0.0, busy: bool = False
     ) -> RateSlot:

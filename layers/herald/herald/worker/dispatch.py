@@ -86,8 +86,8 @@ class _Job:
     def first_attempt_at(self) -> datetime | None:
         """When the delivery's first attempt started (None: this is it), as its item keeps it; for an item written
         before it kept it, its creation (its event's)."""
-        if self.previous is None:
-            return None
+        if self.previous is None or self.previous.attempts == 0:
+            return None  # none made yet: held back before its first (``list_new``), or new
         started = self.carried.get(FIRST_ATTEMPT_AT)
         return datetime.fromtimestamp(int(started), UTC) if started is not None else self.previous.created_at
 

@@ -390,10 +390,14 @@ async def _redelivery_messages(
             uncounted = [sub for sub in counted_then if isinstance(sub, str)]
         await asyncio.gather(*(_count_first(worker, stored, sub) for sub in uncounted))
     elif rerun:
-        kept = await worker.io(worker.store.events.fanout_page_plan, event_id, marker)
-        queued = (kept or {}).get("first")
+        kept = await worker.io(worker.store.events.fanout_page_plan, event_id, marker) or {}
+        queued = kept.get("first")
         if isinstance(queued, list):
             first = [sub for sub in queued if isinstance(sub, str) and sub not in sub_ids]
+        counted_then = kept.get("subs") if kept.get(COUNTED_APART) is True else None
+        if first and isinstance(counted_then, list):
+            # What the first run counted, counted again (each once for the event): it may have died before.
+            await asyncio.gather(*(_count_first(worker, stored, sub) for sub in counted_then if isinstance(sub, str)))
     # Before their messages are sent: a run of this page after those deliveries exist makes no extra attempt of them.
     await asyncio.gather(*(_note_first(worker, message.job_id, stored.delivery_id(sub)) for sub in first))
     taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
