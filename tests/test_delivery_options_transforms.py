@@ -194,6 +194,18 @@ HOSTILE = [
         )
         for call in ("reverse(@)", "length(reverse(@))", "starts_with(@, 'y')", "contains(@, 'y')", "ends_with(@, @)")
     ),
+    # a list of 8^5 empty strings, and 7^4 references to it, each joined: nothing built, but each join type-checks
+    # every entry (seconds of work if the entries are not charged)
+    (
+        '[@] | map(&`""`, @) | '
+        + " | ".join(["[@,@,@,@,@,@,@,@][]"] * 5)
+        + " | "
+        + " | ".join(["[@,@,@,@,@,@,@]"] * 4)
+        + " | "
+        + "[*]" * 4
+        + ".join('', @)",
+        "too_costly",
+    ),
 ]
 
 

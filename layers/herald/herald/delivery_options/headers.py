@@ -162,8 +162,8 @@ HeadersIn = Annotated[
     Field(
         max_length=MAX_HEADERS,
         description=f"Extra request headers sent with every delivery: at most {MAX_HEADERS}, "
-        f"{MAX_HEADERS_BYTES} bytes in all; Herald's own (webhook-*, content-*, host, user-agent, hop-by-hop) "
-        "are refused.",
+        f"{MAX_HEADERS_BYTES} bytes in all; Herald's own (webhook-*, svix-*, content-*, host, user-agent, "
+        "accept-encoding, expect, hop-by-hop) are refused. Values are visible ASCII, with spaces or tabs only inside.",
         examples=[{"X-Api-Key": {"value": "8f14e45fceea167a", "sensitive": True}, "X-Route": {"value": "eu-1"}}],
     ),
 ]

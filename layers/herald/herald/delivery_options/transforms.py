@@ -95,13 +95,16 @@ class _OverBudget(Exception):
 #: Building a string costs one step per this many characters (``to_string``, ``join``).
 _CHARS_PER_STEP = 64
 #: The functions charged otherwise: those that visit each entry of their array with an expression (each visit is a
-#: step already; they check no entry's type), and those charged for what they build or compare (below).
-_CHARGED_OTHERWISE = frozenset({"map", "min_by", "max_by", "to_string", "contains", "join"})
+#: step already; they check no entry's type), and those charged for what they build or compare (below). ``join`` is
+#: not one: its array's entries are type-checked one by one before it builds anything, so thousands of references to a
+#: long list of empty strings (nothing to build, nothing charged for it) would each be walked for free.
+_CHARGED_OTHERWISE = frozenset({"map", "min_by", "max_by", "to_string", "contains"})
 
 
 class _BoundedFunctions(Functions):
     """JMESPath's functions, each charged for the entries it is given, with the two that can build more than their
-    input bounded and charged, and the one that compares whole values (``contains``) charged as a comparison is."""
+    input bounded and charged (``join`` for what it builds on top), and the one that compares whole values
+    (``contains``) charged as a comparison is."""
 
     def __init__(self, interpreter: _BoundedInterpreter) -> None:
         self.interpreter = interpreter
