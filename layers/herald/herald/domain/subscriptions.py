@@ -292,23 +292,16 @@ def disable_for_failing(store: Store, sub: Subscription, reason: str, now: datet
 
 
 def _replace(store: Store, old: Subscription, new: Subscription) -> None:
-    reset = (new.enabled and not old.enabled) or new.url != old.url
-    if reset:
+    if (new.enabled and not old.enabled) or new.url != old.url:
         # Re-enabled: a subscription disabled for failing gets a whole failing window again, and so does one moved to
         # a new URL (its old URL's failures say nothing of the new one's). The streak is reset first: if the reset
         # fails, the subscription is still disabled (or at its old URL), and the request asked again does both (the
         # other way round, it would find the subscription changed and reset nothing, and the next failure would
         # disable it at once). A disabled subscription is sent nothing, so no failure counts between the two; the
-        # attempts of a batch that read the subscription before the change are counted without moving the new streak.
+        # attempts of a batch that read the subscription before the change are counted without moving the new streak
+        # (the reset's mark, which holds a few minutes: one whose change is refused after it holds no longer).
         store.health.reset_failing_streak(new.id, version=new.version)
-    try:
-        store.subscriptions.replace(old, new)
-    except Exception:
-        if reset:
-            # The change was not made: the version the reset names never comes, and every batch, reading an older
-            # one, would count its attempts only. (Should this fail too, the next change writes a version past it.)
-            store.health.forget_streak_reset(new.id, version=new.version)
-        raise
+    store.subscriptions.replace(old, new)
 
 
 #: Reads and deletes of a subscription that keeps changing meanwhile, before a delete gives up (409).

@@ -108,10 +108,15 @@ MAX_TRIMMED = 150
 COUNTED_BY = "counted_by"
 STREAK_BEFORE = "streak_before"
 FAILING_SINCE_BEFORE = "since_before"
-#: The subscription's version whose change reset the failure streak (moved to a new URL, or re-enabled): a batch that
-#: read an older version made its attempts to the subscription as it was, and moves neither the new streak nor its
-#: failing clock (nor reports a recovery of a streak the new one never had).
+#: The subscription's version whose change reset the failure streak (moved to a new URL, or re-enabled), and when
+#: (epoch seconds): a batch that read an older version made its attempts to the subscription as it was, and moves
+#: neither the new streak nor its failing clock (nor reports a recovery of a streak the new one never had).
 STREAK_RESET_VERSION = "streak_reset_version"
+STREAK_RESET_AT = "streak_reset_at"
+#: How long a reset's mark holds: longer than any batch lasts (an invocation of the DeliveryFunction, 60 s). A mark
+#: whose change was never made (its write refused after the reset, the request out of time) holds no longer either:
+#: no version reaches it, and until then every batch's attempts would be counted only.
+RESET_HOLDS_SECONDS = 300
 #: The same for the stream's writes (``count_streamed``): the token of the latest (its window's id), and since when
 #: the stats counted as failing when its first write ended the streak ("" for not failing).
 STREAMED_BY = "streamed_by"
@@ -173,13 +178,19 @@ def _first_write_bounds(ordered: Sequence[AttemptTally]) -> tuple[str, str | Non
     return bound, (min(lasts).isoformat() if lasts else None)
 
 
-def _not_reset(condition: str, placeholders: dict[str, Any], version: int | None) -> tuple[str, dict[str, Any]]:
+def _not_reset(
+    condition: str, placeholders: dict[str, Any], version: int | None, reset_before: int
+) -> tuple[str, dict[str, Any]]:
     """``condition``, and that the streak was not reset by a change since the batch read the subscription at
-    ``version`` (None: not asked): else its attempts were made to the subscription as it was."""
+    ``version`` (None: not asked), after ``reset_before`` (epoch seconds: an older mark holds no longer): else its
+    attempts were made to the subscription as it was."""
     if version is None:
         return condition, placeholders
-    not_reset = f"(attribute_not_exists({STREAK_RESET_VERSION}) OR {STREAK_RESET_VERSION} <= :version)"
-    return f"{condition} AND {not_reset}", {**placeholders, "version": version}
+    not_reset = (
+        f"(attribute_not_exists({STREAK_RESET_VERSION}) OR {STREAK_RESET_VERSION} <= :version "
+        f"OR {STREAK_RESET_AT} < :reset_before)"
+    )
+    return f"{condition} AND {not_reset}", {**placeholders, "version": version, "reset_before": reset_before}
 
 
 def _still_found(after: str | None, failure_before: str | None) -> tuple[str, dict[str, Any]]:
@@ -410,11 +421,16 @@ class HealthRepository:
         after: str | None = None
         failure_before: str | None = None
         reset_since = False  # the streak was reset by a change the batch did not see: its attempts are counted only
+        reset_before = self._table.now() - RESET_HOLDS_SECONDS
         for tries_left in (2, 1, 0):
             if tries_left == 2:
-                nothing_later, placeholders_extra = _not_reset(*_nothing_later(bound, failure_bound), version)
+                nothing_later, placeholders_extra = _not_reset(
+                    *_nothing_later(bound, failure_bound), version, reset_before
+                )
             elif tries_left and not reset_since:
-                nothing_later, placeholders_extra = _not_reset(*_still_found(after, failure_before), version)
+                nothing_later, placeholders_extra = _not_reset(
+                    *_still_found(after, failure_before), version, reset_before
+                )
             else:
                 placeholders_extra, nothing_later = {}, ""
                 after = failure_before = "~"  # later than any time: counts only
@@ -456,7 +472,11 @@ class HealthRepository:
                     raise
                 # Something later is counted already: these attempts move the stats as those say. Or the streak was
                 # reset since the batch began: they are counted only.
-                reset_since = version is not None and int(current.get(STREAK_RESET_VERSION, 0)) > version
+                reset_since = (
+                    version is not None
+                    and int(current.get(STREAK_RESET_VERSION, 0)) > version
+                    and int(current.get(STREAK_RESET_AT, 0)) >= reset_before
+                )
                 after, failure_before = current.get("last_success_at"), current.get("last_failure_at")
         answered = _since_success(ordered, after)
         latest = _moving(answered, failure_before)
@@ -679,33 +699,18 @@ class HealthRepository:
     def reset_failing_streak(self, sub_id: str, *, version: int) -> None:
         """A re-enabled subscription starts afresh: no failure streak, no failing clock (the tenant says it
         is fixed; if it is not, the clock starts again after ``failing_after`` failures, a whole window). ``version``,
-        the subscription's as the change writes it, is kept (``STREAK_RESET_VERSION``): a batch that read an older
-        one, its attempts made to the subscription as it was, counts them without moving the new streak
-        (``count_attempts``)."""
+        the subscription's as the change writes it, is kept with the time (``STREAK_RESET_VERSION``,
+        ``STREAK_RESET_AT``): a batch that read an older one, its attempts made to the subscription as it was, counts
+        them without moving the new streak (``count_attempts``), for ``RESET_HOLDS_SECONDS``."""
         with contextlib.suppress(ClientError):  # no stats yet: nothing to reset
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription_stats(sub_id)),
-                UpdateExpression=f"SET consecutive_failures = :zero, {STREAK_RESET_VERSION} = :version "
-                "REMOVE failing_since",
+                UpdateExpression=f"SET consecutive_failures = :zero, {STREAK_RESET_VERSION} = :version, "
+                f"{STREAK_RESET_AT} = :now REMOVE failing_since",
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=values(zero=0, version=version),
+                ExpressionAttributeValues=values(zero=0, version=version, now=self._table.now()),
             )
-
-    def forget_streak_reset(self, sub_id: str, *, version: int) -> None:
-        """Take back the mark of a reset (``reset_failing_streak``) whose change was not made, if it is still that
-        one's; best effort: a failure is logged, and the subscription's next change writes a version past it."""
-        try:
-            with contextlib.suppress(ClientError):  # not this reset's mark (or no stats): nothing to take back
-                self._table.call(
-                    "update_item",
-                    Key=to_item(keys.subscription_stats(sub_id)),
-                    UpdateExpression=f"REMOVE {STREAK_RESET_VERSION}",
-                    ConditionExpression=f"{STREAK_RESET_VERSION} = :version",
-                    ExpressionAttributeValues=values(version=version),
-                )
-        except ServiceUnavailableError:
-            logger.warning("streak reset not taken back", extra={"subscription_id": sub_id, "version": version})
 
     def take_rate_slot(
         self, sub_id: str, *, interval: float, now: float, within: float = 0.0, busy: bool = False
