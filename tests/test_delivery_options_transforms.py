@@ -260,6 +260,39 @@ def test_a_transform_that_flattens_many_references_to_one_list_stops_before_it_b
     assert peak < 16 * MAX_BODY_BYTES
 
 
+#: A number of 4,300 digits (the most Python reads from text), built from a literal of 430.
+_BIG_NUMBER = '`"' + "9" * 430 + "\"` | to_number(join('', [@,@,@,@,@,@,@,@,@,@]))"
+
+
+@pytest.mark.parametrize("wrap", ["{}", "{{a: to_string({})}}"])
+def test_many_references_to_a_huge_number_stop_before_they_are_written_out(wrap: str) -> None:
+    # GIVEN a transform accepted when set, that otherwise makes 2^16 references to a number of 4,300 digits (a few
+    # steps: a number was estimated at 5 bytes, and written out it is 280 MB)
+    bomb = wrap.format(_BIG_NUMBER + " | [@,@,@,@,@,@,@,@]" * 5 + " | [@,@]")
+    expression = f"data.invoice_id == '{INVOICE['data']['invoice_id']}' && {{ok: type}} || ({bomb})"
+    compiled = check_transform(expression, {"invoice.paid": INVOICE})
+    # WHEN it is applied to another invoice
+    caught, peak = _refused_with_its_peak(compiled)
+    # THEN its size is known before it is written: too large, a few megabytes at most
+    assert caught.reason == "too_large"
+    assert peak < 16 * MAX_BODY_BYTES
+
+
+def test_a_huge_value_given_to_a_function_of_another_type_is_refused_without_being_written_out() -> None:
+    # GIVEN a transform accepted when set, that otherwise gives abs() a list sharing a 700-character string 2^16 times
+    # (JMESPath's type error writes the value out whole in its message: 45 MB, before any cut)
+    shared = '`"' + "x" * 700 + '"`' + " | [@,@]" * 16
+    expression = f"data.invoice_id == '{INVOICE['data']['invoice_id']}' && {{ok: type}} || abs({shared})"
+    compiled = check_transform(expression, {"invoice.paid": INVOICE})
+    # WHEN it is applied to another invoice
+    caught, peak = _refused_with_its_peak(compiled)
+    # THEN it fails saying what was wrong, from the types alone
+    assert caught.reason == "failed"
+    assert "abs()" in caught.message
+    assert "array" in caught.message
+    assert peak < 16 * MAX_BODY_BYTES
+
+
 @pytest.mark.parametrize(
     "expression",
     [

@@ -177,8 +177,14 @@ class _BoundedInterpreter(TreeInterpreter):
         times costs no more to measure than the part; ``_OverBudget`` once a part is over ``MAX_BODY_BYTES``."""
         if isinstance(value, str):
             return len(value) + 2
-        if not isinstance(value, dict | list):
+        if isinstance(value, bool) or value is None:
             return 5
+        if isinstance(value, int):
+            # Its digits, from its bits (at least bit_length x log10(2)): a number of 4,300 digits (``to_number``
+            # takes one, an event may carry one) referenced thousands of times is thousands of 4,300-byte texts.
+            return value.bit_length() * 30103 // 100_000 + 2
+        if not isinstance(value, dict | list):
+            return len(repr(value))  # a float: at most 24 characters
         known = self._sizes.get(id(value))
         if known is not None:
             return known[1]
@@ -246,8 +252,16 @@ class CompiledTransform:
             raise TransformError(exc.reason, str(exc)) from None
         except RecursionError:
             raise TransformError("too_costly", "the transform nests too deeply") from None
+        except jmespath_errors.JMESPathTypeError as exc:
+            # A function given the wrong type by this event. Never as JMESPath words it: its message holds the value
+            # itself, written out whole (a value sharing its parts a million times: gigabytes) before any cut.
+            raise TransformError(
+                "failed",
+                f"In function {exc.function_name}(), invalid type for value: expected one of "
+                f"{', '.join(map(str, exc.expected_types))}, received {exc.actual_type!r}"[:300],
+            ) from None
         except (jmespath_errors.JMESPathError, TypeError, ValueError, OverflowError) as exc:
-            # e.g. a function given the wrong type by this event, or "a" < 1 (jmespath lets Python raise TypeError)
+            # e.g. "a" < 1 (jmespath lets Python raise TypeError): messages that name types, not values
             raise TransformError("failed", str(exc)[:300]) from None
         if not isinstance(value, dict | list):
             kind = "null" if value is None else type(value).__name__
