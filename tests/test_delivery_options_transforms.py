@@ -278,6 +278,34 @@ def test_many_references_to_a_huge_number_stop_before_they_are_written_out(wrap:
     assert peak < 16 * MAX_BODY_BYTES
 
 
+#: A string of 3 MB: 512 KB of control characters, each written out as six by to_string.
+_ESCAPED = (
+    "'" + "\x01" * 500 + "' | [@,@,@,@,@,@,@,@] | [@,@,@,@,@,@,@,@][] | [@,@,@,@,@,@,@,@][] | [@,@][] | join('', @)"
+    " | to_string([@])"
+)
+
+
+@pytest.mark.parametrize("compare", ["sort(@)[:0]", "sort_by(@, &@)[:0]", "[max(@)][:0]"])
+def test_sorting_many_references_to_a_long_string_is_charged_for_its_length(compare: str) -> None:
+    # GIVEN a transform that sorts (or orders by key, or takes the largest of) 4^5 x 4 references to a string of 3 MB,
+    # seven times: each comparison walks the whole string
+    expression = "{n: " + _ESCAPED + " | [@,@,@,@]" + " | [@,@,@,@][]" * 5 + f" | [@,@,@,@,@,@,@] | [*].{compare}}}"
+    compiled = compile_transform(expression)
+    # WHEN it is applied
+    with pytest.raises(TransformError) as caught:
+        compiled.apply(_large_event())
+    # THEN the step budget stops it at its first comparison of the whole list (it ran seven, for seconds, before)
+    assert caught.value.reason == "too_costly"
+
+
+def test_numbers_are_never_sized_larger_than_they_are_written() -> None:
+    # A body of numbers just under the limit is sent: each number's estimate is at most its length
+    event = {**INVOICE, "data": {"v": [12345678901] * 20_500, "n": [-1, 0, 9, 10, -(10**30), 2**64]}}
+    body = compile_transform("[data.v, data.v, data.n]").apply(event)
+    assert len(body) < MAX_BODY_BYTES
+    assert json.loads(body)[2] == event["data"]["n"]
+
+
 def test_a_huge_value_given_to_a_function_of_another_type_is_refused_without_being_written_out() -> None:
     # GIVEN a transform accepted when set, that otherwise gives abs() a list sharing a 700-character string 2^16 times
     # (JMESPath's type error writes the value out whole in its message: 45 MB, before any cut)

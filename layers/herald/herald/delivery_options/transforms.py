@@ -99,6 +99,10 @@ _CHARS_PER_STEP = 64
 #: not one: its array's entries are type-checked one by one before it builds anything, so thousands of references to a
 #: long list of empty strings (nothing to build, nothing charged for it) would each be walked for free.
 _CHARGED_OTHERWISE = frozenset({"map", "min_by", "max_by", "to_string", "contains"})
+#: The functions that compare the strings of their array with one another, each comparison walking both (a sort of
+#: thousands of references to one string of megabytes compares it whole each time, with no shortcut for the same
+#: object): charged for their strings' lengths as well, a step per ``_CHARS_PER_STEP`` characters.
+_COMPARING = frozenset({"sort", "max", "min"})
 
 
 class _BoundedFunctions(Functions):
@@ -124,9 +128,24 @@ class _BoundedFunctions(Functions):
         for arg in resolved_args:
             if isinstance(arg, list | dict):
                 self.interpreter.spend(len(arg))
+                if function_name in _COMPARING and isinstance(arg, list):
+                    compared = sum(len(entry) for entry in arg if isinstance(entry, str))
+                    self.interpreter.spend(compared // _CHARS_PER_STEP)
             elif isinstance(arg, str):
                 self.interpreter.spend(len(arg) // _CHARS_PER_STEP)
         return super().call_function(function_name, resolved_args)
+
+    def _create_key_func(self, expref: Any, allowed_types: Any, function_name: str) -> Any:
+        # ``sort_by``, ``min_by``, ``max_by``: a key that is a string is compared whole, charged as its entries are.
+        keyfunc = super()._create_key_func(expref, allowed_types, function_name)  # type: ignore[misc]
+
+        def charged(value: Any) -> Any:
+            key = keyfunc(value)
+            if isinstance(key, str):
+                self.interpreter.spend(len(key) // _CHARS_PER_STEP)
+            return key
+
+        return charged
 
     @signature({"types": []})
     def _func_to_string(self, arg: Any) -> str:
@@ -180,9 +199,11 @@ class _BoundedInterpreter(TreeInterpreter):
         if isinstance(value, bool) or value is None:
             return 5
         if isinstance(value, int):
-            # Its digits, from its bits (at least bit_length x log10(2)): a number of 4,300 digits (``to_number``
-            # takes one, an event may carry one) referenced thousands of times is thousands of 4,300-byte texts.
-            return value.bit_length() * 30103 // 100_000 + 2
+            # Its digits, counted from its bits (never more than it has: an integer of b bits has at least
+            # (b - 1) x log10(2) + 1), and its sign: a number of 4,300 digits (``to_number`` takes one, an event may
+            # carry one) referenced thousands of times is thousands of 4,300-byte texts.
+            bits = value.bit_length()
+            return (bits - 1) * 30103 // 100_000 + 1 + (value < 0) if bits else 1
         if not isinstance(value, dict | list):
             return len(repr(value))  # a float: at most 24 characters
         known = self._sizes.get(id(value))
