@@ -12,7 +12,7 @@ from botocore.exceptions import EndpointConnectionError
 
 from herald.domain.subscriptions import disable_for_failing
 from herald.errors import ServiceUnavailableError
-from herald.storage import AttemptTally
+from herald.storage import AttemptTally, keys
 from herald.storage.health import RESET_HOLDS_SECONDS
 from tests.api_support import assert_error
 from tests.delivery_support import Harness, only_delivery, publish, signature_of, stats, step, subscribe
@@ -258,6 +258,47 @@ def test_a_move_that_fails_after_its_reset_holds_the_streak_a_few_minutes_at_mos
     assert after.consecutive_failures == 3
     assert after.failing_since is not None
     assert stats(client, tenant, sub.id)["failed"] == 8
+
+
+@pytest.mark.parametrize("stats_were", ["expired", "never written"])
+def test_a_move_of_a_subscription_without_live_stats_still_marks_its_reset(
+    client, tenant, services, make_receiver, stats_were: str
+) -> None:
+    # GIVEN a subscription whose stats are past their expiry (no attempt for the attempt log's retention), or were
+    # never written, moved to a new URL while a batch that read it before is under way
+    old, new = make_receiver(), make_receiver()
+    sub = subscribe(client, tenant, old.url)
+    health = services.store.health
+    now = datetime.now(UTC)
+    if stats_were == "expired":
+        gone = AttemptTally(False, 503, now - timedelta(days=40))
+        health.count_attempts(sub.id, [gone], failing_after=3, expires_at=int(now.timestamp()) - 86400, version=1)
+    assert client.patch(f"/v1/subscriptions/{sub.id}", json={"url": new.url}, headers=tenant.headers).status_code == 200
+    # WHEN that batch's three failures are counted
+    under_way = [AttemptTally(False, 503, now - timedelta(seconds=10 - n)) for n in range(3)]
+    expires = int(now.timestamp()) + 30 * 86400
+    late = health.count_attempts(sub.id, under_way, failing_after=3, expires_at=expires, version=1)
+    # THEN they start no streak on the new URL
+    assert (late.consecutive_failures, late.failing_since) == (0, None)
+    assert stats(client, tenant, sub.id)["failed"] == 3
+
+
+def test_a_slow_change_older_than_the_last_reset_resets_nothing(client, tenant, services, receiver: Receiver) -> None:
+    # GIVEN a subscription moved twice (its reset's mark names version 3), failing twice since
+    sub = subscribe(client, tenant, receiver.url)
+    health = services.store.health
+    now = datetime.now(UTC)
+    expires = int(now.timestamp()) + 30 * 86400
+    health.count_attempts(sub.id, [AttemptTally(True, 200, now, 30)], failing_after=3, expires_at=expires, version=1)
+    health.reset_failing_streak(sub.id, version=3)
+    failing = [AttemptTally(False, 503, now + timedelta(seconds=1 + n)) for n in range(2)]
+    health.count_attempts(sub.id, failing, failing_after=3, expires_at=expires, version=3)
+    # WHEN a slow request that read version 1 resets for its version 2 (its write will be refused)
+    health.reset_failing_streak(sub.id, version=2)
+    # THEN the streak and the mark stand
+    got = stats(client, tenant, sub.id)
+    assert got["consecutive_failures"] == 2
+    assert services.store.table.read(keys.subscription_stats(sub.id))["streak_reset_version"] == 3
 
 
 def test_a_batch_whose_stats_move_under_it_twice_is_counted_without_its_streak(

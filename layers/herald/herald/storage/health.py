@@ -701,15 +701,39 @@ class HealthRepository:
         is fixed; if it is not, the clock starts again after ``failing_after`` failures, a whole window). ``version``,
         the subscription's as the change writes it, is kept with the time (``STREAK_RESET_VERSION``,
         ``STREAK_RESET_AT``): a batch that read an older one, its attempts made to the subscription as it was, counts
-        them without moving the new streak (``count_attempts``), for ``RESET_HOLDS_SECONDS``."""
-        with contextlib.suppress(ClientError):  # no stats yet: nothing to reset
+        them without moving the new streak (``count_attempts``), for ``RESET_HOLDS_SECONDS``. A change older than the
+        mark there resets nothing (a slow request's, whose write will be refused); stats that are none (never
+        written, or past their expiry, which every reader takes for none) get a fresh item holding the mark alone."""
+        now = self._table.now()
+        try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.subscription_stats(sub_id)),
                 UpdateExpression=f"SET consecutive_failures = :zero, {STREAK_RESET_VERSION} = :version, "
                 f"{STREAK_RESET_AT} = :now REMOVE failing_since",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=values(zero=0, version=version, now=self._table.now()),
+                ConditionExpression=f"attribute_exists(pk) AND {NOT_EXPIRED} "
+                f"AND (attribute_not_exists({STREAK_RESET_VERSION}) OR {STREAK_RESET_VERSION} < :version)",
+                ExpressionAttributeValues=values(zero=0, version=version, now=now),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return
+        except ClientError as exc:
+            current = refused_item(exc)
+        if current and not int(current.get("expires_at") or now + 1) <= now:
+            return  # the mark of this change, or of a later one, is there: the streak was reset for it
+        fresh = {
+            **keys.subscription_stats(sub_id),
+            "consecutive_failures": 0,
+            STREAK_RESET_VERSION: version,
+            STREAK_RESET_AT: now,
+            "expires_at": now + RESET_HOLDS_SECONDS,
+        }
+        with contextlib.suppress(ClientError):  # written meanwhile (a batch's count): the next reset is on it
+            self._table.call(
+                "put_item",
+                Item=to_item(fresh),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                ExpressionAttributeValues=values(now=now),
             )
 
     def take_rate_slot(
