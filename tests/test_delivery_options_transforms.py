@@ -285,7 +285,7 @@ _ESCAPED = (
 )
 
 
-@pytest.mark.parametrize("compare", ["sort(@)[:0]", "sort_by(@, &@)[:0]", "[max(@)][:0]"])
+@pytest.mark.parametrize("compare", ["sort(@)[:0]", "[max(@)][:0]"])
 def test_sorting_many_references_to_a_long_string_is_charged_for_its_length(compare: str) -> None:
     # GIVEN a transform that sorts (or orders by key, or takes the largest of) 4^5 x 4 references to a string of 3 MB,
     # seven times: each comparison walks the whole string
@@ -298,12 +298,33 @@ def test_sorting_many_references_to_a_long_string_is_charged_for_its_length(comp
     assert caught.value.reason == "too_costly"
 
 
-def test_numbers_are_never_sized_larger_than_they_are_written() -> None:
-    # A body of numbers just under the limit is sent: each number's estimate is at most its length
-    event = {**INVOICE, "data": {"v": [12345678901] * 20_500, "n": [-1, 0, 9, 10, -(10**30), 2**64]}}
-    body = compile_transform("[data.v, data.v, data.n]").apply(event)
-    assert len(body) < MAX_BODY_BYTES
-    assert json.loads(body)[2] == event["data"]["n"]
+def test_ordering_by_a_long_string_key_is_charged_for_the_key() -> None:
+    # GIVEN a transform that orders 4^5 references to a string of 3 MB by that string (once: its entries and key
+    # visits are a few thousand steps, its comparisons gigabytes)
+    expression = "{n: " + _ESCAPED + " | [@,@,@,@]" + " | [@,@,@,@][]" * 4 + " | sort_by(@, &@)[:0]}"
+    # WHEN it is applied, THEN its keys' length stops it
+    with pytest.raises(TransformError) as caught:
+        compile_transform(expression).apply(_large_event())
+    assert caught.value.reason == "too_costly"
+
+
+@pytest.mark.parametrize(
+    ("values", "copies"),
+    [
+        ([12345678901] * 20_500, 2),
+        ([[True] * 20] * 5_100, 1),  # each inner list the same one: walked once when sized
+        ([[None] * 20] * 5_100, 1),
+        ([[False] * 20] * 4_200, 1),
+        ([{"a": 1}] * 64_000, 1),
+    ],
+    ids=["numbers", "true", "null", "false", "objects"],
+)
+def test_values_are_never_sized_larger_than_they_are_written(values: list[Any], copies: int) -> None:
+    # A body just under the limit is sent: each value's estimate is at most its length as JSON
+    event = {**INVOICE, "data": {"v": values, "n": [-1, 0, 9, 10, -(10**30), 2**64]}}
+    body = compile_transform("[" + "data.v, " * copies + "data.n]").apply(event)
+    assert MAX_BODY_BYTES * 0.9 < len(body) < MAX_BODY_BYTES
+    assert json.loads(body)[-1] == event["data"]["n"]
 
 
 def test_a_huge_value_given_to_a_function_of_another_type_is_refused_without_being_written_out() -> None:

@@ -176,6 +176,23 @@ class _BoundedFunctions(Functions):
         return separator.join(array)
 
 
+def _scalar_size(value: Any) -> int:
+    """A lower estimate of a string's, a number's, a boolean's or null's length as JSON."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if value is None or value is True:
+        return 4  # null, true
+    if value is False:
+        return 5
+    if isinstance(value, int):
+        # Its digits, counted from its bits (never more than it has: an integer of b bits has at least
+        # (b - 1) x log10(2) + 1), and its sign: a number of 4,300 digits (``to_number`` takes one, an event may
+        # carry one) referenced thousands of times is thousands of 4,300-byte texts.
+        bits = value.bit_length()
+        return (bits - 1) * 30103 // 100_000 + 1 + (value < 0) if bits else 1
+    return len(repr(value))  # a float: at most 24 characters
+
+
 class _BoundedInterpreter(TreeInterpreter):
     """JMESPath's interpreter with a step budget and a size estimate (see the module docstring)."""
 
@@ -194,26 +211,17 @@ class _BoundedInterpreter(TreeInterpreter):
         """A lower estimate of ``value``'s JSON size. Each distinct container is walked once per evaluation (a
         step per entry) and shared parts are added per reference, so a value that shares one part a billion
         times costs no more to measure than the part; ``_OverBudget`` once a part is over ``MAX_BODY_BYTES``."""
-        if isinstance(value, str):
-            return len(value) + 2
-        if isinstance(value, bool) or value is None:
-            return 5
-        if isinstance(value, int):
-            # Its digits, counted from its bits (never more than it has: an integer of b bits has at least
-            # (b - 1) x log10(2) + 1), and its sign: a number of 4,300 digits (``to_number`` takes one, an event may
-            # carry one) referenced thousands of times is thousands of 4,300-byte texts.
-            bits = value.bit_length()
-            return (bits - 1) * 30103 // 100_000 + 1 + (value < 0) if bits else 1
         if not isinstance(value, dict | list):
-            return len(repr(value))  # a float: at most 24 characters
+            return _scalar_size(value)
         known = self._sizes.get(id(value))
         if known is not None:
             return known[1]
         self.spend(len(value))
+        commas = max(len(value) - 1, 0)
         if isinstance(value, dict):
-            size = 2 + sum(len(key) + 4 + self.size_of(item) for key, item in value.items())
+            size = 2 + commas + sum(len(key) + 3 + self.size_of(item) for key, item in value.items())
         else:
-            size = 2 + sum(1 + self.size_of(item) for item in value)
+            size = 2 + commas + sum(self.size_of(item) for item in value)
         if size > MAX_BODY_BYTES:
             raise _OverBudget("too_large", f"the transform builds more than {MAX_BODY_BYTES} bytes")
         self._sizes[id(value)] = (value, size)
