@@ -258,6 +258,11 @@ def test_a_move_that_fails_after_its_reset_holds_the_streak_a_few_minutes_at_mos
     assert after.consecutive_failures == 3
     assert after.failing_since is not None
     assert stats(client, tenant, sub.id)["failed"] == 8
+    # AND WHEN the move is asked again, and made, THEN the new URL starts with no streak and no failing clock
+    moved = client.patch(f"/v1/subscriptions/{sub.id}", json={"url": new.url}, headers=tenant.headers)
+    assert moved.status_code == 200, moved.text
+    got = stats(client, tenant, sub.id)
+    assert (got["consecutive_failures"], got["failing_since"]) == (0, None)
 
 
 @pytest.mark.parametrize("stats_were", ["expired", "never written"])

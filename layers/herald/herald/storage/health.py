@@ -702,8 +702,10 @@ class HealthRepository:
         the subscription's as the change writes it, is kept with the time (``STREAK_RESET_VERSION``,
         ``STREAK_RESET_AT``): a batch that read an older one, its attempts made to the subscription as it was, counts
         them without moving the new streak (``count_attempts``), for ``RESET_HOLDS_SECONDS``. A change older than the
-        mark there resets nothing (a slow request's, whose write will be refused); stats that are none (never
-        written, or past their expiry, which every reader takes for none) get a fresh item holding the mark alone."""
+        mark there resets nothing (a slow request's, whose write will be refused), nor does the same one within the
+        hold (two requests at once); the same one after it does (a change refused after its reset, asked again: the
+        subscription, still as it was, may have failed since); stats that are none (never written, or past their
+        expiry, which every reader takes for none) get a fresh item holding the mark alone."""
         now = self._table.now()
         try:
             self._table.call(
@@ -712,8 +714,11 @@ class HealthRepository:
                 UpdateExpression=f"SET consecutive_failures = :zero, {STREAK_RESET_VERSION} = :version, "
                 f"{STREAK_RESET_AT} = :now REMOVE failing_since",
                 ConditionExpression=f"attribute_exists(pk) AND {NOT_EXPIRED} "
-                f"AND (attribute_not_exists({STREAK_RESET_VERSION}) OR {STREAK_RESET_VERSION} < :version)",
-                ExpressionAttributeValues=values(zero=0, version=version, now=now),
+                f"AND (attribute_not_exists({STREAK_RESET_VERSION}) OR {STREAK_RESET_VERSION} < :version "
+                f"OR ({STREAK_RESET_VERSION} = :version AND {STREAK_RESET_AT} < :held_since))",
+                ExpressionAttributeValues=values(
+                    zero=0, version=version, now=now, held_since=now - RESET_HOLDS_SECONDS
+                ),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             return
