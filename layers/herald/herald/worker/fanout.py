@@ -76,7 +76,7 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
         # is sent twice, and goes on where the first run would have. A page that reads empty now is not counted, but
         # run again it may have been: its plan is looked up then (a run again only: an empty page is common).
         if sub_ids or filtered or page.last:
-            counted = await worker.io(
+            counted_before = not await worker.io(
                 worker.store.events.count_fanout_page,
                 event.id,
                 marker,
@@ -86,9 +86,9 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
                 filtered=filtered,
                 fanout_open=-1 if page.last else 0,
             )
-            if not counted:
-                plan = _PagePlan.of(await worker.io(worker.store.events.fanout_page_plan, event.id, marker)) or plan
-        elif claim.again:
+        else:
+            counted_before = claim.again
+        if counted_before:
             plan = _PagePlan.of(await worker.io(worker.store.events.fanout_page_plan, event.id, marker)) or plan
         deliveries = [DeliveryMessage.of(stored, message.tenant_id, sub_id) for sub_id in plan.sub_ids]
         await send_concurrently(worker, deliveries)
