@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
@@ -370,34 +370,18 @@ async def _redelivery_messages(
     )
     again = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is not None]
     first = [sub for sub, found in zip(sub_ids, existing, strict=True) if found is None]
+    uncounted: list[str] = []
+    counted_before = rerun  # a page that lists no first delivery now may have counted some when it first ran
     if first:
         before = await counted.of(first)
         uncounted = [sub for sub in first if sub not in before]
         plan = {"subs": uncounted, "first": first, COUNTED_APART: True}
         count = worker.store.events.count_fanout_page
-        if not await worker.io(count, event_id, marker, expires_at=stored.expires_at, plan=plan):
-            earlier = await worker.io(worker.store.events.fanout_page_plan, event_id, marker) or {}
-            queued = earlier.get("first")
-            if isinstance(queued, list):
-                # What the first run counted, as it queued it: not a subscription made since, and one it counted that
-                # is listed no more (deleted or disabled since) still gets its message, which cancels and counts it.
-                gone = [sub for sub in queued if isinstance(sub, str) and sub not in sub_ids]
-                first = [sub for sub in first if sub in queued] + gone
-            counted_then = earlier.get("subs")
-            # A page counted before its first deliveries were counted apart counted them with its marker.
-            if not isinstance(counted_then, list) or earlier.get(COUNTED_APART) is not True:
-                counted_then = []
-            uncounted = [sub for sub in counted_then if isinstance(sub, str)]
-        await asyncio.gather(*(_count_first(worker, stored, sub) for sub in uncounted))
-    elif rerun:
-        kept = await worker.io(worker.store.events.fanout_page_plan, event_id, marker) or {}
-        queued = kept.get("first")
-        if isinstance(queued, list):
-            first = [sub for sub in queued if isinstance(sub, str) and sub not in sub_ids]
-        counted_then = kept.get("subs") if kept.get(COUNTED_APART) is True else None
-        if first and isinstance(counted_then, list):
-            # What the first run counted, counted again (each once for the event): it may have died before.
-            await asyncio.gather(*(_count_first(worker, stored, sub) for sub in counted_then if isinstance(sub, str)))
+        counted_before = not await worker.io(count, event_id, marker, expires_at=stored.expires_at, plan=plan)
+    if counted_before:
+        earlier = await worker.io(worker.store.events.fanout_page_plan, event_id, marker) or {}
+        first, uncounted = _first_as_counted(earlier, sub_ids, first)
+    await asyncio.gather(*(_count_first(worker, stored, sub) for sub in uncounted))
     # Before their messages are sent: a run of this page after those deliveries exist makes no extra attempt of them.
     await asyncio.gather(*(_note_first(worker, message.job_id, stored.delivery_id(sub)) for sub in first))
     taken = await asyncio.gather(*(_take(worker, message.job_id, delivery_ids[sub]) for sub in again))
@@ -411,6 +395,22 @@ async def _redelivery_messages(
     # so), and of two such copies worked at once only one sends.
     messages += [DeliveryMessage.of(stored, tenant_id, sub, resumed=True) for sub in first]
     return messages
+
+
+def _first_as_counted(earlier: dict[str, Any], sub_ids: list[str], first: list[str]) -> tuple[list[str], list[str]]:
+    """A redelivery page's first deliveries as its first run counted them (``earlier``, the plan it kept): of
+    ``first``, those it queued (not a subscription made since), and those it queued that the page lists no more
+    (``sub_ids``: deleted or disabled since; their messages cancel and count them); and, when there is any to queue,
+    the subscriptions it counted apart, to count again (each once for the event: that run may have died before)."""
+    queued = earlier.get("first")
+    if isinstance(queued, list):
+        gone = [sub for sub in queued if isinstance(sub, str) and sub not in sub_ids]
+        first = [sub for sub in first if sub in queued] + gone
+    counted_then = earlier.get("subs")
+    # A page counted before its first deliveries were counted apart counted them with its marker.
+    if not first or not isinstance(counted_then, list) or earlier.get(COUNTED_APART) is not True:
+        return first, []
+    return first, [sub for sub in counted_then if isinstance(sub, str)]
 
 
 #: A redelivery page's ``plan`` with this set to true counted its first deliveries each apart (``_count_first``).
