@@ -50,6 +50,19 @@ def _free_lock(delivery_id: str, job_id: str) -> dict[str, Any]:
     }
 
 
+def _lock_put(delivery_id: str, job_id: str, *, now: int, seconds: int) -> dict[str, Any]:
+    """A transaction's Put of the delivery's recovery lock for ``job_id`` for ``seconds``: refused while another job
+    holds it (``take_ticket``, ``relock``)."""
+    lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + seconds}
+    return {
+        "Put": {
+            "Item": to_item(lock),
+            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now OR job_id = :job",
+            "ExpressionAttributeValues": values(now=now, job=job_id),
+        }
+    }
+
+
 def _settle_ticket(job_id: str, delivery_id: str, outcome: str) -> dict[str, Any]:
     return {
         "Key": to_item(keys.job_ticket(job_id, delivery_id)),
@@ -245,17 +258,10 @@ class JobRepository:
         held already, one an earlier version wrote without a count included): ``release_tickets`` gives back only
         one this code wrote and took once."""
         now = self._table.now()
-        lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + lock_seconds}
         try:
             self._table.transact(
                 [
-                    {
-                        "Put": {
-                            "Item": to_item(lock),
-                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now OR job_id = :job",
-                            "ExpressionAttributeValues": values(now=now, job=job_id),
-                        }
-                    },
+                    _lock_put(delivery_id, job_id, now=now, seconds=lock_seconds),
                     {
                         "Update": {
                             "Key": to_item(keys.job_ticket(job_id, delivery_id)),
@@ -342,27 +348,15 @@ class JobRepository:
         job's ticket is still open: a copy of the message that recorded its attempt meanwhile settled the ticket and
         freed the lock, and a lock taken again then would let this copy send once more. True unless another job
         holds the lock now, or the ticket is used."""
-        now = self._table.now()
-        lock = {**keys.recovery_lock(delivery_id), "job_id": job_id, "expires_at": now + lock_seconds}
         ticket = {
             "Key": to_item(keys.job_ticket(job_id, delivery_id)),
             "ConditionExpression": "#state = :open",
             "ExpressionAttributeNames": {"#state": "state"},
             "ExpressionAttributeValues": values(open=OPEN),
         }
+        lock = _lock_put(delivery_id, job_id, now=self._table.now(), seconds=lock_seconds)
         try:
-            self._table.transact(
-                [
-                    {"ConditionCheck": ticket},
-                    {
-                        "Put": {
-                            "Item": to_item(lock),
-                            "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now OR job_id = :job",
-                            "ExpressionAttributeValues": values(now=now, job=job_id),
-                        }
-                    },
-                ]
-            )
+            self._table.transact([{"ConditionCheck": ticket}, lock])
         except ClientError:
             return False
         return True
