@@ -724,7 +724,7 @@ class HealthRepository:
             return
         except ClientError as exc:
             current = refused_item(exc)
-        if current and not int(current.get("expires_at") or now + 1) <= now:
+        if current and not self._reset_expired(sub_id, current, now):
             return  # the mark of this change, or of a later one, is there: the streak was reset for it
         fresh = {
             **keys.subscription_stats(sub_id),
