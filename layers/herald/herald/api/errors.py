@@ -159,16 +159,18 @@ _BODY_NOT_READ = "There was an error parsing the body"
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def allowed_methods(request: Request) -> str:
-    """Every method the request's path answers, for a 405's ``Allow`` (RFC 9110): Starlette names only those of the
-    first route whose path matched, and a path is often several routes (``GET`` and ``POST /v1/subscriptions``).
-    Each method is asked of the app's routes as the request would be (a route of an included router too)."""
+def allow_header(request: Request, exc: StarletteHTTPException) -> str:
+    """A 405's ``Allow`` (RFC 9110): every method the request's path answers. Starlette names only those of the first
+    route whose path matched (its own header, kept should no route answer), and a path is often several routes
+    (``GET`` and ``POST /v1/subscriptions``). Each method is asked of the app's routes as the request would be (a
+    route of an included router too)."""
     routes = request.app.router.routes
-    return ", ".join(
+    allowed = [
         method
         for method in _METHODS
         if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
-    )
+    ]
+    return ", ".join(allowed) or (exc.headers or {}).get("Allow", "")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -178,9 +180,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(400, "invalid_json", message)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    headers = dict(getattr(exc, "headers", None) or {})
+    headers = dict(exc.headers or {})
     if exc.status_code == 405:
-        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+        headers["Allow"] = allow_header(request, exc)
     return error_response(exc.status_code, code, message, headers=headers or None)
 
 

@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from herald.api.deps import services_of
-from herald.api.errors import allowed_methods, status_of
+from herald.api.errors import allow_header, status_of
 from herald.domain.jobs import as_utc
 from herald.errors import HeraldError, InvalidInputError
 from herald.portal.security import CSRF_FIELD, NotSignedInError, Visitor
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from starlette.responses import Response
 
 HERE = Path(__file__).parent
+logger = logging.getLogger(__name__)
+
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 templates.env.filters["fromjson"] = json.loads
@@ -47,8 +49,6 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
 def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
     return page(request, "error.html", None, status_code, title=title, message=message)
 
-
-logger = logging.getLogger(__name__)
 
 _TITLES = {
     401: "Signed out",
@@ -97,7 +97,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     page = error_page(request, exc.status_code, _TITLES.get(exc.status_code, "Error"), str(exc.detail))
     if exc.status_code == 405:
-        page.headers["Allow"] = allowed_methods(request) or (exc.headers or {}).get("Allow", "")
+        page.headers["Allow"] = allow_header(request, exc)
     return _reloaded_if_gone(request, page)
 
 
