@@ -42,6 +42,7 @@ from herald.storage.jobs import lock_check, use_ticket
 from herald.storage.table import (
     NOT_EXPIRED,
     PageResult,
+    cancellation_codes,
     cursor_fields,
     decode_cursor,
     encode_cursor,
@@ -422,7 +423,7 @@ class DeliveryRepository:
             self._table.transact([{"Put": {"Item": to_item(item), **condition}}, *also], conflict_attempts=3)
         except ClientError as exc:
             # The delivery's condition (another write came first) or the others' (an event's counts expired).
-            reasons = [reason.get("Code") for reason in exc.response.get("CancellationReasons", [])]
+            reasons = cancellation_codes(exc)
             where = {"delivery_id": item.get("id"), "subscription_id": item.get("subscription_id")}
             logger.info("delivery not written: refused by a condition", extra={**where, "reasons": reasons})
             return False

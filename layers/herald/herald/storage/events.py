@@ -39,7 +39,7 @@ from herald.errors import ConflictError, HeraldError, IdempotencyConflictError, 
 from herald.records import DeliveryStatus, Event
 from herald.storage import keys
 from herald.storage.deliveries import delivery_key
-from herald.storage.table import from_item, record, strip, to_item, values, write_conflicted
+from herald.storage.table import cancellation_codes, from_item, record, strip, to_item, values, write_conflicted
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -644,8 +644,7 @@ class EventRepository:
                 self._table.transact(actions, conflict_attempts=COUNT_CONFLICT_TRIES)
                 return True
             except ClientError as exc:
-                reasons = exc.response.get("CancellationReasons", [])
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
                     return False  # counted before
             self._drop_expired_counts(event_id, now)  # the counts' condition refused it: start afresh
         return False

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from herald.errors import AttemptUnderWay
 from herald.records import RecoveryJob, RecoveryStatus
 from herald.storage import keys
-from herald.storage.table import from_item, record, strip, to_item, values
+from herald.storage.table import cancellation_codes, from_item, record, strip, to_item, values
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -310,8 +310,7 @@ class JobRepository:
             try:
                 self._table.transact([{"Delete": dict(ticket)}, {"Delete": _free_lock(delivery_id, job_id)}])
             except ClientError as exc:
-                reasons = exc.response.get("CancellationReasons", [])
-                if reasons and reasons[0].get("Code") in (None, "None"):
+                if cancellation_codes(exc)[:1] == ["None"]:
                     # The ticket was this run's alone, and the lock is gone (expired) or another job's (it expired,
                     # and was taken): the ticket alone goes.
                     with contextlib.suppress(ClientError):
@@ -400,9 +399,7 @@ class JobRepository:
         try:
             self._table.transact(actions)
         except ClientError as exc:
-            refused = [
-                reason.get("Code") == "ConditionalCheckFailed" for reason in exc.response.get("CancellationReasons", [])
-            ]
+            refused = [code == "ConditionalCheckFailed" for code in cancellation_codes(exc)]
             if len(refused) < 2 or refused[0]:
                 return False  # settled already
             if not refused[1]:

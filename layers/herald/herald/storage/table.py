@@ -151,6 +151,13 @@ def _unavailable(operation: str, exc: ClientError) -> ServiceUnavailableError:
 MALFORMED_REQUEST_ERRORS = frozenset({"ValidationException", "SerializationException"})
 
 
+def cancellation_codes(exc: BaseException | None) -> list[str]:
+    """The codes of a cancelled transaction's reasons, one for each of its actions in order (``"None"`` for an
+    action that was not the cause); [] for any other error."""
+    reasons = exc.response.get("CancellationReasons", []) if isinstance(exc, ClientError) else []
+    return [str(reason.get("Code") or "None") for reason in reasons]
+
+
 def malformed_request(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a call on the table as unavailable, is DynamoDB's refusal of a request malformed
     for its items (``MALFORMED_REQUEST_ERRORS``; in a transaction, an action cancelled as ``ValidationError``): the
@@ -158,10 +165,9 @@ def malformed_request(exc: BaseException) -> bool:
     cause = exc.__cause__
     if not isinstance(cause, ClientError):
         return False
-    reasons = cause.response.get("CancellationReasons", [])
-    return cause.response.get("Error", {}).get("Code") in MALFORMED_REQUEST_ERRORS or any(
-        reason.get("Code") == "ValidationError" for reason in reasons
-    )
+    return cause.response.get("Error", {}).get(
+        "Code"
+    ) in MALFORMED_REQUEST_ERRORS or "ValidationError" in cancellation_codes(cause)
 
 
 def write_conflicted(exc: BaseException) -> bool:
@@ -179,10 +185,7 @@ def conditional_failure(exc: ClientError) -> bool:
     code = exc.response.get("Error", {}).get("Code", "")
     if code == "ConditionalCheckFailedException":
         return True
-    if code == "TransactionCanceledException":
-        reasons = exc.response.get("CancellationReasons", [])
-        return any(reason.get("Code") == "ConditionalCheckFailed" for reason in reasons)
-    return False
+    return code == "TransactionCanceledException" and "ConditionalCheckFailed" in cancellation_codes(exc)
 
 
 def refused_item(exc: ClientError) -> dict[str, Any]:
@@ -194,9 +197,7 @@ def refused_item(exc: ClientError) -> dict[str, Any]:
 def _conflicted(exc: ServiceUnavailableError) -> bool:
     """Whether DynamoDB cancelled a transaction for a concurrent one on one of its items, or throttled one of them:
     nothing of it was made (botocore retries neither), and it may be made again."""
-    cause = exc.__cause__
-    reasons = cause.response.get("CancellationReasons", []) if isinstance(cause, ClientError) else []
-    return any(reason.get("Code") in ("TransactionConflict", "ThrottlingError") for reason in reasons)
+    return any(code in ("TransactionConflict", "ThrottlingError") for code in cancellation_codes(exc.__cause__))
 
 
 def item_too_large(exc: ServiceUnavailableError) -> bool:

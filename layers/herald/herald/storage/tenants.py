@@ -16,6 +16,7 @@ from herald.storage import keys
 from herald.storage.table import (
     LISTING_PAGE_BYTES,
     PageResult,
+    cancellation_codes,
     cursor_fields,
     encode_cursor,
     record,
@@ -153,8 +154,7 @@ class TenantRepository:
         try:
             self._table.transact([{"ConditionCheck": tenant}, {"Put": new}])
         except ClientError as exc:
-            reasons = [reason.get("Code") for reason in exc.response.get("CancellationReasons", [])]
-            if reasons[:1] == ["ConditionalCheckFailed"]:
+            if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
                 raise NotFoundError(f"tenant {key.tenant_id} not found") from exc
             raise ConflictError(f"an API key with the hash of {key.id} exists") from exc  # a SHA-256 collision: never
 
