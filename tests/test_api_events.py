@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, RootModel, ValidationError
+from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, RootModel, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from standardwebhooks import Webhook
 
@@ -333,6 +333,55 @@ def test_oversized_data_is_413(client, tenant, services, aws) -> None:
     error = assert_error(response, 413, "payload_too_large")
     assert str(services.settings.max_event_data_bytes) in error["message"]
     assert fanouts(aws, services) == []
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sku: str | None = None
+    description: str | None = None
+    discount_code: str | None = None
+    tax_rate: float | None = None
+
+
+class _Order(EventData):
+    """An order of lines whose fields are all optional (registered by a test only)."""
+
+    lines: list[_Line] = Field(max_length=200_000)
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])
+def test_data_over_the_limit_once_its_defaults_are_filled_in_is_413(
+    client, tenant, services, aws, monkeypatch, path
+) -> None:
+    # GIVEN a type whose data grows as it is validated (each empty line written with its four defaults), and data a
+    # third of the limit that grows past it, and past DynamoDB's 400 KB for an item
+    monkeypatch.setitem(catalog._types, "test.order", EventType("test.order", _Order, {"lines": [{}]}))
+    lines = [{}] * ((services.settings.max_event_data_bytes - 100) // 3)
+    event = {"type": "test.order", "tenant_id": tenant.id, "data": {"lines": lines}, "id": "evt_grown"}
+    # WHEN it is published, alone or in a batch, twice
+    answers = [_published_alone_or_in_a_batch(client, path, event) for _ in range(2)]
+    # THEN it is a 413 each time, naming the limit (not a 503 a publisher sending it again would get forever), and
+    # nothing is stored or queued
+    for status, error in answers:
+        assert status == 413, (status, error)
+        assert error["code"] == "payload_too_large"
+        assert str(services.settings.max_event_data_bytes) in error["message"]
+        assert "defaults" in error["message"]
+    assert client.get("/v1/events/evt_grown", headers=ADMIN).status_code == 404
+    assert fanouts(aws, services) == []
+    # AND a few such lines are accepted
+    assert _published_alone_or_in_a_batch(client, path, {**event, "data": {"lines": [{}] * 3}}) == (202, None)
+
+
+def _published_alone_or_in_a_batch(client, path: str, event: dict[str, Any]) -> tuple[int, Any]:
+    """The status and the error (None if accepted) of ``event`` published at ``path``, alone or as a batch's one."""
+    if path == "/v1/events":
+        response = client.post(path, json=event, headers=ADMIN)
+        return response.status_code, response.json().get("error")
+    response = client.post(path, json={"events": [event]}, headers=ADMIN)
+    assert response.status_code == 200, response.text[:300]
+    (item,) = response.json()["data"]
+    return item["status"], item["error"]
 
 
 class _Note(EventData):

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from datetime import datetime
 
+    from herald.catalog import EventType
     from herald.records import Subscription
     from herald.schemas import EventIn
     from herald.services import Services
@@ -138,6 +139,21 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
         ) from exc
     if size > max_bytes:
         raise PayloadTooLargeError(f"event data is {size} bytes; the limit is {max_bytes}")
+    validated = _validated(entry, text)
+    # What is stored and delivered is the data as its schema gives it, each field it leaves out written with its
+    # default: a list of small objects, each with a few optional fields, can grow many times over, past the
+    # limit and past DynamoDB's 400 KB for an item, which would refuse the event on every retry.
+    written = len(json.dumps(validated, separators=(",", ":"), ensure_ascii=False).encode())
+    if written > max_bytes:
+        raise PayloadTooLargeError(
+            f"event data is {written} bytes with the defaults of {event_type}'s fields filled in; "
+            f"the limit is {max_bytes}"
+        )
+    return validated
+
+
+def _validated(entry: EventType, text: str) -> dict[str, Any]:
+    """``text`` validated against ``entry``'s schema, as it is stored and delivered; its refusal as a 422."""
     try:
         return entry.validate_json(text)
     except ValidationError as exc:
@@ -155,7 +171,7 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
             }
             for error in exc.errors(include_url=False)
         ]
-        raise InvalidInputError(f"data does not match the schema of {event_type}", details=details) from exc
+        raise InvalidInputError(f"data does not match the schema of {entry.name}", details=details) from exc
     except (ValueError, RecursionError) as exc:
         # A free-form field (``dict[str, Any]``) nested deeper than pydantic writes back ("Circular reference
         # detected (depth exceeded)"), though within the parser's limit.
