@@ -335,7 +335,7 @@ def test_oversized_data_is_413(client, tenant, services, aws) -> None:
     assert fanouts(aws, services) == []
 
 
-class _Line(BaseModel):
+class _OptionalLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sku: str | None = None
     description: str | None = None
@@ -346,7 +346,7 @@ class _Line(BaseModel):
 class _Order(EventData):
     """An order of lines whose fields are all optional (registered by a test only)."""
 
-    lines: list[_Line] = Field(max_length=200_000)
+    lines: list[_OptionalLine] = Field(max_length=200_000)
 
 
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])
@@ -356,7 +356,7 @@ def test_data_over_the_limit_once_its_defaults_are_filled_in_is_413(
     # GIVEN a type whose data grows as it is validated (each empty line written with its four defaults), and data a
     # third of the limit that grows past it, and past DynamoDB's 400 KB for an item
     monkeypatch.setitem(catalog._types, "test.order", EventType("test.order", _Order, {"lines": [{}]}))
-    lines = [{}] * ((services.settings.max_event_data_bytes - 100) // 3)
+    lines: list[dict[str, Any]] = [{}] * ((services.settings.max_event_data_bytes - 100) // 3)
     event = {"type": "test.order", "tenant_id": tenant.id, "data": {"lines": lines}, "id": "evt_grown"}
     # WHEN it is published, alone or in a batch, twice
     answers = [_published_alone_or_in_a_batch(client, path, event) for _ in range(2)]
