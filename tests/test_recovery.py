@@ -1647,6 +1647,39 @@ def test_a_redelivery_page_run_again_queues_a_first_delivery_it_counted_to_a_sub
     assert _counted(event_counts(client, event_id)) == (2, 0, 1, 1)
 
 
+def test_a_redelivery_counts_a_first_delivery_an_earlier_one_planned_and_failed_to_count(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.now = time.time()
+    # GIVEN an event delivered to one subscription, a second made after it, and a redelivery of the event whose page
+    # planned the second's first delivery, counted apart, then failed to count it (its message comes back later)
+    early, late = make_receiver(), make_receiver()
+    subscribe(client, tenant, early.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    subscribe(client, tenant, late.url)
+    real = worker_jobs._count_first
+
+    async def refused_once(*args: Any) -> None:
+        monkeypatch.setattr(worker_jobs, "_count_first", real)
+        raise ServiceUnavailableError("AWS refused the count")
+
+    monkeypatch.setattr(worker_jobs, "_count_first", refused_once)
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    harness.drain()
+    assert event_counts(client, event_id)["matched"] == 1
+    # WHEN the operator redelivers the event again, and that job sends the second its first delivery
+    assert client.post(f"/v1/events/{event_id}/redeliver", headers=ADMIN).status_code == 202
+    harness.drain()
+    # THEN that job counts it: the first job's plan named it, but did not count it
+    assert len(late.received) == 1
+    assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
+    # AND once the first job's message runs again (the delivery it planned made since), the counts still add up
+    step(harness, clock, 400)
+    step(harness, clock, 60)
+    assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
+
+
 def test_two_redeliveries_at_once_count_a_subscription_made_since_once(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -677,7 +677,9 @@ class EventRepository:
     def counted_subscriptions(self, event_id: str) -> frozenset[str]:
         """The subscriptions an event's ``matched`` counts as its fan-out's and redeliveries' pages counted them (each
         page's ``plan``: its ``subs``), read strongly, a Query page of up to 1 MB at a time. A page counted before
-        plans were kept names none; an event counted when stored names its own (``delivered_to``)."""
+        plans were kept names none; an event counted when stored names its own (``delivered_to``). A redelivery page
+        that counts its first deliveries each apart (``COUNTED_APART``) names them before they are counted, which
+        their own markers' plans name once they are: it is left out."""
         counted: set[str] = set()
         cursor: str | None = None
         while True:
@@ -690,7 +692,7 @@ class EventRepository:
             )
             for item in items:
                 plan = item.get("plan")
-                subs = plan.get("subs") if isinstance(plan, dict) else None
+                subs = plan.get("subs") if isinstance(plan, dict) and plan.get(COUNTED_APART) is not True else None
                 if isinstance(subs, list):
                     counted.update(str(sub) for sub in subs)
             if cursor is None:
@@ -702,6 +704,11 @@ class EventRepository:
         found = self._table.read(keys.fanout_page(event_id, marker))
         plan = found.get("plan") if found is not None else None
         return dict(plan) if isinstance(plan, dict) else None
+
+
+#: A redelivery page's ``plan`` with this set to true counted its first deliveries each apart, each with a marker of
+#: its own (``first|<subscription>``) whose plan names it once it is counted.
+COUNTED_APART = "counted_apart"
 
 
 def direct_digests(sub_ids: Sequence[str]) -> bytes:

@@ -36,6 +36,7 @@ from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, RecoverMessage, RedeliverMessage
 from herald.records import DeliveryStatus, Trigger
 from herald.routing import matching
+from herald.storage.events import COUNTED_APART
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import dispatch
 from herald.worker.fanout import route_pages, send_concurrently, try_send_concurrently
@@ -411,10 +412,6 @@ def _first_as_counted(earlier: dict[str, Any], sub_ids: list[str], first: list[s
     if not first or not isinstance(counted_then, list) or earlier.get(COUNTED_APART) is not True:
         return first, []
     return first, [sub for sub in counted_then if isinstance(sub, str)]
-
-
-#: A redelivery page's ``plan`` with this set to true counted its first deliveries each apart (``_count_first``).
-COUNTED_APART = "counted_apart"
 
 
 async def _count_first(worker: Worker, stored: StoredEvent, sub_id: str) -> None:
