@@ -32,7 +32,7 @@ from herald.storage.table import to_item
 from herald.worker import Worker, settle_all
 from herald.worker.pacing import Skip
 from tests.chaos_support import verify_signature
-from tests.delivery_support import CallRecorder, deliveries, make_harness, step
+from tests.delivery_support import CallRecorder, deliveries, make_harness, publish, step, subscribe
 from tests.support import ADMIN, INVOICE, Clock, Receiver, TenantInfo
 
 if TYPE_CHECKING:
@@ -538,3 +538,43 @@ def test_deliveries_over_the_rate_are_postponed_through_the_queue_and_all_arrive
     listed = deliveries(client, tenant, sub_id)
     assert {(item["status"], item["attempts"]) for item in listed} == {("succeeded", 1)}
     assert harness.counts(settings.dead_letter_queue_url) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "waited"),
+    [({}, False), ({"slow_lane_after_seconds": 10.0}, True)],
+    ids=["hand-over-2s", "hand-over-10s"],
+)
+def test_on_the_work_queue_a_slot_is_waited_for_no_longer_than_a_hanging_endpoint_holds_an_invocation(
+    client, make_tenant, services: Services, aws: Any, receiver: Receiver, waited: bool
+) -> None:
+    # GIVEN a subscription limited to one delivery a second whose slots other workers took for the next 4.5 s (under
+    # the 5 s local wait), and another tenant's subscription, each with events on the work queue
+    limited_tenant, other = make_tenant("limited"), make_tenant("other")
+    limited = subscribe(client, limited_tenant, receiver.url, rate_limit=1)
+    subscribe(client, other, receiver.url)
+    for _ in range(3):
+        publish(client, other.id)
+    publish(client, limited_tenant.id)
+    table = services.store.table
+    slot = {**keys.rate_slot(limited.id), "tat": time.time() + 4.5, "expires_at": int(time.time()) + 3600}
+    table.client.put_item(TableName=table.name, Item=to_item(slot))
+    harness = make_harness(services, aws, clock=time.time)
+    try:
+        # WHEN the worker takes the batch from the work queue
+        assert harness.poller.poll_once().received == 4
+    finally:
+        harness.close()
+    # THEN the other tenant's deliveries went at once, and the limited one, whose slot opens later than a hanging
+    # endpoint may hold a work queue invocation (slow_lane_after_seconds, 2 s), was postponed through the queue, not
+    # waited for: a wait would hold the invocation, and every tenant's next batch, to its end. Under that bound it is
+    # waited for and sent in the same invocation.
+    sent = {got.headers["webhook-id"] for got in receiver.received}
+    assert len(receiver.received) == (4 if waited else 3)
+    assert len(sent) == len(receiver.received)
+    if waited:
+        assert harness.holds == []
+    else:
+        (held,) = harness.holds
+        assert 3 <= held <= 7
+        assert [item["attempts"] for item in deliveries(client, limited_tenant, limited.id)] == [0]

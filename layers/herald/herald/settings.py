@@ -143,7 +143,8 @@ class Settings(BaseSettings):
         ge=0,
         le=30,
         description="How long a delivery over its subscription's rate waits in the worker before it is postponed "
-        "through the queue instead (a wait for one of the worker's connections not counted).",
+        "through the queue instead (a wait for one of the worker's connections not counted); on the work queue no "
+        "longer than slow_lane_after_seconds.",
     )
     slow_lane_after_seconds: float = Field(
         2.0,

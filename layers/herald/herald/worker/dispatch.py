@@ -36,7 +36,7 @@ from herald.signing import signature_header
 from herald.storage.deliveries import FIRST_ATTEMPT_AT, Hold, kept_until, stats_from_stream
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
-from herald.worker.pacing import Skip, latest_start
+from herald.worker.pacing import Skip, latest_start, local_wait
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count
 
 if TYPE_CHECKING:
@@ -481,6 +481,7 @@ async def _connected(
             sub.id,
             sub.rate_limit,
             deadline=job.deadline,
+            local_wait=local_wait(worker, slow_lane=lanes.on_slow_lane(worker, job.record)),
             forwarded=lambda: _forwarded(worker, job, sub, token),
             prepare=make_body,
         )

@@ -36,6 +36,17 @@ POSTPONE_JITTER_SECONDS = 1.0
 _TAKEN_NOTES = 1024
 
 
+def local_wait(worker: Worker, *, slow_lane: bool) -> float:
+    """How long a delivery over its rate may wait in the worker for its slot (``Pacer.slot``): up to
+    ``rate_limit_local_wait_seconds`` on the slow lane, whose invocations are there to wait; on the work queue no
+    longer than a hanging endpoint holds one of its invocations (``slow_lane_after_seconds``), since a wait holds its
+    invocation to the end, every other delivery of the batch sent, and holds it from every tenant's next batch."""
+    settings = worker.settings
+    if slow_lane or not settings.slow_queue_url:
+        return settings.rate_limit_local_wait_seconds
+    return min(settings.rate_limit_local_wait_seconds, settings.slow_lane_after_seconds)
+
+
 def latest_start(worker: Worker, deadline: float) -> float:
     """The latest an attempt may start in an invocation that ends at ``deadline``: its whole timeout and the margin
     to record it still ahead."""
@@ -126,6 +137,7 @@ class Pacer:
         *,
         deadline: float,
         forwarded: Callable[[], Awaitable[bool]],
+        local_wait: float | None = None,
         prepare: Callable[[], Awaitable[bool]] | None = None,
     ) -> float | Skip:
         """Take a slot of the subscription's rate for one attempt, and a connection for it: 0 when it may start
@@ -137,9 +149,10 @@ class Pacer:
         left between the slot and the request, and bodies are made no faster than connections free up), said no.
 
         The deliveries of one subscription in this worker take slots one at a time (a line behind an asyncio
-        lock), the head waiting here while its slot is near, up to the local wait (the line's waits for
-        connections not counted); once one has to be postponed, those behind it are spread over the following
-        slots without asking DynamoDB, or for a connection."""
+        lock), the head waiting here while its slot is near, up to ``local_wait`` seconds
+        (``rate_limit_local_wait_seconds`` if None; the line's waits for connections not counted); once one has
+        to be postponed, those behind it are spread over the following slots without asking DynamoDB, or for a
+        connection."""
         worker = self._worker
         interval = 1.0 / rate
         line = self._lines.get(sub_id)
@@ -151,11 +164,12 @@ class Pacer:
         joined = time.monotonic()
         connection_waits = line.connection_waited(joined)
         latest = latest_start(worker, deadline)
+        most = worker.settings.rate_limit_local_wait_seconds if local_wait is None else local_wait
 
         def within(now: float) -> float:
             """How far ahead of ``now`` a slot is within reach: the local wait left, and in time for the attempt."""
             waited = time.monotonic() - joined - (line.connection_waits - connection_waits)
-            return min(worker.settings.rate_limit_local_wait_seconds - waited, latest - now)
+            return min(most - waited, latest - now)
 
         connected = False
         try:
