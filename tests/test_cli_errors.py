@@ -402,9 +402,10 @@ def test_throttled_to_the_end_says_so_and_when_to_come_back(stub: StubApi, heral
 
 
 def test_a_request_not_safe_to_repeat_is_sent_once(stub: StubApi, herald: Callable[..., Run]) -> None:
-    # GIVEN an API that throttles everything
+    # GIVEN an API that answers 503 to everything (a 429, API Gateway's throttling before the app, is asked again
+    # whatever the request: test_cli_retries_and_output)
     for path in ("/v1/tenants", "/v1/events", "/v1/events/batch", "/v1/events/evt_1/redeliver"):
-        stub.script("POST", path, THROTTLED)
+        stub.script("POST", path, UNAVAILABLE)
     # WHEN the operator creates a tenant, publishes without an idempotency key, publishes a batch whose events
     # have no id, and redelivers an event
     runs = [

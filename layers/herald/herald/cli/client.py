@@ -1,9 +1,11 @@
 """A small synchronous client of the Herald API: JSON in, JSON out, its errors as ``CliApiError``.
 
-A 429 (API Gateway's throttling) or a 503 (a service the API depends on did not answer) is asked again, up to
-``MAX_RETRIES`` times after the answer's ``Retry-After`` (at most ``MAX_RETRY_AFTER_SECONDS``), when the request
-is safe to send twice: a GET, or a request its caller marks ``repeatable`` because the API's contract makes a
-repeat harmless (an ``Idempotency-Key``, events that all have an ``id``, a recovery of the same window).
+A 429 or a 503 is asked again, up to ``MAX_RETRIES`` times after the answer's ``Retry-After`` (at most
+``MAX_RETRY_AFTER_SECONDS``). A 429 always: it is API Gateway's throttling, answered before the request reaches
+Herald (the app never answers 429), so nothing was done and sending it again is safe. A 503 (a service the API
+depends on did not answer) only when the request is safe to send twice: a GET, or a request its caller marks
+``repeatable`` because the API's contract makes a repeat harmless (an ``Idempotency-Key``, events that all have an
+``id``, a recovery of the same window).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from herald.cli.errors import CliApiError, CliConfigError, CliConnectionError, C
 DEFAULT_TIMEOUT_SECONDS = 35.0
 #: Answers that say "later": throttled, or unavailable for a moment.
 RETRY_STATUSES = frozenset({429, 503})
+#: API Gateway's throttling: the request never reached the app, so any request is asked again.
+THROTTLED_STATUS = 429
 MAX_RETRIES = 3
 #: Longest wait for one retry, whatever ``Retry-After`` asks.
 MAX_RETRY_AFTER_SECONDS = 20.0
@@ -41,7 +45,7 @@ def retry_delay(retry_after: str | None, retries: int, now: datetime | None = No
     elif text:
         try:
             moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year past what datetime holds
             moment = None
         if moment is not None and moment.tzinfo is not None:
             delay = max((moment - (now or datetime.now(UTC))).total_seconds(), 0.0)
@@ -115,14 +119,14 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         repeatable: bool | None = None,
     ) -> Any:
-        """The decoded JSON answer (``None`` for an empty one); raises ``CliApiError`` for a non-2xx. A 429 or
-        503 is asked again when the request is ``repeatable`` (default: only a GET)."""
+        """The decoded JSON answer (``None`` for an empty one); raises ``CliApiError`` for a non-2xx. A 429 is
+        asked again, whatever the request; a 503 when the request is ``repeatable`` (default: only a GET)."""
         if repeatable is None:
             repeatable = method == "GET"
         retries = 0
         while True:
             response = self._send(method, path, params=params, body=body, headers=headers)
-            if response.status_code not in RETRY_STATUSES or not repeatable or retries >= MAX_RETRIES:
+            if not self._asked_again(response.status_code, repeatable) or retries >= MAX_RETRIES:
                 break
             self._sleep(retry_delay(response.headers.get("Retry-After"), retries))
             retries += 1
@@ -143,11 +147,16 @@ class ApiClient:
         if response.status_code in RETRY_STATUSES:
             retry_after = response.headers.get("Retry-After")
             asked = f"Retry-After: {retry_after} s" if retry_after else "no Retry-After"
-            if repeatable:
+            if self._asked_again(response.status_code, repeatable):
                 error.message += f" (still {response.status_code} after {retries} retries; {asked})"
             else:
                 error.message += f" ({asked}; not sent again: this request is not safe to send twice)"
         raise error
+
+    @staticmethod
+    def _asked_again(status: int, repeatable: bool) -> bool:
+        """Whether an answer is one to ask again: a 429 for any request, a 503 for a ``repeatable`` one."""
+        return status == THROTTLED_STATUS or (status in RETRY_STATUSES and repeatable)
 
     def _send(
         self,

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -170,9 +171,11 @@ def _listing(page: Any, columns: Sequence[str], empty: str) -> Shown:
     return Shown(page, text, note)
 
 
-def _record(value: Any, fields: Sequence[str] | None = None, note: str | None = None) -> Shown:
+def _record(
+    value: Any, fields: Sequence[str] | None = None, note: str | None = None, warning: str | None = None
+) -> Shown:
     text = record(value, fields) if isinstance(value, Mapping) else json.dumps(value)
-    return Shown(value, text, note)
+    return Shown(value, text, note, warning)
 
 
 def timestamp(text: str) -> str:
@@ -386,9 +389,10 @@ def events_publish(client: ApiClient, args: argparse.Namespace) -> Shown:
     # 429/503.
     repeatable = args.id is not None or headers is not None
     event = client.post("/v1/events", body=body, headers=headers, repeatable=repeatable)
+    # On stderr with --json too: a script told "published" must be able to tell that nothing new was.
     replayed = client.last_headers.get("Idempotent-Replayed") == "true"
-    note = "published before with this id or key: this is that event, not a new one" if replayed else None
-    return _record(event, EVENT_FIELDS, note=note)
+    warning = "published before with this id or key: this is that event, not a new one" if replayed else None
+    return _record(event, EVENT_FIELDS, warning=warning)
 
 
 def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
@@ -468,6 +472,15 @@ def _finished(job: Mapping[str, Any]) -> bool:
     return job.get("status") == FINISHED_STATE
 
 
+def _follow_command(args: argparse.Namespace, job_id: str) -> str:
+    """The command that shows a recovery job's progress, as the operator can run it: the same subscription and
+    ``--tenant`` (without it, the admin key is refused a tenant's job), each value quoted for a shell."""
+    argv = ["herald", "deliveries", "recovery", job_id, "--subscription", args.subscription]
+    if getattr(args, "tenant", None):
+        argv += ["--tenant", args.tenant]
+    return printable(shlex.join(argv))
+
+
 def _wait_for(client: ApiClient, args: argparse.Namespace, job: Any) -> Any:
     """Poll the recovery job until it has finished (``--wait``), or give up after ``--wait-timeout``."""
     if not isinstance(job, Mapping):
@@ -478,7 +491,7 @@ def _wait_for(client: ApiClient, args: argparse.Namespace, job: Any) -> Any:
         if time.monotonic() >= deadline:
             raise CliError(
                 f"recovery {_job_id(job)} still {job.get('status', 'running')} after {args.wait_timeout:.0f} s "
-                "(it carries on: see `herald deliveries recovery`)",
+                f"(it carries on: see `{_follow_command(args, _job_id(job))}`)",
                 code="wait_timeout",
             )
         time.sleep(args.poll_interval)
@@ -497,7 +510,7 @@ def deliveries_recover(client: ApiClient, args: argparse.Namespace) -> Shown:
         return _record(_wait_for(client, args, job))
     note = None
     if isinstance(job, Mapping) and not _finished(job):
-        note = f"started: follow it with `herald deliveries recovery {_job_id(job)} --subscription {args.subscription}`"
+        note = f"started: follow it with `{_follow_command(args, _job_id(job))}`"
     return _record(job, note=note)
 
 

@@ -41,6 +41,7 @@ def report(error: CliError, err: TextIO) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code. Ctrl-C anywhere (reading ``--data @-`` too) and a closed output pipe end
     it quietly, as other commands do."""
+    _escape_what_cannot_be_written()
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -75,6 +76,17 @@ def _main(argv: Sequence[str] | None) -> int:
         err.write(f"{shown.warning}\n")
     out.flush()  # a closed pipe is found here, not at the interpreter's exit
     return shown.exit_code
+
+
+def _escape_what_cannot_be_written() -> None:
+    """A character the terminal's encoding lacks (a tenant named "東京" on a cp1252 or latin-1 console) is written
+    as an escape like ``\\u6771`` rather than failing the command with a traceback: stdout and stderr (argparse's
+    messages too) are set to ``backslashreplace``, where the stream can change it (``io.TextIOWrapper``)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            with contextlib.suppress(OSError, ValueError):  # closed, or a stream that cannot change it
+                reconfigure(errors="backslashreplace")
 
 
 def _discard_output() -> None:

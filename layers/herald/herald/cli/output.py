@@ -119,6 +119,35 @@ _JSON_UNESCAPED_CONTROL = re.compile("[\x7f-\x9f]")
 
 def write_json(out: TextIO, value: Any) -> None:
     """``value`` as indented JSON, non-ASCII text as it is, but no control character sent as it is: those that
-    ``json.dumps`` leaves (DEL, C1) are written as ``\\u`` escapes, the same JSON value."""
+    ``json.dumps`` leaves (DEL, C1) are written as ``\\u`` escapes, the same JSON value; so is a character the
+    output's encoding lacks (``東`` on a cp1252 console), where ``backslashreplace`` would write ``\\U0001f600``
+    for one past U+FFFF, which is no JSON."""
     text = json.dumps(value, indent=2, ensure_ascii=False)
-    out.write(_JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text) + "\n")
+    text = _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    out.write(_json_encodable(text, getattr(out, "encoding", None)) + "\n")
+
+
+#: What ``json.dumps`` writes as it is and an encoding may lack: anything past ASCII.
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def _json_encodable(text: str, encoding: str | None) -> str:
+    """JSON text with each character ``encoding`` cannot write as ``json.dumps`` escapes it (``\\u6771``, a
+    surrogate pair past U+FFFF): the same JSON value. Such characters are only ever inside strings."""
+    if not encoding:  # a stream of text alone (io.StringIO) writes any
+        return text
+    try:
+        text.encode(encoding)
+    except LookupError:  # an encoding Python does not know: the stream's own errors handler decides
+        return text
+    except UnicodeEncodeError:
+        return _NON_ASCII.sub(lambda match: _json_char(match.group(), encoding), text)
+    return text
+
+
+def _json_char(char: str, encoding: str) -> str:
+    try:
+        char.encode(encoding)
+    except UnicodeEncodeError:
+        return json.dumps(char)[1:-1]
+    return char

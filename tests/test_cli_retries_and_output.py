@@ -1,0 +1,217 @@
+"""The ``herald`` command where it used to let its operator down: a terminal that cannot show a name, a follow-up
+command that leaves out the tenant, a replayed publish a script never heard of, a throttled request given up on,
+and a ``Retry-After`` date past what a datetime holds. Real HTTP on 127.0.0.1, to a stub server whose answers a
+test scripts (``tests.test_cli_errors``'s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from herald.cli import client as cli_client
+from herald.cli.client import MAX_RETRIES, ApiClient, retry_delay
+from herald.cli.errors import CliApiError
+from tests.process_guard import Processes
+from tests.test_cli import CONSOLE_SCRIPT, Run, herald
+from tests.test_cli_errors import THROTTLED, UNAVAILABLE, StubApi, stub
+
+pytestmark = pytest.mark.e2e
+
+__all__ = ["herald", "stub"]  # the fixtures this module shares with tests.test_cli and tests.test_cli_errors
+
+
+# ---------------------------------------------------------------------------------------------- the terminal
+
+#: A tenant's name a cp1252 console has no characters for, one past U+FFFF among them.
+FAR_NAME = "東京 Ltd \U0001f600"
+
+
+def _run_console(processes: Processes, stub: StubApi, encoding: str, *argv: str) -> tuple[int, str, str]:
+    """The installed command, in its own process, writing in ``encoding`` (as a console set to it would)."""
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    process = processes.start(
+        [str(CONSOLE_SCRIPT), *stub.flags, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out.decode(encoding), err.decode(encoding)
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_a_name_the_terminal_cannot_encode_is_escaped_not_a_traceback(
+    stub: StubApi, processes: Processes, encoding: str
+) -> None:
+    # GIVEN a tenant whose name the console's encoding has no characters for
+    tenant = {"id": "ten_1", "name": FAR_NAME, "created_at": "2026-01-31T12:00:00Z"}
+    stub.script("GET", "/v1/tenants", (200, {}, {"data": [tenant], "iterator": None, "done": True}))
+    # WHEN the operator lists the tenants, as a table and as JSON
+    table_code, table_out, table_err = _run_console(processes, stub, encoding, "tenants", "list")
+    json_code, json_out, json_err = _run_console(processes, stub, encoding, "--json", "tenants", "list")
+    # THEN the table shows the name with escapes, and no traceback
+    assert table_code == 0, table_err
+    assert "Traceback" not in table_err
+    assert "\\u6771\\u4eac Ltd \\U0001f600" in table_out
+    # AND the JSON is valid JSON holding the name itself (JSON escapes, a surrogate pair past U+FFFF)
+    assert json_code == 0, json_err
+    assert "Traceback" not in json_err
+    assert json.loads(json_out)["data"][0]["name"] == FAR_NAME
+    assert "\\ud83d\\ude00" in json_out
+
+
+# ---------------------------------------------------------------------------------------------- following a recovery
+
+
+def test_the_recovery_follow_up_commands_name_the_tenant(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN a recovery job the API starts, and which never finishes
+    queued = {"id": "rcv_1", "subscription_id": "sub_1", "status": "queued"}
+    stub.script("POST", "/v1/subscriptions/sub_1/recover", (202, {}, queued))
+    stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", (200, {}, {**queued, "status": "running"}))
+    recover = ("deliveries", "recover", "--subscription", "sub_1", "--tenant", "ten_1")
+    # WHEN the operator, acting for a tenant, starts it, and starts it again waiting a moment for it
+    started = herald(*stub.flags, *recover, "--since", "2026-01-31T12:00:00Z")
+    waited = herald(
+        *(*stub.flags, *recover, "--since", "2026-01-31T12:00:00Z"),
+        *("--wait", "--poll-interval", "0.05", "--wait-timeout", "0.2"),
+    )
+    # THEN the command each says to run next is one the API takes from the admin key: it names the tenant
+    follow = "`herald deliveries recovery rcv_1 --subscription sub_1 --tenant ten_1`"
+    assert started.code == 0, started.err
+    assert started.err == f"started: follow it with {follow}\n"
+    assert waited.code == 1
+    assert waited.err.startswith("error: wait_timeout: recovery rcv_1 still running after 0 s")
+    assert waited.err.endswith(f"(it carries on: see {follow})\n")
+    # ... and it asked for the job with the tenant, as the command says
+    assert all("tenant_id=ten_1" in sent.path for sent in stub.sent("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1"))
+
+
+def test_the_recovery_follow_up_command_without_a_tenant_has_none(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN a recovery job started with a tenant's own key (no --tenant)
+    stub.script("POST", "/v1/subscriptions/sub_1/recover", (202, {}, {"id": "rcv_1", "status": "queued"}))
+    # WHEN it is started
+    run = herald(*stub.flags, "deliveries", "recover", "--subscription", "sub_1", "--since", "2026-01-31T12:00:00Z")
+    # THEN the follow-up command has no --tenant
+    assert run.code == 0, run.err
+    assert run.err == "started: follow it with `herald deliveries recovery rcv_1 --subscription sub_1`\n"
+
+
+# ---------------------------------------------------------------------------------------------- a replayed publish
+
+EVENT = {"id": "evt_1", "type": "invoice.paid", "tenant_id": "ten_1", "data": {}}
+
+
+@pytest.mark.parametrize("output", [(), ("--json",)])
+def test_a_replayed_publish_says_so_on_stderr_as_a_table_and_as_json(
+    stub: StubApi, herald: Callable[..., Run], output: tuple[str, ...]
+) -> None:
+    # GIVEN an API that answers a publish with the event published before with this key
+    stub.script("POST", "/v1/events", (202, {"Idempotent-Replayed": "true"}, EVENT))
+    # WHEN the operator (or a script, with --json) publishes with that key
+    run = herald(
+        *(*stub.flags, *output, "events", "publish", "invoice.paid", "--tenant", "ten_1", "--data", "{}"),
+        *("--idempotency-key", "order-1"),
+    )
+    # THEN stderr says it is the event published before, whatever the output
+    assert run.code == 0, run.err
+    assert run.err == "published before with this id or key: this is that event, not a new one\n"
+    # ... and the JSON is the API's answer as it is
+    if output:
+        assert run.json() == EVENT
+
+
+def test_a_publish_not_replayed_says_nothing_on_stderr(stub: StubApi, herald: Callable[..., Run]) -> None:
+    stub.script("POST", "/v1/events", (202, {}, EVENT))
+    run = herald(*stub.flags, "--json", "events", "publish", "invoice.paid", "--tenant", "ten_1", "--data", "{}")
+    assert run.code == 0, run.err
+    assert run.err == ""
+    assert run.json() == EVENT
+
+
+# ---------------------------------------------------------------------------------------------- 429 and 503
+
+
+def test_a_throttled_request_is_sent_again_whatever_it_is(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN an API Gateway that throttles each request once (the request never reached Herald)
+    created = {"id": "ten_1", "name": "Acme", "api_key": {"id": "key_1", "key": "hrk_x"}}
+    stub.script("POST", "/v1/tenants", THROTTLED, (201, {}, created))
+    stub.script("POST", "/v1/events", THROTTLED, (202, {}, EVENT))
+    stub.script("POST", "/v1/events/evt_1/redeliver", THROTTLED, (202, {}, {"id": "rdl_1", "event_id": "evt_1"}))
+    # WHEN the operator creates a tenant, publishes without an id or key, and redelivers an event
+    runs = [
+        herald(*stub.flags, "--json", *argv)
+        for argv in (
+            ("tenants", "create", "Acme"),
+            ("events", "publish", "invoice.paid", "--tenant", "ten_1", "--data", "{}"),
+            ("events", "redeliver", "evt_1"),
+        )
+    ]
+    # THEN each was sent again, and done
+    for run in runs:
+        assert run.code == 0, run.err
+    assert [run.json()["id"] for run in runs] == ["ten_1", "evt_1", "rdl_1"]
+    assert len(stub.sent("POST", "/v1/tenants")) == 2
+    assert len(stub.sent("POST", "/v1/events")) == 2
+    assert len(stub.sent("POST", "/v1/events/evt_1/redeliver")) == 2
+
+
+def test_a_request_throttled_to_the_end_says_how_often_it_was_asked(stub: StubApi, herald: Callable[..., Run]) -> None:
+    stub.script("POST", "/v1/tenants", THROTTLED)
+    run = herald(*stub.flags, "tenants", "create", "Acme")
+    assert run.code == 1
+    assert run.err == f"error: http_429: Too Many Requests (still 429 after {MAX_RETRIES} retries; Retry-After: 0 s)\n"
+    assert len(stub.sent("POST", "/v1/tenants")) == MAX_RETRIES + 1
+
+
+def test_a_503_to_a_request_not_safe_to_repeat_is_still_sent_once(stub: StubApi) -> None:
+    # GIVEN an API that cannot answer for a moment: the request may have been done
+    stub.script("POST", "/v1/tenants", UNAVAILABLE)
+    sleeps: list[float] = []
+    with ApiClient(stub.url + "/", "k", sleep=sleeps.append) as client, pytest.raises(CliApiError) as raised:
+        client.post("/v1/tenants", body={"name": "Acme"})
+    # THEN it was sent once, and the error says why
+    assert raised.value.message.endswith("(Retry-After: 0 s; not sent again: this request is not safe to send twice)")
+    assert len(stub.sent("POST", "/v1/tenants")) == 1
+    assert sleeps == []
+
+
+# ---------------------------------------------------------------------------------------------- Retry-After
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        "Mon, 1 Jan 99999999999999999999 00:00:00 GMT",  # a year past what a C long holds: OverflowError
+        "Mon, 1 Jan 10000 00:00:00 GMT",  # past datetime's year 9999: ValueError
+    ],
+)
+@pytest.mark.parametrize(("retries", "seconds"), [(0, 1.0), (1, 2.0)])
+def test_a_retry_after_date_past_any_datetime_is_the_default_wait(
+    retry_after: str, retries: int, seconds: float
+) -> None:
+    assert retry_delay(retry_after, retries) == seconds
+
+
+def test_a_retry_after_date_the_parser_fails_on_is_the_default_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a date parser that fails as email.utils' has for some malformed dates
+    def fails(text: str) -> Any:
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(cli_client, "parsedate_to_datetime", fails)
+    # THEN the wait is the default one
+    assert retry_delay("Mon, 1 Jan", 0) == 1.0
+
+
+def test_a_throttled_answer_with_a_retry_after_past_any_datetime_is_asked_again(stub: StubApi) -> None:
+    # GIVEN an API Gateway that throttles once with a Retry-After date no datetime holds
+    huge = {"Retry-After": "Mon, 1 Jan 99999999999999999999 00:00:00 GMT"}
+    stub.script("GET", "/v1/tenants", (429, huge, {"message": "Too Many Requests"}), (200, {}, {"data": []}))
+    sleeps: list[float] = []
+    # WHEN the client lists tenants
+    with ApiClient(stub.url + "/", "k", sleep=sleeps.append) as client:
+        answer = client.get("/v1/tenants")
+    # THEN it waited the default wait and asked again
+    assert answer == {"data": []}
+    assert sleeps == [1.0]
