@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,8 +15,10 @@ import pytest
 from herald import ids
 from herald.auth import AdminKeyProvider
 from herald.domain import tenants as tenant_domain
+from herald.errors import NotFoundError, ServiceUnavailableError
 from herald.local.resources import load_template
 from tests.api_support import assert_error
+from tests.delivery_support import Harness, step
 from tests.support import ADMIN, ADMIN_KEY, Clock
 
 TENANT_KEY = re.compile(r"^hrk_[A-Za-z0-9_-]{43}$")
@@ -102,6 +105,103 @@ def test_a_key_issued_while_its_tenant_is_deleted_is_refused_not_left_working(
     assert client.get(f"/v1/tenants/{tenant.id}", headers=ADMIN).status_code == 404
     assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 401
     assert count_keys(tenant.id, up_to=10) == 0
+
+
+def test_a_key_issued_while_its_tenant_is_deleted_after_its_keys_are_listed_is_refused(
+    client, tenant, services, monkeypatch
+) -> None:
+    # GIVEN a deletion of the tenant under way, and a key issued between the deletion's listing of the tenant's keys
+    # (to delete them) and its deletion of the tenant's item
+    repository = services.store.tenants
+    delete_keys = repository.delete_keys
+    refused: list[Exception] = []
+
+    def listed_then_one_issued(tenant_id: str, **kwargs: Any) -> None:
+        delete_keys(tenant_id, **kwargs)
+        try:
+            tenant_domain.issue_key(services, tenant_id, revoke_existing=False)  # what POST .../api-keys does
+        except NotFoundError as exc:
+            refused.append(exc)
+
+    monkeypatch.setattr(repository, "delete_keys", listed_then_one_issued)
+    # WHEN the deletion ends
+    assert client.delete(f"/v1/tenants/{tenant.id}", headers=ADMIN).status_code == 204
+    # THEN that key was refused (a 404: the tenant is being deleted), and no key of the tenant's works
+    assert len(refused) == 1
+    assert_error(client.get("/v1/subscriptions", headers=tenant.headers), 401, "unauthorized")
+    assert repository.count_keys(tenant.id, up_to=10) == 0
+
+
+@pytest.mark.parametrize("taken_back", [True, False], ids=["mark-taken-back", "mark-left"])
+def test_a_deletion_that_failed_lets_the_tenant_be_given_keys_again(
+    client, tenant, services, monkeypatch, taken_back: bool
+) -> None:
+    # GIVEN a deletion of the tenant that failed once its mark was made (its keys' deletion refused: a 503), the
+    # mark then taken back, or left there (DynamoDB refused that too)
+    repository = services.store.tenants
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise ServiceUnavailableError("DynamoDB did not answer")
+
+    monkeypatch.setattr(repository, "delete_keys", unavailable)
+    if not taken_back:
+        monkeypatch.setattr(repository, "unmark_deleting", unavailable)
+    assert_error(client.delete(f"/v1/tenants/{tenant.id}", headers=ADMIN), 503, "service_unavailable")
+    monkeypatch.undo()
+    # WHEN a key is issued at once, and again a minute on
+    at_once = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN)
+    minute_on = datetime.now(UTC) + timedelta(seconds=61)
+    monkeypatch.setattr(tenant_domain, "utcnow", lambda: minute_on)
+    later = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={}, headers=ADMIN)
+    # THEN the tenant and its key are as they were; the key issued at once is answered if the mark was taken back,
+    # and a 404 if not (the tenant being deleted, for all this request knows); the later one is answered
+    assert client.get(f"/v1/tenants/{tenant.id}", headers=ADMIN).status_code == 200
+    assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 200
+    if taken_back:
+        assert at_once.status_code == 201, at_once.text
+    else:
+        assert_error(at_once, 404, "not_found")
+    assert later.status_code == 201, later.text
+
+
+def test_a_rotation_whose_second_revocation_cannot_be_queued_revokes_nothing(
+    client, tenant, services, monkeypatch
+) -> None:
+    # GIVEN a queue that refuses the rotation's second revocation
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise ServiceUnavailableError("SQS did not answer")
+
+    monkeypatch.setattr(services.queue, "send", unavailable)
+    # WHEN a new key is issued with revoke_existing
+    rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    monkeypatch.undo()
+    # THEN it is a 503, and the tenant keeps its key, alone: not locked out with a new key nobody was shown
+    assert_error(rotated, 503, "service_unavailable")
+    assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 200
+    assert services.store.tenants.count_keys(tenant.id, up_to=10) == 1
+
+
+def test_a_rotation_whose_first_revocation_fails_answers_the_new_key_and_revokes_the_old_within_a_minute(
+    client, tenant, harness: Harness, clock: Clock, monkeypatch
+) -> None:
+    # GIVEN the rotation's revocation of the older keys refused by DynamoDB
+    repository = harness.services.store.tenants
+
+    def unavailable(tenant_id: str, **kwargs: Any) -> None:
+        raise ServiceUnavailableError("DynamoDB did not answer")
+
+    monkeypatch.setattr(repository, "delete_keys", unavailable)
+    # WHEN a new key is issued with revoke_existing
+    rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    monkeypatch.undo()
+    # THEN the new key is answered, and works
+    assert rotated.status_code == 201, rotated.text
+    new_key = {"Authorization": f"Bearer {rotated.json()['key']}"}
+    assert client.get("/v1/subscriptions", headers=new_key).status_code == 200
+    # AND the old key is revoked by the revocation queued with it, a minute on
+    step(harness, clock, 61)
+    assert_error(client.get("/v1/subscriptions", headers=tenant.headers), 401, "unauthorized")
+    assert client.get("/v1/subscriptions", headers=new_key).status_code == 200
 
 
 def test_revoking_every_other_key_while_one_is_revoked_meanwhile_answers_the_new_key(

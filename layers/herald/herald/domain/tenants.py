@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from herald import ids
 from herald.domain.operational import OPERATOR_TENANT_ID
-from herald.errors import NotFoundError
+from herald.errors import NotFoundError, ServiceUnavailableError
 from herald.limits import check_tenant, too_many_api_keys
 from herald.messages import PurgeTenantMessage, RevokeKeysMessage
 from herald.records import ApiKey, Tenant, utcnow
@@ -14,6 +16,8 @@ from herald.records import ApiKey, Tenant, utcnow
 if TYPE_CHECKING:
     from herald.records import Metadata
     from herald.services import Services
+
+logger = logging.getLogger(__name__)
 
 
 def find(services: Services, tenant_id: str, *, consistent: bool = True) -> Tenant:
@@ -68,13 +72,33 @@ def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> t
     if not revoke_existing and services.store.tenants.count_keys(tenant_id, up_to=cap) >= cap:
         raise too_many_api_keys(cap)
     key, secret = _new_key(tenant_id)
-    services.store.tenants.add_key(key, ids.hash_api_key(secret))
+    key_hash = ids.hash_api_key(secret)
+    services.store.tenants.add_key(key, key_hash, now=utcnow().timestamp())
     if revoke_existing:
-        services.store.tenants.delete_keys(tenant_id, older_than=key.id)
-        services.queue.send(
-            RevokeKeysMessage(tenant_id=tenant_id, older_than=key.id), delay_seconds=PURGE_DELAY_SECONDS
-        )
+        _revoke_older(services, key, key_hash)
     return key, secret
+
+
+def _revoke_older(services: Services, key: ApiKey, key_hash: str) -> None:
+    """Revoke the tenant's keys issued before ``key``, just written: the second revocation is queued first, so that
+    once the older keys begin to go the new key is answered whatever fails. Should the queue refuse it, nothing is
+    revoked and the new key, never to be shown, is deleted (a 503: the rotation can be asked again); should the
+    first revocation fail partway, the queued one revokes the rest within a minute, and the new key is answered."""
+    revocation = RevokeKeysMessage(tenant_id=key.tenant_id, older_than=key.id)
+    try:
+        services.queue.send(revocation, delay_seconds=PURGE_DELAY_SECONDS)
+    except ServiceUnavailableError:
+        with contextlib.suppress(ServiceUnavailableError):
+            services.store.tenants.delete_key_with_hash(key_hash)
+        raise
+    try:
+        services.store.tenants.delete_keys(key.tenant_id, older_than=key.id)
+    except ServiceUnavailableError:
+        logger.warning(
+            "older API keys not all revoked yet: the queued revocation revokes them within a minute",
+            extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
+            exc_info=True,
+        )
 
 
 def revoke_key(services: Services, tenant_id: str, key_id: str) -> None:
@@ -91,9 +115,18 @@ def delete(services: Services, tenant_id: str) -> None:
     and keys left undeleted would go on working, the subscriptions never purged. Its portal access is revoked first,
     so that a deletion that fails later leaves no session working either."""
     find(services, tenant_id)
-    services.store.tenants.revoke_portal(tenant_id, utcnow())
-    services.store.tenants.delete_keys(tenant_id)
-    # Delayed past the longest request (API Gateway's 29 s): a subscription created by a request already under way
-    # until the item goes (a key past its check, the operator's, a portal session) is purged with the rest.
-    services.queue.send(PurgeTenantMessage(tenant_id=tenant_id), delay_seconds=PURGE_DELAY_SECONDS)
-    services.store.tenants.delete(tenant_id)
+    now = utcnow()
+    services.store.tenants.revoke_portal(tenant_id, now)
+    # Before the keys are listed: a key issued from now on is refused (``add_key``), and one issued before is listed.
+    services.store.tenants.mark_deleting(tenant_id, now.timestamp())
+    try:
+        services.store.tenants.delete_keys(tenant_id)
+        # Delayed past the longest request (API Gateway's 29 s): a subscription created by a request already under
+        # way until the item goes (a key past its check, the operator's, a portal session) is purged with the rest.
+        services.queue.send(PurgeTenantMessage(tenant_id=tenant_id), delay_seconds=PURGE_DELAY_SECONDS)
+        services.store.tenants.delete(tenant_id)
+    except ServiceUnavailableError:
+        # The tenant stays (its retry does every step again): it can be given a key at once, as the operator may.
+        with contextlib.suppress(ServiceUnavailableError):
+            services.store.tenants.unmark_deleting(tenant_id, now.timestamp())
+        raise

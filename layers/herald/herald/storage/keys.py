@@ -67,8 +67,9 @@ STORAGE_ATTRIBUTES = frozenset(
         "first_attempt",
         # A new delivery whose first attempt its stats count from the table's stream (``storage.deliveries``).
         "stats_from_stream",
-        # When a tenant's portal access was last revoked (``storage.tenants``).
+        # When a tenant's portal access was last revoked, and when its deletion began (``storage.tenants``).
         "portal_revoked_at",
+        "deleting_at",
     }
 )
 #: The tenant listing's partition in gsi1.

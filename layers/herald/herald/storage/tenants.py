@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 #: A tenant item's attribute: when the tenant's portal access was last revoked (``revoke_portal``). A portal link
 #: minted, or a session opened from a link minted, at or before it no longer works.
 PORTAL_REVOKED_AT = "portal_revoked_at"
+#: A tenant item's attribute: when its deletion began (``mark_deleting``, epoch seconds). No API key is added to it
+#: for ``DELETING_HOLDS_SECONDS`` after: a deletion lists the keys to delete after it.
+DELETING_AT = "deleting_at"
+#: How long a deletion's mark refuses new keys: past the longest request (API Gateway's 29 s). A deletion that fails
+#: (a 503, the tenant still there) takes its mark back (``unmark_deleting``); should that fail too, the tenant can
+#: get keys again once this is over.
+DELETING_HOLDS_SECONDS = 60
 
 
 def tenant_item(tenant: Tenant, *, listed: bool = True) -> dict[str, Any]:
@@ -116,6 +123,34 @@ class TenantRepository:
                 raise NotFoundError(f"tenant {tenant_id} not found") from exc
             # A later revocation's mark is there already: it revokes all this one would.
 
+    def mark_deleting(self, tenant_id: str, now: float) -> None:
+        """Note that the tenant's deletion begins at ``now`` (epoch seconds): ``add_key`` refuses its new keys for
+        ``DELETING_HOLDS_SECONDS``. ``NotFoundError`` if there is no such tenant."""
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.tenant(tenant_id)),
+                UpdateExpression="SET #deleting = :now",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#deleting": DELETING_AT},
+                ExpressionAttributeValues=to_item({":now": int(now)}),
+            )
+        except ClientError as exc:
+            raise NotFoundError(f"tenant {tenant_id} not found") from exc
+
+    def unmark_deleting(self, tenant_id: str, now: float) -> None:
+        """Take back the mark ``mark_deleting`` made at ``now``: the deletion failed, and the tenant stays. A mark of
+        another deletion since, or a tenant gone, is left as it is."""
+        with contextlib.suppress(ClientError):
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.tenant(tenant_id)),
+                UpdateExpression="REMOVE #deleting",
+                ConditionExpression="attribute_exists(pk) AND #deleting = :now",
+                ExpressionAttributeNames={"#deleting": DELETING_AT},
+                ExpressionAttributeValues=to_item({":now": int(now)}),
+            )
+
     def list(self, *, limit: int, cursor: str | None) -> PageResult[Tenant]:
         items, next_cursor = self._table.query(
             key={"gsi1pk": keys.TENANTS_PARTITION},
@@ -145,17 +180,24 @@ class TenantRepository:
         after its answer was lost) or by a concurrent one, the same end."""
         self._table.call("delete_item", Key=to_item(keys.tenant(tenant_id)))
 
-    def add_key(self, key: ApiKey, key_hash: str) -> None:
-        """Store a new API key of an existing tenant, in one transaction with a check that its tenant is there: a
-        deletion that lists the tenant's keys (to delete them) and then deletes its item leaves no key written in
-        between working (``NotFoundError`` instead), whereas a key written before the listing is one it deletes."""
-        tenant = {"Key": to_item(keys.tenant(key.tenant_id)), "ConditionExpression": "attribute_exists(pk)"}
+    def add_key(self, key: ApiKey, key_hash: str, *, now: float) -> None:
+        """Store a new API key of an existing tenant, in one transaction with a check that its tenant is there and
+        not being deleted (``mark_deleting`` at ``now`` or in the ``DELETING_HOLDS_SECONDS`` before): a deletion marks
+        the tenant, then lists its keys to delete them, then deletes its item, so a key written after its mark is
+        refused (``NotFoundError``), and one written before it is one the listing finds (or, missed by the index's
+        lag, the purge deletes)."""
+        tenant = {
+            "Key": to_item(keys.tenant(key.tenant_id)),
+            "ConditionExpression": "attribute_exists(pk) AND (attribute_not_exists(#deleting) OR #deleting < :since)",
+            "ExpressionAttributeNames": {"#deleting": DELETING_AT},
+            "ExpressionAttributeValues": to_item({":since": int(now) - DELETING_HOLDS_SECONDS}),
+        }
         new = {"Item": _key_item(key, key_hash), "ConditionExpression": "attribute_not_exists(pk)"}
         try:
             self._table.transact([{"ConditionCheck": tenant}, {"Put": new}])
         except ClientError as exc:
             if cancellation_codes(exc)[:1] == ["ConditionalCheckFailed"]:
-                raise NotFoundError(f"tenant {key.tenant_id} not found") from exc
+                raise NotFoundError(f"tenant {key.tenant_id} not found, or being deleted") from exc
             raise ConflictError(f"an API key with the hash of {key.id} exists") from exc  # a SHA-256 collision: never
 
     def _key_items(self, tenant_id: str) -> Iterator[dict[str, Any]]:
@@ -176,7 +218,7 @@ class TenantRepository:
         from that one on (a key revoked since is simply not there)."""
         partition = keys.tenant_keys_partition(tenant_id)
         after = None
-        if cursor is not None:
+        if cursor:  # an empty iterator is the first page, as on every other listing
             raw = cursor_fields(cursor)
             if (
                 not isinstance(raw, dict)
@@ -210,6 +252,10 @@ class TenantRepository:
     def count_keys(self, tenant_id: str, *, up_to: int) -> int:
         """How many API keys the tenant holds, counted up to ``up_to`` (no further: a cap's check needs no more)."""
         return sum(1 for _ in itertools.islice(self._key_items(tenant_id), up_to))
+
+    def delete_key_with_hash(self, key_hash: str) -> None:
+        """Delete the key with this hash, by its own item (a key just written may not be listed by the index yet)."""
+        self._table.call("delete_item", Key=to_item(keys.api_key(key_hash)))
 
     def delete_key(self, tenant_id: str, key_id: str) -> None:
         for item in self._key_items(tenant_id):
