@@ -502,3 +502,11 @@ def test_an_admin_key_secret_no_caller_could_present_is_a_503_that_says_why(
     # ... and once a usable key is written, it works
     secrets.put_secret_value(SecretId=resources.admin_key_secret_arn, SecretString=ADMIN_KEY)
     assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+
+
+def test_an_empty_iterator_on_the_keys_listing_is_the_first_page(client, tenant) -> None:
+    # WHEN the keys are listed with an empty iterator, as every other listing accepts
+    listed = client.get(f"/v1/tenants/{tenant.id}/api-keys", params={"iterator": ""}, headers=ADMIN)
+    # THEN it is the first page, not a 422
+    assert listed.status_code == 200, listed.text
+    assert [key["prefix"] for key in listed.json()["data"]] == [tenant.key[:10]]
