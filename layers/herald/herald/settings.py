@@ -28,7 +28,9 @@ _HTTPS_ORIGIN = r"https://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\*\.[A-Za-z0-9-]+(\.[
 class Settings(BaseSettings):
     """Everything a deployment can tune. Each field is read from ``HERALD_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", frozen=True)
+    # A refused value is named by its variable and why, never shown: hide_input_in_errors keeps it (the admin key's
+    # included) out of the error's str(), which a failed start prints and logs.
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     table_name: str = Field(
         "",

@@ -75,6 +75,27 @@ def port_setting(name: str, default: str, environ: Mapping[str, str] | None = No
     return port
 
 
+class AdminKeyError(SystemExit):
+    """A ``HERALD_ADMIN_KEY`` no caller could present: its message says why, never the value."""
+
+
+def admin_key_setting(environ: Mapping[str, str] | None = None) -> str:
+    """The admin key ``HERALD_ADMIN_KEY`` gives, or a new one if it is unset or empty. One refused by the rule a
+    deployment's settings apply (``ids.admin_key_problem``: shaped like a tenant key, spaces at an end or only
+    spaces, too long, not printable ASCII) stops the local stack with a message saying why: written to the secret,
+    it would be shown in the banner and then answered 401 or 503 on every call."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("HERALD_ADMIN_KEY", "")
+    if not value:
+        return ids.new_admin_key()
+    problem = ids.admin_key_problem(value)
+    if problem is not None:
+        raise AdminKeyError(
+            f"HERALD_ADMIN_KEY is refused: {problem} (set another, or unset it for a new key at each start)"
+        )
+    return value
+
+
 def _port_argument(value: str) -> int:
     """A command-line port (argparse's ``type``: what it raises is a usage error, exit code 2)."""
     port = _as_port(value)
@@ -378,17 +399,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the embedded AWS logs every call otherwise
     try:
-        # The environment's ports are read here, so that one that is not a port is a usage error (exit code 2).
+        # The environment's ports and admin key are read here, so that one that cannot be used is a usage error
+        # (exit code 2), before anything starts.
         if args.port is None:
             args.port = port_setting("HERALD_LOCAL_PORT", "8000")
         if args.aws_port is None:
             args.aws_port = port_setting("HERALD_LOCAL_AWS_PORT", "0")
         args.aws_port = args.aws_port or None  # 0: a free port
+        admin_key = admin_key_setting()
         # The API's port first, held from now on: nothing is started if it cannot be had.
         api_socket = listen_on(args.host, args.port, "HERALD_LOCAL_PORT (e.g. HERALD_LOCAL_PORT=8001 make run)")
         with closing(api_socket), moto_fixes():
-            return _serve(args, api_socket)
-    except PortError as error:
+            return _serve(args, api_socket, admin_key)
+    except (PortError, AdminKeyError) as error:
         print(error, file=sys.stderr, flush=True)
         return 2
 
@@ -417,8 +440,7 @@ def _sigterm_raises_terminated() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _serve(args: argparse.Namespace, api_socket: socket.socket) -> int:
-    admin_key = os.environ.get("HERALD_ADMIN_KEY") or ids.new_admin_key()
+def _serve(args: argparse.Namespace, api_socket: socket.socket, admin_key: str) -> int:
     os.environ.pop("HERALD_ADMIN_KEY", None)  # the app reads it from the secret, as in a deployment
     moto, endpoint, resources = start_aws(args.host, args.aws_port, admin_key)
     stop = threading.Event()
