@@ -373,6 +373,32 @@ def test_data_over_the_limit_once_its_defaults_are_filled_in_is_413(
     assert _published_alone_or_in_a_batch(client, path, {**event, "data": {"lines": [{}] * 3}}) == (202, None)
 
 
+def test_a_batch_whose_events_grow_past_a_requests_size_answers_those_past_it_413(
+    client, tenant, services, aws, monkeypatch
+) -> None:
+    # GIVEN a type whose data grows as it is validated, and a batch of 40 events, each about 11 KB sent and just
+    # under the data limit once its defaults are filled in: 10 MB written in all, in a request under 512 KiB
+    monkeypatch.setitem(catalog._types, "test.order", EventType("test.order", _Order, {"lines": [{}]}))
+    line = len(json.dumps(_OptionalLine().model_dump(), separators=(",", ":"))) + 1
+    lines: list[dict[str, Any]] = [{}] * ((services.settings.max_event_data_bytes - 100) // line)
+    events = [
+        {"type": "test.order", "tenant_id": tenant.id, "data": {"lines": lines}, "id": f"evt_g{i}"} for i in range(40)
+    ]
+    body = json.dumps({"events": events}, separators=(",", ":"))
+    assert len(body) < services.settings.max_request_bytes
+    # WHEN it is published
+    response = client.post("/v1/events/batch", content=body, headers={**ADMIN, "content-type": "application/json"})
+    # THEN the events that fit in a request's size as written are published, and those past it are answered 413
+    # before anything of theirs is stored: the answer, which shows each event's data, stays far under Lambda's 6 MB
+    assert response.status_code == 200, response.text[:300]
+    items = response.json()["data"]
+    fit = services.settings.max_request_bytes // services.settings.max_event_data_bytes
+    assert [item["status"] for item in items] == [202] * fit + [413] * (40 - fit)
+    assert {item["error"]["code"] for item in items[fit:]} == {"payload_too_large"}
+    assert len(response.content) < 2 * services.settings.max_request_bytes
+    assert client.get(f"/v1/events/evt_g{fit}", headers=ADMIN).status_code == 404
+
+
 def _published_alone_or_in_a_batch(client, path: str, event: dict[str, Any]) -> tuple[int, Any]:
     """The status and the error (None if accepted) of ``event`` published at ``path``, alone or as a batch's one."""
     if path == "/v1/events":

@@ -314,6 +314,10 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     results: list[Published | HeraldError | None] = []
     new: list[tuple[int, NewEvent, _Routed]] = []  # (position in results, the event to store, where it goes)
     routes: dict[tuple[str, str], list[Route] | None] = {}
+    # The events' bodies as written, which the answer shows (each item's ``data``), within a request's size: data
+    # that grows as its schema writes it (defaults filled in) would make an answer past Lambda's 6 MB, refused once
+    # every event is published. The events past it are answered 413, before anything is stored.
+    budget = services.settings.max_request_bytes
     for body in bodies:
         if isinstance(body, HeraldError):
             results.append(body)
@@ -321,6 +325,13 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
         try:
             data = validate_data(body.type, body.data, max_bytes=services.settings.max_event_data_bytes)
             event = new_event(body.type, data, tenant_id=body.tenant_id, event_id=body.id, broadcast=body.broadcast)
+            written = len(event.payload.encode())
+            if written > budget:
+                raise PayloadTooLargeError(
+                    f"the batch's events come to over {services.settings.max_request_bytes} bytes as their schemas "
+                    "write their data (defaults filled in): publish this one in another batch"
+                )
+            budget -= written
         except HeraldError as error:
             results.append(_at_item(error, len(results)))
             continue
