@@ -48,6 +48,13 @@ class InvalidInputError(HeraldError):
     code = "invalid_input"
 
 
+class RequestShapeError(InvalidInputError):
+    """A part of the request does not match its expected shape: what FastAPI answers a whole body that does not
+    (``validation_error``), for a part the app validates itself (an event of a batch)."""
+
+    code = "validation_error"
+
+
 class InvalidCursorError(InvalidInputError):
     """A pagination cursor was not issued by Herald for this listing."""
 

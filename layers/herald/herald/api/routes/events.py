@@ -12,7 +12,7 @@ from herald.api.errors import capped_details, status_of
 from herald.api.routers import api_router
 from herald.domain import tenants
 from herald.domain.publishing import NotQueuedError, Published, publish, publish_many
-from herald.errors import HeraldError, InvalidInputError, NotFoundError, ServiceUnavailableError
+from herald.errors import HeraldError, InvalidInputError, NotFoundError, RequestShapeError, ServiceUnavailableError
 from herald.ids import EVENT_ID_PATTERN
 from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
 from herald.storage import StoredEvent
@@ -131,7 +131,7 @@ def _parse(index: int, raw: Any) -> EventIn | HeraldError:
             {"loc": ["body", "events", index, *error["loc"]], "msg": error["msg"], "type": error["type"]}
             for error in exc.errors(include_url=False)
         ]
-        return InvalidInputError(f"event {index} does not match the shape of an event", details=details)
+        return RequestShapeError(f"event {index} does not match the shape of an event", details=details)
 
 
 def _batch_item(result: Published | HeraldError) -> EventBatchItem:
