@@ -181,6 +181,28 @@ def test_a_rotation_whose_second_revocation_cannot_be_queued_revokes_nothing(
     assert services.store.tenants.count_keys(tenant.id, up_to=10) == 1
 
 
+def test_a_rotation_answered_503_whose_revocation_was_queued_all_the_same_revokes_nothing(
+    client, tenant, harness: Harness, clock: Clock, monkeypatch
+) -> None:
+    # GIVEN a queue that takes the rotation's second revocation, and whose answer is lost (a 503 all the same)
+    queue = harness.services.queue
+    send = queue.send
+
+    def sent_then_lost(*args: Any, **kwargs: Any) -> None:
+        send(*args, **kwargs)
+        raise ServiceUnavailableError("the work queue could not be reached")
+
+    monkeypatch.setattr(queue, "send", sent_then_lost)
+    # WHEN a new key is issued with revoke_existing, and the queued revocation runs a minute on
+    rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    monkeypatch.undo()
+    assert_error(rotated, 503, "service_unavailable")
+    step(harness, clock, 61)
+    # THEN the tenant keeps its key: the revocation of a rotation whose new key is gone revokes nothing
+    assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 200
+    assert harness.services.store.tenants.count_keys(tenant.id, up_to=10) == 1
+
+
 def test_a_rotation_whose_first_revocation_fails_answers_the_new_key_and_revokes_the_old_within_a_minute(
     client, tenant, harness: Harness, clock: Clock, monkeypatch
 ) -> None:
@@ -510,3 +532,17 @@ def test_an_empty_iterator_on_the_keys_listing_is_the_first_page(client, tenant)
     # THEN it is the first page, not a 422
     assert listed.status_code == 200, listed.text
     assert [key["prefix"] for key in listed.json()["data"]] == [tenant.key[:10]]
+
+
+def test_a_deletion_that_failed_takes_back_its_own_mark_not_another_deletions(tenant, services) -> None:
+    # GIVEN two deletions of the tenant begun in the same second, the first of which fails and takes its mark back
+    repository = services.store.tenants
+    now = datetime.now(UTC).timestamp()
+    first = repository.mark_deleting(tenant.id, now)
+    repository.mark_deleting(tenant.id, now + 0.3)
+    repository.unmark_deleting(tenant.id, first)
+    # WHEN a key is issued while the second is under way
+    key, secret = tenant_domain._new_key(tenant.id)
+    # THEN it is refused: the second deletion's mark is still there
+    with pytest.raises(NotFoundError):
+        repository.add_key(key, ids.hash_api_key(secret), now=now + 0.5)

@@ -185,6 +185,10 @@ class RevokeKeysMessage(_Message):
     kind: Literal["revoke_keys"] = "revoke_keys"
     tenant_id: str
     older_than: str
+    #: The hash of the rotation's new key (a SHA-256 of 256 random bits, which reveals nothing of it): the revocation
+    #: is made only while that key is there. A rotation answered 503 deletes its new key, never shown, and this
+    #: message, which SQS may have taken though its answer was lost, then revokes nothing.
+    new_key_hash: str | None = None
 
 
 class RecoverMessage(_Message):

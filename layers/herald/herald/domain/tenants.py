@@ -82,9 +82,10 @@ def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> t
 def _revoke_older(services: Services, key: ApiKey, key_hash: str) -> None:
     """Revoke the tenant's keys issued before ``key``, just written: the second revocation is queued first, so that
     once the older keys begin to go the new key is answered whatever fails. Should the queue refuse it, nothing is
-    revoked and the new key, never to be shown, is deleted (a 503: the rotation can be asked again); should the
-    first revocation fail partway, the queued one revokes the rest within a minute, and the new key is answered."""
-    revocation = RevokeKeysMessage(tenant_id=key.tenant_id, older_than=key.id)
+    revoked and the new key, never to be shown, is deleted (a 503: the rotation can be asked again), so that the
+    message, should SQS have taken it all the same (its answer lost), revokes nothing either; should the first
+    revocation fail partway, the queued one revokes the rest within a minute, and the new key is answered."""
+    revocation = RevokeKeysMessage(tenant_id=key.tenant_id, older_than=key.id, new_key_hash=key_hash)
     try:
         services.queue.send(revocation, delay_seconds=PURGE_DELAY_SECONDS)
     except ServiceUnavailableError:
@@ -118,7 +119,7 @@ def delete(services: Services, tenant_id: str) -> None:
     now = utcnow()
     services.store.tenants.revoke_portal(tenant_id, now)
     # Before the keys are listed: a key issued from now on is refused (``add_key``), and one issued before is listed.
-    services.store.tenants.mark_deleting(tenant_id, now.timestamp())
+    mark = services.store.tenants.mark_deleting(tenant_id, now.timestamp())
     try:
         services.store.tenants.delete_keys(tenant_id)
         # Delayed past the longest request (API Gateway's 29 s): a subscription created by a request already under
@@ -128,5 +129,5 @@ def delete(services: Services, tenant_id: str) -> None:
     except ServiceUnavailableError:
         # The tenant stays (its retry does every step again): it can be given a key at once, as the operator may.
         with contextlib.suppress(ServiceUnavailableError):
-            services.store.tenants.unmark_deleting(tenant_id, now.timestamp())
+            services.store.tenants.unmark_deleting(tenant_id, mark)
         raise

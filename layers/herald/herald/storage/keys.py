@@ -70,6 +70,7 @@ STORAGE_ATTRIBUTES = frozenset(
         # When a tenant's portal access was last revoked, and when its deletion began (``storage.tenants``).
         "portal_revoked_at",
         "deleting_at",
+        "deletion_token",
     }
 )
 #: The tenant listing's partition in gsi1.
