@@ -399,6 +399,29 @@ def test_a_batch_whose_events_grow_past_a_requests_size_answers_those_past_it_41
     assert client.get(f"/v1/events/evt_g{fit}", headers=ADMIN).status_code == 404
 
 
+def test_a_batch_of_a_requests_size_whose_data_does_not_grow_is_published_whole(client, tenant, services, monkeypatch):
+    # GIVEN a batch of 100 broadcasts whose lines spell out every field (their data written as sent), its body just
+    # under a request's size: the envelopes their payloads add (a type, a time) are more than the items' own
+    monkeypatch.setitem(catalog._types, "test.order", EventType("test.order", _Order, {"lines": [{}]}))
+    line = {"sku": "s", "description": None, "discount_code": None, "tax_rate": None}
+    limit = services.settings.max_request_bytes
+
+    def batch(sku: str) -> str:
+        lines = [line] * ((limit - 100 * 60) // 100 // (len(json.dumps(line, separators=(",", ":"))) + 1))
+        last = {"type": "test.order", "broadcast": True, "data": {"lines": [*lines, {**line, "sku": sku}]}}
+        events = [{"type": "test.order", "broadcast": True, "data": {"lines": lines}}] * 99 + [last]
+        return json.dumps({"events": events}, separators=(",", ":"))
+
+    body = batch("s")
+    body = batch("s" * (limit - 10 - len(body) + 1))
+    assert limit - 20 < len(body) < limit
+    # WHEN it is published
+    response = client.post("/v1/events/batch", content=body, headers={**ADMIN, "content-type": "application/json"})
+    # THEN every event is published
+    assert response.status_code == 200, response.text[:300]
+    assert [item["status"] for item in response.json()["data"]] == [202] * 100
+
+
 def _published_alone_or_in_a_batch(client, path: str, event: dict[str, Any]) -> tuple[int, Any]:
     """The status and the error (None if accepted) of ``event`` published at ``path``, alone or as a batch's one."""
     if path == "/v1/events":

@@ -181,6 +181,13 @@ def _validated(entry: EventType, text: str) -> dict[str, Any]:
         ) from exc
 
 
+def _data_bytes(event: Event) -> int:
+    """The bytes of ``event``'s data as written in its payload: the payload less its envelope (``envelope``), which
+    is the same around any data."""
+    around = len(envelope(event.type, event.timestamp, {}).encode()) - len(b"{}")
+    return len(event.payload.encode()) - around
+
+
 def _fingerprint(body: EventIn) -> str:
     canonical = {
         "type": body.type,
@@ -314,9 +321,10 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     results: list[Published | HeraldError | None] = []
     new: list[tuple[int, NewEvent, _Routed]] = []  # (position in results, the event to store, where it goes)
     routes: dict[tuple[str, str], list[Route] | None] = {}
-    # The events' bodies as written, which the answer shows (each item's ``data``), within a request's size: data
+    # The events' data as written, which the answer shows (each item's ``data``), within a request's size: data
     # that grows as its schema writes it (defaults filled in) would make an answer past Lambda's 6 MB, refused once
-    # every event is published. The events past it are answered 413, before anything is stored.
+    # every event is published. The events past it are answered 413, before anything is stored. Data as sent that
+    # does not grow fits, whatever its envelope (an event's type and time) adds.
     budget = services.settings.max_request_bytes
     for body in bodies:
         if isinstance(body, HeraldError):
@@ -325,7 +333,7 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
         try:
             data = validate_data(body.type, body.data, max_bytes=services.settings.max_event_data_bytes)
             event = new_event(body.type, data, tenant_id=body.tenant_id, event_id=body.id, broadcast=body.broadcast)
-            written = len(event.payload.encode())
+            written = _data_bytes(event)
             if written > budget:
                 raise PayloadTooLargeError(
                     f"the batch's events come to over {services.settings.max_request_bytes} bytes as their schemas "
