@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -690,3 +691,23 @@ def test_the_ci_environment_deploys_without_a_prompt(template: dict[str, Any]) -
             assert not {"RoleName", "ManagedPolicyName", "UserName", "GroupName"} & set(resource["Properties"]), (
                 logical_id
             )
+
+
+@pytest.mark.parametrize(
+    ("arn", "allowed"),
+    [
+        ("", True),
+        ("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
+        ("arn:aws:kms:us-east-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab", True),
+        ("arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
+        ("arn:aws:kms:us-east-1:123456789012:alias/herald", False),
+        ("1234abcd-12ab-34cd-56ef-1234567890ab", False),
+    ],
+)
+def test_the_table_kms_key_is_a_key_arn_single_or_multi_region(
+    template: dict[str, Any], arn: str, allowed: bool
+) -> None:
+    # A key ARN, of a single-Region key or of a multi-Region one (its id starts with mrk-), as DynamoDB takes it; an
+    # alias or a bare key id is refused by CloudFormation before anything is made
+    pattern = template["Parameters"]["TableKmsKeyArn"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, arn)) is allowed
