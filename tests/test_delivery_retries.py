@@ -456,3 +456,37 @@ def test_a_delivery_is_kept_as_long_as_its_event_even_when_attempts_are_kept_les
             TableName=store.table_name, Key=to_item(delivery_key_of(store, event_id, sub.id)), ConsistentRead=True
         )["Item"]
         assert int(item["expires_at"]["N"]) >= stored.expires_at
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
+def test_a_deliverys_attempts_are_listed_as_long_as_it_is_however_late_its_last(
+    client, tenant, harness, clock, receiver
+) -> None:
+    # GIVEN a delivery whose two scheduled attempts failed, and a manual retry of it 29 days on, failing too
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    step(harness, clock, 120)
+    (failed,) = deliveries(client, tenant, sub.id)
+    assert (failed["status"], failed["attempts"]) == ("failed", 2)
+    start = clock.now
+    harness.services.store.table.clock = clock
+    clock.advance(29 * 86400)
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    harness.reveal()
+    harness.drain()
+    # WHEN the log is read as days go by, past the first attempts' 30 days, and past the last one's
+    seen = []
+    for day in (31, 45, 58, 61):
+        harness.services.store.table.clock = lambda then=start + day * 86400: then
+        seen.append(
+            [
+                (listed["attempts"], [a["attempt_number"] for a in attempts(client, tenant, sub.id, listed["id"])])
+                for listed in deliveries(client, tenant, sub.id)
+            ]
+        )
+    # THEN while the delivery is listed, its whole attempt log is: it and its attempts go together
+    assert seen[:3] == [[(3, [1, 2, 3])]] * 3
+    assert seen[3] == []

@@ -43,6 +43,11 @@ class RetryPolicy:
         return sum(2 * (1 + self.jitter) * max(step, self.throttle_min_delay) for step in self.schedule[1:])
 
     @property
+    def span_seconds(self) -> float:
+        """The schedule's whole span, each step as scheduled (no jitter, no ``Retry-After``)."""
+        return float(sum(self.schedule[1:]))
+
+    @property
     def shortest_span_seconds(self) -> float:
         """The soonest the last attempt comes after the first: the schedule's whole span, less the jitter of its
         last step alone (``delay_after``: the steps' jitter does not add up). The default schedule's is 25.6 h."""

@@ -55,7 +55,7 @@ from herald.storage.table import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from herald.storage.table import Table
 
@@ -67,6 +67,9 @@ FIRST_ATTEMPT = "first_attempt"
 #: When the delivery's first attempt started (epoch seconds), kept on the item of one that failed it, while it is
 #: retried: the retry schedule's span is measured from it (``herald.worker.schedule.next_step``).
 FIRST_ATTEMPT_AT = "first_attempt_at"
+#: When the delivery's attempts kept as items of their own expire (epoch seconds), on the item of one that has any:
+#: they and the delivery expire together, however late its last attempt (``DeliveryRepository.keep_attempts``).
+LOG_EXPIRES_AT = "log_expires_at"
 #: The attribute that marks a new delivery whose first attempt the stats count from the table's stream.
 STATS_FROM_STREAM = "stats_from_stream"
 #: When a worker last gave the delivery back without an attempt, a copy of its message held back to carry it on.
@@ -124,7 +127,7 @@ def state_of(item: dict[str, Any]) -> DeliveryState:
         delivery,
         scheduled_attempts=int(item.get("scheduled_attempts", delivery.attempts)),
         lease_until=float(item.get("lease_until", 0)),
-        carried={name: item[name] for name in (FIRST_ATTEMPT, FIRST_ATTEMPT_AT) if name in item},
+        carried={name: item[name] for name in (FIRST_ATTEMPT, FIRST_ATTEMPT_AT, LOG_EXPIRES_AT) if name in item},
         held_at=float(item.get(HELD_AT, 0)),
         held_until=float(item.get(HELD_UNTIL, 0)),
     )
@@ -523,6 +526,20 @@ class DeliveryRepository:
             {**keys.attempt(delivery.id, attempt.attempt_number), **record(attempt), "expires_at": expires_at},
             item,
         ]
+
+    def keep_attempts(self, delivery_id: str, numbers: Iterable[int], until: int) -> None:
+        """Keep the delivery's attempts ``numbers``, items of their own, until ``until`` (epoch seconds): its next
+        write keeps it that long (``LOG_EXPIRES_AT``), and its log must not expire before it. One UpdateItem an
+        attempt, each only if the item is there and expires sooner (an attempt kept inside the delivery has none)."""
+        for number in numbers:
+            with contextlib.suppress(ClientError):
+                self._table.call(
+                    "update_item",
+                    Key=to_item(keys.attempt(delivery_id, number)),
+                    UpdateExpression="SET expires_at = :until",
+                    ConditionExpression="attribute_exists(pk) AND expires_at < :until",
+                    ExpressionAttributeValues=values(until=until),
+                )
 
     def insert(self, items: list[dict[str, Any]]) -> list[bool | ServiceUnavailableError]:
         """Write new items (``new_items``, of any number of deliveries), each only if its key is free: one call per

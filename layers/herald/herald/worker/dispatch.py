@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger
@@ -33,7 +33,15 @@ from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
 from herald.sender import Outcome, Progress, send_attempt
 from herald.signing import signature_header
-from herald.storage.deliveries import FIRST_ATTEMPT_AT, Hold, kept_until, stats_from_stream
+from herald.storage.deliveries import (
+    FIRST_ATTEMPT,
+    FIRST_ATTEMPT_AT,
+    LOG_EXPIRES_AT,
+    Hold,
+    kept_inside,
+    kept_until,
+    stats_from_stream,
+)
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import Skip, latest_start, local_wait
@@ -69,8 +77,10 @@ class _Job:
         return self.stored.event
 
     def expiry(self, worker: Worker) -> int:
-        """When the delivery's item and its attempts written now expire (``kept_until``)."""
-        return kept_until(self.now, worker.settings.attempt_ttl_days, self.stored.expires_at)
+        """When the delivery's item and its attempts written now expire (``kept_until``), and never before the
+        attempts it has as items of their own (``LOG_EXPIRES_AT``): a delivery listed is listed with its log."""
+        kept = kept_until(self.now, worker.settings.attempt_ttl_days, self.stored.expires_at)
+        return max(kept, int(self.carried.get(LOG_EXPIRES_AT, 0)))
 
     @property
     def previous(self) -> Delivery | None:
@@ -561,7 +571,10 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         # A hand-over says when on the item, as a delivery held back does: its copy on the slow lane carries it on.
         now = worker.clock()
         carried |= Hold(now, now).attributes()
-    recorded = await _record(worker, job, settled, attempt, token=token, scheduled=scheduled, carried=carried)
+    expires_at = await _log_kept(worker, job, settled, attempt, token=token, carried=carried)
+    recorded = await _record(
+        worker, job, settled, attempt, token=token, scheduled=scheduled, carried=carried, expires_at=expires_at
+    )
     streamed = stats_from_stream(settled, attempt, token=token, job_id=job.message.job_id)
     if not recorded and token is None and job.message.job_id is None:
         # Another copy of this message, held back while this one sent, may have listed the delivery as waiting.
@@ -570,7 +583,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             settled,
             attempt,
             scheduled_attempts=scheduled,
-            expires_at=job.expiry(worker),
+            expires_at=expires_at,
             carried=carried,
         )
         streamed = False
@@ -631,10 +644,12 @@ async def _record(
     token: str | None,
     scheduled: int,
     carried: dict[str, Any] | None = None,
+    expires_at: int | None = None,
 ) -> bool:
     """Write the delivery's new state, and its attempt (``DeliveryRepository.record``), with what its item carries
-    (``carried``; the job's by default). A first receive's writes are made with the batch's others (``inserts``)."""
-    expires_at = job.expiry(worker)
+    (``carried``; the job's by default), expiring at ``expires_at`` (``_Job.expiry`` by default). A first receive's
+    writes are made with the batch's others (``inserts``)."""
+    expires_at = job.expiry(worker) if expires_at is None else expires_at
     carried = job.carried if carried is None else carried
     if token is None and job.message.job_id is None:
         return await inserts.record_new(
@@ -650,6 +665,31 @@ async def _record(
         job_id=job.message.job_id,
         carried=carried,
     )
+
+
+async def _log_kept(
+    worker: Worker, job: _Job, settled: Delivery, attempt: Attempt, *, token: str | None, carried: dict[str, Any]
+) -> int:
+    """When the delivery and ``attempt`` expire as they are recorded: its attempt log goes with it. An attempt kept
+    inside the delivery goes with it anyway. One kept as an item of its own expires with the delivery's next writes,
+    whatever they are, since each keeps the delivery at least until ``LOG_EXPIRES_AT`` (``_Job.expiry``); when the
+    attempt must outlive that (the first item of the log, or an attempt long after the last: a manual retry, a
+    recovery), the log is kept as long as the retry schedule's span beyond it (``carried`` says until when), and
+    its earlier attempts with it (``DeliveryRepository.keep_attempts``), so the schedule's next attempts need
+    no more of those writes."""
+    expires_at = job.expiry(worker)
+    if kept_inside(settled, attempt, token=token, job_id=job.message.job_id):
+        return expires_at
+    if expires_at <= int(carried.get(LOG_EXPIRES_AT, 0)):
+        return expires_at
+    ahead = job.now + timedelta(seconds=worker.policy.span_seconds)
+    until = kept_until(ahead, worker.settings.attempt_ttl_days, job.stored.expires_at)
+    first = 2 if FIRST_ATTEMPT in carried else 1  # kept inside the delivery, which goes with it
+    earlier = range(first, attempt.attempt_number)
+    if earlier:
+        await worker.io(worker.store.deliveries.keep_attempts, settled.id, earlier, until)
+    carried[LOG_EXPIRES_AT] = until
+    return until
 
 
 def _attempt_record(
