@@ -693,6 +693,7 @@ def test_a_405_allows_every_method_its_path_answers(client) -> None:
             if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), concrete)
             for method in answered
         }
+        methods |= {"HEAD"} if "GET" in methods else set()  # answered as GET (herald.api.middleware.HeadAsGet)
         # WHEN it is asked with a method it does not answer
         wrong = next(method for method in ("PUT", "PATCH", "DELETE", "POST", "TRACE") if method not in methods)
         response = client.request(wrong, concrete)

@@ -163,14 +163,17 @@ def allow_header(request: Request, exc: StarletteHTTPException) -> str:
     """A 405's ``Allow`` (RFC 9110): every method the request's path answers. Starlette names only those of the first
     route whose path matched (its own header, kept should no route answer), and a path is often several routes
     (``GET`` and ``POST /v1/subscriptions``). Each method is asked of the app's routes as the request would be (a
-    route of an included router too)."""
+    route of an included router too), and ``HEAD`` is named wherever ``GET`` is: the app answers it as ``GET``
+    (``herald.api.middleware.HeadAsGet``), though its routes do not name it."""
     routes = request.app.router.routes
-    allowed = [
+    answered = {
         method
         for method in _METHODS
         if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
-    ]
-    return ", ".join(allowed) or (exc.headers or {}).get("Allow", "")
+    }
+    if "GET" in answered:
+        answered.add("HEAD")
+    return ", ".join(method for method in _METHODS if method in answered) or (exc.headers or {}).get("Allow", "")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

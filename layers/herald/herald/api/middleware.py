@@ -1,5 +1,5 @@
 """ASGI middleware: the request body, read once and checked before any handler parses it; the time a request
-served by Lambda has left for its AWS calls."""
+served by Lambda has left for its AWS calls; ``HEAD`` answered as ``GET``."""
 
 from __future__ import annotations
 
@@ -55,9 +55,47 @@ def _is_json(content_type: bytes) -> bool:
     return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
 
 
+def _coded(content_encoding: bytes) -> bool:
+    """Whether a body sent with this ``Content-Encoding`` is coded (compressed, say): it names a coding other than
+    ``identity`` (no coding), alone or in a list (``gzip, identity``), in any case."""
+    return any(coding.strip().lower() not in (b"", b"identity") for coding in content_encoding.split(b","))
+
+
 def _portal(path: str) -> bool:
     """Whether a request is the subscriber portal's (its forms post ``application/x-www-form-urlencoded``)."""
     return path == "/portal" or path.startswith("/portal/")
+
+
+#: An answer refusing a request: its status, error code, message and headers beyond the error's own.
+_Refusal = tuple[int, str, str, list[tuple[bytes, bytes]]]
+
+
+def _refusal(body: bytes, *, json_body: bool, coded: bool, portal: bool) -> _Refusal | None:
+    """How ``BodyGuard`` refuses a request whose body, read whole, is ``body`` (None: it goes on to the app)."""
+    if body and coded:
+        return (
+            415,
+            "unsupported_media_type",
+            "the request body must not be encoded: send it without Content-Encoding (or with Content-Encoding: "
+            "identity)",
+            [(b"accept-encoding", b"identity")],
+        )
+    if body.strip() and not json_body and not portal:
+        return (
+            415,
+            "unsupported_media_type",
+            "the request body must be JSON, sent with the header Content-Type: application/json",
+            [],
+        )
+    if json_body and unpaired_surrogate(body):
+        return (
+            400,
+            "invalid_json",
+            "the request body is not valid Unicode: it holds an unpaired surrogate (\\ud800 to \\udfff, escaped or "
+            "as bytes)",
+            [],
+        )
+    return None
 
 
 class BodyGuard:
@@ -65,6 +103,10 @@ class BodyGuard:
     for JSON that is not valid Unicode (:func:`unpaired_surrogate`), and 415 ``unsupported_media_type`` for an API
     request whose body is not sent as JSON (no ``Content-Type``, or another: curl's ``-d`` sends a form's), which
     FastAPI would otherwise read as no body at all and answer with a puzzling 422. The portal's forms are its own.
+    A body sent with a ``Content-Encoding`` other than ``identity`` (``gzip``) is 415 ``unsupported_media_type`` too,
+    with ``Accept-Encoding: identity`` (RFC 9110, 15.5.16), the portal's included: nothing here decodes one, so a
+    compressed JSON body would be read as it came (a misleading 400 ``invalid_json``), and a plain one labelled
+    ``gzip`` accepted.
 
     The body is read here, up to the limit, before the app sees it: an app that hit the limit while
     reading would turn the error into its own answer (FastAPI makes any failure to read the body a 400).
@@ -82,9 +124,12 @@ class BodyGuard:
         # FastAPI reads a body as JSON only when its content type says so. A request may carry the header twice
         # (uvicorn passes both on; API Gateway joins them): the app reads the first, so any that says JSON counts.
         json_body = False
+        coded = False
         for name, value in scope.get("headers", []):
             if name == b"content-type":
                 json_body = json_body or _is_json(value)
+            if name == b"content-encoding":
+                coded = coded or _coded(value)
             if name == b"content-length":
                 try:
                     declared = int(value)
@@ -109,22 +154,11 @@ class BodyGuard:
             chunks.append(body)
             if not message.get("more_body", False):
                 first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-                if first["body"].strip() and not json_body and not _portal(scope.get("path", "")):
-                    await self._answer(
-                        send,
-                        415,
-                        "unsupported_media_type",
-                        "the request body must be JSON, sent with the header Content-Type: application/json",
-                    )
-                    return
-                if json_body and unpaired_surrogate(first["body"]):
-                    await self._answer(
-                        send,
-                        400,
-                        "invalid_json",
-                        "the request body is not valid Unicode: it holds an unpaired surrogate (\\ud800 to \\udfff, "
-                        "escaped or as bytes)",
-                    )
+                refusal = _refusal(
+                    first["body"], json_body=json_body, coded=coded, portal=_portal(scope.get("path", ""))
+                )
+                if refusal is not None:
+                    await self._answer(send, *refusal)
                     return
         replayed = False
 
@@ -146,7 +180,9 @@ class BodyGuard:
             await self._answer(send, 400, "bad_request", "the Content-Length header is not a valid size")
 
     @staticmethod
-    async def _answer(send: Send, status: int, code: str, message: str) -> None:
+    async def _answer(
+        send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         body = json.dumps({"error": {"code": code, "message": message}}).encode()
         await send(
             {
@@ -155,6 +191,7 @@ class BodyGuard:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *(headers or []),
                 ],
             }
         )
@@ -184,3 +221,29 @@ class Deadline:
             await self.app(scope, receive, send)
         finally:
             REQUEST_DEADLINE.reset(token)
+
+
+class HeadAsGet:
+    """Answers ``HEAD`` as ``GET``: the same status and headers (``Content-Length`` that of the GET's body), and no
+    body. A general-purpose server answers both (RFC 9110, 9.1), but FastAPI's routes answer ``GET`` only (an
+    uptime monitor's ``HEAD /health`` would be a 405); Starlette's own (``/openapi.json``) add ``HEAD``. The request
+    goes on as a ``GET``, so it is authenticated as one, and a path without a ``GET`` answers as a ``GET`` does (404,
+    or 405 with its ``Allow``); the routes are left as they are, and the OpenAPI document lists no ``HEAD``
+    operation. The portal, mounted in the app, is answered the same way."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_head(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_head)
