@@ -214,14 +214,88 @@ def delivery_schedule(template: dict[str, Any] | None = None) -> ScheduleSetting
     return ScheduleSettings(int(match[1]) * _UNIT_SECONDS[match[2]], json.loads(events[0].get("Input", "{}")), timeout)
 
 
+type ScheduledHandler = Callable[[dict[str, Any], Any], Any]
+
+
 def run_schedule(
-    stop: threading.Event, schedule: ScheduleSettings, handler: Callable[[dict[str, Any], Any], Any]
+    stop: threading.Event,
+    schedule: ScheduleSettings,
+    handler: ScheduledHandler,
+    *,
+    concurrency: int = 1,
+    new_handler: Callable[[], ScheduledHandler] | None = None,
 ) -> None:
-    """Invoke ``handler`` with the schedule's input every interval until ``stop`` is set, each time with a context
-    that gives it the function's timeout (as Lambda's does: the sweep works until shortly before it)."""
-    while not stop.wait(schedule.interval_seconds):
+    """Invoke ``handler`` with the schedule's input at a fixed rate until ``stop`` is set, each time with a context
+    that gives it the function's timeout (as Lambda's does: the sweep works until shortly before it).
+
+    The times are counted from the start: start + k x interval, as EventBridge Scheduler's ``rate()`` fires, however
+    long each invocation takes. EventBridge invokes the function on time even while the last invocation runs, and
+    Lambda runs the new one in another container: here up to ``concurrency`` invocations run at once (the local
+    stack's cap on an event source's concurrent invocations, ``--workers``), each in its own thread with a handler
+    of its own (``handler``, then ones from ``new_handler``: another worker, as another container, is needed
+    because a worker runs one invocation at a time). At the cap (always, with ``concurrency`` 1 or no
+    ``new_handler``: the invocation then runs in the calling thread), a time that comes while every handler is busy
+    is kept until one is free and invoked at once then, as Lambda's throttling and EventBridge's retry would do;
+    further times missed meanwhile come to that one invocation rather than a burst (a sweep queues everything due,
+    so a second one straight after would find nothing more), and the times after it stay on the schedule.
+    Invocations still running when ``stop`` is set are waited for."""
+    interval = schedule.interval_seconds
+    threaded = concurrency > 1 and new_handler is not None
+    idle = [handler]
+    made = 1
+    lock = threading.Lock()
+    freed = threading.Event()
+    running: list[threading.Thread] = []
+
+    def invoke(function: ScheduledHandler) -> None:
         context = LambdaContext(DELIVERY_FUNCTION_ID, schedule.function_timeout_seconds, time.time(), str(uuid.uuid4()))
         try:
-            handler(schedule.input, context)
+            function(schedule.input, context)
         except Exception:
             logger.exception("the scheduled invocation failed; the next one runs on time")
+
+    def invoke_and_free(function: ScheduledHandler) -> None:
+        try:
+            invoke(function)
+        finally:
+            with lock:
+                idle.append(function)
+                freed.set()
+
+    def free_handler() -> ScheduledHandler | None:
+        nonlocal made
+        with lock:
+            if idle:
+                return idle.pop()
+            if new_handler is not None and made < concurrency:
+                made += 1
+                return new_handler()
+            freed.clear()
+            return None
+
+    start = time.monotonic()
+    fires = 1  # the number of the next time: start + fires x interval
+    try:
+        while not stop.wait(max(0.0, start + fires * interval - time.monotonic())):
+            if not threaded:
+                invoke(handler)
+            else:
+                function = free_handler()
+                while function is None:
+                    if stop.is_set():
+                        return
+                    freed.wait(1)
+                    function = free_handler()
+                running[:] = [thread for thread in running if thread.is_alive()]
+                running.append(
+                    threading.Thread(
+                        target=invoke_and_free, args=(function,), name="delivery-schedule-invocation", daemon=True
+                    )
+                )
+                running[-1].start()
+            # The next time; if it has passed already, the last one passed (invoked at once).
+            passed = int((time.monotonic() - start) // interval) if interval > 0 else 0
+            fires = max(fires + 1, passed)
+    finally:
+        for thread in running:
+            thread.join()

@@ -57,6 +57,13 @@
 11. ``ChangeMessageVisibility``'s 12-hour cap counts from the message's last receive, as SQS's does. moto counts
    it from the message's send: a message in a queue for more than 12 hours could not be made visible again
    (``VisibilityTimeout: 0``, as the dead-letter listing does after its look), nor hidden for any time.
+12. A stream's shard iterator is forgotten once the one its ``GetRecords`` answered with is used. moto keeps every
+   iterator it hands out (``DynamoDBStreamsBackend.shard_iterators``) for good, and each ``GetRecords`` hands out
+   a new one: the stream's event source, reading four times a second, grew ``make run`` by about 1 GB a day.
+   DynamoDB's expire after 15 minutes. An iterator stays readable until its successor is read, so a read retried
+   after its answer was lost gets the same records again; each reader follows its own iterators, so readers at
+   once do not drop each other's. One never used is kept (one per reader, and one per lost answer). A read of
+   an iterator forgotten is refused with ``ExpiredIteratorException``, as DynamoDB refuses an expired one.
 """
 
 from __future__ import annotations
@@ -483,6 +490,29 @@ def _atomic_updates() -> list[Undo]:
     return [_patch(UpdateExpressionExecutor, "execute", execute)]
 
 
+def _used_iterators_dropped() -> list[Undo]:
+    """Fix 12: an iterator is forgotten once its successor is read."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.dynamodbstreams.models import DynamoDBStreamsBackend
+
+    original = DynamoDBStreamsBackend.get_records
+
+    def get_records(self: Any, iterator_arn: str, limit: int) -> dict[str, Any]:
+        with _DYNAMODB_LOCK:
+            if iterator_arn not in self.shard_iterators:
+                raise JsonRESTError("ExpiredIteratorException", "The shard iterator has expired.")
+            result: dict[str, Any] = original(self, iterator_arn, limit)
+            # Each iterator a GetRecords answered with, and the iterator that read was made with.
+            issued_by: dict[str, str] = self.__dict__.setdefault("herald_issued_by", {})
+            used = issued_by.pop(iterator_arn, None)
+            if used is not None:
+                self.shard_iterators.pop(used, None)
+            issued_by[result["NextShardIterator"]] = iterator_arn
+            return result
+
+    return [_patch(DynamoDBStreamsBackend, "get_records", get_records)]
+
+
 @contextmanager
 def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     """Patch moto for the duration (process-wide: every thread sees it)."""
@@ -494,6 +524,7 @@ def moto_fixes(*, deepcopy_transactions: bool = False) -> Iterator[None]:
     undo += _backends_listed_once()
     undo += _expression_limits()
     undo += _atomic_updates()
+    undo += _used_iterators_dropped()
     try:
         yield
     finally:

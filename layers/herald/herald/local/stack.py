@@ -104,6 +104,18 @@ def _port_argument(value: str) -> int:
     return port
 
 
+def _workers_argument(value: str) -> int:
+    """``--workers`` (argparse's ``type``): a whole number of 1 or more. With none, no queue would be polled and
+    nothing delivered."""
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers: give a whole number of 1 or more")
+    return workers
+
+
 def _family(host: str) -> socket.AddressFamily:
     """The address family of ``host`` (an IPv4 or IPv6 address, or a name)."""
     try:
@@ -288,6 +300,8 @@ def start_workers(count: int, stop: threading.Event, resources: LocalResources) 
     from herald.services import Services
     from herald.worker import Worker
 
+    if count < 1:
+        raise ValueError(f"{count} workers would poll no queue: at least 1 is needed")
     services = Services.create()
     threads: list[threading.Thread] = []
     for source, _, poller in event_source_pollers(resources, services, count):
@@ -301,10 +315,14 @@ def start_workers(count: int, stop: threading.Event, resources: LocalResources) 
     stream = table_stream_poller(services.store.client, streams, resources.table_name, counter.invoke)
     threads.append(threading.Thread(target=stream.run, args=(stop,), name="delivery-stream", daemon=True))
     threads[-1].start()
-    # The schedule that sweeps scheduled work onto the queue, as EventBridge Scheduler runs it.
+    # The schedule that sweeps scheduled work onto the queue, as EventBridge Scheduler runs it (a sweep that runs
+    # past the next time overlaps the next one, in a worker of its own, up to ``count`` at once).
     sweeper = Worker(services)
     args = (stop, delivery_schedule(), sweeper.invoke)
-    threads.append(threading.Thread(target=run_schedule, args=args, name="delivery-schedule", daemon=True))
+    overlaps = {"concurrency": count, "new_handler": lambda: Worker(services).invoke}
+    threads.append(
+        threading.Thread(target=run_schedule, args=args, kwargs=overlaps, name="delivery-schedule", daemon=True)
+    )
     threads[-1].start()
     return threads
 
@@ -394,7 +412,12 @@ def main(argv: list[str] | None = None) -> int:
         type=_port_argument,
         help="port of the embedded AWS (default: HERALD_LOCAL_AWS_PORT, or a free one)",
     )
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="concurrent delivery pollers per queue")
+    parser.add_argument(
+        "--workers",
+        type=_workers_argument,
+        default=DEFAULT_WORKERS,
+        help=f"concurrent delivery pollers per queue, 1 or more (default: {DEFAULT_WORKERS})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the embedded AWS logs every call otherwise

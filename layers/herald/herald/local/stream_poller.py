@@ -31,7 +31,6 @@ from moto.events.models import EventPattern
 
 from herald.local.event_sources import delivery_event_source, delivery_stream_source
 from herald.local.poller import (
-    WINDOW_POLL_SECONDS,
     Handler,
     LambdaContext,
     outlived,
@@ -48,6 +47,12 @@ if TYPE_CHECKING:
     from herald.local.event_sources import StreamSourceSettings
 
 logger = logging.getLogger(__name__)
+
+#: How often a shard is read, within a batching window as between them: Lambda polls a shard four times a second.
+SHARD_READ_SECONDS = 0.25
+#: How often the stream is looked at for shards it has gained, besides when a shard is read to its end (its
+#: children appear then).
+SHARD_DISCOVERY_SECONDS = 60.0
 
 
 def _as_json(value: Any) -> Any:
@@ -106,12 +111,15 @@ class StreamPoller:
         #: Records the filter dropped and batches handed over, as counts (what a test or benchmark looks at).
         self.filtered_out = 0
         self.invocations = 0
+        #: When the stream is to be looked at for new shards next (``time.monotonic``).
+        self._discover_at = 0.0
         self._shards(self.settings.starting_position)  # where the mapping starts: when it is created
 
     def _shards(self, position: str = "TRIM_HORIZON") -> None:
         """Start reading the shards the stream has gained since the last look: those there when the mapping is
         created from its starting position, a shard that appears later (a split) from its beginning, as
         Lambda reads child shards."""
+        self._discover_at = time.monotonic() + SHARD_DISCOVERY_SECONDS
         description = self.client.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
         for shard in description.get("Shards", []):
             shard_id = shard["ShardId"]
@@ -130,8 +138,10 @@ class StreamPoller:
 
     def _read(self) -> int:
         """Read everything every shard holds now, page after page; keep the records the filter passes. Returns
-        how many were read."""
-        self._shards()
+        how many were read. The stream is described only to find new shards: once a shard has been read to its
+        end, and every ``SHARD_DISCOVERY_SECONDS``."""
+        if time.monotonic() >= self._discover_at:
+            self._shards()
         read = 0
         for shard_id, start in list(self._iterators.items()):
             iterator = start
@@ -146,14 +156,19 @@ class StreamPoller:
                     else:
                         self.filtered_out += 1
                 read += len(records)
+                # Kept page by page: a read that fails next starts after what was taken, with an iterator the
+                # stream still knows.
+                self._iterators[shard_id] = iterator
                 if not records:
                     break
-            self._iterators[shard_id] = iterator
+            if start is not None and iterator is None:
+                self._discover_at = 0.0  # the shard has just ended: its children are to be read next
         return read
 
     def poll_once(self, *, window: bool = True) -> int:
         """Hand over one batch of a shard, if the stream holds matching records: gather up to ``batch_size`` for
-        up to the batching window (opened by the first matching record; ``window=False``: what is there now).
+        up to the batching window (opened by the first matching record; the shards are read four times a second
+        meanwhile; ``window=False``: what is there now).
         Returns how many records were handed over."""
         self._read()
         shard_id = next((shard for shard, records in self._pending.items() if records), None)
@@ -162,7 +177,7 @@ class StreamPoller:
         pending = self._pending[shard_id]
         closes = time.monotonic() + (self.settings.maximum_batching_window_seconds if window else 0)
         while len(pending) < self.settings.batch_size and time.monotonic() < closes:
-            time.sleep(WINDOW_POLL_SECONDS)
+            time.sleep(min(SHARD_READ_SECONDS, max(0.0, closes - time.monotonic())))
             self._read()
         batch = pending[: self.settings.batch_size]
         del pending[: self.settings.batch_size]
@@ -219,7 +234,7 @@ class StreamPoller:
             total += handed
         raise AssertionError("the stream never drained")
 
-    def run(self, stop: threading.Event, *, interval_seconds: float = 0.25) -> None:
+    def run(self, stop: threading.Event, *, interval_seconds: float = SHARD_READ_SECONDS) -> None:
         """Poll until ``stop`` is set (the local stack runs this in a thread); Lambda polls a shard four times a
         second."""
         while not stop.is_set():
