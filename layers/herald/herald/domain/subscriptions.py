@@ -8,11 +8,12 @@ is a 422 whose ``details`` say where (``herald.delivery_options``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from herald import ids
 from herald.catalog import catalog, operational_catalog
@@ -27,9 +28,10 @@ from herald.delivery_options import (
     event_schemas,
     example_envelopes,
 )
-from herald.errors import ConflictError, InvalidInputError, NotFoundError
+from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, NotFoundError
 from herald.limits import check_subscription
 from herald.records import SigningSecret, Subscription, Tenant, utcnow
+from herald.storage.subscriptions import CreationKey, CreationKeyTaken
 
 if TYPE_CHECKING:
     from herald.records import Metadata
@@ -101,8 +103,66 @@ def check_operational_types(event_types: list[str]) -> list[str]:
     )
 
 
-async def create(services: Services, tenant_id: str, body: SubscriptionIn) -> Subscription:
-    """Subscribe a URL (checked by the URL policy and the deployment's limits) for a tenant."""
+#: How long a tenant's ``Idempotency-Key`` of a subscription's creation holds: a retry of the request within it gets
+#: the subscription the first made, never a second one.
+CREATION_KEY_HOLDS_SECONDS = 24 * 3600
+
+
+class Created(NamedTuple):
+    """A subscription, and whether it was made before, by an earlier request with the same ``Idempotency-Key``."""
+
+    subscription: Subscription
+    replayed: bool = False
+
+
+async def create(
+    services: Services, tenant_id: str, body: SubscriptionIn, *, idempotency_key: str | None = None
+) -> Created:
+    """Subscribe a URL (checked by the URL policy and the deployment's limits) for a tenant. With an
+    ``idempotency_key``, once: a retry of the same request within ``CREATION_KEY_HOLDS_SECONDS`` (after a timeout,
+    a lost answer, a double click) gets the subscription the first made (``replayed``), however many are sent at
+    once; the key with another request is a 409, as is a retry after its subscription was deleted."""
+    if idempotency_key is None:
+        return Created(await _create(services, tenant_id, body))
+    fingerprint = _fingerprint(body)
+    earlier = _made_with_key(services, tenant_id, idempotency_key, fingerprint)
+    if earlier is not None:
+        return Created(earlier, replayed=True)
+    expires_at = int(utcnow().timestamp()) + CREATION_KEY_HOLDS_SECONDS
+    try:
+        sub = await _create(services, tenant_id, body, CreationKey(idempotency_key, fingerprint, expires_at))
+    except CreationKeyTaken:
+        earlier = _made_with_key(services, tenant_id, idempotency_key, fingerprint)
+        if earlier is None:  # made, and deleted already
+            raise IdempotencyConflictError("this Idempotency-Key made a subscription deleted since") from None
+        return Created(earlier, replayed=True)
+    return Created(sub)
+
+
+def _fingerprint(body: SubscriptionIn) -> str:
+    """What a request with an ``Idempotency-Key`` asked, as a digest: its retry asks the same."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _made_with_key(services: Services, tenant_id: str, idempotency_key: str, fingerprint: str) -> Subscription | None:
+    """The subscription an earlier request with the tenant's ``idempotency_key`` made, None if none did (or the key
+    no longer holds); a 409 if that request asked something else, or its subscription is gone."""
+    found = services.store.subscriptions.creation(tenant_id, idempotency_key)
+    if found is None:
+        return None
+    sub_id, made_for = found
+    if made_for != fingerprint:
+        raise IdempotencyConflictError(f"this Idempotency-Key made subscription {sub_id} with another request")
+    sub = services.store.subscriptions.get(tenant_id, sub_id)
+    if sub is None:
+        raise IdempotencyConflictError(f"this Idempotency-Key made subscription {sub_id}, deleted since")
+    return sub
+
+
+async def _create(
+    services: Services, tenant_id: str, body: SubscriptionIn, creation_key: CreationKey | None = None
+) -> Subscription:
     url = await services.url_policy.check_new_url(str(body.url))
     event_types = check_event_types(body.event_types)
     check_subscription(
@@ -122,7 +182,9 @@ async def create(services: Services, tenant_id: str, body: SubscriptionIn) -> Su
         rate_limit=body.rate_limit,
         options=options,
     )
-    services.store.subscriptions.create(sub, max_subscriptions=services.settings.max_subscriptions_per_tenant)
+    services.store.subscriptions.create(
+        sub, max_subscriptions=services.settings.max_subscriptions_per_tenant, creation_key=creation_key
+    )
     return sub
 
 

@@ -4,6 +4,7 @@ Every change goes through ``herald.domain`` (the same rules and messages as the 
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from herald.catalog import catalog
 from herald.delivery_options import CustomHeaders
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
-from herald.errors import InvalidInputError
+from herald.errors import IdempotencyConflictError, InvalidInputError
 from herald.portal.render import moment, page
 from herald.portal.security import change_form, fields_list, manager, visitor
 from herald.records import Delivery, DeliveryStatus, utcnow
@@ -124,10 +125,21 @@ def _form_page(
     )
 
 
+#: The new-endpoint form's field naming its one creation (the ``Idempotency-Key`` the API takes): sent twice (a
+#: double click with scripting off, a reload that posts again), it makes one endpoint.
+REQUEST_KEY_FIELD = "request_key"
+
+
+def _new_form_page(request: Request, guest: Visitor, values: dict[str, Any], **context: Any) -> Response:
+    """The new-endpoint form, with a fresh key for the creation it sends."""
+    key = secrets.token_urlsafe(16)
+    return _form_page(request, guest, values, request_key_field=REQUEST_KEY_FIELD, request_key=key, **context)
+
+
 @router.get("/new")
 async def new_endpoint(request: Request) -> Response:
     guest = manager(_guest(request))
-    return _form_page(
+    return _new_form_page(
         request, guest, {"url": "", "event_types": [], "description": "", "rate_limit": None, "metadata": {}}
     )
 
@@ -135,11 +147,20 @@ async def new_endpoint(request: Request) -> Response:
 @router.post("")
 async def create_endpoint(request: Request) -> Response:
     guest = _guest(request)
-    values = _form_values(await change_form(request, guest))
+    form = await change_form(request, guest)
+    values = _form_values(form)
+    key = form.get(REQUEST_KEY_FIELD) or None
     try:
-        sub = await subscriptions.create(guest.services, guest.tenant_id, SubscriptionIn.model_validate(values))
+        body = SubscriptionIn.model_validate(values)
+        sub, _ = await subscriptions.create(
+            guest.services, guest.tenant_id, body, idempotency_key=f"portal:{key}" if key else None
+        )
     except (ValidationError, InvalidInputError) as exc:
-        return _form_page(request, guest, values, errors=_errors(exc), status_code=422)
+        return _new_form_page(request, guest, values, errors=_errors(exc), status_code=422)
+    except IdempotencyConflictError:
+        # This form made an endpoint already, and was changed and sent again (the browser's back button).
+        errors = ["This form created an endpoint already; its changes were not saved. Send it again to create another."]
+        return _new_form_page(request, guest, values, errors=errors, status_code=409)
     return _back(sub.id, "created")
 
 

@@ -11,6 +11,7 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
     event counts  EVENT#<evt>         #COUNTS           what the counters gained since, and ``enqueued`` (which also
                                                         marks publishing's direct fan-out as counted)
     idempotency   IDEMPOTENCY#<key>   #IDEMPOTENCY
+    sub idempotency SUBKEY#<tnt>#<sha256> #SUBKEY      ``subscription_id``, ``fingerprint``: a create's Idempotency-Key
     delivery      DELIVERIES#<sub>    <dlv>             its id sorts by its event's time: the partition lists them
                                                         gsi2: SUB#<sub>#<status> / <created>#<dlv> (not once succeeded)
                                                         (from its first recorded attempt or release)
@@ -150,6 +151,12 @@ def fanout_claim(event_id: str, position: str) -> Key:
 
 def idempotency(idempotency_key: str) -> Key:
     return {"pk": f"IDEMPOTENCY#{idempotency_key}", "sk": "#IDEMPOTENCY"}
+
+
+def subscription_idempotency(tenant_id: str, idempotency_key: str) -> Key:
+    """A tenant's ``Idempotency-Key`` of a subscription's creation, by its SHA-256 (any key, any length, one size)."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return {"pk": f"SUBKEY#{tenant_id}#{digest}", "sk": "#SUBKEY"}
 
 
 def delivery_partition(delivery_id: str) -> str:

@@ -23,7 +23,16 @@ from herald.limits import LimitExceededError, too_many_subscriptions
 from herald.records import Isolation, Subscription
 from herald.storage import keys
 from herald.storage.isolation import LAST_WRITE
-from herald.storage.table import LISTING_PAGE_BYTES, MAX_TRANSACTION_ACTIONS, PageResult, record, strip, to_item, values
+from herald.storage.table import (
+    LISTING_PAGE_BYTES,
+    MAX_TRANSACTION_ACTIONS,
+    PageResult,
+    cancellation_codes,
+    record,
+    strip,
+    to_item,
+    values,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -118,26 +127,68 @@ def _count(tenant_id: str, delta: int, *, below: int | None = None) -> dict[str,
 MAX_ROUTE_CHANGES = MAX_TRANSACTION_ACTIONS - 1
 
 
+class CreationKey(NamedTuple):
+    """A subscription created under a tenant's ``Idempotency-Key``: the key, the request's fingerprint, and until
+    when the key holds (epoch seconds)."""
+
+    key: str
+    fingerprint: str
+    expires_at: int
+
+
+class CreationKeyTaken(Exception):
+    """The ``Idempotency-Key`` made a subscription already (another request with it got there first)."""
+
+
 class SubscriptionRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def create(self, sub: Subscription, *, max_subscriptions: int | None = None) -> None:
+    def create(
+        self, sub: Subscription, *, max_subscriptions: int | None = None, creation_key: CreationKey | None = None
+    ) -> None:
         """Store a new subscription and count it on its tenant, refusing it (LimitExceededError) if the
-        tenant already has ``max_subscriptions``, or (NotFoundError) if the tenant is gone."""
+        tenant already has ``max_subscriptions``, or (NotFoundError) if the tenant is gone. With ``creation_key``,
+        in the same transaction, the record that the key made it: refused (``CreationKeyTaken``) if the key holds
+        for another creation already."""
         actions: list[dict[str, Any]] = [
             {"Put": {"Item": _item(sub), "ConditionExpression": "attribute_not_exists(pk)"}},
             _count(sub.tenant_id, 1, below=max_subscriptions),
         ]
+        if creation_key is not None:
+            record_of_key = {
+                **keys.subscription_idempotency(sub.tenant_id, creation_key.key),
+                "subscription_id": sub.id,
+                "fingerprint": creation_key.fingerprint,
+                "expires_at": creation_key.expires_at,
+            }
+            condition = "attribute_not_exists(pk) OR expires_at <= :now"
+            actions.append(
+                {
+                    "Put": {
+                        "Item": to_item(record_of_key),
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeValues": values(now=self._table.now()),
+                    }
+                }
+            )
         actions += [{"Put": {"Item": _route_item(sub, event_type)}} for event_type in sorted(_routes(sub))]
         try:
             self._table.transact(actions, conflict_attempts=4)
         except ClientError as exc:
+            if creation_key is not None and cancellation_codes(exc)[2:3] == ["ConditionalCheckFailed"]:
+                raise CreationKeyTaken(creation_key.key) from exc
             if self._table.read(keys.tenant(sub.tenant_id)) is None:
                 raise NotFoundError(f"tenant {sub.tenant_id} not found") from exc
             if max_subscriptions is not None and self.count(sub.tenant_id) >= max_subscriptions:
                 raise too_many_subscriptions(max_subscriptions) from exc
             raise ConflictError(f"subscription {sub.id} already exists") from exc
+
+    def creation(self, tenant_id: str, idempotency_key: str) -> tuple[str, str] | None:
+        """The subscription the tenant's ``Idempotency-Key`` made, and the fingerprint of the request that made it
+        (read strongly); None if the key made none, or no longer holds."""
+        found = self._table.read(keys.subscription_idempotency(tenant_id, idempotency_key))
+        return (str(found["subscription_id"]), str(found["fingerprint"])) if found else None
 
     def import_many(self, subs: Sequence[Subscription]) -> None:
         """Write many new subscriptions with their routing items by BatchWriteItem (bulk imports, load

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Body, Response, status
+from fastapi import Body, Header, Response, status
 
 from herald.api.deps import CallerDep, IteratorQuery, LimitQuery, ServicesDep, TenantDep
 from herald.api.routers import api_router
@@ -46,17 +46,44 @@ def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Subscribe a URL to event types",
-    responses=_answers(404, 409, 422, 503),
+    responses={
+        **_answers(404, 409, 422, 503),
+        status.HTTP_201_CREATED: {
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when an earlier request with the same `Idempotency-Key` made the "
+                    "subscription: the answer is that subscription, and no other was made. Absent otherwise.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            }
+        },
+    },
 )
 async def create_subscription(
-    body: SubscriptionIn, services: ServicesDep, tenant_id: TenantDep
+    body: SubscriptionIn,
+    response: Response,
+    services: ServicesDep,
+    tenant_id: TenantDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Makes retries safe: for 24 hours, a request with the same key and body answers the "
+            "subscription the first made instead of making another (the same key with another body is a 409).",
+        ),
+    ] = None,
 ) -> SubscriptionWithSecret:
     """Answers with the subscription's `whsec_` signing secret: verify every delivery with it.
 
     Optional delivery options: `headers` (extra request headers; `sensitive` ones are never shown back),
     `filter` (only the events whose payload matches) and `transform` (a JMESPath expression giving the body
-    sent). Each is checked here; a problem is a 422 saying where."""
-    sub = await subscriptions.create(services, tenant_id, body)
+    sent). Each is checked here; a problem is a 422 saying where. An `Idempotency-Key` makes a retry safe (after a
+    timeout or a 503): without one, a request whose answer was lost and is sent again makes a second subscription,
+    and every event is then delivered to both."""
+    sub, replayed = await subscriptions.create(services, tenant_id, body, idempotency_key=idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return SubscriptionWithSecret(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
 
 
