@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from herald.errors import ServiceUnavailableError
 from herald.queue import MAX_DELAY_SECONDS
 from herald.storage import keys
 from herald.storage.table import to_item
 from tests.api_support import queue_messages
 from tests.delivery_support import (
+    CallRecorder,
     attempts,
     deliveries,
     delivery_id_of,
@@ -490,3 +492,95 @@ def test_a_deliverys_attempts_are_listed_as_long_as_it_is_however_late_its_last(
     # THEN while the delivery is listed, its whole attempt log is: it and its attempts go together
     assert seen[:3] == [[(3, [1, 2, 3])]] * 3
     assert seen[3] == []
+
+
+def _logs(client, tenant, sub_id: str) -> list[tuple[int, list[int]]]:
+    """Each listed delivery's attempt count, and the attempt numbers its log lists."""
+    return [
+        (listed["attempts"], [a["attempt_number"] for a in attempts(client, tenant, sub_id, listed["id"])])
+        for listed in deliveries(client, tenant, sub_id)
+    ]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
+def test_a_delivery_cancelled_late_is_not_listed_past_its_attempt_log(client, tenant, harness, clock, receiver) -> None:
+    # GIVEN a delivery whose two scheduled attempts failed, retried by hand 29 days on, and its subscription disabled
+    # before that retry runs (the delivery is cancelled: written again, without an attempt)
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    step(harness, clock, 120)
+    (failed,) = deliveries(client, tenant, sub.id)
+    start = clock.now
+    harness.services.store.table.clock = clock
+    clock.advance(29 * 86400)
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    disabled = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": False}, headers=tenant.headers)
+    assert disabled.status_code == 200, disabled.text
+    harness.reveal()
+    harness.drain()
+    assert len(receiver.received) == 2
+    # WHEN the log is read as days go by
+    seen = []
+    for day in (29.5, 31, 45):
+        harness.services.store.table.clock = lambda then=start + day * 86400: then
+        seen.append(_logs(client, tenant, sub.id))
+    # THEN the delivery is listed with its whole log, or not at all: the cancellation did not keep it past its log
+    assert seen[0] == [(2, [1, 2])]
+    for listed in seen[1:]:
+        assert all(count == len(numbers) for count, numbers in listed), seen
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
+def test_earlier_attempts_not_kept_longer_for_a_throttle_do_not_send_the_attempt_again(
+    client, tenant, harness, clock, receiver, monkeypatch
+) -> None:
+    # GIVEN a delivery whose two scheduled attempts failed, retried by hand two days on, and DynamoDB refusing once
+    # to keep its earlier attempts as long as the new one (a throttle)
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    publish(client, tenant.id)
+    harness.drain()
+    step(harness, clock, 120)
+    (failed,) = deliveries(client, tenant, sub.id)
+    repository = harness.services.store.deliveries
+    keep = repository.keep_attempts
+
+    def throttled_once(*args: Any) -> None:
+        monkeypatch.setattr(repository, "keep_attempts", keep)
+        raise ServiceUnavailableError("DynamoDB throttled the update")
+
+    monkeypatch.setattr(repository, "keep_attempts", throttled_once)
+    clock.advance(2 * 86400)
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    # WHEN the retry runs, and the worker goes on
+    harness.reveal()
+    harness.drain()
+    step(harness, clock, 400)
+    # THEN the attempt was made and recorded once: sent three times in all, three attempts logged
+    assert len(receiver.received) == 3
+    assert _logs(client, tenant, sub.id) == [(3, [1, 2, 3])]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,600,600,600"}])
+def test_a_delivery_retried_to_the_end_of_its_schedule_keeps_its_log_without_extra_writes(
+    client, tenant, harness, clock, receiver
+) -> None:
+    # GIVEN deliveries failing every attempt of their schedule, each step jittered (up to 20 % longer)
+    receiver.default = (500, {}, b"down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    updates = CallRecorder(harness.services.store.client, ["UpdateItem"])
+    for _ in range(4):
+        publish(client, tenant.id)
+    harness.drain()
+    # WHEN they are retried to the end
+    for _ in range(8):
+        step(harness, clock, 400)
+    # THEN each is failed with its four attempts logged, and no attempt had to be kept longer afterwards: the log
+    # was kept to the schedule's latest end from its first item
+    assert _logs(client, tenant, sub.id) == [(4, [1, 2, 3, 4])] * 4
+    kept_longer = [call for call in updates.of("UpdateItem") if call.params["Key"]["sk"]["S"].startswith("ATTEMPT#")]
+    assert kept_longer == []

@@ -44,8 +44,9 @@ class RetryPolicy:
 
     @property
     def span_seconds(self) -> float:
-        """The schedule's whole span, each step as scheduled (no jitter, no ``Retry-After``)."""
-        return float(sum(self.schedule[1:]))
+        """The schedule's whole span, each step at its longest jitter: the latest a delivery retried to the end of
+        its schedule makes its last attempt after its first, but for a ``Retry-After`` or a throttle's floor."""
+        return (1 + self.jitter) * sum(self.schedule[1:])
 
     @property
     def shortest_span_seconds(self) -> float:

@@ -97,6 +97,8 @@ class DeliveryState:
     held_at: float = 0.0
     #: When that copy comes back (``HELD_UNTIL``; 0 if the hold did not say, as an item written before did not).
     held_until: float = 0.0
+    #: When the item expires, as read (epoch seconds; 0 if it does not say).
+    expires_at: int = 0
 
 
 class Hold(NamedTuple):
@@ -130,6 +132,7 @@ def state_of(item: dict[str, Any]) -> DeliveryState:
         carried={name: item[name] for name in (FIRST_ATTEMPT, FIRST_ATTEMPT_AT, LOG_EXPIRES_AT) if name in item},
         held_at=float(item.get(HELD_AT, 0)),
         held_until=float(item.get(HELD_UNTIL, 0)),
+        expires_at=int(item.get("expires_at", 0)),
     )
 
 

@@ -28,6 +28,7 @@ from herald.delivery_options import (
     request_headers,
     transform_from_stored,
 )
+from herald.errors import ServiceUnavailableError
 from herald.messages import SINGLE_SHOT_TRIGGERS
 from herald.metrics import Metric
 from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, Subscription, Trigger
@@ -77,10 +78,16 @@ class _Job:
         return self.stored.event
 
     def expiry(self, worker: Worker) -> int:
-        """When the delivery's item and its attempts written now expire (``kept_until``), and never before the
-        attempts it has as items of their own (``LOG_EXPIRES_AT``): a delivery listed is listed with its log."""
-        kept = kept_until(self.now, worker.settings.attempt_ttl_days, self.stored.expires_at)
-        return max(kept, int(self.carried.get(LOG_EXPIRES_AT, 0)))
+        """When the delivery's item written now without an attempt (a claim, a cancellation) expires: a delivery
+        listed is listed with its whole attempt log. One with attempts kept as items of their own stays as long as
+        it was (and as its log, ``LOG_EXPIRES_AT``): only an attempt recorded moves it on (``_log_kept``). Any other
+        is kept ``kept_until`` from now."""
+        log = int(self.carried.get(LOG_EXPIRES_AT, 0))
+        previous = self.previous
+        inside = 1 if FIRST_ATTEMPT in self.carried else 0
+        if previous is not None and self.state is not None and previous.attempts > inside:
+            return max(log, self.state.expires_at)
+        return max(kept_until(self.now, worker.settings.attempt_ttl_days, self.stored.expires_at), log)
 
     @property
     def previous(self) -> Delivery | None:
@@ -667,27 +674,41 @@ async def _record(
     )
 
 
+#: Beyond the retry schedule's latest end, how late its last attempt may come and find its log kept (a backlog, the
+#: schedule's sweep a minute late, a rate limit's postponements) without keeping the earlier attempts longer again.
+LOG_SLACK_SECONDS = 3600
+
+
 async def _log_kept(
     worker: Worker, job: _Job, settled: Delivery, attempt: Attempt, *, token: str | None, carried: dict[str, Any]
 ) -> int:
     """When the delivery and ``attempt`` expire as they are recorded: its attempt log goes with it. An attempt kept
-    inside the delivery goes with it anyway. One kept as an item of its own expires with the delivery's next writes,
-    whatever they are, since each keeps the delivery at least until ``LOG_EXPIRES_AT`` (``_Job.expiry``); when the
-    attempt must outlive that (the first item of the log, or an attempt long after the last: a manual retry, a
-    recovery), the log is kept as long as the retry schedule's span beyond it (``carried`` says until when), and
-    its earlier attempts with it (``DeliveryRepository.keep_attempts``), so the schedule's next attempts need
-    no more of those writes."""
-    expires_at = job.expiry(worker)
+    inside the delivery goes with it anyway. One kept as an item of its own is kept ``kept_until`` from now, and
+    the log with it (``carried`` says until when: ``LOG_EXPIRES_AT``): the first such item, or one made after the
+    log's expiry (a manual retry, a recovery), keeps it until the retry schedule's end at the latest
+    (``RetryPolicy.span_seconds`` from the first attempt, and ``LOG_SLACK_SECONDS``), its earlier attempts with it
+    (``DeliveryRepository.keep_attempts``), so the schedule's next attempts need no more of those writes. Those
+    writes are the log's, not the attempt's: refused (throttled), the attempt is recorded all the same, and the
+    next record tries them again."""
     if kept_inside(settled, attempt, token=token, job_id=job.message.job_id):
-        return expires_at
-    if expires_at <= int(carried.get(LOG_EXPIRES_AT, 0)):
-        return expires_at
-    ahead = job.now + timedelta(seconds=worker.policy.span_seconds)
-    until = kept_until(ahead, worker.settings.attempt_ttl_days, job.stored.expires_at)
-    first = 2 if FIRST_ATTEMPT in carried else 1  # kept inside the delivery, which goes with it
-    earlier = range(first, attempt.attempt_number)
-    if earlier:
-        await worker.io(worker.store.deliveries.keep_attempts, settled.id, earlier, until)
+        return job.expiry(worker)
+    ttl = worker.settings.attempt_ttl_days
+    needed = kept_until(job.now, ttl, job.stored.expires_at)
+    log = int(carried.get(LOG_EXPIRES_AT, 0))
+    if needed <= log:
+        return max(log, job.expiry(worker))
+    last = (job.first_attempt_at or job.now) + timedelta(seconds=worker.policy.span_seconds + LOG_SLACK_SECONDS)
+    until = max(kept_until(last, ttl, job.stored.expires_at), needed)
+    inside = 2 if FIRST_ATTEMPT in carried else 1  # attempt 1 kept inside the delivery goes with it
+    earlier = range(inside, attempt.attempt_number)
+    try:
+        if earlier:
+            await worker.io(worker.store.deliveries.keep_attempts, settled.id, earlier, until)
+    except ServiceUnavailableError:
+        logger.warning(
+            "the delivery's earlier attempts not kept as long as it: tried again at its next record", extra=job.log
+        )
+        return until
     carried[LOG_EXPIRES_AT] = until
     return until
 
