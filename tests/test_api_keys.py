@@ -534,15 +534,20 @@ def test_an_empty_iterator_on_the_keys_listing_is_the_first_page(client, tenant)
     assert [key["prefix"] for key in listed.json()["data"]] == [tenant.key[:10]]
 
 
-def test_a_deletion_that_failed_takes_back_its_own_mark_not_another_deletions(tenant, services) -> None:
-    # GIVEN two deletions of the tenant begun in the same second, the first of which fails and takes its mark back
+@pytest.mark.parametrize("failed", ["first", "second"])
+def test_a_deletion_that_failed_takes_back_its_own_mark_not_another_deletions(tenant, services, failed: str) -> None:
+    # GIVEN two deletions of the tenant under way at once, begun in the same second, one of which fails and takes
+    # its mark back
     repository = services.store.tenants
     now = datetime.now(UTC).timestamp()
-    first = repository.mark_deleting(tenant.id, now)
-    repository.mark_deleting(tenant.id, now + 0.3)
-    repository.unmark_deleting(tenant.id, first)
-    # WHEN a key is issued while the second is under way
+    marks = [repository.mark_deleting(tenant.id, now), repository.mark_deleting(tenant.id, now + 0.3)]
+    repository.unmark_deleting(tenant.id, marks[0 if failed == "first" else 1])
+    # WHEN a key is issued while the other is under way
     key, secret = tenant_domain._new_key(tenant.id)
-    # THEN it is refused: the second deletion's mark is still there
+    # THEN it is refused: the other deletion's mark is still there
     with pytest.raises(NotFoundError):
         repository.add_key(key, ids.hash_api_key(secret), now=now + 0.5)
+    # AND once that one fails too, keys are issued again
+    repository.unmark_deleting(tenant.id, marks[1 if failed == "first" else 0])
+    repository.add_key(key, ids.hash_api_key(secret), now=now + 0.6)
+    assert repository.count_keys(tenant.id, up_to=10) == 2

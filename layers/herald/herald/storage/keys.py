@@ -71,7 +71,7 @@ STORAGE_ATTRIBUTES = frozenset(
         # When a tenant's portal access was last revoked, and when its deletion began (``storage.tenants``).
         "portal_revoked_at",
         "deleting_at",
-        "deletion_token",
+        "deletion_tokens",
     }
 )
 #: The tenant listing's partition in gsi1.

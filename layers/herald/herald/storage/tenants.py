@@ -38,8 +38,8 @@ PORTAL_REVOKED_AT = "portal_revoked_at"
 #: A tenant item's attribute: when its deletion began (``mark_deleting``, epoch seconds). No API key is added to it
 #: for ``DELETING_HOLDS_SECONDS`` after: a deletion lists the keys to delete after it.
 DELETING_AT = "deleting_at"
-#: Beside ``DELETING_AT``: the token of the deletion that made the mark, the one that may take it back.
-DELETION = "deletion_token"
+#: Beside ``DELETING_AT``: the tokens of the deletions under way (a string set), each taken out by its own.
+DELETIONS = "deletion_tokens"
 #: How long a deletion's mark refuses new keys: past the longest request (API Gateway's 29 s). A deletion that fails
 #: (a 503, the tenant still there) takes its mark back (``unmark_deleting``); should that fail too, the tenant can
 #: get keys again once this is over.
@@ -128,33 +128,41 @@ class TenantRepository:
 
     def mark_deleting(self, tenant_id: str, now: float) -> str:
         """Note that the tenant's deletion begins at ``now`` (epoch seconds): ``add_key`` refuses its new keys for
-        ``DELETING_HOLDS_SECONDS``. The mark's own token, for ``unmark_deleting``: two deletions at once each have
-        theirs. ``NotFoundError`` if there is no such tenant."""
+        ``DELETING_HOLDS_SECONDS``. The deletion's own token, for ``unmark_deleting``: deletions at once each have
+        theirs, and the mark stays while any of them is under way. ``NotFoundError`` if there is no such tenant."""
         token = secrets.token_hex(8)
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.tenant(tenant_id)),
-                UpdateExpression="SET #deleting = :now, #deletion = :token",
+                UpdateExpression="SET #deleting = :now ADD #deletions :token",
                 ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={"#deleting": DELETING_AT, "#deletion": DELETION},
-                ExpressionAttributeValues=to_item({":now": int(now), ":token": token}),
+                ExpressionAttributeNames={"#deleting": DELETING_AT, "#deletions": DELETIONS},
+                ExpressionAttributeValues=to_item({":now": int(now), ":token": {token}}),
             )
         except ClientError as exc:
             raise NotFoundError(f"tenant {tenant_id} not found") from exc
         return token
 
     def unmark_deleting(self, tenant_id: str, token: str) -> None:
-        """Take back the mark ``mark_deleting`` made with ``token``: the deletion failed, and the tenant stays. The
-        mark of another deletion since, or a tenant gone, is left as it is."""
+        """Take back the deletion ``token`` names (``mark_deleting``): it failed, and the tenant stays. The mark goes
+        once no other deletion is under way (DynamoDB removes a set left empty), in a second write that checks it;
+        a tenant gone is left as it is."""
         with contextlib.suppress(ClientError):
             self._table.call(
                 "update_item",
                 Key=to_item(keys.tenant(tenant_id)),
-                UpdateExpression="REMOVE #deleting, #deletion",
-                ConditionExpression="attribute_exists(pk) AND #deletion = :token",
-                ExpressionAttributeNames={"#deleting": DELETING_AT, "#deletion": DELETION},
-                ExpressionAttributeValues=to_item({":token": token}),
+                UpdateExpression="DELETE #deletions :token",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#deletions": DELETIONS},
+                ExpressionAttributeValues=to_item({":token": {token}}),
+            )
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.tenant(tenant_id)),
+                UpdateExpression="REMOVE #deleting",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#deletions)",
+                ExpressionAttributeNames={"#deleting": DELETING_AT, "#deletions": DELETIONS},
             )
 
     def list(self, *, limit: int, cursor: str | None) -> PageResult[Tenant]:
