@@ -460,11 +460,8 @@ def test_a_delivery_is_kept_as_long_as_its_event_even_when_attempts_are_kept_les
         assert int(item["expires_at"]["N"]) >= stored.expires_at
 
 
-@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
-def test_a_deliverys_attempts_are_listed_as_long_as_it_is_however_late_its_last(
-    client, tenant, harness, clock, receiver
-) -> None:
-    # GIVEN a delivery whose two scheduled attempts failed, and a manual retry of it 29 days on, failing too
+def _failed_twice(client, tenant, harness, clock, receiver) -> tuple[Any, dict[str, Any]]:
+    """A subscription whose endpoint answers 500, and its delivery failed at both attempts of a ``0,60`` schedule."""
     receiver.default = (500, {}, b"down", 0.0)
     sub = subscribe(client, tenant, receiver.url)
     publish(client, tenant.id)
@@ -472,6 +469,15 @@ def test_a_deliverys_attempts_are_listed_as_long_as_it_is_however_late_its_last(
     step(harness, clock, 120)
     (failed,) = deliveries(client, tenant, sub.id)
     assert (failed["status"], failed["attempts"]) == ("failed", 2)
+    return sub, failed
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
+def test_a_deliverys_attempts_are_listed_as_long_as_it_is_however_late_its_last(
+    client, tenant, harness, clock, receiver
+) -> None:
+    # GIVEN a delivery whose two scheduled attempts failed, and a manual retry of it 29 days on, failing too
+    sub, failed = _failed_twice(client, tenant, harness, clock, receiver)
     start = clock.now
     harness.services.store.table.clock = clock
     clock.advance(29 * 86400)
@@ -506,12 +512,7 @@ def _logs(client, tenant, sub_id: str) -> list[tuple[int, list[int]]]:
 def test_a_delivery_cancelled_late_is_not_listed_past_its_attempt_log(client, tenant, harness, clock, receiver) -> None:
     # GIVEN a delivery whose two scheduled attempts failed, retried by hand 29 days on, and its subscription disabled
     # before that retry runs (the delivery is cancelled: written again, without an attempt)
-    receiver.default = (500, {}, b"down", 0.0)
-    sub = subscribe(client, tenant, receiver.url)
-    publish(client, tenant.id)
-    harness.drain()
-    step(harness, clock, 120)
-    (failed,) = deliveries(client, tenant, sub.id)
+    sub, failed = _failed_twice(client, tenant, harness, clock, receiver)
     start = clock.now
     harness.services.store.table.clock = clock
     clock.advance(29 * 86400)
@@ -539,12 +540,7 @@ def test_earlier_attempts_not_kept_longer_for_a_throttle_do_not_send_the_attempt
 ) -> None:
     # GIVEN a delivery whose two scheduled attempts failed, retried by hand two days on, and DynamoDB refusing once
     # to keep its earlier attempts as long as the new one (a throttle)
-    receiver.default = (500, {}, b"down", 0.0)
-    sub = subscribe(client, tenant, receiver.url)
-    publish(client, tenant.id)
-    harness.drain()
-    step(harness, clock, 120)
-    (failed,) = deliveries(client, tenant, sub.id)
+    sub, failed = _failed_twice(client, tenant, harness, clock, receiver)
     repository = harness.services.store.deliveries
     keep = repository.keep_attempts
 
