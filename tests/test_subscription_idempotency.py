@@ -131,7 +131,38 @@ def test_the_portals_new_endpoint_form_sent_twice_makes_one_endpoint(
     # AND the form changed and sent again with that key (the back button) says so, and makes nothing
     changed = me.post("/portal/endpoints", data={**form, "description": "changed"}, follow_redirects=False)
     assert changed.status_code == 409
-    assert "created an endpoint already" in html.unescape(changed.text)
+    assert "The endpoint this form created exists" in html.unescape(changed.text)
     assert len(_listed(client, tenant)) == 1
     # AND a new form has a new key
     assert re.findall(r'name="request_key" value="([^"]+)"', me.get("/portal/endpoints/new").text) != [key]
+
+
+def test_a_key_with_a_header_value_changed_is_a_409(client, tenant, receiver) -> None:
+    # GIVEN a subscription created with a key, and a header whose value is a secret (never shown back)
+    headers = {"Authorization": {"value": "Bearer wrong", "sensitive": True}, "X-Route": {"value": "old"}}
+    first = _create(client, tenant, receiver.url, "create-hook-1", headers=headers)
+    assert first.status_code == 201, first.text
+    # WHEN the request is sent again with the key and the values corrected
+    corrected = {"Authorization": {"value": "Bearer right", "sensitive": True}, "X-Route": {"value": "new"}}
+    again = _create(client, tenant, receiver.url, "create-hook-1", headers=corrected)
+    # THEN it is another request: a 409, not the first subscription answered as if it had been made as asked
+    assert_error(again, 409, "idempotency_key_reused")
+
+
+def test_the_portals_form_sent_again_once_its_endpoint_was_deleted_says_so(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN the new-endpoint form sent, and the endpoint it made deleted
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    (key,) = re.findall(r'name="request_key" value="([^"]+)"', me.get("/portal/endpoints/new").text)
+    form = {"csrf_token": csrf, "request_key": html.unescape(key), "url": receiver.url, "event_types": "invoice.paid"}
+    assert me.post("/portal/endpoints", data=form, follow_redirects=False).status_code == 303
+    (made,) = _listed(client, tenant)
+    assert client.delete(f"/v1/subscriptions/{made}", headers=tenant.headers).status_code == 204
+    # WHEN the same form is sent again (a reload)
+    again = me.post("/portal/endpoints", data=form, follow_redirects=False)
+    # THEN the page says the endpoint was deleted since, and makes nothing
+    assert again.status_code == 409
+    assert "was deleted since" in html.unescape(again.text)
+    assert _listed(client, tenant) == []

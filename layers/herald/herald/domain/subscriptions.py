@@ -108,6 +108,10 @@ def check_operational_types(event_types: list[str]) -> list[str]:
 CREATION_KEY_HOLDS_SECONDS = 24 * 3600
 
 
+class KeyedSubscriptionGone(IdempotencyConflictError):
+    """The ``Idempotency-Key`` made a subscription, deleted since: a retry does not make it again."""
+
+
 class Created(NamedTuple):
     """A subscription, and whether it was made before, by an earlier request with the same ``Idempotency-Key``."""
 
@@ -134,14 +138,20 @@ async def create(
     except CreationKeyTaken:
         earlier = _made_with_key(services, tenant_id, idempotency_key, fingerprint)
         if earlier is None:  # made, and deleted already
-            raise IdempotencyConflictError("this Idempotency-Key made a subscription deleted since") from None
+            raise KeyedSubscriptionGone("this Idempotency-Key made a subscription deleted since") from None
         return Created(earlier, replayed=True)
     return Created(sub)
 
 
 def _fingerprint(body: SubscriptionIn) -> str:
-    """What a request with an ``Idempotency-Key`` asked, as a digest: its retry asks the same."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """What a request with an ``Idempotency-Key`` asked, as a digest: its retry asks the same. Its headers' values
+    count, which a dump writes as ``**********`` (secrets): a value changed is another request."""
+    asked = body.model_dump(mode="json")
+    asked["headers"] = {
+        name: {**asked["headers"][name], "value": header.value.get_secret_value()}
+        for name, header in body.headers.items()
+    }
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -156,7 +166,7 @@ def _made_with_key(services: Services, tenant_id: str, idempotency_key: str, fin
         raise IdempotencyConflictError(f"this Idempotency-Key made subscription {sub_id} with another request")
     sub = services.store.subscriptions.get(tenant_id, sub_id)
     if sub is None:
-        raise IdempotencyConflictError(f"this Idempotency-Key made subscription {sub_id}, deleted since")
+        raise KeyedSubscriptionGone(f"this Idempotency-Key made subscription {sub_id}, deleted since")
     return sub
 
 

@@ -157,9 +157,15 @@ async def create_endpoint(request: Request) -> Response:
         )
     except (ValidationError, InvalidInputError) as exc:
         return _new_form_page(request, guest, values, errors=_errors(exc), status_code=422)
-    except IdempotencyConflictError:
-        # This form made an endpoint already, and was changed and sent again (the browser's back button).
-        errors = ["This form created an endpoint already; its changes were not saved. Send it again to create another."]
+    except IdempotencyConflictError as exc:
+        # This form made an endpoint already, and was changed and sent again (the browser's back button), or that
+        # endpoint was deleted since.
+        why = (
+            "was deleted since"
+            if isinstance(exc, subscriptions.KeyedSubscriptionGone)
+            else "exists; these changes were not saved"
+        )
+        errors = [f"The endpoint this form created {why}. Send the form again to create another."]
         return _new_form_page(request, guest, values, errors=errors, status_code=409)
     return _back(sub.id, "created")
 

@@ -47,7 +47,12 @@ def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     status_code=status.HTTP_201_CREATED,
     summary="Subscribe a URL to event types",
     responses={
-        **_answers(404, 409, 422, 503),
+        **_answers(404, 422, 503),
+        409: {
+            "model": ErrorResponse,
+            "description": "`idempotency_key_reused`: this `Idempotency-Key` made a subscription with another "
+            "request, or one deleted since; send the request with a new key.",
+        },
         status.HTTP_201_CREATED: {
             "headers": {
                 "Idempotent-Replayed": {
@@ -70,7 +75,8 @@ async def create_subscription(
             max_length=255,
             pattern=r"^[\x21-\x7e]+$",
             description="Makes retries safe: for 24 hours, a request with the same key and body answers the "
-            "subscription the first made instead of making another (the same key with another body is a 409).",
+            "subscription the first made instead of making another (the same key with another body, or once its "
+            "subscription is deleted, is a 409).",
         ),
     ] = None,
 ) -> SubscriptionWithSecret:
