@@ -176,6 +176,21 @@ def test_head_behind_mangum_is_the_get_headers_and_no_body(services) -> None:
     assert head["headers"]["content-length"] == str(len(got["body"].encode()))
 
 
+def test_head_answered_an_unexpected_error_behind_mangum_has_no_body(services, monkeypatch) -> None:
+    # GIVEN a GET that fails unexpectedly (the catch-all handler's 500, inside Starlette's outermost middleware)
+    def broken(**kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services.store.tenants, "list", broken)
+    handler = Mangum(create_app(services), lifespan="off")
+    context: Any = LambdaContext("ApiFunction", 29, time.time())
+    # WHEN it is asked with HEAD
+    head = dict(handler(http_event("HEAD", "/v1/tenants", key=ADMIN_KEY), context))
+    # THEN it is the 500, without its body
+    assert head["statusCode"] == 500
+    assert head["body"] == ""
+
+
 # --- Content-Encoding -----------------------------------------------------------------------------------------------
 
 
@@ -237,3 +252,7 @@ def test_every_operation_with_a_body_documents_its_415(client) -> None:
     assert operations
     for path, method, operation in operations:
         assert "415" in operation["responses"], (method, path)
+        # AND says why, with the header it comes with
+        refused = operation["responses"]["415"]
+        assert "Content-Encoding" in refused["description"], (method, path)
+        assert refused["headers"]["Accept-Encoding"]["schema"]["enum"] == ["identity"], (method, path)

@@ -78,8 +78,19 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.add_middleware(AddReachedRouters, routers=routers)
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes)
     app.add_middleware(Deadline)
-    app.add_middleware(HeadAsGet)  # outermost: the body of any answer to a HEAD, BodyGuard's too, is dropped
+    _head_outermost(app)
     return app
+
+
+def _head_outermost(app: FastAPI) -> None:
+    """Answer ``HEAD`` outside everything Starlette wraps around the app's middleware (``HeadAsGet``): its
+    ``ServerErrorMiddleware`` too, whose 500 (the catch-all handler's answer) would otherwise go out with its body."""
+    build = app.build_middleware_stack
+
+    def with_head() -> ASGIApp:
+        return HeadAsGet(build())
+
+    app.build_middleware_stack = with_head  # type: ignore[method-assign]
 
 
 def _to_portal() -> RedirectResponse:

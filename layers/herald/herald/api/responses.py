@@ -42,6 +42,14 @@ RETRY_AFTER = {
         "schema": {"type": "integer", "minimum": 0},
     }
 }
+#: On a 415 for a body sent with a coding (``Content-Encoding``): the one the API takes.
+ACCEPT_ENCODING = {
+    "Accept-Encoding": {
+        "description": "`identity`, on a 415 for a body sent with a `Content-Encoding`: the API takes none.",
+        "required": False,
+        "schema": {"type": "string", "enum": ["identity"]},
+    }
+}
 WWW_AUTHENTICATE = {
     "WWW-Authenticate": {
         "description": "The scheme to authenticate with: `Bearer`.",
@@ -61,7 +69,8 @@ DESCRIPTIONS = {
     409: "Conflicts with the current state (already exists, already running, or a limit of the current state).",
     413: "The request body is larger than the request size limit (`HERALD_MAX_REQUEST_BYTES`), or an event's data is "
     "larger than its limit.",
-    415: "The request has a body not sent as JSON: send it with `Content-Type: application/json`.",
+    415: "The request has a body not sent as JSON: send it with `Content-Type: application/json`; or a body sent "
+    "with a `Content-Encoding` other than `identity` (compressed): send it as it is (`Accept-Encoding: identity`).",
     422: "The request does not fit (validation errors, or a limit).",
     429: "Throttled by API Gateway (the deployment's ApiThrottlingRateLimit / ApiThrottlingBurstLimit): "
     "retry with backoff.",
@@ -119,6 +128,8 @@ def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
             response["headers"] = WWW_AUTHENTICATE
         if status == 503:
             response["headers"] = RETRY_AFTER
+        if status == 415:
+            response["headers"] = ACCEPT_ENCODING
         documented[status] = response
     return documented
 
