@@ -580,3 +580,45 @@ def test_a_delivery_retried_to_the_end_of_its_schedule_keeps_its_log_without_ext
     assert _logs(client, tenant, sub.id) == [(4, [1, 2, 3, 4])] * 4
     kept_longer = [call for call in updates.of("UpdateItem") if call.params["Key"]["sk"]["S"].startswith("ATTEMPT#")]
     assert kept_longer == []
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
+def test_a_late_attempt_keeps_its_subscriptions_stats_as_long_as_any_attempt(
+    client, tenant, harness, clock, receiver
+) -> None:
+    # GIVEN a delivery failed at both attempts, retried by hand 29 days on
+    sub, failed = _failed_twice(client, tenant, harness, clock, receiver)
+    clock.advance(29 * 86400)
+    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    # WHEN it is attempted
+    harness.reveal()
+    harness.drain()
+    # THEN the subscription's stats, which that attempt counts, are kept 30 days from it, as after any attempt: not
+    # as long as the delivery had left
+    store = harness.services.store
+    item = store.client.get_item(
+        TableName=store.table_name, Key=to_item(keys.subscription_stats(sub.id)), ConsistentRead=True
+    )["Item"]
+    assert int(item["expires_at"]["N"]) >= clock.now + 29.9 * 86400
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600,3600,3600,3600,3600"}])
+def test_a_delivery_retried_past_its_schedules_end_keeps_its_log_longer_once(client, tenant, harness, clock, receiver):
+    # GIVEN a subscriber throttling every attempt with a Retry-After longer than the schedule's steps (each honoured
+    # up to twice the step), so the retries end later than the schedule's latest end
+    receiver.default = (429, {"Retry-After": "100000"}, b"slow down", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    updates = CallRecorder(harness.services.store.client, ["UpdateItem"])
+    publish(client, tenant.id)
+    harness.drain()
+    # WHEN it is retried to the end
+    for _ in range(30):
+        step(harness, clock, 1800)
+    # THEN every attempt is logged, and each earlier attempt was kept longer once at most: past the schedule's end, the
+    # log is kept for as long as the attempts still to come may take
+    assert _logs(client, tenant, sub.id) == [(6, [1, 2, 3, 4, 5, 6])]
+    kept = [call.params["Key"]["sk"]["S"] for call in updates.of("UpdateItem")]
+    kept = [sk for sk in kept if sk.startswith("ATTEMPT#")]
+    assert kept, "the retries ended past the schedule's latest end: the log was kept longer"
+    assert len(kept) == len(set(kept)), kept

@@ -87,7 +87,11 @@ class _Job:
         inside = 1 if FIRST_ATTEMPT in self.carried else 0
         if previous is not None and self.state is not None and previous.attempts > inside:
             return max(log, self.state.expires_at)
-        return max(kept_until(self.now, worker.settings.attempt_ttl_days, self.stored.expires_at), log)
+        return max(self.kept(worker), log)
+
+    def kept(self, worker: Worker) -> int:
+        """When what is written of an attempt made now expires, at the earliest (``kept_until``)."""
+        return kept_until(self.now, worker.settings.attempt_ttl_days, self.stored.expires_at)
 
     @property
     def previous(self) -> Delivery | None:
@@ -630,7 +634,7 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         outcome,
         settled,
         job.previous,
-        expires_at=job.expiry(worker),
+        expires_at=job.kept(worker),
         log=job.log,
         streamed=streamed,
         scheduled=None if job.single_shot else scheduled,
@@ -686,29 +690,33 @@ async def _log_kept(
     inside the delivery goes with it anyway. One kept as an item of its own is kept ``kept_until`` from now, and
     the log with it (``carried`` says until when: ``LOG_EXPIRES_AT``): the first such item, or one made after the
     log's expiry (a manual retry, a recovery), keeps it until the retry schedule's end at the latest
-    (``RetryPolicy.span_seconds`` from the first attempt, and ``LOG_SLACK_SECONDS``), its earlier attempts with it
+    (``RetryPolicy.span_seconds`` from the first attempt, and ``LOG_SLACK_SECONDS``; a pending delivery already
+    past it, for as long as its schedule may take at the longest), its earlier attempts with it
     (``DeliveryRepository.keep_attempts``), so the schedule's next attempts need no more of those writes. Those
-    writes are the log's, not the attempt's: refused (throttled), the attempt is recorded all the same, and the
-    next record tries them again."""
+    writes are the log's, not the attempt's: refused (throttled), the attempt is recorded all the same, the delivery
+    and this attempt kept only as long as the log, and a next record tries them again."""
     if kept_inside(settled, attempt, token=token, job_id=job.message.job_id):
         return job.expiry(worker)
-    ttl = worker.settings.attempt_ttl_days
-    needed = kept_until(job.now, ttl, job.stored.expires_at)
+    needed = job.kept(worker)
     log = int(carried.get(LOG_EXPIRES_AT, 0))
     if needed <= log:
         return max(log, job.expiry(worker))
-    last = (job.first_attempt_at or job.now) + timedelta(seconds=worker.policy.span_seconds + LOG_SLACK_SECONDS)
-    until = max(kept_until(last, ttl, job.stored.expires_at), needed)
+    policy = worker.policy
+    last = (job.first_attempt_at or job.now) + timedelta(seconds=policy.span_seconds + LOG_SLACK_SECONDS)
+    if settled.status is DeliveryStatus.PENDING and job.now > last:
+        # Later than the schedule's latest end (Retry-After, an open breaker's holds) with attempts still to come:
+        # kept as long as they may take at the longest, so each of them does not keep the log again.
+        last = job.now + timedelta(seconds=policy.longest_span_seconds)
+    until = max(kept_until(last, worker.settings.attempt_ttl_days, job.stored.expires_at), needed)
     inside = 2 if FIRST_ATTEMPT in carried else 1  # attempt 1 kept inside the delivery goes with it
     earlier = range(inside, attempt.attempt_number)
     try:
         if earlier:
             await worker.io(worker.store.deliveries.keep_attempts, settled.id, earlier, until)
     except ServiceUnavailableError:
-        logger.warning(
-            "the delivery's earlier attempts not kept as long as it: tried again at its next record", extra=job.log
-        )
-        return until
+        # The delivery stays as long as its log, this attempt with it; a next record tries again.
+        logger.warning("the delivery's earlier attempts could not be kept longer: it is kept as long", extra=job.log)
+        return max(log, job.expiry(worker))
     carried[LOG_EXPIRES_AT] = until
     return until
 
