@@ -20,6 +20,7 @@ from herald.errors import ServiceUnavailableError
 from herald.queue import MAX_DELAY_SECONDS
 from herald.storage import keys
 from herald.storage.table import to_item
+from herald.worker import dispatch
 from tests.api_support import queue_messages
 from tests.delivery_support import (
     CallRecorder,
@@ -535,21 +536,28 @@ def test_a_delivery_cancelled_late_is_not_listed_past_its_attempt_log(client, te
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
+@pytest.mark.parametrize("refusals", [1, 3], ids=["throttled-once", "throttled-throughout"])
 def test_earlier_attempts_not_kept_longer_for_a_throttle_do_not_send_the_attempt_again(
-    client, tenant, harness, clock, receiver, monkeypatch
+    client, tenant, harness, clock, receiver, monkeypatch, refusals: int
 ) -> None:
-    # GIVEN a delivery whose two scheduled attempts failed, retried by hand two days on, and DynamoDB refusing once
-    # to keep its earlier attempts as long as the new one (a throttle)
+    # GIVEN a delivery whose two scheduled attempts failed, retried by hand 29 days on, and DynamoDB refusing to keep
+    # its earlier attempts as long as the new one (a throttle, once, or at every try)
     sub, failed = _failed_twice(client, tenant, harness, clock, receiver)
+    monkeypatch.setattr(dispatch, "KEEP_ATTEMPTS_BACKOFF", (0.0, 0.0))
     repository = harness.services.store.deliveries
     keep = repository.keep_attempts
+    refused: list[int] = []
 
-    def throttled_once(*args: Any) -> None:
-        monkeypatch.setattr(repository, "keep_attempts", keep)
-        raise ServiceUnavailableError("DynamoDB throttled the update")
+    def throttled(*args: Any) -> None:
+        if len(refused) < refusals:
+            refused.append(1)
+            raise ServiceUnavailableError("DynamoDB throttled the update")
+        keep(*args)
 
-    monkeypatch.setattr(repository, "keep_attempts", throttled_once)
-    clock.advance(2 * 86400)
+    monkeypatch.setattr(repository, "keep_attempts", throttled)
+    start = clock.now
+    harness.services.store.table.clock = clock
+    clock.advance(29 * 86400)
     retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
     assert retried.status_code == 202, retried.text
     # WHEN the retry runs, and the worker goes on
@@ -559,6 +567,10 @@ def test_earlier_attempts_not_kept_longer_for_a_throttle_do_not_send_the_attempt
     # THEN the attempt was made and recorded once: sent three times in all, three attempts logged
     assert len(receiver.received) == 3
     assert _logs(client, tenant, sub.id) == [(3, [1, 2, 3])]
+    # AND a day on, the retry's record is there, with the whole log when a try of the keeping got through, or with
+    # its own attempt at least when none did (no later record of the delivery comes to try again)
+    harness.services.store.table.clock = lambda: start + 30.5 * 86400
+    assert _logs(client, tenant, sub.id) == [(3, [1, 2, 3] if refusals == 1 else [3])]
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,600,600,600"}])

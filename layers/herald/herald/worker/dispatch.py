@@ -12,6 +12,7 @@ payload.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass
@@ -678,6 +679,8 @@ async def _record(
     )
 
 
+#: The waits (seconds) before ``keep_attempts`` is asked again, refused (throttled) after botocore's own retries.
+KEEP_ATTEMPTS_BACKOFF = (0.2, 1.0)
 #: Beyond the retry schedule's latest end, how late its last attempt may come and find its log kept (a backlog, the
 #: schedule's sweep a minute late, a rate limit's postponements) without keeping the earlier attempts longer again.
 LOG_SLACK_SECONDS = 3600
@@ -693,8 +696,8 @@ async def _log_kept(
     (``RetryPolicy.span_seconds`` from the first attempt, and ``LOG_SLACK_SECONDS``; a pending delivery already
     past it, for as long as its schedule may take at the longest), its earlier attempts with it
     (``DeliveryRepository.keep_attempts``), so the schedule's next attempts need no more of those writes. Those
-    writes are the log's, not the attempt's: refused (throttled), the attempt is recorded all the same, the delivery
-    and this attempt kept only as long as the log, and a next record tries them again."""
+    writes are the log's, not the attempt's: refused (throttled) again and again, the attempt is recorded all the same
+    and kept, with the delivery, while the earlier attempts may go first, and a next record tries them again."""
     if kept_inside(settled, attempt, token=token, job_id=job.message.job_id):
         return job.expiry(worker)
     needed = job.kept(worker)
@@ -710,13 +713,18 @@ async def _log_kept(
     until = max(kept_until(last, worker.settings.attempt_ttl_days, job.stored.expires_at), needed)
     inside = 2 if FIRST_ATTEMPT in carried else 1  # attempt 1 kept inside the delivery goes with it
     earlier = range(inside, attempt.attempt_number)
-    try:
-        if earlier:
-            await worker.io(worker.store.deliveries.keep_attempts, settled.id, earlier, until)
-    except ServiceUnavailableError:
-        # The delivery stays as long as its log, this attempt with it; a next record tries again.
-        logger.warning("the delivery's earlier attempts could not be kept longer: it is kept as long", extra=job.log)
-        return max(log, job.expiry(worker))
+    for wait in (*KEEP_ATTEMPTS_BACKOFF, None):
+        try:
+            if earlier:
+                await worker.io(worker.store.deliveries.keep_attempts, settled.id, earlier, until)
+            break
+        except ServiceUnavailableError:
+            if wait is None:
+                # This attempt and the delivery are kept all the same (a late retry's record, which no later one
+                # may come to carry on); the earlier attempts may go first, and a next record tries again.
+                logger.warning("the delivery's earlier attempts could not be kept as long as it", extra=job.log)
+                return until
+            await asyncio.sleep(wait)
     carried[LOG_EXPIRES_AT] = until
     return until
 
