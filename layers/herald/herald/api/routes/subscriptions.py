@@ -51,7 +51,8 @@ def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: {
             "model": ErrorResponse,
             "description": "`idempotency_key_reused`: this `Idempotency-Key` made a subscription with another "
-            "request, or one deleted since; send the request with a new key.",
+            "request, or one deleted since; send the request with a new key. Rarely `conflict`: the tenant's "
+            "subscriptions changed while this one was written; send it again.",
         },
         status.HTTP_201_CREATED: {
             "headers": {
