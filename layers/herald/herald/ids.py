@@ -13,11 +13,13 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import re
 import secrets
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -150,6 +152,12 @@ def admin_key_problem(key: str) -> str | None:
     if not (key.isascii() and key.isprintable()):
         return "it holds a character other than printable ASCII"
     return None
+
+
+def fingerprint(request: Any) -> str:
+    """A request's digest, to tell its retry (the same) from another request under the same idempotency key: the
+    SHA-256 of its canonical JSON (keys sorted, no spaces)."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def hash_api_key(key: str) -> str:

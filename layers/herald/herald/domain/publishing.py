@@ -15,7 +15,6 @@ several events packed together.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -195,7 +194,7 @@ def _fingerprint(body: EventIn) -> str:
         "tenant_id": body.tenant_id,
         "broadcast": body.broadcast,
     }
-    return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return ids.fingerprint(canonical)
 
 
 def new_event(

@@ -8,7 +8,6 @@ is a 422 whose ``details`` say where (``herald.delivery_options``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -151,8 +150,7 @@ def _fingerprint(body: SubscriptionIn) -> str:
         name: {**asked["headers"][name], "value": header.value.get_secret_value()}
         for name, header in body.headers.items()
     }
-    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return ids.fingerprint(asked)
 
 
 def _made_with_key(services: Services, tenant_id: str, idempotency_key: str, fingerprint: str) -> Subscription | None:
