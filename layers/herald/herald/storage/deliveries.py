@@ -155,6 +155,12 @@ def kept_inside(delivery: Delivery, attempt: Attempt | None, *, token: str | Non
     )
 
 
+def attempt_items(carried: dict[str, Any], up_to: int) -> range:
+    """The numbers of a delivery's attempts, up to ``up_to``, kept as items of their own: all but the first, when
+    it is kept inside the delivery's item (``carried`` holds it: ``FIRST_ATTEMPT``)."""
+    return range(2 if FIRST_ATTEMPT in carried else 1, up_to + 1)
+
+
 def stats_from_stream(delivery: Delivery, attempt: Attempt | None, *, token: str | None, job_id: str | None) -> bool:
     """Whether the subscription's stats count ``attempt`` from the table's stream rather than from the worker:
     a first attempt that succeeded, kept inside its new delivery (``record`` marks the item)."""

@@ -36,10 +36,10 @@ from herald.records import Attempt, Delivery, DeliveryStatus, ErrorKind, Event, 
 from herald.sender import Outcome, Progress, send_attempt
 from herald.signing import signature_header
 from herald.storage.deliveries import (
-    FIRST_ATTEMPT,
     FIRST_ATTEMPT_AT,
     LOG_EXPIRES_AT,
     Hold,
+    attempt_items,
     kept_inside,
     kept_until,
     stats_from_stream,
@@ -84,9 +84,7 @@ class _Job:
         it was (and as its log, ``LOG_EXPIRES_AT``): only an attempt recorded moves it on (``_log_kept``). Any other
         is kept ``kept_until`` from now."""
         log = int(self.carried.get(LOG_EXPIRES_AT, 0))
-        previous = self.previous
-        inside = 1 if FIRST_ATTEMPT in self.carried else 0
-        if previous is not None and self.state is not None and previous.attempts > inside:
+        if self.state is not None and attempt_items(self.carried, self.state.delivery.attempts):
             return max(log, self.state.expires_at)
         return max(self.kept(worker), log)
 
@@ -711,22 +709,29 @@ async def _log_kept(
         # kept as long as they may take at the longest, so each of them does not keep the log again.
         last = job.now + timedelta(seconds=policy.longest_span_seconds)
     until = max(kept_until(last, worker.settings.attempt_ttl_days, job.stored.expires_at), needed)
-    inside = 2 if FIRST_ATTEMPT in carried else 1  # attempt 1 kept inside the delivery goes with it
-    earlier = range(inside, attempt.attempt_number)
-    for wait in (*KEEP_ATTEMPTS_BACKOFF, None):
-        try:
-            if earlier:
-                await worker.io(worker.store.deliveries.keep_attempts, settled.id, earlier, until)
-            break
-        except ServiceUnavailableError:
-            if wait is None:
-                # This attempt and the delivery are kept all the same (a late retry's record, which no later one
-                # may come to carry on); the earlier attempts may go first, and a next record tries again.
-                logger.warning("the delivery's earlier attempts could not be kept as long as it", extra=job.log)
-                return until
-            await asyncio.sleep(wait)
+    earlier = attempt_items(carried, attempt.attempt_number - 1)
+    if earlier and not await _attempts_kept(worker, settled.id, earlier, until):
+        # This attempt and the delivery are kept all the same (a late retry's record, which no later one may come to
+        # carry on); the earlier attempts may go first, and a next record tries again.
+        logger.warning("the delivery's earlier attempts could not be kept as long as it", extra=job.log)
+        return until
     carried[LOG_EXPIRES_AT] = until
     return until
+
+
+async def _attempts_kept(worker: Worker, delivery_id: str, numbers: range, until: int) -> bool:
+    """``DeliveryRepository.keep_attempts``, asked again after each wait of ``KEEP_ATTEMPTS_BACKOFF`` while DynamoDB
+    refuses it (throttled, after botocore's own retries): whether it was made."""
+    waits = iter(KEEP_ATTEMPTS_BACKOFF)
+    while True:
+        try:
+            await worker.io(worker.store.deliveries.keep_attempts, delivery_id, numbers, until)
+            return True
+        except ServiceUnavailableError:
+            wait = next(waits, None)
+            if wait is None:
+                return False
+            await asyncio.sleep(wait)
 
 
 def _attempt_record(
