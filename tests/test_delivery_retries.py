@@ -473,17 +473,24 @@ def _failed_twice(client, tenant, harness, clock, receiver) -> tuple[Any, dict[s
     return sub, failed
 
 
+def _retried_by_hand_29_days_on(client, tenant, harness, clock, sub_id: str, delivery_id: str) -> float:
+    """Ask for a manual retry of the delivery 29 days on, the table's expiries read on the harness's clock from now
+    on; when it was asked from (epoch seconds)."""
+    start: float = clock.now
+    harness.services.store.table.clock = clock
+    clock.advance(29 * 86400)
+    retried = client.post(f"/v1/subscriptions/{sub_id}/deliveries/{delivery_id}/retry", headers=tenant.headers)
+    assert retried.status_code == 202, retried.text
+    return start
+
+
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,60"}])
 def test_a_deliverys_attempts_are_listed_as_long_as_it_is_however_late_its_last(
     client, tenant, harness, clock, receiver
 ) -> None:
     # GIVEN a delivery whose two scheduled attempts failed, and a manual retry of it 29 days on, failing too
     sub, failed = _failed_twice(client, tenant, harness, clock, receiver)
-    start = clock.now
-    harness.services.store.table.clock = clock
-    clock.advance(29 * 86400)
-    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
-    assert retried.status_code == 202, retried.text
+    start = _retried_by_hand_29_days_on(client, tenant, harness, clock, sub.id, failed["id"])
     harness.reveal()
     harness.drain()
     # WHEN the log is read as days go by, past the first attempts' 30 days, and past the last one's
@@ -514,11 +521,7 @@ def test_a_delivery_cancelled_late_is_not_listed_past_its_attempt_log(client, te
     # GIVEN a delivery whose two scheduled attempts failed, retried by hand 29 days on, and its subscription disabled
     # before that retry runs (the delivery is cancelled: written again, without an attempt)
     sub, failed = _failed_twice(client, tenant, harness, clock, receiver)
-    start = clock.now
-    harness.services.store.table.clock = clock
-    clock.advance(29 * 86400)
-    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
-    assert retried.status_code == 202, retried.text
+    start = _retried_by_hand_29_days_on(client, tenant, harness, clock, sub.id, failed["id"])
     disabled = client.patch(f"/v1/subscriptions/{sub.id}", json={"enabled": False}, headers=tenant.headers)
     assert disabled.status_code == 200, disabled.text
     harness.reveal()
@@ -555,11 +558,7 @@ def test_earlier_attempts_not_kept_longer_for_a_throttle_do_not_send_the_attempt
         keep(*args)
 
     monkeypatch.setattr(repository, "keep_attempts", throttled)
-    start = clock.now
-    harness.services.store.table.clock = clock
-    clock.advance(29 * 86400)
-    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
-    assert retried.status_code == 202, retried.text
+    start = _retried_by_hand_29_days_on(client, tenant, harness, clock, sub.id, failed["id"])
     # WHEN the retry runs, and the worker goes on
     harness.reveal()
     harness.drain()
@@ -600,9 +599,7 @@ def test_a_late_attempt_keeps_its_subscriptions_stats_as_long_as_any_attempt(
 ) -> None:
     # GIVEN a delivery failed at both attempts, retried by hand 29 days on
     sub, failed = _failed_twice(client, tenant, harness, clock, receiver)
-    clock.advance(29 * 86400)
-    retried = client.post(f"/v1/subscriptions/{sub.id}/deliveries/{failed['id']}/retry", headers=tenant.headers)
-    assert retried.status_code == 202, retried.text
+    _retried_by_hand_29_days_on(client, tenant, harness, clock, sub.id, failed["id"])
     # WHEN it is attempted
     harness.reveal()
     harness.drain()
