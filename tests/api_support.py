@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import pkgutil
@@ -94,3 +95,38 @@ def route_modules_routers() -> list[tuple[str, str, APIRouter]]:
             if isinstance(value, APIRouter):
                 found.append((info.name, name, value))
     return found
+
+
+def asgi_messages(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes] | None = None
+) -> list[dict[str, Any]]:
+    """Every message ``app`` sends for one request, called directly as a server would: headers exactly as given (an
+    HTTP client would fix a bad Content-Length), the body in ``chunks`` (none: empty)."""
+    pending = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks or [b""]) - 1}
+        for index, chunk in enumerate(chunks or [b""])
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent

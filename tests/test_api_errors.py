@@ -11,7 +11,6 @@ wrong role and with junk ids, so a route added later is covered too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.api_support import assert_error, assert_error_shape, queue_messages
+from tests.api_support import asgi_messages, assert_error, assert_error_shape, queue_messages
 from tests.support import ADMIN, INVOICE, TenantInfo
 
 MIB = 1024 * 1024
@@ -373,40 +372,10 @@ def test_body_just_under_the_limit_is_parsed(client, settings) -> None:
 
 def asgi_request(app, method: str, path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes]):
     """Call the ASGI app directly: headers exactly as given (an HTTP client would fix a bad Content-Length)."""
-
-    async def run() -> tuple[int, dict[str, str], bytes]:
-        pending = [
-            {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
-            for index, chunk in enumerate(chunks or [b""])
-        ]
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return pending.pop(0) if pending else {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 5000),
-            "server": ("testserver", 80),
-        }
-        await app(scope, receive, send)
-        start = next(m for m in sent if m["type"] == "http.response.start")
-        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-        return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
-
-    return asyncio.run(run())
+    sent = asgi_messages(app, method, path, headers, chunks)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
 
 
 class RawResponse:

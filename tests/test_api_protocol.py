@@ -3,7 +3,6 @@ with a content coding the API does not decode (``Content-Encoding: gzip``) refus
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import time
@@ -14,7 +13,7 @@ from mangum import Mangum
 
 from herald.api import create_app
 from herald.local.poller import LambdaContext
-from tests.api_support import assert_error
+from tests.api_support import asgi_messages, assert_error
 from tests.support import ADMIN, ADMIN_KEY
 from tests.test_api_mangum import http_event
 
@@ -108,39 +107,6 @@ def test_the_openapi_document_has_no_head_operations(client) -> None:
     assert client.head("/openapi.json").headers["content-length"] == str(len(client.get("/openapi.json").content))
 
 
-def _asgi(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> list[Any]:
-    """Every message ``app`` sends for one request, as a server sees them."""
-    sent: list[Any] = []
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if received:
-            return {"type": "http.disconnect"}
-        received = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
-    asyncio.run(app(scope, receive, send))
-    return sent
-
-
 def test_head_sends_no_body_bytes_to_the_server(services) -> None:
     # The app itself sends no body for HEAD (Mangum passes on whatever body it is given), BodyGuard's answers included.
     app = create_app(services)
@@ -152,7 +118,7 @@ def test_head_sends_no_body_bytes_to_the_server(services) -> None:
         ("/v1/tenants", [], 401),
         ("/v1/tenants", [*auth, (b"content-length", b"999999999")], 413),
     ):
-        sent = _asgi(app, "HEAD", path, headers)
+        sent = asgi_messages(app, "HEAD", path, [(b"host", b"testserver"), *headers])
         start = sent[0]
         assert start["type"] == "http.response.start"
         assert start["status"] == status, (path, start)
