@@ -6,6 +6,7 @@ with a ceiling, never a pause."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -50,29 +51,44 @@ class Stack:
         }
 
 
+def stack_environment(admin_key: str, **settings: str) -> dict[str, str]:
+    """The environment ``python -m herald.local`` runs with in a test: the test's own ``HERALD_``, ``AWS_`` and
+    ``POWERTOOLS_`` variables left out (the stack sets its own, as `make run` does), ``admin_key`` and
+    ``settings`` added, its output unbuffered."""
+    inherited = ("HERALD_", "AWS_", "POWERTOOLS_")
+    return {key: value for key, value in os.environ.items() if not key.startswith(inherited)} | {
+        "HERALD_ADMIN_KEY": admin_key,
+        "PYTHONUNBUFFERED": "1",
+        **settings,
+    }
+
+
+def start_stack(processes: Processes, log: Path, environment: Mapping[str, str]) -> subprocess.Popen[Any]:
+    """``python -m herald.local`` (what `make run` runs) started by ``processes``, its output in ``log``."""
+    with log.open("wb") as output:
+        return processes.start(
+            [sys.executable, "-m", "herald.local"], cwd=ROOT, env=environment, stdout=output, stderr=output
+        )
+
+
 @contextmanager
 def running_stack(log: Path, admin_key: str, env: Mapping[str, str] | None = None) -> Iterator[Stack]:
     """``python -m herald.local`` (what `make run` runs) on free ports with ``env`` added to a clean environment,
     its output in ``log``; stopped with its process group whatever happens."""
     api_port, aws_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    inherited = ("HERALD_", "AWS_", "POWERTOOLS_")  # the stack sets its own, as `make run` does
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(inherited)} | {
-        "HERALD_ADMIN_KEY": admin_key,
-        "HERALD_LOCAL_PORT": str(api_port),
-        "HERALD_LOCAL_AWS_PORT": str(aws_port),
+    environment = stack_environment(
+        admin_key,
+        HERALD_LOCAL_PORT=str(api_port),
+        HERALD_LOCAL_AWS_PORT=str(aws_port),
         # The receivers answer at once, but they are threads of the test's process, on a machine the suite may
         # keep busy: one answer later than the slow lane's 2 s would be cut short and sent again from the slow
         # lane (a duplicate the README documents for endpoints that slow). These tests are not of slow endpoints.
-        "HERALD_SLOW_LANE_AFTER_SECONDS": "10",
-        "PYTHONUNBUFFERED": "1",
+        HERALD_SLOW_LANE_AFTER_SECONDS="10",
         **(env or {}),
-    }
+    )
     processes = Processes()
     try:
-        with log.open("wb") as output:
-            process = processes.start(
-                [sys.executable, "-m", "herald.local"], cwd=ROOT, env=environment, stdout=output, stderr=output
-            )
+        process = start_stack(processes, log, environment)
         url = f"http://127.0.0.1:{api_port}"
         deadline = time.monotonic() + START_SECONDS
         while True:

@@ -4,8 +4,6 @@ never the value."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from herald.settings import Settings
-from tests.local_stack_support import ROOT, START_SECONDS
+from tests.local_stack_support import START_SECONDS, stack_environment, start_stack
 from tests.process_guard import Processes
 
 #: A value that would be refused, in a shape that keeps it recognisable anywhere it is printed.
@@ -33,18 +31,10 @@ def test_make_run_refuses_an_admin_key_no_caller_could_present_before_it_starts(
 ) -> None:
     # GIVEN `make run`'s program with an admin key that would be written to the secret, shown in the banner, and
     # then answered 401 (a tenant key's shape) or 503 (the secret holds no usable key) on every call
-    inherited = ("HERALD_", "AWS_", "POWERTOOLS_")  # the stack sets its own, as `make run` does
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(inherited)} | {
-        "HERALD_ADMIN_KEY": value,
-        "HERALD_LOCAL_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
+    environment = stack_environment(value, HERALD_LOCAL_PORT="0")
     log = tmp_path / "stack.log"
     # WHEN it starts
-    with log.open("wb") as output:
-        stack = processes.start(
-            [sys.executable, "-m", "herald.local"], cwd=ROOT, env=environment, stdout=output, stderr=output
-        )
+    stack = start_stack(processes, log, environment)
     deadline = time.monotonic() + START_SECONDS
     while stack.poll() is None:
         assert "Herald is running locally." not in log.read_text(), "the stack started with the refused key"

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import pytest
 from herald.local.moto_fixes import moto_fixes
 from herald.local.stack import main, start_aws, use_embedded_aws
 from herald.settings import get_settings
-from tests.local_stack_support import ROOT, START_SECONDS
+from tests.local_stack_support import START_SECONDS, stack_environment, start_stack
 from tests.process_guard import Processes, stop_group
 from tests.support import ADMIN_KEY
 
@@ -249,17 +248,9 @@ def test_make_run_stops_cleanly_on_sigterm_as_on_ctrl_c(
     sig: signal.Signals, processes: Processes, tmp_path: Path
 ) -> None:
     # GIVEN `make run`'s program serving, on a free port of its own choosing (HERALD_LOCAL_PORT=0)
-    inherited = ("HERALD_", "AWS_", "POWERTOOLS_")  # the stack sets its own, as `make run` does
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(inherited)} | {
-        "HERALD_ADMIN_KEY": ADMIN_KEY,
-        "HERALD_LOCAL_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
+    environment = stack_environment(ADMIN_KEY, HERALD_LOCAL_PORT="0")
     log = tmp_path / "stack.log"
-    with log.open("wb") as output:
-        stack = processes.start(
-            [sys.executable, "-m", "herald.local"], cwd=ROOT, env=environment, stdout=output, stderr=output
-        )
+    stack = start_stack(processes, log, environment)
     deadline = time.monotonic() + START_SECONDS
     while "Herald is running locally." not in log.read_text():
         assert stack.poll() is None, log.read_text()[-3000:]
