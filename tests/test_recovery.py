@@ -33,6 +33,7 @@ from herald.worker.fanout import try_send_concurrently
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import (
     Harness,
+    Sub,
     attempts,
     deliveries,
     event_counts,
@@ -1611,6 +1612,18 @@ def test_a_redelivery_page_run_again_queues_what_it_counted_not_a_subscription_m
     assert _counted(event_counts(client, event_id)) == (2, 0, 2, 0)
 
 
+def _delivered_before_a_second_subscription(
+    client, tenant: TenantInfo, harness: Harness, make_receiver
+) -> tuple[Receiver, Receiver, str, Sub]:
+    """An event delivered to a first subscription, and a second subscription made after it: the receivers of both
+    (``early``, ``late``), the event's id, and the second subscription."""
+    early, late = make_receiver(), make_receiver()
+    subscribe(client, tenant, early.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    return early, late, event_id, subscribe(client, tenant, late.url)
+
+
 @pytest.mark.parametrize("failed", ["queueing", "counting"])
 def test_a_redelivery_page_run_again_queues_a_first_delivery_it_counted_to_a_subscription_deleted_since(
     client, tenant: TenantInfo, harness: Harness, clock: Clock, make_receiver, monkeypatch: pytest.MonkeyPatch,
@@ -1620,11 +1633,7 @@ def test_a_redelivery_page_run_again_queues_a_first_delivery_it_counted_to_a_sub
     # GIVEN an event delivered to one subscription, a second made after it, and a redelivery of the event whose page
     # planned the second's first delivery, then failed to queue its messages, or to count that delivery (the job's
     # message comes back)
-    early, late = make_receiver(), make_receiver()
-    subscribe(client, tenant, early.url)
-    event_id = publish(client, tenant.id)
-    harness.drain()
-    second = subscribe(client, tenant, late.url)
+    early, late, event_id, second = _delivered_before_a_second_subscription(client, tenant, harness, make_receiver)
     name = "send_concurrently" if failed == "queueing" else "_count_first"
     real = getattr(worker_jobs, name)
 
@@ -1653,11 +1662,7 @@ def test_a_redelivery_counts_a_first_delivery_an_earlier_one_planned_and_failed_
     clock.now = time.time()
     # GIVEN an event delivered to one subscription, a second made after it, and a redelivery of the event whose page
     # planned the second's first delivery, counted apart, then failed to count it (its message comes back later)
-    early, late = make_receiver(), make_receiver()
-    subscribe(client, tenant, early.url)
-    event_id = publish(client, tenant.id)
-    harness.drain()
-    subscribe(client, tenant, late.url)
+    _, late, event_id, _ = _delivered_before_a_second_subscription(client, tenant, harness, make_receiver)
     real = worker_jobs._count_first
 
     async def refused_once(*args: Any) -> None:
@@ -1685,11 +1690,7 @@ def test_two_redeliveries_at_once_count_a_subscription_made_since_once(
 ) -> None:
     clock.now = time.time()
     # GIVEN an event delivered to one subscription, and a second made after it
-    early, late = make_receiver(), make_receiver()
-    subscribe(client, tenant, early.url)
-    event_id = publish(client, tenant.id)
-    harness.drain()
-    subscribe(client, tenant, late.url)
+    early, late, event_id, _ = _delivered_before_a_second_subscription(client, tenant, harness, make_receiver)
     # WHEN the operator redelivers the event twice before either job runs (a repeated click, a script's retry): their
     # messages worked in one batch, each reads what the event counts before either counts the second subscription
     for _ in range(2):
