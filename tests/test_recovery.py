@@ -23,7 +23,7 @@ from herald.errors import AttemptUnderWay, ServiceUnavailableError
 from herald.faults import install
 from herald.local.moto_fixes import release_delays
 from herald.messages import DeliveryMessage, RecoverMessage, dump_message
-from herald.records import DeliveryStatus, Trigger
+from herald.records import DeliveryStatus, RecoveryJob, RecoveryStatus, Trigger
 from herald.sender import send_attempt
 from herald.storage import keys
 from herald.storage.table import Table, to_item
@@ -187,14 +187,14 @@ def test_a_recovery_brings_every_missed_event_exactly_once_more(
         assert payload["type"] == "invoice.paid"
     # AND the event before the window was not sent again
     assert seen["before"] not in {r.headers["webhook-id"] for r in extra}
-    # AND the job's progress reads queued = sent = 3, failed = 0, done
-    done = progress(client, tenant, sub.id, job["id"])
-    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 3, 0)
-    # ... read strongly: a replica that has not seen the tickets yet (emulated: an eventually consistent query of
-    # the job's tickets finds none) changes nothing
+    # AND the job's progress reads queued = sent = 3, failed = 0, done, read strongly: a replica that has not seen
+    # the tickets yet (emulated: an eventually consistent query of the job's tickets finds none) changes nothing
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Table, "call", _tickets_not_replicated(Table.call))
-        assert progress(client, tenant, sub.id, job["id"]) == done
+        done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 3, 0)
+    # ... and read again it is the same
+    assert progress(client, tenant, sub.id, job["id"]) == done
     # AND each recovered delivery succeeded with one `recover` attempt after its three scheduled ones,
     # and its event counts it as succeeded
     recovered = {d["event_id"]: d for d in deliveries(client, tenant, sub.id, status="succeeded")}
@@ -1322,6 +1322,85 @@ def test_a_recovery_found_done_by_the_limits_check_is_not_counted_again(
     assert counted == [jobs[0]["id"]]
     # AND a new window takes that slot
     assert recover(client, tenant, sub.id, since=third)["status"] == "queued"
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_done_recoverys_progress_is_counted_from_its_tickets_once(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery of three missed events, the first of whose attempts its subscriber refuses again
+    seen = outage(client, tenant, harness, clock, receiver)
+    sub = seen["sub"]
+    back_up(receiver, clock)
+    receiver.responses = [(500, {}, b"still down", 0.0)]
+    counted: list[str] = []
+    count = type(harness.services.store.jobs).ticket_counts
+
+    def counting(self: Any, job_id: str) -> dict[str, int]:
+        counted.append(job_id)
+        return count(self, job_id)
+
+    monkeypatch.setattr(type(harness.services.store.jobs), "ticket_counts", counting)
+    job = recover(client, tenant, sub.id, since=seen["since"])
+    # WHEN its progress is asked for before the worker runs
+    queued = progress(client, tenant, sub.id, job["id"])
+    # THEN it is counted from its tickets (none yet), and nothing is stored as final
+    assert (queued["status"], queued["queued"], counted) == ("queued", 0, [job["id"]])
+    found = harness.services.store.jobs.get(job["id"])
+    assert found is not None
+    assert found.counted is False
+    # WHEN the worker runs the job to its end, and its progress is asked for three times
+    harness.drain()
+    answers = [progress(client, tenant, sub.id, job["id"]) for _ in range(3)]
+    # THEN each answer is the same: done, three queued, two sent, one failed
+    assert (answers[0]["status"], answers[0]["queued"], answers[0]["sent"], answers[0]["failed"]) == ("done", 3, 2, 1)
+    assert answers[1:] == [answers[0]] * 2
+    # AND only the first read the job's tickets: it stored the counts with the job
+    assert counted == [job["id"]] * 2
+    found = harness.services.store.jobs.get(job["id"])
+    assert found is not None
+    assert found.counted is True
+    assert (found.job.queued, found.job.sent, found.job.failed) == (3, 2, 1)
+    # AND the recovery's window, asked for again, is a new job (the done one is not found as still at work)
+    assert recover(client, tenant, sub.id, since=seen["since"])["id"] != job["id"]
+
+
+def test_a_recovery_not_listed_is_not_stored_done(services: Any) -> None:
+    # GIVEN a job whose listing has not ended (a run still taking its tickets)
+    now = datetime.now(UTC)
+    job = RecoveryJob(
+        id="rcv_x",
+        tenant_id="t",
+        subscription_id="sub_x",
+        since=now,
+        until=now,
+        status=RecoveryStatus.RUNNING,
+        created_at=now,
+        updated_at=now,
+    )
+    store = services.store.jobs
+    later = int(now.timestamp()) + 3600
+    assert store.create(
+        job, window="w", window_holder=None, slot=0, slot_holder=None, lock_expires_at=later, expires_at=later
+    )
+    # WHEN its counts are stored as final
+    # THEN they are refused: only a listed job takes no more tickets
+    assert store.finish(job.id, {"queued": 0, "sent": 0, "failed": 0}, updated_at=now) is False
+    found = store.get(job.id)
+    assert found is not None
+    assert (found.job.status, found.counted) == (RecoveryStatus.RUNNING, False)
+    # AND once listed, they are kept
+    store.update(job.id, updated_at=now, listed=True)
+    assert store.finish(job.id, {"queued": 2, "sent": 1, "failed": 1}, updated_at=now) is True
+    found = store.get(job.id)
+    assert found is not None
+    assert (found.job.status, found.job.queued, found.job.sent, found.job.failed, found.counted) == (
+        RecoveryStatus.DONE,
+        2,
+        1,
+        1,
+        True,
+    )
 
 
 @pytest.mark.parametrize("settings_overrides", [{"max_recoveries_per_subscription": 2}])

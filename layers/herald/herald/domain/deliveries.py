@@ -142,7 +142,7 @@ def _end_recovery(services: Services, job_id: str, now: datetime) -> None:
     found = store.jobs.get(job_id)
     if found is None:
         return  # expired, with its tickets
-    job, _ = found
+    job = found.job
     store.jobs.update(job_id, updated_at=now, listed=True)
     _end_tickets(services, job_id, job.subscription_id, store.jobs.open_tickets(job_id, None))
     logger.warning("recovery ended: its listing message was discarded", extra={"job_id": job_id})

@@ -3,7 +3,7 @@
 A recovery re-sends the failed deliveries of one subscription in a time window; an identical request
 while its job runs finds that job (a window lock), so a caller's retry never starts a second one. A
 job's counts are read from its tickets (one per delivery it queued), so they are exact however often
-its messages ran.
+its messages ran; once it is done they are stored with it, and its tickets are not read again.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from herald.records import Subscription
     from herald.schemas import RecoveryIn
     from herald.services import Services
+    from herald.storage.jobs import StoredJob
 
 logger = logging.getLogger(__name__)
 
@@ -139,37 +140,40 @@ def _free_slot(services: Services, subscription_id: str) -> tuple[int, str | Non
 
 def _finished(services: Services, job_id: str) -> bool:
     """Whether the job is done (every delivery listed and attempted) or gone. Its tickets are read only once it is
-    listed, and once found done it is marked so: a job's tickets (thousands for a long window) are read in full by
-    this check at most once after it is done, however often its subscription's slots are all held."""
+    listed, and once found done it is marked so, with its counts: a job's tickets (thousands for a long window) are
+    read in full at most once after it is done, however often its subscription's slots are all held."""
     found = services.store.jobs.get(job_id)
     if found is None:
         return True
-    job, listed = found
-    if job.status is RecoveryStatus.DONE:
+    if found.counted or found.job.status is RecoveryStatus.DONE:
         return True
-    done = listed and services.store.jobs.ticket_counts(job.id)["open"] == 0
-    if done:
-        services.store.jobs.update(job.id, updated_at=utcnow(), status=RecoveryStatus.DONE.value)
-    return done
+    return found.listed and _progress(services, found).status is RecoveryStatus.DONE
 
 
 def read_recovery(services: Services, job_id: str) -> RecoveryJob | None:
-    """A job with its counts, read from its tickets, and its status."""
+    """A job with its counts and its status."""
     found = services.store.jobs.get(job_id)
-    if found is None:
-        return None
-    job, listed = found
-    counts = services.store.jobs.ticket_counts(job.id)
-    status = job.status
-    if listed and counts["open"] == 0:
-        status = RecoveryStatus.DONE
-    return job.model_copy(
-        update={
-            "status": status,
-            "queued": counts["open"] + counts["sent"] + counts["failed"],
-            "sent": counts["sent"],
-            "failed": counts["failed"],
-        }
+    return None if found is None else _progress(services, found)
+
+
+def _progress(services: Services, found: StoredJob) -> RecoveryJob:
+    """The job with its counts: those stored once it was found done, else read from its tickets. A listed job with no
+    ticket open is done, and is stored so with its counts (``JobRepository.finish``): its tickets are not read again,
+    however often its progress is asked for (a poller's GET reads one item)."""
+    if found.counted:
+        return found.job
+    counts = services.store.jobs.ticket_counts(found.job.id)
+    progress = {
+        "queued": counts["open"] + counts["sent"] + counts["failed"],
+        "sent": counts["sent"],
+        "failed": counts["failed"],
+    }
+    if not found.listed or counts["open"]:
+        return found.job.model_copy(update=progress)
+    now = utcnow()
+    finished = services.store.jobs.finish(found.job.id, progress, updated_at=now)
+    return found.job.model_copy(
+        update={**progress, "status": RecoveryStatus.DONE} | ({"updated_at": now} if finished else {})
     )
 
 

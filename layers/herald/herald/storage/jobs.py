@@ -5,7 +5,7 @@ up exactly once: see ``herald.worker.jobs``)."""
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -98,9 +98,22 @@ def _take_lock(key: keys.Key, job_id: str, holder: str | None, *, now: int, unti
 
 def _job_item(job: RecoveryJob, *, expires_at: int, listed: bool) -> dict[str, Any]:
     fields = record(job)
-    for counted in ("queued", "sent", "failed"):  # read from the tickets, never stored
+    for counted in COUNTS:  # read from the tickets until the job is done (``JobRepository.finish``)
         fields.pop(counted, None)
     return to_item({**keys.recovery_job(job.id), **fields, "listed": listed, "expires_at": expires_at})
+
+
+#: A recovery job's counts, as its answer gives them: read from its tickets, stored once the job is done.
+COUNTS = ("queued", "sent", "failed")
+
+
+class StoredJob(NamedTuple):
+    """A recovery job as stored, whether all its deliveries have been listed, and whether its counts are final:
+    stored with it when it was found done (``JobRepository.finish``), so its tickets need not be read again."""
+
+    job: RecoveryJob
+    listed: bool
+    counted: bool
 
 
 class JobRepository:
@@ -158,12 +171,34 @@ class JobRepository:
             return False
         return True
 
-    def get(self, job_id: str) -> tuple[RecoveryJob, bool] | None:
-        """The job as stored (its counts still zero) and whether all its deliveries have been listed."""
+    def get(self, job_id: str) -> StoredJob | None:
+        """The job as stored (its counts zero until it is done and ``counted``) and whether all its deliveries have
+        been listed."""
         item = self._table.read(keys.recovery_job(job_id))
         if item is None:
             return None
-        return RecoveryJob.model_validate(strip(item)), bool(item.get("listed"))
+        job = RecoveryJob.model_validate(strip(item))
+        return StoredJob(job, bool(item.get("listed")), bool(item.get("counted")) and job.status is RecoveryStatus.DONE)
+
+    def finish(self, job_id: str, counts: dict[str, int], *, updated_at: datetime) -> bool:
+        """Mark a listed job ``done`` with its final counts (``COUNTS``, read from its tickets with none open): a
+        listed job takes no ticket again, so they stay as they are. False if the job is gone (expired)."""
+        fields = {"status": RecoveryStatus.DONE.value, **{name: counts[name] for name in COUNTS}}
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.recovery_job(job_id)),
+                UpdateExpression="SET counted = :true, updated_at = :at, "
+                + ", ".join(f"#{name} = :{name}" for name in fields),
+                ConditionExpression="attribute_exists(pk) AND listed = :true",
+                ExpressionAttributeNames={f"#{name}": name for name in fields},
+                ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), **fields),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
 
     def start_listing(self, job_id: str, lister: str, *, now: datetime, idle_before: datetime) -> bool:
         """Mark the job running, listed by ``lister`` (the SQS message id of its first message). True for the
