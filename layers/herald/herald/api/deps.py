@@ -104,3 +104,14 @@ IteratorQuery = Annotated[
         description="The `iterator` of the previous page, to get the next one.",
     ),
 ]
+
+#: The ``Idempotency-Key`` of an operation that makes something (a subscription, an operator endpoint) once.
+CreationKeyHeader = Annotated[
+    str | None,
+    Header(
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Makes retries safe: for 24 hours, a request with the same key and body answers what the first "
+        "made instead of making another (the same key with another body, or once what it made is deleted, is a 409).",
+    ),
+]

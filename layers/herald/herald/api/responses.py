@@ -85,6 +85,27 @@ SHARED_ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def creation_answers(what: str) -> dict[int | str, dict[str, Any]]:
+    """The answers of an operation that makes a ``what`` once under an ``Idempotency-Key`` (``CreationKeyHeader``):
+    its 409 and its success's ``Idempotent-Replayed`` header."""
+    return {
+        409: {
+            "description": f"`idempotency_key_reused`: this `Idempotency-Key` made a {what} with another request, or "
+            f"one deleted since; send the request with a new key. Rarely `conflict`: the {what}s changed while this "
+            "one was written; send it again.",
+        },
+        201: {
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": f"`true` when an earlier request with the same `Idempotency-Key` made the {what}: "
+                    f"the answer is that {what}, and no other was made. Absent otherwise.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            }
+        },
+    }
+
+
 class GatewayThrottled(BaseModel):
     """API Gateway's own answer when it throttles a request (the app never sees the request)."""
 

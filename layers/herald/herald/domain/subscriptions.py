@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,6 +27,7 @@ from herald.delivery_options import (
     event_schemas,
     example_envelopes,
 )
+from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, NotFoundError
 from herald.limits import check_subscription
 from herald.records import SigningSecret, Subscription, Tenant, utcnow
@@ -34,7 +35,7 @@ from herald.storage.subscriptions import CreationKey, CreationKeyTaken
 
 if TYPE_CHECKING:
     from herald.records import Metadata
-    from herald.schemas import SubscriptionIn, SubscriptionUpdate
+    from herald.schemas import OperatorWebhookIn, SubscriptionIn, SubscriptionUpdate
     from herald.services import Services
     from herald.storage import Store
 
@@ -127,13 +128,27 @@ async def create(
     once; the key with another request is a 409, as is a retry after its subscription was deleted."""
     if idempotency_key is None:
         return Created(await _create(services, tenant_id, body))
-    fingerprint = _fingerprint(body)
+    return await _once(
+        services, tenant_id, idempotency_key, _fingerprint(body), lambda key: _create(services, tenant_id, body, key)
+    )
+
+
+async def _once(
+    services: Services,
+    tenant_id: str,
+    idempotency_key: str,
+    fingerprint: str,
+    make: Callable[[CreationKey], Awaitable[Subscription]],
+) -> Created:
+    """The subscription an earlier request with the tenant's ``idempotency_key`` and the same ``fingerprint`` made,
+    else the one ``make`` makes now, with the key's record in its transaction: of requests sent at once, one makes
+    it and the others get it."""
     earlier = _made_with_key(services, tenant_id, idempotency_key, fingerprint)
     if earlier is not None:
         return Created(earlier, replayed=True)
     expires_at = int(utcnow().timestamp()) + CREATION_KEY_HOLDS_SECONDS
     try:
-        sub = await _create(services, tenant_id, body, CreationKey(idempotency_key, fingerprint, expires_at))
+        sub = await make(CreationKey(idempotency_key, fingerprint, expires_at))
     except CreationKeyTaken:
         earlier = _made_with_key(services, tenant_id, idempotency_key, fingerprint)
         if earlier is None:  # made, and deleted already
@@ -197,17 +212,33 @@ async def _create(
 
 
 async def create_operator_endpoint(
-    services: Services, url: str, event_types: list[str], *, description: str
-) -> Subscription:
-    """An operator endpoint: a subscription of the reserved operator tenant to operational event types."""
-    from herald.domain.operational import OPERATOR_TENANT_ID
-
-    checked_url = await services.url_policy.check_new_url(url)
-    services.store.tenants.create_unlisted(Tenant(id=OPERATOR_TENANT_ID, name="operator", created_at=utcnow()))
-    sub = new_subscription(
-        OPERATOR_TENANT_ID, checked_url, check_operational_types(event_types), description=description
+    services: Services, body: OperatorWebhookIn, *, idempotency_key: str | None = None
+) -> Created:
+    """An operator endpoint: a subscription of the reserved operator tenant to operational event types, checked
+    against the deployment's limits as a tenant's is (its URL, its description, how many there are). With an
+    ``idempotency_key``, once, as ``create``."""
+    if idempotency_key is None:
+        return Created(await _create_operator_endpoint(services, body))
+    return await _once(
+        services,
+        OPERATOR_TENANT_ID,
+        idempotency_key,
+        ids.fingerprint(body.model_dump(mode="json")),
+        lambda key: _create_operator_endpoint(services, body, key),
     )
-    services.store.subscriptions.create(sub)
+
+
+async def _create_operator_endpoint(
+    services: Services, body: OperatorWebhookIn, creation_key: CreationKey | None = None
+) -> Subscription:
+    url = await services.url_policy.check_new_url(str(body.url))
+    event_types = check_operational_types(body.event_types)
+    check_subscription(services.settings, url=url, event_types=event_types, description=body.description)
+    services.store.tenants.create_unlisted(Tenant(id=OPERATOR_TENANT_ID, name="operator", created_at=utcnow()))
+    sub = new_subscription(OPERATOR_TENANT_ID, url, event_types, description=body.description)
+    services.store.subscriptions.create(
+        sub, max_subscriptions=services.settings.max_subscriptions_per_tenant, creation_key=creation_key
+    )
     return sub
 
 

@@ -38,6 +38,7 @@ from herald.schemas.jobs import (
     RedriveOut,
 )
 from herald.schemas.subscriptions import (
+    OperatorWebhookIn,
     SecretOut,
     SecretRotateIn,
     SubscriptionIn,
@@ -74,6 +75,7 @@ __all__ = [
     "EventOut",
     "EventTypeOut",
     "NotDiscarded",
+    "OperatorWebhookIn",
     "Page",
     "RecoveryIn",
     "RecoveryJobOut",

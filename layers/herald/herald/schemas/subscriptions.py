@@ -27,6 +27,7 @@ from herald.delivery_options.openapi import (
     UPDATE_EXAMPLES,
 )
 from herald.records import (
+    WILDCARD,
     Metadata,
     Subscription,
 )
@@ -274,3 +275,19 @@ class SecretRotateIn(StrictModel):
 class TestDeliveryOut(BaseModel):
     event_id: str
     delivery_id: str
+
+
+class OperatorWebhookIn(StrictModel):
+    url: AnyHttpUrl = Field(description="Where operational events are POSTed.", examples=["https://ops.example.com/h"])
+    event_types: list[str] = Field(
+        [WILDCARD],
+        min_length=1,
+        max_length=20,
+        description='Operational event types, or `["*"]` (the default) for all of them.',
+        examples=[["subscription.disabled", "delivery.exhausted"]],
+    )
+    description: str = Field("", max_length=500)
+
+    # Once each, sorted, as a tenant's; each name is then checked against the operational catalog, ``*`` beside it
+    # or not (``check_operational_types``).
+    _event_types = field_validator("event_types")(check_event_types)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Body, Response, status
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from herald.api.deps import IteratorQuery, LimitQuery, OperatorDep, ServicesDep
+from herald.api.deps import CreationKeyHeader, IteratorQuery, LimitQuery, OperatorDep, ServicesDep
+from herald.api.responses import creation_answers
 from herald.api.routers import api_router
 from herald.api.routes.deliveries import (
     EventTypeQuery,
@@ -26,38 +27,20 @@ from herald.api.routes.subscriptions import secret_out
 from herald.catalog import operational_catalog
 from herald.domain import deliveries, subscriptions
 from herald.domain.operational import OPERATOR_TENANT_ID
-from herald.records import WILDCARD, Delivery, Subscription
+from herald.records import Delivery, Subscription
 from herald.schemas import (
     AttemptOut,
     DeliveryOut,
+    OperatorWebhookIn,
     Page,
     SecretOut,
     SecretRotateIn,
     SubscriptionOut,
     SubscriptionWithSecret,
-    check_event_types,
 )
 from herald.services import Services
 
 router = api_router(prefix="/v1/operator/webhooks", tags=["operator"])
-
-
-class OperatorWebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: AnyHttpUrl = Field(description="Where operational events are POSTed.", examples=["https://ops.example.com/h"])
-    event_types: list[str] = Field(
-        [WILDCARD],
-        min_length=1,
-        max_length=20,
-        description='Operational event types, or `["*"]` (the default) for all of them.',
-        examples=[["subscription.disabled", "delivery.exhausted"]],
-    )
-    description: str = Field("", max_length=500)
-
-    # Once each, sorted, as a tenant's; each name is then checked against the operational catalog, ``*`` beside it
-    # or not (``check_operational_types``).
-    _event_types = field_validator("event_types")(check_event_types)
 
 
 class OperatorWebhookUpdate(BaseModel):
@@ -70,16 +53,26 @@ def _webhook_or_404(services: Services, webhook_id: str) -> Subscription:
     return subscriptions.find(services, OPERATOR_TENANT_ID, webhook_id, what="operator webhook")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Register an endpoint for operational events")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register an endpoint for operational events",
+    responses=creation_answers("endpoint"),
+)
 async def create_operator_webhook(
-    body: OperatorWebhookIn, services: ServicesDep, _: OperatorDep
+    body: OperatorWebhookIn,
+    response: Response,
+    services: ServicesDep,
+    _: OperatorDep,
+    idempotency_key: CreationKeyHeader = None,
 ) -> SubscriptionWithSecret:
     """Herald POSTs operational events here (`subscription.disabled`, `delivery.exhausted`, `delivery.failing`,
     `subscription.recovered`), signed with the `whsec_` secret in the answer. It is shown only once: keep it (or
-    rotate it for a new one, `POST .../secret/rotate`)."""
-    sub = await subscriptions.create_operator_endpoint(
-        services, str(body.url), body.event_types, description=body.description
-    )
+    rotate it for a new one, `POST .../secret/rotate`). An `Idempotency-Key` makes a retry safe: without one, a
+    request whose answer was lost and is sent again makes a second endpoint, whose secret nobody kept."""
+    sub, replayed = await subscriptions.create_operator_endpoint(services, body, idempotency_key=idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return SubscriptionWithSecret(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
 
 

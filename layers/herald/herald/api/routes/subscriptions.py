@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Body, Header, Response, status
+from fastapi import Body, Response, status
 
-from herald.api.deps import CallerDep, IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.api.deps import CallerDep, CreationKeyHeader, IteratorQuery, LimitQuery, ServicesDep, TenantDep
+from herald.api.responses import creation_answers
 from herald.api.routers import api_router
 from herald.auth import Role
 from herald.delivery_options.openapi import TransformDryRunIn, TransformDryRunOut
@@ -46,40 +47,14 @@ def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Subscribe a URL to event types",
-    responses={
-        **_answers(404, 422, 503),
-        409: {
-            "model": ErrorResponse,
-            "description": "`idempotency_key_reused`: this `Idempotency-Key` made a subscription with another "
-            "request, or one deleted since; send the request with a new key. Rarely `conflict`: the tenant's "
-            "subscriptions changed while this one was written; send it again.",
-        },
-        status.HTTP_201_CREATED: {
-            "headers": {
-                "Idempotent-Replayed": {
-                    "description": "`true` when an earlier request with the same `Idempotency-Key` made the "
-                    "subscription: the answer is that subscription, and no other was made. Absent otherwise.",
-                    "schema": {"type": "string", "enum": ["true"]},
-                }
-            }
-        },
-    },
+    responses={**_answers(404, 422, 503), **creation_answers("subscription")},
 )
 async def create_subscription(
     body: SubscriptionIn,
     response: Response,
     services: ServicesDep,
     tenant_id: TenantDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            max_length=255,
-            pattern=r"^[\x21-\x7e]+$",
-            description="Makes retries safe: for 24 hours, a request with the same key and body answers the "
-            "subscription the first made instead of making another (the same key with another body, or once its "
-            "subscription is deleted, is a 409).",
-        ),
-    ] = None,
+    idempotency_key: CreationKeyHeader = None,
 ) -> SubscriptionWithSecret:
     """Answers with the subscription's `whsec_` signing secret: verify every delivery with it.
 
