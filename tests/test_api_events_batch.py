@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from herald import faults
 from herald.domain.publishing import new_event
 from herald.storage import keys
 from herald.storage.table import inserted_item, to_item
@@ -246,6 +247,45 @@ def test_events_a_batch_could_not_store_are_answered_503_each_and_stored_by_its_
         Webhook(sub.secret).verify(got.body, got.headers)["data"]["invoice_id"] for got in receiver.received
     )
     assert delivered == Counter({f"in_{number}": 1 for number in range(30)})
+
+
+@pytest.mark.faults("dynamodb.BatchExecuteStatement:lost@call=calls:1, dynamodb.BatchGetItem:throttle@call=calls:1")
+def test_events_whose_write_went_unanswered_are_named_and_published_once_with_their_id(
+    client: Any, tenant: TenantInfo, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN a subscription; the batch's call of INSERTs carried out and its answer lost (after botocore's retries),
+    # and the read that would tell what it wrote refused too
+    with faults.suspended():
+        sub = subscribe(client, tenant, receiver.url)
+    batch = [{key: value for key, value in _event(tenant.id, number).items() if key != "id"} for number in range(2)]
+    # WHEN a batch of two events without ids is published
+    first = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
+    # THEN the call is no 503 telling to send it again as it is (the events may be stored: sent again without ids,
+    # they would be stored twice): each item is a 503 naming the id its event was given
+    assert first.status_code == 200, first.text
+    items = first.json()["data"]
+    assert [item["status"] for item in items] == [503, 503]
+    assert all(item["error"]["code"] == "service_unavailable" for item in items)
+    named = [item["error"]["event_id"] for item in items]
+    assert all(event_id and event_id.startswith("evt_") for event_id in named), items
+    assert all("again with this id" in item["error"]["message"] for item in items)
+    # WHEN the publisher sends each again with the id it was given
+    again = client.post(
+        "/v1/events/batch",
+        json={"events": [{**event, "id": event_id} for event, event_id in zip(batch, named, strict=True)]},
+        headers=ADMIN,
+    )
+    # THEN each is the event the lost call stored (replayed), now queued, and each reaches the subscriber once
+    assert [(item["status"], item["replayed"], item["event"]["id"]) for item in again.json()["data"]] == [
+        (202, True, event_id) for event_id in named
+    ]
+    harness.drain()
+    harness.reveal()  # a copy queued again is held a minute after the first publish: let it out
+    harness.drain()
+    delivered = Counter(
+        Webhook(sub.secret).verify(got.body, got.headers)["data"]["invoice_id"] for got in receiver.received
+    )
+    assert delivered == Counter({"in_0": 1, "in_1": 1})
 
 
 def _verified(receiver: Receiver, subs: list[Any]) -> Counter[str]:

@@ -97,6 +97,10 @@ class ServiceUnavailableError(HeraldError):
     code = "service_unavailable"
 
 
+class OutcomeUnknownError(ServiceUnavailableError):
+    """A write whose call failed and whose result could not be read back either: it may have been made."""
+
+
 class AttemptUnderWay(ServiceUnavailableError):
     """A job's ticket cannot be ended now: an attempt of its delivery is under way (``JobRepository.end_ticket``); the
     same request, once the attempt is over, can."""

@@ -33,6 +33,7 @@ from herald.errors import (
     HeraldError,
     IdempotencyConflictError,
     InvalidInputError,
+    OutcomeUnknownError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     UnknownEventTypeError,
@@ -351,7 +352,7 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
     to_queue: list[tuple[StoredEvent, _Routed]] = []
     to_requeue: dict[str, tuple[int, StoredEvent]] = {}  # by event id: (position in results, the event)
     queued_ids: set[str] = set()
-    for (position, _, this_try), outcome in zip(new, created, strict=True):
+    for (position, stored_as, this_try), outcome in zip(new, created, strict=True):
         if isinstance(outcome, EventExistsError):
             earlier = outcome.stored
             queue = not earlier.enqueued and earlier.event.id not in queued_ids  # not already by this batch
@@ -362,7 +363,9 @@ def publish_many(services: Services, bodies: Sequence[EventIn | HeraldError]) ->
                 continue
             routed = _Routed.again()  # stored by an earlier try
         elif isinstance(outcome, HeraldError):
-            results[position] = outcome
+            results[position] = (
+                MaybeStoredError(stored_as.event.id) if isinstance(outcome, OutcomeUnknownError) else outcome
+            )
             continue
         else:
             earlier, queue = outcome, outcome.event.id not in queued_ids
@@ -390,6 +393,18 @@ class NotQueuedError(ServiceUnavailableError):
         )
         self.stored = stored
         self.event_id = stored.event.id
+
+
+class MaybeStoredError(ServiceUnavailableError):
+    """An event whose write went unanswered and could not be read back: it may be stored, and not queued. Its
+    answer names the id it was given (``event_id``): a repeat of its publish with that id publishes it once."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(
+            f"event {event_id} may have been stored (storage did not answer): publish it again with this id; it is "
+            "published once"
+        )
+        self.event_id = event_id
 
 
 def _unless_unqueued(result: Published | HeraldError, unqueued: set[str]) -> Published | HeraldError:

@@ -28,7 +28,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import dynamodb_client
-from herald.errors import InvalidCursorError, ServiceUnavailableError
+from herald.errors import InvalidCursorError, OutcomeUnknownError, ServiceUnavailableError
 from herald.storage.keys import STORAGE_ATTRIBUTES
 
 logger = logging.getLogger(__name__)
@@ -539,7 +539,9 @@ class Table:
             try:
                 ours = self.holds([items[index] for index in unsure])
             except ServiceUnavailableError as exc:
-                return [_failure(str(exc)) if answer is False else answer for answer in answers]
+                # Neither written for sure nor refused for sure: the call may have written them before it failed.
+                unknown = set(unsure)
+                return [_unknown(str(exc)) if index in unknown else answer for index, answer in enumerate(answers)]
             for index, held in zip(unsure, ours, strict=True):
                 if held:
                     answers[index] = True
@@ -627,6 +629,11 @@ def _failure(reason: str, cause: BaseException | None = None) -> ServiceUnavaila
     failure = ServiceUnavailableError(reason)
     failure.__cause__ = cause
     return failure
+
+
+def _unknown(reason: str) -> OutcomeUnknownError:
+    """One error per item whose write may or may not have been made."""
+    return OutcomeUnknownError(f"{reason}: the write may have been made")
 
 
 def _code_of(exc: ClientError | BotoCoreError) -> str:

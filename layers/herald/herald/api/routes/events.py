@@ -11,7 +11,7 @@ from herald.api.deps import OperatorDep, ServicesDep
 from herald.api.errors import capped_details, status_of
 from herald.api.routers import api_router
 from herald.domain import tenants
-from herald.domain.publishing import NotQueuedError, Published, publish, publish_many
+from herald.domain.publishing import MaybeStoredError, NotQueuedError, Published, publish, publish_many
 from herald.errors import HeraldError, InvalidInputError, NotFoundError, RequestShapeError, ServiceUnavailableError
 from herald.ids import EVENT_ID_PATTERN
 from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
@@ -96,7 +96,9 @@ async def publish_batch(
     event or the error. An event with an `id` that was published before is answered with the original
     (`replayed`), so a batch whose answer was lost can be sent again safely when every event has an `id`.
     When storage is unavailable for some events, those items are 503 and the others are published; when nothing
-    could be stored, the whole call is a 503 with `Retry-After`: send it again as it is. An event stored and not
+    could be stored, the whole call is a 503 with `Retry-After`: send it again as it is. An event whose write went
+    unanswered (it may be stored) is a 503 item naming the id it was given (`error.event_id`): publish it again with
+    that `id`, and it is published once. An event stored and not
     fully queued (the queue did not take all its messages; some of its deliveries may be on their way) is a 503
     item with the event as stored: publish it again with that `id`, and the rest is queued, nothing sent twice. An
     event with an `id` sent again is answered as stored; one without an `id` is published again. An
@@ -118,7 +120,9 @@ async def publish_batch(
             parsed[index] = audiences[item.tenant_id] or item
     results = publish_many(services, parsed)
     unavailable = [r for r in results if isinstance(r, ServiceUnavailableError)]
-    if unavailable and all(isinstance(r, HeraldError) and not isinstance(r, NotQueuedError) for r in results):
+    if unavailable and all(
+        isinstance(r, HeraldError) and not isinstance(r, (NotQueuedError, MaybeStoredError)) for r in results
+    ):
         raise unavailable[0]  # nothing was stored: the whole batch is a 503, to be sent again as it is
     return EventBatchOut(data=[_batch_item(result) for result in results])
 
