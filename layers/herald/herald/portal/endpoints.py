@@ -3,6 +3,7 @@ Every change goes through ``herald.domain`` (the same rules and messages as the 
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -11,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from herald.catalog import catalog
 from herald.delivery_options import CustomHeaders
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
-from herald.errors import IdempotencyConflictError, InvalidInputError
+from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError
 from herald.portal.render import moment, page
 from herald.portal.security import change_form, fields_list, manager, visitor
 from herald.records import Delivery, DeliveryStatus, utcnow
@@ -109,7 +110,13 @@ def _as_the_form_reads(metadata: dict[str, str] | None) -> dict[str, str]:
 
 
 def _form_page(
-    request: Request, guest: Visitor, values: dict[str, Any], *, removing: Sequence[str] = (), **context: Any
+    request: Request,
+    guest: Visitor,
+    values: dict[str, Any],
+    *,
+    removing: Sequence[str] = (),
+    sub: Subscription | None = None,
+    **context: Any,
 ) -> Response:
     return page(
         request,
@@ -121,6 +128,12 @@ def _form_page(
         # The form says so: saved unchanged, it is kept as it is; edited, it is saved as the lines read.
         metadata_lossy=_as_the_form_reads(values.get("metadata")) != (values.get("metadata") or {}),
         event_types=list(catalog),
+        sub=sub,
+        version_field=VERSION_FIELD,
+        shown_field=SHOWN_FIELD,
+        # Compact JSON, escaped to ASCII: the hidden field gives it back as it is (no line break for the browser to
+        # rewrite), to tell what the tenant changed from what the form showed.
+        shown=json.dumps(Shown.of(sub).model_dump(), separators=(",", ":")) if sub else "",
         **context,
     )
 
@@ -273,33 +286,196 @@ async def edit_endpoint(request: Request, sub_id: str) -> Response:
     return _form_page(request, guest, sub.model_dump(), sub=sub)
 
 
+#: The edit form's hidden fields: the version of the endpoint it showed, and the values it showed (JSON of
+#: ``Shown``). A save applies only the fields the tenant changed from those, over the endpoint as it is then: a change
+#: made meanwhile (through the API, or another page) to another field is kept, not reverted with the form's stale
+#: value, and an unchanged field is not checked again against limits lowered since it was set.
+VERSION_FIELD = "version"
+SHOWN_FIELD = "shown"
+#: Reads and writes of an endpoint that keeps changing while the form is saved, before the save gives up (409).
+SAVE_ATTEMPTS = 3
+
+
+class Shown(BaseModel):
+    """The fields the edit form changes, as stored: what a form showed, or what the endpoint holds now."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    url: str
+    event_types: list[str]
+    description: str
+    metadata: dict[str, str]
+    rate_limit: int | None
+    filter: str | None
+    transform: str | None
+
+    @classmethod
+    def of(cls, sub: Subscription) -> Shown:
+        return cls.model_validate({name: getattr(sub, name) for name in cls.model_fields})
+
+
+#: How the conflict note names each field.
+FIELD_NAMES = {
+    "url": "URL",
+    "event_types": "event types",
+    "description": "description",
+    "metadata": "metadata",
+    "rate_limit": "rate limit",
+    "filter": "filter",
+    "transform": "transform",
+}
+
+
+def _names(fields: Sequence[str]) -> str:
+    """The fields as a note lists them."""
+    return ", ".join(FIELD_NAMES[name] for name in fields)
+
+
+def _shown_in(form: dict[str, str], sub: Subscription) -> Shown | None:
+    """What the posted edit form showed: ``sub`` as it is, if the form names its version (or none: a form sent by a
+    script, or rendered before the form carried it, is taken as made of the endpoint as it is); else the values it
+    carried. None if it names another version and its values cannot be read: whatever it sends may be stale."""
+    version = form.get(VERSION_FIELD)
+    if version is None or version == str(sub.version):
+        return Shown.of(sub)
+    try:
+        return Shown.model_validate_json(form.get(SHOWN_FIELD, ""))
+    except ValidationError:
+        return None
+
+
+def _posted(form: dict[str, str], shown: Shown | None, now: Shown) -> dict[str, Any]:
+    """The form's fields as an update would set them. A filter or transform is removed by its box, which names the
+    one the form showed (the endpoint's own, for a form that showed nothing readable); left unticked, it is kept."""
+    values = _form_values(form)
+    removing = fields_list(form, "remove")
+    for name in ("filter", "transform"):
+        values[name] = None if name in removing else getattr(shown or now, name)
+    return values
+
+
+def _reads_as(name: str, posted: Any, value: Any) -> bool:
+    """Whether the form's ``posted`` value of field ``name`` is ``value`` as the form shows it: event types in any
+    order, a description with its line breaks as a browser sends them and its ends trimmed (an HTML textarea drops a
+    first line break), metadata as its lines read back (metadata set through the API in a way the lines cannot hold
+    reads as those lines)."""
+    if name == "event_types":
+        posted, value = set(posted), set(value)
+    elif name == "description":
+        value = _lines(value).strip()
+    elif name == "metadata":
+        value = _as_the_form_reads(value)
+    return bool(posted == value)
+
+
+def _same(name: str, one: Any, other: Any) -> bool:
+    """Whether two stored values of field ``name`` are the same (event types in any order)."""
+    return set(one) == set(other) if name == "event_types" else bool(one == other)
+
+
+def _merged(posted: dict[str, Any], shown: Shown | None, now: Shown) -> tuple[dict[str, Any], list[str]]:
+    """The changes the form makes to the endpoint as it is ``now``: the fields the tenant changed from what the form
+    showed. A field sent as the form showed it is no change, so it is not checked again: a URL whose host no longer
+    passes the URL policy (checked at each send), or a field over a limit the operator lowered since, must not keep
+    the tenant from changing the others, as the API's PATCH without them does not. A field the endpoint changed
+    meanwhile is kept as it is now, unless the tenant changed it too, to another value: that is a conflict (the second
+    list), and nothing is saved. A form whose ``shown`` values are unknown conflicts in every field it does not send
+    as the endpoint now has it."""
+    changes: dict[str, Any] = {}
+    conflicts: list[str] = []
+    for name in Shown.model_fields:
+        mine, current = posted[name], getattr(now, name)
+        if _reads_as(name, mine, current) or (shown is not None and _reads_as(name, mine, getattr(shown, name))):
+            continue  # as the form showed it, or as it is now: not a change
+        if shown is not None and _same(name, current, getattr(shown, name)):
+            changes[name] = mine
+        else:
+            conflicts.append(name)
+    return changes, conflicts
+
+
+def _value_text(name: str, value: Any) -> str:
+    """A value of field ``name`` as the conflict note quotes it."""
+    if name == "event_types":
+        return ", ".join(value) if value else "none"
+    if name == "metadata":
+        return "; ".join(_metadata_text(value).splitlines()) or "none"
+    if value is None or value == "":
+        return "none"
+    return f"“{value}”" if name == "description" else str(value)
+
+
+def _conflict_note(
+    conflicts: list[str], changes: dict[str, Any], posted: dict[str, Any], now: Shown, shown: Shown | None
+) -> list[str]:
+    """What the conflict answer says: the endpoint changed since the form was opened, in which fields the tenant
+    changed too, and what the tenant had entered in each (the form shows the endpoint's values there now)."""
+    changed = "This endpoint was changed elsewhere (through the API, or on another page) after this form was opened"
+    if shown is None:
+        return [
+            f"{changed}, and the form does not say what it showed. Nothing was saved: the form now shows the "
+            "endpoint as it is. Make your changes again, and save."
+        ]
+    kept = ", and keeps your other changes (not saved yet)" if changes else ""
+    note = [
+        f"{changed}, in fields you changed too: {_names(conflicts)}. Nothing was saved: the form now shows those "
+        f"fields as they are{kept}. Check them, and save again."
+    ]
+    for name in conflicts:
+        label = FIELD_NAMES[name][0].upper() + FIELD_NAMES[name][1:]
+        now_text = _value_text(name, getattr(now, name))
+        if name in ("filter", "transform"):
+            note.append(f"{label}: you removed {_value_text(name, getattr(shown, name))}; it is now {now_text}.")
+        else:
+            note.append(f"{label}: you entered {_value_text(name, posted[name])}; it is now {now_text}.")
+    return note
+
+
+def _rebased(sub: Subscription, changes: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The form sent back, made of the endpoint as it is with the tenant's changes: the values it shows, and the
+    option boxes it keeps ticked."""
+    values = {**Shown.of(sub).model_dump(), **changes}
+    return values, [name for name in ("filter", "transform") if name in changes]
+
+
 @router.post("/{sub_id}/edit")
 async def update_endpoint(request: Request, sub_id: str) -> Response:
+    """Save the edit form: the fields the tenant changed from what the form showed (its hidden fields), over the
+    endpoint as it is now. A field changed meanwhile which the tenant changed too answers the form again (409) with
+    the endpoint's values and a note, and nothing is saved; a change written between this read and the save is read
+    again."""
     guest = _guest(request)
     form = await change_form(request, guest)
     sub = _find(guest, sub_id)
-    values = _form_values(form)
-    shown = _as_the_form_reads(sub.metadata)
-    if shown != sub.metadata and values["metadata"] == shown:
-        # The lines as the form showed them (line endings and spaces aside): the tenant did not edit them, and the
-        # metadata stays as the API set it, not as those lines would read it.
-        values["metadata"] = sub.metadata
-    if values["description"] == _lines(sub.description).strip():
-        # The description as the form showed it, but for its line breaks' encoding and spaces at its ends (and a
-        # first line break, which an HTML textarea drops): unchanged, it stays as the API set it.
-        values["description"] = sub.description
-    # A filter or a transform (set through the API) the tenant removes: new event types they do not fit are refused.
-    removing = [name for name in fields_list(form, "remove") if name in ("filter", "transform")]
-    values.update(dict.fromkeys(removing))
-    # The URL as the form showed it: unchanged, it is not checked again. Its host's name may no longer pass the URL
-    # policy (it does not resolve today, or resolves to a private address): that is checked at each send, and must
-    # not keep the tenant from changing the endpoint's other fields, as the API's PATCH without `url` does not.
-    changes = {name: value for name, value in values.items() if name != "url" or value != sub.url}
-    try:
-        await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(changes))
-    except (ValidationError, InvalidInputError) as exc:
-        return _form_page(request, guest, values, sub=sub, errors=_errors(exc), removing=removing, status_code=422)
-    return _back(sub.id, "saved")
+    shown = _shown_in(form, sub)
+    for _ in range(SAVE_ATTEMPTS):
+        now = Shown.of(sub)
+        posted = _posted(form, shown, now)
+        changes, conflicts = _merged(posted, shown, now)
+        values, removing = _rebased(sub, changes)
+        if conflicts:
+            errors = _conflict_note(conflicts, changes, posted, now, shown)
+            return _form_page(request, guest, values, sub=sub, errors=errors, removing=removing, status_code=409)
+        if not changes:
+            return _back(sub.id, "saved")
+        try:
+            await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(changes))
+        except (ValidationError, InvalidInputError) as exc:
+            errors = _errors(exc)
+            moved = [
+                n for n in Shown.model_fields if shown is not None and not _same(n, getattr(now, n), getattr(shown, n))
+            ]
+            if moved:
+                errors.append(
+                    f"This endpoint was also changed elsewhere after this form was opened ({_names(moved)}): the form "
+                    "now shows it as it is, with your changes."
+                )
+            return _form_page(request, guest, values, sub=sub, errors=errors, removing=removing, status_code=422)
+        except ConflictError:
+            sub = _find(guest, sub_id)  # changed between the read and the write: merged again over what it is now
+            continue
+        return _back(sub.id, "saved")
+    raise ConflictError("this endpoint kept changing while the form was saved; open it again")
 
 
 @router.post("/{sub_id}/enabled")
