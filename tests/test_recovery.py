@@ -26,6 +26,7 @@ from herald.messages import DeliveryMessage, RecoverMessage, dump_message
 from herald.records import DeliveryStatus, RecoveryJob, RecoveryStatus, Trigger
 from herald.sender import send_attempt
 from herald.storage import keys
+from herald.storage.jobs import FAILED, SENT, use_ticket
 from herald.storage.table import Table, to_item
 from herald.worker import dispatch
 from herald.worker import jobs as worker_jobs
@@ -1385,13 +1386,17 @@ def test_a_recovery_not_listed_is_not_stored_done(services: Any) -> None:
     )
     # WHEN its counts are stored as final
     # THEN they are refused: only a listed job takes no more tickets
-    assert store.finish(job.id, {"queued": 0, "sent": 0, "failed": 0}, updated_at=now) is False
+    found = store.get(job.id)
+    assert found is not None
+    assert store.finish(job.id, {"queued": 0, "sent": 0, "failed": 0}, version=found.version, updated_at=now) is False
     found = store.get(job.id)
     assert found is not None
     assert (found.job.status, found.counted) == (RecoveryStatus.RUNNING, False)
     # AND once listed, they are kept
     store.update(job.id, updated_at=now, listed=True)
-    assert store.finish(job.id, {"queued": 2, "sent": 1, "failed": 1}, updated_at=now) is True
+    found = store.get(job.id)
+    assert found is not None
+    assert store.finish(job.id, {"queued": 2, "sent": 1, "failed": 1}, version=found.version, updated_at=now) is True
     found = store.get(job.id)
     assert found is not None
     assert (found.job.status, found.job.queued, found.job.sent, found.job.failed, found.counted) == (
@@ -1401,6 +1406,98 @@ def test_a_recovery_not_listed_is_not_stored_done(services: Any) -> None:
         1,
         True,
     )
+
+
+def _listed_job(services: Any) -> RecoveryJob:
+    """A recovery job whose listing has ended, with one ticket taken and used (sent)."""
+    now = datetime.now(UTC)
+    job = RecoveryJob(
+        id="rcv_x",
+        tenant_id="t",
+        subscription_id="sub_x",
+        since=now,
+        until=now,
+        status=RecoveryStatus.RUNNING,
+        created_at=now,
+        updated_at=now,
+    )
+    store = services.store.jobs
+    later = int(now.timestamp()) + 3600
+    assert store.create(
+        job, window="w", window_holder=None, slot=0, slot_holder=None, lock_expires_at=later, expires_at=later
+    )
+    assert store.take_ticket(job.id, "dlv_1", lock_seconds=60, ticket_seconds=3600)
+    services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
+    store.update(job.id, updated_at=now, listed=True)
+    return job
+
+
+def test_a_done_recovery_a_late_page_takes_tickets_of_runs_again(services: Any) -> None:
+    # GIVEN a listed job, found done (its counts stored)
+    job = _listed_job(services)
+    done = domain_jobs.read_recovery(services, job.id)
+    assert done is not None
+    assert (done.status, done.queued, done.sent) == (RecoveryStatus.DONE, 1, 1)
+    # WHEN a copy of one of its listing messages, which read it unlisted, takes a ticket on its page (as its page does)
+    store = services.store.jobs
+    assert store.take_ticket(job.id, "dlv_2", lock_seconds=60, ticket_seconds=3600)
+    store.reopen(job.id, now=datetime.now(UTC))
+    # THEN the job runs again, counted from its tickets
+    running = domain_jobs.read_recovery(services, job.id)
+    assert running is not None
+    assert (running.status, running.queued, running.sent, running.failed) == (RecoveryStatus.RUNNING, 2, 1, 0)
+    # AND once that ticket is used, it is done again with both counted
+    services.store.table.transact(use_ticket("dlv_2", job.id, FAILED))
+    final = domain_jobs.read_recovery(services, job.id)
+    assert final is not None
+    assert (final.status, final.queued, final.sent, final.failed) == (RecoveryStatus.DONE, 2, 1, 1)
+    again = store.get(job.id)
+    assert again is not None
+    assert again.counted is True
+
+
+def test_a_recovery_whose_tickets_a_late_page_took_while_they_were_counted_is_not_stored_done(
+    services: Any,
+) -> None:
+    # GIVEN a listed job whose tickets are being counted (the job read, then its tickets)
+    job = _listed_job(services)
+    store = services.store.jobs
+    read = store.get(job.id)
+    assert read is not None
+    counts = store.ticket_counts(job.id)
+    # WHEN a late page takes a ticket after that count, before the counts are stored
+    assert store.take_ticket(job.id, "dlv_2", lock_seconds=60, ticket_seconds=3600)
+    store.reopen(job.id, now=datetime.now(UTC))
+    # THEN the counts read before are not stored as final
+    progress = {"queued": counts["open"] + counts["sent"] + counts["failed"], "sent": counts["sent"], "failed": 0}
+    assert store.finish(job.id, progress, version=read.version, updated_at=datetime.now(UTC)) is False
+    after = domain_jobs.read_recovery(services, job.id)
+    assert after is not None
+    assert (after.status, after.queued) == (RecoveryStatus.RUNNING, 2)
+
+
+@pytest.mark.parametrize("settings_overrides", [SCHEDULE])
+def test_a_recovery_page_that_takes_tickets_notes_it_on_the_job(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery of three missed events
+    seen = outage(client, tenant, harness, clock, receiver)
+    back_up(receiver, clock)
+    reopened: list[str] = []
+    reopen = type(harness.services.store.jobs).reopen
+
+    def noting(self: Any, job_id: str, *, now: datetime) -> None:
+        reopened.append(job_id)
+        reopen(self, job_id, now=now)
+
+    monkeypatch.setattr(type(harness.services.store.jobs), "reopen", noting)
+    job = recover(client, tenant, seen["sub"].id, since=seen["since"])
+    # WHEN the worker lists its one page
+    harness.drain()
+    # THEN the page noted on the job that it took tickets, and the job is done with the three sent
+    assert reopened == [job["id"]]
+    done = progress(client, tenant, seen["sub"].id, job["id"])
+    assert (done["status"], done["queued"], done["sent"]) == ("done", 3, 3)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"max_recoveries_per_subscription": 2}])

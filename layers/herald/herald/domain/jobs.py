@@ -171,7 +171,7 @@ def _progress(services: Services, found: StoredJob) -> RecoveryJob:
     if not found.listed or counts["open"]:
         return found.job.model_copy(update=progress)
     now = utcnow()
-    finished = services.store.jobs.finish(found.job.id, progress, updated_at=now)
+    finished = services.store.jobs.finish(found.job.id, progress, version=found.version, updated_at=now)
     return found.job.model_copy(
         update={**progress, "status": RecoveryStatus.DONE} | ({"updated_at": now} if finished else {})
     )

@@ -109,11 +109,13 @@ COUNTS = ("queued", "sent", "failed")
 
 class StoredJob(NamedTuple):
     """A recovery job as stored, whether all its deliveries have been listed, and whether its counts are final:
-    stored with it when it was found done (``JobRepository.finish``), so its tickets need not be read again."""
+    stored with it when it was found done (``JobRepository.finish``), so its tickets need not be read again.
+    ``version`` is its ``updated_at`` as stored, which every change of it moves (``finish`` is refused if it moved)."""
 
     job: RecoveryJob
     listed: bool
     counted: bool
+    version: str
 
 
 class JobRepository:
@@ -178,11 +180,14 @@ class JobRepository:
         if item is None:
             return None
         job = RecoveryJob.model_validate(strip(item))
-        return StoredJob(job, bool(item.get("listed")), bool(item.get("counted")) and job.status is RecoveryStatus.DONE)
+        counted = bool(item.get("counted")) and job.status is RecoveryStatus.DONE
+        return StoredJob(job, bool(item.get("listed")), counted, str(item.get("updated_at", "")))
 
-    def finish(self, job_id: str, counts: dict[str, int], *, updated_at: datetime) -> bool:
-        """Mark a listed job ``done`` with its final counts (``COUNTS``, read from its tickets with none open): a
-        listed job takes no ticket again, so they stay as they are. False if the job is gone (expired)."""
+    def finish(self, job_id: str, counts: dict[str, int], *, version: str, updated_at: datetime) -> bool:
+        """Mark a listed job ``done`` with its final counts (``COUNTS``, read from its tickets with none open, after
+        the job was read at ``version``). Refused (False) if the job is gone (expired), not listed, or changed since
+        that read: a page of a copy of its listing message that read it unlisted may have taken tickets since
+        (``reopen``), which the counts may have missed; the next read counts them again."""
         fields = {"status": RecoveryStatus.DONE.value, **{name: counts[name] for name in COUNTS}}
         try:
             self._table.call(
@@ -190,9 +195,9 @@ class JobRepository:
                 Key=to_item(keys.recovery_job(job_id)),
                 UpdateExpression="SET counted = :true, updated_at = :at, "
                 + ", ".join(f"#{name} = :{name}" for name in fields),
-                ConditionExpression="attribute_exists(pk) AND listed = :true",
+                ConditionExpression="attribute_exists(pk) AND listed = :true AND updated_at = :seen",
                 ExpressionAttributeNames={f"#{name}": name for name in fields},
-                ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), **fields),
+                ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), seen=version, **fields),
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
@@ -237,6 +242,21 @@ class JobRepository:
                 UpdateExpression="SET listing_at = :at",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues=values(at=int(now.timestamp())),
+            )
+
+    def reopen(self, job_id: str, *, now: datetime) -> None:
+        """Note that a page took tickets. A job's listing is one chain of messages, but a copy of one of its messages
+        (SQS shows a message twice, or again after its visibility timeout) that read the job unlisted may take
+        tickets after the chain listed it: a job stored ``done`` meanwhile runs again, its counts read from its
+        tickets, and a ``finish`` that read the job before this is refused (its ``updated_at`` moved)."""
+        with contextlib.suppress(ClientError):  # the job expired meanwhile: nothing left to count
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.recovery_job(job_id)),
+                UpdateExpression="SET #status = :running, updated_at = :now REMOVE counted",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values(running=RecoveryStatus.RUNNING.value, now=now.isoformat()),
             )
 
     def update(self, job_id: str, *, updated_at: datetime, **fields: Any) -> None:

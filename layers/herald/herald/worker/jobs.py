@@ -45,7 +45,7 @@ from herald.worker.schedule import receive_count
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-    from herald.records import RecoveryJob
+    from herald.records import Delivery, RecoveryJob
     from herald.storage import StoredEvent
     from herald.worker.runtime import Worker
 
@@ -92,6 +92,16 @@ async def _take(worker: Worker, job_id: str, delivery_id: str, *, page: str = ""
         ticket_seconds=_ticket_seconds(worker),
         page=page,
     )
+
+
+async def _take_page(worker: Worker, job_id: str, deliveries: list[Delivery], page: str) -> list[Delivery]:
+    """Take the job's tickets for a page's deliveries: those it holds now. A page that took any notes it on the job
+    (``JobRepository.reopen``): its counts, stored if it was found done meanwhile, no longer hold."""
+    taken = await asyncio.gather(*(_take(worker, job_id, d.id, page=page) for d in deliveries))
+    ticketed = [d for d, ok in zip(deliveries, taken, strict=True) if ok]
+    if ticketed:
+        await worker.io(worker.store.jobs.reopen, job_id, now=worker.now())
+    return ticketed
 
 
 def _fanout_waits(worker: Worker) -> int:
@@ -176,7 +186,7 @@ async def run_recovery(
     if found is None:
         logger.warning("recovery job no longer exists", extra={"job_id": message.job_id})
         return
-    job, listed, _ = found
+    job, listed, _, _ = found
     if listed:
         return  # a duplicate of a message whose job listed everything already
     log = {"job_id": job.id, "subscription_id": job.subscription_id}
@@ -223,8 +233,7 @@ async def run_recovery(
         deliveries = [d for d in page.items if d.tenant_id == job.tenant_id]
         if rerun:
             await _settle_left_behind(worker, job, cursor or "", {d.id for d in deliveries})
-        taken = await asyncio.gather(*(_take(worker, job.id, d.id, page=cursor or "") for d in deliveries))
-        ticketed = [d for d, ok in zip(deliveries, taken, strict=True) if ok]
+        ticketed = await _take_page(worker, job.id, deliveries, cursor or "")
         sent = await try_send_concurrently(
             worker, [DeliveryMessage.for_delivery(d, trigger=Trigger.RECOVER, job_id=job.id) for d in ticketed]
         )
