@@ -50,6 +50,7 @@ from herald.queue import (
     ERROR_ATTRIBUTE,
     MAX_REASON_CHARS,
     REDRIVES_ATTRIBUTE,
+    _refused_at_once,
     redrive_count,
     redrives_attribute,
     refused_after_retries,
@@ -106,6 +107,25 @@ def _of_other_code(body: str) -> bool:
 
 
 @dataclass
+class _Redriving:
+    """Where a redrive (``DeadLetterQueue.redrive``) stands."""
+
+    #: Messages sent back to the work queue (one whose delete here failed included: it stays here, hidden).
+    moved: int = 0
+    #: Poison looked at and left, and healthy messages SQS surely did not take: made visible again at the end.
+    kept: list[_Letter] = field(default_factory=list)
+    refused: list[_Letter] = field(default_factory=list)
+    #: Messages of a send back SQS failed after it may have carried it out: left hidden here.
+    uncertain: int = 0
+    #: Why the redrive stopped before it was done (an SQS error), or None.
+    interrupted: str | None = None
+
+    def started_work(self) -> bool:
+        """Whether anything was sent back, or may have been: the answer must say so, not a 503."""
+        return bool(self.moved or self.uncertain)
+
+
+@dataclass
 class _Discarding:
     """Where a discard (``DeadLetterQueue.discard``) stands."""
 
@@ -120,6 +140,9 @@ class _Discarding:
     #: Messages named that were met; those met and not discarded, with why.
     met: set[str] = field(default_factory=set)
     not_discarded: dict[str, str] = field(default_factory=dict)
+    #: Messages of a delete SQS failed after it may have carried it out: perhaps gone, their work settled already;
+    #: made visible again at the end, as ``left`` (one still here is discarded again later).
+    maybe_discarded: list[_Letter] = field(default_factory=list)
     #: Why the discard stopped before it was done (an SQS error), or None.
     interrupted: str | None = None
 
@@ -304,41 +327,56 @@ class DeadLetterQueue:
         return self.clock() - started < REDRIVE_BUDGET_SECONDS and (left is None or left > CLOSING_SECONDS)
 
     def redrive(self, limit: int) -> RedriveOut:
-        """Send up to ``limit`` healthy messages back to the work queue (and delete them here); poison stays."""
-        moved = 0
-        kept: list[_Letter] = []
-        refused: list[_Letter] = []  # healthy, but SQS refused to send them back: shown again at the end, as kept
+        """Send up to ``limit`` healthy messages back to the work queue (and delete them here); poison stays. Should
+        SQS fail once something was sent back, or may have been, the answer says what, and why it stopped; before
+        that, the failure is raised, and every message held is made visible again."""
+        run = _Redriving()
         started = self.clock()
         try:
-            while moved < limit and len(kept) + len(refused) < MAX_KEPT and self._may_go_on(started):
-                letters = self._receive(min(10, limit - moved), REDRIVE_VISIBILITY_SECONDS, 1)
+            while run.moved < limit and len(run.kept) + len(run.refused) < MAX_KEPT and self._may_go_on(started):
+                letters = self._receive(min(10, limit - run.moved), REDRIVE_VISIBILITY_SECONDS, 1)
                 if not letters:
                     break
-                healthy = [letter for letter in letters if not letter.out.poison]
-                kept += [letter for letter in letters if letter.out.poison]
-                try:
-                    sent, not_sent = self._move(healthy)
-                except ServiceUnavailableError:
-                    # Shown again with the rest, not hidden for a minute. One sent back before its delete here failed
-                    # is then on both queues: a later redrive sends it again, and the worker finds its work done.
-                    refused += healthy
-                    raise
-                moved += sent
-                refused += not_sent
-        finally:
-            self._reveal(kept + refused)
-        if refused:
-            logger.warning("dead-letter messages not sent back: SQS refused them", extra={"refused": len(refused)})
-        if moved or kept:
-            logger.info("dead-letter queue redriven", extra={"moved": moved, "kept": len(kept)})
-        return RedriveOut(moved=moved, kept=len(kept), remaining=self._counts()[0])
+                run.kept += [letter for letter in letters if letter.out.poison]
+                self._move(run, [letter for letter in letters if not letter.out.poison])
+        except ServiceUnavailableError as exc:
+            if not run.started_work():
+                self._reveal_after_failure(run.kept + run.refused)
+                raise
+            run.interrupted = exc.message
+        visible: int | None
+        hidden: int | None
+        try:
+            self._reveal(run.kept + run.refused)
+            visible, hidden = self._counts()
+        except ServiceUnavailableError as exc:
+            if not run.started_work():
+                raise
+            run.interrupted, visible, hidden = run.interrupted or exc.message, None, None
+        if run.refused:
+            logger.warning("dead-letter messages not sent back: SQS refused them", extra={"refused": len(run.refused)})
+        if run.moved or run.kept:
+            logger.info("dead-letter queue redriven", extra={"moved": run.moved, "kept": len(run.kept)})
+        if run.interrupted:
+            logger.warning("dead-letter redrive cut short", extra={"reason": run.interrupted})
+        return RedriveOut(
+            moved=run.moved,
+            kept=len(run.kept),
+            uncertain=run.uncertain,
+            remaining=visible,
+            in_flight=hidden,
+            interrupted=run.interrupted,
+        )
 
-    def _move(self, letters: list[_Letter]) -> tuple[int, list[_Letter]]:
-        """Send ``letters`` back to the work queue and delete them here: how many were sent, and those SQS refused
-        to send (still here, hidden: made visible again once the redrive is done, so it does not receive them again
-        meanwhile)."""
+    def _move(self, run: _Redriving, letters: list[_Letter]) -> None:
+        """Send ``letters`` back to the work queue and delete them here, counted in ``run``: those sent in ``moved``;
+        those SQS surely did not take in ``refused`` (still here, hidden: made visible again once the redrive is done,
+        so it does not receive them again meanwhile); those of a send SQS failed after it may have carried it out in
+        ``uncertain``. One sent back whose delete here fails, and one of ``uncertain``, stays hidden here for
+        ``REDRIVE_VISIBILITY_SECONDS``: made visible at once, a redrive called again after a 503 would send it back a
+        second time. Raises ``ServiceUnavailableError`` when a call failed, once ``run`` counts what it did."""
         if not letters:
-            return 0, []
+            return
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(index),
@@ -347,24 +385,56 @@ class DeadLetterQueue:
             }
             for index, letter in enumerate(letters)
         ]
+        accepted: set[str] = set()
+
+        def send(pending: list[SendMessageBatchRequestEntryTypeDef]) -> Any:
+            answer = self._sqs("send_message_batch", QueueUrl=self.work_queue_url, Entries=pending)
+            failed = {item["Id"] for item in answer.get("Failed", [])}
+            accepted.update(entry["Id"] for entry in pending if entry["Id"] not in failed)
+            return answer
+
+        error: ServiceUnavailableError | None = None
+        at_once = True
         try:
-            refused = {int(entry["Id"]) for entry in self._batch("send_message_batch", self.work_queue_url, entries)}
+            refused_after_retries(send, entries)
         except ServiceUnavailableError as exc:
-            raise ServiceUnavailableError("the work queue could not be reached") from exc
-        done = [letter for index, letter in enumerate(letters) if index not in refused]
+            error = ServiceUnavailableError("the work queue could not be reached")
+            error.__cause__ = exc
+            at_once = isinstance(exc.__cause__, Exception) and _refused_at_once(exc.__cause__)
+        done = [letter for index, letter in enumerate(letters) if str(index) in accepted]
+        rest = [letter for index, letter in enumerate(letters) if str(index) not in accepted]
+        if at_once:
+            run.refused += rest
+        else:
+            run.uncertain += len(rest)
+            logger.warning(
+                "dead-letter messages perhaps sent back: SQS failed the send after it may have carried it out; "
+                "they stay here, hidden for a minute",
+                extra={"uncertain": len(rest), "message_ids": [letter.out.message_id for letter in rest]},
+            )
+        run.moved += len(done)
         if done:
-            # A copy left on both queues (a crash before this delete, or a delete SQS keeps refusing) is sent back
+            # A copy left on both queues (a crash before this delete, or a delete SQS refuses or fails) is sent back
             # again by a later redrive: the worker processes duplicates safely, and receivers drop them by id.
-            _, left = self._delete(done)
+            try:
+                _, left = self._delete(done)
+            except ServiceUnavailableError as exc:
+                left, error = done, error or exc
             if left:
-                logger.warning("dead-letter messages sent back but not deleted here", extra={"not_deleted": len(left)})
-        return len(done), [letter for index, letter in enumerate(letters) if index in refused]
+                logger.warning(
+                    "dead-letter messages sent back but not deleted here: hidden for a minute",
+                    extra={"not_deleted": len(left)},
+                )
+        if error is not None:
+            raise error
 
     def discard(self, message_ids: Sequence[str] | None = None, *, limit: int = DISCARD_LIMIT) -> DiscardOut:
         """Delete poison messages for good (``discardable``): those named by ``message_ids`` (one named and not
         discarded is listed with why), or, with none named, up to ``limit`` of those met. Bounded as a redrive is (its
         time budget, ``MAX_KEPT`` messages set aside); what is looked at and left is made visible again before it
-        answers. Should SQS fail once something is discarded, the answer says what was, and why it stopped."""
+        answers. Should SQS fail once something is discarded, the answer says what was, and why it stopped; before
+        that, the failure is raised, saying which messages may be gone (a delete SQS failed after it may have carried
+        it out: ``maybe_discarded``)."""
         run = _Discarding(None if message_ids is None else set(message_ids), limit)
         started = self.clock()
         try:
@@ -375,11 +445,14 @@ class DeadLetterQueue:
                 self._discard_some(run, letters)
         except ServiceUnavailableError as exc:
             if not run.discarded:
-                self._reveal_after_failure(run.left)
+                self._reveal_after_failure(run.left + run.maybe_discarded)
+                if run.maybe_discarded:
+                    raise _perhaps_discarded(exc, run.maybe_discarded) from exc
                 raise
             run.interrupted = exc.message
         try:
-            self._reveal(run.left)
+            # One perhaps discarded is made visible again too: one SQS did not delete is discarded again later.
+            self._reveal(run.left + run.maybe_discarded)
             remaining: int | None = self._counts()[0]
         except ServiceUnavailableError as exc:
             if not run.discarded:
@@ -395,6 +468,7 @@ class DeadLetterQueue:
             kept=len(run.left),
             remaining=remaining,
             interrupted=run.interrupted,
+            maybe_discarded=[letter.out for letter in run.maybe_discarded],
         )
         return _within_answer_size(answer)
 
@@ -438,12 +512,7 @@ class DeadLetterQueue:
                     run.not_discarded.setdefault(message_id, why)
             if named:
                 run.met.add(message_id)
-        doomed = self._settled(run, doomed)
-        try:
-            gone, refused = self._delete(doomed)
-        except ServiceUnavailableError:
-            run.left += [letter for letter in doomed if letter.out.message_id not in run.gone]
-            raise
+        gone, refused = self._delete_settled(run, self._settled(run, doomed))
         for letter in gone:
             out = letter.out
             if out.message_id in run.gone:
@@ -459,6 +528,38 @@ class DeadLetterQueue:
             if letter.out.message_id not in run.gone:
                 run.left.append(letter)
                 run.not_discarded[letter.out.message_id] = "SQS kept refusing to delete it: it is still there"
+
+    def _delete_settled(self, run: _Discarding, doomed: list[_Letter]) -> tuple[list[_Letter], list[_Letter]]:
+        """``_delete`` ``doomed``, each logged first as being discarded (without its body: the record stays should SQS
+        carry the delete out and its answer be lost). Should the delete fail, those not discarded already join
+        ``run.left`` if SQS surely deleted none, else ``run.maybe_discarded``."""
+        for letter in doomed:
+            out = letter.out
+            if out.message_id not in run.gone:
+                logger.warning(
+                    "poison message being discarded from the dead-letter queue",
+                    extra={
+                        "message_id": out.message_id,
+                        "kind": out.kind,
+                        "reason": out.reason,
+                        "sent_at": out.sent_at,
+                    },
+                )
+        try:
+            return self._delete(doomed)
+        except ServiceUnavailableError as exc:
+            held = [letter for letter in doomed if letter.out.message_id not in run.gone]
+            ids = [letter.out.message_id for letter in held]
+            if isinstance(exc.__cause__, Exception) and _refused_at_once(exc.__cause__):
+                run.left += held
+                logger.warning("poison messages not discarded: SQS refused their delete", extra={"message_ids": ids})
+            else:
+                run.maybe_discarded += held
+                logger.warning(
+                    "poison messages perhaps discarded: SQS failed their delete after it may have carried it out",
+                    extra={"message_ids": ids},
+                )
+            raise
 
     def _settled(self, run: _Discarding, doomed: list[_Letter]) -> list[_Letter]:
         """Those of ``doomed`` whose work is settled (``settle``) before they are deleted: a delivery a message carried
@@ -517,6 +618,21 @@ class DeadLetterQueue:
             [letter for index, letter in enumerate(letters) if index not in refused],
             [letter for index, letter in enumerate(letters) if index in refused],
         )
+
+
+def _perhaps_discarded(exc: ServiceUnavailableError, letters: list[_Letter]) -> ServiceUnavailableError:
+    """The error a discard raises when SQS failed a delete it may have carried out (``exc``), nothing else discarded:
+    ``letters`` may be gone, the work they carried settled already; each is named, as it was logged."""
+    count = len(letters)
+    return ServiceUnavailableError(
+        f"SQS failed the delete of {count} poison message{'' if count == 1 else 's'} (`details`) and may have carried "
+        "it out: each may be gone, the deliveries it carried marked failed already, and each is logged as being "
+        f"discarded; nothing else was discarded. Look again, and discard what is still there ({exc.message})",
+        details=[
+            {"loc": [letter.out.message_id], "msg": "may have been discarded", "type": "maybe_discarded"}
+            for letter in letters
+        ],
+    )
 
 
 def _within_answer_size(answer: DiscardOut) -> DiscardOut:

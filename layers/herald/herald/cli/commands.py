@@ -537,21 +537,46 @@ def dlq_show(client: ApiClient, args: argparse.Namespace) -> Shown:
 def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
     """Send the retired messages back to the work queue; poison ones stay parked. One call moves at most
     ``--limit`` (the API's default, 100) for about 15 s: what is left is said on stderr, never redriven in a loop
-    here (poison messages never leave, the count is approximate, and a moved message may fail back again)."""
+    here (poison messages never leave, the count is approximate, and a moved message may fail back again). So are
+    the messages hidden for now (another look, redrive or discard holds them, or this one left them hidden), those
+    whose send back SQS may or may not have made, and why the call stopped when SQS failed it (then it exits 1)."""
     body = {"limit": args.limit} if args.limit is not None else {}
     answer = client.post("/v1/admin/dead-letters/redrive", body=body)
-    remaining = answer.get("remaining") if isinstance(answer, Mapping) else None
-    if not isinstance(remaining, int) or remaining <= 0:
+    if not isinstance(answer, Mapping):
         return _record(answer)
-    left = f"{remaining} message{'' if remaining == 1 else 's'} still in the dead-letter queue"
-    if not answer.get("moved"):
-        warning = f"{left}, none moved (poison ones stay): see `herald dlq show`, and `herald dlq discard` for poison"
-    else:
-        warning = (
-            f"{left} (approximate, poison ones included): run "
-            f"`herald dlq redrive` again to move more (at most --limit a call, default {DEFAULT_REDRIVE_LIMIT})"
+    lines = []
+    if answer.get("interrupted"):
+        lines.append(f"stopped before it was done ({answer['interrupted']}): run it again for the rest")
+    uncertain = answer.get("uncertain")
+    if isinstance(uncertain, int) and uncertain > 0:
+        lines.append(
+            f"{uncertain} message{'' if uncertain == 1 else 's'} perhaps sent back (SQS failed the send after it may "
+            "have made it): left in the dead-letter queue, hidden for a minute; a redrive after that sends "
+            f"{'it' if uncertain == 1 else 'them'} back (a second copy of one that went: the worker finds its work "
+            "done)"
         )
-    return Shown(answer, _record(answer).text, warning=warning)
+    remaining = answer.get("remaining")
+    if isinstance(remaining, int) and remaining > 0:
+        left = f"{remaining} message{'' if remaining == 1 else 's'} still in the dead-letter queue"
+        if not answer.get("moved"):
+            lines.append(
+                f"{left}, none moved (poison ones stay): see `herald dlq show`, and `herald dlq discard` for poison"
+            )
+        else:
+            lines.append(
+                f"{left} (approximate, poison ones included): run "
+                f"`herald dlq redrive` again to move more (at most --limit a call, default {DEFAULT_REDRIVE_LIMIT})"
+            )
+    hidden = answer.get("in_flight")
+    if isinstance(hidden, int) and hidden > 0:
+        lines.append(
+            f"{hidden} message{'' if hidden == 1 else 's'} in the dead-letter queue hidden for now (held by another "
+            "look, redrive or discard, or sent back and not deleted there): run `herald dlq redrive` again in a minute"
+        )
+    if not lines:
+        return _record(answer)
+    exit_code = EXIT_ERROR if answer.get("interrupted") else EXIT_OK
+    return Shown(answer, _record(answer).text, warning="\n".join(lines), exit_code=exit_code)
 
 
 def dlq_discard(client: ApiClient, args: argparse.Namespace) -> Shown:

@@ -95,9 +95,32 @@ class RedriveIn(StrictModel):
 
 
 class RedriveOut(BaseModel):
-    moved: int = Field(description="Messages sent back to the work queue, where they are processed normally.")
+    moved: int = Field(
+        description="Messages sent back to the work queue, where they are processed normally. One whose delete from "
+        "the dead-letter queue SQS then refused or failed is counted too, and stays there, hidden for a minute "
+        "(`in_flight`): a redrive after that sends it back again, and the worker finds that copy's work done."
+    )
     kept: int = Field(description="Poison messages looked at and left in the dead-letter queue.")
-    remaining: int = Field(description="Messages still in the dead-letter queue (approximate).")
+    uncertain: int = Field(
+        description="Messages whose send back SQS failed after it may have carried it out (its answer lost, or an "
+        "error after its retries): each may be on the work queue or not. They stay in the dead-letter queue, hidden "
+        "for a minute (`in_flight`), so that a call made again at once does not send them twice; a redrive after "
+        "that sends them back (a second copy of one that went: the worker finds that copy's work done)."
+    )
+    remaining: int | None = Field(
+        description="Messages still in the dead-letter queue and visible (approximate); null when SQS did not answer."
+    )
+    in_flight: int | None = Field(
+        description="Messages in the dead-letter queue hidden for now (approximate): held by another look, redrive "
+        "or discard, or by this call (`moved` and not deleted, `uncertain`); each is visible again within a minute, "
+        "to be redriven then. Null when SQS did not answer."
+    )
+    interrupted: str | None = Field(
+        None,
+        description="Why the call stopped before it was done (SQS failed, after it had sent back, or may have, what "
+        "`moved` and `uncertain` count): call again for the rest. Null when it was done. A call that fails before "
+        "anything was sent back answers 503, every message it held visible again.",
+    )
 
 
 #: An SQS message id (SQS's are UUIDs).
@@ -155,4 +178,9 @@ class DiscardOut(BaseModel):
         None,
         description="Why the call stopped before it was done (SQS failed, after it had discarded what is listed): "
         "call again for the rest. Null when it was done.",
+    )
+    maybe_discarded: list[DeadLetterOut] = Field(
+        description="Poison messages whose delete SQS failed after it may have carried it out, their deliveries "
+        "already marked failed: each may be gone, and is visible again if not (discard it again). A call that fails "
+        "so before it discarded anything answers 503, naming them in `details`."
     )

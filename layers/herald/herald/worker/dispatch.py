@@ -47,7 +47,7 @@ from herald.storage.deliveries import (
 from herald.storage.jobs import FAILED, SKIPPED
 from herald.worker import inserts, lanes
 from herald.worker.pacing import Skip, latest_start, local_wait
-from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count
+from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count, redrives_of
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -242,8 +242,15 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
     Without that read, claim it straight away (the claim only succeeds if the delivery does not exist yet) and
     read its state only if it does exist (a duplicate message, a refreshed copy). Any other message starts from
     the batch's read of its delivery when that shows an attempt due, else from a strong read
-    (``_state_sources``)."""
-    optimistic = message.trigger not in SINGLE_SHOT_TRIGGERS and not message.resumed and receive_count(record) == 1
+    (``_state_sources``): a message redriven from the dead-letter queue too, though its receive count starts again
+    at 1, since a redrive may send one back twice (a delete there that failed, a send whose answer was lost), its
+    copies then in two invocations at once."""
+    optimistic = (
+        message.trigger not in SINGLE_SHOT_TRIGGERS
+        and not message.resumed
+        and receive_count(record) == 1
+        and redrives_of(record) == 0
+    )
     delivery_id = log["delivery_id"]
     if optimistic and worker.reads.is_new(delivery_id):
         if not await _due(worker, message, record, None, False, deadline):

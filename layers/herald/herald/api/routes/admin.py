@@ -45,7 +45,9 @@ def redrive_dead_letters(
 ) -> RedriveOut:
     """Send up to `limit` messages back to the work queue, where they are processed normally. Poison
     messages (unreadable, or back after several redrives) stay in the dead-letter queue. A call works
-    for at most about 15 seconds: call again while it moves messages."""
+    for at most about 15 seconds: call again while it moves messages. Should SQS fail after messages were sent back,
+    or may have been, the answer is still 202, with `uncertain`, `in_flight` and `interrupted` saying what happened;
+    before that it is a 503, every message held visible again."""
     return dead_letter_queue(services).redrive((body or RedriveIn()).limit)
 
 
@@ -59,5 +61,6 @@ def discard_dead_letters(services: ServicesDep, _: OperatorDep, body: DiscardIn)
     first, without an attempt (`last_error_kind: discarded`): retry it, or recover its subscription, to send it
     again. Once the poison is gone and the rest redriven,
     `DeadLetterQueueAlarm` goes back to OK and notifies again when the next message arrives. A call works for at
-    most about 15 seconds."""
+    most about 15 seconds. A delete SQS failed after it may have carried it out lists its messages in
+    `maybe_discarded` (or, before anything was discarded, names them in the 503's `details`)."""
     return dead_letter_queue(services).discard(body.message_ids, limit=body.limit or DISCARD_LIMIT)
