@@ -210,6 +210,7 @@ def test_every_route_answers_503_with_retry_after_while_dynamodb_fails(
         params = tenant_a.params() | {"webhook_id": webhook.json()["id"], "job_id": job.json()["id"]}
         install(api_services.store.client, f"dynamodb:{fault}@call=1")
         answers = Answers(Counter())
+        per_item = 0
         # WHEN every operation of the OpenAPI document is called with the right key
         for method, path, operation in operations(client.app):
             operator = bool(OPERATOR_TAGS & set(operation.get("tags", [])))
@@ -219,9 +220,18 @@ def test_every_route_answers_503_with_retry_after_while_dynamodb_fails(
             response = http.request(method, url, json=body, headers=headers)
             # THEN each answers 503 with Retry-After (Answers checks it) unless it needs no table at all
             answers.note(response)
+            if (method, path) == ("POST", "/v1/events/batch") and response.status_code == 200:
+                # ... but a batch whose writes went unanswered, which may have stored its events: each item is a 503
+                # naming the id its event was given, never the whole call (sent again as it is, an event without an
+                # id would be stored twice)
+                items = response.json()["data"]
+                assert items, response.text
+                assert all(item["status"] == 503 and item["error"]["event_id"] for item in items), response.text
+                per_item += 1
+                continue
             if (method, path) not in WITHOUT_TABLE:
                 assert response.status_code == 503, f"{method} {path}: {response.status_code} {response.text[:200]}"
-        assert answers.statuses[503] >= len(operations(client.app)) - len(WITHOUT_TABLE)
+        assert answers.statuses[503] >= len(operations(client.app)) - len(WITHOUT_TABLE) - per_item
 
 
 #: Valid bodies for the operations the isolation walk sends none for (it stops at the key check).

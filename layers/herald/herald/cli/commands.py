@@ -408,7 +408,7 @@ def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
         {
             "index": index,
             "status": item.get("status"),
-            "id": (item.get("event") or {}).get("id", ""),
+            "id": (item.get("event") or {}).get("id", "") or (item.get("error") or {}).get("event_id") or "",
             "replayed": item.get("replayed", False),
             "error": (item.get("error") or {}).get("message", ""),
         }

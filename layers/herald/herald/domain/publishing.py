@@ -402,7 +402,7 @@ class MaybeStoredError(ServiceUnavailableError):
     def __init__(self, event_id: str) -> None:
         super().__init__(
             f"event {event_id} may have been stored (storage did not answer): publish it again with this id; it is "
-            "published once"
+            "published once (a 409 if the id is another event's)"
         )
         self.event_id = event_id
 

@@ -58,8 +58,9 @@ class ErrorBody(BaseModel):
     )
     event_id: str | None = Field(
         None,
-        description="Of a publish answered 503 after its event was stored: the event's id. Some of its deliveries may "
-        "be on their way; publish it again with this `id` to queue the rest (nothing is sent twice).",
+        description="Of a publish answered 503 after its event was stored, or may have been (its write went "
+        "unanswered): the event's id. Some of its deliveries may be on their way; publish it again with this `id` to "
+        "store it or queue the rest, once (nothing is sent twice).",
     )
 
 
