@@ -1,8 +1,9 @@
-"""The time an API request served by Lambda has left for its AWS calls.
+"""The time an API request served by Lambda, or the schedule's sweep, has left for its AWS calls.
 
-``herald.api.middleware.Deadline`` sets ``REQUEST_DEADLINE`` from the Lambda context; every AWS client Herald makes
-(``herald.aws``) checks it before each attempt of a call. Outside such a request (the worker, the CLI, the local
-stack) none is set and nothing is checked.
+``herald.api.middleware.Deadline`` sets ``REQUEST_DEADLINE`` from the Lambda context; the schedule's sweep
+(``herald.worker.sweeper``) sets it to its invocation's end. Every AWS client Herald makes (``herald.aws``) checks it
+before each attempt of a call. Elsewhere (the worker's deliveries, the CLI, the local stack) none is set and nothing
+is checked.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ must not wait in the work queue's in-flight set.
 
 A scheduled message is an item under the hour it is due in and one of ``SHARDS`` shards (by its name), sorted
 by its due time, so scheduling spreads over partitions and the sweeper (``herald.worker.sweeper``) reads what
-falls due with one Query per shard and hour, however long it was since its last run. Items carry the message
+falls due with one Query per shard and hour, however long it was since its last run, taking from the shards in turn
+so that its deletes spread over them too. Items carry the message
 body; the sweeper sends each one to the queue shortly before it is due (SQS delays it the rest of the way)
 and deletes it. The sweeper's cursor says until when everything due has been sent.
 """
@@ -81,12 +82,22 @@ class ScheduleRepository:
 
     def falling_due(self, since: float, until: float) -> Iterator[Scheduled]:
         """Every scheduled message due in [since, until), hour by hour and shard by shard."""
+        for partition in self.falling_due_by_partition(since, until):
+            yield from partition
+
+    def falling_due_by_partition(self, since: float, until: float) -> list[Iterator[Scheduled]]:
+        """What falls due in [since, until), one iterator for each partition it is read from (each hour's shards, in
+        order). Each makes its Queries only as it is read, so a reader can take from several partitions in turn and
+        read no further than it goes: the sweeper, whose deletes at once must fall on different partitions (each takes
+        at most 1,000 writes a second)."""
         low, high = int(since * 1000), int(until * 1000)
         if high <= low:
-            return  # an empty window (DynamoDB refuses a BETWEEN whose ends are reversed)
-        for hour in range(low // 3_600_000, (high - 1) // 3_600_000 + 1):
-            for shard in range(SHARDS):
-                yield from self._page_all(keys.due_partition(hour, shard), low, high)
+            return []  # an empty window (DynamoDB refuses a BETWEEN whose ends are reversed)
+        return [
+            self._page_all(keys.due_partition(hour, shard), low, high)
+            for hour in range(low // 3_600_000, (high - 1) // 3_600_000 + 1)
+            for shard in range(SHARDS)
+        ]
 
     def _page_all(self, partition: str, low: int, high: int) -> Iterator[Scheduled]:
         kwargs: dict[str, Any] = {

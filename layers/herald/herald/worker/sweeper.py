@@ -7,7 +7,8 @@ queued at most two minutes early and SQS delays it to the second, even when a sw
 that dies midway leaves the cursor at the last hour of the schedule it drained: the next one reads the rest
 again and queues what is still there (the items it had queued were deleted after each batch; a batch queued
 but not deleted is queued twice, which the delivery's lease makes harmless). Two overlapping sweeps do the
-same at worst. A sweep that runs short of time stops and leaves the rest to the next one.
+same at worst. A sweep that runs short of time stops and leaves the rest to the next one; it makes no AWS call
+that might end past its invocation (``herald.deadline``), so one whose calls hang fails instead of being cut off.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ import math
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
+from herald.deadline import REQUEST_DEADLINE, attempt_seconds
 from herald.metrics import Metric
 from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS
 from herald.storage.schedule import KEEP_SECONDS
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from herald.storage.schedule import Scheduled
     from herald.worker.runtime import Worker
 
@@ -38,8 +43,15 @@ LOOKAHEAD_SECONDS = 120
 #: Where a sweep with no cursor starts reading, back from now. Nothing was scheduled then (the schedule's first
 #: put starts the cursor: ``ScheduleRepository.start_cursor``), unless the cursor was lost with the table.
 FIRST_LOOKBACK_SECONDS = 3600
-#: A sweep stops when its invocation has less time left than this.
-MIN_SECONDS_LEFT = 10.0
+#: A sweep starts no page when its invocation has less time left than this on top of ``END_SECONDS`` and one attempt
+#: of an AWS call at its longest (``herald.deadline.attempt_seconds``: 3 s to connect and 10 s to answer, 19 s in all
+#: by default). Its AWS calls make no attempt that might end past the invocation, less ``END_SECONDS``: a page started
+#: then has time for its two calls as AWS answers them, even throttled (botocore's backoff before their second and
+#: third attempts is at most 3 s), or for one attempt that hangs to its timeout, after which the page fails. Lambda's
+#: timeout would instead cut the sweep off mid-call, an error of the function, with neither its log nor its lag metric.
+MIN_SECONDS_LEFT = 5.0
+#: Time kept back from the invocation's for its end once the sweep's last AWS call is made (its logs, its metrics).
+END_SECONDS = 1.0
 #: Pages of scheduled work sent (SendMessageBatch) and deleted (BatchWriteItem) at once.
 SWEEP_THREADS = 8
 HOUR = 3600
@@ -58,7 +70,19 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
     days) catches up over several sweeps instead of reading the same empty hours again each time. Nothing
     older than ``KEEP_SECONDS`` is read: it expired. Pages are sent and deleted ``SWEEP_THREADS`` at a time
     while the next ones are read: a page is two calls, and one after another they would bound the sweep to a
-    few hundred items a second."""
+    few hundred items a second. No AWS call of the sweep makes an attempt that might end past ``deadline``, less
+    ``END_SECONDS``: it fails instead (``herald.deadline.OutOfTime``, as ``ServiceUnavailableError``)."""
+    if deadline is None:
+        return _sweep(worker, None)
+    token = REQUEST_DEADLINE.set(deadline - END_SECONDS)
+    try:
+        return _sweep(worker, deadline - END_SECONDS - attempt_seconds(worker.settings))
+    finally:
+        REQUEST_DEADLINE.reset(token)
+
+
+def _sweep(worker: Worker, latest: float | None) -> SweepResult:
+    """``sweep``, whose AWS calls may start attempts until ``latest`` (monotonic time; None: no end)."""
     schedule = worker.store.schedule
     now = worker.clock()
     cursor = worker.sweep_cursor = schedule.cursor()
@@ -69,7 +93,7 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
     with ThreadPoolExecutor(max_workers=SWEEP_THREADS, thread_name_prefix="herald-sweep") as pool:
         while True:
             end = min(until, (math.floor(start / HOUR) + 1) * HOUR)
-            sent, drained = _sweep_hour(worker, pool, start, end, deadline)
+            sent, drained = _sweep_hour(worker, pool, start, end, latest)
             queued += sent
             if drained:
                 if not schedule.advance(cursor, end):
@@ -78,7 +102,7 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
                 worker.sweep_cursor = end
                 if end >= until:
                     break
-            if not drained or _short_of_time(deadline):
+            if not drained or _short_of_time(latest):
                 logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
                 return SweepResult(queued, complete=False)
             cursor = start = end
@@ -99,53 +123,69 @@ def measure_lag(worker: Worker) -> None:
 
 
 def _sweep_hour(
-    worker: Worker, pool: ThreadPoolExecutor, start: float, end: float, deadline: float | None
+    worker: Worker, pool: ThreadPoolExecutor, start: float, end: float, latest: float | None
 ) -> tuple[int, bool]:
     """Queue what falls due in [start, end) (within one hour of the schedule), a page at a time on ``pool``, at
-    most ``2 * SWEEP_THREADS`` pages read ahead of their sends. Returns how many were queued and whether the
-    window was drained (False: short of time). A page that failed raises, once the pages under way are done:
-    what they queued left the schedule, the rest stays for the next sweep."""
+    most ``2 * SWEEP_THREADS`` pages read ahead of their sends, taken from the hour's shards in turn (``_pages``).
+    Returns how many were queued and whether the window was drained (False: short of time). A failure (a page's,
+    or a read's) raises once the pages under way are done, and starts no page more: what those queued left the
+    schedule, the rest stays for the next sweep."""
     pending: deque[Future[int]] = deque()
     done = 0
-    page: list[Scheduled] = []
     drained = True
-    for item in worker.store.schedule.falling_due(start, end):
-        page.append(item)
-        if len(page) == BATCH_SIZE:
-            pending.append(pool.submit(_queue, worker, page))
-            page = []
+    pages = _pages(worker.store.schedule.falling_due_by_partition(start, end))
+    try:
+        for page in pages:
+            if _short_of_time(latest):
+                drained = False
+                _give_up_unstarted(pending)
+                break
+            # The page's AWS calls keep the sweep's deadline (``herald.deadline.REQUEST_DEADLINE``).
+            pending.append(pool.submit(copy_context().run, _queue, worker, page))
             while len(pending) >= 2 * SWEEP_THREADS:
                 done += pending.popleft().result()
-            if _short_of_time(deadline):
-                drained = False
-                break
-    if page and drained:
-        pending.append(pool.submit(_queue, worker, page))
-    if not drained:
+        while pending:
+            future = pending.popleft()
+            if not future.cancelled():
+                done += future.result()
+    except BaseException:
         _give_up_unstarted(pending)
-    failure: BaseException | None = None
-    for future in pending:
-        if future.cancelled():
-            continue
-        try:
-            done += future.result()
-        except Exception as exc:  # the first failure is raised once every page under way is done
-            failure = failure or exc
-    if failure is not None:
-        raise failure
+        raise
     return done, drained
 
 
+def _pages(partitions: list[Iterator[Scheduled]]) -> Iterator[list[Scheduled]]:
+    """The items of ``partitions`` in pages of ``BATCH_SIZE``, a page from each partition in turn (one that runs out
+    mid-page, the next fills it), each partition read only as far as its pages go. So the ``SWEEP_THREADS`` pages under
+    way at once are from as many partitions, and so are their deletes: read one partition after another, they would
+    all fall on one, which takes at most 1,000 writes a second, fewer than a sweep deletes."""
+    turns = deque(partitions)
+    page: list[Scheduled] = []
+    while turns:
+        partition = turns.popleft()
+        for item in partition:
+            page.append(item)
+            if len(page) == BATCH_SIZE:
+                turns.append(partition)
+                yield page
+                page = []
+                break
+    if page:
+        yield page
+
+
 def _give_up_unstarted(pending: deque[Future[int]]) -> None:
-    """Short of time: the pages read ahead and not yet started stay in the schedule for the next sweep. Only those
-    under way (at most ``SWEEP_THREADS``) are waited for, so a sweep whose AWS calls have slowed down (throttled
-    shards) still ends before its invocation's timeout."""
+    """Short of time, or a page failed: the pages read ahead and not yet started stay in the schedule for the next
+    sweep. Only those under way (at most ``SWEEP_THREADS``) are waited for, so a sweep whose AWS calls have slowed down
+    (throttled shards) still ends before its invocation's timeout."""
     for future in pending:
         future.cancel()
 
 
-def _short_of_time(deadline: float | None) -> bool:
-    return deadline is not None and deadline - time.monotonic() < MIN_SECONDS_LEFT
+def _short_of_time(latest: float | None) -> bool:
+    """Whether a page started now might not have time for its calls: ``latest`` is when the sweep's last attempt of
+    an AWS call may start."""
+    return latest is not None and latest - time.monotonic() < MIN_SECONDS_LEFT
 
 
 def _queue(worker: Worker, page: list[Scheduled]) -> int:
