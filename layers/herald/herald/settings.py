@@ -18,6 +18,8 @@ from herald.urls import parse_networks
 
 #: Svix's schedule: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 27.6 hours).
 DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+#: The longest CloudWatch namespace.
+MAX_METRICS_NAMESPACE = 255
 
 
 #: An origin a page may be framed by: ``https://`` and a host, or ``*.`` and a domain of two labels or more (not
@@ -313,6 +315,18 @@ class Settings(BaseSettings):
         description="A logo shown beside the product name in the portal's header: an `https://` URL (its origin is "
         "added to the portal's CSP `img-src`) or a `data:image/...;base64,` URI (no request at all). Empty: none.",
     )
+
+    @field_validator("metrics_namespace")
+    @classmethod
+    def _check_metrics_namespace(cls, value: str) -> str:
+        # CloudWatch takes printable ASCII, and refuses what begins with AWS/ (AWS's own); an EMF line it refuses
+        # makes no metric, and nothing says so: the alarms would read nothing. A colon is left out, as the template's
+        # MetricsNamespace does (CloudWatch refuses one first).
+        if len(value) > MAX_METRICS_NAMESPACE or not all(" " <= char <= "~" and char != ":" for char in value):
+            raise ValueError(f"at most {MAX_METRICS_NAMESPACE} printable ASCII characters, no colon")
+        if value.startswith("AWS/"):
+            raise ValueError("a namespace beginning with AWS/ is AWS's own")
+        return value
 
     @field_validator("admin_key")
     @classmethod
