@@ -12,11 +12,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from herald.deadline import attempt_seconds
 from herald.errors import ServiceUnavailableError
 from herald.faults import install
 from herald.messages import DeliveryMessage, dump_message
+from herald.settings import Settings
 from herald.storage.schedule import SHARDS, _shard
 from herald.worker import sweeper
 from tests.api_support import queue_messages
@@ -211,3 +213,13 @@ def test_a_sweep_starts_a_page_only_with_time_for_its_calls(
         assert (result.queued, result.complete, harness.scheduled()) == (0, False, 30)
     else:
         assert (result.queued, result.complete, harness.scheduled()) == (30, True, 0)
+
+
+def test_the_longest_aws_read_timeout_leaves_the_sweep_time_to_start_pages() -> None:
+    # GIVEN the longest read timeout the settings take, and one more second
+    longest = Settings(aws_read_timeout_seconds=30)
+    with pytest.raises(ValidationError, match="aws_read_timeout_seconds"):
+        Settings(aws_read_timeout_seconds=31)
+    # THEN a sweep in the DeliveryFunction's 60 s can still start pages for a third of them
+    needed = attempt_seconds(longest) + sweeper.MIN_SECONDS_LEFT + sweeper.END_SECONDS
+    assert 60 - needed >= 20

@@ -261,10 +261,11 @@ class Settings(BaseSettings):
     aws_read_timeout_seconds: float = Field(
         10,
         gt=0,
-        le=60,
+        le=30,
         description="How long one attempt of an AWS call waits for its answer (botocore's `read_timeout`; 4 attempts "
         "at most). The API function sets 5: an API request makes no AWS call it could not finish within Lambda's "
-        "time left, and a shorter wait leaves room for the retries.",
+        "time left, and a shorter wait leaves room for the retries. At most 30: the schedule's sweep, in the "
+        "DeliveryFunction's 60 s, starts a page only while one attempt at its longest and 6 s more are left.",
     )
     validate_aws_requests: bool = Field(
         False,
