@@ -1366,8 +1366,8 @@ def test_a_done_recoverys_progress_is_counted_from_its_tickets_once(
     assert recover(client, tenant, sub.id, since=seen["since"])["id"] != job["id"]
 
 
-def test_a_recovery_not_listed_is_not_stored_done(services: Any) -> None:
-    # GIVEN a job whose listing has not ended (a run still taking its tickets)
+def _running_job(services: Any) -> RecoveryJob:
+    """A recovery job stored running (its listing under way), kept an hour."""
     now = datetime.now(UTC)
     job = RecoveryJob(
         id="rcv_x",
@@ -1379,11 +1379,18 @@ def test_a_recovery_not_listed_is_not_stored_done(services: Any) -> None:
         created_at=now,
         updated_at=now,
     )
-    store = services.store.jobs
     later = int(now.timestamp()) + 3600
-    assert store.create(
+    assert services.store.jobs.create(
         job, window="w", window_holder=None, slot=0, slot_holder=None, lock_expires_at=later, expires_at=later
     )
+    return job
+
+
+def test_a_recovery_not_listed_is_not_stored_done(services: Any) -> None:
+    # GIVEN a job whose listing has not ended (a run still taking its tickets)
+    job = _running_job(services)
+    store = services.store.jobs
+    now = datetime.now(UTC)
     # WHEN its counts are stored as final
     # THEN they are refused: only a listed job takes no more tickets
     found = store.get(job.id)
@@ -1410,22 +1417,9 @@ def test_a_recovery_not_listed_is_not_stored_done(services: Any) -> None:
 
 def _listed_job(services: Any) -> RecoveryJob:
     """A recovery job whose listing has ended, with one ticket taken and used (sent)."""
-    now = datetime.now(UTC)
-    job = RecoveryJob(
-        id="rcv_x",
-        tenant_id="t",
-        subscription_id="sub_x",
-        since=now,
-        until=now,
-        status=RecoveryStatus.RUNNING,
-        created_at=now,
-        updated_at=now,
-    )
+    job = _running_job(services)
     store = services.store.jobs
-    later = int(now.timestamp()) + 3600
-    assert store.create(
-        job, window="w", window_holder=None, slot=0, slot_holder=None, lock_expires_at=later, expires_at=later
-    )
+    now = datetime.now(UTC)
     assert store.take_ticket(job.id, "dlv_1", lock_seconds=60, ticket_seconds=3600)
     services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
     store.update(job.id, updated_at=now, listed=True)
