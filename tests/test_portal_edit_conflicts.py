@@ -83,6 +83,14 @@ def _opened(me: TestClient, sub_id: str) -> dict[str, Any]:
     return _form(page.text)
 
 
+def _endpoint_and_portal(browser: Browser, client: TestClient, tenant: TenantInfo, url: str) -> tuple[Any, TestClient]:
+    """A new endpoint at ``url``, and the tenant signed in to the portal in a browser of its own."""
+    sub = subscribe(client, tenant, url)
+    me = browser()
+    sign_in(me, tenant.id)
+    return sub, me
+
+
 def _saved(me: TestClient, sub_id: str, form: dict[str, Any]) -> httpx.Response:
     response: httpx.Response = me.post(f"/portal/endpoints/{sub_id}/edit", data=form, follow_redirects=False)
     return response
@@ -108,9 +116,7 @@ def test_a_form_opened_before_an_api_change_saves_only_what_the_tenant_changed(
     browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN an endpoint of invoice.paid whose form the tenant opened
-    sub = subscribe(client, tenant, receiver.url)
-    me = browser()
-    sign_in(me, tenant.id)
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
     form = _opened(me, sub.id)
     # AND its event types and rate limit changed through the API while the form was open
     _patched(client, tenant, sub.id, {"event_types": ["invoice.paid", "order.shipped"], "rate_limit": 5})
@@ -127,9 +133,7 @@ def test_a_field_changed_meanwhile_that_the_tenant_changed_too_answers_the_form_
     browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN an endpoint whose form the tenant opened, and whose rate limit was set to 5 through the API meanwhile
-    sub = subscribe(client, tenant, receiver.url)
-    me = browser()
-    sign_in(me, tenant.id)
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
     form = _opened(me, sub.id)
     _patched(client, tenant, sub.id, {"rate_limit": 5})
     # WHEN the tenant saves a rate limit of 10 and a description
@@ -157,9 +161,7 @@ def test_the_same_change_made_meanwhile_is_no_conflict(
     browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN a form opened, and the endpoint moved to order.shipped through the API meanwhile
-    sub = subscribe(client, tenant, receiver.url)
-    me = browser()
-    sign_in(me, tenant.id)
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
     form = _opened(me, sub.id)
     _patched(client, tenant, sub.id, {"event_types": ["order.shipped"]})
     # WHEN the tenant makes the same change in the form, THEN it is saved
@@ -252,9 +254,7 @@ def test_a_form_of_an_older_version_that_does_not_say_what_it_showed_saves_nothi
     browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN a form opened, the endpoint's rate limit changed through the API meanwhile
-    sub = subscribe(client, tenant, receiver.url)
-    me = browser()
-    sign_in(me, tenant.id)
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
     form = _opened(me, sub.id)
     _patched(client, tenant, sub.id, {"rate_limit": 5})
     # WHEN it is sent with its version, but its shown values cut off (what it sends may be stale)
@@ -276,9 +276,7 @@ def test_a_change_written_between_the_forms_read_and_its_save_is_merged_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # GIVEN a form opened, and a change of the rate limit that lands between the save's read and its write
-    sub = subscribe(client, tenant, receiver.url)
-    me = browser()
-    sign_in(me, tenant.id)
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
     form = _opened(me, sub.id)
     store = services.store.subscriptions
     replace = store.replace
