@@ -13,6 +13,8 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
+from herald.catalog import catalog
+from herald.portal import endpoints as portal_endpoints
 from tests import test_portal_browser as portal_browser
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, sign_in
@@ -329,3 +331,33 @@ def test_in_chromium_a_form_open_during_an_api_change_keeps_it_and_says_so_on_a_
     after = httpx.get(f"{served_app}/v1/subscriptions/{sub_id}", headers=tenant.headers).json()
     assert (after["event_types"], after["rate_limit"]) == (["invoice.paid", "order.shipped"], 10)
     assert after["description"] == body["description"]
+
+
+def test_an_event_type_the_catalog_no_longer_lists_is_kept_unless_the_tenant_unticks_it(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an endpoint of two event types, one of which the catalog has since dropped (a deploy that retired it)
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
+    _patched(client, tenant, sub.id, {"event_types": ["invoice.paid", "order.shipped"]})
+    monkeypatch.setattr(portal_endpoints, "catalog", [entry for entry in catalog if entry.name != "order.shipped"])
+    # WHEN the tenant opens its form
+    form = _opened(me, sub.id)
+    # THEN the retired type has a box of its own, ticked
+    assert "no longer in the catalog" in me.get(f"/portal/endpoints/{sub.id}/edit").text
+    assert form["event_types"] == ["invoice.paid", "order.shipped"]
+    # WHEN the event types change through the API meanwhile, and the tenant saves only a new description
+    _patched(client, tenant, sub.id, {"event_types": ["invoice.paid", "order.shipped", "subscription.created"]})
+    saved = _saved(me, sub.id, {**form, "description": "Billing"})
+    # THEN it is saved, no conflict, and every event type is kept
+    assert saved.status_code == 303, _notes(saved.text)
+    after = _stored(client, tenant, sub.id)
+    assert (sorted(after["event_types"]), after["description"]) == (
+        ["invoice.paid", "order.shipped", "subscription.created"],
+        "Billing",
+    )
+    # WHEN the tenant unticks the retired type
+    form = _opened(me, sub.id)
+    untick = {**form, "event_types": [name for name in form["event_types"] if name != "order.shipped"]}
+    # THEN it is removed
+    assert _saved(me, sub.id, untick).status_code == 303
+    assert sorted(_stored(client, tenant, sub.id)["event_types"]) == ["invoice.paid", "subscription.created"]
