@@ -363,3 +363,27 @@ def test_stored_expressions_are_compiled_once() -> None:
     assert transform_from_stored(expression) is transform_from_stored(expression)
     assert transform_from_stored(expression).to_stored() == expression
     assert example_envelopes(catalog, ["*"]).keys() == set(catalog.names())
+
+
+@pytest.mark.parametrize("depth", [64, 65, 300])
+def test_a_transform_whose_result_nests_too_deep_for_an_answer_is_refused_when_set(
+    client: Any, tenant: Any, receiver: Any, depth: int
+) -> None:
+    # WHEN a subscription is made with a transform whose result is a JSON literal nested `depth` arrays deep (one node
+    # of the expression, within its 1,024 characters)
+    literal = "`" + "[" * depth + "]" * depth + "`"
+    made = client.post(
+        "/v1/subscriptions",
+        json={"url": receiver.url, "event_types": ["invoice.paid"], "transform": literal},
+        headers=tenant.headers,
+    )
+    if depth <= 64:
+        # THEN up to 64 levels it is taken, and its dry run answers what it gives
+        assert made.status_code == 201, made.text
+        dry = client.post(f"/v1/subscriptions/{made.json()['id']}/transform/dry-run", headers=tenant.headers)
+        assert dry.status_code == 200, dry.text
+        return
+    # THEN deeper, it is a 422 saying so, never a subscription whose dry run no answer can carry
+    assert made.status_code == 422, made.text
+    assert made.json()["error"]["details"][0]["type"] == "transform_result_too_large"
+    assert "nests more than 64 levels" in made.json()["error"]["message"]

@@ -56,6 +56,9 @@ MAX_AST_NODES = 128
 MAX_AST_DEPTH = 24
 MAX_STEPS = 100_000
 MAX_BODY_BYTES = 512 * 1024
+#: The deepest a result on a catalog example may nest (arrays and objects within each other): an answer's encoder
+#: (pydantic's, the dry run's) refuses past 255 levels, and a JSON literal of the expression nests at one node.
+MAX_RESULT_DEPTH = 64
 #: The timestamp of the examples a transform is checked and dry-run against (as in the catalog's docs).
 EXAMPLE_TIMESTAMP = "2026-01-01T12:00:00Z"
 
@@ -396,12 +399,28 @@ def dry_run(
         try:
             results[name] = compiled.result(envelope)
             encode(results[name])  # as a delivery sends it: a result JSON cannot carry fails every delivery
+            if _deeper_than(results[name], MAX_RESULT_DEPTH):
+                raise TransformError("too_large", f"the result nests more than {MAX_RESULT_DEPTH} levels deep")
         except TransformError as exc:
             kind = _CHECK_KINDS.get(exc.reason, "transform_failed")
             problems.append({"loc": list(loc), "msg": f"on the {name} example: {exc.message}", "type": kind})
     if problems:
         raise InvalidTransformError("; ".join(problem["msg"] for problem in problems), details=problems)
     return results
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``limit`` levels deep (walked without recursion)."""
+    level: list[tuple[object, int]] = [(value, 1)]
+    while level:
+        node, depth = level.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                level.append((child, depth + 1))
+    return False
 
 
 def check_transform(
