@@ -74,8 +74,13 @@ _SENSITIVE_NAME = re.compile(
     r"authorization|cookie|key|token|secret|pass|pwd|auth|session|sig|credential|jwt|bearer|hmac|private"
 )
 #: A value of an HTTP authentication scheme (``Bearer <token>``, ``Basic <credentials>``...) is a credential under
-#: any name.
-_CREDENTIAL_VALUE = re.compile(r"(bearer|basic|digest|token|apikey|hmac)\s+\S", re.IGNORECASE)
+#: any name: IANA's registered schemes, and those of common services (AWS's Signature Version 4, Azure's shared
+#: keys and signatures, NTLM).
+_CREDENTIAL_VALUE = re.compile(
+    r"(bearer|basic|digest|token|apikey|hmac|negotiate|ntlm|oauth|dpop|mutual|hoba|scram-sha-1|scram-sha-256|vapid"
+    r"|privatetoken|concealed|gnap|aws4-hmac-sha256|sharedkey|sharedkeylite|sharedaccesssignature)\s+\S",
+    re.IGNORECASE,
+)
 
 
 class InvalidHeadersError(InvalidInputError):
