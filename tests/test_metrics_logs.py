@@ -382,3 +382,35 @@ def test_a_sweep_that_fails_every_minute_shows_in_its_lag_and_one_that_keeps_up_
     injector.spec = FaultSpec()
     assert harness.worker.sweep() == {"queued": 1, "complete": True}
     assert lags() == [0.0]
+
+
+def test_an_attempt_its_transform_failed_counts_as_failed_with_no_latency(
+    client, tenant: TenantInfo, harness: Harness, make_receiver, capsys
+) -> None:
+    # GIVEN a subscription whose transform gives an object for the catalog example but `false` for large invoices
+    receiver = make_receiver()
+    made = client.post(
+        "/v1/subscriptions",
+        json={
+            "url": receiver.url,
+            "event_types": ["invoice.paid"],
+            "transform": "data.amount_cents < `100000` && data",
+        },
+        headers=tenant.headers,
+    )
+    assert made.status_code == 201, made.text
+    # WHEN a large invoice is published and its delivery attempted
+    publish(client, tenant.id, data={**INVOICE, "amount_cents": 250_000})
+    capsys.readouterr()
+    harness.drain()
+    assert receiver.received == []
+    # THEN the attempt counts as failed (a delivery failed for good: the operator's failure rate shows it), and no
+    # latency is measured for it: it made no request, so there is no response to time
+    values: dict[str, list[float]] = defaultdict(list)
+    for document in emf_documents(capsys.readouterr().out):
+        for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+            value = document[metric["Name"]]
+            values[metric["Name"]] += value if isinstance(value, list) else [value]
+    assert (sum(values["DeliveryFailed"]), sum(values["DeliveryExhausted"])) == (1, 1)
+    assert "DeliveryLatency" not in values
+    assert "PublishToDeliveryLatency" not in values

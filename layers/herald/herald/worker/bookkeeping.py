@@ -69,6 +69,8 @@ def recovered(ref: dict[str, Any], failing_since: datetime, recovered_at: dateti
 
 #: Waits before publishing an operational event again after AWS refused it (seconds): three tries in all.
 REPORT_RETRY_DELAYS = (0.2, 1.0)
+#: Attempts that made no request (the URL policy refused the address; the transform failed): no response to time.
+_NO_REQUEST = frozenset({ErrorKind.REFUSED_BY_POLICY, ErrorKind.TRANSFORM})
 #: A retry is made only with this long left of the invocation after its wait: the batch's bookkeeping comes after it.
 REPORT_RETRY_MARGIN_SECONDS = 15.0
 
@@ -153,7 +155,8 @@ class Bookkeeping:
             metrics.add(Metric.REFUSED)
         else:
             metrics.add(Metric.SUCCEEDED if outcome.succeeded else Metric.FAILED)
-            metrics.add(Metric.LATENCY, outcome.duration_ms)
+            if outcome.error_kind is not ErrorKind.TRANSFORM:  # a transform that failed made no request to time
+                metrics.add(Metric.LATENCY, outcome.duration_ms)
         if not outcome.succeeded and settled.status is DeliveryStatus.PENDING and settled.next_attempt_at is not None:
             metrics.add(Metric.RETRIED)
         if exhausted(previous, settled):
@@ -181,7 +184,8 @@ class Bookkeeping:
             tally_log = {"subscription_id": sub.id, "tenant_id": sub.tenant_id}
             tally = self._tallies[sub.id] = _Tally(sub, expires_at, tally_log)
         latency = outcome.latency_ms(event.created_at)
-        if not outcome.handed_over:  # cut short by Herald: no response to measure to (its retry's is measured)
+        if not outcome.handed_over and outcome.error_kind not in _NO_REQUEST:
+            # Cut short by Herald (its retry's response is measured), or no request made: no response to measure to.
             self._worker.metrics.add(Metric.PUBLISH_LATENCY, latency)
         tally.outcomes.append(outcome)
         tally.latencies.append(latency)
