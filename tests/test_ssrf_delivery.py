@@ -227,6 +227,30 @@ def test_a_name_reaches_the_checked_address_with_its_own_host_header(
     assert dns.count("hooks.example.test") == 2  # created, delivered
 
 
+def test_a_fully_qualified_name_is_stored_without_its_root_dot(
+    client, tenant, services, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a name that resolves to the receiver's loopback address
+    use_dns(services, FakeDns({"hooks.example.test": [["127.0.0.1"]]}))
+    port = _port(receiver)
+    # WHEN a subscription is made with the name fully qualified (the root's dot at its end)
+    sub = subscribe(client, tenant, f"http://hooks.example.test.:{port}/webhook?a=1")
+    # THEN it is stored without the dot (the same host; TLS and virtual hosts name it without), the rest as written
+    shown = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert shown["url"] == f"http://hooks.example.test:{port}/webhook?a=1"
+    # AND a delivery reaches it, addressed to the name
+    publish(client, tenant.id)
+    harness.drain()
+    (got,) = receiver.received
+    assert got.headers["host"] == f"hooks.example.test:{port}"
+    # AND a URL changed to such a name is stored so too
+    changed = client.patch(
+        f"/v1/subscriptions/{sub.id}", json={"url": f"http://hooks.example.test.:{port}/other"}, headers=tenant.headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["url"] == f"http://hooks.example.test:{port}/other"
+
+
 def test_the_next_checked_address_is_tried_when_one_refuses_the_connection(
     client, tenant, services, harness: Harness, receiver: Receiver
 ) -> None:
@@ -422,6 +446,19 @@ def test_tls_uses_the_name_for_sni_and_the_certificate_while_connecting_to_the_c
     assert server.server_names == ["hooks.example.test"]
     assert server.hosts == [f"hooks.example.test:{server.port}"]
     assert dns.lookups == ["hooks.example.test"]
+
+
+def test_a_url_stored_with_a_fully_qualified_name_names_the_host_without_its_root_dot_to_tls(tls) -> None:
+    # GIVEN the same server and trust, and a URL whose host ends in the root's dot (stored before such URLs lost it)
+    server, trusting = tls
+    dns = FakeDns({"hooks.example.test.": [["127.0.0.1"]]})
+    policy = UrlPolicy(allowed_networks=LOOPBACK_POLICY.allowed_networks, resolver=dns)
+    # WHEN Herald's client posts to it
+    status = asyncio.run(_post(policy, f"https://hooks.example.test.:{server.port}/webhook", trusting))
+    # THEN the ClientHello named the host without the dot, and its certificate was accepted for that name, as curl
+    # and browsers do (no certificate names a host with the dot)
+    assert status == 200
+    assert server.server_names == ["hooks.example.test"]
 
 
 def test_the_certificate_is_checked_against_the_url_s_host(tls) -> None:

@@ -472,6 +472,10 @@ class WebhookClient:
         merged = httpx.Headers(BASE_HEADERS)
         merged.update(headers or {})
         request = httpx.Request("POST", url, headers=merged, content=content, extensions={"timeout": self._timeout})
+        if request.url.host.endswith("."):
+            # A fully qualified name (``hooks.example.com.``, stored before URLs lost their root dot): TLS names the
+            # host without it, as curl and browsers do, or no certificate would match.
+            request.extensions["sni_hostname"] = request.url.host.rstrip(".")
         response = await self.transport.handle_async_request(request)
         response.request = request
         try:

@@ -36,7 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from herald.addresses import (
     LOCAL_NETWORKS,
@@ -284,8 +284,10 @@ class UrlPolicy:
     async def check_new_url(self, url: str) -> str:
         """For a new or changed subscription: :meth:`check_url`, then the host name's current addresses.
         A name that resolves only to refused addresses is refused; one that does not resolve (yet) is
-        accepted, since each delivery checks again."""
+        accepted, since each delivery checks again. The URL is returned as it is to be stored: a fully qualified
+        host name without its root dot (``hooks.example.com.``), which TLS would otherwise name the host with."""
         self.check_url(url)
+        url = without_root_dot(url)
         parts = urlsplit(url)
         host = parts.hostname or ""
         if literal_address(host) is not None:
@@ -299,6 +301,21 @@ class UrlPolicy:
         if addresses and not any(self.allows(address) for address in addresses):
             raise UrlNotAllowedError(self._refused_message(host, addresses))
         return url
+
+
+def without_root_dot(url: str) -> str:
+    """``url`` with its host name's root dot left out (``https://hooks.example.com./h`` ->
+    ``https://hooks.example.com/h``): the same host to DNS, but a certificate is checked against the name as the URL
+    spells it, and none is issued for a name ending in a dot. Two dots are an empty label, no name: left as they are
+    (refused). Userinfo, port, path and query are kept as written."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if hostport.startswith("["):
+        return url  # an IPv6 literal
+    host, colon, port = hostport.partition(":")
+    if not host.endswith(".") or host.endswith("..") or host == ".":
+        return url
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host[:-1]}{colon}{port}"))
 
 
 #: A host the HTTP client (httpx) reads as an IPv4 address, and refuses unless it is one in the usual spelling.
