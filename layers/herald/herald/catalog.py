@@ -40,7 +40,7 @@ from typing import (
     is_typeddict,
 )
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, create_model
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from herald.errors import UnknownEventTypeError
@@ -50,9 +50,20 @@ if TYPE_CHECKING:
     # FastAPI is imported only where the docs are built: the delivery function validates and sends
     # events from this catalog but never serves HTTP, and must not pay for importing FastAPI.
     from fastapi import APIRouter
+    from pydantic_core import ErrorDetails
 
 #: Event type names: lower-case dotted words, e.g. ``invoice.paid``.
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+#: The longest event type name, as ``POST /v1/events`` and a listing's ``?event_type=`` take one.
+MAX_EVENT_TYPE_LENGTH = 200
+
+#: How much of a name too long to be an event type an error message echoes.
+_ECHOED_CHARS = 60
+
+#: The largest integer a float holds exactly, whichever integer was written: past it, ``9007199254740993.0`` is read
+#: as ...992, and an integral float no longer tells the integer a publisher meant.
+_EXACT_INTEGERS = 2**53
 
 #: The built-in test event, sent by ``POST /v1/subscriptions/{id}/test``.
 PING_EVENT_TYPE = "herald.ping"
@@ -61,7 +72,9 @@ _SIGNATURE_DOC = (
     "Every delivery is signed following [Standard Webhooks](https://www.standardwebhooks.com/): "
     "verify `webhook-signature` against `{webhook-id}.{webhook-timestamp}.{raw body}` with your "
     "subscription's `whsec_` secret (HMAC-SHA256), reject timestamps older than 5 minutes, and use "
-    "`webhook-id` to drop duplicates."
+    "`webhook-id` to drop duplicates.\n\n"
+    "The body shown is what a subscription receives unless it has a `transform`: then it receives the object or "
+    "array its transform makes of this body."
 )
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -72,6 +85,15 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
         "schedule, for more than a day."
     },
 }
+
+
+def echoed(name: str) -> str:
+    """An event type name as an error message echoes it: whole up to the longest name an event type may have, else
+    its start and its length. A name is the caller's input, which a raised request limit lets run to megabytes: echoed
+    whole (in the message, which is not cut as ``details`` are), one answer could pass Lambda's 6 MB."""
+    if len(name) <= MAX_EVENT_TYPE_LENGTH:
+        return name
+    return f"{name[:_ECHOED_CHARS]}… ({len(name):,} characters)"
 
 
 class EventData(BaseModel):
@@ -160,6 +182,150 @@ def _unfit(cls: type, holder_forbids: bool) -> str | None:
     return None
 
 
+def _naive_time(schema: Any, owner: str, field: str | None = None) -> str | None:
+    """Why an event's data may not hold what ``schema`` (a model's core schema, or a part of it within ``owner``'s
+    ``field``) validates, or None: a date-time or a time of day taken without its UTC offset, which the documented
+    ``format`` (``date-time``, ``time``: RFC 3339's, offset included) does not allow, and which a receiver could not
+    place in time. Looked for in what is validated, however nested (lists, unions, nested models, ``Annotated``)."""
+    if isinstance(schema, list):
+        return next((found for part in schema if (found := _naive_time(part, owner, field)) is not None), None)
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    at = f"{owner}.{field}" if field else owner
+    if kind == "datetime" and not _aware(schema):
+        return f"{at} takes a date-time without its UTC offset: declare it AwareDatetime (pydantic)"
+    if kind == "time" and not _aware(schema):
+        return f"{at} takes a time of day without its UTC offset: declare an AwareDatetime, or a str with a pattern"
+    if kind in ("model", "dataclass", "typed-dict") and isinstance(schema.get("cls"), type):
+        owner, field = schema["cls"].__name__, None
+    if kind == "dataclass-field":
+        field = schema.get("name")
+    for key, value in schema.items():
+        if key in ("metadata", "serialization"):
+            continue
+        if key == "fields" and isinstance(value, dict):  # a model's or a TypedDict's, by name
+            found = next(
+                (found for name, part in value.items() if (found := _naive_time(part, owner, name)) is not None),
+                None,
+            )
+        else:
+            found = _naive_time(value, owner, field)
+        if found is not None:
+            return found
+    return None
+
+
+def _aware(schema: dict[str, Any]) -> bool:
+    """Whether a date-time's or time's core schema requires an offset (``AwareDatetime``), or a given one."""
+    constraint = schema.get("tz_constraint")
+    return constraint == "aware" or (isinstance(constraint, int) and not isinstance(constraint, bool))
+
+
+#: JSON Schema keywords that change no value a schema takes or describes: a computed field is ``readOnly``, a
+#: ``SecretStr`` ``writeOnly``, in one mode and not the other.
+_COSMETIC_KEYWORDS = frozenset({"readOnly", "writeOnly"})
+#: Keywords whose value maps names to schemas (a property named ``readOnly`` is a property).
+_NAMING_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+#: Keywords whose value is data, not a schema.
+_DATA_KEYWORDS = frozenset({"default", "examples", "const", "enum"})
+
+
+def _substance(schema: Any, *, names: bool = False) -> Any:
+    """A JSON Schema without its cosmetic keywords (``_COSMETIC_KEYWORDS``); ``names``: ``schema`` maps names to
+    schemas."""
+    if isinstance(schema, list):
+        return [_substance(part) for part in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: value
+        if not names and key in _DATA_KEYWORDS
+        else _substance(value, names=not names and key in _NAMING_KEYWORDS)
+        for key, value in schema.items()
+        if names or key not in _COSMETIC_KEYWORDS
+    }
+
+
+def _delivered_unlike_documented(model: type[BaseModel]) -> str | None:
+    """Why ``model``'s data would be delivered unlike its documentation, or None. The documented schema (``/docs``,
+    ``GET /v1/event-types``, what filters are checked against) is the one publishers' data is validated against; the
+    delivered body is the data serialized: a field excluded from serialization is documented and never delivered, a
+    computed field delivered and never documented, a serializer's value delivered as another type than documented."""
+    documented = _substance(model.model_json_schema(mode="validation"))
+    delivered = _substance(model.model_json_schema(mode="serialization"))
+    return _first_difference(documented, delivered, model.__name__)
+
+
+def _first_difference(documented: Any, delivered: Any, owner: str, field: str | None = None) -> str | None:
+    """Where ``documented`` and ``delivered`` (JSON Schemas, the second of a serialization) first differ, as a
+    sentence naming the model (``owner``, a ``$defs`` entry's name within) and its field; None if they do not."""
+    if documented == delivered:
+        return None
+    at = f"{owner}.{field}" if field else owner
+    if isinstance(documented, dict) and isinstance(delivered, dict):
+        documented_fields, delivered_fields = documented.get("properties", {}), delivered.get("properties", {})
+        for name in [*documented_fields, *(name for name in delivered_fields if name not in documented_fields)]:
+            if name not in delivered_fields:
+                return (
+                    f"{owner}.{name} is documented but never delivered (a field excluded from serialization, or a "
+                    "serializer that leaves it out)"
+                )
+            if name not in documented_fields:
+                return (
+                    f"{owner}.{name} is delivered but not documented (a computed field, or a serializer that adds "
+                    "it: a publisher could not send it)"
+                )
+            if (found := _first_difference(documented_fields[name], delivered_fields[name], owner, name)) is not None:
+                return found
+        documented_models, delivered_models = documented.get("$defs", {}), delivered.get("$defs", {})
+        for name in sorted(documented_models.keys() | delivered_models.keys()):
+            if (found := _first_difference(documented_models.get(name), delivered_models.get(name), name)) is not None:
+                return found
+    return (
+        f"{at} is documented as {_cut_json(documented)} but delivered as {_cut_json(delivered)} (a serializer changes "
+        "it)"
+    )
+
+
+def _cut_json(schema: Any) -> str:
+    text = json.dumps(schema, sort_keys=True)
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _integral_floats_as_integers(text: str, errors: list[ErrorDetails]) -> str | None:
+    """``text`` (JSON) with each integral float that ``errors`` (its strict validation's) say is no integer written as
+    the integer, where a float holds it exactly (``_EXACT_INTEGERS``): ``4900.0`` and ``49e2`` are integers to JSON
+    Schema, and Python's json, Jackson and Go write such numbers. None if there is none."""
+    refused = [
+        (error["loc"], error["input"])
+        for error in errors
+        if error["type"] == "int_type"
+        and type(error.get("input")) is float
+        and error["input"].is_integer()
+        and abs(error["input"]) <= _EXACT_INTEGERS  # past it, the float may not be the integer written
+    ]
+    if not refused:
+        return None
+    data = json.loads(text)
+    made = False
+    for loc, value in refused:
+        node: Any = data
+        holder: Any = None
+        key: Any = None
+        for part in loc:
+            # A part that names no place in the data is passed over: a union's member (``int``), a dict's ``[key]``.
+            if (isinstance(node, dict) and isinstance(part, str) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            ):
+                holder, key = node, part
+                node = holder[key]
+        if holder is not None and type(node) is float and node == value:
+            holder[key] = int(value)
+            made = True
+    return json.dumps(data) if made else None
+
+
 @dataclass(frozen=True)
 class EventType:
     """One entry of the catalog."""
@@ -205,8 +371,18 @@ class EventType:
         """A publisher's data, as JSON: each value must be of its field's JSON type, as the type's JSON Schema (the
         documented ``webhooks``) says: no string for a number, no number for a date, no ``true`` for 1, which
         pydantic's lax mode would turn into what the schema allows and deliver. Dates and date-times are strings
-        in JSON, and stay accepted as such. Delivered as ``validate`` gives it. Raises ``pydantic.ValidationError``."""
-        return self.model.model_validate_json(text, strict=True).model_dump(mode="json", by_alias=True)
+        in JSON, and stay accepted as such. An integer may be written with a zero fraction (``4900.0``), as JSON
+        Schema's ``integer`` allows, and is delivered as the integer (``_integral_floats_as_integers``). Delivered
+        as ``validate`` gives it. Raises ``pydantic.ValidationError``."""
+        try:
+            validated = self.model.model_validate_json(text, strict=True)
+        except ValidationError as exc:
+            # Pydantic's strict mode refuses an integral float for an integer, and its lax mode would take a string
+            # or a boolean too: the floats it refused are made integers where they are ones, and checked again.
+            if (integers := _integral_floats_as_integers(text, exc.errors(include_url=False))) is None:
+                raise
+            validated = self.model.model_validate_json(integers, strict=True)
+        return validated.model_dump(mode="json", by_alias=True)
 
     @property
     def operation_id(self) -> str:
@@ -223,9 +399,26 @@ class EventCatalog:
         self.tag = tag
 
     def event[M: EventData](self, name: str, *, example: dict[str, Any]) -> Callable[[type[M]], type[M]]:
-        """Register the decorated model as event type ``name``, with an example payload."""
+        """Register the decorated model as event type ``name``, with an example payload.
+
+        The model is refused (``ValueError``, naming the model and field) where its data would not be what its
+        documented schema says: a nested object that drops unknown fields, a field published under another name than
+        it is delivered under, a date-time or time taken without its UTC offset (declare ``AwareDatetime``), or a
+        serializer of no declared return type whose value the example shows is not the field's. A delivered body
+        unlike the documented one otherwise (``Field(exclude=True)``, a ``@computed_field``, a serializer that changes
+        a field's type) is found by ``undelivered_as_documented``, which the tests run.
+
+        A ``pattern`` is checked by Python's ``re``, whose ``\\d`` and ``\\w`` take any Unicode digit or letter
+        (``"٣"``), while the JSON Schema documented to subscribers is read by ECMA-262 regexes, ASCII only: write
+        ``[0-9]`` and ``[A-Za-z0-9_]``, which both read alike.
+        """
         if not EVENT_TYPE_PATTERN.fullmatch(name):
-            raise ValueError(f"event type {name!r} must be lower-case dotted words, e.g. 'invoice.paid'")
+            raise ValueError(f"event type {echoed(name)!r} must be lower-case dotted words, e.g. 'invoice.paid'")
+        if len(name) > MAX_EVENT_TYPE_LENGTH:
+            raise ValueError(
+                f"event type {echoed(name)!r} is {len(name)} characters: the limit is {MAX_EVENT_TYPE_LENGTH} (what "
+                "POST /v1/events takes)"
+            )
 
         def register(model: type[M]) -> type[M]:
             if name in self._types:
@@ -240,9 +433,25 @@ class EventCatalog:
             for nested, holder_forbids in _models_within(model):
                 if (unfit := _unfit(nested, holder_forbids)) is not None:
                     raise ValueError(f"event type {name!r}: {unfit}")
+            if (naive := _naive_time(model.__pydantic_core_schema__, model.__name__)) is not None:
+                raise ValueError(
+                    f"event type {name!r}: {naive}; the documented format (RFC 3339) has the offset, and a receiver "
+                    "could not tell which moment a time without it means"
+                )
             # A wrong example is a bug in the catalog: fail at import. Checked as a publisher's data is (strict JSON
             # types): the example is documented in `webhooks` and is what a publisher copies.
-            declared.validate_json(json.dumps(example))
+            delivered = declared.validate_json(json.dumps(example))
+            # What a serializer of no declared return type makes is documented as the field's type: the example, as
+            # it is delivered, shows whether it is.
+            try:
+                declared.validate_json(json.dumps(delivered))
+            except ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                at = ".".join([model.__name__, *map(str, error["loc"])])
+                raise ValueError(
+                    f"event type {name!r}: {at} is delivered in its example as data its documented schema refuses "
+                    f"({error['msg']}): a serializer changes it; declare the field as it is delivered"
+                ) from None
             self._types[name] = declared
             return model
 
@@ -260,11 +469,23 @@ class EventCatalog:
     def __contains__(self, name: object) -> bool:
         return name in self._types
 
+    def undelivered_as_documented(self) -> list[str]:
+        """The types whose delivered body is not their documented one, each as a sentence naming its model and field:
+        a field excluded from serialization, a computed field, a serializer that changes a field's type. Comparing the
+        two JSON Schemas of every model costs milliseconds the API's cold start would pay at each import, so it is
+        not made at registration: ``tests/test_catalog_registration.py`` checks both catalogs with it."""
+        return [
+            f"event type {name!r}: {unlike}; the body delivered must be the one documented: declare each field as it "
+            "is delivered"
+            for name, entry in self._types.items()
+            if (unlike := _delivered_unlike_documented(entry.model)) is not None
+        ]
+
     def check_subscribed(self, event_types: list[str], *, refused: str, absent: str, known_also: str = "") -> list[str]:
         """``event_types`` as kept (``*`` alone if it is one of them: every type) if each is ``*`` or a type of this
         catalog, else ``UnknownEventTypeError`` naming the others, ``*`` beside them or not: "``refused``: a, b;
-        known: ...``known_also``", and per name "'a' ``absent``"."""
-        unknown = [name for name in event_types if name != WILDCARD and name not in self]
+        known: ...``known_also``", and per name "'a' ``absent``" (each name ``echoed``)."""
+        unknown = [echoed(name) for name in event_types if name != WILDCARD and name not in self]
         if unknown:
             raise UnknownEventTypeError(
                 f"{refused}: {', '.join(unknown)}; known: {', '.join(self.names())}{known_also}",
@@ -408,8 +629,8 @@ class SubscriptionDisabled(_SubscriptionRef):
     """
 
     reason: str
-    disabled_at: datetime
-    failing_since: datetime | None = Field(None, description="Since when it had been failing continuously.")
+    disabled_at: AwareDatetime
+    failing_since: AwareDatetime | None = Field(None, description="Since when it had been failing continuously.")
     last_status_code: int | None = None
 
 
@@ -432,7 +653,7 @@ class DeliveryFailing(_DeliveryRef):
     Sent once per delivery; it is still being retried on the schedule.
     """
 
-    next_attempt_at: datetime | None = Field(None, description="When the next attempt is due.")
+    next_attempt_at: AwareDatetime | None = Field(None, description="When the next attempt is due.")
 
 
 @operational_catalog.event(
@@ -452,7 +673,8 @@ class DeliveryExhausted(_DeliveryRef):
     """A delivery failed for good.
 
     Sent when no further attempt is scheduled: every attempt of the schedule failed, the endpoint
-    answered 410 Gone, or the URL is one Herald refuses to call. A manual retry can still send it.
+    answered 410 Gone, the URL is one Herald refuses to call, or the subscription's transform failed
+    on the event (no request is made, and it is not retried). A manual retry can still send it.
     """
 
     reason: str
@@ -473,8 +695,8 @@ class SubscriptionRecovered(_SubscriptionRef):
     a row failed).
     """
 
-    failing_since: datetime = Field(description="Since when it had been failing.")
-    recovered_at: datetime
+    failing_since: AwareDatetime = Field(description="Since when it had been failing.")
+    recovered_at: AwareDatetime
 
 
 # --- The example catalog: edit below. One model per event type. ----------------------------------

@@ -29,7 +29,8 @@ Herald delivers your events to your customers' webhook endpoints: signed
 deployment's secret); each tenant uses an API key the operator issued to it.
 
 **Webhooks**: the *Webhooks* section below lists every event type Herald sends, with the exact body
-your endpoint receives and the signature headers to verify.
+your endpoint receives and the signature headers to verify. A subscription with a `transform`
+receives what its transform makes of that body instead.
 """
 
 TAGS = [

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from herald import ids
-from herald.catalog import PING_EVENT_TYPE, catalog
+from herald.catalog import PING_EVENT_TYPE, catalog, echoed
 from herald.delivery_options.transforms import InvalidTransformError, dry_run, transform_from_stored
 from herald.domain import subscriptions
 from herald.errors import (
@@ -115,7 +115,7 @@ def validate_data(event_type: str, data: Any, *, max_bytes: int) -> dict[str, An
     if entry is None:
         known = ", ".join(name for name in catalog.names() if name != PING_EVENT_TYPE)
         raise UnknownEventTypeError(
-            f"unknown event type {event_type!r}; known types: {known}",
+            f"unknown event type {echoed(event_type)!r}; known types: {known}",
             details=[
                 {
                     "loc": ["body", "type"],

@@ -14,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from herald.catalog import MAX_EVENT_TYPE_LENGTH
 from herald.ids import EVENT_ID_PATTERN, OPERATIONAL_EVENT_PREFIX
 from herald.records import (
     Attempt,
@@ -26,7 +27,9 @@ from herald.schemas.common import ErrorBody, StrictModel
 
 
 class EventIn(StrictModel):
-    type: str = Field(description="An event type from the catalog.", examples=["invoice.paid"])
+    type: str = Field(
+        description="An event type from the catalog.", examples=["invoice.paid"], max_length=MAX_EVENT_TYPE_LENGTH
+    )
     data: dict[str, Any] = Field(description="The payload, validated against the event type's schema.")
     tenant_id: str | None = Field(None, description="The tenant the event is addressed to.")
     broadcast: bool = Field(
