@@ -14,7 +14,6 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from herald.catalog import catalog
-from herald.portal import endpoints as portal_endpoints
 from tests import test_portal_browser as portal_browser
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, sign_in
@@ -339,25 +338,35 @@ def test_an_event_type_the_catalog_no_longer_lists_is_kept_unless_the_tenant_unt
     # GIVEN an endpoint of two event types, one of which the catalog has since dropped (a deploy that retired it)
     sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
     _patched(client, tenant, sub.id, {"event_types": ["invoice.paid", "order.shipped"]})
-    monkeypatch.setattr(portal_endpoints, "catalog", [entry for entry in catalog if entry.name != "order.shipped"])
+    monkeypatch.delitem(catalog._types, "order.shipped")
     # WHEN the tenant opens its form
     form = _opened(me, sub.id)
     # THEN the retired type has a box of its own, ticked
     assert "no longer in the catalog" in me.get(f"/portal/endpoints/{sub.id}/edit").text
     assert form["event_types"] == ["invoice.paid", "order.shipped"]
-    # WHEN the event types change through the API meanwhile, and the tenant saves only a new description
+    # WHEN the event types change through the API meanwhile (the retired type kept), and the tenant saves only a new
+    # description
     _patched(client, tenant, sub.id, {"event_types": ["invoice.paid", "order.shipped", "subscription.created"]})
     saved = _saved(me, sub.id, {**form, "description": "Billing"})
     # THEN it is saved, no conflict, and every event type is kept
     assert saved.status_code == 303, _notes(saved.text)
     after = _stored(client, tenant, sub.id)
-    assert (sorted(after["event_types"]), after["description"]) == (
+    assert (after["event_types"], after["description"]) == (
         ["invoice.paid", "order.shipped", "subscription.created"],
         "Billing",
     )
-    # WHEN the tenant unticks the retired type
+    # WHEN the tenant changes the event types, the retired one still ticked
     form = _opened(me, sub.id)
-    untick = {**form, "event_types": [name for name in form["event_types"] if name != "order.shipped"]}
-    # THEN it is removed
+    fewer = {**form, "event_types": ["invoice.paid", "order.shipped"]}
+    # THEN the change is saved, the retired type kept (only a type added is checked against the catalog)
+    assert _saved(me, sub.id, fewer).status_code == 303
+    assert _stored(client, tenant, sub.id)["event_types"] == ["invoice.paid", "order.shipped"]
+    # WHEN the tenant unticks the retired type
+    untick = {**_opened(me, sub.id), "event_types": ["invoice.paid"]}
+    # THEN it is removed, and cannot be added again
     assert _saved(me, sub.id, untick).status_code == 303
-    assert sorted(_stored(client, tenant, sub.id)["event_types"]) == ["invoice.paid", "subscription.created"]
+    assert _stored(client, tenant, sub.id)["event_types"] == ["invoice.paid"]
+    again = client.patch(
+        f"/v1/subscriptions/{sub.id}", json={"event_types": ["invoice.paid", "order.shipped"]}, headers=tenant.headers
+    )
+    assert again.status_code == 422, again.text

@@ -30,7 +30,7 @@ from herald.delivery_options import (
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, NotFoundError
 from herald.limits import check_subscription
-from herald.records import SigningSecret, Subscription, Tenant, utcnow
+from herald.records import WILDCARD, SigningSecret, Subscription, Tenant, utcnow
 from herald.storage.subscriptions import CreationKey, CreationKeyTaken
 
 if TYPE_CHECKING:
@@ -94,6 +94,17 @@ def check_event_types(event_types: list[str]) -> list[str]:
     return catalog.check_subscribed(
         event_types, refused="unknown event types", absent="is not in the event catalog", known_also=" (or '*')"
     )
+
+
+def _kept_or_checked(old: Subscription, event_types: list[str]) -> list[str]:
+    """A changed subscription's event types as kept: a type it has that the catalog no longer lists (retired by a
+    deploy since) may stay, as the portal's form sends it back; any other must be in the catalog (``*`` alone if it is
+    one of them)."""
+    retired = {name for name in old.event_types if name != WILDCARD and name not in catalog}
+    checked = check_event_types([name for name in event_types if name not in retired])
+    if checked == [WILDCARD]:
+        return checked
+    return sorted({*checked, *(name for name in event_types if name in retired)})
 
 
 def check_operational_types(event_types: list[str]) -> list[str]:
@@ -251,7 +262,7 @@ async def update(
     if changes.get("url") is not None:
         changes["url"] = await services.url_policy.check_new_url(str(body.url))
     if changes.get("event_types") is not None:
-        changes["event_types"] = check_event_types(changes["event_types"])
+        changes["event_types"] = _kept_or_checked(old, changes["event_types"])
     check_subscription(
         services.settings,
         url=changes.get("url"),
