@@ -3,6 +3,7 @@ and hostile expressions over a 256 KiB event stopped by a bound (never by time: 
 
 from __future__ import annotations
 
+import functools
 import json
 import tracemalloc
 from typing import Any
@@ -23,6 +24,7 @@ from herald.delivery_options.transforms import (
     example_envelopes,
     transform_from_stored,
 )
+from herald.domain import subscriptions as domain_subscriptions
 
 ENVELOPES = example_envelopes(catalog, ["invoice.paid", "order.shipped"])
 INVOICE = ENVELOPES["invoice.paid"]
@@ -387,3 +389,31 @@ def test_a_transform_whose_result_nests_too_deep_for_an_answer_is_refused_when_s
     assert made.status_code == 422, made.text
     assert made.json()["error"]["details"][0]["type"] == "transform_result_too_large"
     assert "nests more than 64 levels" in made.json()["error"]["message"]
+
+
+def test_a_stored_transform_deeper_than_a_new_one_may_be_stays_usable(
+    client: Any, tenant: Any, receiver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription whose transform nests 100 levels deep, stored before new transforms were bound to 64
+    # (emulated: the bound raised while it is set)
+    literal = "`" + "[" * 100 + "]" * 100 + "`"
+    with monkeypatch.context() as patch:
+        unbound = functools.partial(domain_subscriptions.checked_transform, max_depth=1000)
+        patch.setattr(domain_subscriptions, "checked_transform", unbound)
+        made = client.post(
+            "/v1/subscriptions",
+            json={"url": receiver.url, "event_types": ["invoice.paid"], "transform": literal},
+            headers=tenant.headers,
+        )
+    assert made.status_code == 201, made.text
+    path = f"/v1/subscriptions/{made.json()['id']}"
+    # WHEN its own dry run is asked for, and its event types change (its transform checked again)
+    dry = client.post(f"{path}/transform/dry-run", headers=tenant.headers)
+    retyped = client.patch(path, json={"event_types": ["invoice.paid", "order.shipped"]}, headers=tenant.headers)
+    # THEN both work: the transform it keeps is bound only by what an answer can carry
+    assert dry.status_code == 200, dry.text
+    assert retyped.status_code == 200, retyped.text
+    # AND the same expression given anew is refused as a new transform
+    again = client.post(f"{path}/transform/dry-run", json={"transform": literal}, headers=tenant.headers)
+    assert again.status_code == 422, again.text
+    assert again.json()["error"]["details"][0]["type"] == "transform_result_too_large"

@@ -56,9 +56,13 @@ MAX_AST_NODES = 128
 MAX_AST_DEPTH = 24
 MAX_STEPS = 100_000
 MAX_BODY_BYTES = 512 * 1024
-#: The deepest a result on a catalog example may nest (arrays and objects within each other): an answer's encoder
-#: (pydantic's, the dry run's) refuses past 255 levels, and a JSON literal of the expression nests at one node.
+#: The deepest a new transform's result on a catalog example may nest (arrays and objects within each other): a JSON
+#: literal of the expression nests at one node, and an answer's encoder (pydantic's, the dry run's) stops at 255.
 MAX_RESULT_DEPTH = 64
+#: The deepest a stored transform's result may nest when it is run again on the examples (a dry run of its own, the
+#: test event, new event types): one stored before ``MAX_RESULT_DEPTH`` kept delivering, and stays usable up to what
+#: the dry run's answer can carry (255 levels, less its own two).
+MAX_ANSWER_DEPTH = 250
 #: The timestamp of the examples a transform is checked and dry-run against (as in the catalog's docs).
 EXAMPLE_TIMESTAMP = "2026-01-01T12:00:00Z"
 
@@ -390,17 +394,22 @@ _CHECK_KINDS = {
 
 
 def dry_run(
-    compiled: CompiledTransform, envelopes: Mapping[str, Mapping[str, Any]], *, loc: Loc = ("body", "transform")
+    compiled: CompiledTransform,
+    envelopes: Mapping[str, Mapping[str, Any]],
+    *,
+    loc: Loc = ("body", "transform"),
+    max_depth: int = MAX_ANSWER_DEPTH,
 ) -> dict[str, dict[str, Any] | list[Any]]:
-    """The transformed example of each event type; ``InvalidTransformError`` naming each type it fails on."""
+    """The transformed example of each event type; ``InvalidTransformError`` naming each type it fails on (a result
+    nested more than ``max_depth`` levels deep among its problems)."""
     results: dict[str, dict[str, Any] | list[Any]] = {}
     problems: list[dict[str, Any]] = []
     for name, envelope in envelopes.items():
         try:
             results[name] = compiled.result(envelope)
             encode(results[name])  # as a delivery sends it: a result JSON cannot carry fails every delivery
-            if _deeper_than(results[name], MAX_RESULT_DEPTH):
-                raise TransformError("too_large", f"the result nests more than {MAX_RESULT_DEPTH} levels deep")
+            if _deeper_than(results[name], max_depth):
+                raise TransformError("too_large", f"the result nests more than {max_depth} levels deep")
         except TransformError as exc:
             kind = _CHECK_KINDS.get(exc.reason, "transform_failed")
             problems.append({"loc": list(loc), "msg": f"on the {name} example: {exc.message}", "type": kind})
@@ -424,10 +433,15 @@ def _deeper_than(value: object, limit: int) -> bool:
 
 
 def check_transform(
-    expression: str, envelopes: Mapping[str, Mapping[str, Any]], *, loc: Loc = ("body", "transform")
+    expression: str,
+    envelopes: Mapping[str, Mapping[str, Any]],
+    *,
+    loc: Loc = ("body", "transform"),
+    max_depth: int = MAX_RESULT_DEPTH,
 ) -> CompiledTransform:
     """``expression`` compiled, once it gives a JSON object or array on every example in ``envelopes`` (from
-    :func:`example_envelopes`); ``InvalidTransformError`` otherwise."""
+    :func:`example_envelopes`), nested at most ``max_depth`` deep (a new transform's bound by default);
+    ``InvalidTransformError`` otherwise."""
     compiled = compile_transform(expression, loc=loc)
-    dry_run(compiled, envelopes, loc=loc)
+    dry_run(compiled, envelopes, loc=loc, max_depth=max_depth)
     return compiled

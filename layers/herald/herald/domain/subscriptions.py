@@ -8,6 +8,7 @@ is a 422 whose ``details`` say where (``herald.delivery_options``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from herald.delivery_options import (
     event_schemas,
     example_envelopes,
 )
+from herald.delivery_options.transforms import MAX_ANSWER_DEPTH, MAX_RESULT_DEPTH
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, NotFoundError
 from herald.limits import check_subscription
@@ -296,13 +298,18 @@ def checked_filter(
 
 
 def checked_transform(
-    expression: str | None, event_types: list[str], *, loc: tuple[str, ...] = ("body", "transform")
+    expression: str | None,
+    event_types: list[str],
+    *,
+    loc: tuple[str, ...] = ("body", "transform"),
+    max_depth: int = MAX_RESULT_DEPTH,
 ) -> str | None:
-    """A transform once it gives a JSON object or array on each subscribed type's example
-    (``InvalidTransformError`` otherwise)."""
+    """A transform once it gives a JSON object or array on each subscribed type's example, nested at most
+    ``max_depth`` deep (``InvalidTransformError`` otherwise)."""
     if expression is None:
         return None
-    return check_transform(expression, example_envelopes(catalog, event_types), loc=loc).to_stored()
+    envelopes = example_envelopes(catalog, event_types)
+    return check_transform(expression, envelopes, loc=loc, max_depth=max_depth).to_stored()
 
 
 def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: list[str]) -> dict[str, Any]:
@@ -321,7 +328,9 @@ def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: l
     if "transform" in given:
         changed["transform"] = checked_transform(body.transform, event_types)
     elif retyped and old.transform:
-        changed["transform"] = _kept(checked_transform, "transform", old.transform, event_types)
+        # Stored: bound as a stored transform run again is (one set before a new one's bound kept delivering).
+        kept = functools.partial(checked_transform, max_depth=MAX_ANSWER_DEPTH)
+        changed["transform"] = _kept(kept, "transform", old.transform, event_types)
     return changed
 
 
@@ -354,7 +363,8 @@ def dry_run_transform(sub: Subscription, expression: str | None) -> tuple[str | 
     if chosen is None:
         return None, dict(envelopes)
     loc: tuple[str, ...] = ("body", "transform") if expression is not None else ("transform",)
-    return chosen, dry_run(compile_transform(chosen, loc=loc), envelopes, loc=loc)
+    depth = MAX_RESULT_DEPTH if expression is not None else MAX_ANSWER_DEPTH  # a new one's bound, or a stored one's
+    return chosen, dry_run(compile_transform(chosen, loc=loc), envelopes, loc=loc, max_depth=depth)
 
 
 def switched(sub: Subscription, *, enabled: bool, reason: str, now: datetime) -> Subscription:
