@@ -18,6 +18,8 @@ REFUSED = [
     "Héraut",  # not ASCII
     "Herald\tprod",  # a control character
     "x" * 256,  # too long
+    "$Herald",  # a dollar first (the template's rule)
+    "   ",  # only spaces
 ]
 
 

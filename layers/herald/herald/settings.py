@@ -327,6 +327,8 @@ class Settings(BaseSettings):
             raise ValueError(f"at most {MAX_METRICS_NAMESPACE} printable ASCII characters, no colon")
         if value.startswith("AWS/"):
             raise ValueError("a namespace beginning with AWS/ is AWS's own")
+        if value.startswith("$") or not value.strip():
+            raise ValueError("a namespace neither begins with $ nor is only spaces (the template's rule)")
         return value
 
     @field_validator("admin_key")
