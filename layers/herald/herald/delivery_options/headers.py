@@ -74,11 +74,13 @@ _SENSITIVE_NAME = re.compile(
     r"authorization|cookie|key|token|secret|pass|pwd|auth|session|sig|credential|jwt|bearer|hmac|private"
 )
 #: A value of an HTTP authentication scheme (``Bearer <token>``, ``Basic <credentials>``...) is a credential under
-#: any name: IANA's registered schemes, and those of common services (AWS's Signature Version 4, Azure's shared
-#: keys and signatures, NTLM).
+#: any name: IANA's registered schemes, and those of common services (AWS's signatures, Azure's shared keys and
+#: signatures, NTLM, Okta). A scheme whose name is also a common word (``Mutual``, ``OAuth``...) counts only before
+#: what reads as credentials (parameters, ``k=v``, or a token of 16 characters or more), not before words.
 _CREDENTIAL_VALUE = re.compile(
-    r"(bearer|basic|digest|token|apikey|hmac|negotiate|ntlm|oauth|dpop|mutual|hoba|scram-sha-1|scram-sha-256|vapid"
-    r"|privatetoken|concealed|gnap|aws4-hmac-sha256|sharedkey|sharedkeylite|sharedaccesssignature)\s+\S",
+    r"(?:(?:bearer|basic|digest|token|apikey|hmac|negotiate|ntlm|dpop|scram-sha-1|scram-sha-256|vapid|privatetoken"
+    r"|aws4-hmac-sha256|aws4-ecdsa-p256-sha256|sharedkey|sharedkeylite|sharedaccesssignature|ssws)\s+\S"
+    r"|(?:oauth|mutual|hoba|concealed|gnap|aws)\s+(?:\S*[=:]|\S{16,}))",
     re.IGNORECASE,
 )
 
