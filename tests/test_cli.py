@@ -191,6 +191,8 @@ def test_tenants_create_list_and_issue_key(cli_env: str, herald: Callable[..., R
     assert created.code == 0, created.err
     assert table_rows(created.out)[0] == ["FIELD", "VALUE"]
     assert acme_key.startswith("hrk_")
+    # ... with the metadata it was given
+    assert ["metadata.plan", "pro"] in table_rows(created.out)
     assert "shown only once" in created.err
     # ... the key whole, as the table shows it: it is the tenant's key
     assert re.fullmatch(r"hrk_[A-Za-z0-9_-]{43}", acme_key), created.out

@@ -297,7 +297,9 @@ def key_value(text: str) -> tuple[str, str]:
 def tenants_create(client: ApiClient, args: argparse.Namespace) -> Shown:
     body = {"name": args.name, "metadata": dict(args.metadata or ())}
     created = client.post("/v1/tenants", body=body)
-    fields = ["id", "name", "created_at", "api_key.id", "api_key.prefix", "api_key.key"]
+    metadata = created.get("metadata") if isinstance(created, Mapping) else None
+    shown = [f"metadata.{key}" for key in metadata] if isinstance(metadata, Mapping) else []
+    fields = ["id", "name", *shown, "created_at", "api_key.id", "api_key.prefix", "api_key.key"]
     return _record(created, fields, note="the API key is shown only once: hand it to the tenant now")
 
 

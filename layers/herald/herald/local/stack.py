@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 import uvicorn
+from botocore.config import Config
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -352,10 +353,17 @@ def event_source_pollers(
     containers."""
     from herald.worker import Worker
 
-    sqs = client or boto3.session.Session().client("sqs")
+    sources = [
+        (source, min(count, source.maximum_concurrency or count))
+        for source in delivery_event_sources(template if template is not None else load_template())
+    ]
+    # One connection for each poller at once: botocore's pool keeps 10, and more pollers sharing it open connections
+    # it then discards, with a warning each.
+    pool = Config(max_pool_connections=max(10, sum(instances for _, instances in sources)))
+    sqs = client or boto3.session.Session().client("sqs", config=pool)
     pollers: list[tuple[EventSourceSettings, Worker, SqsPoller]] = []
-    for source in delivery_event_sources(template if template is not None else load_template()):
-        for _ in range(min(count, source.maximum_concurrency or count)):
+    for source, instances in sources:
+        for _ in range(instances):
             worker = Worker(services)
             poller = SqsPoller(
                 sqs,
@@ -384,9 +392,11 @@ Herald is running locally.
 Try it (in another terminal):
 
   export HERALD={base_url} ADMIN_KEY={admin_key}
-  # 1. the operator creates a tenant; keep its API key
-  curl -s -X POST $HERALD/v1/tenants -H "Authorization: Bearer $ADMIN_KEY" \\
-       -H 'content-type: application/json' -d '{{"name": "Acme"}}'
+  json() {{ python3 -c "import json, sys; print(json.load(sys.stdin)$1)"; }}
+  # 1. the operator creates a tenant; its API key is shown once: keep it
+  TENANT=$(curl -s -X POST $HERALD/v1/tenants -H "Authorization: Bearer $ADMIN_KEY" \\
+       -H 'content-type: application/json' -d '{{"name": "Acme"}}')
+  TENANT_ID=$(echo "$TENANT" | json '["id"]') TENANT_KEY=$(echo "$TENANT" | json '["api_key"]["key"]')
   # 2. the tenant subscribes a URL (here: the sample receiver, `make receiver`)
   curl -s -X POST $HERALD/v1/subscriptions -H "Authorization: Bearer $TENANT_KEY" \\
        -H 'content-type: application/json' \\
