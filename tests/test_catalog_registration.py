@@ -252,7 +252,7 @@ def test_an_integer_written_with_a_zero_fraction_is_published_and_delivered_as_t
 
 
 @pytest.mark.parametrize(
-    ("number", "integer"), [(b"1e2", 100), (b"2.0", 2), (b"2E0", 2), (b"9007199254740992.0", 9007199254740992)]
+    ("number", "integer"), [(b"1e2", 100), (b"2.0", 2), (b"2E0", 2), (b"9007199254740991.0", 9007199254740991)]
 )
 def test_integral_floats_are_integers_however_written(client, tenant, number: bytes, integer: int) -> None:
     # WHEN a shipment's quantity is written as a float holding an integer, up to the last integer a float holds exactly
@@ -266,6 +266,20 @@ def test_integral_floats_are_integers_however_written(client, tenant, number: by
     assert response.status_code == 202, response.text
     quantity = response.json()["data"]["items"][1]["quantity"]
     assert (type(quantity), quantity) == (int, integer)
+
+
+@pytest.mark.parametrize("number", [b"9007199254740993.0", b"9007199254740992.0", b"1e300"])
+def test_a_float_past_the_largest_safe_integer_is_no_integer(client, tenant, number: bytes) -> None:
+    # WHEN a shipment's quantity is written as a float past 2^53 - 1, where a float no longer tells which integer was
+    # written (9007199254740993.0 reads as 2^53)
+    body = (
+        b'{"type": "order.shipped", "tenant_id": "%s", "data": {"order_id": "o", "carrier": "c", '
+        b'"tracking_number": "t", "items": [{"sku": "s", "quantity": %s}]}}' % (tenant.id.encode(), number)
+    )
+    response = client.post("/v1/events", content=body, headers={**ADMIN, "content-type": "application/json"})
+    # THEN it is a 422 on that field, never an integer other than the one written
+    error = assert_error(response, 422, "invalid_input")
+    assert [d["loc"][-1] for d in error["details"]] == ["quantity"], error
 
 
 @pytest.mark.parametrize(

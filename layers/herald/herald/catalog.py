@@ -61,9 +61,9 @@ MAX_EVENT_TYPE_LENGTH = 200
 #: How much of a name too long to be an event type an error message echoes.
 _ECHOED_CHARS = 60
 
-#: The largest integer a float holds exactly, whichever integer was written: past it, ``9007199254740993.0`` is read
-#: as ...992, and an integral float no longer tells the integer a publisher meant.
-_EXACT_INTEGERS = 2**53
+#: Past the largest safe integer (JavaScript's ``Number.MAX_SAFE_INTEGER``, 2^53 - 1), a float no longer tells the
+#: integer a publisher wrote: ``9007199254740993.0`` reads as 2^53.
+_EXACT_INTEGERS = 2**53 - 1
 
 #: The built-in test event, sent by ``POST /v1/subscriptions/{id}/test``.
 PING_EVENT_TYPE = "herald.ping"
@@ -296,7 +296,9 @@ def _cut_json(schema: Any) -> str:
 def _integral_floats_as_integers(text: str, errors: list[ErrorDetails]) -> str | None:
     """``text`` (JSON) with each integral float that ``errors`` (its strict validation's) say is no integer written as
     the integer, where a float holds it exactly (``_EXACT_INTEGERS``): ``4900.0`` and ``49e2`` are integers to JSON
-    Schema, and Python's json, Jackson and Go write such numbers. None if there is none."""
+    Schema, and Python's json, Jackson and Go write such numbers. The number is read as a float reads it (as a JSON
+    parser in JavaScript does): a fraction too small for its float (``4503599627370496.5``) is lost before this.
+    None if there is none."""
     refused = [
         (error["loc"], error["input"])
         for error in errors
