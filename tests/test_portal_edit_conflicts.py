@@ -370,3 +370,23 @@ def test_an_event_type_the_catalog_no_longer_lists_is_kept_unless_the_tenant_unt
         f"/v1/subscriptions/{sub.id}", json={"event_types": ["invoice.paid", "order.shipped"]}, headers=tenant.headers
     )
     assert again.status_code == 422, again.text
+
+
+def test_a_subscription_of_retired_types_only_takes_no_filter_or_transform_it_could_not_be_checked_against(
+    client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription of two types, one of which the catalog has since dropped
+    sub = subscribe(client, tenant, receiver.url)
+    _patched(client, tenant, sub.id, {"event_types": ["invoice.paid", "order.shipped"]})
+    monkeypatch.delitem(catalog._types, "order.shipped")
+    path = f"/v1/subscriptions/{sub.id}"
+    # WHEN it keeps only the retired type, with a transform
+    narrowed = client.patch(path, json={"event_types": ["order.shipped"], "transform": "`5`"}, headers=tenant.headers)
+    # THEN it is a 422: no catalog type is left to check the transform against (it would fail every delivery)
+    assert narrowed.status_code == 422, narrowed.text
+    assert narrowed.json()["error"]["details"][0]["type"] == "transform_unchecked"
+    # AND narrowed to the retired type alone, a filter set then is refused too
+    assert client.patch(path, json={"event_types": ["order.shipped"]}, headers=tenant.headers).status_code == 200
+    filtered = client.patch(path, json={"filter": {"carrier": "DHL"}}, headers=tenant.headers)
+    assert filtered.status_code == 422, filtered.text
+    assert filtered.json()["error"]["details"][0]["type"] == "filter_unchecked"

@@ -19,6 +19,8 @@ from herald import ids
 from herald.catalog import catalog, operational_catalog
 from herald.delivery_options import (
     CustomHeaders,
+    InvalidFilterError,
+    InvalidTransformError,
     apply_patch,
     check_filter,
     check_headers,
@@ -294,7 +296,20 @@ def checked_filter(
     filter matches everything and is kept as none."""
     if not raw:
         return None
+    _require_a_catalog_type(event_types, InvalidFilterError, "filter", loc)
     return check_filter(raw, event_schemas(catalog, event_types), loc=loc).to_stored()
+
+
+def _require_a_catalog_type(
+    event_types: list[str], error: type[InvalidInputError], option: str, loc: tuple[str, ...]
+) -> None:
+    """A filter or a transform is checked against the subscribed types the catalog lists: a subscription whose every
+    type the catalog has dropped gives nothing to check one against, and takes none (it could fail every delivery,
+    should the type come back)."""
+    if WILDCARD in event_types or any(name in catalog for name in event_types):
+        return
+    message = f"no subscribed event type is in the catalog to check the {option} against: subscribe to one"
+    raise error(message, details=[{"loc": list(loc), "msg": message, "type": f"{option}_unchecked"}])
 
 
 def checked_transform(
@@ -308,6 +323,7 @@ def checked_transform(
     ``max_depth`` deep (``InvalidTransformError`` otherwise)."""
     if expression is None:
         return None
+    _require_a_catalog_type(event_types, InvalidTransformError, "transform", loc)
     envelopes = example_envelopes(catalog, event_types)
     return check_transform(expression, envelopes, loc=loc, max_depth=max_depth).to_stored()
 
