@@ -390,3 +390,33 @@ def test_a_subscription_of_retired_types_only_takes_no_filter_or_transform_it_co
     filtered = client.patch(path, json={"filter": {"carrier": "DHL"}}, headers=tenant.headers)
     assert filtered.status_code == 422, filtered.text
     assert filtered.json()["error"]["details"][0]["type"] == "filter_unchecked"
+
+
+def test_a_subscription_of_retired_types_only_keeps_its_options_sent_back_as_they_are(
+    client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription with a filter and a transform, whose one type the catalog has since dropped
+    made = client.post(
+        "/v1/subscriptions",
+        json={
+            "url": receiver.url,
+            "event_types": ["order.shipped"],
+            "filter": {"carrier": "DHL"},
+            "transform": "{c: data.carrier}",
+        },
+        headers=tenant.headers,
+    )
+    assert made.status_code == 201, made.text
+    monkeypatch.delitem(catalog._types, "order.shipped")
+    path = f"/v1/subscriptions/{made.json()['id']}"
+    # WHEN a client PATCHes back the whole object it read, with a new description
+    stored = client.get(path, headers=tenant.headers).json()
+    fields = ("url", "event_types", "metadata", "filter", "transform")
+    sent_back = client.patch(path, json={**{k: stored[k] for k in fields}, "description": "z"}, headers=tenant.headers)
+    # THEN it is saved: the options sent as they are stored are no change, and are kept
+    assert sent_back.status_code == 200, sent_back.text
+    assert (sent_back.json()["filter"], sent_back.json()["transform"]) == ({"carrier": "DHL"}, "{c: data.carrier}")
+    # AND a dry run of a transform it could not take is refused as setting it is
+    dry = client.post(f"{path}/transform/dry-run", json={"transform": "`5`"}, headers=tenant.headers)
+    assert dry.status_code == 422, dry.text
+    assert dry.json()["error"]["details"][0]["type"] == "transform_unchecked"

@@ -337,11 +337,15 @@ def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: l
         current = CustomHeaders.from_stored(old.headers)
         changed["headers"] = [] if body.headers is None else apply_patch(current, body.headers).to_stored()
     retyped = event_types != old.event_types
-    if "filter" in given:
+    # An option sent back as it is stored (a client that PATCHes back the whole object it read) is no change: kept,
+    # checked again only if the event types change, as one left out is.
+    filter_given = "filter" in given and not (old.filter and body.filter == json.loads(old.filter))
+    transform_given = "transform" in given and not (old.transform and body.transform == old.transform)
+    if filter_given:
         changed["filter"] = checked_filter(body.filter, event_types)
     elif retyped and old.filter:
         changed["filter"] = _kept(checked_filter, "filter", json.loads(old.filter), event_types)
-    if "transform" in given:
+    if transform_given:
         changed["transform"] = checked_transform(body.transform, event_types)
     elif retyped and old.transform:
         # Stored: bound as a stored transform run again is (one set before a new one's bound kept delivering).
@@ -379,6 +383,8 @@ def dry_run_transform(sub: Subscription, expression: str | None) -> tuple[str | 
     if chosen is None:
         return None, dict(envelopes)
     loc: tuple[str, ...] = ("body", "transform") if expression is not None else ("transform",)
+    if expression is not None:  # one that could not be set is not shown as working
+        _require_a_catalog_type(sub.event_types, InvalidTransformError, "transform", loc)
     depth = MAX_RESULT_DEPTH if expression is not None else MAX_ANSWER_DEPTH  # a new one's bound, or a stored one's
     return chosen, dry_run(compile_transform(chosen, loc=loc), envelopes, loc=loc, max_depth=depth)
 
