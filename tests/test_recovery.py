@@ -1298,6 +1298,19 @@ def test_a_recovery_whose_start_dynamodb_cancels_for_a_concurrent_one_is_started
     assert services.store.jobs.slot_holders(sub.id) == {0: job["id"]}
 
 
+def _ticket_reads(monkeypatch: pytest.MonkeyPatch, harness: Harness) -> list[str]:
+    """The jobs whose tickets are read (``JobRepository.ticket_counts``) from now on, one entry per read."""
+    counted: list[str] = []
+    count = type(harness.services.store.jobs).ticket_counts
+
+    def counting(self: Any, job_id: str) -> dict[str, int]:
+        counted.append(job_id)
+        return count(self, job_id)
+
+    monkeypatch.setattr(type(harness.services.store.jobs), "ticket_counts", counting)
+    return counted
+
+
 @pytest.mark.parametrize("settings_overrides", [{"max_recoveries_per_subscription": 2}])
 def test_a_recovery_found_done_by_the_limits_check_is_not_counted_again(
     client, tenant: TenantInfo, harness: Harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
@@ -1307,14 +1320,7 @@ def test_a_recovery_found_done_by_the_limits_check_is_not_counted_again(
     first, second, third = _windows(3)
     jobs = [recover(client, tenant, sub.id, since=since) for since in (first, second)]
     harness.drain()
-    counted: list[str] = []
-    count = type(harness.services.store.jobs).ticket_counts
-
-    def counting(self: Any, job_id: str) -> dict[str, int]:
-        counted.append(job_id)
-        return count(self, job_id)
-
-    monkeypatch.setattr(type(harness.services.store.jobs), "ticket_counts", counting)
+    counted = _ticket_reads(monkeypatch, harness)
     # WHEN a free slot is looked for twice (as two requests for new windows would, before either takes it)
     found = [domain_jobs._free_slot(harness.services, sub.id) for _ in range(2)]
     # THEN both found the first job's slot, done: the first by reading its tickets, and it marked the job so; the
@@ -1334,14 +1340,7 @@ def test_a_done_recoverys_progress_is_counted_from_its_tickets_once(
     sub = seen["sub"]
     back_up(receiver, clock)
     receiver.responses = [(500, {}, b"still down", 0.0)]
-    counted: list[str] = []
-    count = type(harness.services.store.jobs).ticket_counts
-
-    def counting(self: Any, job_id: str) -> dict[str, int]:
-        counted.append(job_id)
-        return count(self, job_id)
-
-    monkeypatch.setattr(type(harness.services.store.jobs), "ticket_counts", counting)
+    counted = _ticket_reads(monkeypatch, harness)
     job = recover(client, tenant, sub.id, since=seen["since"])
     # WHEN its progress is asked for before the worker runs
     queued = progress(client, tenant, sub.id, job["id"])
