@@ -50,11 +50,11 @@ from herald.queue import (
     ERROR_ATTRIBUTE,
     MAX_REASON_CHARS,
     REDRIVES_ATTRIBUTE,
-    _refused_at_once,
     redrive_count,
     redrives_attribute,
     refused_after_retries,
     sendable_text,
+    surely_refused,
 )
 from herald.schemas import DeadLetterOut, DeadLettersOut, DiscardOut, NotDiscarded, RedriveOut
 
@@ -400,7 +400,7 @@ class DeadLetterQueue:
         except ServiceUnavailableError as exc:
             error = ServiceUnavailableError("the work queue could not be reached")
             error.__cause__ = exc
-            at_once = isinstance(exc.__cause__, Exception) and _refused_at_once(exc.__cause__)
+            at_once = surely_refused(exc)
         done = [letter for index, letter in enumerate(letters) if str(index) in accepted]
         rest = [letter for index, letter in enumerate(letters) if str(index) not in accepted]
         if at_once:
@@ -550,7 +550,7 @@ class DeadLetterQueue:
         except ServiceUnavailableError as exc:
             held = [letter for letter in doomed if letter.out.message_id not in run.gone]
             ids = [letter.out.message_id for letter in held]
-            if isinstance(exc.__cause__, Exception) and _refused_at_once(exc.__cause__):
+            if surely_refused(exc):
                 run.left += held
                 logger.warning("poison messages not discarded: SQS refused their delete", extra={"message_ids": ids})
             else:

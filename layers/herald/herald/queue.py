@@ -99,6 +99,13 @@ def _refused_at_once(exc: Exception) -> bool:
     return metadata.get("RetryAttempts", 0) == 0 and 400 <= metadata.get("HTTPStatusCode", 500) < 500
 
 
+def surely_refused(failure: ServiceUnavailableError) -> bool:
+    """Whether the SQS call a ``ServiceUnavailableError`` was raised for (its cause) surely did nothing
+    (``_refused_at_once``): else it may have been carried out, its answer lost."""
+    cause = failure.__cause__
+    return isinstance(cause, Exception) and _refused_at_once(cause)
+
+
 class WorkQueue:
     """Sends work messages; the client is injectable (tests pass a moto-backed one). A delivery message for
     the slow lane goes to the slow lane's queue when there is one."""
