@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -100,11 +100,17 @@ def check_event_types(event_types: list[str]) -> list[str]:
     )
 
 
+def retired_types(event_types: Iterable[str]) -> list[str]:
+    """Those of a subscription's ``event_types`` that the catalog no longer lists (retired by a deploy since it
+    subscribed), sorted."""
+    return sorted({name for name in event_types if name != WILDCARD and name not in catalog})
+
+
 def _kept_or_checked(old: Subscription, event_types: list[str]) -> list[str]:
     """A changed subscription's event types as kept: a type it has that the catalog no longer lists (retired by a
     deploy since) may stay, as the portal's form sends it back; any other must be in the catalog (``*`` alone if it is
     one of them)."""
-    retired = {name for name in old.event_types if name != WILDCARD and name not in catalog}
+    retired = set(retired_types(old.event_types))
     checked = check_event_types([name for name in event_types if name not in retired])
     if checked == [WILDCARD]:
         return checked
@@ -296,20 +302,18 @@ def checked_filter(
     filter matches everything and is kept as none."""
     if not raw:
         return None
-    _require_a_catalog_type(event_types, InvalidFilterError, "filter", loc)
-    return check_filter(raw, event_schemas(catalog, event_types), loc=loc).to_stored()
+    schemas = event_schemas(catalog, event_types)
+    if not schemas:
+        raise _unchecked(InvalidFilterError, "filter", loc)
+    return check_filter(raw, schemas, loc=loc).to_stored()
 
 
-def _require_a_catalog_type(
-    event_types: list[str], error: type[InvalidInputError], option: str, loc: tuple[str, ...]
-) -> None:
-    """A filter or a transform is checked against the subscribed types the catalog lists: a subscription whose every
-    type the catalog has dropped gives nothing to check one against, and takes none (it could fail every delivery,
-    should the type come back)."""
-    if WILDCARD in event_types or any(name in catalog for name in event_types):
-        return
+def _unchecked(error: type[InvalidInputError], option: str, loc: tuple[str, ...]) -> InvalidInputError:
+    """A filter or a transform is checked against the subscribed types the catalog lists (their schemas, their
+    examples): a subscription whose every type the catalog has dropped gives nothing to check one against, and takes
+    none (it could fail every delivery, should the type come back)."""
     message = f"no subscribed event type is in the catalog to check the {option} against: subscribe to one"
-    raise error(message, details=[{"loc": list(loc), "msg": message, "type": f"{option}_unchecked"}])
+    return error(message, details=[{"loc": list(loc), "msg": message, "type": f"{option}_unchecked"}])
 
 
 def checked_transform(
@@ -323,8 +327,9 @@ def checked_transform(
     ``max_depth`` deep (``InvalidTransformError`` otherwise)."""
     if expression is None:
         return None
-    _require_a_catalog_type(event_types, InvalidTransformError, "transform", loc)
     envelopes = example_envelopes(catalog, event_types)
+    if not envelopes:
+        raise _unchecked(InvalidTransformError, "transform", loc)
     return check_transform(expression, envelopes, loc=loc, max_depth=max_depth).to_stored()
 
 
@@ -383,8 +388,8 @@ def dry_run_transform(sub: Subscription, expression: str | None) -> tuple[str | 
     if chosen is None:
         return None, dict(envelopes)
     loc: tuple[str, ...] = ("body", "transform") if expression is not None else ("transform",)
-    if expression is not None:  # one that could not be set is not shown as working
-        _require_a_catalog_type(sub.event_types, InvalidTransformError, "transform", loc)
+    if expression is not None and not envelopes:  # one that could not be set is not shown as working
+        raise _unchecked(InvalidTransformError, "transform", loc)
     depth = MAX_RESULT_DEPTH if expression is not None else MAX_ANSWER_DEPTH  # a new one's bound, or a stored one's
     return chosen, dry_run(compile_transform(chosen, loc=loc), envelopes, loc=loc, max_depth=depth)
 

@@ -21,7 +21,7 @@ from herald.domain.publishing import send_test
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError
 from herald.portal.render import moment, page
 from herald.portal.security import change_form, fields_list, manager, visitor
-from herald.records import WILDCARD, Delivery, DeliveryStatus, utcnow
+from herald.records import Delivery, DeliveryStatus, utcnow
 from herald.schemas import SubscriptionIn, SubscriptionUpdate
 from herald.storage.table import MAX_CURSOR_LENGTH
 
@@ -130,7 +130,7 @@ def _form_page(
         event_types=list(catalog),
         # A type the endpoint has that the catalog no longer lists has a box of its own, ticked: a form without it
         # would send the event types without it, as if the tenant had removed it.
-        retired_types=sorted(set(values.get("event_types") or ()) - {entry.name for entry in catalog} - {WILDCARD}),
+        retired_types=subscriptions.retired_types(values.get("event_types") or ()),
         sub=sub,
         version_field=VERSION_FIELD,
         shown_field=SHOWN_FIELD,
