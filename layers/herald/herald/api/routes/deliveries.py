@@ -10,7 +10,7 @@ from pydantic import AwareDatetime
 
 from herald.api.deps import IteratorQuery, LimitQuery, ServicesDep, TenantDep
 from herald.api.routers import api_router
-from herald.catalog import EventCatalog, catalog
+from herald.catalog import MAX_EVENT_TYPE_LENGTH, EventCatalog, catalog
 from herald.domain import deliveries, subscriptions
 from herald.domain.jobs import as_utc
 from herald.errors import InvalidInputError, UnknownEventTypeError
@@ -29,7 +29,11 @@ def delivery_or_404(services: Services, tenant_id: str, subscription_id: str, de
 StatusQuery = Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")]
 EventTypeQuery = Annotated[
     str | None,
-    Query(description="Only deliveries of this event type (one of the catalog's).", min_length=1, max_length=200),
+    Query(
+        description="Only deliveries of this event type (one of the catalog's).",
+        min_length=1,
+        max_length=MAX_EVENT_TYPE_LENGTH,
+    ),
 ]
 SinceQuery = Annotated[AwareDatetime | None, Query(description="Only deliveries created at or after this time.")]
 UntilQuery = Annotated[AwareDatetime | None, Query(description="Only deliveries created at or before this time.")]
