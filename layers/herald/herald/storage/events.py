@@ -39,7 +39,16 @@ from herald.errors import ConflictError, HeraldError, IdempotencyConflictError, 
 from herald.records import DeliveryStatus, Event
 from herald.storage import keys
 from herald.storage.deliveries import delivery_key
-from herald.storage.table import cancellation_codes, from_item, record, strip, to_item, values, write_conflicted
+from herald.storage.table import (
+    cancellation_codes,
+    conditional_failure,
+    from_item,
+    record,
+    strip,
+    to_item,
+    values,
+    write_conflicted,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -370,7 +379,7 @@ class EventRepository:
                 ExpressionAttributeValues=values(now=self._table.now(), event=existing.event.id),
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not conditional_failure(exc):
                 raise
             return False
         return True

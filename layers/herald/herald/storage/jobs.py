@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from herald.errors import AttemptUnderWay
 from herald.records import RecoveryJob, RecoveryStatus
 from herald.storage import keys
-from herald.storage.table import cancellation_codes, from_item, record, strip, to_item, values
+from herald.storage.table import cancellation_codes, conditional_failure, from_item, record, strip, to_item, values
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -200,7 +200,7 @@ class JobRepository:
                 ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), seen=version, **fields),
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if not conditional_failure(exc):
                 raise
             return False
         return True
