@@ -536,6 +536,11 @@ def dlq_show(client: ApiClient, args: argparse.Namespace) -> Shown:
     return Shown(letters, f"{summary}\n\n{rows}")
 
 
+def _messages(count: int) -> str:
+    """``count`` messages, as a warning says it."""
+    return f"{count} message{'' if count == 1 else 's'}"
+
+
 def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
     """Send the retired messages back to the work queue; poison ones stay parked. One call moves at most
     ``--limit`` (the API's default, 100) for about 15 s: what is left is said on stderr, never redriven in a loop
@@ -552,14 +557,14 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
     uncertain = answer.get("uncertain")
     if isinstance(uncertain, int) and uncertain > 0:
         lines.append(
-            f"{uncertain} message{'' if uncertain == 1 else 's'} perhaps sent back (SQS failed the send after it may "
+            f"{_messages(uncertain)} perhaps sent back (SQS failed the send after it may "
             "have made it): left in the dead-letter queue, hidden for a minute; a redrive after that sends "
             f"{'it' if uncertain == 1 else 'them'} back (a second copy of one that went: the worker finds its work "
             "done)"
         )
     remaining = answer.get("remaining")
     if isinstance(remaining, int) and remaining > 0:
-        left = f"{remaining} message{'' if remaining == 1 else 's'} still in the dead-letter queue"
+        left = f"{_messages(remaining)} still in the dead-letter queue"
         if not answer.get("moved"):
             lines.append(
                 f"{left}, none moved (poison ones stay): see `herald dlq show`, and `herald dlq discard` for poison"
@@ -572,7 +577,7 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
     hidden = answer.get("in_flight")
     if isinstance(hidden, int) and hidden > 0:
         lines.append(
-            f"{hidden} message{'' if hidden == 1 else 's'} in the dead-letter queue hidden for now (held by another "
+            f"{_messages(hidden)} in the dead-letter queue hidden for now (held by another "
             "look, redrive or discard, or sent back and not deleted there): run `herald dlq redrive` again in a minute"
         )
     if not lines:
