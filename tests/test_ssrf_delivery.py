@@ -426,6 +426,12 @@ def tls(tmp_path: Path) -> Iterator[tuple[TlsReceiver, ssl.SSLContext]]:
 LOOPBACK_POLICY = UrlPolicy(allowed_networks=parse_networks(LOCAL_NETWORKS))
 
 
+def _loopback_name(name: str) -> tuple[FakeDns, UrlPolicy]:
+    """A lookup answering ``name`` with 127.0.0.1, and the loopback policy resolving with it."""
+    dns = FakeDns({name: [["127.0.0.1"]]})
+    return dns, UrlPolicy(allowed_networks=LOOPBACK_POLICY.allowed_networks, resolver=dns)
+
+
 async def _post(policy: UrlPolicy, url: str, verify: ssl.SSLContext) -> int:
     async with pinned_client(policy, 5.0, verify=verify) as http:
         response = await http.post(url, content=b"{}")
@@ -436,8 +442,7 @@ def test_tls_uses_the_name_for_sni_and_the_certificate_while_connecting_to_the_c
     # GIVEN an HTTPS server on 127.0.0.1 whose certificate names hooks.example.test only, a client trusting
     # its CA, and a name resolving to 127.0.0.1
     server, trusting = tls
-    dns = FakeDns({"hooks.example.test": [["127.0.0.1"]]})
-    policy = UrlPolicy(allowed_networks=LOOPBACK_POLICY.allowed_networks, resolver=dns)
+    dns, policy = _loopback_name("hooks.example.test")
     # WHEN Herald's client posts to the name
     status = asyncio.run(_post(policy, f"https://hooks.example.test:{server.port}/webhook", trusting))
     # THEN the ClientHello named the host (SNI), the certificate was accepted for that name, and the Host
@@ -451,8 +456,7 @@ def test_tls_uses_the_name_for_sni_and_the_certificate_while_connecting_to_the_c
 def test_a_url_stored_with_a_fully_qualified_name_names_the_host_without_its_root_dot_to_tls(tls) -> None:
     # GIVEN the same server and trust, and a URL whose host ends in the root's dot (stored before such URLs lost it)
     server, trusting = tls
-    dns = FakeDns({"hooks.example.test.": [["127.0.0.1"]]})
-    policy = UrlPolicy(allowed_networks=LOOPBACK_POLICY.allowed_networks, resolver=dns)
+    _, policy = _loopback_name("hooks.example.test.")
     # WHEN Herald's client posts to it
     status = asyncio.run(_post(policy, f"https://hooks.example.test.:{server.port}/webhook", trusting))
     # THEN the ClientHello named the host without the dot, and its certificate was accepted for that name, as curl
