@@ -25,7 +25,7 @@ not narrowed by a ``$type`` condition beside them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from herald.delivery_options.filter_eval import is_index
@@ -224,13 +224,19 @@ def _condition_problems(condition: Condition, schemas: Mapping[str, Schema]) -> 
     return problems
 
 
-def check_filter(raw: Json, schemas: Mapping[str, Schema], *, loc: Loc = ("body", "filter")) -> CompiledFilter:
+def check_filter(
+    raw: Json, schemas: Mapping[str, Schema], *, loc: Loc = ("body", "filter"), retired: Collection[str] = ()
+) -> CompiledFilter:
     """``raw`` compiled, once it fits the subscribed types' payload ``schemas`` (from :func:`event_schemas`);
-    ``InvalidFilterError`` listing every problem otherwise."""
+    ``InvalidFilterError`` listing every problem otherwise. ``retired``: subscribed types the catalog no longer lists
+    (retired by a deploy since). They stay subscribed, so a ``$type`` may name them, but no event of theirs is
+    published any more: a filter that leaves none of the others is refused as one that leaves no type. Conditions are
+    checked against ``schemas`` alone (a stored filter checked again gives a retired type the empty schema: it was
+    checked against the type's schema when it was set)."""
     compiled = compile_filter(raw, loc=loc)
     problems: list[dict[str, Any]] = []
     for at, name in compiled.event_types:
-        if name not in schemas:
+        if name not in schemas and name not in retired:
             message = f"{name!r} is not one of the subscribed event types ({', '.join(schemas)})"
             problems.append({"loc": list(at), "msg": message, "type": "filter_unknown_event_type"})
     for condition in compiled.conditions:
@@ -239,8 +245,11 @@ def check_filter(raw: Json, schemas: Mapping[str, Schema], *, loc: Loc = ("body"
         having = [name for name, schema in schemas.items() if _leaves(schema, empty.path)]
         if having and not any(_may_hold_several(schemas[name], empty.path) for name in having):
             problems.append({"loc": list(empty.loc), "msg": empty.message, "type": "filter_contradiction"})
-    if not problems and schemas and all(_verdict(raw, name) is False for name in schemas):
-        message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(schemas)})"
+    listed = [name for name in schemas if name not in retired]
+    if not problems and listed and all(_verdict(raw, name) is False for name in listed):
+        message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(listed)})"
+        if retired:
+            message += f"; {', '.join(sorted(retired))}, no longer in the event catalog, will not be published again"
         problems.append({"loc": list(loc), "msg": message, "type": "filter_contradiction"})
     if problems:
         raise InvalidFilterError("; ".join(problem["msg"] for problem in problems), details=problems)

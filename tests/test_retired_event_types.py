@@ -1,0 +1,99 @@
+"""Filters of subscriptions that keep an event type the catalog no longer lists (retired by a deploy since they
+subscribed): a ``$type`` may name it, as the subscription may keep it, and nothing else about it is taken unchecked."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from herald.catalog import catalog
+from tests.delivery_support import subscribe
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from tests.support import Receiver, TenantInfo
+
+#: Each type its own conditions: a carrier for the shipments, an amount for the invoices.
+BY_TYPE = {
+    "$or": [
+        {"$type": "order.shipped", "carrier": "DHL"},
+        {"$type": "invoice.paid", "amount_cents": {"$gte": 1000}},
+    ]
+}
+
+
+def _filtered_then_retired(
+    client: TestClient, tenant: TenantInfo, url: str, monkeypatch: pytest.MonkeyPatch, flt: dict[str, Any]
+) -> str:
+    """A subscription of invoice.paid and order.shipped with ``flt``, order.shipped retired since: its path."""
+    made = client.post(
+        "/v1/subscriptions",
+        json={"url": url, "event_types": ["invoice.paid", "order.shipped"], "filter": flt},
+        headers=tenant.headers,
+    )
+    assert made.status_code == 201, made.text
+    monkeypatch.delitem(catalog._types, "order.shipped")
+    return f"/v1/subscriptions/{made.json()['id']}"
+
+
+def test_a_filter_naming_a_retired_type_is_kept_when_the_event_types_change(
+    client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription whose filter gives each of its two types its conditions, one type retired since
+    path = _filtered_then_retired(client, tenant, receiver.url, monkeypatch, BY_TYPE)
+    # WHEN the tenant subscribes to one more type, keeping the retired one
+    more = ["invoice.paid", "order.shipped", "subscription.created"]
+    changed = client.patch(path, json={"event_types": more}, headers=tenant.headers)
+    # THEN it is saved with its filter as it was: the retired type is still subscribed, its conditions were checked
+    # against its schema when the filter was set
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["event_types"], changed.json()["filter"]) == (more, BY_TYPE)
+    # AND a client that PATCHes back the object it read, the filter with it, changes nothing either
+    sent_back = client.patch(path, json={"event_types": more[:2], "filter": BY_TYPE}, headers=tenant.headers)
+    assert sent_back.status_code == 200, sent_back.text
+    assert sent_back.json()["filter"] == BY_TYPE
+
+
+def test_a_kept_filter_that_leaves_only_the_retired_type_is_refused_saying_so(
+    client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription whose filter lets only order.shipped through, order.shipped retired since
+    path = _filtered_then_retired(client, tenant, receiver.url, monkeypatch, {"$type": "order.shipped"})
+    # WHEN the tenant adds a type the filter would never let through
+    more = ["invoice.paid", "order.shipped", "subscription.created"]
+    refused = client.patch(path, json={"event_types": more}, headers=tenant.headers)
+    # THEN it is a 422 pointing at the event types, saying the filter leaves no type the catalog still publishes
+    assert refused.status_code == 422, refused.text
+    [detail] = refused.json()["error"]["details"]
+    assert (detail["loc"], detail["type"]) == (["body", "event_types"], "filter_contradiction")
+    assert "leave none of the subscribed event types (invoice.paid, subscription.created)" in detail["msg"]
+    assert "order.shipped, no longer in the event catalog" in detail["msg"]
+    # AND nothing changed
+    assert client.get(path, headers=tenant.headers).json()["event_types"] == ["invoice.paid", "order.shipped"]
+
+
+def test_a_new_filter_may_name_a_retired_type_but_its_conditions_are_checked_against_the_catalog(
+    client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription of invoice.paid and order.shipped, order.shipped retired since
+    path = _filtered_then_retired(client, tenant, receiver.url, monkeypatch, {"amount_cents": {"$gte": 1}})
+    # WHEN the tenant sets a filter that names the retired type beside the other
+    named = {"$or": [{"$type": "order.shipped"}, {"$type": "invoice.paid", "currency": "EUR"}]}
+    saved = client.patch(path, json={"filter": named}, headers=tenant.headers)
+    # THEN it is saved
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["filter"] == named
+    # WHEN it sets one whose condition is on a field only the retired type had
+    carrier = client.patch(path, json={"filter": {"carrier": "DHL"}}, headers=tenant.headers)
+    # THEN it is refused: no type the catalog lists has that field (a new condition is not taken unchecked)
+    assert carrier.status_code == 422, carrier.text
+    assert [d["type"] for d in carrier.json()["error"]["details"]] == ["filter_unknown_path"]
+    # AND a retired type the subscription does not hold is not subscribed
+    other = subscribe(client, tenant, receiver.url)  # invoice.paid alone
+    unheld = client.patch(
+        f"/v1/subscriptions/{other.id}", json={"filter": {"$type": {"$ne": "order.shipped"}}}, headers=tenant.headers
+    )
+    assert unheld.status_code == 422, unheld.text
+    assert [d["type"] for d in unheld.json()["error"]["details"]] == ["filter_unknown_event_type"]
