@@ -1,5 +1,5 @@
-"""Messages on the work queue. Each carries ids only, a ``kind`` and a version ``v``, so the format
-can evolve while old messages drain.
+"""Messages on the work queue. Each carries ids only (a ``NoticeMessage``, the few fields of what it reports), a
+``kind`` and a version ``v``, so the format can evolve while old messages drain.
 
 Fields this code does not know are ignored, and carried along: a newer version adds a field only where older code
 may ignore it (it then works the message as before the field existed), so that a worker one version behind, during
@@ -218,6 +218,20 @@ class RedeliverMessage(_Message):
     fanout_waits: int | None = None
 
 
+class NoticeMessage(_Message):
+    """Publish an operational event (``herald.domain.operational.emit``) that the worker which saw what it reports
+    could not publish: AWS refused it on each try, or the invocation had no time left to try again. The queue keeps
+    it until it is published (SQS shows it again while it fails, and the dead-letter queue takes it if it keeps
+    failing). It carries the event's data, not ids: what it reports (an attempt's status code, a reason) is stored
+    nowhere else. The event's id is made of ``event_type`` and ``key``, so a notice published twice is published
+    once."""
+
+    kind: Literal["notice"] = "notice"
+    event_type: str = Field(max_length=200)
+    data: dict[str, Any]
+    key: list[str] = Field(max_length=8)
+
+
 WorkMessage = (
     FanoutMessage
     | DeliveryMessage
@@ -226,6 +240,7 @@ WorkMessage = (
     | RevokeKeysMessage
     | RecoverMessage
     | RedeliverMessage
+    | NoticeMessage
 )
 QueueMessage = Annotated[WorkMessage, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[WorkMessage] = TypeAdapter(QueueMessage)

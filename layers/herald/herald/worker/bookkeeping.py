@@ -25,9 +25,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
+from pydantic import ValidationError
 
-from herald.domain.operational import OPERATOR_TENANT_ID, emit
+from herald.domain.operational import OPERATOR_TENANT_ID, OperationalEventError, emit
 from herald.errors import ServiceUnavailableError
+from herald.messages import NoticeMessage
 from herald.metrics import Metric
 from herald.records import DeliveryStatus, ErrorKind
 from herald.storage import AttemptTally, SubscriptionHealth
@@ -75,26 +77,55 @@ _NO_REQUEST = frozenset({ErrorKind.REFUSED_BY_POLICY, ErrorKind.TRANSFORM})
 REPORT_RETRY_MARGIN_SECONDS = 15.0
 
 
+#: How long a notice left to the work queue (``NoticeMessage``) waits there before it is tried again (seconds).
+NOTICE_DELAY_SECONDS = 30
+
+
 async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> None:
     """Publish operational events, each tried again after AWS refused it (``REPORT_RETRY_DELAYS``, while the
     invocation has time for it: its id is what it reports, so a try that stored it and failed to queue it is
-    completed by the next, and nothing is sent twice). One that still fails, or fails otherwise (a bug: its data
-    does not fit its type), is logged, never raised: what it reports is recorded, and its message is done."""
+    completed by the next, and nothing is sent twice). One AWS still refuses is left to the work queue, as a
+    ``NoticeMessage`` a later batch publishes (``publish_notice``). One that fails otherwise (a bug: its data does not
+    fit its type), or that SQS refuses too, is logged, never raised: what it reports is recorded, and its message is
+    done."""
     for event_type, data, key in reports:
         for delay in (*REPORT_RETRY_DELAYS, None):
             try:
                 await worker.io(emit, worker.services, event_type, data, key=key)
                 break
             except Exception as failure:
-                refused = isinstance(failure, ServiceUnavailableError)  # by AWS: another try may be taken
-                if (
-                    not refused
-                    or delay is None
-                    or worker.clock() + delay + REPORT_RETRY_MARGIN_SECONDS > worker.deadline
-                ):
+                if not isinstance(failure, ServiceUnavailableError):  # not refused by AWS: a bug, no try will do
                     logger.exception("operational event not published", extra={**log, "event_type": event_type})
                     break
+                if delay is None or worker.clock() + delay + REPORT_RETRY_MARGIN_SECONDS > worker.deadline:
+                    await _leave_to_queue(worker, (event_type, data, key), log)
+                    break
                 await asyncio.sleep(delay)
+
+
+async def _leave_to_queue(worker: Worker, notice: Report, log: dict[str, Any]) -> None:
+    """Queue an operational event AWS refused to publish, to be published by a later batch (``NoticeMessage``)."""
+    event_type, data, key = notice
+    message = NoticeMessage(event_type=event_type, data=data, key=list(key))
+    extra = {**log, "event_type": event_type}
+    try:
+        await worker.io(worker.queue.send, message, delay_seconds=NOTICE_DELAY_SECONDS)
+    except Exception:
+        logger.exception("operational event not published, nor queued to be", extra=extra)
+        return
+    logger.warning("operational event refused; queued to be published later", extra=extra)
+
+
+async def publish_notice(worker: Worker, message: NoticeMessage, body: str, redrives: int) -> None:
+    """Publish an operational event left to the work queue by ``report``. AWS refusing it again raises: the message
+    comes back (and goes to the dead-letter queue if it keeps failing). One the catalog does not take (a type it does
+    not declare, data that does not fit: another version's notice) is parked in the dead-letter queue with the
+    reason, as a message no try will work."""
+    try:
+        await worker.io(emit, worker.services, message.event_type, message.data, key=tuple(message.key))
+    except (OperationalEventError, ValidationError) as exc:
+        reason = f"operational event not publishable: {exc}"
+        await worker.io(worker.queue.dead_letter, body, reason, redrives=redrives)
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:

@@ -31,6 +31,7 @@ from herald.messages import (
     DeliveriesMessage,
     DeliveryMessage,
     FanoutMessage,
+    NoticeMessage,
     PoisonMessageError,
     PurgeTenantMessage,
     RecoverMessage,
@@ -41,7 +42,7 @@ from herald.messages import (
 from herald.metrics import DeliveryMetrics, Metric
 from herald.sender import close_http_client
 from herald.worker import dispatch, fanout, jobs, lanes, streamed, sweeper
-from herald.worker.bookkeeping import Bookkeeping
+from herald.worker.bookkeeping import Bookkeeping, publish_notice
 from herald.worker.events import EventCache
 from herald.worker.gathering import Activity
 from herald.worker.inserts import Inserts
@@ -201,6 +202,8 @@ class Worker:
             await jobs.run_redelivery(self, message, deadline, rerun=rerun)
         elif isinstance(message, RevokeKeysMessage):
             await fanout.revoke_keys(self, message)
+        elif isinstance(message, NoticeMessage):
+            await publish_notice(self, message, record.body, redrives_of(record))
         else:
             assert isinstance(message, PurgeTenantMessage)
             await fanout.purge(self, message)
