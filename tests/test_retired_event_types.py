@@ -1,5 +1,6 @@
 """Filters of subscriptions that keep an event type the catalog no longer lists (retired by a deploy since they
-subscribed): a ``$type`` may name it, as the subscription may keep it, and nothing else about it is taken unchecked."""
+subscribed): a ``$type`` may name it, as the subscription may keep it, and the conditions only its events can meet
+(in a ``$type`` branch of its own) are not checked; every other condition is, against the types the catalog lists."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def test_a_filter_naming_a_retired_type_is_kept_when_the_event_types_change(
     # WHEN the tenant subscribes to one more type, keeping the retired one
     more = ["invoice.paid", "order.shipped", "subscription.created"]
     changed = client.patch(path, json={"event_types": more}, headers=tenant.headers)
-    # THEN it is saved with its filter as it was: the retired type is still subscribed, its conditions were checked
-    # against its schema when the filter was set
+    # THEN it is saved with its filter as it was: the retired type is still subscribed, and the conditions of its
+    # branch can only be met by its events
     assert changed.status_code == 200, changed.text
     assert (changed.json()["event_types"], changed.json()["filter"]) == (more, BY_TYPE)
     # AND a client that PATCHes back the object it read, the filter with it, changes nothing either
@@ -69,9 +70,40 @@ def test_a_kept_filter_that_leaves_only_the_retired_type_is_refused_saying_so(
     [detail] = refused.json()["error"]["details"]
     assert (detail["loc"], detail["type"]) == (["body", "event_types"], "filter_contradiction")
     assert "leave none of the subscribed event types (invoice.paid, subscription.created)" in detail["msg"]
-    assert "order.shipped, no longer in the event catalog" in detail["msg"]
+    assert (
+        "order.shipped is no longer in the event catalog: none of its events will be published again" in detail["msg"]
+    )
     # AND nothing changed
     assert client.get(path, headers=tenant.headers).json()["event_types"] == ["invoice.paid", "order.shipped"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "types", "field"),
+    [
+        ({"amount_cents": {"$gte": 1000}}, ["order.shipped", "subscription.created"], "amount_cents"),
+        ({"carrier": "DHL"}, ["invoice.paid", "order.shipped", "subscription.created"], "carrier"),
+    ],
+    ids=["a field only the type left out had", "a field only the retired type had"],
+)
+def test_a_kept_filter_whose_conditions_no_listed_type_can_meet_is_refused_when_the_event_types_change(
+    client: TestClient,
+    tenant: TenantInfo,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    stored: dict[str, Any],
+    types: list[str],
+    field: str,
+) -> None:
+    # GIVEN a subscription whose filter has a condition outside any $type branch, order.shipped retired since
+    path = _filtered_then_retired(client, tenant, receiver.url, monkeypatch, stored)
+    # WHEN its event types change so that no type the catalog lists has that field
+    refused = client.patch(path, json={"event_types": types}, headers=tenant.headers)
+    # THEN it is a 422 pointing at the event types: the condition would let no event of the new types through, and
+    # the retired type, which has no schema left, excuses nothing outside a branch of its own
+    assert refused.status_code == 422, refused.text
+    [detail] = refused.json()["error"]["details"]
+    assert (detail["loc"], detail["type"]) == (["body", "event_types"], "filter_unknown_path")
+    assert f"has a field {field!r} (order.shipped is no longer in the event catalog" in detail["msg"]
 
 
 def test_a_new_filter_may_name_a_retired_type_but_its_conditions_are_checked_against_the_catalog(
@@ -85,11 +117,19 @@ def test_a_new_filter_may_name_a_retired_type_but_its_conditions_are_checked_aga
     # THEN it is saved
     assert saved.status_code == 200, saved.text
     assert saved.json()["filter"] == named
-    # WHEN it sets one whose condition is on a field only the retired type had
+    # AND one whose conditions on the retired type's fields are in a branch of that type's own
+    assert client.patch(path, json={"filter": BY_TYPE}, headers=tenant.headers).json()["filter"] == BY_TYPE
+    # WHEN it sets one whose condition on a field only the retired type had is outside such a branch
     carrier = client.patch(path, json={"filter": {"carrier": "DHL"}}, headers=tenant.headers)
-    # THEN it is refused: no type the catalog lists has that field (a new condition is not taken unchecked)
+    # THEN it is refused: no type the catalog lists has that field, and the message says why the retired one is not
+    # counted
     assert carrier.status_code == 422, carrier.text
-    assert [d["type"] for d in carrier.json()["error"]["details"]] == ["filter_unknown_path"]
+    [detail] = carrier.json()["error"]["details"]
+    assert detail["type"] == "filter_unknown_path"
+    assert detail["msg"] == (
+        "no subscribed event type (invoice.paid) has a field 'carrier' "
+        "(order.shipped is no longer in the event catalog, and is not checked against)"
+    )
     # AND a retired type the subscription does not hold is not subscribed
     other = subscribe(client, tenant, receiver.url)  # invoice.paid alone
     unheld = client.patch(

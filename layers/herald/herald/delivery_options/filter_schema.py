@@ -17,6 +17,8 @@
 - a filter whose ``$type`` conditions alone rule out every subscribed type (``filter_contradiction`` at the
   filter itself): field conditions count as "may match", ``$and``, ``$or`` and ``$not`` combine the three values.
 
+A subscribed type the catalog no longer lists (``retired``) has no schema: see :func:`check_filter`.
+
 The schemas are those pydantic writes (``EventType.schema`` in :mod:`herald.catalog`): ``properties``,
 ``additionalProperties``, ``items``, local ``$ref`` to ``$defs``, ``anyOf``/``oneOf``/``allOf`` (read as "any of
 these"). A schema without ``type`` accepts anything. Paths are checked against the union of the subscribed types,
@@ -228,32 +230,67 @@ def check_filter(
     raw: Json, schemas: Mapping[str, Schema], *, loc: Loc = ("body", "filter"), retired: Collection[str] = ()
 ) -> CompiledFilter:
     """``raw`` compiled, once it fits the subscribed types' payload ``schemas`` (from :func:`event_schemas`);
-    ``InvalidFilterError`` listing every problem otherwise. ``retired``: subscribed types the catalog no longer lists
-    (retired by a deploy since). They stay subscribed, so a ``$type`` may name them, but no event of theirs is
-    published any more: a filter that leaves none of the others is refused as one that leaves no type. Conditions are
-    checked against ``schemas`` alone (a stored filter checked again gives a retired type the empty schema: it was
-    checked against the type's schema when it was set)."""
+    ``InvalidFilterError`` listing every problem otherwise.
+
+    ``retired``: subscribed types the catalog no longer lists (retired by a deploy since), which have no schema. They
+    stay subscribed, so a ``$type`` may name them; no new event of theirs is published, so a filter that leaves none
+    of the listed types is refused as one that leaves no type. The conditions of an object whose ``$type`` conditions
+    leave none of the listed types (``{"$type": "order.shipped", "carrier": "DHL"}`` in an ``$or``) can only be met
+    by a retired type's events, and are not checked; every other condition is, against the listed types alone."""
     compiled = compile_filter(raw, loc=loc)
     problems: list[dict[str, Any]] = []
     for at, name in compiled.event_types:
         if name not in schemas and name not in retired:
-            message = f"{name!r} is not one of the subscribed event types ({', '.join(schemas)})"
+            message = f"{name!r} is not one of the subscribed event types ({', '.join([*schemas, *retired])})"
             problems.append({"loc": list(at), "msg": message, "type": "filter_unknown_event_type"})
+    checked: list[dict[str, Any]] = []
     for condition in compiled.conditions:
-        problems += _condition_problems(condition, schemas)
+        checked += _condition_problems(condition, schemas)
     for empty in compiled.empty_ranges:
         having = [name for name, schema in schemas.items() if _leaves(schema, empty.path)]
         if having and not any(_may_hold_several(schemas[name], empty.path) for name in having):
-            problems.append({"loc": list(empty.loc), "msg": empty.message, "type": "filter_contradiction"})
-    listed = [name for name in schemas if name not in retired]
-    if not problems and listed and all(_verdict(raw, name) is False for name in listed):
-        message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(listed)})"
+            checked.append({"loc": list(empty.loc), "msg": empty.message, "type": "filter_contradiction"})
+    if retired:
+        elsewhere = _left_to_retired(raw, tuple(loc), list(schemas))
+        checked = [problem for problem in checked if not any(_within(problem["loc"], at) for at in elsewhere)]
+        for problem in checked:
+            if problem["type"] in ("filter_unknown_path", "filter_type_mismatch"):
+                problem["msg"] += f" ({_retired_note(retired)}, and is not checked against)"
+    problems += checked
+    if not problems and schemas and all(_verdict(raw, name) is False for name in schemas):
+        message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(schemas)})"
         if retired:
-            message += f"; {', '.join(sorted(retired))}, no longer in the event catalog, will not be published again"
+            message += f"; {_retired_note(retired)}: none of its events will be published again"
         problems.append({"loc": list(loc), "msg": message, "type": "filter_contradiction"})
     if problems:
         raise InvalidFilterError("; ".join(problem["msg"] for problem in problems), details=problems)
     return compiled
+
+
+def _retired_note(retired: Collection[str]) -> str:
+    names = ", ".join(sorted(retired))
+    return f"{names} {'is' if len(retired) == 1 else 'are'} no longer in the event catalog"
+
+
+def _left_to_retired(raw: Json, at: Loc, listed: list[str]) -> list[Loc]:
+    """Where ``raw`` has an object whose ``$type`` conditions leave none of the ``listed`` types: only a retired
+    type's events can meet what it holds. The outermost such objects, by location."""
+    if not isinstance(raw, Mapping):
+        return []
+    if listed and all(_verdict(raw, name) is False for name in listed):
+        return [at]
+    found: list[Loc] = []
+    for key, value in raw.items():
+        if key in ("$and", "$or") and isinstance(value, list):
+            for index, part in enumerate(value):
+                found += _left_to_retired(part, (*at, key, index), listed)
+        elif key == "$not":
+            found += _left_to_retired(value, (*at, key), listed)
+    return found
+
+
+def _within(problem_at: list[Any], at: Loc) -> bool:
+    return tuple(problem_at[: len(at)]) == tuple(at)
 
 
 # --- what the $type conditions decide alone ----------------------------------------------------------------------

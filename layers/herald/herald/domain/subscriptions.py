@@ -296,25 +296,17 @@ async def update(
 
 
 def checked_filter(
-    raw: dict[str, Any] | None,
-    event_types: list[str],
-    *,
-    loc: tuple[str, ...] = ("body", "filter"),
-    stored: bool = False,
+    raw: dict[str, Any] | None, event_types: list[str], *, loc: tuple[str, ...] = ("body", "filter")
 ) -> str | None:
     """A filter's stored JSON once it fits the subscribed types (``InvalidFilterError`` otherwise); an empty
     filter matches everything and is kept as none. A subscribed type the catalog no longer lists (retired since) may
-    be named by ``$type``; a ``stored`` filter (the subscription's own, checked again for new event types) keeps its
-    conditions on one, which were checked against its schema when the filter was set."""
+    be named by ``$type``, and the conditions only its events can meet are not checked (``check_filter``)."""
     if not raw:
         return None
-    schemas: dict[str, Any] = event_schemas(catalog, event_types)
+    schemas = event_schemas(catalog, event_types)
     if not schemas:
         raise _unchecked(InvalidFilterError, "filter", loc)
-    retired = retired_types(event_types)
-    if stored:
-        schemas |= {name: {} for name in retired}
-    return check_filter(raw, schemas, loc=loc, retired=retired).to_stored()
+    return check_filter(raw, schemas, loc=loc, retired=retired_types(event_types)).to_stored()
 
 
 def _unchecked(error: type[InvalidInputError], option: str, loc: tuple[str, ...]) -> InvalidInputError:
@@ -358,8 +350,7 @@ def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: l
     if filter_given:
         changed["filter"] = checked_filter(body.filter, event_types)
     elif retyped and old.filter:
-        kept_filter = functools.partial(checked_filter, stored=True)
-        changed["filter"] = _kept(kept_filter, "filter", json.loads(old.filter), event_types)
+        changed["filter"] = _kept(checked_filter, "filter", json.loads(old.filter), event_types)
     if transform_given:
         changed["transform"] = checked_transform(body.transform, event_types)
     elif retyped and old.transform:
