@@ -1,8 +1,11 @@
 """Operational webhooks: the operator hears, on its own signed endpoints, when a subscription is disabled or
-recovers and when a delivery is failing or exhausted. Over real HTTP, verified with ``standardwebhooks``."""
+recovers and when a delivery is failing or exhausted; a report AWS keeps refusing is left to the work queue and
+published later, once. Over real HTTP, verified with ``standardwebhooks``."""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -12,8 +15,10 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from herald.faults import install
+from herald.faults import FaultInjector, install
 from herald.local.moto_fixes import release_delays
+from herald.messages import NoticeMessage, dump_message
+from herald.queue import ERROR_ATTRIBUTE
 from herald.storage import AttemptTally
 from herald.worker import bookkeeping
 from tests.delivery_support import Harness, publish, subscribe
@@ -95,19 +100,28 @@ def test_a_410_disables_the_subscription_and_the_operator_gets_a_signed_webhook(
     assert len(gone.received) == 2
 
 
-@pytest.mark.parametrize("time_left", [True, False], ids=["time left", "near the invocation's end"])
-def test_a_report_whose_publish_fails_once_is_published_by_its_next_try(
-    client, tenant: TenantInfo, harness: Harness, make_receiver, time_left: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN an operator endpoint, a tenant endpoint that answers 410 Gone, and an event queued for it
+def _reports_of_a_gone_endpoint(
+    client: Any, tenant: TenantInfo, harness: Harness, make_receiver: Callable[[], Receiver], *, refused: str
+) -> tuple[dict[str, Any], Receiver, FaultInjector]:
+    """An operator endpoint (as registered) and its receiver, a tenant endpoint that answers 410 Gone with an event
+    queued for it, and SQS refusing the worker's sends numbered ``refused`` (``A-B``; after botocore's retries)."""
     ops, gone = make_receiver(), make_receiver()
     gone.default = (410, {}, b"gone", 0.0)
     endpoint = register(client, ops.url)
     subscribe(client, tenant, gone.url)
     publish(client, tenant.id)
-    # AND SQS refuses the worker's first send (after botocore's retries): a report's queueing, stored before
-    injector = install(harness.services.queue.client, "sqs.Send*:5xx@call=calls:1")
+    injector = install(harness.services.queue.client, f"sqs.Send*:5xx@call=calls:{refused}")
     assert injector is not None
+    return endpoint, ops, injector
+
+
+@pytest.mark.parametrize("time_left", [True, False], ids=["time left", "near the invocation's end"])
+def test_a_report_whose_publish_fails_once_is_published_by_its_next_try(
+    client, tenant: TenantInfo, harness: Harness, make_receiver, time_left: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an operator endpoint, a tenant endpoint that answers 410 Gone, and an event queued for it
+    # AND SQS refuses the worker's first send (after botocore's retries): a report's queueing, stored before
+    endpoint, ops, injector = _reports_of_a_gone_endpoint(client, tenant, harness, make_receiver, refused="1")
     # AND the invocation has time for a retry, or not (the margin it keeps for the batch's bookkeeping is made more
     # than its whole 60 s)
     if not time_left:
@@ -421,3 +435,104 @@ def test_operational_events_are_documented_as_webhooks(client) -> None:
         operation = webhooks[name]["post"]
         assert "application/json" in operation["requestBody"]["content"]
         assert {"webhook-signature", "webhook-id", "webhook-timestamp"} <= {p["name"] for p in operation["parameters"]}
+
+
+# --- reports AWS keeps refusing: left to the work queue (NoticeMessage) ------------------------------------
+
+RECOVERED = {
+    "tenant_id": "tnt_01jb0000000000000000000000",
+    "subscription_id": "sub_01jb0000000000000000000000",
+    "url": "https://example.com/hooks",
+    "failing_since": "2026-01-01T10:00:00Z",
+    "recovered_at": "2026-01-01T12:00:00Z",
+}
+
+
+def _release_and_drain(harness: Harness, times: int) -> None:
+    """Let the delayed messages out and drain, ``times`` over: a notice waits 30 s on the queue, and the fan-out of
+    an event published again (a refused try stored it) is held back a minute."""
+    for _ in range(times):
+        release_delays(harness.services.settings.queue_url)
+        harness.drain()
+
+
+def test_a_report_aws_keeps_refusing_is_queued_and_published_later_once(
+    client: Any,
+    tenant: TenantInfo,
+    harness: Harness,
+    make_receiver: Callable[[], Receiver],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN an operator endpoint, a tenant endpoint that answers 410 Gone, and an event queued for it
+    # AND SQS refuses the worker's first three sends (after botocore's retries): each try of the first report's
+    endpoint, ops, injector = _reports_of_a_gone_endpoint(client, tenant, harness, make_receiver, refused="1-3")
+    # WHEN the delivery is made and fails for good, and its subscription is disabled
+    with caplog.at_level(logging.WARNING):
+        harness.drain()
+    # THEN the first report was refused on each of its three tries, and left to the work queue
+    assert injector.count("5xx") == 3
+    assert "operational event refused; queued to be published later" in caplog.text
+    assert [payload["type"] for payload in operational(endpoint["secret"], ops)] == ["subscription.disabled"]
+    # WHEN the queue's later batches run
+    _release_and_drain(harness, 2)
+    # THEN both reports reached the operator, signed, once each
+    received = [payload["type"] for payload in operational(endpoint["secret"], ops)]
+    assert sorted(received) == ["delivery.exhausted", "subscription.disabled"]
+
+
+def test_a_queued_notice_refused_again_comes_back_and_its_copies_publish_it_once(
+    client: Any, harness: Harness, make_receiver: Callable[[], Receiver]
+) -> None:
+    # GIVEN an operator endpoint, and a notice queued twice (SQS's at-least-once, or two workers that each queued it)
+    ops = make_receiver()
+    endpoint = register(client, ops.url)
+    body = dump_message(NoticeMessage(event_type="subscription.recovered", data=RECOVERED, key=["sub_1", "t0"]))
+    for _ in range(2):
+        harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=body)
+    # AND DynamoDB refusing each copy's first read (after botocore's retries)
+    injector = install(harness.services.store.client, "dynamodb.Query:5xx@call=calls:1-2")
+    assert injector is not None
+    # WHEN the worker takes them
+    harness.drain()
+    # THEN nothing is published, and both copies stay on the queue (taken back, not deleted)
+    assert injector.count("5xx") == 2
+    assert ops.received == []
+    assert harness.reveal() >= 0
+    # WHEN they come back, and the fan-outs run
+    harness.drain()
+    _release_and_drain(harness, 1)
+    # THEN the operator got the notice once, signed, as the catalog documents it
+    [received] = operational(endpoint["secret"], ops)
+    assert (received["type"], received["data"]) == ("subscription.recovered", RECOVERED)
+    assert harness.counts() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "why"),
+    [
+        ("subscription.exploded", RECOVERED, "is not an operational event type"),
+        ("subscription.recovered", {**RECOVERED, "recovered_at": "yesterday"}, "recovered_at"),
+    ],
+    ids=["type not in the catalog", "data that does not fit"],
+)
+def test_a_notice_the_catalog_does_not_take_is_parked_in_the_dead_letter_queue(
+    client: Any, harness: Harness, make_receiver: Callable[[], Receiver], event_type: str, data: Any, why: str
+) -> None:
+    # GIVEN an operator endpoint, and a notice no try will publish (another version's)
+    ops = make_receiver()
+    register(client, ops.url)
+    body = dump_message(NoticeMessage(event_type=event_type, data=data, key=["sub_1"]))
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=body)
+    # WHEN the worker takes it
+    harness.drain()
+    # THEN it is in the dead-letter queue with the reason, off the work queue, and nothing was published
+    settings = harness.services.settings
+    [letter] = harness.sqs.receive_message(QueueUrl=settings.dead_letter_queue_url, MessageAttributeNames=["All"])[
+        "Messages"
+    ]
+    assert json.loads(letter["Body"]) == json.loads(body)
+    reason = letter["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert reason.startswith("operational event not publishable")
+    assert why in reason
+    assert harness.counts() == (0, 0)
+    assert ops.received == []
