@@ -18,7 +18,6 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from herald.faults import FaultInjector, install
 from herald.local.moto_fixes import release_delays
 from herald.messages import NoticeMessage, dump_message
-from herald.queue import ERROR_ATTRIBUTE
 from herald.storage import AttemptTally
 from herald.worker import bookkeeping
 from tests.delivery_support import Harness, publish, subscribe
@@ -525,14 +524,17 @@ def test_a_notice_the_catalog_does_not_take_is_parked_in_the_dead_letter_queue(
     harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=body)
     # WHEN the worker takes it
     harness.drain()
-    # THEN it is in the dead-letter queue with the reason, off the work queue, and nothing was published
-    settings = harness.services.settings
-    [letter] = harness.sqs.receive_message(QueueUrl=settings.dead_letter_queue_url, MessageAttributeNames=["All"])[
-        "Messages"
-    ]
-    assert json.loads(letter["Body"]) == json.loads(body)
-    reason = letter["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
-    assert reason.startswith("operational event not publishable")
-    assert why in reason
+    # THEN it is in the dead-letter queue, off the work queue, and nothing was published
     assert harness.counts() == (0, 0)
     assert ops.received == []
+    # AND the dead-letter API shows it as poison (no redrive would work it), with the reason
+    [letter] = client.get("/v1/admin/dead-letters", headers=ADMIN).json()["sample"]
+    assert (letter["kind"], letter["poison"], json.loads(letter["body"])) == ("notice", True, json.loads(body))
+    assert letter["reason"].startswith("poison: operational event not publishable")
+    assert why in letter["reason"]
+    # AND the operator can discard it
+    discarded = client.post(
+        "/v1/admin/dead-letters/discard", json={"message_ids": [letter["message_id"]]}, headers=ADMIN
+    )
+    assert discarded.status_code == 200, discarded.text
+    assert [gone["message_id"] for gone in discarded.json()["discarded"]] == [letter["message_id"]]

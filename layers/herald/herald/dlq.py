@@ -50,6 +50,7 @@ from herald.queue import (
     ERROR_ATTRIBUTE,
     MAX_REASON_CHARS,
     REDRIVES_ATTRIBUTE,
+    UNWORKABLE_ATTRIBUTE,
     redrive_count,
     redrives_attribute,
     refused_after_retries,
@@ -264,7 +265,8 @@ class DeadLetterQueue:
             # Bounded and encodable whatever wrote it (SQS moving a message after maxReceiveCount writes no reason;
             # one built here from a body that names a lone surrogate would fail the answer's encoding).
             error = sendable_text(error, MAX_REASON_CHARS)
-        if error is not None and not readable:
+        if error is not None and (not readable or UNWORKABLE_ATTRIBUTE in attributes):
+            # Unreadable, or read and never workable by this code (``UNWORKABLE_ATTRIBUTE``): no redrive will work it.
             poison, reason = True, f"poison: {error}"
         elif redrives >= self.max_redrives:
             poison, reason = True, f"failed again after {redrives} redrives"
@@ -474,11 +476,11 @@ class DeadLetterQueue:
 
     def discardable(self, letter: _Letter, *, named: bool) -> str | None:
         """None when ``letter`` may be discarded, else why not. Poison may: back after its redrives, or parked by a
-        worker that could not read it (its reason attached), or no work message at all (no JSON object naming a kind).
-        One of a kind or version this code does not know only when ``named``: newer code may read it, and only the
-        operator knows whether such code runs. A message this code cannot read but SQS retired without a reason never:
-        some worker read it (a newer one, during a deploy or after a rollback), and it is readable here once the API
-        runs the same code."""
+        worker that could not read it or will never work it (its reason attached), or no work message at all (no JSON
+        object naming a kind). One of a kind or version this code does not know only when ``named``: newer code may
+        read it, and only the operator knows whether such code runs. A message this code cannot read but SQS retired
+        without a reason never: some worker read it (a newer one, during a deploy or after a rollback), and it is
+        readable here once the API runs the same code."""
         out = letter.out
         if not out.poison:
             return "not poison: a redrive sends it back to work"

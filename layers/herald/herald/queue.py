@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 ERROR_ATTRIBUTE = "herald_error"
 #: The attribute counting a message's redrives from the dead-letter queue (``herald.dlq``).
 REDRIVES_ATTRIBUTE = "herald_redrives"
+#: Set on a message a worker parked though it reads it: no try of this code will work it (an operational notice the
+#: catalog does not take). Poison, as an unreadable one is (``herald.dlq``).
+UNWORKABLE_ATTRIBUTE = "herald_unworkable"
 #: The reason a message is set aside with is cut to this many characters (the dead-letter queue's size allows it).
 MAX_REASON_CHARS = 1000
 
@@ -269,14 +272,17 @@ class WorkQueue:
                 return _Tried([*unsent, *entries[start + BATCH_SIZE :]], calls, None, [])
         return _Tried(unsent, calls, None, [])
 
-    def dead_letter(self, body: str, reason: str, *, redrives: int = 0) -> None:
+    def dead_letter(self, body: str, reason: str, *, redrives: int = 0, unworkable: bool = False) -> None:
         """Put an unprocessable message straight into the dead-letter queue, with the reason attached, and how
-        often it was redriven already (the message's own count, kept so a redrive's limit holds for it too)."""
+        often it was redriven already (the message's own count, kept so a redrive's limit holds for it too).
+        ``unworkable``: one this code reads, and will never work (``UNWORKABLE_ATTRIBUTE``)."""
         if not self.dead_letter_queue_url:
             raise ServiceUnavailableError("no dead-letter queue is configured")
         attributes: dict[str, MessageAttributeValueTypeDef] = {
             ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": sendable_text(reason, MAX_REASON_CHARS)}
         }
+        if unworkable:
+            attributes[UNWORKABLE_ATTRIBUTE] = {"DataType": "String", "StringValue": "true"}
         if redrives > 0:
             attributes[REDRIVES_ATTRIBUTE] = redrives_attribute(redrives)
         try:

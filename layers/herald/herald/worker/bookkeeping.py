@@ -120,12 +120,12 @@ async def publish_notice(worker: Worker, message: NoticeMessage, body: str, redr
     """Publish an operational event left to the work queue by ``report``. AWS refusing it again raises: the message
     comes back (and goes to the dead-letter queue if it keeps failing). One the catalog does not take (a type it does
     not declare, data that does not fit: another version's notice) is parked in the dead-letter queue with the
-    reason, as a message no try will work."""
+    reason, as poison: no try will work it."""
     try:
         await worker.io(emit, worker.services, message.event_type, message.data, key=tuple(message.key))
     except (OperationalEventError, ValidationError) as exc:
         reason = f"operational event not publishable: {exc}"
-        await worker.io(worker.queue.dead_letter, body, reason, redrives=redrives)
+        await worker.io(worker.queue.dead_letter, body, reason, redrives=redrives, unworkable=True)
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
