@@ -227,16 +227,24 @@ def _condition_problems(condition: Condition, schemas: Mapping[str, Schema]) -> 
 
 
 def check_filter(
-    raw: Json, schemas: Mapping[str, Schema], *, loc: Loc = ("body", "filter"), retired: Collection[str] = ()
+    raw: Json,
+    schemas: Mapping[str, Schema],
+    *,
+    loc: Loc = ("body", "filter"),
+    retired: Collection[str] = (),
+    stored: bool = False,
 ) -> CompiledFilter:
     """``raw`` compiled, once it fits the subscribed types' payload ``schemas`` (from :func:`event_schemas`);
     ``InvalidFilterError`` listing every problem otherwise.
 
     ``retired``: subscribed types the catalog no longer lists (retired by a deploy since), which have no schema. They
     stay subscribed, so a ``$type`` may name them; no new event of theirs is published, so a filter that leaves none
-    of the listed types is refused as one that leaves no type. The conditions of an object whose ``$type`` conditions
-    leave none of the listed types (``{"$type": "order.shipped", "carrier": "DHL"}`` in an ``$or``) can only be met
-    by a retired type's events, and are not checked; every other condition is, against the listed types alone."""
+    of the listed types is refused as one that leaves no type. Conditions are checked against the listed types alone,
+    but for a ``stored`` filter (one set before, checked again because the event types change): the conditions of an
+    object whose ``$type`` conditions leave none of the listed types and some retired one (``{"$type":
+    "order.shipped", "carrier": "DHL"}`` in an ``$or``) were checked when that type was listed, can only be met by its
+    events (a redelivery of a stored one, or new ones should it come back), and stand. A new filter's conditions on a
+    retired type cannot be checked, so they are refused: they would decide those events unchecked."""
     compiled = compile_filter(raw, loc=loc)
     problems: list[dict[str, Any]] = []
     for at, name in compiled.event_types:
@@ -250,12 +258,12 @@ def check_filter(
         having = [name for name, schema in schemas.items() if _leaves(schema, empty.path)]
         if having and not any(_may_hold_several(schemas[name], empty.path) for name in having):
             checked.append({"loc": list(empty.loc), "msg": empty.message, "type": "filter_contradiction"})
-    if retired:
-        elsewhere = _left_to_retired(raw, tuple(loc), list(schemas))
+    if retired and stored:
+        elsewhere = _left_to_retired(raw, tuple(loc), list(schemas), retired)
         checked = [problem for problem in checked if not any(_within(problem["loc"], at) for at in elsewhere)]
+    if retired:
         for problem in checked:
-            if problem["type"] in ("filter_unknown_path", "filter_type_mismatch"):
-                problem["msg"] += f" ({_retired_note(retired)}, and is not checked against)"
+            problem["msg"] += f" ({_retired_note(retired)}, and is not checked against)"
     problems += checked
     if not problems and schemas and all(_verdict(raw, name) is False for name in schemas):
         message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(schemas)})"
@@ -272,20 +280,22 @@ def _retired_note(retired: Collection[str]) -> str:
     return f"{names} {'is' if len(retired) == 1 else 'are'} no longer in the event catalog"
 
 
-def _left_to_retired(raw: Json, at: Loc, listed: list[str]) -> list[Loc]:
-    """Where ``raw`` has an object whose ``$type`` conditions leave none of the ``listed`` types: only a retired
-    type's events can meet what it holds. The outermost such objects, by location."""
+def _left_to_retired(raw: Json, at: Loc, listed: list[str], retired: Collection[str]) -> list[Loc]:
+    """Where ``raw`` has an object whose ``$type`` conditions leave none of the ``listed`` types, and some ``retired``
+    one: only that type's events can meet what it holds. The outermost such objects, by location."""
     if not isinstance(raw, Mapping):
         return []
-    if listed and all(_verdict(raw, name) is False for name in listed):
+    if all(_verdict(raw, name) is False for name in listed) and any(
+        _verdict(raw, name) is not False for name in retired
+    ):
         return [at]
     found: list[Loc] = []
     for key, value in raw.items():
         if key in ("$and", "$or") and isinstance(value, list):
             for index, part in enumerate(value):
-                found += _left_to_retired(part, (*at, key, index), listed)
+                found += _left_to_retired(part, (*at, key, index), listed, retired)
         elif key == "$not":
-            found += _left_to_retired(value, (*at, key), listed)
+            found += _left_to_retired(value, (*at, key), listed, retired)
     return found
 
 

@@ -296,17 +296,22 @@ async def update(
 
 
 def checked_filter(
-    raw: dict[str, Any] | None, event_types: list[str], *, loc: tuple[str, ...] = ("body", "filter")
+    raw: dict[str, Any] | None,
+    event_types: list[str],
+    *,
+    loc: tuple[str, ...] = ("body", "filter"),
+    stored: bool = False,
 ) -> str | None:
     """A filter's stored JSON once it fits the subscribed types (``InvalidFilterError`` otherwise); an empty
     filter matches everything and is kept as none. A subscribed type the catalog no longer lists (retired since) may
-    be named by ``$type``, and the conditions only its events can meet are not checked (``check_filter``)."""
+    be named by ``$type``; a ``stored`` filter (the subscription's own, checked again for new event types) keeps the
+    conditions only its events can meet (``check_filter``)."""
     if not raw:
         return None
     schemas = event_schemas(catalog, event_types)
     if not schemas:
         raise _unchecked(InvalidFilterError, "filter", loc)
-    return check_filter(raw, schemas, loc=loc, retired=retired_types(event_types)).to_stored()
+    return check_filter(raw, schemas, loc=loc, retired=retired_types(event_types), stored=stored).to_stored()
 
 
 def _unchecked(error: type[InvalidInputError], option: str, loc: tuple[str, ...]) -> InvalidInputError:
@@ -350,7 +355,8 @@ def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: l
     if filter_given:
         changed["filter"] = checked_filter(body.filter, event_types)
     elif retyped and old.filter:
-        changed["filter"] = _kept(checked_filter, "filter", json.loads(old.filter), event_types)
+        kept_filter = functools.partial(checked_filter, stored=True)
+        changed["filter"] = _kept(kept_filter, "filter", json.loads(old.filter), event_types)
     if transform_given:
         changed["transform"] = checked_transform(body.transform, event_types)
     elif retyped and old.transform:
