@@ -1,10 +1,11 @@
 """The work queue's dead-letter queue: what is in it, and sending the healthy messages back.
 
 Two kinds of message end up there. *Poison*: a message the worker cannot read (not JSON, unknown kind
-or version), parked at once by the worker with its reason in the ``herald_error`` message attribute. A message
-parked so that this code reads (a kind or version the worker that parked it did not know yet: a deploy under way,
-a rollback) is not poison any more, and a redrive sends it back; a worker that parks it again keeps its redrive
-count, so it stays parked once it has been redriven ``dead_letter_max_redrives`` times.
+or version), or reads and cannot work (a ``notice`` its catalog does not take, marked ``herald_unworkable``), parked
+at once by the worker with its reason in the ``herald_error`` message attribute. A message parked so that this code
+reads and works (a kind or version the worker that parked it did not know yet, a notice type its catalog lacked: a
+deploy under way, a rollback) is not poison any more, and a redrive sends it back; a worker that parks it again keeps
+its redrive count, so it stays parked once it has been redriven ``dead_letter_max_redrives`` times.
 *Retired*: a readable message that SQS moved after ``maxReceiveCount`` receives, because processing it
 kept failing (a worker crashing, a dependency down for long). A redrive sends retired messages back
 to the work queue, where they are processed normally; poison stays parked, out of the way. So does a
@@ -15,11 +16,11 @@ carries its count too.
 
 Looking never consumes: messages are received with a short visibility timeout and made visible again
 at once. A redrive is bounded (a limit and a time budget within API Gateway's 29 s): call it again
-to move more. Poison can be discarded, and only poison (``discardable``): a readable message has a way back (a
-redrive), and becomes poison only once its redrives are used up; one of a kind or version this code does not know
-goes only when the operator names it (newer code may read it). Discarding the poison and redriving the rest
-empties the queue, so ``DeadLetterQueueAlarm`` (any message parked) goes back to OK and notifies again on the next
-arrival.
+to move more. Poison can be discarded, and only poison (``discardable``): a message this code works has a way back
+(a redrive), and becomes poison only once its redrives are used up; one of a kind or version this code does not
+know, or a notice of a type its catalog does not declare, goes only when the operator names it (newer code may work
+it). Discarding the poison and redriving the rest empties the queue, so ``DeadLetterQueueAlarm`` (any message
+parked) goes back to OK and notifies again on the next arrival.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
 
+from herald.catalog import operational_catalog
 from herald.deadline import time_to_start_calls
 from herald.errors import AttemptUnderWay, ServiceUnavailableError
 from herald.messages import (
@@ -42,8 +45,10 @@ from herald.messages import (
     DeliveriesMessage,
     DeliveryMessage,
     FanoutMessage,
+    NoticeMessage,
     PoisonMessageError,
     RedeliverMessage,
+    WorkMessage,
     parse_message,
 )
 from herald.queue import (
@@ -97,14 +102,32 @@ class _Letter:
 
 
 def _of_other_code(body: str) -> bool:
-    """Whether ``body`` is a JSON object naming a kind (as a string) of a kind or a version this code does not know."""
+    """Whether ``body`` is a JSON object naming a kind (as a string) of a kind or a version this code does not know,
+    or a notice of an operational event type this code's catalog does not declare."""
     try:
         raw = json.loads(body)
     except (ValueError, RecursionError):
         return False
     if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
         return False
+    if raw["kind"] == "notice" and isinstance(raw.get("event_type"), str):
+        return raw["event_type"] not in operational_catalog
     return raw["kind"] not in KINDS or raw.get("v", VERSION) != VERSION
+
+
+def _unpublishable(message: WorkMessage) -> bool:
+    """Whether ``message`` is a notice this code's operational catalog does not take (its type, or its data): one a
+    worker parked as such (``UNWORKABLE_ATTRIBUTE``) that it takes was parked by a worker running other code."""
+    if not isinstance(message, NoticeMessage):
+        return False
+    entry = operational_catalog.get(message.event_type)
+    if entry is None:
+        return True
+    try:
+        entry.validate(message.data)
+    except ValidationError:
+        return True
+    return False
 
 
 @dataclass
@@ -234,7 +257,7 @@ class DeadLetterQueue:
         receive_count = int(system.get("ApproximateReceiveCount", "0"))
         kind: str | None = None
         event_id = subscription_id = delivery_id = None
-        readable = False
+        readable = unworkable = False
         try:
             parsed = parse_message(body)
         except PoisonMessageError as exc:
@@ -247,6 +270,7 @@ class DeadLetterQueue:
                 kind = None
         else:
             readable = True
+            unworkable = UNWORKABLE_ATTRIBUTE in attributes and _unpublishable(parsed)
             kind = parsed.kind
             # A field of its kind only: a message carries fields of newer code along, whatever their names.
             if isinstance(parsed, FanoutMessage | DeliveryMessage | RedeliverMessage):
@@ -265,14 +289,16 @@ class DeadLetterQueue:
             # Bounded and encodable whatever wrote it (SQS moving a message after maxReceiveCount writes no reason;
             # one built here from a body that names a lone surrogate would fail the answer's encoding).
             error = sendable_text(error, MAX_REASON_CHARS)
-        if error is not None and (not readable or UNWORKABLE_ATTRIBUTE in attributes):
-            # Unreadable, or read and never workable by this code (``UNWORKABLE_ATTRIBUTE``): no redrive will work it.
+        if error is not None and (not readable or unworkable):
+            # Unreadable, or read and parked as never workable (``UNWORKABLE_ATTRIBUTE``), and this code cannot work it
+            # either: no redrive will work it.
             poison, reason = True, f"poison: {error}"
         elif redrives >= self.max_redrives:
             poison, reason = True, f"failed again after {redrives} redrives"
         elif error is not None:
-            # Parked as unreadable by a worker running other code (a kind or version it did not know yet, while a
-            # deploy was under way or after a rollback): this code reads it, so a redrive sends it back. Parked again,
+            # Parked as unreadable, or unworkable, by a worker running other code (a kind or version it did not know
+            # yet, a notice its catalog did not take, while a deploy was under way or after a rollback): this code
+            # reads it, and works it, so a redrive sends it back. Parked again,
             # it keeps its redrive count (``WorkQueue.dead_letter``), so the limit above holds for it too.
             poison, reason = False, f"parked as unreadable by a worker running other code, readable now ({error[:200]})"
         else:
@@ -476,7 +502,7 @@ class DeadLetterQueue:
 
     def discardable(self, letter: _Letter, *, named: bool) -> str | None:
         """None when ``letter`` may be discarded, else why not. Poison may: back after its redrives, or parked by a
-        worker that could not read it or will never work it (its reason attached), or no work message at all (no JSON
+        worker that could not read it or work it (its reason attached), or no work message at all (no JSON
         object naming a kind). One of a kind or version this code does not know only when ``named``: newer code may
         read it, and only the operator knows whether such code runs. A message this code cannot read but SQS retired
         without a reason never: some worker read it (a newer one, during a deploy or after a rollback), and it is

@@ -23,8 +23,8 @@ logger = logging.getLogger(__name__)
 ERROR_ATTRIBUTE = "herald_error"
 #: The attribute counting a message's redrives from the dead-letter queue (``herald.dlq``).
 REDRIVES_ATTRIBUTE = "herald_redrives"
-#: Set on a message a worker parked though it reads it: no try of this code will work it (an operational notice the
-#: catalog does not take). Poison, as an unreadable one is (``herald.dlq``).
+#: Set on a message a worker parked though it reads it: no try of that worker's code will work it (an operational
+#: notice its catalog does not take). Poison while the API's code does not work it either (``herald.dlq``).
 UNWORKABLE_ATTRIBUTE = "herald_unworkable"
 #: The reason a message is set aside with is cut to this many characters (the dead-letter queue's size allows it).
 MAX_REASON_CHARS = 1000

@@ -67,8 +67,8 @@ class DeadLetterOut(BaseModel):
     )
     reason: str = Field(description="Why it is in the dead-letter queue.")
     poison: bool = Field(
-        description="Not to be processed by the running code: unreadable to it, or back after the redrive limit. "
-        "A redrive leaves it where it is."
+        description="Not to be processed by the running code: unreadable to it, a `notice` its catalog does not take, "
+        "or back after the redrive limit. A redrive leaves it where it is."
     )
     event_id: str | None = None
     subscription_id: str | None = None

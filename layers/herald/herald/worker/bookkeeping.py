@@ -120,7 +120,7 @@ async def publish_notice(worker: Worker, message: NoticeMessage, body: str, redr
     """Publish an operational event left to the work queue by ``report``. AWS refusing it again raises: the message
     comes back (and goes to the dead-letter queue if it keeps failing). One the catalog does not take (a type it does
     not declare, data that does not fit: another version's notice) is parked in the dead-letter queue with the
-    reason, as poison: no try will work it."""
+    reason, as poison: no try of this code will work it."""
     try:
         await worker.io(emit, worker.services, message.event_type, message.data, key=tuple(message.key))
     except (OperationalEventError, ValidationError) as exc:
