@@ -258,12 +258,14 @@ def check_filter(
         having = [name for name, schema in schemas.items() if _leaves(schema, empty.path)]
         if having and not any(_may_hold_several(schemas[name], empty.path) for name in having):
             checked.append({"loc": list(empty.loc), "msg": empty.message, "type": "filter_contradiction"})
-    if retired and stored:
-        elsewhere = _left_to_retired(raw, tuple(loc), list(schemas), retired)
-        checked = [problem for problem in checked if not any(_within(problem["loc"], at) for at in elsewhere)]
     if retired:
         for problem in checked:
             problem["msg"] += f" ({_retired_note(retired)}, and is not checked against)"
+        elsewhere = _left_to_retired(raw, tuple(loc), list(schemas), retired)
+        checked = [problem for problem in checked if not any(_within(problem["loc"], at) for at in elsewhere)]
+        if not stored:
+            unchecked = [c for c in compiled.conditions if any(_within(list(c.loc), at) for at in elsewhere)]
+            checked += [_unchecked_condition(condition, retired) for condition in unchecked]
     problems += checked
     if not problems and schemas and all(_verdict(raw, name) is False for name in schemas):
         message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(schemas)})"
@@ -273,6 +275,15 @@ def check_filter(
     if problems:
         raise InvalidFilterError("; ".join(problem["msg"] for problem in problems), details=problems)
     return compiled
+
+
+def _unchecked_condition(condition: Condition, retired: Collection[str]) -> dict[str, Any]:
+    """A new filter's condition that only retired types' events can meet: there is no schema to check it against."""
+    message = (
+        f"{'.'.join(condition.path)!r}: only events of {', '.join(sorted(retired))} can meet this condition, and "
+        f"{_retired_note(retired)}: a new condition on them cannot be checked"
+    )
+    return {"loc": list(condition.loc), "msg": message, "type": "filter_unchecked"}
 
 
 def _retired_note(retired: Collection[str]) -> str:
