@@ -18,9 +18,9 @@ Looking never consumes: messages are received with a short visibility timeout an
 at once. A redrive is bounded (a limit and a time budget within API Gateway's 29 s): call it again
 to move more. Poison can be discarded, and only poison (``discardable``): a message this code works has a way back
 (a redrive), and becomes poison only once its redrives are used up; one of a kind or version this code does not
-know, or a notice of a type its catalog does not declare, goes only when the operator names it (newer code may work
-it). Discarding the poison and redriving the rest empties the queue, so ``DeadLetterQueueAlarm`` (any message
-parked) goes back to OK and notifies again on the next arrival.
+know, or a notice of a type or with fields its catalog does not declare, goes only when the operator names it (newer
+code may work it). Discarding the poison and redriving the rest empties the queue, so ``DeadLetterQueueAlarm`` (any
+message parked) goes back to OK and notifies again on the next arrival.
 """
 
 from __future__ import annotations
@@ -103,31 +103,39 @@ class _Letter:
 
 def _of_other_code(body: str) -> bool:
     """Whether ``body`` is a JSON object naming a kind (as a string) of a kind or a version this code does not know,
-    or a notice of an operational event type this code's catalog does not declare."""
+    or a notice of an operational event type, or with fields, this code's catalog does not declare."""
     try:
         raw = json.loads(body)
     except (ValueError, RecursionError):
         return False
     if not isinstance(raw, dict) or not isinstance(raw.get("kind"), str):
         return False
-    if raw["kind"] == "notice" and isinstance(raw.get("event_type"), str):
-        return raw["event_type"] not in operational_catalog
-    return raw["kind"] not in KINDS or raw.get("v", VERSION) != VERSION
-
-
-def _unpublishable(message: WorkMessage) -> bool:
-    """Whether ``message`` is a notice this code's operational catalog does not take (its type, or its data): one a
-    worker parked as such (``UNWORKABLE_ATTRIBUTE``) that it takes was parked by a worker running other code."""
-    if not isinstance(message, NoticeMessage):
+    if raw["kind"] not in KINDS or raw.get("v", VERSION) != VERSION:
+        return True
+    if raw["kind"] != "notice":
         return False
+    try:
+        notice = parse_message(body)
+    except PoisonMessageError:
+        return False  # unreadable to any code
+    return _unpublishable(notice) == "of other code"
+
+
+def _unpublishable(message: WorkMessage) -> str | None:
+    """Why ``message`` is a notice this code's operational catalog does not take: ``of other code`` when only newer
+    code may take it (a type the catalog does not declare, fields it does not know), ``unfit`` when its data does not
+    fit its type; None if it is no notice, or the catalog takes it. One a worker parked as unworkable
+    (``UNWORKABLE_ATTRIBUTE``) that this code takes was parked by a worker running other code."""
+    if not isinstance(message, NoticeMessage):
+        return None
     entry = operational_catalog.get(message.event_type)
     if entry is None:
-        return True
+        return "of other code"
     try:
         entry.validate(message.data)
-    except ValidationError:
-        return True
-    return False
+    except ValidationError as exc:
+        return "of other code" if {error["type"] for error in exc.errors()} == {"extra_forbidden"} else "unfit"
+    return None
 
 
 @dataclass
@@ -270,7 +278,7 @@ class DeadLetterQueue:
                 kind = None
         else:
             readable = True
-            unworkable = UNWORKABLE_ATTRIBUTE in attributes and _unpublishable(parsed)
+            unworkable = UNWORKABLE_ATTRIBUTE in attributes and _unpublishable(parsed) is not None
             kind = parsed.kind
             # A field of its kind only: a message carries fields of newer code along, whatever their names.
             if isinstance(parsed, FanoutMessage | DeliveryMessage | RedeliverMessage):
@@ -300,7 +308,9 @@ class DeadLetterQueue:
             # yet, a notice its catalog did not take, while a deploy was under way or after a rollback): this code
             # reads it, and works it, so a redrive sends it back. Parked again,
             # it keeps its redrive count (``WorkQueue.dead_letter``), so the limit above holds for it too.
-            poison, reason = False, f"parked as unreadable by a worker running other code, readable now ({error[:200]})"
+            parked = "unworkable" if UNWORKABLE_ATTRIBUTE in attributes else "unreadable"
+            now = "workable" if UNWORKABLE_ATTRIBUTE in attributes else "readable"
+            poison, reason = False, f"parked as {parked} by a worker running other code, {now} now ({error[:200]})"
         else:
             poison, reason = False, "processing failed on every receive (the work queue's maxReceiveCount)"
         sent_ms = system.get("SentTimestamp")

@@ -324,7 +324,7 @@ class _ParserBuilder:
         )
         text = (
             "delete poison for good (those named, or --all-poison); never a message a redrive sends back to work, and "
-            "--all-poison never one of a kind or version newer code may read"
+            "--all-poison never one of a kind or version, or a notice of a type or fields, newer code may work"
         )
         cmd = self.command(group, "discard", dlq_discard, text)
         which = cmd.add_mutually_exclusive_group(required=True)

@@ -139,7 +139,8 @@ class DiscardIn(StrictModel):
         None,
         strict=True,
         description="`true`: discard the poison messages met, up to `limit`, but those of a kind or version this code "
-        "does not know (newer code may read them: name them to discard them). Give this or `message_ids`.",
+        "does not know, and `notice` messages of a type or with fields its catalog does not declare (newer code may "
+        "work them: name them to discard them). Give this or `message_ids`.",
     )
     limit: int | None = Field(
         None, strict=True, ge=1, le=1000, description="With `all_poison`: at most this many (default 100)."

@@ -33,7 +33,7 @@ def get_dead_letters(
     sample: Annotated[int, Query(ge=0, le=MAX_SAMPLE, description="How many messages to show (none consumed).")] = 10,
 ) -> DeadLettersOut:
     """The number of messages, the oldest among those looked at, and a sample with why each is there.
-    `poison` messages can never be processed and stay; the others can be redriven."""
+    `poison` messages cannot be processed by the running code and stay; the others can be redriven."""
     return dead_letter_queue(services).peek(sample)
 
 
