@@ -165,3 +165,22 @@ def test_a_new_filter_may_name_a_retired_type_but_its_conditions_are_checked_aga
     )
     assert unheld.status_code == 422, unheld.text
     assert [d["type"] for d in unheld.json()["error"]["details"]] == ["filter_unknown_event_type"]
+
+
+def test_a_new_condition_left_to_one_of_two_retired_types_names_that_one(
+    client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription of three types, two of them retired since
+    types = ("invoice.paid", "order.shipped", "subscription.created")
+    path = _filtered_then_retired(client, tenant, receiver.url, monkeypatch, {"amount_cents": 1}, types)
+    monkeypatch.delitem(catalog._types, "subscription.created")
+    # WHEN the tenant sets a filter with a condition in order.shipped's own branch
+    flt = {"$or": [{"$type": "order.shipped", "carrier": "DHL"}, {"$type": "invoice.paid"}]}
+    refused = client.patch(path, json={"filter": flt}, headers=tenant.headers)
+    # THEN it is refused, naming the one retired type whose events could meet it
+    assert refused.status_code == 422, refused.text
+    [detail] = refused.json()["error"]["details"]
+    assert detail["msg"] == (
+        "'carrier': only events of order.shipped can meet this condition, and order.shipped is no longer in the event "
+        "catalog: a new condition on them cannot be checked"
+    )

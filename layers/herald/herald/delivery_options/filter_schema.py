@@ -259,13 +259,8 @@ def check_filter(
         if having and not any(_may_hold_several(schemas[name], empty.path) for name in having):
             checked.append({"loc": list(empty.loc), "msg": empty.message, "type": "filter_contradiction"})
     if retired:
-        for problem in checked:
-            problem["msg"] += f" ({_retired_note(retired)}, and is not checked against)"
         elsewhere = _left_to_retired(raw, tuple(loc), list(schemas), retired)
-        checked = [problem for problem in checked if not any(_within(problem["loc"], at) for at in elsewhere)]
-        if not stored:
-            unchecked = [c for c in compiled.conditions if any(_within(list(c.loc), at) for at in elsewhere)]
-            checked += [_unchecked_condition(condition, retired) for condition in unchecked]
+        checked = _with_retired(checked, () if stored else compiled.conditions, elsewhere, retired)
     problems += checked
     if not problems and schemas and all(_verdict(raw, name) is False for name in schemas):
         message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(schemas)})"
@@ -275,6 +270,26 @@ def check_filter(
     if problems:
         raise InvalidFilterError("; ".join(problem["msg"] for problem in problems), details=problems)
     return compiled
+
+
+def _with_retired(
+    problems: list[dict[str, Any]],
+    new: Iterable[Condition],
+    elsewhere: list[tuple[Loc, list[str]]],
+    retired: Collection[str],
+) -> list[dict[str, Any]]:
+    """The conditions' ``problems`` (against the listed types) once the subscription's ``retired`` types are taken
+    into account (``check_filter``): each says they were not checked against; those of a branch left to retired types
+    (``elsewhere``, from ``_left_to_retired``) go; and each ``new`` condition there is a problem of its own (it cannot
+    be checked)."""
+    for problem in problems:
+        problem["msg"] += f" ({_retired_note(retired)}, and is not checked against)"
+    kept = [problem for problem in problems if not any(_within(problem["loc"], at) for at, _ in elsewhere)]
+    for condition in new:
+        left = next((names for at, names in elsewhere if _within(list(condition.loc), at)), None)
+        if left is not None:
+            kept.append(_unchecked_condition(condition, left))
+    return kept
 
 
 def _unchecked_condition(condition: Condition, retired: Collection[str]) -> dict[str, Any]:
@@ -291,16 +306,15 @@ def _retired_note(retired: Collection[str]) -> str:
     return f"{names} {'is' if len(retired) == 1 else 'are'} no longer in the event catalog"
 
 
-def _left_to_retired(raw: Json, at: Loc, listed: list[str], retired: Collection[str]) -> list[Loc]:
+def _left_to_retired(raw: Json, at: Loc, listed: list[str], retired: Collection[str]) -> list[tuple[Loc, list[str]]]:
     """Where ``raw`` has an object whose ``$type`` conditions leave none of the ``listed`` types, and some ``retired``
-    one: only that type's events can meet what it holds. The outermost such objects, by location."""
+    ones: only their events can meet what it holds. The outermost such objects, by location, each with those types."""
     if not isinstance(raw, Mapping):
         return []
-    if all(_verdict(raw, name) is False for name in listed) and any(
-        _verdict(raw, name) is not False for name in retired
-    ):
-        return [at]
-    found: list[Loc] = []
+    left = sorted(name for name in retired if _verdict(raw, name) is not False)
+    if left and all(_verdict(raw, name) is False for name in listed):
+        return [(at, left)]
+    found: list[tuple[Loc, list[str]]] = []
     for key, value in raw.items():
         if key in ("$and", "$or") and isinstance(value, list):
             for index, part in enumerate(value):
