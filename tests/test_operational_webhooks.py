@@ -23,6 +23,7 @@ from herald.storage import AttemptTally
 from herald.worker import bookkeeping
 from tests.delivery_support import Harness, publish, subscribe
 from tests.support import ADMIN, Receiver, TenantInfo
+from tests.test_dead_letters import dead_letters, discard, redrive
 
 pytestmark = pytest.mark.e2e
 
@@ -530,16 +531,13 @@ def test_a_notice_the_catalog_does_not_take_is_parked_in_the_dead_letter_queue(
     assert harness.counts() == (0, 0)
     assert ops.received == []
     # AND the dead-letter API shows it as poison (no redrive would work it), with the reason
-    [letter] = client.get("/v1/admin/dead-letters", headers=ADMIN).json()["sample"]
+    [letter] = dead_letters(client)["sample"]
     assert (letter["kind"], letter["poison"], json.loads(letter["body"])) == ("notice", True, json.loads(body))
     assert letter["reason"].startswith("poison: operational event not publishable")
     assert why in letter["reason"]
     # AND the operator can discard it
-    discarded = client.post(
-        "/v1/admin/dead-letters/discard", json={"message_ids": [letter["message_id"]]}, headers=ADMIN
-    )
-    assert discarded.status_code == 200, discarded.text
-    assert [gone["message_id"] for gone in discarded.json()["discarded"]] == [letter["message_id"]]
+    discarded = discard(client, message_ids=[letter["message_id"]])
+    assert [gone["message_id"] for gone in discarded["discarded"]] == [letter["message_id"]]
 
 
 def test_a_notice_parked_by_a_worker_whose_catalog_lacked_its_type_waits_for_code_that_has_it(
@@ -555,16 +553,16 @@ def test_a_notice_parked_by_a_worker_whose_catalog_lacked_its_type_waits_for_cod
         older.delitem(operational_catalog._types, "subscription.recovered")
         harness.drain()
         # WHEN the API, on the same code, is asked for it and to discard all poison
-        [letter] = client.get("/v1/admin/dead-letters", headers=ADMIN).json()["sample"]
-        left = client.post("/v1/admin/dead-letters/discard", json={"all_poison": True}, headers=ADMIN)
+        [letter] = dead_letters(client)["sample"]
+        left = discard(client, all_poison=True)
         # THEN it is poison there (no redrive would work it), but left: newer code may publish it
         assert (letter["kind"], letter["poison"]) == ("notice", True)
-        assert (left.status_code, left.json()["discarded"], left.json()["remaining"]) == (200, [], 1)
+        assert (left["discarded"], left["remaining"]) == ([], 1)
     # WHEN code whose catalog has the type runs, THEN the notice is no poison any more, and a redrive publishes it
-    [letter] = client.get("/v1/admin/dead-letters", headers=ADMIN).json()["sample"]
+    [letter] = dead_letters(client)["sample"]
     assert letter["poison"] is False
     assert letter["reason"].startswith("parked as unworkable by a worker running other code, workable now")
-    assert client.post("/v1/admin/dead-letters/redrive", json={}, headers=ADMIN).json()["moved"] == 1
+    assert redrive(client)["moved"] == 1
     harness.drain()
     [received] = operational(endpoint["secret"], ops)
     assert (received["type"], received["data"]) == ("subscription.recovered", RECOVERED)
@@ -592,10 +590,10 @@ def test_all_poison_leaves_a_notice_newer_code_may_publish(
     # GIVEN a notice parked by a worker that could not read or publish it, which newer code may publish
     harness.services.queue.dead_letter(body, "parked by other code", unworkable=unworkable)
     # WHEN the operator discards all poison
-    left = client.post("/v1/admin/dead-letters/discard", json={"all_poison": True}, headers=ADMIN)
+    left = discard(client, all_poison=True)
     # THEN it is poison to this code, but left; named, it is discarded
-    assert (left.status_code, left.json()["discarded"], left.json()["remaining"]) == (200, [], 1)
-    [letter] = client.get("/v1/admin/dead-letters", headers=ADMIN).json()["sample"]
+    assert (left["discarded"], left["remaining"]) == ([], 1)
+    [letter] = dead_letters(client)["sample"]
     assert (letter["kind"], letter["poison"]) == ("notice", True)
-    named = client.post("/v1/admin/dead-letters/discard", json={"message_ids": [letter["message_id"]]}, headers=ADMIN)
-    assert [gone["message_id"] for gone in named.json()["discarded"]] == [letter["message_id"]]
+    named = discard(client, message_ids=[letter["message_id"]])
+    assert [gone["message_id"] for gone in named["discarded"]] == [letter["message_id"]]
