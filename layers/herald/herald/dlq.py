@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
@@ -121,7 +121,7 @@ def _of_other_code(body: str) -> bool:
     return _unpublishable(notice) == "of other code"
 
 
-def _unpublishable(message: WorkMessage) -> str | None:
+def _unpublishable(message: WorkMessage) -> Literal["of other code", "unfit"] | None:
     """Why ``message`` is a notice this code's operational catalog does not take: ``of other code`` when only newer
     code may take it (a type the catalog does not declare, fields it does not know), ``unfit`` when its data does not
     fit its type; None if it is no notice, or the catalog takes it. One a worker parked as unworkable
@@ -308,8 +308,8 @@ class DeadLetterQueue:
             # yet, a notice its catalog did not take, while a deploy was under way or after a rollback): this code
             # reads it, and works it, so a redrive sends it back. Parked again,
             # it keeps its redrive count (``WorkQueue.dead_letter``), so the limit above holds for it too.
-            parked = "unworkable" if UNWORKABLE_ATTRIBUTE in attributes else "unreadable"
-            now = "workable" if UNWORKABLE_ATTRIBUTE in attributes else "readable"
+            marked = UNWORKABLE_ATTRIBUTE in attributes
+            parked, now = ("unworkable", "workable") if marked else ("unreadable", "readable")
             poison, reason = False, f"parked as {parked} by a worker running other code, {now} now ({error[:200]})"
         else:
             poison, reason = False, "processing failed on every receive (the work queue's maxReceiveCount)"

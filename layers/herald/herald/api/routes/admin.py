@@ -43,12 +43,11 @@ def redrive_dead_letters(
     _: OperatorDep,
     body: Annotated[RedriveIn | None, Body()] = None,
 ) -> RedriveOut:
-    """Send up to `limit` messages back to the work queue, where they are processed normally. Poison
-    messages (unreadable, a `notice` the catalog does not take, or back after several redrives) stay in the dead-letter
-    queue. A call works
-    for at most about 15 seconds: call again while it moves messages. Should SQS fail after messages were sent back,
-    or may have been, the answer is still 202, with `uncertain`, `in_flight` and `interrupted` saying what happened;
-    before that it is a 503, every message held visible again."""
+    """Send up to `limit` messages back to the work queue, where they are processed normally. Poison messages
+    (unreadable, a `notice` the catalog does not take, or back after several redrives) stay in the dead-letter
+    queue. A call works for at most about 15 seconds: call again while it moves messages. Should SQS fail after
+    messages were sent back, or may have been, the answer is still 202, with `uncertain`, `in_flight` and
+    `interrupted` saying what happened; before that it is a 503, every message held visible again."""
     return dead_letter_queue(services).redrive((body or RedriveIn()).limit)
 
 
@@ -57,9 +56,9 @@ def discard_dead_letters(services: ServicesDep, _: OperatorDep, body: DiscardIn)
     """Delete poison messages for good: those named in `message_ids`, or with `"all_poison": true` up to `limit` of
     those met. Only poison is discarded: back after its redrives, parked by a worker that could not read it (or a
     `notice` the catalog does not take), or no work message at all. `all_poison` leaves a message of a kind or version
-    this code does not know, or a `notice` of a type its catalog does not declare (newer code may work it): name it to
-    discard it. A message named and left is listed in `not_discarded` with why (a readable
-    one: a redrive sends it back to work). A delivery whose next attempt a discarded message carried is failed
+    this code does not know, or a `notice` of a type or with fields its catalog does not declare (newer code may work
+    it): name it to discard it. A message named and left is listed in `not_discarded` with why (a readable one: a
+    redrive sends it back to work). A delivery whose next attempt a discarded message carried is failed
     first, without an attempt (`last_error_kind: discarded`): retry it, or recover its subscription, to send it
     again. Once the poison is gone and the rest redriven,
     `DeadLetterQueueAlarm` goes back to OK and notifies again when the next message arrives. A call works for at
