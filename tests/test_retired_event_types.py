@@ -80,6 +80,29 @@ def test_a_kept_filter_that_leaves_only_the_retired_type_is_refused_saying_so(
     assert client.get(path, headers=tenant.headers).json()["event_types"] == ["invoice.paid", "order.shipped"]
 
 
+def test_a_kept_filter_that_leaves_only_two_retired_types_is_refused_naming_both(
+    client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a subscription whose filter lets only its two types through, both retired since
+    only_these = {"$type": {"$in": ["invoice.paid", "order.shipped"]}}
+    path = _filtered_then_retired(client, tenant, receiver.url, monkeypatch, only_these)
+    monkeypatch.delitem(catalog._types, "invoice.paid")
+    # WHEN the tenant adds a type the filter would never let through
+    more = ["invoice.paid", "order.shipped", "subscription.created"]
+    refused = client.patch(path, json={"event_types": more}, headers=tenant.headers)
+    # THEN the 422 names both retired types, and says none of their events will be published again
+    assert refused.status_code == 422, refused.text
+    [detail] = refused.json()["error"]["details"]
+    assert (detail["loc"], detail["type"]) == (["body", "event_types"], "filter_contradiction")
+    assert "leave none of the subscribed event types (subscription.created)" in detail["msg"]
+    assert (
+        "invoice.paid, order.shipped are no longer in the event catalog: none of their events will be published again"
+        in detail["msg"]
+    )
+    # AND nothing changed
+    assert client.get(path, headers=tenant.headers).json()["event_types"] == ["invoice.paid", "order.shipped"]
+
+
 #: A branch for subscription.created alone (written as "neither of the others"), on a field only it has.
 NEITHER = {
     "$or": [{"$type": {"$nin": ["invoice.paid", "order.shipped"]}, "username": "ada"}, {"$type": "invoice.paid"}]

@@ -265,7 +265,8 @@ def check_filter(
     if not problems and schemas and all(_verdict(raw, name) is False for name in schemas):
         message = f"the filter's $type conditions leave none of the subscribed event types ({', '.join(schemas)})"
         if retired:
-            message += f"; {_retired_note(retired)}: none of its events will be published again"
+            whose = "its" if len(retired) == 1 else "their"
+            message += f"; {_retired_note(retired)}: none of {whose} events will be published again"
         problems.append({"loc": list(loc), "msg": message, "type": "filter_contradiction"})
     if problems:
         raise InvalidFilterError("; ".join(problem["msg"] for problem in problems), details=problems)
