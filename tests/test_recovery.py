@@ -1365,6 +1365,89 @@ def test_a_done_recoverys_progress_is_counted_from_its_tickets_once(
     assert recover(client, tenant, sub.id, since=seen["since"])["id"] != job["id"]
 
 
+def _recovery_under_way(
+    client: Any,
+    tenant: TenantInfo,
+    harness: Harness,
+    clock: Clock,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[dict[str, Any], dict[str, Any], list[datetime]]:
+    """A recovery of ``outage``'s three missed events, listed (its three attempts queued, none made), the API's clock
+    stopped: what ``outage`` saw, the job, and the API's time (moved by changing it)."""
+    seen = outage(client, tenant, harness, clock, receiver)
+    back_up(receiver, clock)
+    now = [datetime.now(UTC)]
+    monkeypatch.setattr(domain_jobs, "utcnow", lambda: now[0])
+    job = recover(client, tenant, seen["sub"].id, since=seen["since"])
+    assert harness.poller.poll_once().received == 1  # the job's listing: its three attempts queued
+    assert harness.counts() == (3, 0)
+    assert len(receiver.received) == 12
+    return seen, job, now
+
+
+KEPT_PROGRESS = {**SCHEDULE, "recovery_progress_seconds": 10}
+
+
+@pytest.mark.parametrize("settings_overrides", [KEPT_PROGRESS])
+def test_a_running_recoverys_counts_are_read_from_its_tickets_once_for_its_pollers_a_few_seconds(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery under way, its counts kept 10 s for its pollers
+    seen, job, now = _recovery_under_way(client, tenant, harness, clock, receiver, monkeypatch)
+    sub = seen["sub"]
+    counted = _ticket_reads(monkeypatch, harness)
+    before = harness.services.store.jobs.get(job["id"])
+    assert before is not None
+    assert before.progress is None
+    # WHEN pollers ask for its progress three times
+    answers = [progress(client, tenant, sub.id, job["id"]) for _ in range(3)]
+    # THEN the first read its tickets: running, three queued, none sent yet; the others answered what it kept
+    assert (answers[0]["status"], answers[0]["queued"], answers[0]["sent"]) == ("running", 3, 0)
+    assert answers[1:] == [answers[0]] * 2
+    assert counted == [job["id"]]
+    # AND keeping them changed nothing of the job (its version, which finishing it checks, included)
+    found = harness.services.store.jobs.get(job["id"])
+    assert found is not None
+    assert found.progress is not None
+    assert (found.progress.counts, found.version) == ({"queued": 3, "sent": 0, "failed": 0}, before.version)
+    # WHEN the worker makes the three attempts, and its progress is asked for 9 s after it was read
+    harness.drain()
+    assert len(receiver.received) == 15
+    now[0] += timedelta(seconds=9)
+    # THEN the answer is still the one kept, its tickets not read
+    assert progress(client, tenant, sub.id, job["id"]) == answers[0]
+    assert counted == [job["id"]]
+    # WHEN 10 s have gone by since
+    now[0] += timedelta(seconds=1)
+    done = progress(client, tenant, sub.id, job["id"])
+    # THEN its tickets are read again: done, three queued and sent
+    assert (done["status"], done["queued"], done["sent"], done["failed"]) == ("done", 3, 3, 0)
+    assert counted == [job["id"]] * 2
+    # AND done, they are never read again
+    assert progress(client, tenant, sub.id, job["id"]) == done
+    assert counted == [job["id"]] * 2
+
+
+@pytest.mark.parametrize("settings_overrides", [KEPT_PROGRESS])
+def test_a_recovery_just_done_is_done_for_a_new_request_of_its_window_while_its_pollers_read_it_running(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery under way whose pollers were answered its counts (kept 10 s), then its attempts made
+    seen, job, now = _recovery_under_way(client, tenant, harness, clock, receiver, monkeypatch)
+    sub = seen["sub"]
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    harness.drain()
+    now[0] += timedelta(seconds=1)
+    assert progress(client, tenant, sub.id, job["id"])["status"] == "running"
+    # WHEN its window is asked for again
+    again = recover(client, tenant, sub.id, since=seen["since"])
+    # THEN it is a new job: the first is found done from its tickets, and its pollers now read it so
+    assert again["id"] != job["id"]
+    done = progress(client, tenant, sub.id, job["id"])
+    assert (done["status"], done["sent"]) == ("done", 3)
+
+
 def _running_job(services: Any) -> RecoveryJob:
     """A recovery job stored running (its listing under way), kept an hour."""
     now = datetime.now(UTC)

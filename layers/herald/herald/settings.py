@@ -238,6 +238,14 @@ class Settings(BaseSettings):
         description="How far back a subscription's recovery may reach (`since` at most this many days ago).",
     )
     recovery_job_ttl_days: int = Field(7, ge=1, le=30, description="How long a recovery job's progress is kept.")
+    recovery_progress_seconds: int = Field(
+        10,
+        ge=0,
+        le=300,
+        description="How long a running recovery's counts, read from its tickets (one per delivery it sends), are "
+        "answered again before they are read anew: however many poll it, a job's tickets are read at most about once "
+        "in this time. 0: on every request.",
+    )
     max_recoveries_per_subscription: int = Field(
         5,
         ge=1,

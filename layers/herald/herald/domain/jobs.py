@@ -89,7 +89,7 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
     for _ in range(3):
         held = store.jobs.window_holder(window)
         if held is not None:
-            existing = read_recovery(services, held)
+            existing = read_recovery(services, held, now=True)  # a job just done is done: a new one starts
             if existing is not None and existing.status is not RecoveryStatus.DONE:
                 if existing.status is RecoveryStatus.QUEUED:
                     # Not started yet: its message may never have been sent (the first request failed midway, and
@@ -150,18 +150,27 @@ def _finished(services: Services, job_id: str) -> bool:
     return found.listed and _progress(services, found).status is RecoveryStatus.DONE
 
 
-def read_recovery(services: Services, job_id: str) -> RecoveryJob | None:
-    """A job with its counts and its status."""
+def read_recovery(services: Services, job_id: str, *, now: bool = False) -> RecoveryJob | None:
+    """A job with its counts and its status; those of a running job as read from its tickets at most
+    ``HERALD_RECOVERY_PROGRESS_SECONDS`` ago (``_progress``), or ``now``."""
     found = services.store.jobs.get(job_id)
-    return None if found is None else _progress(services, found)
+    if found is None:
+        return None
+    return _progress(services, found, noted=0 if now else services.settings.recovery_progress_seconds)
 
 
-def _progress(services: Services, found: StoredJob) -> RecoveryJob:
+def _progress(services: Services, found: StoredJob, *, noted: int = 0) -> RecoveryJob:
     """The job with its counts: those stored once it was found done, else read from its tickets. A listed job with no
     ticket open is done, and is stored so with its counts (``JobRepository.finish``): its tickets are not read again,
-    however often its progress is asked for (a poller's GET reads one item)."""
+    however often its progress is asked for (a poller's GET reads one item). A running job's counts are kept with it
+    once read (``JobRepository.note_progress``), and answered again for ``noted`` seconds: a job of a long window
+    has a ticket per delivery, all in one partition, and pollers reading them all on each GET would pay for it, and
+    could take the partition's whole read throughput. Its end is so seen up to ``noted`` seconds late."""
     if found.counted:
         return found.job
+    at = int(utcnow().timestamp())
+    if found.progress is not None and 0 <= at - found.progress.at < noted:
+        return found.job.model_copy(update=found.progress.counts)
     counts = services.store.jobs.ticket_counts(found.job.id)
     progress = {
         "queued": counts["open"] + counts["sent"] + counts["failed"],
@@ -169,6 +178,8 @@ def _progress(services: Services, found: StoredJob) -> RecoveryJob:
         "failed": counts["failed"],
     }
     if not found.listed or counts["open"]:
+        if noted:
+            services.store.jobs.note_progress(found.job.id, progress, at=at)
         return found.job.model_copy(update=progress)
     now = utcnow()
     finished = services.store.jobs.finish(found.job.id, progress, version=found.version, updated_at=now)

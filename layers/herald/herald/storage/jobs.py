@@ -105,17 +105,28 @@ def _job_item(job: RecoveryJob, *, expires_at: int, listed: bool) -> dict[str, A
 
 #: A recovery job's counts, as its answer gives them: read from its tickets, stored once the job is done.
 COUNTS = ("queued", "sent", "failed")
+#: The job item's attribute keeping its counts as last read while it ran (``JobRepository.note_progress``).
+PROGRESS = "progress"
+
+
+class Progress(NamedTuple):
+    """A running job's counts (``COUNTS``) as read from its tickets at ``at`` (epoch seconds): ``note_progress``."""
+
+    counts: dict[str, int]
+    at: int
 
 
 class StoredJob(NamedTuple):
     """A recovery job as stored, whether all its deliveries have been listed, and whether its counts are final:
     stored with it when it was found done (``JobRepository.finish``), so its tickets need not be read again.
-    ``version`` is its ``updated_at`` as stored, which every change of it moves (``finish`` is refused if it moved)."""
+    ``version`` is its ``updated_at`` as stored, which every change of it moves (``finish`` is refused if it moved).
+    ``progress``: its counts as last read while it ran (``note_progress``), None if never."""
 
     job: RecoveryJob
     listed: bool
     counted: bool
     version: str
+    progress: Progress | None = None
 
 
 class JobRepository:
@@ -179,9 +190,32 @@ class JobRepository:
         item = self._table.read(keys.recovery_job(job_id))
         if item is None:
             return None
+        noted = item.pop(PROGRESS, None)
         job = RecoveryJob.model_validate(strip(item))
         counted = bool(item.get("counted")) and job.status is RecoveryStatus.DONE
-        return StoredJob(job, bool(item.get("listed")), counted, str(item.get("updated_at", "")))
+        progress = None
+        if isinstance(noted, dict):
+            progress = Progress({name: int(noted.get(name, 0)) for name in COUNTS}, int(noted.get("at", 0)))
+        return StoredJob(job, bool(item.get("listed")), counted, str(item.get("updated_at", "")), progress)
+
+    def note_progress(self, job_id: str, counts: dict[str, int], *, at: int) -> None:
+        """Keep a running job's ``counts`` (``COUNTS``) as read from its tickets at ``at``: a poller's next read within
+        ``HERALD_RECOVERY_PROGRESS_SECONDS`` answers them (``StoredJob.progress``) instead of reading every ticket
+        again. Its version (``updated_at``) stays: this changes nothing of the job. Nothing is written for a job gone
+        (expired) or counted meanwhile."""
+        noted = {**{name: counts[name] for name in COUNTS}, "at": at}
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.recovery_job(job_id)),
+                UpdateExpression="SET #progress = :progress",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted)",
+                ExpressionAttributeNames={"#progress": PROGRESS},
+                ExpressionAttributeValues=values(progress=noted),
+            )
+        except ClientError as exc:
+            if not conditional_failure(exc):
+                raise
 
     def finish(self, job_id: str, counts: dict[str, int], *, version: str, updated_at: datetime) -> bool:
         """Mark a listed job ``done`` with its final counts (``COUNTS``, read from its tickets with none open, after

@@ -186,7 +186,7 @@ async def run_recovery(
     if found is None:
         logger.warning("recovery job no longer exists", extra={"job_id": message.job_id})
         return
-    job, listed, _, _ = found
+    job, listed = found.job, found.listed
     if listed:
         return  # a duplicate of a message whose job listed everything already
     log = {"job_id": job.id, "subscription_id": job.subscription_id}

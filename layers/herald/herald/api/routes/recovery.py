@@ -40,6 +40,8 @@ async def recover(
 async def get_recovery(
     subscription_id: str, job_id: str, services: ServicesDep, tenant_id: TenantDep
 ) -> RecoveryJobOut:
+    """The job's status and counts. While it runs, its counts are as they were up to 10 seconds ago (the
+    deployment's setting), however often it is asked for; once `done`, they are final."""
     subscriptions.find(services, tenant_id, subscription_id)
     job = jobs.read_recovery(services, job_id) if ids.is_id(job_id, jobs.RECOVERY) else None
     if job is None or job.subscription_id != subscription_id or job.tenant_id != tenant_id:
