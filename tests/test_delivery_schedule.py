@@ -233,6 +233,39 @@ def test_a_scheduled_retry_of_an_event_gone_meanwhile_fails_its_delivery_without
     assert len(receiver.received) == 1
 
 
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_scheduled_retry_of_an_event_whose_id_another_tenant_published_since_fails_its_delivery_sending_neither(
+    client: Any, tenant: TenantInfo, make_tenant: Any, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN a delivery waiting in the schedule, whose event expired before its retry was due, and another tenant
+    # published an event with its id since (ids are the publisher's to choose)
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    store = harness.services.store
+    other = make_tenant("Globex")
+    item = store.client.get_item(TableName=store.table_name, Key=to_item(keys.event(event_id)))["Item"]
+    theirs = {**item, "tenant_id": {"S": other.id}, "expires_at": {"N": str(int(clock()) + 31 * 86_400)}}
+    store.client.put_item(TableName=store.table_name, Item=theirs)
+    harness.worker.events = EventCache(harness.worker)  # the retry runs in another container
+    # WHEN its retry comes due
+    due = when(only_delivery(client, tenant, sub.id)["next_attempt_at"])
+    step(harness, clock, due - clock() + 1)
+    # THEN neither event is sent; the delivery failed as its event's expiry fails it, instead of staying pending in
+    # its subscription's listings with no message left to end it; nothing is left waiting or dead-lettered
+    assert len(receiver.received) == 1
+    delivery = only_delivery(client, tenant, sub.id)
+    assert (delivery["status"], delivery["last_error_kind"]) == ("failed", "event_expired")
+    assert (delivery["attempts"], delivery["next_attempt_at"]) == (1, None)
+    assert deliveries(client, tenant, sub.id, status="pending") == []
+    assert harness.counts() == (0, 0)
+    assert harness.counts(harness.services.settings.dead_letter_queue_url) == (0, 0)
+    assert harness.scheduled() == 0
+    # AND the other tenant's event is as it was published
+    assert store.client.get_item(TableName=store.table_name, Key=to_item(keys.event(event_id)))["Item"] == theirs
+
+
 def test_scheduled_work_is_swept_back_to_its_own_lane(harness: Harness, clock: Clock) -> None:
     # GIVEN two deliveries' work scheduled for later than SQS's 15-minute delay: one of the slow lane, one of the
     # work queue, and a body that cannot be read

@@ -152,8 +152,10 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         return
     if not stored.event.broadcast and stored.event.tenant_id != message.tenant_id:
         # Event ids are the publisher's to choose and one may be used again once its event expired: a message
-        # that outlived its event never carries another tenant's event to this tenant's subscriber.
+        # that outlived its event never carries another tenant's event to this tenant's subscriber. Its own
+        # event is gone: its delivery ends as that ends it (``fail_unsendable`` touches only this tenant's).
         logger.warning("delivery of another tenant's event: dropped", extra=log)
+        await _event_gone(worker, message, log)
         await _close_ticket(worker, message)
         return
     if not stored.has_delivery(message.subscription_id, message.delivery_id):
