@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from herald.cli import client as cli_client
+from herald.cli import commands
 from herald.cli.client import MAX_RETRIES, ApiClient, retry_delay
 from herald.cli.errors import CliApiError
 from tests.process_guard import Processes
@@ -86,6 +89,47 @@ def test_the_recovery_follow_up_commands_name_the_tenant(stub: StubApi, herald: 
     assert waited.err.endswith(f"(it carries on: see {follow})\n")
     # ... and it asked for the job with the tenant, as the command says
     assert all("tenant_id=ten_1" in sent.path for sent in stub.sent("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1"))
+
+
+def test_a_wait_never_pauses_past_its_timeout(
+    stub: StubApi, herald: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery job that never finishes, and a poll interval far longer than the wait's timeout
+    queued = {"id": "rcv_1", "subscription_id": "sub_1", "status": "queued"}
+    stub.script("POST", "/v1/subscriptions/sub_1/recover", (202, {}, queued))
+    stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", (200, {}, {**queued, "status": "running"}))
+    paused: list[float] = []
+
+    def pause(seconds: float) -> None:
+        paused.append(seconds)
+        time.sleep(min(seconds, 1.0))
+
+    monkeypatch.setattr(commands, "time", SimpleNamespace(monotonic=time.monotonic, sleep=pause))
+    # WHEN the operator starts it and waits for it
+    waited = herald(
+        *(*stub.flags, "deliveries", "recover", "--subscription", "sub_1", "--since", "2026-01-31T12:00:00Z"),
+        *("--wait", "--poll-interval", "3600", "--wait-timeout", "0.3"),
+    )
+    # THEN it gives up once the timeout is over, having paused no longer than the time it had left
+    assert waited.code == 1
+    assert waited.err.startswith("error: wait_timeout: recovery rcv_1 still running after 0 s")
+    assert paused
+    assert max(paused) <= 0.3
+
+
+def test_a_wait_answered_no_job_says_so(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN a recovery job started, whose progress is answered with an empty body
+    queued = {"id": "rcv_1", "subscription_id": "sub_1", "status": "queued"}
+    stub.script("POST", "/v1/subscriptions/sub_1/recover", (202, {}, queued))
+    stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", (200, {}, b""))
+    # WHEN the operator waits for it
+    waited = herald(
+        *(*stub.flags, "deliveries", "recover", "--subscription", "sub_1"),
+        *("--since", "2026-01-31T12:00:00Z", "--wait", "--poll-interval", "0.05", "--wait-timeout", "5"),
+    )
+    # THEN it is an error saying the API answered no progress, not a traceback
+    assert waited.code == 1
+    assert waited.err == "error: invalid_response: the API answered no progress of recovery rcv_1\n"
 
 
 def test_the_recovery_follow_up_command_without_a_tenant_has_none(stub: StubApi, herald: Callable[..., Run]) -> None:

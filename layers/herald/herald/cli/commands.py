@@ -484,20 +484,25 @@ def _follow_command(args: argparse.Namespace, job_id: str) -> str:
 
 
 def _wait_for(client: ApiClient, args: argparse.Namespace, job: Any) -> Any:
-    """Poll the recovery job until it has finished (``--wait``), or give up after ``--wait-timeout``."""
+    """Poll the recovery job until it has finished (``--wait``), or give up after ``--wait-timeout``: no pause
+    between polls outlasts the time left (a poll interval longer than the timeout polls once more at its end)."""
     if not isinstance(job, Mapping):
         return job
-    job_path = _path("/v1/subscriptions", args.subscription, "recoveries", _job_id(job))
+    job_id = _job_id(job)
+    job_path = _path("/v1/subscriptions", args.subscription, "recoveries", job_id)
     deadline = time.monotonic() + args.wait_timeout
     while not _finished(job):
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise CliError(
-                f"recovery {_job_id(job)} still {job.get('status', 'running')} after {args.wait_timeout:.0f} s "
-                f"(it carries on: see `{_follow_command(args, _job_id(job))}`)",
+                f"recovery {job_id} still {job.get('status', 'running')} after {args.wait_timeout:.0f} s "
+                f"(it carries on: see `{_follow_command(args, job_id)}`)",
                 code="wait_timeout",
             )
-        time.sleep(args.poll_interval)
+        time.sleep(min(args.poll_interval, left))
         job = client.request("GET", job_path, params=_tenant_param(args))
+        if not isinstance(job, Mapping):  # an answer with no body: not Herald's API
+            raise CliApiError(200, "invalid_response", f"the API answered no progress of recovery {job_id}")
     return job
 
 
