@@ -591,3 +591,67 @@ def test_a_redeliverys_first_delivery_and_a_repeats_held_copy_are_sent_once(
     (got,) = receiver.received
     verify(sub.secret, got)
     assert event_counts(client, "inv-1007-paid") == fanned_out_counts(1, succeeded=1)
+
+
+#: A direct fan-out past the ten subscriptions an event's item names: counted by the write that marks it queued.
+WIDE_DIRECT = {"direct_fanout_max": 20}
+
+
+@pytest.mark.parametrize("settings_overrides", [WIDE_DIRECT])
+@pytest.mark.parametrize("repeat", ["single", "batch"])
+@pytest.mark.parametrize(
+    "count_lands", ["between the repeat's read and its fan-out", "after the repeat queued its fan-out"]
+)
+def test_a_repeat_racing_the_first_tries_direct_count_counts_the_event_once(
+    client, tenant, services, harness: Harness, receiver, monkeypatch: pytest.MonkeyPatch, repeat: str, count_lands: str
+) -> None:
+    # GIVEN twelve subscriptions, all taken by publishing's direct fan-out, and a publish whose count (the write
+    # that marks its event queued) is held up after its deliveries went out (botocore's retries of a slow call)
+    subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(12)}
+    events = services.store.events
+    real_count, real_read = events.count_direct_fanout, events.get_with_counts
+    held: list[Any] = []
+
+    def hold_the_count(*args: Any, **kwargs: Any) -> bool:
+        held.append((args, kwargs))
+        return True
+
+    monkeypatch.setattr(events, "count_direct_fanout", hold_the_count)
+    first = _publish(client, tenant.id, id="inv-2001-paid")
+    assert first.status_code == 202, first.text
+    assert len(held) == 1
+    monkeypatch.setattr(events, "count_direct_fanout", real_count)
+    counted: list[bool] = []
+
+    def land_the_count() -> None:
+        args, kwargs = held.pop()
+        counted.append(real_count(*args, **kwargs))
+
+    def read_then_the_count_lands(*args: Any, **kwargs: Any) -> Any:
+        found = real_read(*args, **kwargs)
+        if held and count_lands.startswith("between"):
+            land_the_count()
+        return found
+
+    monkeypatch.setattr(events, "get_with_counts", read_then_the_count_lands)
+    # WHEN the publisher, its answer late, publishes it again meanwhile (alone, or in a batch)
+    if repeat == "single":
+        again = _publish(client, tenant.id, id="inv-2001-paid")
+    else:
+        body = {"id": "inv-2001-paid", "type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}
+        again = client.post("/v1/events/batch", json={"events": [body]}, headers=ADMIN)
+    assert again.status_code in {200, 202}, again.text
+    if held:
+        land_the_count()
+    # THEN whichever came first counted the event: the count landing before the repeat's fan-out took it (the
+    # repeat queued nothing), one landing after it was refused (the fan-out's pages count it)
+    assert counted == [count_lands.startswith("between")]
+    # AND once the worker has run, and again once anything held back came out, each subscriber received the event
+    # once, signed, and it is counted once
+    harness.drain()
+    release_delays(services.settings.queue_url)
+    harness.drain()
+    assert sorted(got.path for got in receiver.received) == sorted(subs)
+    for got in receiver.received:
+        verify(subs[got.path].secret, got)
+    assert event_counts(client, "inv-2001-paid") == fanned_out_counts(12, succeeded=12)
