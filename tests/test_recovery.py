@@ -26,7 +26,7 @@ from herald.messages import DeliveryMessage, RecoverMessage, dump_message
 from herald.records import DeliveryStatus, RecoveryJob, RecoveryStatus, Trigger
 from herald.sender import send_attempt
 from herald.storage import keys
-from herald.storage.jobs import FAILED, SENT, use_ticket
+from herald.storage.jobs import FAILED, SENT, Progress, use_ticket
 from herald.storage.table import Table, to_item
 from herald.worker import dispatch
 from herald.worker import jobs as worker_jobs
@@ -1448,6 +1448,93 @@ def test_a_recovery_just_done_is_done_for_a_new_request_of_its_window_while_its_
     assert (done["status"], done["sent"]) == ("done", 3)
 
 
+@pytest.mark.parametrize("settings_overrides", [KEPT_PROGRESS])
+def test_a_running_recoverys_stale_counts_are_read_anew_by_one_poller_while_the_others_answer_them(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery under way whose counts were read and kept, 10 s ago
+    seen, job, now = _recovery_under_way(client, tenant, harness, clock, receiver, monkeypatch)
+    sub, store = seen["sub"], harness.services.store
+    kept = progress(client, tenant, sub.id, job["id"])
+    harness.drain()
+    now[0] += timedelta(seconds=10)
+    counted = _ticket_reads(monkeypatch, harness)
+    # AND a poller that has taken their reading anew, and is at it
+    at = int(now[0].timestamp())
+    assert store.jobs.take_progress_read(job["id"], now=at, hold_seconds=domain_jobs.PROGRESS_READ_HOLD_SECONDS)
+    # WHEN others ask for its progress meanwhile
+    answers = [progress(client, tenant, sub.id, job["id"]) for _ in range(3)]
+    # THEN they answer the counts kept, reading no ticket
+    assert answers == [kept] * 3
+    assert counted == []
+    # WHEN that poller died, and its hold is over
+    now[0] += timedelta(seconds=domain_jobs.PROGRESS_READ_HOLD_SECONDS)
+    done = progress(client, tenant, sub.id, job["id"])
+    # THEN the next one reads the tickets: the job is done
+    assert (done["status"], done["sent"], counted) == ("done", 3, [job["id"]])
+
+
+@pytest.mark.parametrize("settings_overrides", [KEPT_PROGRESS])
+def test_counts_read_earlier_never_replace_those_read_later(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery under way whose counts a poller read and kept
+    seen, job, now = _recovery_under_way(client, tenant, harness, clock, receiver, monkeypatch)
+    harness.drain()
+    at = int(now[0].timestamp())
+    jobs = harness.services.store.jobs
+    jobs.note_progress(job["id"], {"queued": 3, "sent": 3, "failed": 0}, at=at)
+    # WHEN a slower poller, whose read of the tickets started 3 s earlier, keeps what it read then
+    jobs.note_progress(job["id"], {"queued": 3, "sent": 0, "failed": 0}, at=at - 3)
+    # THEN the later counts are kept, and answered
+    found = jobs.get(job["id"])
+    assert found is not None
+    assert found.progress == Progress({"queued": 3, "sent": 3, "failed": 0}, at)
+    assert progress(client, tenant, seen["sub"].id, job["id"])["sent"] == 3
+
+
+@pytest.mark.parametrize("settings_overrides", [KEPT_PROGRESS])
+def test_a_running_recoverys_counts_are_answered_when_dynamodb_refuses_to_keep_them(
+    client, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a recovery under way, and DynamoDB refusing (after botocore's retries) the write that keeps its counts
+    seen, job, _ = _recovery_under_way(client, tenant, harness, clock, receiver, monkeypatch)
+    install(harness.services.store.client, "dynamodb.UpdateItem:throttle@call=calls:1")
+    # WHEN its progress is asked for
+    answer = client.get(f"/v1/subscriptions/{seen['sub'].id}/recoveries/{job['id']}", headers=tenant.headers)
+    # THEN it is answered, with the counts read: keeping them is no part of the answer
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["status"], answer.json()["queued"]) == ("running", 3)
+    found = harness.services.store.jobs.get(job["id"])
+    assert found is not None
+    assert found.progress is None
+
+
+@pytest.mark.parametrize("settings_overrides", [KEPT_PROGRESS])
+def test_another_tenants_request_for_a_recovery_reads_and_keeps_nothing_of_it(
+    client,
+    tenant: TenantInfo,
+    make_tenant: Any,
+    harness: Harness,
+    clock: Clock,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a recovery under way, and another tenant with a subscription of its own, who has the job's id
+    _, job, _ = _recovery_under_way(client, tenant, harness, clock, receiver, monkeypatch)
+    other = make_tenant("Globex")
+    theirs = subscribe(client, other, receiver.url)
+    counted = _ticket_reads(monkeypatch, harness)
+    # WHEN that tenant asks for it through its own subscription
+    answer = client.get(f"/v1/subscriptions/{theirs.id}/recoveries/{job['id']}", headers=other.headers)
+    # THEN it is not found, and none of the job's tickets was read, nor its counts kept
+    assert_error(answer, 404, "not_found")
+    assert counted == []
+    found = harness.services.store.jobs.get(job["id"])
+    assert found is not None
+    assert found.progress is None
+
+
 def _running_job(services: Any) -> RecoveryJob:
     """A recovery job stored running (its listing under way), kept an hour."""
     now = datetime.now(UTC)
@@ -1511,7 +1598,7 @@ def _listed_job(services: Any) -> RecoveryJob:
 def test_a_done_recovery_a_late_page_takes_tickets_of_runs_again(services: Any) -> None:
     # GIVEN a listed job, found done (its counts stored)
     job = _listed_job(services)
-    done = domain_jobs.read_recovery(services, job.id)
+    done = domain_jobs.read_recovery(services, job.id, tenant_id=job.tenant_id, subscription_id=job.subscription_id)
     assert done is not None
     assert (done.status, done.queued, done.sent) == (RecoveryStatus.DONE, 1, 1)
     # WHEN a copy of one of its listing messages, which read it unlisted, takes a ticket on its page (as its page does)
@@ -1519,12 +1606,12 @@ def test_a_done_recovery_a_late_page_takes_tickets_of_runs_again(services: Any) 
     assert store.take_ticket(job.id, "dlv_2", lock_seconds=60, ticket_seconds=3600)
     store.reopen(job.id, now=datetime.now(UTC))
     # THEN the job runs again, counted from its tickets
-    running = domain_jobs.read_recovery(services, job.id)
+    running = domain_jobs.read_recovery(services, job.id, tenant_id=job.tenant_id, subscription_id=job.subscription_id)
     assert running is not None
     assert (running.status, running.queued, running.sent, running.failed) == (RecoveryStatus.RUNNING, 2, 1, 0)
     # AND once that ticket is used, it is done again with both counted
     services.store.table.transact(use_ticket("dlv_2", job.id, FAILED))
-    final = domain_jobs.read_recovery(services, job.id)
+    final = domain_jobs.read_recovery(services, job.id, tenant_id=job.tenant_id, subscription_id=job.subscription_id)
     assert final is not None
     assert (final.status, final.queued, final.sent, final.failed) == (RecoveryStatus.DONE, 2, 1, 1)
     again = store.get(job.id)
@@ -1547,7 +1634,7 @@ def test_a_recovery_whose_tickets_a_late_page_took_while_they_were_counted_is_no
     # THEN the counts read before are not stored as final
     progress = {"queued": counts["open"] + counts["sent"] + counts["failed"], "sent": counts["sent"], "failed": 0}
     assert store.finish(job.id, progress, version=read.version, updated_at=datetime.now(UTC)) is False
-    after = domain_jobs.read_recovery(services, job.id)
+    after = domain_jobs.read_recovery(services, job.id, tenant_id=job.tenant_id, subscription_id=job.subscription_id)
     assert after is not None
     assert (after.status, after.queued) == (RecoveryStatus.RUNNING, 2)
 

@@ -17,7 +17,7 @@ from herald import ids
 from herald.catalog import PING_EVENT_TYPE
 from herald.domain import subscriptions
 from herald.domain.publishing import event_retention
-from herald.errors import ConflictError, InvalidInputError, NotFoundError
+from herald.errors import ConflictError, InvalidInputError, NotFoundError, ServiceUnavailableError
 from herald.limits import too_many_recoveries
 from herald.messages import RecoverMessage, RedeliverMessage
 from herald.records import RecoveryJob, RecoveryStatus, utcnow
@@ -89,7 +89,8 @@ def start_recovery(services: Services, sub: Subscription, body: RecoveryIn) -> R
     for _ in range(3):
         held = store.jobs.window_holder(window)
         if held is not None:
-            existing = read_recovery(services, held, now=True)  # a job just done is done: a new one starts
+            # A job just done is done: a new one starts.
+            existing = read_recovery(services, held, tenant_id=sub.tenant_id, subscription_id=sub.id, now=True)
             if existing is not None and existing.status is not RecoveryStatus.DONE:
                 if existing.status is RecoveryStatus.QUEUED:
                     # Not started yet: its message may never have been sent (the first request failed midway, and
@@ -141,36 +142,53 @@ def _free_slot(services: Services, subscription_id: str) -> tuple[int, str | Non
 def _finished(services: Services, job_id: str) -> bool:
     """Whether the job is done (every delivery listed and attempted) or gone. Its tickets are read only once it is
     listed, and once found done it is marked so, with its counts: a job's tickets (thousands for a long window) are
-    read in full at most once after it is done, however often its subscription's slots are all held."""
+    read in full at most once after it is done, however often its subscription's slots are all held. Until then,
+    its counts kept for its pollers answer (``_progress``): a request that finds every slot held is refused for up
+    to ``HERALD_RECOVERY_PROGRESS_SECONDS`` after a job's end."""
     found = services.store.jobs.get(job_id)
     if found is None:
         return True
     if found.counted or found.job.status is RecoveryStatus.DONE:
         return True
-    return found.listed and _progress(services, found).status is RecoveryStatus.DONE
+    noted = services.settings.recovery_progress_seconds
+    return found.listed and _progress(services, found, noted=noted).status is RecoveryStatus.DONE
 
 
-def read_recovery(services: Services, job_id: str, *, now: bool = False) -> RecoveryJob | None:
-    """A job with its counts and its status; those of a running job as read from its tickets at most
+def read_recovery(
+    services: Services, job_id: str, *, tenant_id: str, subscription_id: str, now: bool = False
+) -> RecoveryJob | None:
+    """The tenant's job of ``subscription_id`` with its counts and its status (None if there is no such job of
+    theirs: nothing of another's is read or written); those of a running job as read from its tickets at most
     ``HERALD_RECOVERY_PROGRESS_SECONDS`` ago (``_progress``), or ``now``."""
     found = services.store.jobs.get(job_id)
-    if found is None:
+    if found is None or (found.job.tenant_id, found.job.subscription_id) != (tenant_id, subscription_id):
         return None
     return _progress(services, found, noted=0 if now else services.settings.recovery_progress_seconds)
+
+
+#: How long a request that took the reading of a job's tickets anew holds it (``JobRepository.take_progress_read``)
+#: before another may: the read of a job of a million deliveries takes some 13 s of its partition's throughput.
+PROGRESS_READ_HOLD_SECONDS = 60
 
 
 def _progress(services: Services, found: StoredJob, *, noted: int = 0) -> RecoveryJob:
     """The job with its counts: those stored once it was found done, else read from its tickets. A listed job with no
     ticket open is done, and is stored so with its counts (``JobRepository.finish``): its tickets are not read again,
-    however often its progress is asked for (a poller's GET reads one item). A running job's counts are kept with it
-    once read (``JobRepository.note_progress``), and answered again for ``noted`` seconds: a job of a long window
-    has a ticket per delivery, all in one partition, and pollers reading them all on each GET would pay for it, and
-    could take the partition's whole read throughput. Its end is so seen up to ``noted`` seconds late."""
+    however often its progress is asked for (a poller's GET reads one item).
+
+    A running job's counts are kept with it once read (``JobRepository.note_progress``), and answered again for
+    ``noted`` seconds: a job of a long window has a ticket per delivery, all in one partition, and pollers reading
+    them all on each GET would pay for it, and could take the partition's whole read throughput. Once they are
+    stale, one request reads the tickets anew (``take_progress_read``), and the others answer the kept counts
+    meanwhile. Its end is so seen up to ``noted`` seconds late (or as long as the read takes). Keeping the counts
+    is no part of the answer: a write DynamoDB refuses is logged, and the counts read are answered all the same."""
     if found.counted:
         return found.job
     at = int(utcnow().timestamp())
-    if found.progress is not None and 0 <= at - found.progress.at < noted:
-        return found.job.model_copy(update=found.progress.counts)
+    kept = found.progress
+    fresh = kept is not None and 0 <= at - kept.at < noted
+    if kept is not None and noted and (fresh or not _take_read(services, found.job.id, at)):
+        return found.job.model_copy(update=kept.counts)
     counts = services.store.jobs.ticket_counts(found.job.id)
     progress = {
         "queued": counts["open"] + counts["sent"] + counts["failed"],
@@ -179,13 +197,26 @@ def _progress(services: Services, found: StoredJob, *, noted: int = 0) -> Recove
     }
     if not found.listed or counts["open"]:
         if noted:
-            services.store.jobs.note_progress(found.job.id, progress, at=at)
+            try:
+                services.store.jobs.note_progress(found.job.id, progress, at=at)
+            except ServiceUnavailableError:
+                logger.warning("recovery progress not kept", extra={"job_id": found.job.id}, exc_info=True)
         return found.job.model_copy(update=progress)
     now = utcnow()
     finished = services.store.jobs.finish(found.job.id, progress, version=found.version, updated_at=now)
     return found.job.model_copy(
         update={**progress, "status": RecoveryStatus.DONE} | ({"updated_at": now} if finished else {})
     )
+
+
+def _take_read(services: Services, job_id: str, at: int) -> bool:
+    """Whether this request reads the job's stale counts anew (``take_progress_read``): also when DynamoDB refused
+    to say (it reads them, as every request did before they were kept)."""
+    try:
+        return services.store.jobs.take_progress_read(job_id, now=at, hold_seconds=PROGRESS_READ_HOLD_SECONDS)
+    except ServiceUnavailableError:
+        logger.warning("recovery progress read not taken", extra={"job_id": job_id}, exc_info=True)
+        return True
 
 
 def start_redelivery(services: Services, event_id: str) -> RedeliveryOut:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
+from herald import ids
 from herald.domain import deliveries, jobs, subscriptions
 from herald.errors import InvalidInputError, NotFoundError
 from herald.portal.render import moment, page
@@ -89,7 +90,9 @@ async def recover(request: Request, sub_id: str) -> Response:
 async def show_recovery(request: Request, sub_id: str, job_id: str) -> Response:
     guest = _guest(request)
     subscriptions.find(guest.services, guest.tenant_id, sub_id, what="endpoint")
-    job = jobs.read_recovery(guest.services, job_id) if len(job_id) <= 64 else None
-    if job is None or job.tenant_id != guest.tenant_id or job.subscription_id != sub_id:
+    job = None
+    if ids.is_id(job_id, jobs.RECOVERY):
+        job = jobs.read_recovery(guest.services, job_id, tenant_id=guest.tenant_id, subscription_id=sub_id)
+    if job is None:
         raise NotFoundError(f"recovery {job_id} not found")
     return page(request, "recovery.html", guest, sub_id=sub_id, job=job)

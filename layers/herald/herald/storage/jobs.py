@@ -107,6 +107,8 @@ def _job_item(job: RecoveryJob, *, expires_at: int, listed: bool) -> dict[str, A
 COUNTS = ("queued", "sent", "failed")
 #: The job item's attribute keeping its counts as last read while it ran (``JobRepository.note_progress``).
 PROGRESS = "progress"
+#: The job item's attribute naming when a request took the reading of its tickets anew (``take_progress_read``).
+PROGRESS_READ = "progress_read"
 
 
 class Progress(NamedTuple):
@@ -191,6 +193,7 @@ class JobRepository:
         if item is None:
             return None
         noted = item.pop(PROGRESS, None)
+        item.pop(PROGRESS_READ, None)
         job = RecoveryJob.model_validate(strip(item))
         counted = bool(item.get("counted")) and job.status is RecoveryStatus.DONE
         progress = None
@@ -198,20 +201,43 @@ class JobRepository:
             progress = Progress({name: int(noted.get(name, 0)) for name in COUNTS}, int(noted.get("at", 0)))
         return StoredJob(job, bool(item.get("listed")), counted, str(item.get("updated_at", "")), progress)
 
+    def take_progress_read(self, job_id: str, *, now: int, hold_seconds: int) -> bool:
+        """Let one request read a running job's tickets anew once its kept counts are stale (``note_progress``):
+        True for the first to ask, and for any once the last one to take it has held it ``hold_seconds`` (it died, or
+        its read is that slow); False while another holds it (it answers the kept counts meanwhile), or the job is
+        gone or counted. Its version (``updated_at``) stays."""
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.recovery_job(job_id)),
+                UpdateExpression="SET #read = :now",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted) "
+                "AND (attribute_not_exists(#read) OR #read <= :stale)",
+                ExpressionAttributeNames={"#read": PROGRESS_READ},
+                ExpressionAttributeValues=values(now=now, stale=now - hold_seconds),
+            )
+        except ClientError as exc:
+            if not conditional_failure(exc):
+                raise
+            return False
+        return True
+
     def note_progress(self, job_id: str, counts: dict[str, int], *, at: int) -> None:
-        """Keep a running job's ``counts`` (``COUNTS``) as read from its tickets at ``at``: a poller's next read within
-        ``HERALD_RECOVERY_PROGRESS_SECONDS`` answers them (``StoredJob.progress``) instead of reading every ticket
-        again. Its version (``updated_at``) stays: this changes nothing of the job. Nothing is written for a job gone
-        (expired) or counted meanwhile."""
+        """Keep a running job's ``counts`` (``COUNTS``) as read from its tickets at ``at``, and let the next reading
+        of them be taken (``take_progress_read``): a poller's next read within ``HERALD_RECOVERY_PROGRESS_SECONDS``
+        answers them (``StoredJob.progress``) instead of reading every ticket again. Its version (``updated_at``)
+        stays: this changes nothing of the job. Nothing is written for a job gone (expired) or counted meanwhile, nor
+        over counts read later than ``at`` (a slower read of older tickets)."""
         noted = {**{name: counts[name] for name in COUNTS}, "at": at}
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.recovery_job(job_id)),
-                UpdateExpression="SET #progress = :progress",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted)",
-                ExpressionAttributeNames={"#progress": PROGRESS},
-                ExpressionAttributeValues=values(progress=noted),
+                UpdateExpression="SET #progress = :progress REMOVE #read",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted) "
+                "AND (attribute_not_exists(#progress) OR #progress.#at < :at)",
+                ExpressionAttributeNames={"#progress": PROGRESS, "#read": PROGRESS_READ, "#at": "at"},
+                ExpressionAttributeValues=values(progress=noted, at=at),
             )
         except ClientError as exc:
             if not conditional_failure(exc):

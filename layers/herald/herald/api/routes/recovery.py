@@ -43,8 +43,10 @@ async def get_recovery(
     """The job's status and counts. While it runs, its counts are as they were up to 10 seconds ago (the
     deployment's setting), however often it is asked for; once `done`, they are final."""
     subscriptions.find(services, tenant_id, subscription_id)
-    job = jobs.read_recovery(services, job_id) if ids.is_id(job_id, jobs.RECOVERY) else None
-    if job is None or job.subscription_id != subscription_id or job.tenant_id != tenant_id:
+    job = None
+    if ids.is_id(job_id, jobs.RECOVERY):
+        job = jobs.read_recovery(services, job_id, tenant_id=tenant_id, subscription_id=subscription_id)
+    if job is None:
         raise NotFoundError(f"recovery {job_id} not found")
     return RecoveryJobOut.of(job)
 
