@@ -597,16 +597,26 @@ def test_a_redeliverys_first_delivery_and_a_repeats_held_copy_are_sent_once(
 WIDE_DIRECT = {"direct_fanout_max": 20}
 
 
+RACES = {
+    # when the first try's count lands; what refuses the repeat's publish (None: nothing); which try counts the event
+    "count between the repeat's read and its fan-out": (None, "first"),
+    "count after the repeat queued its fan-out": (None, "repeat"),
+    "count after the repeat's send was refused": ("sqs.SendMessage:5xx@call=calls:1", "first"),
+    "count after the repeat's fan-out ran, its mark refused": ("dynamodb.UpdateItem:throttle@call=calls:1", "repeat"),
+}
+
+
 @pytest.mark.parametrize("settings_overrides", [WIDE_DIRECT])
-@pytest.mark.parametrize("repeat", ["single", "batch"])
 @pytest.mark.parametrize(
-    "count_lands", ["between the repeat's read and its fan-out", "after the repeat queued its fan-out"]
+    ("race", "repeat"),
+    [(race, "single") for race in RACES] + [(race, "batch") for race, (fault, _) in RACES.items() if fault is None],
 )
 def test_a_repeat_racing_the_first_tries_direct_count_counts_the_event_once(
-    client, tenant, services, harness: Harness, receiver, monkeypatch: pytest.MonkeyPatch, repeat: str, count_lands: str
+    client, tenant, services, harness: Harness, receiver, monkeypatch: pytest.MonkeyPatch, race: str, repeat: str
 ) -> None:
     # GIVEN twelve subscriptions, all taken by publishing's direct fan-out, and a publish whose count (the write
     # that marks its event queued) is held up after its deliveries went out (botocore's retries of a slow call)
+    fault, counter = RACES[race]
     subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(12)}
     events = services.store.events
     real_count, real_read = events.count_direct_fanout, events.get_with_counts
@@ -629,26 +639,29 @@ def test_a_repeat_racing_the_first_tries_direct_count_counts_the_event_once(
 
     def read_then_the_count_lands(*args: Any, **kwargs: Any) -> Any:
         found = real_read(*args, **kwargs)
-        if held and count_lands.startswith("between"):
+        if held and race.startswith("count between"):
             land_the_count()
         return found
 
     monkeypatch.setattr(events, "get_with_counts", read_then_the_count_lands)
-    # WHEN the publisher, its answer late, publishes it again meanwhile (alone, or in a batch)
+    if fault is not None:
+        install(services.queue.client if fault.startswith("sqs") else services.store.client, fault)
+    # WHEN the publisher, its answer late, publishes it again meanwhile (alone, or in a batch), the repeat's fan-out
+    # message (held back a minute) running before the count lands if it was queued
     if repeat == "single":
         again = _publish(client, tenant.id, id="inv-2001-paid")
     else:
         body = {"id": "inv-2001-paid", "type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}
         again = client.post("/v1/events/batch", json={"events": [body]}, headers=ADMIN)
-    assert again.status_code in {200, 202}, again.text
+    assert again.status_code == (202 if repeat == "single" and fault is None else 503 if fault else 200), again.text
+    release_delays(services.settings.queue_url)
+    harness.drain()
     if held:
         land_the_count()
-    # THEN whichever came first counted the event: the count landing before the repeat's fan-out took it (the
-    # repeat queued nothing), one landing after it was refused (the fan-out's pages count it)
-    assert counted == [count_lands.startswith("between")]
-    # AND once the worker has run, and again once anything held back came out, each subscriber received the event
-    # once, signed, and it is counted once
-    harness.drain()
+    # THEN one of the two counted the event: the first try's count if it landed before the repeat's fan-out ran (or
+    # no fan-out was queued), which then did nothing; else the fan-out's pages, and the count was refused
+    assert counted == [counter == "first"]
+    # AND once the worker has run again, each subscriber received the event once, signed, and it is counted once
     release_delays(services.settings.queue_url)
     harness.drain()
     assert sorted(got.path for got in receiver.received) == sorted(subs)

@@ -47,6 +47,10 @@ class FanoutMessage(_Message):
     #: event, which a message of the old one (redriven from the dead-letter queue days on) leaves alone. None in a
     #: message queued before messages carried it (then left out of the JSON).
     event_ms: int | None = None
+    #: The first message of a repeat's fan-out (``publishing._Routed.again``): it does nothing if the earlier try's
+    #: direct fan-out counted the event, and else keeps that count from coming after
+    #: (``EventRepository.take_repeat_fanout``). None (left out of the JSON) for any other.
+    repeat: bool | None = None
 
 
 #: Triggers of one extra attempt on an existing delivery, outside its retry schedule.

@@ -283,8 +283,8 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
                 raise NotQueuedError(earlier) from None
             return Published(earlier, replayed=True, queued=bool(copies))
         with _not_queued(earlier):
-            queued = _enqueue(services, earlier, _Routed.again())
-        return Published(earlier, replayed=True, queued=queued)
+            _enqueue(services, earlier, _Routed.again())
+        return Published(earlier, replayed=True, queued=True)
     with _not_queued(stored):
         _enqueue(services, stored, routed)
     return Published(stored, replayed=False, queued=True)
@@ -426,22 +426,12 @@ def _enqueue_many(
     not fully queued: a message of theirs SQS did not take (a packed message carries several events'
     deliveries), their mark failed, or, for a repeat, its deliveries could not be read. Each stays stored and
     unmarked, and a repeat of its publish queues what was not, as a single publish's repeat after its 503."""
-    unqueued: set[str] = set()
-    plans: list[_Queueing] = []
-    for stored, routed in to_queue:
-        if routed.repeat:  # as ``_enqueue``
-            try:
-                if not services.store.events.take_repeat_fanout(stored.event.id, expires_at=stored.expires_at):
-                    continue  # the earlier try marked it queued meanwhile, with its count
-            except ServiceUnavailableError:
-                logger.warning("repeat's fan-out not noted", extra={"event_id": stored.event.id}, exc_info=True)
-                unqueued.add(stored.event.id)
-                continue
-        plans.append(_Queueing.of(stored, routed))
+    plans = [_Queueing.of(stored, routed) for stored, routed in to_queue]
     outgoing: list[tuple[WorkMessage, int]] = [
         (message, 0) for message in pack([m for plan in plans if not plan.delay_seconds for m in plan.messages])
     ]
     outgoing += [(message, plan.delay_seconds) for plan in plans if plan.delay_seconds for message in plan.messages]
+    unqueued: set[str] = set()
     copies: list[tuple[DeliveryMessage, int]] = []
     try:
         copies = _copies_to_requeue(services, requeue)
@@ -524,11 +514,7 @@ def event_expiry(services: Services, now: datetime) -> int:
     return int((now + event_retention(services)).timestamp())
 
 
-def _enqueue(services: Services, stored: StoredEvent, routed: _Routed) -> bool:
-    """Queue ``stored``'s deliveries, or its fan-out message, then mark it queued. False if nothing was queued: a
-    repeat (``_Routed.again``) found the earlier try had marked it queued meanwhile, with its count."""
-    if routed.repeat and not services.store.events.take_repeat_fanout(stored.event.id, expires_at=stored.expires_at):
-        return False
+def _enqueue(services: Services, stored: StoredEvent, routed: _Routed) -> None:
     plan = _Queueing.of(stored, routed)
     if plan.direct:
         services.queue.send_batch(pack(plan.messages))
@@ -536,7 +522,6 @@ def _enqueue(services: Services, stored: StoredEvent, routed: _Routed) -> bool:
         (fanout,) = plan.messages
         services.queue.send(fanout, delay_seconds=plan.delay_seconds)
     plan.mark(services)
-    return True
 
 
 def _held_for(stored: StoredEvent) -> int:
@@ -589,8 +574,9 @@ class _Routed:
         that try chose. Had it counted a fan-out message's pages (its mark failed after), a direct fan-out now
         would count the event's deliveries a second time; its pages, run again, are counted once (their
         markers), and a direct fan-out's count is one write with its mark, so it has not counted yet. It may still
-        be under way: the repeat notes its fan-out on the counts item first (``take_repeat_fanout``), which refuses
-        that count should it come after, and queues nothing if the count came first. The deliveries
+        be under way: the repeat's fan-out message (``repeat``) notes itself on the counts item as it starts
+        (``EventRepository.take_repeat_fanout``), which refuses that count should it come after, and does nothing
+        if the count came first. The deliveries
         either try queued have the same ids: the second copy of each finds it done, once the first is worked; so
         the repeat's fan-out message is held back as ``_copies_to_requeue`` holds a repeat's deliveries
         (``_Queueing.delay_seconds``): the two fan-outs are never worked at once, in parallel invocations, each
@@ -652,7 +638,12 @@ class _Queueing:
         event = stored.event
         if event.tenant_id is None or routed.sub_ids is None:
             fanout: list[DeliveryMessage | FanoutMessage] = [
-                FanoutMessage(event_id=event.id, tenant_id=event.tenant_id, event_ms=stored.event_ms)
+                FanoutMessage(
+                    event_id=event.id,
+                    tenant_id=event.tenant_id,
+                    event_ms=stored.event_ms,
+                    repeat=routed.repeat or None,
+                )
             ]
             return cls(stored, fanout, direct=False, delay_seconds=_held_for(stored) if routed.repeat else 0)
         messages: list[DeliveryMessage | FanoutMessage] = [

@@ -83,8 +83,8 @@ COUNTED_WHEN_STORED = "counted_when_stored"
 #: counts item stays under a write unit. A redelivery counts in ``matched`` only subscriptions not counted yet.
 DIRECT_SUBS = "direct_subs"
 _DIRECT_DIGEST_BYTES = 4
-#: Set on an event's counts item by a repeat of its publish that found it not marked queued and queues a fan-out
-#: message for it (``take_repeat_fanout``): the earlier try's direct count, should it come after, is refused
+#: Set on an event's counts item as the fan-out message of a repeat of its publish (one that found it not marked
+#: queued) starts (``take_repeat_fanout``): the earlier try's direct count, should it come after, is refused
 #: (``count_direct_fanout``, ``mark_new``), so the event is counted once, by the fan-out's pages.
 REPEAT_FANOUT = "repeat_fanout"
 #: The states a delivery item can hold (one without a known state is read as pending, and logged).
@@ -531,19 +531,23 @@ class EventRepository:
         if sub_ids:
             flags[DIRECT_SUBS] = direct_digests(sub_ids)
         return self._update_counts(
-            event_id, expires_at=expires_at, deltas=changes, flags=flags, unless_enqueued=True, unless_repeated=True
+            event_id, expires_at=expires_at, deltas=changes, flags=flags, unless=("enqueued", REPEAT_FANOUT)
         )
 
     def take_repeat_fanout(self, event_id: str, *, expires_at: int) -> bool:
-        """Before a repeat of a publish queues a fan-out message for an event an earlier try stored and did not mark
-        queued (``publishing._Routed.again``): note it on the counts item (``REPEAT_FANOUT``), unless the event is
-        marked queued by now. True if noted: the fan-out's pages count the event, and the earlier try's direct
-        count, still to come, is refused. False if the earlier try marked it meanwhile, with its count: the repeat
-        queues nothing (its deliveries are on their way), or the event is gone. Two repeats may both take it: their
-        fan-outs' pages are counted once (their markers)."""
-        return self._update_counts(
-            event_id, expires_at=expires_at, deltas={}, flags={REPEAT_FANOUT: True}, unless_enqueued=True
-        )
+        """As a repeat's fan-out message starts (``FanoutMessage.repeat``: a repeat of a publish found its event
+        stored and not marked queued, ``publishing._Routed.again``), note it on the counts item (``REPEAT_FANOUT``),
+        unless the earlier try's direct fan-out counted the event (``DIRECT_SUBS``). True if noted: its pages count
+        the event, and that direct count, should it come after, is refused (``count_direct_fanout``); False if the
+        direct count came first (the message is done: its deliveries went with the earlier try), or the event is
+        gone. A write DynamoDB refuses raises: the message comes back."""
+        noted = {REPEAT_FANOUT: True}
+        if self._update_counts(event_id, expires_at=expires_at, deltas={}, flags=noted, unless=(DIRECT_SUBS,)):
+            return True
+        current = self._table.read(keys.event_counts(event_id))
+        if current is None or DIRECT_SUBS in current or expires_at <= self._table.now():
+            return False
+        raise ServiceUnavailableError(f"the repeat fan-out of event {event_id} was not noted")
 
     def _update_through_conflicts(self, **request: Any) -> None:
         """One UpdateItem of a counts item, made again while DynamoDB refuses it for a transaction under way on the
@@ -565,15 +569,14 @@ class EventRepository:
         expires_at: int,
         deltas: Mapping[str, int],
         flags: Mapping[str, Any] | None = None,
-        unless_enqueued: bool = False,
-        unless_repeated: bool = False,
+        unless: Sequence[str] = (),
         token: str | None = None,
     ) -> bool:
         """One UpdateItem of the event's counts item: a small item beside the event, so that what changes
         as deliveries settle never rewrites the payload (a write costs by the size of the whole item).
         Created by its first update; one left over from an expired event of the same id is replaced. With
-        ``unless_enqueued``, written only if the event is not marked queued yet; with ``unless_repeated``, only if no
-        repeat of its publish took its fan-out over (``take_repeat_fanout``). True if written.
+        ``unless``, written only if the item has none of those attributes (``enqueued``: the event is marked queued).
+        True if written.
 
         Each update leaves its ``token`` on the item (a new one unless given), among the tokens of the last
         eight (``RECENT_WRITES``), and is made only if the item does not hold it already: ``ADD`` is not
@@ -598,12 +601,9 @@ class EventRepository:
             | {f"#{name}": name for name in RECENT_WRITES}
             | {f"#{name}": name for name in [*flags, *deltas]}
         )
-        if unless_enqueued:
-            condition += " AND attribute_not_exists(#enqueued)"
-            names["#enqueued"] = "enqueued"
-        if unless_repeated:
-            condition += " AND attribute_not_exists(#repeated)"
-            names["#repeated"] = REPEAT_FANOUT
+        for number, name in enumerate(unless):
+            condition += f" AND attribute_not_exists(#unless{number})"
+            names[f"#unless{number}"] = name
         key = to_item(keys.event_counts(event_id))
         for attempt in range(2):
             try:
@@ -619,10 +619,8 @@ class EventRepository:
                 current = self._table.read(keys.event_counts(event_id))  # None when absent or expired
                 if current is not None and _wrote(current, token):
                     return True  # this update's own, made by a first send whose answer was lost
-                # Marked queued already (counted by the write that marked it), or a repeat's fan-out counts it.
-                if current is not None and (
-                    (unless_enqueued and current.get("enqueued")) or (unless_repeated and current.get(REPEAT_FANOUT))
-                ):
+                # Marked queued already (counted by the write that marked it), or a repeat's fan-out counts it, ...
+                if current is not None and any(name in current for name in unless):
                     return False
                 if attempt:
                     logger.warning("event counters not updated", extra={"event_id": event_id, **deltas, **flags})

@@ -60,6 +60,9 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
         logger.info("fan-out worked from here by another message: this copy dropped", extra={"event_id": event.id})
         return
     expires_at = stored.expires_at
+    if message.repeat and not await worker.io(worker.store.events.take_repeat_fanout, event.id, expires_at=expires_at):
+        logger.info("repeat's fan-out dropped: the first try's counted the event", extra={"event_id": event.id})
+        return
     if message.tenant_id is None:
         await _fanout_tenants(worker, message, stored)
         return
