@@ -1481,15 +1481,15 @@ def test_counts_read_earlier_never_replace_those_read_later(
     # GIVEN a recovery under way whose counts a poller read and kept
     seen, job, now = _recovery_under_way(client, tenant, harness, clock, receiver, monkeypatch)
     harness.drain()
-    at = int(now[0].timestamp())
+    at_ms = int(now[0].timestamp() * 1000)
     jobs = harness.services.store.jobs
-    jobs.note_progress(job["id"], {"queued": 3, "sent": 3, "failed": 0}, at=at)
+    jobs.note_progress(job["id"], {"queued": 3, "sent": 3, "failed": 0}, at_ms=at_ms)
     # WHEN a slower poller, whose read of the tickets started 3 s earlier, keeps what it read then
-    jobs.note_progress(job["id"], {"queued": 3, "sent": 0, "failed": 0}, at=at - 3)
+    jobs.note_progress(job["id"], {"queued": 3, "sent": 0, "failed": 0}, at_ms=at_ms - 3000)
     # THEN the later counts are kept, and answered
     found = jobs.get(job["id"])
     assert found is not None
-    assert found.progress == Progress({"queued": 3, "sent": 3, "failed": 0}, at)
+    assert found.progress == Progress({"queued": 3, "sent": 3, "failed": 0}, at_ms)
     assert progress(client, tenant, seen["sub"].id, job["id"])["sent"] == 3
 
 
@@ -1617,6 +1617,77 @@ def test_a_done_recovery_a_late_page_takes_tickets_of_runs_again(services: Any) 
     again = store.get(job.id)
     assert again is not None
     assert again.counted is True
+
+
+def _read(services: Any, job: RecoveryJob, *, now: bool = False) -> tuple[RecoveryStatus, int, int]:
+    """The job's status, ``queued`` and ``sent``, as its progress is answered (``now``: a repeated POST's read)."""
+    found = domain_jobs.read_recovery(
+        services, job.id, tenant_id=job.tenant_id, subscription_id=job.subscription_id, now=now
+    )
+    assert found is not None
+    return found.status, found.queued, found.sent
+
+
+@pytest.fixture
+def api_clock(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """The API's time, stopped (moved by changing it)."""
+    now = [datetime.now(UTC)]
+    monkeypatch.setattr(domain_jobs, "utcnow", lambda: now[0])
+    return now
+
+
+@pytest.mark.parametrize("settings_overrides", [{"recovery_progress_seconds": 10}])
+def test_counts_a_repeated_request_reads_anew_are_kept_for_the_pollers_after_it(
+    services: Any, api_clock: list[datetime]
+) -> None:
+    # GIVEN a running job with two tickets open, whose counts a poller read and kept
+    job = _running_job(services)
+    for delivery_id in ("dlv_1", "dlv_2"):
+        assert services.store.jobs.take_ticket(job.id, delivery_id, lock_seconds=60, ticket_seconds=3600)
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 2, 0)
+    # WHEN one is sent, and the same recovery is asked for again a moment later (it reads the tickets anew)
+    services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
+    api_clock[0] += timedelta(milliseconds=1)
+    assert _read(services, job, now=True) == (RecoveryStatus.RUNNING, 2, 1)
+    # THEN a poller right after is answered those counts, not the older ones kept before
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 2, 1)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"recovery_progress_seconds": 10}])
+def test_a_poller_whose_read_of_the_tickets_fails_gives_the_reading_back(
+    services: Any, api_clock: list[datetime]
+) -> None:
+    # GIVEN a running job whose counts were kept 10 s ago, and DynamoDB refusing the next read of its tickets
+    job = _running_job(services)
+    assert services.store.jobs.take_ticket(job.id, "dlv_1", lock_seconds=60, ticket_seconds=3600)
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 0)
+    services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
+    api_clock[0] += timedelta(seconds=10)
+    install(services.store.client, "dynamodb.Query:throttle@call=calls:1")
+    # WHEN a poller takes their reading anew, and its read fails
+    with pytest.raises(ServiceUnavailableError):
+        _read(services, job)
+    # THEN it gave the reading back: the next poller reads the tickets at once, not the stale counts for a minute
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 1)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"recovery_progress_seconds": 10}])
+def test_a_done_recovery_reopened_is_never_answered_the_counts_kept_while_it_ran(
+    services: Any, api_clock: list[datetime]
+) -> None:
+    # GIVEN a listed job whose counts were kept while it ran (one ticket open), then found done
+    job = _running_job(services)
+    store = services.store.jobs
+    assert store.take_ticket(job.id, "dlv_1", lock_seconds=60, ticket_seconds=3600)
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 0)
+    services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
+    store.update(job.id, updated_at=datetime.now(UTC), listed=True)
+    assert _read(services, job, now=True) == (RecoveryStatus.DONE, 1, 1)
+    # WHEN a late page reopens it, within the 10 s its old counts were kept for
+    assert store.take_ticket(job.id, "dlv_2", lock_seconds=60, ticket_seconds=3600)
+    store.reopen(job.id, now=datetime.now(UTC))
+    # THEN its counts are read from its tickets: never the older ones kept while it ran
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 2, 1)
 
 
 def test_a_recovery_whose_tickets_a_late_page_took_while_they_were_counted_is_not_stored_done(

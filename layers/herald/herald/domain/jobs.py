@@ -163,7 +163,7 @@ def read_recovery(
     found = services.store.jobs.get(job_id)
     if found is None or (found.job.tenant_id, found.job.subscription_id) != (tenant_id, subscription_id):
         return None
-    return _progress(services, found, noted=0 if now else services.settings.recovery_progress_seconds)
+    return _progress(services, found, noted=services.settings.recovery_progress_seconds, anew=now)
 
 
 #: How long a request that took the reading of a job's tickets anew holds it (``JobRepository.take_progress_read``)
@@ -171,7 +171,7 @@ def read_recovery(
 PROGRESS_READ_HOLD_SECONDS = 60
 
 
-def _progress(services: Services, found: StoredJob, *, noted: int = 0) -> RecoveryJob:
+def _progress(services: Services, found: StoredJob, *, noted: int = 0, anew: bool = False) -> RecoveryJob:
     """The job with its counts: those stored once it was found done, else read from its tickets. A listed job with no
     ticket open is done, and is stored so with its counts (``JobRepository.finish``): its tickets are not read again,
     however often its progress is asked for (a poller's GET reads one item).
@@ -181,15 +181,24 @@ def _progress(services: Services, found: StoredJob, *, noted: int = 0) -> Recove
     them all on each GET would pay for it, and could take the partition's whole read throughput. Once they are
     stale, one request reads the tickets anew (``take_progress_read``), and the others answer the kept counts
     meanwhile. Its end is so seen up to ``noted`` seconds late (or as long as the read takes). Keeping the counts
-    is no part of the answer: a write DynamoDB refuses is logged, and the counts read are answered all the same."""
+    is no part of the answer: a write DynamoDB refuses is logged, and the counts read are answered all the same.
+    ``anew``: read from the tickets whatever is kept (and kept in turn, so no poller is answered older ones)."""
     if found.counted:
         return found.job
-    at = int(utcnow().timestamp())
+    moment = utcnow().timestamp()
+    at, at_ms = int(moment), int(moment * 1000)
     kept = found.progress
-    fresh = kept is not None and 0 <= at - kept.at < noted
-    if kept is not None and noted and (fresh or not _take_read(services, found.job.id, at)):
-        return found.job.model_copy(update=kept.counts)
-    counts = services.store.jobs.ticket_counts(found.job.id)
+    taken = False
+    if kept is not None and noted and not anew:
+        taken = not 0 <= at_ms - kept.at_ms < noted * 1000 and _take_read(services, found.job.id, at)
+        if not taken:  # fresh, or another request reads them anew
+            return found.job.model_copy(update=kept.counts)
+    try:
+        counts = services.store.jobs.ticket_counts(found.job.id)
+    except ServiceUnavailableError:
+        if taken:
+            services.store.jobs.give_back_progress_read(found.job.id, taken=at)
+        raise
     progress = {
         "queued": counts["open"] + counts["sent"] + counts["failed"],
         "sent": counts["sent"],
@@ -198,7 +207,7 @@ def _progress(services: Services, found: StoredJob, *, noted: int = 0) -> Recove
     if not found.listed or counts["open"]:
         if noted:
             try:
-                services.store.jobs.note_progress(found.job.id, progress, at=at)
+                services.store.jobs.note_progress(found.job.id, progress, at_ms=at_ms)
             except ServiceUnavailableError:
                 logger.warning("recovery progress not kept", extra={"job_id": found.job.id}, exc_info=True)
         return found.job.model_copy(update=progress)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
-from herald.errors import AttemptUnderWay
+from herald.errors import AttemptUnderWay, ServiceUnavailableError
 from herald.records import RecoveryJob, RecoveryStatus
 from herald.storage import keys
 from herald.storage.table import cancellation_codes, conditional_failure, from_item, record, strip, to_item, values
@@ -112,10 +112,11 @@ PROGRESS_READ = "progress_read"
 
 
 class Progress(NamedTuple):
-    """A running job's counts (``COUNTS``) as read from its tickets at ``at`` (epoch seconds): ``note_progress``."""
+    """A running job's counts (``COUNTS``) as read from its tickets at ``at_ms`` (epoch milliseconds):
+    ``note_progress``."""
 
     counts: dict[str, int]
-    at: int
+    at_ms: int
 
 
 class StoredJob(NamedTuple):
@@ -198,7 +199,7 @@ class JobRepository:
         counted = bool(item.get("counted")) and job.status is RecoveryStatus.DONE
         progress = None
         if isinstance(noted, dict):
-            progress = Progress({name: int(noted.get(name, 0)) for name in COUNTS}, int(noted.get("at", 0)))
+            progress = Progress({name: int(noted.get(name, 0)) for name in COUNTS}, int(noted.get("at_ms", 0)))
         return StoredJob(job, bool(item.get("listed")), counted, str(item.get("updated_at", "")), progress)
 
     def take_progress_read(self, job_id: str, *, now: int, hold_seconds: int) -> bool:
@@ -222,13 +223,27 @@ class JobRepository:
             return False
         return True
 
-    def note_progress(self, job_id: str, counts: dict[str, int], *, at: int) -> None:
-        """Keep a running job's ``counts`` (``COUNTS``) as read from its tickets at ``at``, and let the next reading
+    def give_back_progress_read(self, job_id: str, *, taken: int) -> None:
+        """Give back the reading of a job's counts taken at ``taken`` (``take_progress_read``) by a request whose read
+        failed: the next poller reads them, instead of all answering the stale counts for the rest of its hold. A
+        read taken again since stays; a failure here is left to the hold."""
+        with contextlib.suppress(ClientError, ServiceUnavailableError):
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.recovery_job(job_id)),
+                UpdateExpression="REMOVE #read",
+                ConditionExpression="#read = :taken",
+                ExpressionAttributeNames={"#read": PROGRESS_READ},
+                ExpressionAttributeValues=values(taken=taken),
+            )
+
+    def note_progress(self, job_id: str, counts: dict[str, int], *, at_ms: int) -> None:
+        """Keep a running job's ``counts`` (``COUNTS``) as read from its tickets at ``at_ms``, and let the next reading
         of them be taken (``take_progress_read``): a poller's next read within ``HERALD_RECOVERY_PROGRESS_SECONDS``
         answers them (``StoredJob.progress``) instead of reading every ticket again. Its version (``updated_at``)
         stays: this changes nothing of the job. Nothing is written for a job gone (expired) or counted meanwhile, nor
-        over counts read later than ``at`` (a slower read of older tickets)."""
-        noted = {**{name: counts[name] for name in COUNTS}, "at": at}
+        over counts read later than ``at_ms`` (a slower read of older tickets)."""
+        noted = {**{name: counts[name] for name in COUNTS}, "at_ms": at_ms}
         try:
             self._table.call(
                 "update_item",
@@ -236,8 +251,8 @@ class JobRepository:
                 UpdateExpression="SET #progress = :progress REMOVE #read",
                 ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted) "
                 "AND (attribute_not_exists(#progress) OR #progress.#at < :at)",
-                ExpressionAttributeNames={"#progress": PROGRESS, "#read": PROGRESS_READ, "#at": "at"},
-                ExpressionAttributeValues=values(progress=noted, at=at),
+                ExpressionAttributeNames={"#progress": PROGRESS, "#read": PROGRESS_READ, "#at": "at_ms"},
+                ExpressionAttributeValues=values(progress=noted, at=at_ms),
             )
         except ClientError as exc:
             if not conditional_failure(exc):
@@ -247,16 +262,19 @@ class JobRepository:
         """Mark a listed job ``done`` with its final counts (``COUNTS``, read from its tickets with none open, after
         the job was read at ``version``). Refused (False) if the job is gone (expired), not listed, or changed since
         that read: a page of a copy of its listing message that read it unlisted may have taken tickets since
-        (``reopen``), which the counts may have missed; the next read counts them again."""
+        (``reopen``), which the counts may have missed; the next read counts them again. The counts kept while it
+        ran go (``note_progress``): should a late page reopen it, none older than these final ones is answered."""
         fields = {"status": RecoveryStatus.DONE.value, **{name: counts[name] for name in COUNTS}}
         try:
             self._table.call(
                 "update_item",
                 Key=to_item(keys.recovery_job(job_id)),
                 UpdateExpression="SET counted = :true, updated_at = :at, "
-                + ", ".join(f"#{name} = :{name}" for name in fields),
+                + ", ".join(f"#{name} = :{name}" for name in fields)
+                + " REMOVE #kept, #read",
                 ConditionExpression="attribute_exists(pk) AND listed = :true AND updated_at = :seen",
-                ExpressionAttributeNames={f"#{name}": name for name in fields},
+                ExpressionAttributeNames={f"#{name}": name for name in fields}
+                | {"#kept": PROGRESS, "#read": PROGRESS_READ},
                 ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), seen=version, **fields),
             )
         except ClientError as exc:
