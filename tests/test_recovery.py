@@ -1672,6 +1672,24 @@ def test_a_poller_whose_read_of_the_tickets_fails_gives_the_reading_back(
 
 
 @pytest.mark.parametrize("settings_overrides", [{"recovery_progress_seconds": 10}])
+def test_a_poller_whose_counts_dynamodb_refuses_to_keep_gives_the_reading_back(
+    services: Any, api_clock: list[datetime]
+) -> None:
+    # GIVEN a running job whose counts were kept 10 s ago, one ticket sent since
+    job = _running_job(services)
+    assert services.store.jobs.take_ticket(job.id, "dlv_1", lock_seconds=60, ticket_seconds=3600)
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 0)
+    services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
+    api_clock[0] += timedelta(seconds=10)
+    # WHEN a poller takes their reading anew (the first write), and DynamoDB refuses to keep what it read (the next)
+    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:2")
+    # THEN it is answered what it read
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 1)
+    # AND it gave the reading back: the next poller reads the tickets too, not the stale counts for a minute
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 1)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"recovery_progress_seconds": 10}])
 def test_a_done_recovery_reopened_is_never_answered_the_counts_kept_while_it_ran(
     services: Any, api_clock: list[datetime]
 ) -> None:

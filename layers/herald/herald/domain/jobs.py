@@ -193,29 +193,38 @@ def _progress(services: Services, found: StoredJob, *, noted: int = 0, anew: boo
         taken = not 0 <= at_ms - kept.at_ms < noted * 1000 and _take_read(services, found.job.id, at)
         if not taken:  # fresh, or another request reads them anew
             return found.job.model_copy(update=kept.counts)
+    freed = False  # the reading taken, freed by the write that keeps or finishes the counts, else given back
     try:
-        counts = services.store.jobs.ticket_counts(found.job.id)
-    except ServiceUnavailableError:
-        if taken:
+        counts, freed = _counted(services, found, noted=noted, at_ms=at_ms)
+        return counts
+    finally:
+        if taken and not freed:
             services.store.jobs.give_back_progress_read(found.job.id, taken=at)
-        raise
+
+
+def _counted(services: Services, found: StoredJob, *, noted: int, at_ms: int) -> tuple[RecoveryJob, bool]:
+    """``found`` with its counts read from its tickets (``_progress``): kept (``noted``) while it runs, stored with
+    it once it is done. Whether that write was made (it frees a reading taken)."""
+    counts = services.store.jobs.ticket_counts(found.job.id)
     progress = {
         "queued": counts["open"] + counts["sent"] + counts["failed"],
         "sent": counts["sent"],
         "failed": counts["failed"],
     }
     if not found.listed or counts["open"]:
+        kept = False
         if noted:
             try:
-                services.store.jobs.note_progress(found.job.id, progress, at_ms=at_ms)
+                kept = services.store.jobs.note_progress(found.job.id, progress, at_ms=at_ms)
             except ServiceUnavailableError:
                 logger.warning("recovery progress not kept", extra={"job_id": found.job.id}, exc_info=True)
-        return found.job.model_copy(update=progress)
+        return found.job.model_copy(update=progress), kept
     now = utcnow()
     finished = services.store.jobs.finish(found.job.id, progress, version=found.version, updated_at=now)
-    return found.job.model_copy(
+    job = found.job.model_copy(
         update={**progress, "status": RecoveryStatus.DONE} | ({"updated_at": now} if finished else {})
     )
+    return job, finished
 
 
 def _take_read(services: Services, job_id: str, at: int) -> bool:

@@ -237,12 +237,12 @@ class JobRepository:
                 ExpressionAttributeValues=values(taken=taken),
             )
 
-    def note_progress(self, job_id: str, counts: dict[str, int], *, at_ms: int) -> None:
+    def note_progress(self, job_id: str, counts: dict[str, int], *, at_ms: int) -> bool:
         """Keep a running job's ``counts`` (``COUNTS``) as read from its tickets at ``at_ms``, and let the next reading
         of them be taken (``take_progress_read``): a poller's next read within ``HERALD_RECOVERY_PROGRESS_SECONDS``
         answers them (``StoredJob.progress``) instead of reading every ticket again. Its version (``updated_at``)
         stays: this changes nothing of the job. Nothing is written for a job gone (expired) or counted meanwhile, nor
-        over counts read later than ``at_ms`` (a slower read of older tickets)."""
+        over counts read later than ``at_ms`` (a slower read of older tickets): False then."""
         noted = {**{name: counts[name] for name in COUNTS}, "at_ms": at_ms}
         try:
             self._table.call(
@@ -257,6 +257,8 @@ class JobRepository:
         except ClientError as exc:
             if not conditional_failure(exc):
                 raise
+            return False
+        return True
 
     def finish(self, job_id: str, counts: dict[str, int], *, version: str, updated_at: datetime) -> bool:
         """Mark a listed job ``done`` with its final counts (``COUNTS``, read from its tickets with none open, after

@@ -228,7 +228,9 @@ async def _fanout_tenants(worker: Worker, message: FanoutMessage, stored: Stored
     ]
     await send_concurrently(worker, per_tenant)
     if next_cursor is not None:
-        await worker.io(worker.queue.send, message.model_copy(update={"cursor": next_cursor, "event_ms": event_ms}))
+        # Not ``repeat``: the note of a repeat's fan-out is taken as it starts (``fanout``), once.
+        following = message.model_copy(update={"cursor": next_cursor, "event_ms": event_ms, "repeat": None})
+        await worker.io(worker.queue.send, following)
 
 
 async def send_concurrently(worker: Worker, messages: Sequence[WorkMessage]) -> None:
