@@ -1654,26 +1654,16 @@ def test_counts_a_repeated_request_reads_anew_are_kept_for_the_pollers_after_it(
 
 
 @pytest.mark.parametrize("settings_overrides", [{"recovery_progress_seconds": 10}])
-def test_a_poller_whose_read_of_the_tickets_fails_gives_the_reading_back(
-    services: Any, api_clock: list[datetime]
-) -> None:
-    # GIVEN a running job whose counts were kept 10 s ago, and DynamoDB refusing the next read of its tickets
-    job = _running_job(services)
-    assert services.store.jobs.take_ticket(job.id, "dlv_1", lock_seconds=60, ticket_seconds=3600)
-    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 0)
-    services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
-    api_clock[0] += timedelta(seconds=10)
-    install(services.store.client, "dynamodb.Query:throttle@call=calls:1")
-    # WHEN a poller takes their reading anew, and its read fails
-    with pytest.raises(ServiceUnavailableError):
-        _read(services, job)
-    # THEN it gave the reading back: the next poller reads the tickets at once, not the stale counts for a minute
-    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 1)
-
-
-@pytest.mark.parametrize("settings_overrides", [{"recovery_progress_seconds": 10}])
-def test_a_poller_whose_counts_dynamodb_refuses_to_keep_gives_the_reading_back(
-    services: Any, api_clock: list[datetime]
+@pytest.mark.parametrize(
+    ("refused", "fault"),
+    [
+        ("its read of the tickets", "dynamodb.Query:throttle@call=calls:1"),
+        # the first write takes the reading, the next keeps what it read
+        ("the write that keeps what it read", "dynamodb.UpdateItem:throttle@call=calls:2"),
+    ],
+)
+def test_a_poller_whose_read_or_keep_dynamodb_refuses_gives_the_reading_back(
+    services: Any, api_clock: list[datetime], refused: str, fault: str
 ) -> None:
     # GIVEN a running job whose counts were kept 10 s ago, one ticket sent since
     job = _running_job(services)
@@ -1681,11 +1671,15 @@ def test_a_poller_whose_counts_dynamodb_refuses_to_keep_gives_the_reading_back(
     assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 0)
     services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
     api_clock[0] += timedelta(seconds=10)
-    # WHEN a poller takes their reading anew (the first write), and DynamoDB refuses to keep what it read (the next)
-    install(services.store.client, "dynamodb.UpdateItem:throttle@call=calls:2")
-    # THEN it is answered what it read
-    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 1)
-    # AND it gave the reading back: the next poller reads the tickets too, not the stale counts for a minute
+    # WHEN a poller takes their reading anew, and DynamoDB refuses (after botocore's retries) its read or its keep
+    install(services.store.client, fault)
+    # THEN a refused read is a 503 (ServiceUnavailableError); counts read and not kept are answered
+    if refused == "its read of the tickets":
+        with pytest.raises(ServiceUnavailableError):
+            _read(services, job)
+    else:
+        assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 1)
+    # AND it gave the reading back: the next poller reads the tickets at once, not the stale counts for a minute
     assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 1)
 
 

@@ -207,30 +207,22 @@ class JobRepository:
         True for the first to ask, and for any once the last one to take it has held it ``hold_seconds`` (it died, or
         its read is that slow); False while another holds it (it answers the kept counts meanwhile), or the job is
         gone or counted. Its version (``updated_at``) stays."""
-        try:
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.recovery_job(job_id)),
-                UpdateExpression="SET #read = :now",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted) "
-                "AND (attribute_not_exists(#read) OR #read <= :stale)",
-                ExpressionAttributeNames={"#read": PROGRESS_READ},
-                ExpressionAttributeValues=values(now=now, stale=now - hold_seconds),
-            )
-        except ClientError as exc:
-            if not conditional_failure(exc):
-                raise
-            return False
-        return True
+        return self._update_if(
+            job_id,
+            UpdateExpression="SET #read = :now",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted) "
+            "AND (attribute_not_exists(#read) OR #read <= :stale)",
+            ExpressionAttributeNames={"#read": PROGRESS_READ},
+            ExpressionAttributeValues=values(now=now, stale=now - hold_seconds),
+        )
 
     def give_back_progress_read(self, job_id: str, *, taken: int) -> None:
         """Give back the reading of a job's counts taken at ``taken`` (``take_progress_read``) by a request whose read
         failed: the next poller reads them, instead of all answering the stale counts for the rest of its hold. A
         read taken again since stays; a failure here is left to the hold."""
-        with contextlib.suppress(ClientError, ServiceUnavailableError):
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.recovery_job(job_id)),
+        with contextlib.suppress(ServiceUnavailableError):
+            self._update_if(
+                job_id,
                 UpdateExpression="REMOVE #read",
                 ConditionExpression="#read = :taken",
                 ExpressionAttributeNames={"#read": PROGRESS_READ},
@@ -244,16 +236,19 @@ class JobRepository:
         stays: this changes nothing of the job. Nothing is written for a job gone (expired) or counted meanwhile, nor
         over counts read later than ``at_ms`` (a slower read of older tickets): False then."""
         noted = {**{name: counts[name] for name in COUNTS}, "at_ms": at_ms}
+        return self._update_if(
+            job_id,
+            UpdateExpression="SET #progress = :progress REMOVE #read",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted) "
+            "AND (attribute_not_exists(#progress) OR #progress.#at < :at)",
+            ExpressionAttributeNames={"#progress": PROGRESS, "#read": PROGRESS_READ, "#at": "at_ms"},
+            ExpressionAttributeValues=values(progress=noted, at=at_ms),
+        )
+
+    def _update_if(self, job_id: str, **request: Any) -> bool:
+        """One conditional UpdateItem of the job's item: True if made, False if its condition refused it."""
         try:
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.recovery_job(job_id)),
-                UpdateExpression="SET #progress = :progress REMOVE #read",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(counted) "
-                "AND (attribute_not_exists(#progress) OR #progress.#at < :at)",
-                ExpressionAttributeNames={"#progress": PROGRESS, "#read": PROGRESS_READ, "#at": "at_ms"},
-                ExpressionAttributeValues=values(progress=noted, at=at_ms),
-            )
+            self._table.call("update_item", Key=to_item(keys.recovery_job(job_id)), **request)
         except ClientError as exc:
             if not conditional_failure(exc):
                 raise
@@ -267,23 +262,16 @@ class JobRepository:
         (``reopen``), which the counts may have missed; the next read counts them again. The counts kept while it
         ran go (``note_progress``): should a late page reopen it, none older than these final ones is answered."""
         fields = {"status": RecoveryStatus.DONE.value, **{name: counts[name] for name in COUNTS}}
-        try:
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.recovery_job(job_id)),
-                UpdateExpression="SET counted = :true, updated_at = :at, "
-                + ", ".join(f"#{name} = :{name}" for name in fields)
-                + " REMOVE #kept, #read",
-                ConditionExpression="attribute_exists(pk) AND listed = :true AND updated_at = :seen",
-                ExpressionAttributeNames={f"#{name}": name for name in fields}
-                | {"#kept": PROGRESS, "#read": PROGRESS_READ},
-                ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), seen=version, **fields),
-            )
-        except ClientError as exc:
-            if not conditional_failure(exc):
-                raise
-            return False
-        return True
+        return self._update_if(
+            job_id,
+            UpdateExpression="SET counted = :true, updated_at = :at, "
+            + ", ".join(f"#{name} = :{name}" for name in fields)
+            + " REMOVE #kept, #read",
+            ConditionExpression="attribute_exists(pk) AND listed = :true AND updated_at = :seen",
+            ExpressionAttributeNames={f"#{name}": name for name in fields}
+            | {"#kept": PROGRESS, "#read": PROGRESS_READ},
+            ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), seen=version, **fields),
+        )
 
     def start_listing(self, job_id: str, lister: str, *, now: datetime, idle_before: datetime) -> bool:
         """Mark the job running, listed by ``lister`` (the SQS message id of its first message). True for the
