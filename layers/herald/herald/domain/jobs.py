@@ -195,8 +195,8 @@ def _progress(services: Services, found: StoredJob, *, noted: int = 0, anew: boo
             return found.job.model_copy(update=kept.counts)
     freed = False  # the reading taken, freed by the write that keeps or finishes the counts, else given back
     try:
-        counts, freed = _counted(services, found, noted=noted, at_ms=at_ms)
-        return counts
+        job, freed = _counted(services, found, noted=noted, at_ms=at_ms)
+        return job
     finally:
         if taken and not freed:
             services.store.jobs.give_back_progress_read(found.job.id, taken=at)
