@@ -1695,10 +1695,16 @@ def test_a_done_recovery_reopened_is_never_answered_the_counts_kept_while_it_ran
     services.store.table.transact(use_ticket("dlv_1", job.id, SENT))
     store.update(job.id, updated_at=datetime.now(UTC), listed=True)
     assert _read(services, job, now=True) == (RecoveryStatus.DONE, 1, 1)
-    # WHEN a late page reopens it, within the 10 s its old counts were kept for
+    # WHEN a late page reopens it, within the 10 s its old counts were kept for, and a slower poller, whose read of
+    # the tickets started before it was done, keeps what it read then
     assert store.take_ticket(job.id, "dlv_2", lock_seconds=60, ticket_seconds=3600)
     store.reopen(job.id, now=datetime.now(UTC))
-    # THEN its counts are read from its tickets: never the older ones kept while it ran
+    before = int(api_clock[0].timestamp() * 1000) - 1000
+    assert store.note_progress(job.id, {"queued": 1, "sent": 0, "failed": 0}, at_ms=before) is False
+    # THEN it is answered its final counts, never the older ones kept while it ran nor the slower poller's
+    assert _read(services, job) == (RecoveryStatus.RUNNING, 1, 1)
+    # AND once they are stale, its counts are read from its tickets
+    api_clock[0] += timedelta(seconds=10)
     assert _read(services, job) == (RecoveryStatus.RUNNING, 2, 1)
 
 

@@ -259,18 +259,20 @@ class JobRepository:
         """Mark a listed job ``done`` with its final counts (``COUNTS``, read from its tickets with none open, after
         the job was read at ``version``). Refused (False) if the job is gone (expired), not listed, or changed since
         that read: a page of a copy of its listing message that read it unlisted may have taken tickets since
-        (``reopen``), which the counts may have missed; the next read counts them again. The counts kept while it
-        ran go (``note_progress``): should a late page reopen it, none older than these final ones is answered."""
+        (``reopen``), which the counts may have missed; the next read counts them again. The final counts replace
+        those kept while it ran (``note_progress``), as of ``updated_at``: should a late page reopen it, no count read
+        before (a slower read's) is kept over them."""
         fields = {"status": RecoveryStatus.DONE.value, **{name: counts[name] for name in COUNTS}}
+        final = {**{name: counts[name] for name in COUNTS}, "at_ms": int(updated_at.timestamp() * 1000)}
         return self._update_if(
             job_id,
-            UpdateExpression="SET counted = :true, updated_at = :at, "
+            UpdateExpression="SET counted = :true, updated_at = :at, #kept = :final, "
             + ", ".join(f"#{name} = :{name}" for name in fields)
-            + " REMOVE #kept, #read",
+            + " REMOVE #read",
             ConditionExpression="attribute_exists(pk) AND listed = :true AND updated_at = :seen",
             ExpressionAttributeNames={f"#{name}": name for name in fields}
             | {"#kept": PROGRESS, "#read": PROGRESS_READ},
-            ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), seen=version, **fields),
+            ExpressionAttributeValues=values(true=True, at=updated_at.isoformat(), seen=version, final=final, **fields),
         )
 
     def start_listing(self, job_id: str, lister: str, *, now: datetime, idle_before: datetime) -> bool:
