@@ -281,66 +281,55 @@ class JobRepository:
         any other first message of the job (a repeated request sent one while the job was queued), unless the
         listing it finds was last moved on before ``idle_before`` (``renew_listing``: its chain is gone, e.g. its
         message dead-lettered, and this one is its redrive, with a new id)."""
-        try:
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.recovery_job(job_id)),
-                UpdateExpression="SET #status = :running, lister = :me, listing_at = :at, updated_at = :now",
-                ConditionExpression="attribute_exists(pk) AND (#status = :queued OR lister = :me "
-                "OR attribute_not_exists(lister) OR listing_at < :idle)",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=values(
-                    running=RecoveryStatus.RUNNING.value,
-                    queued=RecoveryStatus.QUEUED.value,
-                    me=lister,
-                    now=now.isoformat(),
-                    at=int(now.timestamp()),
-                    idle=int(idle_before.timestamp()),
-                ),
-            )
-        except ClientError:
-            return False
-        return True
+        return self._update_if(
+            job_id,
+            UpdateExpression="SET #status = :running, lister = :me, listing_at = :at, updated_at = :now",
+            ConditionExpression="attribute_exists(pk) AND (#status = :queued OR lister = :me "
+            "OR attribute_not_exists(lister) OR listing_at < :idle)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values(
+                running=RecoveryStatus.RUNNING.value,
+                queued=RecoveryStatus.QUEUED.value,
+                me=lister,
+                now=now.isoformat(),
+                at=int(now.timestamp()),
+                idle=int(idle_before.timestamp()),
+            ),
+        )
 
     def renew_listing(self, job_id: str, *, now: datetime) -> None:
         """Note that the job's listing moves on (a continuation message of its chain runs): a first message of the
         job that comes meanwhile does not take it over."""
-        with contextlib.suppress(ClientError):  # the job expired meanwhile
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.recovery_job(job_id)),
-                UpdateExpression="SET listing_at = :at",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=values(at=int(now.timestamp())),
-            )
+        self._update_if(  # refused if the job expired meanwhile
+            job_id,
+            UpdateExpression="SET listing_at = :at",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues=values(at=int(now.timestamp())),
+        )
 
     def reopen(self, job_id: str, *, now: datetime) -> None:
         """Note that a page took tickets. A job's listing is one chain of messages, but a copy of one of its messages
         (SQS shows a message twice, or again after its visibility timeout) that read the job unlisted may take
         tickets after the chain listed it: a job stored ``done`` meanwhile runs again, its counts read from its
         tickets, and a ``finish`` that read the job before this is refused (its ``updated_at`` moved)."""
-        with contextlib.suppress(ClientError):  # the job expired meanwhile: nothing left to count
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.recovery_job(job_id)),
-                UpdateExpression="SET #status = :running, updated_at = :now REMOVE counted",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=values(running=RecoveryStatus.RUNNING.value, now=now.isoformat()),
-            )
+        self._update_if(  # refused if the job expired meanwhile: nothing left to count
+            job_id,
+            UpdateExpression="SET #status = :running, updated_at = :now REMOVE counted",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values(running=RecoveryStatus.RUNNING.value, now=now.isoformat()),
+        )
 
     def update(self, job_id: str, *, updated_at: datetime, **fields: Any) -> None:
         """Set fields of a job (``status``, ``listed``)."""
         fields = {**fields, "updated_at": updated_at.isoformat()}
-        with contextlib.suppress(ClientError):  # the job expired meanwhile: nothing left to update
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.recovery_job(job_id)),
-                UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in fields),
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={f"#{key}": key for key in fields},
-                ExpressionAttributeValues=values(**fields),
-            )
+        self._update_if(  # refused if the job expired meanwhile: nothing left to update
+            job_id,
+            UpdateExpression="SET " + ", ".join(f"#{key} = :{key}" for key in fields),
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={f"#{key}": key for key in fields},
+            ExpressionAttributeValues=values(**fields),
+        )
 
     def ticket_counts(self, job_id: str) -> dict[str, int]:
         """How many of a job's tickets are ``open`` (queued, not yet attempted), ``sent``, ``failed`` and
