@@ -150,8 +150,7 @@ def _finished(services: Services, job_id: str) -> bool:
         return True
     if found.counted or found.job.status is RecoveryStatus.DONE:
         return True
-    noted = services.settings.recovery_progress_seconds
-    return found.listed and _progress(services, found, noted=noted).status is RecoveryStatus.DONE
+    return found.listed and _progress(services, found).status is RecoveryStatus.DONE
 
 
 def read_recovery(
@@ -163,7 +162,7 @@ def read_recovery(
     found = services.store.jobs.get(job_id)
     if found is None or (found.job.tenant_id, found.job.subscription_id) != (tenant_id, subscription_id):
         return None
-    return _progress(services, found, noted=services.settings.recovery_progress_seconds, anew=now)
+    return _progress(services, found, anew=now)
 
 
 #: How long a request that took the reading of a job's tickets anew holds it (``JobRepository.take_progress_read``)
@@ -171,20 +170,22 @@ def read_recovery(
 PROGRESS_READ_HOLD_SECONDS = 60
 
 
-def _progress(services: Services, found: StoredJob, *, noted: int = 0, anew: bool = False) -> RecoveryJob:
+def _progress(services: Services, found: StoredJob, *, anew: bool = False) -> RecoveryJob:
     """The job with its counts: those stored once it was found done, else read from its tickets. A listed job with no
     ticket open is done, and is stored so with its counts (``JobRepository.finish``): its tickets are not read again,
     however often its progress is asked for (a poller's GET reads one item).
 
     A running job's counts are kept with it once read (``JobRepository.note_progress``), and answered again for
-    ``noted`` seconds: a job of a long window has a ticket per delivery, all in one partition, and pollers reading
-    them all on each GET would pay for it, and could take the partition's whole read throughput. Once they are
-    stale, one request reads the tickets anew (``take_progress_read``), and the others answer the kept counts
-    meanwhile. Its end is so seen up to ``noted`` seconds late (or as long as the read takes). Keeping the counts
-    is no part of the answer: a write DynamoDB refuses is logged, and the counts read are answered all the same.
+    ``HERALD_RECOVERY_PROGRESS_SECONDS`` (``noted``): a job of a long window has a ticket per delivery, all in one
+    partition, and pollers reading them all on each GET would pay for it, and could take the partition's whole read
+    throughput. Once they are stale, one request reads the tickets anew (``take_progress_read``), and the others
+    answer the kept counts meanwhile. Its end is so seen up to ``noted`` seconds late (or as long as the read takes).
+    Keeping the counts is no part of the answer: a write DynamoDB refuses is logged, and the counts read are answered
+    all the same.
     ``anew``: read from the tickets whatever is kept (and kept in turn, so no poller is answered older ones)."""
     if found.counted:
         return found.job
+    noted = services.settings.recovery_progress_seconds
     moment = utcnow().timestamp()
     at, at_ms = int(moment), int(moment * 1000)
     kept = found.progress
