@@ -118,6 +118,10 @@ class Progress(NamedTuple):
     counts: dict[str, int]
     at_ms: int
 
+    def stored(self) -> dict[str, int]:
+        """As the job item keeps it (``PROGRESS``): the counts, and ``at_ms``."""
+        return {**{name: self.counts[name] for name in COUNTS}, "at_ms": self.at_ms}
+
 
 class StoredJob(NamedTuple):
     """A recovery job as stored, whether all its deliveries have been listed, and whether its counts are final:
@@ -217,9 +221,10 @@ class JobRepository:
         )
 
     def give_back_progress_read(self, job_id: str, *, taken: int) -> None:
-        """Give back the reading of a job's counts taken at ``taken`` (``take_progress_read``) by a request whose read
-        failed: the next poller reads them, instead of all answering the stale counts for the rest of its hold. A
-        read taken again since stays; a failure here is left to the hold."""
+        """Give back the reading of a job's counts taken at ``taken`` (``take_progress_read``) by a request whose read,
+        or whose write of what it read, was not made (the write that keeps or finishes the counts frees it): the next
+        poller reads them, instead of all answering the stale counts for the rest of its hold. A read taken again
+        since stays; a failure here is left to the hold."""
         with contextlib.suppress(ServiceUnavailableError):
             self._update_if(
                 job_id,
@@ -235,7 +240,7 @@ class JobRepository:
         answers them (``StoredJob.progress``) instead of reading every ticket again. Its version (``updated_at``)
         stays: this changes nothing of the job. Nothing is written for a job gone (expired) or counted meanwhile, nor
         over counts read later than ``at_ms`` (a slower read of older tickets): False then."""
-        noted = {**{name: counts[name] for name in COUNTS}, "at_ms": at_ms}
+        noted = Progress(counts, at_ms).stored()
         return self._update_if(
             job_id,
             UpdateExpression="SET #progress = :progress REMOVE #read",
@@ -263,7 +268,7 @@ class JobRepository:
         those kept while it ran (``note_progress``), as of ``updated_at``: should a late page reopen it, no count read
         before (a slower read's) is kept over them."""
         fields = {"status": RecoveryStatus.DONE.value, **{name: counts[name] for name in COUNTS}}
-        final = {**{name: counts[name] for name in COUNTS}, "at_ms": int(updated_at.timestamp() * 1000)}
+        final = Progress(counts, int(updated_at.timestamp() * 1000)).stored()
         return self._update_if(
             job_id,
             UpdateExpression="SET counted = :true, updated_at = :at, #kept = :final, "
