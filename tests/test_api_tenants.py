@@ -409,6 +409,11 @@ def test_a_purge_queued_by_a_deletion_that_failed_leaves_the_tenant_it_did_not_d
     [
         ({}, "name"),
         ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "Acme\x00"}, "name"),
+        ({"name": "Acme\nCorp"}, "name"),
+        ({"name": "\x1b[2JAcme"}, "name"),
+        ({"name": "Acme\x9b"}, "name"),
         ({"name": "x" * 201}, "name"),
         ({"name": 42}, "name"),
         ({"name": "Acme", "metadata": {"k": 1}}, "metadata"),

@@ -31,7 +31,7 @@ from herald.local.loopback import LoopbackServer, QuietHandler
 from herald.local.resources import LocalResources
 from herald.messages import DeliveryMessage
 from tests.process_guard import Processes
-from tests.support import ADMIN_KEY, INVOICE
+from tests.support import ADMIN_KEY, INVOICE, Receiver
 from tests.test_admin_key_rotation import rotation_stack_template
 from tests.test_cli import (
     CONSOLE_SCRIPT,
@@ -556,26 +556,35 @@ def test_an_id_that_would_change_the_path_is_a_usage_error(
 
 
 def test_control_characters_from_the_api_reach_the_terminal_as_escapes(
-    cli_env: str, herald: Callable[..., Run]
+    cli_env: str, herald: Callable[..., Run], receiver: Receiver
 ) -> None:
-    # GIVEN a tenant whose name holds a terminal's escape sequences (a window title set by OSC, a colour, a bell)
-    name = "Evil\x1b]0;owned\x07Corp\x1b[31m\x9b2J"
+    # GIVEN a subscription whose description holds a terminal's escape sequences (a window title set by OSC, a
+    # colour, a bell): the API takes them there (a tenant's name is refused with them)
+    text = "Evil\x1b]0;owned\x07Corp\x1b[31m\x9b2J"
+    tenant = make_tenant_via_cli(herald)
     with api(cli_env, ADMIN_KEY) as http:
-        assert http.post("/v1/tenants", json={"name": name}).status_code == 201
-    # WHEN the operator lists the tenants as a table, and as JSON
-    listed = herald("tenants", "list")
-    as_json = herald("--json", "tenants", "list")
+        assert http.post("/v1/tenants", json={"name": text}).status_code == 422
+    with api(cli_env, tenant.key) as http:
+        created = http.post(
+            "/v1/subscriptions", json={"url": receiver.url, "event_types": ["invoice.paid"], "description": text}
+        )
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    # WHEN the operator shows it as a table, and as JSON
+    shown = herald("subscriptions", "show", sub_id, "--tenant", tenant.id)
+    as_json = herald("--json", "subscriptions", "show", sub_id, "--tenant", tenant.id)
     # ... and an error message echoes such characters
     missing = herald("events", "show", "evt_\x1b[2J")
     # THEN the table shows each control character as an escape, and the terminal gets none of them
-    assert listed.code == 0, listed.err
-    assert table_rows(listed.out)[1][1] == "Evil\\x1b]0;owned\\x07Corp\\x1b[31m\\x9b2J"
+    assert shown.code == 0, shown.err
+    rows = dict((row[0], row[-1]) for row in table_rows(shown.out)[1:])
+    assert rows["description"] == "Evil\\x1b]0;owned\\x07Corp\\x1b[31m\\x9b2J"
     assert missing.code == 1
     assert "evt_\\x1b[2J" in missing.err
-    for text in (listed.out, missing.err):
-        assert not any(char in text for char in "\x1b\x07\x9b")
-    # ... while --json has the name as it is
-    assert as_json.json()["data"][0]["name"] == name
+    for output in (shown.out, missing.err):
+        assert not any(char in output for char in "\x1b\x07\x9b")
+    # ... while --json has the description as it is
+    assert as_json.json()["description"] == text
 
 
 # ---------------------------------------------------------------------------------------------- admin key rotation
@@ -747,15 +756,15 @@ def test_the_publish_batch_table_shows_each_event_id_whole(stub: StubApi, herald
 
 
 def test_json_output_sends_no_c1_control_character_to_the_terminal(cli_env: str, herald: Callable[..., Run]) -> None:
-    # GIVEN a tenant whose name holds an 8-bit CSI (U+009B, an escape sequence's start on some terminals) and DEL
-    name = "Evil\x9b2J\x7fCorp caf\u00e9"
+    # GIVEN a tenant whose metadata holds an 8-bit CSI (U+009B, an escape sequence's start on some terminals) and DEL
+    note = "Evil\x9b2J\x7fCorp caf\u00e9"
     with api(cli_env, ADMIN_KEY) as http:
-        assert http.post("/v1/tenants", json={"name": name}).status_code == 201
+        assert http.post("/v1/tenants", json={"name": "Evil Corp", "metadata": {"note": note}}).status_code == 201
     # WHEN the operator lists tenants with --json
     run = herald("--json", "tenants", "list")
-    # THEN the JSON holds the name, those two as \\u escapes, other text as it is
+    # THEN the JSON holds the value, those two as \\u escapes, other text as it is
     assert run.code == 0, run.err
-    assert run.json()["data"][0]["name"] == name
+    assert run.json()["data"][0]["metadata"]["note"] == note
     assert "\x9b" not in run.out
     assert "\x7f" not in run.out
     assert "Evil\\u009b2J\\u007fCorp café" in run.out

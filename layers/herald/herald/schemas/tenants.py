@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from pydantic import (
     Field,
     field_validator,
@@ -16,10 +18,24 @@ from herald.schemas.common import StrictModel, check_metadata
 
 
 class TenantIn(StrictModel):
-    name: str = Field(min_length=1, max_length=200, examples=["Acme Corp"])
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        examples=["Acme Corp"],
+        description="What the operator calls the tenant: 1 to 200 characters, not only spaces, no control characters.",
+    )
     metadata: Metadata = Field(default_factory=dict)
 
     _metadata = field_validator("metadata")(check_metadata)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a tenant's name is not only spaces")
+        if any(unicodedata.category(char) == "Cc" for char in value):
+            raise ValueError("a tenant's name has no control characters (tabs and line breaks included)")
+        return value
 
 
 class TenantOut(Tenant):
