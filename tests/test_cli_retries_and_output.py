@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 
 from herald.cli import client as cli_client
@@ -115,6 +116,53 @@ def test_a_wait_never_pauses_past_its_timeout(
     assert waited.err.startswith("error: wait_timeout: recovery rcv_1 still running after 0 s")
     assert paused
     assert max(paused) <= 0.3
+
+
+def test_a_waits_poll_answered_503_is_not_asked_again_past_the_timeout(
+    stub: StubApi, herald: Callable[..., Run]
+) -> None:
+    # GIVEN a recovery job whose progress is answered 503, asking to be asked again in 20 s
+    queued = {"id": "rcv_1", "subscription_id": "sub_1", "status": "queued"}
+    unavailable = (503, {"Retry-After": "20"}, {"error": {"code": "service_unavailable", "message": "try again"}})
+    stub.script("POST", "/v1/subscriptions/sub_1/recover", (202, {}, queued))
+    stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", unavailable)
+    # WHEN the operator waits for it at most 2 s
+    waited = herald(
+        *(*stub.flags, "deliveries", "recover", "--subscription", "sub_1", "--since", "2026-01-31T12:00:00Z"),
+        *("--wait", "--poll-interval", "0.05", "--wait-timeout", "2"),
+    )
+    # THEN the poll is not asked again after the timeout (it would have been three times, 20 s apart), and the
+    # error says why
+    assert waited.code == 1
+    assert "not asked again: the time given to wait is up before then" in waited.err
+    assert len(stub.sent("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1")) == 1
+
+
+class _TimeoutsSeen(httpx.BaseTransport):
+    """Answers every request 200 with an empty object, noting the read timeout each was sent with."""
+
+    def __init__(self) -> None:
+        self.read_timeouts: list[float | None] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.read_timeouts.append(request.extensions["timeout"]["read"])
+        return httpx.Response(200, json={})
+
+
+def test_a_request_with_a_deadline_waits_for_its_answer_no_later_than_it() -> None:
+    # GIVEN a client whose requests wait 35 s for an answer
+    seen = _TimeoutsSeen()
+    with ApiClient("https://herald.example", "k", timeout=35.0, transport=seen) as client:
+        # WHEN it makes one request bounded by a deadline 5 s away, one by a deadline past, and one with none
+        client.request("GET", "/v1/tenants", deadline=time.monotonic() + 5)
+        client.request("GET", "/v1/tenants", deadline=time.monotonic() - 1)
+        client.request("GET", "/v1/tenants")
+    # THEN the first waits at most the 5 s left, the second the least a request is given, the third its 35 s
+    first, past, unbounded = seen.read_timeouts
+    assert first is not None
+    assert 4 < first <= 5
+    assert past == cli_client.MIN_REQUEST_SECONDS
+    assert unbounded == 35.0
 
 
 def test_a_wait_answered_no_job_says_so(stub: StubApi, herald: Callable[..., Run]) -> None:

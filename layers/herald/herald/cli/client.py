@@ -24,6 +24,8 @@ from herald.cli.errors import CliApiError, CliConfigError, CliConnectionError, C
 
 #: Seconds to wait for the API; API Gateway itself gives up after 29 s.
 DEFAULT_TIMEOUT_SECONDS = 35.0
+#: The least time a request bounded by a deadline is given for its answer (seconds).
+MIN_REQUEST_SECONDS = 1.0
 #: Answers that say "later": throttled, or unavailable for a moment.
 RETRY_STATUSES = frozenset({429, 503})
 #: API Gateway's throttling: the request never reached the app, so any request is asked again.
@@ -67,6 +69,7 @@ class ApiClient:
         self.base_url = base_url
         self._key = key
         self._sleep = sleep
+        self._timeout = timeout
         #: The headers of the last answer that succeeded (``Idempotent-Replayed``).
         self.last_headers = httpx.Headers()
         try:
@@ -118,17 +121,25 @@ class ApiClient:
         body: Any = None,
         headers: dict[str, str] | None = None,
         repeatable: bool | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """The decoded JSON answer (``None`` for an empty one); raises ``CliApiError`` for a non-2xx. A 429 is
-        asked again, whatever the request; a 503 when the request is ``repeatable`` (default: only a GET)."""
+        asked again, whatever the request; a 503 when the request is ``repeatable`` (default: only a GET).
+        ``deadline`` (a ``time.monotonic()`` instant) bounds it all: no request waits for its answer past it, nor is
+        asked again if its wait would end past it."""
         if repeatable is None:
             repeatable = method == "GET"
         retries = 0
+        out_of_time = False
         while True:
-            response = self._send(method, path, params=params, body=body, headers=headers)
+            response = self._send(method, path, params=params, body=body, headers=headers, deadline=deadline)
             if not self._asked_again(response.status_code, repeatable) or retries >= MAX_RETRIES:
                 break
-            self._sleep(retry_delay(response.headers.get("Retry-After"), retries))
+            delay = retry_delay(response.headers.get("Retry-After"), retries)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                out_of_time = True
+                break
+            self._sleep(delay)
             retries += 1
         if response.is_success:
             self.last_headers = response.headers
@@ -147,7 +158,9 @@ class ApiClient:
         if response.status_code in RETRY_STATUSES:
             retry_after = response.headers.get("Retry-After")
             asked = f"Retry-After: {retry_after} s" if retry_after else "no Retry-After"
-            if self._asked_again(response.status_code, repeatable):
+            if out_of_time:
+                error.message += f" ({asked}; not asked again: the time given to wait is up before then)"
+            elif self._asked_again(response.status_code, repeatable):
                 error.message += f" (still {response.status_code} after {retries} retries; {asked})"
             else:
                 error.message += f" ({asked}; not sent again: this request is not safe to send twice)"
@@ -166,8 +179,13 @@ class ApiClient:
         params: dict[str, Any] | None,
         body: Any,
         headers: dict[str, str] | None,
+        deadline: float | None = None,
     ) -> httpx.Response:
         query = {name: value for name, value in (params or {}).items() if value is not None}
+        timeout = self._timeout
+        if deadline is not None:
+            # Never wait for an answer past the deadline, but give the request a moment even at its very end.
+            timeout = min(timeout, max(deadline - time.monotonic(), MIN_REQUEST_SECONDS))
         try:
             return self._http.request(
                 method,
@@ -175,6 +193,7 @@ class ApiClient:
                 params=query or None,
                 json=body,
                 headers=headers,
+                timeout=timeout,
             )
         except UnicodeEncodeError as exc:
             if exc.encoding == "ascii":  # httpx encodes header values as ASCII

@@ -485,7 +485,8 @@ def _follow_command(args: argparse.Namespace, job_id: str) -> str:
 
 def _wait_for(client: ApiClient, args: argparse.Namespace, job: Any) -> Any:
     """Poll the recovery job until it has finished (``--wait``), or give up after ``--wait-timeout``: no pause
-    between polls outlasts the time left (a poll interval longer than the timeout polls once more at its end)."""
+    between polls outlasts the time left (a poll interval longer than the timeout polls once more at its end), nor
+    does a poll's answer or its retries after a 429 or a 503 (``ApiClient.request``'s ``deadline``)."""
     if not isinstance(job, Mapping):
         return job
     job_id = _job_id(job)
@@ -500,7 +501,7 @@ def _wait_for(client: ApiClient, args: argparse.Namespace, job: Any) -> Any:
                 code="wait_timeout",
             )
         time.sleep(min(args.poll_interval, left))
-        job = client.request("GET", job_path, params=_tenant_param(args))
+        job = client.request("GET", job_path, params=_tenant_param(args), deadline=deadline)
         if not isinstance(job, Mapping):  # an answer with no body: not Herald's API
             raise CliApiError(200, "invalid_response", f"the API answered no progress of recovery {job_id}")
     return job
