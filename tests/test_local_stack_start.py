@@ -268,3 +268,45 @@ def test_make_run_stops_cleanly_on_sigterm_as_on_ctrl_c(
     found = re.search(r"API and docs   http://127\.0\.0\.1:(\d+)/docs", text)
     assert found is not None, text
     assert int(found.group(1)) != 0
+
+
+# ---------------------------------------------------------------------------------------------- where it listens
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except ConnectionRefusedError:
+        return False
+
+
+def test_the_embedded_aws_stays_on_loopback_when_the_api_listens_on_every_interface(
+    processes: Processes, tmp_path: Path
+) -> None:
+    # GIVEN `make run` told to listen on every interface (to be reached from another device or container)
+    environment = stack_environment(
+        ADMIN_KEY, HERALD_LOCAL_HOST="0.0.0.0", HERALD_LOCAL_PORT="0", HERALD_LOCAL_AWS_PORT="0"
+    )
+    log = tmp_path / "stack.log"
+    stack = start_stack(processes, log, environment)
+    deadline = time.monotonic() + START_SECONDS
+    while "Herald is running locally." not in log.read_text():
+        assert stack.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"
+        time.sleep(0.1)  # the log looked at again, until the banner is in it
+    text = log.read_text()
+    api = re.search(r"API and docs   http://0\.0\.0\.0:(\d+)/docs", text)
+    aws = re.search(r"Embedded AWS   http://([^:]+):(\d+)", text)
+    assert api is not None, text
+    assert aws is not None, text
+    api_port, aws_host, aws_port = int(api.group(1)), aws.group(1), int(aws.group(2))
+    # WHEN it is called at another of this machine's addresses than 127.0.0.1 (127.0.0.2: every 127/8 address is
+    # this machine's, and only a socket on every interface, or on that one, answers there)
+    # THEN the API answers there, and the embedded AWS (no credentials asked; the admin key's secret behind it)
+    # does not: it listens on 127.0.0.1 alone, and says so
+    assert _reachable("127.0.0.2", api_port)
+    assert aws_host == "127.0.0.1"
+    assert _reachable("127.0.0.1", aws_port)
+    assert not _reachable("127.0.0.2", aws_port)
+    assert stop_group(stack, signal.SIGTERM, grace=STOP_SECONDS) == 0

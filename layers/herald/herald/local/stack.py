@@ -125,6 +125,13 @@ def _family(host: str) -> socket.AddressFamily:
         raise PortError(f"cannot listen on {host}: {error.strerror} (HERALD_LOCAL_HOST)") from None
 
 
+def loopback_of(host: str) -> str:
+    """The loopback address of ``host``'s family: where the embedded AWS listens unless told otherwise. moto asks
+    for no credentials, and the table, the queues and the admin key's secret are behind it: the API may listen on
+    every interface (``HERALD_LOCAL_HOST=0.0.0.0``), the AWS it calls stays on this machine."""
+    return "::1" if _family(host) == socket.AF_INET6 else "127.0.0.1"
+
+
 def url_host(host: str) -> str:
     """``host`` as a URL writes it (an IPv6 address in brackets)."""
     return f"[{host}]" if ":" in host else host
@@ -418,6 +425,14 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=_port_argument, help="port of the API (default: HERALD_LOCAL_PORT, or 8000; 0: a free one)"
     )
     parser.add_argument(
+        "--aws-host",
+        default=os.environ.get("HERALD_LOCAL_AWS_HOST") or None,
+        help=(
+            "address the embedded AWS listens on (default: HERALD_LOCAL_AWS_HOST, or the loopback address of "
+            "--host's family): it asks for no credentials, and holds the admin key"
+        ),
+    )
+    parser.add_argument(
         "--aws-port",
         type=_port_argument,
         help="port of the embedded AWS (default: HERALD_LOCAL_AWS_PORT, or a free one)",
@@ -475,7 +490,7 @@ def _sigterm_raises_terminated() -> Iterator[None]:
 
 def _serve(args: argparse.Namespace, api_socket: socket.socket, admin_key: str) -> int:
     os.environ.pop("HERALD_ADMIN_KEY", None)  # the app reads it from the secret, as in a deployment
-    moto, endpoint, resources = start_aws(args.host, args.aws_port, admin_key)
+    moto, endpoint, resources = start_aws(args.aws_host or loopback_of(args.host), args.aws_port, admin_key)
     stop = threading.Event()
     stack = EmbeddedStack(moto, endpoint, resources, admin_key, stop, start_workers(args.workers, stop, resources))
 
