@@ -129,6 +129,20 @@ def test_a_filter_change_rewrites_the_routing_items(client, tenant, services) ->
     assert filters() == {"invoice.paid": None, "order.shipped": None}
 
 
+def test_a_filter_sent_back_with_true_as_1_is_a_change_not_the_stored_one(client, tenant) -> None:
+    # GIVEN a subscription to two types whose filter asks for a field one has (an operand that is true, never 1)
+    sub = created(client, tenant, event_types=["invoice.paid", "order.shipped"], filter={"currency": {"$exists": True}})
+    path = f"/v1/subscriptions/{sub['id']}"
+    # WHEN the filter is sent back with 1 for true (equal in Python, another JSON value), and as it is stored
+    changed = client.patch(path, json={"filter": {"currency": {"$exists": 1}}}, headers=tenant.headers)
+    same = client.patch(path, json={"filter": {"currency": {"$exists": True}}}, headers=tenant.headers)
+    # THEN the first is checked as the change it is (refused: $exists takes a boolean), the second is no change
+    error = assert_error(changed, 422, "invalid_filter")
+    assert error["details"][0]["loc"][:2] == ["body", "filter"]
+    assert same.status_code == 200, same.text
+    assert same.json()["filter"] == {"currency": {"$exists": True}}
+
+
 def test_new_event_types_are_checked_against_the_kept_filter_and_transform(client, tenant) -> None:
     # GIVEN a subscription to invoice.paid with a filter and a transform on invoice fields
     sub = created(client, tenant, filter=FILTER, transform="data.amount_cents > `0` && data")

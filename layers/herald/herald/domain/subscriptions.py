@@ -350,7 +350,7 @@ def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: l
     retyped = event_types != old.event_types
     # An option sent back as it is stored (a client that PATCHes back the whole object it read) is no change: kept,
     # checked again only if the event types change, as one left out is.
-    filter_given = "filter" in given and not (old.filter and body.filter == json.loads(old.filter))
+    filter_given = "filter" in given and not (old.filter and _as_stored(body.filter) == old.filter)
     transform_given = "transform" in given and not (old.transform and body.transform == old.transform)
     if filter_given:
         changed["filter"] = checked_filter(body.filter, event_types)
@@ -364,6 +364,15 @@ def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: l
         kept = functools.partial(checked_transform, max_depth=MAX_ANSWER_DEPTH)
         changed["transform"] = _kept(kept, "transform", old.transform, event_types)
     return changed
+
+
+def _as_stored(raw: dict[str, Any] | None) -> str | None:
+    """A filter as it would be stored (``check_filter``'s canonical JSON), to compare it with a stored one as JSON
+    (``true`` is not ``1``, as Python's ``==`` has it); None when JSON cannot carry it (checking it says why)."""
+    try:
+        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return None
 
 
 def _kept(check: Callable[..., str | None], name: str, stored: Any, event_types: list[str]) -> str | None:
