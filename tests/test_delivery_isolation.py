@@ -35,6 +35,7 @@ from tests.delivery_support import (
     make_harness,
     only_delivery,
     publish,
+    signature_of,
     step,
     subscribe,
     verify,
@@ -1064,3 +1065,97 @@ def test_deliveries_of_a_batch_whose_own_timeouts_opened_the_breaker_probe_it_on
         harness.close()
     # THEN no request went out to the half-open endpoint without the probe: those waiting took it, one at a time
     assert "half-open" not in states, states
+
+
+# ---------------------------------------------------------------------------------------------- leaving the slow lane
+
+#: An endpoint slow to answer (2 s, past the 1 s after which an attempt is slow, within the 5 s timeout).
+SLOW_ANSWERS = {"delivery_timeout_seconds": 5.0, "slow_lane_after_seconds": 1.0}
+
+
+@pytest.mark.parametrize("settings_overrides", [SLOW_ANSWERS])
+def test_a_slow_endpoint_with_an_event_every_20_minutes_gets_each_once_after_the_first(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver, make_receiver
+) -> None:
+    # GIVEN a subscriber that always answers 200 after 2 s, and a fast one
+    receiver.default = (200, {}, b"ok", 2.0)
+    sub = subscribe(client, tenant, receiver.url)
+    fast = make_receiver()
+    subscribe(client, tenant, fast.url)
+    # WHEN an event is published every 20 minutes (more than the 15 minutes a slow attempt keeps it on the slow lane
+    # at least)
+    sent, rounds = [], []
+    for _ in range(3):
+        sent.append(publish(client, tenant.id))
+        rounds.append([(b.lane, b.hanging_calls) for b in drain_by_lane(harness, fast, lambda: len(receiver.received))])
+        clock.advance(20 * 60)
+    # THEN only the first was started on the work queue, cut short and sent again from the slow lane: the others went
+    # to the slow lane before any attempt, the endpoint still on it, none of its attempts having answered in time
+    assert rounds == [[("work", 1), ("slow", 1)], [("work", 0), ("slow", 1)], [("work", 0), ("slow", 1)]]
+    assert sorted(r.headers["webhook-id"] for r in receiver.received) == sorted([sent[0], *sent])
+    for got in receiver.received:  # signed as the clock moved on: checked by hand past the libraries' 5 minutes
+        assert signature_of(sub.secret, got) in got.headers["webhook-signature"].split()
+    verify(sub.secret, receiver.received[0])
+    assert sorted((d["event_id"] == sent[0], d["attempts"]) for d in deliveries(client, tenant, sub.id)) == [
+        (False, 1),
+        (False, 1),
+        (True, 2),
+    ]
+    assert stats(client, tenant, sub.id)["lane"] == "slow"
+
+
+@pytest.mark.parametrize("settings_overrides", [SLOW_ANSWERS])
+def test_an_answer_in_time_takes_a_subscription_off_the_slow_lane_once_its_mark_is_15_minutes_old(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver, make_receiver
+) -> None:
+    # GIVEN a subscription put on the slow lane by an attempt slow to answer, whose endpoint answers at once since
+    receiver.responses = [(200, {}, b"ok", 2.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    fast = make_receiver()
+    publish(client, tenant.id)
+    drain_by_lane(harness, fast, lambda: len(receiver.received))
+    assert stats(client, tenant, sub.id)["lane"] == "slow"
+
+    def deliver_one() -> list[tuple[str, int]]:
+        publish(client, tenant.id)
+        return [(b.lane, b.hanging_calls) for b in drain_by_lane(harness, fast, lambda: len(receiver.received))]
+
+    # WHEN an event comes 5 minutes after the mark, then 15 minutes later, then at once
+    clock.advance(5 * 60)
+    within = deliver_one()
+    lane_within = stats(client, tenant, sub.id)["lane"]
+    clock.advance(15 * 60)
+    after = deliver_one()
+    lane_after = stats(client, tenant, sub.id)["lane"]
+    next_one = deliver_one()
+    # THEN the first is sent from the slow lane, and its answer in time leaves the subscription there (marked 5
+    # minutes before: an endpoint slow now and then stays on it in between)
+    assert within == [("work", 0), ("slow", 1)]
+    assert lane_within == "slow"
+    # AND the second too, but its answer, 20 minutes after the mark, takes the subscription off the slow lane
+    assert after == [("work", 0), ("slow", 1)]
+    assert lane_after == "fast"
+    # AND the next is sent from the work queue
+    assert next_one == [("work", 1)]
+    assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {
+        ("succeeded", 2),
+        ("succeeded", 1),
+    }
+
+
+def test_leaving_the_slow_lane_keeps_a_mark_made_since_it_was_read(client, tenant, harness: Harness, clock) -> None:
+    # GIVEN a subscription on the slow lane, its mark read, then made again later (a slow attempt elsewhere)
+    url = "https://example.com/hook"
+    sub = subscribe(client, tenant, url)
+    isolation = harness.services.store.isolation
+    assert isolation.mark_slow(tenant.id, sub.id, until=clock() + 60)
+    assert isolation.mark_slow(tenant.id, sub.id, until=clock() + 120)
+    # WHEN an attempt that answered in time takes it off the slow lane as read, then as it is now
+    stale = isolation.leave_slow_lane(tenant.id, sub.id, marked_until=clock() + 60, url=url)
+    stays = stats(client, tenant, sub.id)["lane"]
+    moved = isolation.leave_slow_lane(tenant.id, sub.id, marked_until=clock() + 120, url="https://example.com/other")
+    left = isolation.leave_slow_lane(tenant.id, sub.id, marked_until=clock() + 120, url=url)
+    # THEN the later mark stays, as it does for another URL's attempt, and goes once read as it is
+    assert (stale, stays, moved) == (False, "slow", False)
+    assert left
+    assert stats(client, tenant, sub.id)["lane"] == "fast"

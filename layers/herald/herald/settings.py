@@ -164,7 +164,17 @@ class Settings(BaseSettings):
         "invocation waits longer for an endpoint that starts hanging.",
     )
     slow_lane_seconds: int = Field(
-        900, ge=0, description="How long a subscription stays on the slow lane after its latest slow attempt."
+        900,
+        ge=0,
+        description="How long a subscription stays on the slow lane at least after its latest slow attempt; then until "
+        "an attempt answers within slow_lane_after_seconds, or slow_lane_max_seconds are over.",
+    )
+    slow_lane_max_seconds: int = Field(
+        86400,
+        ge=0,
+        description="How long a subscription stays on the slow lane at most after its latest slow attempt, while "
+        "none of its attempts answers within slow_lane_after_seconds (an endpoint with an event a day, slow each "
+        "time, is not cut short and sent each webhook again from the slow lane).",
     )
     breaker_timeouts: int = Field(
         5, ge=1, description="Timeouts in a row after which a subscription's circuit breaker opens."

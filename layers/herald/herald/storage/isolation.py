@@ -137,6 +137,21 @@ class IsolationRepository:
             return float(found.get("slow_until", 0) or 0) == until and (url is None or found.get("url") == url)
         return True
 
+    def leave_slow_lane(self, tenant_id: str, sub_id: str, *, marked_until: float, url: str | None = None) -> bool:
+        """Take the subscription off the slow lane, as long as its mark is still the one read (``marked_until``: a
+        mark made since, by a slow attempt, stays) and it sends to ``url`` (when given). True if it left it."""
+        return (
+            self._update(
+                tenant_id,
+                sub_id,
+                url=url,
+                UpdateExpression="REMOVE slow_until",
+                ConditionExpression=f"{_EXISTS} AND slow_until = :read",
+                ExpressionAttributeValues=values(read=marked_until),
+            )
+            is not None
+        )
+
     def count_timeout(
         self,
         tenant_id: str,

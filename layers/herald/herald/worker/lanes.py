@@ -5,19 +5,22 @@ without isolation one hanging subscriber delays every tenant's webhooks. Two mec
 both learned from the subscription's own attempts and kept on its item (``Isolation``, written by
 ``storage.isolation`` without touching the record's version):
 
-- **The slow lane.** An attempt still unanswered after ``slow_lane_after_seconds``, or one that timed out,
-  puts its subscription on the slow lane for ``slow_lane_seconds``: a second queue with its own event source
-  (its own ``MaximumConcurrency``) on the same function. A delivery message of a slow subscription received
-  from the work queue is forwarded there before any attempt (no attempt, no step of its retry schedule), so
-  the work queue's invocations only ever wait for endpoints that answer. A scheduled attempt made from the
-  work queue before its subscription was known to be slow is cut short at ``slow_lane_after_seconds`` and
-  handed over (unless its answer's head has arrived: its status is then the answer, with the body as far as it
-  came, and a 2xx is not sent again): it is logged as a timeout that neither moves the retry schedule nor
-  counts towards the breaker (the endpoint was not given its whole timeout: a slow endpoint that answers is no
-  reason to hold its deliveries), and the delivery is tried again at once from the slow lane, with the whole
-  timeout. So an endpoint that starts hanging holds a work queue invocation for ``slow_lane_after_seconds`` at
-  most, however many of its deliveries were under way: those of the batch still waiting for a connection then
-  are forwarded (``forwarded``, which knows what this worker marked), not sent.
+- **The slow lane.** An attempt still unanswered after ``slow_lane_after_seconds``, or one that timed out, puts its
+  subscription on the slow lane: a second queue with its own event source (its own ``MaximumConcurrency``) on the
+  same function. It stays there ``slow_lane_seconds`` at least after its latest slow attempt, then until an attempt
+  answers within ``slow_lane_after_seconds`` (``learn`` takes it off), and ``slow_lane_max_seconds`` at most: an
+  endpoint that gets an event an hour, slow each time, stays on it, rather than each of its deliveries being started
+  on the work queue, cut short and sent again from the slow lane. A delivery message of a slow subscription received
+  from the work queue is forwarded there before any attempt (no attempt, no step of its retry schedule), so the work
+  queue's invocations only ever wait for endpoints that answer. A scheduled attempt made from the work queue before
+  its subscription was known to be slow is cut short at ``slow_lane_after_seconds`` and handed over (unless its
+  answer's head has arrived: its status is then the answer, with the body as far as it came, and a 2xx is not sent
+  again): it is logged as a timeout that neither moves the retry schedule nor counts towards the breaker (the
+  endpoint was not given its whole timeout: a slow endpoint that answers is no reason to hold its deliveries), and
+  the delivery is tried again at once from the slow lane, with the whole timeout. So an endpoint that starts hanging
+  holds a work queue invocation for ``slow_lane_after_seconds`` at most, however many of its deliveries were under
+  way: those of the batch still waiting for a connection then are forwarded (``forwarded``, which knows what this
+  worker marked), not sent.
 - **The circuit breaker.** After ``breaker_timeouts`` timeouts in a row the breaker opens for
   ``breaker_open_seconds``, doubled each time it opens again without an answer in between (at most
   ``breaker_max_open_seconds``). Deliveries arriving meanwhile are held (``schedule.hold``) until it closes,
@@ -197,6 +200,13 @@ async def _held_by_breaker(
     await hold(worker, for_later(worker, message, sub, until), record, until)
 
 
+def slow_span(worker: Worker) -> float:
+    """How long a mark of the slow lane lasts from when it is made, unless an attempt that answers in time takes the
+    subscription off it earlier (``learn``)."""
+    settings = worker.settings
+    return float(max(settings.slow_lane_seconds, settings.slow_lane_max_seconds))
+
+
 def slow_until(worker: Worker, sub: Subscription) -> float:
     """Until when the subscription is on the slow lane: as its item said when it was read, or as this worker has
     marked it since, in this batch (``watch``; an attempt may wait for a connection while another is slow)."""
@@ -241,9 +251,9 @@ def for_later(worker: Worker, message: DeliveryMessage, sub: Subscription, until
 
 def for_later_unread(worker: Worker, message: DeliveryMessage, until: float) -> DeliveryMessage:
     """``for_later`` for a copy held before its subscription is read (``dispatch._due``: the delivery is not due, or
-    leased). A mark of the slow lane lasts ``slow_lane_seconds`` from when it is made, so a wait ending later than
-    that from now outlasts every mark made so far: the copy waits for the work queue, as ``for_later`` holds the
-    delivery's own copy for that wait. Copies held for the same long wait then agree on their lane, and so on the
+    leased). A wait ending more than ``slow_lane_seconds`` from now (the least a mark of the slow lane lasts) may
+    outlast the subscription's time on it: the copy waits for the work queue, which forwards it again should the
+    subscription still be slow then. Copies held for the same long wait then agree on their lane, and so on the
     schedule's one item they share (a duplicate copy from the slow lane would otherwise rewrite it, lane and all).
     A shorter wait keeps the lane."""
     if message.lane == "slow" and until > worker.clock() + worker.settings.slow_lane_seconds:
@@ -273,15 +283,18 @@ async def watch(
         return await task  # no slow lane, or the timeout itself says it (``learn``)
     hand_over = hand_over and settings.slow_lane_hand_over
     marked = _MARKED.setdefault(worker, {})
-    marked_lately = slow_until(worker, sub) > worker.clock() + settings.slow_lane_seconds / 2
+    span, renew_after = slow_span(worker), settings.slow_lane_seconds / 2
+    # Marked in the last half of ``slow_lane_seconds``: no write (a later slow attempt renews it, and an attempt that
+    # answers in time takes it off only ``slow_lane_seconds`` after the latest mark).
+    marked_lately = slow_until(worker, sub) > worker.clock() + span - renew_after
     if marked_lately and not hand_over:
-        return await task  # on the slow lane for long enough already: no write
+        return await task  # on the slow lane, marked lately: no write
     started = worker.now()
     try:
         return await asyncio.wait_for(asyncio.shield(task), after)
     except TimeoutError:
-        until = worker.clock() + settings.slow_lane_seconds
-        if not marked_lately and marked.get(sub.id, 0.0) <= until - settings.slow_lane_seconds / 2:
+        until = worker.clock() + span
+        if not marked_lately and marked.get(sub.id, 0.0) <= until - renew_after:
             marked[sub.id] = until
             try:
                 if await worker.io(worker.store.isolation.mark_slow, sub.tenant_id, sub.id, until=until, url=sub.url):
@@ -322,7 +335,9 @@ async def learn(
     worker: Worker, sub: Subscription, message: DeliveryMessage, outcome: Outcome, log: dict[str, Any]
 ) -> None:
     """After a recorded attempt of ``message``'s delivery: a timeout counts towards the breaker (and puts the
-    subscription on the slow lane); any other outcome of a request closes the breaker and ends the timeout streak.
+    subscription on the slow lane); any other outcome of a request closes the breaker and ends the timeout streak,
+    and one made within ``slow_lane_after_seconds`` takes the subscription off the slow lane once its latest mark is
+    ``slow_lane_seconds`` old (``_left_slow_lane``).
     An attempt cut short and handed to the slow lane says neither: the slow lane's attempt, with the whole
     timeout, will; nor does one that made no request (the URL policy refused the address, the transform failed on
     the event), which gives back the half-open breaker's probe if it took it. Writes only when something changes;
@@ -347,7 +362,7 @@ async def learn(
                 sub.tenant_id,
                 sub.id,
                 now=now,
-                slow_until=now + settings.slow_lane_seconds,
+                slow_until=now + slow_span(worker),
                 threshold=settings.breaker_timeouts,
                 open_seconds=settings.breaker_open_seconds,
                 max_open_seconds=settings.breaker_max_open_seconds,
@@ -358,7 +373,7 @@ async def learn(
                 worker.metrics.add(Metric.MARKED_SLOW)
             # What the timeout says holds for the rest of this batch too (its read of the subscription is older):
             # those of its deliveries still waiting are forwarded to the slow lane, or held while the breaker is open.
-            _MARKED.setdefault(worker, {})[sub.id] = now + settings.slow_lane_seconds
+            _MARKED.setdefault(worker, {})[sub.id] = now + slow_span(worker)
             if counted is not None and counted[0].breaker_until > now:
                 _OPENED.setdefault(worker, {})[sub.id] = counted[0].breaker_until
             if counted is not None and counted[1]:
@@ -374,5 +389,27 @@ async def learn(
             await worker.io(store.isolation.reset, sub.tenant_id, sub.id, url=sub.url)
             if learned.breaker_until:
                 logger.info("circuit breaker closed: the endpoint answered", extra=log)
+        if outcome.error_kind is not ErrorKind.TIMEOUT:
+            await _left_slow_lane(worker, sub, outcome, now, log)
     except Exception:
         logger.exception("what the attempt says of the endpoint is not recorded", extra=log)
+
+
+async def _left_slow_lane(worker: Worker, sub: Subscription, outcome: Outcome, now: float, log: dict[str, Any]) -> None:
+    """Take the subscription off the slow lane after an attempt that answered within ``slow_lane_after_seconds``
+    (a quick failure too: the endpoint no longer keeps a request waiting), if its mark, as read, was made
+    ``slow_lane_seconds`` ago or more; not if this batch marked it (its read is older than that mark). The write is
+    conditional on the mark read: one made since by a slow attempt stays."""
+    settings = worker.settings
+    marked_until = sub.isolation.slow_until
+    if marked_until <= now or sub.id in _MARKED.get(worker, {}):
+        return
+    if marked_until - slow_span(worker) + settings.slow_lane_seconds > now:
+        return  # marked lately: an endpoint slow now and then stays on the slow lane in between
+    if (outcome.finished - outcome.started).total_seconds() >= settings.slow_lane_after_seconds:
+        return
+    left = await worker.io(
+        worker.store.isolation.leave_slow_lane, sub.tenant_id, sub.id, marked_until=marked_until, url=sub.url
+    )
+    if left:
+        logger.info("subscription off the slow lane: an attempt answered in time", extra=log)
