@@ -352,8 +352,18 @@ class EventType:
     @cached_property
     def envelope(self) -> type[BaseModel]:
         """The delivered body, ``{"type", "timestamp", "data"}``, as a model: for the documentation only, so
-        built when the documentation is (not on a delivery function's cold start)."""
-        return _envelope(self.name, self.envelope_name, self.model, self.example)
+        built when the documentation is (not on a delivery function's cold start). Its example is the delivered one
+        (``delivered_example``): the webhook documents what a subscriber receives."""
+        return _envelope(self.name, self.envelope_name, self.model, self.delivered_example)
+
+    @cached_property
+    def delivered_example(self) -> dict[str, Any]:
+        """The example as a subscriber receives it: published as a publisher's data is (``validate_json``), so with
+        each optional field it leaves out (null, or its default), date-times as they are delivered (``+00:00`` as
+        ``Z``) and integral floats as integers. A transform is checked and dry-run on this, not on ``example``: one
+        that works on the example as written could fail every real delivery (``join`` over a field left out, which
+        is delivered as null). Computed when the type is registered, which checks the example with it."""
+        return self.validate_json(json.dumps(self.example))
 
     @cached_property
     def schema(self) -> dict[str, Any]:
@@ -441,8 +451,9 @@ class EventCatalog:
                     "could not tell which moment a time without it means"
                 )
             # A wrong example is a bug in the catalog: fail at import. Checked as a publisher's data is (strict JSON
-            # types): the example is documented in `webhooks` and is what a publisher copies.
-            delivered = declared.validate_json(json.dumps(example))
+            # types): the example is what a publisher copies (`GET /v1/event-types`), and `webhooks` documents it as
+            # it is then delivered.
+            delivered = declared.delivered_example
             # What a serializer of no declared return type makes is documented as the field's type: the example, as
             # it is delivered, shows whether it is.
             try:

@@ -6,11 +6,10 @@ AWS's SDKs and CLI (the ``jmespath`` package, which boto3 depends on); every JME
 
 Checked when set (:func:`check_transform`, ``InvalidTransformError`` with located ``details`` for a 422): the
 syntax (``transform_syntax``, with the character position), the functions named (``transform_unknown_function``),
-the size of the expression (``transform_too_large``), and its result on each subscribed type's catalog example,
-which must be a JSON object or array (``transform_result_not_object``) and must not fail
-(``transform_failed``), exhaust the budget (``transform_too_costly``) or build too much
-(``transform_result_too_large``). :func:`dry_run` returns those results,
-for a route that shows them.
+the size of the expression (``transform_too_large``), and its result on each subscribed type's catalog example as
+it is delivered (:func:`example_envelopes`), which must be a JSON object or array (``transform_result_not_object``)
+and must not fail (``transform_failed``), exhaust the budget (``transform_too_costly``) or build too much
+(``transform_result_too_large``). :func:`dry_run` returns those results, for a route that shows them.
 
 At delivery (:meth:`CompiledTransform.apply`): the body's bytes, or a :class:`TransformError` whose
 ``error_kind`` is ``"transform"`` and whose ``reason`` says why; the attempt log records it and the delivery
@@ -355,11 +354,13 @@ def transform_from_stored(expression: str) -> CompiledTransform:
 
 
 def example_envelopes(catalog: EventCatalog, event_types: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The envelope of each subscribed type's catalog example (every type for ``*``), by type name."""
+    """The envelope of each subscribed type's catalog example (every type for ``*``), by type name, as a delivery
+    carries it: its data is the example as published (``EventType.delivered_example``: optional fields left out
+    delivered as null or their default, date-times rewritten), which a transform is applied to at delivery."""
     names = set(event_types)
     chosen = catalog.names() if "*" in names else sorted(name for name in names if name in catalog)
     return {
-        name: {"type": name, "timestamp": EXAMPLE_TIMESTAMP, "data": entry.example}
+        name: {"type": name, "timestamp": EXAMPLE_TIMESTAMP, "data": entry.delivered_example}
         for name in chosen
         if (entry := catalog.get(name)) is not None
     }
