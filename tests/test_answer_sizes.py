@@ -11,6 +11,7 @@ import string
 from typing import Any
 
 from herald import dlq
+from herald.delivery_options.openapi import DRY_RUN_RESULTS_BYTES, TransformDryRunOut
 from herald.queue import ERROR_ATTRIBUTE
 from tests import test_api_mangum as mangum
 from tests.support import ADMIN_KEY, INVOICE
@@ -153,3 +154,80 @@ def test_a_discard_of_1000_large_poison_messages_fits_a_lambda_response(invoke, 
     (cut,) = [record for record in caplog.records if record.getMessage().startswith("dead-letter discard answer cut")]
     assert (getattr(cut, "discarded", None), getattr(cut, "share", None)) == (1000, share)
     assert not any("zq7x" in str(record.__dict__) for record in caplog.records)
+
+
+def _subscribed_to_every_type(invoke: Any) -> tuple[str, str]:
+    """A tenant's key and its subscription to ``*``, one result per catalog type in a dry run."""
+    key = mangum.make_tenant(invoke)["api_key"]["key"]
+    body = json.dumps({"url": "https://example.com/webhooks", "event_types": ["*"]})
+    response = invoke(mangum.http_event("POST", "/v1/subscriptions", key=key, body=body, headers=JSON))
+    assert response["statusCode"] == 201, response["body"][:500]
+    return key, mangum.body_of(response)["id"]
+
+
+def _accented(copies: int, count: int) -> str:
+    """A transform whose result on any example is one string of ``count`` x 923 ``é`` (2 bytes each in the body,
+    ``\\u00e9``, 6 bytes, in the Lambda response): 923 doubled ``copies`` times, twice per stage, then cut."""
+    return "[join('', (['" + "é" * 923 + "']" + " | [@,@,@,@][]" * copies + f")[:{count}])]"
+
+
+def _dry_run(invoke: Any, key: str, sub_id: str, transform: str) -> dict[str, Any]:
+    path = f"/v1/subscriptions/{sub_id}/transform/dry-run"
+    event = mangum.http_event("POST", path, key=key, body=json.dumps({"transform": transform}), headers=JSON)
+    response: dict[str, Any] = invoke(event)
+    return response
+
+
+def test_a_dry_run_of_a_large_result_per_catalog_type_fits_a_lambda_response(invoke) -> None:
+    # GIVEN a subscription to every type, and a transform making 262,132 é of each type's example (524,268 bytes, just
+    # under a body's 512 KiB; 1.57 MB once escaped in the Lambda response: four are over its 6,291,456 bytes)
+    key, sub_id = _subscribed_to_every_type(invoke)
+    # WHEN it is tried through Mangum
+    response = _dry_run(invoke, key, sub_id, _accented(5, 284))
+    # THEN the answer reaches the tenant, within Lambda's limit
+    assert response["statusCode"] == 200, response["body"][:500]
+    size = _lambda_bytes(response)
+    assert size < LAMBDA_RESPONSE_LIMIT, size
+    # AND it shows three results whole, and names the fourth (last by name, all being as large) with its size
+    answer = mangum.body_of(response)
+    assert answer["results"] == {name: ["é" * 262_132] for name in ("herald.ping", "invoice.paid", "order.shipped")}
+    assert answer["not_shown"] == {"subscription.created": {"body_bytes": 524_268}}
+
+
+def test_a_dry_run_just_within_its_bound_is_shown_whole_and_one_just_over_names_a_type(invoke) -> None:
+    # GIVEN a subscription to every type, and transforms making 249,210 é, then 250,133 é, of each type's example:
+    # four results take 5,981,040 bytes of the Lambda response, then 6,003,192, around the answer's 6,000,000
+    key, sub_id = _subscribed_to_every_type(invoke)
+    # WHEN each is tried through Mangum
+    within = _dry_run(invoke, key, sub_id, _accented(5, 270))
+    over = _dry_run(invoke, key, sub_id, _accented(5, 271))
+    # THEN the first shows every result, in an answer close to Lambda's limit and within it
+    assert within["statusCode"] == 200, within["body"][:500]
+    assert 5_980_000 < _lambda_bytes(within) < LAMBDA_RESPONSE_LIMIT, _lambda_bytes(within)
+    shown = mangum.body_of(within)
+    assert "not_shown" not in shown
+    assert shown["results"] == {
+        name: ["é" * 249_210] for name in ("herald.ping", "invoice.paid", "order.shipped", "subscription.created")
+    }
+    # AND the second shows three of them and names the fourth, in an answer within the limit
+    assert over["statusCode"] == 200, over["body"][:500]
+    assert _lambda_bytes(over) < LAMBDA_RESPONSE_LIMIT, _lambda_bytes(over)
+    cut = mangum.body_of(over)
+    assert sorted(cut["results"]) == ["herald.ping", "invoice.paid", "order.shipped"]
+    assert cut["not_shown"] == {"subscription.created": {"body_bytes": 250_133 * 2 + 4}}
+
+
+def test_a_dry_run_answer_shows_its_smallest_results_first_and_keeps_its_bound_when_built_again() -> None:
+    # GIVEN a small result and four of 259,000 to 262,000 é (each about 1.56 MB once escaped: three fit, not four)
+    results: dict[str, Any] = {"a.small": {"ok": True}}
+    results |= {f"b.large{index}": ["é" * (262_000 - index * 1_000)] for index in range(4)}
+    # WHEN the dry run's answer is built from them, then built again from what it answers
+    answer = TransformDryRunOut(transform="[data]", results=results)
+    again = TransformDryRunOut.model_validate_json(answer.model_dump_json())
+    # THEN the small one and the three smallest large ones are shown, in their order, and the largest named with its
+    # body's size
+    assert list(answer.results) == ["a.small", "b.large1", "b.large2", "b.large3"]
+    assert answer.model_dump(mode="json")["not_shown"] == {"b.large0": {"body_bytes": 262_000 * 2 + 4}}
+    # AND the answer, as a Lambda response carries it, is within the bound; built again, it is the same answer
+    assert len(json.dumps(answer.model_dump_json())) < DRY_RUN_RESULTS_BYTES
+    assert again == answer

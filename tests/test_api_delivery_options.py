@@ -526,3 +526,21 @@ def test_a_transform_with_a_lone_surrogate_is_refused_with_a_422(
     # THEN it is refused with the transform's error, which says why (not a 500 that could not encode it)
     error = assert_error(response, 422, "invalid_transform")
     assert says in error["message"]
+
+
+def test_the_openapi_document_describes_the_dry_runs_bound_and_what_it_leaves_out(client) -> None:
+    # GIVEN the OpenAPI document
+    spec = client.get("/openapi.json").json()
+    dry_run = spec["paths"]["/v1/subscriptions/{subscription_id}/transform/dry-run"]["post"]
+    # WHEN the dry run's answer is looked up
+    ref = dry_run["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    answer = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    # THEN it says how much it holds, and documents `not_shown`, optional, with the size of each body left out
+    assert "6,000,000 bytes" in answer["description"], answer["description"]
+    assert "not_shown" in answer["properties"]
+    assert "not_shown" not in answer.get("required", [])
+    assert "not_shown" in answer["properties"]["results"]["description"]
+    marker_ref = answer["properties"]["not_shown"]["additionalProperties"]["$ref"]
+    marker = spec["components"]["schemas"][marker_ref.rsplit("/", 1)[-1]]
+    assert marker["properties"]["body_bytes"]["type"] == "integer"
+    assert marker["required"] == ["body_bytes"]

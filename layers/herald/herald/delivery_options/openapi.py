@@ -1,13 +1,25 @@
-"""What the API says about the delivery options: field descriptions, examples, and the dry-run route's models."""
+"""What the API says about the delivery options: field descriptions, examples, and the dry-run route's models (whose
+answer keeps itself within what Lambda can return)."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from herald.delivery_options.filters import MAX_CONDITIONS, MAX_DEPTH, MAX_FILTER_BYTES, MAX_IN
 from herald.delivery_options.transforms import MAX_EXPRESSION_LENGTH
+
+#: Lambda's limit on a synchronous invocation's response: the JSON the function returns, the HTTP body in it as a
+#: string. Over it, API Gateway answers a bare 500 in place of the answer.
+LAMBDA_RESPONSE_BYTES = 6_291_456
+#: The most a dry run's ``results`` and ``not_shown`` may take of that response, each counted at its worst
+#: (``_lambda_bytes``). Each result is at most ``MAX_BODY_BYTES`` delivered, but up to three times that once escaped
+#: (``é``: 2 bytes, then ``\u00e9``), and a ``*`` subscription has one per catalog type: four such results are already
+#: over the limit. The rest of the limit is for the status, the headers and the transform echoed (1,024 characters,
+#: 12 bytes each at worst).
+DRY_RUN_RESULTS_BYTES = 6_000_000
 
 FILTER_DESCRIPTION = (
     "Deliver only the events whose `data` (and type, `$type`) match: MongoDB-style operators "
@@ -46,9 +58,61 @@ class TransformDryRunIn(BaseModel):
     )
 
 
+class TransformResultNotShown(BaseModel):
+    """A subscribed type whose result a dry run's answer leaves out: the results together would not fit in it."""
+
+    body_bytes: int = Field(
+        description="The size of the body this type's example would be delivered as (its JSON, in UTF-8 bytes)."
+    )
+
+
 class TransformDryRunOut(BaseModel):
+    """What a transform makes of each subscribed type's catalog example, as a delivery would carry it (optional
+    fields the example leaves out are null or their default, date-times in their delivered form).
+
+    The answer holds at most about 6 MB of results (6,000,000 bytes), each counted as it travels in the API's
+    response at its worst: non-ASCII text up to three times its size in the body. Past that, the results are shown
+    smallest first, and those left out are listed in `not_shown` with their size. Any three results of a transform
+    fit (its body is at most 512 KiB); four or more may not (a `*` subscription has one per catalog type)."""
+
     transform: str | None = Field(description="The expression that was run (none: no transform).")
     results: dict[str, dict[str, Any] | list[Any]] = Field(
-        description="The body each subscribed event type's catalog example would be delivered as, by type name.",
+        description="The body each subscribed event type's catalog example would be delivered as, by type name; "
+        "a type listed in `not_shown` is not here.",
         examples=[{"invoice.paid": {"id": "in_1001", "cents": 4900, "kind": "invoice.paid"}}],
     )
+    not_shown: dict[str, TransformResultNotShown] = Field(
+        default_factory=dict,
+        exclude_if=lambda not_shown: not not_shown,
+        description="Present only when the results would not all fit in one answer (about 6 MB): the types whose "
+        "result is left out of `results`, the largest, each with the size of its body. The transform works on "
+        "them; it is the answer that cannot carry them.",
+        examples=[{"order.shipped": {"body_bytes": 524_268}}],
+    )
+
+    @model_validator(mode="after")
+    def _within_a_lambda_response(self) -> Self:
+        """The answer however it is built: over Lambda's response limit, API Gateway would answer a bare 500 in place
+        of results the tenant asked for. Each type's entry in ``not_shown`` is reserved whether it is needed or not,
+        then the results are kept smallest first (ties by name) while they fit in ``DRY_RUN_RESULTS_BYTES``: as many
+        as can be shown are, and an answer built again from a bounded one keeps it as it is."""
+        widest = {"body_bytes": 10**12}  # no body's size has more digits
+        left = DRY_RUN_RESULTS_BYTES - sum(_lambda_bytes({name: widest}) for name in [*self.results, *self.not_shown])
+        sizes = {name: _lambda_bytes({name: result}) for name, result in self.results.items()}
+        kept: set[str] = set()
+        for name in sorted(sizes, key=lambda name: (sizes[name], name)):
+            if sizes[name] > left:
+                break
+            left -= sizes[name]
+            kept.add(name)
+        for name in [name for name in self.results if name not in kept]:
+            body = json.dumps(self.results.pop(name), separators=(",", ":"), ensure_ascii=False)
+            self.not_shown[name] = TransformResultNotShown(body_bytes=len(body.encode()))
+        return self
+
+
+def _lambda_bytes(value: Any) -> int:
+    """The most ``value`` takes in a Lambda response once the API answers it: its JSON (UTF-8, as the API writes it) as
+    a string inside the JSON Lambda returns, escaped at its worst (a non-ASCII character ``\\uXXXX``, one beyond the
+    BMP twice, a ``"`` four bytes, a control character seven)."""
+    return len(json.dumps(json.dumps(value, separators=(",", ":"), ensure_ascii=False)))

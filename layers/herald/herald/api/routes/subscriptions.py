@@ -117,7 +117,8 @@ async def dry_run_transform(
     body: Annotated[TransformDryRunIn | None, Body()] = None,
 ) -> TransformDryRunOut:
     """Runs `transform` (or, without one, the subscription's own) on the catalog example of each event type the
-    subscription takes, and answers the body each would be delivered as. Nothing is stored or sent."""
+    subscription takes, as a delivery carries it, and answers the body each would be delivered as. Nothing is stored
+    or sent. An answer holds at most 6,000,000 bytes of results: past that, `not_shown` names the types left out."""
     sub = subscriptions.find(services, tenant_id, subscription_id)
     expression, results = subscriptions.dry_run_transform(sub, body.transform if body else None)
     return TransformDryRunOut(transform=expression, results=results)
