@@ -103,6 +103,9 @@ def settings(resources: LocalResources, settings_overrides: dict[str, Any], requ
         # A recovery's counts read anew on each GET: the tests read them right after the work they follow (the
         # counts kept between reads have tests of their own, in test_recovery.py).
         "recovery_progress_seconds": 0,
+        # The end of any failing streak reported, however short: the tests' streaks last seconds (the five minutes a
+        # deployment waits for have tests of their own, in test_recovered_notices.py).
+        "recovered_notice_after_seconds": 0,
         # Off unless the test is marked @pytest.mark.faults(spec) (herald.faults); never from the environment.
         "faults": marker.args[0] if marker else "",
         **settings_overrides,

@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Consecutive failed attempts after which a subscription counts as failing (its clock starts).",
     )
+    recovered_notice_after_seconds: float = Field(
+        300,
+        ge=0,
+        description="How long a failing streak must have lasted (from when it counted as failing to the success that "
+        "ended it) for the operator to hear of its end (subscription.recovered): an endpoint that fails a few "
+        "attempts in a row now and then is no news each time.",
+    )
     disable_after_failing_hours: float = Field(
         120,
         gt=0,

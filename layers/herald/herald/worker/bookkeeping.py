@@ -69,6 +69,14 @@ def recovered(ref: dict[str, Any], failing_since: datetime, recovered_at: dateti
     return "subscription.recovered", data, (ref["subscription_id"], failing_since.isoformat())
 
 
+def worth_reporting(worker: Worker, failing_since: datetime, recovered_at: datetime) -> bool:
+    """Whether the end of a failing streak is news to the operator: the streak lasted
+    ``recovered_notice_after_seconds`` or more. An endpoint that fails half its requests ends a streak of
+    ``failing_after_failures`` every few seconds at a high rate: one ``subscription.recovered`` each time would be a
+    stream of them, about an endpoint that was never down for long."""
+    return (recovered_at - failing_since).total_seconds() >= worker.settings.recovered_notice_after_seconds
+
+
 #: Waits before publishing an operational event again after AWS refused it (seconds): three tries in all.
 REPORT_RETRY_DELAYS = (0.2, 1.0)
 #: Attempts that made no request (the URL policy refused the address; the transform failed): no response to time.
@@ -332,7 +340,11 @@ class Bookkeeping:
                 "last_status_code": deciding.status_code,
             }
             reports.append(("subscription.disabled", data, (sub.id, disabled.disabled_at.isoformat())))
-        reports += [recovered(ref, failing_since, recovered_at) for failing_since, recovered_at in health.recoveries]
+        reports += [
+            recovered(ref, failing_since, recovered_at)
+            for failing_since, recovered_at in health.recoveries
+            if worth_reporting(worker, failing_since, recovered_at)
+        ]
         await report(worker, reports, tally.log)
 
     def _disable_reason(self, outcomes: list[Outcome], health: SubscriptionHealth) -> tuple[Outcome, str | None]:

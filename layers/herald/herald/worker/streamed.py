@@ -42,7 +42,7 @@ from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.storage import AttemptTally, keys
 from herald.storage.deliveries import FIRST_ATTEMPT, STATS_FROM_STREAM
 from herald.storage.table import from_item
-from herald.worker.bookkeeping import recovered, report
+from herald.worker.bookkeeping import recovered, report, worth_reporting
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -131,7 +131,8 @@ async def count(worker: Worker, records: list[dict[str, Any]]) -> dict[str, int]
         except Exception:
             logger.exception("subscription stats not updated from the stream", extra=extra)
             return False
-        if ended is not None and successes.tenant_id != OPERATOR_TENANT_ID:  # never report on the operator's own
+        # Never report on the operator's own endpoints, nor a streak too short to be news.
+        if ended is not None and successes.tenant_id != OPERATOR_TENANT_ID and worth_reporting(worker, *ended):
             ref = {"tenant_id": successes.tenant_id, "subscription_id": sub_id, "url": successes.url}
             await report(worker, [recovered(ref, *ended)], extra)
         return True
