@@ -10,7 +10,16 @@ from datetime import datetime, time
 from typing import Annotated, Any, TypedDict
 
 import pytest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field, field_serializer, with_config
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    field_serializer,
+    with_config,
+)
 
 from herald.catalog import MAX_EVENT_TYPE_LENGTH, EventCatalog, EventData, catalog, operational_catalog
 from herald.domain.publishing import validate_data
@@ -374,10 +383,58 @@ def test_an_unknown_event_type_is_echoed_cut_in_messages(client, tenant) -> None
 
 
 def test_the_webhooks_documentation_says_a_transform_changes_the_body_and_exhausts_a_delivery(client) -> None:
+    # WHEN the OpenAPI document is read
     spec = client.get("/openapi.json").json()
-    # THEN each webhook says a subscription with a transform receives what it makes of the body shown
-    for name, webhook in spec["webhooks"].items():
-        assert "`transform`" in webhook["post"]["description"], name
+    # THEN each tenant's webhook says a subscription with a transform receives what it makes of the body shown
+    for event_type in catalog:
+        assert "`transform`" in spec["webhooks"][event_type.name]["post"]["description"], event_type.name
     assert "`transform`" in spec["info"]["description"]
     # AND delivery.exhausted names a failed transform among its causes
     assert "transform failed" in spec["webhooks"]["delivery.exhausted"]["post"]["description"]
+
+
+def test_operational_webhooks_are_documented_for_the_operators_endpoints(client) -> None:
+    # WHEN the OpenAPI document is read
+    webhooks = client.get("/openapi.json").json()["webhooks"]
+    for event_type in operational_catalog:
+        operation = webhooks[event_type.name]["post"]
+        description = operation["description"]
+        # THEN each operational webhook says it goes to the operator's endpoints, verified with the operator
+        # endpoint's secret, and arrives as shown: an operator endpoint has no transform
+        assert "operator's endpoints (`/v1/operator/webhooks`)" in description, event_type.name
+        assert "the operator endpoint's `whsec_` secret" in description, event_type.name
+        assert "an operator endpoint has no transform" in description, event_type.name
+        # AND none says what a tenant's subscription has (its secret, its transform)
+        assert "subscription's `whsec_` secret" not in description, event_type.name
+        assert "unless it has a `transform`" not in description, event_type.name
+        # AND a 410 disables the operator's endpoint, not a tenant's subscription
+        assert "operator endpoint" in operation["responses"]["410"]["description"], event_type.name
+    # AND a tenant's webhook keeps the subscription's wording
+    tenants = webhooks["invoice.paid"]["post"]
+    assert "subscription's `whsec_` secret" in tenants["description"]
+    assert "disables the subscription" in tenants["responses"]["410"]["description"]
+
+
+def test_delivery_failing_says_it_counts_the_steps_of_the_retry_schedule_and_always_has_a_next_attempt(
+    client,
+) -> None:
+    # WHEN the OpenAPI document is read
+    spec = client.get("/openapi.json").json()
+    operation = spec["webhooks"]["delivery.failing"]["post"]
+    description = " ".join(operation["description"].split())
+    # THEN delivery.failing is the 4th attempt of the retry schedule, not the 4th made: a hand-over to the slow lane
+    # or an attempt asked for is no step of it, so `attempts` may be more
+    assert operation["summary"] == "A delivery failed the 4th attempt of its retry schedule."
+    assert "failed its 4th attempt" not in description
+    assert "an attempt handed over to the slow lane" in description
+    assert "nor is an attempt asked for" in description
+    assert "`attempts` may be more than 4" in description
+    # AND its next attempt is always there: required, never null
+    data = spec["components"]["schemas"]["DeliveryFailing"]
+    assert "next_attempt_at" in data["required"]
+    assert data["properties"]["next_attempt_at"]["type"] == "string"
+    assert "anyOf" not in data["properties"]["next_attempt_at"]
+    entry = operational_catalog.get("delivery.failing")
+    assert entry is not None
+    with pytest.raises(ValidationError, match="next_attempt_at"):
+        entry.validate({**entry.example, "next_attempt_at": None})

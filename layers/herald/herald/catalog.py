@@ -77,12 +77,32 @@ _SIGNATURE_DOC = (
     "array its transform makes of this body."
 )
 
+#: The same for the operational events, which go to the operator's endpoints: those are signed with their own
+#: secrets (``/v1/operator/webhooks``), and take no transform, so they always receive the body shown.
+_OPERATIONAL_SIGNATURE_DOC = (
+    "Sent to the operator's endpoints (`/v1/operator/webhooks`), never to a tenant's subscriptions. Every delivery "
+    "is signed following [Standard Webhooks](https://www.standardwebhooks.com/): verify `webhook-signature` against "
+    "`{webhook-id}.{webhook-timestamp}.{raw body}` with the operator endpoint's `whsec_` secret (shown when it was "
+    "registered, or by its latest rotation; HMAC-SHA256), reject timestamps older than 5 minutes, and use "
+    "`webhook-id` to drop duplicates.\n\n"
+    "The body shown is the one the endpoint receives: an operator endpoint has no transform."
+)
+
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Any 2xx answer within the timeout acknowledges the delivery."},
     410: {"description": "Gone: Herald disables the subscription and stops retrying."},
     "default": {
         "description": "Anything else (3xx included: redirects are never followed) is retried on the "
         "schedule, for more than a day."
+    },
+}
+
+#: The same for the operational events: a 410 disables the operator's endpoint, not a tenant's subscription.
+_OPERATIONAL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_RESPONSES,
+    410: {
+        "description": "Gone: Herald disables this operator endpoint and stops retrying (`PATCH "
+        "/v1/operator/webhooks/{id}` with `enabled: true` re-enables it)."
     },
 }
 
@@ -405,10 +425,21 @@ class EventType:
 class EventCatalog:
     """The registry of event types; see the module docstring."""
 
-    def __init__(self, *, tag: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tag: str | None = None,
+        receiving: str = _SIGNATURE_DOC,
+        responses: dict[int | str, dict[str, Any]] | None = None,
+    ) -> None:
         self._types: dict[str, EventType] = {}
         #: The documentation tag of all its webhooks (default: each type's first word).
         self.tag = tag
+        #: What each of its webhooks says after the type's own description: who receives it, how to verify it, what
+        #: body arrives. The operational catalog's receivers are not the tenants' subscriptions, so it has its own.
+        self.receiving = receiving
+        #: Its webhooks' documented answers (what the receiver's answer makes Herald do).
+        self.responses = _RESPONSES if responses is None else responses
 
     def event[M: EventData](self, name: str, *, example: dict[str, Any]) -> Callable[[type[M]], type[M]]:
         """Register the decorated model as event type ``name``, with an example payload.
@@ -537,10 +568,10 @@ class EventCatalog:
                 _webhook_endpoint(event_type),
                 methods=["POST"],
                 summary=event_type.summary,
-                description=f"{event_type.description}\n\n{_SIGNATURE_DOC}",
+                description=f"{event_type.description}\n\n{owner.receiving}",
                 operation_id=event_type.operation_id,
-                responses=_RESPONSES,
-                response_description=str(_RESPONSES[200]["description"]),
+                responses=owner.responses,
+                response_description=str(owner.responses[200]["description"]),
                 tags=[owner.tag or event_type.name.split(".", 1)[0]],
             )
         return router
@@ -597,7 +628,9 @@ def _webhook_endpoint(event_type: EventType) -> Callable[..., None]:
 
 
 catalog = EventCatalog()
-operational_catalog = EventCatalog(tag="operational")
+operational_catalog = EventCatalog(
+    tag="operational", receiving=_OPERATIONAL_SIGNATURE_DOC, responses=_OPERATIONAL_RESPONSES
+)
 
 
 # --- Operational events: Herald's own, to the operator. ----------------------------------------------
@@ -661,12 +694,15 @@ class SubscriptionDisabled(_SubscriptionRef):
     },
 )
 class DeliveryFailing(_DeliveryRef):
-    """A delivery failed its 4th attempt.
+    """A delivery failed the 4th attempt of its retry schedule.
 
-    Sent once per delivery; it is still being retried on the schedule.
+    Sent once per delivery, while it is still being retried on the schedule (its next attempt is due at
+    `next_attempt_at`). The 4th step of the schedule is not always the 4th attempt made: an attempt handed
+    over to the slow lane (cut short because the endpoint was slow to answer, and made again there) is no
+    step of it, nor is an attempt asked for (a retry, a recovery), so `attempts` may be more than 4.
     """
 
-    next_attempt_at: AwareDatetime | None = Field(None, description="When the next attempt is due.")
+    next_attempt_at: AwareDatetime = Field(description="When the next attempt of the schedule is due.")
 
 
 @operational_catalog.event(

@@ -244,9 +244,19 @@ async def create_operator_endpoint(
         services,
         OPERATOR_TENANT_ID,
         idempotency_key,
-        ids.fingerprint(body.model_dump(mode="json")),
+        _operator_fingerprint(body),
         lambda key: _create_operator_endpoint(services, body, key),
     )
+
+
+def _operator_fingerprint(body: OperatorWebhookIn) -> str:
+    """What a request with an ``Idempotency-Key`` asked, as a digest. Without a ``rate_limit``, the digest of the
+    fields an endpoint had before it could have one: a retry, after a deploy, of a request whose key was kept before
+    it is the same request (another digest would make it a 409)."""
+    asked = body.model_dump(mode="json")
+    if asked["rate_limit"] is None:
+        del asked["rate_limit"]
+    return ids.fingerprint(asked)
 
 
 async def _create_operator_endpoint(
@@ -256,7 +266,9 @@ async def _create_operator_endpoint(
     event_types = check_operational_types(body.event_types)
     check_subscription(services.settings, url=url, event_types=event_types, description=body.description)
     services.store.tenants.create_unlisted(Tenant(id=OPERATOR_TENANT_ID, name="operator", created_at=utcnow()))
-    sub = new_subscription(OPERATOR_TENANT_ID, url, event_types, description=body.description)
+    sub = new_subscription(
+        OPERATOR_TENANT_ID, url, event_types, description=body.description, rate_limit=body.rate_limit
+    )
     services.store.subscriptions.create(
         sub, max_subscriptions=services.settings.max_subscriptions_per_tenant, creation_key=creation_key
     )
@@ -431,6 +443,21 @@ def set_enabled(services: Services, sub: Subscription, *, enabled: bool, reason:
     new = switched(sub, enabled=enabled, reason=reason, now=utcnow())
     if new is not sub:
         _replace(services.store, sub, new)
+    return new
+
+
+def update_operator_endpoint(services: Services, old: Subscription, changes: dict[str, Any]) -> Subscription:
+    """Change what the operator may change of its endpoint after creating it: ``enabled`` (through the one
+    enable/disable rule, a disable recorded as the operator's) and ``rate_limit`` (None removes it), those of
+    ``changes`` given. Nothing changed, nothing is written."""
+    now = utcnow()
+    enabled = changes.get("enabled")
+    new = old if enabled is None else switched(old, enabled=enabled, reason="disabled by the operator", now=now)
+    if "rate_limit" in changes and changes["rate_limit"] != old.rate_limit:
+        update = {"rate_limit": changes["rate_limit"], "version": old.version + 1, "updated_at": now}
+        new = new.model_copy(update=update)
+    if new is not old:
+        _replace(services.store, old, new)
     return new
 
 

@@ -287,6 +287,15 @@ class OperatorWebhookIn(StrictModel):
         examples=[["subscription.disabled", "delivery.exhausted"]],
     )
     description: str = Field("", max_length=500)
+    # As a tenant's subscription's (``SubscriptionIn.rate_limit``), enforced by the same worker code: one tenant's
+    # endpoint that is down sends the operator a notice or two per delivery, however fast its events come.
+    rate_limit: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description="At most this many deliveries per second to this URL; more are postponed, never dropped.",
+    )
 
     # Once each, sorted, as a tenant's; each name is then checked against the operational catalog, ``*`` beside it
     # or not (``check_operational_types``).

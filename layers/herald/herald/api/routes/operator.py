@@ -2,15 +2,17 @@
 
 They are subscriptions of a reserved tenant (``herald.domain.operational``) to operational event types:
 signed, retried and logged like every delivery, and disabled on a 410 like any endpoint. Their secrets rotate,
-and their deliveries and attempts are listed and retried, as a tenant's are (the same code, for that tenant).
+their ``rate_limit`` holds, and their deliveries and attempts are listed and retried, as a tenant's are (the same
+code, for that tenant).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Body, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from herald.api.deps import CreationKeyHeader, IteratorQuery, LimitQuery, OperatorDep, ServicesDep
 from herald.api.responses import creation_answers
@@ -29,12 +31,14 @@ from herald.domain import deliveries, subscriptions
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.records import Delivery, Subscription
 from herald.schemas import (
+    MAX_RATE_LIMIT,
     AttemptOut,
     DeliveryOut,
     OperatorWebhookIn,
     Page,
     SecretOut,
     SecretRotateIn,
+    StrictModel,
     SubscriptionOut,
     SubscriptionWithSecret,
 )
@@ -43,10 +47,46 @@ from herald.services import Services
 router = api_router(prefix="/v1/operator/webhooks", tags=["operator"])
 
 
-class OperatorWebhookUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+#: The operator endpoint's ``PATCH`` bodies shown in the documentation.
+UPDATE_EXAMPLES: list[dict[str, Any]] = [{"enabled": True}, {"rate_limit": 20}, {"rate_limit": None}]
 
-    enabled: bool = Field(strict=True, description="Re-enable an endpoint Herald disabled (or disable one).")
+
+def _update_schema(schema: dict[str, Any]) -> None:
+    """The ``PATCH`` body's JSON schema as the API takes it: ``enabled`` without its ``null`` branch (typed
+    ``bool | None`` for "left out", which ``OperatorWebhookUpdate._not_null`` tells from an explicit null), and its
+    examples."""
+    schema["examples"] = UPDATE_EXAMPLES
+    enabled = schema["properties"]["enabled"]
+    enabled.pop("anyOf", None)
+    enabled.pop("default", None)
+    enabled["type"] = "boolean"
+
+
+class OperatorWebhookUpdate(StrictModel):
+    """Only the fields given change. `null` removes `rate_limit`; `enabled` has none (leave it out to keep it)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_update_schema)
+
+    enabled: bool | None = Field(
+        None, strict=True, description="Re-enable an endpoint Herald disabled (or disable one)."
+    )
+    # As a tenant's subscription's (``SubscriptionUpdate.rate_limit``).
+    rate_limit: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=MAX_RATE_LIMIT,
+        description="Deliveries per second at most; `null` removes the limit.",
+    )
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            raise PydanticCustomError(
+                "not_nullable", "{field} has no null: leave it out to keep its value", {"field": info.field_name}
+            )
+        return value
 
 
 def _webhook_or_404(services: Services, webhook_id: str) -> Subscription:
@@ -89,13 +129,16 @@ async def get_operator_webhook(webhook_id: str, services: ServicesDep, _: Operat
     return SubscriptionOut.of(_webhook_or_404(services, webhook_id))
 
 
-@router.patch("/{webhook_id}", summary="Re-enable (or disable) an operational endpoint")
+@router.patch("/{webhook_id}", summary="Re-enable (or disable) an operational endpoint, or change its rate limit")
 async def update_operator_webhook(
     webhook_id: str, body: OperatorWebhookUpdate, services: ServicesDep, _: OperatorDep
 ) -> SubscriptionOut:
+    """Only the fields given change. `rate_limit` caps the deliveries per second to the endpoint as a tenant's
+    subscription's does (more are postponed, never dropped): one tenant endpoint that is down sends the operator a
+    `delivery.failing` and a `delivery.exhausted` per delivery, as fast as its events come."""
     old = _webhook_or_404(services, webhook_id)
-    new = subscriptions.set_enabled(services, old, enabled=body.enabled, reason="disabled by the operator")
-    return SubscriptionOut.of(new)
+    changes = body.model_dump(exclude_unset=True)
+    return SubscriptionOut.of(subscriptions.update_operator_endpoint(services, old, changes))
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an operational endpoint")
