@@ -13,7 +13,8 @@ whole window, disables the subscription; operational events
 (``herald.domain.operational``) tell the operator (what an attempt did to its delivery right after it, what
 the batch did to the subscription at its end). Both are bookkeeping, not the record: if an invocation dies
 after settling deliveries and before its batch is done, they miss those deliveries, while the deliveries
-and their attempts, which are what is sent and listed, stay exact.
+and their attempts, which are what is sent and listed, stay exact; but for a delivery's own notice, which its
+message, back undeleted, reports then (``report_missed``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from herald.records import DeliveryStatus, ErrorKind
 from herald.storage import AttemptTally, SubscriptionHealth
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from herald.records import Delivery, Event, Subscription
     from herald.sender import Outcome
+    from herald.storage.deliveries import DeliveryState
     from herald.worker.runtime import Worker
 
 logger = Logger(service="herald", child=True)
@@ -142,14 +146,82 @@ def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
     return before is DeliveryStatus.PENDING and settled.status is DeliveryStatus.FAILED
 
 
-def _exhaustion_reason(outcome: Outcome) -> str:
-    if outcome.status_code == 410:
+def _exhaustion_reason(delivery: Delivery) -> str:
+    """Why a delivery failed for good by its latest attempt."""
+    if delivery.last_status_code == 410:
         return "the endpoint answered 410 Gone"
-    if outcome.error_kind is ErrorKind.REFUSED_BY_POLICY:
+    if delivery.last_error_kind is ErrorKind.REFUSED_BY_POLICY:
         return "the URL policy refused the endpoint's address"
-    if outcome.error_kind is ErrorKind.TRANSFORM:
+    if delivery.last_error_kind is ErrorKind.TRANSFORM:
         return "the subscription's transform failed on this event"
     return "every scheduled attempt failed"
+
+
+def _delivery_ref(sub: Subscription, event_type: str, delivery: Delivery) -> dict[str, Any]:
+    """What a notice about a delivery says of it, as its latest attempt left it."""
+    return {
+        "tenant_id": sub.tenant_id,
+        "subscription_id": sub.id,
+        "url": sub.url,
+        "event_id": delivery.event_id,
+        "event_type": event_type,
+        "delivery_id": delivery.id,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error_kind": delivery.last_error_kind and delivery.last_error_kind.value,
+    }
+
+
+def _failing(delivery: Delivery, data: dict[str, Any]) -> Report:
+    """The operator's notice that a delivery failed the ``FAILING_NOTICE_ATTEMPT``th step of its retry schedule."""
+    return "delivery.failing", {**data, "next_attempt_at": delivery.next_attempt_at}, (delivery.id,)
+
+
+def _exhausted(delivery: Delivery, data: dict[str, Any]) -> Report:
+    """The operator's notice that a delivery failed for good by its attempts."""
+    return "delivery.exhausted", {**data, "reason": _exhaustion_reason(delivery)}, (delivery.id,)
+
+
+#: How a delivery fails without an attempt of its own (its subscription disabled or deleted, its event expired, its
+#: message discarded): no ``delivery.exhausted`` for those.
+_FAILED_WITHOUT_ATTEMPT = frozenset({ErrorKind.SUBSCRIPTION_GONE, ErrorKind.EVENT_EXPIRED, ErrorKind.DISCARDED})
+
+
+def has_notice(state: DeliveryState) -> bool:
+    """Whether the delivery's latest attempt had a notice to report (``report_missed``): it failed the delivery for
+    good by its attempts, or failed the ``FAILING_NOTICE_ATTEMPT``th step of its schedule and the delivery is still
+    retried."""
+    return _missed(state) is not None
+
+
+def _missed(state: DeliveryState) -> Callable[[Delivery, dict[str, Any]], Report] | None:
+    delivery = state.delivery
+    if delivery.attempts == 0:
+        return None
+    if delivery.status is DeliveryStatus.FAILED:
+        return None if delivery.last_error_kind in _FAILED_WITHOUT_ATTEMPT else _exhausted
+    answered = delivery.last_status_code is not None and 200 <= delivery.last_status_code < 300
+    if (
+        delivery.status is DeliveryStatus.PENDING
+        and state.scheduled_attempts == FAILING_NOTICE_ATTEMPT
+        and delivery.next_attempt_at is not None
+        and not answered
+    ):
+        return _failing
+    return None
+
+
+async def report_missed(
+    worker: Worker, sub: Subscription, event_type: str, state: DeliveryState, log: dict[str, Any]
+) -> None:
+    """Report again what a delivery's latest scheduled attempt did, for a message of it that came back to find that
+    attempt made (``dispatch``): the invocation that made it may have died after recording it and before reporting
+    it (``attempted``), and the message, not deleted then, is that invocation's. A notice's id is what it reports,
+    so one that was published is not published twice (``has_notice`` says whether there is one)."""
+    notice = _missed(state)
+    if notice is None or sub.tenant_id == OPERATOR_TENANT_ID:
+        return
+    await report(worker, [notice(state.delivery, _delivery_ref(sub, event_type, state.delivery))], log)
 
 
 def _count_changes(previous: Delivery | None, settled: Delivery) -> dict[str, int]:
@@ -235,25 +307,13 @@ class Bookkeeping:
             # no step of the retry schedule, nothing the endpoint did (the slow lane's attempt says it).
             return
         reports: list[Report] = []
-        delivery_ref = {
-            "tenant_id": sub.tenant_id,
-            "subscription_id": sub.id,
-            "url": sub.url,
-            "event_id": event.id,
-            "event_type": event.type,
-            "delivery_id": settled.id,
-            "attempts": settled.attempts,
-            "last_status_code": outcome.status_code,
-            "last_error_kind": outcome.error_kind and outcome.error_kind.value,
-        }
+        delivery_ref = _delivery_ref(sub, event.type, settled)  # the outcome's status and error, as settled holds them
         if not outcome.succeeded and scheduled == FAILING_NOTICE_ATTEMPT and settled.next_attempt_at is not None:
             # The 4th step of its retry schedule (a hand-over to the slow lane is none, nor is an attempt asked for),
             # still being retried: once per delivery.
-            data = {**delivery_ref, "next_attempt_at": settled.next_attempt_at}
-            reports.append(("delivery.failing", data, (settled.id,)))
+            reports.append(_failing(settled, delivery_ref))
         if exhausted(previous, settled):
-            data = {**delivery_ref, "reason": _exhaustion_reason(outcome)}
-            reports.append(("delivery.exhausted", data, (settled.id,)))
+            reports.append(_exhausted(settled, delivery_ref))
         await report(self._worker, reports, log)
 
     # --- when the batch is done -------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from herald.storage.deliveries import (
     stats_from_stream,
 )
 from herald.storage.jobs import FAILED, SKIPPED
-from herald.worker import inserts, lanes
+from herald.worker import bookkeeping, inserts, lanes
 from herald.worker.pacing import Skip, latest_start, local_wait
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count, redrives_of
 
@@ -262,6 +262,8 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
         state = await _state_from(worker, source, message)
         single_shot = message.trigger in SINGLE_SHOT_TRIGGERS and state is not None
         if not await _due(worker, message, record, state, single_shot, deadline):
+            if state is not None and not single_shot and message.carries_schedule:
+                await _report_missed(worker, message, stored, state, log)
             return None
         job = _Job(message, record, log, stored, state, single_shot, worker.now(), deadline)
         token = uuid.uuid4().hex
@@ -283,6 +285,23 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
     logger.info("delivery claimed by another message meanwhile", extra=log)
     await hold_shortly(worker, message, record)
     return None
+
+
+async def _report_missed(
+    worker: Worker, message: DeliveryMessage, stored: StoredEvent, state: DeliveryState, log: dict[str, Any]
+) -> None:
+    """A message of the delivery's schedule that found its attempt made already: what that attempt was to report
+    is reported again (``bookkeeping.report_missed``, a notice once per what it reports), should the invocation
+    that made it have died before it did. Only a delivery that has such a notice (failed for good, or at the 4th
+    step of its schedule) reads its subscription for it; a failure here is logged, the message is done either way."""
+    if not bookkeeping.has_notice(state):
+        return
+    try:
+        sub = await _subscription(worker, message)
+        if sub is not None:
+            await bookkeeping.report_missed(worker, sub, stored.event.type, state, log)
+    except Exception:
+        logger.exception("a notice the delivery's latest attempt had is not reported again", extra=log)
 
 
 type _Source = Literal["none", "batch", "read"]
