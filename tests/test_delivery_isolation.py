@@ -1159,31 +1159,3 @@ def test_leaving_the_slow_lane_keeps_a_mark_made_since_it_was_read(client, tenan
     assert (stale, stays, moved) == (False, "slow", False)
     assert left
     assert stats(client, tenant, sub.id)["lane"] == "fast"
-
-
-def test_deliveries_an_open_breaker_holds_go_within_15_minutes_of_a_move_to_a_new_url(
-    client, tenant, harness: Harness, clock: Clock, receiver: Receiver, make_receiver
-) -> None:
-    # GIVEN a subscription whose breaker opened for an hour, and three deliveries it holds
-    sub = subscribe(client, tenant, receiver.url)
-    opened = harness.services.store.isolation.count_timeout(
-        tenant.id, sub.id, now=clock(), slow_until=0, threshold=1, open_seconds=3600, max_open_seconds=3600
-    )
-    assert opened is not None
-    assert opened[1]
-    held = [publish(client, tenant.id) for _ in range(3)]
-    harness.drain()
-    # ... each delayed by SQS to look at the breaker again in 15 minutes at most, none scheduled for its end
-    assert len(harness.holds) == 3
-    assert max(harness.holds) <= 900
-    assert harness.scheduled_items() == []
-    # WHEN the tenant moves the subscription to a new URL (its breaker reset), and 16 minutes pass
-    moved = make_receiver()
-    response = client.patch(f"/v1/subscriptions/{sub.id}", json={"url": moved.url}, headers=tenant.headers)
-    assert response.status_code == 200, response.text
-    for _ in range(4):
-        step(harness, clock, 4 * 60)
-    # THEN the held deliveries went to the new URL, once each, not an hour on at the old breaker's end
-    assert sorted(r.headers["webhook-id"] for r in moved.received) == sorted(held)
-    assert receiver.received == []
-    assert {(d["status"], d["attempts"]) for d in deliveries(client, tenant, sub.id)} == {("succeeded", 1)}

@@ -24,8 +24,7 @@ both learned from the subscription's own attempts and kept on its item (``Isolat
 - **The circuit breaker.** After ``breaker_timeouts`` timeouts in a row the breaker opens for
   ``breaker_open_seconds``, doubled each time it opens again without an answer in between (at most
   ``breaker_max_open_seconds``). Deliveries arriving meanwhile are held (``schedule.hold``) until it closes,
-  looking at it again every 15 minutes at most (a new URL resets it), without an attempt and without a step of
-  their retry schedule; none is lost. Once its time is over it is
+  without an attempt and without a step of their retry schedule; none is lost. Once its time is over it is
   half-open: one delivery takes the probe (a conditional write), made from the slow lane (a delivery received
   from the work queue is forwarded there first), the others wait for the probe's outcome.
   Any answer that is not a timeout closes it; a timeout opens it again, for longer.
@@ -45,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from herald.metrics import Metric
-from herald.queue import MAX_DELAY_SECONDS
 from herald.records import ErrorKind, Trigger
 from herald.sender import Outcome, Progress, cut_short
 from herald.storage.isolation import Reopened
@@ -65,11 +63,6 @@ logger = Logger(service="herald", child=True)
 
 #: Held deliveries come back spread over this share of their wait (at least a second), not all at once.
 HOLD_SPREAD = 0.1
-#: The longest a delivery is held by an open breaker before it looks at it again: SQS's longest delay, so a held copy
-#: waits as a delayed message, never on the schedule. A breaker open for an hour is then looked at four times, and one
-#: reset meanwhile (a new URL, the subscription enabled again) lets its held deliveries go within 15 minutes, not at
-#: the old breaker's end.
-BREAKER_LOOK_AGAIN_SECONDS = MAX_DELAY_SECONDS
 #: What each worker marked slow itself in its current batch, and until when: the attempts of one batch to one slow
 #: endpoint write once, and those still waiting for a connection are forwarded. Forgotten when the batch ends
 #: (``forget``): the next batch reads what was written, which a subscription's new URL resets.
@@ -200,7 +193,6 @@ async def _held_by_breaker(
     log: dict[str, Any],
 ) -> None:
     wait += worker.rng.uniform(0, max(1.0, wait * HOLD_SPREAD))
-    wait = min(wait, BREAKER_LOOK_AGAIN_SECONDS)
     until = worker.clock() + wait
     await release(until)
     worker.metrics.add(Metric.BREAKER_HELD)
