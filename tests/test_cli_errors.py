@@ -69,6 +69,8 @@ class StubApi:
     request is recorded with its arrival time."""
 
     answers: dict[tuple[str, str], list[tuple[int, dict[str, str], Any]]] = field(default_factory=dict)
+    #: How long the answers to (METHOD, path) take, in seconds (none: at once).
+    delays: dict[tuple[str, str], float] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: LoopbackServer | None = None
@@ -101,6 +103,9 @@ class StubApi:
             path = handler.path.split("?", 1)[0]
             queue = self.answers.get((handler.command, path), [(404, {}, {"message": "Not Found"})])
             status, headers, payload = queue.pop(0) if len(queue) > 1 else queue[0]
+            delay = self.delays.get((handler.command, path), 0.0)
+        if delay:
+            time.sleep(delay)  # a slow API: the client's timeout is what the test is about
         # Bytes go as they are (an answer that is not JSON, or not UTF-8); anything else as JSON.
         content = (
             payload if isinstance(payload, bytes) else json.dumps(payload).encode() if payload is not None else b""

@@ -131,11 +131,49 @@ def test_a_waits_poll_answered_503_is_not_asked_again_past_the_timeout(
         *(*stub.flags, "deliveries", "recover", "--subscription", "sub_1", "--since", "2026-01-31T12:00:00Z"),
         *("--wait", "--poll-interval", "0.05", "--wait-timeout", "2"),
     )
-    # THEN the poll is not asked again after the timeout (it would have been three times, 20 s apart), and the
-    # error says why
+    # THEN the poll is not asked again after the timeout (it would have been three times, 20 s apart): the wait is
+    # over, its error says why and how to follow the job
     assert waited.code == 1
+    assert waited.err.startswith("error: wait_timeout: recovery rcv_1 still queued after 2 s; its last poll: ")
     assert "not asked again: the time given to wait is up before then" in waited.err
+    assert "(it carries on: see `herald deliveries recovery rcv_1 --subscription sub_1`)" in waited.err
     assert len(stub.sent("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1")) == 1
+
+
+def test_a_last_poll_made_at_the_end_of_the_wait_is_given_time_to_answer(
+    stub: StubApi, herald: Callable[..., Run]
+) -> None:
+    # GIVEN a recovery job that has finished, whose progress the API answers in 1.5 s (a cold start)
+    queued = {"id": "rcv_1", "subscription_id": "sub_1", "status": "queued"}
+    stub.script("POST", "/v1/subscriptions/sub_1/recover", (202, {}, queued))
+    stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", (200, {}, {**queued, "status": "done"}))
+    stub.delays[("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1")] = 1.5
+    # WHEN the operator waits at most 3 s, polling every 5 s: its one poll is made at the end of the wait
+    waited = herald(
+        *(*stub.flags, "deliveries", "recover", "--subscription", "sub_1", "--since", "2026-01-31T12:00:00Z"),
+        *("--json", "--wait", "--poll-interval", "5", "--wait-timeout", "3"),
+    )
+    # THEN that poll is answered, and the job shown done
+    assert waited.code == 0, waited.err
+    assert waited.json()["status"] == "done"
+
+
+def test_a_last_poll_unanswered_is_the_waits_timeout(stub: StubApi, herald: Callable[..., Run]) -> None:
+    # GIVEN a recovery job whose progress the API takes longer to answer than the least a poll is given
+    queued = {"id": "rcv_1", "subscription_id": "sub_1", "status": "queued"}
+    stub.script("POST", "/v1/subscriptions/sub_1/recover", (202, {}, queued))
+    stub.script("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1", (200, {}, {**queued, "status": "running"}))
+    stub.delays[("GET", "/v1/subscriptions/sub_1/recoveries/rcv_1")] = cli_client.MIN_REQUEST_SECONDS + 3
+    # WHEN the operator waits at most 1 s for it
+    waited = herald(
+        *(*stub.flags, "deliveries", "recover", "--subscription", "sub_1", "--since", "2026-01-31T12:00:00Z"),
+        *("--wait", "--poll-interval", "0.5", "--wait-timeout", "1"),
+    )
+    # THEN the wait is over, its error naming the poll that went unanswered and how to follow the job
+    assert waited.code == 1
+    assert waited.err.startswith("error: wait_timeout: recovery rcv_1 still queued after 1 s; its last poll: ")
+    assert "timed out" in waited.err
+    assert "(it carries on: see `herald deliveries recovery rcv_1 --subscription sub_1`)" in waited.err
 
 
 class _TimeoutsSeen(httpx.BaseTransport):

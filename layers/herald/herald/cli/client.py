@@ -24,8 +24,9 @@ from herald.cli.errors import CliApiError, CliConfigError, CliConnectionError, C
 
 #: Seconds to wait for the API; API Gateway itself gives up after 29 s.
 DEFAULT_TIMEOUT_SECONDS = 35.0
-#: The least time a request bounded by a deadline is given for its answer (seconds).
-MIN_REQUEST_SECONDS = 1.0
+#: The least time a request bounded by a deadline is given for its answer (seconds): the API's cold start and API
+#: Gateway's hop, for a last poll made at the deadline.
+MIN_REQUEST_SECONDS = 5.0
 #: Answers that say "later": throttled, or unavailable for a moment.
 RETRY_STATUSES = frozenset({429, 503})
 #: API Gateway's throttling: the request never reached the app, so any request is asked again.
@@ -160,6 +161,7 @@ class ApiClient:
             asked = f"Retry-After: {retry_after} s" if retry_after else "no Retry-After"
             if out_of_time:
                 error.message += f" ({asked}; not asked again: the time given to wait is up before then)"
+                error.out_of_time = True
             elif self._asked_again(response.status_code, repeatable):
                 error.message += f" (still {response.status_code} after {retries} retries; {asked})"
             else:

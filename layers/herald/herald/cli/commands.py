@@ -30,7 +30,7 @@ from herald.cli.config import (
     DEFAULT_STACK_NAME,
     STACK_NAME_ENV,
 )
-from herald.cli.errors import CliApiError, CliError
+from herald.cli.errors import CliApiError, CliConnectionError, CliError
 from herald.cli.output import columns_of, detail_lines, printable, record, table
 from herald.ids import EVENT_ID_PATTERN, OPERATIONAL_EVENT_PREFIX
 
@@ -486,24 +486,38 @@ def _follow_command(args: argparse.Namespace, job_id: str) -> str:
 def _wait_for(client: ApiClient, args: argparse.Namespace, job: Any) -> Any:
     """Poll the recovery job until it has finished (``--wait``), or give up after ``--wait-timeout``: no pause
     between polls outlasts the time left (a poll interval longer than the timeout polls once more at its end), nor
-    does a poll's answer or its retries after a 429 or a 503 (``ApiClient.request``'s ``deadline``)."""
+    does a poll's answer (but ``client.MIN_REQUEST_SECONDS``) or its retries after a 429 or a 503
+    (``ApiClient.request``'s ``deadline``). A poll that could not be answered in that time is the wait's timeout,
+    not an error of its own."""
     if not isinstance(job, Mapping):
         return job
     job_id = _job_id(job)
     job_path = _path("/v1/subscriptions", args.subscription, "recoveries", job_id)
     deadline = time.monotonic() + args.wait_timeout
+
+    def timed_out(last_poll: str = "") -> CliError:
+        return CliError(
+            f"recovery {job_id} still {job.get('status', 'running')} after {args.wait_timeout:.0f} s{last_poll} "
+            f"(it carries on: see `{_follow_command(args, job_id)}`)",
+            code="wait_timeout",
+        )
+
     while not _finished(job):
         left = deadline - time.monotonic()
         if left <= 0:
-            raise CliError(
-                f"recovery {job_id} still {job.get('status', 'running')} after {args.wait_timeout:.0f} s "
-                f"(it carries on: see `{_follow_command(args, job_id)}`)",
-                code="wait_timeout",
-            )
+            raise timed_out()
         time.sleep(min(args.poll_interval, left))
-        job = client.request("GET", job_path, params=_tenant_param(args), deadline=deadline)
-        if not isinstance(job, Mapping):  # an answer with no body: not Herald's API
+        try:
+            answer = client.request("GET", job_path, params=_tenant_param(args), deadline=deadline)
+        except (CliConnectionError, CliApiError) as exc:
+            # Unanswered in the time it had left, or answered "later" past the deadline: the wait is over.
+            unanswered = isinstance(exc, CliConnectionError) and exc.code == "timeout"
+            if (unanswered and time.monotonic() >= deadline - 1) or (isinstance(exc, CliApiError) and exc.out_of_time):
+                raise timed_out(f"; its last poll: {exc.message}") from exc
+            raise
+        if not isinstance(answer, Mapping):  # an answer with no body: not Herald's API
             raise CliApiError(200, "invalid_response", f"the API answered no progress of recovery {job_id}")
+        job = answer
     return job
 
 

@@ -36,3 +36,5 @@ class CliApiError(CliError):
         super().__init__(message, code=code)
         self.status = status
         self.details = details or []
+        #: A 429 or 503 not asked again because its wait would end past the request's deadline.
+        self.out_of_time = False
