@@ -1159,3 +1159,34 @@ def test_leaving_the_slow_lane_keeps_a_mark_made_since_it_was_read(client, tenan
     assert (stale, stays, moved) == (False, "slow", False)
     assert left
     assert stats(client, tenant, sub.id)["lane"] == "fast"
+
+
+@pytest.mark.parametrize(
+    ("settings_overrides", "lane"),
+    [({"retry_schedule": "0,1800"}, None), ({"retry_schedule": "0,300"}, "slow")],
+    ids=["after-15-minutes", "within-15-minutes"],
+)
+def test_a_retry_stays_on_the_slow_lane_only_while_its_subscription_is_sure_to_be_on_it(
+    client, tenant, harness: Harness, clock: Clock, receiver: Receiver, lane: str | None
+) -> None:
+    # GIVEN a subscription marked slow just now (a mark lasts a day, unless an attempt answering in time 15 minutes
+    # after it takes it off), whose endpoint fails once, and an event to it, forwarded to the slow lane
+    span = harness.services.settings.slow_lane_max_seconds
+    sub, _ = _failing_once_on_the_slow_lane(client, tenant, harness, clock, receiver, slow_for=span)
+    # WHEN the slow lane's attempt fails, its retry 30 minutes away, or 5
+    (slow_lane,) = harness.others
+    assert slow_lane.poll_once().received == 1
+    copies = [sent for sent in harness.queue_calls.sent() if '"resumed":true' in sent.body]
+    # THEN a retry after the 15 minutes the subscription is sure to stay slow waits for the work queue (which
+    # forwards it again if it is slow still), and one within them keeps the slow lane
+    settings = harness.services.settings
+    if lane is None:
+        (item,) = harness.scheduled_items()
+        assert json.loads(item["body"]).get("lane") is None
+    else:
+        assert copies[-1].queue_url == settings.slow_queue_url
+        assert json.loads(copies[-1].body)["lane"] == "slow"
+    # AND either way it is made once due, and succeeds
+    step(harness, clock, 3600)
+    assert len(receiver.received) == 2
+    assert only_delivery(client, tenant, sub.id)["status"] == "succeeded"

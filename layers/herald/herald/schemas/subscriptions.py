@@ -215,7 +215,12 @@ class SubscriptionStats(BaseModel):
         description="`slow` while its deliveries go through the slow lane (an attempt timed out or was slow to "
         "answer recently), so that they never hold back other subscribers'.",
     )
-    slow_until: datetime | None = Field(None, description="Until when it stays on the slow lane.")
+    slow_until: datetime | None = Field(
+        None,
+        description="Until when it stays on the slow lane at the latest: a day after its latest slow attempt, unless "
+        "an attempt answers within the slow-lane threshold (2 s by default) 15 minutes or more after that one, which "
+        "takes it off then.",
+    )
     breaker: Literal["closed", "open", "half_open"] = Field(
         "closed",
         description="The circuit breaker: `open` after several timeouts in a row (deliveries wait, without "

@@ -213,6 +213,14 @@ def slow_until(worker: Worker, sub: Subscription) -> float:
     return max(sub.isolation.slow_until, _MARKED.get(worker, {}).get(sub.id, 0.0))
 
 
+def surely_slow_until(worker: Worker, sub: Subscription) -> float:
+    """Until when the subscription stays on the slow lane whatever its attempts answer: ``slow_lane_seconds`` after
+    its latest mark (made ``slow_span`` before the mark's end); an attempt that answers in time may take it off from
+    then on (``_left_slow_lane``)."""
+    until = slow_until(worker, sub)
+    return until - slow_span(worker) + worker.settings.slow_lane_seconds if until > 0 else 0.0
+
+
 async def forwarded(
     worker: Worker,
     message: DeliveryMessage,
@@ -240,11 +248,11 @@ async def forwarded(
 
 def for_later(worker: Worker, message: DeliveryMessage, sub: Subscription, until: float) -> DeliveryMessage:
     """The message to hold for a later attempt, at ``until``: it keeps the slow lane only if its subscription is
-    still on it then (as read for this attempt, or as this batch marked it: ``slow_until``). A delivery forwarded
-    once must not stay on the slow lane's few invocations for the rest of its retries, nor come back to them
-    hours on, when its endpoint is fast again; should the subscription be slow again then, ``diverted`` forwards
-    it again."""
-    if message.lane == "slow" and slow_until(worker, sub) <= until:
+    sure to be on it then, whatever its attempts answer meanwhile (``surely_slow_until``: as read for this attempt,
+    or as this batch marked it). A delivery forwarded once must not stay on the slow lane's few invocations for the
+    rest of its retries, nor come back to them hours on, when its endpoint is fast again; should the subscription be
+    slow still then, the work queue forwards it again (one hop)."""
+    if message.lane == "slow" and surely_slow_until(worker, sub) <= until:
         return message.model_copy(update={"lane": None})
     return message
 
@@ -404,7 +412,7 @@ async def _left_slow_lane(worker: Worker, sub: Subscription, outcome: Outcome, n
     marked_until = sub.isolation.slow_until
     if marked_until <= now or sub.id in _MARKED.get(worker, {}):
         return
-    if marked_until - slow_span(worker) + settings.slow_lane_seconds > now:
+    if surely_slow_until(worker, sub) > now:
         return  # marked lately: an endpoint slow now and then stays on the slow lane in between
     if (outcome.finished - outcome.started).total_seconds() >= settings.slow_lane_after_seconds:
         return
