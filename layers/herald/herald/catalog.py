@@ -741,7 +741,9 @@ class SubscriptionRecovered(_SubscriptionRef):
     """A failing subscription delivered successfully again.
 
     Sent on the first successful attempt after a subscription counted as failing (several attempts in
-    a row failed).
+    a row failed), when it had been failing for 5 minutes or more (the deployment's
+    `HERALD_RECOVERED_NOTICE_AFTER_SECONDS`): an endpoint that fails a few attempts in a row now and then
+    brings no notice each time.
     """
 
     failing_since: AwareDatetime = Field(description="Since when it had been failing.")
