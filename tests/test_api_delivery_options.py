@@ -143,6 +143,26 @@ def test_a_filter_sent_back_with_true_as_1_is_a_change_not_the_stored_one(client
     assert same.json()["filter"] == {"currency": {"$exists": True}}
 
 
+def test_a_filter_sent_back_with_an_integral_number_written_another_way_is_no_change(client, tenant, services) -> None:
+    # GIVEN a subscription whose filter holds 1000.0 (stored as it was given)
+    sub = created(client, tenant, filter={"amount_cents": {"$gte": 1000.0}})
+
+    def stored() -> str | None:
+        found = services.store.subscriptions.get(tenant.id, sub["id"])
+        assert found is not None
+        kept: str | None = found.filter
+        return kept
+
+    before = stored()
+    # WHEN a client that read it back sends it as 1000 (JavaScript has one kind of number)
+    path = f"/v1/subscriptions/{sub['id']}"
+    response = client.patch(path, json={"filter": {"amount_cents": {"$gte": 1000}}}, headers=tenant.headers)
+    # THEN it is the same filter: kept as stored, not checked and stored again
+    assert response.status_code == 200, response.text
+    assert before == '{"amount_cents":{"$gte":1000.0}}'
+    assert stored() == before
+
+
 def test_new_event_types_are_checked_against_the_kept_filter_and_transform(client, tenant) -> None:
     # GIVEN a subscription to invoice.paid with a filter and a transform on invoice fields
     sub = created(client, tenant, filter=FILTER, transform="data.amount_cents > `0` && data")

@@ -362,7 +362,9 @@ def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: l
     retyped = event_types != old.event_types
     # An option sent back as it is stored (a client that PATCHes back the whole object it read) is no change: kept,
     # checked again only if the event types change, as one left out is.
-    filter_given = "filter" in given and not (old.filter and _as_stored(body.filter) == old.filter)
+    filter_given = "filter" in given and not (
+        old.filter and _as_stored(body.filter) == _as_stored(json.loads(old.filter))
+    )
     transform_given = "transform" in given and not (old.transform and body.transform == old.transform)
     if filter_given:
         changed["filter"] = checked_filter(body.filter, event_types)
@@ -379,10 +381,23 @@ def _changed_options(old: Subscription, body: SubscriptionUpdate, event_types: l
 
 
 def _as_stored(raw: dict[str, Any] | None) -> str | None:
-    """A filter as it would be stored (``check_filter``'s canonical JSON), to compare it with a stored one as JSON
-    (``true`` is not ``1``, as Python's ``==`` has it); None when JSON cannot carry it (checking it says why)."""
+    """A filter as canonical JSON, to compare a filter sent with the one stored (``check_filter``'s JSON, read back)
+    as JSON values: ``true`` is not ``1`` (Python's ``==`` has them equal), and ``100`` is ``100.0`` (a client that
+    reads ``100.0`` back may send it as ``100``: the same number). None when JSON cannot carry it (checking it says
+    why)."""
+
+    def numbers_as_json(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, dict):
+            return {key: numbers_as_json(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [numbers_as_json(item) for item in value]
+        return value
+
     try:
-        return json.dumps(raw, separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
+        canonical = numbers_as_json(raw)
+        return json.dumps(canonical, separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
     except (ValueError, TypeError, RecursionError):
         return None
 
