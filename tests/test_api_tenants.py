@@ -346,6 +346,30 @@ def test_a_key_a_rotations_index_read_missed_stops_working_when_the_rotation_is_
     assert [item["id"] for item in listing] == [rotated.json()["id"]]
 
 
+def test_a_key_a_rotations_index_read_missed_stops_working_though_the_new_key_was_revoked_since(
+    client, make_tenant, services, poller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a rotation whose index read missed a key issued a moment before (emulated, as above)
+    tenant = make_tenant("Rotating")
+    late_key, listed = _a_key_the_index_does_not_show_yet(client, services, monkeypatch, tenant.id)
+    rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    assert rotated.status_code == 201, rotated.text
+    monkeypatch.setattr(services.store.tenants, "_key_items", listed)
+    # WHEN the operator revokes the rotation's new key within the minute (it leaked too), and issues another
+    revoked = client.delete(f"/v1/tenants/{tenant.id}/api-keys/{rotated.json()['id']}", headers=ADMIN)
+    assert revoked.status_code == 204, revoked.text
+    fresh = client.post(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN)
+    assert fresh.status_code == 201, fresh.text
+    # ... before the rotation is checked again
+    assert release_delays(services.settings.queue_url) == 1
+    drain(poller)
+    # THEN the key the rotation missed stops working all the same, and the fresh key works
+    assert_error(client.get("/v1/subscriptions", headers=bearer(late_key)), 401, "unauthorized")
+    assert client.get("/v1/subscriptions", headers=bearer(fresh.json()["key"])).status_code == 200
+    listing = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]
+    assert [item["id"] for item in listing] == [fresh.json()["id"]]
+
+
 def test_a_deletion_that_failed_midway_is_done_in_full_by_its_retry(
     client, make_tenant, services, poller, browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,6 +50,9 @@ def create(services: Services, name: str, metadata: Metadata) -> tuple[Tenant, A
 #: How long a deleted tenant's purge, and a key rotation's second revocation, wait on the queue before they start:
 #: past the longest request (API Gateway's 29 s), and the lag of the index that lists a tenant's keys.
 PURGE_DELAY_SECONDS = 60
+#: How long a rotation that succeeded is noted (``confirm_rotation``): past its queued revocation's delay and the
+#: retries SQS may make of it.
+ROTATION_NOTED_SECONDS = 86400
 
 
 def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> tuple[ApiKey, str]:
@@ -92,6 +95,17 @@ def _revoke_older(services: Services, key: ApiKey, key_hash: str) -> None:
         with contextlib.suppress(ServiceUnavailableError):
             services.store.tenants.delete_key_with_hash(key_hash)
         raise
+    try:
+        # The rotation succeeded: its queued revocation runs even if the new key is revoked before it (a key the
+        # index missed must go all the same). Unnoted, it runs only while the new key exists, as for a failed one.
+        expires_at = int(utcnow().timestamp()) + ROTATION_NOTED_SECONDS
+        services.store.tenants.confirm_rotation(key_hash, expires_at=expires_at)
+    except ServiceUnavailableError:
+        logger.warning(
+            "rotation not noted: its queued revocation is dropped if the new key is revoked before it runs",
+            extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
+            exc_info=True,
+        )
     try:
         services.store.tenants.delete_keys(key.tenant_id, older_than=key.id)
     except ServiceUnavailableError:

@@ -4,6 +4,8 @@ Layout (``pk`` / ``sk``; ``gsi1`` and ``gsi2`` are sparse indexes)::
 
     tenant        TENANT#<tnt>        #TENANT           gsi1: TENANTS / <tnt>
     api key       APIKEY#<sha256>     #APIKEY           gsi1: TENANT#<tnt>#KEYS / <key id>
+    rotation      ROTATION#<sha256>   #ROTATION         a rotation that succeeded, by its new key's hash: its queued
+                                                        second revocation runs though the new key is revoked since
     subscription  TENANT#<tnt>        SUB#<sub>
     route         ROUTE#<tnt>#<type>  SUB#<sub>         one per enabled subscription and event type ("*" too)
     event         EVENT#<evt>         #EVENT            written once; its counters' starting values (all of its
@@ -279,6 +281,11 @@ def due(hour: int, shard: int, due_ms: int, name: str) -> Key:
 def sweep_cursor() -> Key:
     """Until when the scheduled work has been moved to the queue."""
     return {"pk": "SWEEP", "sk": "#CURSOR"}
+
+
+def rotation(key_hash: str) -> Key:
+    """A key rotation that succeeded, by the SHA-256 of its new key."""
+    return {"pk": f"ROTATION#{key_hash}", "sk": "#ROTATION"}
 
 
 def portal_grant(grant_hash: str) -> Key:

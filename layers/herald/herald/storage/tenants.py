@@ -278,6 +278,15 @@ class TenantRepository:
                 return
         raise NotFoundError(f"API key {key_id} not found")
 
+    def confirm_rotation(self, key_hash: str, *, expires_at: int) -> None:
+        """Note that the rotation whose new key has this hash succeeded (its second revocation queued), until
+        ``expires_at``: that revocation then runs though the new key is revoked before it (``rotation_confirmed``)."""
+        self._table.call("put_item", Item=to_item({**keys.rotation(key_hash), "expires_at": expires_at}))
+
+    def rotation_confirmed(self, key_hash: str) -> bool:
+        """Whether the rotation whose new key has this hash succeeded (``confirm_rotation``), as a strong read."""
+        return self._table.read(keys.rotation(key_hash)) is not None
+
     def get_key(self, key_hash: str) -> ApiKey | None:
         """The key with this hash (strongly consistent: a revoked key stops working at once)."""
         item = self._table.read(keys.api_key(key_hash))
