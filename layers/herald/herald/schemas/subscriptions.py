@@ -41,16 +41,35 @@ def check_event_types(value: list[str]) -> list[str]:
     return sorted(set(value))
 
 
+def refuse_null(value: Any, info: ValidationInfo) -> Any:
+    """A ``PATCH`` field that has no ``null`` (a ``mode="before"`` validator): left out, it keeps its value."""
+    if value is None:
+        raise PydanticCustomError(
+            "not_nullable", "{field} has no null: leave it out to keep its value", {"field": info.field_name}
+        )
+    return value
+
+
+#: What a body's ``rate_limit`` says: at creation, and in a ``PATCH``.
+RATE_LIMIT_DESCRIPTION = "At most this many deliveries per second to this URL; more are postponed, never dropped."
+RATE_LIMIT_PATCH_DESCRIPTION = "Deliveries per second at most; `null` removes the limit."
+
+
+def rate_limit_field(description: str) -> Any:
+    """A body's ``rate_limit``: deliveries per second, a JSON integer from 1 to ``MAX_RATE_LIMIT``, none by default."""
+    return Field(None, strict=True, ge=1, le=MAX_RATE_LIMIT, description=description)
+
+
 #: The fields of a ``PATCH`` that have no ``null``: left out, they keep their value.
 _NOT_NULLABLE = ("url", "event_types", "description", "metadata", "enabled")
 
 
-def _no_null(schema: dict[str, Any], examples: list[Any]) -> None:
-    """The ``PATCH`` body's JSON schema as the API takes it: the fields of ``_NOT_NULLABLE`` without their ``null``
-    branch (typed ``X | None`` for "left out", which ``SubscriptionUpdate._not_null`` tells from an explicit null),
-    and its examples."""
+def no_null(schema: dict[str, Any], examples: list[Any], fields: tuple[str, ...] = _NOT_NULLABLE) -> None:
+    """A ``PATCH`` body's JSON schema as the API takes it: ``fields`` (a subscription's ``_NOT_NULLABLE``) without
+    their ``null`` branch (typed ``X | None`` for "left out", which ``refuse_null`` tells from an explicit null), and
+    its examples."""
     schema["examples"] = examples
-    for name in _NOT_NULLABLE:
+    for name in fields:
         field = schema["properties"][name]
         branches = [branch for branch in field.pop("anyOf", []) if branch != {"type": "null"}]
         if len(branches) == 1:
@@ -81,13 +100,7 @@ class SubscriptionIn(StrictModel):
         description="Up to 50 string entries (keys 1-64, values up to 512 characters), at most 8 KiB as JSON by "
         "default (`limit_exceeded` above the deployment's limit).",
     )
-    rate_limit: int | None = Field(
-        None,
-        strict=True,
-        ge=1,
-        le=MAX_RATE_LIMIT,
-        description="At most this many deliveries per second to this URL; more are postponed, never dropped.",
-    )
+    rate_limit: int | None = rate_limit_field(RATE_LIMIT_DESCRIPTION)
     headers: HeadersIn = Field(default_factory=dict)
     filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION, examples=[FILTER_EXAMPLE])
     transform: str | None = Field(None, description=TRANSFORM_DESCRIPTION, examples=[TRANSFORM_EXAMPLE])
@@ -101,21 +114,15 @@ class SubscriptionUpdate(StrictModel):
     object is set (without `value` it keeps its stored value); `null` for `headers`, `filter` or `transform`
     removes them all."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: _no_null(schema, UPDATE_EXAMPLES))
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: no_null(schema, UPDATE_EXAMPLES))
 
-    # Left out, each keeps its value; none of them takes `null` (``_not_null``; its schema has none: ``_no_null``).
+    # Left out, each keeps its value; none of them takes `null` (``refuse_null``; its schema has none: ``no_null``).
     url: AnyHttpUrl | None = None
     event_types: list[str] | None = Field(None, min_length=1, max_length=MAX_EVENT_TYPES_PER_SUBSCRIPTION)
     description: str | None = Field(None, max_length=500)
     metadata: Metadata | None = None
     enabled: bool | None = Field(None, strict=True)
-    rate_limit: int | None = Field(
-        None,
-        strict=True,
-        ge=1,
-        le=MAX_RATE_LIMIT,
-        description="Deliveries per second at most; `null` removes the limit.",
-    )
+    rate_limit: int | None = rate_limit_field(RATE_LIMIT_PATCH_DESCRIPTION)
     headers: HeadersPatch | None = Field(
         None,
         description='Changes to the custom headers (JSON merge patch): `{"X-Route": null}` removes one, an object '
@@ -124,14 +131,7 @@ class SubscriptionUpdate(StrictModel):
     filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION + " `null` removes it.")
     transform: str | None = Field(None, description=TRANSFORM_DESCRIPTION + " `null` removes it.")
 
-    @field_validator(*_NOT_NULLABLE, mode="before")
-    @classmethod
-    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            raise PydanticCustomError(
-                "not_nullable", "{field} has no null: leave it out to keep its value", {"field": info.field_name}
-            )
-        return value
+    _not_null = field_validator(*_NOT_NULLABLE, mode="before")(refuse_null)
 
     @field_validator("event_types")
     @classmethod
@@ -294,13 +294,7 @@ class OperatorWebhookIn(StrictModel):
     description: str = Field("", max_length=500)
     # As a tenant's subscription's (``SubscriptionIn.rate_limit``), enforced by the same worker code: one tenant's
     # endpoint that is down sends the operator a notice or two per delivery, however fast its events come.
-    rate_limit: int | None = Field(
-        None,
-        strict=True,
-        ge=1,
-        le=MAX_RATE_LIMIT,
-        description="At most this many deliveries per second to this URL; more are postponed, never dropped.",
-    )
+    rate_limit: int | None = rate_limit_field(RATE_LIMIT_DESCRIPTION)
 
     # Once each, sorted, as a tenant's; each name is then checked against the operational catalog, ``*`` beside it
     # or not (``check_operational_types``).

@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Body, Response, status
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import ConfigDict, Field, field_validator
 
 from herald.api.deps import CreationKeyHeader, IteratorQuery, LimitQuery, OperatorDep, ServicesDep
 from herald.api.responses import creation_answers
@@ -31,7 +30,6 @@ from herald.domain import deliveries, subscriptions
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.records import Delivery, Subscription
 from herald.schemas import (
-    MAX_RATE_LIMIT,
     AttemptOut,
     DeliveryOut,
     OperatorWebhookIn,
@@ -42,6 +40,7 @@ from herald.schemas import (
     SubscriptionOut,
     SubscriptionWithSecret,
 )
+from herald.schemas.subscriptions import RATE_LIMIT_PATCH_DESCRIPTION, no_null, rate_limit_field, refuse_null
 from herald.services import Services
 
 router = api_router(prefix="/v1/operator/webhooks", tags=["operator"])
@@ -51,42 +50,20 @@ router = api_router(prefix="/v1/operator/webhooks", tags=["operator"])
 UPDATE_EXAMPLES: list[dict[str, Any]] = [{"enabled": True}, {"rate_limit": 20}, {"rate_limit": None}]
 
 
-def _update_schema(schema: dict[str, Any]) -> None:
-    """The ``PATCH`` body's JSON schema as the API takes it: ``enabled`` without its ``null`` branch (typed
-    ``bool | None`` for "left out", which ``OperatorWebhookUpdate._not_null`` tells from an explicit null), and its
-    examples."""
-    schema["examples"] = UPDATE_EXAMPLES
-    enabled = schema["properties"]["enabled"]
-    enabled.pop("anyOf", None)
-    enabled.pop("default", None)
-    enabled["type"] = "boolean"
-
-
 class OperatorWebhookUpdate(StrictModel):
     """Only the fields given change. `null` removes `rate_limit`; `enabled` has none (leave it out to keep it)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_update_schema)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=lambda schema: no_null(schema, UPDATE_EXAMPLES, ("enabled",))
+    )
 
     enabled: bool | None = Field(
         None, strict=True, description="Re-enable an endpoint Herald disabled (or disable one)."
     )
     # As a tenant's subscription's (``SubscriptionUpdate.rate_limit``).
-    rate_limit: int | None = Field(
-        None,
-        strict=True,
-        ge=1,
-        le=MAX_RATE_LIMIT,
-        description="Deliveries per second at most; `null` removes the limit.",
-    )
+    rate_limit: int | None = rate_limit_field(RATE_LIMIT_PATCH_DESCRIPTION)
 
-    @field_validator("enabled", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            raise PydanticCustomError(
-                "not_nullable", "{field} has no null: leave it out to keep its value", {"field": info.field_name}
-            )
-        return value
+    _not_null = field_validator("enabled", mode="before")(refuse_null)
 
 
 def _webhook_or_404(services: Services, webhook_id: str) -> Subscription:
