@@ -7,11 +7,13 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -243,6 +245,17 @@ def test_an_aws_port_out_of_range_stops_the_start_with_a_message() -> None:
 STOP_SECONDS = 30
 
 
+def _serving(processes: Processes, log: Path, environment: dict[str, str]) -> subprocess.Popen[Any]:
+    """`make run`'s program started by ``processes`` with ``environment``, once its banner is in ``log``."""
+    stack = start_stack(processes, log, environment)
+    deadline = time.monotonic() + START_SECONDS
+    while "Herald is running locally." not in log.read_text():
+        assert stack.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"
+        time.sleep(0.1)  # the log looked at again, until the banner is in it
+    return stack
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_make_run_stops_cleanly_on_sigterm_as_on_ctrl_c(
     sig: signal.Signals, processes: Processes, tmp_path: Path
@@ -250,12 +263,7 @@ def test_make_run_stops_cleanly_on_sigterm_as_on_ctrl_c(
     # GIVEN `make run`'s program serving, on a free port of its own choosing (HERALD_LOCAL_PORT=0)
     environment = stack_environment(ADMIN_KEY, HERALD_LOCAL_PORT="0")
     log = tmp_path / "stack.log"
-    stack = start_stack(processes, log, environment)
-    deadline = time.monotonic() + START_SECONDS
-    while "Herald is running locally." not in log.read_text():
-        assert stack.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"
-        time.sleep(0.1)  # the log looked at again, until the banner is in it
+    stack = _serving(processes, log, environment)
     # WHEN the signal arrives (`kill`, a container or service manager stopping it; or Ctrl-C)
     code = stop_group(stack, sig, grace=STOP_SECONDS)
     # THEN the stack stopped its workers and the embedded AWS itself, and exited with 0 (stop_group raises
@@ -289,12 +297,7 @@ def test_the_embedded_aws_stays_on_loopback_when_the_api_listens_on_every_interf
         ADMIN_KEY, HERALD_LOCAL_HOST="0.0.0.0", HERALD_LOCAL_PORT="0", HERALD_LOCAL_AWS_PORT="0"
     )
     log = tmp_path / "stack.log"
-    stack = start_stack(processes, log, environment)
-    deadline = time.monotonic() + START_SECONDS
-    while "Herald is running locally." not in log.read_text():
-        assert stack.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"
-        time.sleep(0.1)  # the log looked at again, until the banner is in it
+    stack = _serving(processes, log, environment)
     text = log.read_text()
     api = re.search(r"API and docs   http://0\.0\.0\.0:(\d+)/docs", text)
     aws = re.search(r"Embedded AWS   http://([^:]+):(\d+)", text)

@@ -45,20 +45,24 @@ def _dies_before_reporting(monkeypatch: pytest.MonkeyPatch, when: Callable[[Any,
     return died
 
 
-@pytest.mark.parametrize(
-    "settings_overrides", [{"retry_schedule": (0, 0), "retry_jitter": 0.0, "failing_after_failures": 3}]
-)
-def test_a_delivery_exhausted_by_an_invocation_that_died_is_reported_by_its_message_back(
-    client, tenant: TenantInfo, harness: Harness, make_receiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN an operator endpoint taking delivery.exhausted, and a tenant endpoint that always fails
+def _reported_after_a_death(
+    client: Any,
+    tenant: TenantInfo,
+    harness: Harness,
+    make_receiver: Callable[[], Any],
+    monkeypatch: pytest.MonkeyPatch,
+    notice: str,
+    when: Callable[[Any, int | None], bool],
+) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """An event published to a tenant endpoint that always fails, an operator endpoint taking ``notice``, and the
+    invocation of the attempt ``when`` picks dying before it reports it; then that invocation's message back, and
+    the queues worked until the operator heard once (and worked again, to show nothing more comes). The delivery,
+    the notice's payload (verified) and the tenant's endpoint."""
     ops, down = make_receiver(), make_receiver()
     down.default = (500, {}, b"down", 0.0)
-    endpoint = register(client, ops.url, ["delivery.exhausted"])
+    endpoint = register(client, ops.url, [notice])
     sub = subscribe(client, tenant, down.url)
-    # ... and an invocation that dies once its last attempt, failing the delivery for good, is recorded
-    died = _dies_before_reporting(monkeypatch, lambda settled, _: settled.status == "failed")
-    # WHEN an event is delivered (two attempts), and the message of the invocation that died comes back
+    died = _dies_before_reporting(monkeypatch, when)
     publish(client, tenant.id)
     drain_until(harness, lambda: bool(died))
     assert ops.received == []
@@ -66,12 +70,33 @@ def test_a_delivery_exhausted_by_an_invocation_that_died_is_reported_by_its_mess
     drain_until(harness, lambda: len(ops.received) == 1)
     harness.reveal()
     harness.drain()
-    # THEN the operator heard that the delivery failed for good, once, as it would have from the invocation
     delivery = only_delivery(client, tenant, sub.id)
-    assert (delivery["status"], delivery["attempts"], died) == ("failed", 2, [delivery["id"]])
+    assert died == [delivery["id"]]
     (payload,) = operational(endpoint["secret"], ops)
-    assert payload["type"] == "delivery.exhausted"
-    assert payload["data"]["delivery_id"] == delivery["id"]
+    assert (payload["type"], payload["data"]["delivery_id"]) == (notice, delivery["id"])
+    return delivery, payload, down
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"retry_schedule": (0, 0), "retry_jitter": 0.0, "failing_after_failures": 3}]
+)
+def test_a_delivery_exhausted_by_an_invocation_that_died_is_reported_by_its_message_back(
+    client, tenant: TenantInfo, harness: Harness, make_receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an operator endpoint taking delivery.exhausted, a tenant endpoint that always fails, and an invocation
+    # that dies once the last attempt, failing the delivery for good, is recorded
+    # WHEN an event is delivered (two attempts), and the message of the invocation that died comes back
+    delivery, payload, down = _reported_after_a_death(
+        client,
+        tenant,
+        harness,
+        make_receiver,
+        monkeypatch,
+        "delivery.exhausted",
+        lambda settled, _: settled.status == "failed",
+    )
+    # THEN the operator heard that the delivery failed for good, once, as it would have from the invocation
+    assert (delivery["status"], delivery["attempts"]) == ("failed", 2)
     assert (payload["data"]["attempts"], payload["data"]["last_status_code"]) == (2, 500)
     assert payload["data"]["reason"] == "every scheduled attempt failed"
     assert len(down.received) == 2
@@ -84,27 +109,14 @@ def test_a_delivery_exhausted_by_an_invocation_that_died_is_reported_by_its_mess
 def test_a_delivery_failing_at_its_4th_step_in_an_invocation_that_died_is_reported_by_its_message_back(
     client, tenant: TenantInfo, harness: Harness, make_receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN an operator endpoint taking delivery.failing, and a tenant endpoint that always fails
-    ops, down = make_receiver(), make_receiver()
-    down.default = (500, {}, b"down", 0.0)
-    endpoint = register(client, ops.url, ["delivery.failing"])
-    sub = subscribe(client, tenant, down.url)
-    # ... and an invocation that dies once the 4th step of the schedule is recorded (its next an hour away)
-    died = _dies_before_reporting(monkeypatch, lambda _, scheduled: scheduled == 4)
+    # GIVEN an operator endpoint taking delivery.failing, a tenant endpoint that always fails, and an invocation
+    # that dies once the 4th step of the schedule is recorded (its next an hour away)
     # WHEN an event is delivered, and the message of the invocation that died comes back
-    publish(client, tenant.id)
-    drain_until(harness, lambda: bool(died))
-    assert ops.received == []
-    harness.reveal()
-    drain_until(harness, lambda: len(ops.received) == 1)
-    harness.reveal()
-    harness.drain()
+    delivery, payload, down = _reported_after_a_death(
+        client, tenant, harness, make_receiver, monkeypatch, "delivery.failing", lambda _, scheduled: scheduled == 4
+    )
     # THEN the operator heard that the delivery is failing, once, and the delivery still waits for its retry
-    delivery = only_delivery(client, tenant, sub.id)
-    assert (delivery["status"], delivery["attempts"], died) == ("pending", 4, [delivery["id"]])
-    (payload,) = operational(endpoint["secret"], ops)
-    assert payload["type"] == "delivery.failing"
-    assert payload["data"]["delivery_id"] == delivery["id"]
+    assert (delivery["status"], delivery["attempts"]) == ("pending", 4)
     assert payload["data"]["attempts"] == 4
     assert payload["data"]["next_attempt_at"] == delivery["next_attempt_at"]
     assert len(down.received) == 4
