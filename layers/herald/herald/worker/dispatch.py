@@ -261,10 +261,14 @@ async def _claim(  # noqa: PLR0917 - the message's context, passed along as the 
     for source in _state_sources(worker, message, delivery_id, optimistic, deadline):
         state = await _state_from(worker, source, message)
         single_shot = message.trigger in SINGLE_SHOT_TRIGGERS and state is not None
+        scheduled = state if state is not None and not single_shot and message.carries_schedule else None
         if not await _due(worker, message, record, state, single_shot, deadline):
-            if state is not None and not single_shot and message.carries_schedule:
-                await _report_missed(worker, message, stored, state, log)
+            if scheduled is not None:
+                await _report_missed(worker, message, stored, scheduled, log)
             return None
+        if scheduled is not None and (receive_count(record) > 1 or redrives_of(record) > 0):
+            # Back after its invocation died, and its next step due already: that invocation's report first.
+            await _report_missed(worker, message, stored, scheduled, log)
         job = _Job(message, record, log, stored, state, single_shot, worker.now(), deadline)
         token = uuid.uuid4().hex
         claimed = await worker.io(
