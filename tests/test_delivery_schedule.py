@@ -266,6 +266,68 @@ def test_scheduled_work_is_swept_back_to_its_own_lane(harness: Harness, clock: C
     assert harness.scheduled() == 0
 
 
+def test_work_too_large_for_sqs_is_removed_from_the_schedule_and_stops_nothing_after_it(
+    harness: Harness, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a work message over SQS's 256 KiB in the schedule (fields of another version carried along), and other
+    # tenants' work due at the same time and in the hours after it
+    store, settings = harness.services.store, harness.services.settings
+    big = DeliveryMessage(
+        event_id="evt_b", tenant_id="tnt_b", subscription_id="sub_b", delivery_id="dlv_b", future_field="x" * 270_000
+    )
+    due = clock() + 1800
+    store.schedule.put(dump_message(big), name="big", due=due, now=clock())
+    others = [
+        DeliveryMessage(event_id="evt", tenant_id=f"tnt_{n}", subscription_id=f"sub_{n}", delivery_id=f"dlv_{n}")
+        for n in range(3)
+    ]
+    for n, other in enumerate(others):
+        store.schedule.put(dump_message(other), name=f"other{n}", due=due + 3600 * n, now=clock())
+    # WHEN the sweeps run as each comes due
+    for wait in (1800, 3600, 3600):
+        clock.advance(wait)
+        harness.worker.sweep()
+    harness.reveal()
+    # THEN every other work message was queued, in its hour, and the large one left the schedule, said as an error
+    assert sorted(body["delivery_id"] for body in queue_messages(harness.sqs, settings.queue_url)) == [
+        "dlv_0",
+        "dlv_1",
+        "dlv_2",
+    ]
+    assert harness.scheduled() == 0
+    (removed,) = [r for r in caplog.records if r.getMessage().startswith("scheduled work too large for SQS")]
+    assert removed.levelname == "ERROR"
+    assert getattr(removed, "bytes", 0) > 262_144
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_copy_too_large_for_sqs_is_not_scheduled_and_brings_its_message_back(
+    client: Any, tenant: TenantInfo, harness: Harness, receiver: Receiver
+) -> None:
+    # GIVEN a delivery waiting an hour for its retry, and a copy of its message just under SQS's 256 KiB (fields of
+    # another version carried along), first received: its copy, marked resumed, is over the limit
+    receiver.responses = [(500, {}, b"", 0.0)]
+    sub = subscribe(client, tenant, receiver.url)
+    event_id = publish(client, tenant.id)
+    harness.drain()
+    waiting = only_delivery(client, tenant, sub.id)
+    message = DeliveryMessage(
+        event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=waiting["id"], future_field=""
+    )
+    room = 262_144 - len(dump_message(message).encode())
+    body = dump_message(message.model_copy(update={"future_field": "x" * (room - 4)}))
+    copy = dump_message(DeliveryMessage.model_validate_json(body).model_copy(update={"resumed": True}))
+    assert len(body.encode()) <= 262_144 < len(copy.encode())
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=body)
+    # WHEN the worker finds the delivery not due, and holds the message for the hour
+    (batch,) = harness.drain()
+    # THEN the copy was not scheduled (the sweep could never queue it): SQS refused it, and the message came back,
+    # as a short wait's copy SQS refuses does (its receives then take it to the dead-letter queue)
+    assert (batch.received, batch.failed) == (1, 1)
+    assert harness.scheduled() == 1  # the delivery's own retry, and no more
+    assert only_delivery(client, tenant, sub.id) == waiting
+
+
 def _bodies(sqs: Any, queue_url: str) -> list[str]:
     """Every visible message body on the queue as sent (the messages made visible again afterwards)."""
     bodies, handles = [], []

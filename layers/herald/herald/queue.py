@@ -36,9 +36,11 @@ def sendable_text(text: str, limit: int) -> str:
     return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-#: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility.
+#: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility, 256 KiB a message (the
+#: queues' MaximumMessageSize in template.yaml).
 BATCH_SIZE = 10
 MAX_DELAY_SECONDS = 900
+MAX_MESSAGE_BYTES = 262_144
 #: The pause before sending again the entries SQS refused in a call (twice as long before the third try): a
 #: refused entry is a passing fault or throttling, and sent again at once it would most likely be refused again.
 RESEND_PAUSE_SECONDS = 0.05

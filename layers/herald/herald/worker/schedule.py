@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from herald.errors import ServiceUnavailableError
 from herald.messages import dump_message
-from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS, REDRIVES_ATTRIBUTE, redrive_count
+from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS, MAX_MESSAGE_BYTES, REDRIVES_ATTRIBUTE, redrive_count
 from herald.records import Delivery, DeliveryStatus, ErrorKind
 from herald.storage.schedule import scheduled_name
 from herald.worker.gathering import Activity, Gatherer
@@ -134,8 +134,11 @@ async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, unti
     wait = max(0, math.ceil(until - now))
     copy = message.model_copy(update={"resumed": True})
     redrives = redrives_of(record)
-    if wait <= MAX_DELAY_SECONDS:
-        await worker.held_copies.add(_Copy(copy, wait, redrives))
+    if wait <= MAX_DELAY_SECONDS or len(dump_message(copy).encode()) > MAX_MESSAGE_BYTES:
+        # A copy SQS cannot take (fields of another version carried along) is not scheduled, where the sweep could
+        # never queue it: sent now, it is refused, and this record fails as a short wait's does (its message comes
+        # back, then goes to the dead-letter queue).
+        await worker.held_copies.add(_Copy(copy, min(wait, MAX_DELAY_SECONDS), redrives))
         return
     name = scheduled_name(message.event_id, message.subscription_id, message.job_id)
     await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=until, now=now, redrives=redrives)

@@ -25,7 +25,7 @@ from aws_lambda_powertools import Logger
 
 from herald.deadline import REQUEST_DEADLINE, attempt_seconds
 from herald.metrics import Metric
-from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS
+from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS, MAX_MESSAGE_BYTES
 from herald.storage.schedule import KEEP_SECONDS
 
 if TYPE_CHECKING:
@@ -198,10 +198,22 @@ def _queue(worker: Worker, page: list[Scheduled]) -> int:
     def delay(item: Scheduled) -> int:
         return min(MAX_DELAY_SECONDS, max(0, math.ceil(item.due - now)))
 
-    # Work redriven from the dead-letter queue keeps its count (a message attribute): rare, sent one by one.
+    # An item SQS can never take (over its message size: written by another version, or another writer) would fail
+    # its page at every sweep, and hold the cursor, and every later item, for good: it is removed, and said loudly.
+    sendable = []
     for item in page:
+        size = len(item.body.encode())
+        if size > MAX_MESSAGE_BYTES:
+            logger.error(
+                "scheduled work too large for SQS: removed from the schedule, not queued",
+                extra={"key": item.key, "bytes": size, "body_start": item.body[:200]},
+            )
+        else:
+            sendable.append(item)
+    # Work redriven from the dead-letter queue keeps its count (a message attribute): rare, sent one by one.
+    for item in sendable:
         if item.redrives:
             worker.queue.send_body(item.body, delay_seconds=delay(item), redrives=item.redrives)
-    worker.queue.send_bodies([(item.body, delay(item)) for item in page if not item.redrives])
+    worker.queue.send_bodies([(item.body, delay(item)) for item in sendable if not item.redrives])
     worker.store.schedule.remove(page)
-    return len(page)
+    return len(sendable)
