@@ -200,12 +200,11 @@ def _missed(state: DeliveryState) -> Callable[[Delivery, dict[str, Any]], Report
         return None
     if delivery.status is DeliveryStatus.FAILED:
         return None if delivery.last_error_kind in _FAILED_WITHOUT_ATTEMPT else _exhausted
-    answered = delivery.last_status_code is not None and 200 <= delivery.last_status_code < 300
+    # Still pending: its latest attempt failed (a 2xx settles a delivery, ``schedule.next_step``).
     if (
         delivery.status is DeliveryStatus.PENDING
         and state.scheduled_attempts == FAILING_NOTICE_ATTEMPT
         and delivery.next_attempt_at is not None
-        and not answered
     ):
         return _failing
     return None

@@ -134,11 +134,15 @@ async def hold(worker: Worker, message: DeliveryMessage, record: SQSRecord, unti
     wait = max(0, math.ceil(until - now))
     copy = message.model_copy(update={"resumed": True})
     redrives = redrives_of(record)
-    if wait <= MAX_DELAY_SECONDS or len(dump_message(copy).encode()) > MAX_MESSAGE_BYTES:
+    if wait <= MAX_DELAY_SECONDS:
+        await worker.held_copies.add(_Copy(copy, wait, redrives))
+        return
+    body = dump_message(copy)
+    if len(body.encode()) > MAX_MESSAGE_BYTES:
         # A copy SQS cannot take (fields of another version carried along) is not scheduled, where the sweep could
         # never queue it: sent now, it is refused, and this record fails as a short wait's does (its message comes
         # back, then goes to the dead-letter queue).
-        await worker.held_copies.add(_Copy(copy, min(wait, MAX_DELAY_SECONDS), redrives))
+        await worker.held_copies.add(_Copy(copy, MAX_DELAY_SECONDS, redrives))
         return
     name = scheduled_name(message.event_id, message.subscription_id, message.job_id)
-    await worker.io(worker.store.schedule.put, dump_message(copy), name=name, due=until, now=now, redrives=redrives)
+    await worker.io(worker.store.schedule.put, body, name=name, due=until, now=now, redrives=redrives)
