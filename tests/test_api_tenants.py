@@ -438,6 +438,9 @@ def test_a_purge_queued_by_a_deletion_that_failed_leaves_the_tenant_it_did_not_d
         ({"name": "Acme\nCorp"}, "name"),
         ({"name": "\x1b[2JAcme"}, "name"),
         ({"name": "Acme\x9b"}, "name"),
+        ({"name": "\u200b\u3000\u2060"}, "name"),
+        ({"name": "Acme \u202egnp.exe"}, "name"),
+        ({"name": "\u2067Acme\u2069"}, "name"),
         ({"name": "x" * 201}, "name"),
         ({"name": 42}, "name"),
         ({"name": "Acme", "metadata": {"k": 1}}, "metadata"),
@@ -454,6 +457,19 @@ def test_create_tenant_validation(client, body, field) -> None:
     # THEN the details point at the field, and no tenant was created
     assert any(field in detail["loc"] for detail in error["details"]), error
     assert client.get("/v1/tenants", headers=ADMIN).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Acme Corp", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "Team \U0001f469\u200d\U0001f4bb", "\u00a0A"],
+)
+def test_a_tenant_name_may_hold_joiners_and_other_scripts(client, name) -> None:
+    # GIVEN a name in another script, or with an emoji sequence joined by U+200D, or led by a no-break space
+    # WHEN the operator creates a tenant by that name
+    created = client.post("/v1/tenants", json={"name": name}, headers=ADMIN)
+    # THEN it is kept as it was given
+    assert created.status_code == 201, created.text
+    assert client.get(f"/v1/tenants/{created.json()['id']}", headers=ADMIN).json()["name"] == name
 
 
 def test_api_key_body_is_validated(client, tenant) -> None:

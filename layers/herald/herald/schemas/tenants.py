@@ -16,13 +16,24 @@ from herald.records import (
 )
 from herald.schemas.common import StrictModel, check_metadata
 
+#: The characters that reorder the text around them when it is shown (bidirectional embeddings, overrides and
+#: isolates): in a name shown in the portal, in the CLI's tables or in an operator's terminal, they would make it
+#: read as another (CVE-2021-42574). Other format characters stay allowed: joiners are part of many scripts and of
+#: emoji sequences.
+_REORDERING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: The categories of characters that show nothing by themselves: spaces, separators, control and format characters.
+_INVISIBLE = ("Z", "Cc", "Cf")
+
 
 class TenantIn(StrictModel):
     name: str = Field(
         min_length=1,
         max_length=200,
         examples=["Acme Corp"],
-        description="What the operator calls the tenant: 1 to 200 characters, not only spaces, no control characters.",
+        description=(
+            "What the operator calls the tenant: 1 to 200 characters, at least one of them visible, with no control "
+            "characters and no bidirectional embeddings, overrides or isolates (U+202A to U+202E, U+2066 to U+2069)."
+        ),
     )
     metadata: Metadata = Field(default_factory=dict)
 
@@ -31,10 +42,15 @@ class TenantIn(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a tenant's name is not only spaces")
+        if all(unicodedata.category(char).startswith(_INVISIBLE) for char in value):
+            raise ValueError("a tenant's name has at least one visible character (not only spaces)")
         if any(unicodedata.category(char) == "Cc" for char in value):
             raise ValueError("a tenant's name has no control characters (tabs and line breaks included)")
+        if any(char in _REORDERING for char in value):
+            raise ValueError(
+                "a tenant's name has no bidirectional embeddings, overrides or isolates (U+202A to U+202E, "
+                "U+2066 to U+2069): they would make it read as another"
+            )
         return value
 
 
