@@ -15,7 +15,7 @@ from herald import ids
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.domain.subscriptions import new_subscription
 from herald.records import Tenant, utcnow
-from herald.storage.subscriptions import CreationKey
+from herald.storage.table import CreationKey
 from tests.api_support import assert_error
 from tests.chaos_support import verify_signature
 from tests.delivery_support import Harness, publish, step, subscribe

@@ -35,7 +35,7 @@ from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, NotFoundError
 from herald.limits import check_subscription
 from herald.records import WILDCARD, SigningSecret, Subscription, Tenant, utcnow
-from herald.storage.subscriptions import CreationKey, CreationKeyTaken
+from herald.storage.table import CreationKey, CreationKeyTaken
 
 if TYPE_CHECKING:
     from herald.records import Metadata

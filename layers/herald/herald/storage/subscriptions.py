@@ -26,6 +26,8 @@ from herald.storage.isolation import LAST_WRITE
 from herald.storage.table import (
     LISTING_PAGE_BYTES,
     MAX_TRANSACTION_ACTIONS,
+    CreationKey,
+    CreationKeyTaken,
     PageResult,
     cancellation_codes,
     record,
@@ -125,19 +127,6 @@ def _count(tenant_id: str, delta: int, *, below: int | None = None) -> dict[str,
 
 #: Routing changes one replace may make: the subscription's own write leaves room for this many.
 MAX_ROUTE_CHANGES = MAX_TRANSACTION_ACTIONS - 1
-
-
-class CreationKey(NamedTuple):
-    """A subscription created under a tenant's ``Idempotency-Key``: the key, the request's fingerprint, and until
-    when the key holds (epoch seconds)."""
-
-    key: str
-    fingerprint: str
-    expires_at: int
-
-
-class CreationKeyTaken(Exception):
-    """The ``Idempotency-Key`` made a subscription already (another request with it got there first)."""
 
 
 class SubscriptionRepository:

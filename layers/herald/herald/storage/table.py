@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -149,6 +149,20 @@ def _unavailable(operation: str, exc: ClientError) -> ServiceUnavailableError:
 #: DynamoDB's answers to a request malformed for the items it names (a key too long, a value it cannot hold): the
 #: same request about other items may well succeed, unlike the other ``PERMANENT_ERRORS`` (a permission, a table).
 MALFORMED_REQUEST_ERRORS = frozenset({"ValidationException", "SerializationException"})
+
+
+class CreationKey(NamedTuple):
+    """Something made once under an ``Idempotency-Key`` (a subscription, an operator endpoint, a tenant): the key,
+    the request's fingerprint, and until when the key holds (epoch seconds). Its record is written in the
+    transaction that makes the thing."""
+
+    key: str
+    fingerprint: str
+    expires_at: int
+
+
+class CreationKeyTaken(Exception):
+    """The ``Idempotency-Key`` made something already (another request with it got there first)."""
 
 
 def cancellation_codes(exc: BaseException | None) -> list[str]:
