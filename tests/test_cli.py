@@ -224,6 +224,33 @@ def test_tenants_create_list_and_issue_key(cli_env: str, herald: Callable[..., R
         assert http.get("/v1/subscriptions").status_code == 401
 
 
+def test_tenants_create_with_an_idempotency_key_makes_one_tenant(cli_env: str, herald: Callable[..., Run]) -> None:
+    # WHEN the operator creates a tenant with an idempotency key, and runs the same command again
+    created = herald("tenants", "create", "Acme", "--metadata", "plan=pro", "--idempotency-key", "signup-acme-1")
+    again = herald("tenants", "create", "Acme", "--metadata", "plan=pro", "--idempotency-key", "signup-acme-1")
+    again_json = herald(
+        "--json", "tenants", "create", "Acme", "--metadata", "plan=pro", "--idempotency-key", "signup-acme-1"
+    )
+    # THEN the first made the tenant and showed its key
+    assert created.code == 0, created.err
+    first = dict(row for row in table_rows(created.out)[1:] if len(row) == 2)
+    assert first["api_key.key"].startswith("hrk_")
+    assert "created before" not in created.err
+    # AND each repeat shows that tenant, without a key, and says so on stderr, naming how to get a key
+    assert again.code == again_json.code == 0, (again.err, again_json.err)
+    shown = dict(row for row in table_rows(again.out)[1:] if len(row) == 2)
+    assert shown["id"] == again_json.json()["id"] == first["id"]
+    assert shown["metadata.plan"] == "pro"
+    assert "api_key.key" not in shown
+    assert "api_key" not in again_json.json()
+    for repeat in (again, again_json):
+        assert "created before with this key" in repeat.err
+        assert f"herald tenants issue-key {first['id']} --revoke-existing" in repeat.err
+    # AND there is one tenant
+    with api(cli_env, ADMIN_KEY) as http:
+        assert [tenant["id"] for tenant in http.get("/v1/tenants").json()["data"]] == [first["id"]]
+
+
 def test_tenants_portal_link_mints_a_one_time_link(cli_env: str, herald: Callable[..., Run]) -> None:
     # GIVEN a tenant
     acme = make_tenant_via_cli(herald, "Acme")

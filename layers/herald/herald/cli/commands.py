@@ -296,9 +296,20 @@ def key_value(text: str) -> tuple[str, str]:
 
 def tenants_create(client: ApiClient, args: argparse.Namespace) -> Shown:
     body = {"name": args.name, "metadata": dict(args.metadata or ())}
-    created = client.post("/v1/tenants", body=body)
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    # With an Idempotency-Key the API answers a repeat with the tenant the first request made: safe to send again
+    # after a 429/503.
+    created = client.post("/v1/tenants", body=body, headers=headers, repeatable=headers is not None)
     metadata = created.get("metadata") if isinstance(created, Mapping) else None
     shown = [f"metadata.{key}" for key in metadata] if isinstance(metadata, Mapping) else []
+    if client.last_headers.get("Idempotent-Replayed") == "true":
+        # On stderr with --json too: a script told "created" must be able to tell that nothing new was.
+        tenant_id = created.get("id") if isinstance(created, Mapping) else None
+        warning = (
+            "created before with this key: this is that tenant, not a new one; its API key was shown then only "
+            f"(another: herald tenants issue-key {tenant_id} --revoke-existing)"
+        )
+        return _record(created, ["id", "name", *shown, "created_at"], warning=warning)
     fields = ["id", "name", *shown, "created_at", "api_key.id", "api_key.prefix", "api_key.key"]
     return _record(created, fields, note="the API key is shown only once: hand it to the tenant now")
 

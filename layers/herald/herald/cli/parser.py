@@ -224,6 +224,12 @@ class _ParserBuilder:
         cmd = self.command(group, "create", tenants_create, "create a tenant and its first API key")
         cmd.add_argument("name")
         cmd.add_argument("--metadata", action="append", type=key_value, metavar="KEY=VALUE", help="repeatable")
+        cmd.add_argument(
+            "--idempotency-key",
+            type=idempotency_key,
+            metavar="KEY",
+            help="creating again with it (for a day) shows the first tenant, without its key",
+        )
         _paging(self.command(group, "list", tenants_list, "list the tenants"))
         cmd = self.command(group, "issue-key", tenants_issue_key, "issue a new API key to a tenant (shown once)")
         cmd.add_argument("tenant_id", type=path_id)

@@ -342,7 +342,7 @@ def demo_portal_link(base_url: str) -> str:
     from herald.services import Services
 
     services = Services.create()
-    tenant, _, _ = tenants.create(services, "Demo", {})
+    tenant = tenants.create(services, "Demo", {}).tenant
     token, _ = portal.mint_link(services, tenant.id, PortalCapability.MANAGE, 60)
     return f"{base_url}{portal.LOGIN_PATH}?token={token}   (demo tenant {tenant.id}; works once, for 60 min)"
 

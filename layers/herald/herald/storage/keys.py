@@ -161,6 +161,12 @@ def subscription_idempotency(tenant_id: str, idempotency_key: str) -> Key:
     return {"pk": f"SUBKEY#{tenant_id}#{digest}", "sk": "#SUBKEY"}
 
 
+def tenant_idempotency(idempotency_key: str) -> Key:
+    """The operator's ``Idempotency-Key`` of a tenant's creation, by its SHA-256 (any key, any length, one size)."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    return {"pk": f"TENANTKEY#{digest}", "sk": "#TENANTKEY"}
+
+
 def delivery_partition(delivery_id: str) -> str:
     """The partition of a delivery's attempts and recovery lock (and of a delivery item of the older kind)."""
     return f"DELIVERY#{delivery_id}"

@@ -16,6 +16,8 @@ from herald.records import ApiKey, Tenant
 from herald.storage import keys
 from herald.storage.table import (
     LISTING_PAGE_BYTES,
+    CreationKey,
+    CreationKeyTaken,
     PageResult,
     cancellation_codes,
     cursor_fields,
@@ -24,6 +26,7 @@ from herald.storage.table import (
     refused_item,
     strip,
     to_item,
+    values,
 )
 
 if TYPE_CHECKING:
@@ -66,15 +69,45 @@ class TenantRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def create(self, tenant: Tenant, key: ApiKey, key_hash: str) -> None:
-        """A new tenant with its first API key, in one transaction."""
+    def create(self, tenant: Tenant, key: ApiKey, key_hash: str, *, creation_key: CreationKey | None = None) -> None:
+        """A new tenant with its first API key, in one transaction. With ``creation_key``, in the same transaction,
+        the record that the key made it: refused (``CreationKeyTaken``) if the key holds for another creation
+        already."""
         new = "attribute_not_exists(pk)"
-        self._table.transact(
-            [
-                {"Put": {"Item": tenant_item(tenant), "ConditionExpression": new}},
-                {"Put": {"Item": _key_item(key, key_hash), "ConditionExpression": new}},
-            ]
-        )
+        actions: list[dict[str, Any]] = [
+            {"Put": {"Item": tenant_item(tenant), "ConditionExpression": new}},
+            {"Put": {"Item": _key_item(key, key_hash), "ConditionExpression": new}},
+        ]
+        if creation_key is not None:
+            record_of_key = {
+                **keys.tenant_idempotency(creation_key.key),
+                "tenant_id": tenant.id,
+                "fingerprint": creation_key.fingerprint,
+                "expires_at": creation_key.expires_at,
+            }
+            actions.append(
+                {
+                    "Put": {
+                        "Item": to_item(record_of_key),
+                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
+                        "ExpressionAttributeValues": values(now=self._table.now()),
+                    }
+                }
+            )
+        try:
+            # Requests with one key at once: DynamoDB cancels all but one (a conflict); tried again, they find the
+            # key's record, and answer the tenant it made.
+            self._table.transact(actions, conflict_attempts=4)
+        except ClientError as exc:
+            if creation_key is not None and cancellation_codes(exc)[2:3] == ["ConditionalCheckFailed"]:
+                raise CreationKeyTaken(creation_key.key) from exc
+            raise
+
+    def creation(self, idempotency_key: str) -> tuple[str, str] | None:
+        """The tenant the operator's ``Idempotency-Key`` made, and the fingerprint of the request that made it (read
+        strongly); None if the key made none, or no longer holds."""
+        found = self._table.read(keys.tenant_idempotency(idempotency_key))
+        return (str(found["tenant_id"]), str(found["fingerprint"])) if found else None
 
     def create_unlisted(self, tenant: Tenant) -> None:
         """Store a tenant record that no tenant listing or broadcast sees (no ``gsi1`` entry), unless it

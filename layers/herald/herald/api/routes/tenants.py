@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Body, Response, status
+from fastapi.responses import JSONResponse
 
-from herald.api.deps import IteratorQuery, LimitQuery, OperatorDep, ServicesDep
+from herald.api.deps import CreationKeyHeader, IteratorQuery, LimitQuery, OperatorDep, ServicesDep
 from herald.api.routers import api_router
 from herald.domain import tenants
 from herald.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, Page, TenantCreated, TenantIn, TenantOut
@@ -14,15 +15,46 @@ from herald.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, Page, TenantCreat
 router = api_router(prefix="/v1/tenants", tags=["tenants"])
 
 
+#: The answers of a tenant's creation under an ``Idempotency-Key``: a retry's 200 (the tenant, without a key), and
+#: the 409 of the key reused.
+_CREATION_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": TenantOut,
+        "description": "An earlier request with the same `Idempotency-Key` and body made this tenant: no other was "
+        "made. Its first API key was in that request's answer only (Herald keeps only its hash); if that answer was "
+        "lost, issue another with `POST /v1/tenants/{tenant_id}/api-keys` and `revoke_existing`.",
+        "headers": {
+            "Idempotent-Replayed": {
+                "description": "`true`: the tenant was made by an earlier request.",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+    },
+    409: {
+        "description": "`idempotency_key_reused`: this `Idempotency-Key` made a tenant with another request, or one "
+        "deleted since; send the request with a new key.",
+    },
+}
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a tenant and its first API key",
+    response_model=TenantCreated,
+    responses=_CREATION_ANSWERS,
 )
-async def create_tenant(body: TenantIn, services: ServicesDep, _: OperatorDep) -> TenantCreated:
-    """The API key in the answer is shown once: Herald keeps only its SHA-256."""
-    tenant, key, secret = tenants.create(services, body.name, body.metadata)
-    return TenantCreated(**tenant.model_dump(), api_key=ApiKeyCreated(**key.model_dump(), key=secret))
+async def create_tenant(
+    body: TenantIn, services: ServicesDep, _: OperatorDep, idempotency_key: CreationKeyHeader = None
+) -> TenantCreated | JSONResponse:
+    """The API key in the answer is shown once: Herald keeps only its SHA-256. An `Idempotency-Key` makes a retry
+    safe (after a timeout or a 503): without one, a request whose answer was lost and is sent again makes a second
+    tenant. The retry answers the tenant the first request made, with a 200 and no API key."""
+    made = tenants.create(services, body.name, body.metadata, idempotency_key=idempotency_key)
+    if made.key is None or made.secret is None:
+        shown = TenantOut(**made.tenant.model_dump()).model_dump(mode="json")
+        return JSONResponse(shown, status_code=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
+    return TenantCreated(**made.tenant.model_dump(), api_key=ApiKeyCreated(**made.key.model_dump(), key=made.secret))
 
 
 @router.get("", summary="List tenants")
