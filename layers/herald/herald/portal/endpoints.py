@@ -22,7 +22,7 @@ from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputE
 from herald.portal.render import moment, page
 from herald.portal.security import change_form, fields_list, manager, visitor
 from herald.records import Delivery, DeliveryStatus, utcnow
-from herald.schemas import SubscriptionIn, SubscriptionUpdate
+from herald.schemas import MAX_RATE_LIMIT, SubscriptionIn, SubscriptionUpdate
 from herald.storage.table import MAX_CURSOR_LENGTH
 
 if TYPE_CHECKING:
@@ -98,6 +98,35 @@ def _metadata_of(text: str) -> dict[str, str]:
     return metadata
 
 
+def _metadata_problems(text: str) -> list[str]:
+    """What keeps the form's metadata lines from reading as one ``key=value`` a line, each naming its lines (numbered
+    as the field shows them, blank ones too), in their order: a line without ``=`` (it would be a key with no value),
+    a key given twice (its last line would win, the others lost). A key left empty is the API's to refuse."""
+    problems: list[tuple[int, str]] = []
+    lines_of: dict[str, list[int]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, equals, _ = line.partition("=")
+        if equals:
+            lines_of.setdefault(key.strip(), []).append(number)
+        else:
+            problems.append((number, f"metadata: line {number} has no “=”: write key=value (key= for an empty value)"))
+    for key, numbers in lines_of.items():
+        if key and len(numbers) > 1:
+            times = "twice" if len(numbers) == 2 else f"{len(numbers)} times"
+            where = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+            problems.append((numbers[0], f"metadata: “{key}” is given {times} (lines {where}): keep one"))
+    return [message for _, message in sorted(problems, key=lambda problem: problem[0])]
+
+
+def _same_lines(text: str, other: str) -> bool:
+    """Whether two metadata fields have the same lines, blank lines and the spaces at the ends of each aside."""
+    return [line.strip() for line in text.splitlines() if line.strip()] == [
+        line.strip() for line in other.splitlines() if line.strip()
+    ]
+
+
 def _metadata_text(metadata: dict[str, str] | None) -> str:
     """The form's lines of ``metadata``."""
     return "\n".join(f"{key}={value}" for key, value in (metadata or {}).items())
@@ -116,17 +145,29 @@ def _form_page(
     *,
     removing: Sequence[str] = (),
     sub: Subscription | None = None,
+    refused_metadata: str | None = None,
     **context: Any,
 ) -> Response:
+    """The endpoint form, showing ``values``; or, for its metadata, ``refused_metadata``: the lines the tenant typed,
+    refused, shown again as they were typed."""
+    if refused_metadata is not None:
+        refused_metadata = _lines(refused_metadata)
+        # An HTML textarea drops a first line break: one more keeps the lines where the errors number them.
+        metadata_text = "\n" + refused_metadata if refused_metadata.startswith("\n") else refused_metadata
+    else:
+        metadata_text = _metadata_text(values.get("metadata"))
     return page(
         request,
         "endpoint_form.html",
         guest,
         values=values,
         removing=removing,
-        metadata_text=_metadata_text(values.get("metadata")),
+        metadata_text=metadata_text,
+        metadata_refused=refused_metadata is not None,
         # The form says so: saved unchanged, it is kept as it is; edited, it is saved as the lines read.
-        metadata_lossy=_as_the_form_reads(values.get("metadata")) != (values.get("metadata") or {}),
+        metadata_lossy=refused_metadata is None
+        and _as_the_form_reads(values.get("metadata")) != (values.get("metadata") or {}),
+        max_rate_limit=MAX_RATE_LIMIT,
         event_types=list(catalog),
         # A type the endpoint has that the catalog no longer lists has a box of its own, ticked: a form without it
         # would send the event types without it, as if the tenant had removed it.
@@ -166,6 +207,10 @@ async def create_endpoint(request: Request) -> Response:
     form = await change_form(request, guest)
     values = _form_values(form)
     key = form.get(REQUEST_KEY_FIELD) or None
+    problems = _metadata_problems(form.get("metadata", ""))
+    if problems:
+        typed = form.get("metadata", "")
+        return _new_form_page(request, guest, values, errors=problems, refused_metadata=typed, status_code=422)
     try:
         body = SubscriptionIn.model_validate(values)
         sub, _ = await subscriptions.create(
@@ -347,6 +392,28 @@ def _shown_in(form: dict[str, str], sub: Subscription) -> Shown | None:
         return None
 
 
+def _edited_metadata_problems(form: dict[str, str], shown: Shown | None, now: Shown) -> list[str]:
+    """The problems of the edit form's metadata lines (``_metadata_problems``), unless they are the lines the form
+    showed, or those of the endpoint now: left unchanged, metadata set through the API that the lines cannot hold (a
+    value with a line break, keys that differ by a space at an end) is kept as it is, not read from its lines."""
+    text = form.get("metadata", "")
+    if any(_same_lines(text, _metadata_text(it.metadata)) for it in (shown, now) if it is not None):
+        return []
+    return _metadata_problems(text)
+
+
+def _moved_note(shown: Shown | None, now: Shown) -> list[str]:
+    """What a refused edit form adds when the endpoint changed elsewhere (in fields the tenant did not change) since
+    the form was opened: the form it answers shows the endpoint as it is now."""
+    moved = [n for n in Shown.model_fields if shown is not None and not _same(n, getattr(now, n), getattr(shown, n))]
+    if not moved:
+        return []
+    return [
+        f"This endpoint was also changed elsewhere after this form was opened ({_names(moved)}): the form now shows it "
+        "as it is, with your changes."
+    ]
+
+
 def _posted(form: dict[str, str], shown: Shown | None, now: Shown) -> dict[str, Any]:
     """The form's fields as an update would set them. A filter or transform is removed by its box, which names the
     one the form showed (the endpoint's own, for a form that showed nothing readable); left unticked, it is kept."""
@@ -456,23 +523,34 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         posted = _posted(form, shown, now)
         changes, conflicts = _merged(posted, shown, now)
         values, removing = _rebased(sub, changes)
-        if conflicts:
-            errors = _conflict_note(conflicts, changes, posted, now, shown)
-            return _form_page(request, guest, values, sub=sub, errors=errors, removing=removing, status_code=409)
+        # Metadata lines that do not read as key=value are refused, and shown again as typed: checked whether or not
+        # they read as a change (a key given twice may read as the metadata the endpoint has), unless the form now
+        # shows the endpoint's metadata instead (a conflict in it, or any conflict of a form that showed nothing
+        # readable).
+        showing_now = "metadata" in conflicts or (bool(conflicts) and shown is None)
+        problems = [] if showing_now else _edited_metadata_problems(form, shown, now)
+        if conflicts or problems:
+            if conflicts:
+                errors, status = [*_conflict_note(conflicts, changes, posted, now, shown), *problems], 409
+            else:
+                errors, status = [*problems, *_moved_note(shown, now)], 422
+            typed = form.get("metadata", "") if problems else None
+            return _form_page(
+                request,
+                guest,
+                values,
+                sub=sub,
+                errors=errors,
+                removing=removing,
+                refused_metadata=typed,
+                status_code=status,
+            )
         if not changes:
             return _back(sub.id, "saved")
         try:
             await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(changes))
         except (ValidationError, InvalidInputError) as exc:
-            errors = _errors(exc)
-            moved = [
-                n for n in Shown.model_fields if shown is not None and not _same(n, getattr(now, n), getattr(shown, n))
-            ]
-            if moved:
-                errors.append(
-                    f"This endpoint was also changed elsewhere after this form was opened ({_names(moved)}): the form "
-                    "now shows it as it is, with your changes."
-                )
+            errors = [*_errors(exc), *_moved_note(shown, now)]
             return _form_page(request, guest, values, sub=sub, errors=errors, removing=removing, status_code=422)
         except ConflictError:
             sub = _find(guest, sub_id)  # changed between the read and the write: merged again over what it is now
