@@ -193,6 +193,23 @@ def test_a_publish_answered_503_after_its_event_was_stored_names_it_and_its_repe
     assert (counts["succeeded"], counts["pending"]) == (1, 0), counts
 
 
+def test_a_keyed_publish_cancelled_by_a_concurrent_transaction_is_tried_again(
+    client, tenant: TenantInfo, services
+) -> None:
+    # GIVEN DynamoDB cancelling the keyed publish's transaction for another on the same items (a publish with the
+    # same key at the same moment, on AWS)
+    injector = install(services.store.client, "dynamodb.TransactWriteItems:conflict@call=calls:1")
+    body = {"type": "invoice.paid", "data": INVOICE, "tenant_id": tenant.id}
+    # WHEN the event is published with a key
+    first = client.post("/v1/events", json=body, headers={**ADMIN, "Idempotency-Key": "conflicted-1"})
+    # THEN the transaction is tried again and the event published, not answered with a 503
+    assert first.status_code == 202, first.text
+    again = client.post("/v1/events", json=body, headers={**ADMIN, "Idempotency-Key": "conflicted-1"})
+    assert (again.json()["id"], again.headers.get("Idempotent-Replayed")) == (first.json()["id"], "true")
+    assert injector is not None
+    assert len(injector.injected) == 1
+
+
 def test_idempotency_key_and_caller_id_together(client, tenant, services, aws) -> None:
     key = {"Idempotency-Key": "both-1"}
     first = publish(client, headers=key, id="evt-both-1", type="invoice.paid", data=INVOICE, tenant_id=tenant.id)

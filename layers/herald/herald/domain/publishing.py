@@ -273,6 +273,10 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
             delivered_to=routed.delivered_to,
             **routed.starting_counts,
         )
+    except OutcomeUnknownError:
+        # Its answer names the id it was given: a repeat with that id publishes it once, where one without would
+        # publish a second event and leave this one, should it be stored, never queued.
+        raise MaybeStoredError(event.id) from None
     except EventExistsError as exists:
         earlier = exists.stored
         if earlier.enqueued:

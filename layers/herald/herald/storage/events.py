@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from botocore.exceptions import ClientError
 
 from herald import ids
-from herald.errors import ConflictError, HeraldError, IdempotencyConflictError, ServiceUnavailableError
+from herald.errors import (
+    ConflictError,
+    HeraldError,
+    IdempotencyConflictError,
+    OutcomeUnknownError,
+    ServiceUnavailableError,
+)
 from herald.records import DeliveryStatus, Event
 from herald.storage import keys
 from herald.storage.deliveries import delivery_key
@@ -270,6 +276,8 @@ class EventRepository:
             if not event.idempotency_key:
                 try:
                     self._table.call("put_item", **put)  # a transaction of one write would bill it twice
+                except ServiceUnavailableError as failure:
+                    self._written_after_all(item, failure)
                 except ClientError:
                     # This put's own item, written once already (botocore sends a call again when its answer was
                     # lost): a new event, not a replay. Its creation time (to the millisecond) tells it from a repeat
@@ -283,11 +291,24 @@ class EventRepository:
                 idem = _idempotency_item(
                     event.idempotency_key, event.id, fingerprint=fingerprint, expires_at=expires_at
                 )
-                self._table.transact([{"Put": put}, {"Put": {"Item": to_item(idem), **fresh}}])
+                # Requests with one key at once: DynamoDB cancels all but one (a conflict); tried again, they find the
+                # key's record, and answer its event.
+                self._table.transact([{"Put": put}, {"Put": {"Item": to_item(idem), **fresh}}], conflict_attempts=4)
             return StoredEvent.of(item, event)
         except ClientError:
             pass
         raise EventExistsError(self._existing(event, fingerprint))
+
+    def _written_after_all(self, item: dict[str, Any], failure: ServiceUnavailableError) -> None:
+        """After ``put_item`` of a new event's ``item`` failed without an answer to go by (a timeout, an answer lost, an
+        outage): return if the item is there, written by that put all the same; else ``OutcomeUnknownError``, the
+        write may still be made (a request timed out may yet arrive), and only the event's id makes a retry safe."""
+        try:
+            (ours,) = self._table.holds([item])
+        except ServiceUnavailableError:
+            ours = False
+        if not ours:
+            raise OutcomeUnknownError(f"{failure.message}: the event may have been stored") from failure
 
     def create_many(self, events: Sequence[NewEvent]) -> list[StoredEvent | HeraldError]:
         """``create`` for events without idempotency keys: one answer each, in order, the event as stored or the

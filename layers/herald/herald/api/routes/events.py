@@ -61,7 +61,8 @@ async def publish_event(
         Header(
             max_length=255,
             pattern=r"^[\x21-\x7e]+$",
-            description="Makes retries safe: the same key returns the original event instead of publishing again.",
+            description="Makes retries safe: the same key returns the original event instead of publishing again. "
+            "Keys are the deployment's, not each tenant's: the same key for another tenant's event is a 409.",
         ),
     ] = None,
 ) -> EventOut:
