@@ -17,6 +17,7 @@ from herald.local.event_sources import delivery_stream_source
 from herald.repair import recount_subscription
 from herald.storage import AttemptTally, keys
 from herald.storage.deliveries import STATS_FROM_STREAM
+from herald.storage.subscriptions import DISABLED_NOTICE
 from herald.storage.table import to_item
 from herald.worker.streamed import successes_of
 from tests.delivery_support import publish, subscribe, verify
@@ -514,10 +515,13 @@ def test_the_stream_event_source_is_read_from_the_template() -> None:
     # A failed batch is not handed over forever (it would count the subscriptions written before again each time)
     assert 0 <= source.maximum_retry_attempts <= 3
     assert source.starting_position == "TRIM_HORIZON"
-    # Only new items (not a rewrite of one) that the worker marked
+    # Only new items (not a rewrite of one) that the worker marked, and changed items holding a notice to publish
     assert [json.loads(pattern) for pattern in source.patterns] == [
-        {"eventName": ["INSERT"], "dynamodb": {"NewImage": {STATS_FROM_STREAM: {"BOOL": [True]}}}}
+        {"eventName": ["INSERT"], "dynamodb": {"NewImage": {STATS_FROM_STREAM: {"BOOL": [True]}}}},
+        {"eventName": ["MODIFY"], "dynamodb": {"NewImage": {DISABLED_NOTICE: {"S": [{"exists": True}]}}}},
     ]
+    # Lambda takes at most five filters on an event source mapping (a quota that can be raised to ten)
+    assert len(source.patterns) <= 5
 
 
 class StatsCalls:

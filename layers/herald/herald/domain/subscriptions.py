@@ -476,20 +476,24 @@ def update_operator_endpoint(services: Services, old: Subscription, changes: dic
     return new
 
 
-def disable_for_failing(store: Store, sub: Subscription, reason: str, now: datetime) -> Subscription | None:
+def disable_for_failing(
+    store: Store, sub: Subscription, reason: str, now: datetime, *, notice: str | None = None
+) -> Subscription | None:
     """Herald disables a subscription that fails (its routes go: it receives nothing more and costs nothing at
-    fan-out). The disabled subscription if this call disabled it; None if it was already disabled or gone, or if
-    it was changed through the API since ``sub`` (the subscription the deciding attempts used) was read (its
-    ``version``): those attempts were made to what it was, and decide nothing of what it is. Moved to a new URL,
-    the old URL's answers say nothing of the new one's; disabled and re-enabled meanwhile (an operator who re-enables
-    on ``subscription.disabled``), a 410 another batch got before the re-enable would disable it again, though a
-    re-enable starts a whole new failing window. The worker's own writes leave the version alone."""
+    fan-out), writing the operator's ``notice`` of it on it in the same write (``DISABLED_NOTICE``: the table's
+    stream publishes it, should the caller not live to). The disabled subscription if this call disabled it; None if
+    it was already disabled or gone, or if it was changed through the API since ``sub`` (the subscription the
+    deciding attempts used) was read (its ``version``): those attempts were made to what it was, and decide nothing
+    of what it is. Moved to a new URL, the old URL's answers say nothing of the new one's; disabled and re-enabled
+    meanwhile (an operator who re-enables on ``subscription.disabled``), a 410 another batch got before the
+    re-enable would disable it again, though a re-enable starts a whole new failing window. The worker's own writes
+    leave the version alone."""
     current = store.subscriptions.get(sub.tenant_id, sub.id)
     if current is None or not current.enabled or current.version != sub.version:
         return None
     disabled = switched(current, enabled=False, reason=reason, now=now)
     try:
-        store.subscriptions.replace(current, disabled)
+        store.subscriptions.replace(current, disabled, notice=notice)
     except ConflictError:
         return None  # changed through the API meanwhile, as above
     logger.warning(

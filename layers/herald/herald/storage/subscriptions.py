@@ -64,22 +64,32 @@ def subscription_of(item: dict[str, Any]) -> Subscription:
     return sub
 
 
+#: A subscription item's attribute: the operator's notice that Herald disabled it (a ``NoticeMessage`` as JSON),
+#: written by the disabling write itself. The worker publishes it at once; the table's stream publishes it too
+#: (``herald.worker.streamed``, the same event id: once), then removes it, so that a worker that dies between the
+#: two loses no notice. Any later rewrite of the record removes it as well.
+DISABLED_NOTICE = "disabled_notice"
 #: What the worker writes on a subscription's item beside its record (``herald.storage.isolation``): the
 #: ``Isolation`` fields and the tokens of its writes.
 _LEARNED = (*Isolation.ATTRIBUTES, "probe_by", LAST_WRITE)
 
 
-def _rewrite(old: Subscription, new: Subscription) -> dict[str, Any]:
+def _rewrite(old: Subscription, new: Subscription, notice: str | None = None) -> dict[str, Any]:
     """The transaction's Update that writes ``new``'s record over ``old``'s, if the item is still at ``old``'s version.
     The record's attributes only: the worker's writes (``_LEARNED``) do not bump the version, so one made since
     ``old`` was read (a slow-lane mark, a timeout counted, a breaker opened) is kept, not overwritten by what
     ``old`` held. All of them are cleared when the URL changes (nothing is known of the new endpoint yet) and when
     the subscription is enabled again (someone saw to its endpoint: it starts afresh, as its failing window does;
-    an open breaker would hold its deliveries for up to an hour more)."""
+    an open breaker would hold its deliveries for up to an hour more). ``notice`` is written as ``DISABLED_NOTICE``;
+    without one, a notice left there is removed (its stream record holds it already)."""
     fields = to_item(record(new))
     cleared = set(to_item(record(old))) - set(fields)  # set before, None now
     if new.url != old.url or (new.enabled and not old.enabled):
         cleared |= set(_LEARNED)
+    if notice is None:
+        cleared.add(DISABLED_NOTICE)
+    else:
+        fields[DISABLED_NOTICE] = to_item({DISABLED_NOTICE: notice})[DISABLED_NOTICE]
     names = {f"#a{i}": name for i, name in enumerate([*fields, *sorted(cleared)])}
     placeholder = {name: key for key, name in names.items()}
     expression = "SET " + ", ".join(f"{placeholder[name]} = :a{i}" for i, name in enumerate(fields))
@@ -206,12 +216,13 @@ class SubscriptionRepository:
         )
         return PageResult([subscription_of(item) for item in items], next_cursor)
 
-    def replace(self, old: Subscription, new: Subscription) -> None:
+    def replace(self, old: Subscription, new: Subscription, *, notice: str | None = None) -> None:
         """Write ``new`` over ``old`` (optimistic: ConflictError if it changed meanwhile), moving its routing
         items in the same transaction, and rewriting the routes it keeps when its filter changed (each carries
         the filter). A change of more than ``MAX_ROUTE_CHANGES`` routes at once (possible only above DynamoDB's
         transaction size, e.g. 50 event types swapped for 50 others) is refused with a LimitExceededError: it
-        could not be written atomically."""
+        could not be written atomically. ``notice``: the operator's notice of the change, kept on the item until
+        the table's stream has published it (``DISABLED_NOTICE``)."""
         before, after = _routes(old), _routes(new)
         removed, added = sorted(before - after), sorted(after - before)
         if old.filter != new.filter:
@@ -223,13 +234,26 @@ class SubscriptionRepository:
                 f"{MAX_ROUTE_CHANGES} can change in one update: change the event types in two steps",
                 details=[{"loc": ["body", "event_types"], "msg": "too many changes at once", "type": "max_changes"}],
             )
-        actions: list[dict[str, Any]] = [_rewrite(old, new)]
+        actions: list[dict[str, Any]] = [_rewrite(old, new, notice)]
         actions += [{"Delete": {"Key": to_item(keys.route(old.tenant_id, t, old.id))}} for t in removed]
         actions += [{"Put": {"Item": _route_item(new, t)}} for t in added]
         try:
             self._table.transact(actions)
         except ClientError as exc:
             raise ConflictError("the subscription changed meanwhile; read it again and retry") from exc
+
+    def notice_published(self, tenant_id: str, sub_id: str, notice: str) -> None:
+        """Remove the subscription's ``DISABLED_NOTICE`` once published, if it is still ``notice`` (a rewrite since
+        may have removed it, or written another)."""
+        with contextlib.suppress(ClientError):
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription(tenant_id, sub_id)),
+                UpdateExpression="REMOVE #notice",
+                ConditionExpression="#notice = :notice",
+                ExpressionAttributeNames={"#notice": DISABLED_NOTICE},
+                ExpressionAttributeValues=values(notice=notice),
+            )
 
     def delete(self, sub: Subscription) -> None:
         """Delete ``sub`` with its routes, as read: only if it is still at ``sub``'s version, since its routes are the

@@ -14,7 +14,8 @@ whole window, disables the subscription; operational events
 the batch did to the subscription at its end). Both are bookkeeping, not the record: if an invocation dies
 after settling deliveries and before its batch is done, they miss those deliveries, while the deliveries
 and their attempts, which are what is sent and listed, stay exact; but for a delivery's own notice, which its
-message, back undeleted, reports then (``report_missed``).
+message, back undeleted, reports then (``report_missed``), and for the notice that a subscription was disabled,
+written with the disabling itself and published from the table's stream too (``herald.worker.streamed``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 
 from herald.domain.operational import OPERATOR_TENANT_ID, OperationalEventError, emit
 from herald.errors import ServiceUnavailableError
-from herald.messages import NoticeMessage
+from herald.messages import NoticeMessage, dump_message
 from herald.metrics import Metric
 from herald.records import DeliveryStatus, ErrorKind
 from herald.storage import AttemptTally, SubscriptionHealth
@@ -73,6 +74,31 @@ def recovered(ref: dict[str, Any], failing_since: datetime, recovered_at: dateti
     return "subscription.recovered", data, (ref["subscription_id"], failing_since.isoformat())
 
 
+def disabled_notice(
+    ref: dict[str, Any],
+    reason: str,
+    disabled_at: datetime,
+    failing_since: datetime | None,
+    last_status_code: int | None,
+) -> Report:
+    """The operator's notice that Herald disabled a subscription (``ref``: its tenant, id and URL); one per disabling,
+    keyed by when it was. Written on the subscription by the disabling write (``disable_for_failing``), whose stream
+    record publishes it again should the worker not live to (``herald.worker.streamed``)."""
+    data = {
+        **ref,
+        "reason": reason,
+        "disabled_at": disabled_at,
+        "failing_since": failing_since,
+        "last_status_code": last_status_code,
+    }
+    return "subscription.disabled", data, (ref["subscription_id"], disabled_at.isoformat())
+
+
+def _as_message(notice: Report) -> NoticeMessage:
+    event_type, data, key = notice
+    return NoticeMessage(event_type=event_type, data=data, key=list(key))
+
+
 def worth_reporting(worker: Worker, failing_since: datetime, recovered_at: datetime) -> bool:
     """Whether the end of a failing streak is news to the operator: the streak lasted
     ``recovered_notice_after_seconds`` or more. An endpoint that fails half its requests ends a streak of
@@ -93,13 +119,14 @@ REPORT_RETRY_MARGIN_SECONDS = 15.0
 NOTICE_DELAY_SECONDS = 30
 
 
-async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> None:
+async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> bool:
     """Publish operational events, each tried again after AWS refused it (``REPORT_RETRY_DELAYS``, while the
     invocation has time for it: its id is what it reports, so a try that stored it and failed to queue it is
     completed by the next, and nothing is sent twice). One AWS still refuses is left to the work queue, as a
     ``NoticeMessage`` a later batch publishes (``publish_notice``). One that fails otherwise (a bug: its data does not
     fit its type), or that SQS refuses too, is logged, never raised: what it reports is recorded, and its message is
-    done."""
+    done. Whether every one was published or queued."""
+    handled = True
     for event_type, data, key in reports:
         for delay in (*REPORT_RETRY_DELAYS, None):
             try:
@@ -108,24 +135,28 @@ async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> 
             except Exception as failure:
                 if not isinstance(failure, ServiceUnavailableError):  # not refused by AWS: a bug, no try will do
                     logger.exception("operational event not published", extra={**log, "event_type": event_type})
+                    handled = False
                     break
                 if delay is None or worker.clock() + delay + REPORT_RETRY_MARGIN_SECONDS > worker.deadline:
-                    await _leave_to_queue(worker, (event_type, data, key), log)
+                    handled = await _leave_to_queue(worker, (event_type, data, key), log) and handled
                     break
                 await asyncio.sleep(delay)
+    return handled
 
 
-async def _leave_to_queue(worker: Worker, notice: Report, log: dict[str, Any]) -> None:
-    """Queue an operational event AWS refused to publish, to be published by a later batch (``NoticeMessage``)."""
-    event_type, data, key = notice
-    message = NoticeMessage(event_type=event_type, data=data, key=list(key))
+async def _leave_to_queue(worker: Worker, notice: Report, log: dict[str, Any]) -> bool:
+    """Queue an operational event AWS refused to publish, to be published by a later batch (``NoticeMessage``).
+    Whether it is queued."""
+    event_type = notice[0]
+    message = _as_message(notice)
     extra = {**log, "event_type": event_type}
     try:
         await worker.io(worker.queue.send, message, delay_seconds=NOTICE_DELAY_SECONDS)
     except Exception:
         logger.exception("operational event not published, nor queued to be", extra=extra)
-        return
+        return False
     logger.warning("operational event refused; queued to be published later", extra=extra)
+    return True
 
 
 async def publish_notice(worker: Worker, message: NoticeMessage, body: str, redrives: int) -> None:
@@ -380,25 +411,22 @@ class Bookkeeping:
             logger.exception("subscription stats not updated", extra=tally.log)
             health = SubscriptionHealth(0, None)
         deciding, reason = self._disable_reason(outcomes, health)
-        disabled = None
+        ref = {"tenant_id": sub.tenant_id, "subscription_id": sub.id, "url": sub.url}
+        reports: list[Report] = []
         if reason:
             # Imported here, as the operational events are: a batch that disables nothing does not load the catalog.
             from herald.domain.subscriptions import disable_for_failing
 
-            disabled = await worker.io(disable_for_failing, worker.store, sub, reason, worker.now())
+            now = worker.now()
+            notice = None
+            if sub.tenant_id != OPERATOR_TENANT_ID:
+                notice = disabled_notice(ref, reason, now, health.failing_since, deciding.status_code)
+            written = None if notice is None else dump_message(_as_message(notice))
+            disabled = await worker.io(disable_for_failing, worker.store, sub, reason, now, notice=written)
+            if disabled is not None and notice is not None:
+                reports.append(notice)
         if sub.tenant_id == OPERATOR_TENANT_ID:
             return  # the operator's own endpoints: never report on them to themselves (no loops)
-        reports: list[Report] = []
-        ref = {"tenant_id": sub.tenant_id, "subscription_id": sub.id, "url": sub.url}
-        if disabled is not None and disabled.disabled_at is not None:
-            data = {
-                **ref,
-                "reason": disabled.disabled_reason or "",
-                "disabled_at": disabled.disabled_at,
-                "failing_since": health.failing_since,
-                "last_status_code": deciding.status_code,
-            }
-            reports.append(("subscription.disabled", data, (sub.id, disabled.disabled_at.isoformat())))
         reports += [
             recovered(ref, failing_since, recovered_at)
             for failing_since, recovered_at in health.recoveries

@@ -18,6 +18,15 @@ opened after that read (a failure of another batch, or one the eventually consis
 by the stream's write when no failure later than the successes is counted; the operator then hears
 ``subscription.recovered`` from here.
 
+The stream also carries the operator's notice that Herald disabled a subscription (``subscription.disabled``):
+the disabling write puts it on the subscription's item (``DISABLED_NOTICE``), the filter's second pattern hands
+over the records of items holding one, and they are published here, then removed from the item. The worker
+publishes the notice at once, under the same event id (it is published once); from here it is published even when
+the worker died between its write and its report, the write's record being on the stream whatever the worker did
+next. A notice AWS refuses to publish is left to the work queue (``report``); one neither published nor queued is
+logged, and stays on the item (a change of the item by the worker hands it over again; a rewrite of its record
+removes it).
+
 Each subscription's write stands alone: one DynamoDB refuses (after botocore's retries) is logged with what
 it lost and the others go on. The batch is never failed for it, since Lambda would hand the whole batch over
 again and the subscriptions already written would count twice. An invocation that dies halfway is retried
@@ -39,8 +48,10 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 
 from herald.domain.operational import OPERATOR_TENANT_ID
+from herald.messages import NoticeMessage
 from herald.storage import AttemptTally, keys
 from herald.storage.deliveries import FIRST_ATTEMPT, STATS_FROM_STREAM
+from herald.storage.subscriptions import DISABLED_NOTICE
 from herald.storage.table import from_item
 from herald.worker.bookkeeping import recovered, report, worth_reporting
 
@@ -113,9 +124,67 @@ def successes_of(records: Iterable[dict[str, Any]]) -> dict[str, _Successes]:
     return found
 
 
+@dataclass(frozen=True)
+class _Notice:
+    """A notice on a subscription's item, as a stream record shows it (``DISABLED_NOTICE``)."""
+
+    tenant_id: str
+    subscription_id: str
+    #: As written on the item: what its removal checks it still holds.
+    written: str
+    message: NoticeMessage
+
+
+def notices_of(records: Iterable[dict[str, Any]]) -> list[_Notice]:
+    """The notices on subscription items that a batch of stream records shows, each once. A record of another kind
+    is skipped, and so is a notice that cannot be read (logged): it must not fail the batch."""
+    found: dict[tuple[str, str], _Notice] = {}
+    for record in records:
+        image = record.get("dynamodb", {}).get("NewImage")
+        if record.get("eventName") != "MODIFY" or not image or DISABLED_NOTICE not in image:
+            continue
+        try:
+            item = from_item(image)
+            written = str(item[DISABLED_NOTICE])
+            notice = _Notice(
+                str(item["tenant_id"]), str(item["id"]), written, NoticeMessage.model_validate_json(written)
+            )
+        except (KeyError, TypeError, ValueError):  # a pydantic ValidationError is a ValueError
+            logger.error(
+                "a subscription's notice that cannot be read is not published",
+                extra={"keys": record["dynamodb"].get("Keys")},
+            )
+            continue
+        found.setdefault((notice.subscription_id, written), notice)
+    return list(found.values())
+
+
+async def publish_notices(worker: Worker, records: list[dict[str, Any]]) -> int:
+    """Publish the notices on subscription items that a batch of stream records shows, and remove each from its item
+    once published or queued. Returns how many were."""
+
+    async def publish(notice: _Notice) -> bool:
+        message = notice.message
+        extra = {"subscription_id": notice.subscription_id, "tenant_id": notice.tenant_id}
+        if not await report(worker, [(message.event_type, message.data, tuple(message.key))], extra):
+            return False
+        try:
+            await worker.io(
+                worker.store.subscriptions.notice_published, notice.tenant_id, notice.subscription_id, notice.written
+            )
+        except Exception:  # published: left on the item, it is published again (once) on the item's next change
+            logger.warning("a published notice was not removed from its subscription", extra=extra, exc_info=True)
+        return True
+
+    published = await asyncio.gather(*(publish(notice) for notice in notices_of(records)))
+    return sum(published)
+
+
 async def count(worker: Worker, records: list[dict[str, Any]]) -> dict[str, int]:
     """Count a batch of stream records' successes in their subscriptions' stats, one write per subscription,
-    all at once. Returns how many successes and subscriptions were counted."""
+    all at once, and publish the notices on subscription items it shows (``publish_notices``). Returns how many
+    successes, subscriptions and notices were."""
+    notices = await publish_notices(worker, records)
     found = successes_of(records)
 
     async def write(sub_id: str, successes: _Successes) -> bool:
@@ -139,4 +208,4 @@ async def count(worker: Worker, records: list[dict[str, Any]]) -> dict[str, int]
 
     written = await asyncio.gather(*(write(sub_id, successes) for sub_id, successes in found.items()))
     counted = [successes for successes, done in zip(found.values(), written, strict=True) if done]
-    return {"counted": sum(len(s.tallies) for s in counted), "subscriptions": len(counted)}
+    return {"counted": sum(len(s.tallies) for s in counted), "subscriptions": len(counted), "notices": notices}
