@@ -15,7 +15,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from herald.catalog import catalog
-from herald.delivery_options import CustomHeaders
+from herald.delivery_options import MAX_HEADERS, CustomHeaders, is_sensitive_name
+from herald.delivery_options.headers import is_credential_value
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError
@@ -85,7 +86,72 @@ def _errors(exc: Exception) -> list[str]:
     if isinstance(exc, ValidationError):
         return [f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()]
     assert isinstance(exc, InvalidInputError)
-    return [exc.message, *(str(d.get("msg", "")) for d in exc.details or [] if d.get("msg"))]
+    # Once each: a message of one problem is its detail's too (the headers' message joins its details').
+    return list(dict.fromkeys([exc.message, *(str(d.get("msg", "")) for d in exc.details or [] if d.get("msg"))]))
+
+
+#: Empty rows the endpoint form offers for new custom headers (more: save, and edit the endpoint again).
+NEW_HEADER_ROWS = 3
+#: A custom header row's fields: ``header_<n>_*`` for a header the edit form showed (its name a hidden field),
+#: ``new_header_<n>_*`` for a new one. Each row's fields are named apart, so a value is one field, never split.
+_HEADER_FIELD = re.compile(r"(new_)?header_([0-9]{1,2})_(name|value|sensitive|remove)")
+
+
+@dataclass(frozen=True)
+class HeaderRow:
+    """One custom header row of the endpoint form, as typed (or as shown): a header the edit form showed (``shown``:
+    its name fixed), or a new one. A sensitive header's stored value is never in a row: its field is left empty."""
+
+    name: str
+    value: str = ""
+    sensitive: bool = False
+    remove: bool = False
+    shown: bool = False
+
+
+def _header_rows(form: dict[str, str]) -> list[HeaderRow]:
+    """The form's custom header rows that say something, shown ones first, each in its order; blank new rows are
+    left out. Names and values are trimmed (a value cannot start or end with a space)."""
+    fields: dict[tuple[bool, int], dict[str, str]] = {}
+    for key, text in form.items():
+        found = _HEADER_FIELD.fullmatch(key)
+        if found is not None:
+            fields.setdefault((found.group(1) is not None, int(found.group(2))), {})[found.group(3)] = text
+    rows = []
+    for (new, _), row in sorted(fields.items()):
+        name, value = row.get("name", "").strip(), row.get("value", "").strip()
+        if name or value:
+            rows.append(HeaderRow(name, value, "sensitive" in row, "remove" in row and not new, shown=not new))
+    return rows
+
+
+def _folded(name: str) -> str:
+    """A header name as the API compares it: without case, ``_`` read as ``-``."""
+    return name.lower().replace("_", "-")
+
+
+def _header_problems(rows: Sequence[HeaderRow]) -> list[str]:
+    """What the API cannot be told of the header rows: a value typed without a name, a name given in two rows (in
+    the API's words: a merge patch or a JSON object cannot name a header twice)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for row in rows:
+        if not row.name:
+            problems.append("custom headers: a new header has a value but no name: give its name, or clear its value")
+        elif _folded(row.name) in seen:
+            problems.append(f"header {row.name!r} is given twice (names ignore case, and _ is read as -)")
+        seen.add(_folded(row.name))
+    return [*dict.fromkeys(problems)]
+
+
+def _new_headers(rows: Sequence[HeaderRow]) -> dict[str, dict[str, Any]]:
+    """The new-endpoint form's headers as the API's ``headers`` (a row without a value sends none: the API says
+    it is required)."""
+    return {
+        row.name: {"sensitive": row.sensitive, **({"value": row.value} if row.value else {})}
+        for row in rows
+        if row.name and not row.shown
+    }
 
 
 def _metadata_of(text: str) -> dict[str, str]:
@@ -146,10 +212,16 @@ def _form_page(
     removing: Sequence[str] = (),
     sub: Subscription | None = None,
     refused_metadata: str | None = None,
+    header_rows: Sequence[HeaderRow] | None = None,
+    new_header_rows: Sequence[HeaderRow] = (),
     **context: Any,
 ) -> Response:
     """The endpoint form, showing ``values``; or, for its metadata, ``refused_metadata``: the lines the tenant typed,
-    refused, shown again as they were typed."""
+    refused, shown again as they were typed. ``header_rows`` are the rows of the headers the endpoint has (by
+    default, as it has them), ``new_header_rows`` the new headers typed, followed by empty rows."""
+    if header_rows is None:
+        header_rows = _rows_of(Shown.headers_of(sub)) if sub else []
+    blank = [HeaderRow("") for _ in range(max(NEW_HEADER_ROWS - len(new_header_rows), 0))]
     if refused_metadata is not None:
         refused_metadata = _lines(refused_metadata)
         # An HTML textarea drops a first line break: one more keeps the lines where the errors number them.
@@ -178,6 +250,9 @@ def _form_page(
         # Compact JSON, escaped to ASCII: the hidden field gives it back as it is (no line break for the browser to
         # rewrite), to tell what the tenant changed from what the form showed.
         shown=json.dumps(Shown.of(sub).model_dump(), separators=(",", ":")) if sub else "",
+        header_rows=header_rows,
+        new_header_rows=[*new_header_rows, *blank],
+        max_headers=MAX_HEADERS,
         **context,
     )
 
@@ -206,18 +281,29 @@ async def create_endpoint(request: Request) -> Response:
     guest = _guest(request)
     form = await change_form(request, guest)
     values = _form_values(form)
+    rows = [row for row in _header_rows(form) if not row.shown]
+    values["headers"] = _new_headers(rows)
     key = form.get(REQUEST_KEY_FIELD) or None
-    problems = _metadata_problems(form.get("metadata", ""))
+    metadata_problems = _metadata_problems(form.get("metadata", ""))
+    problems = [*metadata_problems, *_header_problems(rows)]
     if problems:
-        typed = form.get("metadata", "")
-        return _new_form_page(request, guest, values, errors=problems, refused_metadata=typed, status_code=422)
+        typed = form.get("metadata", "") if metadata_problems else None
+        return _new_form_page(
+            request,
+            guest,
+            values,
+            errors=problems,
+            refused_metadata=typed,
+            new_header_rows=rows,
+            status_code=422,
+        )
     try:
         body = SubscriptionIn.model_validate(values)
         sub, _ = await subscriptions.create(
             guest.services, guest.tenant_id, body, idempotency_key=f"portal:{key}" if key else None
         )
     except (ValidationError, InvalidInputError) as exc:
-        return _new_form_page(request, guest, values, errors=_errors(exc), status_code=422)
+        return _new_form_page(request, guest, values, errors=_errors(exc), new_header_rows=rows, status_code=422)
     except IdempotencyConflictError as exc:
         # This form made an endpoint already, and was changed and sent again (the browser's back button), or that
         # endpoint was deleted since.
@@ -227,7 +313,7 @@ async def create_endpoint(request: Request) -> Response:
             else "exists; these changes were not saved"
         )
         errors = [f"The endpoint this form created {why}. Send the form again to create another."]
-        return _new_form_page(request, guest, values, errors=errors, status_code=409)
+        return _new_form_page(request, guest, values, errors=errors, new_header_rows=rows, status_code=409)
     return _back(sub.id, "created")
 
 
@@ -344,8 +430,18 @@ SHOWN_FIELD = "shown"
 SAVE_ATTEMPTS = 3
 
 
+class ShownHeader(BaseModel):
+    """A custom header as the API shows it: a sensitive one without its value (never in a page)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    value: str | None
+    sensitive: bool
+
+
 class Shown(BaseModel):
-    """The fields the edit form changes, as stored: what a form showed, or what the endpoint holds now."""
+    """The fields the edit form changes, as stored: what a form showed, or what the endpoint holds now. Custom
+    headers as the API shows them: a sensitive value is not in it, so a change of one made elsewhere is not seen."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -356,10 +452,19 @@ class Shown(BaseModel):
     rate_limit: int | None
     filter: str | None
     transform: str | None
+    headers: dict[str, ShownHeader]
 
     @classmethod
     def of(cls, sub: Subscription) -> Shown:
-        return cls.model_validate({name: getattr(sub, name) for name in cls.model_fields})
+        fields = {name: getattr(sub, name) for name in cls.model_fields if name != "headers"}
+        return cls.model_validate({**fields, "headers": cls.headers_of(sub)})
+
+    @staticmethod
+    def headers_of(sub: Subscription) -> dict[str, ShownHeader]:
+        return {
+            name: ShownHeader(value=header.value, sensitive=header.sensitive)
+            for name, header in CustomHeaders.from_stored(sub.headers).out().items()
+        }
 
 
 #: How the conflict note names each field.
@@ -371,6 +476,7 @@ FIELD_NAMES = {
     "rate_limit": "rate limit",
     "filter": "filter",
     "transform": "transform",
+    "headers": "custom headers",
 }
 
 
@@ -421,7 +527,114 @@ def _posted(form: dict[str, str], shown: Shown | None, now: Shown) -> dict[str, 
     removing = fields_list(form, "remove")
     for name in ("filter", "transform"):
         values[name] = None if name in removing else getattr(shown or now, name)
+    values["headers"] = _header_patch(_header_rows(form), (shown or now).headers)
     return values
+
+
+def _header_in(headers: dict[str, ShownHeader] | None, name: str) -> ShownHeader | None:
+    """The header ``name`` of ``headers``, as the API finds it (without case, ``_`` read as ``-``)."""
+    for key, header in (headers or {}).items():
+        if _folded(key) == _folded(name):
+            return header
+    return None
+
+
+def _header_patch(rows: Sequence[HeaderRow], before: dict[str, ShownHeader]) -> dict[str, dict[str, Any] | None]:
+    """The header rows as the API's merge patch of them: only what the tenant changed from the headers ``before``
+    (what the form showed). A removed header is ``None``; a value sent only when typed (a sensitive header's empty
+    field keeps its stored value); a header left as shown is not in it."""
+    patch: dict[str, dict[str, Any] | None] = {}
+    for row in rows:
+        if not row.name:
+            continue
+        was = _header_in(before, row.name) if row.shown else None
+        if row.remove:
+            patch[row.name] = None
+        elif was is None:
+            patch[row.name] = {"sensitive": row.sensitive, **({"value": row.value} if row.value else {})}
+        else:
+            typed = bool(row.value) if was.sensitive else row.value != was.value
+            if typed or row.sensitive != was.sensitive:
+                patch[row.name] = {"sensitive": row.sensitive, **({"value": row.value} if typed else {})}
+    return patch
+
+
+def _is_now(name: str, change: dict[str, Any] | None, current: ShownHeader | None) -> bool:
+    """Whether ``change`` gives the header ``name`` what it has now (known only of values that are not sensitive)."""
+    if change is None or current is None:
+        return change is None and current is None
+    value = change.get("value")
+    return (
+        value is not None
+        and not (current.sensitive or _sensitive(change, name))
+        and current == ShownHeader(value=value, sensitive=False)
+    )
+
+
+def _sensitive(change: dict[str, Any], name: str) -> bool:
+    """Whether the API keeps the header ``name`` that ``change`` sets sensitive (by the tenant's box or its rules)."""
+    value = str(change.get("value") or "")
+    return bool(change.get("sensitive")) or is_sensitive_name(name) or is_credential_value(value)
+
+
+def _merged_headers(
+    patch: dict[str, dict[str, Any] | None], shown: Shown | None, now: Shown
+) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
+    """The header changes the form makes to the endpoint as it is ``now`` (``_merged``, header by header): a
+    header the endpoint changed meanwhile (as the API shows it: a sensitive value changed elsewhere is not seen) is
+    a conflict (the second list) if the tenant changed it too, to something else; headers the tenant left as shown
+    are not in ``patch``, so a header added, changed or removed elsewhere is kept as it is now."""
+    changes: dict[str, dict[str, Any] | None] = {}
+    conflicts: list[str] = []
+    for name, change in patch.items():
+        current = _header_in(now.headers, name)
+        if shown is not None and _header_in(shown.headers, name) == current:
+            changes[name] = change
+        elif not _is_now(name, change, current):
+            conflicts.append(name)
+    return changes, conflicts
+
+
+def _change_text(name: str, change: dict[str, Any] | None) -> str:
+    """What the tenant did to a header, as the conflict note says it (never a sensitive value)."""
+    if change is None:
+        return f"you removed {name}"
+    value = change.get("value")
+    if value is None:
+        return f"you made {name} {'sensitive' if change.get('sensitive') else 'not sensitive'}"
+    if _sensitive(change, name):
+        return f"you set {name} to a new sensitive value"
+    return f"you set {name} to “{value}”"
+
+
+def _header_text(header: ShownHeader | None) -> str:
+    if header is None:
+        return "not set"
+    return "set, sensitive" if header.sensitive else f"“{header.value}”"
+
+
+def _rows_of(headers: dict[str, ShownHeader]) -> list[HeaderRow]:
+    """The rows of ``headers`` as the form shows them: a sensitive one with its value field empty."""
+    return [HeaderRow(name, header.value or "", header.sensitive, shown=True) for name, header in headers.items()]
+
+
+def _rebased_rows(
+    sub: Subscription, rows: Sequence[HeaderRow], changes: dict[str, Any]
+) -> tuple[list[HeaderRow], list[HeaderRow]]:
+    """The header rows sent back with the form (``_rebased``): each header the endpoint has now, as the tenant left
+    it where its change is kept, else as it is now; and the new headers as the tenant typed them, but for one whose
+    name was set elsewhere meanwhile, a conflict (the form shows that header as it is now)."""
+    kept = changes.get("headers", {})
+    now = Shown.headers_of(sub)
+    typed = {_folded(row.name): row for row in rows if row.shown}
+    shown_rows = []
+    for row in _rows_of(now):
+        mine = typed.get(_folded(row.name))
+        shown_rows.append(mine if mine is not None and any(_folded(n) == _folded(row.name) for n in kept) else row)
+    new_rows = [
+        row for row in rows if not row.shown and (_header_in(now, row.name) is None or row.name in kept or not row.name)
+    ]
+    return shown_rows, new_rows
 
 
 def _reads_as(name: str, posted: Any, value: Any) -> bool:
@@ -454,6 +667,13 @@ def _merged(posted: dict[str, Any], shown: Shown | None, now: Shown) -> tuple[di
     changes: dict[str, Any] = {}
     conflicts: list[str] = []
     for name in Shown.model_fields:
+        if name == "headers":
+            header_changes, header_conflicts = _merged_headers(posted[name], shown, now)
+            if header_changes:
+                changes[name] = header_changes
+            if header_conflicts:
+                conflicts.append(name)
+            continue
         mine, current = posted[name], getattr(now, name)
         if _reads_as(name, mine, current) or (shown is not None and _reads_as(name, mine, getattr(shown, name))):
             continue  # as the form showed it, or as it is now: not a change
@@ -493,6 +713,14 @@ def _conflict_note(
     ]
     for name in conflicts:
         label = FIELD_NAMES[name][0].upper() + FIELD_NAMES[name][1:]
+        if name == "headers":
+            conflicting = _merged_headers(posted[name], shown, now)[1]
+            note.extend(
+                f"{label}: {_change_text(header, posted[name][header])}; it is now "
+                f"{_header_text(_header_in(now.headers, header))}."
+                for header in conflicting
+            )
+            continue
         now_text = _value_text(name, getattr(now, name))
         if name in ("filter", "transform"):
             note.append(f"{label}: you removed {_value_text(name, getattr(shown, name))}; it is now {now_text}.")
@@ -504,7 +732,7 @@ def _conflict_note(
 def _rebased(sub: Subscription, changes: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The form sent back, made of the endpoint as it is with the tenant's changes: the values it shows, and the
     option boxes it keeps ticked."""
-    values = {**Shown.of(sub).model_dump(), **changes}
+    values = {**Shown.of(sub).model_dump(), **{name: value for name, value in changes.items() if name != "headers"}}
     return values, [name for name in ("filter", "transform") if name in changes]
 
 
@@ -518,23 +746,26 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
     form = await change_form(request, guest)
     sub = _find(guest, sub_id)
     shown = _shown_in(form, sub)
+    rows = _header_rows(form)
     for _ in range(SAVE_ATTEMPTS):
         now = Shown.of(sub)
         posted = _posted(form, shown, now)
         changes, conflicts = _merged(posted, shown, now)
         values, removing = _rebased(sub, changes)
+        header_rows, new_header_rows = _rebased_rows(sub, rows, changes)
         # Metadata lines that do not read as key=value are refused, and shown again as typed: checked whether or not
         # they read as a change (a key given twice may read as the metadata the endpoint has), unless the form now
         # shows the endpoint's metadata instead (a conflict in it, or any conflict of a form that showed nothing
         # readable).
         showing_now = "metadata" in conflicts or (bool(conflicts) and shown is None)
-        problems = [] if showing_now else _edited_metadata_problems(form, shown, now)
+        metadata_problems = [] if showing_now else _edited_metadata_problems(form, shown, now)
+        problems = [*metadata_problems, *_header_problems(rows)]
         if conflicts or problems:
             if conflicts:
                 errors, status = [*_conflict_note(conflicts, changes, posted, now, shown), *problems], 409
             else:
                 errors, status = [*problems, *_moved_note(shown, now)], 422
-            typed = form.get("metadata", "") if problems else None
+            typed = form.get("metadata", "") if metadata_problems else None
             return _form_page(
                 request,
                 guest,
@@ -543,6 +774,8 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
                 errors=errors,
                 removing=removing,
                 refused_metadata=typed,
+                header_rows=header_rows,
+                new_header_rows=new_header_rows,
                 status_code=status,
             )
         if not changes:
@@ -551,7 +784,17 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
             await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(changes))
         except (ValidationError, InvalidInputError) as exc:
             errors = [*_errors(exc), *_moved_note(shown, now)]
-            return _form_page(request, guest, values, sub=sub, errors=errors, removing=removing, status_code=422)
+            return _form_page(
+                request,
+                guest,
+                values,
+                sub=sub,
+                errors=errors,
+                removing=removing,
+                header_rows=header_rows,
+                new_header_rows=new_header_rows,
+                status_code=422,
+            )
         except ConflictError:
             sub = _find(guest, sub_id)  # changed between the read and the write: merged again over what it is now
             continue
