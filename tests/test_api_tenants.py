@@ -439,6 +439,7 @@ def test_a_purge_queued_by_a_deletion_that_failed_leaves_the_tenant_it_did_not_d
         ({"name": "\x1b[2JAcme"}, "name"),
         ({"name": "Acme\x9b"}, "name"),
         ({"name": "\u200b\u3000\u2060"}, "name"),
+        ({"name": "\u3164\u2800 \ufe0f\u034f"}, "name"),
         ({"name": "Acme \u202egnp.exe"}, "name"),
         ({"name": "\u2067Acme\u2069"}, "name"),
         ({"name": "x" * 201}, "name"),

@@ -21,8 +21,11 @@ from herald.schemas.common import StrictModel, check_metadata
 #: read as another (CVE-2021-42574). Other format characters stay allowed: joiners are part of many scripts and of
 #: emoji sequences.
 _REORDERING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-#: The categories of characters that show nothing by themselves: spaces, separators, control and format characters.
-_INVISIBLE = ("Z", "Cc", "Cf")
+#: The categories of characters that show nothing by themselves: spaces, separators, control and format characters,
+#: and marks (a combining mark or a variation selector shows only on the character it follows).
+_INVISIBLE = ("Z", "Cc", "Cf", "Mn", "Me")
+#: Letters and symbols drawn blank: the Hangul fillers and the blank braille pattern.
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 class TenantIn(StrictModel):
@@ -42,7 +45,7 @@ class TenantIn(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if all(unicodedata.category(char).startswith(_INVISIBLE) for char in value):
+        if all(char in _BLANK or unicodedata.category(char).startswith(_INVISIBLE) for char in value):
             raise ValueError("a tenant's name has at least one visible character (not only spaces)")
         if any(unicodedata.category(char) == "Cc" for char in value):
             raise ValueError("a tenant's name has no control characters (tabs and line breaks included)")
