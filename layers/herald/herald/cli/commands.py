@@ -306,7 +306,8 @@ def tenants_create(client: ApiClient, args: argparse.Namespace) -> Shown:
         # On stderr with --json too: a script told "created" must be able to tell that nothing new was.
         tenant_id = created.get("id") if isinstance(created, Mapping) else None
         warning = (
-            "created before with this key: this is that tenant, not a new one; its API key was shown then only "
+            "created before with this key (by an earlier try of this command, or another): this is that tenant, not "
+            "a new one; its API key was in that request's answer only "
             f"(another: herald tenants issue-key {tenant_id} --revoke-existing)"
         )
         return _record(created, ["id", "name", *shown, "created_at"], warning=warning)

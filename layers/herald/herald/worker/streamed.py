@@ -24,8 +24,7 @@ over the records of items holding one, and they are published here, then removed
 publishes the notice at once, under the same event id (it is published once); from here it is published even when
 the worker died between its write and its report, the write's record being on the stream whatever the worker did
 next. A notice AWS refuses to publish is left to the work queue (``report``); one neither published nor queued is
-logged, and stays on the item (a change of the item by the worker hands it over again; a rewrite of its record
-removes it).
+logged, and stays on the item until a rewrite of its record removes it.
 
 Each subscription's write stands alone: one DynamoDB refuses (after botocore's retries) is logged with what
 it lost and the others go on. The batch is never failed for it, since Lambda would hand the whole batch over
