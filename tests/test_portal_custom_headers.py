@@ -4,6 +4,7 @@ with what was typed, and a header changed through the API while the form was ope
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -303,6 +304,63 @@ def test_a_header_the_tenant_changed_that_was_changed_through_the_api_too_is_a_c
         "X-Route": {"value": "eu-2", "sensitive": False},
         "X-Team": {"value": "payments", "sensitive": False},
     }
+
+
+def test_an_edit_form_rendered_before_it_carried_headers_still_saves_over_a_change_made_meanwhile(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint with a header, whose edit form was rendered before the form carried headers (no header rows,
+    # no headers in what it showed)
+    sub_id, me = _endpoint(browser, client, tenant, receiver.url, {"X-Route": {"value": "eu-1"}})
+    form = {key: value for key, value in _opened(me, sub_id).items() if not key.startswith(("header_", "new_header_"))}
+    shown = json.loads(form["shown"])
+    del shown["headers"]
+    form["shown"] = json.dumps(shown, separators=(",", ":"))
+    # AND its rate limit changed through the API meanwhile
+    _patched(client, tenant, sub_id, {"rate_limit": 5})
+    # WHEN the tenant saves that form with a new description
+    saved = _saved(me, sub_id, {**form, "description": "Billing"})
+    # THEN it is saved, the change made meanwhile and the header kept
+    assert saved.status_code == 303, _notes(saved.text)
+    stored = client.get(f"/v1/subscriptions/{sub_id}", headers=tenant.headers).json()
+    assert (stored["description"], stored["rate_limit"]) == ("Billing", 5)
+    assert stored["headers"] == {"X-Route": {"value": "eu-1", "sensitive": False}}
+
+
+def test_a_header_made_sensitive_in_the_form_and_through_the_api_meanwhile_is_no_conflict(
+    browser: Browser, client: TestClient, services: Services, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint with a header whose form the tenant opened, the header made sensitive through the API meanwhile
+    sub_id, me = _endpoint(browser, client, tenant, receiver.url, {"X-Team": {"value": "billing"}})
+    form = _opened(me, sub_id)
+    _patched(client, tenant, sub_id, {"headers": {"X-Team": {"sensitive": True}}})
+    # WHEN the tenant ticks its sensitive box too, and saves
+    saved = _saved(me, sub_id, {**form, f"{_row(form, 'X-Team')}_sensitive": "on"})
+    # THEN it is saved (both made it what it is), its value kept
+    assert saved.status_code == 303, _notes(saved.text)
+    assert _stored(client, tenant, sub_id) == {"X-Team": {"value": None, "sensitive": True}}
+    assert _stored_value(services, tenant, sub_id, "X-Team") == "billing"
+
+
+def test_each_of_several_header_problems_is_said_once(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint whose form the tenant opened
+    sub_id, me = _endpoint(browser, client, tenant, receiver.url)
+    form = _opened(me, sub_id)
+    # WHEN the tenant adds two headers the API refuses, for two reasons
+    rows = {
+        "new_header_1_name": "Host",
+        "new_header_1_value": "x",
+        "new_header_2_name": "X-A",
+        "new_header_2_value": "\u00e9",
+    }
+    refused = _saved(me, sub_id, {**form, **rows})
+    # THEN the form says each once
+    assert refused.status_code == 422, refused.text[:500]
+    notes = _notes(refused.text)
+    for name in ("'Host'", "'X-A'"):
+        assert sum(name in note for note in notes) == 1, notes
 
 
 def test_a_sensitive_value_is_in_no_portal_page(

@@ -86,8 +86,9 @@ def _errors(exc: Exception) -> list[str]:
     if isinstance(exc, ValidationError):
         return [f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()]
     assert isinstance(exc, InvalidInputError)
-    # Once each: a message of one problem is its detail's too (the headers' message joins its details').
-    return list(dict.fromkeys([exc.message, *(str(d.get("msg", "")) for d in exc.details or [] if d.get("msg"))]))
+    # Once each: a detail the message says already is left out (the headers' message joins its details').
+    details = [str(d.get("msg", "")) for d in exc.details or [] if d.get("msg")]
+    return list(dict.fromkeys([exc.message, *(detail for detail in details if detail not in exc.message)]))
 
 
 #: Empty rows the endpoint form offers for new custom headers (more: save, and edit the endpoint again).
@@ -452,7 +453,8 @@ class Shown(BaseModel):
     rate_limit: int | None
     filter: str | None
     transform: str | None
-    headers: dict[str, ShownHeader]
+    #: None in a form rendered before the form carried headers (it had no header rows).
+    headers: dict[str, ShownHeader] | None = None
 
     @classmethod
     def of(cls, sub: Subscription) -> Shown:
@@ -511,7 +513,11 @@ def _edited_metadata_problems(form: dict[str, str], shown: Shown | None, now: Sh
 def _moved_note(shown: Shown | None, now: Shown) -> list[str]:
     """What a refused edit form adds when the endpoint changed elsewhere (in fields the tenant did not change) since
     the form was opened: the form it answers shows the endpoint as it is now."""
-    moved = [n for n in Shown.model_fields if shown is not None and not _same(n, getattr(now, n), getattr(shown, n))]
+    if shown is None:
+        return []
+    # A form rendered before the form carried headers says nothing of them: they are not counted as moved.
+    fields = [n for n in Shown.model_fields if n != "headers" or shown.headers is not None]
+    moved = [n for n in fields if not _same(n, getattr(now, n), getattr(shown, n))]
     if not moved:
         return []
     return [
@@ -527,7 +533,8 @@ def _posted(form: dict[str, str], shown: Shown | None, now: Shown) -> dict[str, 
     removing = fields_list(form, "remove")
     for name in ("filter", "transform"):
         values[name] = None if name in removing else getattr(shown or now, name)
-    values["headers"] = _header_patch(_header_rows(form), (shown or now).headers)
+    before = shown.headers if shown is not None and shown.headers is not None else now.headers
+    values["headers"] = _header_patch(_header_rows(form), before or {})
     return values
 
 
@@ -563,6 +570,8 @@ def _is_now(name: str, change: dict[str, Any] | None, current: ShownHeader | Non
     """Whether ``change`` gives the header ``name`` what it has now (known only of values that are not sensitive)."""
     if change is None or current is None:
         return change is None and current is None
+    if "value" not in change:  # the stored value kept: only its being sensitive changes
+        return current.sensitive == bool(change.get("sensitive"))
     value = change.get("value")
     return (
         value is not None
