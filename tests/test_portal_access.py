@@ -373,6 +373,35 @@ def test_revoking_ends_the_tenants_sessions(browser: Browser, tenant: TenantInfo
     assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 401
 
 
+def test_a_form_sent_after_its_session_ended_says_nothing_was_saved_and_where_the_typing_is(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN a tenant who opened an endpoint's edit form, and whose session then ended
+    sub = subscribe(client, tenant, receiver.url)
+    me = browser()
+    sign_in(me, tenant.id)
+    page = me.get(f"/portal/endpoints/{sub.id}/edit")
+    assert page.status_code == 200
+    csrf = csrf_of(page.text)
+    assert me.delete(f"/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN).status_code == 204
+    # WHEN the form is sent
+    sent = me.post(
+        f"/portal/endpoints/{sub.id}/edit",
+        data={"csrf_token": csrf, "url": receiver.url, "event_types": "invoice.paid", "description": "Billing"},
+        follow_redirects=False,
+    )
+    # THEN the answer says that nothing was saved, and that the Back button has what was typed
+    assert sent.status_code == 401
+    assert "nothing was saved" in sent.text
+    assert "Back button" in sent.text
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["description"] == ""
+    # AND a page asked for once signed out says only that the session ended
+    shown = me.get("/portal/endpoints")
+    assert shown.status_code == 401
+    assert "session has ended" in shown.text
+    assert "nothing was saved" not in shown.text
+
+
 def test_revoking_ends_the_sessions_and_links_the_index_does_not_show_yet(
     browser: Browser, tenant: TenantInfo, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

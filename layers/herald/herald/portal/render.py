@@ -82,15 +82,15 @@ async def _herald_error(request: Request, exc: Exception) -> Response:
 
 
 async def _not_signed_in(request: Request, _: Exception) -> Response:
-    return _reloaded_if_gone(
-        request,
-        error_page(
-            request,
-            401,
-            "Signed out",
-            "Your portal session has ended or was revoked. Ask for a new link to the portal.",
-        ),
-    )
+    message = "Your portal session has ended or was revoked. Ask for a new link to the portal."
+    if request.method not in {"GET", "HEAD"}:
+        # A form sent once the session was over: say that nothing was saved, and where what was typed still is.
+        message = (
+            "Your portal session has ended or was revoked: nothing was saved. Your browser's Back button shows the "
+            "form as you filled it in; keep what you typed, ask for a new link to the portal, and send it again "
+            "from there."
+        )
+    return _reloaded_if_gone(request, error_page(request, 401, "Signed out", message))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
