@@ -329,7 +329,13 @@ def test_a_long_fanout_pages_and_hands_over_before_the_deadline(
         harness.close()
 
 
-@pytest.mark.parametrize("settings_overrides", [{**FANOUT_MESSAGES, "fanout_page_size": 10}])
+#: The receiver answers at once, but it is a thread of this process, on a machine the suite may keep busy: an answer
+#: later than the slow lane's 2 s would be cut short and sent again from the slow lane (a duplicate the README
+#: documents for endpoints that slow), which the test of one arrival per subscription would count.
+QUICK_RECEIVER = {"slow_lane_after_seconds": 10}
+
+
+@pytest.mark.parametrize("settings_overrides", [{**FANOUT_MESSAGES, "fanout_page_size": 10, **QUICK_RECEIVER}])
 def test_a_continuation_sent_twice_after_its_answer_was_lost_fans_out_once(
     client,
     tenant,
