@@ -53,6 +53,9 @@ from herald.schemas.events import MAX_BATCH_EVENTS
 from herald.storage.keys import is_delivery
 from herald.storage.table import inserted_item
 
+#: A ``#name`` or ``:value`` placeholder in an expression.
+_PLACEHOLDER = re.compile(r"[#:][A-Za-z0-9_]+")
+
 # --------------------------------------------------------------------------------------------- prices
 #: Public on-demand prices, us-east-1, as published on aws.amazon.com/<service>/pricing (read 2025-11;
 #: DynamoDB's on-demand throughput prices are those after the 50 % cut of 2024-11-01). Free tiers ignored.
@@ -293,8 +296,30 @@ class Meter:
                 context["meter_keys"] = {
                     table: len(request.get("Keys", [])) for table, request in params.get("RequestItems", {}).items()
                 }
+            if operation == "Query":
+                context["meter_read"] = self._read_by_query(params)
             writes = self._writes(params, operation)
             context["meter_writes"] = [(table, key, new, self._image(table, key)) for table, key, new in writes]
+
+    def _read_by_query(self, params: dict[str, Any]) -> int | None:
+        """The bytes a Query reads, as DynamoDB bills them: every item its key condition reaches (up to its ``Limit``
+        and the 1 MB a page reads), whole, before a ``FilterExpression`` drops any or a projection or ``Select``
+        narrows what is returned. None when the query has none of these: its answer's items are what it read."""
+        narrowing = ("FilterExpression", "ProjectionExpression", "Select", "AttributesToGet")
+        if not any(name in params for name in narrowing):
+            return None
+        shadow = {name: value for name, value in params.items() if name not in narrowing}
+        # The key condition's placeholders only: DynamoDB refuses a name or value the request does not use.
+        used = set(_PLACEHOLDER.findall(shadow.get("KeyConditionExpression", "")))
+        for name in ("ExpressionAttributeNames", "ExpressionAttributeValues"):
+            if name in shadow:
+                kept = {key: value for key, value in shadow[name].items() if key in used}
+                if kept:
+                    shadow[name] = kept
+                else:
+                    del shadow[name]
+        items = self.raw.query(**shadow).get("Items", [])
+        return sum(item_size(item) for item in items)
 
     def _after(self, model: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         service, operation = model.service_model.service_name, model.name
@@ -331,7 +356,8 @@ class Meter:
             units = _kb(item_size(parsed.get("Item")), 4096)
             rru += units if context.get("meter_consistent") else units / 2
         elif operation == "Query":
-            size = sum(item_size(item) for item in parsed.get("Items", []))
+            read = context.pop("meter_read", None)
+            size = read if read is not None else sum(item_size(item) for item in parsed.get("Items", []))
             units = _kb(size, 4096)
             rru += units if context.get("meter_consistent") else units / 2
         elif operation == "BatchGetItem":

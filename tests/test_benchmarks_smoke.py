@@ -385,6 +385,45 @@ def test_a_batch_read_of_a_key_with_no_item_is_billed(services) -> None:
     assert meter.rru - eventually == 2.0
 
 
+def test_a_query_is_billed_for_every_item_it_reads_before_its_filter(services) -> None:
+    import boto3
+
+    from benchmarks.cost import Meter
+
+    client, table = services.store.client, services.store.table_name
+    for n in range(10):  # ten items of about 3 KB in one partition, one of which the filter keeps
+        item = {"pk": {"S": "P#q"}, "sk": {"S": f"{n:02d}"}, "kind": {"S": "kept" if n == 0 else "dropped"}}
+        client.put_item(TableName=table, Item={**item, "blob": {"S": "x" * 3000}})
+    meter = Meter(boto3.session.Session(region_name="us-east-1").client("dynamodb"), {})
+    meter.instrument(client)
+    query = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk",
+        "FilterExpression": "#k = :kind",
+        "ExpressionAttributeNames": {"#k": "kind"},
+        "ExpressionAttributeValues": {":pk": {"S": "P#q"}, ":kind": {"S": "kept"}},
+        "ConsistentRead": True,
+    }
+    try:
+        # WHEN a strongly consistent query reads the ten and returns one; then one returning only a key, and one that
+        # reads the same without a filter
+        returned = client.query(**query)["Items"]
+        filtered = meter.rru
+        client.query(**{**query, "ProjectionExpression": "sk"})
+        projected = meter.rru - filtered
+        plain = {name: value for name, value in query.items() if name not in ("FilterExpression",)}
+        plain.pop("ExpressionAttributeNames")
+        plain["ExpressionAttributeValues"] = {":pk": {"S": "P#q"}}
+        client.query(**plain)
+        unfiltered = meter.rru - filtered - projected
+    finally:
+        meter.detach()
+    # THEN each is billed for the ten items read (about 30 KB: 8 units of 4 KB), as DynamoDB bills it, not for what
+    # it returned
+    assert len(returned) == 1
+    assert filtered == projected == unfiltered == 8.0
+
+
 def test_the_costs_price_the_cold_starts_measured_in_the_same_run() -> None:
     from benchmarks.cost import COLD_START_SECONDS, fixed_costs_per_million
     from benchmarks.figures import cold_start_seconds
