@@ -43,6 +43,13 @@ def _drain_without_the_stream(harness: Harness) -> None:
         harness.stream = stream
 
 
+def _read_the_stream(harness: Harness) -> None:
+    """Read the table's stream, then deliver what it published."""
+    assert harness.stream is not None
+    harness.stream.drain()
+    harness.drain()
+
+
 def test_a_worker_that_dies_after_disabling_a_subscription_loses_no_notice(
     client, tenant: TenantInfo, services, harness: Harness, make_receiver, monkeypatch
 ) -> None:
@@ -85,9 +92,7 @@ def test_a_notice_the_worker_reported_is_not_sent_again_from_the_stream(
     assert _notice_on(services, tenant, sub.id) is not None
     assert [payload["type"] for payload in operational(endpoint["secret"], ops)] == ["subscription.disabled"]
     # WHEN the table's stream is read too
-    assert harness.stream is not None
-    harness.stream.drain()
-    harness.drain()
+    _read_the_stream(harness)
     # THEN it publishes the same event, which is no second notice, and takes the notice off the item
     assert [payload["type"] for payload in operational(endpoint["secret"], ops)] == ["subscription.disabled"]
     assert _notice_on(services, tenant, sub.id) is None
@@ -107,7 +112,5 @@ def test_a_rewrite_of_the_subscription_takes_a_notice_off_it(
     assert enabled.status_code == 200, enabled.text
     # THEN the notice is off its item, and the stream, read, sends the operator no second one
     assert _notice_on(services, tenant, sub.id) is None
-    assert harness.stream is not None
-    harness.stream.drain()
-    harness.drain()
+    _read_the_stream(harness)
     assert [payload["type"] for payload in operational(endpoint["secret"], ops)] == ["subscription.disabled"]

@@ -3,6 +3,7 @@ Every change goes through ``herald.domain`` (the same rules and messages as the 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -769,41 +770,30 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         showing_now = "metadata" in conflicts or (bool(conflicts) and shown is None)
         metadata_problems = [] if showing_now else _edited_metadata_problems(form, shown, now)
         problems = [*metadata_problems, *_header_problems(rows)]
-        if conflicts or problems:
-            if conflicts:
-                errors, status = [*_conflict_note(conflicts, changes, posted, now, shown), *problems], 409
-            else:
-                errors, status = [*problems, *_moved_note(shown, now)], 422
-            typed = form.get("metadata", "") if metadata_problems else None
-            return _form_page(
-                request,
-                guest,
-                values,
-                sub=sub,
-                errors=errors,
-                removing=removing,
-                refused_metadata=typed,
-                header_rows=header_rows,
-                new_header_rows=new_header_rows,
-                status_code=status,
-            )
+
+        # The form sent back (with its errors and status): the endpoint as it is with the tenant's changes, its
+        # metadata lines as typed when they were refused.
+        refused = functools.partial(
+            _form_page,
+            request,
+            guest,
+            values,
+            sub=sub,
+            removing=removing,
+            refused_metadata=form.get("metadata", "") if metadata_problems else None,
+            header_rows=header_rows,
+            new_header_rows=new_header_rows,
+        )
+        if conflicts:
+            return refused(errors=[*_conflict_note(conflicts, changes, posted, now, shown), *problems], status_code=409)
+        if problems:
+            return refused(errors=[*problems, *_moved_note(shown, now)], status_code=422)
         if not changes:
             return _back(sub.id, "saved")
         try:
             await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(changes))
         except (ValidationError, InvalidInputError) as exc:
-            errors = [*_errors(exc), *_moved_note(shown, now)]
-            return _form_page(
-                request,
-                guest,
-                values,
-                sub=sub,
-                errors=errors,
-                removing=removing,
-                header_rows=header_rows,
-                new_header_rows=new_header_rows,
-                status_code=422,
-            )
+            return refused(errors=[*_errors(exc), *_moved_note(shown, now)], status_code=422)
         except ConflictError:
             sub = _find(guest, sub_id)  # changed between the read and the write: merged again over what it is now
             continue
