@@ -5,6 +5,7 @@ by uvicorn (``tests.test_cli``'s fixtures), or a stub server whose answers a tes
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -110,7 +111,11 @@ class StubApi:
         content = (
             payload if isinstance(payload, bytes) else json.dumps(payload).encode() if payload is not None else b""
         )
-        handler.answer(status, content, {"content-type": "application/json", **headers})
+        # The client may have stopped waiting for a delayed answer (its timeout, what such a test is about) and
+        # closed the connection. Raised, the server thread's traceback would reach stderr while a later test's output
+        # is being captured.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            handler.answer(status, content, {"content-type": "application/json", **headers})
 
     def sent(self, method: str, path: str) -> list[Request]:
         with self.lock:
