@@ -45,15 +45,11 @@ CREATION_KEY_HOLDS_SECONDS = 24 * 3600
 
 class NewTenant(NamedTuple):
     """A tenant ``create`` made, with its first API key's record and the key (shown once); or one an earlier request
-    with the same ``Idempotency-Key`` made (``replayed``), with neither: the key was that request's to see."""
+    with the same ``Idempotency-Key`` made, with neither: the key was that request's to see."""
 
     tenant: Tenant
     key: ApiKey | None = None
     secret: str | None = None
-
-    @property
-    def replayed(self) -> bool:
-        return self.key is None
 
 
 def create(services: Services, name: str, metadata: Metadata, *, idempotency_key: str | None = None) -> NewTenant:
