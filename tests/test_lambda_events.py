@@ -39,12 +39,20 @@ from herald.catalog import catalog, operational_catalog
 from herald.local.event_sources import delivery_stream_source
 from herald.local.poller import LambdaContext, SqsPoller
 from herald.local.resources import LocalResources, function_properties, load_template
+from herald.messages import NoticeMessage, dump_message
 from herald.settings import get_settings
+from herald.storage import keys
+from herald.storage.subscriptions import DISABLED_NOTICE, subscription_of
+from herald.storage.table import from_item, to_item
+from herald.worker.bookkeeping import disabled_notice
 from tests.api_support import queue_messages
 from tests.support import ADMIN, ADMIN_KEY, EVENTS_DIR, INVOICE, Receiver
+from tests.test_operational_webhooks import register
 
 REPO = Path(__file__).resolve().parents[1]
 EVENT_ID = "local-example-invoice-1001"
+#: A stream record of a subscription Herald disabled, the operator's notice on it (the `Stats` event's second pattern).
+NOTICE_SAMPLE = "delivery_stream_disabled_notice.json"
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -224,6 +232,49 @@ def test_sqs_event_bodies_are_work_messages(template) -> None:
             assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
 
 
+def test_stream_samples_pass_the_filter_pattern_of_their_kind(template) -> None:
+    # GIVEN the template's two filter patterns on the stream, in order: first successes (stats), and notices
+    stats, notices = [EventPattern.load(pattern) for pattern in delivery_stream_source(template).patterns]
+    # ... and the record of each stream sample
+    (delivery,) = json.loads((EVENTS_DIR / "delivery_stream_stats.json").read_text())["Records"]
+    (disabled,) = json.loads((EVENTS_DIR / NOTICE_SAMPLE).read_text())["Records"]
+    # THEN the new delivery passes the first pattern only, and the disabled subscription the second only
+    assert stats.matches_event(delivery)
+    assert not notices.matches_event(delivery)
+    assert notices.matches_event(disabled)
+    assert not stats.matches_event(disabled)
+
+
+def test_the_notice_sample_is_a_subscription_item_as_herald_writes_it() -> None:
+    # GIVEN the notice sample's record
+    (record,) = json.loads((EVENTS_DIR / NOTICE_SAMPLE).read_text())["Records"]
+    stream = record["dynamodb"]
+    item = from_item(stream["NewImage"])
+    # THEN it is a change of a subscription's item, as a NEW_IMAGE stream carries it (template.yaml): keys and new image
+    assert (record["eventSource"], record["eventName"], stream["StreamViewType"]) == (
+        "aws:dynamodb",
+        "MODIFY",
+        "NEW_IMAGE",
+    )
+    assert "OldImage" not in stream
+    assert stream["Keys"] == to_item(keys.subscription("local-tenant-id", "local-subscription-id"))
+    assert {name: item[name] for name in ("pk", "sk")} == keys.subscription("local-tenant-id", "local-subscription-id")
+    # ... of a subscription Herald disabled (it reads back as one)
+    sub = subscription_of(item)
+    assert (sub.id, sub.tenant_id, sub.enabled) == ("local-subscription-id", "local-tenant-id", False)
+    assert sub.disabled_reason is not None
+    assert sub.disabled_at is not None
+    # ... holding the notice the worker writes on it when disabling it for a 410 Gone, as it serialises it
+    event_type, data, key = disabled_notice(
+        {"tenant_id": sub.tenant_id, "subscription_id": sub.id, "url": sub.url},
+        sub.disabled_reason,
+        sub.disabled_at,
+        None,
+        410,
+    )
+    assert item[DISABLED_NOTICE] == dump_message(NoticeMessage(event_type=event_type, data=data, key=list(key)))
+
+
 # --- ApiFunction ------------------------------------------------------------------------------------------
 
 
@@ -390,7 +441,7 @@ def test_delivery_function_processes_its_sample_batch(
         "local-subscription-id": sub["id"],
         "local-delivery-id": queued_by_publish[0]["delivery_id"],
     }
-    assert event_files("DeliveryFunction") == ["delivery_sqs_batch.json", "delivery_stream_stats.json"]
+    assert event_files("DeliveryFunction") == ["delivery_sqs_batch.json", NOTICE_SAMPLE, "delivery_stream_stats.json"]
 
     # WHEN it is invoked with the sample batch (a fan-out message and a delivery message)
     invocation = context("DeliveryFunction", timeout)
@@ -466,6 +517,55 @@ def test_delivery_function_counts_its_sample_stream_batch(
     assert (stats["attempts"], stats["succeeded"], stats["failed"], stats["last_status_code"]) == (1, 1, 0, 200)
     assert (stats["latency_p50_ms"], stats["latency_samples"]) == (170, 1)
     assert stats["last_success_at"].startswith("2026-11-30T10:00:00.182")
+
+
+def test_delivery_function_publishes_the_notice_of_its_sample_stream_batch(
+    template, resources, aws, client, make_tenant, receiver: Receiver, use_environment, fresh_delivery_container
+) -> None:
+    # GIVEN an operator endpoint for subscription.disabled, on a receiver on 127.0.0.1
+    endpoint = register(client, receiver.url, ["subscription.disabled"])
+    # ... and a tenant's subscription, disabled (its routes gone), whose item is then the one the sample's record shows:
+    # Herald's disabling write, with the operator's notice on it
+    tenant = make_tenant("Acme")
+    sub = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/webhooks/herald", "event_types": ["invoice.paid"]},
+        headers=tenant.headers,
+    ).json()
+    switched = client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": False}, headers=tenant.headers)
+    assert switched.status_code == 200, switched.text
+    event = fill(NOTICE_SAMPLE, {"local-tenant-id": tenant.id, "local-subscription-id": sub["id"]})
+    (record,) = event["Records"]
+    dynamodb = aws.client("dynamodb")
+    dynamodb.put_item(TableName=resources.table_name, Item=record["dynamodb"]["NewImage"])
+    notice = NoticeMessage.model_validate_json(from_item(record["dynamodb"]["NewImage"])[DISABLED_NOTICE])
+    # ... and the DeliveryFunction loaded from template.yaml, loopback over http allowed as `--env-vars` would
+    environment = function_environment(template, "DeliveryFunction", resources)
+    use_environment({**environment, "HERALD_ALLOWED_TARGET_NETWORKS": "127.0.0.0/8", "HERALD_ALLOW_HTTP_URLS": "true"})
+    handler = load_handler(template, "DeliveryFunction")
+    timeout = float(function_properties(template, "DeliveryFunction")["Timeout"])
+
+    # WHEN it is invoked with the sample stream batch (the subscription's item, changed by the disabling write)
+    response = handler(event, context("DeliveryFunction", timeout))
+
+    # THEN it published the notice, and counted nothing
+    assert response == {"counted": 0, "subscriptions": 0, "notices": 1}
+    # ... and took the notice off the subscription's item, leaving the rest as it was
+    item = dynamodb.get_item(TableName=resources.table_name, Key=record["dynamodb"]["Keys"], ConsistentRead=True)[
+        "Item"
+    ]
+    assert item == {name: value for name, value in record["dynamodb"]["NewImage"].items() if name != DISABLED_NOTICE}
+    # WHEN the work queue is drained through the same handler (the published notice's delivery)
+    poller = SqsPoller(aws.client("sqs"), resources.queue_url, handler, batch_size=10, function_timeout_seconds=timeout)
+    for _ in range(20):
+        if poller.poll_once().received == 0 and receiver.received:
+            break
+    # THEN the operator's endpoint got subscription.disabled once, signed, with the notice's data
+    (got,) = receiver.received
+    payload = Webhook(endpoint["secret"]).verify(got.body, got.headers)
+    assert payload["type"] == "subscription.disabled"
+    assert payload["data"] == notice.data
+    assert (payload["data"]["tenant_id"], payload["data"]["subscription_id"]) == (tenant.id, sub["id"])
 
 
 @pytest.mark.parametrize(
