@@ -21,7 +21,17 @@ from pydantic import ValidationError
 
 from herald.errors import UrlNotAllowedError
 from herald.settings import Settings
-from herald.urls import LOCAL_NETWORKS, UrlPolicy, literal_address, parse_networks, system_resolve
+from herald.urls import (
+    LOCAL_NETWORKS,
+    RESOLVER_THREADS,
+    RESOLVER_THREADS_PER_TENANT,
+    UrlPolicy,
+    literal_address,
+    parse_networks,
+    resolving_for,
+    system_resolve,
+)
+from tests.delivery_support import publish, subscribe
 from tests.dns_support import FakeDns, use_dns
 
 DEPLOYMENT = UrlPolicy()
@@ -601,3 +611,81 @@ def test_names_whose_lookups_hang_do_not_hold_up_other_lookups(monkeypatch: pyte
     assert calls["localhost"] == 1
     assert calls["same.hang.example"] == 1
     assert sum(1 for host in calls if host.endswith(".hang.example")) == 41
+
+
+def test_one_tenants_names_that_hang_hold_only_its_share_of_the_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN name servers that never answer for one zone (getaddrinfo blocks until released) and answer at once for
+    # another
+    release = threading.Event()
+    calls: Counter[str] = Counter()
+
+    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        calls[host] += 1
+        if host.endswith(".hang.example"):
+            release.wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("93.184.215.14", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    async def scenario() -> tuple[list[str], bool, list[str]]:
+        # WHEN one tenant's deliveries look up more such names than the resolver has threads, each giving up
+        # (its connect timeout)
+        mine = resolving_for.set("tnt_hanging")
+
+        async def given_up(host: str) -> None:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await system_resolve(host, 443)
+
+        await asyncio.gather(*(given_up(f"n{i}.hang.example") for i in range(RESOLVER_THREADS + 36)))
+        # ... and then one of its names that answers (a task: the tenant's, as the context it copies says)
+        own = asyncio.ensure_future(system_resolve("own.ok.example", 443))
+        resolving_for.reset(mine)
+        # AND another tenant's delivery looks up a name that answers
+        resolving_for.set("tnt_other")
+        async with asyncio.timeout(30):
+            other = await system_resolve("other.ok.example", 443)
+        # ... at which moment the first tenant's own lookup still waits for one of its threads
+        waited = not own.done()
+        release.set()
+        async with asyncio.timeout(30):
+            return other, waited, await own
+
+    try:
+        other, waited, own = asyncio.run(scenario())
+    finally:
+        release.set()
+    # THEN the other tenant's lookup was answered while the first tenant's hung: those held its share of the
+    # threads only, the rest never started
+    assert other == ["93.184.215.14"]
+    assert sum(1 for host in calls if host.endswith(".hang.example")) == RESOLVER_THREADS_PER_TENANT
+    # ... and the first tenant's next lookup waited for its own to end, then was answered
+    assert waited
+    assert own == ["93.184.215.14"]
+    assert calls["own.ok.example"] == 1
+
+
+def test_a_delivery_looks_up_its_host_as_its_tenant(client, tenant, make_tenant, services, harness, receiver) -> None:
+    # GIVEN a resolver that notes whose lookup each is, and subscriptions of two tenants to names it resolves to
+    # the receiver's loopback address
+    seen: list[tuple[str, str | None]] = []
+
+    class Noting(FakeDns):
+        async def __call__(self, host: str, port: int) -> list[str]:
+            seen.append((host, resolving_for.get()))
+            return await super().__call__(host, port)
+
+    use_dns(services, Noting({"a.tenant.example": [["127.0.0.1"]], "b.tenant.example": [["127.0.0.1"]]}))
+    port = receiver.server.server_address[1]
+    other = make_tenant("Other")
+    subscribe(client, tenant, f"http://a.tenant.example:{port}/webhook")
+    subscribe(client, other, f"http://b.tenant.example:{port}/webhook")
+    seen.clear()
+    # WHEN an event of each is delivered
+    publish(client, tenant.id)
+    publish(client, other.id)
+    harness.drain()
+    # THEN both arrived, and each name was looked up by its subscription's tenant's delivery
+    assert len(receiver.received) == 2
+    assert {host: who for host, who in seen} == {"a.tenant.example": tenant.id, "b.tenant.example": other.id}

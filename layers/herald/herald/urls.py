@@ -28,11 +28,14 @@ therefore opens every private network but never the metadata service; ``169.254.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
@@ -73,42 +76,91 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 #: on the event loop's default executor (a handful of threads on a Lambda vCPU, shared with anything else run in
 #: it) a few such names of one tenant's would hold up every other tenant's lookups behind them.
 RESOLVER_THREADS = 64
+#: Of those, how many one tenant's lookups hold at most at once (``resolving_for``): its names that never answer hold
+#: up its own further lookups, not other tenants'; it takes eight tenants whose names all hang to hold every thread.
+#: A lookup that answers takes milliseconds, so eight at a time keep up with hundreds of new hosts a second.
+RESOLVER_THREADS_PER_TENANT = 8
+
+#: The tenant whose delivery is looking up a name (set around an attempt by the worker, ``herald.worker.dispatch``):
+#: its lookups take its share of the threads. None (the API's checks, each request alone in its container): no share.
+resolving_for: ContextVar[str | None] = ContextVar("resolving_for", default=None)
 
 _resolver_lock = threading.Lock()
 _resolver: ThreadPoolExecutor | None = None
 #: Lookups in progress, by (host, port): callers asking for the same name at the same time share one thread (a
 #: burst of deliveries to one new host opens many connections at once, each resolving its host).
 _lookups: dict[tuple[str, int], Future[list[Any]]] = {}
+#: Threads each tenant's lookups hold (submitted and not ended), and the callers waiting for one of its lookups to end.
+_held: Counter[str] = Counter()
+_waiting: dict[str, list[Callable[[], None]]] = {}
 
 
-def _lookup(host: str, port: int) -> Future[list[Any]]:
+def _lookup(host: str, port: int, tenant: str | None, wake: Callable[[], None]) -> Future[list[Any]] | None:
+    """The lookup of ``(host, port)``: the one in progress, or a new one. None if it would be ``tenant``'s and the
+    tenant's lookups hold their share of the threads (``RESOLVER_THREADS_PER_TENANT``): ``wake`` is then called, from
+    any thread, once one of them has ended."""
     key = (host, port)
     with _resolver_lock:
         found = _lookups.get(key)
         if found is not None:
             return found
+        if tenant is not None and _held[tenant] >= RESOLVER_THREADS_PER_TENANT:
+            _waiting.setdefault(tenant, []).append(wake)
+            return None
         global _resolver  # noqa: PLW0603 - one pool for the process, made on first use
         if _resolver is None:
             _resolver = ThreadPoolExecutor(max_workers=RESOLVER_THREADS, thread_name_prefix="herald-resolve")
         lookup = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
         _lookups[key] = lookup
+        if tenant is not None:
+            _held[tenant] += 1
 
-    def forget(_: Future[list[Any]]) -> None:
+    def ended(_: Future[list[Any]]) -> None:
+        woken: list[Callable[[], None]] = []
         with _resolver_lock:
             if _lookups.get(key) is lookup:
                 del _lookups[key]
+            if tenant is not None:
+                _held[tenant] -= 1
+                if _held[tenant] <= 0:
+                    del _held[tenant]
+                woken = _waiting.pop(tenant, [])
+        # Every waiter tries again: one takes the thread freed, the others wait again (one of them may have stopped
+        # waiting meanwhile: it must not be the only one told).
+        for wake_one in woken:
+            wake_one()
 
-    lookup.add_done_callback(forget)
+    lookup.add_done_callback(ended)
     return lookup
+
+
+def _take_turn(turn: asyncio.Future[None]) -> None:
+    if not turn.done():  # its caller may have stopped waiting
+        turn.set_result(None)
 
 
 async def system_resolve(host: str, port: int) -> list[str]:
     """The system resolver (``getaddrinfo``), without blocking the event loop, on threads of its own
-    (``RESOLVER_THREADS``), one lookup at a time per name."""
+    (``RESOLVER_THREADS``), one lookup at a time per name, a tenant's lookups within its share of the threads
+    (``resolving_for``)."""
+    loop = asyncio.get_running_loop()
+    tenant = resolving_for.get()
     try:
+        while True:
+            turn: asyncio.Future[None] = loop.create_future()
+
+            def wake(turn: asyncio.Future[None] = turn) -> None:
+                # From the thread whose lookup ended; a loop closed since (an invocation over) has no one waiting.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_take_turn, turn)
+
+            lookup = _lookup(host, port, tenant, wake)
+            if lookup is not None:
+                break
+            await turn
         # Shielded: a caller that stops waiting (its timeout) does not cancel the lookup others may share. Its
         # outcome is then taken when it comes, so a failure no one waits for any more is not reported as lost.
-        answer = asyncio.wrap_future(_lookup(host, port))
+        answer = asyncio.wrap_future(lookup)
         answer.add_done_callback(lambda done: done.cancelled() or done.exception())
         infos = await asyncio.shield(answer)
     except UnicodeError:

@@ -45,6 +45,7 @@ from herald.storage.deliveries import (
     stats_from_stream,
 )
 from herald.storage.jobs import FAILED, SKIPPED
+from herald.urls import resolving_for
 from herald.worker import bookkeeping, inserts, lanes
 from herald.worker.pacing import Skip, latest_start, local_wait
 from herald.worker.schedule import SHORT_RETRY_SECONDS, hold, hold_shortly, next_step, receive_count, redrives_of
@@ -818,15 +819,20 @@ async def sign_and_send(
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(sub.signing_secrets(worker.now()), msg_id, timestamp, body),
     }
-    return await send_attempt(
-        sub.url,
-        body=body,
-        headers=request_headers(CustomHeaders.from_stored(sub.headers), herald_headers),
-        timeout_seconds=worker.settings.delivery_timeout_seconds,
-        policy=worker.services.url_policy,
-        now=worker.now,
-        progress=progress,
-    )
+    # Its host's lookup, if it needs one, takes the tenant's share of the resolver's threads.
+    looking_up_for = resolving_for.set(sub.tenant_id)
+    try:
+        return await send_attempt(
+            sub.url,
+            body=body,
+            headers=request_headers(CustomHeaders.from_stored(sub.headers), herald_headers),
+            timeout_seconds=worker.settings.delivery_timeout_seconds,
+            policy=worker.services.url_policy,
+            now=worker.now,
+            progress=progress,
+        )
+    finally:
+        resolving_for.reset(looking_up_for)
 
 
 def _transform_failed(exc: Exception, now: datetime) -> Outcome:
