@@ -31,17 +31,18 @@ from herald.delivery_options import (
     example_envelopes,
 )
 from herald.delivery_options.transforms import MAX_ANSWER_DEPTH, MAX_RESULT_DEPTH
+from herald.domain.idempotency import KeyedCreation
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, NotFoundError
 from herald.limits import check_subscription
 from herald.records import WILDCARD, SigningSecret, Subscription, Tenant, utcnow
-from herald.storage.table import CreationKey, CreationKeyTaken
 
 if TYPE_CHECKING:
     from herald.records import Metadata
     from herald.schemas import OperatorWebhookIn, SubscriptionIn, SubscriptionUpdate
     from herald.services import Services
     from herald.storage import Store
+    from herald.storage.table import CreationKey
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +125,6 @@ def check_operational_types(event_types: list[str]) -> list[str]:
     )
 
 
-#: How long a tenant's ``Idempotency-Key`` of a subscription's creation holds: a retry of the request within it gets
-#: the subscription the first made, never a second one.
-CREATION_KEY_HOLDS_SECONDS = 24 * 3600
-
-
 class KeyedSubscriptionGone(IdempotencyConflictError):
     """The ``Idempotency-Key`` made a subscription, deleted since: a retry does not make it again."""
 
@@ -144,38 +140,29 @@ async def create(
     services: Services, tenant_id: str, body: SubscriptionIn, *, idempotency_key: str | None = None
 ) -> Created:
     """Subscribe a URL (checked by the URL policy and the deployment's limits) for a tenant. With an
-    ``idempotency_key``, once: a retry of the same request within ``CREATION_KEY_HOLDS_SECONDS`` (after a timeout,
-    a lost answer, a double click) gets the subscription the first made (``replayed``), however many are sent at
-    once; the key with another request is a 409, as is a retry after its subscription was deleted."""
+    ``idempotency_key``, once (``KeyedCreation``): a retry of the same request within ``CREATION_KEY_HOLDS_SECONDS``
+    (after a timeout, a lost answer, a double click) gets the subscription the first made (``replayed``), however many
+    are sent at once; the key with another request is a 409, as is a retry after its subscription was deleted."""
     if idempotency_key is None:
-        return Created(await _create(services, tenant_id, body))
+        return await _create(services, tenant_id, body)
     return await _once(
         services, tenant_id, idempotency_key, _fingerprint(body), lambda key: _create(services, tenant_id, body, key)
     )
 
 
 async def _once(
-    services: Services,
-    tenant_id: str,
-    idempotency_key: str,
-    fingerprint: str,
-    make: Callable[[CreationKey], Awaitable[Subscription]],
+    services: Services, tenant_id: str, key: str, fingerprint: str, make: Callable[[CreationKey], Awaitable[Created]]
 ) -> Created:
-    """The subscription an earlier request with the tenant's ``idempotency_key`` and the same ``fingerprint`` made,
-    else the one ``make`` makes now, with the key's record in its transaction: of requests sent at once, one makes
-    it and the others get it."""
-    earlier = _made_with_key(services, tenant_id, idempotency_key, fingerprint)
-    if earlier is not None:
-        return Created(earlier, replayed=True)
-    expires_at = int(utcnow().timestamp()) + CREATION_KEY_HOLDS_SECONDS
-    try:
-        sub = await make(CreationKey(idempotency_key, fingerprint, expires_at))
-    except CreationKeyTaken:
-        earlier = _made_with_key(services, tenant_id, idempotency_key, fingerprint)
-        if earlier is None:  # made, and deleted already
-            raise KeyedSubscriptionGone("this Idempotency-Key made a subscription deleted since") from None
-        return Created(earlier, replayed=True)
-    return Created(sub)
+    """The subscription the tenant's Idempotency-Key ``key`` made (``KeyedCreation``), else the one ``make`` makes."""
+    keyed = KeyedCreation(
+        "subscription",
+        key,
+        fingerprint,
+        lookup=lambda: services.store.subscriptions.creation(tenant_id, key),
+        get=lambda sub_id: services.store.subscriptions.get(tenant_id, sub_id),
+        gone=KeyedSubscriptionGone,
+    )
+    return await keyed.once_async(make, replay=lambda sub: Created(sub, replayed=True))
 
 
 def _fingerprint(body: SubscriptionIn) -> str:
@@ -189,24 +176,9 @@ def _fingerprint(body: SubscriptionIn) -> str:
     return ids.fingerprint(asked)
 
 
-def _made_with_key(services: Services, tenant_id: str, idempotency_key: str, fingerprint: str) -> Subscription | None:
-    """The subscription an earlier request with the tenant's ``idempotency_key`` made, None if none did (or the key
-    no longer holds); a 409 if that request asked something else, or its subscription is gone."""
-    found = services.store.subscriptions.creation(tenant_id, idempotency_key)
-    if found is None:
-        return None
-    sub_id, made_for = found
-    if made_for != fingerprint:
-        raise IdempotencyConflictError(f"this Idempotency-Key made subscription {sub_id} with another request")
-    sub = services.store.subscriptions.get(tenant_id, sub_id)
-    if sub is None:
-        raise KeyedSubscriptionGone(f"this Idempotency-Key made subscription {sub_id}, deleted since")
-    return sub
-
-
 async def _create(
     services: Services, tenant_id: str, body: SubscriptionIn, creation_key: CreationKey | None = None
-) -> Subscription:
+) -> Created:
     url = await services.url_policy.check_new_url(str(body.url))
     event_types = check_event_types(body.event_types)
     check_subscription(
@@ -229,7 +201,7 @@ async def _create(
     services.store.subscriptions.create(
         sub, max_subscriptions=services.settings.max_subscriptions_per_tenant, creation_key=creation_key
     )
-    return sub
+    return Created(sub)
 
 
 async def create_operator_endpoint(
@@ -239,7 +211,7 @@ async def create_operator_endpoint(
     against the deployment's limits as a tenant's is (its URL, its description, how many there are). With an
     ``idempotency_key``, once, as ``create``."""
     if idempotency_key is None:
-        return Created(await _create_operator_endpoint(services, body))
+        return await _create_operator_endpoint(services, body)
     return await _once(
         services,
         OPERATOR_TENANT_ID,
@@ -261,7 +233,7 @@ def _operator_fingerprint(body: OperatorWebhookIn) -> str:
 
 async def _create_operator_endpoint(
     services: Services, body: OperatorWebhookIn, creation_key: CreationKey | None = None
-) -> Subscription:
+) -> Created:
     url = await services.url_policy.check_new_url(str(body.url))
     event_types = check_operational_types(body.event_types)
     check_subscription(services.settings, url=url, event_types=event_types, description=body.description)
@@ -272,7 +244,7 @@ async def _create_operator_endpoint(
     services.store.subscriptions.create(
         sub, max_subscriptions=services.settings.max_subscriptions_per_tenant, creation_key=creation_key
     )
-    return sub
+    return Created(sub)
 
 
 async def update(

@@ -7,16 +7,17 @@ import logging
 from typing import TYPE_CHECKING, NamedTuple
 
 from herald import ids
+from herald.domain.idempotency import KeyedCreation
 from herald.domain.operational import OPERATOR_TENANT_ID
-from herald.errors import IdempotencyConflictError, NotFoundError, ServiceUnavailableError
+from herald.errors import NotFoundError, ServiceUnavailableError
 from herald.limits import check_tenant, too_many_api_keys
 from herald.messages import PurgeTenantMessage, RevokeKeysMessage
 from herald.records import ApiKey, Tenant, utcnow
-from herald.storage.table import CreationKey, CreationKeyTaken
 
 if TYPE_CHECKING:
     from herald.records import Metadata
     from herald.services import Services
+    from herald.storage.table import CreationKey
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,6 @@ def _new_key(tenant_id: str) -> tuple[ApiKey, str]:
     return key, secret
 
 
-#: How long an ``Idempotency-Key`` of a tenant's creation answers the tenant it made (as a subscription's does).
-CREATION_KEY_HOLDS_SECONDS = 24 * 3600
-
-
 class NewTenant(NamedTuple):
     """A tenant ``create`` made, with its first API key's record and the key (shown once); or one an earlier request
     with the same ``Idempotency-Key`` made, with neither: the key was that request's to see."""
@@ -53,25 +50,17 @@ class NewTenant(NamedTuple):
 
 
 def create(services: Services, name: str, metadata: Metadata, *, idempotency_key: str | None = None) -> NewTenant:
-    """A new tenant with its first API key. With an ``idempotency_key``, once: a retry of the same request within
-    ``CREATION_KEY_HOLDS_SECONDS`` (after a timeout, a lost answer) gets the tenant the first made, without a key
-    (Herald keeps only its hash), however many are sent at once; the key with another request is a 409, as is a
-    retry after its tenant was deleted."""
+    """A new tenant with its first API key. With an ``idempotency_key``, once (``KeyedCreation``): a retry
+    of the same request within ``CREATION_KEY_HOLDS_SECONDS`` (after a timeout, a lost answer) gets the tenant the
+    first made, without a key (Herald keeps only its hash), however many are sent at once; the key with another
+    request is a 409, as is a retry after its tenant was deleted."""
     check_tenant(services.settings, metadata=metadata)
     if idempotency_key is None:
         return _create(services, name, metadata)
+    store = services.store.tenants
     fingerprint = ids.fingerprint({"name": name, "metadata": metadata})
-    earlier = _made_with_key(services, idempotency_key, fingerprint)
-    if earlier is not None:
-        return NewTenant(earlier)
-    expires_at = int(utcnow().timestamp()) + CREATION_KEY_HOLDS_SECONDS
-    try:
-        return _create(services, name, metadata, CreationKey(idempotency_key, fingerprint, expires_at))
-    except CreationKeyTaken:
-        earlier = _made_with_key(services, idempotency_key, fingerprint)
-        if earlier is None:  # made, and deleted already
-            raise IdempotencyConflictError("this Idempotency-Key made a tenant deleted since") from None
-        return NewTenant(earlier)
+    keyed = KeyedCreation("tenant", idempotency_key, fingerprint, lambda: store.creation(idempotency_key), store.get)
+    return keyed.once(lambda key: _create(services, name, metadata, key), replay=NewTenant)
 
 
 def _create(services: Services, name: str, metadata: Metadata, creation_key: CreationKey | None = None) -> NewTenant:
@@ -79,21 +68,6 @@ def _create(services: Services, name: str, metadata: Metadata, creation_key: Cre
     key, secret = _new_key(tenant.id)
     services.store.tenants.create(tenant, key, ids.hash_api_key(secret), creation_key=creation_key)
     return NewTenant(tenant, key, secret)
-
-
-def _made_with_key(services: Services, idempotency_key: str, fingerprint: str) -> Tenant | None:
-    """The tenant an earlier request with the operator's ``idempotency_key`` made, None if none did (or the key no
-    longer holds); a 409 if that request asked something else, or its tenant is gone."""
-    found = services.store.tenants.creation(idempotency_key)
-    if found is None:
-        return None
-    tenant_id, made_for = found
-    if made_for != fingerprint:
-        raise IdempotencyConflictError(f"this Idempotency-Key made tenant {tenant_id} with another request")
-    tenant = services.store.tenants.get(tenant_id)
-    if tenant is None:
-        raise IdempotencyConflictError(f"this Idempotency-Key made tenant {tenant_id}, deleted since")
-    return tenant
 
 
 #: How long a deleted tenant's purge, and a key rotation's second revocation, wait on the queue before they start:

@@ -27,9 +27,10 @@ from herald.storage.table import (
     LISTING_PAGE_BYTES,
     MAX_TRANSACTION_ACTIONS,
     CreationKey,
-    CreationKeyTaken,
     PageResult,
-    cancellation_codes,
+    creation_put,
+    raise_if_key_taken,
+    read_creation,
     record,
     strip,
     to_item,
@@ -155,28 +156,13 @@ class SubscriptionRepository:
             _count(sub.tenant_id, 1, below=max_subscriptions),
         ]
         if creation_key is not None:
-            record_of_key = {
-                **keys.subscription_idempotency(sub.tenant_id, creation_key.key),
-                "subscription_id": sub.id,
-                "fingerprint": creation_key.fingerprint,
-                "expires_at": creation_key.expires_at,
-            }
-            condition = "attribute_not_exists(pk) OR expires_at <= :now"
-            actions.append(
-                {
-                    "Put": {
-                        "Item": to_item(record_of_key),
-                        "ConditionExpression": condition,
-                        "ExpressionAttributeValues": values(now=self._table.now()),
-                    }
-                }
-            )
+            record_key = keys.subscription_idempotency(sub.tenant_id, creation_key.key)
+            actions.append(creation_put(record_key, creation_key, {"subscription_id": sub.id}, self._table.now()))
         actions += [{"Put": {"Item": _route_item(sub, event_type)}} for event_type in sorted(_routes(sub))]
         try:
             self._table.transact(actions, conflict_attempts=4)
         except ClientError as exc:
-            if creation_key is not None and cancellation_codes(exc)[2:3] == ["ConditionalCheckFailed"]:
-                raise CreationKeyTaken(creation_key.key) from exc
+            raise_if_key_taken(exc, creation_key, 2)
             if self._table.read(keys.tenant(sub.tenant_id)) is None:
                 raise NotFoundError(f"tenant {sub.tenant_id} not found") from exc
             if max_subscriptions is not None and self.count(sub.tenant_id) >= max_subscriptions:
@@ -186,8 +172,7 @@ class SubscriptionRepository:
     def creation(self, tenant_id: str, idempotency_key: str) -> tuple[str, str] | None:
         """The subscription the tenant's ``Idempotency-Key`` made, and the fingerprint of the request that made it
         (read strongly); None if the key made none, or no longer holds."""
-        found = self._table.read(keys.subscription_idempotency(tenant_id, idempotency_key))
-        return (str(found["subscription_id"]), str(found["fingerprint"])) if found else None
+        return read_creation(self._table, keys.subscription_idempotency(tenant_id, idempotency_key), "subscription_id")
 
     def import_many(self, subs: Sequence[Subscription]) -> None:
         """Write many new subscriptions with their routing items by BatchWriteItem (bulk imports, load

@@ -165,6 +165,27 @@ class CreationKeyTaken(Exception):
     """The ``Idempotency-Key`` made something already (another request with it got there first)."""
 
 
+def creation_put(record_key: Mapping[str, str], key: CreationKey, made: Mapping[str, str], now: int) -> dict[str, Any]:
+    """A transaction's Put of the record at ``record_key`` that ``key`` made ``made`` (its id's attribute and value);
+    refused if the key holds for another creation at ``now`` already (``raise_if_key_taken``)."""
+    item = {**record_key, **made, "fingerprint": key.fingerprint, "expires_at": key.expires_at}
+    condition = "attribute_not_exists(pk) OR expires_at <= :now"
+    put = {"Item": to_item(item), "ConditionExpression": condition, "ExpressionAttributeValues": values(now=now)}
+    return {"Put": put}
+
+
+def raise_if_key_taken(exc: ClientError, creation_key: CreationKey | None, position: int) -> None:
+    """``CreationKeyTaken`` if ``exc`` cancelled a transaction for its ``creation_put`` at ``position``."""
+    if creation_key is not None and cancellation_codes(exc)[position : position + 1] == ["ConditionalCheckFailed"]:
+        raise CreationKeyTaken(creation_key.key) from exc
+
+
+def read_creation(table: Table, record_key: Mapping[str, str], made: str) -> tuple[str, str] | None:
+    """The id (``made``) and request fingerprint of the key's record at ``record_key``; None if gone or expired."""
+    found = table.read(record_key)
+    return (str(found[made]), str(found["fingerprint"])) if found else None
+
+
 def cancellation_codes(exc: BaseException | None) -> list[str]:
     """The codes of a cancelled transaction's reasons, one for each of its actions in order (``"None"`` for an
     action that was not the cause); [] for any other error."""

@@ -17,16 +17,17 @@ from herald.storage import keys
 from herald.storage.table import (
     LISTING_PAGE_BYTES,
     CreationKey,
-    CreationKeyTaken,
     PageResult,
     cancellation_codes,
+    creation_put,
     cursor_fields,
     encode_cursor,
+    raise_if_key_taken,
+    read_creation,
     record,
     refused_item,
     strip,
     to_item,
-    values,
 )
 
 if TYPE_CHECKING:
@@ -79,35 +80,20 @@ class TenantRepository:
             {"Put": {"Item": _key_item(key, key_hash), "ConditionExpression": new}},
         ]
         if creation_key is not None:
-            record_of_key = {
-                **keys.tenant_idempotency(creation_key.key),
-                "tenant_id": tenant.id,
-                "fingerprint": creation_key.fingerprint,
-                "expires_at": creation_key.expires_at,
-            }
-            actions.append(
-                {
-                    "Put": {
-                        "Item": to_item(record_of_key),
-                        "ConditionExpression": "attribute_not_exists(pk) OR expires_at <= :now",
-                        "ExpressionAttributeValues": values(now=self._table.now()),
-                    }
-                }
-            )
+            record_key = keys.tenant_idempotency(creation_key.key)
+            actions.append(creation_put(record_key, creation_key, {"tenant_id": tenant.id}, self._table.now()))
         try:
             # Requests with one key at once: DynamoDB cancels all but one (a conflict); tried again, they find the
             # key's record, and answer the tenant it made.
             self._table.transact(actions, conflict_attempts=4)
         except ClientError as exc:
-            if creation_key is not None and cancellation_codes(exc)[2:3] == ["ConditionalCheckFailed"]:
-                raise CreationKeyTaken(creation_key.key) from exc
+            raise_if_key_taken(exc, creation_key, 2)
             raise
 
     def creation(self, idempotency_key: str) -> tuple[str, str] | None:
         """The tenant the operator's ``Idempotency-Key`` made, and the fingerprint of the request that made it (read
         strongly); None if the key made none, or no longer holds."""
-        found = self._table.read(keys.tenant_idempotency(idempotency_key))
-        return (str(found["tenant_id"]), str(found["fingerprint"])) if found else None
+        return read_creation(self._table, keys.tenant_idempotency(idempotency_key), "tenant_id")
 
     def create_unlisted(self, tenant: Tenant) -> None:
         """Store a tenant record that no tenant listing or broadcast sees (no ``gsi1`` entry), unless it
