@@ -113,6 +113,21 @@ def test_a_key_that_is_not_printable_ascii_of_up_to_255_is_a_422(client, tenant,
     assert _listed(client, tenant) == []
 
 
+@pytest.mark.parametrize("depth", [13, 300])
+def test_a_filter_nested_too_deep_is_the_same_422_with_a_key(client, tenant, receiver, depth: int) -> None:
+    # GIVEN a filter nested deeper than filters may be (300: deeper than a request's digest can serialise)
+    nested: dict[str, Any] = {"currency": "EUR"}
+    for _ in range(depth):
+        nested = {"x": nested}
+    # WHEN it is sent without and with an Idempotency-Key
+    answers = [_create(client, tenant, receiver.url, key, filter=nested) for key in (None, "create-hook-deep")]
+    # THEN both are the same 422 naming the filter, and nothing was made
+    problems = [assert_error(answer, 422, "invalid_filter") for answer in answers]
+    assert problems[0] == problems[1]
+    assert [detail["type"] for detail in problems[1]["details"]] == ["filter_too_deep"]
+    assert _listed(client, tenant) == []
+
+
 def test_the_portals_new_endpoint_form_sent_twice_makes_one_endpoint(
     browser: Browser, client, tenant: TenantInfo, receiver: Receiver
 ) -> None:

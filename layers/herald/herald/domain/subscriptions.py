@@ -25,6 +25,7 @@ from herald.delivery_options import (
     check_filter,
     check_headers,
     check_transform,
+    compile_filter,
     compile_transform,
     dry_run,
     event_schemas,
@@ -145,6 +146,9 @@ async def create(
     are sent at once; the key with another request is a 409, as is a retry after its subscription was deleted."""
     if idempotency_key is None:
         return await _create(services, tenant_id, body)
+    if body.filter:
+        # Its bounds first: the request's digest serialises it, which a filter nested hundreds deep would fail.
+        compile_filter(body.filter)
     return await _once(
         services, tenant_id, idempotency_key, _fingerprint(body), lambda key: _create(services, tenant_id, body, key)
     )
