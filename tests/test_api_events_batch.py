@@ -288,6 +288,42 @@ def test_events_whose_write_went_unanswered_are_named_and_published_once_with_th
     assert delivered == Counter({"in_0": 1, "in_1": 1})
 
 
+@pytest.mark.faults("dynamodb.BatchExecuteStatement:5xx@call=calls:1")
+def test_events_whose_write_failed_without_an_answer_are_named_though_not_found(
+    client: Any, tenant: TenantInfo, harness: Any, receiver: Receiver
+) -> None:
+    # GIVEN a subscription; the batch's call of INSERTs failing (a 500 after botocore's retries): whether it wrote is
+    # not known, and what it wrote could still arrive after the read that finds nothing
+    with faults.suspended():
+        sub = subscribe(client, tenant, receiver.url)
+    batch = [{key: value for key, value in _event(tenant.id, number).items() if key != "id"} for number in range(2)]
+    # WHEN a batch of two events without ids is published
+    first = client.post("/v1/events/batch", json={"events": batch}, headers=ADMIN)
+    # THEN, as for a single event, each item is a 503 naming the id its event was given, not a 503 of the whole call
+    # telling to send it again as it is (without ids, a late write would leave an event stored twice)
+    assert first.status_code == 200, first.text
+    items = first.json()["data"]
+    assert [item["status"] for item in items] == [503, 503]
+    named = [item["error"]["event_id"] for item in items]
+    assert all(event_id and event_id.startswith("evt_") for event_id in named), items
+    assert all("again with this id" in item["error"]["message"] for item in items)
+    # WHEN the publisher sends each again with the id it was given
+    again = client.post(
+        "/v1/events/batch",
+        json={"events": [{**event, "id": event_id} for event, event_id in zip(batch, named, strict=True)]},
+        headers=ADMIN,
+    )
+    # THEN each is published now (nothing was stored), and each reaches the subscriber once
+    assert [(item["status"], item["replayed"], item["event"]["id"]) for item in again.json()["data"]] == [
+        (202, False, event_id) for event_id in named
+    ]
+    harness.drain()
+    delivered = Counter(
+        Webhook(sub.secret).verify(got.body, got.headers)["data"]["invoice_id"] for got in receiver.received
+    )
+    assert delivered == Counter({"in_0": 1, "in_1": 1})
+
+
 def _verified(receiver: Receiver, subs: list[Any]) -> Counter[str]:
     """The invoice ids that reached ``receiver``, each counted once per arrival signed by one of ``subs``."""
     got: Counter[str] = Counter()

@@ -98,7 +98,8 @@ class ServiceUnavailableError(HeraldError):
 
 
 class OutcomeUnknownError(ServiceUnavailableError):
-    """A write whose call failed and whose result could not be read back either: it may have been made."""
+    """A write whose call failed without an answer to go by, and that was not found afterwards (or could not be read
+    back): it may have been made, or be made yet (a request that timed out can still arrive)."""
 
 
 class AttemptUnderWay(ServiceUnavailableError):
