@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from herald.catalog import catalog
+from herald.catalog import catalog, echoed
 from herald.delivery_options import MAX_HEADERS, CustomHeaders, is_sensitive_name
 from herald.delivery_options.headers import is_credential_value
 from herald.domain import deliveries, subscriptions
@@ -23,7 +23,7 @@ from herald.domain.publishing import send_test
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError
 from herald.portal.render import moment, page
 from herald.portal.security import change_form, fields_list, manager, visitor
-from herald.records import Delivery, DeliveryStatus, utcnow
+from herald.records import WILDCARD, Delivery, DeliveryStatus, utcnow
 from herald.schemas import MAX_RATE_LIMIT, SubscriptionIn, SubscriptionUpdate
 from herald.storage.table import MAX_CURSOR_LENGTH
 
@@ -83,13 +83,41 @@ def _lines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+#: The most problems a refused form names of one kind (metadata lines, event types, header rows, the API's details);
+#: one more line counts the rest. A form of 512 KiB holds 255,000 metadata lines or 30,000 event types: a line for
+#: each would make a page of megabytes, over Lambda's 6 MB response limit (API Gateway then answers a bare 500).
+MAX_PROBLEMS_LISTED = 20
+
+
+def _capped(problems: Sequence[str], rest: str) -> list[str]:
+    """``problems`` as a refused form lists them: the first ``MAX_PROBLEMS_LISTED``, then, when there are more, one
+    line saying how many (``rest``, its ``{count}`` filled in)."""
+    if len(problems) <= MAX_PROBLEMS_LISTED:
+        return list(problems)
+    return [*problems[:MAX_PROBLEMS_LISTED], rest.format(count=f"{len(problems) - MAX_PROBLEMS_LISTED:,}")]
+
+
 def _errors(exc: Exception) -> list[str]:
     if isinstance(exc, ValidationError):
-        return [f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()]
+        errors = [f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()]
+        return _capped(errors, "and {count} more problems")
     assert isinstance(exc, InvalidInputError)
     # Once each: a detail the message says already is left out (the headers' message joins its details').
     details = [str(d.get("msg", "")) for d in exc.details or [] if d.get("msg")]
-    return list(dict.fromkeys([exc.message, *(detail for detail in details if detail not in exc.message)]))
+    unique = dict.fromkeys([exc.message, *(detail for detail in details if detail not in exc.message)])
+    return _capped([*unique], "and {count} more problems")
+
+
+def _event_type_problems(event_types: Sequence[str], kept: Sequence[str] = ()) -> list[str]:
+    """The posted event types the catalog does not list, each as the API says it (``kept`` aside: the endpoint's own
+    types that the catalog no longer lists, which it may keep), the first ``MAX_PROBLEMS_LISTED`` named. Checked by the
+    form itself, so that a form of thousands of made-up names is told so in a few lines."""
+    problems = [
+        f"{echoed(name)!r} is not in the event catalog"
+        for name in dict.fromkeys(event_types)
+        if name != WILDCARD and name not in catalog and name not in kept
+    ]
+    return _capped(problems, "event types: and {count} more that are not in the event catalog")
 
 
 #: Empty rows the endpoint form offers for new custom headers (more: save, and edit the endpoint again).
@@ -143,7 +171,7 @@ def _header_problems(rows: Sequence[HeaderRow]) -> list[str]:
         elif _folded(row.name) in seen:
             problems.append(f"header {row.name!r} is given twice (names ignore case, and _ is read as -)")
         seen.add(_folded(row.name))
-    return [*dict.fromkeys(problems)]
+    return _capped([*dict.fromkeys(problems)], "custom headers: and {count} more problems")
 
 
 def _new_headers(rows: Sequence[HeaderRow]) -> dict[str, dict[str, Any]]:
@@ -169,7 +197,8 @@ def _metadata_of(text: str) -> dict[str, str]:
 def _metadata_problems(text: str) -> list[str]:
     """What keeps the form's metadata lines from reading as one ``key=value`` a line, each naming its lines (numbered
     as the field shows them, blank ones too), in their order: a line without ``=`` (it would be a key with no value),
-    a key given twice (its last line would win, the others lost). A key left empty is the API's to refuse."""
+    a key given twice (its last line would win, the others lost). A key left empty is the API's to refuse. The first
+    ``MAX_PROBLEMS_LISTED`` are named, the rest counted."""
     problems: list[tuple[int, str]] = []
     lines_of: dict[str, list[int]] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -185,7 +214,8 @@ def _metadata_problems(text: str) -> list[str]:
             times = "twice" if len(numbers) == 2 else f"{len(numbers)} times"
             where = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
             problems.append((numbers[0], f"metadata: “{key}” is given {times} (lines {where}): keep one"))
-    return [message for _, message in sorted(problems, key=lambda problem: problem[0])]
+    ordered = [message for _, message in sorted(problems, key=lambda problem: problem[0])]
+    return _capped(ordered, "metadata: and {count} more problems on later lines")
 
 
 def _same_lines(text: str, other: str) -> bool:
@@ -243,9 +273,10 @@ def _form_page(
         and _as_the_form_reads(values.get("metadata")) != (values.get("metadata") or {}),
         max_rate_limit=MAX_RATE_LIMIT,
         event_types=list(catalog),
-        # A type the endpoint has that the catalog no longer lists has a box of its own, ticked: a form without it
-        # would send the event types without it, as if the tenant had removed it.
-        retired_types=subscriptions.retired_types(values.get("event_types") or ()),
+        # A type the endpoint has that the catalog no longer lists has a box of its own, ticked while the form keeps
+        # it: a form without it would send the event types without it, as if the tenant had removed it. Only a stored
+        # type: a posted one the catalog does not list is refused (``_event_type_problems``), not shown.
+        retired_types=subscriptions.retired_types(sub.event_types) if sub else [],
         sub=sub,
         version_field=VERSION_FIELD,
         shown_field=SHOWN_FIELD,
@@ -287,7 +318,7 @@ async def create_endpoint(request: Request) -> Response:
     values["headers"] = _new_headers(rows)
     key = form.get(REQUEST_KEY_FIELD) or None
     metadata_problems = _metadata_problems(form.get("metadata", ""))
-    problems = [*metadata_problems, *_header_problems(rows)]
+    problems = [*_event_type_problems(values["event_types"]), *metadata_problems, *_header_problems(rows)]
     if problems:
         typed = form.get("metadata", "") if metadata_problems else None
         return _new_form_page(
@@ -769,7 +800,11 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         # readable).
         showing_now = "metadata" in conflicts or (bool(conflicts) and shown is None)
         metadata_problems = [] if showing_now else _edited_metadata_problems(form, shown, now)
-        problems = [*metadata_problems, *_header_problems(rows)]
+        # Event types are checked as the API checks them, only when changed: the endpoint's retired ones may stay.
+        type_problems = _event_type_problems(
+            changes.get("event_types", ()), subscriptions.retired_types(sub.event_types)
+        )
+        problems = [*type_problems, *metadata_problems, *_header_problems(rows)]
 
         # The form sent back (with its errors and status): the endpoint as it is with the tenant's changes, its
         # metadata lines as typed when they were refused.
