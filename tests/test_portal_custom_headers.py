@@ -198,6 +198,37 @@ def test_a_new_endpoint_is_created_with_headers(browser: Browser, client: TestCl
     assert len(client.get("/v1/subscriptions", headers=tenant.headers).json()["data"]) == 1
 
 
+def _new_rows(page: str) -> tuple[int, int]:
+    """How many new-header rows ``page`` shows at once, and how many are behind "More header rows"."""
+    shown, _, more = page.partition('<details id="more-header-rows">')
+    return shown.count('name="new_header_'), more.count('name="new_header_')
+
+
+def test_the_forms_offer_rows_up_to_the_limit_the_first_three_shown(
+    browser: Browser, client: TestClient, tenant: TenantInfo
+) -> None:
+    # GIVEN a signed-in tenant
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    # WHEN it opens the new endpoint form, THEN it has a row for each header an endpoint may have (20), three shown
+    # and the rest behind "More header rows" (3 fields a row: name, value, sensitive)
+    assert _new_rows(me.get("/portal/endpoints/new").text) == (3 * 3, 17 * 3)
+    # WHEN it creates an endpoint with five headers in one save, two of them typed in the rows behind "More"
+    form = {"csrf_token": csrf, "url": "http://127.0.0.1:9/hook", "event_types": "invoice.paid"}
+    form |= {f"new_header_{n}_name": f"X-H{n}" for n in range(1, 6)}
+    form |= {f"new_header_{n}_value": f"v{n}" for n in range(1, 6)}
+    created = me.post("/portal/endpoints", data=form, follow_redirects=False)
+    # THEN it has all five
+    assert created.status_code == 303, _notes(created.text)
+    sub_id = created.headers["location"].split("/endpoints/")[1].split("?")[0]
+    assert _stored(client, tenant, sub_id) == {f"X-H{n}": {"value": f"v{n}", "sensitive": False} for n in range(1, 6)}
+    # AND its edit form offers as many new rows as it can still take (15), three shown
+    assert _new_rows(me.get(f"/portal/endpoints/{sub_id}/edit").text) == (3 * 3, 12 * 3)
+    # AND an endpoint at the limit still shows three (the API says there are too many), with none behind "More"
+    _patched(client, tenant, sub_id, {"headers": {f"X-H{n}": {"value": "v"} for n in range(1, 21)}})
+    assert _new_rows(me.get(f"/portal/endpoints/{sub_id}/edit").text) == (3 * 3, 0)
+
+
 def _form_of_new(page: str) -> dict[str, Any]:
     """The new endpoint form's fields in ``page`` (the edit form's reader, on the form posted to the list)."""
     return _form(page.replace('action="/portal/endpoints"', 'action="/portal/endpoints/new/edit"'))
@@ -469,3 +500,30 @@ def test_in_chromium_a_tenant_adds_a_header_and_removes_it(
     assert portal_browser.text_of(driver, "#headers") == "X-Gateway: (sensitive, set)"
     portal_browser.accessible(driver)
     assert httpx.get(url, headers=tenant.headers).json()["headers"] == {"X-Gateway": {"value": None, "sensitive": True}}
+
+
+def test_in_chromium_a_tenant_adds_four_headers_at_once(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint whose form is open in the browser
+    body = {"url": receiver.url, "event_types": ["invoice.paid"]}
+    created = httpx.post(f"{served_app}/v1/subscriptions", json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    sub_id = created.json()["id"]
+    portal_browser.signed_in(driver, served_app, tenant)
+    portal_browser.open_page(driver, f"{served_app}/portal/endpoints/{sub_id}/edit")
+    # WHEN the tenant fills the three rows shown, opens "More header rows" and fills a fourth, and saves
+    for n in range(1, 4):
+        portal_browser.wait_for(driver, f"#new-header-{n}-name").send_keys(f"X-H{n}")
+        driver.find_element(By.ID, f"new-header-{n}-value").send_keys(f"v{n}")
+    assert not driver.find_element(By.ID, "new-header-4-name").is_displayed()
+    portal_browser.click(driver, "#more-header-rows summary")
+    portal_browser.wait_for(driver, "#new-header-4-name").send_keys("X-H4")
+    driver.find_element(By.ID, "new-header-4-value").send_keys("v4")
+    portal_browser.accessible(driver)
+    portal_browser.submitted(driver, "#save", "saved")
+    # THEN the endpoint has all four
+    url = f"{served_app}/v1/subscriptions/{sub_id}"
+    assert httpx.get(url, headers=tenant.headers).json()["headers"] == {
+        f"X-H{n}": {"value": f"v{n}", "sensitive": False} for n in range(1, 5)
+    }

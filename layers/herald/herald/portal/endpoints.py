@@ -120,7 +120,8 @@ def _event_type_problems(event_types: Sequence[str], kept: Sequence[str] = ()) -
     return _capped(problems, "event types: and {count} more that are not in the event catalog")
 
 
-#: Empty rows the endpoint form offers for new custom headers (more: save, and edit the endpoint again).
+#: Empty rows the endpoint form shows for new custom headers; the rest, up to ``MAX_HEADERS`` in all, are behind
+#: "More header rows" (an HTML disclosure: no script).
 NEW_HEADER_ROWS = 3
 #: A custom header row's fields: ``header_<n>_*`` for a header the edit form showed (its name a hidden field),
 #: ``new_header_<n>_*`` for a new one. Each row's fields are named apart, so a value is one field, never split.
@@ -253,7 +254,11 @@ def _form_page(
     default, as it has them), ``new_header_rows`` the new headers typed, followed by empty rows."""
     if header_rows is None:
         header_rows = _rows_of(Shown.headers_of(sub)) if sub else []
-    blank = [HeaderRow("") for _ in range(max(NEW_HEADER_ROWS - len(new_header_rows), 0))]
+    # Empty rows: as many as the endpoint can still take, ``NEW_HEADER_ROWS`` at least (past the limit, the API says
+    # so), the first of them shown after the rows typed, the others behind "More header rows".
+    room = max(MAX_HEADERS - len(header_rows) - len(new_header_rows), NEW_HEADER_ROWS - len(new_header_rows), 0)
+    shown_blank = max(NEW_HEADER_ROWS - len(new_header_rows), 0)
+    blank = [HeaderRow("") for _ in range(room)]
     if refused_metadata is not None:
         refused_metadata = _lines(refused_metadata)
         # An HTML textarea drops a first line break: one more keeps the lines where the errors number them.
@@ -284,7 +289,8 @@ def _form_page(
         # rewrite), to tell what the tenant changed from what the form showed.
         shown=json.dumps(Shown.of(sub).model_dump(), separators=(",", ":")) if sub else "",
         header_rows=header_rows,
-        new_header_rows=[*new_header_rows, *blank],
+        new_header_rows=[*new_header_rows, *blank[:shown_blank]],
+        more_header_rows=blank[shown_blank:],
         max_headers=MAX_HEADERS,
         **context,
     )
