@@ -15,13 +15,14 @@ from standardwebhooks import Webhook
 
 from herald import faults
 from herald.messages import DeliveriesMessage, DeliveryMessage, PlannedDelivery, dump_message
-from herald.queue import MAX_DELAY_SECONDS, REDRIVES_ATTRIBUTE
+from herald.queue import MAX_BATCH_BYTES, MAX_DELAY_SECONDS, REDRIVES_ATTRIBUTE
 from herald.records import Trigger
 from herald.storage import keys
 from herald.storage.deliveries import delivery_key
 from herald.storage.table import to_item
 from tests.api_support import assert_error
 from tests.delivery_support import (
+    CallRecorder,
     Harness,
     Sub,
     deliveries,
@@ -326,6 +327,23 @@ def test_messages_sqs_refuses_to_send_back_are_sent_again(client, harness: Harne
     assert _on_work_queue(harness) == 3
     seen = dead_letters(client)
     assert (seen["count"], seen["in_flight"]) == (0, 0)
+
+
+def test_large_readable_messages_are_sent_back_in_calls_sqs_takes(client, harness: Harness) -> None:
+    # GIVEN ten readable messages of about 240 KB each in the dead-letter queue (a newer version's fields carried along:
+    # each fits the work queue, ten together are over the 1 MiB a SendMessageBatch call takes)
+    for index in range(10):
+        body = json.dumps({"v": 1, "kind": "purge_tenant", "tenant_id": f"tnt_{index}", "later": "x" * 240_000})
+        harness.sqs.send_message(QueueUrl=harness.services.settings.dead_letter_queue_url, MessageBody=body)
+    sends = CallRecorder(harness.services.queue.client, ["SendMessageBatch"])
+    # WHEN the operator redrives
+    moved = redrive(client)
+    # THEN all ten are on the work queue, sent a few to a call, and none is left in the dead-letter queue
+    assert (moved["moved"], moved["kept"], moved["uncertain"], moved["remaining"]) == (10, 0, 0, 0)
+    assert _on_work_queue(harness) == 10
+    assert len(sends.calls) >= 3
+    assert all(sum(len(e["MessageBody"]) for e in call.params["Entries"]) <= MAX_BATCH_BYTES for call in sends.calls)
+    sends.close()
 
 
 @pytest.mark.faults("sqs.DeleteMessageBatch:partial=calls:1-1")

@@ -19,11 +19,12 @@ import pytest
 from herald import ids
 from herald.faults import install
 from herald.messages import DeliveryMessage, dump_message
+from herald.queue import MAX_BATCH_BYTES
 from herald.storage import keys
 from herald.storage.table import to_item
 from herald.worker.events import EventCache
 from tests.api_support import queue_messages
-from tests.delivery_support import Harness, deliveries, only_delivery, publish, step, subscribe, when
+from tests.delivery_support import CallRecorder, Harness, deliveries, only_delivery, publish, step, subscribe, when
 from tests.support import Clock, Receiver, TenantInfo
 
 pytestmark = pytest.mark.e2e
@@ -301,6 +302,36 @@ def test_work_too_large_for_sqs_is_removed_from_the_schedule_and_stops_nothing_a
     (removed,) = [r for r in caplog.records if r.getMessage().startswith("scheduled work too large for SQS")]
     assert removed.levelname == "ERROR"
     assert getattr(removed, "bytes", 0) > 262_144
+
+
+def test_large_work_due_together_is_queued_in_calls_sqs_takes_and_stops_nothing_after_it(
+    harness: Harness, clock: Clock
+) -> None:
+    # GIVEN six work messages of about 200 KB each (fields of another version carried along: each under SQS's 256 KiB,
+    # 1.2 MB together, over the 1 MiB a SendMessageBatch call takes), due together, and another tenant's work due
+    # after them in the same hour and in the next
+    store, settings = harness.services.store, harness.services.settings
+    due = clock() + 1800
+    for n in range(6):
+        big = DeliveryMessage(
+            event_id="evt_b", tenant_id="tnt_b", subscription_id="sub_b", delivery_id=f"dlv_big{n}", extra="x" * 200_000
+        )
+        store.schedule.put(dump_message(big), name=f"big{n}", due=due, now=clock())
+    for n, later in enumerate((60, 3660)):
+        other = DeliveryMessage(event_id="evt", tenant_id="tnt_o", subscription_id="sub_o", delivery_id=f"dlv_o{n}")
+        store.schedule.put(dump_message(other), name=f"other{n}", due=due + later, now=clock())
+    sends = CallRecorder(harness.worker.queue.client, ["SendMessageBatch"])
+    # WHEN the sweeps run as each comes due
+    for wait in (1800, 60, 3600):
+        clock.advance(wait)
+        assert harness.worker.sweep()["complete"] is True
+    harness.reveal()
+    # THEN every message was queued once, the large ones a few to a call, and nothing is left in the schedule
+    queued = Counter(body["delivery_id"] for body in queue_messages(harness.sqs, settings.queue_url))
+    assert queued == Counter([*(f"dlv_big{n}" for n in range(6)), "dlv_o0", "dlv_o1"])
+    assert all(sum(len(e["MessageBody"].encode()) for e in c.params["Entries"]) <= MAX_BATCH_BYTES for c in sends.calls)
+    assert harness.scheduled() == 0
+    sends.close()
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])

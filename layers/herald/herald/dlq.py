@@ -56,6 +56,7 @@ from herald.queue import (
     MAX_REASON_CHARS,
     REDRIVES_ATTRIBUTE,
     UNWORKABLE_ATTRIBUTE,
+    batch_calls,
     redrive_count,
     redrives_attribute,
     refused_after_retries,
@@ -413,16 +414,20 @@ class DeadLetterQueue:
         ``uncertain``. One sent back whose delete here fails, and one of ``uncertain``, stays hidden here for
         ``REDRIVE_VISIBILITY_SECONDS``: made visible at once, a redrive called again after a 503 would send it back a
         second time. Raises ``ServiceUnavailableError`` when a call failed, once ``run`` counts what it did."""
+        # A call of SendMessageBatch takes 1 MiB in all (``batch_calls``): a few large letters take a call each. The
+        # letters after a call that failed are not sent, and stay here as refused ones do.
+        for start, end in batch_calls(_entries(letters)):
+            try:
+                self._move_in_one_call(run, letters[start:end])
+            except ServiceUnavailableError:
+                run.refused += letters[end:]
+                raise
+
+    def _move_in_one_call(self, run: _Redriving, letters: list[_Letter]) -> None:
+        """``_move`` of letters that fit one SendMessageBatch call."""
         if not letters:
             return
-        entries: list[SendMessageBatchRequestEntryTypeDef] = [
-            {
-                "Id": str(index),
-                "MessageBody": letter.message["Body"],
-                "MessageAttributes": {REDRIVES_ATTRIBUTE: redrives_attribute(letter.out.redrives + 1)},
-            }
-            for index, letter in enumerate(letters)
-        ]
+        entries = _entries(letters)
         accepted: set[str] = set()
 
         def send(pending: list[SendMessageBatchRequestEntryTypeDef]) -> Any:
@@ -688,3 +693,16 @@ def _within_answer_size(answer: DiscardOut) -> DiscardOut:
     # Without the bodies, as every log of a discard (they may carry a tenant's data).
     logger.warning("dead-letter discard answer cut to its size limit", extra={"discarded": len(shown), "share": share})
     return answer.model_copy(update={"discarded": cut})
+
+
+def _entries(letters: Sequence[_Letter]) -> list[SendMessageBatchRequestEntryTypeDef]:
+    """The entries of a SendMessageBatch call that sends ``letters`` back to the work queue, each counting one more
+    redrive."""
+    return [
+        {
+            "Id": str(index),
+            "MessageBody": letter.message["Body"],
+            "MessageAttributes": {REDRIVES_ATTRIBUTE: redrives_attribute(letter.out.redrives + 1)},
+        }
+        for index, letter in enumerate(letters)
+    ]

@@ -37,10 +37,12 @@ def sendable_text(text: str, limit: int) -> str:
 
 
 #: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility, 256 KiB a message (the
-#: queues' MaximumMessageSize in template.yaml).
+#: queues' MaximumMessageSize in template.yaml), and 1 MiB for all the messages of a batch call together (their bodies
+#: and attributes; SendMessageBatch refuses a longer call whole, ``BatchRequestTooLong``).
 BATCH_SIZE = 10
 MAX_DELAY_SECONDS = 900
 MAX_MESSAGE_BYTES = 262_144
+MAX_BATCH_BYTES = 1_048_576
 #: The pause before sending again the entries SQS refused in a call (twice as long before the third try): a
 #: refused entry is a passing fault or throttling, and sent again at once it would most likely be refused again.
 RESEND_PAUSE_SECONDS = 0.05
@@ -78,6 +80,32 @@ def refused_after_retries[E: Mapping[str, Any]](
         if not pending:
             break
     return pending, calls
+
+
+def batch_calls(entries: Sequence[SendMessageBatchRequestEntryTypeDef]) -> list[tuple[int, int]]:
+    """Where ``entries`` are cut into batch calls, in order, as (start, end): ``BATCH_SIZE`` entries at most, and at
+    most ``MAX_BATCH_BYTES`` together (an entry alone may be as large as a message may be)."""
+    cuts: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for index, entry in enumerate(entries):
+        length = _entry_bytes(entry)
+        if index > start and (index - start == BATCH_SIZE or size + length > MAX_BATCH_BYTES):
+            cuts.append((start, index))
+            start, size = index, 0
+        size += length
+    if start < len(entries):
+        cuts.append((start, len(entries)))
+    return cuts
+
+
+def _entry_bytes(entry: SendMessageBatchRequestEntryTypeDef) -> int:
+    """An entry's size as SQS counts it against a batch call's limit: its body's UTF-8 bytes, and each attribute's
+    name, data type and value."""
+    size = len(entry["MessageBody"].encode())
+    for name, value in entry.get("MessageAttributes", {}).items():
+        # Herald's attributes are strings and numbers (``redrives_attribute``, ``dead_letter``'s reasons).
+        size += len(name.encode()) + len(value["DataType"].encode()) + len(value.get("StringValue", "").encode())
+    return size
 
 
 def redrive_count(value: str | None) -> int:
@@ -259,8 +287,8 @@ class WorkQueue:
             return answer
 
         unsent: list[SendMessageBatchRequestEntryTypeDef] = []
-        for start in range(0, len(entries), BATCH_SIZE):
-            chunk = entries[start : start + BATCH_SIZE]
+        for start, end in batch_calls(entries):
+            chunk = entries[start:end]
             try:
                 refused, _ = refused_after_retries(send, chunk)
             except (BotoCoreError, ClientError) as exc:
@@ -268,10 +296,10 @@ class WorkQueue:
                 error.__cause__ = exc
                 left = [entry for entry in chunk if entry["Id"] not in accepted]
                 uncertain = [] if _refused_at_once(exc) else left
-                return _Tried([*unsent, *left, *entries[start + BATCH_SIZE :]], calls, error, uncertain)
+                return _Tried([*unsent, *left, *entries[end:]], calls, error, uncertain)
             unsent += refused
             if refused and not past_refusals:
-                return _Tried([*unsent, *entries[start + BATCH_SIZE :]], calls, None, [])
+                return _Tried([*unsent, *entries[end:]], calls, None, [])
         return _Tried(unsent, calls, None, [])
 
     def dead_letter(self, body: str, reason: str, *, redrives: int = 0, unworkable: bool = False) -> None:
