@@ -486,16 +486,25 @@ def test_delivery_function_processes_its_sample_batch(
     assert re.fullmatch(r"\d+", got.headers["webhook-timestamp"])
 
 
+def _example_subscription(client: Any, tenant: Any) -> dict[str, Any]:
+    """A subscription of ``tenant``'s to invoice.paid at the samples' example URL (never called), as the API answers
+    its creation."""
+    created = client.post(
+        "/v1/subscriptions",
+        json={"url": "https://example.com/webhooks/herald", "event_types": ["invoice.paid"]},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    sub: dict[str, Any] = created.json()
+    return sub
+
+
 def test_delivery_function_counts_its_sample_stream_batch(
     template, resources, client, make_tenant, use_environment, fresh_delivery_container
 ) -> None:
     # GIVEN a tenant's subscription with no attempt counted yet
     tenant = make_tenant("Acme")
-    sub = client.post(
-        "/v1/subscriptions",
-        json={"url": "https://example.com/webhooks/herald", "event_types": ["invoice.paid"]},
-        headers=tenant.headers,
-    ).json()
+    sub = _example_subscription(client, tenant)
     stats_path = f"/v1/subscriptions/{sub['id']}/stats"
     assert client.get(stats_path, headers=tenant.headers).json()["attempts"] == 0
     # ... and the DeliveryFunction loaded from template.yaml, with its environment
@@ -527,11 +536,7 @@ def test_delivery_function_publishes_the_notice_of_its_sample_stream_batch(
     # ... and a tenant's subscription, disabled (its routes gone), whose item is then the one the sample's record shows:
     # Herald's disabling write, with the operator's notice on it
     tenant = make_tenant("Acme")
-    sub = client.post(
-        "/v1/subscriptions",
-        json={"url": "https://example.com/webhooks/herald", "event_types": ["invoice.paid"]},
-        headers=tenant.headers,
-    ).json()
+    sub = _example_subscription(client, tenant)
     switched = client.patch(f"/v1/subscriptions/{sub['id']}", json={"enabled": False}, headers=tenant.headers)
     assert switched.status_code == 200, switched.text
     event = fill(NOTICE_SAMPLE, {"local-tenant-id": tenant.id, "local-subscription-id": sub["id"]})

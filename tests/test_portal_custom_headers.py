@@ -465,16 +465,22 @@ def test_a_read_session_or_a_post_without_the_csrf_token_changes_no_header(
 
 
 @pytest.mark.browser
+def _edit_form_in_chromium(driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver) -> str:
+    """A new endpoint of ``tenant``'s at ``receiver``, its edit form open in the browser: its id."""
+    body = {"url": receiver.url, "event_types": ["invoice.paid"]}
+    created = httpx.post(f"{served_app}/v1/subscriptions", json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    sub_id: str = created.json()["id"]
+    portal_browser.signed_in(driver, served_app, tenant)
+    portal_browser.open_page(driver, f"{served_app}/portal/endpoints/{sub_id}/edit")
+    return sub_id
+
+
 def test_in_chromium_a_tenant_adds_a_header_and_removes_it(
     driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN an endpoint whose form is open in the browser
-    body = {"url": receiver.url, "event_types": ["invoice.paid"]}
-    created = httpx.post(f"{served_app}/v1/subscriptions", json=body, headers=tenant.headers)
-    assert created.status_code == 201, created.text
-    sub_id = created.json()["id"]
-    portal_browser.signed_in(driver, served_app, tenant)
-    portal_browser.open_page(driver, f"{served_app}/portal/endpoints/{sub_id}/edit")
+    sub_id = _edit_form_in_chromium(driver, served_app, tenant, receiver)
     # WHEN the tenant types a header and a sensitive one in the empty rows, and saves
     portal_browser.wait_for(driver, "#new-header-1-name").send_keys("X-Route")
     driver.find_element(By.ID, "new-header-1-value").send_keys("eu-1")
@@ -506,12 +512,7 @@ def test_in_chromium_a_tenant_adds_four_headers_at_once(
     driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN an endpoint whose form is open in the browser
-    body = {"url": receiver.url, "event_types": ["invoice.paid"]}
-    created = httpx.post(f"{served_app}/v1/subscriptions", json=body, headers=tenant.headers)
-    assert created.status_code == 201, created.text
-    sub_id = created.json()["id"]
-    portal_browser.signed_in(driver, served_app, tenant)
-    portal_browser.open_page(driver, f"{served_app}/portal/endpoints/{sub_id}/edit")
+    sub_id = _edit_form_in_chromium(driver, served_app, tenant, receiver)
     # WHEN the tenant fills the three rows shown, opens "More header rows" and fills a fourth, and saves
     for n in range(1, 4):
         portal_browser.wait_for(driver, f"#new-header-{n}-name").send_keys(f"X-H{n}")
