@@ -75,11 +75,13 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 #: for the system resolver's whole timeout, whatever the caller's own timeout (it stops waiting, not the call):
 #: on the event loop's default executor (a handful of threads on a Lambda vCPU, shared with anything else run in
 #: it) a few such names of one tenant's would hold up every other tenant's lookups behind them.
-RESOLVER_THREADS = 64
+RESOLVER_THREADS = 128
 #: Of those, how many one tenant's lookups hold at most at once (``resolving_for``): its names that never answer hold
 #: up its own further lookups, not other tenants'; it takes eight tenants whose names all hang to hold every thread.
-#: A lookup that answers takes milliseconds, so eight at a time keep up with hundreds of new hosts a second.
-RESOLVER_THREADS_PER_TENANT = 8
+#: A lookup the resolver's cache answers takes a millisecond, one that asks DNS tens of ms: sixteen at a time resolve
+#: about 160 new hosts a second at 100 ms each, so a batch's new hosts (100 at most) resolve well within the connect
+#: timeout (5 s), which the wait for a thread counts in.
+RESOLVER_THREADS_PER_TENANT = 16
 
 #: The tenant whose delivery is looking up a name (set around an attempt by the worker, ``herald.worker.dispatch``):
 #: its lookups take its share of the threads. None (the API's checks, each request alone in its container): no share.
