@@ -47,8 +47,6 @@ MAX_TRANSACTION_ACTIONS = 100
 MAX_BATCH_WRITE = 25
 MAX_BATCH_STATEMENTS = 25
 MAX_BATCH_GET = 100
-#: A call's error codes that say DynamoDB refused it as a whole, for capacity, before writing anything.
-_THROTTLED_CALL = frozenset({"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"})
 #: Calls of one batch read made side by side (a worker's batch of 100 deliveries reads ~300 keys: 4 calls).
 _SIDE_BY_SIDE = 8
 #: A statement of a BatchExecuteStatement that failed for want of capacity or for a passing fault, to be run
@@ -559,9 +557,8 @@ class Table:
     def insert_all(self, items: Sequence[Mapping[str, Any]]) -> list[bool | ServiceUnavailableError]:
         """Write new items, each only if no item has its key: one BatchExecuteStatement of PartiQL INSERTs per
         ``MAX_BATCH_STATEMENTS`` items (BatchWriteItem would overwrite). One answer per item, in order: True if
-        written, False if its key was taken, or the error that kept it out (DynamoDB kept refusing it, or refused
-        the call for capacity), or ``OutcomeUnknownError`` (the call failed otherwise, and the item was not found
-        afterwards); statements refused for
+        written, False if its key was taken, or the error that kept it out (DynamoDB kept refusing its statement),
+        or ``OutcomeUnknownError`` (the call failed, and the item was not found afterwards); statements refused for
         capacity or a passing fault are run again, with a backoff. At most one item of a key per call: give each key
         once.
 
@@ -643,13 +640,12 @@ class Table:
                     Statements=[statements[index] for index in pending]  # type: ignore[misc]
                 )
             except (ClientError, BotoCoreError) as exc:
-                # Refused as a whole for capacity, the call wrote nothing. Otherwise there is no answer to go by: it
-                # may have written any of its statements, or may yet (a request that timed out can still arrive).
-                # ``insert_all`` reads them back: one found was written, one not found stays unknown, as
-                # ``EventRepository.create`` answers an unanswered put.
+                # No answer to go by, even a throttle's (botocore retried the call: an earlier try may have timed out
+                # after writing): it may have written any of its statements, or may yet (a request that timed out can
+                # still arrive). ``insert_all`` reads them back: one found was written, one not found stays unknown,
+                # as ``EventRepository.create`` answers an unanswered put.
                 reason = f"DynamoDB batch insert failed: {_code_of(exc)}"
-                failed = _failure if _code_of(exc) in _THROTTLED_CALL else _unknown
-                return [answer if answer is not None else failed(reason, exc) for answer in answers]
+                return [answer if answer is not None else _unknown(reason, exc) for answer in answers]
             retry = []
             given = response.get("Responses", [])
             for position, index in enumerate(pending):
