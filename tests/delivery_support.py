@@ -445,12 +445,12 @@ class Harness:
     def scheduled_items(self) -> list[dict[str, str]]:
         """The schedule's items: each work message's ``body`` (its JSON) and ``due`` time (epoch seconds, as text)."""
         table = self.services.store.table
-        response = table.client.scan(
+        pages = table.client.get_paginator("scan").paginate(
             TableName=table.name,
             FilterExpression="begins_with(pk, :due)",
             ExpressionAttributeValues={":due": {"S": "DUE#"}},
         )
-        return [{"body": item["body"]["S"], "due": item["due"]["N"]} for item in response.get("Items", [])]
+        return [{"body": item["body"]["S"], "due": item["due"]["N"]} for page in pages for item in page["Items"]]
 
     def received_counts(self) -> list[int]:
         """The ApproximateReceiveCount of every message the poller received, in order."""

@@ -19,7 +19,7 @@ import pytest
 from herald import ids
 from herald.faults import install
 from herald.messages import DeliveryMessage, dump_message
-from herald.queue import MAX_BATCH_BYTES
+from herald.queue import MAX_BATCH_BYTES, REDRIVES_ATTRIBUTE
 from herald.storage import keys
 from herald.storage.table import to_item
 from herald.worker.events import EventCache
@@ -302,6 +302,28 @@ def test_work_too_large_for_sqs_is_removed_from_the_schedule_and_stops_nothing_a
     (removed,) = [r for r in caplog.records if r.getMessage().startswith("scheduled work too large for SQS")]
     assert removed.levelname == "ERROR"
     assert getattr(removed, "bytes", 0) > 262_144
+
+
+def test_copies_of_one_work_scheduled_for_one_moment_keep_the_larger_redrive_count(
+    harness: Harness, clock: Clock
+) -> None:
+    # GIVEN a delivery's work scheduled for a moment by a copy redriven twice from the dead-letter queue
+    store, settings = harness.services.store, harness.services.settings
+    body = dump_message(DeliveryMessage(event_id="evt", tenant_id="tnt", subscription_id="sub", delivery_id="dlv"))
+    due = clock() + 1800
+    store.schedule.put(body, name="dlv", due=due, now=clock(), redrives=2)
+    # WHEN another copy of it, never redriven, is scheduled for the same moment, and then one redriven three times
+    store.schedule.put(body, name="dlv", due=due, now=clock())
+    (item,) = store.schedule.falling_due(due - 1, due + 1)
+    kept_after_fewer = item.redrives
+    store.schedule.put(body, name="dlv", due=due, now=clock(), redrives=3)
+    # THEN the one item kept the larger count each time, and the sweep queues the work once, carrying it
+    assert kept_after_fewer == 2
+    clock.advance(1800)
+    assert harness.worker.sweep() == {"queued": 1, "complete": True}
+    harness.reveal()
+    (queued,) = harness.sqs.receive_message(QueueUrl=settings.queue_url, MessageAttributeNames=["All"])["Messages"]
+    assert queued["MessageAttributes"][REDRIVES_ATTRIBUTE]["StringValue"] == "3"
 
 
 def test_large_work_due_together_is_queued_in_calls_sqs_takes_and_stops_nothing_after_it(

@@ -64,8 +64,10 @@ class ScheduleRepository:
 
     def put(self, body: str, *, name: str, due: float, now: float, redrives: int = 0) -> None:
         """Schedule ``body`` to be queued at ``due``, with the count of redrives of its work (``herald.dlq``), if any.
-        ``name`` identifies the work (a delivery id): the same work scheduled twice for the same moment is one item.
-        This repository's first put starts the sweeps' cursor if there is none yet (``start_cursor``)."""
+        ``name`` identifies the work (a delivery id): the same work scheduled twice for the same moment is one item,
+        which keeps the larger count of its copies (a copy that was not redriven does not lower it, so the dead-letter
+        queue's limit on redrives holds). This repository's first put starts the sweeps' cursor if there is none yet
+        (``start_cursor``)."""
         if not self._cursor_started:
             self.start_cursor(now)
         due_ms = int(due * 1000)
@@ -73,7 +75,14 @@ class ScheduleRepository:
         item = {**key, "body": body, "due": due, "scheduled_at": now, "expires_at": int(due) + KEEP_SECONDS}
         if redrives > 0:
             item["redrives"] = redrives
-        self._table.call("put_item", Item=to_item(item))
+        # Refused only where the item holds more redrives (this write's own item, sent again by botocore, passes).
+        with contextlib.suppress(ClientError):  # the condition (other failures: ServiceUnavailableError)
+            self._table.call(
+                "put_item",
+                Item=to_item(item),
+                ConditionExpression="attribute_not_exists(redrives) OR redrives <= :redrives",
+                ExpressionAttributeValues=values(redrives=redrives),
+            )
 
     def holds(self, name: str, due: float) -> bool:
         """Whether the work ``name`` is scheduled for ``due`` (as ``put`` keyed it), not yet swept onto the queue."""
