@@ -17,7 +17,7 @@ import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from herald.cli.config import ADMIN_KEY_SECRET_OUTPUT, stack_outputs
+from herald.cli.config import ADMIN_KEY_SECRET_OUTPUT, aws_client, stack_outputs
 from herald.cli.errors import CliConfigError, CliError
 from herald.ids import ADMIN_KEY_PREFIX
 
@@ -64,7 +64,7 @@ def rotate_admin_key(session: boto3.session.Session, stack_name: str) -> Rotatio
             f"stack {stack_name!r} has no {ADMIN_KEY_SECRET_OUTPUT} and {ADMIN_KEY_MATERIAL_OUTPUT} outputs "
             "(deploy the current template first)"
         )
-    client = session.client("secretsmanager")
+    client = aws_client(session, "secretsmanager")
     material = new_material()
     try:
         previous = _current_version(client, secret_arn)

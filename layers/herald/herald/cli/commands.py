@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from herald.cli.admin_key import rotate_admin_key
+from herald.cli.answers import COUNT, JOB, OBJECT, OBJECTS, PAGE, STRINGS, TEXT, checked, invalid_response
 from herald.cli.client import ApiClient
 from herald.cli.config import (
     DEFAULT_STACK_NAME,
@@ -144,7 +145,7 @@ def _list(client: ApiClient, path: str, args: argparse.Namespace, params: Mappin
         iterator = str(page["iterator"])
         if iterator in followed:
             # An API that hands an iterator back again would be followed for ever: what it answered so far is no list.
-            raise CliApiError(200, "invalid_response", f"the API answered iterator {iterator!r} twice: stopped")
+            raise invalid_response(f"the API answered iterator {iterator!r} twice: stopped")
         followed.add(iterator)
         page = client.get(path, params={**query, "iterator": iterator})
         items.extend(_items(page))
@@ -154,28 +155,23 @@ def _list(client: ApiClient, path: str, args: argparse.Namespace, params: Mappin
 def _items(answer: Any) -> list[Mapping[str, Any]]:
     """The ``data`` of a page or of a batch's answer: a list of objects, else ``invalid_response`` (an empty
     answer, another service at the URL), never a traceback."""
-    if not isinstance(answer, Mapping):
-        raise CliApiError(200, "invalid_response", "the API's answer is empty")
-    items = answer.get("data", [])
-    if not isinstance(items, list) or not all(isinstance(item, Mapping) for item in items):
-        raise CliApiError(200, "invalid_response", "the API's answer has no list of objects in `data`")
-    return items
+    return list(checked(answer, PAGE, required=["data"])["data"])
 
 
 def _listing(page: Any, columns: Sequence[str], empty: str) -> Shown:
-    rows = _items(page) if isinstance(page, Mapping) else []
+    rows = _items(page)
     note = None
-    if isinstance(page, Mapping) and not page.get("done", True) and page.get("iterator"):
+    if not page.get("done", True) and page.get("iterator"):
         note = f"more: add --iterator {page['iterator']} (or --all)"
     text = table(rows, columns_of(rows, columns)) if rows else empty
     return Shown(page, text, note)
 
 
 def _record(
-    value: Any, fields: Sequence[str] | None = None, note: str | None = None, warning: str | None = None
+    value: Mapping[str, Any], fields: Sequence[str] | None = None, note: str | None = None, warning: str | None = None
 ) -> Shown:
-    text = record(value, fields) if isinstance(value, Mapping) else json.dumps(value)
-    return Shown(value, text, note, warning)
+    """An answer ``checked`` (or an object of the command's own) as a FIELD / VALUE table."""
+    return Shown(value, record(value, fields), note, warning)
 
 
 def timestamp(text: str) -> str:
@@ -299,12 +295,12 @@ def tenants_create(client: ApiClient, args: argparse.Namespace) -> Shown:
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
     # With an Idempotency-Key the API answers a repeat with the tenant the first request made: safe to send again
     # after a 429/503.
-    created = client.post("/v1/tenants", body=body, headers=headers, repeatable=headers is not None)
-    metadata = created.get("metadata") if isinstance(created, Mapping) else None
-    shown = [f"metadata.{key}" for key in metadata] if isinstance(metadata, Mapping) else []
+    answer = client.post("/v1/tenants", body=body, headers=headers, repeatable=headers is not None)
+    created = checked(answer, metadata=OBJECT)
+    shown = [f"metadata.{key}" for key in created.get("metadata") or {}]
     if client.last_headers.get("Idempotent-Replayed") == "true":
         # On stderr with --json too: a script told "created" must be able to tell that nothing new was.
-        tenant_id = created.get("id") if isinstance(created, Mapping) else None
+        tenant_id = created.get("id")
         warning = (
             "created before with this key (by an earlier try of this command, or another): this is that tenant, not "
             "a new one; its API key was in that request's answer only "
@@ -321,7 +317,7 @@ def tenants_list(client: ApiClient, args: argparse.Namespace) -> Shown:
 
 def tenants_issue_key(client: ApiClient, args: argparse.Namespace) -> Shown:
     body = {"revoke_existing": args.revoke_existing}
-    key = client.post(_path("/v1/tenants", args.tenant_id, "api-keys"), body=body)
+    key = checked(client.post(_path("/v1/tenants", args.tenant_id, "api-keys"), body=body))
     note = "the API key is shown only once: hand it to the tenant now"
     if args.revoke_existing:
         note += "; the tenant's other keys are revoked"
@@ -330,7 +326,7 @@ def tenants_issue_key(client: ApiClient, args: argparse.Namespace) -> Shown:
 
 def tenants_portal_link(client: ApiClient, args: argparse.Namespace) -> Shown:
     body = {"capability": args.capability, "expires_in_minutes": args.expires_in}
-    link = client.post(_path("/v1/tenants", args.tenant_id, "portal-sessions"), body=body)
+    link = checked(client.post(_path("/v1/tenants", args.tenant_id, "portal-sessions"), body=body))
     fields = ["url", "tenant_id", "capability", "expires_at", "session_minutes"]
     return _record(link, fields, note="the link works once, until expires_at: send it to the tenant now")
 
@@ -350,7 +346,8 @@ def subscriptions_list(client: ApiClient, args: argparse.Namespace) -> Shown:
 
 def subscriptions_show(client: ApiClient, args: argparse.Namespace) -> Shown:
     """One subscription, its delivery options included (the API masks sensitive header values)."""
-    return _record(client.get(_path("/v1/subscriptions", args.subscription_id), params=_tenant_param(args)))
+    subscription = client.get(_path("/v1/subscriptions", args.subscription_id), params=_tenant_param(args))
+    return _record(checked(subscription))
 
 
 def _set_enabled(client: ApiClient, args: argparse.Namespace, enabled: bool) -> Shown:
@@ -361,7 +358,7 @@ def _set_enabled(client: ApiClient, args: argparse.Namespace, enabled: bool) -> 
         body={"enabled": enabled},
         repeatable=True,  # sets a value: the same again changes nothing
     )
-    return _record(updated, ["id", "url", "enabled", "disabled_reason", "updated_at"])
+    return _record(checked(updated), ["id", "url", "enabled", "disabled_reason", "updated_at"])
 
 
 def subscriptions_disable(client: ApiClient, args: argparse.Namespace) -> Shown:
@@ -402,7 +399,7 @@ def events_publish(client: ApiClient, args: argparse.Namespace) -> Shown:
     # With an id or an Idempotency-Key the API answers a repeat with the first event: safe to send again after a
     # 429/503.
     repeatable = args.id is not None or headers is not None
-    event = client.post("/v1/events", body=body, headers=headers, repeatable=repeatable)
+    event = checked(client.post("/v1/events", body=body, headers=headers, repeatable=repeatable))
     # On stderr with --json too: a script told "published" must be able to tell that nothing new was.
     replayed = client.last_headers.get("Idempotent-Replayed") == "true"
     warning = "published before with this id or key: this is that event, not a new one" if replayed else None
@@ -417,7 +414,11 @@ def events_publish_batch(client: ApiClient, args: argparse.Namespace) -> Shown:
     events = args.events.get("events")
     repeatable = isinstance(events, list) and all(isinstance(event, Mapping) and event.get("id") for event in events)
     answer = client.post("/v1/events/batch", body=args.events, repeatable=repeatable)
-    items = _items(answer)
+    # One object per event, in order: the event published, or the error that refused it.
+    items = [
+        checked(item, where=f"data.{index}", status=COUNT, event=OBJECT, error=OBJECT)
+        for index, item in enumerate(_items(answer))
+    ]
     rows = [
         {
             "index": index,
@@ -451,12 +452,12 @@ def _refusal(index: int, error: Any) -> list[str]:
 
 
 def events_redeliver(client: ApiClient, args: argparse.Namespace) -> Shown:
-    job = client.post(_path("/v1/events", args.event_id, "redeliver"))
+    job = checked(client.post(_path("/v1/events", args.event_id, "redeliver")))
     return _record(job, note="queued: one more attempt to every subscription the event goes to")
 
 
 def events_show(client: ApiClient, args: argparse.Namespace) -> Shown:
-    event = client.get(_path("/v1/events", args.event_id))
+    event = checked(client.get(_path("/v1/events", args.event_id)), data=OBJECT)
     fields = [*EVENT_FIELDS, *(f"data.{key}" for key in (event.get("data") or {}))]
     return _record(event, fields)
 
@@ -472,13 +473,16 @@ def deliveries_list(client: ApiClient, args: argparse.Namespace) -> Shown:
 
 def deliveries_resend(client: ApiClient, args: argparse.Namespace) -> Shown:
     path = _path("/v1/subscriptions", args.subscription, "deliveries", args.delivery_id, "retry")
-    delivery = client.request("POST", path, params=_tenant_param(args))
+    delivery = checked(client.request("POST", path, params=_tenant_param(args)))
     return _record(delivery, DELIVERY_COLUMNS, note="queued: one more attempt, right away")
 
 
+def _job(answer: Any, empty: str = "the API's answer is empty") -> Mapping[str, Any]:
+    """A recovery job as the API answers it, ``checked`` (``empty``: what an answer with no body is told)."""
+    return checked(answer, JOB, required=["id"], empty=empty)
+
+
 def _job_id(job: Mapping[str, Any]) -> str:
-    if not isinstance(job.get("id"), str):
-        raise CliApiError(202, "invalid_response", "the recovery job has no id")
     return str(job["id"])
 
 
@@ -495,14 +499,12 @@ def _follow_command(args: argparse.Namespace, job_id: str) -> str:
     return printable(shlex.join(argv))
 
 
-def _wait_for(client: ApiClient, args: argparse.Namespace, job: Any) -> Any:
+def _wait_for(client: ApiClient, args: argparse.Namespace, job: Mapping[str, Any]) -> Mapping[str, Any]:
     """Poll the recovery job until it has finished (``--wait``), or give up after ``--wait-timeout``: no pause
     between polls outlasts the time left (a poll interval longer than the timeout polls once more at its end), nor
     does a poll's answer (but ``client.MIN_REQUEST_SECONDS``) or its retries after a 429 or a 503
     (``ApiClient.request``'s ``deadline``). A poll that could not be answered in that time is the wait's timeout,
     not an error of its own."""
-    if not isinstance(job, Mapping):
-        return job
     job_id = _job_id(job)
     job_path = _path("/v1/subscriptions", args.subscription, "recoveries", job_id)
     deadline = time.monotonic() + args.wait_timeout
@@ -527,9 +529,7 @@ def _wait_for(client: ApiClient, args: argparse.Namespace, job: Any) -> Any:
             if (unanswered and time.monotonic() >= deadline - 1) or (isinstance(exc, CliApiError) and exc.out_of_time):
                 raise timed_out(f"; its last poll: {exc.message}") from exc
             raise
-        if not isinstance(answer, Mapping):  # an answer with no body: not Herald's API
-            raise CliApiError(200, "invalid_response", f"the API answered no progress of recovery {job_id}")
-        job = answer
+        job = _job(answer, empty=f"the API answered no progress of recovery {job_id}")
     return job
 
 
@@ -539,18 +539,18 @@ def deliveries_recover(client: ApiClient, args: argparse.Namespace) -> Shown:
         body["until"] = args.until
     path = _path("/v1/subscriptions", args.subscription, "recover")
     # The same request while its job runs is answered with that job: safe to send again after a 429/503.
-    job = client.request("POST", path, params=_tenant_param(args), body=body, repeatable=True)
+    job = _job(client.request("POST", path, params=_tenant_param(args), body=body, repeatable=True))
     if args.wait:
         return _record(_wait_for(client, args, job))
     note = None
-    if isinstance(job, Mapping) and not _finished(job):
+    if not _finished(job):
         note = f"started: follow it with `{_follow_command(args, _job_id(job))}`"
     return _record(job, note=note)
 
 
 def deliveries_recovery(client: ApiClient, args: argparse.Namespace) -> Shown:
     path = _path("/v1/subscriptions", args.subscription, "recoveries", args.job_id)
-    job = client.request("GET", path, params=_tenant_param(args))
+    job = _job(client.request("GET", path, params=_tenant_param(args)))
     return _record(_wait_for(client, args, job) if args.wait else job)
 
 
@@ -559,9 +559,8 @@ def deliveries_recovery(client: ApiClient, args: argparse.Namespace) -> Shown:
 
 def dlq_show(client: ApiClient, args: argparse.Namespace) -> Shown:
     """How many messages are parked, and a sample of them (looking never consumes them)."""
-    letters = client.get("/v1/admin/dead-letters", params={"sample": args.sample})
-    if not isinstance(letters, Mapping):
-        return _record(letters)
+    answer = client.get("/v1/admin/dead-letters", params={"sample": args.sample})
+    letters = checked(answer, count=COUNT, in_flight=COUNT, oldest_age_seconds=COUNT, sample=OBJECTS)
     summary = record(letters, [name for name in DEAD_LETTER_SUMMARY if name in letters])
     sample = letters.get("sample") or []
     rows = table(sample, columns_of(sample, DEAD_LETTER_COLUMNS)) if sample else "no messages to show"
@@ -580,9 +579,11 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
     the messages hidden for now (another look, redrive or discard holds them, or this one left them hidden), those
     whose send back SQS may or may not have made, and why the call stopped when SQS failed it (then it exits 1)."""
     body = {"limit": args.limit} if args.limit is not None else {}
-    answer = client.post("/v1/admin/dead-letters/redrive", body=body)
-    if not isinstance(answer, Mapping):
-        return _record(answer)
+    answer = checked(
+        client.post("/v1/admin/dead-letters/redrive", body=body),
+        {name: COUNT for name in ("moved", "kept", "uncertain", "remaining", "in_flight")},
+        interrupted=TEXT,
+    )
     lines = []
     if answer.get("interrupted"):
         lines.append(f"stopped before it was done ({answer['interrupted']}): run it again for the rest")
@@ -627,14 +628,20 @@ def dlq_discard(client: ApiClient, args: argparse.Namespace) -> Shown:
     if args.limit is not None:
         body["limit"] = args.limit
     # Naming the messages, a discard sent again finds those already gone "not found": safe to repeat after a 429/503.
-    answer = client.post("/v1/admin/dead-letters/discard", body=body, repeatable=bool(args.message_ids))
-    if not isinstance(answer, Mapping):
-        return _record(answer)
+    answer = checked(
+        client.post("/v1/admin/dead-letters/discard", body=body, repeatable=bool(args.message_ids)),
+        discarded=OBJECTS,
+        not_discarded=OBJECTS,
+        not_found=STRINGS,
+        kept=COUNT,
+        remaining=COUNT,
+        interrupted=TEXT,
+    )
     discarded = answer.get("discarded") or []
     rows = table(discarded, columns_of(discarded, DEAD_LETTER_COLUMNS)) if discarded else "no message discarded"
     text = f"{record(answer, ['kept', 'remaining'])}\n\n{rows}"
     lines = []
-    left = [item for item in answer.get("not_discarded") or [] if isinstance(item, Mapping)]
+    left = answer.get("not_discarded") or []
     if left:
         lines.append("not discarded, still in the dead-letter queue:")
         lines += [f"  {item.get('message_id')}: {item.get('reason')}" for item in left]

@@ -37,8 +37,9 @@ def stack_outputs(session: boto3.session.Session, stack_name: str) -> dict[str, 
     """The stack's outputs by key (``describe_stacks``)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    cloudformation = aws_client(session, "cloudformation")
     try:
-        stacks = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+        stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as exc:
         message = exc.response.get("Error", {}).get("Message", str(exc))
         raise CliConfigError(f"could not read the outputs of stack {stack_name!r}: {message}") from exc
@@ -52,8 +53,9 @@ def stack_outputs(session: boto3.session.Session, stack_name: str) -> dict[str, 
 def read_secret(session: boto3.session.Session, secret_id: str) -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    secretsmanager = aws_client(session, "secretsmanager")
     try:
-        value = session.client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString")
+        value = secretsmanager.get_secret_value(SecretId=secret_id).get("SecretString")
     except ClientError as exc:
         message = exc.response.get("Error", {}).get("Message", str(exc))
         raise CliConfigError(f"could not read the admin key secret: {message}") from exc
@@ -181,6 +183,10 @@ def _loopback(host: str) -> bool:
 
 
 def aws_session(*, region: str | None, profile: str | None) -> boto3.session.Session:
+    """The AWS session the CLI reads the stack with (``--region``, ``--profile``, else AWS's own configuration).
+    A configuration botocore cannot use is ``not_configured``, here and in ``aws_client``, never a traceback:
+    botocore raises its own errors (a file it cannot parse, an unknown profile) or a plain ``ValueError``
+    (``AWS_MAX_ATTEMPTS=abc``)."""
     try:
         import boto3
         from botocore.exceptions import BotoCoreError
@@ -193,5 +199,19 @@ def aws_session(*, region: str | None, profile: str | None) -> boto3.session.Ses
         options["profile_name"] = profile
     try:
         return boto3.session.Session(**options)
-    except BotoCoreError as exc:
+    except (BotoCoreError, ValueError) as exc:
         raise CliConfigError(f"no AWS session: {exc}") from exc
+
+
+def aws_client(session: boto3.session.Session, service: str) -> Any:
+    """A client of ``service``: the one place the CLI makes them. botocore reads most of the configuration (the
+    retries, the endpoint, whether the region is one) only now: a value it cannot use is ``not_configured``, as in
+    ``aws_session``. What a call of the client fails with is for its caller to say."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return session.client(service)  # type: ignore[call-overload]
+    except (BotoCoreError, ValueError) as exc:
+        raise CliConfigError(
+            f"no AWS {service} client (check the AWS settings: AWS_* variables, ~/.aws/config): {exc}"
+        ) from exc
