@@ -106,29 +106,30 @@ def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> t
 
 
 def _revoke_older(services: Services, key: ApiKey, key_hash: str) -> None:
-    """Revoke the tenant's keys issued before ``key``, just written: the second revocation is queued first, so that
-    once the older keys begin to go the new key is answered whatever fails. Should the queue refuse it, nothing is
-    revoked and the new key, never to be shown, is deleted (a 503: the rotation can be asked again), so that the
-    message, should SQS have taken it all the same (its answer lost), revokes nothing either; should the first
-    revocation fail partway, the queued one revokes the rest within a minute, and the new key is answered."""
+    """Revoke the tenant's keys issued before ``key``, just written: the second revocation is queued first, then the
+    rotation is noted as done (``confirm_rotation``), so that once the older keys begin to go the new key is answered
+    whatever fails. The queued revocation runs only for a rotation noted as done: should the queue refuse it, or the
+    note not be written, the answer is a 503, nothing is revoked, and the new key, never to be shown, is deleted
+    (should that delete fail too, the key stays unused, and the message, should SQS have taken it all the same, finds
+    no note and revokes nothing: the tenant keeps the keys it has). Should the first revocation fail partway, the
+    queued one revokes the rest within a minute, and the new key is answered."""
     revocation = RevokeKeysMessage(tenant_id=key.tenant_id, older_than=key.id, new_key_hash=key_hash)
     try:
         services.queue.send(revocation, delay_seconds=PURGE_DELAY_SECONDS)
-    except ServiceUnavailableError:
-        with contextlib.suppress(ServiceUnavailableError):
-            services.store.tenants.delete_key_with_hash(key_hash)
-        raise
-    try:
-        # The rotation succeeded: its queued revocation runs even if the new key is revoked before it (a key the
-        # index missed must go all the same). Unnoted, it runs only while the new key exists, as for a failed one.
+        # Noted for a day: the queued revocation runs then even if the new key is revoked before it (a key the
+        # index missed must go all the same).
         expires_at = int(utcnow().timestamp()) + ROTATION_NOTED_SECONDS
         services.store.tenants.confirm_rotation(key_hash, expires_at=expires_at)
     except ServiceUnavailableError:
-        logger.warning(
-            "rotation not noted: its queued revocation is dropped if the new key is revoked before it runs",
-            extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
-            exc_info=True,
-        )
+        try:
+            services.store.tenants.delete_key_with_hash(key_hash)
+        except ServiceUnavailableError:
+            logger.warning(
+                "a failed rotation's new key, never shown, could not be deleted: it stays unused",
+                extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
+                exc_info=True,
+            )
+        raise
     try:
         services.store.tenants.delete_keys(key.tenant_id, older_than=key.id)
     except ServiceUnavailableError:

@@ -268,17 +268,14 @@ async def purge(worker: Worker, message: PurgeTenantMessage) -> None:
 async def revoke_keys(worker: Worker, message: RevokeKeysMessage) -> None:
     """Revoke once more the tenant's API keys issued before ``message.older_than``: a rotation's revocation
     (``domain.tenants.issue_key``) listed them through an index, which may have missed a key issued a moment before;
-    by now, a minute on, the index lists it. Dropped if the rotation failed, and was answered so: its new key is gone
-    (``new_key_hash``) and the rotation was not noted as done (``confirm_rotation``). A rotation that succeeded
-    revokes the older keys even if its new key was revoked since (that key leaked too, say)."""
+    by now, a minute on, the index lists it. Only for a rotation noted as done (``confirm_rotation``, by the new key's
+    hash): one answered 503 is not, and its new key, never shown, may still be there (its delete failed too), so
+    revoking the older keys would leave the tenant none it holds. A rotation noted as done revokes the older keys even
+    if its new key was revoked since (that key leaked too, say)."""
     tenants = worker.store.tenants
-    if (
-        message.new_key_hash is not None
-        and await worker.io(tenants.get_key, message.new_key_hash) is None
-        and not await worker.io(tenants.rotation_confirmed, message.new_key_hash)
-    ):
+    if message.new_key_hash is not None and not await worker.io(tenants.rotation_confirmed, message.new_key_hash):
         logger.info(
-            "revocation of a rotation whose new key is gone: dropped",
+            "revocation of a rotation not noted as done (it was answered 503): dropped",
             extra={"tenant_id": message.tenant_id, "api_key_id": message.older_than},
         )
         return
