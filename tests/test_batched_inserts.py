@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from herald.errors import OutcomeUnknownError
+from herald import faults
+from herald.errors import OutcomeUnknownError, ServiceUnavailableError
 from herald.faults import install
 from herald.messages import DeliveryMessage, WorkMessage, dump_message, pack
 from herald.records import Subscription
@@ -131,12 +132,26 @@ def test_a_failed_call_fails_each_of_its_items(services) -> None:
     install(services.store.client, "dynamodb.BatchExecuteStatement:throttle@call=calls:1")
     # WHEN items are inserted
     answers = table.insert_all([_item(400), _item(401)])
-    # THEN each answer is a failure whose outcome is unknown (botocore retried the call: an earlier try may have timed
-    # out after writing, or write yet), and nothing was written by then
-    assert [type(answer) for answer in answers] == [OutcomeUnknownError, OutcomeUnknownError]
+    # THEN each answer is the failure, and nothing was written
+    assert [type(answer) for answer in answers] == [ServiceUnavailableError, ServiceUnavailableError]
     assert table.read({"pk": "INSERTS#400", "sk": "#TEST"}) is None
     # AND the next call writes them
     assert table.insert_all([_item(400), _item(401)]) == [True, True]
+
+
+def test_a_call_that_failed_after_retries_answers_each_item_unknown_unless_found(services) -> None:
+    # GIVEN DynamoDB throttling every try of a batch call (botocore retried it: an earlier try may have timed out after
+    # writing), after one item of it was written by an earlier call
+    table = _table(services)
+    assert table.insert_all([_item(500)]) == [True]
+    install(services.store.client, "dynamodb.BatchExecuteStatement:throttle@send=1.0")
+    # WHEN that item and another are inserted
+    answers = table.insert_all([_item(500), _item(501)])
+    # THEN the item found as written is answered written (the read-back), and the other's outcome is unknown: it may
+    # have been written, or be written yet
+    assert answers[0] is True
+    assert type(answers[1]) is OutcomeUnknownError
+    assert faults.injector_of(services.store.client).count("throttle") > 1  # the call's every try
 
 
 # --- the worker ---------------------------------------------------------------------------------------------

@@ -71,3 +71,16 @@ def secretsmanager_client(
 ) -> SecretsManagerClient:
     client: SecretsManagerClient = _client("secretsmanager", session, faults)
     return client
+
+
+def refused_at_once(exc: Exception) -> bool:
+    """Whether a failed AWS call surely did nothing: the service refused its first try (a 4xx: throttled, invalid,
+    denied). A lost answer (a timeout, a connection closed) may follow a call carried out, and so may an error botocore
+    got after retrying one; a 5xx may come from a call the service carried out (botocore does not retry it once its
+    retry quota is spent, so it may be a first try too)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    metadata = exc.response.get("ResponseMetadata", {})
+    return metadata.get("RetryAttempts", 0) == 0 and 400 <= metadata.get("HTTPStatusCode", 500) < 500

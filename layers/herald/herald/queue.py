@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from herald.aws import sqs_client
+from herald.aws import refused_at_once, sqs_client
 from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, PoisonMessageError, WorkMessage, dump_message, parse_message
 
@@ -121,22 +121,11 @@ def redrives_attribute(count: int) -> MessageAttributeValueTypeDef:
     return {"DataType": "Number", "StringValue": str(count)}
 
 
-def _refused_at_once(exc: Exception) -> bool:
-    """Whether a failed call surely sent nothing: SQS refused its first try (a 4xx: throttled, invalid, denied). A lost
-    answer (a timeout, a connection closed) may follow a call carried out, and so may an error botocore got after
-    retrying one; a 5xx may come from a call SQS carried out (botocore does not retry it once its retry quota is
-    spent, so it may be a first try too)."""
-    if not isinstance(exc, ClientError):
-        return False
-    metadata = exc.response.get("ResponseMetadata", {})
-    return metadata.get("RetryAttempts", 0) == 0 and 400 <= metadata.get("HTTPStatusCode", 500) < 500
-
-
 def surely_refused(failure: ServiceUnavailableError) -> bool:
     """Whether the SQS call a ``ServiceUnavailableError`` was raised for (its cause) surely did nothing
-    (``_refused_at_once``): else it may have been carried out, its answer lost."""
+    (``refused_at_once``): else it may have been carried out, its answer lost."""
     cause = failure.__cause__
-    return isinstance(cause, Exception) and _refused_at_once(cause)
+    return isinstance(cause, Exception) and refused_at_once(cause)
 
 
 class WorkQueue:
@@ -191,7 +180,7 @@ class WorkQueue:
             raise ServiceUnavailableError("the work queue could not be reached") from exc
 
     def send_batch(self, messages: Sequence[Message]) -> int:
-        """Send messages to the work queue 10 per call; entries SQS refuses are sent again up to twice, then raise.
+        """Send messages to the work queue 10 (and at most 1 MiB) per call; entries SQS refuses are sent again up to twice, then raise.
         Returns the call count."""
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {"Id": str(index), "MessageBody": dump_message(message)} for index, message in enumerate(messages)
@@ -200,7 +189,7 @@ class WorkQueue:
 
     def send_each(self, messages: Sequence[tuple[Message, int]], *, redrives: Sequence[int] = ()) -> list[bool | None]:
         """Send messages, each with its ``DelaySeconds`` (and its count of ``redrives``, when given: ``send``), to its
-        queue (``url_for``), 10 per call, raising for none:
+        queue (``url_for``), 10 (and at most 1 MiB) per call, raising for none:
         for each message, in order, True if SQS took it, False if it surely did not, None if it may have (its call's
         answer was lost, or SQS failed it after botocore's retries: ``_try_entries``' ``uncertain``). For a caller
         that answers for each message's work on its own (a batch publish), or must know which messages went out: one
@@ -233,7 +222,7 @@ class WorkQueue:
 
     def send_bodies(self, entries: Sequence[tuple[str, int]]) -> None:
         """Send message bodies as they are (scheduled work), each with its ``DelaySeconds`` to its queue (a
-        delivery of the slow lane to the slow lane's, ``url_for``), 10 per call; entries SQS refuses are sent
+        delivery of the slow lane to the slow lane's, ``url_for``), 10 (and 1 MiB) per call; entries SQS refuses are sent
         again up to twice, then raise."""
         by_queue: dict[str, list[tuple[str, int]]] = {}
         for body, delay in entries:
@@ -266,13 +255,13 @@ class WorkQueue:
     def _try_entries(
         self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], *, past_refusals: bool
     ) -> _Tried:
-        """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, 10 to a call, in order; the entries
+        """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, in calls of ``batch_calls``, in order; the entries
         SQS refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that).
         Returns the entries not known to be sent, the calls made, and the error of a call that failed after botocore's
         retries: the queue is not reached then, so that call's entries and every later one's are not sent (each call
         after it would hold the caller through its retries again, for nothing), except those SQS took in an earlier call
         of the same ten (a resend of refused entries failed), and those of a call SQS may have carried out
-        (``uncertain``: its answer lost, or an error after botocore retried it, ``_refused_at_once``). Entries still
+        (``uncertain``: its answer lost, or an error after botocore retried it, ``refused_at_once``). Entries still
         refused stop the sending too, unless ``past_refusals``: a caller that raises for them sends nothing after them
         (a message that carries on a job's work, sent last, must not go out when the work before it did not)."""
         accepted: set[str] = set()
@@ -295,7 +284,7 @@ class WorkQueue:
                 error = ServiceUnavailableError("the work queue could not be reached")
                 error.__cause__ = exc
                 left = [entry for entry in chunk if entry["Id"] not in accepted]
-                uncertain = [] if _refused_at_once(exc) else left
+                uncertain = [] if refused_at_once(exc) else left
                 return _Tried([*unsent, *left, *entries[end:]], calls, error, uncertain)
             unsent += refused
             if refused and not past_refusals:

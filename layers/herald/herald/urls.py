@@ -79,8 +79,8 @@ RESOLVER_THREADS = 128
 #: Of those, how many one tenant's lookups hold at most at once (``resolving_for``): its names that never answer hold
 #: up its own further lookups, not other tenants'; it takes eight tenants whose names all hang to hold every thread.
 #: A lookup the resolver's cache answers takes a millisecond, one that asks DNS tens of ms: sixteen at a time resolve
-#: about 160 new hosts a second at 100 ms each, so a batch's new hosts (100 at most) resolve well within the connect
-#: timeout (5 s), which the wait for a thread counts in.
+#: about 160 new hosts a second at 100 ms each, so the most a worker connects to at once (256, ``MAX_CONNECTIONS``)
+#: resolve within the connect timeout (5 s), which the wait for a thread counts in, up to about 300 ms a lookup.
 RESOLVER_THREADS_PER_TENANT = 16
 
 #: The tenant whose delivery is looking up a name (set around an attempt by the worker, ``herald.worker.dispatch``):

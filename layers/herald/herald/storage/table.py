@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from herald.aws import dynamodb_client
+from herald.aws import dynamodb_client, refused_at_once
 from herald.errors import InvalidCursorError, OutcomeUnknownError, ServiceUnavailableError
 from herald.storage.keys import STORAGE_ATTRIBUTES
 
@@ -557,8 +557,9 @@ class Table:
     def insert_all(self, items: Sequence[Mapping[str, Any]]) -> list[bool | ServiceUnavailableError]:
         """Write new items, each only if no item has its key: one BatchExecuteStatement of PartiQL INSERTs per
         ``MAX_BATCH_STATEMENTS`` items (BatchWriteItem would overwrite). One answer per item, in order: True if
-        written, False if its key was taken, or the error that kept it out (DynamoDB kept refusing its statement),
-        or ``OutcomeUnknownError`` (the call failed, and the item was not found afterwards); statements refused for
+        written, False if its key was taken, or the error that kept it out (DynamoDB kept refusing its statement, or
+        refused the call at its first try), or ``OutcomeUnknownError`` (the call failed otherwise, and the item was not
+        found afterwards); statements refused for
         capacity or a passing fault are run again, with a backoff. At most one item of a key per call: give each key
         once.
 
@@ -640,12 +641,14 @@ class Table:
                     Statements=[statements[index] for index in pending]  # type: ignore[misc]
                 )
             except (ClientError, BotoCoreError) as exc:
-                # No answer to go by, even a throttle's (botocore retried the call: an earlier try may have timed out
-                # after writing): it may have written any of its statements, or may yet (a request that timed out can
-                # still arrive). ``insert_all`` reads them back: one found was written, one not found stays unknown,
-                # as ``EventRepository.create`` answers an unanswered put.
+                # Refused at its first try (a throttle once botocore's retry quota is spent), the call wrote nothing.
+                # Otherwise there is no answer to go by, a throttle's after retries included (an earlier try may have
+                # timed out after writing): it may have written any of its statements, or may yet (a request that
+                # timed out can still arrive). ``insert_all`` reads them back: one found was written, one not found
+                # stays unknown, as ``EventRepository.create`` answers an unanswered put.
                 reason = f"DynamoDB batch insert failed: {_code_of(exc)}"
-                return [answer if answer is not None else _unknown(reason, exc) for answer in answers]
+                failed = _failure if refused_at_once(exc) else _unknown
+                return [answer if answer is not None else failed(reason, exc) for answer in answers]
             retry = []
             given = response.get("Responses", [])
             for position, index in enumerate(pending):
