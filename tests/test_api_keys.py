@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from herald import ids
-from herald.auth import AdminKeyProvider
+from herald.auth import UNREADABLE_RETRY_SECONDS, AdminKeyProvider
 from herald.domain import tenants as tenant_domain
 from herald.errors import NotFoundError, ServiceUnavailableError
 from herald.local.resources import load_template
@@ -466,6 +466,28 @@ def test_an_unreadable_secret_on_refresh_keeps_the_cached_key(client, services, 
     # ... and the failed read is not retried before the floor again
     assert client.get("/v1/tenants", headers={"Authorization": "Bearer hra_other"}).status_code == 401
     assert len(reads) == 2
+
+
+def test_once_the_cached_key_expired_an_unreadable_secret_is_read_once_a_second_however_many_calls(
+    client, services, resources, rotation
+) -> None:
+    clock, secrets, reads = rotation
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    # GIVEN the secret can no longer be read (Secrets Manager down, say), and the cached key expired
+    secrets.delete_secret(SecretId=resources.admin_key_secret_arn, ForceDeleteWithoutRecovery=True)
+    clock.advance(services.settings.admin_key_cache_seconds)
+    # WHEN 50 operator calls and 50 wrong keys arrive within a second
+    answers = [client.get("/v1/tenants", headers=ADMIN).status_code for _ in range(50)]
+    answers += [
+        client.get("/v1/tenants", headers={"Authorization": f"Bearer hra_wrong{n}"}).status_code for n in range(50)
+    ]
+    # THEN each is a 503, and the secret was tried once more, not once a call
+    assert set(answers) == {503}
+    assert len(reads) == 2
+    # AND a second on, it is tried again
+    clock.advance(UNREADABLE_RETRY_SECONDS)
+    assert_error(client.get("/v1/tenants", headers=ADMIN), 503, "service_unavailable")
+    assert len(reads) == 3
 
 
 def test_a_cached_key_whose_secret_cannot_be_read_expires_however_many_wrong_keys_arrive(
