@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from botocore.exceptions import ConnectTimeoutError
 
 from herald import ids
 from herald.auth import UNREADABLE_RETRY_SECONDS, AdminKeyProvider
@@ -183,14 +184,15 @@ def test_a_rotation_whose_second_revocation_cannot_be_queued_revokes_nothing(
 
 @pytest.mark.parametrize(
     ("fails", "keys_left"),
-    [("the send", 1), ("the note", 1), ("the send and the new key's delete", 2)],
+    [("the send", 1), ("the note", 1), ("the note's answer", 1), ("the send and the new key's delete", 2)],
 )
 def test_a_rotation_answered_503_revokes_nothing_whatever_it_left_behind(
     client, tenant, harness: Harness, clock: Clock, monkeypatch, fails: str, keys_left: int
 ) -> None:
     # GIVEN a rotation whose revocation is queued, and then: the queue's answer lost (a 503 all the same); or its note
-    # as done refused by DynamoDB; or the queue's answer lost and the delete of the new key, never to be shown, refused
-    # too (the request's time spent on the send's retries refuses it so)
+    # as done refused by DynamoDB, or written and its answer lost (it is removed again); or the queue's answer lost and
+    # the delete of the new key, never to be shown, refused too (the request's time spent on the send's retries
+    # refuses it so)
     queue, repository = harness.services.queue, harness.services.store.tenants
     send = queue.send
 
@@ -201,8 +203,16 @@ def test_a_rotation_answered_503_revokes_nothing_whatever_it_left_behind(
         send(*args, **kwargs)
         raise ServiceUnavailableError("the work queue could not be reached")
 
+    confirm = repository.confirm_rotation
+
+    def noted_then_lost(*args: Any, **kwargs: Any) -> None:
+        confirm(*args, **kwargs)
+        raise ServiceUnavailableError("DynamoDB did not answer")
+
     if fails == "the note":
         monkeypatch.setattr(repository, "confirm_rotation", unavailable)
+    elif fails == "the note's answer":
+        monkeypatch.setattr(repository, "confirm_rotation", noted_then_lost)
     else:
         monkeypatch.setattr(queue, "send", sent_then_lost)
     if fails == "the send and the new key's delete":
@@ -216,6 +226,36 @@ def test_a_rotation_answered_503_revokes_nothing_whatever_it_left_behind(
     # where its delete failed)
     assert client.get("/v1/subscriptions", headers=tenant.headers).status_code == 200
     assert repository.count_keys(tenant.id, up_to=10) == keys_left
+
+
+def test_a_rotation_whose_note_is_in_doubt_goes_on_and_answers_the_new_key(
+    client, tenant, harness: Harness, clock: Clock, monkeypatch
+) -> None:
+    # GIVEN a rotation whose note as done is written but its answer lost, and whose removal DynamoDB refuses: the note
+    # may be there, and then the queued revocation runs
+    repository = harness.services.store.tenants
+    confirm = repository.confirm_rotation
+
+    def noted_then_lost(*args: Any, **kwargs: Any) -> None:
+        confirm(*args, **kwargs)
+        raise ServiceUnavailableError("DynamoDB did not answer")
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise ServiceUnavailableError("DynamoDB did not answer")
+
+    monkeypatch.setattr(repository, "confirm_rotation", noted_then_lost)
+    monkeypatch.setattr(repository, "forget_rotation", unavailable)
+    # WHEN a new key is issued with revoke_existing
+    rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
+    monkeypatch.undo()
+    # THEN the rotation went on: the new key is answered, and works, the old one is revoked, and a minute on, once the
+    # queued revocation ran, the new key still works
+    assert rotated.status_code == 201, rotated.text
+    new_key = {"Authorization": f"Bearer {rotated.json()['key']}"}
+    assert client.get("/v1/subscriptions", headers=new_key).status_code == 200
+    assert_error(client.get("/v1/subscriptions", headers=tenant.headers), 401, "unauthorized")
+    step(harness, clock, 61)
+    assert client.get("/v1/subscriptions", headers=new_key).status_code == 200
 
 
 def test_a_rotation_whose_first_revocation_fails_answers_the_new_key_and_revokes_the_old_within_a_minute(
@@ -472,6 +512,27 @@ def test_once_the_cached_key_expired_an_unreadable_secret_is_read_once_a_second_
     clock.advance(UNREADABLE_RETRY_SECONDS)
     assert_error(client.get("/v1/tenants", headers=ADMIN), 503, "service_unavailable")
     assert len(reads) == 3
+
+
+def test_a_read_of_the_secret_that_fails_slowly_holds_the_next_back_from_when_it_ended(services) -> None:
+    # GIVEN a Secrets Manager that times out, each failed read taking 2 s (botocore's tries)
+    clock = Clock(1000.0)
+    reads: list[float] = []
+
+    class TimingOut:
+        def get_secret_value(self, **_: Any) -> Any:
+            reads.append(clock.now)
+            clock.advance(2.0)
+            raise ConnectTimeoutError(endpoint_url="https://secretsmanager.example")
+
+    provider = AdminKeyProvider(services.settings, client=TimingOut(), clock=clock)  # type: ignore[arg-type]
+    # WHEN the key is asked for five times, 0.1 s apart after the first failure
+    for _ in range(5):
+        with pytest.raises(ServiceUnavailableError):
+            provider.get()
+        clock.advance(0.1)
+    # THEN the secret was read once: the others fell within a second of that read's end
+    assert reads == [1000.0]
 
 
 def test_a_cached_key_whose_secret_cannot_be_read_expires_however_many_wrong_keys_arrive(

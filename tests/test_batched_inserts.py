@@ -139,6 +139,21 @@ def test_a_failed_call_fails_each_of_its_items(services) -> None:
     assert table.insert_all([_item(400), _item(401)]) == [True, True]
 
 
+def test_a_call_refused_at_its_first_try_is_not_read_back(services) -> None:
+    # GIVEN DynamoDB refusing a batch call at its first try (throttled, botocore's retry quota spent), and the read
+    # that would tell what a call wrote refused too
+    table = _table(services)
+    install(
+        services.store.client,
+        "dynamodb.BatchExecuteStatement:throttle@call=calls:1, dynamodb.BatchGetItem:throttle@call=calls:1",
+    )
+    # WHEN items are inserted
+    answers = table.insert_all([_item(600), _item(601)])
+    # THEN each is a plain failure (nothing was written), not of unknown outcome, and no read was made
+    assert [type(answer) for answer in answers] == [ServiceUnavailableError, ServiceUnavailableError]
+    assert faults.injector_of(services.store.client).count("throttle") == 1
+
+
 def test_a_call_that_failed_after_retries_answers_each_item_unknown_unless_found(services) -> None:
     # GIVEN DynamoDB throttling every try of a batch call (botocore retried it: an earlier try may have timed out after
     # writing), after one item of it was written by an earlier call

@@ -132,7 +132,8 @@ class AdminKeyProvider:
                 SecretId=self._settings.admin_key_secret_arn, VersionStage=CURRENT_VERSION_STAGE
             )["SecretString"]
         except (BotoCoreError, ClientError, KeyError) as exc:
-            self._failed_at = now
+            # When the read ended: one that failed by timing out took seconds (botocore's tries).
+            self._failed_at = self._clock()
             raise ServiceUnavailableError("the admin key secret could not be read") from exc
         self._failed_at = None
         key = value.strip()

@@ -108,33 +108,52 @@ def issue_key(services: Services, tenant_id: str, *, revoke_existing: bool) -> t
 def _revoke_older(services: Services, key: ApiKey, key_hash: str) -> None:
     """Revoke the tenant's keys issued before ``key``, just written: the second revocation is queued first, then the
     rotation is noted as done (``confirm_rotation``), so that once the older keys begin to go the new key is answered
-    whatever fails. The queued revocation runs only for a rotation noted as done: should the queue refuse it, or the
-    note not be written, the answer is a 503, nothing is revoked, and the new key, never to be shown, is deleted
-    (should that delete fail too, the key stays unused, and the message, should SQS have taken it all the same, finds
-    no note and revokes nothing: the tenant keeps the keys it has). Should the first revocation fail partway, the
+    whatever fails. The queued revocation runs only for a rotation noted as done, so a 503 is answered only where no
+    note surely is: should the queue refuse the message, or the note not be written and its removal succeed, the
+    answer is a 503, nothing is revoked, and the new key, never to be shown, is deleted (or left unused, should that
+    delete fail too). A note in doubt (its write failed, and so did its removal: it may be there) is a rotation that
+    goes on, and answers the new key, since its revocation may run. Should the first revocation fail partway, the
     queued one revokes the rest within a minute, and the new key is answered."""
     revocation = RevokeKeysMessage(tenant_id=key.tenant_id, older_than=key.id, new_key_hash=key_hash)
     try:
         services.queue.send(revocation, delay_seconds=PURGE_DELAY_SECONDS)
+    except ServiceUnavailableError:
+        _drop_unshown_key(services, key, key_hash)
+        raise
+    try:
         # Noted for a day: the queued revocation runs then even if the new key is revoked before it (a key the
         # index missed must go all the same).
         expires_at = int(utcnow().timestamp()) + ROTATION_NOTED_SECONDS
         services.store.tenants.confirm_rotation(key_hash, expires_at=expires_at)
-    except ServiceUnavailableError:
+    except ServiceUnavailableError as failure:
         try:
-            services.store.tenants.delete_key_with_hash(key_hash)
+            services.store.tenants.forget_rotation(key_hash)
         except ServiceUnavailableError:
             logger.warning(
-                "a failed rotation's new key, never shown, could not be deleted: it stays unused",
+                "rotation note in doubt (written, perhaps, and not removed): the rotation goes on",
                 extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
                 exc_info=True,
             )
-        raise
+        else:
+            _drop_unshown_key(services, key, key_hash)
+            raise failure from failure.__cause__
     try:
         services.store.tenants.delete_keys(key.tenant_id, older_than=key.id)
     except ServiceUnavailableError:
         logger.warning(
             "older API keys not all revoked yet: the queued revocation revokes them within a minute",
+            extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
+            exc_info=True,
+        )
+
+
+def _drop_unshown_key(services: Services, key: ApiKey, key_hash: str) -> None:
+    """Delete a failed rotation's new key, never to be shown; left unused (and logged) should the delete fail."""
+    try:
+        services.store.tenants.delete_key_with_hash(key_hash)
+    except ServiceUnavailableError:
+        logger.warning(
+            "a failed rotation's new key, never shown, could not be deleted: it stays unused",
             extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
             exc_info=True,
         )

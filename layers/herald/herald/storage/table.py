@@ -570,8 +570,9 @@ class Table:
         for start in range(0, len(items), MAX_BATCH_STATEMENTS):
             answers += self._insert_once(items[start : start + MAX_BATCH_STATEMENTS])
         # A key taken, or a call that failed after botocore's retries (its answer may be lost after it wrote):
-        # either way, an item found exactly as this write made it was this write.
-        unsure = [index for index, answer in enumerate(answers) if answer is not True]
+        # either way, an item found exactly as this write made it was this write. A call refused at its first try
+        # wrote nothing: its items are not read (a read that fails would make them unknown).
+        unsure = [index for index, answer in enumerate(answers) if answer is not True and not _surely_refused(answer)]
         if unsure:
             try:
                 ours = self.holds([items[index] for index in unsure])
@@ -672,6 +673,12 @@ def _failure(reason: str, cause: BaseException | None = None) -> ServiceUnavaila
     failure = ServiceUnavailableError(reason)
     failure.__cause__ = cause
     return failure
+
+
+def _surely_refused(answer: bool | ServiceUnavailableError) -> bool:
+    """Whether an item's failure is its call's, refused at its first try (``aws.refused_at_once``): not written."""
+    cause = answer.__cause__ if isinstance(answer, ServiceUnavailableError) else None
+    return isinstance(cause, Exception) and refused_at_once(cause)
 
 
 def _unknown(reason: str, cause: BaseException | None = None) -> OutcomeUnknownError:

@@ -302,6 +302,11 @@ class TenantRepository:
         ``expires_at``: that revocation then runs though the new key is revoked before it (``rotation_confirmed``)."""
         self._table.call("put_item", Item=to_item({**keys.rotation(key_hash), "expires_at": expires_at}))
 
+    def forget_rotation(self, key_hash: str) -> None:
+        """Remove the note of the rotation whose new key has this hash (``confirm_rotation``), if it is there: a
+        rotation answered 503 after its note's write failed, which may have been made all the same."""
+        self._table.call("delete_item", Key=to_item(keys.rotation(key_hash)))
+
     def rotation_confirmed(self, key_hash: str) -> bool:
         """Whether the rotation whose new key has this hash succeeded (``confirm_rotation``), as a strong read."""
         return self._table.read(keys.rotation(key_hash)) is not None
