@@ -180,8 +180,8 @@ class WorkQueue:
             raise ServiceUnavailableError("the work queue could not be reached") from exc
 
     def send_batch(self, messages: Sequence[Message]) -> int:
-        """Send messages to the work queue 10 (and at most 1 MiB) per call; entries SQS refuses are sent again up to twice, then raise.
-        Returns the call count."""
+        """Send messages to the work queue 10 (and at most 1 MiB) per call; entries SQS refuses are sent again up to
+        twice, then raise. Returns the call count."""
         entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {"Id": str(index), "MessageBody": dump_message(message)} for index, message in enumerate(messages)
         ]
@@ -222,8 +222,8 @@ class WorkQueue:
 
     def send_bodies(self, entries: Sequence[tuple[str, int]]) -> None:
         """Send message bodies as they are (scheduled work), each with its ``DelaySeconds`` to its queue (a
-        delivery of the slow lane to the slow lane's, ``url_for``), 10 (and 1 MiB) per call; entries SQS refuses are sent
-        again up to twice, then raise."""
+        delivery of the slow lane to the slow lane's, ``url_for``), 10 (and 1 MiB) per call; entries SQS refuses are
+        sent again up to twice, then raise."""
         by_queue: dict[str, list[tuple[str, int]]] = {}
         for body, delay in entries:
             by_queue.setdefault(self._url_for_body(body), []).append((body, delay))
@@ -255,8 +255,9 @@ class WorkQueue:
     def _try_entries(
         self, queue_url: str, entries: Sequence[SendMessageBatchRequestEntryTypeDef], *, past_refusals: bool
     ) -> _Tried:
-        """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, in calls of ``batch_calls``, in order; the entries
-        SQS refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``, then twice that).
+        """``SendMessageBatch`` ``entries`` (their ``Id`` unique) to ``queue_url``, in calls of ``batch_calls``, in
+        order; the entries SQS refuses in a call are sent again up to twice, after a pause (``RESEND_PAUSE_SECONDS``,
+        then twice that).
         Returns the entries not known to be sent, the calls made, and the error of a call that failed after botocore's
         retries: the queue is not reached then, so that call's entries and every later one's are not sent (each call
         after it would hold the caller through its retries again, for nothing), except those SQS took in an earlier call
