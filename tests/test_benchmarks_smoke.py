@@ -631,7 +631,8 @@ def test_chaos_allowance_counts_failed_records_of_sends_and_never_claims(
         counted[name] = [(fault.operation, records_a_send(fault)) for fault in injector.injected]
     # THEN only the writes that record a send count for the chaos allowance: a claim, a release, a listing or a
     # cancellation comes with no send, and failing sends nothing twice; nor does the read a failed conditional write
-    # makes to see whether it was made all the same (Table.put_if, Table.insert_all), which finds nothing here
+    # makes to see whether it was made all the same (Table.put_if), which finds nothing here. A batch of INSERTs
+    # refused at its first try (these faults answer so) surely wrote nothing, and is not read back (Table.insert_all)
     read_back = ("BatchGetItem", False)
     assert counted == {
         "claim of a new delivery": [("PutItem", False), read_back],
@@ -640,9 +641,9 @@ def test_chaos_allowance_counts_failed_records_of_sends_and_never_claims(
         "release": [("UpdateItem", False)],
         "listing of a delivery held back": [("PutItem", False)],
         "cancellation before any attempt": [("PutItem", False), read_back],
-        "cancellation at a first receive": [("BatchExecuteStatement", False), read_back],
-        "record of a first send": [("BatchExecuteStatement", True), read_back],
-        "record of a failed first send": [("BatchExecuteStatement", True), read_back],
+        "cancellation at a first receive": [("BatchExecuteStatement", False)],
+        "record of a first send": [("BatchExecuteStatement", True)],
+        "record of a failed first send": [("BatchExecuteStatement", True)],
         "record of a send, its attempt": [("PutItem", True)],
         "record of a send, the delivery": [("PutItem", True)],
         "record of a recovery's send": [("TransactWriteItems", True)],

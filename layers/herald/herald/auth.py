@@ -42,12 +42,6 @@ class Principal:
     key_id: str | None = None
 
 
-#: While the secret cannot be read and no cached key holds, it is tried at most once in this time by a container;
-#: the calls between tries are a 503 at once, so an outage of Secrets Manager (or a flood of wrong keys during one)
-#: is not a read per request.
-UNREADABLE_RETRY_SECONDS = 1.0
-
-
 class AdminKeyProvider:
     """The operator's key: ``HERALD_ADMIN_KEY`` if set, else the Secrets Manager secret's value, cached per
     container for ``admin_key_cache_seconds``.
@@ -81,8 +75,6 @@ class AdminKeyProvider:
         #: When the secret was last read or tried: a wrong key makes the next read only past
         #: ``admin_key_refresh_seconds`` from it.
         self._tried_at: float | None = None
-        #: When a read of the secret last failed, if the latest did (``UNREADABLE_RETRY_SECONDS``).
-        self._failed_at: float | None = None
         self._lock = threading.Lock()
 
     def get(self) -> str:
@@ -93,8 +85,6 @@ class AdminKeyProvider:
             now = self._clock()
             if self._cached and now - self._cached[1] < self._settings.admin_key_cache_seconds:
                 return self._cached[0]
-            if self._failed_at is not None and now - self._failed_at < UNREADABLE_RETRY_SECONDS:
-                raise ServiceUnavailableError("the admin key secret could not be read (tried again in a moment)")
             return self._fetch(now)
 
     def is_admin_key(self, token: str) -> bool:
@@ -132,10 +122,7 @@ class AdminKeyProvider:
                 SecretId=self._settings.admin_key_secret_arn, VersionStage=CURRENT_VERSION_STAGE
             )["SecretString"]
         except (BotoCoreError, ClientError, KeyError) as exc:
-            # When the read ended: one that failed by timing out took seconds (botocore's tries).
-            self._failed_at = self._clock()
             raise ServiceUnavailableError("the admin key secret could not be read") from exc
-        self._failed_at = None
         key = value.strip()
         problem = admin_key_problem(key)
         if problem is not None:
