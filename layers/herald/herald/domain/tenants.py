@@ -125,26 +125,18 @@ def _revoke_older(services: Services, key: ApiKey, key_hash: str) -> None:
         # index missed must go all the same).
         expires_at = int(utcnow().timestamp()) + ROTATION_NOTED_SECONDS
         services.store.tenants.confirm_rotation(key_hash, expires_at=expires_at)
-    except ServiceUnavailableError as failure:
+    except ServiceUnavailableError:
         try:
             services.store.tenants.forget_rotation(key_hash)
         except ServiceUnavailableError:
-            logger.warning(
-                "rotation note in doubt (written, perhaps, and not removed): the rotation goes on",
-                extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
-                exc_info=True,
-            )
+            _rotation_warning(key, "rotation note in doubt (written, perhaps, and not removed): the rotation goes on")
         else:
             _drop_unshown_key(services, key, key_hash)
-            raise failure from failure.__cause__
+            raise
     try:
         services.store.tenants.delete_keys(key.tenant_id, older_than=key.id)
     except ServiceUnavailableError:
-        logger.warning(
-            "older API keys not all revoked yet: the queued revocation revokes them within a minute",
-            extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
-            exc_info=True,
-        )
+        _rotation_warning(key, "older API keys not all revoked yet: the queued revocation revokes them within a minute")
 
 
 def _drop_unshown_key(services: Services, key: ApiKey, key_hash: str) -> None:
@@ -152,11 +144,12 @@ def _drop_unshown_key(services: Services, key: ApiKey, key_hash: str) -> None:
     try:
         services.store.tenants.delete_key_with_hash(key_hash)
     except ServiceUnavailableError:
-        logger.warning(
-            "a failed rotation's new key, never shown, could not be deleted: it stays unused",
-            extra={"tenant_id": key.tenant_id, "api_key_id": key.id},
-            exc_info=True,
-        )
+        _rotation_warning(key, "a failed rotation's new key, never shown, could not be deleted: it stays unused")
+
+
+def _rotation_warning(key: ApiKey, message: str) -> None:
+    """Log ``message`` of the rotation that issued ``key``, with the failure being handled."""
+    logger.warning(message, extra={"tenant_id": key.tenant_id, "api_key_id": key.id}, exc_info=True)
 
 
 def revoke_key(services: Services, tenant_id: str, key_id: str) -> None:
