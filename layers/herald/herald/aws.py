@@ -84,3 +84,10 @@ def refused_at_once(exc: Exception) -> bool:
         return False
     metadata = exc.response.get("ResponseMetadata", {})
     return metadata.get("RetryAttempts", 0) == 0 and 400 <= metadata.get("HTTPStatusCode", 500) < 500
+
+
+def surely_refused(failure: BaseException) -> bool:
+    """Whether the AWS call a failure was raised for (its cause) surely did nothing (``refused_at_once``): else it may
+    have been carried out, its answer lost."""
+    cause = failure.__cause__
+    return isinstance(cause, Exception) and refused_at_once(cause)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from herald.aws import surely_refused
 from herald.catalog import operational_catalog
 from herald.deadline import time_to_start_calls
 from herald.errors import AttemptUnderWay, ServiceUnavailableError
@@ -61,7 +62,6 @@ from herald.queue import (
     redrives_attribute,
     refused_after_retries,
     sendable_text,
-    surely_refused,
 )
 from herald.schemas import DeadLetterOut, DeadLettersOut, DiscardOut, NotDiscarded, RedriveOut
 

@@ -121,13 +121,6 @@ def redrives_attribute(count: int) -> MessageAttributeValueTypeDef:
     return {"DataType": "Number", "StringValue": str(count)}
 
 
-def surely_refused(failure: ServiceUnavailableError) -> bool:
-    """Whether the SQS call a ``ServiceUnavailableError`` was raised for (its cause) surely did nothing
-    (``refused_at_once``): else it may have been carried out, its answer lost."""
-    cause = failure.__cause__
-    return isinstance(cause, Exception) and refused_at_once(cause)
-
-
 class WorkQueue:
     """Sends work messages; the client is injectable (tests pass a moto-backed one). A delivery message for
     the slow lane goes to the slow lane's queue when there is one."""

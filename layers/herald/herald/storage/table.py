@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from herald.aws import dynamodb_client, refused_at_once
+from herald.aws import dynamodb_client, refused_at_once, surely_refused
 from herald.errors import InvalidCursorError, OutcomeUnknownError, ServiceUnavailableError
 from herald.storage.keys import STORAGE_ATTRIBUTES
 
@@ -559,9 +559,8 @@ class Table:
         ``MAX_BATCH_STATEMENTS`` items (BatchWriteItem would overwrite). One answer per item, in order: True if
         written, False if its key was taken, or the error that kept it out (DynamoDB kept refusing its statement, or
         refused the call at its first try), or ``OutcomeUnknownError`` (the call failed otherwise, and the item was not
-        found afterwards); statements refused for
-        capacity or a passing fault are run again, with a backoff. At most one item of a key per call: give each key
-        once.
+        found afterwards); statements refused for capacity or a passing fault are run again, with a backoff. At most
+        one item of a key per call: give each key once.
 
         A statement can be refused as a duplicate of its own write: run again after an ``InternalServerError``
         that had written it, or in a call botocore sent again after losing its answer (a PartiQL batch has no
@@ -572,7 +571,11 @@ class Table:
         # A key taken, or a call that failed after botocore's retries (its answer may be lost after it wrote):
         # either way, an item found exactly as this write made it was this write. A call refused at its first try
         # wrote nothing: its items are not read (a read that fails would make them unknown).
-        unsure = [index for index, answer in enumerate(answers) if answer is not True and not _surely_refused(answer)]
+        unsure = [
+            index
+            for index, answer in enumerate(answers)
+            if not (answer is True or (isinstance(answer, BaseException) and surely_refused(answer)))
+        ]
         if unsure:
             try:
                 ours = self.holds([items[index] for index in unsure])
@@ -673,12 +676,6 @@ def _failure(reason: str, cause: BaseException | None = None) -> ServiceUnavaila
     failure = ServiceUnavailableError(reason)
     failure.__cause__ = cause
     return failure
-
-
-def _surely_refused(answer: bool | ServiceUnavailableError) -> bool:
-    """Whether an item's failure is its call's, refused at its first try (``aws.refused_at_once``): not written."""
-    cause = answer.__cause__ if isinstance(answer, ServiceUnavailableError) else None
-    return isinstance(cause, Exception) and refused_at_once(cause)
 
 
 def _unknown(reason: str, cause: BaseException | None = None) -> OutcomeUnknownError:
