@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from herald import faults
-from herald.errors import ServiceUnavailableError
+from herald.errors import ConflictError, ServiceUnavailableError
 from herald.local.moto_fixes import release_delays
+from herald.records import Subscription
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import subscribe
 from tests.portal_support import sign_in
@@ -267,24 +268,76 @@ def test_deleted_tenant_is_locked_out_and_purged(client, make_tenant, services, 
     assert [t["id"] for t in client.get("/v1/tenants", headers=ADMIN).json()["data"]] == [other.id]
 
 
-def test_a_purge_cut_short_leaves_no_route_of_the_tenant_behind(client, make_tenant, services, aws) -> None:
-    # GIVEN a deleted tenant's 7 subscriptions to 3 event types each (28 items: two BatchWriteItem calls)
+def _tenant_items_left(aws: Any, services: Any, tenant_id: str) -> list[str]:
+    """The keys of every item of the table that names the tenant (routes never expire: none may be left)."""
+    left = []
+    for page in aws.client("dynamodb").get_paginator("scan").paginate(TableName=services.settings.table_name):
+        left += [item["pk"]["S"] for item in page["Items"] if tenant_id in item["pk"]["S"]]
+    return left
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param("dynamodb.BatchWriteItem:5xx@call=calls:2", id="while-deleting-routes"),
+        pytest.param("dynamodb.DeleteItem:5xx@call=calls:2", id="while-deleting-subscriptions"),
+    ],
+)
+def test_a_purge_cut_short_leaves_no_route_of_the_tenant_behind(client, make_tenant, services, aws, fault) -> None:
+    # GIVEN a deleted tenant's 9 subscriptions to 3 event types each (27 routes: two BatchWriteItem calls, then a
+    # DeleteItem a subscription)
     doomed = make_tenant("Doomed")
     types = ["herald.ping", "invoice.paid", "subscription.created"]
-    for n in range(7):
+    for n in range(9):
         body = {"url": f"https://example.com/h{n}", "event_types": types}
         assert client.post("/v1/subscriptions", json=body, headers=doomed.headers).status_code == 201
     assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204
-    # WHEN the purge's second call fails (DynamoDB still refusing it after the retries), and the purge runs again
-    faults.install(services.store.table.client, "dynamodb.BatchWriteItem:5xx@call=calls:2")
+    # WHEN the purge's second call of a kind fails (DynamoDB still refusing it after the retries), and the purge
+    # runs again
+    injector = faults.install(services.store.table.client, fault)
     with pytest.raises(ServiceUnavailableError):
         services.store.subscriptions.purge_page(doomed.id)
+    assert injector is not None
+    assert injector.count() >= 1
     assert services.store.subscriptions.purge_page(doomed.id) is True
-    # THEN nothing of the tenant's subscriptions is left: no subscription, and no route (routes never expire)
-    left = []
-    for page in aws.client("dynamodb").get_paginator("scan").paginate(TableName=services.settings.table_name):
-        left += [item["pk"]["S"] for item in page["Items"] if doomed.id in item["pk"]["S"]]
-    assert left == []
+    # THEN nothing of the tenant's subscriptions is left: no subscription, and no route
+    assert _tenant_items_left(aws, services, doomed.id) == []
+
+
+def test_a_change_landing_during_a_purge_leaves_no_route_behind(
+    client, make_tenant, services, aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a deleted tenant's subscription to one event type
+    doomed = make_tenant("Doomed")
+    subscribe(client, doomed, "https://example.com/hook", ["invoice.paid"])
+    assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204
+    # WHEN a request under way when the tenant went (its key checked before) adds an event type to it between the
+    # purge's listing of the subscription and its delete
+    subscriptions = services.store.subscriptions
+    listed = subscriptions.list
+    changed: list[Subscription] = []
+
+    def list_then_change(tenant_id: str, **page: Any) -> Any:
+        found = listed(tenant_id, **page)
+        for old in found.items:
+            new = old.model_copy(update={"event_types": [*old.event_types, "herald.ping"], "version": old.version + 1})
+            subscriptions.replace(old, new)
+            changed.append(new)
+        monkeypatch.setattr(subscriptions, "list", listed)  # one change
+        return found
+
+    monkeypatch.setattr(subscriptions, "list", list_then_change)
+    # THEN that page keeps the changed subscription for the next one, which deletes it with its new route too
+    assert subscriptions.purge_page(doomed.id) is False
+    assert subscriptions.routed(doomed.id, "herald.ping", limit=10, cursor=None)[0] != []
+    assert subscriptions.purge_page(doomed.id) is True
+    assert _tenant_items_left(aws, services, doomed.id) == []
+    # ... and a change still under way once it is deleted writes nothing
+    (last,) = changed
+    more = [*last.event_types, "subscription.created"]
+    with pytest.raises(ConflictError):
+        subscriptions.replace(last, last.model_copy(update={"event_types": more, "version": last.version + 1}))
+    assert _tenant_items_left(aws, services, doomed.id) == []
 
 
 def _a_key_the_index_does_not_show_yet(

@@ -278,13 +278,28 @@ class SubscriptionRepository:
 
         The routes go first, all of them, then the subscriptions: a purge cut short (a call DynamoDB keeps refusing,
         the invocation's end) runs again from the subscriptions it still lists, so a subscription is deleted only
-        once nothing it lists is left. Routes do not expire; one left behind by its subscription would stay."""
+        once nothing it lists is left. Routes do not expire; one left behind by its subscription would stay.
+
+        Each subscription is deleted only at the version listed, as ``delete`` does: a change landing between the
+        listing and the delete (a request under way when its tenant went) may have written routes the listing did
+        not show. Such a subscription stays, with its new routes, for the next page (False), which lists it again.
+        Once it is deleted, a change still under way finds no version to write over, and writes no route."""
         page = self.list(tenant_id, limit=limit, cursor=None)
         routes = [to_item(keys.route(tenant_id, t, sub.id)) for sub in page.items for t in sorted(_routes(sub))]
         self._table.batch_write([{"DeleteRequest": {"Key": key}} for key in routes])
-        subscriptions = [to_item(keys.subscription(tenant_id, sub.id)) for sub in page.items]
-        self._table.batch_write([{"DeleteRequest": {"Key": key}} for key in subscriptions])
-        return page.cursor is None
+        changed = False
+        for sub in page.items:
+            try:
+                self._table.call(
+                    "delete_item",
+                    Key=to_item(keys.subscription(tenant_id, sub.id)),
+                    ConditionExpression="#v = :v",
+                    ExpressionAttributeNames={"#v": "version"},
+                    ExpressionAttributeValues=values(v=sub.version),
+                )
+            except ClientError:  # changed since it was listed, or deleted meanwhile: the next page sees which
+                changed = True
+        return page.cursor is None and not changed
 
     def count(self, tenant_id: str) -> int:
         """How many subscriptions the tenant has (kept by create, delete and import)."""
