@@ -597,6 +597,53 @@ def test_control_characters_from_the_api_reach_the_terminal_as_escapes(
     assert as_json.json()["description"] == text
 
 
+#: What an API (a broken one, or another service at its URL) could put in the values the CLI's notes and warnings
+#: on stderr quote: a window title by OSC, a bell, a colour, a C1 control sequence introducer.
+HOSTILE = "x\x1b]0;owned\x07y\x1b[31m\x9b2J"
+
+
+@pytest.mark.parametrize(
+    ("argv", "method", "path", "answer"),
+    [
+        pytest.param(
+            ("tenants", "list"), "GET", "/v1/tenants", {"data": [], "iterator": HOSTILE, "done": False}, id="iterator"
+        ),
+        pytest.param(
+            ("dlq", "redrive"),
+            "POST",
+            "/v1/admin/dead-letters/redrive",
+            {"moved": 0, "remaining": 0, "interrupted": HOSTILE},
+            id="redrive-interrupted",
+        ),
+        pytest.param(
+            ("dlq", "discard", "--id", "m"),
+            "POST",
+            "/v1/admin/dead-letters/discard",
+            {"not_discarded": [{"message_id": HOSTILE, "reason": HOSTILE}], "not_found": [HOSTILE]},
+            id="discard-left",
+        ),
+        pytest.param(
+            ("dlq", "discard", "--id", "m"),
+            "POST",
+            "/v1/admin/dead-letters/discard",
+            {"discarded": [], "interrupted": HOSTILE},
+            id="discard-interrupted",
+        ),
+    ],
+)
+def test_api_values_in_notes_and_warnings_reach_the_terminal_as_escapes(
+    stub: StubApi, herald: Callable[..., Run], argv: tuple[str, ...], method: str, path: str, answer: Any
+) -> None:
+    # GIVEN an API answering a value with a terminal's escape sequences where a note or a warning quotes it
+    stub.script(method, path, (200, {}, answer))
+    # WHEN the operator runs the command
+    run = herald(*stub.flags, *argv)
+    # THEN stderr quotes the value with each control character as an escape, and the terminal gets none of them
+    assert stub.sent(method, path)
+    assert "x\\x1b]0;owned\\x07y\\x1b[31m\\x9b2J" in run.err, run.err
+    assert not any(char in run.err + run.out for char in "\x1b\x07\x9b"), run.err
+
+
 # ---------------------------------------------------------------------------------------------- admin key rotation
 
 

@@ -162,7 +162,7 @@ def _listing(page: Any, columns: Sequence[str], empty: str) -> Shown:
     rows = _items(page)
     note = None
     if not page.get("done", True) and page.get("iterator"):
-        note = f"more: add --iterator {page['iterator']} (or --all)"
+        note = f"more: add --iterator {printable(str(page['iterator']))} (or --all)"
     text = table(rows, columns_of(rows, columns)) if rows else empty
     return Shown(page, text, note)
 
@@ -300,7 +300,7 @@ def tenants_create(client: ApiClient, args: argparse.Namespace) -> Shown:
     shown = [f"metadata.{key}" for key in created.get("metadata") or {}]
     if client.last_headers.get("Idempotent-Replayed") == "true":
         # On stderr with --json too: a script told "created" must be able to tell that nothing new was.
-        tenant_id = created.get("id")
+        tenant_id = printable(str(created.get("id")))
         warning = (
             "created before with this key (by an earlier try of this command, or another): this is that tenant, not "
             "a new one; its API key was in that request's answer only "
@@ -586,7 +586,7 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
     )
     lines = []
     if answer.get("interrupted"):
-        lines.append(f"stopped before it was done ({answer['interrupted']}): run it again for the rest")
+        lines.append(f"stopped before it was done ({printable(answer['interrupted'])}): run it again for the rest")
     uncertain = answer.get("uncertain")
     if isinstance(uncertain, int) and uncertain > 0:
         lines.append(
@@ -644,12 +644,12 @@ def dlq_discard(client: ApiClient, args: argparse.Namespace) -> Shown:
     left = answer.get("not_discarded") or []
     if left:
         lines.append("not discarded, still in the dead-letter queue:")
-        lines += [f"  {item.get('message_id')}: {item.get('reason')}" for item in left]
+        lines += [f"  {printable(str(item.get('message_id')))}: {printable(str(item.get('reason')))}" for item in left]
     if answer.get("not_found"):
         lines.append("not found (gone already, or hidden for a minute by another look, redrive or discard: try again):")
-        lines += [f"  {message_id}" for message_id in answer["not_found"]]
+        lines += [f"  {printable(message_id)}" for message_id in answer["not_found"]]
     if answer.get("interrupted"):
-        lines.append(f"stopped before it was done ({answer['interrupted']}): run it again for the rest")
+        lines.append(f"stopped before it was done ({printable(answer['interrupted'])}): run it again for the rest")
     if lines:
         return Shown(answer, text, warning="\n".join(lines), exit_code=EXIT_ERROR)
     limit = args.limit or DEFAULT_DISCARD_LIMIT
