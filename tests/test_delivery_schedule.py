@@ -167,6 +167,30 @@ def test_a_sweep_that_dies_midway_loses_nothing_and_sends_nothing_twice(
 
 
 @pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
+def test_a_sweep_a_fault_cuts_short_reports_what_it_queued(
+    client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
+) -> None:
+    # GIVEN 25 deliveries waiting an hour in the schedule
+    receiver.responses = [(500, {}, b"", 0.0)] * 25
+    subscribe(client, tenant, receiver.url)
+    for _ in range(25):
+        publish(client, tenant.id)
+    harness.drain()
+    assert harness.scheduled() == 25
+    due = max(float(item["due"]) for item in harness.scheduled_items())
+    # WHEN, once they are due, SQS refuses the sweep's second page (after botocore's retries)
+    clock.advance(due - clock() + 1)
+    injector = install(harness.services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:2")
+    assert injector is not None
+    answer = harness.worker.sweep()
+    # THEN the sweep is not complete, and the count it reports is what left the schedule: more than none
+    assert injector.count() >= 1
+    assert answer["complete"] is False
+    assert answer["queued"] >= 1
+    assert harness.scheduled() == 25 - answer["queued"]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"retry_schedule": "0,3600"}])
 def test_work_scheduled_twice_is_attempted_once(
     client: Any, tenant: TenantInfo, harness: Harness, clock: Clock, receiver: Receiver
 ) -> None:

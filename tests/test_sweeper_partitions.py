@@ -15,7 +15,6 @@ import pytest
 from pydantic import ValidationError
 
 from herald.deadline import attempt_seconds
-from herald.errors import ServiceUnavailableError
 from herald.faults import install
 from herald.messages import DeliveryMessage, dump_message
 from herald.settings import Settings
@@ -136,9 +135,10 @@ def test_a_sweep_whose_page_failed_starts_none_of_the_pages_it_read_ahead(harnes
         result = harness.worker.sweep()
     # THEN it failed (the next sweep carries on), having started only the pages under way when the first failed (and
     # one its thread may have taken up meanwhile), not the pages it had read ahead
-    assert result == {"queued": 0, "complete": False}
     assert len(started) <= sweeper.SWEEP_THREADS + 1, len(started)
-    # AND what the pages it started sent left the schedule, the rest stayed: the failed page's and the unstarted ones
+    # AND what the pages it started sent left the schedule, and is the count it reports; the rest stayed: the failed
+    # page's and the unstarted ones
+    assert result == {"queued": 10 * (len(started) - 1), "complete": False}
     assert harness.scheduled() == 400 - 10 * (len(started) - 1)
     # AND the next sweep queues the rest: each delivery's work once
     assert harness.worker.sweep()["complete"] is True
@@ -181,14 +181,14 @@ def test_a_sweep_makes_no_aws_call_that_might_end_past_its_invocation(
     clients[1].meta.events.register("after-call.sqs.SendMessageBatch", answered_late)
     try:
         # WHEN it sweeps
-        with pytest.raises(ServiceUnavailableError):
-            sweeper.sweep(harness.worker, deadline=invocation_end)
+        result = sweeper.sweep(harness.worker, deadline=invocation_end)
     finally:
         for client in clients:
             client.meta.events.unregister("before-send", note_attempt)
         clients[1].meta.events.unregister("after-call.sqs.SendMessageBatch", answered_late)
-    # THEN it made only attempts that would end before the invocation, were they to wait out their timeouts: the page's
-    # delete, which might not have, failed unmade
+    # THEN it is cut short, having made only attempts that would end before the invocation, were they to wait out their
+    # timeouts: the page's delete, which might not have, failed unmade, so the page counts as queued by none
+    assert (result.queued, result.complete) == (0, False)
     longest = attempt_seconds(harness.services.settings)
     assert [name for name, _ in attempts if name in {"SendMessageBatch", "BatchWriteItem"}] == ["SendMessageBatch"]
     assert all(at + longest <= invocation_end for _, at in attempts), attempts

@@ -26,7 +26,6 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 
 from herald import sender
-from herald.errors import ServiceUnavailableError
 from herald.messages import (
     DeliveriesMessage,
     DeliveryMessage,
@@ -253,14 +252,7 @@ class Worker:
     def sweep(self, context: LambdaContext | None = None) -> dict[str, Any]:
         """The scheduled invocation: queue the scheduled work falling due (``sweeper``)."""
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 60.0
-        try:
-            result = sweeper.sweep(self, deadline=time.monotonic() + remaining)
-        except ServiceUnavailableError:
-            # DynamoDB or SQS refused (throttled) after botocore's retries: what this sweep queued is out of
-            # the schedule, the rest stays there, and the cursor did not move: the next sweep, a minute on,
-            # reads the same window again. A fault that lasts shows in the lag (ScheduleSweepLagAlarm).
-            logger.warning("sweep cut short by a storage or queue fault; the next one carries on", exc_info=True)
-            result = sweeper.SweepResult(0, complete=False)
+        result = sweeper.sweep(self, deadline=time.monotonic() + remaining)
         sweeper.measure_lag(self)
         self.metrics.flush()
         return {"queued": result.queued, "complete": result.complete}

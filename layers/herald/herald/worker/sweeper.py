@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 
 from herald.deadline import REQUEST_DEADLINE, attempt_seconds
+from herald.errors import ServiceUnavailableError
 from herald.metrics import Metric
 from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS, MAX_MESSAGE_BYTES
 from herald.storage.schedule import KEEP_SECONDS
@@ -71,7 +72,12 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
     older than ``KEEP_SECONDS`` is read: it expired. Pages are sent and deleted ``SWEEP_THREADS`` at a time
     while the next ones are read: a page is two calls, and one after another they would bound the sweep to a
     few hundred items a second. No AWS call of the sweep makes an attempt that might end past ``deadline``, less
-    ``END_SECONDS``: it fails instead (``herald.deadline.OutOfTime``, as ``ServiceUnavailableError``)."""
+    ``END_SECONDS``: it fails instead (``herald.deadline.OutOfTime``, as ``ServiceUnavailableError``).
+
+    A sweep that DynamoDB or SQS cuts short (refusing after botocore's retries, or out of time) is not complete:
+    what it queued is out of the schedule, and counted; the rest stays there, and the cursor did not move past it,
+    so the next sweep, a minute on, reads the same window again. A fault that lasts shows in the lag
+    (``measure_lag``, ScheduleSweepLagAlarm)."""
     if deadline is None:
         return _sweep(worker, None)
     token = REQUEST_DEADLINE.set(deadline - END_SECONDS)
@@ -83,32 +89,53 @@ def sweep(worker: Worker, *, deadline: float | None = None) -> SweepResult:
 
 def _sweep(worker: Worker, latest: float | None) -> SweepResult:
     """``sweep``, whose AWS calls may start attempts until ``latest`` (monotonic time; None: no end)."""
+    pages: list[Future[int]] = []  # every page sent, to count what the sweep queued however it ends
+    try:
+        with ThreadPoolExecutor(max_workers=SWEEP_THREADS, thread_name_prefix="herald-sweep") as pool:
+            complete = _sweep_window(worker, pool, pages, latest)
+    except ServiceUnavailableError:
+        # Raised once the pages under way are done (the pool's end waits for them): their count is whole.
+        logger.warning(
+            "sweep cut short by a storage or queue fault; the next one carries on",
+            extra={"queued": _queued(pages)},
+            exc_info=True,
+        )
+        return SweepResult(_queued(pages), complete=False)
+    queued = _queued(pages)
+    if not complete:
+        logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
+    elif queued:
+        logger.info("scheduled work queued", extra={"queued": queued})
+    return SweepResult(queued, complete=complete)
+
+
+def _sweep_window(worker: Worker, pool: ThreadPoolExecutor, pages: list[Future[int]], latest: float | None) -> bool:
+    """Queue the window's scheduled work an hour at a time (``_sweep_hour``), moving the cursor past each hour
+    drained; whether the window was (False: short of time)."""
     schedule = worker.store.schedule
     now = worker.clock()
     cursor = worker.sweep_cursor = schedule.cursor()
     since = max(cursor if cursor is not None else now - FIRST_LOOKBACK_SECONDS, now - KEEP_SECONDS)
     until = max(since, now + LOOKAHEAD_SECONDS)
-    queued = 0
     start = since
-    with ThreadPoolExecutor(max_workers=SWEEP_THREADS, thread_name_prefix="herald-sweep") as pool:
-        while True:
-            end = min(until, (math.floor(start / HOUR) + 1) * HOUR)
-            sent, drained = _sweep_hour(worker, pool, start, end, latest)
-            queued += sent
-            if drained:
-                if not schedule.advance(cursor, end):
-                    logger.info("another sweep moved the cursor meanwhile", extra={"queued": queued})
-                    return SweepResult(queued, complete=True)
-                worker.sweep_cursor = end
-                if end >= until:
-                    break
-            if not drained or _short_of_time(latest):
-                logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
-                return SweepResult(queued, complete=False)
-            cursor = start = end
-    if queued:
-        logger.info("scheduled work queued", extra={"queued": queued})
-    return SweepResult(queued, complete=True)
+    while True:
+        end = min(until, (math.floor(start / HOUR) + 1) * HOUR)
+        drained = _sweep_hour(worker, pool, pages, start, end, latest=latest)
+        if drained:
+            if not schedule.advance(cursor, end):
+                logger.info("another sweep moved the cursor meanwhile", extra={"queued": _queued(pages)})
+                return True
+            worker.sweep_cursor = end
+            if end >= until:
+                return True
+        if not drained or _short_of_time(latest):
+            return False
+        cursor = start = end
+
+
+def _queued(pages: list[Future[int]]) -> int:
+    """How many items the pages sent so far queued (a page that failed, or never started, queued none)."""
+    return sum(page.result() for page in pages if page.done() and not page.cancelled() and page.exception() is None)
 
 
 def measure_lag(worker: Worker) -> None:
@@ -123,35 +150,41 @@ def measure_lag(worker: Worker) -> None:
 
 
 def _sweep_hour(
-    worker: Worker, pool: ThreadPoolExecutor, start: float, end: float, latest: float | None
-) -> tuple[int, bool]:
-    """Queue what falls due in [start, end) (within one hour of the schedule), a page at a time on ``pool``, at
-    most ``2 * SWEEP_THREADS`` pages read ahead of their sends, taken from the hour's shards in turn (``_pages``).
-    Returns how many were queued and whether the window was drained (False: short of time). A failure (a page's,
-    or a read's) raises once the pages under way are done, and starts no page more: what those queued left the
-    schedule, the rest stays for the next sweep."""
+    worker: Worker,
+    pool: ThreadPoolExecutor,
+    pages: list[Future[int]],
+    start: float,
+    end: float,
+    *,
+    latest: float | None,
+) -> bool:
+    """Queue what falls due in [start, end) (within one hour of the schedule), a page at a time on ``pool`` (each
+    added to ``pages``), at most ``2 * SWEEP_THREADS`` pages read ahead of their sends, taken from the hour's shards
+    in turn (``_pages``). Whether the window was drained (False: short of time). A failure (a page's, or a read's)
+    raises once the pages under way are done, and starts no page more: what those queued left the schedule, the
+    rest stays for the next sweep."""
     pending: deque[Future[int]] = deque()
-    done = 0
     drained = True
-    pages = _pages(worker.store.schedule.falling_due_by_partition(start, end))
     try:
-        for page in pages:
+        for page in _pages(worker.store.schedule.falling_due_by_partition(start, end)):
             if _short_of_time(latest):
                 drained = False
                 _give_up_unstarted(pending)
                 break
             # The page's AWS calls keep the sweep's deadline (``herald.deadline.REQUEST_DEADLINE``).
-            pending.append(pool.submit(copy_context().run, _queue, worker, page))
+            future = pool.submit(copy_context().run, _queue, worker, page)
+            pages.append(future)
+            pending.append(future)
             while len(pending) >= 2 * SWEEP_THREADS:
-                done += pending.popleft().result()
+                pending.popleft().result()
         while pending:
             future = pending.popleft()
             if not future.cancelled():
-                done += future.result()
+                future.result()
     except BaseException:
         _give_up_unstarted(pending)
         raise
-    return done, drained
+    return drained
 
 
 def _pages(partitions: list[Iterator[Scheduled]]) -> Iterator[list[Scheduled]]:
