@@ -218,7 +218,16 @@ def test_the_operators_logo_is_shown_and_allowed_by_the_csp(browser: Browser, te
     assert "img-src 'self' data: https://cdn.example.com;" in page.headers["content-security-policy"]
 
 
-@pytest.mark.parametrize("logo", ["javascript:alert(1)", "http://cdn.example.com/logo.png", 'https://x/"onerror=1'])
+@pytest.mark.parametrize(
+    "logo",
+    [
+        "javascript:alert(1)",
+        "http://cdn.example.com/logo.png",
+        'https://x/"onerror=1',
+        # Longer than a Lambda function's environment variables may be (4 KB in all): it could never be deployed
+        "data:image/png;base64," + "A" * 4096,
+    ],
+)
 def test_a_logo_that_is_not_an_https_url_or_an_image_is_refused(logo: str) -> None:
     from pydantic import ValidationError
 
@@ -226,3 +235,11 @@ def test_a_logo_that_is_not_an_https_url_or_an_image_is_refused(logo: str) -> No
 
     with pytest.raises(ValidationError):
         Settings(table_name="t", queue_url="q", portal_logo_url=logo)
+
+
+def test_an_inline_logo_that_fits_beside_the_templates_variables_is_taken() -> None:
+    from herald.settings import MAX_PORTAL_LOGO_CHARS, Settings
+
+    prefix = "data:image/png;base64,"
+    logo = prefix + "A" * (MAX_PORTAL_LOGO_CHARS - len(prefix))
+    assert Settings(table_name="t", queue_url="q", portal_logo_url=logo).portal_logo_url == logo

@@ -20,6 +20,10 @@ from herald.urls import parse_networks
 DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 #: The longest CloudWatch namespace.
 MAX_METRICS_NAMESPACE = 255
+#: The longest portal logo (``HERALD_PORTAL_LOGO_URL``): Lambda holds a function's environment variables to 4 KB in
+#: all, the template's own take about 1 KB of them, so a longer inline (``data:``) logo could never be deployed; a
+#: larger image goes at an ``https://`` URL.
+MAX_PORTAL_LOGO_CHARS = 2_048
 
 
 #: An origin a page may be framed by: ``https://`` and a host, or ``*.`` and a domain of two labels or more (not
@@ -336,10 +340,11 @@ class Settings(BaseSettings):
     )
     portal_logo_url: str = Field(
         "",
-        max_length=65_536,
+        max_length=MAX_PORTAL_LOGO_CHARS,
         pattern=r"^$|^https://[A-Za-z0-9.-]+(:[0-9]+)?/[^\s'\"<>]*$|^data:image/(png|jpeg|webp|gif);base64,[A-Za-z0-9+/=]+$",
         description="A logo shown beside the product name in the portal's header: an `https://` URL (its origin is "
-        "added to the portal's CSP `img-src`) or a `data:image/...;base64,` URI (no request at all). Empty: none.",
+        "added to the portal's CSP `img-src`) or a `data:image/...;base64,` URI (no request at all). Empty: none. "
+        f"At most {MAX_PORTAL_LOGO_CHARS:,} characters: Lambda holds a function's environment variables to 4 KB.",
     )
 
     @field_validator("metrics_namespace")
