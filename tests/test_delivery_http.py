@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from benchmarks.cost import item_size
-from herald import __version__
+from herald import __version__, faults
 from herald.sender import RESPONSE_MAX_BYTES, SUCCESS_RESPONSE_MAX_BYTES
 from tests.delivery_support import (
     ConcurrencyProbe,
@@ -377,6 +377,33 @@ def test_a_410_disables_the_subscription_and_stops_its_retries(client, tenant, h
     publish(client, tenant.id)
     harness.drain()
     assert len(receiver.received) == 1
+
+
+def test_a_410_whose_disabling_write_failed_disables_at_the_next_410(client, tenant, harness, receiver) -> None:
+    # GIVEN a receiver that answers 410 Gone, and DynamoDB refusing the write that disables its subscription (after
+    # botocore's retries)
+    receiver.default = (410, {}, b"gone", 0.0)
+    sub = subscribe(client, tenant, receiver.url)
+    injector = faults.install(harness.services.store.table.client, "dynamodb.TransactWriteItems:throttle@call=calls:1")
+    assert injector is not None
+    # WHEN an event is delivered
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN its delivery failed, and the subscription is still enabled (the batch logged the write it could not make)
+    assert injector.count() == 1
+    delivery, _ = _one_failed_attempt(client, tenant, sub.id)
+    assert delivery["status"] == "failed"
+    assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["enabled"] is True
+    # WHEN the next event gets a 410 too
+    publish(client, tenant.id)
+    harness.drain()
+    # THEN that one disables it, and later events no longer go to it
+    body = client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()
+    assert body["enabled"] is False
+    assert "410" in body["disabled_reason"]
+    publish(client, tenant.id)
+    harness.drain()
+    assert len(receiver.received) == 2
 
 
 def test_a_410_with_a_retry_after_date_no_calendar_holds_still_disables(client, tenant, harness, receiver) -> None:
