@@ -609,6 +609,16 @@ def test_api_errors_print_the_code_and_exit_1(cli_env: str, herald: Callable[...
     assert forbidden.code == 1
     assert forbidden.err.startswith("error: forbidden: ")
 
+    # WHEN the operator runs a tenant's command without naming the tenant
+    unnamed = herald("subscriptions", "list")
+    # THEN the error is followed by the flag that names it
+    assert unnamed.code == 1
+    error, *hint = unnamed.err.splitlines()
+    assert error.startswith("error: forbidden: ")
+    assert hint == ["the operator acts for a tenant with --tenant TENANT_ID"]
+    # ... which an operator command a tenant's key was refused never says
+    assert "--tenant" not in forbidden.err
+
     # WHEN something does not exist
     missing = herald("events", "show", "evt_does_not_exist")
     assert missing.code == 1
