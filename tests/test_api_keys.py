@@ -6,14 +6,17 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from botocore.exceptions import ConnectTimeoutError
 
 from herald import ids
-from herald.auth import AdminKeyProvider
+from herald.auth import UNREADABLE_RETRY_SECONDS, AdminKeyProvider
+from herald.deadline import OutOfTime
 from herald.domain import tenants as tenant_domain
 from herald.errors import NotFoundError, ServiceUnavailableError
 from herald.local.resources import load_template
@@ -489,6 +492,75 @@ def test_an_unreadable_secret_on_refresh_keeps_the_cached_key(client, services, 
     # ... and the failed read is not retried before the floor again
     assert client.get("/v1/tenants", headers={"Authorization": "Bearer hra_other"}).status_code == 401
     assert len(reads) == 2
+
+
+def test_once_the_cached_key_expired_an_unreadable_secret_is_read_once_a_second_however_many_calls(
+    client, services, resources, rotation
+) -> None:
+    clock, secrets, reads = rotation
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    # GIVEN the secret can no longer be read (Secrets Manager down, say), and the cached key expired
+    secrets.delete_secret(SecretId=resources.admin_key_secret_arn, ForceDeleteWithoutRecovery=True)
+    clock.advance(services.settings.admin_key_cache_seconds)
+    # WHEN 50 operator calls and 50 wrong keys arrive within a second
+    answers = [client.get("/v1/tenants", headers=ADMIN).status_code for _ in range(50)]
+    answers += [
+        client.get("/v1/tenants", headers={"Authorization": f"Bearer hra_wrong{n}"}).status_code for n in range(50)
+    ]
+    # THEN each is a 503, and the secret was tried once more, not once a call
+    assert set(answers) == {503}
+    assert len(reads) == 2
+    # AND a second on, it is tried again
+    clock.advance(UNREADABLE_RETRY_SECONDS)
+    assert_error(client.get("/v1/tenants", headers=ADMIN), 503, "service_unavailable")
+    assert len(reads) == 3
+
+
+class _SecretsManager:
+    """A Secrets Manager client whose reads of the secret fail as ``failure`` says, each taking ``seconds`` of
+    ``clock``; the times of the reads in ``reads``."""
+
+    def __init__(self, clock: Clock, failure: Callable[[], Exception], seconds: float) -> None:
+        self.clock, self.failure, self.seconds = clock, failure, seconds
+        self.reads: list[float] = []
+
+    def get_secret_value(self, **_: Any) -> Any:
+        self.reads.append(self.clock.now)
+        self.clock.advance(self.seconds)
+        raise self.failure()
+
+
+def test_a_read_of_the_secret_that_fails_slowly_holds_the_next_back_from_when_it_ended(services) -> None:
+    # GIVEN a Secrets Manager that times out, each failed read taking 2 s (botocore's tries)
+    clock = Clock(1000.0)
+    secrets = _SecretsManager(clock, lambda: ConnectTimeoutError(endpoint_url="https://secretsmanager.example"), 2.0)
+    provider = AdminKeyProvider(services.settings, client=secrets, clock=clock)  # type: ignore[arg-type]
+    # WHEN the key is asked for five times, 0.1 s apart after the first failure
+    for _ in range(5):
+        with pytest.raises(ServiceUnavailableError):
+            provider.get()
+        clock.advance(0.1)
+    # THEN the secret was read once: the others fell within a second of that read's end
+    assert secrets.reads == [1000.0]
+    # AND past that second it is read again
+    clock.advance(UNREADABLE_RETRY_SECONDS)
+    with pytest.raises(ServiceUnavailableError):
+        provider.get()
+    assert len(secrets.reads) == 2
+
+
+def test_a_read_of_the_secret_the_requests_deadline_kept_from_being_made_holds_nothing_back(services) -> None:
+    # GIVEN a request whose time is up before the secret's read could be made (herald.deadline's hook refused it)
+    clock = Clock(1000.0)
+    secrets = _SecretsManager(clock, OutOfTime, 0.0)
+    provider = AdminKeyProvider(services.settings, client=secrets, clock=clock)  # type: ignore[arg-type]
+    with pytest.raises(ServiceUnavailableError):
+        provider.get()
+    # WHEN the next request asks for the key at once
+    with pytest.raises(ServiceUnavailableError):
+        provider.get()
+    # THEN it tried the secret too: Secrets Manager did not fail, so nothing holds its reads back
+    assert len(secrets.reads) == 2
 
 
 def test_a_cached_key_whose_secret_cannot_be_read_expires_however_many_wrong_keys_arrive(

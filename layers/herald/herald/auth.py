@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import secretsmanager_client
+from herald.deadline import OutOfTime
 from herald.errors import AuthenticationError, ServiceUnavailableError
 from herald.ids import MAX_KEY_LENGTH, admin_key_problem, hash_api_key, looks_like_tenant_key
 
@@ -42,6 +43,14 @@ class Principal:
     key_id: str | None = None
 
 
+#: While the secret cannot be read and no cached key holds, a container tries it at most once in this time (from the
+#: end of the read that failed); the calls between tries are a 503 at once, so an outage of Secrets Manager (or a
+#: flood of wrong keys during one) is not a read, with botocore's retries, per request. A read the request's own
+#: deadline kept from being made (``herald.deadline.OutOfTime``) is no failure of Secrets Manager: it holds nothing
+#: back.
+UNREADABLE_RETRY_SECONDS = 1.0
+
+
 class AdminKeyProvider:
     """The operator's key: ``HERALD_ADMIN_KEY`` if set, else the Secrets Manager secret's value, cached per
     container for ``admin_key_cache_seconds``.
@@ -58,6 +67,9 @@ class AdminKeyProvider:
     The secret is always read as its ``AWSCURRENT`` version, named in the request: the function's role may
     read that version only (an IAM condition on ``secretsmanager:VersionStage``, which is only set when the
     request names a stage), so a rotated-out key is never readable by the function.
+
+    Once the cached key has expired, a secret that cannot be read is tried at most once a second
+    (``UNREADABLE_RETRY_SECONDS``), every call between tries a 503 at once.
     """
 
     def __init__(
@@ -75,6 +87,8 @@ class AdminKeyProvider:
         #: When the secret was last read or tried: a wrong key makes the next read only past
         #: ``admin_key_refresh_seconds`` from it.
         self._tried_at: float | None = None
+        #: When the latest read of the secret failed, if it did (``UNREADABLE_RETRY_SECONDS``).
+        self._failed_at: float | None = None
         self._lock = threading.Lock()
 
     def get(self) -> str:
@@ -85,6 +99,8 @@ class AdminKeyProvider:
             now = self._clock()
             if self._cached and now - self._cached[1] < self._settings.admin_key_cache_seconds:
                 return self._cached[0]
+            if self._failed_at is not None and now - self._failed_at < UNREADABLE_RETRY_SECONDS:
+                raise ServiceUnavailableError("the admin key secret could not be read (tried again within a second)")
             return self._fetch(now)
 
     def is_admin_key(self, token: str) -> bool:
@@ -121,8 +137,12 @@ class AdminKeyProvider:
             value = self._client.get_secret_value(
                 SecretId=self._settings.admin_key_secret_arn, VersionStage=CURRENT_VERSION_STAGE
             )["SecretString"]
+        except OutOfTime as exc:
+            raise ServiceUnavailableError("the admin key secret could not be read in the request's time") from exc
         except (BotoCoreError, ClientError, KeyError) as exc:
+            self._failed_at = self._clock()  # from its end: a read that timed out took seconds
             raise ServiceUnavailableError("the admin key secret could not be read") from exc
+        self._failed_at = None
         key = value.strip()
         problem = admin_key_problem(key)
         if problem is not None:
