@@ -340,6 +340,25 @@ def test_a_change_landing_during_a_purge_leaves_no_route_behind(
     assert _tenant_items_left(aws, services, doomed.id) == []
 
 
+def test_a_purge_meeting_a_change_under_way_goes_on_with_its_page(client, make_tenant, services, aws) -> None:
+    # GIVEN a deleted tenant's three subscriptions, and a change's transaction under way on the first when the purge
+    # deletes it (DynamoDB refuses the delete: TransactionConflictException, which botocore does not retry)
+    doomed = make_tenant("Doomed")
+    for n in range(3):
+        subscribe(client, doomed, f"https://example.com/h{n}", ["invoice.paid"])
+    assert client.delete(f"/v1/tenants/{doomed.id}", headers=ADMIN).status_code == 204
+    injector = faults.install(services.store.table.client, "dynamodb.DeleteItem:conflict@send=calls:1")
+    assert injector is not None
+    # WHEN the purge runs
+    subscriptions = services.store.subscriptions
+    # THEN the page deletes the other two and leaves that one to the next page, which deletes it
+    assert subscriptions.purge_page(doomed.id) is False
+    assert injector.count() == 1
+    assert len(subscriptions.list(doomed.id, limit=10, cursor=None).items) == 1
+    assert subscriptions.purge_page(doomed.id) is True
+    assert _tenant_items_left(aws, services, doomed.id) == []
+
+
 def _a_key_the_index_does_not_show_yet(
     client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, tenant_id: str
 ) -> tuple[str, Callable[[str], Iterator[dict[str, Any]]]]:

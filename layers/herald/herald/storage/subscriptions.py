@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
-from herald.errors import ConflictError, NotFoundError
+from herald.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from herald.limits import LimitExceededError, too_many_subscriptions
 from herald.records import Isolation, Subscription
 from herald.storage import keys
@@ -35,6 +35,7 @@ from herald.storage.table import (
     strip,
     to_item,
     values,
+    write_conflicted,
 )
 
 if TYPE_CHECKING:
@@ -299,6 +300,10 @@ class SubscriptionRepository:
                 )
             except ClientError:  # changed since it was listed, or deleted meanwhile: the next page sees which
                 changed = True
+            except ServiceUnavailableError as exc:
+                if not write_conflicted(exc):
+                    raise
+                changed = True  # a change's transaction under way on it (the race itself): the next page sees it
         return page.cursor is None and not changed
 
     def count(self, tenant_id: str) -> int:
