@@ -616,8 +616,12 @@ def test_api_errors_print_the_code_and_exit_1(cli_env: str, herald: Callable[...
     error, *hint = unnamed.err.splitlines()
     assert error.startswith("error: forbidden: ")
     assert hint == ["the operator acts for a tenant with --tenant TENANT_ID"]
-    # ... which an operator command a tenant's key was refused never says
+    # ... which an operator command a tenant's key was refused never says, one with a --tenant of its own included
     assert "--tenant" not in forbidden.err
+    broadcast = herald("--key", tenant.key, "events", "publish", "invoice.paid", "--broadcast", "--data", "{}")
+    assert broadcast.code == 1
+    assert broadcast.err.startswith("error: forbidden: ")
+    assert "--tenant" not in broadcast.err
 
     # WHEN something does not exist
     missing = herald("events", "show", "evt_does_not_exist")

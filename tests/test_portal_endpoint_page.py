@@ -237,9 +237,14 @@ def test_a_logo_that_is_not_an_https_url_or_an_image_is_refused(logo: str) -> No
         Settings(table_name="t", queue_url="q", portal_logo_url=logo)
 
 
-def test_an_inline_logo_that_fits_beside_the_templates_variables_is_taken() -> None:
+def test_an_inline_logo_that_fits_beside_the_templates_variables_is_taken_and_one_character_more_is_not() -> None:
+    from pydantic import ValidationError
+
     from herald.settings import MAX_PORTAL_LOGO_CHARS, Settings
 
     prefix = "data:image/png;base64,"
     logo = prefix + "A" * (MAX_PORTAL_LOGO_CHARS - len(prefix))
+    assert MAX_PORTAL_LOGO_CHARS <= 4096 - 1024  # Lambda's 4 KB of variables, less the template's own
     assert Settings(table_name="t", queue_url="q", portal_logo_url=logo).portal_logo_url == logo
+    with pytest.raises(ValidationError):
+        Settings(table_name="t", queue_url="q", portal_logo_url=logo + "A")

@@ -65,7 +65,7 @@ def _main(argv: Sequence[str] | None) -> int:
         shown = _run(args)
     except CliError as exc:
         report(exc, err)
-        if exc.code == "forbidden" and hasattr(args, "tenant") and not args.tenant:
+        if exc.code == "forbidden" and getattr(args, "acts_for_tenant", False) and not args.tenant:
             # The API names its query parameter; the operator's command line names the tenant with a flag.
             err.write("the operator acts for a tenant with --tenant TENANT_ID\n")
         return EXIT_ERROR

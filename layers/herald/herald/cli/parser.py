@@ -168,6 +168,8 @@ def _tenant_option(parser: argparse.ArgumentParser) -> None:
         metavar="TENANT_ID",
         help="the tenant the operator acts for (not needed with the tenant's own key)",
     )
+    # A refusal of such a command (the operator's key, no --tenant) names the flag (``herald.cli.main``).
+    parser.set_defaults(acts_for_tenant=True)
 
 
 def _wait_options(parser: argparse.ArgumentParser) -> None:
