@@ -477,11 +477,16 @@ def test_a_tenant_call_never_reads_the_admin_key(client, services, tenant, rotat
     assert len(reads) == 1
 
 
+def _read_once_then_gone(client: Any, secrets: Any, resources: Any) -> None:
+    """The operator's call reads the admin key secret (and caches it); then the secret can no longer be read."""
+    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
+    secrets.delete_secret(SecretId=resources.admin_key_secret_arn, ForceDeleteWithoutRecovery=True)
+
+
 def test_an_unreadable_secret_on_refresh_keeps_the_cached_key(client, services, resources, rotation) -> None:
     clock, secrets, reads = rotation
-    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
     # GIVEN the secret can no longer be read
-    secrets.delete_secret(SecretId=resources.admin_key_secret_arn, ForceDeleteWithoutRecovery=True)
+    _read_once_then_gone(client, secrets, resources)
     clock.advance(services.settings.admin_key_refresh_seconds)
     # WHEN a wrong key prompts a re-read
     response = client.get("/v1/tenants", headers={"Authorization": "Bearer hra_not-the-key"})
@@ -498,9 +503,8 @@ def test_once_the_cached_key_expired_an_unreadable_secret_is_read_once_a_second_
     client, services, resources, rotation
 ) -> None:
     clock, secrets, reads = rotation
-    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
     # GIVEN the secret can no longer be read (Secrets Manager down, say), and the cached key expired
-    secrets.delete_secret(SecretId=resources.admin_key_secret_arn, ForceDeleteWithoutRecovery=True)
+    _read_once_then_gone(client, secrets, resources)
     clock.advance(services.settings.admin_key_cache_seconds)
     # WHEN 50 operator calls and 50 wrong keys arrive within a second
     answers = [client.get("/v1/tenants", headers=ADMIN).status_code for _ in range(50)]
@@ -567,9 +571,8 @@ def test_a_cached_key_whose_secret_cannot_be_read_expires_however_many_wrong_key
     client, services, resources, rotation
 ) -> None:
     clock, secrets, reads = rotation
-    assert client.get("/v1/tenants", headers=ADMIN).status_code == 200
     # GIVEN the operator cut the function off from the secret (say the key leaked)
-    secrets.delete_secret(SecretId=resources.admin_key_secret_arn, ForceDeleteWithoutRecovery=True)
+    _read_once_then_gone(client, secrets, resources)
     # WHEN wrong keys keep prompting re-reads, each past the refresh floor, while the cached key is still current
     floor, cache = services.settings.admin_key_refresh_seconds, services.settings.admin_key_cache_seconds
     probes = 0
