@@ -16,6 +16,7 @@ from botocore.exceptions import ConnectTimeoutError
 
 from herald import ids
 from herald.auth import UNREADABLE_RETRY_SECONDS, AdminKeyProvider
+from herald.aws import secretsmanager_client
 from herald.deadline import OutOfTime
 from herald.domain import tenants as tenant_domain
 from herald.errors import NotFoundError, ServiceUnavailableError
@@ -565,6 +566,30 @@ def test_a_read_of_the_secret_the_requests_deadline_kept_from_being_made_holds_n
         provider.get()
     # THEN it tried the secret too: Secrets Manager did not fail, so nothing holds its reads back
     assert len(secrets.reads) == 2
+
+
+def test_a_read_secrets_manager_failed_before_the_deadline_refused_its_retry_holds_the_next_back(services, aws) -> None:
+    # GIVEN a Secrets Manager failing every attempt (500), and a request whose time is up after the first attempt (its
+    # retry refused as herald.deadline refuses one: OutOfTime, raised before the attempt is sent)
+    clock = Clock(1000.0)
+    client = secretsmanager_client(aws, faults="secretsmanager:5xx@send=1.0")
+    attempts: list[int] = []
+
+    def out_of_time_after_the_first(**_: Any) -> None:
+        attempts.append(len(attempts) + 1)
+        if len(attempts) > 1:
+            raise OutOfTime
+
+    client.meta.events.register_first("before-send.secrets-manager.GetSecretValue", out_of_time_after_the_first)
+    provider = AdminKeyProvider(services.settings, client=client, clock=clock)
+    with pytest.raises(ServiceUnavailableError):
+        provider.get()
+    assert attempts == [1, 2]
+    # WHEN the next request asks for the key at once
+    with pytest.raises(ServiceUnavailableError):
+        provider.get()
+    # THEN it made no read: Secrets Manager had failed the first one
+    assert attempts == [1, 2]
 
 
 def test_a_cached_key_whose_secret_cannot_be_read_expires_however_many_wrong_keys_arrive(

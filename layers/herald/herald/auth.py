@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -46,8 +46,8 @@ class Principal:
 #: While the secret cannot be read and no cached key holds, a container tries it at most once in this time (from the
 #: end of the read that failed); the calls between tries are a 503 at once, so an outage of Secrets Manager (or a
 #: flood of wrong keys during one) is not a read, with botocore's retries, per request. A read the request's own
-#: deadline kept from being made (``herald.deadline.OutOfTime``) is no failure of Secrets Manager: it holds nothing
-#: back.
+#: deadline stopped (``herald.deadline.OutOfTime``) before any attempt of it reached Secrets Manager is no failure of
+#: Secrets Manager: it holds nothing back.
 UNREADABLE_RETRY_SECONDS = 1.0
 
 
@@ -68,8 +68,8 @@ class AdminKeyProvider:
     read that version only (an IAM condition on ``secretsmanager:VersionStage``, which is only set when the
     request names a stage), so a rotated-out key is never readable by the function.
 
-    Once the cached key has expired, a secret that cannot be read is tried at most once a second
-    (``UNREADABLE_RETRY_SECONDS``), every call between tries a 503 at once.
+    While no cached key holds (a cold container, or its key expired), a secret that cannot be read is tried at most
+    once a second (``UNREADABLE_RETRY_SECONDS``), every call between tries a 503 at once.
     """
 
     def __init__(
@@ -89,6 +89,11 @@ class AdminKeyProvider:
         self._tried_at: float | None = None
         #: When the latest read of the secret failed, if it did (``UNREADABLE_RETRY_SECONDS``).
         self._failed_at: float | None = None
+        #: Attempts of reads that reached Secrets Manager, or failed on their way there (botocore's ``needs-retry``,
+        #: not counting an attempt the request's deadline refused): whether a read cut short by the deadline had been
+        #: failed by Secrets Manager first.
+        self._attempts = 0
+        self._counting: object | None = None  # the client counted on
         self._lock = threading.Lock()
 
     def get(self) -> str:
@@ -100,7 +105,7 @@ class AdminKeyProvider:
             if self._cached and now - self._cached[1] < self._settings.admin_key_cache_seconds:
                 return self._cached[0]
             if self._failed_at is not None and now - self._failed_at < UNREADABLE_RETRY_SECONDS:
-                raise ServiceUnavailableError("the admin key secret could not be read (tried again within a second)")
+                raise ServiceUnavailableError("the admin key secret could not be read a moment ago: try again")
             return self._fetch(now)
 
     def is_admin_key(self, token: str) -> bool:
@@ -132,12 +137,18 @@ class AdminKeyProvider:
         """Read the secret (the caller holds the lock)."""
         if self._client is None:
             self._client = secretsmanager_client()
+        if self._counting is not self._client and hasattr(self._client, "meta"):
+            self._client.meta.events.register("needs-retry.secrets-manager", self._attempted)
+            self._counting = self._client
         self._tried_at = now
+        attempts = self._attempts
         try:
             value = self._client.get_secret_value(
                 SecretId=self._settings.admin_key_secret_arn, VersionStage=CURRENT_VERSION_STAGE
             )["SecretString"]
         except OutOfTime as exc:
+            if self._attempts > attempts:  # Secrets Manager failed an attempt before the deadline refused the next
+                self._failed_at = self._clock()
             raise ServiceUnavailableError("the admin key secret could not be read in the request's time") from exc
         except (BotoCoreError, ClientError, KeyError) as exc:
             self._failed_at = self._clock()  # from its end: a read that timed out took seconds
@@ -151,6 +162,12 @@ class AdminKeyProvider:
             raise ServiceUnavailableError("the admin key secret holds no usable admin key (see the API's log)")
         self._cached = (key, now)
         return key
+
+    def _attempted(self, caught_exception: BaseException | None = None, **_: Any) -> None:
+        """botocore's ``needs-retry`` hook, after each attempt: count it (``_attempts``) unless the request's deadline
+        refused to make it."""
+        if not isinstance(caught_exception, OutOfTime):
+            self._attempts += 1
 
 
 def _same(presented: str, expected: str) -> bool:
