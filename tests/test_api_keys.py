@@ -136,6 +136,30 @@ def test_a_key_issued_while_its_tenant_is_deleted_after_its_keys_are_listed_is_r
     assert repository.count_keys(tenant.id, up_to=10) == 0
 
 
+def _dynamodb_unavailable(*args: Any, **kwargs: Any) -> None:
+    """A stand-in for a repository call that DynamoDB kept refusing (after botocore's retries)."""
+    raise ServiceUnavailableError("DynamoDB did not answer")
+
+
+def _noted_then_lost(repository: Any) -> Callable[..., None]:
+    """``repository.confirm_rotation`` whose note is written and whose answer is then lost."""
+    confirm = repository.confirm_rotation
+
+    def noted_then_lost(*args: Any, **kwargs: Any) -> None:
+        confirm(*args, **kwargs)
+        raise ServiceUnavailableError("DynamoDB did not answer")
+
+    return noted_then_lost
+
+
+def _rotated_key(rotated: Any, client: Any) -> dict[str, str]:
+    """The headers of the new key a rotation answered (201), checked to work."""
+    assert rotated.status_code == 201, rotated.text
+    new_key = {"Authorization": f"Bearer {rotated.json()['key']}"}
+    assert client.get("/v1/subscriptions", headers=new_key).status_code == 200
+    return new_key
+
+
 @pytest.mark.parametrize("taken_back", [True, False], ids=["mark-taken-back", "mark-left"])
 def test_a_deletion_that_failed_lets_the_tenant_be_given_keys_again(
     client, tenant, services, monkeypatch, taken_back: bool
@@ -143,13 +167,9 @@ def test_a_deletion_that_failed_lets_the_tenant_be_given_keys_again(
     # GIVEN a deletion of the tenant that failed once its mark was made (its keys' deletion refused: a 503), the
     # mark then taken back, or left there (DynamoDB refused that too)
     repository = services.store.tenants
-
-    def unavailable(*args: Any, **kwargs: Any) -> None:
-        raise ServiceUnavailableError("DynamoDB did not answer")
-
-    monkeypatch.setattr(repository, "delete_keys", unavailable)
+    monkeypatch.setattr(repository, "delete_keys", _dynamodb_unavailable)
     if not taken_back:
-        monkeypatch.setattr(repository, "unmark_deleting", unavailable)
+        monkeypatch.setattr(repository, "unmark_deleting", _dynamodb_unavailable)
     assert_error(client.delete(f"/v1/tenants/{tenant.id}", headers=ADMIN), 503, "service_unavailable")
     monkeypatch.undo()
     # WHEN a key is issued at once, and again a minute on
@@ -199,27 +219,18 @@ def test_a_rotation_answered_503_revokes_nothing_whatever_it_left_behind(
     queue, repository = harness.services.queue, harness.services.store.tenants
     send = queue.send
 
-    def unavailable(*args: Any, **kwargs: Any) -> None:
-        raise ServiceUnavailableError("DynamoDB did not answer")
-
     def sent_then_lost(*args: Any, **kwargs: Any) -> None:
         send(*args, **kwargs)
         raise ServiceUnavailableError("the work queue could not be reached")
 
-    confirm = repository.confirm_rotation
-
-    def noted_then_lost(*args: Any, **kwargs: Any) -> None:
-        confirm(*args, **kwargs)
-        raise ServiceUnavailableError("DynamoDB did not answer")
-
     if fails == "the note":
-        monkeypatch.setattr(repository, "confirm_rotation", unavailable)
+        monkeypatch.setattr(repository, "confirm_rotation", _dynamodb_unavailable)
     elif fails == "the note's answer":
-        monkeypatch.setattr(repository, "confirm_rotation", noted_then_lost)
+        monkeypatch.setattr(repository, "confirm_rotation", _noted_then_lost(repository))
     else:
         monkeypatch.setattr(queue, "send", sent_then_lost)
     if fails == "the send and the new key's delete":
-        monkeypatch.setattr(repository, "delete_key_with_hash", unavailable)
+        monkeypatch.setattr(repository, "delete_key_with_hash", _dynamodb_unavailable)
     # WHEN a new key is issued with revoke_existing, and the queued revocation runs a minute on
     rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
     monkeypatch.undo()
@@ -237,25 +248,14 @@ def test_a_rotation_whose_note_is_in_doubt_goes_on_and_answers_the_new_key(
     # GIVEN a rotation whose note as done is written but its answer lost, and whose removal DynamoDB refuses: the note
     # may be there, and then the queued revocation runs
     repository = harness.services.store.tenants
-    confirm = repository.confirm_rotation
-
-    def noted_then_lost(*args: Any, **kwargs: Any) -> None:
-        confirm(*args, **kwargs)
-        raise ServiceUnavailableError("DynamoDB did not answer")
-
-    def unavailable(*args: Any, **kwargs: Any) -> None:
-        raise ServiceUnavailableError("DynamoDB did not answer")
-
-    monkeypatch.setattr(repository, "confirm_rotation", noted_then_lost)
-    monkeypatch.setattr(repository, "forget_rotation", unavailable)
+    monkeypatch.setattr(repository, "confirm_rotation", _noted_then_lost(repository))
+    monkeypatch.setattr(repository, "forget_rotation", _dynamodb_unavailable)
     # WHEN a new key is issued with revoke_existing
     rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
     monkeypatch.undo()
     # THEN the rotation went on: the new key is answered, and works, the old one is revoked, and a minute on, once the
     # queued revocation ran, the new key still works
-    assert rotated.status_code == 201, rotated.text
-    new_key = {"Authorization": f"Bearer {rotated.json()['key']}"}
-    assert client.get("/v1/subscriptions", headers=new_key).status_code == 200
+    new_key = _rotated_key(rotated, client)
     assert_error(client.get("/v1/subscriptions", headers=tenant.headers), 401, "unauthorized")
     step(harness, clock, 61)
     assert client.get("/v1/subscriptions", headers=new_key).status_code == 200
@@ -266,18 +266,12 @@ def test_a_rotation_whose_first_revocation_fails_answers_the_new_key_and_revokes
 ) -> None:
     # GIVEN the rotation's revocation of the older keys refused by DynamoDB
     repository = harness.services.store.tenants
-
-    def unavailable(tenant_id: str, **kwargs: Any) -> None:
-        raise ServiceUnavailableError("DynamoDB did not answer")
-
-    monkeypatch.setattr(repository, "delete_keys", unavailable)
+    monkeypatch.setattr(repository, "delete_keys", _dynamodb_unavailable)
     # WHEN a new key is issued with revoke_existing
     rotated = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
     monkeypatch.undo()
     # THEN the new key is answered, and works
-    assert rotated.status_code == 201, rotated.text
-    new_key = {"Authorization": f"Bearer {rotated.json()['key']}"}
-    assert client.get("/v1/subscriptions", headers=new_key).status_code == 200
+    new_key = _rotated_key(rotated, client)
     # AND the old key is revoked by the revocation queued with it, a minute on
     step(harness, clock, 61)
     assert_error(client.get("/v1/subscriptions", headers=tenant.headers), 401, "unauthorized")
@@ -307,9 +301,8 @@ def test_revoking_every_other_key_while_one_is_revoked_meanwhile_answers_the_new
     created = client.post(f"/v1/tenants/{tenant.id}/api-keys", json={"revoke_existing": True}, headers=ADMIN)
     monkeypatch.undo()
     # THEN it is answered, and it alone works: every other key is revoked, the third included
-    assert created.status_code == 201, created.text
+    _rotated_key(created, client)
     new = created.json()
-    assert client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {new['key']}"}).status_code == 200
     for old in (tenant.key, second["key"], third["key"]):
         assert_error(client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {old}"}), 401, "unauthorized")
     listing = client.get(f"/v1/tenants/{tenant.id}/api-keys", headers=ADMIN).json()["data"]
