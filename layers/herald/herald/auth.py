@@ -93,7 +93,6 @@ class AdminKeyProvider:
         #: not counting an attempt the request's deadline refused): whether a read cut short by the deadline had been
         #: failed by Secrets Manager first.
         self._attempts = 0
-        self._counting: object | None = None  # the client counted on
         self._lock = threading.Lock()
 
     def get(self) -> str:
@@ -137,9 +136,10 @@ class AdminKeyProvider:
         """Read the secret (the caller holds the lock)."""
         if self._client is None:
             self._client = secretsmanager_client()
-        if self._counting is not self._client and hasattr(self._client, "meta"):
-            self._client.meta.events.register("needs-retry.secrets-manager", self._attempted)
-            self._counting = self._client
+        if hasattr(self._client, "meta"):  # botocore's (a test's stand-in has none); registered once by its id
+            self._client.meta.events.register(
+                "needs-retry.secrets-manager", self._attempted, unique_id=f"herald.auth.attempts.{id(self)}"
+            )
         self._tried_at = now
         attempts = self._attempts
         try:
