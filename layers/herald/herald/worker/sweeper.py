@@ -95,12 +95,13 @@ def _sweep(worker: Worker, latest: float | None) -> SweepResult:
             complete = _sweep_window(worker, pool, pages, latest)
     except ServiceUnavailableError:
         # Raised once the pages under way are done (the pool's end waits for them): their count is whole.
+        queued = _queued(pages)
         logger.warning(
             "sweep cut short by a storage or queue fault; the next one carries on",
-            extra={"queued": _queued(pages)},
+            extra={"queued": queued},
             exc_info=True,
         )
-        return SweepResult(_queued(pages), complete=False)
+        return SweepResult(queued, complete=False)
     queued = _queued(pages)
     if not complete:
         logger.warning("sweep stopped short of time; the next one carries on", extra={"queued": queued})
