@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import BotoCoreError
 from mangum import Mangum
 
-from herald import deadline
+from herald import deadline, faults
 from herald.api import create_app, middleware
 from herald.dlq import DeadLetterQueue
 from herald.errors import ServiceUnavailableError
@@ -156,6 +156,22 @@ def test_a_write_refused_for_lack_of_time_is_not_made(services: Any, aws: Any) -
         QueueUrl=services.settings.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
     )
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_the_deadline_refuses_an_attempt_before_an_injected_fault_answers_it(services: Any) -> None:
+    # GIVEN every SendMessage attempt answered by a timeout of the fault injector (HERALD_FAULTS), and a request's
+    # deadline already past
+    injector = faults.install(services.queue.client, "sqs.SendMessage:timeout@send=1.0")
+    assert injector is not None
+    token = deadline.REQUEST_DEADLINE.set(time.monotonic() - 1)
+    try:
+        # WHEN a message is sent, THEN the deadline refuses the attempt, as it would with no fault on
+        with pytest.raises(deadline.OutOfTime):
+            services.queue.client.send_message(QueueUrl=services.settings.queue_url, MessageBody="{}")
+    finally:
+        deadline.REQUEST_DEADLINE.reset(token)
+    # AND no attempt reached the injector: a fault rule never stands in for the deadline's refusal
+    assert injector.count("timeout") == 0
 
 
 def test_a_batch_read_in_threads_keeps_the_requests_deadline(services: Any) -> None:

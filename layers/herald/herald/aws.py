@@ -45,8 +45,13 @@ def _client(service: str, session: boto3.session.Session | None, faults: str | N
     if settings.validate_aws_requests:
         config = config.merge(Config(parameter_validation=True))
     client = (session or boto3.session.Session()).client(service, config=config)  # type: ignore[call-overload]
-    # First: before any other handler that would answer the attempt (moto's, in tests) and make the call.
-    client.meta.events.register_first("before-send", functools.partial(within_deadline, attempt_seconds(settings)))
+    # First: before any other handler that would answer the attempt (moto's, in tests; the fault injector's) and make
+    # the call. botocore runs the handlers of a more specific event name first, so the hook is registered for this
+    # service's events, where the fault injector registers its own, and before it.
+    service = client.meta.service_model.service_id.hyphenize()
+    client.meta.events.register_first(
+        f"before-send.{service}", functools.partial(within_deadline, attempt_seconds(settings))
+    )
     if faults is None:
         faults = settings.faults
     if faults:
