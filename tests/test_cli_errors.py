@@ -297,6 +297,36 @@ def test_a_closed_output_pipe_ends_the_command_quietly(cli_env: str, processes: 
     assert err == b""
 
 
+@pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "PYTHONUNBUFFERED"])
+def test_an_output_pipe_closed_in_the_middle_of_a_long_listing_ends_the_command_with_141(
+    stub: StubApi, processes: Processes, unbuffered: str
+) -> None:
+    # GIVEN a listing of 2,000 tenants, some 200 KB of table: more than the pipe holds (`herald tenants list --all`),
+    # written through Python's buffer or, unbuffered (`PYTHONUNBUFFERED`, common in containers), straight to the pipe
+    ids = [f"ten_{number:04d}_{'x' * 40}" for number in range(2000)]
+    pages = [ids[start : start + 50] for start in range(0, len(ids), 50)]
+    stub.script(
+        "GET",
+        "/v1/tenants",
+        *(page(chunk, f"page-{number + 2}" if number + 1 < len(pages) else None) for number, chunk in enumerate(pages)),
+    )
+    process = processes.start(
+        [str(CONSOLE_SCRIPT), *stub.flags, "tenants", "list", "--all"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": unbuffered},
+    )
+    assert process.stdout is not None
+    # WHEN its reader takes the first line, then goes (`| head -1`) while the command is still writing the table
+    assert process.stdout.readline().startswith(b"ID")
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    # THEN the command stops with 141, as one that died of SIGPIPE, not 0 as if the whole table had gone out
+    assert process.returncode == EXIT_BROKEN_PIPE, err
+    assert err == b""
+    assert len(stub.sent("GET", "/v1/tenants")) == len(pages)
+
+
 def test_ctrl_c_while_reading_the_data_from_stdin_exits_130(processes: Processes) -> None:
     # GIVEN the installed command reading the event's data from stdin (`--data @-`), which never ends
     args = [str(CONSOLE_SCRIPT), "--api-url", "http://127.0.0.1:9", "--key", "k"]

@@ -16,7 +16,7 @@ from herald.cli.config import (
     resolve_config,
 )
 from herald.cli.errors import CliError
-from herald.cli.output import detail_lines, printable, write_json
+from herald.cli.output import detail_lines, printable, write_json, write_whole
 
 if TYPE_CHECKING:
     pass
@@ -72,7 +72,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if getattr(args, "json", False):
         write_json(out, shown.value)
     else:
-        out.write(shown.text + "\n")
+        write_whole(out, shown.text + "\n")
         if shown.note:
             err.write(f"{shown.note}\n")
     if shown.warning:

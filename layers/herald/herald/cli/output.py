@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -124,7 +126,29 @@ def write_json(out: TextIO, value: Any) -> None:
     for one past U+FFFF, which is no JSON."""
     text = json.dumps(value, indent=2, ensure_ascii=False)
     text = _JSON_UNESCAPED_CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-    out.write(_json_encodable(text, getattr(out, "encoding", None)) + "\n")
+    write_whole(out, _json_encodable(text, getattr(out, "encoding", None)) + "\n")
+
+
+def write_whole(out: TextIO, text: str) -> None:
+    """Write ``text`` to ``out`` whole, or raise ``BrokenPipeError``. A pipe whose reader leaves during a large write
+    (``| head -1``) takes part of it, and the write returns short: the text layer does not check, so the rest would
+    be dropped and the command end 0 as if all of its output had gone out. Here the rest is written again, and that
+    write finds the pipe broken."""
+    # Under the text layer: a buffered writer, or the file itself (``python -u``, ``PYTHONUNBUFFERED``).
+    binary = getattr(out, "buffer", None)
+    if not isinstance(binary, io.BufferedIOBase | io.RawIOBase):  # no file under it (a StringIO): nothing to cut short
+        out.write(text)
+        return
+    out.flush()
+    left = memoryview(text.encode(out.encoding, out.errors or "strict"))
+    while left:
+        written = binary.write(left)
+        if written is None:  # a non-blocking file that is full: what the text layer would have raised too
+            raise BlockingIOError(errno.EAGAIN, "the output takes nothing more for now")
+        if written == 0:
+            raise BrokenPipeError(errno.EPIPE, "the output took none of what was left to write")
+        left = left[written:]
+    binary.flush()
 
 
 #: What ``json.dumps`` writes as it is and an encoding may lack: anything past ASCII.
