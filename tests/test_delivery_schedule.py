@@ -326,6 +326,9 @@ def test_work_too_large_for_sqs_is_removed_from_the_schedule_and_stops_nothing_a
     (removed,) = [r for r in caplog.records if r.getMessage().startswith("scheduled work too large for SQS")]
     assert removed.levelname == "ERROR"
     assert getattr(removed, "bytes", 0) > 262_144
+    # AND it is named by its kind and ids, with none of its fields' values (another version's, anything at all)
+    assert getattr(removed, "work_message", {})["delivery_id"] == "dlv_b"
+    assert "xxxxxxxx" not in repr(removed.__dict__)
 
 
 def test_copies_of_one_work_scheduled_for_one_moment_keep_the_larger_redrive_count(

@@ -540,6 +540,39 @@ def test_a_notice_the_catalog_does_not_take_is_parked_in_the_dead_letter_queue(
     assert [gone["message_id"] for gone in discarded["discarded"]] == [letter["message_id"]]
 
 
+@pytest.mark.parametrize(
+    "event_type", ["subscription.exploded", "subscription.recovered"], ids=["type not in the catalog", "data unfit"]
+)
+def test_a_notice_parked_in_the_dead_letter_queue_logs_no_part_of_its_data(
+    client: Any,
+    harness: Harness,
+    make_receiver: Callable[[], Receiver],
+    caplog: pytest.LogCaptureFixture,
+    event_type: str,
+) -> None:
+    # GIVEN an operator endpoint, and a notice no try will publish, whose data names a subscriber's URL with its own
+    # secret in the path
+    register(client, make_receiver().url)
+    secret = "T000-B000-SECRETTOKEN123"
+    data = {**RECOVERED, "url": f"https://hooks.example.com/services/{secret}", "recovered_at": "yesterday"}
+    body = dump_message(NoticeMessage(event_type=event_type, data=data, key=["sub_1"]))
+    harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody=body)
+    # WHEN the worker parks it
+    with caplog.at_level(logging.DEBUG):
+        harness.drain()
+    # THEN the dead-letter queue keeps it whole, for the operator to read
+    [letter] = dead_letters(client)["sample"]
+    assert json.loads(letter["body"]) == json.loads(body)
+    # AND the log says what it was and why, with no part of its data (logs are read by more people than the queue)
+    (parked,) = [r for r in caplog.records if r.getMessage() == "work message sent to the dead-letter queue"]
+    assert parked.__dict__["work_message"]["kind"] == "notice"
+    assert parked.__dict__["work_message"]["event_type"] == event_type
+    assert "not publishable" in parked.__dict__["reason"]
+    ours = [r for r in caplog.records if r.name.startswith("herald")]  # botocore's DEBUG lines show the traffic
+    leaked = [r.getMessage() for r in ours if secret in repr(r.__dict__) or secret in r.getMessage()]
+    assert leaked == []
+
+
 def test_a_notice_parked_by_a_worker_whose_catalog_lacked_its_type_waits_for_code_that_has_it(
     client: Any, harness: Harness, make_receiver: Callable[[], Receiver], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,7 @@ redrive once the new code runs (``KINDS`` and ``VERSION`` are what this code rea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -270,6 +271,46 @@ def parse_message(body: str) -> WorkMessage:
 
 def dump_message(message: WorkMessage) -> str:
     return message.model_dump_json(exclude_none=True, by_alias=True)
+
+
+#: The fields of a work message a log line names (``described``): its version, kind, ids, type and route.
+_DESCRIBED_FIELDS = (
+    "v",
+    "kind",
+    "tenant_id",
+    "event_id",
+    "subscription_id",
+    "delivery_id",
+    "job_id",
+    "recovery_id",
+    "event_type",
+    "route",
+    "lane",
+)
+#: The most characters of one field ``described`` keeps (ids are far shorter; a field of other code may not be).
+_DESCRIBED_CHARS = 200
+
+
+def described(body: str) -> dict[str, Any]:
+    """What a log line may say of a work message's body, read or not: its size, and its kind and ids where it has
+    them; never its data. A notice carries a subscriber's URL (whose path or query may hold its own secret), and a
+    message of other code may carry anything."""
+    summary: dict[str, Any] = {"bytes": len(body.encode(errors="replace"))}
+    try:
+        raw = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return summary
+    if not isinstance(raw, dict):
+        return summary
+    for name in _DESCRIBED_FIELDS:
+        value = raw.get(name)
+        if isinstance(value, str):
+            summary[name] = value[:_DESCRIBED_CHARS]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            summary[name] = value
+    if isinstance(raw.get("deliveries"), list):
+        summary["deliveries"] = len(raw["deliveries"])
+    return summary
 
 
 def deliveries_of(message: WorkMessage) -> list[DeliveryMessage]:

@@ -11,7 +11,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import refused_at_once, sqs_client
 from herald.errors import ServiceUnavailableError
-from herald.messages import DeliveryMessage, PoisonMessageError, WorkMessage, dump_message, parse_message
+from herald.messages import (
+    DeliveryMessage,
+    PoisonMessageError,
+    WorkMessage,
+    described,
+    dump_message,
+    parse_message,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -306,5 +313,5 @@ class WorkQueue:
             raise ServiceUnavailableError("the dead-letter queue could not be reached") from exc
         logger.error(
             "work message sent to the dead-letter queue",
-            extra={"reason": sendable_text(reason, MAX_REASON_CHARS), "body": body[:500]},
+            extra={"reason": sendable_text(reason, MAX_REASON_CHARS), "work_message": described(body)},
         )

@@ -167,7 +167,9 @@ async def publish_notice(worker: Worker, message: NoticeMessage, body: str, redr
     try:
         await worker.io(emit, worker.services, message.event_type, message.data, key=tuple(message.key))
     except (OperationalEventError, ValidationError) as exc:
-        reason = f"operational event not publishable: {exc}"
+        # The problems without their input: the notice's data (a subscriber's URL) would be logged with the reason.
+        why = exc.errors(include_url=False, include_input=False)[:3] if isinstance(exc, ValidationError) else exc
+        reason = f"operational event not publishable: {why}"
         await worker.io(worker.queue.dead_letter, body, reason, redrives=redrives, unworkable=True)
 
 

@@ -25,6 +25,7 @@ from aws_lambda_powertools import Logger
 
 from herald.deadline import REQUEST_DEADLINE, attempt_seconds
 from herald.errors import ServiceUnavailableError
+from herald.messages import described
 from herald.metrics import Metric
 from herald.queue import BATCH_SIZE, MAX_DELAY_SECONDS, MAX_MESSAGE_BYTES
 from herald.storage.schedule import KEEP_SECONDS
@@ -240,7 +241,7 @@ def _queue(worker: Worker, page: list[Scheduled]) -> int:
         if size > MAX_MESSAGE_BYTES:
             logger.error(
                 "scheduled work too large for SQS: removed from the schedule, not queued",
-                extra={"key": item.key, "bytes": size, "body_start": item.body[:200]},
+                extra={"key": item.key, "bytes": size, "work_message": described(item.body)},
             )
         else:
             sendable.append(item)
