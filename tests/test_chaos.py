@@ -49,6 +49,7 @@ from tests.delivery_support import (
     step,
     subscribe,
 )
+from tests.process_guard import Processes
 from tests.support import ADMIN, ADMIN_KEY, INVOICE, Clock, Receiver, TenantInfo
 from tests.test_route_isolation import OPERATOR_TAGS, TenantA, body_for, fill, operations
 
@@ -360,7 +361,9 @@ moto_server = batches.moto_server
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server: str, receiver: Receiver) -> None:
+def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(
+    moto_server: str, receiver: Receiver, processes: Processes
+) -> None:
     # GIVEN the template's resources on a moto server (short queue visibility), and the fault mix in every
     # Herald client: the worker process's (HERALD_FAULTS, as in `make run`) and this process's
     # Long on purpose: one GIVEN / WHEN / THEN story, read from start to end.
@@ -386,22 +389,20 @@ def test_a_worker_killed_mid_batch_under_the_fault_mix_loses_nothing(moto_server
         subs = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}") for n in range(8)}
         event_id = publish(client, tenant.id)
     # WHEN a worker process (batches of four) is killed with SIGKILL once six requests reached the receiver
-    child = subprocess.Popen(
+    child = processes.start(
         [sys.executable, "-c", "from tests.delivery_support import worker_process_main; worker_process_main()"],
         cwd=batches.REPO,
         env={**os.environ, **environment, "TEST_BATCH_SIZE": "4", "TEST_FUNCTION_TIMEOUT": "9"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + 90
-        while len(receiver.received) < 6:
-            assert child.poll() is None, "the worker process died by itself"
-            assert time.monotonic() < deadline, "the worker process never reached the receiver"
-            time.sleep(0.02)
-    finally:
-        child.kill()
-        child.wait(timeout=10)
+    deadline = time.monotonic() + 90  # the fixture stops its process group whatever happens
+    while len(receiver.received) < 6:
+        assert child.poll() is None, "the worker process died by itself"
+        assert time.monotonic() < deadline, "the worker process never reached the receiver"
+        time.sleep(0.02)
+    child.kill()
+    child.wait(timeout=10)
     # AND a fresh worker, faults and all, takes over until nothing is left on the queue (its invocations as
     # short as the killed one's: a delivery whose record a fault refused waits out its lease, which ends
     # with the invocation that took it)

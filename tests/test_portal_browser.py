@@ -8,7 +8,6 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -29,6 +28,7 @@ from herald.api import create_app
 from herald.local.stack import free_port
 from herald.services import Services
 from tests.delivery_support import Harness, verify
+from tests.process_guard import Processes
 from tests.support import ADMIN, Receiver, TenantInfo
 
 pytestmark = pytest.mark.browser
@@ -68,16 +68,15 @@ def served_app(services: Services) -> Iterator[str]:
 
 
 @pytest.fixture
-def driver(tmp_path: Path) -> Iterator[WebDriver]:
-    """chromedriver (and the Chromium it starts) in their own process group, killed whatever happens."""
+def driver(tmp_path: Path, processes: Processes) -> Iterator[WebDriver]:
+    """chromedriver (and the Chromium it starts) in their own process group, which ``processes`` stops whatever
+    happens."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         if os.environ.get("CI"):
             pytest.fail("chromium and chromium-driver are required in CI (.ci/run installs them)")
         pytest.skip("chromium or chromium-driver is not installed (apt-get install chromium chromium-driver)")
     port = free_port("127.0.0.1")
-    process = subprocess.Popen(
-        [CHROMEDRIVER, f"--port={port}"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    processes.start([CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     browser: WebDriver | None = None
     try:
         options = webdriver.ChromeOptions()
@@ -105,11 +104,8 @@ def driver(tmp_path: Path) -> Iterator[WebDriver]:
         yield browser
     finally:
         if browser is not None:
-            with contextlib.suppress(Exception):  # the process group is killed next anyway
+            with contextlib.suppress(Exception):  # the process group is stopped next anyway
                 browser.quit()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
 
 
 def wait_for(browser: WebDriver, css: str) -> Any:
