@@ -569,8 +569,32 @@ def test_a_notice_parked_in_the_dead_letter_queue_logs_no_part_of_its_data(
     assert parked.__dict__["work_message"]["event_type"] == event_type
     assert "not publishable" in parked.__dict__["reason"]
     ours = [r for r in caplog.records if r.name.startswith("herald")]  # botocore's DEBUG lines show the traffic
-    leaked = [r.getMessage() for r in ours if secret in repr(r.__dict__) or secret in r.getMessage()]
-    assert leaked == []
+    written = [logging.Formatter().format(r) + repr(r.__dict__) for r in ours]  # a traceback included
+    assert [line for line in written if secret in line] == []
+
+
+def test_a_report_whose_data_does_not_fit_its_type_is_logged_with_none_of_its_data(
+    client: Any, harness: Harness, make_receiver: Callable[[], Receiver], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN an operator endpoint, and a report the worker builds wrongly (a bug): a field missing, its data naming a
+    # subscriber's URL with its own secret in the path
+    register(client, make_receiver().url)
+    secret = "T000-B000-SECRETTOKEN123"
+    data = {key: value for key, value in RECOVERED.items() if key not in ("failing_since", "url")}
+    data["url"] = f"https://hooks.example.com/services/{secret}"  # last: pydantic quotes an input's start and end
+    # WHEN the worker reports it
+    with caplog.at_level(logging.DEBUG):
+        handled = harness.worker.loop.run_until_complete(
+            bookkeeping.report(harness.worker, [("subscription.recovered", data, ("sub_1",))], {"subscription_id": "s"})
+        )
+    # THEN it is not published, and the log says so, naming the field, with no part of the data
+    assert handled is False
+    ours = [r for r in caplog.records if r.name.startswith("herald")]
+    (failed,) = [r for r in ours if r.getMessage().startswith("operational event not published")]
+    assert failed.levelname == "ERROR"
+    assert "failing_since" in repr(failed.__dict__)
+    written = [logging.Formatter().format(r) + repr(r.__dict__) for r in ours]  # a traceback included
+    assert [line for line in written if "SECRETTOKEN" in line] == []  # pydantic cuts a long input's middle
 
 
 def test_a_notice_parked_by_a_worker_whose_catalog_lacked_its_type_waits_for_code_that_has_it(

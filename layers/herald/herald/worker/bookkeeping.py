@@ -133,6 +133,13 @@ async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> 
                 await worker.io(emit, worker.services, event_type, data, key=key)
                 break
             except Exception as failure:
+                if isinstance(failure, ValidationError):  # its data does not fit its type: a bug, no try will do
+                    # Without a traceback: the error's text quotes the data, a subscriber's URL among it.
+                    problems = _without_input(failure)
+                    extra = {**log, "event_type": event_type, "problems": problems}
+                    logger.error("operational event not published: its data does not fit its type", extra=extra)
+                    handled = False
+                    break
                 if not isinstance(failure, ServiceUnavailableError):  # not refused by AWS: a bug, no try will do
                     logger.exception("operational event not published", extra={**log, "event_type": event_type})
                     handled = False
@@ -168,9 +175,15 @@ async def publish_notice(worker: Worker, message: NoticeMessage, body: str, redr
         await worker.io(emit, worker.services, message.event_type, message.data, key=tuple(message.key))
     except (OperationalEventError, ValidationError) as exc:
         # The problems without their input: the notice's data (a subscriber's URL) would be logged with the reason.
-        why = exc.errors(include_url=False, include_input=False)[:3] if isinstance(exc, ValidationError) else exc
+        why = _without_input(exc) if isinstance(exc, ValidationError) else exc
         reason = f"operational event not publishable: {why}"
         await worker.io(worker.queue.dead_letter, body, reason, redrives=redrives, unworkable=True)
+
+
+def _without_input(exc: ValidationError) -> list[Any]:
+    """What a log line or a reason says of a notice whose data does not fit its type: the first problems, without
+    the input pydantic quotes in its text (the data, a subscriber's URL among it)."""
+    return list(exc.errors(include_url=False, include_input=False)[:3])
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
