@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from standardwebhooks import Webhook
 
 from herald import faults
@@ -490,11 +491,18 @@ def test_work_carried_on_by_a_copy_keeps_its_redrive_count(
 # ---------------------------------------------------------------------------------------------- what a look shows
 
 
-def test_a_poison_message_naming_a_lone_surrogate_kind_is_shown_not_a_500(client, harness: Harness) -> None:
+def test_a_poison_message_naming_a_lone_surrogate_kind_is_shown_not_a_500(
+    client, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     # GIVEN a poison message whose JSON names its kind with an escaped lone surrogate (ASCII, so SQS takes it; valid
     # for Python's json module; refused by the worker's parser): the worker parks it
     harness.sqs.send_message(QueueUrl=harness.services.settings.queue_url, MessageBody='{"kind": "\\ud800"}')
-    harness.drain()
+    with caplog.at_level("ERROR", logger="herald.queue"):
+        harness.drain()
+    # AND says so in a log line Lambda can write (UTF-8 JSON, as Powertools formats it), the surrogate escaped
+    (parked,) = [r for r in caplog.records if r.getMessage() == "work message sent to the dead-letter queue"]
+    assert parked.work_message["kind"] == "\\ud800"  # type: ignore[attr-defined]
+    LambdaPowertoolsFormatter().format(parked).encode("utf-8")
     # WHEN the operator looks THEN it is shown as poison, its kind and reason with the surrogate escaped
     (letter,) = dead_letters(client)["sample"]
     assert letter["poison"] is True

@@ -51,6 +51,7 @@ from herald.messages import (
     RedeliverMessage,
     WorkMessage,
     parse_message,
+    sendable_text,
 )
 from herald.queue import (
     ERROR_ATTRIBUTE,
@@ -61,7 +62,6 @@ from herald.queue import (
     redrive_count,
     redrives_attribute,
     refused_after_retries,
-    sendable_text,
 )
 from herald.schemas import DeadLetterOut, DeadLettersOut, DiscardOut, NotDiscarded, RedriveOut
 

@@ -273,6 +273,12 @@ def dump_message(message: WorkMessage) -> str:
     return message.model_dump_json(exclude_none=True, by_alias=True)
 
 
+def sendable_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, each that UTF-8 cannot carry (a lone surrogate, which a JSON body may
+    name as an escape, ``"\\ud800"``) written as its escape: what SQS attributes, logs and JSON answers can hold."""
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 #: The fields of a work message a log line names (``described``): its version, kind, ids, type and route.
 _DESCRIBED_FIELDS = (
     "v",
@@ -304,8 +310,8 @@ def described(body: str) -> dict[str, Any]:
         return summary
     for name in _DESCRIBED_FIELDS:
         value = raw.get(name)
-        if isinstance(value, str):
-            summary[name] = value[:_DESCRIBED_CHARS]
+        if isinstance(value, str):  # a lone surrogate written as its escape: a log line must be encodable
+            summary[name] = sendable_text(value, _DESCRIBED_CHARS)
         elif isinstance(value, int) and not isinstance(value, bool):
             summary[name] = value
     if isinstance(raw.get("deliveries"), list):

@@ -18,6 +18,7 @@ from herald.messages import (
     described,
     dump_message,
     parse_message,
+    sendable_text,
 )
 
 if TYPE_CHECKING:
@@ -35,12 +36,6 @@ REDRIVES_ATTRIBUTE = "herald_redrives"
 UNWORKABLE_ATTRIBUTE = "herald_unworkable"
 #: The reason a message is set aside with is cut to this many characters (the dead-letter queue's size allows it).
 MAX_REASON_CHARS = 1000
-
-
-def sendable_text(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, each that UTF-8 cannot carry (a lone surrogate, which a JSON body may
-    name as an escape, ``"\\ud800"``) written as its escape: what SQS attributes, logs and JSON answers can hold."""
-    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 #: SQS limits: 10 entries per batch call, 900 s of DelaySeconds, 12 h of visibility, 256 KiB a message (the
