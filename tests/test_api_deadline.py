@@ -170,7 +170,8 @@ def test_the_deadline_refuses_an_attempt_before_an_injected_fault_answers_it(ser
             services.queue.client.send_message(QueueUrl=services.settings.queue_url, MessageBody="{}")
     finally:
         deadline.REQUEST_DEADLINE.reset(token)
-    # AND no attempt reached the injector: a fault rule never stands in for the deadline's refusal
+    # AND no attempt reached the injector: a send-level fault never stands in for the deadline's refusal (a call-level
+    # one, `@call`, answers before any attempt, as botocore's retries giving up would)
     assert injector.count("timeout") == 0
 
 

@@ -49,7 +49,7 @@ def served_app(services: Services) -> Iterator[str]:
 def render(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:
     """The DOM after the page's scripts ran, from headless Chromium with every outside connection off."""
     if CHROMIUM is None:
-        if os.environ.get("CI"):
+        if os.environ.get("CI") or os.environ.get("HERALD_REQUIRE_BROWSER"):
             pytest.fail("Chromium is required in CI (.ci/run installs it)")
         pytest.skip("Chromium is not installed (apt-get install chromium)")
     flags = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
@@ -140,6 +141,8 @@ def write_whole(out: TextIO, text: str) -> None:
         out.write(text)
         return
     out.flush()
+    if os.linesep != "\n":  # what the text layer does on Windows (its newline=None), bypassed here
+        text = text.replace("\n", os.linesep)
     left = memoryview(text.encode(out.encoding, out.errors or "strict"))
     while left:
         written = binary.write(left)
