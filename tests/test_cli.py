@@ -565,7 +565,7 @@ def test_dlq_discard_deletes_poison_and_leaves_readable_messages(
     # THEN the poison message is gone and shown; the readable one is left, said on stderr, and the command exits 1
     assert named.code == 1
     summary, rows = named.out.strip().split("\n\n")
-    assert ["remaining", "2"] in table_rows(summary)
+    assert table_rows(summary)[1:] == [["discarded", "1"], ["kept", "2"], ["remaining", "2"]]  # the count of the rows
     assert table_rows(rows)[0][:3] == ["MESSAGE_ID", "REASON", "POISON"]  # a body no code reads names no kind
     assert [row[0] for row in table_rows(rows)[1:]] == [poison[0]["MessageId"]]
     assert "not discarded, still in the dead-letter queue:" in named.err
@@ -702,9 +702,11 @@ def test_a_missing_stack_is_a_configuration_error(
         monkeypatch.delenv(name, raising=False)
     # WHEN no configuration is given and the default stack does not exist
     run = herald("tenants", "list")
-    # THEN the error says which stack it looked for
+    # THEN the error says which stack it looked for, and how to use an API of one's own instead
     assert run.code == 1
     assert run.err.startswith("error: not_configured: could not read the outputs of stack 'herald'")
+    assert "for an API of your own (`make run`'s), set HERALD_API_URL and HERALD_ADMIN_KEY" in run.err
+    assert run.err.count("\n") == 1, run.err
 
 
 def test_publish_batch_answers_each_event(

@@ -602,6 +602,16 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
             lines.append(
                 f"{left}, none moved (poison ones stay): see `herald dlq show`, and `herald dlq discard` for poison"
             )
+        elif (answer.get("kept") or 0) >= remaining:
+            lines.append(
+                f"{left} (approximate), the poison this call kept, which no redrive moves: see `herald dlq show`, "
+                "and `herald dlq discard` for poison"
+            )
+        elif answer.get("kept"):
+            lines.append(
+                f"{left} (approximate), {answer['kept']} of them poison this call kept, which no redrive moves: run "
+                f"`herald dlq redrive` again for the others (at most --limit a call, default {DEFAULT_REDRIVE_LIMIT})"
+            )
         else:
             lines.append(
                 f"{left} (approximate, poison ones included): run "
@@ -639,7 +649,9 @@ def dlq_discard(client: ApiClient, args: argparse.Namespace) -> Shown:
     )
     discarded = answer.get("discarded") or []
     rows = table(discarded, columns_of(discarded, DEAD_LETTER_COLUMNS)) if discarded else "no message discarded"
-    text = f"{record(answer, ['kept', 'remaining'])}\n\n{rows}"
+    # The count first, so the rows below read as what went; ``kept``: what the call set aside, not poison to it.
+    counts = {**answer, "discarded": len(discarded)}
+    text = f"{record(counts, ['discarded', 'kept', 'remaining'])}\n\n{rows}"
     lines = []
     left = answer.get("not_discarded") or []
     if left:

@@ -120,13 +120,17 @@ def resolve_config(
     api_url, key = _given(api_url, key, stack_name, environ)
     if api_url is None or key is None:
         name = stack_name or environ.get(STACK_NAME_ENV) or DEFAULT_STACK_NAME
-        if session is None:
-            session = aws_session(region=region, profile=profile)
         try:
+            if session is None:
+                session = aws_session(region=region, profile=profile)
             outputs = stack_outputs(session, name)
         except CliConfigError as exc:
-            if api_url is None:
+            if api_url is None and (stack_name or environ.get(STACK_NAME_ENV)):
                 raise
+            if api_url is None:  # nothing was given: perhaps no stack is meant at all
+                raise CliConfigError(
+                    f"{exc.message}; for an API of your own (`make run`'s), set {API_URL_ENV} and {ADMIN_KEY_ENV}"
+                ) from exc
             raise CliConfigError(f"no key for {api_url}: set --key or {ADMIN_KEY_ENV} ({exc.message})") from exc
         stack_url = outputs.get(API_URL_OUTPUT)
         if api_url is None:
