@@ -3,6 +3,7 @@ the user's AWS environment says."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -19,8 +20,9 @@ import boto3
 import pytest
 
 from herald.local.moto_fixes import moto_fixes
-from herald.local.stack import main, start_aws, use_embedded_aws
+from herald.local.stack import TerminalFormatter, main, start_aws, use_embedded_aws
 from herald.settings import get_settings
+from herald.worker import dispatch
 from tests.local_stack_support import START_SECONDS, stack_environment, start_stack
 from tests.process_guard import Processes, stop_group
 from tests.support import ADMIN_KEY
@@ -313,3 +315,26 @@ def test_the_embedded_aws_stays_on_loopback_when_the_api_listens_on_every_interf
     assert _reachable("127.0.0.1", aws_port)
     assert not _reachable("127.0.0.2", aws_port)
     assert stop_group(stack, signal.SIGTERM, grace=STOP_SECONDS) == 0
+
+
+def test_make_runs_log_lines_carry_the_ids_a_deployments_json_lines_carry() -> None:
+    # GIVEN make run's formatter, and a line of the delivery function's logger with its fields (Powertools' child
+    # logger, as the worker writes it) and a tenant's name holding a control character
+    formatter = TerminalFormatter("%(levelname)s %(name)s: %(message)s")
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(formatter.format(record))
+
+    handler = Collect()
+    underneath = logging.getLogger(dispatch.logger.name)  # the standard logger Powertools' child logger writes to
+    underneath.addHandler(handler)
+    try:
+        extra = {"delivery_id": "dlv_1", "status_code": 200, "tenant_name": "a\x1bb"}
+        dispatch.logger.info("attempt made", extra=extra)
+    finally:
+        underneath.removeHandler(handler)
+    # THEN the line says them after the message, the control character escaped
+    (line,) = lines
+    assert line.endswith(": attempt made delivery_id=dlv_1 status_code=200 tenant_name=a\\x1bb"), line

@@ -418,6 +418,27 @@ The README walks through it step by step. Ctrl-C stops everything.
 """
 
 
+#: What every log record carries: anything else on one is what its logger call gave as ``extra``.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class TerminalFormatter(logging.Formatter):
+    """``make run``'s log lines: the message, then what the call gave as ``extra`` (the ids of the event, delivery,
+    subscription and tenant, a status code), ``key=value``, as a deployment's JSON lines carry them as fields."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        fields = {key: value for key, value in vars(record).items() if key not in _RECORD_ATTRIBUTES}
+        line = super().formatMessage(record)
+        if not fields:
+            return line
+        return line + " " + " ".join(f"{key}={_printable(value)}" for key, value in fields.items())
+
+
+def _printable(value: object) -> str:
+    """A field's value on a terminal line: as ``str`` gives it, control characters (a tenant's name) escaped."""
+    return str(value).encode("unicode_escape").decode("ascii") if not str(value).isprintable() else str(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m herald.local", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HERALD_LOCAL_HOST", "127.0.0.1"))
@@ -444,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"concurrent delivery pollers per queue, 1 or more (default: {DEFAULT_WORKERS})",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(TerminalFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the embedded AWS logs every call otherwise
     try:
         # The environment's ports and admin key are read here, so that one that cannot be used is a usage error
