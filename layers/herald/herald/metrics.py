@@ -18,9 +18,11 @@ from enum import StrEnum
 from aws_lambda_powertools.metrics import MetricResolution, MetricUnit
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
-from aws_lambda_powertools.metrics.provider.cloudwatch_emf.constants import MAX_METRICS
 
 SERVICE = "herald"
+#: The most values one metric may have in an EMF document (CloudWatch's embedded metric format specification: a
+#: target member's array holds at most 100). Powertools' ``MAX_METRICS``, also 100, is metrics per document.
+MAX_VALUES_PER_METRIC = 100
 
 
 class Metric(StrEnum):
@@ -94,9 +96,13 @@ class DeliveryMetrics:
                 metric.value: {
                     "Unit": _UNITS.get(metric, MetricUnit.Count).value,
                     "StorageResolution": MetricResolution.Standard.value,
-                    "Value": values[:MAX_METRICS],
+                    "Value": values[:MAX_VALUES_PER_METRIC],
                 }
                 for metric, values in pending.items()
             }
             print(json.dumps(self._provider.serialize_metric_set(metrics=document), separators=(",", ":")))
-            pending = {metric: values[MAX_METRICS:] for metric, values in pending.items() if len(values) > MAX_METRICS}
+            pending = {
+                metric: values[MAX_VALUES_PER_METRIC:]
+                for metric, values in pending.items()
+                if len(values) > MAX_VALUES_PER_METRIC
+            }
