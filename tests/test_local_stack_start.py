@@ -338,3 +338,11 @@ def test_make_runs_log_lines_carry_the_ids_a_deployments_json_lines_carry() -> N
     # THEN the line says them after the message, the control character escaped
     (line,) = lines
     assert line.endswith(": attempt made delivery_id=dlv_1 status_code=200 tenant_name=a\\x1bb"), line
+
+    # AND a value that cannot be written as text is named by its type: the line is still written
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    record = logging.makeLogRecord({"msg": "attempt made", "levelname": "INFO", "name": "n", "odd": Unprintable()})
+    assert formatter.format(record).endswith("attempt made odd=<unprintable Unprintable>")

@@ -602,15 +602,14 @@ def dlq_redrive(client: ApiClient, args: argparse.Namespace) -> Shown:
             lines.append(
                 f"{left}, none moved (poison ones stay): see `herald dlq show`, and `herald dlq discard` for poison"
             )
-        elif (answer.get("kept") or 0) >= remaining:
-            lines.append(
-                f"{left} (approximate), the poison this call kept, which no redrive moves: see `herald dlq show`, "
-                "and `herald dlq discard` for poison"
-            )
         elif answer.get("kept"):
+            # The count is approximate and the call may not have looked at every message (its limit, its time): whether
+            # readable ones are left is for `dlq show` to tell, not for a comparison of two counts.
+            kept = answer["kept"]
             lines.append(
-                f"{left} (approximate), {answer['kept']} of them poison this call kept, which no redrive moves: run "
-                f"`herald dlq redrive` again for the others (at most --limit a call, default {DEFAULT_REDRIVE_LIMIT})"
+                f"{left} (approximate); this call kept {_messages(kept)} of poison, which no redrive moves: "
+                "`herald dlq show` tells what is left; run `herald dlq redrive` again for readable ones "
+                f"(at most --limit a call, default {DEFAULT_REDRIVE_LIMIT}), `herald dlq discard` for poison"
             )
         else:
             lines.append(

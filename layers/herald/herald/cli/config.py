@@ -128,9 +128,8 @@ def resolve_config(
             if api_url is None and (stack_name or environ.get(STACK_NAME_ENV)):
                 raise
             if api_url is None:  # nothing was given: perhaps no stack is meant at all
-                raise CliConfigError(
-                    f"{exc.message}; for an API of your own (`make run`'s), set {API_URL_ENV} and {ADMIN_KEY_ENV}"
-                ) from exc
+                missing = API_URL_ENV if key is not None else f"{API_URL_ENV} and {ADMIN_KEY_ENV}"
+                raise CliConfigError(f"{exc.message}; for an API of your own (`make run`'s), set {missing}") from exc
             raise CliConfigError(f"no key for {api_url}: set --key or {ADMIN_KEY_ENV} ({exc.message})") from exc
         stack_url = outputs.get(API_URL_OUTPUT)
         if api_url is None:

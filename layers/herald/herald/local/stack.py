@@ -435,8 +435,13 @@ class TerminalFormatter(logging.Formatter):
 
 
 def _printable(value: object) -> str:
-    """A field's value on a terminal line: as ``str`` gives it, control characters (a tenant's name) escaped."""
-    return str(value).encode("unicode_escape").decode("ascii") if not str(value).isprintable() else str(value)
+    """A field's value on a terminal line: as ``str`` gives it, control characters (a tenant's name) escaped; one
+    ``str`` cannot give is named by its type, so that the line is still written."""
+    try:
+        text = str(value)
+    except Exception:  # any error of a value's __str__: the line matters more than the value
+        return f"<unprintable {type(value).__name__}>"
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def main(argv: list[str] | None = None) -> int:
