@@ -260,13 +260,17 @@ class PoisonMessageError(Exception):
     """A queue message that can never be processed (not JSON, unknown kind or version, bad fields)."""
 
 
+def problems(exc: ValidationError) -> list[Any]:
+    """What a reason or a log line says of a validation error: its first problems, without the input pydantic quotes
+    in its text (a body that is no JSON, up to 256 KiB; a notice's data, a subscriber's URL among it)."""
+    return exc.errors(include_url=False, include_input=False)[:3]
+
+
 def parse_message(body: str) -> WorkMessage:
     try:
         return _ADAPTER.validate_json(body)
     except ValidationError as exc:
-        # Without the input: a body that is no JSON would be repeated whole (up to 256 KiB) in the reason.
-        problems = exc.errors(include_url=False, include_input=False)[:3]
-        raise PoisonMessageError(f"unreadable work message: {problems}") from exc
+        raise PoisonMessageError(f"unreadable work message: {problems(exc)}") from exc
 
 
 def dump_message(message: WorkMessage) -> str:

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from herald.domain.operational import OPERATOR_TENANT_ID, OperationalEventError, emit
 from herald.errors import ServiceUnavailableError
-from herald.messages import NoticeMessage, dump_message
+from herald.messages import NoticeMessage, dump_message, problems
 from herald.metrics import Metric
 from herald.records import DeliveryStatus, ErrorKind
 from herald.storage import AttemptTally, SubscriptionHealth
@@ -135,8 +135,7 @@ async def report(worker: Worker, reports: list[Report], log: dict[str, Any]) -> 
             except Exception as failure:
                 if isinstance(failure, ValidationError):  # its data does not fit its type: a bug, no try will do
                     # Without a traceback: the error's text quotes the data, a subscriber's URL among it.
-                    problems = _without_input(failure)
-                    extra = {**log, "event_type": event_type, "problems": problems}
+                    extra = {**log, "event_type": event_type, "problems": problems(failure)}
                     logger.error("operational event not published: its data does not fit its type", extra=extra)
                     handled = False
                     break
@@ -175,15 +174,9 @@ async def publish_notice(worker: Worker, message: NoticeMessage, body: str, redr
         await worker.io(emit, worker.services, message.event_type, message.data, key=tuple(message.key))
     except (OperationalEventError, ValidationError) as exc:
         # The problems without their input: the notice's data (a subscriber's URL) would be logged with the reason.
-        why = _without_input(exc) if isinstance(exc, ValidationError) else exc
+        why = problems(exc) if isinstance(exc, ValidationError) else exc
         reason = f"operational event not publishable: {why}"
         await worker.io(worker.queue.dead_letter, body, reason, redrives=redrives, unworkable=True)
-
-
-def _without_input(exc: ValidationError) -> list[Any]:
-    """What a log line or a reason says of a notice whose data does not fit its type: the first problems, without
-    the input pydantic quotes in its text (the data, a subscriber's URL among it)."""
-    return list(exc.errors(include_url=False, include_input=False)[:3])
 
 
 def exhausted(previous: Delivery | None, settled: Delivery) -> bool:
