@@ -25,6 +25,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from herald import ids
+from herald.cli.output import printable
 from herald.local.event_sources import EventSourceSettings, delivery_event_sources, delivery_schedule, run_schedule
 from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
@@ -435,13 +436,14 @@ class TerminalFormatter(logging.Formatter):
 
 
 def _printable(value: object) -> str:
-    """A field's value on a terminal line: as ``str`` gives it, control characters (a tenant's name) escaped; one
-    ``str`` cannot give is named by its type, so that the line is still written."""
+    """A field's value on a terminal line: as ``str`` gives it, control characters (a tenant's name) escaped as the
+    CLI escapes them (``herald.cli.output.printable``); one ``str`` cannot give is named by its type, so that the
+    line is still written."""
     try:
         text = str(value)
     except Exception:  # any error of a value's __str__: the line matters more than the value
         return f"<unprintable {type(value).__name__}>"
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return printable(text)
 
 
 def main(argv: list[str] | None = None) -> int:
