@@ -540,6 +540,13 @@ def test_a_notice_the_catalog_does_not_take_is_parked_in_the_dead_letter_queue(
     assert [gone["message_id"] for gone in discarded["discarded"]] == [letter["message_id"]]
 
 
+def _herald_lines_holding(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """Herald's log lines (botocore's DEBUG lines show the traffic) that hold ``text``: each as written, a traceback
+    included, and its fields."""
+    lines = [logging.Formatter().format(r) + repr(r.__dict__) for r in caplog.records if r.name.startswith("herald")]
+    return [line for line in lines if text in line]
+
+
 @pytest.mark.parametrize(
     "event_type", ["subscription.exploded", "subscription.recovered"], ids=["type not in the catalog", "data unfit"]
 )
@@ -568,9 +575,7 @@ def test_a_notice_parked_in_the_dead_letter_queue_logs_no_part_of_its_data(
     assert parked.__dict__["work_message"]["kind"] == "notice"
     assert parked.__dict__["work_message"]["event_type"] == event_type
     assert "not publishable" in parked.__dict__["reason"]
-    ours = [r for r in caplog.records if r.name.startswith("herald")]  # botocore's DEBUG lines show the traffic
-    written = [logging.Formatter().format(r) + repr(r.__dict__) for r in ours]  # a traceback included
-    assert [line for line in written if secret in line] == []
+    assert _herald_lines_holding(caplog, secret) == []
 
 
 def test_a_report_whose_data_does_not_fit_its_type_is_logged_with_none_of_its_data(
@@ -589,12 +594,10 @@ def test_a_report_whose_data_does_not_fit_its_type_is_logged_with_none_of_its_da
         )
     # THEN it is not published, and the log says so, naming the field, with no part of the data
     assert handled is False
-    ours = [r for r in caplog.records if r.name.startswith("herald")]
-    (failed,) = [r for r in ours if r.getMessage().startswith("operational event not published")]
+    (failed,) = [r for r in caplog.records if r.getMessage().startswith("operational event not published")]
     assert failed.levelname == "ERROR"
     assert "failing_since" in repr(failed.__dict__)
-    written = [logging.Formatter().format(r) + repr(r.__dict__) for r in ours]  # a traceback included
-    assert [line for line in written if "SECRETTOKEN" in line] == []  # pydantic cuts a long input's middle
+    assert _herald_lines_holding(caplog, "SECRETTOKEN") == []  # pydantic cuts a long input's middle
 
 
 def test_a_notice_parked_by_a_worker_whose_catalog_lacked_its_type_waits_for_code_that_has_it(
