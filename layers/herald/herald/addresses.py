@@ -72,7 +72,6 @@ _IETF_PROTOCOLS = IPv6Network("2001::/23")
 _IPV4_COMPATIBLE = IPv6Network("::/96")
 _GLOBAL_UNICAST = IPv6Network("2000::/3")
 _TEREDO = IPv6Network("2001::/32")
-_SIX_TO_FOUR = IPv6Network("2002::/16")
 #: The well-known NAT64 prefix (RFC 6052), whose IPv4 address is the last 32 bits: the one AWS's DNS64 uses.
 _NAT64 = (IPv6Network("64:ff9b::/96"),)
 

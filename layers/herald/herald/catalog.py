@@ -8,8 +8,8 @@ registered with ``@catalog.event("dotted.name", example={...})``. That single de
 - the OpenAPI 3.1 ``webhooks`` section shown in ``/docs`` and ``/redoc``, with the full delivered
   body (the Standard Webhooks envelope ``type``, ``timestamp``, ``data``) and the signature headers.
 
-Adding an event type is adding one model below. (The module is a little over 400 lines on purpose: the catalog's
-machinery and the catalog an operator edits stay together, so adding an event type touches one file.)
+Adding an event type is adding one model below. (The catalog's machinery and the catalog an operator edits stay
+together on purpose, so adding an event type touches one file.)
 
 Operational events (``operational_catalog``) are a second, fixed catalog: Herald itself sends them to
 the operator's endpoints (``/v1/operator/webhooks``) when a subscription is disabled or recovers and

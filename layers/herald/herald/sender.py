@@ -45,9 +45,10 @@ KEEPALIVE_SECONDS = 30.0
 #: Response bodies are kept up to this many bytes in the attempt log: a failure's answer is what a subscriber
 #: debugs with.
 RESPONSE_MAX_BYTES = 20_000
-#: A success's answer is kept up to this many bytes only. It is stored inside its delivery's item (and copied
-#: into the listing index), which is ~800 bytes without it: every started KB of the item is one more write
-#: unit, twice, on every delivered webhook. 128 bytes keeps the item within 1 KB for URLs up to ~130 characters.
+#: A success's answer is kept up to this many bytes only. It is stored inside its delivery's item, which is ~800
+#: bytes without it: every started KB of the item is one more write unit on every delivered webhook (a delivery of
+#: the older kind pays it twice, its gsi1 listing copying the item). 128 bytes keeps the item within 1 KB for URLs up
+#: to ~130 characters.
 SUCCESS_RESPONSE_MAX_BYTES = 128
 USER_AGENT = f"Herald/{__version__}"
 

@@ -11,10 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from herald.delivery_options.filters import MAX_CONDITIONS, MAX_DEPTH, MAX_FILTER_BYTES, MAX_IN
 from herald.delivery_options.transforms import MAX_EXPRESSION_LENGTH
 
-#: Lambda's limit on a synchronous invocation's response: the JSON the function returns, the HTTP body in it as a
-#: string. Over it, API Gateway answers a bare 500 in place of the answer.
-LAMBDA_RESPONSE_BYTES = 6_291_456
-#: The most a dry run's ``results`` and ``not_shown`` may take of that response, each counted at its worst
+#: The most a dry run's ``results`` and ``not_shown`` may take of Lambda's response to a synchronous invocation
+#: (6,291,456 bytes: the JSON the function returns, the HTTP body in it as a string; over it, API Gateway answers a
+#: bare 500 in place of the answer), each counted at its worst
 #: (``_lambda_bytes``). Each result is at most ``MAX_BODY_BYTES`` delivered, but up to three times that once escaped
 #: (``é``: 2 bytes, then ``\u00e9``), and a ``*`` subscription has one per catalog type: four such results are already
 #: over the limit. The rest of the limit is for the status, the headers and the transform echoed (1,024 characters,

@@ -162,8 +162,6 @@ class StreamSourceSettings:
     maximum_retry_attempts: int
     #: The filter criteria's patterns, as written: a record is handed over if any matches (none: every record).
     patterns: tuple[str, ...]
-    #: The template's logical id of the table whose stream it reads.
-    table_id: str = TABLE_ID
     #: ``FunctionResponseTypes`` has ``ReportBatchItemFailures``: the function's response can fail part of a batch.
     report_batch_item_failures: bool = False
 
