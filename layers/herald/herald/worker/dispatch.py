@@ -82,7 +82,7 @@ class _Job:
     def expiry(self, worker: Worker) -> int:
         """When the delivery's item written now without an attempt (a claim, a cancellation) expires: a delivery
         listed is listed with its whole attempt log. One with attempts kept as items of their own stays as long as
-        it was (and as its log, ``LOG_EXPIRES_AT``): only an attempt recorded moves it on (``_log_kept``). Any other
+        it was (and as its log, ``LOG_EXPIRES_AT``): only an attempt recorded moves it on (``_log_expiry``). Any other
         is kept ``kept_until`` from now."""
         log = int(self.carried.get(LOG_EXPIRES_AT, 0))
         if self.state is not None and attempt_items(self.carried, self.state.delivery.attempts):
@@ -147,20 +147,16 @@ async def deliver(worker: Worker, message: DeliveryMessage, record: SQSRecord, d
         "tenant_id": message.tenant_id,
     }
     stored = await worker.events.get(message.event_id)
-    if stored is None:
-        await _event_gone(worker, message, log)
-        await _close_ticket(worker, message)
-        return
-    if not stored.event.broadcast and stored.event.tenant_id != message.tenant_id:
+    if stored is not None and not stored.event.broadcast and stored.event.tenant_id != message.tenant_id:
         # Event ids are the publisher's to choose and one may be used again once its event expired: a message
         # that outlived its event never carries another tenant's event to this tenant's subscriber. Its own
         # event is gone: its delivery ends as that ends it (``fail_unsendable`` touches only this tenant's).
         logger.warning("delivery of another tenant's event: dropped", extra=log)
-        await _event_gone(worker, message, log)
-        await _close_ticket(worker, message)
-        return
-    if not stored.has_delivery(message.subscription_id, message.delivery_id):
+        stored = None
+    elif stored is not None and not stored.has_delivery(message.subscription_id, message.delivery_id):
         # The tenant published the id again once its event expired: this delivery's event is gone.
+        stored = None
+    if stored is None:
         await _event_gone(worker, message, log)
         await _close_ticket(worker, message)
         return
@@ -415,7 +411,8 @@ def _count_event(worker: Worker, job: _Job, settled: Delivery) -> None:
     """Count the settled delivery for its event, unless the event's counters read it (``delivered_to``)."""
     if job.stored.counted_from_delivery(settled.subscription_id):
         return
-    expires_at = job.stored.expires_at or worker.attempt_expiry(job.now)
+    # The counters expire with their event (or, where it has no expiry, with the attempt log).
+    expires_at = job.stored.expires_at or kept_until(job.now, worker.settings.attempt_ttl_days, None)
     worker.books.settled(job.event.id, expires_at, job.previous, settled)
 
 
@@ -571,15 +568,71 @@ async def _forwarded(worker: Worker, job: _Job, sub: Subscription, token: str | 
     )
 
 
+@dataclass
+class _Step:
+    """What an attempt leads its delivery to: its new state, the attempt's record, and what the item carries."""
+
+    settled: Delivery
+    attempt: Attempt
+    #: The retry schedule's steps taken, this attempt's included (a hand-over to the slow lane is no step).
+    scheduled: int
+    next_at: datetime | None
+    carried: dict[str, Any]
+
+
 async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, token: str | None) -> None:
+    """One attempt of a claimed delivery: made, recorded, counted, then its next step (a retry held for later, or a
+    hand-over to the slow lane)."""
     attempt_number = job.delivery.attempts + 1
     job.log["attempt"] = attempt_number
-    scheduled = job.scheduled if job.single_shot else job.scheduled + 1
     if await _diverted(worker, job, sub, token):
         return
     outcome = await _attempt(worker, job, sub, token)
     if outcome is None:
         return
+    step = _step(worker, job, sub, outcome, attempt_number)
+    settled = step.settled
+    expires_at = await _log_expiry(worker, job, settled, step.attempt, token=token, carried=step.carried)
+    streamed = await _record_attempt(worker, job, step, token=token, expires_at=expires_at)
+    if streamed is None:
+        return
+    _count_event(worker, job, settled)
+    await lanes.learn(worker, sub, job.message, outcome, job.log)
+    # A failed attempt is always logged; one that succeeded at DEBUG if the deployment logs only failures (the
+    # delivery's item records every attempt either way).
+    log_attempt = logger.info if worker.settings.log_successful_attempts or not outcome.succeeded else logger.debug
+    log_attempt(
+        "attempt made",
+        extra={
+            **job.log,
+            "status_code": outcome.status_code,
+            "error_kind": outcome.error_kind,
+            "status": settled.status,
+        },
+    )
+    worker.books.measure(outcome, settled, job.previous)
+    await worker.books.attempted(
+        job.event,
+        sub,
+        outcome,
+        settled,
+        job.previous,
+        expires_at=job.kept(worker),
+        log=job.log,
+        streamed=streamed,
+        scheduled=None if job.single_shot else step.scheduled,
+    )
+    if outcome.handed_over:
+        await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
+    elif settled.status is DeliveryStatus.PENDING and not job.single_shot and step.next_at is not None:
+        until = step.next_at.timestamp()
+        await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
+
+
+def _step(worker: Worker, job: _Job, sub: Subscription, outcome: Outcome, attempt_number: int) -> _Step:
+    """Where ``outcome`` leaves the delivery: settled, or pending until its next attempt (the retry schedule's next
+    step, or at once on the slow lane for a hand-over)."""
+    scheduled = job.scheduled if job.single_shot else job.scheduled + 1
     next_at: datetime | None
     if outcome.handed_over:
         # Not a step of the retry schedule: the slow lane tries again at once, with the whole timeout.
@@ -594,7 +647,6 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
             rng=worker.rng,
             first_attempt_at=job.first_attempt_at,
         )
-    attempt = _attempt_record(job, sub, outcome, attempt_number, next_at)
     settled = job.delivery.model_copy(
         update={
             "status": status,
@@ -614,7 +666,15 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         # A hand-over says when on the item, as a delivery held back does: its copy on the slow lane carries it on.
         now = worker.clock()
         carried |= Hold(now, now).attributes()
-    expires_at = await _log_kept(worker, job, settled, attempt, token=token, carried=carried)
+    attempt = _attempt_record(job, sub, outcome, attempt_number, next_at)
+    return _Step(settled=settled, attempt=attempt, scheduled=scheduled, next_at=next_at, carried=carried)
+
+
+async def _record_attempt(worker: Worker, job: _Job, step: _Step, *, token: str | None, expires_at: int) -> bool | None:
+    """Record the attempt and the delivery's new state: whether the table's stream counts it in the subscription's
+    stats (``stats_from_stream``), or None if it was not recorded (a duplicate send, or a lease lost; said here, and
+    nothing more is to be done with it)."""
+    settled, attempt, scheduled, carried = step.settled, step.attempt, step.scheduled, step.carried
     recorded = await _record(
         worker, job, settled, attempt, token=token, scheduled=scheduled, carried=carried, expires_at=expires_at
     )
@@ -636,46 +696,15 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
         # the delivery on; this one is done.
         worker.metrics.add(Metric.DUPLICATE_SENDS)
         logger.warning("duplicate send: another copy of the message recorded this attempt first", extra=job.log)
-        return
+        return None
     if not recorded:
         # Only if this invocation outlived its own lease (it should not: the lease ends after the
         # deadline). The message comes back and the next claim carries the delivery on, making this
         # attempt again under the same number (its record then replaces this one's).
         logger.warning("lease lost while attempting; the delivery's state is not updated", extra=job.log)
         await hold_shortly(worker, job.message, job.record)
-        return
-    _count_event(worker, job, settled)
-    await lanes.learn(worker, sub, job.message, outcome, job.log)
-    # A failed attempt is always logged; one that succeeded at DEBUG if the deployment logs only failures (the
-    # delivery's item records every attempt either way).
-    log_attempt = logger.info if worker.settings.log_successful_attempts or not outcome.succeeded else logger.debug
-    log_attempt(
-        "attempt made",
-        extra={
-            **job.log,
-            "attempt": attempt_number,
-            "status_code": outcome.status_code,
-            "error_kind": outcome.error_kind,
-            "status": status,
-        },
-    )
-    worker.books.measure(outcome, settled, job.previous)
-    await worker.books.attempted(
-        job.event,
-        sub,
-        outcome,
-        settled,
-        job.previous,
-        expires_at=job.kept(worker),
-        log=job.log,
-        streamed=streamed,
-        scheduled=None if job.single_shot else scheduled,
-    )
-    if outcome.handed_over:
-        await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
-    elif status is DeliveryStatus.PENDING and not job.single_shot and next_at is not None:
-        until = next_at.timestamp()
-        await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
+        return None
+    return streamed
 
 
 async def _record(
@@ -717,7 +746,7 @@ KEEP_ATTEMPTS_BACKOFF = (0.2, 1.0)
 LOG_SLACK_SECONDS = 3600
 
 
-async def _log_kept(
+async def _log_expiry(
     worker: Worker, job: _Job, settled: Delivery, attempt: Attempt, *, token: str | None, carried: dict[str, Any]
 ) -> int:
     """When the delivery and ``attempt`` expire as they are recorded: its attempt log goes with it. An attempt kept

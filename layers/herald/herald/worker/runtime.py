@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
@@ -267,10 +267,6 @@ class Worker:
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
-
-    def attempt_expiry(self, now: datetime) -> int:
-        """When a delivery and its attempts written at ``now`` expire (epoch seconds)."""
-        return int((now + timedelta(days=self.settings.attempt_ttl_days)).timestamp())
 
 
 def _described(error: BaseException) -> str:
