@@ -24,6 +24,9 @@ MAX_METRICS_NAMESPACE = 255
 #: all, the template's own take about 1 KB of them, so a longer inline (``data:``) logo could never be deployed; a
 #: larger image goes at an ``https://`` URL.
 MAX_PORTAL_LOGO_CHARS = 2_048
+#: The longest a rotated-out signing secret may keep signing (hours): a week, the deployment's default and a
+#: rotation's own.
+MAX_GRACE_HOURS = 168
 
 
 #: An origin a page may be framed by: ``https://`` and a host, or ``*.`` and a domain of two labels or more (not
@@ -131,7 +134,7 @@ class Settings(BaseSettings):
     secret_rotation_grace_hours: int = Field(
         24,
         ge=0,
-        le=168,
+        le=MAX_GRACE_HOURS,
         description="How long a rotated-out signing secret keeps signing deliveries.",
     )
 

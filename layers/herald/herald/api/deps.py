@@ -105,12 +105,16 @@ IteratorQuery = Annotated[
     ),
 ]
 
+#: An ``Idempotency-Key`` header's bounds: up to 255 printable ASCII characters, no space.
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
+
 #: The ``Idempotency-Key`` of an operation that makes something (a subscription, an operator endpoint) once.
 CreationKeyHeader = Annotated[
     str | None,
     Header(
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Makes retries safe: for 24 hours, a request with the same key and body answers what the first "
         "made instead of making another (the same key with another body, or once what it made is deleted, is a 409).",
     ),

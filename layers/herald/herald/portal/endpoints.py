@@ -21,11 +21,11 @@ from herald.delivery_options.headers import is_credential_value
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError
-from herald.portal.render import moment, page
+from herald.portal.render import checked_cursor, moment, page
 from herald.portal.security import change_form, fields_list, manager, visitor
 from herald.records import WILDCARD, Delivery, DeliveryStatus, utcnow
 from herald.schemas import MAX_RATE_LIMIT, SubscriptionIn, SubscriptionUpdate
-from herald.storage.table import MAX_CURSOR_LENGTH
+from herald.settings import MAX_GRACE_HOURS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -57,8 +57,7 @@ def _back(sub_id: str, note: str = "") -> Response:
 async def list_endpoints(request: Request, after: str | None = None) -> Response:
     """A page of the tenant's endpoints; ``after`` is the previous page's cursor (a link on the page)."""
     guest = _guest(request)
-    if after is not None and not 0 < len(after) <= MAX_CURSOR_LENGTH:
-        raise InvalidInputError("this page of endpoints does not exist: start from the first")
+    after = checked_cursor(after, "endpoints")
     listed = guest.services.store.subscriptions.list(guest.tenant_id, limit=ENDPOINTS_PER_PAGE, cursor=after)
     rows = list(zip(listed.items, deliveries.stats_of_many(guest.services, listed.items), strict=True))
     return page(request, "endpoints.html", guest, rows=rows, after=after, next_after=listed.cursor)
@@ -375,8 +374,7 @@ async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the q
     page, newest first, as the filter in the query string picks them; ``after`` is the previous page's cursor (a
     link on the page, which keeps the filter)."""
     guest = _guest(request)
-    if after is not None and not 0 < len(after) <= MAX_CURSOR_LENGTH:
-        raise InvalidInputError("this page of deliveries does not exist: start from the first")
+    after = checked_cursor(after, "deliveries")
     sub = _find(guest, sub_id)
     wanted = DeliveryStatus(status) if status in DeliveryStatus else None
     of_type = event_type if event_type in catalog else None
@@ -880,8 +878,8 @@ async def rotate_secret(request: Request, sub_id: str) -> Response:
     form = await change_form(request, guest)
     sub = _find(guest, sub_id)
     grace = form.get("grace_hours", "").strip()
-    if grace and (not WHOLE_NUMBER.fullmatch(grace) or int(grace) > 168):
-        raise InvalidInputError("the grace period is a whole number of hours from 0 to 168")
+    if grace and (not WHOLE_NUMBER.fullmatch(grace) or int(grace) > MAX_GRACE_HOURS):
+        raise InvalidInputError(f"the grace period is a whole number of hours from 0 to {MAX_GRACE_HOURS}")
     subscriptions.rotate_signing_secret(guest.services, sub, int(grace) if grace else None)
     return _back(sub.id, "rotated")
 

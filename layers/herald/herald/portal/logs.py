@@ -13,10 +13,9 @@ from pydantic import ValidationError
 from herald import ids
 from herald.domain import deliveries, jobs, subscriptions
 from herald.errors import InvalidInputError, NotFoundError
-from herald.portal.render import moment, page
+from herald.portal.render import checked_cursor, moment, page
 from herald.portal.security import change_form, visitor
 from herald.schemas import RecoveryIn
-from herald.storage.table import MAX_CURSOR_LENGTH
 
 if TYPE_CHECKING:
     from herald.portal.security import Visitor
@@ -38,8 +37,7 @@ async def show_delivery(
     """A delivery, its payload and its attempts, ``ATTEMPTS_PER_PAGE`` a page, oldest first; ``after`` is the
     previous page's cursor (a link on the page)."""
     guest = _guest(request)
-    if after is not None and not 0 < len(after) <= MAX_CURSOR_LENGTH:
-        raise InvalidInputError("this page of attempts does not exist: start from the first")
+    after = checked_cursor(after, "attempts")
     delivery = deliveries.find(guest.services, guest.tenant_id, sub_id, delivery_id)
     stored = guest.services.store.events.get(delivery.event_id)
     if stored is not None and not stored.has_delivery(delivery.subscription_id, delivery.id):

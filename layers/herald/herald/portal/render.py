@@ -17,6 +17,7 @@ from herald.api.errors import allow_header, status_of
 from herald.domain.jobs import as_utc
 from herald.errors import HeraldError, InvalidInputError
 from herald.portal.security import CSRF_FIELD, NotSignedInError, Visitor
+from herald.storage.table import MAX_CURSOR_LENGTH
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -111,6 +112,14 @@ def install_error_pages(app: FastAPI) -> None:
     app.add_exception_handler(NotSignedInError, _not_signed_in)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def checked_cursor(after: str | None, rows: str) -> str | None:
+    """A page's cursor from its query string (``after``: None on the first page), refused with a message naming the
+    ``rows`` listed if no page could have given it (empty, or longer than any cursor)."""
+    if after is not None and not 0 < len(after) <= MAX_CURSOR_LENGTH:
+        raise InvalidInputError(f"this page of {rows} does not exist: start from the first")
+    return after
 
 
 def moment(value: str, field: str) -> datetime | None:

@@ -32,6 +32,7 @@ from herald.records import (
     Subscription,
 )
 from herald.schemas.common import MAX_EVENT_TYPES_PER_SUBSCRIPTION, MAX_RATE_LIMIT, StrictModel, check_metadata
+from herald.settings import MAX_GRACE_HOURS
 
 
 def check_event_types(value: list[str]) -> list[str]:
@@ -272,7 +273,7 @@ class SecretRotateIn(StrictModel):
         None,
         strict=True,
         ge=0,
-        le=168,
+        le=MAX_GRACE_HOURS,
         description="How long the old secret keeps signing (default: the deployment's setting).",
     )
 

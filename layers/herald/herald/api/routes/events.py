@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import Header, Response, status
 from pydantic import ValidationError
 
-from herald.api.deps import OperatorDep, ServicesDep
+from herald.api.deps import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN, OperatorDep, ServicesDep
 from herald.api.errors import capped_details, status_of
 from herald.api.routers import api_router
 from herald.domain import tenants
@@ -59,8 +59,8 @@ async def publish_event(
     idempotency_key: Annotated[
         str | None,
         Header(
-            max_length=255,
-            pattern=r"^[\x21-\x7e]+$",
+            max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+            pattern=IDEMPOTENCY_KEY_PATTERN,
             description="Makes retries safe: the same key returns the original event instead of publishing again. "
             "Keys are the deployment's, not each tenant's: the same key for another tenant's event is a 409.",
         ),
