@@ -32,8 +32,9 @@ router = api_router(prefix="/v1/subscriptions", tags=["subscriptions"])
 _ANSWERS = {
     404: "No such subscription (another tenant's is just as absent).",
     409: "The subscription changed meanwhile (read it again and retry).",
-    422: "The request does not fit: `details` say where (`loc`) and what (`type`), e.g. `invalid_headers`, "
-    "`invalid_filter`, `invalid_transform`, `url_not_allowed`, `limit_exceeded`, `invalid_cursor`.",
+    422: "The request does not fit. The error's `code` names the family (e.g. `validation_error`, `invalid_headers`, "
+    "`invalid_filter`, `invalid_transform`, `url_not_allowed`, `limit_exceeded`, and `invalid_cursor` for a "
+    "listing's `iterator`); `details`, where given, say where (`loc`) and what exactly (`type`).",
     503: "The store could not be reached; retry.",
 }
 
