@@ -272,6 +272,8 @@ def test_a_not_found_page_does_not_repeat_what_its_link_says(browser: Browser, t
     assert response.status_code == 404
     assert "There is nothing here" in response.text
     assert "locked" not in response.text
+    # AND it leads back to the endpoints (its page has no header navigation: it is shown signed in or not)
+    assert '<a href="/portal/endpoints">Back to your endpoints</a>' in response.text
 
 
 def test_a_session_never_reaches_another_tenant(
@@ -342,6 +344,7 @@ def test_an_unexpected_error_is_the_portals_500_page(
     assert answer.headers["content-type"].startswith("text/html")
     assert "Something went wrong" in answer.text
     assert "a bug" not in answer.text
+    assert "Back to your endpoints" in answer.text
     assert "unexpected error in the portal" in caplog.text
 
 
@@ -373,7 +376,7 @@ def test_revoking_ends_the_tenants_sessions(browser: Browser, tenant: TenantInfo
     assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 401
 
 
-def test_a_form_sent_after_its_session_ended_says_nothing_was_saved_and_where_the_typing_is(
+def test_a_form_sent_after_its_session_ended_says_nothing_was_saved(
     browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN a tenant who opened an endpoint's edit form, and whose session then ended
@@ -390,10 +393,13 @@ def test_a_form_sent_after_its_session_ended_says_nothing_was_saved_and_where_th
         data={"csrf_token": csrf, "url": receiver.url, "event_types": "invoice.paid", "description": "Billing"},
         follow_redirects=False,
     )
-    # THEN the answer says that nothing was saved, and that the Back button has what was typed
+    # THEN the answer says that nothing was saved, and how to make the change (not that the browser's Back button
+    # shows the form filled in: its page is not stored, and fetched again it is this one)
     assert sent.status_code == 401
     assert "nothing was saved" in sent.text
-    assert "Back button" in sent.text
+    assert "new link to the portal" in sent.text
+    assert "Back button" not in sent.text
+    assert "Back to your endpoints" not in sent.text  # which would lead to this page again
     assert client.get(f"/v1/subscriptions/{sub.id}", headers=tenant.headers).json()["description"] == ""
     # AND a page asked for once signed out says only that the session ended
     shown = me.get("/portal/endpoints")
@@ -502,6 +508,12 @@ def test_form_errors_are_shown_in_the_form(browser: Browser, tenant: TenantInfo)
     assert 'value="http://169.254.169.254/latest"' in response.text
     assert _subscriptions(me, tenant) == []
     assert csrf_of(response.text) == csrf
+    # AND each problem is named by the form's label, in the form's words
+    refused = me.post("/portal/endpoints", data={"csrf_token": csrf, "url": "ftp://example.com/hook"})
+    assert refused.status_code == 422
+    assert "Event types: tick at least one" in refused.text
+    assert "URL: URL scheme should be" in refused.text
+    assert "List should have" not in refused.text
 
 
 def test_the_openapi_document_has_the_portal_sessions_operation_and_no_page(browser: Browser) -> None:

@@ -413,6 +413,33 @@ def test_a_tenant_pages_through_its_endpoints(
     assert listed() == first
 
 
+def test_long_words_wrap_at_phone_width(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint whose URL and description are long runs of characters with no place to break a line
+    url = f"{receiver.url}/{'a' * 1500}"
+    description = "see https://wiki.example.com/" + "b" * 200
+    created = httpx.post(
+        f"{served_app}/v1/subscriptions",
+        json={"url": url, "event_types": ["*"], "description": description},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    signed_in(driver, served_app, tenant)
+    # WHEN its pages are read at phone width
+    driver.set_window_size(390, 844)
+    for path in (f"/portal/endpoints/{created.json()['id']}", "/portal/endpoints"):
+        open_page(driver, served_app + path)
+        # THEN they fit the screen, the words broken where they must be
+        overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth;")
+        assert overflow <= 0, f"{path} is {overflow} px wider than a phone"
+    # AND the list's table, which may scroll inside its own box, keeps its other columns within reach of the URL's
+    box = driver.execute_script(
+        "const box = document.querySelector('.scroll'); return [box.scrollWidth, box.clientWidth];"
+    )
+    assert box[0] <= 2 * box[1], f"the endpoints table is {box[0]} px wide in a box of {box[1]}"
+
+
 def test_a_progress_page_whose_session_ends_says_so_and_stops_polling(
     driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
 ) -> None:

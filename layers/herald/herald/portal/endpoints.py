@@ -96,10 +96,30 @@ def _capped(problems: Sequence[str], rest: str) -> list[str]:
     return [*problems[:MAX_PROBLEMS_LISTED], rest.format(count=f"{len(problems) - MAX_PROBLEMS_LISTED:,}")]
 
 
+#: The form's label of each field a refused form may name, as the page shows it.
+_FIELD_LABELS = {
+    "url": "URL",
+    "event_types": "Event types",
+    "description": "Description",
+    "metadata": "Metadata",
+    "rate_limit": "Rate limit",
+    "headers": "Custom headers",
+}
+
+
+def _problem(error: Any) -> str:
+    """One problem of a refused form, as its reader knows the form: the field's label, then what is wrong."""
+    loc = [str(part) for part in error["loc"]]
+    field = _FIELD_LABELS.get(loc[0], loc[0]) if loc else "Form"
+    if loc == ["event_types"] and error["type"] == "too_short":
+        return f"{field}: tick at least one"
+    where = " ".join([field, *loc[1:]])
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+
+
 def _errors(exc: Exception) -> list[str]:
     if isinstance(exc, ValidationError):
-        errors = [f"{'.'.join(str(p) for p in e['loc']) or 'form'}: {e['msg']}" for e in exc.errors()]
-        return _capped(errors, "and {count} more problems")
+        return _capped([_problem(e) for e in exc.errors()], "and {count} more problems")
     assert isinstance(exc, InvalidInputError)
     # Once each: a detail the message says already is left out (the headers' message joins its details').
     details = [str(d.get("msg", "")) for d in exc.details or [] if d.get("msg")]

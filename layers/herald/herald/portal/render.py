@@ -48,7 +48,8 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
 
 
 def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
-    return page(request, "error.html", None, status_code, title=title, message=message)
+    """A page that says what went wrong, and, but to a visitor signed out, leads back to the endpoints."""
+    return page(request, "error.html", None, status_code, title=title, message=message, home=status_code != 401)
 
 
 _TITLES = {
@@ -85,11 +86,11 @@ async def _herald_error(request: Request, exc: Exception) -> Response:
 async def _not_signed_in(request: Request, _: Exception) -> Response:
     message = "Your portal session has ended or was revoked. Ask for a new link to the portal."
     if request.method not in {"GET", "HEAD"}:
-        # A form sent once the session was over: say that nothing was saved, and where what was typed still is.
+        # A form sent once the session was over: say that nothing was saved. The form is not shown again, not even
+        # by the browser's Back button: its page is not stored, and fetched again it is this one.
         message = (
-            "Your portal session has ended or was revoked: nothing was saved. Your browser's Back button shows the "
-            "form as you filled it in; keep what you typed, ask for a new link to the portal, and send it again "
-            "from there."
+            "Your portal session has ended or was revoked: nothing was saved. Ask for a new link to the portal, and "
+            "make the change again from there."
         )
     return _reloaded_if_gone(request, error_page(request, 401, "Signed out", message))
 
