@@ -70,9 +70,10 @@ def test_a_recovery_window_that_ends_before_it_starts_is_refused(
     # WHEN a recovery is asked for a window whose end is at or before its start
     for until in ("2026-11-30T09:00", "2026-11-30T10:00"):
         response = _recover(me, csrf, sub.id, "2026-11-30T10:00", until)
-        # THEN the page says why, and no job was started
+        # THEN the page says why (the API's names shown as code), leads back to the endpoint, and no job was started
         assert response.status_code == 422, response.text[:300]
-        assert "`until` must be after `since`" in response.text
+        assert "<code>until</code> must be after <code>since</code>" in response.text
+        assert f'<a href="/portal/endpoints/{sub.id}">Back to the endpoint</a>' in response.text
     assert "recoveries/" not in me.get(f"/portal/endpoints/{sub.id}").text
 
 
@@ -97,7 +98,7 @@ def test_a_recovery_window_with_an_offset_is_the_moment_it_names(
     # AND a moment with an offset and no UTC value (the calendar's first minute, east of UTC) is refused
     response = _recover(me, csrf, sub.id, "0001-01-01T00:00+05:00", until)
     assert response.status_code == 422, response.text[:300]
-    assert "`since` is out of range" in response.text
+    assert "<code>since</code> is out of range" in response.text
 
 
 def test_every_endpoint_is_reachable_page_by_page(

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from herald import ids
 from herald.api.deps import services_of
 from herald.api.errors import allow_header, status_of
 from herald.domain.jobs import as_utc
@@ -48,8 +49,15 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
 
 
 def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
-    """A page that says what went wrong, and, but to a visitor signed out, leads back to the endpoints."""
-    return page(request, "error.html", None, status_code, title=title, message=message, home=status_code != 401)
+    """A page that says what went wrong, and, but to a visitor signed out, leads back: to the endpoint a form of it
+    was refused (its recovery, its secret's rotation), or to the endpoints."""
+    back: tuple[str, str] | None = None
+    if status_code != 401:
+        back = ("/portal/endpoints", "Back to your endpoints")
+        parts = request.url.path.split("/")
+        if status_code != 404 and len(parts) > 4 and parts[2] == "endpoints" and ids.is_id(parts[3], ids.SUBSCRIPTION):
+            back = (f"/portal/endpoints/{parts[3]}", "Back to the endpoint")
+    return page(request, "error.html", None, status_code, title=title, message=message, back=back)
 
 
 _TITLES = {
