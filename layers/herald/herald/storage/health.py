@@ -492,22 +492,7 @@ class HealthRepository:
         since = health.failing_since
         if any(tally.succeeded for tally in latest) or before is not None or since is None:
             return health
-        try:
-            self._table.call(
-                "update_item",
-                Key=to_item(keys.subscription_stats(sub_id)),
-                UpdateExpression="SET failing_since = :at",
-                ConditionExpression=(
-                    "attribute_not_exists(failing_since) AND consecutive_failures >= :n "
-                    "AND (attribute_not_exists(last_success_at) OR last_success_at < :at)"
-                ),
-                ExpressionAttributeValues=values(at=since.isoformat(), n=failing_after),
-            )
-        except ClientError:
-            # Started by a concurrent attempt, or a success ended the streak meanwhile: read which.
-            stored = (self._table.read(keys.subscription_stats(sub_id)) or {}).get("failing_since")
-            since = datetime.fromisoformat(stored) if stored else None
-        return SubscriptionHealth(health.consecutive_failures, since)
+        return SubscriptionHealth(health.consecutive_failures, self._start_failing_clock(sub_id, since, failing_after))
 
     def count_streamed(
         self, sub_id: str, successes: Sequence[AttemptTally], *, expires_at: int, window: str | None = None
@@ -616,6 +601,26 @@ class HealthRepository:
                 ExpressionAttributeValues=values(expired=expires),
             )
         return True
+
+    def _start_failing_clock(self, sub_id: str, since: datetime, failing_after: int) -> datetime | None:
+        """Start the failing clock at ``since``, the failure that took the streak to ``failing_after`` in a row, once
+        per streak: what it is then (started by a concurrent attempt, or none: a success ended the streak meanwhile)."""
+        try:
+            self._table.call(
+                "update_item",
+                Key=to_item(keys.subscription_stats(sub_id)),
+                UpdateExpression="SET failing_since = :at",
+                ConditionExpression=(
+                    "attribute_not_exists(failing_since) AND consecutive_failures >= :n "
+                    "AND (attribute_not_exists(last_success_at) OR last_success_at < :at)"
+                ),
+                ExpressionAttributeValues=values(at=since.isoformat(), n=failing_after),
+            )
+        except ClientError:
+            # Started by a concurrent attempt, or a success ended the streak meanwhile: read which.
+            stored = (self._table.read(keys.subscription_stats(sub_id)) or {}).get("failing_since")
+            return datetime.fromisoformat(stored) if stored else None
+        return since
 
     def _restart_failing_clock(self, sub_id: str, success_at: datetime) -> None:
         """A success counted after a later failure was (two batches' writes crossing, or the stream's, seconds
