@@ -446,7 +446,9 @@ def test_two_revocations_at_once_never_move_the_mark_back(services: Services, te
 def test_signing_out_ends_the_session(browser: Browser, tenant: TenantInfo) -> None:
     me = browser()
     csrf = sign_in(me, tenant.id)
-    assert me.post("/portal/logout", data={"csrf_token": csrf}).status_code == 200
+    signed_out = me.post("/portal/logout", data={"csrf_token": csrf})
+    assert signed_out.status_code == 200
+    assert "Back to your endpoints" not in signed_out.text  # which a signed-out visitor cannot open
     assert me.get("/portal/endpoints").status_code == 401
 
 

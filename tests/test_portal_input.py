@@ -400,6 +400,7 @@ def test_a_link_token_longer_than_any_herald_mints_opens_the_portals_page(browse
     assert response.headers["content-type"].startswith("text/html")
     assert "This link does not work" in response.text
     assert "a" * 300 not in response.text
+    assert "Back to your endpoints" not in response.text  # a visitor not signed in
 
 
 def test_an_endpoint_whose_url_no_longer_passes_the_policy_can_change_its_other_fields(

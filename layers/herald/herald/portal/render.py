@@ -48,11 +48,12 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
     )
 
 
-def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
-    """A page that says what went wrong, and, but to a visitor signed out, leads back: to the endpoint a form of it
-    was refused (its recovery, its secret's rotation), or to the endpoints."""
+def error_page(request: Request, status_code: int, title: str, message: str, *, signed_in: bool = True) -> Response:
+    """A page that says what went wrong, and, to a visitor who may be signed in (``signed_in``: not on the pages of
+    signing in and out), leads back: to the endpoint a form of it was refused (its recovery, its secret's rotation),
+    or to the endpoints."""
     back: tuple[str, str] | None = None
-    if status_code != 401:
+    if signed_in and status_code != 401:
         back = ("/portal/endpoints", "Back to your endpoints")
         parts = request.url.path.split("/")
         if status_code != 404 and len(parts) > 4 and parts[2] == "endpoints" and ids.is_id(parts[3], ids.SUBSCRIPTION):
