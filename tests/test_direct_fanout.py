@@ -19,6 +19,7 @@ import pytest
 from herald.domain.publishing import new_event
 from herald.faults import install
 from herald.local.moto_fixes import release_delays
+from herald.messages import FanoutMessage
 from herald.worker import runtime
 from herald.worker.reads import BatchReads, read_batch
 from tests.api_support import each_delivery, queue_messages
@@ -80,6 +81,25 @@ def test_a_few_routes_are_queued_by_publishing_itself(client, tenant, make_tenan
     for got in receiver.received:
         assert verify(secrets[got.path], got)["type"] == "invoice.paid"
     assert event_counts(client, event_id)["succeeded"] == 2
+
+
+def test_a_fanout_message_for_an_event_publishing_queued_itself_is_dropped(
+    client, tenant, harness: Harness, receiver
+) -> None:
+    # GIVEN an event whose one delivery publishing queued itself, counted when stored
+    sub = subscribe(client, tenant, receiver.url)
+    response = _publish(client, tenant.id)
+    assert response.status_code == 202, response.text
+    event_id = response.json()["id"]
+    assert event_counts(client, event_id) == fanned_out_counts(1)
+    # WHEN a fan-out message for it comes too (none is ever sent for it: one made by hand, or by other code)
+    harness.services.queue.send(FanoutMessage(event_id=event_id, tenant_id=tenant.id))
+    harness.drain()
+    # THEN the subscriber received it once, and the event's counts are exact: the fan-out counted nothing again
+    assert len(receiver.received) == 1
+    assert verify(sub.secret, receiver.received[0])["type"] == "invoice.paid"
+    counts = event_counts(client, event_id)
+    assert (counts["matched"], counts["pending"], counts["succeeded"]) == (1, 0, 1)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 3}])

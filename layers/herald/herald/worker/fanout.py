@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from aws_lambda_powertools import Logger
 
@@ -49,10 +49,7 @@ CLAIM_IDLE_SECONDS = 5 * 60
 
 async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, deadline: float) -> None:
     stored = await worker.io(worker.store.events.get, message.event_id)
-    if stored is None or not stored.named_by(message.tenant_id, message.event_ms):
-        # Gone, or its id published again since it expired: the message outlived its event (redriven from the
-        # dead-letter queue), and the new event is not its own to count or queue.
-        logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
+    if not _fans_out(stored, message):
         return
     event = stored.event
     claim = await _claimed(worker, message, record, stored)
@@ -110,6 +107,25 @@ async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, dead
             await worker.io(worker.queue.send, continuation)
             worker.metrics.add(Metric.FANOUT_SIZE, queued)
             return
+
+
+def _fans_out(stored: StoredEvent | None, message: FanoutMessage) -> TypeGuard[StoredEvent]:
+    """Whether ``stored`` is the event ``message`` fans out (read by its id); if not, says why in the log."""
+    if stored is None or not stored.named_by(message.tenant_id, message.event_ms):
+        # Gone, or its id published again since it expired: the message outlived its event (redriven from the
+        # dead-letter queue), and the new event is not its own to count or queue.
+        logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
+        return False
+    if stored.counted_when_stored:
+        # Publishing counted and queued this event's deliveries itself (its direct fan-out), and never sends a
+        # fan-out message for it (a retried publish queues its missing deliveries again): one (made by hand, or by
+        # other code) would count them a second time, and leave one pending for good.
+        logger.warning(
+            "fan-out of an event whose deliveries publishing queued itself: dropped",
+            extra={"event_id": message.event_id},
+        )
+        return False
+    return True
 
 
 def _position(tenant_id: str | None, route: str | None, cursor: str | None) -> str:
