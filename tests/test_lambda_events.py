@@ -219,14 +219,12 @@ def test_http_events_are_payload_2_on_the_default_route(template) -> None:
 
 
 def test_sqs_event_bodies_are_work_messages(template) -> None:
-    from herald.messages import DeliveryMessage, FanoutMessage, parse_message
+    from herald.messages import DeliveryMessage, parse_message
 
     for name in [name for name in event_files("DeliveryFunction") if name.startswith("delivery_sqs_")]:
         records = json.loads((EVENTS_DIR / name).read_text())["Records"]
         messages = [parse_message(record["body"]) for record in records]
-        assert isinstance(messages[0], FanoutMessage), name
-        assert isinstance(messages[1], DeliveryMessage), name
-        assert len(messages) == 2, name
+        assert [type(message) for message in messages] == [DeliveryMessage], name
         for record in records:
             assert record["eventSource"] == "aws:sqs"
             assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
@@ -441,9 +439,14 @@ def test_delivery_function_processes_its_sample_batch(
         "local-subscription-id": sub["id"],
         "local-delivery-id": queued_by_publish[0]["delivery_id"],
     }
-    assert event_files("DeliveryFunction") == ["delivery_sqs_batch.json", NOTICE_SAMPLE, "delivery_stream_stats.json"]
+    assert event_files("DeliveryFunction") == [
+        "delivery_schedule_sweep.json",
+        "delivery_sqs_batch.json",
+        NOTICE_SAMPLE,
+        "delivery_stream_stats.json",
+    ]
 
-    # WHEN it is invoked with the sample batch (a fan-out message and a delivery message)
+    # WHEN it is invoked with the sample batch (the delivery message publishing queued)
     invocation = context("DeliveryFunction", timeout)
     with logged_lines() as lines:
         response = handler(fill("delivery_sqs_batch.json", values), invocation)
@@ -457,11 +460,6 @@ def test_delivery_function_processes_its_sample_batch(
     payload = Webhook(sub["secret"]).verify(got.body, got.headers)
     assert payload["type"] == "invoice.paid"
     assert payload["data"] == INVOICE
-    # ... the fan-out message queued the delivery of the event to the subscription
-    queued = {"v": 1, "kind": "delivery", "event_id": EVENT_ID, "tenant_id": tenant.id, "subscription_id": sub["id"]}
-    assert {**queued, "delivery_id": values["local-delivery-id"]} in [
-        {key: value for key, value in message.items() if key != "trigger"} for message in queue_messages(sqs, queue_url)
-    ]
     # ... and the delivery is recorded as succeeded, with one attempt
     deliveries = client.get(f"/v1/subscriptions/{sub['id']}/deliveries", headers=tenant.headers).json()["data"]
     assert [(d["status"], d["attempts"], d["last_status_code"]) for d in deliveries] == [("succeeded", 1, 200)]
@@ -476,7 +474,8 @@ def test_delivery_function_processes_its_sample_batch(
     assert (attempt["delivery_id"], attempt["status_code"]) == (values["local-delivery-id"], 200)
     assert not {"function_name", "function_memory_size", "function_arn", "taskName"} & attempt.keys(), attempt
 
-    # WHEN the real queue is drained through the same handler (the publish's delivery and the sample fan-out's)
+    # WHEN the real queue is drained through the same handler (the publish's delivery message, of which the sample's
+    # record is a copy)
     poller = SqsPoller(sqs, queue_url, handler, batch_size=10, function_timeout_seconds=timeout)
     for _ in range(20):
         if poller.poll_once().received == 0:
@@ -484,6 +483,9 @@ def test_delivery_function_processes_its_sample_batch(
     # THEN the subscriber still got the event once: the duplicate delivery is recognised
     assert len(receiver.received) == 1
     assert re.fullmatch(r"\d+", got.headers["webhook-timestamp"])
+    # ... and the event's counts are exact: one delivery, settled
+    counts = client.get(f"/v1/events/{EVENT_ID}", headers=ADMIN).json()["deliveries"]
+    assert (counts["matched"], counts["pending"], counts["succeeded"], counts["failed"]) == (1, 0, 1, 0)
 
 
 def _example_subscription(client: Any, tenant: Any) -> dict[str, Any]:
@@ -526,6 +528,24 @@ def test_delivery_function_counts_its_sample_stream_batch(
     assert (stats["attempts"], stats["succeeded"], stats["failed"], stats["last_status_code"]) == (1, 1, 0, 200)
     assert (stats["latency_p50_ms"], stats["latency_samples"]) == (170, 1)
     assert stats["last_success_at"].startswith("2026-11-30T10:00:00.182")
+
+
+def test_delivery_function_sweeps_with_its_sample_schedule_input(
+    template, resources, use_environment, fresh_delivery_container
+) -> None:
+    # GIVEN the DeliveryFunction loaded from template.yaml, with its environment, and the sample: the schedule's input
+    use_environment(function_environment(template, "DeliveryFunction", resources))
+    handler = load_handler(template, "DeliveryFunction")
+    timeout = float(function_properties(template, "DeliveryFunction")["Timeout"])
+    event = fill("delivery_schedule_sweep.json", {})
+    (schedule,) = [
+        e for e in function_properties(template, "DeliveryFunction")["Events"].values() if e["Type"] == "ScheduleV2"
+    ]
+    assert event == json.loads(schedule["Properties"]["Input"])
+    # WHEN it is invoked with it
+    response = handler(event, context("DeliveryFunction", timeout))
+    # THEN it swept the schedule to now, with nothing due
+    assert response == {"queued": 0, "complete": True}
 
 
 def test_delivery_function_publishes_the_notice_of_its_sample_stream_batch(
