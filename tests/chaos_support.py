@@ -3,8 +3,6 @@ the check of what receivers got. The fault mix is ``herald.faults.CHAOS_MIX``.""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,11 +11,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import uvicorn
 from standardwebhooks import Webhook as StandardWebhook
 
 from herald.api import create_app
-from herald.local.stack import free_port
+from tests.support import served
 
 if TYPE_CHECKING:
     from herald.services import Services
@@ -27,21 +24,8 @@ if TYPE_CHECKING:
 @contextmanager
 def serve(services: Services) -> Iterator[str]:
     """The app on uvicorn in a thread (moto's in-process AWS is shared with the test); its base URL."""
-    port = free_port("127.0.0.1")
-    config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="herald-api", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served(create_app(services), lifespan="off") as url:
+        yield url
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What the tests share besides fixtures: the admin key, sample payloads, a controllable clock, the tenant
-a test works as, draining the local queue, and a scriptable HTTP receiver on 127.0.0.1.
+a test works as, draining the local queue, a scriptable HTTP receiver on 127.0.0.1, and an app served on it.
 
 Fixtures live in ``conftest.py`` only; helpers for one area in ``api_support.py`` (error shapes, queue
 reads), ``delivery_support.py`` (the delivery harness) and ``dns_support.py`` (a resolver to script).
@@ -10,14 +10,22 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
+
 from herald.local.loopback import LoopbackServer, QuietHandler
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from starlette.types import ASGIApp
+
     from herald.local.poller import BatchResult, SqsPoller
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
@@ -132,3 +140,30 @@ def readme_fault_examples() -> list[str]:
     readme = Path(__file__).resolve().parents[1] / "README.md"
     section = readme.read_text(encoding="utf-8").split("\n### Fault injection\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"^HERALD_FAULTS='([^']+)' make run$", section, flags=re.MULTILINE)
+
+
+@contextlib.contextmanager
+def served(app: ASGIApp, **config: Any) -> Iterator[str]:
+    """``app`` on uvicorn in a thread of this process (moto's in-process AWS shared with the test); its base URL.
+    Its socket is bound before the server starts, so no other process takes the port in between; on exit the server
+    stops, keep-alive connections (a browser's) cut after 2 s, and is checked to have stopped."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    options = {"log_level": "warning", "timeout_graceful_shutdown": 2, **config}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive(), "uvicorn stopped"
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+        assert not thread.is_alive(), "uvicorn did not stop"

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,6 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-import uvicorn
 from standardwebhooks import Webhook
 
 from herald.api import create_app
@@ -36,7 +34,7 @@ from herald.local.stack import free_port
 from herald.messages import DeliveryMessage
 from herald.services import Services
 from tests.portal_support import follow
-from tests.support import ADMIN_KEY, INVOICE, Receiver, TenantInfo, drain
+from tests.support import ADMIN_KEY, INVOICE, Receiver, TenantInfo, drain, served
 
 pytestmark = pytest.mark.e2e
 
@@ -55,29 +53,8 @@ def settings_overrides() -> dict[str, Any]:
 @pytest.fixture
 def api_url(services: Services) -> Iterator[str]:
     """The app served by uvicorn in a thread (moto's in-process AWS is shared with the test)."""
-    port = free_port("127.0.0.1")
-    config = uvicorn.Config(
-        create_app(services),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=2,  # open keep-alive connections never hold the teardown
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="herald-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped"
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "uvicorn did not stop"
+    with served(create_app(services), lifespan="off") as url:
+        yield url
 
 
 @pytest.fixture

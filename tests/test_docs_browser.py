@@ -5,20 +5,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from herald.api import create_app
 from herald.catalog import catalog
-from herald.local.stack import free_port
 from herald.services import Services
 from tests.process_guard import run_group
+from tests.support import served
 
 pytestmark = pytest.mark.browser
 
@@ -27,23 +24,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture
 def served_app(services: Services) -> Iterator[str]:
-    port = free_port("127.0.0.1")
-    config = uvicorn.Config(
-        create_app(services), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the app did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "uvicorn did not stop"
+    with served(create_app(services)) as url:
+        yield url
 
 
 def render(url: str, tmp_path: Path, screenshot: Path | None = None) -> str:

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
@@ -29,7 +28,7 @@ from herald.local.stack import free_port
 from herald.services import Services
 from tests.delivery_support import Harness, verify
 from tests.process_guard import Processes
-from tests.support import ADMIN, Receiver, TenantInfo
+from tests.support import ADMIN, Receiver, TenantInfo, served
 
 pytestmark = pytest.mark.browser
 
@@ -54,17 +53,8 @@ def clock() -> Callable[[], float]:
 
 @pytest.fixture
 def served_app(services: Services) -> Iterator[str]:
-    port = free_port("127.0.0.1")
-    server = uvicorn.Server(uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT
-    while not server.started and time.monotonic() < deadline:
-        threading.Event().wait(0.05)
-    assert server.started, "the app did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(services)) as url:
+        yield url
 
 
 @pytest.fixture
