@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from herald.local.stack import free_port
-from tests.process_guard import Processes, stop_group
+from tests.process_guard import Processes, run_group, stop_group
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -81,11 +81,10 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, i
         first = localize(blocks["terminal 2"][0]) + (
             f"\ndeclare -p HERALD ADMIN_KEY TENANT_ID TENANT_KEY SUB_ID > {state}\ndeclare -f json >> {state}\n"
         )
-        out = subprocess.run(
+        out = run_group(
             ["bash", "-euo", "pipefail", "-c", first],
             cwd=ROOT,
             env=env,
-            check=False,
             capture_output=True,
             text=True,
             timeout=60,
@@ -104,11 +103,10 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path, ports: tuple[int, i
 
         # ... and terminal 2 publishes and reads the results
         second = f"source {state}\n" + localize(blocks["terminal 2"][1])
-        out = subprocess.run(
+        out = run_group(
             ["bash", "-euo", "pipefail", "-c", second],
             cwd=ROOT,
             env=env,
-            check=False,
             capture_output=True,
             text=True,
             timeout=120,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
 
+from tests.process_guard import run_group
 from tests.test_dependency_lock import locked
 
 pytestmark = pytest.mark.slow
@@ -17,6 +17,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# sam build runs pip and the compiler in children of its own: its whole group is stopped with it (``run_group``), under
+# a test timeout longer than its own.
+@pytest.mark.timeout(900)
 def test_sam_build_makes_a_precompiled_layer_without_boto3(tmp_path: Path) -> None:
     # GIVEN the virtualenv's interpreter first on PATH (sam rejects pyenv shims)
     env = os.environ | {
@@ -26,7 +29,7 @@ def test_sam_build_makes_a_precompiled_layer_without_boto3(tmp_path: Path) -> No
     }
     build_dir = tmp_path / "build"
     # WHEN sam builds the stack
-    result = subprocess.run(
+    result = run_group(
         [
             str(Path(sys.executable).parent / "sam"),
             "build",
@@ -35,7 +38,6 @@ def test_sam_build_makes_a_precompiled_layer_without_boto3(tmp_path: Path) -> No
             "--cache-dir",
             str(tmp_path / "cache"),
         ],
-        check=False,
         cwd=ROOT,
         env=env,
         capture_output=True,

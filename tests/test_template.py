@@ -28,6 +28,7 @@ from herald.settings import Settings
 from herald.worker.fanout import CLAIM_IDLE_SECONDS
 from herald.worker.jobs import LISTER_IDLE_SECONDS
 from herald.worker.pacing import START_MARGIN_SECONDS
+from tests.process_guard import run_group
 
 if TYPE_CHECKING:
     pass
@@ -60,13 +61,14 @@ def _requirements(lines: list[str]) -> dict[str, Requirement]:
 
 def _make(target: str, artifacts_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ARTIFACTS_DIR": str(artifacts_dir)}
-    return subprocess.run(
+    # make runs pip and the compiler: the whole group is stopped with it, before the test's own timeout.
+    return run_group(
         ["make", "--no-print-directory", "-f", str(LAYER_MAKEFILE), target, f"PYTHON={sys.executable}"],
         cwd=artifacts_dir,
         env=env,
         capture_output=True,
         text=True,
-        check=False,
+        timeout=280,
     )
 
 
