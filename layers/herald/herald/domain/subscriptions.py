@@ -393,8 +393,8 @@ def _kept(check: Callable[..., str | None], name: str, stored: Any, event_types:
             for d in exc.details or ()
         ]
         message = (
-            f"the new event types do not fit the subscription's {name}; change or remove it in the same "
-            f"request: {exc.message}"
+            f"the new event types do not fit the subscription's {name}; change or remove it with them (in the "
+            f"same request, or the same form): {exc.message}"
         )
         raise type(exc)(message, details=details) from None
 
