@@ -190,17 +190,10 @@ async def run_recovery(
     if listed:
         return  # a duplicate of a message whose job listed everything already
     log = {"job_id": job.id, "subscription_id": job.subscription_id}
-    now = worker.now()
-    if message.cursor is None:
-        # A redriven first message comes back at least a visibility timeout after its last receive: a listing idle
-        # that long is its own.
-        idle = now - timedelta(seconds=LISTER_IDLE_SECONDS)
-        if not await worker.io(store.jobs.start_listing, job.id, record.message_id, now=now, idle_before=idle):
-            # A repeated request sent another first message while the job was queued: the first one lists it.
-            logger.info("recovery listed by another message: this one dropped", extra=log)
-            return
-    else:
-        await worker.io(store.jobs.renew_listing, job.id, now=now)
+    if not await _listing(worker, message, record, job.id):
+        # A repeated request sent another first message while the job was queued: the first one lists it.
+        logger.info("recovery listed by another message: this one dropped", extra=log)
+        return
     cursor = message.cursor
     handled = 0
     # Only a message received again (or redriven) runs pages an earlier run may have ticketed: a first run has no
@@ -233,24 +226,7 @@ async def run_recovery(
         deliveries = [d for d in page.items if d.tenant_id == job.tenant_id]
         if rerun:
             await _settle_left_behind(worker, job, cursor or "", {d.id for d in deliveries})
-        ticketed = await _take_page(worker, job.id, deliveries, cursor or "")
-        sent = await try_send_concurrently(
-            worker, [DeliveryMessage.for_delivery(d, trigger=Trigger.RECOVER, job_id=job.id) for d in ticketed]
-        )
-        if not all(sent):
-            # The message comes back and lists the page again: its tickets are taken again then, for what is still
-            # failed (a ticket of a delivery no longer listed would stay open, the job running, for ever). Only the
-            # tickets of messages SQS surely does not hold are given back: a message it took may be making its
-            # attempt already, whose record needs the ticket open (given back, the webhook would go out unrecorded,
-            # and the page, run again, would send it once more). Its message settles its ticket, and one SQS may
-            # hold keeps its ticket too: taken again if the page lists it, or settled by ``_settle_left_behind``.
-            # A ticket an earlier run took too is kept as well (``release_tickets``): that run's message may be on
-            # the queue, or making its attempt.
-            unsent = [d.id for d, ok in zip(ticketed, sent, strict=True) if ok is False]
-            with contextlib.suppress(ServiceUnavailableError):
-                await worker.io(store.jobs.release_tickets, job.id, unsent)
-            missing = len(sent) - sent.count(True)
-            raise ServiceUnavailableError(f"the work queue did not take {missing} messages of a recovery page")
+        await _queue_attempts(worker, job.id, await _take_page(worker, job.id, deliveries, cursor or ""))
         handled += len(page.items)
         if page.cursor is None:
             await worker.io(store.jobs.update, job.id, updated_at=worker.now(), listed=True)
@@ -260,6 +236,41 @@ async def run_recovery(
         if handled >= MAX_PER_MESSAGE or deadline - worker.clock() < MIN_SECONDS_LEFT:
             await worker.io(worker.queue.send, RecoverMessage(job_id=job.id, cursor=cursor))
             return
+
+
+async def _listing(worker: Worker, message: RecoverMessage, record: SQSRecord, job_id: str) -> bool:
+    """Whether this message lists the job's pages: a first message (no cursor) takes the listing
+    (``JobRepository.start_listing``), a continuation renews it."""
+    now = worker.now()
+    if message.cursor is not None:
+        await worker.io(worker.store.jobs.renew_listing, job_id, now=now)
+        return True
+    # A redriven first message comes back at least a visibility timeout after its last receive: a listing idle that
+    # long is its own.
+    idle = now - timedelta(seconds=LISTER_IDLE_SECONDS)
+    return bool(await worker.io(worker.store.jobs.start_listing, job_id, record.message_id, now=now, idle_before=idle))
+
+
+async def _queue_attempts(worker: Worker, job_id: str, ticketed: list[Delivery]) -> None:
+    """Queue the attempts of a page's ticketed deliveries; raises ``ServiceUnavailableError`` if the queue did not take
+    them all."""
+    sent = await try_send_concurrently(
+        worker, [DeliveryMessage.for_delivery(d, trigger=Trigger.RECOVER, job_id=job_id) for d in ticketed]
+    )
+    if all(sent):
+        return
+    # The message comes back and lists the page again: its tickets are taken again then, for what is still failed (a
+    # ticket of a delivery no longer listed would stay open, the job running, for ever). Only the tickets of messages
+    # SQS surely does not hold are given back: a message it took may be making its attempt already, whose record
+    # needs the ticket open (given back, the webhook would go out unrecorded, and the page, run again, would send it
+    # once more). Its message settles its ticket, and one SQS may hold keeps its ticket too: taken again if the page
+    # lists it, or settled by ``_settle_left_behind``. A ticket an earlier run took too is kept as well
+    # (``release_tickets``): that run's message may be on the queue, or making its attempt.
+    unsent = [d.id for d, ok in zip(ticketed, sent, strict=True) if ok is False]
+    with contextlib.suppress(ServiceUnavailableError):
+        await worker.io(worker.store.jobs.release_tickets, job_id, unsent)
+    missing = len(sent) - sent.count(True)
+    raise ServiceUnavailableError(f"the work queue did not take {missing} messages of a recovery page")
 
 
 async def run_redelivery(worker: Worker, message: RedeliverMessage, deadline: float, *, rerun: bool = False) -> None:
