@@ -83,23 +83,27 @@ def test_a_few_routes_are_queued_by_publishing_itself(client, tenant, make_tenan
     assert event_counts(client, event_id)["succeeded"] == 2
 
 
-def test_a_fanout_message_for_an_event_publishing_queued_itself_is_dropped(
-    client, tenant, harness: Harness, receiver
+def test_an_older_apis_fanout_message_for_an_event_counted_when_stored_queues_what_is_unwritten_and_counts_nothing(
+    client, tenant, services, harness: Harness, receiver
 ) -> None:
-    # GIVEN an event whose one delivery publishing queued itself, counted when stored
-    sub = subscribe(client, tenant, receiver.url)
-    response = _publish(client, tenant.id)
-    assert response.status_code == 202, response.text
-    event_id = response.json()["id"]
-    assert event_counts(client, event_id) == fanned_out_counts(1)
-    # WHEN a fan-out message for it comes too (none is ever sent for it: one made by hand, or by other code)
-    harness.services.queue.send(FanoutMessage(event_id=event_id, tenant_id=tenant.id))
+    # GIVEN two subscriptions, and a publish that stored the event, counted, and failed to queue its deliveries
+    secrets = {f"/webhook?n={n}": subscribe(client, tenant, f"{receiver.url}?n={n}").secret for n in range(2)}
+    install(services.queue.client, "sqs.SendMessageBatch:5xx@call=calls:1")
+    failed = _publish(client, tenant.id, id="inv-rollback-1")
+    assert failed.status_code == 503, failed.text
+    assert (_queued(harness), harness.delayed()) == (Counter(), 0)
+    # WHEN a fan-out message for it comes, as an older API (after a rollback) answers a repeat of that publish
+    harness.services.queue.send(FanoutMessage(event_id="inv-rollback-1", tenant_id=tenant.id))
     harness.drain()
-    # THEN the subscriber received it once, and the event's counts are exact: the fan-out counted nothing again
-    assert len(receiver.received) == 1
-    assert verify(sub.secret, receiver.received[0])["type"] == "invoice.paid"
-    counts = event_counts(client, event_id)
-    assert (counts["matched"], counts["pending"], counts["succeeded"]) == (1, 0, 1)
+    # THEN the worker queued the two deliveries not written, held back as this code's own repeat queues them
+    assert harness.delayed() == 2
+    # AND once they come out, each subscriber receives the event once, signed, and it is counted once
+    harness.reveal()
+    harness.drain()
+    assert sorted(got.path for got in receiver.received) == sorted(secrets)
+    for got in receiver.received:
+        assert verify(secrets[got.path], got)["type"] == "invoice.paid"
+    assert event_counts(client, "inv-rollback-1") == fanned_out_counts(2, succeeded=2)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"direct_fanout_max": 3}])

@@ -282,7 +282,7 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
         if earlier.enqueued:
             return Published(earlier, replayed=True, queued=False)
         if earlier.counted_when_stored:
-            copies = _copies_to_requeue(services, [earlier])
+            copies = copies_to_requeue(services, [earlier])
             if not all(services.queue.send_each(copies)):
                 raise NotQueuedError(earlier) from None
             return Published(earlier, replayed=True, queued=bool(copies))
@@ -438,7 +438,7 @@ def _enqueue_many(
     unqueued: set[str] = set()
     copies: list[tuple[DeliveryMessage, int]] = []
     try:
-        copies = _copies_to_requeue(services, requeue)
+        copies = copies_to_requeue(services, requeue)
     except ServiceUnavailableError:  # their deliveries not read: none of them queued again
         logger.warning("deliveries not written yet not read", extra={"events": len(requeue)}, exc_info=True)
         unqueued |= {stored.event.id for stored in requeue}
@@ -468,7 +468,7 @@ def _events_of(message: WorkMessage) -> set[str]:
     return set()
 
 
-def _copies_to_requeue(services: Services, events: Sequence[StoredEvent]) -> list[tuple[DeliveryMessage, int]]:
+def copies_to_requeue(services: Services, events: Sequence[StoredEvent]) -> list[tuple[DeliveryMessage, int]]:
     """The copies to queue again of the deliveries not written yet of events counted when stored (never marked
     queued), whose publish is repeated, each with its ``DelaySeconds``: the first try may have stored them and never
     queued their deliveries (it failed in between), or queued them and they are not worked yet. Each goes under its

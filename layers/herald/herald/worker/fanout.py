@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from aws_lambda_powertools import Logger
 
+from herald.errors import ServiceUnavailableError
 from herald.messages import DeliveryMessage, FanoutMessage, pack
 from herald.metrics import Metric
 from herald.records import WILDCARD
@@ -49,7 +50,7 @@ CLAIM_IDLE_SECONDS = 5 * 60
 
 async def fanout(worker: Worker, message: FanoutMessage, record: SQSRecord, deadline: float) -> None:
     stored = await worker.io(worker.store.events.get, message.event_id)
-    if not _fans_out(stored, message):
+    if not _fans_out(stored, message) or await _requeued(worker, stored):
         return
     event = stored.event
     claim = await _claimed(worker, message, record, stored)
@@ -116,15 +117,29 @@ def _fans_out(stored: StoredEvent | None, message: FanoutMessage) -> TypeGuard[S
         # dead-letter queue), and the new event is not its own to count or queue.
         logger.warning("fan-out of an event that no longer exists", extra={"event_id": message.event_id})
         return False
-    if stored.counted_when_stored:
-        # Publishing counted and queued this event's deliveries itself (its direct fan-out), and never sends a
-        # fan-out message for it (a retried publish queues its missing deliveries again): one (made by hand, or by
-        # other code) would count them a second time, and leave one pending for good.
-        logger.warning(
-            "fan-out of an event whose deliveries publishing queued itself: dropped",
-            extra={"event_id": message.event_id},
-        )
+    return True
+
+
+async def _requeued(worker: Worker, stored: StoredEvent) -> bool:
+    """Whether ``stored`` was counted when stored (its direct fan-out): then its deliveries not written yet are queued
+    again, and this fan-out message does nothing more. This code never sends one for such an event: an older API
+    answers a repeat of its publish with one (after a rollback), maybe because the first try never queued its
+    deliveries. Its page would count them a second time, and leave one pending for good: instead they are queued
+    again as this code's own answer to such a repeat queues them (``publishing.copies_to_requeue``: held back, each
+    claimed before it sends), and nothing is counted again."""
+    if not stored.counted_when_stored:
         return False
+    # Imported here: only this message of older code needs publishing's code.
+    from herald.domain.publishing import copies_to_requeue
+
+    copies = await worker.io(copies_to_requeue, worker.services, [stored])
+    logger.warning(
+        "fan-out of an event whose deliveries publishing queued itself: its deliveries not written yet queued again",
+        extra={"event_id": stored.event.id, "deliveries": len(copies)},
+    )
+    sent = await worker.io(worker.queue.send_each, copies)
+    if not all(sent):
+        raise ServiceUnavailableError(f"the work queue did not take {len(sent) - sent.count(True)} deliveries")
     return True
 
 
