@@ -345,6 +345,11 @@ def test_an_unexpected_error_is_the_portals_500_page(
     assert "Something went wrong" in answer.text
     assert "a bug" not in answer.text
     assert "Back to your endpoints" in answer.text
+    # AND on the page of a sign-in link, whose visitor may have no session, it leads nowhere it could not open
+    monkeypatch.setattr("herald.domain.portal.unused_link", broken)
+    answer = browser().get("/portal/login", params={"token": "hpl_" + "a" * 40})
+    assert answer.status_code == 500
+    assert "Back to your endpoints" not in answer.text
     assert "unexpected error in the portal" in caplog.text
 
 

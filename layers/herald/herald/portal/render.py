@@ -48,12 +48,16 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
     )
 
 
-def error_page(request: Request, status_code: int, title: str, message: str, *, signed_in: bool = True) -> Response:
-    """A page that says what went wrong, and, to a visitor who may be signed in (``signed_in``: not on the pages of
+#: The pages of signing in and out: a visitor there may have no session, which the endpoints need.
+SESSION_PAGES = ("/portal/login", "/portal/logout")
+
+
+def error_page(request: Request, status_code: int, title: str, message: str) -> Response:
+    """A page that says what went wrong, and, to a visitor who may be signed in (not a 401, not on the pages of
     signing in and out), leads back: to the endpoint a form of it was refused (its recovery, its secret's rotation),
     or to the endpoints."""
     back: tuple[str, str] | None = None
-    if signed_in and status_code != 401:
+    if status_code != 401 and request.url.path not in SESSION_PAGES:
         back = ("/portal/endpoints", "Back to your endpoints")
         parts = request.url.path.split("/")
         if status_code != 404 and len(parts) > 4 and parts[2] == "endpoints" and ids.is_id(parts[3], ids.SUBSCRIPTION):

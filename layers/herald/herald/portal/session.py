@@ -37,7 +37,7 @@ async def login_page(request: Request, token: str = "") -> Response:
     services = services_of(request.app.state.api)
     found = portal.unused_link(services, token) if len(token) <= TOKEN_MAX_LENGTH else None
     if found is None:
-        return error_page(request, 403, *_LINK_GONE, signed_in=False)
+        return error_page(request, 403, *_LINK_GONE)
     link, tenant = found
     return page(request, "sign_in.html", None, token=token, tenant=tenant, capability=link.capability.value)
 
@@ -49,10 +49,10 @@ async def login(request: Request) -> Response:
     services = services_of(request.app.state.api)
     token = next((value for value in (await posted_form(request)).get("token", []) if value), "")
     if not same_origin(request):
-        return error_page(request, 403, "Not allowed", "Sign in from the link's own page.", signed_in=False)
+        return error_page(request, 403, "Not allowed", "Sign in from the link's own page.")
     opened = portal.open_session(services, token) if len(token) <= TOKEN_MAX_LENGTH else None
     if opened is None:
-        return error_page(request, 403, *_LINK_GONE, signed_in=False)
+        return error_page(request, 403, *_LINK_GONE)
     session_id, session = opened
     # A page, not a redirect: the cookie is SameSite=Strict, and this page's same-site navigation sends it.
     response = page(request, "signed_in.html", None)
@@ -66,7 +66,7 @@ async def logout(request: Request) -> Response:
     guest = visitor(request, request.app.state.api)
     await change_form(request, guest, needs_manage=False)
     portal.end_session(guest.services, guest.session_id)
-    response = error_page(request, 200, "Signed out", "You are signed out of the portal.", signed_in=False)
+    response = error_page(request, 200, "Signed out", "You are signed out of the portal.")
     set_cookie(response, guest.services.settings, "", 0)
     return response
 
