@@ -550,7 +550,8 @@ def test_deliveries_over_the_rate_are_postponed_through_the_queue_and_all_arrive
 
 @pytest.mark.parametrize(
     ("settings_overrides", "waited"),
-    [({}, False), ({"slow_lane_after_seconds": 10.0}, True)],
+    # 2 s is the deployment's default (the tests' settings fixture takes 4 s)
+    [({"slow_lane_after_seconds": 2.0}, False), ({"slow_lane_after_seconds": 10.0}, True)],
     ids=["hand-over-2s", "hand-over-10s"],
 )
 def test_on_the_work_queue_a_slot_is_waited_for_no_longer_than_a_hanging_endpoint_holds_an_invocation(
