@@ -73,7 +73,7 @@ class DeliveryMessage(_Message):
     #: (see herald.worker.jobs). Named ``recovery_id`` on the queue, from when only recoveries had tickets.
     job_id: str | None = Field(None, alias="recovery_id")
     #: A copy that carries a delivery on (a retry, a postponement), one queued again by a repeated publish
-    #: (``domain.publishing._copies_to_requeue``), or a redelivery's first delivery (``worker.jobs``): its delivery, if
+    #: (``domain.publishing.copies_to_requeue``), or a redelivery's first delivery (``worker.jobs``): its delivery, if
     #: written, is read strongly before it is claimed with a lease, never sent on a first receive's batch read
     #: alone. Left out of the JSON when false.
     resumed: bool | None = None

@@ -5,7 +5,7 @@ small Queries, one page each) before it stores the event, whose item then names 
 ``COUNTED_FROM_DELIVERIES_MAX``: their deliveries are read, not counted, for its counters) and starts with that
 one page's counts, and queues its deliveries (up to ten to a message, ``messages.pack``), so the webhook is one
 queue hop from its subscribers. Such an event is never marked queued: a repeat of its publish reads which of its
-deliveries are written, and queues the others again (``_copies_to_requeue``). An event no route takes is stored
+deliveries are written, and queues the others again (``copies_to_requeue``). An event no route takes is stored
 queued.
 Larger fan-outs, and broadcasts, go through a fan-out message, whose worker reads the routes a page at a time:
 publishing's own work stays bounded whatever the subscribers. A batch (``publish_many``) takes the same paths,
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: How long after an event's publish a delivery queued again by a repeat of the publish (``_copies_to_requeue``) is
+#: How long after an event's publish a delivery queued again by a repeat of the publish (``copies_to_requeue``) is
 #: held on the queue before it can be worked: the first try's copy, if it was queued, has been worked by then and its
 #: delivery written (and shown to eventually consistent reads), so the second copy finds it and sends nothing.
 #: Only a repeat within this time of the first try waits (the rest of it); the first try's copy is not delayed.
@@ -260,7 +260,7 @@ def store_and_queue(services: Services, event: Event, *, fingerprint: str) -> Pu
     """The one way an event enters the system: store it once (by id and idempotency key), then queue
     its fan-out and mark it queued (an event counted when stored needs no mark). A repeat of an event that was
     stored but never marked (the first call failed in between) queues it now: the deliveries not written yet of
-    one counted when stored (``_copies_to_requeue``), any other through a fan-out message (``_Routed.again``); one
+    one counted when stored (``copies_to_requeue``), any other through a fan-out message (``_Routed.again``); one
     marked queued is left alone. An event stored and not fully queued is a ``NotQueuedError`` naming it: its publish
     repeated with its id finishes it."""
     expires_at = event_expiry(services, event.created_at)
@@ -423,7 +423,7 @@ def _enqueue_many(
     services: Services, to_queue: Sequence[tuple[StoredEvent, _Routed]], requeue: Sequence[StoredEvent]
 ) -> tuple[set[str], set[str]]:
     """``_enqueue`` for a batch of events, each on its own, with the deliveries not written yet of the repeats in
-    ``requeue`` (``_copies_to_requeue``): all their messages sent together (``pack``, ``WorkQueue.send_each``: it
+    ``requeue`` (``copies_to_requeue``): all their messages sent together (``pack``, ``WorkQueue.send_each``: it
     stops at a call that fails, so an outage holds the request through botocore's retries once), then the events
     whose messages all went marked queued together (``EventRepository.mark_new``), one by one where that could
     not (``_Queueing.mark``). Returns the ids of the repeats with deliveries queued again, and those of the events
@@ -582,7 +582,7 @@ class _Routed:
         (``EventRepository.take_repeat_fanout``), which refuses that count should it come after, and does nothing
         if the count came first. The deliveries
         either try queued have the same ids: the second copy of each finds it done, once the first is worked; so
-        the repeat's fan-out message is held back as ``_copies_to_requeue`` holds a repeat's deliveries
+        the repeat's fan-out message is held back as ``copies_to_requeue`` holds a repeat's deliveries
         (``_Queueing.delay_seconds``): the two fan-outs are never worked at once, in parallel invocations, each
         queueing every delivery to be sent at the same moment."""
         return cls(None, repeat=True)
