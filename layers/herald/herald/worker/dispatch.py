@@ -568,7 +568,7 @@ async def _forwarded(worker: Worker, job: _Job, sub: Subscription, token: str | 
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Step:
     """What an attempt leads its delivery to: its new state, the attempt's record, and what the item carries."""
 
@@ -576,7 +576,6 @@ class _Step:
     attempt: Attempt
     #: The retry schedule's steps taken, this attempt's included (a hand-over to the slow lane is no step).
     scheduled: int
-    next_at: datetime | None
     carried: dict[str, Any]
 
 
@@ -624,8 +623,8 @@ async def _attempt_and_record(worker: Worker, job: _Job, sub: Subscription, toke
     )
     if outcome.handed_over:
         await hold(worker, job.message.model_copy(update={"lane": "slow"}), job.record, worker.clock())
-    elif settled.status is DeliveryStatus.PENDING and not job.single_shot and step.next_at is not None:
-        until = step.next_at.timestamp()
+    elif settled.status is DeliveryStatus.PENDING and not job.single_shot and settled.next_attempt_at is not None:
+        until = settled.next_attempt_at.timestamp()
         await hold(worker, lanes.for_later(worker, job.message, sub, until), job.record, until)
 
 
@@ -667,7 +666,7 @@ def _step(worker: Worker, job: _Job, sub: Subscription, outcome: Outcome, attemp
         now = worker.clock()
         carried |= Hold(now, now).attributes()
     attempt = _attempt_record(job, sub, outcome, attempt_number, next_at)
-    return _Step(settled=settled, attempt=attempt, scheduled=scheduled, next_at=next_at, carried=carried)
+    return _Step(settled=settled, attempt=attempt, scheduled=scheduled, carried=carried)
 
 
 async def _record_attempt(worker: Worker, job: _Job, step: _Step, *, token: str | None, expires_at: int) -> bool | None:
