@@ -6,6 +6,7 @@ with a ceiling, never a pause."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +21,6 @@ from typing import Any
 import boto3
 import httpx
 
-from herald.local.stack import free_port
 from tests.process_guard import Processes
 from tests.support import Receiver
 
@@ -71,15 +71,28 @@ def start_stack(processes: Processes, log: Path, environment: Mapping[str, str])
         )
 
 
+def announced(process: subprocess.Popen[Any], log: Path) -> tuple[str, str]:
+    """The API's and the embedded AWS's URLs the stack's banner in ``log`` names, once it is there: the ports it
+    bound (asked for 0, no port is picked for it that another process could take first)."""
+    deadline = time.monotonic() + START_SECONDS
+    while not (
+        (api := re.search(r"API and docs   (http://\S+)/docs", text := log.read_text()))
+        and (aws := re.search(r"Embedded AWS   (http://\S+)", text))
+    ):
+        assert process.poll() is None, text[-3000:]
+        assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"
+        time.sleep(0.1)  # the log looked at again, until the banner is in it
+    return api[1], aws[1]
+
+
 @contextmanager
 def running_stack(log: Path, admin_key: str, env: Mapping[str, str] | None = None) -> Iterator[Stack]:
-    """``python -m herald.local`` (what `make run` runs) on free ports with ``env`` added to a clean environment,
-    its output in ``log``; stopped with its process group whatever happens."""
-    api_port, aws_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    """``python -m herald.local`` (what `make run` runs) on ports of its own choosing with ``env`` added to a clean
+    environment, its output in ``log``; stopped with its process group whatever happens."""
     environment = stack_environment(
         admin_key,
-        HERALD_LOCAL_PORT=str(api_port),
-        HERALD_LOCAL_AWS_PORT=str(aws_port),
+        HERALD_LOCAL_PORT="0",
+        HERALD_LOCAL_AWS_PORT="0",
         # The receivers answer at once, but they are threads of the test's process, on a machine the suite may
         # keep busy: one answer later than the slow lane's 2 s would be cut short and sent again from the slow
         # lane (a duplicate the README documents for endpoints that slow). These tests are not of slow endpoints.
@@ -89,18 +102,10 @@ def running_stack(log: Path, admin_key: str, env: Mapping[str, str] | None = Non
     processes = Processes()
     try:
         process = start_stack(processes, log, environment)
-        url = f"http://127.0.0.1:{api_port}"
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/openapi.json", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"the stack did not serve within {START_SECONDS} s"
-            time.sleep(0.2)
-        yield Stack(url, f"http://127.0.0.1:{aws_port}", log)
+        url, aws = announced(process, log)
+        # The banner is printed once the API serves: it answers at once.
+        assert httpx.get(f"{url}/openapi.json", timeout=30).status_code == 200
+        yield Stack(url, aws, log)
     finally:
         processes.stop_all()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -19,7 +20,6 @@ from standardwebhooks.webhooks import Webhook
 
 from herald.local.receiver import SampleReceiver
 from herald.local.receiver import main as receiver_main
-from herald.local.stack import free_port
 from tests.process_guard import Processes, stop_group
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -76,22 +76,19 @@ def test_ctrl_c_stops_the_receiver_while_a_client_keeps_its_connection_open(
 ) -> None:
     # GIVEN `make receiver`'s program serving, and a client (like Herald's delivery pool) that made a
     # request and keeps its keep-alive connection open
-    port = free_port("127.0.0.1")
+    # on a port of its own choosing (0), which it prints: none picked here that another process could take first
     log = tmp_path / "receiver.log"
     receiver = processes.start(
-        [sys.executable, "-m", "herald.local.receiver", "--port", str(port), "--secret", SECRET],
+        [sys.executable, "-m", "herald.local.receiver", "--port", "0", "--secret", SECRET],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not (listening := re.search(r"listening on http://127\.0\.0\.1:(\d+)/", log.read_text())):
+        assert receiver.poll() is None, log.read_text()
+        threading.Event().wait(0.05)
+    connection = http.client.HTTPConnection("127.0.0.1", int(listening[1]), timeout=30)
     try:
-        while True:
-            try:
-                connection.connect()
-                break
-            except ConnectionRefusedError:
-                assert receiver.poll() is None, log.read_text()
-                threading.Event().wait(0.05)
+        connection.connect()  # it listens before it says so
         now = datetime.now(UTC)
         headers = {
             "webhook-id": "msg_k",

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ from herald.local.moto_fixes import moto_fixes
 from herald.local.stack import TerminalFormatter, main, start_aws, use_embedded_aws
 from herald.settings import get_settings
 from herald.worker import dispatch
-from tests.local_stack_support import START_SECONDS, stack_environment, start_stack
+from tests.local_stack_support import announced, stack_environment, start_stack
 from tests.process_guard import Processes, stop_group
 from tests.support import ADMIN_KEY
 
@@ -250,11 +249,7 @@ STOP_SECONDS = 30
 def _serving(processes: Processes, log: Path, environment: dict[str, str]) -> subprocess.Popen[Any]:
     """`make run`'s program started by ``processes`` with ``environment``, once its banner is in ``log``."""
     stack = start_stack(processes, log, environment)
-    deadline = time.monotonic() + START_SECONDS
-    while "Herald is running locally." not in log.read_text():
-        assert stack.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"
-        time.sleep(0.1)  # the log looked at again, until the banner is in it
+    announced(stack, log)
     return stack
 
 

@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m herald.local.receiver", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--port", type=int, default=9000, help="port to listen on (0: a free one, printed)")
     parser.add_argument("--secret", default=os.environ.get("HERALD_RECEIVER_SECRET"), help="the whsec_ secret")
     parser.add_argument("--fail-first", type=int, default=0, help="answer 503 to the first N verified deliveries")
     args = parser.parse_args(argv)
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"listening on http://{host}:{args.port}/ (any path); verifying with standardwebhooks", flush=True)
+    port = server.server_address[1]  # the one bound, when any free port was asked for (0)
+    print(f"listening on http://{host}:{port}/ (any path); verifying with standardwebhooks", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
