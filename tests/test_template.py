@@ -699,6 +699,26 @@ def test_the_ci_environment_deploys_without_a_prompt(template: dict[str, Any]) -
     ("arn", "allowed"),
     [
         ("", True),
+        ("arn:aws:sns:us-east-1:123456789012:herald-alarms", True),
+        ("arn:aws-cn:sns:cn-north-1:123456789012:Herald_Alarms", True),
+        ("arn:aws:sns:us-east-1:123456789012:herald-alarms.fifo", True),
+        ("herald-alarms", False),
+        ("arn:aws:sns:us-east-1:herald-alarms", False),
+        ("arn:aws:sqs:us-east-1:123456789012:herald-alarms", False),
+        ("arn:aws:sns:us-east-1:123456789012:herald alarms", False),
+    ],
+)
+def test_the_alarm_topic_is_an_sns_topic_arn(template: dict[str, Any], arn: str, allowed: bool) -> None:
+    # A topic's ARN or nothing: a name alone, or another service's ARN, is refused by CloudFormation before
+    # anything is made (CloudWatch would only refuse it while the alarms are made, and the stack roll back)
+    pattern = template["Parameters"]["AlarmTopicArn"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, arn)) is allowed
+
+
+@pytest.mark.parametrize(
+    ("arn", "allowed"),
+    [
+        ("", True),
         ("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
         ("arn:aws:kms:us-east-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab", True),
         ("arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
