@@ -7,8 +7,10 @@ invocation. AWS is a moto server in its own process (as AWS is a remote service)
 local receiver. The figure is the import plus the first invocation, timed in the process; the
 interpreter's own start (the same for both) is reported beside it.
 
-* API: Herald's ApiFunction serves ``GET /v1/subscriptions`` for a tenant API key (Secrets Manager
-  for the admin key, then DynamoDB, as on every cold start). Baseline: a minimal FastAPI + Mangum app
+* API: Herald's ApiFunction serves ``GET /v1/subscriptions`` for a tenant API key (DynamoDB: the key's
+  GetItem, then the listing's Query; a tenant's key never waits for the admin key's secret, which is read on an
+  operator's first call). A read: ``POST /v1/events`` also sends to SQS, which the baseline cannot make again
+  (``REPLAYABLE``), so publishing's cold start is timed apart, not as a figure. Baseline: a minimal FastAPI + Mangum app
   (FastAPI, Mangum and pydantic at the layer's versions) whose one async route makes the AWS calls Herald's
   run made.
 * Delivery: Herald's DeliveryFunction handles an SQS batch of one delivery (real fan-out, real

@@ -76,6 +76,9 @@ ONE_AT_A_TIME_EVENTS = 8
 BATCH_PUBLISH_SUFFIX = "_batch_publish"
 LAMBDA_ARM_GB_SECOND = 0.0000133334
 LAMBDA_REQUEST = 0.20 / 1e6
+#: EventBridge Scheduler, which invokes the schedule's sweep (the template's ScheduleV2): $1.00 per million
+#: invocations (free tiers ignored) -- https://aws.amazon.com/eventbridge/pricing/.
+SCHEDULER_INVOCATION = 1.00 / 1e6
 SQS_REQUEST = 0.40 / 1e6  # standard queue, per 64 KB chunk
 DYNAMODB_WRU = 0.625 / 1e6
 DYNAMODB_RRU = 0.125 / 1e6
@@ -100,8 +103,6 @@ EVENTBRIDGE_PER_EVENT = 1.00 / 1e6
 EVENTBRIDGE_PER_INVOCATION = 0.20 / 1e6
 #: What Lambda itself writes to the function's log group per invocation (START, END, REPORT lines).
 LAMBDA_PLATFORM_LOG_BYTES = 330
-TARGET_PER_MILLION = 1.00
-EVENTBRIDGE_PER_MILLION_ONE_TO_ONE = 1.20
 SUBSCRIBER_LATENCY = 0.1
 #: A hosted sender's list price: Svix, $0.0001 per message beyond the plan's included messages, on plans
 #: from $490 a month (Professional) -- https://www.svix.com/pricing/ (as transcribed 2026-09-20). A message
@@ -684,11 +685,10 @@ def _price(
     api_memory = int(function_properties(template, "ApiFunction").get("MemorySize", 128))
     delivery_memory = int(function_properties(template, DELIVERY_FUNCTION_ID).get("MemorySize", 128))
     deliveries = events * fanout
-    all_counts = metered.counts
-    api_counts = metered.api_counts
-    worker_counts = all_counts - api_counts
+    # Entries in parentheses are not billed (the poller's empty receives): left out of every count.
+    all_counts = Counter({name: count for name, count in metered.counts.items() if not name.startswith("(")})
+    worker_counts = all_counts - metered.api_counts
     sqs_requests = sum(count for name, count in all_counts.items() if name.startswith("sqs."))
-    all_counts = Counter({name: count for name, count in all_counts.items() if not name.startswith("(")})
     ddb_requests = sum(count for name, count in all_counts.items() if name.startswith("dynamodb."))
     secrets = sum(count for name, count in all_counts.items() if name.startswith("secretsmanager."))
     wru, rru = metered.wru, metered.rru
@@ -718,7 +718,8 @@ def _price(
     sweep_counts = Counter({name: n for name, n in metered.sweep_counts.items() if not name.startswith("(")})
     sweep_seconds = sorted(plain.sweep_seconds)[len(plain.sweep_seconds) // 2] if plain.sweep_seconds else 0.0
     sweep_dollars = (
-        LAMBDA_REQUEST
+        SCHEDULER_INVOCATION
+        + LAMBDA_REQUEST
         + math.ceil(sweep_seconds * 1000) / 1000 * delivery_memory / 1024 * LAMBDA_ARM_GB_SECOND
         + sum(n for name, n in sweep_counts.items() if name.startswith("sqs.")) * SQS_REQUEST
         + sum(n for name, n in sweep_counts.items() if name.startswith("secretsmanager.")) * SECRETS_MANAGER_CALL
@@ -746,7 +747,7 @@ def _price(
         "delivery_gb_s": worker_gb_s / deliveries,
         "api_request_ms": sorted(api_seconds)[len(api_seconds) // 2] * 1000,
         "delivery_invocation_ms": sorted(durations)[len(durations) // 2] * 1000,
-        "api_aws_calls_per_event": sum(api_counts.values()) / events,
+        "api_aws_calls_per_event": sum(metered.api_counts.values()) / events,
         "worker_aws_calls_per_delivery": sum(worker_counts.values()) / deliveries,
     }
     published = (

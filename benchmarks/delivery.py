@@ -17,6 +17,10 @@ at once. The worker's CPU time for the batch is reported too: on Lambda, CPU sca
 Last come the rounds that give ``batch_wall_time``: each batch is run on moto with its AWS calls recorded,
 then handled again with every call answered by an AWS stand-in that answers concurrently
 (``benchmarks.aws_standin``), as AWS does: the batch as it runs against AWS, without moto's one-at-a-time.
+Every subscription is on the one receiver, so each of those batches sends over the connections the recording
+left open (the HTTP client keeps them ``herald.sender.KEEPALIVE_SECONDS``); the same rounds are run again with
+the client's connections closed before the replay, each delivery on a new connection (plaintext: no TLS), as a
+batch to subscribers that no batch of the last half minute reached sends.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from benchmarks.receiver import ReceiverProcess
 from benchmarks.results import Ratio, Result
 from herald.local.event_sources import delivery_event_source
 from herald.local.poller import LambdaContext, SqsPoller, sqs_event
+from herald.sender import http_clients
 from herald.worker import Worker, settle_all
 from herald.worker.events import EventCache
 
@@ -110,9 +115,10 @@ class _Bench:
         self._check(len(messages), result.deleted, result.failed)
         return self._round(delay)
 
-    def standin_round(self, delay: float) -> Round:
+    def standin_round(self, delay: float, *, new_connections: bool = False) -> Round:
         """The batch as it runs against AWS (``benchmarks.aws_standin``): run on moto with its calls recorded,
-        then the same SQS event handled again with every call answered from the recording, concurrently."""
+        then the same SQS event handled again with every call answered from the recording, concurrently; with
+        ``new_connections``, the HTTP client's connections are closed before, and each delivery opens one."""
         messages = published_deliveries(self.services, self.poller, self.tenant.id, self.batch)
         self.receiver.reset(delay)
         with self.standin.recording():
@@ -124,8 +130,12 @@ class _Bench:
         # The worker keeps the events it read: it would not read this one again, and the replay would be less work.
         self.worker.events = EventCache(self.worker)
         context = LambdaContext(self.poller.function_name, self.poller.timeout, time.time(), aws_request_id="standin")
+        if new_connections:
+            self.worker.loop.run_until_complete(self._close_connections())
         with self.standin.answering():
             response = self._timed_handle(sqs_event(messages, self.poller.queue_arn), context)
+        if new_connections and (opened := self._connections()) != self.batch:
+            raise BenchmarkError(f"the batch of {self.batch} was to open as many connections; it opened {opened}")
         failed = len((response or {}).get("batchItemFailures", []))
         stats = self.standin.stats()
         if stats["misses"]:
@@ -143,6 +153,18 @@ class _Bench:
         self.standin_answered = stats["answered"]
         self._check(len(messages), len(messages) - failed, failed)
         return self._round(delay)
+
+    def _pools(self) -> list[Any]:
+        """The connection pools of the worker's HTTP clients (httpcore's, under httpx's transport)."""
+        return [client.transport._pool for client in http_clients(self.worker.loop)]
+
+    async def _close_connections(self) -> None:
+        for pool in self._pools():
+            await pool.aclose()  # the pool stays usable: its connections are closed and forgotten
+
+    def _connections(self) -> int:
+        """The connections the worker's HTTP clients hold (all kept, open, after a batch: up to 256 per client)."""
+        return sum(len(pool.connections) for pool in self._pools())
 
     def _check(self, messages: int, settled: int, failed: int) -> None:
         """Every message of the batch settled, and the receiver answered each of its deliveries once."""
@@ -208,6 +230,7 @@ def run(
                 instant.append(bench.round(0.0))
                 slow.append(bench.round(latency))
             standin = [bench.standin_round(latency) for _ in range(rounds)]
+            connecting = [bench.standin_round(latency, new_connections=True) for _ in range(rounds)]
             client_cpu = bench.client_cpu_per_call()
         finally:
             bench.close()
@@ -215,7 +238,7 @@ def run(
     def mid(rounds_: list[Round]) -> Round:
         return sorted(rounds_, key=lambda item: item.handle_s)[len(rounds_) // 2]
 
-    fast, typical, stood_in = mid(instant), mid(slow), mid(standin)
+    fast, typical, stood_in, connected = mid(instant), mid(slow), mid(standin), mid(connecting)
     batch_s = typical.handle_s
     latency_added = median([pair[1].handle_s - pair[0].handle_s for pair in zip(instant, slow, strict=True)])
     aws_calls = sum(typical.aws_calls.values())
@@ -257,6 +280,9 @@ def run(
             "standin_receiver_peak_in_flight_count": stood_in.receiver["peak_in_flight"],
             "standin_peak_aws_calls_in_flight_count": max(bench.standin_peaks),
             "standin_answered_count": bench.standin_answered,
+            # The same rounds again, each delivery on a new connection (the client's closed before the replay).
+            "standin_new_connections_batch_s": connected.handle_s,
+            "standin_new_connections_worker_cpu_per_delivery_s": median([item.cpu_s for item in connecting]) / batch,
         }
     )
     out(f"  receiver latency (one POST, median of 5)   {measured_latency * 1000:7.0f} ms")
@@ -267,6 +293,10 @@ def run(
         f"  batch, slow receiver, AWS stand-in (median) {stood_in.handle_s * 1000:6.0f} ms   "
         f"(runs: {_list(standin)} ms; each call answered after {LATENCY_S * 1000:.0f} ms, concurrently; "
         f"worker CPU {stood_in.cpu_s * 1000:.0f} ms; {stood_in.aws_described})"
+    )
+    out(
+        f"  the same, every delivery on a new connection {connected.handle_s * 1000:4.0f} ms   "
+        f"(runs: {_list(connecting)} ms; worker CPU {connected.cpu_s * 1000:.0f} ms)"
     )
     out(f"  latency added (slow - instant, median)     {latency_added * 1000:7.0f} ms")
     out(

@@ -33,6 +33,23 @@ def cold_starts(*, runs: int, out: Callable[[str], None]) -> list[Figure]:
         ]
 
 
+def _connections(measured: dict[str, float]) -> str:
+    """What the batch figures' connections were, and the same batch on new ones (when measured)."""
+    said = (
+        "Every subscription is on the one receiver: each delivery was sent over a connection the batch before left "
+        "open (the client keeps them 30 s)"
+    )
+    if "standin_new_connections_batch_s" not in measured:  # results of a version that did not measure it
+        return said + "."
+    batch_ms = measured["standin_new_connections_batch_s"] * 1000
+    cpu_ms = measured["standin_new_connections_worker_cpu_per_delivery_s"] * 1000
+    return (
+        f"{said}; with the client's connections closed first, each delivery opening one (to an IP address, in "
+        f"plaintext: a DNS lookup and a TLS handshake would add to it), the batch took {batch_ms:.0f} ms and "
+        f"{cpu_ms:.2f} ms of CPU per delivery."
+    )
+
+
 def batch_concurrency(result: Result) -> list[Figure]:
     measured = result.measured
     latency_ms = measured["receiver_latency_s"] * 1000
@@ -47,7 +64,7 @@ def batch_concurrency(result: Result) -> list[Figure]:
         f"number at once (seen from the worker, a call took {measured['standin_call_median_s'] * 1000:.0f} ms, "
         f"median, on a machine of {os.cpu_count()} CPUs shared by the worker, the stand-in and the receiver). An "
         "estimate of the batch on AWS: no TLS, and no slow tail. On moto alone, which serves one call at a time, "
-        f"the same batch takes {measured['batch_s'] * 1000:.0f} ms."
+        f"the same batch takes {measured['batch_s'] * 1000:.0f} ms. " + _connections(measured)
     )
     note = (
         f"missed: the batch made {calls:.0f} AWS calls ({calls / batch:.1f} per delivery) and the worker spent "
@@ -91,7 +108,8 @@ def batch_concurrency(result: Result) -> list[Figure]:
             f"stand-in, per delivery, the median of {measured.get('rounds_count', 1):.0f} rounds (noise: their spread, "
             "and a value within it of the target is not counted as met); against moto, "
             f"{measured['worker_cpu_per_delivery_s'] * 1000:.1f} ms (its "
-            "HTTP exchanges with moto included). On Lambda, CPU scales with MemorySize (1769 MB: one vCPU)",
+            "HTTP exchanges with moto included). On Lambda, CPU scales with MemorySize (1769 MB: one vCPU). "
+            + _connections(measured),
             low=0.1 / CPU_TARGET_MS,  # under 0.1 ms a delivery, the batch was not worked
             high=1.0,
             noise=measured.get("standin_worker_cpu_spread_s", 0.0) * 1000 / batch,

@@ -65,6 +65,14 @@ def test_delivery_benchmark_runs_a_small_batch() -> None:
     assert wall.signal == pytest.approx(wall.value - figures.BATCH_TARGET * wall.baseline)
     assert cpu.noise == pytest.approx(result.measured["standin_worker_cpu_spread_s"] * 1000 / 5)
     assert cpu.signal == pytest.approx(cpu.value - figures.CPU_TARGET_MS)
+    # AND the same rounds were run with each delivery on a new connection (the benchmark raises unless the batch
+    # opened one per delivery), and both figures say what they were sent over and what new connections took
+    connected_ms = result.measured["standin_new_connections_batch_s"] * 1000
+    assert connected_ms > 0
+    assert result.measured["standin_new_connections_worker_cpu_per_delivery_s"] > 0
+    for figure in (wall, cpu):
+        assert "a connection the batch before left open" in figure.note
+        assert f"the batch took {connected_ms:.0f} ms" in figure.note
     assert lines
 
 
@@ -266,6 +274,8 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     usage = typical.details["per_delivery"]
     assert calls.value == pytest.approx(usage["dynamodb_requests"] + usage["sqs_requests"])
     assert calls.details["throughput"] > 0
+    # AND publishing's share and the worker's add up to them (neither counts a request that is not billed)
+    assert usage["api_aws_calls_per_event"] / 2 + usage["worker_aws_calls_per_delivery"] == pytest.approx(calls.value)
     # AND the same fan-out published in batches makes fewer requests per delivery: the API's per-event calls are
     # shared by the batch
     assert batch_published.details["invocations"]["api"] == 1
@@ -304,7 +314,7 @@ def test_cost_benchmark_prices_every_request_of_a_small_run() -> None:
     assert fixed["CloudWatch custom metrics"] == pytest.approx(len(CORE) * 0.30 * per, rel=1e-3)
     assert fixed["CloudWatch alarms"] == pytest.approx(counts["alarm_metrics"] * 0.10 * per, rel=1e-3)
     assert fixed["Secrets Manager secrets"] == pytest.approx(2 * 0.40 * per, rel=1e-3)
-    assert fixed["Schedule sweeps"] > 43_200 * cost.LAMBDA_REQUEST * per
+    assert fixed["Schedule sweeps"] > 43_200 * (cost.SCHEDULER_INVOCATION + cost.LAMBDA_REQUEST) * per
     assert typical.details["per_delivery"]["sweep_ms"] > 0
     assert any(note.startswith("fixed monthly charges") for note in typical.details["notes"])
     # AND the figures say which workload they measure: a burst, or each event worked before the next is published

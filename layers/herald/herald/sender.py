@@ -526,6 +526,11 @@ def http_client(timeout: float, policy: UrlPolicy) -> WebhookClient:
     return client
 
 
+def http_clients(loop: asyncio.AbstractEventLoop) -> list[WebhookClient]:
+    """The clients ``loop`` has (the benchmarks look at their connections)."""
+    return list(_HTTP_CLIENTS.get(loop, {}).values())
+
+
 async def close_http_client(loop: asyncio.AbstractEventLoop) -> None:
     """Close the clients ``loop`` has, if any (tests and the local stack, when they close a worker)."""
     for client in _HTTP_CLIENTS.pop(loop, {}).values():
