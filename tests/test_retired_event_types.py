@@ -1,19 +1,24 @@
-"""Filters of subscriptions that keep an event type the catalog no longer lists (retired by a deploy since they
-subscribed): a ``$type`` may name it, as the subscription may keep it; conditions are checked against the types the
-catalog lists, but for a kept filter's branch that only the retired type's events can meet."""
+"""Subscriptions that keep an event type the catalog no longer lists (retired by a deploy since they subscribed):
+a filter's ``$type`` may name it, as the subscription may keep it; conditions are checked against the types the
+catalog lists, but for a kept filter's branch that only the retired type's events can meet. Their deliveries of it
+can still be listed by that type."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from herald.catalog import catalog
-from tests.delivery_support import subscribe
+from tests.delivery_support import publish, subscribe
+from tests.portal_support import Browser, sign_in
+from tests.support import drain
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
+    from herald.local.poller import SqsPoller
     from tests.support import Receiver, TenantInfo
 
 #: Each type its own conditions: a carrier for the shipments, an amount for the invoices.
@@ -207,3 +212,36 @@ def test_a_new_condition_left_to_one_of_two_retired_types_names_that_one(
         "'carrier': only events of order.shipped can meet this condition, and order.shipped is no longer in the event "
         "catalog: a new condition on them cannot be checked"
     )
+
+
+def test_the_deliveries_of_a_retired_type_can_still_be_listed_by_that_type(
+    client: TestClient,
+    tenant: TenantInfo,
+    receiver: Receiver,
+    poller: SqsPoller,
+    browser: Browser,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN an endpoint with a delivery of each of its two types, one type retired from the catalog since
+    sub = subscribe(client, tenant, receiver.url, ("invoice.paid", "order.shipped"))
+    publish(client, tenant.id, "order.shipped")
+    publish(client, tenant.id, "invoice.paid")
+    drain(poller)
+    monkeypatch.delitem(catalog._types, "order.shipped")
+    path = f"/v1/subscriptions/{sub.id}/deliveries"
+    # WHEN the tenant lists its deliveries of the retired type
+    listed = client.get(path, params={"event_type": "order.shipped"}, headers=tenant.headers)
+    # THEN the one delivery of that type is listed, as the subscription still names the type
+    assert listed.status_code == 200, listed.text
+    assert [item["event_type"] for item in listed.json()["data"]] == ["order.shipped"]
+    # AND a type neither the catalog lists nor the subscription names is still refused
+    other = client.get(path, params={"event_type": "order.cancelled"}, headers=tenant.headers)
+    assert (other.status_code, other.json()["error"]["code"]) == (422, "unknown_event_type")
+    # AND the portal's endpoint page offers the retired type in its filter, and lists only its delivery under it
+    me = browser()
+    sign_in(me, tenant.id, "read")
+    page = me.get(f"/portal/endpoints/{sub.id}", params={"event_type": "order.shipped"})
+    assert page.status_code == 200, page.text[:300]
+    assert '<option value="order.shipped" selected>' in page.text
+    shown = re.findall(rf'href="/portal/endpoints/{sub.id}/deliveries/(dlv_\w+)"', page.text)
+    assert shown == [item["id"] for item in listed.json()["data"]]

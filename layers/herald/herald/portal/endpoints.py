@@ -397,7 +397,9 @@ async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the q
     after = checked_cursor(after, "deliveries")
     sub = _find(guest, sub_id)
     wanted = DeliveryStatus(status) if status in DeliveryStatus else None
-    of_type = event_type if event_type in catalog else None
+    # The catalog's types, and those the endpoint keeps that the catalog no longer lists: their deliveries are listed.
+    types = [*catalog.names(), *subscriptions.retired_types(sub.event_types)]
+    of_type = event_type if event_type in types else None
     listed = guest.services.store.deliveries.list(
         sub.id,
         status=wanted,
@@ -426,7 +428,7 @@ async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the q
         since=since,
         until=until,
         options=CustomHeaders.from_stored(sub.headers).out(),
-        event_types=catalog.names(),
+        event_types=types,
         statuses=[s.value for s in DeliveryStatus],
         note=note,
         previous_until=subscriptions.previous_valid_until(sub, utcnow()),
