@@ -413,6 +413,11 @@ def test_operational_webhooks_are_documented_for_the_operators_endpoints(client)
     tenants = webhooks["invoice.paid"]["post"]
     assert "subscription's `whsec_` secret" in tenants["description"]
     assert "disables the subscription" in tenants["responses"]["410"]["description"]
+    # AND every webhook says how Herald takes a receiver's requests to slow down: a 429's floor, Retry-After
+    for name, webhook in webhooks.items():
+        answers = webhook["post"]["responses"]
+        assert "no sooner than a minute" in answers["429"]["description"], name
+        assert "`Retry-After` header on any failed answer is honoured" in answers["default"]["description"], name
 
 
 def test_delivery_failing_says_it_counts_the_steps_of_the_retry_schedule_and_always_has_a_next_attempt(

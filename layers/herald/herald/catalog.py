@@ -91,9 +91,14 @@ _OPERATIONAL_SIGNATURE_DOC = (
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Any 2xx answer within the timeout acknowledges the delivery."},
     410: {"description": "Gone: Herald disables the subscription and stops retrying."},
+    429: {
+        "description": "Too many requests: retried, as after a timeout, a 502 or a 504, no sooner than a minute "
+        "later (the deployment's `HERALD_THROTTLE_MIN_DELAY_SECONDS`, 60 by default)."
+    },
     "default": {
         "description": "Anything else (3xx included: redirects are never followed) is retried on the "
-        "schedule, for more than a day."
+        "schedule, for more than a day. A `Retry-After` header on any failed answer is honoured, up to twice the "
+        "wait the schedule gives."
     },
 }
 
@@ -588,7 +593,10 @@ def _envelope(name: str, title: str, model: type[EventData], example: dict[str, 
         type=(Literal[name], Field(description="The event type.")),
         timestamp=(
             datetime,
-            Field(description="When the event happened (ISO 8601, UTC)."),
+            Field(
+                description="When Herald accepted the event (ISO 8601, UTC), the same on every attempt: the "
+                "`webhook-timestamp` header is the attempt's."
+            ),
         ),
         data=(
             model,
@@ -839,7 +847,8 @@ class Ping(EventData):
     """A test event.
 
     Sent on demand by `POST /v1/subscriptions/{id}/test` to check that an endpoint receives and
-    verifies deliveries. It needs no handling beyond a 2xx answer.
+    verifies deliveries, and only so: `POST /v1/events` refuses it. It needs no handling beyond a 2xx
+    answer.
     """
 
     message: str = Field(max_length=1000)
