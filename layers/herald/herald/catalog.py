@@ -67,6 +67,8 @@ _EXACT_INTEGERS = 2**53 - 1
 
 #: The built-in test event, sent by ``POST /v1/subscriptions/{id}/test``.
 PING_EVENT_TYPE = "herald.ping"
+#: The ``timestamp`` of the delivered bodies the documentation shows.
+EXAMPLE_TIMESTAMP = "2026-01-01T12:00:00Z"
 
 _SIGNATURE_DOC = (
     "Every delivery is signed following [Standard Webhooks](https://www.standardwebhooks.com/): "
@@ -379,7 +381,12 @@ class EventType:
         """The delivered body, ``{"type", "timestamp", "data"}``, as a model: for the documentation only, so
         built when the documentation is (not on a delivery function's cold start). Its example is the delivered one
         (``delivered_example``): the webhook documents what a subscriber receives."""
-        return _envelope(self.name, self.envelope_name, self.model, self.delivered_example)
+        return _envelope(self.name, self.envelope_name, self.model, self.delivered_body)
+
+    @property
+    def delivered_body(self) -> dict[str, Any]:
+        """A whole delivered body of this type, ``{"type", "timestamp", "data"}``, its data the example's."""
+        return {"type": self.name, "timestamp": EXAMPLE_TIMESTAMP, "data": self.delivered_example}
 
     @cached_property
     def delivered_example(self) -> dict[str, Any]:
@@ -583,12 +590,10 @@ class EventCatalog:
 
 
 def _envelope(name: str, title: str, model: type[EventData], example: dict[str, Any]) -> type[BaseModel]:
-    """The delivered body of one event type: ``{"type", "timestamp", "data"}``."""
+    """The delivered body of one event type: ``{"type", "timestamp", "data"}``, with ``example`` (a whole body)."""
     return create_model(
         title,
-        __config__=ConfigDict(
-            json_schema_extra={"examples": [{"type": name, "timestamp": "2026-01-01T12:00:00Z", "data": example}]}
-        ),
+        __config__=ConfigDict(json_schema_extra={"examples": [example]}),
         __doc__=f"The body delivered for `{name}` events.",
         type=(Literal[name], Field(description="The event type.")),
         timestamp=(
