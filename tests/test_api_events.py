@@ -24,7 +24,7 @@ from herald.errors import InvalidInputError
 from herald.faults import install
 from tests.api_support import assert_error, queue_messages
 from tests.delivery_support import Harness, event_counts, subscribe
-from tests.support import ADMIN, INVOICE, Receiver, TenantInfo, drain
+from tests.support import ADMIN, INVOICE, ORDER, Receiver, TenantInfo, drain
 
 
 @pytest.fixture
@@ -1105,3 +1105,25 @@ def test_docs_are_served_offline(client) -> None:
         assert response.headers["content-type"].startswith("text/html")
         assert "/openapi.json" in response.text
         assert "cdn.jsdelivr.net" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("field", "published", "delivered"),
+    [
+        ("paid_at", "2026-01-31 09:30:00Z", "2026-01-31T09:30:00Z"),  # a space for the T
+        ("paid_at", "2026-01-31T09:30:00.123456789Z", "2026-01-31T09:30:00.123456Z"),  # nanoseconds cut
+        ("paid_at", "1769851800", "2026-01-31T09:30:00Z"),  # a string of digits: Unix seconds
+        ("paid_at", "1769851800000", "2026-01-31T09:30:00Z"),  # past 2 x 10^10: milliseconds
+        ("estimated_delivery", "1769990400", "2026-02-02"),  # a date: the day of that time, UTC
+    ],
+)
+def test_date_times_and_dates_are_read_as_the_api_reference_says(
+    client, tenant, field: str, published: str, delivered: str
+) -> None:
+    # GIVEN data with a date-time or a date written in one of the forms the README's API reference says are read
+    event_type, data = ("invoice.paid", INVOICE) if field == "paid_at" else ("order.shipped", ORDER)
+    # WHEN it is published
+    response = publish(client, type=event_type, data={**data, field: published}, tenant_id=tenant.id)
+    # THEN it is accepted, and stored (as it is delivered) as the reference says it is read
+    assert response.status_code == 202, response.text
+    assert response.json()["data"][field] == delivered
