@@ -214,6 +214,7 @@ def test_a_new_condition_left_to_one_of_two_retired_types_names_that_one(
     )
 
 
+@pytest.mark.parametrize("event_types", [("invoice.paid", "order.shipped"), ("*",)], ids=["named", "wildcard"])
 def test_the_deliveries_of_a_retired_type_can_still_be_listed_by_that_type(
     client: TestClient,
     tenant: TenantInfo,
@@ -221,9 +222,10 @@ def test_the_deliveries_of_a_retired_type_can_still_be_listed_by_that_type(
     poller: SqsPoller,
     browser: Browser,
     monkeypatch: pytest.MonkeyPatch,
+    event_types: tuple[str, ...],
 ) -> None:
-    # GIVEN an endpoint with a delivery of each of its two types, one type retired from the catalog since
-    sub = subscribe(client, tenant, receiver.url, ("invoice.paid", "order.shipped"))
+    # GIVEN an endpoint with a delivery of each of two types (both named, or every type taken), one retired since
+    sub = subscribe(client, tenant, receiver.url, event_types)
     publish(client, tenant.id, "order.shipped")
     publish(client, tenant.id, "invoice.paid")
     drain(poller)
@@ -231,12 +233,16 @@ def test_the_deliveries_of_a_retired_type_can_still_be_listed_by_that_type(
     path = f"/v1/subscriptions/{sub.id}/deliveries"
     # WHEN the tenant lists its deliveries of the retired type
     listed = client.get(path, params={"event_type": "order.shipped"}, headers=tenant.headers)
-    # THEN the one delivery of that type is listed, as the subscription still names the type
+    # THEN the one delivery of that type is listed, as the subscription still takes the type
     assert listed.status_code == 200, listed.text
     assert [item["event_type"] for item in listed.json()["data"]] == ["order.shipped"]
-    # AND a type neither the catalog lists nor the subscription names is still refused
+    # AND a type neither the catalog lists nor the subscription takes is still refused; a `*` subscription takes
+    # any, and has none of this one
     other = client.get(path, params={"event_type": "order.cancelled"}, headers=tenant.headers)
-    assert (other.status_code, other.json()["error"]["code"]) == (422, "unknown_event_type")
+    if event_types == ("*",):
+        assert (other.status_code, other.json()["data"]) == (200, [])
+    else:
+        assert (other.status_code, other.json()["error"]["code"]) == (422, "unknown_event_type")
     # AND the portal's endpoint page offers the retired type in its filter, and lists only its delivery under it
     me = browser()
     sign_in(me, tenant.id, "read")

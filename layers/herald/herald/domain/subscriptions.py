@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from herald import ids
-from herald.catalog import catalog, operational_catalog
+from herald.catalog import EVENT_TYPE_PATTERN, catalog, operational_catalog
 from herald.delivery_options import (
     CustomHeaders,
     InvalidFilterError,
@@ -106,6 +106,14 @@ def retired_types(event_types: Iterable[str]) -> list[str]:
     """Those of a subscription's ``event_types`` that the catalog no longer lists (retired by a deploy since it
     subscribed), sorted."""
     return sorted({name for name in event_types if name != WILDCARD and name not in catalog})
+
+
+def may_have_retired(sub: Subscription, event_type: str) -> bool:
+    """Whether ``sub`` may have deliveries of ``event_type``, a type the catalog no longer lists: one it still takes
+    (named, or any well-formed name when it takes every type, ``*``)."""
+    if event_type in retired_types(sub.event_types):
+        return True
+    return WILDCARD in sub.event_types and EVENT_TYPE_PATTERN.fullmatch(event_type) is not None
 
 
 def _kept_or_checked(old: Subscription, event_types: list[str]) -> list[str]:

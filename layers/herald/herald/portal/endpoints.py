@@ -397,9 +397,12 @@ async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the q
     after = checked_cursor(after, "deliveries")
     sub = _find(guest, sub_id)
     wanted = DeliveryStatus(status) if status in DeliveryStatus else None
-    # The catalog's types, and those the endpoint keeps that the catalog no longer lists: their deliveries are listed.
+    # The catalog's types, and those the endpoint still takes that the catalog no longer lists: their deliveries are
+    # listed (a `*` endpoint's are known once asked for).
     types = [*catalog.names(), *subscriptions.retired_types(sub.event_types)]
-    of_type = event_type if event_type in types else None
+    of_type = event_type if event_type in types or subscriptions.may_have_retired(sub, event_type or "") else None
+    if of_type is not None and of_type not in types:
+        types.append(of_type)
     listed = guest.services.store.deliveries.list(
         sub.id,
         status=wanted,

@@ -31,8 +31,8 @@ EventTypeQuery = Annotated[
     str | None,
     Query(
         description=(
-            "Only deliveries of this event type: one of the catalog's, or one the subscription keeps that the "
-            "catalog no longer lists."
+            "Only deliveries of this event type: one of the catalog's, or one the catalog no longer lists that the "
+            "subscription still takes (any, for a subscription to `*`)."
         ),
         min_length=1,
         max_length=MAX_EVENT_TYPE_LENGTH,
@@ -55,8 +55,8 @@ def deliveries_page(
     iterator: str | None,
 ) -> Page[DeliveryOut]:
     """A page of ``sub``'s deliveries, newest first, once the query is checked: a window whose ends are the wrong
-    way round, or an event type neither ``known`` declares nor ``sub`` keeps (retired from the catalog since it
-    subscribed: its deliveries are still listed), is a 422."""
+    way round, or an event type neither ``known`` declares nor ``sub`` still takes (retired from the catalog since
+    it subscribed: its deliveries are still listed), is a 422."""
     since = as_utc(since, "since", "query") if since is not None else None
     until = as_utc(until, "until", "query") if until is not None else None
     if since is not None and until is not None and since > until:
@@ -64,11 +64,7 @@ def deliveries_page(
             "`since` is after `until`",
             details=[{"loc": ["query", "since"], "msg": "after `until`", "type": "inverted_window"}],
         )
-    if (
-        event_type is not None
-        and event_type not in known
-        and event_type not in subscriptions.retired_types(sub.event_types)
-    ):
+    if event_type is not None and event_type not in known and not subscriptions.may_have_retired(sub, event_type):
         raise UnknownEventTypeError(
             f"unknown event type: {event_type}; known: {', '.join(known.names())}",
             details=[
