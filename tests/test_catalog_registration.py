@@ -417,7 +417,7 @@ def test_operational_webhooks_are_documented_for_the_operators_endpoints(client)
     for name, webhook in webhooks.items():
         answers = webhook["post"]["responses"]
         assert "no sooner than a minute" in answers["429"]["description"], name
-        assert "`Retry-After` header on any failed answer is honoured" in answers["default"]["description"], name
+        assert "`Retry-After` header on an answer that is retried can put" in answers["default"]["description"], name
 
 
 def test_delivery_failing_says_it_counts_the_steps_of_the_retry_schedule_and_always_has_a_next_attempt(

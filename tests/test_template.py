@@ -701,7 +701,7 @@ def test_the_ci_environment_deploys_without_a_prompt(template: dict[str, Any]) -
         ("", True),
         ("arn:aws:sns:us-east-1:123456789012:herald-alarms", True),
         ("arn:aws-cn:sns:cn-north-1:123456789012:Herald_Alarms", True),
-        ("arn:aws:sns:us-east-1:123456789012:herald-alarms.fifo", True),
+        ("arn:aws:sns:us-east-1:123456789012:herald-alarms.fifo", False),  # a FIFO topic: alarms cannot publish
         ("herald-alarms", False),
         ("arn:aws:sns:us-east-1:herald-alarms", False),
         ("arn:aws:sqs:us-east-1:123456789012:herald-alarms", False),

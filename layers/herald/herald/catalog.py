@@ -99,8 +99,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     "default": {
         "description": "Anything else (3xx included: redirects are never followed) is retried on the "
-        "schedule, for more than a day. A `Retry-After` header on any failed answer is honoured, up to twice the "
-        "wait the schedule gives."
+        "schedule, for more than a day. A `Retry-After` header on an answer that is retried can put the next attempt "
+        "off, to at most twice the wait it would have had; never sooner."
     },
 }
 
@@ -852,8 +852,8 @@ class Ping(EventData):
     """A test event.
 
     Sent on demand by `POST /v1/subscriptions/{id}/test` to check that an endpoint receives and
-    verifies deliveries, and only so: `POST /v1/events` refuses it. It needs no handling beyond a 2xx
-    answer.
+    verifies deliveries (as the portal's Send test event does), and only so: `POST /v1/events` refuses it. It
+    needs no handling beyond a 2xx answer.
     """
 
     message: str = Field(max_length=1000)
