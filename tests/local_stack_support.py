@@ -77,7 +77,7 @@ def announced(process: subprocess.Popen[Any], log: Path) -> tuple[str, str]:
     deadline = time.monotonic() + START_SECONDS
     while not (
         (api := re.search(r"API and docs   (http://\S+)/docs", text := log.read_text()))
-        and (aws := re.search(r"Embedded AWS   (http://\S+)", text))
+        and (aws := re.search(r"Embedded AWS   (http://\S+)   \(moto", text))
     ):
         assert process.poll() is None, text[-3000:]
         assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -24,7 +25,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from herald.api import create_app
-from herald.local.stack import free_port
 from herald.services import Services
 from tests.delivery_support import Harness, verify
 from tests.process_guard import Processes
@@ -65,10 +65,18 @@ def driver(tmp_path: Path, processes: Processes) -> Iterator[WebDriver]:
         if os.environ.get("CI") or os.environ.get("HERALD_REQUIRE_BROWSER"):
             pytest.fail("chromium and chromium-driver are required in CI (.ci/run installs them)")
         pytest.skip("chromium or chromium-driver is not installed (apt-get install chromium chromium-driver)")
-    port = free_port("127.0.0.1")
-    processes.start([CHROMEDRIVER, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # On a port of its own choosing (0), which it names: none picked here that another process could take first.
+    log = tmp_path / "chromedriver.log"
+    with log.open("wb") as output:
+        chromedriver = processes.start([CHROMEDRIVER, "--port=0"], stdout=output, stderr=subprocess.STDOUT)
     browser: WebDriver | None = None
     try:
+        deadline = time.monotonic() + WAIT
+        while not (started := re.search(r"started successfully on port (\d+)", log.read_text())):
+            assert chromedriver.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"chromedriver did not start: {log.read_text()}"
+            threading.Event().wait(0.05)
+        port = int(started[1])
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         for flag in (
@@ -82,14 +90,6 @@ def driver(tmp_path: Path, processes: Processes) -> Iterator[WebDriver]:
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         ):
             options.add_argument(flag)
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/status", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "chromedriver did not start"
-                threading.Event().wait(0.05)
         browser = webdriver.Remote(command_executor=f"http://127.0.0.1:{port}", options=options)
         yield browser
     finally:
