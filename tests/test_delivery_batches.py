@@ -329,6 +329,44 @@ def test_a_copy_held_back_by_the_rate_limit_while_the_other_sent_leaves_one_send
     assert workers[0].counts() == (0, 0)
 
 
+@pytest.mark.parametrize("settings_overrides", [{"slow_lane_after_seconds": 10}])
+def test_a_copy_that_waited_for_the_rate_limit_while_the_other_recorded_the_delivery_is_not_sent(
+    client, tenant, services, aws, clock, receiver, capsys, caplog
+) -> None:
+    # GIVEN a subscription limited to one delivery a second, whose subscriber answers at once, and its first delivery
+    # message on the queue twice (SQS delivers at least once); two workers (two invocations) taking one copy each. The
+    # rate limit's wait within the worker is on (up to 5 s): the copy without the slot waits for the next one
+    receiver.default = (200, {}, b"ok", 0.0)
+    sub = subscribe(client, tenant, receiver.url, rate_limit=1)
+    event_id = publish(client, tenant.id)
+    delivery_id = delivery_id_of(services.store, event_id, sub.id)
+    services.queue.send(
+        DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=delivery_id)
+    )
+    workers = [make_harness(services, aws, clock=clock, batch_size=1) for _ in range(2)]
+    try:
+        capsys.readouterr()
+        # WHEN both invocations run at the same time: one sends and records at once, the other waits for its slot
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda harness: harness.poller.poll_once(), workers))
+        output = capsys.readouterr().out
+    finally:
+        for harness in workers:
+            harness.close()
+    # THEN both copies are done with, and the subscriber got one request: the copy that waited read the delivery
+    # again before sending (a first receive holds no lease) and found it recorded
+    assert [(r.received, r.deleted, r.failed) for r in results] == [(1, 1, 0), (1, 1, 0)]
+    (got,) = receiver.received
+    verify(sub.secret, got)
+    assert "not sent: another copy of the message recorded the delivery while this one waited" in caplog.messages
+    # AND the delivery is the sent copy's: succeeded at its one attempt, counted once, no duplicate send
+    delivery = only_delivery(client, tenant, sub.id)
+    assert (delivery["status"], delivery["attempts"]) == ("succeeded", 1)
+    assert len(attempts(client, tenant, sub.id, delivery["id"])) == 1
+    assert event_counts(client, event_id)["succeeded"] == 1
+    assert "DuplicateSends" not in output
+
+
 def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
     client, tenant, harness: Harness, clock: Clock, receiver
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -487,10 +488,14 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         body = await _body(worker, sub, job.event.payload)
         return not isinstance(body, Outcome)
 
+    waiting_since = time.monotonic()  # the waits for a connection and a slot are real time, whatever the worker's clock
     if not await _connected(worker, job, sub, token, make_body):
         return body if isinstance(body, Outcome) else None
     assert isinstance(body, bytes)
     try:
+        waited = time.monotonic() - waiting_since >= RECHECK_AFTER_WAIT_SECONDS
+        if waited and token is None and await _recorded_meanwhile(worker, job):
+            return None
         if await _forwarded(worker, job, sub, token):
             return None
         if worker.clock() > latest_start(worker, job.deadline):
@@ -512,6 +517,18 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         return await lanes.watch(worker, sub, sending, job.log, hand_over=hand_over, progress=progress)
     finally:
         worker.connections.release()
+
+
+async def _recorded_meanwhile(worker: Worker, job: _Job) -> bool:
+    """Whether another copy of the message recorded a delivery claimed without a lease (a first receive, leased by
+    SQS's visibility alone: ``_claim``) while this one waited for a connection or a rate limit's slot: it would be
+    sent a second time. A strong read, made only after such a wait, never for a delivery sent at once."""
+    message = job.message
+    read = worker.store.deliveries.get_state
+    if await worker.io(read, message.subscription_id, message.delivery_id, message.event_id) is None:
+        return False
+    logger.info("not sent: another copy of the message recorded the delivery while this one waited", extra=job.log)
+    return True
 
 
 async def _connected(
@@ -738,6 +755,9 @@ async def _record(
     )
 
 
+#: A delivery claimed without a lease that waited this long (seconds) for a connection or a rate limit's slot is
+#: read again before it is sent (``_recorded_meanwhile``): another copy of its message may have recorded it meanwhile.
+RECHECK_AFTER_WAIT_SECONDS = 0.5
 #: The waits (seconds) before ``keep_attempts`` is asked again, refused (throttled) after botocore's own retries.
 KEEP_ATTEMPTS_BACKOFF = (0.2, 1.0)
 #: Beyond the retry schedule's latest end, how late its last attempt may come and find its log kept (a backlog, the
