@@ -494,7 +494,7 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
     assert isinstance(body, bytes)
     try:
         waited = time.monotonic() - waiting_since >= RECHECK_AFTER_WAIT_SECONDS
-        if waited and token is None and await _recorded_meanwhile(worker, job):
+        if waited and token is None and await _settled_meanwhile(worker, job):
             return None
         if await _forwarded(worker, job, sub, token):
             return None
@@ -519,15 +519,18 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         worker.connections.release()
 
 
-async def _recorded_meanwhile(worker: Worker, job: _Job) -> bool:
-    """Whether another copy of the message recorded a delivery claimed without a lease (a first receive, leased by
-    SQS's visibility alone: ``_claim``) while this one waited for a connection or a rate limit's slot: it would be
-    sent a second time. A strong read, made only after such a wait, never for a delivery sent at once."""
+async def _settled_meanwhile(worker: Worker, job: _Job) -> bool:
+    """Whether another copy of the message settled a delivery claimed without a lease (a first receive, leased by
+    SQS's visibility alone: ``_claim``) while this one waited for a connection or a rate limit's slot (an attempt
+    recorded, or the delivery cancelled): it would be sent a second time. A strong read, made only after such a
+    wait, never for a delivery sent at once. A delivery only listed meanwhile (a copy held back by the rate limit or
+    the breaker writes it as waiting) is still sent: that copy finds this attempt recorded when it comes back."""
     message = job.message
     read = worker.store.deliveries.get_state
-    if await worker.io(read, message.subscription_id, message.delivery_id, message.event_id) is None:
+    state = await worker.io(read, message.subscription_id, message.delivery_id, message.event_id)
+    if state is None or (state.delivery.attempts == 0 and state.delivery.status is DeliveryStatus.PENDING):
         return False
-    logger.info("not sent: another copy of the message recorded the delivery while this one waited", extra=job.log)
+    logger.info("not sent: another copy of the message settled the delivery while this one waited", extra=job.log)
     return True
 
 
@@ -756,7 +759,7 @@ async def _record(
 
 
 #: A delivery claimed without a lease that waited this long (seconds) for a connection or a rate limit's slot is
-#: read again before it is sent (``_recorded_meanwhile``): another copy of its message may have recorded it meanwhile.
+#: read again before it is sent (``_settled_meanwhile``): another copy of its message may have recorded it meanwhile.
 RECHECK_AFTER_WAIT_SECONDS = 0.5
 #: The waits (seconds) before ``keep_attempts`` is asked again, refused (throttled) after botocore's own retries.
 KEEP_ATTEMPTS_BACKOFF = (0.2, 1.0)
