@@ -245,6 +245,33 @@ def test_duplicate_messages_of_one_delivery_send_it_once(client, tenant, harness
     assert harness.counts() == (0, 0)
 
 
+def _both_copies_worked_at_once(
+    services: Services,
+    aws: boto3.session.Session,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+    tenant_id: str,
+    sub_id: str,
+    event_id: str,
+) -> tuple[list[Any], str]:
+    """The event's delivery message for the subscription queued a second time (SQS delivers at least once), and both
+    copies taken at the same time by two workers (two invocations), one each: their poll results and what they wrote
+    to stdout (the metrics' lines)."""
+    delivery_id = delivery_id_of(services.store, event_id, sub_id)
+    services.queue.send(
+        DeliveryMessage(event_id=event_id, tenant_id=tenant_id, subscription_id=sub_id, delivery_id=delivery_id)
+    )
+    workers = [make_harness(services, aws, clock=clock, batch_size=1) for _ in range(2)]
+    try:
+        capsys.readouterr()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda harness: harness.poller.poll_once(), workers))
+        return results, capsys.readouterr().out
+    finally:
+        for harness in workers:
+            harness.close()
+
+
 @pytest.mark.parametrize("settings_overrides", [{"slow_lane_after_seconds": 10}])
 def test_two_copies_of_a_first_receive_worked_at_once_send_twice_and_are_counted(
     client, tenant, services, aws, clock, receiver, capsys
@@ -255,20 +282,8 @@ def test_two_copies_of_a_first_receive_worked_at_once_send_twice_and_are_counted
     receiver.default = (200, {}, b"ok", 3.0)
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)  # one route: publishing queues the delivery message itself
-    delivery_id = delivery_id_of(services.store, event_id, sub.id)
-    services.queue.send(
-        DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=delivery_id)
-    )
-    workers = [make_harness(services, aws, clock=clock, batch_size=1) for _ in range(2)]
-    try:
-        capsys.readouterr()
-        # WHEN both invocations run at the same time
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(lambda harness: harness.poller.poll_once(), workers))
-        output = capsys.readouterr().out
-    finally:
-        for harness in workers:
-            harness.close()
+    # WHEN both invocations run at the same time
+    results, output = _both_copies_worked_at_once(services, aws, clock, capsys, tenant.id, sub.id, event_id)
     # THEN each took one copy, and neither could see the other's delivery: both sent it (the duplicate the
     # design allows, with the same webhook-id for the receiver to drop)
     assert [(r.received, r.deleted, r.failed) for r in results] == [(1, 1, 0), (1, 1, 0)]
@@ -339,20 +354,8 @@ def test_a_copy_that_waited_for_the_rate_limit_while_the_other_recorded_the_deli
     receiver.default = (200, {}, b"ok", 0.0)
     sub = subscribe(client, tenant, receiver.url, rate_limit=1)
     event_id = publish(client, tenant.id)
-    delivery_id = delivery_id_of(services.store, event_id, sub.id)
-    services.queue.send(
-        DeliveryMessage(event_id=event_id, tenant_id=tenant.id, subscription_id=sub.id, delivery_id=delivery_id)
-    )
-    workers = [make_harness(services, aws, clock=clock, batch_size=1) for _ in range(2)]
-    try:
-        capsys.readouterr()
-        # WHEN both invocations run at the same time: one sends and records at once, the other waits for its slot
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(lambda harness: harness.poller.poll_once(), workers))
-        output = capsys.readouterr().out
-    finally:
-        for harness in workers:
-            harness.close()
+    # WHEN both invocations run at the same time: one sends and records at once, the other waits for its slot
+    results, output = _both_copies_worked_at_once(services, aws, clock, capsys, tenant.id, sub.id, event_id)
     # THEN both copies are done with, and the subscriber got one request: the copy that waited read the delivery
     # again before sending (a first receive holds no lease) and found it recorded
     assert [(r.received, r.deleted, r.failed) for r in results] == [(1, 1, 0), (1, 1, 0)]
