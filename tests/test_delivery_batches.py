@@ -361,13 +361,47 @@ def test_a_copy_that_waited_for_the_rate_limit_while_the_other_recorded_the_deli
     assert [(r.received, r.deleted, r.failed) for r in results] == [(1, 1, 0), (1, 1, 0)]
     (got,) = receiver.received
     verify(sub.secret, got)
-    assert "not sent: another copy of the message settled the delivery while this one waited" in caplog.messages
+    assert "not sent: another copy of the message took the delivery while this one waited" in caplog.messages
     # AND the delivery is the sent copy's: succeeded at its one attempt, counted once, no duplicate send
     delivery = only_delivery(client, tenant, sub.id)
     assert (delivery["status"], delivery["attempts"]) == ("succeeded", 1)
     assert len(attempts(client, tenant, sub.id, delivery["id"])) == 1
     assert event_counts(client, event_id)["succeeded"] == 1
     assert "DuplicateSends" not in output
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_local_wait_seconds": 1.5, "slow_lane_after_seconds": 10}])
+def test_a_copy_that_waited_for_its_slot_sends_over_the_other_copy_s_waiting_listing(
+    client, tenant, services, aws, clock, receiver, capsys, caplog
+) -> None:
+    # GIVEN a subscription limited to one delivery a second whose next slot is taken already, and its first delivery
+    # message on the queue twice: of two workers taking one copy each, one reserves the slot a second ahead and waits
+    # for it, the other finds none within its 1.5 s and is postponed (it lists the delivery as waiting, no attempt)
+    sub = subscribe(client, tenant, receiver.url, rate_limit=1)
+    event_id = publish(client, tenant.id)
+    assert services.store.health.take_rate_slot(sub.id, interval=1.0, now=clock()).taken
+    # WHEN both invocations run at the same time
+    results, _ = _both_copies_worked_at_once(services, aws, clock, capsys, tenant.id, sub.id, event_id)
+    # THEN the copy that waited for its slot read the delivery again, found it only listed, and sent it: the slot it
+    # waited for is not wasted
+    assert [(r.received, r.deleted, r.failed) for r in results] == [(1, 1, 0), (1, 1, 0)]
+    (got,) = receiver.received
+    verify(sub.secret, got)
+    assert "attempt postponed by the rate limit" in caplog.messages
+    assert not any(message.startswith("not sent:") for message in caplog.messages)
+    delivery = only_delivery(client, tenant, sub.id)
+    assert (delivery["status"], delivery["attempts"]) == ("succeeded", 1)
+    # AND the postponed copy, back once its slot is due, finds the attempt recorded and sends nothing more
+    harness = make_harness(services, aws, clock=clock, batch_size=1)
+    try:
+        clock.advance(30)
+        harness.reveal()
+        harness.drain()
+    finally:
+        harness.close()
+    assert len(receiver.received) == 1
+    assert len(attempts(client, tenant, sub.id, delivery["id"])) == 1
+    assert event_counts(client, event_id)["succeeded"] == 1
 
 
 def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(

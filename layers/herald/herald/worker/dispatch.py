@@ -488,13 +488,13 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         body = await _body(worker, sub, job.event.payload)
         return not isinstance(body, Outcome)
 
-    waiting_since = time.monotonic()  # the waits for a connection and a slot are real time, whatever the worker's clock
+    waiting_since = time.monotonic()  # the rate limit's wait is real time, whatever the worker's clock
     if not await _connected(worker, job, sub, token, make_body):
         return body if isinstance(body, Outcome) else None
     assert isinstance(body, bytes)
     try:
         waited = time.monotonic() - waiting_since >= RECHECK_AFTER_WAIT_SECONDS
-        if waited and token is None and await _settled_meanwhile(worker, job):
+        if waited and token is None and sub.rate_limit is not None and await _taken_meanwhile(worker, job):
             return None
         if await _forwarded(worker, job, sub, token):
             return None
@@ -519,18 +519,23 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
         worker.connections.release()
 
 
-async def _settled_meanwhile(worker: Worker, job: _Job) -> bool:
-    """Whether another copy of the message settled a delivery claimed without a lease (a first receive, leased by
-    SQS's visibility alone: ``_claim``) while this one waited for a connection or a rate limit's slot (an attempt
-    recorded, or the delivery cancelled): it would be sent a second time. A strong read, made only after such a
-    wait, never for a delivery sent at once. A delivery only listed meanwhile (a copy held back by the rate limit or
-    the breaker writes it as waiting) is still sent: that copy finds this attempt recorded when it comes back."""
+async def _taken_meanwhile(worker: Worker, job: _Job) -> bool:
+    """Whether another copy of the message took a delivery claimed without a lease (a first receive, leased by SQS's
+    visibility alone: ``_claim``) while this one waited for its rate limit's slot: an attempt recorded, the delivery
+    cancelled, or its lease held. Sent now, it would be sent a second time. A strong read, made only after such a
+    wait (up to ``rate_limit_local_wait_seconds``); a wait for one of the worker's connections reads nothing (in a
+    batch larger than the client's connections, a read for each delivery of the later waves, for a duplicate message
+    SQS seldom sends). A delivery only listed meanwhile (a copy held back by the rate limit or the breaker writes it
+    as waiting) is still sent: that copy finds this attempt recorded when it comes back."""
     message = job.message
     read = worker.store.deliveries.get_state
     state = await worker.io(read, message.subscription_id, message.delivery_id, message.event_id)
-    if state is None or (state.delivery.attempts == 0 and state.delivery.status is DeliveryStatus.PENDING):
+    if state is None:
         return False
-    logger.info("not sent: another copy of the message settled the delivery while this one waited", extra=job.log)
+    delivery = state.delivery
+    if delivery.attempts == 0 and delivery.status is DeliveryStatus.PENDING and state.lease_until <= worker.clock():
+        return False
+    logger.info("not sent: another copy of the message took the delivery while this one waited", extra=job.log)
     return True
 
 
@@ -758,8 +763,8 @@ async def _record(
     )
 
 
-#: A delivery claimed without a lease that waited this long (seconds) for a connection or a rate limit's slot is
-#: read again before it is sent (``_settled_meanwhile``): another copy of its message may have recorded it meanwhile.
+#: A delivery claimed without a lease that waited this long (seconds) for its rate limit's slot is read again before
+#: it is sent (``_taken_meanwhile``): another copy of its message may have taken it meanwhile.
 RECHECK_AFTER_WAIT_SECONDS = 0.5
 #: The waits (seconds) before ``keep_attempts`` is asked again, refused (throttled) after botocore's own retries.
 KEEP_ATTEMPTS_BACKOFF = (0.2, 1.0)
