@@ -361,7 +361,7 @@ def test_a_copy_that_waited_for_the_rate_limit_while_the_other_recorded_the_deli
     assert [(r.received, r.deleted, r.failed) for r in results] == [(1, 1, 0), (1, 1, 0)]
     (got,) = receiver.received
     verify(sub.secret, got)
-    assert "not sent: another copy of the message took the delivery while this one waited" in caplog.messages
+    assert "not sent: another copy of the message settled the delivery while this one waited" in caplog.messages
     # AND the delivery is the sent copy's: succeeded at its one attempt, counted once, no duplicate send
     delivery = only_delivery(client, tenant, sub.id)
     assert (delivery["status"], delivery["attempts"]) == ("succeeded", 1)

@@ -476,7 +476,8 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
     deliveries than the HTTP client has connections, and the attempt's timeout, like the slow lane's watch,
     measures the endpoint alone. None if no attempt was made: no connection came in time, or the invocation's time
     for it ran out after (put off), the rate limit postpones it, the subscription went on the slow lane meanwhile
-    (``_forwarded``), or another delivery holds its half-open breaker's probe (held).
+    (``_forwarded``), another delivery holds its half-open breaker's probe (held), or another copy of its message
+    took it while it waited for its rate limit (``_taken_meanwhile``).
 
     The body (``_body``: the subscription's transform, on the thread pool) is made once the connection is held and
     before a rate limit's slot is taken: between the slot and the request there is no work left but the signature,
@@ -520,22 +521,23 @@ async def _attempt(worker: Worker, job: _Job, sub: Subscription, token: str | No
 
 
 async def _taken_meanwhile(worker: Worker, job: _Job) -> bool:
-    """Whether another copy of the message took a delivery claimed without a lease (a first receive, leased by SQS's
-    visibility alone: ``_claim``) while this one waited for its rate limit's slot: an attempt recorded, the delivery
-    cancelled, or its lease held. Sent now, it would be sent a second time. A strong read, made only after such a
-    wait (up to ``rate_limit_local_wait_seconds``); a wait for one of the worker's connections reads nothing (in a
-    batch larger than the client's connections, a read for each delivery of the later waves, for a duplicate message
-    SQS seldom sends). A delivery only listed meanwhile (a copy held back by the rate limit or the breaker writes it
-    as waiting) is still sent: that copy finds this attempt recorded when it comes back."""
+    """Whether another copy of the message settled a delivery claimed without a lease (a first receive, leased by
+    SQS's visibility alone: ``_claim``) while this one waited before its send, its subscription rate-limited (for
+    its slot, or for a connection meanwhile): an attempt recorded, or the delivery cancelled. Sent now, it would be
+    sent a second time. A strong read, made only after such a wait; a subscription without a rate limit reads
+    nothing after a wait for a connection (in a batch larger than the client's connections, a read for each
+    delivery of the later waves, for a duplicate message SQS seldom sends).
+
+    A delivery only listed meanwhile (a copy held back by the rate limit or the breaker writes it as waiting) is
+    sent: that copy finds this attempt recorded when it comes back. So is one whose lease another copy holds: that
+    copy may be this very message received again, whose worker may die before its record, and only this send then
+    makes the attempt (a duplicate if it does not die, which the design allows)."""
     message = job.message
     read = worker.store.deliveries.get_state
     state = await worker.io(read, message.subscription_id, message.delivery_id, message.event_id)
-    if state is None:
+    if state is None or (state.delivery.attempts == 0 and state.delivery.status is DeliveryStatus.PENDING):
         return False
-    delivery = state.delivery
-    if delivery.attempts == 0 and delivery.status is DeliveryStatus.PENDING and state.lease_until <= worker.clock():
-        return False
-    logger.info("not sent: another copy of the message took the delivery while this one waited", extra=job.log)
+    logger.info("not sent: another copy of the message settled the delivery while this one waited", extra=job.log)
     return True
 
 
@@ -763,8 +765,8 @@ async def _record(
     )
 
 
-#: A delivery claimed without a lease that waited this long (seconds) for its rate limit's slot is read again before
-#: it is sent (``_taken_meanwhile``): another copy of its message may have taken it meanwhile.
+#: A delivery claimed without a lease, its subscription rate-limited, that waited this long (seconds) before its send
+#: is read again first (``_taken_meanwhile``): another copy of its message may have settled it meanwhile.
 RECHECK_AFTER_WAIT_SECONDS = 0.5
 #: The waits (seconds) before ``keep_attempts`` is asked again, refused (throttled) after botocore's own retries.
 KEEP_ATTEMPTS_BACKOFF = (0.2, 1.0)
