@@ -31,8 +31,8 @@ EventTypeQuery = Annotated[
     str | None,
     Query(
         description=(
-            "Only deliveries of this event type: one of the catalog's, or one the catalog no longer lists that the "
-            "subscription still takes (any, for a subscription to `*`)."
+            "Only deliveries of this event type: one of the catalog's, or, for a tenant's subscription, one the "
+            "catalog no longer lists that it still takes (any, for a subscription to `*`)."
         ),
         min_length=1,
         max_length=MAX_EVENT_TYPE_LENGTH,
