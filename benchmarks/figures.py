@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from benchmarks.results import Figure, Result
+from herald.sender import KEEPALIVE_SECONDS
 
 BATCH_TARGET = 1.5
 CPU_TARGET_MS = 3.0
@@ -37,7 +38,7 @@ def _connections(measured: dict[str, float]) -> str:
     """What the batch figures' connections were, and the same batch on new ones (when measured)."""
     said = (
         "Every subscription is on the one receiver: each delivery was sent over a connection the batch before left "
-        "open (the client keeps them 30 s)"
+        f"open (the client keeps them {KEEPALIVE_SECONDS:.0f} s)"
     )
     if "standin_new_connections_batch_s" not in measured:  # results of a version that did not measure it
         return said + "."
