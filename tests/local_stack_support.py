@@ -6,7 +6,6 @@ with a ceiling, never a pause."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import boto3
 import httpx
 
-from tests.process_guard import Processes
+from tests.process_guard import Processes, logged
 from tests.support import Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,15 +73,10 @@ def start_stack(processes: Processes, log: Path, environment: Mapping[str, str])
 def announced(process: subprocess.Popen[Any], log: Path) -> tuple[str, str]:
     """The API's and the embedded AWS's URLs the stack's banner in ``log`` names, once it is there: the ports it
     bound (asked for 0, no port is picked for it that another process could take first)."""
-    deadline = time.monotonic() + START_SECONDS
-    while not (
-        (api := re.search(r"API and docs   (http://\S+)/docs", text := log.read_text()))
-        and (aws := re.search(r"Embedded AWS   (http://\S+)   \(moto", text))
-    ):
-        assert process.poll() is None, text[-3000:]
-        assert time.monotonic() < deadline, f"the stack did not start within {START_SECONDS} s"
-        time.sleep(0.1)  # the log looked at again, until the banner is in it
-    return api[1], aws[1]
+    banner = logged(
+        process, log, r"API and docs   (http://\S+)/docs.*Embedded AWS   (http://\S+)   \(moto", seconds=START_SECONDS
+    )
+    return banner[1], banner[2]
 
 
 @contextmanager

@@ -3,6 +3,7 @@ the session (a pytest plugin, registered in conftest.py).
 
 - ``processes`` (fixture): starts commands in their own process group and, at teardown, stops each group
   (SIGINT, then SIGKILL to the whole group), whether the test passed, failed or was interrupted.
+- ``logged``: what a started server printed once it is there (the port it bound, when asked for port 0).
 - ``run_group``: ``subprocess.run`` for a command that starts children of its own (Chromium): on a timeout
   or an error the whole group is killed, and so is anything of the group still running once it returned.
 - Children start with SIGINT and SIGQUIT as a terminal has them, even when the suite itself was started with them
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,6 +82,17 @@ def _reap() -> None:
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def logged(process: subprocess.Popen[Any], log: Path, pattern: str, *, seconds: float) -> re.Match[str]:
+    """The first match of ``pattern`` (``.`` matching newlines too) in ``log``, ``process``'s output, once it is
+    there: looked at again every 50 ms; the test fails if the process ends or ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while not (found := re.search(pattern, text := log.read_text(errors="replace"), flags=re.DOTALL)):
+        assert process.poll() is None, f"{process.args!r} ended: {text[-3000:]}"
+        assert time.monotonic() < deadline, f"{process.args!r} did not print {pattern!r} within {seconds} s: {text}"
+        time.sleep(0.05)
+    return found
 
 
 def stop_group(process: subprocess.Popen[Any], sig: int = signal.SIGINT, grace: float = GRACE_SECONDS) -> int:

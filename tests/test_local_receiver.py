@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import re
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 
 from herald.local.receiver import SampleReceiver
 from herald.local.receiver import main as receiver_main
-from tests.process_guard import Processes, stop_group
+from tests.process_guard import Processes, logged, stop_group
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 BODY = json.dumps({"type": "invoice.paid", "timestamp": "2026-01-01T00:00:00Z", "data": {"invoice_id": "in_1"}})
@@ -83,9 +82,7 @@ def test_ctrl_c_stops_the_receiver_while_a_client_keeps_its_connection_open(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    while not (listening := re.search(r"listening on http://127\.0\.0\.1:(\d+)/", log.read_text())):
-        assert receiver.poll() is None, log.read_text()
-        threading.Event().wait(0.05)
+    listening = logged(receiver, log, r"listening on http://127\.0\.0\.1:(\d+)/", seconds=60)
     connection = http.client.HTTPConnection("127.0.0.1", int(listening[1]), timeout=30)
     try:
         connection.connect()  # it listens before it says so

@@ -7,10 +7,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from herald.api import create_app
 from herald.services import Services
 from tests.delivery_support import Harness, verify
-from tests.process_guard import Processes
+from tests.process_guard import Processes, logged
 from tests.support import ADMIN, Receiver, TenantInfo, served
 
 pytestmark = pytest.mark.browser
@@ -71,12 +69,7 @@ def driver(tmp_path: Path, processes: Processes) -> Iterator[WebDriver]:
         chromedriver = processes.start([CHROMEDRIVER, "--port=0"], stdout=output, stderr=subprocess.STDOUT)
     browser: WebDriver | None = None
     try:
-        deadline = time.monotonic() + WAIT
-        while not (started := re.search(r"started successfully on port (\d+)", log.read_text())):
-            assert chromedriver.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"chromedriver did not start: {log.read_text()}"
-            threading.Event().wait(0.05)
-        port = int(started[1])
+        port = int(logged(chromedriver, log, r"started successfully on port (\d+)", seconds=WAIT)[1])
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         for flag in (

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from herald.local.stack import free_port
 from tests.local_stack_support import announced
-from tests.process_guard import Processes, run_group, stop_group
+from tests.process_guard import Processes, logged, run_group, stop_group
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -83,10 +82,7 @@ def test_readme_walkthrough_works_as_written(tmp_path: Path, processes: Processe
         # ... terminal 3 starts the sample receiver with the secret
         receiver_command = blocks["terminal 3"][0].replace("SECRET=whsec_...", f"SECRET='{secret}'")
         receiver = start(processes, receiver_command, env, tmp_path / "receiver.log")
-        deadline = time.monotonic() + 60
-        while "listening" not in (tmp_path / "receiver.log").read_text():
-            assert time.monotonic() < deadline, (tmp_path / "receiver.log").read_text()
-            time.sleep(0.2)
+        logged(receiver, tmp_path / "receiver.log", "listening", seconds=60)
 
         # ... and terminal 2 publishes and reads the results
         second = f"source {state}\n" + localize(blocks["terminal 2"][1])
