@@ -243,6 +243,9 @@ def test_the_deliveries_of_a_retired_type_can_still_be_listed_by_that_type(
         assert (other.status_code, other.json()["data"]) == (200, [])
     else:
         assert (other.status_code, other.json()["error"]["code"]) == (422, "unknown_event_type")
+    # AND a name no event type could have is refused on either
+    malformed = client.get(path, params={"event_type": "Order Shipped"}, headers=tenant.headers)
+    assert (malformed.status_code, malformed.json()["error"]["code"]) == (422, "unknown_event_type")
     # AND the portal's endpoint page offers the retired type in its filter, and lists only its delivery under it
     me = browser()
     sign_in(me, tenant.id, "read")
