@@ -27,6 +27,7 @@ from herald.local.moto_fixes import moto_fixes
 from herald.local.poller import SqsPoller
 from herald.local.resources import create_local_resources
 from herald.messages import DeliveryMessage
+from herald.records import Delivery
 from herald.services import Services
 from herald.settings import Settings
 from herald.worker import Worker, settle_all
@@ -404,6 +405,64 @@ def test_a_copy_that_waited_for_its_slot_sends_over_the_other_copy_s_waiting_lis
     assert event_counts(client, event_id)["succeeded"] == 1
 
 
+@pytest.mark.parametrize("settings_overrides", [{"slow_lane_after_seconds": 10}])
+def test_a_copy_that_waited_for_its_slot_sends_over_another_copy_s_live_lease(
+    client, tenant, harness: Harness, clock: Clock, receiver, capsys, caplog
+) -> None:
+    # GIVEN a subscription limited to one delivery a second whose next slot is taken already, so that its first
+    # delivery's message, received once, waits for the slot after it (a first receive writes no lease)
+    sub = subscribe(client, tenant, receiver.url, rate_limit=1)
+    event_id = publish(client, tenant.id)
+    store = harness.services.store
+    assert store.health.take_rate_slot(sub.id, interval=1.0, now=clock()).taken
+    # AND while it waits, another copy of the message (this same message shown again, say) takes the delivery's lease
+    pacer = harness.worker.pacer
+    slot = pacer.slot
+    lease_until = clock() + 50
+
+    async def slot_after_another_copy_leased(*args: Any, **kwargs: Any) -> Any:
+        now = harness.worker.now()
+        leased = Delivery(
+            id=delivery_id_of(store, event_id, sub.id),
+            event_id=event_id,
+            subscription_id=sub.id,
+            tenant_id=tenant.id,
+            event_type="invoice.paid",
+            status="pending",
+            created_at=now,
+            updated_at=now,
+        )
+        assert store.deliveries.claim(
+            leased,
+            previous=None,
+            scheduled_attempts=0,
+            token="another-copy",
+            until=lease_until,
+            now=clock(),
+            expires_at=int(clock()) + 86400,
+        )
+        return await slot(*args, **kwargs)
+
+    pacer.slot = slot_after_another_copy_leased  # type: ignore[method-assign]
+    capsys.readouterr()
+    # WHEN the worker takes the message
+    result = harness.poller.poll_once()
+    # THEN the copy that waited read the delivery again, found it leased but not attempted, and sent it: the lease's
+    # holder may be a worker that dies before its record, and this copy's message is deleted after its send
+    assert (result.received, result.deleted, result.failed) == (1, 1, 0)
+    (got,) = receiver.received
+    verify(sub.secret, got)
+    assert not any(message.startswith("not sent:") for message in caplog.messages)
+    # AND its record gave way to the lease's holder (which records its own attempt), the send counted as a duplicate
+    assert "duplicate send: another copy of the message recorded this attempt first, or holds its lease" in (
+        caplog.messages
+    )
+    assert '"DuplicateSends":[1.0]' in capsys.readouterr().out
+    state = store.deliveries.get_state(sub.id, delivery_id_of(store, event_id, sub.id), event_id)
+    assert state is not None
+    assert (state.delivery.attempts, state.lease_until) == (0, lease_until)
+
+
 def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
     client, tenant, harness: Harness, clock: Clock, receiver
 ) -> None:
@@ -411,8 +470,6 @@ def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
     store = harness.services.store
-    from herald.records import Delivery
-
     now = harness.worker.now()
     dead = Delivery(
         id=delivery_id_of(store, event_id, sub.id),

@@ -718,10 +718,13 @@ async def _record_attempt(worker: Worker, job: _Job, step: _Step, *, token: str 
         streamed = False
     if not recorded and token is None:
         # Another copy of this message (SQS's at-least-once, or one shown again) made and recorded this first
-        # attempt meanwhile: this send was a duplicate (receivers drop it by its webhook-id). That copy carries
-        # the delivery on; this one is done.
+        # attempt meanwhile, or holds the delivery's lease to make it: this send was a duplicate (receivers drop it
+        # by its webhook-id). That copy carries the delivery on; this one is done.
         worker.metrics.add(Metric.DUPLICATE_SENDS)
-        logger.warning("duplicate send: another copy of the message recorded this attempt first", extra=job.log)
+        logger.warning(
+            "duplicate send: another copy of the message recorded this attempt first, or holds its lease",
+            extra=job.log,
+        )
         return None
     if not recorded:
         # Only if this invocation outlived its own lease (it should not: the lease ends after the
