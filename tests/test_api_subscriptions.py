@@ -319,6 +319,35 @@ def test_patch_changes_only_the_given_fields(client, tenant, services) -> None:
     assert client.get(f"/v1/subscriptions/{sub['id']}/secret", headers=tenant.headers).json()["secret"] == sub["secret"]
 
 
+def test_a_patch_over_a_change_made_since_its_read_is_refused_and_undoes_nothing(
+    client, tenant, services, monkeypatch
+) -> None:
+    # GIVEN a subscription, and a request that read it before another request changed its description and types
+    sub = create(client, tenant, description="old")
+    stale = services.store.subscriptions.get(tenant.id, sub["id"])
+    changed = client.patch(
+        f"/v1/subscriptions/{sub['id']}",
+        json={"description": "first", "event_types": ["order.shipped"]},
+        headers=tenant.headers,
+    )
+    assert changed.status_code == 200, changed.text
+    reads = services.store.subscriptions.get
+    monkeypatch.setattr(services.store.subscriptions, "get", lambda tenant_id, sub_id: stale)
+    # WHEN that request writes its own change over what it read
+    refused = client.patch(
+        f"/v1/subscriptions/{sub['id']}", json={"url": "https://hooks.example.org/late"}, headers=tenant.headers
+    )
+    monkeypatch.setattr(services.store.subscriptions, "get", reads)
+    # THEN it is refused (409), saying to read the subscription again, and the first change stands whole: its
+    # description, its types and their routes, the URL as it was
+    assert "read it again" in assert_error(refused, 409, "conflict")["message"]
+    now = client.get(f"/v1/subscriptions/{sub['id']}", headers=tenant.headers).json()
+    assert now == changed.json()
+    assert (now["description"], now["event_types"], now["url"]) == ("first", ["order.shipped"], sub["url"])
+    assert routes(services, tenant.id, "invoice.paid") == []
+    assert routes(services, tenant.id, "order.shipped") == [sub["id"]]
+
+
 def test_disabling_removes_routing_and_enabling_restores_it(client, tenant, services) -> None:
     # GIVEN a subscription to two types and a wildcard one
     sub = create(client, tenant, event_types=["invoice.paid", "order.shipped"])
