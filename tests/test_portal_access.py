@@ -184,6 +184,28 @@ def test_a_sign_in_dynamodb_fails_leaves_the_link_working_for_the_readers_try_ag
     assert browser().post("/portal/login", data={"token": token}).status_code == 403
 
 
+def test_a_sign_in_whose_spending_of_the_link_lost_its_answer_signs_in(
+    browser: Browser, tenant: TenantInfo, services: Services
+) -> None:
+    # GIVEN a link's page open, and DynamoDB making the sign-in's spending of the link but its answer lost (after
+    # botocore's retries, each refused by the first one's mark)
+    link = mint(browser(), tenant.id)
+    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
+    me = browser()
+    assert me.get(link["path"]).status_code == 200
+    injector = install(services.store.client, "dynamodb.UpdateItem:lost=calls:1")
+    assert injector is not None
+    # WHEN the reader presses Sign in
+    response = me.post("/portal/login", data={"token": token})
+    # THEN the sign-in read the link back, found it spent by its own mark, and signed the reader in (before, it ended
+    # the session it had made and said to try again, and the link, spent, then did not work)
+    assert [(hit.operation, hit.fault) for hit in injector.injected] == [("UpdateItem", "lost")]
+    assert response.status_code == 200, response.text
+    assert me.get("/portal/endpoints").status_code == 200
+    # AND the link works no more
+    assert browser().post("/portal/login", data={"token": token}).status_code == 403
+
+
 def test_a_link_revoked_while_its_page_is_open_signs_no_one_in(
     browser: Browser, tenant: TenantInfo, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

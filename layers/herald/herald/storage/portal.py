@@ -54,7 +54,8 @@ class PortalRepository:
         end. The mark is the taking: the item is marked taken with a token of this call's own (a mark refused by
         that token is this call's, sent again by botocore after its answer was lost; a conditional delete would
         refuse its own resend, and the link would be spent with no session made), and a marked item is never
-        found again (``get``). Its delete is tidying only: one that fails leaves it to TTL."""
+        found again (``get``). Its delete is tidying only: one that fails leaves it to TTL. A mark that failed (no
+        answer after botocore's last retry) is read back: found with this call's token, it was made."""
         token = uuid.uuid4().hex
         key = to_item(keys.portal_grant(grant_hash))
         try:
@@ -75,6 +76,14 @@ class PortalRepository:
             found = refused_item(exc)
             if found.get("taken_by") != token:
                 return None  # taken by another call, expired, of another kind, or never there
+            taken = found
+        except ServiceUnavailableError as failure:
+            try:
+                found = self._table.read(keys.portal_grant(grant_hash)) or {}
+            except ServiceUnavailableError:
+                raise failure from None  # the mark's own failure, not the read's
+            if found.get("taken_by") != token:
+                raise
             taken = found
         with contextlib.suppress(ClientError, ServiceUnavailableError):  # gone already, or left to TTL
             self._table.call(
