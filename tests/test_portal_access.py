@@ -174,6 +174,7 @@ def test_a_sign_in_dynamodb_fails_leaves_the_link_working_for_the_readers_try_ag
     # WHEN the reader presses Sign in: the page says to try again
     first = me.post("/portal/login", data={"token": token})
     assert first.status_code == 503
+    assert first.headers["retry-after"] == "1"
     assert "Try again" in first.text
     assert me.get("/portal/endpoints").status_code == 401
     # THEN trying again signs in: the link was not spent by the try that failed

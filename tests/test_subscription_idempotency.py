@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from herald.faults import install
+from herald.services import Services
 from tests.api_support import assert_error
 from tests.portal_support import Browser, sign_in
 from tests.support import Clock, Receiver, TenantInfo
@@ -181,3 +183,48 @@ def test_the_portals_form_sent_again_once_its_endpoint_was_deleted_says_so(
     assert again.status_code == 409
     assert "was deleted since" in html.unescape(again.text)
     assert _listed(client, tenant) == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "dynamodb.TransactWriteItems:lost=calls:1",  # made, its answer lost after botocore's retries
+        "dynamodb.TransactWriteItems:throttle@call=calls:1",  # not made: throttled through botocore's retries
+    ],
+)
+def test_the_portals_form_whose_creation_got_no_answer_comes_back_to_be_sent_again_and_makes_one_endpoint(
+    browser: Browser, client, tenant: TenantInfo, services: Services, receiver: Receiver, fault: str
+) -> None:
+    # GIVEN the new-endpoint form filled in, and DynamoDB giving its creation no answer
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    (key,) = re.findall(r'name="request_key" value="([^"]+)"', me.get("/portal/endpoints/new").text)
+    form = {
+        "csrf_token": csrf,
+        "request_key": html.unescape(key),
+        "url": receiver.url,
+        "event_types": "invoice.paid",
+        "description": "billing",
+    }
+    injector = install(services.store.client, fault)
+    assert injector is not None
+    # WHEN the tenant sends it
+    failed = me.post("/portal/endpoints", data=form, follow_redirects=False)
+    # THEN the form comes back (503, Retry-After) with what was typed and its own key, saying the endpoint may have
+    # been made and that sending it again makes one
+    assert [hit.operation for hit in injector.injected] == ["TransactWriteItems"]
+    assert failed.status_code == 503
+    assert failed.headers["retry-after"] == "1"
+    page = html.unescape(failed.text)
+    assert "may have been created" in page
+    assert re.findall(r'name="request_key" value="([^"]+)"', failed.text) == [key]
+    assert f'value="{receiver.url}"' in page
+    assert ">billing</textarea>" in page
+    # WHEN the tenant sends the form it got back
+    again = me.post("/portal/endpoints", data=form, follow_redirects=False)
+    # THEN there is one endpoint, the one the form asked for
+    assert again.status_code == 303, again.text
+    (made,) = _listed(client, tenant)
+    assert again.headers["location"].startswith(f"/portal/endpoints/{made}")
+    sub = client.get(f"/v1/subscriptions/{made}", headers=tenant.headers).json()
+    assert (sub["url"], sub["event_types"], sub["description"]) == (receiver.url, ["invoice.paid"], "billing")

@@ -20,7 +20,7 @@ from herald.delivery_options import MAX_HEADERS, CustomHeaders, is_sensitive_nam
 from herald.delivery_options.headers import is_credential_value
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
-from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError
+from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, ServiceUnavailableError
 from herald.portal.render import checked_cursor, moment, page
 from herald.portal.security import change_form, fields_list, manager, visitor
 from herald.records import WILDCARD, Delivery, DeliveryStatus, utcnow
@@ -320,9 +320,12 @@ def _form_page(
 REQUEST_KEY_FIELD = "request_key"
 
 
-def _new_form_page(request: Request, guest: Visitor, values: dict[str, Any], **context: Any) -> Response:
-    """The new-endpoint form, with a fresh key for the creation it sends."""
-    key = secrets.token_urlsafe(16)
+def _new_form_page(
+    request: Request, guest: Visitor, values: dict[str, Any], *, request_key: str | None = None, **context: Any
+) -> Response:
+    """The new-endpoint form, with a fresh key for the creation it sends, or ``request_key`` (the one it was sent
+    with, to send again: a creation that may have been made)."""
+    key = request_key or secrets.token_urlsafe(16)
     return _form_page(request, guest, values, request_key_field=REQUEST_KEY_FIELD, request_key=key, **context)
 
 
@@ -372,6 +375,18 @@ async def create_endpoint(request: Request) -> Response:
         )
         errors = [f"The endpoint this form created {why}. Send the form again to create another."]
         return _new_form_page(request, guest, values, errors=errors, new_header_rows=rows, status_code=409)
+    except ServiceUnavailableError:
+        # Storage did not answer, or not in time: the endpoint may have been made. The form comes back with its own
+        # key, so that sending it again finishes this creation, or finds it made, and never makes a second endpoint.
+        errors = [
+            "The endpoint could not be saved for certain: a service Herald depends on did not answer, and it may "
+            "have been created. Send the form again: it makes one endpoint, whatever happened to this try."
+        ]
+        failed = _new_form_page(
+            request, guest, values, request_key=key, errors=errors, new_header_rows=rows, status_code=503
+        )
+        failed.headers["Retry-After"] = "1"
+        return failed
     return _back(sub.id, "created")
 
 

@@ -93,7 +93,10 @@ async def _herald_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HeraldError)
     status = status_of(exc)
     message = NOT_FOUND_MESSAGE if status == 404 else exc.message
-    return _reloaded_if_gone(request, error_page(request, status, _TITLES.get(status, "Error"), message))
+    response = error_page(request, status, _TITLES.get(status, "Error"), message)
+    if status == 503:
+        response.headers["Retry-After"] = "1"  # as the API's: a service Herald depends on did not answer
+    return _reloaded_if_gone(request, response)
 
 
 async def _not_signed_in(request: Request, _: Exception) -> Response:
