@@ -70,3 +70,27 @@ def test_a_write_not_known_made_is_a_503_naming_the_event_which_a_repeat_publish
     assert [Webhook(sub.secret).verify(r.body, r.headers)["data"] for r in receiver.received] == [INVOICE]
     assert [arrival.headers["webhook-id"] for arrival in receiver.received] == [event_id]
     assert [item["status"] for item in deliveries(client, tenant, sub.id)] == ["succeeded"]
+
+
+def test_a_write_dynamodb_refused_at_its_first_try_is_a_503_that_says_nothing_was_stored(
+    client, tenant: TenantInfo, services, harness, receiver
+) -> None:
+    # GIVEN a subscription, and the event's write refused by DynamoDB at its first try (a 4xx botocore does not retry:
+    # nothing was written, and nothing will be)
+    sub = subscribe(client, tenant, receiver.url)
+    injector = install(services.store.client, "dynamodb.PutItem:invalid@call=calls:1")
+    assert injector is not None
+    # WHEN the event is published
+    failed = _publish(client, tenant)
+    # THEN the 503 says the write failed, not that the event may have been stored, and names no event to publish again
+    assert [(hit.operation, hit.fault) for hit in injector.injected] == [("PutItem", "invalid")]
+    error = assert_error(failed, 503, "service_unavailable")
+    assert "may have been stored" not in error["message"]
+    assert "event_id" not in error
+    # AND published again as it was (no id), it is published once, and delivered once
+    again = _publish(client, tenant)
+    assert again.status_code == 202, again.text
+    harness.drain()
+    assert [Webhook(sub.secret).verify(r.body, r.headers)["data"] for r in receiver.received] == [INVOICE]
+    assert [arrival.headers["webhook-id"] for arrival in receiver.received] == [again.json()["id"]]
+    assert [item["status"] for item in deliveries(client, tenant, sub.id)] == ["succeeded"]

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from botocore.exceptions import ClientError
 
 from herald import ids
+from herald.aws import surely_refused
 from herald.errors import (
     ConflictError,
     HeraldError,
@@ -300,9 +301,13 @@ class EventRepository:
         raise EventExistsError(self._existing(event, fingerprint))
 
     def _written_after_all(self, item: dict[str, Any], failure: ServiceUnavailableError) -> None:
-        """After ``put_item`` of a new event's ``item`` failed without an answer to go by (a timeout, an answer lost, an
-        outage): return if the item is there, written by that put all the same; else ``OutcomeUnknownError``, the
-        write may still be made (a request timed out may yet arrive), and only the event's id makes a retry safe."""
+        """After ``put_item`` of a new event's ``item`` failed: the failure itself if DynamoDB refused the call at its
+        first try (nothing was written: ``surely_refused``); else, without an answer to go by (a timeout, an answer
+        lost, an outage), return if the item is there, written by that put all the same, or raise
+        ``OutcomeUnknownError``: the write may still be made (a request timed out may yet arrive), and only the event's
+        id makes a retry safe."""
+        if surely_refused(failure):
+            raise failure
         try:
             (ours,) = self._table.holds([item])
         except ServiceUnavailableError:
