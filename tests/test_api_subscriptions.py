@@ -14,6 +14,7 @@ from standardwebhooks import Webhook
 
 from herald.catalog import catalog
 from herald.errors import NotFoundError
+from herald.faults import install
 from herald.storage.table import MAX_QUERY_CALLS
 from tests.api_support import assert_error, queue_messages
 from tests.support import ADMIN, INVOICE, drain
@@ -619,6 +620,46 @@ def test_a_test_event_to_a_disabled_subscription_is_refused(client, tenant, serv
     drain(poller)
     assert receiver.received == []
     assert client.get(f"/v1/subscriptions/{sub['id']}/deliveries", headers=tenant.headers).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("client_of", "fault"),
+    [
+        ("queue", "sqs.SendMessage:5xx@call=calls:1"),  # the event stored, its message not sent
+        # the event's write made, its answer lost, and the read that would tell it refused
+        ("store", "dynamodb.PutItem:lost@call=calls:1, dynamodb.BatchGetItem:5xx@call=calls:1"),
+    ],
+    ids=["not-queued", "maybe-stored"],
+)
+def test_a_test_event_that_could_not_be_queued_is_withdrawn(
+    client, tenant, services, aws, poller, receiver, client_of: str, fault: str
+) -> None:
+    # GIVEN a subscription, and AWS failing the test send after its event may have been stored
+    sub = create(client, tenant, url=receiver.url)
+    injector = install(getattr(services, client_of).client, fault)
+    assert injector is not None
+    # WHEN the tenant asks for a test delivery
+    failed = client.post(f"/v1/subscriptions/{sub['id']}/test", headers=tenant.headers)
+    # THEN it is a 503 to try again, and no test event is left stored with a delivery pending for good (none of its
+    # message queued, none to come)
+    assert injector.injected
+    assert_error(failed, 503, "service_unavailable")
+    assert failed.headers["retry-after"] == "1"
+    table = aws.client("dynamodb")
+    events = table.scan(
+        TableName=services.settings.table_name,
+        FilterExpression="#type = :ping",
+        ExpressionAttributeNames={"#type": "type"},
+        ExpressionAttributeValues={":ping": {"S": "herald.ping"}},
+    )["Items"]
+    assert events == []
+    assert queue_messages(aws.client("sqs"), services.settings.queue_url) == []
+    # AND the test sent again is delivered, once
+    again = client.post(f"/v1/subscriptions/{sub['id']}/test", headers=tenant.headers)
+    assert again.status_code == 202, again.text
+    drain(poller)
+    (got,) = receiver.received
+    assert Webhook(sub["secret"]).verify(got.body, got.headers)["type"] == "herald.ping"
 
 
 def test_send_test_event(client, tenant, services, aws, poller, receiver) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -738,14 +738,22 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
     event = new_event(PING_EVENT_TYPE, data, tenant_id=sub.tenant_id)
     if sub.transform:
         _check_transform_on(sub.transform, event)
-    stored = services.store.events.create(
-        event,
-        fingerprint=event.id,
-        expires_at=event_expiry(services, event.created_at),
-        enqueued=True,
-        matched=1,
-        fanout_open=0,
-        delivered_to=[sub.id],
-    )
-    services.queue.send(DeliveryMessage.of(stored, sub.tenant_id, sub.id, trigger=Trigger.TEST))
+    try:
+        stored = services.store.events.create(
+            event,
+            fingerprint=event.id,
+            expires_at=event_expiry(services, event.created_at),
+            enqueued=True,
+            matched=1,
+            fanout_open=0,
+            delivered_to=[sub.id],
+        )
+        services.queue.send(DeliveryMessage.of(stored, sub.tenant_id, sub.id, trigger=Trigger.TEST))
+    except ServiceUnavailableError:
+        # Stored (or perhaps: its write's answer lost) and not queued: the test event is withdrawn, so that no event
+        # shows a test delivery pending for good (a message sent all the same, its answer lost, finds no event and is
+        # dropped). The answer is a 503: the tenant sends another test.
+        with suppress(ServiceUnavailableError):
+            services.store.events.withdraw(event.id)
+        raise
     return event, stored.delivery_id(sub.id)

@@ -414,6 +414,11 @@ class EventRepository:
             return False
         return True
 
+    def withdraw(self, event_id: str) -> None:
+        """Delete the item of an event never queued (a test event whose message could not be sent), so that it does
+        not show a delivery pending for good; one that is not there is left so."""
+        self._table.call("delete_item", Key=to_item(keys.event(event_id)))
+
     def get(self, event_id: str) -> StoredEvent | None:
         """The event item alone, as published (it never changes): what delivering it needs. Its counters are
         their starting values."""
