@@ -8,6 +8,7 @@ import collections
 import hashlib
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, quote, urlsplit
@@ -24,7 +25,7 @@ from herald.services import Services
 from herald.storage import keys
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, csrf_of, follow, mint, sign_in
-from tests.support import ADMIN, Receiver, TenantInfo
+from tests.support import ADMIN, Clock, Receiver, TenantInfo
 
 
 @pytest.fixture
@@ -185,8 +186,9 @@ def test_a_sign_in_dynamodb_fails_leaves_the_link_working_for_the_readers_try_ag
     assert browser().post("/portal/login", data={"token": token}).status_code == 403
 
 
+@pytest.mark.parametrize("last_moment", [False, True], ids=["in-time", "in-the-link-s-last-moment"])
 def test_a_sign_in_whose_spending_of_the_link_lost_its_answer_signs_in(
-    browser: Browser, tenant: TenantInfo, services: Services
+    browser: Browser, tenant: TenantInfo, services: Services, last_moment: bool
 ) -> None:
     # GIVEN a link's page open, and DynamoDB making the sign-in's spending of the link but its answer lost (after
     # botocore's retries, each refused by the first one's mark)
@@ -194,6 +196,17 @@ def test_a_sign_in_whose_spending_of_the_link_lost_its_answer_signs_in(
     token = parse_qs(urlsplit(link["path"]).query)["token"][0]
     me = browser()
     assert me.get(link["path"]).status_code == 200
+    if last_moment:
+        # ... the spending made in the link's last moment: by the time it is read back, the link has expired
+        clock = Clock(time.time())
+        services.store.table.clock = clock
+
+        expired = datetime.fromisoformat(link["expires_at"]).timestamp() + 1
+
+        def expire_after_the_mark(**_: object) -> None:
+            clock.now = expired  # the mark's condition holds the time it was made at
+
+        services.store.client.meta.events.register_first("before-call.dynamodb.UpdateItem", expire_after_the_mark)
     injector = install(services.store.client, "dynamodb.UpdateItem:lost=calls:1")
     assert injector is not None
     # WHEN the reader presses Sign in
