@@ -14,6 +14,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from herald.catalog import catalog
+from herald.faults import install
 from tests import test_portal_browser as portal_browser
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, sign_in
@@ -420,3 +421,39 @@ def test_a_subscription_of_retired_types_only_keeps_its_options_sent_back_as_the
     dry = client.post(f"{path}/transform/dry-run", json={"transform": "`5`"}, headers=tenant.headers)
     assert dry.status_code == 422, dry.text
     assert dry.json()["error"]["details"][0]["type"] == "transform_unchecked"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "dynamodb.TransactWriteItems:lost=calls:1",  # saved, its answer lost after botocore's retries
+        "dynamodb.TransactWriteItems:5xx@call=calls:1",  # an outage: not saved
+    ],
+    ids=["saved-unanswered", "not-saved"],
+)
+def test_a_save_that_got_no_answer_answers_the_form_again_as_typed_and_sent_again_saves_it(
+    browser: Browser, client: TestClient, tenant: TenantInfo, services: Services, receiver: Receiver, fault: str
+) -> None:
+    # GIVEN an endpoint whose form the tenant opened and filled in, and DynamoDB giving its save no answer
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
+    typed = {**_opened(me, sub.id), "description": "Billing, typed at length", "metadata": "team=billing\r\nowner=ann"}
+    injector = install(services.store.client, fault)
+    assert injector is not None
+    # WHEN the tenant saves it
+    failed = _saved(me, sub.id, typed)
+    # THEN the form comes back (503, Retry-After) with what the tenant typed, saying the changes may have been saved
+    assert [hit.operation for hit in injector.injected] == ["TransactWriteItems"]
+    assert failed.status_code == 503, _notes(failed.text)
+    assert failed.headers["retry-after"] == "1"
+    assert any("may have been saved" in note for note in _notes(failed.text))
+    again = _form(failed.text)
+    assert (again["description"], again["metadata"]) == (typed["description"], typed["metadata"])
+    # WHEN the tenant sends the form it got back
+    saved = _saved(me, sub.id, again)
+    # THEN the changes are saved, once
+    assert saved.status_code == 303, _notes(saved.text)
+    after = _stored(client, tenant, sub.id)
+    assert (after["description"], after["metadata"]) == (
+        "Billing, typed at length",
+        {"team": "billing", "owner": "ann"},
+    )

@@ -216,7 +216,8 @@ def test_the_portals_form_whose_creation_got_no_answer_comes_back_to_be_sent_aga
     assert failed.status_code == 503
     assert failed.headers["retry-after"] == "1"
     page = html.unescape(failed.text)
-    assert "may have been created" in page
+    assert "may have been saved" in page
+    assert "Send the form again: it makes one endpoint" in page
     assert re.findall(r'name="request_key" value="([^"]+)"', failed.text) == [key]
     assert f'value="{receiver.url}"' in page
     assert ">billing</textarea>" in page
@@ -228,3 +229,24 @@ def test_the_portals_form_whose_creation_got_no_answer_comes_back_to_be_sent_aga
     assert again.headers["location"].startswith(f"/portal/endpoints/{made}")
     sub = client.get(f"/v1/subscriptions/{made}", headers=tenant.headers).json()
     assert (sub["url"], sub["event_types"], sub["description"]) == (receiver.url, ["invoice.paid"], "billing")
+
+
+def test_a_new_endpoint_form_sent_without_its_key_promises_nothing_of_a_second_try(
+    browser: Browser, client, tenant: TenantInfo, services: Services, receiver: Receiver
+) -> None:
+    # GIVEN a new-endpoint form sent without its creation's key (a page from before, a hand-made post), and DynamoDB
+    # giving its creation no answer
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    install(services.store.client, "dynamodb.TransactWriteItems:lost=calls:1")
+    failed = me.post(
+        "/portal/endpoints",
+        data={"csrf_token": csrf, "url": receiver.url, "event_types": "invoice.paid"},
+        follow_redirects=False,
+    )
+    # THEN the form comes back saying the endpoint may have been saved, but not that sending it again makes one: its
+    # new key is not the one the first try was made with
+    assert failed.status_code == 503
+    page = html.unescape(failed.text)
+    assert "may have been saved" in page
+    assert "makes one endpoint" not in page

@@ -315,6 +315,11 @@ def _form_page(
     )
 
 
+#: What a form says when its save got no answer (503): it may have been saved.
+UNANSWERED_SAVE = (
+    "{what} could not be saved for certain: a service Herald depends on did not answer, and it may have been saved."
+)
+
 #: The new-endpoint form's field naming its one creation (the ``Idempotency-Key`` the API takes): sent twice (a
 #: double click with scripting off, a reload that posts again), it makes one endpoint.
 REQUEST_KEY_FIELD = "request_key"
@@ -377,11 +382,11 @@ async def create_endpoint(request: Request) -> Response:
         return _new_form_page(request, guest, values, errors=errors, new_header_rows=rows, status_code=409)
     except ServiceUnavailableError:
         # Storage did not answer, or not in time: the endpoint may have been made. The form comes back with its own
-        # key, so that sending it again finishes this creation, or finds it made, and never makes a second endpoint.
-        errors = [
-            "The endpoint could not be saved for certain: a service Herald depends on did not answer, and it may "
-            "have been created. Send the form again: it makes one endpoint, whatever happened to this try."
-        ]
+        # key, so that sending it again finishes this creation, or finds it made, and never makes a second endpoint
+        # (a form sent without one, which the portal's never is, gets a new key and no such promise).
+        errors = [UNANSWERED_SAVE.format(what="The endpoint")]
+        if key:
+            errors.append("Send the form again: it makes one endpoint, whatever happened to this try.")
         failed = _new_form_page(
             request, guest, values, request_key=key, errors=errors, new_header_rows=rows, status_code=503
         )
@@ -876,6 +881,12 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         except ConflictError:
             sub = _find(guest, sub_id)  # changed between the read and the write: merged again over what it is now
             continue
+        except ServiceUnavailableError:
+            # Storage did not answer, or not in time: the changes may have been saved. The form comes back as the
+            # tenant sent it; sent again, it is merged over the endpoint as it is then, saved or not.
+            failed = refused(errors=[UNANSWERED_SAVE.format(what="The changes")], status_code=503)
+            failed.headers["Retry-After"] = "1"
+            return failed
         return _back(sub.id, "saved")
     raise ConflictError("this endpoint kept changing while the form was saved; open it again")
 
