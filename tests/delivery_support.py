@@ -501,6 +501,9 @@ def make_harness(
     batch_size: int = 100,
     function_timeout_seconds: float = 60,
 ) -> Harness:
+    # The table's time is the worker's: what the store decides by the time (an item expired, a lease, a lock or a
+    # recovery's hold run out, a count's window over) moves with a simulated clock as the worker's own decisions do.
+    services.store.table.clock = clock
     worker = Worker(services, clock=clock, rng=random.Random(seed))
     sqs = session.client("sqs")
     # Each SQS event source of the function in template.yaml (the work queue's, the slow lane's), polled by one

@@ -1107,6 +1107,9 @@ def test_a_recovered_event_that_expires_before_its_attempt_leaves_no_ticket_open
     # AND the first missed event's retention ends right after the job's own read of it, before the attempt reads
     # it (the events expire together: a delivery of another one may find it expired too)
     store = harness.services.store
+    # (The table stays on real time: the jump below moves the worker's clock alone, ending this one event's retention
+    # as the worker sees it and nothing the table holds for the job: its leases, locks and tickets.)
+    store.table.clock = time.time
     first = to_item(keys.event(seen["missed"][0]))
     started = clock.now
     expired = threading.Event()
@@ -1153,6 +1156,9 @@ def test_a_recovered_event_whose_id_another_tenant_publishes_again_before_its_at
     # tenant, or the same one, publishes an event with its id (ids are the publisher's to choose): the attempt
     # reads that one (the same tenant's is a new event: created now, its deliveries' ids are its own)
     store = harness.services.store
+    # (The table stays on real time: the jump below moves the worker's clock alone, ending this one event's retention
+    # as the worker sees it and nothing the table holds for the job: its leases, locks and tickets.)
+    store.table.clock = time.time
     first = to_item(keys.event(seen["missed"][0]))
     started = clock.now
     reused = threading.Event()
