@@ -28,7 +28,8 @@ BUILD_DIR = ROOT / ".aws-sam" / "build"
 CACHE_DIR = ROOT / ".aws-sam" / "bench"
 LAYER_SOURCE = ROOT / "layers" / "herald"
 LAYER_MAKEFILE = LAYER_SOURCE / "Makefile"
-REQUIREMENTS = LAYER_SOURCE / "requirements.txt"
+#: The exact pins the layer's Makefile installs: the host copy is built again whenever they change.
+LOCK = LAYER_SOURCE / "requirements.lock"
 #: The same flags as the layer's compile-bytecode step.
 COMPILE = ("-m", "compileall", "-q", "-f", "-j", "0", "--invalidation-mode", "unchecked-hash")
 #: What the Lambda python3.13 runtime provides (the layer build prunes them).
@@ -143,7 +144,7 @@ def host_layer_dependencies() -> Path:
             cwd=LAYER_SOURCE,
         )
 
-    return _cached("layer-host", _digest(LAYER_MAKEFILE, REQUIREMENTS, pip_platform), build) / "python"
+    return _cached("layer-host", _digest(LAYER_MAKEFILE, LOCK, pip_platform), build) / "python"
 
 
 def runtime_packages() -> Path:

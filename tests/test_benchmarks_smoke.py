@@ -483,6 +483,28 @@ def test_figures_table_and_chart(tmp_path: Path) -> None:
     assert figures[1].to_dict()["ratio"] == pytest.approx(2.5 / 1.2, rel=1e-3)
 
 
+def _stale_build_files() -> list[str]:
+    """The herald package's sources that the build's copy of it lacks, has of another content, or has in excess (the
+    layer's Makefile leaves out ``herald/local`` and ``herald/cli``)."""
+    root = Path(__file__).resolve().parents[1]
+    source, built = (
+        root / "layers" / "herald" / "herald",
+        root / ".aws-sam" / "build" / "HeraldLayer" / "python" / "herald",
+    )
+    left_out = ("local/", "cli/")
+
+    def sources(base: Path) -> dict[str, bytes]:
+        files = {path.relative_to(base).as_posix(): path for path in base.rglob("*") if path.is_file()}
+        return {
+            name: path.read_bytes()
+            for name, path in files.items()
+            if "__pycache__" not in name and not name.endswith((".pyc", ".pyo")) and not name.startswith(left_out)
+        }
+
+    expected, found = sources(source), sources(built)
+    return sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
+
+
 @pytest.mark.skipif(
     not (Path(__file__).resolve().parents[1] / ".aws-sam" / "build" / "HeraldLayer").exists(),
     reason="needs the sam build output (make build; make bench runs it)",
@@ -491,6 +513,12 @@ def test_cold_start_runs_the_built_handlers() -> None:
     from benchmarks import coldstart
     from benchmarks.core import local_stack
 
+    # (The build output is the source's: a run of this file alone after a change without `make build` would time
+    # the code as it was.)
+    stale = _stale_build_files()
+    assert not stale, (
+        f"the sam build output is older than the source ({len(stale)} files, e.g. {stale[:3]}): make build"
+    )
     # GIVEN the build output and moto in its own process
     with local_stack(moto="server") as stack:
         # WHEN each function starts once, cold, beside its baseline, and the delivery function works a batch
@@ -705,3 +733,29 @@ def test_latency_benchmark_measures_publish_to_arrival_through_both_event_source
     assert noisy.details["pollers"] == {"WorkQueue": 3, "SlowQueue": 3}
     assert (noisy.low, noisy.high) == (0.5, 1.5)
     assert noisy.verdict
+
+
+def test_the_host_copy_of_the_layer_s_dependencies_is_built_again_when_the_lock_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the layer's lock (copied), and the cache of host builds noting the key each lookup asks for
+    from benchmarks import lambda_build
+
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(lambda_build.LOCK.read_text())
+    monkeypatch.setattr(lambda_build, "LOCK", lock)
+    asked: list[str] = []
+
+    def cached(name: str, key: str, build: object) -> Path:
+        asked.append(f"{name}-{key}")
+        return tmp_path
+
+    monkeypatch.setattr(lambda_build, "_cached", cached)
+    lambda_build.host_layer_dependencies()
+    lambda_build.host_layer_dependencies()
+    # WHEN a pin of the lock changes (`make lock UPGRADE=1`), requirements.txt untouched
+    lock.write_text(lock.read_text().replace("==", "===", 1))
+    lambda_build.host_layer_dependencies()
+    # THEN the same lock finds the same copy, and the changed one another: the benchmarks and the cold-start test run
+    # the versions the layer ships
+    assert asked[0] == asked[1] != asked[2]
