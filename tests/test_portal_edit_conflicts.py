@@ -457,3 +457,65 @@ def test_a_save_that_got_no_answer_answers_the_form_again_as_typed_and_sent_agai
         "Billing, typed at length",
         {"team": "billing", "owner": "ann"},
     )
+
+
+def test_a_save_whose_read_again_after_a_change_meanwhile_got_no_answer_answers_the_form_again_as_typed(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an endpoint whose form the tenant opened and filled in, its save refused for a change made meanwhile (the
+    # endpoint's version moved), and DynamoDB giving no answer to the form's read of the endpoint again
+    from herald.domain import subscriptions
+    from herald.errors import ConflictError, ServiceUnavailableError
+    from herald.portal import endpoints
+
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
+    typed = {**_opened(me, sub.id), "description": "Billing, typed at length"}
+    find = endpoints._find
+    reads: list[str] = []
+
+    def find_then_fail(guest: Any, sub_id: str) -> Any:
+        reads.append(sub_id)
+        if len(reads) > 1:
+            raise ServiceUnavailableError("DynamoDB get_item failed: ProvisionedThroughputExceededException")
+        return find(guest, sub_id)
+
+    async def changed_meanwhile(*_: Any, **__: Any) -> Any:
+        raise ConflictError("the subscription changed meanwhile; read it again and retry")
+
+    monkeypatch.setattr(endpoints, "_find", find_then_fail)
+    monkeypatch.setattr(subscriptions, "update", changed_meanwhile)
+    # WHEN the tenant saves it
+    failed = _saved(me, sub.id, typed)
+    # THEN the form comes back (503, Retry-After) with what the tenant typed, not a page without it
+    assert reads == [sub.id, sub.id]
+    assert failed.status_code == 503, _notes(failed.text)
+    assert failed.headers["retry-after"] == "1"
+    assert any("may have been saved" in note for note in _notes(failed.text))
+    assert _form(failed.text)["description"] == typed["description"]
+
+
+def test_a_form_sent_again_after_a_save_made_unanswered_with_a_new_sensitive_header_reads_as_changed_elsewhere(
+    browser: Browser, client: TestClient, tenant: TenantInfo, services: Services, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint whose form the tenant filled in with a new sensitive header, saved by DynamoDB with the answer
+    # lost (the form came back, 503)
+    sub, me = _endpoint_and_portal(browser, client, tenant, receiver.url)
+    typed = {
+        **_opened(me, sub.id),
+        "new_header_0_name": "X-Token",
+        "new_header_0_value": "s3cret-value",
+        "new_header_0_sensitive": "on",
+    }
+    install(services.store.client, "dynamodb.TransactWriteItems:lost=calls:1")
+    failed = _saved(me, sub.id, typed)
+    assert failed.status_code == 503, _notes(failed.text)
+    # WHEN the tenant sends it again, the value typed again (a sensitive value is never shown back)
+    again = _saved(me, sub.id, typed)
+    # THEN the header's new value, never compared with the stored one, reads as changed elsewhere (409), and the first
+    # save stands: the header set, sensitive, its value never shown
+    assert again.status_code == 409, _notes(again.text)
+    assert "s3cret-value" not in again.text
+    assert _stored(client, tenant, sub.id)["headers"] == {"X-Token": {"value": None, "sensitive": True}}
+    stored = services.store.subscriptions.get(tenant.id, sub.id)
+    assert stored is not None
+    assert [(header["name"], header["value"]) for header in stored.headers] == [("X-Token", "s3cret-value")]

@@ -751,8 +751,10 @@ def send_test(services: Services, sub: Subscription) -> tuple[Event, str]:
         services.queue.send(DeliveryMessage.of(stored, sub.tenant_id, sub.id, trigger=Trigger.TEST))
     except ServiceUnavailableError:
         # Stored (or perhaps: its write's answer lost) and not queued: the test event is withdrawn, so that no event
-        # shows a test delivery pending for good (a message sent all the same, its answer lost, finds no event and is
-        # dropped). The answer is a 503: the tenant sends another test.
+        # shows a test delivery pending for good. A message sent all the same (its answer lost) that a worker takes
+        # after the withdrawal finds no event and is dropped; one taken before it is sent, its delivery then listed
+        # without its event. A write that lands after the withdrawal (a request delayed past botocore's retries)
+        # stays, pending. The answer is a 503: the tenant sends another test.
         with suppress(ServiceUnavailableError):
             services.store.events.withdraw(event.id)
         raise

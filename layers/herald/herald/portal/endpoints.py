@@ -28,7 +28,7 @@ from herald.schemas import MAX_RATE_LIMIT, SubscriptionIn, SubscriptionUpdate
 from herald.settings import MAX_GRACE_HOURS
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from herald.portal.security import Visitor
     from herald.records import Subscription
@@ -875,20 +875,27 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         if not changes:
             return _back(sub.id, "saved")
         try:
-            await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(changes))
+            try:
+                await subscriptions.update(guest.services, sub, SubscriptionUpdate.model_validate(changes))
+            except ConflictError:
+                sub = _find(guest, sub_id)  # changed between the read and the write: merged again over what it is now
+                continue
         except (ValidationError, InvalidInputError) as exc:
             return refused(errors=[*_errors(exc), *_moved_note(shown, now)], status_code=422)
-        except ConflictError:
-            sub = _find(guest, sub_id)  # changed between the read and the write: merged again over what it is now
-            continue
-        except ServiceUnavailableError:
-            # Storage did not answer, or not in time: the changes may have been saved. The form comes back as the
-            # tenant sent it; sent again, it is merged over the endpoint as it is then, saved or not.
-            failed = refused(errors=[UNANSWERED_SAVE.format(what="The changes")], status_code=503)
-            failed.headers["Retry-After"] = "1"
-            return failed
+        except ServiceUnavailableError:  # the save's, or the read again's after a change meanwhile
+            return _unanswered(refused)
         return _back(sub.id, "saved")
     raise ConflictError("this endpoint kept changing while the form was saved; open it again")
+
+
+def _unanswered(refused: Callable[..., Response]) -> Response:
+    """The edit form whose save got no answer (storage did not answer, or not in time: the changes may have been
+    saved), as the tenant sent it (503). Sent again, it is merged over the endpoint as it is then, saved or not: a
+    sensitive header's new value, never compared with the stored one, then reads as changed elsewhere too (409), the
+    first save standing."""
+    failed = refused(errors=[UNANSWERED_SAVE.format(what="The changes")], status_code=503)
+    failed.headers["Retry-After"] = "1"
+    return failed
 
 
 @router.post("/{sub_id}/enabled")
