@@ -405,6 +405,34 @@ def test_a_copy_that_waited_for_its_slot_sends_over_the_other_copy_s_waiting_lis
     assert event_counts(client, event_id)["succeeded"] == 1
 
 
+def _leased(
+    harness: Harness, clock: Clock, tenant_id: str, sub_id: str, event_id: str, *, token: str, until: float
+) -> bool:
+    """Whether a lease on the event's new delivery to the subscription was taken as a worker takes it (its first
+    attempt not made), until ``until``, by the claim of ``token``."""
+    store = harness.services.store
+    now = harness.worker.now()
+    delivery = Delivery(
+        id=delivery_id_of(store, event_id, sub_id),
+        event_id=event_id,
+        subscription_id=sub_id,
+        tenant_id=tenant_id,
+        event_type="invoice.paid",
+        status="pending",
+        created_at=now,
+        updated_at=now,
+    )
+    return store.deliveries.claim(
+        delivery,
+        previous=None,
+        scheduled_attempts=0,
+        token=token,
+        until=until,
+        now=clock(),
+        expires_at=int(clock()) + 86400,
+    )
+
+
 @pytest.mark.parametrize("settings_overrides", [{"slow_lane_after_seconds": 10}])
 def test_a_copy_that_waited_for_its_slot_sends_over_another_copy_s_live_lease(
     client, tenant, harness: Harness, clock: Clock, receiver, capsys, caplog
@@ -421,26 +449,7 @@ def test_a_copy_that_waited_for_its_slot_sends_over_another_copy_s_live_lease(
     lease_until = clock() + 50
 
     async def slot_after_another_copy_leased(*args: Any, **kwargs: Any) -> Any:
-        now = harness.worker.now()
-        leased = Delivery(
-            id=delivery_id_of(store, event_id, sub.id),
-            event_id=event_id,
-            subscription_id=sub.id,
-            tenant_id=tenant.id,
-            event_type="invoice.paid",
-            status="pending",
-            created_at=now,
-            updated_at=now,
-        )
-        assert store.deliveries.claim(
-            leased,
-            previous=None,
-            scheduled_attempts=0,
-            token="another-copy",
-            until=lease_until,
-            now=clock(),
-            expires_at=int(clock()) + 86400,
-        )
+        assert _leased(harness, clock, tenant.id, sub.id, event_id, token="another-copy", until=lease_until)
         return await slot(*args, **kwargs)
 
     pacer.slot = slot_after_another_copy_leased  # type: ignore[method-assign]
@@ -469,27 +478,7 @@ def test_a_lease_left_by_a_dead_worker_is_waited_out_then_the_delivery_is_made(
     # GIVEN a delivery whose lease a worker took just before it died (its lease runs 50 s more)
     sub = subscribe(client, tenant, receiver.url)
     event_id = publish(client, tenant.id)
-    store = harness.services.store
-    now = harness.worker.now()
-    dead = Delivery(
-        id=delivery_id_of(store, event_id, sub.id),
-        event_id=event_id,
-        subscription_id=sub.id,
-        tenant_id=tenant.id,
-        event_type="invoice.paid",
-        status="pending",
-        created_at=now,
-        updated_at=now,
-    )
-    assert store.deliveries.claim(
-        dead,
-        previous=None,
-        scheduled_attempts=0,
-        token="dead-worker",
-        until=clock() + 50,
-        now=clock(),
-        expires_at=int(clock()) + 86400,
-    )
+    assert _leased(harness, clock, tenant.id, sub.id, event_id, token="dead-worker", until=clock() + 50)
     # WHEN the delivery's message is received while the lease runs
     result = harness.poller.poll_once()
     # THEN nothing is sent, and a copy of the message waits until the lease is over

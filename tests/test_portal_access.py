@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
@@ -160,16 +161,22 @@ def test_of_two_pages_of_one_link_only_one_signs_in(browser: Browser, tenant: Te
     assert second.get("/portal/endpoints").status_code == 401
 
 
+def _link_page_open(browser: Browser, tenant_id: str) -> tuple[dict[str, Any], str, TestClient]:
+    """A new link of the tenant's (as the API answers it), its token, and a browser showing its page."""
+    link = mint(browser(), tenant_id)
+    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
+    me = browser()
+    assert me.get(link["path"]).status_code == 200
+    return link, token, me
+
+
 @pytest.mark.parametrize("fault", ["dynamodb.PutItem:5xx@call=calls:1", "dynamodb.UpdateItem:5xx@call=calls:1"])
 def test_a_sign_in_dynamodb_fails_leaves_the_link_working_for_the_readers_try_again(
     browser: Browser, tenant: TenantInfo, services: Services, fault: str
 ) -> None:
     # GIVEN a link's page open, and DynamoDB failing once (after botocore's retries) the sign-in's write of the
     # session, or its spending of the link
-    link = mint(browser(), tenant.id)
-    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
-    me = browser()
-    assert me.get(link["path"]).status_code == 200
+    _, token, me = _link_page_open(browser, tenant.id)
     injector = install(services.store.client, fault)
     assert injector is not None
     # WHEN the reader presses Sign in: the page says to try again
@@ -192,10 +199,7 @@ def test_a_sign_in_whose_spending_of_the_link_lost_its_answer_signs_in(
 ) -> None:
     # GIVEN a link's page open, and DynamoDB making the sign-in's spending of the link but its answer lost (after
     # botocore's retries, each refused by the first one's mark)
-    link = mint(browser(), tenant.id)
-    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
-    me = browser()
-    assert me.get(link["path"]).status_code == 200
+    link, token, me = _link_page_open(browser, tenant.id)
     if last_moment:
         # ... the spending made in the link's last moment: by the time it is read back, the link has expired
         clock = Clock(time.time())
@@ -225,10 +229,7 @@ def test_a_link_revoked_while_its_page_is_open_signs_no_one_in(
 ) -> None:
     # GIVEN a link's page open in a browser, the link made a moment before, so that the index the revocation finds
     # a tenant's links through does not show it yet (emulated: nothing is deleted)
-    link = mint(browser(), tenant.id)
-    token = parse_qs(urlsplit(link["path"]).query)["token"][0]
-    me = browser()
-    assert me.get(link["path"]).status_code == 200
+    _, token, me = _link_page_open(browser, tenant.id)
     monkeypatch.setattr(services.store.portal, "revoke_all", lambda tenant_id: 0)
     # WHEN the operator revokes the tenant's portal access, then the reader presses Sign in
     assert me.delete(f"/v1/tenants/{tenant.id}/portal-sessions", headers=ADMIN).status_code == 204
