@@ -21,7 +21,7 @@ from herald.delivery_options.headers import is_credential_value
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, ServiceUnavailableError
-from herald.portal.render import checked_cursor, moment, page
+from herald.portal.render import checked_cursor, moment, page, retry_later
 from herald.portal.security import change_form, fields_list, manager, visitor
 from herald.records import WILDCARD, Delivery, DeliveryStatus, utcnow
 from herald.schemas import MAX_RATE_LIMIT, SubscriptionIn, SubscriptionUpdate
@@ -384,14 +384,9 @@ async def create_endpoint(request: Request) -> Response:
         # Storage did not answer, or not in time: the endpoint may have been made. The form comes back with its own
         # key, so that sending it again finishes this creation, or finds it made, and never makes a second endpoint
         # (a form sent without one, which the portal's never is, gets a new key and no such promise).
-        errors = [UNANSWERED_SAVE.format(what="The endpoint")]
-        if key:
-            errors.append("Send the form again: it makes one endpoint, whatever happened to this try.")
-        failed = _new_form_page(
-            request, guest, values, request_key=key, errors=errors, new_header_rows=rows, status_code=503
-        )
-        failed.headers["Retry-After"] = "1"
-        return failed
+        as_sent = functools.partial(_new_form_page, request, guest, values, request_key=key, new_header_rows=rows)
+        again = ["Send the form again: it makes one endpoint, whatever happened to this try."] if key else []
+        return _unanswered(as_sent, "The endpoint", *again)
     return _back(sub.id, "created")
 
 
@@ -883,19 +878,18 @@ async def update_endpoint(request: Request, sub_id: str) -> Response:
         except (ValidationError, InvalidInputError) as exc:
             return refused(errors=[*_errors(exc), *_moved_note(shown, now)], status_code=422)
         except ServiceUnavailableError:  # the save's, or the read again's after a change meanwhile
-            return _unanswered(refused)
+            return _unanswered(refused, "The changes")
         return _back(sub.id, "saved")
     raise ConflictError("this endpoint kept changing while the form was saved; open it again")
 
 
-def _unanswered(refused: Callable[..., Response]) -> Response:
-    """The edit form whose save got no answer (storage did not answer, or not in time: the changes may have been
-    saved), as the tenant sent it (503). Sent again, it is merged over the endpoint as it is then, saved or not: a
-    sensitive header's new value, never compared with the stored one, then reads as changed elsewhere too (409), the
-    first save standing."""
-    failed = refused(errors=[UNANSWERED_SAVE.format(what="The changes")], status_code=503)
-    failed.headers["Retry-After"] = "1"
-    return failed
+def _unanswered(form: Callable[..., Response], what: str, *notes: str) -> Response:
+    """A form whose save got no answer (storage did not answer, or not in time: ``what`` may have been saved), as
+    the tenant sent it (``form``, given its errors and status: 503), with ``notes``. The new-endpoint form keeps its
+    creation's key. The edit form sent again is merged over the endpoint as it is then, saved or not: a sensitive
+    header's new value, never compared with the stored one, then reads as changed elsewhere too (409), the first save
+    standing."""
+    return retry_later(form(errors=[UNANSWERED_SAVE.format(what=what), *notes], status_code=503))
 
 
 @router.post("/{sub_id}/enabled")

@@ -94,9 +94,13 @@ async def _herald_error(request: Request, exc: Exception) -> Response:
     status = status_of(exc)
     message = NOT_FOUND_MESSAGE if status == 404 else exc.message
     response = error_page(request, status, _TITLES.get(status, "Error"), message)
-    if status == 503:
-        response.headers["Retry-After"] = "1"  # as the API's: a service Herald depends on did not answer
-    return _reloaded_if_gone(request, response)
+    return _reloaded_if_gone(request, retry_later(response) if status == 503 else response)
+
+
+def retry_later(response: Response) -> Response:
+    """``response`` (a 503: a service Herald depends on did not answer) saying when to try again, as the API's do."""
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 async def _not_signed_in(request: Request, _: Exception) -> Response:

@@ -80,8 +80,7 @@ class PortalRepository:
         except ServiceUnavailableError as failure:
             try:
                 # Read as it is, expired or not: a mark made in the grant's last moment is this call's all the same.
-                read = self._table.call("get_item", Key=key, ConsistentRead=True)
-                found = from_item(read["Item"]) if "Item" in read else {}
+                found = self._table.read(keys.portal_grant(grant_hash), live=False) or {}
             except ServiceUnavailableError:
                 raise failure from None  # the mark's own failure, not the read's
             if found.get("taken_by") != token:

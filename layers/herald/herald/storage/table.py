@@ -415,15 +415,15 @@ class Table:
         except BotoCoreError as exc:
             raise ServiceUnavailableError("DynamoDB transaction failed") from exc
 
-    def read(self, key: Mapping[str, str], *, consistent: bool = True) -> dict[str, Any] | None:
-        """The item at ``key`` as plain values, None if absent or expired."""
+    def read(self, key: Mapping[str, str], *, consistent: bool = True, live: bool = True) -> dict[str, Any] | None:
+        """The item at ``key`` as plain values, None if absent or (``live``: unless asked for as it is) expired."""
         response = self.call("get_item", Key=to_item(key), ConsistentRead=consistent)
         item = response.get("Item")
         if not item:
             return None
         found = from_item(item)
         expires = found.get("expires_at")
-        if expires is not None and expires <= self.clock():
+        if live and expires is not None and expires <= self.clock():
             return None
         return found
 
