@@ -24,6 +24,11 @@ def _create(client, tenant: TenantInfo, url: str, key: str | None, **extra: Any)
     )
 
 
+def _request_keys(page: str) -> list[str]:
+    """The creation keys (``request_key``) of the new-endpoint forms in ``page``, as the page writes them."""
+    return re.findall(r'name="request_key" value="([^"]+)"', page)
+
+
 def _listed(client, tenant: TenantInfo) -> list[str]:
     return [sub["id"] for sub in client.get("/v1/subscriptions", headers=tenant.headers).json()["data"]]
 
@@ -137,7 +142,7 @@ def test_the_portals_new_endpoint_form_sent_twice_makes_one_endpoint(
     me = browser()
     csrf = sign_in(me, tenant.id)
     page = me.get("/portal/endpoints/new").text
-    (key,) = re.findall(r'name="request_key" value="([^"]+)"', page)
+    (key,) = _request_keys(page)
     form = {"csrf_token": csrf, "request_key": html.unescape(key), "url": receiver.url, "event_types": "invoice.paid"}
     # WHEN it is sent twice (a double click with scripting off, a reload that posts again)
     sent = [me.post("/portal/endpoints", data=form, follow_redirects=False) for _ in range(2)]
@@ -151,7 +156,7 @@ def test_the_portals_new_endpoint_form_sent_twice_makes_one_endpoint(
     assert "The endpoint this form created exists" in html.unescape(changed.text)
     assert len(_listed(client, tenant)) == 1
     # AND a new form has a new key
-    assert re.findall(r'name="request_key" value="([^"]+)"', me.get("/portal/endpoints/new").text) != [key]
+    assert _request_keys(me.get("/portal/endpoints/new").text) != [key]
 
 
 def test_a_key_with_a_header_value_changed_is_a_409(client, tenant, receiver) -> None:
@@ -172,7 +177,7 @@ def test_the_portals_form_sent_again_once_its_endpoint_was_deleted_says_so(
     # GIVEN the new-endpoint form sent, and the endpoint it made deleted
     me = browser()
     csrf = sign_in(me, tenant.id)
-    (key,) = re.findall(r'name="request_key" value="([^"]+)"', me.get("/portal/endpoints/new").text)
+    (key,) = _request_keys(me.get("/portal/endpoints/new").text)
     form = {"csrf_token": csrf, "request_key": html.unescape(key), "url": receiver.url, "event_types": "invoice.paid"}
     assert me.post("/portal/endpoints", data=form, follow_redirects=False).status_code == 303
     (made,) = _listed(client, tenant)
@@ -198,7 +203,7 @@ def test_the_portals_form_whose_creation_got_no_answer_comes_back_to_be_sent_aga
     # GIVEN the new-endpoint form filled in, and DynamoDB giving its creation no answer
     me = browser()
     csrf = sign_in(me, tenant.id)
-    (key,) = re.findall(r'name="request_key" value="([^"]+)"', me.get("/portal/endpoints/new").text)
+    (key,) = _request_keys(me.get("/portal/endpoints/new").text)
     form = {
         "csrf_token": csrf,
         "request_key": html.unescape(key),
@@ -218,7 +223,7 @@ def test_the_portals_form_whose_creation_got_no_answer_comes_back_to_be_sent_aga
     page = html.unescape(failed.text)
     assert "may have been saved" in page
     assert "Send the form again: it makes one endpoint" in page
-    assert re.findall(r'name="request_key" value="([^"]+)"', failed.text) == [key]
+    assert _request_keys(failed.text) == [key]
     assert f'value="{receiver.url}"' in page
     assert ">billing</textarea>" in page
     # WHEN the tenant sends the form it got back
