@@ -40,9 +40,18 @@ _TENANT_KEY_PATTERN = re.compile(r"^hrk_[A-Za-z0-9_-]{43}$")
 
 #: What a caller may use as its own event id (the id doubles as the idempotency key).
 EVENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+#: An ``Idempotency-Key``'s bounds (the API's header, the CLI's ``--idempotency-key``, the portal's creation key):
+#: 1 to 255 printable ASCII characters, no space.
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 #: The ids of Herald's operational events (``domain.operational``) start with this, which no caller's id may.
 OPERATIONAL_EVENT_PREFIX = "evt_op_"
 _ID_PATTERN = re.compile(r"^[a-z]{3}_[0-9a-hjkmnp-tv-z]{26}$")
+
+
+def is_idempotency_key(text: str) -> bool:
+    """Whether ``text`` is within an ``Idempotency-Key``'s bounds."""
+    return len(text) <= IDEMPOTENCY_KEY_MAX_LENGTH and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, text) is not None
 
 
 def _encode(value: int, length: int) -> str:

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from herald.auth import Principal, Role, authenticate
 from herald.domain.operational import OPERATOR_TENANT_ID
 from herald.errors import NotFoundError, PermissionDeniedError
+from herald.ids import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from herald.services import Services
 from herald.storage.table import MAX_CURSOR_LENGTH
 
@@ -104,10 +105,6 @@ IteratorQuery = Annotated[
         description="The `iterator` of the previous page, to get the next one.",
     ),
 ]
-
-#: An ``Idempotency-Key`` header's bounds: up to 255 printable ASCII characters, no space.
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]+$"
 
 #: The ``Idempotency-Key`` of an operation that makes something (a subscription, an operator endpoint) once.
 CreationKeyHeader = Annotated[

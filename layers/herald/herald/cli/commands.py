@@ -33,7 +33,7 @@ from herald.cli.config import (
 )
 from herald.cli.errors import CliApiError, CliConnectionError, CliError
 from herald.cli.output import columns_of, detail_lines, printable, record, table
-from herald.ids import EVENT_ID_PATTERN, OPERATIONAL_EVENT_PREFIX
+from herald.ids import EVENT_ID_PATTERN, IDEMPOTENCY_KEY_MAX_LENGTH, OPERATIONAL_EVENT_PREFIX, is_idempotency_key
 
 if TYPE_CHECKING:
     import boto3
@@ -86,8 +86,6 @@ MAX_REDRIVE_LIMIT = 10_000
 DEFAULT_DISCARD_LIMIT = 100
 MAX_DISCARD_LIMIT = 1000
 MAX_DISCARD_IDS = 100
-#: Longest ``Idempotency-Key`` the API takes.
-MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True)
@@ -263,9 +261,9 @@ def _finite(text: str) -> float:
 
 def idempotency_key(text: str) -> str:
     """``--idempotency-key``: what the API takes, 1 to 255 printable ASCII characters, no space."""
-    if not 1 <= len(text) <= MAX_IDEMPOTENCY_KEY or not all("!" <= char <= "~" for char in text):
+    if not is_idempotency_key(text):
         raise argparse.ArgumentTypeError(
-            f"1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces, not {text!a}"
+            f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters without spaces, not {text!a}"
         )
     return text
 

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 from fastapi import Header, Response, status
 from pydantic import ValidationError
 
-from herald.api.deps import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN, OperatorDep, ServicesDep
+from herald.api.deps import OperatorDep, ServicesDep
 from herald.api.errors import capped_details, status_of
 from herald.api.routers import api_router
 from herald.domain import tenants
 from herald.domain.publishing import MaybeStoredError, NotQueuedError, Published, publish, publish_many
 from herald.errors import HeraldError, InvalidInputError, NotFoundError, RequestShapeError, ServiceUnavailableError
-from herald.ids import EVENT_ID_PATTERN
+from herald.ids import EVENT_ID_PATTERN, IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
 from herald.storage import StoredEvent
 
