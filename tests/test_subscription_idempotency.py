@@ -255,3 +255,24 @@ def test_a_new_endpoint_form_sent_without_its_key_promises_nothing_of_a_second_t
     page = html.unescape(failed.text)
     assert "may have been saved" in page
     assert "makes one endpoint" not in page
+
+
+@pytest.mark.parametrize("key", ["a b", "x" * 256, "clé"])
+def test_a_portal_creation_key_out_of_the_apis_bounds_is_a_422_with_a_new_key(
+    browser: Browser, client, tenant: TenantInfo, receiver: Receiver, key: str
+) -> None:
+    # GIVEN a hand-made post of the new-endpoint form whose creation key the API's Idempotency-Key would refuse
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    form = {"csrf_token": csrf, "request_key": key, "url": receiver.url, "event_types": "invoice.paid"}
+    refused = me.post("/portal/endpoints", data=form, follow_redirects=False)
+    # THEN the form comes back refused, saying why, and nothing was made
+    assert refused.status_code == 422
+    assert "creation key is not valid" in html.unescape(refused.text)
+    assert _listed(client, tenant) == []
+    # AND with a key of its own, with which it makes the endpoint
+    (new_key,) = _request_keys(refused.text)
+    assert html.unescape(new_key) != key
+    sent = me.post("/portal/endpoints", data={**form, "request_key": html.unescape(new_key)}, follow_redirects=False)
+    assert sent.status_code == 303
+    assert len(_listed(client, tenant)) == 1

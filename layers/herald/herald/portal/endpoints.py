@@ -21,6 +21,7 @@ from herald.delivery_options.headers import is_credential_value
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
 from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, ServiceUnavailableError
+from herald.ids import IDEMPOTENCY_KEY_MAX_LENGTH, is_idempotency_key
 from herald.portal.render import checked_cursor, moment, page, retry_later
 from herald.portal.security import change_form, fields_list, manager, visitor
 from herald.records import WILDCARD, Delivery, DeliveryStatus, utcnow
@@ -325,6 +326,17 @@ UNANSWERED_SAVE = (
 REQUEST_KEY_FIELD = "request_key"
 
 
+def _request_key_problems(key: str | None) -> list[str]:
+    """A creation key the portal did not make (a hand-made post): bounded as the API's ``Idempotency-Key`` is. The
+    form comes back with a key of its own."""
+    if key is None or is_idempotency_key(key):
+        return []
+    return [
+        f"This form's creation key is not valid (1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters without"
+        " spaces): the form now has a new one."
+    ]
+
+
 def _new_form_page(
     request: Request, guest: Visitor, values: dict[str, Any], *, request_key: str | None = None, **context: Any
 ) -> Response:
@@ -351,7 +363,12 @@ async def create_endpoint(request: Request) -> Response:
     values["headers"] = _new_headers(rows)
     key = form.get(REQUEST_KEY_FIELD) or None
     metadata_problems = _metadata_problems(form.get("metadata", ""))
-    problems = [*_event_type_problems(values["event_types"]), *metadata_problems, *_header_problems(rows)]
+    problems = [
+        *_event_type_problems(values["event_types"]),
+        *metadata_problems,
+        *_header_problems(rows),
+        *_request_key_problems(key),
+    ]
     if problems:
         typed = form.get("metadata", "") if metadata_problems else None
         return _new_form_page(
