@@ -45,8 +45,11 @@ def test_a_write_whose_answer_was_lost_is_found_made_and_its_event_published(
         "dynamodb.PutItem:lost@call=calls:1, dynamodb.BatchGetItem:5xx@call=calls:1",
         # refused by an outage: not made, as the read tells
         "dynamodb.PutItem:5xx@call=calls:1",
+        # throttled at each of botocore's five attempts: a 4xx after retries, which tells nothing of the attempts
+        # before the last, so the write is read back (not made)
+        "dynamodb.PutItem:throttle=calls:1-5",
     ],
-    ids=["made-untold", "not-made"],
+    ids=["made-untold", "not-made", "throttled-after-retries"],
 )
 def test_a_write_not_known_made_is_a_503_naming_the_event_which_a_repeat_publishes_once(
     client, tenant: TenantInfo, services, harness, receiver, spec: str
