@@ -4,6 +4,7 @@ subscription's listing, in full pages."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -134,20 +135,21 @@ def test_an_empty_iterator_is_the_first_page_of_a_deliverys_attempts(
     assert empty.json() == first
 
 
-def test_a_deliverys_attempts_with_large_answers_page_within_lambdas_response_limit(
-    client, tenant, harness, receiver: Receiver
-) -> None:
-    # GIVEN a delivery with twenty attempts, each answered 500 with a body larger than an attempt keeps (20 KB kept)
-    receiver.default = (500, {}, b'"<error>"' * 4_000, 0.0)
+def _attempted(client: Any, tenant: TenantInfo, harness: Any, receiver: Receiver, attempts: int) -> str:
+    """A delivery attempted ``attempts`` times (retried by the tenant), as the receiver answers: its API path."""
     sub = subscribe(client, tenant, receiver.url)
     publish(client, tenant.id)
     harness.drain()
     [delivery] = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
     base = f"/v1/subscriptions/{sub.id}/deliveries/{delivery['id']}"
-    for _ in range(19):
+    for _ in range(attempts - 1):
         assert client.post(f"{base}/retry", headers=tenant.headers).status_code == 202
         harness.drain()
-    # WHEN its attempts are listed, 250 a page asked for
+    return base
+
+
+def _attempt_pages(client: Any, tenant: TenantInfo, base: str) -> list[Any]:
+    """Every page of a delivery's attempts, 250 a page asked for."""
     pages, iterator = [], None
     while True:
         params: dict[str, Any] = {"limit": 250} | ({"iterator": iterator} if iterator else {})
@@ -155,8 +157,18 @@ def test_a_deliverys_attempts_with_large_answers_page_within_lambdas_response_li
         assert response.status_code == 200, response.text
         pages.append(response)
         if response.json()["done"]:
-            break
+            return pages
         iterator = response.json()["iterator"]
+
+
+def test_a_deliverys_attempts_with_large_answers_page_within_lambdas_response_limit(
+    client, tenant, harness, receiver: Receiver
+) -> None:
+    # GIVEN a delivery with twenty attempts, each answered 500 with a body larger than an attempt keeps (20 KB kept)
+    receiver.default = (500, {}, b'"<error>"' * 4_000, 0.0)
+    base = _attempted(client, tenant, harness, receiver, 20)
+    # WHEN its attempts are listed, 250 a page asked for
+    pages = _attempt_pages(client, tenant, base)
     # THEN each page stays far under Lambda's 6 MB (the twenty would take 2.7 MB at their worst escaped), and the
     # pages together hold every attempt once, oldest first
     assert len(pages) > 1
@@ -164,3 +176,21 @@ def test_a_deliverys_attempts_with_large_answers_page_within_lambdas_response_li
     numbers = [attempt["attempt_number"] for page in pages for attempt in page.json()["data"]]
     assert numbers == list(range(1, 21))
     assert all(len(attempt["response_body"]) >= 19_000 for page in pages for attempt in page.json()["data"])
+
+
+def test_a_page_of_attempts_answered_in_emoji_keeps_its_bound_in_lambdas_response(
+    client, tenant, harness, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a bound of 200 KB on a page of attempts, and a delivery with eight attempts, each answered 500 with 5,000
+    # emoji (20,000 bytes, the most an attempt keeps; each emoji 12 bytes in Lambda's response, \ud83d\ude00)
+    monkeypatch.setattr("herald.storage.deliveries.ATTEMPTS_PAGE_BYTES", 200_000)
+    receiver.default = (500, {"content-type": "text/plain; charset=utf-8"}, "😀".encode() * 5_000, 0.0)
+    base = _attempted(client, tenant, harness, receiver, 8)
+    # WHEN its attempts are listed
+    pages = _attempt_pages(client, tenant, base)
+    # THEN every attempt is listed once, with its body
+    numbers = [attempt["attempt_number"] for page in pages for attempt in page.json()["data"]]
+    assert numbers == list(range(1, 9))
+    assert all(attempt["response_body"] == "😀" * 5_000 for page in pages for attempt in page.json()["data"])
+    # AND each page takes at most the bound in Lambda's response (the body a string in its JSON, escaped at its worst)
+    assert all(len(json.dumps(page.text)) <= 200_000 for page in pages), [len(json.dumps(p.text)) for p in pages]

@@ -261,16 +261,19 @@ def _unchanged_and_unleased(read: Delivery, now: float) -> dict[str, Any]:
     }
 
 
-#: The most a page of attempts may take once shown, roughly (``_shown_attempt_bytes``): an answer of the API, or a
-#: portal page, must stay well under Lambda's 6 MB response limit, and each attempt keeps up to
-#: ``sender.RESPONSE_MAX_BYTES`` of its answer's body.
+#: The most a page of attempts may take once shown (``_shown_attempt_bytes``): an answer of the API, or a portal page
+#: (which shows an event's payload too), must stay well under Lambda's 6 MB response limit, and each attempt keeps up
+#: to ``sender.RESPONSE_MAX_BYTES`` of its answer's body.
 ATTEMPTS_PAGE_BYTES = 2_000_000
 
 
 def _shown_attempt_bytes(attempt: Attempt) -> int:
-    """The most an attempt takes once shown, roughly: every character of its answer's body and error escaped six times
-    over (JSON's ``\\u00XX``; HTML's ``&#34;`` is five), and 1 KB for its other fields."""
-    return 6 * (len(attempt.response_body or "") + len(attempt.error_message or "")) + 1_000
+    """The most an attempt takes once shown: seven bytes for each UTF-16 code unit of its answer's body, its error and
+    its URL (a control character is JSON's ``\\u0001``, its backslash escaped again in Lambda's response; a character
+    beyond the BMP, an emoji, is two units, ``\\ud83d\\ude00``; HTML's ``&amp;`` is five), and 1 KB for its other
+    fields."""
+    text = (attempt.response_body or "") + (attempt.error_message or "") + attempt.url
+    return 7 * (len(text.encode("utf-16-le", "surrogatepass")) // 2) + 1_000
 
 
 class DeliveryRepository:
