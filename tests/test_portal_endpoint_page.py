@@ -3,12 +3,15 @@ time window (the API's listing has the same), the subscription's delivery option
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from herald.catalog import EventCatalog, EventData, catalog
 from herald.portal.endpoints import CHART_SLOTS, recent_attempts
 from herald.queue import REDRIVES_ATTRIBUTE
 from herald.records import Delivery, DeliveryStatus
@@ -19,6 +22,8 @@ from tests.portal_support import Browser, sign_in
 from tests.support import ADMIN, INVOICE, Receiver, TenantInfo, drain
 
 LOGO = "https://cdn.example.com/brand/logo.png"
+#: Lambda's limit on a synchronous invocation's response: past it, API Gateway answers a bare 500.
+LAMBDA_RESPONSE_LIMIT = 6_291_456
 
 
 def _delivery(status: DeliveryStatus, at: datetime | None) -> Delivery:
@@ -248,3 +253,60 @@ def test_an_inline_logo_that_fits_beside_the_templates_variables_is_taken_and_on
     assert Settings(table_name="t", queue_url="q", portal_logo_url=logo).portal_logo_url == logo
     with pytest.raises(ValidationError):
         Settings(table_name="t", queue_url="q", portal_logo_url=logo + "A")
+
+
+class _Nested(EventData):
+    """Data of any shape: a catalog type with a free-form field."""
+
+    values: list[Any]
+
+
+@pytest.fixture
+def nested_type(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``test.nested``, a type of free-form data, in the catalog for one test."""
+    declared = EventCatalog()
+    declared.event("test.nested", example={"values": [1]})(_Nested)
+    monkeypatch.setitem(catalog._types, "test.nested", declared.get("test.nested"))
+    return "test.nested"
+
+
+def _nested(value: Any, depth: int) -> Any:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _shown_payload(page: str) -> str:
+    (shown,) = re.findall(r'<pre class="payload"[^>]*>(.*?)</pre>', page, re.DOTALL)
+    return html.unescape(shown)
+
+
+def test_a_delivery_page_shows_a_payload_as_sent_when_indenting_it_would_pass_lambdas_response_limit(
+    browser: Browser, client: Any, tenant: TenantInfo, harness: Any, receiver: Receiver, nested_type: str
+) -> None:
+    # GIVEN two events of a type with free-form data: a small one, and 240 KB of it nested 30 deep (within the data
+    # limit as sent; indented two spaces a level, 7.7 MB)
+    sub = subscribe(client, tenant, receiver.url, [nested_type])
+    publish(client, tenant.id, nested_type, {"values": [{"a": 1}]})
+    publish(client, tenant.id, nested_type, {"values": _nested([0] * 120_000, 30)})
+    harness.drain()
+    sent = {
+        json.loads(arrival.body)["data"]["values"][0] == {"a": 1}: arrival.body.decode()
+        for arrival in receiver.received
+    }
+    deliveries = client.get(f"/v1/subscriptions/{sub.id}/deliveries", headers=tenant.headers).json()["data"]
+    large, small = deliveries  # newest first
+    # WHEN each delivery's page is opened in the portal
+    me = browser()
+    sign_in(me, tenant.id, "read")
+    small_page, large_page = (me.get(f"/portal/endpoints/{sub.id}/deliveries/{d['id']}") for d in (small, large))
+    # THEN the small payload is shown indented
+    assert small_page.status_code == 200
+    assert json.loads(_shown_payload(small_page.text)) == json.loads(sent[True])
+    assert '\n  "data": {\n' in _shown_payload(small_page.text)
+    # AND the large one as it was sent, saying so, on a page within what Lambda can return (HTML-escaped, then escaped
+    # again as a string in Lambda's response)
+    assert large_page.status_code == 200
+    assert _shown_payload(large_page.text) == sent[False]
+    assert "As it was sent: indented, this payload would be too large for the page." in large_page.text
+    assert len(json.dumps(large_page.text)) < LAMBDA_RESPONSE_LIMIT - 10_000

@@ -3,6 +3,8 @@ of failed deliveries and following the job's progress."""
 
 from __future__ import annotations
 
+import html
+import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,24 @@ router = APIRouter(prefix="/endpoints/{sub_id}", include_in_schema=False)
 ATTEMPTS_PER_PAGE = 250
 
 
+#: The most a delivery page's payload may take in the page's Lambda response, indented (``_shown_payload``): the page
+#: holds up to ``ATTEMPTS_PAGE_BYTES`` of attempts too, under Lambda's 6 MB response limit (past it, API Gateway
+#: answers a bare 500). Indenting grows with nesting, each level indenting every line within it (256 KiB of data
+#: nested 30 deep is 9 MB indented); past this bound the payload is shown as it was sent, which at the largest data
+#: a deployment may take (350 KiB) is under 1.8 MB even of ``&`` (``&amp;``, five bytes).
+PAYLOAD_SHOWN_BYTES = 2_000_000
+
+
+def _shown_payload(payload: str) -> tuple[str, bool]:
+    """The payload as its delivery's page shows it, indented, and whether it is: else as it was sent, when indented
+    it would take more than ``PAYLOAD_SHOWN_BYTES`` of the page (HTML-escaped, a ``"`` six bytes at most, then
+    escaped in Lambda's response)."""
+    indented = json.dumps(json.loads(payload), indent=2, sort_keys=True, ensure_ascii=False)
+    if len(json.dumps(html.escape(indented))) <= PAYLOAD_SHOWN_BYTES:
+        return indented, True
+    return payload, False
+
+
 def _guest(request: Request) -> Visitor:
     return visitor(request, request.app.state.api)
 
@@ -46,13 +66,15 @@ async def show_delivery(
     listed = guest.services.store.deliveries.list_attempts(
         sub_id, delivery.id, limit=ATTEMPTS_PER_PAGE, cursor=after, event_id=delivery.event_id
     )
+    payload, indented = _shown_payload(stored.event.payload) if stored else (None, False)
     return page(
         request,
         "delivery.html",
         guest,
         sub_id=sub_id,
         delivery=delivery,
-        payload=stored.event.payload if stored else None,
+        payload=payload,
+        payload_indented=indented,
         attempts=listed.items,
         after=after,
         next_after=listed.cursor,

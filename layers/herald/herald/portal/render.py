@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-templates.env.filters["fromjson"] = json.loads
 
 
 def page(request: Request, template: str, guest: Visitor | None, status_code: int = 200, **context: Any) -> Response:
