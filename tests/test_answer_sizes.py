@@ -10,9 +10,13 @@ import logging
 import string
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from herald import dlq
 from herald.delivery_options.openapi import DRY_RUN_RESULTS_BYTES, TransformDryRunOut
 from herald.queue import ERROR_ATTRIBUTE
+from herald.settings import MAX_REQUEST_BYTES, Settings
 from tests import test_api_mangum as mangum
 from tests.support import ADMIN_KEY, INVOICE
 
@@ -108,6 +112,33 @@ def test_a_batch_whose_events_hold_many_problems_answers_what_it_published(invok
         _assert_capped(item["error"], count)
         assert item["error"]["details"][0]["loc"] == ["body", "events", index, "data", "aaa"]
     assert _lambda_bytes(response) < 100_000, _lambda_bytes(response)
+
+
+def _shipped_in_emoji(tenant_id: str, items: int) -> str:
+    """An ``order.shipped`` event whose every string is 100 emoji (4 bytes each; 12 in Lambda's response)."""
+    emoji = "\U0001f600" * 100
+    shipped = [{"sku": emoji, "quantity": 1}] * items
+    data = {"order_id": emoji, "carrier": emoji, "tracking_number": emoji, "items": shipped}
+    return json.dumps({"type": "order.shipped", "tenant_id": tenant_id, "data": data}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_request_bytes": MAX_REQUEST_BYTES}])
+def test_a_batch_publish_as_large_as_a_deployment_may_take_answers_within_a_lambda_response(invoke) -> None:
+    # GIVEN the largest request body a deployment may take (1 MiB), and a batch filling it with events whose data are
+    # emoji: each is 12 bytes in Lambda's response, three times its size, the most any data grows there
+    tenant = mangum.make_tenant(invoke)
+    events = [_shipped_in_emoji(tenant["id"], 500)] * 4 + [_shipped_in_emoji(tenant["id"], 400)]
+    body = '{"events":[' + ",".join(events) + "]}"
+    assert MAX_REQUEST_BYTES * 0.95 < len(body.encode()) <= MAX_REQUEST_BYTES
+    # WHEN it is published through Mangum
+    response = invoke(mangum.http_event("POST", "/v1/events/batch", key=ADMIN_KEY, body=body, headers=JSON))
+    # THEN every event is published, and the answer, which shows their data, reaches the publisher
+    assert response["statusCode"] == 200, response["body"][:500]
+    assert [item["status"] for item in mangum.body_of(response)["data"]] == [202] * 5
+    assert _lambda_bytes(response) < LAMBDA_RESPONSE_LIMIT, _lambda_bytes(response)
+    # AND no deployment may take a larger body
+    with pytest.raises(ValidationError, match="max_request_bytes"):
+        Settings(max_request_bytes=MAX_REQUEST_BYTES + 1)
 
 
 def test_a_problem_at_a_key_of_any_length_is_shown_bounded(invoke) -> None:

@@ -24,6 +24,7 @@ from pydantic import (
 from herald.catalog import MAX_EVENT_TYPE_LENGTH, EventCatalog, EventData, catalog, operational_catalog
 from herald.domain.publishing import validate_data
 from herald.errors import UnknownEventTypeError
+from herald.settings import MAX_REQUEST_BYTES
 from tests.api_support import assert_error
 from tests.support import ADMIN, INVOICE, drain
 
@@ -340,7 +341,8 @@ def test_integral_floats_are_integers_wherever_an_integer_is_held(client, tenant
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"max_request_bytes": 4 * 1024 * 1024}
+    """The largest request body a deployment may take (1 MiB): a type name of a megabyte fits it."""
+    return {"max_request_bytes": MAX_REQUEST_BYTES}
 
 
 def test_an_event_type_name_past_the_limit_is_refused_without_echoing_it(client, tenant) -> None:

@@ -20,6 +20,10 @@ from herald.urls import parse_networks
 DEFAULT_RETRY_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 #: The longest CloudWatch namespace.
 MAX_METRICS_NAMESPACE = 255
+#: The largest request body a deployment may take (``max_request_bytes``): a batch publish's answer shows its events'
+#: data, as much as the body held, and Lambda's response (6,291,456 bytes) carries it escaped, up to three times its
+#: size (``é``, two bytes, is ``\\u00e9``); 1 MiB answers in at most about 3.2 MB.
+MAX_REQUEST_BYTES = 1024 * 1024
 #: The longest portal logo (``HERALD_PORTAL_LOGO_URL``): Lambda holds a function's environment variables to 4 KB in
 #: all, the template's own take about 1 KB of them, so a longer inline (``data:``) logo could never be deployed; a
 #: larger image goes at an ``https://`` URL.
@@ -78,6 +82,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         512 * 1024,
         ge=4096,
+        le=MAX_REQUEST_BYTES,
         description="Largest accepted request body of any kind (413 above).",
     )
     allowed_target_networks: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
