@@ -5,6 +5,7 @@ event type the endpoint has stored is shown as retired, a posted one the catalog
 from __future__ import annotations
 
 import html
+import json
 import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -13,6 +14,8 @@ import pytest
 
 from herald.catalog import catalog
 from herald.portal.endpoints import MAX_PROBLEMS_LISTED
+from herald.portal.render import PAGE_MAX_BYTES, TOO_LARGE_FORM
+from herald.settings import MAX_REQUEST_BYTES
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, sign_in
 from tests.test_portal_edit_conflicts import _form
@@ -42,11 +45,13 @@ def _errors(response: httpx.Response) -> list[str]:
     return [html.unescape(item) for item in re.findall(r"<li>(.*?)</li>", found.group(1), re.S)]
 
 
-def _posted(me: TestClient, path: str, fields: dict[str, Any], raw: str = "") -> httpx.Response:
+def _posted(
+    me: TestClient, path: str, fields: dict[str, Any], raw: str = "", *, limit: int = 512 * 1024
+) -> httpx.Response:
     """``fields`` posted as a form to ``path``, followed by ``raw`` as it is (a field of many lines, its line breaks
     sent unencoded, as a script may send them: a form body's bytes, not a browser's)."""
     body = urlencode(fields, doseq=True) + raw
-    assert len(body) < 512 * 1024, "the form is under the request limit"
+    assert len(body) < limit, "the form is under the request limit"
     response: httpx.Response = me.post(
         path,
         content=body.encode(),
@@ -187,3 +192,43 @@ def test_many_header_rows_given_twice_are_named_up_to_the_limit_and_counted(
         ),
         f"custom headers: and {more:,} more problems",
     ]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_request_bytes": MAX_REQUEST_BYTES}])
+@pytest.mark.parametrize("field", ["url", "metadata"])
+@pytest.mark.parametrize("which", ["new", "edit"])
+def test_a_form_too_large_to_show_again_in_a_lambda_response_is_a_small_413(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver, which: str, field: str
+) -> None:
+    # GIVEN the largest request body a deployment may take (1 MiB), and a signed-in tenant's form
+    me = browser()
+    path, fields = _form_of(me, tenant, client, receiver, which)
+    fields.pop(field, None)
+    # WHEN it is sent with a field of control characters filling the body (each six bytes once escaped in Lambda's
+    # response, \u0001): a URL, or a metadata key given twice (shown twice as typed, and quoted in its error)
+    room = MAX_REQUEST_BYTES - len(urlencode(fields, doseq=True)) - 100
+    typed = "\x01" * room if field == "url" else f"{'\x01' * (room // 2 - 2)}=\n{'\x01' * (room // 2 - 2)}="
+    response = _posted(me, path, fields, f"&{field}={typed}", limit=MAX_REQUEST_BYTES)
+    # THEN the form is not shown again, which would pass Lambda's limit (API Gateway's bare 500): a small 413 says
+    # nothing was saved
+    assert response.status_code == 413, response.text[:300]
+    assert TOO_LARGE_FORM in html.unescape(response.text)
+    assert len(json.dumps(response.text)) < SMALL_PAGE
+    _nothing_saved(client, tenant)
+
+
+@pytest.mark.parametrize("which", ["new", "edit"])
+def test_a_form_of_control_characters_at_the_default_request_limit_is_shown_again_within_lambdas_limit(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver, which: str
+) -> None:
+    # GIVEN a signed-in tenant's form, sent with a URL of control characters filling the default body limit (512 KiB)
+    me = browser()
+    path, fields = _form_of(me, tenant, client, receiver, which)
+    fields.pop("url", None)
+    typed = "\x01" * (512 * 1024 - len(urlencode(fields, doseq=True)) - 100)
+    response = _posted(me, path, fields, f"&url={typed}", limit=512 * 1024)
+    # THEN the form comes back refused, as typed, within what Lambda can return
+    assert response.status_code == 422, response.text[:300]
+    assert typed in response.text
+    assert len(json.dumps(response.text)) <= PAGE_MAX_BYTES
+    _nothing_saved(client, tenant)

@@ -30,9 +30,30 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
 
+#: The most a page may take in Lambda's response (6,291,456 bytes of JSON, the page a string in it, escaped at its
+#: worst), less room for the response's headers: past it, API Gateway would answer a bare 500 in the page's place.
+PAGE_MAX_BYTES = 6_200_000
+#: What a page past ``PAGE_MAX_BYTES`` says instead. Only a form sent again can be: a refused form comes back as it was
+#: typed, and a request body may hold up to ``HERALD_MAX_REQUEST_BYTES`` (1 MiB at most) of control characters, six
+#: bytes each once escaped (``\\u0001``). A form within the limits of what it sets is far smaller.
+TOO_LARGE_FORM = (
+    "The form sent is too large to show again (its fields are far over their limits), and nothing was saved. Go "
+    "back, shorten them, and send it again."
+)
+TOO_LARGE_PAGE = "This page is too large to show."
+
+
+def _past_lambdas_limit(body: bytes | memoryview) -> bool:
+    """Whether a page would take more than ``PAGE_MAX_BYTES`` in Lambda's response: no byte takes more than six
+    there (a control character), so only a page of a sixth of that is escaped to be measured."""
+    if 6 * len(body) <= PAGE_MAX_BYTES:
+        return False
+    return len(json.dumps(bytes(body).decode("utf-8", errors="replace"))) > PAGE_MAX_BYTES
+
+
 def page(request: Request, template: str, guest: Visitor | None, status_code: int = 200, **context: Any) -> Response:
     settings = services_of(request.app.state.api).settings
-    return templates.TemplateResponse(
+    response = templates.TemplateResponse(
         request,
         template,
         {
@@ -45,6 +66,14 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
         },
         status_code=status_code,
     )
+    if not _past_lambdas_limit(response.body):
+        return response
+    form = request.method == "POST"
+    status = 413 if form else 500
+    logger.warning(
+        "portal page %s of %d bytes is past Lambda's response limit: answered %d", template, len(response.body), status
+    )
+    return error_page(request, status, "Too large", TOO_LARGE_FORM if form else TOO_LARGE_PAGE)
 
 
 #: The pages of signing in and out: a visitor there may have no session, which the endpoints need.
