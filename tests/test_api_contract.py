@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+import herald.api
 from herald.api import create_app
+from herald.api.errors import _HTTP_CODES
 from herald.catalog import catalog, operational_catalog
 from herald.delivery_options.openapi import UPDATE_EXAMPLES
+from herald.errors import HeraldError
 from tests.support import ADMIN, INVOICE, TenantInfo
 
 OPERATOR_TAGS = {"tenants", "events", "operator", "operations"}
@@ -63,7 +68,9 @@ def test_an_operation_keeps_the_answers_it_describes_itself(document: dict[str, 
     for error in ("invalid_headers", "invalid_filter", "invalid_transform", "url_not_allowed"):
         assert error in create["422"]["description"]
     assert create["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
-    assert "another tenant" in create["404"]["description"]
+    assert "no such tenant" in create["404"]["description"]
+    read = document["paths"]["/v1/subscriptions/{subscription_id}"]["get"]["responses"]
+    assert "another tenant's is just as absent" in read["404"]["description"]
     assert create["400"]["description"].startswith("The request is malformed")
     assert create["503"]["headers"]["Retry-After"]["required"] is True
 
@@ -136,3 +143,37 @@ def test_every_schema_keeps_its_model_s_name(document: dict[str, Any]) -> None:
     for event_type in [*catalog, *operational_catalog]:
         assert event_type.model.__name__ in components, event_type.name
         assert event_type.envelope.__name__ in components, event_type.name
+
+
+def _kinds(error: type[HeraldError]) -> list[type[HeraldError]]:
+    return [error, *(kind for sub in error.__subclasses__() for kind in _kinds(sub))]
+
+
+def _answered_codes() -> set[str]:
+    """Every error ``code`` the API can answer: its errors' (``herald.errors`` and the delivery options', limits'), the
+    web framework's statuses', and those the API's error handlers and body checks write out."""
+    codes = {kind.code for kind in _kinds(HeraldError) if kind is not HeraldError} | set(_HTTP_CODES.values())
+    api = Path(herald.api.__file__).parent
+    for source in api.glob("*.py"):
+        text = source.read_text()
+        codes |= set(re.findall(r'\(\s*\d{3},\s*"([a-z_]+)"', text))  # error_response(400, "invalid_json", ...)
+        codes |= set(re.findall(r'_HTTP_CODES\.get\([^,]+,\s*"([a-z_]+)"\)', text))  # the other statuses' code
+    return codes
+
+
+def test_every_error_code_the_api_answers_is_named_in_the_document(document: dict[str, Any]) -> None:
+    # GIVEN every code the API can answer (modules imported: the delivery options' and limits' errors included)
+    codes = _answered_codes()
+    assert {"invalid_json", "internal_error", "http_error", "invalid_filter", "limit_exceeded"} <= codes
+    # THEN the error schema's `code` names each of them
+    named = document["components"]["schemas"]["ErrorBody"]["properties"]["code"]["description"]
+    assert {code for code in codes if f"`{code}`" not in named} == set()
+    # AND each status's general description names its codes
+    create = document["paths"]["/v1/subscriptions"]["post"]["responses"]
+    for status, code in {
+        "400": "invalid_json",
+        "401": "unauthorized",
+        "413": "payload_too_large",
+        "503": "service_unavailable",
+    }.items():
+        assert f"`{code}`" in create[status]["description"], status

@@ -59,22 +59,27 @@ WWW_AUTHENTICATE = {
 }
 
 DESCRIPTIONS = {
-    400: "The request is malformed: a body that is not valid JSON (or holds an unpaired surrogate such as "
-    "`\\ud800`, escaped or as bytes, which is not Unicode), or an invalid `Content-Length`.",
-    401: "Missing or invalid credentials.",
-    403: "The key is valid but not for this operation (the operator's key on a tenant route without "
+    400: "The request is malformed: `invalid_json`, a body that is not valid JSON (or holds an unpaired surrogate such "
+    "as `\\ud800`, escaped or as bytes, which is not Unicode); `bad_request`, an invalid `Content-Length`.",
+    401: "`unauthorized`: missing or invalid credentials.",
+    403: "`forbidden`: the key is valid but not for this operation (the operator's key on a tenant route without "
     "`?tenant_id=`, or a tenant's key on an operator route).",
-    404: "Not found: an id in the path, or the tenant named by `?tenant_id=` or in the body, does not exist for "
+    404: "`not_found`: an id in the path, or the tenant named by `?tenant_id=` or in the body, does not exist for "
     "this caller.",
-    409: "Conflicts with the current state (already exists, already running, or a limit of the current state).",
-    413: "The request body is larger than the request size limit (`HERALD_MAX_REQUEST_BYTES`), or an event's data is "
-    "larger than its limit.",
-    415: "The request has a body not sent as JSON: send it with `Content-Type: application/json`; or a body sent "
-    "with a `Content-Encoding` other than `identity` (compressed): send it as it is (`Accept-Encoding: identity`).",
-    422: "The request does not fit (validation errors, or a limit).",
+    409: "`conflict`: conflicts with the current state (already exists, already running, or a limit of the current "
+    "state).",
+    413: "`payload_too_large`: the request body is larger than the request size limit (`HERALD_MAX_REQUEST_BYTES`), "
+    "or an event's data is larger than its limit.",
+    415: "`unsupported_media_type`: the request has a body not sent as JSON: send it with `Content-Type: "
+    "application/json`; or a body sent with a `Content-Encoding` other than `identity` (compressed): send it as it "
+    "is (`Accept-Encoding: identity`).",
+    422: "The request does not fit: `validation_error` (its parameters or body do not fit their schema), or "
+    "`invalid_input`, `invalid_cursor` (an `iterator` Herald did not issue for this listing), `unknown_event_type`, "
+    "`url_not_allowed`, `limit_exceeded` (a deployment's limit), `invalid_headers`, `invalid_filter` or "
+    "`invalid_transform`, as the operation says; `details`, where given, say where (`loc`) and what (`type`).",
     429: "Throttled by API Gateway (the deployment's ApiThrottlingRateLimit / ApiThrottlingBurstLimit): "
     "retry with backoff.",
-    503: "A service Herald depends on did not answer: retry after `Retry-After` seconds.",
+    503: "`service_unavailable`: a service Herald depends on did not answer: retry after `Retry-After` seconds.",
 }
 
 #: What every operation declares where it is made (``herald.api.routers.api_router``): its 401 and 422, first among

@@ -44,7 +44,13 @@ class ErrorBody(BaseModel):
     """Every error answer has this shape."""
 
     code: str = Field(
-        description="Stable, machine-readable error code, e.g. `not_found`.",
+        description="Stable, machine-readable error code: `invalid_json`, `bad_request` (400); `unauthorized` (401); "
+        "`forbidden` (403); `not_found` (404); `method_not_allowed` (405); `conflict`, `idempotency_key_reused`, "
+        "`event_expired` (409); `payload_too_large` (413); `unsupported_media_type` (415); `validation_error`, "
+        "`invalid_input`, `invalid_cursor`, `unknown_event_type`, `url_not_allowed`, `limit_exceeded`, "
+        "`invalid_headers`, `invalid_filter`, `invalid_transform` (422); `service_unavailable` (503); "
+        "`internal_error` (500, a fault of Herald's own); `http_error` (any other status the web framework answers "
+        "itself). New codes may be added; a client that does not know one goes by the status.",
         examples=["not_found"],
     )
     message: str = Field(description="What went wrong, for humans.")

@@ -30,25 +30,31 @@ from herald.schemas import (
 router = api_router(prefix="/v1/subscriptions", tags=["subscriptions"])
 
 _ANSWERS = {
-    404: "No such subscription (another tenant's is just as absent).",
-    409: "The subscription changed meanwhile (read it again and retry).",
-    422: "The request does not fit. The error's `code` names the family (e.g. `validation_error`, `invalid_headers`, "
-    "`invalid_filter`, `invalid_transform`, `url_not_allowed`, `limit_exceeded`, and `invalid_cursor` for a "
-    "listing's `iterator`); `details`, where given, say where (`loc`) and what exactly (`type`).",
-    503: "The store could not be reached; retry.",
+    404: "`not_found`: no such subscription (another tenant's is just as absent).",
+    409: "`conflict`: the subscription changed meanwhile (read it again and retry).",
+    422: "The request does not fit. The error's `code` names the family (`validation_error`, `unknown_event_type`, "
+    "`invalid_headers`, `invalid_filter`, `invalid_transform`, `url_not_allowed`, `limit_exceeded`); `details`, "
+    "where given, say where (`loc`) and what exactly (`type`).",
+    503: "`service_unavailable`: the store could not be reached; retry.",
 }
 
 
-def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers an operation can give, documented with the one error shape."""
-    return {code: {"model": ErrorResponse, "description": _ANSWERS[code]} for code in codes}
+def _answers(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation can give, documented with the one error shape; ``described`` (``s404=...``)
+    says more of one than ``_ANSWERS`` does."""
+    return {code: {"model": ErrorResponse, "description": described.get(f"s{code}", _ANSWERS[code])} for code in codes}
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Subscribe a URL to event types",
-    responses={**_answers(404, 422, 503), **creation_answers("subscription")},
+    responses={
+        **_answers(
+            404, 422, 503, s404="`not_found`: no such tenant (the one `?tenant_id=` names, with the operator's key)."
+        ),
+        **creation_answers("subscription"),
+    },
 )
 async def create_subscription(
     body: SubscriptionIn,
@@ -70,7 +76,16 @@ async def create_subscription(
     return SubscriptionWithSecret(**SubscriptionOut.of(sub).model_dump(), secret=sub.current_secret)
 
 
-@router.get("", summary="List subscriptions", responses=_answers(422, 503))
+@router.get(
+    "",
+    summary="List subscriptions",
+    responses=_answers(
+        422,
+        503,
+        s422="`validation_error` (a `limit` out of its range) or `invalid_cursor` (an `iterator` Herald did not issue "
+        "for this listing).",
+    ),
+)
 async def list_subscriptions(
     services: ServicesDep,
     tenant_id: TenantDep,
@@ -146,7 +161,18 @@ async def get_secret(subscription_id: str, services: ServicesDep, tenant_id: Ten
     return secret_out(subscriptions.find(services, tenant_id, subscription_id))
 
 
-@router.post("/{subscription_id}/secret/rotate", summary="Rotate the signing secret", responses=_answers(404, 409, 503))
+@router.post(
+    "/{subscription_id}/secret/rotate",
+    summary="Rotate the signing secret",
+    responses=_answers(
+        404,
+        409,
+        503,
+        s409="`conflict`: as many secrets still sign as a subscription may have at once (5, the new one included): "
+        "rotate again once the oldest expires (the message says when), or with `grace_hours` 0 to retire the previous "
+        "ones now; or the subscription changed meanwhile (read it again and retry).",
+    ),
+)
 async def rotate_secret(
     subscription_id: str,
     services: ServicesDep,
@@ -164,7 +190,15 @@ async def rotate_secret(
     "/{subscription_id}/test",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Send a test event to the subscription",
-    responses=_answers(404, 409, 422, 503),
+    responses=_answers(
+        404,
+        409,
+        422,
+        503,
+        s409="`conflict`: the subscription is disabled: enable it first.",
+        s422="`invalid_transform`: the subscription's transform gives no JSON object or array for the ping.",
+        s503="`service_unavailable`: the store or the work queue could not be reached; retry.",
+    ),
 )
 async def send_test_event(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> TestDeliveryOut:
     """Sends the `herald.ping` event through the real delivery path (signed, retried, logged), with the
