@@ -13,11 +13,13 @@ from urllib.parse import urlencode
 import pytest
 
 from herald.catalog import catalog
+from herald.faults import install
 from herald.portal.endpoints import MAX_PROBLEMS_LISTED
-from herald.portal.render import PAGE_MAX_BYTES, TOO_LARGE_FORM
+from herald.portal.render import PAGE_MAX_BYTES, TOO_LARGE_FORM, TOO_LARGE_UNANSWERED
 from herald.settings import MAX_REQUEST_BYTES
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, sign_in
+from tests.test_portal_custom_headers import _row
 from tests.test_portal_edit_conflicts import _form
 
 if TYPE_CHECKING:
@@ -232,3 +234,36 @@ def test_a_form_of_control_characters_at_the_default_request_limit_is_shown_agai
     assert typed in response.text
     assert len(json.dumps(response.text)) <= PAGE_MAX_BYTES
     _nothing_saved(client, tenant)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_request_bytes": MAX_REQUEST_BYTES}])
+def test_a_form_too_large_to_show_again_after_a_save_without_an_answer_says_it_may_have_been_saved(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver, services: Any
+) -> None:
+    # GIVEN an endpoint with a header, its edit form removing it with a value of control characters typed in the
+    # removed row (never checked: the row is removed), and DynamoDB making the save with its answer lost
+    made = client.post(
+        "/v1/subscriptions",
+        json={"url": receiver.url, "event_types": ["invoice.paid"], "headers": {"X-Team": {"value": "core"}}},
+        headers=tenant.headers,
+    )
+    assert made.status_code == 201, made.text
+    sub_id = made.json()["id"]
+    me = browser()
+    sign_in(me, tenant.id)
+    form = _form(me.get(f"/portal/endpoints/{sub_id}/edit").text)
+    row = _row(form, "X-Team")
+    fields = {**form, f"{row}_remove": "on"}
+    fields.pop(f"{row}_value")
+    typed = "\x01" * (MAX_REQUEST_BYTES - len(urlencode(fields, doseq=True)) - 100)
+    install(services.store.client, "dynamodb.TransactWriteItems:lost=calls:1")
+    # WHEN it is sent, and the form (503: it may have been saved) would be too large to show again
+    response = _posted(me, f"/portal/endpoints/{sub_id}/edit", fields, f"&{row}_value={typed}", limit=MAX_REQUEST_BYTES)
+    # THEN a short 503 says the change may have been saved, not that nothing was, and when to try again
+    assert response.status_code == 503, response.text[:300]
+    assert TOO_LARGE_UNANSWERED in html.unescape(response.text)
+    assert response.headers["retry-after"] == "1"
+    assert len(json.dumps(response.text)) < SMALL_PAGE
+    # AND the change was saved
+    stored = client.get(f"/v1/subscriptions/{sub_id}", headers=tenant.headers).json()
+    assert stored["headers"] == {}

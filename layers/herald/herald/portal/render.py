@@ -33,12 +33,18 @@ templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort
 #: The most a page may take in Lambda's response (6,291,456 bytes of JSON, the page a string in it, escaped at its
 #: worst), less room for the response's headers: past it, API Gateway would answer a bare 500 in the page's place.
 PAGE_MAX_BYTES = 6_200_000
-#: What a page past ``PAGE_MAX_BYTES`` says instead. Only a form sent again can be: a refused form comes back as it was
-#: typed, and a request body may hold up to ``HERALD_MAX_REQUEST_BYTES`` (1 MiB at most) of control characters, six
-#: bytes each once escaped (``\\u0001``). A form within the limits of what it sets is far smaller.
+#: What a page past ``PAGE_MAX_BYTES`` says instead. Only a form sent again can be: a refused form (422, 409, or 503
+#: when its save got no answer) comes back as it was typed, and a request body may hold up to
+#: ``HERALD_MAX_REQUEST_BYTES`` (1 MiB at most) of control characters, six bytes each once escaped (``\\u0001``). A
+#: form within the limits of what it sets is far smaller.
 TOO_LARGE_FORM = (
     "The form sent is too large to show again (its fields are far over their limits), and nothing was saved. Go "
     "back, shorten them, and send it again."
+)
+#: The same, for a form whose save got no answer (503): it may have been saved.
+TOO_LARGE_UNANSWERED = (
+    "A service Herald depends on did not answer, and this change may have been saved; the form sent is too large to "
+    "show again. Open the endpoint to see what it holds, and make the change again from there if it is not."
 )
 TOO_LARGE_PAGE = "This page is too large to show."
 
@@ -68,12 +74,16 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
     )
     if not _past_lambdas_limit(response.body):
         return response
-    form = request.method == "POST"
-    status = 413 if form else 500
+    if status_code == 503:
+        status, title, message = 503, _TITLES[503], TOO_LARGE_UNANSWERED
+    elif request.method == "POST":
+        status, title, message = 413, "Too large", TOO_LARGE_FORM
+    else:
+        status, title, message = 500, "Too large", TOO_LARGE_PAGE
     logger.warning(
         "portal page %s of %d bytes is past Lambda's response limit: answered %d", template, len(response.body), status
     )
-    return error_page(request, status, "Too large", TOO_LARGE_FORM if form else TOO_LARGE_PAGE)
+    return error_page(request, status, title, message)
 
 
 #: The pages of signing in and out: a visitor there may have no session, which the endpoints need.
