@@ -67,16 +67,18 @@ DESCRIPTIONS = {
     404: "`not_found`: an id in the path, or the tenant named by `?tenant_id=` or in the body, does not exist for "
     "this caller.",
     409: "`conflict`: conflicts with the current state (already exists, already running, or a limit of the current "
-    "state).",
+    "state). An operation that takes an `Idempotency-Key` or an event's `id` answers `idempotency_key_reused` when it "
+    "was used with another request, and one acting on an event `event_expired` once the event is no longer kept.",
     413: "`payload_too_large`: the request body is larger than the request size limit (`HERALD_MAX_REQUEST_BYTES`), "
     "or an event's data is larger than its limit.",
     415: "`unsupported_media_type`: the request has a body not sent as JSON: send it with `Content-Type: "
     "application/json`; or a body sent with a `Content-Encoding` other than `identity` (compressed): send it as it "
     "is (`Accept-Encoding: identity`).",
-    422: "The request does not fit: `validation_error` (its parameters or body do not fit their schema), or "
-    "`invalid_input`, `invalid_cursor` (an `iterator` Herald did not issue for this listing), `unknown_event_type`, "
-    "`url_not_allowed`, `limit_exceeded` (a deployment's limit), `invalid_headers`, `invalid_filter` or "
-    "`invalid_transform`, as the operation says; `details`, where given, say where (`loc`) and what (`type`).",
+    422: "The request does not fit: `validation_error` (its parameters or body do not fit their schema), or the code "
+    "of a check beyond the schema, each operation answering those of what it takes: `invalid_input`, "
+    "`invalid_cursor` (an `iterator` Herald did not issue for this listing), `unknown_event_type`, "
+    "`url_not_allowed`, `limit_exceeded` (a deployment's limit), `invalid_headers`, `invalid_filter`, "
+    "`invalid_transform`. `details`, where given, say where (`loc`) and what (`type`).",
     429: "Throttled by API Gateway (the deployment's ApiThrottlingRateLimit / ApiThrottlingBurstLimit): "
     "retry with backoff.",
     503: "`service_unavailable`: a service Herald depends on did not answer: retry after `Retry-After` seconds.",

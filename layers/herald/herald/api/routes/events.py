@@ -39,6 +39,11 @@ def event_out(stored: StoredEvent) -> EventOut:
     status_code=status.HTTP_202_ACCEPTED,
     summary="Publish an event",
     responses={
+        status.HTTP_409_CONFLICT: {
+            "description": "`idempotency_key_reused`: the event's `id` or `Idempotency-Key` was published with "
+            "another request (other data, or another tenant's event); publish it with a new one. Rarely `conflict`: "
+            "the same event was being published at that moment by another request; send it again.",
+        },
         status.HTTP_202_ACCEPTED: {
             "headers": {
                 "Idempotent-Replayed": {
@@ -48,7 +53,7 @@ def event_out(stored: StoredEvent) -> EventOut:
                     "schema": {"type": "string", "enum": ["true"]},
                 }
             }
-        }
+        },
     },
 )
 async def publish_event(

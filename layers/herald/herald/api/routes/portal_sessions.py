@@ -40,9 +40,9 @@ class PortalLinkOut(BaseModel):
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    403: {"model": ErrorResponse, "description": "Not the operator's admin key."},
-    404: {"model": ErrorResponse, "description": "No such tenant."},
-    503: {"model": ErrorResponse, "description": "Storage unavailable: try again."},
+    403: {"model": ErrorResponse, "description": "`forbidden`: not the operator's admin key."},
+    404: {"model": ErrorResponse, "description": "`not_found`: no such tenant."},
+    503: {"model": ErrorResponse, "description": "`service_unavailable`: storage did not answer; try again."},
 }
 
 

@@ -51,7 +51,11 @@ def _answers(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     summary="Subscribe a URL to event types",
     responses={
         **_answers(
-            404, 422, 503, s404="`not_found`: no such tenant (the one `?tenant_id=` names, with the operator's key)."
+            404,
+            422,
+            503,
+            s404="`not_found`: the tenant `?tenant_id=` names does not exist for this caller (the operator's key acts "
+            "for any tenant, a tenant's key for its own only).",
         ),
         **creation_answers("subscription"),
     },
@@ -82,8 +86,8 @@ async def create_subscription(
     responses=_answers(
         422,
         503,
-        s422="`validation_error` (a `limit` out of its range) or `invalid_cursor` (an `iterator` Herald did not issue "
-        "for this listing).",
+        s422="`validation_error` (a parameter out of its bounds: `limit`, `iterator`, `tenant_id`) or `invalid_cursor` "
+        "(an `iterator` Herald did not issue for this listing).",
     ),
 )
 async def list_subscriptions(
@@ -196,7 +200,8 @@ async def rotate_secret(
         422,
         503,
         s409="`conflict`: the subscription is disabled: enable it first.",
-        s422="`invalid_transform`: the subscription's transform gives no JSON object or array for the ping.",
+        s422="`invalid_transform`: the subscription's transform gives no JSON object or array for the ping; "
+        "`validation_error`: a parameter out of its bounds (`tenant_id`).",
         s503="`service_unavailable`: the store or the work queue could not be reached; retry.",
     ),
 )
