@@ -44,7 +44,7 @@ TOO_LARGE_FORM = (
 #: The same, for a form whose save got no answer (503): it may have been saved.
 TOO_LARGE_UNANSWERED = (
     "A service Herald depends on did not answer, and this change may have been saved; the form sent is too large to "
-    "show again. Open the endpoint to see what it holds, and make the change again from there if it is not."
+    "show again. Open your endpoints to see whether it was, and make it again from there if it was not."
 )
 TOO_LARGE_PAGE = "This page is too large to show."
 
