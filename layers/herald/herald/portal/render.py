@@ -49,12 +49,19 @@ TOO_LARGE_UNANSWERED = (
 TOO_LARGE_PAGE = "This page is too large to show."
 
 
+def lambda_bytes(text: str) -> int:
+    """The most ``text`` (a page, or a part of one) takes in Lambda's response, a string in the JSON the function
+    returns, escaped at its worst: a non-ASCII character ``\\uXXXX`` (one beyond the BMP twice), a control character
+    six bytes, a ``"`` two."""
+    return len(json.dumps(text))
+
+
 def _past_lambdas_limit(body: bytes | memoryview) -> bool:
     """Whether a page would take more than ``PAGE_MAX_BYTES`` in Lambda's response: no byte takes more than six
     there (a control character), so only a page of a sixth of that is escaped to be measured."""
     if 6 * len(body) <= PAGE_MAX_BYTES:
         return False
-    return len(json.dumps(bytes(body).decode("utf-8", errors="replace"))) > PAGE_MAX_BYTES
+    return lambda_bytes(bytes(body).decode("utf-8", errors="replace")) > PAGE_MAX_BYTES
 
 
 def page(request: Request, template: str, guest: Visitor | None, status_code: int = 200, **context: Any) -> Response:
