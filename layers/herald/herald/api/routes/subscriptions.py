@@ -39,10 +39,11 @@ _ANSWERS = {
 }
 
 
-def _answers(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
-    """The error answers an operation can give, documented with the one error shape; ``described`` (``s404=...``)
-    says more of one than ``_ANSWERS`` does."""
-    return {code: {"model": ErrorResponse, "description": described.get(f"s{code}", _ANSWERS[code])} for code in codes}
+def _answers(*codes: int, described: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation can give, documented with the one error shape; ``described`` says more of some
+    than ``_ANSWERS`` does."""
+    own = described or {}
+    return {code: {"model": ErrorResponse, "description": own.get(code, _ANSWERS[code])} for code in codes}
 
 
 @router.post(
@@ -54,8 +55,10 @@ def _answers(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
             404,
             422,
             503,
-            s404="`not_found`: the tenant `?tenant_id=` names does not exist for this caller (the operator's key acts "
-            "for any tenant, a tenant's key for its own only).",
+            described={
+                404: "`not_found`: the tenant `?tenant_id=` names does not exist for this caller (the operator's key "
+                "acts for any tenant, a tenant's key for its own only).",
+            },
         ),
         **creation_answers("subscription"),
     },
@@ -86,8 +89,10 @@ async def create_subscription(
     responses=_answers(
         422,
         503,
-        s422="`validation_error` (a parameter out of its bounds: `limit`, `iterator`, `tenant_id`) or `invalid_cursor` "
-        "(an `iterator` Herald did not issue for this listing).",
+        described={
+            422: "`validation_error` (a parameter out of its bounds: `limit`, `iterator`, `tenant_id`) or "
+            "`invalid_cursor` (an `iterator` Herald did not issue for this listing).",
+        },
     ),
 )
 async def list_subscriptions(
@@ -172,9 +177,11 @@ async def get_secret(subscription_id: str, services: ServicesDep, tenant_id: Ten
         404,
         409,
         503,
-        s409="`conflict`: as many secrets still sign as a subscription may have at once (5, the new one included): "
-        "rotate again once the oldest expires (the message says when), or with `grace_hours` 0 to retire the previous "
-        "ones now; or the subscription changed meanwhile (read it again and retry).",
+        described={
+            409: "`conflict`: as many secrets still sign as a subscription may have at once (5, the new one "
+            "included): rotate again once the oldest expires (the message says when), or with `grace_hours` 0 to "
+            "retire the previous ones now; or the subscription changed meanwhile (read it again and retry).",
+        },
     ),
 )
 async def rotate_secret(
@@ -199,10 +206,12 @@ async def rotate_secret(
         409,
         422,
         503,
-        s409="`conflict`: the subscription is disabled: enable it first.",
-        s422="`invalid_transform`: the subscription's transform gives no JSON object or array for the ping; "
-        "`validation_error`: a parameter out of its bounds (`tenant_id`).",
-        s503="`service_unavailable`: the store or the work queue could not be reached; retry.",
+        described={
+            409: "`conflict`: the subscription is disabled: enable it first.",
+            422: "`invalid_transform`: the subscription's transform gives no JSON object or array for the ping; "
+            "`validation_error`: a parameter out of its bounds (`tenant_id`).",
+            503: "`service_unavailable`: the store or the work queue could not be reached; retry.",
+        },
     ),
 )
 async def send_test_event(subscription_id: str, services: ServicesDep, tenant_id: TenantDep) -> TestDeliveryOut:
