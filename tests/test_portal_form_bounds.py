@@ -14,8 +14,9 @@ import pytest
 
 from herald.catalog import catalog
 from herald.faults import install
+from herald.lambda_response import ANSWER_MAX_BYTES
 from herald.portal.endpoints import MAX_PROBLEMS_LISTED
-from herald.portal.render import PAGE_MAX_BYTES, TOO_LARGE_FORM, TOO_LARGE_UNANSWERED
+from herald.portal.render import TOO_LARGE_FORM, TOO_LARGE_UNANSWERED
 from herald.settings import MAX_REQUEST_BYTES
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, sign_in
@@ -232,7 +233,7 @@ def test_a_form_too_large_to_show_again_in_a_lambda_response_is_a_small_413(
     response = _posted(me, path, fields, f"&{field}={smaller}", limit=512 * 1024)
     assert response.status_code == 422, response.text[:300]
     assert smaller.partition("=")[0] in response.text
-    assert len(json.dumps(response.text)) <= PAGE_MAX_BYTES
+    assert len(json.dumps(response.text)) <= ANSWER_MAX_BYTES
     _nothing_saved(client, tenant)
 
 

@@ -23,7 +23,7 @@ MAX_METRICS_NAMESPACE = 255
 #: The largest request body a deployment may take (``max_request_bytes``): a batch publish's answer shows its events'
 #: data, as much as the body held, and Lambda's response (6,291,456 bytes) carries it escaped, up to three times its
 #: size (``é``, two bytes, is ``\\u00e9``); 1 MiB answers in at most about 3.2 MB. (The portal's pages, which show a
-#: refused form again as typed, check their own size: ``portal.render.PAGE_MAX_BYTES``.)
+#: refused form again as typed, check their own size: ``herald.lambda_response``.)
 MAX_REQUEST_BYTES = 1024 * 1024
 #: The longest portal logo (``HERALD_PORTAL_LOGO_URL``): Lambda holds a function's environment variables to 4 KB in
 #: all, the template's own take about 1 KB of them, so a longer inline (``data:``) logo could never be deployed; a

@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from herald.delivery_options.filters import MAX_CONDITIONS, MAX_DEPTH, MAX_FILTER_BYTES, MAX_IN
 from herald.delivery_options.transforms import MAX_EXPRESSION_LENGTH
+from herald.lambda_response import json_bytes
 
 #: The most a dry run's ``results`` and ``not_shown`` may take of Lambda's response to a synchronous invocation
 #: (6,291,456 bytes: the JSON the function returns, the HTTP body in it as a string; over it, API Gateway answers a
-#: bare 500 in place of the answer), each counted at its worst
-#: (``_lambda_bytes``). Each result is at most ``MAX_BODY_BYTES`` delivered, but up to three times that once escaped
-#: (``é``: 2 bytes, then ``\u00e9``), and a ``*`` subscription has one per catalog type: four such results are already
-#: over the limit. The rest of the limit is for the status, the headers and the transform echoed (1,024 characters,
-#: 12 bytes each at worst).
+#: bare 500 in place of the answer), each counted at its worst (``herald.lambda_response.json_bytes``). Each result is
+#: at most ``MAX_BODY_BYTES`` delivered, but up to three times that once escaped (``é``: 2 bytes, then ``\u00e9``), and
+#: a ``*`` subscription has one per catalog type: four such results are already over the limit. The rest of the limit
+#: is for the status, the headers and the transform echoed (1,024 characters, 12 bytes each at worst).
 DRY_RUN_RESULTS_BYTES = 6_000_000
 
 FILTER_DESCRIPTION = (
@@ -96,8 +96,10 @@ class TransformDryRunOut(BaseModel):
         then the results are kept smallest first (ties by name) while they fit in ``DRY_RUN_RESULTS_BYTES``: as many
         as can be shown are, and an answer built again from a bounded one keeps it as it is."""
         widest = {"body_bytes": 10**12}  # no body's size has more digits
-        left = DRY_RUN_RESULTS_BYTES - sum(_lambda_bytes({name: widest}) for name in [*self.results, *self.not_shown])
-        sizes = {name: _lambda_bytes({name: result}) for name, result in self.results.items()}
+        left = DRY_RUN_RESULTS_BYTES - sum(
+            json_bytes({name: widest}, compact=True) for name in [*self.results, *self.not_shown]
+        )
+        sizes = {name: json_bytes({name: result}, compact=True) for name, result in self.results.items()}
         kept: set[str] = set()
         for name in sorted(sizes, key=lambda name: (sizes[name], name)):
             if sizes[name] > left:
@@ -108,10 +110,3 @@ class TransformDryRunOut(BaseModel):
             body = json.dumps(self.results.pop(name), separators=(",", ":"), ensure_ascii=False)
             self.not_shown[name] = TransformResultNotShown(body_bytes=len(body.encode()))
         return self
-
-
-def _lambda_bytes(value: Any) -> int:
-    """The most ``value`` takes in a Lambda response once the API answers it: its JSON (UTF-8, as the API writes it) as
-    a string inside the JSON Lambda returns, escaped at its worst (a non-ASCII character ``\\uXXXX``, one beyond the
-    BMP twice, a ``"`` four bytes, a control character seven)."""
-    return len(json.dumps(json.dumps(value, separators=(",", ":"), ensure_ascii=False)))

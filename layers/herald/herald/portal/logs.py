@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from herald import ids
 from herald.domain import deliveries, jobs, subscriptions
 from herald.errors import InvalidInputError, NotFoundError
-from herald.portal.render import checked_cursor, lambda_bytes, moment, page
+from herald.lambda_response import text_bytes
+from herald.portal.render import checked_cursor, moment, page
 from herald.portal.security import change_form, visitor
 from herald.schemas import RecoveryIn
 
@@ -41,7 +42,7 @@ def _shown_payload(payload: str) -> tuple[str, bool]:
     it would take more than ``PAYLOAD_SHOWN_BYTES`` of the page (HTML-escaped, a ``"`` six bytes at most, then
     escaped in Lambda's response)."""
     indented = json.dumps(json.loads(payload), indent=2, sort_keys=True, ensure_ascii=False)
-    if lambda_bytes(html.escape(indented)) <= PAYLOAD_SHOWN_BYTES:
+    if text_bytes(html.escape(indented)) <= PAYLOAD_SHOWN_BYTES:
         return indented, True
     return payload, False
 

@@ -17,6 +17,7 @@ from herald.api.deps import services_of
 from herald.api.errors import allow_header, status_of
 from herald.domain.jobs import as_utc
 from herald.errors import HeraldError, InvalidInputError
+from herald.lambda_response import past_limit
 from herald.portal.security import CSRF_FIELD, NotSignedInError, Visitor
 from herald.storage.table import MAX_CURSOR_LENGTH
 
@@ -30,13 +31,11 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
 
-#: The most a page may take in Lambda's response (6,291,456 bytes of JSON, the page a string in it, escaped at its
-#: worst), less room for the response's headers: past it, API Gateway would answer a bare 500 in the page's place.
-PAGE_MAX_BYTES = 6_200_000
-#: What a page past ``PAGE_MAX_BYTES`` says instead. Only a form sent again can be: a refused form (422, 409, or 503
-#: when its save got no answer) comes back as it was typed, and a request body may hold up to
-#: ``HERALD_MAX_REQUEST_BYTES`` (1 MiB at most) of control characters, six bytes each once escaped (``\\u0001``). A
-#: form within the limits of what it sets is far smaller.
+#: What a page past Lambda's response limit says instead (``herald.lambda_response``: past it, API Gateway would answer
+#: a bare 500 in the page's place). Only a form sent again can be: a refused form (422, 409, or 503 when its save got
+#: no answer) comes back as it was typed, and a request body may hold up to ``HERALD_MAX_REQUEST_BYTES`` (1 MiB at
+#: most) of control characters, six bytes each once escaped (``\\u0001``). A form within the limits of what it sets is
+#: far smaller.
 TOO_LARGE_FORM = (
     "The form sent is too large to show again (its fields are far over their limits), and nothing was saved. Go "
     "back, shorten them, and send it again."
@@ -47,21 +46,6 @@ TOO_LARGE_UNANSWERED = (
     "show again. Open your endpoints to see whether it was, and make it again from there if it was not."
 )
 TOO_LARGE_PAGE = "This page is too large to show."
-
-
-def lambda_bytes(text: str) -> int:
-    """The most ``text`` (a page, or a part of one) takes in Lambda's response, a string in the JSON the function
-    returns, escaped at its worst: a non-ASCII character ``\\uXXXX`` (one beyond the BMP twice), a control character
-    six bytes, a ``"`` two."""
-    return len(json.dumps(text))
-
-
-def _past_lambdas_limit(body: bytes | memoryview) -> bool:
-    """Whether a page would take more than ``PAGE_MAX_BYTES`` in Lambda's response: no byte takes more than six
-    there (a control character), so only a page of a sixth of that is escaped to be measured."""
-    if 6 * len(body) <= PAGE_MAX_BYTES:
-        return False
-    return lambda_bytes(bytes(body).decode("utf-8", errors="replace")) > PAGE_MAX_BYTES
 
 
 def page(request: Request, template: str, guest: Visitor | None, status_code: int = 200, **context: Any) -> Response:
@@ -79,7 +63,7 @@ def page(request: Request, template: str, guest: Visitor | None, status_code: in
         },
         status_code=status_code,
     )
-    if not _past_lambdas_limit(response.body):
+    if not past_limit(response.body, response.media_type or "text/html"):
         return response
     if status_code == 503:
         status, title, message = 503, _TITLES[503], TOO_LARGE_UNANSWERED

@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from herald.aws import dynamodb_client, refused_at_once, surely_refused
 from herald.errors import InvalidCursorError, OutcomeUnknownError, ServiceUnavailableError
+from herald.lambda_response import json_bytes
 from herald.storage.keys import STORAGE_ATTRIBUTES
 
 logger = logging.getLogger(__name__)
@@ -249,18 +250,12 @@ def item_too_large(exc: ServiceUnavailableError) -> bool:
 #: read on from.
 MAX_QUERY_CALLS = 10
 
-#: The most a listing's page may take in the API's answer, counted at its worst (``shown_bytes``): Lambda refuses a
-#: response over 6 MB (6,291,456 bytes of the JSON it returns, the HTTP body in it as a string), and API Gateway then
-#: answers a bare 500. A page of 250 subscriptions each at every limit (URL, description, metadata, headers, filter,
-#: transform) would be several times that; the rest of such a page comes with the next cursor.
+#: The most a listing's page may take in the API's answer, counted at its worst (``herald.lambda_response.json_bytes``:
+#: its items' stored form stands for what is shown, the API shows little else): Lambda refuses a response over 6 MB,
+#: and API Gateway then answers a bare 500. A page of 250 subscriptions each at every limit (URL, description,
+#: metadata, headers, filter, transform) would be several times that; the rest of such a page comes with the next
+#: cursor.
 LISTING_PAGE_BYTES = 4_000_000
-
-
-def shown_bytes(item: Mapping[str, Any]) -> int:
-    """The most an item (plain values) takes in a Lambda response once the API shows it: its JSON (UTF-8) as a
-    string inside the JSON Lambda returns, escaped at its worst (every non-ASCII character ``\\uXXXX``, a ``"`` four
-    bytes, a control character seven). Its stored form stands for what is shown: the API shows little else."""
-    return len(json.dumps(json.dumps(item, ensure_ascii=False, default=str)))
 
 
 #: The longest listing cursor (``iterator``) taken from a caller: the API's query parameter and the portal's
@@ -445,7 +440,7 @@ class Table:
         ``where`` keeps only the items whose attributes have these values; ``between`` only the sort keys in
         that range (both ends included). Eventually consistent (half the price) unless ``consistent`` (the
         table's own keys only: an index is always eventually consistent). With ``max_bytes``, a page whose items
-        would take more once shown (``shown_bytes``) ends before (one item at least), its cursor after the last."""
+        would take more once shown (``json_bytes``) ends before (one item at least), its cursor after the last."""
         ((partition_attr, partition_value),) = key.items()
         sort_attr = "sk" if partition_attr == "pk" else partition_attr.replace("pk", "sk")
         condition = "#p = :p"
@@ -491,7 +486,7 @@ class Table:
             # MAX_QUERY_CALLS were made (the cursor then reads on from there).
             if not last or len(items) >= limit or calls >= MAX_QUERY_CALLS:
                 full = items[:limit]
-                page = full if max_bytes is None else within_bytes(full, max_bytes, shown_bytes)
+                page = full if max_bytes is None else within_bytes(full, max_bytes, json_bytes)
                 if len(page) < len(full):  # cut for its size: the next page starts after the last item shown
                     attributes = {"pk", "sk", partition_attr, sort_attr}
                     last = to_item({name: page[-1][name] for name in attributes})
