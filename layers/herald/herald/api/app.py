@@ -11,7 +11,7 @@ from fastapi_offline import FastAPIOffline
 import herald.schemas  # noqa: F401  every router's schemas: imported at the start, with the app, not by a request
 from herald import __version__
 from herald.api.errors import install_error_handlers
-from herald.api.middleware import BodyGuard, Deadline, HeadAsGet
+from herald.api.middleware import AnswerBound, BodyGuard, Deadline, HeadAsGet
 from herald.api.responses import document_responses
 from herald.api.routers import AddReachedRouters, LazyRouters
 from herald.catalog import catalog, operational_catalog
@@ -79,6 +79,7 @@ def create_app(services: Services | None = None) -> FastAPI:
     app.add_middleware(AddReachedRouters, routers=routers)
     app.add_middleware(BodyGuard, max_bytes=settings.max_request_bytes)
     app.add_middleware(Deadline)
+    app.add_middleware(AnswerBound)
     _head_outermost(app)
     return app
 

@@ -1,18 +1,22 @@
 """ASGI middleware: the request body, read once and checked before any handler parses it; the time a request
-served by Lambda has left for its AWS calls; ``HEAD`` answered as ``GET``."""
+served by Lambda has left for its AWS calls; an answer past Lambda's response limit; ``HEAD`` answered as ``GET``."""
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import TYPE_CHECKING
 
 from herald.deadline import REQUEST_DEADLINE
+from herald.lambda_response import LAMBDA_RESPONSE_BYTES, body_bytes, past_limit
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+
+logger = logging.getLogger(__name__)
 
 #: A JSON escape of a UTF-16 surrogate (``\uD800`` to ``\uDFFF``).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -98,6 +102,25 @@ def _refusal(body: bytes, *, json_body: bool, coded: bool, portal: bool) -> _Ref
     return None
 
 
+async def _send_error(
+    send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answers with Herald's error shape (``herald.api.errors``), written out here, outside the app."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyGuard:
     """Answers 413 ``payload_too_large`` for a body over ``max_bytes`` (declared or streamed), 400 ``invalid_json``
     for JSON that is not valid Unicode (:func:`unpaired_surrogate`), and 415 ``unsupported_media_type`` for an API
@@ -158,7 +181,7 @@ class BodyGuard:
                     first["body"], json_body=json_body, coded=coded, portal=_portal(scope.get("path", ""))
                 )
                 if refusal is not None:
-                    await self._answer(send, *refusal)
+                    await _send_error(send, *refusal)
                     return
         replayed = False
 
@@ -175,27 +198,9 @@ class BodyGuard:
     async def _reject(self, send: Send, size: int) -> None:
         if size >= 0:
             message = f"the request body is larger than {self.max_bytes} bytes"
-            await self._answer(send, 413, "payload_too_large", message)
+            await _send_error(send, 413, "payload_too_large", message)
         else:
-            await self._answer(send, 400, "bad_request", "the Content-Length header is not a valid size")
-
-    @staticmethod
-    async def _answer(
-        send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *(headers or []),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+            await _send_error(send, 400, "bad_request", "the Content-Length header is not a valid size")
 
 
 #: Time kept back from Lambda's for writing the answer, once the last AWS call is made.
@@ -221,6 +226,71 @@ class Deadline:
             await self.app(scope, receive, send)
         finally:
             REQUEST_DEADLINE.reset(token)
+
+
+class AnswerBound:
+    """Answers 500 ``internal_error``, logged with its request, in place of an answer whose body would take more than
+    Lambda's response can hold (``herald.lambda_response``): API Gateway would otherwise answer a bare 500 and
+    nothing would say why. What builds each answer bounds it (a listing's page, a delivery's attempts, an error's
+    details, a dry run's results, a batch's answer, a portal page), so none is known to come here: this is the last
+    check, for an answer nothing bounds. The request may have been carried out (a write), and the answer says so.
+
+    A body sent in several parts (a file) is held until its last: the start of the answer goes out with it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        parts: list[bytes] = []
+
+        async def bounded_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            parts.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            content_type = next(
+                (
+                    value.decode("latin-1")
+                    for name, value in start.get("headers", [])
+                    if name.lower() == b"content-type"
+                ),
+                "",
+            )
+            if past_limit(body, content_type):
+                await self._too_large(scope, send, start["status"], body_bytes(body, content_type))
+                return
+            await send(start)
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        await self.app(scope, receive, bounded_send)
+
+    @staticmethod
+    async def _too_large(scope: Scope, send: Send, status: int, size: int) -> None:
+        logger.error(
+            "the answer to %s %s (%d) would take %d bytes of Lambda's response, over its limit: answered 500",
+            scope["method"],
+            scope.get("path", ""),
+            status,
+            size,
+        )
+        message = (
+            f"the answer to this request was too large to send ({size:,} bytes, over Lambda's "
+            f"{LAMBDA_RESPONSE_BYTES:,}-byte response limit); it has been logged"
+        )
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            message += ". What the request asked may have been done: read it back before sending it again"
+        await _send_error(send, 500, "internal_error", message)
 
 
 class HeadAsGet:

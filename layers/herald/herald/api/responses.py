@@ -4,8 +4,8 @@ Routes declare their success answer; the failures follow from the operation's sh
 
 - every operation: 400 (a body that is not JSON or not valid Unicode, a malformed ``Content-Length``), 413
   (a body over the request size limit: the limit is checked before the operation is known to take one),
-  422 (parameters or body that do not fit), 429 (API Gateway's throttling, in front of the app), 503 with
-  ``Retry-After`` (AWS did not answer: retry);
+  422 (parameters or body that do not fit), 429 (API Gateway's throttling, in front of the app), 500 (a fault of
+  Herald's own, logged), 503 with ``Retry-After`` (AWS did not answer: retry);
 - authenticated (depends on the caller): 401 with ``WWW-Authenticate``;
 - for one role (operator only, or a tenant's routes): 403 for the other role;
 - with ids in the path, acting for a tenant (``?tenant_id=``), or naming one in its body (an event's
@@ -81,6 +81,9 @@ DESCRIPTIONS = {
     "`invalid_transform`. `details`, where given, say where (`loc`) and what (`type`).",
     429: "Throttled by API Gateway (the deployment's ApiThrottlingRateLimit / ApiThrottlingBurstLimit): "
     "retry with backoff.",
+    500: "`internal_error`: a fault of Herald's own, logged with the request: an unexpected error, or an answer too "
+    "large for Lambda's response (none is known to be). A write may have been made: read it back before making it "
+    "again (an operation taking an `Idempotency-Key` or an event's `id` may be sent again with the same one).",
     503: "`service_unavailable`: a service Herald depends on did not answer: retry after `Retry-After` seconds.",
 }
 
@@ -136,7 +139,7 @@ def statuses(route: APIRoute) -> dict[int, dict[str, Any]]:
     """The failures ``route`` can answer, with their OpenAPI response objects."""
     calls = set(_dependency_calls(route.dependant))
     has_path_ids = bool(route.dependant.path_params)
-    answers = {400, 413, 415, 422, 429, 503}
+    answers = {400, 413, 415, 422, 429, 500, 503}
     if get_principal in calls:
         answers.add(401)
     if calls & {require_operator, require_tenant}:
