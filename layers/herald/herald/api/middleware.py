@@ -235,7 +235,9 @@ class AnswerBound:
     details, a dry run's results, a batch's answer, a portal page), so none is known to come here: this is the last
     check, for an answer nothing bounds. The request may have been carried out (a write), and the answer says so.
 
-    A body sent in several parts (a file) is held until its last: the start of the answer goes out with it."""
+    The answer is measured as the deployed runtime writes it (``herald.lambda_response.past_limit``), so that only an
+    answer that cannot go out is refused. A body sent in several parts (a file) is held until its last: the start of
+    the answer goes out with it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -252,25 +254,29 @@ class AnswerBound:
             if message["type"] == "http.response.start":
                 start = message
                 return
-            if message["type"] != "http.response.body" or start is None:
+            if start is None:  # the start went out: what follows goes as it comes
+                await send(message)
+                return
+            held = start
+            if message["type"] != "http.response.body":  # a file sent by its path (pathsend), say: not measured
+                start = None
+                await send(held)
                 await send(message)
                 return
             parts.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
+            start = None
             body = parts[0] if len(parts) == 1 else b"".join(parts)
+            # Mangum labels an answer without a content type JSON (API Gateway's HTTP API), and sends it as text
             content_type = next(
-                (
-                    value.decode("latin-1")
-                    for name, value in start.get("headers", [])
-                    if name.lower() == b"content-type"
-                ),
-                "",
+                (value.decode("latin-1") for name, value in held.get("headers", []) if name.lower() == b"content-type"),
+                "application/json",
             )
             if past_limit(body, content_type):
-                await self._too_large(scope, send, start["status"], body_bytes(body, content_type))
+                await self._too_large(scope, send, held["status"], body_bytes(body, content_type))
                 return
-            await send(start)
+            await send(held)
             await send({"type": "http.response.body", "body": body, "more_body": False})
 
         await self.app(scope, receive, bounded_send)
