@@ -13,7 +13,7 @@ from herald.api.routers import api_router
 from herald.domain import tenants
 from herald.domain.publishing import MaybeStoredError, NotQueuedError, Published, publish, publish_many
 from herald.errors import HeraldError, InvalidInputError, NotFoundError, RequestShapeError, ServiceUnavailableError
-from herald.ids import EVENT_ID_PATTERN, IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
+from herald.ids import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN, STORED_EVENT_ID_PATTERN
 from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
 from herald.storage import StoredEvent
 
@@ -157,7 +157,7 @@ def _batch_item(result: Published | HeraldError) -> EventBatchItem:
 
 @router.get("/{event_id}", summary="Get an event and the status of its deliveries")
 async def get_event(event_id: str, services: ServicesDep, _: OperatorDep) -> EventOut:
-    stored = services.store.events.get_with_counts(event_id) if EVENT_ID_PATTERN.fullmatch(event_id) else None
+    stored = services.store.events.get_with_counts(event_id) if STORED_EVENT_ID_PATTERN.fullmatch(event_id) else None
     if stored is None:
         raise NotFoundError(f"event {event_id} not found")
     return event_out(stored)

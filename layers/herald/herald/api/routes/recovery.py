@@ -10,7 +10,7 @@ from herald.api.deps import OperatorDep, ServicesDep, TenantDep
 from herald.api.routers import api_router
 from herald.domain import jobs, subscriptions
 from herald.errors import NotFoundError
-from herald.ids import EVENT_ID_PATTERN
+from herald.ids import STORED_EVENT_ID_PATTERN
 from herald.schemas import RecoveryIn, RecoveryJobOut, RedeliveryOut
 
 router = api_router(prefix="/v1/subscriptions/{subscription_id}", tags=["deliveries"])
@@ -61,6 +61,6 @@ async def redeliver(event_id: str, services: ServicesDep, _: OperatorDep) -> Red
     manual attempt in its log; the retry schedule is left alone). A subscription created after the
     event gets it as a regular first delivery, with retries. A test event (`herald.ping`, sent to one
     subscription) is a 409: ask the subscription for a new test."""
-    if not EVENT_ID_PATTERN.fullmatch(event_id):
+    if not STORED_EVENT_ID_PATTERN.fullmatch(event_id):
         raise NotFoundError(f"event {event_id} not found")
     return jobs.start_redelivery(services, event_id)
