@@ -73,8 +73,8 @@ EXAMPLE_TIMESTAMP = "2026-01-01T12:00:00Z"
 _SIGNATURE_DOC = (
     "Every delivery is signed following [Standard Webhooks](https://www.standardwebhooks.com/): "
     "verify `webhook-signature` against `{webhook-id}.{webhook-timestamp}.{raw body}` with your "
-    "subscription's `whsec_` secret (HMAC-SHA256), reject timestamps older than 5 minutes, and use "
-    "`webhook-id` to drop duplicates.\n\n"
+    "subscription's `whsec_` secret (HMAC-SHA256), reject timestamps more than 5 minutes from your clock (either "
+    "way), and use `webhook-id` to drop duplicates.\n\n"
     "The body shown is what a subscription receives unless it has a `transform`: then it receives the object or "
     "array its transform makes of this body."
 )
@@ -85,8 +85,8 @@ _OPERATIONAL_SIGNATURE_DOC = (
     "Sent to the operator's endpoints (`/v1/operator/webhooks`), never to a tenant's subscriptions. Every delivery "
     "is signed following [Standard Webhooks](https://www.standardwebhooks.com/): verify `webhook-signature` against "
     "`{webhook-id}.{webhook-timestamp}.{raw body}` with the operator endpoint's `whsec_` secret (shown when it was "
-    "registered, or by its latest rotation; HMAC-SHA256), reject timestamps older than 5 minutes, and use "
-    "`webhook-id` to drop duplicates.\n\n"
+    "registered, or by its latest rotation; HMAC-SHA256), reject timestamps more than 5 minutes from your clock "
+    "(either way), and use `webhook-id` to drop duplicates.\n\n"
     "The body shown is the one the endpoint receives: an operator endpoint has no transform."
 )
 
