@@ -19,6 +19,7 @@ import pytest
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -114,18 +115,57 @@ def click(browser: WebDriver, css: str) -> None:
     wait_for(browser, css).click()
 
 
+def cdp(browser: WebDriver, command: str, params: dict[str, Any]) -> Any:
+    """A Chrome DevTools Protocol command, through chromedriver."""
+    return browser.execute("executeCdpCommand", {"cmd": command, "params": params})["value"]
+
+
+def color_scheme(browser: WebDriver, scheme: str) -> None:
+    """The page as the browser shows it to a reader who prefers ``scheme`` (light or dark)."""
+    cdp(browser, "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+    query = f"return matchMedia('(prefers-color-scheme: {scheme})').matches;"
+    WebDriverWait(browser, WAIT).until(lambda b: b.execute_script(query))
+
+
 def accessible(browser: WebDriver) -> None:
-    """axe-core in the page: no serious or critical finding."""
+    """axe-core in the page, in light mode and in dark mode: no serious or critical finding."""
     browser.execute_script(AXE.read_text(encoding="utf-8"))
-    result = browser.execute_async_script(
-        "const done = arguments[arguments.length - 1]; axe.run(document).then(r => done(r.violations));"
-    )
-    bad = [
-        (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
-        for v in result
-        if v["impact"] in ("serious", "critical")
-    ]
-    assert bad == [], f"{browser.current_url}: {bad}"
+    try:
+        for scheme in ("light", "dark"):
+            color_scheme(browser, scheme)
+            result = browser.execute_async_script(
+                "const done = arguments[arguments.length - 1]; axe.run(document).then(r => done(r.violations));"
+            )
+            bad = [
+                (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+                for v in result
+                if v["impact"] in ("serious", "critical")
+            ]
+            assert bad == [], f"{browser.current_url} in {scheme} mode: {bad}"
+    finally:
+        color_scheme(browser, "light")
+
+
+def _channels(color: str) -> tuple[float, float, float]:
+    """A computed CSS colour (``rgb()``/``rgba()``, or ``color(srgb ...)`` as ``color-mix`` computes) as sRGB 0..1."""
+    inside = color[color.index("(") + 1 : color.rindex(")")].replace(",", " ").split()
+    if color.startswith("color("):
+        assert inside[0] == "srgb", color
+        red, green, blue = (float(part) for part in inside[1:4])
+        return red, green, blue
+    red, green, blue = (float(part) / 255 for part in inside[:3])
+    return red, green, blue
+
+
+def contrast(one: str, other: str) -> float:
+    """The WCAG contrast ratio of two computed CSS colours."""
+
+    def luminance(color: str) -> float:
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in _channels(color)]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(one), luminance(other)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
 
 
 def shoot(browser: WebDriver, name: str) -> None:
@@ -469,4 +509,111 @@ def test_a_filter_set_through_the_api_is_removed_in_the_form_to_change_the_event
     # THEN the endpoint takes order.shipped, with no filter
     assert text_of(driver, ".flash") == "Changes saved."
     assert text_of(driver, "#filter") == "none: every event of its types"
+    accessible(driver)
+
+
+def test_dark_mode_keeps_the_focus_outline_and_the_chart_readable(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint's page (axe-core finds nothing in light or dark mode: text, links and buttons)
+    created = httpx.post(
+        f"{served_app}/v1/subscriptions", json={"url": receiver.url, "event_types": ["*"]}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
+    signed_in(driver, served_app, tenant)
+    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    # WHEN the reader prefers dark mode and moves the focus with the keyboard
+    color_scheme(driver, "dark")
+    background = driver.execute_script("return getComputedStyle(document.body).backgroundColor;")
+    assert contrast(background, "rgb(0, 0, 0)") < 2, "the page is dark"
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    WebDriverWait(driver, WAIT).until(
+        lambda b: b.execute_script("return document.activeElement.matches(':focus-visible');")
+    )
+    # THEN the focus outline stands out from the page (3:1 for a non-text indicator), as the chart's bars do
+    outline = driver.execute_script("return getComputedStyle(document.activeElement).outlineColor;")
+    assert contrast(outline, background) >= 3, outline
+    for bar in (".chart .ok", ".chart .bad"):
+        fill = driver.execute_script(f"return getComputedStyle(document.querySelector('{bar}')).fill;")
+        assert contrast(fill, background) >= 3, (bar, fill)
+    # AND a link's text reads against the page (4.5:1)
+    link = driver.execute_script("return getComputedStyle(document.querySelector('#reveal')).color;")
+    assert contrast(link, background) >= 4.5, link
+
+
+def test_the_revealed_secret_takes_the_focus_from_the_link_it_replaces(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint's page
+    created = httpx.post(
+        f"{served_app}/v1/subscriptions", json={"url": receiver.url, "event_types": ["*"]}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
+    signed_in(driver, served_app, tenant)
+    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    # WHEN the reader presses Enter on "Reveal the signing secret", which the secret replaces
+    wait_for(driver, "#reveal").send_keys(Keys.ENTER)
+    # THEN the focus is on the secret, in a region that announces it: not lost to the top of the page
+    active = "return document.activeElement && document.activeElement.id;"
+    WebDriverWait(driver, WAIT).until(lambda b: b.execute_script(active) == "secret-value")
+    assert text_of(driver, "#secret-value").startswith("whsec_")
+    assert driver.find_element(By.ID, "secret").get_attribute("aria-live") == "polite"
+    accessible(driver)
+
+
+def test_a_refused_form_takes_the_focus_to_its_problems(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN a signed-in tenant on the new endpoint form
+    signed_in(driver, served_app, tenant)
+    open_page(driver, f"{served_app}/portal/endpoints/new")
+    # WHEN it is sent with no event type ticked
+    wait_for(driver, "#url").send_keys(receiver.url)
+    click(driver, "#save")
+    # THEN the page it comes back on has the focus on its list of problems, the event types marked invalid
+    active = "return document.activeElement && document.activeElement.id;"
+    WebDriverWait(driver, WAIT).until(lambda b: b.execute_script(active) == "error-summary")
+    assert "Event types: tick at least one" in text_of(driver, "#form-errors")
+    assert driver.find_element(By.ID, "event-types").get_attribute("aria-invalid") == "true"
+    accessible(driver)
+
+
+def test_a_recovery_progress_changes_inside_a_live_region_that_stays(
+    driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver, harness: Harness
+) -> None:
+    # GIVEN a tenant's recovery of the last hour, its progress page polling the job
+    created = httpx.post(
+        f"{served_app}/v1/subscriptions", json={"url": receiver.url, "event_types": ["*"]}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
+    signed_in(driver, served_app, tenant)
+    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    since = driver.find_element(By.ID, "since")
+    driver.execute_script(
+        "arguments[0].value = arguments[1];", since, time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
+    )
+    click(driver, "#recover")
+    assert text_of(driver, "#job-status") == "queued"
+    driver.execute_script(
+        "window.liveRegion = document.querySelector('[role=status]');"
+        "window.polledJob = document.querySelector('#job');"
+        "window.polls = 0;"
+        "document.addEventListener('htmx:afterRequest', () => { window.polls += 1; });"
+    )
+    # WHEN two polls bring the same progress (the job waits for the worker)
+    WebDriverWait(driver, WAIT).until(lambda browser: browser.execute_script("return window.polls;") >= 2)
+    # THEN the page keeps what it shows: nothing new for the live region to announce
+    assert driver.execute_script("return window.polledJob === document.querySelector('#job');")
+
+    # WHEN the worker runs the job, until the page shows it done
+    def worked_and_done(browser: WebDriver) -> bool:
+        harness.drain()
+        return bool(browser.execute_script("return document.querySelector('#job-status')?.textContent;") == "done")
+
+    WebDriverWait(driver, WAIT).until(worked_and_done)
+    # THEN the status changed inside the live region the page had: a region swapped in whole is not announced
+    assert driver.execute_script(
+        "return window.liveRegion.isConnected && window.liveRegion.contains(document.querySelector('#job-status'));"
+    )
+    assert driver.execute_script("return window.polledJob !== document.querySelector('#job');")
     accessible(driver)

@@ -345,7 +345,8 @@ class Settings(BaseSettings):
     portal_accent_color: str = Field(
         "#4f46e5",
         pattern=r"^#[0-9a-fA-F]{6}$",
-        description="The portal's accent colour (buttons and links), as `#rrggbb`.",
+        description="The portal's accent colour (buttons and links), as `#rrggbb`; one too light to read is shown "
+        "darkened (``herald.portal.theme``).",
     )
     portal_logo_url: str = Field(
         "",

@@ -16,11 +16,25 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from herald.catalog import catalog, echoed
-from herald.delivery_options import MAX_HEADERS, CustomHeaders, is_sensitive_name
+from herald.delivery_options import (
+    MAX_HEADERS,
+    CustomHeaders,
+    InvalidFilterError,
+    InvalidHeadersError,
+    InvalidTransformError,
+    is_sensitive_name,
+)
 from herald.delivery_options.headers import is_credential_value
 from herald.domain import deliveries, subscriptions
 from herald.domain.publishing import send_test
-from herald.errors import ConflictError, IdempotencyConflictError, InvalidInputError, ServiceUnavailableError
+from herald.errors import (
+    ConflictError,
+    IdempotencyConflictError,
+    InvalidInputError,
+    ServiceUnavailableError,
+    UnknownEventTypeError,
+    UrlNotAllowedError,
+)
 from herald.ids import IDEMPOTENCY_KEY_MAX_LENGTH, is_idempotency_key
 from herald.portal.render import checked_cursor, moment, page, retry_later
 from herald.portal.security import change_form, fields_list, manager, visitor
@@ -89,12 +103,32 @@ def _lines(text: str) -> str:
 MAX_PROBLEMS_LISTED = 20
 
 
-def _capped(problems: Sequence[str], rest: str) -> list[str]:
+@dataclass(frozen=True)
+class Problem:
+    """One line of a refused form's summary, and what it is about: a field of the form (``FORM_FIELDS``), and for
+    custom headers a row (the header's name as the API compares it; "" for a value typed without a name) and which
+    of its inputs (``part``: "name" or "value"), or None for the form as a whole. A problem that is not ``invalid``
+    points at a field without saying its value is wrong (a conflict: the field shows the endpoint's value now)."""
+
+    text: str
+    field: str | None = None
+    row: str | None = None
+    part: str | None = None
+    invalid: bool = True
+
+
+#: The form's fields a problem may be about, by the names the API gives them (the first part of an error's ``loc``).
+FORM_FIELDS = ("url", "event_types", "description", "metadata", "rate_limit", "headers", "filter", "transform")
+
+
+def _capped(problems: Sequence[Problem], rest: str) -> list[Problem]:
     """``problems`` as a refused form lists them: the first ``MAX_PROBLEMS_LISTED``, then, when there are more, one
-    line saying how many (``rest``, its ``{count}`` filled in)."""
+    line saying how many (``rest``, its ``{count}`` filled in), about their field if they are all about one."""
     if len(problems) <= MAX_PROBLEMS_LISTED:
         return list(problems)
-    return [*problems[:MAX_PROBLEMS_LISTED], rest.format(count=f"{len(problems) - MAX_PROBLEMS_LISTED:,}")]
+    fields = {problem.field for problem in problems}
+    more = rest.format(count=f"{len(problems) - MAX_PROBLEMS_LISTED:,}")
+    return [*problems[:MAX_PROBLEMS_LISTED], Problem(more, fields.pop() if len(fields) == 1 else None)]
 
 
 #: The form's label of each field a refused form may name, as the page shows it.
@@ -108,32 +142,75 @@ _FIELD_LABELS = {
 }
 
 
-def _problem(error: Any) -> str:
+def _problem(error: Any) -> Problem:
     """One problem of a refused form, as its reader knows the form: the field's label, then what is wrong."""
     loc = [str(part) for part in error["loc"]]
     field = _FIELD_LABELS.get(loc[0], loc[0]) if loc else "Form"
     if loc == ["event_types"] and error["type"] == "too_short":
-        return f"{field}: tick at least one"
+        return Problem(f"{field}: tick at least one", "event_types")
     where = " ".join([field, *loc[1:]])
-    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+    return Problem(f"{where}: {error['msg'].removeprefix('Value error, ')}", *_field_of(loc, error["type"]))
 
 
-def _errors(exc: Exception) -> list[str]:
+#: The kinds of problem (an error detail's ``type``) about a custom header's value, not its name.
+_VALUE_KINDS = frozenset({"invalid_header_value", "missing_header_value"})
+
+#: Where a problem is: a field of the form, and for a custom header its row and input (``Problem``).
+_Where = tuple[str | None, str | None, str | None]
+
+
+def _field_of(loc: Sequence[Any], kind: str = "") -> _Where:
+    """The form's field an error's ``loc`` names (None for one the form has no field of), and for a custom header its
+    row and whether the problem (of ``kind``) is about the row's name or its value."""
+    parts = [str(part) for part in loc]
+    if parts[:1] == ["body"]:
+        parts = parts[1:]
+    if not parts or parts[0] not in FORM_FIELDS:
+        return None, None, None
+    if parts[0] != "headers" or len(parts) < 2:
+        return parts[0], None, None
+    return "headers", _folded(parts[1]), "value" if kind in _VALUE_KINDS or parts[2:3] == ["value"] else "name"
+
+
+#: The field of an error that names none in its details.
+_FIELD_OF_ERROR: dict[type[InvalidInputError], str] = {
+    UrlNotAllowedError: "url",
+    UnknownEventTypeError: "event_types",
+    InvalidFilterError: "filter",
+    InvalidTransformError: "transform",
+    InvalidHeadersError: "headers",
+}
+
+
+def _errors(exc: Exception) -> list[Problem]:
     if isinstance(exc, ValidationError):
         return _capped([_problem(e) for e in exc.errors()], "and {count} more problems")
     assert isinstance(exc, InvalidInputError)
-    # Once each: a detail the message says already is left out (the headers' message joins its details').
-    details = [str(d.get("msg", "")) for d in exc.details or [] if d.get("msg")]
-    unique = dict.fromkeys([exc.message, *(detail for detail in details if detail not in exc.message)])
-    return _capped([*unique], "and {count} more problems")
+    # Once each: a detail the message says already is left out (the headers' message joins its details'). The
+    # message is about the one field its details name, else the field of its kind of error.
+    details = [
+        (str(d.get("msg", "")), _field_of(d.get("loc") or (), str(d.get("type", ""))))
+        for d in exc.details or []
+        if d.get("msg")
+    ]
+    places = {where for _, where in details}
+    if len(places) > 1 and len({field for field, _, _ in places}) == 1:
+        places = {(next(iter(places))[0], None, None)}
+    field, row, part = places.pop() if len(places) == 1 else (None, None, None)
+    field = field or next((name for kind, name in _FIELD_OF_ERROR.items() if isinstance(exc, kind)), None)
+    unique = {exc.message: Problem(exc.message, field, row if field else None, part if field else None)}
+    for text, where in details:
+        if text not in exc.message:
+            unique.setdefault(text, Problem(text, *where))
+    return _capped([*unique.values()], "and {count} more problems")
 
 
-def _event_type_problems(event_types: Sequence[str], kept: Sequence[str] = ()) -> list[str]:
+def _event_type_problems(event_types: Sequence[str], kept: Sequence[str] = ()) -> list[Problem]:
     """The posted event types the catalog does not list, each as the API says it (``kept`` aside: the endpoint's own
     types that the catalog no longer lists, which it may keep), the first ``MAX_PROBLEMS_LISTED`` named. Checked by the
     form itself, so that a form of thousands of made-up names is told so in a few lines."""
     problems = [
-        f"{echoed(name)!r} is not in the event catalog"
+        Problem(f"{echoed(name)!r} is not in the event catalog", "event_types")
         for name in dict.fromkeys(event_types)
         if name != WILDCARD and name not in catalog and name not in kept
     ]
@@ -181,16 +258,18 @@ def _folded(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def _header_problems(rows: Sequence[HeaderRow]) -> list[str]:
+def _header_problems(rows: Sequence[HeaderRow]) -> list[Problem]:
     """What the API cannot be told of the header rows: a value typed without a name, a name given in two rows (in
     the API's words: a merge patch or a JSON object cannot name a header twice)."""
-    problems: list[str] = []
+    problems: list[Problem] = []
     seen: set[str] = set()
     for row in rows:
         if not row.name:
-            problems.append("custom headers: a new header has a value but no name: give its name, or clear its value")
+            no_name = "custom headers: a new header has a value but no name: give its name, or clear its value"
+            problems.append(Problem(no_name, "headers", "", "name"))
         elif _folded(row.name) in seen:
-            problems.append(f"header {row.name!r} is given twice (names ignore case, and _ is read as -)")
+            twice = f"header {row.name!r} is given twice (names ignore case, and _ is read as -)"
+            problems.append(Problem(twice, "headers", _folded(row.name), "name"))
         seen.add(_folded(row.name))
     return _capped([*dict.fromkeys(problems)], "custom headers: and {count} more problems")
 
@@ -215,7 +294,7 @@ def _metadata_of(text: str) -> dict[str, str]:
     return metadata
 
 
-def _metadata_problems(text: str) -> list[str]:
+def _metadata_problems(text: str) -> list[Problem]:
     """What keeps the form's metadata lines from reading as one ``key=value`` a line, each naming its lines (numbered
     as the field shows them, blank ones too), in their order: a line without ``=`` (it would be a key with no value),
     a key given twice (its last line would win, the others lost). A key left empty is the API's to refuse. The first
@@ -235,7 +314,7 @@ def _metadata_problems(text: str) -> list[str]:
             times = "twice" if len(numbers) == 2 else f"{len(numbers)} times"
             where = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
             problems.append((numbers[0], f"metadata: “{key}” is given {times} (lines {where}): keep one"))
-    ordered = [message for _, message in sorted(problems, key=lambda problem: problem[0])]
+    ordered = [Problem(message, "metadata") for _, message in sorted(problems, key=lambda problem: problem[0])]
     return _capped(ordered, "metadata: and {count} more problems on later lines")
 
 
@@ -267,11 +346,13 @@ def _form_page(
     refused_metadata: str | None = None,
     header_rows: Sequence[HeaderRow] | None = None,
     new_header_rows: Sequence[HeaderRow] = (),
+    errors: Sequence[Problem | str] = (),
     **context: Any,
 ) -> Response:
     """The endpoint form, showing ``values``; or, for its metadata, ``refused_metadata``: the lines the tenant typed,
     refused, shown again as they were typed. ``header_rows`` are the rows of the headers the endpoint has (by
-    default, as it has them), ``new_header_rows`` the new headers typed, followed by empty rows."""
+    default, as it has them), ``new_header_rows`` the new headers typed, followed by empty rows. ``errors`` (a text
+    is about the form as a whole) are listed at the top, each field pointing at its own."""
     if header_rows is None:
         header_rows = _rows_of(Shown.headers_of(sub)) if sub else []
     # Empty rows: as many as the endpoint can still take, ``NEW_HEADER_ROWS`` at least (past the limit, the API says
@@ -292,7 +373,6 @@ def _form_page(
         values=values,
         removing=removing,
         metadata_text=metadata_text,
-        metadata_refused=refused_metadata is not None,
         # The form says so: saved unchanged, it is kept as it is; edited, it is saved as the lines read.
         metadata_lossy=refused_metadata is None
         and _as_the_form_reads(values.get("metadata")) != (values.get("metadata") or {}),
@@ -312,8 +392,51 @@ def _form_page(
         new_header_rows=[*new_header_rows, *blank[:shown_blank]],
         more_header_rows=blank[shown_blank:],
         max_headers=MAX_HEADERS,
+        summary=ErrorSummary([error if isinstance(error, Problem) else Problem(error) for error in errors]),
         **context,
     )
+
+
+class ErrorSummary:
+    """A refused form's problems as its page lists them, in their order: in lists of consecutive problems about the
+    same field (and row, and input of the row), each list with an id its field's ``aria-describedby`` names. A field
+    whose problems are all the summary lists is described by the summary itself (``form-errors``)."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.lists: list[tuple[str, list[Problem]]] = []
+        for problem in problems:
+            last = self.lists[-1][1] if self.lists else None
+            if last is not None and _place(last[0]) == _place(problem):
+                last.append(problem)
+            else:
+                self.lists.append((f"form-errors-{len(self.lists) + 1}", [problem]))
+        if len(self.lists) == 1:
+            self.lists = [("form-errors", self.lists[0][1])]
+
+    def __bool__(self) -> bool:
+        return bool(self.lists)
+
+    def _of(self, field: str, row: str | None, part: str | None) -> list[tuple[str, list[Problem]]]:
+        key = (field, None if row is None else _folded(row))
+        return [
+            (ident, found)
+            for ident, found in self.lists
+            if (found[0].field, found[0].row) == key and part in (None, found[0].part)
+        ]
+
+    def ids(self, field: str, row: str | None = None, part: str | None = None) -> str:
+        """The ids of the lists of the problems about ``field`` (for custom headers, about ``row``: a header's name,
+        "" for a value typed without one; and with ``part``, about that input of the row only), space-separated; ""
+        if none is."""
+        return " ".join(ident for ident, _ in self._of(field, row, part))
+
+    def invalid(self, field: str, row: str | None = None, part: str | None = None) -> bool:
+        """Whether a problem says the value of ``field`` (or ``row``, or its ``part``) is wrong."""
+        return any(problem.invalid for _, found in self._of(field, row, part) for problem in found)
+
+
+def _place(problem: Problem) -> _Where:
+    return problem.field, problem.row, problem.part
 
 
 #: What a form says when its save got no answer (503): it may have been saved.
@@ -363,7 +486,7 @@ async def create_endpoint(request: Request) -> Response:
     values["headers"] = _new_headers(rows)
     key = form.get(REQUEST_KEY_FIELD) or None
     metadata_problems = _metadata_problems(form.get("metadata", ""))
-    problems = [
+    problems: list[Problem | str] = [
         *_event_type_problems(values["event_types"]),
         *metadata_problems,
         *_header_problems(rows),
@@ -454,6 +577,7 @@ async def show_endpoint(  # noqa: PLR0917 - the delivery log's filters, as the q
         # A full page of the newest deliveries leaves older ones out: the chart says from when it counts.
         chart_since=recent[-1].created_at if len(recent) == CHART_DELIVERIES else None,
         chart_deliveries=CHART_DELIVERIES,
+        slot=CHART_SLOT,
         stats=deliveries.stats(guest.services, sub),
         deliveries=listed.items,
         after=after,
@@ -593,7 +717,7 @@ def _shown_in(form: dict[str, str], sub: Subscription) -> Shown | None:
         return None
 
 
-def _edited_metadata_problems(form: dict[str, str], shown: Shown | None, now: Shown) -> list[str]:
+def _edited_metadata_problems(form: dict[str, str], shown: Shown | None, now: Shown) -> list[Problem]:
     """The problems of the edit form's metadata lines (``_metadata_problems``), unless they are the lines the form
     showed, or those of the endpoint now: left unchanged, metadata set through the API that the lines cannot hold (a
     value with a line break, keys that differ by a space at an end) is kept as it is, not read from its lines."""
@@ -799,7 +923,7 @@ def _value_text(name: str, value: Any) -> str:
 
 def _conflict_note(
     conflicts: list[str], changes: dict[str, Any], posted: dict[str, Any], now: Shown, shown: Shown | None
-) -> list[str]:
+) -> list[Problem | str]:
     """What the conflict answer says: the endpoint changed since the form was opened, in which fields the tenant
     changed too, and what the tenant had entered in each (the form shows the endpoint's values there now)."""
     changed = "This endpoint was changed elsewhere (through the API, or on another page) after this form was opened"
@@ -809,7 +933,7 @@ def _conflict_note(
             "endpoint as it is. Make your changes again, and save."
         ]
     kept = ", and keeps your other changes (not saved yet)" if changes else ""
-    note = [
+    note: list[Problem | str] = [
         f"{changed}, in fields you changed too: {_names(conflicts)}. Nothing was saved: the form now shows those "
         f"fields as they are{kept}. Check them, and save again."
     ]
@@ -818,16 +942,23 @@ def _conflict_note(
         if name == "headers":
             conflicting = _merged_headers(posted[name], shown, now)[1]
             note.extend(
-                f"{label}: {_change_text(header, posted[name][header])}; it is now "
-                f"{_header_text(_header_in(now.headers, header))}."
+                Problem(
+                    f"{label}: {_change_text(header, posted[name][header])}; it is now "
+                    f"{_header_text(_header_in(now.headers, header))}.",
+                    name,
+                    _folded(header),
+                    invalid=False,
+                )
                 for header in conflicting
             )
             continue
         now_text = _value_text(name, getattr(now, name))
         if name in ("filter", "transform"):
-            note.append(f"{label}: you removed {_value_text(name, getattr(shown, name))}; it is now {now_text}.")
+            text = f"{label}: you removed {_value_text(name, getattr(shown, name))}; it is now {now_text}."
         else:
-            note.append(f"{label}: you entered {_value_text(name, posted[name])}; it is now {now_text}.")
+            text = f"{label}: you entered {_value_text(name, posted[name])}; it is now {now_text}."
+        # The field shows its value now, which is not wrong: the line points at it, as a conflict.
+        note.append(Problem(text, name, invalid=False))
     return note
 
 

@@ -10,6 +10,7 @@ from herald.catalog import catalog
 from herald.domain import portal
 from herald.portal.render import HERE, error_page, page
 from herald.portal.security import change_form, posted_form, same_origin, set_cookie, visitor
+from herald.portal.theme import legible_accent
 
 router = APIRouter(include_in_schema=False)
 
@@ -79,7 +80,7 @@ async def event_catalog(request: Request) -> Response:
 
 @router.get("/static/theme.css")
 async def theme(request: Request) -> Response:
-    accent = services_of(request.app.state.api).settings.portal_accent_color
+    accent = legible_accent(services_of(request.app.state.api).settings.portal_accent_color)
     return Response(f":root {{ --accent: {accent}; }}\n", media_type="text/css")
 
 

@@ -23,3 +23,16 @@ window.addEventListener("pageshow", () => {
     form.removeAttribute("aria-busy");
   }
 });
+
+// A recovery job's progress is polled every 2 s, inside a live region: a poll that brings the same text is not
+// swapped in, so that the region announces changes only, not the same progress every 2 s.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const { target, xhr, serverResponse } = event.detail;
+  if (!(target instanceof HTMLElement) || target.id !== "job" || xhr.status !== 200) {
+    return;
+  }
+  const polled = new DOMParser().parseFromString(serverResponse, "text/html").getElementById("job");
+  if (polled !== null && polled.textContent === target.textContent) {
+    event.detail.shouldSwap = false;
+  }
+});
