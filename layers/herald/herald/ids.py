@@ -38,14 +38,19 @@ ADMIN_KEY_PREFIX = "hra_"
 API_KEY_BYTES = 32
 _TENANT_KEY_PATTERN = re.compile(r"^hrk_[A-Za-z0-9_-]{43}$")
 
-#: What a caller may use as its own event id: it doubles as the idempotency key, and is its deliveries' ``webhook-id``.
-#: No ``.``: the signature covers ``{webhook-id}.{webhook-timestamp}.{body}``, and Standard Webhooks asks that an id a
-#: caller chooses hold none, lest the signed content be split at another dot into another id and timestamp.
+#: What a caller may use as a new event's id: it doubles as the idempotency key, and is its deliveries'
+#: ``webhook-id``. No ``.``: the signature covers ``{webhook-id}.{webhook-timestamp}.{body}``, and Standard Webhooks
+#: asks that an id a caller chooses hold none, lest the signed content be split at another dot into another id and
+#: timestamp.
 EVENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:\-]{0,127}$")
-#: Any id an event may be stored under, to look one up: a caller's could hold a ``.`` before 2026-12-07.
+#: Any id an event may be stored under: a caller's could hold a ``.`` before the rule above. Such an event is still
+#: looked up, redelivered, and answered as a repeat when published again with its id.
 STORED_EVENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 #: What ``EVENT_ID_PATTERN`` allows, as its refusals say.
-EVENT_ID_RULE = "event ids are 1-128 characters: letters, digits and _ : - (no ., which Standard Webhooks forbids)"
+EVENT_ID_RULE = (
+    "event ids are 1-128 characters: a letter or a digit, then letters, digits and _ : - (no ., as Standard Webhooks "
+    "asks of an id it signs)"
+)
 #: An ``Idempotency-Key``'s bounds (the API's header, the CLI's ``--idempotency-key``, the portal's creation key):
 #: 1 to 255 printable ASCII characters, no space.
 IDEMPOTENCY_KEY_MAX_LENGTH = 255

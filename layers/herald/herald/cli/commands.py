@@ -34,10 +34,10 @@ from herald.cli.config import (
 from herald.cli.errors import CliApiError, CliConnectionError, CliError
 from herald.cli.output import columns_of, detail_lines, printable, record, table
 from herald.ids import (
-    EVENT_ID_PATTERN,
     EVENT_ID_RULE,
     IDEMPOTENCY_KEY_MAX_LENGTH,
     OPERATIONAL_EVENT_PREFIX,
+    STORED_EVENT_ID_PATTERN,
     is_idempotency_key,
 )
 
@@ -275,9 +275,10 @@ def idempotency_key(text: str) -> str:
 
 
 def event_id(text: str) -> str:
-    """``--id``: an id the API takes for a caller's event, 1 to 128 letters, digits and ``_ : -`` (never dropped
-    when empty: an id makes a publish safe to send again)."""
-    if not EVENT_ID_PATTERN.fullmatch(text):
+    """``--id``: an id the API may take for a caller's event, 1 to 128 letters, digits and ``_ : -`` (never dropped
+    when empty: an id makes a publish safe to send again). One with a ``.`` is left to the API, which takes it only to
+    repeat the publish of an event stored under it before dots were refused."""
+    if not STORED_EVENT_ID_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{EVENT_ID_RULE}, not {text!a}")
     if text.startswith(OPERATIONAL_EVENT_PREFIX):
         raise argparse.ArgumentTypeError(f"event ids starting with {OPERATIONAL_EVENT_PREFIX} are Herald's own")

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from herald.catalog import MAX_EVENT_TYPE_LENGTH
-from herald.ids import EVENT_ID_PATTERN, EVENT_ID_RULE, OPERATIONAL_EVENT_PREFIX
+from herald.ids import EVENT_ID_RULE, OPERATIONAL_EVENT_PREFIX, STORED_EVENT_ID_PATTERN
 from herald.records import (
     Attempt,
     Delivery,
@@ -37,17 +37,20 @@ class EventIn(StrictModel):
     )
     id: str | None = Field(
         None,
-        description="Your own id for the event: 1-128 letters, digits and `_ : -`, not starting with `evt_op_` (kept "
-        "for Herald's operational events). It is the deliveries' `webhook-id`, so it holds no `.` (Standard Webhooks: "
-        "the signature covers `{webhook-id}.{webhook-timestamp}.{body}`). Publishing the same id twice returns the "
-        "original event.",
+        description="Your own id for the event: 1-128 characters, a letter or a digit, then letters, digits and "
+        "`_ : -`, not starting with `evt_op_` (kept for Herald's operational events). It is the deliveries' "
+        "`webhook-id`, so it holds no `.` (Standard Webhooks: the signature covers "
+        "`{webhook-id}.{webhook-timestamp}.{body}`); an event stored under one before that rule is still answered as "
+        "a repeat. Publishing the same id twice returns the original event.",
         max_length=128,
     )
 
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str | None) -> str | None:
-        if value is not None and not EVENT_ID_PATTERN.fullmatch(value):
+        # A new event's id holds no '.' (ids.EVENT_ID_PATTERN): the route checks that, as an event stored under one
+        # before may be published again.
+        if value is not None and not STORED_EVENT_ID_PATTERN.fullmatch(value):
             raise ValueError(EVENT_ID_RULE)
         if value is not None and value.startswith(OPERATIONAL_EVENT_PREFIX):
             # An operational event (a subscription disabled, ...) whose id was taken would never be published.

@@ -13,8 +13,15 @@ from herald.api.routers import api_router
 from herald.domain import tenants
 from herald.domain.publishing import MaybeStoredError, NotQueuedError, Published, publish, publish_many
 from herald.errors import HeraldError, InvalidInputError, NotFoundError, RequestShapeError, ServiceUnavailableError
-from herald.ids import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN, STORED_EVENT_ID_PATTERN
+from herald.ids import (
+    EVENT_ID_PATTERN,
+    EVENT_ID_RULE,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IDEMPOTENCY_KEY_PATTERN,
+    STORED_EVENT_ID_PATTERN,
+)
 from herald.schemas import DeliveryCounts, ErrorBody, EventBatchIn, EventBatchItem, EventBatchOut, EventIn, EventOut
+from herald.services import Services
 from herald.storage import StoredEvent
 
 router = api_router(prefix="/v1/events", tags=["events"])
@@ -78,6 +85,8 @@ async def publish_event(
     if body.tenant_id is not None:
         # Half the price of a strong read, on every publish; a tenant deleted a second ago may still take it.
         tenants.find(services, body.tenant_id, consistent=False)
+    if (refused := _refused_id(services, body, ["body", "id"])) is not None:
+        raise refused
     published = publish(services, body, idempotency_key=idempotency_key)
     if published.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -114,6 +123,9 @@ async def publish_batch(
         detail = {"loc": ["header", "idempotency-key"], "msg": message, "type": "not_taken"}
         raise InvalidInputError(message, details=[detail])
     parsed = [_parse(index, raw) for index, raw in enumerate(body.events)]
+    for index, item in enumerate(parsed):
+        if isinstance(item, EventIn):
+            parsed[index] = _refused_id(services, item, ["body", "events", index, "id"]) or item
     audiences: dict[str, HeraldError | None] = {}
     for index, item in enumerate(parsed):
         if isinstance(item, EventIn) and item.tenant_id is not None:
@@ -142,6 +154,15 @@ def _parse(index: int, raw: Any) -> EventIn | HeraldError:
             for error in exc.errors(include_url=False)
         ]
         return RequestShapeError(f"event {index} does not match the shape of an event", details=details)
+
+
+def _refused_id(services: Services, body: EventIn, loc: list[str | int]) -> RequestShapeError | None:
+    """The refusal of an id with a ``.`` for a new event (``ids.EVENT_ID_PATTERN``), or None. An event stored under
+    one before dots were refused is found (one read, for such an id only) and published again as any repeat is:
+    answered as stored, and queued if it was not fully."""
+    if body.id is None or EVENT_ID_PATTERN.fullmatch(body.id) or services.store.events.get(body.id) is not None:
+        return None
+    return RequestShapeError(EVENT_ID_RULE, details=[{"loc": loc, "msg": EVENT_ID_RULE, "type": "value_error"}])
 
 
 def _batch_item(result: Published | HeraldError) -> EventBatchItem:
