@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -70,6 +71,13 @@ def _described(tags: _Tags, ident: str, page: str) -> str:
     return " ".join(_text_of(page, ref) for ref in tags.by_id[ident].get("aria-describedby", "").split())
 
 
+def _refused(me: TestClient, form: dict[str, str]) -> tuple[httpx.Response, _Tags]:
+    """A new-endpoint form posted and refused (422): the answer, and its page's tags."""
+    response = me.post("/portal/endpoints", data=form)
+    assert response.status_code == 422, response.text[:300]
+    return response, _tags(response.text)
+
+
 def test_a_refused_field_is_marked_invalid_and_described_by_its_own_problem(
     browser: Browser, tenant: TenantInfo
 ) -> None:
@@ -78,9 +86,7 @@ def test_a_refused_field_is_marked_invalid_and_described_by_its_own_problem(
     csrf = sign_in(me, tenant.id)
     # WHEN it creates an endpoint with no event type ticked and a value typed in a new header row without a name
     form = {"csrf_token": csrf, "url": "https://example.com/hook", "new_header_1_value": "eu-1"}
-    response = me.post("/portal/endpoints", data=form)
-    assert response.status_code == 422, response.text[:300]
-    tags = _tags(response.text)
+    response, tags = _refused(me, form)
     # THEN the header row's name field is invalid, described by the header problem (the summary's only one)
     assert tags.by_id["new-header-1-name"].get("aria-invalid") == "true"
     described = _described(tags, "new-header-1-name", response.text)
@@ -94,9 +100,7 @@ def test_a_refused_field_is_marked_invalid_and_described_by_its_own_problem(
     assert (summary.get("tabindex"), "autofocus" in summary) == ("-1", True)
 
     # WHEN the header is named, and the form sent with a rate limit of zero and no event type
-    response = me.post("/portal/endpoints", data={**form, "new_header_1_name": "X-Route", "rate_limit": "0"})
-    assert response.status_code == 422, response.text[:300]
-    tags = _tags(response.text)
+    response, tags = _refused(me, {**form, "new_header_1_name": "X-Route", "rate_limit": "0"})
     # THEN the event types and the rate limit are each invalid, described by their own problem
     assert tags.by_id["event-types"].get("aria-invalid") == "true"
     assert _described(tags, "event-types", response.text) == "Event types: tick at least one"
@@ -113,9 +117,7 @@ def test_a_url_the_policy_refuses_marks_the_url_field(browser: Browser, tenant: 
     csrf = sign_in(me, tenant.id)
     # WHEN it creates an endpoint at a URL the URL policy refuses (credentials in it), a valid URL otherwise
     form = {"csrf_token": csrf, "url": "https://user:pw@example.com/hook", "event_types": "invoice.paid"}
-    response = me.post("/portal/endpoints", data=form)
-    assert response.status_code == 422, response.text[:300]
-    tags = _tags(response.text)
+    response, tags = _refused(me, form)
     # THEN the URL field is invalid and described by the policy's problem
     assert tags.by_id["url"].get("aria-invalid") == "true"
     assert "credentials" in _described(tags, "url", response.text)
@@ -134,18 +136,14 @@ def test_a_new_headers_value_refused_marks_its_value_not_its_name(browser: Brows
         "new_header_1_name": "X-Route",
         "new_header_1_value": "a\x01b",
     }
-    response = me.post("/portal/endpoints", data=form)
-    assert response.status_code == 422, response.text[:300]
-    tags = _tags(response.text)
+    response, tags = _refused(me, form)
     # THEN the value field is invalid and described by the problem; the name field is neither
     assert tags.by_id["new-header-1-value"].get("aria-invalid") == "true"
     assert "must be visible ASCII" in _described(tags, "new-header-1-value", response.text)
     assert "aria-invalid" not in tags.by_id["new-header-1-name"]
     assert "aria-describedby" not in tags.by_id["new-header-1-name"]
     # WHEN the same row's name is refused instead (a name Herald sets itself)
-    response = me.post("/portal/endpoints", data={**form, "new_header_1_name": "webhook-id", "new_header_1_value": "1"})
-    assert response.status_code == 422, response.text[:300]
-    tags = _tags(response.text)
+    response, tags = _refused(me, {**form, "new_header_1_name": "webhook-id", "new_header_1_value": "1"})
     # THEN it is the name that is marked, not the value
     assert tags.by_id["new-header-1-name"].get("aria-invalid") == "true"
     assert "cannot be set" in _described(tags, "new-header-1-name", response.text)

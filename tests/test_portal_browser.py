@@ -181,6 +181,18 @@ def open_page(browser: WebDriver, url: str) -> None:
     accessible(browser)
 
 
+def endpoint_page_open(driver: WebDriver, served_app: str, tenant: TenantInfo, url: str) -> str:
+    """A new endpoint of the tenant's at ``url``, for every event type, its page open for the tenant signed in; its
+    id."""
+    created = httpx.post(
+        f"{served_app}/v1/subscriptions", json={"url": url, "event_types": ["*"]}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
+    signed_in(driver, served_app, tenant)
+    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    return str(created.json()["id"])
+
+
 def newest_delivery(browser: WebDriver, base: str, sub_id: str) -> None:
     open_page(browser, f"{base}/portal/endpoints/{sub_id}")
     click(browser, "#deliveries tbody tr:first-child a")
@@ -516,12 +528,7 @@ def test_dark_mode_keeps_the_focus_outline_and_the_chart_readable(
     driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN an endpoint's page (axe-core finds nothing in light or dark mode: text, links and buttons)
-    created = httpx.post(
-        f"{served_app}/v1/subscriptions", json={"url": receiver.url, "event_types": ["*"]}, headers=tenant.headers
-    )
-    assert created.status_code == 201, created.text
-    signed_in(driver, served_app, tenant)
-    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    endpoint_page_open(driver, served_app, tenant, receiver.url)
     # WHEN the reader prefers dark mode and moves the focus with the keyboard
     color_scheme(driver, "dark")
     background = driver.execute_script("return getComputedStyle(document.body).backgroundColor;")
@@ -545,12 +552,7 @@ def test_the_revealed_secret_takes_the_focus_from_the_link_it_replaces(
     driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver
 ) -> None:
     # GIVEN an endpoint's page
-    created = httpx.post(
-        f"{served_app}/v1/subscriptions", json={"url": receiver.url, "event_types": ["*"]}, headers=tenant.headers
-    )
-    assert created.status_code == 201, created.text
-    signed_in(driver, served_app, tenant)
-    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    endpoint_page_open(driver, served_app, tenant, receiver.url)
     # WHEN the reader presses Enter on "Reveal the signing secret", which the secret replaces
     wait_for(driver, "#reveal").send_keys(Keys.ENTER)
     # THEN the focus is on the secret, in a region that announces it: not lost to the top of the page
@@ -582,12 +584,7 @@ def test_a_recovery_progress_changes_inside_a_live_region_that_stays(
     driver: WebDriver, served_app: str, tenant: TenantInfo, receiver: Receiver, harness: Harness
 ) -> None:
     # GIVEN a tenant's recovery of the last hour, its progress page polling the job
-    created = httpx.post(
-        f"{served_app}/v1/subscriptions", json={"url": receiver.url, "event_types": ["*"]}, headers=tenant.headers
-    )
-    assert created.status_code == 201, created.text
-    signed_in(driver, served_app, tenant)
-    open_page(driver, f"{served_app}/portal/endpoints/{created.json()['id']}")
+    endpoint_page_open(driver, served_app, tenant, receiver.url)
     since = driver.find_element(By.ID, "since")
     driver.execute_script(
         "arguments[0].value = arguments[1];", since, time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
