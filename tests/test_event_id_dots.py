@@ -39,6 +39,17 @@ def test_a_publish_with_a_dot_in_its_id_is_refused_and_nothing_stored(client: An
         assert client.post("/v1/events", json={**body, "id": taken}, headers=ADMIN).status_code == 202
 
 
+def test_a_dotted_id_is_refused_before_its_tenant_is_looked_for_alone_as_in_a_batch(client: Any) -> None:
+    # WHEN a new event with a dotted id names a tenant that does not exist, alone and in a batch
+    body = {"type": "invoice.paid", "tenant_id": "tnt_0000000000000000000000nope", "id": DOTTED, "data": INVOICE}
+    alone = client.post("/v1/events", json=body, headers=ADMIN)
+    batch = client.post("/v1/events/batch", json={"events": [body]}, headers=ADMIN)
+    # THEN both say the id is refused, as the batch promises its items answer what a single publish would
+    assert_error(alone, 422, "validation_error")
+    (item,) = batch.json()["data"]
+    assert (item["status"], item["error"]["code"]) == (422, "validation_error")
+
+
 def test_a_batch_refuses_its_dotted_id_alone(client: Any, tenant: TenantInfo) -> None:
     # WHEN a batch holds an event with a dotted id beside a good one
     good = {"type": "invoice.paid", "tenant_id": tenant.id, "id": "inv-1-paid", "data": INVOICE}

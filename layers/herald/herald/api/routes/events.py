@@ -82,11 +82,11 @@ async def publish_event(
     every matching subscription of `tenant_id` (or of every tenant with `broadcast: true`). A 503 whose error has
     an `event_id` stored the event and did not queue all of it: publish it again with that `id` (nothing is sent
     twice). An `id` or an `Idempotency-Key` makes any retry safe."""
+    if (refused := _refused_id(services, body, ["body", "id"])) is not None:
+        raise refused  # before the tenant, as the batch checks its items
     if body.tenant_id is not None:
         # Half the price of a strong read, on every publish; a tenant deleted a second ago may still take it.
         tenants.find(services, body.tenant_id, consistent=False)
-    if (refused := _refused_id(services, body, ["body", "id"])) is not None:
-        raise refused
     published = publish(services, body, idempotency_key=idempotency_key)
     if published.replayed:
         response.headers["Idempotent-Replayed"] = "true"
