@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from herald import portal
 from herald.portal.theme import MIN_CONTRAST, PANEL, WHITE, contrast, legible_accent
+from tests import test_portal_custom_headers as custom_headers
 from tests.delivery_support import subscribe
 from tests.portal_support import Browser, sign_in
 from tests.support import Receiver, TenantInfo
@@ -148,6 +149,46 @@ def test_a_new_headers_value_refused_marks_its_value_not_its_name(browser: Brows
     assert tags.by_id["new-header-1-name"].get("aria-invalid") == "true"
     assert "cannot be set" in _described(tags, "new-header-1-name", response.text)
     assert "aria-invalid" not in tags.by_id["new-header-1-value"]
+
+
+def test_each_header_row_a_joined_problem_names_is_marked(browser: Browser, tenant: TenantInfo) -> None:
+    # GIVEN a signed-in tenant
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    # WHEN it creates an endpoint with three new headers, the first and the third refused by name (the API joins
+    # their problems in one message)
+    form = {"csrf_token": csrf, "url": "https://example.com/hook", "event_types": "invoice.paid"}
+    for number, (name, value) in enumerate([("bad name", "1"), ("X-Ok", "2"), ("webhook-id", "3")], start=1):
+        form |= {f"new_header_{number}_name": name, f"new_header_{number}_value": value}
+    response, tags = _refused(me, form)
+    # THEN the headers' fieldset and each refused row's name are invalid, described by the message naming them
+    assert tags.by_id["custom-headers"].get("aria-invalid") == "true"
+    for ident in ("new-header-1-name", "new-header-3-name"):
+        assert tags.by_id[ident].get("aria-invalid") == "true", ident
+        described = _described(tags, ident, response.text)
+        assert "'bad name'" in described, described
+        assert "'webhook-id' cannot be set" in described, described
+    # AND the good row, and the refused rows' values, are not
+    for ident in ("new-header-2-name", "new-header-2-value", "new-header-1-value", "new-header-3-value"):
+        assert "aria-invalid" not in tags.by_id[ident], ident
+        assert "aria-describedby" not in tags.by_id[ident], ident
+
+
+def test_a_new_header_given_twice_marks_the_new_row_not_the_kept_one(
+    browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
+) -> None:
+    # GIVEN an endpoint with the header X-Route, and its edit form
+    sub_id, me = custom_headers._endpoint(browser, client, tenant, receiver.url, {"X-Route": {"value": "eu-1"}})
+    form = custom_headers._opened(me, sub_id)
+    kept = custom_headers._row(form, "X-Route").replace("_", "-")
+    # WHEN a new row names it again, as x_route (names ignore case, and _ is read as -)
+    response = custom_headers._saved(me, sub_id, {**form, "new_header_1_name": "x_route", "new_header_1_value": "2"})
+    assert response.status_code == 422, response.text[:300]
+    tags = _tags(response.text)
+    # THEN the new row's name is invalid, described by the problem; the kept row's value, which is fine, is not
+    assert tags.by_id["new-header-1-name"].get("aria-invalid") == "true"
+    assert "given twice" in _described(tags, "new-header-1-name", response.text)
+    assert "aria-invalid" not in tags.by_id[f"{kept}-value"]
 
 
 def test_the_chart_has_a_legend_and_its_counts_in_a_table(

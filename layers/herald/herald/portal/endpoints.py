@@ -115,6 +115,17 @@ class Problem:
     row: str | None = None
     part: str | None = None
     invalid: bool = True
+    #: Other places the problem is about: the API joins a field's problems in one message (custom headers: each row
+    #: its own), which is listed once and points at each of them.
+    also: tuple[tuple[str | None, str | None, str | None], ...] = ()
+
+    def about(self, field: str, row: str | None, part: str | None) -> bool:
+        """Whether the problem is about ``field`` (its ``row``; ``part``, if given, of the row: a problem about no
+        part of it is about both)."""
+        return any(
+            (place_field, place_row) == (field, row) and (part is None or place_part in (None, part))
+            for place_field, place_row, place_part in ((self.field, self.row, self.part), *self.also)
+        )
 
 
 #: The form's fields a problem may be about, by the names the API gives them (the first part of an error's ``loc``).
@@ -194,11 +205,13 @@ def _errors(exc: Exception) -> list[Problem]:
         if d.get("msg")
     ]
     places = {where for _, where in details}
+    also: tuple[_Where, ...] = ()
     if len(places) > 1 and len({field for field, _, _ in places}) == 1:
+        also = tuple(sorted(places, key=str))  # the message is about the field, and about each place in it
         places = {(next(iter(places))[0], None, None)}
     field, row, part = places.pop() if len(places) == 1 else (None, None, None)
     field = field or next((name for kind, name in _FIELD_OF_ERROR.items() if isinstance(exc, kind)), None)
-    unique = {exc.message: Problem(exc.message, field, row if field else None, part if field else None)}
+    unique = {exc.message: Problem(exc.message, field, row if field else None, part if field else None, also=also)}
     for text, where in details:
         if text not in exc.message:
             unique.setdefault(text, Problem(text, *where))
@@ -417,12 +430,8 @@ class ErrorSummary:
         return bool(self.lists)
 
     def _of(self, field: str, row: str | None, part: str | None) -> list[tuple[str, list[Problem]]]:
-        key = (field, None if row is None else _folded(row))
-        return [
-            (ident, found)
-            for ident, found in self.lists
-            if (found[0].field, found[0].row) == key and part in (None, found[0].part)
-        ]
+        folded = None if row is None else _folded(row)
+        return [(ident, found) for ident, found in self.lists if any(p.about(field, folded, part) for p in found)]
 
     def ids(self, field: str, row: str | None = None, part: str | None = None) -> str:
         """The ids of the lists of the problems about ``field`` (for custom headers, about ``row``: a header's name,
@@ -432,7 +441,12 @@ class ErrorSummary:
 
     def invalid(self, field: str, row: str | None = None, part: str | None = None) -> bool:
         """Whether a problem says the value of ``field`` (or ``row``, or its ``part``) is wrong."""
-        return any(problem.invalid for _, found in self._of(field, row, part) for problem in found)
+        folded = None if row is None else _folded(row)
+        return any(
+            problem.invalid and problem.about(field, folded, part)
+            for _, found in self._of(field, row, part)
+            for problem in found
+        )
 
 
 def _place(problem: Problem) -> _Where:
