@@ -72,6 +72,13 @@ def _described(tags: _Tags, ident: str, page: str) -> str:
     return " ".join(_text_of(page, ref) for ref in tags.by_id[ident].get("aria-describedby", "").split())
 
 
+def _new_endpoint_form(browser: Browser, tenant: TenantInfo) -> tuple[TestClient, dict[str, str]]:
+    """The tenant signed in, and a new-endpoint form that would be taken (a URL, a type) for a test to spoil."""
+    me = browser()
+    csrf = sign_in(me, tenant.id)
+    return me, {"csrf_token": csrf, "url": "https://example.com/hook", "event_types": "invoice.paid"}
+
+
 def _refused(me: TestClient, form: dict[str, str]) -> tuple[httpx.Response, _Tags]:
     """A new-endpoint form posted and refused (422): the answer, and its page's tags."""
     response = me.post("/portal/endpoints", data=form)
@@ -114,11 +121,9 @@ def test_a_refused_field_is_marked_invalid_and_described_by_its_own_problem(
 
 def test_a_url_the_policy_refuses_marks_the_url_field(browser: Browser, tenant: TenantInfo) -> None:
     # GIVEN a signed-in tenant
-    me = browser()
-    csrf = sign_in(me, tenant.id)
+    me, form = _new_endpoint_form(browser, tenant)
     # WHEN it creates an endpoint at a URL the URL policy refuses (credentials in it), a valid URL otherwise
-    form = {"csrf_token": csrf, "url": "https://user:pw@example.com/hook", "event_types": "invoice.paid"}
-    response, tags = _refused(me, form)
+    response, tags = _refused(me, {**form, "url": "https://user:pw@example.com/hook"})
     # THEN the URL field is invalid and described by the policy's problem
     assert tags.by_id["url"].get("aria-invalid") == "true"
     assert "credentials" in _described(tags, "url", response.text)
@@ -127,16 +132,9 @@ def test_a_url_the_policy_refuses_marks_the_url_field(browser: Browser, tenant: 
 
 def test_a_new_headers_value_refused_marks_its_value_not_its_name(browser: Browser, tenant: TenantInfo) -> None:
     # GIVEN a signed-in tenant
-    me = browser()
-    csrf = sign_in(me, tenant.id)
+    me, form = _new_endpoint_form(browser, tenant)
     # WHEN it creates an endpoint with a new header whose name is fine and whose value holds a control character
-    form = {
-        "csrf_token": csrf,
-        "url": "https://example.com/hook",
-        "event_types": "invoice.paid",
-        "new_header_1_name": "X-Route",
-        "new_header_1_value": "a\x01b",
-    }
+    form |= {"new_header_1_name": "X-Route", "new_header_1_value": "a\x01b"}
     response, tags = _refused(me, form)
     # THEN the value field is invalid and described by the problem; the name field is neither
     assert tags.by_id["new-header-1-value"].get("aria-invalid") == "true"
@@ -153,11 +151,9 @@ def test_a_new_headers_value_refused_marks_its_value_not_its_name(browser: Brows
 
 def test_each_header_row_a_joined_problem_names_is_marked(browser: Browser, tenant: TenantInfo) -> None:
     # GIVEN a signed-in tenant
-    me = browser()
-    csrf = sign_in(me, tenant.id)
+    me, form = _new_endpoint_form(browser, tenant)
     # WHEN it creates an endpoint with three new headers, the first and the third refused by name (the API joins
     # their problems in one message)
-    form = {"csrf_token": csrf, "url": "https://example.com/hook", "event_types": "invoice.paid"}
     for number, (name, value) in enumerate([("bad name", "1"), ("X-Ok", "2"), ("webhook-id", "3")], start=1):
         form |= {f"new_header_{number}_name": name, f"new_header_{number}_value": value}
     response, tags = _refused(me, form)
