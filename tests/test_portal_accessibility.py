@@ -190,12 +190,10 @@ def test_a_new_header_given_twice_marks_the_new_row_not_the_kept_one(
 def test_the_chart_has_a_legend_and_its_counts_in_a_table(
     browser: Browser, client: TestClient, tenant: TenantInfo, receiver: Receiver
 ) -> None:
-    # GIVEN an endpoint
-    sub = subscribe(client, tenant, receiver.url)
-    me = browser()
-    sign_in(me, tenant.id)
+    # GIVEN an endpoint, the tenant signed in
+    sub_id, me = custom_headers._endpoint(browser, client, tenant, receiver.url)
     # WHEN the tenant opens its page
-    page = me.get(f"/portal/endpoints/{sub.id}").text
+    page = me.get(f"/portal/endpoints/{sub_id}").text
     # THEN the chart's colours are named in a legend, and each slot's counts are in a table: a row a slot
     assert "Succeeded" in _text_of(page, "chart-legend")
     assert "Failed" in _text_of(page, "chart-legend")

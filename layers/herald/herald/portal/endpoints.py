@@ -103,6 +103,10 @@ def _lines(text: str) -> str:
 MAX_PROBLEMS_LISTED = 20
 
 
+#: Where a problem is: a field of the form, and for a custom header its row and input (``Problem``).
+_Where = tuple[str | None, str | None, str | None]
+
+
 @dataclass(frozen=True)
 class Problem:
     """One line of a refused form's summary, and what it is about: a field of the form (``FORM_FIELDS``), and for
@@ -117,14 +121,18 @@ class Problem:
     invalid: bool = True
     #: Other places the problem is about: the API joins a field's problems in one message (custom headers: each row
     #: its own), which is listed once and points at each of them.
-    also: tuple[tuple[str | None, str | None, str | None], ...] = ()
+    also: tuple[_Where, ...] = ()
+
+    @property
+    def place(self) -> _Where:
+        return self.field, self.row, self.part
 
     def about(self, field: str, row: str | None, part: str | None) -> bool:
         """Whether the problem is about ``field`` (its ``row``; ``part``, if given, of the row: a problem about no
         part of it is about both)."""
         return any(
             (place_field, place_row) == (field, row) and (part is None or place_part in (None, part))
-            for place_field, place_row, place_part in ((self.field, self.row, self.part), *self.also)
+            for place_field, place_row, place_part in (self.place, *self.also)
         )
 
 
@@ -165,9 +173,6 @@ def _problem(error: Any) -> Problem:
 
 #: The kinds of problem (an error detail's ``type``) about a custom header's value, not its name.
 _VALUE_KINDS = frozenset({"invalid_header_value", "missing_header_value"})
-
-#: Where a problem is: a field of the form, and for a custom header its row and input (``Problem``).
-_Where = tuple[str | None, str | None, str | None]
 
 
 def _field_of(loc: Sequence[Any], kind: str = "") -> _Where:
@@ -419,7 +424,7 @@ class ErrorSummary:
         self.lists: list[tuple[str, list[Problem]]] = []
         for problem in problems:
             last = self.lists[-1][1] if self.lists else None
-            if last is not None and _place(last[0]) == _place(problem):
+            if last is not None and last[0].place == problem.place:
                 last.append(problem)
             else:
                 self.lists.append((f"form-errors-{len(self.lists) + 1}", [problem]))
@@ -429,28 +434,21 @@ class ErrorSummary:
     def __bool__(self) -> bool:
         return bool(self.lists)
 
-    def _of(self, field: str, row: str | None, part: str | None) -> list[tuple[str, list[Problem]]]:
+    def _about(self, field: str, row: str | None, part: str | None) -> list[tuple[str, list[Problem]]]:
+        """Each list, with those of its problems about ``field`` (``row``, ``part``), for the lists that have any."""
         folded = None if row is None else _folded(row)
-        return [(ident, found) for ident, found in self.lists if any(p.about(field, folded, part) for p in found)]
+        found = [(ident, [p for p in problems if p.about(field, folded, part)]) for ident, problems in self.lists]
+        return [(ident, problems) for ident, problems in found if problems]
 
     def ids(self, field: str, row: str | None = None, part: str | None = None) -> str:
         """The ids of the lists of the problems about ``field`` (for custom headers, about ``row``: a header's name,
         "" for a value typed without one; and with ``part``, about that input of the row only), space-separated; ""
         if none is."""
-        return " ".join(ident for ident, _ in self._of(field, row, part))
+        return " ".join(ident for ident, _ in self._about(field, row, part))
 
     def invalid(self, field: str, row: str | None = None, part: str | None = None) -> bool:
         """Whether a problem says the value of ``field`` (or ``row``, or its ``part``) is wrong."""
-        folded = None if row is None else _folded(row)
-        return any(
-            problem.invalid and problem.about(field, folded, part)
-            for _, found in self._of(field, row, part)
-            for problem in found
-        )
-
-
-def _place(problem: Problem) -> _Where:
-    return problem.field, problem.row, problem.part
+        return any(problem.invalid for _, problems in self._about(field, row, part) for problem in problems)
 
 
 #: What a form says when its save got no answer (503): it may have been saved.
